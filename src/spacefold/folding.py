@@ -1,0 +1,333 @@
+"""Public entry points that join the stages: ``walk``, ``folding``, ``folding_batch``."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from . import measure
+from ._util import check_choice, check_int, progress
+from .patterns import (
+    LayerSelector,
+    PatternLayout,
+    PatternRecorder,
+    check_inputs,
+    check_nonnegative,
+    eval_mode,
+    find_activations,
+    is_piecewise_linear,
+    model_device_dtype,
+)
+from .walk import METHODS, Walk, WalkBatch
+from .walk.bisect import STOP_RULES, bisect_walks
+from .walk.uniform import uniform_walks
+
+__all__ = ["walk", "walk_batch", "folding", "folding_batch", "folding_pairs", "Folding", "FoldingBatch"]
+
+DEFAULT_STEPS = 100
+DEFAULT_TOL = 1e-6
+
+
+@dataclass(frozen=True)
+class Folding:
+    """Folding of one segment. ``profile`` is χ of every prefix of the walk
+    (one value per region; ``walk.grid_index`` maps grid points to regions for
+    ``method="uniform"``)."""
+
+    chi: float
+    r1: int
+    r2: int
+    n_regions: int
+    profile: Tensor
+    max_profile: float
+    walk: Walk
+
+    @property
+    def patterns(self) -> Tensor:
+        return self.walk.patterns
+
+
+@dataclass(frozen=True)
+class FoldingBatch:
+    """Folding of many segments; every field is a tensor ``(batch,)``.
+
+    ``walks`` is set only with ``return_walks=True``; ``per_layer`` (layer name ->
+    χ ``(batch,)``) only with ``per_layer=True``.
+    """
+
+    chi: Tensor
+    r1: Tensor
+    r2: Tensor
+    n_regions: Tensor
+    max_profile: Tensor
+    method: str
+    layout: PatternLayout | None = None
+    walks: WalkBatch | None = None
+    per_layer: dict[str, Tensor] | None = None
+
+    def __len__(self) -> int:
+        return int(self.chi.numel())
+
+
+def _check_pair(x1, x2, batched: bool) -> None:
+    check_inputs(x1 if batched else _unsqueeze(x1, "x1"), "x1")
+    check_inputs(x2 if batched else _unsqueeze(x2, "x2"), "x2")
+    if x1.shape != x2.shape:
+        raise ValueError(f"x1 and x2 must have the same shape, got x1 {tuple(x1.shape)} and x2 {tuple(x2.shape)}")
+    if batched and x1.dim() < 2:
+        raise ValueError(
+            f"x1 and x2 must have shape (batch, *input_shape), got {tuple(x1.shape)}; "
+            "for a single segment use spacefold.folding"
+        )
+
+
+def _unsqueeze(x, name: str) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor (one input, without batch dimension), got {type(x).__name__}")
+    return x.unsqueeze(0)
+
+
+def _prepare_model(model: nn.Module, dtype: torch.dtype | None) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if dtype is None:
+        return model
+    if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        raise ValueError(f"dtype must be a floating torch dtype such as torch.float64, got {dtype!r}")
+    if model_device_dtype(model)[1] == dtype:
+        return model
+    return copy.deepcopy(model).to(dtype)
+
+
+def _default_n0(model: nn.Module, layers: LayerSelector) -> int:
+    acts = find_activations(model, layers)
+    return 2 if all(is_piecewise_linear(m) for _, m in acts) else 64
+
+
+def _walk_chunk(model, recorder, x1, x2, *, method, steps, tol, tie_tol, n0, stop, layers) -> WalkBatch:
+    if method == "uniform":
+        return uniform_walks(model, recorder, x1, x2, steps=steps, tie_tol=tie_tol)
+    if method == "bisect":
+        return bisect_walks(model, recorder, x1, x2, tol=tol, tie_tol=tie_tol, n0=n0, stop=stop)
+    from .walk.exact import exact_walks
+
+    return exact_walks(model, x1, x2, layers=layers, tie_tol=tie_tol, tol=tol)
+
+
+def walk_batch(
+    model: nn.Module,
+    x1: Tensor,
+    x2: Tensor,
+    *,
+    method: str = "exact",
+    steps: int = DEFAULT_STEPS,
+    tol: float = DEFAULT_TOL,
+    tie_tol: float = 0.0,
+    layers: LayerSelector = None,
+    n0: int | None = None,
+    stop: str = "strict",
+    batch_size: int = 1024,
+    dtype: torch.dtype | None = None,
+) -> WalkBatch:
+    """Walks of the segments ``x1[i] -> x2[i]``, inputs ``(batch, *input_shape)``."""
+    return _run(model, x1, x2, method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=n0,
+                stop=stop, batch_size=batch_size, dtype=dtype, return_walks=True, per_layer=False,
+                progress_bar=False).walks  # type: ignore[return-value]
+
+
+def _check_options(method, stop, steps, batch_size, tol, tie_tol, n0):
+    check_choice(method, "method", METHODS)
+    check_choice(stop, "stop", STOP_RULES)
+    check_int(steps, "steps", 1)
+    check_int(batch_size, "batch_size", 1)
+    if n0 is not None:
+        check_int(n0, "n0", 2)
+    return check_nonnegative(tol, "tol"), check_nonnegative(tie_tol, "tie_tol")
+
+
+def _run(model, x1, x2, *, batch_size, **kw) -> FoldingBatch:
+    check_int(batch_size, "batch_size", 1)
+    _check_pair(x1, x2, batched=True)
+    b = x1.shape[0]
+    if b == 0:
+        raise ValueError("x1 and x2 must hold at least one segment, got batch size 0")
+    chunks = ((x1[i : i + batch_size], x2[i : i + batch_size]) for i in range(0, b, batch_size))
+    return _fold_chunks(model, chunks, n_chunks=-(-b // batch_size), batch_size=batch_size, **kw)
+
+
+def _fold_chunks(model, chunks, *, n_chunks, method, steps, tol, tie_tol, layers, n0, stop, batch_size, dtype,
+                 return_walks, per_layer, progress_bar) -> FoldingBatch:
+    """Fold an iterable of ``(x1_chunk, x2_chunk)``; only one chunk's walks are alive at a time."""
+    tol, tie_tol = _check_options(method, stop, steps, batch_size, tol, tie_tol, n0)
+    model = _prepare_model(model, dtype)
+    n0 = n0 or _default_n0(model, layers)
+    device, mdtype = model_device_dtype(model)
+    recorder = PatternRecorder(model, layers)
+    sums, walks = [], []
+    layout = None
+    with recorder, eval_mode(model), torch.no_grad():
+        for a, c in progress(chunks, total=n_chunks, desc=f"folding ({method})", enabled=progress_bar):
+            a = a.to(device=device, dtype=mdtype)
+            c = c.to(device=device, dtype=mdtype)
+            wb = _walk_chunk(model, recorder, a, c, method=method, steps=steps, tol=tol, tie_tol=tie_tol, n0=n0,
+                             stop=stop, layers=layers)
+            if layout is None and per_layer:
+                recorder.clear()
+                model(a[:1])
+                layout = recorder.layout()
+            s = wb.summary()
+            if per_layer:
+                s["per_layer"] = {lay.name: wb.summary(lay.slice)["chi"] for lay in layout.layers}
+            sums.append(s)
+            if return_walks:
+                walks.append(wb)
+    if not sums:
+        raise ValueError("no segment to fold: got zero pairs")
+    cat = {k: torch.cat([s[k] for s in sums]) for k in ("r1", "r2", "chi", "max_profile", "n_points")}
+    pl = None
+    if per_layer:
+        pl = {name: torch.cat([s["per_layer"][name] for s in sums]) for name in sums[0]["per_layer"]}
+    return FoldingBatch(
+        chi=cat["chi"], r1=cat["r1"], r2=cat["r2"], n_regions=cat["n_points"], max_profile=cat["max_profile"],
+        method=method, layout=layout, walks=WalkBatch.concat(walks) if return_walks else None, per_layer=pl,
+    )
+
+
+def folding_pairs(
+    model: nn.Module,
+    x: Tensor,
+    i: Tensor,
+    j: Tensor,
+    *,
+    method: str = "exact",
+    steps: int = DEFAULT_STEPS,
+    tol: float = DEFAULT_TOL,
+    tie_tol: float = 0.0,
+    layers: LayerSelector = None,
+    n0: int | None = None,
+    stop: str = "strict",
+    batch_size: int = 1024,
+    dtype: torch.dtype | None = None,
+    per_layer: bool = False,
+    progress: bool = False,
+) -> FoldingBatch:
+    """Folding of the segments ``x[i[k]] -> x[j[k]]`` for index tensors ``i``, ``j``.
+
+    Streams the pairs in chunks of ``batch_size``: the endpoint inputs of all pairs
+    are never gathered at once, so millions of pairs fit in memory. Other arguments
+    as in :func:`folding_batch`.
+    """
+    check_inputs(x, "x")
+    if x.dim() < 2:
+        raise ValueError(f"x must have shape (n_samples, *input_shape), got {tuple(x.shape)}")
+    i = torch.as_tensor(i, dtype=torch.int64).reshape(-1)
+    j = torch.as_tensor(j, dtype=torch.int64).reshape(-1)
+    if i.shape != j.shape:
+        raise ValueError(f"i and j must have the same length, got {i.numel()} and {j.numel()}")
+    if i.numel() == 0:
+        raise ValueError("i and j must name at least one pair, got none")
+    n = x.shape[0]
+    for name, idx in (("i", i), ("j", j)):
+        if (idx < 0).any() or (idx >= n).any():
+            raise ValueError(f"{name} must index rows of x in [0, {n - 1}], got values outside")
+    check_int(batch_size, "batch_size", 1)
+    chunks = ((x[i[k : k + batch_size]], x[j[k : k + batch_size]]) for k in range(0, i.numel(), batch_size))
+    return _fold_chunks(model, chunks, n_chunks=-(-i.numel() // batch_size), method=method, steps=steps, tol=tol,
+                        tie_tol=tie_tol, layers=layers, n0=n0, stop=stop, batch_size=batch_size, dtype=dtype,
+                        return_walks=False, per_layer=per_layer, progress_bar=progress)
+
+
+def folding_batch(
+    model: nn.Module,
+    x1: Tensor,
+    x2: Tensor,
+    *,
+    method: str = "exact",
+    steps: int = DEFAULT_STEPS,
+    tol: float = DEFAULT_TOL,
+    tie_tol: float = 0.0,
+    layers: LayerSelector = None,
+    n0: int | None = None,
+    stop: str = "strict",
+    batch_size: int = 1024,
+    dtype: torch.dtype | None = None,
+    return_walks: bool = False,
+    per_layer: bool = False,
+    progress: bool = False,
+) -> FoldingBatch:
+    """Folding χ, r1, r2 and region counts of the segments ``x1[i] -> x2[i]``.
+
+    Parameters
+    ----------
+    model : any ``nn.Module``; its activation modules are hooked (``layers``
+        selects a subset by name or type).
+    x1, x2 : ``(batch, *input_shape)``, the segment ends.
+    method : ``"exact"`` (piecewise-linear networks), ``"bisect"`` or ``"uniform"``.
+    steps : for ``"uniform"``: ``steps + 1`` equispaced points.
+    tol : for ``"bisect"``: transitions are located within ``tol`` in t; for
+        ``"exact"``: crossings closer than ``tol`` in t count as simultaneous.
+    tie_tol : bit = pre-activation > ``tie_tol``.
+    n0, stop : ``"bisect"`` start grid (default 2 for piecewise-linear networks,
+        64 otherwise) and stop rule (``"strict"`` or ``"hamming1"``).
+    batch_size : segments per chunk; walks of one chunk are held at a time.
+    dtype : evaluate a copy of the model in this dtype (e.g. ``torch.float64``).
+    return_walks : keep every walk (memory grows with the batch).
+    per_layer : also χ of each layer's bits alone.
+    """
+    return _run(model, x1, x2, method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=n0,
+                stop=stop, batch_size=batch_size, dtype=dtype, return_walks=return_walks, per_layer=per_layer,
+                progress_bar=progress)
+
+
+def walk(
+    model: nn.Module,
+    x1: Tensor,
+    x2: Tensor,
+    *,
+    method: str = "exact",
+    steps: int = DEFAULT_STEPS,
+    tol: float = DEFAULT_TOL,
+    tie_tol: float = 0.0,
+    layers: LayerSelector = None,
+    n0: int | None = None,
+    stop: str = "strict",
+    dtype: torch.dtype | None = None,
+) -> Walk:
+    """The walk of the segment ``x1 -> x2`` (single inputs, no batch dimension).
+
+    ``w.patterns`` is bool ``(n_regions, n_neurons)`` with consecutive patterns
+    distinct, ``w.t`` where on [0, 1] each region is entered. Arguments as in
+    :func:`folding_batch`.
+    """
+    _check_pair(x1, x2, batched=False)
+    wb = walk_batch(model, x1.unsqueeze(0), x2.unsqueeze(0), method=method, steps=steps, tol=tol, tie_tol=tie_tol,
+                    layers=layers, n0=n0, stop=stop, dtype=dtype)
+    return wb[0]
+
+
+def folding(
+    model: nn.Module,
+    x1: Tensor,
+    x2: Tensor,
+    *,
+    method: str = "exact",
+    steps: int = DEFAULT_STEPS,
+    tol: float = DEFAULT_TOL,
+    tie_tol: float = 0.0,
+    layers: LayerSelector = None,
+    n0: int | None = None,
+    stop: str = "strict",
+    dtype: torch.dtype | None = None,
+) -> Folding:
+    """Folding of the segment ``x1 -> x2``: ``chi``, ``r1``, ``r2``, ``n_regions``, ``profile``."""
+    w = walk(model, x1, x2, method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=n0, stop=stop,
+             dtype=dtype)
+    r1, r2 = measure.ranges(w.patterns)
+    profile = measure.chi_profile(w.patterns)
+    return Folding(
+        chi=measure.chi(w.patterns), r1=r1, r2=r2, n_regions=w.n_regions, profile=profile,
+        max_profile=float(profile.max()), walk=w,
+    )

@@ -1,0 +1,316 @@
+"""Measures on binary walks: r1, r2, chi, the prefix profile, interaction, bounds.
+
+Pure functions, no model and no hooks. A *walk* is a bool tensor of activation
+patterns, ``(n_points, n_neurons)`` for one walk or ``(batch, n_points, n_neurons)``
+for a batch. Every function accepts both; a single walk gives Python numbers (or a
+1-D tensor for per-point quantities), a batch gives tensors with a leading batch
+dimension.
+
+Walks of different lengths are batched by repeating each walk's last pattern up to
+the common length (:func:`pad_walks`). By the Stability property (FOLDING.md §5)
+repeated patterns change none of r1, r2, chi, the final profile value or the
+profile maximum, so padding is exact for every measure here except
+:func:`chi_profile` itself (whose padded tail repeats the last value) and
+:func:`interaction` at split points inside the padding.
+
+Definitions (FOLDING.md §3)::
+
+    r1(Γ)  = max_i d_H(π_1, π_i)
+    r2(Γ)  = Σ_i d_H(π_i, π_{i+1})
+    χ(Γ)   = 1 − r1 / r2          (0 when r2 = 0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "as_walk_batch",
+    "pad_walks",
+    "merge_repeats",
+    "distance_to_start",
+    "step_distances",
+    "ranges",
+    "chi",
+    "chi_profile",
+    "max_profile",
+    "interaction",
+    "interactions",
+    "reverse",
+    "symmetric_chi",
+    "chi_bounds",
+    "refine",
+    "chi_from_ranges",
+    "ragged_ranges",
+]
+
+
+def as_walk_batch(walk: Tensor, name: str = "walk") -> tuple[Tensor, bool]:
+    """Return ``(walks, single)``: a bool ``(batch, n_points, n_neurons)`` view.
+
+    Accepts bool or 0/1 integer/float tensors, 2-D (one walk) or 3-D (a batch).
+    """
+    if not isinstance(walk, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of 0/1 patterns, got {type(walk).__name__}")
+    if walk.dim() not in (2, 3):
+        raise ValueError(
+            f"{name} must have shape (n_points, n_neurons) or (batch, n_points, n_neurons), "
+            f"got shape {tuple(walk.shape)}"
+        )
+    if walk.shape[-2] < 1:
+        raise ValueError(f"{name} must hold at least one pattern, got shape {tuple(walk.shape)}")
+    if walk.dtype != torch.bool:
+        if walk.is_floating_point() and not torch.isfinite(walk).all():
+            raise ValueError(f"{name} holds NaN or inf; expected 0/1 patterns")
+        if ((walk != 0) & (walk != 1)).any():
+            raise ValueError(f"{name} must hold only 0 and 1, got other values")
+        walk = walk != 0
+    single = walk.dim() == 2
+    return (walk.unsqueeze(0) if single else walk), single
+
+
+def pad_walks(walks: Sequence[Tensor]) -> Tensor:
+    """Stack walks of different lengths into ``(batch, n_max, n_neurons)``.
+
+    Each walk is padded by repeating its last pattern, which leaves r1, r2, chi and
+    the profile maximum unchanged (Stability).
+    """
+    if len(walks) == 0:
+        raise ValueError("walks must hold at least one walk, got an empty sequence")
+    n_max = max(w.shape[0] for w in walks)
+    out = []
+    for w in walks:
+        if w.shape[0] < n_max:
+            w = torch.cat([w, w[-1:].expand(n_max - w.shape[0], -1)], dim=0)
+        out.append(w)
+    return torch.stack(out)
+
+
+def merge_repeats(walk: Tensor) -> tuple[Tensor, Tensor]:
+    """Drop consecutive duplicate patterns of one walk ``(n_points, n_neurons)``.
+
+    Returns ``(patterns, keep)`` where ``keep`` is the bool mask of retained points
+    (the first point of every run of equal patterns).
+    """
+    if walk.shape[0] <= 1:
+        return walk, torch.ones(walk.shape[0], dtype=torch.bool, device=walk.device)
+    keep = torch.ones(walk.shape[0], dtype=torch.bool, device=walk.device)
+    keep[1:] = (walk[1:] != walk[:-1]).any(dim=-1)
+    return walk[keep], keep
+
+
+def distance_to_start(walk: Tensor) -> Tensor:
+    """d_H(π_1, π_i) for every point: ``(n_points,)`` or ``(batch, n_points)``, int64."""
+    w, single = as_walk_batch(walk)
+    d = (w ^ w[:, :1]).sum(-1)
+    return d[0] if single else d
+
+
+def step_distances(walk: Tensor) -> Tensor:
+    """d_H(π_i, π_{i+1}) for every step: ``(n_points - 1,)`` or ``(batch, n_points - 1)``."""
+    w, single = as_walk_batch(walk)
+    d = (w[:, 1:] ^ w[:, :-1]).sum(-1)
+    return d[0] if single else d
+
+
+def _cumulative(w: Tensor) -> tuple[Tensor, Tensor]:
+    """Running r1 and r2 of every prefix, ``(batch, n_points)`` each (int64)."""
+    to_start = (w ^ w[:, :1]).sum(-1)
+    r1 = torch.cummax(to_start, dim=1).values
+    steps = (w[:, 1:] ^ w[:, :-1]).sum(-1)
+    r2 = torch.cat([torch.zeros_like(to_start[:, :1]), torch.cumsum(steps, dim=1)], dim=1)
+    return r1, r2
+
+
+def chi_from_ranges(r1: Tensor, r2: Tensor) -> Tensor:
+    """χ = 1 − r1/r2 elementwise, 0 where r2 = 0 (FOLDING.md §3.2); float64."""
+    r1 = r1.to(torch.float64)
+    r2 = r2.to(torch.float64)
+    safe = torch.where(r2 > 0, r2, torch.ones_like(r2))
+    return torch.where(r2 > 0, 1.0 - r1 / safe, torch.zeros_like(r2))
+
+
+def ranges(walk: Tensor):
+    """``(r1, r2)`` of a walk: ints for one walk, int64 tensors ``(batch,)`` for a batch."""
+    w, single = as_walk_batch(walk)
+    r1 = (w ^ w[:, :1]).sum(-1).amax(dim=1)
+    r2 = (w[:, 1:] ^ w[:, :-1]).sum(dim=(-1, -2)) if w.shape[1] > 1 else torch.zeros_like(r1)
+    if single:
+        return int(r1[0]), int(r2[0])
+    return r1, r2
+
+
+def chi(walk: Tensor):
+    """Folding χ = 1 − r1/r2 of a walk (0 when r2 = 0): float, or float64 ``(batch,)``."""
+    w, single = as_walk_batch(walk)
+    r1, r2 = ranges(w)
+    c = chi_from_ranges(r1, r2)
+    return float(c[0]) if single else c
+
+
+def chi_profile(walk: Tensor) -> Tensor:
+    """χ of every prefix (FOLDING.md §3.3): ``(n_points,)`` or ``(batch, n_points)``.
+
+    Entry j is χ of the prefix (π_1, ..., π_{j+1}); entry 0 (a single pattern) is 0
+    and the last entry equals :func:`chi`.
+    """
+    w, single = as_walk_batch(walk)
+    r1, r2 = _cumulative(w)
+    p = chi_from_ranges(r1, r2)
+    return p[0] if single else p
+
+
+def max_profile(walk: Tensor):
+    """max_j χ_j of the prefix profile (the per-path value behind P2's "median of maxima")."""
+    w, single = as_walk_batch(walk)
+    m = chi_profile(w).amax(dim=1)
+    return float(m[0]) if single else m
+
+
+def _chi_rows(w: Tensor) -> Tensor:
+    r1, r2 = ranges(w)
+    return chi_from_ranges(r1, r2)
+
+
+def interaction(walk: Tensor, k, signed: bool = False):
+    """Interaction coefficient I(k) = |χ(Γ1 ⊕ Γ2) − χ(Γ1) − χ(Γ2)| (FOLDING.md §9.1).
+
+    ``k`` is the 0-based index of the shared pattern: Γ1 = walk[:k+1], Γ2 = walk[k:].
+    ``k`` is an int (same split for every walk of a batch) or an int tensor
+    ``(batch,)``. With ``signed=True`` the value without the absolute value is
+    returned (positive: super-additive, negative: sub-additive).
+    """
+    w, single = as_walk_batch(walk)
+    b, n, _ = w.shape
+    ks = torch.as_tensor(k, device=w.device)
+    if ks.is_floating_point():
+        raise TypeError(f"k must be an integer index, got {ks.dtype}")
+    ks = ks.expand(b) if ks.dim() == 0 else ks
+    if ks.shape != (b,):
+        raise ValueError(f"k must be an int or a tensor of shape ({b},), got shape {tuple(ks.shape)}")
+    if (ks < 0).any() or (ks >= n).any():
+        raise ValueError(f"k must lie in [0, {n - 1}] (0-based index of the shared point), got {ks.tolist()}")
+    idx = torch.arange(n, device=w.device)
+    # Γ1: points 0..k, padded by repeating π_k (stability); Γ2: points k..n-1,
+    # shifted to the front and padded by repeating π_n.
+    first_idx = torch.minimum(idx.unsqueeze(0), ks.unsqueeze(1))
+    second_idx = torch.clamp(idx.unsqueeze(0) + ks.unsqueeze(1), max=n - 1)
+    gather = lambda ix: torch.gather(w, 1, ix.unsqueeze(-1).expand(-1, -1, w.shape[2]))  # noqa: E731
+    whole = _chi_rows(w)
+    value = whole - _chi_rows(gather(first_idx)) - _chi_rows(gather(second_idx))
+    if not signed:
+        value = value.abs()
+    return float(value[0]) if single else value
+
+
+def interactions(walk: Tensor, signed: bool = False) -> Tensor:
+    """I(k) for every split k = 0..n-1: ``(n_points,)`` or ``(batch, n_points)``."""
+    w, single = as_walk_batch(walk)
+    b, n, _ = w.shape
+    out = torch.stack([interaction(w, k, signed=signed) for k in range(n)], dim=1)
+    return out[0] if single else out
+
+
+def reverse(walk: Tensor) -> Tensor:
+    """The reversed walk −Γ = (π_n, ..., π_1)."""
+    w, single = as_walk_batch(walk)
+    r = torch.flip(w, dims=[1])
+    return r[0] if single else r
+
+
+def symmetric_chi(walk: Tensor):
+    """d_χ = ½ (χ(Γ) + χ(−Γ)), the symmetrised measure (FOLDING.md §5)."""
+    w, single = as_walk_batch(walk)
+    d = 0.5 * (_chi_rows(w) + _chi_rows(torch.flip(w, dims=[1])))
+    return float(d[0]) if single else d
+
+
+def chi_bounds(walk: Tensor):
+    """Deterministic bounds (FOLDING.md §5) with L = r2 and D = d_H(π_1, π_n).
+
+    Returns ``(lower, upper, reversal)`` with ``lower = ½(1 − D/L)``,
+    ``upper = 1 − D/L`` and ``reversal = D/L`` (a bound on |χ(Γ) − χ(−Γ)|).
+    For L = 0 all three are 0.
+    """
+    w, single = as_walk_batch(walk)
+    _, r2 = ranges(w)
+    d = (w[:, -1] ^ w[:, 0]).sum(-1)
+    ratio = torch.where(r2 > 0, d.double() / torch.clamp(r2, min=1).double(), torch.zeros_like(r2, dtype=torch.float64))
+    zero = r2 == 0
+    upper = torch.where(zero, torch.zeros_like(ratio), 1.0 - ratio)
+    lower = 0.5 * upper
+    rev = ratio
+    if single:
+        return float(lower[0]), float(upper[0]), float(rev[0])
+    return lower, upper, rev
+
+
+def refine(walk: Tensor) -> Tensor:
+    """Motzkin–Straus refinement of one walk into single-bit flips (FOLDING.md §5).
+
+    Each jump π_i → π_{i+1} is split into single flips: first the coordinates whose
+    flip brings the pattern back towards π_1, then those that move it away. The
+    refined walk has the same r1 and r2 as the original.
+    """
+    w, single = as_walk_batch(walk)
+    if not single:
+        raise ValueError(f"refine takes one walk (n_points, n_neurons), got shape {tuple(walk.shape)}")
+    w = w[0]
+    start = w[0]
+    out = [w[0]]
+    cur = w[0].clone()
+    for i in range(w.shape[0] - 1):
+        nxt = w[i + 1]
+        changed = cur != nxt
+        towards = changed & (cur != start)
+        away = changed & (cur == start)
+        for mask in (towards, away):
+            for j in torch.nonzero(mask).flatten().tolist():
+                cur = cur.clone()
+                cur[j] = ~cur[j]
+                out.append(cur)
+    return torch.stack(out)
+
+
+def ragged_ranges(patterns: Tensor, offsets: Tensor) -> dict[str, Tensor]:
+    """r1, r2, χ, profile maximum and length of many walks stored back to back.
+
+    ``patterns`` is bool ``(total_points, n_neurons)`` holding walk i in rows
+    ``offsets[i]:offsets[i+1]`` (``offsets`` int64 ``(batch + 1,)``, every walk
+    non-empty). Fully vectorised: no Python loop over walks. Returns a dict of
+    ``(batch,)`` tensors ``r1``, ``r2`` (int64), ``chi``, ``max_profile``
+    (float64) and ``n_points`` (int64).
+    """
+    device = patterns.device
+    offsets = offsets.to(device=device, dtype=torch.int64)
+    counts = offsets[1:] - offsets[:-1]
+    b = counts.numel()
+    if b == 0:
+        empty_i = torch.zeros(0, dtype=torch.int64, device=device)
+        empty_f = torch.zeros(0, dtype=torch.float64, device=device)
+        return {"r1": empty_i, "r2": empty_i, "chi": empty_f, "max_profile": empty_f, "n_points": empty_i}
+    if (counts < 1).any():
+        raise ValueError("every walk must hold at least one pattern")
+    walk_id = torch.repeat_interleave(torch.arange(b, device=device), counts)
+    start = offsets[:-1][walk_id]
+    to_start = (patterns ^ patterns[start]).sum(-1)
+    steps = torch.zeros_like(to_start)
+    if patterns.shape[0] > 1:
+        steps[1:] = (patterns[1:] ^ patterns[:-1]).sum(-1)
+    steps[offsets[:-1]] = 0  # the first point of a walk has no incoming step
+    # Running max within each walk: shift walk i by i * (n_neurons + 1) so that a
+    # global cummax never carries a value across a walk boundary.
+    shift = walk_id * (patterns.shape[1] + 1)
+    run_r1 = torch.cummax(to_start + shift, dim=0).values - shift
+    csum = torch.cumsum(steps, dim=0)
+    run_r2 = csum - csum[start]
+    profile = chi_from_ranges(run_r1, run_r2)
+    last = offsets[1:] - 1
+    r1 = run_r1[last]
+    r2 = run_r2[last]
+    max_prof = torch.full((b,), -1.0, dtype=torch.float64, device=device)
+    max_prof = max_prof.scatter_reduce(0, walk_id, profile, reduce="amax", include_self=True)
+    return {"r1": r1, "r2": r2, "chi": chi_from_ranges(r1, r2), "max_profile": max_prof, "n_points": counts}

@@ -1,0 +1,94 @@
+"""Adaptive bisection for any activation (FOLDING.md §7.4 b).
+
+Start from ``n0`` equispaced samples (2 = the endpoints). Between consecutive
+samples with equal patterns nothing is done; where they differ the midpoint is
+inserted, until every transition is located within ``tol`` in t (``strict``) or,
+with ``stop="hamming1"``, until consecutive patterns differ in at most one bit.
+
+Skipping sub-segments whose ends share a pattern is exact for ReLU-type
+(piecewise-linear) networks, whose pattern classes are convex; for other
+activations classes need not be convex, which is why they start from a grid of
+``n0 = 64`` samples by default. All segments of a batch are refined together: each
+round evaluates the midpoints of every open interval of every path in one pass.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..patterns import PatternRecorder, run_model
+from . import WalkBatch
+
+STOP_RULES = ("strict", "hamming1")
+
+
+def _evaluate(model, recorder, x1, x2, path, t, tie_tol, max_points) -> Tensor:
+    out = []
+    shape = (-1,) + (1,) * (x1.dim() - 1)
+    for j in range(0, path.numel(), max_points):
+        p = path[j : j + max_points]
+        tt = t[j : j + max_points].to(x1.dtype).view(shape)
+        points = (1 - tt) * x1[p] + tt * x2[p]
+        recorder.clear()
+        run_model(model, points, "x1")
+        out.append(recorder.bits(tie_tol))
+    return torch.cat(out)
+
+
+def bisect_walks(
+    model: nn.Module,
+    recorder: PatternRecorder,
+    x1: Tensor,
+    x2: Tensor,
+    *,
+    tol: float,
+    tie_tol: float,
+    n0: int,
+    stop: str = "strict",
+    max_points: int = 65536,
+    max_rounds: int = 64,
+) -> WalkBatch:
+    """Walks of the segments ``x1[i] -> x2[i]`` by adaptive bisection."""
+    device = x1.device
+    b = x1.shape[0]
+    t0 = torch.linspace(0.0, 1.0, n0, dtype=torch.float64, device=device)
+    s_path = torch.arange(b, device=device).repeat_interleave(n0)
+    s_t = t0.repeat(b)
+    s_pat = _evaluate(model, recorder, x1, x2, s_path, s_t, tie_tol, max_points)
+    # open intervals as index pairs into the sample store
+    base = torch.arange(b, device=device).unsqueeze(1) * n0
+    ia = (base + torch.arange(n0 - 1, device=device)).reshape(-1)
+    ib = ia + 1
+    n_samples = s_path.numel()
+    all_path, all_t, all_pat = s_path, s_t, s_pat
+    for _ in range(max_rounds):
+        if ia.numel() == 0:
+            break
+        pa, pb = all_pat[ia], all_pat[ib]
+        dist = (pa != pb).sum(-1)
+        need = dist > (1 if stop == "hamming1" else 0)
+        need &= (all_t[ib] - all_t[ia]) > tol
+        ia, ib = ia[need], ib[need]
+        if ia.numel() == 0:
+            break
+        path = all_path[ia]
+        mid = 0.5 * (all_t[ia] + all_t[ib])
+        new_pat = _evaluate(model, recorder, x1, x2, path, mid, tie_tol, max_points)
+        new_idx = torch.arange(n_samples, n_samples + ia.numel(), device=device)
+        n_samples += ia.numel()
+        all_path = torch.cat([all_path, path])
+        all_t = torch.cat([all_t, mid])
+        all_pat = torch.cat([all_pat, new_pat])
+        ia, ib = torch.cat([ia, new_idx]), torch.cat([new_idx, ib])
+    path = all_path
+    order = torch.argsort(all_t, stable=True)
+    order = order[torch.argsort(path[order], stable=True)]
+    path, t, pat = path[order], all_t[order], all_pat[order]
+    keep = torch.ones(path.numel(), dtype=torch.bool, device=device)
+    keep[1:] = (path[1:] != path[:-1]) | (pat[1:] != pat[:-1]).any(-1)
+    counts = torch.bincount(path[keep], minlength=b)
+    offsets = torch.zeros(b + 1, dtype=torch.int64, device=device)
+    offsets[1:] = torch.cumsum(counts, 0)
+    return WalkBatch(pat[keep], t[keep], offsets, "bisect")
+
