@@ -78,8 +78,22 @@ def pad_walks(walks: Sequence[Tensor]) -> Tensor:
     Each walk is padded by repeating its last pattern, which leaves r1, r2, chi and
     the profile maximum unchanged (Stability).
     """
+    if isinstance(walks, Tensor) or not isinstance(walks, Sequence):
+        raise TypeError(f"walks must be a sequence of walks (n_points, n_neurons), got {type(walks).__name__}")
     if len(walks) == 0:
         raise ValueError("walks must hold at least one walk, got an empty sequence")
+    checked = []
+    for i, w in enumerate(walks):
+        wb, single = as_walk_batch(w, f"walks[{i}]")
+        if not single:
+            raise ValueError(f"walks[{i}] must have shape (n_points, n_neurons), got shape {tuple(w.shape)}")
+        if checked and wb.shape[2] != checked[0].shape[1]:
+            raise ValueError(
+                f"walks must all have the same n_neurons, got {checked[0].shape[1]} for walks[0] "
+                f"and {wb.shape[2]} for walks[{i}]"
+            )
+        checked.append(wb[0])
+    walks = checked
     n_max = max(w.shape[0] for w in walks)
     out = []
     for w in walks:
@@ -185,9 +199,14 @@ def interaction(walk: Tensor, k, signed: bool = False):
     """
     w, single = as_walk_batch(walk)
     b, n, _ = w.shape
-    ks = torch.as_tensor(k, device=w.device)
-    if ks.is_floating_point():
-        raise TypeError(f"k must be an integer index, got {ks.dtype}")
+    if isinstance(k, bool):
+        raise TypeError(f"k must be an integer index (0-based index of the shared point), got {k!r}")
+    try:
+        ks = torch.as_tensor(k, device=w.device)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"k must be an int or an int tensor of shape ({b},), got {type(k).__name__}") from None
+    if ks.is_floating_point() or ks.is_complex() or ks.dtype == torch.bool:
+        raise TypeError(f"k must be an integer index (0-based index of the shared point), got dtype {ks.dtype}")
     ks = ks.expand(b) if ks.dim() == 0 else ks
     if ks.shape != (b,):
         raise ValueError(f"k must be an int or a tensor of shape ({b},), got shape {tuple(ks.shape)}")
@@ -284,8 +303,21 @@ def ragged_ranges(patterns: Tensor, offsets: Tensor) -> dict[str, Tensor]:
     ``(batch,)`` tensors ``r1``, ``r2`` (int64), ``chi``, ``max_profile``
     (float64) and ``n_points`` (int64).
     """
+    if not isinstance(patterns, Tensor) or patterns.dtype != torch.bool or patterns.dim() != 2:
+        raise TypeError(
+            "patterns must be a bool tensor (total_points, n_neurons), got "
+            + (f"{patterns.dtype} of shape {tuple(patterns.shape)}" if isinstance(patterns, Tensor)
+               else type(patterns).__name__)
+        )
+    if not isinstance(offsets, Tensor) or offsets.dim() != 1 or offsets.is_floating_point() or offsets.numel() < 1:
+        raise TypeError(f"offsets must be a 1-D int tensor (batch + 1,), got {offsets!r}")
     device = patterns.device
     offsets = offsets.to(device=device, dtype=torch.int64)
+    if int(offsets[0]) != 0 or int(offsets[-1]) != patterns.shape[0]:
+        raise ValueError(
+            f"offsets must run from 0 to the number of rows of patterns ({patterns.shape[0]}), "
+            f"got {int(offsets[0])} .. {int(offsets[-1])}"
+        )
     counts = offsets[1:] - offsets[:-1]
     b = counts.numel()
     if b == 0:
