@@ -5,6 +5,7 @@ its walk of activation patterns on the Hamming cube tells how much the network
 folds the segment: χ = 1 − r1/r2 (arXiv 2502.09954, arXiv 2503.08502).
 """
 
+from .cantornet import cantornet
 from .folding import Folding, FoldingBatch, folding, folding_batch, folding_pairs, walk, walk_batch
 from .measure import (
     chi,
@@ -46,4 +47,5 @@ __all__ = [
     "FoldingBatch",
     "Walk",
     "WalkBatch",
+    "cantornet",
 ]
