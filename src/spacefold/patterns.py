@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ._util import check_int
+
 __all__ = [
     "activation_patterns",
     "pattern_layout",
@@ -55,8 +57,13 @@ class _Entry:
 
 _REGISTRY: dict[type, _Entry] = {}
 
-_PIECEWISE_LINEAR = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.Hardtanh, nn.ReLU6, nn.RReLU)
+# Piecewise linear with the only kink at z = 0: a pattern class is a linear region.
+_PIECEWISE_LINEAR = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.RReLU)
+# Monotone, but with kinks or curvature away from z = 0 (Hardtanh and ReLU6 bend at
+# ±1 and 6, which no bit records), so a pattern class need not be a linear region.
 _SMOOTH_MONOTONE = (
+    nn.Hardtanh,
+    nn.ReLU6,
     nn.ELU,
     nn.CELU,
     nn.SELU,
@@ -250,6 +257,15 @@ class PatternRecorder:
         self.modules = find_activations(model, layers)
         self._handles: list = []
         self._scores: list[tuple[str, Tensor]] = []
+        self._saved: dict[str, Tensor] = {}
+
+    def _pre_hook(self, name: str) -> Callable:
+        # An in-place activation overwrites its input: keep a copy of z for the rule.
+        def pre_hook(mod: nn.Module, args: tuple) -> None:
+            if args and isinstance(args[0], Tensor):
+                self._saved[name] = args[0].detach().clone()
+
+        return pre_hook
 
     def _hook(self, name: str, module: nn.Module) -> Callable:
         rule = _entry(module).rule  # type: ignore[union-attr]
@@ -257,13 +273,17 @@ class PatternRecorder:
         def hook(mod: nn.Module, args: tuple, out: Tensor) -> None:
             if not args or not isinstance(args[0], Tensor) or not isinstance(out, Tensor):
                 raise TypeError(f"activation '{name}' must take and return one tensor")
-            self._scores.append((name, rule(mod, args[0], out)))
+            inp = self._saved.pop(name, args[0])
+            self._scores.append((name, rule(mod, inp, out)))
 
         return hook
 
     def __enter__(self) -> PatternRecorder:
         self._scores = []
+        self._saved = {}
         for name, module in self.modules:
+            if getattr(module, "inplace", False):
+                self._handles.append(module.register_forward_pre_hook(self._pre_hook(name)))
             self._handles.append(module.register_forward_hook(self._hook(name, module)))
         return self
 
@@ -271,6 +291,7 @@ class PatternRecorder:
         for h in self._handles:
             h.remove()
         self._handles = []
+        self._saved = {}
 
     def clear(self) -> None:
         self._scores = []
@@ -351,10 +372,12 @@ def activation_patterns(
     ``x`` is moved to the model's device and dtype. With ``return_layout=True``
     returns ``(patterns, layout)`` where ``layout`` gives each layer's slice.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     check_inputs(x)
     tie_tol = check_nonnegative(tie_tol, "tie_tol")
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    if batch_size is not None:
+        check_int(batch_size, "batch_size", 1)
     x = to_model(model, x)
     rec = PatternRecorder(model, layers)
     chunks = []
