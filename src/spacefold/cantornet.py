@@ -357,9 +357,8 @@ def _relu(v: Fraction) -> Fraction:
 
 @functools.lru_cache(maxsize=None)
 def _geometry(depth: int):
-    verts = decision_boundary_vertices(depth)
     plain, dents = cantor_shape_indices(depth)
-    return tuple(zip(verts[:-1], verts[1:])), tuple(plain), tuple(dents)
+    return tuple(boundary_hyperplanes(depth)), tuple(plain), tuple(dents)
 
 
 def _exact_trace(point, depth: int, representation: str) -> tuple[list[Fraction], Fraction]:
@@ -377,9 +376,9 @@ def _exact_trace(point, depth: int, representation: str) -> tuple[list[Fraction]
         out = y - x / 2 - _HALF
         z.append(out)
         return z, _relu(out)
-    # B, C: hyperplane values from the boundary edges, then the cantor shape
-    edges, plain, dents = _geometry(depth)
-    h = [(y1 - y2) * x + (x2 - x1) * y + (x1 * y2 - x2 * y1) for (x1, y1), (x2, y2) in edges]
+    # B, C: hyperplane values, the cantor shape with true maxima, then true minima
+    hyperplanes, plain, dents = _geometry(depth)
+    h = [a * x + b * y + c for a, b, c in hyperplanes]
     shape = [h[i] for i in plain] + [max(h[i] for i in d) for d in dents]
     z += shape
     values = [_relu(s) for s in shape]
