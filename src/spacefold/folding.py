@@ -87,6 +87,11 @@ def _check_pair(x1, x2, batched: bool) -> None:
 def _unsqueeze(x, name: str) -> Tensor:
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor (one input, without batch dimension), got {type(x).__name__}")
+    if x.dim() == 0:
+        raise ValueError(
+            f"{name} must be one input of shape input_shape (without batch dimension), got a 0-d tensor; "
+            "a single feature is a tensor of shape (1,)"
+        )
     return x.unsqueeze(0)
 
 
@@ -158,6 +163,19 @@ def _run(model, x1, x2, *, batch_size, **kw) -> FoldingBatch:
     return _fold_chunks(model, chunks, n_chunks=-(-b // batch_size), batch_size=batch_size, **kw)
 
 
+def _probe(model: nn.Module, recorder: PatternRecorder, a: Tensor) -> PatternLayout:
+    """One forward pass on one segment end: a clear error if the inputs do not fit, and the layout."""
+    recorder.clear()
+    try:
+        model(a[:1])
+    except (RuntimeError, ValueError, IndexError) as err:
+        raise ValueError(
+            f"x1 and x2 hold inputs of shape {tuple(a.shape[1:])}, which do not fit the model "
+            f"{type(model).__name__}: {str(err).splitlines()[0]}"
+        ) from err
+    return recorder.layout()
+
+
 def _fold_chunks(model, chunks, *, n_chunks, method, steps, tol, tie_tol, layers, n0, stop, batch_size, dtype,
                  return_walks, per_layer, progress_bar) -> FoldingBatch:
     """Fold an iterable of ``(x1_chunk, x2_chunk)``; only one chunk's walks are alive at a time."""
@@ -172,12 +190,10 @@ def _fold_chunks(model, chunks, *, n_chunks, method, steps, tol, tie_tol, layers
         for a, c in progress(chunks, total=n_chunks, desc=f"folding ({method})", enabled=progress_bar):
             a = a.to(device=device, dtype=mdtype)
             c = c.to(device=device, dtype=mdtype)
+            if layout is None:
+                layout = _probe(model, recorder, a)
             wb = _walk_chunk(model, recorder, a, c, method=method, steps=steps, tol=tol, tie_tol=tie_tol, n0=n0,
                              stop=stop, layers=layers)
-            if layout is None and per_layer:
-                recorder.clear()
-                model(a[:1])
-                layout = recorder.layout()
             s = wb.summary()
             if per_layer:
                 s["per_layer"] = {lay.name: wb.summary(lay.slice)["chi"] for lay in layout.layers}
@@ -194,6 +210,16 @@ def _fold_chunks(model, chunks, *, n_chunks, method, steps, tol, tie_tol, layers
         chi=cat["chi"], r1=cat["r1"], r2=cat["r2"], n_regions=cat["n_points"], max_profile=cat["max_profile"],
         method=method, layout=layout, walks=WalkBatch.concat(walks) if return_walks else None, per_layer=pl,
     )
+
+
+def _index(idx, name: str) -> Tensor:
+    try:
+        t = torch.as_tensor(idx)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{name} must be integer indices (a sequence or an int tensor), got {type(idx).__name__}") from None
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"{name} must be integer indices (a sequence or an int tensor), got dtype {t.dtype}")
+    return t.to(torch.int64).reshape(-1)
 
 
 def folding_pairs(
@@ -223,8 +249,7 @@ def folding_pairs(
     check_inputs(x, "x")
     if x.dim() < 2:
         raise ValueError(f"x must have shape (n_samples, *input_shape), got {tuple(x.shape)}")
-    i = torch.as_tensor(i, dtype=torch.int64).reshape(-1)
-    j = torch.as_tensor(j, dtype=torch.int64).reshape(-1)
+    i, j = _index(i, "i"), _index(j, "j")
     if i.shape != j.shape:
         raise ValueError(f"i and j must have the same length, got {i.numel()} and {j.numel()}")
     if i.numel() == 0:

@@ -4,6 +4,9 @@ Start from ``n0`` equispaced samples (2 = the endpoints). Between consecutive
 samples with equal patterns nothing is done; where they differ the midpoint is
 inserted, until every transition is located within ``tol`` in t (``strict``) or,
 with ``stop="hamming1"``, until consecutive patterns differ in at most one bit.
+A sample whose pattern differs from both neighbours, each within ``tol``, is not
+kept as a region: it lies on a class boundary (a pre-activation exactly 0) or in a
+class narrower than ``2 tol``, which the reference walk (FOLDING.md §7.4) skips too.
 
 Skipping sub-segments whose ends share a pattern is exact for ReLU-type
 (piecewise-linear) networks, whose pattern classes are convex; for other
@@ -85,6 +88,17 @@ def bisect_walks(
     order = torch.argsort(all_t, stable=True)
     order = order[torch.argsort(path[order], stable=True)]
     path, t, pat = path[order], all_t[order], all_pat[order]
+    if path.numel() > 2:
+        # A sample whose pattern differs from both neighbours, each within tol in t,
+        # marks no class of its own: it lies on a boundary (a pre-activation exactly
+        # 0, e.g. x = 0 in a bias-free network) or in a class narrower than 2 tol.
+        # Drop it, as the reference walk Γ* drops isolated boundary points.
+        same_path = (path[:-2] == path[1:-1]) & (path[2:] == path[1:-1])
+        differs = (pat[1:-1] != pat[:-2]).any(-1) & (pat[1:-1] != pat[2:]).any(-1)
+        close = ((t[1:-1] - t[:-2]) <= tol) & ((t[2:] - t[1:-1]) <= tol)
+        isolated = torch.zeros(path.numel(), dtype=torch.bool, device=device)
+        isolated[1:-1] = same_path & differs & close
+        path, t, pat = path[~isolated], t[~isolated], pat[~isolated]
     keep = torch.ones(path.numel(), dtype=torch.bool, device=device)
     keep[1:] = (path[1:] != path[:-1]) | (pat[1:] != pat[:-1]).any(-1)
     counts = torch.bincount(path[keep], minlength=b)
