@@ -217,7 +217,7 @@ def _index(idx, name: str) -> Tensor:
         t = torch.as_tensor(idx)
     except (TypeError, ValueError, RuntimeError):
         raise TypeError(f"{name} must be integer indices (a sequence or an int tensor), got {type(idx).__name__}") from None
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+    if t.numel() > 0 and (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool):
         raise TypeError(f"{name} must be integer indices (a sequence or an int tensor), got dtype {t.dtype}")
     return t.to(torch.int64).reshape(-1)
 
