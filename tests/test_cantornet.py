@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import random
 from fractions import Fraction
 
@@ -355,3 +356,19 @@ def test_exact_evaluator_validates_points():
     with pytest.raises(TypeError, match="pair"):
         exact_pattern(0.5, 1, "A")
     assert exact_pattern((0.5, 0.75), 1, "a") == exact_pattern((Fraction(1, 2), Fraction(3, 4)), 1, "A")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("spacefold.walk.exact") is None, reason="spacefold.walk.exact missing")
+@pytest.mark.parametrize("rep,k", ALL)
+def test_exact_walk_agrees_with_a_dense_grid(rep, k):
+    """The region-exact walk (dent maxima included, FOLDING.md §7.4 a′) visits the
+    regions of a converged 20001-point grid, in order, under the same tie tolerance."""
+    net = cantornet(k, rep)
+    e = sf.walk(net, X1, X2, method="exact", tie_tol=net.tie_tol)
+    w, dense = _grid_walk(net, steps=20000)
+    assert torch.equal(e.patterns, w.patterns)
+    assert sf.ranges(e.patterns) == sf.ranges(dense)
+    # entry points: each region is entered between the grid points that bracket it
+    t_grid = torch.linspace(0, 1, 20001, dtype=torch.float64)
+    first = torch.searchsorted(w.grid_index, torch.arange(w.n_regions), right=False)
+    assert torch.all(e.t[1:] <= t_grid[first[1:]] + 1e-12) and torch.all(e.t[1:] >= t_grid[first[1:] - 1] - 1e-12)
