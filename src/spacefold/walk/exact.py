@@ -1,0 +1,938 @@
+"""The exact region walk for piecewise-linear networks (FOLDING.md §7.4 (a), (a′)).
+
+Along a segment γ(t) = (1 − t)·x1 + t·x2 every pre-activation of a piecewise-linear
+network is piecewise affine in t. The walk is computed layer by layer, for all
+segments of a batch at once ("layer-wise splitting", §7.4 (a′)):
+
+1. The model is traced with ``torch.fx`` into a graph of modules and functions.
+2. Every tensor of the graph is held as its values at the *breakpoints* of all paths
+   together: a tensor ``(V, *feature_shape)``, one row per breakpoint, rows grouped by
+   path and sorted by t inside a path. A path starts with the two breakpoints t = 0
+   and t = 1.
+3. Affine nodes (Linear, Conv, BatchNorm in eval mode, average pooling, Flatten,
+   Dropout and Identity in eval mode, additions, reshapes, concatenations, ...) are
+   applied to the rows directly. That is exact: between consecutive breakpoints every
+   tensor is affine in t, so its values at the breakpoints determine it.
+4. At a piecewise-linear activation (ReLU, LeakyReLU, PReLU, RReLU in eval mode,
+   Hardtanh, ReLU6) every piece (t_a, t_b) of every path on which some neuron's input
+   crosses a kink of the activation (or the bit threshold ``tie_tol``) strictly inside
+   is split at the crossing t_a + (t_b − t_a)·z_a/(z_a − z_b). Every tensor still
+   needed later (the skip branch of a residual block) is interpolated at the new
+   breakpoints. Crossings closer than ``tol`` in t become one breakpoint: several
+   neurons switching there at once (a step of Hamming distance > 1, which is what χ
+   measures). Then the activation is applied.
+5. Max pooling is piecewise linear as well: a piece on which the arg-max of a window
+   changes is split where the two competing inputs are equal, repeatedly, until the
+   arg-max is the same at both ends of every piece (then it is constant on the piece,
+   the max of affine functions being convex).
+
+Bits (identical in order and meaning to :func:`spacefold.activation_patterns`): a
+neuron's bit on a piece is 1 iff its pre-activation is > ``tie_tol`` inside the
+piece. Since no crossing lies strictly inside a piece after the split, that is
+``(z_a > tie_tol) or (z_b > tie_tol)``, with the crossing neurons set exactly to the
+threshold at a new breakpoint. The walk of a segment is the reference walk Γ*
+(FOLDING.md §7.4): the pattern at t = 0, the pattern of every piece in order, the
+pattern at t = 1, consecutive duplicates merged.
+
+Ties [DESIGN]: a pre-activation that touches the threshold at a breakpoint without
+crossing it creates no breakpoint (a zero at an isolated t is not recorded except at
+t = 0 and t = 1); one that is identically 0 on a piece gives bit 0 and no crossing;
+neurons crossing within ``tol`` of each other switch at one breakpoint.
+
+Only *modules* listed in the pattern give bits (as for the hooks of
+``activation_patterns``). A functional activation (``F.relu`` in ``forward``) is
+nonlinear but cannot be part of the pattern, so the exact walk refuses it, as it
+refuses smooth activations (GELU, tanh, ...): use ``method="bisect"`` for those.
+"""
+
+from __future__ import annotations
+
+import operator
+import weakref
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, fx, nn
+
+from ..patterns import LayerSelector, PatternRecorder, _entry, eval_mode, find_activations, run_model
+from . import WalkBatch
+
+__all__ = ["exact_walks", "ExactProgram", "compile_model", "verify", "VerifyResult", "NotPiecewiseLinearError"]
+
+
+class NotPiecewiseLinearError(TypeError):
+    """The model holds an operation the exact walk cannot follow."""
+
+
+def _refuse(what: str) -> NotPiecewiseLinearError:
+    return NotPiecewiseLinearError(
+        f"method='exact' cannot walk this model: {what}. The exact walk handles piecewise-linear networks "
+        "(Linear, Conv, BatchNorm in eval mode, average and max pooling, Flatten, Dropout/Identity, residual "
+        "additions, and the activation modules ReLU, LeakyReLU, PReLU, RReLU, Hardtanh, ReLU6); "
+        "use method='bisect' for any other network"
+    )
+
+
+# --------------------------------------------------------------------------- the op tables
+
+_AFFINE_MODULES: tuple[type, ...] = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.Flatten,
+    nn.Unflatten,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.ZeroPad2d,
+    nn.ConstantPad1d,
+    nn.ConstantPad2d,
+    nn.ConstantPad3d,
+)
+_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_MAXPOOL = (nn.MaxPool1d, nn.MaxPool2d)
+
+# functions / methods that are linear in each dynamic argument when the others are constant
+_LINEAR_FUNCS = {
+    operator.getitem, operator.neg, operator.pos, operator.mul, operator.truediv, operator.add, operator.sub,
+    operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.matmul,
+    torch.flatten, torch.reshape, torch.cat, torch.concat, torch.stack, torch.add, torch.sub, torch.mul,
+    torch.div, torch.neg, torch.transpose, torch.permute, torch.squeeze, torch.unsqueeze, torch.matmul,
+    torch.index_select, torch.narrow, torch.sum, torch.mean, torch.chunk, torch.split, torch.movedim,
+    torch.t, torch.mm, torch.unbind,
+    F.linear, F.conv1d, F.conv2d, F.conv3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d,
+    F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.pad, getattr,
+}
+_LINEAR_METHODS = {
+    "view", "reshape", "flatten", "permute", "transpose", "squeeze", "unsqueeze", "contiguous", "size", "dim",
+    "add", "sub", "mul", "div", "neg", "sum", "mean", "index_select", "narrow", "chunk", "split", "t",
+    "expand", "expand_as", "view_as", "reshape_as", "clone", "float", "double", "to", "type_as", "unbind",
+    "movedim", "matmul", "__getitem__",
+}
+# of those, the ones allowed to combine several dynamic (t-dependent) arguments
+_SUM_FUNCS = {operator.add, operator.sub, operator.iadd, operator.isub, torch.add, torch.sub, torch.cat,
+              torch.concat, torch.stack}
+_SUM_METHODS = {"add", "sub", "expand_as", "view_as", "reshape_as", "type_as"}
+
+
+def _kinks(module: nn.Module) -> list[float]:
+    """Where a piecewise-linear activation module is not affine (levels of its input)."""
+    if isinstance(module, nn.Hardtanh):  # includes ReLU6
+        return [float(module.min_val), float(module.max_val)]
+    if isinstance(module, (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.RReLU)):
+        return [0.0]
+    e = _entry(module)
+    if e is not None and e.piecewise_linear:
+        return [0.0]  # registered with piecewise_linear=True: kinks at 0 by contract
+    raise _refuse(f"activation {type(module).__name__} is not piecewise linear")
+
+
+class _Tracer(fx.Tracer):
+    """Keeps activation modules with a binarisation rule as leaves (like torch.nn modules)."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if _entry(m) is not None:
+            return True
+        return super().is_leaf_module(m, qualname)
+
+
+@dataclass
+class _Step:
+    node: fx.Node
+    kind: str  # "input", "const", "affine", "act", "maxpool", "output"
+    dynamic: bool
+    module: nn.Module | None = None
+    bit_layer: bool = False
+    kinks: list[float] = field(default_factory=list)
+    free_after: list[fx.Node] = field(default_factory=list)
+
+
+class ExactProgram:
+    """A model compiled for the exact walk: its fx graph, checked and annotated.
+
+    ``steps`` are the graph nodes in execution order. ``prefix_end`` is the index of
+    the first step that needs the breakpoints (the first activation or max pool):
+    everything before it is affine in the input, so for a data set it can be
+    evaluated once per input (:meth:`prefix`) instead of once per path.
+    """
+
+    def __init__(self, model: nn.Module, layers: LayerSelector = None):
+        self.model = model
+        selected = find_activations(model, layers)
+        selected_ids = {id(m) for _, m in selected}
+        try:
+            graph = _Tracer().trace(model)
+        except Exception as err:  # noqa: BLE001 - fx raises many types
+            raise NotPiecewiseLinearError(
+                f"method='exact' needs a model that torch.fx can trace, and tracing {type(model).__name__} failed "
+                f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); data-dependent control "
+                "flow in forward is the usual cause. Use method='bisect', which only runs the model"
+            ) from err
+        self.graph = graph
+        modules = dict(model.named_modules())
+        steps: list[_Step] = []
+        dynamic: dict[fx.Node, bool] = {}
+        n_inputs = 0
+        shapeish: set[fx.Node] = set()  # sizes and shapes of input-dependent tensors
+        for node in graph.nodes:
+            dyn_all = [a for a in node.all_input_nodes if dynamic.get(a, False)]
+            dyn = bool(dyn_all)
+            dyn_args = [a for a in dyn_all if a not in shapeish]
+            if dyn and not dyn_args or (node.op == "call_method" and node.target in ("size", "dim")) or (
+                    node.op == "call_function" and node.target is getattr):
+                if dyn:
+                    shapeish.add(node)
+            if node.op == "placeholder":
+                n_inputs += 1
+                if n_inputs > 1:
+                    if node.users:  # extra forward arguments are fine when unused
+                        raise _refuse(f"forward takes more than one tensor input ('{node.name}')")
+                steps.append(_Step(node, "input", n_inputs == 1))
+                dynamic[node] = n_inputs == 1
+                continue
+            if node.op == "output":
+                steps.append(_Step(node, "output", dyn))
+                dynamic[node] = dyn
+                continue
+            if node.op == "get_attr" or not dyn:
+                steps.append(_Step(node, "const", False))
+                dynamic[node] = False
+                continue
+            dynamic[node] = True
+            if node.op == "call_module":
+                mod = modules[node.target]
+                if _entry(mod) is not None:
+                    kinks = _kinks(mod)
+                    if isinstance(mod, nn.RReLU) and mod.training:
+                        raise _refuse("RReLU in training mode is random")
+                    steps.append(_Step(node, "act", True, mod, id(mod) in selected_ids, kinks))
+                elif isinstance(mod, _MAXPOOL):
+                    if mod.ceil_mode or mod.return_indices:
+                        raise _refuse(f"{type(mod).__name__} with ceil_mode or return_indices at '{node.target}'")
+                    steps.append(_Step(node, "maxpool", True, mod))
+                elif isinstance(mod, _BATCHNORM):
+                    if mod.running_mean is None:
+                        raise _refuse(f"BatchNorm '{node.target}' has no running statistics (not affine in eval)")
+                    steps.append(_Step(node, "affine", True, mod))
+                elif isinstance(mod, _AFFINE_MODULES):
+                    steps.append(_Step(node, "affine", True, mod))
+                else:
+                    raise _refuse(f"module '{node.target}' ({type(mod).__name__}) is not a known piecewise-linear "
+                                  "layer")
+                if len(dyn_args) > 1:
+                    raise _refuse(f"module '{node.target}' takes several input-dependent arguments")
+                continue
+            if node.op == "call_function":
+                fn = node.target
+                name = getattr(fn, "__name__", repr(fn))
+                if fn not in _LINEAR_FUNCS:
+                    if name in ("relu", "relu_", "leaky_relu", "hardtanh", "relu6", "prelu", "rrelu", "threshold"):
+                        raise _refuse(
+                            f"the activation {name} is called functionally in forward (node '{node.name}'); "
+                            "functional activations are not part of the activation pattern: use activation "
+                            "modules such as nn.ReLU"
+                        )
+                    raise _refuse(f"function {name} (node '{node.name}') is not affine")
+                if len(dyn_args) > 1 and fn not in _SUM_FUNCS:
+                    raise _refuse(f"{name} of several input-dependent tensors (node '{node.name}') is not affine")
+                if fn is F.pad and node.kwargs.get("mode", "constant") != "constant":
+                    mode = node.kwargs.get("mode")
+                    if mode not in ("reflect", "replicate", "circular"):
+                        raise _refuse(f"F.pad mode {mode!r}")
+                steps.append(_Step(node, "affine", True))
+                continue
+            if node.op == "call_method":
+                if node.target not in _LINEAR_METHODS:
+                    raise _refuse(f"method .{node.target}() (node '{node.name}') is not affine")
+                if len(dyn_args) > 1 and node.target not in _SUM_METHODS:
+                    raise _refuse(f".{node.target}() of several input-dependent tensors (node '{node.name}')")
+                steps.append(_Step(node, "affine", True))
+                continue
+            raise _refuse(f"graph node {node.op} '{node.name}'")
+        # liveness: free every dynamic value after its last use
+        last_use: dict[fx.Node, int] = {}
+        index = {s.node: k for k, s in enumerate(steps)}
+        for s in steps:
+            for a in s.node.all_input_nodes:
+                last_use[a] = max(last_use.get(a, -1), index[s.node])
+        for node, k in last_use.items():
+            steps[k].free_after.append(node)
+        self.steps = steps
+        self.dynamic = dynamic
+        self.selected = selected
+        pe = len(steps)
+        for k, s in enumerate(steps):
+            if s.kind in ("act", "maxpool"):
+                pe = k
+                break
+        self.prefix_end = pe
+        if not any(s.kind == "act" and s.bit_layer for s in steps):
+            raise _refuse("the traced graph calls none of the selected activation modules")
+
+    # ----------------------------------------------------------------------- execution helpers
+
+    def _eval(self, step: _Step, env: dict) -> object:
+        node = step.node
+        args = fx.node.map_arg(node.args, lambda n: env[n])
+        kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
+        if node.op == "get_attr":
+            obj = self.model
+            for part in node.target.split("."):
+                obj = getattr(obj, part)
+            return obj
+        if node.op == "call_module":
+            return step.module(*args, **kwargs) if step.module is not None else \
+                self.model.get_submodule(node.target)(*args, **kwargs)
+        if node.op == "call_function":
+            return node.target(*args, **kwargs)
+        if node.op == "call_method":
+            self_obj, *rest = args
+            return getattr(self_obj, node.target)(*rest, **kwargs)
+        raise AssertionError(node.op)
+
+    def _consts(self) -> dict:
+        env: dict = {}
+        for s in self.steps:
+            if s.kind == "const":
+                env[s.node] = self._eval(s, env)
+        return env
+
+    def prefix(self, x: Tensor) -> list[Tensor]:
+        """Values at inputs ``x`` of the tensors alive when the first split happens.
+
+        These are affine functions of the input, so along a segment they are the
+        interpolation of their values at the two ends (FOLDING.md §7.4 (a′) step 1).
+        """
+        env = self._consts()
+        for s in self.steps[: self.prefix_end]:
+            if s.kind == "input":
+                env[s.node] = x if s.dynamic else None
+            elif s.kind != "const":
+                env[s.node] = self._eval(s, env)
+        return [env[n] for n in self._live_at_prefix()]
+
+    def _live_at_prefix(self) -> list[fx.Node]:
+        done = {s.node for s in self.steps[: self.prefix_end]}
+        live = []
+        for s in self.steps[: self.prefix_end]:
+            if not self.dynamic.get(s.node, False):
+                continue
+            if any(u not in done for u in s.node.users):
+                live.append(s.node)
+        return live
+
+
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def compile_model(model: nn.Module, layers: LayerSelector = None) -> ExactProgram:
+    """The :class:`ExactProgram` of ``model`` (cached per model and layer selection)."""
+    key = tuple(name for name, _ in find_activations(model, layers))
+    per_model = _CACHE.get(model)
+    if per_model is None:
+        per_model = {}
+        _CACHE[model] = per_model
+    prog = per_model.get(key)
+    if prog is None:
+        prog = ExactProgram(model, layers)
+        per_model[key] = prog
+    return prog
+
+
+# --------------------------------------------------------------------------- breakpoint state
+
+
+class _State:
+    """Breakpoints of all paths: rows grouped by path, sorted by t inside a path."""
+
+    def __init__(self, t: Tensor, cont: Tensor, starts: Tensor, ends: Tensor):
+        self.t = t  # float64 (V,)
+        self.cont = cont  # bool (V,): row r and r + 1 belong to the same path
+        self.starts = starts  # int64 (B,): first row of each path
+        self.ends = ends  # int64 (B,): last row of each path
+        self.forward: list[Tensor] = []  # one int64 map old row -> new row per split
+
+
+def _crossings(za: Tensor, zb: Tensor, cont: Tensor, levels: list[float]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Strict crossings of ``levels`` between consecutive rows: (piece, neuron, fraction s, level index)."""
+    pieces, neurons, fracs, lev = [], [], [], []
+    for li, k in enumerate(levels):
+        above_a = za > k
+        above_b = zb > k
+        cand = (above_a != above_b)
+        cand &= cont.unsqueeze(1)
+        idx = cand.nonzero()
+        if idx.numel() == 0:
+            continue
+        p, n = idx[:, 0], idx[:, 1]
+        a = za[p, n] - k
+        b = zb[p, n] - k
+        strict = (a * b) < 0
+        if not bool(strict.all()):
+            p, n, a, b = p[strict], n[strict], a[strict], b[strict]
+        pieces.append(p)
+        neurons.append(n)
+        fracs.append(a.double() / (a.double() - b.double()))
+        lev.append(torch.full_like(p, li))
+    if not pieces:
+        e = za.new_zeros(0, dtype=torch.int64)
+        return e, e, za.new_zeros(0, dtype=torch.float64), e
+    return torch.cat(pieces), torch.cat(neurons), torch.cat(fracs), torch.cat(lev)
+
+
+def _split(state: _State, piece: Tensor, tc: Tensor, tol: float):
+    """Insert breakpoints at times ``tc`` inside pieces ``piece`` (merged within ``tol``).
+
+    Returns ``(plan, row)``: ``plan`` for :func:`_interpolate` (``None`` when nothing
+    is inserted) and, for every crossing, the row (new numbering) of the breakpoint
+    it was assigned to: its new breakpoint, or the end of its piece when it lies
+    within ``tol`` of that end.
+    """
+    device = piece.device
+    ta = state.t[piece]
+    tb = state.t[piece + 1]
+    near_a = tc - ta <= tol
+    near_b = tb - tc <= tol
+    keep = ~(near_a | near_b)
+    V = state.t.numel()
+    row = torch.where(near_a, piece, piece + 1)
+    kidx = keep.nonzero().squeeze(1)
+    if kidx.numel() == 0:
+        return None, row
+    kp, kt = piece[kidx], tc[kidx]
+    key = kt + 2.0 * _path_of_row(state)[kp].double()
+    order = torch.argsort(key)
+    kp, kt, kidx = kp[order], kt[order], kidx[order]
+    new_group = torch.ones_like(kp, dtype=torch.bool)
+    if kp.numel() > 1:
+        new_group[1:] = (kp[1:] != kp[:-1]) | ((kt[1:] - kt[:-1]) > tol)
+    gid = torch.cumsum(new_group.long(), 0) - 1
+    first = new_group.nonzero().squeeze(1)
+    g_piece = kp[first]
+    g_t = kt[first]
+    G = g_piece.numel()
+    cnt = torch.bincount(g_piece, minlength=V)
+    excl = torch.cumsum(cnt, 0) - cnt
+    new_pos_old = torch.arange(V, device=device) + excl
+    new_pos_grp = g_piece + 1 + torch.arange(G, device=device)
+    row = new_pos_old[row]
+    row[kidx] = new_pos_grp[gid]
+    g_s = (g_t - state.t[g_piece]) / (state.t[g_piece + 1] - state.t[g_piece])
+    Vn = V + G
+    t = state.t.new_empty(Vn)
+    t[new_pos_old] = state.t
+    t[new_pos_grp] = g_t
+    cont = state.cont.new_empty(Vn)
+    cont[new_pos_old] = state.cont
+    cont[new_pos_grp] = True
+    state.t, state.cont = t, cont
+    state.starts = new_pos_old[state.starts]
+    state.ends = new_pos_old[state.ends]
+    state.forward.append(new_pos_old)
+    return (new_pos_old, new_pos_grp, g_piece, g_s), row
+
+
+def _interpolate(x: Tensor, plan) -> Tensor:
+    new_pos_old, new_pos_grp, g_piece, g_s = plan
+    Vn = x.shape[0] + new_pos_grp.numel()
+    out = x.new_empty((Vn,) + tuple(x.shape[1:]))
+    out.index_copy_(0, new_pos_old, x)
+    s = g_s.to(x.dtype).view((-1,) + (1,) * (x.dim() - 1))
+    out.index_copy_(0, new_pos_grp, torch.lerp(x[g_piece], x[g_piece + 1], s))
+    return out
+
+
+def _path_of_row(state: _State) -> Tensor:
+    V = state.t.numel()
+    first = torch.zeros(V, dtype=torch.int64, device=state.t.device)
+    first[state.starts[1:]] = 1
+    return torch.cumsum(first, 0)
+
+
+@dataclass
+class _BitRecord:
+    """Bits of one activation call: the pattern at t = 0 and every flip along the paths."""
+
+    start_bits: Tensor  # bool (B, F): bits at t = 0
+    rows: Tensor  # int64 (n_flips,): breakpoint row (numbering of ``level``) where the flip happens
+    neurons: Tensor  # int64 (n_flips,)
+    level: int  # number of splits done when recorded
+
+
+def _run(prog: ExactProgram, env: dict, state: _State, start: int, tie_tol: float, tol: float) -> list[_BitRecord]:
+    records: list[_BitRecord] = []
+    for s in prog.steps[start:]:
+        if s.kind in ("input", "const"):
+            pass
+        elif s.kind == "output":
+            break
+        elif s.kind == "affine":
+            env[s.node] = prog._eval(s, env)
+        elif s.kind == "act":
+            (x,) = [env[a] for a in s.node.all_input_nodes if prog.dynamic.get(a, False)]
+            levels = sorted(set(s.kinks + ([tie_tol] if s.bit_layer else [])))
+            records_bits = _split_activation(prog, env, state, x, s, levels, tie_tol, tol)
+            if records_bits is not None:
+                records.append(records_bits)
+            env[s.node] = prog._eval(s, env)
+        elif s.kind == "maxpool":
+            _split_maxpool(prog, env, state, s, tol)
+            env[s.node] = prog._eval(s, env)
+        for n in s.free_after:
+            if prog.dynamic.get(n, False):
+                env.pop(n, None)
+    return records
+
+
+def _interpolate_env(prog: ExactProgram, env: dict, plan) -> None:
+    for n, v in list(env.items()):
+        if not prog.dynamic.get(n, False):
+            continue
+        if isinstance(v, Tensor):
+            env[n] = _interpolate(v, plan)
+        else:
+            raise _refuse(f"the input-dependent value '{n.name}' ({type(v).__name__}) is held across a "
+                          "nonlinear layer")
+
+
+def _split_activation(prog, env, state: _State, x: Tensor, step: _Step, levels, tie_tol, tol):
+    node_in = [a for a in step.node.all_input_nodes if prog.dynamic.get(a, False)][0]
+    z = x.reshape(x.shape[0], -1)
+    pieces, neurons, fracs, lev = _crossings(z[:-1], z[1:], state.cont[:-1], levels)
+    rows = None
+    if pieces.numel():
+        ta = state.t[pieces]
+        tc = ta + (state.t[pieces + 1] - ta) * fracs
+        plan, rows = _split(state, pieces, tc, tol)
+        if plan is not None:
+            _interpolate_env(prog, env, plan)
+            x = env[node_in]
+            z = x.reshape(x.shape[0], -1)
+    if not step.bit_layer:
+        return None
+    return _flips(state, z > tie_tol, rows, neurons, lev, levels.index(tie_tol))
+
+
+def _flips(state: _State, pos: Tensor, rows, neurons, lev, thr: int) -> _BitRecord:
+    """Where the bits of one layer flip along the walk, from the signs at the breakpoints.
+
+    The bit of a piece (a, b) is ``pos[a] | pos[b]`` once no crossing lies strictly
+    inside; a neuron crossing the threshold sits at it (bit 0) at its breakpoint. So
+    between the pieces meeting at row p a bit flips iff ``~pos[p] & (pos[p-1] ^ pos[p+1])``
+    (crossings, and touches of the threshold from one side that go on to the other).
+    At the ends the point patterns π(γ(0)), π(γ(1)) are compared with the first and
+    last piece.
+    """
+    starts, ends = state.starts, state.ends
+    p0 = pos[starts]
+    p1 = pos[ends]
+    if rows is not None:
+        at_thr = lev == thr
+        pos[rows[at_thr], neurons[at_thr]] = False
+    first = (pos[starts] | pos[starts + 1]) != p0
+    last = (pos[ends - 1] | pos[ends]) != p1
+    fb, fn = first.nonzero().unbind(1)
+    lb, ln = last.nonzero().unbind(1)
+    V = pos.shape[0]
+    out_rows, out_neurons = [starts[fb], ends[lb]], [fn, ln]
+    if V > 2:
+        inner = state.cont[:-2] & state.cont[1:-1]  # row r + 1 is neither a start nor an end
+        m = pos[:-2] ^ pos[2:]
+        m &= ~pos[1:-1]
+        m &= inner.unsqueeze(1)
+        r, n = m.nonzero().unbind(1)
+        out_rows.append(r + 1)
+        out_neurons.append(n)
+    return _BitRecord(p0, torch.cat(out_rows), torch.cat(out_neurons), len(state.forward))
+
+
+def _split_maxpool(prog, env, state: _State, step: _Step, tol: float, max_rounds: int = 64) -> None:
+    mod = step.module
+    node_in = [a for a in step.node.all_input_nodes if prog.dynamic.get(a, False)][0]
+    tol_eff = max(tol, 1e-9)
+    for _ in range(max_rounds):
+        x = env[node_in]
+        w = _windows(x, mod)  # (V, M, k)
+        V = w.shape[0]
+        am = w.argmax(-1)  # (V, M)
+        cand = (am[:-1] != am[1:]) & state.cont[:-1].unsqueeze(1)
+        idx = cand.nonzero()
+        if idx.numel() == 0:
+            return
+        p, m = idx[:, 0], idx[:, 1]
+        ia, ib = am[p, m], am[p + 1, m]
+        wa, wb = w[p, m], w[p + 1, m]  # (n, k)
+        da = (wa.gather(1, ia[:, None]) - wa.gather(1, ib[:, None])).squeeze(1).double()  # >= 0
+        db = (wb.gather(1, ia[:, None]) - wb.gather(1, ib[:, None])).squeeze(1).double()  # <= 0
+        ok = (da > 0) & (db < 0)
+        frac = da / (da - db)
+        ta = state.t[p]
+        tc = ta + (state.t[p + 1] - ta) * frac
+        tc = torch.where(ok, tc, ta)  # ties at an end: nothing to insert
+        plan, _ = _split(state, p, tc, tol_eff)
+        if plan is None:
+            return
+        _interpolate_env(prog, env, plan)
+    raise RuntimeError("max pooling did not converge while splitting the segment at arg-max changes")
+
+
+def _windows(x: Tensor, mod: nn.Module) -> Tensor:
+    """Pooling windows of ``x`` as ``(V, n_windows, window_size)`` (padding with -inf)."""
+    if isinstance(mod, nn.MaxPool1d):
+        k, s, p, d = (mod.kernel_size if isinstance(mod.kernel_size, int) else mod.kernel_size[0],
+                      mod.stride if isinstance(mod.stride, int) else mod.stride[0],
+                      mod.padding if isinstance(mod.padding, int) else mod.padding[0],
+                      mod.dilation if isinstance(mod.dilation, int) else mod.dilation[0])
+        if p:
+            x = F.pad(x, (p, p), value=float("-inf"))
+        u = x.unfold(-1, d * (k - 1) + 1, s)[..., ::d]  # (V, [C,] Lout, k)
+        return u.reshape(x.shape[0], -1, k)
+    k = nn.modules.utils._pair(mod.kernel_size)
+    s = nn.modules.utils._pair(mod.stride if mod.stride is not None else mod.kernel_size)
+    p = nn.modules.utils._pair(mod.padding)
+    d = nn.modules.utils._pair(mod.dilation)
+    if p[0] or p[1]:
+        x = F.pad(x, (p[1], p[1], p[0], p[0]), value=float("-inf"))
+    u = x.unfold(-2, d[0] * (k[0] - 1) + 1, s[0]).unfold(-2, d[1] * (k[1] - 1) + 1, s[1])
+    u = u[..., :: d[0], :: d[1]]  # (V, [C,] Ho, Wo, kh, kw)
+    return u.reshape(x.shape[0], -1, k[0] * k[1])
+
+
+# --------------------------------------------------------------------------- the walk
+
+
+def _assemble(state: _State, records: list[_BitRecord], n_paths: int) -> ExactWalkBatch:
+    device = state.t.device
+    n_levels = len(state.forward)
+    rows, neurons, col = [], [], 0
+    for r in records:
+        m = r.rows
+        for f in state.forward[r.level : n_levels]:
+            m = f[m]
+        rows.append(m)
+        neurons.append(r.neurons + col)
+        col += r.start_bits.shape[1]
+    rows = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.int64, device=device)
+    neurons = torch.cat(neurons) if neurons else torch.zeros(0, dtype=torch.int64, device=device)
+    path = _path_of_row(state)[rows]
+    position = rows - state.starts[path] + 1
+    start_bits = torch.cat([r.start_bits for r in records], 1)
+    return ExactWalkBatch(start_bits, path, position, neurons, state.t, state.starts, state.ends)
+
+
+class ExactWalkBatch(WalkBatch):
+    """Exact walks stored as the pattern at t = 0 and the list of bit flips.
+
+    Behaves as a :class:`WalkBatch` (``patterns``, ``t``, ``offsets`` are built on
+    first use); :meth:`summary` computes r1, r2, χ, the profile maximum and the
+    number of regions from the flips alone, without building the patterns, so its
+    cost grows with the number of flips, not with regions × neurons.
+
+    Positions: along path b, position 0 is the point t = 0, position j (1..K) the
+    j-th piece (breakpoint row ``starts[b] + j - 1``), position K + 1 the point t = 1.
+    A flip at position j happens when entering position j.
+    """
+
+    def __init__(self, start_bits, path, position, neurons, t_rows, starts, ends):  # noqa: D107
+        object.__setattr__(self, "start_bits", start_bits)
+        object.__setattr__(self, "flip_path", path)
+        object.__setattr__(self, "flip_position", position)
+        object.__setattr__(self, "flip_neuron", neurons)
+        object.__setattr__(self, "_t_rows", t_rows)
+        object.__setattr__(self, "_starts", starts)
+        object.__setattr__(self, "_ends", ends)
+        object.__setattr__(self, "method", "exact")
+        object.__setattr__(self, "grid_index", None)
+        object.__setattr__(self, "_cache", {})
+
+    def __repr__(self) -> str:
+        return f"ExactWalkBatch(n_walks={self.n_walks}, n_neurons={self.n_neurons}, n_flips={self.flip_path.numel()})"
+
+    @property
+    def n_walks(self) -> int:
+        return int(self.start_bits.shape[0])
+
+    @property
+    def n_neurons(self) -> int:
+        return int(self.start_bits.shape[1])
+
+    def _groups(self, columns: slice | None = None):
+        """Flips sorted by (path, position), with a sign +1 (away from the start) or -1."""
+        key = ("groups", None if columns is None else (columns.start, columns.stop, columns.step))
+        if key in self._cache:
+            return self._cache[key]
+        path, pos, neu = self.flip_path, self.flip_position, self.flip_neuron
+        if columns is not None:
+            lo, hi, step = columns.indices(self.n_neurons)
+            if step != 1:
+                raise ValueError("columns must be a contiguous slice")
+            keep = (neu >= lo) & (neu < hi)
+            path, pos, neu = path[keep], pos[keep], neu[keep]
+        n = self.n_neurons
+        pmax = int(pos.max()) + 1 if pos.numel() else 1
+        # parity of earlier flips of the same neuron: even -> moving away from the start
+        k1 = (path * n + neu) * pmax + pos
+        o1 = torch.argsort(k1)
+        g = (path * n + neu)[o1]
+        newg = torch.ones_like(g, dtype=torch.bool)
+        if g.numel() > 1:
+            newg[1:] = g[1:] != g[:-1]
+        idx = torch.arange(g.numel(), device=g.device)
+        gstart = torch.cummax(torch.where(newg, idx, torch.zeros_like(idx)), 0).values
+        sign_sorted = 1 - 2 * ((idx - gstart) % 2)
+        sign = torch.empty_like(sign_sorted)
+        sign[o1] = sign_sorted
+        k2 = path * pmax + pos
+        o2 = torch.argsort(k2, stable=True)
+        out = (path[o2], pos[o2], sign[o2], neu[o2])
+        self._cache[key] = out
+        return out
+
+    def summary(self, columns: slice | None = None) -> dict[str, Tensor]:
+        from ..measure import chi_from_ranges
+
+        path, pos, sign, _ = self._groups(columns)
+        b = self.n_walks
+        device = self.start_bits.device
+        r1 = torch.zeros(b, dtype=torch.int64, device=device)
+        r2 = torch.zeros(b, dtype=torch.int64, device=device)
+        max_prof = torch.zeros(b, dtype=torch.float64, device=device)
+        n_points = torch.ones(b, dtype=torch.int64, device=device)
+        if path.numel():
+            newg = torch.ones_like(path, dtype=torch.bool)
+            newg[1:] = (path[1:] != path[:-1]) | (pos[1:] != pos[:-1])
+            gid = torch.cumsum(newg.long(), 0) - 1
+            ng = int(gid[-1]) + 1
+            gpath = path[newg]
+            dsum = torch.zeros(ng, dtype=torch.int64, device=device).index_add_(0, gid, sign)
+            cnt = torch.zeros(ng, dtype=torch.int64, device=device).index_add_(0, gid, torch.ones_like(sign))
+            # running sums within each path
+            first_of_path = torch.ones_like(gpath, dtype=torch.bool)
+            first_of_path[1:] = gpath[1:] != gpath[:-1]
+            cd, cc = torch.cumsum(dsum, 0), torch.cumsum(cnt, 0)
+            fidx = torch.cummax(torch.where(first_of_path, torch.arange(ng, device=device), torch.zeros_like(gid[:ng])),
+                                0).values
+            dist = cd - (cd[fidx] - dsum[fidx])
+            run_r2 = cc - (cc[fidx] - cnt[fidx])
+            shift = gpath * (self.n_neurons + 1)
+            run_r1 = torch.cummax(dist + shift, 0).values - shift
+            prof = chi_from_ranges(run_r1, run_r2)
+            last = torch.ones_like(gpath, dtype=torch.bool)
+            last[:-1] = gpath[1:] != gpath[:-1]
+            lp = gpath[last]
+            r1[lp] = run_r1[last]
+            r2[lp] = run_r2[last]
+            max_prof.scatter_reduce_(0, gpath, prof, reduce="amax", include_self=True)
+            n_points.index_add_(0, gpath, torch.ones_like(gpath))
+        return {"r1": r1, "r2": r2, "chi": chi_from_ranges(r1, r2), "max_profile": max_prof, "n_points": n_points}
+
+    def _dense(self):
+        if "dense" in self._cache:
+            return self._cache["dense"]
+        path, pos, _, neu = self._groups()
+        b, n = self.n_walks, self.n_neurons
+        device = self.start_bits.device
+        newg = torch.ones_like(path, dtype=torch.bool)
+        if path.numel():
+            newg[1:] = (path[1:] != path[:-1]) | (pos[1:] != pos[:-1])
+        gid = torch.cumsum(newg.long(), 0) - 1
+        counts = torch.ones(b, dtype=torch.int64, device=device)
+        counts.index_add_(0, path[newg], torch.ones_like(path[newg]))
+        offsets = torch.zeros(b + 1, dtype=torch.int64, device=device)
+        offsets[1:] = torch.cumsum(counts, 0)
+        total = int(offsets[-1])
+        # region row of every group: after the first row of its path
+        gpath = path[newg]
+        first_g = torch.zeros(b, dtype=torch.int64, device=device)
+        if gpath.numel():
+            ng = gpath.numel()
+            is_first = torch.ones(ng, dtype=torch.bool, device=device)
+            is_first[1:] = gpath[1:] != gpath[:-1]
+            rank = torch.arange(ng, device=device)
+            rank = rank - torch.cummax(torch.where(is_first, rank, torch.zeros_like(rank)), 0).values
+            grow = offsets[:-1][gpath] + 1 + rank
+        else:
+            grow = torch.zeros(0, dtype=torch.int64, device=device)
+        flips = torch.zeros(total, n, dtype=torch.int32, device=device)
+        flips[offsets[:-1]] = self.start_bits.to(torch.int32)
+        flips[grow[gid], neu] = 1
+        walk_id = torch.repeat_interleave(torch.arange(b, device=device), counts)
+        cs = torch.cumsum(flips, 0)
+        base = torch.zeros(b, n, dtype=cs.dtype, device=device)
+        has_prev = offsets[:-1] > 0
+        base[has_prev] = cs[offsets[:-1][has_prev] - 1]
+        patterns = ((cs - base[walk_id]) % 2).bool()
+        t = torch.zeros(total, dtype=torch.float64, device=device)
+        gpos = pos[newg]
+        t[grow] = self._t_rows[self._starts[gpath] + gpos - 1]
+        out = (patterns, t, offsets)
+        self._cache["dense"] = out
+        del first_g
+        return out
+
+    @property
+    def patterns(self) -> Tensor:  # type: ignore[override]
+        return self._dense()[0]
+
+    @property
+    def t(self) -> Tensor:  # type: ignore[override]
+        return self._dense()[1]
+
+    @property
+    def offsets(self) -> Tensor:  # type: ignore[override]
+        return self._dense()[2]
+
+    def __len__(self) -> int:
+        return self.n_walks
+
+    @property
+    def n_regions(self) -> Tensor:
+        return self.summary()["n_points"]
+
+
+def exact_walks(
+    model: nn.Module,
+    x1: Tensor,
+    x2: Tensor,
+    *,
+    layers: LayerSelector = None,
+    tie_tol: float = 0.0,
+    tol: float = 1e-6,
+    prefix: tuple[list[Tensor], list[Tensor]] | None = None,
+) -> WalkBatch:
+    """Exact walks of the segments ``x1[i] -> x2[i]`` (inputs ``(batch, *input_shape)``).
+
+    ``model`` must be piecewise linear (see the module docstring) and in eval mode;
+    the computation runs on the model's device and dtype, without gradients.
+    ``tie_tol``: bit = pre-activation > ``tie_tol``; ``tol``: crossings closer than
+    ``tol`` in t are one breakpoint. ``prefix``: the values of
+    :meth:`ExactProgram.prefix` at the two ends, if already computed (then ``x1`` and
+    ``x2`` only give the batch size). Returns a :class:`WalkBatch` whose walks are the
+    reference walks Γ* of FOLDING.md §7.4.
+    """
+    prog = compile_model(model, layers)
+    with torch.no_grad():
+        return _exact(prog, x1, x2, tie_tol, tol, prefix)
+
+
+def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: float, prefix=None) -> WalkBatch:
+    b = x1.shape[0]
+    device = x1.device
+    if prefix is None:
+        p1, p2 = prog.prefix(x1), prog.prefix(x2)
+    else:
+        p1, p2 = prefix
+    env = prog._consts()
+    live = prog._live_at_prefix()
+    for n, a, c in zip(live, p1, p2):
+        env[n] = torch.stack([a, c], 1).reshape((2 * b,) + tuple(a.shape[1:]))
+    V = 2 * b
+    t = torch.zeros(V, dtype=torch.float64, device=device)
+    t[1::2] = 1.0
+    cont = torch.zeros(V, dtype=torch.bool, device=device)
+    cont[0::2] = True
+    starts = torch.arange(0, V, 2, device=device)
+    state = _State(t, cont, starts, starts + 1)
+    records = _run(prog, env, state, prog.prefix_end, tie_tol, tol)
+    return _assemble(state, records, b)
+
+
+# --------------------------------------------------------------------------- verification
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Outcome of :func:`verify`.
+
+    ``ok``: every checked region's pattern matched; ``n_checked``: regions checked;
+    ``n_mismatched``: regions whose re-evaluated pattern differs; ``max_distance``:
+    the largest Hamming distance found; ``mismatches``: ``(walk, region)`` index pairs
+    ``(n_mismatched, 2)``.
+    """
+
+    ok: bool
+    n_checked: int
+    n_mismatched: int
+    max_distance: int
+    mismatches: Tensor
+
+
+def verify(
+    model: nn.Module,
+    x1: Tensor,
+    x2: Tensor,
+    walks: WalkBatch,
+    *,
+    layers: LayerSelector = None,
+    tie_tol: float = 0.0,
+    atol: float = 0.0,
+    max_points: int = 65536,
+) -> VerifyResult:
+    """Re-evaluate every region of ``walks`` at its midpoint with a plain forward pass.
+
+    Region k of a walk spans ``[t_k, t_{k+1})`` (``t_K = 1`` for the last); its
+    midpoint is evaluated with hooks (:class:`spacefold.patterns.PatternRecorder`),
+    as in :func:`spacefold.activation_patterns`, and compared with the recorded
+    pattern. A region recorded at a single point (t = 0 or t = 1) is evaluated at
+    that point. Neurons whose re-evaluated pre-activation lies within ``atol`` of
+    the threshold ``tie_tol`` are not compared (float round-off at a tie).
+    Inspired by SplineCam's ``verify()``.
+    """
+    if not isinstance(walks, WalkBatch):
+        raise TypeError(f"walks must be a spacefold.WalkBatch, got {type(walks).__name__}")
+    if x1.shape[0] != len(walks) or x2.shape[0] != len(walks):
+        raise ValueError(f"x1 and x2 must hold one segment per walk ({len(walks)}), got {x1.shape[0]} and {x2.shape[0]}")
+    device = walks.patterns.device
+    offsets = walks.offsets
+    counts = offsets[1:] - offsets[:-1]
+    walk_id = torch.repeat_interleave(torch.arange(len(walks), device=device), counts)
+    t = walks.t
+    t_next = torch.ones_like(t)
+    if t.numel() > 1:
+        t_next[:-1] = t[1:]
+    t_next[offsets[1:] - 1] = 1.0
+    mid = 0.5 * (t + t_next)
+    from ..patterns import to_model
+
+    x1 = to_model(model, x1)
+    x2 = to_model(model, x2)
+    bad_rows = []
+    dist_all = []
+    rec = PatternRecorder(model, layers)
+    shape = (-1,) + (1,) * (x1.dim() - 1)
+    with rec, eval_mode(model), torch.no_grad():
+        for j in range(0, mid.numel(), max_points):
+            w = walk_id[j : j + max_points]
+            tt = mid[j : j + max_points].to(x1.dtype).view(shape)
+            pts = (1 - tt) * x1[w] + tt * x2[w]
+            rec.clear()
+            run_model(model, pts, "x1")
+            scores = rec.scores()
+            bits = scores > tie_tol
+            differ = bits != walks.patterns[j : j + max_points].to(bits.device)
+            if atol > 0:
+                differ &= (scores - tie_tol).abs() > atol
+            dist = differ.sum(1)
+            dist_all.append(dist)
+    dist = torch.cat(dist_all)
+    bad = (dist > 0).nonzero().squeeze(1)
+    mism = torch.stack([walk_id[bad], bad - offsets[walk_id[bad]]], 1) if bad.numel() else \
+        torch.zeros(0, 2, dtype=torch.int64)
+    return VerifyResult(
+        ok=bad.numel() == 0, n_checked=int(mid.numel()), n_mismatched=int(bad.numel()),
+        max_distance=int(dist.max()) if dist.numel() else 0, mismatches=mism,
+    )
