@@ -145,6 +145,16 @@ def test_register_activation_checks_arguments():
         sf.register_activation(nn.Threshold, rule=3)
 
 
+def test_softmax_is_not_an_activation_layer():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 3), nn.Softmax(dim=1))
+    x = torch.randn(10, 3)
+    got, layout = sf.activation_patterns(net, x, return_layout=True)
+    assert layout.names == ["1"]
+    with torch.no_grad():
+        assert torch.equal(got, x @ net[0].weight.T + net[0].bias > 0)
+
+
 def test_functional_activations_are_a_value_error():
     class Functional(nn.Module):
         def __init__(self):

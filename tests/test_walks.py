@@ -217,11 +217,15 @@ def test_bisect_smooth_net_with_a_narrow_class():
 def test_single_hidden_layer_never_folds(seed, d_in, width, d_out, act):
     net = random_net(seed, (d_in, width, d_out), act=act)
     x = random_points(seed + 1, 12, d_in)
-    for kw in ({"method": "uniform", "steps": 64}, {"method": "bisect"}):
+    for kw in ({"method": "uniform", "steps": 64}, {"method": "bisect"}, {"method": "bisect", "stop": "hamming1"}):
         b = sf.folding_batch(net, x[:6], x[6:], **kw)
         assert torch.equal(b.chi, torch.zeros(6, dtype=torch.float64))
         assert torch.equal(b.r1, b.r2)
         assert bool((b.n_regions <= width + 1).all())
+    # one crossing per neuron: hamming1 misses no region here (FOLDING.md §7.4 b)
+    strict = sf.walk_batch(net, x[:6], x[6:], method="bisect")
+    loose = sf.walk_batch(net, x[:6], x[6:], method="bisect", stop="hamming1")
+    assert torch.equal(strict.patterns, loose.patterns) and torch.equal(strict.offsets, loose.offsets)
 
 
 def test_two_hidden_layers_do_fold():
