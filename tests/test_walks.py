@@ -161,6 +161,10 @@ def test_bisect_agrees_with_dense_grid_relu(seed, d_in, width, depth):
     net = random_net(seed, (d_in,) + (width,) * depth + (1,))
     x = random_points(seed + 1, 8, d_in)
     assert_agree_with_dense_grid(net, x[:4], x[4:])
+    # ReLU pattern classes are convex: a segment meets each pattern in one interval,
+    # so no pattern occurs twice in a walk (FOLDING.md §7.4)
+    for w in sf.walk_batch(net, x[:4], x[4:], method="bisect").walks():
+        assert torch.unique(w.patterns, dim=0).shape[0] == w.n_regions
 
 
 def test_bisect_agrees_with_dense_grid_relu_compares_many():
