@@ -10,9 +10,9 @@ sign of the pre-activation, so the rule is applied to the activation's *input* z
 Forward hooks are placed on the activation *modules* of the model, so nested
 modules, residual blocks and conv nets are covered. For in-place activations
 (``inplace=True``) the input is copied before the module overwrites it, so the
-rule still sees z. Activations called
-functionally (``F.relu`` inside ``forward``) cannot be hooked; a model without any
-hookable activation gets a clear error. A module that is called several times in
+rule still sees z. Activations called functionally (``F.relu`` inside
+``forward``) cannot be hooked; a model without any hookable activation gets a
+clear error. A module that is called several times in
 one forward pass (one ``nn.ReLU`` reused in a residual block) contributes one
 block of bits per call, named ``"name"``, ``"name#1"``, ``"name#2"``, ...
 
