@@ -356,3 +356,44 @@ def test_walk_on_other_input_shapes_and_devices_of_inputs():
     xi1, xi2 = torch.zeros(3, dtype=torch.int64), torch.tensor([2, -1, 3])
     net2 = random_net(21, (3, 5, 5, 1), dtype=torch.float32)
     assert sf.folding(net2, xi1, xi2, method="bisect").chi == sf.folding(net2, xi1.float(), xi2.float(), method="bisect").chi
+
+
+def max_pool_fold_net() -> nn.Sequential:
+    """a = ReLU(s + 1), b = ReLU(1 − s), m = max(a, b) = 1 + |s| on (−1, 1), c = ReLU(m − 3/2).
+
+    Every activation is a ReLU, yet the class 111 is not convex: on s: −0.9 -> 0.9
+    the patterns are 111 -> 110 -> 111 (χ = 1/2) while the endpoints agree.
+    """
+    net = nn.Sequential(
+        nn.Linear(1, 2), nn.ReLU(), nn.Unflatten(1, (1, 2)), nn.MaxPool1d(2), nn.Flatten(), nn.Linear(1, 1), nn.ReLU()
+    ).double()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0], [-1.0]]))
+        net[0].bias.copy_(torch.tensor([1.0, 1.0]))
+        net[5].weight.fill_(1.0)
+        net[5].bias.fill_(-1.5)
+    return net
+
+
+def test_default_start_grid():
+    from spacefold.walk.bisect import default_n0
+
+    assert default_n0(random_net(0, (2, 4, 4, 1))) == 2
+    assert default_n0(random_net(0, (2, 4, 4, 1), act=nn.LeakyReLU)) == 2
+    assert default_n0(random_net(0, (2, 4, 4, 1), act=nn.Tanh)) == 64
+    assert default_n0(random_net(0, (2, 4, 4, 1), act=nn.Hardtanh)) == 64
+    assert default_n0(max_pool_fold_net()) == 64
+    # a smooth activation outside the selected layers still bends the ReLU classes
+    mixed = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 4), nn.ReLU())
+    assert default_n0(mixed) == 64
+
+
+def test_bisect_on_max_pooling_starts_from_a_grid():
+    net = max_pool_fold_net()
+    x1, x2 = torch.tensor([-0.9], dtype=torch.float64), torch.tensor([0.9], dtype=torch.float64)
+    f = sf.folding(net, x1, x2, method="bisect")
+    assert torch.equal(f.patterns, bits("111", "110", "111"))
+    assert f.chi == 0.5
+    assert torch.equal(sf.walk(net, x1, x2, method="uniform", steps=100).patterns, f.patterns)
+    # from the endpoints alone, bisection cannot see the fold
+    assert sf.folding(net, x1, x2, method="bisect", n0=2).chi == 0.0

@@ -18,11 +18,10 @@ from .patterns import (
     check_nonnegative,
     eval_mode,
     find_activations,
-    is_piecewise_linear,
     model_device_dtype,
 )
 from .walk import METHODS, Walk, WalkBatch
-from .walk.bisect import STOP_RULES, bisect_walks
+from .walk.bisect import STOP_RULES, bisect_walks, default_n0
 from .walk.uniform import uniform_walks
 
 __all__ = ["walk", "walk_batch", "folding", "folding_batch", "folding_pairs", "Folding", "FoldingBatch"]
@@ -108,8 +107,8 @@ def _prepare_model(model: nn.Module, dtype: torch.dtype | None) -> nn.Module:
 
 
 def _default_n0(model: nn.Module, layers: LayerSelector) -> int:
-    acts = find_activations(model, layers)
-    return 2 if all(is_piecewise_linear(m) for _, m in acts) else 64
+    find_activations(model, layers)  # a clear error for a bad selection, before any work
+    return default_n0(model)
 
 
 def _walk_chunk(model, recorder, x1, x2, *, method, steps, tol, tie_tol, n0, stop, layers) -> WalkBatch:
@@ -295,8 +294,9 @@ def folding_batch(
     tol : for ``"bisect"``: transitions are located within ``tol`` in t; for
         ``"exact"``: crossings closer than ``tol`` in t count as simultaneous.
     tie_tol : bit = pre-activation > ``tie_tol``.
-    n0, stop : ``"bisect"`` start grid (default 2 for piecewise-linear networks,
-        64 otherwise) and stop rule (``"strict"`` or ``"hamming1"``).
+    n0, stop : ``"bisect"`` start grid (default 2 when every pattern class is
+        convex: ReLU-type activations only, no max pooling or normalisation over
+        features; 64 otherwise) and stop rule (``"strict"`` or ``"hamming1"``).
     batch_size : segments per chunk; walks of one chunk are held at a time.
     dtype : evaluate a copy of the model in this dtype (e.g. ``torch.float64``).
     return_walks : keep every walk (memory grows with the batch).

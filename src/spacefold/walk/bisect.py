@@ -10,8 +10,9 @@ class narrower than ``2 tol``, which the reference walk (FOLDING.md §7.4) skips
 
 Skipping sub-segments whose ends share a pattern is exact for ReLU-type
 (piecewise-linear) networks, whose pattern classes are convex; for other
-activations classes need not be convex, which is why they start from a grid of
-``n0 = 64`` samples by default. All segments of a batch are refined together: each
+activations, and with max pooling or normalisation over features, classes need
+not be convex, which is why they start from a grid of ``n0 = 64`` samples by
+default (:func:`default_n0`). All segments of a batch are refined together: each
 round evaluates the midpoints of every open interval of every path in one pass.
 """
 
@@ -20,10 +21,53 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..patterns import PatternRecorder, run_model
+from ..patterns import PatternRecorder, find_activations, is_piecewise_linear, run_model
 from . import WalkBatch
 
 STOP_RULES = ("strict", "hamming1")
+
+# Modules that are not affine and whose kinks no bit records: with one of them a
+# pattern class need not be convex even when every activation is ReLU (max pooling
+# of ReLU(s + 1) and ReLU(1 − s) gives 1 + |s|, and a ReLU after it folds).
+_BREAKS_CONVEXITY = (
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+    nn.FractionalMaxPool2d,
+    nn.FractionalMaxPool3d,
+    nn.LPPool1d,
+    nn.LPPool2d,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.LocalResponseNorm,
+    nn.Softmax,
+    nn.Softmin,
+    nn.LogSoftmax,
+    nn.MultiheadAttention,
+)
+
+
+def default_n0(model: nn.Module) -> int:
+    """The start grid: 2 when every pattern class of ``model`` is convex, else 64.
+
+    Classes are convex when every activation module is piecewise linear with its
+    kink at 0 (ReLU, leaky ReLU, PReLU, RReLU) and no other module bends the map
+    without a bit for it (max pooling, normalisation over features, softmax,
+    attention). Nonlinearities called functionally in ``forward`` cannot be seen:
+    pass ``n0`` explicitly for such models.
+    """
+    try:
+        acts = find_activations(model)
+    except (TypeError, ValueError):
+        return 64
+    if not all(is_piecewise_linear(m) for _, m in acts):
+        return 64
+    if any(isinstance(m, _BREAKS_CONVEXITY) for m in model.modules()):
+        return 64
+    return 2
 
 
 def _evaluate(model, recorder, x1, x2, path, t, tie_tol, max_points) -> Tensor:
