@@ -79,6 +79,7 @@ __all__ = [
     "exact_pattern",
     "exact_output",
     "exact_weights",
+    "exact_walk",
 ]
 
 REPRESENTATIONS = ("A", "B", "C")
@@ -419,6 +420,75 @@ def exact_pattern(point, depth: int, representation: str = "A") -> tuple[bool, .
 def exact_output(point, depth: int, representation: str = "A") -> Fraction:
     """Network output at ``point``, exact: > 0 iff the point lies above the boundary."""
     return _exact_trace(point, depth, representation)[1]
+
+
+def _layer_sizes(depth: int, rep: str) -> list[int]:
+    if rep == "A":
+        return [3, 2] * depth + [1]
+    shapes = stage_shapes(depth, rep)
+    return [shapes[0][0]] + [s[0] for s in shapes[1:-1]] + [1]
+
+
+def exact_walk(depth: int, representation: str = "A", start=DEFAULT_START, end=DEFAULT_END
+               ) -> tuple[list[Fraction], list[tuple[bool, ...]]]:
+    """The reference walk Γ* of the segment ``start -> end``, in exact arithmetic.
+
+    Returns ``(t, patterns)``: the point t ∈ [0, 1] where each region is entered
+    (``t[0] == 0``) and its pattern, consecutive patterns distinct. Γ* (FOLDING.md
+    §7.4) is the pattern at t = 0, the pattern of every maximal open piece of (0, 1)
+    on which the pattern is constant, and the pattern at t = 1; zeros of a
+    pre-activation at isolated points are not recorded.
+
+    Layer-wise splitting in rationals, independent of torch and of the float walkers:
+    along the segment every pre-activation is piecewise affine in t, with kinks only
+    where an earlier neuron crosses 0 or (B, C) where two hyperplanes of a dent are
+    equal. Starting from the pieces {[0, 1]} split at the dent kinks, each layer in
+    forward order is affine on every current piece, so its crossings are found
+    exactly from its values at the piece ends (:func:`exact_preactivations`) and
+    added as breakpoints. The pattern of each final piece is taken at its midpoint.
+    """
+    depth = _check_depth(depth)
+    rep = _check_representation(representation)
+    (ax, ay), (bx, by) = _check_point(start), _check_point(end)
+    cache: dict[Fraction, list[Fraction]] = {}
+
+    def z(t: Fraction) -> list[Fraction]:
+        if t not in cache:
+            cache[t] = exact_preactivations((ax + t * (bx - ax), ay + t * (by - ay)), depth, rep)
+        return cache[t]
+
+    ts = {Fraction(0), Fraction(1)}
+    if rep != "A":  # kinks of the dent maxima: hyperplanes are affine along the whole segment
+        hyp, _, dents = _geometry(depth)
+        h0 = [a * ax + b * ay + c for a, b, c in hyp]
+        h1 = [a * bx + b * by + c for a, b, c in hyp]
+        for d in dents:
+            for i, j in ((d[0], d[1]), (d[0], d[2]), (d[1], d[2])):
+                da, db = h0[i] - h0[j], h1[i] - h1[j]
+                if (da > 0 > db) or (da < 0 < db):
+                    ts.add(da / (da - db))
+    times = sorted(ts)
+    offset = 0
+    for size in _layer_sizes(depth, rep):
+        new = set()
+        for ta, tb in zip(times[:-1], times[1:]):
+            za, zb = z(ta)[offset : offset + size], z(tb)[offset : offset + size]
+            for a, b in zip(za, zb):
+                if (a > 0 > b) or (a < 0 < b):
+                    new.add(ta + (tb - ta) * a / (a - b))
+        times = sorted(set(times) | new)
+        offset += size
+    entries = [(Fraction(0), z(Fraction(0)))]
+    entries += [(ta, z((ta + tb) / 2)) for ta, tb in zip(times[:-1], times[1:])]
+    entries.append((Fraction(1), z(Fraction(1))))
+    out_t: list[Fraction] = []
+    out_p: list[tuple[bool, ...]] = []
+    for t, zz in entries:
+        bits = tuple(v > 0 for v in zz)
+        if not out_p or bits != out_p[-1]:
+            out_t.append(t)
+            out_p.append(bits)
+    return out_t, out_p
 
 
 # --------------------------------------------------------------------------- torch modules
