@@ -240,17 +240,19 @@ def test_two_hidden_layers_do_fold():
     assert bool(((b.chi >= 0) & (b.chi < 1)).all())
 
 
-@pytest.mark.parametrize("method", ["bisect", "uniform"])
-def test_bias_free_antipodal_segment(method):
+@PROPERTY
+@given(st.integers(0, 10**6), st.integers(1, 4), st.integers(2, 8), st.integers(1, 4))
+def test_bias_free_antipodal_segment(seed, d_in, width, depth):
     """A bias-free ReLU net is positively homogeneous: on a -> −a the pattern is π(a)
     for t < 1/2 and π(−a) for t > 1/2; the point x = 0 (every z = 0) is no region."""
-    net = random_net(5, (3, 8, 8, 8, 1), bias=False)
-    a = random_points(6, 1, 3)[0]
+    net = random_net(seed, (d_in,) + (width,) * depth + (1,), bias=False)
+    a = random_points(seed + 1, 1, d_in)[0]
     ends = sf.activation_patterns(net, torch.stack([a, -a]))
-    steps = 101  # odd: no grid point at x = 0
-    w = sf.walk(net, a, -a, method=method, steps=steps)
-    assert torch.equal(w.patterns, ends)
-    assert sf.folding(net, a, -a, method=method, steps=steps).chi == 0.0
+    expected = ends[:1] if torch.equal(ends[0], ends[1]) else ends
+    for kw in ({"method": "bisect"}, {"method": "uniform", "steps": 101}):  # odd: no grid point at x = 0
+        w = sf.walk(net, a, -a, **kw)
+        assert torch.equal(w.patterns, expected)
+        assert sf.folding(net, a, -a, **kw).chi == 0.0
 
 
 # --------------------------------------------------------------------------------------
