@@ -277,7 +277,7 @@ def test_tie_tolerance_gives_the_exact_patterns(rep, k):
 
 def test_c_flickers_without_tie_tolerance():
     """Without a tie tolerance, representation C disagrees with exact arithmetic on a
-    dense grid, and only at exact ties (both ReLU(a-b) and ReLU(b-a) at 0)."""
+    dense grid, and only at neurons whose exact pre-activation is 0 (float residues)."""
     n = 2000
     flicker = 0
     for k in DEPTHS:
@@ -286,7 +286,7 @@ def test_c_flickers_without_tie_tolerance():
         z = _exact_z(k, "C", n)
         exact = _exact_grid(k, "C", n)
         for i, j in (grid != exact).nonzero().tolist():
-            assert z[i][j] == 0, "a float64 bit differs from exact arithmetic away from a tie"
+            assert z[i][j] == 0, "a float64 bit differs from exact arithmetic away from an exact zero"
             flicker += 1
     assert flicker > 0
 

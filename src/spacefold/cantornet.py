@@ -25,16 +25,18 @@ forward order, the W_2 layers of A and the output neuron included (FOLDING.md §
 The dent maxima of B and C are computed *outside* the ReLU network, by an
 ``nn.MaxPool1d`` over triples of hyperplanes; they contribute no bits (§11.3 item 3).
 
-Ties. In representation C the pair ReLU(b - a), ReLU(a - b) has pre-activation exactly
-0 in both neurons whenever a = b, which happens on whole intervals of the default
-path (for instance where several hyperplane values are clipped to 0). In exact
-arithmetic both bits are 0; in floating point the folded weights leave residues of
-about 1e-17 of either sign, and the bits flicker (FOLDING.md §11.4, "Numerical
-warnings"). The remedy is a tie tolerance, bit = [z > tie_tol]: :data:`TIE_TOL`
+Ties. Representation C computes each minimum as ½(a + b - |a - b|) from four ReLUs.
+Many of its pre-activations are exactly 0 in exact arithmetic: both ReLU(b - a) and
+ReLU(a - b) wherever a = b, and every neuron fed by a minimum whose exact value is 0
+(one argument clipped to 0), the output neuron below the decision boundary for
+instance, on whole intervals of the default path. In floating point the sums of the
+folded weights leave residues of about 1e-17 of either sign there, and the bits
+flicker (FOLDING.md §11.4, "Numerical warnings"). The remedy is a tie tolerance, bit = [z > tie_tol]: :data:`TIE_TOL`
 (1e-9) for float64, far above the rounding residues and far below the smallest
-non-zero pre-activation on grids of practical size (about 1e-5 on a 20001-point grid
-of the default path at depth 5). Every net built here carries its recommended value
-as ``net.tie_tol``; pass it on::
+non-zero pre-activation at the points of practical grids (on the 20001-point grid of
+the default path at depth 5: 1/1944000 ≈ 5e-7 for B and C, 5e-5 for A). Near a true
+crossing the tolerance moves the walkers' switch point by tie_tol/slope, about 1e-9 in
+t. Every net built here carries its recommended value as ``net.tie_tol``; pass it on::
 
     net = spacefold.cantornet(depth=3, representation="C")
     spacefold.folding(net, x1, x2, method="uniform", steps=10, tie_tol=net.tie_tol)
