@@ -298,6 +298,8 @@ def test_float32_on_the_oracle_grid():
             net = cantornet(k, rep, dtype=torch.float32)
             assert net.body.out.weight.dtype == torch.float32
             assert net.tie_tol == tie_tolerance(torch.float32) > TIE_TOL
+            assert net.to(torch.float64).tie_tol == TIE_TOL
+            net = net.to(torch.float32)
             f = sf.folding(net, X1.float(), X2.float(), method="uniform", steps=10, tie_tol=net.tie_tol)
             assert (f.r1, f.r2) == ORACLE[(rep, k)][2:4]
 

@@ -189,7 +189,8 @@ def cantor_intervals(depth: int) -> list[tuple[Fraction, Fraction]]:
     ivs = [(Fraction(0), Fraction(1))]
     third = Fraction(1, 3)
     for _ in range(depth):
-        ivs = [(a * third, b * third) for a, b in ivs] + [(2 * third + a * third, 2 * third + b * third) for a, b in ivs]
+        left = [(a * third, b * third) for a, b in ivs]
+        ivs = left + [(2 * third + a, 2 * third + b) for a, b in left]
     return ivs
 
 
@@ -544,7 +545,8 @@ class CantorNet(nn.Module):
     ``body`` is an ``nn.Sequential`` whose ``nn.ReLU`` modules give the activation
     pattern in forward order. Attributes: ``depth``, ``representation``,
     ``n_neurons`` (code length m) and ``tie_tol`` (recommended tie tolerance for
-    this dtype; pass it as ``tie_tol=`` to spacefold's functions).
+    the current dtype, see :func:`tie_tolerance`; pass it as ``tie_tol=`` to
+    spacefold's functions). The weights do not require gradients.
     """
 
     def __init__(self, depth: int, representation: str = "A", dtype: torch.dtype = torch.float64):
@@ -575,7 +577,11 @@ class CantorNet(nn.Module):
         self.depth = depth
         self.representation = rep
         self.n_neurons = code_length(depth, rep)
-        self.tie_tol = tie_tolerance(dtype)
+
+    @property
+    def tie_tol(self) -> float:
+        """Recommended tie tolerance for the current dtype of the weights."""
+        return tie_tolerance(self.body.out.weight.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.body(x)
