@@ -20,6 +20,9 @@ from .measure import (
 )
 from .patterns import PatternLayout, activation_patterns, find_activations, pattern_layout, register_activation
 from .walk import Walk, WalkBatch
+from .global_folding import GlobalFolding, global_folding
+from .models import MLP, load_checkpoint, mlp, save_checkpoint
+from .data import Dataset, load_dataset
 
 __version__ = "0.1.0"
 
@@ -48,4 +51,12 @@ __all__ = [
     "Walk",
     "WalkBatch",
     "cantornet",
+    "global_folding",
+    "GlobalFolding",
+    "mlp",
+    "MLP",
+    "save_checkpoint",
+    "load_checkpoint",
+    "Dataset",
+    "load_dataset",
 ]

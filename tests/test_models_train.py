@@ -1,0 +1,174 @@
+"""The MLP family, checkpoints (weights_only, atomic) and seeded training."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import spacefold as sf
+from spacefold.data import make_synthetic
+from spacefold.models import (
+    DEPTH_SERIES,
+    MLP,
+    CheckpointError,
+    arch_name,
+    budget_family,
+    load_checkpoint,
+    mlp,
+    parse_arch,
+    save_checkpoint,
+)
+from spacefold.train import accuracy, train, train_mlp
+
+
+@pytest.mark.parametrize(
+    "arch, widths",
+    [("3x20", (20, 20, 20)), ("1x60", (60,)), (" 5 x 12 ", (12,) * 5), ("30-20", (30, 20)), ("30,20,10", (30, 20, 10)),
+     ("0", ()), ([4, 5], (4, 5))],
+)
+def test_parse_arch(arch, widths):
+    assert parse_arch(arch) == widths
+
+
+@pytest.mark.parametrize("bad", ["3x", "x20", "abc", "3x20x2", "20-0"])
+def test_parse_arch_errors(bad):
+    with pytest.raises(ValueError, match="arch"):
+        parse_arch(bad)
+
+
+@given(st.lists(st.integers(1, 50), min_size=0, max_size=6))
+def test_arch_name_roundtrip(widths):
+    assert parse_arch(arch_name(widths)) == tuple(widths)
+
+
+def test_budget_family_is_the_depth_series():
+    assert tuple(budget_family(60)) == DEPTH_SERIES
+    for a in DEPTH_SERIES:
+        assert sum(parse_arch(a)) == 60
+
+
+def test_mlp_structure_and_patterns():
+    net = mlp("3x20", 784, 10, seed=0)
+    assert isinstance(net, MLP) and net.arch == "3x20"
+    x = torch.rand(5, 1, 28, 28)
+    assert net(x).shape == (5, 10)
+    bits = sf.activation_patterns(net, x)
+    assert bits.shape == (5, 60)  # m = total number of hidden neurons
+
+
+def test_mlp_seeded_and_leaves_global_rng():
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    a = mlp("2x8", 4, 3, seed=7)
+    after = torch.rand(3)
+    assert torch.equal(before, after)  # the global generator was not advanced
+    b = mlp("2x8", 4, 3, seed=7)
+    c = mlp("2x8", 4, 3, seed=8)
+    for (ka, va), (_, vb), (_, vc) in zip(a.state_dict().items(), b.state_dict().items(), c.state_dict().items()):
+        assert torch.equal(va, vb), ka
+    assert any(not torch.equal(va, vc) for va, vc in zip(a.state_dict().values(), c.state_dict().values()))
+
+
+def test_checkpoint_roundtrip(tmp_path):
+    net = mlp("2x6", 5, 3, seed=1)
+    p = save_checkpoint(net, tmp_path / "m.pt", metadata={"note": "x", "acc": 0.5})
+    assert p.is_file() and (tmp_path / "m.pt.json").is_file()
+    raw = torch.load(p, weights_only=True)  # only tensors and strings inside
+    assert raw["format"] == "spacefold-mlp"
+    back, meta = load_checkpoint(p, with_metadata=True)
+    assert meta == {"note": "x", "acc": 0.5} and back.arch == "2x6" and not back.training
+    x = torch.randn(10, 5)
+    assert torch.equal(back(x), net(x))
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothere.pt"):
+        load_checkpoint(tmp_path / "nothere.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="bad.pt"):
+        load_checkpoint(bad)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(CheckpointError, match="not a spacefold"):
+        load_checkpoint(other)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("executed",))
+
+    evil = tmp_path / "evil.pt"
+    with open(evil, "wb") as fh:
+        pickle.dump({"format": "spacefold-mlp", "x": Evil()}, fh)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(evil)  # weights_only refuses arbitrary objects
+    good = save_checkpoint(mlp("1x4", 2, 2), tmp_path / "g.pt")
+    trunc = tmp_path / "trunc.pt"
+    trunc.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="trunc.pt"):
+        load_checkpoint(trunc)
+
+
+def test_interrupted_save_leaves_no_file(tmp_path, monkeypatch):
+    net = mlp("1x4", 2, 2)
+    old = save_checkpoint(net, tmp_path / "m.pt")
+    before = old.read_bytes()
+
+    def boom(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(mlp("1x4", 2, 2, seed=5), tmp_path / "m.pt")
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(net, tmp_path / "new.pt")
+    assert old.read_bytes() == before  # the old checkpoint is untouched
+    assert not (tmp_path / "new.pt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "m.pt.json"]
+
+
+def test_accuracy_matches_hand_count():
+    net = mlp("1x4", 3, 3, seed=0)
+    x = torch.randn(50, 3)
+    y = torch.randint(0, 3, (50,))
+    pred = net(x).argmax(1)
+    assert accuracy(net, x, y, batch_size=7) == pytest.approx(float((pred == y).float().mean()))
+
+
+def test_training_is_seeded_and_learns():
+    d = make_synthetic("blobs", n_samples=300, n_features=2, n_classes=3, seed=0)
+    m1, r1 = train_mlp("2x8", d, epochs=8, batch_size=32, lr=1e-2, seed=3)
+    m2, r2 = train_mlp("2x8", d, epochs=8, batch_size=32, lr=1e-2, seed=3)
+    for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
+        assert torch.equal(a, b)
+    assert r1.loss == r2.loss and len(r1.test_accuracy) == 8
+    assert r1.loss[-1] < r1.loss[0]
+    assert r1.final_test_accuracy > 0.8  # blobs 3 apart are close to separable
+
+
+def test_train_checkpoint_carries_the_record(tmp_path):
+    d = make_synthetic("blobs", n_samples=60, n_features=2, n_classes=2, seed=0)
+    _, res = train_mlp("1x4", d, epochs=1, seed=0, checkpoint=tmp_path / "c.pt")
+    _, meta = load_checkpoint(tmp_path / "c.pt", with_metadata=True)
+    assert meta["training"]["final_test_accuracy"] == res.final_test_accuracy
+    assert meta["data"]["name"] == "blobs"
+
+
+def test_train_bad_input():
+    net = mlp("1x4", 2, 2)
+    x = torch.randn(10, 2)
+    with pytest.raises(ValueError, match="labels"):
+        train(net, x, torch.zeros(9, dtype=torch.long))
+    with pytest.raises(TypeError, match="integer"):
+        train(net, x, torch.zeros(10))
+    with pytest.raises(ValueError, match="epochs"):
+        train(net, x, torch.zeros(10, dtype=torch.long), epochs=0)
+    with pytest.raises(ValueError, match="lr"):
+        train(net, x, torch.zeros(10, dtype=torch.long), lr=-1.0)

@@ -1,0 +1,148 @@
+"""Pair plans: every pair exactly once, lazy chunks, seeded sampling, centroids."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spacefold.pairs import (
+    PairBlock,
+    class_centroids,
+    class_pair_block,
+    iter_chunks,
+    pair_plan,
+    random_pairs,
+)
+
+labels = st.lists(st.integers(0, 3), min_size=2, max_size=25)
+
+
+def _brute(y, same: bool):
+    return {(i, j) for i in range(len(y)) for j in range(len(y)) if i != j and (same or y[i] != y[j])}
+
+
+@settings(max_examples=60, deadline=None)
+@given(labels, st.sampled_from(["inter-class", "all"]), st.integers(1, 7))
+def test_plan_enumerates_every_pair_once(y, mode, size):
+    yt = torch.tensor(y)
+    if mode == "inter-class" and len(set(y)) < 2:
+        with pytest.raises(ValueError, match="two classes"):
+            pair_plan(yt, mode)
+        return
+    plan = pair_plan(yt, mode)
+    chunks = list(plan.chunks(size))
+    assert all(c[0].numel() <= size for c in chunks)
+    i = torch.cat([c[0] for c in chunks]).tolist()
+    j = torch.cat([c[1] for c in chunks]).tolist()
+    got = list(zip(i, j))
+    assert len(got) == len(plan) == len(set(got))
+    assert set(got) == _brute(y, same=(mode == "all"))
+    a, b = plan.labels()
+    assert a.tolist() == [y[p] for p in i] and b.tolist() == [y[q] for q in j]
+
+
+def test_class_pair_block_sizes():
+    y = torch.tensor([0, 0, 0, 1, 1, 2])
+    assert len(class_pair_block(y, 0, 1)) == 6
+    assert len(class_pair_block(y, 0, 0)) == 6  # 3 x 2, no sample with itself
+    assert len(class_pair_block(y, 2, 2)) == 0
+    with pytest.raises(ValueError, match="class 5"):
+        class_pair_block(y, 0, 5)
+
+
+def test_p2_protocol_has_100_ordered_pairs():
+    y = torch.arange(50) % 10
+    plan = pair_plan(y, "all")
+    assert len(plan.blocks) == 100
+    assert {(b.a, b.b) for b in plan.blocks} == {(a, b) for a in range(10) for b in range(10)}
+    assert len(pair_plan(y, "inter-class").blocks) == 90
+
+
+def test_lazy_for_a_million_pairs():
+    y = torch.cat([torch.zeros(1100), torch.ones(1000)]).long()
+    plan = pair_plan(y, "inter-class")
+    assert len(plan) == 2 * 1100 * 1000
+    i, j = next(iter(plan.chunks(4096)))
+    assert i.numel() == 4096 and bool((y[i] != y[j]).all())
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 200), st.integers(0, 5))
+def test_max_pairs_sample(max_pairs, seed):
+    y = torch.arange(60) % 3
+    full = set(zip(*[t.tolist() for t in pair_plan(y, "inter-class").indices()]))
+    plan = pair_plan(y, "inter-class", max_pairs=max_pairs, seed=seed)
+    got = list(zip(*[t.tolist() for t in plan.indices()]))
+    per = -(-max_pairs // 6)
+    assert all(len(b) == min(per, 400) for b in plan.blocks)  # spread evenly over the 6 class pairs
+    assert len(set(got)) == len(got) and set(got) <= full
+    again = list(zip(*[t.tolist() for t in pair_plan(y, "inter-class", max_pairs=max_pairs, seed=seed).indices()]))
+    assert again == got
+
+
+def test_sampling_depends_on_seed():
+    y = torch.arange(200) % 2
+    a = pair_plan(y, "inter-class", max_pairs=50, seed=0).indices()
+    b = pair_plan(y, "inter-class", max_pairs=50, seed=1).indices()
+    assert not torch.equal(a[0], b[0]) or not torch.equal(a[1], b[1])
+
+
+def test_random_pairs():
+    i, j = random_pairs(30, 100, seed=2)
+    assert i.numel() == 100 and bool((i != j).all())
+    assert len(set(zip(i.tolist(), j.tolist()))) == 100
+    i2, j2 = random_pairs(4, 100, seed=0)  # more than exist: all 12
+    assert len(set(zip(i2.tolist(), j2.tolist()))) == 12
+    plan = pair_plan(torch.zeros(30, dtype=torch.long), "random", max_pairs=10)
+    assert len(plan) == 10
+    with pytest.raises(ValueError, match="max_pairs"):
+        pair_plan(torch.zeros(30, dtype=torch.long), "random")
+
+
+def test_huge_block_sample_with_replacement_stays_in_block():
+    idx = torch.arange(5000)
+    blk = PairBlock(0, 1, idx, idx + 5000)  # 25M pairs: sampled, not permuted
+    s = blk.sample(1000, torch.Generator().manual_seed(0))
+    assert len(s) == 1000 and bool((s.starts < 5000).all()) and bool((s.ends >= 5000).all())
+    assert len(set(zip(s.starts.tolist(), s.ends.tolist()))) == 1000
+
+
+def test_iter_chunks_regroups():
+    parts = [(torch.arange(3), torch.arange(3)), (torch.arange(5), torch.arange(5)), (torch.arange(1), torch.arange(1))]
+    sizes = [c[0].numel() for c in iter_chunks(iter(parts), 4)]
+    assert sizes == [4, 4, 1]
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="pairs"):
+        pair_plan(torch.tensor([0, 1]), "everything")
+    with pytest.raises(TypeError, match="integer"):
+        pair_plan(torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match="classes"):
+        pair_plan(torch.tensor([0, 1]), classes=[0, 7])
+
+
+def test_centroids_one_cluster_is_the_class_mean():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 3, generator=g, dtype=torch.float64)
+    y = torch.arange(40) % 2
+    c, lab = class_centroids(x, y, 1)
+    assert lab.tolist() == [0, 1]
+    torch.testing.assert_close(c[0], x[y == 0].mean(0))
+    torch.testing.assert_close(c[1], x[y == 1].mean(0))
+
+
+def test_centroids_shapes_and_seed():
+    x = torch.rand(90, 2, 4)
+    y = torch.arange(90) % 3
+    c, lab = class_centroids(x, y, 5, seed=1)
+    assert c.shape == (15, 2, 4) and c.dtype == x.dtype
+    assert torch.bincount(lab).tolist() == [5, 5, 5]
+    c2, _ = class_centroids(x, y, 5, seed=1)
+    assert torch.equal(c, c2)
+    few, lab3 = class_centroids(x[:6], y[:6], 10)  # fewer samples than clusters: samples kept
+    assert few.shape[0] == 6 and sorted(lab3.tolist()) == [0, 0, 1, 1, 2, 2]
+    with pytest.raises(ValueError, match="same number"):
+        class_centroids(x, y[:5], 2)
