@@ -141,6 +141,10 @@ def _kinks(module: nn.Module) -> list[float]:
     raise _refuse(f"activation {type(module).__name__} is not piecewise linear")
 
 
+# a new breakpoint whose piece is crossed by more neurons than this gets a plain product
+_SPARSE_MAX = 4
+
+
 class _Tracer(fx.Tracer):
     """Keeps activation modules with a binarisation rule as leaves (like torch.nn modules)."""
 
@@ -280,6 +284,20 @@ class ExactProgram:
                 pe = k
                 break
         self.prefix_end = pe
+        # activation -> nn.Linear pairs that can be fused: the activation's input and output
+        # each feed only the next node
+        self.fusable: dict[fx.Node, tuple[fx.Node, nn.Linear]] = {}
+        by_node = {s.node: s for s in steps}
+        for s in steps:
+            if s.kind != "act" or len(s.node.users) != 1:
+                continue
+            (user,) = s.node.users
+            us = by_node[user]
+            if user.op != "call_module" or not isinstance(us.module, nn.Linear) or len(user.all_input_nodes) != 1:
+                continue
+            (src,) = [a for a in s.node.all_input_nodes if dynamic.get(a, False)]
+            if len(src.users) == 1:
+                self.fusable[s.node] = (user, us.module)
         if not any(s.kind == "act" and s.bit_layer for s in steps):
             raise _refuse("the traced graph calls none of the selected activation modules")
 
@@ -357,110 +375,138 @@ def compile_model(model: nn.Module, layers: LayerSelector = None) -> ExactProgra
 
 
 class _State:
-    """Breakpoints of all paths: rows grouped by path, sorted by t inside a path."""
+    """Breakpoints of all paths, stored in creation order and linked along each path.
 
-    def __init__(self, t: Tensor, cont: Tensor, starts: Tensor, ends: Tensor):
-        self.t = t  # float64 (V,)
-        self.cont = cont  # bool (V,): row r and r + 1 belong to the same path
-        self.starts = starts  # int64 (B,): first row of each path
-        self.ends = ends  # int64 (B,): last row of each path
-        self.forward: list[Tensor] = []  # one int64 map old row -> new row per split
+    Row r is a breakpoint of path ``path[r]`` at ``t[r]``; ``nxt[r]`` is the next
+    breakpoint of the same path (``nxt[r] == r`` at t = 1) and ``prv[r]`` the previous
+    one (``prv[r] == r`` at t = 0). Rows 0..B-1 are the starts (t = 0) and rows
+    B..2B-1 the ends (t = 1); new breakpoints are appended, so no tensor is ever
+    reordered and a row keeps its number to the end.
+    """
+
+    def __init__(self, n_paths: int, device: torch.device):
+        b = n_paths
+        ar = torch.arange(b, device=device)
+        self.n_paths = b
+        self.t = torch.cat([torch.zeros(b, dtype=torch.float64, device=device),
+                            torch.ones(b, dtype=torch.float64, device=device)])
+        self.path = torch.cat([ar, ar])
+        self.nxt = torch.cat([ar + b, ar + b])
+        self.prv = torch.cat([ar, ar])
+        self.starts = ar
+        self.ends = ar + b
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.t.numel())
 
 
-def _crossings(za: Tensor, zb: Tensor, cont: Tensor, levels: list[float]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Strict crossings of ``levels`` between consecutive rows: (piece, neuron, fraction s, level index)."""
+def _crossings(z: Tensor, state: _State, levels: list[float], thr: int | None, pos: Tensor | None):
+    """Strict crossings of ``levels`` inside the pieces (r, nxt[r]) of ``z`` ``(V, F)``.
+
+    Returns ``(piece, neuron, fraction s, level index, tie_row, tie_neuron)``: the
+    crossing of ``levels[lev]`` lies at fraction ``s`` of the piece starting at row
+    ``piece``, sorted by piece. ``tie_row``, ``tie_neuron``: rows where a neuron sits
+    exactly at the bit threshold (``levels[thr]``, whose signs ``pos`` = z > threshold
+    are given) while the other end of the piece is on the other side: possible flips
+    without a crossing strictly inside a piece.
+    """
     pieces, neurons, fracs, lev = [], [], [], []
+    tie_r, tie_n = [], []
+    nxt = state.nxt
     for li, k in enumerate(levels):
-        above_a = za > k
-        above_b = zb > k
-        cand = (above_a != above_b)
-        cand &= cont.unsqueeze(1)
-        idx = cand.nonzero()
-        if idx.numel() == 0:
+        above = pos if (li == thr and pos is not None) else z > k
+        cand = above != above.index_select(0, nxt)  # false at t = 1, where nxt[r] == r
+        p, n = cand.nonzero().unbind(1)
+        if p.numel() == 0:
             continue
-        p, n = idx[:, 0], idx[:, 1]
-        a = za[p, n] - k
-        b = zb[p, n] - k
+        q = nxt.index_select(0, p)
+        a = z[p, n] - k
+        b = z[q, n] - k
         strict = (a * b) < 0
         if not bool(strict.all()):
+            if li == thr:
+                at_a = ~strict & (a == 0)
+                at_b = ~strict & (b == 0)
+                tie_r += [p[at_a], q[at_b]]
+                tie_n += [n[at_a], n[at_b]]
             p, n, a, b = p[strict], n[strict], a[strict], b[strict]
         pieces.append(p)
         neurons.append(n)
         fracs.append(a.double() / (a.double() - b.double()))
         lev.append(torch.full_like(p, li))
-    if not pieces:
-        e = za.new_zeros(0, dtype=torch.int64)
-        return e, e, za.new_zeros(0, dtype=torch.float64), e
-    return torch.cat(pieces), torch.cat(neurons), torch.cat(fracs), torch.cat(lev)
+    e = torch.zeros(0, dtype=torch.int64, device=z.device)
+    cat = lambda xs: torch.cat(xs) if xs else e  # noqa: E731
+    return (cat(pieces), cat(neurons), torch.cat(fracs) if fracs else z.new_zeros(0, dtype=torch.float64),
+            cat(lev), cat(tie_r), cat(tie_n))
 
 
 def _split(state: _State, piece: Tensor, tc: Tensor, tol: float):
-    """Insert breakpoints at times ``tc`` inside pieces ``piece`` (merged within ``tol``).
+    """Insert breakpoints at times ``tc`` inside the pieces starting at rows ``piece``.
 
-    Returns ``(plan, row)``: ``plan`` for :func:`_interpolate` (``None`` when nothing
-    is inserted) and, for every crossing, the row (new numbering) of the breakpoint
-    it was assigned to: its new breakpoint, or the end of its piece when it lies
-    within ``tol`` of that end.
+    Crossings closer than ``tol`` in t share one breakpoint (the first of them), and
+    crossings within ``tol`` of an end of their piece use that end. Returns
+    ``(plan, row)``: ``plan = (g_piece, g_s)`` (piece start row and fraction of each
+    new breakpoint, whose rows are ``V, V+1, ...``), ``None`` when nothing is
+    inserted; ``row``: for every crossing, the row of its breakpoint.
     """
     device = piece.device
-    ta = state.t[piece]
-    tb = state.t[piece + 1]
+    q = state.nxt.index_select(0, piece)
+    ta = state.t.index_select(0, piece)
+    tb = state.t.index_select(0, q)
     near_a = tc - ta <= tol
     near_b = tb - tc <= tol
     keep = ~(near_a | near_b)
-    V = state.t.numel()
-    row = torch.where(near_a, piece, piece + 1)
+    V = state.n_rows
+    row = torch.where(near_a, piece, q)
     kidx = keep.nonzero().squeeze(1)
     if kidx.numel() == 0:
         return None, row
     kp, kt = piece[kidx], tc[kidx]
-    key = kt + 2.0 * _path_of_row(state)[kp].double()
-    order = torch.argsort(key)
-    kp, kt, kidx = kp[order], kt[order], kidx[order]
+    o = torch.argsort(kt)
+    o = o[torch.argsort(kp[o], stable=True)]
+    kp, kt, kidx = kp[o], kt[o], kidx[o]
     new_group = torch.ones_like(kp, dtype=torch.bool)
     if kp.numel() > 1:
         new_group[1:] = (kp[1:] != kp[:-1]) | ((kt[1:] - kt[:-1]) > tol)
     gid = torch.cumsum(new_group.long(), 0) - 1
     first = new_group.nonzero().squeeze(1)
-    g_piece = kp[first]
-    g_t = kt[first]
+    g_piece = kp.index_select(0, first)
+    g_t = kt.index_select(0, first)
     G = g_piece.numel()
-    cnt = torch.bincount(g_piece, minlength=V)
-    excl = torch.cumsum(cnt, 0) - cnt
-    new_pos_old = torch.arange(V, device=device) + excl
-    new_pos_grp = g_piece + 1 + torch.arange(G, device=device)
-    row = new_pos_old[row]
-    row[kidx] = new_pos_grp[gid]
-    g_s = (g_t - state.t[g_piece]) / (state.t[g_piece + 1] - state.t[g_piece])
-    Vn = V + G
-    t = state.t.new_empty(Vn)
-    t[new_pos_old] = state.t
-    t[new_pos_grp] = g_t
-    cont = state.cont.new_empty(Vn)
-    cont[new_pos_old] = state.cont
-    cont[new_pos_grp] = True
-    state.t, state.cont = t, cont
-    state.starts = new_pos_old[state.starts]
-    state.ends = new_pos_old[state.ends]
-    state.forward.append(new_pos_old)
-    return (new_pos_old, new_pos_grp, g_piece, g_s), row
+    new_rows = torch.arange(V, V + G, device=device)
+    row[kidx] = new_rows[gid]
+    ga = state.t.index_select(0, g_piece)
+    gb = state.t.index_select(0, state.nxt.index_select(0, g_piece))
+    g_s = (g_t - ga) / (gb - ga)
+    # link: piece start -> first new row -> ... -> last new row -> old next
+    same_next = torch.zeros(G, dtype=torch.bool, device=device)
+    if G > 1:
+        same_next[:-1] = g_piece[1:] == g_piece[:-1]
+    old_next = state.nxt.index_select(0, g_piece)
+    g_nxt = torch.where(same_next, new_rows + 1, old_next)
+    same_prev = torch.zeros(G, dtype=torch.bool, device=device)
+    if G > 1:
+        same_prev[1:] = same_next[:-1]
+    g_prv = torch.where(same_prev, new_rows - 1, g_piece)
+    nxt = torch.cat([state.nxt, g_nxt])
+    prv = torch.cat([state.prv, g_prv])
+    firsts = ~same_prev
+    nxt[g_piece[firsts]] = new_rows[firsts]
+    lasts = ~same_next
+    prv[old_next[lasts]] = new_rows[lasts]
+    state.nxt, state.prv = nxt, prv
+    state.t = torch.cat([state.t, g_t])
+    state.path = torch.cat([state.path, state.path.index_select(0, g_piece)])
+    return (g_piece, g_s), row
 
 
-def _interpolate(x: Tensor, plan) -> Tensor:
-    new_pos_old, new_pos_grp, g_piece, g_s = plan
-    Vn = x.shape[0] + new_pos_grp.numel()
-    out = x.new_empty((Vn,) + tuple(x.shape[1:]))
-    out.index_copy_(0, new_pos_old, x)
+def _interpolate(x: Tensor, plan, nxt_old: Tensor) -> Tensor:
+    """``x`` with the values at the new breakpoints appended (exact: affine on a piece)."""
+    g_piece, g_s = plan
     s = g_s.to(x.dtype).view((-1,) + (1,) * (x.dim() - 1))
-    out.index_copy_(0, new_pos_grp, torch.lerp(x[g_piece], x[g_piece + 1], s))
-    return out
-
-
-def _path_of_row(state: _State) -> Tensor:
-    V = state.t.numel()
-    first = torch.zeros(V, dtype=torch.int64, device=state.t.device)
-    first[state.starts[1:]] = 1
-    return torch.cumsum(first, 0)
+    new = torch.lerp(x.index_select(0, g_piece), x.index_select(0, nxt_old.index_select(0, g_piece)), s)
+    return torch.cat([x, new])
 
 
 @dataclass
@@ -468,27 +514,35 @@ class _BitRecord:
     """Bits of one activation call: the pattern at t = 0 and every flip along the paths."""
 
     start_bits: Tensor  # bool (B, F): bits at t = 0
-    rows: Tensor  # int64 (n_flips,): breakpoint row (numbering of ``level``) where the flip happens
+    rows: Tensor  # int64 (n_flips,): breakpoint row where the flip happens
     neurons: Tensor  # int64 (n_flips,)
-    level: int  # number of splits done when recorded
 
 
 def _run(prog: ExactProgram, env: dict, state: _State, start: int, tie_tol: float, tol: float) -> list[_BitRecord]:
     records: list[_BitRecord] = []
+    skip = None
     for s in prog.steps[start:]:
-        if s.kind in ("input", "const"):
+        if s.node is skip:
+            pass
+        elif s.kind in ("input", "const"):
             pass
         elif s.kind == "output":
             break
         elif s.kind == "affine":
             env[s.node] = prog._eval(s, env)
         elif s.kind == "act":
-            (x,) = [env[a] for a in s.node.all_input_nodes if prog.dynamic.get(a, False)]
-            levels = sorted(set(s.kinks + ([tie_tol] if s.bit_layer else [])))
-            records_bits = _split_activation(prog, env, state, x, s, levels, tie_tol, tol)
-            if records_bits is not None:
-                records.append(records_bits)
-            env[s.node] = prog._eval(s, env)
+            (node_in,) = [a for a in s.node.all_input_nodes if prog.dynamic.get(a, False)]
+            lin = prog.fusable.get(s.node)
+            others = [n for n in env if n is not node_in and prog.dynamic.get(n, False)]
+            if lin is not None and not others and env[node_in].dim() == 2:
+                rec, out = _act_linear(env, state, node_in, s, lin[1], tie_tol, tol)
+                env[lin[0]] = out
+                skip = lin[0]
+            else:
+                rec = _split_activation(prog, env, state, node_in, s, tie_tol, tol)
+                env[s.node] = prog._eval(s, env)
+            if rec is not None:
+                records.append(rec)
         elif s.kind == "maxpool":
             _split_maxpool(prog, env, state, s, tol)
             env[s.node] = prog._eval(s, env)
@@ -498,95 +552,197 @@ def _run(prog: ExactProgram, env: dict, state: _State, start: int, tie_tol: floa
     return records
 
 
-def _interpolate_env(prog: ExactProgram, env: dict, plan) -> None:
+def _interpolate_env(prog: ExactProgram, env: dict, plan, nxt_old: Tensor) -> None:
     for n, v in list(env.items()):
         if not prog.dynamic.get(n, False):
             continue
         if isinstance(v, Tensor):
-            env[n] = _interpolate(v, plan)
+            env[n] = _interpolate(v, plan, nxt_old)
         else:
             raise _refuse(f"the input-dependent value '{n.name}' ({type(v).__name__}) is held across a "
                           "nonlinear layer")
 
 
-def _split_activation(prog, env, state: _State, x: Tensor, step: _Step, levels, tie_tol, tol):
-    node_in = [a for a in step.node.all_input_nodes if prog.dynamic.get(a, False)][0]
+def _levels(step: _Step, tie_tol: float) -> tuple[list[float], int | None]:
+    levels = sorted(set(step.kinks + ([tie_tol] if step.bit_layer else [])))
+    return levels, (levels.index(tie_tol) if step.bit_layer else None)
+
+
+def _split_activation(prog, env, state: _State, node_in: fx.Node, step: _Step, tie_tol: float, tol: float):
+    """Split the pieces at the kinks of an activation; return its flips (bit layers)."""
+    x = env[node_in]
     z = x.reshape(x.shape[0], -1)
-    pieces, neurons, fracs, lev = _crossings(z[:-1], z[1:], state.cont[:-1], levels)
-    rows = None
+    levels, thr = _levels(step, tie_tol)
+    pos = z > tie_tol if thr is not None else None
+    pieces, neurons, fracs, lev, tie_r, tie_n = _crossings(z, state, levels, thr, pos)
+    rows, plan = None, None
     if pieces.numel():
-        ta = state.t[pieces]
-        tc = ta + (state.t[pieces + 1] - ta) * fracs
+        nxt_old = state.nxt
+        ta = state.t.index_select(0, pieces)
+        tc = ta + (state.t.index_select(0, nxt_old.index_select(0, pieces)) - ta) * fracs
         plan, rows = _split(state, pieces, tc, tol)
         if plan is not None:
-            _interpolate_env(prog, env, plan)
-            x = env[node_in]
-            z = x.reshape(x.shape[0], -1)
-    if not step.bit_layer:
+            _interpolate_env(prog, env, plan, nxt_old)
+    if thr is None:
         return None
-    return _flips(state, z > tie_tol, rows, neurons, lev, levels.index(tie_tol))
+    if plan is not None:
+        V = z.shape[0]
+        znew = env[node_in].reshape(-1, z.shape[1])[V:]
+        pos = torch.cat([pos, znew > tie_tol])
+    return _flips(state, pos, rows, neurons, lev, thr, tie_r, tie_n)
 
 
-def _flips(state: _State, pos: Tensor, rows, neurons, lev, thr: int) -> _BitRecord:
+def _act_inplace(module: nn.Module, z: Tensor) -> Tensor:
+    """Apply an activation module, in place where torch offers it (``z`` is not needed after)."""
+    if type(module) is nn.ReLU:
+        return torch.relu_(z)
+    if type(module) is nn.LeakyReLU:
+        return F.leaky_relu_(z, module.negative_slope)
+    if type(module) in (nn.Hardtanh, nn.ReLU6):
+        return F.hardtanh_(z, module.min_val, module.max_val)
+    return module(z)
+
+
+def _flips(state: _State, pos: Tensor, rows, neurons, lev, thr: int, tie_r: Tensor, tie_n: Tensor) -> _BitRecord:
     """Where the bits of one layer flip along the walk, from the signs at the breakpoints.
 
     The bit of a piece (a, b) is ``pos[a] | pos[b]`` once no crossing lies strictly
     inside; a neuron crossing the threshold sits at it (bit 0) at its breakpoint. So
-    between the pieces meeting at row p a bit flips iff ``~pos[p] & (pos[p-1] ^ pos[p+1])``
-    (crossings, and touches of the threshold from one side that go on to the other).
-    At the ends the point patterns π(γ(0)), π(γ(1)) are compared with the first and
-    last piece.
+    between the pieces meeting at row p a bit flips iff
+    ``~pos[p] & (pos[prv[p]] ^ pos[nxt[p]])``, which needs ``pos[p]`` false with a
+    neighbour on the other side: a crossing at p, or a neuron exactly at the threshold
+    at p (``tie_r``, ``tie_n``). At the ends the point patterns π(γ(0)), π(γ(1)) are
+    compared with the first and last piece.
     """
     starts, ends = state.starts, state.ends
-    p0 = pos[starts]
-    p1 = pos[ends]
+    p0 = pos.index_select(0, starts)
+    p1 = pos.index_select(0, ends)
     if rows is not None:
         at_thr = lev == thr
-        pos[rows[at_thr], neurons[at_thr]] = False
-    first = (pos[starts] | pos[starts + 1]) != p0
-    last = (pos[ends - 1] | pos[ends]) != p1
+        rows, neurons = rows[at_thr], neurons[at_thr]
+        pos[rows, neurons] = False
+        cr, cn = torch.cat([rows, tie_r]), torch.cat([neurons, tie_n])
+    else:
+        cr, cn = tie_r, tie_n
+    first = (pos.index_select(0, starts) | pos.index_select(0, state.nxt.index_select(0, starts))) != p0
+    last = (pos.index_select(0, state.prv.index_select(0, ends)) | pos.index_select(0, ends)) != p1
     fb, fn = first.nonzero().unbind(1)
     lb, ln = last.nonzero().unbind(1)
-    V = pos.shape[0]
     out_rows, out_neurons = [starts[fb], ends[lb]], [fn, ln]
-    if V > 2:
-        inner = state.cont[:-2] & state.cont[1:-1]  # row r + 1 is neither a start nor an end
-        m = pos[:-2] ^ pos[2:]
-        m &= ~pos[1:-1]
-        m &= inner.unsqueeze(1)
-        r, n = m.nonzero().unbind(1)
-        out_rows.append(r + 1)
-        out_neurons.append(n)
-    return _BitRecord(p0, torch.cat(out_rows), torch.cat(out_neurons), len(state.forward))
+    if cr.numel():
+        F_ = pos.shape[1]
+        inner = cr >= 2 * state.n_paths  # starts and ends are rows 0 .. 2B-1
+        cr, cn = cr[inner], cn[inner]
+        if cr.numel():
+            key = torch.unique(cr * F_ + cn)
+            cr, cn = key // F_, key % F_
+            flip = ~pos[cr, cn] & (pos[state.prv[cr], cn] ^ pos[state.nxt[cr], cn])
+            out_rows.append(cr[flip])
+            out_neurons.append(cn[flip])
+    return _BitRecord(p0, torch.cat(out_rows), torch.cat(out_neurons))
+
+
+def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linear, tie_tol: float, tol: float):
+    """An activation followed by an ``nn.Linear``, fused (FOLDING.md §7.4 (a′) steps 3-4).
+
+    The product runs only on the breakpoints that existed before the split. At a new
+    breakpoint inside piece (a, b) the activation differs from the interpolation of its
+    values at a and b only in the neurons that cross inside the piece, so the Linear's
+    output there is the interpolation of its outputs at a and b plus one column of the
+    weight per crossing neuron (a plain product where many neurons cross). Returns
+    ``(flips or None, output of the Linear)``.
+    """
+    z = env.pop(node_in)
+    V, F_ = z.shape
+    levels, thr = _levels(step, tie_tol)
+    pos = None
+    if thr is not None:
+        pos = torch.empty(V, F_, dtype=torch.bool, device=z.device)
+        torch.gt(z, tie_tol, out=pos)
+    pieces, neurons, fracs, lev, tie_r, tie_n = _crossings(z, state, levels, thr, pos)
+    rows, plan = None, None
+    if pieces.numel():
+        nxt_old = state.nxt
+        ta = state.t.index_select(0, pieces)
+        tc = ta + (state.t.index_select(0, nxt_old.index_select(0, pieces)) - ta) * fracs
+        plan, rows = _split(state, pieces, tc, tol)
+    if plan is None:
+        out = lin(_act_inplace(step.module, z))
+    else:
+        g_piece, g_s = plan
+        G = g_piece.numel()
+        g_next = nxt_old.index_select(0, g_piece)
+        s_ = g_s.to(z.dtype).unsqueeze(1)
+        znew = torch.lerp(z.index_select(0, g_piece), z.index_select(0, g_next), s_)
+        if pos is not None:
+            pos = torch.cat([pos, znew > tie_tol])
+        ynew = step.module(znew)
+        # crossing neurons of every piece; a neuron crossing several levels in one piece counts once
+        key = pieces * F_ + neurons
+        key = torch.unique(key) if len(levels) > 1 else torch.sort(key).values
+        cp, cn = key // F_, key % F_
+        per_piece = torch.bincount(cp, minlength=V)
+        cstart = (torch.cumsum(per_piece, 0) - per_piece).index_select(0, g_piece)
+        npair = per_piece.index_select(0, g_piece)
+        dense = npair > _SPARSE_MAX
+        g_sp = (~dense).nonzero().squeeze(1)
+        np_sp = npair.index_select(0, g_sp)
+        g_rep = torch.repeat_interleave(g_sp, np_sp)
+        first = torch.cumsum(np_sp, 0) - np_sp
+        c_idx = torch.repeat_interleave(cstart.index_select(0, g_sp) - first, np_sp) + torch.arange(
+            g_rep.numel(), device=z.device)
+        k = cn.index_select(0, c_idx)
+        gp = g_piece.index_select(0, g_rep)
+        gq = g_next.index_select(0, g_rep)
+        y = _act_inplace(step.module, z)
+        out = torch.empty(V + G, lin.out_features, dtype=z.dtype, device=z.device)
+        if lin.bias is not None:
+            torch.addmm(lin.bias, y, lin.weight.t(), out=out[:V])
+        else:
+            torch.mm(y, lin.weight.t(), out=out[:V])
+        out_new = out[V:]
+        torch.lerp(out.index_select(0, g_piece), out.index_select(0, g_next), s_, out=out_new)
+        if g_rep.numel():
+            lerp_y = torch.lerp(y[gp, k], y[gq, k], s_[g_rep, 0])
+            delta = (ynew[g_rep, k] - lerp_y).unsqueeze(1)
+            wt = lin.weight.detach().t().contiguous()
+            out_new.index_add_(0, g_rep, wt.index_select(0, k).mul_(delta))
+        if bool(dense.any()):
+            dg = dense.nonzero().squeeze(1)
+            out_new.index_copy_(0, dg, lin(ynew.index_select(0, dg)))
+    if thr is None:
+        return None, out
+    return _flips(state, pos, rows, neurons, lev, thr, tie_r, tie_n), out
 
 
 def _split_maxpool(prog, env, state: _State, step: _Step, tol: float, max_rounds: int = 64) -> None:
+    """Split the pieces where the arg-max of a pooling window changes, until it is constant."""
     mod = step.module
     node_in = [a for a in step.node.all_input_nodes if prog.dynamic.get(a, False)][0]
     tol_eff = max(tol, 1e-9)
     for _ in range(max_rounds):
         x = env[node_in]
         w = _windows(x, mod)  # (V, M, k)
-        V = w.shape[0]
         am = w.argmax(-1)  # (V, M)
-        cand = (am[:-1] != am[1:]) & state.cont[:-1].unsqueeze(1)
-        idx = cand.nonzero()
-        if idx.numel() == 0:
+        nxt_old = state.nxt
+        cand = am != am.index_select(0, nxt_old)
+        p, m = cand.nonzero().unbind(1)
+        if p.numel() == 0:
             return
-        p, m = idx[:, 0], idx[:, 1]
-        ia, ib = am[p, m], am[p + 1, m]
-        wa, wb = w[p, m], w[p + 1, m]  # (n, k)
+        q = nxt_old.index_select(0, p)
+        ia, ib = am[p, m], am[q, m]
+        wa, wb = w[p, m], w[q, m]  # (n, k)
         da = (wa.gather(1, ia[:, None]) - wa.gather(1, ib[:, None])).squeeze(1).double()  # >= 0
         db = (wb.gather(1, ia[:, None]) - wb.gather(1, ib[:, None])).squeeze(1).double()  # <= 0
         ok = (da > 0) & (db < 0)
         frac = da / (da - db)
-        ta = state.t[p]
-        tc = ta + (state.t[p + 1] - ta) * frac
+        ta = state.t.index_select(0, p)
+        tc = ta + (state.t.index_select(0, q) - ta) * frac
         tc = torch.where(ok, tc, ta)  # ties at an end: nothing to insert
         plan, _ = _split(state, p, tc, tol_eff)
         if plan is None:
             return
-        _interpolate_env(prog, env, plan)
+        _interpolate_env(prog, env, plan, nxt_old)
     raise RuntimeError("max pooling did not converge while splitting the segment at arg-max changes")
 
 
@@ -617,21 +773,22 @@ def _windows(x: Tensor, mod: nn.Module) -> Tensor:
 
 def _assemble(state: _State, records: list[_BitRecord], n_paths: int) -> ExactWalkBatch:
     device = state.t.device
-    n_levels = len(state.forward)
-    rows, neurons, col = [], [], 0
+    # rank of every row along its path
+    key = state.path.double() * 2.0 + state.t
+    order = torch.argsort(key)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=device)
+    rows = torch.cat([r.rows for r in records])
+    col, neurons = 0, []
     for r in records:
-        m = r.rows
-        for f in state.forward[r.level : n_levels]:
-            m = f[m]
-        rows.append(m)
         neurons.append(r.neurons + col)
         col += r.start_bits.shape[1]
-    rows = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.int64, device=device)
-    neurons = torch.cat(neurons) if neurons else torch.zeros(0, dtype=torch.int64, device=device)
-    path = _path_of_row(state)[rows]
-    position = rows - state.starts[path] + 1
+    neurons = torch.cat(neurons)
+    path = state.path.index_select(0, rows)
+    position = rank.index_select(0, rows) - rank.index_select(0, state.starts.index_select(0, path)) + 1
     start_bits = torch.cat([r.start_bits for r in records], 1)
-    return ExactWalkBatch(start_bits, path, position, neurons, state.t, state.starts, state.ends)
+    return ExactWalkBatch(start_bits, path, position, neurons, state.t.index_select(0, order),
+                          rank.index_select(0, state.starts))
 
 
 class ExactWalkBatch(WalkBatch):
@@ -647,14 +804,13 @@ class ExactWalkBatch(WalkBatch):
     A flip at position j happens when entering position j.
     """
 
-    def __init__(self, start_bits, path, position, neurons, t_rows, starts, ends):  # noqa: D107
+    def __init__(self, start_bits, path, position, neurons, t_rows, starts):  # noqa: D107
         object.__setattr__(self, "start_bits", start_bits)
         object.__setattr__(self, "flip_path", path)
         object.__setattr__(self, "flip_position", position)
         object.__setattr__(self, "flip_neuron", neurons)
         object.__setattr__(self, "_t_rows", t_rows)
         object.__setattr__(self, "_starts", starts)
-        object.__setattr__(self, "_ends", ends)
         object.__setattr__(self, "method", "exact")
         object.__setattr__(self, "grid_index", None)
         object.__setattr__(self, "_cache", {})
@@ -831,22 +987,14 @@ def exact_walks(
 
 def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: float, prefix=None) -> WalkBatch:
     b = x1.shape[0]
-    device = x1.device
     if prefix is None:
         p1, p2 = prog.prefix(x1), prog.prefix(x2)
     else:
         p1, p2 = prefix
     env = prog._consts()
-    live = prog._live_at_prefix()
-    for n, a, c in zip(live, p1, p2):
-        env[n] = torch.stack([a, c], 1).reshape((2 * b,) + tuple(a.shape[1:]))
-    V = 2 * b
-    t = torch.zeros(V, dtype=torch.float64, device=device)
-    t[1::2] = 1.0
-    cont = torch.zeros(V, dtype=torch.bool, device=device)
-    cont[0::2] = True
-    starts = torch.arange(0, V, 2, device=device)
-    state = _State(t, cont, starts, starts + 1)
+    for n, a, c in zip(prog._live_at_prefix(), p1, p2):
+        env[n] = torch.cat([a, c])
+    state = _State(b, x1.device)
     records = _run(prog, env, state, prog.prefix_end, tie_tol, tol)
     return _assemble(state, records, b)
 
