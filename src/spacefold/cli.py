@@ -159,9 +159,289 @@ def _cmd_cantornet(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- measure, sweep, demo
+
+
+def _cli_method(value: str) -> str:
+    if value == "auto":
+        from .study import default_method
+
+        return default_method()
+    if value not in ("exact", "bisect", "uniform"):
+        raise UsageError(f"--method must be one of exact, bisect, uniform, auto, got {value!r}")
+    return value
+
+
+def _cli_data(args):
+    from .data import load_dataset
+
+    try:
+        data = load_dataset(args.data, args.data_dir, download=getattr(args, "download", False), seed=args.data_seed)
+    except ImportError as err:
+        raise UsageError(str(err)) from None
+    n_train, n_test = getattr(args, "n_train", None), getattr(args, "n_test", None)
+    for opt, v in (("--n-train", n_train), ("--n-test", n_test)):
+        if v is not None and v < 2:
+            raise UsageError(f"{opt} must be an int >= 2, got {v}")
+    if n_train is not None or n_test is not None:
+        data = data.subset(n_train, n_test, seed=args.data_seed)
+    return data
+
+
+def _add_data_args(p, default: str | None) -> None:
+    p.add_argument("--data", default=default, required=default is None,
+                   help="mnist | digits | blobs | spirals | a directory of MNIST IDX files | an .npz file (x, y)"
+                   + (f" (default {default})" if default else ""))
+    p.add_argument("--data-dir", default=None, help="directory holding the MNIST IDX files (for --data mnist)")
+    p.add_argument("--download", action="store_true", help="download MNIST into --data-dir (needs torchvision)")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the train/test split and subsets (default 0)")
+
+
+def _add_measure(sub) -> None:
+    p = sub.add_parser(
+        "measure",
+        help="global folding of a saved model on a data set",
+        description="Global folding of a saved model (a checkpoint written by spacefold sweep/demo or "
+        "spacefold.save_checkpoint) on the test split of a data set: Φ_N (median of the non-zero χ), "
+        "the median of the non-zero profile maxima, the share of folded paths, per class pair table.",
+    )
+    p.add_argument("--model", required=True, help="checkpoint file (.pt)")
+    _add_data_args(p, None)
+    p.add_argument("--split", default="test", choices=["test", "train"], help="which split to walk (default test)")
+    p.add_argument("--n-test", type=int, default=None, help="use a stratified subset of this many samples")
+    p.add_argument("--pairs", default="inter-class", help="inter-class | all | centroids | random (default inter-class)")
+    p.add_argument("--max-pairs", type=int, default=None, help="at most this many paths, spread over class pairs")
+    p.add_argument("--n-clusters", type=int, default=10, help="k-means clusters per class for --pairs centroids")
+    p.add_argument("--method", default="exact", help="exact | bisect | uniform | auto (default exact)")
+    p.add_argument("--steps", type=int, default=100, help="uniform: steps + 1 grid points (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the pair sample and the centroids (default 0)")
+    p.add_argument("--per-layer", action="store_true", help="also the folding of each layer's bits alone")
+    p.add_argument("--ci", action="store_true", help="bootstrap 95%% confidence intervals")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--batch-size", type=int, default=1024, help="segments walked at once (default 1024)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--out", default=None, help="also write measure.json and class_pairs.csv to this directory")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_measure)
+
+
+def _cmd_measure(args) -> int:
+    from .models import load_checkpoint
+
+    method = _cli_method(args.method)
+    for opt, v, lo in (("--max-pairs", args.max_pairs, 1), ("--n-clusters", args.n_clusters, 1),
+                       ("--steps", args.steps, 1), ("--n-boot", args.n_boot, 1), ("--batch-size", args.batch_size, 1),
+                       ("--seed", args.seed, 0)):
+        if v is not None and v < lo:
+            raise UsageError(f"{opt} must be an int >= {lo}, got {v}")
+    if args.pairs not in ("inter-class", "all", "centroids", "random"):
+        raise UsageError(f"--pairs must be one of inter-class, all, centroids, random, got {args.pairs!r}")
+    model = load_checkpoint(args.model)
+    data = _cli_data(args)
+    if data.n_features != model.in_features:
+        raise UsageError(f"--model takes {model.in_features} input features but --data {args.data} has "
+                         f"{data.n_features}")
+    x, y = data.split(args.split)
+    if args.split == "train" and args.n_test is not None and args.n_test < len(y):
+        from .data import stratified_indices
+
+        idx = stratified_indices(y, args.n_test, args.data_seed)
+        x, y = x[idx], y[idx]
+    from .global_folding import global_folding
+
+    try:
+        g = global_folding(model, x, y, pairs=args.pairs, max_pairs=args.max_pairs, seed=args.seed, method=method,
+                           n_clusters=args.n_clusters, steps=args.steps, per_layer=args.per_layer,
+                           batch_size=args.batch_size, progress=not args.no_progress)
+    except ImportError as err:
+        raise UsageError(str(err)) from None
+    res = g.to_dict(ci=args.ci, n_boot=args.n_boot, ci_seed=args.seed)
+    res = {"model": str(args.model), "data": data.name, "split": args.split, **res}
+    if args.out:
+        _write_measure(res, args.out)
+    if args.json:
+        _emit_json(res)
+    else:
+        print(_measure_text(res))
+    return 0
+
+
+def _write_measure(res: dict, out) -> None:
+    import csv
+    from pathlib import Path
+
+    from ._util import atomic_write
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out must be a directory, got the file {out}")
+    with atomic_write(out / "measure.json") as fh:
+        json.dump(res, fh, indent=1)
+    rows = res["class_pairs"]
+    with atomic_write(out / "class_pairs.csv") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _measure_text(res: dict) -> str:
+    ci = res.get("ci95", {})
+
+    def v(key, label):
+        s = f"{label:<34}{res[key]:.4f}"
+        if key in ci:
+            s += f"  [{ci[key][0]:.4f}, {ci[key][1]:.4f}]"
+        return s
+
+    lines = [
+        f"model {res['model']} on {res['data']} ({res['split']}), pairs {res['pairs']}, method {res['method']}",
+        f"{'paths':<34}{res['n_paths']} ({res['n_folded']} folded)",
+        v("phi", "Φ_N (median non-zero χ)"),
+        v("phi_max", "median non-zero profile max"),
+        v("phi_max_p2", "P2 aggregate over class pairs"),
+        v("fraction_folded", "share of folded paths"),
+        f"{'mean χ':<34}{res['mean_chi']:.4f}",
+        f"{'mean regions per path':<34}{res['mean_regions']:.1f}",
+        "",
+        f"{'a':>3} {'b':>3} {'paths':>8} {'Φ_N':>8} {'folded':>8} {'max med':>8}",
+    ]
+    for r in res["class_pairs"]:
+        lines.append(f"{r['a']:>3} {r['b']:>3} {r['n_paths']:>8} {r['phi']:>8.4f} {r['fraction_folded']:>8.4f} "
+                     f"{r['phi_max']:>8.4f}")
+    for r in res.get("per_layer", []):
+        lines.append(f"layer {r['layer']}: Φ_N {r['phi']:.4f}, share folded {r['fraction_folded']:.4f}")
+    return "\n".join(lines)
+
+
+def _add_sweep(sub) -> None:
+    from .models import DEPTH_SERIES
+
+    p = sub.add_parser(
+        "sweep",
+        help="train a family of models and measure each (depth study)",
+        description="Train a family of MLPs (by default the 60-neuron budget 1x60 ... 6x10) with several seeds "
+        "and measure the global folding of each on test pairs. Finished runs are skipped when the sweep is "
+        "started again. Writes results.csv, results.json, summary.md and plots to --out.",
+    )
+    _add_data_args(p, "digits")
+    p.add_argument("--n-train", type=int, default=None, help="train on a stratified subset of this many samples")
+    p.add_argument("--n-test", type=int, default=None, help="measure on a stratified subset of this many samples")
+    p.add_argument("--archs", nargs="+", default=list(DEPTH_SERIES), help="architectures, e.g. 3x20 5x12 30-20")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default 0 1 2)")
+    p.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--batch-size", type=int, default=128, help="training batch size (default 128)")
+    p.add_argument("--method", default="auto", help="exact | bisect | uniform | auto (default auto: exact if available)")
+    p.add_argument("--steps", type=int, default=100, help="uniform: steps + 1 grid points (default 100)")
+    p.add_argument("--pairs-per-class-pair", type=int, default=200,
+                   help="random test pairs per ordered class pair (default 200)")
+    p.add_argument("--n-boot", type=int, default=500, help="bootstrap resamples for the intervals (default 500)")
+    p.add_argument("--min-accuracy", type=float, default=0.9,
+                   help="runs below this test accuracy are drawn hollow and left out of the depth trend (default 0.9)")
+    p.add_argument("--out", default="spacefold-sweep", help="output directory (default ./spacefold-sweep)")
+    p.add_argument("--no-plots", action="store_true", help="write no figures")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print one JSON object (the summary) on stdout")
+    p.set_defaults(func=_cmd_sweep)
+
+
+def _cmd_sweep(args) -> int:
+    from .models import parse_arch
+    from .study import StudySettings
+
+    for opt, v, lo in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1), ("--steps", args.steps, 1),
+                       ("--pairs-per-class-pair", args.pairs_per_class_pair, 1), ("--n-boot", args.n_boot, 1)):
+        if v < lo:
+            raise UsageError(f"{opt} must be an int >= {lo}, got {v}")
+    if not args.lr > 0:
+        raise UsageError(f"--lr must be > 0, got {args.lr}")
+    if any(s < 0 for s in args.seeds):
+        raise UsageError(f"--seeds must be ints >= 0, got {args.seeds}")
+    for a in args.archs:
+        try:
+            parse_arch(a)
+        except (ValueError, TypeError) as err:
+            raise UsageError(f"--archs: {err}") from None
+    settings = StudySettings(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                             method=_cli_method(args.method), steps=args.steps,
+                             pairs_per_class_pair=args.pairs_per_class_pair, n_boot=args.n_boot)
+    data = _cli_data(args)
+    return _run_sweep(data, args.archs, args.seeds, settings, args.out, plots=not args.no_plots,
+                      progress=not args.no_progress, as_json=args.json, min_accuracy=args.min_accuracy)
+
+
+def _run_sweep(data, archs, seeds, settings, out, *, plots, progress, as_json, min_accuracy) -> int:
+    from pathlib import Path
+
+    from .study import depth_trend, markdown_summary, run_study, summary_by_arch
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out must be a directory, got the file {out}")
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    log(f"data {data.name}: {data.describe()['n_train']} train / {data.describe()['n_test']} test samples, "
+        f"{len(archs)} architectures x {len(seeds)} seeds, method {settings.method}, results in {out}")
+    rows = run_study(data, archs, seeds, out, settings, progress=progress, log=log)
+    figs = []
+    if plots:
+        try:
+            from .plot import study_figures
+
+            figs = [str(p) for p in study_figures(rows, out / "plots", min_accuracy=min_accuracy)]
+        except ImportError as err:
+            log(f"plots skipped: {err}")
+    trend = depth_trend(rows, min_accuracy, "phi")
+    summary = {"out": str(out), "data": data.describe(), "method": settings.method, "by_arch": summary_by_arch(rows),
+               "depth_trend": trend, "figures": figs}
+    if as_json:
+        _emit_json(summary)
+    else:
+        print(markdown_summary(rows))
+        print()
+        med = ", ".join(f"{d}: {v:.4f}" for d, v in trend["median_by_depth"].items())
+        print(f"Φ_N by depth (median over runs with test accuracy >= {min_accuracy:.2f}): {med}; "
+              f"Spearman ρ(depth, Φ_N) = {trend['spearman_depth']:.3f}")
+        print(f"tables: {out / 'results.csv'}, {out / 'results.json'}, {out / 'summary.md'}"
+              + (f"; figures in {out / 'plots'}" if figs else ""))
+    return 0
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="a small depth study on scikit-learn's digits (no download)",
+        description="The embedded default: train the 60-neuron depth series 1x60 ... 6x10 with 3 seeds on "
+        "scikit-learn's 8x8 digits and measure the global folding of each on test pairs; writes plots and a "
+        "summary table (CSV, JSON, markdown) to --out. A few minutes on 2 CPU cores.",
+    )
+    p.add_argument("--out", default="spacefold-demo", help="output directory (default ./spacefold-demo)")
+    p.add_argument("--method", default="auto", help="exact | bisect | uniform | auto (default auto: exact if available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print one JSON object (the summary) on stdout")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args) -> int:
+    from .data import load_digits
+    from .models import DEPTH_SERIES
+    from .study import demo_settings
+
+    method = _cli_method(args.method)
+    try:
+        data = load_digits(seed=0)
+    except ImportError as err:
+        raise UsageError(str(err)) from None
+    settings = demo_settings(method)
+    return _run_sweep(data, list(DEPTH_SERIES), [0, 1, 2], settings, args.out, plots=True,
+                      progress=not args.no_progress, as_json=args.json, min_accuracy=0.9)
+
+
 # --------------------------------------------------------------------------- main
 
-_COMMANDS: list[Callable] = [_add_cantornet]
+_COMMANDS: list[Callable] = [_add_cantornet, _add_demo, _add_measure, _add_sweep]
 
 
 def build_parser() -> argparse.ArgumentParser:

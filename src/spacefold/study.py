@@ -1,0 +1,330 @@
+"""The depth study: train a family of MLPs and measure the global folding of each.
+
+Used by ``spacefold sweep`` and ``spacefold demo`` and by the MNIST study in
+``experiments/``. Each (architecture, seed) run leaves a checkpoint
+(``models/<arch>_s<seed>.pt``) and a result (``runs/<arch>_s<seed>.json``), both
+written atomically; a run whose result exists with the same settings is skipped,
+so a sweep that was interrupted continues where it stopped.
+
+Measurement follows FOLDING.md §12 items 2-3: pairs of test samples over the
+ordered class pairs with the same class included (``pairs="all"``); Φ_N and the
+share of folded paths over the inter-class paths; the P2 aggregate
+(``phi_max_p2``: per ordered class pair the median of the non-zero profile maxima,
+then the median over class pairs) over all of them.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ._util import atomic_write, check_choice, check_int
+
+__all__ = ["StudySettings", "demo_settings", "run_study", "measure_model", "depth_trend", "default_method", "write_tables",
+           "CSV_FIELDS"]
+
+HIST_BINS = 20
+
+CSV_FIELDS = [
+    "arch", "depth", "width", "seed", "train_accuracy", "test_accuracy", "phi", "phi_lo", "phi_hi",
+    "fraction_folded", "fraction_lo", "fraction_hi", "phi_max", "phi_max_p2", "phi_max_p2_lo", "phi_max_p2_hi",
+    "mean_chi", "mean_regions", "n_paths", "n_inter_class_paths", "method", "epochs", "train_seconds",
+    "measure_seconds",
+]
+
+
+def default_method() -> str:
+    """``"exact"`` when the exact walker is available, else ``"bisect"`` (exact for ReLU nets)."""
+    try:
+        from .walk import exact  # noqa: F401
+    except ImportError:
+        return "bisect"
+    return "exact"
+
+
+@dataclass
+class StudySettings:
+    """Everything that decides a run's result; runs are reused only when these match."""
+
+    epochs: int = 30
+    lr: float = 1e-3
+    batch_size: int = 128
+    method: str = "bisect"
+    steps: int = 100
+    pairs_per_class_pair: int = 1000
+    pair_seed: int = 0
+    n_boot: int = 500
+    per_layer: bool = True
+    data: dict = field(default_factory=dict)
+
+    def key(self) -> str:
+        text = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def demo_settings(method: str | None = None) -> StudySettings:
+    """Settings of ``spacefold demo`` (scikit-learn digits: 1348 training images, so smaller
+    batches and a larger learning rate than the MNIST defaults; fewer pairs when the
+    exact walker is not available)."""
+    method = method or default_method()
+    return StudySettings(epochs=40, lr=3e-3, batch_size=32, method=method,
+                         pairs_per_class_pair=200 if method == "exact" else 60, n_boot=300)
+
+
+def measure_model(model, x, y, settings: StudySettings, *, progress: bool = False) -> dict:
+    """Global folding of one model on ``(x, y)``: inter-class Φ_N and the P2 aggregate, with CIs."""
+    from .global_folding import global_folding
+
+    n_classes = int(y.unique().numel())
+    max_pairs = settings.pairs_per_class_pair * n_classes * n_classes
+    t0 = time.perf_counter()
+    g = global_folding(model, x, y, pairs="all", max_pairs=max_pairs, seed=settings.pair_seed,
+                       method=settings.method, steps=settings.steps, per_layer=settings.per_layer,
+                       batch_size=2048, progress=progress)
+    seconds = time.perf_counter() - t0
+    inter = g.inter_class()
+    ci_all = g.bootstrap(n_boot=settings.n_boot, seed=settings.pair_seed, stats=("phi_max_p2",))
+    ci = inter.bootstrap(n_boot=settings.n_boot, seed=settings.pair_seed,
+                         stats=("phi", "phi_max", "fraction_folded", "mean"))
+    nz = inter.chi.numpy()
+    hist = np.histogram(nz[nz > 0], bins=HIST_BINS, range=(0.0, 1.0))[0].tolist()
+    return {
+        "phi": inter.phi,
+        "phi_ci": list(ci["phi"]),
+        "fraction_folded": inter.fraction_folded,
+        "fraction_ci": list(ci["fraction_folded"]),
+        "phi_max": inter.phi_max,
+        "phi_max_ci": list(ci["phi_max"]),
+        "phi_max_p2": g.phi_max_p2,
+        "phi_max_p2_ci": list(ci_all["phi_max_p2"]),
+        "mean_chi": inter.mean,
+        "mean_chi_ci": list(ci["mean"]),
+        "quantiles": inter.quantiles(),
+        "mean_regions": inter.mean_regions,
+        "n_paths": g.n_paths,
+        "n_inter_class_paths": inter.n_paths,
+        "chi_histogram": {"bins": HIST_BINS, "range": [0.0, 1.0], "counts_nonzero": hist},
+        "per_layer": inter.per_layer_summary(),
+        "class_pairs": g.class_pairs(),
+        "measure_seconds": seconds,
+    }
+
+
+def _run_name(arch: str, seed: int) -> str:
+    return f"{arch}_s{seed}"
+
+
+def run_study(
+    data,
+    archs: Sequence[str],
+    seeds: Sequence[int],
+    out: str | os.PathLike,
+    settings: StudySettings | None = None,
+    *,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """Train every ``arch`` x ``seed`` on ``data`` (a :class:`spacefold.data.Dataset`) and
+    measure it on the test split; skip runs already finished with the same settings.
+
+    Returns one row per run (a dict with the keys of ``CSV_FIELDS`` and more),
+    and writes ``results.csv`` and ``results.json`` in ``out``.
+    """
+    from .models import load_checkpoint, parse_arch
+    from .train import train_mlp
+
+    settings = settings or StudySettings()
+    check_choice(settings.method, "method", ("exact", "bisect", "uniform"))
+    check_int(settings.pairs_per_class_pair, "pairs_per_class_pair", 1)
+    if not archs:
+        raise ValueError("archs must name at least one architecture, got none")
+    if not seeds:
+        raise ValueError("seeds must name at least one seed, got none")
+    for a in archs:
+        parse_arch(a)
+    for s in seeds:
+        check_int(s, "seed", 0)
+    settings.data = data.describe()
+    out = Path(out)
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    log = log or (lambda s: None)
+    key = settings.key()
+    rows = []
+    for arch in archs:
+        for seed in seeds:
+            name = _run_name(arch, seed)
+            res_path = out / "runs" / f"{name}.json"
+            ckpt = out / "models" / f"{name}.pt"
+            if res_path.is_file():
+                try:
+                    old = json.loads(res_path.read_text())
+                except (OSError, ValueError):
+                    old = {}
+                if old.get("settings_key") == key:
+                    log(f"{name}: done before, skipped")
+                    rows.append(old)
+                    continue
+            t0 = time.perf_counter()
+            train_key = {k: getattr(settings, k) for k in ("epochs", "lr", "batch_size")}
+            model = None
+            if ckpt.is_file():
+                try:
+                    model, meta = load_checkpoint(ckpt, with_metadata=True)
+                    tr = meta.get("training", {})
+                    if any(tr.get(k) != v for k, v in train_key.items()) or meta.get("data") != settings.data:
+                        model = None
+                    else:
+                        log(f"{name}: checkpoint found, training skipped")
+                except (ValueError, OSError):
+                    model = None
+            if model is None:
+                model, res = train_mlp(arch, data, epochs=settings.epochs, lr=settings.lr,
+                                       batch_size=settings.batch_size, seed=seed, checkpoint=ckpt,
+                                       progress_bar=progress)
+                tr = res.as_dict()
+                log(f"{name}: trained {settings.epochs} epochs, test accuracy {res.final_test_accuracy:.4f} "
+                    f"({time.perf_counter() - t0:.0f} s)")
+            m = measure_model(model, data.x_test, data.y_test, settings, progress=progress)
+            hidden = parse_arch(arch)
+            row = {
+                "arch": arch,
+                "depth": len(hidden),
+                "width": hidden[0] if hidden else 0,
+                "seed": seed,
+                "train_accuracy": tr["final_train_accuracy"],
+                "test_accuracy": tr["final_test_accuracy"],
+                "epochs": settings.epochs,
+                "train_seconds": tr.get("seconds", float("nan")),
+                "method": settings.method,
+                "settings": asdict(settings),
+                "settings_key": key,
+                "checkpoint": str(ckpt.relative_to(out)),
+                **m,
+            }
+            with atomic_write(res_path) as fh:
+                json.dump(row, fh, indent=1)
+            log(f"{name}: phi={m['phi']:.4f} folded={m['fraction_folded']:.4f} phi_max_p2={m['phi_max_p2']:.4f} "
+                f"({m['n_paths']} paths, {m['measure_seconds']:.0f} s)")
+            rows.append(row)
+    write_tables(rows, out)
+    return rows
+
+
+def flat_row(r: dict) -> dict:
+    """The CSV columns of one run."""
+    return {
+        **{k: r.get(k) for k in CSV_FIELDS},
+        "phi_lo": r["phi_ci"][0], "phi_hi": r["phi_ci"][1],
+        "fraction_lo": r["fraction_ci"][0], "fraction_hi": r["fraction_ci"][1],
+        "phi_max_p2_lo": r["phi_max_p2_ci"][0], "phi_max_p2_hi": r["phi_max_p2_ci"][1],
+    }
+
+
+def depth_trend(rows: Sequence[dict], min_accuracy: float = 0.0, stat: str = "phi") -> dict:
+    """How ``stat`` goes with depth among runs with test accuracy >= ``min_accuracy``.
+
+    Returns the Spearman rank correlation of depth and ``stat`` over the kept runs,
+    the per-depth medians, and whether the medians increase with depth.
+    """
+    kept = [r for r in rows if r["test_accuracy"] >= min_accuracy]
+    depths = sorted({r["depth"] for r in kept})
+    med = {d: float(np.median([r[stat] for r in kept if r["depth"] == d])) for d in depths}
+    rho = float("nan")
+    if len(kept) >= 3 and len(depths) >= 2:
+        d = np.array([r["depth"] for r in kept], dtype=float)
+        v = np.array([r[stat] for r in kept], dtype=float)
+        rd, rv = _rank(d), _rank(v)
+        if rd.std() > 0 and rv.std() > 0:
+            rho = float(np.corrcoef(rd, rv)[0, 1])
+    vals = [med[d] for d in depths]
+    increasing = len(vals) >= 2 and all(b >= a for a, b in zip(vals, vals[1:]))
+    return {"stat": stat, "min_accuracy": min_accuracy, "n_runs": len(kept), "n_runs_total": len(rows),
+            "median_by_depth": med, "spearman_depth": rho, "medians_increase": increasing}
+
+
+def _rank(v: np.ndarray) -> np.ndarray:
+    order = np.argsort(v, kind="stable")
+    ranks = np.empty(len(v))
+    ranks[order] = np.arange(len(v), dtype=float)
+    for u in np.unique(v):  # average ranks of ties
+        m = v == u
+        ranks[m] = ranks[m].mean()
+    return ranks
+
+
+def summary_by_arch(rows: Sequence[dict]) -> list[dict]:
+    """Per architecture: number of seeds, mean ± std of accuracy, Φ_N, share folded, phi_max_p2."""
+    out = []
+    archs = sorted({r["arch"] for r in rows}, key=lambda a: (min(r["depth"] for r in rows if r["arch"] == a), a))
+    for a in archs:
+        rs = [r for r in rows if r["arch"] == a]
+
+        def ms(k):
+            v = np.array([r[k] for r in rs], dtype=float)
+            return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+        row = {"arch": a, "depth": rs[0]["depth"], "n_seeds": len(rs)}
+        for k in ("test_accuracy", "phi", "fraction_folded", "phi_max", "phi_max_p2", "mean_regions"):
+            row[k], row[k + "_std"] = ms(k)
+        out.append(row)
+    return out
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+    """Per-run table in markdown (accuracy, Φ_N with CI, share folded with CI, P2 aggregate with CI)."""
+    lines = [
+        "| arch | seed | test acc. | Φ_N [95% CI] | share folded [95% CI] | phi_max_p2 [95% CI] | mean regions |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["depth"], r["arch"], r["seed"])):
+        lines.append(
+            f"| {r['arch']} | {r['seed']} | {r['test_accuracy']:.4f} | {r['phi']:.4f} "
+            f"[{r['phi_ci'][0]:.4f}, {r['phi_ci'][1]:.4f}] | {r['fraction_folded']:.4f} "
+            f"[{r['fraction_ci'][0]:.4f}, {r['fraction_ci'][1]:.4f}] | {r['phi_max_p2']:.4f} "
+            f"[{r['phi_max_p2_ci'][0]:.4f}, {r['phi_max_p2_ci'][1]:.4f}] | {r['mean_regions']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def markdown_summary(rows: Sequence[dict]) -> str:
+    lines = [
+        "| arch | seeds | test acc. (mean ± sd) | Φ_N | share folded | phi_max_p2 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in summary_by_arch(rows):
+        lines.append(
+            f"| {s['arch']} | {s['n_seeds']} | {s['test_accuracy']:.4f} ± {s['test_accuracy_std']:.4f} | "
+            f"{s['phi']:.4f} ± {s['phi_std']:.4f} | {s['fraction_folded']:.4f} ± {s['fraction_folded_std']:.4f} | "
+            f"{s['phi_max_p2']:.4f} ± {s['phi_max_p2_std']:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_tables(rows: Sequence[dict], out: str | os.PathLike) -> None:
+    """``results.csv`` (one line per run), ``results.json`` (every run in full) and
+    ``summary.md`` (tables) in ``out``, atomically."""
+    out = Path(out)
+    with atomic_write(out / "results.csv", "w") as fh:
+        w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+        w.writeheader()
+        for r in rows:
+            w.writerow(flat_row(r))
+    with atomic_write(out / "results.json") as fh:
+        json.dump({"runs": list(rows), "by_arch": summary_by_arch(rows)}, fh, indent=1)
+    with atomic_write(out / "summary.md") as fh:
+        fh.write("# Depth study\n\n## Per architecture (mean ± sd over seeds)\n\n")
+        fh.write(markdown_summary(rows) + "\n\n## Per run\n\n" + markdown_table(rows) + "\n")
+
+
+def fmt_ci(v: float, ci: Sequence[float]) -> str:
+    return f"{v:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]" if not math.isnan(v) else "n/a"

@@ -1,0 +1,153 @@
+"""spacefold demo / measure / sweep and the depth study behind them (tiny data, 1-2 epochs)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from spacefold.cli import main
+from spacefold.models import mlp, save_checkpoint
+from spacefold.study import depth_trend
+
+SWEEP = ["sweep", "--data", "blobs", "--archs", "1x6", "3x4", "--seeds", "0", "--epochs", "2", "--batch-size", "32",
+         "--pairs-per-class-pair", "6", "--n-boot", "20", "--method", "bisect", "--no-progress"]
+
+
+def _one_line_error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("cmd", ["demo", "measure", "sweep"])
+def test_help(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([cmd, "--help"])
+    assert e.value.code == 0
+    assert cmd in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep")
+    assert main(SWEEP + ["--out", str(out), "--json"]) == 0
+    return out
+
+
+def test_sweep_writes_tables_and_plots(sweep_dir):
+    rows = list(csv.DictReader(open(sweep_dir / "results.csv")))
+    assert [(r["arch"], r["seed"]) for r in rows] == [("1x6", "0"), ("3x4", "0")]
+    one = rows[0]
+    assert float(one["phi"]) == 0.0 and float(one["fraction_folded"]) == 0.0  # one hidden layer never folds
+    for r in rows:
+        assert 0.0 <= float(r["test_accuracy"]) <= 1.0
+        assert float(r["phi_lo"]) <= float(r["phi_hi"])
+        assert int(r["n_paths"]) == 6 * 9 and int(r["n_inter_class_paths"]) == 6 * 6  # blobs: 3 classes
+    full = json.loads((sweep_dir / "results.json").read_text())
+    assert {r["arch"] for r in full["by_arch"]} == {"1x6", "3x4"}
+    assert len(full["runs"][1]["per_layer"]) == 3
+    assert (sweep_dir / "summary.md").read_text().startswith("# Depth study")
+    assert (sweep_dir / "models" / "3x4_s0.pt").is_file()
+    pytest.importorskip("matplotlib")
+    assert (sweep_dir / "plots" / "phi-vs-depth.png").stat().st_size > 1000
+
+
+def test_sweep_resumes(sweep_dir, capsys):
+    before = (sweep_dir / "runs" / "3x4_s0.json").read_text()
+    assert main(SWEEP + ["--out", str(sweep_dir), "--no-plots"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("skipped") == 2
+    assert (sweep_dir / "runs" / "3x4_s0.json").read_text() == before
+
+
+def test_sweep_remeasures_when_settings_change(tmp_path, capsys):
+    argv = SWEEP[:3] + ["--archs", "2x4", "--seeds", "1", "--epochs", "1", "--pairs-per-class-pair", "3",
+                        "--n-boot", "10", "--method", "bisect", "--no-progress", "--no-plots", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    argv[argv.index("--pairs-per-class-pair") + 1] = "4"
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "checkpoint found, training skipped" in err and "done before" not in err
+    row = json.loads((tmp_path / "runs" / "2x4_s1.json").read_text())
+    assert row["n_paths"] == 4 * 9
+
+
+def test_measure_json_and_out(sweep_dir, tmp_path, capsys):
+    ckpt = str(sweep_dir / "models" / "3x4_s0.pt")
+    argv = ["measure", "--model", ckpt, "--data", "blobs", "--method", "bisect", "--json", "--per-layer", "--ci",
+            "--n-boot", "20", "--no-progress", "--out", str(tmp_path / "m")]
+    assert main(argv) == 0
+    res = json.loads(capsys.readouterr().out)
+    for k in ("phi", "phi_max", "fraction_folded", "n_paths", "class_pairs", "ci95", "per_layer"):
+        assert k in res
+    assert res["pairs"] == "inter-class" and len(res["class_pairs"]) == 6
+    assert sum(r["n_paths"] for r in res["class_pairs"]) == res["n_paths"]
+    assert json.loads((tmp_path / "m" / "measure.json").read_text())["phi"] == res["phi"]
+    assert len(list(csv.DictReader(open(tmp_path / "m" / "class_pairs.csv")))) == 6
+
+
+def test_measure_text_and_pair_modes(sweep_dir, capsys):
+    ckpt = str(sweep_dir / "models" / "3x4_s0.pt")
+    assert main(["measure", "--model", ckpt, "--data", "blobs", "--method", "uniform", "--steps", "50",
+                 "--pairs", "all", "--max-pairs", "45", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "Φ_N" in out and "share of folded paths" in out
+    pytest.importorskip("sklearn")
+    assert main(["measure", "--model", ckpt, "--data", "blobs", "--method", "bisect", "--pairs", "centroids",
+                 "--n-clusters", "2", "--json", "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_paths"] == 2 * 2 * 6
+
+
+def test_bad_input_exit_2(sweep_dir, tmp_path, capsys):
+    ckpt = str(sweep_dir / "models" / "3x4_s0.pt")
+    err = _one_line_error(capsys, ["measure", "--model", str(tmp_path / "none.pt"), "--data", "blobs"])
+    assert "none.pt" in err
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    assert "bad.pt" in _one_line_error(capsys, ["measure", "--model", str(bad), "--data", "blobs"])
+    assert "cifar" in _one_line_error(capsys, ["measure", "--model", ckpt, "--data", "cifar"])
+    assert "data_dir" in _one_line_error(capsys, ["measure", "--model", ckpt, "--data", "mnist"])
+    assert "MNIST files not found" in _one_line_error(
+        capsys, ["measure", "--model", ckpt, "--data", "mnist", "--data-dir", str(tmp_path)])
+    assert "--pairs" in _one_line_error(capsys, ["measure", "--model", ckpt, "--data", "blobs", "--pairs", "x"])
+    assert "--method" in _one_line_error(capsys, ["measure", "--model", ckpt, "--data", "blobs", "--method", "x"])
+    assert "--max-pairs" in _one_line_error(capsys, ["measure", "--model", ckpt, "--data", "blobs",
+                                                     "--max-pairs", "0"])
+    other = save_checkpoint(mlp("2x4", 5, 3), tmp_path / "five.pt")
+    assert "5 input features" in _one_line_error(capsys, ["measure", "--model", str(other), "--data", "blobs"])
+    assert "--archs" in _one_line_error(capsys, SWEEP[:3] + ["--archs", "3y4", "--out", str(tmp_path / "s")])
+    assert "--epochs" in _one_line_error(capsys, SWEEP[:3] + ["--epochs", "0", "--out", str(tmp_path / "s")])
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert "--out" in _one_line_error(capsys, SWEEP + ["--out", str(f)])
+
+
+def test_depth_trend_oracle():
+    rows = [{"depth": d, "test_accuracy": acc, "phi": v}
+            for d, acc, v in [(1, 0.99, 0.0), (2, 0.98, 0.1), (2, 0.97, 0.2), (3, 0.97, 0.3), (3, 0.5, 0.0)]]
+    t = depth_trend(rows, min_accuracy=0.9)
+    assert t["n_runs"] == 4 and t["median_by_depth"] == {1: 0.0, 2: pytest.approx(0.15), 3: 0.3}
+    assert t["medians_increase"] and t["spearman_depth"] == pytest.approx(0.9486832980505138)
+    t_all = depth_trend(rows, 0.0)
+    assert t_all["median_by_depth"][3] == pytest.approx(0.15)
+    flat = depth_trend([{"depth": 1, "test_accuracy": 1.0, "phi": 0.1}], 0.0)
+    assert math.isnan(flat["spearman_depth"])
+
+
+@pytest.mark.slow
+def test_full_demo(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--json", "--no-progress"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert len(res["by_arch"]) == 6
+    by = {r["arch"]: r for r in res["by_arch"]}
+    assert by["1x60"]["phi"] == 0.0  # one hidden layer never folds
+    assert by["3x20"]["test_accuracy"] > 0.9
+    assert (tmp_path / "plots" / "phi-vs-depth.png").is_file()
+    assert len(list(csv.DictReader(open(tmp_path / "results.csv")))) == 18
+    assert torch.load(tmp_path / "models" / "3x20_s0.pt", weights_only=True)["format"] == "spacefold-mlp"
