@@ -104,7 +104,7 @@ def test_checkpoint_errors(tmp_path):
 
     evil = tmp_path / "evil.pt"
     with open(evil, "wb") as fh:
-        pickle.dump({"format": "spacefold-mlp", "x": Evil()}, fh)
+        pickle.dump({"format": "spacefold-mlp", "x": Evil()}, fh, protocol=2)
     with pytest.raises(CheckpointError):
         load_checkpoint(evil)  # weights_only refuses arbitrary objects
     good = save_checkpoint(mlp("1x4", 2, 2), tmp_path / "g.pt")
