@@ -196,6 +196,10 @@ class ExactProgram:
             dyn_all = [a for a in node.all_input_nodes if dynamic.get(a, False)]
             dyn = bool(dyn_all)
             dyn_args = [a for a in dyn_all if a not in shapeish]
+            if dyn_args:  # count repeated arguments (h * h) as often as they occur
+                occ: list[fx.Node] = []
+                fx.node.map_arg((node.args, node.kwargs), lambda a: occ.append(a) or a)
+                dyn_args = [a for a in occ if a in dyn_args]
             if dyn and not dyn_args or (node.op == "call_method" and node.target in ("size", "dim")) or (
                     node.op == "call_function" and node.target is getattr):
                 if dyn:

@@ -1,0 +1,385 @@
+"""The exact region walk (FOLDING.md §7.4 (a), (a′)) against independent walkers.
+
+Oracles: dense uniform grids (float64) and strict bisection locate every region
+with a plain forward pass; the exact walk must contain the dense walk as a
+subsequence, equal it where the grid is fine enough, never be shorter, and agree
+with bisection pattern for pattern. CantorNet regions are checked in exact
+rational arithmetic.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import spacefold as sf
+from spacefold import measure
+from spacefold.walk import WalkBatch
+from spacefold.walk.exact import ExactWalkBatch, NotPiecewiseLinearError, exact_walks, verify
+
+f64 = torch.float64
+
+
+def _mlp(widths, acts, seed):
+    torch.manual_seed(seed)
+    layers = []
+    for i in range(len(widths) - 1):
+        layers.append(nn.Linear(widths[i], widths[i + 1]))
+        if i < len(widths) - 2:
+            layers.append(acts[i % len(acts)]())
+    return nn.Sequential(*layers).to(f64).eval()
+
+
+class _Residual(nn.Module):
+    """A skip addition and one ``nn.ReLU`` module called twice."""
+
+    def __init__(self, d=4, w=10):
+        super().__init__()
+        self.inp = nn.Linear(d, w)
+        self.relu = nn.ReLU()
+        self.f1 = nn.Linear(w, w)
+        self.act = nn.LeakyReLU(0.1)
+        self.f2 = nn.Linear(w, w)
+        self.out = nn.Linear(w, 2)
+
+    def forward(self, x):
+        h = self.relu(self.inp(x))
+        h = self.relu(h + self.f2(self.act(self.f1(h))))
+        return self.out(h.view(h.size(0), -1))
+
+
+def _conv(seed=0):
+    torch.manual_seed(seed)
+    net = nn.Sequential(
+        nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.AvgPool2d(2), nn.Conv2d(3, 4, 3, padding=1),
+        nn.PReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16, 8), nn.ReLU6(), nn.Dropout(0.3), nn.Linear(8, 3),
+    ).to(f64)
+    with torch.no_grad():
+        bn = net[1]
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.normal_()
+        bn.bias.normal_()
+    return net.eval()
+
+
+def _collapse(p: torch.Tensor) -> torch.Tensor:
+    keep = torch.ones(p.shape[0], dtype=torch.bool)
+    keep[1:] = (p[1:] != p[:-1]).any(1)
+    return p[keep]
+
+
+def _is_subsequence(small: torch.Tensor, big: torch.Tensor) -> bool:
+    j = 0
+    for row in small:
+        while j < big.shape[0] and not torch.equal(big[j], row):
+            j += 1
+        if j == big.shape[0]:
+            return False
+        j += 1
+    return True
+
+
+def _check_against_oracles(net, x1, x2, steps=4000, tie_tol=0.0, layers=None, bisect=True):
+    ex = exact_walks(net, x1, x2, tie_tol=tie_tol, layers=layers, tol=1e-12)
+    bi = sf.walk_batch(net, x1, x2, method="bisect", tol=1e-12, tie_tol=tie_tol, layers=layers)
+    un = sf.walk_batch(net, x1, x2, method="uniform", steps=steps, tie_tol=tie_tol, layers=layers)
+    for i in range(len(ex)):
+        e, b, u = ex[i].patterns, bi[i].patterns, un[i].patterns
+        if bisect:
+            assert torch.equal(e, b), f"walk {i}: exact and bisection differ"
+        assert e.shape[0] >= u.shape[0]
+        assert _is_subsequence(u, e), f"walk {i}: the dense walk is not a subsequence of the exact walk"
+        # where the grid hits every region, the walks are equal
+        if e.shape[0] == u.shape[0]:
+            assert torch.equal(e, u)
+    if bisect:  # entry points: located like bisection (to its tolerance)
+        assert torch.allclose(ex.t, bi.t, atol=1e-9)
+    res = verify(net, x1, x2, ex, tie_tol=tie_tol, layers=layers)
+    assert res.ok and res.n_checked == int(ex.offsets[-1])
+    # χ from the flips equals χ of the materialised patterns (two computations)
+    s, d = ex.summary(), measure.ragged_ranges(ex.patterns, ex.offsets)
+    for k in ("r1", "r2", "n_points"):
+        assert torch.equal(s[k], d[k]), k
+    assert torch.allclose(s["chi"], d["chi"]) and torch.allclose(s["max_profile"], d["max_profile"])
+    return ex, un
+
+
+ACTS = [nn.ReLU, lambda: nn.LeakyReLU(0.05), lambda: nn.PReLU(), nn.Hardtanh, nn.ReLU6]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_mlps_match_dense_and_bisection(seed):
+    net = _mlp([3, 12, 12, 10, 2], ACTS[seed:] + ACTS[:seed], seed)
+    g = torch.Generator().manual_seed(seed)
+    x1 = 2 * torch.randn(6, 3, generator=g, dtype=f64)
+    x2 = 2 * torch.randn(6, 3, generator=g, dtype=f64)
+    ex, un = _check_against_oracles(net, x1, x2)
+    assert (ex.n_regions >= un.n_regions).all()
+
+
+def test_conv_net_with_batchnorm_pooling_and_maxpool():
+    net = _conv()
+    g = torch.Generator().manual_seed(3)
+    x1 = torch.randn(4, 1, 10, 10, generator=g, dtype=f64)
+    x2 = torch.randn(4, 1, 10, 10, generator=g, dtype=f64)
+    _check_against_oracles(net, x1, x2)
+
+
+def test_residual_net_with_a_module_called_twice():
+    net = _Residual().to(f64).eval()
+    g = torch.Generator().manual_seed(4)
+    x1 = 2 * torch.randn(5, 4, generator=g, dtype=f64)
+    x2 = 2 * torch.randn(5, 4, generator=g, dtype=f64)
+    ex, _ = _check_against_oracles(net, x1, x2)
+    # the reused ReLU gives two blocks, in call order, as activation_patterns does
+    p0 = sf.activation_patterns(net, x1)
+    assert torch.equal(ex.start_bits, p0)
+
+
+def test_layer_selection_matches_activation_patterns():
+    net = _mlp([3, 10, 10, 10, 2], ACTS, 5)
+    g = torch.Generator().manual_seed(5)
+    x1, x2 = 2 * torch.randn(4, 3, generator=g, dtype=f64), 2 * torch.randn(4, 3, generator=g, dtype=f64)
+    # bisection skips intervals whose ends share the pattern of the selected layers, which
+    # is not exact when other layers are left out (their regions make the classes non-convex)
+    _check_against_oracles(net, x1, x2, layers=["3", nn.Hardtanh], bisect=False, steps=20_000)
+    full = exact_walks(net, x1, x2, tol=1e-12)
+    sub = exact_walks(net, x1, x2, layers=["3", nn.Hardtanh], tol=1e-12)
+    cols = sf.pattern_layout(net, x1)["3"]
+    for i in range(4):  # the selected columns of the full walk, collapsed, are the sub walk
+        assert torch.equal(_collapse(full[i].patterns[:, cols]), sub[i].patterns)
+
+
+def test_folding_api_exact_equals_bisect_and_chunks():
+    net = _mlp([2, 16, 16, 16, 2], [nn.ReLU], 6)
+    g = torch.Generator().manual_seed(6)
+    x1, x2 = torch.randn(7, 2, generator=g, dtype=f64), torch.randn(7, 2, generator=g, dtype=f64)
+    a = sf.folding_batch(net, x1, x2, method="exact", batch_size=3, tol=1e-12)
+    b = sf.folding_batch(net, x1, x2, method="bisect", tol=1e-12)
+    c = sf.folding_batch(net, x1, x2, method="exact", batch_size=100, tol=1e-12, return_walks=True)
+    for k in ("chi", "r1", "r2", "n_regions", "max_profile"):
+        assert torch.equal(getattr(a, k), getattr(b, k)) and torch.equal(getattr(a, k), getattr(c, k)), k
+    assert isinstance(c.walks, WalkBatch)
+    f = sf.folding(net, x1[0], x2[0], method="exact")
+    assert f.chi == pytest.approx(float(a.chi[0])) and f.n_regions == int(a.n_regions[0])
+
+
+def test_float32_walk_verifies_and_matches_float64():
+    net = _mlp([3, 16, 16, 2], [nn.ReLU], 7)
+    g = torch.Generator().manual_seed(7)
+    x1, x2 = torch.randn(8, 3, generator=g, dtype=f64), torch.randn(8, 3, generator=g, dtype=f64)
+    w64 = exact_walks(net, x1, x2)
+    net32 = _mlp([3, 16, 16, 2], [nn.ReLU], 7).float()
+    w32 = exact_walks(net32, x1.float(), x2.float())
+    assert torch.equal(w32.n_regions, w64.n_regions)
+    assert torch.equal(w32.patterns, w64.patterns)
+    assert torch.allclose(w32.t, w64.t, atol=1e-5)
+    assert verify(net32, x1.float(), x2.float(), w32).ok
+    via_dtype = sf.folding_batch(net32, x1.float(), x2.float(), method="exact", dtype=torch.float64)
+    assert torch.equal(via_dtype.n_regions, w64.n_regions)
+
+
+@pytest.mark.parametrize("act", [nn.GELU, nn.Tanh, nn.SiLU])
+def test_smooth_activations_are_refused_with_a_pointer_to_bisect(act):
+    net = nn.Sequential(nn.Linear(2, 4), act(), nn.Linear(4, 1))
+    with pytest.raises(NotPiecewiseLinearError, match="bisect"):
+        sf.folding(net, torch.zeros(2), torch.ones(2), method="exact")
+    assert issubclass(NotPiecewiseLinearError, TypeError)
+
+
+def test_functional_activation_and_untraceable_model_are_refused():
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 3)
+            self.relu = nn.ReLU()
+
+        def forward(self, x):
+            return self.relu(torch.relu(self.lin(x)))
+
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 3)
+            self.relu = nn.ReLU()
+
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent control flow
+                return self.relu(self.lin(x))
+            return self.relu(-self.lin(x))
+
+    with pytest.raises(NotPiecewiseLinearError, match="functionally"):
+        exact_walks(Functional(), torch.zeros(1, 2), torch.ones(1, 2))
+    with pytest.raises(NotPiecewiseLinearError, match="bisect"):
+        exact_walks(Branchy(), torch.zeros(1, 2), torch.ones(1, 2))
+    # a product of two input-dependent tensors is not piecewise linear
+    class Square(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 3)
+            self.relu = nn.ReLU()
+
+        def forward(self, x):
+            h = self.lin(x)
+            return self.relu(h * h)
+
+    with pytest.raises(NotPiecewiseLinearError, match="not affine"):
+        exact_walks(Square(), torch.zeros(1, 2), torch.ones(1, 2))
+
+
+def _net_1d(w1, b1, w2=None, b2=None):
+    """Input t in R^1; first layer (w1, b1), optional second layer (w2, b2), each ReLU'd."""
+    layers = [nn.Linear(1, len(w1)), nn.ReLU()]
+    if w2 is not None:
+        layers += [nn.Linear(len(w1), len(w2)), nn.ReLU()]
+    net = nn.Sequential(*layers).to(f64)
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor(w1, dtype=f64).view(-1, 1))
+        net[0].bias.copy_(torch.tensor(b1, dtype=f64))
+        if w2 is not None:
+            net[2].weight.copy_(torch.tensor(w2, dtype=f64))
+            net[2].bias.copy_(torch.tensor(b2, dtype=f64))
+    return net.eval()
+
+
+def test_touching_zero_without_crossing_is_not_a_region():
+    # a = ReLU(t), b = ReLU(-t), c = ReLU(a + b) = ReLU(|t|): c's pre-activation is 0 only at t = 0
+    net = _net_1d([1.0, -1.0], [0.0, 0.0], [[1.0, 1.0]], [0.0])
+    x1, x2 = torch.tensor([[-1.0]], dtype=f64), torch.tensor([[1.0]], dtype=f64)
+    w = exact_walks(net, x1, x2)[0]
+    assert w.patterns.int().tolist() == [[0, 1, 1], [1, 0, 1]]
+    assert w.t.tolist() == pytest.approx([0.0, 0.5])
+    # a grid point on t = 1/2 records the isolated zero; Γ* does not (FOLDING.md §7.4)
+    grid = sf.walk(net, x1[0], x2[0], method="uniform", steps=10)
+    assert grid.patterns.int().tolist() == [[0, 1, 1], [0, 0, 0], [1, 0, 1]]
+    assert sf.walk(net, x1[0], x2[0], method="uniform", steps=11).patterns.tolist() == w.patterns.tolist()
+    # ... except at t = 0 and t = 1: the pattern of the end points is recorded
+    w0 = exact_walks(net, torch.tensor([[0.0]], dtype=f64), x2)[0]
+    assert w0.patterns.int().tolist() == [[0, 0, 0], [1, 0, 1]]
+    assert sf.folding(net, torch.tensor([0.0], dtype=f64), x2[0], method="exact").r2 == 2
+
+
+def test_identically_zero_preactivation_gives_bit_zero_and_no_crossing():
+    # c = ReLU(a - a) has pre-activation exactly 0 everywhere
+    net = _net_1d([1.0], [0.0], [[1.0], [-1.0]], [0.0, 0.0])
+    with torch.no_grad():
+        net[2].weight.copy_(torch.tensor([[1.0], [0.0]], dtype=f64))
+    w = exact_walks(net, torch.tensor([[-1.0]], dtype=f64), torch.tensor([[1.0]], dtype=f64))[0]
+    assert w.patterns.int().tolist() == [[0, 0, 0], [1, 1, 0]]
+
+
+def test_several_neurons_switching_at_the_same_t():
+    # three neurons of the first layer change sign at t = 1/2 together
+    net = _net_1d([1.0, 2.0, 0.5], [0.0, 0.0, 0.0])
+    f = sf.folding(net, torch.tensor([-1.0], dtype=f64), torch.tensor([1.0], dtype=f64), method="exact")
+    assert f.patterns.int().tolist() == [[0, 0, 0], [1, 1, 1]]
+    assert (f.r1, f.r2, f.chi) == (3, 3, 0.0)
+    # crossings closer than tol merge into one breakpoint; apart from that, they are separate
+    net2 = _net_1d([1.0, 1.0], [0.0, 1e-9])
+    x1, x2 = torch.tensor([[-1.0]], dtype=f64), torch.tensor([[1.0]], dtype=f64)
+    assert exact_walks(net2, x1, x2, tol=1e-6)[0].n_regions == 2
+    assert exact_walks(net2, x1, x2, tol=0.0)[0].n_regions == 3
+
+
+def test_hamming1_counterexample_of_folding_md():
+    # FOLDING.md §7.4 (b): h1 = ReLU(t), h2 = ReLU(t - 1); c = ReLU(h1 - 2 h2 - 1/2), d = ReLU(h1 - 3)
+    net = _net_1d([1.0, 1.0], [0.0, -1.0], [[1.0, -2.0], [1.0, 0.0]], [-0.5, -3.0])
+    f = sf.folding(net, torch.tensor([0.25], dtype=f64), torch.tensor([2.0], dtype=f64), method="exact")
+    assert f.patterns.int().tolist() == [[1, 0, 0, 0], [1, 0, 1, 0], [1, 1, 1, 0], [1, 1, 0, 0]]
+    assert f.chi == pytest.approx(1 / 3)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), width=st.integers(1, 24), d=st.integers(1, 6),
+       act=st.sampled_from(["relu", "leaky", "hardtanh", "relu6"]))
+def test_one_hidden_layer_never_folds(seed, width, d, act):
+    acts = {"relu": nn.ReLU, "leaky": lambda: nn.LeakyReLU(0.2), "hardtanh": nn.Hardtanh, "relu6": nn.ReLU6}
+    net = _mlp([d, width, 3], [acts[act]], seed)
+    g = torch.Generator().manual_seed(seed)
+    x1, x2 = 3 * torch.randn(4, d, generator=g, dtype=f64), 3 * torch.randn(4, d, generator=g, dtype=f64)
+    b = sf.folding_batch(net, x1, x2, method="exact")
+    assert (b.chi == 0).all() and torch.equal(b.r1, b.r2)
+
+
+def test_verify_detects_a_wrong_pattern():
+    net = _mlp([2, 8, 8, 2], [nn.ReLU], 8)
+    x1, x2 = torch.tensor([[-2.0, -1.0]], dtype=f64), torch.tensor([[2.0, 1.5]], dtype=f64)
+    w = exact_walks(net, x1, x2)
+    pats = w.patterns.clone()
+    pats[len(pats) // 2, 0] ^= True
+    bad = WalkBatch(pats, w.t, w.offsets, "exact")
+    res = verify(net, x1, x2, bad)
+    assert not res.ok and res.n_mismatched == 1 and res.mismatches.tolist() == [[0, len(pats) // 2]]
+
+
+def test_folding_pairs_first_layer_once_per_input():
+    net = _mlp([5, 12, 12, 12, 3], [nn.ReLU], 9)
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(20, 5, generator=g, dtype=f64)
+    i = torch.randint(0, 20, (30,), generator=g)
+    j = torch.randint(0, 20, (30,), generator=g)
+    a = sf.folding_pairs(net, x, i, j, method="exact", batch_size=7)
+    b = sf.folding_batch(net, x[i], x[j], method="exact")
+    for k in ("chi", "r1", "r2", "n_regions", "max_profile"):
+        assert torch.equal(getattr(a, k), getattr(b, k)), k
+
+
+def test_walks_are_materialised_only_when_asked():
+    net = _mlp([2, 8, 8, 2], [nn.ReLU], 10)
+    x1, x2 = torch.randn(3, 2, dtype=f64), torch.randn(3, 2, dtype=f64)
+    w = exact_walks(net, x1, x2)
+    assert isinstance(w, ExactWalkBatch)
+    w.summary()
+    assert "dense" not in w._cache  # the summary needs the flips only
+    assert w.patterns.shape[1] == 16 and "dense" in w._cache
+
+
+try:  # CantorNet is the sandbox with known answers (FOLDING.md §11)
+    import importlib
+
+    _cn = importlib.import_module("spacefold.cantornet")
+except ImportError:  # pragma: no cover
+    _cn = None
+
+
+@pytest.mark.skipif(_cn is None, reason="spacefold.cantornet is not available")
+@pytest.mark.parametrize("rep", ["A", "B", "C"])
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+def test_cantornet_regions_are_exact(rep, depth):
+    from fractions import Fraction
+
+    net = _cn.cantornet(depth, rep)
+    x1 = torch.tensor([[0.0, 0.75]], dtype=f64)
+    x2 = torch.tensor([[1.0, 0.75]], dtype=f64)
+    w = exact_walks(net, x1, x2, tie_tol=net.tie_tol)[0]
+    # every region's pattern equals the pattern at its midpoint in exact rational arithmetic
+    t = w.t.tolist() + [1.0]
+    for k in range(w.n_regions):
+        tm = Fraction((t[k] + t[k + 1]) / 2).limit_denominator(10**12)
+        exact = _cn.exact_pattern((tm, Fraction(3, 4)), depth, rep)
+        assert tuple(w.patterns[k].tolist()) == tuple(exact), (rep, depth, k)
+    if rep in ("A", "B"):  # A and B evaluate stably in float64: the dense walk agrees
+        un = sf.walk(net, x1[0], x2[0], method="uniform", steps=20_000, tie_tol=net.tie_tol)
+        assert _is_subsequence(un.patterns, w.patterns) and un.n_regions <= w.n_regions
+        bi = sf.walk(net, x1[0], x2[0], method="bisect", tol=1e-12, tie_tol=net.tie_tol)
+        assert torch.equal(bi.patterns, w.patterns)
+
+
+def test_same_region_counts_as_regioncam():
+    rc = pytest.importorskip("regioncam")
+    torch.manual_seed(11)
+    net = nn.Sequential(nn.Linear(6, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(),
+                        nn.Linear(32, 4)).eval()
+    g = torch.Generator().manual_seed(11)
+    x1, x2 = torch.randn(10, 6, generator=g), torch.randn(10, 6, generator=g)
+    ours = exact_walks(net, x1, x2, tol=0.0).n_regions
+    theirs = []
+    for a, b in zip(x1, x2):
+        cam = rc.Regioncam1D.through_points(torch.stack([a, b]).numpy(), size=2.0)  # size 2: the whole segment
+        cam.add(net)
+        theirs.append(cam.num_edges)
+    assert ours.tolist() == theirs
