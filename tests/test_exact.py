@@ -322,10 +322,13 @@ def test_folding_pairs_first_layer_once_per_input():
     x = torch.randn(20, 5, generator=g, dtype=f64)
     i = torch.randint(0, 20, (30,), generator=g)
     j = torch.randint(0, 20, (30,), generator=g)
-    a = sf.folding_pairs(net, x, i, j, method="exact", batch_size=7)
-    b = sf.folding_batch(net, x[i], x[j], method="exact")
+    a = sf.folding_pairs(net, x, i, j, method="exact", batch_size=7, per_layer=True)
+    b = sf.folding_batch(net, x[i], x[j], method="exact", per_layer=True)
     for k in ("chi", "r1", "r2", "n_regions", "max_profile"):
         assert torch.equal(getattr(a, k), getattr(b, k)), k
+    assert a.per_layer.keys() == b.per_layer.keys()
+    for name in a.per_layer:
+        assert torch.allclose(a.per_layer[name], b.per_layer[name]), name
 
 
 def test_walks_are_materialised_only_when_asked():

@@ -258,10 +258,65 @@ def folding_pairs(
         if (idx < 0).any() or (idx >= n).any():
             raise ValueError(f"{name} must index rows of x in [0, {n - 1}], got values outside")
     check_int(batch_size, "batch_size", 1)
+    if method == "exact":
+        out = _exact_pairs(model, x, i, j, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=n0, stop=stop,
+                           batch_size=batch_size, dtype=dtype, per_layer=per_layer, progress_bar=progress)
+        if out is not None:
+            return out
     chunks = ((x[i[k : k + batch_size]], x[j[k : k + batch_size]]) for k in range(0, i.numel(), batch_size))
     return _fold_chunks(model, chunks, n_chunks=-(-i.numel() // batch_size), method=method, steps=steps, tol=tol,
                         tie_tol=tie_tol, layers=layers, n0=n0, stop=stop, batch_size=batch_size, dtype=dtype,
                         return_walks=False, per_layer=per_layer, progress_bar=progress)
+
+
+_PREFIX_CACHE_BYTES = 2 << 30
+
+
+def _exact_pairs(model, x, i, j, *, steps, tol, tie_tol, layers, n0, stop, batch_size, dtype, per_layer,
+                 progress_bar) -> FoldingBatch | None:
+    """``folding_pairs`` for ``method="exact"`` with the first affine layers for free.
+
+    Everything before the first activation is affine in the input, so along a segment
+    it is the interpolation of its values at the two ends (FOLDING.md §7.4 (a′) step 1):
+    it is evaluated once per input of ``x``, not once per pair. Returns ``None`` (use
+    the plain path) when those values would not fit in memory.
+    """
+    from .patterns import pattern_layout
+    from .walk.exact import compile_model, exact_walks
+
+    tol, tie_tol = _check_options("exact", stop, steps, batch_size, tol, tie_tol, n0)
+    model = _prepare_model(model, dtype)
+    device, mdtype = model_device_dtype(model)
+    with eval_mode(model), torch.no_grad():
+        prog = compile_model(model, layers)
+        probe = prog.prefix(x[:1].to(device=device, dtype=mdtype))
+        per_sample = sum(p[0].numel() * p.element_size() for p in probe)
+        if per_sample * x.shape[0] > max(_PREFIX_CACHE_BYTES, 4 * x[0].numel() * x.element_size() * x.shape[0]):
+            return None
+        parts = [prog.prefix(x[k : k + batch_size].to(device=device, dtype=mdtype))
+                 for k in range(0, x.shape[0], batch_size)]
+        pre = [torch.cat([p[m] for p in parts]) for m in range(len(probe))]
+        del parts
+        layout = pattern_layout(model, x[:1].to(device=device, dtype=mdtype), layers) if per_layer else None
+        i, j = i.to(device), j.to(device)
+        sums = []
+        n_chunks = -(-i.numel() // batch_size)
+        for k in progress(range(0, i.numel(), batch_size), total=n_chunks, desc="folding (exact)",
+                          enabled=progress_bar):
+            a, c = i[k : k + batch_size], j[k : k + batch_size]
+            p1 = [t.index_select(0, a) for t in pre]
+            p2 = [t.index_select(0, c) for t in pre]
+            wb = exact_walks(model, p1[0], p2[0], layers=layers, tie_tol=tie_tol, tol=tol, prefix=(p1, p2))
+            s = wb.summary()
+            if per_layer:
+                s["per_layer"] = {lay.name: wb.summary(lay.slice)["chi"] for lay in layout.layers}
+            sums.append(s)
+    cat = {k: torch.cat([s[k] for s in sums]) for k in ("r1", "r2", "chi", "max_profile", "n_points")}
+    pl = None
+    if per_layer:
+        pl = {name: torch.cat([s["per_layer"][name] for s in sums]) for name in sums[0]["per_layer"]}
+    return FoldingBatch(chi=cat["chi"], r1=cat["r1"], r2=cat["r2"], n_regions=cat["n_points"],
+                        max_profile=cat["max_profile"], method="exact", layout=layout, walks=None, per_layer=pl)
 
 
 def folding_batch(
