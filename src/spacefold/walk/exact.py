@@ -467,8 +467,13 @@ def _split(state: _State, piece: Tensor, tc: Tensor, tol: float):
     if kidx.numel() == 0:
         return None, row
     kp, kt = piece[kidx], tc[kidx]
-    o = torch.argsort(kt)
-    o = o[torch.argsort(kp[o], stable=True)]
+    if tol >= 1e-8:
+        # one sort on (piece, fraction of the piece): exact up to ~1e-9 of a piece, far below tol
+        frac = (kt - ta[kidx]) / (tb[kidx] - ta[kidx])
+        o = torch.argsort(kp.double() * 2.0 + frac)
+    else:
+        o = torch.argsort(kt)
+        o = o[torch.argsort(kp[o], stable=True)]
     kp, kt, kidx = kp[o], kt[o], kidx[o]
     new_group = torch.ones_like(kp, dtype=torch.bool)
     if kp.numel() > 1:
@@ -520,6 +525,7 @@ class _BitRecord:
     start_bits: Tensor  # bool (B, F): bits at t = 0
     rows: Tensor  # int64 (n_flips,): breakpoint row where the flip happens
     neurons: Tensor  # int64 (n_flips,)
+    new_bits: Tensor  # bool (n_flips,): the bit after the flip
 
 
 def _run(prog: ExactProgram, env: dict, state: _State, start: int, tie_tol: float, tol: float) -> list[_BitRecord]:
@@ -633,6 +639,7 @@ def _flips(state: _State, pos: Tensor, rows, neurons, lev, thr: int, tie_r: Tens
     fb, fn = first.nonzero().unbind(1)
     lb, ln = last.nonzero().unbind(1)
     out_rows, out_neurons = [starts[fb], ends[lb]], [fn, ln]
+    out_bits = [~p0[fb, fn], p1[lb, ln]]
     if cr.numel():
         F_ = pos.shape[1]
         inner = cr >= 2 * state.n_paths  # starts and ends are rows 0 .. 2B-1
@@ -640,10 +647,12 @@ def _flips(state: _State, pos: Tensor, rows, neurons, lev, thr: int, tie_r: Tens
         if cr.numel():
             key = torch.unique(cr * F_ + cn)
             cr, cn = key // F_, key % F_
-            flip = ~pos[cr, cn] & (pos[state.prv[cr], cn] ^ pos[state.nxt[cr], cn])
+            after = pos[state.nxt[cr], cn]
+            flip = ~pos[cr, cn] & (pos[state.prv[cr], cn] ^ after)
             out_rows.append(cr[flip])
             out_neurons.append(cn[flip])
-    return _BitRecord(p0, torch.cat(out_rows), torch.cat(out_neurons))
+            out_bits.append(after[flip])
+    return _BitRecord(p0, torch.cat(out_rows), torch.cat(out_neurons), torch.cat(out_bits))
 
 
 def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linear, tie_tol: float, tol: float):
@@ -775,24 +784,43 @@ def _windows(x: Tensor, mod: nn.Module) -> Tensor:
 # --------------------------------------------------------------------------- the walk
 
 
+def _ranks(state: _State) -> Tensor:
+    """Index of every row in path-major, t-ascending order, by list ranking (no sort).
+
+    Pointer jumping along ``prv``: after round k every row knows its distance to a
+    row 2^k places earlier, so ``log2(breakpoints per path)`` rounds of gathers.
+    """
+    V = state.n_rows
+    p = state.prv.clone()
+    d = (p != torch.arange(V, device=p.device)).long()
+    while True:
+        pp = p.index_select(0, p)
+        if torch.equal(pp, p):
+            break
+        d += d.index_select(0, p)
+        p = pp
+    lengths = torch.bincount(state.path, minlength=state.n_paths)
+    first = torch.cumsum(lengths, 0) - lengths
+    return first.index_select(0, state.path) + d
+
+
 def _assemble(state: _State, records: list[_BitRecord], n_paths: int) -> ExactWalkBatch:
-    device = state.t.device
-    # rank of every row along its path
-    key = state.path.double() * 2.0 + state.t
-    order = torch.argsort(key)
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(order.numel(), device=device)
-    rows = torch.cat([r.rows for r in records])
-    col, neurons = 0, []
+    rank = _ranks(state)
+    order = torch.empty_like(rank)
+    order[rank] = torch.arange(rank.numel(), device=rank.device)
+    col, ranks, neurons, signs = 0, [], [], []
     for r in records:
+        path = state.path.index_select(0, r.rows)
+        # +1: the flip moves the bit away from its value at t = 0; -1: back to it
+        signs.append(torch.where(r.new_bits != r.start_bits[path, r.neurons], 1, -1))
+        ranks.append(rank.index_select(0, r.rows))
         neurons.append(r.neurons + col)
         col += r.start_bits.shape[1]
-    neurons = torch.cat(neurons)
-    path = state.path.index_select(0, rows)
-    position = rank.index_select(0, rows) - rank.index_select(0, state.starts.index_select(0, path)) + 1
-    start_bits = torch.cat([r.start_bits for r in records], 1)
-    return ExactWalkBatch(start_bits, path, position, neurons, state.t.index_select(0, order),
-                          rank.index_select(0, state.starts))
+    return ExactWalkBatch(
+        torch.cat([r.start_bits for r in records], 1), torch.cat(ranks), torch.cat(neurons), torch.cat(signs),
+        state.t.index_select(0, order), state.path.index_select(0, order), rank.index_select(0, state.starts),
+        rank.index_select(0, state.ends),
+    )
 
 
 class ExactWalkBatch(WalkBatch):
@@ -800,27 +828,28 @@ class ExactWalkBatch(WalkBatch):
 
     Behaves as a :class:`WalkBatch` (``patterns``, ``t``, ``offsets`` are built on
     first use); :meth:`summary` computes r1, r2, χ, the profile maximum and the
-    number of regions from the flips alone, without building the patterns, so its
-    cost grows with the number of flips, not with regions × neurons.
+    number of regions from the flips alone, without building the patterns and
+    without sorting, so its cost grows with the number of breakpoints and flips,
+    not with regions × neurons.
 
-    Positions: along path b, position 0 is the point t = 0, position j (1..K) the
-    j-th piece (breakpoint row ``starts[b] + j - 1``), position K + 1 the point t = 1.
-    A flip at position j happens when entering position j.
+    Breakpoints are numbered path by path in order of t (``t_sorted``,
+    ``path_sorted``; path b holds ``first[b]`` (t = 0) to ``last[b]`` (t = 1)). A flip
+    at breakpoint k happens on entering the piece that starts at k; flips at
+    ``last[b]`` are those of the point t = 1 itself (π(γ(1)) differing from the last
+    piece). ``flip_sign`` is +1 when the flip moves the bit away from its value at
+    t = 0 and -1 when it moves it back.
     """
 
-    def __init__(self, start_bits, path, position, neurons, t_rows, starts):  # noqa: D107
-        object.__setattr__(self, "start_bits", start_bits)
-        object.__setattr__(self, "flip_path", path)
-        object.__setattr__(self, "flip_position", position)
-        object.__setattr__(self, "flip_neuron", neurons)
-        object.__setattr__(self, "_t_rows", t_rows)
-        object.__setattr__(self, "_starts", starts)
-        object.__setattr__(self, "method", "exact")
-        object.__setattr__(self, "grid_index", None)
-        object.__setattr__(self, "_cache", {})
+    def __init__(self, start_bits, flip_at, flip_neuron, flip_sign, t_sorted, path_sorted, first, last):  # noqa: D107
+        for name, value in (("start_bits", start_bits), ("flip_at", flip_at), ("flip_neuron", flip_neuron),
+                            ("flip_sign", flip_sign), ("t_sorted", t_sorted), ("path_sorted", path_sorted),
+                            ("first", first), ("last", last), ("method", "exact"), ("grid_index", None),
+                            ("_cache", {})):
+            object.__setattr__(self, name, value)
 
     def __repr__(self) -> str:
-        return f"ExactWalkBatch(n_walks={self.n_walks}, n_neurons={self.n_neurons}, n_flips={self.flip_path.numel()})"
+        return (f"ExactWalkBatch(n_walks={self.n_walks}, n_neurons={self.n_neurons}, "
+                f"n_flips={self.flip_at.numel()})")
 
     @property
     def n_walks(self) -> int:
@@ -830,118 +859,72 @@ class ExactWalkBatch(WalkBatch):
     def n_neurons(self) -> int:
         return int(self.start_bits.shape[1])
 
-    def _groups(self, columns: slice | None = None):
-        """Flips sorted by (path, position), with a sign +1 (away from the start) or -1."""
-        key = ("groups", None if columns is None else (columns.start, columns.stop, columns.step))
-        if key in self._cache:
-            return self._cache[key]
-        path, pos, neu = self.flip_path, self.flip_position, self.flip_neuron
+    def _per_breakpoint(self, columns: slice | None):
+        """Flip count and signed distance change at every breakpoint (restricted to ``columns``)."""
+        at, sign = self.flip_at, self.flip_sign
         if columns is not None:
             lo, hi, step = columns.indices(self.n_neurons)
             if step != 1:
                 raise ValueError("columns must be a contiguous slice")
-            keep = (neu >= lo) & (neu < hi)
-            path, pos, neu = path[keep], pos[keep], neu[keep]
-        n = self.n_neurons
-        pmax = int(pos.max()) + 1 if pos.numel() else 1
-        # parity of earlier flips of the same neuron: even -> moving away from the start
-        k1 = (path * n + neu) * pmax + pos
-        o1 = torch.argsort(k1)
-        g = (path * n + neu)[o1]
-        newg = torch.ones_like(g, dtype=torch.bool)
-        if g.numel() > 1:
-            newg[1:] = g[1:] != g[:-1]
-        idx = torch.arange(g.numel(), device=g.device)
-        gstart = torch.cummax(torch.where(newg, idx, torch.zeros_like(idx)), 0).values
-        sign_sorted = 1 - 2 * ((idx - gstart) % 2)
-        sign = torch.empty_like(sign_sorted)
-        sign[o1] = sign_sorted
-        k2 = path * pmax + pos
-        o2 = torch.argsort(k2, stable=True)
-        out = (path[o2], pos[o2], sign[o2], neu[o2])
-        self._cache[key] = out
-        return out
+            keep = (self.flip_neuron >= lo) & (self.flip_neuron < hi)
+            at, sign = at[keep], sign[keep]
+        V = self.t_sorted.numel()
+        cnt = torch.zeros(V, dtype=torch.int64, device=at.device).index_add_(0, at, torch.ones_like(at))
+        dsum = torch.zeros(V, dtype=torch.int64, device=at.device).index_add_(0, at, sign)
+        return cnt, dsum
 
     def summary(self, columns: slice | None = None) -> dict[str, Tensor]:
         from ..measure import chi_from_ranges
 
-        path, pos, sign, _ = self._groups(columns)
+        cnt, dsum = self._per_breakpoint(columns)
+        path = self.path_sorted
+        base = self.first.index_select(0, path)
+        cc, cd = torch.cumsum(cnt, 0), torch.cumsum(dsum, 0)
+        run_r2 = cc - (cc.index_select(0, base) - cnt.index_select(0, base))
+        dist = cd - (cd.index_select(0, base) - dsum.index_select(0, base))
+        shift = path * (self.n_neurons + 1)
+        run_r1 = torch.cummax(dist + shift, 0).values - shift
+        prof = chi_from_ranges(run_r1, run_r2)
         b = self.n_walks
-        device = self.start_bits.device
-        r1 = torch.zeros(b, dtype=torch.int64, device=device)
-        r2 = torch.zeros(b, dtype=torch.int64, device=device)
-        max_prof = torch.zeros(b, dtype=torch.float64, device=device)
-        n_points = torch.ones(b, dtype=torch.int64, device=device)
-        if path.numel():
-            newg = torch.ones_like(path, dtype=torch.bool)
-            newg[1:] = (path[1:] != path[:-1]) | (pos[1:] != pos[:-1])
-            gid = torch.cumsum(newg.long(), 0) - 1
-            ng = int(gid[-1]) + 1
-            gpath = path[newg]
-            dsum = torch.zeros(ng, dtype=torch.int64, device=device).index_add_(0, gid, sign)
-            cnt = torch.zeros(ng, dtype=torch.int64, device=device).index_add_(0, gid, torch.ones_like(sign))
-            # running sums within each path
-            first_of_path = torch.ones_like(gpath, dtype=torch.bool)
-            first_of_path[1:] = gpath[1:] != gpath[:-1]
-            cd, cc = torch.cumsum(dsum, 0), torch.cumsum(cnt, 0)
-            fidx = torch.cummax(torch.where(first_of_path, torch.arange(ng, device=device), torch.zeros_like(gid[:ng])),
-                                0).values
-            dist = cd - (cd[fidx] - dsum[fidx])
-            run_r2 = cc - (cc[fidx] - cnt[fidx])
-            shift = gpath * (self.n_neurons + 1)
-            run_r1 = torch.cummax(dist + shift, 0).values - shift
-            prof = chi_from_ranges(run_r1, run_r2)
-            last = torch.ones_like(gpath, dtype=torch.bool)
-            last[:-1] = gpath[1:] != gpath[:-1]
-            lp = gpath[last]
-            r1[lp] = run_r1[last]
-            r2[lp] = run_r2[last]
-            max_prof.scatter_reduce_(0, gpath, prof, reduce="amax", include_self=True)
-            n_points.index_add_(0, gpath, torch.ones_like(gpath))
+        r1 = run_r1.index_select(0, self.last)
+        r2 = run_r2.index_select(0, self.last)
+        max_prof = torch.zeros(b, dtype=torch.float64, device=path.device)
+        max_prof.scatter_reduce_(0, path, prof, reduce="amax", include_self=True)
+        n_points = torch.ones(b, dtype=torch.int64, device=path.device)
+        n_points.index_add_(0, path, (cnt > 0).long())
         return {"r1": r1, "r2": r2, "chi": chi_from_ranges(r1, r2), "max_profile": max_prof, "n_points": n_points}
 
     def _dense(self):
         if "dense" in self._cache:
             return self._cache["dense"]
-        path, pos, _, neu = self._groups()
+        cnt, _ = self._per_breakpoint(None)
+        device = cnt.device
         b, n = self.n_walks, self.n_neurons
-        device = self.start_bits.device
-        newg = torch.ones_like(path, dtype=torch.bool)
-        if path.numel():
-            newg[1:] = (path[1:] != path[:-1]) | (pos[1:] != pos[:-1])
-        gid = torch.cumsum(newg.long(), 0) - 1
-        counts = torch.ones(b, dtype=torch.int64, device=device)
-        counts.index_add_(0, path[newg], torch.ones_like(path[newg]))
+        region = torch.zeros(self.t_sorted.numel(), dtype=torch.bool, device=device)
+        region[self.first] = True  # the point t = 0 ...
+        has = cnt > 0  # ... and every breakpoint where some bit flips
+        # region rows: per path, the point t = 0 first, then the breakpoints with flips
+        counts = torch.ones(b, dtype=torch.int64, device=device).index_add_(0, self.path_sorted, has.long())
         offsets = torch.zeros(b + 1, dtype=torch.int64, device=device)
         offsets[1:] = torch.cumsum(counts, 0)
         total = int(offsets[-1])
-        # region row of every group: after the first row of its path
-        gpath = path[newg]
-        first_g = torch.zeros(b, dtype=torch.int64, device=device)
-        if gpath.numel():
-            ng = gpath.numel()
-            is_first = torch.ones(ng, dtype=torch.bool, device=device)
-            is_first[1:] = gpath[1:] != gpath[:-1]
-            rank = torch.arange(ng, device=device)
-            rank = rank - torch.cummax(torch.where(is_first, rank, torch.zeros_like(rank)), 0).values
-            grow = offsets[:-1][gpath] + 1 + rank
-        else:
-            grow = torch.zeros(0, dtype=torch.int64, device=device)
+        k = torch.cumsum(has.long(), 0)
+        k = k - (k.index_select(0, self.first.index_select(0, self.path_sorted))
+                 - has.long().index_select(0, self.first.index_select(0, self.path_sorted)))
+        row_of_bp = offsets[:-1].index_select(0, self.path_sorted) + k  # valid where has
         flips = torch.zeros(total, n, dtype=torch.int32, device=device)
         flips[offsets[:-1]] = self.start_bits.to(torch.int32)
-        flips[grow[gid], neu] = 1
+        flips[row_of_bp[self.flip_at], self.flip_neuron] = 1
         walk_id = torch.repeat_interleave(torch.arange(b, device=device), counts)
         cs = torch.cumsum(flips, 0)
-        base = torch.zeros(b, n, dtype=cs.dtype, device=device)
+        prev = torch.zeros(b, n, dtype=cs.dtype, device=device)
         has_prev = offsets[:-1] > 0
-        base[has_prev] = cs[offsets[:-1][has_prev] - 1]
-        patterns = ((cs - base[walk_id]) % 2).bool()
+        prev[has_prev] = cs[offsets[:-1][has_prev] - 1]
+        patterns = ((cs - prev[walk_id]) % 2).bool()
         t = torch.zeros(total, dtype=torch.float64, device=device)
-        gpos = pos[newg]
-        t[grow] = self._t_rows[self._starts[gpath] + gpos - 1]
+        t[row_of_bp[has]] = self.t_sorted[has]
         out = (patterns, t, offsets)
         self._cache["dense"] = out
-        del first_g
         return out
 
     @property
