@@ -386,3 +386,19 @@ def test_same_region_counts_as_regioncam():
         cam.add(net)
         theirs.append(cam.num_edges)
     assert ours.tolist() == theirs
+
+
+def test_sub_batches_give_the_same_walks(monkeypatch):
+    from spacefold.walk import exact as ex
+
+    net = _mlp([3, 10, 10, 2], [nn.ReLU], 12)
+    g = torch.Generator().manual_seed(12)
+    x1, x2 = 2 * torch.randn(70, 3, generator=g, dtype=f64), 2 * torch.randn(70, 3, generator=g, dtype=f64)
+    whole = exact_walks(net, x1, x2)
+    monkeypatch.setattr(ex, "_TARGET_BYTES", 1)  # sub-batches of 64, then 16 paths
+    parts = exact_walks(net, x1, x2)
+    assert isinstance(parts, ExactWalkBatch) and len(parts) == 70
+    for k in ("r1", "r2", "chi", "max_profile", "n_points"):
+        assert torch.equal(whole.summary()[k], parts.summary()[k]), k
+    assert torch.equal(whole.patterns, parts.patterns) and torch.equal(whole.t, parts.t)
+    assert torch.equal(whole.offsets, parts.offsets)

@@ -399,6 +399,7 @@ class _State:
         self.prv = torch.cat([ar, ar])
         self.starts = ar
         self.ends = ar + b
+        self.peak_bytes = 0
 
     @property
     def n_rows(self) -> int:
@@ -559,6 +560,9 @@ def _run(prog: ExactProgram, env: dict, state: _State, start: int, tie_tol: floa
         for n in s.free_after:
             if prog.dynamic.get(n, False):
                 env.pop(n, None)
+        for v in env.values():
+            if isinstance(v, Tensor) and v.dim() and v.shape[0] == state.n_rows:
+                state.peak_bytes = max(state.peak_bytes, v.numel() * v.element_size())
     return records
 
 
@@ -927,6 +931,26 @@ class ExactWalkBatch(WalkBatch):
         self._cache["dense"] = out
         return out
 
+    @staticmethod
+    def concat(batches: list[WalkBatch]) -> WalkBatch:  # type: ignore[override]
+        if not all(isinstance(w, ExactWalkBatch) for w in batches):
+            return WalkBatch.concat(batches)
+        if len(batches) == 1:
+            return batches[0]
+        v_off, p_off = 0, 0
+        at, path, first, last = [], [], [], []
+        for w in batches:
+            at.append(w.flip_at + v_off)
+            path.append(w.path_sorted + p_off)
+            first.append(w.first + v_off)
+            last.append(w.last + v_off)
+            v_off += w.t_sorted.numel()
+            p_off += w.n_walks
+        cat = torch.cat
+        return ExactWalkBatch(cat([w.start_bits for w in batches]), cat(at), cat([w.flip_neuron for w in batches]),
+                              cat([w.flip_sign for w in batches]), cat([w.t_sorted for w in batches]), cat(path),
+                              cat(first), cat(last))
+
     @property
     def patterns(self) -> Tensor:  # type: ignore[override]
         return self._dense()[0]
@@ -972,18 +996,32 @@ def exact_walks(
         return _exact(prog, x1, x2, tie_tol, tol, prefix)
 
 
+# Largest tensor of breakpoint values aimed at per sub-batch. Small tensors are reused by
+# the memory allocator and stay in cache; large ones are mapped afresh and page-faulted
+# on every layer, which costs more than the products themselves on wide networks.
+_TARGET_BYTES = 8 << 20
+
+
 def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: float, prefix=None) -> WalkBatch:
     b = x1.shape[0]
     if prefix is None:
         p1, p2 = prog.prefix(x1), prog.prefix(x2)
     else:
         p1, p2 = prefix
-    env = prog._consts()
-    for n, a, c in zip(prog._live_at_prefix(), p1, p2):
-        env[n] = torch.cat([a, c])
-    state = _State(b, x1.device)
-    records = _run(prog, env, state, prog.prefix_end, tie_tol, tol)
-    return _assemble(state, records, b)
+    parts = []
+    k, step = 0, min(b, 64)
+    while k < b:
+        state = _State(min(step, b - k), x1.device)
+        env = prog._consts()
+        for n, a, c in zip(prog._live_at_prefix(), p1, p2):
+            env[n] = torch.cat([a[k : k + step], c[k : k + step]])
+        records = _run(prog, env, state, prog.prefix_end, tie_tol, tol)
+        parts.append(_assemble(state, records, state.n_paths))
+        # next sub-batch: as many paths as fit the target size of the largest tensor
+        per_path = max(state.peak_bytes / state.n_paths, 1.0)
+        k += state.n_paths
+        step = int(min(max(_TARGET_BYTES / per_path, 16), 1 << 20))
+    return parts[0] if len(parts) == 1 else ExactWalkBatch.concat(parts)
 
 
 # --------------------------------------------------------------------------- verification
