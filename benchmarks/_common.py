@@ -85,3 +85,32 @@ def load_condition() -> str:
         return f"load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f} on {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}"
     except OSError:
         return f"{os.cpu_count()} CPUs"
+
+
+CACHE = Path(__file__).resolve().parent / ".cache"
+
+
+def trained_mlp(arch: str, epochs: int = 10, seed: int = 0):
+    """An MLP trained on MNIST (Adam, lr 1e-3, batch 128; FOLDING.md §10.1 defaults but
+    ``epochs``), cached in ``benchmarks/.cache``. Returns ``(model, test accuracy)``."""
+    from spacefold.data import load_mnist as sf_load_mnist
+    from spacefold.models import load_checkpoint
+    from spacefold.train import train_mlp
+
+    path = CACHE / f"mnist-{arch}-e{epochs}-s{seed}.pt"
+    if path.exists():
+        model = load_checkpoint(path)
+        return model.eval(), _test_accuracy(model)
+    data = sf_load_mnist(MNIST_DIR)
+    model, _ = train_mlp(arch, data, epochs=epochs, seed=seed, checkpoint=path)
+    return model.eval(), _test_accuracy(model)
+
+
+def _test_accuracy(model) -> float:
+    x, y = load_mnist("test")
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).float().mean())
+
+
+def set_threads(n: int) -> None:
+    torch.set_num_threads(n)

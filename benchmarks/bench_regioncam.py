@@ -1,0 +1,93 @@
+"""Exact walk vs regioncam (Regioncam1D.through_points, then add(net)) on the same segments.
+
+Network: 784-256x6-10 MLP with PyTorch's default random weights (seed 0). Segments: random
+pairs of MNIST test images (seed 0). Both count the regions of every segment; the table
+gives paths per second (median over repeats, both measured in this run) and their ratio.
+
+    .venv/bin/python benchmarks/bench_regioncam.py --paths 1000 --repeats 3 --threads 1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from _common import load_condition, load_mnist, mlp, table
+
+import spacefold as sf
+
+
+def regioncam_counts(net, x1, x2) -> list[int]:
+    import regioncam
+
+    out = []
+    for a, b in zip(x1, x2):
+        # size=2 spans exactly the segment a -> b (size=1 covers its middle half)
+        cam = regioncam.Regioncam1D.through_points(torch.stack([a, b]).numpy(), size=2.0)
+        cam.add(net)
+        out.append(cam.num_edges)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--paths", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", default="1,2", help="torch thread counts to measure, comma separated")
+    ap.add_argument("--depth", type=int, default=6)
+    ap.add_argument("--width", type=int, default=256)
+    args = ap.parse_args()
+    try:
+        import regioncam  # noqa: F401
+    except ImportError:
+        raise SystemExit("regioncam is not installed: pip install regioncam")
+    x, _ = load_mnist("test")
+    net = mlp([784] + [args.width] * args.depth + [10], seed=0)
+    g = torch.Generator().manual_seed(0)
+    i = torch.randint(0, x.shape[0], (args.paths,), generator=g)
+    j = torch.randint(0, x.shape[0], (args.paths,), generator=g)
+    x1, x2 = x[i], x[j]
+    print(f"# {args.paths} segments between MNIST test images, 784-{args.width}x{args.depth}-10 random MLP, float32")
+    print(f"# {load_condition()}")
+
+    rc_times, rc = [], None
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        rc = regioncam_counts(net, x1, x2)
+        rc_times.append(time.perf_counter() - t0)
+    rc = torch.tensor(rc)
+    t_rc = statistics.median(rc_times)
+    # reference: the exact walk of the same network evaluated in float64
+    ref = sf.folding_batch(net, x1, x2, method="exact", tol=0.0, dtype=torch.float64).n_regions
+
+    def agree(counts):
+        return f"{int((counts == ref).sum())}/{args.paths}"
+
+    rows = [{"method": "regioncam 0.5.2 (Rust, 1 thread)", "torch threads": "-", "paths/s": args.paths / t_rc,
+             "ms/path": 1e3 * t_rc / args.paths, "ratio": 1.0, "regions/path": float(rc.float().mean()),
+             "same count as regioncam": "-", "same count as float64": agree(rc)}]
+    for th in [int(t) for t in args.threads.split(",")]:
+        torch.set_num_threads(th)
+        for tol in (0.0, 1e-6):
+            times, res = [], None
+            sf.folding_batch(net, x1[:50], x2[:50], method="exact", tol=tol)  # warm-up (tracing)
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                res = sf.folding_batch(net, x1, x2, method="exact", tol=tol, batch_size=args.paths)
+                times.append(time.perf_counter() - t0)
+            t = statistics.median(times)
+            same = int((res.n_regions == rc).sum())
+            rows.append({"method": f"spacefold exact, tol={tol:g}", "torch threads": th, "paths/s": args.paths / t,
+                         "ms/path": 1e3 * t / args.paths, "ratio": t_rc / t,
+                         "regions/path": float(res.n_regions.float().mean()),
+                         "same count as regioncam": f"{same}/{args.paths} (max diff "
+                                                    f"{int((res.n_regions - rc).abs().max())})",
+                         "same count as float64": agree(res.n_regions)})
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Throughput of the exact walk against depth, width and the number of paths.
+
+Random MLPs (PyTorch default initialisation, seed 0) on segments between random pairs of
+MNIST test images; ``sf.folding_batch(method="exact")``, median over repeats.
+
+    .venv/bin/python benchmarks/bench_scaling.py --repeats 3 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from _common import load_condition, load_mnist, mlp, table
+
+import spacefold as sf
+
+
+def measure(net, x1, x2, repeats):
+    sf.folding_batch(net, x1[:20], x2[:20], method="exact")  # warm-up (tracing)
+    times, res = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        res = sf.folding_batch(net, x1, x2, method="exact", batch_size=x1.shape[0])
+        times.append(time.perf_counter() - t0)
+    t = statistics.median(times)
+    n = x1.shape[0]
+    regions = float(res.n_regions.float().mean())
+    return {"paths/s": n / t, "regions/path": regions, "us/region": 1e6 * t / (n * regions)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--paths", type=int, default=300)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    x, _ = load_mnist("test")
+    g = torch.Generator().manual_seed(2)
+    n_max = 10_000
+    i = torch.randint(0, x.shape[0], (n_max,), generator=g)
+    j = torch.randint(0, x.shape[0], (n_max,), generator=g)
+    print(f"# {load_condition()}")
+    n = args.paths
+    rows = [{"net": f"784-256x{d}-10", **measure(mlp([784] + [256] * d + [10]), x[i[:n]], x[j[:n]], args.repeats)}
+            for d in (1, 2, 4, 6, 8)]
+    print(table(rows, f"depth (width 256, {n} paths)"))
+    rows = [{"net": f"784-{w}x6-10", **measure(mlp([784] + [w] * 6 + [10]), x[i[:n]], x[j[:n]], args.repeats)}
+            for w in (32, 64, 128, 256, 512)]
+    print(table(rows, f"width (depth 6, {n} paths)"))
+    rows = []
+    for arch, widths in (("784-12x5-10", [784] + [12] * 5 + [10]), ("784-256x6-10", [784] + [256] * 6 + [10])):
+        for m in (100, 1000, 10_000):
+            if widths[1] == 256 and m > 1000:
+                continue
+            rows.append({"net": arch, "paths": m, **measure(mlp(widths), x[i[:m]], x[j[:m]], args.repeats)})
+    print(table(rows, "number of paths"))
+
+
+if __name__ == "__main__":
+    main()
