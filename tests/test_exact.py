@@ -402,3 +402,15 @@ def test_sub_batches_give_the_same_walks(monkeypatch):
         assert torch.equal(whole.summary()[k], parts.summary()[k]), k
     assert torch.equal(whole.patterns, parts.patterns) and torch.equal(whole.t, parts.t)
     assert torch.equal(whole.offsets, parts.offsets)
+
+
+def test_compiled_programs_do_not_keep_models_alive():
+    import gc
+    import weakref
+
+    net = _mlp([2, 6, 6, 2], [nn.ReLU], 13)
+    exact_walks(net, torch.zeros(1, 2, dtype=f64), torch.ones(1, 2, dtype=f64))
+    ref = weakref.ref(net)
+    del net
+    gc.collect()
+    assert ref() is None

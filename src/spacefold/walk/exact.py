@@ -175,7 +175,8 @@ class ExactProgram:
     """
 
     def __init__(self, model: nn.Module, layers: LayerSelector = None):
-        self.model = model
+        # a weak reference: programs are cached per model, and must not keep it alive
+        self._model = weakref.ref(model)
         selected = find_activations(model, layers)
         selected_ids = {id(m) for _, m in selected}
         try:
@@ -305,6 +306,10 @@ class ExactProgram:
         if not any(s.kind == "act" and s.bit_layer for s in steps):
             raise _refuse("the traced graph calls none of the selected activation modules")
 
+    @property
+    def model(self) -> nn.Module | None:
+        return self._model()
+
     # ----------------------------------------------------------------------- execution helpers
 
     def _eval(self, step: _Step, env: dict) -> object:
@@ -313,12 +318,13 @@ class ExactProgram:
         kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
         if node.op == "get_attr":
             obj = self.model
+            if obj is None:
+                raise RuntimeError("the model of this ExactProgram no longer exists")
             for part in node.target.split("."):
                 obj = getattr(obj, part)
             return obj
         if node.op == "call_module":
-            return step.module(*args, **kwargs) if step.module is not None else \
-                self.model.get_submodule(node.target)(*args, **kwargs)
+            return step.module(*args, **kwargs)
         if node.op == "call_function":
             return node.target(*args, **kwargs)
         if node.op == "call_method":
