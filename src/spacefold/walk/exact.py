@@ -417,6 +417,46 @@ def _at(x: Tensor, r: Tensor, c: Tensor) -> Tensor:
     return x.reshape(-1).index_select(0, r * x.shape[1] + c)
 
 
+def _signs(z: Tensor, tie_tol: float) -> Tensor:
+    """``z > tie_tol`` as bool ``(V, F8)``, F rounded up to a multiple of 8 with false columns.
+
+    The padding lets a row of signs be read as 64-bit words (:func:`_sign_changes`).
+    """
+    V, F_ = z.shape
+    F8 = -(-F_ // 8) * 8
+    if F8 == F_:
+        return z > tie_tol
+    out = torch.zeros(V, F8, dtype=torch.bool, device=z.device)
+    torch.gt(z, tie_tol, out=out[:, :F_])
+    return out
+
+
+def _sign_changes(pos: Tensor, nxt: Tensor) -> tuple[Tensor, Tensor]:
+    """(row, neuron) where the sign differs between rows r and ``nxt[r]``, sorted by row.
+
+    Rows are compared as 64-bit words first (one gather of 8 bytes per 64 neurons), and
+    only the rows that differ are compared neuron by neuron.
+    """
+    V, F8 = pos.shape
+    words = pos.view(torch.int64) if V else pos.new_zeros(0, F8 // 8, dtype=torch.int64)
+    if words.shape[1] <= 4:  # word by word: 1-D gathers, much faster than gathering short rows
+        diff = None
+        for k in range(words.shape[1]):
+            w = words[:, k].contiguous()
+            d = w != w.index_select(0, nxt)
+            diff = d if diff is None else diff.logical_or_(d)
+        rows = diff.nonzero().squeeze(1)
+    else:
+        rows = (words != words.index_select(0, nxt)).any(1).nonzero().squeeze(1)
+    if rows.numel() == 0:
+        e = rows.new_zeros(0)
+        return e, e
+    a = pos.index_select(0, rows)
+    b = pos.index_select(0, nxt.index_select(0, rows))
+    ri, n = (a != b).nonzero().unbind(1)
+    return rows.index_select(0, ri), n
+
+
 def _crossings(z: Tensor, state: _State, levels: list[float], thr: int | None, pos: Tensor | None):
     """Strict crossings of ``levels`` inside the pieces (r, nxt[r]) of ``z`` ``(V, F)``.
 
@@ -431,9 +471,12 @@ def _crossings(z: Tensor, state: _State, levels: list[float], thr: int | None, p
     tie_r, tie_n = [], []
     nxt = state.nxt
     for li, k in enumerate(levels):
-        above = pos if (li == thr and pos is not None) else z > k
-        cand = above != above.index_select(0, nxt)  # false at t = 1, where nxt[r] == r
-        p, n = cand.nonzero().unbind(1)
+        if li == thr and pos is not None:
+            p, n = _sign_changes(pos, nxt)
+        else:
+            above = z > k
+            cand = above != above.index_select(0, nxt)  # false at t = 1, where nxt[r] == r
+            p, n = cand.nonzero().unbind(1)
         if p.numel() == 0:
             continue
         q = nxt.index_select(0, p)
@@ -598,7 +641,7 @@ def _split_activation(prog, env, state: _State, node_in: fx.Node, step: _Step, t
     x = env[node_in]
     z = x.reshape(x.shape[0], -1)
     levels, thr = _levels(step, tie_tol)
-    pos = z > tie_tol if thr is not None else None
+    pos = _signs(z, tie_tol) if thr is not None else None
     pieces, neurons, fracs, lev, tie_r, tie_n = _crossings(z, state, levels, thr, pos)
     rows, plan = None, None
     if pieces.numel():
@@ -613,8 +656,8 @@ def _split_activation(prog, env, state: _State, node_in: fx.Node, step: _Step, t
     if plan is not None:
         V = z.shape[0]
         znew = env[node_in].reshape(-1, z.shape[1])[V:]
-        pos = torch.cat([pos, znew > tie_tol])
-    return _flips(state, pos, rows, neurons, lev, thr, tie_r, tie_n, state.n_rows - z.shape[0])
+        pos = torch.cat([pos, _signs(znew, tie_tol)])
+    return _flips(state, pos, rows, neurons, lev, thr, tie_r, tie_n, state.n_rows - z.shape[0], z.shape[1])
 
 
 def _act_inplace(module: nn.Module, z: Tensor) -> Tensor:
@@ -629,7 +672,7 @@ def _act_inplace(module: nn.Module, z: Tensor) -> Tensor:
 
 
 def _flips(state: _State, pos: Tensor, rows, neurons, lev, thr: int, tie_r: Tensor, tie_n: Tensor,
-           n_new: int = 0) -> _BitRecord:
+           n_new: int, n_neurons: int) -> _BitRecord:
     """Where the bits of one layer flip along the walk, from the signs at the breakpoints.
 
     The bit of a piece (a, b) is ``pos[a] | pos[b]`` once no crossing lies strictly
@@ -676,7 +719,8 @@ def _flips(state: _State, pos: Tensor, rows, neurons, lev, thr: int, tie_r: Tens
             out_rows.append(cr.index_select(0, fi))
             out_neurons.append(cn.index_select(0, fi))
             out_bits.append(after.index_select(0, fi))
-    return _BitRecord(p0, torch.cat(out_rows), torch.cat(out_neurons), torch.cat(out_bits))
+    start_bits = p0 if p0.shape[1] == n_neurons else p0[:, :n_neurons].contiguous()
+    return _BitRecord(start_bits, torch.cat(out_rows), torch.cat(out_neurons), torch.cat(out_bits))
 
 
 def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linear, tie_tol: float, tol: float):
@@ -692,10 +736,7 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
     z = env.pop(node_in)
     V, F_ = z.shape
     levels, thr = _levels(step, tie_tol)
-    pos = None
-    if thr is not None:
-        pos = torch.empty(V, F_, dtype=torch.bool, device=z.device)
-        torch.gt(z, tie_tol, out=pos)
+    pos = _signs(z, tie_tol) if thr is not None else None
     pieces, neurons, fracs, lev, tie_r, tie_n = _crossings(z, state, levels, thr, pos)
     rows, plan = None, None
     if pieces.numel():
@@ -712,7 +753,7 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
         s_ = g_s.to(z.dtype).unsqueeze(1)
         znew = torch.lerp(z.index_select(0, g_piece), z.index_select(0, g_next), s_)
         if pos is not None:
-            pos = torch.cat([pos, znew > tie_tol])
+            pos = torch.cat([pos, _signs(znew, tie_tol)])
         ynew = step.module(znew)
         # crossing neurons of every piece; a neuron crossing several levels in one piece counts once
         key = pieces * F_ + neurons
@@ -749,7 +790,7 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
             out_new.index_copy_(0, dg, lin(ynew.index_select(0, dg)))
     if thr is None:
         return None, out
-    return _flips(state, pos, rows, neurons, lev, thr, tie_r, tie_n, state.n_rows - V), out
+    return _flips(state, pos, rows, neurons, lev, thr, tie_r, tie_n, state.n_rows - V, F_), out
 
 
 def _split_maxpool(prog, env, state: _State, step: _Step, tol: float, max_rounds: int = 64) -> None:
