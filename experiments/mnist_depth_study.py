@@ -93,7 +93,7 @@ def global_centroids(model, x, y, method: str, seed: int) -> list[dict]:
     """Φ_N over all 90 ordered pairs of distinct digits with both ends replaced by the
     k-means centroids of their digit (k per digit)."""
     res = []
-    for k in ONE_CLASS_K[:-1]:  # 100 centroids per digit: 900k paths, left out for time
+    for k in ONE_CLASS_K:
         g = global_folding(model, x, y, pairs="centroids", n_clusters=k, method=method, seed=seed, batch_size=4096)
         res.append({"k": k, **chi_stats(g)})
         log(f"  all digits, k={k}: {res[-1]}")
@@ -173,7 +173,7 @@ def phase_report(args, data) -> None:
 
 
 def _trend_sentence(t: dict, what: str) -> str:
-    med = ", ".join(f"{d} layers: {v:.4f}" for d, v in t["median_by_depth"].items())
+    med = ", ".join(f"depth {d}: {v:.4f}" for d, v in t["median_by_depth"].items())
     rho = t["spearman_depth"]
     verdict = (
         "increase monotonically with depth" if t["medians_increase"] else "do not increase monotonically with depth"
@@ -181,6 +181,25 @@ def _trend_sentence(t: dict, what: str) -> str:
     return (f"Over the {t['n_runs']} of {t['n_runs_total']} runs with test accuracy ≥ {t['min_accuracy']:.2f}, "
             f"the per-depth medians of {what} are {med}; they {verdict}; Spearman rank correlation of depth and "
             f"{what} over those runs: ρ = {rho:.3f}.")
+
+
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def seed_ci_table(rows) -> str:
+    lines = ["| arch | seeds | test acc. | Φ_N | share folded | phi_max_p2 |", "|---|---|---|---|---|---|"]
+    for a in [s["arch"] for s in summary_by_arch(rows)]:
+        rs = [r for r in rows if r["arch"] == a]
+        cells = []
+        for k in ("test_accuracy", "phi", "fraction_folded", "phi_max_p2"):
+            v = np.array([r[k] for r in rs], dtype=float)
+            if v.size > 1:
+                h = _T975.get(v.size - 1, 1.96) * v.std(ddof=1) / np.sqrt(v.size)
+                cells.append(f"{v.mean():.4f} [{v.mean() - h:.4f}, {v.mean() + h:.4f}]")
+            else:
+                cells.append(f"{v.mean():.4f}")
+        lines.append(f"| {a} | {len(rs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def per_layer_table(rows) -> str:
@@ -200,9 +219,10 @@ def per_layer_table(rows) -> str:
 
 def write_doc(args, rows, abl, figs, data) -> None:
     s0 = rows[0]["settings"]
+    seeds = sorted({r["seed"] for r in rows})
     cmd = (f"python experiments/mnist_depth_study.py --data-dir {args.data_dir_shown} --seeds "
-           f"{' '.join(map(str, args.seeds))} --pairs-per-class-pair {args.pairs_per_class_pair} "
-           f"--method {args.method}")
+           f"{' '.join(map(str, seeds))} --pairs-per-class-pair {s0['pairs_per_class_pair']} "
+           f"--method {s0['method']}")
     t_phi = depth_trend(rows, args.min_accuracy, "phi")
     t_p2 = depth_trend(rows, args.min_accuracy, "phi_max_p2")
     t_frac = depth_trend(rows, args.min_accuracy, "fraction_folded")
@@ -223,11 +243,13 @@ def write_doc(args, rows, abl, figs, data) -> None:
         f"- Data: MNIST IDX files, {data.describe()['n_train']} training and {data.describe()['n_test']} test images, "
         "pixels scaled to [0, 1], flattened to 784.",
         f"- Models: ReLU MLPs with 60 hidden neurons spread over depth ({', '.join(args.archs)}), seeds "
-        f"{', '.join(map(str, args.seeds))} (the seed sets initialisation and shuffling).",
+        f"{', '.join(map(str, seeds))} (the seed sets initialisation and shuffling).",
         f"- Training: Adam, lr {s0['lr']}, batch {s0['batch_size']}, {s0['epochs']} epochs, cross-entropy; "
         "test accuracy after the last epoch.",
-        f"- Walks: method `{s0['method']}` (every linear region a segment crosses; for ReLU networks `bisect` "
-        "locates every transition to 1e-6 in t, so it is region-exact up to regions thinner than that).",
+        f"- Walks: method `{s0['method']}` "
+        + ("(the exact region walk: every linear region a segment crosses, once)." if s0["method"] == "exact" else
+           "(for ReLU networks `bisect` locates every transition to 1e-6 in t, so it is region-exact up to "
+           "regions thinner than that)."),
         f"- Pairs: test images, the 100 ordered digit pairs (same digit included), "
         f"{s0['pairs_per_class_pair']} random pairs per ordered digit pair (seed {s0['pair_seed']}): "
         f"{rows[0]['n_paths']} paths per network, {rows[0]['n_inter_class_paths']} of them between different "
@@ -235,6 +257,8 @@ def write_doc(args, rows, abl, figs, data) -> None:
         "- Φ_N = median of the non-zero χ over the inter-class paths; share folded = share of inter-class paths with "
         "χ > 0; phi_max_p2 = P2's aggregate: per ordered digit pair the median of the non-zero maxima of the "
         "prefix profile, then the median over the 100 digit pairs.",
+        "- χ = 1 − r1/r2 takes few distinct values (ratios of small integers), so a median sits on one of "
+        "them and its bootstrap interval is often a single point.",
         f"- Confidence intervals: 95% percentile bootstrap ({s0['n_boot']} resamples, paths resampled within each "
         "digit pair). They cover the sampling of pairs for one network, not the spread over seeds (that is the "
         "± sd over seeds in the first table).",
@@ -242,6 +266,11 @@ def write_doc(args, rows, abl, figs, data) -> None:
         "## Results per architecture (mean ± sd over seeds)",
         "",
         markdown_summary(rows),
+        "",
+        "Mean over seeds with a 95% confidence interval over seeds (Student t; it covers the variation from "
+        "one training run to the next, which is much larger than the pair-sampling intervals below):",
+        "",
+        seed_ci_table(rows),
         "",
         "## Results per run",
         "",
@@ -347,10 +376,13 @@ def main(argv=None) -> int:
     p.add_argument("--min-accuracy", type=float, default=0.94, help="well-generalising threshold (default 0.94)")
     p.add_argument("--ablation-archs", nargs="+", default=["3x20", "5x12"])
     p.add_argument("--ablation-pair", nargs=2, type=int, default=[4, 9])
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: small MLPs train faster on one thread when cores are shared)")
     p.add_argument("--phase", choices=["all", "train", "study", "ablation", "report"], default="all")
     args = p.parse_args(argv)
     args.method = args.method or default_method()
     args.data_dir_shown = args.data_dir
+    torch.set_num_threads(args.threads)
     data = load_mnist(args.data_dir)
     log(f"data {data.describe()}, method {args.method}, spacefold {sf.__version__}")
     if args.phase == "train":
