@@ -40,7 +40,7 @@ def sweep_dir(tmp_path_factory):
 
 
 def test_sweep_writes_tables_and_plots(sweep_dir):
-    rows = list(csv.DictReader(open(sweep_dir / "results.csv")))
+    rows = list(csv.DictReader((sweep_dir / "results.csv").read_text().splitlines()))
     assert [(r["arch"], r["seed"]) for r in rows] == [("1x6", "0"), ("3x4", "0")]
     one = rows[0]
     assert float(one["phi"]) == 0.0 and float(one["fraction_folded"]) == 0.0  # one hidden layer never folds
@@ -89,7 +89,7 @@ def test_measure_json_and_out(sweep_dir, tmp_path, capsys):
     assert res["pairs"] == "inter-class" and len(res["class_pairs"]) == 6
     assert sum(r["n_paths"] for r in res["class_pairs"]) == res["n_paths"]
     assert json.loads((tmp_path / "m" / "measure.json").read_text())["phi"] == res["phi"]
-    assert len(list(csv.DictReader(open(tmp_path / "m" / "class_pairs.csv")))) == 6
+    assert len(list(csv.DictReader((tmp_path / "m" / "class_pairs.csv").read_text().splitlines()))) == 6
 
 
 def test_measure_text_and_pair_modes(sweep_dir, capsys):
@@ -149,5 +149,5 @@ def test_full_demo(tmp_path, capsys):
     assert by["1x60"]["phi"] == 0.0  # one hidden layer never folds
     assert by["3x20"]["test_accuracy"] > 0.9
     assert (tmp_path / "plots" / "phi-vs-depth.png").is_file()
-    assert len(list(csv.DictReader(open(tmp_path / "results.csv")))) == 18
+    assert len(list(csv.DictReader((tmp_path / "results.csv").read_text().splitlines()))) == 18
     assert torch.load(tmp_path / "models" / "3x20_s0.pt", weights_only=True)["format"] == "spacefold-mlp"

@@ -188,7 +188,7 @@ class GlobalFolding:
             raise ValueError(f"level must be in (0, 1), got {level}")
         for s in stats:
             check_choice(s, "stats", ("phi", "phi_max", "phi_max_p2", "fraction_folded", "mean"))
-        order, keys, bounds = self._groups()
+        order, _, bounds = self._groups()
         chi = self.chi.cpu().numpy()[order]
         mp = self.max_profile.cpu().numpy()[order]
         sizes = np.diff(bounds)

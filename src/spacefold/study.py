@@ -269,7 +269,7 @@ def summary_by_arch(rows: Sequence[dict]) -> list[dict]:
     for a in archs:
         rs = [r for r in rows if r["arch"] == a]
 
-        def ms(k):
+        def ms(k, rs=rs):
             v = np.array([r[k] for r in rs], dtype=float)
             return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
 
