@@ -20,11 +20,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 import torch
-
 from _common import load_condition, load_mnist, table, trained_mlp
 
 import spacefold as sf
-
 
 _JOB: dict = {}
 
@@ -65,14 +63,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     x, y = load_mnist("test")
     n = x.shape[0]
-    model, acc = trained_mlp(args.arch, epochs=args.epochs)
+    _, acc = trained_mlp(args.arch, epochs=args.epochs)
     print(f"# MNIST MLP {args.arch}, {args.epochs} epochs, test accuracy {acc:.4f}; {args.workers} worker(s) x "
           f"{args.threads} thread(s); {load_condition()}")
     k = min(args.anchors, n)
     chi = torch.empty(k, n, dtype=torch.float32)
     mp = torch.empty(k, n, dtype=torch.float32)
     blocks = [(a, min(a + args.block, k)) for a in range(0, k, args.block)]
-    job = dict(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, threads=args.threads)
+    job = {"arch": args.arch, "epochs": args.epochs, "batch_size": args.batch_size, "threads": args.threads}
     regions = 0
     if args.workers > 1:
         # one process per core, each single-threaded: anchors split between them

@@ -13,7 +13,6 @@ import statistics
 import time
 
 import torch
-
 from _common import load_condition, load_mnist, mlp, table
 
 import spacefold as sf

@@ -6,9 +6,12 @@ segments of a batch at once ("layer-wise splitting", §7.4 (a′)):
 
 1. The model is traced with ``torch.fx`` into a graph of modules and functions.
 2. Every tensor of the graph is held as its values at the *breakpoints* of all paths
-   together: a tensor ``(V, *feature_shape)``, one row per breakpoint, rows grouped by
-   path and sorted by t inside a path. A path starts with the two breakpoints t = 0
-   and t = 1.
+   together: a tensor ``(V, *feature_shape)``, one row per breakpoint. A path starts
+   with the two breakpoints t = 0 and t = 1; new breakpoints are appended as rows and
+   linked to their neighbours on the path (``nxt``, ``prv``), so no tensor is ever
+   reordered. Everything before the first activation is affine in the input and is
+   evaluated at the two ends only (for a data set, once per input:
+   :meth:`ExactProgram.prefix`).
 3. Affine nodes (Linear, Conv, BatchNorm in eval mode, average pooling, Flatten,
    Dropout and Identity in eval mode, additions, reshapes, concatenations, ...) are
    applied to the rows directly. That is exact: between consecutive breakpoints every
@@ -20,7 +23,10 @@ segments of a batch at once ("layer-wise splitting", §7.4 (a′)):
    needed later (the skip branch of a residual block) is interpolated at the new
    breakpoints. Crossings closer than ``tol`` in t become one breakpoint: several
    neurons switching there at once (a step of Hamming distance > 1, which is what χ
-   measures). Then the activation is applied.
+   measures). Then the activation is applied. An activation whose only user is an
+   ``nn.Linear`` is fused with it: the product runs on the breakpoints that existed
+   before the split, and at a new breakpoint the output is interpolated from its
+   piece's ends and corrected by one weight column per neuron crossing in the piece.
 5. Max pooling is piecewise linear as well: a piece on which the arg-max of a window
    changes is split where the two competing inputs are equal, repeatedly, until the
    arg-max is the same at both ends of every piece (then it is constant on the piece,
@@ -32,7 +38,12 @@ piece. Since no crossing lies strictly inside a piece after the split, that is
 ``(z_a > tie_tol) or (z_b > tie_tol)``, with the crossing neurons set exactly to the
 threshold at a new breakpoint. The walk of a segment is the reference walk Γ*
 (FOLDING.md §7.4): the pattern at t = 0, the pattern of every piece in order, the
-pattern at t = 1, consecutive duplicates merged.
+pattern at t = 1, consecutive duplicates merged. It is stored as the pattern at t = 0
+and the list of bit flips (:class:`ExactWalkBatch`); r1, r2 and χ come from the flips,
+and patterns are built only when asked for.
+
+Paths are processed in sub-batches sized so that the largest tensor of breakpoint
+values stays near 8 MB (fresh large tensors are page-faulted on every layer).
 
 Ties [DESIGN]: a pre-activation that touches the threshold at a breakpoint without
 crossing it creates no breakpoint (a zero at an isolated t is not recorded except at
@@ -58,7 +69,15 @@ from torch import Tensor, fx, nn
 from ..patterns import LayerSelector, PatternRecorder, _entry, eval_mode, find_activations, run_model
 from . import WalkBatch
 
-__all__ = ["exact_walks", "ExactProgram", "compile_model", "verify", "VerifyResult", "NotPiecewiseLinearError"]
+__all__ = [
+    "ExactProgram",
+    "ExactWalkBatch",
+    "NotPiecewiseLinearError",
+    "VerifyResult",
+    "compile_model",
+    "exact_walks",
+    "verify",
+]
 
 
 class NotPiecewiseLinearError(TypeError):
@@ -145,6 +164,18 @@ def _kinks(module: nn.Module) -> list[float]:
 _SPARSE_MAX = 4
 
 
+def _arg_nodes(node: fx.Node) -> list[fx.Node]:
+    """The graph nodes among ``node``'s arguments, with repetitions."""
+    occ: list[fx.Node] = []
+
+    def visit(a: fx.Node) -> fx.Node:
+        occ.append(a)
+        return a
+
+    fx.node.map_arg((node.args, node.kwargs), visit)
+    return occ
+
+
 class _Tracer(fx.Tracer):
     """Keeps activation modules with a binarisation rule as leaves (like torch.nn modules)."""
 
@@ -181,7 +212,7 @@ class ExactProgram:
         selected_ids = {id(m) for _, m in selected}
         try:
             graph = _Tracer().trace(model)
-        except Exception as err:  # noqa: BLE001 - fx raises many types
+        except Exception as err:
             raise NotPiecewiseLinearError(
                 f"method='exact' needs a model that torch.fx can trace, and tracing {type(model).__name__} failed "
                 f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); data-dependent control "
@@ -198,18 +229,15 @@ class ExactProgram:
             dyn = bool(dyn_all)
             dyn_args = [a for a in dyn_all if a not in shapeish]
             if dyn_args:  # count repeated arguments (h * h) as often as they occur
-                occ: list[fx.Node] = []
-                fx.node.map_arg((node.args, node.kwargs), lambda a: occ.append(a) or a)
-                dyn_args = [a for a in occ if a in dyn_args]
-            if dyn and not dyn_args or (node.op == "call_method" and node.target in ("size", "dim")) or (
-                    node.op == "call_function" and node.target is getattr):
-                if dyn:
-                    shapeish.add(node)
+                dyn_args = [a for a in _arg_nodes(node) if a in dyn_args]
+            shape_op = (node.op == "call_method" and node.target in ("size", "dim")) or (
+                node.op == "call_function" and node.target is getattr)
+            if dyn and (not dyn_args or shape_op):
+                shapeish.add(node)
             if node.op == "placeholder":
                 n_inputs += 1
-                if n_inputs > 1:
-                    if node.users:  # extra forward arguments are fine when unused
-                        raise _refuse(f"forward takes more than one tensor input ('{node.name}')")
+                if n_inputs > 1 and node.users:  # extra forward arguments are fine when unused
+                    raise _refuse(f"forward takes more than one tensor input ('{node.name}')")
                 steps.append(_Step(node, "input", n_inputs == 1))
                 dynamic[node] = n_inputs == 1
                 continue
@@ -495,7 +523,7 @@ def _crossings(z: Tensor, state: _State, levels: list[float], thr: int | None, p
         fracs.append(a.double() / (a.double() - b.double()))
         lev.append(torch.full_like(p, li))
     e = torch.zeros(0, dtype=torch.int64, device=z.device)
-    cat = lambda xs: torch.cat(xs) if xs else e  # noqa: E731
+    cat = lambda xs: torch.cat(xs) if xs else e
     return (cat(pieces), cat(neurons), torch.cat(fracs) if fracs else z.new_zeros(0, dtype=torch.float64),
             cat(lev), cat(tie_r), cat(tie_n))
 
@@ -587,9 +615,7 @@ def _run(prog: ExactProgram, env: dict, state: _State, start: int, tie_tol: floa
     records: list[_BitRecord] = []
     skip = None
     for s in prog.steps[start:]:
-        if s.node is skip:
-            pass
-        elif s.kind in ("input", "const"):
+        if s.node is skip or s.kind in ("input", "const"):
             pass
         elif s.kind == "output":
             break
@@ -796,7 +822,7 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
 def _split_maxpool(prog, env, state: _State, step: _Step, tol: float, max_rounds: int = 64) -> None:
     """Split the pieces where the arg-max of a pooling window changes, until it is constant."""
     mod = step.module
-    node_in = [a for a in step.node.all_input_nodes if prog.dynamic.get(a, False)][0]
+    (node_in,) = [a for a in step.node.all_input_nodes if prog.dynamic.get(a, False)]
     tol_eff = max(tol, 1e-9)
     for _ in range(max_rounds):
         x = env[node_in]
@@ -905,7 +931,7 @@ class ExactWalkBatch(WalkBatch):
     t = 0 and -1 when it moves it back.
     """
 
-    def __init__(self, start_bits, flip_at, flip_neuron, flip_sign, t_sorted, path_sorted, first, last):  # noqa: D107
+    def __init__(self, start_bits, flip_at, flip_neuron, flip_sign, t_sorted, path_sorted, first, last):
         for name, value in (("start_bits", start_bits), ("flip_at", flip_at), ("flip_neuron", flip_neuron),
                             ("flip_sign", flip_sign), ("t_sorted", t_sorted), ("path_sorted", path_sorted),
                             ("first", first), ("last", last), ("method", "exact"), ("grid_index", None),
@@ -1144,7 +1170,6 @@ def verify(
 
     x1 = to_model(model, x1)
     x2 = to_model(model, x2)
-    bad_rows = []
     dist_all = []
     rec = PatternRecorder(model, layers)
     shape = (-1,) + (1,) * (x1.dim() - 1)
