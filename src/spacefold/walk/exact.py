@@ -415,7 +415,7 @@ def compile_model(model: nn.Module, layers: LayerSelector = None) -> ExactProgra
 class _State:
     """Breakpoints of all paths, stored in creation order and linked along each path.
 
-    Row r is a breakpoint of path ``path[r]`` at ``t[r]``; ``nxt[r]`` is the next
+    Row r is a breakpoint at ``t[r]``; ``nxt[r]`` is the next
     breakpoint of the same path (``nxt[r] == r`` at t = 1) and ``prv[r]`` the previous
     one (``prv[r] == r`` at t = 0). Rows 0..B-1 are the starts (t = 0) and rows
     B..2B-1 the ends (t = 1); new breakpoints are appended, so no tensor is ever
@@ -428,7 +428,6 @@ class _State:
         self.n_paths = b
         self.t = torch.cat([torch.zeros(b, dtype=torch.float64, device=device),
                             torch.ones(b, dtype=torch.float64, device=device)])
-        self.path = torch.cat([ar, ar])
         self.nxt = torch.cat([ar + b, ar + b])
         self.prv = torch.cat([ar, ar])
         self.starts = ar
@@ -589,7 +588,6 @@ def _split(state: _State, piece: Tensor, tc: Tensor, tol: float):
     prv[old_next[lasts]] = new_rows[lasts]
     state.nxt, state.prv = nxt, prv
     state.t = torch.cat([state.t, g_t])
-    state.path = torch.cat([state.path, state.path.index_select(0, g_piece)])
     return (g_piece, g_s), row
 
 
@@ -875,11 +873,12 @@ def _windows(x: Tensor, mod: nn.Module) -> Tensor:
 # --------------------------------------------------------------------------- the walk
 
 
-def _ranks(state: _State) -> Tensor:
-    """Index of every row in path-major, t-ascending order, by list ranking (no sort).
+def _ranks(state: _State) -> tuple[Tensor, Tensor]:
+    """Index of every row in path-major, t-ascending order, and its path, by list ranking.
 
     Pointer jumping along ``prv``: after round k every row knows its distance to a
-    row 2^k places earlier, so ``log2(breakpoints per path)`` rounds of gathers.
+    row 2^k places earlier, so ``log2(breakpoints per path)`` rounds of gathers (no
+    sort). The pointers end on the start rows, whose numbers are the path numbers.
     """
     V = state.n_rows
     p = state.prv.clone()
@@ -890,18 +889,19 @@ def _ranks(state: _State) -> Tensor:
             break
         d += d.index_select(0, p)
         p = pp
-    lengths = torch.bincount(state.path, minlength=state.n_paths)
+    path = p
+    lengths = torch.bincount(path, minlength=state.n_paths)
     first = torch.cumsum(lengths, 0) - lengths
-    return first.index_select(0, state.path) + d
+    return first.index_select(0, path) + d, path
 
 
 def _assemble(state: _State, records: list[_BitRecord], n_paths: int) -> ExactWalkBatch:
-    rank = _ranks(state)
+    rank, row_path = _ranks(state)
     order = torch.empty_like(rank)
     order[rank] = torch.arange(rank.numel(), device=rank.device)
     col, ranks, neurons, signs = 0, [], [], []
     for r in records:
-        path = state.path.index_select(0, r.rows)
+        path = row_path.index_select(0, r.rows)
         # +1: the flip moves the bit away from its value at t = 0; -1: back to it
         signs.append(torch.where(r.new_bits != r.start_bits[path, r.neurons], 1, -1))
         ranks.append(rank.index_select(0, r.rows))
@@ -909,7 +909,7 @@ def _assemble(state: _State, records: list[_BitRecord], n_paths: int) -> ExactWa
         col += r.start_bits.shape[1]
     return ExactWalkBatch(
         torch.cat([r.start_bits for r in records], 1), torch.cat(ranks), torch.cat(neurons), torch.cat(signs),
-        state.t.index_select(0, order), state.path.index_select(0, order), rank.index_select(0, state.starts),
+        state.t.index_select(0, order), row_path.index_select(0, order), rank.index_select(0, state.starts),
         rank.index_select(0, state.ends),
     )
 
