@@ -43,7 +43,8 @@ and the list of bit flips (:class:`ExactWalkBatch`); r1, r2 and χ come from the
 and patterns are built only when asked for.
 
 Paths are processed in sub-batches sized so that the largest tensor of breakpoint
-values stays near 8 MB (fresh large tensors are page-faulted on every layer).
+values stays near 8 MB on CPUs (fresh large tensors are page-faulted on every layer)
+and 512 MB on accelerators.
 
 Ties [DESIGN]: a pre-activation that touches the threshold at a breakpoint without
 crossing it creates no breakpoint (a zero at an isolated t is not recorded except at
@@ -1087,6 +1088,9 @@ def exact_walks(
 # the memory allocator and stay in cache; large ones are mapped afresh and page-faulted
 # on every layer, which costs more than the products themselves on wide networks.
 _TARGET_BYTES = 8 << 20
+# On GPUs memory is pooled by the caching allocator and each operation has a launch
+# cost, so sub-batches there are as large as memory comfortably allows.
+_TARGET_BYTES_ACCELERATOR = 512 << 20
 
 
 def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: float, prefix=None) -> WalkBatch:
@@ -1107,7 +1111,8 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
         # next sub-batch: as many paths as fit the target size of the largest tensor
         per_path = max(state.peak_bytes / state.n_paths, 1.0)
         k += state.n_paths
-        step = int(min(max(_TARGET_BYTES / per_path, 16), 1 << 20))
+        target = _TARGET_BYTES if x1.device.type == "cpu" else _TARGET_BYTES_ACCELERATOR
+        step = int(min(max(target / per_path, 16), 1 << 20))
     return parts[0] if len(parts) == 1 else ExactWalkBatch.concat(parts)
 
 
