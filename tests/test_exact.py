@@ -414,3 +414,15 @@ def test_compiled_programs_do_not_keep_models_alive():
     del net
     gc.collect()
     assert ref() is None
+
+
+def test_materialised_patterns_with_many_flips_per_neuron():
+    # 600 walks through the same neuron: far more flips in one column than 256
+    net = _net_1d([1.0, -1.0], [0.0, 0.0])
+    x1 = torch.full((600, 1), -1.0, dtype=f64)
+    x2 = torch.full((600, 1), 1.0, dtype=f64)
+    x1[1::2], x2[1::2] = 1.0, -1.0  # every other walk goes the other way
+    w = exact_walks(net, x1, x2)
+    assert w.patterns.shape == (1200, 2)
+    assert w.patterns[0::4].int().tolist() == [[0, 1]] * 300 and w.patterns[1::4].int().tolist() == [[1, 0]] * 300
+    assert w.patterns[2::4].int().tolist() == [[1, 0]] * 300 and w.patterns[3::4].int().tolist() == [[0, 1]] * 300

@@ -1004,15 +1004,16 @@ class ExactWalkBatch(WalkBatch):
         k = k - (k.index_select(0, self.first.index_select(0, self.path_sorted))
                  - has.long().index_select(0, self.first.index_select(0, self.path_sorted)))
         row_of_bp = offsets[:-1].index_select(0, self.path_sorted) + k  # valid where has
-        flips = torch.zeros(total, n, dtype=torch.int32, device=device)
-        flips[offsets[:-1]] = self.start_bits.to(torch.int32)
+        # a bit is the parity of its flips so far: uint8 sums wrap modulo 256, which keeps parity
+        flips = torch.zeros(total, n, dtype=torch.uint8, device=device)
+        flips[offsets[:-1]] = self.start_bits.to(torch.uint8)
         flips[row_of_bp[self.flip_at], self.flip_neuron] = 1
         walk_id = torch.repeat_interleave(torch.arange(b, device=device), counts)
-        cs = torch.cumsum(flips, 0)
+        cs = torch.cumsum(flips, 0, dtype=torch.uint8)
         prev = torch.zeros(b, n, dtype=cs.dtype, device=device)
         has_prev = offsets[:-1] > 0
         prev[has_prev] = cs[offsets[:-1][has_prev] - 1]
-        patterns = ((cs - prev[walk_id]) % 2).bool()
+        patterns = ((cs - prev[walk_id]) & 1).bool()
         t = torch.zeros(total, dtype=torch.float64, device=device)
         t[row_of_bp[has]] = self.t_sorted[has]
         out = (patterns, t, offsets)
