@@ -35,9 +35,9 @@ def _add_cantornet(sub) -> None:
     p.add_argument("--steps", type=int, default=10, help="uniform: steps + 1 grid points (default 10)")
     p.add_argument("--start", type=float, nargs=2, metavar=("X", "Y"), default=(0.0, 0.75))
     p.add_argument("--end", type=float, nargs=2, metavar=("X", "Y"), default=(1.0, 0.75))
-    p.add_argument("--tol", type=float, default=1e-6,
+    p.add_argument("--tol", type=float, default=None,
                    help="bisect: locate transitions within TOL in t; exact: crossings closer than TOL are "
-                   "simultaneous (default 1e-6)")
+                   "simultaneous (default: 1e-6 for bisect; for exact 1e-9, or 1e-6 with a tie tolerance)")
     p.add_argument("--tie-tol", type=float, default=None,
                    help="bit = pre-activation > TIE_TOL (default: the net's recommended value, 1e-9 in float64, "
                    "which representation C needs for its exact ties)")
@@ -86,7 +86,7 @@ def _cantornet_options(args) -> dict:
 
 
 def _cantornet_result(depth: int, representation: str, method: str, start, end, *, steps: int = 10,
-                      tol: float = 1e-6, tie_tol: float | None = None) -> dict:
+                      tol: float | None = None, tie_tol: float | None = None) -> dict:
     """Folding of CantorNet along ``start -> end`` as a JSON-ready dict.
 
     ``profile`` is χ of every prefix after the start: for ``"uniform"`` one value per
@@ -111,7 +111,9 @@ def _cantornet_result(depth: int, representation: str, method: str, start, end, 
         profile = f.profile[f.walk.grid_index][1:]
         t = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)[1:]
     else:
-        out["tol"] = tol
+        from .folding import resolve_tol
+
+        out["tol"] = resolve_tol(method, tol, tie)
         profile = f.profile[1:]
         t = f.walk.t[1:]
     out.update({

@@ -20,14 +20,14 @@ from .patterns import (
     find_activations,
     model_device_dtype,
 )
-from .walk import METHODS, Walk, WalkBatch
+from .walk import METHODS, Walk, WalkBatch, resolve_tol
 from .walk.bisect import STOP_RULES, bisect_walks, default_n0
 from .walk.uniform import uniform_walks
 
 __all__ = ["walk", "walk_batch", "folding", "folding_batch", "folding_pairs", "Folding", "FoldingBatch"]
 
 DEFAULT_STEPS = 100
-DEFAULT_TOL = 1e-6
+DEFAULT_TOL = None  # the method's own default (spacefold.walk.METHOD_TOL)
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ def walk_batch(
     *,
     method: str = "exact",
     steps: int = DEFAULT_STEPS,
-    tol: float = DEFAULT_TOL,
+    tol: float | None = DEFAULT_TOL,
     tie_tol: float = 0.0,
     layers: LayerSelector = None,
     n0: int | None = None,
@@ -149,7 +149,8 @@ def _check_options(method, stop, steps, batch_size, tol, tie_tol, n0):
     check_int(batch_size, "batch_size", 1)
     if n0 is not None:
         check_int(n0, "n0", 2)
-    return check_nonnegative(tol, "tol"), check_nonnegative(tie_tol, "tie_tol")
+    tie_tol = check_nonnegative(tie_tol, "tie_tol")
+    return check_nonnegative(resolve_tol(method, tol, tie_tol), "tol"), tie_tol
 
 
 def _run(model, x1, x2, *, batch_size, **kw) -> FoldingBatch:
@@ -229,7 +230,7 @@ def folding_pairs(
     *,
     method: str = "exact",
     steps: int = DEFAULT_STEPS,
-    tol: float = DEFAULT_TOL,
+    tol: float | None = DEFAULT_TOL,
     tie_tol: float = 0.0,
     layers: LayerSelector = None,
     n0: int | None = None,
@@ -326,7 +327,7 @@ def folding_batch(
     *,
     method: str = "exact",
     steps: int = DEFAULT_STEPS,
-    tol: float = DEFAULT_TOL,
+    tol: float | None = DEFAULT_TOL,
     tie_tol: float = 0.0,
     layers: LayerSelector = None,
     n0: int | None = None,
@@ -346,8 +347,10 @@ def folding_batch(
     x1, x2 : ``(batch, *input_shape)``, the segment ends.
     method : ``"exact"`` (piecewise-linear networks), ``"bisect"`` or ``"uniform"``.
     steps : for ``"uniform"``: ``steps + 1`` equispaced points.
-    tol : for ``"bisect"``: transitions are located within ``tol`` in t; for
-        ``"exact"``: crossings closer than ``tol`` in t count as simultaneous.
+    tol : for ``"bisect"``: transitions are located within ``tol`` in t (default
+        1e-6); for ``"exact"``: crossings closer than ``tol`` in t count as
+        simultaneous (default 1e-9, or 1e-6 when ``tie_tol > 0``). ``None`` picks
+        the method's default.
     tie_tol : bit = pre-activation > ``tie_tol``.
     n0, stop : ``"bisect"`` start grid (default 2 when every pattern class is
         convex: ReLU-type activations only, no max pooling or normalisation over
@@ -369,7 +372,7 @@ def walk(
     *,
     method: str = "exact",
     steps: int = DEFAULT_STEPS,
-    tol: float = DEFAULT_TOL,
+    tol: float | None = DEFAULT_TOL,
     tie_tol: float = 0.0,
     layers: LayerSelector = None,
     n0: int | None = None,
@@ -395,7 +398,7 @@ def folding(
     *,
     method: str = "exact",
     steps: int = DEFAULT_STEPS,
-    tol: float = DEFAULT_TOL,
+    tol: float | None = DEFAULT_TOL,
     tie_tol: float = 0.0,
     layers: LayerSelector = None,
     n0: int | None = None,

@@ -262,7 +262,7 @@ def global_folding(
     n_clusters: int = 10,
     classes: Sequence[int] | None = None,
     steps: int = DEFAULT_STEPS,
-    tol: float = DEFAULT_TOL,
+    tol: float | None = DEFAULT_TOL,
     tie_tol: float = 0.0,
     layers=None,
     batch_size: int = 1024,

@@ -21,9 +21,26 @@ from torch import Tensor
 
 from .. import measure
 
-__all__ = ["Walk", "WalkBatch", "METHODS"]
+__all__ = ["Walk", "WalkBatch", "METHODS", "METHOD_TOL", "resolve_tol"]
 
 METHODS = ("exact", "bisect", "uniform")
+
+# ``tol=None`` picks the method's default: bisection locates transitions within
+# 1e-6 in t; the exact walk merges only crossings closer than 1e-9 in t (round-off
+# of coincident crossings), so that it keeps every region a float32 walk can resolve.
+# With a tie tolerance the bits switch at z = tie_tol instead of 0, which spreads
+# crossings that coincide at 0 by about tie_tol / slope; the exact default is then 1e-6.
+METHOD_TOL = {"exact": 1e-9, "bisect": 1e-6, "uniform": 0.0}
+EXACT_TOL_WITH_TIES = 1e-6
+
+
+def resolve_tol(method: str, tol: float | None, tie_tol: float) -> float | None:
+    """The tolerance in t that ``method`` uses when ``tol`` is ``None``."""
+    if tol is not None:
+        return tol
+    if method == "exact" and tie_tol > 0:
+        return EXACT_TOL_WITH_TIES
+    return METHOD_TOL[method]
 
 
 @dataclass(frozen=True)

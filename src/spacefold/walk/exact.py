@@ -68,7 +68,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from ..patterns import LayerSelector, PatternRecorder, _entry, eval_mode, find_activations, run_model
-from . import WalkBatch
+from . import WalkBatch, resolve_tol
 
 __all__ = [
     "ExactProgram",
@@ -1067,7 +1067,7 @@ def exact_walks(
     *,
     layers: LayerSelector = None,
     tie_tol: float = 0.0,
-    tol: float = 1e-6,
+    tol: float | None = None,
     prefix: tuple[list[Tensor], list[Tensor]] | None = None,
 ) -> WalkBatch:
     """Exact walks of the segments ``x1[i] -> x2[i]`` (inputs ``(batch, *input_shape)``).
@@ -1075,12 +1075,14 @@ def exact_walks(
     ``model`` must be piecewise linear (see the module docstring) and in eval mode;
     the computation runs on the model's device and dtype, without gradients.
     ``tie_tol``: bit = pre-activation > ``tie_tol``; ``tol``: crossings closer than
-    ``tol`` in t are one breakpoint. ``prefix``: the values of
+    ``tol`` in t are one breakpoint (``None``: 1e-9, or 1e-6 when ``tie_tol > 0``,
+    see :func:`spacefold.walk.resolve_tol`). ``prefix``: the values of
     :meth:`ExactProgram.prefix` at the two ends, if already computed (then ``x1`` and
     ``x2`` only give the batch size). Returns a :class:`WalkBatch` whose walks are the
     reference walks Γ* of FOLDING.md §7.4.
     """
     prog = compile_model(model, layers)
+    tol = resolve_tol("exact", tol, tie_tol)
     with torch.no_grad():
         return _exact(prog, x1, x2, tie_tol, tol, prefix)
 
