@@ -96,6 +96,20 @@ def test_counterexample_uniform():
     assert sf.folding(net, X1, X2, method="uniform", steps=1).chi == 0.0
 
 
+@pytest.mark.parametrize("method", ["bisect", "exact", "uniform"])
+def test_counterexample_on_the_second_layer_alone(method):
+    # Layer "3" alone sees (c, d) = 00 -> 10 -> 10 -> 00: a closed walk, chi = 1/2.
+    # Its two ends share the subset pattern 00, so a bisection on the subset alone
+    # would stop at once; the walk is made on every layer, then restricted.
+    net = counterexample_net()
+    kw = {"steps": 100} if method == "uniform" else {}
+    f = sf.folding(net, X1, X2, method=method, layers=["3"], **kw)
+    assert torch.equal(f.patterns, bits("00", "10", "00"))
+    assert (f.r1, f.r2) == (1, 2) and f.chi == 0.5
+    if method != "uniform":
+        assert f.walk.t[1:].tolist() == pytest.approx(CROSSINGS[::2], abs=2e-6)
+
+
 # --------------------------------------------------------------------------------------
 # Uniform grid
 # --------------------------------------------------------------------------------------

@@ -176,6 +176,19 @@ def _probe(model: nn.Module, recorder: PatternRecorder, a: Tensor) -> PatternLay
     return recorder.layout()
 
 
+def _all_layers(model: nn.Module, recorder: PatternRecorder) -> tuple[PatternRecorder, set[str] | None]:
+    """For bisection on a subset of layers: a recorder of every activation, and the
+    names of the selected modules. Skipping a sub-segment whose ends share a pattern
+    is exact only for the full pattern (a class of a subset is a union of regions),
+    so the walk is made on all layers and then restricted. Falls back to the subset
+    when some activation of the model has no binarisation rule."""
+    try:
+        full = PatternRecorder(model, None)
+    except (TypeError, ValueError):
+        return recorder, None
+    return full, {name for name, _ in recorder.modules}
+
+
 def _fold_chunks(model, chunks, *, n_chunks, method, steps, tol, tie_tol, layers, n0, stop, batch_size, dtype,
                  return_walks, per_layer, progress_bar) -> FoldingBatch:
     """Fold an iterable of ``(x1_chunk, x2_chunk)``; only one chunk's walks are alive at a time."""
@@ -184,16 +197,28 @@ def _fold_chunks(model, chunks, *, n_chunks, method, steps, tol, tie_tol, layers
     n0 = n0 or _default_n0(model, layers)
     device, mdtype = model_device_dtype(model)
     recorder = PatternRecorder(model, layers)
+    walk_recorder, selected = recorder, None
+    if method == "bisect" and layers is not None:
+        walk_recorder, selected = _all_layers(model, recorder)
     sums, walks = [], []
-    layout = None
-    with recorder, eval_mode(model), torch.no_grad():
+    layout = columns = None
+    with walk_recorder, eval_mode(model), torch.no_grad():
         for a, c in progress(chunks, total=n_chunks, desc=f"folding ({method})", enabled=progress_bar):
             a = a.to(device=device, dtype=mdtype)
             c = c.to(device=device, dtype=mdtype)
             if layout is None:
-                layout = _probe(model, recorder, a)
-            wb = _walk_chunk(model, recorder, a, c, method=method, steps=steps, tol=tol, tie_tol=tie_tol, n0=n0,
-                             stop=stop, layers=layers)
+                if selected is None:
+                    layout = _probe(model, recorder, a)
+                else:
+                    full = _probe(model, walk_recorder, a)
+                    columns = torch.cat([torch.arange(lay.start, lay.stop) for lay in full.layers
+                                         if lay.module_name in selected]).to(device)
+                    with recorder:
+                        layout = _probe(model, recorder, a)
+            wb = _walk_chunk(model, walk_recorder, a, c, method=method, steps=steps, tol=tol, tie_tol=tie_tol,
+                             n0=n0, stop=stop, layers=layers)
+            if columns is not None:
+                wb = wb.select_columns(columns)
             s = wb.summary()
             if per_layer:
                 s["per_layer"] = {lay.name: wb.summary(lay.slice)["chi"] for lay in layout.layers}

@@ -105,6 +105,17 @@ class WalkBatch:
         pats = self.patterns if columns is None else self.patterns[:, columns]
         return measure.ragged_ranges(pats, self.offsets)
 
+    def select_columns(self, columns: Tensor) -> WalkBatch:
+        """The same walks on a subset of the neurons, consecutive duplicates merged."""
+        pats = self.patterns[:, columns]
+        n = len(self)
+        walk_id = torch.repeat_interleave(torch.arange(n, device=pats.device), self.n_regions)
+        keep = torch.ones(pats.shape[0], dtype=torch.bool, device=pats.device)
+        keep[1:] = (walk_id[1:] != walk_id[:-1]) | (pats[1:] != pats[:-1]).any(-1)
+        offsets = torch.zeros(n + 1, dtype=torch.int64, device=pats.device)
+        offsets[1:] = torch.cumsum(torch.bincount(walk_id[keep], minlength=n), 0)
+        return WalkBatch(pats[keep], self.t[keep], offsets, self.method)
+
     @staticmethod
     def from_grid(grid: Tensor, t: Tensor, method: str) -> WalkBatch:
         """Merge consecutive duplicates of grid patterns ``(batch, n_points, n_neurons)``."""
