@@ -300,7 +300,7 @@ def write_doc(args, rows, abl, figs, data) -> None:
         + (f"{acc['5x12']['test_accuracy']:.4f}" if "5x12" in acc else "n/a")
         + " (≥ 0.94 wanted), mean over seeds.",
         "",
-        "PLAIN_STATEMENT",
+        "@@PLAIN_STATEMENT@@",
         "",
     ]
     if abl:
@@ -339,7 +339,7 @@ def write_doc(args, rows, abl, figs, data) -> None:
                 lines.append(f"| {e['k']} | {e['n_paths']} | {e['mean_chi']:.4f} ± {e['std_chi']:.4f} | "
                              f"{e['phi']:.4f} | {e['fraction_folded']:.4f} |")
             lines.append("")
-        lines += ["ABLATION_STATEMENT", ""]
+        lines += ["@@ABLATION_STATEMENT@@", ""]
     if figs:
         lines += ["## Figures", ""]
         for f in figs:
@@ -348,16 +348,14 @@ def write_doc(args, rows, abl, figs, data) -> None:
             lines.append("")
     doc = ROOT / "docs" / "mnist-depth-study.md"
     text = "\n".join(lines)
-    if doc.is_file():
-        # keep hand-written interpretation paragraphs between the markers
-        old = doc.read_text()
-        for marker in ("PLAIN_STATEMENT", "ABLATION_STATEMENT"):
-            start = old.find(f"<!-- {marker} -->")
-            end = old.find(f"<!-- /{marker} -->")
-            if start >= 0 and end > start:
-                text = text.replace(marker, old[start:end + len(f"<!-- /{marker} -->")])
+    old = doc.read_text() if doc.is_file() else ""
     for marker in ("PLAIN_STATEMENT", "ABLATION_STATEMENT"):
-        text = text.replace(marker, f"<!-- {marker} -->\n<!-- /{marker} -->")
+        # keep the hand-written interpretation between the markers of the previous version
+        block = f"<!-- {marker} -->\n<!-- /{marker} -->"
+        start, end = old.find(f"<!-- {marker} -->"), old.find(f"<!-- /{marker} -->")
+        if 0 <= start < end:
+            block = old[start:end + len(f"<!-- /{marker} -->")]
+        text = text.replace(f"@@{marker}@@", block)
     with atomic_write(doc) as fh:
         fh.write(text)
     log(f"wrote {doc}")
