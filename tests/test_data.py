@@ -190,3 +190,18 @@ def test_unknown_data_set():
         load_dataset("cifar")
     with pytest.raises(TypeError, match="name"):
         load_dataset(3)
+
+
+def test_download_without_torchvision_is_a_clear_error(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_torchvision(name, *args, **kwargs):
+        if name.startswith("torchvision"):
+            raise ImportError("no torchvision")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_torchvision)
+    with pytest.raises(FileNotFoundError, match="torchvision is not installed"):
+        load_mnist(tmp_path, download=True)
