@@ -44,7 +44,7 @@ def test_one_hidden_layer_never_folds():
 def test_matches_folding_batch_on_gathered_pairs():
     x, y = _data()
     net = _net()
-    g = sf.global_folding(net, x, y, pairs="all", method=METHOD, batch_size=7, reduce_first_layer=False)
+    g = sf.global_folding(net, x, y, pairs="all", method=METHOD, batch_size=7)
     i, j = pair_plan(y, "all").indices()
     b = sf.folding_batch(net, x[i], x[j], method=METHOD)
     torch.testing.assert_close(g.chi, b.chi.double())
@@ -53,11 +53,13 @@ def test_matches_folding_batch_on_gathered_pairs():
     assert g.fraction_folded > 0  # a random 3-layer net folds some segments
 
 
-def test_first_layer_reduction_gives_the_same_walks():
+def test_exact_first_layer_once_per_sample_gives_the_same_walks():
+    # folding_pairs evaluates the first affine layer once per sample for the exact walk
     x, y = _data(30, 5)
     net = _net("3x6", 5)
-    a = sf.global_folding(net, x, y, method=METHOD, reduce_first_layer=True, per_layer=True)
-    b = sf.global_folding(net, x, y, method=METHOD, reduce_first_layer=False, per_layer=True)
+    a = sf.global_folding(net, x, y, method="exact", per_layer=True)
+    i, j = pair_plan(y, "inter-class").indices()
+    b = sf.folding_batch(net, x[i], x[j], method="exact", per_layer=True)
     assert torch.equal(a.r1, b.r1) and torch.equal(a.r2, b.r2) and torch.equal(a.n_regions, b.n_regions)
     assert a.per_layer.keys() == b.per_layer.keys()
 
@@ -188,8 +190,6 @@ def test_any_module_works():
     net = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3)).double()
     g = sf.global_folding(net, x, y, method=METHOD)
     assert g.n_paths == 12 * 12 - 3 * 16
-    with pytest.raises(TypeError, match="reduce_first_layer"):
-        sf.global_folding(net, x, y, method=METHOD, reduce_first_layer=True)
 
 
 def test_bad_input():

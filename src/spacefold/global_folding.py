@@ -269,7 +269,6 @@ def global_folding(
     dtype: torch.dtype | None = None,
     per_layer: bool = False,
     progress: bool = False,
-    reduce_first_layer: bool | None = None,
 ) -> GlobalFolding:
     """Global folding of ``model`` over the samples ``x`` with labels ``y``.
 
@@ -284,10 +283,10 @@ def global_folding(
     method, steps, tol, tie_tol, layers, batch_size, dtype : as in
         :func:`spacefold.folding_batch`; the pairs are streamed ``batch_size`` at a time.
     per_layer : also χ of each layer's bits alone.
-    reduce_first_layer : for a :class:`spacefold.models.MLP`, walk the segments
-        between the first layer's pre-activations instead of the inputs (the first
-        layer is affine, so the walks are the same, and far cheaper for wide inputs
-        such as MNIST's 784 pixels). ``None`` (default): whenever ``model`` is such an MLP.
+
+    With ``method="exact"`` everything before the first activation (the first affine
+    layer) is evaluated once per sample, not once per path (see
+    :func:`spacefold.folding_pairs`).
 
     Returns a :class:`GlobalFolding` (``phi``, ``phi_max``, ``fraction_folded``,
     ``chi``, ``max_profile``, per class pair table, bootstrap intervals).
@@ -322,7 +321,6 @@ def global_folding(
     n = len(plan)
     if n == 0:
         raise ValueError("no pair to walk: the pair plan is empty")
-    model, x = _maybe_reduce(model, x, reduce_first_layer, dtype)
     fb = _fold_plan(model, x, plan, method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers,
                     batch_size=batch_size, dtype=dtype, per_layer=per_layer, progress=progress)
     la, lb = plan.labels()
@@ -332,28 +330,6 @@ def global_folding(
         steps=steps if method == "uniform" else None, n_clusters=n_cl,
         per_layer={k: v.double().cpu() for k, v in fb.per_layer.items()} if fb.per_layer else None,
     )
-
-
-def _maybe_reduce(model, x, reduce_first_layer, dtype):
-    from .models import MLP
-    from .patterns import model_device_dtype
-
-    if reduce_first_layer is None:
-        reduce_first_layer = isinstance(model, MLP) and bool(model.hidden)
-    if not reduce_first_layer:
-        return model, x
-    if not isinstance(model, MLP):
-        raise TypeError(f"reduce_first_layer needs a spacefold MLP, got {type(model).__name__}")
-    first, tail = model.split_first_layer()
-    device, mdtype = model_device_dtype(model)
-    dt = dtype or mdtype
-    with torch.no_grad():
-        if dtype is not None and dtype != mdtype:
-            import copy
-
-            first = copy.deepcopy(first).to(dtype)
-        z = torch.cat([first(x[k : k + 8192].flatten(1).to(device=device, dtype=dt)) for k in range(0, x.shape[0], 8192)])
-    return tail, z
 
 
 class _Chunked:

@@ -140,34 +140,8 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.flatten(1))
 
-    def split_first_layer(self) -> tuple[nn.Linear, nn.Module]:
-        """``(first, tail)`` with ``tail(first(x.flatten(1))) == self(x)``.
-
-        The first layer is affine, so it maps a segment x1 -> x2 onto the segment
-        first(x1) -> first(x2) with the same parameter t; walking that segment
-        through ``tail`` crosses exactly the same activation patterns, at a cost
-        that no longer grows with the input size. ``tail``'s activation modules
-        keep their names (``net.1``, ``net.3``, ...). Shares parameters with ``self``.
-        """
-        if not self.hidden:
-            raise ValueError("split_first_layer needs at least one hidden layer, got a linear model")
-        from collections import OrderedDict
-
-        return self.net[0], _Tail(nn.Sequential(OrderedDict((str(k), m) for k, m in enumerate(self.net) if k >= 1)))
-
     def extra_repr(self) -> str:
         return f"arch={self.arch}"
-
-
-class _Tail(nn.Module):
-    """An MLP after its first affine layer (see :meth:`MLP.split_first_layer`)."""
-
-    def __init__(self, net: nn.Sequential):
-        super().__init__()
-        self.net = net
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
 
 
 def mlp(
