@@ -20,6 +20,7 @@ from .measure import (
 )
 from .patterns import PatternLayout, activation_patterns, find_activations, pattern_layout, register_activation
 from .walk import Walk, WalkBatch
+from .walk.exact import NotPiecewiseLinearError, VerifyResult, verify
 from .global_folding import GlobalFolding, global_folding
 from .models import MLP, load_checkpoint, mlp, save_checkpoint
 from .data import Dataset, load_dataset
@@ -27,6 +28,9 @@ from .data import Dataset, load_dataset
 __version__ = "0.1.0"
 
 __all__ = [
+    "verify",
+    "VerifyResult",
+    "NotPiecewiseLinearError",
     "chi",
     "ranges",
     "chi_profile",

@@ -446,8 +446,15 @@ def _cmd_demo(args) -> int:
 _COMMANDS: list[Callable] = [_add_cantornet, _add_demo, _add_measure, _add_sweep]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with bad arguments reported as one line on stderr and exit code 2."""
+
+    def error(self, message: str):  # noqa: D102
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="spacefold",
         description="Measure how neural networks fold their input space (space folding, chi = 1 - r1/r2).",
     )
