@@ -661,21 +661,29 @@ def _levels(step: _Step, tie_tol: float) -> tuple[list[float], int | None]:
     return levels, (levels.index(tie_tol) if step.bit_layer else None)
 
 
+def _cut(z: Tensor, state: _State, step: _Step, tie_tol: float, tol: float):
+    """Find where the pre-activations ``z`` (one row per breakpoint) cross a kink
+    inside a piece and insert those breakpoints. Returns ``(levels, thr, pos, pieces,
+    neurons, lev, tie_r, tie_n, plan, rows, nxt_old)``: ``plan`` is ``None`` when no
+    breakpoint was inserted, ``nxt_old`` the links before the split."""
+    levels, thr = _levels(step, tie_tol)
+    pos = _signs(z, tie_tol) if thr is not None else None
+    pieces, neurons, fracs, lev, tie_r, tie_n = _crossings(z, state, levels, thr, pos)
+    rows, plan, nxt_old = None, None, state.nxt
+    if pieces.numel():
+        ta = state.t.index_select(0, pieces)
+        tc = ta + (state.t.index_select(0, nxt_old.index_select(0, pieces)) - ta) * fracs
+        plan, rows = _split(state, pieces, tc, tol)
+    return levels, thr, pos, pieces, neurons, lev, tie_r, tie_n, plan, rows, nxt_old
+
+
 def _split_activation(prog, env, state: _State, node_in: fx.Node, step: _Step, tie_tol: float, tol: float):
     """Split the pieces at the kinks of an activation; return its flips (bit layers)."""
     x = env[node_in]
     z = x.reshape(x.shape[0], -1)
-    levels, thr = _levels(step, tie_tol)
-    pos = _signs(z, tie_tol) if thr is not None else None
-    pieces, neurons, fracs, lev, tie_r, tie_n = _crossings(z, state, levels, thr, pos)
-    rows, plan = None, None
-    if pieces.numel():
-        nxt_old = state.nxt
-        ta = state.t.index_select(0, pieces)
-        tc = ta + (state.t.index_select(0, nxt_old.index_select(0, pieces)) - ta) * fracs
-        plan, rows = _split(state, pieces, tc, tol)
-        if plan is not None:
-            _interpolate_env(prog, env, plan, nxt_old)
+    levels, thr, pos, pieces, neurons, lev, tie_r, tie_n, plan, rows, nxt_old = _cut(z, state, step, tie_tol, tol)
+    if plan is not None:
+        _interpolate_env(prog, env, plan, nxt_old)
     if thr is None:
         return None
     if plan is not None:
@@ -760,15 +768,7 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
     """
     z = env.pop(node_in)
     V, F_ = z.shape
-    levels, thr = _levels(step, tie_tol)
-    pos = _signs(z, tie_tol) if thr is not None else None
-    pieces, neurons, fracs, lev, tie_r, tie_n = _crossings(z, state, levels, thr, pos)
-    rows, plan = None, None
-    if pieces.numel():
-        nxt_old = state.nxt
-        ta = state.t.index_select(0, pieces)
-        tc = ta + (state.t.index_select(0, nxt_old.index_select(0, pieces)) - ta) * fracs
-        plan, rows = _split(state, pieces, tc, tol)
+    levels, thr, pos, pieces, neurons, lev, tie_r, tie_n, plan, rows, nxt_old = _cut(z, state, step, tie_tol, tol)
     if plan is None:
         out = lin(_act_inplace(step.module, z))
     else:
