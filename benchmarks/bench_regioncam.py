@@ -54,7 +54,7 @@ def main() -> None:
 
     # reference: the exact walk of the same network evaluated in float64
     ref = sf.folding_batch(net, x1, x2, method="exact", tol=0.0, dtype=torch.float64).n_regions
-    configs = [(th, tol) for th in [int(t) for t in args.threads.split(",")] for tol in (0.0, 1e-6)]
+    configs = [(th, tol) for th in [int(t) for t in args.threads.split(",")] for tol in (0.0, 1e-9, 1e-6)]
     sf.folding_batch(net, x1[:50], x2[:50], method="exact")  # warm-up (tracing)
     # interleaved: every repeat times regioncam and then each configuration, so that both
     # see the same load; ratios are taken within a repeat
