@@ -426,3 +426,16 @@ def test_materialised_patterns_with_many_flips_per_neuron():
     assert w.patterns.shape == (1200, 2)
     assert w.patterns[0::4].int().tolist() == [[0, 1]] * 300 and w.patterns[1::4].int().tolist() == [[1, 0]] * 300
     assert w.patterns[2::4].int().tolist() == [[1, 0]] * 300 and w.patterns[3::4].int().tolist() == [[0, 1]] * 300
+
+
+def test_replacing_a_submodule_is_seen():
+    # programs are cached per model; replacing a layer must not reuse the old program
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)).double()
+    x1 = torch.tensor([[-2.0, -1.0]], dtype=f64)
+    x2 = torch.tensor([[2.0, 1.5]], dtype=f64)
+    sf.folding_batch(net, x1, x2, method="exact")
+    net[2] = nn.Linear(8, 8).double()
+    ex = sf.walk(net, x1[0], x2[0], method="exact")
+    dense = sf.walk(net, x1[0], x2[0], method="uniform", steps=20_000)
+    assert torch.equal(ex.patterns, dense.patterns)

@@ -397,8 +397,10 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def compile_model(model: nn.Module, layers: LayerSelector = None) -> ExactProgram:
-    """The :class:`ExactProgram` of ``model`` (cached per model and layer selection)."""
-    key = tuple(name for name, _ in find_activations(model, layers))
+    """The :class:`ExactProgram` of ``model`` (cached per model, layer selection and
+    module structure: replacing a submodule compiles the model again)."""
+    key = (tuple(name for name, _ in find_activations(model, layers)),
+           tuple((name, id(m)) for name, m in model.named_modules()))
     per_model = _CACHE.get(model)
     if per_model is None:
         per_model = {}
