@@ -1,0 +1,17 @@
+# Set-up and the two everyday commands. Each target installs what it needs first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/spacefold demo --out demo-out
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+$(VENV)/.installed: pyproject.toml constraints-ci.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints-ci.txt -e ".[dev]"
+	touch $@
