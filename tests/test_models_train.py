@@ -105,8 +105,9 @@ def test_checkpoint_errors(tmp_path):
     evil = tmp_path / "evil.pt"
     with open(evil, "wb") as fh:
         pickle.dump({"format": "spacefold-mlp", "x": Evil()}, fh, protocol=2)
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match="evil.pt.*weights_only=True") as err:
         load_checkpoint(evil)  # weights_only refuses arbitrary objects
+    assert "weights_only=False" not in str(err.value)  # never advise unpickling a user's file
     good = save_checkpoint(mlp("1x4", 2, 2), tmp_path / "g.pt")
     trunc = tmp_path / "trunc.pt"
     trunc.write_bytes(good.read_bytes()[:200])

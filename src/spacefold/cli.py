@@ -481,6 +481,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"spacefold {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of stdout went away (``| head``)
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"spacefold {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -206,8 +206,14 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # corrupt zip, truncated file, foreign pickle
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"cannot load checkpoint {path}: {first}") from None
+        if "weights only load failed" in str(err).lower():
+            why = "the file is corrupt, or holds objects other than tensors and plain containers (never unpickled)"
+        else:
+            why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"cannot load checkpoint {path}: not a readable spacefold checkpoint (a state_dict and its config "
+            f"saved by spacefold.save_checkpoint, loaded with weights_only=True): {why}"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a spacefold MLP checkpoint (missing format tag {FORMAT!r})")
     try:
