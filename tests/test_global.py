@@ -77,13 +77,17 @@ def test_aggregates_by_hand():
     rows = g.class_pairs()
     assert len(rows) == 9 and sum(r["n_paths"] for r in rows) == g.n_paths
     a, b = g.label_a.numpy(), g.label_b.numpy()
-    pair_meds = []
+    pair_meds, pair_maxes = [], []
     for r in rows:
         m = (a == r["a"]) & (b == r["b"])
         assert r["n_paths"] == int(m.sum())
         assert r["fraction_folded"] == pytest.approx(float((chi[m] > 0).mean()))
         pair_meds.append(median_nonzero(mp[m]))
+        pair_maxes.append(float(mp[m].max()))
+        assert r["max_max_profile"] == pytest.approx(pair_maxes[-1])
     assert g.phi_max_p2 == pytest.approx(float(np.median(pair_meds)))
+    assert g.phi_maxmax_p2 == pytest.approx(float(np.median(pair_maxes)))
+    assert g.phi_maxmax_p2 >= g.phi_max_p2
     inter = g.inter_class()
     assert inter.n_paths == int((a != b).sum()) and bool((inter.label_a != inter.label_b).all())
     q = g.quantiles((0.5,))

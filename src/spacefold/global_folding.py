@@ -133,8 +133,9 @@ class GlobalFolding:
         return order, keys, bounds
 
     def class_pairs(self) -> list[dict]:
-        """One row per ordered class pair (a, b): n_paths, phi, phi_max, fraction_folded,
-        mean_chi, mean_regions."""
+        """One row per ordered class pair (a, b): n_paths, phi, phi_max, max_max_profile
+        (the largest profile maximum of the pair's paths), fraction_folded, mean_chi,
+        mean_regions."""
         order, keys, bounds = self._groups()
         chi = self.chi.cpu().numpy()[order]
         mp = self.max_profile.cpu().numpy()[order]
@@ -148,6 +149,7 @@ class GlobalFolding:
                 "n_paths": int(e - s),
                 "phi": median_nonzero(c),
                 "phi_max": median_nonzero(mp[s:e]),
+                "max_max_profile": float(mp[s:e].max()),
                 "fraction_folded": _fraction(c),
                 "mean_chi": float(c.mean()),
                 "mean_regions": float(nr[s:e].mean()),
@@ -160,6 +162,13 @@ class GlobalFolding:
         each pair's median of non-zero profile maxima (a pair with none counts 0)."""
         rows = self.class_pairs()
         return float(np.median([r["phi_max"] for r in rows])) if rows else 0.0
+
+    @property
+    def phi_maxmax_p2(self) -> float:
+        """The alternative reading of P2's "median of maxima" (FOLDING.md §12 item 2):
+        the median over ordered class pairs of each pair's largest profile maximum."""
+        rows = self.class_pairs()
+        return float(np.median([r["max_max_profile"] for r in rows])) if rows else 0.0
 
     # ------------------------------------------------------------------ layers
     def per_layer_summary(self) -> list[dict]:
@@ -220,6 +229,7 @@ class GlobalFolding:
             "phi": self.phi,
             "phi_max": self.phi_max,
             "phi_max_p2": self.phi_max_p2,
+            "phi_maxmax_p2": self.phi_maxmax_p2,
             "fraction_folded": self.fraction_folded,
             "mean_chi": self.mean,
             "std_chi": float(self.chi.double().std()) if self.n_paths > 1 else 0.0,
