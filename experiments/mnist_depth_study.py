@@ -34,7 +34,6 @@ from spacefold.models import DEPTH_SERIES, load_checkpoint
 from spacefold.pairs import PairBlock, PairPlan, class_centroids, class_pair_block
 from spacefold.study import (
     StudySettings,
-    default_method,
     depth_trend,
     markdown_summary,
     markdown_table,
@@ -370,7 +369,8 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--pairs-per-class-pair", type=int, default=5000)
     p.add_argument("--n-boot", type=int, default=500)
-    p.add_argument("--method", default=None, help="exact | bisect | uniform (default: exact when available)")
+    p.add_argument("--method", default="exact", choices=["exact", "bisect", "uniform"],
+                   help="walk method (default exact: every region of every path)")
     p.add_argument("--min-accuracy", type=float, default=0.94, help="well-generalising threshold (default 0.94)")
     p.add_argument("--ablation-archs", nargs="+", default=["3x20", "5x12"])
     p.add_argument("--ablation-pair", nargs=2, type=int, default=[4, 9])
@@ -378,7 +378,6 @@ def main(argv=None) -> int:
                    help="torch CPU threads (default 1: small MLPs train faster on one thread when cores are shared)")
     p.add_argument("--phase", choices=["all", "train", "study", "ablation", "report"], default="all")
     args = p.parse_args(argv)
-    args.method = args.method or default_method()
     args.data_dir_shown = args.data_dir
     torch.set_num_threads(args.threads)
     data = load_mnist(args.data_dir)

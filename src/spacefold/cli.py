@@ -165,12 +165,8 @@ def _cmd_cantornet(args) -> int:
 
 
 def _cli_method(value: str) -> str:
-    if value == "auto":
-        from .study import default_method
-
-        return default_method()
     if value not in ("exact", "bisect", "uniform"):
-        raise UsageError(f"--method must be one of exact, bisect, uniform, auto, got {value!r}")
+        raise UsageError(f"--method must be one of exact, bisect, uniform, got {value!r}")
     return value
 
 
@@ -214,7 +210,7 @@ def _add_measure(sub) -> None:
     p.add_argument("--pairs", default="inter-class", help="inter-class | all | centroids | random (default inter-class)")
     p.add_argument("--max-pairs", type=int, default=None, help="at most this many paths, spread over class pairs")
     p.add_argument("--n-clusters", type=int, default=10, help="k-means clusters per class for --pairs centroids")
-    p.add_argument("--method", default="exact", help="exact | bisect | uniform | auto (default exact)")
+    p.add_argument("--method", default="exact", help="exact | bisect | uniform (default exact)")
     p.add_argument("--steps", type=int, default=100, help="uniform: steps + 1 grid points (default 100)")
     p.add_argument("--seed", type=int, default=0, help="seed of the pair sample and the centroids (default 0)")
     p.add_argument("--per-layer", action="store_true", help="also the folding of each layer's bits alone")
@@ -333,7 +329,7 @@ def _add_sweep(sub) -> None:
     p.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     p.add_argument("--batch-size", type=int, default=128, help="training batch size (default 128)")
-    p.add_argument("--method", default="auto", help="exact | bisect | uniform | auto (default auto: exact if available)")
+    p.add_argument("--method", default="exact", help="exact | bisect | uniform (default exact)")
     p.add_argument("--steps", type=int, default=100, help="uniform: steps + 1 grid points (default 100)")
     p.add_argument("--pairs-per-class-pair", type=int, default=200,
                    help="random test pairs per ordered class pair (default 200)")
@@ -420,7 +416,7 @@ def _add_demo(sub) -> None:
         "summary table (CSV, JSON, markdown) to --out. A few minutes on 2 CPU cores.",
     )
     p.add_argument("--out", default="spacefold-demo", help="output directory (default ./spacefold-demo)")
-    p.add_argument("--method", default="auto", help="exact | bisect | uniform | auto (default auto: exact if available)")
+    p.add_argument("--method", default="exact", help="exact | bisect | uniform (default exact)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print one JSON object (the summary) on stdout")
     p.set_defaults(func=_cmd_demo)

@@ -29,7 +29,7 @@ import numpy as np
 
 from ._util import atomic_write, check_choice, check_int
 
-__all__ = ["StudySettings", "demo_settings", "run_study", "measure_model", "depth_trend", "default_method", "write_tables",
+__all__ = ["StudySettings", "demo_settings", "run_study", "measure_model", "depth_trend", "write_tables",
            "CSV_FIELDS"]
 
 HIST_BINS = 20
@@ -42,15 +42,6 @@ CSV_FIELDS = [
 ]
 
 
-def default_method() -> str:
-    """``"exact"`` when the exact walker is available, else ``"bisect"`` (exact for ReLU nets)."""
-    try:
-        from .walk import exact  # noqa: F401
-    except ImportError:
-        return "bisect"
-    return "exact"
-
-
 @dataclass
 class StudySettings:
     """Everything that decides a run's result; runs are reused only when these match."""
@@ -58,7 +49,7 @@ class StudySettings:
     epochs: int = 30
     lr: float = 1e-3
     batch_size: int = 128
-    method: str = "bisect"
+    method: str = "exact"
     steps: int = 100
     pairs_per_class_pair: int = 1000
     pair_seed: int = 0
@@ -73,9 +64,9 @@ class StudySettings:
 
 def demo_settings(method: str | None = None) -> StudySettings:
     """Settings of ``spacefold demo`` (scikit-learn digits: 1348 training images, so smaller
-    batches and a larger learning rate than the MNIST defaults; fewer pairs when the
-    exact walker is not available)."""
-    method = method or default_method()
+    batches and a larger learning rate than the MNIST defaults; fewer pairs for the
+    slower sampling walkers)."""
+    method = method or "exact"
     return StudySettings(epochs=40, lr=3e-3, batch_size=32, method=method,
                          pairs_per_class_pair=200 if method == "exact" else 60, n_boot=300)
 
