@@ -44,7 +44,11 @@ and patterns are built only when asked for.
 
 Paths are processed in sub-batches sized so that the largest tensor of breakpoint
 values stays near 8 MB on CPUs (fresh large tensors are page-faulted on every layer)
-and 512 MB on accelerators.
+and 512 MB on accelerators. On a CPU with several torch threads the sub-batches after
+the first run concurrently, one per thread, each single-threaded: only the matrix
+products would use the threads otherwise, and the many small operations of the walk
+would run on one core. For the duration of the call ``torch.set_num_threads`` is then
+1 (it is process-wide) and restored afterwards.
 
 Ties [DESIGN]: a pre-activation that touches the threshold at a breakpoint without
 crossing it creates no breakpoint (a zero at an isolated t is not recorded except at
@@ -61,6 +65,7 @@ from __future__ import annotations
 
 import operator
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -1104,20 +1109,45 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
         p1, p2 = prog.prefix(x1), prog.prefix(x2)
     else:
         p1, p2 = prefix
-    parts = []
-    k, step = 0, min(b, 64)
-    while k < b:
-        state = _State(min(step, b - k), x1.device)
+    live = prog._live_at_prefix()
+    cpu = x1.device.type == "cpu"
+    target = _TARGET_BYTES if cpu else _TARGET_BYTES_ACCELERATOR
+
+    def sub_batch(k: int, n: int) -> tuple[ExactWalkBatch, float]:
+        state = _State(n, x1.device)
         env = prog._consts()
-        for n, a, c in zip(prog._live_at_prefix(), p1, p2):
-            env[n] = torch.cat([a[k : k + step], c[k : k + step]])
-        records = _run(prog, env, state, prog.prefix_end, tie_tol, tol)
-        parts.append(_assemble(state, records, state.n_paths))
-        # next sub-batch: as many paths as fit the target size of the largest tensor
-        per_path = max(state.peak_bytes / state.n_paths, 1.0)
-        k += state.n_paths
-        target = _TARGET_BYTES if x1.device.type == "cpu" else _TARGET_BYTES_ACCELERATOR
-        step = int(min(max(target / per_path, 16), 1 << 20))
+        for node, a, c in zip(live, p1, p2):
+            env[node] = torch.cat([a[k : k + n], c[k : k + n]])
+        with torch.no_grad():  # grad mode is per thread
+            records = _run(prog, env, state, prog.prefix_end, tie_tol, tol)
+            part = _assemble(state, records, state.n_paths)
+        return part, max(state.peak_bytes / state.n_paths, 1.0)
+
+    def next_step(per_path: float) -> int:
+        # as many paths as fit the target size of the largest tensor
+        return int(min(max(target / per_path, 16), 1 << 20))
+
+    n0 = min(b, 64)
+    part, per_path = sub_batch(0, n0)
+    parts, k, step = [part], n0, next_step(per_path)
+    n_threads = torch.get_num_threads()
+    if cpu and n_threads > 1 and b - k > step:
+        # On CPUs only the matrix products use torch's threads; the rest of the walk is many
+        # small operations. Independent sub-batches on one thread each keep every core busy
+        # (torch releases the GIL inside its operations).
+        starts = list(range(k, b, step))
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(min(n_threads, len(starts))) as pool:
+                parts += [p for p, _ in pool.map(lambda k0: sub_batch(k0, min(step, b - k0)), starts)]
+        finally:
+            torch.set_num_threads(n_threads)
+    else:
+        while k < b:
+            part, per_path = sub_batch(k, min(step, b - k))
+            parts.append(part)
+            k += part.n_walks
+            step = next_step(per_path)
     return parts[0] if len(parts) == 1 else ExactWalkBatch.concat(parts)
 
 
