@@ -409,12 +409,12 @@ def test_concurrent_sub_batches_give_the_same_walks(monkeypatch):
 
     net = _mlp([3, 10, 10, 2], [nn.ReLU], 13)
     g = torch.Generator().manual_seed(13)
-    x1, x2 = 2 * torch.randn(130, 3, generator=g, dtype=f64), 2 * torch.randn(130, 3, generator=g, dtype=f64)
+    x1, x2 = 2 * torch.randn(170, 3, generator=g, dtype=f64), 2 * torch.randn(170, 3, generator=g, dtype=f64)
     n_threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        whole = exact_walks(net, x1, x2)  # one sub-batch of 64 paths, then one of 66, in turn
-        monkeypatch.setattr(ex, "_TARGET_BYTES", 1)  # 64, then 16-path sub-batches on two threads
+        whole = exact_walks(net, x1, x2)  # one sub-batch of 64 paths, then one of 106, in turn
+        monkeypatch.setattr(ex, "_TARGET_BYTES", 1)  # 2 x 64, then 16, 16, 10 paths, two at a time
         pools = []
 
         class Pool(ex.ThreadPoolExecutor):
@@ -429,7 +429,7 @@ def test_concurrent_sub_batches_give_the_same_walks(monkeypatch):
         assert torch.get_num_threads() == 2  # restored after the concurrent sub-batches
     finally:
         torch.set_num_threads(n_threads)
-    assert isinstance(parts, ExactWalkBatch) and len(parts) == 130
+    assert isinstance(parts, ExactWalkBatch) and len(parts) == 170
     for k in ("r1", "r2", "chi", "max_profile", "n_points"):
         assert torch.equal(whole.summary()[k], parts.summary()[k]), k
     assert torch.equal(whole.patterns, parts.patterns) and torch.equal(whole.t, parts.t)

@@ -1129,22 +1129,26 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
         # as many paths as fit the target size of the largest tensor
         return int(min(max(target / per_path, 16), 1 << 20))
 
-    n0 = min(b, 64)
-    part, per_path = sub_batch(0, n0)
-    parts, k, step = [part], n0, next_step(per_path)
+    n0 = min(b, 64)  # the first sub-batches measure the size per path
     n_threads = torch.get_num_threads()
-    if cpu and n_threads > 1 and b - k > step:
+    if cpu and n_threads > 1 and b > n0:
         # On CPUs only the matrix products use torch's threads; the rest of the walk is many
         # small operations. Independent sub-batches on one thread each keep every core busy
         # (torch releases the GIL inside its operations).
-        starts = list(range(k, b, step))
         torch.set_num_threads(1)
         try:
-            with ThreadPoolExecutor(min(n_threads, len(starts))) as pool:
-                parts += [p for p, _ in pool.map(lambda k0: sub_batch(k0, min(step, b - k0)), starts)]
+            with ThreadPoolExecutor(min(n_threads, -(-b // n0))) as pool:
+                starts = list(range(0, min(b, n0 * n_threads), n0))
+                first = list(pool.map(lambda k0: sub_batch(k0, min(n0, b - k0)), starts))
+                parts = [p for p, _ in first]
+                step = next_step(max(pp for _, pp in first))
+                k = min(b, starts[-1] + n0)
+                parts += [p for p, _ in pool.map(lambda k0: sub_batch(k0, min(step, b - k0)), range(k, b, step))]
         finally:
             torch.set_num_threads(n_threads)
     else:
+        part, per_path = sub_batch(0, n0)
+        parts, k, step = [part], n0, next_step(per_path)
         while k < b:
             part, per_path = sub_batch(k, min(step, b - k))
             parts.append(part)
