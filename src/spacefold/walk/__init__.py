@@ -43,6 +43,12 @@ def resolve_tol(method: str, tol: float | None, tie_tol: float) -> float | None:
     return METHOD_TOL[method]
 
 
+def segment_points(x1: Tensor, x2: Tensor, path: Tensor, t: Tensor) -> Tensor:
+    """The points (1 − t) x1[path] + t x2[path] of many segments: ``(len(path), *input_shape)``."""
+    tt = t.to(x1.dtype).view((-1,) + (1,) * (x1.dim() - 1))
+    return (1 - tt) * x1[path] + tt * x2[path]
+
+
 @dataclass(frozen=True)
 class Walk:
     """The walk of one segment.

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..patterns import PatternRecorder, find_activations, is_piecewise_linear, run_model
-from . import WalkBatch
+from . import WalkBatch, segment_points
 
 STOP_RULES = ("strict", "hamming1")
 
@@ -72,11 +72,8 @@ def default_n0(model: nn.Module) -> int:
 
 def _evaluate(model, recorder, x1, x2, path, t, tie_tol, max_points) -> Tensor:
     out = []
-    shape = (-1,) + (1,) * (x1.dim() - 1)
     for j in range(0, path.numel(), max_points):
-        p = path[j : j + max_points]
-        tt = t[j : j + max_points].to(x1.dtype).view(shape)
-        points = (1 - tt) * x1[p] + tt * x2[p]
+        points = segment_points(x1, x2, path[j : j + max_points], t[j : j + max_points])
         recorder.clear()
         run_model(model, points, "x1")
         out.append(recorder.bits(tie_tol))

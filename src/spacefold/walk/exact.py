@@ -73,7 +73,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from ..patterns import LayerSelector, PatternRecorder, _entry, eval_mode, find_activations, run_model
-from . import WalkBatch, resolve_tol
+from . import WalkBatch, resolve_tol, segment_points
 
 __all__ = [
     "ExactProgram",
@@ -1218,12 +1218,9 @@ def verify(
     x2 = to_model(model, x2)
     dist_all = []
     rec = PatternRecorder(model, layers)
-    shape = (-1,) + (1,) * (x1.dim() - 1)
     with rec, eval_mode(model), torch.no_grad():
         for j in range(0, mid.numel(), max_points):
-            w = walk_id[j : j + max_points]
-            tt = mid[j : j + max_points].to(x1.dtype).view(shape)
-            pts = (1 - tt) * x1[w] + tt * x2[w]
+            pts = segment_points(x1, x2, walk_id[j : j + max_points], mid[j : j + max_points])
             rec.clear()
             run_model(model, pts, "x1")
             scores = rec.scores()
