@@ -454,6 +454,7 @@ def _at(x: Tensor, r: Tensor, c: Tensor) -> Tensor:
 
 
 _NUMPY_FLOATS = (torch.float32, torch.float64)
+_EPS64 = float(torch.finfo(torch.float64).eps)
 
 
 def _signs(z: Tensor, tie_tol: float) -> Tensor:
@@ -573,8 +574,9 @@ def _split(state: _State, piece: Tensor, tc: Tensor, tol: float):
     if kidx.numel() == 0:
         return None, row
     kp, kt = piece[kidx], tc[kidx]
-    if tol >= 1e-8:
-        # one sort on (piece, fraction of the piece): exact up to ~1e-9 of a piece, far below tol
+    if tol >= 64 * _EPS64 * (2 * V + 1):
+        # one sort on (piece, fraction of the piece): the key resolves fractions down to a few
+        # float64 ulps of 2 V, below tol (crossings closer than tol share a breakpoint anyway)
         frac = (kt - ta[kidx]) / (tb[kidx] - ta[kidx])
         o = torch.argsort(kp.double() * 2.0 + frac)
     else:
@@ -779,6 +781,14 @@ def _flips(state: _State, pos: Tensor, rows, neurons, lev, thr: int, tie_r: Tens
     return _BitRecord(start_bits, torch.cat(out_rows), torch.cat(out_neurons), torch.cat(out_bits))
 
 
+def _linear(lin: nn.Linear, x: Tensor, out: Tensor) -> None:
+    """``lin(x)`` written into ``out``."""
+    if lin.bias is not None:
+        torch.addmm(lin.bias, x, lin.weight.t(), out=out)
+    else:
+        torch.mm(x, lin.weight.t(), out=out)
+
+
 def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linear, tie_tol: float, tol: float):
     """An activation followed by an ``nn.Linear``, fused (FOLDING.md §7.4 (a′) steps 3-4).
 
@@ -822,18 +832,21 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
         gq = g_next.index_select(0, g_rep)
         y = _act_inplace(step.module, z)
         out = torch.empty(V + G, lin.out_features, dtype=z.dtype, device=z.device)
-        if lin.bias is not None:
-            torch.addmm(lin.bias, y, lin.weight.t(), out=out[:V])
-        else:
-            torch.mm(y, lin.weight.t(), out=out[:V])
+        all_dense = bool(dense.all())
+        _linear(lin, y, out[:V])
         out_new = out[V:]
-        torch.lerp(out.index_select(0, g_piece), out.index_select(0, g_next), s_, out=out_new)
+        if all_dense:  # e.g. the first activation, whose pieces are the whole segments
+            _linear(lin, ynew, out_new)
+        else:
+            old = out[:V]  # the source rows, disjoint from out_new
+            torch.index_select(old, 0, g_piece, out=out_new)
+            out_new.lerp_(old.index_select(0, g_next), s_)
         if g_rep.numel():
             lerp_y = torch.lerp(_at(y, gp, k), _at(y, gq, k), s_[:, 0].index_select(0, g_rep))
             delta = (_at(ynew, g_rep, k) - lerp_y).unsqueeze(1)
             wt = lin.weight.detach().t().contiguous()
             out_new.index_add_(0, g_rep, wt.index_select(0, k).mul_(delta))
-        if bool(dense.any()):
+        if not all_dense and bool(dense.any()):
             dg = dense.nonzero().squeeze(1)
             out_new.index_copy_(0, dg, lin(ynew.index_select(0, dg)))
     if thr is None:
@@ -1159,6 +1172,11 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
                 parts = [p for p, _ in first]
                 step = next_step(max(pp for _, pp in first))
                 k = min(b, starts[-1] + n0)
+                if k < b:
+                    # equal sub-batches, as many as a multiple of the threads: no thread is left
+                    # alone with the last one
+                    rounds = -(-(b - k) // (step * n_threads))
+                    step = -(-(b - k) // (rounds * n_threads))
                 parts += [p for p, _ in pool.map(lambda k0: sub_batch(k0, min(step, b - k0)), range(k, b, step))]
         finally:
             torch.set_num_threads(n_threads)
