@@ -781,6 +781,20 @@ def _flips(state: _State, pos: Tensor, rows, neurons, lev, thr: int, tie_r: Tens
     return _BitRecord(start_bits, torch.cat(out_rows), torch.cat(out_neurons), torch.cat(out_bits))
 
 
+def _elementwise(module: nn.Module) -> bool:
+    """Whether the activation acts on every number alone, the same way (no per-neuron parameter)."""
+    if type(module) in (nn.ReLU, nn.LeakyReLU, nn.Hardtanh, nn.ReLU6, nn.RReLU):
+        return True
+    return type(module) is nn.PReLU and module.weight.numel() == 1
+
+
+def _rows_at(z: Tensor, g_piece: Tensor, g_next: Tensor, s_: Tensor, rows: Tensor | None) -> Tensor:
+    """``z`` interpolated at the new breakpoints (only those in ``rows``, when given)."""
+    if rows is not None:
+        g_piece, g_next, s_ = g_piece.index_select(0, rows), g_next.index_select(0, rows), s_.index_select(0, rows)
+    return torch.lerp(z.index_select(0, g_piece), z.index_select(0, g_next), s_)
+
+
 def _linear(lin: nn.Linear, x: Tensor, out: Tensor) -> None:
     """``lin(x)`` written into ``out``."""
     if lin.bias is not None:
@@ -809,10 +823,6 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
         G = g_piece.numel()
         g_next = nxt_old.index_select(0, g_piece)
         s_ = g_s.to(z.dtype).unsqueeze(1)
-        znew = torch.lerp(z.index_select(0, g_piece), z.index_select(0, g_next), s_)
-        if pos is not None:
-            pos = torch.cat([pos, _signs(znew, tie_tol)])
-        ynew = step.module(znew)
         # crossing neurons of every piece; a neuron crossing several levels in one piece counts once
         key = pieces * F_ + neurons
         key = torch.unique(key) if len(levels) > 1 else torch.sort(key).values
@@ -821,8 +831,10 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
         cstart = (torch.cumsum(per_piece, 0) - per_piece).index_select(0, g_piece)
         npair = per_piece.index_select(0, g_piece)
         dense = npair > _SPARSE_MAX
+        all_dense = bool(dense.all())
         g_sp = (~dense).nonzero().squeeze(1)
         np_sp = npair.index_select(0, g_sp)
+        # (g_rep, k): every new breakpoint of a sparse piece with every neuron crossing in its piece
         g_rep = torch.repeat_interleave(g_sp, np_sp)
         first = torch.cumsum(np_sp, 0) - np_sp
         c_idx = torch.repeat_interleave(cstart.index_select(0, g_sp) - first, np_sp) + torch.arange(
@@ -830,25 +842,49 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
         k = cn.index_select(0, c_idx)
         gp = g_piece.index_select(0, g_rep)
         gq = g_next.index_select(0, g_rep)
+        s_k = g_s.to(z.dtype).index_select(0, g_rep)
+        if _elementwise(step.module):
+            # At a new breakpoint of a sparse piece only the crossing neurons need their value:
+            # every other neuron stays on one side of the threshold on the whole piece, so its
+            # bit there is pos[a] | pos[b]. Dense pieces get whole rows.
+            dg = None if all_dense else dense.nonzero().squeeze(1)
+            zk = torch.lerp(_at(z, gp, k), _at(z, gq, k), s_k)
+            zd = _rows_at(z, g_piece, g_next, s_, dg)
+            if pos is not None:
+                F8 = pos.shape[1]
+                pos_new = pos.index_select(0, g_piece).logical_or_(pos.index_select(0, g_next))
+                pos_new.view(-1).index_put_((g_rep * F8 + k,), zk > tie_tol)
+                if dg is None:
+                    pos_new = _signs(zd, tie_tol)
+                elif dg.numel():
+                    pos_new.index_copy_(0, dg, _signs(zd, tie_tol))
+                pos = torch.cat([pos, pos_new])
+            yk = step.module(zk)
+            yd = step.module(zd)
+        else:
+            dg = None if all_dense else dense.nonzero().squeeze(1)
+            znew = _rows_at(z, g_piece, g_next, s_, None)
+            if pos is not None:
+                pos = torch.cat([pos, _signs(znew, tie_tol)])
+            ynew = step.module(znew)
+            yk = _at(ynew, g_rep, k)
+            yd = ynew if dg is None else ynew.index_select(0, dg)
         y = _act_inplace(step.module, z)
         out = torch.empty(V + G, lin.out_features, dtype=z.dtype, device=z.device)
-        all_dense = bool(dense.all())
         _linear(lin, y, out[:V])
         out_new = out[V:]
         if all_dense:  # e.g. the first activation, whose pieces are the whole segments
-            _linear(lin, ynew, out_new)
+            _linear(lin, yd, out_new)
         else:
             old = out[:V]  # the source rows, disjoint from out_new
             torch.index_select(old, 0, g_piece, out=out_new)
             out_new.lerp_(old.index_select(0, g_next), s_)
-        if g_rep.numel():
-            lerp_y = torch.lerp(_at(y, gp, k), _at(y, gq, k), s_[:, 0].index_select(0, g_rep))
-            delta = (_at(ynew, g_rep, k) - lerp_y).unsqueeze(1)
-            wt = lin.weight.detach().t().contiguous()
-            out_new.index_add_(0, g_rep, wt.index_select(0, k).mul_(delta))
-        if not all_dense and bool(dense.any()):
-            dg = dense.nonzero().squeeze(1)
-            out_new.index_copy_(0, dg, lin(ynew.index_select(0, dg)))
+            if g_rep.numel():
+                delta = (yk - torch.lerp(_at(y, gp, k), _at(y, gq, k), s_k)).unsqueeze(1)
+                wt = lin.weight.detach().t().contiguous()
+                out_new.index_add_(0, g_rep, wt.index_select(0, k).mul_(delta))
+            if dg.numel():
+                out_new.index_copy_(0, dg, lin(yd))
     if thr is None:
         return None, out
     return _flips(state, pos, rows, neurons, lev, thr, tie_r, tie_n, state.n_rows - V, F_), out
