@@ -154,6 +154,24 @@ def test_layer_selection_matches_activation_patterns():
         assert torch.equal(_collapse(full[i].patterns[:, cols]), sub[i].patterns)
 
 
+def test_layers_no_pattern_depends_on_are_not_evaluated():
+    from spacefold.walk.exact import compile_model
+
+    net = _mlp([3, 10, 10, 10, 2], [nn.ReLU], 8)
+    targets = lambda prog: {n.target for n in prog.live if n.op == "call_module"}  # noqa: E731
+    # the logits follow the last activation; with only the first ReLU selected, nothing after it matters
+    assert targets(compile_model(net)) == {"0", "1", "2", "3", "4", "5"}
+    assert targets(compile_model(net, layers=["1"])) == {"0", "1"}
+    g = torch.Generator().manual_seed(8)
+    x1, x2 = 2 * torch.randn(5, 3, generator=g, dtype=f64), 2 * torch.randn(5, 3, generator=g, dtype=f64)
+    full = exact_walks(net, x1, x2, tol=1e-12)
+    sub = exact_walks(net, x1, x2, layers=["1"], tol=1e-12)
+    cols = sf.pattern_layout(net, x1)["1"]
+    for i in range(5):
+        assert torch.equal(_collapse(full[i].patterns[:, cols]), sub[i].patterns)
+    assert verify(net, x1, x2, sub, layers=["1"]).ok and verify(net, x1, x2, full).ok
+
+
 def test_folding_api_exact_equals_bisect_and_chunks():
     net = _mlp([2, 16, 16, 16, 2], [nn.ReLU], 6)
     g = torch.Generator().manual_seed(6)

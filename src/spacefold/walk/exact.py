@@ -340,6 +340,12 @@ class ExactProgram:
                 self.fusable[s.node] = (user, us.module)
         if not any(s.kind == "act" and s.bit_layer for s in steps):
             raise _refuse("the traced graph calls none of the selected activation modules")
+        # values some activation of the pattern depends on; the others (the logits after the
+        # last activation, say) are never computed along the walk
+        self.live: set[fx.Node] = set()
+        for s in reversed(steps):
+            if (s.kind == "act" and s.bit_layer) or any(u in self.live for u in s.node.users):
+                self.live.add(s.node)
 
     @property
     def model(self) -> nn.Module | None:
@@ -643,13 +649,18 @@ def _run(prog: ExactProgram, env: dict, state: _State, start: int, tie_tol: floa
             pass
         elif s.kind == "output":
             break
+        elif s.node not in prog.live:
+            pass
         elif s.kind == "affine":
             env[s.node] = prog._eval(s, env)
         elif s.kind == "act":
             (node_in,) = [a for a in s.node.all_input_nodes if prog.dynamic.get(a, False)]
-            lin = prog.fusable.get(s.node)
+            used = any(u in prog.live for u in s.node.users)
+            lin = prog.fusable.get(s.node) if used else None
             others = [n for n in env if n is not node_in and prog.dynamic.get(n, False)]
-            if lin is not None and not others and env[node_in].dim() == 2:
+            if not others and not used:  # only the bits of this activation are needed
+                rec, _ = _act_linear(env, state, node_in, s, None, tie_tol, tol)
+            elif lin is not None and not others and env[node_in].dim() == 2:
                 rec, out = _act_linear(env, state, node_in, s, lin[1], tie_tol, tol)
                 env[lin[0]] = out
                 skip = lin[0]
@@ -803,7 +814,8 @@ def _linear(lin: nn.Linear, x: Tensor, out: Tensor) -> None:
         torch.mm(x, lin.weight.t(), out=out)
 
 
-def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linear, tie_tol: float, tol: float):
+def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linear | None, tie_tol: float,
+                tol: float):
     """An activation followed by an ``nn.Linear``, fused (FOLDING.md §7.4 (a′) steps 3-4).
 
     The product runs only on the breakpoints that existed before the split. At a new
@@ -811,16 +823,20 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
     values at a and b only in the neurons that cross inside the piece, so the Linear's
     output there is the interpolation of its outputs at a and b plus one column of the
     weight per crossing neuron (a plain product where many neurons cross). Returns
-    ``(flips or None, output of the Linear)``.
+    ``(flips or None, output of the Linear)``. With ``lin=None`` the activation's output
+    is not needed (only its bits): nothing after the split is computed.
     """
     z = env.pop(node_in)
+    if lin is None:
+        z = z.reshape(z.shape[0], -1)
     V, F_ = z.shape
     levels, thr, pos, pieces, neurons, lev, tie_r, tie_n, plan, rows, nxt_old = _cut(z, state, step, tie_tol, tol)
     if plan is None:
-        out = lin(_act_inplace(step.module, z))
+        out = None if lin is None else lin(_act_inplace(step.module, z))
+    elif lin is None and pos is None:
+        out = None
     else:
         g_piece, g_s = plan
-        G = g_piece.numel()
         g_next = nxt_old.index_select(0, g_piece)
         s_ = g_s.to(z.dtype).unsqueeze(1)
         # crossing neurons of every piece; a neuron crossing several levels in one piece counts once
@@ -859,8 +875,9 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
                 elif dg.numel():
                     pos_new.index_copy_(0, dg, _signs(zd, tie_tol))
                 pos = torch.cat([pos, pos_new])
-            yk = step.module(zk)
-            yd = step.module(zd)
+            if lin is not None:
+                yk = step.module(zk)
+                yd = step.module(zd)
         else:
             dg = None if all_dense else dense.nonzero().squeeze(1)
             znew = _rows_at(z, g_piece, g_next, s_, None)
@@ -869,25 +886,38 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
             ynew = step.module(znew)
             yk = _at(ynew, g_rep, k)
             yd = ynew if dg is None else ynew.index_select(0, dg)
-        y = _act_inplace(step.module, z)
-        out = torch.empty(V + G, lin.out_features, dtype=z.dtype, device=z.device)
-        _linear(lin, y, out[:V])
-        out_new = out[V:]
-        if all_dense:  # e.g. the first activation, whose pieces are the whole segments
-            _linear(lin, yd, out_new)
+        if lin is None:
+            out = None
         else:
-            old = out[:V]  # the source rows, disjoint from out_new
-            torch.index_select(old, 0, g_piece, out=out_new)
-            out_new.lerp_(old.index_select(0, g_next), s_)
-            if g_rep.numel():
-                delta = (yk - torch.lerp(_at(y, gp, k), _at(y, gq, k), s_k)).unsqueeze(1)
-                wt = lin.weight.detach().t().contiguous()
-                out_new.index_add_(0, g_rep, wt.index_select(0, k).mul_(delta))
-            if dg.numel():
-                out_new.index_copy_(0, dg, lin(yd))
+            out = _linear_at_new_rows(step, lin, z, g_piece, g_next, s_, g_rep, k, gp, gq, s_k, yk, yd, dg, all_dense)
     if thr is None:
         return None, out
     return _flips(state, pos, rows, neurons, lev, thr, tie_r, tie_n, state.n_rows - V, F_), out
+
+
+def _linear_at_new_rows(step: _Step, lin: nn.Linear, z: Tensor, g_piece: Tensor, g_next: Tensor, s_: Tensor,
+                        g_rep: Tensor, k: Tensor, gp: Tensor, gq: Tensor, s_k: Tensor, yk: Tensor, yd: Tensor,
+                        dg: Tensor | None, all_dense: bool) -> Tensor:
+    """The Linear after an activation at the old rows (a product) and the new ones (interpolated
+    and corrected by the crossing neurons' weight columns, or a product on dense rows)."""
+    V, G = z.shape[0], g_piece.numel()
+    y = _act_inplace(step.module, z)
+    out = torch.empty(V + G, lin.out_features, dtype=z.dtype, device=z.device)
+    _linear(lin, y, out[:V])
+    out_new = out[V:]
+    if all_dense:  # e.g. the first activation, whose pieces are the whole segments
+        _linear(lin, yd, out_new)
+    else:
+        old = out[:V]  # the source rows, disjoint from out_new
+        torch.index_select(old, 0, g_piece, out=out_new)
+        out_new.lerp_(old.index_select(0, g_next), s_)
+        if g_rep.numel():
+            delta = (yk - torch.lerp(_at(y, gp, k), _at(y, gq, k), s_k)).unsqueeze(1)
+            wt = lin.weight.detach().t().contiguous()
+            out_new.index_add_(0, g_rep, wt.index_select(0, k).mul_(delta))
+        if dg.numel():
+            out_new.index_copy_(0, dg, lin(yd))
+    return out
 
 
 def _split_maxpool(prog, env, state: _State, step: _Step, tol: float, max_rounds: int = 64) -> None:
