@@ -460,6 +460,8 @@ def _at(x: Tensor, r: Tensor, c: Tensor) -> Tensor:
 
 
 _NUMPY_FLOATS = (torch.float32, torch.float64)
+# layers narrower than this are left to torch (NumPy's per-call cost outweighs its speed there)
+_NUMPY_MIN_WIDTH = 64
 _EPS64 = float(torch.finfo(torch.float64).eps)
 
 
@@ -472,7 +474,7 @@ def _signs(z: Tensor, tie_tol: float) -> Tensor:
     F8 = -(-F_ // 8) * 8
     out = torch.empty(V, F8, dtype=torch.bool, device=z.device) if F8 == F_ else \
         torch.zeros(V, F8, dtype=torch.bool, device=z.device)
-    if z.device.type == "cpu" and z.dtype in _NUMPY_FLOATS and not z.requires_grad:
+    if z.device.type == "cpu" and z.dtype in _NUMPY_FLOATS and F_ >= _NUMPY_MIN_WIDTH and not z.requires_grad:
         # NumPy's comparison is vectorised (several times faster than torch's on CPUs) and
         # releases the GIL, so concurrent sub-batches keep both running
         np.greater(z.numpy(), tie_tol, out=out.numpy()[:, :F_])
@@ -488,7 +490,7 @@ def _sign_changes(pos: Tensor, nxt: Tensor) -> tuple[Tensor, Tensor]:
     only the rows that differ are compared neuron by neuron.
     """
     V, F8 = pos.shape
-    if V and pos.device.type == "cpu":
+    if V and pos.device.type == "cpu" and F8 >= _NUMPY_MIN_WIDTH:
         # one bit per neuron (NumPy packs bits fast): a row of 256 neurons is 4 words
         packed = np.packbits(pos.numpy(), axis=1, bitorder="little")
         pad = -packed.shape[1] % 8
