@@ -281,6 +281,24 @@ def test_touching_zero_without_crossing_is_not_a_region():
     assert sf.folding(net, torch.tensor([0.0], dtype=f64), x2[0], method="exact").r2 == 2
 
 
+@pytest.mark.parametrize("pad", [0, 62])  # 62 idle neurons per layer: 64 wide, NumPy's sign tests
+def test_a_tie_at_an_end_of_a_piece_with_a_crossing_inside(pad):
+    # a = ReLU(t) sits exactly at 0 at t = 0 and is positive after; b = ReLU(t - 1/2) crosses
+    # inside the same piece; c = ReLU(a - b) also starts at exactly 0. At the new breakpoint
+    # t = 1/2 a and c are positive, so the piece (0, 1/2) has their bits 1 (the pattern at
+    # t = 0 itself has them 0).
+    w2 = [[1.0, -1.0] + [0.0] * pad] + [[0.0] * (2 + pad)] * (pad + 1)
+    net = _net_1d([1.0, 1.0] + [0.0] * pad, [0.0, -0.5] + [-1.0] * pad, w2[: 1 + pad], [0.0] + [-1.0] * pad)
+    x1, x2 = torch.tensor([[0.0]], dtype=f64), torch.tensor([[1.0]], dtype=f64)
+    w = exact_walks(net, x1, x2)[0]
+    cols = [0, 1, 2 + pad]  # a, b, c
+    assert w.patterns[:, cols].int().tolist() == [[0, 0, 0], [1, 0, 1], [1, 1, 1]]
+    assert int(w.patterns.sum(1).max()) == 3  # the idle neurons stay off
+    assert w.t.tolist() == pytest.approx([0.0, 0.0, 0.5])
+    bi = sf.walk(net, x1[0], x2[0], method="bisect", tol=1e-12)
+    assert torch.equal(w.patterns, bi.patterns)
+
+
 def test_identically_zero_preactivation_gives_bit_zero_and_no_crossing():
     # c = ReLU(a - a) has pre-activation exactly 0 everywhere
     net = _net_1d([1.0], [0.0], [[1.0], [-1.0]], [0.0, 0.0])
@@ -432,7 +450,7 @@ def test_concurrent_sub_batches_give_the_same_walks(monkeypatch):
     try:
         torch.set_num_threads(1)
         whole = exact_walks(net, x1, x2)  # one sub-batch of 64 paths, then one of 106, in turn
-        monkeypatch.setattr(ex, "_TARGET_BYTES", 1)  # 2 x 64, then 16, 16, 10 paths, two at a time
+        monkeypatch.setattr(ex, "_TARGET_BYTES", 1)  # 2 x 64, then 11, 11, 11, 9 paths, two at a time
         pools = []
 
         class Pool(ex.ThreadPoolExecutor):
@@ -452,6 +470,41 @@ def test_concurrent_sub_batches_give_the_same_walks(monkeypatch):
         assert torch.equal(whole.summary()[k], parts.summary()[k]), k
     assert torch.equal(whole.patterns, parts.patterns) and torch.equal(whole.t, parts.t)
     assert torch.equal(whole.offsets, parts.offsets)
+
+
+class _Wide(nn.Module):
+    """Layers of 64 neurons and more (NumPy sign tests), many crossings per piece on the first
+    layers (dense pieces) and few later (sparse ones), elementwise and per-neuron activations."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(14)
+        self.net = nn.Sequential(
+            nn.Linear(4, 96), nn.ReLU(), nn.Linear(96, 80), nn.Hardtanh(-0.5, 0.5), nn.Linear(80, 72),
+            nn.PReLU(72), nn.Linear(72, 64), nn.LeakyReLU(0.1), nn.Linear(64, 3),
+        )
+        with torch.no_grad():
+            self.net[5].weight.uniform_(-0.5, 0.5)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_wide_layers_match_oracles_and_the_plain_torch_sign_tests(monkeypatch):
+    from spacefold.walk import exact as ex
+
+    net = _Wide().to(f64).eval()
+    g = torch.Generator().manual_seed(14)
+    x1, x2 = 3 * torch.randn(3, 4, generator=g, dtype=f64), 3 * torch.randn(3, 4, generator=g, dtype=f64)
+    ex_np, un = _check_against_oracles(net, x1, x2, steps=20_000)
+    assert (ex_np.n_regions >= un.n_regions).all() and int(ex_np.n_regions.min()) > 40
+    monkeypatch.setattr(ex, "_NUMPY_MIN_WIDTH", 10**9)
+    ex_torch = exact_walks(net, x1, x2, tol=1e-12)
+    assert torch.equal(ex_np.patterns, ex_torch.patterns) and torch.equal(ex_np.t, ex_torch.t)
+    # float32: the walk still agrees with plain forward passes
+    net32 = _Wide().eval()
+    w32 = exact_walks(net32, x1.float(), x2.float())
+    assert verify(net32, x1.float(), x2.float(), w32, atol=1e-5).ok
 
 
 def test_compiled_programs_do_not_keep_models_alive():
