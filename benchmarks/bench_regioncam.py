@@ -3,6 +3,8 @@
 Network: 784-256x6-10 MLP with PyTorch's default random weights (seed 0). Segments: random
 pairs of MNIST test images (seed 0). Both count the regions of every segment; the table
 gives paths per second (median over repeats, both measured in this run) and their ratio.
+The last rows time only the matrix products the walk performs (replayed on random data
+of the same shapes): the speed-up no amount of work on the rest of the walk can exceed.
 
     .venv/bin/python benchmarks/bench_regioncam.py --paths 1000 --repeats 3 --threads 1,2
 """
@@ -29,6 +31,49 @@ def regioncam_counts(net, x1, x2) -> list[int]:
         cam.add(net)
         out.append(cam.num_edges)
     return out
+
+
+def product_floor(net, x1, x2, threads: int, repeats: int) -> float:
+    """Seconds for only the matrix products the exact walk performs on these segments: the
+    shapes of every product are recorded during one walk, then the products are replayed on
+    random data (``threads`` sub-batches at a time, one thread each, as the walk runs them)."""
+    import importlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    ex = importlib.import_module("spacefold.walk.exact")
+    shapes: list[list[tuple[int, int, int]]] = []
+    original = ex._linear
+
+    def recording(lin, x, out):
+        shapes[-1].append((x.shape[0], lin.in_features, lin.out_features))
+        return original(lin, x, out)
+
+    original_run = ex._run
+
+    def run(*args):
+        shapes.append([])
+        return original_run(*args)
+
+    ex._linear, ex._run = recording, run
+    try:
+        torch.set_num_threads(1)
+        sf.folding_batch(net, x1, x2, method="exact", batch_size=x1.shape[0])
+    finally:
+        ex._linear, ex._run = original, original_run
+    weights = {(i, o): (torch.randn(o, i), torch.randn(o)) for sub in shapes for _, i, o in sub}
+    data = [[(torch.rand(v, i), *weights[i, o]) for v, i, o in sub] for sub in shapes]
+
+    def replay(sub):
+        for y, w, b in sub:
+            torch.addmm(b, y, w.t())
+
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(replay, data))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def main() -> None:
@@ -91,6 +136,12 @@ def main() -> None:
                      "same count as regioncam": f"{int((r.n_regions == rc).sum())}/{args.paths} (max diff "
                                                 f"{int((r.n_regions - rc).abs().max())})",
                      "same count as float64": agree(r.n_regions)})
+    for th in sorted({th for th, _ in configs}):
+        t = product_floor(net, x1, x2, th, args.repeats)
+        rows.append({"method": "floor: only the walk's matrix products", "torch threads": th,
+                     "paths/s": args.paths / t, "ms/path": 1e3 * t / args.paths,
+                     "speed-up (median of per-repeat ratios)": t_rc / t, "regions/path": "-",
+                     "same count as regioncam": "-", "same count as float64": "-"})
     print(table(rows))
 
 
