@@ -26,7 +26,12 @@ segments of a batch at once ("layer-wise splitting", §7.4 (a′)):
    measures). Then the activation is applied. An activation whose only user is an
    ``nn.Linear`` is fused with it: the product runs on the breakpoints that existed
    before the split, and at a new breakpoint the output is interpolated from its
-   piece's ends and corrected by one weight column per neuron crossing in the piece.
+   piece's ends and corrected by one weight column per neuron crossing in the piece
+   (a plain product where many neurons cross). At such a breakpoint only the crossing
+   neurons are interpolated: every other neuron stays on one side of the threshold on
+   the whole piece, so its bit there is the OR of the bits at the piece's ends.
+   Values that no activation of the pattern depends on (the logits after the last
+   activation, layers after the last selected one) are not computed.
 5. Max pooling is piecewise linear as well: a piece on which the arg-max of a window
    changes is split where the two competing inputs are equal, repeatedly, until the
    arg-max is the same at both ends of every piece (then it is constant on the piece,
