@@ -866,33 +866,33 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
         gp = g_piece.index_select(0, g_rep)
         gq = g_next.index_select(0, g_rep)
         s_k = g_s.to(z.dtype).index_select(0, g_rep)
+        dg = None if all_dense else dense.nonzero().squeeze(1)
+        yk = yd = None
         if _elementwise(step.module):
             # At a new breakpoint of a sparse piece only the crossing neurons need their value:
             # every other neuron stays on one side of the threshold on the whole piece, so its
             # bit there is pos[a] | pos[b]. Dense pieces get whole rows.
-            dg = None if all_dense else dense.nonzero().squeeze(1)
             zk = torch.lerp(_at(z, gp, k), _at(z, gq, k), s_k)
             zd = _rows_at(z, g_piece, g_next, s_, dg)
             if pos is not None:
-                F8 = pos.shape[1]
-                pos_new = pos.index_select(0, g_piece).logical_or_(pos.index_select(0, g_next))
-                pos_new.view(-1).index_put_((g_rep * F8 + k,), zk > tie_tol)
                 if dg is None:
                     pos_new = _signs(zd, tie_tol)
-                elif dg.numel():
-                    pos_new.index_copy_(0, dg, _signs(zd, tie_tol))
+                else:
+                    pos_new = pos.index_select(0, g_piece).logical_or_(pos.index_select(0, g_next))
+                    pos_new.view(-1).index_put_((g_rep * pos.shape[1] + k,), zk > tie_tol)
+                    if dg.numel():
+                        pos_new.index_copy_(0, dg, _signs(zd, tie_tol))
                 pos = torch.cat([pos, pos_new])
             if lin is not None:
-                yk = step.module(zk)
-                yd = step.module(zd)
+                yk, yd = step.module(zk), step.module(zd)
         else:
-            dg = None if all_dense else dense.nonzero().squeeze(1)
             znew = _rows_at(z, g_piece, g_next, s_, None)
             if pos is not None:
                 pos = torch.cat([pos, _signs(znew, tie_tol)])
-            ynew = step.module(znew)
-            yk = _at(ynew, g_rep, k)
-            yd = ynew if dg is None else ynew.index_select(0, dg)
+            if lin is not None:
+                ynew = step.module(znew)
+                yk = _at(ynew, g_rep, k)
+                yd = ynew if dg is None else ynew.index_select(0, dg)
         if lin is None:
             out = None
         else:
