@@ -9,18 +9,32 @@ rational arithmetic.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 import spacefold as sf
 from spacefold import measure
 from spacefold.walk import WalkBatch
+from spacefold.walk import _kernels
 from spacefold.walk.exact import ExactWalkBatch, NotPiecewiseLinearError, exact_walks, verify
 
 f64 = torch.float64
+
+
+@pytest.fixture(autouse=True, params=["compiled", "torch"])
+def backend(request, monkeypatch):
+    """Every test of this module runs with the compiled kernels (CPU, ReLU-type layers) and
+    with the plain torch operations that every device and layer can use."""
+    if request.param == "torch":
+        monkeypatch.setenv("SPACEFOLD_NUMBA", "0")
+    elif not _kernels.available():
+        pytest.skip("numba is not installed: no compiled kernels")
+    return request.param
 
 
 def _mlp(widths, acts, seed):
@@ -329,7 +343,7 @@ def test_hamming1_counterexample_of_folding_md():
     assert f.chi == pytest.approx(1 / 3)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 10_000), width=st.integers(1, 24), d=st.integers(1, 6),
        act=st.sampled_from(["relu", "leaky", "hardtanh", "relu6"]))
 def test_one_hidden_layer_never_folds(seed, width, d, act):
@@ -432,6 +446,7 @@ def test_sub_batches_give_the_same_walks(monkeypatch):
     x1, x2 = 2 * torch.randn(70, 3, generator=g, dtype=f64), 2 * torch.randn(70, 3, generator=g, dtype=f64)
     whole = exact_walks(net, x1, x2)
     monkeypatch.setattr(ex, "_TARGET_BYTES", 1)  # sub-batches of 64, then 16 paths
+    monkeypatch.setattr(ex, "_TARGET_BYTES_COMPILED", 1)
     parts = exact_walks(net, x1, x2)
     assert isinstance(parts, ExactWalkBatch) and len(parts) == 70
     for k in ("r1", "r2", "chi", "max_profile", "n_points"):
@@ -451,6 +466,7 @@ def test_concurrent_sub_batches_give_the_same_walks(monkeypatch):
         torch.set_num_threads(1)
         whole = exact_walks(net, x1, x2)  # one sub-batch of 64 paths, then one of 106, in turn
         monkeypatch.setattr(ex, "_TARGET_BYTES", 1)  # 2 x 64, then 11, 11, 11, 9 paths, two at a time
+        monkeypatch.setattr(ex, "_TARGET_BYTES_COMPILED", 1)
         pools = []
 
         class Pool(ex.ThreadPoolExecutor):
@@ -542,3 +558,73 @@ def test_replacing_a_submodule_is_seen():
     ex = sf.walk(net, x1[0], x2[0], method="exact")
     dense = sf.walk(net, x1[0], x2[0], method="uniform", steps=20_000)
     assert torch.equal(ex.patterns, dense.patterns)
+
+
+def _kernel_act(kind: int, width: int) -> nn.Module:
+    return [nn.ReLU(), nn.LeakyReLU(0.1), nn.PReLU(), nn.PReLU(width), nn.RReLU(0.05, 0.3)][kind]
+
+
+def _count_kernel_calls(monkeypatch) -> list[int]:
+    calls = [0, 0]
+    split, linear = _kernels.split_act, _kernels.new_rows_linear
+
+    def counted_split(*args):
+        calls[0] += 1
+        return split(*args)
+
+    def counted_linear(*args):
+        calls[1] += 1
+        return linear(*args)
+
+    monkeypatch.setattr(_kernels, "split_act", counted_split)
+    monkeypatch.setattr(_kernels, "new_rows_linear", counted_linear)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, f64])
+def test_relu_type_mlps_run_on_the_compiled_kernels(backend, dtype, monkeypatch):
+    torch.manual_seed(21)
+    net = nn.Sequential(nn.Linear(4, 70), nn.ReLU(), nn.Linear(70, 30), nn.PReLU(30), nn.Linear(30, 3)).to(dtype)
+    with torch.no_grad():
+        net[3].weight.uniform_(-0.5, 0.5)
+    net.eval()
+    g = torch.Generator().manual_seed(21)
+    x1, x2 = 3 * torch.randn(5, 4, generator=g), 3 * torch.randn(5, 4, generator=g)
+    calls = _count_kernel_calls(monkeypatch)
+    w = exact_walks(net, x1.to(dtype), x2.to(dtype))
+    # both activations (the last one for its bits only), and the Linear after the first
+    assert calls == ([2, 1] if backend == "compiled" else [0, 0])
+    assert verify(net, x1.to(dtype), x2.to(dtype), w, atol=1e-5 if dtype == torch.float32 else 0.0).ok
+    assert int(w.n_regions.min()) > 10
+
+
+@settings(max_examples=int(os.environ.get("SPACEFOLD_EXAMPLES", 40)), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), widths=st.lists(st.integers(1, 80), min_size=1, max_size=3),
+       kinds=st.lists(st.integers(0, 4), min_size=3, max_size=3), tol=st.sampled_from([0.0, 1e-9, 1e-4]),
+       select=st.integers(0, 7))
+def test_compiled_kernels_give_the_walks_of_the_torch_operations(backend, seed, widths, kinds, tol, select):
+    """Agreement of two independent implementations of the same walk, layer choice and ``tol``
+    merging included, on MLPs whose layers straddle the 64-bit words of the kernels' signs."""
+    if backend != "compiled":
+        return
+    torch.manual_seed(seed)
+    layers, d = [], 3
+    for k, w in enumerate(widths):
+        layers += [nn.Linear(d, w), _kernel_act(kinds[k], w)]
+        d = w
+    net = nn.Sequential(*layers, nn.Linear(d, 2)).to(f64).eval()
+    names = [n for n, m in net.named_modules() if m is not net and not isinstance(m, nn.Linear)]
+    chosen = [n for k, n in enumerate(names) if (select >> k) & 1] or None
+    g = torch.Generator().manual_seed(seed)
+    x1, x2 = 2 * torch.randn(7, 3, generator=g, dtype=f64), 2 * torch.randn(7, 3, generator=g, dtype=f64)
+    x2[0] = x1[0]  # a segment of length 0
+    got = exact_walks(net, x1, x2, layers=chosen, tol=tol)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SPACEFOLD_NUMBA", "0")
+        ref = exact_walks(net, x1, x2, layers=chosen, tol=tol)
+    assert torch.equal(got.offsets, ref.offsets)
+    assert torch.equal(got.patterns, ref.patterns)
+    assert torch.allclose(got.t, ref.t, rtol=0, atol=1e-12)
+    for k in ("r1", "r2", "n_points"):
+        assert torch.equal(got.summary()[k], ref.summary()[k]), k

@@ -1,0 +1,390 @@
+"""The Numba kernels behind :mod:`spacefold.walk._kernels` (imported on first use: it compiles
+or loads them from Numba's cache)."""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+jit = nb.njit(cache=True, nogil=True)
+u64 = np.uint64
+MAGIC = u64(0x0102040810204080)  # eight 0/1 bytes -> their eight bits, lowest byte lowest
+S56 = u64(56)
+
+@jit
+def popcount(x):
+    x = x - ((x >> u64(1)) & u64(0x5555555555555555))
+    x = (x & u64(0x3333333333333333)) + ((x >> u64(2)) & u64(0x3333333333333333))
+    x = (x + (x >> u64(4))) & u64(0x0F0F0F0F0F0F0F0F)
+    return (x * u64(0x0101010101010101)) >> S56
+
+@jit
+def pack_signs(z):
+    """(V, W) words: bit n of row r is z[r, n] > 0."""
+    V, F = z.shape
+    W = (F + 63) // 64
+    pos = np.zeros((V, W), np.uint64)
+    buf = np.zeros(W * 64, np.uint8)
+    bw = buf.view(np.uint64)
+    for r in range(V):
+        for n in range(F):
+            buf[n] = z[r, n] > 0
+        for w in range(W):
+            acc = u64(0)
+            for k in range(8):
+                acc |= ((bw[w * 8 + k] * MAGIC) >> S56) << u64(8 * k)
+            pos[r, w] = acc
+    return pos
+
+@jit
+def bit_at(pos, r, n):
+    return ((pos[r, n >> 6] >> u64(n & 63)) & u64(1)) != u64(0)
+
+@jit
+def clear_bit(pos, r, n):
+    pos[r, n >> 6] &= ~(u64(1) << u64(n & 63))
+
+@jit
+def set_bit(pos, r, n):
+    pos[r, n >> 6] |= u64(1) << u64(n & 63)
+
+@jit
+def sort_by(keys, idx):
+    """Sort ``idx`` by ``keys[idx]`` in place (insertion sort: pieces hold few crossings)."""
+    if idx.size > 32:
+        o = np.argsort(keys[idx], kind="mergesort")
+        idx[:] = idx[o]
+        return
+    for i in range(1, idx.size):
+        v = idx[i]
+        kv = keys[v]
+        j = i - 1
+        while j >= 0 and keys[idx[j]] > kv:
+            idx[j + 1] = idx[j]
+            j -= 1
+        idx[j + 1] = v
+
+@jit
+def split_act(z, t, nxt, prv, B, tol, slope, bits, act):
+    V, F = z.shape
+    W = (F + 63) // 64
+    pos0 = pack_signs(z)
+    # ---- crossings: rows whose signs differ from the next row's, neuron by neuron
+    ncand = 0
+    for r in range(V):
+        q = nxt[r]
+        if q != r:
+            for w in range(W):
+                ncand += np.int64(popcount(pos0[r, w] ^ pos0[q, w]))
+    c_piece = np.empty(ncand, np.int64)
+    c_n = np.empty(ncand, np.int64)
+    c_frac = np.empty(ncand, np.float64)
+    tie_r = np.empty(ncand, np.int64)
+    tie_n = np.empty(ncand, np.int64)
+    nc = 0
+    nt = 0
+    for r in range(V):
+        q = nxt[r]
+        if q == r:
+            continue
+        for w in range(W):
+            x = pos0[r, w] ^ pos0[q, w]
+            while x:
+                low = x & (~x + u64(1))
+                n = w * 64 + np.int64(popcount(low - u64(1)))
+                x ^= low
+                a = z[r, n]
+                b = z[q, n]
+                if (a < 0) or (b < 0):  # one end is > 0 (the bits differ): a strict crossing
+                    c_piece[nc] = r
+                    c_n[nc] = n
+                    c_frac[nc] = np.float64(a) / (np.float64(a) - np.float64(b))
+                    nc += 1
+                else:  # the other end sits exactly at 0: a tie, no breakpoint
+                    tie_r[nt] = r if a == 0 else q
+                    tie_n[nt] = n
+                    nt += 1
+    # ---- per piece: crossings sorted by t, grouped into new breakpoints
+    tc = np.empty(nc, np.float64)
+    order = np.arange(nc)
+    c_row = np.empty(nc, np.int64)  # breakpoint row of every crossing (by position in order)
+    c_slot = np.empty(nc, np.int64)  # 0: at the piece start, j: new breakpoint j, m + 1: at its end
+    g_piece = np.empty(nc, np.int64)
+    g_t = np.empty(nc, np.float64)
+    p_start = np.empty(nc + 1, np.int64)  # pieces: crossings p_start[p] .. p_start[p + 1] - 1
+    p_g0 = np.empty(nc + 1, np.int64)  # their new rows V + p_g0[p] .. V + p_g0[p + 1] - 1
+    n_pieces = 0
+    G = 0
+    i = 0
+    while i < nc:
+        r = c_piece[i]
+        j = i
+        while j < nc and c_piece[j] == r:
+            j += 1
+        ta = t[r]
+        tb = t[nxt[r]]
+        for k in range(i, j):
+            tc[k] = ta + (tb - ta) * c_frac[k]
+        sort_by(tc, order[i:j])
+        p_start[n_pieces] = i
+        p_g0[n_pieces] = G
+        n_pieces += 1
+        m = 0
+        prev = 0.0
+        for k in range(i, j):
+            c = order[k]
+            tk = tc[c]
+            if tk - ta <= tol:
+                c_row[k] = r
+                c_slot[k] = 0
+            elif tb - tk <= tol:
+                c_row[k] = nxt[r]
+                c_slot[k] = -1  # set to m + 1 below
+            else:
+                if m == 0 or tk - prev > tol:
+                    g_piece[G] = r
+                    g_t[G] = tk
+                    G += 1
+                    m += 1
+                prev = tk
+                c_row[k] = V + G - 1
+                c_slot[k] = m
+        for k in range(i, j):
+            if c_slot[k] < 0:
+                c_slot[k] = m + 1
+        i = j
+    p_start[n_pieces] = nc
+    p_g0[n_pieces] = G
+    # ---- links and times of the new rows
+    Vn = V + G
+    t2 = np.empty(Vn, np.float64)
+    nxt2 = np.empty(Vn, np.int64)
+    prv2 = np.empty(Vn, np.int64)
+    t2[:V] = t
+    nxt2[:V] = nxt
+    prv2[:V] = prv
+    g_s = np.empty(G, np.float64)
+    for p in range(n_pieces):
+        g0, g1 = p_g0[p], p_g0[p + 1]
+        if g1 == g0:
+            continue
+        r = g_piece[g0]
+        q = nxt[r]
+        ta = t[r]
+        tb = t[q]
+        for g in range(g0, g1):
+            row = V + g
+            t2[row] = g_t[g]
+            g_s[g] = (g_t[g] - ta) / (tb - ta)
+            nxt2[row] = row + 1 if g + 1 < g1 else q
+            prv2[row] = row - 1 if g > g0 else r
+        nxt2[r] = V + g0
+        prv2[q] = V + g1 - 1
+    # ---- signs at every row; a neuron crossing inside a piece is at 0 at its breakpoint
+    pos = np.empty((Vn, W), np.uint64)
+    pos[:V] = pos0
+    for p in range(n_pieces):
+        g0, g1 = p_g0[p], p_g0[p + 1]
+        if g1 == g0:
+            continue
+        r = g_piece[g0]
+        q = nxt[r]
+        for g in range(g0, g1):
+            for w in range(W):
+                pos[V + g, w] = pos0[r, w] | pos0[q, w]
+        # a crossing neuron is 1 (the OR) on its positive side only
+        for k in range(p_start[p], p_start[p + 1]):
+            n = c_n[order[k]]
+            sl = c_slot[k]
+            if z[r, n] > 0:  # positive before the crossing: 0 from its breakpoint on
+                for g in range(g0 + max(sl, 1) - 1, g1):
+                    clear_bit(pos, V + g, n)
+            else:  # positive after it: 0 up to its breakpoint
+                for g in range(g0, g0 + min(sl, g1 - g0)):
+                    clear_bit(pos, V + g, n)
+    for k in range(nc):
+        clear_bit(pos, c_row[k], c_n[order[k]])
+    # ---- flips of the bits along the paths
+    if bits:
+        # candidates: crossings and ties away from t = 0 and t = 1; those on old rows may repeat
+        n_new = 0
+        n_old = 0
+        for k in range(nc):
+            if c_row[k] >= V:
+                n_new += 1
+            elif c_row[k] >= 2 * B:
+                n_old += 1
+        for k in range(nt):
+            if tie_r[k] >= 2 * B:
+                n_old += 1
+        keys = np.empty(n_old, np.int64)
+        cr = np.empty(n_new + n_old, np.int64)
+        cn = np.empty(n_new + n_old, np.int64)
+        u = 0
+        o = 0
+        for k in range(nc):
+            row = c_row[k]
+            if row >= V:
+                cr[u] = row
+                cn[u] = c_n[order[k]]
+                u += 1
+            elif row >= 2 * B:
+                keys[o] = row * F + c_n[order[k]]
+                o += 1
+        for k in range(nt):
+            if tie_r[k] >= 2 * B:
+                keys[o] = tie_r[k] * F + tie_n[k]
+                o += 1
+        if n_old:
+            keys = np.unique(keys)
+            for k in range(keys.size):
+                cr[u] = keys[k] // F
+                cn[u] = keys[k] % F
+                u += 1
+        n_flip = 0
+        for k in range(u):
+            row, n = cr[k], cn[k]
+            after = bit_at(pos, nxt2[row], n)
+            if not bit_at(pos, row, n) and bit_at(pos, prv2[row], n) != after:
+                n_flip += 1
+        for b in range(B):
+            for w in range(W):
+                n_flip += np.int64(popcount((pos[b, w] | pos[nxt2[b], w]) ^ pos0[b, w]))
+                e = B + b
+                n_flip += np.int64(popcount((pos[prv2[e], w] | pos[e, w]) ^ pos0[e, w]))
+        f_row = np.empty(n_flip, np.int64)
+        f_n = np.empty(n_flip, np.int64)
+        f_bit = np.empty(n_flip, np.bool_)
+        f = 0
+        for b in range(B):
+            e = B + b
+            for w in range(W):
+                x = (pos[b, w] | pos[nxt2[b], w]) ^ pos0[b, w]
+                while x:
+                    low = x & (~x + u64(1))
+                    x ^= low
+                    f_row[f] = b
+                    f_n[f] = w * 64 + np.int64(popcount(low - u64(1)))
+                    f_bit[f] = (pos0[b, w] & low) == u64(0)
+                    f += 1
+                x = (pos[prv2[e], w] | pos[e, w]) ^ pos0[e, w]
+                while x:
+                    low = x & (~x + u64(1))
+                    x ^= low
+                    f_row[f] = e
+                    f_n[f] = w * 64 + np.int64(popcount(low - u64(1)))
+                    f_bit[f] = (pos0[e, w] & low) != u64(0)
+                    f += 1
+        for k in range(u):
+            row, n = cr[k], cn[k]
+            after = bit_at(pos, nxt2[row], n)
+            if not bit_at(pos, row, n) and bit_at(pos, prv2[row], n) != after:
+                f_row[f] = row
+                f_n[f] = n
+                f_bit[f] = after
+                f += 1
+        start_bits = np.empty((B, F), np.bool_)
+        for b in range(B):
+            for n in range(F):
+                start_bits[b, n] = bit_at(pos0, b, n)
+    else:
+        f_row = np.empty(0, np.int64)
+        f_n = np.empty(0, np.int64)
+        f_bit = np.empty(0, np.bool_)
+        start_bits = np.empty((0, F), np.bool_)
+    # ---- what the Linear after the activation needs at the new rows
+    n_pl = 0
+    if act:
+        for p in range(n_pieces):
+            if p_g0[p + 1] > p_g0[p]:
+                n_pl += 1
+    pl_a = np.empty(n_pl, np.int64)
+    pl_b = np.empty(n_pl, np.int64)
+    pl_c0 = np.empty(n_pl, np.int64)
+    pl_c1 = np.empty(n_pl, np.int64)
+    pl_g0 = np.empty(n_pl, np.int64)
+    pl_m = np.empty(n_pl, np.int64)
+    cs_n = np.empty(nc if act else 0, np.int64)
+    cs_slot = np.empty(nc if act else 0, np.int64)
+    cs_za = np.empty(nc if act else 0, np.float64)
+    cs_zb = np.empty(nc if act else 0, np.float64)
+    if act:
+        pi = 0
+        for p in range(n_pieces):
+            g0, g1 = p_g0[p], p_g0[p + 1]
+            if g1 == g0:
+                continue
+            r = g_piece[g0]
+            q = nxt[r]
+            pl_a[pi] = r
+            pl_b[pi] = q
+            pl_c0[pi] = p_start[p]
+            pl_c1[pi] = p_start[p + 1]
+            pl_g0[pi] = g0
+            pl_m[pi] = g1 - g0
+            pi += 1
+            for k in range(p_start[p], p_start[p + 1]):
+                n = c_n[order[k]]
+                cs_n[k] = n
+                cs_slot[k] = c_slot[k]
+                cs_za[k] = z[r, n]
+                cs_zb[k] = z[q, n]
+        # the activation, in place (z is not needed any more)
+        for r in range(V):
+            for n in range(F):
+                v = z[r, n]
+                if not v > 0:
+                    z[r, n] = v * slope[n]
+    return (t2, nxt2, prv2, g_s, start_bits, f_row, f_n, f_bit,
+            (pl_a, pl_b, pl_c0, pl_c1, pl_g0, pl_m, cs_n, cs_slot, cs_za, cs_zb))
+
+@jit
+def act1(v, a):
+    return v if v > 0 else a * v
+
+
+@jit
+def new_rows_linear(out, V, wt, slope, pl_a, pl_b, pl_c0, pl_c1, pl_g0, pl_m, cs_n, cs_slot, cs_za, cs_zb, g_s):
+    """The Linear's output at the new rows ``V ..`` of ``out`` from its rows at the pieces' ends:
+    running sums of weight columns along each piece (see :mod:`spacefold.walk._kernels`)."""
+    O = out.shape[1]
+    buf = np.empty((pl_m.max(), O), np.float64)
+    acc = np.empty(O, np.float64)
+    for p in range(pl_a.size):
+        a, b, c0, c1, g0, m = pl_a[p], pl_b[p], pl_c0[p], pl_c1[p], pl_g0[p], pl_m[p]
+        acc[:] = 0.0
+        i = c0
+        for j in range(1, m + 1):  # forward: y(a) and the crossings before new row j
+            while i < c1 and cs_slot[i] < j:
+                n = cs_n[i]
+                c = -(1.0 - slope[n]) * abs(cs_za[i])
+                for o in range(O):
+                    acc[o] += c * wt[n, o]
+                i += 1
+            s = g_s[g0 + j - 1]
+            w = 1.0 - s
+            for o in range(O):
+                buf[j - 1, o] = w * (out[a, o] + acc[o])
+            # neurons merged into this breakpoint (within tol of it): their exact value here
+            while i < c1 and cs_slot[i] == j:
+                n = cs_n[i]
+                za, zb, al = cs_za[i], cs_zb[i], slope[n]
+                d = act1(za + s * (zb - za), al) - (w * act1(za, al) + s * act1(zb, al))
+                c = -(1.0 - al) * abs(za)
+                for o in range(O):
+                    buf[j - 1, o] += d * wt[n, o]
+                    acc[o] += c * wt[n, o]
+                i += 1
+        acc[:] = 0.0
+        i = c1 - 1
+        for j in range(m, 0, -1):  # backward: y(b) and the crossings after new row j
+            while i >= c0 and cs_slot[i] > j:
+                n = cs_n[i]
+                c = -(1.0 - slope[n]) * abs(cs_zb[i])
+                for o in range(O):
+                    acc[o] += c * wt[n, o]
+                i -= 1
+            s = g_s[g0 + j - 1]
+            row = V + g0 + j - 1
+            for o in range(O):
+                out[row, o] = buf[j - 1, o] + s * (out[b, o] + acc[o])
