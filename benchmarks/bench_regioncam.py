@@ -2,7 +2,8 @@
 
 Network: 784-256x6-10 MLP with PyTorch's default random weights (seed 0). Segments: random
 pairs of MNIST test images (seed 0). Both count the regions of every segment; the table
-gives paths per second (median over repeats, both measured in this run) and their ratio.
+gives paths per second (median over repeats, both measured in this run) and their ratio,
+with the compiled kernels (the default on CPUs) and, at the default ``tol``, without them.
 The last rows time only the matrix products the walk performs (replayed on random data
 of the same shapes): the speed-up no amount of work on the rest of the walk can exceed.
 
@@ -12,6 +13,7 @@ of the same shapes): the speed-up no amount of work on the rest of the walk can 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -99,7 +101,9 @@ def main() -> None:
 
     # reference: the exact walk of the same network evaluated in float64
     ref = sf.folding_batch(net, x1, x2, method="exact", tol=0.0, dtype=torch.float64).n_regions
-    configs = [(th, tol) for th in [int(t) for t in args.threads.split(",")] for tol in (0.0, 1e-9, 1e-6)]
+    # (threads, tol, compiled kernels): the default tol also without the kernels (torch operations only)
+    configs = [(th, tol, k) for th in [int(t) for t in args.threads.split(",")]
+               for tol, k in ((0.0, True), (1e-9, True), (1e-6, True), (1e-9, False))]
     sf.folding_batch(net, x1[:50], x2[:50], method="exact")  # warm-up (tracing)
     # interleaved: every repeat times regioncam and then each configuration, so that both
     # see the same load; ratios are taken within a repeat
@@ -109,13 +113,16 @@ def main() -> None:
         rc = regioncam_counts(net, x1, x2)
         t_rc = time.perf_counter() - t0
         rc_times.append(t_rc)
-        for th, tol in configs:
+        for c in configs:
+            th, tol, kernels = c
             torch.set_num_threads(th)
+            os.environ["SPACEFOLD_NUMBA"] = "1" if kernels else "0"
             t0 = time.perf_counter()
-            res[th, tol] = sf.folding_batch(net, x1, x2, method="exact", tol=tol, batch_size=args.paths)
+            res[c] = sf.folding_batch(net, x1, x2, method="exact", tol=tol, batch_size=args.paths)
             t = time.perf_counter() - t0
-            times[th, tol].append(t)
-            ratios[th, tol].append(t_rc / t)
+            times[c].append(t)
+            ratios[c].append(t_rc / t)
+        os.environ["SPACEFOLD_NUMBA"] = "1"
     rc = torch.tensor(rc)
 
     def agree(counts):
@@ -126,17 +133,21 @@ def main() -> None:
              "ms/path": 1e3 * t_rc / args.paths, "speed-up (median of per-repeat ratios)": 1.0,
              "regions/path": float(rc.float().mean()), "same count as regioncam": "-",
              "same count as float64": agree(rc)}]
-    for th, tol in configs:
-        t = statistics.median(times[th, tol])
-        r = res[th, tol]
-        rows.append({"method": f"spacefold exact, tol={tol:g}", "torch threads": th, "paths/s": args.paths / t,
+    for c in configs:
+        th, tol, kernels = c
+        t = statistics.median(times[c])
+        r = res[c]
+        name = f"spacefold exact, tol={tol:g}" + (" (default)" if tol == 1e-9 else "")
+        if not kernels:
+            name += ", torch operations only"
+        rows.append({"method": name, "torch threads": th, "paths/s": args.paths / t,
                      "ms/path": 1e3 * t / args.paths,
-                     "speed-up (median of per-repeat ratios)": statistics.median(ratios[th, tol]),
+                     "speed-up (median of per-repeat ratios)": statistics.median(ratios[c]),
                      "regions/path": float(r.n_regions.float().mean()),
                      "same count as regioncam": f"{int((r.n_regions == rc).sum())}/{args.paths} (max diff "
                                                 f"{int((r.n_regions - rc).abs().max())})",
                      "same count as float64": agree(r.n_regions)})
-    for th in sorted({th for th, _ in configs}):
+    for th in sorted({c[0] for c in configs}):
         t = product_floor(net, x1, x2, th, args.repeats)
         rows.append({"method": "floor: only the walk's matrix products", "torch threads": th,
                      "paths/s": args.paths / t, "ms/path": 1e3 * t / args.paths,

@@ -47,6 +47,14 @@ pattern at t = 1, consecutive duplicates merged. It is stored as the pattern at 
 and the list of bit flips (:class:`ExactWalkBatch`); r1, r2 and χ come from the flips,
 and patterns are built only when asked for.
 
+On CPUs an activation with one kink at 0 that is also the bit threshold (ReLU,
+LeakyReLU, PReLU, RReLU in eval mode, ``tie_tol=0``), followed by an ``nn.Linear`` or by
+nothing the pattern needs, runs on compiled kernels (:mod:`spacefold.walk._kernels`,
+Numba): one call per layer for step 4's split, bits and flips, and the Linear at the new
+breakpoints from running sums of weight columns instead of a product. They compute the
+same walk as the torch operations (tested against each other); ``SPACEFOLD_NUMBA=0``
+turns them off.
+
 Paths are processed in sub-batches sized so that the largest tensor of breakpoint
 values stays near 16 MB on CPUs (fresh large tensors are page-faulted on every layer)
 and 512 MB on accelerators. On a CPU with several torch threads the sub-batches after
