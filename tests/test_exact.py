@@ -628,3 +628,41 @@ def test_compiled_kernels_give_the_walks_of_the_torch_operations(backend, seed, 
     assert torch.allclose(got.t, ref.t, rtol=0, atol=1e-12)
     for k in ("r1", "r2", "n_points"):
         assert torch.equal(got.summary()[k], ref.summary()[k]), k
+
+
+def test_kernels_that_do_not_work_here_leave_the_walk_to_torch(backend, monkeypatch):
+    if backend != "compiled":
+        return
+    from spacefold.walk import _jit
+
+    net = _mlp([3, 10, 10, 2], [nn.ReLU], 22)
+    g = torch.Generator().manual_seed(22)
+    x1, x2 = 2 * torch.randn(6, 3, generator=g, dtype=f64), 2 * torch.randn(6, 3, generator=g, dtype=f64)
+    ref = exact_walks(net, x1, x2)
+
+    def broken(*args):
+        raise RuntimeError("no such instruction")
+
+    monkeypatch.setattr(_kernels, "_STATE", {})  # as in a new process
+    monkeypatch.setattr(_jit, "split_act", broken)
+    with pytest.warns(RuntimeWarning, match="compiled kernels are unusable here.*no such instruction"):
+        got = exact_walks(net, x1, x2)
+    assert not _kernels.available()
+    assert torch.equal(got.patterns, ref.patterns) and torch.allclose(got.t, ref.t, rtol=0, atol=1e-12)
+
+
+def test_the_kernels_self_test_rejects_a_wrong_result(backend, monkeypatch):
+    if backend != "compiled":
+        return
+    from spacefold.walk import _jit
+
+    real = _jit.new_rows_linear
+
+    def off_by_one(out, *args):
+        real(out, *args)
+        out[args[0]:] += 1  # every new row wrong
+
+    monkeypatch.setattr(_kernels, "_STATE", {})
+    monkeypatch.setattr(_jit, "new_rows_linear", off_by_one)
+    with pytest.warns(RuntimeWarning, match="new-row kernel gave a wrong result"):
+        assert not _kernels.available(float)  # float64

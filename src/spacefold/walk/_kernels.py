@@ -30,12 +30,20 @@ on accelerators and for every other layer type); without Numba they are off as w
 from __future__ import annotations
 
 import os
+import warnings
+
+import numpy as np
 
 _STATE: dict = {}
 
 
-def available() -> bool:
-    """Whether the kernels can be used: Numba imports and ``SPACEFOLD_NUMBA`` is not ``0``."""
+def available(dtype: np.dtype | type | None = None) -> bool:
+    """Whether the kernels can be used (for arrays of ``dtype``, when given): Numba imports,
+    ``SPACEFOLD_NUMBA`` is not ``0``, and the kernels compiled and passed a small walk.
+
+    A Numba that cannot compile them turns them off for the process, with a warning; the
+    exact walk then uses torch operations.
+    """
     if os.environ.get("SPACEFOLD_NUMBA", "1").strip().lower() in ("0", "false", "no", "off"):
         return False
     if "ok" not in _STATE:
@@ -44,14 +52,48 @@ def available() -> bool:
         except ImportError:
             _STATE["ok"] = False
         else:
-            _STATE.update(ok=True, split_act=_jit.split_act, new_rows_linear=_jit.new_rows_linear)
-    return _STATE["ok"]
+            _STATE.update(ok=True, jit=_jit, ready=set())
+    if not _STATE["ok"]:
+        return False
+    if dtype is not None and np.dtype(dtype) not in _STATE["ready"]:
+        try:
+            _self_test(np.dtype(dtype))
+        except Exception as err:  # noqa: BLE001 - any failure means the kernels are unusable here
+            _STATE["ok"] = False
+            warnings.warn(f"spacefold's compiled kernels are unusable here ({type(err).__name__}: {err}); the "
+                          "exact walk uses torch operations instead", RuntimeWarning, stacklevel=2)
+            return False
+        _STATE["ready"].add(np.dtype(dtype))
+    return True
+
+
+def _self_test(dtype: np.dtype) -> None:
+    """Compile (or load from Numba's cache) the kernels for ``dtype`` and check one split.
+
+    One path, one layer of two neurons: z goes from (-1, 2) at t = 0 to (3, -2) at t = 1,
+    so neuron 0 crosses at t = 0.25 and neuron 1 at t = 0.5.
+    """
+    z = np.array([[-1.0, 2.0], [3.0, -2.0]], dtype=dtype)
+    t = np.array([0.0, 1.0])
+    nxt = np.array([1, 1])
+    prv = np.array([0, 0])
+    slope = np.zeros(2)
+    t2, nxt2, prv2, g_s, start_bits, f_row, f_n, f_bit, plan = split_act(z, t, nxt, prv, 1, 0.0, slope, True, True)
+    if not (np.allclose(t2, [0, 1, 0.25, 0.5]) and nxt2.tolist() == [2, 1, 3, 1] and start_bits.tolist() == [[False, True]]
+            and sorted(zip(f_row.tolist(), f_n.tolist(), f_bit.tolist())) == [(2, 0, True), (3, 1, False)]):
+        raise RuntimeError("the split kernel gave a wrong result on a known case")
+    out = np.zeros((4, 1), dtype=dtype)
+    out[:2, 0] = z.sum(1)  # the Linear y = z0 + z1 after the ReLU (z now holds the activation)
+    new_rows_linear(out, 2, np.ones((2, 1), dtype=dtype), slope, plan, g_s)
+    # at t = 0.25, z = (0, 1); at t = 0.5, z = (1, 0): y = 1 at both
+    if not np.allclose(out[2:, 0], [1.0, 1.0]):
+        raise RuntimeError("the new-row kernel gave a wrong result on a known case")
 
 
 def split_act(z, t, nxt, prv, n_paths, tol, slope, bits, act):
-    return _STATE["split_act"](z, t, nxt, prv, n_paths, tol, slope, bits, act)
+    return _STATE["jit"].split_act(z, t, nxt, prv, n_paths, tol, slope, bits, act)
 
 
 def new_rows_linear(out, n_old, wt, slope, plan, g_s):
     if plan[0].size:
-        _STATE["new_rows_linear"](out, n_old, wt, slope, *plan, g_s)
+        _STATE["jit"].new_rows_linear(out, n_old, wt, slope, *plan, g_s)

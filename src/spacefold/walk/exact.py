@@ -941,7 +941,7 @@ def _compiled_slopes(step: _Step, z: Tensor, lin: nn.Linear | None, tie_tol: flo
         a = mod.weight.detach().to("cpu", torch.float64).numpy()
     else:
         return None
-    if not _kernels.available():
+    if not _kernels.available(np.float32 if z.dtype == torch.float32 else np.float64):
         return None
     return np.broadcast_to(np.asarray(a, dtype=np.float64), (F_,)).copy()
 
