@@ -164,6 +164,22 @@ def split_act(z, t, nxt, prv, B, tol, slope, bits, act):
     nxt2[:V] = nxt
     prv2[:V] = prv
     g_s = np.empty(G, np.float64)
+    pos = np.empty((Vn, W), np.uint64)
+    pos[:V] = pos0
+    # what the Linear after the activation needs at the new rows: per split piece, its ends,
+    # crossings and new rows; per crossing, its neuron, slot and values at the ends
+    n_pl = n_pieces if act else 0
+    pl_a = np.empty(n_pl, np.int64)
+    pl_b = np.empty(n_pl, np.int64)
+    pl_c0 = np.empty(n_pl, np.int64)
+    pl_c1 = np.empty(n_pl, np.int64)
+    pl_g0 = np.empty(n_pl, np.int64)
+    pl_m = np.empty(n_pl, np.int64)
+    cs_n = np.empty(nc if act else 0, np.int64)
+    cs_slot = np.empty(nc if act else 0, np.int64)
+    cs_za = np.empty(nc if act else 0, np.float64)
+    cs_zb = np.empty(nc if act else 0, np.float64)
+    pi = 0
     for p in range(n_pieces):
         g0, g1 = p_g0[p], p_g0[p + 1]
         if g1 == g0:
@@ -172,27 +188,18 @@ def split_act(z, t, nxt, prv, B, tol, slope, bits, act):
         q = nxt[r]
         ta = t[r]
         tb = t[q]
+        # ---- times and links of the new rows
         for g in range(g0, g1):
             row = V + g
             t2[row] = g_t[g]
             g_s[g] = (g_t[g] - ta) / (tb - ta)
             nxt2[row] = row + 1 if g + 1 < g1 else q
             prv2[row] = row - 1 if g > g0 else r
+            for w in range(W):
+                pos[row, w] = pos0[r, w] | pos0[q, w]
         nxt2[r] = V + g0
         prv2[q] = V + g1 - 1
-    # ---- signs at every row; a neuron crossing inside a piece is at 0 at its breakpoint
-    pos = np.empty((Vn, W), np.uint64)
-    pos[:V] = pos0
-    for p in range(n_pieces):
-        g0, g1 = p_g0[p], p_g0[p + 1]
-        if g1 == g0:
-            continue
-        r = g_piece[g0]
-        q = nxt[r]
-        for g in range(g0, g1):
-            for w in range(W):
-                pos[V + g, w] = pos0[r, w] | pos0[q, w]
-        # a crossing neuron is 1 (the OR) on its positive side only
+        # ---- signs at the new rows: a crossing neuron is 1 (the OR) on its positive side only
         for k in range(p_start[p], p_start[p + 1]):
             n = c_n[order[k]]
             sl = c_slot[k]
@@ -202,6 +209,20 @@ def split_act(z, t, nxt, prv, B, tol, slope, bits, act):
             else:  # positive after it: 0 up to its breakpoint
                 for g in range(g0, g0 + min(sl, g1 - g0)):
                     clear_bit(pos, V + g, n)
+            if act:
+                cs_n[k] = n
+                cs_slot[k] = sl
+                cs_za[k] = z[r, n]
+                cs_zb[k] = z[q, n]
+        if act:
+            pl_a[pi] = r
+            pl_b[pi] = q
+            pl_c0[pi] = p_start[p]
+            pl_c1[pi] = p_start[p + 1]
+            pl_g0[pi] = g0
+            pl_m[pi] = g1 - g0
+            pi += 1
+    # a neuron crossing inside a piece is at 0 at its breakpoint
     for k in range(nc):
         clear_bit(pos, c_row[k], c_n[order[k]])
     # ---- flips of the bits along the paths
@@ -292,43 +313,7 @@ def split_act(z, t, nxt, prv, B, tol, slope, bits, act):
         f_n = np.empty(0, np.int64)
         f_bit = np.empty(0, np.bool_)
         start_bits = np.empty((0, F), np.bool_)
-    # ---- what the Linear after the activation needs at the new rows
-    n_pl = 0
     if act:
-        for p in range(n_pieces):
-            if p_g0[p + 1] > p_g0[p]:
-                n_pl += 1
-    pl_a = np.empty(n_pl, np.int64)
-    pl_b = np.empty(n_pl, np.int64)
-    pl_c0 = np.empty(n_pl, np.int64)
-    pl_c1 = np.empty(n_pl, np.int64)
-    pl_g0 = np.empty(n_pl, np.int64)
-    pl_m = np.empty(n_pl, np.int64)
-    cs_n = np.empty(nc if act else 0, np.int64)
-    cs_slot = np.empty(nc if act else 0, np.int64)
-    cs_za = np.empty(nc if act else 0, np.float64)
-    cs_zb = np.empty(nc if act else 0, np.float64)
-    if act:
-        pi = 0
-        for p in range(n_pieces):
-            g0, g1 = p_g0[p], p_g0[p + 1]
-            if g1 == g0:
-                continue
-            r = g_piece[g0]
-            q = nxt[r]
-            pl_a[pi] = r
-            pl_b[pi] = q
-            pl_c0[pi] = p_start[p]
-            pl_c1[pi] = p_start[p + 1]
-            pl_g0[pi] = g0
-            pl_m[pi] = g1 - g0
-            pi += 1
-            for k in range(p_start[p], p_start[p + 1]):
-                n = c_n[order[k]]
-                cs_n[k] = n
-                cs_slot[k] = c_slot[k]
-                cs_za[k] = z[r, n]
-                cs_zb[k] = z[q, n]
         # the activation, in place (z is not needed any more)
         for r in range(V):
             for n in range(F):
@@ -336,7 +321,7 @@ def split_act(z, t, nxt, prv, B, tol, slope, bits, act):
                 if not v > 0:
                     z[r, n] = v * slope[n]
     return (t2, nxt2, prv2, g_s, start_bits, f_row, f_n, f_bit,
-            (pl_a, pl_b, pl_c0, pl_c1, pl_g0, pl_m, cs_n, cs_slot, cs_za, cs_zb))
+            (pl_a[:pi], pl_b[:pi], pl_c0[:pi], pl_c1[:pi], pl_g0[:pi], pl_m[:pi], cs_n, cs_slot, cs_za, cs_zb))
 
 @jit
 def act1(v, a):
