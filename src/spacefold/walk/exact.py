@@ -56,8 +56,9 @@ same walk as the torch operations (tested against each other); ``SPACEFOLD_NUMBA
 turns them off.
 
 Paths are processed in sub-batches sized so that the largest tensor of breakpoint
-values stays near 16 MB on CPUs (fresh large tensors are page-faulted on every layer)
-and 512 MB on accelerators. On a CPU with several torch threads the sub-batches after
+values stays near 16 MB on CPUs (fresh large tensors are page-faulted on every layer;
+2 MB, which stays in the cache, when the compiled kernels run every layer) and 512 MB on
+accelerators. On a CPU with several torch threads the sub-batches after
 the first run concurrently, one per thread, each single-threaded: only the matrix
 products would use the threads otherwise, and the many small operations of the walk
 would run on one core. For the duration of the call ``torch.set_num_threads`` is then
