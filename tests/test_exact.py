@@ -590,6 +590,8 @@ def test_relu_type_mlps_run_on_the_compiled_kernels(backend, dtype, monkeypatch)
     net.eval()
     g = torch.Generator().manual_seed(21)
     x1, x2 = 3 * torch.randn(5, 4, generator=g), 3 * torch.randn(5, 4, generator=g)
+    if backend == "compiled":
+        assert _kernels.available(float if dtype == f64 else "float32")  # compiled and self-tested first
     calls = _count_kernel_calls(monkeypatch)
     w = exact_walks(net, x1.to(dtype), x2.to(dtype))
     # both activations (the last one for its bits only), and the Linear after the first
@@ -666,3 +668,26 @@ def test_the_kernels_self_test_rejects_a_wrong_result(backend, monkeypatch):
     monkeypatch.setattr(_jit, "new_rows_linear", off_by_one)
     with pytest.warns(RuntimeWarning, match="new-row kernel gave a wrong result"):
         assert not _kernels.available(float)  # float64
+
+
+def test_conv_and_residual_nets_split_on_the_kernels_too(backend, monkeypatch):
+    """Activations not followed by a Linear alone (a pooling layer, a skip connection that
+    needs the values at the new breakpoints) are split by the kernel and the live tensors
+    interpolated by torch; ReLU6 (two kinks) stays with torch operations."""
+    g = torch.Generator().manual_seed(23)
+    conv, res = _conv(23), _Residual().to(f64).eval()
+    cases = [(conv, torch.randn(8, 1, 10, 10, generator=g, dtype=f64), 2),
+             (res, 2 * torch.randn(10, 4, generator=g, dtype=f64), 3)]
+    if backend == "compiled":
+        assert _kernels.available(float)  # compiled and self-tested before counting
+    for net, x, n_kernel_layers in cases:
+        x1, x2 = x[: len(x) // 2], x[len(x) // 2 :]
+        calls = _count_kernel_calls(monkeypatch)
+        got = exact_walks(net, x1, x2)
+        assert calls[0] == (n_kernel_layers if backend == "compiled" else 0)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("SPACEFOLD_NUMBA", "0")
+            ref = exact_walks(net, x1, x2)
+        assert torch.equal(got.patterns, ref.patterns) and torch.equal(got.offsets, ref.offsets)
+        assert torch.allclose(got.t, ref.t, rtol=0, atol=1e-12)
+        assert verify(net, x1, x2, got).ok

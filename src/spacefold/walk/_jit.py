@@ -320,7 +320,7 @@ def split_act(z, t, nxt, prv, B, tol, slope, bits, act):
                 v = z[r, n]
                 if not v > 0:
                     z[r, n] = v * slope[n]
-    return (t2, nxt2, prv2, g_s, start_bits, f_row, f_n, f_bit,
+    return (t2, nxt2, prv2, g_piece[:G], g_s, start_bits, f_row, f_n, f_bit,
             (pl_a[:pi], pl_b[:pi], pl_c0[:pi], pl_c1[:pi], pl_g0[:pi], pl_m[:pi], cs_n, cs_slot, cs_za, cs_zb))
 
 @jit

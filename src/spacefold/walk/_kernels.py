@@ -1,12 +1,13 @@
-"""Compiled kernels of the exact walk on CPUs (Numba), for the layer pattern of MLPs.
+"""Compiled kernels of the exact walk on CPUs (Numba).
 
 One kernel call replaces the many small tensor operations of one activation layer whose
 only kink is at 0 (ReLU, LeakyReLU, PReLU, RReLU in eval mode) and whose bit threshold
 is 0: sign tests, the search for sign changes along the paths, the split of the pieces
-and their links, the bits at the new breakpoints, the flip list, and the activation
-itself. A second one computes the output of the ``nn.Linear`` after the activation at the
-new breakpoints without a matrix product (the product of the old breakpoints stays with
-torch's BLAS). Both release the GIL, so sub-batches on several threads run side by side.
+and their links, the bits at the new breakpoints, the flip list, and, when an
+``nn.Linear`` follows, the activation itself. A second one computes the output of that
+Linear at the new breakpoints without a matrix product (the product of the old breakpoints
+stays with torch's BLAS). Both release the GIL, so sub-batches on several threads run side
+by side.
 
 The Linear at new breakpoints. On a piece (a, b) crossed by the neurons n_1 .. n_k (sorted
 by where they cross) and split at the new breakpoints g_1 .. g_m (fractions s_j of the
@@ -78,8 +79,9 @@ def _self_test(dtype: np.dtype) -> None:
     nxt = np.array([1, 1])
     prv = np.array([0, 0])
     slope = np.zeros(2)
-    t2, nxt2, prv2, g_s, start_bits, f_row, f_n, f_bit, plan = split_act(z, t, nxt, prv, 1, 0.0, slope, True, True)
-    if not (np.allclose(t2, [0, 1, 0.25, 0.5]) and nxt2.tolist() == [2, 1, 3, 1] and start_bits.tolist() == [[False, True]]
+    t2, nxt2, prv2, g_piece, g_s, start_bits, f_row, f_n, f_bit, plan = split_act(
+        z, t, nxt, prv, 1, 0.0, slope, True, True)
+    if not (np.allclose(t2, [0, 1, 0.25, 0.5]) and nxt2.tolist() == [2, 1, 3, 1] and g_piece.tolist() == [0, 0] and start_bits.tolist() == [[False, True]]
             and sorted(zip(f_row.tolist(), f_n.tolist(), f_bit.tolist())) == [(2, 0, True), (3, 1, False)]):
         raise RuntimeError("the split kernel gave a wrong result on a known case")
     out = np.zeros((4, 1), dtype=dtype)

@@ -48,12 +48,11 @@ and the list of bit flips (:class:`ExactWalkBatch`); r1, r2 and χ come from the
 and patterns are built only when asked for.
 
 On CPUs an activation with one kink at 0 that is also the bit threshold (ReLU,
-LeakyReLU, PReLU, RReLU in eval mode, ``tie_tol=0``), followed by an ``nn.Linear`` or by
-nothing the pattern needs, runs on compiled kernels (:mod:`spacefold.walk._kernels`,
-Numba): one call per layer for step 4's split, bits and flips, and the Linear at the new
-breakpoints from running sums of weight columns instead of a product. They compute the
-same walk as the torch operations (tested against each other); ``SPACEFOLD_NUMBA=0``
-turns them off.
+LeakyReLU, PReLU, RReLU in eval mode, ``tie_tol=0``) is split by a compiled kernel
+(:mod:`spacefold.walk._kernels`, Numba): one call for step 4's split, bits and flips. Fused
+with the ``nn.Linear`` after it, a second kernel gives the Linear at the new breakpoints
+from running sums of weight columns instead of a product. They compute the same walk as
+the torch operations (tested against each other); ``SPACEFOLD_NUMBA=0`` turns them off.
 
 Paths are processed in sub-batches sized so that the largest tensor of breakpoint
 values stays near 16 MB on CPUs (fresh large tensors are page-faulted on every layer;
@@ -741,6 +740,13 @@ def _split_activation(prog, env, state: _State, node_in: fx.Node, step: _Step, t
     """Split the pieces at the kinks of an activation; return its flips (bit layers)."""
     x = env[node_in]
     z = x.reshape(x.shape[0], -1)
+    slope = _compiled_slopes(step, z, None, tie_tol)
+    if slope is not None:  # the compiled kernel splits; every live tensor is interpolated by torch
+        nxt_old = state.nxt
+        rec, g_piece, g_s, _ = _compiled_split(state, step, z.contiguous(), slope, tol, False)
+        if g_piece.size:
+            _interpolate_env(prog, env, (torch.from_numpy(g_piece), torch.from_numpy(g_s)), nxt_old)
+        return rec
     levels, thr, pos, pieces, neurons, lev, tie_r, tie_n, plan, rows, nxt_old = _cut(z, state, step, tie_tol, tol)
     if plan is not None:
         _interpolate_env(prog, env, plan, nxt_old)
@@ -947,18 +953,26 @@ def _compiled_slopes(step: _Step, z: Tensor, lin: nn.Linear | None, tie_tol: flo
     return np.broadcast_to(np.asarray(a, dtype=np.float64), (F_,)).copy()
 
 
-def _act_linear_compiled(state: _State, step: _Step, z: Tensor, lin: nn.Linear | None, slope: np.ndarray,
-                         tol: float):
-    """:func:`_act_linear` by the compiled kernels (:mod:`spacefold.walk._kernels`)."""
-    V = z.shape[0]
-    t2, nxt2, prv2, g_s, start_bits, f_row, f_n, f_bit, plan = _kernels.split_act(
+def _compiled_split(state: _State, step: _Step, z: Tensor, slope: np.ndarray, tol: float, act: bool):
+    """Split, bits and flips of one activation by the compiled kernel (:mod:`spacefold.walk._kernels`);
+    with ``act`` it also applies the activation to ``z`` in place. Returns ``(flips or None,
+    new rows' piece starts, their fractions, the Linear's plan)``."""
+    t2, nxt2, prv2, g_piece, g_s, start_bits, f_row, f_n, f_bit, plan = _kernels.split_act(
         z.numpy(), state.t.numpy(), state.nxt.numpy(), state.prv.numpy(), state.n_paths, float(tol), slope,
-        step.bit_layer, lin is not None)
+        step.bit_layer, act)
     state.t, state.nxt, state.prv = torch.from_numpy(t2), torch.from_numpy(nxt2), torch.from_numpy(prv2)
     rec = None
     if step.bit_layer:
         rec = _BitRecord(torch.from_numpy(start_bits), torch.from_numpy(f_row), torch.from_numpy(f_n),
                          torch.from_numpy(f_bit))
+    return rec, g_piece, g_s, plan
+
+
+def _act_linear_compiled(state: _State, step: _Step, z: Tensor, lin: nn.Linear | None, slope: np.ndarray,
+                         tol: float):
+    """:func:`_act_linear` by the compiled kernels."""
+    V = z.shape[0]
+    rec, _, g_s, plan = _compiled_split(state, step, z, slope, tol, lin is not None)
     if lin is None:
         return rec, None
     out = torch.empty(state.n_rows, lin.out_features, dtype=z.dtype)
