@@ -1,9 +1,12 @@
 """Throughput of the exact walk against depth, width and the number of paths.
 
 Random MLPs (PyTorch default initialisation, seed 0) on segments between random pairs of
-MNIST test images; ``sf.folding_batch(method="exact")``, median over repeats.
+MNIST test images; ``sf.folding_batch(method="exact")``, median over repeats. The last
+table is a small convolutional net (convolutions, max and average pooling, then an MLP),
+whose activations are not all followed by a Linear.
 
     .venv/bin/python benchmarks/bench_scaling.py --repeats 3 --threads 1
+    .venv/bin/python benchmarks/bench_scaling.py --parts conv
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import time
 
 import torch
 from _common import load_condition, load_mnist, mlp, table
+from torch import nn
 
 import spacefold as sf
 
@@ -31,12 +35,24 @@ def measure(net, x1, x2, repeats):
     return {"paths/s": n / t, "regions/path": regions, "us/region": 1e6 * t / (n * regions)}
 
 
+def conv_net(seed: int = 0) -> nn.Sequential:
+    """28x28 -> Conv(8, 3x3) ReLU MaxPool(2) -> Conv(16, 3x3) ReLU AvgPool(2) -> 400-64-10 MLP."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 28, 28)), nn.Conv2d(1, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3), nn.ReLU(),
+        nn.AvgPool2d(2), nn.Flatten(), nn.Linear(400, 64), nn.ReLU(), nn.Linear(64, 10),
+    ).eval()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--paths", type=int, default=300)
+    ap.add_argument("--conv-paths", type=int, default=50)
+    ap.add_argument("--parts", default="depth,width,paths,conv", help="tables to print, comma separated")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     torch.set_num_threads(args.threads)
     x, _ = load_mnist("test")
     g = torch.Generator().manual_seed(2)
@@ -45,19 +61,27 @@ def main() -> None:
     j = torch.randint(0, x.shape[0], (n_max,), generator=g)
     print(f"# {load_condition()}")
     n = args.paths
-    rows = [{"net": f"784-256x{d}-10", **measure(mlp([784] + [256] * d + [10]), x[i[:n]], x[j[:n]], args.repeats)}
-            for d in (1, 2, 4, 6, 8)]
-    print(table(rows, f"depth (width 256, {n} paths)"))
-    rows = [{"net": f"784-{w}x6-10", **measure(mlp([784] + [w] * 6 + [10]), x[i[:n]], x[j[:n]], args.repeats)}
-            for w in (32, 64, 128, 256, 512)]
-    print(table(rows, f"width (depth 6, {n} paths)"))
-    rows = []
-    for arch, widths in (("784-12x5-10", [784] + [12] * 5 + [10]), ("784-256x6-10", [784] + [256] * 6 + [10])):
-        for m in (100, 1000, 10_000):
-            if widths[1] == 256 and m > 1000:
-                continue
-            rows.append({"net": arch, "paths": m, **measure(mlp(widths), x[i[:m]], x[j[:m]], args.repeats)})
-    print(table(rows, "number of paths"))
+    if "depth" in parts:
+        rows = [{"net": f"784-256x{d}-10", **measure(mlp([784] + [256] * d + [10]), x[i[:n]], x[j[:n]], args.repeats)}
+                for d in (1, 2, 4, 6, 8)]
+        print(table(rows, f"depth (width 256, {n} paths)"))
+    if "width" in parts:
+        rows = [{"net": f"784-{w}x6-10", **measure(mlp([784] + [w] * 6 + [10]), x[i[:n]], x[j[:n]], args.repeats)}
+                for w in (32, 64, 128, 256, 512)]
+        print(table(rows, f"width (depth 6, {n} paths)"))
+    if "paths" in parts:
+        rows = []
+        for arch, widths in (("784-12x5-10", [784] + [12] * 5 + [10]), ("784-256x6-10", [784] + [256] * 6 + [10])):
+            for m in (100, 1000, 10_000):
+                if widths[1] == 256 and m > 1000:
+                    continue
+                rows.append({"net": arch, "paths": m, **measure(mlp(widths), x[i[:m]], x[j[:m]], args.repeats)})
+        print(table(rows, "number of paths"))
+    if "conv" in parts:
+        m = args.conv_paths
+        rows = [{"net": "conv 8-16, max/avg pool, 400-64-10", "paths": m,
+                 **measure(conv_net(), x[i[:m]], x[j[:m]], args.repeats)}]
+        print(table(rows, f"convolutional net ({m} paths)"))
 
 
 if __name__ == "__main__":

@@ -691,3 +691,53 @@ def test_conv_and_residual_nets_split_on_the_kernels_too(backend, monkeypatch):
         assert torch.equal(got.patterns, ref.patterns) and torch.equal(got.offsets, ref.offsets)
         assert torch.allclose(got.t, ref.t, rtol=0, atol=1e-12)
         assert verify(net, x1, x2, got).ok
+
+
+class _Pools(nn.Module):
+    """Max pooling with padding, dilation, strides other than the kernel, in 1-D and 2-D."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(24)
+        self.c1 = nn.Conv1d(1, 3, 3)
+        self.r1 = nn.ReLU()
+        self.p1 = nn.MaxPool1d(3, stride=2, padding=1)
+        self.c2 = nn.Conv2d(3, 2, (1, 1))
+        self.p2 = nn.MaxPool2d((2, 3), stride=1, padding=(1, 1), dilation=(1, 2))
+        self.r2 = nn.LeakyReLU(0.1)
+        self.out = nn.Linear(2 * 2 * 3, 2)
+
+    def forward(self, x):  # x: (batch, 12)
+        h = self.p1(self.r1(self.c1(x.unsqueeze(1))))  # (batch, 3, 5)
+        h = self.p2(self.c2(h.unsqueeze(2)))  # (batch, 2, 2, 3)
+        return self.out(self.r2(h).flatten(1))
+
+
+def test_max_pooling_with_padding_stride_and_dilation_matches_oracles():
+    net = _Pools().to(f64).eval()
+    g = torch.Generator().manual_seed(24)
+    x1, x2 = 2 * torch.randn(5, 12, generator=g, dtype=f64), 2 * torch.randn(5, 12, generator=g, dtype=f64)
+    ex, un = _check_against_oracles(net, x1, x2, steps=20_000)
+    assert (ex.n_regions >= un.n_regions).all() and int(ex.n_regions.max()) > 5
+
+
+def test_rows_are_appended_in_place_only_to_the_tensor_that_owns_the_spare_rows():
+    from spacefold.walk.exact import _interpolate
+
+    grown: dict = {}
+    x = torch.arange(12.0).view(4, 3)
+    nxt = torch.tensor([2, 3, 2, 3])
+    y = _interpolate(x, (torch.tensor([0, 1]), torch.tensor([0.5, 0.25], dtype=f64)), nxt, grown)
+    assert torch.equal(y[:4], x)
+    assert torch.equal(y[4:], torch.stack([torch.lerp(x[0], x[2], 0.5), torch.lerp(x[1], x[3], 0.25)]))
+    nxt = torch.tensor([4, 5, 2, 3, 2, 3])
+    z = _interpolate(y, (torch.tensor([0]), torch.tensor([0.5], dtype=f64)), nxt, grown)
+    assert z.data_ptr() == y.data_ptr() and torch.equal(z[:6], y)  # no copy of the old rows
+    assert torch.equal(z[6], torch.lerp(x[0], y[4], 0.5))
+    # y handed its spare rows to z: appending to y again, or to another view of the same
+    # storage, must copy rather than overwrite z's last row
+    before = z.clone()
+    for other in (y, y.view(6, 3)):
+        u = _interpolate(other, (torch.tensor([1]), torch.tensor([0.5], dtype=f64)), nxt, grown)
+        assert u.data_ptr() != z.data_ptr() and torch.equal(z, before)
+        assert torch.equal(u[:6], y) and torch.equal(u[6], torch.lerp(x[1], y[5], 0.5))

@@ -469,6 +469,7 @@ class _State:
         self.starts = ar
         self.ends = ar + b
         self.peak_bytes = 0
+        self.grown: dict = {}  # tensors of breakpoint values with spare rows (see _interpolate)
 
     @property
     def n_rows(self) -> int:
@@ -646,12 +647,27 @@ def _split(state: _State, piece: Tensor, tc: Tensor, tol: float):
     return (g_piece, g_s), row
 
 
-def _interpolate(x: Tensor, plan, nxt_old: Tensor) -> Tensor:
-    """``x`` with the values at the new breakpoints appended (exact: affine on a piece)."""
+def _interpolate(x: Tensor, plan, nxt_old: Tensor, grown: dict) -> Tensor:
+    """``x`` with the values at the new breakpoints appended (exact: affine on a piece).
+
+    The result is the head of a buffer with spare rows (half as many again), so that the
+    next append of rows to it writes only the new rows instead of copying all of them
+    (each split of a wide layer, and each round of max pooling, appends rows to every live
+    tensor). ``grown`` maps ``id`` of such results to a weak reference to them: only those
+    exact tensors, while alive, may grow in place."""
     g_piece, g_s = plan
+    V, G = x.shape[0], g_piece.numel()
     s = g_s.to(x.dtype).view((-1,) + (1,) * (x.dim() - 1))
-    new = torch.lerp(x.index_select(0, g_piece), x.index_select(0, nxt_old.index_select(0, g_piece)), s)
-    return torch.cat([x, new])
+    a, b = x.index_select(0, g_piece), x.index_select(0, nxt_old.index_select(0, g_piece))
+    ref = grown.pop(id(x), None)
+    buf = x._base if ref is not None and ref() is x else None
+    if buf is None or buf.shape[0] < V + G or buf.data_ptr() != x.data_ptr() or not buf.is_contiguous():
+        buf = x.new_empty((V + G + (V + G) // 2,) + tuple(x.shape[1:]))
+        buf[:V].copy_(x)
+    torch.lerp(a, b, s, out=buf[V : V + G])
+    out = buf[: V + G]
+    grown[id(out)] = weakref.ref(out)
+    return out
 
 
 @dataclass
@@ -704,12 +720,15 @@ def _run(prog: ExactProgram, env: dict, state: _State, start: int, tie_tol: floa
     return records
 
 
-def _interpolate_env(prog: ExactProgram, env: dict, plan, nxt_old: Tensor) -> None:
+def _interpolate_env(prog: ExactProgram, env: dict, state: _State, plan, nxt_old: Tensor) -> None:
+    done: dict[int, Tensor] = {}  # a tensor held by several nodes is interpolated once
     for n, v in list(env.items()):
         if not prog.dynamic.get(n, False):
             continue
         if isinstance(v, Tensor):
-            env[n] = _interpolate(v, plan, nxt_old)
+            if id(v) not in done:
+                done[id(v)] = _interpolate(v, plan, nxt_old, state.grown)
+            env[n] = done[id(v)]
         else:
             raise _refuse(f"the input-dependent value '{n.name}' ({type(v).__name__}) is held across a "
                           "nonlinear layer")
@@ -745,11 +764,11 @@ def _split_activation(prog, env, state: _State, node_in: fx.Node, step: _Step, t
         nxt_old = state.nxt
         rec, g_piece, g_s, _ = _compiled_split(state, step, z.contiguous(), slope, tol, False)
         if g_piece.size:
-            _interpolate_env(prog, env, (torch.from_numpy(g_piece), torch.from_numpy(g_s)), nxt_old)
+            _interpolate_env(prog, env, state, (torch.from_numpy(g_piece), torch.from_numpy(g_s)), nxt_old)
         return rec
     levels, thr, pos, pieces, neurons, lev, tie_r, tie_n, plan, rows, nxt_old = _cut(z, state, step, tie_tol, tol)
     if plan is not None:
-        _interpolate_env(prog, env, plan, nxt_old)
+        _interpolate_env(prog, env, state, plan, nxt_old)
     if thr is None:
         return None
     if plan is not None:
@@ -1009,24 +1028,32 @@ def _linear_at_new_rows(step: _Step, lin: nn.Linear, z: Tensor, g_piece: Tensor,
 
 
 def _split_maxpool(prog, env, state: _State, step: _Step, tol: float, max_rounds: int = 64) -> None:
-    """Split the pieces where the arg-max of a pooling window changes, until it is constant."""
+    """Split the pieces where the arg-max of a pooling window changes, until it is constant.
+
+    Every round splits the pieces whose ends pick different inputs of a window where those
+    two inputs are equal; only the new rows need their arg-max in the next round."""
     mod = step.module
     (node_in,) = [a for a in step.node.all_input_nodes if prog.dynamic.get(a, False)]
     tol_eff = max(tol, 1e-9)
+    am = None
     for _ in range(max_rounds):
-        x = env[node_in]
-        w = _windows(x, mod)  # (V, M, k)
-        am = w.argmax(-1)  # (V, M)
+        x = env[node_in].contiguous()
+        V = x.shape[0]
+        am_new, size = _pool_argmax(x if am is None else x[am.shape[0]:], mod)
+        am = am_new if am is None else torch.cat([am, am_new])
+        planes = x.reshape(-1, size)  # one row per channel (and breakpoint): the H·W or L inputs
+        per_plane = am.shape[1] // (planes.shape[0] // V)  # windows per plane
         nxt_old = state.nxt
         cand = am != am.index_select(0, nxt_old)
         p, m = cand.nonzero().unbind(1)
         if p.numel() == 0:
             return
         q = nxt_old.index_select(0, p)
-        ia, ib = am[p, m], am[q, m]
-        wa, wb = w[p, m], w[q, m]  # (n, k)
-        da = (wa.gather(1, ia[:, None]) - wa.gather(1, ib[:, None])).squeeze(1).double()  # >= 0
-        db = (wb.gather(1, ia[:, None]) - wb.gather(1, ib[:, None])).squeeze(1).double()  # <= 0
+        ia, ib = _at(am, p, m), _at(am, q, m)
+        n_planes = planes.shape[0] // V
+        rp, rq = p * n_planes + m // per_plane, q * n_planes + m // per_plane
+        da = (_at(planes, rp, ia) - _at(planes, rp, ib)).double()  # >= 0
+        db = (_at(planes, rq, ia) - _at(planes, rq, ib)).double()  # <= 0
         ok = (da > 0) & (db < 0)
         frac = da / (da - db)
         ta = state.t.index_select(0, p)
@@ -1035,30 +1062,21 @@ def _split_maxpool(prog, env, state: _State, step: _Step, tol: float, max_rounds
         plan, _ = _split(state, p, tc, tol_eff)
         if plan is None:
             return
-        _interpolate_env(prog, env, plan, nxt_old)
+        _interpolate_env(prog, env, state, plan, nxt_old)
     raise RuntimeError("max pooling did not converge while splitting the segment at arg-max changes")
 
 
-def _windows(x: Tensor, mod: nn.Module) -> Tensor:
-    """Pooling windows of ``x`` as ``(V, n_windows, window_size)`` (padding with -inf)."""
+def _pool_argmax(x: Tensor, mod: nn.Module) -> tuple[Tensor, int]:
+    """The arg-max of every pooling window of ``x`` (the first maximum of a window, padding
+    excluded, as torch's max pooling picks it): ``(am, size)``, ``am`` ``(V, n_windows)`` flat
+    indices into the ``size`` inputs of the window's plane (a channel's H·W or L values)."""
     if isinstance(mod, nn.MaxPool1d):
-        k, s, p, d = (mod.kernel_size if isinstance(mod.kernel_size, int) else mod.kernel_size[0],
-                      mod.stride if isinstance(mod.stride, int) else mod.stride[0],
-                      mod.padding if isinstance(mod.padding, int) else mod.padding[0],
-                      mod.dilation if isinstance(mod.dilation, int) else mod.dilation[0])
-        if p:
-            x = F.pad(x, (p, p), value=float("-inf"))
-        u = x.unfold(-1, d * (k - 1) + 1, s)[..., ::d]  # (V, [C,] Lout, k)
-        return u.reshape(x.shape[0], -1, k)
-    k = nn.modules.utils._pair(mod.kernel_size)
-    s = nn.modules.utils._pair(mod.stride if mod.stride is not None else mod.kernel_size)
-    p = nn.modules.utils._pair(mod.padding)
-    d = nn.modules.utils._pair(mod.dilation)
-    if p[0] or p[1]:
-        x = F.pad(x, (p[1], p[1], p[0], p[0]), value=float("-inf"))
-    u = x.unfold(-2, d[0] * (k[0] - 1) + 1, s[0]).unfold(-2, d[1] * (k[1] - 1) + 1, s[1])
-    u = u[..., :: d[0], :: d[1]]  # (V, [C,] Ho, Wo, kh, kw)
-    return u.reshape(x.shape[0], -1, k[0] * k[1])
+        _, am = F.max_pool1d(x, mod.kernel_size, mod.stride, mod.padding, mod.dilation, return_indices=True)
+        size = x.shape[-1]
+    else:
+        _, am = F.max_pool2d(x, mod.kernel_size, mod.stride, mod.padding, mod.dilation, return_indices=True)
+        size = x.shape[-1] * x.shape[-2]
+    return am.reshape(x.shape[0], -1), size
 
 
 # --------------------------------------------------------------------------- the walk
