@@ -141,6 +141,10 @@ def test_segment_shapes(net):
         sf.folding_batch(net, A, B, method="uniform")
     with pytest.raises(ValueError, match="x1 and x2 must hold at least one segment"):
         sf.folding_batch(net, torch.zeros(0, 3), torch.zeros(0, 3), method="uniform")
+    from spacefold.walk.exact import exact_walks
+
+    with pytest.raises(ValueError, match="x1 and x2 must hold at least one segment"):
+        exact_walks(net, torch.zeros(0, 3), torch.zeros(0, 3))
     with pytest.raises(ValueError, match="dtype must be a floating torch dtype"):
         sf.folding(net, A, B, method="uniform", dtype=torch.int64)
 

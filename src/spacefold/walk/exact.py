@@ -1289,6 +1289,8 @@ def exact_walks(
     ``x2`` only give the batch size). Returns a :class:`WalkBatch` whose walks are the
     reference walks Γ* of FOLDING.md §7.4.
     """
+    if x1.shape[0] == 0:
+        raise ValueError("x1 and x2 must hold at least one segment, got batch size 0")
     prog = compile_model(model, layers)
     tol = resolve_tol("exact", tol, tie_tol)
     with torch.no_grad():
