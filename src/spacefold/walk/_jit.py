@@ -373,3 +373,20 @@ def new_rows_linear(out, V, wt, slope, pl_a, pl_b, pl_c0, pl_c1, pl_g0, pl_m, cs
             row = V + g0 + j - 1
             for o in range(O):
                 out[row, o] = buf[j - 1, o] + s * (out[b, o] + acc[o])
+
+
+@jit
+def lerp_rows(x, ia, ib, w, w1, out):
+    """``out[g] = torch.lerp(x[ia[g]], x[ib[g]], w[g])`` (its formula; ``w1 = 1 − w``) for 2-D arrays."""
+    K = x.shape[1]
+    for g in range(ia.size):
+        a = ia[g]
+        b = ib[g]
+        wg = w[g]
+        if wg < 0.5:
+            for k in range(K):
+                out[g, k] = x[a, k] + wg * (x[b, k] - x[a, k])
+        else:
+            vg = w1[g]
+            for k in range(K):
+                out[g, k] = x[b, k] - (x[b, k] - x[a, k]) * vg

@@ -6,8 +6,9 @@ is 0: sign tests, the search for sign changes along the paths, the split of the 
 and their links, the bits at the new breakpoints, the flip list, and, when an
 ``nn.Linear`` follows, the activation itself. A second one computes the output of that
 Linear at the new breakpoints without a matrix product (the product of the old breakpoints
-stays with torch's BLAS). Both release the GIL, so sub-batches on several threads run side
-by side.
+stays with torch's BLAS). A third interpolates the tensors that other layers need at the
+new breakpoints (residual and convolutional nets) without gathering the neighbours first.
+All release the GIL, so sub-batches on several threads run side by side.
 
 The Linear at new breakpoints. On a piece (a, b) crossed by the neurons n_1 .. n_k (sorted
 by where they cross) and split at the new breakpoints g_1 .. g_m (fractions s_j of the
@@ -90,6 +91,11 @@ def _self_test(dtype: np.dtype) -> None:
     # at t = 0.25, z = (0, 1); at t = 0.5, z = (1, 0): y = 1 at both
     if not np.allclose(out[2:, 0], [1.0, 1.0]):
         raise RuntimeError("the new-row kernel gave a wrong result on a known case")
+    rows = np.empty((2, 2), dtype=dtype)
+    lerp_rows(np.array([[0.0, 2.0], [4.0, 6.0]], dtype=dtype), np.array([0, 1]), np.array([1, 0]),
+              np.array([0.25, 0.75], dtype=dtype), rows)
+    if not np.allclose(rows, [[1.0, 3.0], [1.0, 3.0]]):
+        raise RuntimeError("the interpolation kernel gave a wrong result on a known case")
 
 
 def split_act(z, t, nxt, prv, n_paths, tol, slope, bits, act):
@@ -99,3 +105,9 @@ def split_act(z, t, nxt, prv, n_paths, tol, slope, bits, act):
 def new_rows_linear(out, n_old, wt, slope, plan, g_s):
     if plan[0].size:
         _STATE["jit"].new_rows_linear(out, n_old, wt, slope, *plan, g_s)
+
+
+def lerp_rows(x, ia, ib, w, out):
+    """Rows ``ia`` and ``ib`` of the 2-D ``x`` interpolated at ``w`` (one weight per row, of
+    ``x``'s dtype) into ``out``, as ``torch.lerp`` computes them, without gathering them first."""
+    _STATE["jit"].lerp_rows(x, ia, ib, w, 1 - w, out)

@@ -657,14 +657,20 @@ def _interpolate(x: Tensor, plan, nxt_old: Tensor, grown: dict) -> Tensor:
     exact tensors, while alive, may grow in place."""
     g_piece, g_s = plan
     V, G = x.shape[0], g_piece.numel()
-    s = g_s.to(x.dtype).view((-1,) + (1,) * (x.dim() - 1))
-    a, b = x.index_select(0, g_piece), x.index_select(0, nxt_old.index_select(0, g_piece))
     ref = grown.pop(id(x), None)
     buf = x._base if ref is not None and ref() is x else None
     if buf is None or buf.shape[0] < V + G or buf.data_ptr() != x.data_ptr() or not buf.is_contiguous():
         buf = x.new_empty((V + G + (V + G) // 2,) + tuple(x.shape[1:]))
         buf[:V].copy_(x)
-    torch.lerp(a, b, s, out=buf[V : V + G])
+    g_next = nxt_old.index_select(0, g_piece)
+    if (x.device.type == "cpu" and x.dtype in _NUMPY_FLOATS and x.is_contiguous() and x.numel()
+            and _kernels.available(np.float32 if x.dtype == torch.float32 else np.float64)):
+        # one pass: the two rows are read where they are, not gathered into copies first
+        _kernels.lerp_rows(x.reshape(V, -1).numpy(), g_piece.numpy(), g_next.numpy(),
+                           g_s.to(x.dtype).numpy(), buf[V : V + G].reshape(G, -1).numpy())
+    else:
+        s = g_s.to(x.dtype).view((-1,) + (1,) * (x.dim() - 1))
+        torch.lerp(x.index_select(0, g_piece), x.index_select(0, g_next), s, out=buf[V : V + G])
     out = buf[: V + G]
     grown[id(out)] = weakref.ref(out)
     return out
