@@ -672,12 +672,18 @@ def test_the_kernels_self_test_rejects_a_wrong_result(backend, monkeypatch):
 
 def test_conv_and_residual_nets_split_on_the_kernels_too(backend, monkeypatch):
     """Activations not followed by a Linear alone (a pooling layer, a skip connection that
-    needs the values at the new breakpoints) are split by the kernel and the live tensors
-    interpolated by torch; ReLU6 (two kinks) stays with torch operations."""
+    needs the values at the new breakpoints, a PReLU with one slope per channel) are split by
+    the kernel and the live tensors interpolated after it; ReLU6 (two kinks) stays with torch
+    operations."""
     g = torch.Generator().manual_seed(23)
     conv, res = _conv(23), _Residual().to(f64).eval()
+    per_channel = nn.Sequential(nn.Conv2d(1, 3, 3), nn.PReLU(3), nn.Flatten(), nn.Linear(27, 4), nn.ReLU(),
+                                nn.Linear(4, 2)).to(f64)
+    with torch.no_grad():
+        per_channel[1].weight.copy_(torch.tensor([-0.5, 0.2, 0.7]))
     cases = [(conv, torch.randn(8, 1, 10, 10, generator=g, dtype=f64), 2),
-             (res, 2 * torch.randn(10, 4, generator=g, dtype=f64), 3)]
+             (res, 2 * torch.randn(10, 4, generator=g, dtype=f64), 3),
+             (per_channel.eval(), torch.randn(8, 1, 5, 5, generator=g, dtype=f64), 2)]
     if backend == "compiled":
         assert _kernels.available(float)  # compiled and self-tested before counting
     for net, x, n_kernel_layers in cases:

@@ -765,8 +765,8 @@ def _split_activation(prog, env, state: _State, node_in: fx.Node, step: _Step, t
     """Split the pieces at the kinks of an activation; return its flips (bit layers)."""
     x = env[node_in]
     z = x.reshape(x.shape[0], -1)
-    slope = _compiled_slopes(step, z, None, tie_tol)
-    if slope is not None:  # the compiled kernel splits; every live tensor is interpolated by torch
+    slope = _compiled_slopes(step, z, None, tie_tol, x.shape[1] if x.dim() > 2 else None)
+    if slope is not None:  # the compiled kernel splits; the live tensors are interpolated after it
         nxt_old = state.nxt
         rec, g_piece, g_s, _ = _compiled_split(state, step, z.contiguous(), slope, tol, False)
         if g_piece.size:
@@ -953,9 +953,12 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
     return _flips(state, pos, rows, neurons, lev, thr, tie_r, tie_n, state.n_rows - V, F_), out
 
 
-def _compiled_slopes(step: _Step, z: Tensor, lin: nn.Linear | None, tie_tol: float) -> np.ndarray | None:
+def _compiled_slopes(step: _Step, z: Tensor, lin: nn.Linear | None, tie_tol: float,
+                     channels: int | None = None) -> np.ndarray | None:
     """The slopes below 0 of the activation, per neuron, when the compiled kernels can run
-    this layer (CPU, float32/64, one kink at 0 that is also the bit threshold); else None."""
+    this layer (CPU, float32/64, one kink at 0 that is also the bit threshold); else None.
+    ``channels``: the size of dim 1 of the activation's input before it was flattened to
+    ``z`` (a PReLU with one slope per channel)."""
     if z.device.type != "cpu" or z.dtype not in _NUMPY_FLOATS or z.requires_grad or step.kinks != [0.0]:
         return None
     if step.bit_layer and tie_tol != 0.0:
@@ -971,6 +974,8 @@ def _compiled_slopes(step: _Step, z: Tensor, lin: nn.Linear | None, tie_tol: flo
         a = (float(mod.lower) + float(mod.upper)) / 2
     elif type(mod) is nn.PReLU and mod.weight.numel() in (1, F_):
         a = mod.weight.detach().to("cpu", torch.float64).numpy()
+    elif type(mod) is nn.PReLU and mod.weight.numel() == channels and F_ % channels == 0:
+        a = np.repeat(mod.weight.detach().to("cpu", torch.float64).numpy(), F_ // channels)
     else:
         return None
     if not _kernels.available(np.float32 if z.dtype == torch.float32 else np.float64):
