@@ -561,7 +561,8 @@ def test_replacing_a_submodule_is_seen():
 
 
 def _kernel_act(kind: int, width: int) -> nn.Module:
-    return [nn.ReLU(), nn.LeakyReLU(0.1), nn.PReLU(), nn.PReLU(width), nn.RReLU(0.05, 0.3)][kind]
+    return [nn.ReLU(), nn.LeakyReLU(0.1), nn.PReLU(), nn.PReLU(width), nn.RReLU(0.05, 0.3), nn.Hardtanh(-0.5, 1.0),
+            nn.ReLU6(), nn.Hardtanh(0.2, 0.9)][kind]
 
 
 def _count_kernel_calls(monkeypatch) -> list[int]:
@@ -603,11 +604,13 @@ def test_relu_type_mlps_run_on_the_compiled_kernels(backend, dtype, monkeypatch)
 @settings(max_examples=int(os.environ.get("SPACEFOLD_EXAMPLES", 40)), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 10_000), widths=st.lists(st.integers(1, 80), min_size=1, max_size=3),
-       kinds=st.lists(st.integers(0, 4), min_size=3, max_size=3), tol=st.sampled_from([0.0, 1e-9, 1e-4]),
-       select=st.integers(0, 7))
-def test_compiled_kernels_give_the_walks_of_the_torch_operations(backend, seed, widths, kinds, tol, select):
-    """Agreement of two independent implementations of the same walk, layer choice and ``tol``
-    merging included, on MLPs whose layers straddle the 64-bit words of the kernels' signs."""
+       kinds=st.lists(st.integers(0, 7), min_size=3, max_size=3), tol=st.sampled_from([0.0, 1e-9, 1e-4]),
+       select=st.integers(0, 7), tie_tol=st.sampled_from([0.0, 0.0, 0.05]))
+def test_compiled_kernels_give_the_walks_of_the_torch_operations(backend, seed, widths, kinds, tol, select, tie_tol):
+    """Agreement of two independent implementations of the same walk, layer choice, ``tol``
+    merging and a bit threshold apart from the kinks included, on MLPs whose layers straddle
+    the 64-bit words of the kernels' signs, with activations of one kink (ReLU type) and two
+    (Hardtanh, ReLU6, a Hardtanh whose bit threshold 0 is below both kinks)."""
     if backend != "compiled":
         return
     torch.manual_seed(seed)
@@ -621,10 +624,10 @@ def test_compiled_kernels_give_the_walks_of_the_torch_operations(backend, seed, 
     g = torch.Generator().manual_seed(seed)
     x1, x2 = 2 * torch.randn(7, 3, generator=g, dtype=f64), 2 * torch.randn(7, 3, generator=g, dtype=f64)
     x2[0] = x1[0]  # a segment of length 0
-    got = exact_walks(net, x1, x2, layers=chosen, tol=tol)
+    got = exact_walks(net, x1, x2, layers=chosen, tol=tol, tie_tol=tie_tol)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SPACEFOLD_NUMBA", "0")
-        ref = exact_walks(net, x1, x2, layers=chosen, tol=tol)
+        ref = exact_walks(net, x1, x2, layers=chosen, tol=tol, tie_tol=tie_tol)
     assert torch.equal(got.offsets, ref.offsets)
     assert torch.equal(got.patterns, ref.patterns)
     assert torch.allclose(got.t, ref.t, rtol=0, atol=1e-12)
@@ -672,16 +675,15 @@ def test_the_kernels_self_test_rejects_a_wrong_result(backend, monkeypatch):
 
 def test_conv_and_residual_nets_split_on_the_kernels_too(backend, monkeypatch):
     """Activations not followed by a Linear alone (a pooling layer, a skip connection that
-    needs the values at the new breakpoints, a PReLU with one slope per channel) are split by
-    the kernel and the live tensors interpolated after it; ReLU6 (two kinks) stays with torch
-    operations."""
+    needs the values at the new breakpoints, a PReLU with one slope per channel, a ReLU6 with
+    its two kinks) are split by the kernel and the live tensors interpolated after it."""
     g = torch.Generator().manual_seed(23)
     conv, res = _conv(23), _Residual().to(f64).eval()
     per_channel = nn.Sequential(nn.Conv2d(1, 3, 3), nn.PReLU(3), nn.Flatten(), nn.Linear(27, 4), nn.ReLU(),
                                 nn.Linear(4, 2)).to(f64)
     with torch.no_grad():
         per_channel[1].weight.copy_(torch.tensor([-0.5, 0.2, 0.7]))
-    cases = [(conv, torch.randn(8, 1, 10, 10, generator=g, dtype=f64), 2),
+    cases = [(conv, torch.randn(8, 1, 10, 10, generator=g, dtype=f64), 3),
              (res, 2 * torch.randn(10, 4, generator=g, dtype=f64), 3),
              (per_channel.eval(), torch.randn(8, 1, 5, 5, generator=g, dtype=f64), 2)]
     if backend == "compiled":

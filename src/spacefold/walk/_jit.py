@@ -19,22 +19,21 @@ def popcount(x):
     return (x * u64(0x0101010101010101)) >> S56
 
 @jit
-def pack_signs(z):
-    """(V, W) words: bit n of row r is z[r, n] > 0."""
+def pack_signs(z, level, pos):
+    """Fill ``pos`` (V, W) with words whose bit n of row r is z[r, n] > level."""
     V, F = z.shape
-    W = (F + 63) // 64
-    pos = np.zeros((V, W), np.uint64)
+    W = pos.shape[1]
     buf = np.zeros(W * 64, np.uint8)
     bw = buf.view(np.uint64)
     for r in range(V):
         for n in range(F):
-            buf[n] = z[r, n] > 0
+            buf[n] = z[r, n] > level
         for w in range(W):
             acc = u64(0)
             for k in range(8):
                 acc |= ((bw[w * 8 + k] * MAGIC) >> S56) << u64(8 * k)
             pos[r, w] = acc
-    return pos
+
 
 @jit
 def bit_at(pos, r, n):
@@ -65,45 +64,59 @@ def sort_by(keys, idx):
         idx[j + 1] = v
 
 @jit
-def split_act(z, t, nxt, prv, B, tol, slope, bits, act):
+def split_act(z, t, nxt, prv, B, tol, levels, thr, seg_slope, seg_off, act):
+    """Split the pieces where z crosses one of ``levels`` (sorted); bits are z > levels[thr]
+    (no bits when thr < 0). ``seg_slope``, ``seg_off`` (F, K + 1): the activation on the
+    segments between the levels, φ(z) = slope·z + offset. With ``act`` φ is applied to z in
+    place at the end. See :mod:`spacefold.walk._kernels`."""
     V, F = z.shape
     W = (F + 63) // 64
-    pos0 = pack_signs(z)
-    # ---- crossings: rows whose signs differ from the next row's, neuron by neuron
+    K = levels.size
+    pos_lv = np.empty((K, V, W), np.uint64)
+    for lv in range(K):
+        pack_signs(z, levels[lv], pos_lv[lv])
+    bits = thr >= 0
+    pos0 = pos_lv[thr] if bits else pos_lv[0]
+    # ---- crossings: rows whose signs differ from the next row's, level by level
     ncand = 0
     for r in range(V):
         q = nxt[r]
         if q != r:
-            for w in range(W):
-                ncand += np.int64(popcount(pos0[r, w] ^ pos0[q, w]))
+            for lv in range(K):
+                for w in range(W):
+                    ncand += np.int64(popcount(pos_lv[lv, r, w] ^ pos_lv[lv, q, w]))
     c_piece = np.empty(ncand, np.int64)
     c_n = np.empty(ncand, np.int64)
+    c_lv = np.empty(ncand, np.int64)
     c_frac = np.empty(ncand, np.float64)
     tie_r = np.empty(ncand, np.int64)
     tie_n = np.empty(ncand, np.int64)
     nc = 0
     nt = 0
-    for r in range(V):
+    for r in range(V):  # crossings in order of their piece's row: each piece's are contiguous
         q = nxt[r]
         if q == r:
             continue
-        for w in range(W):
-            x = pos0[r, w] ^ pos0[q, w]
-            while x:
-                low = x & (~x + u64(1))
-                n = w * 64 + np.int64(popcount(low - u64(1)))
-                x ^= low
-                a = z[r, n]
-                b = z[q, n]
-                if (a < 0) or (b < 0):  # one end is > 0 (the bits differ): a strict crossing
-                    c_piece[nc] = r
-                    c_n[nc] = n
-                    c_frac[nc] = np.float64(a) / (np.float64(a) - np.float64(b))
-                    nc += 1
-                else:  # the other end sits exactly at 0: a tie, no breakpoint
-                    tie_r[nt] = r if a == 0 else q
-                    tie_n[nt] = n
-                    nt += 1
+        for lv in range(K):
+            level = levels[lv]
+            for w in range(W):
+                x = pos_lv[lv, r, w] ^ pos_lv[lv, q, w]
+                while x:
+                    low = x & (~x + u64(1))
+                    n = w * 64 + np.int64(popcount(low - u64(1)))
+                    x ^= low
+                    a = np.float64(z[r, n]) - level
+                    b = np.float64(z[q, n]) - level
+                    if (a < 0) or (b < 0):  # one end is above the level (the bits differ): a crossing
+                        c_piece[nc] = r
+                        c_n[nc] = n
+                        c_lv[nc] = lv
+                        c_frac[nc] = a / (a - b)
+                        nc += 1
+                    elif lv == thr:  # the other end sits exactly at the threshold: a tie, no breakpoint
+                        tie_r[nt] = r if a == 0 else q
+                        tie_n[nt] = n
+                        nt += 1
     # ---- per piece: crossings sorted by t, grouped into new breakpoints
     tc = np.empty(nc, np.float64)
     order = np.arange(nc)
@@ -176,6 +189,7 @@ def split_act(z, t, nxt, prv, B, tol, slope, bits, act):
     pl_g0 = np.empty(n_pl, np.int64)
     pl_m = np.empty(n_pl, np.int64)
     cs_n = np.empty(nc if act else 0, np.int64)
+    cs_lv = np.empty(nc if act else 0, np.int64)
     cs_slot = np.empty(nc if act else 0, np.int64)
     cs_za = np.empty(nc if act else 0, np.float64)
     cs_zb = np.empty(nc if act else 0, np.float64)
@@ -195,22 +209,27 @@ def split_act(z, t, nxt, prv, B, tol, slope, bits, act):
             g_s[g] = (g_t[g] - ta) / (tb - ta)
             nxt2[row] = row + 1 if g + 1 < g1 else q
             prv2[row] = row - 1 if g > g0 else r
-            for w in range(W):
-                pos[row, w] = pos0[r, w] | pos0[q, w]
+            if bits:
+                for w in range(W):
+                    pos[row, w] = pos0[r, w] | pos0[q, w]
         nxt2[r] = V + g0
         prv2[q] = V + g1 - 1
-        # ---- signs at the new rows: a crossing neuron is 1 (the OR) on its positive side only
+        # ---- signs at the new rows: a neuron crossing the threshold is 1 (the OR) on its
+        # positive side only
         for k in range(p_start[p], p_start[p + 1]):
-            n = c_n[order[k]]
+            c = order[k]
+            n = c_n[c]
             sl = c_slot[k]
-            if z[r, n] > 0:  # positive before the crossing: 0 from its breakpoint on
-                for g in range(g0 + max(sl, 1) - 1, g1):
-                    clear_bit(pos, V + g, n)
-            else:  # positive after it: 0 up to its breakpoint
-                for g in range(g0, g0 + min(sl, g1 - g0)):
-                    clear_bit(pos, V + g, n)
+            if bits and c_lv[c] == thr:
+                if z[r, n] > levels[thr]:  # positive before the crossing: 0 from its breakpoint on
+                    for g in range(g0 + max(sl, 1) - 1, g1):
+                        clear_bit(pos, V + g, n)
+                else:  # positive after it: 0 up to its breakpoint
+                    for g in range(g0, g0 + min(sl, g1 - g0)):
+                        clear_bit(pos, V + g, n)
             if act:
                 cs_n[k] = n
+                cs_lv[k] = c_lv[c]
                 cs_slot[k] = sl
                 cs_za[k] = z[r, n]
                 cs_zb[k] = z[q, n]
@@ -222,15 +241,18 @@ def split_act(z, t, nxt, prv, B, tol, slope, bits, act):
             pl_g0[pi] = g0
             pl_m[pi] = g1 - g0
             pi += 1
-    # a neuron crossing inside a piece is at 0 at its breakpoint
-    for k in range(nc):
-        clear_bit(pos, c_row[k], c_n[order[k]])
     # ---- flips of the bits along the paths
     if bits:
+        # a neuron crossing the threshold inside a piece is at it (bit 0) at its breakpoint
+        for k in range(nc):
+            if c_lv[order[k]] == thr:
+                clear_bit(pos, c_row[k], c_n[order[k]])
         # candidates: crossings and ties away from t = 0 and t = 1; those on old rows may repeat
         n_new = 0
         n_old = 0
         for k in range(nc):
+            if c_lv[order[k]] != thr:
+                continue
             if c_row[k] >= V:
                 n_new += 1
             elif c_row[k] >= 2 * B:
@@ -244,6 +266,8 @@ def split_act(z, t, nxt, prv, B, tol, slope, bits, act):
         u = 0
         o = 0
         for k in range(nc):
+            if c_lv[order[k]] != thr:
+                continue
             row = c_row[k]
             if row >= V:
                 cr[u] = row
@@ -314,22 +338,53 @@ def split_act(z, t, nxt, prv, B, tol, slope, bits, act):
         f_bit = np.empty(0, np.bool_)
         start_bits = np.empty((0, F), np.bool_)
     if act:
-        # the activation, in place (z is not needed any more)
-        for r in range(V):
-            for n in range(F):
-                v = z[r, n]
-                if not v > 0:
-                    z[r, n] = v * slope[n]
+        # the activation, in place (z is not needed any more): slope·z + offset on its segment,
+        # segment by segment over a row (loops over neurons that vectorise)
+        sl = np.ascontiguousarray(seg_slope.T)
+        of = np.ascontiguousarray(seg_off.T)
+        ident = np.empty(K + 1, np.bool_)  # segments where the activation is z itself
+        for j in range(K + 1):
+            ident[j] = np.all(sl[j] == 1.0) and np.all(of[j] == 0.0)
+        if K == 1 and ident[1]:  # ReLU type: only the values below the kink change
+            level = levels[0]
+            s0, o0 = sl[0], of[0]
+            for r in range(V):
+                for n in range(F):
+                    v = z[r, n]
+                    if not v > level:
+                        z[r, n] = s0[n] * v + o0[n]
+        else:
+            row = np.empty(F, z.dtype)
+            for r in range(V):
+                for n in range(F):
+                    row[n] = z[r, n]
+                if not ident[0]:
+                    for n in range(F):
+                        z[r, n] = sl[0, n] * row[n] + of[0, n]
+                for j in range(K):
+                    level = levels[j]
+                    if ident[j + 1]:
+                        for n in range(F):
+                            if row[n] > level:
+                                z[r, n] = row[n]
+                    else:
+                        for n in range(F):
+                            if row[n] > level:
+                                z[r, n] = sl[j + 1, n] * row[n] + of[j + 1, n]
     return (t2, nxt2, prv2, g_piece[:G], g_s, start_bits, f_row, f_n, f_bit,
-            (pl_a[:pi], pl_b[:pi], pl_c0[:pi], pl_c1[:pi], pl_g0[:pi], pl_m[:pi], cs_n, cs_slot, cs_za, cs_zb))
+            (pl_a[:pi], pl_b[:pi], pl_c0[:pi], pl_c1[:pi], pl_g0[:pi], pl_m[:pi], cs_n, cs_lv, cs_slot, cs_za, cs_zb))
 
 @jit
-def act1(v, a):
-    return v if v > 0 else a * v
+def kink(seg_slope, n, lv, upward):
+    """The change of the activation's slope where neuron n crosses level lv, in the direction
+    of travel (upward: from below the level to above it)."""
+    d = seg_slope[n, lv + 1] - seg_slope[n, lv]
+    return d if upward else -d
 
 
 @jit
-def new_rows_linear(out, V, wt, slope, pl_a, pl_b, pl_c0, pl_c1, pl_g0, pl_m, cs_n, cs_slot, cs_za, cs_zb, g_s):
+def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_g0, pl_m, cs_n, cs_lv, cs_slot,
+                    cs_za, cs_zb, g_s):
     """The Linear's output at the new rows ``V ..`` of ``out`` from its rows at the pieces' ends:
     running sums of weight columns along each piece (see :mod:`spacefold.walk._kernels`)."""
     O = out.shape[1]
@@ -342,7 +397,8 @@ def new_rows_linear(out, V, wt, slope, pl_a, pl_b, pl_c0, pl_c1, pl_g0, pl_m, cs
         for j in range(1, m + 1):  # forward: y(a) and the crossings before new row j
             while i < c1 and cs_slot[i] < j:
                 n = cs_n[i]
-                c = -(1.0 - slope[n]) * abs(cs_za[i])
+                lv = cs_lv[i]
+                c = kink(seg_slope, n, lv, cs_zb[i] > levels[lv]) * (cs_za[i] - levels[lv])
                 for o in range(O):
                     acc[o] += c * wt[n, o]
                 i += 1
@@ -350,12 +406,16 @@ def new_rows_linear(out, V, wt, slope, pl_a, pl_b, pl_c0, pl_c1, pl_g0, pl_m, cs
             w = 1.0 - s
             for o in range(O):
                 buf[j - 1, o] = w * (out[a, o] + acc[o])
-            # neurons merged into this breakpoint (within tol of it): their exact value here
+            # crossings merged into this breakpoint (within tol of it): their exact value here
             while i < c1 and cs_slot[i] == j:
                 n = cs_n[i]
-                za, zb, al = cs_za[i], cs_zb[i], slope[n]
-                d = act1(za + s * (zb - za), al) - (w * act1(za, al) + s * act1(zb, al))
-                c = -(1.0 - al) * abs(za)
+                lv = cs_lv[i]
+                za, zb, level = cs_za[i], cs_zb[i], levels[lv]
+                delta = kink(seg_slope, n, lv, zb > level)
+                zs = za + s * (zb - za)
+                h = zs - level if (zs > level) == (zb > level) else 0.0
+                d = delta * (h - s * (zb - level))
+                c = delta * (za - level)
                 for o in range(O):
                     buf[j - 1, o] += d * wt[n, o]
                     acc[o] += c * wt[n, o]
@@ -365,7 +425,8 @@ def new_rows_linear(out, V, wt, slope, pl_a, pl_b, pl_c0, pl_c1, pl_g0, pl_m, cs
         for j in range(m, 0, -1):  # backward: y(b) and the crossings after new row j
             while i >= c0 and cs_slot[i] > j:
                 n = cs_n[i]
-                c = -(1.0 - slope[n]) * abs(cs_zb[i])
+                lv = cs_lv[i]
+                c = -kink(seg_slope, n, lv, cs_zb[i] > levels[lv]) * (cs_zb[i] - levels[lv])
                 for o in range(O):
                     acc[o] += c * wt[n, o]
                 i -= 1

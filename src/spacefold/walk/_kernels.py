@@ -1,27 +1,30 @@
 """Compiled kernels of the exact walk on CPUs (Numba).
 
-One kernel call replaces the many small tensor operations of one activation layer whose
-only kink is at 0 (ReLU, LeakyReLU, PReLU, RReLU in eval mode) and whose bit threshold
-is 0: sign tests, the search for sign changes along the paths, the split of the pieces
-and their links, the bits at the new breakpoints, the flip list, and, when an
-``nn.Linear`` follows, the activation itself. A second one computes the output of that
+One kernel call replaces the many small tensor operations of one layer of an elementwise
+piecewise-linear activation (ReLU, LeakyReLU, PReLU, RReLU in eval mode, Hardtanh, ReLU6:
+φ(z) = slope·z + offset on each segment between its kinks, per neuron): sign tests against
+every kink and the bit threshold, the search for sign changes along the paths, the split
+of the pieces and their links, the bits at the new breakpoints, the flip list, and, when
+an ``nn.Linear`` follows, the activation itself. A second one computes the output of that
 Linear at the new breakpoints without a matrix product (the product of the old breakpoints
 stays with torch's BLAS). A third interpolates the tensors that other layers need at the
 new breakpoints (residual and convolutional nets) without gathering the neighbours first.
 All release the GIL, so sub-batches on several threads run side by side.
 
-The Linear at new breakpoints. On a piece (a, b) crossed by the neurons n_1 .. n_k (sorted
-by where they cross) and split at the new breakpoints g_1 .. g_m (fractions s_j of the
-piece), the activation φ at g_j differs from the interpolation of φ at a and b only in
-the crossing neurons: by (1 − s_j)·c^a_n for a neuron crossing at or before g_j and by
-s_j·c^b_n for one crossing after it, where c^a_n = −(1 − α_n)|z_n(a)| and
-c^b_n = −(1 − α_n)|z_n(b)| (α_n the slope below 0). So the Linear's output is
+The Linear at new breakpoints. On a piece (a, b) split at the new breakpoints g_1 .. g_m
+(fractions s_j of the piece), let the crossings c = (neuron n, kink L) be sorted by where
+they happen; Δ_c is the change of φ's slope there in the direction of travel. Along the
+piece φ(z_n(s)) is affine plus Σ_c Δ_c·(z_n(s) − L)·[s past the crossing], so the
+activation at g_j differs from the interpolation of its values at a and b only in the
+crossing neurons: by (1 − s_j)·Δ_c·(z_n(a) − L) for a crossing before g_j and by
+−s_j·Δ_c·(z_n(b) − L) for one after it. So the Linear's output is
 
-    y(g_j) = (1 − s_j)·(y(a) + Σ_{n ≤ j} c^a_n W[:, n]) + s_j·(y(b) + Σ_{n > j} c^b_n W[:, n]),
+    y(g_j) = (1 − s_j)·(y(a) + Σ_{c before j} Δ_c (z_n(a) − L) W[:, n])
+             + s_j·(y(b) − Σ_{c after j} Δ_c (z_n(b) − L) W[:, n]),
 
-two running sums of weight columns along the piece (one column per crossing neuron and
-direction), accumulated in float64. A neuron merged into the breakpoint g_j (crossing
-within ``tol`` of it) gets its exact value φ(z_n(g_j)) there instead. On the first layer,
+two running sums of weight columns along the piece (one column per crossing and
+direction), accumulated in float64. A crossing merged into the breakpoint g_j (within
+``tol`` of it) enters with its exact value at g_j instead. On the first layer,
 whose piece is the whole segment crossed by a hundred neurons or more, that replaces a
 product row of ``width²`` multiply-adds per new breakpoint by about ``4·width``.
 
@@ -79,15 +82,15 @@ def _self_test(dtype: np.dtype) -> None:
     t = np.array([0.0, 1.0])
     nxt = np.array([1, 1])
     prv = np.array([0, 0])
-    slope = np.zeros(2)
+    levels, seg_slope, seg_off = np.zeros(1), np.tile([0.0, 1.0], (2, 1)), np.zeros((2, 2))  # ReLU
     t2, nxt2, prv2, g_piece, g_s, start_bits, f_row, f_n, f_bit, plan = split_act(
-        z, t, nxt, prv, 1, 0.0, slope, True, True)
+        z, t, nxt, prv, 1, 0.0, levels, 0, seg_slope, seg_off, True)
     if not (np.allclose(t2, [0, 1, 0.25, 0.5]) and nxt2.tolist() == [2, 1, 3, 1] and g_piece.tolist() == [0, 0] and start_bits.tolist() == [[False, True]]
             and sorted(zip(f_row.tolist(), f_n.tolist(), f_bit.tolist())) == [(2, 0, True), (3, 1, False)]):
         raise RuntimeError("the split kernel gave a wrong result on a known case")
     out = np.zeros((4, 1), dtype=dtype)
     out[:2, 0] = z.sum(1)  # the Linear y = z0 + z1 after the ReLU (z now holds the activation)
-    new_rows_linear(out, 2, np.ones((2, 1), dtype=dtype), slope, plan, g_s)
+    new_rows_linear(out, 2, np.ones((2, 1), dtype=dtype), levels, seg_slope, plan, g_s)
     # at t = 0.25, z = (0, 1); at t = 0.5, z = (1, 0): y = 1 at both
     if not np.allclose(out[2:, 0], [1.0, 1.0]):
         raise RuntimeError("the new-row kernel gave a wrong result on a known case")
@@ -98,13 +101,13 @@ def _self_test(dtype: np.dtype) -> None:
         raise RuntimeError("the interpolation kernel gave a wrong result on a known case")
 
 
-def split_act(z, t, nxt, prv, n_paths, tol, slope, bits, act):
-    return _STATE["jit"].split_act(z, t, nxt, prv, n_paths, tol, slope, bits, act)
+def split_act(z, t, nxt, prv, n_paths, tol, levels, thr, seg_slope, seg_off, act):
+    return _STATE["jit"].split_act(z, t, nxt, prv, n_paths, tol, levels, thr, seg_slope, seg_off, act)
 
 
-def new_rows_linear(out, n_old, wt, slope, plan, g_s):
+def new_rows_linear(out, n_old, wt, levels, seg_slope, plan, g_s):
     if plan[0].size:
-        _STATE["jit"].new_rows_linear(out, n_old, wt, slope, *plan, g_s)
+        _STATE["jit"].new_rows_linear(out, n_old, wt, levels, seg_slope, *plan, g_s)
 
 
 def lerp_rows(x, ia, ib, w, out):

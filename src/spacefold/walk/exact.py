@@ -47,11 +47,11 @@ pattern at t = 1, consecutive duplicates merged. It is stored as the pattern at 
 and the list of bit flips (:class:`ExactWalkBatch`); r1, r2 and χ come from the flips,
 and patterns are built only when asked for.
 
-On CPUs an activation with one kink at 0 that is also the bit threshold (ReLU,
-LeakyReLU, PReLU, RReLU in eval mode, ``tie_tol=0``) is split by a compiled kernel
-(:mod:`spacefold.walk._kernels`, Numba): one call for step 4's split, bits and flips. Fused
-with the ``nn.Linear`` after it, a second kernel gives the Linear at the new breakpoints
-from running sums of weight columns instead of a product. They compute the same walk as
+On CPUs the built-in activations (ReLU, LeakyReLU, PReLU, RReLU in eval mode, Hardtanh,
+ReLU6) are split by a compiled kernel (:mod:`spacefold.walk._kernels`, Numba): one call for
+step 4's split, bits and flips. Fused with the ``nn.Linear`` after it, a second kernel
+gives the Linear at the new breakpoints from running sums of weight columns instead of a
+product. They compute the same walk as
 the torch operations (tested against each other); ``SPACEFOLD_NUMBA=0`` turns them off.
 
 Paths are processed in sub-batches sized so that the largest tensor of breakpoint
@@ -182,8 +182,8 @@ def _kinks(module: nn.Module) -> list[float]:
 
 # a new breakpoint whose piece is crossed by more neurons than this gets a plain product
 _SPARSE_MAX = 4
-# activations the compiled kernels take (one kink at 0, a slope per neuron below it)
-_KERNEL_ACTS = (nn.ReLU, nn.LeakyReLU, nn.RReLU, nn.PReLU)
+# activations the compiled kernels take (elementwise, of known form)
+_KERNEL_ACTS = (nn.ReLU, nn.LeakyReLU, nn.RReLU, nn.PReLU, nn.Hardtanh, nn.ReLU6)
 
 
 def _arg_nodes(node: fx.Node) -> list[fx.Node]:
@@ -216,6 +216,7 @@ class _Step:
     bit_layer: bool = False
     kinks: list[float] = field(default_factory=list)
     free_after: list[fx.Node] = field(default_factory=list)
+    kernel_form: dict = field(default_factory=dict)  # see _compiled_act
 
 
 class ExactProgram:
@@ -362,7 +363,7 @@ class ExactProgram:
         # every activation can run on the compiled kernels (CPU): ReLU-type, fused with the
         # Linear after it or with nothing after it that is needed
         self.kernel_friendly = all(
-            type(s.module) in _KERNEL_ACTS and s.kinks == [0.0]
+            type(s.module) in _KERNEL_ACTS
             and (s.node in self.fusable or not any(u in self.live for u in s.node.users))
             for s in steps if s.kind == "act") and not any(s.kind == "maxpool" for s in steps)
         if not any(s.kind == "act" and s.bit_layer for s in steps):
@@ -765,10 +766,10 @@ def _split_activation(prog, env, state: _State, node_in: fx.Node, step: _Step, t
     """Split the pieces at the kinks of an activation; return its flips (bit layers)."""
     x = env[node_in]
     z = x.reshape(x.shape[0], -1)
-    slope = _compiled_slopes(step, z, None, tie_tol, x.shape[1] if x.dim() > 2 else None)
-    if slope is not None:  # the compiled kernel splits; the live tensors are interpolated after it
+    act_form = _compiled_act(step, z, None, tie_tol, x.shape[1] if x.dim() > 2 else None)
+    if act_form is not None:  # the compiled kernel splits; the live tensors are interpolated after it
         nxt_old = state.nxt
-        rec, g_piece, g_s, _ = _compiled_split(state, step, z.contiguous(), slope, tol, False)
+        rec, g_piece, g_s, _ = _compiled_split(state, step, z.contiguous(), act_form, tol, False)
         if g_piece.size:
             _interpolate_env(prog, env, state, (torch.from_numpy(g_piece), torch.from_numpy(g_s)), nxt_old)
         return rec
@@ -884,9 +885,9 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
     z = env.pop(node_in)
     if lin is None:
         z = z.reshape(z.shape[0], -1)
-    slope = _compiled_slopes(step, z, lin, tie_tol)
-    if slope is not None:
-        return _act_linear_compiled(state, step, z.contiguous(), lin, slope, tol)
+    act_form = _compiled_act(step, z, lin, tie_tol)
+    if act_form is not None:
+        return _act_linear_compiled(state, step, z.contiguous(), lin, act_form, tol)
     V, F_ = z.shape
     levels, thr, pos, pieces, neurons, lev, tie_r, tie_n, plan, rows, nxt_old = _cut(z, state, step, tie_tol, tol)
     if plan is None:
@@ -953,63 +954,88 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
     return _flips(state, pos, rows, neurons, lev, thr, tie_r, tie_n, state.n_rows - V, F_), out
 
 
-def _compiled_slopes(step: _Step, z: Tensor, lin: nn.Linear | None, tie_tol: float,
-                     channels: int | None = None) -> np.ndarray | None:
-    """The slopes below 0 of the activation, per neuron, when the compiled kernels can run
-    this layer (CPU, float32/64, one kink at 0 that is also the bit threshold); else None.
+def _compiled_act(step: _Step, z: Tensor, lin: nn.Linear | None, tie_tol: float, channels: int | None = None):
+    """``(levels, thr, seg_slope, seg_off)`` for the compiled kernels when they can run this
+    layer (CPU, float32/64, an elementwise activation of known form), else None: the
+    activation's kinks and bit threshold (``levels[thr]``, ``thr = -1`` without bits), and
+    per neuron its slope and offset on each segment between the levels (``(F, K + 1)``).
     ``channels``: the size of dim 1 of the activation's input before it was flattened to
     ``z`` (a PReLU with one slope per channel)."""
-    if z.device.type != "cpu" or z.dtype not in _NUMPY_FLOATS or z.requires_grad or step.kinks != [0.0]:
-        return None
-    if step.bit_layer and tie_tol != 0.0:
+    if z.device.type != "cpu" or z.dtype not in _NUMPY_FLOATS or z.requires_grad:
         return None
     if lin is not None and (lin.weight.dtype != z.dtype or lin.weight.device != z.device):
         return None
     mod, F_ = step.module, z.shape[1]
-    if type(mod) is nn.ReLU:
-        a = 0.0
-    elif type(mod) is nn.LeakyReLU:
-        a = float(mod.negative_slope)
-    elif type(mod) is nn.RReLU:  # eval mode (training mode is refused when compiling)
-        a = (float(mod.lower) + float(mod.upper)) / 2
-    elif type(mod) is nn.PReLU and mod.weight.numel() in (1, F_):
-        a = mod.weight.detach().to("cpu", torch.float64).numpy()
-    elif type(mod) is nn.PReLU and mod.weight.numel() == channels and F_ % channels == 0:
-        a = np.repeat(mod.weight.detach().to("cpu", torch.float64).numpy(), F_ // channels)
-    else:
+    kind = type(mod)
+    if kind not in _KERNEL_ACTS:
+        return None
+    w = getattr(mod, "weight", None)
+    if kind is nn.PReLU and w.numel() not in (1, F_) and not (w.numel() == channels and F_ % channels == 0):
         return None
     if not _kernels.available(np.float32 if z.dtype == torch.float32 else np.float64):
         return None
-    return np.broadcast_to(np.asarray(a, dtype=np.float64), (F_,)).copy()
+    key = (F_, tie_tol, step.bit_layer, channels, None if w is None else (w.data_ptr(), w._version),
+           *(getattr(mod, k, None) for k in ("negative_slope", "lower", "upper", "min_val", "max_val")))
+    form = step.kernel_form.get(key)
+    if form is not None:
+        return form
+    if kind is nn.ReLU:
+        a = 0.0
+    elif kind is nn.LeakyReLU:
+        a = float(mod.negative_slope)
+    elif kind is nn.RReLU:  # eval mode (training mode is refused when compiling)
+        a = (float(mod.lower) + float(mod.upper)) / 2
+    elif kind is nn.PReLU:  # one slope, one per neuron, or one per channel
+        a = np.repeat(w.detach().to("cpu", torch.float64).numpy(), F_ // w.numel())
+    else:  # Hardtanh, ReLU6
+        a = None
+    levels, thr = _levels(step, tie_tol)
+    K = len(levels)
+    lower = np.array([-np.inf] + levels)  # segment j lies between lower[j] and upper[j]
+    upper = np.array(levels + [np.inf])
+    if a is not None:  # z above 0, slope a below
+        below = upper <= 0.0
+        seg_slope = np.where(below[None, :], np.broadcast_to(np.asarray(a, dtype=np.float64), (F_,))[:, None], 1.0)
+        seg_off = np.zeros((F_, K + 1))
+    else:  # hardtanh: min_val below, z between, max_val above
+        lo, hi = float(mod.min_val), float(mod.max_val)
+        slope = np.where((upper <= lo) | (lower >= hi), 0.0, 1.0)
+        off = np.where(upper <= lo, lo, np.where(lower >= hi, hi, 0.0))
+        seg_slope, seg_off = np.tile(slope, (F_, 1)), np.tile(off, (F_, 1))
+    form = (np.array(levels, dtype=np.float64), -1 if thr is None else thr, np.ascontiguousarray(seg_slope),
+            np.ascontiguousarray(seg_off))
+    step.kernel_form = {key: form}  # one form kept (the parameters may change); replaced whole for threads
+    return form
 
 
-def _compiled_split(state: _State, step: _Step, z: Tensor, slope: np.ndarray, tol: float, act: bool):
+def _compiled_split(state: _State, step: _Step, z: Tensor, act_form, tol: float, act: bool):
     """Split, bits and flips of one activation by the compiled kernel (:mod:`spacefold.walk._kernels`);
     with ``act`` it also applies the activation to ``z`` in place. Returns ``(flips or None,
     new rows' piece starts, their fractions, the Linear's plan)``."""
+    levels, thr, seg_slope, seg_off = act_form
     t2, nxt2, prv2, g_piece, g_s, start_bits, f_row, f_n, f_bit, plan = _kernels.split_act(
-        z.numpy(), state.t.numpy(), state.nxt.numpy(), state.prv.numpy(), state.n_paths, float(tol), slope,
-        step.bit_layer, act)
+        z.numpy(), state.t.numpy(), state.nxt.numpy(), state.prv.numpy(), state.n_paths, float(tol), levels, thr,
+        seg_slope, seg_off, act)
     state.t, state.nxt, state.prv = torch.from_numpy(t2), torch.from_numpy(nxt2), torch.from_numpy(prv2)
     rec = None
-    if step.bit_layer:
+    if thr >= 0:
         rec = _BitRecord(torch.from_numpy(start_bits), torch.from_numpy(f_row), torch.from_numpy(f_n),
                          torch.from_numpy(f_bit))
     return rec, g_piece, g_s, plan
 
 
-def _act_linear_compiled(state: _State, step: _Step, z: Tensor, lin: nn.Linear | None, slope: np.ndarray,
-                         tol: float):
+def _act_linear_compiled(state: _State, step: _Step, z: Tensor, lin: nn.Linear | None, act_form, tol: float):
     """:func:`_act_linear` by the compiled kernels."""
     V = z.shape[0]
-    rec, _, g_s, plan = _compiled_split(state, step, z, slope, tol, lin is not None)
+    rec, _, g_s, plan = _compiled_split(state, step, z, act_form, tol, lin is not None)
     if lin is None:
         return rec, None
     out = torch.empty(state.n_rows, lin.out_features, dtype=z.dtype)
     _linear(lin, z, out[:V])  # z holds the activation now
     if state.n_rows > V:
         wt = lin.weight.detach().t().contiguous()
-        _kernels.new_rows_linear(out.numpy(), V, wt.numpy(), slope, plan, g_s)
+        levels, _, seg_slope, _ = act_form
+        _kernels.new_rows_linear(out.numpy(), V, wt.numpy(), levels, seg_slope, plan, g_s)
     return rec, out
 
 
@@ -1333,7 +1359,7 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
     cpu = x1.device.type == "cpu"
     if not cpu:
         target = _TARGET_BYTES_ACCELERATOR
-    elif prog.kernel_friendly and tie_tol == 0.0 and _kernels.available():
+    elif prog.kernel_friendly and _kernels.available():
         target = _TARGET_BYTES_COMPILED
     else:
         target = _TARGET_BYTES
