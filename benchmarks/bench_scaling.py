@@ -1,9 +1,11 @@
 """Throughput of the exact walk against depth, width and the number of paths.
 
 Random MLPs (PyTorch default initialisation, seed 0) on segments between random pairs of
-MNIST test images; ``sf.folding_batch(method="exact")``, median over repeats. The last
-table is a small convolutional net (convolutions, max and average pooling, then an MLP),
-whose activations are not all followed by a Linear.
+MNIST test images; ``sf.folding_batch(method="exact")``, median over repeats. The
+"activation" table compares activation types with and without the compiled kernels
+(``SPACEFOLD_NUMBA=0``), measured in turn in the same run. The last table is a small
+convolutional net (convolutions, max and average pooling, then an MLP), whose activations
+are not all followed by a Linear.
 
     .venv/bin/python benchmarks/bench_scaling.py --repeats 3 --threads 1
     .venv/bin/python benchmarks/bench_scaling.py --parts conv
@@ -12,6 +14,7 @@ whose activations are not all followed by a Linear.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -35,6 +38,16 @@ def measure(net, x1, x2, repeats):
     return {"paths/s": n / t, "regions/path": regions, "us/region": 1e6 * t / (n * regions)}
 
 
+def act_mlp(act, depth: int = 6, width: int = 256, seed: int = 0) -> nn.Sequential:
+    """784-width x depth-10 MLP with PyTorch's default initialisation and ``act()`` after each hidden layer."""
+    torch.manual_seed(seed)
+    layers, d = [], 784
+    for _ in range(depth):
+        layers += [nn.Linear(d, width), act()]
+        d = width
+    return nn.Sequential(*layers, nn.Linear(d, 10)).eval()
+
+
 def conv_net(seed: int = 0) -> nn.Sequential:
     """28x28 -> Conv(8, 3x3) ReLU MaxPool(2) -> Conv(16, 3x3) ReLU AvgPool(2) -> 400-64-10 MLP."""
     torch.manual_seed(seed)
@@ -50,7 +63,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--paths", type=int, default=300)
     ap.add_argument("--conv-paths", type=int, default=50)
-    ap.add_argument("--parts", default="depth,width,paths,conv", help="tables to print, comma separated")
+    ap.add_argument("--parts", default="depth,width,paths,acts,conv", help="tables to print, comma separated")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     torch.set_num_threads(args.threads)
@@ -77,6 +90,27 @@ def main() -> None:
                     continue
                 rows.append({"net": arch, "paths": m, **measure(mlp(widths), x[i[:m]], x[j[:m]], args.repeats)})
         print(table(rows, "number of paths"))
+    if "acts" in parts:
+        rows = []
+        acts = (("ReLU", nn.ReLU), ("LeakyReLU(0.1)", lambda: nn.LeakyReLU(0.1)),
+                ("Hardtanh(-0.1, 0.3)", lambda: nn.Hardtanh(-0.1, 0.3)), ("ReLU6", nn.ReLU6))
+        before = os.environ.get("SPACEFOLD_NUMBA")
+        try:
+            for name, act in acts:
+                net = act_mlp(act)
+                res = {}
+                for kernels in ("1", "0"):
+                    os.environ["SPACEFOLD_NUMBA"] = kernels
+                    res[kernels] = measure(net, x[i[:n]], x[j[:n]], args.repeats)
+                rows.append({"activation": name, "regions/path": res["1"]["regions/path"],
+                             "paths/s, kernels": res["1"]["paths/s"], "paths/s, torch operations": res["0"]["paths/s"],
+                             "speed-up": res["1"]["paths/s"] / res["0"]["paths/s"]})
+        finally:
+            if before is None:
+                os.environ.pop("SPACEFOLD_NUMBA", None)
+            else:
+                os.environ["SPACEFOLD_NUMBA"] = before
+        print(table(rows, f"activation (784-256x6-10, {n} paths)"))
     if "conv" in parts:
         m = args.conv_paths
         rows = [{"net": "conv 8-16, max/avg pool, 400-64-10", "paths": m,
