@@ -85,12 +85,9 @@ def split_act(z, t, nxt, prv, B, tol, levels, thr, seg_slope, seg_off, act):
             for lv in range(K):
                 for w in range(W):
                     ncand += np.int64(popcount(pos_lv[lv, r, w] ^ pos_lv[lv, q, w]))
-    c_piece = np.empty(ncand, np.int64)
-    c_n = np.empty(ncand, np.int64)
-    c_lv = np.empty(ncand, np.int64)
+    ints = np.empty((5, ncand), np.int64)
+    c_piece, c_n, c_lv, tie_r, tie_n = ints[0], ints[1], ints[2], ints[3], ints[4]
     c_frac = np.empty(ncand, np.float64)
-    tie_r = np.empty(ncand, np.int64)
-    tie_n = np.empty(ncand, np.int64)
     nc = 0
     nt = 0
     for r in range(V):  # crossings in order of their piece's row: each piece's are contiguous
@@ -181,18 +178,12 @@ def split_act(z, t, nxt, prv, B, tol, levels, thr, seg_slope, seg_off, act):
     pos[:V] = pos0
     # what the Linear after the activation needs at the new rows: per split piece, its ends,
     # crossings and new rows; per crossing, its neuron, slot and values at the ends
-    n_pl = n_pieces if act else 0
-    pl_a = np.empty(n_pl, np.int64)
-    pl_b = np.empty(n_pl, np.int64)
-    pl_c0 = np.empty(n_pl, np.int64)
-    pl_c1 = np.empty(n_pl, np.int64)
-    pl_g0 = np.empty(n_pl, np.int64)
-    pl_m = np.empty(n_pl, np.int64)
-    cs_n = np.empty(nc if act else 0, np.int64)
-    cs_lv = np.empty(nc if act else 0, np.int64)
-    cs_slot = np.empty(nc if act else 0, np.int64)
-    cs_za = np.empty(nc if act else 0, np.float64)
-    cs_zb = np.empty(nc if act else 0, np.float64)
+    pl = np.empty((6, n_pieces if act else 0), np.int64)
+    pl_a, pl_b, pl_c0, pl_c1, pl_g0, pl_m = pl[0], pl[1], pl[2], pl[3], pl[4], pl[5]
+    cs_int = np.empty((3, nc if act else 0), np.int64)
+    cs_n, cs_lv, cs_slot = cs_int[0], cs_int[1], cs_int[2]
+    cs_z = np.empty((2, nc if act else 0), np.float64)
+    cs_za, cs_zb = cs_z[0], cs_z[1]
     pi = 0
     for p in range(n_pieces):
         g0, g1 = p_g0[p], p_g0[p + 1]
