@@ -11,12 +11,15 @@ u64 = np.uint64
 MAGIC = u64(0x0102040810204080)  # eight 0/1 bytes -> their eight bits, lowest byte lowest
 S56 = u64(56)
 
+
 @jit
 def popcount(x):
+    """The number of bits set in the 64-bit word x."""
     x = x - ((x >> u64(1)) & u64(0x5555555555555555))
     x = (x & u64(0x3333333333333333)) + ((x >> u64(2)) & u64(0x3333333333333333))
     x = (x + (x >> u64(4))) & u64(0x0F0F0F0F0F0F0F0F)
     return (x * u64(0x0101010101010101)) >> S56
+
 
 @jit
 def pack_signs(z, level, pos):
@@ -37,15 +40,15 @@ def pack_signs(z, level, pos):
 
 @jit
 def bit_at(pos, r, n):
+    """Bit n of row r of the packed signs ``pos``."""
     return ((pos[r, n >> 6] >> u64(n & 63)) & u64(1)) != u64(0)
+
 
 @jit
 def clear_bit(pos, r, n):
+    """Set bit n of row r of the packed signs ``pos`` to 0."""
     pos[r, n >> 6] &= ~(u64(1) << u64(n & 63))
 
-@jit
-def set_bit(pos, r, n):
-    pos[r, n >> 6] |= u64(1) << u64(n & 63)
 
 @jit
 def sort_by(keys, idx):
@@ -62,6 +65,7 @@ def sort_by(keys, idx):
             idx[j + 1] = idx[j]
             j -= 1
         idx[j + 1] = v
+
 
 @jit
 def split_act(z, t, nxt, prv, B, tol, levels, thr, seg_slope, seg_off, act):
@@ -364,6 +368,7 @@ def split_act(z, t, nxt, prv, B, tol, levels, thr, seg_slope, seg_off, act):
                                 z[r, n] = sl[j + 1, n] * row[n] + of[j + 1, n]
     return (t2, nxt2, prv2, g_piece[:G], g_s, start_bits, f_row, f_n, f_bit,
             (pl_a[:pi], pl_b[:pi], pl_c0[:pi], pl_c1[:pi], pl_g0[:pi], pl_m[:pi], cs_n, cs_lv, cs_slot, cs_za, cs_zb))
+
 
 @jit
 def kink(seg_slope, n, lv, upward):
