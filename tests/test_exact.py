@@ -749,3 +749,26 @@ def test_rows_are_appended_in_place_only_to_the_tensor_that_owns_the_spare_rows(
         u = _interpolate(other, (torch.tensor([1]), torch.tensor([0.5], dtype=f64)), nxt, grown)
         assert u.data_ptr() != z.data_ptr() and torch.equal(z, before)
         assert torch.equal(u[:6], y) and torch.equal(u[6], torch.lerp(x[1], y[5], 0.5))
+
+
+def test_the_list_walk_ranks_the_rows_as_pointer_jumping_does(backend, monkeypatch):
+    if backend != "compiled":
+        return
+    from spacefold.walk import exact as ex
+
+    net = _mlp([3, 16, 16, 2], [nn.ReLU], 25)
+    g = torch.Generator().manual_seed(25)
+    x1, x2 = 2 * torch.randn(9, 3, generator=g, dtype=f64), 2 * torch.randn(9, 3, generator=g, dtype=f64)
+    seen, assemble = [], ex._assemble
+
+    def check(state, records, n_paths):
+        rank, path = ex._ranks(state)
+        r2, p2, o2 = map(torch.from_numpy, _kernels.list_ranks(state.nxt.numpy(), state.n_paths))
+        assert torch.equal(rank, r2) and torch.equal(path, p2)
+        assert torch.equal(o2[rank], torch.arange(rank.numel()))
+        seen.append(rank.numel())
+        return assemble(state, records, n_paths)
+
+    monkeypatch.setattr(ex, "_assemble", check)
+    exact_walks(net, x1, x2)
+    assert seen and seen[0] > 4 * len(x1)

@@ -447,3 +447,26 @@ def lerp_rows(x, ia, ib, w, w1, out):
             vg = w1[g]
             for k in range(K):
                 out[g, k] = x[b, k] - (x[b, k] - x[a, k]) * vg
+
+
+@jit
+def list_ranks(nxt, B):
+    """Walk every path along ``nxt`` from its start row b (rows 0 .. B-1) to its end: the
+    index of every row in path-major, t-ascending order, its path, and the inverse order."""
+    V = nxt.size
+    rank = np.empty(V, np.int64)
+    path = np.empty(V, np.int64)
+    order = np.empty(V, np.int64)
+    k = 0
+    for b in range(B):
+        r = b
+        while True:
+            rank[r] = k
+            path[r] = b
+            order[k] = r
+            k += 1
+            q = nxt[r]
+            if q == r:
+                break
+            r = q
+    return rank, path, order

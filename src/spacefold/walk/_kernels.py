@@ -114,3 +114,8 @@ def lerp_rows(x, ia, ib, w, out):
     """Rows ``ia`` and ``ib`` of the 2-D ``x`` interpolated at ``w`` (one weight per row, of
     ``x``'s dtype) into ``out``, as ``torch.lerp`` computes them, without gathering them first."""
     _STATE["jit"].lerp_rows(x, ia, ib, w, 1 - w, out)
+
+
+def list_ranks(nxt, n_paths):
+    """``(rank, path, order)`` of the rows linked by ``nxt`` (see ``spacefold.walk.exact._ranks``)."""
+    return _STATE["jit"].list_ranks(nxt, n_paths)

@@ -1142,9 +1142,13 @@ def _ranks(state: _State) -> tuple[Tensor, Tensor]:
 
 
 def _assemble(state: _State, records: list[_BitRecord], n_paths: int) -> ExactWalkBatch:
-    rank, row_path = _ranks(state)
-    order = torch.empty_like(rank)
-    order[rank] = torch.arange(rank.numel(), device=rank.device)
+    if state.nxt.device.type == "cpu" and _kernels.available():
+        # one walk along every path's links (the pointer jumping of _ranks is for accelerators)
+        rank, row_path, order = map(torch.from_numpy, _kernels.list_ranks(state.nxt.numpy(), state.n_paths))
+    else:
+        rank, row_path = _ranks(state)
+        order = torch.empty_like(rank)
+        order[rank] = torch.arange(rank.numel(), device=rank.device)
     col, ranks, neurons, signs = 0, [], [], []
     for r in records:
         path = row_path.index_select(0, r.rows)
