@@ -560,6 +560,18 @@ def test_replacing_a_submodule_is_seen():
     assert torch.equal(ex.patterns, dense.patterns)
 
 
+def _compiled_only(backend: str) -> None:
+    if backend != "compiled":
+        pytest.skip("a test of the compiled kernels themselves")
+
+
+def _relu_case(seed: int, widths: list[int], n: int):
+    """A float64 ReLU MLP and n segments between Gaussian points (scale 2)."""
+    g = torch.Generator().manual_seed(seed)
+    x1, x2 = 2 * torch.randn(n, widths[0], generator=g, dtype=f64), 2 * torch.randn(n, widths[0], generator=g, dtype=f64)
+    return _mlp(widths, [nn.ReLU], seed), x1, x2
+
+
 def _kernel_act(kind: int, width: int) -> nn.Module:
     return [nn.ReLU(), nn.LeakyReLU(0.1), nn.PReLU(), nn.PReLU(width), nn.RReLU(0.05, 0.3), nn.Hardtanh(-0.5, 1.0),
             nn.ReLU6(), nn.Hardtanh(0.2, 0.9)][kind]
@@ -611,8 +623,7 @@ def test_compiled_kernels_give_the_walks_of_the_torch_operations(backend, seed, 
     merging and a bit threshold apart from the kinks included, on MLPs whose layers straddle
     the 64-bit words of the kernels' signs, with activations of one kink (ReLU type) and two
     (Hardtanh, ReLU6, a Hardtanh whose bit threshold 0 is below both kinks)."""
-    if backend != "compiled":
-        return
+    _compiled_only(backend)
     torch.manual_seed(seed)
     layers, d = [], 3
     for k, w in enumerate(widths):
@@ -636,13 +647,10 @@ def test_compiled_kernels_give_the_walks_of_the_torch_operations(backend, seed, 
 
 
 def test_kernels_that_do_not_work_here_leave_the_walk_to_torch(backend, monkeypatch):
-    if backend != "compiled":
-        return
+    _compiled_only(backend)
     from spacefold.walk import _jit
 
-    net = _mlp([3, 10, 10, 2], [nn.ReLU], 22)
-    g = torch.Generator().manual_seed(22)
-    x1, x2 = 2 * torch.randn(6, 3, generator=g, dtype=f64), 2 * torch.randn(6, 3, generator=g, dtype=f64)
+    net, x1, x2 = _relu_case(22, [3, 10, 10, 2], 6)
     ref = exact_walks(net, x1, x2)
 
     def broken(*args):
@@ -657,8 +665,7 @@ def test_kernels_that_do_not_work_here_leave_the_walk_to_torch(backend, monkeypa
 
 
 def test_the_kernels_self_test_rejects_a_wrong_result(backend, monkeypatch):
-    if backend != "compiled":
-        return
+    _compiled_only(backend)
     from spacefold.walk import _jit
 
     real = _jit.new_rows_linear
@@ -752,13 +759,10 @@ def test_rows_are_appended_in_place_only_to_the_tensor_that_owns_the_spare_rows(
 
 
 def test_the_list_walk_ranks_the_rows_as_pointer_jumping_does(backend, monkeypatch):
-    if backend != "compiled":
-        return
+    _compiled_only(backend)
     from spacefold.walk import exact as ex
 
-    net = _mlp([3, 16, 16, 2], [nn.ReLU], 25)
-    g = torch.Generator().manual_seed(25)
-    x1, x2 = 2 * torch.randn(9, 3, generator=g, dtype=f64), 2 * torch.randn(9, 3, generator=g, dtype=f64)
+    net, x1, x2 = _relu_case(25, [3, 16, 16, 2], 9)
     seen, assemble = [], ex._assemble
 
     def check(state, records, n_paths):
