@@ -51,8 +51,8 @@ On CPUs the built-in activations (ReLU, LeakyReLU, PReLU, RReLU in eval mode, Ha
 ReLU6) are split by a compiled kernel (:mod:`spacefold.walk._kernels`, Numba): one call for
 step 4's split, bits and flips. Fused with the ``nn.Linear`` after it, a second kernel
 gives the Linear at the new breakpoints from running sums of weight columns instead of a
-product. They compute the same walk as
-the torch operations (tested against each other); ``SPACEFOLD_NUMBA=0`` turns them off.
+product. They compute the same walk as the torch operations (tested against each other);
+``SPACEFOLD_NUMBA=0`` turns them off.
 
 Paths are processed in sub-batches sized so that the largest tensor of breakpoint
 values stays near 16 MB on CPUs (fresh large tensors are page-faulted on every layer;
@@ -360,8 +360,8 @@ class ExactProgram:
         for s in reversed(steps):
             if (s.kind == "act" and s.bit_layer) or any(u in self.live for u in s.node.users):
                 self.live.add(s.node)
-        # every activation can run on the compiled kernels (CPU): ReLU-type, fused with the
-        # Linear after it or with nothing after it that is needed
+        # every activation can run on the compiled kernels (CPU): a built-in type, fused with
+        # the Linear after it or with nothing after it that is needed
         self.kernel_friendly = all(
             type(s.module) in _KERNEL_ACTS
             and (s.node in self.fusable or not any(u in self.live for u in s.node.users))
@@ -648,6 +648,12 @@ def _split(state: _State, piece: Tensor, tc: Tensor, tol: float):
     return (g_piece, g_s), row
 
 
+def _kernels_take(x: Tensor) -> bool:
+    """Whether the compiled kernels can work on ``x`` (a float32/64 CPU tensor, no gradient)."""
+    return (x.device.type == "cpu" and x.dtype in _NUMPY_FLOATS and not x.requires_grad
+            and _kernels.available(np.float32 if x.dtype == torch.float32 else np.float64))
+
+
 def _interpolate(x: Tensor, plan, nxt_old: Tensor, grown: dict) -> Tensor:
     """``x`` with the values at the new breakpoints appended (exact: affine on a piece).
 
@@ -664,8 +670,7 @@ def _interpolate(x: Tensor, plan, nxt_old: Tensor, grown: dict) -> Tensor:
         buf = x.new_empty((V + G + (V + G) // 2,) + tuple(x.shape[1:]))
         buf[:V].copy_(x)
     g_next = nxt_old.index_select(0, g_piece)
-    if (x.device.type == "cpu" and x.dtype in _NUMPY_FLOATS and x.is_contiguous() and x.numel()
-            and _kernels.available(np.float32 if x.dtype == torch.float32 else np.float64)):
+    if x.is_contiguous() and x.numel() and _kernels_take(x):
         # one pass: the two rows are read where they are, not gathered into copies first
         _kernels.lerp_rows(x.reshape(V, -1).numpy(), g_piece.numpy(), g_next.numpy(),
                            g_s.to(x.dtype).numpy(), buf[V : V + G].reshape(G, -1).numpy())
@@ -961,7 +966,7 @@ def _compiled_act(step: _Step, z: Tensor, lin: nn.Linear | None, tie_tol: float,
     per neuron its slope and offset on each segment between the levels (``(F, K + 1)``).
     ``channels``: the size of dim 1 of the activation's input before it was flattened to
     ``z`` (a PReLU with one slope per channel)."""
-    if z.device.type != "cpu" or z.dtype not in _NUMPY_FLOATS or z.requires_grad:
+    if not _kernels_take(z):
         return None
     if lin is not None and (lin.weight.dtype != z.dtype or lin.weight.device != z.device):
         return None
@@ -971,8 +976,6 @@ def _compiled_act(step: _Step, z: Tensor, lin: nn.Linear | None, tie_tol: float,
         return None
     w = getattr(mod, "weight", None)
     if kind is nn.PReLU and w.numel() not in (1, F_) and not (w.numel() == channels and F_ % channels == 0):
-        return None
-    if not _kernels.available(np.float32 if z.dtype == torch.float32 else np.float64):
         return None
     key = (F_, tie_tol, step.bit_layer, channels, None if w is None else (w.data_ptr(), w._version),
            *(getattr(mod, k, None) for k in ("negative_slope", "lower", "upper", "min_val", "max_val")))
