@@ -28,6 +28,8 @@ from .data import Dataset, load_dataset
 __version__ = "0.1.0"
 
 __all__ = [
+    "plot_path",
+    "plot_plane",
     "verify",
     "VerifyResult",
     "NotPiecewiseLinearError",
@@ -64,3 +66,12 @@ __all__ = [
     "Dataset",
     "load_dataset",
 ]
+
+
+def __getattr__(name: str):
+    # figures need matplotlib, which ``import spacefold`` does not import
+    if name in ("plot_path", "plot_plane"):
+        from . import plot
+
+        return getattr(plot, name)
+    raise AttributeError(f"module 'spacefold' has no attribute {name!r}")

@@ -70,6 +70,17 @@ class FoldingBatch:
     def __len__(self) -> int:
         return int(self.chi.numel())
 
+    def to_pandas(self):
+        """One row per segment: chi, r1, r2, n_regions, max_profile (and ``chi_<layer>`` with
+        ``per_layer=True``) as a pandas DataFrame (pandas is optional: ``pip install pandas``)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("to_pandas needs pandas: pip install 'spacefold[pandas]'") from None
+        cols = {k: getattr(self, k).numpy() for k in ("chi", "r1", "r2", "n_regions", "max_profile")}
+        cols.update({f"chi_{k}": v.numpy() for k, v in (self.per_layer or {}).items()})
+        return pd.DataFrame(cols)
+
 
 def _check_pair(x1, x2, batched: bool) -> None:
     check_inputs(x1 if batched else _unsqueeze(x1, "x1"), "x1")

@@ -251,6 +251,18 @@ class GlobalFolding:
             out["n_boot"] = n_boot
         return out
 
+    def to_pandas(self):
+        """One row per path: label_a, label_b, chi, max_profile, r1, r2, n_regions (and
+        ``chi_<layer>`` with ``per_layer=True``) as a pandas DataFrame (pandas is optional)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("to_pandas needs pandas: pip install 'spacefold[pandas]'") from None
+        keys = ("label_a", "label_b", "chi", "max_profile", "r1", "r2", "n_regions")
+        cols = {k: getattr(self, k).numpy() for k in keys}
+        cols.update({f"chi_{k}": v.numpy() for k, v in (self.per_layer or {}).items()})
+        return pd.DataFrame(cols)
+
     def to_dict(self, *, ci: bool = False, n_boot: int = 1000, ci_seed: int = 0) -> dict:
         """``summary()`` plus the per class pair table and per-layer folding."""
         d = self.summary(ci=ci, n_boot=n_boot, ci_seed=ci_seed)
