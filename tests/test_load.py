@@ -152,6 +152,6 @@ def test_to_pandas():
     df = b.to_pandas()
     assert isinstance(df, pd.DataFrame) and len(df) == 10
     assert np.allclose(df["chi"].to_numpy(), b.chi.numpy())
-    g = sf.global_folding(m, X, torch.arange(20) % 2, pairs="all", max_pairs=30, seed=0, workers=1)
+    g = sf.global_folding(m, X, torch.arange(20) % 2, pairs="all", max_pairs=30, seed=0)
     dg = g.to_pandas()
     assert len(dg) == g.n_paths and np.allclose(dg["chi"].to_numpy(), g.chi.numpy())
