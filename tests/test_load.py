@@ -141,8 +141,10 @@ def test_fit_input_shape():
     x = torch.rand(5, 36)
     assert fit_input_shape(conv, x).shape == (5, 1, 6, 6)
     assert fit_input_shape(_mlp(), torch.rand(5, 4)).shape == (5, 4)
-    with pytest.raises(InputError, match="none of the input shapes"):
+    with pytest.raises(InputError, match="takes 4 input features but the data has 7"):
         fit_input_shape(_mlp(), torch.rand(5, 7))
+    with pytest.raises(InputError, match="none of the input shapes"):
+        fit_input_shape(conv, torch.rand(5, 7))
 
 
 def test_to_pandas():

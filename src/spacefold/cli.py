@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 
 class UsageError(ValueError):
@@ -171,10 +172,10 @@ def _cli_method(value: str) -> str:
 
 
 def _cli_data(args):
-    from .data import load_dataset
+    from .load import load_data
 
     try:
-        data = load_dataset(args.data, args.data_dir, download=getattr(args, "download", False), seed=args.data_seed)
+        data = load_data(args.data, args.data_dir, download=getattr(args, "download", False), seed=args.data_seed)
     except ImportError as err:
         raise UsageError(str(err)) from None
     n_train, n_test = getattr(args, "n_train", None), getattr(args, "n_test", None)
@@ -188,7 +189,8 @@ def _cli_data(args):
 
 def _add_data_args(p, default: str | None) -> None:
     p.add_argument("--data", default=default, required=default is None,
-                   help="mnist | digits | blobs | spirals | a directory of MNIST IDX files | an .npz file (x, y)"
+                   help="mnist | digits | blobs | spirals | a directory of MNIST IDX files | an .npz file (x, y) | "
+                   "an image folder (ImageFolder layout)"
                    + (f" (default {default})" if default else ""))
     p.add_argument("--data-dir", default=None, help="directory holding the MNIST IDX files (for --data mnist)")
     p.add_argument("--download", action="store_true", help="download MNIST into --data-dir (needs torchvision)")
@@ -203,7 +205,9 @@ def _add_measure(sub) -> None:
         "spacefold.save_checkpoint) on the test split of a data set: Φ_N (median of the non-zero χ), "
         "the median of the non-zero profile maxima, the share of folded paths, per class pair table.",
     )
-    p.add_argument("--model", required=True, help="checkpoint file (.pt)")
+    p.add_argument("--model", required=True, help="spacefold checkpoint, TorchScript file, torch.export archive (.pt2) "
+                   "or package.module:factory (with --weights)")
+    p.add_argument("--weights", default=None, help="state_dict file for a package.module:factory model")
     _add_data_args(p, None)
     p.add_argument("--split", default="test", choices=["test", "train"], help="which split to walk (default test)")
     p.add_argument("--n-test", type=int, default=None, help="use a stratified subset of this many samples")
@@ -224,7 +228,7 @@ def _add_measure(sub) -> None:
 
 
 def _cmd_measure(args) -> int:
-    from .models import load_checkpoint
+    from .load import fit_input_shape, load_model
 
     method = _cli_method(args.method)
     for opt, v, lo in (("--max-pairs", args.max_pairs, 1), ("--n-clusters", args.n_clusters, 1),
@@ -234,12 +238,10 @@ def _cmd_measure(args) -> int:
             raise UsageError(f"{opt} must be an int >= {lo}, got {v}")
     if args.pairs not in ("inter-class", "all", "centroids", "random"):
         raise UsageError(f"--pairs must be one of inter-class, all, centroids, random, got {args.pairs!r}")
-    model = load_checkpoint(args.model)
     data = _cli_data(args)
-    if data.n_features != model.in_features:
-        raise UsageError(f"--model takes {model.in_features} input features but --data {args.data} has "
-                         f"{data.n_features}")
+    model = load_model(args.model, args.weights, example=data.x_test[:2])
     x, y = data.split(args.split)
+    x = fit_input_shape(model, x)
     if args.split == "train" and args.n_test is not None and args.n_test < len(y):
         from .data import stratified_indices
 
@@ -483,6 +485,122 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"spacefold {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+# --------------------------------------------------------------------------- plot, report
+
+
+def _add_plot(sub) -> None:
+    p = sub.add_parser(
+        "plot",
+        help="figures of one segment (path) or one plane",
+        description="Figures of one segment (plot path: Hamming distance to the start, distance travelled and prefix "
+        "chi against t) or of the plane through three inputs (plot plane: regions coloured by Hamming distance, the "
+        "segment drawn over them), for any model (--model) on any data set (--data), or CantorNet (--cantornet K).",
+    )
+    p.add_argument("kind", choices=["path", "plane"], help="path | plane")
+    p.add_argument("--model", default=None, help="spacefold checkpoint, TorchScript file, torch.export archive (.pt2) "
+                   "or package.module:factory (with --weights)")
+    p.add_argument("--weights", default=None, help="state_dict file for a package.module:factory model")
+    p.add_argument("--cantornet", type=int, default=None, metavar="K",
+                   help="CantorNet A of depth K on its unit square instead of --model/--data")
+    _add_data_args(p, "digits")
+    p.add_argument("--split", default="test", choices=["test", "train"], help="split the inputs come from")
+    p.add_argument("--index", type=int, nargs="+", default=None, metavar="I",
+                   help="inputs by index into the split: path I J (x1 x2), plane I J K (x0 x1 x2); "
+                   "default: the first samples of two (three) different classes")
+    p.add_argument("--method", default=None, help="path: exact | bisect | uniform (default exact where possible)")
+    p.add_argument("--resolution", type=int, default=400, help="plane: raster size for non piecewise-linear nets")
+    p.add_argument("-o", "--out", required=True, help="output file: .png, .svg or .pdf")
+    p.add_argument("--format", nargs="+", default=None, choices=["png", "svg", "pdf"],
+                   help="write these formats (the suffix of --out is replaced)")
+    p.set_defaults(func=_cmd_plot)
+
+
+def _plot_inputs(args, data, model):
+    from .load import fit_input_shape
+
+    x, y = data.split(args.split)
+    need = 2 if args.kind == "path" else 3
+    if args.index is not None:
+        if len(args.index) != need:
+            raise UsageError(f"--index must give {need} indices for plot {args.kind}, got {len(args.index)}")
+        for i in args.index:
+            if not 0 <= i < len(y):
+                raise UsageError(f"--index must be in [0, {len(y) - 1}] (the {args.split} split), got {i}")
+        idx = list(args.index)
+    else:
+        idx, seen = [], set()
+        for i, c in enumerate(y.tolist()):
+            if c not in seen:
+                seen.add(c)
+                idx.append(i)
+            if len(idx) == need:
+                break
+        if len(idx) < need:
+            raise UsageError(f"--data {args.data} has fewer than {need} classes in its {args.split} split; give --index")
+    xs = fit_input_shape(model, x[idx])
+    order = idx if args.kind == "path" else [idx[2], idx[0], idx[1]]
+    xs = xs if args.kind == "path" else xs[[2, 0, 1]]
+    return [xs[k] for k in range(need)], order
+
+
+def _cmd_plot(args) -> int:
+    from .load import load_data, load_model
+    from .plot import plot_path, plot_plane, save_figure
+
+    if args.resolution < 2:
+        raise UsageError(f"--resolution must be an int >= 2, got {args.resolution}")
+    if args.method is not None:
+        _cli_method(args.method)
+    if args.cantornet is not None:
+        from .cantornet import MAX_DEPTH, cantornet
+
+        if not 1 <= args.cantornet <= MAX_DEPTH:
+            raise UsageError(f"--cantornet must be an int in [1, {MAX_DEPTH}], got {args.cantornet}")
+        net = cantornet(args.cantornet, "A")
+        import torch
+
+        x1 = torch.tensor([0.0, 0.75], dtype=torch.float64)
+        x2 = torch.tensor([1.0, 0.75], dtype=torch.float64)
+        fig = (plot_path(net, x1, x2, method=args.method) if args.kind == "path"
+               else plot_plane(net, resolution=args.resolution))
+    else:
+        if args.model is None:
+            raise UsageError("--model is required (or --cantornet K)")
+        data = load_data(args.data, args.data_dir, seed=args.data_seed, download=args.download)
+        model = load_model(args.model, args.weights, example=data.x_test[:2])
+        inputs, idx = _plot_inputs(args, data, model)
+        what = f"{data.name} ({args.split} {', '.join(str(i) for i in idx)})"
+        name = Path(args.model).name if ":" not in str(args.model) else str(args.model)
+        fig = (plot_path(model, *inputs, method=args.method, data=what, name=name) if args.kind == "path"
+               else plot_plane(model, *inputs, resolution=args.resolution, data=what, name=name))
+    paths = save_figure(fig, args.out, args.format)
+    print("\n".join(str(p) for p in paths))
+    return 0
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser(
+        "report",
+        help="one self-contained HTML file from a results directory",
+        description="One self-contained HTML file (figures embedded, tables, the settings, seeds, command and versions "
+        "recorded with each result) from a directory written by spacefold demo, sweep, measure --out or plot. It "
+        "opens in any browser without a server or network.",
+    )
+    p.add_argument("results_dir", metavar="RESULTS_DIR", help="directory holding the results")
+    p.add_argument("-o", "--out", default="report.html", help="output HTML file (default report.html)")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args) -> int:
+    from .report import write_report
+
+    print(write_report(args.results_dir, args.out, argv=sys.argv[1:]))
+    return 0
+
+
+_COMMANDS += [_add_plot, _add_report]
 
 
 if __name__ == "__main__":  # pragma: no cover

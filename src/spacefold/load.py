@@ -232,7 +232,11 @@ def fit_input_shape(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
             return x.reshape((n,) + shape)
         except Exception as err:  # the model rejects this shape
             errors.append(f"{shape}: {_first(err)}")
-    raise InputError(f"the model takes none of the input shapes of the data ({f} features): " + "; ".join(errors))
+    first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))), None)
+    if isinstance(first, nn.Linear):
+        raise InputError(f"--model takes {first.in_features} input features but the data has {f}")
+    raise InputError(f"--model takes none of the input shapes of the data ({f} input features per sample): "
+                     + "; ".join(errors))
 
 
 # --------------------------------------------------------------------------- data
