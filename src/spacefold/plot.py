@@ -157,15 +157,14 @@ def path_curves(model, x1, x2, *, method: str | None = None, layers=None, tie_to
             "layer_names": [s.name for s in layout.layers], "method": used, "n_regions": int(p.shape[0])}
 
 
-def _stacked(ax, edges, layers, names, legend: bool) -> None:
+def _stacked(ax, edges, layers, names, legend: bool, colours: dict) -> None:
     base = np.zeros(layers.shape[1])
-    n = len(layers)
-    for k in range(n):
+    for k in range(len(layers)):
         top = base + layers[k]
-        ax.stairs(top, edges, baseline=base, fill=True, color=colour(k, n), alpha=0.85, lw=0,
+        ax.stairs(top, edges, baseline=base, fill=True, color=colours[names[k]], alpha=0.9, lw=0,
                   label=names[k] if legend else None)
         base = top
-    ax.stairs(base, edges, color="black", lw=0.8)
+    ax.stairs(base, edges, baseline=None, color="black", lw=0.8)
 
 
 def plot_paths(models: Sequence, x1, x2, *, names: Sequence[str] | None = None, method: str | None = None,
@@ -187,12 +186,16 @@ def plot_paths(models: Sequence, x1, x2, *, names: Sequence[str] | None = None, 
     ncol = len(models)
     fig = new_figure(min(3.2 * ncol + 1.5, 18), 6.6)
     axes = [[fig.add_subplot(3, ncol, r * ncol + c + 1) for c in range(ncol)] for r in range(3)]
+    # one colour per layer name across all columns
+    all_names = list(dict.fromkeys(n for cv in sorted(curves, key=lambda cv: -len(cv["layer_names"]))
+                                   for n in cv["layer_names"]))
+    colours = {n: colour(i, len(all_names)) for i, n in enumerate(all_names)}
     for c, (cv, nm) in enumerate(zip(curves, names)):
         edges = np.concatenate([cv["t"], [1.0]])
-        legend = c == ncol - 1 and len(cv["layer_names"]) <= 16
-        _stacked(axes[0][c], edges, cv["hd_layers"], cv["layer_names"], legend)
-        _stacked(axes[1][c], edges, cv["travel_layers"], cv["layer_names"], False)
-        axes[2][c].stairs(cv["profile"], edges, color=OKABE_ITO[4], lw=1.4)
+        legend = c == ncol - 1 and len(all_names) <= 16
+        _stacked(axes[0][c], edges, cv["hd_layers"], cv["layer_names"], False, colours)
+        _stacked(axes[1][c], edges, cv["travel_layers"], cv["layer_names"], False, colours)
+        axes[2][c].stairs(cv["profile"], edges, baseline=None, color=OKABE_ITO[4], lw=1.4)
         axes[2][c].set_ylim(-0.02, 1.02)
         for r in range(3):
             ax = axes[r][c]
@@ -205,8 +208,11 @@ def plot_paths(models: Sequence, x1, x2, *, names: Sequence[str] | None = None, 
                              fontsize=8)
         axes[2][c].set_xlabel("t (x = (1 − t)·x1 + t·x2)", fontsize=8)
         if legend:
-            axes[0][c].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="layer",
-                              title_fontsize=6, frameon=False)
+            from matplotlib.patches import Patch
+
+            axes[0][c].legend(handles=[Patch(color=colours[n], label=n) for n in all_names], fontsize=6,
+                              loc="upper left", bbox_to_anchor=(1.02, 1.0), title="layer", title_fontsize=6,
+                              frameon=False)
     axes[0][0].set_ylabel("Hamming distance\nto the start", fontsize=8)
     axes[1][0].set_ylabel("distance travelled", fontsize=8)
     axes[2][0].set_ylabel("prefix χ", fontsize=8)
@@ -362,8 +368,8 @@ def plot_plane(model, x0=None, x1=None, x2=None, *, reference="x1", bounds=None,
         ax.set_xlabel("input 1", fontsize=8)
         ax.set_ylabel("input 2", fontsize=8)
     nm = name or _model_name(model)
-    what = f"{data}: " if data else ""
-    ax.set_title(title or f"{what}{nm}, plane {'through x0, x1, x2' if x0 is not None else 'of the inputs'}"
+    ax.set_title(title or f"{data + chr(10) if data else ''}{nm}, plane "
+                 f"{'through x0, x1, x2' if x0 is not None else 'of the inputs'}"
                  + (", 1 path" if "x1" in pts and "x2" in pts else ""), fontsize=9)
     add_caption(fig, f"{how}. Colour: Hamming distance of each region's activation pattern to the pattern of "
                 f"{ref_name}; along the segment, colours that come back mark a fold. No error bars (no sampling).")
