@@ -212,6 +212,7 @@ def supports_exact_plane(model: nn.Module, layers: LayerSelector = None) -> str 
 
 
 def _scores(model: nn.Module, rec: PatternRecorder, x: Tensor, chunk: int) -> Tensor:
+    """Scores of every activation at ``x`` (forward passes of ``chunk`` inputs)."""
     out = []
     for i in range(0, x.shape[0], chunk):
         rec.clear()
@@ -246,6 +247,7 @@ def plane_regions(model: nn.Module, plane: Plane, *, layers: LayerSelector = Non
     pl = Plane(origin, basis, plane.bounds, plane.points)
     u0, u1, v0, v1 = plane.bounds
     verts = np.array([[u0, v0], [u1, v0], [u1, v1], [u0, v1]], dtype=np.float64)
+    nv = 4
     corners = np.arange(4)
     poly_of = np.zeros(4, dtype=np.int64)  # polygon of every corner, corners grouped by polygon, in order
     n_poly = 1
@@ -255,18 +257,26 @@ def plane_regions(model: nn.Module, plane: Plane, *, layers: LayerSelector = Non
         rec.clear()
         run_model(net, pl.inputs(verts[:1]))
         layout = rec.layout()
+        # every vertex is evaluated once, with all its layers' scores kept for the layers still to
+        # come: a vertex made while cutting layer l is first needed by layer l + 1
+        cache = np.zeros((0, layout.n_neurons), dtype=np.float64)
+        col0 = 0
         for spec in layout.layers:
+            if len(cache) < nv:
+                new = _scores(net, rec, pl.inputs(verts[len(cache):nv]), chunk)[:, col0:]
+                cache = np.concatenate([cache, new.to(torch.float64).numpy()])
             # the pre-activation of this block at every vertex: affine on every current polygon
-            z = _scores(net, rec, pl.inputs(verts), chunk)[:, spec.start:spec.stop].to(torch.float64).numpy()
-            z = z - tie_tol
-            scale = np.abs(z).max(0) + 1e-300
+            z = np.empty((len(verts), spec.stop - spec.start))
+            z[:nv] = cache[:, spec.start - col0:spec.stop - col0] - tie_tol
+            cache = cache[:, spec.stop - col0:]
+            col0 = spec.stop
+            scale = np.abs(z[:nv]).max(0) + 1e-300
             layer_bits = np.zeros((n_poly, z.shape[1]), dtype=bool)
             origin_poly = np.arange(n_poly)
             for j in range(z.shape[1]):
-                s = z[:, j]
-                s = np.where(np.abs(s) <= 1e-12 * scale[j], 0.0, s)
-                z[:, j] = s
-                verts, z, corners, poly_of, n_poly, parent, side = _cut(verts, z, corners, poly_of, n_poly, j)
+                s = z[:nv, j]
+                s[np.abs(s) <= 1e-12 * scale[j]] = 0.0
+                verts, z, nv, corners, poly_of, n_poly, parent, side = _cut(verts, z, nv, corners, poly_of, n_poly, j)
                 if parent is not None:
                     layer_bits = layer_bits[parent]
                     origin_poly = origin_poly[parent]
@@ -274,41 +284,47 @@ def plane_regions(model: nn.Module, plane: Plane, *, layers: LayerSelector = Non
             bits = [b[origin_poly] for b in bits] + [layer_bits]
     offsets = np.concatenate([[0], np.cumsum(np.bincount(poly_of, minlength=n_poly))])
     patterns = torch.from_numpy(np.concatenate(bits, axis=1) if bits else np.zeros((n_poly, 0), dtype=bool))
-    return PlaneRegions(plane, verts, corners, offsets, patterns, layout)
+    return PlaneRegions(plane, verts[:nv].copy(), corners, offsets, patterns, layout)
 
 
-def _cut(verts, z, corners, poly_of, n_poly, j):
+def _cut(verts, z, nv, corners, poly_of, n_poly, j):
     """Cut every polygon on which column ``j`` of ``z`` (the values at the vertices) changes
-    sign along its zero line. Returns the new mesh, ``parent`` (the old polygon of every new
-    polygon, or None when nothing was cut) and ``side`` (every polygon's bit z > 0)."""
+    sign along its zero line. ``verts`` and ``z`` are buffers whose first ``nv`` rows are the
+    vertices (grown by doubling). Returns the new mesh, ``parent`` (the old polygon of every
+    new polygon, or None when nothing was cut) and ``side`` (every polygon's bit z > 0)."""
     s = z[corners, j]
     n_c = len(corners)
-    counts = np.bincount(poly_of, minlength=n_poly)
-    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    nxt = np.arange(1, n_c + 1)
-    last = first + counts - 1
-    nxt[last] = first
-    pos = np.bincount(poly_of, s > 0, n_poly) > 0
-    neg = np.bincount(poly_of, s < 0, n_poly) > 0
+    # corners are grouped by polygon (every polygon has >= 3): the first corner of each group
+    first = np.flatnonzero(np.concatenate([[True], poly_of[1:] != poly_of[:-1]]))
+    pos = np.maximum.reduceat(s, first) > 0
+    neg = np.minimum.reduceat(s, first) < 0
     split = pos & neg
     if not split.any():
-        return verts, z, corners, poly_of, n_poly, None, pos
+        return verts, z, nv, corners, poly_of, n_poly, None, pos
+    nxt = np.arange(1, n_c + 1)
+    nxt[np.concatenate([first[1:], [n_c]]) - 1] = first
     sc = split[poly_of]
     s_n = s[nxt]
     cross = sc & (((s > 0) & (s_n < 0)) | ((s < 0) & (s_n > 0)))
     # one new vertex per crossed edge, shared by the two polygons on either side of it
     a, b = corners[cross], corners[nxt][cross]
     lo, hi = np.minimum(a, b), np.maximum(a, b)
-    key = lo.astype(np.int64) * len(verts) + hi
+    key = lo.astype(np.int64) * nv + hi
     ukey, inv = np.unique(key, return_inverse=True)
-    ua, ub = ukey // len(verts), ukey % len(verts)
+    ua, ub = ukey // nv, ukey % nv
     t = z[ua, j] / (z[ua, j] - z[ub, j])
     new_v = verts[ua] + t[:, None] * (verts[ub] - verts[ua])
     new_z = z[ua] + t[:, None] * (z[ub] - z[ua])
     new_z[:, j] = 0.0
-    new_ids = len(verts) + np.arange(len(ukey))
-    verts = np.concatenate([verts, new_v])
-    z = np.concatenate([z, new_z])
+    k = len(ukey)
+    if nv + k > len(verts):
+        cap = max(2 * len(verts), nv + k)
+        verts = np.concatenate([verts[:nv], np.empty((cap - nv, 2))])
+        z = np.concatenate([z[:nv], np.empty((cap - nv, z.shape[1]))])
+    verts[nv:nv + k] = new_v
+    z[nv:nv + k] = new_z
+    new_ids = nv + np.arange(k)
+    nv += k
     # the corners of cut polygons with the crossings inserted after their edge's first corner
     idx = np.flatnonzero(sc)
     rep = 1 + cross[idx].astype(np.int64)
@@ -332,7 +348,7 @@ def _cut(verts, z, corners, poly_of, n_poly, j):
     order = np.argsort(all_p, kind="stable")
     parent = np.concatenate([np.arange(n_poly), split_ids])
     side = np.concatenate([pos, np.zeros(len(split_ids), dtype=bool)])
-    return verts, z, all_v[order], all_p[order], n_poly + len(split_ids), parent, side
+    return verts, z, nv, all_v[order], all_p[order], n_poly + len(split_ids), parent, side
 
 
 # --------------------------------------------------------------------------- raster
