@@ -77,3 +77,20 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert int(total) == 2 and int(shown) == 2
     console = [ln for ln in run.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
     assert not console, console
+
+
+def test_report_of_a_measure_run(tmp_path):
+    """measure --out writes provenance.json beside its tables; the report shows both."""
+    import spacefold as sf
+
+    ck = tmp_path / "m.pt"
+    sf.save_checkpoint(sf.mlp("2x6", 64, 10), ck)
+    out = tmp_path / "run"
+    assert main(["measure", "--model", str(ck), "--data", "digits", "--max-pairs", "40", "--seed", "7",
+                 "--no-progress", "--out", str(out)]) == 0
+    prov = json.loads((out / "provenance.json").read_text())
+    assert set(prov["versions"]) >= {"spacefold", "torch", "numpy", "python"}
+    text = build_report(out)
+    res = json.loads((out / "measure.json").read_text())
+    assert f"{res['phi']:.4g}" in text and prov["versions"]["torch"] in text
+    assert "Per class pair" in text and "<img" not in text

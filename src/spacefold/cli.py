@@ -282,6 +282,9 @@ def _write_measure(res: dict, out) -> None:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
+    from .report import write_provenance
+
+    write_provenance(out)
 
 
 def _measure_text(res: dict) -> str:
@@ -385,6 +388,9 @@ def _run_sweep(data, archs, seeds, settings, out, *, plots, progress, as_json, m
     log(f"data {data.name}: {data.describe()['n_train']} train / {data.describe()['n_test']} test samples, "
         f"{len(archs)} architectures x {len(seeds)} seeds, method {settings.method}, results in {out}")
     rows = run_study(data, archs, seeds, out, settings, progress=progress, log=log)
+    from .report import write_provenance
+
+    write_provenance(out, seeds=list(seeds))
     figs = []
     if plots:
         try:

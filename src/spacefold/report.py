@@ -23,7 +23,7 @@ from pathlib import Path
 from ._util import atomic_write
 from .errors import InputError
 
-__all__ = ["build_report", "write_report", "provenance"]
+__all__ = ["build_report", "write_report", "provenance", "write_provenance"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -34,7 +34,7 @@ table{border-collapse:collapse;font-size:.85em;margin:.5em 0 1em}th,td{border:1p
 text-align:right}th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}
 figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.85em;color:#444}code,pre{background:#f6f6f6;font-size:.85em}pre{padding:.6em;overflow-x:auto}
-.meta{font-size:.85em;color:#444}
+.meta{font-size:.85em;color:#444}.scroll{overflow-x:auto}summary{cursor:pointer;font-size:.9em}
 """
 
 _CHECK = """<script>
@@ -49,18 +49,34 @@ window.addEventListener("load", function () {
 
 
 def provenance(argv=None) -> dict:
-    """The command, versions and time of this run, for a results directory's ``provenance.json``."""
+    """The command, versions and time of this run, for a results directory's ``provenance.json``.
+
+    ``argv``: the command's arguments (default: this process's command line)."""
+    import shlex
+
     import numpy
     import torch
 
     from . import __version__
 
+    if argv is None:
+        prog = Path(sys.argv[0]).name if sys.argv else ""
+        argv = sys.argv[1:] if prog in ("spacefold", "__main__.py", "cli.py") else None
+    cmd = shlex.join(["spacefold", *argv]) if argv is not None else shlex.join(sys.argv)
     return {
-        "command": " ".join(["spacefold"] + list(sys.argv[1:] if argv is None else argv)),
+        "command": cmd,
         "versions": {"spacefold": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
                      "python": platform.python_version()},
         "time": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
+
+
+def write_provenance(out: str | os.PathLike, argv=None, **extra) -> Path:
+    """Write ``provenance.json`` (command, versions, time, and ``extra``) into the directory ``out``."""
+    path = Path(out) / "provenance.json"
+    with atomic_write(path) as fh:
+        json.dump({**provenance(argv), **extra}, fh, indent=1)
+    return path
 
 
 def _e(v) -> str:
@@ -83,7 +99,10 @@ def _table(rows: list[dict], cols: list[str] | None = None, max_rows: int = 500)
     body = "".join("<tr>" + "".join(f"<td>{_e(_fmt(r.get(c, '')))}</td>" for c in cols) + "</tr>"
                    for r in rows[:max_rows])
     more = f"<p class=meta>{len(rows) - max_rows} more rows in the data files.</p>" if len(rows) > max_rows else ""
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}"
+    table = f"<div class=scroll><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>{more}"
+    if len(rows) > 20:
+        return f"<details><summary>{len(rows)} rows (show)</summary>{table}</details>"
+    return table
 
 
 def _kv(d: dict) -> str:
