@@ -1,8 +1,8 @@
 """Exact activation regions of a 2-D slice of input space.
 
 A plane ``x(u, v) = origin + u·e1 + v·e2`` (``u, v`` in a rectangle) is cut into convex
-polygons on each of which the activation pattern is constant, layer by layer (the same
-idea as regioncam, arXiv 2502.09954's and 2503.08502's region pictures):
+polygons on each of which the activation pattern is constant, layer by layer (the idea of
+the regioncam package, here for any ``nn.Module`` whose activations are hooked):
 
 1. start with the rectangle, on which the first activation's pre-activation z is affine;
 2. for every neuron of the current activation, cut every polygon on which z changes sign
@@ -12,9 +12,11 @@ idea as regioncam, arXiv 2502.09954's and 2503.08502's region pictures):
    activation, so the next activation's pre-activation is affine on it: evaluate it at the
    vertices (one forward pass over the vertices, with hooks) and go on with step 2.
 
-A pattern class of a network whose bits are the signs of its kinks (ReLU, LeakyReLU,
-PReLU, RReLU) is convex (docs/method.md, 'Patterns'), so the polygons are exactly the
-regions: one polygon per distinct pattern. Vertices are shared between neighbouring
+For a network whose bits are the signs of its kinks (ReLU, LeakyReLU, PReLU, RReLU;
+docs/method.md, 'Activation patterns'), a pattern class is convex: with the pattern fixed,
+every pre-activation is affine in the input and its sign is fixed, so the class is an
+intersection of half-spaces. The polygons are therefore exactly the regions: one polygon
+per distinct pattern. Vertices are shared between neighbouring
 polygons (a crossing on an edge is created once), and each neuron is one vectorised pass
 over all corners, so a 784-64x3 MLP slice takes seconds. Networks with other
 nonlinearities (GELU, max pooling, activations that bend away from zero) have no such

@@ -9,7 +9,7 @@ display, no global pyplot state) and saved atomically.
 
 - :func:`plot_path`: one segment x1 -> x2: Hamming distance to the start, distance
   travelled (both as per-layer stacked bands) and the prefix χ against t, with the
-  region boundaries (docs/method.md, 'The measure').
+  region boundaries (docs/method.md, 'The folding measure').
 - :func:`plot_plane`: the plane through three inputs (or a 2-D input space such as
   CantorNet's square), every region coloured by its Hamming distance to one point's
   pattern, the segment drawn over it: a fold shows as colours that come back.
@@ -524,7 +524,7 @@ def study_figures(rows: Sequence[dict], outdir, *, min_accuracy: float | None = 
 
 def centroid_ablation(results: Sequence[dict], path, formats: Sequence[str] | None = None) -> Path:
     """Mean ± sd of χ against the number of clusters (one class / both classes), with the
-    all-pairs value as a horizontal line (docs/method.md, 'Pairs')."""
+    all-pairs value as a horizontal line (docs/method.md, 'The global measure')."""
     fig = new_figure(9.0, 4.2)
     axes = [fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)]
     for n, r in enumerate(results):
