@@ -4,9 +4,10 @@ Network: a 784-WIDTHxDEPTH-10 ReLU MLP with PyTorch's default random weights (se
 through three random MNIST test images (seed 0), the rectangle of ``plane_through`` (the three
 points' bounding box grown by 15%). regioncam gets the same rectangle: the plane's affine map is
 folded into the first Linear layer (a 2-input network on [-1, 1]^2), which is also the cheapest
-form for it; spacefold is timed twice: on the 784-d model itself (its general form: one forward
-pass over the vertices per layer) and on the same 2-input network. Both count the regions; the
-ratio is regioncam's time over spacefold's, median over repeats, measured in this run.
+form for it; spacefold is timed on the 784-d model itself (its general form: every vertex goes
+through the network once) and on the same 2-input network, with its compiled cut (the default)
+and with NumPy operations only (``kernel=False``). All count the regions; the ratios are
+regioncam's time over spacefold's, median of the per-repeat ratios, measured in this run.
 
     .venv/bin/python benchmarks/bench_plane.py --planes 5 --repeats 3
 """
@@ -72,7 +73,7 @@ def main() -> None:
     for k, (a, b, c) in enumerate(idx.tolist()):
         plane = plane_through(x[a], x[b], x[c])
         net2 = folded_net(net, plane)
-        t_sf, t_sf2, t_rc, ratios, ratios2 = [], [], [], [], []
+        t_sf, t_sf2, t_np, t_rc, ratios, ratios2, ratios_np = [], [], [], [], [], [], []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
             reg = plane_regions(net, plane)
@@ -81,16 +82,23 @@ def main() -> None:
             t2 = time.perf_counter()
             n_rc = regioncam_count(net2)
             t3 = time.perf_counter()
+            reg3 = plane_regions(net2, input_plane((-1, 1, -1, 1)), kernel=False)
+            t4 = time.perf_counter()
             t_sf.append(t1 - t0)
             t_sf2.append(t2 - t1)
             t_rc.append(t3 - t2)
+            t_np.append(t4 - t3)
             ratios.append((t3 - t2) / (t1 - t0))
             ratios2.append((t3 - t2) / (t2 - t1))
+            ratios_np.append((t3 - t2) / (t4 - t3))
+        assert reg3.n_regions == reg2.n_regions
         rows.append({"plane": k, "regions spacefold (784-d)": reg.n_regions, "regions spacefold (2-input)":
                      reg2.n_regions, "regions regioncam": n_rc, "spacefold 784-d s": statistics.median(t_sf),
                      "spacefold 2-input s": statistics.median(t_sf2), "regioncam s": statistics.median(t_rc),
                      "regioncam / spacefold 784-d": statistics.median(ratios),
-                     "regioncam / spacefold 2-input": statistics.median(ratios2)})
+                     "regioncam / spacefold 2-input": statistics.median(ratios2),
+                     "spacefold 2-input NumPy s": statistics.median(t_np),
+                     "regioncam / spacefold NumPy": statistics.median(ratios_np)})
     print(table(rows))
 
 

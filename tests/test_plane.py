@@ -137,3 +137,23 @@ def test_bad_planes():
         plane_through(x, x + 1, torch.zeros(4))
     with pytest.raises(InputError, match="bounds"):
         input_plane((1, 0, 0, 1))
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), width=st.integers(1, 8), depth=st.integers(1, 3))
+def test_kernel_and_numpy_cut_the_same_polygons(seed, width, depth):
+    """The compiled cut and the NumPy cut: the same polygons (same order, same corners up to
+    vertex numbering) and the same patterns."""
+    pytest.importorskip("numba")
+    from spacefold.plane import _cut_layer_kernel
+
+    if _cut_layer_kernel() is None:
+        pytest.skip("the Numba kernel is turned off (SPACEFOLD_NUMBA=0)")
+    net = _net([2] + [width] * depth + [1], seed)
+    plane = input_plane((-3, 3, -2, 2))
+    a = plane_regions(net, plane, kernel=True)
+    b = plane_regions(net, plane, kernel=False)
+    assert torch.equal(a.patterns, b.patterns)
+    assert np.array_equal(a.offsets, b.offsets)
+    for i in range(a.n_regions):
+        assert np.allclose(a.polygon(i), b.polygon(i), atol=1e-12)
