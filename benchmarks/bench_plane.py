@@ -69,6 +69,7 @@ def main() -> None:
     print(f"# {args.planes} planes through 3 MNIST test images, 784-{args.width}x{args.depth}-10 random MLP; "
           f"regioncam {getattr(regioncam, '__version__', '0.5.2')}, 1 thread each")
     print(f"# {load_condition()}")
+    plane_regions(net, plane_through(x[0], x[1], x[2]))  # warm-up: compiles (or loads) the Numba kernel
     rows = []
     for k, (a, b, c) in enumerate(idx.tolist()):
         plane = plane_through(x[a], x[b], x[c])
