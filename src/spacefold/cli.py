@@ -545,10 +545,10 @@ def _plot_inputs(args, data, model):
                 break
         if len(idx) < need:
             raise UsageError(f"--data {args.data} has fewer than {need} classes in its {args.split} split; give --index")
+        if need == 3:  # the segment x1 -> x2 joins the first two classes; x0 is of the third
+            idx = [idx[2], idx[0], idx[1]]
     xs = fit_input_shape(model, x[idx])
-    order = idx if args.kind == "path" else [idx[2], idx[0], idx[1]]
-    xs = xs if args.kind == "path" else xs[[2, 0, 1]]
-    return [xs[k] for k in range(need)], order
+    return [xs[k] for k in range(need)], idx
 
 
 def _cmd_plot(args) -> int:
