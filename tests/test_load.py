@@ -157,3 +157,49 @@ def test_to_pandas():
     g = sf.global_folding(m, X, torch.arange(20) % 2, pairs="all", max_pairs=30, seed=0)
     dg = g.to_pandas()
     assert len(dg) == g.n_paths and np.allclose(dg["chi"].to_numpy(), g.chi.numpy())
+
+
+def test_cli_any_model_and_image_folder(tmp_path, monkeypatch, capsys):
+    """measure and plot with a factory conv net + state_dict on an image folder, and with a .pt2
+    archive; bad factories and archives exit 2 with one line."""
+    from spacefold.cli import main
+
+    (tmp_path / "convnets.py").write_text(textwrap.dedent("""
+        from torch import nn
+        def conv():
+            return nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 4), nn.ReLU(),
+                                 nn.Linear(4, 3))
+        def broken():
+            return "not a model"
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _image_folder(tmp_path / "imgs", n=6, size=(6, 6))
+    import convnets
+
+    torch.manual_seed(0)
+    torch.save(convnets.conv().state_dict(), tmp_path / "w.pt")
+    out = tmp_path / "m"
+    assert main(["measure", "--model", "convnets:conv", "--weights", str(tmp_path / "w.pt"), "--data",
+                 str(tmp_path / "imgs"), "--pairs", "all", "--no-progress", "--json", "--out", str(out)]) == 0
+    res = __import__("json").loads(capsys.readouterr().out)
+    assert res["n_paths"] > 0 and res["method"] == "exact"
+    assert main(["plot", "plane", "--model", "convnets:conv", "--weights", str(tmp_path / "w.pt"), "--data",
+                 str(tmp_path / "imgs"), "-o", str(out / "plane.png")]) == 0
+    assert (out / "plane.png").stat().st_size > 5000
+    capsys.readouterr()
+    assert main(["measure", "--model", "convnets:broken", "--data", str(tmp_path / "imgs")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "must return a torch.nn.Module, got str" in err[0]
+    (tmp_path / "bad.pt2").write_bytes(b"PK not really")
+    assert main(["plot", "path", "--model", str(tmp_path / "bad.pt2"), "--data", "digits", "-o",
+                 str(tmp_path / "x.png")]) == 2
+    assert "not a torch.export archive" in capsys.readouterr().err
+    m = _mlp()
+    ep = torch.export.export(nn.Sequential(nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10)), (torch.zeros(2, 64),),
+                             dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(ep, tmp_path / "d.pt2")
+    assert main(["plot", "path", "--model", str(tmp_path / "d.pt2"), "--data", "digits", "-o",
+                 str(tmp_path / "d.svg")]) == 0
+    assert (tmp_path / "d.svg").is_file()
+    sys.modules.pop("convnets", None)
+    del m
