@@ -157,3 +157,29 @@ def test_kernel_and_numpy_cut_the_same_polygons(seed, width, depth):
     assert np.array_equal(a.offsets, b.offsets)
     for i in range(a.n_regions):
         assert np.allclose(a.polygon(i), b.polygon(i), atol=1e-12)
+
+
+def test_folded_first_layer_changes_nothing():
+    """A Sequential starting with Linear is cut on (u, v) directly (the plane folded into the
+    first layer); the same network wrapped in another module is evaluated on full inputs."""
+
+    class Wrapped(nn.Module):
+        def __init__(self, body):
+            super().__init__()
+            self.body = body
+
+        def forward(self, x):
+            return self.body(x)
+
+    net = _net([12, 10, 10, 2], 3)
+    x = torch.rand(3, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    plane = plane_through(x[0], x[1], x[2])
+    a = plane_regions(net, plane)
+    b = plane_regions(Wrapped(net), plane)
+    assert a.n_regions == b.n_regions > 10
+    assert a.layout.names == ["1", "3"] and b.layout.names == ["body.1", "body.3"]
+    assert torch.equal(a.patterns, b.patterns)
+    assert np.allclose(a.vertices, b.vertices, atol=1e-9)
+    flat = nn.Sequential(nn.Flatten(), *net)
+    c = plane_regions(flat, plane_through(*(v.reshape(3, 4) for v in x)))
+    assert torch.equal(c.patterns, a.patterns)

@@ -251,6 +251,9 @@ def plane_regions(model: nn.Module, plane: Plane, *, layers: LayerSelector = Non
     origin = plane.origin.to(dtype)
     basis = plane.basis.to(dtype)
     pl = Plane(origin, basis, plane.bounds, plane.points)
+    folded = _fold_first_linear(net, pl)
+    if folded is not None:  # the same network on (u, v) directly: no full-size inputs
+        net, pl = folded
     u0, u1, v0, v1 = plane.bounds
     verts = np.array([[u0, v0], [u1, v0], [u1, v1], [u0, v1]], dtype=np.float64)
     nv = 4
@@ -286,6 +289,32 @@ def plane_regions(model: nn.Module, plane: Plane, *, layers: LayerSelector = Non
     n_poly = len(offsets) - 1
     patterns = torch.from_numpy(np.concatenate(bits, axis=1) if bits else np.zeros((n_poly, 0), dtype=bool))
     return PlaneRegions(plane, verts[:nv].copy(), corners, offsets, patterns, layout)
+
+
+def _fold_first_linear(net: nn.Module, plane: Plane):
+    """For an ``nn.Sequential`` that starts with a Linear layer (after an optional Flatten), the
+    same network with the plane's affine map folded into that layer, and the plane of its 2-D
+    inputs (module names kept, so the pattern layout is the same); else None."""
+    from collections import OrderedDict
+
+    if not isinstance(net, nn.Sequential) or len(net) == 0:
+        return None
+    items = list(net.named_children())
+    k = 1 if isinstance(items[0][1], nn.Flatten) and len(items) > 1 else 0
+    first = items[k][1]
+    if type(first) is not nn.Linear or (k == 0 and plane.origin.dim() != 1):
+        return None
+    if first.in_features != plane.origin.numel():
+        return None
+    w = first.weight.detach()
+    lin = nn.Linear(2, first.out_features, bias=True, dtype=w.dtype)
+    with torch.no_grad():
+        lin.weight.copy_(w @ plane.basis.reshape(2, -1).t())
+        bias = w @ plane.origin.reshape(-1)
+        lin.bias.copy_(bias + first.bias.detach() if first.bias is not None else bias)
+    mods = OrderedDict([(items[k][0], lin)] + items[k + 1:])
+    return nn.Sequential(mods), Plane(torch.zeros(2, dtype=w.dtype), torch.eye(2, dtype=w.dtype), plane.bounds,
+                                      plane.points)
 
 
 def _cut_layer_kernel():
