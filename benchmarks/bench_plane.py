@@ -3,11 +3,13 @@
 Network: a 784-WIDTHxDEPTH-10 ReLU MLP with PyTorch's default random weights (seed 0). Planes:
 through three random MNIST test images (seed 0), the rectangle of ``plane_through`` (the three
 points' bounding box grown by 15%). regioncam gets the same rectangle: the plane's affine map is
-folded into the first Linear layer (a 2-input network on [-1, 1]^2), which is also the cheapest
-form for it; spacefold is timed on the 784-d model itself (its general form: every vertex goes
-through the network once) and on the same 2-input network, with its compiled cut (the default)
-and with NumPy operations only (``kernel=False``). All count the regions; the ratios are
-regioncam's time over spacefold's, median of the per-repeat ratios, measured in this run.
+folded into the first Linear layer (a 2-input network on [-1, 1]^2), the cheapest form for it.
+spacefold is timed three ways on the 784-d model: as given (an ``nn.Sequential`` starting with
+Linear, into which ``plane_regions`` folds the plane by itself), wrapped in another module (the
+general path for any ``nn.Module``: every vertex goes through the full network once), and as
+given with NumPy operations instead of the compiled cut (``kernel=False``). All count the
+regions; the ratios are regioncam's time over spacefold's, median of the per-repeat ratios,
+all measured in this run, interleaved repeat by repeat.
 
     .venv/bin/python benchmarks/bench_plane.py --planes 5 --repeats 3
 """
@@ -22,7 +24,7 @@ import torch
 from _common import load_condition, load_mnist, mlp, table
 from torch import nn
 
-from spacefold.plane import input_plane, plane_regions, plane_through
+from spacefold.plane import plane_regions, plane_through
 
 
 def folded_net(net: nn.Sequential, plane) -> nn.Sequential:
@@ -39,6 +41,17 @@ def folded_net(net: nn.Sequential, plane) -> nn.Sequential:
         lin.bias.copy_(b)
     rest = [m.double() for m in list(net)[1:]]
     return nn.Sequential(lin, *rest).eval()
+
+
+class Wrapped(nn.Module):
+    """The model inside another module: plane_regions takes its general path."""
+
+    def __init__(self, body):
+        super().__init__()
+        self.body = body
+
+    def forward(self, x):
+        return self.body(x)
 
 
 def regioncam_count(net2: nn.Sequential) -> int:
@@ -74,33 +87,35 @@ def main() -> None:
     for k, (a, b, c) in enumerate(idx.tolist()):
         plane = plane_through(x[a], x[b], x[c])
         net2 = folded_net(net, plane)
-        t_sf, t_sf2, t_np, t_rc, ratios, ratios2, ratios_np = [], [], [], [], [], [], []
+        runs = {"as given": lambda: plane_regions(net, plane),
+                "general path": lambda: plane_regions(Wrapped(net), plane),
+                "NumPy cut": lambda: plane_regions(net, plane, kernel=False)}
+        times = {name: [] for name in runs}
+        ratios = {name: [] for name in runs}
+        t_rc, counts = [], {}
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            reg = plane_regions(net, plane)
-            t1 = time.perf_counter()
-            reg2 = plane_regions(net2, input_plane((-1, 1, -1, 1)))
-            t2 = time.perf_counter()
             n_rc = regioncam_count(net2)
-            t3 = time.perf_counter()
-            reg3 = plane_regions(net2, input_plane((-1, 1, -1, 1)), kernel=False)
-            t4 = time.perf_counter()
-            t_sf.append(t1 - t0)
-            t_sf2.append(t2 - t1)
-            t_rc.append(t3 - t2)
-            t_np.append(t4 - t3)
-            ratios.append((t3 - t2) / (t1 - t0))
-            ratios2.append((t3 - t2) / (t2 - t1))
-            ratios_np.append((t3 - t2) / (t4 - t3))
-        assert reg3.n_regions == reg2.n_regions
-        rows.append({"plane": k, "regions spacefold (784-d)": reg.n_regions, "regions spacefold (2-input)":
-                     reg2.n_regions, "regions regioncam": n_rc, "spacefold 784-d s": statistics.median(t_sf),
-                     "spacefold 2-input s": statistics.median(t_sf2), "regioncam s": statistics.median(t_rc),
-                     "regioncam / spacefold 784-d": statistics.median(ratios),
-                     "regioncam / spacefold 2-input": statistics.median(ratios2),
-                     "spacefold 2-input NumPy s": statistics.median(t_np),
-                     "regioncam / spacefold NumPy": statistics.median(ratios_np)})
-    print(table(rows))
+            t = time.perf_counter() - t0
+            t_rc.append(t)
+            for name, fn in runs.items():
+                t0 = time.perf_counter()
+                counts[name] = fn().n_regions
+                dt = time.perf_counter() - t0
+                times[name].append(dt)
+                ratios[name].append(t / dt)
+        row = {"plane": k, "regions regioncam": n_rc,
+               "regions spacefold": "/".join(str(counts[n]) for n in runs), "regioncam s": statistics.median(t_rc)}
+        for name in runs:
+            row[f"spacefold {name} s"] = statistics.median(times[name])
+            row[f"regioncam / {name}"] = statistics.median(ratios[name])
+        rows.append(row)
+    summary = {"plane": "median", "regions regioncam": statistics.median(r["regions regioncam"] for r in rows),
+               "regions spacefold": "-"}
+    for key in rows[0]:
+        if key.endswith(" s") or key.startswith("regioncam /"):
+            summary[key] = statistics.median(r[key] for r in rows)
+    print(table(rows + [summary]))
 
 
 if __name__ == "__main__":
