@@ -544,7 +544,8 @@ def _plot_inputs(args, data, model):
             if len(idx) == need:
                 break
         if len(idx) < need:
-            raise UsageError(f"--data {args.data} has fewer than {need} classes in its {args.split} split; give --index")
+            raise UsageError(f"--data {args.data} has fewer than {need} classes in its {args.split} split; "
+                             "give --index")
         if need == 3:  # the segment x1 -> x2 joins the first two classes; x0 is of the third
             idx = [idx[2], idx[0], idx[1]]
     xs = fit_input_shape(model, x[idx])

@@ -129,7 +129,8 @@ def _load_weights(model: nn.Module, weights) -> None:
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise InputError(f"weights {path} must hold a state_dict (parameter name -> tensor), got {type(state).__name__}")
+        raise InputError(f"weights {path} must hold a state_dict (parameter name -> tensor), got "
+                         f"{type(state).__name__}")
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

@@ -247,7 +247,7 @@ def plane_regions(model: nn.Module, plane: Plane, *, layers: LayerSelector = Non
     why = supports_exact_plane(model, layers)
     if why is not None:
         raise NotPiecewiseLinearError(f"no exact plane: {why}; use raster_patterns (plot_plane does so by itself)")
-    net = copy.deepcopy(model).to(dtype)
+    net = copy.deepcopy(model).to(device="cpu", dtype=dtype)  # the cuts run on the CPU
     origin = plane.origin.to(dtype)
     basis = plane.basis.to(dtype)
     pl = Plane(origin, basis, plane.bounds, plane.points)

@@ -353,7 +353,8 @@ def plot_plane(model, x0=None, x1=None, x2=None, *, reference="x1", bounds=None,
     if "x1" in pts and "x2" in pts:
         a, b = pts["x1"], pts["x2"]
         ax.plot([a[0], b[0]], [a[1], b[1]], color="white", lw=3.2, solid_capstyle="round")
-        ax.plot([a[0], b[0]], [a[1], b[1]], color=OKABE_ITO[3], lw=1.6, solid_capstyle="round", label="segment x1 → x2")
+        ax.plot([a[0], b[0]], [a[1], b[1]], color=OKABE_ITO[3], lw=1.6, solid_capstyle="round",
+                label="segment x1 → x2")
     for k, p in pts.items():
         ax.plot([p[0]], [p[1]], "o", ms=6, mfc=OKABE_ITO[3] if k != "x0" else OKABE_ITO[1], mec="white")
         ax.annotate(k, (p[0], p[1]), xytext=(4, 4), textcoords="offset points", fontsize=8, color="black",
