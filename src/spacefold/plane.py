@@ -167,8 +167,10 @@ class PlaneRegions:
         return [self.polygon(i) for i in range(self.n_regions)]
 
     def _shoelace(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        p = self.vertices[self.corners]
         poly = np.repeat(np.arange(self.n_regions), np.diff(self.offsets))
+        # relative to each polygon's first corner: no cancellation for tiny polygons far from 0
+        ref = self.vertices[self.corners[self.offsets[:-1]]]
+        p = self.vertices[self.corners] - ref[poly]
         nxt = np.arange(len(self.corners)) + 1
         nxt[self.offsets[1:] - 1] = self.offsets[:-1]
         q = p[nxt]
@@ -176,7 +178,7 @@ class PlaneRegions:
         a = np.bincount(poly, cross, self.n_regions) / 2
         cx = np.bincount(poly, (p[:, 0] + q[:, 0]) * cross, self.n_regions)
         cy = np.bincount(poly, (p[:, 1] + q[:, 1]) * cross, self.n_regions)
-        return a, cx, cy
+        return a, cx, cy, ref
 
     def areas(self) -> np.ndarray:
         """Every polygon's area (shoelace formula), ``(n_regions,)``."""
@@ -185,9 +187,9 @@ class PlaneRegions:
     def centroids(self) -> np.ndarray:
         """Every polygon's centroid ``(n_regions, 2)``; the mean of its corners for a polygon of
         zero area."""
-        a, cx, cy = self._shoelace()
+        a, cx, cy, ref = self._shoelace()
         with np.errstate(invalid="ignore", divide="ignore"):
-            c = np.stack([cx, cy], 1) / (6 * a[:, None])
+            c = np.stack([cx, cy], 1) / (6 * a[:, None]) + ref
         mean = np.stack([np.bincount(np.repeat(np.arange(self.n_regions), np.diff(self.offsets)),
                                      self.vertices[self.corners][:, k], self.n_regions) / np.diff(self.offsets)
                          for k in range(2)], 1)
