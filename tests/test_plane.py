@@ -48,6 +48,20 @@ def test_one_neuron_by_hand():
     assert reg.centroids()[~on][0] == pytest.approx([-1 / 3, 1 / 3])
 
 
+def test_tiny_polygons_far_from_the_origin():
+    # the one-neuron case on a square of side 1e-6 at (1e4, 1e4): areas and centroids to a
+    # small fraction of the side (no cancellation between coordinates of size 1e4)
+    net = nn.Sequential(nn.Linear(2, 1), nn.ReLU()).double()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, -1.0]]))
+        net[0].bias.zero_()
+    h = 1e-6
+    reg = plane_regions(net, input_plane((1e4, 1e4 + h, 1e4, 1e4 + h)))
+    assert reg.areas() == pytest.approx([h * h / 2] * 2, rel=1e-6)
+    on = reg.patterns[:, 0].numpy()
+    assert np.abs(reg.centroids()[on][0] - (1e4 + np.array([2, 1]) * h / 3)).max() < 1e-4 * h
+
+
 def test_two_lines_four_quadrants():
     net = nn.Sequential(nn.Linear(2, 2), nn.ReLU()).double()
     with torch.no_grad():
