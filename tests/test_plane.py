@@ -49,17 +49,18 @@ def test_one_neuron_by_hand():
 
 
 def test_tiny_polygons_far_from_the_origin():
-    # the one-neuron case on a square of side 1e-6 at (1e4, 1e4): areas and centroids to a
-    # small fraction of the side (no cancellation between coordinates of size 1e4)
+    # the line x = ox + h/2 halves a square of side h = 1e-6 at (ox, oy) ~ (1e4, 1e4): areas and
+    # centroids to a small fraction of h (no cancellation between coordinates of size 1e4)
+    h, ox, oy = 1e-6, 1e4 + 0.123456, 1e4 + 0.654321
     net = nn.Sequential(nn.Linear(2, 1), nn.ReLU()).double()
     with torch.no_grad():
-        net[0].weight.copy_(torch.tensor([[1.0, -1.0]]))
-        net[0].bias.zero_()
-    h = 1e-6
-    reg = plane_regions(net, input_plane((1e4, 1e4 + h, 1e4, 1e4 + h)))
+        net[0].weight.copy_(torch.tensor([[1.0, 0.0]]))
+        net[0].bias.fill_(-(ox + h / 2))
+    reg = plane_regions(net, input_plane((ox, ox + h, oy, oy + h)))
     assert reg.areas() == pytest.approx([h * h / 2] * 2, rel=1e-6)
     on = reg.patterns[:, 0].numpy()
-    assert np.abs(reg.centroids()[on][0] - (1e4 + np.array([2, 1]) * h / 3)).max() < 1e-4 * h
+    assert np.abs(reg.centroids()[on][0] - (ox + 0.75 * h, oy + 0.5 * h)).max() < 1e-3 * h
+    assert np.abs(reg.centroids()[~on][0] - (ox + 0.25 * h, oy + 0.5 * h)).max() < 1e-3 * h
 
 
 def test_two_lines_four_quadrants():
