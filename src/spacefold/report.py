@@ -131,7 +131,7 @@ def _load_json(path: Path):
         raise InputError(f"results file {path} is not readable JSON: {err}") from None
 
 
-def _study_section(res: dict, prov: dict | None) -> str:
+def _study_section(res: dict) -> str:
     runs = res.get("runs") or []
     out = ["<h2>Depth study (results.json)</h2>"]
     if not runs:
@@ -185,7 +185,7 @@ def build_report(results_dir: str | os.PathLike, *, argv=None) -> str:
     prov = _load_json(prov_path) if prov_path.is_file() else None
     sections = []
     if (root / "results.json").is_file():
-        sections.append(_study_section(_load_json(root / "results.json"), prov))
+        sections.append(_study_section(_load_json(root / "results.json")))
     for p in sorted(root.rglob("measure*.json")):
         sections.append(_measure_section(p, _load_json(p)))
     # CSV tables that repeat a JSON file's content are left out
