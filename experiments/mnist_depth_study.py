@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 import spacefold as sf
-from spacefold._util import atomic_write
+from spacefold._util import atomic_write, json_safe
 from spacefold.data import load_mnist
 from spacefold.global_folding import global_folding
 from spacefold.models import DEPTH_SERIES, load_checkpoint
@@ -37,6 +37,7 @@ from spacefold.study import (
     depth_trend,
     markdown_summary,
     markdown_table,
+    read_run,
     run_study,
     summary_by_arch,
     write_tables,
@@ -138,11 +139,11 @@ def phase_ablation(args, data) -> None:
         res["arch"] = arch
         res["all_digits_centroids"] = global_centroids(model, data.x_test, data.y_test, args.method, seed=0)
         with atomic_write(path) as fh:
-            json.dump(res, fh, indent=1)
+            json.dump(json_safe(res), fh, indent=1, allow_nan=False)
 
 
 def _load_rows(out: Path) -> list[dict]:
-    rows = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+    rows = [read_run(p) for p in sorted((out / "runs").glob("*.json"))]
     if not rows:
         raise SystemExit(f"no finished run in {out / 'runs'}; run the study phase first")
     return rows
