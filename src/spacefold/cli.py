@@ -331,7 +331,6 @@ def _add_measure(sub) -> None:
 def _cmd_measure(args) -> int:
     from .models import load_checkpoint
 
-    method = args.method
     model = load_checkpoint(args.model)
     data = _cli_data(args)
     if data.n_features != model.in_features:
@@ -346,7 +345,7 @@ def _cmd_measure(args) -> int:
     from .global_folding import global_folding
 
     try:
-        g = global_folding(model, x, y, pairs=args.pairs, max_pairs=args.max_pairs, seed=args.seed, method=method,
+        g = global_folding(model, x, y, pairs=args.pairs, max_pairs=args.max_pairs, seed=args.seed, method=args.method,
                            n_clusters=args.n_clusters, steps=args.steps, per_layer=args.per_layer,
                            batch_size=args.batch_size, progress=not args.no_progress)
     except ImportError as err:
@@ -364,6 +363,7 @@ def _cmd_measure(args) -> int:
 
 def _write_measure(res: dict, out) -> None:
     import csv
+
     from ._util import atomic_write
 
     out = Path(out)

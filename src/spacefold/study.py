@@ -250,8 +250,8 @@ def _checkpoint_mismatch(model, meta: dict, arch: str, seed: int, data) -> str |
 
 
 def read_run(path: str | os.PathLike) -> dict:
-    """One run's result as written by :func:`run_study`; the ``null`` that strict JSON
-    stores for a non-finite number (Φ_N of a run with no folded path) reads back as NaN."""
+    """A result file written by :func:`run_study` (one run) or an experiment; the ``null`` that strict JSON
+    stores for a non-finite number (such as a training time not recorded) reads back as NaN."""
     return _revive(json.loads(Path(path).read_text()))
 
 
