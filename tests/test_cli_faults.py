@@ -68,7 +68,7 @@ def test_type_helpers():
     assert positive_float("3") == 3.0 and nonnegative_float("0") == 0.0
     assert fraction("1") == 1.0 and fraction("0") == 0.0 and probability("0") == 0.0
     assert positive_int("7") == 7 and int_in(2, 4)("4") == 4
-    assert hidden_arch(" 3x20 ") == "3x20" and hidden_arch("30-20") == "30-20"
+    assert hidden_arch(" 3x20 ") == "3x20" and hidden_arch("30,20") == "30-20" and hidden_arch("2-2") == "2x2"
     assert float_in(-1, 1, lo_open=True)("1") == 1.0
     for fn, bad in [(finite_float, "nan"), (finite_float, "inf"), (finite_float, "-inf"), (finite_float, "x"),
                     (positive_float, "0"), (positive_float, "inf"), (positive_float, "1e400"),

@@ -50,3 +50,17 @@ def test_json_is_strict():
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"a": None, "b": [1.0, None, [None, 2]], "c": {"d": 0.5, "e": "s", "f": None}}
     assert json_safe(math.pi) == math.pi and json_safe(3) == 3
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_checkpoints_and_idx_files_get_the_umask_mode(tmp_path, umask, mask):
+    import numpy as np
+
+    from spacefold.data import write_idx
+    from spacefold.models import mlp, save_checkpoint
+
+    umask(mask)
+    save_checkpoint(mlp("1x3", 2, 2), tmp_path / "m.pt")
+    write_idx(tmp_path / "a.idx.gz", np.zeros((2, 2), np.uint8))
+    for name in ("m.pt", "m.pt.json", "a.idx.gz"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~mask, name

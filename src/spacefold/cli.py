@@ -107,8 +107,9 @@ def normalized(text: str) -> str:
 
 
 def hidden_arch(text: str) -> str:
-    """An MLP architecture with at least one hidden layer ("3x20", "30-20")."""
-    from .models import parse_arch
+    """An MLP architecture with at least one hidden layer ("3x20", "30-20"), in its canonical
+    spelling (" 5 x 12 " -> "5x12", "30,20" -> "30-20")."""
+    from .models import arch_name, parse_arch
 
     try:
         widths = parse_arch(text)
@@ -116,7 +117,7 @@ def hidden_arch(text: str) -> str:
         raise argparse.ArgumentTypeError(str(err)) from None
     if not widths:
         raise argparse.ArgumentTypeError(f"must have at least one hidden layer (e.g. 3x20), got {text!r}")
-    return text.strip()
+    return arch_name(widths)
 
 
 def output_dir(text: str) -> Path:
