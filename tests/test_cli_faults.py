@@ -187,6 +187,11 @@ def test_checkpoint_errors_exit_2(capsys, tmp_path):
     _exit_2(capsys, ["measure", "--model", str(tmp_path), "--data", "blobs"], "directory")
 
 
+def test_model_the_method_cannot_walk_exits_2(capsys, tmp_path):
+    p = save_checkpoint(mlp("2x3", 2, 3, activation="gelu"), tmp_path / "gelu.pt")
+    _exit_2(capsys, ["measure", "--model", str(p), "--data", "blobs", "--max-pairs", "5", "--no-progress"], "bisect")
+
+
 def test_bugs_keep_their_traceback(monkeypatch):
     """Only bad input is reported in one line; anything else propagates."""
     for exc in (ValueError("internal"), TypeError("internal"), KeyError("internal"), RuntimeError("internal"),

@@ -5,8 +5,8 @@ Arguments are validated where they are parsed, by the ``type=`` functions below 
 as :class:`spacefold.errors.InputError`.
 
 Exit codes: 0 success; 2 bad input, one line on stderr, no traceback (an argument
-refused by argparse, an ``InputError``, a file that is missing, a directory, not a
-directory or not permitted); 130 interrupted. Any other exception is a bug and
+refused by argparse, an ``InputError``, a model the method cannot walk, a file that is
+missing, a directory, not a directory or not permitted); 130 interrupted. Any other exception is a bug and
 keeps its traceback.
 """
 
@@ -525,7 +525,14 @@ def _cmd_demo(args) -> int:
 _COMMANDS: list[Callable] = [_add_cantornet, _add_demo, _add_measure, _add_sweep]
 
 #: What the user did wrong rather than the program: reported as one line, exit code 2.
-USER_ERRORS = (InputError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+USER_ERRORS: tuple[type[BaseException], ...] = (InputError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+                                                PermissionError)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from . import NotPiecewiseLinearError  # a model the chosen method cannot walk: choose another method
+
+    return (*USER_ERRORS, NotPiecewiseLinearError)
 
 
 class _ArgumentError(Exception):
@@ -571,7 +578,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except USER_ERRORS as err:
+    except _user_errors() as err:
         print(f"spacefold {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader of stdout went away (``| head``)
