@@ -13,7 +13,7 @@ import shutil
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import spacefold.cli as cli
@@ -272,6 +272,7 @@ def test_fuzz_argument_parsing(capsys, monkeypatch, tmp_path, argv):
         rc = e.code
         assert rc == 0
     out, err = capsys.readouterr()
+    event(f"exit {rc}")
     assert rc in (0, 2) and "Traceback" not in err
     if rc == 2:
         assert not ran and err.strip().splitlines()[-1].startswith("spacefold")
@@ -308,6 +309,7 @@ def test_fuzz_measure_end_to_end(capsys, tiny, options, flags):
         argv += [opt, MEASURE_VALUES[opt][k % len(MEASURE_VALUES[opt])]]
     rc = main(argv + flags)
     out, err = capsys.readouterr()
+    event(f"exit {rc}")
     assert rc in (0, 2), err
     if rc == 2:
         assert out == "" and len(err.strip().splitlines()) == 1
@@ -333,6 +335,7 @@ def test_fuzz_cantornet_end_to_end(capsys, options, as_json):
         argv += [opt, *v] if isinstance(v, list) else [opt, v]
     rc = main(argv)
     out, err = capsys.readouterr()
+    event(f"exit {rc}")
     assert rc in (0, 2), err
     if rc == 2:
         assert out == "" and len(err.strip().splitlines()) == 1
