@@ -74,7 +74,8 @@ def test_type_helpers():
                     (positive_float, "0"), (positive_float, "inf"), (positive_float, "1e400"),
                     (nonnegative_float, "-1e-300"), (fraction, "1.0001"), (fraction, "nan"), (probability, "1"),
                     (positive_int, "0"), (positive_int, "1.5"), (positive_int, ""), (int_in(2, 4), "5"),
-                    (hidden_arch, "0"), (hidden_arch, "3y4"), (hidden_arch, "0x5"), (float_in(-1, 1, lo_open=True), "-1")]:
+                    (hidden_arch, "0"), (hidden_arch, "3y4"), (hidden_arch, "0x5"),
+                    (float_in(-1, 1, lo_open=True), "-1")]:
         with pytest.raises(argparse.ArgumentTypeError, match="must"):
             fn(bad)
 

@@ -18,7 +18,8 @@ from spacefold.data import MNIST_FILES, DataError, Dataset, load_dataset, load_m
 from spacefold.errors import InputError
 
 # SPACEFOLD_FUZZ=5000 for a longer search.
-FUZZ = settings(max_examples=int(os.environ.get("SPACEFOLD_FUZZ", 150)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=int(os.environ.get("SPACEFOLD_FUZZ", 150)), deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def _mnist(root, n_train=20, n_test=10, train_shape=(28, 28), test_shape=(28, 28), dtype=np.uint8, scale=255):

@@ -312,7 +312,8 @@ def _add_measure(sub) -> None:
                    help="inter-class | all | centroids | random (default inter-class)")
     p.add_argument("--max-pairs", type=positive_int, default=None,
                    help="at most this many paths, spread over class pairs (needed by --pairs random)")
-    p.add_argument("--n-clusters", type=positive_int, default=10, help="k-means clusters per class for --pairs centroids")
+    p.add_argument("--n-clusters", type=positive_int, default=10,
+                   help="k-means clusters per class for --pairs centroids")
     p.add_argument("--method", type=normalized, choices=METHODS, default="exact",
                    help="exact | bisect | uniform (default exact)")
     p.add_argument("--steps", type=positive_int, default=100, help="uniform: steps + 1 grid points (default 100)")
@@ -498,7 +499,8 @@ def _add_demo(sub) -> None:
         "scikit-learn's 8x8 digits and measure the global folding of each on test pairs; writes plots and a "
         "summary table (CSV, JSON, markdown) to --out. A few minutes on 2 CPU cores.",
     )
-    p.add_argument("--out", type=output_dir, default="spacefold-demo", help="output directory (default ./spacefold-demo)")
+    p.add_argument("--out", type=output_dir, default="spacefold-demo",
+                   help="output directory (default ./spacefold-demo)")
     p.add_argument("--method", type=normalized, choices=METHODS, default="exact",
                    help="exact | bisect | uniform (default exact)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

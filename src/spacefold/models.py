@@ -209,7 +209,8 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     """
     path = Path(path)
     if path.is_dir():
-        raise CheckpointError(f"checkpoint must be a file written by spacefold.save_checkpoint, got the directory {path}")
+        raise CheckpointError(f"checkpoint must be a file written by spacefold.save_checkpoint, "
+                              f"got the directory {path}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
     try:
@@ -231,7 +232,8 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     except KeyError:
         raise CheckpointError(f"checkpoint {path} is malformed: it has no config") from None
     except (TypeError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {path} is malformed: its config or metadata is not JSON text ({err})") from None
+        raise CheckpointError(f"checkpoint {path} is malformed: its config or metadata is not JSON text "
+                              f"({err})") from None
     sd = payload.get("state_dict")
     if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
         raise CheckpointError(f"checkpoint {path} is malformed: its state_dict must map names to tensors")

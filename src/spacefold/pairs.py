@@ -207,7 +207,8 @@ def pair_plan(
     check_int(seed, "seed", 0)
     if pairs == "random":
         if max_pairs is None:
-            raise InputError("max_pairs must be an int >= 1 with pairs='random' (the number of pairs to draw), got None")
+            raise InputError("max_pairs must be an int >= 1 with pairs='random' (the number of pairs to draw), "
+                             "got None")
         i, j = random_pairs(y.numel(), max_pairs, seed=seed)
         return PairPlan((PairBlock(-1, -1, i, j, product=False),), "random")
     present = sorted(y.unique().tolist())
