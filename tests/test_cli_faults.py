@@ -175,6 +175,13 @@ def test_resumed_sweep_checks_what_a_checkpoint_is(capsys, tmp_path):
 
     _, meta = load_checkpoint(models / "2x4_s0.pt", with_metadata=True)
     assert (meta["arch"], meta["seed"]) == ("2x4", 0)
+    # A result file of another run under a run's name is not taken either.
+    runs = tmp_path / "runs"
+    shutil.copy(runs / "1x4_s0.json", runs / "1x4_s1.json")
+    assert main(TINY_SWEEP + ["--archs", "1x4", "--seeds", "1", "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "1x4_s1: checkpoint found, training skipped" in err and "done before" not in err
+    assert json.loads((runs / "1x4_s1.json").read_text())["seed"] == 1
 
 
 def test_checkpoint_errors_exit_2(capsys, tmp_path):

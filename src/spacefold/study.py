@@ -177,7 +177,7 @@ def run_study(
                     old = read_run(res_path)
                 except (OSError, ValueError):
                     old = {}
-                if old.get("settings_key") == key:
+                if old.get("settings_key") == key and _same_run(old, arch, seed):
                     log(f"{name}: done before, skipped")
                     rows.append(old)
                     continue
@@ -247,6 +247,16 @@ def _checkpoint_mismatch(model, meta: dict, arch: str, seed: int, data) -> str |
     if model.in_features != data.n_features or model.n_classes != data.n_classes:
         return f"{model.in_features} inputs and {model.n_classes} classes, not {data.n_features} and {data.n_classes}"
     return None
+
+
+def _same_run(row: dict, arch: str, seed: int) -> bool:
+    """Whether a result found under a run's name is of that architecture and seed."""
+    from .models import parse_arch
+
+    try:
+        return parse_arch(row.get("arch")) == parse_arch(arch) and row.get("seed") == seed
+    except (InputError, TypeError):
+        return False
 
 
 def read_run(path: str | os.PathLike) -> dict:
