@@ -349,3 +349,31 @@ def test_fuzz_cantornet_end_to_end(capsys, options, as_json):
         assert out == "" and len(err.strip().splitlines()) == 1
     elif as_json:
         json.loads(out, parse_constant=lambda c: pytest.fail(f"bare {c}"))
+
+
+SWEEP_VALUES = {
+    "--archs": [["1x3"], ["2x2", "1-2"], ["0"], ["3y"]], "--seeds": [["0"], ["1", "0"], ["-1"]],
+    "--lr": ["1e-2", "1e30", "inf", "0"], "--batch-size": ["4", "1000", "0"], "--epochs": ["1", "0"],
+    "--n-train": ["2", "3", "9", "1"], "--n-test": ["2", "3", "1"], "--method": ["exact", "bisect", "uniform"],
+    "--steps": ["2", "0"], "--pairs-per-class-pair": ["1", "3", "0"], "--n-boot": ["1", "4", "0"],
+    "--min-accuracy": ["0", "1", "0.5", "nan"], "--data-seed": ["0", "1"],
+}
+
+
+@settings(FUZZ, max_examples=int(os.environ.get("SPACEFOLD_FUZZ", 100)) // 4)
+@given(st.dictionaries(st.sampled_from(sorted(SWEEP_VALUES)), st.integers(0, 3), max_size=6), st.booleans())
+def test_fuzz_sweep_end_to_end(capsys, tmp_path_factory, tiny, options, as_json):
+    argv = ["sweep", "--data", str(tiny / "tiny.npz"), "--epochs", "1", "--pairs-per-class-pair", "2", "--n-boot", "3",
+            "--archs", "1x3", "--seeds", "0", "--no-progress", "--no-plots", "--out", str(tmp_path_factory.mktemp("s"))]
+    argv += ["--json"] if as_json else []
+    for opt, k in options.items():
+        v = SWEEP_VALUES[opt][k % len(SWEEP_VALUES[opt])]
+        argv += [opt, *v] if isinstance(v, list) else [opt, v]
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    event(f"exit {rc}")
+    assert rc in (0, 2), err
+    if rc == 2:
+        assert out == "" and err.strip().splitlines()[-1].startswith("spacefold sweep: error:")
+    elif as_json:
+        json.loads(out, parse_constant=lambda c: pytest.fail(f"bare {c}"))
