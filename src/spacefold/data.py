@@ -302,7 +302,7 @@ def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = False
         x(arrays["test_images"]),
         y(arrays["test_labels"]),
         10,
-        source=str(files["train_images"].parent),
+        source="MNIST IDX files",
     )
 
 
