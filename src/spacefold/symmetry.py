@@ -9,9 +9,10 @@ pieces to test that claim on any model:
 * :func:`invariance`: how invariant a model is under a transform ``T`` on inputs ``x``:
   the share of inputs whose predicted class is the same for ``x`` and ``T(x)``, and the
   Hamming distance between their activation patterns, overall and per layer;
-* :func:`transform_segments` and :func:`matched_random_segments`: the segments
-  ``x -> T(x)`` and segments of the same Euclidean length in a random direction (the
-  control: the same length, no symmetry);
+* :func:`transform_segments`, :func:`matched_random_segments` and :func:`transplanted_segments`:
+  the segments ``x -> T(x)``, and two controls without the symmetry: segments of the same
+  Euclidean length in a random direction, and the same displacement ``T(x) - x`` from
+  another start;
 * :func:`check_symmetry`: whether ``T`` is a symmetry of a labelled data set (labels kept
   under ``T``; whether ``T(x)`` stays near the data);
 * :func:`closed_walk_bound`: the lower bound on χ that a walk gets from its two ends.
@@ -51,6 +52,7 @@ __all__ = [
     "invariance",
     "transform_segments",
     "matched_random_segments",
+    "transplanted_segments",
     "same_class_pairs",
     "SymmetryCheck",
     "check_symmetry",
@@ -259,6 +261,22 @@ def matched_random_segments(x1: Tensor, x2: Tensor, *, seed: int = 0) -> tuple[T
     length = (x2.reshape(flat.shape).double() - flat.double()).norm(dim=1, keepdim=True)
     end = flat.double() + length * u
     return x1, end.to(x1.dtype).reshape(x1.shape)
+
+
+def transplanted_segments(x1: Tensor, x2: Tensor, starts: Tensor) -> tuple[Tensor, Tensor]:
+    """The displacements ``x2[i] - x1[i]`` moved to other starting points: ``(starts, starts + x2 - x1)``.
+
+    The control with the same length *and* direction as ``x -> T(x)`` whose ends are not
+    images of each other under ``T`` (for a mirror: the segment slid off the mirror axis, or
+    the displacement of one image added to another).
+    """
+    x1 = _check_batch(x1, "x1")
+    x2 = _check_batch(x2, "x2")
+    starts = _check_batch(starts, "starts")
+    if not x1.shape == x2.shape == starts.shape:
+        raise InputError(f"x1, x2 and starts must have the same shape, got {tuple(x1.shape)}, {tuple(x2.shape)} "
+                         f"and {tuple(starts.shape)}")
+    return starts, starts + (x2 - x1)
 
 
 def same_class_pairs(y: Tensor, n_pairs: int, *, seed: int = 0) -> tuple[Tensor, Tensor]:
