@@ -11,6 +11,10 @@ sees the symmetry or does not, several seeds each:
   left-right mirror images, same labels), on all ten digits and on the nearly mirror-symmetric
   digits 0, 1, 8 (``plain-018``, ``mirror-aug-018``). Test: the test images and their mirrors.
 
+A positive control on both tasks: ``tied-half`` / ``tied``, an MLP made exactly invariant under
+M from its second hidden layer on by tied weights (spacefold.symmetry.invariant_mlp), trained on
+the half-plane / the plain training subset.
+
 For each network: prediction agreement and pattern Hamming distance (per layer) between x
 and Mx on test inputs; the folding (exact walks, per layer) of three kinds of segments from
 test inputs: x -> Mx (``mirror``), x -> x + |Mx - x| u with u uniformly random (``random-dir``,
@@ -49,6 +53,7 @@ from spacefold.symmetry import (
     Mirror,
     check_symmetry,
     invariance,
+    invariant_mlp,
     matched_random_segments,
     same_class_pairs,
     transform_segments,
@@ -58,8 +63,8 @@ from spacefold.train import accuracy, train_mlp
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGDIR = ROOT / "docs" / "symmetry-study"
-PLANE_CONDITIONS = ("half", "mirror-aug", "full")
-MNIST_CONDITIONS = ("plain", "mirror-aug", "plain-018", "mirror-aug-018")
+PLANE_CONDITIONS = ("half", "mirror-aug", "full", "tied-half")
+MNIST_CONDITIONS = ("plain", "mirror-aug", "plain-018", "mirror-aug-018", "tied")
 KINDS = ("mirror", "random-dir", "shifted", "same-class")
 PLANE_MIRROR = Mirror(axis=0)
 MNIST_MIRROR = Mirror(axis=-1, image_shape=(28, 28))
@@ -89,7 +94,7 @@ def _uniform(n: int, g: torch.Generator, right_only: bool = False) -> torch.Tens
 def plane_data(condition: str, n_train: int, n_test: int, data_seed: int) -> Dataset:
     g = torch.Generator().manual_seed(10_000 + data_seed)
     x_test = _uniform(n_test, g)
-    if condition == "half":
+    if condition in ("half", "tied-half"):
         x = _uniform(n_train, g, right_only=True)
     elif condition == "mirror-aug":
         x = _uniform(n_train // 2, g, right_only=True)
@@ -203,6 +208,25 @@ def measure_network(model, x_test, y_test, mirror, n_segments: int, seed: int, s
     return row
 
 
+def train_tied(arch, data: Dataset, mirror, *, epochs, lr, seed, checkpoint):
+    """The positive control: an MLP exactly invariant under the mirror from its second hidden
+    layer on (spacefold.symmetry.invariant_mlp), trained like the others, saved untied."""
+    from torch.nn.utils import parametrize
+
+    from spacefold.models import save_checkpoint
+    from spacefold.train import train
+
+    model = invariant_mlp(arch, data.n_features, data.n_classes, mirror, seed=seed)
+    res = train(model, data.x_train, data.y_train, epochs=epochs, lr=lr, seed=seed, x_test=data.x_test,
+                y_test=data.y_test)
+    for name in ("weight", "bias"):
+        parametrize.remove_parametrizations(model.net[0], name, leave_parametrized=True)
+    parametrize.remove_parametrizations(model.net[2], "weight", leave_parametrized=True)
+    save_checkpoint(model, checkpoint, metadata={"data": data.describe(), "training": res.as_dict(),
+                                                 "tied": "invariant under the mirror from layer 2 on"})
+    return model, res
+
+
 def run_one(out: Path, task: str, condition: str, seed: int, data: Dataset, args, mirror) -> dict:
     path = out / "runs" / f"{task}-{condition}-s{seed}.json"
     if path.is_file():
@@ -211,8 +235,11 @@ def run_one(out: Path, task: str, condition: str, seed: int, data: Dataset, args
     arch = args.plane_arch if task == "plane" else args.mnist_arch
     epochs = args.plane_epochs if task == "plane" else args.mnist_epochs
     lr = args.plane_lr if task == "plane" else 1e-3
-    model, res = train_mlp(arch, data, epochs=epochs, lr=lr, seed=seed,
-                           checkpoint=out / "models" / f"{task}-{condition}-s{seed}.pt")
+    ckpt = out / "models" / f"{task}-{condition}-s{seed}.pt"
+    if condition.startswith("tied"):
+        model, res = train_tied(arch, data, mirror, epochs=epochs, lr=lr, seed=seed, checkpoint=ckpt)
+    else:
+        model, res = train_mlp(arch, data, epochs=epochs, lr=lr, seed=seed, checkpoint=ckpt)
     row = {"task": task, "condition": condition, "seed": seed, "arch": arch, "epochs": epochs,
            "n_train": int(data.y_train.numel()), "train_accuracy": res.final_train_accuracy,
            "test_accuracy": res.final_test_accuracy,
@@ -252,7 +279,7 @@ def phase_mnist(args, out: Path) -> None:
     checks = {}
     for condition in MNIST_CONDITIONS:
         data = mnist_data(base, condition, args.mnist_train, args.mnist_test)
-        if not condition.startswith("mirror-aug"):
+        if condition in ("plain", "plain-018"):
             c = check_symmetry(data.x_train, data.y_train, MNIST_MIRROR, max_samples=2000)
             checks[condition] = {"label_change_1nn": c.label_change, "distance_ratio": c.distance_ratio, "n": c.n}
             log(f"mnist {condition}: mirror changes the 1-NN label of {c.label_change:.1%}, distance ratio "

@@ -26,12 +26,14 @@ from hypothesis import strategies as st
 from torch import nn
 
 import spacefold as sf
+from spacefold.train import train
 from spacefold.errors import InputError, InputTypeError
 from spacefold.symmetry import (
     Mirror,
     check_symmetry,
     closed_walk_bound,
     invariance,
+    invariant_mlp,
     matched_random_segments,
     mirror,
     same_class_pairs,
@@ -347,3 +349,50 @@ def test_chi_is_at_least_the_closed_walk_bound(data):
     assert sf.chi(w) >= bound - 1e-12
     if torch.equal(w[0], w[-1]) and r2 > 0:
         assert bound == 0.5
+
+
+# --------------------------------------------------------------------------- the tied, exactly invariant MLP
+
+
+@FAST
+@given(seed=st.integers(0, 10_000))
+def test_invariant_mlp_is_invariant_from_layer_two_and_folds_the_mirror_segment(seed):
+    g = torch.Generator().manual_seed(seed)
+    model = invariant_mlp("3x6", 2, 3, Mirror(0), seed=seed % 50).double()
+    x = torch.randn(20, 2, generator=g, dtype=torch.float64)
+    inv = invariance(model, x, Mirror(0))
+    assert inv.agreement == 1.0
+    assert inv.per_layer["net.3"] == 0.0 and inv.per_layer["net.5"] == 0.0
+    fb = sf.folding_batch(model, *transform_segments(x, Mirror(0)), per_layer=True, return_walks=True)
+    for i, w in enumerate(fb.walks.walks()):
+        tail = w.patterns[:, 6:]  # layers "net.3" and "net.5": a closed walk
+        assert torch.equal(tail[0], tail[-1])
+        r1, r2 = sf.ranges(tail)
+        if r2 > 0:
+            assert sf.chi(tail) >= 0.5
+        assert float(fb.per_layer["net.1"][i]) == 0.0  # the first layer never folds a segment
+
+
+def test_invariant_mlp_images_and_trains():
+    m = Mirror(-1, image_shape=(3, 4))
+    model = invariant_mlp("4-5", 12, 2, m, seed=0)
+    x = torch.rand(30, 12, generator=torch.Generator().manual_seed(0))
+    y = (x[:, 0] + x[:, 3] > 1).long()  # invariant under the flip of the rows' pixel order
+    train(model, x, y, epochs=3, seed=0)
+    inv = invariance(model, x, m)
+    assert inv.agreement == 1.0 and inv.per_layer["net.3"] == 0.0
+    w = model.net[0].weight.detach()
+    assert torch.equal(w[2:], m(w[:2]))  # the second pair member sees the mirror image
+
+
+def test_invariant_mlp_bad_input():
+    with pytest.raises(InputError, match="at least two hidden layers and an even first width"):
+        invariant_mlp("5-4", 2, 2, Mirror(0))
+    with pytest.raises(InputError, match="at least two hidden layers"):
+        invariant_mlp("1x4", 2, 2, Mirror(0))
+    with pytest.raises(InputError, match="orthogonal involution"):
+        invariant_mlp("2x4", 2, 2, lambda v: 2 * v)
+    with pytest.raises(InputError, match="map 0 to 0"):
+        invariant_mlp("2x4", 2, 2, Mirror(0, center=1.0))
+    with pytest.raises(InputError, match=r"x must hold images of shape \(28, 28\)"):
+        invariant_mlp("2x4", 2, 2, Mirror(-1, image_shape=(28, 28)))

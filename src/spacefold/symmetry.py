@@ -15,7 +15,9 @@ pieces to test that claim on any model:
   another start;
 * :func:`check_symmetry`: whether ``T`` is a symmetry of a labelled data set (labels kept
   under ``T``; whether ``T(x)`` stays near the data);
-* :func:`closed_walk_bound`: the lower bound on χ that a walk gets from its two ends.
+* :func:`closed_walk_bound`: the lower bound on χ that a walk gets from its two ends;
+* :func:`invariant_mlp`: a trainable MLP that is exactly invariant under a mirror from its
+  second hidden layer on (tied weights), the positive control of a learned invariance.
 
 Why a learned invariance should fold. Let ``N`` be a ReLU network whose layers from ``l``
 on are invariant under ``T``, i.e. the patterns of ``x`` and ``T(x)`` agree there. The walk
@@ -57,6 +59,7 @@ __all__ = [
     "SymmetryCheck",
     "check_symmetry",
     "closed_walk_bound",
+    "invariant_mlp",
 ]
 
 Transform = Callable[[Tensor], Tensor]
@@ -407,3 +410,69 @@ def closed_walk_bound(walk: Tensor):
     bound = torch.where(r2 > 0, 0.5 * (1.0 - ends / torch.where(r2 > 0, r2, torch.ones_like(r2))),
                         torch.zeros_like(r2))
     return float(bound[0]) if single else bound
+
+
+# --------------------------------------------------------------------------- an exactly invariant MLP
+
+
+class _TieRows(nn.Module):
+    """Weight ``(2k, d)`` -> ``[A; A M]`` with ``A`` the first ``k`` rows: the second half of the
+    neurons sees the mirror image of the input (``(A M) x = A (M x)``)."""
+
+    def __init__(self, matrix: Tensor):
+        super().__init__()
+        self.register_buffer("matrix", matrix)
+
+    def forward(self, w: Tensor) -> Tensor:
+        top = w[: w.shape[0] // 2]
+        return torch.cat([top, top @ self.matrix.to(top.dtype)], 0)
+
+
+class _TieBias(nn.Module):
+    def forward(self, b: Tensor) -> Tensor:
+        top = b[: b.shape[0] // 2]
+        return torch.cat([top, top], 0)
+
+
+class _TieColumns(nn.Module):
+    """Weight ``(h, 2k)`` -> ``[B, B]``: the next layer sums the two halves, so swapping them changes nothing."""
+
+    def forward(self, w: Tensor) -> Tensor:
+        left = w[:, : w.shape[1] // 2]
+        return torch.cat([left, left], 1)
+
+
+def invariant_mlp(arch, in_features: int, n_classes: int, transform: Transform, *, seed: int = 0):
+    """A spacefold MLP (``spacefold.mlp``) exactly invariant under the linear involution ``transform``
+    from its second hidden layer on, with weights tied by ``torch.nn.utils.parametrize``.
+
+    The first hidden layer holds pairs of neurons ``relu(a.x + c)`` and ``relu(a.Mx + c)``; the
+    second sums the two members of each pair with equal weights, so its pre-activation and every
+    later one is the same for ``x`` and ``Mx``. ``transform`` must be linear, orthogonal and its own
+    inverse (a mirror: ``Mirror(axis)`` on vectors with ``center=0``, or a flip of images); the
+    first hidden width must be even and there must be at least two hidden layers. The model
+    trains like any other; ``torch.nn.utils.parametrize.remove_parametrizations(layer, name,
+    leave_parametrized=True)`` on ``net[0]`` (weight, bias) and ``net[2]`` (weight) leaves a plain
+    MLP with the tied values (for ``spacefold.save_checkpoint``).
+    """
+    from torch.nn.utils import parametrize
+
+    from .models import mlp, parse_arch
+
+    check_int(in_features, "in_features", 1)
+    hidden = parse_arch(arch)
+    if len(hidden) < 2 or hidden[0] % 2:
+        raise InputError(f"arch must have at least two hidden layers and an even first width, got {arch!r}")
+    zero = _apply(transform, torch.zeros(1, in_features, dtype=torch.float64))
+    if zero.abs().max() > 0:
+        raise InputError("transform must be linear (map 0 to 0), got one that moves 0; use Mirror(..., center=0)")
+    eye = torch.eye(in_features, dtype=torch.float64)
+    m = _apply(transform, eye)  # row i is M e_i, so this is M^T = M for a symmetric M
+    if not (torch.allclose(m @ m, eye) and torch.allclose(m, m.T)):
+        raise InputError("transform must be a linear orthogonal involution such as a mirror (M M = I, M = M^T), "
+                         "got one that is not")
+    model = mlp(hidden, in_features, n_classes, seed=seed)
+    parametrize.register_parametrization(model.net[0], "weight", _TieRows(m.to(torch.float32)))
+    parametrize.register_parametrization(model.net[0], "bias", _TieBias())
+    parametrize.register_parametrization(model.net[2], "weight", _TieColumns())
+    return model
