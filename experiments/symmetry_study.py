@@ -320,7 +320,22 @@ def fmt(values, digits: int = 3) -> str:
 
 
 def _rows(out: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+    rows = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+    for r in rows:
+        r["w1_antisym"] = weight_antisymmetry(out, r)
+    return rows
+
+
+def weight_antisymmetry(out: Path, row: dict) -> float:
+    """Share of the squared norm of the first layer's weights W in the part that changes sign under
+    the mirror, ||(W - WM)/2||^2 / ||W||^2: about 1/2 for random weights, 0 for a layer that sees only
+    the mirror-symmetric part of its input (then the segment x -> Mx crosses none of its hyperplanes)."""
+    path = out / "models" / f"{row['task']}-{row['condition']}-s{row['seed']}.pt"
+    if not path.is_file():
+        return float("nan")
+    w = sf.load_checkpoint(path).net[0].weight.detach().double()
+    wm = (PLANE_MIRROR if row["task"] == "plane" else MNIST_MIRROR)(w)
+    return float(((w - wm) / 2).pow(2).sum() / w.pow(2).sum())
 
 
 def _layers(rows) -> list[str]:
@@ -341,6 +356,7 @@ def tables(rows: list[dict], checks: dict) -> str:
         if task == "plane":
             head += ["acc. x1>0 (seen half)", "acc. x1<0 (mirrored half)"]
         head += ["agreement f(x)=f(Mx)"] + [f"Hamming {lay} (share)" for lay in layers]
+        head += ["antisymmetric share of layer-1 weights"]
         w("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
         for c in conds:
             rc = [r for r in rs if r["condition"] == c]
@@ -351,23 +367,26 @@ def tables(rows: list[dict], checks: dict) -> str:
             if task == "plane":
                 cells += [fmt([r["seen_half_accuracy"] for r in rc]), fmt([r["mirrored_half_accuracy"] for r in rc])]
             cells += [fmt([r["agreement"] for r in rc])] + [fmt([r[f"hamming_{lay}"] for r in rc]) for lay in layers]
+            cells += [fmt([r["w1_antisym"] for r in rc])]
             w("| " + " | ".join(cells) + " |\n")
         w(f"\n### {task}: mean χ of the segments, all layers and per layer (mean over seeds [95% t-interval])\n\n")
-        head = ["condition", "segments", "χ (all layers)", "share folded"] + [f"χ {lay}" for lay in layers]
+        head = ["condition", "segments", "regions crossed", "χ (all layers)", "share folded"] + [
+            f"χ {lay}" for lay in layers]
         w("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
         for c in conds:
             rc = [r for r in rs if r["condition"] == c]
             for kind in KINDS:
                 if not rc:
                     continue
-                cells = [c, kind, fmt([r[f"{kind}_chi"] for r in rc]), fmt([r[f"{kind}_folded"] for r in rc])]
+                cells = [c, kind, fmt([r[f"{kind}_regions"] for r in rc], 1), fmt([r[f"{kind}_chi"] for r in rc]),
+                         fmt([r[f"{kind}_folded"] for r in rc])]
                 cells += [fmt([r[f"{kind}_chi_{lay}"] for r in rc]) for lay in layers]
                 w("| " + " | ".join(cells) + " |\n")
         w(f"\n### {task}: closed walks on the mirror segments x → Mx (per layer)\n\n")
         w("Share of segments whose walk, restricted to the layer, is closed (same pattern at x and Mx, r2 > 0); "
-          "the mean χ of those closed walks (≥ 1/2 by the bound); the smallest χ − (1 − d_H(ends)/r2)/2 over all "
-          "segments and seeds (≥ 0 if the bound holds).\n\n")
-        head = ["condition", "layer", "closed share", "χ of closed walks", "min χ − bound"]
+          "the mean χ of those closed walks (≥ 1/2 by the bound); whether χ ≥ (1 − d_H(ends)/r2)/2 held on every "
+          "segment of every seed (up to 1e-12), and the smallest χ − bound.\n\n")
+        head = ["condition", "layer", "closed share", "χ of closed walks", "bound held", "min χ − bound"]
         w("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
         for c in conds:
             rc = [r for r in rs if r["condition"] == c]
@@ -376,7 +395,8 @@ def tables(rows: list[dict], checks: dict) -> str:
                     continue
                 w(f"| {c} | {lay} | {fmt([r[f'closed_{lay}'] for r in rc])} | "
                   f"{fmt([r[f'closed_chi_{lay}'] for r in rc])} | "
-                  f"{min(r[f'bound_gap_min_{lay}'] for r in rc):.4f} |\n")
+                  f"{'yes' if min(r[f'bound_gap_min_{lay}'] for r in rc) >= -1e-12 else 'NO'} | "
+                  f"{min(r[f'bound_gap_min_{lay}'] for r in rc):.2g} |\n")
         w(f"\n### {task}: χ of x → Mx where the prediction is kept vs changed\n\n")
         head = ["condition", "χ, f(x) = f(Mx)", "χ, f(x) ≠ f(Mx)"]
         w("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
@@ -478,8 +498,8 @@ def fig_plane(out: Path, args) -> Path | None:
     gx, gy = torch.meshgrid(lin, lin, indexing="xy")
     grid = torch.stack([gx.flatten(), gy.flatten()], 1)
     ref = torch.tensor([[1.2, 0.5]])
-    fig, axes = plt.subplots(len(models), 5, figsize=(17, 3.6 * len(models)))
-    fig.subplots_adjust(hspace=0.35)
+    fig, axes = plt.subplots(len(models), 5, figsize=(19, 3.6 * len(models)))
+    fig.subplots_adjust(hspace=0.35, wspace=0.4)
     for row, (cond, path) in enumerate(models.items()):
         model = sf.load_checkpoint(path)
         pats, layout = sf.activation_patterns(model, grid, return_layout=True, batch_size=65536)
