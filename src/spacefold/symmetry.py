@@ -298,13 +298,13 @@ def same_class_pairs(y: Tensor, n_pairs: int, *, seed: int = 0) -> tuple[Tensor,
     classes, counts = classes[ok], counts[ok]
     g = torch.Generator().manual_seed(seed)
     pick = torch.multinomial(counts.double(), n_pairs, replacement=True, generator=g)
-    first, second = [], []
-    for c, cnt in zip(classes[pick].tolist(), counts[pick].tolist()):
-        members = torch.nonzero(y == c).flatten()
-        ij = torch.randperm(cnt, generator=g)[:2]
-        first.append(members[ij[0]])
-        second.append(members[ij[1]])
-    return torch.stack(first), torch.stack(second)
+    members = [torch.nonzero(y == c).flatten() for c in classes.tolist()]
+    first = torch.empty(n_pairs, dtype=torch.int64)
+    second = torch.empty(n_pairs, dtype=torch.int64)
+    for k, c in enumerate(pick.tolist()):
+        ij = torch.randperm(int(counts[c]), generator=g)[:2]
+        first[k], second[k] = members[c][ij[0]], members[c][ij[1]]
+    return first, second
 
 
 # --------------------------------------------------------------------------- is T a symmetry of the data?
