@@ -384,8 +384,8 @@ def tables(rows: list[dict], checks: dict) -> str:
                 w("| " + " | ".join(cells) + " |\n")
         w(f"\n### {task}: closed walks on the mirror segments x → Mx (per layer)\n\n")
         w("Share of segments whose walk, restricted to the layer, is closed (same pattern at x and Mx, r2 > 0); "
-          "the mean χ of those closed walks (≥ 1/2 by the bound); whether χ ≥ (1 − d_H(ends)/r2)/2 held on every "
-          "segment of every seed (up to 1e-12), and the smallest χ − bound.\n\n")
+          "the mean χ of those closed walks (≥ 1/2 by the bound); whether χ ≥ (1 − d_H(ends)/r2)/2 held on "
+          "every segment of every seed (up to 1e-12), and the smallest χ − bound.\n\n")
         head = ["condition", "layer", "closed share", "χ of closed walks", "bound held", "min χ − bound"]
         w("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
         for c in conds:

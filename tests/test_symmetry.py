@@ -400,3 +400,28 @@ def test_invariant_mlp_bad_input():
         invariant_mlp("2x4", 2, 2, Mirror(0, center=1.0))
     with pytest.raises(InputError, match=r"x must hold images of shape \(28, 28\)"):
         invariant_mlp("2x4", 2, 2, Mirror(-1, image_shape=(28, 28)))
+
+
+@pytest.mark.slow
+def test_symmetry_study_plane_phase_runs_and_resumes(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "experiments" / "symmetry_study.py"
+    spec = importlib.util.spec_from_file_location("symmetry_study", script)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    args = ["--phase", "plane", "--out", str(tmp_path), "--seeds", "0", "--plane-epochs", "2", "--plane-train", "200",
+            "--plane-test", "100", "--plane-segments", "20"]
+    assert study.main(args) == 0
+    runs = sorted(p.name for p in (tmp_path / "runs").glob("*.json"))
+    assert runs == [f"plane-{c}-s0.json" for c in sorted(study.PLANE_CONDITIONS)]
+    tied = study.json.loads((tmp_path / "runs" / "plane-tied-half-s0.json").read_text())
+    assert tied["agreement"] == 1.0 and tied["hamming_net.3"] == 0.0 and tied["hamming_net.5"] == 0.0
+    for cond in study.PLANE_CONDITIONS:
+        row = study.json.loads((tmp_path / "runs" / f"plane-{cond}-s0.json").read_text())
+        assert row["mirror_chi_net.1"] == 0.0  # the first layer never folds
+        assert row["bound_gap_min_all"] >= -1e-12
+    before = (tmp_path / "runs" / "plane-half-s0.json").stat().st_mtime_ns
+    assert study.main(args) == 0  # resumes: finished runs are read back, not recomputed
+    assert (tmp_path / "runs" / "plane-half-s0.json").stat().st_mtime_ns == before

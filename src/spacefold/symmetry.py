@@ -371,7 +371,9 @@ def check_symmetry(x: Tensor, y: Tensor, transform: Transform, *, tol: float | N
         try:
             from sklearn.neighbors import NearestNeighbors
         except ImportError:
-            raise ImportError("check_symmetry without label_fn needs scikit-learn: pip install 'spacefold[data]'") from None
+            raise ImportError(
+                "check_symmetry without label_fn needs scikit-learn: pip install 'spacefold[data]'"
+            ) from None
         data = x.reshape(x.shape[0], -1).double().numpy()
         nn_ = NearestNeighbors(n_neighbors=max(k, 2)).fit(data)
         dist_t, ind_t = nn_.kneighbors(tx.reshape(tx.shape[0], -1).double().numpy(), n_neighbors=k)
