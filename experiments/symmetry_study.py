@@ -435,15 +435,19 @@ def corr_text(rs, conds) -> str:
     last = layers[-1] if layers else None
     what = "acc. x1<0" if rs[0]["task"] == "plane" else "mirrored test acc."
     lines = [f"| networks | n | Spearman(mean χ of x → Mx, {what}) | same, last layer "
-             f"{last} | Spearman(agreement, {what}) |", "|---|---|---|---|---|"]
+             f"{last} | Spearman(agreement, {what}) | Spearman(antisymmetric share of layer-1 weights, "
+             "mean χ of x → Mx) |", "|---|---|---|---|---|---|"]
     groups = [("all", rs)] + [(c, [r for r in rs if r["condition"] == c]) for c in conds]
+    invariant = [r for r in rs if "aug" in r["condition"] or "tied" in r["condition"]]
+    groups.append(("augmented and tied", invariant))
     for name, g in groups:
         if not g:
             continue
         acc = [r[gen_key(r["task"])] for r in g]
         lines.append(f"| {name} | {len(g)} | {_spearman([r['mirror_chi'] for r in g], acc):.2f} | "
                      f"{_spearman([r[f'mirror_chi_{last}'] for r in g], acc):.2f} | "
-                     f"{_spearman([r['agreement'] for r in g], acc):.2f} |")
+                     f"{_spearman([r['agreement'] for r in g], acc):.2f} | "
+                     f"{_spearman([r['w1_antisym'] for r in g], [r['mirror_chi'] for r in g]):.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -622,7 +626,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "experiments" / "results" / "symmetry"))
     p.add_argument("--phase", choices=["all", "plane", "mnist", "report"], default="all")
     p.add_argument("--seeds", nargs="+", type=int, default=list(range(10)))
-    p.add_argument("--mnist-seeds", type=int, default=5, help="use the first N of --seeds for MNIST")
+    p.add_argument("--mnist-seeds", type=int, default=10, help="use the first N of --seeds for MNIST")
     p.add_argument("--plane-arch", default="3x20")
     p.add_argument("--plane-epochs", type=int, default=150)
     p.add_argument("--plane-lr", type=float, default=3e-3)
