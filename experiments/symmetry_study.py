@@ -599,6 +599,34 @@ def fig_generalisation(rows, path: Path) -> Path | None:
     return path
 
 
+def fig_antisymmetry(rows, path: Path) -> Path | None:
+    """MNIST: the first layer's antisymmetric weight share against the folding of x -> Mx, per network."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rs = [r for r in rows if r["task"] == "mnist"]
+    if not rs:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig.subplots_adjust(wspace=0.3)
+    markers = "osD^v"
+    for i, c in enumerate(MNIST_CONDITIONS):
+        rc = [r for r in rs if r["condition"] == c]
+        for ax, key in zip(axes, ("mirror_chi", "mirror_regions")):
+            ax.scatter([r["w1_antisym"] for r in rc], [r[key] for r in rc], marker=markers[i], label=c)
+    axes[0].set_ylabel("mean χ of x → Mx (all layers)")
+    axes[1].set_ylabel("mean regions crossed by x → Mx")
+    for ax in axes:
+        ax.set_xlabel("antisymmetric share of layer-1 weights")
+        ax.set_xscale("log")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("MNIST: a first layer that drops the antisymmetric part leaves nothing to fold", fontsize=10)
+    _save(fig, path)
+    return path
+
+
 def phase_report(args, out: Path) -> None:
     rows = _rows(out)
     if not rows:
@@ -613,7 +641,8 @@ def phase_report(args, out: Path) -> None:
     try:
         figs = [fig_plane(out, args), fig_layers(rows, FIGDIR / "plane-chi-per-layer.png", "plane", PLANE_CONDITIONS),
                 fig_layers(rows, FIGDIR / "mnist-chi-per-layer.png", "mnist", MNIST_CONDITIONS),
-                fig_generalisation(rows, FIGDIR / "chi-vs-mirrored-accuracy.png")]
+                fig_generalisation(rows, FIGDIR / "chi-vs-mirrored-accuracy.png"),
+                fig_antisymmetry(rows, FIGDIR / "mnist-antisymmetry-vs-chi.png")]
         log("figures: " + ", ".join(str(f) for f in figs if f))
     except ImportError as err:
         log(f"figures skipped: {err}")
