@@ -251,6 +251,7 @@ def run_one(out: Path, task: str, condition: str, seed: int, data: Dataset, args
     n_seg = args.plane_segments if task == "plane" else args.mnist_segments
     row.update(measure_network(model, data.x_test, data.y_test, mirror, n_seg, seed,
                                plane_slide if task == "plane" else other_images))
+    row["w1_antisym"] = weight_antisymmetry(out, row)
     row["seconds"] = time.perf_counter() - t0
     with atomic_write(path) as fh:
         json.dump(row, fh, indent=1)
@@ -322,7 +323,8 @@ def fmt(values, digits: int = 3) -> str:
 def _rows(out: Path) -> list[dict]:
     rows = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
     for r in rows:
-        r["w1_antisym"] = weight_antisymmetry(out, r)
+        if "w1_antisym" not in r:  # runs written before the share was recorded: from the checkpoint
+            r["w1_antisym"] = weight_antisymmetry(out, r)
     return rows
 
 
