@@ -128,7 +128,8 @@ def mirror(x: Tensor, axis: int = -1, *, image_shape: Sequence[int] | None = Non
       dimensions) without it: the pixels along image axis ``axis`` in reverse order
       (``axis=-1`` is the left-right mirror of an ``(H, W)`` image). ``center`` is unused.
 
-    Both are linear involutions that keep Euclidean lengths. The result has the shape of ``x``.
+    Both are involutions that keep Euclidean distances, linear when ``center`` is 0. The result
+    has the shape of ``x``.
     """
     x = _check_batch(x)
     if isinstance(axis, bool) or not isinstance(axis, int):
