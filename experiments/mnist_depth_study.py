@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 import spacefold as sf
-from spacefold._util import atomic_write
+from spacefold._util import atomic_write, json_safe
+from spacefold.cli import fraction, hidden_arch, int_in, nonnegative_int, output_dir, positive_int
 from spacefold.data import load_mnist
 from spacefold.global_folding import global_folding
 from spacefold.models import DEPTH_SERIES, load_checkpoint
@@ -37,6 +38,7 @@ from spacefold.study import (
     depth_trend,
     markdown_summary,
     markdown_table,
+    read_run,
     run_study,
     summary_by_arch,
     write_tables,
@@ -138,11 +140,11 @@ def phase_ablation(args, data) -> None:
         res["arch"] = arch
         res["all_digits_centroids"] = global_centroids(model, data.x_test, data.y_test, args.method, seed=0)
         with atomic_write(path) as fh:
-            json.dump(res, fh, indent=1)
+            json.dump(json_safe(res), fh, indent=1, allow_nan=False)
 
 
 def _load_rows(out: Path) -> list[dict]:
-    rows = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
+    rows = [read_run(p) for p in sorted((out / "runs").glob("*.json"))]
     if not rows:
         raise SystemExit(f"no finished run in {out / 'runs'}; run the study phase first")
     return rows
@@ -160,7 +162,7 @@ def phase_report(args, data) -> None:
         figs = plot.study_figures(rows, figdir, min_accuracy=args.min_accuracy)
     except ImportError as err:
         log(f"plots skipped: {err}")
-    abl = [json.loads(p.read_text()) for p in sorted((out / "ablation").glob("*.json"))]
+    abl = [read_run(p) for p in sorted((out / "ablation").glob("*.json"))]
     if abl:
         try:
             from spacefold import plot
@@ -363,18 +365,18 @@ def write_doc(args, rows, abl, figs, data) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", required=True, help="directory with the four MNIST IDX files")
-    p.add_argument("--out", default=str(ROOT / "experiments" / "results" / "mnist-depth"))
-    p.add_argument("--archs", nargs="+", default=list(DEPTH_SERIES))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--pairs-per-class-pair", type=int, default=5000)
-    p.add_argument("--n-boot", type=int, default=500)
+    p.add_argument("--out", type=output_dir, default=str(ROOT / "experiments" / "results" / "mnist-depth"))
+    p.add_argument("--archs", nargs="+", type=hidden_arch, default=list(DEPTH_SERIES))
+    p.add_argument("--seeds", nargs="+", type=nonnegative_int, default=[0, 1, 2, 3, 4])
+    p.add_argument("--epochs", type=positive_int, default=30)
+    p.add_argument("--pairs-per-class-pair", type=positive_int, default=5000)
+    p.add_argument("--n-boot", type=positive_int, default=500)
     p.add_argument("--method", default="exact", choices=["exact", "bisect", "uniform"],
                    help="walk method (default exact: every region of every path)")
-    p.add_argument("--min-accuracy", type=float, default=0.94, help="well-generalising threshold (default 0.94)")
-    p.add_argument("--ablation-archs", nargs="+", default=["3x20", "5x12"])
-    p.add_argument("--ablation-pair", nargs=2, type=int, default=[4, 9])
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--min-accuracy", type=fraction, default=0.94, help="well-generalising threshold (default 0.94)")
+    p.add_argument("--ablation-archs", nargs="+", type=hidden_arch, default=["3x20", "5x12"])
+    p.add_argument("--ablation-pair", nargs=2, type=int_in(0, 9), default=[4, 9])
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads (default 1: small MLPs train faster on one thread when cores are shared)")
     p.add_argument("--phase", choices=["all", "train", "study", "ablation", "report"], default="all")
     args = p.parse_args(argv)

@@ -140,6 +140,23 @@ def test_depth_trend_oracle():
     assert math.isnan(flat["spearman_depth"])
 
 
+@pytest.mark.parametrize("archs,settings,needle", [
+    (["0"], {}, "hidden layer"), (["3x4", "0"], {}, "hidden layer"), (["3x4"], {"lr": float("inf")}, "lr"),
+    (["3x4"], {"n_boot": 0}, "n_boot"), (["3x4"], {"steps": 0}, "steps"), (["3x4"], {"method": "walk"}, "method"),
+])
+def test_run_study_refuses_before_training(tmp_path, monkeypatch, archs, settings, needle):
+    import spacefold.train
+    from spacefold.data import make_synthetic
+    from spacefold.errors import InputError
+    from spacefold.study import StudySettings, run_study
+
+    monkeypatch.setattr(spacefold.train, "train_mlp", lambda *a, **k: pytest.fail("trained"))
+    data = make_synthetic("blobs", n_samples=60)
+    with pytest.raises(InputError, match=needle):
+        run_study(data, archs, [0], tmp_path / "s", StudySettings(**settings))
+    assert not (tmp_path / "s").exists()
+
+
 @pytest.mark.slow
 def test_full_demo(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--json", "--no-progress"]) == 0

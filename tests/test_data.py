@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,8 @@ from spacefold.data import (
     write_idx,
 )
 
-MNIST_DIR = Path("/work/shared/data/mnist")
+# The real MNIST files, where the machine has them: SPACEFOLD_DATA names their directory.
+MNIST_DIR = Path(os.environ.get("SPACEFOLD_DATA", "")) if os.environ.get("SPACEFOLD_DATA") else None
 
 
 def _fake_mnist(root: Path, n_train=30, n_test=12, gz=True, seed=0) -> dict:
@@ -127,7 +129,8 @@ def test_mnist_needs_a_directory(monkeypatch):
         load_mnist(None)
 
 
-@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason="MNIST IDX files not present")
+@pytest.mark.skipif(MNIST_DIR is None or not MNIST_DIR.is_dir(),
+                    reason="MNIST IDX files not present (set SPACEFOLD_DATA to their directory)")
 def test_real_mnist():
     d = load_mnist(MNIST_DIR)
     assert d.x_train.shape == (60000, 784) and d.x_test.shape == (10000, 784)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 import spacefold as sf
 from spacefold.data import make_synthetic
+from spacefold.errors import InputError
 from spacefold.models import (
     DEPTH_SERIES,
     MLP,
@@ -173,3 +175,105 @@ def test_train_bad_input():
         train(net, x, torch.zeros(10, dtype=torch.long), epochs=0)
     with pytest.raises(ValueError, match="lr"):
         train(net, x, torch.zeros(10, dtype=torch.long), lr=-1.0)
+
+
+# --------------------------------------------------------------------------- faults (issue: bad input never passes)
+
+
+def _payload(path):
+    return torch.load(path, weights_only=True)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_checkpoint_with_non_finite_weights_is_refused(tmp_path, value):
+    p = save_checkpoint(mlp("2x4", 3, 2), tmp_path / "m.pt")
+    raw = _payload(p)
+    raw["state_dict"]["net.2.weight"][1, 3] = value
+    torch.save(raw, p)
+    with pytest.raises(CheckpointError, match=r"m\.pt.*not finite.*net\.2\.weight"):
+        load_checkpoint(p)
+
+
+def test_saving_non_finite_weights_is_refused(tmp_path):
+    net = mlp("1x4", 2, 2)
+    with torch.no_grad():
+        net.net[0].bias[0] = float("nan")
+    with pytest.raises(InputError, match=r"finite.*net\.0\.bias"):
+        save_checkpoint(net, tmp_path / "n.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_huge_config_is_refused_before_any_layer_is_built(tmp_path, monkeypatch):
+    p = save_checkpoint(mlp("1x4", 2, 2), tmp_path / "m.pt")
+    raw = _payload(p)
+    raw["config"] = json.dumps({"in_features": 2, "hidden": [10**6, 10**6], "n_classes": 2, "activation": "relu"})
+    torch.save(raw, p)
+    built = []
+    monkeypatch.setattr(torch.nn.Linear, "__init__", lambda *a, **k: built.append(a) or None)
+    with pytest.raises(CheckpointError, match=r"m\.pt.*does not match its config.*missing net\.4\.weight"):
+        load_checkpoint(p)
+    raw["config"] = json.dumps({"in_features": 2, "hidden": [10**9], "n_classes": 2, "activation": "relu"})
+    torch.save(raw, p)
+    with pytest.raises(CheckpointError, match=r"net\.0\.weight the shape \(1000000000, 2\).*holds \(4, 2\)"):
+        load_checkpoint(p)
+    assert built == []  # nothing allocated for the claimed layers
+
+
+def test_shape_mismatch_reason_is_given_in_full(tmp_path):
+    p = save_checkpoint(mlp("1x4", 2, 2), tmp_path / "m.pt")
+    raw = _payload(p)
+    raw["config"] = json.dumps({"in_features": 3, "hidden": [4], "n_classes": 2, "activation": "relu"})
+    torch.save(raw, p)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(p)
+    msg = str(err.value)
+    assert "\n" not in msg and "net.0.weight" in msg and "(4, 3)" in msg and "(4, 2)" in msg
+
+
+@pytest.mark.parametrize("cfg,needle", [
+    ({"in_features": 2, "hidden": [4], "n_classes": 2, "activation": "swish"}, "activation"),
+    ({"in_features": "2", "hidden": [4], "n_classes": 2}, "in_features"),
+    ({"in_features": 2, "hidden": 4, "n_classes": 2}, "hidden"),
+    ({"in_features": 2, "hidden": [True], "n_classes": 2}, "hidden"),
+    ({"in_features": 2, "hidden": [4]}, "n_classes"),
+    ([2, 4, 2], "JSON object"),
+])
+def test_malformed_configs(tmp_path, cfg, needle):
+    p = save_checkpoint(mlp("1x4", 2, 2), tmp_path / "m.pt")
+    raw = _payload(p)
+    raw["config"] = json.dumps(cfg)
+    torch.save(raw, p)
+    with pytest.raises(CheckpointError, match=needle):
+        load_checkpoint(p)
+
+
+def test_checkpoint_path_that_is_a_directory(tmp_path):
+    with pytest.raises(CheckpointError, match="directory") as err:
+        load_checkpoint(tmp_path)
+    assert "not found" not in str(err.value)
+
+
+def test_checkpoint_errors_are_input_errors():
+    assert issubclass(CheckpointError, InputError)
+    with pytest.raises(InputError, match="arch"):
+        parse_arch("3y4")
+
+
+@pytest.mark.parametrize("lr", [float("inf"), float("nan"), 0.0, -1.0])
+def test_train_lr_must_be_finite_and_positive(lr):
+    with pytest.raises(InputError, match="lr"):
+        train(mlp("1x4", 2, 2), torch.randn(10, 2), torch.zeros(10, dtype=torch.long), lr=lr)
+
+
+def test_training_that_diverges_is_reported():
+    x = torch.randn(40, 2, generator=torch.Generator().manual_seed(0)) * 1e3
+    y = (x[:, 0] > 0).long()
+    with pytest.raises(InputError, match="lr.*loss became"):
+        train(mlp("2x8", 2, 2), x, y, lr=1e30, epochs=3)
+
+
+def test_train_refuses_non_finite_inputs():
+    x = torch.randn(10, 2)
+    x[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="finite"):  # so the divergence check below only ever blames lr
+        train(mlp("1x4", 2, 2), x, torch.zeros(10, dtype=torch.long))

@@ -14,7 +14,9 @@ from spacefold.pairs import (
     iter_chunks,
     pair_plan,
     random_pairs,
+    share_out,
 )
+from spacefold.errors import InputError, InputTypeError
 
 labels = st.lists(st.integers(0, 3), min_size=2, max_size=25)
 
@@ -75,8 +77,9 @@ def test_max_pairs_sample(max_pairs, seed):
     full = set(zip(*[t.tolist() for t in pair_plan(y, "inter-class").indices()]))
     plan = pair_plan(y, "inter-class", max_pairs=max_pairs, seed=seed)
     got = list(zip(*[t.tolist() for t in plan.indices()]))
-    per = -(-max_pairs // 6)
-    assert all(len(b) == min(per, 400) for b in plan.blocks)  # spread evenly over the 6 class pairs
+    sizes = [len(b) for b in plan.blocks]
+    assert len(got) == sum(sizes) == min(max_pairs, 2400)  # at most max_pairs: exactly that many when there are
+    assert max(sizes) - min(sizes) <= 1  # spread evenly over the 6 class pairs
     assert len(set(got)) == len(got) and set(got) <= full
     again = list(zip(*[t.tolist() for t in pair_plan(y, "inter-class", max_pairs=max_pairs, seed=seed).indices()]))
     assert again == got
@@ -146,3 +149,59 @@ def test_centroids_shapes_and_seed():
     assert few.shape[0] == 6 and sorted(lab3.tolist()) == [0, 0, 1, 1, 2, 2]
     with pytest.raises(ValueError, match="same number"):
         class_centroids(x, y[:5], 2)
+
+
+@pytest.mark.parametrize("max_pairs,n", [(91, 91), (1, 1), (5, 5), (90, 90), (181, 181), (10**6, 10**6)])
+def test_max_pairs_is_at_most(max_pairs, n):
+    """The issue's examples: 91 pairs over 90 class pairs walked 180, 1 walked 6 (ceil per class pair)."""
+    y = torch.arange(200) % 10  # 20 samples per class: 400 pairs per inter-class pair, 380 within a class
+    plan = pair_plan(y, "inter-class", max_pairs=max_pairs, seed=3)
+    assert len(plan) == min(n, 90 * 400)
+    got = list(zip(*[t.tolist() for t in plan.indices()]))
+    assert len(set(got)) == len(got)
+    a, b = plan.labels()
+    assert bool((a != b).all())
+    assert len(pair_plan(y, "all", max_pairs=max_pairs, seed=3)) == min(max_pairs, 90 * 400 + 10 * 380)
+
+
+def test_one_pair_lands_on_a_seeded_class_pair():
+    y = torch.arange(60) % 3
+    picked = set()
+    for seed in range(12):
+        a, b = pair_plan(y, "inter-class", max_pairs=1, seed=seed).labels()
+        assert a.numel() == b.numel() == 1 and int(a[0]) != int(b[0])
+        picked.add((int(a[0]), int(b[0])))
+    assert len(picked) > 1  # not always the first class pair
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 500), st.lists(st.integers(0, 60), min_size=1, max_size=12), st.integers(0, 3))
+def test_share_out_is_even_and_exact(total, sizes, seed):
+    shares = share_out(total, sizes, torch.Generator().manual_seed(seed))
+    assert sum(shares) == min(total, sum(sizes))
+    assert all(0 <= s <= n for s, n in zip(shares, sizes))
+    partial = [s for s, n in zip(shares, sizes) if s < n]
+    if partial:  # a block not taken whole gets at least as much as any other block, give or take one
+        assert max(partial) - min(partial) <= 1 and min(partial) >= max(shares) - 1
+
+
+def test_short_class_pairs_leave_their_share_to_the_others():
+    y = torch.tensor([0] * 30 + [1] * 30 + [2])  # class pairs with class 2 hold 30 pairs each
+    plan = pair_plan(y, "inter-class", max_pairs=300, seed=0)
+    sizes = {(b.a, b.b): len(b) for b in plan.blocks}
+    assert len(plan) == 300
+    assert sizes[(0, 2)] == sizes[(2, 0)] == sizes[(1, 2)] == sizes[(2, 1)] == 30
+    assert sizes[(0, 1)] == sizes[(1, 0)] == 90
+
+
+def test_errors_are_input_errors():
+    with pytest.raises(InputError, match="pairs"):
+        pair_plan(torch.tensor([0, 1]), "everything")
+    with pytest.raises(InputTypeError, match="integer"):
+        pair_plan(torch.tensor([0.0, 1.0]))
+    with pytest.raises(InputError, match="max_pairs"):
+        pair_plan(torch.tensor([0, 1]), max_pairs=0)
+    with pytest.raises(InputError, match="two classes"):
+        pair_plan(torch.zeros(4, dtype=torch.long))
+    with pytest.raises(InputError, match="max_pairs"):
+        pair_plan(torch.zeros(4, dtype=torch.long), "random")

@@ -1,28 +1,49 @@
-"""Small shared helpers: argument checks, progress bars, atomic writes."""
+"""Small shared helpers: argument checks, progress bars, atomic writes, strict JSON."""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from .errors import InputError, InputTypeError
+
 
 def check_int(value, name: str, minimum: int = 1) -> int:
     """Validate an int >= ``minimum`` (bools and floats are refused)."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
+        raise InputTypeError(f"{name} must be an int >= {minimum}, got {value!r}")
     if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+        raise InputError(f"{name} must be an int >= {minimum}, got {value}")
     return value
 
 
 def check_choice(value, name: str, choices: Iterable[str]) -> str:
     choices = tuple(choices)
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+        raise InputError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
     return value
+
+
+def json_safe(obj):
+    """``obj`` with every non-finite float (NaN, ±inf) replaced by ``None``, recursively
+    through dicts, lists and tuples, so that it serialises as strict JSON (``null``)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def json_dumps(obj, **kw) -> str:
+    """Strict JSON text of ``obj``: non-finite floats become ``null`` (never a bare ``NaN``)."""
+    return json.dumps(json_safe(obj), allow_nan=False, **kw)
 
 
 def progress(iterable: Iterable, *, total: int | None = None, desc: str = "", enabled: bool = False) -> Iterable:
@@ -47,6 +68,9 @@ def atomic_path(path: str | os.PathLike) -> contextlib.AbstractContextManager:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
     For writers that take a file name (``torch.save``, ``savefig``).
+
+    The file gets the mode of any file the user creates, ``0o666 & ~umask``
+    (``mkstemp`` alone would leave it ``0o600``).
     """
 
     @contextlib.contextmanager
@@ -54,8 +78,11 @@ def atomic_path(path: str | os.PathLike) -> contextlib.AbstractContextManager:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix, dir=target.parent)
-        os.close(fd)
         try:
+            try:
+                os.fchmod(fd, 0o666 & ~current_umask())
+            finally:
+                os.close(fd)
             yield tmp
             os.replace(tmp, target)
         except BaseException:
@@ -64,3 +91,16 @@ def atomic_path(path: str | os.PathLike) -> contextlib.AbstractContextManager:
             raise
 
     return _cm()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system tells it
+    (``/proc/self/status`` on Linux); elsewhere set and restored at once."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

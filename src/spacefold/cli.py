@@ -1,88 +1,193 @@
 """Command line: argument parsing and printing only; every command calls the public API.
 
-Exit codes: 0 success, 2 bad input (one line on stderr, no traceback).
+Arguments are validated where they are parsed, by the ``type=`` functions below and
+``choices=``; what only the library can judge (a data file, a checkpoint) it reports
+as :class:`spacefold.errors.InputError`.
+
+Exit codes: 0 success; 2 bad input, one line on stderr, no traceback (an argument
+refused by argparse, an ``InputError``, a model the method cannot walk, a file that is
+missing, a directory, not a directory or not permitted); 130 interrupted. Any other exception is a bug and
+keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ._util import json_dumps
+from .errors import InputError
 
-class UsageError(ValueError):
+
+class UsageError(InputError):
     """Bad input found by the CLI itself."""
 
 
+# --------------------------------------------------------------------------- argument types
+# Small ``type=`` functions for argparse, for every command: each returns the parsed
+# value or raises ``argparse.ArgumentTypeError`` with "must be ..., got ...", which
+# argparse prefixes with the option's name ("argument --lr: must be ...").
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+
+
+def finite_float(text: str) -> float:
+    """A finite number (not nan, not ±inf)."""
+    v = _number(text)
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return v
+
+
+def float_in(lo: float = -math.inf, hi: float = math.inf, *, lo_open: bool = False,
+             hi_open: bool = False) -> Callable[[str], float]:
+    """A ``type=`` for a finite number in the interval from ``lo`` to ``hi`` (closed unless ``*_open``)."""
+    interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    if lo == 0 and hi == math.inf:
+        what = "a finite number > 0" if lo_open else "a finite number >= 0"
+    else:
+        what = f"a finite number in {interval}"
+
+    def parse(text: str) -> float:
+        v = _number(text)
+        ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+        if not ok:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return v
+
+    parse.__name__ = f"float in {interval}"
+    return parse
+
+
+positive_float = float_in(0.0, lo_open=True)
+positive_float.__doc__ = "A finite number > 0."
+nonnegative_float = float_in(0.0)
+nonnegative_float.__doc__ = "A finite number >= 0."
+fraction = float_in(0.0, 1.0)
+fraction.__doc__ = "A number in [0, 1] (an accuracy, a share)."
+probability = float_in(0.0, 1.0, hi_open=True)
+probability.__doc__ = "A number in [0, 1) (a rate that must leave something, such as dropout)."
+
+
+def int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """A ``type=`` for an integer >= ``lo`` (and <= ``hi`` when given)."""
+    what = f"an int >= {lo}" if hi is None else f"an int in [{lo}, {hi}]"
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return v
+
+    parse.__name__ = what
+    return parse
+
+
+positive_int = int_in(1)
+positive_int.__doc__ = "An int >= 1."
+nonnegative_int = int_in(0)
+nonnegative_int.__doc__ = "An int >= 0 (seeds)."
+
+
+def normalized(text: str) -> str:
+    """Lower case without surrounding blanks, for ``choices=`` of lower-case names."""
+    return text.strip().lower()
+
+
+def hidden_arch(text: str) -> str:
+    """An MLP architecture with at least one hidden layer ("3x20", "30-20"), in its canonical
+    spelling (" 5 x 12 " -> "5x12", "30,20" -> "30-20")."""
+    from .models import arch_name, parse_arch
+
+    try:
+        widths = parse_arch(text)
+    except InputError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if not widths:
+        raise argparse.ArgumentTypeError(f"must have at least one hidden layer (e.g. 3x20), got {text!r}")
+    return arch_name(widths)
+
+
+def output_dir(text: str) -> Path:
+    """A directory to write results to: it exists or can be created, and the user may write there.
+
+    Checked when the arguments are parsed, so that nothing is computed for results
+    that could not be saved; nothing is created by the check.
+    """
+    path = Path(text).expanduser()
+    probe = path
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise argparse.ArgumentTypeError(f"must be a directory (or one to create), got {text!r}: {probe} is a file")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as err:
+        raise argparse.ArgumentTypeError(
+            f"must be a directory you can write to, got {text!r} ({err.strerror or err} in {probe})") from None
+    return path
+
+
 def _emit_json(obj) -> None:
-    print(json.dumps(obj, indent=None, sort_keys=False))
+    """Print ``obj`` as strict JSON: a non-finite number is ``null``, never a bare ``NaN``."""
+    print(json_dumps(obj, indent=None, sort_keys=False))
 
 
 # --------------------------------------------------------------------------- cantornet
 
 
 def _add_cantornet(sub) -> None:
+    from .cantornet import MAX_DEPTH, REPRESENTATIONS
+    from .walk import METHODS
+
     p = sub.add_parser(
         "cantornet",
         help="folding of CantorNet along a segment",
         description="Folding of CantorNet (representations A, B, C) along a segment, "
         "default (0, 0.75) -> (1, 0.75).",
     )
-    p.add_argument("--depth", type=int, default=1, help="recursion depth k >= 1 (default 1)")
-    p.add_argument("--representation", default="A", help="A (recursive), B or C (DNF-like); default A")
-    p.add_argument("--method", default="exact", help="exact | bisect | uniform (default exact)")
-    p.add_argument("--steps", type=int, default=10, help="uniform: steps + 1 grid points (default 10)")
-    p.add_argument("--start", type=float, nargs=2, metavar=("X", "Y"), default=(0.0, 0.75))
-    p.add_argument("--end", type=float, nargs=2, metavar=("X", "Y"), default=(1.0, 0.75))
-    p.add_argument("--tol", type=float, default=None,
+    p.add_argument("--depth", type=int_in(1, MAX_DEPTH), default=1,
+                   help=f"recursion depth k in [1, {MAX_DEPTH}] (default 1)")
+    p.add_argument("--representation", type=lambda t: t.strip().upper(), choices=REPRESENTATIONS, default="A",
+                   help="A (recursive), B or C (DNF-like); default A")
+    p.add_argument("--method", type=normalized, choices=METHODS, default="exact",
+                   help="exact | bisect | uniform (default exact)")
+    p.add_argument("--steps", type=positive_int, default=10, help="uniform: steps + 1 grid points (default 10)")
+    p.add_argument("--start", type=finite_float, nargs=2, metavar=("X", "Y"), default=(0.0, 0.75))
+    p.add_argument("--end", type=finite_float, nargs=2, metavar=("X", "Y"), default=(1.0, 0.75))
+    p.add_argument("--tol", type=nonnegative_float, default=None,
                    help="bisect: locate transitions within TOL in t; exact: crossings closer than TOL are "
                    "simultaneous (default: 1e-6 for bisect; for exact 1e-9, or 1e-6 with a tie tolerance)")
-    p.add_argument("--tie-tol", type=float, default=None,
+    p.add_argument("--tie-tol", type=nonnegative_float, default=None,
                    help="bit = pre-activation > TIE_TOL (default: the net's recommended value, 1e-9 in float64, "
                    "which representation C needs for its exact ties)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_cantornet)
 
 
-def _cantornet_point(values, option: str):
-    import math
-
+def _cantornet_options(args) -> dict:
+    """The validated cantornet options as the arguments of :func:`_cantornet_result`."""
     import torch
 
-    x, y = (float(v) for v in values)
-    if not (math.isfinite(x) and math.isfinite(y)):
-        raise UsageError(f"{option} must be two finite numbers X Y, got {x} {y}")
-    return torch.tensor([x, y], dtype=torch.float64)
-
-
-def _cantornet_options(args) -> dict:
-    """Validate the cantornet options; every message names the option."""
-    import math
-
-    from .cantornet import MAX_DEPTH, REPRESENTATIONS
-    from .walk import METHODS
-
-    if not 1 <= args.depth <= MAX_DEPTH:
-        raise UsageError(f"--depth must be an int in [1, {MAX_DEPTH}] (the recursion depth k), got {args.depth}")
-    rep = str(args.representation).strip().upper()
-    if rep not in REPRESENTATIONS:
-        raise UsageError(f"--representation must be one of A, B, C, got {args.representation!r}")
-    method = str(args.method).strip().lower()
-    if method not in METHODS:
-        raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {args.method!r}")
-    if args.steps < 1:
-        raise UsageError(f"--steps must be an int >= 1 (the uniform grid has steps + 1 points), got {args.steps}")
-    for option, value in (("--tol", args.tol), ("--tie-tol", args.tie_tol)):
-        if value is not None and not (math.isfinite(value) and value >= 0):
-            raise UsageError(f"{option} must be a finite number >= 0, got {value}")
     return {
         "depth": args.depth,
-        "representation": rep,
-        "method": method,
-        "start": _cantornet_point(args.start, "--start"),
-        "end": _cantornet_point(args.end, "--end"),
+        "representation": args.representation,
+        "method": args.method,
+        "start": torch.tensor(args.start, dtype=torch.float64),
+        "end": torch.tensor(args.end, dtype=torch.float64),
     }
 
 
@@ -165,12 +270,6 @@ def _cmd_cantornet(args) -> int:
 # --------------------------------------------------------------------------- measure, sweep, demo
 
 
-def _cli_method(value: str) -> str:
-    if value not in ("exact", "bisect", "uniform"):
-        raise UsageError(f"--method must be one of exact, bisect, uniform, got {value!r}")
-    return value
-
-
 def _cli_data(args):
     from .load import load_data
 
@@ -179,9 +278,6 @@ def _cli_data(args):
     except ImportError as err:
         raise UsageError(str(err)) from None
     n_train, n_test = getattr(args, "n_train", None), getattr(args, "n_test", None)
-    for opt, v in (("--n-train", n_train), ("--n-test", n_test)):
-        if v is not None and v < 2:
-            raise UsageError(f"{opt} must be an int >= 2, got {v}")
     if n_train is not None or n_test is not None:
         data = data.subset(n_train, n_test, seed=args.data_seed)
     return data
@@ -194,10 +290,14 @@ def _add_data_args(p, default: str | None) -> None:
                    + (f" (default {default})" if default else ""))
     p.add_argument("--data-dir", default=None, help="directory holding the MNIST IDX files (for --data mnist)")
     p.add_argument("--download", action="store_true", help="download MNIST into --data-dir (needs torchvision)")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the train/test split and subsets (default 0)")
+    p.add_argument("--data-seed", type=nonnegative_int, default=0,
+                   help="seed of the train/test split and subsets (default 0)")
 
 
 def _add_measure(sub) -> None:
+    from .global_folding import PAIR_CHOICES
+    from .walk import METHODS
+
     p = sub.add_parser(
         "measure",
         help="global folding of a saved model on a data set",
@@ -210,19 +310,25 @@ def _add_measure(sub) -> None:
     p.add_argument("--weights", default=None, help="state_dict file for a package.module:factory model")
     _add_data_args(p, None)
     p.add_argument("--split", default="test", choices=["test", "train"], help="which split to walk (default test)")
-    p.add_argument("--n-test", type=int, default=None, help="use a stratified subset of this many samples")
-    p.add_argument("--pairs", default="inter-class", help="inter-class | all | centroids | random (default inter-class)")
-    p.add_argument("--max-pairs", type=int, default=None, help="at most this many paths, spread over class pairs")
-    p.add_argument("--n-clusters", type=int, default=10, help="k-means clusters per class for --pairs centroids")
-    p.add_argument("--method", default="exact", help="exact | bisect | uniform (default exact)")
-    p.add_argument("--steps", type=int, default=100, help="uniform: steps + 1 grid points (default 100)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the pair sample and the centroids (default 0)")
+    p.add_argument("--n-test", type=int_in(2), default=None, help="use a stratified subset of this many samples")
+    p.add_argument("--pairs", type=normalized, choices=PAIR_CHOICES, default="inter-class",
+                   help="inter-class | all | centroids | random (default inter-class)")
+    p.add_argument("--max-pairs", type=positive_int, default=None,
+                   help="at most this many paths, spread over class pairs (needed by --pairs random)")
+    p.add_argument("--n-clusters", type=positive_int, default=10,
+                   help="k-means clusters per class for --pairs centroids")
+    p.add_argument("--method", type=normalized, choices=METHODS, default="exact",
+                   help="exact | bisect | uniform (default exact)")
+    p.add_argument("--steps", type=positive_int, default=100, help="uniform: steps + 1 grid points (default 100)")
+    p.add_argument("--seed", type=nonnegative_int, default=0,
+                   help="seed of the pair sample and the centroids (default 0)")
     p.add_argument("--per-layer", action="store_true", help="also the folding of each layer's bits alone")
     p.add_argument("--ci", action="store_true", help="bootstrap 95%% confidence intervals")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
-    p.add_argument("--batch-size", type=int, default=1024, help="segments walked at once (default 1024)")
+    p.add_argument("--n-boot", type=positive_int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--batch-size", type=positive_int, default=1024, help="segments walked at once (default 1024)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--out", default=None, help="also write measure.json and class_pairs.csv to this directory")
+    p.add_argument("--out", type=output_dir, default=None,
+                   help="also write measure.json and class_pairs.csv to this directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_measure)
 
@@ -230,14 +336,6 @@ def _add_measure(sub) -> None:
 def _cmd_measure(args) -> int:
     from .load import fit_input_shape, load_model
 
-    method = _cli_method(args.method)
-    for opt, v, lo in (("--max-pairs", args.max_pairs, 1), ("--n-clusters", args.n_clusters, 1),
-                       ("--steps", args.steps, 1), ("--n-boot", args.n_boot, 1), ("--batch-size", args.batch_size, 1),
-                       ("--seed", args.seed, 0)):
-        if v is not None and v < lo:
-            raise UsageError(f"{opt} must be an int >= {lo}, got {v}")
-    if args.pairs not in ("inter-class", "all", "centroids", "random"):
-        raise UsageError(f"--pairs must be one of inter-class, all, centroids, random, got {args.pairs!r}")
     data = _cli_data(args)
     model = load_model(args.model, args.weights, example=data.x_test[:2])
     x, y = data.split(args.split)
@@ -250,7 +348,7 @@ def _cmd_measure(args) -> int:
     from .global_folding import global_folding
 
     try:
-        g = global_folding(model, x, y, pairs=args.pairs, max_pairs=args.max_pairs, seed=args.seed, method=method,
+        g = global_folding(model, x, y, pairs=args.pairs, max_pairs=args.max_pairs, seed=args.seed, method=args.method,
                            n_clusters=args.n_clusters, steps=args.steps, per_layer=args.per_layer,
                            batch_size=args.batch_size, progress=not args.no_progress)
     except ImportError as err:
@@ -268,15 +366,12 @@ def _cmd_measure(args) -> int:
 
 def _write_measure(res: dict, out) -> None:
     import csv
-    from pathlib import Path
 
     from ._util import atomic_write
 
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out must be a directory, got the file {out}")
     with atomic_write(out / "measure.json") as fh:
-        json.dump(res, fh, indent=1)
+        fh.write(json_dumps(res, indent=1))
     rows = res["class_pairs"]
     with atomic_write(out / "class_pairs.csv") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -318,6 +413,7 @@ def _measure_text(res: dict) -> str:
 
 def _add_sweep(sub) -> None:
     from .models import DEPTH_SERIES
+    from .walk import METHODS
 
     p = sub.add_parser(
         "sweep",
@@ -327,21 +423,25 @@ def _add_sweep(sub) -> None:
         "started again. Writes results.csv, results.json, summary.md and plots to --out.",
     )
     _add_data_args(p, "digits")
-    p.add_argument("--n-train", type=int, default=None, help="train on a stratified subset of this many samples")
-    p.add_argument("--n-test", type=int, default=None, help="measure on a stratified subset of this many samples")
-    p.add_argument("--archs", nargs="+", default=list(DEPTH_SERIES), help="architectures, e.g. 3x20 5x12 30-20")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (default 0 1 2)")
-    p.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--batch-size", type=int, default=128, help="training batch size (default 128)")
-    p.add_argument("--method", default="exact", help="exact | bisect | uniform (default exact)")
-    p.add_argument("--steps", type=int, default=100, help="uniform: steps + 1 grid points (default 100)")
-    p.add_argument("--pairs-per-class-pair", type=int, default=200,
+    p.add_argument("--n-train", type=int_in(2), default=None, help="train on a stratified subset of this many samples")
+    p.add_argument("--n-test", type=int_in(2), default=None, help="measure on a stratified subset of this many samples")
+    p.add_argument("--archs", nargs="+", type=hidden_arch, default=list(DEPTH_SERIES),
+                   help="architectures, e.g. 3x20 5x12 30-20")
+    p.add_argument("--seeds", nargs="+", type=nonnegative_int, default=[0, 1, 2], help="seeds (default 0 1 2)")
+    p.add_argument("--epochs", type=positive_int, default=30, help="training epochs (default 30)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="training batch size (default 128)")
+    p.add_argument("--method", type=normalized, choices=METHODS, default="exact",
+                   help="exact | bisect | uniform (default exact)")
+    p.add_argument("--steps", type=positive_int, default=100, help="uniform: steps + 1 grid points (default 100)")
+    p.add_argument("--pairs-per-class-pair", type=positive_int, default=200,
                    help="random test pairs per ordered class pair (default 200)")
-    p.add_argument("--n-boot", type=int, default=500, help="bootstrap resamples for the intervals (default 500)")
-    p.add_argument("--min-accuracy", type=float, default=0.9,
+    p.add_argument("--n-boot", type=positive_int, default=500,
+                   help="bootstrap resamples for the intervals (default 500)")
+    p.add_argument("--min-accuracy", type=fraction, default=0.9,
                    help="runs below this test accuracy are drawn hollow and left out of the depth trend (default 0.9)")
-    p.add_argument("--out", default="spacefold-sweep", help="output directory (default ./spacefold-sweep)")
+    p.add_argument("--out", type=output_dir, default="spacefold-sweep",
+                   help="output directory (default ./spacefold-sweep)")
     p.add_argument("--no-plots", action="store_true", help="write no figures")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print one JSON object (the summary) on stdout")
@@ -349,38 +449,19 @@ def _add_sweep(sub) -> None:
 
 
 def _cmd_sweep(args) -> int:
-    from .models import parse_arch
     from .study import StudySettings
 
-    for opt, v, lo in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1), ("--steps", args.steps, 1),
-                       ("--pairs-per-class-pair", args.pairs_per_class_pair, 1), ("--n-boot", args.n_boot, 1)):
-        if v < lo:
-            raise UsageError(f"{opt} must be an int >= {lo}, got {v}")
-    if not args.lr > 0:
-        raise UsageError(f"--lr must be > 0, got {args.lr}")
-    if any(s < 0 for s in args.seeds):
-        raise UsageError(f"--seeds must be ints >= 0, got {args.seeds}")
-    for a in args.archs:
-        try:
-            parse_arch(a)
-        except (ValueError, TypeError) as err:
-            raise UsageError(f"--archs: {err}") from None
-    settings = StudySettings(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                             method=_cli_method(args.method), steps=args.steps,
-                             pairs_per_class_pair=args.pairs_per_class_pair, n_boot=args.n_boot)
+    settings = StudySettings(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, method=args.method,
+                             steps=args.steps, pairs_per_class_pair=args.pairs_per_class_pair, n_boot=args.n_boot)
     data = _cli_data(args)
     return _run_sweep(data, args.archs, args.seeds, settings, args.out, plots=not args.no_plots,
                       progress=not args.no_progress, as_json=args.json, min_accuracy=args.min_accuracy)
 
 
 def _run_sweep(data, archs, seeds, settings, out, *, plots, progress, as_json, min_accuracy) -> int:
-    from pathlib import Path
-
     from .study import depth_trend, markdown_summary, run_study, summary_by_arch
 
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out must be a directory, got the file {out}")
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
@@ -416,6 +497,8 @@ def _run_sweep(data, archs, seeds, settings, out, *, plots, progress, as_json, m
 
 
 def _add_demo(sub) -> None:
+    from .walk import METHODS
+
     p = sub.add_parser(
         "demo",
         help="a small depth study on scikit-learn's digits (no download)",
@@ -423,8 +506,10 @@ def _add_demo(sub) -> None:
         "scikit-learn's 8x8 digits and measure the global folding of each on test pairs; writes plots and a "
         "summary table (CSV, JSON, markdown) to --out. A few minutes on 2 CPU cores.",
     )
-    p.add_argument("--out", default="spacefold-demo", help="output directory (default ./spacefold-demo)")
-    p.add_argument("--method", default="exact", help="exact | bisect | uniform (default exact)")
+    p.add_argument("--out", type=output_dir, default="spacefold-demo",
+                   help="output directory (default ./spacefold-demo)")
+    p.add_argument("--method", type=normalized, choices=METHODS, default="exact",
+                   help="exact | bisect | uniform (default exact)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print one JSON object (the summary) on stdout")
     p.set_defaults(func=_cmd_demo)
@@ -435,12 +520,11 @@ def _cmd_demo(args) -> int:
     from .models import DEPTH_SERIES
     from .study import demo_settings
 
-    method = _cli_method(args.method)
     try:
         data = load_digits(seed=0)
     except ImportError as err:
         raise UsageError(str(err)) from None
-    settings = demo_settings(method)
+    settings = demo_settings(args.method)
     return _run_sweep(data, list(DEPTH_SERIES), [0, 1, 2], settings, args.out, plots=True,
                       progress=not args.no_progress, as_json=args.json, min_accuracy=0.9)
 
@@ -449,12 +533,26 @@ def _cmd_demo(args) -> int:
 
 _COMMANDS: list[Callable] = [_add_cantornet, _add_demo, _add_measure, _add_sweep]
 
+#: What the user did wrong rather than the program: reported as one line, exit code 2.
+USER_ERRORS: tuple[type[BaseException], ...] = (InputError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+                                                PermissionError)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from . import NotPiecewiseLinearError  # a model the chosen method cannot walk: choose another method
+
+    return (*USER_ERRORS, NotPiecewiseLinearError)
+
+
+class _ArgumentError(Exception):
+    """An argument refused while parsing; ``main`` prints it and returns 2."""
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse with bad arguments reported as one line on stderr and exit code 2."""
 
     def error(self, message: str):  # noqa: D102
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        raise _ArgumentError(f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -471,19 +569,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(err: BaseException | str) -> str:
+    """The message on one line: every run of white space (line breaks of any kind too) is one blank."""
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _ArgumentError as err:
+        print(err, file=sys.stderr)
+        return 2
     if getattr(args, "func", None) is None:
-        parser.print_help()
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog}: error: a command is required (see {parser.prog} --help)", file=sys.stderr)
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, KeyError) as err:
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"spacefold {args.command}: error: {msg}", file=sys.stderr)
+    except _user_errors() as err:
+        print(f"spacefold {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader of stdout went away (``| head``)
         sys.stderr.close()
@@ -497,6 +602,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _add_plot(sub) -> None:
+    from .cantornet import MAX_DEPTH
+    from .walk import METHODS
+
     p = sub.add_parser(
         "plot",
         help="figures of one segment (path) or one plane",
@@ -508,15 +616,17 @@ def _add_plot(sub) -> None:
     p.add_argument("--model", default=None, help="spacefold checkpoint, TorchScript file, torch.export archive (.pt2) "
                    "or package.module:factory (with --weights)")
     p.add_argument("--weights", default=None, help="state_dict file for a package.module:factory model")
-    p.add_argument("--cantornet", type=int, default=None, metavar="K",
+    p.add_argument("--cantornet", type=int_in(1, MAX_DEPTH), default=None, metavar="K",
                    help="CantorNet A of depth K on its unit square instead of --model/--data")
     _add_data_args(p, "digits")
     p.add_argument("--split", default="test", choices=["test", "train"], help="split the inputs come from")
-    p.add_argument("--index", type=int, nargs="+", default=None, metavar="I",
+    p.add_argument("--index", type=nonnegative_int, nargs="+", default=None, metavar="I",
                    help="inputs by index into the split: path I J (x1 x2), plane I J K (x0 x1 x2); "
                    "default: the first samples of two (three) different classes")
-    p.add_argument("--method", default=None, help="path: exact | bisect | uniform (default exact where possible)")
-    p.add_argument("--resolution", type=int, default=400, help="plane: raster size for non piecewise-linear nets")
+    p.add_argument("--method", type=normalized, choices=METHODS, default=None,
+                   help="path: exact | bisect | uniform (default exact where possible, else bisect)")
+    p.add_argument("--resolution", type=int_in(2), default=400,
+                   help="plane: raster size for nets that are not piecewise linear (default 400)")
     p.add_argument("-o", "--out", required=True, help="output file: .png, .svg or .pdf")
     p.add_argument("--format", nargs="+", default=None, choices=["png", "svg", "pdf"],
                    help="write these formats (the suffix of --out is replaced)")
@@ -532,7 +642,7 @@ def _plot_inputs(args, data, model):
         if len(args.index) != need:
             raise UsageError(f"--index must give {need} indices for plot {args.kind}, got {len(args.index)}")
         for i in args.index:
-            if not 0 <= i < len(y):
+            if i >= len(y):
                 raise UsageError(f"--index must be in [0, {len(y) - 1}] (the {args.split} split), got {i}")
         idx = list(args.index)
     else:
@@ -556,15 +666,9 @@ def _cmd_plot(args) -> int:
     from .load import load_data, load_model
     from .plot import plot_path, plot_plane, save_figure
 
-    if args.resolution < 2:
-        raise UsageError(f"--resolution must be an int >= 2, got {args.resolution}")
-    if args.method is not None:
-        _cli_method(args.method)
     if args.cantornet is not None:
-        from .cantornet import MAX_DEPTH, cantornet
+        from .cantornet import cantornet
 
-        if not 1 <= args.cantornet <= MAX_DEPTH:
-            raise UsageError(f"--cantornet must be an int in [1, {MAX_DEPTH}], got {args.cantornet}")
         net = cantornet(args.cantornet, "A")
         import torch
 

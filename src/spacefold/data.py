@@ -10,8 +10,11 @@ directory the caller names.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ._util import check_int
+from .errors import InputError, InputTypeError
 
 __all__ = [
     "Dataset",
@@ -52,8 +56,8 @@ _IDX_DTYPES = {
 }
 
 
-class DataError(ValueError):
-    """A data file is missing, unreadable or malformed."""
+class DataError(InputError):
+    """A data file is unreadable or malformed; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ class Dataset:
             return self.x_train, self.y_train
         if which == "test":
             return self.x_test, self.y_test
-        raise ValueError(f"which must be 'train' or 'test', got {which!r}")
+        raise InputError(f"which must be 'train' or 'test', got {which!r}")
 
     def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> Dataset:
         """A stratified random subset of at most ``n_train`` / ``n_test`` samples (seeded)."""
@@ -128,35 +132,58 @@ def _open(path: Path):
     return open(path, "rb")
 
 
+#: Errors of reading a corrupt file: gzip and zip framing, deflate streams, truncation.
+_CORRUPT = (OSError, EOFError, zlib.error, zipfile.BadZipFile, struct.error, NotImplementedError, OverflowError)
+
+_CHUNK = 1 << 24
+
+
+def _read_at_most(fh, n: int) -> bytes:
+    """Up to ``n`` bytes of ``fh`` in bounded chunks: memory follows what the file holds,
+    never what a header claims."""
+    parts, got = [], 0
+    while got < n:
+        part = fh.read(min(_CHUNK, n - got))
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read one IDX file (gzipped or not) into a numpy array.
 
     Raises :class:`DataError` naming the file when it is truncated, has a bad
-    header or is not gzip/IDX at all.
+    header, trailing bytes, a corrupt gzip stream, or is not gzip/IDX at all.
+    The data are read in bounded chunks, so a header announcing more than the
+    file holds costs no memory.
     """
     path = Path(path)
     try:
         with _open(path) as fh:
-            raw = fh.read()
-    except FileNotFoundError:
+            head = _read_at_most(fh, 4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
+                raise DataError(f"{path} is not an IDX file (bad magic number)")
+            dtype = np.dtype(_IDX_DTYPES[head[2]])
+            ndim = head[3]
+            dims = _read_at_most(fh, 4 * ndim)
+            if ndim == 0 or len(dims) < 4 * ndim:
+                raise DataError(f"{path} is not a valid IDX file (bad header)")
+            shape = struct.unpack(f">{ndim}I", dims)
+            expected = math.prod(shape) * dtype.itemsize
+            raw = _read_at_most(fh, expected + 1)
+    except (FileNotFoundError, DataError):
         raise
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise DataError(f"cannot read IDX file {path}: {err}") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise DataError(f"{path} is not an IDX file (bad magic number)")
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
-        raise DataError(f"{path} is not a valid IDX file (bad header)")
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = int(np.prod(shape)) * dtype.itemsize
-    if len(raw) - header != expected:
+    except _CORRUPT as err:
+        raise DataError(f"cannot read IDX file {path}: {' '.join(str(err).split()) or type(err).__name__}") from None
+    if len(raw) != expected:
+        held = "more" if len(raw) > expected else f"{len(raw)} bytes"
         raise DataError(
             f"{path} is corrupt or truncated: header announces shape {shape} ({expected} bytes of data), "
-            f"file holds {len(raw) - header} bytes"
+            f"file holds {held}"
         )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    return np.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None = None) -> None:
@@ -167,7 +194,7 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None 
     codes = {np.dtype(v).newbyteorder("="): k for k, v in _IDX_DTYPES.items()}
     dt = array.dtype.newbyteorder("=")
     if dt not in codes:
-        raise ValueError(f"array must have an IDX dtype (uint8, int8, int16, int32, float32, float64), got {dt}")
+        raise InputTypeError(f"array must have an IDX dtype (uint8, int8, int16, int32, float32, float64), got {dt}")
     code = codes[dt]
     data = (
         bytes([0, 0, code, array.ndim])
@@ -214,12 +241,14 @@ def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = False
     The files may be gzipped or not, and may sit in ``data_dir`` itself or in
     ``data_dir/MNIST/raw`` (torchvision's layout). With ``download=True`` and
     torchvision installed, missing files are downloaded into ``data_dir`` first.
-    Inputs are scaled to [0, 1] and flattened to 784 features.
+    Integer images (the standard uint8 grey levels) are scaled to [0, 1]; float
+    images are taken as they are. Inputs are flattened to 784 features. Malformed
+    files raise :class:`DataError` naming the file.
     """
     if data_dir is None:
         data_dir = os.environ.get("SPACEFOLD_DATA", "")
         if not data_dir:
-            raise ValueError(
+            raise InputError(
                 "data_dir must name the directory holding the MNIST IDX files, got None "
                 "(pass --data-dir DIR or set SPACEFOLD_DATA)"
             )
@@ -235,15 +264,32 @@ def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = False
     arrays = {k: read_idx(p) for k, p in files.items()}
     for split in ("train", "test"):
         img, lab = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        img_file, lab_file = files[f"{split}_images"], files[f"{split}_labels"]
         if img.ndim != 3 or lab.ndim != 1 or img.shape[0] != lab.shape[0]:
             raise DataError(
-                f"MNIST {split} files in {files[f'{split}_images'].parent} do not match: images {img.shape}, "
+                f"MNIST {split} files in {img_file.parent} do not match: images {img.shape}, "
                 f"labels {lab.shape}; expected (n, 28, 28) and (n,)"
             )
-        if lab.size and (lab.min() < 0 or lab.max() > 9):
-            raise DataError(f"MNIST {split} labels in {files[f'{split}_labels']} must be digits 0-9")
+        if img.shape[0] == 0:
+            raise DataError(f"MNIST {split} images in {img_file} must hold at least one image, got none")
+        if not np.issubdtype(lab.dtype, np.integer):
+            raise DataError(f"MNIST {split} labels in {lab_file} must be integers, got IDX type {lab.dtype}")
+        if lab.min() < 0 or lab.max() > 9:
+            raise DataError(f"MNIST {split} labels in {lab_file} must be digits 0-9, got {lab.min()} to {lab.max()}")
+        if np.issubdtype(img.dtype, np.integer) and (img.min() < 0 or img.max() > 255):
+            raise DataError(f"MNIST {split} images in {img_file} must be integer grey levels 0-255 or floats, "
+                            f"got integers {img.min()} to {img.max()}")
+        if np.issubdtype(img.dtype, np.floating) and not np.isfinite(img).all():
+            raise DataError(f"MNIST {split} images in {img_file} must be finite, got NaN or inf")
+    tr, te = arrays["train_images"], arrays["test_images"]
+    if tr.shape[1:] != te.shape[1:]:
+        raise DataError(f"MNIST train images in {files['train_images']} are {tr.shape[1]}x{tr.shape[2]} but test "
+                        f"images in {files['test_images']} are {te.shape[1]}x{te.shape[2]}; they must be the same size")
 
     def x(a):
+        # Integer grey levels 0-255 are scaled to [0, 1]; float images are taken as they are.
+        if np.issubdtype(a.dtype, np.floating):
+            return torch.from_numpy(a.reshape(a.shape[0], -1).astype(np.float32))
         return torch.from_numpy(a.reshape(a.shape[0], -1).astype(np.float32) / 255.0)
 
     def y(a):
@@ -256,7 +302,7 @@ def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = False
         x(arrays["test_images"]),
         y(arrays["test_labels"]),
         10,
-        source=str(files["train_images"].parent),
+        source="MNIST IDX files",
     )
 
 
@@ -288,7 +334,7 @@ def _need_sklearn(what: str):
 
 def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> tuple[Tensor, ...]:
     if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        raise InputError(f"test_fraction must be in (0, 1), got {test_fraction}")
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
     n_test = max(1, int(round(test_fraction * len(y))))
@@ -334,7 +380,7 @@ def make_synthetic(
     check_int(n_features, "n_features", 1)
     check_int(n_classes, "n_classes", 2)
     if n_samples < 2 * n_classes:
-        raise ValueError(f"n_samples must be at least 2 * n_classes = {2 * n_classes}, got {n_samples}")
+        raise InputError(f"n_samples must be at least 2 * n_classes = {2 * n_classes}, got {n_samples}")
     rng = np.random.default_rng(seed)
     y = np.arange(n_samples) % n_classes
     rng.shuffle(y)
@@ -344,7 +390,7 @@ def make_synthetic(
         x = centres[y] + rng.normal(size=(n_samples, n_features))
     else:
         if n_features < 2:
-            raise ValueError(f"n_features must be >= 2 for spirals, got {n_features}")
+            raise InputError(f"n_features must be >= 2 for spirals, got {n_features}")
         r = rng.uniform(0.05, 1.0, size=n_samples)
         theta = 3.0 * np.pi * r + 2.0 * np.pi * y / n_classes
         xy = np.stack([r * np.cos(theta), r * np.sin(theta)], 1) + noise * rng.normal(size=(n_samples, 2)) * 0.3
@@ -353,13 +399,54 @@ def make_synthetic(
     return Dataset(name, *_split(x, y, test_fraction, seed), n_classes, source=f"synthetic {name} seed={seed}")
 
 
-def _load_npz(path: Path, test_fraction: float, seed: int) -> Dataset:
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file; :class:`DataError` naming the file for anything else.
+
+    Each member's header is checked against the member's size before its array is
+    allocated, so a header claiming a huge shape costs no memory; object arrays are
+    refused (never unpickled).
+    """
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"data file {path} is not an .npz file (not a zip archive); write it with numpy.savez")
+    arrays = {}
     try:
-        with np.load(path, allow_pickle=False) as z:
-            keys = set(z.files)
-            arrays = {k: z[k] for k in keys}
-    except (OSError, ValueError, EOFError) as err:
-        raise DataError(f"cannot read data file {path}: {err}") from None
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                with zf.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    if version == (1, 0):
+                        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+                    elif version == (2, 0):
+                        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+                    else:
+                        raise DataError(f"data file {path}: array {name!r} has .npy format version {version}, "
+                                        "expected 1.0 or 2.0")
+                    if dtype.hasobject:
+                        raise DataError(f"data file {path}: array {name!r} holds Python objects (dtype {dtype}); "
+                                        "expected numbers")
+                    n_bytes = math.prod(shape) * dtype.itemsize
+                    if fh.tell() + n_bytes != info.file_size:
+                        raise DataError(f"data file {path} is corrupt: array {name!r} announces shape {shape} "
+                                        f"({n_bytes} bytes of data), the archive member holds "
+                                        f"{info.file_size - fh.tell()}")
+                    raw = _read_at_most(fh, n_bytes)
+                if len(raw) != n_bytes:
+                    raise DataError(f"data file {path} is corrupt: array {name!r} is truncated")
+                a = np.frombuffer(raw, dtype=dtype)
+                arrays[name] = a.reshape(shape[::-1]).T if fortran else a.reshape(shape)
+    except DataError:
+        raise
+    except (*_CORRUPT, ValueError, KeyError, RuntimeError) as err:
+        why = " ".join(str(err).split()) or type(err).__name__
+        raise DataError(f"cannot read data file {path}: it is corrupt or not an .npz file written by numpy ({why})") \
+            from None
+    return arrays
+
+
+def _load_npz(path: Path, test_fraction: float, seed: int) -> Dataset:
+    arrays = _read_npz(path)
+    keys = set(arrays)
     if {"x_train", "y_train", "x_test", "y_test"} <= keys:
         parts = [arrays[k] for k in ("x_train", "y_train", "x_test", "y_test")]
     elif {"x", "y"} <= keys:
@@ -370,24 +457,41 @@ def _load_npz(path: Path, test_fraction: float, seed: int) -> Dataset:
         )
 
     def fix(x, y, what):
-        x = np.asarray(x)
-        y = np.asarray(y)
         if x.ndim < 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
             raise DataError(f"{path}: {what} must be x (n, features...) and y (n,), got {x.shape} and {y.shape}")
-        if not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
-            raise DataError(f"{path}: labels must be non-negative integers, got dtype {y.dtype}")
-        return x.reshape(x.shape[0], -1).astype(np.float32), y.astype(np.int64)
+        if x.shape[0] == 0 or x[0].size == 0:
+            raise DataError(f"{path}: {what} must hold at least one sample of at least one feature, got x {x.shape}")
+        if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating) or x.dtype == bool):
+            raise DataError(f"{path}: {what} inputs x must be real numbers, got dtype {x.dtype}")
+        with np.errstate(over="ignore"):  # values beyond float32 become inf and are refused below
+            x = x.reshape(x.shape[0], -1).astype(np.float32)
+        if not np.isfinite(x).all():
+            raise DataError(f"{path}: {what} inputs x must be finite in float32, got NaN or inf")
+        if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+            raise DataError(f"{path}: labels must be non-negative integers, got dtype {y.dtype}"
+                            + (f" and minimum {y.min()}" if np.issubdtype(y.dtype, np.integer) else ""))
+        return x, y.astype(np.int64)
 
     if parts is None:
         x, y = fix(arrays["x"], arrays["y"], "data")
-        tensors = _split(x, y, test_fraction, seed)
+        n_all = len(y)
+        if n_all < 2:
+            raise DataError(f"{path}: data must hold at least 2 samples to split into train and test, got {n_all}")
     else:
         xtr, ytr = fix(parts[0], parts[1], "train data")
         xte, yte = fix(parts[2], parts[3], "test data")
         if xtr.shape[1] != xte.shape[1]:
             raise DataError(f"{path}: train and test inputs differ in size: {xtr.shape[1]} vs {xte.shape[1]}")
-        tensors = tuple(torch.from_numpy(a) for a in (xtr, ytr, xte, yte))
-    n_classes = int(max(int(tensors[1].max()), int(tensors[3].max())) + 1)
+        y = np.concatenate([ytr, yte])
+        n_all = len(y)
+    n_classes = int(y.max()) + 1
+    if n_classes > n_all:
+        raise DataError(f"{path}: labels must be class indices 0..K-1 with K at most the number of samples "
+                        f"({n_all}), got the label {n_classes - 1}")
+    if parts is None:
+        tensors = _split(x, y, test_fraction, seed)
+    else:
+        tensors = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in (xtr, ytr, xte, yte))
     return Dataset(path.stem, *tensors, n_classes, source=str(path))
 
 
@@ -408,7 +512,7 @@ def load_dataset(
     ``x_train``, ``y_train``, ``x_test``, ``y_test``.
     """
     if not isinstance(name, (str, os.PathLike)):
-        raise TypeError(f"name must be a data set name or a path, got {type(name).__name__}")
+        raise InputTypeError(f"name must be a data set name or a path, got {type(name).__name__}")
     key = str(name)
     if key == "mnist":
         return load_mnist(data_dir, download=download)
@@ -423,7 +527,7 @@ def load_dataset(
         if path.suffix == ".npz":
             return _load_npz(path, kwargs.get("test_fraction", 0.25), seed)
         raise DataError(f"data file {path} must be an .npz file (arrays x, y) or a directory of IDX files")
-    raise ValueError(
+    raise InputError(
         f"data must be one of {', '.join(DATASETS)}, a directory of MNIST IDX files or an .npz file, "
         f"got {key!r} (no such file or directory)"
     )

@@ -70,6 +70,9 @@ def load_model(spec: str | os.PathLike, weights: str | os.PathLike | None = None
         return model.eval()
     if weights is not None:
         raise InputError(f"--weights goes with a 'package.module:factory' model, got the file {text}")
+    if path.is_dir():
+        raise IsADirectoryError(f"model must be a file (a checkpoint, .pt2 or TorchScript file) or "
+                                f"'package.module:factory', got the directory {text}")
     if not path.is_file():
         raise FileNotFoundError(f"model {text} not found (a checkpoint, .pt2 or TorchScript file, or "
                                 "'package.module:factory')")

@@ -18,7 +18,6 @@ indices.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +25,7 @@ import torch
 from torch import Tensor
 
 from ._util import check_choice, check_int
+from .errors import InputError, InputTypeError
 
 __all__ = [
     "PairBlock",
@@ -157,11 +157,11 @@ def _check_labels(y) -> Tensor:
         try:
             y = torch.as_tensor(y)
         except Exception:
-            raise TypeError(f"y must be a tensor of integer labels, got {type(y).__name__}") from None
+            raise InputTypeError(f"y must be a tensor of integer labels, got {type(y).__name__}") from None
     if y.dim() != 1:
-        raise ValueError(f"y must be a 1-D tensor of labels, got shape {tuple(y.shape)}")
+        raise InputError(f"y must be a 1-D tensor of labels, got shape {tuple(y.shape)}")
     if y.dtype.is_floating_point or y.dtype == torch.bool or y.dtype.is_complex:
-        raise TypeError(f"y must hold integer labels, got dtype {y.dtype}")
+        raise InputTypeError(f"y must hold integer labels, got dtype {y.dtype}")
     return y.long().cpu()
 
 
@@ -173,7 +173,7 @@ def class_pair_block(y, a: int, b: int) -> PairBlock:
     ib = torch.nonzero(y == b).flatten()
     if ia.numel() == 0 or ib.numel() == 0:
         missing = a if ia.numel() == 0 else b
-        raise ValueError(f"class {missing} has no sample in y (classes present: {sorted(y.unique().tolist())})")
+        raise InputError(f"class {missing} has no sample in y (classes present: {sorted(y.unique().tolist())})")
     return PairBlock(int(a), int(b), ia, ib, product=True, exclude_self=(a == b))
 
 
@@ -192,8 +192,12 @@ def pair_plan(
         (pairs of distinct samples of the whole set, drawn at random; needs
         ``max_pairs``).
     max_pairs : at most this many pairs in all, spread evenly over the class pairs
-        (each class pair gets ``ceil(max_pairs / n_class_pairs)``, drawn at random
-        with ``seed``); ``None`` keeps every pair.
+        and drawn at random with ``seed``: each class pair gets ``max_pairs //
+        n_class_pairs`` pairs, one more for ``max_pairs % n_class_pairs`` class pairs
+        chosen at random, and a class pair with fewer pairs than its share gives all
+        of them and leaves the rest to the others (see :func:`share_out`). The plan
+        holds exactly ``min(max_pairs, number of pairs)`` pairs; with fewer than one
+        pair per class pair some class pairs get none. ``None`` keeps every pair.
     classes : restrict to these classes (default: every class present in ``y``).
     """
     y = _check_labels(y)
@@ -203,7 +207,8 @@ def pair_plan(
     check_int(seed, "seed", 0)
     if pairs == "random":
         if max_pairs is None:
-            raise ValueError("pairs='random' needs max_pairs, the number of pairs to draw")
+            raise InputError("max_pairs must be an int >= 1 with pairs='random' (the number of pairs to draw), "
+                             "got None")
         i, j = random_pairs(y.numel(), max_pairs, seed=seed)
         return PairPlan((PairBlock(-1, -1, i, j, product=False),), "random")
     present = sorted(y.unique().tolist())
@@ -213,18 +218,47 @@ def pair_plan(
         classes = [int(c) for c in classes]
         absent = [c for c in classes if c not in present]
         if absent:
-            raise ValueError(f"classes {absent} have no sample in y (classes present: {present})")
+            raise InputError(f"classes {absent} have no sample in y (classes present: {present})")
     ordered = [(a, b) for a in classes for b in classes if pairs == "all" or a != b]
     if pairs == "all":
         ordered = [(a, b) for a, b in ordered if a != b or int((y == a).sum()) >= 2]
     if not ordered:
-        raise ValueError(f"pairs={pairs!r} needs at least two classes in y, got {present}")
+        raise InputError(f"y must hold at least two classes for pairs={pairs!r}, got {present}")
     blocks = [class_pair_block(y, a, b) for a, b in ordered]
     if max_pairs is not None and sum(len(b) for b in blocks) > max_pairs:
         g = torch.Generator().manual_seed(seed)
-        per = math.ceil(max_pairs / len(blocks))
-        blocks = [b.sample(per, g) for b in blocks]
+        shares = share_out(max_pairs, [len(b) for b in blocks], g)
+        blocks = [b.sample(n, g) for b, n in zip(blocks, shares)]
     return PairPlan(tuple(blocks), pairs)
+
+
+def share_out(total: int, sizes: Sequence[int], generator: torch.Generator) -> list[int]:
+    """Split ``total`` over blocks of ``sizes`` as evenly as the sizes allow.
+
+    Share ``k`` is at most ``sizes[k]``, the shares sum to ``min(total, sum(sizes))``,
+    and shares of blocks not taken whole differ by at most one; the blocks that get
+    the one more are drawn at random from ``generator`` (nothing is drawn when
+    ``total`` divides evenly and no block is short, so such plans do not depend on
+    this step).
+    """
+    n = len(sizes)
+    shares = [0] * n
+    left = min(total, sum(sizes))
+    open_ = sorted(range(n), key=lambda k: sizes[k])
+    # Blocks smaller than an even share of what is left are taken whole, smallest first.
+    while open_ and sizes[open_[0]] * len(open_) <= left:
+        k = open_.pop(0)
+        shares[k] = sizes[k]
+        left -= sizes[k]
+    if open_:
+        base, extra = divmod(left, len(open_))
+        for k in open_:
+            shares[k] = base
+        if extra:
+            order = sorted(open_)
+            for r in torch.randperm(len(order), generator=generator)[:extra].tolist():
+                shares[order[r]] += 1
+    return shares
 
 
 def random_pairs(n: int, n_pairs: int, *, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -261,10 +295,10 @@ def class_centroids(
     except ImportError:
         raise ImportError("class_centroids needs scikit-learn: pip install 'spacefold[data]'") from None
     if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        raise InputTypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     y = _check_labels(y)
     if x.shape[0] != y.numel():
-        raise ValueError(f"x and y must have the same number of samples, got {x.shape[0]} and {y.numel()}")
+        raise InputError(f"x and y must have the same number of samples, got {x.shape[0]} and {y.numel()}")
     check_int(n_clusters, "n_clusters", 1)
     check_int(seed, "seed", 0)
     classes = sorted(y.unique().tolist()) if classes is None else [int(c) for c in classes]
@@ -273,7 +307,7 @@ def class_centroids(
     for c in classes:
         xc = flat[y == c]
         if xc.shape[0] == 0:
-            raise ValueError(f"class {c} has no sample in y")
+            raise InputError(f"classes must each have a sample in y, got class {c} with none")
         if xc.shape[0] <= n_clusters:
             cc = xc.double()
         else:

@@ -27,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ._util import atomic_write, check_choice, check_int
+from ._util import atomic_write, check_choice, check_int, json_safe
+from .errors import InputError, InputTypeError
 
 __all__ = ["StudySettings", "demo_settings", "run_study", "measure_model", "depth_trend", "write_tables",
-           "CSV_FIELDS"]
+           "read_run", "CSV_FIELDS"]
 
 HIST_BINS = 20
 
@@ -60,6 +61,21 @@ class StudySettings:
     def key(self) -> str:
         text = json.dumps(asdict(self), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def check(self) -> StudySettings:
+        """Validate every field (so that a bad setting fails before anything is trained)."""
+        check_int(self.epochs, "epochs", 1)
+        check_int(self.batch_size, "batch_size", 1)
+        check_int(self.steps, "steps", 1)
+        check_int(self.pairs_per_class_pair, "pairs_per_class_pair", 1)
+        check_int(self.pair_seed, "pair_seed", 0)
+        check_int(self.n_boot, "n_boot", 1)
+        check_choice(self.method, "method", ("exact", "bisect", "uniform"))
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)):
+            raise InputTypeError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise InputError(f"lr must be a finite number > 0, got {self.lr!r}")
+        return self
 
 
 def demo_settings(method: str | None = None) -> StudySettings:
@@ -133,15 +149,15 @@ def run_study(
     from .models import load_checkpoint, parse_arch
     from .train import train_mlp
 
-    settings = settings or StudySettings()
-    check_choice(settings.method, "method", ("exact", "bisect", "uniform"))
-    check_int(settings.pairs_per_class_pair, "pairs_per_class_pair", 1)
+    settings = (settings or StudySettings()).check()
     if not archs:
-        raise ValueError("archs must name at least one architecture, got none")
+        raise InputError("archs must name at least one architecture, got none")
     if not seeds:
-        raise ValueError("seeds must name at least one seed, got none")
+        raise InputError("seeds must name at least one seed, got none")
     for a in archs:
-        parse_arch(a)
+        if not parse_arch(a):
+            raise InputError(f"archs must have at least one hidden layer (a network without one does not fold), "
+                             f"got {a!r}")
     for s in seeds:
         check_int(s, "seed", 0)
     settings.data = data.describe()
@@ -158,10 +174,10 @@ def run_study(
             ckpt = out / "models" / f"{name}.pt"
             if res_path.is_file():
                 try:
-                    old = json.loads(res_path.read_text())
+                    old = read_run(res_path)
                 except (OSError, ValueError):
                     old = {}
-                if old.get("settings_key") == key:
+                if old.get("settings_key") == key and _same_run(old, arch, seed):
                     log(f"{name}: done before, skipped")
                     rows.append(old)
                     continue
@@ -171,13 +187,20 @@ def run_study(
             if ckpt.is_file():
                 try:
                     model, meta = load_checkpoint(ckpt, with_metadata=True)
-                    tr = meta.get("training", {})
-                    if any(tr.get(k) != v for k, v in train_key.items()) or meta.get("data") != settings.data:
-                        model = None
-                    else:
-                        log(f"{name}: checkpoint found, training skipped")
                 except (ValueError, OSError):
                     model = None
+                    log(f"{name}: the checkpoint found is not readable, trained again")
+                else:
+                    tr = meta.get("training", {})
+                    why = _checkpoint_mismatch(model, meta, arch, seed, data)
+                    if why is None and (any(tr.get(k) != v for k, v in train_key.items())
+                                        or meta.get("data") != settings.data):
+                        why = "other training settings or data"
+                    if why is None:
+                        log(f"{name}: checkpoint found, training skipped")
+                    else:
+                        model = None
+                        log(f"{name}: the checkpoint found is of {why}, trained again")
             if model is None:
                 model, res = train_mlp(arch, data, epochs=settings.epochs, lr=settings.lr,
                                        batch_size=settings.batch_size, seed=seed, checkpoint=ckpt,
@@ -203,12 +226,53 @@ def run_study(
                 **m,
             }
             with atomic_write(res_path) as fh:
-                json.dump(row, fh, indent=1)
+                json.dump(json_safe(row), fh, indent=1, allow_nan=False)
             log(f"{name}: phi={m['phi']:.4f} folded={m['fraction_folded']:.4f} phi_max_p2={m['phi_max_p2']:.4f} "
                 f"({m['n_paths']} paths, {m['measure_seconds']:.0f} s)")
             rows.append(row)
     write_tables(rows, out)
     return rows
+
+
+def _checkpoint_mismatch(model, meta: dict, arch: str, seed: int, data) -> str | None:
+    """Why a checkpoint found under a run's name is not that run's (``None`` when it is):
+    another architecture, seed, input size or number of classes."""
+    from .models import arch_name, parse_arch
+
+    if model.hidden != parse_arch(arch):
+        return f"architecture {model.arch}, not {arch_name(parse_arch(arch))}"
+    recorded = meta.get("seed", meta.get("training", {}).get("seed"))
+    if recorded != seed:
+        return f"seed {recorded}, not {seed}"
+    if model.in_features != data.n_features or model.n_classes != data.n_classes:
+        return f"{model.in_features} inputs and {model.n_classes} classes, not {data.n_features} and {data.n_classes}"
+    return None
+
+
+def _same_run(row: dict, arch: str, seed: int) -> bool:
+    """Whether a result found under a run's name is of that architecture and seed."""
+    from .models import parse_arch
+
+    try:
+        return parse_arch(row.get("arch")) == parse_arch(arch) and row.get("seed") == seed
+    except (InputError, TypeError):
+        return False
+
+
+def read_run(path: str | os.PathLike) -> dict:
+    """A result file written by :func:`run_study` (one run) or an experiment; the ``null`` that strict JSON
+    stores for a non-finite number (such as a training time not recorded) reads back as NaN."""
+    return _revive(json.loads(Path(path).read_text()))
+
+
+def _revive(obj):
+    if obj is None:
+        return float("nan")
+    if isinstance(obj, dict):
+        return {k: _revive(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_revive(v) for v in obj]
+    return obj
 
 
 def flat_row(r: dict) -> dict:
@@ -311,7 +375,7 @@ def write_tables(rows: Sequence[dict], out: str | os.PathLike) -> None:
         for r in rows:
             w.writerow(flat_row(r))
     with atomic_write(out / "results.json") as fh:
-        json.dump({"runs": list(rows), "by_arch": summary_by_arch(rows)}, fh, indent=1)
+        json.dump(json_safe({"runs": list(rows), "by_arch": summary_by_arch(rows)}), fh, indent=1, allow_nan=False)
     with atomic_write(out / "summary.md") as fh:
         fh.write("# Depth study\n\n## Per architecture (mean ± sd over seeds)\n\n")
         fh.write(markdown_summary(rows) + "\n\n## Per run\n\n" + markdown_table(rows) + "\n")

@@ -7,6 +7,7 @@ here) comes from ``seed``; the global RNG is not touched.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ._util import check_int, progress
+from .errors import InputError, InputTypeError
 from .patterns import check_inputs, eval_mode, model_device_dtype
 
 __all__ = ["train", "accuracy", "TrainResult", "train_mlp"]
@@ -60,11 +62,12 @@ class TrainResult:
 def _check_xy(x, y, name: str) -> None:
     check_inputs(x, f"x_{name}" if name else "x")
     if not isinstance(y, Tensor):
-        raise TypeError(f"y{'_' + name if name else ''} must be a torch.Tensor of labels, got {type(y).__name__}")
+        raise InputTypeError(f"y{'_' + name if name else ''} must be a torch.Tensor of labels, "
+                             f"got {type(y).__name__}")
     if y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"labels must have shape ({x.shape[0]},) to match the inputs, got {tuple(y.shape)}")
-    if y.dtype.is_floating_point or y.dtype == torch.bool:
-        raise TypeError(f"labels must be an integer tensor, got dtype {y.dtype}")
+        raise InputError(f"labels must have shape ({x.shape[0]},) to match the inputs, got {tuple(y.shape)}")
+    if y.dtype.is_floating_point or y.dtype == torch.bool or y.dtype.is_complex:
+        raise InputTypeError(f"labels must be an integer tensor, got dtype {y.dtype}")
 
 
 @torch.no_grad()
@@ -73,7 +76,7 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 4096) -> 
     _check_xy(x, y, "")
     check_int(batch_size, "batch_size", 1)
     if y.numel() == 0:
-        raise ValueError("accuracy needs at least one sample, got none")
+        raise InputError("y must hold at least one sample for an accuracy, got none")
     device, dtype = model_device_dtype(model)
     correct = 0
     with eval_mode(model):
@@ -100,23 +103,27 @@ def train(
     """Train ``model`` in place with Adam and cross-entropy; shuffling is seeded by ``seed``.
 
     With ``x_test``/``y_test``, the held-out accuracy is recorded after every epoch.
+    A loss that becomes NaN or infinite (the training diverged) raises
+    :class:`spacefold.errors.InputError` naming the learning rate.
     """
     import time
 
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     _check_xy(x, y, "")
     check_int(epochs, "epochs", 1)
     check_int(batch_size, "batch_size", 1)
     check_int(seed, "seed", 0)
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+        raise InputTypeError(f"lr must be a finite number > 0, got {lr!r}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise InputError(f"lr must be a finite number > 0, got {lr!r}")
     if (x_test is None) != (y_test is None):
-        raise ValueError("x_test and y_test must be given together")
+        raise InputError("x_test and y_test must be given together, got only one of them")
     if x_test is not None:
         _check_xy(x_test, y_test, "test")
     if x.shape[0] == 0:
-        raise ValueError("x must hold at least one training sample, got none")
+        raise InputError("x must hold at least one training sample, got none")
     device, dtype = model_device_dtype(model)
     xd = x.to(device=device, dtype=dtype)
     yd = y.to(device=device)
@@ -136,7 +143,11 @@ def train(
             loss = loss_fn(model(xd[idx]), yd[idx])
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * idx.numel()
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise InputError(f"lr must be small enough for the training to converge, got {lr:g}: the loss "
+                                 f"became {value} in epoch {len(result.loss) + 1} (try a smaller lr)")
+            total += value * idx.numel()
             count += idx.numel()
         model.eval()
         result.loss.append(total / count)
@@ -169,5 +180,6 @@ def train_mlp(
     res = train(model, data.x_train, data.y_train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                 x_test=data.x_test, y_test=data.y_test, progress_bar=progress_bar, desc=f"train {arch} s{seed}")
     if checkpoint is not None:
-        save_checkpoint(model, Path(checkpoint), metadata={"data": data.describe(), "training": res.as_dict()})
+        save_checkpoint(model, Path(checkpoint), metadata={"arch": model.arch, "seed": seed, "data": data.describe(),
+                                                           "training": res.as_dict()})
     return model, res
