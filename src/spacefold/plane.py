@@ -234,6 +234,8 @@ def plane_regions(model: nn.Module, plane: Plane, *, layers: LayerSelector = Non
     The model is evaluated in ``dtype`` (a float64 copy by default, so that the vertices of
     tiny regions are placed well). Raises :class:`spacefold.NotPiecewiseLinearError` for
     networks whose pattern classes are not polygons (use :func:`raster_patterns`).
+    An ``nn.Sequential`` that starts with a Linear layer (after an optional Flatten) is cut on
+    (u, v) directly, with the plane folded into that layer (same regions, no full-size inputs).
     ``kernel``: cut with the compiled Numba kernel (``None``: where available; ``SPACEFOLD_NUMBA=0``
     turns it off) or with NumPy operations (``False``); both give the same polygons.
     """
