@@ -115,7 +115,7 @@ def _check_against_oracles(net, x1, x2, steps=4000, tie_tol=0.0, layers=None, bi
     res = verify(net, x1, x2, ex, tie_tol=tie_tol, layers=layers)
     assert res.ok and res.n_checked == int(ex.offsets[-1])
     # χ from the flips equals χ of the materialised patterns (two computations)
-    s, d = ex.summary(), measure.ragged_ranges(ex.patterns, ex.offsets)
+    s, d = measure.summarize(ex), measure.ragged_ranges(ex.patterns, ex.offsets)
     for k in ("r1", "r2", "n_points"):
         assert torch.equal(s[k], d[k]), k
     assert torch.allclose(s["chi"], d["chi"]) and torch.allclose(s["max_profile"], d["max_profile"])
@@ -386,7 +386,7 @@ def test_walks_are_materialised_only_when_asked():
     x1, x2 = torch.randn(3, 2, dtype=f64), torch.randn(3, 2, dtype=f64)
     w = exact_walks(net, x1, x2)
     assert isinstance(w, ExactWalkBatch)
-    w.summary()
+    measure.summarize(w)
     assert "dense" not in w._cache  # the summary needs the flips only
     assert w.patterns.shape[1] == 16 and "dense" in w._cache
 
@@ -450,7 +450,7 @@ def test_sub_batches_give_the_same_walks(monkeypatch):
     parts = exact_walks(net, x1, x2)
     assert isinstance(parts, ExactWalkBatch) and len(parts) == 70
     for k in ("r1", "r2", "chi", "max_profile", "n_points"):
-        assert torch.equal(whole.summary()[k], parts.summary()[k]), k
+        assert torch.equal(measure.summarize(whole)[k], measure.summarize(parts)[k]), k
     assert torch.equal(whole.patterns, parts.patterns) and torch.equal(whole.t, parts.t)
     assert torch.equal(whole.offsets, parts.offsets)
 
@@ -483,7 +483,7 @@ def test_concurrent_sub_batches_give_the_same_walks(monkeypatch):
         torch.set_num_threads(n_threads)
     assert isinstance(parts, ExactWalkBatch) and len(parts) == 170
     for k in ("r1", "r2", "chi", "max_profile", "n_points"):
-        assert torch.equal(whole.summary()[k], parts.summary()[k]), k
+        assert torch.equal(measure.summarize(whole)[k], measure.summarize(parts)[k]), k
     assert torch.equal(whole.patterns, parts.patterns) and torch.equal(whole.t, parts.t)
     assert torch.equal(whole.offsets, parts.offsets)
 
@@ -643,7 +643,7 @@ def test_compiled_kernels_give_the_walks_of_the_torch_operations(backend, seed, 
     assert torch.equal(got.patterns, ref.patterns)
     assert torch.allclose(got.t, ref.t, rtol=0, atol=1e-12)
     for k in ("r1", "r2", "n_points"):
-        assert torch.equal(got.summary()[k], ref.summary()[k]), k
+        assert torch.equal(measure.summarize(got)[k], measure.summarize(ref)[k]), k
 
 
 def test_kernels_that_do_not_work_here_leave_the_walk_to_torch(backend, monkeypatch):

@@ -22,10 +22,15 @@ Definitions (FOLDING.md §3)::
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from .errors import InputError, InputTypeError
+from .walk import run_starts
 
 __all__ = [
     "as_walk_batch",
@@ -44,8 +49,50 @@ __all__ = [
     "chi_bounds",
     "refine",
     "chi_from_ranges",
+    "prefix_ranges",
     "ragged_ranges",
+    "summarize",
+    "WalkSummary",
 ]
+
+
+@dataclass(frozen=True)
+class WalkSummary:
+    """The per-walk measures of a batch of walks, each a tensor ``(batch,)``.
+
+    ``r1``, ``r2`` (int64), ``chi`` and ``max_profile`` (float64, the maximum of the
+    prefix profile) and ``n_regions`` (int64). Fields can also be read as
+    ``summary["chi"]``.
+    """
+
+    r1: Tensor
+    r2: Tensor
+    chi: Tensor
+    max_profile: Tensor
+    n_regions: Tensor
+
+    FIELDS = ("r1", "r2", "chi", "max_profile", "n_regions")
+
+    def __len__(self) -> int:
+        return int(self.chi.numel())
+
+    def __getitem__(self, key: str) -> Tensor:
+        if key == "n_points":
+            warnings.warn('the summary key "n_points" is now "n_regions"', DeprecationWarning, stacklevel=2)
+            key = "n_regions"
+        if key not in self.FIELDS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def keys(self) -> tuple[str, ...]:
+        return self.FIELDS
+
+    @staticmethod
+    def concat(parts: Sequence[WalkSummary]) -> WalkSummary:
+        """The summaries of consecutive batches of walks as one."""
+        if len(parts) == 1:
+            return parts[0]
+        return WalkSummary(**{k: torch.cat([getattr(p, k) for p in parts]) for k in WalkSummary.FIELDS})
 
 
 def as_walk_batch(walk: Tensor, name: str = "walk") -> tuple[Tensor, bool]:
@@ -54,19 +101,19 @@ def as_walk_batch(walk: Tensor, name: str = "walk") -> tuple[Tensor, bool]:
     Accepts bool or 0/1 integer/float tensors, 2-D (one walk) or 3-D (a batch).
     """
     if not isinstance(walk, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of 0/1 patterns, got {type(walk).__name__}")
+        raise InputTypeError(f"{name} must be a torch.Tensor of 0/1 patterns, got {type(walk).__name__}")
     if walk.dim() not in (2, 3):
-        raise ValueError(
+        raise InputError(
             f"{name} must have shape (n_points, n_neurons) or (batch, n_points, n_neurons), "
             f"got shape {tuple(walk.shape)}"
         )
     if walk.shape[-2] < 1:
-        raise ValueError(f"{name} must hold at least one pattern, got shape {tuple(walk.shape)}")
+        raise InputError(f"{name} must hold at least one pattern, got shape {tuple(walk.shape)}")
     if walk.dtype != torch.bool:
         if walk.is_floating_point() and not torch.isfinite(walk).all():
-            raise ValueError(f"{name} holds NaN or inf; expected 0/1 patterns")
+            raise InputError(f"{name} holds NaN or inf; expected 0/1 patterns")
         if ((walk != 0) & (walk != 1)).any():
-            raise ValueError(f"{name} must hold only 0 and 1, got other values")
+            raise InputError(f"{name} must hold only 0 and 1, got other values")
         walk = walk != 0
     single = walk.dim() == 2
     return (walk.unsqueeze(0) if single else walk), single
@@ -79,16 +126,16 @@ def pad_walks(walks: Sequence[Tensor]) -> Tensor:
     the profile maximum unchanged (Stability).
     """
     if isinstance(walks, Tensor) or not isinstance(walks, Sequence):
-        raise TypeError(f"walks must be a sequence of walks (n_points, n_neurons), got {type(walks).__name__}")
+        raise InputTypeError(f"walks must be a sequence of walks (n_points, n_neurons), got {type(walks).__name__}")
     if len(walks) == 0:
-        raise ValueError("walks must hold at least one walk, got an empty sequence")
+        raise InputError("walks must hold at least one walk, got an empty sequence")
     checked = []
     for i, w in enumerate(walks):
         wb, single = as_walk_batch(w, f"walks[{i}]")
         if not single:
-            raise ValueError(f"walks[{i}] must have shape (n_points, n_neurons), got shape {tuple(w.shape)}")
+            raise InputError(f"walks[{i}] must have shape (n_points, n_neurons), got shape {tuple(w.shape)}")
         if checked and wb.shape[2] != checked[0].shape[1]:
-            raise ValueError(
+            raise InputError(
                 f"walks must all have the same n_neurons, got {checked[0].shape[1]} for walks[0] "
                 f"and {wb.shape[2]} for walks[{i}]"
             )
@@ -109,10 +156,7 @@ def merge_repeats(walk: Tensor) -> tuple[Tensor, Tensor]:
     Returns ``(patterns, keep)`` where ``keep`` is the bool mask of retained points
     (the first point of every run of equal patterns).
     """
-    if walk.shape[0] <= 1:
-        return walk, torch.ones(walk.shape[0], dtype=torch.bool, device=walk.device)
-    keep = torch.ones(walk.shape[0], dtype=torch.bool, device=walk.device)
-    keep[1:] = (walk[1:] != walk[:-1]).any(dim=-1)
+    keep = run_starts(walk)
     return walk[keep], keep
 
 
@@ -130,13 +174,62 @@ def step_distances(walk: Tensor) -> Tensor:
     return d[0] if single else d
 
 
+def _segmented_cumsum(values: Tensor, walk_id: Tensor, first: Tensor) -> Tensor:
+    """Running sums of ``values`` within each walk (rows stored walk by walk, inclusive)."""
+    csum = torch.cumsum(values, dim=0)
+    base = first.index_select(0, walk_id)
+    return csum - (csum.index_select(0, base) - values.index_select(0, base))
+
+
+def _running(to_start: Tensor, steps: Tensor, walk_id: Tensor, first: Tensor, n_neurons: int):
+    """Running r1 and r2 of every prefix of many walks stored back to back.
+
+    The one computation behind every per-walk measure of this module. Row k of walk
+    ``walk_id[k]`` (rows of a walk contiguous, ``first[i]`` the first row of walk i) has
+    ``to_start[k]`` = d_H(π_1, π_k) and ``steps[k]`` = the Hamming distance travelled into
+    it (0 at the first row of a walk, or the flips at t = 0 of a flip walk). Returns
+    int64 ``(run_r1, run_r2)``, one value per row.
+    """
+    # Running max within each walk: shift walk i by i * (n_neurons + 1) so that a
+    # global cummax never carries a value across a walk boundary.
+    shift = walk_id * (n_neurons + 1)
+    run_r1 = torch.cummax(to_start + shift, dim=0).values - shift
+    return run_r1, _segmented_cumsum(steps, walk_id, first)
+
+
+def _summary_of_rows(to_start: Tensor, steps: Tensor, walk_id: Tensor, first: Tensor, last: Tensor,
+                     n_neurons: int, n_regions: Tensor | None = None) -> WalkSummary:
+    """:class:`WalkSummary` of walks stored as rows (see :func:`_running`); ``n_regions``
+    defaults to 1 + the number of rows entered with a non-zero step."""
+    run_r1, run_r2 = _running(to_start, steps, walk_id, first, n_neurons)
+    b = first.numel()
+    device = to_start.device
+    max_prof = torch.zeros(b, dtype=torch.float64, device=device)
+    max_prof.scatter_reduce_(0, walk_id, chi_from_ranges(run_r1, run_r2), reduce="amax", include_self=True)
+    if n_regions is None:
+        n_regions = torch.ones(b, dtype=torch.int64, device=device).index_add_(0, walk_id, (steps > 0).long())
+    r1, r2 = run_r1.index_select(0, last), run_r2.index_select(0, last)
+    return WalkSummary(r1=r1, r2=r2, chi=chi_from_ranges(r1, r2), max_profile=max_prof, n_regions=n_regions)
+
+
 def _cumulative(w: Tensor) -> tuple[Tensor, Tensor]:
     """Running r1 and r2 of every prefix, ``(batch, n_points)`` each (int64)."""
+    b, n, k = w.shape
     to_start = (w ^ w[:, :1]).sum(-1)
-    r1 = torch.cummax(to_start, dim=1).values
-    steps = (w[:, 1:] ^ w[:, :-1]).sum(-1)
-    r2 = torch.cat([torch.zeros_like(to_start[:, :1]), torch.cumsum(steps, dim=1)], dim=1)
-    return r1, r2
+    steps = torch.zeros_like(to_start)
+    steps[:, 1:] = (w[:, 1:] ^ w[:, :-1]).sum(-1)
+    walk_id = torch.arange(b, device=w.device).repeat_interleave(n)
+    first = torch.arange(b, device=w.device) * n
+    r1, r2 = _running(to_start.reshape(-1), steps.reshape(-1), walk_id, first, k)
+    return r1.view(b, n), r2.view(b, n)
+
+
+def prefix_ranges(walk: Tensor) -> tuple[Tensor, Tensor]:
+    """r1 and r2 of every prefix (π_1, ..., π_{j+1}): int64 ``(n_points,)`` each, or
+    ``(batch, n_points)`` for a batch. The last entries are :func:`ranges`."""
+    w, single = as_walk_batch(walk)
+    r1, r2 = _cumulative(w)
+    return (r1[0], r2[0]) if single else (r1, r2)
 
 
 def chi_from_ranges(r1: Tensor, r2: Tensor) -> Tensor:
@@ -200,18 +293,18 @@ def interaction(walk: Tensor, k, signed: bool = False):
     w, single = as_walk_batch(walk)
     b, n, _ = w.shape
     if isinstance(k, bool):
-        raise TypeError(f"k must be an integer index (0-based index of the shared point), got {k!r}")
+        raise InputTypeError(f"k must be an integer index (0-based index of the shared point), got {k!r}")
     try:
         ks = torch.as_tensor(k, device=w.device)
     except (TypeError, ValueError, RuntimeError):
-        raise TypeError(f"k must be an int or an int tensor of shape ({b},), got {type(k).__name__}") from None
+        raise InputTypeError(f"k must be an int or an int tensor of shape ({b},), got {type(k).__name__}") from None
     if ks.is_floating_point() or ks.is_complex() or ks.dtype == torch.bool:
-        raise TypeError(f"k must be an integer index (0-based index of the shared point), got dtype {ks.dtype}")
+        raise InputTypeError(f"k must be an integer index (0-based index of the shared point), got dtype {ks.dtype}")
     ks = ks.expand(b) if ks.dim() == 0 else ks
     if ks.shape != (b,):
-        raise ValueError(f"k must be an int or a tensor of shape ({b},), got shape {tuple(ks.shape)}")
+        raise InputError(f"k must be an int or a tensor of shape ({b},), got shape {tuple(ks.shape)}")
     if (ks < 0).any() or (ks >= n).any():
-        raise ValueError(f"k must lie in [0, {n - 1}] (0-based index of the shared point), got {ks.tolist()}")
+        raise InputError(f"k must lie in [0, {n - 1}] (0-based index of the shared point), got {ks.tolist()}")
     idx = torch.arange(n, device=w.device)
     # Γ1: points 0..k, padded by repeating π_k (stability); Γ2: points k..n-1,
     # shifted to the front and padded by repeating π_n.
@@ -276,7 +369,7 @@ def refine(walk: Tensor) -> Tensor:
     """
     w, single = as_walk_batch(walk)
     if not single:
-        raise ValueError(f"refine takes one walk (n_points, n_neurons), got shape {tuple(walk.shape)}")
+        raise InputError(f"refine takes one walk (n_points, n_neurons), got shape {tuple(walk.shape)}")
     w = w[0]
     start = w[0]
     out = [w[0]]
@@ -301,48 +394,77 @@ def ragged_ranges(patterns: Tensor, offsets: Tensor) -> dict[str, Tensor]:
     ``offsets[i]:offsets[i+1]`` (``offsets`` int64 ``(batch + 1,)``, every walk
     non-empty). Fully vectorised: no Python loop over walks. Returns a dict of
     ``(batch,)`` tensors ``r1``, ``r2`` (int64), ``chi``, ``max_profile``
-    (float64) and ``n_points`` (int64).
+    (float64) and ``n_points`` (int64, the rows of each walk, repeated patterns
+    included). :func:`summarize` gives the same measures of a walk batch.
     """
     if not isinstance(patterns, Tensor) or patterns.dtype != torch.bool or patterns.dim() != 2:
-        raise TypeError(
+        raise InputTypeError(
             "patterns must be a bool tensor (total_points, n_neurons), got "
             + (f"{patterns.dtype} of shape {tuple(patterns.shape)}" if isinstance(patterns, Tensor)
                else type(patterns).__name__)
         )
     if not isinstance(offsets, Tensor) or offsets.dim() != 1 or offsets.is_floating_point() or offsets.numel() < 1:
-        raise TypeError(f"offsets must be a 1-D int tensor (batch + 1,), got {offsets!r}")
-    device = patterns.device
-    offsets = offsets.to(device=device, dtype=torch.int64)
+        raise InputTypeError(f"offsets must be a 1-D int tensor (batch + 1,), got {offsets!r}")
+    offsets = offsets.to(device=patterns.device, dtype=torch.int64)
     if int(offsets[0]) != 0 or int(offsets[-1]) != patterns.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"offsets must run from 0 to the number of rows of patterns ({patterns.shape[0]}), "
             f"got {int(offsets[0])} .. {int(offsets[-1])}"
         )
     counts = offsets[1:] - offsets[:-1]
-    b = counts.numel()
-    if b == 0:
-        empty_i = torch.zeros(0, dtype=torch.int64, device=device)
-        empty_f = torch.zeros(0, dtype=torch.float64, device=device)
-        return {"r1": empty_i, "r2": empty_i, "chi": empty_f, "max_profile": empty_f, "n_points": empty_i}
     if (counts < 1).any():
-        raise ValueError("every walk must hold at least one pattern")
+        raise InputError("every walk must hold at least one pattern")
+    s = _dense_summary(patterns, offsets, n_regions=counts)
+    return {"r1": s.r1, "r2": s.r2, "chi": s.chi, "max_profile": s.max_profile, "n_points": s.n_regions}
+
+
+def _dense_summary(patterns: Tensor, offsets: Tensor, n_regions: Tensor | None = None) -> WalkSummary:
+    """Summary of walks stored as patterns back to back (``offsets`` as in :func:`ragged_ranges`)."""
+    device = patterns.device
+    counts = offsets[1:] - offsets[:-1]
+    b = counts.numel()
     walk_id = torch.repeat_interleave(torch.arange(b, device=device), counts)
-    start = offsets[:-1][walk_id]
-    to_start = (patterns ^ patterns[start]).sum(-1)
+    first = offsets[:-1]
+    to_start = (patterns ^ patterns.index_select(0, first.index_select(0, walk_id))).sum(-1)
     steps = torch.zeros_like(to_start)
     if patterns.shape[0] > 1:
         steps[1:] = (patterns[1:] ^ patterns[:-1]).sum(-1)
-    steps[offsets[:-1]] = 0  # the first point of a walk has no incoming step
-    # Running max within each walk: shift walk i by i * (n_neurons + 1) so that a
-    # global cummax never carries a value across a walk boundary.
-    shift = walk_id * (patterns.shape[1] + 1)
-    run_r1 = torch.cummax(to_start + shift, dim=0).values - shift
-    csum = torch.cumsum(steps, dim=0)
-    run_r2 = csum - csum[start]
-    profile = chi_from_ranges(run_r1, run_r2)
-    last = offsets[1:] - 1
-    r1 = run_r1[last]
-    r2 = run_r2[last]
-    max_prof = torch.full((b,), -1.0, dtype=torch.float64, device=device)
-    max_prof = max_prof.scatter_reduce(0, walk_id, profile, reduce="amax", include_self=True)
-    return {"r1": r1, "r2": r2, "chi": chi_from_ranges(r1, r2), "max_profile": max_prof, "n_points": counts}
+    steps[first[counts > 0]] = 0  # the first point of a walk has no incoming step
+    return _summary_of_rows(to_start, steps, walk_id, first, offsets[1:] - 1, patterns.shape[1], n_regions)
+
+
+def _flip_summary(walks, columns: slice | None) -> WalkSummary:
+    """Summary of walks stored as flips (see ``spacefold.walk.exact.ExactWalkBatch``):
+    per breakpoint the number of bits that flip (the step) and the change of the
+    distance to the start (+1 per flip away from the pattern at t = 0, -1 per flip back)."""
+    at, sign = walks.flip_at, walks.flip_sign
+    n_neurons = walks.n_neurons
+    if columns is not None:
+        lo, hi, step = columns.indices(walks.n_neurons)
+        if step != 1:
+            raise InputError(f"columns must be a contiguous slice, got {columns!r}")
+        keep = (walks.flip_neuron >= lo) & (walks.flip_neuron < hi)
+        at, sign = at[keep], sign[keep]
+        n_neurons = max(hi - lo, 0)
+    n_rows = walks.t_sorted.numel()
+    steps = torch.zeros(n_rows, dtype=torch.int64, device=at.device).index_add_(0, at, torch.ones_like(at))
+    moved = torch.zeros(n_rows, dtype=torch.int64, device=at.device).index_add_(0, at, sign)
+    walk_id, first = walks.path_sorted, walks.first
+    return _summary_of_rows(_segmented_cumsum(moved, walk_id, first), steps, walk_id, first, walks.last, n_neurons)
+
+
+def summarize(walks, columns: slice | None = None) -> WalkSummary:
+    """r1, r2, χ, profile maximum and number of regions of every walk of a walk batch.
+
+    ``walks`` is what the walk methods return (:class:`spacefold.walk.WalkBatch`,
+    patterns stored back to back, or the exact walk's flips: then the measures come
+    from the flips alone, without building the patterns). ``columns`` restricts the
+    walks to some neurons (a slice, e.g. one layer's ``PatternLayout`` slice); the
+    regions counted are then those of the restricted walk.
+    """
+    if getattr(walks, "flip_at", None) is not None:
+        return _flip_summary(walks, columns)
+    patterns, offsets = walks.patterns, walks.offsets
+    if columns is None:
+        return _dense_summary(patterns, offsets, n_regions=offsets[1:] - offsets[:-1])
+    return _dense_summary(patterns[:, columns], offsets)

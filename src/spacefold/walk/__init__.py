@@ -10,6 +10,10 @@ Three methods (FOLDING.md §7.4):
 
 Every method returns a :class:`WalkBatch`: walks stored back to back with
 consecutive duplicate patterns merged (Stability makes χ invariant to that).
+
+Calling the package, ``spacefold.walk(model, x1, x2, method="exact")``, walks one
+segment: it is :func:`spacefold.folding.walk` (``spacefold/__init__.py`` makes the
+package callable, so that ``import spacefold.walk`` still gives this package).
 """
 
 from __future__ import annotations
@@ -19,9 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .. import measure
-
-__all__ = ["Walk", "WalkBatch", "METHODS", "METHOD_TOL", "resolve_tol"]
+__all__ = ["Walk", "WalkBatch", "METHODS", "METHOD_TOL", "resolve_tol", "run_starts"]
 
 METHODS = ("exact", "bisect", "uniform")
 
@@ -47,6 +49,21 @@ def segment_points(x1: Tensor, x2: Tensor, path: Tensor, t: Tensor) -> Tensor:
     """The points (1 − t) x1[path] + t x2[path] of many segments: ``(len(path), *input_shape)``."""
     tt = t.to(x1.dtype).view((-1,) + (1,) * (x1.dim() - 1))
     return (1 - tt) * x1[path] + tt * x2[path]
+
+
+def run_starts(patterns: Tensor, walk_id: Tensor | None = None) -> Tensor:
+    """Bool mask of the rows that begin a run of equal consecutive patterns.
+
+    ``patterns`` is ``(n_rows, n_neurons)``: one walk, or many stored back to back with
+    ``walk_id`` giving each row's walk (the first row of every walk begins a run). The
+    one place where walks drop repeated patterns (Stability: no measure changes).
+    """
+    keep = torch.ones(patterns.shape[0], dtype=torch.bool, device=patterns.device)
+    if patterns.shape[0] > 1:
+        keep[1:] = (patterns[1:] != patterns[:-1]).any(-1)
+        if walk_id is not None:
+            keep[1:] |= walk_id[1:] != walk_id[:-1]
+    return keep
 
 
 @dataclass(frozen=True)
@@ -106,35 +123,33 @@ class WalkBatch:
     def n_regions(self) -> Tensor:
         return self.offsets[1:] - self.offsets[:-1]
 
-    def summary(self, columns: slice | None = None) -> dict[str, Tensor]:
-        """r1, r2, chi, max_profile, n_points per walk (optionally on a column slice)."""
-        pats = self.patterns if columns is None else self.patterns[:, columns]
-        return measure.ragged_ranges(pats, self.offsets)
-
     def select_columns(self, columns: Tensor) -> WalkBatch:
         """The same walks on a subset of the neurons, consecutive duplicates merged."""
-        pats = self.patterns[:, columns]
         n = len(self)
-        walk_id = torch.repeat_interleave(torch.arange(n, device=pats.device), self.n_regions)
-        keep = torch.ones(pats.shape[0], dtype=torch.bool, device=pats.device)
-        keep[1:] = (walk_id[1:] != walk_id[:-1]) | (pats[1:] != pats[:-1]).any(-1)
-        offsets = torch.zeros(n + 1, dtype=torch.int64, device=pats.device)
-        offsets[1:] = torch.cumsum(torch.bincount(walk_id[keep], minlength=n), 0)
-        return WalkBatch(pats[keep], self.t[keep], offsets, self.method)
+        walk_id = torch.repeat_interleave(torch.arange(n, device=self.patterns.device), self.n_regions)
+        return WalkBatch.from_rows(self.patterns[:, columns], self.t, walk_id, n, self.method)
+
+    @staticmethod
+    def from_rows(patterns: Tensor, t: Tensor, walk_id: Tensor, n_walks: int, method: str) -> WalkBatch:
+        """Walks from sampled points ``patterns`` ``(n_rows, n_neurons)`` at ``t``, the rows of
+        walk i (``walk_id == i``, every walk non-empty) contiguous and in order of t;
+        consecutive duplicates merged."""
+        keep = run_starts(patterns, walk_id)
+        offsets = torch.zeros(n_walks + 1, dtype=torch.int64, device=patterns.device)
+        offsets[1:] = torch.cumsum(torch.bincount(walk_id[keep], minlength=n_walks), 0)
+        return WalkBatch(patterns[keep], t[keep], offsets, method)
 
     @staticmethod
     def from_grid(grid: Tensor, t: Tensor, method: str) -> WalkBatch:
         """Merge consecutive duplicates of grid patterns ``(batch, n_points, n_neurons)``."""
-        b, n, _ = grid.shape
-        keep = torch.ones(b, n, dtype=torch.bool, device=grid.device)
-        if n > 1:
-            keep[:, 1:] = (grid[:, 1:] != grid[:, :-1]).any(-1)
-        counts = keep.sum(1)
+        b, n, k = grid.shape
+        rows = grid.reshape(b * n, k)
+        keep = run_starts(rows, torch.arange(b, device=grid.device).repeat_interleave(n))
+        counts = keep.view(b, n).sum(1)
         offsets = torch.zeros(b + 1, dtype=torch.int64, device=grid.device)
         offsets[1:] = torch.cumsum(counts, 0)
-        grid_index = torch.cumsum(keep.long(), dim=1) - 1
-        tt = t.to(torch.float64).expand(b, n)
-        return WalkBatch(grid[keep], tt[keep], offsets, method, grid_index)
+        grid_index = torch.cumsum(keep.view(b, n).long(), dim=1) - 1
+        return WalkBatch(rows[keep], t.to(torch.float64).repeat(b)[keep], offsets, method, grid_index)
 
     @staticmethod
     def concat(batches: list[WalkBatch]) -> WalkBatch:
@@ -151,3 +166,4 @@ class WalkBatch:
         if all(b.grid_index is not None for b in batches):
             gi = torch.cat([b.grid_index for b in batches])
         return WalkBatch(pats, t, torch.cat(offs), batches[0].method, gi)
+

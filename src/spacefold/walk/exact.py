@@ -1171,10 +1171,10 @@ class ExactWalkBatch(WalkBatch):
     """Exact walks stored as the pattern at t = 0 and the list of bit flips.
 
     Behaves as a :class:`WalkBatch` (``patterns``, ``t``, ``offsets`` are built on
-    first use); :meth:`summary` computes r1, r2, χ, the profile maximum and the
-    number of regions from the flips alone, without building the patterns and
-    without sorting, so its cost grows with the number of breakpoints and flips,
-    not with regions × neurons.
+    first use); :func:`spacefold.measure.summarize` computes r1, r2, χ, the profile
+    maximum and the number of regions from the flips alone, without building the
+    patterns and without sorting, so its cost grows with the number of breakpoints
+    and flips, not with regions × neurons.
 
     Breakpoints are numbered path by path in order of t (``t_sorted``,
     ``path_sorted``; path b holds ``first[b]`` (t = 0) to ``last[b]`` (t = 1)). A flip
@@ -1216,27 +1216,6 @@ class ExactWalkBatch(WalkBatch):
         cnt = torch.zeros(V, dtype=torch.int64, device=at.device).index_add_(0, at, torch.ones_like(at))
         dsum = torch.zeros(V, dtype=torch.int64, device=at.device).index_add_(0, at, sign)
         return cnt, dsum
-
-    def summary(self, columns: slice | None = None) -> dict[str, Tensor]:
-        from ..measure import chi_from_ranges
-
-        cnt, dsum = self._per_breakpoint(columns)
-        path = self.path_sorted
-        base = self.first.index_select(0, path)
-        cc, cd = torch.cumsum(cnt, 0), torch.cumsum(dsum, 0)
-        run_r2 = cc - (cc.index_select(0, base) - cnt.index_select(0, base))
-        dist = cd - (cd.index_select(0, base) - dsum.index_select(0, base))
-        shift = path * (self.n_neurons + 1)
-        run_r1 = torch.cummax(dist + shift, 0).values - shift
-        prof = chi_from_ranges(run_r1, run_r2)
-        b = self.n_walks
-        r1 = run_r1.index_select(0, self.last)
-        r2 = run_r2.index_select(0, self.last)
-        max_prof = torch.zeros(b, dtype=torch.float64, device=path.device)
-        max_prof.scatter_reduce_(0, path, prof, reduce="amax", include_self=True)
-        n_points = torch.ones(b, dtype=torch.int64, device=path.device)
-        n_points.index_add_(0, path, (cnt > 0).long())
-        return {"r1": r1, "r2": r2, "chi": chi_from_ranges(r1, r2), "max_profile": max_prof, "n_points": n_points}
 
     def _dense(self):
         if "dense" in self._cache:
@@ -1309,7 +1288,9 @@ class ExactWalkBatch(WalkBatch):
 
     @property
     def n_regions(self) -> Tensor:
-        return self.summary()["n_points"]
+        cnt, _ = self._per_breakpoint(None)  # a region begins at t = 0 and at every breakpoint with flips
+        return torch.ones(self.n_walks, dtype=torch.int64, device=cnt.device).index_add_(
+            0, self.path_sorted, (cnt > 0).long())
 
 
 def exact_walks(
