@@ -1,20 +1,35 @@
-"""Public entry points that join the stages: ``walk``, ``folding``, ``folding_batch``."""
+"""Public entry points that join the stages patterns → walk → measure: ``walk``,
+``walk_batch``, ``folding``, ``folding_batch``, ``folding_pairs``.
+
+Every entry point runs one pipeline (:func:`_fold`): the walk settings are checked once
+(:class:`WalkOptions`); the model is checked and probed with one input (a clear error
+when the inputs do not fit it); the segments are walked ``batch_size`` at a time, so that
+only one chunk's walks are alive; each chunk's walks are measured once
+(:func:`spacefold.measure.summarize`) and the chunks' measures concatenated. With
+``method="exact"`` everything before the first activation is affine in the input, so
+along a segment it is the interpolation of its values at the two ends (docs/method.md,
+'The exact walk'): it is evaluated once per input (once per sample of ``x`` for
+``folding_pairs``), never at the points of a walk.
+"""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from . import measure
-from ._util import check_choice, check_int, progress
+from ._util import check_choice, check_int, progress as progress_bar
+from .errors import InputError, InputTypeError
 from .patterns import (
     LayerSelector,
     PatternLayout,
     PatternRecorder,
     check_inputs,
+    check_model,
     check_nonnegative,
     eval_mode,
     find_activations,
@@ -24,7 +39,8 @@ from .walk import METHODS, Walk, WalkBatch, resolve_tol
 from .walk.bisect import STOP_RULES, bisect_walks, default_n0
 from .walk.uniform import uniform_walks
 
-__all__ = ["walk", "walk_batch", "folding", "folding_batch", "folding_pairs", "Folding", "FoldingBatch"]
+__all__ = ["walk", "walk_batch", "folding", "folding_batch", "folding_pairs", "Folding", "FoldingBatch",
+           "WalkOptions", "resolve_tol"]
 
 DEFAULT_STEPS = 100
 DEFAULT_TOL = None  # the method's own default (spacefold.walk.METHOD_TOL)
@@ -82,13 +98,258 @@ class FoldingBatch:
         return pd.DataFrame(cols)
 
 
+@dataclass(frozen=True)
+class WalkOptions:
+    """The walk settings of every entry point, checked once (:meth:`check`).
+
+    ``tol`` is resolved to the method's default when ``None`` was given.
+    """
+
+    method: str = "exact"
+    steps: int = DEFAULT_STEPS
+    tol: float | None = DEFAULT_TOL
+    tie_tol: float = 0.0
+    layers: LayerSelector = None
+    n0: int | None = None
+    stop: str = "strict"
+    batch_size: int = 1024
+    dtype: torch.dtype | None = None
+
+    @staticmethod
+    def check(*, method, steps, tol, tie_tol, layers, n0, stop, batch_size, dtype) -> WalkOptions:
+        check_choice(method, "method", METHODS)
+        check_choice(stop, "stop", STOP_RULES)
+        check_int(steps, "steps", 1)
+        check_int(batch_size, "batch_size", 1)
+        if n0 is not None:
+            check_int(n0, "n0", 2)
+        if dtype is not None and dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+            raise InputError(f"dtype must be a floating torch dtype such as torch.float64, got {dtype!r}")
+        tie_tol = check_nonnegative(tie_tol, "tie_tol")
+        tol = check_nonnegative(resolve_tol(method, tol, tie_tol), "tol")
+        return WalkOptions(method, steps, tol, tie_tol, layers, n0, stop, batch_size, dtype)
+
+
+# --------------------------------------------------------------------------- the segments
+
+
+class _Segments:
+    """The segments to walk, served in chunks: ``x1[k] -> x2[k]``, or ``x[i[k]] -> x[j[k]]``
+    for index pairs into the samples ``x`` (then the chunks are index tensors and the
+    inputs are gathered one chunk at a time)."""
+
+    def __init__(self, n: int, sample: Tensor, chunks, x: Tensor | None = None):
+        self.n = n
+        self.sample = sample  # one input, (1, *input_shape)
+        self._chunks = chunks  # (batch_size) -> iterator of (a, c)
+        self.x = x
+
+    @staticmethod
+    def paired(x1: Tensor, x2: Tensor) -> _Segments:
+        def chunks(bs: int) -> Iterator[tuple[Tensor, Tensor]]:
+            for k in range(0, x1.shape[0], bs):
+                yield x1[k : k + bs], x2[k : k + bs]
+
+        return _Segments(x1.shape[0], x1[:1], chunks)
+
+    @staticmethod
+    def indexed(x: Tensor, index_chunks: Iterable[tuple[Tensor, Tensor]], n: int) -> _Segments:
+        """``index_chunks`` yields pairs of int64 index tensors of any length."""
+
+        def chunks(bs: int) -> Iterator[tuple[Tensor, Tensor]]:
+            for i, j in index_chunks:
+                for k in range(0, i.numel(), bs):
+                    yield i[k : k + bs], j[k : k + bs]
+
+        return _Segments(n, x[:1], chunks, x)
+
+    def chunks(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        return self._chunks(batch_size)
+
+    def inputs(self, a: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        """The end inputs of a chunk."""
+        return (a, c) if self.x is None else (self.x[a], self.x[c])
+
+
+# --------------------------------------------------------------------------- walkers
+
+
+class _SampledWalker:
+    """``uniform`` and ``bisect``: forward passes under activation hooks."""
+
+    def __init__(self, model: nn.Module, opts: WalkOptions, recorder: PatternRecorder, segments: _Segments,
+                 device, dtype, keep_walks: bool):
+        self.model, self.opts, self.segments = model, opts, segments
+        self.grid_index = keep_walks  # the map from grid points to regions only for walks returned
+        self.device, self.dtype = device, dtype
+        self.n0 = opts.n0 or default_n0(model)
+        self.recorder, self.columns = recorder, None
+        if opts.method == "bisect" and opts.layers is not None:
+            self.recorder, self.columns = _all_layers(model, recorder)
+
+    def start(self, sample: Tensor, layout: PatternLayout) -> None:
+        if self.columns is not None:  # the selected layers' columns in the walk of every layer
+            full = _probe(self.model, self.recorder, sample)
+            self.columns = torch.cat([torch.arange(lay.start, lay.stop) for lay in full.layers
+                                      if lay.module_name in self.columns]).to(self.device)
+
+    def __call__(self, a: Tensor, c: Tensor) -> WalkBatch:
+        a, c = self.segments.inputs(a, c)
+        a = a.to(device=self.device, dtype=self.dtype)
+        c = c.to(device=self.device, dtype=self.dtype)
+        opts = self.opts
+        with self.recorder:
+            if opts.method == "uniform":
+                wb = uniform_walks(self.model, self.recorder, a, c, steps=opts.steps, tie_tol=opts.tie_tol,
+                                   grid_index=self.grid_index)
+            else:
+                wb = bisect_walks(self.model, self.recorder, a, c, tol=opts.tol, tie_tol=opts.tie_tol, n0=self.n0,
+                                  stop=opts.stop)
+        return wb if self.columns is None else wb.select_columns(self.columns)
+
+
+# Values before the first activation are cached for every sample of ``x`` up to this size
+# (or four times the size of ``x`` itself, when larger).
+_PREFIX_CACHE_BYTES = 2 << 30
+
+
+class _ExactWalker:
+    """``exact``: the walk starts from the values of everything before the first
+    activation at the two ends (:meth:`ExactProgram.prefix`), computed once per input:
+    for index pairs once per sample of ``x`` (when they fit in memory), else once per
+    end input of a chunk."""
+
+    def __init__(self, model: nn.Module, opts: WalkOptions, segments: _Segments, device, dtype):
+        from .walk.exact import compile_model
+
+        self.model, self.opts, self.segments = model, opts, segments
+        self.device, self.dtype = device, dtype
+        self.prog = compile_model(model, opts.layers)
+        self.cache: list[Tensor] | None = None
+
+    def start(self, sample: Tensor, layout: PatternLayout) -> None:
+        x = self.segments.x
+        if x is None:
+            return
+        prog, bs = self.prog, self.opts.batch_size
+        per_sample = sum(p[0].numel() * p.element_size() for p in prog.prefix(sample))
+        if per_sample * x.shape[0] > max(_PREFIX_CACHE_BYTES, 4 * x[0].numel() * x.element_size() * x.shape[0]):
+            return
+        parts = [prog.prefix(x[k : k + bs].to(device=self.device, dtype=self.dtype))
+                 for k in range(0, x.shape[0], bs)]
+        self.cache = [torch.cat([p[m] for p in parts]) for m in range(len(parts[0]))]
+
+    def __call__(self, a: Tensor, c: Tensor) -> WalkBatch:
+        from .walk.exact import exact_walks
+
+        if self.cache is not None:
+            a, c = a.to(self.device), c.to(self.device)
+            p1 = [t.index_select(0, a) for t in self.cache]
+            p2 = [t.index_select(0, c) for t in self.cache]
+        else:
+            a, c = self.segments.inputs(a, c)
+            p1 = self.prog.prefix(a.to(device=self.device, dtype=self.dtype))
+            p2 = self.prog.prefix(c.to(device=self.device, dtype=self.dtype))
+        opts = self.opts
+        return exact_walks(self.model, p1[0], p2[0], layers=opts.layers, tie_tol=opts.tie_tol, tol=opts.tol,
+                           prefix=(p1, p2))
+
+
+def _probe(model: nn.Module, recorder: PatternRecorder, a: Tensor) -> PatternLayout:
+    """One forward pass on one segment end: a clear error if the inputs do not fit, and the layout."""
+    recorder.clear()
+    with recorder:
+        try:
+            model(a[:1])
+        except (RuntimeError, ValueError, IndexError) as err:
+            if isinstance(err, InputError):
+                raise
+            raise InputError(
+                f"x1 and x2 hold inputs of shape {tuple(a.shape[1:])}, which do not fit the model "
+                f"{type(model).__name__}: {str(err).splitlines()[0]}"
+            ) from err
+    return recorder.layout()
+
+
+def _all_layers(model: nn.Module, recorder: PatternRecorder) -> tuple[PatternRecorder, set[str] | None]:
+    """For bisection on a subset of layers: a recorder of every activation, and the
+    names of the selected modules. Skipping a sub-segment whose ends share a pattern
+    is exact only for the full pattern (a class of a subset is a union of regions),
+    so the walk is made on all layers and then restricted. Falls back to the subset
+    when some activation of the model has no binarisation rule."""
+    try:
+        full = PatternRecorder(model, None)
+    except (TypeError, ValueError):
+        return recorder, None
+    return full, {name for name, _ in recorder.modules}
+
+
+def _prepare_model(model: nn.Module, dtype: torch.dtype | None) -> nn.Module:
+    check_model(model)
+    if dtype is None or model_device_dtype(model)[1] == dtype:
+        return model
+    return copy.deepcopy(model).to(dtype)
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures: bool = True,
+          return_walks: bool = False, per_layer: bool = False, progress: bool = False) -> FoldingBatch | WalkBatch:
+    """Walk and measure every segment; see the module docstring.
+
+    With ``measures=False`` returns the walks (a :class:`WalkBatch`) and measures nothing.
+    """
+    if segments.n == 0:
+        raise InputError("x1 and x2 must hold at least one segment, got batch size 0")
+    model = _prepare_model(model, opts.dtype)
+    find_activations(model, opts.layers)  # a clear error for a bad selection, before any work
+    device, dtype = model_device_dtype(model)
+    recorder = PatternRecorder(model, opts.layers)
+    sums: list[measure.WalkSummary] = []
+    layers: dict[str, list[Tensor]] = {}
+    walks: list[WalkBatch] = []
+    n_chunks = -(-segments.n // opts.batch_size)
+    with eval_mode(model), torch.no_grad():
+        sample = segments.sample.to(device=device, dtype=dtype)
+        layout = _probe(model, recorder, sample)
+        if opts.method == "exact":
+            walker: _ExactWalker | _SampledWalker = _ExactWalker(model, opts, segments, device, dtype)
+        else:
+            walker = _SampledWalker(model, opts, recorder, segments, device, dtype, return_walks or not measures)
+        walker.start(sample, layout)
+        chunks = progress_bar(segments.chunks(opts.batch_size), total=n_chunks, desc=f"folding ({opts.method})",
+                              enabled=progress)
+        for a, c in chunks:
+            wb = walker(a, c)
+            if return_walks or not measures:
+                walks.append(wb)
+            if not measures:
+                continue
+            sums.append(measure.summarize(wb))
+            if per_layer:
+                for lay in layout.layers:
+                    layers.setdefault(lay.name, []).append(measure.summarize(wb, lay.slice).chi)
+    if not measures:
+        return WalkBatch.concat(walks)
+    s = measure.WalkSummary.concat(sums)
+    return FoldingBatch(
+        chi=s.chi, r1=s.r1, r2=s.r2, n_regions=s.n_regions, max_profile=s.max_profile, method=opts.method,
+        layout=layout, walks=WalkBatch.concat(walks) if return_walks else None,
+        per_layer={name: torch.cat(v) for name, v in layers.items()} if per_layer else None,
+    )
+
+
+# --------------------------------------------------------------------------- input checks
+
+
 def _check_pair(x1, x2, batched: bool) -> None:
     check_inputs(x1 if batched else _unsqueeze(x1, "x1"), "x1")
     check_inputs(x2 if batched else _unsqueeze(x2, "x2"), "x2")
     if x1.shape != x2.shape:
-        raise ValueError(f"x1 and x2 must have the same shape, got x1 {tuple(x1.shape)} and x2 {tuple(x2.shape)}")
+        raise InputError(f"x1 and x2 must have the same shape, got x1 {tuple(x1.shape)} and x2 {tuple(x2.shape)}")
     if batched and x1.dim() < 2:
-        raise ValueError(
+        raise InputError(
             f"x1 and x2 must have shape (batch, *input_shape), got {tuple(x1.shape)}; "
             "for a single segment use spacefold.folding"
         )
@@ -96,40 +357,63 @@ def _check_pair(x1, x2, batched: bool) -> None:
 
 def _unsqueeze(x, name: str) -> Tensor:
     if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor (one input, without batch dimension), got {type(x).__name__}")
+        raise InputTypeError(
+            f"{name} must be a torch.Tensor (one input, without batch dimension), got {type(x).__name__}")
     if x.dim() == 0:
-        raise ValueError(
+        raise InputError(
             f"{name} must be one input of shape input_shape (without batch dimension), got a 0-d tensor; "
             "a single feature is a tensor of shape (1,)"
         )
     return x.unsqueeze(0)
 
 
-def _prepare_model(model: nn.Module, dtype: torch.dtype | None) -> nn.Module:
+def _check_single(model: nn.Module, x1: Tensor) -> None:
+    """Refuse a batch given where one input is expected: when the first module applied to
+    the input is an ``nn.Linear`` (or ``ConvNd``) and ``x1`` has more dimensions than one
+    input of it, the module would treat the extra leading dimension as a batch."""
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if dtype is None:
-        return model
-    if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-        raise ValueError(f"dtype must be a floating torch dtype such as torch.float64, got {dtype!r}")
-    if model_device_dtype(model)[1] == dtype:
-        return model
-    return copy.deepcopy(model).to(dtype)
+        return
+    first = _first_layer(model)
+    if first is None:
+        return
+    if isinstance(first, nn.Linear):
+        dims, what = 1, f"(in_features={first.in_features},)"
+    else:
+        dims = {nn.Conv1d: 2, nn.Conv2d: 3, nn.Conv3d: 4}[type(first)]
+        what = f"{dims} dimensions (channels, ...)"
+    if x1.dim() > dims:
+        raise InputError(
+            f"x1 must be one input (the model's first layer {type(first).__name__} takes {what}), got shape "
+            f"{tuple(x1.shape)}, a batch of {x1.shape[0]}; for many segments use spacefold.folding_batch"
+        )
 
 
-def _default_n0(model: nn.Module, layers: LayerSelector) -> int:
-    find_activations(model, layers)  # a clear error for a bad selection, before any work
-    return default_n0(model)
+def _first_layer(model: nn.Module) -> nn.Module | None:
+    """The first module of a (nested) ``nn.Sequential`` when it is ``Linear`` or ``Conv1d/2d/3d``."""
+    m = model
+    while isinstance(m, nn.Sequential) and len(m) > 0:
+        m = m[0]
+    return m if type(m) in (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d) else None
 
 
-def _walk_chunk(model, recorder, x1, x2, *, method, steps, tol, tie_tol, n0, stop, layers) -> WalkBatch:
-    if method == "uniform":
-        return uniform_walks(model, recorder, x1, x2, steps=steps, tie_tol=tie_tol)
-    if method == "bisect":
-        return bisect_walks(model, recorder, x1, x2, tol=tol, tie_tol=tie_tol, n0=n0, stop=stop)
-    from .walk.exact import exact_walks
+def _index(idx, name: str) -> Tensor:
+    try:
+        t = torch.as_tensor(idx)
+    except (TypeError, ValueError, RuntimeError):
+        raise InputTypeError(
+            f"{name} must be integer indices (a sequence or an int tensor), got {type(idx).__name__}") from None
+    if t.numel() > 0 and (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool):
+        raise InputTypeError(f"{name} must be integer indices (a sequence or an int tensor), got dtype {t.dtype}")
+    return t.to(torch.int64).reshape(-1)
 
-    return exact_walks(model, x1, x2, layers=layers, tie_tol=tie_tol, tol=tol)
+
+def _check_samples(x, name: str = "x") -> None:
+    check_inputs(x, name)
+    if x.dim() < 2:
+        raise InputError(f"{name} must have shape (n_samples, *input_shape), got {tuple(x.shape)}")
+
+
+# --------------------------------------------------------------------------- entry points
 
 
 def walk_batch(
@@ -147,115 +431,11 @@ def walk_batch(
     batch_size: int = 1024,
     dtype: torch.dtype | None = None,
 ) -> WalkBatch:
-    """Walks of the segments ``x1[i] -> x2[i]``, inputs ``(batch, *input_shape)``."""
-    return _run(model, x1, x2, method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=n0,
-                stop=stop, batch_size=batch_size, dtype=dtype, return_walks=True, per_layer=False,
-                progress_bar=False).walks  # type: ignore[return-value]
-
-
-def _check_options(method, stop, steps, batch_size, tol, tie_tol, n0):
-    check_choice(method, "method", METHODS)
-    check_choice(stop, "stop", STOP_RULES)
-    check_int(steps, "steps", 1)
-    check_int(batch_size, "batch_size", 1)
-    if n0 is not None:
-        check_int(n0, "n0", 2)
-    tie_tol = check_nonnegative(tie_tol, "tie_tol")
-    return check_nonnegative(resolve_tol(method, tol, tie_tol), "tol"), tie_tol
-
-
-def _run(model, x1, x2, *, batch_size, **kw) -> FoldingBatch:
-    check_int(batch_size, "batch_size", 1)
+    """Walks of the segments ``x1[i] -> x2[i]``, inputs ``(batch, *input_shape)``; no measure."""
+    opts = WalkOptions.check(method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=n0, stop=stop,
+                             batch_size=batch_size, dtype=dtype)
     _check_pair(x1, x2, batched=True)
-    b = x1.shape[0]
-    if b == 0:
-        raise ValueError("x1 and x2 must hold at least one segment, got batch size 0")
-    chunks = ((x1[i : i + batch_size], x2[i : i + batch_size]) for i in range(0, b, batch_size))
-    return _fold_chunks(model, chunks, n_chunks=-(-b // batch_size), batch_size=batch_size, **kw)
-
-
-def _probe(model: nn.Module, recorder: PatternRecorder, a: Tensor) -> PatternLayout:
-    """One forward pass on one segment end: a clear error if the inputs do not fit, and the layout."""
-    recorder.clear()
-    try:
-        model(a[:1])
-    except (RuntimeError, ValueError, IndexError) as err:
-        raise ValueError(
-            f"x1 and x2 hold inputs of shape {tuple(a.shape[1:])}, which do not fit the model "
-            f"{type(model).__name__}: {str(err).splitlines()[0]}"
-        ) from err
-    return recorder.layout()
-
-
-def _all_layers(model: nn.Module, recorder: PatternRecorder) -> tuple[PatternRecorder, set[str] | None]:
-    """For bisection on a subset of layers: a recorder of every activation, and the
-    names of the selected modules. Skipping a sub-segment whose ends share a pattern
-    is exact only for the full pattern (a class of a subset is a union of regions),
-    so the walk is made on all layers and then restricted. Falls back to the subset
-    when some activation of the model has no binarisation rule."""
-    try:
-        full = PatternRecorder(model, None)
-    except (TypeError, ValueError):
-        return recorder, None
-    return full, {name for name, _ in recorder.modules}
-
-
-def _fold_chunks(model, chunks, *, n_chunks, method, steps, tol, tie_tol, layers, n0, stop, batch_size, dtype,
-                 return_walks, per_layer, progress_bar) -> FoldingBatch:
-    """Fold an iterable of ``(x1_chunk, x2_chunk)``; only one chunk's walks are alive at a time."""
-    tol, tie_tol = _check_options(method, stop, steps, batch_size, tol, tie_tol, n0)
-    model = _prepare_model(model, dtype)
-    n0 = n0 or _default_n0(model, layers)
-    device, mdtype = model_device_dtype(model)
-    recorder = PatternRecorder(model, layers)
-    walk_recorder, selected = recorder, None
-    if method == "bisect" and layers is not None:
-        walk_recorder, selected = _all_layers(model, recorder)
-    sums, walks = [], []
-    layout = columns = None
-    with walk_recorder, eval_mode(model), torch.no_grad():
-        for a, c in progress(chunks, total=n_chunks, desc=f"folding ({method})", enabled=progress_bar):
-            a = a.to(device=device, dtype=mdtype)
-            c = c.to(device=device, dtype=mdtype)
-            if layout is None:
-                if selected is None:
-                    layout = _probe(model, recorder, a)
-                else:
-                    full = _probe(model, walk_recorder, a)
-                    columns = torch.cat([torch.arange(lay.start, lay.stop) for lay in full.layers
-                                         if lay.module_name in selected]).to(device)
-                    with recorder:
-                        layout = _probe(model, recorder, a)
-            wb = _walk_chunk(model, walk_recorder, a, c, method=method, steps=steps, tol=tol, tie_tol=tie_tol,
-                             n0=n0, stop=stop, layers=layers)
-            if columns is not None:
-                wb = wb.select_columns(columns)
-            s = wb.summary()
-            if per_layer:
-                s["per_layer"] = {lay.name: wb.summary(lay.slice)["chi"] for lay in layout.layers}
-            sums.append(s)
-            if return_walks:
-                walks.append(wb)
-    if not sums:
-        raise ValueError("no segment to fold: got zero pairs")
-    cat = {k: torch.cat([s[k] for s in sums]) for k in ("r1", "r2", "chi", "max_profile", "n_points")}
-    pl = None
-    if per_layer:
-        pl = {name: torch.cat([s["per_layer"][name] for s in sums]) for name in sums[0]["per_layer"]}
-    return FoldingBatch(
-        chi=cat["chi"], r1=cat["r1"], r2=cat["r2"], n_regions=cat["n_points"], max_profile=cat["max_profile"],
-        method=method, layout=layout, walks=WalkBatch.concat(walks) if return_walks else None, per_layer=pl,
-    )
-
-
-def _index(idx, name: str) -> Tensor:
-    try:
-        t = torch.as_tensor(idx)
-    except (TypeError, ValueError, RuntimeError):
-        raise TypeError(f"{name} must be integer indices (a sequence or an int tensor), got {type(idx).__name__}") from None
-    if t.numel() > 0 and (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool):
-        raise TypeError(f"{name} must be integer indices (a sequence or an int tensor), got dtype {t.dtype}")
-    return t.to(torch.int64).reshape(-1)
+    return _fold(model, _Segments.paired(x1, x2), opts, measures=False)  # type: ignore[return-value]
 
 
 def folding_pairs(
@@ -279,81 +459,24 @@ def folding_pairs(
     """Folding of the segments ``x[i[k]] -> x[j[k]]`` for index tensors ``i``, ``j``.
 
     Streams the pairs in chunks of ``batch_size``: the endpoint inputs of all pairs
-    are never gathered at once, so millions of pairs fit in memory. Other arguments
-    as in :func:`folding_batch`.
+    are never gathered at once, so millions of pairs fit in memory. With
+    ``method="exact"`` everything before the first activation is evaluated once per
+    sample of ``x``, not once per pair. Other arguments as in :func:`folding_batch`.
     """
-    check_inputs(x, "x")
-    if x.dim() < 2:
-        raise ValueError(f"x must have shape (n_samples, *input_shape), got {tuple(x.shape)}")
+    opts = WalkOptions.check(method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=n0, stop=stop,
+                             batch_size=batch_size, dtype=dtype)
+    _check_samples(x)
     i, j = _index(i, "i"), _index(j, "j")
     if i.shape != j.shape:
-        raise ValueError(f"i and j must have the same length, got {i.numel()} and {j.numel()}")
+        raise InputError(f"i and j must have the same length, got {i.numel()} and {j.numel()}")
     if i.numel() == 0:
-        raise ValueError("i and j must name at least one pair, got none")
+        raise InputError("i and j must name at least one pair, got none")
     n = x.shape[0]
     for name, idx in (("i", i), ("j", j)):
         if (idx < 0).any() or (idx >= n).any():
-            raise ValueError(f"{name} must index rows of x in [0, {n - 1}], got values outside")
-    check_int(batch_size, "batch_size", 1)
-    if method == "exact":
-        out = _exact_pairs(model, x, i, j, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=n0, stop=stop,
-                           batch_size=batch_size, dtype=dtype, per_layer=per_layer, progress_bar=progress)
-        if out is not None:
-            return out
-    chunks = ((x[i[k : k + batch_size]], x[j[k : k + batch_size]]) for k in range(0, i.numel(), batch_size))
-    return _fold_chunks(model, chunks, n_chunks=-(-i.numel() // batch_size), method=method, steps=steps, tol=tol,
-                        tie_tol=tie_tol, layers=layers, n0=n0, stop=stop, batch_size=batch_size, dtype=dtype,
-                        return_walks=False, per_layer=per_layer, progress_bar=progress)
-
-
-_PREFIX_CACHE_BYTES = 2 << 30
-
-
-def _exact_pairs(model, x, i, j, *, steps, tol, tie_tol, layers, n0, stop, batch_size, dtype, per_layer,
-                 progress_bar) -> FoldingBatch | None:
-    """``folding_pairs`` for ``method="exact"`` with the first affine layers for free.
-
-    Everything before the first activation is affine in the input, so along a segment
-    it is the interpolation of its values at the two ends (FOLDING.md §7.4 (a′) step 1):
-    it is evaluated once per input of ``x``, not once per pair. Returns ``None`` (use
-    the plain path) when those values would not fit in memory.
-    """
-    from .patterns import pattern_layout
-    from .walk.exact import compile_model, exact_walks
-
-    tol, tie_tol = _check_options("exact", stop, steps, batch_size, tol, tie_tol, n0)
-    model = _prepare_model(model, dtype)
-    device, mdtype = model_device_dtype(model)
-    with eval_mode(model), torch.no_grad():
-        prog = compile_model(model, layers)
-        probe = prog.prefix(x[:1].to(device=device, dtype=mdtype))
-        per_sample = sum(p[0].numel() * p.element_size() for p in probe)
-        if per_sample * x.shape[0] > max(_PREFIX_CACHE_BYTES, 4 * x[0].numel() * x.element_size() * x.shape[0]):
-            return None
-        parts = [prog.prefix(x[k : k + batch_size].to(device=device, dtype=mdtype))
-                 for k in range(0, x.shape[0], batch_size)]
-        pre = [torch.cat([p[m] for p in parts]) for m in range(len(probe))]
-        del parts
-        layout = pattern_layout(model, x[:1].to(device=device, dtype=mdtype), layers) if per_layer else None
-        i, j = i.to(device), j.to(device)
-        sums = []
-        n_chunks = -(-i.numel() // batch_size)
-        for k in progress(range(0, i.numel(), batch_size), total=n_chunks, desc="folding (exact)",
-                          enabled=progress_bar):
-            a, c = i[k : k + batch_size], j[k : k + batch_size]
-            p1 = [t.index_select(0, a) for t in pre]
-            p2 = [t.index_select(0, c) for t in pre]
-            wb = exact_walks(model, p1[0], p2[0], layers=layers, tie_tol=tie_tol, tol=tol, prefix=(p1, p2))
-            s = wb.summary()
-            if per_layer:
-                s["per_layer"] = {lay.name: wb.summary(lay.slice)["chi"] for lay in layout.layers}
-            sums.append(s)
-    cat = {k: torch.cat([s[k] for s in sums]) for k in ("r1", "r2", "chi", "max_profile", "n_points")}
-    pl = None
-    if per_layer:
-        pl = {name: torch.cat([s["per_layer"][name] for s in sums]) for name in sums[0]["per_layer"]}
-    return FoldingBatch(chi=cat["chi"], r1=cat["r1"], r2=cat["r2"], n_regions=cat["n_points"],
-                        max_profile=cat["max_profile"], method="exact", layout=layout, walks=None, per_layer=pl)
+            raise InputError(f"{name} must index rows of x in [0, {n - 1}], got values outside")
+    return _fold(model, _Segments.indexed(x, [(i, j)], i.numel()), opts,  # type: ignore[return-value]
+                 per_layer=per_layer, progress=progress)
 
 
 def folding_batch(
@@ -395,10 +518,13 @@ def folding_batch(
     dtype : evaluate a copy of the model in this dtype (e.g. ``torch.float64``).
     return_walks : keep every walk (memory grows with the batch).
     per_layer : also χ of each layer's bits alone.
+    progress : show a progress bar over the chunks (with tqdm installed).
     """
-    return _run(model, x1, x2, method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=n0,
-                stop=stop, batch_size=batch_size, dtype=dtype, return_walks=return_walks, per_layer=per_layer,
-                progress_bar=progress)
+    opts = WalkOptions.check(method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=n0, stop=stop,
+                             batch_size=batch_size, dtype=dtype)
+    _check_pair(x1, x2, batched=True)
+    return _fold(model, _Segments.paired(x1, x2), opts, return_walks=return_walks,  # type: ignore[return-value]
+                 per_layer=per_layer, progress=progress)
 
 
 def walk(
@@ -421,10 +547,12 @@ def walk(
     distinct, ``w.t`` where on [0, 1] each region is entered. Arguments as in
     :func:`folding_batch`.
     """
+    opts = WalkOptions.check(method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=n0, stop=stop,
+                             batch_size=1, dtype=dtype)
     _check_pair(x1, x2, batched=False)
-    wb = walk_batch(model, x1.unsqueeze(0), x2.unsqueeze(0), method=method, steps=steps, tol=tol, tie_tol=tie_tol,
-                    layers=layers, n0=n0, stop=stop, dtype=dtype)
-    return wb[0]
+    _check_single(model, x1)
+    wb = _fold(model, _Segments.paired(x1.unsqueeze(0), x2.unsqueeze(0)), opts, measures=False)
+    return wb[0]  # type: ignore[index]
 
 
 def folding(
@@ -441,12 +569,16 @@ def folding(
     stop: str = "strict",
     dtype: torch.dtype | None = None,
 ) -> Folding:
-    """Folding of the segment ``x1 -> x2``: ``chi``, ``r1``, ``r2``, ``n_regions``, ``profile``."""
+    """Folding of the segment ``x1 -> x2``: ``chi``, ``r1``, ``r2``, ``n_regions``, ``profile``.
+
+    ``x1`` and ``x2`` are single inputs (no batch dimension); for many segments use
+    :func:`folding_batch`.
+    """
     w = walk(model, x1, x2, method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=n0, stop=stop,
              dtype=dtype)
-    r1, r2 = measure.ranges(w.patterns)
-    profile = measure.chi_profile(w.patterns)
+    run_r1, run_r2 = measure.prefix_ranges(w.patterns)
+    profile = measure.chi_from_ranges(run_r1, run_r2)  # χ of every prefix; the last is χ of the walk
     return Folding(
-        chi=measure.chi(w.patterns), r1=r1, r2=r2, n_regions=w.n_regions, profile=profile,
+        chi=float(profile[-1]), r1=int(run_r1[-1]), r2=int(run_r2[-1]), n_regions=w.n_regions, profile=profile,
         max_profile=float(profile.max()), walk=w,
     )

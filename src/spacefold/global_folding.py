@@ -1,14 +1,14 @@
 """Global folding over a data set: Φ_N, the P2 "median of maxima", per class pair tables,
 per-layer folding and bootstrap confidence intervals (FOLDING.md §3.4–3.6, §12 items 2–3).
 
-``global_folding`` walks the segments chosen by :mod:`spacefold.pairs` with
-:func:`spacefold.folding_pairs` (streamed in chunks) and keeps one χ, one profile
-maximum and the two class labels per path; every aggregate is computed from those.
+``global_folding`` walks the segments chosen by :mod:`spacefold.pairs` through the
+pipeline of :func:`spacefold.folding_pairs` (pairs streamed in chunks, everything before
+the first activation evaluated once per sample) and keeps one χ, one profile maximum
+and the two class labels per path; every aggregate is computed from those.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -17,7 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from ._util import check_choice, check_int
-from .folding import DEFAULT_STEPS, DEFAULT_TOL, folding_pairs
+from .errors import InputError, InputTypeError
+from .folding import DEFAULT_STEPS, DEFAULT_TOL, WalkOptions, _check_samples, _fold, _Segments
 from .pairs import PairPlan, class_centroids, pair_plan
 
 __all__ = ["global_folding", "GlobalFolding", "PAIR_CHOICES", "median_nonzero"]
@@ -105,9 +106,9 @@ class GlobalFolding:
         """The paths where the bool ``mask`` ``(n_paths,)`` is true, as a new result."""
         mask = torch.as_tensor(mask, dtype=torch.bool).cpu().reshape(-1)
         if mask.numel() != self.n_paths:
-            raise ValueError(f"mask must have {self.n_paths} entries, got {mask.numel()}")
+            raise InputError(f"mask must have {self.n_paths} entries, got {mask.numel()}")
         if not bool(mask.any()):
-            raise ValueError("mask selects no path")
+            raise InputError("mask selects no path")
         pick = {k: getattr(self, k)[mask] for k in ("chi", "max_profile", "r1", "r2", "n_regions", "label_a",
                                                     "label_b")}
         pl = {k: v[mask] for k, v in self.per_layer.items()} if self.per_layer else None
@@ -194,7 +195,7 @@ class GlobalFolding:
         check_int(n_boot, "n_boot", 1)
         check_int(seed, "seed", 0)
         if not 0.0 < level < 1.0:
-            raise ValueError(f"level must be in (0, 1), got {level}")
+            raise InputError(f"level must be in (0, 1), got {level}")
         for s in stats:
             check_choice(s, "stats", ("phi", "phi_max", "phi_max_p2", "fraction_folded", "mean"))
         order, _, bounds = self._groups()
@@ -314,18 +315,18 @@ def global_folding(
     ``chi``, ``max_profile``, per class pair table, bootstrap intervals).
     """
     if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor (n_samples, *input_shape), got {type(x).__name__}")
-    if x.dim() < 2:
-        raise ValueError(f"x must have shape (n_samples, *input_shape), got {tuple(x.shape)}")
+        raise InputTypeError(f"x must be a torch.Tensor (n_samples, *input_shape), got {type(x).__name__}")
+    _check_samples(x)
+    opts = WalkOptions.check(method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=None,
+                             stop="strict", batch_size=batch_size, dtype=dtype)
     if not isinstance(y, Tensor):
         try:
             y = torch.as_tensor(y)
         except Exception:
-            raise TypeError(f"y must be a tensor of integer labels, got {type(y).__name__}") from None
+            raise InputTypeError(f"y must be a tensor of integer labels, got {type(y).__name__}") from None
     if y.dim() != 1 or y.numel() != x.shape[0]:
-        raise ValueError(f"y must have shape ({x.shape[0]},) to match x, got {tuple(y.shape)}")
+        raise InputError(f"y must have shape ({x.shape[0]},) to match x, got {tuple(y.shape)}")
     check_int(seed, "seed", 0)
-    check_int(batch_size, "batch_size", 1)
     n_cl = None
     if isinstance(pairs, PairPlan):
         plan = pairs
@@ -342,9 +343,9 @@ def global_folding(
             plan = pair_plan(y, pairs, max_pairs=max_pairs, seed=seed, classes=classes)
     n = len(plan)
     if n == 0:
-        raise ValueError("no pair to walk: the pair plan is empty")
-    fb = _fold_plan(model, x, plan, method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers,
-                    batch_size=batch_size, dtype=dtype, per_layer=per_layer, progress=progress)
+        raise InputError("no pair to walk: the pair plan is empty")
+    # the pairs are produced and their inputs gathered batch_size at a time
+    fb = _fold(model, _Segments.indexed(x, plan.chunks(batch_size), n), opts, per_layer=per_layer, progress=progress)
     la, lb = plan.labels()
     return GlobalFolding(
         chi=fb.chi.double().cpu(), max_profile=fb.max_profile.double().cpu(), r1=fb.r1.cpu(), r2=fb.r2.cpu(),
@@ -352,33 +353,3 @@ def global_folding(
         steps=steps if method == "uniform" else None, n_clusters=n_cl,
         per_layer={k: v.double().cpu() for k, v in fb.per_layer.items()} if fb.per_layer else None,
     )
-
-
-class _Chunked:
-    """Concatenated results of folding_pairs over the chunks of a plan."""
-
-    def __init__(self, parts):
-        self.chi = torch.cat([p.chi for p in parts])
-        self.max_profile = torch.cat([p.max_profile for p in parts])
-        self.r1 = torch.cat([p.r1 for p in parts])
-        self.r2 = torch.cat([p.r2 for p in parts])
-        self.n_regions = torch.cat([p.n_regions for p in parts])
-        self.per_layer = None
-        if parts[0].per_layer:
-            self.per_layer = {k: torch.cat([p.per_layer[k] for p in parts]) for k in parts[0].per_layer}
-
-
-def _fold_plan(model, x, plan: PairPlan, *, batch_size: int, progress: bool, **kw):
-    """Walk every pair of ``plan``; index pairs are produced ``_SUPER`` at a time and
-    their inputs gathered ``batch_size`` at a time inside ``folding_pairs``."""
-    from ._util import progress as bar
-
-    n = len(plan)
-    # One folding_pairs call per super-chunk keeps index tensors bounded for huge plans.
-    sup = max(batch_size, min(1 << 20, n))
-    parts = []
-    chunks = plan.chunks(sup)
-    for i, j in bar(chunks, total=math.ceil(n / sup), desc=f"global folding ({kw['method']})",
-                    enabled=progress and n > sup):
-        parts.append(folding_pairs(model, x, i, j, batch_size=batch_size, progress=progress and n <= sup, **kw))
-    return _Chunked(parts)

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ._util import check_int
+from .errors import InputError, InputTypeError
 
 __all__ = [
     "activation_patterns",
@@ -94,9 +95,9 @@ def register_activation(module_type: type, rule: Rule | None = None, *, piecewis
     are piecewise linear with their kinks at z = 0 (the exact walker relies on it).
     """
     if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
-        raise TypeError(f"module_type must be an nn.Module subclass, got {module_type!r}")
+        raise InputTypeError(f"module_type must be an nn.Module subclass, got {module_type!r}")
     if rule is not None and not callable(rule):
-        raise TypeError(f"rule must be callable (module, input, output) -> score tensor, got {rule!r}")
+        raise InputTypeError(f"rule must be callable (module, input, output) -> score tensor, got {rule!r}")
     _REGISTRY[module_type] = _Entry(rule or _pre_activation, bool(piecewise_linear))
 
 
@@ -134,12 +135,12 @@ def _normalise_selector(layers: LayerSelector) -> list[str | type] | None:
     try:
         items = list(layers)
     except TypeError:
-        raise TypeError(f"layers must be a module name, a module type or a list of them, got {layers!r}") from None
+        raise InputTypeError(f"layers must be a module name, a module type or a list of them, got {layers!r}") from None
     for item in items:
         if not isinstance(item, (str, type)):
-            raise TypeError(f"layers entries must be module names (str) or types, got {item!r}")
+            raise InputTypeError(f"layers entries must be module names (str) or types, got {item!r}")
     if not items:
-        raise ValueError("layers must name at least one module, got an empty list")
+        raise InputError("layers must name at least one module, got an empty list")
     return items
 
 
@@ -152,7 +153,7 @@ def find_activations(model: nn.Module, layers: LayerSelector = None) -> list[tup
     with no hookable activation or a name that matches nothing.
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     selector = _normalise_selector(layers)
     named = [(n, m) for n, m in model.named_modules()]
     chosen: list[tuple[str, nn.Module]] = []
@@ -161,13 +162,13 @@ def find_activations(model: nn.Module, layers: LayerSelector = None) -> list[tup
             if _entry(module) is not None:
                 chosen.append((name, module))
             elif _looks_like_activation(module):
-                raise TypeError(
+                raise InputTypeError(
                     f"cannot binarise activation {type(module).__name__} at '{name or '<model>'}': it has no "
                     "binarisation rule; register one with spacefold.register_activation("
                     f"nn.{type(module).__name__}, rule) or leave it out with layers=[...]"
                 )
         if not chosen:
-            raise ValueError(
+            raise InputError(
                 f"model {type(model).__name__} has no hookable activation module (nn.ReLU, nn.GELU, ...); "
                 "activations called functionally (F.relu, torch.tanh in forward) cannot be hooked: "
                 "use activation modules, or register your own module type with spacefold.register_activation"
@@ -177,19 +178,19 @@ def find_activations(model: nn.Module, layers: LayerSelector = None) -> list[tup
     for item in selector:
         if isinstance(item, str) and item not in names:
             acts = [n for n, m in named if _entry(m) is not None]
-            raise ValueError(f"layers names '{item}', which is not a module of the model; activation modules: {acts}")
+            raise InputError(f"layers names '{item}', which is not a module of the model; activation modules: {acts}")
     for name, module in named:
         hit = any((isinstance(s, str) and s == name) or (isinstance(s, type) and isinstance(module, s)) for s in selector)
         if not hit:
             continue
         if _entry(module) is None:
-            raise TypeError(
+            raise InputTypeError(
                 f"layers selects '{name}' ({type(module).__name__}), which has no binarisation rule; "
                 "select activation modules or register a rule with spacefold.register_activation"
             )
         chosen.append((name, module))
     if not chosen:
-        raise ValueError(f"layers={layers!r} selects no activation module of the model")
+        raise InputError(f"layers={layers!r} selects no activation module of the model")
     return chosen
 
 
@@ -326,24 +327,45 @@ class PatternRecorder:
 def check_nonnegative(value: float, name: str) -> float:
     """Validate a finite number >= 0 (a tolerance) and return it as float."""
     if isinstance(value, bool):
-        raise TypeError(f"{name} must be a number >= 0, got {value!r}")
+        raise InputTypeError(f"{name} must be a number >= 0, got {value!r}")
     try:
         value = float(value)
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number >= 0, got {value!r}") from None
+        raise InputTypeError(f"{name} must be a number >= 0, got {value!r}") from None
     if not (value >= 0.0) or value == float("inf"):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        raise InputError(f"{name} must be a finite number >= 0, got {value}")
     return value
 
 
 def check_inputs(x: Tensor, name: str = "x") -> None:
+    """Validate inputs ``(batch, *input_shape)``: a real tensor of finite values."""
     if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        raise InputTypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() < 1:
-        raise ValueError(f"{name} must have a batch dimension (batch, *input_shape), got a scalar")
-    if x.is_floating_point() and not torch.isfinite(x).all():
+        raise InputError(f"{name} must have a batch dimension (batch, *input_shape), got a scalar")
+    if x.is_complex():
+        raise InputTypeError(f"{name} must hold real values, got dtype {x.dtype}; pass x.real or x.abs() explicitly")
+    # A finite sum proves every value finite (NaN and inf propagate through a sum); only when
+    # it is not (NaN, inf, or an overflow of large finite values) are the values counted.
+    if x.is_floating_point() and not bool(torch.isfinite(x.sum())):
         bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"{name} holds {bad} NaN or inf value(s); expected finite inputs")
+        if bad:
+            raise InputError(f"{name} holds {bad} NaN or inf value(s); expected finite inputs")
+
+
+def check_model(model) -> None:
+    """Validate a model to run: an ``nn.Module`` whose parameters hold values on a
+    device this build of torch can use."""
+    if not isinstance(model, nn.Module):
+        raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    device, _ = model_device_dtype(model)
+    if device.type == "meta":
+        raise InputError(
+            "model must hold its weights, got a model on the meta device (parameters without values); "
+            "create it on a real device or load its weights, e.g. model.to_empty(device='cpu') then load_state_dict"
+        )
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"model is on {device}, but this build of torch has no CUDA device; move it with model.cpu()")
 
 
 def run_model(model: nn.Module, x: Tensor, name: str = "x") -> Tensor:
@@ -351,7 +373,7 @@ def run_model(model: nn.Module, x: Tensor, name: str = "x") -> Tensor:
     try:
         return model(x)
     except (RuntimeError, ValueError, IndexError) as err:
-        raise ValueError(
+        raise InputError(
             f"{name} of shape {tuple(x.shape)} does not fit the model {type(model).__name__} "
             f"(expected (batch, *input_shape) for its first layer): {str(err).splitlines()[0]}"
         ) from err
@@ -375,7 +397,7 @@ def activation_patterns(
     returns ``(patterns, layout)`` where ``layout`` gives each layer's slice.
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     check_inputs(x)
     tie_tol = check_nonnegative(tie_tol, "tie_tol")
     if batch_size is not None:
