@@ -9,6 +9,7 @@ from torch import nn
 
 import spacefold as sf
 from spacefold import measure
+from spacefold import folding as folding_mod
 
 
 @pytest.fixture
@@ -88,7 +89,7 @@ def test_unknown_method_and_stop_rule(net):
     with pytest.raises(ValueError, match=r"stop must be one of 'strict', 'hamming1', got 'loose'"):
         sf.folding(net, A, B, method="bisect", stop="loose")
     with pytest.raises(ValueError, match="stop must be one of"):
-        sf.walk_batch(net, XA, XB, method="bisect", stop=None)
+        folding_mod.walk_batch(net, XA, XB, method="bisect", stop=None)
 
 
 def test_batch_size(net):
@@ -179,11 +180,11 @@ MEASURES = [
     ("chi", sf.chi),
     ("ranges", sf.ranges),
     ("chi_profile", sf.chi_profile),
-    ("max_profile", sf.max_profile),
+    ("max_profile", measure.max_profile),
     ("symmetric_chi", sf.symmetric_chi),
     ("chi_bounds", sf.chi_bounds),
-    ("interactions", sf.interactions),
-    ("refine", sf.refine),
+    ("interactions", measure.interactions),
+    ("refine", measure.refine),
     ("interaction", lambda w: sf.interaction(w, 0)),
     ("distance_to_start", measure.distance_to_start),
 ]
@@ -209,7 +210,7 @@ def test_measure_rejects_bad_walks(name, fn):
 
 def test_refine_takes_one_walk():
     with pytest.raises(ValueError, match="refine takes one walk"):
-        sf.refine(WALK.unsqueeze(0))
+        measure.refine(WALK.unsqueeze(0))
 
 
 def test_interaction_k():

@@ -144,7 +144,7 @@ def test_profile_example():
     # entry 0 is the single pattern (0); entries 1.. are the profile 0, 1/2, 2/5 of §6
     expected = [Fraction(0), Fraction(0), Fraction(1, 2), Fraction(2, 5)]
     assert all(close(float(p), e) for p, e in zip(prof, expected))
-    assert close(sf.max_profile(w), Fraction(1, 2))
+    assert close(measure.max_profile(w), Fraction(1, 2))
     assert close(sf.chi(w), Fraction(2, 5))
     assert measure.distance_to_start(w).tolist() == [0, 1, 0, 3]
     assert measure.step_distances(w).tolist() == [1, 1, 3]
@@ -155,7 +155,7 @@ def test_constant_walk():
     assert sf.ranges(w) == (0, 0)
     assert sf.chi(w) == 0.0
     assert torch.equal(sf.chi_profile(w), torch.zeros(5, dtype=torch.float64))
-    assert sf.max_profile(w) == 0.0
+    assert measure.max_profile(w) == 0.0
     assert sf.chi_bounds(w) == (0.0, 0.0, 0.0)
     assert sf.interaction(w, 2) == 0.0
 
@@ -181,7 +181,7 @@ def test_non_additivity_sub_additive():
 
 def test_interactions_every_split_and_batched_k():
     whole = bits("00", "10", "00", "10", "00")
-    every = sf.interactions(whole)
+    every = measure.interactions(whole)
     assert every.shape == (5,)
     for k in range(5):
         assert close(float(every[k]), abs(ref_interaction(as_lists(whole), k)))
@@ -198,14 +198,14 @@ def test_batched_examples_agree_with_single():
     assert batch.shape == (len(four), max(len(w) for w in four), 4)
     r1, r2 = sf.ranges(batch)
     chis = sf.chi(batch)
-    maxp = sf.max_profile(batch)
+    maxp = measure.max_profile(batch)
     sym = sf.symmetric_chi(batch)
     lower, upper, rev = sf.chi_bounds(batch)
     inter = sf.interaction(batch, 1)
     for i, w in enumerate(four):
         assert (int(r1[i]), int(r2[i])) == sf.ranges(w)
         assert float(chis[i]) == sf.chi(w)
-        assert float(maxp[i]) == sf.max_profile(w)
+        assert float(maxp[i]) == measure.max_profile(w)
         assert float(sym[i]) == sf.symmetric_chi(w)
         assert (float(lower[i]), float(upper[i]), float(rev[i])) == sf.chi_bounds(w)
         if len(w) > 1:
@@ -214,7 +214,7 @@ def test_batched_examples_agree_with_single():
 
 def test_refine_example_keeps_r1():
     w = bits("0000", "1100", "0011")
-    refined = sf.refine(w)
+    refined = measure.refine(w)
     assert sf.ranges(refined) == sf.ranges(w) == (2, 6)
     assert measure.distance_to_start(refined).tolist() == [0, 1, 2, 1, 0, 1, 2]
     assert ref_refine_ok(as_lists(w), as_lists(refined))
@@ -256,7 +256,7 @@ def test_measures_match_reference(walk):
     got = sf.chi_profile(w)
     assert got.shape == (len(walk),)
     assert all(close(float(g), p) for g, p in zip(got, prof))
-    assert close(sf.max_profile(w), max(prof))
+    assert close(measure.max_profile(w), max(prof))
     assert measure.distance_to_start(w).tolist() == [d_h(walk[0], p) for p in walk]
     assert measure.step_distances(w).tolist() == [d_h(walk[i], walk[i + 1]) for i in range(len(walk) - 1)]
 
@@ -268,7 +268,7 @@ def test_batched_and_ragged_agree_with_single(batch):
     padded = measure.pad_walks(ts)
     assert padded.shape == (len(ts), max(len(w) for w in batch), len(batch[0][0]))
     r1, r2 = sf.ranges(padded)
-    chis, maxp = sf.chi(padded), sf.max_profile(padded)
+    chis, maxp = sf.chi(padded), measure.max_profile(padded)
     sym = sf.symmetric_chi(padded)
     lower, upper, rev = sf.chi_bounds(padded)
     for i, w in enumerate(batch):
@@ -297,7 +297,7 @@ def test_stability_under_repeats(walk, data):
     assert sf.ranges(wr) == sf.ranges(w)
     assert sf.chi(wr) == sf.chi(w)
     assert float(sf.chi_profile(wr)[-1]) == float(sf.chi_profile(w)[-1])
-    assert sf.max_profile(wr) == sf.max_profile(w)
+    assert measure.max_profile(wr) == measure.max_profile(w)
     assert torch.equal(measure.merge_repeats(wr)[0], measure.merge_repeats(w)[0])
 
 
@@ -350,7 +350,7 @@ def test_chi_range_and_symmetric(walk):
 @given(walks())
 def test_refinement(walk):
     w = tensor(walk)
-    refined = sf.refine(w)
+    refined = measure.refine(w)
     assert refined.dtype == torch.bool and refined.shape[1] == w.shape[1]
     assert sf.ranges(refined) == ref_ranges(walk)
     assert ref_refine_ok(walk, as_lists(refined))
@@ -362,8 +362,8 @@ def test_refinement(walk):
 def test_interaction_bounds_and_reference(walk):
     w = tensor(walk)
     n = len(walk)
-    every = sf.interactions(w)
-    signed = sf.interactions(w, signed=True)
+    every = measure.interactions(w)
+    signed = measure.interactions(w, signed=True)
     assert every.shape == (n,)
     assert float(every[0]) == 0.0 and float(every[-1]) == 0.0
     assert bool(((every >= 0) & (every <= 2)).all())

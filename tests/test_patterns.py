@@ -194,7 +194,7 @@ def test_layer_selection_by_name_and_type():
     assert torch.equal(sf.activation_patterns(net, x, layers=["act1", nn.Tanh]), full)
     # selection keeps forward order, whatever the order of the list
     assert torch.equal(sf.activation_patterns(net, x, layers=["act2", "act1"]), full)
-    assert [n for n, _ in sf.find_activations(net)] == ["act1", "act2"]
+    assert [n for n, _ in patterns.find_activations(net)] == ["act1", "act2"]
 
 
 def test_layer_selection_errors():
@@ -214,8 +214,8 @@ def test_layer_selection_errors():
 
 def test_pattern_layout_and_keyerror():
     net = named_net()
-    layout = sf.pattern_layout(net, torch.randn(7, 3))
-    assert isinstance(layout, sf.PatternLayout)
+    layout = patterns.pattern_layout(net, torch.randn(7, 3))
+    assert isinstance(layout, patterns.PatternLayout)
     assert [(s.name, s.start, s.stop, s.shape) for s in layout.layers] == [("act1", 0, 5, (5,)), ("act2", 5, 9, (4,))]
     with pytest.raises(KeyError, match="nope"):
         layout["nope"]

@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import spacefold as sf
+from spacefold import folding as folding_mod
+from spacefold.walk import WalkBatch
 
 PROPERTY = settings(max_examples=30, deadline=None)
 
@@ -152,8 +154,8 @@ def assert_agree_with_dense_grid(net, x1, x2, **bisect_kw) -> int:
     Returns the number of segments compared (segments with a region narrower than
     3 grid steps are skipped: the grid may miss them).
     """
-    wb = sf.walk_batch(net, x1, x2, method="bisect", **bisect_kw)
-    wu = sf.walk_batch(net, x1, x2, method="uniform", steps=DENSE)
+    wb = folding_mod.walk_batch(net, x1, x2, method="bisect", **bisect_kw)
+    wu = folding_mod.walk_batch(net, x1, x2, method="uniform", steps=DENSE)
     compared = 0
     for b, u in zip(wb.walks(), wu.walks()):
         edges = torch.cat([b.t, torch.ones(1, dtype=torch.float64)])
@@ -177,7 +179,7 @@ def test_bisect_agrees_with_dense_grid_relu(seed, d_in, width, depth):
     assert_agree_with_dense_grid(net, x[:4], x[4:])
     # ReLU pattern classes are convex: a segment meets each pattern in one interval,
     # so no pattern occurs twice in a walk (FOLDING.md §7.4)
-    for w in sf.walk_batch(net, x[:4], x[4:], method="bisect").walks():
+    for w in folding_mod.walk_batch(net, x[:4], x[4:], method="bisect").walks():
         assert torch.unique(w.patterns, dim=0).shape[0] == w.n_regions
 
 
@@ -197,8 +199,8 @@ def test_bisect_agrees_with_dense_grid_tanh(seed):
     x = random_points(seed + 1, 6, 2)
     assert_agree_with_dense_grid(net, x[:3], x[3:])
     # the default start grid for a smooth network is n0 = 64
-    default = sf.walk_batch(net, x[:3], x[3:], method="bisect")
-    explicit = sf.walk_batch(net, x[:3], x[3:], method="bisect", n0=64)
+    default = folding_mod.walk_batch(net, x[:3], x[3:], method="bisect")
+    explicit = folding_mod.walk_batch(net, x[:3], x[3:], method="bisect", n0=64)
     assert torch.equal(default.patterns, explicit.patterns) and torch.equal(default.t, explicit.t)
 
 
@@ -241,8 +243,8 @@ def test_single_hidden_layer_never_folds(seed, d_in, width, d_out, act):
         assert torch.equal(b.r1, b.r2)
         assert bool((b.n_regions <= width + 1).all())
     # one crossing per neuron: hamming1 misses no region here (FOLDING.md §7.4 b)
-    strict = sf.walk_batch(net, x[:6], x[6:], method="bisect")
-    loose = sf.walk_batch(net, x[:6], x[6:], method="bisect", stop="hamming1")
+    strict = folding_mod.walk_batch(net, x[:6], x[6:], method="bisect")
+    loose = folding_mod.walk_batch(net, x[:6], x[6:], method="bisect", stop="hamming1")
     assert torch.equal(strict.patterns, loose.patterns) and torch.equal(strict.offsets, loose.offsets)
 
 
@@ -331,9 +333,9 @@ def test_return_walks_and_walk_batch(kw):
     net = random_net(17, (3, 6, 6, 1))
     x = random_points(18, 8, 3)
     b = sf.folding_batch(net, x[:4], x[4:], return_walks=True, batch_size=3, **kw)
-    assert isinstance(b.walks, sf.WalkBatch) and len(b.walks) == 4
+    assert isinstance(b.walks, WalkBatch) and len(b.walks) == 4
     assert torch.equal(b.walks.n_regions, b.n_regions)
-    wb = sf.walk_batch(net, x[:4], x[4:], **kw)
+    wb = folding_mod.walk_batch(net, x[:4], x[4:], **kw)
     assert torch.equal(wb.patterns, b.walks.patterns) and torch.equal(wb.offsets, b.walks.offsets)
     for i in range(4):
         single = sf.walk(net, x[i], x[4 + i], **kw)
