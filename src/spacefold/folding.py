@@ -143,6 +143,7 @@ class _Segments:
         self.sample = sample  # one input, (1, *input_shape)
         self._chunks = chunks  # (batch_size) -> iterator of (a, c)
         self.x = x
+        self.pair: tuple[Tensor, Tensor] | None = None
 
     @staticmethod
     def paired(x1: Tensor, x2: Tensor) -> _Segments:
@@ -150,7 +151,9 @@ class _Segments:
             for k in range(0, x1.shape[0], bs):
                 yield x1[k : k + bs], x2[k : k + bs]
 
-        return _Segments(x1.shape[0], x1[:1], chunks)
+        seg = _Segments(x1.shape[0], x1[:1], chunks)
+        seg.pair = (x1, x2)
+        return seg
 
     @staticmethod
     def indexed(x: Tensor, index_chunks: Iterable[tuple[Tensor, Tensor]], n: int) -> _Segments:
@@ -208,16 +211,19 @@ class _SampledWalker:
         return wb if self.columns is None else wb.select_columns(self.columns)
 
 
-# Values before the first activation are cached for every sample of ``x`` up to this size
-# (or four times the size of ``x`` itself, when larger).
+# Values before the first activation are cached for every input up to this size (or four
+# times the size of the inputs themselves, when larger), computed in blocks of about
+# _PREFIX_BLOCK_BYTES of inputs: a few large products instead of two small ones per chunk.
 _PREFIX_CACHE_BYTES = 2 << 30
+_PREFIX_BLOCK_BYTES = 32 << 20
 
 
 class _ExactWalker:
     """``exact``: the walk starts from the values of everything before the first
-    activation at the two ends (:meth:`ExactProgram.prefix`), computed once per input:
-    for index pairs once per sample of ``x`` (when they fit in memory), else once per
-    end input of a chunk."""
+    activation at the two ends (:meth:`ExactProgram.prefix`), computed once per input and
+    in large blocks before the walks: for every sample of ``x`` (index pairs), or for
+    every row of ``x1`` and ``x2``. When those values would not fit in memory, they are
+    computed per chunk instead."""
 
     def __init__(self, model: nn.Module, opts: WalkOptions, segments: _Segments, device, dtype):
         from .walk.exact import compile_model
@@ -225,27 +231,36 @@ class _ExactWalker:
         self.model, self.opts, self.segments = model, opts, segments
         self.device, self.dtype = device, dtype
         self.prog = compile_model(model, opts.layers)
-        self.cache: list[Tensor] | None = None
+        self.cache: list[list[Tensor]] | None = None  # per table of inputs (x, or x1 and x2)
+        self.k = 0  # the next paired segment
 
     def start(self, sample: Tensor, layout: PatternLayout) -> None:
-        x = self.segments.x
-        if x is None:
+        tables = [self.segments.x] if self.segments.x is not None else list(self.segments.pair)
+        n = sum(t.shape[0] for t in tables)
+        x = tables[0]
+        per_input = sum(p[0].numel() * p.element_size() for p in self.prog.prefix(sample))
+        if per_input * n > max(_PREFIX_CACHE_BYTES, 4 * x[0].numel() * x.element_size() * n):
             return
-        prog, bs = self.prog, self.opts.batch_size
-        per_sample = sum(p[0].numel() * p.element_size() for p in prog.prefix(sample))
-        if per_sample * x.shape[0] > max(_PREFIX_CACHE_BYTES, 4 * x[0].numel() * x.element_size() * x.shape[0]):
-            return
-        parts = [prog.prefix(x[k : k + bs].to(device=self.device, dtype=self.dtype))
-                 for k in range(0, x.shape[0], bs)]
-        self.cache = [torch.cat([p[m] for p in parts]) for m in range(len(parts[0]))]
+        block = max(self.opts.batch_size, (_PREFIX_BLOCK_BYTES // max(x[0].numel() * x.element_size(), 1)))
+        self.cache = [self._prefix_blocks(t, block) for t in tables]
+
+    def _prefix_blocks(self, x: Tensor, block: int) -> list[Tensor]:
+        parts = [self.prog.prefix(x[k : k + block].to(device=self.device, dtype=self.dtype))
+                 for k in range(0, x.shape[0], block)]
+        return [torch.cat([p[m] for p in parts]) if len(parts) > 1 else parts[0][m] for m in range(len(parts[0]))]
 
     def __call__(self, a: Tensor, c: Tensor) -> WalkBatch:
         from .walk.exact import exact_walks
 
-        if self.cache is not None:
+        if self.cache is not None and self.segments.x is not None:
             a, c = a.to(self.device), c.to(self.device)
-            p1 = [t.index_select(0, a) for t in self.cache]
-            p2 = [t.index_select(0, c) for t in self.cache]
+            p1 = [t.index_select(0, a) for t in self.cache[0]]
+            p2 = [t.index_select(0, c) for t in self.cache[0]]
+        elif self.cache is not None:
+            rows = slice(self.k, self.k + a.shape[0])
+            self.k += a.shape[0]
+            p1 = [t[rows] for t in self.cache[0]]
+            p2 = [t[rows] for t in self.cache[1]]
         else:
             a, c = self.segments.inputs(a, c)
             p1 = self.prog.prefix(a.to(device=self.device, dtype=self.dtype))
