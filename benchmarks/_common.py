@@ -2,49 +2,42 @@
 
 from __future__ import annotations
 
-import gzip
+import functools
 import os
 import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-MNIST_DIR = Path(os.environ.get("SPACEFOLD_MNIST", "/work/shared/data/mnist"))
+from spacefold.data import load_mnist as sf_load_mnist
+from spacefold.models import mlp
+
+def mnist_dir() -> Path:
+    """The folder of the MNIST IDX files: ``$SPACEFOLD_MNIST`` (or ``$SPACEFOLD_DATA``)."""
+    d = os.environ.get("SPACEFOLD_MNIST") or os.environ.get("SPACEFOLD_DATA")
+    if not d:
+        raise SystemExit("set SPACEFOLD_MNIST to the folder holding the MNIST IDX files")
+    return Path(d)
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as fh:
-        data = fh.read()
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+def load_mnist(split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST images as float32 ``(n, 784)`` in [0, 1] and labels ``(n,)``
+    (:func:`spacefold.data.load_mnist`)."""
+    data = _mnist()
+    return (data.x_test, data.y_test) if split == "test" else (data.x_train, data.y_train)
 
 
-def load_mnist(split: str = "test", data_dir: Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """MNIST images as float32 ``(n, 784)`` in [0, 1] and labels ``(n,)``."""
-    d = Path(data_dir or MNIST_DIR)
-    prefix = "t10k" if split == "test" else "train"
-    img = d / f"{prefix}-images-idx3-ubyte.gz"
-    lab = d / f"{prefix}-labels-idx1-ubyte.gz"
-    if not img.exists():
-        raise SystemExit(f"MNIST not found in {d}; set SPACEFOLD_MNIST to the folder holding the IDX .gz files")
-    x = torch.from_numpy(_read_idx(img).reshape(-1, 784).astype(np.float32) / 255.0)
-    y = torch.from_numpy(_read_idx(lab).astype(np.int64))
-    return x, y
+@functools.lru_cache(maxsize=1)
+def _mnist():
+    return sf_load_mnist(mnist_dir())
 
 
-def mlp(widths: list[int], seed: int = 0) -> nn.Sequential:
-    """A ReLU MLP with PyTorch's default (random) initialisation; no ReLU after the last layer."""
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    for i in range(len(widths) - 1):
-        layers.append(nn.Linear(widths[i], widths[i + 1]))
-        if i < len(widths) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers).eval()
+def random_mlp(hidden: list[int], seed: int = 0) -> nn.Module:
+    """A 784-hidden-10 ReLU MLP with PyTorch's default (random) initialisation from ``seed``
+    (:func:`spacefold.models.mlp`), in eval mode."""
+    return mlp(hidden, 784, 10, seed=seed).eval()
 
 
 def timed(fn, repeats: int = 3, warmup: int = 1):
@@ -93,7 +86,6 @@ CACHE = Path(__file__).resolve().parent / ".cache"
 def trained_mlp(arch: str, epochs: int = 10, seed: int = 0):
     """An MLP trained on MNIST (Adam, lr 1e-3, batch 128; FOLDING.md §10.1 defaults but
     ``epochs``), cached in ``benchmarks/.cache``. Returns ``(model, test accuracy)``."""
-    from spacefold.data import load_mnist as sf_load_mnist
     from spacefold.models import load_checkpoint
     from spacefold.train import train_mlp
 
@@ -101,7 +93,7 @@ def trained_mlp(arch: str, epochs: int = 10, seed: int = 0):
     if path.exists():
         model = load_checkpoint(path)
         return model.eval(), _test_accuracy(model)
-    data = sf_load_mnist(MNIST_DIR)
+    data = _mnist()
     model, _ = train_mlp(arch, data, epochs=epochs, seed=seed, checkpoint=path)
     return model.eval(), _test_accuracy(model)
 

@@ -58,7 +58,7 @@ def main() -> None:
             fn()
             times[k].append(time.perf_counter() - t0)
     same = torch.equal(chis["folding_pairs(x, i, j)"], chis["folding_batch(x[i], x[j])"])
-    sizes = {k: args.pairs for k in runs} | {"folding_batch, distinct inputs": args.samples // 2}
+    sizes = {k: c.numel() for k, c in chis.items()}
     rows = [{"entry point": k, "paths": sizes[k], "paths/s": sizes[k] / statistics.median(v),
              "s": statistics.median(v)} for k, v in times.items()]
     print(f"spacefold from {sf.__file__}")

@@ -23,6 +23,7 @@ import torch
 from _common import load_condition, load_mnist, table, trained_mlp
 
 import spacefold as sf
+from spacefold.global_folding import GlobalFolding, median_nonzero
 
 _JOB: dict = {}
 
@@ -90,24 +91,18 @@ def main() -> None:
         dt = time.perf_counter() - t0
     n_paths = k * n
     rate = n_paths / dt
-    yi, yj = y[:k].unsqueeze(1).expand(k, n), y.unsqueeze(0).expand(k, n)
-    inter = yi != yj
-    c_inter = chi[inter]
-    nz = c_inter[c_inter > 0]
-    pair_medians = []
-    for a in range(10):
-        for b in range(10):
-            sel = (yi == a) & (yj == b)
-            v = mp[sel]
-            v = v[v > 0]
-            if v.numel():
-                pair_medians.append(float(v.median()))
+    # the aggregates of the library (Φ_N and P2's median of maxima as spacefold.global_folding defines them)
+    la, lb = y[:k].repeat_interleave(n), y.repeat(k)
+    zeros = torch.zeros(1, dtype=torch.int64).expand(k * n)  # not kept per path
+    g = GlobalFolding(chi=chi.reshape(-1), max_profile=mp.reshape(-1), r1=zeros, r2=zeros, n_regions=zeros,
+                      label_a=la, label_b=lb, method="exact", pairs="all", seed=0)
+    c_inter = chi.reshape(-1)[la != lb]
     rows = [{
         "paths walked": n_paths, "seconds": dt, "paths/s": rate, "regions/path": regions / n_paths,
         "full protocol (1e8 paths) at this rate": f"{n * n / rate / 60:.1f} min",
-        "phi (inter-class)": float(nz.median()) if nz.numel() else 0.0,
-        "fraction folded (inter-class)": float((c_inter > 0).float().mean()),
-        "median of maxima (P2)": float(torch.tensor(pair_medians).median()) if pair_medians else 0.0,
+        "phi (inter-class)": median_nonzero(c_inter),
+        "fraction folded (inter-class)": float((c_inter > 0).double().mean()),
+        "median of maxima (P2)": g.phi_max_p2,
     }]
     print(table(rows, "exact walks, every ordered pair with the start among the first "
                       f"{k} test images" + (" (the whole protocol)" if k == n else "")))

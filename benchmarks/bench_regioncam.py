@@ -18,7 +18,7 @@ import statistics
 import time
 
 import torch
-from _common import load_condition, load_mnist, mlp, table
+from _common import load_condition, load_mnist, random_mlp, table
 
 import spacefold as sf
 
@@ -91,7 +91,7 @@ def main() -> None:
     except ImportError:
         raise SystemExit("regioncam is not installed: pip install regioncam")
     x, _ = load_mnist("test")
-    net = mlp([784] + [args.width] * args.depth + [10], seed=0)
+    net = random_mlp([args.width] * args.depth, seed=0)
     g = torch.Generator().manual_seed(0)
     i = torch.randint(0, x.shape[0], (args.paths,), generator=g)
     j = torch.randint(0, x.shape[0], (args.paths,), generator=g)
@@ -110,7 +110,7 @@ def main() -> None:
     rc_times, times, ratios, res, rc = [], {c: [] for c in configs}, {c: [] for c in configs}, {}, None
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        rc = regioncam_counts(net, x1, x2)
+        rc = regioncam_counts(net.net, x1, x2)  # regioncam takes the nn.Sequential inside the MLP
         t_rc = time.perf_counter() - t0
         rc_times.append(t_rc)
         for c in configs:

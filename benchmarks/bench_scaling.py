@@ -19,7 +19,7 @@ import statistics
 import time
 
 import torch
-from _common import load_condition, load_mnist, mlp, table
+from _common import load_condition, load_mnist, random_mlp, table
 from torch import nn
 
 import spacefold as sf
@@ -38,14 +38,13 @@ def measure(net, x1, x2, repeats):
     return {"paths/s": n / t, "regions/path": regions, "us/region": 1e6 * t / (n * regions)}
 
 
-def act_mlp(act, depth: int = 6, width: int = 256, seed: int = 0) -> nn.Sequential:
+def act_mlp(act, depth: int = 6, width: int = 256, seed: int = 0) -> nn.Module:
     """784-width x depth-10 MLP with PyTorch's default initialisation and ``act()`` after each hidden layer."""
-    torch.manual_seed(seed)
-    layers, d = [], 784
-    for _ in range(depth):
-        layers += [nn.Linear(d, width), act()]
-        d = width
-    return nn.Sequential(*layers, nn.Linear(d, 10)).eval()
+    net = random_mlp([width] * depth, seed=seed)
+    for k, m in enumerate(net.net):
+        if isinstance(m, nn.ReLU):
+            net.net[k] = act()
+    return net
 
 
 def conv_net(seed: int = 0) -> nn.Sequential:
@@ -75,20 +74,20 @@ def main() -> None:
     print(f"# {load_condition()}")
     n = args.paths
     if "depth" in parts:
-        rows = [{"net": f"784-256x{d}-10", **measure(mlp([784] + [256] * d + [10]), x[i[:n]], x[j[:n]], args.repeats)}
+        rows = [{"net": f"784-256x{d}-10", **measure(random_mlp([256] * d), x[i[:n]], x[j[:n]], args.repeats)}
                 for d in (1, 2, 4, 6, 8)]
         print(table(rows, f"depth (width 256, {n} paths)"))
     if "width" in parts:
-        rows = [{"net": f"784-{w}x6-10", **measure(mlp([784] + [w] * 6 + [10]), x[i[:n]], x[j[:n]], args.repeats)}
+        rows = [{"net": f"784-{w}x6-10", **measure(random_mlp([w] * 6), x[i[:n]], x[j[:n]], args.repeats)}
                 for w in (32, 64, 128, 256, 512)]
         print(table(rows, f"width (depth 6, {n} paths)"))
     if "paths" in parts:
         rows = []
-        for arch, widths in (("784-12x5-10", [784] + [12] * 5 + [10]), ("784-256x6-10", [784] + [256] * 6 + [10])):
+        for arch, hidden in (("784-12x5-10", [12] * 5), ("784-256x6-10", [256] * 6)):
             for m in (100, 1000, 10_000):
-                if widths[1] == 256 and m > 1000:
+                if hidden[0] == 256 and m > 1000:
                     continue
-                rows.append({"net": arch, "paths": m, **measure(mlp(widths), x[i[:m]], x[j[:m]], args.repeats)})
+                rows.append({"net": arch, "paths": m, **measure(random_mlp(hidden), x[i[:m]], x[j[:m]], args.repeats)})
         print(table(rows, "number of paths"))
     if "acts" in parts:
         rows = []

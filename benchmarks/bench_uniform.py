@@ -12,27 +12,12 @@ exact walk's time measured in the same run.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
-from _common import load_condition, load_mnist, table, trained_mlp
+from _common import load_condition, load_mnist, table, timed, trained_mlp
 
 import spacefold as sf
-
-
-def phi(chi: torch.Tensor) -> float:
-    nz = chi[chi > 0]
-    return float(nz.median()) if nz.numel() else 0.0
-
-
-def timed(fn, repeats):
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+from spacefold.global_folding import median_nonzero as phi  # Φ_N: the median of the non-zero χ
 
 
 def main() -> None:
@@ -56,7 +41,8 @@ def main() -> None:
         model, acc = trained_mlp(arch, epochs=args.epochs)
         x1, x2 = x[i], x[j]
         sf.folding_batch(model, x1[:8], x2[:8], method="exact")  # warm-up (tracing)
-        t_ex, ex = timed(lambda m=model, a=x1, b=x2: sf.folding_batch(m, a, b, method="exact"), args.repeats)
+        t_ex, ex = timed(lambda m=model, a=x1, b=x2: sf.folding_batch(m, a, b, method="exact"),
+                          args.repeats, warmup=0)
         rows = [{"walk": "exact", "points": "-", "mean abs chi err": 0.0, "max abs chi err": 0.0,
                  "paths with chi err": "0%", "regions missed": "0%", "phi": phi(ex.chi),
                  "regions/path": float(ex.n_regions.float().mean()), "ms/path": 1e3 * t_ex / i.numel(),
@@ -64,7 +50,7 @@ def main() -> None:
         for n in [int(p) for p in args.points.split(",")]:
             reps = args.repeats if n <= 1000 else 1
             t_u, un = timed(lambda m=model, a=x1, b=x2, n=n: sf.folding_batch(
-                m, a, b, method="uniform", steps=n - 1, batch_size=max(1, 200_000 // n)), reps)
+                m, a, b, method="uniform", steps=n - 1, batch_size=max(1, 200_000 // n)), reps, warmup=0)
             err = (un.chi - ex.chi).abs()
             missed = 1.0 - (un.n_regions.double() / ex.n_regions.double()).mean()
             rows.append({"walk": "uniform", "points": n, "mean abs chi err": float(err.mean()),
