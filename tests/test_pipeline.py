@@ -417,3 +417,10 @@ def test_finiteness_check_is_exact(values):
             check_inputs(x)
     else:
         check_inputs(x)  # huge finite values whose sum overflows are still finite
+
+
+def test_a_pair_plan_outside_x_is_refused():
+    net, x = net_and_data()
+    plan = pair_plan(torch.arange(20) % 2, "inter-class")
+    with pytest.raises(InputError, match=r"pairs must index rows of x in \[0, 11\]"):
+        sf.global_folding(net, x, torch.arange(12) % 2, pairs=plan)

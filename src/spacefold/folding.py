@@ -138,12 +138,13 @@ class _Segments:
     for index pairs into the samples ``x`` (then the chunks are index tensors and the
     inputs are gathered one chunk at a time)."""
 
-    def __init__(self, n: int, sample: Tensor, chunks, x: Tensor | None = None):
+    def __init__(self, n: int, sample: Tensor, chunks, *, x: Tensor | None = None,
+                 pair: tuple[Tensor, Tensor] | None = None):
         self.n = n
         self.sample = sample  # one input, (1, *input_shape)
-        self._chunks = chunks  # (batch_size) -> iterator of (a, c)
-        self.x = x
-        self.pair: tuple[Tensor, Tensor] | None = None
+        self._chunks = chunks  # (batch_size) -> iterator of (a, c), in order
+        self.x = x  # the samples that index chunks point into
+        self.pair = pair  # (x1, x2) of paired segments
 
     @staticmethod
     def paired(x1: Tensor, x2: Tensor) -> _Segments:
@@ -151,9 +152,7 @@ class _Segments:
             for k in range(0, x1.shape[0], bs):
                 yield x1[k : k + bs], x2[k : k + bs]
 
-        seg = _Segments(x1.shape[0], x1[:1], chunks)
-        seg.pair = (x1, x2)
-        return seg
+        return _Segments(x1.shape[0], x1[:1], chunks, pair=(x1, x2))
 
     @staticmethod
     def indexed(x: Tensor, index_chunks: Iterable[tuple[Tensor, Tensor]], n: int) -> _Segments:
@@ -164,7 +163,7 @@ class _Segments:
                 for k in range(0, i.numel(), bs):
                     yield i[k : k + bs], j[k : k + bs]
 
-        return _Segments(n, x[:1], chunks, x)
+        return _Segments(n, x[:1], chunks, x=x)
 
     def chunks(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         return self._chunks(batch_size)
@@ -190,7 +189,7 @@ class _SampledWalker:
         if opts.method == "bisect" and opts.layers is not None:
             self.recorder, self.columns = _all_layers(model, recorder)
 
-    def start(self, sample: Tensor, layout: PatternLayout) -> None:
+    def start(self, sample: Tensor) -> None:
         if self.columns is not None:  # the selected layers' columns in the walk of every layer
             full = _probe(self.model, self.recorder, sample)
             self.columns = torch.cat([torch.arange(lay.start, lay.stop) for lay in full.layers
@@ -232,9 +231,9 @@ class _ExactWalker:
         self.device, self.dtype = device, dtype
         self.prog = compile_model(model, opts.layers)
         self.cache: list[list[Tensor]] | None = None  # per table of inputs (x, or x1 and x2)
-        self.k = 0  # the next paired segment
+        self.k = 0  # the first paired segment of the next chunk (chunks come in order)
 
-    def start(self, sample: Tensor, layout: PatternLayout) -> None:
+    def start(self, sample: Tensor) -> None:
         tables = [self.segments.x] if self.segments.x is not None else list(self.segments.pair)
         n = sum(t.shape[0] for t in tables)
         x = tables[0]
@@ -332,7 +331,7 @@ def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures:
             walker: _ExactWalker | _SampledWalker = _ExactWalker(model, opts, segments, device, dtype)
         else:
             walker = _SampledWalker(model, opts, recorder, segments, device, dtype, return_walks or not measures)
-        walker.start(sample, layout)
+        walker.start(sample)
         chunks = progress_bar(segments.chunks(opts.batch_size), total=n_chunks, desc=f"folding ({opts.method})",
                               enabled=progress)
         for a, c in chunks:

@@ -331,6 +331,11 @@ def global_folding(
     if isinstance(pairs, PairPlan):
         plan = pairs
         mode = plan.mode
+        for blk in plan.blocks:
+            for idx in (blk.starts, blk.ends):
+                if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= x.shape[0]):
+                    raise InputError(f"pairs must index rows of x in [0, {x.shape[0] - 1}], got a plan with "
+                                     f"indices from {int(idx.min())} to {int(idx.max())}")
     else:
         check_choice(pairs, "pairs", PAIR_CHOICES)
         mode = pairs
