@@ -424,3 +424,25 @@ def test_a_pair_plan_outside_x_is_refused():
     plan = pair_plan(torch.arange(20) % 2, "inter-class")
     with pytest.raises(InputError, match=r"pairs must index rows of x in \[0, 11\]"):
         sf.global_folding(net, x, torch.arange(12) % 2, pairs=plan)
+
+
+def test_progress_is_the_one_name_and_progress_bar_a_deprecated_alias():
+    from spacefold.train import train
+
+    def fit(**kw):
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            net = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 2))
+        x, y = torch.randn(8, 2, generator=torch.Generator().manual_seed(0)), torch.arange(8) % 2
+        return net, train(net, x, y, epochs=2, batch_size=4, **kw)
+
+    ref_net, ref = fit(progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit(progress=True)
+    with pytest.warns(DeprecationWarning, match="use progress="):
+        net, res = fit(progress_bar=True)
+    assert res.loss == ref.loss  # the alias changes nothing else
+    for name in ("folding_batch", "folding_pairs", "global_folding"):
+        params = inspect.signature(getattr(sf, name)).parameters
+        assert "progress" in params and "progress_bar" not in params

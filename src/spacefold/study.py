@@ -204,7 +204,7 @@ def run_study(
             if model is None:
                 model, res = train_mlp(arch, data, epochs=settings.epochs, lr=settings.lr,
                                        batch_size=settings.batch_size, seed=seed, checkpoint=ckpt,
-                                       progress_bar=progress)
+                                       progress=progress)
                 tr = res.as_dict()
                 log(f"{name}: trained {settings.epochs} epochs, test accuracy {res.final_test_accuracy:.4f} "
                     f"({time.perf_counter() - t0:.0f} s)")

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from ._util import check_int, progress
+from ._util import check_int, progress as _progress
 from .errors import InputError, InputTypeError
 from .patterns import check_inputs, eval_mode, model_device_dtype
 
@@ -86,6 +87,14 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 4096) -> 
     return correct / y.numel()
 
 
+def _deprecated_progress(progress: bool, progress_bar: bool | None) -> bool:
+    """``progress``, or the value of its old name ``progress_bar`` (with a DeprecationWarning)."""
+    if progress_bar is None:
+        return progress
+    warnings.warn("progress_bar= is deprecated; use progress=", DeprecationWarning, stacklevel=3)
+    return bool(progress_bar)
+
+
 def train(
     model: nn.Module,
     x: Tensor,
@@ -97,17 +106,20 @@ def train(
     seed: int = 0,
     x_test: Tensor | None = None,
     y_test: Tensor | None = None,
-    progress_bar: bool = False,
+    progress: bool = False,
     desc: str = "training",
+    progress_bar: bool | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with Adam and cross-entropy; shuffling is seeded by ``seed``.
 
     With ``x_test``/``y_test``, the held-out accuracy is recorded after every epoch.
     A loss that becomes NaN or infinite (the training diverged) raises
-    :class:`spacefold.errors.InputError` naming the learning rate.
+    :class:`spacefold.errors.InputError` naming the learning rate. ``progress`` shows a
+    progress bar over the epochs (``progress_bar`` is its deprecated old name).
     """
     import time
 
+    progress = _deprecated_progress(progress, progress_bar)
     if not isinstance(model, nn.Module):
         raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     _check_xy(x, y, "")
@@ -133,7 +145,7 @@ def train(
     result = TrainResult(epochs=epochs, lr=float(lr), batch_size=batch_size, seed=seed)
     t0 = time.perf_counter()
     n = x.shape[0]
-    for _ in progress(range(epochs), total=epochs, desc=desc, enabled=progress_bar):
+    for _ in _progress(range(epochs), total=epochs, desc=desc, enabled=progress):
         model.train()
         perm = torch.randperm(n, generator=g).to(device)
         total, count = 0.0, 0
@@ -168,17 +180,19 @@ def train_mlp(
     batch_size: int = 128,
     seed: int = 0,
     checkpoint: str | os.PathLike | None = None,
-    progress_bar: bool = False,
+    progress: bool = False,
+    progress_bar: bool | None = None,
 ):
     """Build the MLP ``arch`` for a :class:`spacefold.data.Dataset`, train it (seeded),
     and optionally save it to ``checkpoint`` (atomically, with the run's record as
-    metadata). Returns ``(model, TrainResult)``.
+    metadata). Returns ``(model, TrainResult)``. ``progress`` as in :func:`train`.
     """
     from .models import mlp, save_checkpoint
 
+    progress = _deprecated_progress(progress, progress_bar)
     model = mlp(arch, data.n_features, data.n_classes, seed=seed)
     res = train(model, data.x_train, data.y_train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                x_test=data.x_test, y_test=data.y_test, progress_bar=progress_bar, desc=f"train {arch} s{seed}")
+                x_test=data.x_test, y_test=data.y_test, progress=progress, desc=f"train {arch} s{seed}")
     if checkpoint is not None:
         save_checkpoint(model, Path(checkpoint), metadata={"arch": model.arch, "seed": seed, "data": data.describe(),
                                                            "training": res.as_dict()})

@@ -1,4 +1,4 @@
-"""Uniform sampling: the papers' Algorithm 1 (arXiv 2502.09954, arXiv 2503.08502).
+"""Uniform sampling: the papers' Algorithm 1 (arXiv 2502.09954; docs/method.md, "Walks: three samplers").
 
 ``steps + 1`` equispaced points t = 0, 1/steps, ..., 1 on each segment; the
 pattern of every point; consecutive duplicates merged.
