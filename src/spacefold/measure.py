@@ -184,7 +184,8 @@ def _segmented_cumsum(values: Tensor, walk_id: Tensor, first: Tensor) -> Tensor:
 def _running(to_start: Tensor, steps: Tensor, walk_id: Tensor, first: Tensor, n_neurons: int):
     """Running r1 and r2 of every prefix of many walks stored back to back.
 
-    The one computation behind every per-walk measure of this module. Row k of walk
+    The one computation behind every running measure of this module (the prefix profile,
+    its maximum, and the summaries of walk batches, dense or flips). Row k of walk
     ``walk_id[k]`` (rows of a walk contiguous, ``first[i]`` the first row of walk i) has
     ``to_start[k]`` = d_H(π_1, π_k) and ``steps[k]`` = the Hamming distance travelled into
     it (0 at the first row of a walk, or the flips at t = 0 of a flip walk). Returns
