@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 import spacefold as sf
+from spacefold import measure
 from spacefold._util import atomic_path, atomic_write
 from spacefold.data import Dataset, load_mnist
 from spacefold.symmetry import (
@@ -149,7 +150,7 @@ def bound_stats(fb) -> dict:
     out = {}
     layers = [("all", slice(0, wb.patterns.shape[1]))] + [(lay.name, lay.slice) for lay in fb.layout.layers]
     for name, sl in layers:
-        s = wb.summary(sl)
+        s = measure.summarize(wb, sl)
         r2 = s["r2"].double()
         ends = (first[:, sl] ^ last[:, sl]).sum(1).double()
         bound = torch.where(r2 > 0, 0.5 * (1 - ends / r2.clamp_min(1)), torch.zeros_like(r2))
