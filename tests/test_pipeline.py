@@ -398,9 +398,10 @@ def test_meta_and_unavailable_device_models_are_refused(monkeypatch):
 def test_wrong_feature_count_through_pairs_and_global(method):
     net = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2))
     x = torch.randn(6, 4)
-    with pytest.raises(InputError, match=r"inputs of shape \(4,\), which do not fit the model"):
+    with pytest.raises(InputError, match=r"x holds inputs of shape \(4,\), which do not fit the model Sequential \(its "
+                                         r"layer Linear\(in_features=3, out_features=8, bias=True\) takes 3 features"):
         sf.folding_pairs(net, x, [0, 1], [2, 3], method=method)
-    with pytest.raises(InputError, match=r"inputs of shape \(4,\), which do not fit the model"):
+    with pytest.raises(InputError, match=r"x holds inputs of shape \(4,\), which do not fit the model"):
         sf.global_folding(net, x, torch.tensor([0, 1, 0, 1, 0, 1]), method=method)
 
 

@@ -269,19 +269,30 @@ class _ExactWalker:
                            prefix=(p1, p2))
 
 
-def _probe(model: nn.Module, recorder: PatternRecorder, a: Tensor) -> PatternLayout:
+def _probe(model: nn.Module, recorder: PatternRecorder, a: Tensor, holder: str = "x1 and x2 hold") -> PatternLayout:
     """One forward pass on one segment end: a clear error if the inputs do not fit, and the layout."""
     recorder.clear()
-    with recorder:
-        try:
+    called: list[nn.Module] = []
+    hooks = [m.register_forward_pre_hook(lambda mod, args: called.append(mod)) for m in model.modules()
+             if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+    try:
+        with recorder:
             model(a[:1])
-        except (RuntimeError, ValueError, IndexError) as err:
-            if isinstance(err, InputError):
-                raise
-            raise InputError(
-                f"x1 and x2 hold inputs of shape {tuple(a.shape[1:])}, which do not fit the model "
-                f"{type(model).__name__}: {str(err).splitlines()[0]}"
-            ) from err
+    except (RuntimeError, ValueError, IndexError) as err:
+        if isinstance(err, InputError):
+            raise
+        where = ""
+        if called and isinstance(called[-1], nn.Linear):
+            where = f" (its layer {called[-1]} takes {called[-1].in_features} features)"
+        elif called:
+            where = f" (its layer {called[-1]} takes {called[-1].in_channels} channels)"
+        raise InputError(
+            f"{holder} inputs of shape {tuple(a.shape[1:])}, which do not fit the model "
+            f"{type(model).__name__}{where}: {str(err).splitlines()[0]}"
+        ) from err
+    finally:
+        for h in hooks:
+            h.remove()
     return recorder.layout()
 
 
@@ -326,7 +337,7 @@ def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures:
     n_chunks = -(-segments.n // opts.batch_size)
     with eval_mode(model), torch.no_grad():
         sample = segments.sample.to(device=device, dtype=dtype)
-        layout = _probe(model, recorder, sample)
+        layout = _probe(model, recorder, sample, "x1 and x2 hold" if segments.x is None else "x holds")
         if opts.method == "exact":
             walker: _ExactWalker | _SampledWalker = _ExactWalker(model, opts, segments, device, dtype)
         else:
