@@ -21,7 +21,7 @@ import statistics
 import time
 
 import torch
-from _common import load_condition, load_mnist, mlp, table
+from _common import load_condition, load_mnist, random_mlp, table
 from torch import nn
 
 from spacefold.plane import plane_regions, plane_through
@@ -76,7 +76,7 @@ def main() -> None:
         return
     torch.set_num_threads(1)
     x, _ = load_mnist("test")
-    net = mlp([784] + [args.width] * args.depth + [10], seed=0)
+    net = random_mlp([args.width] * args.depth, seed=0).net  # the nn.Sequential inside spacefold.models.MLP
     g = torch.Generator().manual_seed(0)
     idx = torch.randint(0, x.shape[0], (args.planes, 3), generator=g)
     print(f"# {args.planes} planes through 3 MNIST test images, 784-{args.width}x{args.depth}-10 random MLP; "

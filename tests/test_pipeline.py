@@ -292,6 +292,7 @@ def test_uniform_batch_size_bounds_the_points_per_pass():
 # --------------------------------------------------------------------------------------
 
 API = {"chi", "ranges", "chi_profile", "interaction", "activation_patterns", "walk", "folding", "folding_batch",
+       "plot_path", "plot_plane",
        "global_folding", "cantornet"}
 README = {"folding_pairs", "symmetric_chi", "chi_bounds", "register_activation", "verify", "mlp",
           "save_checkpoint", "load_checkpoint"}
