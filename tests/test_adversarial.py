@@ -208,6 +208,20 @@ def test_batched_interaction_equals_one_walk_at_a_time(lengths, seed):
             assert v == pytest.approx(one, abs=1e-12)
 
 
+def test_uniform_grid_values_equal_the_walk_with_its_repeats():
+    # I at a grid point inside a run of equal patterns is I of the run's region: computing
+    # once per region and repeating per grid point equals computing on the repeated walk.
+    g = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        regions = torch.rand(int(torch.randint(1, 9, (1,), generator=g)), 5, generator=g) < 0.5
+        regions = regions[torch.cat([torch.tensor([True]), (regions[1:] != regions[:-1]).any(1)])]
+        reps = torch.randint(1, 4, (regions.shape[0],), generator=g)
+        grid_index = torch.repeat_interleave(torch.arange(regions.shape[0]), reps)
+        got = _batch_nonzero_interaction([regions], [grid_index])[0]
+        want = mean_nonzero_interaction(regions[grid_index])
+        assert (math.isnan(got) and want is None) or got == pytest.approx(want, abs=1e-12)
+
+
 def labelled_problem():
     """A random deep ReLU net in 6-D with its own predictions as labels: the attacks flip many
     endpoints and about a quarter of the paths fold."""

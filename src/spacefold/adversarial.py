@@ -297,46 +297,55 @@ def mean_nonzero_interaction(walk: Tensor) -> float | None:
     return float(i[k0 + 1:].mean())
 
 
-def _batch_nonzero_interaction(walks: list[Tensor], chunk: int = 64) -> np.ndarray:
-    """Ī_nz of many walks (NaN where undefined), batched by padding with the last pattern.
+def _nonzero_mean(i: np.ndarray) -> float:
+    """Ī_nz from the values I(k) of one walk (NaN when every I(k) is 0)."""
+    nz = np.flatnonzero(i > ZERO_TOL)
+    return float(i[nz[0] + 1:].mean()) if nz.size else float("nan")
 
-    A split inside the padding has I = 0 (Γ_2 is one repeated pattern and Γ_1 the whole
-    walk); those splits are masked out of the mean.
+
+def _interaction_rows(walks: list[Tensor], chunk: int = 64) -> list[np.ndarray]:
+    """I(k) of every split of many walks, batched by padding with the last pattern.
+
+    Splits inside the padding are dropped (there Γ_2 is one repeated pattern and I = 0).
     """
     from .measure import interactions, pad_walks
 
-    out = np.full(len(walks), np.nan)
+    rows: list[np.ndarray] = [np.zeros(0)] * len(walks)
     order = np.argsort([w.shape[0] for w in walks], kind="stable")  # similar lengths pad little
     for s in range(0, len(walks), chunk):
         idx = order[s:s + chunk]
-        batch = pad_walks([walks[k] for k in idx])
-        vals = interactions(batch)  # (b, n_max)
-        lengths = torch.tensor([walks[k].shape[0] for k in idx])
-        pos = torch.arange(vals.shape[1]).unsqueeze(0)
-        valid = pos < lengths.unsqueeze(1)
-        nonzero = (vals > ZERO_TOL) & valid
-        has = nonzero.any(1)
-        k0 = torch.where(has, nonzero.double().argmax(1), torch.zeros_like(lengths))
-        after = valid & (pos > k0.unsqueeze(1))
-        count = after.sum(1)
-        total = (vals * after).sum(1)
-        mean = torch.where(has & (count > 0), total / count.clamp(min=1), torch.full_like(total, float("nan")))
-        out[idx] = mean.numpy()
-    return out
+        vals = interactions(pad_walks([walks[k] for k in idx])).numpy()
+        for r, k in enumerate(idx):
+            rows[k] = vals[r, :walks[k].shape[0]]
+    return rows
 
 
-def _walk_list(model, x1: Tensor, x2: Tensor, method: str, n_points: int, batch_size: int) -> list[Tensor]:
+def _batch_nonzero_interaction(walks: list[Tensor], grid_index: list[Tensor] | None = None,
+                               chunk: int = 64) -> np.ndarray:
+    """Ī_nz of many walks (NaN where undefined).
+
+    With ``grid_index`` (uniform grids), walk ``k`` holds the distinct consecutive patterns
+    and grid point ``g`` lies in region ``grid_index[k][g]``. A split at a grid point inside
+    a run of equal patterns cuts the walk at that region, so I(g) = I(region of g)
+    (Stability): the values are computed once per region and repeated per grid point.
+    """
+    rows = _interaction_rows(walks, chunk)
+    if grid_index is not None:
+        rows = [r[np.asarray(g)] for r, g in zip(rows, grid_index)]
+    return np.array([_nonzero_mean(r) for r in rows])
+
+
+def _walk_list(model, x1: Tensor, x2: Tensor, method: str, n_points: int,
+               batch_size: int) -> tuple[list[Tensor], list[Tensor] | None]:
+    """Region walks (consecutive patterns distinct) and, for ``"uniform"``, each grid point's region."""
     from .folding import walk_batch
 
     if x1.shape[0] == 0:
-        return []
+        return [], None
     wb = walk_batch(model, x1, x2, method=method, steps=max(n_points - 1, 1), batch_size=batch_size)
-    walks = []
-    for k in range(len(wb)):
-        w = wb[k]
-        # uniform: one pattern per grid point (the grid's multiplicities), not one per region
-        walks.append(w.patterns[w.grid_index] if method == "uniform" else w.patterns)
-    return walks
+    walks = [wb[k] for k in range(len(wb))]
+    grid = [w.grid_index for w in walks] if method == "uniform" else None
+    return [w.patterns for w in walks], grid
 
 
 def _bootstrap_mean(v: np.ndarray, n_boot: int, seed: int, level: float = 0.95) -> list[float] | None:
@@ -490,9 +499,11 @@ def adversarial_interaction(
             else:
                 x1 = (xadv if start_adv else xs)[i]
                 x2 = (xadv if end_adv else xs)[j]
-                walks = _walk_list(model, x1, x2, method, n_points, batch_size)
-                values = _batch_nonzero_interaction(walks) if walks else np.zeros(0)
-                n_pts = float(np.mean([w.shape[0] for w in walks])) if walks else None
+                walks, grid = _walk_list(model, x1, x2, method, n_points, batch_size)
+                values = _batch_nonzero_interaction(walks, grid) if walks else np.zeros(0)
+                n_pts = None
+                if walks:
+                    n_pts = float(n_points) if grid is not None else float(np.mean([w.shape[0] for w in walks]))
                 if comb == "a-b":
                     clean = (values, n_pts)
             v = values[~np.isnan(values)]
