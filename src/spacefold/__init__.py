@@ -24,6 +24,7 @@ from .walk.exact import NotPiecewiseLinearError, VerifyResult, verify
 from .global_folding import GlobalFolding, global_folding
 from .models import MLP, load_checkpoint, mlp, save_checkpoint
 from .data import Dataset, load_dataset
+from .adversarial import AdversarialInteraction, adversarial_interaction, attack
 
 __version__ = "0.1.0"
 
@@ -63,4 +64,7 @@ __all__ = [
     "load_checkpoint",
     "Dataset",
     "load_dataset",
+    "attack",
+    "adversarial_interaction",
+    "AdversarialInteraction",
 ]
