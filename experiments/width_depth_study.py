@@ -10,7 +10,7 @@ records, per network:
   share of folded paths (χ > 0), with bootstrap intervals over paths;
 - the direction asymmetry |χ(Γ) − χ(−Γ)| of every path (the exact walk of the reversed
   segment is the reversed walk) and its deterministic bound D/L, D = d_H(π_1, π_n),
-  L = r2 (docs/method.md, 'Properties');
+  L = r2 (docs/method.md, 'The folding measure');
 - test accuracy.
 
     python experiments/width_depth_study.py --data-dir DIR                  # train + measure + report

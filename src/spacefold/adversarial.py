@@ -14,7 +14,7 @@ Every adversarial point is clipped to the data range ``[lo, hi]`` (for MNIST pix
 by the same factor, which is exact for both norms.
 
 The interaction coefficient of a walk Γ = (π_1, ..., π_n) split at k (arXiv 2503.08502;
-docs/method.md, 'Interaction')::
+docs/method.md, 'The folding measure')::
 
     I(k) = | χ(Γ_1 ⊕ Γ_2) − χ(Γ_1) − χ(Γ_2) |,   Γ_1 = (π_1..π_k), Γ_2 = (π_k..π_n)
 
