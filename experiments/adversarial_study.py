@@ -282,7 +282,8 @@ def report(out: Path) -> dict:
             for eps in sorted({r["eps"] for r in irows if r["method"] == method}):
                 for atk in sorted({r["attack"] for r in irows}):
                     row = {"method": method, "arch": arch, "eps": eps, "attack": atk}
-                    rs = [r for r in irows if (r["method"], r["arch"], r["eps"], r["attack"]) == (method, arch, eps, atk)]
+                    key = (method, arch, eps, atk)
+                    rs = [r for r in irows if (r["method"], r["arch"], r["eps"], r["attack"]) == key]
                     if not rs:
                         continue
                     row["success"] = float(np.mean([r["attack_success"] for r in rs if r["combination"] == "a-b"]))
@@ -295,7 +296,8 @@ def report(out: Path) -> dict:
                         row[comb + "_seeds"] = len(v)
                     table.append(row)
     with atomic_write(out / "tables.md") as fh:
-        fh.write("| walks | arch | ε | attack | success | 5→7 | 5→7* | 5*→7 | 5*→7* |\n|---|---|---|---|---|---|---|---|---|\n")
+        fh.write("| walks | arch | ε | attack | success | 5→7 | 5→7* | 5*→7 | 5*→7* |\n"
+                 "|---|---|---|---|---|---|---|---|---|\n")
         for r in table:
             cells = []
             for comb in COMBINATIONS:
@@ -308,8 +310,9 @@ def report(out: Path) -> dict:
         for r in rk:
             fh.write(f"| {r['method']} | {r['arch']} | {r['seed']} | {r['eps']:g} | {r['attack']} | "
                      f"{r['order'].replace('a', '5').replace('b', '7')} | {r['a-b_vs_a*-b*']} |\n")
-        fh.write("\n| arch | seed | test acc. | attack | " + " | ".join(
-            f"ε={e:g}" for e in SUCCESS_EPS["fgsm"]) + " |\n|---|---|---|---|" + "---|" * len(SUCCESS_EPS["fgsm"]) + "\n")
+        n_eps = max(len(v) for v in SUCCESS_EPS.values())
+        fh.write("\n| arch | seed | test acc. | attack | " + " | ".join(["success (ε)"] * n_eps) + " |\n"
+                 + "|---|---|---|---|" + "---|" * n_eps + "\n")
         for arch in sorted({r["arch"] for r in srows}):
             for seed in sorted({r["seed"] for r in srows}):
                 for atk in SUCCESS_EPS:
