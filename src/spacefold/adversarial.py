@@ -394,7 +394,7 @@ class AdversarialInteraction:
         a, b = self.classes
         lines = [f"classes {a} -> {b}, eps {self.eps:g}, walks {self.method}"
                  + (f" ({self.n_points} points)" if self.method == "uniform" else "")
-                 + f", {self.n_pairs} pairs; a = a {a}, b = a {b}, * = adversarial",
+                 + f", {self.n_pairs} pairs; a = class {a}, b = class {b}, * = adversarial endpoint",
                  f"{'attack':<8} {'success':>8} {'pair':<6} {'mean Ī_nz':>10} {'95% CI':>18} {'paths':>6}"]
         for atk in self.attacks:
             for c in COMBINATIONS:
