@@ -321,7 +321,7 @@ def report(out: Path) -> dict:
                         fh.write(f"| {arch} | {seed} | {rs[0]['test_accuracy']:.4f} | {atk} | "
                                  + " | ".join(f"{r['success']:.3f} (ε={r['eps']:g})" for r in rs) + " |\n")
     with atomic_write(out / "summary.json") as fh:
-        json.dump({"rankings": summary, "by_setting": table}, fh, indent=1)
+        json.dump({"rankings": summary, "by_setting": table}, fh, indent=1, allow_nan=False)
     try:
         figures(out, irows, srows)
         first = sorted((out / "runs").glob("interaction_exact_*_s0_eps0.1.json"))

@@ -53,6 +53,7 @@ LABELS = {
     "asym_mean": "mean |χ(Γ) − χ(−Γ)|",
     "asym_folded_mean": "mean |χ(Γ) − χ(−Γ)|, folded paths",
     "bound_mean": "mean bound D/L",
+    "bound_folded_mean": "mean bound D/L, folded paths",
     "test_accuracy": "test accuracy",
 }
 
@@ -225,11 +226,12 @@ def cell_table(rows, stat: str, depths, widths, fmt="{:.3f}") -> str:
     return "\n".join(lines)
 
 
-def spearman(a, b) -> float:
+def spearman(a, b) -> float | None:
+    """Spearman's rank correlation; ``None`` (JSON null) when it is undefined (constant input)."""
     from scipy import stats as st
 
-    if len(a) < 3:
-        return float("nan")
+    if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:
+        return None
     return float(st.spearmanr(a, b).statistic)
 
 
@@ -239,7 +241,7 @@ def heatmaps(rows, depths, widths, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    stats = ["test_accuracy", "phi", "phi_max", "fraction_folded", "asym_mean", "bound_mean"]
+    stats = ["test_accuracy", "phi", "phi_max", "fraction_folded", "asym_folded_mean", "bound_folded_mean"]
     fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
     for ax, stat in zip(axes.flat, stats):
         grid = np.full((len(depths), len(widths)), np.nan)
@@ -274,20 +276,23 @@ def asymmetry_plot(rows, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if r["depth"] >= 2]  # one hidden layer never folds: asymmetry 0
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, by in zip(axes, ("n_neurons", "depth")):
-        for key, mark, lab in (("asym_mean", "o", "mean |χ(Γ) − χ(−Γ)|"), ("bound_mean", "^", "mean bound D/L"),
-                               ("asym_folded_mean", "s", "mean |χ(Γ) − χ(−Γ)| (folded paths)")):
+        for key, mark, lab in (("asym_mean", "o", "mean |χ(Γ) − χ(−Γ)|, all paths"),
+                               ("asym_folded_mean", "s", "mean |χ(Γ) − χ(−Γ)|, folded paths"),
+                               ("bound_folded_mean", "^", "mean bound D/L, folded paths")):
             xs = np.array([r[by] for r in rows], dtype=float)
             jitter = (np.array([r["seed"] for r in rows]) - 1) * (0.03 * xs if by == "n_neurons" else 0.05)
             ax.scatter(xs + jitter, [r[key] for r in rows], marker=mark, s=16, alpha=0.7, label=lab)
         ax.set_xlabel("hidden neurons (depth x width)" if by == "n_neurons" else "depth (hidden layers)")
         if by == "n_neurons":
             ax.set_xscale("log")
-        ax.set_ylabel("per network")
+        ax.set_ylabel("per network (log scale)")
+        ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle("Direction asymmetry and its bound D/L, one point per network")
+    fig.suptitle("Direction asymmetry and its bound D/L, one point per network (depth >= 2)")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format=path.suffix.lstrip("."))
@@ -325,7 +330,7 @@ def report(out: Path, depths, widths) -> dict:
                "train_seconds": float(sum(r["train_seconds"] for r in rows)),
                "measure_seconds": float(sum(r["measure_seconds"] for r in rows))}
     with atomic_write(out / "results.json") as fh:
-        json.dump({"summary": summary, "runs": rows}, fh, indent=1)
+        json.dump({"summary": summary, "runs": rows}, fh, indent=1, allow_nan=False)
     with atomic_write(out / "tables.md") as fh:
         for stat in STATS:
             fh.write(f"### {LABELS[stat]}\n\n{cell_table(rows, stat, depths, widths)}\n\n")
