@@ -134,7 +134,9 @@ def summarise(m: dict, n_boot: int, seed: int) -> dict:
 
 def run_grid(data, args, out: Path) -> None:
     settings = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "pairs": args.pairs,
-                "pair_seed": args.pair_seed, "n_boot": args.n_boot, "data": data.describe()}
+                "pair_seed": args.pair_seed, "n_boot": args.n_boot,
+                # the directory stays out of the results: they are committed, the path is the user's
+                "data": {**data.describe(), "source": "MNIST IDX files from --data-dir"}}
     key = settings_key(settings)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     (out / "models").mkdir(parents=True, exist_ok=True)
