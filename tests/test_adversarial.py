@@ -122,6 +122,17 @@ def test_attack_keeps_shape_dtype_and_global_rng():
     assert torch.equal(attack(model, x, y, "fgsm", 0.0), x)
 
 
+def test_attack_runs_in_eval_mode_and_restores_the_mode():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 2))
+    model.train()
+    x = torch.rand(32, 3)
+    y = torch.randint(0, 2, (32,))
+    runs = [attack(model, x, y, "fgsm", 0.1) for _ in range(3)]  # dropout active would change the gradients
+    assert all(torch.equal(runs[0], r) for r in runs[1:])
+    assert model.training and model[2].training
+
+
 class Detached(nn.Module):
     def __init__(self):
         super().__init__()

@@ -232,19 +232,18 @@ def attack(
         return x.clone()
     ta = _torchattacks()
     shape = tuple(x.shape[1:])
-    unit = _Unit(model, shape, lo, hi)
     scale = hi - lo
-    if method == "fgsm":
-        atk = ta.FGSM(unit, eps=eps / scale)
-    elif method == "pgd":
-        atk = ta.PGD(unit, eps=eps / scale, alpha=step / scale, steps=steps, random_start=random_start)
-    else:
-        atk = ta.PGDL2(unit, eps=eps / scale, alpha=step / scale, steps=steps, random_start=random_start)
     out = []
-    was_training = model.training
     devices = [device] if device.type == "cuda" else []
+    was_training = model.training
     try:
-        model.eval()
+        unit = _Unit(model, shape, lo, hi).eval()  # torchattacks restores this mode after every call
+        if method == "fgsm":
+            atk = ta.FGSM(unit, eps=eps / scale)
+        elif method == "pgd":
+            atk = ta.PGD(unit, eps=eps / scale, alpha=step / scale, steps=steps, random_start=random_start)
+        else:
+            atk = ta.PGDL2(unit, eps=eps / scale, alpha=step / scale, steps=steps, random_start=random_start)
         with torch.random.fork_rng(devices=devices), torch.enable_grad():
             torch.manual_seed(seed)
             for k in range(0, x.shape[0], batch_size):
