@@ -35,9 +35,8 @@ so wide regions weigh more and regions narrower than the grid step are missed. T
 here is the exact walk (``method="exact"``), where every region the segment crosses counts
 exactly once and n is the number of regions; the papers' uniform grid of ``n_points``
 points (``method="uniform"``) is available for comparison. n is reported either way.
-Neither reading reproduces the magnitudes plotted in the paper, which exceed what a mean
-of values I ≤ 2 can reach; only the ranking of the four endpoint combinations is a
-reproduction target.
+The magnitudes plotted in the paper do not fit a per-path mean of values I ∈ [0, 2] under
+either sampling; only the ranking of the four endpoint combinations is a reproduction target.
 """
 
 from __future__ import annotations
