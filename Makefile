@@ -14,4 +14,5 @@ $(VENV)/.installed: pyproject.toml constraints-ci.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints-ci.txt -e ".[dev]"
+	$(PY) -m pip install -q --no-deps "torchattacks>=3.4"   # the attacks alone: spacefold needs none of its requirements
 	touch $@

@@ -713,6 +713,116 @@ def _cmd_report(args) -> int:
 
 _COMMANDS += [_add_plot, _add_report]
 
+# --------------------------------------------------------------------------- adversarial
+
+
+def _add_adversarial(sub) -> None:
+    p = sub.add_parser(
+        "adversarial",
+        help="interaction coefficient on paths with adversarial endpoints",
+        description="Attack the samples of two classes (FGSM, PGD under L-inf or L2, via torchattacks) and "
+        "measure the mean non-zero interaction coefficient on the paths a -> b, a -> b*, a* -> b and a* -> b* "
+        "(* = adversarial; endpoints the attack does not flip are discarded), with bootstrap intervals.",
+    )
+    p.add_argument("--model", required=True, help="checkpoint file (.pt)")
+    _add_data_args(p, None)
+    p.add_argument("--split", default="test", choices=["test", "train"], help="which split (default test)")
+    p.add_argument("--classes", type=int, nargs=2, default=[5, 7], metavar=("A", "B"),
+                   help="start class A and end class B of the paths (default 5 7)")
+    p.add_argument("--attacks", nargs="+", default=["fgsm", "pgd"], help="fgsm | pgd | pgd-l2 (default fgsm pgd)")
+    p.add_argument("--eps", type=float, default=0.1, help="attack budget in input units (default 0.1)")
+    p.add_argument("--steps", type=int, default=40, help="PGD steps (default 40)")
+    p.add_argument("--step-size", type=float, default=None, help="PGD step (default eps / 10)")
+    p.add_argument("--data-range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="adversarial inputs are clipped to [LO, HI] (default [0, 1] when the data lie in it, "
+                   "else the data's minimum and maximum)")
+    p.add_argument("--max-pairs", type=int, default=500, help="random (A, B) pairs (default 500)")
+    p.add_argument("--method", default="exact", choices=["exact", "uniform"],
+                   help="exact region walk (each region once; default) or the uniform grid of --n-points")
+    p.add_argument("--n-points", type=int, default=100, help="uniform: points per path (default 100)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the pairs, PGD's start and the bootstrap")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--out", default=None,
+                   help="also write adversarial.json, adversarial.txt and interaction.png to this directory")
+    p.set_defaults(func=_cmd_adversarial)
+
+
+def _cmd_adversarial(args) -> int:
+    import math
+
+    from .adversarial import ATTACKS, adversarial_interaction
+    from .models import load_checkpoint
+
+    if not (math.isfinite(args.eps) and args.eps >= 0):
+        raise UsageError(f"--eps must be a finite number >= 0, got {args.eps}")
+    if args.step_size is not None and not (math.isfinite(args.step_size) and args.step_size > 0):
+        raise UsageError(f"--step-size must be a finite number > 0, got {args.step_size}")
+    for opt, v, lo in (("--steps", args.steps, 1), ("--max-pairs", args.max_pairs, 1), ("--n-points", args.n_points, 2),
+                       ("--n-boot", args.n_boot, 1), ("--seed", args.seed, 0)):
+        if v < lo:
+            raise UsageError(f"{opt} must be an int >= {lo}, got {v}")
+    for a in args.attacks:
+        if a not in ATTACKS:
+            raise UsageError(f"--attacks must be among {', '.join(ATTACKS)}, got {a!r}")
+    out = None
+    if args.out:
+        from pathlib import Path
+
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out must be a directory, got the file {out}")
+    model = load_checkpoint(args.model)
+    data = _cli_data(args)
+    if data.n_features != model.in_features:
+        raise UsageError(f"--model takes {model.in_features} input features but --data {args.data} has "
+                         f"{data.n_features}")
+    x, y = data.split(args.split)
+    if args.data_range is not None:
+        lo, hi = args.data_range
+    else:
+        lo = min(float(data.x_train.min()), float(data.x_test.min()))
+        hi = max(float(data.x_train.max()), float(data.x_test.max()))
+        if lo >= 0.0 and hi <= 1.0:
+            lo, hi = 0.0, 1.0
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise UsageError(f"--data-range must be two finite numbers LO < HI, got {lo} {hi}")
+    present = sorted(int(c) for c in y.unique())
+    for c in args.classes:
+        if c not in present:
+            raise UsageError(f"--classes must name classes of --data {args.data} ({args.split} split: "
+                             f"{', '.join(map(str, present))}), got {c}")
+    try:
+        res = adversarial_interaction(model, x, y, classes=args.classes, attacks=args.attacks, eps=args.eps,
+                                      max_pairs=args.max_pairs, method=args.method, n_points=args.n_points,
+                                      steps=args.steps, step_size=args.step_size, data_range=(lo, hi),
+                                      seed=args.seed, n_boot=args.n_boot)
+    except ImportError as err:
+        raise UsageError(str(err)) from None
+    obj = {"model": str(args.model), "data": data.name, "split": args.split, **res.to_dict()}
+    table = res.table()
+    if out is not None:
+        from ._util import atomic_write
+
+        with atomic_write(out / "adversarial.json") as fh:
+            json.dump(obj, fh, indent=1, allow_nan=False)
+        with atomic_write(out / "adversarial.txt") as fh:
+            fh.write(table + "\n")
+        try:
+            from .adversarial import bubble_chart
+
+            bubble_chart(res, out / "interaction.png")
+        except ImportError as err:
+            print(f"bubble chart skipped: {err}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(obj, allow_nan=False))
+    else:
+        print(table)
+    return 0
+
+
+_COMMANDS.append(_add_adversarial)
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
