@@ -21,7 +21,6 @@ from . import folding as _folding_module
 from . import global_folding as _global_folding_module
 from . import walk as _walk_module
 from .cantornet import cantornet
-<<<<<<< HEAD
 from .errors import InputError, InputTypeError
 from .folding import Folding, FoldingBatch, folding_batch, folding_pairs
 from .global_folding import GlobalFolding
@@ -30,27 +29,6 @@ from .models import load_checkpoint, mlp, save_checkpoint
 from .patterns import activation_patterns, register_activation
 from .walk import Walk
 from .walk.exact import NotPiecewiseLinearError, verify
-=======
-from .folding import Folding, FoldingBatch, folding, folding_batch, folding_pairs, walk, walk_batch
-from .measure import (
-    chi,
-    chi_bounds,
-    chi_profile,
-    interaction,
-    interactions,
-    max_profile,
-    ranges,
-    refine,
-    symmetric_chi,
-)
-from .patterns import PatternLayout, activation_patterns, find_activations, pattern_layout, register_activation
-from .walk import Walk, WalkBatch
-from .walk.exact import NotPiecewiseLinearError, VerifyResult, verify
-from .global_folding import GlobalFolding, global_folding
-from .models import MLP, load_checkpoint, mlp, save_checkpoint
-from .data import Dataset, load_dataset
-from .adversarial import AdversarialInteraction, adversarial_interaction, attack
->>>>>>> adversarial
 
 __version__ = "0.1.0"
 
@@ -119,18 +97,10 @@ __all__ = [
     "mlp",
     "save_checkpoint",
     "load_checkpoint",
-<<<<<<< HEAD
     # errors
     "InputError",
     "InputTypeError",
     "NotPiecewiseLinearError",
-=======
-    "Dataset",
-    "load_dataset",
-    "attack",
-    "adversarial_interaction",
-    "AdversarialInteraction",
->>>>>>> adversarial
 ]
 
 # Names the top level exported before it held only the public API: still importable
