@@ -24,6 +24,8 @@ from .walk.exact import NotPiecewiseLinearError, VerifyResult, verify
 from .global_folding import GlobalFolding, global_folding
 from .models import MLP, load_checkpoint, mlp, save_checkpoint
 from .data import Dataset, load_dataset
+from .metric import FoldingMetric, folding_statistics
+from .regularize import FoldingRegularizer, FoldingSchedule, FoldingTracker, folding_loss, probe_pairs, soft_chi
 
 __version__ = "0.1.0"
 
@@ -63,4 +65,12 @@ __all__ = [
     "load_checkpoint",
     "Dataset",
     "load_dataset",
+    "FoldingMetric",
+    "folding_statistics",
+    "folding_loss",
+    "soft_chi",
+    "FoldingSchedule",
+    "FoldingRegularizer",
+    "FoldingTracker",
+    "probe_pairs",
 ]

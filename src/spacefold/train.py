@@ -32,6 +32,8 @@ class TrainResult:
     train_accuracy: list[float] = field(default_factory=list)
     test_accuracy: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    reg_loss: list[float] = field(default_factory=list)  # mean regulariser term per epoch (with a regularizer)
+    tracked: list[dict] = field(default_factory=list)  # what on_epoch_end returned, epoch by epoch
 
     @property
     def final_train_accuracy(self) -> float:
@@ -54,6 +56,8 @@ class TrainResult:
             "final_train_accuracy": self.final_train_accuracy,
             "final_test_accuracy": self.final_test_accuracy,
             "seconds": self.seconds,
+            **({"reg_loss": self.reg_loss} if self.reg_loss else {}),
+            **({"tracked": self.tracked} if self.tracked else {}),
         }
 
 
@@ -96,10 +100,16 @@ def train(
     y_test: Tensor | None = None,
     progress_bar: bool = False,
     desc: str = "training",
+    regularizer=None,
+    on_epoch_end=None,
 ) -> TrainResult:
     """Train ``model`` in place with Adam and cross-entropy; shuffling is seeded by ``seed``.
 
     With ``x_test``/``y_test``, the held-out accuracy is recorded after every epoch.
+    ``regularizer(model, epoch, epochs)`` (e.g. :class:`spacefold.regularize.FoldingRegularizer`)
+    is called at every step and its tensor, unless ``None``, is added to the task loss;
+    ``on_epoch_end(model, epoch, epochs)`` (e.g. :class:`spacefold.regularize.FoldingTracker`)
+    is called after every epoch and what it returns, unless ``None``, goes to ``tracked``.
     """
     import time
 
@@ -117,6 +127,9 @@ def train(
         _check_xy(x_test, y_test, "test")
     if x.shape[0] == 0:
         raise ValueError("x must hold at least one training sample, got none")
+    for hook, hook_name in ((regularizer, "regularizer"), (on_epoch_end, "on_epoch_end")):
+        if hook is not None and not callable(hook):
+            raise TypeError(f"{hook_name} must be callable or None, got {type(hook).__name__}")
     device, dtype = model_device_dtype(model)
     xd = x.to(device=device, dtype=dtype)
     yd = y.to(device=device)
@@ -126,23 +139,33 @@ def train(
     result = TrainResult(epochs=epochs, lr=float(lr), batch_size=batch_size, seed=seed)
     t0 = time.perf_counter()
     n = x.shape[0]
-    for _ in progress(range(epochs), total=epochs, desc=desc, enabled=progress_bar):
+    for epoch in progress(range(epochs), total=epochs, desc=desc, enabled=progress_bar):
         model.train()
         perm = torch.randperm(n, generator=g).to(device)
-        total, count = 0.0, 0
+        total, count, reg_total, reg_steps = 0.0, 0, 0.0, 0
         for k in range(0, n, batch_size):
             idx = perm[k : k + batch_size]
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(xd[idx]), yd[idx])
-            loss.backward()
+            extra = regularizer(model, epoch, epochs) if regularizer is not None else None
+            (loss if extra is None else loss + extra).backward()
             opt.step()
             total += float(loss.detach()) * idx.numel()
             count += idx.numel()
+            if extra is not None:
+                reg_total += float(extra.detach())
+                reg_steps += 1
         model.eval()
+        if regularizer is not None:
+            result.reg_loss.append(reg_total / reg_steps if reg_steps else 0.0)
         result.loss.append(total / count)
         result.train_accuracy.append(accuracy(model, x, y))
         if x_test is not None:
             result.test_accuracy.append(accuracy(model, x_test, y_test))
+        if on_epoch_end is not None:
+            row = on_epoch_end(model, epoch, epochs)
+            if row is not None:
+                result.tracked.append(row)
     result.seconds = time.perf_counter() - t0
     model.eval()
     return result
