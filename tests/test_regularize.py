@@ -296,3 +296,49 @@ def test_lightning_callback_logs_phi():
     assert "folding/fraction_folded" in trainer.callback_metrics
     with pytest.raises(InputError, match="every_n_epochs"):
         FoldingCallback(p1, p2, every_n_epochs=0)
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def test_cli_train_writes_checkpoint_and_log(tmp_path, capsys):
+    import csv
+    import json
+
+    from spacefold.cli import main
+
+    out = tmp_path / "run"
+    argv = ["train", "--arch", "2x8", "--data", "blobs", "--epochs", "3", "--regularize", "0.5", "--schedule",
+            "every:2", "--probe-pairs", "30", "--track-pairs", "20", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert float(rows[1]["reg_loss"]) == 0.0 and float(rows[0]["reg_loss"]) > 0  # every:2 -> epochs 1 and 3 on
+    assert all(r["phi"] != "" for r in rows)
+    model, meta = sf.load_checkpoint(out / "model.pt", with_metadata=True)
+    assert meta["regularizer"]["lam"] == 0.5 and meta["regularizer"]["schedule"] == "every:2"
+    log = json.loads((out / "log.json").read_text())
+    # the logged Φ_N is the tracker's measurement of the saved model on the same probe pairs
+    data = sf.load_dataset("blobs")
+    t1, t2 = probe_pairs(data.x_test, data.y_test, 20, seed=0)
+    assert log["epochs"][-1]["phi"] == FoldingTracker(t1, t2).measure(model)["phi"]
+    assert "Φ_N" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--regularize", "-1"], "lam must be a finite number >= 0"),
+    (["--regularize", "nan"], "lam must be a finite number >= 0"),
+    (["--schedule", "early:0"], "--schedule"),
+    (["--schedule", "later"], "--schedule"),
+    (["--epochs", "0"], "--epochs"),
+    (["--loss-method", "bisect", "--regularize", "0.1"], "method must be one of"),
+])
+def test_cli_train_bad_input(tmp_path, capsys, extra, match):
+    from spacefold.cli import main
+
+    argv = ["train", "--arch", "2x8", "--data", "blobs", "--epochs", "1", "--out", str(tmp_path / "o"),
+            "--no-progress", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and match in err
+    assert not (tmp_path / "o" / "model.pt").exists()
