@@ -35,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor
+from torchmetrics import Metric
 
 from .errors import InputError, InputTypeError
 
@@ -157,91 +158,78 @@ def folding_statistics(chi, max_profile=None) -> dict[str, float]:
 
 # --------------------------------------------------------------------------- the metric
 
-try:
-    from torchmetrics import Metric as _Metric
-except ImportError:  # pragma: no cover - torchmetrics is a dependency
-    _Metric = None
 
+class FoldingMetric(Metric):
+    """Folding accumulated over batches of paths: Φ_N, median of maxima, share folded.
 
-if _Metric is not None:
+    >>> metric = FoldingMetric()
+    >>> for x1, x2 in probe_batches:
+    ...     metric.update(sf.folding_batch(model, x1, x2))   # or update(chi, max_profile)
+    >>> metric.compute()   # {"phi": ..., "phi_max": ..., "fraction_folded": ..., "n_paths": ...}
 
-    class FoldingMetric(_Metric):
-        """Folding accumulated over batches of paths: Φ_N, median of maxima, share folded.
+    ``compute()`` equals :func:`folding_statistics` (and ``global_folding``) on all the
+    paths seen since the last ``reset()``, exactly. Memory is an exact histogram of
+    the distinct non-zero values, merged after every update: at most ≈ 0.304·R²
+    entries per quantity for paths with r2 ≤ R, whatever the number of paths (see
+    the module docstring). Under DDP the histograms are gathered from every process
+    and merged; the path counts are summed.
+    """
 
-        >>> metric = FoldingMetric()
-        >>> for x1, x2 in probe_batches:
-        ...     metric.update(sf.folding_batch(model, x1, x2))   # or update(chi, max_profile)
-        >>> metric.compute()   # {"phi": ..., "phi_max": ..., "fraction_folded": ..., "n_paths": ...}
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
 
-        ``compute()`` equals :func:`folding_statistics` (and ``global_folding``) on all the
-        paths seen since the last ``reset()``, exactly. Memory is an exact histogram of
-        the distinct non-zero values, merged after every update: at most ≈ 0.304·R²
-        entries per quantity for paths with r2 ≤ R, whatever the number of paths (see
-        the module docstring). Under DDP the histograms are gathered from every process
-        and merged; the path counts are summed.
-        """
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.add_state("n_paths", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
+        self.add_state("chi_values", default=[], dist_reduce_fx="cat")
+        self.add_state("chi_counts", default=[], dist_reduce_fx="cat")
+        self.add_state("max_values", default=[], dist_reduce_fx="cat")
+        self.add_state("max_counts", default=[], dist_reduce_fx="cat")
 
-        is_differentiable = False
-        higher_is_better = True
-        full_state_update = False
+    @staticmethod
+    def _joined(vals, counts) -> tuple[Tensor, Tensor]:
+        if isinstance(vals, Tensor):  # after a DDP sync, list states are concatenated tensors
+            return vals.to(torch.float64), counts.to(torch.int64)
+        if not vals:
+            return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.int64)
+        return torch.cat([v.to(torch.float64) for v in vals]), torch.cat([c.to(torch.int64) for c in counts])
 
-        def __init__(self, **kwargs):
-            super().__init__(**kwargs)
-            self.add_state("n_paths", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
-            self.add_state("chi_values", default=[], dist_reduce_fx="cat")
-            self.add_state("chi_counts", default=[], dist_reduce_fx="cat")
-            self.add_state("max_values", default=[], dist_reduce_fx="cat")
-            self.add_state("max_counts", default=[], dist_reduce_fx="cat")
+    def _add(self, which: str, values: Tensor) -> None:
+        v, c = _histogram(values)
+        old_v, old_c = self._joined(getattr(self, f"{which}_values"), getattr(self, f"{which}_counts"))
+        dev = self.n_paths.device
+        mv, mc = _merge(torch.cat([old_v.cpu(), v]), torch.cat([old_c.cpu(), c]))
+        setattr(self, f"{which}_values", [mv.to(dev)])
+        setattr(self, f"{which}_counts", [mc.to(dev)])
 
-        @staticmethod
-        def _joined(vals, counts) -> tuple[Tensor, Tensor]:
-            if isinstance(vals, Tensor):  # after a DDP sync, list states are concatenated tensors
-                return vals.to(torch.float64), counts.to(torch.int64)
-            if not vals:
-                return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.int64)
-            return torch.cat([v.to(torch.float64) for v in vals]), torch.cat([c.to(torch.int64) for c in counts])
+    def update(self, chi, max_profile=None) -> None:  # noqa: D102 - documented on the class
+        c, m = _check_paths(chi, max_profile)
+        if c.numel() == 0:
+            return
+        self._add("chi", c)
+        self._add("max", m)
+        self.n_paths += int(c.numel())
 
-        def _add(self, which: str, values: Tensor) -> None:
-            v, c = _histogram(values)
-            old_v, old_c = self._joined(getattr(self, f"{which}_values"), getattr(self, f"{which}_counts"))
-            dev = self.n_paths.device
-            mv, mc = _merge(torch.cat([old_v.cpu(), v]), torch.cat([old_c.cpu(), c]))
-            setattr(self, f"{which}_values", [mv.to(dev)])
-            setattr(self, f"{which}_counts", [mc.to(dev)])
+    def compute(self) -> dict[str, Tensor]:  # noqa: D102
+        n = int(self.n_paths)
+        if n == 0:
+            raise InputError("FoldingMetric.compute() needs at least one path: call update(...) first")
+        cv, cc = self._joined(self.chi_values, self.chi_counts)
+        mv, mc = self._joined(self.max_values, self.max_counts)
+        folded = int(cc.sum()) if cc.numel() else 0
+        return {
+            "phi": torch.tensor(histogram_median(cv, cc), dtype=torch.float64),
+            "phi_max": torch.tensor(histogram_median(mv, mc), dtype=torch.float64),
+            "fraction_folded": torch.tensor(folded / n, dtype=torch.float64),
+            "n_paths": torch.tensor(n, dtype=torch.int64),
+        }
 
-        def update(self, chi, max_profile=None) -> None:  # noqa: D102 - documented on the class
-            c, m = _check_paths(chi, max_profile)
-            if c.numel() == 0:
-                return
-            self._add("chi", c)
-            self._add("max", m)
-            self.n_paths += int(c.numel())
-
-        def compute(self) -> dict[str, Tensor]:  # noqa: D102
-            n = int(self.n_paths)
-            if n == 0:
-                raise InputError("FoldingMetric.compute() needs at least one path: call update(...) first")
-            cv, cc = self._joined(self.chi_values, self.chi_counts)
-            mv, mc = self._joined(self.max_values, self.max_counts)
-            folded = int(cc.sum()) if cc.numel() else 0
-            return {
-                "phi": torch.tensor(histogram_median(cv, cc), dtype=torch.float64),
-                "phi_max": torch.tensor(histogram_median(mv, mc), dtype=torch.float64),
-                "fraction_folded": torch.tensor(folded / n, dtype=torch.float64),
-                "n_paths": torch.tensor(n, dtype=torch.int64),
-            }
-
-        @property
-        def n_distinct(self) -> int:
-            """Histogram entries held now (χ and maxima together): the memory in use."""
-            return int(self._joined(self.chi_values, self.chi_counts)[0].numel()
-                       + self._joined(self.max_values, self.max_counts)[0].numel())
-
-else:  # pragma: no cover
-
-    class FoldingMetric:  # type: ignore[no-redef]
-        def __init__(self, *a, **k):
-            raise ImportError("FoldingMetric needs torchmetrics: pip install torchmetrics")
+    @property
+    def n_distinct(self) -> int:
+        """Histogram entries held now (χ and maxima together): the memory in use."""
+        return int(self._joined(self.chi_values, self.chi_counts)[0].numel()
+                   + self._joined(self.max_values, self.max_counts)[0].numel())
 
 
 def farey_length(r: int) -> int:

@@ -270,7 +270,7 @@ def _fold_terms(model, x1, x2, *, method, n_points, beta, tau, eps, layers, tie_
     pts = ((1 - tt) * a.unsqueeze(1) + tt * b.unsqueeze(1)).reshape(n_seg * n, *a.shape[1:])
     rec = _SoftRecorder(model, layers)
     with rec, eval_mode(model):
-        run_model(model, pts, "x1")
+        run_model(model, pts, "the points of the segments x1 -> x2")
         z = rec.scores()
     p = torch.sigmoid(beta * (z - tie_tol)).reshape(n_seg, n, -1)
     steps = (p[:, 1:] - p[:, :-1]).abs().sum(-1) * (mask[:, 1:] & mask[:, :-1])
@@ -465,7 +465,7 @@ class FoldingTracker:
                                         method=self.method, steps=self.steps, layers=self.layers))
         return {k: (int(v) if k == "n_paths" else float(v)) for k, v in metric.compute().items()}
 
-    def __call__(self, model: nn.Module, epoch: int, epochs: int | None = None, result=None) -> dict | None:
+    def __call__(self, model: nn.Module, epoch: int, epochs: int | None = None) -> dict | None:
         last = epochs is not None and epoch == epochs - 1
         if epoch % self.every and not last:
             return None
