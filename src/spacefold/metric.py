@@ -2,7 +2,7 @@
 functional twin :func:`folding_statistics`.
 
 Both give, for a set of paths, the three numbers :func:`spacefold.global_folding` reports
-(docs/method.md, 'Global folding'; arXiv 2503.08502)::
+(docs/method.md, 'The global measure'; arXiv 2502.09954, arXiv 2503.08502)::
 
     phi             = median of the non-zero χ           (Φ_N; 0 if no path folds)
     phi_max         = median of the non-zero profile maxima (the "median of maxima")

@@ -148,15 +148,15 @@ class _SoftRecorder(PatternRecorder):
         return pre_hook
 
 
-def _t_grid(n_seg: int, n_points: int, method: str, generator, device) -> tuple[Tensor, Tensor]:
-    """Sample positions ``(n_seg, n)`` in [0, 1] and a validity mask (all true)."""
+def _t_grid(n_seg: int, n_points: int, method: str, generator, device) -> Tensor:
+    """Sample positions ``(n_seg, n)`` in [0, 1]: a grid, or the two ends and sorted uniform draws."""
     if method == "grid":
         t = torch.linspace(0.0, 1.0, n_points, dtype=torch.float64).expand(n_seg, n_points)
     else:
         inner = torch.rand(n_seg, n_points - 2, generator=generator, dtype=torch.float64)
         t = torch.cat([torch.zeros(n_seg, 1, dtype=torch.float64), inner.sort(dim=1).values,
                        torch.ones(n_seg, 1, dtype=torch.float64)], dim=1)
-    return t.to(device), torch.ones(t.shape, dtype=torch.bool, device=device)
+    return t.to(device)
 
 
 def _t_exact(model: nn.Module, x1: Tensor, x2: Tensor, layers: LayerSelector, tie_tol: float):
@@ -257,6 +257,13 @@ def _fold_terms(model, x1, x2, *, method, n_points, beta, tau, eps, layers, tie_
     if generator is not None and not isinstance(generator, torch.Generator):
         raise InputTypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     _check_hookable(model, layers)
+    return _soft_terms(model, x1, x2, method=method, n_points=n_points, beta=beta, tau=tau, eps=eps, layers=layers,
+                       tie_tol=tie_tol, generator=generator)
+
+
+def _soft_terms(model, x1, x2, *, method, n_points, beta, tau, eps, layers, tie_tol, generator,
+                recorder: _SoftRecorder | None = None) -> Tensor:
+    """L_fold per segment, arguments already checked (the hot path of the training hook)."""
     device, dtype = model_device_dtype(model)
     a = x1.to(device=device, dtype=dtype)
     b = x2.to(device=device, dtype=dtype)
@@ -264,22 +271,22 @@ def _fold_terms(model, x1, x2, *, method, n_points, beta, tau, eps, layers, tie_
     if method == "exact":
         t, mask = _t_exact(model, a, b, layers, tie_tol)
     else:
-        t, mask = _t_grid(n_seg, n_points, method, generator, device)
+        t, mask = _t_grid(n_seg, n_points, method, generator, device), None
     n = t.shape[1]
     tt = t.to(dtype).reshape(n_seg, n, *([1] * (a.dim() - 1)))
     pts = ((1 - tt) * a.unsqueeze(1) + tt * b.unsqueeze(1)).reshape(n_seg * n, *a.shape[1:])
-    rec = _SoftRecorder(model, layers)
+    rec = recorder if recorder is not None else _SoftRecorder(model, layers)
     with rec, eval_mode(model):
         run_model(model, pts, "the points of the segments x1 -> x2")
         z = rec.scores()
-    p = torch.sigmoid(beta * (z - tie_tol)).reshape(n_seg, n, -1)
-    steps = (p[:, 1:] - p[:, :-1]).abs().sum(-1) * (mask[:, 1:] & mask[:, :-1])
-    r2 = steps.sum(1)
+    p = torch.sigmoid(beta * (z - tie_tol) if tie_tol else beta * z).reshape(n_seg, n, -1)
+    steps = (p[:, 1:] - p[:, :-1]).abs().sum(-1)
     to_start = (p - p[:, :1]).abs().sum(-1)
-    if tau > 0:
-        r1 = tau * torch.logsumexp((to_start / tau).masked_fill(~mask, float("-inf")), dim=1)
-    else:
-        r1 = to_start.masked_fill(~mask, 0.0).amax(dim=1)
+    if mask is not None:  # padded points repeat the last one: no step, and left out of the max
+        steps = steps * (mask[:, 1:] & mask[:, :-1])
+        to_start = to_start.masked_fill(~mask, float("-inf") if tau > 0 else 0.0)
+    r2 = steps.sum(1)
+    r1 = tau * torch.logsumexp(to_start / tau, dim=1) if tau > 0 else to_start.amax(dim=1)
     return (r1 + eps) / (r2 + eps)
 
 
@@ -406,6 +413,7 @@ class FoldingRegularizer:
         self.x1, self.x2 = x1.detach(), x2.detach()
         self.generator = torch.Generator().manual_seed(_check_count(seed, "seed", 0))
         self.last: float | None = None
+        self._recorder: tuple[nn.Module, _SoftRecorder] | None = None
 
     def __call__(self, model: nn.Module, epoch: int, epochs: int) -> Tensor | None:
         if self.lam == 0 or not self.schedule.active(epoch, epochs):
@@ -417,8 +425,13 @@ class FoldingRegularizer:
             a, b = self.x1[idx], self.x2[idx]
         else:
             a, b = self.x1, self.x2
-        loss = folding_loss(model, a, b, method=self.method, n_points=self.n_points, beta=self.beta, tau=self.tau,
-                            layers=self.layers, generator=self.generator)
+        if self._recorder is None or self._recorder[0] is not model:  # checked once per model
+            _check_model(model)
+            _check_hookable(model, self.layers)
+            self._recorder = (model, _SoftRecorder(model, self.layers))
+        loss = _soft_terms(model, a, b, method=self.method, n_points=self.n_points, beta=self.beta, tau=self.tau,
+                           eps=1e-6, layers=self.layers, tie_tol=0.0, generator=self.generator,
+                           recorder=self._recorder[1]).mean()
         self.last = float(loss.detach())
         return self.lam * loss
 
