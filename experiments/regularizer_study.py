@@ -260,6 +260,20 @@ def figures(curves: dict, runs: list[dict], fig_dir: Path) -> None:
     fig.tight_layout()
     _save(fig, fig_dir / "phi-per-epoch.png")
     plt.close(fig)
+    # dropout x batch norm, 3x20 without the regulariser
+    sens = {k: a for k, a in curves.items() if k[0] == "3x20" and k[1] == 0 and k[2] == "always"}
+    if len(sens) > 1:
+        fig, ax = plt.subplots(figsize=(4.8, 3.6))
+        for key, arr in sorted(sens.items(), key=lambda kv: (kv[0][4], kv[0][3])):
+            ax.plot(np.arange(arr.shape[1]), arr.mean(0), marker="o", ms=3,
+                    ls="--" if key[4] else "-", label=f"dropout {key[3]:g}, BN {'on' if key[4] else 'off'}")
+        ax.set_title("3x20, λ = 0: Φ_N on test pairs")
+        ax.set_xlabel("epoch (0 = initialisation)")
+        ax.set_ylabel("Φ_N (mean over seeds)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        _save(fig, fig_dir / "phi-dropout-batchnorm.png")
+    plt.close(fig)
     # accuracy vs Φ_N per run
     fig, ax = plt.subplots(figsize=(4.8, 3.6))
     for arch in sorted({r["arch"] for r in runs}):
