@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import spacefold as sf
@@ -108,6 +110,17 @@ def test_exact_variant_tends_to_the_exact_chi(segments):
     exact = sf.folding_batch(model, x1, x2, method="exact").chi
     c = soft_chi(model, x1, x2, method="exact", beta=1e9, eps=1e-15)
     assert torch.allclose(c, exact, atol=1e-6)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), beta=st.floats(0.1, 1e4), method=st.sampled_from(["grid", "random"]))
+def test_soft_chi_lies_in_the_unit_interval(seed, beta, method):
+    """With the plain max, soft_r1 <= soft_r2 (triangle inequality of the L1 distance): 0 <= χ_soft < 1."""
+    g = torch.Generator().manual_seed(seed)
+    model = sf.mlp("2x6", 3, 2, seed=seed % 50)
+    x1, x2 = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g)
+    c = soft_chi(model, x1, x2, method=method, n_points=12, beta=beta, generator=g)
+    assert bool((c >= -1e-6).all()) and bool((c < 1).all())
 
 
 def test_smooth_max_bounds_the_max(segments):
