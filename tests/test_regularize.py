@@ -355,3 +355,12 @@ def test_cli_train_bad_input(tmp_path, capsys, extra, match):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err and match in err
     assert not (tmp_path / "o" / "model.pt").exists()
+
+
+def test_every_steps_skips_steps(segments):
+    model = sf.mlp("2x8", 2, 2, seed=0)
+    reg = FoldingRegularizer(*segments, 0.5, every_steps=3)
+    on = [reg(model, 0, 1) is not None for _ in range(7)]
+    assert on == [True, False, False, True, False, False, True]
+    with pytest.raises(InputError, match="every_steps"):
+        FoldingRegularizer(*segments, 0.5, every_steps=0)

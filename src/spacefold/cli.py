@@ -513,6 +513,8 @@ def _add_train(sub) -> None:
                    "(default random)")
     p.add_argument("--n-points", type=int, default=8, help="points per segment of the folding loss (default 8)")
     p.add_argument("--pairs-per-step", type=int, default=8, help="probe segments per training step (default 8)")
+    p.add_argument("--every-steps", type=int, default=1,
+                   help="add the folding loss at every N-th training step only (default 1: every step)")
     p.add_argument("--beta", type=float, default=10.0, help="sharpness of the soft patterns (default 10)")
     p.add_argument("--probe-pairs", type=int, default=512, help="inter-class training pairs of the loss (default 512)")
     p.add_argument("--track-pairs", type=int, default=200, help="inter-class test pairs for Φ_N (default 200)")
@@ -534,7 +536,7 @@ def _cmd_train(args) -> int:
     for opt, v, lo in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1), ("--seed", args.seed, 0),
                        ("--probe-pairs", args.probe_pairs, 1), ("--track-pairs", args.track_pairs, 1),
                        ("--track-every", args.track_every, 1), ("--pairs-per-step", args.pairs_per_step, 1),
-                       ("--n-points", args.n_points, 2)):
+                       ("--n-points", args.n_points, 2), ("--every-steps", args.every_steps, 1)):
         if v < lo:
             raise UsageError(f"{opt} must be an int >= {lo}, got {v}")
     if not args.lr > 0:
@@ -556,7 +558,8 @@ def _cmd_train(args) -> int:
     if args.regularize != 0:
         p1, p2 = probe_pairs(data.x_train, data.y_train, args.probe_pairs, seed=args.seed)
         reg = FoldingRegularizer(p1, p2, args.regularize, schedule=schedule, pairs_per_step=args.pairs_per_step,
-                                 method=args.loss_method, n_points=args.n_points, beta=args.beta, seed=args.seed)
+                                 method=args.loss_method, n_points=args.n_points, beta=args.beta, seed=args.seed,
+                                 every_steps=args.every_steps)
     t1, t2 = probe_pairs(data.x_test, data.y_test, args.track_pairs, seed=args.seed)
     tracker = FoldingTracker(t1, t2, every=args.track_every)
 

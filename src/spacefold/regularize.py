@@ -396,13 +396,17 @@ class FoldingRegularizer:
     to the task loss, or ``None`` when the schedule is off in this epoch (or ``lam == 0``).
     Each call draws ``pairs_per_step`` segments of the probe set ``(x1, x2)`` (seeded by
     ``seed``), so a step costs ``pairs_per_step × n_points`` extra forward points.
+    ``every_steps=k`` adds the term at every k-th step only (k times cheaper; λ is the
+    weight at the steps where it is on).
     """
 
     def __init__(self, x1: Tensor, x2: Tensor, lam: float, *, schedule="always", pairs_per_step: int = 8,
                  method: str = "random", n_points: int = 8, beta: float = 10.0, tau: float = 0.0,
-                 layers: LayerSelector = None, seed: int = 0):
+                 layers: LayerSelector = None, seed: int = 0, every_steps: int = 1):
         _check_segments(x1, x2)
         self.lam = _check_lambda(lam)
+        self.every_steps = _check_count(every_steps, "every_steps", 1)
+        self._step = 0
         self.schedule = FoldingSchedule.parse(schedule)
         self.pairs_per_step = _check_count(pairs_per_step, "pairs_per_step", 1)
         self.method = _check_method(method)
@@ -416,7 +420,8 @@ class FoldingRegularizer:
         self._recorder: tuple[nn.Module, _SoftRecorder] | None = None
 
     def __call__(self, model: nn.Module, epoch: int, epochs: int) -> Tensor | None:
-        if self.lam == 0 or not self.schedule.active(epoch, epochs):
+        self._step += 1
+        if self.lam == 0 or not self.schedule.active(epoch, epochs) or (self._step - 1) % self.every_steps:
             self.last = None
             return None
         n = self.x1.shape[0]
@@ -438,7 +443,7 @@ class FoldingRegularizer:
     def describe(self) -> dict:
         return {"lam": self.lam, "schedule": str(self.schedule), "pairs_per_step": self.pairs_per_step,
                 "method": self.method, "n_points": self.n_points, "beta": self.beta, "tau": self.tau,
-                "n_probe": int(self.x1.shape[0])}
+                "every_steps": self.every_steps, "n_probe": int(self.x1.shape[0])}
 
 
 class FoldingTracker:
