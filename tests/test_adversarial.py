@@ -344,9 +344,9 @@ def test_cli_adversarial_writes_strict_json_table_and_chart(digits_model, tmp_pa
 
 
 @pytest.mark.parametrize("extra, match", [
-    (["--eps", "-0.1"], "--eps must be a finite number >= 0"),
+    (["--eps", "-0.1"], "--eps: must be a finite number >= 0"),
     (["--classes", "3", "42"], "--classes must name classes"),
-    (["--attacks", "cw"], "--attacks must be among"),
+    (["--attacks", "cw"], "--attacks: invalid choice: 'cw'"),
 ])
 def test_cli_adversarial_bad_input_is_one_line(digits_model, capsys, extra, match):
     argv = ["adversarial", "--model", str(digits_model), "--data", "digits", "--max-pairs", "5", *extra]

@@ -29,6 +29,8 @@ from .models import load_checkpoint, mlp, save_checkpoint
 from .patterns import activation_patterns, register_activation
 from .walk import Walk
 from .walk.exact import NotPiecewiseLinearError, verify
+from .metric import FoldingMetric, folding_statistics
+from .regularize import FoldingRegularizer, FoldingSchedule, FoldingTracker, folding_loss, probe_pairs
 
 __version__ = "0.1.0"
 
@@ -97,6 +99,14 @@ __all__ = [
     "mlp",
     "save_checkpoint",
     "load_checkpoint",
+    # folding during training
+    "FoldingMetric",
+    "folding_statistics",
+    "folding_loss",
+    "FoldingSchedule",
+    "FoldingRegularizer",
+    "FoldingTracker",
+    "probe_pairs",
     # errors
     "InputError",
     "InputTypeError",

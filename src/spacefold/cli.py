@@ -724,54 +724,38 @@ def _add_adversarial(sub) -> None:
         "measure the mean non-zero interaction coefficient on the paths a -> b, a -> b*, a* -> b and a* -> b* "
         "(* = adversarial; endpoints the attack does not flip are discarded), with bootstrap intervals.",
     )
+    from .adversarial import ATTACKS
+
     p.add_argument("--model", required=True, help="checkpoint file (.pt)")
     _add_data_args(p, None)
     p.add_argument("--split", default="test", choices=["test", "train"], help="which split (default test)")
-    p.add_argument("--classes", type=int, nargs=2, default=[5, 7], metavar=("A", "B"),
+    p.add_argument("--classes", type=nonnegative_int, nargs=2, default=[5, 7], metavar=("A", "B"),
                    help="start class A and end class B of the paths (default 5 7)")
-    p.add_argument("--attacks", nargs="+", default=["fgsm", "pgd"], help="fgsm | pgd | pgd-l2 (default fgsm pgd)")
-    p.add_argument("--eps", type=float, default=0.1, help="attack budget in input units (default 0.1)")
-    p.add_argument("--steps", type=int, default=40, help="PGD steps (default 40)")
-    p.add_argument("--step-size", type=float, default=None, help="PGD step (default eps / 10)")
-    p.add_argument("--data-range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+    p.add_argument("--attacks", nargs="+", type=normalized, choices=ATTACKS, default=["fgsm", "pgd"],
+                   help="fgsm | pgd | pgd-l2 (default fgsm pgd)")
+    p.add_argument("--eps", type=nonnegative_float, default=0.1, help="attack budget in input units (default 0.1)")
+    p.add_argument("--steps", type=positive_int, default=40, help="PGD steps (default 40)")
+    p.add_argument("--step-size", type=positive_float, default=None, help="PGD step (default eps / 10)")
+    p.add_argument("--data-range", type=finite_float, nargs=2, default=None, metavar=("LO", "HI"),
                    help="adversarial inputs are clipped to [LO, HI] (default [0, 1] when the data lie in it, "
                    "else the data's minimum and maximum)")
-    p.add_argument("--max-pairs", type=int, default=500, help="random (A, B) pairs (default 500)")
+    p.add_argument("--max-pairs", type=positive_int, default=500, help="random (A, B) pairs (default 500)")
     p.add_argument("--method", default="exact", choices=["exact", "uniform"],
                    help="exact region walk (each region once; default) or the uniform grid of --n-points")
-    p.add_argument("--n-points", type=int, default=100, help="uniform: points per path (default 100)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the pairs, PGD's start and the bootstrap")
+    p.add_argument("--n-points", type=int_in(2), default=100, help="uniform: points per path (default 100)")
+    p.add_argument("--n-boot", type=positive_int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the pairs, PGD's start and the bootstrap")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--out", default=None,
+    p.add_argument("--out", type=output_dir, default=None,
                    help="also write adversarial.json, adversarial.txt and interaction.png to this directory")
     p.set_defaults(func=_cmd_adversarial)
 
 
 def _cmd_adversarial(args) -> int:
-    import math
-
-    from .adversarial import ATTACKS, adversarial_interaction
+    from .adversarial import adversarial_interaction
     from .models import load_checkpoint
 
-    if not (math.isfinite(args.eps) and args.eps >= 0):
-        raise UsageError(f"--eps must be a finite number >= 0, got {args.eps}")
-    if args.step_size is not None and not (math.isfinite(args.step_size) and args.step_size > 0):
-        raise UsageError(f"--step-size must be a finite number > 0, got {args.step_size}")
-    for opt, v, lo in (("--steps", args.steps, 1), ("--max-pairs", args.max_pairs, 1), ("--n-points", args.n_points, 2),
-                       ("--n-boot", args.n_boot, 1), ("--seed", args.seed, 0)):
-        if v < lo:
-            raise UsageError(f"{opt} must be an int >= {lo}, got {v}")
-    for a in args.attacks:
-        if a not in ATTACKS:
-            raise UsageError(f"--attacks must be among {', '.join(ATTACKS)}, got {a!r}")
-    out = None
-    if args.out:
-        from pathlib import Path
-
-        out = Path(args.out)
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"--out must be a directory, got the file {out}")
+    out = args.out
     model = load_checkpoint(args.model)
     data = _cli_data(args)
     if data.n_features != model.in_features:
@@ -785,8 +769,8 @@ def _cmd_adversarial(args) -> int:
         hi = max(float(data.x_train.max()), float(data.x_test.max()))
         if lo >= 0.0 and hi <= 1.0:
             lo, hi = 0.0, 1.0
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise UsageError(f"--data-range must be two finite numbers LO < HI, got {lo} {hi}")
+    if not lo < hi:
+        raise UsageError(f"--data-range must be two numbers LO < HI, got {lo} {hi}")
     present = sorted(int(c) for c in y.unique())
     for c in args.classes:
         if c not in present:
@@ -804,8 +788,9 @@ def _cmd_adversarial(args) -> int:
     if out is not None:
         from ._util import atomic_write
 
+        out.mkdir(parents=True, exist_ok=True)
         with atomic_write(out / "adversarial.json") as fh:
-            json.dump(obj, fh, indent=1, allow_nan=False)
+            fh.write(json_dumps(obj, indent=1) + "\n")
         with atomic_write(out / "adversarial.txt") as fh:
             fh.write(table + "\n")
         try:
@@ -815,13 +800,116 @@ def _cmd_adversarial(args) -> int:
         except ImportError as err:
             print(f"bubble chart skipped: {err}", file=sys.stderr)
     if args.json:
-        print(json.dumps(obj, allow_nan=False))
+        _emit_json(obj)
     else:
         print(table)
     return 0
 
 
 _COMMANDS.append(_add_adversarial)
+
+# --------------------------------------------------------------------------- train
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train one MLP, optionally with the folding regulariser, logging Φ_N every epoch",
+        description="Train one MLP with Adam and cross-entropy, optionally plus LAMBDA x the differentiable folding "
+        "loss on inter-class training pairs (spacefold.folding_loss), and measure Φ_N of a fixed probe set of "
+        "inter-class test pairs with exact walks after every --track-every epochs. Writes model.pt (a spacefold "
+        "checkpoint), log.json and log.csv (one row per epoch: loss, accuracies, Φ_N) to --out.",
+    )
+    p.add_argument("--arch", required=True, type=hidden_arch, help="hidden layers, e.g. 3x20 or 30-20")
+    _add_data_args(p, None)
+    p.add_argument("--n-train", type=positive_int, default=None, help="train on a stratified subset of this many samples")
+    p.add_argument("--n-test", type=positive_int, default=None, help="test on a stratified subset of this many samples")
+    p.add_argument("--epochs", type=positive_int, default=10, help="training epochs (default 10)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="training batch size (default 128)")
+    p.add_argument("--seed", type=nonnegative_int, default=0,
+                   help="seed of initialisation, shuffling and probe pairs (default 0)")
+    p.add_argument("--regularize", type=nonnegative_float, default=0.0, metavar="LAMBDA",
+                   help="weight of the folding loss (default 0: plain training)")
+    p.add_argument("--schedule", default="always",
+                   help="when the folding loss is on: always | early:FRACTION (first epochs) | every:N (default always)")
+    p.add_argument("--loss-method", default="random", type=normalized, choices=["random", "grid", "exact"], help="sample points of the folding loss: random | grid | exact "
+                   "(default random)")
+    p.add_argument("--n-points", type=int_in(2), default=8, help="points per segment of the folding loss (default 8)")
+    p.add_argument("--pairs-per-step", type=positive_int, default=8, help="probe segments per training step (default 8)")
+    p.add_argument("--every-steps", type=positive_int, default=1,
+                   help="add the folding loss at every N-th training step only (default 1: every step)")
+    p.add_argument("--beta", type=positive_float, default=10.0, help="sharpness of the soft patterns (default 10)")
+    p.add_argument("--probe-pairs", type=positive_int, default=512, help="inter-class training pairs of the loss (default 512)")
+    p.add_argument("--track-pairs", type=positive_int, default=200, help="inter-class test pairs for Φ_N (default 200)")
+    p.add_argument("--track-every", type=positive_int, default=1, help="measure Φ_N every N epochs and the last (default 1)")
+    p.add_argument("--out", required=True, type=output_dir, help="output directory")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the per-epoch log as one JSON object on stdout")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    from ._util import atomic_write
+    from .models import mlp, save_checkpoint
+    from .regularize import FoldingRegularizer, FoldingSchedule, FoldingTracker, probe_pairs
+    from .train import train
+
+    try:
+        schedule = FoldingSchedule.parse(args.schedule)
+    except ValueError as err:
+        raise UsageError(f"--schedule: {err}") from None
+    out = args.out
+    data = _cli_data(args)
+    model = mlp(args.arch, data.n_features, data.n_classes, seed=args.seed)
+    reg = None
+    if args.regularize != 0:
+        p1, p2 = probe_pairs(data.x_train, data.y_train, args.probe_pairs, seed=args.seed)
+        reg = FoldingRegularizer(p1, p2, args.regularize, schedule=schedule, pairs_per_step=args.pairs_per_step,
+                                 method=args.loss_method, n_points=args.n_points, beta=args.beta, seed=args.seed,
+                                 every_steps=args.every_steps)
+    t1, t2 = probe_pairs(data.x_test, data.y_test, args.track_pairs, seed=args.seed)
+    tracker = FoldingTracker(t1, t2, every=args.track_every)
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    log(f"train {args.arch} on {data.name} ({data.describe()['n_train']} samples), {args.epochs} epochs, "
+        + (f"folding loss λ={args.regularize:g} ({schedule})" if reg else "no folding loss") + f"; results in {out}")
+    res = train(model, data.x_train, data.y_train, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                seed=args.seed, x_test=data.x_test, y_test=data.y_test, progress=not args.no_progress,
+                desc=f"train {args.arch}", regularizer=reg, on_epoch_end=tracker)
+    tracked = {r["epoch"]: r for r in res.tracked}
+    rows = []
+    for e in range(args.epochs):
+        t = tracked.get(e, {})
+        rows.append({"epoch": e + 1, "loss": res.loss[e], "reg_loss": res.reg_loss[e] if res.reg_loss else 0.0,
+                     "train_accuracy": res.train_accuracy[e], "test_accuracy": res.test_accuracy[e],
+                     "phi": t.get("phi"), "phi_max": t.get("phi_max"), "fraction_folded": t.get("fraction_folded")})
+    meta = {"data": data.describe(), "training": res.as_dict(), "regularizer": reg.describe() if reg else None,
+            "track_pairs": args.track_pairs}
+    save_checkpoint(model, out / "model.pt", metadata=meta)
+    record = {"arch": args.arch, "seed": args.seed, "regularizer": meta["regularizer"], "epochs": rows,
+              "seconds": res.seconds}
+    with atomic_write(out / "log.json") as fh:
+        fh.write(json_dumps(record, indent=1) + "\n")
+    cols = list(rows[0])
+    with atomic_write(out / "log.csv") as fh:
+        fh.write(",".join(cols) + "\n")
+        for r in rows:
+            fh.write(",".join("" if r[c] is None else f"{r[c]:.6g}" for c in cols) + "\n")
+    if args.json:
+        _emit_json(record)
+    else:
+        print("epoch  loss     test acc  Φ_N")
+        for r in rows:
+            phi = "" if r["phi"] is None else f"{r['phi']:.4f}"
+            print(f"{r['epoch']:5d}  {r['loss']:.4f}   {r['test_accuracy']:.4f}    {phi}")
+        print(f"checkpoint {out / 'model.pt'}; log {out / 'log.csv'}, {out / 'log.json'}")
+    return 0
+
+
+_COMMANDS.append(_add_train)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -35,6 +35,8 @@ class TrainResult:
     train_accuracy: list[float] = field(default_factory=list)
     test_accuracy: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    reg_loss: list[float] = field(default_factory=list)  # mean regulariser term per epoch (with a regularizer)
+    tracked: list[dict] = field(default_factory=list)  # what on_epoch_end returned, epoch by epoch
 
     @property
     def final_train_accuracy(self) -> float:
@@ -57,6 +59,8 @@ class TrainResult:
             "final_train_accuracy": self.final_train_accuracy,
             "final_test_accuracy": self.final_test_accuracy,
             "seconds": self.seconds,
+            **({"reg_loss": self.reg_loss} if self.reg_loss else {}),
+            **({"tracked": self.tracked} if self.tracked else {}),
         }
 
 
@@ -109,6 +113,8 @@ def train(
     progress: bool = False,
     desc: str = "training",
     progress_bar: bool | None = None,
+    regularizer=None,
+    on_epoch_end=None,
 ) -> TrainResult:
     """Train ``model`` in place with Adam and cross-entropy; shuffling is seeded by ``seed``.
 
@@ -116,6 +122,10 @@ def train(
     A loss that becomes NaN or infinite (the training diverged) raises
     :class:`spacefold.errors.InputError` naming the learning rate. ``progress`` shows a
     progress bar over the epochs (``progress_bar`` is its deprecated old name).
+    ``regularizer(model, epoch, epochs)`` (e.g. :class:`spacefold.regularize.FoldingRegularizer`)
+    is called at every step and its tensor, unless ``None``, is added to the task loss;
+    ``on_epoch_end(model, epoch, epochs)`` (e.g. :class:`spacefold.regularize.FoldingTracker`)
+    is called after every epoch and what it returns, unless ``None``, goes to ``tracked``.
     """
     import time
 
@@ -136,6 +146,9 @@ def train(
         _check_xy(x_test, y_test, "test")
     if x.shape[0] == 0:
         raise InputError("x must hold at least one training sample, got none")
+    for hook, hook_name in ((regularizer, "regularizer"), (on_epoch_end, "on_epoch_end")):
+        if hook is not None and not callable(hook):
+            raise InputTypeError(f"{hook_name} must be callable or None, got {type(hook).__name__}")
     device, dtype = model_device_dtype(model)
     xd = x.to(device=device, dtype=dtype)
     yd = y.to(device=device)
@@ -145,15 +158,16 @@ def train(
     result = TrainResult(epochs=epochs, lr=float(lr), batch_size=batch_size, seed=seed)
     t0 = time.perf_counter()
     n = x.shape[0]
-    for _ in _progress(range(epochs), total=epochs, desc=desc, enabled=progress):
+    for epoch in _progress(range(epochs), total=epochs, desc=desc, enabled=progress):
         model.train()
         perm = torch.randperm(n, generator=g).to(device)
-        total, count = 0.0, 0
+        total, count, reg_total, reg_steps = 0.0, 0, 0.0, 0
         for k in range(0, n, batch_size):
             idx = perm[k : k + batch_size]
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(xd[idx]), yd[idx])
-            loss.backward()
+            extra = regularizer(model, epoch, epochs) if regularizer is not None else None
+            (loss if extra is None else loss + extra).backward()
             opt.step()
             value = float(loss.detach())
             if not math.isfinite(value):
@@ -161,11 +175,20 @@ def train(
                                  f"became {value} in epoch {len(result.loss) + 1} (try a smaller lr)")
             total += value * idx.numel()
             count += idx.numel()
+            if extra is not None:
+                reg_total += float(extra.detach())
+                reg_steps += 1
         model.eval()
+        if regularizer is not None:
+            result.reg_loss.append(reg_total / reg_steps if reg_steps else 0.0)
         result.loss.append(total / count)
         result.train_accuracy.append(accuracy(model, x, y))
         if x_test is not None:
             result.test_accuracy.append(accuracy(model, x_test, y_test))
+        if on_epoch_end is not None:
+            row = on_epoch_end(model, epoch, epochs)
+            if row is not None:
+                result.tracked.append(row)
     result.seconds = time.perf_counter() - t0
     model.eval()
     return result
