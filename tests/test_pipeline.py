@@ -292,10 +292,11 @@ def test_uniform_batch_size_bounds_the_points_per_pass():
 # --------------------------------------------------------------------------------------
 
 API = {"chi", "ranges", "chi_profile", "interaction", "activation_patterns", "walk", "folding", "folding_batch",
-       "plot_path", "plot_plane",
+       "plot_path", "plot_plane", "FoldingMetric", "folding_loss",
        "global_folding", "cantornet"}
 README = {"folding_pairs", "symmetric_chi", "chi_bounds", "register_activation", "verify", "mlp",
-          "save_checkpoint", "load_checkpoint"}
+          "save_checkpoint", "load_checkpoint", "folding_statistics", "FoldingSchedule", "FoldingRegularizer",
+          "FoldingTracker", "probe_pairs"}
 
 
 def test_all_is_the_api_and_the_readme():
