@@ -43,6 +43,9 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
+# The two readings of "generalisation error": the test error, and the gap between the
+# accuracy on the (possibly noisy) training labels and on the test set.
+ERRORS = ("test_error", "gap")
 DEFAULTS = {
     "archs": ["1x60", "3x20", "5x12"],
     "seeds": [0, 1, 2],
@@ -243,6 +246,7 @@ def load_rows(out: Path) -> list[dict]:
     for p in sorted((out / "runs").glob("*.json")):
         rows.extend(json.loads(p.read_text()))
     for r in rows:
+        r["test_error"] = 1.0 - r["test_accuracy"]
         if r["kind"] == "long":
             r["condition"] = f"length: {r['stage']} ({r['epoch']} ep)" if r["stage"] != "best-held-out" \
                 else "length: best held-out"
@@ -281,41 +285,68 @@ def analyse(rows: list[dict], cfg: dict) -> dict:
     architectures: least squares Φ_N ~ depth + gap with a bootstrap over seeds."""
     res = {"within": {}, "across": {}}
     for arch in cfg["archs"]:
-        per_seed = {}
-        for key in ("phi", "phi_max", "fraction_folded", "test_loss"):
-            rs = []
-            for s in cfg["seeds"]:
-                sel = [r for r in rows if r["arch"] == arch and r["seed"] == s]
-                if len(sel) >= 3:
-                    rs.append(spearman([r["gap"] for r in sel], [r[key] for r in sel]))
-            rs = [x for x in rs if math.isfinite(x)]
-            per_seed[key] = {"rho": t_interval(rs) if rs else None, "per_seed": rs}
-        res["within"][arch] = per_seed
+        res["within"][arch] = {}
+        for err in ERRORS:
+            per_seed = {}
+            for key in ("phi", "phi_max", "fraction_folded"):
+                rs = []
+                for s in cfg["seeds"]:
+                    sel = [r for r in rows if r["arch"] == arch and r["seed"] == s]
+                    if len(sel) >= 3:
+                        rs.append(spearman([r[err] for r in sel], [r[key] for r in sel]))
+                rs = [x for x in rs if math.isfinite(x)]
+                per_seed[key] = {"rho": t_interval(rs) if rs else None, "per_seed": rs}
+            res["within"][arch][err] = per_seed
     depth = {a: int(a.split("x")[0]) for a in cfg["archs"]}
     rng = np.random.default_rng(0)
-
-    def fit(sel):
-        X = np.array([[1.0, depth[r["arch"]], r["gap"]] for r in sel])
-        yv = np.array([r["phi"] for r in sel])
-        return np.linalg.lstsq(X, yv, rcond=None)[0]
 
     deep = [r for r in rows if depth[r["arch"]] > 1]  # one hidden layer never folds
     if len({depth[r["arch"]] for r in deep}) < 2:
         res["across"] = {"model": "needs two architectures with more than one hidden layer"}
         return res
-    coef = fit(deep)
-    boots = []
     seeds = np.array(cfg["seeds"])
-    for _ in range(1000):
-        pick = rng.choice(seeds, seeds.size)
-        sel = [r for s in pick for r in deep if r["seed"] == s]
-        boots.append(fit(sel))
-    boots = np.array(boots)
-    lo, hi = np.percentile(boots, [2.5, 97.5], axis=0)
-    res["across"] = {"model": "phi ~ 1 + depth + gap (networks with more than one hidden layer)",
-                     "coef": {"intercept": coef[0], "depth": coef[1], "gap": coef[2]},
-                     "ci": {"intercept": [lo[0], hi[0]], "depth": [lo[1], hi[1]], "gap": [lo[2], hi[2]]}}
+    for err in ERRORS:
+
+        def fit(sel):
+            X = np.array([[1.0, depth[r["arch"]], r[err]] for r in sel])
+            yv = np.array([r["phi"] for r in sel])
+            return np.linalg.lstsq(X, yv, rcond=None)[0]
+
+        coef = fit(deep)
+        boots = []
+        for _ in range(1000):
+            pick = rng.choice(seeds, seeds.size)
+            boots.append(fit([r for s in pick for r in deep if r["seed"] == s]))
+        lo, hi = np.percentile(np.array(boots), [2.5, 97.5], axis=0)
+        res["across"][err] = {"model": f"phi ~ 1 + depth + {err} (networks with more than one hidden layer)",
+                              "coef": {"intercept": coef[0], "depth": coef[1], err: coef[2]},
+                              "ci": {"intercept": [lo[0], hi[0]], "depth": [lo[1], hi[1]], err: [lo[2], hi[2]]}}
     return res
+
+
+def paired(rows: list[dict], cfg: dict) -> str:
+    """For each architecture: each condition minus the reference network of the same seed
+    (test error, Φ_N, share folded), mean and 95% t-interval over seeds."""
+    lines = ["| arch | condition − reference | Δ test error | Δ Φ_N | Δ median of maxima | Δ share folded |",
+             "|---|---|---|---|---|---|"]
+    for arch in cfg["archs"]:
+        ref = {r["seed"]: r for r in rows if r["arch"] == arch and r["kind"] == "long" and r["stage"] == "standard"}
+        conds = []
+        for r in rows:
+            if r["arch"] == arch and r["condition"] not in conds and not r["condition"].startswith("reference"):
+                conds.append(r["condition"])
+        for c in sorted(conds):
+            sel = [r for r in rows if r["arch"] == arch and r["condition"] == c and r["seed"] in ref]
+            if not sel:
+                continue
+
+            def d(key, digits=3):
+                m, lo, hi = t_interval([r[key] - ref[r["seed"]][key] for r in sel])
+                return f"{m:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+            lines.append(f"| {arch} | {c} | {d('test_error')} | {d('phi')} | {d('phi_max')} | "
+                         f"{d('fraction_folded', 2)} |")
+    return "\n".join(lines)
 
 
 def table(rows: list[dict], cfg: dict) -> str:
@@ -342,7 +373,7 @@ def table(rows: list[dict], cfg: dict) -> str:
     return "\n".join(lines)
 
 
-def figure(rows: list[dict], cfg: dict, path: Path) -> None:
+def figure(rows: list[dict], cfg: dict, path: Path, xkey: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -350,6 +381,7 @@ def figure(rows: list[dict], cfg: dict, path: Path) -> None:
 
     from spacefold._util import atomic_path
 
+    xlabel = {"test_error": "test error (1 − test accuracy)", "gap": "gap (train − test accuracy)"}[xkey]
     colours = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     for ax, kind, title in zip(axes, ("noise", "size", "long"),
@@ -363,7 +395,7 @@ def figure(rows: list[dict], cfg: dict, path: Path) -> None:
                 groups.setdefault(r["condition"], []).append(r)
             pts = []
             for g in groups.values():
-                gm = t_interval([r["gap"] for r in g])
+                gm = t_interval([r[xkey] for r in g])
                 pm = t_interval([r["phi"] for r in g])
                 pts.append((gm, pm))
             pts.sort(key=lambda p: p[0][0])
@@ -373,13 +405,13 @@ def figure(rows: list[dict], cfg: dict, path: Path) -> None:
             y = [p[1][0] for p in pts]
             yerr = [[p[1][0] - p[1][1] for p in pts], [p[1][2] - p[1][0] for p in pts]]
             ax.errorbar(x, y, yerr=yerr, marker="o", color=col, label=arch, capsize=3)
-        ax.set_xlabel("generalisation gap (train − test accuracy)")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("Φ_N")
         ax.set_title(f"MNIST, {title}")
         ax.grid(alpha=0.3)
     axes[0].legend(title="architecture")
     n = len({r["seed"] for r in rows})
-    fig.suptitle(f"Φ_N against the generalisation gap; {cfg['max_pairs']} inter-class test pairs per network; "
+    fig.suptitle(f"Φ_N against the {xlabel.split(' (')[0]}; {cfg['max_pairs']} inter-class test pairs per network; "
                  f"mean over {n} seeds, bars: 95% t-interval over seeds", fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -397,15 +429,20 @@ def report(out: Path, cfg: dict) -> None:
     with atomic_write(out / "results.json") as fh:
         json.dump({"config": cfg, "runs": rows, "analysis": res}, fh, indent=1, default=float)
     keys = ["arch", "seed", "kind", "level", "stage", "epoch", "condition", "train_accuracy", "test_accuracy",
-            "gap", "test_loss", "phi", "phi_max", "fraction_folded", "n_paths", "train_seconds"]
+            "test_error", "gap", "test_loss", "phi", "phi_max", "fraction_folded", "n_paths", "train_seconds"]
     with atomic_write(out / "results.csv") as fh:
         fh.write(",".join(keys) + "\n")
         for r in rows:
             fh.write(",".join(json.dumps(r.get(k, "")) for k in keys) + "\n")
     figdir = ROOT / "docs" / "generalisation-study"
     figdir.mkdir(parents=True, exist_ok=True)
-    figure(rows, cfg, figdir / "phi-vs-gap.png")
+    figure(rows, cfg, figdir / "phi-vs-test-error.png", "test_error")
+    figure(rows, cfg, figdir / "phi-vs-gap.png", "gap")
+    with atomic_write(out / "tables.md") as fh:
+        fh.write("## Every condition\n\n" + table(rows, cfg) + "\n\n## Paired with the reference network of the same "
+                 "seed\n\n" + paired(rows, cfg) + "\n")
     print(table(rows, cfg))
+    print(paired(rows, cfg))
     print(json.dumps(res, indent=1, default=float))
 
 
