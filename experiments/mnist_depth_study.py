@@ -1,4 +1,4 @@
-"""MNIST depth study (arXiv 2502.09954, FOLDING.md §10.1, §10.3, §12 items 2-3).
+"""MNIST depth study (arXiv 2502.09954, docs/mnist-depth-study.md; docs/method.md, 'The global measure').
 
 Trains the 60-neuron depth series (1x60, 2x30, 3x20, 4x15, 5x12, 6x10) with several
 seeds on the full MNIST training set (Adam, lr 1e-3, batch 128, 30 epochs), measures
@@ -60,7 +60,7 @@ def chi_stats(g) -> dict:
 
 
 def ablation(model, x, y, a: int, b: int, method: str, seed: int) -> dict:
-    """FOLDING.md §10.3: centroids of one class (the other keeps all samples), of both
+    """The centroid ablation (docs/mnist-depth-study.md, 'Centroids vs all pairs'): centroids of one class (the other keeps all samples), of both
     classes, and all |C_a| x |C_b| pairs, for the digit pair (a, b)."""
     out = {"a": a, "b": b, "method": method, "seed": seed}
     t0 = time.perf_counter()
@@ -232,7 +232,7 @@ def write_doc(args, rows, abl, figs, data) -> None:
     lines = [
         "# MNIST depth study",
         "",
-        "Reproduction of the MNIST depth study of arXiv 2502.09954 (FOLDING.md §10.1, §10.3, §12 items 2-3) "
+        "Reproduction of the MNIST depth study of arXiv 2502.09954 (docs/method.md, 'The global measure') "
         "with `spacefold`.",
         "",
         "Command (all phases; each resumes from the files it finds):",
@@ -305,7 +305,7 @@ def write_doc(args, rows, abl, figs, data) -> None:
         "",
     ]
     if abl:
-        lines += ["## Centroids vs all pairs (FOLDING.md §10.3)", ""]
+        lines += ["## Centroids vs all pairs", ""]
         for r in abl:
             ap = r["all_pairs"]
             lines += [

@@ -1,4 +1,4 @@
-"""CantorNet (FOLDING.md §11, §10.2): construction, exact geometry, and the §11.4 oracle."""
+"""CantorNet (docs/method.md, 'CantorNet'): construction, exact geometry, and the 11-point oracle."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ STAGE_SHAPES = {
     },
 }
 
-# FOLDING.md §11.4: δ (to start), e (consecutive), r1, r2, χ on the 11-point grid
+# docs/method.md, 'CantorNet': δ (to start), e (consecutive), r1, r2, χ on the 11-point grid
 ORACLE = {
     ("A", 1): ([0, 1, 1, 3, 3, 3, 3, 3, 2, 2], [0, 1, 0, 2, 0, 0, 2, 0, 1, 0], 3, 6, 0.5),
     ("A", 2): ([1, 3, 2, 4, 4, 4, 4, 5, 3, 2], [1, 2, 3, 2, 0, 0, 2, 3, 2, 1], 5, 16, 0.6875),
@@ -77,7 +77,7 @@ ORACLE = {
     ("C", 5): ([8, 10, 12, 16, 16, 18, 22, 26, 28, 30], [8, 4, 8, 6, 0, 2, 6, 6, 4, 8], 30, 52, 0.4231),
 }
 
-# FOLDING.md §11.4: prefix profiles χ_j at the steps 0.1 ... 1.0
+# docs/method.md, 'CantorNet': prefix profiles χ_j at the steps 0.1 ... 1.0
 PROFILE = {
     ("A", 1): [0, 0, 0, 0, 0, 0, .4, .4, .5, .5],
     ("A", 2): [0, 0, .5, .5, .5, .5, .6, .6154, .6667, .6875],
@@ -222,7 +222,7 @@ def test_decision_manifold(rep, k):
     assert ((out > net.tie_tol).tolist()) == above
 
 
-# --------------------------------------------------------------------------- FOLDING.md §11.4 oracle
+# --------------------------------------------------------------------------- docs/method.md, 'CantorNet' oracle
 
 
 @pytest.mark.parametrize("rep,k", ALL)
@@ -247,7 +247,7 @@ def test_oracle_11_point_grid(rep, k):
 
 @pytest.mark.parametrize("rep,k", [(r, k) for r in "AB" for k in DEPTHS])
 def test_a_and_b_need_no_tie_tolerance(rep, k):
-    """FOLDING.md §11.4: A and B evaluate stably in float64, on the oracle grid and a dense one."""
+    """docs/method.md, 'CantorNet': A and B evaluate stably in float64, on the oracle grid and a dense one."""
     net = cantornet(k, rep)
     for n in (10, 2000):
         _, grid = _grid_walk(net, steps=n, tie_tol=0.0)
@@ -256,7 +256,7 @@ def test_a_and_b_need_no_tie_tolerance(rep, k):
 
 @pytest.mark.parametrize("k", DEPTHS)
 def test_a_folds_more_than_b_more_than_c(k):
-    """FOLDING.md §10.2: at t = 1, A > B > C for every depth."""
+    """docs/method.md, 'CantorNet': at t = 1, A > B > C for every depth."""
     chis = [sf.folding(cantornet(k, r), X1, X2, method="uniform", steps=10, tie_tol=TIE_TOL).chi for r in REPS]
     assert chis[0] > chis[1] > chis[2]
 
@@ -408,11 +408,11 @@ def _check_against_reference(net, start, end, steps=20000):
 @pytest.mark.parametrize("rep,k", ALL)
 def test_walkers_find_the_exact_reference_walk(rep, k):
     """Uniform (20001 points), strict bisection and the exact walker all give the
-    region walk Γ* computed in rational arithmetic (FOLDING.md §7.4, §11.4)."""
+    region walk Γ* computed in rational arithmetic (docs/method.md, 'The exact walk' and 'CantorNet')."""
     ts, pats = exact_walk(k, rep)
     assert ts[0] == 0 and all(a < b for a, b in zip(ts, ts[1:])) and ts[-1] <= 1
     ref = _check_against_reference(cantornet(k, rep), DEFAULT_START, DEFAULT_END)
-    # the 11-point grid under-samples (FOLDING.md §7.4): it sees a subsequence of Γ*
+    # the 11-point grid under-samples (docs/method.md, 'Walks: three samplers'): it sees a subsequence of Γ*
     merged = sf.walk(cantornet(k, rep), X1, X2, method="uniform", steps=10, tie_tol=TIE_TOL).patterns
     assert _is_subsequence(merged, ref) and len(merged) <= len(ref)
 

@@ -1,4 +1,4 @@
-"""`spacefold cantornet`: the FOLDING.md §11.4 oracle through the command line."""
+"""`spacefold cantornet`: the docs/method.md, 'CantorNet' oracle through the command line."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 import spacefold as sf
 from spacefold.cli import main
 
-# FOLDING.md §11.4, prefix profiles at the steps 0.1 ... 1.0
+# docs/method.md, 'CantorNet', prefix profiles at the steps 0.1 ... 1.0
 PROFILE_A3 = [0, 0, .5556, .6667, .6667, .6667, .6667, .7, .7273, .75]
 PROFILE_C2 = [0, 0, .25, .25, .25, .25, .25, .5, .5, .5556]
 GRID_T = [j / 10 for j in range(1, 11)]

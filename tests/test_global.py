@@ -33,7 +33,7 @@ def test_median_nonzero_oracle():
 
 
 def test_one_hidden_layer_never_folds():
-    # FOLDING.md §5 item 6: every walk of a one-hidden-layer ReLU net is geodesic.
+    # docs/method.md, 'The folding measure': every walk of a one-hidden-layer ReLU net is geodesic.
     x, y = _data(40, 4)
     g = sf.global_folding(_net("1x32", 4), x, y, method=METHOD)
     assert g.n_paths == 40 * 40 - sum(int((y == c).sum()) ** 2 for c in range(3))

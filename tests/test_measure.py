@@ -1,4 +1,4 @@
-"""Measures on binary walks: the worked examples of FOLDING.md §6 and the properties of §5.
+"""Measures on binary walks: the worked examples of docs/method.md, 'Worked examples' and the properties in 'The folding measure'.
 
 Every library value is compared with a small reference written here with Python
 ints and fractions (it never calls the library).
@@ -72,7 +72,7 @@ def close(value: float, exact: Fraction) -> bool:
 
 
 # --------------------------------------------------------------------------------------
-# Worked examples (FOLDING.md §6)
+# Worked examples (docs/method.md, 'Worked examples')
 # --------------------------------------------------------------------------------------
 
 EXAMPLES = [
@@ -141,7 +141,7 @@ def test_profile_example():
     w = bits("0000", "1000", "0000", "0111")
     prof = sf.chi_profile(w)
     assert prof.shape == (4,)
-    # entry 0 is the single pattern (0); entries 1.. are the profile 0, 1/2, 2/5 of §6
+    # entry 0 is the single pattern (0); entries 1.. are the profile 0, 1/2, 2/5 of docs/method.md, 'Worked examples'
     expected = [Fraction(0), Fraction(0), Fraction(1, 2), Fraction(2, 5)]
     assert all(close(float(p), e) for p, e in zip(prof, expected))
     assert close(measure.max_profile(w), Fraction(1, 2))
@@ -226,7 +226,7 @@ def test_walk_accepts_integer_and_float_zero_one():
 
 
 # --------------------------------------------------------------------------------------
-# Properties (FOLDING.md §5) over random binary walks
+# Properties (docs/method.md, 'The folding measure') over random binary walks
 # --------------------------------------------------------------------------------------
 
 

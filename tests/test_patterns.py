@@ -1,4 +1,4 @@
-"""Activation patterns: the bit rule per activation (FOLDING.md §4), layer selection,
+"""Activation patterns: the bit rule per activation (docs/method.md, 'Activation patterns'), layer selection,
 layouts, nested/residual/conv models, ties and train/eval handling.
 
 Expected bits are computed by hand from the pre-activations (the layers' affine maps
@@ -81,7 +81,7 @@ def test_bit_is_pre_activation_positive(make):
     expected = torch.cat([z > 0 for z in zs], dim=1)
     assert got.dtype == torch.bool and got.shape == (40, 11)
     assert torch.equal(got, expected)
-    # the papers' rule: f(z) > 0, thresholded at f(0) for strictly positive f (§4.2)
+    # the papers' rule: f(z) > 0, thresholded at f(0) for strictly positive f (docs/method.md, 'Activation patterns')
     act = make()
     act.eval()
     with torch.no_grad():

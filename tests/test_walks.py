@@ -1,8 +1,8 @@
-"""Walks along segments: uniform and bisect (FOLDING.md §7.4) and the public entry points
+"""Walks along segments: uniform and bisect (docs/method.md, 'Walks: three samplers') and the public entry points
 ``walk``, ``walk_batch``, ``folding``, ``folding_batch`` and ``folding_pairs``.
 
-The oracles: the §7.4 (b) counterexample (exact), single-hidden-layer networks never
-fold (§5 item 6), bias-free networks on antipodal segments (exact), and agreement of
+The oracles: the counterexample to bisection's ``hamming1`` stop rule (exact), single-hidden-layer networks never
+fold (docs/method.md, 'The folding measure'), bias-free networks on antipodal segments (exact), and agreement of
 bisection with a dense uniform grid.
 """
 
@@ -49,7 +49,7 @@ def bits(*words: str) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------
-# The §7.4 (b) counterexample
+# The counterexample to the hamming1 stop rule (docs/method.md, 'Walks: three samplers')
 # --------------------------------------------------------------------------------------
 
 
@@ -178,7 +178,7 @@ def test_bisect_agrees_with_dense_grid_relu(seed, d_in, width, depth):
     x = random_points(seed + 1, 8, d_in)
     assert_agree_with_dense_grid(net, x[:4], x[4:])
     # ReLU pattern classes are convex: a segment meets each pattern in one interval,
-    # so no pattern occurs twice in a walk (FOLDING.md §7.4)
+    # so no pattern occurs twice in a walk (docs/method.md, 'Walks: three samplers')
     for w in folding_mod.walk_batch(net, x[:4], x[4:], method="bisect").walks():
         assert torch.unique(w.patterns, dim=0).shape[0] == w.n_regions
 
@@ -242,7 +242,7 @@ def test_single_hidden_layer_never_folds(seed, d_in, width, d_out, act):
         assert torch.equal(b.chi, torch.zeros(6, dtype=torch.float64))
         assert torch.equal(b.r1, b.r2)
         assert bool((b.n_regions <= width + 1).all())
-    # one crossing per neuron: hamming1 misses no region here (FOLDING.md §7.4 b)
+    # one crossing per neuron: hamming1 misses no region here (docs/method.md, 'Walks: three samplers')
     strict = folding_mod.walk_batch(net, x[:6], x[6:], method="bisect")
     loose = folding_mod.walk_batch(net, x[:6], x[6:], method="bisect", stop="hamming1")
     assert torch.equal(strict.patterns, loose.patterns) and torch.equal(strict.offsets, loose.offsets)

@@ -1,6 +1,6 @@
 """CantorNet (arXiv 2411.19713): ReLU networks with known decision boundaries.
 
-The sandbox of FOLDING.md §11. CantorNet of recursion depth k decides, for a point
+The sandbox of docs/method.md, 'CantorNet'. CantorNet of recursion depth k decides, for a point
 (x, y) of the unit square, whether it lies above the boundary
 
     y = (A^(k)(x) + 1) / 2,      A(x) = max(-3x + 1, 0, 3x - 2),  A^(k) = A ∘ ... ∘ A,
@@ -9,21 +9,21 @@ whose vertices sit on the endpoints of the Cantor intervals of level k. Three
 networks compute the same decision (output > 0 iff the point is *above* the
 boundary, i.e. outside R_k = {y <= (A^(k)(x) + 1)/2}):
 
-- ``"A"``, recursion-based (§11.2), 5k + 1 ReLU neurons: k copies of
+- ``"A"``, recursion-based, 5k + 1 ReLU neurons: k copies of
   ``ReLU(W_1 ·) -> ReLU(W_2 ·)`` and one output neuron.
-- ``"B"`` and ``"C"``, DNF-like (§11.3), O(2^k) neurons: hyperplanes through
+- ``"B"`` and ``"C"``, DNF-like, O(2^k) neurons: hyperplanes through
   consecutive boundary vertices, the "cantor shape" (the three outer hyperplanes
   and one *dent* max(h, h', h'') per bump), a ReLU layer on it, then a tree of
   pairwise minima realised with ReLUs (B: min(a,b) = b - ReLU(b-a);
   C: min(a,b) = ½(a + b - |a-b|)) and one output neuron.
 
 All weights are computed in exact rational arithmetic (:class:`fractions.Fraction`)
-from the formulas of FOLDING.md §11.1-11.3 and only then converted to the requested
+from the formulas of docs/method.md, 'CantorNet' and only then converted to the requested
 dtype [DESIGN: own construction; no third-party code]. Every ReLU'd layer is its own
 ``nn.ReLU`` module, so :func:`spacefold.activation_patterns` sees all of them in
-forward order, the W_2 layers of A and the output neuron included (FOLDING.md §1.1).
+forward order, the W_2 layers of A and the output neuron included (docs/method.md, 'Activation patterns').
 The dent maxima of B and C are computed *outside* the ReLU network, by an
-``nn.MaxPool1d`` over triples of hyperplanes; they contribute no bits (§11.3 item 3).
+``nn.MaxPool1d`` over triples of hyperplanes; they contribute no bits.
 
 Ties. Representation C computes each minimum as ½(a + b - |a - b|) from four ReLUs.
 Many of its pre-activations are exactly 0 in exact arithmetic: both ReLU(b - a) and
@@ -31,7 +31,7 @@ ReLU(a - b) wherever a = b, and every neuron fed by a minimum whose exact value 
 (one argument clipped to 0), the output neuron below the decision boundary for
 instance, on whole intervals of the default path. In floating point the sums of the
 folded weights leave residues of about 1e-17 of either sign there, and the bits
-flicker (FOLDING.md §11.4, "Numerical warnings"). The remedy is a tie tolerance, bit = [z > tie_tol]: :data:`TIE_TOL`
+flicker (docs/method.md, 'CantorNet'). The remedy is a tie tolerance, bit = [z > tie_tol]: :data:`TIE_TOL`
 (1e-9) for float64, far above the rounding residues and far below the smallest
 non-zero pre-activation at the points of practical grids (on the 20001-point grid of
 the default path at depth 5: 1/1944000 ≈ 5e-7 for B and C, 5e-5 for A). Near a true
@@ -97,7 +97,7 @@ TIE_TOL = 1e-9
 
 _TIE_TOLS = {torch.float64: TIE_TOL, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 
-#: The path of FOLDING.md §10.2 / §11.4: the horizontal line y = 3/4.
+#: The path of docs/method.md, 'CantorNet': the horizontal line y = 3/4.
 DEFAULT_START = (Fraction(0), Fraction(3, 4))
 DEFAULT_END = (Fraction(1), Fraction(3, 4))
 
@@ -163,7 +163,7 @@ def tie_tolerance(dtype: torch.dtype = torch.float64) -> float:
 
     float64: :data:`TIE_TOL` = 1e-9, exact on grids of up to ~10^5 points. float32:
     1e-4, which separates rounding from true values only on coarse grids such as the
-    11-point grid of FOLDING.md §11.4; use float64 for anything finer.
+    11-point grid of docs/method.md, 'CantorNet'; use float64 for anything finer.
     """
     return _TIE_TOLS.get(_check_dtype(dtype), 1e-2)
 
@@ -172,7 +172,7 @@ def tie_tolerance(dtype: torch.dtype = torch.float64) -> float:
 
 
 def recursion_A(x, depth: int) -> Fraction:
-    """A^(k)(x) in exact arithmetic, A(x) = max(-3x + 1, 0, 3x - 2) (FOLDING.md §11.1)."""
+    """A^(k)(x) in exact arithmetic, A(x) = max(-3x + 1, 0, 3x - 2) (docs/method.md, 'CantorNet')."""
     depth = _check_depth(depth)
     v = _to_fraction(x, "x")
     for _ in range(depth):
@@ -199,7 +199,7 @@ def decision_boundary_vertices(depth: int) -> list[tuple[Fraction, Fraction]]:
 
     x: the endpoints of the 2^k Cantor intervals of level k; y: the pattern
     [1, 1, ½, ½] repeated 2^(k-1) times, first element dropped, a final 1 appended
-    (FOLDING.md §11.1). 2^(k+1) vertices.
+    (docs/method.md, 'CantorNet'). 2^(k+1) vertices.
     """
     depth = _check_depth(depth)
     xs = [e for iv in cantor_intervals(depth) for e in iv]
@@ -210,7 +210,7 @@ def decision_boundary_vertices(depth: int) -> list[tuple[Fraction, Fraction]]:
 def boundary_hyperplanes(depth: int) -> list[tuple[Fraction, Fraction, Fraction]]:
     """Coefficients (a, b, c) of h(x, y) = a x + b y + c for each boundary edge.
 
-    For consecutive vertices (x1, y1) -> (x2, y2) (FOLDING.md §11.3 item 1):
+    For consecutive vertices (x1, y1) -> (x2, y2) (docs/method.md, 'CantorNet'):
     h = (y1 - y2) x + (x2 - x1) y + (x1 y2 - x2 y1), positive above the edge's line.
     2^(k+1) - 1 hyperplanes.
     """
@@ -219,7 +219,7 @@ def boundary_hyperplanes(depth: int) -> list[tuple[Fraction, Fraction, Fraction]
 
 
 def cantor_shape_indices(depth: int) -> tuple[list[int], list[tuple[int, int, int]]]:
-    """Which hyperplanes form the cantor shape (FOLDING.md §11.3 item 2).
+    """Which hyperplanes form the cantor shape (docs/method.md, 'CantorNet').
 
     Returns ``(plain, dents)``: the indices of the hyperplanes used as they are, and
     the index triples of the dents (each dent is the max of its three hyperplanes).
@@ -321,7 +321,7 @@ def exact_weights(depth: int, representation: str = "A") -> list[tuple[list[list
 
 
 def stage_shapes(depth: int, representation: str) -> list[tuple[int, ...]]:
-    """Stage shapes of the DNF representations (FOLDING.md §11.3 item 5).
+    """Stage shapes of the DNF representations (docs/method.md, 'CantorNet').
 
     ``[(n,), W_1.shape, ..., W_L.shape, (q,)]``: the length of the cantor shape (the
     first ReLU layer), the min-tree stage matrices, and the final sign vector S.
@@ -407,7 +407,7 @@ def _exact_trace(point, depth: int, representation: str) -> tuple[list[Fraction]
 def exact_preactivations(point, depth: int, representation: str = "A") -> list[Fraction]:
     """Pre-activations of every ReLU neuron at ``point``, exact, in forward order.
 
-    Computed directly from the formulas of FOLDING.md §11 (the recursion for A; the
+    Computed directly from the formulas of docs/method.md, 'CantorNet' (the recursion for A; the
     boundary vertices, the cantor shape and true minima for B and C), without torch
     and without the weight matrices of :func:`exact_weights`: an independent
     reference. ``point`` is ``(x, y)``; floats are taken at their exact value.
@@ -437,8 +437,8 @@ def exact_walk(depth: int, representation: str = "A", start=DEFAULT_START, end=D
     """The reference walk Γ* of the segment ``start -> end``, in exact arithmetic.
 
     Returns ``(t, patterns)``: the point t ∈ [0, 1] where each region is entered
-    (``t[0] == 0``) and its pattern, consecutive patterns distinct. Γ* (FOLDING.md
-    §7.4) is the pattern at t = 0, the pattern of every maximal open piece of (0, 1)
+    (``t[0] == 0``) and its pattern, consecutive patterns distinct. Γ* (docs/method.md,
+    'Walks: three samplers') is the pattern at t = 0, the pattern of every maximal open piece of (0, 1)
     on which the pattern is constant, and the pattern at t = 1; zeros of a
     pre-activation at isolated points are not recorded.
 

@@ -1,5 +1,5 @@
 """Global folding over a data set: Φ_N, the P2 "median of maxima", per class pair tables,
-per-layer folding and bootstrap confidence intervals (FOLDING.md §3.4–3.6, §12 items 2–3).
+per-layer folding and bootstrap confidence intervals (docs/method.md, 'The global measure').
 
 ``global_folding`` walks the segments chosen by :mod:`spacefold.pairs` through the
 pipeline of :func:`spacefold.folding_pairs` (pairs streamed in chunks, everything before
@@ -159,14 +159,14 @@ class GlobalFolding:
 
     @property
     def phi_max_p2(self) -> float:
-        """P2 aggregation (FOLDING.md §12 item 2): the median over ordered class pairs of
+        """P2 aggregation (docs/method.md, 'The global measure'): the median over ordered class pairs of
         each pair's median of non-zero profile maxima (a pair with none counts 0)."""
         rows = self.class_pairs()
         return float(np.median([r["phi_max"] for r in rows])) if rows else 0.0
 
     @property
     def phi_maxmax_p2(self) -> float:
-        """The alternative reading of P2's "median of maxima" (FOLDING.md §12 item 2):
+        """The alternative reading of P2's "median of maxima" (docs/method.md, 'The global measure'):
         the median over ordered class pairs of each pair's largest profile maximum."""
         rows = self.class_pairs()
         return float(np.median([r["max_max_profile"] for r in rows])) if rows else 0.0
@@ -299,7 +299,7 @@ def global_folding(
         as in P1/P3), ``"all"`` (ordered class pairs with the same class included,
         the P2 MNIST protocol), ``"random"`` (``max_pairs`` random pairs of distinct
         samples), ``"centroids"`` (inter-class pairs of ``n_clusters`` k-means
-        centroids per class, FOLDING.md §7.3), or a :class:`spacefold.pairs.PairPlan`
+        centroids per class, docs/method.md, 'The global measure'), or a :class:`spacefold.pairs.PairPlan`
         indexing ``x``.
     max_pairs : at most this many paths, spread evenly over the class pairs and drawn
         at random with ``seed``; ``None`` walks every pair.

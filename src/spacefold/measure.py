@@ -7,13 +7,13 @@ for a batch. Every function accepts both; a single walk gives Python numbers (or
 dimension.
 
 Walks of different lengths are batched by repeating each walk's last pattern up to
-the common length (:func:`pad_walks`). By the Stability property (FOLDING.md §5)
+the common length (:func:`pad_walks`). By the Stability property (docs/method.md, 'The folding measure')
 repeated patterns change none of r1, r2, chi, the final profile value or the
 profile maximum, so padding is exact for every measure here except
 :func:`chi_profile` itself (whose padded tail repeats the last value) and
 :func:`interaction` at split points inside the padding.
 
-Definitions (FOLDING.md §3)::
+Definitions (docs/method.md, 'The folding measure')::
 
     r1(Γ)  = max_i d_H(π_1, π_i)
     r2(Γ)  = Σ_i d_H(π_i, π_{i+1})
@@ -234,7 +234,7 @@ def prefix_ranges(walk: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def chi_from_ranges(r1: Tensor, r2: Tensor) -> Tensor:
-    """χ = 1 − r1/r2 elementwise, 0 where r2 = 0 (FOLDING.md §3.2); float64."""
+    """χ = 1 − r1/r2 elementwise, 0 where r2 = 0 (docs/method.md, 'The folding measure'); float64."""
     r1 = r1.to(torch.float64)
     r2 = r2.to(torch.float64)
     safe = torch.where(r2 > 0, r2, torch.ones_like(r2))
@@ -260,7 +260,7 @@ def chi(walk: Tensor):
 
 
 def chi_profile(walk: Tensor) -> Tensor:
-    """χ of every prefix (FOLDING.md §3.3): ``(n_points,)`` or ``(batch, n_points)``.
+    """χ of every prefix (docs/method.md, 'The folding measure'): ``(n_points,)`` or ``(batch, n_points)``.
 
     Entry j is χ of the prefix (π_1, ..., π_{j+1}); entry 0 (a single pattern) is 0
     and the last entry equals :func:`chi`.
@@ -284,7 +284,7 @@ def _chi_rows(w: Tensor) -> Tensor:
 
 
 def interaction(walk: Tensor, k, signed: bool = False):
-    """Interaction coefficient I(k) = |χ(Γ1 ⊕ Γ2) − χ(Γ1) − χ(Γ2)| (FOLDING.md §9.1).
+    """Interaction coefficient I(k) = |χ(Γ1 ⊕ Γ2) − χ(Γ1) − χ(Γ2)| (docs/method.md, 'The folding measure').
 
     ``k`` is the 0-based index of the shared pattern: Γ1 = walk[:k+1], Γ2 = walk[k:].
     ``k`` is an int (same split for every walk of a batch) or an int tensor
@@ -335,14 +335,14 @@ def reverse(walk: Tensor) -> Tensor:
 
 
 def symmetric_chi(walk: Tensor):
-    """d_χ = ½ (χ(Γ) + χ(−Γ)), the symmetrised measure (FOLDING.md §5)."""
+    """d_χ = ½ (χ(Γ) + χ(−Γ)), the symmetrised measure (docs/method.md, 'The folding measure')."""
     w, single = as_walk_batch(walk)
     d = 0.5 * (_chi_rows(w) + _chi_rows(torch.flip(w, dims=[1])))
     return float(d[0]) if single else d
 
 
 def chi_bounds(walk: Tensor):
-    """Deterministic bounds (FOLDING.md §5) with L = r2 and D = d_H(π_1, π_n).
+    """Deterministic bounds (docs/method.md, 'The folding measure') with L = r2 and D = d_H(π_1, π_n).
 
     Returns ``(lower, upper, reversal)`` with ``lower = ½(1 − D/L)``,
     ``upper = 1 − D/L`` and ``reversal = D/L`` (a bound on |χ(Γ) − χ(−Γ)|).
@@ -362,7 +362,7 @@ def chi_bounds(walk: Tensor):
 
 
 def refine(walk: Tensor) -> Tensor:
-    """Motzkin–Straus refinement of one walk into single-bit flips (FOLDING.md §5).
+    """Motzkin–Straus refinement of one walk into single-bit flips (docs/method.md, 'The folding measure').
 
     Each jump π_i → π_{i+1} is split into single flips: first the coordinates whose
     flip brings the pattern back towards π_1, then those that move it away. The

@@ -32,7 +32,7 @@ __all__ = [
     "CheckpointError",
 ]
 
-#: The 60-neuron depth series of the MNIST study (FOLDING.md §10.1).
+#: The 60-neuron depth series of the MNIST study (docs/mnist-depth-study.md).
 DEPTH_SERIES = ("1x60", "2x30", "3x20", "4x15", "5x12", "6x10")
 
 FORMAT = "spacefold-mlp"

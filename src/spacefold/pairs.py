@@ -8,12 +8,12 @@ digit pairs of about a million segments each) never sits in memory even as
 indices.
 
 - ``"inter-class"``: for every ordered pair of distinct classes (a, b), every
-  sample of a paired with every sample of b (Φ_N, FOLDING.md §3.5).
+  sample of a paired with every sample of b (Φ_N, docs/method.md, 'The global measure').
 - ``"all"``: the ordered class pairs of the P2 MNIST protocol, 10 x 10 with the
-  same class included (§3.6); a sample is never paired with itself.
+  same class included (docs/method.md, 'The global measure'); a sample is never paired with itself.
 - :func:`random_pairs`: a seeded random sample of distinct pairs of the whole set.
 - :func:`class_centroids`: k-means centroids per class (scikit-learn), the
-  speed-up of §7.3.
+  speed-up of arXiv 2502.09954.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Activation patterns of any ``nn.Module``: hooks, binarisation rules, layer selection.
 
-A neuron's bit follows FOLDING.md §4: for an activation f the bit is 1 iff
+A neuron's bit follows docs/method.md, 'Activation patterns': for an activation f the bit is 1 iff
 f(z) > 0, and for strictly positive f iff f(z) > f(0). For every activation
 registered here (all monotone with f(0) on the boundary) that is the same as the
 sign of the pre-activation, so the rule is applied to the activation's *input* z:

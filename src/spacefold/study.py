@@ -6,7 +6,7 @@ Used by ``spacefold sweep`` and ``spacefold demo`` and by the MNIST study in
 written atomically; a run whose result exists with the same settings is skipped,
 so a sweep that was interrupted continues where it stopped.
 
-Measurement follows FOLDING.md §12 items 2-3: pairs of test samples over the
+Measurement follows docs/method.md, 'The global measure': pairs of test samples over the
 ordered class pairs with the same class included (``pairs="all"``); Φ_N and the
 share of folded paths over the inter-class paths; the P2 aggregate
 (``phi_max_p2``: per ordered class pair the median of the non-zero profile maxima,

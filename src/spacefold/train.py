@@ -1,6 +1,6 @@
 """Seeded training of classifiers and their accuracy on held-out data.
 
-Defaults follow FOLDING.md §10.1: Adam, learning rate 1e-3, batch 128, 30 epochs,
+Defaults follow docs/mnist-depth-study.md: Adam, learning rate 1e-3, batch 128, 30 epochs,
 cross-entropy. Every random choice (initialisation is the model's; shuffling
 here) comes from ``seed``; the global RNG is not touched.
 """
