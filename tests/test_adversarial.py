@@ -199,7 +199,7 @@ def test_mean_nonzero_interaction_hand_oracle():
     # I(3) = |2/5 − χ(0000, 1000, 0000) = 1/2 − 0| = 1/10; I(4) = 0.
     # k_0 = 2, Ī_nz = (I(3) + I(4)) / (4 − 2) = 1/20.
     w = walk_of("0000", "1000", "0000", "0111")
-    torch.testing.assert_close(sf.interactions(w), torch.tensor([0.0, 0.4, 0.1, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(sf.measure.interactions(w), torch.tensor([0.0, 0.4, 0.1, 0.0], dtype=torch.float64))
     assert mean_nonzero_interaction(w) == pytest.approx(0.05)
     assert mean_nonzero_interaction(walk_of("000", "100", "110", "111")) is None  # geodesic: every I is 0
     assert mean_nonzero_interaction(walk_of("01")) is None

@@ -332,7 +332,7 @@ def test_cli_train_writes_checkpoint_and_log(tmp_path, capsys):
     assert meta["regularizer"]["lam"] == 0.5 and meta["regularizer"]["schedule"] == "every:2"
     log = json.loads((out / "log.json").read_text())
     # the logged Φ_N is the tracker's measurement of the saved model on the same probe pairs
-    data = sf.load_dataset("blobs")
+    data = sf.data.load_dataset("blobs")
     t1, t2 = probe_pairs(data.x_test, data.y_test, 20, seed=0)
     assert log["epochs"][-1]["phi"] == FoldingTracker(t1, t2).measure(model)["phi"]
     assert "Φ_N" in capsys.readouterr().out
