@@ -86,6 +86,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
+from ..errors import InputError, InputTypeError
 from ..patterns import LayerSelector, PatternRecorder, _entry, eval_mode, find_activations, run_model
 from . import WalkBatch, _kernels, resolve_tol, segment_points
 
@@ -100,8 +101,9 @@ __all__ = [
 ]
 
 
-class NotPiecewiseLinearError(TypeError):
-    """The model holds an operation the exact walk cannot follow."""
+class NotPiecewiseLinearError(InputTypeError):
+    """The model holds an operation the exact walk cannot follow (an :class:`InputTypeError`,
+    so also a ``TypeError``)."""
 
 
 def _refuse(what: str) -> NotPiecewiseLinearError:
@@ -166,6 +168,59 @@ _LINEAR_METHODS = {
 _SUM_FUNCS = {operator.add, operator.sub, operator.iadd, operator.isub, torch.add, torch.sub, torch.cat,
               torch.concat, torch.stack}
 _SUM_METHODS = {"add", "sub", "expand_as", "view_as", "reshape_as", "type_as"}
+# Affinity is decided per argument. A product is linear in either factor (one of them
+# input-dependent); a quotient only in its numerator (1 / h is not affine); every other
+# function of the tables only in its first argument (the tensor it reshapes, sums, pools,
+# pads or indexes: an input-dependent index, shape or padding is not affine). ``None``: any
+# argument may be input-dependent.
+_ANY_ARG_FUNCS = _SUM_FUNCS | {operator.mul, operator.imul, operator.matmul, torch.mul, torch.matmul, torch.mm,
+                               F.linear, F.conv1d, F.conv2d, F.conv3d}
+_ANY_ARG_METHODS = _SUM_METHODS | {"mul", "matmul"}
+_FIRST_ARG = (0, "input", "self")
+
+
+def _dynamic_positions(node: fx.Node, dyn_args: list[fx.Node]) -> list[int | str]:
+    """The positions (argument index or keyword) of ``node``'s arguments that hold one of ``dyn_args``."""
+    found: list[int | str] = []
+    dyn = set(dyn_args)
+
+    def holds(a) -> bool:
+        hit = []
+        fx.node.map_arg(a, lambda n: hit.append(n in dyn) or n)
+        return any(hit)
+
+    for i, a in enumerate(node.args):
+        if holds(a):
+            found.append(i)
+    for k, a in node.kwargs.items():
+        if holds(a):
+            found.append(k)
+    return found
+
+
+def _non_affine_argument(node: fx.Node, dyn_args: list[fx.Node]) -> str | None:
+    """Why ``node`` (a function or method of the affine tables) is not affine in its input-dependent
+    arguments, or None when it is."""
+    fn = node.target
+    name = fn if isinstance(fn, str) else getattr(fn, "__name__", repr(fn))
+    method = node.op == "call_method"
+    if fn is torch.div or (method and fn == "div"):
+        mode = node.kwargs.get("rounding_mode")
+        if mode is not None:
+            return f"{name} with rounding_mode={mode!r} (node '{node.name}') rounds, which is not affine"
+    # casting to an integer or boolean type rounds
+    for a in list(node.args) + list(node.kwargs.values()):
+        if isinstance(a, torch.dtype) and not (a.is_floating_point or a.is_complex):
+            return f"casting to {a} ({name}, node '{node.name}') rounds, which is not affine"
+    if (fn in _ANY_ARG_METHODS) if method else (fn in _ANY_ARG_FUNCS):
+        return None
+    positions = _dynamic_positions(node, dyn_args)
+    bad = [p for p in positions if p not in _FIRST_ARG]
+    if not bad:
+        return None
+    if (method and fn == "div") or (not method and fn in (operator.truediv, operator.itruediv, torch.div)):
+        return f"division by an input-dependent tensor (node '{node.name}') is not affine"
+    return f"{name} with an input-dependent argument {bad[0]!r} (node '{node.name}') is not affine"
 
 
 def _kinks(module: nn.Module) -> list[float]:
@@ -296,6 +351,9 @@ class ExactProgram:
                 if len(dyn_args) > 1:
                     raise _refuse(f"module '{node.target}' takes several input-dependent arguments")
                 continue
+            if not dyn_args:  # computes on the sizes of input-dependent tensors only: constant along a walk
+                steps.append(_Step(node, "affine", True))
+                continue
             if node.op == "call_function":
                 fn = node.target
                 name = getattr(fn, "__name__", repr(fn))
@@ -313,6 +371,9 @@ class ExactProgram:
                     mode = node.kwargs.get("mode")
                     if mode not in ("reflect", "replicate", "circular"):
                         raise _refuse(f"F.pad mode {mode!r}")
+                why = _non_affine_argument(node, dyn_args)
+                if why is not None:
+                    raise _refuse(why)
                 steps.append(_Step(node, "affine", True))
                 continue
             if node.op == "call_method":
@@ -320,6 +381,9 @@ class ExactProgram:
                     raise _refuse(f"method .{node.target}() (node '{node.name}') is not affine")
                 if len(dyn_args) > 1 and node.target not in _SUM_METHODS:
                     raise _refuse(f".{node.target}() of several input-dependent tensors (node '{node.name}')")
+                why = _non_affine_argument(node, dyn_args)
+                if why is not None:
+                    raise _refuse(why)
                 steps.append(_Step(node, "affine", True))
                 continue
             raise _refuse(f"graph node {node.op} '{node.name}'")
