@@ -93,3 +93,72 @@ def test_affine_operations_are_walked_exactly(case):
         keep = torch.ones(len(p), dtype=torch.bool)
         keep[1:] = (p[1:] != p[:-1]).any(1)
         assert torch.equal(w[i].patterns, p[keep])
+
+
+# --------------------------------------------------------------------------- an unwritable Numba cache
+
+_NO_CACHE_SCRIPT = """
+import warnings
+import numba.core.caching as caching
+{patch}
+import torch
+from spacefold.walk import _kernels
+from spacefold.walk.exact import exact_walks
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8), torch.nn.ReLU())
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    w = exact_walks(net, torch.zeros(3, 2), torch.ones(3, 2) * 4)
+    w2 = exact_walks(net, -torch.ones(3, 2), torch.ones(3, 2) * 4)
+print("kernels", _kernels.available())
+print("warnings", sum("cache" in str(c.message) for c in caught))
+print("walks", len(w), len(w2))
+"""
+
+
+def test_kernels_are_compiled_without_a_cache_where_numba_has_no_place_for_it(backend, monkeypatch):
+    pytest.importorskip("numba")
+    if backend != "compiled":
+        pytest.skip("concerns the compiled kernels")
+    import numba.core.caching as caching
+
+    from spacefold.walk import _jit
+
+    monkeypatch.setattr(caching.CacheImpl, "_locator_classes", [])
+    monkeypatch.setattr(_jit, "_UNCACHED", [])
+
+    def twice(x):
+        return 2 * x
+
+    kernel = _jit.jit(twice)
+    assert kernel(21) == 42
+    assert len(_jit._UNCACHED) == 1 and "no locator" in _jit._UNCACHED[0]
+
+
+@pytest.mark.slow  # compiles every kernel from scratch in a fresh process (a minute or more)
+@pytest.mark.parametrize("how", ["no locator", "unwritable NUMBA_CACHE_DIR"])
+def test_an_unwritable_numba_cache_compiles_without_caching_with_one_warning(backend, how, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("numba")
+    if backend != "compiled":
+        pytest.skip("concerns the compiled kernels")
+    env = dict(os.environ, SPACEFOLD_NUMBA="1")
+    if how == "no locator":  # what Numba meets with a read-only package directory and an unwritable HOME
+        patch = "caching.CacheImpl._locator_classes = []"
+    else:
+        blocker = tmp_path / "a_file"
+        blocker.write_text("")
+        env["NUMBA_CACHE_DIR"] = str(blocker / "cache")  # below a regular file: cannot be created
+        patch = ""
+    src = os.path.join(os.path.dirname(__file__), "..", "src")
+    env["PYTHONPATH"] = os.pathsep.join([os.path.abspath(src), env.get("PYTHONPATH", "")])
+    out = subprocess.run([sys.executable, "-c", _NO_CACHE_SCRIPT.format(patch=patch)], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "walks 3 3" in out.stdout
+    assert "kernels True" in out.stdout
+    if how == "no locator":
+        assert "warnings 1" in out.stdout, out.stdout

@@ -3,10 +3,24 @@ or loads them from Numba's cache)."""
 
 from __future__ import annotations
 
+import warnings
+
 import numba as nb
 import numpy as np
 
-jit = nb.njit(cache=True, nogil=True)
+_UNCACHED: list[str] = []
+
+
+def jit(func):
+    """``numba.njit(cache=True, nogil=True)``, or without the cache where Numba has no writable place
+    for it (a read-only package directory and an unwritable HOME): the kernels are then compiled
+    anew in every process."""
+    try:
+        return nb.njit(cache=True, nogil=True)(func)
+    except RuntimeError as err:  # "cannot cache function ...: no locator available for file ..."
+        _UNCACHED.append(str(err))
+        return nb.njit(nogil=True)(func)
+
 u64 = np.uint64
 MAGIC = u64(0x0102040810204080)  # eight 0/1 bytes -> their eight bits, lowest byte lowest
 S56 = u64(56)
@@ -470,3 +484,9 @@ def list_ranks(nxt, B):
                 break
             r = q
     return rank, path, order
+
+
+if _UNCACHED:
+    warnings.warn(f"Numba cannot cache spacefold's compiled kernels here ({_UNCACHED[0]}); they are compiled "
+                  "anew in every process. Set NUMBA_CACHE_DIR to a writable directory to cache them",
+                  RuntimeWarning, stacklevel=2)

@@ -54,8 +54,12 @@ def available(dtype: np.dtype | type | None = None) -> bool:
     if "ok" not in _STATE:
         try:
             from . import _jit
-        except ImportError:
+        except ImportError:  # no Numba: the walk uses torch operations, as documented
             _STATE["ok"] = False
+        except Exception as err:  # noqa: BLE001 - a Numba that fails otherwise must not stop the walk
+            _STATE["ok"] = False
+            warnings.warn(f"spacefold's compiled kernels cannot be loaded here ({type(err).__name__}: {err}); the "
+                          "exact walk uses torch operations instead", RuntimeWarning, stacklevel=2)
         else:
             _STATE.update(ok=True, jit=_jit, ready=set())
     if not _STATE["ok"]:
