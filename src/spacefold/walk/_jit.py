@@ -82,11 +82,19 @@ def sort_by(keys, idx):
 
 
 @jit
-def split_act(z, t, nxt, prv, B, tol, levels, thr, seg_slope, seg_off, act):
+def at_level(v, za, zb, level, rtol):
+    """Whether v, a value of a neuron crossing ``level`` on a piece from za to zb, is the level up to
+    round-off (then it is set to the level exactly)."""
+    return abs(v - level) <= rtol * (abs(za - level) + abs(zb - level) + abs(level))
+
+
+@jit
+def split_act(z, t, nxt, prv, B, tol, levels, thr, seg_slope, seg_off, act, rtol):
     """Split the pieces where z crosses one of ``levels`` (sorted); bits are z > levels[thr]
     (no bits when thr < 0). ``seg_slope``, ``seg_off`` (F, K + 1): the activation on the
     segments between the levels, φ(z) = slope·z + offset. With ``act`` φ is applied to z in
-    place at the end. See :mod:`spacefold.walk._kernels`."""
+    place at the end. A crossing neuron whose value at its breakpoint is its level up to
+    ``rtol`` (:func:`at_level`) is set to the level there. See :mod:`spacefold.walk._kernels`."""
     V, F = z.shape
     W = (F + 63) // 64
     K = levels.size
@@ -158,7 +166,7 @@ def split_act(z, t, nxt, prv, B, tol, levels, thr, seg_slope, seg_off, act):
         p_g0[n_pieces] = G
         n_pieces += 1
         m = 0
-        prev = 0.0
+        t_first = 0.0  # the first crossing of the current breakpoint: a group spans at most tol
         for k in range(i, j):
             c = order[k]
             tk = tc[c]
@@ -169,12 +177,12 @@ def split_act(z, t, nxt, prv, B, tol, levels, thr, seg_slope, seg_off, act):
                 c_row[k] = nxt[r]
                 c_slot[k] = -1  # set to m + 1 below
             else:
-                if m == 0 or tk - prev > tol:
+                if m == 0 or tk - t_first > tol:
                     g_piece[G] = r
                     g_t[G] = tk
                     G += 1
                     m += 1
-                prev = tk
+                    t_first = tk
                 c_row[k] = V + G - 1
                 c_slot[k] = m
         for k in range(i, j):
@@ -183,6 +191,44 @@ def split_act(z, t, nxt, prv, B, tol, levels, thr, seg_slope, seg_off, act):
         i = j
     p_start[n_pieces] = nc
     p_g0[n_pieces] = G
+    # ---- a crossing neuron is exactly at its level at its breakpoint (not at the interpolation's
+    # round-off, which would make a pre-activation that is 0 on a whole later piece 1e-17 there):
+    # the rows of the walk's inner breakpoints (not t = 0, 1) and their values
+    snap = np.zeros(nc, np.bool_)
+    n_snap = 0
+    for k in range(nc):
+        row = c_row[k]
+        if row < 2 * B:
+            continue
+        c = order[k]
+        n = c_n[c]
+        level = levels[c_lv[c]]
+        r = c_piece[c]
+        za = np.float64(z[r, n])
+        zb = np.float64(z[nxt[r], n])
+        if row < V:
+            v = np.float64(z[row, n])
+        else:
+            g = row - V
+            v = za + (g_t[g] - t[r]) / (t[nxt[r]] - t[r]) * (zb - za)
+        if at_level(v, za, zb, level, rtol):
+            snap[k] = True
+            n_snap += 1
+    snap_row = np.empty(n_snap, np.int64)
+    snap_n = np.empty(n_snap, np.int64)
+    snap_val = np.empty(n_snap, np.float64)
+    u = 0
+    for k in range(nc):
+        if snap[k]:
+            row = c_row[k]
+            snap_row[u] = row
+            snap_n[u] = c_n[order[k]]
+            snap_val[u] = levels[c_lv[order[k]]]
+            u += 1
+    if act:  # old rows merged into: their values as the Linear after sees them
+        for u in range(n_snap):
+            if snap_row[u] < V:
+                z[snap_row[u], snap_n[u]] = snap_val[u]
     # ---- links and times of the new rows
     Vn = V + G
     t2 = np.empty(Vn, np.float64)
@@ -381,7 +427,8 @@ def split_act(z, t, nxt, prv, B, tol, levels, thr, seg_slope, seg_off, act):
                             if row[n] > level:
                                 z[r, n] = sl[j + 1, n] * row[n] + of[j + 1, n]
     return (t2, nxt2, prv2, g_piece[:G], g_s, start_bits, f_row, f_n, f_bit,
-            (pl_a[:pi], pl_b[:pi], pl_c0[:pi], pl_c1[:pi], pl_g0[:pi], pl_m[:pi], cs_n, cs_lv, cs_slot, cs_za, cs_zb))
+            (pl_a[:pi], pl_b[:pi], pl_c0[:pi], pl_c1[:pi], pl_g0[:pi], pl_m[:pi], cs_n, cs_lv, cs_slot, cs_za, cs_zb),
+            (snap_row, snap_n, snap_val), pos)
 
 
 @jit
@@ -394,9 +441,11 @@ def kink(seg_slope, n, lv, upward):
 
 @jit
 def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_g0, pl_m, cs_n, cs_lv, cs_slot,
-                    cs_za, cs_zb, g_s):
+                    cs_za, cs_zb, g_s, pos, zero_out, zero_mask, rtol):
     """The Linear's output at the new rows ``V ..`` of ``out`` from its rows at the pieces' ends:
-    running sums of weight columns along each piece (see :mod:`spacefold.walk._kernels`)."""
+    running sums of weight columns along each piece (see :mod:`spacefold.walk._kernels`).
+    ``zero_out``: outputs without bias, ``zero_mask`` (len(zero_out), W): their nonzero weights as
+    packed bits, compared with the signs ``pos`` of the new rows."""
     O = out.shape[1]
     buf = np.empty((pl_m.max(), O), np.float64)
     acc = np.empty(O, np.float64)
@@ -416,14 +465,15 @@ def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_
             w = 1.0 - s
             for o in range(O):
                 buf[j - 1, o] = w * (out[a, o] + acc[o])
-            # crossings merged into this breakpoint (within tol of it): their exact value here
+            # crossings merged into this breakpoint (within tol of it): their exact value here, the
+            # level itself where that is the value up to round-off (as split_act sets it)
             while i < c1 and cs_slot[i] == j:
                 n = cs_n[i]
                 lv = cs_lv[i]
                 za, zb, level = cs_za[i], cs_zb[i], levels[lv]
                 delta = kink(seg_slope, n, lv, zb > level)
                 zs = za + s * (zb - za)
-                h = zs - level if (zs > level) == (zb > level) else 0.0
+                h = zs - level if (zs > level) == (zb > level) and not at_level(zs, za, zb, level, rtol) else 0.0
                 d = delta * (h - s * (zb - level))
                 c = delta * (za - level)
                 for o in range(O):
@@ -444,6 +494,15 @@ def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_
             row = V + g0 + j - 1
             for o in range(O):
                 out[row, o] = buf[j - 1, o] + s * (out[b, o] + acc[o])
+    # outputs without bias fed only by neurons at 0 (ReLU type: bit 0 means output 0) are exactly 0,
+    # not the round-off of the sums above
+    for row in range(V, out.shape[0]):
+        for i in range(zero_out.size):
+            live = u64(0)
+            for w in range(pos.shape[1]):
+                live |= pos[row, w] & zero_mask[i, w]
+            if live == u64(0):
+                out[row, zero_out[i]] = 0.0
 
 
 @jit

@@ -838,13 +838,16 @@ def _split_activation(prog, env, state: _State, node_in: fx.Node, step: _Step, t
     act_form = _compiled_act(step, z, None, tie_tol, x.shape[1] if x.dim() > 2 else None)
     if act_form is not None:  # the compiled kernel splits; the live tensors are interpolated after it
         nxt_old = state.nxt
-        rec, g_piece, g_s, _ = _compiled_split(state, step, z.contiguous(), act_form, tol, False)
+        rec, g_piece, g_s, _, snap, _ = _compiled_split(state, step, z.contiguous(), act_form, tol, False)
         if g_piece.size:
             _interpolate_env(prog, env, state, (torch.from_numpy(g_piece), torch.from_numpy(g_s)), nxt_old)
+        _snap(env[node_in], *map(torch.from_numpy, snap))
         return rec
     levels, thr, pos, pieces, neurons, lev, tie_r, tie_n, plan, rows, nxt_old = _cut(z, state, step, tie_tol, tol)
     if plan is not None:
         _interpolate_env(prog, env, state, plan, nxt_old)
+    if rows is not None:
+        _snap(env[node_in], *_snap_list(state, nxt_old, z, pieces, rows, neurons, lev, levels))
     if thr is None:
         return None
     if plan is not None:
@@ -852,6 +855,54 @@ def _split_activation(prog, env, state: _State, node_in: fx.Node, step: _Step, t
         znew = env[node_in].reshape(-1, z.shape[1])[V:]
         pos = torch.cat([pos, _signs(znew, tie_tol)])
     return _flips(state, pos, rows, neurons, lev, thr, tie_r, tie_n, state.n_rows - z.shape[0], z.shape[1])
+
+
+def _snap_rtol(dtype: torch.dtype) -> float:
+    """Relative round-off below which a crossing neuron's value at its breakpoint is its level."""
+    return 16 * torch.finfo(dtype).eps
+
+
+def _snap_list(state: _State, nxt_old: Tensor, z: Tensor, pieces: Tensor, rows: Tensor, neurons: Tensor,
+               lev: Tensor, levels: list[float]):
+    """``(row, neuron, level, za, zb)`` of every crossing at an inner breakpoint (not t = 0 or 1), for
+    :func:`_snap`: ``z`` ``(V, F)`` holds the values at the rows before the split, whose links were
+    ``nxt_old``; ``pieces`` are the crossings' pieces."""
+    inner = (rows >= 2 * state.n_paths).nonzero().squeeze(1)
+    lv = torch.tensor(levels, dtype=torch.float64, device=rows.device).index_select(0, lev.index_select(0, inner))
+    p = pieces.index_select(0, inner)
+    n = neurons.index_select(0, inner)
+    za = _at(z, p, n).double() - lv
+    zb = _at(z, nxt_old.index_select(0, p), n).double() - lv
+    return rows.index_select(0, inner), n, lv, za, zb
+
+
+def _close_to_level(v: Tensor, values: Tensor, za: Tensor, zb: Tensor, dtype: torch.dtype) -> Tensor:
+    """Where ``v`` is its level ``values`` up to the round-off of a piece from ``za`` to ``zb`` (distances
+    to the level), as the kernels' ``at_level`` decides it."""
+    return (v.double() - values).abs() <= _snap_rtol(dtype) * (za.abs() + zb.abs() + values.abs())
+
+
+def _snap(x: Tensor, rows: Tensor, neurons: Tensor, values: Tensor, za: Tensor | None = None,
+          zb: Tensor | None = None) -> None:
+    """Set the pre-activations ``x`` (one row per breakpoint) of the crossing neurons to their level at
+    their breakpoint, in place, where their value there is the level up to round-off.
+
+    A crossing is where the neuron is exactly at the level; its interpolated value is off by
+    round-off (±1e-17 for a level 0), which the layers after it would carry as a nonzero value
+    (a ReLU then gives 1e-17 and the next bias-free layer bit 1 on a piece where it is 0).
+    ``za``, ``zb``: the neuron's distance to the level at the ends of the piece it crosses in,
+    the scale of that round-off (a crossing merged into a breakpoint within ``tol`` keeps its
+    value when it is farther from the level)."""
+    if rows.numel() == 0:
+        return
+    idx = (rows, *torch.unravel_index(neurons, x.shape[1:]))
+    if za is not None:
+        close = _close_to_level(x[idx], values, za, zb, x.dtype)
+        if not bool(close.all()):
+            keep = close.nonzero().squeeze(1)
+            idx = tuple(i.index_select(0, keep) for i in idx)
+            values = values.index_select(0, keep)
+    x.index_put_(idx, values.to(x.dtype))
 
 
 def _act_inplace(module: nn.Module, z: Tensor) -> Tensor:
@@ -959,6 +1010,14 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
         return _act_linear_compiled(state, step, z.contiguous(), lin, act_form, tol)
     V, F_ = z.shape
     levels, thr, pos, pieces, neurons, lev, tie_r, tie_n, plan, rows, nxt_old = _cut(z, state, step, tie_tol, tol)
+    snap = None
+    if rows is not None:  # crossing neurons are at their level at their breakpoints
+        snap = _snap_list(state, nxt_old, z, pieces, rows, neurons, lev, levels)
+        old_rows = (snap[0] < V).nonzero().squeeze(1)
+        new_rows = (snap[0] >= V).nonzero().squeeze(1)
+        _snap(z, *(a.index_select(0, old_rows) for a in snap))
+        snap = tuple(a.index_select(0, new_rows) for a in snap)
+        snap = (snap[0] - V, *snap[1:])  # (new breakpoint, neuron, level, za, zb)
     if plan is None:
         out = None if lin is None else lin(_act_inplace(step.module, z))
     elif lin is None and pos is None:
@@ -995,6 +1054,15 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
             # bit there is pos[a] | pos[b]. Dense pieces get whole rows.
             zk = torch.lerp(_at(z, gp, k), _at(z, gq, k), s_k)
             zd = _rows_at(z, g_piece, g_next, s_, dg)
+            _snap_pairs(zk, g_rep, k, F_, *snap)
+            if dg is None:
+                _snap(zd, *snap)
+            elif dg.numel():
+                at_dense = torch.full((g_piece.numel(),), -1, dtype=torch.int64, device=z.device)
+                at_dense[dg] = torch.arange(dg.numel(), device=z.device)
+                r = at_dense.index_select(0, snap[0])
+                sel = (r >= 0).nonzero().squeeze(1)
+                _snap(zd, r.index_select(0, sel), *(a.index_select(0, sel) for a in snap[1:]))
             if pos is not None:
                 if dg is None:
                     pos_new = _signs(zd, tie_tol)
@@ -1008,6 +1076,7 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
                 yk, yd = step.module(zk), step.module(zd)
         else:
             znew = _rows_at(z, g_piece, g_next, s_, None)
+            _snap(znew, *snap)
             if pos is not None:
                 pos = torch.cat([pos, _signs(znew, tie_tol)])
             if lin is not None:
@@ -1018,9 +1087,47 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
             out = None
         else:
             out = _linear_at_new_rows(step, lin, z, g_piece, g_next, s_, g_rep, k, gp, gq, s_k, yk, yd, dg, all_dense)
+            if pos is not None and not all_dense and _elementwise(step.module):
+                _zero_outputs_torch(step, lin, levels, thr, out[V:], pos[V:, :F_])
     if thr is None:
         return None, out
     return _flips(state, pos, rows, neurons, lev, thr, tie_r, tie_n, state.n_rows - V, F_), out
+
+
+def _snap_pairs(zk: Tensor, g_rep: Tensor, k: Tensor, n_neurons: int, rows: Tensor, neurons: Tensor,
+                values: Tensor, za: Tensor, zb: Tensor) -> None:
+    """:func:`_snap` for values held as (new breakpoint ``g_rep``, neuron ``k``) pairs."""
+    if rows.numel() == 0 or zk.numel() == 0:
+        return
+    key = rows * n_neurons + neurons
+    order = torch.argsort(key)
+    key = key.index_select(0, order)
+    pair = g_rep * n_neurons + k
+    i = torch.searchsorted(key, pair).clamp_(max=key.numel() - 1)
+    hit = (key.index_select(0, i) == pair).nonzero().squeeze(1)
+    c = order.index_select(0, i.index_select(0, hit))
+    values, za, zb = values.index_select(0, c), za.index_select(0, c), zb.index_select(0, c)
+    close = _close_to_level(zk.index_select(0, hit), values, za, zb, zk.dtype).nonzero().squeeze(1)
+    zk.index_put_((hit.index_select(0, close),), values.index_select(0, close).to(zk.dtype))
+
+
+def _zero_outputs_torch(step: _Step, lin: nn.Linear, levels: list[float], thr: int | None, out_new: Tensor,
+                        pos_new: Tensor) -> None:
+    """:func:`_zero_outputs` for the torch operations: outputs without bias whose inputs are all
+    inactive at a new breakpoint are set to exactly 0 there."""
+    if thr != 0 or levels[0] != 0.0 or type(step.module) not in (nn.ReLU, nn.ReLU6, nn.Hardtanh):
+        return
+    if isinstance(step.module, nn.Hardtanh) and step.module.min_val != 0.0:
+        return
+    b = lin.bias
+    zero_out = torch.arange(lin.out_features, device=out_new.device) if b is None else \
+        (b.detach() == 0).nonzero().squeeze(1)
+    if zero_out.numel() == 0:
+        return
+    nz = (lin.weight.detach().index_select(0, zero_out) != 0).to(out_new.dtype)
+    live = pos_new.to(out_new.dtype) @ nz.t()  # active inputs with a nonzero weight, per output
+    sub = out_new.index_select(1, zero_out)
+    out_new.index_copy_(1, zero_out, sub.masked_fill_(live == 0, 0.0))
 
 
 def _compiled_act(step: _Step, z: Tensor, lin: nn.Linear | None, tie_tol: float, channels: int | None = None):
@@ -1080,30 +1187,60 @@ def _compiled_split(state: _State, step: _Step, z: Tensor, act_form, tol: float,
     with ``act`` it also applies the activation to ``z`` in place. Returns ``(flips or None,
     new rows' piece starts, their fractions, the Linear's plan)``."""
     levels, thr, seg_slope, seg_off = act_form
-    t2, nxt2, prv2, g_piece, g_s, start_bits, f_row, f_n, f_bit, plan = _kernels.split_act(
+    t2, nxt2, prv2, g_piece, g_s, start_bits, f_row, f_n, f_bit, plan, snap, pos = _kernels.split_act(
         z.numpy(), state.t.numpy(), state.nxt.numpy(), state.prv.numpy(), state.n_paths, float(tol), levels, thr,
-        seg_slope, seg_off, act)
+        seg_slope, seg_off, act, _snap_rtol(z.dtype))
     state.t, state.nxt, state.prv = torch.from_numpy(t2), torch.from_numpy(nxt2), torch.from_numpy(prv2)
     rec = None
     if thr >= 0:
         rec = _BitRecord(torch.from_numpy(start_bits), torch.from_numpy(f_row), torch.from_numpy(f_n),
                          torch.from_numpy(f_bit))
-    return rec, g_piece, g_s, plan
+    return rec, g_piece, g_s, plan, snap, pos
 
 
 def _act_linear_compiled(state: _State, step: _Step, z: Tensor, lin: nn.Linear | None, act_form, tol: float):
     """:func:`_act_linear` by the compiled kernels."""
     V = z.shape[0]
-    rec, _, g_s, plan = _compiled_split(state, step, z, act_form, tol, lin is not None)
+    rec, _, g_s, plan, _, pos = _compiled_split(state, step, z, act_form, tol, lin is not None)
     if lin is None:
         return rec, None
     out = torch.empty(state.n_rows, lin.out_features, dtype=z.dtype)
     _linear(lin, z, out[:V])  # z holds the activation now
     if state.n_rows > V:
         wt = lin.weight.detach().t().contiguous()
-        levels, _, seg_slope, _ = act_form
-        _kernels.new_rows_linear(out.numpy(), V, wt.numpy(), levels, seg_slope, plan, g_s)
+        levels, thr, seg_slope, seg_off = act_form
+        zero_out, zero_mask = _zero_outputs(lin, thr, levels, seg_slope, seg_off)
+        _kernels.new_rows_linear(out.numpy(), V, wt.numpy(), levels, seg_slope, plan, g_s, pos, zero_out, zero_mask,
+                                 _snap_rtol(z.dtype))
     return rec, out
+
+
+def _zero_below(thr: int | None, levels, seg_slope, seg_off) -> bool:
+    """Whether the activation's output is 0 exactly where its bit is 0 (ReLU type, threshold 0)."""
+    return (thr is not None and thr == 0 and float(levels[0]) == 0.0 and bool((seg_slope[:, 0] == 0).all())
+            and bool((seg_off[:, 0] == 0).all()))
+
+
+def _zero_outputs(lin: nn.Linear, thr, levels, seg_slope, seg_off) -> tuple[np.ndarray, np.ndarray]:
+    """The outputs of ``lin`` without bias, and their nonzero weights as packed 64-bit words: at a new
+    breakpoint where none of those inputs is active (ReLU type) such an output is exactly 0.
+
+    The Linear's output at a new breakpoint is a sum of interpolations and corrections whose
+    round-off would make it ±1e-17 where it is 0 (every input at 0, no bias); the next
+    activation would read bit 1 there on a piece where the pre-activation is 0."""
+    none = np.zeros(0, np.int64), np.zeros((0, 1), np.uint64)
+    if thr is None or thr < 0 or not _zero_below(thr, levels, seg_slope, seg_off):
+        return none
+    b = lin.bias
+    zero_out = torch.arange(lin.out_features) if b is None else (b.detach() == 0).nonzero().squeeze(1).cpu()
+    if zero_out.numel() == 0:
+        return none
+    nz = (lin.weight.detach().index_select(0, zero_out.to(lin.weight.device)) != 0).cpu().numpy()
+    packed = np.packbits(nz, axis=1, bitorder="little")
+    pad = -packed.shape[1] % 8
+    if pad:
+        packed = np.pad(packed, ((0, 0), (0, pad)))
+    return zero_out.numpy(), np.ascontiguousarray(packed).view(np.uint64)
 
 
 def _linear_at_new_rows(step: _Step, lin: nn.Linear, z: Tensor, g_piece: Tensor, g_next: Tensor, s_: Tensor,
