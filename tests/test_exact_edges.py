@@ -162,3 +162,162 @@ def test_an_unwritable_numba_cache_compiles_without_caching_with_one_warning(bac
     assert "kernels True" in out.stdout
     if how == "no locator":
         assert "warnings 1" in out.stdout, out.stdout
+
+
+# --------------------------------------------------------------------------- exact zeros on a piece
+
+
+def _chain_1d(w2: float, dtype=f64) -> nn.Module:
+    """x -> ReLU(w2 · ReLU(x)), both Linear layers 1 -> 1 without bias."""
+    l1, l2 = nn.Linear(1, 1, bias=False), nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        l1.weight.fill_(1.0)
+        l2.weight.fill_(w2)
+    return nn.Sequential(l1, nn.ReLU(), l2, nn.ReLU()).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [f64, torch.float32])
+@pytest.mark.parametrize("w2", [1.0, 0.3, 0.7071])
+@pytest.mark.parametrize("ends", [(-0.1, 0.7), (-0.3, 0.11), (-1 / 3, 0.9)])
+def test_a_preactivation_that_is_zero_on_a_piece_gets_bit_zero(dtype, w2, ends):
+    # layer 2 is exactly 0 wherever layer 1 is: [[0, 0], [1, 1]], never a piece with bits [0, 1]
+    net = _chain_1d(w2, dtype)
+    w = exact_walks(net, torch.tensor([[ends[0]]], dtype=dtype), torch.tensor([[ends[1]]], dtype=dtype))
+    assert w[0].patterns.int().tolist() == [[0, 0], [1, 1]]
+    assert float(w[0].t[1]) == pytest.approx(-ends[0] / (ends[1] - ends[0]), abs=1e-6)
+
+
+def test_zero_on_a_piece_after_a_wide_layer_and_through_a_residual_block():
+    # A bias-free ReLU layer whose crossings feed a bias-free ReLU layer (fused Linear on the
+    # kernels, plain products on torch) and an additive skip connection: every neuron of layer 2
+    # is a positive combination of layer 1, so it is 0 exactly where all of layer 1 is.
+    torch.manual_seed(3)
+    lin1 = nn.Linear(3, 40, bias=False)
+    lin2 = nn.Linear(40, 40, bias=False)
+    with torch.no_grad():
+        lin2.weight.copy_(lin2.weight.abs())
+    net = nn.Sequential(lin1, nn.ReLU(), lin2, nn.ReLU()).double()
+    from spacefold import activation_patterns
+
+    for seed in range(5):
+        g = torch.Generator().manual_seed(seed)
+        v = torch.randn(1, 3, generator=g, dtype=f64)
+        x1, x2 = -v, 2 * v  # layer 1 is 0 exactly at the origin (t = 1/3)
+        w = exact_walks(net, x1, x2)
+        pats = w[0].patterns
+        # no region may have a layer-2 neuron on while every layer-1 neuron is off
+        assert not ((pats[:, :40].sum(1) == 0) & pats[:, 40:].any(1)).any()
+        ref = activation_patterns(net, torch.cat([x1, x2]))
+        assert torch.equal(pats[0], ref[0]) and torch.equal(pats[-1], ref[1])
+
+
+# --------------------------------------------------------------------------- simultaneous and chained crossings
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, f64])
+@pytest.mark.parametrize("act", [nn.ReLU, nn.LeakyReLU])
+def test_a_segment_through_the_origin_of_a_bias_free_net_has_two_regions(dtype, act):
+    # x -> -x: every pre-activation is (1 - 2t)·c, so the walk is [π(x), π(-x)] and χ = 0
+    torch.manual_seed(0)
+    layers, d = [], 5
+    for width in (32, 64, 16):
+        layers += [nn.Linear(d, width, bias=False), act()]
+        d = width
+    net = nn.Sequential(*layers).to(dtype)
+    v = torch.randn(64, 5, dtype=dtype)
+    w = exact_walks(net, v, -v)
+    assert int(w.n_regions.max()) <= 2
+    assert float(w.summary()["chi"].abs().max()) == 0.0
+    from spacefold import activation_patterns
+
+    ends = activation_patterns(net, torch.cat([v, -v]))
+    for i in range(64):
+        assert torch.equal(w[i].patterns[0], ends[i]) and torch.equal(w[i].patterns[-1], ends[64 + i])
+
+
+def _staircase(n: int, gap: float) -> nn.Module:
+    """n neurons z_k(t) = t - (0.5 + k·gap): crossings ``gap`` apart from t = 0.5 on."""
+    lin = nn.Linear(1, n).double()
+    with torch.no_grad():
+        lin.weight.fill_(1.0)
+        lin.bias.copy_(-(0.5 + gap * torch.arange(n, dtype=f64)))
+    return nn.Sequential(lin, nn.ReLU())
+
+
+def test_crossings_within_tol_of_each_other_do_not_chain():
+    # 2000 crossings 0.9e-9 apart (1.8e-6 in all) with tol = 1e-9: a breakpoint gathers the crossings
+    # within tol after its first, so they pair up (0 and 0.9e-9; 1.8e-9 starts the next): 1000 steps
+    net = _staircase(2000, 0.9e-9)
+    w = exact_walks(net, torch.zeros(1, 1, dtype=f64), torch.ones(1, 1, dtype=f64), tol=1e-9)
+    assert w[0].n_regions == 1001
+    assert (w[0].patterns[1:].sum(1) == torch.arange(2, 2001, 2)).all()
+    # no step spans more than tol: regions start more than tol apart
+    assert float((w[0].t[2:] - w[0].t[1:-1]).min()) > 1e-9
+
+
+def test_float32_merges_crossings_below_its_resolution():
+    # 50 neurons crossing 1e-8 apart: below float32's resolution in t (4.8e-7) they are one step;
+    # in float64 each is its own
+    w64 = exact_walks(_staircase(50, 1e-8), torch.zeros(1, 1, dtype=f64), torch.ones(1, 1, dtype=f64))
+    assert w64[0].n_regions == 51
+    w32 = exact_walks(_staircase(50, 1e-8).float(), torch.zeros(1, 1), torch.ones(1, 1))
+    assert w32[0].n_regions == 2
+
+
+# --------------------------------------------------------------------------- max pooling near ties
+
+
+def _pool_on_input() -> nn.Module:
+    return nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 8), nn.ReLU())
+
+
+def test_max_pooling_in_float32_converges_and_matches_float64():
+    # Pooling of the raw input: arg-max changes everywhere; in float32 the split used to keep the
+    # old arg-max at each new breakpoint by round-off and abort the batch after 64 rounds.
+    import copy
+
+    torch.manual_seed(0)
+    net = _pool_on_input()
+    x1, x2 = torch.randn(200, 1, 8, 8), torch.randn(200, 1, 8, 8)
+    w = exact_walks(net, x1, x2)
+    w64 = exact_walks(copy.deepcopy(net).double(), x1.double(), x2.double())
+    assert torch.equal(w.n_regions, w64.n_regions)
+    assert torch.allclose(w.summary()["chi"], w64.summary()["chi"])
+
+
+def test_paths_max_pooling_cannot_resolve_are_walked_again_in_float64(monkeypatch):
+    import copy
+
+    from spacefold.walk import exact as ex
+
+    monkeypatch.setattr(ex, "_POOL_RTOL", 0)  # no tie margin: float32 round-off makes splits endless
+    monkeypatch.setattr(ex, "_dtype_tol", lambda dtype: 0.0)  # nor the merging of crossings below it
+    torch.manual_seed(0)
+    net = _pool_on_input()
+    x1, x2 = torch.randn(100, 1, 8, 8), torch.randn(100, 1, 8, 8)
+    w = exact_walks(net, x1, x2)
+    assert 0 < w.n_float64 <= 100 and w.n_unresolved == 0
+    w64 = exact_walks(copy.deepcopy(net).double(), x1.double(), x2.double())
+    assert torch.equal(w.n_regions, w64.n_regions)
+    assert torch.allclose(w.summary()["chi"], w64.summary()["chi"])
+    # where float64 cannot resolve them either, the walks are kept and counted, with a warning
+    monkeypatch.setattr(ex, "_POOL_MAX_ROUNDS", 0)
+    with pytest.warns(RuntimeWarning, match="could not be resolved in float64"):
+        w = exact_walks(net, x1, x2)
+    assert w.n_unresolved > 0 and len(w) == 100
+
+
+# --------------------------------------------------------------------------- overflow
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, f64])
+def test_non_finite_values_inside_the_network_raise(dtype):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU()).to(dtype)
+    big = torch.finfo(dtype).max * 0.9  # x = ±3e38 in float32
+    with pytest.raises(InputError, match="not finite or overflow"):
+        exact_walks(net, torch.full((2, 2), -big, dtype=dtype), torch.full((2, 2), big, dtype=dtype))
+    with torch.no_grad():
+        net[2].weight[0, 0] = float("nan")
+    with pytest.raises(InputError, match="layer '3'"):
+        exact_walks(net, -torch.ones(2, 2, dtype=dtype), torch.ones(2, 2, dtype=dtype))

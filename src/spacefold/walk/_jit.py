@@ -440,12 +440,25 @@ def kink(seg_slope, n, lv, upward):
 
 
 @jit
+def act_value(seg_slope, seg_off, levels, n, v):
+    """The activation of neuron n at the pre-activation v."""
+    j = 0
+    while j < levels.size and v > levels[j]:
+        j += 1
+    return seg_slope[n, j] * v + seg_off[n, j]
+
+
+@jit
 def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_g0, pl_m, cs_n, cs_lv, cs_slot,
-                    cs_za, cs_zb, g_s, pos, zero_out, zero_mask, rtol):
+                    cs_za, cs_zb, g_s, y, seg_off, zero_out, zero_mask, rtol):
     """The Linear's output at the new rows ``V ..`` of ``out`` from its rows at the pieces' ends:
     running sums of weight columns along each piece (see :mod:`spacefold.walk._kernels`).
-    ``zero_out``: outputs without bias, ``zero_mask`` (len(zero_out), W): their nonzero weights as
-    packed bits, compared with the signs ``pos`` of the new rows."""
+
+    ``zero_out``: the outputs without bias, ``zero_mask`` (len(zero_out), W): their nonzero
+    weights as packed bits. Such an output is exactly 0 at a new row where every input it
+    weighs has activation exactly 0 there (from the activations ``y`` at the old rows: a
+    neuron not crossing in the piece is 0 on it iff it is 0 at both ends), not the round-off of
+    the sums."""
     O = out.shape[1]
     buf = np.empty((pl_m.max(), O), np.float64)
     acc = np.empty(O, np.float64)
@@ -494,15 +507,37 @@ def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_
             row = V + g0 + j - 1
             for o in range(O):
                 out[row, o] = buf[j - 1, o] + s * (out[b, o] + acc[o])
-    # outputs without bias fed only by neurons at 0 (ReLU type: bit 0 means output 0) are exactly 0,
-    # not the round-off of the sums above
-    for row in range(V, out.shape[0]):
-        for i in range(zero_out.size):
-            live = u64(0)
-            for w in range(pos.shape[1]):
-                live |= pos[row, w] & zero_mask[i, w]
-            if live == u64(0):
-                out[row, zero_out[i]] = 0.0
+    if zero_out.size == 0:
+        return
+    # ---- outputs without bias whose inputs are all exactly 0 at a new row are exactly 0 there
+    F = y.shape[1]
+    W = zero_mask.shape[1]
+    live_a = np.zeros(W, np.uint64)
+    live = np.zeros(W, np.uint64)
+    for p in range(pl_a.size):
+        a, b, c0, c1, g0, m = pl_a[p], pl_b[p], pl_c0[p], pl_c1[p], pl_g0[p], pl_m[p]
+        live_a[:] = u64(0)
+        for n in range(F):
+            if y[a, n] != 0 or y[b, n] != 0:
+                live_a[n >> 6] |= u64(1) << u64(n & 63)
+        for j in range(1, m + 1):
+            s = g_s[g0 + j - 1]
+            live[:] = live_a
+            for i in range(c0, c1):  # crossing neurons: their activation at this row
+                n = cs_n[i]
+                za, zb = cs_za[i], cs_zb[i]
+                v = levels[cs_lv[i]] if cs_slot[i] == j else za + s * (zb - za)
+                if act_value(seg_slope, seg_off, levels, n, v) != 0:
+                    live[n >> 6] |= u64(1) << u64(n & 63)
+                else:
+                    live[n >> 6] &= ~(u64(1) << u64(n & 63))
+            row = V + g0 + j - 1
+            for k in range(zero_out.size):
+                hit = u64(0)
+                for w in range(W):
+                    hit |= live[w] & zero_mask[k, w]
+                if hit == u64(0):
+                    out[row, zero_out[k]] = 0.0
 
 
 @jit

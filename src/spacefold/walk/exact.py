@@ -76,7 +76,10 @@ refuses smooth activations (GELU, tanh, ...): use ``method="bisect"`` for those.
 
 from __future__ import annotations
 
+import copy
 import operator
+import threading
+import warnings
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -286,6 +289,7 @@ class ExactProgram:
     def __init__(self, model: nn.Module, layers: LayerSelector = None):
         # a weak reference: programs are cached per model, and must not keep it alive
         self._model = weakref.ref(model)
+        self.layers = layers
         selected = find_activations(model, layers)
         selected_ids = {id(m) for _, m in selected}
         try:
@@ -535,6 +539,7 @@ class _State:
         self.ends = ar + b
         self.peak_bytes = 0
         self.grown: dict = {}  # tensors of breakpoint values with spare rows (see _interpolate)
+        self.n_unresolved = 0  # paths whose max pooling float64 could not resolve (see _split_maxpool)
 
     @property
     def n_rows(self) -> int:
@@ -681,6 +686,7 @@ def _split(state: _State, piece: Tensor, tc: Tensor, tol: float):
     new_group = torch.ones_like(kp, dtype=torch.bool)
     if kp.numel() > 1:
         new_group[1:] = (kp[1:] != kp[:-1]) | ((kt[1:] - kt[:-1]) > tol)
+        _no_chains(new_group, kt, tol)
     gid = torch.cumsum(new_group.long(), 0) - 1
     first = new_group.nonzero().squeeze(1)
     g_piece = kp.index_select(0, first)
@@ -710,6 +716,31 @@ def _split(state: _State, piece: Tensor, tc: Tensor, tol: float):
     state.nxt, state.prv = nxt, prv
     state.t = torch.cat([state.t, g_t])
     return (g_piece, g_s), row
+
+
+def _no_chains(new_group: Tensor, kt: Tensor, tol: float) -> None:
+    """Crossings sorted by t (``kt``) and grouped where consecutive ones are more than ``tol`` apart
+    (``new_group`` marks each group's first) are regrouped, in place, so that no group spans more
+    than ``tol``: a crossing more than ``tol`` after its group's first starts a new group (as the
+    kernels group them). Otherwise many crossings each within ``tol`` of the next would chain into
+    one breakpoint however far apart the first and last are."""
+    gid = torch.cumsum(new_group.long(), 0) - 1
+    first = new_group.nonzero().squeeze(1)
+    span = kt - kt.index_select(0, first).index_select(0, gid)
+    if not bool((span > tol).any()):
+        return
+    ng = new_group.cpu().numpy().copy()
+    t = kt.cpu().numpy()
+    chains = np.unique(gid[span > tol].cpu().numpy())
+    starts = first.cpu().numpy()
+    ends = np.append(starts[1:], len(t))
+    for c in chains:  # rare: only groups spread over more than tol
+        t0 = t[starts[c]]
+        for j in range(starts[c] + 1, ends[c]):
+            if t[j] - t0 > tol:
+                ng[j] = True
+                t0 = t[j]
+    new_group.copy_(torch.from_numpy(ng))
 
 
 def _kernels_take(x: Tensor) -> bool:
@@ -756,7 +787,8 @@ class _BitRecord:
     new_bits: Tensor  # bool (n_flips,): the bit after the flip
 
 
-def _run(prog: ExactProgram, env: dict, state: _State, start: int, tie_tol: float, tol: float) -> list[_BitRecord]:
+def _run(prog: ExactProgram, env: dict, state: _State, start: int, tie_tol: float, tol: float,
+         accept: bool = False) -> list[_BitRecord]:
     records: list[_BitRecord] = []
     skip = None
     for s in prog.steps[start:]:
@@ -770,6 +802,7 @@ def _run(prog: ExactProgram, env: dict, state: _State, start: int, tie_tol: floa
             env[s.node] = prog._eval(s, env)
         elif s.kind == "act":
             (node_in,) = [a for a in s.node.all_input_nodes if prog.dynamic.get(a, False)]
+            _check_finite(env[node_in], s.node)
             used = any(u in prog.live for u in s.node.users)
             lin = prog.fusable.get(s.node) if used else None
             others = [n for n in env if n is not node_in and prog.dynamic.get(n, False)]
@@ -785,7 +818,9 @@ def _run(prog: ExactProgram, env: dict, state: _State, start: int, tie_tol: floa
             if rec is not None:
                 records.append(rec)
         elif s.kind == "maxpool":
-            _split_maxpool(prog, env, state, s, tol)
+            (node_in,) = [a for a in s.node.all_input_nodes if prog.dynamic.get(a, False)]
+            _check_finite(env[node_in], s.node)
+            _split_maxpool(prog, env, state, s, tol, accept=accept)
             env[s.node] = prog._eval(s, env)
         for n in s.free_after:
             if prog.dynamic.get(n, False):
@@ -1086,9 +1121,10 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
         if lin is None:
             out = None
         else:
-            out = _linear_at_new_rows(step, lin, z, g_piece, g_next, s_, g_rep, k, gp, gq, s_k, yk, yd, dg, all_dense)
-            if pos is not None and not all_dense and _elementwise(step.module):
-                _zero_outputs_torch(step, lin, levels, thr, out[V:], pos[V:, :F_])
+            out, y = _linear_at_new_rows(step, lin, z, g_piece, g_next, s_, g_rep, k, gp, gq, s_k, yk, yd, dg,
+                                         all_dense)
+            if not all_dense:
+                _zero_outputs_torch(lin, out[V:], y, g_piece, g_next, g_rep, k, yk, dg, yd)
     if thr is None:
         return None, out
     return _flips(state, pos, rows, neurons, lev, thr, tie_r, tie_n, state.n_rows - V, F_), out
@@ -1111,23 +1147,27 @@ def _snap_pairs(zk: Tensor, g_rep: Tensor, k: Tensor, n_neurons: int, rows: Tens
     zk.index_put_((hit.index_select(0, close),), values.index_select(0, close).to(zk.dtype))
 
 
-def _zero_outputs_torch(step: _Step, lin: nn.Linear, levels: list[float], thr: int | None, out_new: Tensor,
-                        pos_new: Tensor) -> None:
-    """:func:`_zero_outputs` for the torch operations: outputs without bias whose inputs are all
-    inactive at a new breakpoint are set to exactly 0 there."""
-    if thr != 0 or levels[0] != 0.0 or type(step.module) not in (nn.ReLU, nn.ReLU6, nn.Hardtanh):
-        return
-    if isinstance(step.module, nn.Hardtanh) and step.module.min_val != 0.0:
-        return
+def _zero_outputs_torch(lin: nn.Linear, out_new: Tensor, y: Tensor, g_piece: Tensor, g_next: Tensor, g_rep: Tensor,
+                        k: Tensor, yk: Tensor, dg: Tensor | None, yd: Tensor) -> None:
+    """:func:`_zero_outputs` for the torch operations: an output without bias whose inputs are all
+    exactly 0 at a new breakpoint is set to exactly 0 there. ``y``: the activation at the old
+    rows; ``yk``: at the (new row ``g_rep``, crossing neuron ``k``) pairs; ``yd``: at the rows ``dg``."""
     b = lin.bias
     zero_out = torch.arange(lin.out_features, device=out_new.device) if b is None else \
         (b.detach() == 0).nonzero().squeeze(1)
-    if zero_out.numel() == 0:
+    if zero_out.numel() == 0 or out_new.shape[0] == 0:
         return
+    # an input not crossing in the piece is 0 on it iff it is 0 at both ends
+    live = (y.index_select(0, g_piece) != 0).logical_or_(y.index_select(0, g_next) != 0)
+    F_ = y.shape[1]
+    if yk is not None and yk.numel():
+        live.view(-1).index_put_((g_rep * F_ + k,), yk != 0)
+    if dg is not None and dg.numel():
+        live.index_copy_(0, dg, yd != 0)
     nz = (lin.weight.detach().index_select(0, zero_out) != 0).to(out_new.dtype)
-    live = pos_new.to(out_new.dtype) @ nz.t()  # active inputs with a nonzero weight, per output
+    hits = live.to(out_new.dtype) @ nz.t()  # inputs not 0 with a nonzero weight, per output
     sub = out_new.index_select(1, zero_out)
-    out_new.index_copy_(1, zero_out, sub.masked_fill_(live == 0, 0.0))
+    out_new.index_copy_(1, zero_out, sub.masked_fill_(hits == 0, 0.0))
 
 
 def _compiled_act(step: _Step, z: Tensor, lin: nn.Linear | None, tie_tol: float, channels: int | None = None):
@@ -1201,7 +1241,7 @@ def _compiled_split(state: _State, step: _Step, z: Tensor, act_form, tol: float,
 def _act_linear_compiled(state: _State, step: _Step, z: Tensor, lin: nn.Linear | None, act_form, tol: float):
     """:func:`_act_linear` by the compiled kernels."""
     V = z.shape[0]
-    rec, _, g_s, plan, _, pos = _compiled_split(state, step, z, act_form, tol, lin is not None)
+    rec, _, g_s, plan, _, _ = _compiled_split(state, step, z, act_form, tol, lin is not None)
     if lin is None:
         return rec, None
     out = torch.empty(state.n_rows, lin.out_features, dtype=z.dtype)
@@ -1209,28 +1249,20 @@ def _act_linear_compiled(state: _State, step: _Step, z: Tensor, lin: nn.Linear |
     if state.n_rows > V:
         wt = lin.weight.detach().t().contiguous()
         levels, thr, seg_slope, seg_off = act_form
-        zero_out, zero_mask = _zero_outputs(lin, thr, levels, seg_slope, seg_off)
-        _kernels.new_rows_linear(out.numpy(), V, wt.numpy(), levels, seg_slope, plan, g_s, pos, zero_out, zero_mask,
-                                 _snap_rtol(z.dtype))
+        zero_out, zero_mask = _zero_outputs(lin)
+        _kernels.new_rows_linear(out.numpy(), V, wt.numpy(), levels, seg_slope, plan, g_s, z.numpy(), seg_off,
+                                 zero_out, zero_mask, _snap_rtol(z.dtype))
     return rec, out
 
 
-def _zero_below(thr: int | None, levels, seg_slope, seg_off) -> bool:
-    """Whether the activation's output is 0 exactly where its bit is 0 (ReLU type, threshold 0)."""
-    return (thr is not None and thr == 0 and float(levels[0]) == 0.0 and bool((seg_slope[:, 0] == 0).all())
-            and bool((seg_off[:, 0] == 0).all()))
-
-
-def _zero_outputs(lin: nn.Linear, thr, levels, seg_slope, seg_off) -> tuple[np.ndarray, np.ndarray]:
+def _zero_outputs(lin: nn.Linear) -> tuple[np.ndarray, np.ndarray]:
     """The outputs of ``lin`` without bias, and their nonzero weights as packed 64-bit words: at a new
-    breakpoint where none of those inputs is active (ReLU type) such an output is exactly 0.
+    breakpoint where all of those inputs are exactly 0 such an output is exactly 0.
 
     The Linear's output at a new breakpoint is a sum of interpolations and corrections whose
     round-off would make it ±1e-17 where it is 0 (every input at 0, no bias); the next
     activation would read bit 1 there on a piece where the pre-activation is 0."""
     none = np.zeros(0, np.int64), np.zeros((0, 1), np.uint64)
-    if thr is None or thr < 0 or not _zero_below(thr, levels, seg_slope, seg_off):
-        return none
     b = lin.bias
     zero_out = torch.arange(lin.out_features) if b is None else (b.detach() == 0).nonzero().squeeze(1).cpu()
     if zero_out.numel() == 0:
@@ -1245,9 +1277,10 @@ def _zero_outputs(lin: nn.Linear, thr, levels, seg_slope, seg_off) -> tuple[np.n
 
 def _linear_at_new_rows(step: _Step, lin: nn.Linear, z: Tensor, g_piece: Tensor, g_next: Tensor, s_: Tensor,
                         g_rep: Tensor, k: Tensor, gp: Tensor, gq: Tensor, s_k: Tensor, yk: Tensor, yd: Tensor,
-                        dg: Tensor | None, all_dense: bool) -> Tensor:
+                        dg: Tensor | None, all_dense: bool) -> tuple[Tensor, Tensor]:
     """The Linear after an activation at the old rows (a product) and the new ones (interpolated
-    and corrected by the crossing neurons' weight columns, or a product on dense rows)."""
+    and corrected by the crossing neurons' weight columns, or a product on dense rows), and the
+    activation at the old rows."""
     V, G = z.shape[0], g_piece.numel()
     y = _act_inplace(step.module, z)
     out = torch.empty(V + G, lin.out_features, dtype=z.dtype, device=z.device)
@@ -1265,19 +1298,43 @@ def _linear_at_new_rows(step: _Step, lin: nn.Linear, z: Tensor, g_piece: Tensor,
             out_new.index_add_(0, g_rep, wt.index_select(0, k).mul_(delta))
         if dg.numel():
             out_new.index_copy_(0, dg, lin(yd))
-    return out
+    return out, y
 
 
-def _split_maxpool(prog, env, state: _State, step: _Step, tol: float, max_rounds: int = 64) -> None:
+class _Unresolved(Exception):
+    """Max pooling could not be resolved in the walk's dtype on the paths ``paths`` (of the sub-batch)."""
+
+    def __init__(self, paths: list[int]):
+        super().__init__(f"max pooling unresolved on {len(paths)} paths")
+        self.paths = paths
+
+
+# relative round-off under which two inputs of a pooling window count as equal (a tie), and the
+# rounds of splitting after which a max pooling counts as unresolved in the walk's dtype
+_POOL_RTOL = 64
+_POOL_MAX_ROUNDS = 64
+
+
+def _split_maxpool(prog, env, state: _State, step: _Step, tol: float, accept: bool = False) -> None:
     """Split the pieces where the arg-max of a pooling window changes, until it is constant.
 
     Every round splits the pieces whose ends pick different inputs of a window where those
-    two inputs are equal; only the new rows need their arg-max in the next round."""
+    two inputs are equal; only the new rows need their arg-max in the next round. A piece
+    whose arg-max at one end is also a maximum at the other end, up to round-off, needs no
+    split: the max of affine functions is convex, so that input is the maximum on the whole
+    piece (to that round-off). Each round then either resolves a piece or finds an input that
+    is larger by more than round-off at the new breakpoint, so the splitting ends after at
+    most about as many rounds as a window has inputs. Should it not end within ``_POOL_MAX_ROUNDS``
+    (round-off of the dtype larger than the margin) the paths concerned raise
+    :class:`_Unresolved`, to be walked again in float64; with ``accept`` (float64 already)
+    they are kept as they are and counted in ``state.n_unresolved``."""
     mod = step.module
     (node_in,) = [a for a in step.node.all_input_nodes if prog.dynamic.get(a, False)]
     tol_eff = max(tol, 1e-9)
+    margin = _POOL_RTOL * torch.finfo(env[node_in].dtype).eps
     am = None
-    for _ in range(max_rounds):
+    max_rounds = _POOL_MAX_ROUNDS
+    for _ in range(max_rounds + 1):
         x = env[node_in].contiguous()
         V = x.shape[0]
         am_new, size = _pool_argmax(x if am is None else x[am.shape[0]:], mod)
@@ -1293,9 +1350,21 @@ def _split_maxpool(prog, env, state: _State, step: _Step, tol: float, max_rounds
         ia, ib = _at(am, p, m), _at(am, q, m)
         n_planes = planes.shape[0] // V
         rp, rq = p * n_planes + m // per_plane, q * n_planes + m // per_plane
-        da = (_at(planes, rp, ia) - _at(planes, rp, ib)).double()  # >= 0
-        db = (_at(planes, rq, ia) - _at(planes, rq, ib)).double()  # <= 0
-        ok = (da > 0) & (db < 0)
+        xa_i, xa_j = _at(planes, rp, ia).double(), _at(planes, rp, ib).double()
+        xb_i, xb_j = _at(planes, rq, ia).double(), _at(planes, rq, ib).double()
+        da = xa_i - xa_j  # >= 0
+        db = xb_i - xb_j  # <= 0
+        eps = margin * (xa_i.abs() + xa_j.abs() + xb_i.abs() + xb_j.abs())
+        ok = (da > eps) & (-db > eps)  # else one of the two is a maximum at both ends (up to round-off)
+        if not bool(ok.any()):
+            return
+        if _ == max_rounds:
+            if accept:
+                _, path = _ranks(state)
+                state.n_unresolved += int(torch.unique(path.index_select(0, p[ok])).numel())
+                return
+            _, path = _ranks(state)
+            raise _Unresolved(torch.unique(path.index_select(0, p[ok])).tolist())
         frac = da / (da - db)
         ta = state.t.index_select(0, p)
         tc = ta + (state.t.index_select(0, q) - ta) * frac
@@ -1304,7 +1373,6 @@ def _split_maxpool(prog, env, state: _State, step: _Step, tol: float, max_rounds
         if plan is None:
             return
         _interpolate_env(prog, env, state, plan, nxt_old)
-    raise RuntimeError("max pooling did not converge while splitting the segment at arg-max changes")
 
 
 def _pool_argmax(x: Tensor, mod: nn.Module) -> tuple[Tensor, int]:
@@ -1383,13 +1451,18 @@ class ExactWalkBatch(WalkBatch):
     ``last[b]`` are those of the point t = 1 itself (π(γ(1)) differing from the last
     piece). ``flip_sign`` is +1 when the flip moves the bit away from its value at
     t = 0 and -1 when it moves it back.
+
+    ``n_float64``: walks that were computed again in float64 because max pooling could not
+    be resolved in the model's dtype (a near tie of a window's arg-max below its round-off);
+    ``n_unresolved``: walks where not even float64 resolved it, kept with the arg-max decided
+    up to float64 round-off (a warning says so).
     """
 
     def __init__(self, start_bits, flip_at, flip_neuron, flip_sign, t_sorted, path_sorted, first, last):
         for name, value in (("start_bits", start_bits), ("flip_at", flip_at), ("flip_neuron", flip_neuron),
                             ("flip_sign", flip_sign), ("t_sorted", t_sorted), ("path_sorted", path_sorted),
                             ("first", first), ("last", last), ("method", "exact"), ("grid_index", None),
-                            ("_cache", {})):
+                            ("_cache", {}), ("n_float64", 0), ("n_unresolved", 0)):
             object.__setattr__(self, name, value)
 
     def __repr__(self) -> str:
@@ -1489,9 +1562,12 @@ class ExactWalkBatch(WalkBatch):
             v_off += w.t_sorted.numel()
             p_off += w.n_walks
         cat = torch.cat
-        return ExactWalkBatch(cat([w.start_bits for w in batches]), cat(at), cat([w.flip_neuron for w in batches]),
-                              cat([w.flip_sign for w in batches]), cat([w.t_sorted for w in batches]), cat(path),
-                              cat(first), cat(last))
+        out = ExactWalkBatch(cat([w.start_bits for w in batches]), cat(at), cat([w.flip_neuron for w in batches]),
+                             cat([w.flip_sign for w in batches]), cat([w.t_sorted for w in batches]), cat(path),
+                             cat(first), cat(last))
+        object.__setattr__(out, "n_float64", sum(w.n_float64 for w in batches))
+        object.__setattr__(out, "n_unresolved", sum(w.n_unresolved for w in batches))
+        return out
 
     @property
     def patterns(self) -> Tensor:  # type: ignore[override]
@@ -1529,17 +1605,50 @@ def exact_walks(
     the computation runs on the model's device and dtype, without gradients.
     ``tie_tol``: bit = pre-activation > ``tie_tol``; ``tol``: crossings closer than
     ``tol`` in t are one breakpoint (``None``: 1e-9, or 1e-6 when ``tie_tol > 0``,
-    see :func:`spacefold.walk.resolve_tol`). ``prefix``: the values of
+    see :func:`spacefold.walk.resolve_tol`; at least 4 units of round-off of the
+    model's dtype, 4.8e-7 in float32), a breakpoint gathering the crossings within
+    ``tol`` after the first of them. ``prefix``: the values of
     :meth:`ExactProgram.prefix` at the two ends, if already computed (then ``x1`` and
     ``x2`` only give the batch size). Returns a :class:`WalkBatch` whose walks are the
     reference walks Γ* of FOLDING.md §7.4.
+
+    Non-finite values inside the network (inputs or weights that overflow the dtype) raise
+    :class:`spacefold.errors.InputError`. Segments whose max pooling cannot be resolved in
+    the model's dtype are walked again in float64 (counted in ``n_float64`` of the result).
     """
     if x1.shape[0] == 0:
         raise ValueError("x1 and x2 must hold at least one segment, got batch size 0")
     prog = compile_model(model, layers)
     tol = resolve_tol("exact", tol, tie_tol)
     with torch.no_grad():
-        return _exact(prog, x1, x2, tie_tol, tol, prefix)
+        out = _exact(prog, x1, x2, tie_tol, tol, prefix)
+    if getattr(out, "n_unresolved", 0):
+        warnings.warn(f"max pooling could not be resolved in float64 on {out.n_unresolved} of {len(out)} segments "
+                      "(near ties of a window's arg-max); their walks take the arg-max up to float64 round-off",
+                      RuntimeWarning, stacklevel=2)
+    return out
+
+
+def _dtype_tol(dtype: torch.dtype) -> float:
+    """The smallest merge tolerance in t for walks in ``dtype``: crossings closer than a few units of
+    its round-off cannot be told apart (float32: 4.8e-7; float64: 8.9e-16)."""
+    return 4 * torch.finfo(dtype).eps
+
+
+def _check_finite(x: Tensor, node: fx.Node) -> None:
+    """Non-finite values (an overflow of the dtype, inf or nan weights) make every sign test meaningless;
+    so do values within a factor 4 of the dtype's largest number, whose differences and
+    interpolations between breakpoints overflow."""
+    if x.numel() == 0:
+        return
+    lo, hi = torch.aminmax(x)
+    big = torch.finfo(x.dtype).max / 4
+    if not (bool(lo > -big) and bool(hi < big)):  # false for nan too
+        name = node.target if node.op == "call_module" else node.name
+        raise InputError(
+            f"the network's values are not finite or overflow {x.dtype} (min {float(lo):.3g}, max {float(hi):.3g}) "
+            f"at the input of its layer '{name}' on some of the segments: scale the inputs down, check the weights "
+            "for inf/nan, or walk in float64")
 
 
 # Largest tensor of breakpoint values aimed at per sub-batch. Small tensors are reused by
@@ -1563,7 +1672,6 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
         p1, p2 = prog.prefix(x1), prog.prefix(x2)
     else:
         p1, p2 = prefix
-    live = prog._live_at_prefix()
     cpu = x1.device.type == "cpu"
     if not cpu:
         target = _TARGET_BYTES_ACCELERATOR
@@ -1572,15 +1680,54 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
     else:
         target = _TARGET_BYTES
 
-    def sub_batch(k: int, n: int) -> tuple[ExactWalkBatch, float]:
+    dtype = p1[0].dtype if p1 else x1.dtype
+    tol = max(tol, _dtype_tol(dtype))
+    is64 = dtype == torch.float64  # nothing finer to walk again in
+    fine: list[ExactProgram] = []
+    lock = threading.Lock()
+
+    def walk(pr: ExactProgram, ends: list[tuple[Tensor, Tensor]], n: int, accept: bool) -> tuple[ExactWalkBatch, float]:
         state = _State(n, x1.device)
-        env = prog._consts()
-        for node, a, c in zip(live, p1, p2):
-            env[node] = torch.cat([a[k : k + n], c[k : k + n]])
+        env = pr._consts()
+        for node, (a, c) in zip(pr._live_at_prefix(), ends):
+            env[node] = torch.cat([a, c])
         with torch.no_grad():  # grad mode is per thread
-            records = _run(prog, env, state, prog.prefix_end, tie_tol, tol)
+            records = _run(pr, env, state, pr.prefix_end, tie_tol, tol, accept)
             part = _assemble(state, records, state.n_paths)
+        object.__setattr__(part, "n_unresolved", state.n_unresolved)
         return part, max(state.peak_bytes / state.n_paths, 1.0)
+
+    def in_float64(k: int, n: int) -> tuple[ExactWalkBatch, float]:
+        """The paths k .. k + n - 1 walked again in float64 (max pooling unresolved in the model's dtype)."""
+        with lock:
+            if not fine:
+                model = prog.model
+                if model is None:
+                    raise RuntimeError("the model of this ExactProgram no longer exists")
+                fine.append(ExactProgram(copy.deepcopy(model).to(torch.float64), prog.layers))
+        pr = fine[0]
+        if prefix is None:
+            ends = list(zip(pr.prefix(x1[k : k + n].to(torch.float64)), pr.prefix(x2[k : k + n].to(torch.float64))))
+        else:
+            ends = [(a[k : k + n].to(torch.float64), c[k : k + n].to(torch.float64)) for a, c in zip(p1, p2)]
+        part, per_path = walk(pr, ends, n, True)
+        object.__setattr__(part, "n_float64", n)
+        return part, per_path
+
+    def sub_batch(k: int, n: int) -> tuple[ExactWalkBatch, float]:
+        try:
+            return walk(prog, [(a[k : k + n], c[k : k + n]) for a, c in zip(p1, p2)], n, is64)
+        except _Unresolved as err:
+            # walk the others again in the model's dtype and these in float64, in order
+            bad = set(err.paths)
+            parts, i = [], 0
+            while i < n:
+                j = i
+                while j < n and ((j in bad) == (i in bad)):
+                    j += 1
+                parts.append(in_float64(k + i, j - i) if i in bad else sub_batch(k + i, j - i))
+                i = j
+            return ExactWalkBatch.concat([p for p, _ in parts]), max(pp for _, pp in parts)
 
     def next_step(per_path: float) -> int:
         # as many paths as fit the target size of the largest tensor
