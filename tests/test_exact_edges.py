@@ -321,3 +321,72 @@ def test_non_finite_values_inside_the_network_raise(dtype):
         net[2].weight[0, 0] = float("nan")
     with pytest.raises(InputError, match="layer '3'"):
         exact_walks(net, -torch.ones(2, 2, dtype=dtype), torch.ones(2, 2, dtype=dtype))
+
+
+# --------------------------------------------------------------------------- verify: a certificate
+
+
+def _drop_region(w, i: int, k: int):
+    """The walks ``w`` with region k of walk i left out (its interval joined to region k − 1)."""
+    from spacefold.walk import WalkBatch
+
+    row = int(w.offsets[i]) + k
+    keep = torch.ones(w.patterns.shape[0], dtype=torch.bool)
+    keep[row] = False
+    offsets = w.offsets.clone()
+    offsets[i + 1 :] -= 1
+    return WalkBatch(w.patterns[keep], w.t[keep], offsets, "exact")
+
+
+@pytest.mark.parametrize("act", [nn.ReLU, nn.LeakyReLU, nn.Hardtanh])
+def test_the_certificate_finds_every_dropped_region(act):
+    from spacefold import verify
+
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(3, 12), act(), nn.Linear(12, 12), act(), nn.Linear(12, 2)).double()
+    x1, x2 = 3 * torch.randn(6, 3, dtype=f64), 3 * torch.randn(6, 3, dtype=f64)
+    w = exact_walks(net, x1, x2)
+    assert verify(net, x1, x2, w).ok
+    assert verify(net, x1, x2, w, mode="midpoint").ok
+    found = missed_by_midpoints = n = 0
+    for i in range(6):
+        for k in range(1, int(w.n_regions[i])):
+            bad = _drop_region(w, i, k)
+            res = verify(net, x1, x2, bad, mode="certificate")
+            n += 1
+            found += (not res.ok) and [i, k - 1] in res.mismatches.tolist()
+            missed_by_midpoints += verify(net, x1, x2, bad, mode="midpoint").ok
+    assert n > 20 and found == n
+    assert missed_by_midpoints > 0  # the midpoint check alone misses some of them
+
+
+def test_the_certificate_checks_kinks_without_bits_and_pooling_windows():
+    from spacefold import verify
+
+    torch.manual_seed(2)
+    # Hardtanh bends at ±1 without a bit; max pooling bends where a window's arg-max changes
+    net = nn.Sequential(nn.Linear(4, 16), nn.Hardtanh(), nn.Unflatten(1, (1, 16)), nn.MaxPool1d(2),
+                        nn.Flatten(), nn.Linear(8, 6), nn.ReLU()).double()
+    x1, x2 = 3 * torch.randn(5, 4, dtype=f64), 3 * torch.randn(5, 4, dtype=f64)
+    w = exact_walks(net, x1, x2)
+    assert verify(net, x1, x2, w).ok
+    # the regions alone (no breakpoints between them) span kinks: not certified
+    from spacefold.walk import WalkBatch
+
+    plain = WalkBatch(w.patterns, w.t, w.offsets, "exact")
+    assert not verify(net, x1, x2, plain, mode="certificate").ok
+    assert verify(net, x1, x2, plain, mode="midpoint").ok
+
+
+def test_verify_of_a_smooth_model_checks_midpoints_and_refuses_a_certificate():
+    from spacefold import verify, walk_batch
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 6), nn.Tanh(), nn.Linear(6, 2)).double()
+    x1, x2 = torch.randn(3, 2, dtype=f64), torch.randn(3, 2, dtype=f64)
+    w = walk_batch(net, x1, x2, method="bisect")
+    assert verify(net, x1, x2, w).ok
+    with pytest.raises(NotPiecewiseLinearError):
+        verify(net, x1, x2, w, mode="certificate")
+    with pytest.raises(InputError, match="mode"):
+        verify(net, x1, x2, w, mode="corners")
