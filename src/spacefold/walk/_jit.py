@@ -450,15 +450,13 @@ def act_value(seg_slope, seg_off, levels, n, v):
 
 @jit
 def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_g0, pl_m, cs_n, cs_lv, cs_slot,
-                    cs_za, cs_zb, g_s, y, seg_off, zero_out, zero_mask, rtol):
+                    cs_za, cs_zb, g_s, y, seg_off, bias, wsum, rtol):
     """The Linear's output at the new rows ``V ..`` of ``out`` from its rows at the pieces' ends:
     running sums of weight columns along each piece (see :mod:`spacefold.walk._kernels`).
 
-    ``zero_out``: the outputs without bias, ``zero_mask`` (len(zero_out), W): their nonzero
-    weights as packed bits. Such an output is exactly 0 at a new row where every input it
-    weighs has activation exactly 0 there (from the activations ``y`` at the old rows: a
-    neuron not crossing in the piece is 0 on it iff it is 0 at both ends), not the round-off of
-    the sums."""
+    An output within ``rtol`` times a bound of its terms of 0 (``wsum``: per output, the sum of
+    its absolute weights; ``y``: the activations at the old rows) is computed again as the
+    plain product of the activation at the new row and the weights, plus ``bias``."""
     O = out.shape[1]
     buf = np.empty((pl_m.max(), O), np.float64)
     acc = np.empty(O, np.float64)
@@ -507,37 +505,40 @@ def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_
             row = V + g0 + j - 1
             for o in range(O):
                 out[row, o] = buf[j - 1, o] + s * (out[b, o] + acc[o])
-    if zero_out.size == 0:
-        return
-    # ---- outputs without bias whose inputs are all exactly 0 at a new row are exactly 0 there
+    # ---- outputs that cancel to round-off (an exact 0 from bias-free layers, saturated Hardtanh,
+    # quantised weights): the sums above leave ±1e-17 where a plain product of the activation at
+    # the new row gives the value a forward pass gives (0). Those are computed again as that product.
     F = y.shape[1]
-    W = zero_mask.shape[1]
-    live_a = np.zeros(W, np.uint64)
-    live = np.zeros(W, np.uint64)
+    phi = np.empty(F, np.float64)
     for p in range(pl_a.size):
         a, b, c0, c1, g0, m = pl_a[p], pl_b[p], pl_c0[p], pl_c1[p], pl_g0[p], pl_m[p]
-        live_a[:] = u64(0)
+        ymax = 0.0
         for n in range(F):
-            if y[a, n] != 0 or y[b, n] != 0:
-                live_a[n >> 6] |= u64(1) << u64(n & 63)
+            ymax = max(ymax, abs(np.float64(y[a, n])), abs(np.float64(y[b, n])))
         for j in range(1, m + 1):
-            s = g_s[g0 + j - 1]
-            live[:] = live_a
-            for i in range(c0, c1):  # crossing neurons: their activation at this row
-                n = cs_n[i]
-                za, zb = cs_za[i], cs_zb[i]
-                v = levels[cs_lv[i]] if cs_slot[i] == j else za + s * (zb - za)
-                if act_value(seg_slope, seg_off, levels, n, v) != 0:
-                    live[n >> 6] |= u64(1) << u64(n & 63)
-                else:
-                    live[n >> 6] &= ~(u64(1) << u64(n & 63))
             row = V + g0 + j - 1
-            for k in range(zero_out.size):
-                hit = u64(0)
-                for w in range(W):
-                    hit |= live[w] & zero_mask[k, w]
-                if hit == u64(0):
-                    out[row, zero_out[k]] = 0.0
+            s = g_s[g0 + j - 1]
+            have = False
+            for o in range(O):
+                bound = rtol * (abs(out[a, o]) + abs(out[b, o]) + abs(bias[o]) + wsum[o] * ymax)
+                if abs(out[row, o]) > bound:
+                    continue
+                if not have:  # the activation at this row: interpolated, exact for the crossing neurons
+                    for n in range(F):
+                        ya = np.float64(y[a, n])
+                        phi[n] = ya + s * (np.float64(y[b, n]) - ya)
+                    for i in range(c0, c1):
+                        n = cs_n[i]
+                        za, zb, level = cs_za[i], cs_zb[i], levels[cs_lv[i]]
+                        v = za + s * (zb - za)
+                        if cs_slot[i] == j and at_level(v, za, zb, level, rtol):
+                            v = level  # as split_act set it
+                        phi[n] = act_value(seg_slope, seg_off, levels, n, v)
+                    have = True
+                acc0 = 0.0
+                for n in range(F):
+                    acc0 += wt[n, o] * phi[n]
+                out[row, o] = acc0 + bias[o]
 
 
 @jit

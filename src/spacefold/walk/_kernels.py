@@ -95,7 +95,7 @@ def _self_test(dtype: np.dtype) -> None:
     out = np.zeros((4, 1), dtype=dtype)
     out[:2, 0] = z.sum(1)  # the Linear y = z0 + z1 after the ReLU (z now holds the activation)
     new_rows_linear(out, 2, np.ones((2, 1), dtype=dtype), levels, seg_slope, plan, g_s, z, seg_off,
-                    np.zeros(0, np.int64), np.zeros((0, 1), np.uint64), 1e-12)
+                    np.zeros(1), np.full(1, 2.0), 1e-12)
     # at t = 0.25, z = (0, 1); at t = 0.5, z = (1, 0): y = 1 at both
     if not np.allclose(out[2:, 0], [1.0, 1.0]):
         raise RuntimeError("the new-row kernel gave a wrong result on a known case")
@@ -110,10 +110,9 @@ def split_act(z, t, nxt, prv, n_paths, tol, levels, thr, seg_slope, seg_off, act
     return _STATE["jit"].split_act(z, t, nxt, prv, n_paths, tol, levels, thr, seg_slope, seg_off, act, rtol)
 
 
-def new_rows_linear(out, n_old, wt, levels, seg_slope, plan, g_s, y, seg_off, zero_out, zero_mask, rtol):
+def new_rows_linear(out, n_old, wt, levels, seg_slope, plan, g_s, y, seg_off, bias, wsum, rtol):
     if plan[0].size:
-        _STATE["jit"].new_rows_linear(out, n_old, wt, levels, seg_slope, *plan, g_s, y, seg_off, zero_out, zero_mask,
-                                      rtol)
+        _STATE["jit"].new_rows_linear(out, n_old, wt, levels, seg_slope, *plan, g_s, y, seg_off, bias, wsum, rtol)
 
 
 def lerp_rows(x, ia, ib, w, out):

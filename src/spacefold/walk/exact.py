@@ -1124,7 +1124,7 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
             out, y = _linear_at_new_rows(step, lin, z, g_piece, g_next, s_, g_rep, k, gp, gq, s_k, yk, yd, dg,
                                          all_dense)
             if not all_dense:
-                _zero_outputs_torch(lin, out[V:], y, g_piece, g_next, g_rep, k, yk, dg, yd)
+                _exact_cancellations(lin, out, V, y, g_piece, g_next, s_, g_rep, k, yk, dg, yd)
     if thr is None:
         return None, out
     return _flips(state, pos, rows, neurons, lev, thr, tie_r, tie_n, state.n_rows - V, F_), out
@@ -1147,27 +1147,44 @@ def _snap_pairs(zk: Tensor, g_rep: Tensor, k: Tensor, n_neurons: int, rows: Tens
     zk.index_put_((hit.index_select(0, close),), values.index_select(0, close).to(zk.dtype))
 
 
-def _zero_outputs_torch(lin: nn.Linear, out_new: Tensor, y: Tensor, g_piece: Tensor, g_next: Tensor, g_rep: Tensor,
-                        k: Tensor, yk: Tensor, dg: Tensor | None, yd: Tensor) -> None:
-    """:func:`_zero_outputs` for the torch operations: an output without bias whose inputs are all
-    exactly 0 at a new breakpoint is set to exactly 0 there. ``y``: the activation at the old
-    rows; ``yk``: at the (new row ``g_rep``, crossing neuron ``k``) pairs; ``yd``: at the rows ``dg``."""
-    b = lin.bias
-    zero_out = torch.arange(lin.out_features, device=out_new.device) if b is None else \
-        (b.detach() == 0).nonzero().squeeze(1)
-    if zero_out.numel() == 0 or out_new.shape[0] == 0:
+def _exact_cancellations(lin: nn.Linear, out: Tensor, V: int, y: Tensor, g_piece: Tensor, g_next: Tensor,
+                         s_: Tensor, g_rep: Tensor, k: Tensor, yk: Tensor | None, dg: Tensor | None,
+                         yd: Tensor) -> None:
+    """Outputs of the Linear at the new breakpoints that cancel to round-off, computed again as a plain
+    product of the activation there.
+
+    The interpolation-and-correction sums leave ±1e-17 where the value is 0 exactly (bias-free
+    layers after inactive ReLUs, a saturated Hardtanh cancelled by the bias, quantised
+    weights); the next activation would read bit 1 there on a piece where the pre-activation
+    is 0. An output within a few units of round-off of 0, relative to a bound of its terms
+    (|y(a)| + |y(b)| + |bias| + Σ|w|·max|activation|), is computed again from the activation
+    at the new breakpoint (interpolated; exact for the crossing neurons, ``yk`` at the pairs
+    (``g_rep``, ``k``), and on the dense rows ``dg``, ``yd``)."""
+    out_new = out[V:]
+    G = out_new.shape[0]
+    if G == 0:
         return
-    # an input not crossing in the piece is 0 on it iff it is 0 at both ends
-    live = (y.index_select(0, g_piece) != 0).logical_or_(y.index_select(0, g_next) != 0)
+    w = lin.weight.detach()
+    b = torch.zeros(lin.out_features, dtype=out.dtype, device=out.device) if lin.bias is None else lin.bias.detach()
+    old = out[:V]
+    ymax = torch.maximum(y.abs().amax(1).index_select(0, g_piece), y.abs().amax(1).index_select(0, g_next))
+    bound = (old.index_select(0, g_piece).abs() + old.index_select(0, g_next).abs() + b.abs()
+             + ymax.unsqueeze(1) * w.abs().sum(1)) * _cancel_rtol(out.dtype)
+    flagged = out_new.abs() <= bound
+    rows = flagged.any(1).nonzero().squeeze(1)
+    if rows.numel() == 0:
+        return
+    # the activation at those rows: interpolated, with the exact values of the crossing neurons
+    act = torch.lerp(y.index_select(0, g_piece), y.index_select(0, g_next), s_)
     F_ = y.shape[1]
     if yk is not None and yk.numel():
-        live.view(-1).index_put_((g_rep * F_ + k,), yk != 0)
+        act.view(-1).index_put_((g_rep * F_ + k,), yk)
     if dg is not None and dg.numel():
-        live.index_copy_(0, dg, yd != 0)
-    nz = (lin.weight.detach().index_select(0, zero_out) != 0).to(out_new.dtype)
-    hits = live.to(out_new.dtype) @ nz.t()  # inputs not 0 with a nonzero weight, per output
-    sub = out_new.index_select(1, zero_out)
-    out_new.index_copy_(1, zero_out, sub.masked_fill_(hits == 0, 0.0))
+        act.index_copy_(0, dg, yd)
+    act = act.index_select(0, rows)
+    redo = torch.addmm(b, act, w.t()) if lin.bias is not None else act @ w.t()
+    sub = out_new.index_select(0, rows)
+    out_new.index_copy_(0, rows, torch.where(flagged.index_select(0, rows), redo, sub))
 
 
 def _compiled_act(step: _Step, z: Tensor, lin: nn.Linear | None, tie_tol: float, channels: int | None = None):
@@ -1249,30 +1266,17 @@ def _act_linear_compiled(state: _State, step: _Step, z: Tensor, lin: nn.Linear |
     if state.n_rows > V:
         wt = lin.weight.detach().t().contiguous()
         levels, thr, seg_slope, seg_off = act_form
-        zero_out, zero_mask = _zero_outputs(lin)
+        bias = np.zeros(lin.out_features) if lin.bias is None else lin.bias.detach().double().numpy()
+        wsum = lin.weight.detach().double().abs().sum(1).numpy()
         _kernels.new_rows_linear(out.numpy(), V, wt.numpy(), levels, seg_slope, plan, g_s, z.numpy(), seg_off,
-                                 zero_out, zero_mask, _snap_rtol(z.dtype))
+                                 bias, wsum, _cancel_rtol(z.dtype))
     return rec, out
 
 
-def _zero_outputs(lin: nn.Linear) -> tuple[np.ndarray, np.ndarray]:
-    """The outputs of ``lin`` without bias, and their nonzero weights as packed 64-bit words: at a new
-    breakpoint where all of those inputs are exactly 0 such an output is exactly 0.
-
-    The Linear's output at a new breakpoint is a sum of interpolations and corrections whose
-    round-off would make it ±1e-17 where it is 0 (every input at 0, no bias); the next
-    activation would read bit 1 there on a piece where the pre-activation is 0."""
-    none = np.zeros(0, np.int64), np.zeros((0, 1), np.uint64)
-    b = lin.bias
-    zero_out = torch.arange(lin.out_features) if b is None else (b.detach() == 0).nonzero().squeeze(1).cpu()
-    if zero_out.numel() == 0:
-        return none
-    nz = (lin.weight.detach().index_select(0, zero_out.to(lin.weight.device)) != 0).cpu().numpy()
-    packed = np.packbits(nz, axis=1, bitorder="little")
-    pad = -packed.shape[1] % 8
-    if pad:
-        packed = np.pad(packed, ((0, 0), (0, pad)))
-    return zero_out.numpy(), np.ascontiguousarray(packed).view(np.uint64)
+def _cancel_rtol(dtype: torch.dtype) -> float:
+    """An output of the Linear at a new breakpoint within this times a bound of its terms of 0 is
+    computed again as a plain product (see :func:`_exact_cancellations`)."""
+    return 16 * torch.finfo(dtype).eps
 
 
 def _linear_at_new_rows(step: _Step, lin: nn.Linear, z: Tensor, g_piece: Tensor, g_next: Tensor, s_: Tensor,
@@ -1369,10 +1373,21 @@ def _split_maxpool(prog, env, state: _State, step: _Step, tol: float, accept: bo
         ta = state.t.index_select(0, p)
         tc = ta + (state.t.index_select(0, q) - ta) * frac
         tc = torch.where(ok, tc, ta)  # ties at an end: nothing to insert
-        plan, _ = _split(state, p, tc, tol_eff)
+        plan, rows = _split(state, p, tc, tol_eff)
         if plan is None:
             return
         _interpolate_env(prog, env, state, plan, nxt_old)
+        # at its crossing the two inputs are equal: exactly, not up to the interpolation's round-off
+        # (which a later layer taking their difference would read as a nonzero value)
+        new = (ok & (rows >= V)).nonzero().squeeze(1)
+        if new.numel():
+            planes = env[node_in].reshape(-1, size)
+            r = rows.index_select(0, new) * n_planes + m.index_select(0, new) // per_plane
+            i_a, i_b = ia.index_select(0, new), ib.index_select(0, new)
+            va, vb = _at(planes, r, i_a), _at(planes, r, i_b)
+            close = ((va - vb).double().abs() <= eps.index_select(0, new)).nonzero().squeeze(1)
+            planes.view(-1).index_put_((r.index_select(0, close) * size + i_b.index_select(0, close),),
+                                       va.index_select(0, close))
 
 
 def _pool_argmax(x: Tensor, mod: nn.Module) -> tuple[Tensor, int]:
