@@ -454,9 +454,10 @@ def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_
     """The Linear's output at the new rows ``V ..`` of ``out`` from its rows at the pieces' ends:
     running sums of weight columns along each piece (see :mod:`spacefold.walk._kernels`).
 
-    An output within ``rtol`` times a bound of its terms of 0 (``wsum``: per output, the sum of
-    its absolute weights; ``y``: the activations at the old rows) is computed again as the
-    plain product of the activation at the new row and the weights, plus ``bias``."""
+    An output within ``rtol`` times a bound of its terms of 0 or of its value at an end of the
+    piece (``wsum``: per output, the sum of its absolute weights; ``y``: the activations at the
+    old rows) is computed again as the plain product of the activation at the new row and the
+    weights, plus ``bias``."""
     O = out.shape[1]
     buf = np.empty((pl_m.max(), O), np.float64)
     acc = np.empty(O, np.float64)
@@ -506,8 +507,9 @@ def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_
             for o in range(O):
                 out[row, o] = buf[j - 1, o] + s * (out[b, o] + acc[o])
     # ---- outputs that cancel to round-off (an exact 0 from bias-free layers, saturated Hardtanh,
-    # quantised weights): the sums above leave ±1e-17 where a plain product of the activation at
-    # the new row gives the value a forward pass gives (0). Those are computed again as that product.
+    # quantised weights) or equal their value at an end of the piece up to round-off (constant
+    # there): the sums above leave ±1e-17 where a plain product of the activation at the new row
+    # gives the value a forward pass gives. Those are computed again as that product.
     F = y.shape[1]
     phi = np.empty(F, np.float64)
     for p in range(pl_a.size):
@@ -521,7 +523,8 @@ def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_
             have = False
             for o in range(O):
                 bound = rtol * (abs(out[a, o]) + abs(out[b, o]) + abs(bias[o]) + wsum[o] * ymax)
-                if abs(out[row, o]) > bound:
+                v = out[row, o]
+                if abs(v) > bound and abs(v - out[a, o]) > bound and abs(v - out[b, o]) > bound:
                     continue
                 if not have:  # the activation at this row: interpolated, exact for the crossing neurons
                     for n in range(F):

@@ -1150,8 +1150,8 @@ def _snap_pairs(zk: Tensor, g_rep: Tensor, k: Tensor, n_neurons: int, rows: Tens
 def _exact_cancellations(lin: nn.Linear, out: Tensor, V: int, y: Tensor, g_piece: Tensor, g_next: Tensor,
                          s_: Tensor, g_rep: Tensor, k: Tensor, yk: Tensor | None, dg: Tensor | None,
                          yd: Tensor) -> None:
-    """Outputs of the Linear at the new breakpoints that cancel to round-off, computed again as a plain
-    product of the activation there.
+    """Outputs of the Linear at the new breakpoints that cancel to round-off, or equal their value at
+    an end of the piece up to round-off, computed again as a plain product of the activation there.
 
     The interpolation-and-correction sums leave ±1e-17 where the value is 0 exactly (bias-free
     layers after inactive ReLUs, a saturated Hardtanh cancelled by the bias, quantised
@@ -1170,7 +1170,8 @@ def _exact_cancellations(lin: nn.Linear, out: Tensor, V: int, y: Tensor, g_piece
     ymax = torch.maximum(y.abs().amax(1).index_select(0, g_piece), y.abs().amax(1).index_select(0, g_next))
     bound = (old.index_select(0, g_piece).abs() + old.index_select(0, g_next).abs() + b.abs()
              + ymax.unsqueeze(1) * w.abs().sum(1)) * _cancel_rtol(out.dtype)
-    flagged = out_new.abs() <= bound
+    flagged = ((out_new.abs() <= bound) | ((out_new - old.index_select(0, g_piece)).abs() <= bound)
+               | ((out_new - old.index_select(0, g_next)).abs() <= bound))
     rows = flagged.any(1).nonzero().squeeze(1)
     if rows.numel() == 0:
         return
