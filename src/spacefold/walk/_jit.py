@@ -459,10 +459,26 @@ def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_
     old rows) is computed again as the plain product of the activation at the new row and the
     weights, plus ``bias``."""
     O = out.shape[1]
+    F = y.shape[1]
     buf = np.empty((pl_m.max(), O), np.float64)
     acc = np.empty(O, np.float64)
+    bound = np.empty(O, np.float64)
+    dd = np.empty(O, np.float64)
+    redo = np.zeros(pl_m.max() + 1, np.bool_)
+    phi = np.empty(F, np.float64)
     for p in range(pl_a.size):
         a, b, c0, c1, g0, m = pl_a[p], pl_b[p], pl_c0[p], pl_c1[p], pl_g0[p], pl_m[p]
+        # outputs that cancel to round-off (an exact 0 from bias-free layers, saturated Hardtanh,
+        # quantised weights), or that stay at an end's value (constant on one side of the row) where
+        # the interpolation of the ends would move away from it: the sums leave round-off where a
+        # plain product of the activation at the new row gives what a forward pass gives. Those
+        # are computed again as that product (below).
+        ymax = 0.0
+        for n in range(F):
+            ymax = max(ymax, abs(np.float64(y[a, n])), abs(np.float64(y[b, n])))
+        for o in range(O):
+            bound[o] = rtol * (abs(out[a, o]) + abs(out[b, o]) + abs(bias[o]) + wsum[o] * ymax)
+            dd[o] = abs(out[b, o] - out[a, o])
         acc[:] = 0.0
         i = c0
         for j in range(1, m + 1):  # forward: y(a) and the crossings before new row j
@@ -506,25 +522,22 @@ def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_
             row = V + g0 + j - 1
             for o in range(O):
                 out[row, o] = buf[j - 1, o] + s * (out[b, o] + acc[o])
-    # ---- outputs that cancel to round-off (an exact 0 from bias-free layers, saturated Hardtanh,
-    # quantised weights) or equal their value at an end of the piece up to round-off (constant
-    # there): the sums above leave ±1e-17 where a plain product of the activation at the new row
-    # gives the value a forward pass gives. Those are computed again as that product.
-    F = y.shape[1]
-    phi = np.empty(F, np.float64)
-    for p in range(pl_a.size):
-        a, b, c0, c1, g0, m = pl_a[p], pl_b[p], pl_c0[p], pl_c1[p], pl_g0[p], pl_m[p]
-        ymax = 0.0
-        for n in range(F):
-            ymax = max(ymax, abs(np.float64(y[a, n])), abs(np.float64(y[b, n])))
+            # slack to the nearest of 0 and the ends' values, against the bound (a branch-free loop)
+            worst = np.inf
+            for o in range(O):
+                v = out[row, o]
+                worst = min(worst, min(abs(v), abs(v - out[a, o]), abs(v - out[b, o])) - bound[o])
+            redo[j] = worst <= 0.0
         for j in range(1, m + 1):
+            if not redo[j]:
+                continue
             row = V + g0 + j - 1
             s = g_s[g0 + j - 1]
             have = False
             for o in range(O):
-                bound = rtol * (abs(out[a, o]) + abs(out[b, o]) + abs(bias[o]) + wsum[o] * ymax)
                 v = out[row, o]
-                if abs(v) > bound and abs(v - out[a, o]) > bound and abs(v - out[b, o]) > bound:
+                if (abs(v) > bound[o] and (abs(v - out[a, o]) > bound[o] or s * dd[o] <= 4 * bound[o])
+                        and (abs(v - out[b, o]) > bound[o] or (1 - s) * dd[o] <= 4 * bound[o])):
                     continue
                 if not have:  # the activation at this row: interpolated, exact for the crossing neurons
                     for n in range(F):
@@ -533,10 +546,10 @@ def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_
                     for i in range(c0, c1):
                         n = cs_n[i]
                         za, zb, level = cs_za[i], cs_zb[i], levels[cs_lv[i]]
-                        v = za + s * (zb - za)
-                        if cs_slot[i] == j and at_level(v, za, zb, level, rtol):
-                            v = level  # as split_act set it
-                        phi[n] = act_value(seg_slope, seg_off, levels, n, v)
+                        zv = za + s * (zb - za)
+                        if cs_slot[i] == j and at_level(zv, za, zb, level, rtol):
+                            zv = level  # as split_act set it
+                        phi[n] = act_value(seg_slope, seg_off, levels, n, zv)
                     have = True
                 acc0 = 0.0
                 for n in range(F):

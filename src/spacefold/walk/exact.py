@@ -1170,8 +1170,13 @@ def _exact_cancellations(lin: nn.Linear, out: Tensor, V: int, y: Tensor, g_piece
     ymax = torch.maximum(y.abs().amax(1).index_select(0, g_piece), y.abs().amax(1).index_select(0, g_next))
     bound = (old.index_select(0, g_piece).abs() + old.index_select(0, g_next).abs() + b.abs()
              + ymax.unsqueeze(1) * w.abs().sum(1)) * _cancel_rtol(out.dtype)
-    flagged = ((out_new.abs() <= bound) | ((out_new - old.index_select(0, g_piece)).abs() <= bound)
-               | ((out_new - old.index_select(0, g_next)).abs() <= bound))
+    ya, yb = old.index_select(0, g_piece), old.index_select(0, g_next)
+    d = (yb - ya).abs()
+    s = s_.to(out.dtype)
+    # near 0, or at an end's value where the interpolation of the ends would have moved away from it
+    # (constant on one side of the breakpoint); not merely close to an end
+    flagged = ((out_new.abs() <= bound) | (((out_new - ya).abs() <= bound) & (s * d > 4 * bound))
+               | (((out_new - yb).abs() <= bound) & ((1 - s) * d > 4 * bound)))
     rows = flagged.any(1).nonzero().squeeze(1)
     if rows.numel() == 0:
         return
