@@ -1167,30 +1167,43 @@ def _exact_cancellations(lin: nn.Linear, out: Tensor, V: int, y: Tensor, g_piece
     w = lin.weight.detach()
     b = torch.zeros(lin.out_features, dtype=out.dtype, device=out.device) if lin.bias is None else lin.bias.detach()
     old = out[:V]
-    ymax = torch.maximum(y.abs().amax(1).index_select(0, g_piece), y.abs().amax(1).index_select(0, g_next))
-    bound = (old.index_select(0, g_piece).abs() + old.index_select(0, g_next).abs() + b.abs()
-             + ymax.unsqueeze(1) * w.abs().sum(1)) * _cancel_rtol(out.dtype)
+    yabs = y.abs().amax(1)
+    ymax = torch.maximum(yabs.index_select(0, g_piece), yabs.index_select(0, g_next))
     ya, yb = old.index_select(0, g_piece), old.index_select(0, g_next)
-    d = (yb - ya).abs()
-    s = s_.to(out.dtype)
-    # near 0, or at an end's value where the interpolation of the ends would have moved away from it
-    # (constant on one side of the breakpoint); not merely close to an end
-    flagged = ((out_new.abs() <= bound) | (((out_new - ya).abs() <= bound) & (s * d > 4 * bound))
-               | (((out_new - yb).abs() <= bound) & ((1 - s) * d > 4 * bound)))
-    rows = flagged.any(1).nonzero().squeeze(1)
+    bound = ya.abs().add_(yb.abs()).add_(b.abs()).addcmul_(ymax.unsqueeze(1), w.abs().sum(1)).mul_(
+        _cancel_rtol(out.dtype))
+    # candidates: within the bound of 0 or of an end's value
+    near = torch.minimum(torch.minimum(out_new.abs(), (out_new - ya).abs()), (out_new - yb).abs()) <= bound
+    rows = near.any(1).nonzero().squeeze(1)
     if rows.numel() == 0:
         return
+    # of those: near 0, or at an end's value where the interpolation of the ends would have moved away
+    # from it (constant on one side of the breakpoint); not merely close to an end
+    v, ya, yb, bound = (t.index_select(0, rows) for t in (out_new, ya, yb, bound))
+    d = (yb - ya).abs()
+    s = s_.to(out.dtype).index_select(0, rows)
+    flagged = ((v.abs() <= bound) | (((v - ya).abs() <= bound) & (s * d > 4 * bound))
+               | (((v - yb).abs() <= bound) & ((1 - s) * d > 4 * bound)))
+    keep = flagged.any(1).nonzero().squeeze(1)
+    if keep.numel() == 0:
+        return
+    rows, flagged, sub = rows.index_select(0, keep), flagged.index_select(0, keep), v.index_select(0, keep)
     # the activation at those rows: interpolated, with the exact values of the crossing neurons
-    act = torch.lerp(y.index_select(0, g_piece), y.index_select(0, g_next), s_)
+    act = torch.lerp(y.index_select(0, g_piece.index_select(0, rows)), y.index_select(0, g_next.index_select(0, rows)),
+                     s_.index_select(0, rows))
     F_ = y.shape[1]
+    at = torch.full((G,), -1, dtype=torch.int64, device=out.device)
+    at[rows] = torch.arange(rows.numel(), device=out.device)
     if yk is not None and yk.numel():
-        act.view(-1).index_put_((g_rep * F_ + k,), yk)
+        r = at.index_select(0, g_rep)
+        sel = (r >= 0).nonzero().squeeze(1)
+        act.view(-1).index_put_((r.index_select(0, sel) * F_ + k.index_select(0, sel),), yk.index_select(0, sel))
     if dg is not None and dg.numel():
-        act.index_copy_(0, dg, yd)
-    act = act.index_select(0, rows)
+        r = at.index_select(0, dg)
+        sel = (r >= 0).nonzero().squeeze(1)
+        act.index_copy_(0, r.index_select(0, sel), yd.index_select(0, sel))
     redo = torch.addmm(b, act, w.t()) if lin.bias is not None else act @ w.t()
-    sub = out_new.index_select(0, rows)
-    out_new.index_copy_(0, rows, torch.where(flagged.index_select(0, rows), redo, sub))
+    out_new.index_copy_(0, rows, torch.where(flagged, redo, sub))
 
 
 def _compiled_act(step: _Step, z: Tensor, lin: nn.Linear | None, tie_tol: float, channels: int | None = None):
