@@ -3,10 +3,24 @@ or loads them from Numba's cache)."""
 
 from __future__ import annotations
 
+import warnings
+
 import numba as nb
 import numpy as np
 
-jit = nb.njit(cache=True, nogil=True)
+_UNCACHED: list[str] = []
+
+
+def jit(func):
+    """``numba.njit(cache=True, nogil=True)``, or without the cache where Numba has no writable place
+    for it (a read-only package directory and an unwritable HOME): the kernels are then compiled
+    anew in every process."""
+    try:
+        return nb.njit(cache=True, nogil=True)(func)
+    except RuntimeError as err:  # "cannot cache function ...: no locator available for file ..."
+        _UNCACHED.append(str(err))
+        return nb.njit(nogil=True)(func)
+
 u64 = np.uint64
 MAGIC = u64(0x0102040810204080)  # eight 0/1 bytes -> their eight bits, lowest byte lowest
 S56 = u64(56)
@@ -68,11 +82,19 @@ def sort_by(keys, idx):
 
 
 @jit
-def split_act(z, t, nxt, prv, B, tol, levels, thr, seg_slope, seg_off, act):
+def at_level(v, za, zb, level, rtol):
+    """Whether v, a value of a neuron crossing ``level`` on a piece from za to zb, is the level up to
+    round-off (then it is set to the level exactly)."""
+    return abs(v - level) <= rtol * (abs(za - level) + abs(zb - level) + abs(level))
+
+
+@jit
+def split_act(z, t, nxt, prv, B, tol, levels, thr, seg_slope, seg_off, act, rtol):
     """Split the pieces where z crosses one of ``levels`` (sorted); bits are z > levels[thr]
     (no bits when thr < 0). ``seg_slope``, ``seg_off`` (F, K + 1): the activation on the
     segments between the levels, φ(z) = slope·z + offset. With ``act`` φ is applied to z in
-    place at the end. See :mod:`spacefold.walk._kernels`."""
+    place at the end. A crossing neuron whose value at its breakpoint is its level up to
+    ``rtol`` (:func:`at_level`) is set to the level there. See :mod:`spacefold.walk._kernels`."""
     V, F = z.shape
     W = (F + 63) // 64
     K = levels.size
@@ -144,7 +166,7 @@ def split_act(z, t, nxt, prv, B, tol, levels, thr, seg_slope, seg_off, act):
         p_g0[n_pieces] = G
         n_pieces += 1
         m = 0
-        prev = 0.0
+        t_first = 0.0  # the first crossing of the current breakpoint: a group spans at most tol
         for k in range(i, j):
             c = order[k]
             tk = tc[c]
@@ -155,12 +177,12 @@ def split_act(z, t, nxt, prv, B, tol, levels, thr, seg_slope, seg_off, act):
                 c_row[k] = nxt[r]
                 c_slot[k] = -1  # set to m + 1 below
             else:
-                if m == 0 or tk - prev > tol:
+                if m == 0 or tk - t_first > tol:
                     g_piece[G] = r
                     g_t[G] = tk
                     G += 1
                     m += 1
-                prev = tk
+                    t_first = tk
                 c_row[k] = V + G - 1
                 c_slot[k] = m
         for k in range(i, j):
@@ -169,6 +191,44 @@ def split_act(z, t, nxt, prv, B, tol, levels, thr, seg_slope, seg_off, act):
         i = j
     p_start[n_pieces] = nc
     p_g0[n_pieces] = G
+    # ---- a crossing neuron is exactly at its level at its breakpoint (not at the interpolation's
+    # round-off, which would make a pre-activation that is 0 on a whole later piece 1e-17 there):
+    # the rows of the walk's inner breakpoints (not t = 0, 1) and their values
+    snap = np.zeros(nc, np.bool_)
+    n_snap = 0
+    for k in range(nc):
+        row = c_row[k]
+        if row < 2 * B:
+            continue
+        c = order[k]
+        n = c_n[c]
+        level = levels[c_lv[c]]
+        r = c_piece[c]
+        za = np.float64(z[r, n])
+        zb = np.float64(z[nxt[r], n])
+        if row < V:
+            v = np.float64(z[row, n])
+        else:
+            g = row - V
+            v = za + (g_t[g] - t[r]) / (t[nxt[r]] - t[r]) * (zb - za)
+        if at_level(v, za, zb, level, rtol):
+            snap[k] = True
+            n_snap += 1
+    snap_row = np.empty(n_snap, np.int64)
+    snap_n = np.empty(n_snap, np.int64)
+    snap_val = np.empty(n_snap, np.float64)
+    u = 0
+    for k in range(nc):
+        if snap[k]:
+            row = c_row[k]
+            snap_row[u] = row
+            snap_n[u] = c_n[order[k]]
+            snap_val[u] = levels[c_lv[order[k]]]
+            u += 1
+    if act:  # old rows merged into: their values as the Linear after sees them
+        for u in range(n_snap):
+            if snap_row[u] < V:
+                z[snap_row[u], snap_n[u]] = snap_val[u]
     # ---- links and times of the new rows
     Vn = V + G
     t2 = np.empty(Vn, np.float64)
@@ -367,7 +427,8 @@ def split_act(z, t, nxt, prv, B, tol, levels, thr, seg_slope, seg_off, act):
                             if row[n] > level:
                                 z[r, n] = sl[j + 1, n] * row[n] + of[j + 1, n]
     return (t2, nxt2, prv2, g_piece[:G], g_s, start_bits, f_row, f_n, f_bit,
-            (pl_a[:pi], pl_b[:pi], pl_c0[:pi], pl_c1[:pi], pl_g0[:pi], pl_m[:pi], cs_n, cs_lv, cs_slot, cs_za, cs_zb))
+            (pl_a[:pi], pl_b[:pi], pl_c0[:pi], pl_c1[:pi], pl_g0[:pi], pl_m[:pi], cs_n, cs_lv, cs_slot, cs_za, cs_zb),
+            (snap_row, snap_n, snap_val), pos)
 
 
 @jit
@@ -379,15 +440,45 @@ def kink(seg_slope, n, lv, upward):
 
 
 @jit
+def act_value(seg_slope, seg_off, levels, n, v):
+    """The activation of neuron n at the pre-activation v."""
+    j = 0
+    while j < levels.size and v > levels[j]:
+        j += 1
+    return seg_slope[n, j] * v + seg_off[n, j]
+
+
+@jit
 def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_g0, pl_m, cs_n, cs_lv, cs_slot,
-                    cs_za, cs_zb, g_s):
+                    cs_za, cs_zb, g_s, y, seg_off, bias, wsum, rtol):
     """The Linear's output at the new rows ``V ..`` of ``out`` from its rows at the pieces' ends:
-    running sums of weight columns along each piece (see :mod:`spacefold.walk._kernels`)."""
+    running sums of weight columns along each piece (see :mod:`spacefold.walk._kernels`).
+
+    An output within ``rtol`` times a bound of its terms of 0 or of its value at an end of the
+    piece (``wsum``: per output, the sum of its absolute weights; ``y``: the activations at the
+    old rows) is computed again as the plain product of the activation at the new row and the
+    weights, plus ``bias``."""
     O = out.shape[1]
+    F = y.shape[1]
     buf = np.empty((pl_m.max(), O), np.float64)
     acc = np.empty(O, np.float64)
+    bound = np.empty(O, np.float64)
+    dd = np.empty(O, np.float64)
+    redo = np.zeros(pl_m.max() + 1, np.bool_)
+    phi = np.empty(F, np.float64)
     for p in range(pl_a.size):
         a, b, c0, c1, g0, m = pl_a[p], pl_b[p], pl_c0[p], pl_c1[p], pl_g0[p], pl_m[p]
+        # outputs that cancel to round-off (an exact 0 from bias-free layers, saturated Hardtanh,
+        # quantised weights), or that stay at an end's value (constant on one side of the row) where
+        # the interpolation of the ends would move away from it: the sums leave round-off where a
+        # plain product of the activation at the new row gives what a forward pass gives. Those
+        # are computed again as that product (below).
+        ymax = 0.0
+        for n in range(F):
+            ymax = max(ymax, abs(np.float64(y[a, n])), abs(np.float64(y[b, n])))
+        for o in range(O):
+            bound[o] = rtol * (abs(out[a, o]) + abs(out[b, o]) + abs(bias[o]) + wsum[o] * ymax)
+            dd[o] = abs(out[b, o] - out[a, o])
         acc[:] = 0.0
         i = c0
         for j in range(1, m + 1):  # forward: y(a) and the crossings before new row j
@@ -402,14 +493,15 @@ def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_
             w = 1.0 - s
             for o in range(O):
                 buf[j - 1, o] = w * (out[a, o] + acc[o])
-            # crossings merged into this breakpoint (within tol of it): their exact value here
+            # crossings merged into this breakpoint (within tol of it): their exact value here, the
+            # level itself where that is the value up to round-off (as split_act sets it)
             while i < c1 and cs_slot[i] == j:
                 n = cs_n[i]
                 lv = cs_lv[i]
                 za, zb, level = cs_za[i], cs_zb[i], levels[lv]
                 delta = kink(seg_slope, n, lv, zb > level)
                 zs = za + s * (zb - za)
-                h = zs - level if (zs > level) == (zb > level) else 0.0
+                h = zs - level if (zs > level) == (zb > level) and not at_level(zs, za, zb, level, rtol) else 0.0
                 d = delta * (h - s * (zb - level))
                 c = delta * (za - level)
                 for o in range(O):
@@ -430,6 +522,39 @@ def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_
             row = V + g0 + j - 1
             for o in range(O):
                 out[row, o] = buf[j - 1, o] + s * (out[b, o] + acc[o])
+            # slack to the nearest of 0 and the ends' values, against the bound (a branch-free loop)
+            worst = np.inf
+            for o in range(O):
+                v = out[row, o]
+                worst = min(worst, min(abs(v), abs(v - out[a, o]), abs(v - out[b, o])) - bound[o])
+            redo[j] = worst <= 0.0
+        for j in range(1, m + 1):
+            if not redo[j]:
+                continue
+            row = V + g0 + j - 1
+            s = g_s[g0 + j - 1]
+            have = False
+            for o in range(O):
+                v = out[row, o]
+                if (abs(v) > bound[o] and (abs(v - out[a, o]) > bound[o] or s * dd[o] <= 4 * bound[o])
+                        and (abs(v - out[b, o]) > bound[o] or (1 - s) * dd[o] <= 4 * bound[o])):
+                    continue
+                if not have:  # the activation at this row: interpolated, exact for the crossing neurons
+                    for n in range(F):
+                        ya = np.float64(y[a, n])
+                        phi[n] = ya + s * (np.float64(y[b, n]) - ya)
+                    for i in range(c0, c1):
+                        n = cs_n[i]
+                        za, zb, level = cs_za[i], cs_zb[i], levels[cs_lv[i]]
+                        zv = za + s * (zb - za)
+                        if cs_slot[i] == j and at_level(zv, za, zb, level, rtol):
+                            zv = level  # as split_act set it
+                        phi[n] = act_value(seg_slope, seg_off, levels, n, zv)
+                    have = True
+                acc0 = 0.0
+                for n in range(F):
+                    acc0 += wt[n, o] * phi[n]
+                out[row, o] = acc0 + bias[o]
 
 
 @jit
@@ -470,3 +595,9 @@ def list_ranks(nxt, B):
                 break
             r = q
     return rank, path, order
+
+
+if _UNCACHED:
+    warnings.warn(f"Numba cannot cache spacefold's compiled kernels here ({_UNCACHED[0]}); they are compiled "
+                  "anew in every process. Set NUMBA_CACHE_DIR to a writable directory to cache them",
+                  RuntimeWarning, stacklevel=2)

@@ -54,8 +54,12 @@ def available(dtype: np.dtype | type | None = None) -> bool:
     if "ok" not in _STATE:
         try:
             from . import _jit
-        except ImportError:
+        except ImportError:  # no Numba: the walk uses torch operations, as documented
             _STATE["ok"] = False
+        except Exception as err:  # noqa: BLE001 - a Numba that fails otherwise must not stop the walk
+            _STATE["ok"] = False
+            warnings.warn(f"spacefold's compiled kernels cannot be loaded here ({type(err).__name__}: {err}); the "
+                          "exact walk uses torch operations instead", RuntimeWarning, stacklevel=2)
         else:
             _STATE.update(ok=True, jit=_jit, ready=set())
     if not _STATE["ok"]:
@@ -83,14 +87,15 @@ def _self_test(dtype: np.dtype) -> None:
     nxt = np.array([1, 1])
     prv = np.array([0, 0])
     levels, seg_slope, seg_off = np.zeros(1), np.tile([0.0, 1.0], (2, 1)), np.zeros((2, 2))  # ReLU
-    t2, nxt2, prv2, g_piece, g_s, start_bits, f_row, f_n, f_bit, plan = split_act(
-        z, t, nxt, prv, 1, 0.0, levels, 0, seg_slope, seg_off, True)
+    t2, nxt2, prv2, g_piece, g_s, start_bits, f_row, f_n, f_bit, plan, snap, pos = split_act(
+        z, t, nxt, prv, 1, 0.0, levels, 0, seg_slope, seg_off, True, 1e-12)
     if not (np.allclose(t2, [0, 1, 0.25, 0.5]) and nxt2.tolist() == [2, 1, 3, 1] and g_piece.tolist() == [0, 0] and start_bits.tolist() == [[False, True]]
             and sorted(zip(f_row.tolist(), f_n.tolist(), f_bit.tolist())) == [(2, 0, True), (3, 1, False)]):
         raise RuntimeError("the split kernel gave a wrong result on a known case")
     out = np.zeros((4, 1), dtype=dtype)
     out[:2, 0] = z.sum(1)  # the Linear y = z0 + z1 after the ReLU (z now holds the activation)
-    new_rows_linear(out, 2, np.ones((2, 1), dtype=dtype), levels, seg_slope, plan, g_s)
+    new_rows_linear(out, 2, np.ones((2, 1), dtype=dtype), levels, seg_slope, plan, g_s, z, seg_off,
+                    np.zeros(1), np.full(1, 2.0), 1e-12)
     # at t = 0.25, z = (0, 1); at t = 0.5, z = (1, 0): y = 1 at both
     if not np.allclose(out[2:, 0], [1.0, 1.0]):
         raise RuntimeError("the new-row kernel gave a wrong result on a known case")
@@ -101,13 +106,13 @@ def _self_test(dtype: np.dtype) -> None:
         raise RuntimeError("the interpolation kernel gave a wrong result on a known case")
 
 
-def split_act(z, t, nxt, prv, n_paths, tol, levels, thr, seg_slope, seg_off, act):
-    return _STATE["jit"].split_act(z, t, nxt, prv, n_paths, tol, levels, thr, seg_slope, seg_off, act)
+def split_act(z, t, nxt, prv, n_paths, tol, levels, thr, seg_slope, seg_off, act, rtol):
+    return _STATE["jit"].split_act(z, t, nxt, prv, n_paths, tol, levels, thr, seg_slope, seg_off, act, rtol)
 
 
-def new_rows_linear(out, n_old, wt, levels, seg_slope, plan, g_s):
+def new_rows_linear(out, n_old, wt, levels, seg_slope, plan, g_s, y, seg_off, bias, wsum, rtol):
     if plan[0].size:
-        _STATE["jit"].new_rows_linear(out, n_old, wt, levels, seg_slope, *plan, g_s)
+        _STATE["jit"].new_rows_linear(out, n_old, wt, levels, seg_slope, *plan, g_s, y, seg_off, bias, wsum, rtol)
 
 
 def lerp_rows(x, ia, ib, w, out):

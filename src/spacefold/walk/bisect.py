@@ -10,8 +10,8 @@ class narrower than ``2 tol``, which the reference walk (FOLDING.md §7.4) skips
 
 Skipping sub-segments whose ends share a pattern is exact for ReLU-type
 (piecewise-linear) networks, whose pattern classes are convex; for other
-activations, and with max pooling or normalisation over features, classes need
-not be convex, which is why they start from a grid of ``n0 = 64`` samples by
+activations, with max pooling or normalisation over features, and with a
+nonlinearity called functionally in ``forward``, classes need not be convex, which is why they start from a grid of ``n0 = 64`` samples by
 default (:func:`default_n0`). All segments of a batch are refined together: each
 round evaluates the midpoints of every open interval of every path in one pass.
 """
@@ -56,8 +56,10 @@ def default_n0(model: nn.Module) -> int:
     Classes are convex when every activation module is piecewise linear with its
     kink at 0 (ReLU, leaky ReLU, PReLU, RReLU) and no other module bends the map
     without a bit for it (max pooling, normalisation over features, softmax,
-    attention). Nonlinearities called functionally in ``forward`` cannot be seen:
-    pass ``n0`` explicitly for such models.
+    attention). A nonlinearity called functionally in ``forward`` (``F.relu``, ``torch.abs``,
+    ...) bends the map without a bit as well: the model is traced with ``torch.fx`` and any
+    operation that is not affine (as the exact walk decides it), or a model that cannot be
+    traced, gives 64.
     """
     try:
         acts = find_activations(model)
@@ -66,6 +68,12 @@ def default_n0(model: nn.Module) -> int:
     if not all(is_piecewise_linear(m) for _, m in acts):
         return 64
     if any(isinstance(m, _BREAKS_CONVEXITY) for m in model.modules()):
+        return 64
+    from .exact import NotPiecewiseLinearError, compile_model
+
+    try:
+        compile_model(model)  # refuses functional activations and every other non-affine operation
+    except NotPiecewiseLinearError:
         return 64
     return 2
 

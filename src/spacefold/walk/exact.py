@@ -76,7 +76,10 @@ refuses smooth activations (GELU, tanh, ...): use ``method="bisect"`` for those.
 
 from __future__ import annotations
 
+import copy
 import operator
+import threading
+import warnings
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -86,6 +89,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
+from ..errors import InputError, InputTypeError
 from ..patterns import LayerSelector, PatternRecorder, _entry, eval_mode, find_activations, run_model
 from . import WalkBatch, _kernels, resolve_tol, segment_points
 
@@ -100,8 +104,9 @@ __all__ = [
 ]
 
 
-class NotPiecewiseLinearError(TypeError):
-    """The model holds an operation the exact walk cannot follow."""
+class NotPiecewiseLinearError(InputTypeError):
+    """The model holds an operation the exact walk cannot follow (an :class:`InputTypeError`,
+    so also a ``TypeError``)."""
 
 
 def _refuse(what: str) -> NotPiecewiseLinearError:
@@ -166,6 +171,59 @@ _LINEAR_METHODS = {
 _SUM_FUNCS = {operator.add, operator.sub, operator.iadd, operator.isub, torch.add, torch.sub, torch.cat,
               torch.concat, torch.stack}
 _SUM_METHODS = {"add", "sub", "expand_as", "view_as", "reshape_as", "type_as"}
+# Affinity is decided per argument. A product is linear in either factor (one of them
+# input-dependent); a quotient only in its numerator (1 / h is not affine); every other
+# function of the tables only in its first argument (the tensor it reshapes, sums, pools,
+# pads or indexes: an input-dependent index, shape or padding is not affine). ``None``: any
+# argument may be input-dependent.
+_ANY_ARG_FUNCS = _SUM_FUNCS | {operator.mul, operator.imul, operator.matmul, torch.mul, torch.matmul, torch.mm,
+                               F.linear, F.conv1d, F.conv2d, F.conv3d}
+_ANY_ARG_METHODS = _SUM_METHODS | {"mul", "matmul"}
+_FIRST_ARG = (0, "input", "self")
+
+
+def _dynamic_positions(node: fx.Node, dyn_args: list[fx.Node]) -> list[int | str]:
+    """The positions (argument index or keyword) of ``node``'s arguments that hold one of ``dyn_args``."""
+    found: list[int | str] = []
+    dyn = set(dyn_args)
+
+    def holds(a) -> bool:
+        hit = []
+        fx.node.map_arg(a, lambda n: hit.append(n in dyn) or n)
+        return any(hit)
+
+    for i, a in enumerate(node.args):
+        if holds(a):
+            found.append(i)
+    for k, a in node.kwargs.items():
+        if holds(a):
+            found.append(k)
+    return found
+
+
+def _non_affine_argument(node: fx.Node, dyn_args: list[fx.Node]) -> str | None:
+    """Why ``node`` (a function or method of the affine tables) is not affine in its input-dependent
+    arguments, or None when it is."""
+    fn = node.target
+    name = fn if isinstance(fn, str) else getattr(fn, "__name__", repr(fn))
+    method = node.op == "call_method"
+    if fn is torch.div or (method and fn == "div"):
+        mode = node.kwargs.get("rounding_mode")
+        if mode is not None:
+            return f"{name} with rounding_mode={mode!r} (node '{node.name}') rounds, which is not affine"
+    # casting to an integer or boolean type rounds
+    for a in list(node.args) + list(node.kwargs.values()):
+        if isinstance(a, torch.dtype) and not (a.is_floating_point or a.is_complex):
+            return f"casting to {a} ({name}, node '{node.name}') rounds, which is not affine"
+    if (fn in _ANY_ARG_METHODS) if method else (fn in _ANY_ARG_FUNCS):
+        return None
+    positions = _dynamic_positions(node, dyn_args)
+    bad = [p for p in positions if p not in _FIRST_ARG]
+    if not bad:
+        return None
+    if (method and fn == "div") or (not method and fn in (operator.truediv, operator.itruediv, torch.div)):
+        return f"division by an input-dependent tensor (node '{node.name}') is not affine"
+    return f"{name} with an input-dependent argument {bad[0]!r} (node '{node.name}') is not affine"
 
 
 def _kinks(module: nn.Module) -> list[float]:
@@ -231,6 +289,7 @@ class ExactProgram:
     def __init__(self, model: nn.Module, layers: LayerSelector = None):
         # a weak reference: programs are cached per model, and must not keep it alive
         self._model = weakref.ref(model)
+        self.layers = layers
         selected = find_activations(model, layers)
         selected_ids = {id(m) for _, m in selected}
         try:
@@ -296,6 +355,9 @@ class ExactProgram:
                 if len(dyn_args) > 1:
                     raise _refuse(f"module '{node.target}' takes several input-dependent arguments")
                 continue
+            if not dyn_args:  # computes on the sizes of input-dependent tensors only: constant along a walk
+                steps.append(_Step(node, "affine", True))
+                continue
             if node.op == "call_function":
                 fn = node.target
                 name = getattr(fn, "__name__", repr(fn))
@@ -313,6 +375,9 @@ class ExactProgram:
                     mode = node.kwargs.get("mode")
                     if mode not in ("reflect", "replicate", "circular"):
                         raise _refuse(f"F.pad mode {mode!r}")
+                why = _non_affine_argument(node, dyn_args)
+                if why is not None:
+                    raise _refuse(why)
                 steps.append(_Step(node, "affine", True))
                 continue
             if node.op == "call_method":
@@ -320,6 +385,9 @@ class ExactProgram:
                     raise _refuse(f"method .{node.target}() (node '{node.name}') is not affine")
                 if len(dyn_args) > 1 and node.target not in _SUM_METHODS:
                     raise _refuse(f".{node.target}() of several input-dependent tensors (node '{node.name}')")
+                why = _non_affine_argument(node, dyn_args)
+                if why is not None:
+                    raise _refuse(why)
                 steps.append(_Step(node, "affine", True))
                 continue
             raise _refuse(f"graph node {node.op} '{node.name}'")
@@ -471,6 +539,7 @@ class _State:
         self.ends = ar + b
         self.peak_bytes = 0
         self.grown: dict = {}  # tensors of breakpoint values with spare rows (see _interpolate)
+        self.n_unresolved = 0  # paths whose max pooling float64 could not resolve (see _split_maxpool)
 
     @property
     def n_rows(self) -> int:
@@ -617,6 +686,7 @@ def _split(state: _State, piece: Tensor, tc: Tensor, tol: float):
     new_group = torch.ones_like(kp, dtype=torch.bool)
     if kp.numel() > 1:
         new_group[1:] = (kp[1:] != kp[:-1]) | ((kt[1:] - kt[:-1]) > tol)
+        _no_chains(new_group, kt, tol)
     gid = torch.cumsum(new_group.long(), 0) - 1
     first = new_group.nonzero().squeeze(1)
     g_piece = kp.index_select(0, first)
@@ -646,6 +716,31 @@ def _split(state: _State, piece: Tensor, tc: Tensor, tol: float):
     state.nxt, state.prv = nxt, prv
     state.t = torch.cat([state.t, g_t])
     return (g_piece, g_s), row
+
+
+def _no_chains(new_group: Tensor, kt: Tensor, tol: float) -> None:
+    """Crossings sorted by t (``kt``) and grouped where consecutive ones are more than ``tol`` apart
+    (``new_group`` marks each group's first) are regrouped, in place, so that no group spans more
+    than ``tol``: a crossing more than ``tol`` after its group's first starts a new group (as the
+    kernels group them). Otherwise many crossings each within ``tol`` of the next would chain into
+    one breakpoint however far apart the first and last are."""
+    gid = torch.cumsum(new_group.long(), 0) - 1
+    first = new_group.nonzero().squeeze(1)
+    span = kt - kt.index_select(0, first).index_select(0, gid)
+    if not bool((span > tol).any()):
+        return
+    ng = new_group.cpu().numpy().copy()
+    t = kt.cpu().numpy()
+    chains = np.unique(gid[span > tol].cpu().numpy())
+    starts = first.cpu().numpy()
+    ends = np.append(starts[1:], len(t))
+    for c in chains:  # rare: only groups spread over more than tol
+        t0 = t[starts[c]]
+        for j in range(starts[c] + 1, ends[c]):
+            if t[j] - t0 > tol:
+                ng[j] = True
+                t0 = t[j]
+    new_group.copy_(torch.from_numpy(ng))
 
 
 def _kernels_take(x: Tensor) -> bool:
@@ -692,7 +787,8 @@ class _BitRecord:
     new_bits: Tensor  # bool (n_flips,): the bit after the flip
 
 
-def _run(prog: ExactProgram, env: dict, state: _State, start: int, tie_tol: float, tol: float) -> list[_BitRecord]:
+def _run(prog: ExactProgram, env: dict, state: _State, start: int, tie_tol: float, tol: float,
+         accept: bool = False) -> list[_BitRecord]:
     records: list[_BitRecord] = []
     skip = None
     for s in prog.steps[start:]:
@@ -706,6 +802,7 @@ def _run(prog: ExactProgram, env: dict, state: _State, start: int, tie_tol: floa
             env[s.node] = prog._eval(s, env)
         elif s.kind == "act":
             (node_in,) = [a for a in s.node.all_input_nodes if prog.dynamic.get(a, False)]
+            _check_finite(env[node_in], s.node)
             used = any(u in prog.live for u in s.node.users)
             lin = prog.fusable.get(s.node) if used else None
             others = [n for n in env if n is not node_in and prog.dynamic.get(n, False)]
@@ -721,7 +818,9 @@ def _run(prog: ExactProgram, env: dict, state: _State, start: int, tie_tol: floa
             if rec is not None:
                 records.append(rec)
         elif s.kind == "maxpool":
-            _split_maxpool(prog, env, state, s, tol)
+            (node_in,) = [a for a in s.node.all_input_nodes if prog.dynamic.get(a, False)]
+            _check_finite(env[node_in], s.node)
+            _split_maxpool(prog, env, state, s, tol, accept=accept)
             env[s.node] = prog._eval(s, env)
         for n in s.free_after:
             if prog.dynamic.get(n, False):
@@ -774,13 +873,16 @@ def _split_activation(prog, env, state: _State, node_in: fx.Node, step: _Step, t
     act_form = _compiled_act(step, z, None, tie_tol, x.shape[1] if x.dim() > 2 else None)
     if act_form is not None:  # the compiled kernel splits; the live tensors are interpolated after it
         nxt_old = state.nxt
-        rec, g_piece, g_s, _ = _compiled_split(state, step, z.contiguous(), act_form, tol, False)
+        rec, g_piece, g_s, _, snap, _ = _compiled_split(state, step, z.contiguous(), act_form, tol, False)
         if g_piece.size:
             _interpolate_env(prog, env, state, (torch.from_numpy(g_piece), torch.from_numpy(g_s)), nxt_old)
+        _snap(env[node_in], *map(torch.from_numpy, snap))
         return rec
     levels, thr, pos, pieces, neurons, lev, tie_r, tie_n, plan, rows, nxt_old = _cut(z, state, step, tie_tol, tol)
     if plan is not None:
         _interpolate_env(prog, env, state, plan, nxt_old)
+    if rows is not None:
+        _snap(env[node_in], *_snap_list(state, nxt_old, z, pieces, rows, neurons, lev, levels))
     if thr is None:
         return None
     if plan is not None:
@@ -788,6 +890,54 @@ def _split_activation(prog, env, state: _State, node_in: fx.Node, step: _Step, t
         znew = env[node_in].reshape(-1, z.shape[1])[V:]
         pos = torch.cat([pos, _signs(znew, tie_tol)])
     return _flips(state, pos, rows, neurons, lev, thr, tie_r, tie_n, state.n_rows - z.shape[0], z.shape[1])
+
+
+def _snap_rtol(dtype: torch.dtype) -> float:
+    """Relative round-off below which a crossing neuron's value at its breakpoint is its level."""
+    return 16 * torch.finfo(dtype).eps
+
+
+def _snap_list(state: _State, nxt_old: Tensor, z: Tensor, pieces: Tensor, rows: Tensor, neurons: Tensor,
+               lev: Tensor, levels: list[float]):
+    """``(row, neuron, level, za, zb)`` of every crossing at an inner breakpoint (not t = 0 or 1), for
+    :func:`_snap`: ``z`` ``(V, F)`` holds the values at the rows before the split, whose links were
+    ``nxt_old``; ``pieces`` are the crossings' pieces."""
+    inner = (rows >= 2 * state.n_paths).nonzero().squeeze(1)
+    lv = torch.tensor(levels, dtype=torch.float64, device=rows.device).index_select(0, lev.index_select(0, inner))
+    p = pieces.index_select(0, inner)
+    n = neurons.index_select(0, inner)
+    za = _at(z, p, n).double() - lv
+    zb = _at(z, nxt_old.index_select(0, p), n).double() - lv
+    return rows.index_select(0, inner), n, lv, za, zb
+
+
+def _close_to_level(v: Tensor, values: Tensor, za: Tensor, zb: Tensor, dtype: torch.dtype) -> Tensor:
+    """Where ``v`` is its level ``values`` up to the round-off of a piece from ``za`` to ``zb`` (distances
+    to the level), as the kernels' ``at_level`` decides it."""
+    return (v.double() - values).abs() <= _snap_rtol(dtype) * (za.abs() + zb.abs() + values.abs())
+
+
+def _snap(x: Tensor, rows: Tensor, neurons: Tensor, values: Tensor, za: Tensor | None = None,
+          zb: Tensor | None = None) -> None:
+    """Set the pre-activations ``x`` (one row per breakpoint) of the crossing neurons to their level at
+    their breakpoint, in place, where their value there is the level up to round-off.
+
+    A crossing is where the neuron is exactly at the level; its interpolated value is off by
+    round-off (±1e-17 for a level 0), which the layers after it would carry as a nonzero value
+    (a ReLU then gives 1e-17 and the next bias-free layer bit 1 on a piece where it is 0).
+    ``za``, ``zb``: the neuron's distance to the level at the ends of the piece it crosses in,
+    the scale of that round-off (a crossing merged into a breakpoint within ``tol`` keeps its
+    value when it is farther from the level)."""
+    if rows.numel() == 0:
+        return
+    idx = (rows, *torch.unravel_index(neurons, x.shape[1:]))
+    if za is not None:
+        close = _close_to_level(x[idx], values, za, zb, x.dtype)
+        if not bool(close.all()):
+            keep = close.nonzero().squeeze(1)
+            idx = tuple(i.index_select(0, keep) for i in idx)
+            values = values.index_select(0, keep)
+    x.index_put_(idx, values.to(x.dtype))
 
 
 def _act_inplace(module: nn.Module, z: Tensor) -> Tensor:
@@ -895,6 +1045,14 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
         return _act_linear_compiled(state, step, z.contiguous(), lin, act_form, tol)
     V, F_ = z.shape
     levels, thr, pos, pieces, neurons, lev, tie_r, tie_n, plan, rows, nxt_old = _cut(z, state, step, tie_tol, tol)
+    snap = None
+    if rows is not None:  # crossing neurons are at their level at their breakpoints
+        snap = _snap_list(state, nxt_old, z, pieces, rows, neurons, lev, levels)
+        old_rows = (snap[0] < V).nonzero().squeeze(1)
+        new_rows = (snap[0] >= V).nonzero().squeeze(1)
+        _snap(z, *(a.index_select(0, old_rows) for a in snap))
+        snap = tuple(a.index_select(0, new_rows) for a in snap)
+        snap = (snap[0] - V, *snap[1:])  # (new breakpoint, neuron, level, za, zb)
     if plan is None:
         out = None if lin is None else lin(_act_inplace(step.module, z))
     elif lin is None and pos is None:
@@ -931,6 +1089,15 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
             # bit there is pos[a] | pos[b]. Dense pieces get whole rows.
             zk = torch.lerp(_at(z, gp, k), _at(z, gq, k), s_k)
             zd = _rows_at(z, g_piece, g_next, s_, dg)
+            _snap_pairs(zk, g_rep, k, F_, *snap)
+            if dg is None:
+                _snap(zd, *snap)
+            elif dg.numel():
+                at_dense = torch.full((g_piece.numel(),), -1, dtype=torch.int64, device=z.device)
+                at_dense[dg] = torch.arange(dg.numel(), device=z.device)
+                r = at_dense.index_select(0, snap[0])
+                sel = (r >= 0).nonzero().squeeze(1)
+                _snap(zd, r.index_select(0, sel), *(a.index_select(0, sel) for a in snap[1:]))
             if pos is not None:
                 if dg is None:
                     pos_new = _signs(zd, tie_tol)
@@ -944,6 +1111,7 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
                 yk, yd = step.module(zk), step.module(zd)
         else:
             znew = _rows_at(z, g_piece, g_next, s_, None)
+            _snap(znew, *snap)
             if pos is not None:
                 pos = torch.cat([pos, _signs(znew, tie_tol)])
             if lin is not None:
@@ -953,10 +1121,89 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
         if lin is None:
             out = None
         else:
-            out = _linear_at_new_rows(step, lin, z, g_piece, g_next, s_, g_rep, k, gp, gq, s_k, yk, yd, dg, all_dense)
+            out, y = _linear_at_new_rows(step, lin, z, g_piece, g_next, s_, g_rep, k, gp, gq, s_k, yk, yd, dg,
+                                         all_dense)
+            if not all_dense:
+                _exact_cancellations(lin, out, V, y, g_piece, g_next, s_, g_rep, k, yk, dg, yd)
     if thr is None:
         return None, out
     return _flips(state, pos, rows, neurons, lev, thr, tie_r, tie_n, state.n_rows - V, F_), out
+
+
+def _snap_pairs(zk: Tensor, g_rep: Tensor, k: Tensor, n_neurons: int, rows: Tensor, neurons: Tensor,
+                values: Tensor, za: Tensor, zb: Tensor) -> None:
+    """:func:`_snap` for values held as (new breakpoint ``g_rep``, neuron ``k``) pairs."""
+    if rows.numel() == 0 or zk.numel() == 0:
+        return
+    key = rows * n_neurons + neurons
+    order = torch.argsort(key)
+    key = key.index_select(0, order)
+    pair = g_rep * n_neurons + k
+    i = torch.searchsorted(key, pair).clamp_(max=key.numel() - 1)
+    hit = (key.index_select(0, i) == pair).nonzero().squeeze(1)
+    c = order.index_select(0, i.index_select(0, hit))
+    values, za, zb = values.index_select(0, c), za.index_select(0, c), zb.index_select(0, c)
+    close = _close_to_level(zk.index_select(0, hit), values, za, zb, zk.dtype).nonzero().squeeze(1)
+    zk.index_put_((hit.index_select(0, close),), values.index_select(0, close).to(zk.dtype))
+
+
+def _exact_cancellations(lin: nn.Linear, out: Tensor, V: int, y: Tensor, g_piece: Tensor, g_next: Tensor,
+                         s_: Tensor, g_rep: Tensor, k: Tensor, yk: Tensor | None, dg: Tensor | None,
+                         yd: Tensor) -> None:
+    """Outputs of the Linear at the new breakpoints that cancel to round-off, or equal their value at
+    an end of the piece up to round-off, computed again as a plain product of the activation there.
+
+    The interpolation-and-correction sums leave ±1e-17 where the value is 0 exactly (bias-free
+    layers after inactive ReLUs, a saturated Hardtanh cancelled by the bias, quantised
+    weights); the next activation would read bit 1 there on a piece where the pre-activation
+    is 0. An output within a few units of round-off of 0, relative to a bound of its terms
+    (|y(a)| + |y(b)| + |bias| + Σ|w|·max|activation|), is computed again from the activation
+    at the new breakpoint (interpolated; exact for the crossing neurons, ``yk`` at the pairs
+    (``g_rep``, ``k``), and on the dense rows ``dg``, ``yd``)."""
+    out_new = out[V:]
+    G = out_new.shape[0]
+    if G == 0:
+        return
+    w = lin.weight.detach()
+    b = torch.zeros(lin.out_features, dtype=out.dtype, device=out.device) if lin.bias is None else lin.bias.detach()
+    old = out[:V]
+    yabs = y.abs().amax(1)
+    ymax = torch.maximum(yabs.index_select(0, g_piece), yabs.index_select(0, g_next))
+    ya, yb = old.index_select(0, g_piece), old.index_select(0, g_next)
+    bound = ya.abs().add_(yb.abs()).add_(b.abs()).addcmul_(ymax.unsqueeze(1), w.abs().sum(1)).mul_(
+        _cancel_rtol(out.dtype))
+    # candidates: within the bound of 0 or of an end's value
+    near = torch.minimum(torch.minimum(out_new.abs(), (out_new - ya).abs()), (out_new - yb).abs()) <= bound
+    rows = near.any(1).nonzero().squeeze(1)
+    if rows.numel() == 0:
+        return
+    # of those: near 0, or at an end's value where the interpolation of the ends would have moved away
+    # from it (constant on one side of the breakpoint); not merely close to an end
+    v, ya, yb, bound = (t.index_select(0, rows) for t in (out_new, ya, yb, bound))
+    d = (yb - ya).abs()
+    s = s_.to(out.dtype).index_select(0, rows)
+    flagged = ((v.abs() <= bound) | (((v - ya).abs() <= bound) & (s * d > 4 * bound))
+               | (((v - yb).abs() <= bound) & ((1 - s) * d > 4 * bound)))
+    keep = flagged.any(1).nonzero().squeeze(1)
+    if keep.numel() == 0:
+        return
+    rows, flagged, sub = rows.index_select(0, keep), flagged.index_select(0, keep), v.index_select(0, keep)
+    # the activation at those rows: interpolated, with the exact values of the crossing neurons
+    act = torch.lerp(y.index_select(0, g_piece.index_select(0, rows)), y.index_select(0, g_next.index_select(0, rows)),
+                     s_.index_select(0, rows))
+    F_ = y.shape[1]
+    at = torch.full((G,), -1, dtype=torch.int64, device=out.device)
+    at[rows] = torch.arange(rows.numel(), device=out.device)
+    if yk is not None and yk.numel():
+        r = at.index_select(0, g_rep)
+        sel = (r >= 0).nonzero().squeeze(1)
+        act.view(-1).index_put_((r.index_select(0, sel) * F_ + k.index_select(0, sel),), yk.index_select(0, sel))
+    if dg is not None and dg.numel():
+        r = at.index_select(0, dg)
+        sel = (r >= 0).nonzero().squeeze(1)
+        act.index_copy_(0, r.index_select(0, sel), yd.index_select(0, sel))
+    redo = torch.addmm(b, act, w.t()) if lin.bias is not None else act @ w.t()
+    out_new.index_copy_(0, rows, torch.where(flagged, redo, sub))
 
 
 def _compiled_act(step: _Step, z: Tensor, lin: nn.Linear | None, tie_tol: float, channels: int | None = None):
@@ -1016,37 +1263,47 @@ def _compiled_split(state: _State, step: _Step, z: Tensor, act_form, tol: float,
     with ``act`` it also applies the activation to ``z`` in place. Returns ``(flips or None,
     new rows' piece starts, their fractions, the Linear's plan)``."""
     levels, thr, seg_slope, seg_off = act_form
-    t2, nxt2, prv2, g_piece, g_s, start_bits, f_row, f_n, f_bit, plan = _kernels.split_act(
+    t2, nxt2, prv2, g_piece, g_s, start_bits, f_row, f_n, f_bit, plan, snap, pos = _kernels.split_act(
         z.numpy(), state.t.numpy(), state.nxt.numpy(), state.prv.numpy(), state.n_paths, float(tol), levels, thr,
-        seg_slope, seg_off, act)
+        seg_slope, seg_off, act, _snap_rtol(z.dtype))
     state.t, state.nxt, state.prv = torch.from_numpy(t2), torch.from_numpy(nxt2), torch.from_numpy(prv2)
     rec = None
     if thr >= 0:
         rec = _BitRecord(torch.from_numpy(start_bits), torch.from_numpy(f_row), torch.from_numpy(f_n),
                          torch.from_numpy(f_bit))
-    return rec, g_piece, g_s, plan
+    return rec, g_piece, g_s, plan, snap, pos
 
 
 def _act_linear_compiled(state: _State, step: _Step, z: Tensor, lin: nn.Linear | None, act_form, tol: float):
     """:func:`_act_linear` by the compiled kernels."""
     V = z.shape[0]
-    rec, _, g_s, plan = _compiled_split(state, step, z, act_form, tol, lin is not None)
+    rec, _, g_s, plan, _, _ = _compiled_split(state, step, z, act_form, tol, lin is not None)
     if lin is None:
         return rec, None
     out = torch.empty(state.n_rows, lin.out_features, dtype=z.dtype)
     _linear(lin, z, out[:V])  # z holds the activation now
     if state.n_rows > V:
         wt = lin.weight.detach().t().contiguous()
-        levels, _, seg_slope, _ = act_form
-        _kernels.new_rows_linear(out.numpy(), V, wt.numpy(), levels, seg_slope, plan, g_s)
+        levels, thr, seg_slope, seg_off = act_form
+        bias = np.zeros(lin.out_features) if lin.bias is None else lin.bias.detach().double().numpy()
+        wsum = lin.weight.detach().double().abs().sum(1).numpy()
+        _kernels.new_rows_linear(out.numpy(), V, wt.numpy(), levels, seg_slope, plan, g_s, z.numpy(), seg_off,
+                                 bias, wsum, _cancel_rtol(z.dtype))
     return rec, out
+
+
+def _cancel_rtol(dtype: torch.dtype) -> float:
+    """An output of the Linear at a new breakpoint within this times a bound of its terms of 0 is
+    computed again as a plain product (see :func:`_exact_cancellations`)."""
+    return 16 * torch.finfo(dtype).eps
 
 
 def _linear_at_new_rows(step: _Step, lin: nn.Linear, z: Tensor, g_piece: Tensor, g_next: Tensor, s_: Tensor,
                         g_rep: Tensor, k: Tensor, gp: Tensor, gq: Tensor, s_k: Tensor, yk: Tensor, yd: Tensor,
-                        dg: Tensor | None, all_dense: bool) -> Tensor:
+                        dg: Tensor | None, all_dense: bool) -> tuple[Tensor, Tensor]:
     """The Linear after an activation at the old rows (a product) and the new ones (interpolated
-    and corrected by the crossing neurons' weight columns, or a product on dense rows)."""
+    and corrected by the crossing neurons' weight columns, or a product on dense rows), and the
+    activation at the old rows."""
     V, G = z.shape[0], g_piece.numel()
     y = _act_inplace(step.module, z)
     out = torch.empty(V + G, lin.out_features, dtype=z.dtype, device=z.device)
@@ -1064,19 +1321,43 @@ def _linear_at_new_rows(step: _Step, lin: nn.Linear, z: Tensor, g_piece: Tensor,
             out_new.index_add_(0, g_rep, wt.index_select(0, k).mul_(delta))
         if dg.numel():
             out_new.index_copy_(0, dg, lin(yd))
-    return out
+    return out, y
 
 
-def _split_maxpool(prog, env, state: _State, step: _Step, tol: float, max_rounds: int = 64) -> None:
+class _Unresolved(Exception):
+    """Max pooling could not be resolved in the walk's dtype on the paths ``paths`` (of the sub-batch)."""
+
+    def __init__(self, paths: list[int]):
+        super().__init__(f"max pooling unresolved on {len(paths)} paths")
+        self.paths = paths
+
+
+# relative round-off under which two inputs of a pooling window count as equal (a tie), and the
+# rounds of splitting after which a max pooling counts as unresolved in the walk's dtype
+_POOL_RTOL = 64
+_POOL_MAX_ROUNDS = 64
+
+
+def _split_maxpool(prog, env, state: _State, step: _Step, tol: float, accept: bool = False) -> None:
     """Split the pieces where the arg-max of a pooling window changes, until it is constant.
 
     Every round splits the pieces whose ends pick different inputs of a window where those
-    two inputs are equal; only the new rows need their arg-max in the next round."""
+    two inputs are equal; only the new rows need their arg-max in the next round. A piece
+    whose arg-max at one end is also a maximum at the other end, up to round-off, needs no
+    split: the max of affine functions is convex, so that input is the maximum on the whole
+    piece (to that round-off). Each round then either resolves a piece or finds an input that
+    is larger by more than round-off at the new breakpoint, so the splitting ends after at
+    most about as many rounds as a window has inputs. Should it not end within ``_POOL_MAX_ROUNDS``
+    (round-off of the dtype larger than the margin) the paths concerned raise
+    :class:`_Unresolved`, to be walked again in float64; with ``accept`` (float64 already)
+    they are kept as they are and counted in ``state.n_unresolved``."""
     mod = step.module
     (node_in,) = [a for a in step.node.all_input_nodes if prog.dynamic.get(a, False)]
     tol_eff = max(tol, 1e-9)
+    margin = _POOL_RTOL * torch.finfo(env[node_in].dtype).eps
     am = None
-    for _ in range(max_rounds):
+    max_rounds = _POOL_MAX_ROUNDS
+    for _ in range(max_rounds + 1):
         x = env[node_in].contiguous()
         V = x.shape[0]
         am_new, size = _pool_argmax(x if am is None else x[am.shape[0]:], mod)
@@ -1092,18 +1373,40 @@ def _split_maxpool(prog, env, state: _State, step: _Step, tol: float, max_rounds
         ia, ib = _at(am, p, m), _at(am, q, m)
         n_planes = planes.shape[0] // V
         rp, rq = p * n_planes + m // per_plane, q * n_planes + m // per_plane
-        da = (_at(planes, rp, ia) - _at(planes, rp, ib)).double()  # >= 0
-        db = (_at(planes, rq, ia) - _at(planes, rq, ib)).double()  # <= 0
-        ok = (da > 0) & (db < 0)
+        xa_i, xa_j = _at(planes, rp, ia).double(), _at(planes, rp, ib).double()
+        xb_i, xb_j = _at(planes, rq, ia).double(), _at(planes, rq, ib).double()
+        da = xa_i - xa_j  # >= 0
+        db = xb_i - xb_j  # <= 0
+        eps = margin * (xa_i.abs() + xa_j.abs() + xb_i.abs() + xb_j.abs())
+        ok = (da > eps) & (-db > eps)  # else one of the two is a maximum at both ends (up to round-off)
+        if not bool(ok.any()):
+            return
+        if _ == max_rounds:
+            if accept:
+                _, path = _ranks(state)
+                state.n_unresolved += int(torch.unique(path.index_select(0, p[ok])).numel())
+                return
+            _, path = _ranks(state)
+            raise _Unresolved(torch.unique(path.index_select(0, p[ok])).tolist())
         frac = da / (da - db)
         ta = state.t.index_select(0, p)
         tc = ta + (state.t.index_select(0, q) - ta) * frac
         tc = torch.where(ok, tc, ta)  # ties at an end: nothing to insert
-        plan, _ = _split(state, p, tc, tol_eff)
+        plan, rows = _split(state, p, tc, tol_eff)
         if plan is None:
             return
         _interpolate_env(prog, env, state, plan, nxt_old)
-    raise RuntimeError("max pooling did not converge while splitting the segment at arg-max changes")
+        # at its crossing the two inputs are equal: exactly, not up to the interpolation's round-off
+        # (which a later layer taking their difference would read as a nonzero value)
+        new = (ok & (rows >= V)).nonzero().squeeze(1)
+        if new.numel():
+            planes = env[node_in].reshape(-1, size)
+            r = rows.index_select(0, new) * n_planes + m.index_select(0, new) // per_plane
+            i_a, i_b = ia.index_select(0, new), ib.index_select(0, new)
+            va, vb = _at(planes, r, i_a), _at(planes, r, i_b)
+            close = ((va - vb).double().abs() <= eps.index_select(0, new)).nonzero().squeeze(1)
+            planes.view(-1).index_put_((r.index_select(0, close) * size + i_b.index_select(0, close),),
+                                       va.index_select(0, close))
 
 
 def _pool_argmax(x: Tensor, mod: nn.Module) -> tuple[Tensor, int]:
@@ -1182,13 +1485,18 @@ class ExactWalkBatch(WalkBatch):
     ``last[b]`` are those of the point t = 1 itself (π(γ(1)) differing from the last
     piece). ``flip_sign`` is +1 when the flip moves the bit away from its value at
     t = 0 and -1 when it moves it back.
+
+    ``n_float64``: walks that were computed again in float64 because max pooling could not
+    be resolved in the model's dtype (a near tie of a window's arg-max below its round-off);
+    ``n_unresolved``: walks where not even float64 resolved it, kept with the arg-max decided
+    up to float64 round-off (a warning says so).
     """
 
     def __init__(self, start_bits, flip_at, flip_neuron, flip_sign, t_sorted, path_sorted, first, last):
         for name, value in (("start_bits", start_bits), ("flip_at", flip_at), ("flip_neuron", flip_neuron),
                             ("flip_sign", flip_sign), ("t_sorted", t_sorted), ("path_sorted", path_sorted),
                             ("first", first), ("last", last), ("method", "exact"), ("grid_index", None),
-                            ("_cache", {})):
+                            ("_cache", {}), ("n_float64", 0), ("n_unresolved", 0)):
             object.__setattr__(self, name, value)
 
     def __repr__(self) -> str:
@@ -1267,9 +1575,12 @@ class ExactWalkBatch(WalkBatch):
             v_off += w.t_sorted.numel()
             p_off += w.n_walks
         cat = torch.cat
-        return ExactWalkBatch(cat([w.start_bits for w in batches]), cat(at), cat([w.flip_neuron for w in batches]),
-                              cat([w.flip_sign for w in batches]), cat([w.t_sorted for w in batches]), cat(path),
-                              cat(first), cat(last))
+        out = ExactWalkBatch(cat([w.start_bits for w in batches]), cat(at), cat([w.flip_neuron for w in batches]),
+                             cat([w.flip_sign for w in batches]), cat([w.t_sorted for w in batches]), cat(path),
+                             cat(first), cat(last))
+        object.__setattr__(out, "n_float64", sum(w.n_float64 for w in batches))
+        object.__setattr__(out, "n_unresolved", sum(w.n_unresolved for w in batches))
+        return out
 
     @property
     def patterns(self) -> Tensor:  # type: ignore[override]
@@ -1309,17 +1620,50 @@ def exact_walks(
     the computation runs on the model's device and dtype, without gradients.
     ``tie_tol``: bit = pre-activation > ``tie_tol``; ``tol``: crossings closer than
     ``tol`` in t are one breakpoint (``None``: 1e-9, or 1e-6 when ``tie_tol > 0``,
-    see :func:`spacefold.walk.resolve_tol`). ``prefix``: the values of
+    see :func:`spacefold.walk.resolve_tol`; at least 4 units of round-off of the
+    model's dtype, 4.8e-7 in float32), a breakpoint gathering the crossings within
+    ``tol`` after the first of them. ``prefix``: the values of
     :meth:`ExactProgram.prefix` at the two ends, if already computed (then ``x1`` and
     ``x2`` only give the batch size). Returns a :class:`WalkBatch` whose walks are the
     reference walks Γ* of FOLDING.md §7.4.
+
+    Non-finite values inside the network (inputs or weights that overflow the dtype) raise
+    :class:`spacefold.errors.InputError`. Segments whose max pooling cannot be resolved in
+    the model's dtype are walked again in float64 (counted in ``n_float64`` of the result).
     """
     if x1.shape[0] == 0:
         raise ValueError("x1 and x2 must hold at least one segment, got batch size 0")
     prog = compile_model(model, layers)
     tol = resolve_tol("exact", tol, tie_tol)
     with torch.no_grad():
-        return _exact(prog, x1, x2, tie_tol, tol, prefix)
+        out = _exact(prog, x1, x2, tie_tol, tol, prefix)
+    if getattr(out, "n_unresolved", 0):
+        warnings.warn(f"max pooling could not be resolved in float64 on {out.n_unresolved} of {len(out)} segments "
+                      "(near ties of a window's arg-max); their walks take the arg-max up to float64 round-off",
+                      RuntimeWarning, stacklevel=2)
+    return out
+
+
+def _dtype_tol(dtype: torch.dtype) -> float:
+    """The smallest merge tolerance in t for walks in ``dtype``: crossings closer than a few units of
+    its round-off cannot be told apart (float32: 4.8e-7; float64: 8.9e-16)."""
+    return 4 * torch.finfo(dtype).eps
+
+
+def _check_finite(x: Tensor, node: fx.Node) -> None:
+    """Non-finite values (an overflow of the dtype, inf or nan weights) make every sign test meaningless;
+    so do values within a factor 4 of the dtype's largest number, whose differences and
+    interpolations between breakpoints overflow."""
+    if x.numel() == 0:
+        return
+    lo, hi = torch.aminmax(x)
+    big = torch.finfo(x.dtype).max / 4
+    if not (bool(lo > -big) and bool(hi < big)):  # false for nan too
+        name = node.target if node.op == "call_module" else node.name
+        raise InputError(
+            f"the network's values are not finite or overflow {x.dtype} (min {float(lo):.3g}, max {float(hi):.3g}) "
+            f"at the input of its layer '{name}' on some of the segments: scale the inputs down, check the weights "
+            "for inf/nan, or walk in float64")
 
 
 # Largest tensor of breakpoint values aimed at per sub-batch. Small tensors are reused by
@@ -1343,7 +1687,6 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
         p1, p2 = prog.prefix(x1), prog.prefix(x2)
     else:
         p1, p2 = prefix
-    live = prog._live_at_prefix()
     cpu = x1.device.type == "cpu"
     if not cpu:
         target = _TARGET_BYTES_ACCELERATOR
@@ -1352,15 +1695,54 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
     else:
         target = _TARGET_BYTES
 
-    def sub_batch(k: int, n: int) -> tuple[ExactWalkBatch, float]:
+    dtype = p1[0].dtype if p1 else x1.dtype
+    tol = max(tol, _dtype_tol(dtype))
+    is64 = dtype == torch.float64  # nothing finer to walk again in
+    fine: list[ExactProgram] = []
+    lock = threading.Lock()
+
+    def walk(pr: ExactProgram, ends: list[tuple[Tensor, Tensor]], n: int, accept: bool) -> tuple[ExactWalkBatch, float]:
         state = _State(n, x1.device)
-        env = prog._consts()
-        for node, a, c in zip(live, p1, p2):
-            env[node] = torch.cat([a[k : k + n], c[k : k + n]])
+        env = pr._consts()
+        for node, (a, c) in zip(pr._live_at_prefix(), ends):
+            env[node] = torch.cat([a, c])
         with torch.no_grad():  # grad mode is per thread
-            records = _run(prog, env, state, prog.prefix_end, tie_tol, tol)
+            records = _run(pr, env, state, pr.prefix_end, tie_tol, tol, accept)
             part = _assemble(state, records, state.n_paths)
+        object.__setattr__(part, "n_unresolved", state.n_unresolved)
         return part, max(state.peak_bytes / state.n_paths, 1.0)
+
+    def in_float64(k: int, n: int) -> tuple[ExactWalkBatch, float]:
+        """The paths k .. k + n - 1 walked again in float64 (max pooling unresolved in the model's dtype)."""
+        with lock:
+            if not fine:
+                model = prog.model
+                if model is None:
+                    raise RuntimeError("the model of this ExactProgram no longer exists")
+                fine.append(ExactProgram(copy.deepcopy(model).to(torch.float64), prog.layers))
+        pr = fine[0]
+        if prefix is None:
+            ends = list(zip(pr.prefix(x1[k : k + n].to(torch.float64)), pr.prefix(x2[k : k + n].to(torch.float64))))
+        else:
+            ends = [(a[k : k + n].to(torch.float64), c[k : k + n].to(torch.float64)) for a, c in zip(p1, p2)]
+        part, per_path = walk(pr, ends, n, True)
+        object.__setattr__(part, "n_float64", n)
+        return part, per_path
+
+    def sub_batch(k: int, n: int) -> tuple[ExactWalkBatch, float]:
+        try:
+            return walk(prog, [(a[k : k + n], c[k : k + n]) for a, c in zip(p1, p2)], n, is64)
+        except _Unresolved as err:
+            # walk the others again in the model's dtype and these in float64, in order
+            bad = set(err.paths)
+            parts, i = [], 0
+            while i < n:
+                j = i
+                while j < n and ((j in bad) == (i in bad)):
+                    j += 1
+                parts.append(in_float64(k + i, j - i) if i in bad else sub_batch(k + i, j - i))
+                i = j
+            return ExactWalkBatch.concat([p for p, _ in parts]), max(pp for _, pp in parts)
 
     def next_step(per_path: float) -> int:
         # as many paths as fit the target size of the largest tensor
@@ -1429,21 +1811,57 @@ def verify(
     tie_tol: float = 0.0,
     atol: float = 0.0,
     max_points: int = 65536,
+    mode: str | None = None,
+    tol: float | None = None,
 ) -> VerifyResult:
-    """Re-evaluate every region of ``walks`` at its midpoint with a plain forward pass.
+    """Check ``walks`` against plain forward passes of ``model``.
 
-    Region k of a walk spans ``[t_k, t_{k+1})`` (``t_K = 1`` for the last); its
-    midpoint is evaluated with hooks (:class:`spacefold.patterns.PatternRecorder`),
-    as in :func:`spacefold.activation_patterns`, and compared with the recorded
-    pattern. A region recorded at a single point (t = 0 or t = 1) is evaluated at
-    that point. Neurons whose re-evaluated pre-activation lies within ``atol`` of
-    the threshold ``tie_tol`` are not compared (float round-off at a tie).
-    Inspired by SplineCam's ``verify()``.
+    ``mode="certificate"`` (the default for the piecewise-linear models the exact walk
+    accepts): every interval of the walk, a region (or, for an exact walk, each piece between
+    its breakpoints), is checked at both of its ends. Every pre-activation of every activation
+    module (selected or not) must stay on one side of each of its kinks from the left end to
+    the right end, and every max pooling window must have an input that is its maximum at
+    both ends; then the network is affine on the interval (by induction over the layers: each
+    layer's input is affine in t there, so it keeps its side of every kink), so the pattern is
+    the same on the whole open interval, and it must be the recorded one: a bit 1 needs the
+    pre-activation ≥ ``tie_tol`` at both ends and > at one, a bit 0 ≤ ``tie_tol`` at both.
+    So a region missing from the walk, anywhere, makes its interval fail. Values are compared
+    up to round-off: ``atol`` plus a few units of round-off of the model's dtype times the
+    values, plus the move of a value over ``tol`` in t (crossings within ``tol`` share a
+    breakpoint; ``None``: the exact walk's default for ``tie_tol``). A region recorded at a
+    single point (t = 0 or t = 1) is compared with the pattern at that point.
+
+    ``mode="midpoint"``: every region is evaluated at its midpoint only (cheaper, and for any
+    model; a missing region is found only when a midpoint falls into it). A region recorded
+    at a single point is evaluated at that point. Neurons within ``atol`` of ``tie_tol`` are
+    not compared. Inspired by SplineCam's ``verify()``.
     """
     if not isinstance(walks, WalkBatch):
-        raise TypeError(f"walks must be a spacefold.WalkBatch, got {type(walks).__name__}")
+        raise InputTypeError(f"walks must be a spacefold.WalkBatch, got {type(walks).__name__}")
     if x1.shape[0] != len(walks) or x2.shape[0] != len(walks):
-        raise ValueError(f"x1 and x2 must hold one segment per walk ({len(walks)}), got {x1.shape[0]} and {x2.shape[0]}")
+        raise InputError(f"x1 and x2 must hold one segment per walk ({len(walks)}), got {x1.shape[0]} and "
+                         f"{x2.shape[0]}")
+    if mode not in (None, "certificate", "midpoint"):
+        raise InputError(f"mode must be 'certificate' or 'midpoint', got {mode!r}")
+    from ..patterns import to_model
+
+    x1 = to_model(model, x1)
+    x2 = to_model(model, x2)
+    if mode in (None, "certificate"):
+        try:
+            prog = compile_model(model, layers)
+        except NotPiecewiseLinearError:
+            if mode == "certificate":
+                raise
+            prog = None
+        if prog is not None:
+            tol = resolve_tol("exact", tol, tie_tol)
+            with eval_mode(model), torch.no_grad():
+                return _certify(model, prog, x1, x2, walks, layers, tie_tol, atol, max_points, tol)
+    return _verify_midpoints(model, x1, x2, walks, layers, tie_tol, atol, max_points)
+
+
+def _verify_midpoints(model, x1, x2, walks: WalkBatch, layers, tie_tol, atol, max_points) -> VerifyResult:
     device = walks.patterns.device
     offsets = walks.offsets
     counts = offsets[1:] - offsets[:-1]
@@ -1454,10 +1872,6 @@ def verify(
         t_next[:-1] = t[1:]
     t_next[offsets[1:] - 1] = 1.0
     mid = 0.5 * (t + t_next)
-    from ..patterns import to_model
-
-    x1 = to_model(model, x1)
-    x2 = to_model(model, x2)
     dist_all = []
     rec = PatternRecorder(model, layers)
     with rec, eval_mode(model), torch.no_grad():
@@ -1480,3 +1894,146 @@ def verify(
         ok=bad.numel() == 0, n_checked=int(mid.numel()), n_mismatched=int(bad.numel()),
         max_distance=int(dist.max()) if dist.numel() else 0, mismatches=mism,
     )
+
+
+def _intervals(walks: WalkBatch):
+    """The intervals to certify: ``(walk, region, t_a, t_b)`` per interval (``t_a == t_b`` for a region
+    recorded at a single point). An exact walk gives its pieces between breakpoints (on which
+    the walk found the network affine, kinks that give no bit included); any other walk its regions."""
+    offsets = walks.offsets
+    device = offsets.device
+    if isinstance(walks, ExactWalkBatch):
+        cnt, _ = walks._per_breakpoint(None)
+        has = (cnt > 0).long()
+        path = walks.path_sorted
+        first = walks.first.index_select(0, path)
+        c = torch.cumsum(has, 0)
+        k = c - (c.index_select(0, first) - has.index_select(0, first))  # flipping breakpoints so far
+        V = path.numel()
+        is_last = torch.zeros(V, dtype=torch.bool, device=device)
+        is_last[walks.last] = True
+        piece = (~is_last).nonzero().squeeze(1)
+        walk = path.index_select(0, piece)
+        region = k.index_select(0, piece)  # the pattern after the flips at the piece's start
+        ta = walks.t_sorted.index_select(0, piece)
+        tb = walks.t_sorted.index_select(0, piece + 1)
+        # single-point regions: t = 0 (flips at the first breakpoint) and t = 1 (flips at the last)
+        b = torch.arange(walks.n_walks, device=device)
+        p0 = (has.index_select(0, walks.first) > 0).nonzero().squeeze(1)
+        p1 = (has.index_select(0, walks.last) > 0).nonzero().squeeze(1)
+        walk = torch.cat([walk, b[p0], b[p1]])
+        region = torch.cat([region, torch.zeros_like(p0), (offsets[1:] - offsets[:-1]).index_select(0, p1) - 1])
+        zeros = torch.zeros(p0.numel(), dtype=torch.float64, device=device)
+        ones = torch.ones(p1.numel(), dtype=torch.float64, device=device)
+        return walk, region, torch.cat([ta, zeros, ones]), torch.cat([tb, zeros, ones])
+    counts = offsets[1:] - offsets[:-1]
+    walk = torch.repeat_interleave(torch.arange(len(walks), device=device), counts)
+    region = torch.arange(walk.numel(), device=device) - offsets.index_select(0, walk)
+    ta = walks.t
+    tb = torch.ones_like(ta)
+    if ta.numel() > 1:
+        tb[:-1] = ta[1:]
+    tb[offsets[1:] - 1] = 1.0
+    return walk, region, ta, tb
+
+
+def _certify(model, prog: ExactProgram, x1, x2, walks: WalkBatch, layers, tie_tol, atol, max_points,
+             tol) -> VerifyResult:
+    walk, region, ta, tb = _intervals(walks)
+    offsets = walks.offsets.to(walk.device)
+    patterns = walks.patterns
+    eps = 64 * torch.finfo(x1.dtype).eps
+    tol = max(tol, _dtype_tol(x1.dtype))
+    # every activation and max pooling call, in order: their inputs at the two ends of each interval
+    calls = [st for st in prog.steps if st.kind in ("act", "maxpool")]  # in the order of the forward pass
+    kinds: dict[int, tuple[str, nn.Module]] = {id(st.module): (st.kind, st.module) for st in calls}
+    seen: list[tuple[str, nn.Module, Tensor]] = []
+
+    def hook(mod, args):
+        kind, _ = kinds[id(mod)]
+        seen.append((kind, mod, args[0]))
+
+    handles = [m.register_forward_pre_hook(hook) for _, m in kinds.values()]
+    rec = PatternRecorder(model, layers)
+    n = walk.numel()
+    per_interval = torch.zeros(n, dtype=torch.int64, device=walk.device)
+    step = max(1, max_points // 2)
+    try:
+        with rec:
+            for j in range(0, n, step):
+                w_, r_ = walk[j : j + step], region[j : j + step]
+                a_, b_ = ta[j : j + step], tb[j : j + step]
+                m = w_.numel()
+                pts = segment_points(x1, x2, torch.cat([w_, w_]).to(x1.device), torch.cat([a_, b_]).to(x1.device))
+                rec.clear()
+                seen.clear()
+                run_model(model, pts, "x1")
+                dt = (b_ - a_).to(x1.device).clamp_min(1e-300).unsqueeze(1)
+                point = (b_ == a_).to(x1.device).unsqueeze(1)
+
+                def slack(za: Tensor, zb: Tensor) -> Tensor:
+                    # round-off of both values and the move over tol in t (zero for a single point)
+                    scale = za.abs().amax(1, keepdim=True) + zb.abs().amax(1, keepdim=True)
+                    move = torch.where(point, torch.zeros_like(za), (zb - za).abs() * (tol / dt))
+                    return atol + eps * (scale + za.abs() + zb.abs()) + move
+
+                bad = torch.zeros(m, dtype=torch.int64, device=x1.device)
+                # the recorded bits
+                sc = rec.scores().double()
+                za, zb = sc[:m], sc[m:]
+                d = slack(za, zb)
+                pat = patterns.index_select(0, (offsets.index_select(0, w_) + r_).to(patterns.device)).to(x1.device)
+                lo, hi = torch.minimum(za, zb), torch.maximum(za, zb)
+                wrong1 = (lo < tie_tol - d) | (hi <= tie_tol - d)
+                wrong0 = hi > tie_tol + d
+                single = point.expand_as(za)
+                # at a single point: the bit itself (neurons within the slack of the threshold not compared)
+                wrong1 = torch.where(single, (za < tie_tol - d) | ((za <= tie_tol) & (d == 0)), wrong1)
+                wrong0 = torch.where(single, za > tie_tol + d, wrong0)
+                bad += torch.where(pat, wrong1, wrong0).sum(1)
+                # every kink of every activation, and every pooling window
+                # (layers after the last that gives bits change nothing: not checked)
+                live = [st.node in prog.live for st in calls] if len(calls) == len(seen) else [True] * len(seen)
+                for (kind, mod, x), needed in zip(seen, live):
+                    if not needed:
+                        continue
+                    v = x.reshape(2 * m, -1).double()
+                    va, vb = v[:m], v[m:]
+                    if kind == "act":
+                        dv = slack(va, vb)
+                        for level in _kinks(mod):
+                            above = ((va - level) > dv) & ((vb - level) < -dv)
+                            below = ((va - level) < -dv) & ((vb - level) > dv)
+                            bad += (above | below).sum(1)
+                    else:
+                        bad += _pool_broken(mod, x, m, slack)
+                per_interval[j : j + step] = bad.to(per_interval.device)
+    finally:
+        for h in handles:
+            h.remove()
+    # per region: the worst of its intervals
+    key = offsets.index_select(0, walk) + region
+    total = int(offsets[-1])
+    dist = torch.zeros(total, dtype=torch.int64, device=walk.device)
+    dist.scatter_reduce_(0, key, per_interval, reduce="amax", include_self=True)
+    bad = (dist > 0).nonzero().squeeze(1)
+    walk_id = torch.repeat_interleave(torch.arange(len(walks), device=walk.device), offsets[1:] - offsets[:-1])
+    mism = torch.stack([walk_id[bad], bad - offsets[walk_id[bad]]], 1) if bad.numel() else \
+        torch.zeros(0, 2, dtype=torch.int64)
+    return VerifyResult(ok=bad.numel() == 0, n_checked=total, n_mismatched=int(bad.numel()),
+                        max_distance=int(dist.max()) if dist.numel() else 0, mismatches=mism)
+
+
+def _pool_broken(mod: nn.Module, x: Tensor, m: int, slack) -> Tensor:
+    """Per interval, the pooling windows with no input that is their maximum at both ends (up to the slack)."""
+    am, size = _pool_argmax(x, mod)  # (2m, windows)
+    planes = x.reshape(2 * m, -1, size).double()
+    per_plane = am.shape[1] // planes.shape[1]
+    plane = torch.arange(am.shape[1], device=x.device) // per_plane
+    vals = planes[:, plane, :]  # (2m, windows, size): the plane of each window
+    mx = vals.gather(2, am.unsqueeze(2)).squeeze(2)  # the window maxima
+    ia, ib = am[:m], am[m:]
+    a_at_b = vals[m:].gather(2, ia.unsqueeze(2)).squeeze(2)  # the arg-max at a, evaluated at b
+    b_at_a = vals[:m].gather(2, ib.unsqueeze(2)).squeeze(2)
+    d = slack(mx[:m], mx[m:])
+    return ((a_at_b < mx[m:] - d) & (b_at_a < mx[:m] - d)).sum(1)
