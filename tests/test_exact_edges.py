@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from spacefold.errors import InputError, InputTypeError
+from spacefold.measure import summarize
 from spacefold.walk.exact import NotPiecewiseLinearError, exact_walks
 
 f64 = torch.float64
@@ -227,7 +228,7 @@ def test_a_segment_through_the_origin_of_a_bias_free_net_has_two_regions(dtype, 
     v = torch.randn(64, 5, dtype=dtype)
     w = exact_walks(net, v, -v)
     assert int(w.n_regions.max()) <= 2
-    assert float(w.summary()["chi"].abs().max()) == 0.0
+    assert float(summarize(w).chi.abs().max()) == 0.0
     from spacefold import activation_patterns
 
     ends = activation_patterns(net, torch.cat([v, -v]))
@@ -282,7 +283,7 @@ def test_max_pooling_in_float32_converges_and_matches_float64():
     w = exact_walks(net, x1, x2)
     w64 = exact_walks(copy.deepcopy(net).double(), x1.double(), x2.double())
     assert torch.equal(w.n_regions, w64.n_regions)
-    assert torch.allclose(w.summary()["chi"], w64.summary()["chi"])
+    assert torch.allclose(summarize(w).chi, summarize(w64).chi)
 
 
 def test_paths_max_pooling_cannot_resolve_are_walked_again_in_float64(monkeypatch):
@@ -299,7 +300,7 @@ def test_paths_max_pooling_cannot_resolve_are_walked_again_in_float64(monkeypatc
     assert 0 < w.n_float64 <= 100 and w.n_unresolved == 0
     w64 = exact_walks(copy.deepcopy(net).double(), x1.double(), x2.double())
     assert torch.equal(w.n_regions, w64.n_regions)
-    assert torch.allclose(w.summary()["chi"], w64.summary()["chi"])
+    assert torch.allclose(summarize(w).chi, summarize(w64).chi)
     # where float64 cannot resolve them either, the walks are kept and counted, with a warning
     monkeypatch.setattr(ex, "_POOL_MAX_ROUNDS", 0)
     with pytest.warns(RuntimeWarning, match="could not be resolved in float64"):
