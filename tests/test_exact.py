@@ -1,4 +1,4 @@
-"""The exact region walk (FOLDING.md §7.4 (a), (a′)) against independent walkers.
+"""The exact region walk (docs/method.md, 'The exact walk') against independent walkers.
 
 Oracles: dense uniform grids (float64) and strict bisection locate every region
 with a plain forward pass; the exact walk must contain the dense walk as a
@@ -285,7 +285,7 @@ def test_touching_zero_without_crossing_is_not_a_region():
     w = exact_walks(net, x1, x2)[0]
     assert w.patterns.int().tolist() == [[0, 1, 1], [1, 0, 1]]
     assert w.t.tolist() == pytest.approx([0.0, 0.5])
-    # a grid point on t = 1/2 records the isolated zero; Γ* does not (FOLDING.md §7.4)
+    # a grid point on t = 1/2 records the isolated zero; Γ* does not (docs/method.md, 'Walks: three samplers')
     grid = sf.walk(net, x1[0], x2[0], method="uniform", steps=10)
     assert grid.patterns.int().tolist() == [[0, 1, 1], [0, 0, 0], [1, 0, 1]]
     assert sf.walk(net, x1[0], x2[0], method="uniform", steps=11).patterns.tolist() == w.patterns.tolist()
@@ -336,7 +336,7 @@ def test_several_neurons_switching_at_the_same_t():
 
 
 def test_hamming1_counterexample_of_folding_md():
-    # FOLDING.md §7.4 (b): h1 = ReLU(t), h2 = ReLU(t - 1); c = ReLU(h1 - 2 h2 - 1/2), d = ReLU(h1 - 3)
+    # docs/method.md, 'Walks: three samplers' (the hamming1 counterexample): h1 = ReLU(t), h2 = ReLU(t - 1); c = ReLU(h1 - 2 h2 - 1/2), d = ReLU(h1 - 3)
     net = _net_1d([1.0, 1.0], [0.0, -1.0], [[1.0, -2.0], [1.0, 0.0]], [-0.5, -3.0])
     f = sf.folding(net, torch.tensor([0.25], dtype=f64), torch.tensor([2.0], dtype=f64), method="exact")
     assert f.patterns.int().tolist() == [[1, 0, 0, 0], [1, 0, 1, 0], [1, 1, 1, 0], [1, 1, 0, 0]]
@@ -391,7 +391,7 @@ def test_walks_are_materialised_only_when_asked():
     assert w.patterns.shape[1] == 16 and "dense" in w._cache
 
 
-try:  # CantorNet is the sandbox with known answers (FOLDING.md §11)
+try:  # CantorNet is the sandbox with known answers (docs/method.md, 'CantorNet')
     import importlib
 
     _cn = importlib.import_module("spacefold.cantornet")

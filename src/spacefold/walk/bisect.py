@@ -1,4 +1,4 @@
-"""Adaptive bisection for any activation (FOLDING.md §7.4 b).
+"""Adaptive bisection for any activation (docs/method.md, 'Walks: three samplers').
 
 Start from ``n0`` equispaced samples (2 = the endpoints). Between consecutive
 samples with equal patterns nothing is done; where they differ the midpoint is
@@ -6,7 +6,7 @@ inserted, until every transition is located within ``tol`` in t (``strict``) or,
 with ``stop="hamming1"``, until consecutive patterns differ in at most one bit.
 A sample whose pattern differs from both neighbours, each within ``tol``, is not
 kept as a region: it lies on a class boundary (a pre-activation exactly 0) or in a
-class narrower than ``2 tol``, which the reference walk (FOLDING.md §7.4) skips too.
+class narrower than ``2 tol``, which the reference walk (docs/method.md, 'Walks: three samplers') skips too.
 
 Skipping sub-segments whose ends share a pattern is exact for ReLU-type
 (piecewise-linear) networks, whose pattern classes are convex; for other

@@ -1,8 +1,8 @@
-"""The exact region walk for piecewise-linear networks (FOLDING.md §7.4 (a), (a′)).
+"""The exact region walk for piecewise-linear networks (docs/method.md, 'The exact walk').
 
 Along a segment γ(t) = (1 − t)·x1 + t·x2 every pre-activation of a piecewise-linear
 network is piecewise affine in t. The walk is computed layer by layer, for all
-segments of a batch at once ("layer-wise splitting", §7.4 (a′)):
+segments of a batch at once ("layer-wise splitting", docs/method.md, 'The exact walk'):
 
 1. The model is traced with ``torch.fx`` into a graph of modules and functions.
 2. Every tensor of the graph is held as its values at the *breakpoints* of all paths
@@ -42,7 +42,7 @@ neuron's bit on a piece is 1 iff its pre-activation is > ``tie_tol`` inside the
 piece. Since no crossing lies strictly inside a piece after the split, that is
 ``(z_a > tie_tol) or (z_b > tie_tol)``, with the crossing neurons set exactly to the
 threshold at a new breakpoint. The walk of a segment is the reference walk Γ*
-(FOLDING.md §7.4): the pattern at t = 0, the pattern of every piece in order, the
+(docs/method.md, 'Walks: three samplers'): the pattern at t = 0, the pattern of every piece in order, the
 pattern at t = 1, consecutive duplicates merged. It is stored as the pattern at t = 0
 and the list of bit flips (:class:`ExactWalkBatch`); r1, r2 and χ come from the flips,
 and patterns are built only when asked for.
@@ -474,7 +474,7 @@ class ExactProgram:
         """Values at inputs ``x`` of the tensors alive when the first split happens.
 
         These are affine functions of the input, so along a segment they are the
-        interpolation of their values at the two ends (FOLDING.md §7.4 (a′) step 1).
+        interpolation of their values at the two ends (docs/method.md, 'The exact walk').
         """
         env = self._consts()
         for s in self.steps[: self.prefix_end]:
@@ -1027,7 +1027,7 @@ def _linear(lin: nn.Linear, x: Tensor, out: Tensor) -> None:
 
 def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linear | None, tie_tol: float,
                 tol: float):
-    """An activation followed by an ``nn.Linear``, fused (FOLDING.md §7.4 (a′) steps 3-4).
+    """An activation followed by an ``nn.Linear``, fused (docs/method.md, 'The exact walk').
 
     The product runs only on the breakpoints that existed before the split. At a new
     breakpoint inside piece (a, b) the activation differs from the interpolation of its
@@ -1625,7 +1625,7 @@ def exact_walks(
     ``tol`` after the first of them. ``prefix``: the values of
     :meth:`ExactProgram.prefix` at the two ends, if already computed (then ``x1`` and
     ``x2`` only give the batch size). Returns a :class:`WalkBatch` whose walks are the
-    reference walks Γ* of FOLDING.md §7.4.
+    reference walks Γ* of docs/method.md, 'Walks: three samplers'.
 
     Non-finite values inside the network (inputs or weights that overflow the dtype) raise
     :class:`spacefold.errors.InputError`. Segments whose max pooling cannot be resolved in
