@@ -23,6 +23,7 @@ it, so the result is the same, bit for bit, for any number of workers or ranks.
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing as mp
 import os
 import sys
@@ -33,7 +34,8 @@ import torch
 
 from .errors import InputError, InputTypeError
 
-__all__ = ["cpu_count", "resolve_workers", "world", "shard", "all_gather", "is_main", "map_ranges", "Progress"]
+__all__ = ["cpu_count", "resolve_workers", "world", "shard", "all_gather", "is_main", "map_ranges", "Progress",
+           "close"]
 
 
 def cpu_count() -> int:
@@ -94,7 +96,18 @@ def world(device: torch.device | None = None) -> tuple[int, int]:
         dist.init_process_group("nccl")
     else:
         dist.init_process_group("gloo")
+    atexit.register(close)
     return dist.get_rank(), dist.get_world_size()
+
+
+def close() -> None:
+    """End the default process group (when one is running): every rank waits for the
+    others, so that none exits while another still needs it."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def is_main() -> bool:
