@@ -167,3 +167,14 @@ def test_torchrun_two_ranks_match_one_process(tmp_path):
     assert {k: v for k, v in a.items() if k not in TIMING} == {k: v for k, v in b.items() if k not in TIMING}
     written = json.loads((tmp_path / "out" / "measure.json").read_text())
     assert {k: v for k, v in written.items() if k not in TIMING} == {k: v for k, v in b.items() if k not in TIMING}
+
+
+def test_walk_on_an_accelerator_stays_in_process():
+    calls = []
+
+    def task(a, b, tick):
+        calls.append((a, b))
+        return {"chi": torch.zeros(b - a)}
+
+    out = parallel.map_ranges(task, 0, 10_000, 4, device=torch.device("meta"))
+    assert calls == [(0, 10_000)] and len(out) == 1

@@ -457,7 +457,7 @@ def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures:
                 parts = [task(lo, hi, bar.update)] if hi > lo else []
             else:
                 parts = parallel.map_ranges(task, lo, hi, workers, min_size=256, first=min(256, hi - lo),
-                                            progress=bar)
+                                            progress=bar, device=device)
         finally:
             bar.close()
     if size > 1:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import atexit
 import multiprocessing as mp
 import os
-import sys
+import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -165,18 +165,21 @@ class Progress:
 
 # --------------------------------------------------------------------------- worker processes
 
-_TASK: Callable | None = None  # the task of this worker process
+_TASK: tuple[int, Callable] | None = None  # in a worker: the task of the current call, with its number
 
 
-def _worker_init(task) -> None:
-    global _TASK
+def _worker_init() -> None:
     torch.set_num_threads(1)
-    _TASK = task
 
 
-def _run(rng: tuple[int, int]) -> tuple[int, Any]:
-    assert _TASK is not None
-    return rng[1] - rng[0], _to_numpy(_TASK(rng[0], rng[1], None))
+def _run(job: tuple[int, bytes, int, int]) -> tuple[int, Any]:
+    """In a worker: unpickle the call's task once (``blob`` comes with every range), run a range."""
+    global _TASK
+    token, blob, a, b = job
+    if _TASK is None or _TASK[0] != token:
+        _TASK = None  # the previous call's task is dropped before the next one is built
+        _TASK = (token, pickle.loads(blob))
+    return b - a, _to_numpy(_TASK[1](a, b, None))
 
 
 def _to_numpy(obj):
@@ -213,29 +216,62 @@ def _context():
     return mp.get_context("spawn")
 
 
+_POOL: dict = {}  # the worker processes, kept for the next call: {"size": n, "pool": Pool}
+_CALLS = iter(range(1, 1 << 62))
+
+
+def _pool(workers: int):
+    """A pool of ``workers`` processes, started once and reused by later calls (starting
+    one means importing torch, and loading the compiled kernels, in every process)."""
+    if _POOL.get("size") != workers:
+        _close_pool()
+        _POOL.update(size=workers, pool=_context().Pool(workers, initializer=_worker_init))
+    return _POOL["pool"]
+
+
+def _close_pool() -> None:
+    pool = _POOL.pop("pool", None)
+    _POOL.clear()
+    if pool is not None:
+        pool.terminate()
+        pool.join()
+
+
+atexit.register(_close_pool)
+
+
 def map_ranges(task: Callable[[int, int, Callable[[int], None] | None], Any], start: int, stop: int, workers: int,
-               *, min_size: int = 1, first: int = 0, progress: Progress | None = None) -> list:
+               *, min_size: int = 1, first: int = 0, progress: Progress | None = None,
+               device: torch.device | None = None) -> list:
     """``task(a, b, tick)`` over contiguous ranges covering ``[start, stop)``, results in order.
 
     ``tick(k)`` (or ``None`` in a worker) reports ``k`` more paths done. With one worker
     ``task`` runs once on the whole range, in this process. With ``workers > 1`` the
     first ``first`` paths run in this process, the rest in that many worker processes
-    (``task`` is pickled once to each), in ranges
-    of about a quarter of a worker's share (at least ``min_size``) so that the progress
-    bar moves and the workers finish together.
+    (kept for later calls; ``task`` is pickled once and unpickled once in each), in
+    ranges of about half a worker's share (at least ``min_size``) so that the progress
+    bar moves and the workers finish together. A walk on an accelerator (``device`` not a
+    CPU) stays in this process: one process per device (under ``torchrun``, one rank each).
     """
     n = stop - start
     tick = progress.update if progress is not None else None
     workers = min(workers, max(1, (n - first) // max(min_size, 1)))
+    if device is not None and torch.device(device).type != "cpu":
+        workers = 1
     if workers <= 1:
         return [task(start, stop, tick)]
     results = [task(start, start + first, tick)] if first > 0 else []
     start += first
-    size = max(min_size, -(-(stop - start) // (4 * workers)))
+    size = max(min_size, -(-(stop - start) // (2 * workers)))
     ranges = [(a, min(a + size, stop)) for a in range(start, stop, size)]
-    with _context().Pool(min(workers, len(ranges)), initializer=_worker_init, initargs=(task,)) as pool:
-        for done, res in pool.imap(_run, ranges):
+    token, blob = next(_CALLS), pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
+    pool = _pool(min(workers, len(ranges)))
+    try:
+        for done, res in pool.imap(_run, [(token, blob, a, b) for a, b in ranges]):
             results.append(_to_torch(res))
             if progress is not None:
                 progress.update(done)
+    except BaseException:
+        _close_pool()  # a worker may be stuck in the interrupted call: the next call starts new ones
+        raise
     return results
