@@ -325,7 +325,11 @@ def _add_measure(sub) -> None:
     p.add_argument("--per-layer", action="store_true", help="also the folding of each layer's bits alone")
     p.add_argument("--ci", action="store_true", help="bootstrap 95%% confidence intervals")
     p.add_argument("--n-boot", type=positive_int, default=1000, help="bootstrap resamples (default 1000)")
-    p.add_argument("--batch-size", type=positive_int, default=1024, help="segments walked at once (default 1024)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="segments walked at once (default: from the memory budget, SPACEFOLD_MEMORY bytes)")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="worker processes (default: every core; 1: in this process). Under torchrun the ranks "
+                   "share the pairs and rank 0 prints and writes")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--out", type=output_dir, default=None,
                    help="also write measure.json and class_pairs.csv to this directory")
@@ -350,9 +354,13 @@ def _cmd_measure(args) -> int:
     try:
         g = global_folding(model, x, y, pairs=args.pairs, max_pairs=args.max_pairs, seed=args.seed, method=args.method,
                            n_clusters=args.n_clusters, steps=args.steps, per_layer=args.per_layer,
-                           batch_size=args.batch_size, progress=not args.no_progress)
+                           batch_size=args.batch_size, progress=not args.no_progress, workers=args.workers)
     except ImportError as err:
         raise UsageError(str(err)) from None
+    from .parallel import is_main
+
+    if not is_main():  # under torchrun every rank has the result; rank 0 prints and writes
+        return 0
     res = g.to_dict(ci=args.ci, n_boot=args.n_boot, ci_seed=args.seed)
     res = {"model": str(args.model), "data": data.name, "split": args.split, **res}
     if args.out:

@@ -4,25 +4,31 @@
 Every entry point runs one pipeline (:func:`_fold`): the walk settings are checked once
 (:class:`WalkOptions`); the model is checked and probed with one input (a clear error
 when the inputs do not fit it); the segments are walked ``batch_size`` at a time, so that
-only one chunk's walks are alive; each chunk's walks are measured once
+only one chunk's walks are alive (by default the chunk size follows from a memory
+budget, :data:`DEFAULT_MEMORY` bytes, or ``SPACEFOLD_MEMORY`` in the environment: see
+:func:`chunk_size`); each chunk's walks are measured once
 (:func:`spacefold.measure.summarize`) and the chunks' measures concatenated. With
 ``method="exact"`` everything before the first activation is affine in the input, so
 along a segment it is the interpolation of its values at the two ends (docs/method.md,
 'The exact walk'): it is evaluated once per input (once per sample of ``x`` for
-``folding_pairs``), never at the points of a walk.
+``folding_pairs``), never at the points of a walk. ``folding_pairs`` and ``global_folding`` spread contiguous
+ranges of their segments over worker processes and, under ``torchrun``, over ranks
+(:mod:`spacefold.parallel`); every path's numbers are those of a single process.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Iterator
+import dataclasses
+import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from . import measure
-from ._util import check_choice, check_int, progress as progress_bar
+from . import measure, parallel
+from ._util import check_choice, check_int
 from .errors import InputError, InputTypeError
 from .patterns import (
     LayerSelector,
@@ -44,6 +50,8 @@ __all__ = ["walk", "walk_batch", "folding", "folding_batch", "folding_pairs", "F
 
 DEFAULT_STEPS = 100
 DEFAULT_TOL = None  # the method's own default (spacefold.walk.METHOD_TOL)
+DEFAULT_MEMORY = 1 << 30  # bytes of walks in flight, all worker processes together (SPACEFOLD_MEMORY overrides)
+MAX_CHUNK = 1 << 17  # segments per chunk at most
 
 
 @dataclass(frozen=True)
@@ -112,7 +120,7 @@ class WalkOptions:
     layers: LayerSelector = None
     n0: int | None = None
     stop: str = "strict"
-    batch_size: int = 1024
+    batch_size: int | None = None
     dtype: torch.dtype | None = None
 
     @staticmethod
@@ -120,7 +128,8 @@ class WalkOptions:
         check_choice(method, "method", METHODS)
         check_choice(stop, "stop", STOP_RULES)
         check_int(steps, "steps", 1)
-        check_int(batch_size, "batch_size", 1)
+        if batch_size is not None:
+            check_int(batch_size, "batch_size", 1)
         if n0 is not None:
             check_int(n0, "n0", 2)
         if dtype is not None and dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
@@ -134,43 +143,49 @@ class WalkOptions:
 
 
 class _Segments:
-    """The segments to walk, served in chunks: ``x1[k] -> x2[k]``, or ``x[i[k]] -> x[j[k]]``
-    for index pairs into the samples ``x`` (then the chunks are index tensors and the
-    inputs are gathered one chunk at a time)."""
+    """The segments to walk, served in chunks of a range of positions: ``x1[k] -> x2[k]``,
+    or ``x[i[k]] -> x[j[k]]`` for index pairs into the samples ``x`` (then the chunks are
+    index tensors and the inputs are gathered one chunk at a time). Picklable, for
+    worker processes."""
 
     def __init__(self, n: int, sample: Tensor, chunks, *, x: Tensor | None = None,
                  pair: tuple[Tensor, Tensor] | None = None):
         self.n = n
         self.sample = sample  # one input, (1, *input_shape)
-        self._chunks = chunks  # (batch_size) -> iterator of (a, c), in order
+        self._chunks = chunks  # (start, stop, size) -> iterator of (a, c) over [start, stop), in order
         self.x = x  # the samples that index chunks point into
         self.pair = pair  # (x1, x2) of paired segments
 
     @staticmethod
     def paired(x1: Tensor, x2: Tensor) -> _Segments:
-        def chunks(bs: int) -> Iterator[tuple[Tensor, Tensor]]:
-            for k in range(0, x1.shape[0], bs):
-                yield x1[k : k + bs], x2[k : k + bs]
-
-        return _Segments(x1.shape[0], x1[:1], chunks, pair=(x1, x2))
+        return _Segments(x1.shape[0], x1[:1], _Slices(x1, x2), pair=(x1, x2))
 
     @staticmethod
-    def indexed(x: Tensor, index_chunks: Iterable[tuple[Tensor, Tensor]], n: int) -> _Segments:
-        """``index_chunks`` yields pairs of int64 index tensors of any length."""
+    def indexed(x: Tensor, index_chunks: Callable[[int, int, int], Iterable[tuple[Tensor, Tensor]]],
+                n: int) -> _Segments:
+        """``index_chunks(start, stop, size)`` (a picklable callable) yields the index pairs
+        of positions ``[start, stop)`` as pairs of int64 index tensors of any length."""
+        return _Segments(n, x[:1], index_chunks, x=x)
 
-        def chunks(bs: int) -> Iterator[tuple[Tensor, Tensor]]:
-            for i, j in index_chunks:
-                for k in range(0, i.numel(), bs):
-                    yield i[k : k + bs], j[k : k + bs]
-
-        return _Segments(n, x[:1], chunks, x=x)
-
-    def chunks(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
-        return self._chunks(batch_size)
+    def chunks(self, start: int, stop: int, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        for i, j in self._chunks(start, stop, batch_size):
+            for k in range(0, i.shape[0], batch_size):
+                yield i[k : k + batch_size], j[k : k + batch_size]
 
     def inputs(self, a: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
         """The end inputs of a chunk."""
         return (a, c) if self.x is None else (self.x[a], self.x[c])
+
+
+class _Slices:
+    """``(start, stop, size) ->`` the rows ``[start, stop)`` of two tensors, ``size`` at a time."""
+
+    def __init__(self, a: Tensor, b: Tensor):
+        self.a, self.b = a, b
+
+    def __call__(self, start: int, stop: int, size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        for k in range(start, stop, size):
+            yield self.a[k : min(k + size, stop)], self.b[k : min(k + size, stop)]
 
 
 # --------------------------------------------------------------------------- walkers
@@ -231,7 +246,7 @@ class _ExactWalker:
         self.device, self.dtype = device, dtype
         self.prog = compile_model(model, opts.layers)
         self.cache: list[list[Tensor]] | None = None  # per table of inputs (x, or x1 and x2)
-        self.k = 0  # the first paired segment of the next chunk (chunks come in order)
+        self.k = 0  # the first paired segment of the next chunk (chunks come in order; see seek)
 
     def start(self, sample: Tensor) -> None:
         tables = [self.segments.x] if self.segments.x is not None else list(self.segments.pair)
@@ -240,8 +255,12 @@ class _ExactWalker:
         per_input = sum(p[0].numel() * p.element_size() for p in self.prog.prefix(sample))
         if per_input * n > max(_PREFIX_CACHE_BYTES, 4 * x[0].numel() * x.element_size() * n):
             return
-        block = max(self.opts.batch_size, (_PREFIX_BLOCK_BYTES // max(x[0].numel() * x.element_size(), 1)))
+        block = max(self.opts.batch_size or 1, (_PREFIX_BLOCK_BYTES // max(x[0].numel() * x.element_size(), 1)))
         self.cache = [self._prefix_blocks(t, block) for t in tables]
+
+    def seek(self, start: int) -> None:
+        """The next chunk starts at position ``start``."""
+        self.k = start
 
     def _prefix_blocks(self, x: Tensor, block: int) -> list[Tensor]:
         parts = [self.prog.prefix(x[k : k + block].to(device=self.device, dtype=self.dtype))
@@ -319,11 +338,100 @@ def _prepare_model(model: nn.Module, dtype: torch.dtype | None) -> nn.Module:
 # --------------------------------------------------------------------------- the pipeline
 
 
+def memory_budget() -> int:
+    """Bytes of walks in flight per process: ``SPACEFOLD_MEMORY`` (an int, bytes) when set,
+    else :data:`DEFAULT_MEMORY`."""
+    text = os.environ.get("SPACEFOLD_MEMORY")
+    if text is None:
+        return DEFAULT_MEMORY
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InputError(f"SPACEFOLD_MEMORY must be a positive number of bytes, got {text!r}")
+    return value
+
+
+def chunk_size(opts: WalkOptions, layout: PatternLayout, sample: Tensor, memory: int | None = None) -> int:
+    """Segments walked at once when ``batch_size`` is not given: the memory budget
+    (:func:`memory_budget`) over an estimate of one segment's memory, between 256 and
+    :data:`MAX_CHUNK`. A segment holds its two end inputs and, for the sampled methods,
+    the inputs and activations of its points (``steps + 1`` for ``"uniform"``, about
+    ``4 n0`` for ``"bisect"``); for ``"exact"`` (whose walk bounds its own working
+    memory) about 32 regions of activations."""
+    item = sample.element_size()
+    inputs = sample[0].numel() * item
+    acts = max(layout.n_neurons, 1) * item
+    if opts.method == "uniform":
+        per = (opts.steps + 1) * (inputs + 2 * acts)
+    elif opts.method == "bisect":
+        per = 4 * (opts.n0 or 64) * (inputs + 2 * acts)
+    else:
+        per = 2 * inputs + 32 * acts
+    return int(min(MAX_CHUNK, max(256, (memory or memory_budget()) // per)))
+
+
+class _RangeTask:
+    """Walk and measure the segments at positions ``[start, stop)``: ``task(start, stop,
+    tick)`` -> per-path tensors (the fields of :class:`spacefold.measure.WalkSummary`,
+    ``"layer:<name>"`` per layer). Picklable: the walker is built again where it runs."""
+
+    def __init__(self, model: nn.Module, segments: _Segments, opts: WalkOptions, layout: PatternLayout, *,
+                 per_layer: bool, measures: bool, keep: bool):
+        self.model, self.segments, self.opts, self.layout = model, segments, opts, layout
+        self.per_layer, self.measures, self.keep = per_layer, measures, keep
+        self.walker: _ExactWalker | _SampledWalker | None = None
+        self.walks: list[WalkBatch] = []
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "walker": None, "walks": []}
+
+    def make_walker(self, recorder: PatternRecorder | None = None) -> _ExactWalker | _SampledWalker:
+        model, opts = self.model, self.opts
+        device, dtype = model_device_dtype(model)
+        if opts.method == "exact":
+            walker: _ExactWalker | _SampledWalker = _ExactWalker(model, opts, self.segments, device, dtype)
+        else:
+            recorder = recorder or PatternRecorder(model, opts.layers)
+            walker = _SampledWalker(model, opts, recorder, self.segments, device, dtype, self.keep)
+        walker.start(self.segments.sample.to(device=device, dtype=dtype))
+        return walker
+
+    def __call__(self, start: int, stop: int, tick) -> dict[str, Tensor]:
+        with eval_mode(self.model), torch.no_grad():
+            if self.walker is None:
+                self.walker = self.make_walker()
+            walker, opts = self.walker, self.opts
+            if isinstance(walker, _ExactWalker):
+                walker.seek(start)
+            sums: list[measure.WalkSummary] = []
+            layers: dict[str, list[Tensor]] = {}
+            for a, c in self.segments.chunks(start, stop, opts.batch_size):
+                wb = walker(a, c)
+                if self.keep:
+                    self.walks.append(wb)
+                if self.measures:
+                    sums.append(measure.summarize(wb))
+                    if self.per_layer:
+                        for lay in self.layout.layers:
+                            layers.setdefault(lay.name, []).append(measure.summarize(wb, lay.slice).chi)
+                if tick is not None:
+                    tick(len(wb))
+        out = {k: getattr(measure.WalkSummary.concat(sums), k) for k in measure.WalkSummary.FIELDS} if sums else {}
+        out.update({f"layer:{name}": torch.cat(v) for name, v in layers.items()})
+        return out
+
+
 def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures: bool = True,
-          return_walks: bool = False, per_layer: bool = False, progress: bool = False) -> FoldingBatch | WalkBatch:
+          return_walks: bool = False, per_layer: bool = False, progress: bool = False, workers: int = 1,
+          distributed: bool = False) -> FoldingBatch | WalkBatch:
     """Walk and measure every segment; see the module docstring.
 
     With ``measures=False`` returns the walks (a :class:`WalkBatch`) and measures nothing.
+    ``workers`` worker processes share the segments (only when measuring without keeping
+    the walks); with ``distributed`` and under ``torchrun`` the ranks do
+    (:mod:`spacefold.parallel`).
     """
     if segments.n == 0:
         raise InputError("x1 and x2 must hold at least one segment, got batch size 0")
@@ -331,37 +439,37 @@ def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures:
     find_activations(model, opts.layers)  # a clear error for a bad selection, before any work
     device, dtype = model_device_dtype(model)
     recorder = PatternRecorder(model, opts.layers)
-    sums: list[measure.WalkSummary] = []
-    layers: dict[str, list[Tensor]] = {}
-    walks: list[WalkBatch] = []
-    n_chunks = -(-segments.n // opts.batch_size)
+    keep = return_walks or not measures
     with eval_mode(model), torch.no_grad():
         sample = segments.sample.to(device=device, dtype=dtype)
         layout = _probe(model, recorder, sample, "x1 and x2 hold" if segments.x is None else "x holds")
-        if opts.method == "exact":
-            walker: _ExactWalker | _SampledWalker = _ExactWalker(model, opts, segments, device, dtype)
-        else:
-            walker = _SampledWalker(model, opts, recorder, segments, device, dtype, return_walks or not measures)
-        walker.start(sample)
-        chunks = progress_bar(segments.chunks(opts.batch_size), total=n_chunks, desc=f"folding ({opts.method})",
-                              enabled=progress)
-        for a, c in chunks:
-            wb = walker(a, c)
-            if return_walks or not measures:
-                walks.append(wb)
-            if not measures:
-                continue
-            sums.append(measure.summarize(wb))
-            if per_layer:
-                for lay in layout.layers:
-                    layers.setdefault(lay.name, []).append(measure.summarize(wb, lay.slice).chi)
+        if opts.batch_size is None:
+            opts = dataclasses.replace(opts, batch_size=chunk_size(opts, layout, sample))
+        task = _RangeTask(model, segments, opts, layout, per_layer=per_layer, measures=measures, keep=keep)
+        task.walker = task.make_walker(recorder)
+
+        rank, size = parallel.world(device) if distributed else (0, 1)
+        lo, hi = parallel.shard(segments.n, rank, size)
+        bar = parallel.Progress(hi - lo, f"folding ({opts.method})" + (f", rank 0 of {size}" if size > 1 else ""),
+                                progress)
+        try:
+            if keep or hi == lo:
+                parts = [task(lo, hi, bar.update)] if hi > lo else []
+            else:
+                parts = parallel.map_ranges(task, lo, hi, workers, min_size=256, first=min(256, hi - lo),
+                                            progress=bar, device=device)
+        finally:
+            bar.close()
+    if size > 1:
+        parts = [p for rank_parts in parallel.all_gather(parts) for p in rank_parts]
+    walks = task.walks
     if not measures:
         return WalkBatch.concat(walks)
-    s = measure.WalkSummary.concat(sums)
+    cat = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     return FoldingBatch(
-        chi=s.chi, r1=s.r1, r2=s.r2, n_regions=s.n_regions, max_profile=s.max_profile, method=opts.method,
-        layout=layout, walks=WalkBatch.concat(walks) if return_walks else None,
-        per_layer={name: torch.cat(v) for name, v in layers.items()} if per_layer else None,
+        chi=cat["chi"], r1=cat["r1"], r2=cat["r2"], n_regions=cat["n_regions"], max_profile=cat["max_profile"],
+        method=opts.method, layout=layout, walks=WalkBatch.concat(walks) if return_walks else None,
+        per_layer={lay.name: cat[f"layer:{lay.name}"] for lay in layout.layers} if per_layer else None,
     )
 
 
@@ -453,7 +561,7 @@ def walk_batch(
     layers: LayerSelector = None,
     n0: int | None = None,
     stop: str = "strict",
-    batch_size: int = 1024,
+    batch_size: int | None = None,
     dtype: torch.dtype | None = None,
 ) -> WalkBatch:
     """Walks of the segments ``x1[i] -> x2[i]``, inputs ``(batch, *input_shape)``; no measure."""
@@ -476,20 +584,25 @@ def folding_pairs(
     layers: LayerSelector = None,
     n0: int | None = None,
     stop: str = "strict",
-    batch_size: int = 1024,
+    batch_size: int | None = None,
     dtype: torch.dtype | None = None,
     per_layer: bool = False,
     progress: bool = False,
+    workers: int | None = None,
 ) -> FoldingBatch:
     """Folding of the segments ``x[i[k]] -> x[j[k]]`` for index tensors ``i``, ``j``.
 
     Streams the pairs in chunks of ``batch_size``: the endpoint inputs of all pairs
     are never gathered at once, so millions of pairs fit in memory. With
     ``method="exact"`` everything before the first activation is evaluated once per
-    sample of ``x``, not once per pair. Other arguments as in :func:`folding_batch`.
+    sample of ``x``, not once per pair. ``workers``: worker processes sharing the
+    pairs in contiguous ranges (``None``: one per core, ``1``: in this process; see
+    :mod:`spacefold.parallel`); the numbers are the same for any count. Other arguments
+    as in :func:`folding_batch`.
     """
     opts = WalkOptions.check(method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=n0, stop=stop,
                              batch_size=batch_size, dtype=dtype)
+    parallel.resolve_workers(workers)  # checked before any work
     _check_samples(x)
     i, j = _index(i, "i"), _index(j, "j")
     if i.shape != j.shape:
@@ -500,8 +613,8 @@ def folding_pairs(
     for name, idx in (("i", i), ("j", j)):
         if (idx < 0).any() or (idx >= n).any():
             raise InputError(f"{name} must index rows of x in [0, {n - 1}], got values outside")
-    return _fold(model, _Segments.indexed(x, [(i, j)], i.numel()), opts,  # type: ignore[return-value]
-                 per_layer=per_layer, progress=progress)
+    return _fold(model, _Segments.indexed(x, _Slices(i, j), i.numel()), opts,  # type: ignore[return-value]
+                 per_layer=per_layer, progress=progress, workers=parallel.resolve_workers(workers, i.numel()))
 
 
 def folding_batch(
@@ -516,7 +629,7 @@ def folding_batch(
     layers: LayerSelector = None,
     n0: int | None = None,
     stop: str = "strict",
-    batch_size: int = 1024,
+    batch_size: int | None = None,
     dtype: torch.dtype | None = None,
     return_walks: bool = False,
     per_layer: bool = False,
@@ -539,11 +652,12 @@ def folding_batch(
     n0, stop : ``"bisect"`` start grid (default 2 when every pattern class is
         convex: ReLU-type activations only, no max pooling or normalisation over
         features; 64 otherwise) and stop rule (``"strict"`` or ``"hamming1"``).
-    batch_size : segments per chunk; walks of one chunk are held at a time.
+    batch_size : segments per chunk; walks of one chunk are held at a time (``None``:
+        from the memory budget, :func:`chunk_size`).
     dtype : evaluate a copy of the model in this dtype (e.g. ``torch.float64``).
     return_walks : keep every walk (memory grows with the batch).
     per_layer : also χ of each layer's bits alone.
-    progress : show a progress bar over the chunks (with tqdm installed).
+    progress : show a progress bar (paths/s and the time left; with tqdm installed).
     """
     opts = WalkOptions.check(method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=n0, stop=stop,
                              batch_size=batch_size, dtype=dtype)

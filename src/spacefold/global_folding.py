@@ -10,16 +10,18 @@ and the two class labels per path; every aggregate is computed from those.
 from __future__ import annotations
 
 from collections.abc import Sequence
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from . import parallel
 from ._util import check_choice, check_int
 from .errors import InputError, InputTypeError
 from .folding import DEFAULT_STEPS, DEFAULT_TOL, WalkOptions, _check_samples, _fold, _Segments
-from .pairs import PairPlan, class_centroids, pair_plan
+from .pairs import PairPlan, class_centroids, iter_chunks, pair_plan
 
 __all__ = ["global_folding", "GlobalFolding", "PAIR_CHOICES", "median_nonzero"]
 
@@ -288,10 +290,11 @@ def global_folding(
     tol: float | None = DEFAULT_TOL,
     tie_tol: float = 0.0,
     layers=None,
-    batch_size: int = 1024,
+    batch_size: int | None = None,
     dtype: torch.dtype | None = None,
     per_layer: bool = False,
     progress: bool = False,
+    workers: int | None = None,
 ) -> GlobalFolding:
     """Global folding of ``model`` over the samples ``x`` with labels ``y``.
 
@@ -306,6 +309,14 @@ def global_folding(
     method, steps, tol, tie_tol, layers, batch_size, dtype : as in
         :func:`spacefold.folding_batch`; the pairs are streamed ``batch_size`` at a time.
     per_layer : also χ of each layer's bits alone.
+    progress : a progress bar (paths/s and the time left; with tqdm installed).
+    workers : worker processes sharing the pairs in contiguous ranges (``None``: one
+        per core, ``1``: in this process); the numbers are the same for any count.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) the ranks share the pairs in contiguous
+    shards (each rank with its own ``workers``), every rank receives every path's
+    results and returns the same :class:`GlobalFolding` as a single process, bit for
+    bit (see :mod:`spacefold.parallel`).
 
     With ``method="exact"`` everything before the first activation (the first affine
     layer) is evaluated once per sample, not once per path (see
@@ -319,6 +330,7 @@ def global_folding(
     _check_samples(x)
     opts = WalkOptions.check(method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=None,
                              stop="strict", batch_size=batch_size, dtype=dtype)
+    parallel.resolve_workers(workers)  # checked before any work
     if not isinstance(y, Tensor):
         try:
             y = torch.as_tensor(y)
@@ -349,12 +361,38 @@ def global_folding(
     n = len(plan)
     if n == 0:
         raise InputError("no pair to walk: the pair plan is empty")
+    device = next((p.device for p in model.parameters()), None) if isinstance(model, nn.Module) else None
+    world_size = parallel.world(device)[1]  # under torchrun: starts the process group (NCCL for a CUDA model)
+    workers = parallel.resolve_workers(workers, -(-n // world_size))
     # the pairs are produced and their inputs gathered batch_size at a time
-    fb = _fold(model, _Segments.indexed(x, plan.chunks(batch_size), n), opts, per_layer=per_layer, progress=progress)
+    t0 = time.perf_counter()
+    fb = _fold(model, _Segments.indexed(x, _PlanChunks(plan), n), opts, per_layer=per_layer, progress=progress,
+               workers=workers, distributed=True)
+    wall = time.perf_counter() - t0
     la, lb = plan.labels()
     return GlobalFolding(
         chi=fb.chi.double().cpu(), max_profile=fb.max_profile.double().cpu(), r1=fb.r1.cpu(), r2=fb.r2.cpu(),
         n_regions=fb.n_regions.cpu(), label_a=la, label_b=lb, method=method, pairs=mode, seed=seed,
         steps=steps if method == "uniform" else None, n_clusters=n_cl,
         per_layer={k: v.double().cpu() for k, v in fb.per_layer.items()} if fb.per_layer else None,
+        info={"wall_seconds": wall, "paths_per_second": n / wall if wall > 0 else None, "workers": workers,
+              "world_size": world_size},
     )
+
+
+class _PlanChunks:
+    """``(start, stop, size) ->`` the index pairs at positions ``[start, stop)`` of a pair
+    plan, in chunks of ``size`` (picklable, for worker processes)."""
+
+    def __init__(self, plan: PairPlan):
+        self.plan = plan
+        self.offsets = np.cumsum([0] + [len(b) for b in plan.blocks])
+
+    def __call__(self, start: int, stop: int, size: int):
+        def pieces():
+            for blk, off in zip(self.plan.blocks, self.offsets[:-1]):
+                lo, hi = max(start - int(off), 0), min(stop - int(off), len(blk))
+                for k in range(lo, hi, size):
+                    yield blk.pairs_at(torch.arange(k, min(k + size, hi)))
+
+        return iter_chunks(pieces(), size)

@@ -1,0 +1,277 @@
+"""Everything about processes: worker processes on one machine, ranks under ``torchrun``.
+
+The walks of different segments are independent, so a list of ``n`` paths is cut into
+contiguous ranges of positions, the ranges are walked separately and their per-path
+results are concatenated in order. A path's numbers do not depend on which range holds
+it, so the result is the same, bit for bit, for any number of workers or ranks.
+
+- Worker processes (:func:`map_ranges`): ``workers=None`` uses every core this process
+  may run on (``os.sched_getaffinity``), shared between the ranks of this machine under
+  ``torchrun``; ``workers=1`` walks in this process. Workers are forked on Linux: they
+  inherit the model, the inputs and the compiled kernels, so a pool starts in
+  milliseconds and nothing is pickled but the ranges and the per-path results. Each
+  worker runs one torch thread. Where ``fork`` is not the platform's way (macOS,
+  Windows), the work runs in this process.
+- Ranks (:func:`world`, :func:`shard`, :func:`all_gather`): under ``torchrun``
+  (``WORLD_SIZE > 1``) the default process group is started from torchrun's environment
+  (gloo on CPUs, NCCL when the model is on a CUDA device) unless the program started one
+  already; rank ``r`` of ``w`` walks the ``r``-th of ``w`` contiguous shards of the paths
+  (the first ``n % w`` shards hold one path more) and every rank receives every shard's
+  results (``torch.distributed.all_gather_object``). Rendezvous, collectives and failure
+  handling are torch.distributed's.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing as mp
+import os
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .errors import InputError, InputTypeError
+
+__all__ = ["cpu_count", "resolve_workers", "world", "shard", "all_gather", "is_main", "map_ranges", "Progress",
+           "close"]
+
+
+def cpu_count() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _local_world_size() -> int:
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+AUTO_MIN_PATHS = 20_000  # with workers=None, at least this many paths per worker process (starting one costs)
+
+
+def resolve_workers(workers, n_paths: int | None = None, name: str = "workers") -> int:
+    """``None`` -> every core of this machine (divided between the ranks that share it
+    under ``torchrun``), but no more than one per :data:`AUTO_MIN_PATHS` of ``n_paths``
+    (a worker process takes a moment to start); otherwise a positive int, checked."""
+    if workers is None:
+        auto = max(1, cpu_count() // _local_world_size())
+        return auto if n_paths is None else max(1, min(auto, n_paths // AUTO_MIN_PATHS))
+    if isinstance(workers, bool) or not isinstance(workers, int):
+        raise InputTypeError(f"{name} must be a positive int or None (every core), got {type(workers).__name__}")
+    if workers < 1:
+        raise InputError(f"{name} must be a positive int (1 walks in this process) or None (every core), "
+                         f"got {workers}")
+    return workers
+
+
+# --------------------------------------------------------------------------- ranks
+
+
+def world(device: torch.device | None = None) -> tuple[int, int]:
+    """``(rank, world_size)`` of this process: ``(0, 1)`` outside ``torchrun``.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) the default process group is initialised
+    when the program has not done it: NCCL when ``device`` is a CUDA device, gloo
+    otherwise.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    try:
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        size = 1
+    if size <= 1 or not dist.is_available():
+        return 0, 1
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
+    atexit.register(close)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def close() -> None:
+    """End the default process group (when one is running): every rank waits for the
+    others, so that none exits while another still needs it."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def is_main() -> bool:
+    """True outside ``torchrun`` and on rank 0 (the rank that prints and writes)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return os.environ.get("RANK", "0") == "0"
+
+
+def shard(n: int, rank: int, size: int) -> tuple[int, int]:
+    """The positions ``[start, stop)`` of rank ``rank``'s contiguous shard of ``n`` paths:
+    shards of ``n // size`` paths, the first ``n % size`` of them one longer."""
+    q, r = divmod(n, size)
+    start = rank * q + min(rank, r)
+    return start, start + q + (1 if rank < r else 0)
+
+
+def all_gather(obj: Any) -> list:
+    """Every rank's ``obj``, in rank order, on every rank (``[obj]`` outside ``torchrun``)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, _to_numpy(obj))
+    return [_to_torch(o) for o in out]
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class Progress:
+    """A progress bar over paths (tqdm: paths/s and the time left) on the main rank; nothing
+    when disabled or when tqdm is not installed."""
+
+    def __init__(self, total: int, desc: str, enabled: bool):
+        self.bar = None
+        if enabled and is_main():
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:  # tqdm is an optional dependency
+                return
+            self.bar = tqdm(total=total, desc=desc, unit="path", unit_scale=True, leave=False)
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# --------------------------------------------------------------------------- worker processes
+
+_TASK: tuple[int, Callable] | None = None  # in a worker: the task of the current call, with its number
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)
+
+
+def _run(job: tuple[int, bytes, int, int]) -> tuple[int, Any]:
+    """In a worker: unpickle the call's task once (``blob`` comes with every range), run a range."""
+    global _TASK
+    token, blob, a, b = job
+    if _TASK is None or _TASK[0] != token:
+        _TASK = None  # the previous call's task is dropped before the next one is built
+        _TASK = (token, pickle.loads(blob))
+    return b - a, _to_numpy(_TASK[1](a, b, None))
+
+
+def _to_numpy(obj):
+    """Tensors as numpy arrays (pickled as plain bytes, not through shared-memory handles)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numpy()
+    if isinstance(obj, dict):
+        return {k: _to_numpy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_numpy(v) for v in obj)
+    return obj
+
+
+def _to_torch(obj):
+    import numpy as np
+
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj)
+    if isinstance(obj, dict):
+        return {k: _to_torch(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_torch(v) for v in obj)
+    return obj
+
+
+def _context():
+    """Workers start from a fork server (a clean process that has imported spacefold once:
+    forking this process, whose threads may hold locks of torch's thread pools, is not
+    safe) or, where there is none, are spawned."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["spacefold.folding", "spacefold.walk.exact"])
+        return ctx
+    return mp.get_context("spawn")
+
+
+_POOL: dict = {}  # the worker processes, kept for the next call: {"size": n, "pool": Pool}
+_CALLS = iter(range(1, 1 << 62))
+
+
+def _pool(workers: int):
+    """A pool of ``workers`` processes, started once and reused by later calls (starting
+    one means importing torch, and loading the compiled kernels, in every process)."""
+    if _POOL.get("size") != workers:
+        _close_pool()
+        _POOL.update(size=workers, pool=_context().Pool(workers, initializer=_worker_init))
+    return _POOL["pool"]
+
+
+def _close_pool() -> None:
+    pool = _POOL.pop("pool", None)
+    _POOL.clear()
+    if pool is not None:
+        pool.terminate()
+        pool.join()
+
+
+atexit.register(_close_pool)
+
+
+def map_ranges(task: Callable[[int, int, Callable[[int], None] | None], Any], start: int, stop: int, workers: int,
+               *, min_size: int = 1, first: int = 0, progress: Progress | None = None,
+               device: torch.device | None = None) -> list:
+    """``task(a, b, tick)`` over contiguous ranges covering ``[start, stop)``, results in order.
+
+    ``tick(k)`` (or ``None`` in a worker) reports ``k`` more paths done. With one worker
+    ``task`` runs once on the whole range, in this process. With ``workers > 1`` the
+    first ``first`` paths run in this process, the rest in that many worker processes
+    (kept for later calls; ``task`` is pickled once and unpickled once in each), in
+    ranges of about half a worker's share (at least ``min_size``) so that the progress
+    bar moves and the workers finish together. A walk on an accelerator (``device`` not a
+    CPU) stays in this process: one process per device (under ``torchrun``, one rank each).
+    """
+    n = stop - start
+    tick = progress.update if progress is not None else None
+    workers = min(workers, max(1, (n - first) // max(min_size, 1)))
+    if device is not None and torch.device(device).type != "cpu":
+        workers = 1
+    if workers <= 1:
+        return [task(start, stop, tick)]
+    results = [task(start, start + first, tick)] if first > 0 else []
+    start += first
+    size = max(min_size, -(-(stop - start) // (2 * workers)))
+    ranges = [(a, min(a + size, stop)) for a in range(start, stop, size)]
+    token, blob = next(_CALLS), pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
+    pool = _pool(min(workers, len(ranges)))
+    try:
+        for done, res in pool.imap(_run, [(token, blob, a, b) for a, b in ranges]):
+            results.append(_to_torch(res))
+            if progress is not None:
+                progress.update(done)
+    except BaseException:
+        _close_pool()  # a worker may be stuck in the interrupted call: the next call starts new ones
+        raise
+    return results

@@ -1,0 +1,180 @@
+"""Worker processes and torchrun ranks (spacefold.parallel): the same numbers as one process, bit for bit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import spacefold as sf
+from spacefold import parallel
+from spacefold.cli import main as cli_main
+from spacefold.errors import InputError, InputTypeError
+from spacefold.folding import MAX_CHUNK, WalkOptions, chunk_size, memory_budget
+from spacefold.models import mlp, save_checkpoint
+from spacefold.patterns import PatternRecorder
+
+FIELDS = ("chi", "r1", "r2", "n_regions", "max_profile")
+TIMING = ("wall_seconds", "paths_per_second", "workers", "world_size")
+
+
+@pytest.fixture(scope="module")
+def setup():
+    net = mlp("3x8", 16, 4, seed=1).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(120, 16, generator=g)
+    y = torch.randint(4, (120,), generator=g)
+    i = torch.randint(120, (1500,), generator=g)
+    j = torch.randint(120, (1500,), generator=g)
+    return net, x, y, i, j
+
+
+def _same(a, b) -> bool:
+    return all(torch.equal(getattr(a, k), getattr(b, k)) for k in FIELDS)
+
+
+@pytest.mark.parametrize("method", ["exact", "uniform"])
+def test_folding_pairs_workers_bit_for_bit(setup, method):
+    net, x, _, i, j = setup
+    one = sf.folding_pairs(net, x, i, j, method=method, steps=20, workers=1, per_layer=True)
+    two = sf.folding_pairs(net, x, i, j, method=method, steps=20, workers=2, per_layer=True, batch_size=100)
+    assert _same(one, two)
+    assert one.per_layer.keys() == two.per_layer.keys()
+    assert all(torch.equal(one.per_layer[k], two.per_layer[k]) for k in one.per_layer)
+    # and the paths are the ones folding_batch walks on the gathered inputs
+    assert torch.equal(one.chi, sf.folding_batch(net, x[i], x[j], method=method, steps=20).chi)
+
+
+def test_global_folding_workers_bit_for_bit(setup):
+    net, x, y, _, _ = setup
+    one = sf.global_folding(net, x, y, max_pairs=2000, workers=1, per_layer=True)
+    three = sf.global_folding(net, x, y, max_pairs=2000, workers=3, per_layer=True)
+    for k in FIELDS + ("label_a", "label_b"):
+        assert torch.equal(getattr(one, k), getattr(three, k)), k
+    assert all(torch.equal(one.per_layer[k], three.per_layer[k]) for k in one.per_layer)
+    d1, d3 = one.to_dict(), three.to_dict()
+    assert (d1["workers"], d3["workers"], d1["world_size"]) == (1, 3, 1)
+    assert d1["wall_seconds"] > 0 and d1["paths_per_second"] == pytest.approx(2000 / d1["wall_seconds"])
+    assert {k: v for k, v in d1.items() if k not in TIMING} == {k: v for k, v in d3.items() if k not in TIMING}
+
+
+def test_more_workers_than_pairs(setup):
+    net, x, _, i, j = setup
+    one = sf.folding_pairs(net, x, i[:5], j[:5], workers=1)
+    many = sf.folding_pairs(net, x, i[:5], j[:5], workers=64)
+    assert _same(one, many)
+
+
+@pytest.mark.parametrize("bad", [0, -1, -8])
+def test_workers_not_positive(setup, bad):
+    net, x, y, i, j = setup
+    with pytest.raises(InputError, match="workers must be a positive int"):
+        sf.folding_pairs(net, x, i, j, workers=bad)
+    with pytest.raises(InputError, match="workers must be a positive int"):
+        sf.global_folding(net, x, y, max_pairs=10, workers=bad)
+
+
+@pytest.mark.parametrize("bad", [2.0, "2", True])
+def test_workers_not_an_int(setup, bad):
+    net, x, _, i, j = setup
+    with pytest.raises(InputTypeError, match="workers must be a positive int or None"):
+        sf.folding_pairs(net, x, i, j, workers=bad)
+
+
+def test_default_workers_every_core_but_not_for_few_paths(monkeypatch):
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    cores = len(os.sched_getaffinity(0))
+    assert parallel.resolve_workers(None) == cores
+    assert parallel.resolve_workers(None, 10) == 1  # a pool would cost more than it saves
+    assert parallel.resolve_workers(None, cores * parallel.AUTO_MIN_PATHS) == cores
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(2 * cores))  # ranks sharing this machine
+    assert parallel.resolve_workers(None) == 1
+
+
+@given(n=st.integers(0, 10_000), size=st.integers(1, 64))
+@settings(max_examples=200, deadline=None)
+def test_shards_cover_the_paths_in_order(n, size):
+    shards = [parallel.shard(n, r, size) for r in range(size)]
+    assert shards[0][0] == 0 and shards[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(shards, shards[1:]))  # contiguous, in rank order
+    lengths = [b - a for a, b in shards]
+    assert max(lengths) - min(lengths) <= 1 and sum(lengths) == n
+
+
+def test_chunk_size_from_the_memory_budget(setup, monkeypatch):
+    net, x, _, i, j = setup
+    rec = PatternRecorder(net)
+    with rec:
+        net(x[:1])
+    layout = rec.layout()
+    opts = WalkOptions.check(method="uniform", steps=100, tol=None, tie_tol=0.0, layers=None, n0=None,
+                             stop="strict", batch_size=None, dtype=None)
+    # a uniform walk holds 101 points of 16 inputs and 2 x 24 activations, 4 bytes each: 25856 bytes
+    assert chunk_size(opts, layout, x[:1], memory=25856 * 1000) == 1000
+    assert chunk_size(opts, layout, x[:1], memory=1) == 256  # never tiny chunks
+    assert chunk_size(opts, layout, x[:1], memory=1 << 50) == MAX_CHUNK
+    monkeypatch.setenv("SPACEFOLD_MEMORY", str(25856 * 3000))
+    assert memory_budget() == 25856 * 3000 and chunk_size(opts, layout, x[:1]) == 3000
+    monkeypatch.setenv("SPACEFOLD_MEMORY", "lots")
+    with pytest.raises(InputError, match="SPACEFOLD_MEMORY must be a positive number of bytes"):
+        sf.folding_pairs(net, x, i, j)
+    monkeypatch.delenv("SPACEFOLD_MEMORY")
+    # the chunk size changes nothing but memory and speed
+    assert _same(sf.folding_pairs(net, x, i, j, workers=1), sf.folding_pairs(net, x, i, j, batch_size=7, workers=1))
+
+
+def test_cli_workers_refused(tmp_path, capsys):
+    p = save_checkpoint(mlp("1x4", 64, 10), tmp_path / "m.pt")
+    assert cli_main(["measure", "--model", str(p), "--data", "digits", "--workers", "0", "--json"]) == 2
+    assert "--workers" in capsys.readouterr().err
+
+
+def _env() -> dict:
+    src = str(Path(sf.__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+
+
+def test_python_dash_m_spacefold():
+    r = subprocess.run([sys.executable, "-m", "spacefold", "measure", "--help"], capture_output=True, text=True,
+                       env=_env(), timeout=120)
+    assert r.returncode == 0 and "--workers" in r.stdout
+
+
+def test_torchrun_two_ranks_match_one_process(tmp_path):
+    """Two gloo ranks started by torchrun's launcher give the JSON of one process; only rank 0 prints and writes."""
+    p = save_checkpoint(mlp("2x8", 64, 10, seed=3), tmp_path / "m.pt")
+    args = ["measure", "--model", str(p), "--data", "digits", "--max-pairs", "2001", "--per-layer", "--json",
+            "--no-progress", "--workers", "1"]
+    one = subprocess.run([sys.executable, "-m", "spacefold", *args], capture_output=True, text=True, env=_env(),
+                         timeout=300, cwd=tmp_path)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "spacefold", *args, "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                         env=_env(), timeout=300, cwd=tmp_path)
+    assert two.returncode == 0, two.stderr
+    lines = two.stdout.strip().splitlines()
+    assert len(lines) == 1  # rank 1 printed nothing
+    a, b = json.loads(one.stdout), json.loads(lines[0])
+    assert (a["world_size"], b["world_size"]) == (1, 2)
+    assert a["n_paths"] == 2001  # not a multiple of the world size
+    assert {k: v for k, v in a.items() if k not in TIMING} == {k: v for k, v in b.items() if k not in TIMING}
+    written = json.loads((tmp_path / "out" / "measure.json").read_text())
+    assert {k: v for k, v in written.items() if k not in TIMING} == {k: v for k, v in b.items() if k not in TIMING}
+
+
+def test_walk_on_an_accelerator_stays_in_process():
+    calls = []
+
+    def task(a, b, tick):
+        calls.append((a, b))
+        return {"chi": torch.zeros(b - a)}
+
+    out = parallel.map_ranges(task, 0, 10_000, 4, device=torch.device("meta"))
+    assert calls == [(0, 10_000)] and len(out) == 1
