@@ -178,3 +178,52 @@ def test_walk_on_an_accelerator_stays_in_process():
 
     out = parallel.map_ranges(task, 0, 10_000, 4, device=torch.device("meta"))
     assert calls == [(0, 10_000)] and len(out) == 1
+
+
+# --------------------------------------------------------------------------- the main-script guard
+
+
+def test_main_allows_workers_reads_the_guard(tmp_path, monkeypatch):
+    import types
+
+    from spacefold import parallel
+
+    guarded = tmp_path / "guarded.py"
+    guarded.write_text("import spacefold\n\ndef run():\n    pass\n\nif __name__ == '__main__':\n    run()\n")
+    reversed_ = tmp_path / "reversed.py"
+    reversed_.write_text("if '__main__' == __name__:\n    pass\n")
+    nested = tmp_path / "nested.py"
+    nested.write_text("def f():\n    if __name__ == '__main__':\n        pass\n")
+    bare = tmp_path / "bare.py"
+    bare.write_text("import spacefold\nx = 1\n")
+    broken = tmp_path / "broken.py"
+    broken.write_text("def (:\n")
+    cases = {guarded: True, reversed_: True, nested: False, bare: False, broken: False,
+             tmp_path / "missing.py": False}
+    for path, expected in cases.items():
+        fake = types.ModuleType("__main__")
+        fake.__file__ = str(path)
+        monkeypatch.setitem(sys.modules, "__main__", fake)
+        assert parallel.main_allows_workers() is expected, path.name
+    fake = types.ModuleType("__main__")  # an interactive session or a notebook: no file
+    monkeypatch.setitem(sys.modules, "__main__", fake)
+    assert parallel.main_allows_workers() is True
+
+
+def test_unguarded_script_walks_in_one_process_with_a_warning(tmp_path):
+    if parallel.cpu_count() < 2:
+        pytest.skip("one core: workers=None is one process anyway")
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import json, torch, spacefold as sf, spacefold.parallel as P\n"
+        "P.AUTO_MIN_PATHS = 10\n"
+        "net = sf.mlp('2x4', 3, 2, seed=0)\n"
+        "x = torch.randn(40, 3); y = torch.arange(40) % 2\n"
+        "g = sf.global_folding(net, x, y)\n"
+        "print(json.dumps({'workers': g.summary()['workers'], 'n': g.n_paths}))\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(sf.__file__).parent.parent)}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res == {"workers": 1, "n": 800}
+    assert "has no 'if __name__ == \"__main__\":' block" in out.stderr

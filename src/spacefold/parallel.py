@@ -7,11 +7,12 @@ it, so the result is the same, bit for bit, for any number of workers or ranks.
 
 - Worker processes (:func:`map_ranges`): ``workers=None`` uses every core this process
   may run on (``os.sched_getaffinity``), shared between the ranks of this machine under
-  ``torchrun``; ``workers=1`` walks in this process. Workers are forked on Linux: they
-  inherit the model, the inputs and the compiled kernels, so a pool starts in
-  milliseconds and nothing is pickled but the ranges and the per-path results. Each
-  worker runs one torch thread. Where ``fork`` is not the platform's way (macOS,
-  Windows), the work runs in this process.
+  ``torchrun``; ``workers=1`` walks in this process. Workers start from a fork server (a
+  clean process that has imported spacefold once), are kept for later calls, and run one
+  torch thread each. Like every process started this way they import the program's main
+  script again, so a script needs the ``if __name__ == "__main__":`` guard: with
+  ``workers=None`` spacefold checks for it and walks in this process, with one warning,
+  when the main script has none; a worker never starts workers of its own.
 - Ranks (:func:`world`, :func:`shard`, :func:`all_gather`): under ``torchrun``
   (``WORLD_SIZE > 1``) the default process group is started from torchrun's environment
   (gloo on CPUs, NCCL when the model is on a CUDA device) unless the program started one
@@ -23,10 +24,13 @@ it, so the result is the same, bit for bit, for any number of workers or ranks.
 
 from __future__ import annotations
 
+import ast
 import atexit
 import multiprocessing as mp
 import os
 import pickle
+import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -56,13 +60,59 @@ def _local_world_size() -> int:
 AUTO_MIN_PATHS = 20_000  # with workers=None, at least this many paths per worker process (starting one costs)
 
 
+def _is_main_test(test: ast.expr) -> bool:
+    """``__name__ == "__main__"`` (either way round)."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    names = [x for x in sides if isinstance(x, ast.Name) and x.id == "__name__"]
+    consts = [x for x in sides if isinstance(x, ast.Constant) and x.value == "__main__"]
+    return len(names) == 1 and len(consts) == 1
+
+
+_UNGUARDED: set = set()
+
+
+def main_allows_workers() -> bool:
+    """Whether worker processes may be started for this program.
+
+    A worker imports the program's main script again (as every process that is not forked
+    does), so a script whose walks run at its top level would run them again in every
+    worker. Allowed: no main script (an interactive session, a notebook, ``python -c``),
+    or one with an ``if __name__ == "__main__":`` block at its top level. Never inside a
+    worker process.
+    """
+    if mp.parent_process() is not None:
+        return False
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None:
+        return True
+    try:
+        with open(path, encoding="utf-8") as fh:
+            tree = ast.parse(fh.read())
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return False
+    return any(isinstance(node, ast.If) and _is_main_test(node.test) for node in tree.body)
+
+
 def resolve_workers(workers, n_paths: int | None = None, name: str = "workers") -> int:
     """``None`` -> every core of this machine (divided between the ranks that share it
     under ``torchrun``), but no more than one per :data:`AUTO_MIN_PATHS` of ``n_paths``
-    (a worker process takes a moment to start); otherwise a positive int, checked."""
+    (a worker process takes a moment to start), and one (this process) where
+    :func:`main_allows_workers` says no; otherwise a positive int, checked."""
     if workers is None:
         auto = max(1, cpu_count() // _local_world_size())
-        return auto if n_paths is None else max(1, min(auto, n_paths // AUTO_MIN_PATHS))
+        auto = auto if n_paths is None else max(1, min(auto, n_paths // AUTO_MIN_PATHS))
+        if auto > 1 and not main_allows_workers():
+            main = getattr(sys.modules.get("__main__"), "__file__", None)
+            if mp.parent_process() is None and main not in _UNGUARDED:
+                _UNGUARDED.add(main)
+                warnings.warn(f"{main} has no 'if __name__ == \"__main__\":' block, so its walks run in this "
+                              "process only (worker processes would run the script again); put the work under "
+                              "that guard, or pass workers=1 to silence this", RuntimeWarning, stacklevel=3)
+            return 1
+        return auto
     if isinstance(workers, bool) or not isinstance(workers, int):
         raise InputTypeError(f"{name} must be a positive int or None (every core), got {type(workers).__name__}")
     if workers < 1:
