@@ -120,6 +120,18 @@ def hidden_arch(text: str) -> str:
     return arch_name(widths)
 
 
+def folding_schedule(text: str) -> str:
+    """When the folding loss is on: "always", "early:FRACTION" or "every:N", in its canonical
+    spelling ("EARLY:0.50" -> "early:0.5"; :class:`spacefold.regularize.FoldingSchedule`)."""
+    from .regularize import FoldingSchedule
+
+    try:
+        return str(FoldingSchedule.parse(text))
+    except InputError:
+        raise argparse.ArgumentTypeError(f"must be always, early:FRACTION (0 < FRACTION <= 1) or every:N (N >= 1), "
+                                         f"got {text!r}") from None
+
+
 def output_dir(text: str) -> Path:
     """A directory to write results to: it exists or can be created, and the user may write there.
 
@@ -448,6 +460,7 @@ def _add_sweep(sub) -> None:
                    help="bootstrap resamples for the intervals (default 500)")
     p.add_argument("--min-accuracy", type=fraction, default=0.9,
                    help="runs below this test accuracy are drawn hollow and left out of the depth trend (default 0.9)")
+    _add_regularizer_args(p)
     p.add_argument("--out", type=output_dir, default="spacefold-sweep",
                    help="output directory (default ./spacefold-sweep)")
     p.add_argument("--no-plots", action="store_true", help="write no figures")
@@ -456,17 +469,55 @@ def _add_sweep(sub) -> None:
     p.set_defaults(func=_cmd_sweep)
 
 
+def _add_regularizer_args(p) -> None:
+    """The folding regulariser's options of ``sweep`` (those of ``train``)."""
+    from .regularize import LOSS_METHODS
+
+    g = p.add_argument_group("folding regulariser", "train every run with LAMBDA x the folding loss on inter-class "
+                             "training pairs, as spacefold train --regularize does")
+    g.add_argument("--regularize", type=nonnegative_float, default=0.0, metavar="LAMBDA",
+                   help="weight of the folding loss (default 0: plain training)")
+    g.add_argument("--schedule", type=folding_schedule, default="always",
+                   help="when the folding loss is on: always | early:FRACTION (first epochs) | every:N "
+                   "(default always)")
+    g.add_argument("--loss-method", type=normalized, choices=LOSS_METHODS, default="random",
+                   help="sample points of the folding loss: random | grid | exact (default random)")
+    g.add_argument("--n-points", type=int_in(2), default=8,
+                   help="points per segment of the folding loss, at least 3 for random (default 8)")
+    g.add_argument("--pairs-per-step", type=positive_int, default=8,
+                   help="probe segments per training step (default 8)")
+    g.add_argument("--every-steps", type=positive_int, default=1,
+                   help="add the folding loss at every N-th training step only (default 1: every step)")
+    g.add_argument("--beta", type=positive_float, default=10.0, help="sharpness of the soft patterns (default 10)")
+    g.add_argument("--probe-pairs", type=positive_int, default=512,
+                   help="inter-class training pairs of the loss, drawn with each run's seed (default 512)")
+
+
+def _regularizer_settings(args):
+    """The sweep's :class:`spacefold.study.RegularizerSettings`, ``None`` for plain training (λ = 0)."""
+    from .study import RegularizerSettings
+
+    if args.regularize == 0:
+        return None
+    return RegularizerSettings(lam=args.regularize, schedule=args.schedule, method=args.loss_method,
+                               n_points=args.n_points, pairs_per_step=args.pairs_per_step,
+                               every_steps=args.every_steps, beta=args.beta, probe_pairs=args.probe_pairs)
+
+
 def _cmd_sweep(args) -> int:
     from .study import StudySettings
 
     settings = StudySettings(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, method=args.method,
-                             steps=args.steps, pairs_per_class_pair=args.pairs_per_class_pair, n_boot=args.n_boot)
+                             steps=args.steps, pairs_per_class_pair=args.pairs_per_class_pair, n_boot=args.n_boot,
+                             regularizer=_regularizer_settings(args)).check()
     data = _cli_data(args)
     return _run_sweep(data, args.archs, args.seeds, settings, args.out, plots=not args.no_plots,
                       progress=not args.no_progress, as_json=args.json, min_accuracy=args.min_accuracy)
 
 
 def _run_sweep(data, archs, seeds, settings, out, *, plots, progress, as_json, min_accuracy) -> int:
+    from dataclasses import asdict
+
     from .study import depth_trend, markdown_summary, run_study, summary_by_arch
 
     out = Path(out)
@@ -474,8 +525,11 @@ def _run_sweep(data, archs, seeds, settings, out, *, plots, progress, as_json, m
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
+    reg = settings.regularizer if settings.regularizing else None
     log(f"data {data.name}: {data.describe()['n_train']} train / {data.describe()['n_test']} test samples, "
-        f"{len(archs)} architectures x {len(seeds)} seeds, method {settings.method}, results in {out}")
+        f"{len(archs)} architectures x {len(seeds)} seeds, method {settings.method}, "
+        + (f"folding loss λ={reg.lam:g} ({reg.schedule}), " if reg else "")
+        + f"results in {out}")
     rows = run_study(data, archs, seeds, out, settings, progress=progress, log=log)
     from .report import write_provenance
 
@@ -489,7 +543,8 @@ def _run_sweep(data, archs, seeds, settings, out, *, plots, progress, as_json, m
         except ImportError as err:
             log(f"plots skipped: {err}")
     trend = depth_trend(rows, min_accuracy, "phi")
-    summary = {"out": str(out), "data": data.describe(), "method": settings.method, "by_arch": summary_by_arch(rows),
+    summary = {"out": str(out), "data": data.describe(), "method": settings.method,
+               "regularizer": asdict(reg) if reg else None, "by_arch": summary_by_arch(rows),
                "depth_trend": trend, "figures": figs}
     if as_json:
         _emit_json(summary)

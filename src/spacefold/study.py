@@ -6,6 +6,11 @@ Used by ``spacefold sweep`` and ``spacefold demo`` and by the MNIST study in
 written atomically; a run whose result exists with the same settings is skipped,
 so a sweep that was interrupted continues where it stopped.
 
+With :class:`RegularizerSettings` every run is trained with the folding regulariser
+(:class:`spacefold.regularize.FoldingRegularizer`: λ times the folding loss on inter-class
+pairs of the run's training split, drawn with the run's seed); the regulariser is part of
+the settings, so a run trained with another λ or schedule is never reused.
+
 Measurement follows docs/method.md, 'The global measure': pairs of test samples over the
 ordered class pairs with the same class included (``pairs="all"``); Φ_N and the
 share of folded paths over the inter-class paths; the P2 aggregate
@@ -30,8 +35,8 @@ import numpy as np
 from ._util import atomic_write, check_choice, check_int, json_safe
 from .errors import InputError, InputTypeError
 
-__all__ = ["StudySettings", "demo_settings", "run_study", "measure_model", "depth_trend", "write_tables",
-           "read_run", "CSV_FIELDS"]
+__all__ = ["StudySettings", "RegularizerSettings", "demo_settings", "run_study", "measure_model", "depth_trend",
+           "write_tables", "read_run", "CSV_FIELDS"]
 
 HIST_BINS = 20
 
@@ -44,8 +49,60 @@ CSV_FIELDS = [
 
 
 @dataclass
+class RegularizerSettings:
+    """The folding regulariser every run of a study is trained with (``spacefold train --regularize``).
+
+    ``lam`` weighs the folding loss (0: plain training); ``schedule`` says in which epochs it is
+    on (``"always"``, ``"early:FRACTION"``, ``"every:N"``, :class:`spacefold.regularize.FoldingSchedule`);
+    ``method``, ``n_points``, ``pairs_per_step``, ``every_steps`` and ``beta`` are those of
+    :class:`spacefold.regularize.FoldingRegularizer`; ``probe_pairs`` inter-class pairs of the
+    training split make its probe set (:func:`spacefold.regularize.probe_pairs`, the run's seed).
+    """
+
+    lam: float
+    schedule: str = "always"
+    method: str = "random"
+    n_points: int = 8
+    pairs_per_step: int = 8
+    every_steps: int = 1
+    beta: float = 10.0
+    probe_pairs: int = 512
+
+    def check(self) -> RegularizerSettings:
+        """Validate every field; the schedule is stored in its canonical spelling ("EARLY:0.50" -> "early:0.5")."""
+        from .regularize import LOSS_METHODS, FoldingSchedule, _check_lambda, _check_positive
+
+        self.lam = _check_lambda(self.lam)
+        self.schedule = str(FoldingSchedule.parse(self.schedule))
+        check_choice(self.method, "regularizer.method", LOSS_METHODS)
+        check_int(self.n_points, "regularizer.n_points", 2)
+        if self.method == "random" and self.n_points < 3:
+            raise InputError(f"regularizer.n_points must be an int >= 3 with method 'random' (t = 0, t = 1 and at "
+                             f"least one random point), got {self.n_points}")
+        check_int(self.pairs_per_step, "regularizer.pairs_per_step", 1)
+        check_int(self.every_steps, "regularizer.every_steps", 1)
+        self.beta = _check_positive(self.beta, "regularizer.beta")
+        check_int(self.probe_pairs, "regularizer.probe_pairs", 1)
+        return self
+
+    def build(self, x, y, seed: int):
+        """The :class:`spacefold.regularize.FoldingRegularizer` of one run: its probe set is
+        ``probe_pairs`` inter-class pairs of ``(x, y)`` drawn with ``seed``, which also seeds its draws."""
+        from .regularize import FoldingRegularizer, probe_pairs
+
+        x1, x2 = probe_pairs(x, y, self.probe_pairs, seed=seed)
+        return FoldingRegularizer(x1, x2, self.lam, schedule=self.schedule, pairs_per_step=self.pairs_per_step,
+                                  method=self.method, n_points=self.n_points, beta=self.beta, seed=seed,
+                                  every_steps=self.every_steps)
+
+
+@dataclass
 class StudySettings:
-    """Everything that decides a run's result; runs are reused only when these match."""
+    """Everything that decides a run's result; runs are reused only when these match.
+
+    ``regularizer`` (a :class:`RegularizerSettings`, or ``None`` for plain training) is part of
+    the key only when it is on (λ > 0), so the key of plain training is the one it always was.
+    """
 
     epochs: int = 30
     lr: float = 1e-3
@@ -57,9 +114,23 @@ class StudySettings:
     n_boot: int = 500
     per_layer: bool = True
     data: dict = field(default_factory=dict)
+    regularizer: RegularizerSettings | None = None
+
+    @property
+    def regularizing(self) -> bool:
+        """Whether the runs are trained with the folding loss (a regulariser with λ > 0)."""
+        return self.regularizer is not None and self.regularizer.lam > 0
+
+    def as_dict(self) -> dict:
+        """The settings as recorded with each run and hashed by :meth:`key`: every field, without
+        ``regularizer`` when the training is plain."""
+        d = asdict(self)
+        if not self.regularizing:
+            del d["regularizer"]
+        return d
 
     def key(self) -> str:
-        text = json.dumps(asdict(self), sort_keys=True)
+        text = json.dumps(self.as_dict(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def check(self) -> StudySettings:
@@ -75,6 +146,11 @@ class StudySettings:
             raise InputTypeError(f"lr must be a finite number > 0, got {self.lr!r}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise InputError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if self.regularizer is not None:
+            if not isinstance(self.regularizer, RegularizerSettings):
+                raise InputTypeError(f"regularizer must be a RegularizerSettings or None, "
+                                     f"got {type(self.regularizer).__name__}")
+            self.regularizer.check()
         return self
 
 
@@ -170,6 +246,8 @@ def run_study(
     for arch in archs:
         for seed in seeds:
             name = _run_name(arch, seed)
+            reg = settings.regularizer.build(data.x_train, data.y_train, seed) if settings.regularizing else None
+            reg_record = reg.describe() if reg is not None else None
             res_path = out / "runs" / f"{name}.json"
             ckpt = out / "models" / f"{name}.pt"
             if res_path.is_file():
@@ -196,6 +274,9 @@ def run_study(
                     if why is None and (any(tr.get(k) != v for k, v in train_key.items())
                                         or meta.get("data") != settings.data):
                         why = "other training settings or data"
+                    if why is None and meta.get("regularizer") != reg_record:
+                        why = ("plain training" if meta.get("regularizer") is None else
+                               "another folding regulariser" if reg_record else "training with the folding regulariser")
                     if why is None:
                         log(f"{name}: checkpoint found, training skipped")
                     else:
@@ -204,9 +285,10 @@ def run_study(
             if model is None:
                 model, res = train_mlp(arch, data, epochs=settings.epochs, lr=settings.lr,
                                        batch_size=settings.batch_size, seed=seed, checkpoint=ckpt,
-                                       progress=progress)
+                                       progress=progress, regularizer=reg)
                 tr = res.as_dict()
-                log(f"{name}: trained {settings.epochs} epochs, test accuracy {res.final_test_accuracy:.4f} "
+                how = f" with the folding loss (λ={reg.lam:g}, {reg.schedule})" if reg is not None else ""
+                log(f"{name}: trained {settings.epochs} epochs{how}, test accuracy {res.final_test_accuracy:.4f} "
                     f"({time.perf_counter() - t0:.0f} s)")
             m = measure_model(model, data.x_test, data.y_test, settings, progress=progress)
             hidden = parse_arch(arch)
@@ -220,8 +302,9 @@ def run_study(
                 "epochs": settings.epochs,
                 "train_seconds": tr.get("seconds", float("nan")),
                 "method": settings.method,
-                "settings": asdict(settings),
+                "settings": settings.as_dict(),
                 "settings_key": key,
+                "regularizer": reg_record,
                 "checkpoint": str(ckpt.relative_to(out)),
                 **m,
             }

@@ -205,18 +205,25 @@ def train_mlp(
     checkpoint: str | os.PathLike | None = None,
     progress: bool = False,
     progress_bar: bool | None = None,
+    regularizer=None,
 ):
     """Build the MLP ``arch`` for a :class:`spacefold.data.Dataset`, train it (seeded),
     and optionally save it to ``checkpoint`` (atomically, with the run's record as
-    metadata). Returns ``(model, TrainResult)``. ``progress`` as in :func:`train`.
+    metadata). Returns ``(model, TrainResult)``. ``progress`` and ``regularizer`` as in
+    :func:`train`; a regulariser with a ``describe()`` (such as
+    :class:`spacefold.regularize.FoldingRegularizer`) is recorded in the metadata as ``"regularizer"``.
     """
     from .models import mlp, save_checkpoint
 
     progress = _deprecated_progress(progress, progress_bar)
     model = mlp(arch, data.n_features, data.n_classes, seed=seed)
     res = train(model, data.x_train, data.y_train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                x_test=data.x_test, y_test=data.y_test, progress=progress, desc=f"train {arch} s{seed}")
+                x_test=data.x_test, y_test=data.y_test, progress=progress, desc=f"train {arch} s{seed}",
+                regularizer=regularizer)
     if checkpoint is not None:
-        save_checkpoint(model, Path(checkpoint), metadata={"arch": model.arch, "seed": seed, "data": data.describe(),
-                                                           "training": res.as_dict()})
+        meta = {"arch": model.arch, "seed": seed, "data": data.describe(), "training": res.as_dict()}
+        if regularizer is not None:
+            describe = getattr(regularizer, "describe", None)
+            meta["regularizer"] = describe() if callable(describe) else type(regularizer).__name__
+        save_checkpoint(model, Path(checkpoint), metadata=meta)
     return model, res
