@@ -110,9 +110,12 @@ def split_act(z, t, nxt, prv, n_paths, tol, levels, thr, seg_slope, seg_off, act
     return _STATE["jit"].split_act(z, t, nxt, prv, n_paths, tol, levels, thr, seg_slope, seg_off, act, rtol)
 
 
-def new_rows_linear(out, n_old, wt, levels, seg_slope, plan, g_s, y, seg_off, bias, wsum, rtol):
+def new_rows_linear(out, n_old, wt, levels, seg_slope, plan, g_s, y, seg_off, bias, wsum, rtol, w=None, wnorm=None):
     if plan[0].size:
-        _STATE["jit"].new_rows_linear(out, n_old, wt, levels, seg_slope, *plan, g_s, y, seg_off, bias, wsum, rtol)
+        w = np.ascontiguousarray(wt.T) if w is None else w
+        wnorm = np.sqrt((w.astype(np.float64) ** 2).sum(1)) if wnorm is None else wnorm
+        _STATE["jit"].new_rows_linear(out, n_old, wt, levels, seg_slope, *plan, g_s, y, seg_off, bias, wsum, rtol, w,
+                                      wnorm)
 
 
 def lerp_rows(x, ia, ib, w, out):

@@ -275,6 +275,7 @@ class _Step:
     kinks: list[float] = field(default_factory=list)
     free_after: list[fx.Node] = field(default_factory=list)
     kernel_form: dict = field(default_factory=dict)  # see _compiled_act
+    linear_form: dict = field(default_factory=dict)  # see _linear_form
 
 
 class ExactProgram:
@@ -1157,7 +1158,8 @@ def _exact_cancellations(lin: nn.Linear, out: Tensor, V: int, y: Tensor, g_piece
     layers after inactive ReLUs, a saturated Hardtanh cancelled by the bias, quantised
     weights); the next activation would read bit 1 there on a piece where the pre-activation
     is 0. An output within a few units of round-off of 0, relative to a bound of its terms
-    (|y(a)| + |y(b)| + |bias| + Σ|w|·max|activation|), is computed again from the activation
+    (|y(a)| + |y(b)| + |bias| + the smaller of ‖w‖₁·max|activation| and ‖w‖₂·‖activation‖₂ over
+    the piece's ends), is computed again from the activation
     at the new breakpoint (interpolated; exact for the crossing neurons, ``yk`` at the pairs
     (``g_rep``, ``k``), and on the dense rows ``dg``, ``yd``)."""
     out_new = out[V:]
@@ -1167,11 +1169,15 @@ def _exact_cancellations(lin: nn.Linear, out: Tensor, V: int, y: Tensor, g_piece
     w = lin.weight.detach()
     b = torch.zeros(lin.out_features, dtype=out.dtype, device=out.device) if lin.bias is None else lin.bias.detach()
     old = out[:V]
+    # Σ|w||φ| at a, b and the new breakpoint: |φ| there is at most max(|φ(a)|, |φ(b)|) neuron by neuron,
+    # so the sum is at most ‖w‖₁·max|φ| and (Cauchy-Schwarz) ‖w‖₂·‖max(|φ(a)|, |φ(b)|)‖₂
     yabs = y.abs().amax(1)
+    ynorm = torch.linalg.vector_norm(y, dim=1)
     ymax = torch.maximum(yabs.index_select(0, g_piece), yabs.index_select(0, g_next))
+    ynorm = torch.hypot(ynorm.index_select(0, g_piece), ynorm.index_select(0, g_next))
+    terms = torch.minimum(torch.outer(ymax, w.abs().sum(1)), torch.outer(ynorm, torch.linalg.vector_norm(w, dim=1)))
     ya, yb = old.index_select(0, g_piece), old.index_select(0, g_next)
-    bound = ya.abs().add_(yb.abs()).add_(b.abs()).addcmul_(ymax.unsqueeze(1), w.abs().sum(1)).mul_(
-        _cancel_rtol(out.dtype))
+    bound = ya.abs().add_(yb.abs()).add_(b.abs()).add_(terms).mul_(_cancel_rtol(out.dtype))
     # candidates: within the bound of 0 or of an end's value
     near = torch.minimum(torch.minimum(out_new.abs(), (out_new - ya).abs()), (out_new - yb).abs()) <= bound
     rows = near.any(1).nonzero().squeeze(1)
@@ -1283,13 +1289,28 @@ def _act_linear_compiled(state: _State, step: _Step, z: Tensor, lin: nn.Linear |
     out = torch.empty(state.n_rows, lin.out_features, dtype=z.dtype)
     _linear(lin, z, out[:V])  # z holds the activation now
     if state.n_rows > V:
-        wt = lin.weight.detach().t().contiguous()
+        w, wt, bias, wsum, wnorm = _linear_form(step, lin)
         levels, thr, seg_slope, seg_off = act_form
-        bias = np.zeros(lin.out_features) if lin.bias is None else lin.bias.detach().double().numpy()
-        wsum = lin.weight.detach().double().abs().sum(1).numpy()
-        _kernels.new_rows_linear(out.numpy(), V, wt.numpy(), levels, seg_slope, plan, g_s, z.numpy(), seg_off,
-                                 bias, wsum, _cancel_rtol(z.dtype))
+        _kernels.new_rows_linear(out.numpy(), V, wt, levels, seg_slope, plan, g_s, z.numpy(), seg_off,
+                                 bias, wsum, _cancel_rtol(z.dtype), w, wnorm)
     return rec, out
+
+
+def _linear_form(step: _Step, lin: nn.Linear):
+    """The Linear after an activation as :func:`spacefold.walk._kernels.new_rows_linear` takes it: its
+    weight (contiguous), the weight transposed (contiguous), its bias, and the sum of the absolute
+    weights of every output and their Euclidean norm (float64). Kept on the step while the parameters are unchanged."""
+    wgt, b = lin.weight, lin.bias
+    key = (wgt.data_ptr(), wgt._version, None if b is None else (b.data_ptr(), b._version))
+    form = step.linear_form.get(key)
+    if form is None:
+        w = wgt.detach()
+        bias = np.zeros(lin.out_features) if b is None else b.detach().double().numpy()
+        w64 = w.double()
+        form = (w.contiguous().numpy(), w.t().contiguous().numpy(), bias, w64.abs().sum(1).numpy(),
+                torch.linalg.vector_norm(w64, dim=1).numpy())
+        step.linear_form = {key: form}  # one kept (the parameters may change); replaced whole for threads
+    return form
 
 
 def _cancel_rtol(dtype: torch.dtype) -> float:
