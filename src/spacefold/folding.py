@@ -71,6 +71,11 @@ class FoldingBatch:
 
     ``walks`` is set only with ``return_walks=True``; ``per_layer`` (layer name ->
     χ ``(batch,)``) only with ``per_layer=True``.
+
+    ``n_float64`` (exact walk): segments walked again in float64 because max pooling could not
+    be resolved in the model's dtype (a near tie of a window's arg-max below its round-off);
+    ``n_unresolved``: those of them that float64 did not resolve either (their arg-max is decided
+    up to float64 round-off; a warning says so). Both are 0 for the other methods.
     """
 
     chi: Tensor
@@ -82,6 +87,8 @@ class FoldingBatch:
     layout: PatternLayout | None = None
     walks: WalkBatch | None = None
     per_layer: dict[str, Tensor] | None = None
+    n_float64: int = 0
+    n_unresolved: int = 0
 
     def __len__(self) -> int:
         return int(self.chi.numel())
@@ -345,8 +352,11 @@ def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures:
         walker.start(sample)
         chunks = progress_bar(segments.chunks(opts.batch_size), total=n_chunks, desc=f"folding ({opts.method})",
                               enabled=progress)
+        n_float64 = n_unresolved = 0
         for a, c in chunks:
             wb = walker(a, c)
+            n_float64 += getattr(wb, "n_float64", 0)
+            n_unresolved += getattr(wb, "n_unresolved", 0)
             if return_walks or not measures:
                 walks.append(wb)
             if not measures:
@@ -362,6 +372,7 @@ def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures:
         chi=s.chi, r1=s.r1, r2=s.r2, n_regions=s.n_regions, max_profile=s.max_profile, method=opts.method,
         layout=layout, walks=WalkBatch.concat(walks) if return_walks else None,
         per_layer={name: torch.cat(v) for name, v in layers.items()} if per_layer else None,
+        n_float64=n_float64, n_unresolved=n_unresolved,
     )
 
 
