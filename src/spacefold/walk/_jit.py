@@ -465,6 +465,22 @@ def row_scales(x):
 
 
 @jit
+def any_to_redo(v, ya, yb, bound, dd, s, s1):
+    """Whether an output ``v`` at a new row (fraction ``s`` of the piece, ``s1 = 1 − s``) is to be
+    computed again as a plain product: within ``bound`` of 0, or of its value at an end (``ya``,
+    ``yb``) where the interpolation of the ends (``dd = |yb − ya|``) would have moved away from it.
+    The test of :func:`new_rows_linear`'s second pass, branch-free with an integer reduction and
+    on read-only rows, so that it vectorises."""
+    hit = 0
+    for o in range(v.size):
+        x = v[o]
+        bd = bound[o]
+        hit |= ((abs(x) <= bd) | ((abs(x - ya[o]) <= bd) & (s * dd[o] > 4 * bd))
+                | ((abs(x - yb[o]) <= bd) & (s1 * dd[o] > 4 * bd)))
+    return hit != 0
+
+
+@jit
 def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_g0, pl_m, cs_n, cs_lv, cs_slot,
                     cs_za, cs_zb, g_s, y, seg_off, bias, wsum, rtol, wgt, wnorm):
     """The Linear's output at the new rows ``V ..`` of ``out`` from its rows at the pieces' ends:
@@ -544,18 +560,9 @@ def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_
                 i -= 1
             s = g_s[g0 + j - 1]
             row = V + g0 + j - 1
-            # an output to compute again (below) marks the row: within the bound of 0, or of an end's
-            # value where the interpolation would have moved away from it (a branch-free loop with an
-            # integer reduction, so that it vectorises)
-            s1 = 1.0 - s
-            hit = 0
             for o in range(O):
                 out[row, o] = buf[j - 1, o] + s * (out[b, o] + acc[o])
-                v = out[row, o]  # in out's dtype, as the test below reads it
-                bd = bound[o]
-                hit |= ((abs(v) <= bd) | ((abs(v - out[a, o]) <= bd) & (s * dd[o] > 4 * bd))
-                        | ((abs(v - out[b, o]) <= bd) & (s1 * dd[o] > 4 * bd)))
-            redo[j] = hit != 0
+            redo[j] = any_to_redo(out[row], out[a], out[b], bound, dd, s, 1.0 - s)
         for j in range(1, m + 1):
             if not redo[j]:
                 continue
