@@ -38,20 +38,25 @@ def popcount(x):
 
 
 @jit
-def pack_signs(z, level, pos):
-    """Fill ``pos`` (V, W) with words whose bit n of row r is z[r, n] > level."""
+def pack_signs(z, level, pos, big):
+    """Fill ``pos`` (V, W) with words whose bit n of row r is z[r, n] > level; return whether every
+    |z| is below ``big`` (false for nan)."""
     V, F = z.shape
     W = pos.shape[1]
     buf = np.zeros(W * 64, np.uint8)
     bw = buf.view(np.uint64)
+    ok = True
     for r in range(V):
         for n in range(F):
-            buf[n] = z[r, n] > level
+            v = z[r, n]
+            buf[n] = v > level
+            ok &= abs(v) < big
         for w in range(W):
             acc = u64(0)
             for k in range(8):
                 acc |= ((bw[w * 8 + k] * MAGIC) >> S56) << u64(8 * k)
             pos[r, w] = acc
+    return ok
 
 
 @jit
@@ -91,18 +96,21 @@ def at_level(v, za, zb, level, rtol):
 
 
 @jit
-def split_act(z, t, nxt, prv, B, tol, levels, thr, seg_slope, seg_off, act, rtol):
+def split_act(z, t, nxt, prv, B, tol, levels, thr, seg_slope, seg_off, act, rtol, big):
     """Split the pieces where z crosses one of ``levels`` (sorted); bits are z > levels[thr]
     (no bits when thr < 0). ``seg_slope``, ``seg_off`` (F, K + 1): the activation on the
     segments between the levels, φ(z) = slope·z + offset. With ``act`` φ is applied to z in
     place at the end. A crossing neuron whose value at its breakpoint is its level up to
-    ``rtol`` (:func:`at_level`) is set to the level there. See :mod:`spacefold.walk._kernels`."""
+    ``rtol`` (:func:`at_level`) is set to the level there. Raises FloatingPointError, before
+    anything changes, where some |z| is not below ``big`` (not finite, or about to overflow).
+    See :mod:`spacefold.walk._kernels`."""
     V, F = z.shape
     W = (F + 63) // 64
     K = levels.size
     pos_lv = np.empty((K, V, W), np.uint64)
     for lv in range(K):
-        pack_signs(z, levels[lv], pos_lv[lv])
+        if not pack_signs(z, levels[lv], pos_lv[lv], big if lv == 0 else np.inf) and lv == 0:
+            raise FloatingPointError("values not finite or too large")  # before z changes; the caller reports
     bits = thr >= 0
     pos0 = pos_lv[thr] if bits else pos_lv[0]
     # ---- crossings: rows whose signs differ from the next row's, level by level

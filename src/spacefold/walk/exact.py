@@ -803,7 +803,8 @@ def _run(prog: ExactProgram, env: dict, state: _State, start: int, tie_tol: floa
             env[s.node] = prog._eval(s, env)
         elif s.kind == "act":
             (node_in,) = [a for a in s.node.all_input_nodes if prog.dynamic.get(a, False)]
-            _check_finite(env[node_in], s.node)
+            # the values are checked (_check_finite) by the split: in the compiled kernel, in the
+            # pass that reads them anyway, or before the torch operations
             used = any(u in prog.live for u in s.node.users)
             lin = prog.fusable.get(s.node) if used else None
             others = [n for n in env if n is not node_in and prog.dynamic.get(n, False)]
@@ -879,6 +880,7 @@ def _split_activation(prog, env, state: _State, node_in: fx.Node, step: _Step, t
             _interpolate_env(prog, env, state, (torch.from_numpy(g_piece), torch.from_numpy(g_s)), nxt_old)
         _snap(env[node_in], *map(torch.from_numpy, snap))
         return rec
+    _check_finite(z, step.node)
     levels, thr, pos, pieces, neurons, lev, tie_r, tie_n, plan, rows, nxt_old = _cut(z, state, step, tie_tol, tol)
     if plan is not None:
         _interpolate_env(prog, env, state, plan, nxt_old)
@@ -1044,6 +1046,7 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
     act_form = _compiled_act(step, z, lin, tie_tol)
     if act_form is not None:
         return _act_linear_compiled(state, step, z.contiguous(), lin, act_form, tol)
+    _check_finite(z, step.node)
     V, F_ = z.shape
     levels, thr, pos, pieces, neurons, lev, tie_r, tie_n, plan, rows, nxt_old = _cut(z, state, step, tie_tol, tol)
     snap = None
@@ -1269,9 +1272,13 @@ def _compiled_split(state: _State, step: _Step, z: Tensor, act_form, tol: float,
     with ``act`` it also applies the activation to ``z`` in place. Returns ``(flips or None,
     new rows' piece starts, their fractions, the Linear's plan)``."""
     levels, thr, seg_slope, seg_off = act_form
-    t2, nxt2, prv2, g_piece, g_s, start_bits, f_row, f_n, f_bit, plan, snap, pos = _kernels.split_act(
-        z.numpy(), state.t.numpy(), state.nxt.numpy(), state.prv.numpy(), state.n_paths, float(tol), levels, thr,
-        seg_slope, seg_off, act, _snap_rtol(z.dtype))
+    try:
+        t2, nxt2, prv2, g_piece, g_s, start_bits, f_row, f_n, f_bit, plan, snap, pos = _kernels.split_act(
+            z.numpy(), state.t.numpy(), state.nxt.numpy(), state.prv.numpy(), state.n_paths, float(tol), levels, thr,
+            seg_slope, seg_off, act, _snap_rtol(z.dtype), _finite_max(z.dtype))
+    except FloatingPointError:
+        _check_finite(z, step.node)  # raises InputError with the range found
+        raise
     state.t, state.nxt, state.prv = torch.from_numpy(t2), torch.from_numpy(nxt2), torch.from_numpy(prv2)
     rec = None
     if thr >= 0:
@@ -1671,6 +1678,11 @@ def _dtype_tol(dtype: torch.dtype) -> float:
     return 4 * torch.finfo(dtype).eps
 
 
+def _finite_max(dtype: torch.dtype) -> float:
+    """Values of the walk must stay below this in magnitude (see :func:`_check_finite`)."""
+    return torch.finfo(dtype).max / 4
+
+
 def _check_finite(x: Tensor, node: fx.Node) -> None:
     """Non-finite values (an overflow of the dtype, inf or nan weights) make every sign test meaningless;
     so do values within a factor 4 of the dtype's largest number, whose differences and
@@ -1678,7 +1690,7 @@ def _check_finite(x: Tensor, node: fx.Node) -> None:
     if x.numel() == 0:
         return
     lo, hi = torch.aminmax(x)
-    big = torch.finfo(x.dtype).max / 4
+    big = _finite_max(x.dtype)
     if not (bool(lo > -big) and bool(hi < big)):  # false for nan too
         name = node.target if node.op == "call_module" else node.name
         raise InputError(
