@@ -48,9 +48,10 @@ def pack_signs(z, level, pos, big):
     ok = True
     for r in range(V):
         for n in range(F):
-            v = z[r, n]
-            buf[n] = v > level
-            ok &= abs(v) < big
+            buf[n] = z[r, n] > level
+        if big < np.inf:
+            for n in range(F):
+                ok &= abs(z[r, n]) < big
         for w in range(W):
             acc = u64(0)
             for k in range(8):
@@ -495,9 +496,10 @@ def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_
     running sums of weight columns along each piece (see :mod:`spacefold.walk._kernels`).
 
     An output within ``rtol`` times a bound of its terms of 0 or of its value at an end of the
-    piece (``wsum``, ``wnorm``: per output, the sum of its absolute weights and their Euclidean norm;
-    ``y``: the activations at the old rows) is computed again as the plain product of the activation at the new row and the
-    weights ``wgt`` (the Linear's weight, ``wt`` transposed), plus ``bias``."""
+    piece (``wsum``, ``wnorm``: per output, the sum of its absolute weights and their Euclidean
+    norm; ``y``: the activations at the old rows) is computed again as the plain product of the
+    activation at the new row and the weights ``wgt`` (the Linear's weight, ``wt`` transposed),
+    plus ``bias``."""
     O = out.shape[1]
     F = y.shape[1]
     buf = np.empty((pl_m.max(), O), np.float64)
