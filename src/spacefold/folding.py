@@ -79,6 +79,11 @@ class FoldingBatch:
 
     ``walks`` is set only with ``return_walks=True``; ``per_layer`` (layer name ->
     χ ``(batch,)``) only with ``per_layer=True``.
+
+    ``n_float64`` (exact walk): segments walked again in float64 because max pooling could not
+    be resolved in the model's dtype (a near tie of a window's arg-max below its round-off);
+    ``n_unresolved``: those of them that float64 did not resolve either (their arg-max is decided
+    up to float64 round-off; a warning says so). Both are 0 for the other methods.
     """
 
     chi: Tensor
@@ -90,6 +95,8 @@ class FoldingBatch:
     layout: PatternLayout | None = None
     walks: WalkBatch | None = None
     per_layer: dict[str, Tensor] | None = None
+    n_float64: int = 0
+    n_unresolved: int = 0
 
     def __len__(self) -> int:
         return int(self.chi.numel())
@@ -407,8 +414,11 @@ class _RangeTask:
                 walker.seek(start)
             sums: list[measure.WalkSummary] = []
             layers: dict[str, list[Tensor]] = {}
+            redone = torch.zeros(2, dtype=torch.int64)  # exact walks redone in float64, and of those unresolved
             for a, c in self.segments.chunks(start, stop, opts.batch_size):
                 wb = walker(a, c)
+                redone[0] += getattr(wb, "n_float64", 0)
+                redone[1] += getattr(wb, "n_unresolved", 0)
                 if self.keep:
                     self.walks.append(wb)
                 if self.measures:
@@ -420,6 +430,8 @@ class _RangeTask:
                     tick(len(wb))
         out = {k: getattr(measure.WalkSummary.concat(sums), k) for k in measure.WalkSummary.FIELDS} if sums else {}
         out.update({f"layer:{name}": torch.cat(v) for name, v in layers.items()})
+        if sums:
+            out.update(n_float64=redone[:1], n_unresolved=redone[1:])
         return out
 
 
@@ -466,10 +478,13 @@ def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures:
     if not measures:
         return WalkBatch.concat(walks)
     cat = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    n_float64 = int(cat.pop("n_float64").sum()) if "n_float64" in cat else 0
+    n_unresolved = int(cat.pop("n_unresolved").sum()) if "n_unresolved" in cat else 0
     return FoldingBatch(
         chi=cat["chi"], r1=cat["r1"], r2=cat["r2"], n_regions=cat["n_regions"], max_profile=cat["max_profile"],
         method=opts.method, layout=layout, walks=WalkBatch.concat(walks) if return_walks else None,
         per_layer={lay.name: cat[f"layer:{lay.name}"] for lay in layout.layers} if per_layer else None,
+        n_float64=n_float64, n_unresolved=n_unresolved,
     )
 
 

@@ -11,15 +11,17 @@ import numpy as np
 _UNCACHED: list[str] = []
 
 
-def jit(func):
-    """``numba.njit(cache=True, nogil=True)``, or without the cache where Numba has no writable place
+def jit(func=None, **flags):
+    """``numba.njit(cache=True, nogil=True, **flags)``, or without the cache where Numba has no writable place
     for it (a read-only package directory and an unwritable HOME): the kernels are then compiled
     anew in every process."""
+    if func is None:
+        return lambda f: jit(f, **flags)
     try:
-        return nb.njit(cache=True, nogil=True)(func)
+        return nb.njit(cache=True, nogil=True, **flags)(func)
     except RuntimeError as err:  # "cannot cache function ...: no locator available for file ..."
         _UNCACHED.append(str(err))
-        return nb.njit(nogil=True)(func)
+        return nb.njit(nogil=True, **flags)(func)
 
 u64 = np.uint64
 MAGIC = u64(0x0102040810204080)  # eight 0/1 bytes -> their eight bits, lowest byte lowest
@@ -36,20 +38,26 @@ def popcount(x):
 
 
 @jit
-def pack_signs(z, level, pos):
-    """Fill ``pos`` (V, W) with words whose bit n of row r is z[r, n] > level."""
+def pack_signs(z, level, pos, big):
+    """Fill ``pos`` (V, W) with words whose bit n of row r is z[r, n] > level; return whether every
+    |z| is below ``big`` (false for nan)."""
     V, F = z.shape
     W = pos.shape[1]
     buf = np.zeros(W * 64, np.uint8)
     bw = buf.view(np.uint64)
+    ok = True
     for r in range(V):
         for n in range(F):
             buf[n] = z[r, n] > level
+        if big < np.inf:
+            for n in range(F):
+                ok &= abs(z[r, n]) < big
         for w in range(W):
             acc = u64(0)
             for k in range(8):
                 acc |= ((bw[w * 8 + k] * MAGIC) >> S56) << u64(8 * k)
             pos[r, w] = acc
+    return ok
 
 
 @jit
@@ -89,18 +97,21 @@ def at_level(v, za, zb, level, rtol):
 
 
 @jit
-def split_act(z, t, nxt, prv, B, tol, levels, thr, seg_slope, seg_off, act, rtol):
+def split_act(z, t, nxt, prv, B, tol, levels, thr, seg_slope, seg_off, act, rtol, big):
     """Split the pieces where z crosses one of ``levels`` (sorted); bits are z > levels[thr]
     (no bits when thr < 0). ``seg_slope``, ``seg_off`` (F, K + 1): the activation on the
     segments between the levels, φ(z) = slope·z + offset. With ``act`` φ is applied to z in
     place at the end. A crossing neuron whose value at its breakpoint is its level up to
-    ``rtol`` (:func:`at_level`) is set to the level there. See :mod:`spacefold.walk._kernels`."""
+    ``rtol`` (:func:`at_level`) is set to the level there. Raises FloatingPointError, before
+    anything changes, where some |z| is not below ``big`` (not finite, or about to overflow).
+    See :mod:`spacefold.walk._kernels`."""
     V, F = z.shape
     W = (F + 63) // 64
     K = levels.size
     pos_lv = np.empty((K, V, W), np.uint64)
     for lv in range(K):
-        pack_signs(z, levels[lv], pos_lv[lv])
+        if not pack_signs(z, levels[lv], pos_lv[lv], big if lv == 0 else np.inf) and lv == 0:
+            raise FloatingPointError("values not finite or too large")  # before z changes; the caller reports
     bits = thr >= 0
     pos0 = pos_lv[thr] if bits else pos_lv[0]
     # ---- crossings: rows whose signs differ from the next row's, level by level
@@ -448,16 +459,47 @@ def act_value(seg_slope, seg_off, levels, n, v):
     return seg_slope[n, j] * v + seg_off[n, j]
 
 
+@jit(fastmath={"nnan", "ninf", "reassoc"})
+def row_scales(x):
+    """max |x| and the Euclidean norm of the 1-D x, in float64 (x finite: the walk checks its values
+    before each activation; the flags let the reductions vectorise, a bound does not need the
+    order of the sum)."""
+    m = 0.0
+    q = 0.0
+    for v in x:
+        f = np.float64(v)
+        m = max(m, abs(f))
+        q += f * f
+    return m, np.sqrt(q)
+
+
+@jit
+def any_to_redo(v, ya, yb, bound, dd, s, s1):
+    """Whether an output ``v`` at a new row (fraction ``s`` of the piece, ``s1 = 1 − s``) is to be
+    computed again as a plain product: within ``bound`` of 0, or of its value at an end (``ya``,
+    ``yb``) where the interpolation of the ends (``dd = |yb − ya|``) would have moved away from it.
+    The test of :func:`new_rows_linear`'s second pass, branch-free with an integer reduction and
+    on read-only rows, so that it vectorises."""
+    hit = 0
+    for o in range(v.size):
+        x = v[o]
+        bd = bound[o]
+        hit |= ((abs(x) <= bd) | ((abs(x - ya[o]) <= bd) & (s * dd[o] > 4 * bd))
+                | ((abs(x - yb[o]) <= bd) & (s1 * dd[o] > 4 * bd)))
+    return hit != 0
+
+
 @jit
 def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_g0, pl_m, cs_n, cs_lv, cs_slot,
-                    cs_za, cs_zb, g_s, y, seg_off, bias, wsum, rtol):
+                    cs_za, cs_zb, g_s, y, seg_off, bias, wsum, rtol, wgt, wnorm):
     """The Linear's output at the new rows ``V ..`` of ``out`` from its rows at the pieces' ends:
     running sums of weight columns along each piece (see :mod:`spacefold.walk._kernels`).
 
     An output within ``rtol`` times a bound of its terms of 0 or of its value at an end of the
-    piece (``wsum``: per output, the sum of its absolute weights; ``y``: the activations at the
-    old rows) is computed again as the plain product of the activation at the new row and the
-    weights, plus ``bias``."""
+    piece (``wsum``, ``wnorm``: per output, the sum of its absolute weights and their Euclidean
+    norm; ``y``: the activations at the old rows) is computed again as the plain product of the
+    activation at the new row and the weights ``wgt`` (the Linear's weight, ``wt`` transposed),
+    plus ``bias``."""
     O = out.shape[1]
     F = y.shape[1]
     buf = np.empty((pl_m.max(), O), np.float64)
@@ -466,6 +508,8 @@ def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_
     dd = np.empty(O, np.float64)
     redo = np.zeros(pl_m.max() + 1, np.bool_)
     phi = np.empty(F, np.float64)
+    ymax_row = np.full(V, -1.0)  # max |y| and ‖y‖₂ of the old rows, computed when first needed
+    ynorm_row = np.empty(V, np.float64)
     for p in range(pl_a.size):
         a, b, c0, c1, g0, m = pl_a[p], pl_b[p], pl_c0[p], pl_c1[p], pl_g0[p], pl_m[p]
         # outputs that cancel to round-off (an exact 0 from bias-free layers, saturated Hardtanh,
@@ -473,11 +517,17 @@ def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_
         # the interpolation of the ends would move away from it: the sums leave round-off where a
         # plain product of the activation at the new row gives what a forward pass gives. Those
         # are computed again as that product (below).
-        ymax = 0.0
-        for n in range(F):
-            ymax = max(ymax, abs(np.float64(y[a, n])), abs(np.float64(y[b, n])))
+        if ymax_row[a] < 0.0:
+            ymax_row[a], ynorm_row[a] = row_scales(y[a])
+        if ymax_row[b] < 0.0:
+            ymax_row[b], ynorm_row[b] = row_scales(y[b])
+        # |φ(g)| <= max(|φ(a)|, |φ(b)|) neuron by neuron (φ is monotone or convex along the piece), so
+        # Σ|w||φ| at a, b and g is at most ‖w‖₁·max|φ| and (Cauchy-Schwarz) ‖w‖₂·‖max(|φ(a)|, |φ(b)|)‖₂
+        ymax = max(ymax_row[a], ymax_row[b])
+        ynorm = np.sqrt(ynorm_row[a] * ynorm_row[a] + ynorm_row[b] * ynorm_row[b])
         for o in range(O):
-            bound[o] = rtol * (abs(out[a, o]) + abs(out[b, o]) + abs(bias[o]) + wsum[o] * ymax)
+            bound[o] = rtol * (abs(out[a, o]) + abs(out[b, o]) + abs(bias[o])
+                               + min(wsum[o] * ymax, wnorm[o] * ynorm))
             dd[o] = abs(out[b, o] - out[a, o])
         acc[:] = 0.0
         i = c0
@@ -522,12 +572,7 @@ def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_
             row = V + g0 + j - 1
             for o in range(O):
                 out[row, o] = buf[j - 1, o] + s * (out[b, o] + acc[o])
-            # slack to the nearest of 0 and the ends' values, against the bound (a branch-free loop)
-            worst = np.inf
-            for o in range(O):
-                v = out[row, o]
-                worst = min(worst, min(abs(v), abs(v - out[a, o]), abs(v - out[b, o])) - bound[o])
-            redo[j] = worst <= 0.0
+            redo[j] = any_to_redo(out[row], out[a], out[b], bound, dd, s, 1.0 - s)
         for j in range(1, m + 1):
             if not redo[j]:
                 continue
@@ -552,8 +597,8 @@ def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_
                         phi[n] = act_value(seg_slope, seg_off, levels, n, zv)
                     have = True
                 acc0 = 0.0
-                for n in range(F):
-                    acc0 += wt[n, o] * phi[n]
+                for n in range(F):  # a row of the weight (contiguous), not a column of wt
+                    acc0 += wgt[o, n] * phi[n]
                 out[row, o] = acc0 + bias[o]
 
 

@@ -106,13 +106,16 @@ def _self_test(dtype: np.dtype) -> None:
         raise RuntimeError("the interpolation kernel gave a wrong result on a known case")
 
 
-def split_act(z, t, nxt, prv, n_paths, tol, levels, thr, seg_slope, seg_off, act, rtol):
-    return _STATE["jit"].split_act(z, t, nxt, prv, n_paths, tol, levels, thr, seg_slope, seg_off, act, rtol)
+def split_act(z, t, nxt, prv, n_paths, tol, levels, thr, seg_slope, seg_off, act, rtol, big=np.inf):
+    return _STATE["jit"].split_act(z, t, nxt, prv, n_paths, tol, levels, thr, seg_slope, seg_off, act, rtol, big)
 
 
-def new_rows_linear(out, n_old, wt, levels, seg_slope, plan, g_s, y, seg_off, bias, wsum, rtol):
+def new_rows_linear(out, n_old, wt, levels, seg_slope, plan, g_s, y, seg_off, bias, wsum, rtol, w=None, wnorm=None):
     if plan[0].size:
-        _STATE["jit"].new_rows_linear(out, n_old, wt, levels, seg_slope, *plan, g_s, y, seg_off, bias, wsum, rtol)
+        w = np.ascontiguousarray(wt.T) if w is None else w
+        wnorm = np.sqrt((w.astype(np.float64) ** 2).sum(1)) if wnorm is None else wnorm
+        _STATE["jit"].new_rows_linear(out, n_old, wt, levels, seg_slope, *plan, g_s, y, seg_off, bias, wsum, rtol, w,
+                                      wnorm)
 
 
 def lerp_rows(x, ia, ib, w, out):

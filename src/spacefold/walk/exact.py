@@ -275,6 +275,7 @@ class _Step:
     kinks: list[float] = field(default_factory=list)
     free_after: list[fx.Node] = field(default_factory=list)
     kernel_form: dict = field(default_factory=dict)  # see _compiled_act
+    linear_form: dict = field(default_factory=dict)  # see _linear_form
 
 
 class ExactProgram:
@@ -802,7 +803,8 @@ def _run(prog: ExactProgram, env: dict, state: _State, start: int, tie_tol: floa
             env[s.node] = prog._eval(s, env)
         elif s.kind == "act":
             (node_in,) = [a for a in s.node.all_input_nodes if prog.dynamic.get(a, False)]
-            _check_finite(env[node_in], s.node)
+            # the values are checked (_check_finite) by the split: in the compiled kernel, in the
+            # pass that reads them anyway, or before the torch operations
             used = any(u in prog.live for u in s.node.users)
             lin = prog.fusable.get(s.node) if used else None
             others = [n for n in env if n is not node_in and prog.dynamic.get(n, False)]
@@ -878,6 +880,7 @@ def _split_activation(prog, env, state: _State, node_in: fx.Node, step: _Step, t
             _interpolate_env(prog, env, state, (torch.from_numpy(g_piece), torch.from_numpy(g_s)), nxt_old)
         _snap(env[node_in], *map(torch.from_numpy, snap))
         return rec
+    _check_finite(z, step.node)
     levels, thr, pos, pieces, neurons, lev, tie_r, tie_n, plan, rows, nxt_old = _cut(z, state, step, tie_tol, tol)
     if plan is not None:
         _interpolate_env(prog, env, state, plan, nxt_old)
@@ -1043,6 +1046,7 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
     act_form = _compiled_act(step, z, lin, tie_tol)
     if act_form is not None:
         return _act_linear_compiled(state, step, z.contiguous(), lin, act_form, tol)
+    _check_finite(z, step.node)
     V, F_ = z.shape
     levels, thr, pos, pieces, neurons, lev, tie_r, tie_n, plan, rows, nxt_old = _cut(z, state, step, tie_tol, tol)
     snap = None
@@ -1157,7 +1161,8 @@ def _exact_cancellations(lin: nn.Linear, out: Tensor, V: int, y: Tensor, g_piece
     layers after inactive ReLUs, a saturated Hardtanh cancelled by the bias, quantised
     weights); the next activation would read bit 1 there on a piece where the pre-activation
     is 0. An output within a few units of round-off of 0, relative to a bound of its terms
-    (|y(a)| + |y(b)| + |bias| + Σ|w|·max|activation|), is computed again from the activation
+    (|y(a)| + |y(b)| + |bias| + the smaller of ‖w‖₁·max|activation| and ‖w‖₂·‖activation‖₂ over
+    the piece's ends), is computed again from the activation
     at the new breakpoint (interpolated; exact for the crossing neurons, ``yk`` at the pairs
     (``g_rep``, ``k``), and on the dense rows ``dg``, ``yd``)."""
     out_new = out[V:]
@@ -1167,11 +1172,15 @@ def _exact_cancellations(lin: nn.Linear, out: Tensor, V: int, y: Tensor, g_piece
     w = lin.weight.detach()
     b = torch.zeros(lin.out_features, dtype=out.dtype, device=out.device) if lin.bias is None else lin.bias.detach()
     old = out[:V]
+    # Σ|w||φ| at a, b and the new breakpoint: |φ| there is at most max(|φ(a)|, |φ(b)|) neuron by neuron,
+    # so the sum is at most ‖w‖₁·max|φ| and (Cauchy-Schwarz) ‖w‖₂·‖max(|φ(a)|, |φ(b)|)‖₂
     yabs = y.abs().amax(1)
+    ynorm = torch.linalg.vector_norm(y, dim=1)
     ymax = torch.maximum(yabs.index_select(0, g_piece), yabs.index_select(0, g_next))
+    ynorm = torch.hypot(ynorm.index_select(0, g_piece), ynorm.index_select(0, g_next))
+    terms = torch.minimum(torch.outer(ymax, w.abs().sum(1)), torch.outer(ynorm, torch.linalg.vector_norm(w, dim=1)))
     ya, yb = old.index_select(0, g_piece), old.index_select(0, g_next)
-    bound = ya.abs().add_(yb.abs()).add_(b.abs()).addcmul_(ymax.unsqueeze(1), w.abs().sum(1)).mul_(
-        _cancel_rtol(out.dtype))
+    bound = ya.abs().add_(yb.abs()).add_(b.abs()).add_(terms).mul_(_cancel_rtol(out.dtype))
     # candidates: within the bound of 0 or of an end's value
     near = torch.minimum(torch.minimum(out_new.abs(), (out_new - ya).abs()), (out_new - yb).abs()) <= bound
     rows = near.any(1).nonzero().squeeze(1)
@@ -1263,9 +1272,13 @@ def _compiled_split(state: _State, step: _Step, z: Tensor, act_form, tol: float,
     with ``act`` it also applies the activation to ``z`` in place. Returns ``(flips or None,
     new rows' piece starts, their fractions, the Linear's plan)``."""
     levels, thr, seg_slope, seg_off = act_form
-    t2, nxt2, prv2, g_piece, g_s, start_bits, f_row, f_n, f_bit, plan, snap, pos = _kernels.split_act(
-        z.numpy(), state.t.numpy(), state.nxt.numpy(), state.prv.numpy(), state.n_paths, float(tol), levels, thr,
-        seg_slope, seg_off, act, _snap_rtol(z.dtype))
+    try:
+        t2, nxt2, prv2, g_piece, g_s, start_bits, f_row, f_n, f_bit, plan, snap, pos = _kernels.split_act(
+            z.numpy(), state.t.numpy(), state.nxt.numpy(), state.prv.numpy(), state.n_paths, float(tol), levels, thr,
+            seg_slope, seg_off, act, _snap_rtol(z.dtype), _finite_max(z.dtype))
+    except FloatingPointError:
+        _check_finite(z, step.node)  # raises InputError with the range found
+        raise
     state.t, state.nxt, state.prv = torch.from_numpy(t2), torch.from_numpy(nxt2), torch.from_numpy(prv2)
     rec = None
     if thr >= 0:
@@ -1283,13 +1296,28 @@ def _act_linear_compiled(state: _State, step: _Step, z: Tensor, lin: nn.Linear |
     out = torch.empty(state.n_rows, lin.out_features, dtype=z.dtype)
     _linear(lin, z, out[:V])  # z holds the activation now
     if state.n_rows > V:
-        wt = lin.weight.detach().t().contiguous()
+        w, wt, bias, wsum, wnorm = _linear_form(step, lin)
         levels, thr, seg_slope, seg_off = act_form
-        bias = np.zeros(lin.out_features) if lin.bias is None else lin.bias.detach().double().numpy()
-        wsum = lin.weight.detach().double().abs().sum(1).numpy()
-        _kernels.new_rows_linear(out.numpy(), V, wt.numpy(), levels, seg_slope, plan, g_s, z.numpy(), seg_off,
-                                 bias, wsum, _cancel_rtol(z.dtype))
+        _kernels.new_rows_linear(out.numpy(), V, wt, levels, seg_slope, plan, g_s, z.numpy(), seg_off,
+                                 bias, wsum, _cancel_rtol(z.dtype), w, wnorm)
     return rec, out
+
+
+def _linear_form(step: _Step, lin: nn.Linear):
+    """The Linear after an activation as :func:`spacefold.walk._kernels.new_rows_linear` takes it: its
+    weight (contiguous), the weight transposed (contiguous), its bias, and the sum of the absolute
+    weights of every output and their Euclidean norm (float64). Kept on the step while the parameters are unchanged."""
+    wgt, b = lin.weight, lin.bias
+    key = (wgt.data_ptr(), wgt._version, None if b is None else (b.data_ptr(), b._version))
+    form = step.linear_form.get(key)
+    if form is None:
+        w = wgt.detach()
+        bias = np.zeros(lin.out_features) if b is None else b.detach().double().numpy()
+        w64 = w.double()
+        form = (w.contiguous().numpy(), w.t().contiguous().numpy(), bias, w64.abs().sum(1).numpy(),
+                torch.linalg.vector_norm(w64, dim=1).numpy())
+        step.linear_form = {key: form}  # one kept (the parameters may change); replaced whole for threads
+    return form
 
 
 def _cancel_rtol(dtype: torch.dtype) -> float:
@@ -1650,6 +1678,11 @@ def _dtype_tol(dtype: torch.dtype) -> float:
     return 4 * torch.finfo(dtype).eps
 
 
+def _finite_max(dtype: torch.dtype) -> float:
+    """Values of the walk must stay below this in magnitude (see :func:`_check_finite`)."""
+    return torch.finfo(dtype).max / 4
+
+
 def _check_finite(x: Tensor, node: fx.Node) -> None:
     """Non-finite values (an overflow of the dtype, inf or nan weights) make every sign test meaningless;
     so do values within a factor 4 of the dtype's largest number, whose differences and
@@ -1657,7 +1690,7 @@ def _check_finite(x: Tensor, node: fx.Node) -> None:
     if x.numel() == 0:
         return
     lo, hi = torch.aminmax(x)
-    big = torch.finfo(x.dtype).max / 4
+    big = _finite_max(x.dtype)
     if not (bool(lo > -big) and bool(hi < big)):  # false for nan too
         name = node.target if node.op == "call_module" else node.name
         raise InputError(
