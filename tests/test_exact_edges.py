@@ -257,11 +257,11 @@ def test_crossings_within_tol_of_each_other_do_not_chain():
 
 
 def test_float32_merges_crossings_below_its_resolution():
-    # 50 neurons crossing 1e-8 apart: below float32's resolution in t (4.8e-7) they are one step;
-    # in float64 each is its own
-    w64 = exact_walks(_staircase(50, 1e-8), torch.zeros(1, 1, dtype=f64), torch.ones(1, 1, dtype=f64))
+    # 50 neurons crossing 2e-9 apart (9.8e-8 in all): below float32's resolution in t (1.2e-7)
+    # they are one step; in float64 each is its own
+    w64 = exact_walks(_staircase(50, 2e-9), torch.zeros(1, 1, dtype=f64), torch.ones(1, 1, dtype=f64))
     assert w64[0].n_regions == 51
-    w32 = exact_walks(_staircase(50, 1e-8).float(), torch.zeros(1, 1), torch.ones(1, 1))
+    w32 = exact_walks(_staircase(50, 2e-9).float(), torch.zeros(1, 1), torch.ones(1, 1))
     assert w32[0].n_regions == 2
 
 
