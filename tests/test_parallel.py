@@ -198,6 +198,7 @@ def test_main_allows_workers_reads_the_guard(tmp_path, monkeypatch):
     bare.write_text("import spacefold\nx = 1\n")
     broken = tmp_path / "broken.py"
     broken.write_text("def (:\n")
+    monkeypatch.setattr(parallel, "_GUARDED", {})
     cases = {guarded: True, reversed_: True, nested: False, bare: False, broken: False,
              tmp_path / "missing.py": False}
     for path, expected in cases.items():

@@ -71,6 +71,7 @@ def _is_main_test(test: ast.expr) -> bool:
 
 
 _UNGUARDED: set = set()
+_GUARDED: dict = {}  # main script -> whether it has a top-level `if __name__ == "__main__":` block
 
 
 def main_allows_workers() -> bool:
@@ -88,12 +89,14 @@ def main_allows_workers() -> bool:
     path = getattr(main, "__file__", None)
     if path is None:
         return True
-    try:
-        with open(path, encoding="utf-8") as fh:
-            tree = ast.parse(fh.read())
-    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
-        return False
-    return any(isinstance(node, ast.If) and _is_main_test(node.test) for node in tree.body)
+    if path not in _GUARDED:  # read the script once, not at every call
+        try:
+            with open(path, encoding="utf-8") as fh:
+                tree = ast.parse(fh.read())
+            _GUARDED[path] = any(isinstance(node, ast.If) and _is_main_test(node.test) for node in tree.body)
+        except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+            _GUARDED[path] = False
+    return _GUARDED[path]
 
 
 def resolve_workers(workers, n_paths: int | None = None, name: str = "workers") -> int:
