@@ -104,7 +104,8 @@ def test_measure_text_and_pair_modes(sweep_dir, capsys):
     assert json.loads(capsys.readouterr().out)["n_paths"] == 2 * 2 * 6
 
 
-def test_bad_input_exit_2(sweep_dir, tmp_path, capsys):
+def test_bad_input_exit_2(sweep_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SPACEFOLD_DATA", raising=False)  # "no data directory" must be reached
     ckpt = str(sweep_dir / "models" / "3x4_s0.pt")
     err = _one_line_error(capsys, ["measure", "--model", str(tmp_path / "none.pt"), "--data", "blobs"])
     assert "none.pt" in err
