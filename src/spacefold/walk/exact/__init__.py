@@ -82,7 +82,8 @@ Layout of the package (one job per module, in the order of a walk):
   (an activation, an activation fused with the ``nn.Linear`` after it, max pooling);
 - :mod:`.handlers`: the walk over a program's steps, one handler per kind of step;
 - :mod:`.assemble`: bits, flips and :class:`ExactWalkBatch`;
-- :mod:`.limits`: tolerances derived from the dtype, the finiteness check;
+- :mod:`.settings`: the walk's settings (``WalkSettings``), tolerances derived from the dtype,
+  the finiteness check;
 - :mod:`.driver`: :func:`exact_walks`, sub-batches, threads, the float64 fallback;
 - :mod:`.verification`: :func:`verify`, for walks of every method;
 - :mod:`.errors`: :class:`NotPiecewiseLinearError`.
@@ -90,43 +91,16 @@ Layout of the package (one job per module, in the order of a walk):
 
 from __future__ import annotations
 
-# every name code outside the package uses (tests, benchmarks included), from the module that defines it
-from .activation import _act_inplace, _compiled_act, _compiled_split, _elementwise, _split_activation  # noqa: F401
-from .assemble import ExactWalkBatch, _assemble, _BitRecord, _flips  # noqa: F401
-from .crossings import (  # noqa: F401
-    _NUMPY_MIN_WIDTH,
-    _close_to_level,
-    _crossings,
-    _cut,
-    _levels,
-    _no_chains,
-    _sign_changes,
-    _signs,
-    _snap,
-    _snap_list,
-    _snap_pairs,
-    _snap_rtol,
-    _split,
-)
-from .driver import _TARGET_BYTES, _TARGET_BYTES_ACCELERATOR, _TARGET_BYTES_COMPILED, _exact, exact_walks  # noqa: F401
-from .errors import NotPiecewiseLinearError, _refuse  # noqa: F401
-from .fused import (  # noqa: F401
-    _SPARSE_MAX,
-    _act_linear,
-    _act_linear_compiled,
-    _exact_cancellations,
-    _linear,
-    _linear_at_new_rows,
-    _linear_form,
-    _rows_at,
-)
-from .handlers import _run  # noqa: F401
-from .limits import _cancel_rtol, _check_finite, _dtype_tol, _finite_max  # noqa: F401
-from .maxpool import _POOL_MAX_ROUNDS, _POOL_RTOL, _pool_argmax, _split_maxpool, _Unresolved  # noqa: F401
-from .program import STEP_KINDS, ExactProgram, _kinks, _Step, _Tracer, compile_model  # noqa: F401
-from .state import _at, _interpolate, _interpolate_env, _kernels_take, _ranks, _State  # noqa: F401
-from .verification import VerifyResult, _certify, _intervals, _pool_broken, _verify_midpoints, verify  # noqa: F401
+from . import activation, assemble, crossings, driver, fused, handlers, maxpool, program, settings, state, verification  # noqa: F401
+from .assemble import ExactWalkBatch, _assemble  # noqa: F401
+from .driver import exact_walks  # noqa: F401
+from .errors import NotPiecewiseLinearError  # noqa: F401
+from .program import ExactProgram, compile_model  # noqa: F401
+from .state import _interpolate, _ranks  # noqa: F401
+from .verification import VerifyResult, verify  # noqa: F401
 
+# The names above are those code outside the package uses. Everything else is reached through its
+# module (``exact.driver._TARGET_BYTES``): a tunable is read, and so must be patched, where it is defined.
 __all__ = [
     "ExactProgram",
     "ExactWalkBatch",

@@ -13,36 +13,37 @@ from torch import Tensor, fx, nn
 from .. import _kernels
 from .assemble import _BitRecord, _flips
 from .crossings import _cut, _levels, _signs, _snap, _snap_list, _snap_rtol
-from .limits import _check_finite, _finite_max
 from .program import _KERNEL_ACTS, _Step
+from .settings import WalkSettings, _check_finite, _finite_max
 from .state import _interpolate_env, _kernels_take, _State
 
 
-def _split_activation(prog, env, state: _State, node_in: fx.Node, step: _Step, tie_tol: float, tol: float):
+def _split_activation(prog, env, state: _State, node_in: fx.Node, step: _Step, settings: WalkSettings):
     """Split the pieces at the kinks of an activation; return its flips (bit layers)."""
     x = env[node_in]
     z = x.reshape(x.shape[0], -1)
-    act_form = _compiled_act(step, z, None, tie_tol, x.shape[1] if x.dim() > 2 else None)
+    act_form = _compiled_act(step, z, None, settings.tie_tol, x.shape[1] if x.dim() > 2 else None)
     if act_form is not None:  # the compiled kernel splits; the live tensors are interpolated after it
         nxt_old = state.nxt
-        rec, g_piece, g_s, _, snap, _ = _compiled_split(state, step, z.contiguous(), act_form, tol, False)
+        rec, g_piece, g_s, _, snap, _ = _compiled_split(state, step, z.contiguous(), act_form, settings.tol, False)
         if g_piece.size:
             _interpolate_env(prog, env, state, (torch.from_numpy(g_piece), torch.from_numpy(g_s)), nxt_old)
         _snap(env[node_in], *map(torch.from_numpy, snap))
         return rec
     _check_finite(z, step.node)
-    levels, thr, pos, pieces, neurons, lev, tie_r, tie_n, plan, rows, nxt_old = _cut(z, state, step, tie_tol, tol)
-    if plan is not None:
-        _interpolate_env(prog, env, state, plan, nxt_old)
-    if rows is not None:
-        _snap(env[node_in], *_snap_list(state, nxt_old, z, pieces, rows, neurons, lev, levels))
-    if thr is None:
+    cut = _cut(z, state, step, settings)
+    if cut.plan is not None:
+        _interpolate_env(prog, env, state, cut.plan, cut.nxt_old)
+    if cut.rows is not None:
+        _snap(env[node_in], *_snap_list(state, cut, z))
+    if cut.thr is None:
         return None
-    if plan is not None:
+    pos = cut.pos
+    if cut.plan is not None:
         V = z.shape[0]
         znew = env[node_in].reshape(-1, z.shape[1])[V:]
-        pos = torch.cat([pos, _signs(znew, tie_tol)])
-    return _flips(state, pos, rows, neurons, lev, thr, tie_r, tie_n, state.n_rows - z.shape[0], z.shape[1])
+        pos = torch.cat([pos, _signs(znew, settings.tie_tol)])
+    return _flips(state, cut, pos, state.n_rows - z.shape[0], z.shape[1])
 
 
 def _act_inplace(module: nn.Module, z: Tensor) -> Tensor:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from .. import WalkBatch, _kernels
+from .crossings import Cut
 from .state import _at, _ranks, _State
 
 
@@ -26,9 +27,9 @@ class _BitRecord:
     new_bits: Tensor  # bool (n_flips,): the bit after the flip
 
 
-def _flips(state: _State, pos: Tensor, rows, neurons, lev, thr: int, tie_r: Tensor, tie_n: Tensor,
-           n_new: int, n_neurons: int) -> _BitRecord:
-    """Where the bits of one layer flip along the walk, from the signs at the breakpoints.
+def _flips(state: _State, cut: Cut, pos: Tensor, n_new: int, n_neurons: int) -> _BitRecord:
+    """Where the bits of one layer flip along the walk, from the signs ``pos`` at the breakpoints (the
+    ``n_new`` rows the split ``cut`` added included), over the layer's ``n_neurons`` neurons.
 
     The bit of a piece (a, b) is ``pos[a] | pos[b]`` once no crossing lies strictly
     inside; a neuron crossing the threshold sits at it (bit 0) at its breakpoint. So
@@ -38,6 +39,7 @@ def _flips(state: _State, pos: Tensor, rows, neurons, lev, thr: int, tie_r: Tens
     at p (``tie_r``, ``tie_n``). At the ends the point patterns π(γ(0)), π(γ(1)) are
     compared with the first and last piece.
     """
+    rows, neurons, lev, thr, tie_r, tie_n = cut.rows, cut.neurons, cut.lev, cut.thr, cut.tie_r, cut.tie_n
     starts, ends = state.starts, state.ends
     p0 = pos.index_select(0, starts)
     p1 = pos.index_select(0, ends)

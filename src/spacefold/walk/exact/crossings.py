@@ -6,11 +6,14 @@ the snapping helpers set a crossing neuron to its level exactly at its breakpoin
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import Tensor
 
 from .program import _Step
+from .settings import WalkSettings
 from .state import _EPS64, _NUMPY_FLOATS, _at, _State
 
 # layers narrower than this are left to torch (NumPy's per-call cost outweighs its speed there)
@@ -208,20 +211,44 @@ def _levels(step: _Step, tie_tol: float) -> tuple[list[float], int | None]:
     return levels, (levels.index(tie_tol) if step.bit_layer else None)
 
 
-def _cut(z: Tensor, state: _State, step: _Step, tie_tol: float, tol: float):
+@dataclass(slots=True)
+class Cut:
+    """The crossings of one activation's kinks and the breakpoints inserted for them (:func:`_cut`).
+
+    ``levels``: the kinks and the bit threshold, sorted; ``thr``: the index of the threshold in
+    ``levels`` (``None`` for a layer without bits); ``pos``: the signs ``z > tie_tol`` at the rows
+    before the split (``None`` without bits). Every crossing ``i`` lies in the piece starting at row
+    ``pieces[i]``, of neuron ``neurons[i]`` through ``levels[lev[i]]``, and sits at breakpoint row
+    ``rows[i]`` (``None`` without crossings). ``tie_r``, ``tie_n``: rows where a neuron sits exactly
+    at the threshold with the other end of a piece on the other side. ``plan``: ``(piece start,
+    fraction)`` of every new breakpoint, ``None`` when none was inserted; ``nxt_old``: the links
+    before the split."""
+
+    levels: list[float]
+    thr: int | None
+    pos: Tensor | None
+    pieces: Tensor
+    neurons: Tensor
+    lev: Tensor
+    tie_r: Tensor
+    tie_n: Tensor
+    plan: tuple[Tensor, Tensor] | None
+    rows: Tensor | None
+    nxt_old: Tensor
+
+
+def _cut(z: Tensor, state: _State, step: _Step, settings: WalkSettings) -> Cut:
     """Find where the pre-activations ``z`` (one row per breakpoint) cross a kink
-    inside a piece and insert those breakpoints. Returns ``(levels, thr, pos, pieces,
-    neurons, lev, tie_r, tie_n, plan, rows, nxt_old)``: ``plan`` is ``None`` when no
-    breakpoint was inserted, ``nxt_old`` the links before the split."""
-    levels, thr = _levels(step, tie_tol)
-    pos = _signs(z, tie_tol) if thr is not None else None
+    inside a piece and insert those breakpoints."""
+    levels, thr = _levels(step, settings.tie_tol)
+    pos = _signs(z, settings.tie_tol) if thr is not None else None
     pieces, neurons, fracs, lev, tie_r, tie_n = _crossings(z, state, levels, thr, pos)
     rows, plan, nxt_old = None, None, state.nxt
     if pieces.numel():
         ta = state.t.index_select(0, pieces)
         tc = ta + (state.t.index_select(0, nxt_old.index_select(0, pieces)) - ta) * fracs
-        plan, rows = _split(state, pieces, tc, tol)
-    return levels, thr, pos, pieces, neurons, lev, tie_r, tie_n, plan, rows, nxt_old
+        plan, rows = _split(state, pieces, tc, settings.tol)
+    return Cut(levels, thr, pos, pieces, neurons, lev, tie_r, tie_n, plan, rows, nxt_old)
 
 
 def _snap_rtol(dtype: torch.dtype) -> float:
@@ -229,14 +256,13 @@ def _snap_rtol(dtype: torch.dtype) -> float:
     return 16 * torch.finfo(dtype).eps
 
 
-def _snap_list(state: _State, nxt_old: Tensor, z: Tensor, pieces: Tensor, rows: Tensor, neurons: Tensor,
-               lev: Tensor, levels: list[float]):
-    """``(row, neuron, level, za, zb)`` of every crossing at an inner breakpoint (not t = 0 or 1), for
-    :func:`_snap`: ``z`` ``(V, F)`` holds the values at the rows before the split, whose links were
-    ``nxt_old``; ``pieces`` are the crossings' pieces."""
+def _snap_list(state: _State, cut: Cut, z: Tensor):
+    """``(row, neuron, level, za, zb)`` of every crossing of ``cut`` at an inner breakpoint (not t = 0
+    or 1), for :func:`_snap`: ``z`` ``(V, F)`` holds the values at the rows before the split."""
+    rows, neurons, lev, nxt_old = cut.rows, cut.neurons, cut.lev, cut.nxt_old
     inner = (rows >= 2 * state.n_paths).nonzero().squeeze(1)
-    lv = torch.tensor(levels, dtype=torch.float64, device=rows.device).index_select(0, lev.index_select(0, inner))
-    p = pieces.index_select(0, inner)
+    lv = torch.tensor(cut.levels, dtype=torch.float64, device=rows.device).index_select(0, lev.index_select(0, inner))
+    p = cut.pieces.index_select(0, inner)
     n = neurons.index_select(0, inner)
     za = _at(z, p, n).double() - lv
     zb = _at(z, nxt_old.index_select(0, p), n).double() - lv

@@ -19,9 +19,9 @@ from ...patterns import LayerSelector
 from .. import WalkBatch, _kernels, resolve_tol
 from .assemble import ExactWalkBatch, _assemble
 from .handlers import _run
-from .limits import _dtype_tol
 from .maxpool import _Unresolved
 from .program import ExactProgram, compile_model
+from .settings import WalkSettings, _dtype_tol
 from .state import _State
 
 
@@ -110,7 +110,7 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
         for node, (a, c) in zip(pr._live_at_prefix(), ends):
             env[node] = torch.cat([a, c])
         with torch.no_grad():  # grad mode is per thread
-            records = _run(pr, env, state, pr.prefix_end, tie_tol, tol, accept)
+            records = _run(pr, env, state, pr.prefix_end, WalkSettings(tie_tol, tol, accept))
             part = _assemble(state, records, state.n_paths)
         object.__setattr__(part, "n_unresolved", state.n_unresolved)
         return part, max(state.peak_bytes / state.n_paths, 1.0)

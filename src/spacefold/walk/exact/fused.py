@@ -8,6 +8,8 @@ computed again as a plain product.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import Tensor, fx, nn
@@ -16,8 +18,8 @@ from .. import _kernels
 from .activation import _act_inplace, _compiled_act, _compiled_split, _elementwise
 from .assemble import _flips
 from .crossings import _cut, _signs, _snap, _snap_list, _snap_pairs
-from .limits import _cancel_rtol, _check_finite
 from .program import _Step
+from .settings import WalkSettings, _cancel_rtol, _check_finite
 from .state import _at, _State
 
 # a new breakpoint whose piece is crossed by more neurons than this gets a plain product
@@ -39,8 +41,29 @@ def _linear(lin: nn.Linear, x: Tensor, out: Tensor) -> None:
         torch.mm(x, lin.weight.t(), out=out)
 
 
-def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linear | None, tie_tol: float,
-                tol: float):
+@dataclass(slots=True)
+class _NewRows:
+    """The new breakpoints of one split as the fused Linear computes them (:func:`_act_linear`).
+
+    New breakpoint g lies at fraction ``s_[g]`` (``(G, 1)``, in the activation's dtype) of the piece
+    from row ``g_piece[g]`` to row ``g_next[g]``. A piece crossed by at most ``_SPARSE_MAX`` neurons
+    is sparse: its new breakpoints are listed once per crossing neuron as pairs (``g_rep``, ``k``),
+    with their pieces' ends ``gp``, ``gq`` and fraction ``s_k``; the others are dense, ``dg``
+    (``None`` when every piece is dense, ``all_dense``), and get whole rows."""
+
+    g_piece: Tensor
+    g_next: Tensor
+    s_: Tensor
+    g_rep: Tensor
+    k: Tensor
+    gp: Tensor
+    gq: Tensor
+    s_k: Tensor
+    dg: Tensor | None
+    all_dense: bool
+
+
+def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linear | None, settings: WalkSettings):
     """An activation followed by an ``nn.Linear``, fused (docs/method.md, 'The exact walk').
 
     The product runs only on the breakpoints that existed before the split. At a new
@@ -54,15 +77,17 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
     z = env.pop(node_in)
     if lin is None:
         z = z.reshape(z.shape[0], -1)
+    tie_tol = settings.tie_tol
     act_form = _compiled_act(step, z, lin, tie_tol)
     if act_form is not None:
-        return _act_linear_compiled(state, step, z.contiguous(), lin, act_form, tol)
+        return _act_linear_compiled(state, step, z.contiguous(), lin, act_form, settings.tol)
     _check_finite(z, step.node)
     V, F_ = z.shape
-    levels, thr, pos, pieces, neurons, lev, tie_r, tie_n, plan, rows, nxt_old = _cut(z, state, step, tie_tol, tol)
+    cut = _cut(z, state, step, settings)
+    levels, pos, pieces, neurons, plan, nxt_old = cut.levels, cut.pos, cut.pieces, cut.neurons, cut.plan, cut.nxt_old
     snap = None
-    if rows is not None:  # crossing neurons are at their level at their breakpoints
-        snap = _snap_list(state, nxt_old, z, pieces, rows, neurons, lev, levels)
+    if cut.rows is not None:  # crossing neurons are at their level at their breakpoints
+        snap = _snap_list(state, cut, z)
         old_rows = (snap[0] < V).nonzero().squeeze(1)
         new_rows = (snap[0] >= V).nonzero().squeeze(1)
         _snap(z, *(a.index_select(0, old_rows) for a in snap))
@@ -136,17 +161,16 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
         if lin is None:
             out = None
         else:
-            out, y = _linear_at_new_rows(step, lin, z, g_piece, g_next, s_, g_rep, k, gp, gq, s_k, yk, yd, dg,
-                                         all_dense)
+            new = _NewRows(g_piece, g_next, s_, g_rep, k, gp, gq, s_k, dg, all_dense)
+            out, y = _linear_at_new_rows(step, lin, z, new, yk, yd)
             if not all_dense:
-                _exact_cancellations(lin, out, V, y, g_piece, g_next, s_, g_rep, k, yk, dg, yd)
-    if thr is None:
+                _exact_cancellations(lin, out, V, y, new, yk, yd)
+    if cut.thr is None:
         return None, out
-    return _flips(state, pos, rows, neurons, lev, thr, tie_r, tie_n, state.n_rows - V, F_), out
+    return _flips(state, cut, pos, state.n_rows - V, F_), out
 
 
-def _exact_cancellations(lin: nn.Linear, out: Tensor, V: int, y: Tensor, g_piece: Tensor, g_next: Tensor,
-                         s_: Tensor, g_rep: Tensor, k: Tensor, yk: Tensor | None, dg: Tensor | None,
+def _exact_cancellations(lin: nn.Linear, out: Tensor, V: int, y: Tensor, new: _NewRows, yk: Tensor | None,
                          yd: Tensor) -> None:
     """Outputs of the Linear at the new breakpoints that cancel to round-off, or equal their value at
     an end of the piece up to round-off, computed again as a plain product of the activation there.
@@ -159,6 +183,7 @@ def _exact_cancellations(lin: nn.Linear, out: Tensor, V: int, y: Tensor, g_piece
     the piece's ends), is computed again from the activation
     at the new breakpoint (interpolated; exact for the crossing neurons, ``yk`` at the pairs
     (``g_rep``, ``k``), and on the dense rows ``dg``, ``yd``)."""
+    g_piece, g_next, s_, g_rep, k, dg = new.g_piece, new.g_next, new.s_, new.g_rep, new.k, new.dg
     out_new = out[V:]
     G = out_new.shape[0]
     if G == 0:
@@ -242,12 +267,13 @@ def _linear_form(step: _Step, lin: nn.Linear):
     return form
 
 
-def _linear_at_new_rows(step: _Step, lin: nn.Linear, z: Tensor, g_piece: Tensor, g_next: Tensor, s_: Tensor,
-                        g_rep: Tensor, k: Tensor, gp: Tensor, gq: Tensor, s_k: Tensor, yk: Tensor, yd: Tensor,
-                        dg: Tensor | None, all_dense: bool) -> tuple[Tensor, Tensor]:
+def _linear_at_new_rows(step: _Step, lin: nn.Linear, z: Tensor, new: _NewRows, yk: Tensor,
+                        yd: Tensor) -> tuple[Tensor, Tensor]:
     """The Linear after an activation at the old rows (a product) and the new ones (interpolated
     and corrected by the crossing neurons' weight columns, or a product on dense rows), and the
-    activation at the old rows."""
+    activation at the old rows. ``yk``: the activation at the pairs of ``new``; ``yd``: at its dense rows."""
+    g_piece, g_next, s_, g_rep, k, dg = new.g_piece, new.g_next, new.s_, new.g_rep, new.k, new.dg
+    gp, gq, s_k, all_dense = new.gp, new.gq, new.s_k, new.all_dense
     V, G = z.shape[0], g_piece.numel()
     y = _act_inplace(step.module, z)
     out = torch.empty(V + G, lin.out_features, dtype=z.dtype, device=z.device)

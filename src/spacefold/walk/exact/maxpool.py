@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from .crossings import _split
 from .program import _Step
+from .settings import WalkSettings
 from .state import _at, _interpolate_env, _ranks, _State
 
 
@@ -30,7 +31,7 @@ _POOL_RTOL = 64
 _POOL_MAX_ROUNDS = 64
 
 
-def _split_maxpool(prog, env, state: _State, step: _Step, tol: float, accept: bool = False) -> None:
+def _split_maxpool(prog, env, state: _State, step: _Step, settings: WalkSettings) -> None:
     """Split the pieces where the arg-max of a pooling window changes, until it is constant.
 
     Every round splits the pieces whose ends pick different inputs of a window where those
@@ -45,7 +46,7 @@ def _split_maxpool(prog, env, state: _State, step: _Step, tol: float, accept: bo
     they are kept as they are and counted in ``state.n_unresolved``."""
     mod = step.module
     (node_in,) = [a for a in step.node.all_input_nodes if prog.dynamic.get(a, False)]
-    tol_eff = max(tol, 1e-9)
+    tol_eff = max(settings.tol, 1e-9)
     margin = _POOL_RTOL * torch.finfo(env[node_in].dtype).eps
     am = None
     max_rounds = _POOL_MAX_ROUNDS
@@ -74,7 +75,7 @@ def _split_maxpool(prog, env, state: _State, step: _Step, tol: float, accept: bo
         if not bool(ok.any()):
             return
         if _ == max_rounds:
-            if accept:
+            if settings.accept:
                 _, path = _ranks(state)
                 state.n_unresolved += int(torch.unique(path.index_select(0, p[ok])).numel())
                 return

@@ -17,9 +17,9 @@ from ...patterns import LayerSelector, PatternRecorder, eval_mode, run_model
 from .. import WalkBatch, resolve_tol, segment_points
 from .assemble import ExactWalkBatch
 from .errors import NotPiecewiseLinearError
-from .limits import _dtype_tol
 from .maxpool import _pool_argmax
 from .program import ExactProgram, _kinks, compile_model
+from .settings import _dtype_tol
 
 
 @dataclass(frozen=True)

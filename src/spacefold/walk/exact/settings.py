@@ -1,16 +1,31 @@
-"""Tolerances derived from the walk's dtype, and the check that its values are finite.
+"""The walk's settings, the tolerances derived from its dtype, and the check that its values are finite.
 
-Shared by the handlers, the driver and :mod:`.verification`: the smallest merge tolerance in t,
-the round-off under which a value is snapped to its level or recomputed, and the largest
-magnitude the walk accepts (docs/method.md, 'The exact walk').
+:class:`WalkSettings` carries ``tie_tol`` and ``tol`` (docs/method.md, 'The exact walk') from the
+driver to every handler. The functions give the smallest merge tolerance in t, the round-off under
+which a value is snapped to its level or recomputed, and the largest magnitude the walk accepts;
+they are shared by the handlers, the driver and :mod:`.verification`.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, fx
 
 from ...errors import InputError
+
+
+@dataclass(frozen=True, slots=True)
+class WalkSettings:
+    """What every step of one walk reads: the bit threshold ``tie_tol`` (bit = pre-activation >
+    ``tie_tol``), the merge tolerance ``tol`` in t (already raised to :func:`_dtype_tol` of the
+    walk's dtype), and ``accept``: keep paths whose max pooling is unresolved instead of raising
+    (the walk is in float64 already, nothing finer to walk them again in)."""
+
+    tie_tol: float
+    tol: float
+    accept: bool = False
 
 
 def _dtype_tol(dtype: torch.dtype) -> float:
