@@ -42,7 +42,7 @@ def _split_maxpool(prog, env, state: _State, step: _Step, settings: WalkSettings
     is larger by more than round-off at the new breakpoint, so the splitting ends after at
     most about as many rounds as a window has inputs. Should it not end within ``_POOL_MAX_ROUNDS``
     (round-off of the dtype larger than the margin) the paths concerned raise
-    :class:`_Unresolved`, to be walked again in float64; with ``accept`` (float64 already)
+    :class:`_Unresolved`, to be walked again in float64; with ``settings.accept`` (float64 already)
     they are kept as they are and counted in ``state.n_unresolved``."""
     mod = step.module
     (node_in,) = [a for a in step.node.all_input_nodes if prog.dynamic.get(a, False)]
