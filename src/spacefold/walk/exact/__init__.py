@@ -91,7 +91,19 @@ Layout of the package (one job per module, in the order of a walk):
 
 from __future__ import annotations
 
-from . import activation, assemble, crossings, driver, fused, handlers, maxpool, program, settings, state, verification  # noqa: F401
+from . import (  # noqa: F401
+    activation,
+    assemble,
+    crossings,
+    driver,
+    fused,
+    handlers,
+    maxpool,
+    program,
+    settings,
+    state,
+    verification,
+)
 from .assemble import ExactWalkBatch, _assemble  # noqa: F401
 from .driver import exact_walks  # noqa: F401
 from .errors import NotPiecewiseLinearError  # noqa: F401

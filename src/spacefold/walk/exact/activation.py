@@ -1,9 +1,11 @@
-"""The activation handler's building blocks (docs/method.md, 'The exact walk', step 4): split
+"""The activation handler's building blocks (docs/method.md, 'The exact walk', steps 2-3): split
 the pieces at an activation's kinks and record its flips, with torch operations or with the
 compiled kernel (:mod:`spacefold.walk._kernels`), whose per-layer form :func:`_compiled_act` builds.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -25,11 +27,11 @@ def _split_activation(prog, env, state: _State, node_in: fx.Node, step: _Step, s
     act_form = _compiled_act(step, z, None, settings.tie_tol, x.shape[1] if x.dim() > 2 else None)
     if act_form is not None:  # the compiled kernel splits; the live tensors are interpolated after it
         nxt_old = state.nxt
-        rec, g_piece, g_s, _, snap, _ = _compiled_split(state, step, z.contiguous(), act_form, settings.tol, False)
-        if g_piece.size:
-            _interpolate_env(prog, env, state, (torch.from_numpy(g_piece), torch.from_numpy(g_s)), nxt_old)
-        _snap(env[node_in], *map(torch.from_numpy, snap))
-        return rec
+        split = _compiled_split(state, step, z.contiguous(), act_form, settings.tol, False)
+        if split.g_piece.size:
+            _interpolate_env(prog, env, state, (torch.from_numpy(split.g_piece), torch.from_numpy(split.g_s)), nxt_old)
+        _snap(env[node_in], *map(torch.from_numpy, split.snap))
+        return split.rec
     _check_finite(z, step.node)
     cut = _cut(z, state, step, settings)
     if cut.plan is not None:
@@ -64,11 +66,36 @@ def _elementwise(module: nn.Module) -> bool:
     return type(module) is nn.PReLU and module.weight.numel() == 1
 
 
-def _compiled_act(step: _Step, z: Tensor, lin: nn.Linear | None, tie_tol: float, channels: int | None = None):
-    """``(levels, thr, seg_slope, seg_off)`` for the compiled kernels when they can run this
-    layer (CPU, float32/64, an elementwise activation of known form), else None: the
-    activation's kinks and bit threshold (``levels[thr]``, ``thr = -1`` without bits), and
-    per neuron its slope and offset on each segment between the levels (``(F, K + 1)``).
+@dataclass(frozen=True, slots=True)
+class _ActForm:
+    """An activation as the compiled kernels take it: its kinks and bit threshold (``levels``,
+    float64, sorted; the threshold is ``levels[thr]``, ``thr = -1`` without bits), and per neuron
+    its slope and offset on each segment between the levels (``seg_slope``, ``seg_off``,
+    ``(F, K + 1)``, contiguous float64)."""
+
+    levels: np.ndarray
+    thr: int
+    seg_slope: np.ndarray
+    seg_off: np.ndarray
+
+
+@dataclass(slots=True)
+class _KernelSplit:
+    """What the compiled split of one activation gives (:func:`_compiled_split`): its flips
+    (``None`` without bits), every new breakpoint's piece start and fraction, the plan the
+    fused Linear's kernel takes, and the crossings to snap ``(row, neuron, level, za, zb)``."""
+
+    rec: _BitRecord | None
+    g_piece: np.ndarray
+    g_s: np.ndarray
+    plan: object
+    snap: tuple
+
+
+def _compiled_act(step: _Step, z: Tensor, lin: nn.Linear | None, tie_tol: float,
+                  channels: int | None = None) -> _ActForm | None:
+    """The :class:`_ActForm` of ``step`` for the compiled kernels when they can run this
+    layer (CPU, float32/64, an elementwise activation of known form), else None.
     ``channels``: the size of dim 1 of the activation's input before it was flattened to
     ``z`` (a PReLU with one slope per channel)."""
     if not _kernels_take(z):
@@ -110,21 +137,20 @@ def _compiled_act(step: _Step, z: Tensor, lin: nn.Linear | None, tie_tol: float,
         slope = np.where((upper <= lo) | (lower >= hi), 0.0, 1.0)
         off = np.where(upper <= lo, lo, np.where(lower >= hi, hi, 0.0))
         seg_slope, seg_off = np.tile(slope, (F_, 1)), np.tile(off, (F_, 1))
-    form = (np.array(levels, dtype=np.float64), -1 if thr is None else thr, np.ascontiguousarray(seg_slope),
-            np.ascontiguousarray(seg_off))
+    form = _ActForm(np.array(levels, dtype=np.float64), -1 if thr is None else thr, np.ascontiguousarray(seg_slope),
+                    np.ascontiguousarray(seg_off))
     step.kernel_form = {key: form}  # one form kept (the parameters may change); replaced whole for threads
     return form
 
 
-def _compiled_split(state: _State, step: _Step, z: Tensor, act_form, tol: float, act: bool):
+def _compiled_split(state: _State, step: _Step, z: Tensor, act_form: _ActForm, tol: float, act: bool) -> _KernelSplit:
     """Split, bits and flips of one activation by the compiled kernel (:mod:`spacefold.walk._kernels`);
-    with ``act`` it also applies the activation to ``z`` in place. Returns ``(flips or None,
-    new rows' piece starts, their fractions, the Linear's plan)``."""
-    levels, thr, seg_slope, seg_off = act_form
+    with ``act`` it also applies the activation to ``z`` in place."""
+    thr = act_form.thr
     try:
-        t2, nxt2, prv2, g_piece, g_s, start_bits, f_row, f_n, f_bit, plan, snap, pos = _kernels.split_act(
-            z.numpy(), state.t.numpy(), state.nxt.numpy(), state.prv.numpy(), state.n_paths, float(tol), levels, thr,
-            seg_slope, seg_off, act, _snap_rtol(z.dtype), _finite_max(z.dtype))
+        t2, nxt2, prv2, g_piece, g_s, start_bits, f_row, f_n, f_bit, plan, snap, _ = _kernels.split_act(
+            z.numpy(), state.t.numpy(), state.nxt.numpy(), state.prv.numpy(), state.n_paths, float(tol),
+            act_form.levels, thr, act_form.seg_slope, act_form.seg_off, act, _snap_rtol(z.dtype), _finite_max(z.dtype))
     except FloatingPointError:
         _check_finite(z, step.node)  # raises InputError with the range found
         raise
@@ -133,4 +159,4 @@ def _compiled_split(state: _State, step: _Step, z: Tensor, act_form, tol: float,
     if thr >= 0:
         rec = _BitRecord(torch.from_numpy(start_bits), torch.from_numpy(f_row), torch.from_numpy(f_n),
                          torch.from_numpy(f_bit))
-    return rec, g_piece, g_s, plan, snap, pos
+    return _KernelSplit(rec, g_piece, g_s, plan, snap)

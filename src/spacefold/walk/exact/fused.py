@@ -1,4 +1,4 @@
-"""An activation fused with the ``nn.Linear`` after it (docs/method.md, 'The exact walk', step 4).
+"""An activation fused with the ``nn.Linear`` after it (docs/method.md, 'The exact walk', steps 2-3).
 
 The product runs on the breakpoints that existed before the split; at a new breakpoint the output
 is interpolated and corrected by the crossing neurons' weight columns (by torch operations, or
@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, fx, nn
 
 from .. import _kernels
-from .activation import _act_inplace, _compiled_act, _compiled_split, _elementwise
+from .activation import _act_inplace, _ActForm, _compiled_act, _compiled_split, _elementwise
 from .assemble import _flips
 from .crossings import _cut, _signs, _snap, _snap_list, _snap_pairs
 from .program import _Step
@@ -234,20 +234,20 @@ def _exact_cancellations(lin: nn.Linear, out: Tensor, V: int, y: Tensor, new: _N
     out_new.index_copy_(0, rows, torch.where(flagged, redo, sub))
 
 
-def _act_linear_compiled(state: _State, step: _Step, z: Tensor, lin: nn.Linear | None, act_form, tol: float):
+def _act_linear_compiled(state: _State, step: _Step, z: Tensor, lin: nn.Linear | None, act_form: _ActForm,
+                         tol: float):
     """:func:`_act_linear` by the compiled kernels."""
     V = z.shape[0]
-    rec, _, g_s, plan, _, _ = _compiled_split(state, step, z, act_form, tol, lin is not None)
+    split = _compiled_split(state, step, z, act_form, tol, lin is not None)
     if lin is None:
-        return rec, None
+        return split.rec, None
     out = torch.empty(state.n_rows, lin.out_features, dtype=z.dtype)
     _linear(lin, z, out[:V])  # z holds the activation now
     if state.n_rows > V:
         w, wt, bias, wsum, wnorm = _linear_form(step, lin)
-        levels, thr, seg_slope, seg_off = act_form
-        _kernels.new_rows_linear(out.numpy(), V, wt, levels, seg_slope, plan, g_s, z.numpy(), seg_off,
-                                 bias, wsum, _cancel_rtol(z.dtype), w, wnorm)
-    return rec, out
+        _kernels.new_rows_linear(out.numpy(), V, wt, act_form.levels, act_form.seg_slope, split.plan, split.g_s,
+                                 z.numpy(), act_form.seg_off, bias, wsum, _cancel_rtol(z.dtype), w, wnorm)
+    return split.rec, out
 
 
 def _linear_form(step: _Step, lin: nn.Linear):

@@ -1,4 +1,4 @@
-"""The walk over a compiled program's steps (docs/method.md, 'The exact walk', steps 3-5).
+"""The walk over a compiled program's steps (docs/method.md, 'The exact walk', steps 2-4).
 
 :func:`_run` applies the steps after the affine prefix to the breakpoint values of one sub-batch.
 Each kind of step (``program.STEP_KINDS``) has one handler in ``HANDLERS``, which reads and

@@ -1,4 +1,4 @@
-"""The max pooling handler (docs/method.md, 'The exact walk', step 5): split the pieces where a
+"""The max pooling handler (docs/method.md, 'The exact walk', step 4): split the pieces where a
 window's arg-max changes, until it is constant on every piece; paths the walk's dtype cannot
 resolve raise :class:`_Unresolved`, and the driver walks them again in float64.
 """

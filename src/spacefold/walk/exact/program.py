@@ -1,4 +1,4 @@
-"""Compiling a model for the exact walk (docs/method.md, 'The exact walk', steps 1-3).
+"""Compiling a model for the exact walk (docs/method.md, 'The exact walk'; step 1 there: the affine prefix).
 
 The model is traced with ``torch.fx``; every graph node becomes a :class:`_Step` of one kind
 (``STEP_KINDS``), checked against the op tables (affine modules, functions and methods, and the

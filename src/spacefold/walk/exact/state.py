@@ -1,4 +1,4 @@
-"""The breakpoints of all paths of a sub-batch (docs/method.md, 'The exact walk', step 2).
+"""The breakpoints of all paths of a sub-batch (docs/method.md, 'The exact walk').
 
 :class:`_State` holds every breakpoint as a row, linked to its neighbours on its path, so no
 tensor of breakpoint values is ever reordered; :func:`_interpolate` appends the values at new
