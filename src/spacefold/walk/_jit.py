@@ -642,6 +642,69 @@ def list_ranks(nxt, B):
     return rank, path, order
 
 
+@jit
+def pool_argmax(x, kh, kw, sh, sw, ph, pw, dh, dw, am, out, big):
+    """Max pooling of ``x`` (R, C, H, W) with windows kh x kw, strides sh, sw, padding ph, pw and
+    dilations dh, dw, as torch computes it: ``out`` (R, C, Ho, Wo) the maximum of every window (its
+    first maximum in row-major order, padding excluded) and ``am`` the index of that input in its
+    H·W plane. Returns whether every input read is below ``big`` in magnitude (false for nan)."""
+    if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0 and dh == 1 and dw == 1:
+        return pool_argmax_2x2(x, am, out, big)
+    R, C, H, W = x.shape
+    Ho, Wo = am.shape[2], am.shape[3]
+    ok = True
+    for r in range(R):
+        for c in range(C):
+            for i in range(Ho):
+                h0 = i * sh - ph
+                for j in range(Wo):
+                    w0 = j * sw - pw
+                    bi = -1
+                    best = x[r, c, 0, 0]
+                    for a in range(kh):
+                        h = h0 + a * dh
+                        if h < 0 or h >= H:
+                            continue
+                        for b in range(kw):
+                            w = w0 + b * dw
+                            if w < 0 or w >= W:
+                                continue
+                            v = x[r, c, h, w]
+                            ok &= abs(v) < big
+                            if bi < 0 or v > best:
+                                best = v
+                                bi = h * W + w
+                    am[r, c, i, j] = bi
+                    out[r, c, i, j] = best
+    return ok
+
+
+@jit
+def pool_argmax_2x2(x, am, out, big):
+    """:func:`pool_argmax` for 2 x 2 windows with stride 2, no padding and no dilation (several times faster)."""
+    R, C, H, W = x.shape
+    Ho, Wo = am.shape[2], am.shape[3]
+    ok = True
+    for r in range(R):
+        for c in range(C):
+            for i in range(Ho):
+                h = 2 * i
+                for j in range(Wo):
+                    w = 2 * j
+                    v0, v1, v2, v3 = x[r, c, h, w], x[r, c, h, w + 1], x[r, c, h + 1, w], x[r, c, h + 1, w + 1]
+                    best, bi = v0, h * W + w
+                    if v1 > best:
+                        best, bi = v1, h * W + w + 1
+                    if v2 > best:
+                        best, bi = v2, (h + 1) * W + w
+                    if v3 > best:
+                        best, bi = v3, (h + 1) * W + w + 1
+                    ok &= (abs(v0) < big) & (abs(v1) < big) & (abs(v2) < big) & (abs(v3) < big)
+                    am[r, c, i, j] = bi
+                    out[r, c, i, j] = best
+    return ok
+
+
 if _UNCACHED:
     warnings.warn(f"Numba cannot cache spacefold's compiled kernels here ({_UNCACHED[0]}); they are compiled "
                   "anew in every process. Set NUMBA_CACHE_DIR to a writable directory to cache them",

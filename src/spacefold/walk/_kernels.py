@@ -104,6 +104,12 @@ def _self_test(dtype: np.dtype) -> None:
               np.array([0.25, 0.75], dtype=dtype), rows)
     if not np.allclose(rows, [[1.0, 3.0], [1.0, 3.0]]):
         raise RuntimeError("the interpolation kernel gave a wrong result on a known case")
+    # 3 x 3 max pooling, stride 2, padding 1 of a 1 x 1 x 3 x 3 plane: windows rows -1..1 and 1..3
+    x = np.array([[[[1.0, 5.0, 2.0], [7.0, 7.0, 0.0], [3.0, 9.0, 4.0]]]], dtype=dtype)
+    am, out = np.empty((1, 1, 2, 2), np.int64), np.empty((1, 1, 2, 2), dtype)
+    if not pool_argmax(x, (3, 3), (2, 2), (1, 1), (1, 1), am, out) or am.ravel().tolist() != [3, 4, 7, 7] \
+            or out.ravel().tolist() != [7, 7, 9, 9]:
+        raise RuntimeError("the max pooling kernel gave a wrong result on a known case")
 
 
 def split_act(z, t, nxt, prv, n_paths, tol, levels, thr, seg_slope, seg_off, act, rtol, big=np.inf):
@@ -122,6 +128,14 @@ def lerp_rows(x, ia, ib, w, out):
     """Rows ``ia`` and ``ib`` of the 2-D ``x`` interpolated at ``w`` (one weight per row, of
     ``x``'s dtype) into ``out``, as ``torch.lerp`` computes them, without gathering them first."""
     _STATE["jit"].lerp_rows(x, ia, ib, w, 1 - w, out)
+
+
+def pool_argmax(x, kernel, stride, padding, dilation, am, out, big=np.inf) -> bool:
+    """Max pooling of ``x`` (R, C, H, W) into ``out`` and the index of every window's maximum in its H·W
+    plane into ``am`` (R, C, Ho, Wo), as ``torch.nn.functional.max_pool2d(..., return_indices=True)``
+    gives them (pairs of ints: kernel size, stride, padding, dilation); false when some input is not
+    below ``big`` in magnitude."""
+    return _STATE["jit"].pool_argmax(x, *kernel, *stride, *padding, *dilation, am, out, big)
 
 
 def list_ranks(nxt, n_paths):
