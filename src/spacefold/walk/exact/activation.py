@@ -17,7 +17,7 @@ from .assemble import _BitRecord, _flips
 from .crossings import _cut, _levels, _signs, _snap, _snap_list, _snap_rtol
 from .program import _KERNEL_ACTS, _Step
 from .settings import WalkSettings, _check_finite, _finite_max
-from .state import _interpolate_env, _kernels_take, _State
+from .state import _grew, _interpolate_env, _kernels_take, _State
 
 
 def _split_activation(prog, env, state: _State, node_in: fx.Node, step: _Step, settings: WalkSettings):
@@ -155,6 +155,7 @@ def _compiled_split(state: _State, step: _Step, z: Tensor, act_form: _ActForm, t
         _check_finite(z, step.node)  # raises InputError with the range found
         raise
     state.t, state.nxt, state.prv = torch.from_numpy(t2), torch.from_numpy(nxt2), torch.from_numpy(prv2)
+    _grew(state)
     rec = None
     if thr >= 0:
         rec = _BitRecord(torch.from_numpy(start_bits), torch.from_numpy(f_row), torch.from_numpy(f_n),

@@ -235,3 +235,77 @@ class ExactWalkBatch(WalkBatch):
         cnt, _ = self._per_breakpoint(None)  # a region begins at t = 0 and at every breakpoint with flips
         return torch.ones(self.n_walks, dtype=torch.int64, device=cnt.device).index_add_(
             0, self.path_sorted, (cnt > 0).long())
+
+
+def _take(w: ExactWalkBatch, k: int) -> tuple[ExactWalkBatch, ExactWalkBatch]:
+    """The first ``k`` walks of ``w`` and the others, as two batches."""
+    cut = int(w.first[k]) if k < w.n_walks else w.t_sorted.numel()
+    head = w.flip_at < cut
+    tail = ~head
+    a = ExactWalkBatch(w.start_bits[:k], w.flip_at[head], w.flip_neuron[head], w.flip_sign[head], w.t_sorted[:cut],
+                       w.path_sorted[:cut], w.first[:k], w.last[:k])
+    b = ExactWalkBatch(w.start_bits[k:], w.flip_at[tail] - cut, w.flip_neuron[tail], w.flip_sign[tail],
+                       w.t_sorted[cut:], w.path_sorted[cut:] - k, w.first[k:] - cut, w.last[k:] - cut)
+    return a, b
+
+
+def _join(w: ExactWalkBatch, seg: Tensor) -> ExactWalkBatch:
+    """The walks of whole segments from the walks ``w`` of their sub-segments.
+
+    Walk j of ``w`` is the walk of a sub-segment [t_a, t_b] of segment ``seg[j]`` (``seg`` numbers the
+    segments 0, 1, ... in order), its breakpoints at the segment's t; the sub-segments of a segment are
+    consecutive in ``w``, in order of t, from t = 0 to t = 1, each starting where the one before it ends.
+    At a junction the walk before it ends with the step from its last piece to the point pattern
+    there, and the walk after it starts with the step from that point to its first piece. Joined, the
+    junction is one breakpoint whose step goes from the last piece before it to the first piece after
+    it, and none when the two have the same pattern: the walk of the whole segment, which the
+    junction only splits into two pieces of the same pattern."""
+    dev = w.start_bits.device
+    m, F_, V = w.n_walks, w.n_neurons, w.t_sorted.numel()
+    head = torch.ones(m, dtype=torch.bool, device=dev)  # the first sub-segment of its segment
+    head[1:] = seg[1:] != seg[:-1]
+    tail = torch.ones(m, dtype=torch.bool, device=dev)  # the last
+    tail[:-1] = head[1:]
+    sub = w.path_sorted.index_select(0, w.flip_at)  # the sub-segment of every flip
+    # the bit after every flip (its sign is relative to the sub-segment's own start bits)
+    new_bit = w.start_bits[sub, w.flip_neuron] ^ (w.flip_sign > 0)
+    joint = (~head).nonzero().squeeze(1)  # junction between sub-segments j - 1 and j
+    end_a, start_b = w.last.index_select(0, joint - 1), w.first.index_select(0, joint)
+    at_joint = torch.zeros(V, dtype=torch.bool, device=dev)
+    at_joint[end_a] = True
+    at_joint[start_b] = True
+    keep = ~at_joint.index_select(0, w.flip_at)
+    at, neuron, bit = w.flip_at[keep], w.flip_neuron[keep], new_bit[keep]
+    if joint.numel():
+        one = torch.ones(1, dtype=torch.uint8, device=dev)
+
+        def flipped(bits: Tensor, which: Tensor, slot: Tensor) -> Tensor:
+            """``bits`` (one row per junction) flipped by the flips ``which``, of junction ``slot[sub]``."""
+            k = slot.index_select(0, sub)
+            sel = (which & (k >= 0)).nonzero().squeeze(1)
+            out = bits.to(torch.uint8)
+            out.view(-1).index_add_(0, k.index_select(0, sel) * F_ + w.flip_neuron.index_select(0, sel),
+                                    one.expand(sel.numel()))
+            return (out & 1).bool()
+
+        slot = torch.full((m,), -1, dtype=torch.int64, device=dev)
+        slot[joint - 1] = torch.arange(joint.numel(), device=dev)
+        # the last piece before the junction: every flip of its sub-segment but those at its end
+        before = flipped(w.start_bits.index_select(0, joint - 1), w.flip_at != w.last.index_select(0, sub), slot)
+        slot.fill_(-1)
+        slot[joint] = torch.arange(joint.numel(), device=dev)
+        # the first piece after it: the point pattern at the junction and the flips there
+        after = flipped(w.start_bits.index_select(0, joint), w.flip_at == w.first.index_select(0, sub), slot)
+        jk, jn = (before != after).nonzero().unbind(1)
+        at = torch.cat([at, end_a.index_select(0, jk)])
+        neuron = torch.cat([neuron, jn])
+        bit = torch.cat([bit, after[jk, jn]])
+    keep_row = torch.ones(V, dtype=torch.bool, device=dev)  # the junction is the end row of the sub-segment before it
+    keep_row[start_b] = False
+    new_index = torch.cumsum(keep_row.long(), 0) - 1
+    path_sorted = seg.index_select(0, w.path_sorted[keep_row])
+    at = new_index.index_select(0, at)
+    start_bits = w.start_bits[head]
+    sign = torch.where(bit != start_bits[path_sorted.index_select(0, at), neuron], 1, -1)
+    return ExactWalkBatch(start_bits, at, neuron, sign, w.t_sorted[keep_row], path_sorted,
+                          new_index.index_select(0, w.first[head]), new_index.index_select(0, w.last[tail]))

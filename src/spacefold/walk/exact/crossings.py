@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .program import _Step
 from .settings import WalkSettings
-from .state import _EPS64, _NUMPY_FLOATS, _at, _State
+from .state import _EPS64, _NUMPY_FLOATS, _at, _grew, _State
 
 # layers narrower than this are left to torch (NumPy's per-call cost outweighs its speed there)
 _NUMPY_MIN_WIDTH = 64
@@ -178,6 +178,7 @@ def _split(state: _State, piece: Tensor, tc: Tensor, tol: float):
     prv[old_next[lasts]] = new_rows[lasts]
     state.nxt, state.prv = nxt, prv
     state.t = torch.cat([state.t, g_t])
+    _grew(state)
     return (g_piece, g_s), row
 
 

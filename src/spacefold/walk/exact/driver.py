@@ -10,19 +10,21 @@ from __future__ import annotations
 import copy
 import threading
 import warnings
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor, nn
 
+from ...errors import InputError
 from ...patterns import LayerSelector
 from .. import WalkBatch, _kernels, resolve_tol
-from .assemble import ExactWalkBatch, _assemble
+from .assemble import ExactWalkBatch, _assemble, _join, _take
 from .handlers import _run
 from .maxpool import _Unresolved
 from .program import ExactProgram, compile_model
 from .settings import WalkSettings, _dtype_tol
-from .state import _State
+from .state import _OverBudget, _State
 
 
 def exact_walks(
@@ -79,18 +81,59 @@ _TARGET_BYTES = 16 << 20
 _TARGET_BYTES_COMPILED = 2 << 20
 
 
+# Networks whose breakpoints are large (feature maps of convolutional nets: 16 KB or more at one
+# breakpoint) are walked in sub-batches of 4 MB: the passes over the maps (convolution, batch norm,
+# activation, split, interpolation, pooling) then read them from the cache (4 MB measured 1.2-1.5x
+# faster than 16 MB and 1 MB on benchmarks/bench_cnn.py's VGG-style net).
+_TARGET_BYTES_WIDE = 4 << 20
+
+
+_WIDE_ROW = 16 << 10
+
+
 # On GPUs memory is pooled by the caching allocator and each operation has a launch
 # cost, so sub-batches there are as large as memory comfortably allows.
 _TARGET_BYTES_ACCELERATOR = 512 << 20
 
 
+# Breakpoint-value tensors of the widest layer's size alive at once, counted by the memory budget:
+# the layer's input and output, the spare rows of the interpolation buffers (see _interpolate) and
+# the arg-max indices of max pooling.
+_ROW_COPIES = 4
+# Sub-segments are not cut shorter than this in t (a budget that needs shorter ones is too small).
+_MIN_PIECE = 1e-6
+
+
+def _row_bytes(prog: ExactProgram, ends: list[tuple[Tensor, Tensor]]) -> int:
+    """Bytes of the largest tensor of breakpoint values at one breakpoint: the walk's tensors evaluated at the
+    first segment's start (one plain forward pass of the layers after the prefix)."""
+    env = prog._consts()
+    big = 1
+    for node, (a, _) in zip(prog._live_at_prefix(), ends):
+        env[node] = a[:1]
+        big = max(big, a[:1].numel() * a.element_size())
+    for s in prog.steps[prog.prefix_end:]:
+        if s.kind == "output":
+            break
+        if s.kind in ("input", "const") or s.node not in prog.live:
+            continue
+        v = prog._eval(s, env)
+        env[s.node] = v
+        if isinstance(v, Tensor) and v.dim() and v.shape[0] == 1:
+            big = max(big, v.numel() * v.element_size())
+    return big
+
+
 def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: float, prefix=None) -> WalkBatch:
+    from ...folding import memory_budget  # folding imports this module
+
     b = x1.shape[0]
     if prefix is None:
         p1, p2 = prog.prefix(x1), prog.prefix(x2)
     else:
         p1, p2 = prefix
-    cpu = x1.device.type == "cpu"
+    device = x1.device
+    cpu = device.type == "cpu"
     if not cpu:
         target = _TARGET_BYTES_ACCELERATOR
     elif prog.kernel_friendly and _kernels.available():
@@ -104,56 +147,169 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
     fine: list[ExactProgram] = []
     lock = threading.Lock()
 
-    def walk(pr: ExactProgram, ends: list[tuple[Tensor, Tensor]], n: int, accept: bool) -> tuple[ExactWalkBatch, float]:
-        state = _State(n, x1.device)
+    n0 = min(b, 64)  # the first sub-batches measure the size per path
+    n_threads = torch.get_num_threads()
+    threaded = cpu and n_threads > 1 and b > n0
+    # the memory budget, shared by the sub-batches walked at once, caps the breakpoints of each
+    budget = memory_budget() // (n_threads if threaded else 1)
+    row_bytes = _row_bytes(prog, list(zip(p1, p2))) if p1 else 1
+    if cpu and row_bytes >= _WIDE_ROW:
+        target = _TARGET_BYTES_WIDE
+    itemsize = torch.finfo(dtype).bits // 8
+    caps = {False: budget // (_ROW_COPIES * row_bytes), True: budget // (_ROW_COPIES * row_bytes * 8 // itemsize)}
+    if caps[True] < 8:  # in float64 as well, where max pooling needs it
+        need = 8 * _ROW_COPIES * row_bytes * 8 // itemsize * (n_threads if threaded else 1)
+        raise InputError(f"SPACEFOLD_MEMORY must leave the exact walk of this network at least {need} bytes "
+                         f"(8 breakpoints of {_ROW_COPIES} x {row_bytes * 8 // itemsize} bytes in float64), got "
+                         f"{memory_budget()}")
+    target = max(min(target, budget // _ROW_COPIES), 1)
+    est = {"per_path": 0.0}  # bytes of the largest tensor per path, t-length 1, as last measured
+
+    def walk(pr: ExactProgram, ends: list[tuple[Tensor, Tensor]], n: int, accept: bool,
+             t_ends: tuple[Tensor, Tensor] | None) -> tuple[ExactWalkBatch, set, float]:
+        state = _State(n, device, t_ends, caps[pr is not prog or is64])
         env = pr._consts()
         for node, (a, c) in zip(pr._live_at_prefix(), ends):
             env[node] = torch.cat([a, c])
         with torch.no_grad():  # grad mode is per thread
             records = _run(pr, env, state, pr.prefix_end, WalkSettings(tie_tol, tol, accept))
             part = _assemble(state, records, state.n_paths)
-        object.__setattr__(part, "n_unresolved", state.n_unresolved)
-        return part, max(state.peak_bytes / state.n_paths, 1.0)
+        return part, state.unresolved, float(state.peak_bytes)
 
-    def in_float64(k: int, n: int) -> tuple[ExactWalkBatch, float]:
-        """The paths k .. k + n - 1 walked again in float64 (max pooling unresolved in the model's dtype)."""
-        with lock:
-            if not fine:
-                model = prog.model
-                if model is None:
-                    raise RuntimeError("the model of this ExactProgram no longer exists")
-                fine.append(ExactProgram(copy.deepcopy(model).to(torch.float64), prog.layers))
-        pr = fine[0]
-        if prefix is None:
-            ends = list(zip(pr.prefix(x1[k : k + n].to(torch.float64)), pr.prefix(x2[k : k + n].to(torch.float64))))
+    def ends_at(pr: ExactProgram, path: Tensor, ta: Tensor, tb: Tensor, f64: bool) -> list[tuple[Tensor, Tensor]]:
+        """The prefix values at t = ta and t = tb of the segments ``path`` (interpolated: they are affine)."""
+        if f64:
+            with lock:
+                if not fine:
+                    model = prog.model
+                    if model is None:
+                        raise RuntimeError("the model of this ExactProgram no longer exists")
+                    fine.append(ExactProgram(copy.deepcopy(model).to(torch.float64), prog.layers))
+            if prefix is None:
+                ends = list(zip(pr.prefix(x1[path].to(torch.float64)), pr.prefix(x2[path].to(torch.float64))))
+            else:
+                ends = [(a[path].to(torch.float64), c[path].to(torch.float64)) for a, c in zip(p1, p2)]
         else:
-            ends = [(a[k : k + n].to(torch.float64), c[k : k + n].to(torch.float64)) for a, c in zip(p1, p2)]
-        part, per_path = walk(pr, ends, n, True)
-        object.__setattr__(part, "n_float64", n)
-        return part, per_path
+            ends = [(a[path], c[path]) for a, c in zip(p1, p2)]
+        if bool((ta == 0).all()) and bool((tb == 1).all()):
+            return ends
+        out = []
+        for a, c in ends:
+            shape = (-1,) + (1,) * (a.dim() - 1)
+            out.append((torch.lerp(a, c, ta.to(a.dtype).view(shape)), torch.lerp(a, c, tb.to(a.dtype).view(shape))))
+        return out
 
-    def sub_batch(k: int, n: int) -> tuple[ExactWalkBatch, float]:
+    def walk_pieces(path: Tensor, ta: Tensor, tb: Tensor, f64: bool = False):
+        """Walks of the pieces [ta, tb] of the segments ``path``: ``(walks, float64 mask, unresolved mask, peak
+        bytes)``. Pieces whose max pooling the model's dtype cannot resolve are walked again in float64."""
+        n = path.numel()
+        t_ends = (ta, tb) if not (bool((ta == 0).all()) and bool((tb == 1).all())) else None
+        pr = fine[0] if f64 and fine else prog
         try:
-            return walk(prog, [(a[k : k + n], c[k : k + n]) for a, c in zip(p1, p2)], n, is64)
+            if f64:
+                ends = ends_at(prog, path, ta, tb, True)
+                pr = fine[0]
+            else:
+                ends = ends_at(prog, path, ta, tb, False)
+            part, unres, peak = walk(pr, ends, n, f64 or is64, t_ends)
         except _Unresolved as err:
             # walk the others again in the model's dtype and these in float64, in order
-            bad = set(err.paths)
+            bad = torch.zeros(n, dtype=torch.bool)
+            bad[err.paths] = True
             parts, i = [], 0
             while i < n:
                 j = i
-                while j < n and ((j in bad) == (i in bad)):
+                while j < n and bool(bad[j] == bad[i]):
                     j += 1
-                parts.append(in_float64(k + i, j - i) if i in bad else sub_batch(k + i, j - i))
+                parts.append(walk_pieces(path[i:j], ta[i:j], tb[i:j], bool(bad[i])))
                 i = j
-            return ExactWalkBatch.concat([p for p, _ in parts]), max(pp for _, pp in parts)
+            return (ExactWalkBatch.concat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
+                    torch.cat([p[2] for p in parts]), max(p[3] for p in parts))
+        unresolved = torch.zeros(n, dtype=torch.bool)
+        unresolved[sorted(unres)] = True
+        return part, torch.full((n,), f64), unresolved, peak
+
+    def finish(part: ExactWalkBatch, f64: Tensor, unres: Tensor) -> ExactWalkBatch:
+        object.__setattr__(part, "n_float64", int(f64.sum()))
+        object.__setattr__(part, "n_unresolved", int(unres.sum()))
+        return part
+
+    def in_pieces(k: int, n: int) -> tuple[ExactWalkBatch, float]:
+        """The segments k .. k + n - 1 walked in sub-segments whose breakpoints fit the target size (and so the
+        memory budget), joined."""
+        dens = est["per_path"]  # bytes of the largest tensor per unit of t
+        queue: deque = deque()
+        nxt_path = k
+        joined: list[ExactWalkBatch] = []
+        pending: list[tuple[ExactWalkBatch, Tensor, Tensor, Tensor]] = []
+        while queue or nxt_path < k + n:
+            batch, size = [], 0.0
+            while True:
+                if not queue:
+                    if nxt_path >= k + n:
+                        break
+                    m = max(1, min(int(-(-dens // target)), int(1 / _MIN_PIECE)))
+                    queue.extend((nxt_path, j / m, (j + 1) / m) for j in range(m))
+                    nxt_path += 1
+                e = dens * (queue[0][2] - queue[0][1])
+                if batch and size + e > target:
+                    break
+                batch.append(queue.popleft())
+                size += e
+            path = torch.tensor([p for p, _, _ in batch], device=device)
+            ta = torch.tensor([a for _, a, _ in batch], dtype=torch.float64, device=device)
+            tb = torch.tensor([c for _, _, c in batch], dtype=torch.float64, device=device)
+            length = float((tb - ta).sum())
+            try:
+                part, f64, unres, peak = walk_pieces(path, ta, tb)
+            except _OverBudget as err:
+                dens = max(2 * dens, err.rows * row_bytes / length)
+                if len(batch) == 1:  # halve it
+                    p, a, c = batch[0]
+                    if c - a < 2 * _MIN_PIECE:
+                        raise InputError(f"SPACEFOLD_MEMORY ({memory_budget()} bytes) is too small for the exact walk "
+                                         f"of this network: {err.rows} breakpoints of {row_bytes} bytes on a "
+                                         f"sub-segment of length {c - a:.2g}") from None
+                    batch = [(p, a, (a + c) / 2), (p, (a + c) / 2, c)]
+                queue.extendleft(reversed(batch))
+                continue
+            dens = peak / length
+            pending.append((part, path - k, f64, unres))
+            # join the segments whose pieces are all walked
+            done = (queue[0][0] if queue else nxt_path) - k
+            seg = torch.cat([p[1] for p in pending])
+            n_done = int((seg < done).sum())
+            if n_done:
+                w = ExactWalkBatch.concat([p[0] for p in pending])
+                f64, unres = torch.cat([p[2] for p in pending]), torch.cat([p[3] for p in pending])
+                head, rest = _take(w, n_done)
+                first_seg = int(seg[0])
+                s = seg[:n_done] - first_seg
+                n_seg = int(s[-1]) + 1
+                flags = [torch.zeros(n_seg, dtype=torch.bool).index_put_((s,), x[:n_done], accumulate=True)
+                         for x in (f64, unres)]
+                joined.append(finish(_join(head, s), *flags))
+                pending = [(rest, seg[n_done:], f64[n_done:], unres[n_done:])] if n_done < seg.numel() else []
+        est["per_path"] = max(est["per_path"], dens)
+        return ExactWalkBatch.concat(joined), dens
+
+    def sub_batch(k: int, n: int) -> tuple[ExactWalkBatch, float]:
+        if est["per_path"] > target:  # one path alone is larger than a sub-batch should be
+            return in_pieces(k, n)
+        path = torch.arange(k, k + n, device=device)
+        try:
+            part, f64, unres, peak = walk_pieces(path, torch.zeros(n, dtype=torch.float64, device=device),
+                                                 torch.ones(n, dtype=torch.float64, device=device))
+        except _OverBudget as err:
+            est["per_path"] = max(est["per_path"], err.rows * row_bytes / n)
+            return in_pieces(k, n)
+        return finish(part, f64, unres), max(peak / n, 1.0)
 
     def next_step(per_path: float) -> int:
         # as many paths as fit the target size of the largest tensor
         return int(min(max(target / per_path, 16), 1 << 20))
 
-    n0 = min(b, 64)  # the first sub-batches measure the size per path
-    n_threads = torch.get_num_threads()
-    if cpu and n_threads > 1 and b > n0:
+    if threaded:
         # On CPUs only the matrix products use torch's threads; the rest of the walk is many
         # small operations. Independent sub-batches on one thread each keep every core busy
         # (torch releases the GIL inside its operations).

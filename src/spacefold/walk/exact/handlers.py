@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, fx
 
-from .activation import _split_activation
+from .activation import _act_inplace, _split_activation
 from .assemble import _BitRecord
 from .fused import _act_linear
 from .maxpool import _split_maxpool
 from .program import ExactProgram, _Step
-from .settings import WalkSettings, _check_finite
+from .settings import WalkSettings
 from .state import _State
 
 
@@ -70,16 +70,26 @@ def _activation(walk: _Walk, step: _Step) -> None:
         walk.skip = lin[0]
     else:
         rec = _split_activation(prog, env, state, node_in, step, walk.settings)
-        env[step.node] = prog._eval(step, env)
+        x = env[node_in]
+        if node_in in step.free_after and not _shared(x, env, node_in):
+            env[step.node] = _act_inplace(step.module, x)  # its input is not needed after: no new tensor
+        else:
+            env[step.node] = prog._eval(step, env)
     if rec is not None:
         walk.records.append(rec)
 
 
+def _shared(x: Tensor, env: dict, node: fx.Node) -> bool:
+    """Whether another value of ``env`` than ``env[node]`` holds the memory of ``x``."""
+    ptr = x.untyped_storage().data_ptr()
+    return any(n is not node and isinstance(v, Tensor) and v.untyped_storage().data_ptr() == ptr
+               for n, v in env.items())
+
+
 def _maxpool(walk: _Walk, step: _Step) -> None:
-    """Max pooling: split until every window's arg-max is constant on every piece, then pool."""
-    _check_finite(walk.env[_dynamic_input(walk, step)], step.node)
-    _split_maxpool(walk.prog, walk.env, walk.state, step, walk.settings)
-    walk.env[step.node] = walk.prog._eval(step, walk.env)
+    """Max pooling: split until every window's arg-max is constant on every piece, then pool (the
+    split gives the output, from the arg-max it found)."""
+    walk.env[step.node] = _split_maxpool(walk.prog, walk.env, walk.state, step, walk.settings)
 
 
 # kind of step -> its handler; "output" ends the walk

@@ -29,25 +29,52 @@ class _State:
     one (``prv[r] == r`` at t = 0). Rows 0..B-1 are the starts (t = 0) and rows
     B..2B-1 the ends (t = 1); new breakpoints are appended, so no tensor is ever
     reordered and a row keeps its number to the end.
+
+    ``t_ends``: the t of the starts and of the ends, when the paths are pieces [t_a, t_b] of
+    their segments (the driver's sub-segments) rather than whole segments. ``row_cap``: the
+    most breakpoints the memory budget holds; a split beyond it raises :class:`_OverBudget`.
     """
 
-    def __init__(self, n_paths: int, device: torch.device):
+    def __init__(self, n_paths: int, device: torch.device, t_ends: tuple[Tensor, Tensor] | None = None,
+                 row_cap: int | None = None):
         b = n_paths
         ar = torch.arange(b, device=device)
         self.n_paths = b
-        self.t = torch.cat([torch.zeros(b, dtype=torch.float64, device=device),
-                            torch.ones(b, dtype=torch.float64, device=device)])
+        if t_ends is None:
+            t_ends = (torch.zeros(b, dtype=torch.float64, device=device),
+                      torch.ones(b, dtype=torch.float64, device=device))
+        self.t = torch.cat(t_ends)
         self.nxt = torch.cat([ar + b, ar + b])
         self.prv = torch.cat([ar, ar])
         self.starts = ar
         self.ends = ar + b
         self.peak_bytes = 0
         self.grown: dict = {}  # tensors of breakpoint values with spare rows (see _interpolate)
-        self.n_unresolved = 0  # paths whose max pooling float64 could not resolve (see _split_maxpool)
+        self.unresolved: set[int] = set()  # paths whose max pooling float64 could not resolve (see _split_maxpool)
+        self.row_cap = row_cap
 
     @property
     def n_rows(self) -> int:
         return int(self.t.numel())
+
+    @property
+    def n_unresolved(self) -> int:
+        return len(self.unresolved)
+
+
+class _OverBudget(Exception):
+    """The breakpoints of a sub-batch outgrew the memory budget (``rows`` of them)."""
+
+    def __init__(self, rows: int):
+        super().__init__(f"{rows} breakpoints exceed the memory budget")
+        self.rows = rows
+
+
+def _grew(state: _State) -> None:
+    """Raise :class:`_OverBudget` when the breakpoints outgrow ``state.row_cap``: called after every split,
+    before the values at the new breakpoints are computed."""
+    if state.row_cap is not None and state.n_rows > state.row_cap:
+        raise _OverBudget(state.n_rows)
 
 
 def _at(x: Tensor, r: Tensor, c: Tensor) -> Tensor:

@@ -264,7 +264,7 @@ def _certify(model, prog: ExactProgram, x1, x2, walks: WalkBatch, layers, tie_to
 
 def _pool_broken(mod: nn.Module, x: Tensor, m: int, slack) -> Tensor:
     """Per interval, the pooling windows with no input that is their maximum at both ends (up to the slack)."""
-    am, size = _pool_argmax(x, mod)  # (2m, windows)
+    am, size, _ = _pool_argmax(x, mod)  # (2m, windows)
     planes = x.reshape(2 * m, -1, size).double()
     per_plane = am.shape[1] // planes.shape[1]
     plane = torch.arange(am.shape[1], device=x.device) // per_plane
