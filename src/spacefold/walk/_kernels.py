@@ -9,6 +9,7 @@ an ``nn.Linear`` follows, the activation itself. A second one computes the outpu
 Linear at the new breakpoints without a matrix product (the product of the old breakpoints
 stays with torch's BLAS). A third interpolates the tensors that other layers need at the
 new breakpoints (residual and convolutional nets) without gathering the neighbours first.
+A fourth gives max pooling and the index of every window's maximum, as torch does, in one pass.
 All release the GIL, so sub-batches on several threads run side by side.
 
 The Linear at new breakpoints. On a piece (a, b) split at the new breakpoints g_1 .. g_m

@@ -56,8 +56,20 @@ product. They compute the same walk as the torch operations (tested against each
 
 Paths are processed in sub-batches sized so that the largest tensor of breakpoint
 values stays near 16 MB on CPUs (fresh large tensors are page-faulted on every layer;
-2 MB, which stays in the cache, when the compiled kernels run every layer) and 512 MB on
-accelerators. On a CPU with several torch threads the sub-batches after
+2 MB, which stays in the cache, when the compiled kernels run every layer; 4 MB for
+feature maps of 16 KB or more at one breakpoint) and 512 MB on accelerators.
+
+Memory is bounded by the budget of :func:`spacefold.folding.memory_budget` (1 GiB, or
+``SPACEFOLD_MEMORY`` bytes; shared by the sub-batches walked at once), whatever the number of
+regions: a sub-batch may hold at most budget / (4 x the bytes of its largest tensor at one
+breakpoint) breakpoints. A segment that needs more (a convolutional net crossing thousands of
+regions) is walked in sub-segments [t_a, t_b], as many paths of their own, whose walks are
+joined at the junctions: the junction's step goes from the last piece before it to the first
+piece after it (none when their patterns agree), which is the walk of the whole segment (a
+breakpoint at the junction only splits one of its pieces into two of the same pattern;
+crossings within ``tol`` of a junction are merged into it, as into any breakpoint). A
+sub-batch whose breakpoints outgrow the cap stops at the split that makes them (before their
+values are computed) and is walked again in shorter pieces. On a CPU with several torch threads the sub-batches after
 the first run concurrently, one per thread, each single-threaded: only the matrix
 products would use the threads otherwise, and the many small operations of the walk
 would run on one core. For the duration of the call ``torch.set_num_threads`` is then
@@ -84,7 +96,8 @@ Layout of the package (one job per module, in the order of a walk):
 - :mod:`.assemble`: bits, flips and :class:`ExactWalkBatch`;
 - :mod:`.settings`: the walk's settings (``WalkSettings``), tolerances derived from the dtype,
   the finiteness check;
-- :mod:`.driver`: :func:`exact_walks`, sub-batches, threads, the float64 fallback;
+- :mod:`.driver`: :func:`exact_walks`, sub-batches, the memory budget and sub-segments, threads, the float64
+  fallback;
 - :mod:`.verification`: :func:`verify`, for walks of every method;
 - :mod:`.errors`: :class:`NotPiecewiseLinearError`.
 """

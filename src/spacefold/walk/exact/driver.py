@@ -3,6 +3,8 @@
 Compiles the model, evaluates the affine prefix at the segments' ends, and walks the paths in
 sub-batches sized to a byte target (concurrently, one torch thread each, on multi-threaded
 CPUs), walking again in float64 the paths whose max pooling the model's dtype cannot resolve.
+Sub-batches hold no more breakpoints than the memory budget allows (:func:`spacefold.folding.memory_budget`);
+segments that need more are walked in sub-segments and joined (:func:`.assemble._join`).
 """
 
 from __future__ import annotations
@@ -53,6 +55,11 @@ def exact_walks(
     Non-finite values inside the network (inputs or weights that overflow the dtype) raise
     :class:`spacefold.errors.InputError`. Segments whose max pooling cannot be resolved in
     the model's dtype are walked again in float64 (counted in ``n_float64`` of the result).
+
+    The walk's tensors stay within the memory budget, ``SPACEFOLD_MEMORY`` bytes or 1 GiB
+    (:func:`spacefold.folding.memory_budget`), whatever the number of segments and regions: segments
+    crossing more regions than that holds are walked in sub-segments and joined (the same walks).
+    A budget too small for 8 breakpoints of the network raises :class:`spacefold.errors.InputError`.
     """
     if x1.shape[0] == 0:
         raise ValueError("x1 and x2 must hold at least one segment, got batch size 0")
