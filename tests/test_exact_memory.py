@@ -161,7 +161,9 @@ def test_segments_walked_again_in_float64_are_counted_once_when_walked_in_pieces
     monkeypatch.setattr(ex.maxpool, "_POOL_RTOL", 0)
     monkeypatch.setattr(ex.driver, "_dtype_tol", lambda dtype: 0.0)
     torch.manual_seed(0)
-    net = nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 8), nn.ReLU())
+    # an affine layer first: the float64 walk of a piece interpolates the float64 values of that prefix
+    net = nn.Sequential(nn.Conv2d(1, 2, 1), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32, 16), nn.ReLU(),
+                        nn.Linear(16, 8), nn.ReLU())
     x1, x2 = torch.randn(40, 1, 8, 8), torch.randn(40, 1, 8, 8)
     monkeypatch.setenv("SPACEFOLD_MEMORY", "40000")
     rec = _States(monkeypatch)

@@ -164,7 +164,7 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
         target = _TARGET_BYTES_WIDE
     itemsize = torch.finfo(dtype).bits // 8
     caps = {False: budget // (_ROW_COPIES * row_bytes), True: budget // (_ROW_COPIES * row_bytes * 8 // itemsize)}
-    if caps[True] < 8:  # in float64 as well, where max pooling needs it
+    if caps[True] < 8:  # the walk in float64 as well, where max pooling needs it
         need = 8 * _ROW_COPIES * row_bytes * 8 // itemsize * (n_threads if threaded else 1)
         raise InputError(f"SPACEFOLD_MEMORY must leave the exact walk of this network at least {need} bytes "
                          f"(8 breakpoints of {_ROW_COPIES} x {row_bytes * 8 // itemsize} bytes in float64), got "
@@ -183,7 +183,7 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
             part = _assemble(state, records, state.n_paths)
         return part, state.unresolved, float(state.peak_bytes)
 
-    def ends_at(pr: ExactProgram, path: Tensor, ta: Tensor, tb: Tensor, f64: bool) -> list[tuple[Tensor, Tensor]]:
+    def ends_at(path: Tensor, ta: Tensor, tb: Tensor, f64: bool) -> list[tuple[Tensor, Tensor]]:
         """The prefix values at t = ta and t = tb of the segments ``path`` (interpolated: they are affine)."""
         if f64:
             with lock:
@@ -192,6 +192,7 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
                     if model is None:
                         raise RuntimeError("the model of this ExactProgram no longer exists")
                     fine.append(ExactProgram(copy.deepcopy(model).to(torch.float64), prog.layers))
+            pr = fine[0]
             if prefix is None:
                 ends = list(zip(pr.prefix(x1[path].to(torch.float64)), pr.prefix(x2[path].to(torch.float64))))
             else:
@@ -211,14 +212,9 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
         bytes)``. Pieces whose max pooling the model's dtype cannot resolve are walked again in float64."""
         n = path.numel()
         t_ends = (ta, tb) if not (bool((ta == 0).all()) and bool((tb == 1).all())) else None
-        pr = fine[0] if f64 and fine else prog
         try:
-            if f64:
-                ends = ends_at(prog, path, ta, tb, True)
-                pr = fine[0]
-            else:
-                ends = ends_at(prog, path, ta, tb, False)
-            part, unres, peak = walk(pr, ends, n, f64 or is64, t_ends)
+            ends = ends_at(path, ta, tb, f64)
+            part, unres, peak = walk(fine[0] if f64 else prog, ends, n, f64 or is64, t_ends)
         except _Unresolved as err:
             # walk the others again in the model's dtype and these in float64, in order
             bad = torch.zeros(n, dtype=torch.bool)
@@ -233,7 +229,8 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
             return (ExactWalkBatch.concat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
                     torch.cat([p[2] for p in parts]), max(p[3] for p in parts))
         unresolved = torch.zeros(n, dtype=torch.bool)
-        unresolved[sorted(unres)] = True
+        if unres:
+            unresolved[torch.tensor(sorted(unres))] = True
         return part, torch.full((n,), f64), unresolved, peak
 
     def finish(part: ExactWalkBatch, f64: Tensor, unres: Tensor) -> ExactWalkBatch:
@@ -293,7 +290,7 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
                 first_seg = int(seg[0])
                 s = seg[:n_done] - first_seg
                 n_seg = int(s[-1]) + 1
-                flags = [torch.zeros(n_seg, dtype=torch.bool).index_put_((s,), x[:n_done], accumulate=True)
+                flags = [torch.zeros(n_seg, dtype=torch.int64).index_add_(0, s.cpu(), x[:n_done].long()) > 0
                          for x in (f64, unres)]
                 joined.append(finish(_join(head, s), *flags))
                 pending = [(rest, seg[n_done:], f64[n_done:], unres[n_done:])] if n_done < seg.numel() else []
