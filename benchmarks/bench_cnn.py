@@ -154,11 +154,12 @@ def main() -> None:
     walk_batch(net, x1[:1], (x1[:1] + 1e-3 * (x2[:1] - x1[:1])))
     rss0 = maxrss_mb()
     batch = args.batch or args.paths
-    parts, t_walk = [], 0.0
+    parts, t_walk, n64 = [], 0.0, 0
     for k in range(0, args.paths, batch):
         t0 = time.perf_counter()
         w = walk_batch(net, x1[k : k + batch], x2[k : k + batch])
         t_walk += time.perf_counter() - t0
+        n64 += w.n_float64
         # every breakpoint of every path in order of t, and the t where each region begins
         path, t = w.path_sorted + k, w.t_sorted
         cnt, _ = w._per_breakpoint(None)
@@ -230,7 +231,8 @@ def main() -> None:
             "maxrss MB": f"{maxrss_mb():.0f}",
         })
     print(table(rows))
-    print("\nrows per layer (all paths):", rows_seen)
+    print(f"\npaths walked again in float64 (max pooling unresolved in {args.dtype}): {n64}")
+    print("rows per layer (all paths):", rows_seen)
     print("regions per path:", regions.tolist())
     if not args.no_float64:
         print("regions per path, float64:", r64.tolist())
