@@ -79,14 +79,16 @@ def floor_seconds(net: nn.Module, x1, x2, path, t, batch: int, repeats: int) -> 
 
 def layer_rows(net: nn.Sequential, run) -> list[int]:
     """Rows (points) each layer of ``net`` sees while ``run()`` walks: forward hooks count the rows of every
-    module the walk calls (convolutions, batch norms, linear layers); an activation or a max pooling, which
-    the walk splits instead of calling, sees the rows of the next layer that is called (its breakpoints after
-    the split), and the last ones all rows the walk ended with (``run()`` returns their number)."""
+    module the walk calls (convolutions, batch norms, linear layers; calls on one row, the walk's probe of
+    its tensors' sizes, are left out); an activation or a max pooling, which the walk splits instead of
+    calling, sees the rows of the next layer that is called (its breakpoints after the split), and the last
+    ones all rows the walk ended with (``run()`` returns their number)."""
     rows = [0] * len(net)
 
     def hook(i):
         def count(mod, inputs, output):
-            rows[i] += inputs[0].shape[0]
+            if inputs[0].shape[0] > 1:
+                rows[i] += inputs[0].shape[0]
         return count
 
     handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(net)]
