@@ -90,8 +90,8 @@ _TARGET_BYTES_COMPILED = 2 << 20
 
 # Networks whose breakpoints are large (feature maps of convolutional nets: 16 KB or more at one
 # breakpoint) are walked in sub-batches of 4 MB: the passes over the maps (convolution, batch norm,
-# activation, split, interpolation, pooling) then read them from the cache (4 MB measured 1.2-1.5x
-# faster than 16 MB and 1 MB on benchmarks/bench_cnn.py's VGG-style net).
+# activation, split, interpolation, pooling) then read them from the cache (on one path of
+# benchmarks/bench_cnn.py's VGG-style net, interleaved: 4 MB 7.4 s, 1 MB 9.3 s, 2 MB 8.2 s, 8 MB 10.7 s).
 _TARGET_BYTES_WIDE = 4 << 20
 
 
