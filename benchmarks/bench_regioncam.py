@@ -42,26 +42,27 @@ def product_floor(net, x1, x2, threads: int, repeats: int) -> float:
     import importlib
     from concurrent.futures import ThreadPoolExecutor
 
-    ex = importlib.import_module("spacefold.walk.exact")
+    fused = importlib.import_module("spacefold.walk.exact.fused")  # where the walk looks up _linear
+    driver = importlib.import_module("spacefold.walk.exact.driver")  # and _run
     shapes: list[list[tuple[int, int, int]]] = []
-    original = ex._linear
+    original = fused._linear
 
     def recording(lin, x, out):
         shapes[-1].append((x.shape[0], lin.in_features, lin.out_features))
         return original(lin, x, out)
 
-    original_run = ex._run
+    original_run = driver._run
 
     def run(*args):
         shapes.append([])
         return original_run(*args)
 
-    ex._linear, ex._run = recording, run
+    fused._linear, driver._run = recording, run
     try:
         torch.set_num_threads(1)
         sf.folding_batch(net, x1, x2, method="exact", batch_size=x1.shape[0])
     finally:
-        ex._linear, ex._run = original, original_run
+        fused._linear, driver._run = original, original_run
     weights = {(i, o): (torch.randn(o, i), torch.randn(o)) for sub in shapes for _, i, o in sub}
     data = [[(torch.rand(v, i), *weights[i, o]) for v, i, o in sub] for sub in shapes]
 

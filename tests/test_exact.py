@@ -445,8 +445,8 @@ def test_sub_batches_give_the_same_walks(monkeypatch):
     g = torch.Generator().manual_seed(12)
     x1, x2 = 2 * torch.randn(70, 3, generator=g, dtype=f64), 2 * torch.randn(70, 3, generator=g, dtype=f64)
     whole = exact_walks(net, x1, x2)
-    monkeypatch.setattr(ex, "_TARGET_BYTES", 1)  # sub-batches of 64, then 16 paths
-    monkeypatch.setattr(ex, "_TARGET_BYTES_COMPILED", 1)
+    monkeypatch.setattr(ex.driver, "_TARGET_BYTES", 1)  # sub-batches of 64, then 16 paths
+    monkeypatch.setattr(ex.driver, "_TARGET_BYTES_COMPILED", 1)
     parts = exact_walks(net, x1, x2)
     assert isinstance(parts, ExactWalkBatch) and len(parts) == 70
     for k in ("r1", "r2", "chi", "max_profile", "n_points"):
@@ -465,16 +465,16 @@ def test_concurrent_sub_batches_give_the_same_walks(monkeypatch):
     try:
         torch.set_num_threads(1)
         whole = exact_walks(net, x1, x2)  # one sub-batch of 64 paths, then one of 106, in turn
-        monkeypatch.setattr(ex, "_TARGET_BYTES", 1)  # 2 x 64, then 11, 11, 11, 9 paths, two at a time
-        monkeypatch.setattr(ex, "_TARGET_BYTES_COMPILED", 1)
+        monkeypatch.setattr(ex.driver, "_TARGET_BYTES", 1)  # 2 x 64, then 11, 11, 11, 9 paths, two at a time
+        monkeypatch.setattr(ex.driver, "_TARGET_BYTES_COMPILED", 1)
         pools = []
 
-        class Pool(ex.ThreadPoolExecutor):
+        class Pool(ex.driver.ThreadPoolExecutor):
             def __init__(self, n):
                 pools.append(n)
                 super().__init__(n)
 
-        monkeypatch.setattr(ex, "ThreadPoolExecutor", Pool)
+        monkeypatch.setattr(ex.driver, "ThreadPoolExecutor", Pool)
         torch.set_num_threads(2)
         parts = exact_walks(net, x1, x2)
         assert pools == [2]
@@ -514,7 +514,7 @@ def test_wide_layers_match_oracles_and_the_plain_torch_sign_tests(monkeypatch):
     x1, x2 = 3 * torch.randn(3, 4, generator=g, dtype=f64), 3 * torch.randn(3, 4, generator=g, dtype=f64)
     ex_np, un = _check_against_oracles(net, x1, x2, steps=20_000)
     assert (ex_np.n_regions >= un.n_regions).all() and int(ex_np.n_regions.min()) > 40
-    monkeypatch.setattr(ex, "_NUMPY_MIN_WIDTH", 10**9)
+    monkeypatch.setattr(ex.crossings, "_NUMPY_MIN_WIDTH", 10**9)
     ex_torch = exact_walks(net, x1, x2, tol=1e-12)
     assert torch.equal(ex_np.patterns, ex_torch.patterns) and torch.equal(ex_np.t, ex_torch.t)
     # float32: the walk still agrees with plain forward passes
@@ -773,6 +773,6 @@ def test_the_list_walk_ranks_the_rows_as_pointer_jumping_does(backend, monkeypat
         seen.append(rank.numel())
         return assemble(state, records, n_paths)
 
-    monkeypatch.setattr(ex, "_assemble", check)
+    monkeypatch.setattr(ex.driver, "_assemble", check)
     exact_walks(net, x1, x2)
     assert seen and seen[0] > 4 * len(x1)

@@ -291,8 +291,8 @@ def test_paths_max_pooling_cannot_resolve_are_walked_again_in_float64(monkeypatc
 
     from spacefold.walk import exact as ex
 
-    monkeypatch.setattr(ex, "_POOL_RTOL", 0)  # no tie margin: float32 round-off makes splits endless
-    monkeypatch.setattr(ex, "_dtype_tol", lambda dtype: 0.0)  # nor the merging of crossings below it
+    monkeypatch.setattr(ex.maxpool, "_POOL_RTOL", 0)  # no tie margin: float32 round-off makes splits endless
+    monkeypatch.setattr(ex.driver, "_dtype_tol", lambda dtype: 0.0)  # nor the merging of crossings below it
     torch.manual_seed(0)
     net = _pool_on_input()
     x1, x2 = torch.randn(100, 1, 8, 8), torch.randn(100, 1, 8, 8)
@@ -302,7 +302,7 @@ def test_paths_max_pooling_cannot_resolve_are_walked_again_in_float64(monkeypatc
     assert torch.equal(w.n_regions, w64.n_regions)
     assert torch.allclose(summarize(w).chi, summarize(w64).chi)
     # where float64 cannot resolve them either, the walks are kept and counted, with a warning
-    monkeypatch.setattr(ex, "_POOL_MAX_ROUNDS", 0)
+    monkeypatch.setattr(ex.maxpool, "_POOL_MAX_ROUNDS", 0)
     with pytest.warns(RuntimeWarning, match="could not be resolved in float64"):
         w = exact_walks(net, x1, x2)
     assert w.n_unresolved > 0 and len(w) == 100

@@ -29,8 +29,8 @@ def _pool_net() -> nn.Module:
 @pytest.fixture
 def unresolvable(monkeypatch):
     """Max pooling without a tie margin or merging in float32: some walks must be redone in float64."""
-    monkeypatch.setattr(ex, "_POOL_RTOL", 0)
-    monkeypatch.setattr(ex, "_dtype_tol", lambda dtype: 0.0)
+    monkeypatch.setattr(ex.maxpool, "_POOL_RTOL", 0)
+    monkeypatch.setattr(ex.driver, "_dtype_tol", lambda dtype: 0.0)
 
 
 def test_folding_batch_and_pairs_count_the_walks_redone_in_float64(backend, unresolvable):

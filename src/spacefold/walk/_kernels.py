@@ -125,5 +125,5 @@ def lerp_rows(x, ia, ib, w, out):
 
 
 def list_ranks(nxt, n_paths):
-    """``(rank, path, order)`` of the rows linked by ``nxt`` (see ``spacefold.walk.exact._ranks``)."""
+    """``(rank, path, order)`` of the rows linked by ``nxt`` (see ``spacefold.walk.exact.state._ranks``)."""
     return _STATE["jit"].list_ranks(nxt, n_paths)

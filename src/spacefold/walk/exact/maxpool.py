@@ -1,0 +1,115 @@
+"""The max pooling handler (docs/method.md, 'The exact walk', step 4): split the pieces where a
+window's arg-max changes, until it is constant on every piece; paths the walk's dtype cannot
+resolve raise :class:`_Unresolved`, and the driver walks them again in float64.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .crossings import _split
+from .program import _Step
+from .settings import WalkSettings
+from .state import _at, _interpolate_env, _ranks, _State
+
+
+class _Unresolved(Exception):
+    """Max pooling could not be resolved in the walk's dtype on the paths ``paths`` (of the sub-batch)."""
+
+    def __init__(self, paths: list[int]):
+        super().__init__(f"max pooling unresolved on {len(paths)} paths")
+        self.paths = paths
+
+
+# relative round-off under which two inputs of a pooling window count as equal (a tie), and the
+# rounds of splitting after which a max pooling counts as unresolved in the walk's dtype
+_POOL_RTOL = 64
+
+
+_POOL_MAX_ROUNDS = 64
+
+
+def _split_maxpool(prog, env, state: _State, step: _Step, settings: WalkSettings) -> None:
+    """Split the pieces where the arg-max of a pooling window changes, until it is constant.
+
+    Every round splits the pieces whose ends pick different inputs of a window where those
+    two inputs are equal; only the new rows need their arg-max in the next round. A piece
+    whose arg-max at one end is also a maximum at the other end, up to round-off, needs no
+    split: the max of affine functions is convex, so that input is the maximum on the whole
+    piece (to that round-off). Each round then either resolves a piece or finds an input that
+    is larger by more than round-off at the new breakpoint, so the splitting ends after at
+    most about as many rounds as a window has inputs. Should it not end within ``_POOL_MAX_ROUNDS``
+    (round-off of the dtype larger than the margin) the paths concerned raise
+    :class:`_Unresolved`, to be walked again in float64; with ``settings.accept`` (float64 already)
+    they are kept as they are and counted in ``state.n_unresolved``."""
+    mod = step.module
+    (node_in,) = [a for a in step.node.all_input_nodes if prog.dynamic.get(a, False)]
+    tol_eff = max(settings.tol, 1e-9)
+    margin = _POOL_RTOL * torch.finfo(env[node_in].dtype).eps
+    am = None
+    max_rounds = _POOL_MAX_ROUNDS
+    for _ in range(max_rounds + 1):
+        x = env[node_in].contiguous()
+        V = x.shape[0]
+        am_new, size = _pool_argmax(x if am is None else x[am.shape[0]:], mod)
+        am = am_new if am is None else torch.cat([am, am_new])
+        planes = x.reshape(-1, size)  # one row per channel (and breakpoint): the H·W or L inputs
+        per_plane = am.shape[1] // (planes.shape[0] // V)  # windows per plane
+        nxt_old = state.nxt
+        cand = am != am.index_select(0, nxt_old)
+        p, m = cand.nonzero().unbind(1)
+        if p.numel() == 0:
+            return
+        q = nxt_old.index_select(0, p)
+        ia, ib = _at(am, p, m), _at(am, q, m)
+        n_planes = planes.shape[0] // V
+        rp, rq = p * n_planes + m // per_plane, q * n_planes + m // per_plane
+        xa_i, xa_j = _at(planes, rp, ia).double(), _at(planes, rp, ib).double()
+        xb_i, xb_j = _at(planes, rq, ia).double(), _at(planes, rq, ib).double()
+        da = xa_i - xa_j  # >= 0
+        db = xb_i - xb_j  # <= 0
+        eps = margin * (xa_i.abs() + xa_j.abs() + xb_i.abs() + xb_j.abs())
+        ok = (da > eps) & (-db > eps)  # else one of the two is a maximum at both ends (up to round-off)
+        if not bool(ok.any()):
+            return
+        if _ == max_rounds:
+            if settings.accept:
+                _, path = _ranks(state)
+                state.n_unresolved += int(torch.unique(path.index_select(0, p[ok])).numel())
+                return
+            _, path = _ranks(state)
+            raise _Unresolved(torch.unique(path.index_select(0, p[ok])).tolist())
+        frac = da / (da - db)
+        ta = state.t.index_select(0, p)
+        tc = ta + (state.t.index_select(0, q) - ta) * frac
+        tc = torch.where(ok, tc, ta)  # ties at an end: nothing to insert
+        plan, rows = _split(state, p, tc, tol_eff)
+        if plan is None:
+            return
+        _interpolate_env(prog, env, state, plan, nxt_old)
+        # at its crossing the two inputs are equal: exactly, not up to the interpolation's round-off
+        # (which a later layer taking their difference would read as a nonzero value)
+        new = (ok & (rows >= V)).nonzero().squeeze(1)
+        if new.numel():
+            planes = env[node_in].reshape(-1, size)
+            r = rows.index_select(0, new) * n_planes + m.index_select(0, new) // per_plane
+            i_a, i_b = ia.index_select(0, new), ib.index_select(0, new)
+            va, vb = _at(planes, r, i_a), _at(planes, r, i_b)
+            close = ((va - vb).double().abs() <= eps.index_select(0, new)).nonzero().squeeze(1)
+            planes.view(-1).index_put_((r.index_select(0, close) * size + i_b.index_select(0, close),),
+                                       va.index_select(0, close))
+
+
+def _pool_argmax(x: Tensor, mod: nn.Module) -> tuple[Tensor, int]:
+    """The arg-max of every pooling window of ``x`` (the first maximum of a window, padding
+    excluded, as torch's max pooling picks it): ``(am, size)``, ``am`` ``(V, n_windows)`` flat
+    indices into the ``size`` inputs of the window's plane (a channel's H·W or L values)."""
+    if isinstance(mod, nn.MaxPool1d):
+        _, am = F.max_pool1d(x, mod.kernel_size, mod.stride, mod.padding, mod.dilation, return_indices=True)
+        size = x.shape[-1]
+    else:
+        _, am = F.max_pool2d(x, mod.kernel_size, mod.stride, mod.padding, mod.dilation, return_indices=True)
+        size = x.shape[-1] * x.shape[-2]
+    return am.reshape(x.shape[0], -1), size
