@@ -376,6 +376,73 @@ def test_torchvision_resnet18_walks_and_certifies():
     assert torch.equal(again.patterns, ex.patterns) and torch.equal(again.t, ex.t)
 
 
+class _MorePools(nn.Module):
+    """Max pooling with ceil_mode (partial windows at the edge), adaptive max pooling with
+    overlapping windows in 1-D and 2-D, and 3-D max pooling."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 3, 3)
+        self.r1 = nn.ReLU()
+        self.p1 = nn.MaxPool2d(2, stride=2, ceil_mode=True)  # 7x7 -> 4x4, the last row and column of windows partial
+        self.p2 = nn.AdaptiveMaxPool2d((3, 2))  # 4 -> 3 rows (overlapping windows), 4 -> 2 columns
+        self.p3 = nn.AdaptiveMaxPool1d(4)  # 6 -> 4 (overlapping windows)
+        self.c3 = nn.Conv3d(1, 2, (1, 2, 1))
+        self.r3 = nn.LeakyReLU(0.1)
+        self.p4 = nn.MaxPool3d((2, 2, 1), stride=1, ceil_mode=True)
+        self.fc = nn.Linear(3 * 4 + 2 * 2 * 1 * 2, 2)
+
+    def forward(self, x):  # x: (batch, 1, 9, 9)
+        h = self.p2(self.p1(self.r1(self.c1(x))))  # (3, 3, 2)
+        seq = self.p3(h.flatten(2))  # (3, 4)
+        vol = self.p4(self.r3(self.c3(h.unsqueeze(1))))  # (2, 2, 1, 2)
+        return self.fc(torch.cat([seq.flatten(1), vol.flatten(1)], 1))
+
+
+def test_ceil_mode_adaptive_and_3d_max_pooling_match_oracles(backend):
+    torch.manual_seed(6)
+    net = _MorePools().to(f64).eval()
+    x1, x2 = _pair((1, 9, 9), 4, 6, scale=2.0)
+    ex, un = _check_against_oracles(net, x1, x2, steps=20_000)
+    assert (ex.n_regions >= un.n_regions).all() and int(ex.n_regions.max()) > 5
+
+
+def test_the_certificate_reads_what_an_in_place_activation_receives():
+    """A walk that misses the kinks of a layer outside the pattern fails the certificate, whether
+    that layer's ReLU works in place or not (the in-place one overwrites its input)."""
+    results = []
+    for inplace in (False, True):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(2, 16), nn.ReLU(inplace=inplace), nn.Linear(16, 8), nn.ReLU(),
+                            nn.Linear(8, 2)).to(f64).eval()
+        x1, x2 = _pair((2,), 20, 0, scale=3.0)
+        coarse = walk_batch(net, x1, x2, method="uniform", steps=2, layers=["3"])
+        results.append(verify(net, x1, x2, coarse, layers=["3"], mode="certificate"))
+        assert verify(net, x1, x2, exact_walks(net, x1, x2, layers=["3"]), layers=["3"]).ok
+    plain, inplace = results
+    assert not plain.ok and plain.n_mismatched == inplace.n_mismatched
+    assert torch.equal(plain.mismatches, inplace.mismatches)
+
+
+def test_the_pooling_certificate_finds_the_windows_a_brute_force_check_finds():
+    """Windows without an input that is their maximum at both ends of an interval, against a
+    check by hand over every window's inputs (torch's unfold)."""
+    from spacefold.walk.exact.verification import _pool_broken
+
+    g = torch.Generator().manual_seed(7)
+    mod = nn.MaxPool2d(3, stride=2, padding=1)
+    m = 6
+    x = torch.randn(2 * m, 3, 7, 7, generator=g, dtype=f64)
+    x[m:] = x[:m] + 0.3 * torch.randn(m, 3, 7, 7, generator=g, dtype=f64)  # nearby ends: some windows keep their max
+    got = _pool_broken(mod, x, m, lambda a, b: torch.zeros_like(a))
+    cols = F.unfold(F.pad(x, (1, 1, 1, 1), value=-float("inf")), 3, stride=2)  # (2m, 3·9, 16)
+    win = cols.reshape(2 * m, 3, 9, 16).permute(0, 1, 3, 2).reshape(2 * m, 3 * 16, 9)  # (2m, windows, inputs)
+    top_a = win[:m] == win[:m].amax(2, keepdim=True)
+    top_b = win[m:] == win[m:].amax(2, keepdim=True)
+    want = (~(top_a & top_b).any(2)).sum(1)
+    assert torch.equal(got, want) and int(want.sum()) > 0 and bool((want < 48).all())
+
+
 # --------------------------------------------------------------------------- refusals
 
 
@@ -388,11 +455,14 @@ class _Functional(nn.Module):
         self.fc = nn.Linear(2 * 2 * 2, 2)
 
     def forward(self, x):
-        return self.fc(torch.flatten(self.pool(self.relu(self.conv(x))), 1))
+        h = self.pool(self.relu(self.conv(x)))
+        if isinstance(h, tuple):  # values and indices (return_indices=True); never true while tracing
+            h = h[0]
+        return self.fc(torch.flatten(h, 1))
 
 
 @pytest.mark.parametrize("pool, named", [
-    (nn.AdaptiveMaxPool2d(2), "AdaptiveMaxPool2d"),
+    (nn.MaxPool2d(2, return_indices=True), "MaxPool2d with return_indices"),
     (nn.LPPool2d(2, 2), "LPPool2d"),
     (lambda h: F.max_pool2d(h, 2), "max_pool2d"),
 ])

@@ -104,12 +104,19 @@ def _split_maxpool(prog, env, state: _State, step: _Step, settings: WalkSettings
 
 def _pool_argmax(x: Tensor, mod: nn.Module) -> tuple[Tensor, int]:
     """The arg-max of every pooling window of ``x`` (the first maximum of a window, padding
-    excluded, as torch's max pooling picks it): ``(am, size)``, ``am`` ``(V, n_windows)`` flat
-    indices into the ``size`` inputs of the window's plane (a channel's H·W or L values)."""
-    if isinstance(mod, nn.MaxPool1d):
-        _, am = F.max_pool1d(x, mod.kernel_size, mod.stride, mod.padding, mod.dilation, return_indices=True)
-        size = x.shape[-1]
+    excluded, as torch's max pooling picks it; with ``ceil_mode`` the partial windows at the
+    edge too): ``(am, size)``, ``am`` ``(V, n_windows)`` flat indices into the ``size`` inputs
+    of the window's plane (a channel's L, H·W or D·H·W values)."""
+    dims = 1 if isinstance(mod, (nn.MaxPool1d, nn.AdaptiveMaxPool1d)) else \
+        2 if isinstance(mod, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)) else 3
+    if isinstance(mod, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)):
+        pool = (F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d)[dims - 1]
+        _, am = pool(x, mod.output_size, return_indices=True)
     else:
-        _, am = F.max_pool2d(x, mod.kernel_size, mod.stride, mod.padding, mod.dilation, return_indices=True)
-        size = x.shape[-1] * x.shape[-2]
+        pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[dims - 1]
+        _, am = pool(x, mod.kernel_size, mod.stride, mod.padding, mod.dilation, ceil_mode=mod.ceil_mode,
+                     return_indices=True)
+    size = 1
+    for n in x.shape[-dims:]:
+        size *= n
     return am.reshape(x.shape[0], -1), size
