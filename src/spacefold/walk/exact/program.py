@@ -289,6 +289,10 @@ class ExactProgram:
                             "functional activations are not part of the activation pattern: use activation "
                             "modules such as nn.ReLU"
                         )
+                    if "max_pool" in name:
+                        raise _refuse(f"max pooling is called functionally in forward ({name}, node '{node.name}'); "
+                                      "the walk follows the modules nn.MaxPool1d/2d/3d and nn.AdaptiveMaxPool1d/2d/3d: "
+                                      "use those")
                     raise _refuse(f"function {name} (node '{node.name}') is not affine")
                 if len(dyn_args) > 1 and fn not in _SUM_FUNCS:
                     raise _refuse(f"{name} of several input-dependent tensors (node '{node.name}') is not affine")
