@@ -19,13 +19,16 @@ it, so the result is the same, bit for bit, for any number of workers or ranks.
   already; rank ``r`` of ``w`` walks the ``r``-th of ``w`` contiguous shards of the paths
   (the first ``n % w`` shards hold one path more) and every rank receives every shard's
   results (``torch.distributed.all_gather_object``). Rendezvous, collectives and failure
-  handling are torch.distributed's.
+  handling are torch.distributed's. Inside :func:`alone` a rank works by itself (``world()``
+  is ``(0, 1)``): the ranks of a sweep (:func:`spacefold.study.run_study`) each measure
+  their own models.
 """
 
 from __future__ import annotations
 
 import ast
 import atexit
+import contextlib
 import multiprocessing as mp
 import os
 import pickle
@@ -38,8 +41,8 @@ import torch
 
 from .errors import InputError, InputTypeError
 
-__all__ = ["cpu_count", "resolve_workers", "world", "shard", "all_gather", "is_main", "map_ranges", "Progress",
-           "close"]
+__all__ = ["cpu_count", "resolve_workers", "world", "shard", "all_gather", "broadcast", "is_main", "alone",
+           "failed", "RankFailedError", "map_ranges", "Progress", "close"]
 
 
 def cpu_count() -> int:
@@ -127,14 +130,33 @@ def resolve_workers(workers, n_paths: int | None = None, name: str = "workers") 
 # --------------------------------------------------------------------------- ranks
 
 
+_ALONE = [0]  # > 0 inside `alone()`
+
+
+@contextlib.contextmanager
+def alone():
+    """Inside this block this rank works by itself: :func:`world` is ``(0, 1)`` and
+    :func:`all_gather` returns ``[obj]``, so that the entry points walk every path here
+    (the ranks of a sweep measure different models). :func:`is_main` still tells rank 0."""
+    _ALONE[0] += 1
+    try:
+        yield
+    finally:
+        _ALONE[0] -= 1
+
+
 def world(device: torch.device | None = None) -> tuple[int, int]:
-    """``(rank, world_size)`` of this process: ``(0, 1)`` outside ``torchrun``.
+    """``(rank, world_size)`` of this process: ``(0, 1)`` outside ``torchrun`` (and inside
+    :func:`alone`).
 
     Under ``torchrun`` (``WORLD_SIZE > 1``) the default process group is initialised
     when the program has not done it: NCCL when ``device`` is a CUDA device, gloo
     otherwise.
     """
     import torch.distributed as dist
+
+    if _ALONE[0]:
+        return 0, 1
 
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -150,16 +172,40 @@ def world(device: torch.device | None = None) -> tuple[int, int]:
     else:
         dist.init_process_group("gloo")
     atexit.register(close)
+    _watch_uncaught()
     return dist.get_rank(), dist.get_world_size()
+
+
+_FAILED = [False]
+
+
+def failed() -> None:
+    """Say that this rank failed: at exit it leaves the process group at once, without
+    waiting for the other ranks (which may be waiting for it in a collective; torchrun
+    stops them and reports the failure). Called for an exception that ends the program
+    (``sys.excepthook``) and by the command line for any error."""
+    _FAILED[0] = True
+
+
+def _watch_uncaught() -> None:
+    previous = sys.excepthook
+
+    def hook(*exc):
+        failed()
+        previous(*exc)
+
+    sys.excepthook = hook
 
 
 def close() -> None:
     """End the default process group (when one is running): every rank waits for the
-    others, so that none exits while another still needs it."""
+    others, so that none exits while another still needs it; a rank that failed
+    (:func:`failed`) does not wait."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        if not _FAILED[0]:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -184,11 +230,41 @@ def all_gather(obj: Any) -> list:
     """Every rank's ``obj``, in rank order, on every rank (``[obj]`` outside ``torchrun``)."""
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if _ALONE[0] or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return [obj]
     out: list = [None] * dist.get_world_size()
-    dist.all_gather_object(out, _to_numpy(obj))
+    with _peers_lost():
+        dist.all_gather_object(out, _to_numpy(obj))
     return [_to_torch(o) for o in out]
+
+
+def broadcast(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (``obj`` itself outside ``torchrun``)."""
+    import torch.distributed as dist
+
+    if _ALONE[0] or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return obj
+    box = [_to_numpy(obj)]
+    with _peers_lost():
+        dist.broadcast_object_list(box, src=0)
+    return _to_torch(box[0])
+
+
+class RankFailedError(RuntimeError):
+    """A collective of the ranks broke off: another rank failed or was stopped (its own
+    error says why; torchrun reports every rank's exit)."""
+
+
+@contextlib.contextmanager
+def _peers_lost():
+    import torch.distributed as dist
+
+    try:
+        yield
+    except RuntimeError as err:  # torch.distributed.DistBackendError and the like: a peer went away
+        raise RankFailedError(f"rank {dist.get_rank()} of {dist.get_world_size()} stopped: another rank failed or "
+                              "was stopped while this one waited for its results (that rank's error says why)"
+                              ) from err
 
 
 # --------------------------------------------------------------------------- progress
