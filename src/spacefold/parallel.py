@@ -33,6 +33,7 @@ import multiprocessing as mp
 import os
 import pickle
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -349,13 +350,28 @@ _POOL: dict = {}  # the worker processes, kept for the next call: {"size": n, "p
 _CALLS = iter(range(1, 1 << 62))
 
 
-def _pool(workers: int):
-    """A pool of ``workers`` processes, started once and reused by later calls (starting
-    one means importing torch, and loading the compiled kernels, in every process)."""
-    if _POOL.get("size") != workers:
-        _close_pool()
-        _POOL.update(size=workers, pool=_context().Pool(workers, initializer=_worker_init))
-    return _POOL["pool"]
+def _pool_starting(workers: int):
+    """A future of the pool of ``workers`` processes: done at once when that pool is running,
+    else started in a thread (starting takes seconds; this process walks meanwhile)."""
+    from concurrent.futures import Future
+
+    ready: Future = Future()
+    if _POOL.get("size") == workers:
+        ready.set_result(_POOL["pool"])
+        return ready
+    _close_pool()
+
+    def start() -> None:
+        try:
+            pool = _context().Pool(workers, initializer=_worker_init)
+        except BaseException as err:  # reported by ready.result()
+            ready.set_exception(err)
+            return
+        _POOL.update(size=workers, pool=pool)
+        ready.set_result(pool)
+
+    threading.Thread(target=start, name="spacefold-workers", daemon=True).start()
+    return ready
 
 
 def _close_pool() -> None:
@@ -376,11 +392,13 @@ def map_ranges(task: Callable[[int, int, Callable[[int], None] | None], Any], st
 
     ``tick(k)`` (or ``None`` in a worker) reports ``k`` more paths done. With one worker
     ``task`` runs once on the whole range, in this process. With ``workers > 1`` the
-    first ``first`` paths run in this process, the rest in that many worker processes
-    (kept for later calls; ``task`` is pickled once and unpickled once in each), in
-    ranges of about half a worker's share (at least ``min_size``) so that the progress
-    bar moves and the workers finish together. A walk on an accelerator (``device`` not a
-    CPU) stays in this process: one process per device (under ``torchrun``, one rank each).
+    first ``first`` paths run in this process, and so do the next ones, in growing ranges
+    (from ``min_size``), until the worker processes have started (seconds, the first
+    time: they are kept for later calls); the rest runs in the workers (``task`` is
+    pickled once and unpickled once in each), in ranges of about half a worker's share (at
+    least ``min_size``) so that the progress bar moves and the workers finish together. A
+    walk on an accelerator (``device`` not a CPU) stays in this process: one process per
+    device (under ``torchrun``, one rank each).
     """
     n = stop - start
     tick = progress.update if progress is not None else None
@@ -389,18 +407,26 @@ def map_ranges(task: Callable[[int, int, Callable[[int], None] | None], Any], st
         workers = 1
     if workers <= 1:
         return [task(start, stop, tick)]
-    results = [task(start, start + first, tick)] if first > 0 else []
-    start += first
-    size = max(min_size, -(-(stop - start) // (2 * workers)))
-    ranges = [(a, min(a + size, stop)) for a in range(start, stop, size)]
-    token, blob = next(_CALLS), pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
-    pool = _pool(min(workers, len(ranges)))
+    starting = _pool_starting(workers)
+    results: list = []
+    pos, step, cap = start, max(first, min_size, 1), max(min_size, n // (16 * workers))
     try:
-        for done, res in pool.imap(_run, [(token, blob, a, b) for a, b in ranges]):
+        while pos < stop and (pos - start < first or not starting.done()):  # walk here while the workers start
+            b = min(pos + step, stop)
+            results.append(task(pos, b, tick))
+            pos, step = b, min(2 * step, cap)
+        if pos == stop:
+            return results
+        size = max(min_size, -(-(stop - pos) // (2 * workers)))
+        ranges = [(a, min(a + size, stop)) for a in range(pos, stop, size)]
+        token, blob = next(_CALLS), pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
+        for done, res in starting.result().imap(_run, [(token, blob, a, b) for a, b in ranges]):
             results.append(_to_torch(res))
             if progress is not None:
                 progress.update(done)
     except BaseException:
+        with contextlib.suppress(BaseException):
+            starting.result()  # a pool still starting is closed too
         _close_pool()  # a worker may be stuck in the interrupted call: the next call starts new ones
         raise
     return results
