@@ -415,23 +415,38 @@ class _RangeTask:
         self.per_layer, self.measures, self.keep = per_layer, measures, keep
         self.walker: _ExactWalker | _SampledWalker | None = None
         self.walks: list[WalkBatch] = []
+        self.cache: list[list[Tensor]] | None = None  # the exact walker's values, received by a worker
+        self.offset = 0  # the position of the first row of a paired cache
 
     def __getstate__(self) -> dict:
         """What a worker process gets: the exact walker's values before the first activation
         instead of the inputs when they are smaller (a few numbers per MNIST image instead of
         784), so that the worker neither receives the inputs nor computes them again."""
-        state = {**self.__dict__, "walker": None, "walks": [], "cache": None}
+        state = {**self.__dict__, "walker": None, "walks": []}
         w = self.walker
         if isinstance(w, _ExactWalker) and w.cache is not None and w.cache_bytes() <= self.segments.input_bytes():
-            state.update(segments=self.segments.without_inputs(), cache=w.cache)
+            state.update(segments=self.segments.without_inputs(), cache=w.cache, offset=0)
         return state
+
+    def part(self, start: int, stop: int) -> _RangeTask | None:
+        """The task of the positions ``[start, stop)`` alone, when it is smaller than the whole
+        task: paired segments with the exact walker's values send only their rows (index pairs
+        share the values of every sample: ``None``, the whole task travels, once per worker)."""
+        state = self.__getstate__()
+        if state["cache"] is None or state["segments"].indexed:
+            return None
+        t = _RangeTask.__new__(_RangeTask)
+        # copies: a view would pickle its whole storage
+        t.__dict__.update(state, cache=[[v[start - self.offset : stop - self.offset].clone() for v in table]
+                                        for table in state["cache"]], offset=start)
+        return t
 
     def make_walker(self, recorder: PatternRecorder | None = None) -> _ExactWalker | _SampledWalker:
         model, opts = self.model, self.opts
         device, dtype = model_device_dtype(model)
         if opts.method == "exact":
             walker: _ExactWalker | _SampledWalker = _ExactWalker(model, opts, self.segments, device, dtype)
-            if getattr(self, "cache", None) is not None:  # received with the task
+            if self.cache is not None:  # received with the task
                 walker.cache = self.cache
                 return walker
         else:
@@ -446,7 +461,7 @@ class _RangeTask:
                 self.walker = self.make_walker()
             walker, opts = self.walker, self.opts
             if isinstance(walker, _ExactWalker):
-                walker.seek(start)
+                walker.seek(start - self.offset)
             sums: list[measure.WalkSummary] = []
             layers: dict[str, list[Tensor]] = {}
             redone = torch.zeros(2, dtype=torch.int64)  # exact walks redone in float64, and of those unresolved

@@ -395,7 +395,8 @@ def map_ranges(task: Callable[[int, int, Callable[[int], None] | None], Any], st
     first ``first`` paths run in this process, and so do the next ones, in growing ranges
     (from ``min_size``), until the worker processes have started (seconds, the first
     time: they are kept for later calls); the rest runs in the workers (``task`` is
-    pickled once and unpickled once in each), in ranges of about half a worker's share (at
+    pickled once and unpickled once in each; where ``task.part(a, b)`` gives a smaller
+    task of one range, that travels with the range instead), in ranges of about half a worker's share (at
     least ``min_size``) so that the progress bar moves and the workers finish together. A
     walk on an accelerator (``device`` not a CPU) stays in this process: one process per
     device (under ``torchrun``, one rank each).
@@ -419,8 +420,15 @@ def map_ranges(task: Callable[[int, int, Callable[[int], None] | None], Any], st
             return results
         size = max(min_size, -(-(stop - pos) // (2 * workers)))
         ranges = [(a, min(a + size, stop)) for a in range(pos, stop, size)]
-        token, blob = next(_CALLS), pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
-        for done, res in starting.result().imap(_run, [(token, blob, a, b) for a, b in ranges]):
+        jobs, whole = [], None
+        for a, b in ranges:  # a task that can send a range alone (task.part) sends only that
+            part = task.part(a, b) if hasattr(task, "part") else None
+            if part is None:
+                whole = whole or (next(_CALLS), pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL))
+                jobs.append((*whole, a, b))
+            else:
+                jobs.append((next(_CALLS), pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL), a, b))
+        for done, res in starting.result().imap(_run, jobs):
             results.append(_to_torch(res))
             if progress is not None:
                 progress.update(done)
