@@ -225,8 +225,9 @@ def run_study(
     Under ``torchrun`` (``WORLD_SIZE > 1``; :mod:`spacefold.parallel`) the ranks share the
     runs: rank 0 decides which runs are finished (and reads the checkpoints found), the
     others are dealt out in turn, ``world_size`` at a time; each rank trains and measures
-    its runs alone (a run's numbers come from its seed only, so they are those of one
-    process), and after every round rank 0 writes the round's checkpoints and results, so
+    its runs alone (every run is trained on one torch thread, so that its weights come
+    from its seed only, whichever process trains it: the numbers are those of one process),
+    and after every round rank 0 writes the round's checkpoints and results, so
     that an interrupted sweep resumes from there. Only rank 0 writes and logs; every rank
     returns every row. A run that fails on one rank stops every rank with its error once
     the round's finished runs are written.
@@ -364,8 +365,15 @@ def _run(arch: str, seed: int, found, settings: StudySettings, data, out: Path, 
     meta = None
     t0 = time.perf_counter()
     if found is None:
-        model, res = train_mlp(arch, data, epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size,
-                               seed=seed, checkpoint=ckpt if save else None, progress=progress, regularizer=reg)
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # sums in one order: the weights depend on the seed, not on the process's threads
+        try:
+            model, res = train_mlp(arch, data, epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size,
+                                   seed=seed, checkpoint=ckpt if save else None, progress=progress, regularizer=reg)
+        finally:
+            torch.set_num_threads(threads)
         tr = res.as_dict()
         if not save:
             from .train import checkpoint_metadata
