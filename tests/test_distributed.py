@@ -103,6 +103,18 @@ def test_interrupted_sweep_is_completed_by_two_ranks(one_process, tmp_path):
     _same_results(one_process, part)
 
 
+def test_a_run_that_fails_stops_every_rank_with_its_error(tmp_path):
+    """Training that diverges (an InputError on the rank that trains the run) stops both ranks with that
+    error, in one line, without a hang; the sweep writes no result of a failed run."""
+    argv = SWEEP + ["--lr", "1e30", "--archs", "2x8", "--seeds", "0", "1", "--out", str(tmp_path / "bad")]
+    r = _torchrun(2, argv, tmp_path)
+    assert r.returncode != 0
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("spacefold sweep: error:")]
+    assert lines and all("lr must be small enough for the training to converge, got 1e+30" in ln for ln in lines)
+    assert r.stderr.count("Traceback (most recent call last)") == 1  # torchrun's own, not a rank's
+    assert not list((tmp_path / "bad" / "runs").iterdir())
+
+
 FAILING_NET = '''
 import os
 
