@@ -102,7 +102,8 @@ def main() -> None:
     ratio_whole = [cw[0] / bw[0] for bw, cw in zip(b, c)]
     print()
     print(table([
-        {"ratio (spacefold measure / bench_protocol.py)": "walking time per path", "median": statistics.median(ratio_walk),
+        {"ratio (spacefold measure / bench_protocol.py)": "walking time per path",
+         "median": statistics.median(ratio_walk),
          "each round": " ".join(f"{r:.2f}" for r in ratio_walk), "target": "<= 1.2"},
         {"ratio (spacefold measure / bench_protocol.py)": "whole command", "median": statistics.median(ratio_whole),
          "each round": " ".join(f"{r:.2f}" for r in ratio_whole), "target": ""},

@@ -53,7 +53,10 @@ def _csv(path: Path) -> list[dict]:
 
 def _same_results(a: Path, b: Path) -> None:
     """Two sweep directories hold the same numbers, bit for bit (timings aside), and the same weights."""
-    assert _untimed(json.loads((a / "results.json").read_text())) == _untimed(json.loads((b / "results.json").read_text()))
+    def results(d: Path):
+        return _untimed(json.loads((d / "results.json").read_text()))
+
+    assert results(a) == results(b)
     assert _csv(a / "results.csv") == _csv(b / "results.csv")
     for name in RUNS:
         assert _untimed(json.loads((a / "runs" / f"{name}.json").read_text())) == \
