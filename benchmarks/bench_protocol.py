@@ -9,13 +9,19 @@ the non-zero χ), P2's "median of maxima" (per ordered digit pair the median of 
 non-zero profile maxima, then the median over the 100 digit pairs) and the share of
 folded paths.
 
+``--images N`` keeps only the first N test images (every ordered pair of them, N x N
+segments; ``bench_cli.py`` compares this with ``spacefold measure --pairs all`` on the same
+images); ``--json`` prints one JSON object instead of the table.
+
     .venv/bin/python benchmarks/bench_protocol.py --anchors 200 --threads 1
     .venv/bin/python benchmarks/bench_protocol.py --anchors 10000 --threads 1   # the whole protocol
+    .venv/bin/python benchmarks/bench_protocol.py --images 2000 --anchors 2000 --workers 2
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from concurrent.futures import ProcessPoolExecutor
 
@@ -31,6 +37,7 @@ _JOB: dict = {}
 def _init(job: dict) -> None:
     torch.set_num_threads(job["threads"])
     x, _ = load_mnist("test")
+    x = x[: job["images"]].clone()
     model, _ = trained_mlp(job["arch"], epochs=job["epochs"])
     sf.folding_pairs(model, x, torch.zeros(1000, dtype=torch.int64), torch.arange(1000))  # warm-up (tracing)
     _JOB.update(job, x=x, model=model)
@@ -60,18 +67,23 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=1 << 17)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     ap.add_argument("--workers", type=int, default=1, help="worker processes (anchors split between them)")
+    ap.add_argument("--images", type=int, default=10_000, help="only the first IMAGES test images (default all)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     x, y = load_mnist("test")
+    x, y = x[: args.images], y[: args.images]
     n = x.shape[0]
     _, acc = trained_mlp(args.arch, epochs=args.epochs)
-    print(f"# MNIST MLP {args.arch}, {args.epochs} epochs, test accuracy {acc:.4f}; {args.workers} worker(s) x "
-          f"{args.threads} thread(s); {load_condition()}")
+    if not args.json:
+        print(f"# MNIST MLP {args.arch}, {args.epochs} epochs, test accuracy {acc:.4f}; {args.workers} worker(s) x "
+              f"{args.threads} thread(s); {load_condition()}")
     k = min(args.anchors, n)
     chi = torch.empty(k, n, dtype=torch.float32)
     mp = torch.empty(k, n, dtype=torch.float32)
     blocks = [(a, min(a + args.block, k)) for a in range(0, k, args.block)]
-    job = {"arch": args.arch, "epochs": args.epochs, "batch_size": args.batch_size, "threads": args.threads}
+    job = {"arch": args.arch, "epochs": args.epochs, "batch_size": args.batch_size, "threads": args.threads,
+           "images": n}
     regions = 0
     if args.workers > 1:
         # one process per core, each single-threaded: anchors split between them
@@ -99,13 +111,18 @@ def main() -> None:
     c_inter = chi.reshape(-1)[la != lb]
     rows = [{
         "paths walked": n_paths, "seconds": dt, "paths/s": rate, "regions/path": regions / n_paths,
-        "full protocol (1e8 paths) at this rate": f"{n * n / rate / 60:.1f} min",
+        "full protocol (1e8 paths) at this rate": f"{1e8 / rate / 60:.1f} min",
         "phi (inter-class)": median_nonzero(c_inter),
         "fraction folded (inter-class)": float((c_inter > 0).double().mean()),
         "median of maxima (P2)": g.phi_max_p2,
     }]
+    if args.json:
+        print(json.dumps({"paths": n_paths, "seconds": dt, "paths_per_second": rate, "images": n,
+                          "phi_max_p2": g.phi_max_p2, "workers": args.workers, "load": load_condition()}))
+        return
     print(table(rows, "exact walks, every ordered pair with the start among the first "
-                      f"{k} test images" + (" (the whole protocol)" if k == n else "")))
+                      f"{k} test images" + (f" and the end among the first {n}" if n < 10_000 else "")
+                      + (" (the whole protocol)" if k == n == 10_000 else "")))
 
 
 if __name__ == "__main__":

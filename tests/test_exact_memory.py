@@ -213,3 +213,4 @@ def test_the_max_pooling_kernel_is_torchs_max_pooling(dtype, backend):
         x[0, 0, 3, 2] = bad
         for k, s in (((2, 2), (2, 2)), ((3, 3), (1, 1))):
             assert not _kernels.pool_argmax(x.numpy(), k, s, (0, 0), (1, 1), am, out, 1e30)
+

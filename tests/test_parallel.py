@@ -228,3 +228,37 @@ def test_unguarded_script_walks_in_one_process_with_a_warning(tmp_path):
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res == {"workers": 1, "n": 800}
     assert "has no 'if __name__ == \"__main__\":' block" in out.stderr
+
+
+@pytest.mark.parametrize("method", ["exact", "uniform"])
+def test_folding_batch_workers_bit_for_bit(setup, method):
+    net, x, _, i, j = setup
+    one = sf.folding_batch(net, x[i], x[j], method=method, steps=20, workers=1, per_layer=True)
+    two = sf.folding_batch(net, x[i], x[j], method=method, steps=20, workers=2, per_layer=True, batch_size=100)
+    assert _same(one, two)
+    assert all(torch.equal(one.per_layer[k], two.per_layer[k]) for k in one.per_layer)
+    with pytest.raises(InputError, match="workers must be a positive int"):
+        sf.folding_batch(net, x[i], x[j], workers=0)
+
+
+def test_workers_receive_the_first_layer_values_not_the_inputs(monkeypatch):
+    """With the exact walk a worker gets the values before the first activation (12 numbers per
+    input here), never the inputs (784 numbers each): the task it receives is a fraction of their size."""
+    import pickle
+
+    net = mlp("2x12", 784, 10, seed=0).eval()
+    x = torch.rand(2000, 784, generator=torch.Generator().manual_seed(0))
+    i, j = torch.arange(2000).repeat(2), torch.arange(2000).flip(0).repeat(2)
+    sizes = []
+    real = parallel.map_ranges
+
+    def spy(task, *args, **kw):
+        sizes.append(len(pickle.dumps(task)))
+        return real(task, *args, **kw)
+
+    monkeypatch.setattr(parallel, "map_ranges", spy)
+    pairs = sf.folding_pairs(net, x, i, j, workers=2, batch_size=500)
+    batch = sf.folding_batch(net, x[i], x[j], workers=2, batch_size=500)
+    assert len(sizes) == 2 and max(sizes) < x.numel() * 4 / 10  # x alone is 6.3 MB; x[i] and x[j] 25 MB
+    assert torch.equal(pairs.chi, batch.chi)
+    assert torch.equal(pairs.chi, sf.folding_pairs(net, x, i, j, workers=1).chi)

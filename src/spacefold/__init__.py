@@ -29,7 +29,6 @@ from .models import load_checkpoint, mlp, save_checkpoint
 from .patterns import activation_patterns, register_activation
 from .walk import Walk
 from .walk.exact import NotPiecewiseLinearError, verify
-from .metric import FoldingMetric, folding_statistics
 from .regularize import FoldingRegularizer, FoldingSchedule, FoldingTracker, folding_loss, probe_pairs
 
 __version__ = "0.1.0"
@@ -99,7 +98,7 @@ __all__ = [
     "mlp",
     "save_checkpoint",
     "load_checkpoint",
-    # folding during training
+    # folding during training (FoldingMetric, folding_statistics: torchmetrics, imported on first use)
     "FoldingMetric",
     "folding_statistics",
     "folding_loss",
@@ -137,6 +136,12 @@ def __getattr__(name: str):
         from . import plot
 
         return getattr(plot, name)
+    # torchmetrics (and the scipy it imports) takes longer to import than torch: not at ``import spacefold``,
+    # which every worker process does
+    if name in ("FoldingMetric", "folding_statistics"):
+        from . import metric
+
+        return getattr(metric, name)
     if name in _MOVED:
         module = _MOVED[name]
         warnings.warn(f"spacefold.{name} is deprecated at the top level; use {module}.{name}", DeprecationWarning,

@@ -6,7 +6,8 @@ as :class:`spacefold.errors.InputError`.
 
 Exit codes: 0 success; 2 bad input, one line on stderr, no traceback (an argument
 refused by argparse, an ``InputError``, a model the method cannot walk, a file that is
-missing, a directory, not a directory or not permitted); 130 interrupted. Any other exception is a bug and
+missing, a directory, not a directory or not permitted); 1 under ``torchrun`` when another
+rank failed (one line; that rank reports its own error); 130 interrupted. Any other exception is a bug and
 keeps its traceback.
 """
 
@@ -440,7 +441,8 @@ def _add_sweep(sub) -> None:
         help="train a family of models and measure each (depth study)",
         description="Train a family of MLPs (by default the 60-neuron budget 1x60 ... 6x10) with several seeds "
         "and measure the global folding of each on test pairs. Finished runs are skipped when the sweep is "
-        "started again. Writes results.csv, results.json, summary.md and plots to --out.",
+        "started again. Writes results.csv, results.json, summary.md and plots to --out. Under torchrun the ranks "
+        "share the runs (the same numbers as one process) and rank 0 writes.",
     )
     _add_data_args(p, "digits")
     p.add_argument("--n-train", type=int_in(2), default=None, help="train on a stratified subset of this many samples")
@@ -518,19 +520,24 @@ def _cmd_sweep(args) -> int:
 def _run_sweep(data, archs, seeds, settings, out, *, plots, progress, as_json, min_accuracy) -> int:
     from dataclasses import asdict
 
+    from .parallel import is_main, world
     from .study import depth_trend, markdown_summary, run_study, summary_by_arch
 
     out = Path(out)
+    size = world()[1]  # under torchrun: the ranks share the runs, rank 0 prints and writes
 
     def log(msg):
-        print(msg, file=sys.stderr, flush=True)
+        if is_main():
+            print(msg, file=sys.stderr, flush=True)
 
     reg = settings.regularizer if settings.regularizing else None
     log(f"data {data.name}: {data.describe()['n_train']} train / {data.describe()['n_test']} test samples, "
         f"{len(archs)} architectures x {len(seeds)} seeds, method {settings.method}, "
         + (f"folding loss λ={reg.lam:g} ({reg.schedule}), " if reg else "")
-        + f"results in {out}")
+        + (f"{size} ranks, " if size > 1 else "") + f"results in {out}")
     rows = run_study(data, archs, seeds, out, settings, progress=progress, log=log)
+    if not is_main():
+        return 0
     from .report import write_provenance
 
     write_provenance(out, seeds=list(seeds))
@@ -649,16 +656,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{parser.prog}: error: a command is required (see {parser.prog} --help)", file=sys.stderr)
         return 2
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
     except _user_errors() as err:
         print(f"spacefold {args.command}: error: {_one_line(err)}", file=sys.stderr)
-        return 2
+        rc = 2
     except BrokenPipeError:  # the reader of stdout went away (``| head``)
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
         print(f"spacefold {args.command}: interrupted", file=sys.stderr)
-        return 130
+        rc = 130
+    except Exception as err:
+        from .parallel import RankFailedError
+
+        if not isinstance(err, RankFailedError):  # under torchrun: another rank failed, and said why
+            _failed()
+            raise
+        print(f"spacefold {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        rc = 1
+    except BaseException:
+        _failed()
+        raise
+    if rc != 0:
+        _failed()
+    return rc
+
+
+def _failed() -> None:
+    """Under torchrun: this rank ends in failure and does not wait for the others at exit."""
+    from .parallel import failed
+
+    failed()
 
 
 # --------------------------------------------------------------------------- plot, report

@@ -156,12 +156,25 @@ class _Segments:
     worker processes."""
 
     def __init__(self, n: int, sample: Tensor, chunks, *, x: Tensor | None = None,
-                 pair: tuple[Tensor, Tensor] | None = None):
+                 pair: tuple[Tensor, Tensor] | None = None, indexed: bool | None = None):
         self.n = n
         self.sample = sample  # one input, (1, *input_shape)
         self._chunks = chunks  # (start, stop, size) -> iterator of (a, c) over [start, stop), in order
         self.x = x  # the samples that index chunks point into
         self.pair = pair  # (x1, x2) of paired segments
+        self.indexed = x is not None if indexed is None else indexed  # chunks of indices into x, or of rows
+
+    def input_bytes(self) -> int:
+        tables = [self.x] if self.x is not None else list(self.pair or ())
+        return sum(t.numel() * t.element_size() for t in tables)
+
+    def without_inputs(self) -> _Segments:
+        """The same segments without their inputs, for a walker that has the values it needs
+        (the exact walker's values before the first activation): index pairs keep their
+        indices, paired segments become positions."""
+        chunks = self._chunks if self.indexed else _Positions()
+        # a view pickles its whole storage: the sample alone, copied
+        return _Segments(self.n, self.sample.clone(), chunks, indexed=self.indexed)
 
     @staticmethod
     def paired(x1: Tensor, x2: Tensor) -> _Segments:
@@ -182,6 +195,15 @@ class _Segments:
     def inputs(self, a: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
         """The end inputs of a chunk."""
         return (a, c) if self.x is None else (self.x[a], self.x[c])
+
+
+class _Positions:
+    """``(start, stop, size) ->`` the positions ``[start, stop)``, ``size`` at a time (twice)."""
+
+    def __call__(self, start: int, stop: int, size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        for k in range(start, stop, size):
+            pos = torch.arange(k, min(k + size, stop))
+            yield pos, pos
 
 
 class _Slices:
@@ -255,6 +277,9 @@ class _ExactWalker:
         self.cache: list[list[Tensor]] | None = None  # per table of inputs (x, or x1 and x2)
         self.k = 0  # the first paired segment of the next chunk (chunks come in order; see seek)
 
+    def cache_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for table in self.cache or () for t in table)
+
     def start(self, sample: Tensor) -> None:
         tables = [self.segments.x] if self.segments.x is not None else list(self.segments.pair)
         n = sum(t.shape[0] for t in tables)
@@ -277,7 +302,7 @@ class _ExactWalker:
     def __call__(self, a: Tensor, c: Tensor) -> WalkBatch:
         from .walk.exact import exact_walks
 
-        if self.cache is not None and self.segments.x is not None:
+        if self.cache is not None and self.segments.indexed:
             a, c = a.to(self.device), c.to(self.device)
             p1 = [t.index_select(0, a) for t in self.cache[0]]
             p2 = [t.index_select(0, c) for t in self.cache[0]]
@@ -390,15 +415,40 @@ class _RangeTask:
         self.per_layer, self.measures, self.keep = per_layer, measures, keep
         self.walker: _ExactWalker | _SampledWalker | None = None
         self.walks: list[WalkBatch] = []
+        self.cache: list[list[Tensor]] | None = None  # the exact walker's values, received by a worker
+        self.offset = 0  # the position of the first row of a paired cache
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "walker": None, "walks": []}
+        """What a worker process gets: the exact walker's values before the first activation
+        instead of the inputs when they are smaller (a few numbers per MNIST image instead of
+        784), so that the worker neither receives the inputs nor computes them again."""
+        state = {**self.__dict__, "walker": None, "walks": []}
+        w = self.walker
+        if isinstance(w, _ExactWalker) and w.cache is not None and w.cache_bytes() <= self.segments.input_bytes():
+            state.update(segments=self.segments.without_inputs(), cache=w.cache, offset=0)
+        return state
+
+    def part(self, start: int, stop: int) -> _RangeTask | None:
+        """The task of the positions ``[start, stop)`` alone, when it is smaller than the whole
+        task: paired segments with the exact walker's values send only their rows (index pairs
+        share the values of every sample: ``None``, the whole task travels, once per worker)."""
+        state = self.__getstate__()
+        if state["cache"] is None or state["segments"].indexed:
+            return None
+        t = _RangeTask.__new__(_RangeTask)
+        # copies: a view would pickle its whole storage
+        t.__dict__.update(state, cache=[[v[start - self.offset : stop - self.offset].clone() for v in table]
+                                        for table in state["cache"]], offset=start)
+        return t
 
     def make_walker(self, recorder: PatternRecorder | None = None) -> _ExactWalker | _SampledWalker:
         model, opts = self.model, self.opts
         device, dtype = model_device_dtype(model)
         if opts.method == "exact":
             walker: _ExactWalker | _SampledWalker = _ExactWalker(model, opts, self.segments, device, dtype)
+            if self.cache is not None:  # received with the task
+                walker.cache = self.cache
+                return walker
         else:
             recorder = recorder or PatternRecorder(model, opts.layers)
             walker = _SampledWalker(model, opts, recorder, self.segments, device, dtype, self.keep)
@@ -411,7 +461,7 @@ class _RangeTask:
                 self.walker = self.make_walker()
             walker, opts = self.walker, self.opts
             if isinstance(walker, _ExactWalker):
-                walker.seek(start)
+                walker.seek(start - self.offset)
             sums: list[measure.WalkSummary] = []
             layers: dict[str, list[Tensor]] = {}
             redone = torch.zeros(2, dtype=torch.int64)  # exact walks redone in float64, and of those unresolved
@@ -649,6 +699,7 @@ def folding_batch(
     return_walks: bool = False,
     per_layer: bool = False,
     progress: bool = False,
+    workers: int | None = None,
 ) -> FoldingBatch:
     """Folding χ, r1, r2 and region counts of the segments ``x1[i] -> x2[i]``.
 
@@ -673,12 +724,16 @@ def folding_batch(
     return_walks : keep every walk (memory grows with the batch).
     per_layer : also χ of each layer's bits alone.
     progress : show a progress bar (paths/s and the time left; with tqdm installed).
+    workers : worker processes sharing the segments in contiguous ranges (``None``: one per
+        core for large batches, ``1``: in this process; see :mod:`spacefold.parallel`); the
+        numbers are the same for any count. With ``return_walks`` the walks stay in this process.
     """
     opts = WalkOptions.check(method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=n0, stop=stop,
                              batch_size=batch_size, dtype=dtype)
+    parallel.resolve_workers(workers)  # checked before any work
     _check_pair(x1, x2, batched=True)
     return _fold(model, _Segments.paired(x1, x2), opts, return_walks=return_walks,  # type: ignore[return-value]
-                 per_layer=per_layer, progress=progress)
+                 per_layer=per_layer, progress=progress, workers=parallel.resolve_workers(workers, x1.shape[0]))
 
 
 def walk(

@@ -19,17 +19,21 @@ it, so the result is the same, bit for bit, for any number of workers or ranks.
   already; rank ``r`` of ``w`` walks the ``r``-th of ``w`` contiguous shards of the paths
   (the first ``n % w`` shards hold one path more) and every rank receives every shard's
   results (``torch.distributed.all_gather_object``). Rendezvous, collectives and failure
-  handling are torch.distributed's.
+  handling are torch.distributed's. Inside :func:`alone` a rank works by itself (``world()``
+  is ``(0, 1)``): the ranks of a sweep (:func:`spacefold.study.run_study`) each measure
+  their own models.
 """
 
 from __future__ import annotations
 
 import ast
 import atexit
+import contextlib
 import multiprocessing as mp
 import os
 import pickle
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -38,8 +42,8 @@ import torch
 
 from .errors import InputError, InputTypeError
 
-__all__ = ["cpu_count", "resolve_workers", "world", "shard", "all_gather", "is_main", "map_ranges", "Progress",
-           "close"]
+__all__ = ["cpu_count", "resolve_workers", "world", "shard", "all_gather", "broadcast", "is_main", "alone",
+           "failed", "RankFailedError", "map_ranges", "Progress", "close"]
 
 
 def cpu_count() -> int:
@@ -127,14 +131,33 @@ def resolve_workers(workers, n_paths: int | None = None, name: str = "workers") 
 # --------------------------------------------------------------------------- ranks
 
 
+_ALONE = [0]  # > 0 inside `alone()`
+
+
+@contextlib.contextmanager
+def alone():
+    """Inside this block this rank works by itself: :func:`world` is ``(0, 1)`` and
+    :func:`all_gather` returns ``[obj]``, so that the entry points walk every path here
+    (the ranks of a sweep measure different models). :func:`is_main` still tells rank 0."""
+    _ALONE[0] += 1
+    try:
+        yield
+    finally:
+        _ALONE[0] -= 1
+
+
 def world(device: torch.device | None = None) -> tuple[int, int]:
-    """``(rank, world_size)`` of this process: ``(0, 1)`` outside ``torchrun``.
+    """``(rank, world_size)`` of this process: ``(0, 1)`` outside ``torchrun`` (and inside
+    :func:`alone`).
 
     Under ``torchrun`` (``WORLD_SIZE > 1``) the default process group is initialised
     when the program has not done it: NCCL when ``device`` is a CUDA device, gloo
     otherwise.
     """
     import torch.distributed as dist
+
+    if _ALONE[0]:
+        return 0, 1
 
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -150,16 +173,40 @@ def world(device: torch.device | None = None) -> tuple[int, int]:
     else:
         dist.init_process_group("gloo")
     atexit.register(close)
+    _watch_uncaught()
     return dist.get_rank(), dist.get_world_size()
+
+
+_FAILED = [False]
+
+
+def failed() -> None:
+    """Say that this rank failed: at exit it leaves the process group at once, without
+    waiting for the other ranks (which may be waiting for it in a collective; torchrun
+    stops them and reports the failure). Called for an exception that ends the program
+    (``sys.excepthook``) and by the command line for any error."""
+    _FAILED[0] = True
+
+
+def _watch_uncaught() -> None:
+    previous = sys.excepthook
+
+    def hook(*exc):
+        failed()
+        previous(*exc)
+
+    sys.excepthook = hook
 
 
 def close() -> None:
     """End the default process group (when one is running): every rank waits for the
-    others, so that none exits while another still needs it."""
+    others, so that none exits while another still needs it; a rank that failed
+    (:func:`failed`) does not wait."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        if not _FAILED[0]:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -184,11 +231,41 @@ def all_gather(obj: Any) -> list:
     """Every rank's ``obj``, in rank order, on every rank (``[obj]`` outside ``torchrun``)."""
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if _ALONE[0] or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return [obj]
     out: list = [None] * dist.get_world_size()
-    dist.all_gather_object(out, _to_numpy(obj))
+    with _peers_lost():
+        dist.all_gather_object(out, _to_numpy(obj))
     return [_to_torch(o) for o in out]
+
+
+def broadcast(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (``obj`` itself outside ``torchrun``)."""
+    import torch.distributed as dist
+
+    if _ALONE[0] or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return obj
+    box = [_to_numpy(obj)]
+    with _peers_lost():
+        dist.broadcast_object_list(box, src=0)
+    return _to_torch(box[0])
+
+
+class RankFailedError(RuntimeError):
+    """A collective of the ranks broke off: another rank failed or was stopped (its own
+    error says why; torchrun reports every rank's exit)."""
+
+
+@contextlib.contextmanager
+def _peers_lost():
+    import torch.distributed as dist
+
+    try:
+        yield
+    except RuntimeError as err:  # torch.distributed.DistBackendError and the like: a peer went away
+        raise RankFailedError(f"rank {dist.get_rank()} of {dist.get_world_size()} stopped: another rank failed or "
+                              "was stopped while this one waited for its results (that rank's error says why)"
+                              ) from err
 
 
 # --------------------------------------------------------------------------- progress
@@ -273,13 +350,28 @@ _POOL: dict = {}  # the worker processes, kept for the next call: {"size": n, "p
 _CALLS = iter(range(1, 1 << 62))
 
 
-def _pool(workers: int):
-    """A pool of ``workers`` processes, started once and reused by later calls (starting
-    one means importing torch, and loading the compiled kernels, in every process)."""
-    if _POOL.get("size") != workers:
-        _close_pool()
-        _POOL.update(size=workers, pool=_context().Pool(workers, initializer=_worker_init))
-    return _POOL["pool"]
+def _pool_starting(workers: int):
+    """A future of the pool of ``workers`` processes: done at once when that pool is running,
+    else started in a thread (starting takes seconds; this process walks meanwhile)."""
+    from concurrent.futures import Future
+
+    ready: Future = Future()
+    if _POOL.get("size") == workers:
+        ready.set_result(_POOL["pool"])
+        return ready
+    _close_pool()
+
+    def start() -> None:
+        try:
+            pool = _context().Pool(workers, initializer=_worker_init)
+        except BaseException as err:  # reported by ready.result()
+            ready.set_exception(err)
+            return
+        _POOL.update(size=workers, pool=pool)
+        ready.set_result(pool)
+
+    threading.Thread(target=start, name="spacefold-workers", daemon=True).start()
+    return ready
 
 
 def _close_pool() -> None:
@@ -300,11 +392,14 @@ def map_ranges(task: Callable[[int, int, Callable[[int], None] | None], Any], st
 
     ``tick(k)`` (or ``None`` in a worker) reports ``k`` more paths done. With one worker
     ``task`` runs once on the whole range, in this process. With ``workers > 1`` the
-    first ``first`` paths run in this process, the rest in that many worker processes
-    (kept for later calls; ``task`` is pickled once and unpickled once in each), in
-    ranges of about half a worker's share (at least ``min_size``) so that the progress
-    bar moves and the workers finish together. A walk on an accelerator (``device`` not a
-    CPU) stays in this process: one process per device (under ``torchrun``, one rank each).
+    first ``first`` paths run in this process, and so do the next ones, in growing ranges
+    (from ``min_size``), until the worker processes have started (seconds, the first
+    time: they are kept for later calls); the rest runs in the workers (``task`` is
+    pickled once and unpickled once in each; where ``task.part(a, b)`` gives a smaller
+    task of one range, that travels with the range instead), in ranges of about half a worker's share (at
+    least ``min_size``) so that the progress bar moves and the workers finish together. A
+    walk on an accelerator (``device`` not a CPU) stays in this process: one process per
+    device (under ``torchrun``, one rank each).
     """
     n = stop - start
     tick = progress.update if progress is not None else None
@@ -313,18 +408,33 @@ def map_ranges(task: Callable[[int, int, Callable[[int], None] | None], Any], st
         workers = 1
     if workers <= 1:
         return [task(start, stop, tick)]
-    results = [task(start, start + first, tick)] if first > 0 else []
-    start += first
-    size = max(min_size, -(-(stop - start) // (2 * workers)))
-    ranges = [(a, min(a + size, stop)) for a in range(start, stop, size)]
-    token, blob = next(_CALLS), pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
-    pool = _pool(min(workers, len(ranges)))
+    starting = _pool_starting(workers)
+    results: list = []
+    pos, step, cap = start, max(first, min_size, 1), max(min_size, n // (16 * workers))
     try:
-        for done, res in pool.imap(_run, [(token, blob, a, b) for a, b in ranges]):
+        while pos < stop and (pos - start < first or not starting.done()):  # walk here while the workers start
+            b = min(pos + step, stop)
+            results.append(task(pos, b, tick))
+            pos, step = b, min(2 * step, cap)
+        if pos == stop:
+            return results
+        size = max(min_size, -(-(stop - pos) // (2 * workers)))
+        ranges = [(a, min(a + size, stop)) for a in range(pos, stop, size)]
+        jobs, whole = [], None
+        for a, b in ranges:  # a task that can send a range alone (task.part) sends only that
+            part = task.part(a, b) if hasattr(task, "part") else None
+            if part is None:
+                whole = whole or (next(_CALLS), pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL))
+                jobs.append((*whole, a, b))
+            else:
+                jobs.append((next(_CALLS), pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL), a, b))
+        for done, res in starting.result().imap(_run, jobs):
             results.append(_to_torch(res))
             if progress is not None:
                 progress.update(done)
     except BaseException:
+        with contextlib.suppress(BaseException):
+            starting.result()  # a pool still starting is closed too
         _close_pool()  # a worker may be stuck in the interrupted call: the next call starts new ones
         raise
     return results

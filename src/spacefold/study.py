@@ -221,9 +221,19 @@ def run_study(
 
     Returns one row per run (a dict with the keys of ``CSV_FIELDS`` and more),
     and writes ``results.csv`` and ``results.json`` in ``out``.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``; :mod:`spacefold.parallel`) the ranks share the
+    runs: rank 0 decides which runs are finished (and reads the checkpoints found), the
+    others are dealt out in turn, ``world_size`` at a time; each rank trains and measures
+    its runs alone (every run is trained on one torch thread, so that its weights come
+    from its seed only, whichever process trains it: the numbers are those of one process),
+    and after every round rank 0 writes the round's checkpoints and results, so
+    that an interrupted sweep resumes from there. Only rank 0 writes and logs; every rank
+    returns every row. A run that fails on one rank stops every rank with its error once
+    the round's finished runs are written.
     """
-    from .models import load_checkpoint, parse_arch
-    from .train import train_mlp
+    from . import parallel
+    from .models import parse_arch
 
     settings = (settings or StudySettings()).check()
     if not archs:
@@ -238,83 +248,176 @@ def run_study(
         check_int(s, "seed", 0)
     settings.data = data.describe()
     out = Path(out)
-    (out / "models").mkdir(parents=True, exist_ok=True)
-    (out / "runs").mkdir(parents=True, exist_ok=True)
-    log = log or (lambda s: None)
-    key = settings.key()
-    rows = []
-    for arch in archs:
-        for seed in seeds:
-            name = _run_name(arch, seed)
-            reg = settings.regularizer.build(data.x_train, data.y_train, seed) if settings.regularizing else None
-            reg_record = reg.describe() if reg is not None else None
-            res_path = out / "runs" / f"{name}.json"
-            ckpt = out / "models" / f"{name}.pt"
-            if res_path.is_file():
-                try:
-                    old = read_run(res_path)
-                except (OSError, ValueError):
-                    old = {}
-                if old.get("settings_key") == key and _same_run(old, arch, seed):
-                    log(f"{name}: done before, skipped")
-                    rows.append(old)
-                    continue
-            t0 = time.perf_counter()
-            train_key = {k: getattr(settings, k) for k in ("epochs", "lr", "batch_size")}
-            model = None
-            if ckpt.is_file():
-                try:
-                    model, meta = load_checkpoint(ckpt, with_metadata=True)
-                except (ValueError, OSError):
-                    model = None
-                    log(f"{name}: the checkpoint found is not readable, trained again")
-                else:
-                    tr = meta.get("training", {})
-                    why = _checkpoint_mismatch(model, meta, arch, seed, data)
-                    if why is None and (any(tr.get(k) != v for k, v in train_key.items())
-                                        or meta.get("data") != settings.data):
-                        why = "other training settings or data"
-                    if why is None and meta.get("regularizer") != reg_record:
-                        why = ("plain training" if meta.get("regularizer") is None else
-                               "another folding regulariser" if reg_record else "training with the folding regulariser")
-                    if why is None:
-                        log(f"{name}: checkpoint found, training skipped")
-                    else:
-                        model = None
-                        log(f"{name}: the checkpoint found is of {why}, trained again")
-            if model is None:
-                model, res = train_mlp(arch, data, epochs=settings.epochs, lr=settings.lr,
-                                       batch_size=settings.batch_size, seed=seed, checkpoint=ckpt,
-                                       progress=progress, regularizer=reg)
-                tr = res.as_dict()
-                how = f" with the folding loss (λ={reg.lam:g}, {reg.schedule})" if reg is not None else ""
-                log(f"{name}: trained {settings.epochs} epochs{how}, test accuracy {res.final_test_accuracy:.4f} "
-                    f"({time.perf_counter() - t0:.0f} s)")
-            m = measure_model(model, data.x_test, data.y_test, settings, progress=progress)
-            hidden = parse_arch(arch)
-            row = {
-                "arch": arch,
-                "depth": len(hidden),
-                "width": hidden[0] if hidden else 0,
-                "seed": seed,
-                "train_accuracy": tr["final_train_accuracy"],
-                "test_accuracy": tr["final_test_accuracy"],
-                "epochs": settings.epochs,
-                "train_seconds": tr.get("seconds", float("nan")),
-                "method": settings.method,
-                "settings": settings.as_dict(),
-                "settings_key": key,
-                "regularizer": reg_record,
-                "checkpoint": str(ckpt.relative_to(out)),
-                **m,
-            }
-            with atomic_write(res_path) as fh:
-                json.dump(json_safe(row), fh, indent=1, allow_nan=False)
-            log(f"{name}: phi={m['phi']:.4f} folded={m['fraction_folded']:.4f} phi_max_p2={m['phi_max_p2']:.4f} "
-                f"({m['n_paths']} paths, {m['measure_seconds']:.0f} s)")
-            rows.append(row)
-    write_tables(rows, out)
+    rank, size = parallel.world()
+    main = rank == 0
+    if main:
+        (out / "models").mkdir(parents=True, exist_ok=True)
+        (out / "runs").mkdir(parents=True, exist_ok=True)
+    log = log if (log is not None and main) else (lambda s: None)
+    runs = [(arch, seed) for arch in archs for seed in seeds]
+    if size == 1:
+        rows = []
+        for arch, seed in runs:
+            found = _found(out, arch, seed, settings, data, log)
+            rows.append(found if isinstance(found, dict) else
+                        _run(arch, seed, found, settings, data, out, progress=progress, log=log, save=True)[0])
+        write_tables(rows, out)
+        return rows
+    # rank 0 looks at what is there; the models of checkpoints found travel with the plan
+    plan = parallel.broadcast([_found(out, arch, seed, settings, data, log) for arch, seed in runs] if main else None)
+    todo = [k for k, f in enumerate(plan) if not isinstance(f, dict)]
+    rows: list = list(plan)
+    for r0 in range(0, len(todo), size):
+        mine = todo[r0 + rank] if r0 + rank < len(todo) else None
+        msgs: list[str] = []
+        if mine is None:
+            done = None
+        else:
+            arch, seed = runs[mine]
+            try:
+                with parallel.alone():
+                    row, model, meta = _run(arch, seed, plan[mine], settings, data, out, progress=progress and main,
+                                            log=msgs.append, save=False)
+                done = (mine, row, model, meta, msgs)
+            except Exception as err:  # every rank learns of it; the round's finished runs are kept
+                done = (mine, None, None, None, msgs + [f"{_run_name(arch, seed)}: failed on rank {rank}"], err)
+        gathered = parallel.all_gather(done)
+        failed = None
+        for r, item in enumerate(gathered):
+            if item is None:
+                continue
+            k, row, model, meta, msgs = item[:5]
+            if row is not None:
+                if main:
+                    _save_run(out, runs[k], row, model, meta)
+                rows[k] = row
+            for m in msgs:
+                log(m)
+            if len(item) > 5 and failed is None:
+                failed = (r, runs[k], item[5])
+        if failed is not None:
+            r, (arch, seed), err = failed
+            if isinstance(err, (InputError, OSError)):
+                raise err
+            raise RuntimeError(f"run {_run_name(arch, seed)} failed on rank {r}: {type(err).__name__}: {err}")
+    if main:
+        write_tables(rows, out)
     return rows
+
+
+def _found(out: Path, arch: str, seed: int, settings: StudySettings, data, log):
+    """What a run finds in ``out``: its result row when it is finished with these settings, else
+    ``(model, training record)`` of a checkpoint of this run, else ``None`` (to be trained)."""
+    from .models import load_checkpoint
+
+    name = _run_name(arch, seed)
+    reg_record = _regularizer(settings, data, seed)[1]
+    res_path = out / "runs" / f"{name}.json"
+    ckpt = out / "models" / f"{name}.pt"
+    if res_path.is_file():
+        try:
+            old = read_run(res_path)
+        except (OSError, ValueError):
+            old = {}
+        if old.get("settings_key") == settings.key() and _same_run(old, arch, seed):
+            log(f"{name}: done before, skipped")
+            return old
+    if not ckpt.is_file():
+        return None
+    train_key = {k: getattr(settings, k) for k in ("epochs", "lr", "batch_size")}
+    try:
+        model, meta = load_checkpoint(ckpt, with_metadata=True)
+    except (ValueError, OSError):
+        log(f"{name}: the checkpoint found is not readable, trained again")
+        return None
+    tr = meta.get("training", {})
+    why = _checkpoint_mismatch(model, meta, arch, seed, data)
+    if why is None and (any(tr.get(k) != v for k, v in train_key.items()) or meta.get("data") != settings.data):
+        why = "other training settings or data"
+    if why is None and meta.get("regularizer") != reg_record:
+        why = ("plain training" if meta.get("regularizer") is None else
+               "another folding regulariser" if reg_record else "training with the folding regulariser")
+    if why is not None:
+        log(f"{name}: the checkpoint found is of {why}, trained again")
+        return None
+    log(f"{name}: checkpoint found, training skipped")
+    return model, tr
+
+
+def _regularizer(settings: StudySettings, data, seed: int):
+    """The folding regulariser of one run (``None`` for plain training) and its record."""
+    reg = settings.regularizer.build(data.x_train, data.y_train, seed) if settings.regularizing else None
+    return reg, (reg.describe() if reg is not None else None)
+
+
+def _run(arch: str, seed: int, found, settings: StudySettings, data, out: Path, *, progress: bool,
+         log: Callable[[str], None], save: bool) -> tuple[dict, object, dict | None]:
+    """Train (unless ``found`` holds the model and its training record) and measure one run.
+
+    With ``save`` the checkpoint and the result are written here; returns ``(row, model,
+    checkpoint metadata)``, the metadata ``None`` when nothing was trained."""
+    from .models import parse_arch
+    from .train import train_mlp
+
+    name = _run_name(arch, seed)
+    reg, reg_record = _regularizer(settings, data, seed)
+    ckpt = out / "models" / f"{name}.pt"
+    meta = None
+    t0 = time.perf_counter()
+    if found is None:
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # sums in one order: the weights depend on the seed, not on the process's threads
+        try:
+            model, res = train_mlp(arch, data, epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size,
+                                   seed=seed, checkpoint=ckpt if save else None, progress=progress, regularizer=reg)
+        finally:
+            torch.set_num_threads(threads)
+        tr = res.as_dict()
+        if not save:
+            from .train import checkpoint_metadata
+
+            meta = checkpoint_metadata(model, data, res, reg)
+        how = f" with the folding loss (λ={reg.lam:g}, {reg.schedule})" if reg is not None else ""
+        log(f"{name}: trained {settings.epochs} epochs{how}, test accuracy {res.final_test_accuracy:.4f} "
+            f"({time.perf_counter() - t0:.0f} s)")
+    else:
+        model, tr = found
+    m = measure_model(model, data.x_test, data.y_test, settings, progress=progress)
+    hidden = parse_arch(arch)
+    row = {
+        "arch": arch,
+        "depth": len(hidden),
+        "width": hidden[0] if hidden else 0,
+        "seed": seed,
+        "train_accuracy": tr["final_train_accuracy"],
+        "test_accuracy": tr["final_test_accuracy"],
+        "epochs": settings.epochs,
+        "train_seconds": tr.get("seconds", float("nan")),
+        "method": settings.method,
+        "settings": settings.as_dict(),
+        "settings_key": settings.key(),
+        "regularizer": reg_record,
+        "checkpoint": str(Path("models") / f"{name}.pt"),
+        **m,
+    }
+    if save:
+        _save_run(out, (arch, seed), row, None, None)
+    log(f"{name}: phi={m['phi']:.4f} folded={m['fraction_folded']:.4f} phi_max_p2={m['phi_max_p2']:.4f} "
+        f"({m['n_paths']} paths, {m['measure_seconds']:.0f} s)")
+    return row, model, meta
+
+
+def _save_run(out: Path, run: tuple[str, int], row: dict, model, meta: dict | None) -> None:
+    """Write a run's checkpoint (when ``meta`` says it was trained) and then its result, atomically."""
+    from .models import save_checkpoint
+
+    name = _run_name(*run)
+    if meta is not None:
+        save_checkpoint(model, out / "models" / f"{name}.pt", metadata=meta)
+    with atomic_write(out / "runs" / f"{name}.json") as fh:
+        json.dump(json_safe(row), fh, indent=1, allow_nan=False)
 
 
 def _checkpoint_mismatch(model, meta: dict, arch: str, seed: int, data) -> str | None:

@@ -221,9 +221,15 @@ def train_mlp(
                 x_test=data.x_test, y_test=data.y_test, progress=progress, desc=f"train {arch} s{seed}",
                 regularizer=regularizer)
     if checkpoint is not None:
-        meta = {"arch": model.arch, "seed": seed, "data": data.describe(), "training": res.as_dict()}
-        if regularizer is not None:
-            describe = getattr(regularizer, "describe", None)
-            meta["regularizer"] = describe() if callable(describe) else type(regularizer).__name__
-        save_checkpoint(model, Path(checkpoint), metadata=meta)
+        save_checkpoint(model, Path(checkpoint), metadata=checkpoint_metadata(model, data, res, regularizer))
     return model, res
+
+
+def checkpoint_metadata(model, data, res: TrainResult, regularizer=None) -> dict:
+    """The record :func:`train_mlp` saves with a checkpoint: architecture, seed, data, the
+    training record and the regulariser's ``describe()`` (when one was used)."""
+    meta = {"arch": model.arch, "seed": res.seed, "data": data.describe(), "training": res.as_dict()}
+    if regularizer is not None:
+        describe = getattr(regularizer, "describe", None)
+        meta["regularizer"] = describe() if callable(describe) else type(regularizer).__name__
+    return meta

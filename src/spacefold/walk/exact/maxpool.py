@@ -114,14 +114,16 @@ def _split_maxpool(prog, env, state: _State, step: _Step, settings: WalkSettings
 
 def _pool_argmax(x: Tensor, mod: nn.Module, node: fx.Node | None = None) -> tuple[Tensor, int, Tensor]:
     """The arg-max of every pooling window of ``x`` (the first maximum of a window, padding
-    excluded, as torch's max pooling picks it): ``(am, size, out)``, ``am`` ``(V, n_windows)`` flat
-    indices into the ``size`` inputs of the window's plane (a channel's H·W or L values), ``out`` the
-    max pooling's output. With ``node``, non-finite inputs raise :class:`InputError` (see
-    :func:`_check_finite`). On CPUs a compiled kernel computes both in one pass (several times faster
-    than torch's max pooling with indices)."""
-    one_d = isinstance(mod, nn.MaxPool1d)
+    excluded, as torch's max pooling picks it; with ``ceil_mode`` the partial windows at the
+    edge too): ``(am, size, out)``, ``am`` ``(V, n_windows)`` flat indices into the ``size`` inputs
+    of the window's plane (a channel's L, H·W or D·H·W values), ``out`` the max pooling's output.
+    With ``node``, non-finite inputs raise :class:`InputError` (see :func:`_check_finite`). On CPUs a
+    compiled kernel computes both in one pass for ``MaxPool1d`` and ``MaxPool2d`` (several times
+    faster than torch's max pooling with indices)."""
+    one_d = type(mod) is nn.MaxPool1d
     x4 = x.unsqueeze(2) if one_d else x
-    if x4.dim() == 4 and x4.shape[0] and x4.is_contiguous() and _kernels_take(x4):
+    if (type(mod) in (nn.MaxPool1d, nn.MaxPool2d) and not mod.ceil_mode and x4.dim() == 4 and x4.shape[0]
+            and x4.is_contiguous() and _kernels_take(x4)):
 
         def pair(v, first: int) -> tuple[int, int]:
             return (first, v if isinstance(v, int) else v[0]) if one_d else _pair(v)
@@ -139,10 +141,16 @@ def _pool_argmax(x: Tensor, mod: nn.Module, node: fx.Node | None = None) -> tupl
         return am.reshape(V, -1), H * W, out.squeeze(2) if one_d else out
     if node is not None:
         _check_finite(x, node)
-    if one_d:
-        out, am = F.max_pool1d(x, mod.kernel_size, mod.stride, mod.padding, mod.dilation, return_indices=True)
-        size = x.shape[-1]
+    dims = 1 if isinstance(mod, (nn.MaxPool1d, nn.AdaptiveMaxPool1d)) else \
+        2 if isinstance(mod, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)) else 3
+    if isinstance(mod, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)):
+        pool = (F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d)[dims - 1]
+        out, am = pool(x, mod.output_size, return_indices=True)
     else:
-        out, am = F.max_pool2d(x, mod.kernel_size, mod.stride, mod.padding, mod.dilation, return_indices=True)
-        size = x.shape[-1] * x.shape[-2]
+        pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[dims - 1]
+        out, am = pool(x, mod.kernel_size, mod.stride, mod.padding, mod.dilation, ceil_mode=mod.ceil_mode,
+                       return_indices=True)
+    size = 1
+    for n in x.shape[-dims:]:
+        size *= n
     return am.reshape(x.shape[0], -1), size, out

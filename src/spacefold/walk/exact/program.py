@@ -55,7 +55,8 @@ _AFFINE_MODULES: tuple[type, ...] = (
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-_MAXPOOL = (nn.MaxPool1d, nn.MaxPool2d)
+_MAXPOOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+            nn.AdaptiveMaxPool3d)
 
 
 # functions / methods that are linear in each dynamic argument when the others are constant
@@ -259,8 +260,9 @@ class ExactProgram:
                         raise _refuse("RReLU in training mode is random")
                     steps.append(_Step(node, "act", True, mod, id(mod) in selected_ids, kinks))
                 elif isinstance(mod, _MAXPOOL):
-                    if mod.ceil_mode or mod.return_indices:
-                        raise _refuse(f"{type(mod).__name__} with ceil_mode or return_indices at '{node.target}'")
+                    if mod.return_indices:
+                        raise _refuse(f"{type(mod).__name__} with return_indices at '{node.target}' (the indices are "
+                                      "not piecewise linear in the input; pool without them)")
                     steps.append(_Step(node, "maxpool", True, mod))
                 elif isinstance(mod, _BATCHNORM):
                     if mod.running_mean is None:
@@ -287,6 +289,10 @@ class ExactProgram:
                             "functional activations are not part of the activation pattern: use activation "
                             "modules such as nn.ReLU"
                         )
+                    if "max_pool" in name:
+                        raise _refuse(f"max pooling is called functionally in forward ({name}, node '{node.name}'); "
+                                      "the walk follows the modules nn.MaxPool1d/2d/3d and nn.AdaptiveMaxPool1d/2d/3d: "
+                                      "use those")
                     raise _refuse(f"function {name} (node '{node.name}') is not affine")
                 if len(dyn_args) > 1 and fn not in _SUM_FUNCS:
                     raise _refuse(f"{name} of several input-dependent tensors (node '{node.name}') is not affine")

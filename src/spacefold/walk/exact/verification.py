@@ -73,6 +73,10 @@ def verify(
     model; a missing region is found only when a midpoint falls into it). A region recorded
     at a single point is evaluated at that point. Neurons within ``atol`` of ``tie_tol`` are
     not compared. Inspired by SplineCam's ``verify()``.
+
+    ``max_points``: at most this many inputs per forward pass; the certificate takes fewer
+    where the network is wide, so that the values it compares (every pre-activation at both
+    ends of a chunk of intervals) stay near 256 MB (a ResNet-18 at 32x32 has 47,104 ReLUs).
     """
     if not isinstance(walks, WalkBatch):
         raise InputTypeError(f"walks must be a spacefold.WalkBatch, got {type(walks).__name__}")
@@ -175,6 +179,10 @@ def _intervals(walks: WalkBatch):
     return walk, region, ta, tb
 
 
+# what the values compared for one chunk of intervals of the certificate may take
+_CERTIFY_BYTES = 256 << 20
+
+
 def _certify(model, prog: ExactProgram, x1, x2, walks: WalkBatch, layers, tie_tol, atol, max_points,
              tol) -> VerifyResult:
     walk, region, ta, tb = _intervals(walks)
@@ -189,13 +197,15 @@ def _certify(model, prog: ExactProgram, x1, x2, walks: WalkBatch, layers, tie_to
 
     def hook(mod, args):
         kind, _ = kinds[id(mod)]
-        seen.append((kind, mod, args[0]))
+        # an in-place activation overwrites its input: keep the pre-activation
+        seen.append((kind, mod, args[0].clone() if getattr(mod, "inplace", False) else args[0]))
 
     handles = [m.register_forward_pre_hook(hook) for _, m in kinds.values()]
     rec = PatternRecorder(model, layers)
     n = walk.numel()
     per_interval = torch.zeros(n, dtype=torch.int64, device=walk.device)
-    step = max(1, max_points // 2)
+    # about 8 float64 values of every neuron at both ends of an interval are alive at once
+    step = max(1, min(max_points // 2, _CERTIFY_BYTES // (2 * 8 * 8 * max(1, patterns.shape[1]))))
     try:
         with rec:
             for j in range(0, n, step):
@@ -265,13 +275,14 @@ def _certify(model, prog: ExactProgram, x1, x2, walks: WalkBatch, layers, tie_to
 def _pool_broken(mod: nn.Module, x: Tensor, m: int, slack) -> Tensor:
     """Per interval, the pooling windows with no input that is their maximum at both ends (up to the slack)."""
     am, size, _ = _pool_argmax(x, mod)  # (2m, windows)
-    planes = x.reshape(2 * m, -1, size).double()
-    per_plane = am.shape[1] // planes.shape[1]
-    plane = torch.arange(am.shape[1], device=x.device) // per_plane
-    vals = planes[:, plane, :]  # (2m, windows, size): the plane of each window
-    mx = vals.gather(2, am.unsqueeze(2)).squeeze(2)  # the window maxima
-    ia, ib = am[:m], am[m:]
-    a_at_b = vals[m:].gather(2, ia.unsqueeze(2)).squeeze(2)  # the arg-max at a, evaluated at b
-    b_at_a = vals[:m].gather(2, ib.unsqueeze(2)).squeeze(2)
+    flat = x.reshape(2 * m, -1).double()  # the inputs of every plane, plane after plane
+    per_plane = am.shape[1] // (flat.shape[1] // size)
+    # the arg-max of each window as an index into ``flat``: only the windows' maxima are gathered,
+    # never a copy of the whole plane per window
+    base = (torch.arange(am.shape[1], device=x.device) // per_plane) * size
+    mx = flat.gather(1, am + base)  # the window maxima
+    ia, ib = am[:m] + base, am[m:] + base
+    a_at_b = flat[m:].gather(1, ia)  # the arg-max at a, evaluated at b
+    b_at_a = flat[:m].gather(1, ib)
     d = slack(mx[:m], mx[m:])
     return ((a_at_b < mx[m:] - d) & (b_at_a < mx[:m] - d)).sum(1)
