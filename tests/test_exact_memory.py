@@ -214,3 +214,17 @@ def test_the_max_pooling_kernel_is_torchs_max_pooling(dtype, backend):
         for k, s in (((2, 2), (2, 2)), ((3, 3), (1, 1))):
             assert not _kernels.pool_argmax(x.numpy(), k, s, (0, 0), (1, 1), am, out, 1e30)
 
+
+def test_the_walk_leaves_the_prefix_values_it_is_given_as_they_are():
+    # the probe of the tensors' sizes runs the layers on one breakpoint: an in-place ReLU there must not
+    # write into the values of the prefix (those of the first segment's start)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(4, 4, 3, padding=1),
+                        nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(256, 5), nn.ReLU()).double().eval()
+    x1, x2 = torch.randn(3, 3, 8, 8, dtype=f64), torch.randn(3, 3, 8, 8, dtype=f64)
+    prog = ex.compile_model(net)
+    p1, p2 = prog.prefix(x1), prog.prefix(x2)
+    before = [p.clone() for p in p1 + p2]
+    w = exact_walks(net, x1, x2, prefix=(p1, p2))
+    assert all(torch.equal(a, b) for a, b in zip(p1 + p2, before))
+    assert torch.equal(w.n_regions, exact_walks(net, x1, x2).n_regions)

@@ -117,7 +117,7 @@ def _row_bytes(prog: ExactProgram, ends: list[tuple[Tensor, Tensor]]) -> int:
     env = prog._consts()
     big = 1
     for node, (a, _) in zip(prog._live_at_prefix(), ends):
-        env[node] = a[:1]
+        env[node] = a[:1].clone()  # a copy: modules may work in place (nn.ReLU(inplace=True))
         big = max(big, a[:1].numel() * a.element_size())
     for s in prog.steps[prog.prefix_end:]:
         if s.kind == "output":
