@@ -302,6 +302,8 @@ class _ExactWalker:
     def __call__(self, a: Tensor, c: Tensor) -> WalkBatch:
         from .walk.exact import exact_walks
 
+        # the end points, for pieces walked again in float64 (they start from the prefix in float64)
+        x1, x2 = (x.to(device=self.device, dtype=self.dtype) for x in self.segments.inputs(a, c))
         if self.cache is not None and self.segments.indexed:
             a, c = a.to(self.device), c.to(self.device)
             p1 = [t.index_select(0, a) for t in self.cache[0]]
@@ -312,11 +314,9 @@ class _ExactWalker:
             p1 = [t[rows] for t in self.cache[0]]
             p2 = [t[rows] for t in self.cache[1]]
         else:
-            a, c = self.segments.inputs(a, c)
-            p1 = self.prog.prefix(a.to(device=self.device, dtype=self.dtype))
-            p2 = self.prog.prefix(c.to(device=self.device, dtype=self.dtype))
+            p1, p2 = self.prog.prefix(x1), self.prog.prefix(x2)
         opts = self.opts
-        return exact_walks(self.model, p1[0], p2[0], layers=opts.layers, tie_tol=opts.tie_tol, tol=opts.tol,
+        return exact_walks(self.model, x1, x2, layers=opts.layers, tie_tol=opts.tie_tol, tol=opts.tol,
                            prefix=(p1, p2))
 
 

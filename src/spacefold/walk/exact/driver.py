@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ...errors import InputError
 from ...patterns import LayerSelector
 from .. import WalkBatch, _kernels, resolve_tol
-from .assemble import ExactWalkBatch, _assemble, _join, _take
+from .assemble import ExactWalkBatch, _assemble, _clip, _join, _take
 from .handlers import _run
 from .maxpool import _Unresolved
 from .program import ExactProgram, compile_model
@@ -49,12 +49,16 @@ def exact_walks(
     model's dtype, 1.2e-7 in float32), a breakpoint gathering the crossings within
     ``tol`` after the first of them. ``prefix``: the values of
     :meth:`ExactProgram.prefix` at the two ends, if already computed (then ``x1`` and
-    ``x2`` only give the batch size). Returns a :class:`WalkBatch` whose walks are the
+    ``x2`` are read only where pieces are walked again in float64, from their prefix
+    values in float64). Returns a :class:`WalkBatch` whose walks are the
     reference walks Γ* of docs/method.md, 'Walks: three samplers'.
 
     Non-finite values inside the network (inputs or weights that overflow the dtype) raise
     :class:`spacefold.errors.InputError`. Segments whose max pooling cannot be resolved in
-    the model's dtype are walked again in float64 (counted in ``n_float64`` of the result).
+    the model's dtype are walked again in float64 (counted in ``n_float64`` of the result). In
+    a dtype coarser than float64 (with ``tol`` below its round-off), the sub-segments around
+    crossings it cannot tell apart are walked again in float64 and joined in (counted in
+    ``n_refined``; docs/method.md, 'The exact walk').
 
     The walk's tensors stay within the memory budget, ``SPACEFOLD_MEMORY`` bytes or 1 GiB
     (:func:`spacefold.folding.memory_budget`), whatever the number of segments and regions: segments
@@ -107,6 +111,11 @@ _TARGET_BYTES_ACCELERATOR = 512 << 20
 # the layer's input and output, the spare rows of the interpolation buffers (see _interpolate) and
 # the arg-max indices of max pooling.
 _ROW_COPIES = 4
+# Walks in a dtype coarser than float64 are walked again in float64 around breakpoints where several bits flip
+# and where two breakpoints with flips are closer than this many units of the dtype's round-off in t (see
+# refine): float32 places crossings up to ~5e-6 off in t on benchmarks/bench_cnn.py's net, but crossings
+# that float64 merges within its tol were seen at most 7e-8 apart in float32.
+_REFINE_UNITS = 8
 # Sub-segments are not cut shorter than this in t (a budget that needs shorter ones is too small).
 _MIN_PIECE = 1e-6
 
@@ -149,7 +158,12 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
         target = _TARGET_BYTES
 
     dtype = p1[0].dtype if p1 else x1.dtype
+    # sub-segments refined in float64 (see refine) resolve crossings as a float64 walk does; only where the
+    # dtype's round-off, not the tol asked for, limits the walk
+    tol64 = max(tol, _dtype_tol(torch.float64))
+    refining = dtype != torch.float64 and tol < _dtype_tol(dtype)
     tol = max(tol, _dtype_tol(dtype))
+    refine_gap = _REFINE_UNITS * _dtype_tol(dtype)
     is64 = dtype == torch.float64  # nothing finer to walk again in
     fine: list[ExactProgram] = []
     lock = threading.Lock()
@@ -173,13 +187,13 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
     est = {"per_path": 0.0}  # bytes of the largest tensor per path, t-length 1, as last measured
 
     def walk(pr: ExactProgram, ends: list[tuple[Tensor, Tensor]], n: int, accept: bool,
-             t_ends: tuple[Tensor, Tensor] | None) -> tuple[ExactWalkBatch, set, float]:
+             t_ends: tuple[Tensor, Tensor] | None, tol_: float) -> tuple[ExactWalkBatch, set, float]:
         state = _State(n, device, t_ends, caps[pr is not prog or is64])
         env = pr._consts()
         for node, (a, c) in zip(pr._live_at_prefix(), ends):
             env[node] = torch.cat([a, c])
         with torch.no_grad():  # grad mode is per thread
-            records = _run(pr, env, state, pr.prefix_end, WalkSettings(tie_tol, tol, accept))
+            records = _run(pr, env, state, pr.prefix_end, WalkSettings(tie_tol, tol_, accept))
             part = _assemble(state, records, state.n_paths)
         return part, state.unresolved, float(state.peak_bytes)
 
@@ -193,10 +207,7 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
                         raise RuntimeError("the model of this ExactProgram no longer exists")
                     fine.append(ExactProgram(copy.deepcopy(model).to(torch.float64), prog.layers))
             pr = fine[0]
-            if prefix is None:
-                ends = list(zip(pr.prefix(x1[path].to(torch.float64)), pr.prefix(x2[path].to(torch.float64))))
-            else:
-                ends = [(a[path].to(torch.float64), c[path].to(torch.float64)) for a, c in zip(p1, p2)]
+            ends = list(zip(pr.prefix(x1[path].to(torch.float64)), pr.prefix(x2[path].to(torch.float64))))
         else:
             ends = [(a[path], c[path]) for a, c in zip(p1, p2)]
         if bool((ta == 0).all()) and bool((tb == 1).all()):
@@ -207,14 +218,16 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
             out.append((torch.lerp(a, c, ta.to(a.dtype).view(shape)), torch.lerp(a, c, tb.to(a.dtype).view(shape))))
         return out
 
-    def walk_pieces(path: Tensor, ta: Tensor, tb: Tensor, f64: bool = False):
-        """Walks of the pieces [ta, tb] of the segments ``path``: ``(walks, float64 mask, unresolved mask, peak
-        bytes)``. Pieces whose max pooling the model's dtype cannot resolve are walked again in float64."""
+    def walk_pieces(path: Tensor, ta: Tensor, tb: Tensor, f64: bool = False, fine_tol: bool = False):
+        """Walks of the pieces [ta, tb] of the segments ``path``: ``(walks, float64 mask, unresolved mask, refined
+        sub-segments per walk, peak bytes)``. Pieces whose max pooling the model's dtype cannot resolve are walked
+        again in float64; around breakpoints where several bits flip, sub-segments are (:func:`refine`), which walks
+        them with ``fine_tol``: float64's merge tolerance instead of the model dtype's."""
         n = path.numel()
         t_ends = (ta, tb) if not (bool((ta == 0).all()) and bool((tb == 1).all())) else None
         try:
             ends = ends_at(path, ta, tb, f64)
-            part, unres, peak = walk(fine[0] if f64 else prog, ends, n, f64 or is64, t_ends)
+            part, unres, peak = walk(fine[0] if f64 else prog, ends, n, f64 or is64, t_ends, tol64 if fine_tol else tol)
         except _Unresolved as err:
             # walk the others again in the model's dtype and these in float64, in order
             bad = torch.zeros(n, dtype=torch.bool)
@@ -224,18 +237,104 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
                 j = i
                 while j < n and bool(bad[j] == bad[i]):
                     j += 1
-                parts.append(walk_pieces(path[i:j], ta[i:j], tb[i:j], bool(bad[i])))
+                parts.append(walk_pieces(path[i:j], ta[i:j], tb[i:j], bool(bad[i]) or fine_tol, fine_tol))
                 i = j
             return (ExactWalkBatch.concat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
-                    torch.cat([p[2] for p in parts]), max(p[3] for p in parts))
+                    torch.cat([p[2] for p in parts]), torch.cat([p[3] for p in parts]), max(p[4] for p in parts))
         unresolved = torch.zeros(n, dtype=torch.bool)
         if unres:
             unresolved[torch.tensor(sorted(unres))] = True
-        return part, torch.full((n,), f64), unresolved, peak
+        refined = torch.zeros(n, dtype=torch.int64)
+        if refining and not f64:
+            part, refined, sub_unres = refine(part, path)
+            unresolved |= sub_unres
+        return part, torch.full((n,), f64), unresolved, refined, peak
 
-    def finish(part: ExactWalkBatch, f64: Tensor, unres: Tensor) -> ExactWalkBatch:
+    def refine(part: ExactWalkBatch, path: Tensor) -> tuple[ExactWalkBatch, Tensor, Tensor]:
+        """``part`` (walks in the model's dtype of pieces of the segments ``path``) with the sub-segments around its
+        breakpoints where several bits flip walked again in float64 and joined in; the number of such sub-segments
+        and whether float64 left max pooling unresolved there, per walk.
+
+        Crossings closer than the dtype's round-off in t share a breakpoint (in float32 1.2e-7, which ~10^4
+        crossings on a segment reach a few times); float64 tells most of them apart. Crossings that float64
+        merges can be apart in the dtype: breakpoints with flips closer than ``refine_gap`` are walked again
+        too, with the rows between them. A sub-segment runs from the middle of the piece before such a
+        breakpoint (or a run of consecutive ones) to the middle of the piece after it."""
+        n = part.n_walks
+        refined, unres = torch.zeros(n, dtype=torch.int64), torch.zeros(n, dtype=torch.bool)
+        at, t = part.flip_at, part.t_sorted
+        V = t.numel()
+        cnt = torch.zeros(V, dtype=torch.int64, device=at.device).index_add_(0, at, torch.ones_like(at))
+        cnt[part.first] = 0
+        cnt[part.last] = 0
+        mark = torch.zeros(V + 1, dtype=torch.int64, device=at.device)
+        mark[:V] = (cnt > 1).long()
+        mark[1:].sub_(mark[:V].clone())  # +1 at every row of several flips, -1 after it
+        fr = (cnt > 0).nonzero().squeeze(1)  # inner breakpoints with flips, in order of t per walk
+        if fr.numel() > 1:
+            a, c = fr[:-1], fr[1:]
+            close = ((t.index_select(0, c) - t.index_select(0, a)) <= refine_gap) & (
+                part.path_sorted.index_select(0, a) == part.path_sorted.index_select(0, c))
+            if bool(close.any()):  # the rows from one to the other
+                mark.index_add_(0, a[close], torch.ones_like(a[close]))
+                mark.index_add_(0, c[close] + 1, -torch.ones_like(a[close]))
+        rows = (torch.cumsum(mark[:V], 0) > 0).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            return part, refined, unres
+        run = torch.ones_like(rows, dtype=torch.bool)
+        run[1:] = rows[1:] != rows[:-1] + 1
+        last = torch.ones_like(run)
+        last[:-1] = run[1:]
+        r0, r1 = rows[run], rows[last]  # first and last row of every run of such breakpoints
+        a = (t.index_select(0, r0 - 1) + t.index_select(0, r0)) / 2
+        b = (t.index_select(0, r1) + t.index_select(0, r1 + 1)) / 2
+        walk_of = part.path_sorted.index_select(0, r0)
+        p_sub, m = path.index_select(0, walk_of), walk_of.numel()
+        subs: list[ExactWalkBatch | None] = []
+        try:
+            sub, _, sub_unres, _, _ = walk_pieces(p_sub, a, b, True, True)
+            sub_unres = sub_unres.tolist()
+            for _ in range(m):
+                one, sub = _take(sub, 1)
+                subs.append(one)
+        except _OverBudget:  # one at a time; one over the budget alone stays as walked in the model's dtype
+            sub_unres = [False] * m
+            for i in range(m):
+                try:
+                    one, _, u, _, _ = walk_pieces(p_sub[i : i + 1], a[i : i + 1], b[i : i + 1], True, True)
+                    subs.append(one)
+                    sub_unres[i] = bool(u[0])
+                except _OverBudget:
+                    subs.append(None)
+        w_of, a_l, b_l = walk_of.tolist(), a.tolist(), b.tolist()
+        out, done, rest, k = [], 0, part, 0
+        while k < len(w_of):
+            j = w_of[k]
+            if j > done:
+                head, rest = _take(rest, j - done)
+                out.append(head)
+            one, rest = _take(rest, 1)
+            t_j = one.t_sorted
+            pieces, lo = [], float(t_j[0])
+            while k < len(w_of) and w_of[k] == j:
+                if subs[k] is not None:
+                    pieces += [_clip(one, 0, lo, a_l[k]), subs[k]]
+                    lo = b_l[k]
+                    refined[j] += 1
+                    unres[j] |= sub_unres[k]
+                k += 1
+            pieces.append(_clip(one, 0, lo, float(t_j[-1])))
+            out.append(_join(ExactWalkBatch.concat(pieces), torch.zeros(len(pieces), dtype=torch.int64,
+                                                                             device=t.device)))
+            done = j + 1
+        if done < n:
+            out.append(rest)
+        return ExactWalkBatch.concat(out), refined, unres
+
+    def finish(part: ExactWalkBatch, f64: Tensor, unres: Tensor, refined: Tensor) -> ExactWalkBatch:
         object.__setattr__(part, "n_float64", int(f64.sum()))
         object.__setattr__(part, "n_unresolved", int(unres.sum()))
+        object.__setattr__(part, "n_refined", int(refined.sum()))
         return part
 
     def in_pieces(k: int, n: int) -> tuple[ExactWalkBatch, float]:
@@ -245,7 +344,7 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
         queue: deque = deque()
         nxt_path = k
         joined: list[ExactWalkBatch] = []
-        pending: list[tuple[ExactWalkBatch, Tensor, Tensor, Tensor]] = []
+        pending: list[tuple[ExactWalkBatch, Tensor, Tensor, Tensor, Tensor]] = []
         while queue or nxt_path < k + n:
             batch, size = [], 0.0
             while True:
@@ -265,7 +364,7 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
             tb = torch.tensor([c for _, _, c in batch], dtype=torch.float64, device=device)
             length = float((tb - ta).sum())
             try:
-                part, f64, unres, peak = walk_pieces(path, ta, tb)
+                part, f64, unres, refined, peak = walk_pieces(path, ta, tb)
             except _OverBudget as err:
                 dens = max(2 * dens, err.rows * row_bytes / length)
                 if len(batch) == 1:  # halve it
@@ -278,22 +377,24 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
                 queue.extendleft(reversed(batch))
                 continue
             dens = peak / length
-            pending.append((part, path - k, f64, unres))
+            pending.append((part, path - k, f64, unres, refined))
             # join the segments whose pieces are all walked
             done = (queue[0][0] if queue else nxt_path) - k
             seg = torch.cat([p[1] for p in pending])
             n_done = int((seg < done).sum())
             if n_done:
                 w = ExactWalkBatch.concat([p[0] for p in pending])
-                f64, unres = torch.cat([p[2] for p in pending]), torch.cat([p[3] for p in pending])
+                f64, unres, refined = (torch.cat([p[i] for p in pending]) for i in (2, 3, 4))
                 head, rest = _take(w, n_done)
                 first_seg = int(seg[0])
                 s = seg[:n_done] - first_seg
                 n_seg = int(s[-1]) + 1
                 flags = [torch.zeros(n_seg, dtype=torch.int64).index_add_(0, s.cpu(), x[:n_done].long()) > 0
                          for x in (f64, unres)]
-                joined.append(finish(_join(head, s), *flags))
-                pending = [(rest, seg[n_done:], f64[n_done:], unres[n_done:])] if n_done < seg.numel() else []
+                n_ref = torch.zeros(n_seg, dtype=torch.int64).index_add_(0, s.cpu(), refined[:n_done])
+                joined.append(finish(_join(head, s), *flags, n_ref))
+                pending = ([(rest, seg[n_done:], f64[n_done:], unres[n_done:], refined[n_done:])]
+                           if n_done < seg.numel() else [])
         est["per_path"] = max(est["per_path"], dens)
         return ExactWalkBatch.concat(joined), dens
 
@@ -302,12 +403,12 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
             return in_pieces(k, n)
         path = torch.arange(k, k + n, device=device)
         try:
-            part, f64, unres, peak = walk_pieces(path, torch.zeros(n, dtype=torch.float64, device=device),
+            part, f64, unres, refined, peak = walk_pieces(path, torch.zeros(n, dtype=torch.float64, device=device),
                                                  torch.ones(n, dtype=torch.float64, device=device))
         except _OverBudget as err:
             est["per_path"] = max(est["per_path"], err.rows * row_bytes / n)
             return in_pieces(k, n)
-        return finish(part, f64, unres), max(peak / n, 1.0)
+        return finish(part, f64, unres, refined), max(peak / n, 1.0)
 
     def next_step(per_path: float) -> int:
         # as many paths as fit the target size of the largest tensor
