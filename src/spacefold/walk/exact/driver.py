@@ -113,11 +113,27 @@ _TARGET_BYTES_ACCELERATOR = 512 << 20
 _ROW_COPIES = 4
 # Walks in a dtype coarser than float64 are walked again in float64 around breakpoints where several bits flip
 # and where two breakpoints with flips are closer than this many units of the dtype's round-off in t (see
-# refine): float32 places crossings up to ~5e-6 off in t on benchmarks/bench_cnn.py's net, but crossings
-# that float64 merges within its tol were seen at most 7e-8 apart in float32.
-_REFINE_UNITS = 8
+# refine). Crossings that float64 merges within its tol were seen 1.7e-7 apart in float32 on
+# benchmarks/bench_cnn.py's net (1.4 units); a wider gap walks more again for nothing (on the 784-256x6 MLP of
+# benchmarks/bench_regioncam.py, 200 paths: 2 sub-segments with 1 unit, 4 with 2, 24 with 8).
+_REFINE_UNITS = 2
 # Sub-segments are not cut shorter than this in t (a budget that needs shorter ones is too small).
 _MIN_PIECE = 1e-6
+
+
+def _float64_program(prog: ExactProgram) -> ExactProgram:
+    """The program of a float64 copy of ``prog``'s model, kept on ``prog`` while the model's parameters and
+    buffers are the same tensors at the same versions (an in-place update makes a new copy)."""
+    model = prog.model
+    if model is None:
+        raise RuntimeError("the model of this ExactProgram no longer exists")
+    key = tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
+    cached = getattr(prog, "_float64", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    fine = ExactProgram(copy.deepcopy(model).to(torch.float64), prog.layers)
+    prog._float64 = (key, fine)
+    return fine
 
 
 def _row_bytes(prog: ExactProgram, ends: list[tuple[Tensor, Tensor]]) -> int:
@@ -202,10 +218,7 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
         if f64:
             with lock:
                 if not fine:
-                    model = prog.model
-                    if model is None:
-                        raise RuntimeError("the model of this ExactProgram no longer exists")
-                    fine.append(ExactProgram(copy.deepcopy(model).to(torch.float64), prog.layers))
+                    fine.append(_float64_program(prog))
             pr = fine[0]
             ends = list(zip(pr.prefix(x1[path].to(torch.float64)), pr.prefix(x2[path].to(torch.float64))))
         else:
@@ -219,10 +232,9 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
         return out
 
     def walk_pieces(path: Tensor, ta: Tensor, tb: Tensor, f64: bool = False, fine_tol: bool = False):
-        """Walks of the pieces [ta, tb] of the segments ``path``: ``(walks, float64 mask, unresolved mask, refined
-        sub-segments per walk, peak bytes)``. Pieces whose max pooling the model's dtype cannot resolve are walked
-        again in float64; around breakpoints where several bits flip, sub-segments are (:func:`refine`), which walks
-        them with ``fine_tol``: float64's merge tolerance instead of the model dtype's."""
+        """Walks of the pieces [ta, tb] of the segments ``path``: ``(walks, float64 mask, unresolved mask, peak
+        bytes)``. Pieces whose max pooling the model's dtype cannot resolve are walked again in float64. With
+        ``fine_tol`` (the sub-segments of :func:`refine`), float64's merge tolerance instead of the model dtype's."""
         n = path.numel()
         t_ends = (ta, tb) if not (bool((ta == 0).all()) and bool((tb == 1).all())) else None
         try:
@@ -240,33 +252,28 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
                 parts.append(walk_pieces(path[i:j], ta[i:j], tb[i:j], bool(bad[i]) or fine_tol, fine_tol))
                 i = j
             return (ExactWalkBatch.concat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
-                    torch.cat([p[2] for p in parts]), torch.cat([p[3] for p in parts]), max(p[4] for p in parts))
+                    torch.cat([p[2] for p in parts]), max(p[3] for p in parts))
         unresolved = torch.zeros(n, dtype=torch.bool)
         if unres:
             unresolved[torch.tensor(sorted(unres))] = True
-        refined = torch.zeros(n, dtype=torch.int64)
-        if refining and not f64:
-            part, refined, sub_unres = refine(part, path)
-            unresolved |= sub_unres
-        return part, torch.full((n,), f64), unresolved, refined, peak
+        return part, torch.full((n,), f64), unresolved, peak
 
-    def refine(part: ExactWalkBatch, path: Tensor) -> tuple[ExactWalkBatch, Tensor, Tensor]:
-        """``part`` (walks in the model's dtype of pieces of the segments ``path``) with the sub-segments around its
-        breakpoints where several bits flip walked again in float64 and joined in; the number of such sub-segments
-        and whether float64 left max pooling unresolved there, per walk.
+    def to_refine(part: ExactWalkBatch, skip: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The sub-segments of the walks ``part`` (in the model's dtype; not those of ``skip``) that :func:`refine`
+        walks again in float64: ``(walk, t_a, t_b)``, in order of walk and t.
 
         Crossings closer than the dtype's round-off in t share a breakpoint (in float32 1.2e-7, which ~10^4
-        crossings on a segment reach a few times); float64 tells most of them apart. Crossings that float64
+        crossings on a segment reach a few times): a breakpoint where several bits flip. Crossings that float64
         merges can be apart in the dtype: breakpoints with flips closer than ``refine_gap`` are walked again
         too, with the rows between them. A sub-segment runs from the middle of the piece before such a
         breakpoint (or a run of consecutive ones) to the middle of the piece after it."""
-        n = part.n_walks
-        refined, unres = torch.zeros(n, dtype=torch.int64), torch.zeros(n, dtype=torch.bool)
         at, t = part.flip_at, part.t_sorted
         V = t.numel()
         cnt = torch.zeros(V, dtype=torch.int64, device=at.device).index_add_(0, at, torch.ones_like(at))
         cnt[part.first] = 0
         cnt[part.last] = 0
+        if bool(skip.any()):
+            cnt[skip.to(at.device).index_select(0, part.path_sorted)] = 0
         mark = torch.zeros(V + 1, dtype=torch.int64, device=at.device)
         mark[:V] = (cnt > 1).long()
         mark[1:].sub_(mark[:V].clone())  # +1 at every row of several flips, -1 after it
@@ -279,8 +286,6 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
                 mark.index_add_(0, a[close], torch.ones_like(a[close]))
                 mark.index_add_(0, c[close] + 1, -torch.ones_like(a[close]))
         rows = (torch.cumsum(mark[:V], 0) > 0).nonzero().squeeze(1)
-        if rows.numel() == 0:
-            return part, refined, unres
         run = torch.ones_like(rows, dtype=torch.bool)
         run[1:] = rows[1:] != rows[:-1] + 1
         last = torch.ones_like(run)
@@ -288,25 +293,54 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
         r0, r1 = rows[run], rows[last]  # first and last row of every run of such breakpoints
         a = (t.index_select(0, r0 - 1) + t.index_select(0, r0)) / 2
         b = (t.index_select(0, r1) + t.index_select(0, r1 + 1)) / 2
-        walk_of = part.path_sorted.index_select(0, r0)
-        p_sub, m = path.index_select(0, walk_of), walk_of.numel()
+        return part.path_sorted.index_select(0, r0), a, b
+
+    def refine(parts: list[ExactWalkBatch]) -> list[ExactWalkBatch]:
+        """The walks ``parts`` (of the segments 0, 1, ... in order, from :func:`finish`) with the sub-segments of
+        :func:`to_refine` walked again in float64, in one batch, and joined in (counted in ``n_refined``). A
+        sub-segment over the memory budget alone stays as walked in the model's dtype."""
+        found, off = [], 0
+        for part in parts:
+            w, a, b = to_refine(part, part._masks[0])
+            found.append((w, w + off, a, b))
+            off += part.n_walks
+        w_all = torch.cat([f[1] for f in found])
+        m = w_all.numel()
+        if m == 0:
+            return parts
+        a_all, b_all = torch.cat([f[2] for f in found]), torch.cat([f[3] for f in found])
         subs: list[ExactWalkBatch | None] = []
         try:
-            sub, _, sub_unres, _, _ = walk_pieces(p_sub, a, b, True, True)
+            sub, _, sub_unres, _ = walk_pieces(w_all, a_all, b_all, True, True)
             sub_unres = sub_unres.tolist()
             for _ in range(m):
                 one, sub = _take(sub, 1)
                 subs.append(one)
-        except _OverBudget:  # one at a time; one over the budget alone stays as walked in the model's dtype
+        except _OverBudget:  # one at a time
             sub_unres = [False] * m
             for i in range(m):
                 try:
-                    one, _, u, _, _ = walk_pieces(p_sub[i : i + 1], a[i : i + 1], b[i : i + 1], True, True)
+                    one, _, u, _ = walk_pieces(w_all[i : i + 1], a_all[i : i + 1], b_all[i : i + 1], True, True)
                     subs.append(one)
                     sub_unres[i] = bool(u[0])
                 except _OverBudget:
                     subs.append(None)
-        w_of, a_l, b_l = walk_of.tolist(), a.tolist(), b.tolist()
+        out_parts, i0 = [], 0
+        for part, (w, _, a, b) in zip(parts, found):
+            mi = w.numel()
+            if mi:
+                part = splice(part, w.tolist(), a.tolist(), b.tolist(), subs[i0 : i0 + mi], sub_unres[i0 : i0 + mi])
+            out_parts.append(part)
+            i0 += mi
+        return out_parts
+
+    def splice(part: ExactWalkBatch, w_of: list[int], a_l: list[float], b_l: list[float], subs: list,
+               sub_unres: list[bool]) -> ExactWalkBatch:
+        """``part`` with the walks ``subs`` of the sub-segments [a_l[i], b_l[i]] of its walks ``w_of[i]`` joined in."""
+        n = part.n_walks
+        f64, unres = part._masks
+        unres = unres.clone()
+        refined = torch.zeros(n, dtype=torch.int64)
         out, done, rest, k = [], 0, part, 0
         while k < len(w_of):
             j = w_of[k]
@@ -325,16 +359,17 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
                 k += 1
             pieces.append(_clip(one, 0, lo, float(t_j[-1])))
             out.append(_join(ExactWalkBatch.concat(pieces), torch.zeros(len(pieces), dtype=torch.int64,
-                                                                             device=t.device)))
+                                                                             device=t_j.device)))
             done = j + 1
         if done < n:
             out.append(rest)
-        return ExactWalkBatch.concat(out), refined, unres
+        return finish(ExactWalkBatch.concat(out), f64, unres, refined)
 
-    def finish(part: ExactWalkBatch, f64: Tensor, unres: Tensor, refined: Tensor) -> ExactWalkBatch:
+    def finish(part: ExactWalkBatch, f64: Tensor, unres: Tensor, refined: Tensor | None = None) -> ExactWalkBatch:
         object.__setattr__(part, "n_float64", int(f64.sum()))
         object.__setattr__(part, "n_unresolved", int(unres.sum()))
-        object.__setattr__(part, "n_refined", int(refined.sum()))
+        object.__setattr__(part, "n_refined", 0 if refined is None else int(refined.sum()))
+        object.__setattr__(part, "_masks", (f64, unres))  # per walk, for refine
         return part
 
     def in_pieces(k: int, n: int) -> tuple[ExactWalkBatch, float]:
@@ -344,7 +379,7 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
         queue: deque = deque()
         nxt_path = k
         joined: list[ExactWalkBatch] = []
-        pending: list[tuple[ExactWalkBatch, Tensor, Tensor, Tensor, Tensor]] = []
+        pending: list[tuple[ExactWalkBatch, Tensor, Tensor, Tensor]] = []
         while queue or nxt_path < k + n:
             batch, size = [], 0.0
             while True:
@@ -364,7 +399,7 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
             tb = torch.tensor([c for _, _, c in batch], dtype=torch.float64, device=device)
             length = float((tb - ta).sum())
             try:
-                part, f64, unres, refined, peak = walk_pieces(path, ta, tb)
+                part, f64, unres, peak = walk_pieces(path, ta, tb)
             except _OverBudget as err:
                 dens = max(2 * dens, err.rows * row_bytes / length)
                 if len(batch) == 1:  # halve it
@@ -377,38 +412,37 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
                 queue.extendleft(reversed(batch))
                 continue
             dens = peak / length
-            pending.append((part, path - k, f64, unres, refined))
+            pending.append((part, path - k, f64, unres))
             # join the segments whose pieces are all walked
             done = (queue[0][0] if queue else nxt_path) - k
             seg = torch.cat([p[1] for p in pending])
             n_done = int((seg < done).sum())
             if n_done:
                 w = ExactWalkBatch.concat([p[0] for p in pending])
-                f64, unres, refined = (torch.cat([p[i] for p in pending]) for i in (2, 3, 4))
+                f64, unres = torch.cat([p[2] for p in pending]), torch.cat([p[3] for p in pending])
                 head, rest = _take(w, n_done)
                 first_seg = int(seg[0])
                 s = seg[:n_done] - first_seg
                 n_seg = int(s[-1]) + 1
                 flags = [torch.zeros(n_seg, dtype=torch.int64).index_add_(0, s.cpu(), x[:n_done].long()) > 0
                          for x in (f64, unres)]
-                n_ref = torch.zeros(n_seg, dtype=torch.int64).index_add_(0, s.cpu(), refined[:n_done])
-                joined.append(finish(_join(head, s), *flags, n_ref))
-                pending = ([(rest, seg[n_done:], f64[n_done:], unres[n_done:], refined[n_done:])]
-                           if n_done < seg.numel() else [])
+                joined.append(finish(_join(head, s), *flags))
+                pending = [(rest, seg[n_done:], f64[n_done:], unres[n_done:])] if n_done < seg.numel() else []
         est["per_path"] = max(est["per_path"], dens)
-        return ExactWalkBatch.concat(joined), dens
+        return (joined[0] if len(joined) == 1 else finish(ExactWalkBatch.concat(joined), *(
+            torch.cat([j._masks[i] for j in joined]) for i in (0, 1)))), dens
 
     def sub_batch(k: int, n: int) -> tuple[ExactWalkBatch, float]:
         if est["per_path"] > target:  # one path alone is larger than a sub-batch should be
             return in_pieces(k, n)
         path = torch.arange(k, k + n, device=device)
         try:
-            part, f64, unres, refined, peak = walk_pieces(path, torch.zeros(n, dtype=torch.float64, device=device),
+            part, f64, unres, peak = walk_pieces(path, torch.zeros(n, dtype=torch.float64, device=device),
                                                  torch.ones(n, dtype=torch.float64, device=device))
         except _OverBudget as err:
             est["per_path"] = max(est["per_path"], err.rows * row_bytes / n)
             return in_pieces(k, n)
-        return finish(part, f64, unres, refined), max(peak / n, 1.0)
+        return finish(part, f64, unres), max(peak / n, 1.0)
 
     def next_step(per_path: float) -> int:
         # as many paths as fit the target size of the largest tensor
@@ -442,4 +476,6 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
             parts.append(part)
             k += part.n_walks
             step = next_step(per_path)
+    if refining:
+        parts = refine(parts)
     return parts[0] if len(parts) == 1 else ExactWalkBatch.concat(parts)
