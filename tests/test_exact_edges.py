@@ -317,6 +317,10 @@ def test_float32_refinement_through_folding_batch_and_in_sub_segments(monkeypatc
     ref = walk_batch(net, x1, x2, dtype=torch.float64)
     w = walk_batch(net, x1, x2)
     assert w.n_refined == 3 and torch.equal(w.n_regions, ref.n_regions) and torch.equal(w.patterns, ref.patterns)
+    from spacefold.folding import folding_batch
+
+    fb = folding_batch(net, x1, x2)
+    assert fb.n_refined == 3 and fb.n_float64 == 0 and torch.equal(fb.n_regions, ref.n_regions)
     # 16 breakpoints of 64 float32 values per sub-batch (8 in float64): the segments are walked in sub-segments
     monkeypatch.setenv("SPACEFOLD_MEMORY", "16384")
     from spacefold.walk.exact import state
