@@ -297,8 +297,8 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
 
     def refine(parts: list[ExactWalkBatch]) -> list[ExactWalkBatch]:
         """The walks ``parts`` (of the segments 0, 1, ... in order, from :func:`finish`) with the sub-segments of
-        :func:`to_refine` walked again in float64, in one batch, and joined in (counted in ``n_refined``). A
-        sub-segment over the memory budget alone stays as walked in the model's dtype."""
+        :func:`to_refine` walked again in float64, in batches within the memory budget, and joined in (counted in
+        ``n_refined``). A sub-segment over the budget alone stays as walked in the model's dtype."""
         found, off = [], 0
         for part in parts:
             w, a, b = to_refine(part, part._masks[0])
@@ -309,22 +309,23 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
         if m == 0:
             return parts
         a_all, b_all = torch.cat([f[2] for f in found]), torch.cat([f[3] for f in found])
-        subs: list[ExactWalkBatch | None] = []
-        try:
-            sub, _, sub_unres, _ = walk_pieces(w_all, a_all, b_all, True, True)
-            sub_unres = sub_unres.tolist()
-            for _ in range(m):
-                one, sub = _take(sub, 1)
-                subs.append(one)
-        except _OverBudget:  # one at a time
-            sub_unres = [False] * m
-            for i in range(m):
-                try:
-                    one, _, u, _ = walk_pieces(w_all[i : i + 1], a_all[i : i + 1], b_all[i : i + 1], True, True)
-                    subs.append(one)
-                    sub_unres[i] = bool(u[0])
-                except _OverBudget:
-                    subs.append(None)
+        subs: list[ExactWalkBatch | None] = [None] * m
+        sub_unres = [False] * m
+
+        def walk_group(lo: int, hi: int) -> None:
+            """The sub-segments lo .. hi - 1 in one batch, or in halves where that is over the budget."""
+            try:
+                sub, _, u, _ = walk_pieces(w_all[lo:hi], a_all[lo:hi], b_all[lo:hi], True, True)
+            except _OverBudget:
+                if hi - lo > 1:
+                    walk_group(lo, (lo + hi) // 2)
+                    walk_group((lo + hi) // 2, hi)
+                return
+            sub_unres[lo:hi] = u.tolist()
+            for i in range(lo, hi):
+                subs[i], sub = _take(sub, 1)
+
+        walk_group(0, m)
         out_parts, i0 = [], 0
         for part, (w, _, a, b) in zip(parts, found):
             mi = w.numel()
