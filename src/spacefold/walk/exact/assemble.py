@@ -325,7 +325,7 @@ def _clip(w: ExactWalkBatch, j: int, a: float, b: float) -> ExactWalkBatch:
     add_a = i0 == hi or bool(w.t_sorted[i0] != a)
     add_b = i1 == lo or bool(w.t_sorted[i1 - 1] != b)
     sel = ((w.flip_at >= lo) & (w.flip_at < hi)).nonzero().squeeze(1)
-    at, neuron, sign = w.flip_at.index_select(0, sel), w.flip_neuron.index_select(0, sel), w.flip_sign.index_select(0, sel)
+    at, neuron, sign = (x.index_select(0, sel) for x in (w.flip_at, w.flip_neuron, w.flip_sign))
     bit = w.start_bits[j].index_select(0, neuron) ^ (sign > 0)  # the bit after every flip
     # every flip changes its bit: the pattern at a is the start pattern flipped by the flips before a
     before = neuron[at < i0]
