@@ -17,7 +17,8 @@ One run measures, on the same paths:
   breakpoints than the last), and at one point per region;
 - ``method="bisect"`` on the first ``--bisect-paths`` paths: seconds/path and regions;
 - the exact walk in float64 (``dtype=torch.float64``): the share of paths with the same
-  region count as the walk in the model's dtype;
+  region count as the walk in the model's dtype (whose sub-segments around crossings it cannot
+  tell apart are walked again in float64: ``n_refined``, printed at the end);
 - peak resident memory (``ru_maxrss``) after the exact walk, which runs first.
 
     .venv/bin/python benchmarks/bench_cnn.py --paths 8 --bisect-paths 1
@@ -156,12 +157,13 @@ def main() -> None:
     walk_batch(net, x1[:1], (x1[:1] + 1e-3 * (x2[:1] - x1[:1])))
     rss0 = maxrss_mb()
     batch = args.batch or args.paths
-    parts, t_walk, n64 = [], 0.0, 0
+    parts, t_walk, n64, n_ref = [], 0.0, 0, 0
     for k in range(0, args.paths, batch):
         t0 = time.perf_counter()
         w = walk_batch(net, x1[k : k + batch], x2[k : k + batch])
         t_walk += time.perf_counter() - t0
         n64 += w.n_float64
+        n_ref += w.n_refined
         # every breakpoint of every path in order of t, and the t where each region begins
         path, t = w.path_sorted + k, w.t_sorted
         cnt, _ = w._per_breakpoint(None)
@@ -234,6 +236,7 @@ def main() -> None:
         })
     print(table(rows))
     print(f"\npaths walked again in float64 (max pooling unresolved in {args.dtype}): {n64}")
+    print(f"sub-segments walked again in float64 (crossings {args.dtype} cannot tell apart): {n_ref}")
     print("rows per layer (all paths):", rows_seen)
     print("regions per path:", regions.tolist())
     if not args.no_float64:

@@ -4,6 +4,7 @@ certificate of :func:`spacefold.verify`, and an unwritable Numba cache."""
 
 from __future__ import annotations
 
+import copy
 import operator
 
 import pytest
@@ -12,7 +13,7 @@ from torch import nn
 
 from spacefold.errors import InputError, InputTypeError
 from spacefold.measure import summarize
-from spacefold.walk.exact import NotPiecewiseLinearError, exact_walks
+from spacefold.walk.exact import ExactWalkBatch, NotPiecewiseLinearError, exact_walks
 
 f64 = torch.float64
 
@@ -257,12 +258,103 @@ def test_crossings_within_tol_of_each_other_do_not_chain():
 
 
 def test_float32_merges_crossings_below_its_resolution():
-    # 50 neurons crossing 2e-9 apart (9.8e-8 in all): below float32's resolution in t (1.2e-7)
-    # they are one step; in float64 each is its own
+    # 50 neurons crossing 2e-9 apart (9.8e-8 in all): below float32's resolution in t (1.2e-7) they
+    # are one breakpoint of 50 flips, whose neighbourhood is walked again in float64 (n_refined). There
+    # the crossings of the float32 model are told apart: its biases 0.5 + k·2e-9, rounded to float32,
+    # take 3 values (0.5 and the next two floats), so 4 regions, as the float64 walk of that model has.
+    # In the float64 model each crossing is its own.
     w64 = exact_walks(_staircase(50, 2e-9), torch.zeros(1, 1, dtype=f64), torch.ones(1, 1, dtype=f64))
     assert w64[0].n_regions == 51
-    w32 = exact_walks(_staircase(50, 2e-9).float(), torch.zeros(1, 1), torch.ones(1, 1))
-    assert w32[0].n_regions == 2
+    net32 = _staircase(50, 2e-9).float()
+    assert torch.unique(net32[0].bias).numel() == 3
+    w32 = exact_walks(net32, torch.zeros(1, 1), torch.ones(1, 1))
+    assert w32[0].n_regions == 4 and w32.n_refined == 1
+    ref = exact_walks(net32.double(), torch.zeros(1, 1, dtype=f64), torch.ones(1, 1, dtype=f64))
+    assert torch.equal(w32[0].patterns, ref[0].patterns) and ref.n_refined == 0
+    assert torch.allclose(w32[0].t, ref[0].t, rtol=0, atol=1e-15)
+
+
+def _two_close_neurons(width: int = 4) -> nn.Module:
+    """z_1 = x, z_2 = x - 2e-8 on the segment x: -1 -> 1: crossings at t = 0.5 and 0.5 + 1e-8. In float32
+    both are -1 at x = -1 and 1 at x = 1 (-1 - 2e-8 and 1 - 2e-8 round to them), so the walk in float32
+    cannot tell them apart; their weights are exact in float32. A layer after them mixes them."""
+    torch.manual_seed(0)
+    lin = nn.Linear(1, 2)
+    with torch.no_grad():
+        lin.weight.fill_(1.0)
+        lin.bias.copy_(torch.tensor([0.0, -2e-8]))
+    return nn.Sequential(lin, nn.ReLU(), nn.Linear(2, width), nn.ReLU())
+
+
+def test_float32_walks_again_in_float64_around_crossings_it_merges():
+    net = _two_close_neurons()
+    x1, x2 = -torch.ones(1, 1), torch.ones(1, 1)
+    z = net[0](torch.cat([x1, x2])).detach()
+    assert torch.equal(z[:, 0], z[:, 1])  # in float32 the two neurons are the same on the segment
+    w32 = exact_walks(net, x1, x2)
+    ref = exact_walks(copy.deepcopy(net).double(), x1.double(), x2.double())
+    # in float64: the pattern at t = 0, then neuron 1 at t = 0.5, then neuron 2 at 0.5 + 1e-8
+    assert torch.equal(ref[0].patterns[1:3, :2], torch.tensor([[True, False], [True, True]]))
+    assert float(ref[0].t[2] - ref[0].t[1]) == pytest.approx(1e-8, rel=1e-6)
+    assert w32.n_refined == 1 and ref.n_refined == 0 and w32.n_float64 == 0
+    assert torch.equal(w32.n_regions, ref.n_regions)
+    assert torch.equal(w32[0].patterns, ref[0].patterns)
+    # the two crossings from the float64 walk of [0.25, 0.75] or so; the others from float32's
+    assert torch.allclose(w32[0].t[1:3], ref[0].t[1:3], rtol=0, atol=1e-15)
+    assert torch.allclose(w32[0].t, ref[0].t, rtol=0, atol=1e-6)
+    # a tol the float32 walk resolves is what limits the walk: nothing is walked again
+    coarse = exact_walks(net, x1, x2, tol=1e-6)
+    assert coarse.n_refined == 0 and int(coarse.n_regions[0]) == int(ref.n_regions[0]) - 1
+
+
+def test_float32_refinement_through_folding_batch_and_in_sub_segments(monkeypatch):
+    # folding_batch hands the walk the prefix values: the pieces walked again take the float64 prefix of the
+    # end points; a budget that cuts the segment into sub-segments gives the same walk
+    from spacefold.folding import walk_batch
+
+    net = _two_close_neurons(width=64)
+    x1, x2 = -torch.ones(3, 1), torch.tensor([[1.25], [0.5], [2.5]])  # crossings at t = 1 / (1 + x2) and 1e-8 after
+    ref = walk_batch(net, x1, x2, dtype=torch.float64)
+    w = walk_batch(net, x1, x2)
+    assert w.n_refined == 3 and torch.equal(w.n_regions, ref.n_regions) and torch.equal(w.patterns, ref.patterns)
+    from spacefold.folding import folding_batch
+
+    fb = folding_batch(net, x1, x2)
+    assert fb.n_refined == 3 and fb.n_float64 == 0 and torch.equal(fb.n_regions, ref.n_regions)
+    # 16 breakpoints of 64 float32 values per sub-batch (8 in float64): the segments are walked in sub-segments
+    monkeypatch.setenv("SPACEFOLD_MEMORY", "16384")
+    from spacefold.walk.exact import state
+
+    pieces, init = [], state._State.__init__
+
+    def record(self, n, device, t_ends=None, *args):
+        init(self, n, device, t_ends, *args)
+        pieces.append(t_ends)
+
+    monkeypatch.setattr(state._State, "__init__", record)
+    ws = exact_walks(net, x1, x2)
+    assert any(p is not None and bool((p[1] - p[0] < 1).any()) for p in pieces)  # sub-segments were walked
+    assert ws.n_refined == 3 and torch.equal(ws.n_regions, ref.n_regions) and torch.equal(ws.patterns, ref.patterns)
+
+
+def test_clipped_sub_walks_join_into_the_walk():
+    # _clip cuts a walk at points inside its pieces; _join of the clips is the walk again
+    from spacefold.walk.exact.assemble import _clip, _join
+
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU()).double()
+    x1, x2 = torch.randn(3, 4, dtype=f64), torch.randn(3, 4, dtype=f64)
+    w = exact_walks(net, x1, x2)
+    g = torch.Generator().manual_seed(0)
+    for j in range(3):
+        t = w.t_sorted[int(w.first[j]) : int(w.last[j]) + 1]
+        k = torch.randperm(t.numel() - 1, generator=g)[:4].sort().values
+        cuts = [0.0, *((t[k] + t[k + 1]) / 2).tolist(), 1.0]
+        clips = [_clip(w, j, a, b) for a, b in zip(cuts[:-1], cuts[1:])]
+        assert all(c.t_sorted[0] == a and c.t_sorted[-1] == b for c, a, b in zip(clips, cuts[:-1], cuts[1:]))
+        joined = _join(ExactWalkBatch.concat(clips), torch.zeros(len(clips), dtype=torch.int64))
+        assert torch.equal(joined[0].patterns, w[j].patterns) and torch.equal(joined[0].t, w[j].t)
+        assert joined.t_sorted.numel() == t.numel() + len(cuts) - 2  # the cuts stay as breakpoints without flips
 
 
 # --------------------------------------------------------------------------- max pooling near ties

@@ -83,7 +83,9 @@ class FoldingBatch:
     ``n_float64`` (exact walk): segments walked again in float64 because max pooling could not
     be resolved in the model's dtype (a near tie of a window's arg-max below its round-off);
     ``n_unresolved``: those of them that float64 did not resolve either (their arg-max is decided
-    up to float64 round-off; a warning says so). Both are 0 for the other methods.
+    up to float64 round-off; a warning says so). ``n_refined``: sub-segments walked again in float64
+    around crossings the model's dtype cannot tell apart (docs/method.md, 'The exact walk'). All are
+    0 for the other methods.
     """
 
     chi: Tensor
@@ -97,6 +99,7 @@ class FoldingBatch:
     per_layer: dict[str, Tensor] | None = None
     n_float64: int = 0
     n_unresolved: int = 0
+    n_refined: int = 0
 
     def __len__(self) -> int:
         return int(self.chi.numel())
@@ -302,6 +305,8 @@ class _ExactWalker:
     def __call__(self, a: Tensor, c: Tensor) -> WalkBatch:
         from .walk.exact import exact_walks
 
+        # the end points, for pieces walked again in float64 (they start from the prefix in float64)
+        x1, x2 = (x.to(device=self.device, dtype=self.dtype) for x in self.segments.inputs(a, c))
         if self.cache is not None and self.segments.indexed:
             a, c = a.to(self.device), c.to(self.device)
             p1 = [t.index_select(0, a) for t in self.cache[0]]
@@ -312,11 +317,9 @@ class _ExactWalker:
             p1 = [t[rows] for t in self.cache[0]]
             p2 = [t[rows] for t in self.cache[1]]
         else:
-            a, c = self.segments.inputs(a, c)
-            p1 = self.prog.prefix(a.to(device=self.device, dtype=self.dtype))
-            p2 = self.prog.prefix(c.to(device=self.device, dtype=self.dtype))
+            p1, p2 = self.prog.prefix(x1), self.prog.prefix(x2)
         opts = self.opts
-        return exact_walks(self.model, p1[0], p2[0], layers=opts.layers, tie_tol=opts.tie_tol, tol=opts.tol,
+        return exact_walks(self.model, x1, x2, layers=opts.layers, tie_tol=opts.tie_tol, tol=opts.tol,
                            prefix=(p1, p2))
 
 
@@ -464,11 +467,13 @@ class _RangeTask:
                 walker.seek(start - self.offset)
             sums: list[measure.WalkSummary] = []
             layers: dict[str, list[Tensor]] = {}
-            redone = torch.zeros(2, dtype=torch.int64)  # exact walks redone in float64, and of those unresolved
+            # exact walks redone in float64, those of them unresolved, and sub-segments refined in float64
+            redone = torch.zeros(3, dtype=torch.int64)
             for a, c in self.segments.chunks(start, stop, opts.batch_size):
                 wb = walker(a, c)
                 redone[0] += getattr(wb, "n_float64", 0)
                 redone[1] += getattr(wb, "n_unresolved", 0)
+                redone[2] += getattr(wb, "n_refined", 0)
                 if self.keep:
                     self.walks.append(wb)
                 if self.measures:
@@ -481,7 +486,7 @@ class _RangeTask:
         out = {k: getattr(measure.WalkSummary.concat(sums), k) for k in measure.WalkSummary.FIELDS} if sums else {}
         out.update({f"layer:{name}": torch.cat(v) for name, v in layers.items()})
         if sums:
-            out.update(n_float64=redone[:1], n_unresolved=redone[1:])
+            out.update(n_float64=redone[:1], n_unresolved=redone[1:2], n_refined=redone[2:])
         return out
 
 
@@ -530,11 +535,12 @@ def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures:
     cat = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     n_float64 = int(cat.pop("n_float64").sum()) if "n_float64" in cat else 0
     n_unresolved = int(cat.pop("n_unresolved").sum()) if "n_unresolved" in cat else 0
+    n_refined = int(cat.pop("n_refined").sum()) if "n_refined" in cat else 0
     return FoldingBatch(
         chi=cat["chi"], r1=cat["r1"], r2=cat["r2"], n_regions=cat["n_regions"], max_profile=cat["max_profile"],
         method=opts.method, layout=layout, walks=WalkBatch.concat(walks) if return_walks else None,
         per_layer={lay.name: cat[f"layer:{lay.name}"] for lay in layout.layers} if per_layer else None,
-        n_float64=n_float64, n_unresolved=n_unresolved,
+        n_float64=n_float64, n_unresolved=n_unresolved, n_refined=n_refined,
     )
 
 

@@ -122,14 +122,16 @@ class ExactWalkBatch(WalkBatch):
     ``n_float64``: walks that were computed again in float64 because max pooling could not
     be resolved in the model's dtype (a near tie of a window's arg-max below its round-off);
     ``n_unresolved``: walks where not even float64 resolved it, kept with the arg-max decided
-    up to float64 round-off (a warning says so).
+    up to float64 round-off (a warning says so). ``n_refined``: sub-segments walked again in
+    float64 around breakpoints where several bits flipped in the model's dtype (crossings closer
+    than its round-off, which float64 may tell apart; docs/method.md, 'The exact walk').
     """
 
     def __init__(self, start_bits, flip_at, flip_neuron, flip_sign, t_sorted, path_sorted, first, last):
         for name, value in (("start_bits", start_bits), ("flip_at", flip_at), ("flip_neuron", flip_neuron),
                             ("flip_sign", flip_sign), ("t_sorted", t_sorted), ("path_sorted", path_sorted),
                             ("first", first), ("last", last), ("method", "exact"), ("grid_index", None),
-                            ("_cache", {}), ("n_float64", 0), ("n_unresolved", 0)):
+                            ("_cache", {}), ("n_float64", 0), ("n_unresolved", 0), ("n_refined", 0)):
             object.__setattr__(self, name, value)
 
     def __repr__(self) -> str:
@@ -213,6 +215,7 @@ class ExactWalkBatch(WalkBatch):
                              cat(first), cat(last))
         object.__setattr__(out, "n_float64", sum(w.n_float64 for w in batches))
         object.__setattr__(out, "n_unresolved", sum(w.n_unresolved for w in batches))
+        object.__setattr__(out, "n_refined", sum(w.n_refined for w in batches))
         return out
 
     @property
@@ -309,3 +312,35 @@ def _join(w: ExactWalkBatch, seg: Tensor) -> ExactWalkBatch:
     sign = torch.where(bit != start_bits[path_sorted.index_select(0, at), neuron], 1, -1)
     return ExactWalkBatch(start_bits, at, neuron, sign, w.t_sorted[keep_row], path_sorted,
                           new_index.index_select(0, w.first[head]), new_index.index_select(0, w.last[tail]))
+
+
+def _clip(w: ExactWalkBatch, j: int, a: float, b: float) -> ExactWalkBatch:
+    """The walk of the sub-segment [a, b] of walk ``j`` of ``w``, for :func:`_join`: its breakpoints in
+    [a, b], with breakpoints at ``a`` and ``b`` added where ``w`` has none (their point patterns are
+    those of the pieces around them, so nothing flips there), and the pattern at ``a`` as its start."""
+    lo, hi = int(w.first[j]), int(w.last[j]) + 1
+    t = w.t_sorted[lo:hi]
+    i0 = lo + int(torch.searchsorted(t, torch.tensor([a], dtype=t.dtype, device=t.device)))  # first row t >= a
+    i1 = lo + int(torch.searchsorted(t, torch.tensor([b], dtype=t.dtype, device=t.device), right=True))  # > b
+    add_a = i0 == hi or bool(w.t_sorted[i0] != a)
+    add_b = i1 == lo or bool(w.t_sorted[i1 - 1] != b)
+    sel = ((w.flip_at >= lo) & (w.flip_at < hi)).nonzero().squeeze(1)
+    at, neuron, sign = (x.index_select(0, sel) for x in (w.flip_at, w.flip_neuron, w.flip_sign))
+    bit = w.start_bits[j].index_select(0, neuron) ^ (sign > 0)  # the bit after every flip
+    # every flip changes its bit: the pattern at a is the start pattern flipped by the flips before a
+    before = neuron[at < i0]
+    parity = torch.zeros(w.n_neurons, dtype=torch.int64, device=before.device).index_add_(
+        0, before, torch.ones_like(before))
+    start = w.start_bits[j] ^ (parity % 2 == 1)
+    inside = ((at >= i0) & (at < i1)).nonzero().squeeze(1)
+    at, neuron, bit = at.index_select(0, inside), neuron.index_select(0, inside), bit.index_select(0, inside)
+    off = (1 if add_a else 0) - i0
+    parts = [w.t_sorted.new_tensor([a])] if add_a else []
+    parts.append(w.t_sorted[i0:i1])
+    if add_b:
+        parts.append(w.t_sorted.new_tensor([b]))
+    t_new = torch.cat(parts)
+    n = t_new.numel()
+    sign = torch.where(bit != start.index_select(0, neuron), 1, -1)
+    z = torch.zeros(1, dtype=torch.int64, device=t_new.device)
+    return ExactWalkBatch(start.unsqueeze(0), at + off, neuron, sign, t_new, z.expand(n).clone(), z, z + n - 1)

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ...errors import InputError
 from ...patterns import LayerSelector
 from .. import WalkBatch, _kernels, resolve_tol
-from .assemble import ExactWalkBatch, _assemble, _join, _take
+from .assemble import ExactWalkBatch, _assemble, _clip, _join, _take
 from .handlers import _run
 from .maxpool import _Unresolved
 from .program import ExactProgram, compile_model
@@ -49,12 +49,16 @@ def exact_walks(
     model's dtype, 1.2e-7 in float32), a breakpoint gathering the crossings within
     ``tol`` after the first of them. ``prefix``: the values of
     :meth:`ExactProgram.prefix` at the two ends, if already computed (then ``x1`` and
-    ``x2`` only give the batch size). Returns a :class:`WalkBatch` whose walks are the
+    ``x2`` are read only where pieces are walked again in float64, from their prefix
+    values in float64). Returns a :class:`WalkBatch` whose walks are the
     reference walks Γ* of docs/method.md, 'Walks: three samplers'.
 
     Non-finite values inside the network (inputs or weights that overflow the dtype) raise
     :class:`spacefold.errors.InputError`. Segments whose max pooling cannot be resolved in
-    the model's dtype are walked again in float64 (counted in ``n_float64`` of the result).
+    the model's dtype are walked again in float64 (counted in ``n_float64`` of the result). In
+    a dtype coarser than float64 (with ``tol`` below its round-off), the sub-segments around
+    crossings it cannot tell apart are walked again in float64 and joined in (counted in
+    ``n_refined``; docs/method.md, 'The exact walk').
 
     The walk's tensors stay within the memory budget, ``SPACEFOLD_MEMORY`` bytes or 1 GiB
     (:func:`spacefold.folding.memory_budget`), whatever the number of segments and regions: segments
@@ -107,8 +111,29 @@ _TARGET_BYTES_ACCELERATOR = 512 << 20
 # the layer's input and output, the spare rows of the interpolation buffers (see _interpolate) and
 # the arg-max indices of max pooling.
 _ROW_COPIES = 4
+# Walks in a dtype coarser than float64 are walked again in float64 around breakpoints where several bits flip
+# and where two breakpoints with flips are closer than this many units of the dtype's round-off in t (see
+# refine). Crossings that float64 merges within its tol were seen 1.7e-7 apart in float32 on
+# benchmarks/bench_cnn.py's net (1.4 units); a wider gap walks more again for nothing (on the 784-256x6 MLP of
+# benchmarks/bench_regioncam.py, 200 paths: 2 sub-segments with 1 unit, 4 with 2, 24 with 8).
+_REFINE_UNITS = 2
 # Sub-segments are not cut shorter than this in t (a budget that needs shorter ones is too small).
 _MIN_PIECE = 1e-6
+
+
+def _float64_program(prog: ExactProgram) -> ExactProgram:
+    """The program of a float64 copy of ``prog``'s model, kept on ``prog`` while the model's parameters and
+    buffers are the same tensors at the same versions (an in-place update makes a new copy)."""
+    model = prog.model
+    if model is None:
+        raise RuntimeError("the model of this ExactProgram no longer exists")
+    key = tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
+    cached = getattr(prog, "_float64", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    fine = ExactProgram(copy.deepcopy(model).to(torch.float64), prog.layers)
+    prog._float64 = (key, fine)
+    return fine
 
 
 def _row_bytes(prog: ExactProgram, ends: list[tuple[Tensor, Tensor]]) -> int:
@@ -149,7 +174,12 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
         target = _TARGET_BYTES
 
     dtype = p1[0].dtype if p1 else x1.dtype
+    # sub-segments refined in float64 (see refine) resolve crossings as a float64 walk does; only where the
+    # dtype's round-off, not the tol asked for, limits the walk
+    tol64 = max(tol, _dtype_tol(torch.float64))
+    refining = dtype != torch.float64 and tol < _dtype_tol(dtype)
     tol = max(tol, _dtype_tol(dtype))
+    refine_gap = _REFINE_UNITS * _dtype_tol(dtype)
     is64 = dtype == torch.float64  # nothing finer to walk again in
     fine: list[ExactProgram] = []
     lock = threading.Lock()
@@ -173,13 +203,13 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
     est = {"per_path": 0.0}  # bytes of the largest tensor per path, t-length 1, as last measured
 
     def walk(pr: ExactProgram, ends: list[tuple[Tensor, Tensor]], n: int, accept: bool,
-             t_ends: tuple[Tensor, Tensor] | None) -> tuple[ExactWalkBatch, set, float]:
+             t_ends: tuple[Tensor, Tensor] | None, tol_: float) -> tuple[ExactWalkBatch, set, float]:
         state = _State(n, device, t_ends, caps[pr is not prog or is64])
         env = pr._consts()
         for node, (a, c) in zip(pr._live_at_prefix(), ends):
             env[node] = torch.cat([a, c])
         with torch.no_grad():  # grad mode is per thread
-            records = _run(pr, env, state, pr.prefix_end, WalkSettings(tie_tol, tol, accept))
+            records = _run(pr, env, state, pr.prefix_end, WalkSettings(tie_tol, tol_, accept))
             part = _assemble(state, records, state.n_paths)
         return part, state.unresolved, float(state.peak_bytes)
 
@@ -188,15 +218,9 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
         if f64:
             with lock:
                 if not fine:
-                    model = prog.model
-                    if model is None:
-                        raise RuntimeError("the model of this ExactProgram no longer exists")
-                    fine.append(ExactProgram(copy.deepcopy(model).to(torch.float64), prog.layers))
+                    fine.append(_float64_program(prog))
             pr = fine[0]
-            if prefix is None:
-                ends = list(zip(pr.prefix(x1[path].to(torch.float64)), pr.prefix(x2[path].to(torch.float64))))
-            else:
-                ends = [(a[path].to(torch.float64), c[path].to(torch.float64)) for a, c in zip(p1, p2)]
+            ends = list(zip(pr.prefix(x1[path].to(torch.float64)), pr.prefix(x2[path].to(torch.float64))))
         else:
             ends = [(a[path], c[path]) for a, c in zip(p1, p2)]
         if bool((ta == 0).all()) and bool((tb == 1).all()):
@@ -207,14 +231,15 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
             out.append((torch.lerp(a, c, ta.to(a.dtype).view(shape)), torch.lerp(a, c, tb.to(a.dtype).view(shape))))
         return out
 
-    def walk_pieces(path: Tensor, ta: Tensor, tb: Tensor, f64: bool = False):
+    def walk_pieces(path: Tensor, ta: Tensor, tb: Tensor, f64: bool = False, fine_tol: bool = False):
         """Walks of the pieces [ta, tb] of the segments ``path``: ``(walks, float64 mask, unresolved mask, peak
-        bytes)``. Pieces whose max pooling the model's dtype cannot resolve are walked again in float64."""
+        bytes)``. Pieces whose max pooling the model's dtype cannot resolve are walked again in float64. With
+        ``fine_tol`` (the sub-segments of :func:`refine`), float64's merge tolerance instead of the model dtype's."""
         n = path.numel()
         t_ends = (ta, tb) if not (bool((ta == 0).all()) and bool((tb == 1).all())) else None
         try:
             ends = ends_at(path, ta, tb, f64)
-            part, unres, peak = walk(fine[0] if f64 else prog, ends, n, f64 or is64, t_ends)
+            part, unres, peak = walk(fine[0] if f64 else prog, ends, n, f64 or is64, t_ends, tol64 if fine_tol else tol)
         except _Unresolved as err:
             # walk the others again in the model's dtype and these in float64, in order
             bad = torch.zeros(n, dtype=torch.bool)
@@ -224,7 +249,7 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
                 j = i
                 while j < n and bool(bad[j] == bad[i]):
                     j += 1
-                parts.append(walk_pieces(path[i:j], ta[i:j], tb[i:j], bool(bad[i])))
+                parts.append(walk_pieces(path[i:j], ta[i:j], tb[i:j], bool(bad[i]) or fine_tol, fine_tol))
                 i = j
             return (ExactWalkBatch.concat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
                     torch.cat([p[2] for p in parts]), max(p[3] for p in parts))
@@ -233,9 +258,119 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
             unresolved[torch.tensor(sorted(unres))] = True
         return part, torch.full((n,), f64), unresolved, peak
 
-    def finish(part: ExactWalkBatch, f64: Tensor, unres: Tensor) -> ExactWalkBatch:
+    def to_refine(part: ExactWalkBatch, skip: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The sub-segments of the walks ``part`` (in the model's dtype; not those of ``skip``) that :func:`refine`
+        walks again in float64: ``(walk, t_a, t_b)``, in order of walk and t.
+
+        Crossings closer than the dtype's round-off in t share a breakpoint (in float32 1.2e-7, which ~10^4
+        crossings on a segment reach a few times): a breakpoint where several bits flip. Crossings that float64
+        merges can be apart in the dtype: breakpoints with flips closer than ``refine_gap`` are walked again
+        too, with the rows between them. A sub-segment runs from the middle of the piece before such a
+        breakpoint (or a run of consecutive ones) to the middle of the piece after it."""
+        at, t = part.flip_at, part.t_sorted
+        V = t.numel()
+        cnt = torch.zeros(V, dtype=torch.int64, device=at.device).index_add_(0, at, torch.ones_like(at))
+        cnt[part.first] = 0
+        cnt[part.last] = 0
+        if bool(skip.any()):
+            cnt[skip.to(at.device).index_select(0, part.path_sorted)] = 0
+        mark = torch.zeros(V + 1, dtype=torch.int64, device=at.device)
+        mark[:V] = (cnt > 1).long()
+        mark[1:].sub_(mark[:V].clone())  # +1 at every row of several flips, -1 after it
+        fr = (cnt > 0).nonzero().squeeze(1)  # inner breakpoints with flips, in order of t per walk
+        if fr.numel() > 1:
+            a, c = fr[:-1], fr[1:]
+            close = ((t.index_select(0, c) - t.index_select(0, a)) <= refine_gap) & (
+                part.path_sorted.index_select(0, a) == part.path_sorted.index_select(0, c))
+            if bool(close.any()):  # the rows from one to the other
+                mark.index_add_(0, a[close], torch.ones_like(a[close]))
+                mark.index_add_(0, c[close] + 1, -torch.ones_like(a[close]))
+        rows = (torch.cumsum(mark[:V], 0) > 0).nonzero().squeeze(1)
+        run = torch.ones_like(rows, dtype=torch.bool)
+        run[1:] = rows[1:] != rows[:-1] + 1
+        last = torch.ones_like(run)
+        last[:-1] = run[1:]
+        r0, r1 = rows[run], rows[last]  # first and last row of every run of such breakpoints
+        a = (t.index_select(0, r0 - 1) + t.index_select(0, r0)) / 2
+        b = (t.index_select(0, r1) + t.index_select(0, r1 + 1)) / 2
+        return part.path_sorted.index_select(0, r0), a, b
+
+    def refine(parts: list[ExactWalkBatch]) -> list[ExactWalkBatch]:
+        """The walks ``parts`` (of the segments 0, 1, ... in order, from :func:`finish`) with the sub-segments of
+        :func:`to_refine` walked again in float64, in batches within the memory budget, and joined in (counted in
+        ``n_refined``). A sub-segment over the budget alone stays as walked in the model's dtype."""
+        found, off = [], 0
+        for part in parts:
+            w, a, b = to_refine(part, part._masks[0])
+            found.append((w, w + off, a, b))
+            off += part.n_walks
+        w_all = torch.cat([f[1] for f in found])
+        m = w_all.numel()
+        if m == 0:
+            return parts
+        a_all, b_all = torch.cat([f[2] for f in found]), torch.cat([f[3] for f in found])
+        subs: list[ExactWalkBatch | None] = [None] * m
+        sub_unres = [False] * m
+
+        def walk_group(lo: int, hi: int) -> None:
+            """The sub-segments lo .. hi - 1 in one batch, or in halves where that is over the budget."""
+            try:
+                sub, _, u, _ = walk_pieces(w_all[lo:hi], a_all[lo:hi], b_all[lo:hi], True, True)
+            except _OverBudget:
+                if hi - lo > 1:
+                    walk_group(lo, (lo + hi) // 2)
+                    walk_group((lo + hi) // 2, hi)
+                return
+            sub_unres[lo:hi] = u.tolist()
+            for i in range(lo, hi):
+                subs[i], sub = _take(sub, 1)
+
+        walk_group(0, m)
+        out_parts, i0 = [], 0
+        for part, (w, _, a, b) in zip(parts, found):
+            mi = w.numel()
+            if mi:
+                part = splice(part, w.tolist(), a.tolist(), b.tolist(), subs[i0 : i0 + mi], sub_unres[i0 : i0 + mi])
+            out_parts.append(part)
+            i0 += mi
+        return out_parts
+
+    def splice(part: ExactWalkBatch, w_of: list[int], a_l: list[float], b_l: list[float], subs: list,
+               sub_unres: list[bool]) -> ExactWalkBatch:
+        """``part`` with the walks ``subs`` of the sub-segments [a_l[i], b_l[i]] of its walks ``w_of[i]`` joined in."""
+        n = part.n_walks
+        f64, unres = part._masks
+        unres = unres.clone()
+        refined = torch.zeros(n, dtype=torch.int64)
+        out, done, rest, k = [], 0, part, 0
+        while k < len(w_of):
+            j = w_of[k]
+            if j > done:
+                head, rest = _take(rest, j - done)
+                out.append(head)
+            one, rest = _take(rest, 1)
+            t_j = one.t_sorted
+            pieces, lo = [], float(t_j[0])
+            while k < len(w_of) and w_of[k] == j:
+                if subs[k] is not None:
+                    pieces += [_clip(one, 0, lo, a_l[k]), subs[k]]
+                    lo = b_l[k]
+                    refined[j] += 1
+                    unres[j] |= sub_unres[k]
+                k += 1
+            pieces.append(_clip(one, 0, lo, float(t_j[-1])))
+            out.append(_join(ExactWalkBatch.concat(pieces), torch.zeros(len(pieces), dtype=torch.int64,
+                                                                             device=t_j.device)))
+            done = j + 1
+        if done < n:
+            out.append(rest)
+        return finish(ExactWalkBatch.concat(out), f64, unres, refined)
+
+    def finish(part: ExactWalkBatch, f64: Tensor, unres: Tensor, refined: Tensor | None = None) -> ExactWalkBatch:
         object.__setattr__(part, "n_float64", int(f64.sum()))
         object.__setattr__(part, "n_unresolved", int(unres.sum()))
+        object.__setattr__(part, "n_refined", 0 if refined is None else int(refined.sum()))
+        object.__setattr__(part, "_masks", (f64, unres))  # per walk, for refine
         return part
 
     def in_pieces(k: int, n: int) -> tuple[ExactWalkBatch, float]:
@@ -295,7 +430,8 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
                 joined.append(finish(_join(head, s), *flags))
                 pending = [(rest, seg[n_done:], f64[n_done:], unres[n_done:])] if n_done < seg.numel() else []
         est["per_path"] = max(est["per_path"], dens)
-        return ExactWalkBatch.concat(joined), dens
+        return (joined[0] if len(joined) == 1 else finish(ExactWalkBatch.concat(joined), *(
+            torch.cat([j._masks[i] for j in joined]) for i in (0, 1)))), dens
 
     def sub_batch(k: int, n: int) -> tuple[ExactWalkBatch, float]:
         if est["per_path"] > target:  # one path alone is larger than a sub-batch should be
@@ -341,4 +477,6 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
             parts.append(part)
             k += part.n_walks
             step = next_step(per_path)
+    if refining:
+        parts = refine(parts)
     return parts[0] if len(parts) == 1 else ExactWalkBatch.concat(parts)
