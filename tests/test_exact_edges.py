@@ -483,3 +483,17 @@ def test_verify_of_a_smooth_model_checks_midpoints_and_refuses_a_certificate():
         verify(net, x1, x2, w, mode="certificate")
     with pytest.raises(InputError, match="mode"):
         verify(net, x1, x2, w, mode="corners")
+
+
+def test_float32_refinement_through_index_pairs():
+    # folding_pairs walks from cached first-layer values of the samples: the pieces walked again in float64
+    # start from the end inputs, gathered for them alone; the result is the float64 walk's
+    from spacefold.folding import folding_batch, folding_pairs
+
+    net = _two_close_neurons(width=64)
+    x = torch.cat([-torch.ones(3, 1), torch.tensor([[1.25], [0.5], [2.5]])])
+    i, j = torch.arange(3), torch.arange(3, 6)
+    ref = folding_batch(net.double(), x[i].double(), x[j].double())
+    net.float()
+    fp = folding_pairs(net, x, i, j, workers=1)
+    assert fp.n_refined == 3 and torch.equal(fp.n_regions, ref.n_regions) and torch.equal(fp.chi, ref.chi.float())

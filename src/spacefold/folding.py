@@ -305,22 +305,27 @@ class _ExactWalker:
     def __call__(self, a: Tensor, c: Tensor) -> WalkBatch:
         from .walk.exact import exact_walks
 
-        # the end points, for pieces walked again in float64 (they start from the prefix in float64)
-        x1, x2 = (x.to(device=self.device, dtype=self.dtype) for x in self.segments.inputs(a, c))
-        if self.cache is not None and self.segments.indexed:
+        opts = self.opts
+        kw = dict(layers=opts.layers, tie_tol=opts.tie_tol, tol=opts.tol)
+        if self.cache is None:  # the walk computes the prefix, in float64 too where it walks pieces again
+            x1, x2 = (x.to(device=self.device, dtype=self.dtype) for x in self.segments.inputs(a, c))
+            return exact_walks(self.model, x1, x2, **kw)
+        # from the cached values; pieces walked again in float64 start from the end inputs, gathered only
+        # for them (a worker process that received the cached values alone has no inputs: there they
+        # start from the cached values, widened)
+        seg = self.segments
+        if seg.indexed:
+            ends = None if seg.x is None else (lambda path, a=a, c=c: (seg.x[a[path]], seg.x[c[path]]))
             a, c = a.to(self.device), c.to(self.device)
             p1 = [t.index_select(0, a) for t in self.cache[0]]
             p2 = [t.index_select(0, c) for t in self.cache[0]]
-        elif self.cache is not None:
+        else:
+            ends = None if seg.pair is None else (lambda path, a=a, c=c: (a[path], c[path]))
             rows = slice(self.k, self.k + a.shape[0])
             self.k += a.shape[0]
             p1 = [t[rows] for t in self.cache[0]]
             p2 = [t[rows] for t in self.cache[1]]
-        else:
-            p1, p2 = self.prog.prefix(x1), self.prog.prefix(x2)
-        opts = self.opts
-        return exact_walks(self.model, x1, x2, layers=opts.layers, tie_tol=opts.tie_tol, tol=opts.tol,
-                           prefix=(p1, p2))
+        return exact_walks(self.model, p1[0], p2[0], prefix=(p1, p2), ends=ends, **kw)
 
 
 def _probe(model: nn.Module, recorder: PatternRecorder, a: Tensor, holder: str = "x1 and x2 hold") -> PatternLayout:

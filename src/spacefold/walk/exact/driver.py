@@ -38,6 +38,7 @@ def exact_walks(
     tie_tol: float = 0.0,
     tol: float | None = None,
     prefix: tuple[list[Tensor], list[Tensor]] | None = None,
+    ends=None,
 ) -> WalkBatch:
     """Exact walks of the segments ``x1[i] -> x2[i]`` (inputs ``(batch, *input_shape)``).
 
@@ -49,8 +50,10 @@ def exact_walks(
     model's dtype, 1.2e-7 in float32), a breakpoint gathering the crossings within
     ``tol`` after the first of them. ``prefix``: the values of
     :meth:`ExactProgram.prefix` at the two ends, if already computed (then ``x1`` and
-    ``x2`` are read only where pieces are walked again in float64, from their prefix
-    values in float64). Returns a :class:`WalkBatch` whose walks are the
+    ``x2`` are read only for their batch size and device). Pieces walked again in float64
+    start from the prefix in float64, computed from ``x1`` and ``x2`` without ``prefix``;
+    with it, from ``ends(path)`` (the end inputs ``x1[path], x2[path]`` of the segments
+    ``path``, fetched only then), or without ``ends`` from the values of ``prefix``, widened. Returns a :class:`WalkBatch` whose walks are the
     reference walks Γ* of docs/method.md, 'Walks: three samplers'.
 
     Non-finite values inside the network (inputs or weights that overflow the dtype) raise
@@ -70,7 +73,7 @@ def exact_walks(
     prog = compile_model(model, layers)
     tol = resolve_tol("exact", tol, tie_tol)
     with torch.no_grad():
-        out = _exact(prog, x1, x2, tie_tol, tol, prefix)
+        out = _exact(prog, x1, x2, tie_tol, tol, prefix, ends)
     if getattr(out, "n_unresolved", 0):
         warnings.warn(f"max pooling could not be resolved in float64 on {out.n_unresolved} of {len(out)} segments "
                       "(near ties of a window's arg-max); their walks take the arg-max up to float64 round-off",
@@ -156,7 +159,8 @@ def _row_bytes(prog: ExactProgram, ends: list[tuple[Tensor, Tensor]]) -> int:
     return big
 
 
-def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: float, prefix=None) -> WalkBatch:
+def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: float, prefix=None,
+           inputs=None) -> WalkBatch:
     from ...folding import memory_budget  # folding imports this module
 
     b = x1.shape[0]
@@ -220,7 +224,11 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
                 if not fine:
                     fine.append(_float64_program(prog))
             pr = fine[0]
-            ends = list(zip(pr.prefix(x1[path].to(torch.float64)), pr.prefix(x2[path].to(torch.float64))))
+            if prefix is None or inputs is not None:
+                e1, e2 = (x1[path], x2[path]) if prefix is None else inputs(path)
+                ends = list(zip(pr.prefix(e1.to(device, torch.float64)), pr.prefix(e2.to(device, torch.float64))))
+            else:
+                ends = [(a[path].to(torch.float64), c[path].to(torch.float64)) for a, c in zip(p1, p2)]
         else:
             ends = [(a[path], c[path]) for a, c in zip(p1, p2)]
         if bool((ta == 0).all()) and bool((tb == 1).all()):
