@@ -38,13 +38,13 @@ from _common import load_condition, table
 from torch import nn
 
 from spacefold.folding import walk_batch
+from spacefold.resnet import randomize_batchnorm
 from spacefold.walk import segment_points
 
 
 def vgg_cnn(seed: int = 0) -> nn.Module:
     """The network of the benchmark (see the module docstring), in eval mode."""
     torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed + 1)
 
     def block(c_in: int, c_out: int) -> list[nn.Module]:
         return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
@@ -52,14 +52,7 @@ def vgg_cnn(seed: int = 0) -> nn.Module:
     net = nn.Sequential(*block(3, 16), *block(16, 16), nn.MaxPool2d(2), *block(16, 32), *block(32, 32),
                         nn.MaxPool2d(2), *block(32, 64), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(1024, 128),
                         nn.ReLU(), nn.Linear(128, 10))
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0.0, 0.5, generator=g)
-                m.running_var.uniform_(0.5, 2.0, generator=g)
-                m.weight.uniform_(0.5, 1.5, generator=g)
-                m.bias.normal_(0.0, 0.2, generator=g)
-    return net.eval()
+    return randomize_batchnorm(net, seed + 1)
 
 
 def maxrss_mb() -> float:

@@ -28,67 +28,8 @@ from torch import nn
 import spacefold as sf
 from spacefold.folding import walk_batch
 from spacefold.measure import summarize
+from spacefold.resnet import ResNet, randomize_batchnorm
 from spacefold.walk.exact import verify
-
-
-class BasicBlock(nn.Module):
-    expansion = 1
-
-    def __init__(self, inplanes, planes, stride=1, downsample=None):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample = downsample
-        self.stride = stride
-
-    def forward(self, x):
-        identity = x
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        if self.downsample is not None:
-            identity = self.downsample(x)
-        out += identity
-        return self.relu(out)
-
-
-class ResNet18(nn.Module):
-    """torchvision's ResNet-18 (``resnet18(weights=None)``), for machines without torchvision."""
-
-    def __init__(self, num_classes: int = 10):
-        super().__init__()
-        self.inplanes = 64
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.layer1 = self._make_layer(64, 1)
-        self.layer2 = self._make_layer(128, 2)
-        self.layer3 = self._make_layer(256, 2)
-        self.layer4 = self._make_layer(512, 2)
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(512, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
-
-    def _make_layer(self, planes: int, stride: int) -> nn.Sequential:
-        down = None
-        if stride != 1 or self.inplanes != planes:
-            down = nn.Sequential(nn.Conv2d(self.inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
-        blocks = [BasicBlock(self.inplanes, planes, stride, down), BasicBlock(planes, planes)]
-        self.inplanes = planes
-        return nn.Sequential(*blocks)
-
-    def forward(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
 def resnet18(seed: int = 0) -> tuple[nn.Module, str]:
@@ -99,15 +40,8 @@ def resnet18(seed: int = 0) -> tuple[nn.Module, str]:
 
         net, source = torchvision.models.resnet18(weights=None, num_classes=10), "torchvision"
     except Exception as err:  # noqa: BLE001  (a torchvision built for another torch raises RuntimeError)
-        net, source = ResNet18(10), f"the copy in this script (torchvision: {type(err).__name__})"
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0.0, 0.5, generator=g)
-                m.running_var.uniform_(0.5, 2.0, generator=g)
-                m.weight.uniform_(0.5, 1.5, generator=g)
-                m.bias.normal_(0.0, 0.2, generator=g)
+        net, source = ResNet(num_classes=10), f"spacefold.resnet.ResNet (torchvision: {type(err).__name__})"
+    randomize_batchnorm(net, seed + 1)
     return net.eval(), source
 
 

@@ -19,6 +19,7 @@ from torch import nn
 import spacefold as sf
 from spacefold.folding import walk_batch
 from spacefold.walk import _kernels
+from spacefold.resnet import ResNet, basic_block
 from spacefold.walk.exact import NotPiecewiseLinearError, exact_walks, verify
 
 f64 = torch.float64
@@ -46,86 +47,6 @@ def _randomise_batchnorm(net: nn.Module, seed: int) -> nn.Module:
                 m.weight.copy_(0.5 + torch.rand(n, generator=g))
                 m.bias.copy_(0.2 * torch.randn(n, generator=g))
     return net.eval()
-
-
-class BasicBlock(nn.Module):
-    """torchvision's ResNet ``BasicBlock`` (torchvision/models/resnet.py), line for line: one
-    in-place ``nn.ReLU`` called twice, ``out += identity``, a strided 1x1 convolution with
-    BatchNorm on the skip branch when the shape changes."""
-
-    expansion = 1
-
-    def __init__(self, inplanes, planes, stride=1, downsample=None):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample = downsample
-        self.stride = stride
-
-    def forward(self, x):
-        identity = x
-        out = self.conv1(x)
-        out = self.bn1(out)
-        out = self.relu(out)
-        out = self.conv2(out)
-        out = self.bn2(out)
-        if self.downsample is not None:
-            identity = self.downsample(x)
-        out += identity
-        out = self.relu(out)
-        return out
-
-
-def _block(inplanes, planes, stride):
-    down = None
-    if stride != 1 or inplanes != planes:
-        down = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
-    return BasicBlock(inplanes, planes, stride, down)
-
-
-class ResNet(nn.Module):
-    """torchvision's ``ResNet`` with ``BasicBlock`` (ImageNet stem: 7x7 stride-2 convolution,
-    BatchNorm, in-place ReLU, 3x3 stride-2 max pooling; adaptive average pooling and
-    ``torch.flatten`` before the classifier). ``ResNet((2, 2, 2, 2))`` is ResNet-18 with the
-    module names, parameter shapes, initialisation and forward pass of
-    ``torchvision.models.resnet18(weights=None)``."""
-
-    def __init__(self, layers=(2, 2, 2, 2), widths=(64, 128, 256, 512), in_channels=3, num_classes=1000):
-        super().__init__()
-        self.inplanes = widths[0]
-        self.conv1 = nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(widths[0])
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        for k, (n, w) in enumerate(zip(layers, widths)):
-            setattr(self, f"layer{k + 1}", self._make_layer(w, n, stride=1 if k == 0 else 2))
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(widths[-1], num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
-
-    def _make_layer(self, planes, blocks, stride):
-        layers = [_block(self.inplanes, planes, stride)]
-        self.inplanes = planes
-        layers += [_block(planes, planes, 1) for _ in range(1, blocks)]
-        return nn.Sequential(*layers)
-
-    def forward(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        x = self.layer4(x)
-        x = self.avgpool(x)
-        x = torch.flatten(x, 1)
-        return self.fc(x)
 
 
 def _collapse(p: torch.Tensor) -> torch.Tensor:
@@ -184,8 +105,8 @@ class _SmallResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(4)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.block1 = _block(4, 4, 1)
-        self.block2 = _block(4, 6, 2)
+        self.block1 = basic_block(4, 4, 1)
+        self.block2 = basic_block(4, 6, 2)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(6, 3)
 
