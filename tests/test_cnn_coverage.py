@@ -20,6 +20,7 @@ import spacefold as sf
 from spacefold.folding import walk_batch
 from spacefold.walk import _kernels
 from spacefold.resnet import ResNet, basic_block
+from test_exact import _collapse, _is_subsequence  # the dense-grid oracle's helpers
 from spacefold.walk.exact import NotPiecewiseLinearError, exact_walks, verify
 
 f64 = torch.float64
@@ -47,23 +48,6 @@ def _randomise_batchnorm(net: nn.Module, seed: int) -> nn.Module:
                 m.weight.copy_(0.5 + torch.rand(n, generator=g))
                 m.bias.copy_(0.2 * torch.randn(n, generator=g))
     return net.eval()
-
-
-def _collapse(p: torch.Tensor) -> torch.Tensor:
-    keep = torch.ones(p.shape[0], dtype=torch.bool)
-    keep[1:] = (p[1:] != p[:-1]).any(1)
-    return p[keep]
-
-
-def _is_subsequence(small: torch.Tensor, big: torch.Tensor) -> bool:
-    j = 0
-    for row in small:
-        while j < big.shape[0] and not torch.equal(big[j], row):
-            j += 1
-        if j == big.shape[0]:
-            return False
-        j += 1
-    return True
 
 
 def _check_against_oracles(net, x1, x2, steps=4000, bisect=True):
