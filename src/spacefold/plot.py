@@ -42,7 +42,13 @@ FORMATS = ("png", "svg", "pdf")
 
 
 def new_figure(w: float = 6.0, h: float = 4.0):
-    """A matplotlib Figure on the Agg canvas, in the spacefold style."""
+    """A matplotlib Figure on the Agg canvas, in the spacefold style.
+
+    It shows itself in Jupyter as the value of a cell (``_repr_png_``, laid out like a saved
+    figure), without pyplot or ``%matplotlib inline``.
+    """
+    import types
+
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -50,7 +56,18 @@ def new_figure(w: float = 6.0, h: float = 4.0):
         raise ImportError("plots need matplotlib: pip install 'spacefold[plot]'") from None
     fig = Figure(figsize=(w, h), dpi=100)
     FigureCanvasAgg(fig)
+    fig._repr_png_ = types.MethodType(_repr_png, fig)
     return fig
+
+
+def _repr_png(fig) -> bytes:
+    """PNG bytes of ``fig`` as notebooks show it (100 dpi, everything inside the image)."""
+    import io
+
+    _layout(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", pad_inches=0.05, metadata={"Software": None})
+    return buf.getvalue()
 
 
 def colour(i: int, n: int | None = None):
@@ -89,7 +106,8 @@ def save_figure(fig, path: str | os.PathLike, formats: Sequence[str] | None = No
     for f in fmts:
         p = path if formats is None else path.with_suffix("." + f)
         with atomic_path(p) as tmp:
-            fig.savefig(tmp, format=f, dpi=PNG_DPI if f == "png" else None,
+            # a tight box: legends beside the axes and wide captions stay inside the image
+            fig.savefig(tmp, format=f, dpi=PNG_DPI if f == "png" else None, bbox_inches="tight", pad_inches=0.05,
                         metadata={"Software": None} if f == "png" else None)
         out.append(p)
     return out
