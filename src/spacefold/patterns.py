@@ -503,22 +503,32 @@ class _Intercept(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        spec = FUNCTIONAL_ACTIVATIONS.get(func) if self.rec._depth == 0 else None
-        if spec is None:
+        rec = self.rec
+        if rec._depth:
             return func(*args, **kwargs)
-        return self.rec._functional_call(spec, func, args, kwargs)
+        spec = FUNCTIONAL_ACTIVATIONS.get(func)
+        if spec is not None:
+            return rec._functional_call(spec, func, args, kwargs)
+        # any other torch function: the operators it runs are its own (the ReLU inside F.lp_pool2d)
+        rec._inside += 1
+        try:
+            return func(*args, **kwargs)
+        finally:
+            rec._inside -= 1
 
 
 class _Watch(TorchDispatchMode):
     """Catches activation operators that run while no hook or intercepted call is active:
-    they ran below Python (a TorchScript submodule, a fused kernel), where no bit is taken."""
+    they ran below Python (a TorchScript submodule, a fused kernel), where no bit is taken.
+    Operators run by another torch function called from Python belong to that operation (the
+    ReLU inside ``F.lp_pool2d``, the gates inside the fused kernel of ``nn.LSTM``)."""
 
     def __init__(self, recorder: PatternRecorder):
         super().__init__()
         self.rec = recorder
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if self.rec._depth == 0:
+        if self.rec._depth == 0 and self.rec._inside == 0:
             name = func.overloadpacket.__name__ if hasattr(func, "overloadpacket") else str(func)
             if name in _ATEN_ACTIVATIONS:
                 self.rec._unseen(name)
@@ -554,11 +564,17 @@ class PatternRecorder:
         self._scores: list[tuple[str, Tensor, str, bool]] = []
         self._saved: dict[int, Tensor] = {}
         self._stack: list[str] = []
-        self._depth = 0
+        self._depth = 0  # > 0 inside an activation (module or function): its operators are its own
+        self._inside = 0  # > 0 inside another torch function called from Python
         self._modes: list = []
         self._fastpath: bool | None = None
         self._reference: list[tuple[str, int]] | None = None
-        self._sites_seen: set[str] = set()
+        self._sites_seen: set[str] = set()  # call sites selected and called
+        self._sites: set[str] = set()  # every call site called
+        self._pending: InputError | None = None
+        # called with (module, input) at every activation call, selected or not, module or function (the
+        # module a function computes), in the order of the forward pass, before the call
+        self.on_call: Callable[[nn.Module, Tensor], None] | None = None
 
     # ------------------------------------------------------------------ hooks
     def _copy(self, x: Tensor) -> Tensor:
@@ -569,6 +585,8 @@ class PatternRecorder:
         self._stack.append(self._names.get(id(mod), "?"))
         if id(mod) in self._acts:
             self._depth += 1
+            if self.on_call is not None and args and isinstance(args[0], Tensor):
+                self.on_call(mod, args[0])
             if id(mod) in self._selected:
                 if isinstance(mod, nn.GLU) and args and isinstance(args[0], Tensor):
                     _check_halves(args[0], mod.dim, f"nn.GLU at '{self._stack[-1] or '<model>'}'")
@@ -593,6 +611,8 @@ class PatternRecorder:
     def _root_pre(self, mod: nn.Module, args: tuple) -> None:
         self._stack = []
         self._depth = 0
+        self._inside = 0
+        self._pending = None
         fast = getattr(torch.backends, "mha", None)
         if fast is not None and hasattr(fast, "set_fastpath_enabled"):
             self._fastpath = fast.get_fastpath_enabled()
@@ -608,6 +628,9 @@ class PatternRecorder:
         if self._fastpath is not None:
             torch.backends.mha.set_fastpath_enabled(self._fastpath)
             self._fastpath = None
+        if self._pending is not None and out is not None:
+            err, self._pending = self._pending, None
+            raise err
 
     def _functional_call(self, spec: _Functional, func, args: tuple, kwargs: dict):
         owner = self._stack[-1] if self._stack else ""
@@ -625,9 +648,12 @@ class PatternRecorder:
         if selected and spec.name == "glu" and isinstance(x, Tensor):
             _check_halves(x, module.dim, f"F.glu at call site '{site}'")
         saved = self._copy(x) if selected and isinstance(x, Tensor) and spec.inplace(args, kwargs) else None
+        if self.on_call is not None and isinstance(x, Tensor):
+            self.on_call(module, x if saved is None else saved)
         self._depth += 1
         try:
             out = func(*args, **kwargs)
+            self._sites.add(site)
             if selected:
                 self._sites_seen.add(site)
                 inputs = tuple(args) if args else (x,)
@@ -639,13 +665,26 @@ class PatternRecorder:
         return out
 
     def _unseen(self, op: str) -> None:
+        """Note an activation operator that ran unseen; the forward pass raises when it ends (an error
+        raised here, inside a TorchScript interpreter, would come out as its RuntimeError)."""
+        if self._pending is None:
+            self._pending = self._unseen_error(op)
+
+    def _unseen_error(self, op: str) -> InputError:
         where = self._stack[-1] if self._stack else ""
-        mod = dict(self.model.named_modules()).get(where)
+        named = dict(self.model.named_modules())
+        mod = named.get(where)
         kind = f" ({type(mod).__name__})" if mod is not None else ""
-        why = ("a TorchScript module runs it without Python: use the eager module, or load the file with "
-               "spacefold.load_model" if mod is not None and _script_module(mod) else
-               "it is computed by a fused or compiled operator that bypasses Python: use the eager module")
-        raise InputError(
+        prefix = f"{where}." if where else ""
+        scripts = [n for n, m in named.items() if _script_module(m) and n.startswith(prefix)
+                   and not _inside_activation(n, [k for k, v in named.items() if _script_module(v) and k != n])]
+        if scripts:
+            why = (f"it runs in the TorchScript module {', '.join(repr(n) for n in scripts)}, which runs without "
+                   "Python: use the eager module, or save the whole model with torch.jit.save and load it with "
+                   "spacefold.load_model")
+        else:
+            why = "it is computed by a fused or compiled operator that bypasses Python: use the eager module"
+        return InputError(
             f"the model computes the activation {op} inside '{where or '<model>'}'{kind} where spacefold cannot "
             f"take its bits: {why}"
         )
@@ -693,6 +732,10 @@ class PatternRecorder:
 
     def _check(self) -> None:
         """The recorded calls give bits, and the same blocks as the first forward pass."""
+        for s in self.selector or ():
+            if isinstance(s, str) and ":" in s and s not in self._sites_seen:
+                raise InputError(f"layers names the call site '{s}', which no forward pass called; call sites "
+                                 f"seen: {sorted(self._sites)} (every functional call is '<module>:<function>')")
         if not self._scores:
             raise InputError(
                 f"model {type(self.model).__name__} has no hookable activation: no activation module and no "
@@ -701,10 +744,6 @@ class PatternRecorder:
                 f"layers={self.layers!r} selects no activation of model {type(self.model).__name__} that its "
                 "forward pass called"
             )
-        for s in self.selector or ():
-            if isinstance(s, str) and ":" in s and s not in self._sites_seen:
-                raise InputError(f"layers names the call site '{s}', which no forward pass called; call sites "
-                                 f"seen: {sorted(self._sites_seen)} (every functional call is '<module>:<function>')")
         sig = [(name, int(score[0].numel()) if score.shape[0] else -1) for name, score, _, _ in self._scores]
         if self._reference is None:
             self._reference = sig
@@ -727,7 +766,13 @@ class PatternRecorder:
 
 
 def _describe(sig: list[tuple[str, int]]) -> str:
-    text = ", ".join(f"{n} ({k})" for n, k in sig[:8])
+    calls: dict[str, int] = {}
+    named = []
+    for n, k in sig:
+        i = calls.get(n, 0)
+        calls[n] = i + 1
+        named.append((n if i == 0 else f"{n}#{i}", k))
+    text = ", ".join(f"{n} ({k} bits)" for n, k in named[:8])
     return text + (f", ... ({len(sig)} calls)" if len(sig) > 8 else "")
 
 
