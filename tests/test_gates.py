@@ -208,3 +208,16 @@ def test_bisect_of_a_3x20_swiglu_mlp_against_a_dense_grid():
     old = walk_batch(net, x1, x2, method="bisect", n0=64)
     assert all(_subsequence(u.patterns, w.patterns) for u, w in zip(dense.walks(), b.walks()))
     assert sum(not _subsequence(u.patterns, w.patterns) for u, w in zip(dense.walks(), old.walks())) >= 2
+
+
+def test_results_say_whether_each_walk_is_complete():
+    torch.manual_seed(6)
+    relu = nn.Sequential(nn.Linear(2, 4), nn.ReLU(), nn.Linear(4, 1))
+    gated = nn.Sequential(SwiGLU(2, 4), nn.Linear(4, 1))
+    x1, x2 = torch.randn(3, 2), torch.randn(3, 2)
+    assert sf.folding_batch(relu, x1, x2, method="exact").complete.tolist() == [True] * 3
+    for method in ("bisect", "uniform"):
+        assert sf.folding_batch(relu, x1, x2, method=method).complete.tolist() == [False] * 3
+        assert sf.folding_batch(gated, x1, x2, method=method).complete.tolist() == [False] * 3
+        assert sf.folding(gated, x1[0], x2[0], method=method).complete is False
+    assert sf.folding(relu, x1[0], x2[0], method="exact").complete is True

@@ -58,7 +58,8 @@ MAX_CHUNK = 1 << 17  # segments per chunk at most
 class Folding:
     """Folding of one segment. ``profile`` is χ of every prefix of the walk
     (one value per region; ``walk.grid_index`` maps grid points to regions for
-    ``method="uniform"``)."""
+    ``method="uniform"``). ``complete``: whether the walk provably holds every region
+    the segment crosses (see :class:`FoldingBatch`)."""
 
     chi: float
     r1: int
@@ -67,6 +68,7 @@ class Folding:
     profile: Tensor
     max_profile: float
     walk: Walk
+    complete: bool = False
 
     @property
     def patterns(self) -> Tensor:
@@ -86,6 +88,13 @@ class FoldingBatch:
     up to float64 round-off; a warning says so). ``n_refined``: sub-segments walked again in float64
     around crossings the model's dtype cannot tell apart (docs/method.md, 'The exact walk'). All are
     0 for the other methods.
+
+    ``complete``: bool ``(batch,)``, whether each path's walk provably holds every region the
+    segment crosses. ``method="exact"``: True (every region of a piecewise-linear network, crossings
+    closer than ``tol`` in t merged). ``"bisect"`` and ``"uniform"``: False, since they only sample
+    (bisection of a network with convex classes misses only regions narrower than ``tol``, but
+    for other networks nothing between two samples is seen; docs/method.md says what each
+    method guarantees).
     """
 
     chi: Tensor
@@ -100,6 +109,7 @@ class FoldingBatch:
     n_float64: int = 0
     n_unresolved: int = 0
     n_refined: int = 0
+    complete: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.chi.numel())
@@ -555,6 +565,7 @@ def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures:
         method=opts.method, layout=layout, walks=WalkBatch.concat(walks) if return_walks else None,
         per_layer={lay.name: cat[f"layer:{lay.name}"] for lay in layout.layers} if per_layer else None,
         n_float64=n_float64, n_unresolved=n_unresolved, n_refined=n_refined,
+        complete=torch.full((int(cat["chi"].numel()),), opts.method == "exact", dtype=torch.bool),
     )
 
 
@@ -810,5 +821,5 @@ def folding(
     profile = measure.chi_from_ranges(run_r1, run_r2)  # χ of every prefix; the last is χ of the walk
     return Folding(
         chi=float(profile[-1]), r1=int(run_r1[-1]), r2=int(run_r2[-1]), n_regions=w.n_regions, profile=profile,
-        max_profile=float(profile.max()), walk=w,
+        max_profile=float(profile.max()), walk=w, complete=method == "exact",
     )
