@@ -134,9 +134,12 @@ def test_rules_see_every_input_and_the_output(registry_guard):
         a, b = net.a(x), net.b(x)
     assert torch.equal(got, (a > 0) & (b > 0))
     assert got_args == [(net.gate, 2, (200, 4))]
-    # the papers' rule for a gate: its output, [sigmoid(a) * b > 0] = [b > 0]
+    # the papers' rule for a gate: its output, [sigmoid(a) * b > 0] = [b > 0]; a rule may return the bits
     sf.register_activation(TwoInputGate, rule=lambda module, inputs, output: output)
     assert torch.equal(sf.activation_patterns(net, x), b > 0)
+    sf.register_activation(TwoInputGate, rule=lambda module, inputs, output: output > 0)  # as API.md writes it
+    assert torch.equal(sf.activation_patterns(net, x), b > 0)
+    assert sf.folding(net, x[0], x[1], method="bisect").n_regions >= 1
 
 
 def test_the_earlier_rule_form_still_works_with_a_deprecation_warning(registry_guard):
