@@ -299,3 +299,20 @@ def test_exported_and_torchscript_files_with_functional_activations(tmp_path):
     x1, x2 = x[:3].double(), x[3:6].double()
     e = walk_batch(ts.double(), x1, x2, method="exact")
     assert torch.equal(e.patterns, walk_batch(rn.double(), x1, x2, method="exact").patterns)
+
+
+def test_the_exact_plane_follows_functional_relus_and_refuses_functional_gelu():
+    from spacefold.plane import plane_regions, plane_through, supports_exact_plane
+
+    torch.manual_seed(7)
+    relu_net = nn.Sequential(OneAct(F.relu, 2, 6), nn.ReLU()).double()
+    gelu_net = nn.Sequential(OneAct(F.gelu, 2, 6), nn.ReLU()).double()
+    assert supports_exact_plane(relu_net) is None
+    assert "F.gelu" in supports_exact_plane(gelu_net)
+    x = torch.randn(3, 2, dtype=f64)
+    pr = plane_regions(relu_net, plane_through(x[0], x[1], x[2]))
+    assert pr.patterns.shape[1] == 8  # the functional block and the module's
+    # every polygon's pattern is the pattern at its centroid
+    pts = pr.plane.inputs(pr.centroids())
+    assert torch.equal(sf.activation_patterns(relu_net, pts), pr.patterns)
+    assert pr.patterns.shape[0] > 5
