@@ -151,7 +151,7 @@ def test_transformer_encoder_layers_relu_and_gelu_in_eval_mode():
         x = torch.randn(20, 24)
         # the pre-activations read independently: the output of every linear1, fast path off
         seen = []
-        hooks = [model[1].layers[i].linear1.register_forward_hook(lambda m, a, o: seen.append(o.detach()))
+        hooks = [model[1].layers[i].linear1.register_forward_hook(lambda m, a, o, seen=seen: seen.append(o.detach()))
                  for i in range(2)]
         torch.backends.mha.set_fastpath_enabled(False)
         try:

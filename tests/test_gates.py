@@ -93,7 +93,7 @@ def test_a_gate_with_mismatched_halves_names_the_module():
 
     with pytest.raises(InputError, match=r"F.glu at call site ':glu' splits dimension 1 .* got 3"):
         sf.activation_patterns(Functional(), torch.randn(2, 3))
-    with pytest.raises(InputError, match=r"SwiGLU\(d_in=4\) takes inputs whose last dimension is 4, got shape \(2, 3\)"):
+    with pytest.raises(InputError, match=r"SwiGLU\(d_in=4\) takes inputs whose last dimension is 4, got shape"):
         sf.activation_patterns(SwiGLU(4, 2), torch.randn(2, 3))
     with pytest.raises(InputError, match="d_hidden must be an int >= 1, got 0"):
         SwiGLU(4, 0)

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -268,20 +267,20 @@ def _build_functional_table() -> dict:
         [F.leaky_relu], flag_at=2)
     add("leaky_relu", lambda a, k: nn.LeakyReLU(_num(_arg(a, k, 1, "negative_slope", 0.01))),
         [op("leaky_relu")], [F.leaky_relu_, op("leaky_relu_")])
-    hardtanh = lambda a, k: nn.Hardtanh(_num(_arg(a, k, 1, "min_val", -1.0)),  # noqa: E731
+    hardtanh = lambda a, k: nn.Hardtanh(_num(_arg(a, k, 1, "min_val", -1.0)),
                                         _num(_arg(a, k, 2, "max_val", 1.0)))
     add("hardtanh", hardtanh, [F.hardtanh], flag_at=3)
     add("hardtanh", hardtanh, [op("hardtanh")], [F.hardtanh_, op("hardtanh_")])
     add("relu6", lambda a, k: nn.ReLU6(), [F.relu6], flag_at=1)
     add("prelu", _prelu, [F.prelu, torch.prelu, T.prelu])
-    rrelu = lambda a, k: nn.RReLU(_num(_arg(a, k, 1, "lower", 1 / 8)),  # noqa: E731
+    rrelu = lambda a, k: nn.RReLU(_num(_arg(a, k, 1, "lower", 1 / 8)),
                                   _num(_arg(a, k, 2, "upper", 1 / 3)))
     add("rrelu", rrelu, [F.rrelu], flag_at=4)
     add("rrelu", rrelu, [torch.rrelu], [F.rrelu_, torch.rrelu_])
-    elu = lambda a, k: nn.ELU(_num(_arg(a, k, 1, "alpha", 1.0)))  # noqa: E731
+    elu = lambda a, k: nn.ELU(_num(_arg(a, k, 1, "alpha", 1.0)))
     add("elu", elu, [F.elu], flag_at=2)
     add("elu", elu, [op("elu")], [F.elu_, op("elu_")])
-    celu = lambda a, k: nn.CELU(_num(_arg(a, k, 1, "alpha", 1.0)))  # noqa: E731
+    celu = lambda a, k: nn.CELU(_num(_arg(a, k, 1, "alpha", 1.0)))
     add("celu", celu, [F.celu], flag_at=2)
     add("celu", celu, [torch.celu, op("celu")], [torch.celu_, F.celu_])
     add("selu", lambda a, k: nn.SELU(), [F.selu], flag_at=1)
@@ -301,10 +300,10 @@ def _build_functional_table() -> dict:
     add("logsigmoid", lambda a, k: nn.LogSigmoid(), [F.logsigmoid])
     add("tanhshrink", lambda a, k: nn.Tanhshrink(), [F.tanhshrink])
     add("glu", lambda a, k: nn.GLU(int(_arg(a, k, 1, "dim", -1))), [F.glu, op("glu")])
-    add("threshold", lambda a, k: nn.Threshold(_num(_arg(a, k, 1, "threshold", 0.0)), _num(_arg(a, k, 2, "value", 0.0))),
-        [F.threshold], flag_at=3)
-    add("threshold", lambda a, k: nn.Threshold(_num(_arg(a, k, 1, "threshold", 0.0)), _num(_arg(a, k, 2, "value", 0.0))),
-        [], [F.threshold_])
+    threshold = lambda a, k: nn.Threshold(_num(_arg(a, k, 1, "threshold", 0.0)),
+                                          _num(_arg(a, k, 2, "value", 0.0)))
+    add("threshold", threshold, [F.threshold], flag_at=3)
+    add("threshold", threshold, [], [F.threshold_])
     add("softshrink", lambda a, k: nn.Softshrink(_num(_arg(a, k, 1, "lambd", 0.5))), [F.softshrink])
     add("hardshrink", lambda a, k: nn.Hardshrink(_num(_arg(a, k, 1, "lambd", 0.5))), [F.hardshrink, T.hardshrink])
     return table
@@ -324,6 +323,8 @@ def functional_activation(target) -> _Functional | None:
     binarised, or None when it is not an activation function."""
     if isinstance(target, str):
         return _METHODS.get(target)
+    if not callable(target):
+        return None
     try:
         return FUNCTIONAL_ACTIVATIONS.get(target)
     except TypeError:  # unhashable
@@ -421,7 +422,8 @@ def find_activations(model: nn.Module, layers: LayerSelector = None) -> list[tup
             raise InputError(f"layers names '{item}', which is not a module of the model; activation modules: "
                              f"{act_names} (functional calls are named '<module>:<function>', e.g. ':relu')")
     for name, module in named:
-        hit = any((isinstance(s, str) and s == name) or (isinstance(s, type) and isinstance(module, s)) for s in selector)
+        hit = any((isinstance(s, str) and s == name) or (isinstance(s, type) and isinstance(module, s))
+                  for s in selector)
         if not hit or _inside_activation(name, act_names):
             continue
         if _entry(module) is None:
@@ -506,7 +508,7 @@ class _Intercept(TorchFunctionMode):
         rec = self.rec
         if rec._depth:
             return func(*args, **kwargs)
-        spec = FUNCTIONAL_ACTIVATIONS.get(func)
+        spec = functional_activation(func)
         if spec is not None:
             return rec._functional_call(spec, func, args, kwargs)
         # any other torch function: the operators it runs are its own (the ReLU inside F.lp_pool2d)

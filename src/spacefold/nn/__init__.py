@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from ..errors import InputError, InputTypeError
 from ..patterns import _unit_output, register_activation
 
-__all__ = ["GatedUnit", "SwiGLU", "GEGLU", "ReGLU"]
+__all__ = ["GEGLU", "GatedUnit", "ReGLU", "SwiGLU"]
 
 
 class GatedUnit(nn.Module):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from ...patterns import LayerSelector, _entry, find_activations, functional_activation, selects_call, selector_key
+from ...patterns import LayerSelector, _entry, find_activations, functional_activation, selector_key, selects_call
 from .errors import NotPiecewiseLinearError, _refuse
 
 # the kinds of step a program holds; the walk has a handler for each (see .handlers)
