@@ -32,9 +32,13 @@ order of the forward pass):
 - PyTorch's fused fast path of ``nn.TransformerEncoderLayer`` in eval mode (which runs its
   activation in C++) is switched off while the model runs (and restored after).
 - **What cannot be seen is an error, never an omission**: an activation op that runs
-  below Python (a TorchScript submodule, a compiled kernel) is caught at the operator
-  level and raises an error naming the op and the module it ran in; so does an
-  activation function whose module type has no binarisation rule (``F.softshrink``).
+  below Python (a TorchScript submodule, code compiled by ``torch.compile``) is caught at
+  the operator level (a ``TorchDispatchMode``, active where the model holds a TorchScript
+  submodule or ``torch.compile`` has been used in the process) and raises an error naming
+  the op and the module it ran in; so does an activation function whose module type has no
+  binarisation rule (``F.softshrink``). Operators that run inside another torch function
+  or custom operator belong to it (the ReLU inside ``F.lp_pool2d``, the gates of
+  ``nn.LSTM``'s fused kernel) and give no bits.
   Elementwise maps that are not activations (``torch.abs``, ``torch.clamp``, ``torch.exp``,
   softmax) give no bits.
 - A model whose activations are called differently at different inputs (data-dependent
@@ -53,6 +57,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -562,6 +567,7 @@ class PatternRecorder:
         named = list(model.named_modules())
         self._names = {id(m): n for n, m in named}
         self._acts = {id(m) for n, m in named if _entry(m) is not None}
+        self._has_script = any(_script_module(m) for _, m in named)
         self._handles: list = []
         self._scores: list[tuple[str, Tensor, str, bool]] = []
         self._saved: dict[int, Tensor] = {}
@@ -619,7 +625,11 @@ class PatternRecorder:
         if fast is not None and hasattr(fast, "set_fastpath_enabled"):
             self._fastpath = fast.get_fastpath_enabled()
             fast.set_fastpath_enabled(False)
-        self._modes = [_Watch(self), _Intercept(self)]
+        # the operator-level watch, where something can run below Python: a TorchScript submodule, or code
+        # compiled by torch.compile (which imports torch._dynamo; the watch imports it too, so it is not
+        # started where neither can be, which saves that import)
+        watch = self._has_script or "torch._dynamo" in sys.modules
+        self._modes = ([_Watch(self)] if watch else []) + [_Intercept(self)]
         for m in self._modes:
             m.__enter__()
 
