@@ -190,6 +190,19 @@ def test_a_call_that_cannot_be_seen_is_an_error():
     assert sf.activation_patterns(net2, torch.randn(4, 3), layers="1").shape == (4, 4)
 
 
+def test_a_submodule_compiled_with_torch_compile_gives_its_bits():
+    torch.manual_seed(0)
+    sub = OneAct(F.relu, 3, 4)
+    net = nn.Sequential(nn.Linear(3, 3), nn.Tanh(), torch.compile(sub, backend="eager"))
+    x = torch.randn(20, 3)
+    got, layout = sf.activation_patterns(net, x, return_layout=True)
+    assert layout.names == ["1", "2._orig_mod:relu"]
+    with torch.no_grad():
+        z1 = net[0](x)
+        z2 = sub.fc1(torch.tanh(z1))
+    assert torch.equal(got, torch.cat([z1 > 0, z2 > 0], 1))
+
+
 def test_a_call_site_count_that_differs_between_inputs_is_an_error():
     class Branchy(nn.Module):
         def __init__(self):
