@@ -592,8 +592,9 @@ class PatternRecorder:
     def _pre(self, mod: nn.Module, args: tuple) -> None:
         self._stack.append(self._names.get(id(mod), "?"))
         if id(mod) in self._acts:
+            outer = self._depth == 0  # not inside another activation, whose modules are its own
             self._depth += 1
-            if self.on_call is not None and args and isinstance(args[0], Tensor):
+            if outer and self.on_call is not None and args and isinstance(args[0], Tensor):
                 self.on_call(mod, args[0])
             if id(mod) in self._selected:
                 if isinstance(mod, nn.GLU) and args and isinstance(args[0], Tensor):
