@@ -736,8 +736,9 @@ def folding_batch(
 
     Parameters
     ----------
-    model : any ``nn.Module``; its activation modules are hooked (``layers``
-        selects a subset by name or type).
+    model : any ``nn.Module``; its activation modules are hooked and its activation
+        functions (``F.relu``, ``F.gelu``, ``torch.tanh``, ...) intercepted (``layers``
+        selects a subset by module name, call site ``"<module>:<function>"`` or type).
     x1, x2 : ``(batch, *input_shape)``, the segment ends.
     method : ``"exact"`` (piecewise-linear networks), ``"bisect"`` or ``"uniform"``.
     steps : for ``"uniform"``: ``steps + 1`` equispaced points.

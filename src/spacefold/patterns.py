@@ -869,8 +869,9 @@ def activation_patterns(
 ):
     """Activation patterns of ``x`` under ``model``: bool ``(batch, n_neurons)``.
 
-    Bits of the selected activation modules (default: all, in forward order) are
-    concatenated; bit = pre-activation > ``tie_tol``. The model runs in eval mode
+    Bits of the selected activations, modules and functions called in ``forward``
+    (default: all, in forward order; see the module notes for ``layers``), are
+    concatenated; bit = pre-activation > ``tie_tol`` (a gated unit's output for gates). The model runs in eval mode
     under ``torch.no_grad()`` (its train/eval flags are restored afterwards).
     ``x`` is moved to the model's device and dtype. With ``return_layout=True``
     returns ``(patterns, layout)`` where ``layout`` gives each layer's slice.
