@@ -198,9 +198,9 @@ def test_bisect_agrees_with_dense_grid_tanh(seed):
     net = random_net(seed, (2, 4, 4, 1), act=nn.Tanh)
     x = random_points(seed + 1, 6, 2)
     assert_agree_with_dense_grid(net, x[:3], x[3:])
-    # the default start grid for a smooth network is n0 = 64
+    # the default start grid for a smooth network is n0 = 1025
     default = folding_mod.walk_batch(net, x[:3], x[3:], method="bisect")
-    explicit = folding_mod.walk_batch(net, x[:3], x[3:], method="bisect", n0=64)
+    explicit = folding_mod.walk_batch(net, x[:3], x[3:], method="bisect", n0=1025)
     assert torch.equal(default.patterns, explicit.patterns) and torch.equal(default.t, explicit.t)
 
 
@@ -398,12 +398,12 @@ def test_default_start_grid():
 
     assert default_n0(random_net(0, (2, 4, 4, 1))) == 2
     assert default_n0(random_net(0, (2, 4, 4, 1), act=nn.LeakyReLU)) == 2
-    assert default_n0(random_net(0, (2, 4, 4, 1), act=nn.Tanh)) == 64
-    assert default_n0(random_net(0, (2, 4, 4, 1), act=nn.Hardtanh)) == 64
-    assert default_n0(max_pool_fold_net()) == 64
+    assert default_n0(random_net(0, (2, 4, 4, 1), act=nn.Tanh)) == 1025
+    assert default_n0(random_net(0, (2, 4, 4, 1), act=nn.Hardtanh)) == 1025
+    assert default_n0(max_pool_fold_net()) == 1025
     # a smooth activation outside the selected layers still bends the ReLU classes
     mixed = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 4), nn.ReLU())
-    assert default_n0(mixed) == 64
+    assert default_n0(mixed) == 1025
 
 
 def test_bisect_on_max_pooling_starts_from_a_grid():

@@ -26,6 +26,7 @@ from .folding import Folding, FoldingBatch, folding_batch, folding_pairs
 from .global_folding import GlobalFolding
 from .measure import chi, chi_bounds, chi_profile, interaction, ranges, symmetric_chi
 from .models import load_checkpoint, mlp, save_checkpoint
+from . import nn  # noqa: F401  (the gated units register their rule on import)
 from .patterns import activation_patterns, register_activation
 from .walk import Walk
 from .walk.exact import NotPiecewiseLinearError, verify

@@ -42,7 +42,7 @@ from .patterns import (
     model_device_dtype,
 )
 from .walk import METHODS, Walk, WalkBatch, resolve_tol
-from .walk.bisect import STOP_RULES, bisect_walks, default_n0
+from .walk.bisect import NONCONVEX_N0, STOP_RULES, bisect_walks, default_n0
 from .walk.uniform import uniform_walks
 
 __all__ = ["walk", "walk_batch", "folding", "folding_batch", "folding_pairs", "Folding", "FoldingBatch",
@@ -58,7 +58,8 @@ MAX_CHUNK = 1 << 17  # segments per chunk at most
 class Folding:
     """Folding of one segment. ``profile`` is χ of every prefix of the walk
     (one value per region; ``walk.grid_index`` maps grid points to regions for
-    ``method="uniform"``)."""
+    ``method="uniform"``). ``complete``: whether the walk provably holds every region
+    the segment crosses (see :class:`FoldingBatch`)."""
 
     chi: float
     r1: int
@@ -67,6 +68,7 @@ class Folding:
     profile: Tensor
     max_profile: float
     walk: Walk
+    complete: bool = False
 
     @property
     def patterns(self) -> Tensor:
@@ -86,6 +88,13 @@ class FoldingBatch:
     up to float64 round-off; a warning says so). ``n_refined``: sub-segments walked again in float64
     around crossings the model's dtype cannot tell apart (docs/method.md, 'The exact walk'). All are
     0 for the other methods.
+
+    ``complete``: bool ``(batch,)``, whether each path's walk provably holds every region the
+    segment crosses. ``method="exact"``: True (every region of a piecewise-linear network, crossings
+    closer than ``tol`` in t merged). ``"bisect"`` and ``"uniform"``: False, since they only sample
+    (bisection of a network with convex classes misses only regions narrower than ``tol``, but
+    for other networks nothing between two samples is seen; docs/method.md says what each
+    method guarantees).
     """
 
     chi: Tensor
@@ -100,6 +109,7 @@ class FoldingBatch:
     n_float64: int = 0
     n_unresolved: int = 0
     n_refined: int = 0
+    complete: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.chi.numel())
@@ -233,14 +243,20 @@ class _SampledWalker:
         self.device, self.dtype = device, dtype
         self.n0 = opts.n0 or default_n0(model)
         self.recorder, self.columns = recorder, None
+        self.selected: PatternRecorder | None = None
         if opts.method == "bisect" and opts.layers is not None:
-            self.recorder, self.columns = _all_layers(model, recorder)
+            self.recorder, self.selected = _all_layers(model, recorder)
 
     def start(self, sample: Tensor) -> None:
-        if self.columns is not None:  # the selected layers' columns in the walk of every layer
-            full = _probe(self.model, self.recorder, sample)
+        if self.selected is not None:  # the selected layers' columns in the walk of every layer
+            try:
+                full = _probe(self.model, self.recorder, sample)
+            except InputTypeError:  # an activation function without a rule, which the subset leaves out
+                self.recorder, self.selected = self.selected, None
+                return
+            names = set(_probe(self.model, self.selected, sample).names)
             self.columns = torch.cat([torch.arange(lay.start, lay.stop) for lay in full.layers
-                                      if lay.module_name in self.columns]).to(self.device)
+                                      if lay.name in names]).to(self.device)
 
     def __call__(self, a: Tensor, c: Tensor) -> WalkBatch:
         a, c = self.segments.inputs(a, c)
@@ -355,17 +371,18 @@ def _probe(model: nn.Module, recorder: PatternRecorder, a: Tensor, holder: str =
     return recorder.layout()
 
 
-def _all_layers(model: nn.Module, recorder: PatternRecorder) -> tuple[PatternRecorder, set[str] | None]:
+def _all_layers(model: nn.Module, recorder: PatternRecorder) -> tuple[PatternRecorder, PatternRecorder | None]:
     """For bisection on a subset of layers: a recorder of every activation, and the
-    names of the selected modules. Skipping a sub-segment whose ends share a pattern
-    is exact only for the full pattern (a class of a subset is a union of regions),
-    so the walk is made on all layers and then restricted. Falls back to the subset
-    when some activation of the model has no binarisation rule."""
+    recorder of the selected ones (whose blocks are picked from the full walk by name).
+    Skipping a sub-segment whose ends share a pattern is exact only for the full pattern
+    (a class of a subset is a union of regions), so the walk is made on all layers and
+    then restricted. Falls back to the subset when some activation of the model has no
+    binarisation rule."""
     try:
         full = PatternRecorder(model, None)
     except (TypeError, ValueError):
         return recorder, None
-    return full, {name for name, _ in recorder.modules}
+    return full, recorder
 
 
 def _prepare_model(model: nn.Module, dtype: torch.dtype | None) -> nn.Module:
@@ -406,7 +423,7 @@ def chunk_size(opts: WalkOptions, layout: PatternLayout, sample: Tensor, memory:
     if opts.method == "uniform":
         per = (opts.steps + 1) * (inputs + 2 * acts)
     elif opts.method == "bisect":
-        per = 4 * (opts.n0 or 64) * (inputs + 2 * acts)
+        per = 4 * (opts.n0 or NONCONVEX_N0) * (inputs + 2 * acts)
     else:
         per = 2 * inputs + 32 * acts
     return int(min(MAX_CHUNK, max(256, (memory or memory_budget()) // per)))
@@ -515,6 +532,8 @@ def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures:
     with eval_mode(model), torch.no_grad():
         sample = segments.sample.to(device=device, dtype=dtype)
         layout = _probe(model, recorder, sample, "x1 and x2 hold" if segments.x is None else "x holds")
+        if opts.method == "bisect" and opts.n0 is None:
+            opts = dataclasses.replace(opts, n0=default_n0(model))
         if opts.batch_size is None:
             opts = dataclasses.replace(opts, batch_size=chunk_size(opts, layout, sample))
         task = _RangeTask(model, segments, opts, layout, per_layer=per_layer, measures=measures, keep=keep)
@@ -546,6 +565,7 @@ def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures:
         method=opts.method, layout=layout, walks=WalkBatch.concat(walks) if return_walks else None,
         per_layer={lay.name: cat[f"layer:{lay.name}"] for lay in layout.layers} if per_layer else None,
         n_float64=n_float64, n_unresolved=n_unresolved, n_refined=n_refined,
+        complete=torch.full((int(cat["chi"].numel()),), opts.method == "exact", dtype=torch.bool),
     )
 
 
@@ -716,8 +736,9 @@ def folding_batch(
 
     Parameters
     ----------
-    model : any ``nn.Module``; its activation modules are hooked (``layers``
-        selects a subset by name or type).
+    model : any ``nn.Module``; its activation modules are hooked and its activation
+        functions (``F.relu``, ``F.gelu``, ``torch.tanh``, ...) intercepted (``layers``
+        selects a subset by module name, call site ``"<module>:<function>"`` or type).
     x1, x2 : ``(batch, *input_shape)``, the segment ends.
     method : ``"exact"`` (piecewise-linear networks), ``"bisect"`` or ``"uniform"``.
     steps : for ``"uniform"``: ``steps + 1`` equispaced points.
@@ -728,7 +749,8 @@ def folding_batch(
     tie_tol : bit = pre-activation > ``tie_tol``.
     n0, stop : ``"bisect"`` start grid (default 2 when every pattern class is
         convex: ReLU-type activations only, no max pooling or normalisation over
-        features; 64 otherwise) and stop rule (``"strict"`` or ``"hamming1"``).
+        features; 1025 otherwise, and nothing between two of its samples is seen) and
+        stop rule (``"strict"`` or ``"hamming1"``).
     batch_size : segments per chunk; walks of one chunk are held at a time (``None``:
         from the memory budget, :func:`chunk_size`).
     dtype : evaluate a copy of the model in this dtype (e.g. ``torch.float64``).
@@ -800,5 +822,5 @@ def folding(
     profile = measure.chi_from_ranges(run_r1, run_r2)  # χ of every prefix; the last is χ of the walk
     return Folding(
         chi=float(profile[-1]), r1=int(run_r1[-1]), r2=int(run_r2[-1]), n_regions=w.n_regions, profile=profile,
-        max_profile=float(profile.max()), walk=w,
+        max_profile=float(profile.max()), walk=w, complete=method == "exact",
     )

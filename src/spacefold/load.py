@@ -9,11 +9,11 @@
 - ``package.module:factory`` (a callable returning an ``nn.Module``), with ``weights=`` a
   state_dict file (loaded with ``torch.load(weights_only=True)``).
 
-Exported and TorchScript programs compute their activations as functions
-(``aten.relu``), which no hook can see: they are rewritten into modules (``nn.ReLU``,
-``nn.Linear``, ... with the program's own weights) so that activation patterns and, for
-networks of Linear layers and piecewise-linear activations, the exact walk work as for any
-``nn.Module``. A program with other operations is walked by bisection (the exact walk says
+Exported and TorchScript programs compute their activations as operators
+(``aten.relu``), which activation patterns read like any function called in ``forward``.
+Activations and linear layers are rewritten into modules (``nn.ReLU``, ``nn.Linear``, ...
+with the program's own weights), so that for networks of Linear layers and piecewise-linear
+activations the exact walk works as it does for any ``nn.Module``. A program with other operations is walked by bisection (the exact walk says
 so when asked).
 
 :func:`load_data` takes ``mnist`` | ``digits`` | ``blobs`` | ``spirals``, an ``.npz`` file,

@@ -214,6 +214,12 @@ def supports_exact_plane(model: nn.Module, layers: LayerSelector = None) -> str 
     for name, m in model.named_modules():
         if isinstance(m, _MAX_POOLS):
             return f"max pooling '{name}' bends where no bit records it, so pattern classes are not polygons"
+    from .walk.bisect import classes_convex
+
+    if not classes_convex(model):
+        return ("a nonlinearity bends the map where no bit records it (an activation function that is not "
+                "piecewise linear with its kink at 0, such as F.gelu or F.hardtanh, an operation such as torch.abs, "
+                "or a model torch.fx cannot trace), so pattern classes are not polygons")
     return None
 
 

@@ -140,12 +140,8 @@ class _SoftRecorder(PatternRecorder):
     here the copy keeps it, so gradients flow through the recorded pre-activations.
     """
 
-    def _pre_hook(self, name: str) -> Callable:
-        def pre_hook(mod: nn.Module, args: tuple) -> None:
-            if args and isinstance(args[0], Tensor):
-                self._saved[name] = args[0].clone()
-
-        return pre_hook
+    def _copy(self, x: Tensor) -> Tensor:
+        return x.clone()
 
 
 def _t_grid(n_seg: int, n_points: int, method: str, generator, device) -> Tensor:
