@@ -72,6 +72,11 @@ class Folding:
     def patterns(self) -> Tensor:
         return self.walk.patterns
 
+    @property
+    def complete(self) -> bool:
+        """Whether the walk provably holds every change of every bit (see ``WalkBatch.completeness``)."""
+        return self.walk.complete
+
 
 @dataclass(frozen=True)
 class FoldingBatch:
@@ -100,6 +105,7 @@ class FoldingBatch:
     n_float64: int = 0
     n_unresolved: int = 0
     n_refined: int = 0
+    complete: Tensor | None = None  # bool (batch,): every change of every bit found (exact, certified)
 
     def __len__(self) -> int:
         return int(self.chi.numel())
@@ -452,6 +458,10 @@ class _RangeTask:
     def make_walker(self, recorder: PatternRecorder | None = None) -> _ExactWalker | _SampledWalker:
         model, opts = self.model, self.opts
         device, dtype = model_device_dtype(model)
+        if opts.method == "certified":
+            from .walk.certified import FoldingWalker
+
+            return FoldingWalker(model, opts, self.segments, device, dtype)  # type: ignore[return-value]
         if opts.method == "exact":
             walker: _ExactWalker | _SampledWalker = _ExactWalker(model, opts, self.segments, device, dtype)
             if self.cache is not None:  # received with the task
@@ -471,6 +481,7 @@ class _RangeTask:
             if isinstance(walker, _ExactWalker):
                 walker.seek(start - self.offset)
             sums: list[measure.WalkSummary] = []
+            complete: list[Tensor] = []
             layers: dict[str, list[Tensor]] = {}
             # exact walks redone in float64, those of them unresolved, and sub-segments refined in float64
             redone = torch.zeros(3, dtype=torch.int64)
@@ -483,6 +494,8 @@ class _RangeTask:
                     self.walks.append(wb)
                 if self.measures:
                     sums.append(measure.summarize(wb))
+                    complete.append(wb.complete if wb.complete is not None
+                                    else torch.full((len(sums[-1]),), opts.method == "exact"))
                     if self.per_layer:
                         for lay in self.layout.layers:
                             layers.setdefault(lay.name, []).append(measure.summarize(wb, lay.slice).chi)
@@ -491,7 +504,8 @@ class _RangeTask:
         out = {k: getattr(measure.WalkSummary.concat(sums), k) for k in measure.WalkSummary.FIELDS} if sums else {}
         out.update({f"layer:{name}": torch.cat(v) for name, v in layers.items()})
         if sums:
-            out.update(n_float64=redone[:1], n_unresolved=redone[1:2], n_refined=redone[2:])
+            out.update(n_float64=redone[:1], n_unresolved=redone[1:2], n_refined=redone[2:],
+                       complete=torch.cat(complete))
         return out
 
 
@@ -545,7 +559,7 @@ def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures:
         chi=cat["chi"], r1=cat["r1"], r2=cat["r2"], n_regions=cat["n_regions"], max_profile=cat["max_profile"],
         method=opts.method, layout=layout, walks=WalkBatch.concat(walks) if return_walks else None,
         per_layer={lay.name: cat[f"layer:{lay.name}"] for lay in layout.layers} if per_layer else None,
-        n_float64=n_float64, n_unresolved=n_unresolved, n_refined=n_refined,
+        n_float64=n_float64, n_unresolved=n_unresolved, n_refined=n_refined, complete=cat.get("complete"),
     )
 
 
