@@ -432,7 +432,7 @@ def _layer_norm(x: IDual, normalized_shape, weight, bias, eps) -> IDual:
     C = x.C - mean_c
     R = x.R + x.R.mean(dims, keepdim=True) + iv.gamma(n + 2) * (x.C.abs().mean(dims, keepdim=True) + C.abs())
     c = x.like(C, iv._widen(R))
-    var = iv.reduce_sum(iv.square(c), [d - 1 if d < 0 else d for d in dims], keepdim=True, mean=True)
+    var = iv.reduce_sum(iv.square(c), dims, keepdim=True, mean=True)
     inv = iv.unary(iv.shift(var, eps), rsqrt_function())
     y = iv.mul(c, inv)
     if weight is not None:

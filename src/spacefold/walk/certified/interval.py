@@ -50,7 +50,7 @@ def _widen(r: Tensor) -> Tensor:
 
 def _clean(c: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
     """NaN or infinite results enclose nothing useful: centre 0, radius inf."""
-    bad = ~(torch.isfinite(c) & (r == r))
+    bad = ~torch.isfinite(c) | torch.isnan(r)
     if bool(bad.any()):
         c = torch.where(bad, torch.zeros_like(c), c)
         r = torch.where(bad, torch.full_like(r, math.inf), r)
@@ -89,7 +89,6 @@ class IDual:
         return self.C.dim() - 1
 
     def like(self, C: Tensor, R: Tensor) -> IDual:
-        C, R = _clean(C, R)
         return IDual(C, R, self.h)
 
     def hb(self) -> Tensor:
@@ -225,6 +224,7 @@ def matmul(x: IDual, y: IDual) -> IDual:
 
 def tighten(x: IDual) -> IDual:
     """Intersect the value on the interval with the mean-value form f(m) + f'(I) [-h, h]."""
+    x = IDual(*_clean(x.C, x.R), x.h)  # NaN and inf (overflow, 0 * inf) become the whole line
     h = x.hb()
     mv_r = x.R[1] + (x.C[2].abs() + x.R[2]) * h
     mv_r = _widen(mv_r * (1 + 4 * U))

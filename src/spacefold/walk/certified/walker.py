@@ -87,10 +87,11 @@ class CertifiedWalker:
         self.stats = {"intervals": 0, "unproved_narrow": 0}
 
     # ------------------------------------------------------------------ enclosures
-    def enclose(self, x1: Tensor, x2: Tensor, path: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-        """For the intervals [a, b] of the segments ``path``: bool ``(n, n_bits)`` masks of the
-        bits proved constant and of those proved monotone."""
-        x = iv.dual_input(x1[path], x2[path], a, b)
+    def enclosures(self, x1: Tensor, x2: Tensor, path: Tensor, a: Tensor, b: Tensor):
+        """Enclosures of every bit quantity (activation input) on the intervals [a, b] of the
+        segments ``path``: ``(lo, hi, dlo, dhi, plo, phi)``, each ``(n, n_bits)``: the value
+        on the interval, its derivative d/dt there, and the value at the midpoint."""
+        x = iv.dual_input(x1[path].double(), x2[path].double(), a, b)
         qs = self.program.run(x)
         if not qs:
             raise CertifiedUnsupportedError("method='certified' found no selected activation call in the traced graph")
@@ -99,21 +100,27 @@ class CertifiedWalker:
         t = iv.tighten(iv.IDual(C, R, x.h))
         lo, hi = iv.lohi(t.C[0], t.R[0])
         dlo, dhi = iv.lohi(t.C[2], t.R[2])
+        plo, phi = iv.lohi(t.C[1], t.R[1])
+        return lo, hi, dlo, dhi, plo, phi
+
+    def enclose(self, x1: Tensor, x2: Tensor, path: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+        """For the intervals [a, b] of the segments ``path``: bool ``(n, n_bits)`` masks of the
+        bits proved constant and of those proved monotone."""
+        lo, hi, dlo, dhi, plo, phi = self.enclosures(x1, x2, path, a, b)
         if not self.checked:
-            self._check(x1, x2, path, a, b, t)
+            self._check(x1, x2, path, a, b, plo, phi)
         const = (lo > self.tie_tol) | (hi <= self.tie_tol)
         mono = (dlo > 0) | (dhi < 0)
         return const, mono
 
-    def _check(self, x1, x2, path, a, b, t: iv.IDual) -> None:
+    def _check(self, x1, x2, path, a, b, plo: Tensor, phi: Tensor) -> None:
         """The bits of the traced graph are those the hooks record: same count, and the same
         signs at the midpoints wherever the enclosure decides the sign."""
         mid = 0.5 * (a + b)
         bits = self.patterns(x1, x2, path, mid)
-        plo, phi = iv.lohi(t.C[1], t.R[1])
-        if bits.shape[1] != t.C.shape[-1]:
+        if bits.shape[1] != plo.shape[-1]:
             raise CertifiedUnsupportedError(
-                f"method='certified' traced {t.C.shape[-1]} bit quantities but the activation hooks record "
+                f"method='certified' traced {plo.shape[-1]} bit quantities but the activation hooks record "
                 f"{bits.shape[1]} bits for {type(self.model64).__name__}; its forward calls activations the "
                 "trace does not see (data-dependent control flow?); use method='bisect'")
         sure1, sure0 = plo > self.tie_tol, phi <= self.tie_tol
@@ -167,10 +174,10 @@ class CertifiedWalker:
                 sp, sa, sb = path[split], a[split], b[split]
                 sm = 0.5 * (sa + sb)
                 used.index_add_(0, sp, torch.full_like(sp, 2))
-                # depth first: the halves go to the front of the queue
-                q_path = torch.cat([sp, sp, q_path])
-                q_a = torch.cat([sa, sm, q_a])
-                q_b = torch.cat([sm, sb, q_b])
+                # breadth first: all paths' open intervals are evaluated together, a round per level
+                q_path = torch.cat([q_path, sp, sp])
+                q_a = torch.cat([q_a, sa, sm])
+                q_b = torch.cat([q_b, sm, sb])
         if not bool(complete.all()):
             warnings.warn(
                 f"method='certified' could not certify {int((~complete).sum())} of {n} path(s) within the budget of "
