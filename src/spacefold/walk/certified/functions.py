@@ -11,6 +11,7 @@ where known (GELU: f''(z) = 0 at +-sqrt 2).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -42,20 +43,37 @@ def _roots(g, lo: float = -12.0, hi: float = 12.0, step: float = 1e-3) -> tuple[
     return tuple(out)
 
 
-def _second(df):
-    def d2(z: Tensor) -> Tensor:
+def _diff(df, order: int = 1):
+    """The ``order``-th derivative of ``df`` by automatic differentiation (0 where ``df`` is
+    piecewise constant)."""
+    def d(z: Tensor) -> Tensor:
         with torch.enable_grad():
             zz = z.detach().clone().requires_grad_(True)
-            (g,) = torch.autograd.grad(df(zz).sum(), zz)
-        return g.detach()
+            y = df(zz)
+            for _ in range(order):
+                if not y.requires_grad:
+                    return torch.zeros_like(z)
+                (y,) = torch.autograd.grad(y.sum(), zz, create_graph=True, allow_unused=True)
+                if y is None:
+                    return torch.zeros_like(z)
+        return y.detach()
 
-    return d2
+    return d
+
+
+def _second(df):
+    return _diff(df, 1)
+
+
+def _complete(u: Unary) -> Unary:
+    """``u`` with its second derivative and that one's extrema (the zeros of the third)."""
+    return dataclasses.replace(u, d2f=_diff(u.df, 1), crit_d2f=_roots(_diff(u.df, 2)))
 
 
 @functools.lru_cache(maxsize=None)
 def _smooth(name: str) -> Unary:
     f, df = _SMOOTH[name]
-    return Unary(name, f, df, _roots(df), _roots(_second(df)))
+    return _complete(Unary(name, f, df, _roots(df), _roots(_second(df))))
 
 
 def _gelu(z):
@@ -135,51 +153,56 @@ _SMOOTH = {
 }
 
 
+@functools.lru_cache(maxsize=None)
 def _softplus(beta: float, threshold: float) -> Unary:
     # the mathematical softplus; torch switches to z for beta z > threshold, which differs from it
     # by log1p(exp(-threshold)) / beta at most: added as absolute slack
-    return Unary(
+    return _complete(Unary(
         f"softplus(beta={beta})",
         lambda z: F.softplus(z * beta, 1.0, 1e30) / beta,
         lambda z: torch.sigmoid(z * beta),
         slack_abs=math.log1p(math.exp(-threshold)) / beta,
-    )
+    ))
 
 
+@functools.lru_cache(maxsize=None)
 def _leaky(slope: float) -> Unary:
-    return Unary(
+    return _complete(Unary(
         f"leaky_relu({slope})",
         lambda z: torch.where(z > 0, z, z * slope),
         lambda z: torch.where(z > 0, torch.ones_like(z), torch.full_like(z, slope)),
         kinks=((0.0, slope, 1.0),),
-    )
+    ))
 
 
+@functools.lru_cache(maxsize=None)
 def _hardtanh(lo: float, hi: float) -> Unary:
-    return Unary(
+    return _complete(Unary(
         f"hardtanh({lo}, {hi})",
         lambda z: z.clamp(lo, hi),
         lambda z: ((z > lo) & (z < hi)).to(z.dtype),
         kinks=((lo, 0.0, 1.0), (hi, 1.0, 0.0)),
-    )
+    ))
 
 
+@functools.lru_cache(maxsize=None)
 def _elu(alpha: float, scale: float = 1.0) -> Unary:
-    return Unary(
+    return _complete(Unary(
         f"elu({alpha})",
         lambda z: scale * torch.where(z > 0, z, alpha * torch.expm1(torch.clamp(z, max=0.0))),
         lambda z: scale * torch.where(z > 0, torch.ones_like(z), alpha * torch.exp(torch.clamp(z, max=0.0))),
         kinks=((0.0, scale * alpha, scale),),
-    )
+    ))
 
 
+@functools.lru_cache(maxsize=None)
 def _celu(alpha: float) -> Unary:
-    return Unary(
+    return _complete(Unary(
         f"celu({alpha})",
         lambda z: torch.where(z > 0, z, alpha * torch.expm1(torch.clamp(z, max=0.0) / alpha)),
         lambda z: torch.where(z > 0, torch.ones_like(z), torch.exp(torch.clamp(z, max=0.0) / alpha)),
         kinks=((0.0, 1.0, 1.0),),
-    )
+    ))
 
 
 _HARDSWISH = Unary(
@@ -195,9 +218,10 @@ _HARDSIGMOID = Unary(
     lambda z: ((z > -3) & (z < 3)).to(z.dtype) / 6,
     kinks=((-3.0, 0.0, 1 / 6), (3.0, 1 / 6, 0.0)),
 )
-_SOFTSIGN = Unary("softsign", _softsign, _dsoftsign, kinks=((0.0, 1.0, 1.0),))
+_SOFTSIGN = _complete(Unary("softsign", _softsign, _dsoftsign, kinks=((0.0, 1.0, 1.0),)))
+_HARDSWISH = _complete(_HARDSWISH)
+_HARDSIGMOID = _complete(_HARDSIGMOID)
 _RELU = _leaky(0.0)
-_IDENTITY = Unary("identity", lambda z: z, torch.ones_like)
 
 
 def module_function(m: nn.Module) -> Unary | None:
@@ -245,16 +269,23 @@ def module_function(m: nn.Module) -> Unary | None:
     return None
 
 
+@functools.lru_cache(maxsize=None)
 def exp_function() -> Unary:
-    return Unary("exp", torch.exp, torch.exp)
+    return Unary("exp", torch.exp, torch.exp, d2f=torch.exp)
 
 
+def _pos(z):
+    return z.clamp(min=1e-300)
+
+
+@functools.lru_cache(maxsize=None)
 def rsqrt_function() -> Unary:
-    # on z > 0; callers pass arguments bounded away from 0 (variance + eps)
-    return Unary("rsqrt", lambda z: torch.rsqrt(z.clamp(min=1e-300)),
-                 lambda z: -0.5 * torch.rsqrt(z.clamp(min=1e-300)) ** 3)
+    # on z > 0 (variance + eps); f, f' and f'' are monotone there
+    return Unary("rsqrt", lambda z: torch.rsqrt(_pos(z)), lambda z: -0.5 * torch.rsqrt(_pos(z)) ** 3,
+                 d2f=lambda z: 0.75 * torch.rsqrt(_pos(z)) ** 5)
 
 
+@functools.lru_cache(maxsize=None)
 def sqrt_function() -> Unary:
-    return Unary("sqrt", lambda z: torch.sqrt(z.clamp(min=0.0)),
-                 lambda z: 0.5 * torch.rsqrt(z.clamp(min=1e-300)))
+    return Unary("sqrt", lambda z: torch.sqrt(z.clamp(min=0.0)), lambda z: 0.5 * torch.rsqrt(_pos(z)),
+                 d2f=lambda z: -0.25 * torch.rsqrt(_pos(z)) ** 3)

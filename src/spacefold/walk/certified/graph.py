@@ -95,14 +95,14 @@ def _shift_dim(d: int) -> int:
 
 
 def _structural(x: IDual, name: str, args: tuple, kwargs: dict):
-    """A reshaping of a per-row tensor (B, ...) applied to the stacked (3, B, ...)."""
+    """A reshaping of a per-row tensor (B, ...) applied to the stacked (NR, B, ...)."""
     if name in ("view", "reshape"):
         shape = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list, torch.Size)) else args
         shape = tuple(int(s) for s in shape)
         if shape and shape[0] == -1 and -1 not in shape[1:]:
-            new = (3,) + shape
+            new = (iv.NR,) + shape
         else:
-            new = (3,) + shape
+            new = (iv.NR,) + shape
         return x.apply(lambda t: t.reshape(new))
     if name == "flatten":
         start = kwargs.get("start_dim", args[0] if args else 0)
@@ -123,7 +123,7 @@ def _structural(x: IDual, name: str, args: tuple, kwargs: dict):
         if args or "dim" in kwargs:
             d = kwargs.get("dim", args[0] if args else None)
             return x.apply(lambda t: t.squeeze(_shift_dim(d)))
-        return x.apply(lambda t: t.squeeze().reshape((3,) + tuple(s for s in x.shape if s != 1)))
+        return x.apply(lambda t: t.squeeze().reshape((iv.NR,) + tuple(s for s in x.shape if s != 1)))
     if name == "unsqueeze":
         d = kwargs.get("dim", args[0])
         nd = x.dim() + 1
@@ -132,12 +132,12 @@ def _structural(x: IDual, name: str, args: tuple, kwargs: dict):
         return x
     if name in ("expand",):
         shape = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list, torch.Size)) else args
-        return x.apply(lambda t: t.expand((3,) + tuple(shape)))
+        return x.apply(lambda t: t.expand((iv.NR,) + tuple(shape)))
     if name in ("expand_as", "view_as", "reshape_as"):
         other = args[0]
         shape = other.shape if not isinstance(other, IDual) else other.shape
         fn = "expand" if name == "expand_as" else "reshape"
-        return x.apply(lambda t: getattr(t, fn)((3,) + tuple(shape)))
+        return x.apply(lambda t: getattr(t, fn)((iv.NR,) + tuple(shape)))
     if name in ("chunk", "split", "unbind"):
         dim = kwargs.get("dim", args[1] if len(args) > 1 else 0) if name != "unbind" else \
             kwargs.get("dim", args[0] if args else 0)
@@ -343,14 +343,14 @@ class CertifiedProgram:
 
         def heads(t: IDual) -> IDual:  # (B, L, E) -> (B, nh, L, hd)
             b, L = t.shape[0], t.shape[1]
-            return t.apply(lambda z: z.reshape(3, b, L, nh, hd).transpose(2, 3))
+            return t.apply(lambda z: z.reshape(iv.NR, b, L, nh, hd).transpose(2, 3))
 
         qh, kh, vh = heads(qs), heads(ks), heads(vs)
         scores = iv.scale(iv.matmul(qh, kh.apply(lambda z: z.transpose(-1, -2))), 1.0 / math.sqrt(hd))
         attn = iv.softmax(scores, -1)
         out = iv.matmul(attn, vh)  # (B, nh, L, hd)
         b, L = out.shape[0], out.shape[2]
-        out = out.apply(lambda z: z.transpose(2, 3).reshape(3, b, L, e))
+        out = out.apply(lambda z: z.transpose(2, 3).reshape(iv.NR, b, L, e))
         w, bo = m.out_proj.weight.detach(), None if m.out_proj.bias is None else m.out_proj.bias.detach()
         lin, alin, n, _ = _linear_fn(w, bo)
         out = iv.affine(out, lin, n, bo, alin)
@@ -516,7 +516,7 @@ def _cat(tensors, dim=0):
         else:  # a constant: value rows, zero derivative
             t = t.double()
             z = torch.zeros_like(t)
-            parts.append(IDual(torch.stack([t, t, z]), torch.zeros((3,) + t.shape, dtype=torch.float64), h))
+            parts.append(IDual(torch.stack([t, t, z, z, z]), torch.zeros((iv.NR,) + t.shape, dtype=torch.float64), h))
     d = _shift_dim(dim)
     return IDual(torch.cat([p.C for p in parts], d), torch.cat([p.R for p in parts], d), h)
 

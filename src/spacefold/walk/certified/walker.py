@@ -95,8 +95,8 @@ class CertifiedWalker:
         qs = self.program.run(x)
         if not qs:
             raise CertifiedUnsupportedError("method='certified' found no selected activation call in the traced graph")
-        C = torch.cat([q.C.reshape(3, q.C.shape[1], -1) for _, q in qs], -1)
-        R = torch.cat([q.R.reshape(3, q.R.shape[1], -1) for _, q in qs], -1)
+        C = torch.cat([q.C.reshape(iv.NR, q.C.shape[1], -1) for _, q in qs], -1)
+        R = torch.cat([q.R.reshape(iv.NR, q.R.shape[1], -1) for _, q in qs], -1)
         t = iv.tighten(iv.IDual(C, R, x.h))
         lo, hi = iv.lohi(t.C[0], t.R[0])
         dlo, dhi = iv.lohi(t.C[2], t.R[2])
