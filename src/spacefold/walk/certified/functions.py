@@ -27,20 +27,18 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 def _roots(g, lo: float = -12.0, hi: float = 12.0, step: float = 1e-3) -> tuple[float, ...]:
     z = torch.arange(lo, hi + step / 2, step, dtype=torch.float64)
-    v = g(z)
-    idx = torch.nonzero((v[:-1] > 0) != (v[1:] > 0)).flatten().tolist()
-    out = []
-    for i in idx:
-        a, b = float(z[i]), float(z[i + 1])
-        ga = float(g(torch.tensor(a, dtype=torch.float64))) > 0
-        for _ in range(80):
-            m = 0.5 * (a + b)
-            if (float(g(torch.tensor(m, dtype=torch.float64))) > 0) == ga:
-                a = m
-            else:
-                b = m
-        out.append(0.5 * (a + b))
-    return tuple(out)
+    v = g(z) > 0
+    idx = torch.nonzero(v[:-1] != v[1:]).flatten()
+    if idx.numel() == 0:
+        return ()
+    a, b = z[idx].clone(), z[idx + 1].clone()
+    ga = v[idx]
+    for _ in range(60):  # all brackets at once
+        m = 0.5 * (a + b)
+        same = (g(m) > 0) == ga
+        a = torch.where(same, m, a)
+        b = torch.where(same, b, m)
+    return tuple(float(r) for r in 0.5 * (a + b))
 
 
 def _diff(df, order: int = 1):
@@ -218,16 +216,14 @@ _HARDSIGMOID = Unary(
     lambda z: ((z > -3) & (z < 3)).to(z.dtype) / 6,
     kinks=((-3.0, 0.0, 1 / 6), (3.0, 1 / 6, 0.0)),
 )
-_SOFTSIGN = _complete(Unary("softsign", _softsign, _dsoftsign, kinks=((0.0, 1.0, 1.0),)))
-_HARDSWISH = _complete(_HARDSWISH)
-_HARDSIGMOID = _complete(_HARDSIGMOID)
-_RELU = _leaky(0.0)
+_SOFTSIGN = Unary("softsign", _softsign, _dsoftsign, kinks=((0.0, 1.0, 1.0),))
+_complete_cached = functools.lru_cache(maxsize=None)(_complete)
 
 
 def module_function(m: nn.Module) -> Unary | None:
     """The :class:`Unary` of an activation module, or ``None`` when it has none."""
     if isinstance(m, nn.ReLU):
-        return _RELU
+        return _leaky(0.0)
     if isinstance(m, nn.LeakyReLU):
         return _leaky(float(m.negative_slope))
     if isinstance(m, nn.RReLU):  # eval mode: the mean slope
@@ -261,11 +257,11 @@ def module_function(m: nn.Module) -> Unary | None:
     if isinstance(m, nn.Softplus):
         return _softplus(float(m.beta), float(m.threshold))
     if isinstance(m, nn.Hardswish):
-        return _HARDSWISH
+        return _complete_cached(_HARDSWISH)
     if isinstance(m, nn.Hardsigmoid):
-        return _HARDSIGMOID
+        return _complete_cached(_HARDSIGMOID)
     if isinstance(m, nn.Softsign):
-        return _SOFTSIGN
+        return _complete_cached(_SOFTSIGN)
     return None
 
 
