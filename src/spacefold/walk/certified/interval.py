@@ -116,7 +116,8 @@ def dual_input(x1: Tensor, x2: Tensor, a: Tensor, b: Tensor) -> IDual:
     d = x2 - x1
     dr = _widen(U * d.abs())  # rounding of the difference
     m = 0.5 * (a + b)
-    h = torch.nextafter(0.5 * (b - a), torch.full_like(a, math.inf))
+    # [m - h, m + h] holds [a, b] despite the rounding of m and of b - a
+    h = torch.nextafter(0.5 * (b - a) * (1 + 4 * U) + 2 * U * m.abs(), torch.full_like(a, math.inf))
     cm = x1 + m * d
     ad = d.abs() + dr
     slack = _widen(gamma(3) * (x1.abs() + (m * d).abs()) + m.abs() * dr)
