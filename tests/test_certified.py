@@ -238,6 +238,25 @@ def test_certified_equals_exact_on_piecewise_linear(act):
             assert float((e.t - c.t).abs().max()) <= 1e-6 + 1e-9
 
 
+def test_certified_equals_exact_on_conv_and_hardtanh():
+    """Kinks away from 0 (Hardtanh at -1 and 1 bend the map without a bit) and a conv net with
+    average pooling: the same walks as the exact walk."""
+    torch.manual_seed(5)
+    nets = [
+        (_mlp(nn.Hardtanh, d_in=5, width=12, depth=3, seed=5), (5,)),
+        (nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(12, 6), nn.ReLU(),
+                       nn.Linear(6, 2)).eval(), (1, 6, 6)),
+    ]
+    for model, shape in nets:
+        x1, x2 = torch.randn((3,) + shape) * 2, torch.randn((3,) + shape) * 2
+        we = walk_batch(model, x1, x2, method="exact")
+        wc = walk_batch(model, x1, x2, method="certified")
+        assert bool(wc.completeness().all())
+        for i in range(3):
+            assert torch.equal(we[i].patterns, wc[i].patterns)
+            assert float((we[i].t - wc[i].t).abs().max()) <= 1e-6 + 1e-9
+
+
 @pytest.mark.parametrize("name,model,d", MODELS[6:], ids=[m[0] for m in MODELS[6:]])
 def test_certified_finds_every_region_of_a_dense_grid(name, model, d):
     g = torch.Generator().manual_seed(3)
@@ -425,3 +444,15 @@ def test_dense_grid_thorough(name, model, d):
     for i in range(6):
         if bool(wb.completeness()[i]):
             assert _dense_agrees(wb[i], x1[i], x2[i], model, steps=20000) == 0, name
+
+
+def test_global_folding_reports_incomplete_paths(monkeypatch):
+    model = _mlp(nn.GELU, d_in=4, width=8, depth=2, seed=3)
+    torch.manual_seed(3)
+    x, y = torch.randn(12, 4) * 2, torch.arange(12) % 3
+    g = sf.global_folding(model, x, y, method="certified", max_pairs=10)
+    assert g.info["n_incomplete"] == 0 and g.to_dict()["n_incomplete"] == 0
+    monkeypatch.setenv("SPACEFOLD_CERTIFIED_BUDGET", "1")
+    with pytest.warns(CertifiedBudgetWarning):
+        g = sf.global_folding(model, x, y, method="certified", max_pairs=10)
+    assert g.info["n_incomplete"] > 0
