@@ -177,11 +177,49 @@ def test_enclosures_hold_sampled_values_and_differences(name, model, d):
     _check_enclosures(name, model, d, 7, width_exp=4, near_zero=True)
 
 
+def _reweighted(model, seed):
+    """A copy of ``model`` with random weights drawn from ``seed`` (a random net of the same ops)."""
+    model = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            fan_in = p[0].numel() if p.dim() > 1 else 1
+            p.copy_(torch.randn(p.shape, generator=g) * (1.5 / math.sqrt(fan_in)))
+    return model
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, len(MODELS) - 1), st.integers(0, 10**6), st.integers(0, 6), st.booleans())
 def test_enclosures_property(k, seed, width_exp, near_zero):
     name, model, d = MODELS[k]
-    _check_enclosures(name, model, d, seed, width_exp, near_zero)
+    _check_enclosures(name, _reweighted(model, seed), d, seed, width_exp, near_zero)
+
+
+def test_encoder_layouts():
+    """Pre-norm blocks, two of them, a final norm and SiLU: enclosures hold and the walk agrees
+    with a dense grid."""
+    torch.manual_seed(8)
+
+    class PreNorm(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Linear(4, 8)
+            layer = nn.TransformerEncoderLayer(8, 2, 12, dropout=0.0, activation=nn.SiLU(), norm_first=True,
+                                               batch_first=True)
+            self.enc = nn.TransformerEncoder(layer, 2, norm=nn.LayerNorm(8), enable_nested_tensor=False)
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.head(self.enc(self.embed(x.reshape(x.shape[0], 3, 4))).mean(1))
+
+    model = PreNorm().eval()
+    for seed in range(2):
+        _check_enclosures("pre-norm", model, 12, seed, width_exp=2, near_zero=bool(seed))
+    x1, x2 = torch.randn(2, 12), torch.randn(2, 12)
+    wb = walk_batch(model, x1, x2, method="certified")
+    assert bool(wb.completeness().all())
+    for i in range(2):
+        assert _dense_agrees(wb[i], x1[i], x2[i], model) == 0
 
 
 def test_critical_points_match_closed_forms():
