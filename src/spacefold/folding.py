@@ -90,7 +90,9 @@ class FoldingBatch:
     ``n_unresolved``: those of them that float64 did not resolve either (their arg-max is decided
     up to float64 round-off; a warning says so). ``n_refined``: sub-segments walked again in float64
     around crossings the model's dtype cannot tell apart (docs/method.md, 'The exact walk'). All are
-    0 for the other methods.
+    0 for the other methods. ``complete``: bool per path, whether the walk provably holds every
+    change of every bit: True for ``exact``, True for ``certified`` unless the path ran out of its
+    interval budget, False (not guaranteed) for ``bisect`` and ``uniform``.
     """
 
     chi: Tensor
@@ -733,7 +735,8 @@ def folding_batch(
     model : any ``nn.Module``; its activation modules are hooked (``layers``
         selects a subset by name or type).
     x1, x2 : ``(batch, *input_shape)``, the segment ends.
-    method : ``"exact"`` (piecewise-linear networks), ``"bisect"`` or ``"uniform"``.
+    method : ``"exact"`` (piecewise-linear networks), ``"bisect"``, ``"uniform"`` or ``"certified"``
+        (smooth and piecewise-smooth networks, every bit change proved; docs/method.md).
     steps : for ``"uniform"``: ``steps + 1`` equispaced points.
     tol : for ``"bisect"``: transitions are located within ``tol`` in t (default
         1e-6); for ``"exact"``: crossings closer than ``tol`` in t count as

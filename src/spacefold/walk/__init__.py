@@ -1,6 +1,6 @@
 """Samplers that turn segments x1 -> x2 into walks of activation patterns.
 
-Three methods (docs/method.md, 'Walks: three samplers'):
+Four methods (docs/method.md, 'Walks: three samplers', and 'The certified walk'):
 
 - ``"uniform"``: the papers' Algorithm 1, ``steps + 1`` equispaced points.
 - ``"bisect"``: adaptive bisection, any activation; refines only where consecutive

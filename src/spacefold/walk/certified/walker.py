@@ -24,6 +24,7 @@ entered at the first sample in it; a sample that differs from both neighbours, e
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import warnings
 
@@ -187,9 +188,7 @@ class CertifiedWalker:
         # every accepted interval's start, plus t = 1 of every path: the initial samples
         path = torch.cat(acc_path + [torch.arange(n, device=device)])
         t = torch.cat(acc_a + [torch.ones(n, dtype=torch.float64, device=device)])
-        wb = self._locate(x1, x2, path, t, n)
-        object.__setattr__(wb, "complete", complete)
-        return wb
+        return dataclasses.replace(self._locate(x1, x2, path, t, n), complete=complete)
 
     def _locate(self, x1: Tensor, x2: Tensor, path: Tensor, t: Tensor, n: int) -> WalkBatch:
         device = x1.device
