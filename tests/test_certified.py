@@ -172,8 +172,7 @@ def _check_enclosures(name, model, d, seed, width_exp, near_zero):
 
 @pytest.mark.parametrize("name,model,d", MODELS, ids=[m[0] for m in MODELS])
 def test_enclosures_hold_sampled_values_and_differences(name, model, d):
-    for seed in range(2):
-        _check_enclosures(name, model, d, seed, width_exp=1 + seed, near_zero=False)
+    _check_enclosures(name, model, d, 0, width_exp=1, near_zero=False)
     _check_enclosures(name, model, d, 7, width_exp=4, near_zero=True)
 
 
@@ -188,7 +187,7 @@ def _reweighted(model, seed):
     return model
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, len(MODELS) - 1), st.integers(0, 10**6), st.integers(0, 6), st.booleans())
 def test_enclosures_property(k, seed, width_exp, near_zero):
     name, model, d = MODELS[k]
@@ -250,7 +249,7 @@ def test_bit_order_equals_activation_patterns():
 # ------------------------------------------------------------------ walks
 
 
-def _dense_agrees(wc, x1, x2, model, steps=4000, tol=1e-6, layers=None):
+def _dense_agrees(wc, x1, x2, model, steps=2000, tol=1e-6, layers=None):
     """The certified walk, as a step function of t, equals the grid's pattern at every grid
     point that is not within ``tol`` of one of its breakpoints."""
     t = torch.linspace(0, 1, steps + 1, dtype=torch.float64)

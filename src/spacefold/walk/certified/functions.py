@@ -216,7 +216,9 @@ _HARDSIGMOID = Unary(
     lambda z: ((z > -3) & (z < 3)).to(z.dtype) / 6,
     kinks=((-3.0, 0.0, 1 / 6), (3.0, 1 / 6, 0.0)),
 )
-_SOFTSIGN = Unary("softsign", _softsign, _dsoftsign, kinks=((0.0, 1.0, 1.0),))
+# f'' = -2 sign(z) / (1 + |z|)^3 is monotone on either side of 0 (where it jumps)
+_SOFTSIGN = Unary("softsign", _softsign, _dsoftsign, kinks=((0.0, 1.0, 1.0),),
+                  d2f=lambda z: -2 * torch.sign(z) / (1 + z.abs()) ** 3)
 _complete_cached = functools.lru_cache(maxsize=None)(_complete)
 
 
@@ -261,7 +263,7 @@ def module_function(m: nn.Module) -> Unary | None:
     if isinstance(m, nn.Hardsigmoid):
         return _complete_cached(_HARDSIGMOID)
     if isinstance(m, nn.Softsign):
-        return _complete_cached(_SOFTSIGN)
+        return _SOFTSIGN
     return None
 
 
