@@ -493,3 +493,27 @@ def test_global_folding_reports_incomplete_paths(monkeypatch):
     with pytest.warns(CertifiedBudgetWarning):
         g = sf.global_folding(model, x, y, method="certified", max_pairs=10)
     assert g.info["n_incomplete"] > 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, len(ACTS) - 1), st.floats(-15, 15), st.integers(0, 14), st.sampled_from(["random", "crit"]))
+def test_function_ranges_hold_dense_samples(k, centre, width_exp, where):
+    """The ranges of f, f' and f'' on [lo, hi] hold f, f' and f'' at 257 points of it, also on
+    tiny intervals at the extrema and kinks (the adversarial places for a range)."""
+    fn = module_function(ACTS[k]())
+    if where == "crit":
+        special = list(fn.crit_f + fn.crit_df + fn.crit_d2f) + [p for p, _, _ in fn.kinks]
+        if special:
+            centre = special[int(abs(centre) * 1000) % len(special)]
+    h = 10.0 ** (-width_exp)
+    lo, hi = torch.tensor([centre - h], dtype=torch.float64), torch.tensor([centre + h], dtype=torch.float64)
+    z = torch.linspace(centre - h, centre + h, 257, dtype=torch.float64)
+    for rng, g in ((fn.value_range, fn.f), (fn.deriv_range, fn.df), (fn.deriv2_range, fn.d2f)):
+        a, b = rng(lo, hi)
+        v = g(z)
+        if g is fn.d2f:  # the second derivative is bounded only away from kinks
+            off = torch.ones_like(z, dtype=torch.bool)
+            for p, _, _ in fn.kinks:
+                off &= (z - p).abs() > 1e-9
+            v = v[off]
+        assert bool(((v >= a) & (v <= b)).all()), (fn.name, rng.__name__, centre, h)
