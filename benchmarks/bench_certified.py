@@ -30,11 +30,13 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_condition, table  # noqa: E402
+import itertools
 
-from spacefold.data import load_digits, load_mnist  # noqa: E402
-from spacefold.folding import folding_batch  # noqa: E402
-from spacefold.models import mlp  # noqa: E402
+from _common import load_condition, table
+
+from spacefold.data import load_digits, load_mnist
+from spacefold.folding import folding_batch
+from spacefold.models import mlp
 
 
 class ViT(nn.Module):
@@ -57,8 +59,8 @@ class GatedMLP(nn.Module):
         super().__init__()
         torch.manual_seed(seed)
         dims = [d_in] + [width] * depth
-        self.g = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims, dims[1:]))
-        self.u = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims, dims[1:]))
+        self.g = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(dims))
+        self.u = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(dims))
         self.act = nn.ModuleList(nn.SiLU() for _ in range(depth))
         self.bit = nn.ModuleList(nn.Tanh() for _ in range(depth))
         self.head = nn.Linear(width, 10)

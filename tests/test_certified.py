@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import spacefold as sf
-from spacefold.folding import walk_batch
 from spacefold.errors import InputError
+from spacefold.folding import walk_batch
 from spacefold.patterns import PatternRecorder
 from spacefold.walk.certified import CertifiedBudgetWarning, CertifiedUnsupportedError, CertifiedWalker
 from spacefold.walk.certified.functions import module_function

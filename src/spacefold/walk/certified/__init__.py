@@ -35,8 +35,14 @@ from .. import WalkBatch
 from .graph import CertifiedProgram, CertifiedUnsupportedError
 from .walker import CertifiedBudgetWarning, CertifiedWalker, certified_walks
 
-__all__ = ["certified_walks", "CertifiedWalker", "CertifiedProgram", "CertifiedUnsupportedError",
-           "CertifiedBudgetWarning", "FoldingWalker"]
+__all__ = [
+    "CertifiedBudgetWarning",
+    "CertifiedProgram",
+    "CertifiedUnsupportedError",
+    "CertifiedWalker",
+    "FoldingWalker",
+    "certified_walks",
+]
 
 
 class FoldingWalker:

@@ -68,7 +68,7 @@ def _complete(u: Unary) -> Unary:
     return dataclasses.replace(u, d2f=_diff(u.df, 1), crit_d2f=_roots(_diff(u.df, 2)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _smooth(name: str) -> Unary:
     f, df = _SMOOTH[name]
     return _complete(Unary(name, f, df, _roots(df), _roots(_second(df))))
@@ -151,7 +151,7 @@ _SMOOTH = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _softplus(beta: float, threshold: float) -> Unary:
     # the mathematical softplus; torch switches to z for beta z > threshold, which differs from it
     # by log1p(exp(-threshold)) / beta at most: added as absolute slack
@@ -163,7 +163,7 @@ def _softplus(beta: float, threshold: float) -> Unary:
     ))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _leaky(slope: float) -> Unary:
     return _complete(Unary(
         f"leaky_relu({slope})",
@@ -173,7 +173,7 @@ def _leaky(slope: float) -> Unary:
     ))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hardtanh(lo: float, hi: float) -> Unary:
     return _complete(Unary(
         f"hardtanh({lo}, {hi})",
@@ -183,7 +183,7 @@ def _hardtanh(lo: float, hi: float) -> Unary:
     ))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _elu(alpha: float, scale: float = 1.0) -> Unary:
     return _complete(Unary(
         f"elu({alpha})",
@@ -193,7 +193,7 @@ def _elu(alpha: float, scale: float = 1.0) -> Unary:
     ))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _celu(alpha: float) -> Unary:
     return _complete(Unary(
         f"celu({alpha})",
@@ -267,7 +267,7 @@ def module_function(m: nn.Module) -> Unary | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def exp_function() -> Unary:
     return Unary("exp", torch.exp, torch.exp, d2f=torch.exp)
 
@@ -276,14 +276,14 @@ def _pos(z):
     return z.clamp(min=1e-300)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def rsqrt_function() -> Unary:
     # on z > 0 (variance + eps); f, f' and f'' are monotone there
     return Unary("rsqrt", lambda z: torch.rsqrt(_pos(z)), lambda z: -0.5 * torch.rsqrt(_pos(z)) ** 3,
                  d2f=lambda z: 0.75 * torch.rsqrt(_pos(z)) ** 5)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sqrt_function() -> Unary:
     return Unary("sqrt", lambda z: torch.sqrt(z.clamp(min=0.0)), lambda z: 0.5 * torch.rsqrt(_pos(z)),
                  d2f=lambda z: -0.25 * torch.rsqrt(_pos(z)) ** 3)

@@ -98,11 +98,7 @@ def _structural(x: IDual, name: str, args: tuple, kwargs: dict):
     """A reshaping of a per-row tensor (B, ...) applied to the stacked (NR, B, ...)."""
     if name in ("view", "reshape"):
         shape = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list, torch.Size)) else args
-        shape = tuple(int(s) for s in shape)
-        if shape and shape[0] == -1 and -1 not in shape[1:]:
-            new = (iv.NR,) + shape
-        else:
-            new = (iv.NR,) + shape
+        new = (iv.NR,) + tuple(int(s) for s in shape)
         return x.apply(lambda t: t.reshape(new))
     if name == "flatten":
         start = kwargs.get("start_dim", args[0] if args else 0)
@@ -135,7 +131,7 @@ def _structural(x: IDual, name: str, args: tuple, kwargs: dict):
         return x.apply(lambda t: t.expand((iv.NR,) + tuple(shape)))
     if name in ("expand_as", "view_as", "reshape_as"):
         other = args[0]
-        shape = other.shape if not isinstance(other, IDual) else other.shape
+        shape = other.shape
         fn = "expand" if name == "expand_as" else "reshape"
         return x.apply(lambda t: getattr(t, fn)((iv.NR,) + tuple(shape)))
     if name in ("chunk", "split", "unbind"):
@@ -388,7 +384,7 @@ def _conv(x: IDual, m) -> IDual:
     conv = F.conv1d if isinstance(m, nn.Conv1d) else F.conv2d
     w = m.weight.detach()
     wa = w.abs()
-    kw = dict(stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups)
+    kw = {"stride": m.stride, "padding": m.padding, "dilation": m.dilation, "groups": m.groups}
     n = w[0].numel()
     bias = None
     if m.bias is not None:
@@ -398,8 +394,8 @@ def _conv(x: IDual, m) -> IDual:
 
 def _avgpool(x: IDual, m) -> IDual:
     pool = F.avg_pool1d if isinstance(m, nn.AvgPool1d) else F.avg_pool2d
-    kw = dict(kernel_size=m.kernel_size, stride=m.stride, padding=m.padding, ceil_mode=m.ceil_mode,
-              count_include_pad=m.count_include_pad)
+    kw = {"kernel_size": m.kernel_size, "stride": m.stride, "padding": m.padding, "ceil_mode": m.ceil_mode,
+              "count_include_pad": m.count_include_pad}
     if isinstance(m, nn.AvgPool2d):
         kw["divisor_override"] = m.divisor_override
     ks = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size,) * (2 if pool is F.avg_pool2d else 1)
