@@ -517,3 +517,25 @@ def test_function_ranges_hold_dense_samples(k, centre, width_exp, where):
                 off &= (z - p).abs() > 1e-9
             v = v[off]
         assert bool(((v >= a) & (v <= b)).all()), (fn.name, rng.__name__, centre, h)
+
+
+def test_budget_is_exact_per_path():
+    """No path evaluates more intervals than the budget, however many of its intervals share a round."""
+    model = _mlp(nn.GELU, d_in=4, width=16, depth=3, seed=0)
+    torch.manual_seed(0)
+    x1, x2 = torch.randn(3, 4) * 6, torch.randn(3, 4) * 6
+    for budget in (5, 17, 40):
+        w = CertifiedWalker(model, budget=budget, chunk=64)
+        counts = torch.zeros(3, dtype=torch.int64)
+        orig = w.enclose
+
+        def enclose(x1, x2, path, a, b, orig=orig, counts=counts):
+            counts.index_add_(0, path, torch.ones_like(path))
+            return orig(x1, x2, path, a, b)
+
+        w.enclose = enclose
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CertifiedBudgetWarning)
+            wb = w(x1, x2)
+        assert int(counts.max()) <= budget
+        assert not bool(wb.completeness().all()) or budget == 40

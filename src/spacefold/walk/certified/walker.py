@@ -164,7 +164,7 @@ class CertifiedWalker:
             self.stats["intervals"] += k
             ok = (const | mono).all(-1)
             narrow = (b - a) <= self.tol
-            over = used[path] + 2 > self.budget
+            over = self._over_budget(used, path, ~ok & ~narrow)
             self.stats["unproved_narrow"] += int((~ok & narrow).sum())
             complete[path[~ok & ~narrow & over]] = False
             done = ok | narrow | over
@@ -189,6 +189,21 @@ class CertifiedWalker:
         path = torch.cat(acc_path + [torch.arange(n, device=device)])
         t = torch.cat(acc_a + [torch.ones(n, dtype=torch.float64, device=device)])
         return dataclasses.replace(self._locate(x1, x2, path, t, n), complete=complete)
+
+    def _over_budget(self, used: Tensor, path: Tensor, cand: Tensor) -> Tensor:
+        """Which of the intervals ``cand`` cannot be split within the budget: the k-th of a
+        path's splits in this round would bring it to ``used + 2 k`` intervals."""
+        over = torch.zeros_like(cand)
+        cp = path[cand]
+        if cp.numel() == 0:
+            return over
+        order = torch.argsort(cp, stable=True)
+        sorted_p = cp[order]
+        first = torch.searchsorted(sorted_p, sorted_p)  # where each path's run starts
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(cp.numel(), device=cp.device) - first
+        over[cand] = used[cp] + 2 * (rank + 1) > self.budget
+        return over
 
     def _locate(self, x1: Tensor, x2: Tensor, path: Tensor, t: Tensor, n: int) -> WalkBatch:
         device = x1.device
