@@ -117,11 +117,11 @@ def _structural(x: IDual, name: str, args: tuple, kwargs: dict):
         return x.apply(lambda t: t.movedim(_shift_dim(args[0]), _shift_dim(args[1])))
     if name == "squeeze":
         if args or "dim" in kwargs:
-            d = kwargs.get("dim", args[0] if args else None)
+            d = int(kwargs["dim"] if "dim" in kwargs else args[0])
             return x.apply(lambda t: t.squeeze(_shift_dim(d)))
         return x.apply(lambda t: t.squeeze().reshape((iv.NR,) + tuple(s for s in x.shape if s != 1)))
     if name == "unsqueeze":
-        d = kwargs.get("dim", args[0])
+        d = int(kwargs["dim"] if "dim" in kwargs else args[0])
         nd = x.dim() + 1
         return x.apply(lambda t: t.unsqueeze((d % nd) + 1))
     if name in ("contiguous", "clone"):
@@ -252,7 +252,9 @@ class CertifiedProgram:
     def _act(self, m: nn.Module, x: IDual) -> IDual:
         if id(m) in self.selected:
             self._quantities.append((id(m), x))
-        return iv.unary(x, module_function(m))
+        fn = module_function(m)
+        assert fn is not None  # checked when the program was built
+        return iv.unary(x, fn)
 
     def _call_module(self, m: nn.Module, node, args, kwargs):
         x = args[0] if args else next(iter(kwargs.values()))

@@ -194,14 +194,14 @@ def _dims(x: IDual, dim) -> tuple[int, ...]:
 # ------------------------------------------------------------------ products
 
 
-def _imul(ac, ar, bc, br):
+def _imul(ac: Tensor, ar: Tensor, bc: Tensor, br: Tensor) -> tuple[Tensor, Tensor]:
     """Centre-radius product of intervals, rounding included."""
     c = ac * bc
     r = ac.abs() * br + ar * bc.abs() + ar * br + U * c.abs()
     return c, r
 
 
-def _isq(c, r):
+def _isq(c: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
     """Centre-radius square of an interval (tight: 0 when it holds 0)."""
     lo, hi = lohi(c, r)
     a, b = lo * lo, hi * hi
@@ -368,7 +368,7 @@ def square(x: IDual) -> IDual:
     return tighten(out)
 
 
-def _isum(c, r):
+def _isum(c: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
     """Interval sum over the last dimension (keepdim)."""
     n = c.shape[-1]
     sc = c.sum(-1, keepdim=True)
@@ -376,7 +376,7 @@ def _isum(c, r):
     return sc, sr
 
 
-def _isub(a, b):
+def _isub(a: tuple[Tensor, Tensor], b: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     c = a[0] - b[0]
     return c, a[1] + b[1] + U * c.abs()
 
