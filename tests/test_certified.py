@@ -76,6 +76,21 @@ class Attn(nn.Module):
         return self.head(h.mean(1))
 
 
+class HandNorm(nn.Module):
+    """A LayerNorm written out: mean, var, a division by sqrt(var + eps)."""
+
+    def __init__(self, d: int = 4):
+        super().__init__()
+        self.l1, self.a1, self.l2, self.a2 = nn.Linear(d, 10), nn.SiLU(), nn.Linear(10, 6), nn.Tanh()
+
+    def forward(self, x):
+        h = self.l1(x)
+        mu = h.mean(-1, keepdim=True)
+        var = h.var(-1, keepdim=True, unbiased=False)
+        h = (h - mu) / torch.sqrt(var + 1e-5)
+        return self.a2(self.l2(self.a1(h)) / (1.0 + torch.var(h, 1)).unsqueeze(1))
+
+
 def _mlp(act, d_in=4, width=10, depth=2, seed=0):
     torch.manual_seed(seed)
     layers, d = [], d_in
@@ -91,6 +106,7 @@ def _models():
     out.append(("gated", Gated(4, 6).eval(), 4))
     out.append(("layernorm-gelu", Norm(4, nn.GELU).eval(), 4))
     out.append(("layernorm-tanh", Norm(4, nn.Tanh).eval(), 4))
+    out.append(("hand-norm", HandNorm().eval(), 4))
     out.append(("attention", Attn().eval(), 12))
     out.append(("encoder-layer", Attn(encoder=True).eval(), 12))
     conv = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.SiLU(), nn.AvgPool2d(2), nn.Flatten(),

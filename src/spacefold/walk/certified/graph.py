@@ -34,8 +34,8 @@ class CertifiedUnsupportedError(InputTypeError):
 def _refuse(what: str, model: nn.Module) -> CertifiedUnsupportedError:
     return CertifiedUnsupportedError(
         f"method='certified' has no enclosure for {what} in {type(model).__name__}; it handles Linear, Conv1d/2d, "
-        "BatchNorm in eval mode, LayerNorm, average pooling, Flatten, Dropout/Identity, additions and products, "
-        "softmax, nn.MultiheadAttention, nn.TransformerEncoderLayer/TransformerEncoder, and activation modules "
+        "BatchNorm in eval mode, LayerNorm, average pooling, Flatten, Dropout/Identity, additions, products and "
+        "quotients, mean, var, exp, sqrt, softmax, nn.MultiheadAttention, nn.TransformerEncoderLayer/TransformerEncoder, and activation modules "
         "(ReLU, LeakyReLU, Hardtanh, ReLU6, ELU, SELU, CELU, GELU, SiLU, Mish, Tanh, Sigmoid, Softplus, ...). "
         "Use method='bisect' for this model"
     )
@@ -424,12 +424,8 @@ def _batchnorm(x: IDual, m) -> IDual:
 
 def _layer_norm(x: IDual, normalized_shape, weight, bias, eps) -> IDual:
     dims = tuple(range(-len(normalized_shape), 0))
-    n = math.prod(normalized_shape)
     # centring is linear: c_i = x_i - mean(x), radius (1 - 1/n) r_i + (1/n) sum_{j != i} r_j <= r_i + mean(r)
-    mean_c = x.C.mean(dims, keepdim=True)
-    C = x.C - mean_c
-    R = x.R + x.R.mean(dims, keepdim=True) + iv.gamma(n + 2) * (x.C.abs().mean(dims, keepdim=True) + C.abs())
-    c = x.like(C, iv._widen(R))
+    c = iv.centre(x, dims)
     var = iv.reduce_sum(iv.square(c), dims, keepdim=True, mean=True)
     inv = iv.unary(iv.shift(var, eps), rsqrt_function())
     y = iv.mul(c, inv)
@@ -462,8 +458,8 @@ def _binary(op: str):
             return iv.scale(a, b) if _is_dual(a) else iv.scale(b, a)
         if op == "div":
             if _is_dual(b):
-                raise CertifiedUnsupportedError(
-                    "method='certified' has no enclosure for a division by a value that depends on the input")
+                inv = iv.reciprocal(b)
+                return iv.mul(a, inv) if _is_dual(a) else iv.scale(inv, torch.as_tensor(a, dtype=torch.float64))
             k = torch.as_tensor(b, dtype=torch.float64)
             C = a.C / k
             return a.like(C, iv._widen(a.R / k.abs() + iv.U * C.abs()))
@@ -529,6 +525,19 @@ def _pow(x, p):
     raise CertifiedUnsupportedError(f"method='certified' has no enclosure for a power {p!r} of an input-dependent value")
 
 
+def _var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """Variance over ``dim``: the mean of the squared centred values, times n / (n - correction)."""
+    nd = x.dim()
+    dims = tuple(range(-nd + 1, 0)) if dim is None else tuple(
+        (d if d < 0 else d - nd) for d in ((dim,) if isinstance(dim, int) else dim))
+    n = math.prod(x.shape[d] for d in dims)
+    corr = correction if correction is not None else (0 if unbiased is False else 1)
+    v = iv.reduce_sum(iv.square(iv.centre(x, dims)), dims, keepdim=True, mean=True)
+    if corr:
+        v = iv.scale(v, n / (n - corr))
+    return v if keepdim else v.apply(lambda t: t.squeeze(dims))
+
+
 def _layer_norm_fn(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     return _layer_norm(x, tuple(normalized_shape), weight, bias, eps)
 
@@ -551,7 +560,7 @@ _FUNCS: dict[object, Callable] = {
     F.linear: _linear, torch.sum: _sum, torch.mean: _mean, torch.softmax: _softmax, F.softmax: _softmax,
     torch.cat: _cat, torch.concat: _cat, torch.exp: lambda x: iv.unary(x, exp_function()),
     torch.sqrt: lambda x: iv.unary(x, sqrt_function()), torch.rsqrt: lambda x: iv.unary(x, rsqrt_function()),
-    operator.pow: _pow, torch.pow: _pow, F.layer_norm: _layer_norm_fn, F.scaled_dot_product_attention: _sdpa,
+    operator.pow: _pow, torch.pow: _pow, torch.var: _var, torch.reciprocal: lambda x: iv.reciprocal(x), F.layer_norm: _layer_norm_fn, F.scaled_dot_product_attention: _sdpa,
     F.dropout: lambda x, *a, **k: x,
     operator.getitem: lambda a, i: _structural(a, "__getitem__", (i,), {}) if _is_dual(a) else a[i],
     getattr: lambda a, name: a.shape if (_is_dual(a) and name == "shape") else getattr(a, name),
@@ -562,6 +571,6 @@ _METHODS: dict[str, Callable] = {
     "__add__": _binary("add"), "__mul__": _binary("mul"), "neg": _neg, "matmul": _matmul,
     "sum": _sum, "mean": _mean, "softmax": _softmax, "exp": lambda x: iv.unary(x, exp_function()),
     "sqrt": lambda x: iv.unary(x, sqrt_function()), "rsqrt": lambda x: iv.unary(x, rsqrt_function()),
-    "pow": _pow, "size": lambda x, d=None: x.shape if d is None else x.shape[d], "dim": lambda x: x.dim(),
+    "pow": _pow, "var": _var, "reciprocal": lambda x: iv.reciprocal(x), "size": lambda x, d=None: x.shape if d is None else x.shape[d], "dim": lambda x: x.dim(),
     "float": lambda x: x, "double": lambda x: x, "to": lambda x, *a, **k: x, "type_as": lambda x, o: x,
 }

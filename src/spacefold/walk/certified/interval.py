@@ -412,3 +412,38 @@ def softmax(x: IDual, dim: int) -> IDual:
     Cout = torch.stack([s[0], sm[0], ds[0], dsm[0], d2[0]]).movedim(-1, d)
     Rout = torch.stack([s[1], sm[1], ds[1], dsm[1], d2[1]]).movedim(-1, d)
     return tighten(x.like(Cout, _widen(Rout)))
+
+
+def reciprocal(x: IDual) -> IDual:
+    """1 / x: decreasing on either side of 0; an interval that holds 0 gives the whole line
+    (never certified: the walk splits it, or the path is reported incomplete)."""
+    x = tighten(x)
+    C, R = x.C, x.R
+
+    def rng(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+        ok = (lo > 0) | (hi < 0)
+        a, b = 1.0 / hi, 1.0 / lo
+        e = REL * torch.maximum(a.abs(), b.abs()) + TINY
+        return from_lohi(torch.where(ok, a - e, -math.inf), torch.where(ok, b + e, math.inf))
+
+    v, p = rng(*lohi(C[0], R[0])), rng(*lohi(C[1], R[1]))
+    sq, sqp = _isq(*v), _isq(*p)
+    f1, f1p = (-sq[0], sq[1]), (-sqp[0], sqp[1])  # -1/z^2
+    c3, r3 = _imul(*v, *sq)
+    f2 = (2 * c3, 2 * r3)  # 2/z^3
+    d = _imul(*f1, C[2], R[2])
+    dm = _imul(*f1p, C[3], R[3])
+    d2 = _sum_terms(_imul(*f2, *_isq(C[2], R[2])), _imul(*f1, C[4], R[4]))
+    out = x.like(torch.stack([v[0], p[0], d[0], dm[0], d2[0]]), _widen(torch.stack([v[1], p[1], d[1], dm[1], d2[1]])))
+    return tighten(out)
+
+
+def centre(x: IDual, dims: tuple[int, ...]) -> IDual:
+    """x - mean(x) over the per-row ``dims`` (negative), a linear map: radius r_i + mean(r)."""
+    n = 1
+    for d in dims:
+        n *= x.C.shape[d]
+    mean_c = x.C.mean(dims, keepdim=True)
+    C = x.C - mean_c
+    R = x.R + x.R.mean(dims, keepdim=True) + gamma(n + 2) * (x.C.abs().mean(dims, keepdim=True) + C.abs())
+    return x.like(C, _widen(R))
