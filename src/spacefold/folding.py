@@ -68,11 +68,15 @@ class Folding:
     profile: Tensor
     max_profile: float
     walk: Walk
-    complete: bool = False
 
     @property
     def patterns(self) -> Tensor:
         return self.walk.patterns
+
+    @property
+    def complete(self) -> bool:
+        """Whether the walk provably holds every change of every bit (see ``WalkBatch.completeness``)."""
+        return self.walk.complete
 
 
 @dataclass(frozen=True)
@@ -87,14 +91,9 @@ class FoldingBatch:
     ``n_unresolved``: those of them that float64 did not resolve either (their arg-max is decided
     up to float64 round-off; a warning says so). ``n_refined``: sub-segments walked again in float64
     around crossings the model's dtype cannot tell apart (docs/method.md, 'The exact walk'). All are
-    0 for the other methods.
-
-    ``complete``: bool ``(batch,)``, whether each path's walk provably holds every region the
-    segment crosses. ``method="exact"``: True (every region of a piecewise-linear network, crossings
-    closer than ``tol`` in t merged). ``"bisect"`` and ``"uniform"``: False, since they only sample
-    (bisection of a network with convex classes misses only regions narrower than ``tol``, but
-    for other networks nothing between two samples is seen; docs/method.md says what each
-    method guarantees).
+    0 for the other methods. ``complete``: bool per path, whether the walk provably holds every
+    change of every bit: True for ``exact``, True for ``certified`` unless the path ran out of its
+    interval budget, False (not guaranteed) for ``bisect`` and ``uniform``.
     """
 
     chi: Tensor
@@ -109,7 +108,7 @@ class FoldingBatch:
     n_float64: int = 0
     n_unresolved: int = 0
     n_refined: int = 0
-    complete: Tensor | None = None
+    complete: Tensor | None = None  # bool (batch,): every change of every bit found (exact, certified)
 
     def __len__(self) -> int:
         return int(self.chi.numel())
@@ -469,6 +468,10 @@ class _RangeTask:
     def make_walker(self, recorder: PatternRecorder | None = None) -> _ExactWalker | _SampledWalker:
         model, opts = self.model, self.opts
         device, dtype = model_device_dtype(model)
+        if opts.method == "certified":
+            from .walk.certified import FoldingWalker
+
+            return FoldingWalker(model, opts, self.segments, device, dtype)  # type: ignore[return-value]
         if opts.method == "exact":
             walker: _ExactWalker | _SampledWalker = _ExactWalker(model, opts, self.segments, device, dtype)
             if self.cache is not None:  # received with the task
@@ -488,6 +491,7 @@ class _RangeTask:
             if isinstance(walker, _ExactWalker):
                 walker.seek(start - self.offset)
             sums: list[measure.WalkSummary] = []
+            complete: list[Tensor] = []
             layers: dict[str, list[Tensor]] = {}
             # exact walks redone in float64, those of them unresolved, and sub-segments refined in float64
             redone = torch.zeros(3, dtype=torch.int64)
@@ -500,6 +504,8 @@ class _RangeTask:
                     self.walks.append(wb)
                 if self.measures:
                     sums.append(measure.summarize(wb))
+                    complete.append(wb.complete if wb.complete is not None
+                                    else torch.full((len(sums[-1]),), opts.method == "exact"))
                     if self.per_layer:
                         for lay in self.layout.layers:
                             layers.setdefault(lay.name, []).append(measure.summarize(wb, lay.slice).chi)
@@ -508,7 +514,8 @@ class _RangeTask:
         out = {k: getattr(measure.WalkSummary.concat(sums), k) for k in measure.WalkSummary.FIELDS} if sums else {}
         out.update({f"layer:{name}": torch.cat(v) for name, v in layers.items()})
         if sums:
-            out.update(n_float64=redone[:1], n_unresolved=redone[1:2], n_refined=redone[2:])
+            out.update(n_float64=redone[:1], n_unresolved=redone[1:2], n_refined=redone[2:],
+                       complete=torch.cat(complete))
         return out
 
 
@@ -564,8 +571,7 @@ def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures:
         chi=cat["chi"], r1=cat["r1"], r2=cat["r2"], n_regions=cat["n_regions"], max_profile=cat["max_profile"],
         method=opts.method, layout=layout, walks=WalkBatch.concat(walks) if return_walks else None,
         per_layer={lay.name: cat[f"layer:{lay.name}"] for lay in layout.layers} if per_layer else None,
-        n_float64=n_float64, n_unresolved=n_unresolved, n_refined=n_refined,
-        complete=torch.full((int(cat["chi"].numel()),), opts.method == "exact", dtype=torch.bool),
+        n_float64=n_float64, n_unresolved=n_unresolved, n_refined=n_refined, complete=cat.get("complete"),
     )
 
 
@@ -740,7 +746,8 @@ def folding_batch(
         functions (``F.relu``, ``F.gelu``, ``torch.tanh``, ...) intercepted (``layers``
         selects a subset by module name, call site ``"<module>:<function>"`` or type).
     x1, x2 : ``(batch, *input_shape)``, the segment ends.
-    method : ``"exact"`` (piecewise-linear networks), ``"bisect"`` or ``"uniform"``.
+    method : ``"exact"`` (piecewise-linear networks), ``"bisect"``, ``"uniform"`` or ``"certified"``
+        (smooth and piecewise-smooth networks, every bit change proved; docs/method.md).
     steps : for ``"uniform"``: ``steps + 1`` equispaced points.
     tol : for ``"bisect"``: transitions are located within ``tol`` in t (default
         1e-6); for ``"exact"``: crossings closer than ``tol`` in t count as
@@ -822,5 +829,5 @@ def folding(
     profile = measure.chi_from_ranges(run_r1, run_r2)  # χ of every prefix; the last is χ of the walk
     return Folding(
         chi=float(profile[-1]), r1=int(run_r1[-1]), r2=int(run_r2[-1]), n_regions=w.n_regions, profile=profile,
-        max_profile=float(profile.max()), walk=w, complete=method == "exact",
+        max_profile=float(profile.max()), walk=w,
     )

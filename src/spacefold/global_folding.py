@@ -48,8 +48,9 @@ class GlobalFolding:
     of every path's prefix profile; ``label_a``/``label_b``: the class of the start
     and of the end of every path (-1 for random pairs); ``per_layer``: layer name ->
     χ of that layer's bits alone (with ``per_layer=True``); ``info``: with the exact walk,
-    ``n_float64`` and ``n_unresolved`` (see :class:`spacefold.folding.FoldingBatch`), also in
-    :meth:`to_dict`.
+    ``n_float64`` and ``n_unresolved`` (see :class:`spacefold.folding.FoldingBatch`); with the
+    certified walk, ``n_incomplete`` (paths not proved complete within the interval budget);
+    also in :meth:`to_dict`.
 
     Aggregates: ``phi`` (Φ_N, median of the non-zero χ, 0 if none), ``phi_max``
     (median of the non-zero profile maxima), ``phi_max_p2`` (P2 reproduction: per
@@ -379,7 +380,9 @@ def global_folding(
         per_layer={k: v.double().cpu() for k, v in fb.per_layer.items()} if fb.per_layer else None,
         info={"wall_seconds": wall, "paths_per_second": n / wall if wall > 0 else None, "workers": workers,
               "world_size": world_size,
-              **({"n_float64": fb.n_float64, "n_unresolved": fb.n_unresolved} if method == "exact" else {})},
+              **({"n_float64": fb.n_float64, "n_unresolved": fb.n_unresolved} if method == "exact" else {}),
+              # certified walks that ran out of their interval budget (not proved complete)
+              **({"n_incomplete": int((~fb.complete).sum())} if method == "certified" else {})},
     )
 
 

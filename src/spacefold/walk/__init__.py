@@ -1,12 +1,19 @@
 """Samplers that turn segments x1 -> x2 into walks of activation patterns.
 
-Three methods (docs/method.md, 'Walks: three samplers'):
+Four methods (docs/method.md, 'Walks: three samplers', and 'The certified walk'):
 
 - ``"uniform"``: the papers' Algorithm 1, ``steps + 1`` equispaced points.
 - ``"bisect"``: adaptive bisection, any activation; refines only where consecutive
   patterns differ, until every transition is located within ``tol`` in t.
 - ``"exact"``: every region a segment crosses, exactly once (piecewise-linear
   networks only).
+- ``"certified"``: every change of every bit, proved with enclosures, for networks whose
+  bit quantities are smooth or piecewise smooth in t (GELU, SiLU, tanh, LayerNorm,
+  attention, ...; :mod:`spacefold.walk.certified`).
+
+Which walks are complete: ``exact`` and ``certified`` (``WalkBatch.completeness()``: True per
+path unless a certified path ran out of its interval budget); ``bisect`` and ``uniform`` are not
+guaranteed to be (False).
 
 Every method returns a :class:`WalkBatch`: walks stored back to back with
 consecutive duplicate patterns merged (Stability makes χ invariant to that).
@@ -18,6 +25,7 @@ package callable, so that ``import spacefold.walk`` still gives this package).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -25,14 +33,14 @@ from torch import Tensor
 
 __all__ = ["Walk", "WalkBatch", "METHODS", "METHOD_TOL", "resolve_tol", "run_starts"]
 
-METHODS = ("exact", "bisect", "uniform")
+METHODS = ("exact", "bisect", "uniform", "certified")
 
 # ``tol=None`` picks the method's default: bisection locates transitions within
 # 1e-6 in t; the exact walk merges only crossings closer than 1e-9 in t (round-off
 # of coincident crossings), so that it keeps every region a float32 walk can resolve.
 # With a tie tolerance the bits switch at z = tie_tol instead of 0, which spreads
 # crossings that coincide at 0 by about tie_tol / slope; the exact default is then 1e-6.
-METHOD_TOL = {"exact": 1e-9, "bisect": 1e-6, "uniform": 0.0}
+METHOD_TOL = {"exact": 1e-9, "bisect": 1e-6, "uniform": 0.0, "certified": 1e-6}
 EXACT_TOL_WITH_TIES = 1e-6
 
 
@@ -81,6 +89,7 @@ class Walk:
     t: Tensor
     method: str
     grid_index: Tensor | None = None
+    complete: bool = False  # every change of every bit found (exact, certified), see WalkBatch.completeness
 
     @property
     def n_regions(self) -> int:
@@ -103,6 +112,7 @@ class WalkBatch:
     offsets: Tensor  # int64 (batch + 1,)
     method: str
     grid_index: Tensor | None = None  # int64 (batch, steps + 1), for "uniform"
+    complete: Tensor | None = None  # bool (batch,), set by "certified"; see completeness()
 
     def __len__(self) -> int:
         return int(self.offsets.numel() - 1)
@@ -114,7 +124,15 @@ class WalkBatch:
         i %= n
         a, b = int(self.offsets[i]), int(self.offsets[i + 1])
         gi = None if self.grid_index is None else self.grid_index[i]
-        return Walk(self.patterns[a:b], self.t[a:b], self.method, gi)
+        return Walk(self.patterns[a:b], self.t[a:b], self.method, gi, bool(self.completeness()[i]))
+
+    def completeness(self) -> Tensor:
+        """Bool ``(batch,)``: whether each walk provably holds every change of every bit.
+        ``exact``: True; ``certified``: True unless the path ran out of its interval budget;
+        ``bisect`` and ``uniform``: False (not guaranteed)."""
+        if self.complete is not None:
+            return self.complete
+        return torch.full((len(self),), self.method == "exact", dtype=torch.bool)
 
     def walks(self) -> list[Walk]:
         return [self[i] for i in range(len(self))]
@@ -127,7 +145,8 @@ class WalkBatch:
         """The same walks on a subset of the neurons, consecutive duplicates merged."""
         n = len(self)
         walk_id = torch.repeat_interleave(torch.arange(n, device=self.patterns.device), self.n_regions)
-        return WalkBatch.from_rows(self.patterns[:, columns], self.t, walk_id, n, self.method)
+        out = WalkBatch.from_rows(self.patterns[:, columns], self.t, walk_id, n, self.method)
+        return out if self.complete is None else dataclasses.replace(out, complete=self.complete)
 
     @staticmethod
     def from_rows(patterns: Tensor, t: Tensor, walk_id: Tensor, n_walks: int, method: str) -> WalkBatch:
@@ -165,5 +184,8 @@ class WalkBatch:
         gi = None
         if all(b.grid_index is not None for b in batches):
             gi = torch.cat([b.grid_index for b in batches])
-        return WalkBatch(pats, t, torch.cat(offs), batches[0].method, gi)
+        comp = None
+        if any(b.complete is not None for b in batches):
+            comp = torch.cat([b.completeness() for b in batches])
+        return WalkBatch(pats, t, torch.cat(offs), batches[0].method, gi, comp)
 
