@@ -323,8 +323,8 @@ def test_certified_finds_every_region_of_a_dense_grid(name, model, d):
 
 def _hidden_fold(eps: float = 2e-6, c: float = 0.5):
     """1-D input t -> SiLU(t - c + z*) -> Tanh(-(h - silu(z*)) + eps): the second bit is 1 only
-    where silu is within eps of its minimum, a window of width about 0.009 around t = c,
-    narrower than the gap 1/63 between bisection's start samples around 0.5."""
+    where silu is within eps of its minimum, a window around t = c of width about 0.009 for the
+    default eps (it shrinks as sqrt(eps))."""
     silu = module_function(nn.SiLU())
     (zstar,) = silu.crit_f
     fmin = float(F.silu(torch.tensor(zstar, dtype=torch.float64)))
@@ -351,8 +351,10 @@ def _hidden_fold(eps: float = 2e-6, c: float = 0.5):
 
 
 def test_fold_between_bisection_samples():
-    model, left, right = _hidden_fold()
-    assert 31 / 63 < left < right < 32 / 63  # the whole excursion lies between two start samples
+    # bisection of a smooth network starts from 1025 samples k / 1024: a window of width about 0.0009
+    # centred between two of them
+    model, left, right = _hidden_fold(eps=2e-8, c=512.5 / 1024)
+    assert 512 / 1024 < left < right < 513 / 1024  # the whole excursion lies between two start samples
     x1, x2 = torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
     fb = sf.folding(model, x1, x2, method="bisect")
     fc = sf.folding(model, x1, x2, method="certified")
