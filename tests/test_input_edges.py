@@ -62,3 +62,46 @@ def test_segments_just_longer_than_the_rule_are_not_noise(method):
     assert one.sum() > 150
     loss = folding_loss(model, x, x2, method=method, reduction="none", generator=torch.Generator().manual_seed(0))
     assert float((loss.detach()[one] - 1).abs().max()) < 1e-3
+
+
+# --------------------------------------------------------------------------- duplicate list options
+
+
+def _exit_2(capsys, argv, needle: str) -> str:
+    from spacefold.cli import main
+
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    assert rc == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err and needle in lines[0], err
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["sweep", "--seeds", "0", "0"], "--seeds"),
+    (["sweep", "--seeds", "0", "1", "0"], "--seeds"),
+    (["sweep", "--archs", "3x20", "20-20-20"], "--archs"),  # one architecture in two spellings
+    (["plot", "path", "--cantornet", "1", "--index", "1", "1", "-o", "x.png"], "--index"),
+    (["plot", "path", "--cantornet", "1", "--format", "png", "PNG", "-o", "x.png"], "--format"),
+    (["adversarial", "--model", "m.pt", "--data", "blobs", "--classes", "1", "1"], "--classes"),
+    (["adversarial", "--model", "m.pt", "--data", "blobs", "--attacks", "fgsm", "FGSM"], "--attacks"),
+])
+def test_repeated_list_values_are_refused(capsys, monkeypatch, tmp_path, argv, option):
+    monkeypatch.chdir(tmp_path)
+    line = _exit_2(capsys, argv, option)
+    assert "must be distinct" in line and "more than once" in line
+    assert list(tmp_path.iterdir()) == []  # nothing trained, nothing written
+
+
+def test_repeated_values_refused_by_the_api(tmp_path):
+    from spacefold.data import make_synthetic
+    from spacefold.errors import InputError
+    from spacefold.study import run_study
+
+    data = make_synthetic("blobs", seed=0)
+    with pytest.raises(InputError, match="seeds must be distinct, got 0 more than once"):
+        run_study(data, ["3x20"], [0, 0], tmp_path)
+    with pytest.raises(InputError, match="archs must be distinct, got '3x20' more than once"):
+        run_study(data, ["3x20", "20,20,20"], [0], tmp_path)
+    assert list(tmp_path.iterdir()) == []

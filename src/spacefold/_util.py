@@ -29,6 +29,16 @@ def check_choice(value, name: str, choices: Iterable[str]) -> str:
     return value
 
 
+def check_distinct(values, name: str) -> list:
+    """Validate a list without repeats (seeds, architectures, attacks, formats): a repeat would
+    run or write the same thing twice and count it as two."""
+    values = list(values)
+    for i, v in enumerate(values):
+        if v in values[:i]:
+            raise InputError(f"{name} must be distinct, got {v!r} more than once")
+    return values
+
+
 def json_safe(obj):
     """``obj`` with every non-finite float (NaN, ±inf) replaced by ``None``, recursively
     through dicts, lists and tuples, so that it serialises as strict JSON (``null``)."""

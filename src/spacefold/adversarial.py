@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ._util import check_distinct
 from .errors import InputError, InputTypeError
 
 __all__ = [
@@ -455,6 +456,7 @@ def adversarial_interaction(
     attacks = tuple(attacks)
     if not attacks:
         raise InputError("attacks must name at least one attack, got none")
+    check_distinct(attacks, "attacks")
     for atk in attacks:
         if atk not in ATTACKS:
             raise InputError(f"attacks must be among {', '.join(ATTACKS)}, got {atk!r}")

@@ -102,6 +102,20 @@ nonnegative_int = int_in(0)
 nonnegative_int.__doc__ = "An int >= 0 (seeds)."
 
 
+class Distinct(argparse.Action):
+    """``action=`` of a list option whose values must not repeat (``--seeds 0 0`` would run seed 0
+    twice and count it as two runs); compared after ``type=``, so "3x20 3-20" repeat too."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from ._util import check_distinct
+
+        try:
+            check_distinct(values, "values")
+        except InputError as err:
+            raise argparse.ArgumentError(self, str(err).replace("values must", "must")) from None
+        setattr(namespace, self.dest, values)
+
+
 def normalized(text: str) -> str:
     """Lower case without surrounding blanks, for ``choices=`` of lower-case names."""
     return text.strip().lower()
@@ -447,9 +461,10 @@ def _add_sweep(sub) -> None:
     _add_data_args(p, "digits")
     p.add_argument("--n-train", type=int_in(2), default=None, help="train on a stratified subset of this many samples")
     p.add_argument("--n-test", type=int_in(2), default=None, help="measure on a stratified subset of this many samples")
-    p.add_argument("--archs", nargs="+", type=hidden_arch, default=list(DEPTH_SERIES),
+    p.add_argument("--archs", nargs="+", type=hidden_arch, action=Distinct, default=list(DEPTH_SERIES),
                    help="architectures, e.g. 3x20 5x12 30-20")
-    p.add_argument("--seeds", nargs="+", type=nonnegative_int, default=[0, 1, 2], help="seeds (default 0 1 2)")
+    p.add_argument("--seeds", nargs="+", type=nonnegative_int, action=Distinct, default=[0, 1, 2],
+                   help="seeds (default 0 1 2)")
     p.add_argument("--epochs", type=positive_int, default=30, help="training epochs (default 30)")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
     p.add_argument("--batch-size", type=positive_int, default=128, help="training batch size (default 128)")
@@ -711,7 +726,7 @@ def _add_plot(sub) -> None:
                    help="CantorNet A of depth K on its unit square instead of --model/--data")
     _add_data_args(p, "digits")
     p.add_argument("--split", default="test", choices=["test", "train"], help="split the inputs come from")
-    p.add_argument("--index", type=nonnegative_int, nargs="+", default=None, metavar="I",
+    p.add_argument("--index", type=nonnegative_int, nargs="+", action=Distinct, default=None, metavar="I",
                    help="inputs by index into the split: path I J (x1 x2), plane I J K (x0 x1 x2); "
                    "default: the first samples of two (three) different classes")
     p.add_argument("--method", type=normalized, choices=METHODS, default=None,
@@ -719,7 +734,7 @@ def _add_plot(sub) -> None:
     p.add_argument("--resolution", type=int_in(2), default=400,
                    help="plane: raster size for nets that are not piecewise linear (default 400)")
     p.add_argument("-o", "--out", required=True, help="output file: .png, .svg or .pdf")
-    p.add_argument("--format", nargs="+", default=None, choices=["png", "svg", "pdf"],
+    p.add_argument("--format", nargs="+", type=normalized, action=Distinct, default=None, choices=["png", "svg", "pdf"],
                    help="write these formats (the suffix of --out is replaced)")
     p.set_defaults(func=_cmd_plot)
 
@@ -820,9 +835,9 @@ def _add_adversarial(sub) -> None:
     p.add_argument("--model", required=True, help="checkpoint file (.pt)")
     _add_data_args(p, None)
     p.add_argument("--split", default="test", choices=["test", "train"], help="which split (default test)")
-    p.add_argument("--classes", type=nonnegative_int, nargs=2, default=[5, 7], metavar=("A", "B"),
+    p.add_argument("--classes", type=nonnegative_int, nargs=2, action=Distinct, default=[5, 7], metavar=("A", "B"),
                    help="start class A and end class B of the paths (default 5 7)")
-    p.add_argument("--attacks", nargs="+", type=normalized, choices=ATTACKS, default=["fgsm", "pgd"],
+    p.add_argument("--attacks", nargs="+", action=Distinct, type=normalized, choices=ATTACKS, default=["fgsm", "pgd"],
                    help="fgsm | pgd | pgd-l2 (default fgsm pgd)")
     p.add_argument("--eps", type=nonnegative_float, default=0.1, help="attack budget in input units (default 0.1)")
     p.add_argument("--steps", type=positive_int, default=40, help="PGD steps (default 40)")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._util import atomic_path
+from ._util import atomic_path, check_distinct
 from .errors import InputError, InputTypeError
 
 __all__ = ["OKABE_ITO", "SEQUENTIAL", "PNG_DPI", "new_figure", "save_figure", "add_caption", "plot_path",
@@ -84,6 +84,7 @@ def save_figure(fig, path: str | os.PathLike, formats: Sequence[str] | None = No
     for f in fmts:
         if f not in FORMATS:
             raise InputError(f"figure format must be one of {', '.join(FORMATS)}, got {f!r} (from {path})")
+    check_distinct(fmts, "formats")
     _layout(fig)
     out = []
     for f in fmts:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._util import atomic_write, check_choice, check_int, json_safe
+from ._util import atomic_write, check_choice, check_distinct, check_int, json_safe
 from .errors import InputError, InputTypeError
 
 __all__ = ["StudySettings", "RegularizerSettings", "demo_settings", "run_study", "measure_model", "depth_trend",
@@ -233,7 +233,7 @@ def run_study(
     the round's finished runs are written.
     """
     from . import parallel
-    from .models import parse_arch
+    from .models import arch_name, parse_arch
 
     settings = (settings or StudySettings()).check()
     if not archs:
@@ -246,6 +246,8 @@ def run_study(
                              f"got {a!r}")
     for s in seeds:
         check_int(s, "seed", 0)
+    check_distinct(seeds, "seeds")
+    check_distinct([arch_name(parse_arch(a)) for a in archs], "archs")
     settings.data = data.describe()
     out = Path(out)
     rank, size = parallel.world()
