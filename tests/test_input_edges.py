@@ -43,7 +43,7 @@ def test_zero_and_round_off_length_segments_have_loss_one_under_every_method(dty
         loss = folding_loss(model, x, x2, method=method, reduction="none", generator=gen)
         assert torch.equal(loss.detach(), torch.ones_like(loss)), (method, dtype, loss)
     # the docstring's promise, the same for the mean and for soft χ
-    assert float(folding_loss(model, x, x, method=method, generator=gen)) == 1.0
+    assert float(folding_loss(model, x, x, method=method, generator=gen).detach()) == 1.0
     assert torch.equal(soft_chi(model, x, x, method=method, generator=gen).detach(), torch.zeros(len(x), dtype=dtype))
 
 
@@ -105,3 +105,129 @@ def test_repeated_values_refused_by_the_api(tmp_path):
     with pytest.raises(InputError, match="archs must be distinct, got '3x20' more than once"):
         run_study(data, ["3x20", "20,20,20"], [0], tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- sizes checked before allocation
+
+
+@pytest.fixture(scope="module")
+def blobs_model(tmp_path_factory):
+    from spacefold.models import mlp, save_checkpoint
+
+    path = tmp_path_factory.mktemp("m") / "model.pt"
+    save_checkpoint(mlp("3x20", 2, 3, seed=0), path)
+    return str(path)
+
+
+def test_check_size_names_the_size_and_the_limit(monkeypatch):
+    from spacefold import _util
+    from spacefold.errors import InputError
+
+    monkeypatch.setattr(_util, "physical_memory", lambda: 2 << 30)
+    _util.check_size("steps", 10, 2 << 30, "the points")  # exactly the memory: allowed
+    with pytest.raises(InputError) as err:
+        _util.check_size("steps", 10**9, 3 << 30, "the points of one segment")
+    assert str(err.value) == ("steps = 1000000000 would need 3.0 GiB for the points of one segment, more than the "
+                              "2.0 GiB of memory of this machine")
+    assert _util.physical_memory is not None
+
+
+def test_physical_memory_is_the_machine_s():
+    import os
+
+    from spacefold._util import physical_memory
+
+    assert physical_memory() == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["measure", "--data", "blobs", "--method", "uniform", "--steps", "100000000000"], "steps = 100000000000 would need"),
+    (["measure", "--data", "blobs", "--method", "uniform", "--steps", "10000", "--batch-size", "100000000"],
+     "batch_size = 100000000 would need"),
+    (["measure", "--data", "blobs", "--ci", "--n-boot", "100000000000"], "n_boot = 100000000000 would need"),
+    (["cantornet", "--method", "uniform", "--steps", "100000000000"], "steps = 100000000000 would need"),
+])
+def test_cli_sizes_refused_before_the_walks(capsys, monkeypatch, blobs_model, argv, needle):
+    import importlib
+
+    from spacefold import _util
+
+    monkeypatch.setattr(_util, "physical_memory", lambda: 16 << 30)
+    if argv[0] == "measure":
+        argv = [argv[0], "--model", blobs_model, *argv[1:], "--no-progress"]
+        monkeypatch.setattr(importlib.import_module("spacefold.walk.uniform"), "uniform_walks",
+                            lambda *a, **k: pytest.fail("walked"))
+    line = _exit_2(capsys, argv, needle)
+    assert "16.0 GiB of memory of this machine" in line
+
+
+def test_cli_train_sizes_refused_before_training(capsys, monkeypatch, tmp_path):
+    from spacefold import _util
+
+    monkeypatch.setattr(_util, "physical_memory", lambda: 16 << 30)
+    out = tmp_path / "t"
+    line = _exit_2(capsys, ["train", "--arch", "100000x100000", "--data", "blobs", "--out", str(out)],
+                   "arch = 100000x100000 would need")
+    assert "parameters" in line and not out.exists()
+    pytest.importorskip("sklearn")
+    line = _exit_2(capsys, ["train", "--arch", "3x20", "--data", "digits", "--n-train", "100000000", "--out", str(out)],
+                   "--n-train must be at most 1348")
+    assert "got 100000000" in line and not out.exists()
+    _exit_2(capsys, ["sweep", "--data", "blobs", "--n-boot", "100000000000", "--out", str(out)], "n_boot = ")
+    _exit_2(capsys, ["sweep", "--data", "blobs", "--method", "uniform", "--steps", "100000000000", "--out", str(out)],
+            "steps = 100000000000 would need")
+    assert not out.exists()
+
+
+def test_api_sizes_refused(monkeypatch):
+    from spacefold import _util
+    from spacefold.errors import InputError
+    from spacefold.regularize import FoldingRegularizer
+
+    monkeypatch.setattr(_util, "physical_memory", lambda: 16 << 30)
+    model = sf.mlp("3x20", 2, 3, seed=0)
+    x = torch.randn(8, 2)
+    with pytest.raises(InputError, match=r"^n_points = 1000000000 would need .* for 1000000000 sample points"):
+        folding_loss(model, x, x + 1, n_points=10**9)
+    with pytest.raises(InputError, match=r"^arch = 100000x100000 would need"):
+        sf.mlp("100000x100000", 2, 3)
+    with pytest.raises(InputError, match=r"^n_points = 1000000000 would need"):
+        FoldingRegularizer(x, x + 1, 1.0, n_points=10**9)
+    monkeypatch.setenv("SPACEFOLD_MEMORY", str(17 << 30))
+    with pytest.raises(InputError, match=r"^SPACEFOLD_MEMORY = 18253611008 would need"):
+        sf.folding(model, x[0], x[1])
+
+
+def test_workers_are_at_most_the_cores_and_checked_against_memory(monkeypatch):
+    from spacefold import _util, parallel
+    from spacefold.errors import InputError
+
+    seen = []
+    monkeypatch.setattr(parallel, "cpu_count", lambda: 4)
+    monkeypatch.setattr(parallel, "_pool_starting", lambda w: seen.append(w) or pytest.fail("pool started"))
+    monkeypatch.setattr(_util, "physical_memory", lambda: 256 << 20)  # two workers' worth
+    with pytest.raises(InputError, match=r"^workers = 4 would need 512.0 MiB for 4 worker processes"):
+        parallel.map_ranges(lambda a, b, t: None, 0, 100_000, 100_000, min_size=256)
+    assert seen == []
+
+
+def test_small_memory_budgets_never_divide_by_zero(monkeypatch):
+    """Budgets between 4 and 20 KB once ended in ZeroDivisionError (a sub-batch measured 0 bytes
+    per path); each now walks or says the budget is too small."""
+    from spacefold.errors import InputError
+
+    model = sf.mlp("1x5", 2, 10, seed=0)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(60, 2, generator=g), torch.arange(60) % 10
+    ref = sf.global_folding(model, x, y, workers=1, progress=False)
+    walked = 0
+    for mem in range(4000, 21000, 500):
+        monkeypatch.setenv("SPACEFOLD_MEMORY", str(mem))
+        try:
+            g_ = sf.global_folding(model, x, y, workers=1, progress=False)
+        except InputError as err:
+            assert "SPACEFOLD_MEMORY" in str(err)
+            continue
+        walked += 1
+        assert torch.equal(g_.chi, ref.chi)  # the same walks, whatever the budget
+    assert walked > 10

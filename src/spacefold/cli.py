@@ -305,6 +305,9 @@ def _cli_data(args):
     except ImportError as err:
         raise UsageError(str(err)) from None
     n_train, n_test = getattr(args, "n_train", None), getattr(args, "n_test", None)
+    for option, n, have in (("--n-train", n_train, len(data.y_train)), ("--n-test", n_test, len(data.y_test))):
+        if n is not None and n > have:  # a subset larger than the data would silently be all of it
+            raise UsageError(f"{option} must be at most {have} (the samples of --data {args.data}), got {n}")
     if n_train is not None or n_test is not None:
         data = data.subset(n_train, n_test, seed=args.data_seed)
     return data
@@ -367,6 +370,10 @@ def _add_measure(sub) -> None:
 def _cmd_measure(args) -> int:
     from .load import fit_input_shape, load_model
 
+    if args.ci:  # before the walks, not after
+        from .global_folding import check_n_boot
+
+        check_n_boot(args.n_boot)
     data = _cli_data(args)
     model = load_model(args.model, args.weights, example=data.x_test[:2])
     x, y = data.split(args.split)
@@ -536,8 +543,9 @@ def _run_sweep(data, archs, seeds, settings, out, *, plots, progress, as_json, m
     from dataclasses import asdict
 
     from .parallel import is_main, world
-    from .study import depth_trend, markdown_summary, run_study, summary_by_arch
+    from .study import check_study, depth_trend, markdown_summary, run_study, summary_by_arch
 
+    check_study(data, archs, seeds, settings)  # before the first line of the log
     out = Path(out)
     size = world()[1]  # under torchrun: the ranks share the runs, rank 0 prints and writes
 

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ._util import check_size
 from .errors import InputError, InputTypeError
 from .patterns import (
     LayerSelector,
@@ -430,6 +431,8 @@ def raster_patterns(model: nn.Module, plane: Plane, resolution: int = 400, *, la
 
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 2:
         raise InputError(f"resolution must be an int >= 2, got {resolution!r}")
+    # per pixel at least its coordinates (u, v and their grids: 48 bytes) and its region id
+    check_size("resolution", resolution, 64 * resolution**2, f"a {resolution}x{resolution} raster")
     u0, u1, v0, v1 = plane.bounds
     u = u0 + (np.arange(resolution) + 0.5) * (u1 - u0) / resolution
     v = v0 + (np.arange(resolution) + 0.5) * (v1 - v0) / resolution

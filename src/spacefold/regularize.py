@@ -45,6 +45,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ._util import check_size
 from .errors import InputError, InputTypeError
 from .patterns import LayerSelector, PatternRecorder, eval_mode, find_activations, model_device_dtype, run_model
 
@@ -111,6 +112,14 @@ def _check_count(value, name: str, minimum: int) -> int:
     if value < minimum:
         raise InputError(f"{name} must be an int >= {minimum}, got {value}")
     return value
+
+
+def _check_points(n_points: int, n_segments: int, x: Tensor) -> None:
+    """The sample points of ``n_segments`` segments, each point an input like ``x[0]`` with its
+    pre-activations and soft patterns (counted as three copies of the input), fit in memory."""
+    per_point = 3 * x[0].numel() * x.element_size()
+    check_size("n_points", n_points, n_points * n_segments * per_point,
+               f"{n_points} sample points on each of {n_segments} segments")
 
 
 def _check_method(method) -> str:
@@ -256,6 +265,8 @@ def _fold_terms(model, x1, x2, *, method, n_points, beta, tau, eps, layers, tie_
     _check_segments(x1, x2)
     _check_method(method)
     _check_count(n_points, "n_points", 2 if method == "grid" else 3 if method == "random" else 1)
+    if method != "exact":
+        _check_points(n_points, x1.shape[0], x1)
     beta = _check_positive(beta, "beta")
     tau = _check_positive(tau, "tau", allow_zero=True)
     eps = _check_positive(eps, "eps")
@@ -437,6 +448,8 @@ class FoldingRegularizer:
         self.pairs_per_step = _check_count(pairs_per_step, "pairs_per_step", 1)
         self.method = _check_method(method)
         self.n_points = _check_count(n_points, "n_points", 3 if method == "random" else 2)
+        if method != "exact":
+            _check_points(self.n_points, min(self.pairs_per_step, x1.shape[0]), x1)
         self.beta = _check_positive(beta, "beta")
         self.tau = _check_positive(tau, "tau", allow_zero=True)
         self.layers = layers
