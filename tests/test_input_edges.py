@@ -231,3 +231,99 @@ def test_small_memory_budgets_never_divide_by_zero(monkeypatch):
         walked += 1
         assert torch.equal(g_.chi, ref.chi)  # the same walks, whatever the budget
     assert walked > 10
+
+
+# --------------------------------------------------------------------------- one clear line for each
+
+
+def test_folding_metric_refuses_integer_chi():
+    from spacefold.errors import InputTypeError
+    from spacefold.metric import FoldingMetric
+
+    m = FoldingMetric()
+    with pytest.raises(InputTypeError, match=r"^chi must be a float tensor .* got dtype torch.int64"):
+        m.update(torch.tensor([0, 0, 1]), torch.tensor([0.0, 0.5, 1.0]))
+    with pytest.raises(InputTypeError, match=r"^max_profile must be a float tensor"):
+        m.update(torch.tensor([0.0, 0.25]), torch.tensor([0, 1], dtype=torch.int32))
+    m.update(torch.tensor([0.0, 0.25]), torch.tensor([0.0, 0.5]))  # floats: fine
+    assert int(m.compute()["n_paths"]) == 2
+
+
+def test_idx_header_with_a_zero_dimension_names_the_file(tmp_path):
+    from spacefold.data import DataError, read_idx
+
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 8, 3]) + (0).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2)
+    with pytest.raises(DataError, match=r"holds no data: its header announces shape \(0, 28, 28\)") as err:
+        read_idx(path)
+    assert str(path) in str(err.value)
+
+
+def test_factory_that_needs_arguments_is_one_line(capsys):
+    line = _exit_2(capsys, ["measure", "--model", "spacefold.models:mlp", "--data", "blobs"],
+                   "the factory must be callable with no arguments")
+    assert "'arch'" in line
+
+
+def test_report_out_under_a_file_is_one_line(capsys, tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "results.csv").write_text("arch,seed\n3x20,0\n")
+    line = _exit_2(capsys, ["report", str(tmp_path), "-o", str(tmp_path / "a_file" / "r.html")], "is a file")
+    assert str(tmp_path / "a_file") in line
+
+
+def test_report_with_a_file_name_that_is_not_utf8(tmp_path):
+    import os
+
+    from spacefold.report import write_report
+
+    res = tmp_path / "res"
+    res.mkdir()
+    (res / "results.csv").write_text("arch,seed\n3x20,0\n")
+    bad = os.path.join(os.fsencode(res), b"r\xffesults.csv")
+    with open(bad, "w") as fh:
+        fh.write("arch,seed\n3x20,0\n")
+    out = write_report(res, tmp_path / "r.html")
+    assert "r?esults.csv" in out.read_text(encoding="utf-8")
+
+
+def test_plot_path_refuses_model_with_cantornet(capsys, blobs_model, tmp_path):
+    _exit_2(capsys, ["plot", "path", "--model", blobs_model, "--cantornet", "2", "-o", str(tmp_path / "p.png")],
+            "--cantornet 2 plots CantorNet, so --model/--weights cannot be given with it")
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_truncated_pt2_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    model = sf.mlp("3x20", 2, 3, seed=0)
+    full = tmp_path / "m.pt2"
+    torch.export.save(torch.export.export(model, (torch.randn(2, 2),)), full)
+    cut = tmp_path / "cut.pt2"
+    cut.write_bytes(full.read_bytes()[:3000])
+    r = subprocess.run([sys.executable, "-m", "spacefold", "measure", "--model", str(cut), "--data", "blobs"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == [f"spacefold measure: error: model {cut} is not a torch.export archive "
+                                             "(.pt2 from torch.export.save): File is not a zip file"]
+
+
+def test_missing_extra_is_one_line_exit_2(tmp_path):
+    """matplotlib made unimportable in a fresh interpreter: plot names the extra to install."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            "from spacefold.cli import main\n"
+            f"sys.exit(main(['plot', 'path', '--cantornet', '1', '-o', {str(tmp_path / 'p.png')!r}]))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == ["spacefold plot: error: plots need matplotlib: pip install 'spacefold[plot]'"]
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_missing_extra_is_still_an_import_error():
+    from spacefold.errors import InputError, MissingExtraError
+
+    assert issubclass(MissingExtraError, ImportError) and issubclass(MissingExtraError, InputError)

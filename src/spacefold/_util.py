@@ -116,6 +116,11 @@ def atomic_path(path: str | os.PathLike) -> contextlib.AbstractContextManager:
     @contextlib.contextmanager
     def _cm():
         target = Path(path)
+        probe = target.parent
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
+        if not probe.is_dir():
+            raise InputError(f"cannot write {path}: {probe} is a file, not a directory")
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix, dir=target.parent)
         try:

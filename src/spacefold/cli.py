@@ -780,6 +780,8 @@ def _cmd_plot(args) -> int:
     from .load import load_data, load_model
     from .plot import plot_path, plot_plane, save_figure
 
+    if args.cantornet is not None and (args.model is not None or args.weights is not None):
+        raise UsageError(f"--cantornet {args.cantornet} plots CantorNet, so --model/--weights cannot be given with it")
     if args.cantornet is not None:
         from .cantornet import cantornet
 

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from . import measure, parallel
 from ._util import check_choice, check_int, check_size
-from .errors import InputError, InputTypeError
+from .errors import InputError, InputTypeError, MissingExtraError
 from .patterns import (
     LayerSelector,
     PatternLayout,
@@ -110,7 +110,7 @@ class FoldingBatch:
         try:
             import pandas as pd
         except ImportError:
-            raise ImportError("to_pandas needs pandas: pip install 'spacefold[pandas]'") from None
+            raise MissingExtraError("to_pandas needs pandas: pip install 'spacefold[pandas]'") from None
         cols = {k: getattr(self, k).numpy() for k in ("chi", "r1", "r2", "n_regions", "max_profile")}
         cols.update({f"chi_{k}": v.numpy() for k, v in (self.per_layer or {}).items()})
         return pd.DataFrame(cols)

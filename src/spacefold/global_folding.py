@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from . import parallel
 from ._util import check_choice, check_int, check_size
-from .errors import InputError, InputTypeError
+from .errors import InputError, InputTypeError, MissingExtraError
 from .folding import DEFAULT_STEPS, DEFAULT_TOL, WalkOptions, _check_samples, _fold, _Segments
 from .pairs import PairPlan, class_centroids, iter_chunks, pair_plan
 
@@ -270,7 +270,7 @@ class GlobalFolding:
         try:
             import pandas as pd
         except ImportError:
-            raise ImportError("to_pandas needs pandas: pip install 'spacefold[pandas]'") from None
+            raise MissingExtraError("to_pandas needs pandas: pip install 'spacefold[pandas]'") from None
         keys = ("label_a", "label_b", "chi", "max_profile", "r1", "r2", "n_regions")
         cols = {k: getattr(self, k).numpy() for k in keys}
         cols.update({f"chi_{k}": v.numpy() for k, v in (self.per_layer or {}).items()})

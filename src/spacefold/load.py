@@ -29,6 +29,7 @@ read with Pillow and converted to RGB (or greyscale with ``grayscale=True``), sc
 
 from __future__ import annotations
 
+import inspect
 import importlib
 import os
 from pathlib import Path
@@ -37,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import InputError, InputTypeError
+from .errors import InputError, InputTypeError, MissingExtraError
 
 __all__ = ["load_model", "load_data", "fit_input_shape", "IMG_EXTENSIONS"]
 
@@ -77,11 +78,21 @@ def load_model(spec: str | os.PathLike, weights: str | os.PathLike | None = None
         raise FileNotFoundError(f"model {text} not found (a checkpoint, .pt2 or TorchScript file, or "
                                 "'package.module:factory')")
     if path.suffix == ".pt2":
+        import logging
+        import warnings
+
+        log = logging.getLogger("torch.export")
+        level = log.level
         try:
-            program = torch.export.load(str(path))
+            log.setLevel(logging.CRITICAL)  # torch logs the whole traceback of a bad archive first
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                program = torch.export.load(str(path))
         except Exception as err:  # not a zip, not an export archive
             raise InputError(f"model {path} is not a torch.export archive (.pt2 from torch.export.save): "
                              f"{_first(err)}") from None
+        finally:
+            log.setLevel(level)
         return _modules_from_program(program, path).eval()
     from .models import CheckpointError, load_checkpoint
 
@@ -114,6 +125,13 @@ def _from_factory(text: str) -> nn.Module:
     if not callable(obj):
         raise InputTypeError(f"model {text}: {attr} must be callable (a factory returning an nn.Module), "
                              f"got {type(obj).__name__}")
+    try:
+        inspect.signature(obj).bind()
+    except TypeError as err:  # required arguments: the factory cannot be called as one
+        raise InputTypeError(f"model {text}: the factory must be callable with no arguments ({_first(err)}); "
+                             "wrap it in a function of none") from None
+    except ValueError:  # no signature to read (a builtin): call it and see
+        pass
     model = obj()
     if not isinstance(model, nn.Module):
         raise InputTypeError(f"model {text}: the factory must return a torch.nn.Module, got {type(model).__name__}")
@@ -286,7 +304,7 @@ def _read_images(files, grayscale: bool, image_size: int | None) -> np.ndarray:
     try:
         from PIL import Image
     except ImportError:
-        raise ImportError("image folders need Pillow: pip install pillow") from None
+        raise MissingExtraError("image folders need Pillow: pip install pillow") from None
     out, size = [], None
     for p, _ in files:
         try:

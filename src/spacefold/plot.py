@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ._util import atomic_path, check_distinct
-from .errors import InputError, InputTypeError
+from .errors import InputError, InputTypeError, MissingExtraError
 
 __all__ = ["OKABE_ITO", "SEQUENTIAL", "PNG_DPI", "new_figure", "save_figure", "add_caption", "plot_path",
            "plot_paths", "plot_plane", "study_figures", "phi_vs_depth", "chi_histograms", "per_layer_folding",
@@ -47,7 +47,7 @@ def new_figure(w: float = 6.0, h: float = 4.0):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise ImportError("plots need matplotlib: pip install 'spacefold[plot]'") from None
+        raise MissingExtraError("plots need matplotlib: pip install 'spacefold[plot]'") from None
     fig = Figure(figsize=(w, h), dpi=100)
     FigureCanvasAgg(fig)
     return fig
