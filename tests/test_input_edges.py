@@ -141,7 +141,8 @@ def test_physical_memory_is_the_machine_s():
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["measure", "--data", "blobs", "--method", "uniform", "--steps", "100000000000"], "steps = 100000000000 would need"),
+    (["measure", "--data", "blobs", "--method", "uniform", "--steps", "100000000000"],
+     "steps = 100000000000 would need"),
     (["measure", "--data", "blobs", "--method", "uniform", "--steps", "10000", "--batch-size", "100000000"],
      "batch_size = 100000000 would need"),
     (["measure", "--data", "blobs", "--ci", "--n-boot", "100000000000"], "n_boot = 100000000000 would need"),
@@ -319,7 +320,8 @@ def test_missing_extra_is_one_line_exit_2(tmp_path):
             f"sys.exit(main(['plot', 'path', '--cantornet', '1', '-o', {str(tmp_path / 'p.png')!r}]))\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and r.stdout == ""
-    assert r.stderr.strip().splitlines() == ["spacefold plot: error: plots need matplotlib: pip install 'spacefold[plot]'"]
+    assert r.stderr.strip().splitlines() == [
+        "spacefold plot: error: plots need matplotlib: pip install 'spacefold[plot]'"]
     assert not (tmp_path / "p.png").exists()
 
 

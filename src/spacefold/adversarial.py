@@ -474,7 +474,8 @@ def adversarial_interaction(
     total = ia.numel() * ib.numel()
     n_paths = min(total, max_pairs)
     if method == "uniform":  # each point an input, its activations and its pattern: three inputs' worth at least
-        check_size("n_points", n_points, 3 * n_points * x[0].numel() * x.element_size(), f"{n_points} points of one path")
+        check_size("n_points", n_points, 3 * n_points * x[0].numel() * x.element_size(),
+                   f"{n_points} points of one path")
     check_size("n_boot", n_boot, 16 * n_boot * n_paths, f"{n_boot} bootstrap resamples of {n_paths} paths")
     flat = torch.randperm(total, generator=g)[:max_pairs] if total > max_pairs else torch.arange(total)
     pa, pb = flat // ib.numel(), flat % ib.numel()  # positions in ia, ib
