@@ -329,3 +329,39 @@ def test_missing_extra_is_still_an_import_error():
     from spacefold.errors import InputError, MissingExtraError
 
     assert issubclass(MissingExtraError, ImportError) and issubclass(MissingExtraError, InputError)
+
+
+def _image_folder(root, sizes):
+    from PIL import Image
+
+    for c, size in zip(("a", "b"), sizes):
+        (root / c).mkdir(parents=True)
+        for k in range(4):
+            Image.new("L", (size, size), color=40 * k).save(root / c / f"{k}.png")
+
+
+def test_image_size_option_resizes_image_folders(capsys, tmp_path):
+    pytest.importorskip("PIL")
+    from spacefold.cli import main
+
+    _image_folder(tmp_path / "imgs", (8, 6))
+    line = _exit_2(capsys, ["train", "--arch", "4", "--data", str(tmp_path / "imgs"), "--out", str(tmp_path / "o")],
+                   "images must have one size")
+    assert "--image-size" in line
+    rc = main(["train", "--arch", "4", "--data", str(tmp_path / "imgs"), "--image-size", "5", "--epochs", "1",
+               "--track-pairs", "2", "--out", str(tmp_path / "o"), "--no-progress", "--json"])
+    out = capsys.readouterr().out
+    assert rc == 0 and '"epochs"' in out
+    from spacefold.models import load_checkpoint
+
+    # every image resized to 5 x 5, read as RGB: 75 input features
+    assert load_checkpoint(tmp_path / "o" / "model.pt").in_features == 5 * 5 * 3
+
+
+def test_class_folders_without_images_say_what_was_found(capsys, tmp_path):
+    for c in ("cats", "dogs"):
+        (tmp_path / "d" / c).mkdir(parents=True)
+        (tmp_path / "d" / c / "notes.txt").write_text("x")
+    line = _exit_2(capsys, ["train", "--arch", "4", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o")],
+                   "found 2 sub-folders (cats, dogs) but no image")
+    assert "MNIST files not found" not in line

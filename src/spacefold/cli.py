@@ -301,7 +301,8 @@ def _cli_data(args):
     from .load import load_data
 
     try:
-        data = load_data(args.data, args.data_dir, download=getattr(args, "download", False), seed=args.data_seed)
+        data = load_data(args.data, args.data_dir, download=getattr(args, "download", False), seed=args.data_seed,
+                         image_size=args.image_size)
     except ImportError as err:
         raise UsageError(str(err)) from None
     n_train, n_test = getattr(args, "n_train", None), getattr(args, "n_test", None)
@@ -322,6 +323,8 @@ def _add_data_args(p, default: str | None) -> None:
     p.add_argument("--download", action="store_true", help="download MNIST into --data-dir (needs torchvision)")
     p.add_argument("--data-seed", type=nonnegative_int, default=0,
                    help="seed of the train/test split and subsets (default 0)")
+    p.add_argument("--image-size", type=positive_int, default=None, metavar="N",
+                   help="image folders: resize every image to N x N (needed when the images differ in size)")
 
 
 def _add_measure(sub) -> None:
@@ -795,7 +798,8 @@ def _cmd_plot(args) -> int:
     else:
         if args.model is None:
             raise UsageError("--model is required (or --cantornet K)")
-        data = load_data(args.data, args.data_dir, seed=args.data_seed, download=args.download)
+        data = load_data(args.data, args.data_dir, seed=args.data_seed, download=args.download,
+                         image_size=args.image_size)
         model = load_model(args.model, args.weights, example=data.x_test[:2])
         inputs, idx = _plot_inputs(args, data, model)
         what = f"{data.name} ({args.split} {', '.join(str(i) for i in idx)})"

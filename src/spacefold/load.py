@@ -276,6 +276,12 @@ def load_data(spec: str | os.PathLike, data_dir: str | os.PathLike | None = None
     if path.is_dir() and _is_image_folder(path):
         return load_image_folder(path, seed=seed, grayscale=grayscale, image_size=image_size,
                                  test_fraction=test_fraction)
+    if path.is_dir() and _class_dirs(path) and not any("ubyte" in f.name for f in path.rglob("*") if f.is_file()):
+        dirs = [d.name for d in _class_dirs(path)]
+        shown = ", ".join(dirs[:5]) + (", ..." if len(dirs) > 5 else "")
+        raise InputError(f"data {spec}: found {len(dirs)} sub-folders ({shown}) but no image "
+                         f"({', '.join(IMG_EXTENSIONS)}) in them and no MNIST IDX file; an image folder needs "
+                         "one sub-folder of images per class")
     return load_dataset(str(spec), data_dir, download=download, seed=seed)
 
 
