@@ -365,3 +365,38 @@ def test_class_folders_without_images_say_what_was_found(capsys, tmp_path):
     line = _exit_2(capsys, ["train", "--arch", "4", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o")],
                    "found 2 sub-folders (cats, dogs) but no image")
     assert "MNIST files not found" not in line
+
+
+def _traced(tmp_path, n_in):
+    from torch import nn
+
+    m = nn.Sequential(nn.Linear(n_in, 6), nn.ReLU(), nn.Linear(6, 3))
+    path = tmp_path / f"ts{n_in}.pt"
+    torch.jit.save(torch.jit.trace(m, torch.randn(2, n_in)), path)
+    return path
+
+
+def test_torchscript_input_size_mismatch_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    path = _traced(tmp_path, 5)
+    r = subprocess.run([sys.executable, "-m", "spacefold", "measure", "--model", str(path), "--data", "blobs"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == [f"spacefold measure: error: model {path} does not take inputs of shape "
+                                             "(2,) (its first layer takes 5 input features)"]
+
+
+def test_plot_plane_of_torchscript_warns_nothing(tmp_path):
+    pytest.importorskip("matplotlib")
+    import warnings
+
+    from spacefold.cli import main
+
+    path = _traced(tmp_path, 2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["plot", "plane", "--model", str(path), "--data", "blobs", "-o", str(tmp_path / "p.png")]) == 0
+    assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == []
+    assert (tmp_path / "p.png").stat().st_size > 0

@@ -29,9 +29,12 @@ read with Pillow and converted to RGB (or greyscale with ``grayscale=True``), sc
 
 from __future__ import annotations
 
-import inspect
+import contextlib
 import importlib
+import inspect
+import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -78,21 +81,12 @@ def load_model(spec: str | os.PathLike, weights: str | os.PathLike | None = None
         raise FileNotFoundError(f"model {text} not found (a checkpoint, .pt2 or TorchScript file, or "
                                 "'package.module:factory')")
     if path.suffix == ".pt2":
-        import logging
-        import warnings
-
-        log = logging.getLogger("torch.export")
-        level = log.level
         try:
-            log.setLevel(logging.CRITICAL)  # torch logs the whole traceback of a bad archive first
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with _quiet_torch():  # torch logs the whole traceback of a bad archive first
                 program = torch.export.load(str(path))
         except Exception as err:  # not a zip, not an export archive
             raise InputError(f"model {path} is not a torch.export archive (.pt2 from torch.export.save): "
                              f"{_first(err)}") from None
-        finally:
-            log.setLevel(level)
         return _modules_from_program(program, path).eval()
     from .models import CheckpointError, load_checkpoint
 
@@ -158,6 +152,21 @@ def _load_weights(model: nn.Module, weights) -> None:
         raise InputError(f"weights {path} do not fit the model: {_first(err)}") from None
 
 
+@contextlib.contextmanager
+def _quiet_torch():
+    """No log records or warnings from torch while a file is read or converted: its failures
+    become one line (:class:`InputError`), and its logs would repeat them as tracebacks."""
+    log = logging.getLogger("torch")
+    level = log.level
+    log.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        log.setLevel(level)
+
+
 def _from_torchscript(scripted, path: Path, example) -> nn.Module:
     try:
         from torch._export.converter import TS2EPConverter
@@ -171,7 +180,15 @@ def _from_torchscript(scripted, path: Path, example) -> nn.Module:
                              "(load_model(..., example=x))")
         example = torch.zeros(2, first.shape[1], dtype=first.dtype)
     try:
-        program = TS2EPConverter(scripted, (example,)).convert()
+        with torch.no_grad():
+            scripted(example)
+    except RuntimeError as err:  # the inputs do not fit: say so before converting
+        first = next((p for p in scripted.parameters() if p.dim() == 2), None)
+        why = f"its first layer takes {first.shape[1]} input features" if first is not None else _first(err)
+        raise InputError(f"model {path} does not take inputs of shape {tuple(example.shape[1:])} ({why})") from None
+    try:
+        with _quiet_torch():
+            program = TS2EPConverter(scripted, (example,)).convert()
     except Exception as err:
         raise InputError(f"model {path}: cannot convert this TorchScript program to torch.export "
                          f"({_first(err)}); save the model with torch.export.save (.pt2) instead") from None

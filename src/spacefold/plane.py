@@ -27,6 +27,7 @@ polygons: use :func:`raster_patterns` for them.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -252,7 +253,9 @@ def plane_regions(model: nn.Module, plane: Plane, *, layers: LayerSelector = Non
     why = supports_exact_plane(model, layers)
     if why is not None:
         raise NotPiecewiseLinearError(f"no exact plane: {why}; use raster_patterns (plot_plane does so by itself)")
-    net = copy.deepcopy(model).to(device="cpu", dtype=dtype)  # the cuts run on the CPU
+    with warnings.catch_warnings():  # torch's own deprecation inside a copy of an exported program
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*treespec.*")
+        net = copy.deepcopy(model).to(device="cpu", dtype=dtype)  # the cuts run on the CPU
     origin = plane.origin.to(dtype)
     basis = plane.basis.to(dtype)
     pl = Plane(origin, basis, plane.bounds, plane.points)
