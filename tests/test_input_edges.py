@@ -400,3 +400,68 @@ def test_plot_plane_of_torchscript_warns_nothing(tmp_path):
         assert main(["plot", "plane", "--model", str(path), "--data", "blobs", "-o", str(tmp_path / "p.png")]) == 0
     assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == []
     assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_adversarial_takes_torchscript_with_the_checkpoint_s_numbers(capsys, tmp_path):
+    """The README says --model takes TorchScript: the same network as a checkpoint and as a
+    TorchScript trace gives the same interaction table."""
+    pytest.importorskip("torchattacks")
+    import json
+
+    from spacefold.cli import main
+    from spacefold.data import make_synthetic
+    from spacefold.models import save_checkpoint
+    from spacefold.train import train
+
+    data = make_synthetic("blobs", seed=0)
+    model = sf.mlp("2x16", data.n_features, data.n_classes, seed=0)
+    train(model, data.x_train, data.y_train, epochs=20, seed=0)
+    save_checkpoint(model, tmp_path / "m.pt")
+    model.eval()
+    torch.jit.save(torch.jit.trace(model, data.x_test[:2]), tmp_path / "ts.pt")
+    results = []
+    for name in ("m.pt", "ts.pt"):
+        argv = ["adversarial", "--model", str(tmp_path / name), "--data", "blobs", "--classes", "0", "1",
+                "--attacks", "fgsm", "--eps", "0.5", "--max-pairs", "40", "--n-boot", "20", "--json"]
+        assert main(argv) == 0
+        res = json.loads(capsys.readouterr().out)
+        res.pop("model")
+        results.append(res)
+    assert results[0] == results[1]
+    assert results[0]["n_pairs"] > 0 and results[0]["attacks"]["fgsm"]["attack_success"] > 0
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pt2"])
+def test_unflatten_in_a_converted_program_is_walked_as_the_reshape_it_is(tmp_path, suffix):
+    """nn.Unflatten / flatten inside a TorchScript or torch.export program: the exact walk of the
+    loaded program equals the exact walk of the plain module (which has nn.Unflatten as a module),
+    and its patterns are those of plain forward passes inside each region."""
+    from torch import nn
+
+    from spacefold.load import load_model
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 12), nn.ReLU(), nn.Unflatten(1, (3, 4)), nn.Flatten(), nn.Linear(12, 6),
+                      nn.ReLU(), nn.Linear(6, 2)).double()
+    ex = torch.randn(2, 4, dtype=torch.float64)
+    path = tmp_path / f"m{suffix}"
+    if suffix == ".pt":
+        torch.jit.save(torch.jit.trace(m, ex), path)
+    else:
+        torch.export.save(torch.export.export(m, (ex,)), path)
+    loaded = load_model(path, example=ex)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(5):
+        x1 = torch.randn(4, generator=g, dtype=torch.float64) * 3
+        x2 = torch.randn(4, generator=g, dtype=torch.float64) * 3
+        ref, got = sf.folding(m, x1, x2), sf.folding(loaded, x1, x2)
+        assert got.n_regions == ref.n_regions and torch.allclose(got.walk.t, ref.walk.t)
+        assert torch.equal(got.walk.patterns, ref.walk.patterns)
+        # the oracle: plain forward passes of the original module at the middle of each region
+        t = got.walk.t
+        mid = (t + torch.cat([t[1:], torch.ones(1, dtype=t.dtype)])) / 2
+        pts = (1 - mid[:, None]) * x1 + mid[:, None] * x2
+        h1 = m[1](m[0](pts))
+        h2 = m[5](m[4](m[3](m[2](h1))))
+        bits = torch.cat([h1 > 0, h2 > 0], 1)
+        assert torch.equal(got.walk.patterns.bool(), bits)

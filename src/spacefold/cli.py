@@ -846,7 +846,9 @@ def _add_adversarial(sub) -> None:
     )
     from .adversarial import ATTACKS
 
-    p.add_argument("--model", required=True, help="checkpoint file (.pt)")
+    p.add_argument("--model", required=True, help="spacefold checkpoint, TorchScript file, torch.export archive "
+                   "(.pt2) or package.module:factory (with --weights)")
+    p.add_argument("--weights", default=None, help="state_dict file for a package.module:factory model")
     _add_data_args(p, None)
     p.add_argument("--split", default="test", choices=["test", "train"], help="which split (default test)")
     p.add_argument("--classes", type=nonnegative_int, nargs=2, action=Distinct, default=[5, 7], metavar=("A", "B"),
@@ -873,15 +875,13 @@ def _add_adversarial(sub) -> None:
 
 def _cmd_adversarial(args) -> int:
     from .adversarial import adversarial_interaction
-    from .models import load_checkpoint
+    from .load import fit_input_shape, load_model
 
     out = args.out
-    model = load_checkpoint(args.model)
     data = _cli_data(args)
-    if data.n_features != model.in_features:
-        raise UsageError(f"--model takes {model.in_features} input features but --data {args.data} has "
-                         f"{data.n_features}")
+    model = load_model(args.model, args.weights, example=data.x_test[:2])  # any model measure takes
     x, y = data.split(args.split)
+    x = fit_input_shape(model, x)
     if args.data_range is not None:
         lo, hi = args.data_range
     else:
