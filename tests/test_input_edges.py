@@ -465,3 +465,17 @@ def test_unflatten_in_a_converted_program_is_walked_as_the_reshape_it_is(tmp_pat
         h2 = m[5](m[4](m[3](m[2](h1))))
         bits = torch.cat([h1 > 0, h2 > 0], 1)
         assert torch.equal(got.walk.patterns.bool(), bits)
+
+
+def test_write_errors_name_the_user_s_file_not_the_temporary_one(tmp_path):
+    import errno
+
+    from spacefold._util import atomic_path
+
+    target = tmp_path / "out.json"
+    with pytest.raises(OSError) as err:
+        with atomic_path(target) as tmp:
+            raise OSError(errno.ENOSPC, "No space left on device", tmp)
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(target)
+    assert str(target) in str(err.value) and ".out." not in str(err.value)
+    assert list(tmp_path.iterdir()) == []  # the temporary file is gone, no target written

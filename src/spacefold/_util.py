@@ -130,9 +130,12 @@ def atomic_path(path: str | os.PathLike) -> contextlib.AbstractContextManager:
                 os.close(fd)
             yield tmp
             os.replace(tmp, target)
-        except BaseException:
+        except BaseException as err:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+            if isinstance(err, OSError) and err.errno is not None and tmp in (err.filename, err.filename2):
+                # name the user's file, not the temporary one beside it (which is gone)
+                raise type(err)(err.errno, err.strerror, str(target)) from None
             raise
 
     return _cm()
