@@ -102,6 +102,20 @@ nonnegative_int = int_in(0)
 nonnegative_int.__doc__ = "An int >= 0 (seeds)."
 
 
+class Distinct(argparse.Action):
+    """``action=`` of a list option whose values must not repeat (``--seeds 0 0`` would run seed 0
+    twice and count it as two runs); compared after ``type=``, so "3x20 3-20" repeat too."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from ._util import check_distinct
+
+        try:
+            check_distinct(values, "values")
+        except InputError as err:
+            raise argparse.ArgumentError(self, str(err).replace("values must", "must")) from None
+        setattr(namespace, self.dest, values)
+
+
 def normalized(text: str) -> str:
     """Lower case without surrounding blanks, for ``choices=`` of lower-case names."""
     return text.strip().lower()
@@ -287,10 +301,14 @@ def _cli_data(args):
     from .load import load_data
 
     try:
-        data = load_data(args.data, args.data_dir, download=getattr(args, "download", False), seed=args.data_seed)
+        data = load_data(args.data, args.data_dir, download=getattr(args, "download", False), seed=args.data_seed,
+                         image_size=args.image_size)
     except ImportError as err:
         raise UsageError(str(err)) from None
     n_train, n_test = getattr(args, "n_train", None), getattr(args, "n_test", None)
+    for option, n, have in (("--n-train", n_train, len(data.y_train)), ("--n-test", n_test, len(data.y_test))):
+        if n is not None and n > have:  # a subset larger than the data would silently be all of it
+            raise UsageError(f"{option} must be at most {have} (the samples of --data {args.data}), got {n}")
     if n_train is not None or n_test is not None:
         data = data.subset(n_train, n_test, seed=args.data_seed)
     return data
@@ -305,6 +323,8 @@ def _add_data_args(p, default: str | None) -> None:
     p.add_argument("--download", action="store_true", help="download MNIST into --data-dir (needs torchvision)")
     p.add_argument("--data-seed", type=nonnegative_int, default=0,
                    help="seed of the train/test split and subsets (default 0)")
+    p.add_argument("--image-size", type=positive_int, default=None, metavar="N",
+                   help="image folders: resize every image to N x N (needed when the images differ in size)")
 
 
 def _add_measure(sub) -> None:
@@ -353,6 +373,10 @@ def _add_measure(sub) -> None:
 def _cmd_measure(args) -> int:
     from .load import fit_input_shape, load_model
 
+    if args.ci:  # before the walks, not after
+        from .global_folding import check_n_boot
+
+        check_n_boot(args.n_boot)
     data = _cli_data(args)
     model = load_model(args.model, args.weights, example=data.x_test[:2])
     x, y = data.split(args.split)
@@ -447,9 +471,10 @@ def _add_sweep(sub) -> None:
     _add_data_args(p, "digits")
     p.add_argument("--n-train", type=int_in(2), default=None, help="train on a stratified subset of this many samples")
     p.add_argument("--n-test", type=int_in(2), default=None, help="measure on a stratified subset of this many samples")
-    p.add_argument("--archs", nargs="+", type=hidden_arch, default=list(DEPTH_SERIES),
+    p.add_argument("--archs", nargs="+", type=hidden_arch, action=Distinct, default=list(DEPTH_SERIES),
                    help="architectures, e.g. 3x20 5x12 30-20")
-    p.add_argument("--seeds", nargs="+", type=nonnegative_int, default=[0, 1, 2], help="seeds (default 0 1 2)")
+    p.add_argument("--seeds", nargs="+", type=nonnegative_int, action=Distinct, default=[0, 1, 2],
+                   help="seeds (default 0 1 2)")
     p.add_argument("--epochs", type=positive_int, default=30, help="training epochs (default 30)")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
     p.add_argument("--batch-size", type=positive_int, default=128, help="training batch size (default 128)")
@@ -521,8 +546,9 @@ def _run_sweep(data, archs, seeds, settings, out, *, plots, progress, as_json, m
     from dataclasses import asdict
 
     from .parallel import is_main, world
-    from .study import depth_trend, markdown_summary, run_study, summary_by_arch
+    from .study import check_study, depth_trend, markdown_summary, run_study, summary_by_arch
 
+    check_study(data, archs, seeds, settings)  # before the first line of the log
     out = Path(out)
     size = world()[1]  # under torchrun: the ranks share the runs, rank 0 prints and writes
 
@@ -711,7 +737,7 @@ def _add_plot(sub) -> None:
                    help="CantorNet A of depth K on its unit square instead of --model/--data")
     _add_data_args(p, "digits")
     p.add_argument("--split", default="test", choices=["test", "train"], help="split the inputs come from")
-    p.add_argument("--index", type=nonnegative_int, nargs="+", default=None, metavar="I",
+    p.add_argument("--index", type=nonnegative_int, nargs="+", action=Distinct, default=None, metavar="I",
                    help="inputs by index into the split: path I J (x1 x2), plane I J K (x0 x1 x2); "
                    "default: the first samples of two (three) different classes")
     p.add_argument("--method", type=normalized, choices=METHODS, default=None,
@@ -719,7 +745,7 @@ def _add_plot(sub) -> None:
     p.add_argument("--resolution", type=int_in(2), default=400,
                    help="plane: raster size for nets that are not piecewise linear (default 400)")
     p.add_argument("-o", "--out", required=True, help="output file: .png, .svg or .pdf")
-    p.add_argument("--format", nargs="+", default=None, choices=["png", "svg", "pdf"],
+    p.add_argument("--format", nargs="+", type=normalized, action=Distinct, default=None, choices=["png", "svg", "pdf"],
                    help="write these formats (the suffix of --out is replaced)")
     p.set_defaults(func=_cmd_plot)
 
@@ -757,6 +783,8 @@ def _cmd_plot(args) -> int:
     from .load import load_data, load_model
     from .plot import plot_path, plot_plane, save_figure
 
+    if args.cantornet is not None and (args.model is not None or args.weights is not None):
+        raise UsageError(f"--cantornet {args.cantornet} plots CantorNet, so --model/--weights cannot be given with it")
     if args.cantornet is not None:
         from .cantornet import cantornet
 
@@ -770,7 +798,8 @@ def _cmd_plot(args) -> int:
     else:
         if args.model is None:
             raise UsageError("--model is required (or --cantornet K)")
-        data = load_data(args.data, args.data_dir, seed=args.data_seed, download=args.download)
+        data = load_data(args.data, args.data_dir, seed=args.data_seed, download=args.download,
+                         image_size=args.image_size)
         model = load_model(args.model, args.weights, example=data.x_test[:2])
         inputs, idx = _plot_inputs(args, data, model)
         what = f"{data.name} ({args.split} {', '.join(str(i) for i in idx)})"
@@ -817,12 +846,14 @@ def _add_adversarial(sub) -> None:
     )
     from .adversarial import ATTACKS
 
-    p.add_argument("--model", required=True, help="checkpoint file (.pt)")
+    p.add_argument("--model", required=True, help="spacefold checkpoint, TorchScript file, torch.export archive "
+                   "(.pt2) or package.module:factory (with --weights)")
+    p.add_argument("--weights", default=None, help="state_dict file for a package.module:factory model")
     _add_data_args(p, None)
     p.add_argument("--split", default="test", choices=["test", "train"], help="which split (default test)")
-    p.add_argument("--classes", type=nonnegative_int, nargs=2, default=[5, 7], metavar=("A", "B"),
+    p.add_argument("--classes", type=nonnegative_int, nargs=2, action=Distinct, default=[5, 7], metavar=("A", "B"),
                    help="start class A and end class B of the paths (default 5 7)")
-    p.add_argument("--attacks", nargs="+", type=normalized, choices=ATTACKS, default=["fgsm", "pgd"],
+    p.add_argument("--attacks", nargs="+", action=Distinct, type=normalized, choices=ATTACKS, default=["fgsm", "pgd"],
                    help="fgsm | pgd | pgd-l2 (default fgsm pgd)")
     p.add_argument("--eps", type=nonnegative_float, default=0.1, help="attack budget in input units (default 0.1)")
     p.add_argument("--steps", type=positive_int, default=40, help="PGD steps (default 40)")
@@ -844,15 +875,13 @@ def _add_adversarial(sub) -> None:
 
 def _cmd_adversarial(args) -> int:
     from .adversarial import adversarial_interaction
-    from .models import load_checkpoint
+    from .load import fit_input_shape, load_model
 
     out = args.out
-    model = load_checkpoint(args.model)
     data = _cli_data(args)
-    if data.n_features != model.in_features:
-        raise UsageError(f"--model takes {model.in_features} input features but --data {args.data} has "
-                         f"{data.n_features}")
+    model = load_model(args.model, args.weights, example=data.x_test[:2])  # any model measure takes
     x, y = data.split(args.split)
+    x = fit_input_shape(model, x)
     if args.data_range is not None:
         lo, hi = args.data_range
     else:

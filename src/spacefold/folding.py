@@ -28,8 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from . import measure, parallel
-from ._util import check_choice, check_int
-from .errors import InputError, InputTypeError
+from ._util import check_choice, check_int, check_size
+from .errors import InputError, InputTypeError, MissingExtraError
 from .patterns import (
     LayerSelector,
     PatternLayout,
@@ -119,7 +119,7 @@ class FoldingBatch:
         try:
             import pandas as pd
         except ImportError:
-            raise ImportError("to_pandas needs pandas: pip install 'spacefold[pandas]'") from None
+            raise MissingExtraError("to_pandas needs pandas: pip install 'spacefold[pandas]'") from None
         cols = {k: getattr(self, k).numpy() for k in ("chi", "r1", "r2", "n_regions", "max_profile")}
         cols.update({f"chi_{k}": v.numpy() for k, v in (self.per_layer or {}).items()})
         return pd.DataFrame(cols)
@@ -406,26 +406,45 @@ def memory_budget() -> int:
         value = 0
     if value < 1:
         raise InputError(f"SPACEFOLD_MEMORY must be a positive number of bytes, got {text!r}")
+    check_size("SPACEFOLD_MEMORY", value, value, "the walks in flight")
     return value
+
+
+def segment_bytes(opts: WalkOptions, n_inputs: int, n_neurons: int, itemsize: int) -> int:
+    """An estimate of one segment's memory: its two end inputs and, for the sampled methods,
+    the inputs and activations of its points (``steps + 1`` for ``"uniform"``, about
+    ``4 n0`` for ``"bisect"``); for ``"exact"`` (whose walk bounds its own working
+    memory) about 32 regions of activations."""
+    inputs = n_inputs * itemsize
+    acts = max(n_neurons, 1) * itemsize
+    if opts.method == "uniform":
+        return (opts.steps + 1) * (inputs + 2 * acts)
+    if opts.method == "bisect":
+        return 4 * (opts.n0 or NONCONVEX_N0) * (inputs + 2 * acts)
+    return 2 * inputs + 32 * acts
 
 
 def chunk_size(opts: WalkOptions, layout: PatternLayout, sample: Tensor, memory: int | None = None) -> int:
     """Segments walked at once when ``batch_size`` is not given: the memory budget
-    (:func:`memory_budget`) over an estimate of one segment's memory, between 256 and
-    :data:`MAX_CHUNK`. A segment holds its two end inputs and, for the sampled methods,
-    the inputs and activations of its points (``steps + 1`` for ``"uniform"``, about
-    ``4 n0`` for ``"bisect"``); for ``"exact"`` (whose walk bounds its own working
-    memory) about 32 regions of activations."""
-    item = sample.element_size()
-    inputs = sample[0].numel() * item
-    acts = max(layout.n_neurons, 1) * item
-    if opts.method == "uniform":
-        per = (opts.steps + 1) * (inputs + 2 * acts)
-    elif opts.method == "bisect":
-        per = 4 * (opts.n0 or NONCONVEX_N0) * (inputs + 2 * acts)
-    else:
-        per = 2 * inputs + 32 * acts
+    (:func:`memory_budget`) over :func:`segment_bytes`, between 256 and :data:`MAX_CHUNK`."""
+    per = segment_bytes(opts, sample[0].numel(), layout.n_neurons, sample.element_size())
     return int(min(MAX_CHUNK, max(256, (memory or memory_budget()) // per)))
+
+
+def check_walk_size(opts: WalkOptions, n_segments: int, n_inputs: int, n_neurons: int, itemsize: int,
+                    *, batch_given: bool) -> None:
+    """Refuse ``steps`` (``n0``, ``batch_size``) whose walks of ``min(batch_size, n_segments)``
+    segments at once would not fit in this machine's memory (:func:`spacefold._util.check_size`)."""
+    if opts.method == "exact":  # the exact walk holds itself to the memory budget
+        return
+    per = segment_bytes(opts, n_inputs, n_neurons, itemsize)
+    name, value = ("steps", opts.steps) if opts.method == "uniform" else ("n0", opts.n0 or 64)
+    points = f"{opts.steps + 1} points" if opts.method == "uniform" else f"about {4 * (opts.n0 or 64)} points"
+    check_size(name, value, per, f"the {points} of one segment and their activations")
+    k = max(1, min(opts.batch_size or 1, n_segments))
+    if batch_given:
+        name, value = "batch_size", opts.batch_size
+    check_size(name, value, k * per, f"the {points} of each of {k} segments walked at once and their activations")
 
 
 class _RangeTask:
@@ -541,8 +560,11 @@ def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures:
         layout = _probe(model, recorder, sample, "x1 and x2 hold" if segments.x is None else "x holds")
         if opts.method == "bisect" and opts.n0 is None:
             opts = dataclasses.replace(opts, n0=default_n0(model))
-        if opts.batch_size is None:
+        batch_given = opts.batch_size is not None
+        if not batch_given:
             opts = dataclasses.replace(opts, batch_size=chunk_size(opts, layout, sample))
+        check_walk_size(opts, segments.n, sample[0].numel(), layout.n_neurons, sample.element_size(),
+                        batch_given=batch_given)
         task = _RangeTask(model, segments, opts, layout, per_layer=per_layer, measures=measures, keep=keep)
         task.walker = task.make_walker(recorder)
 

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ._util import check_choice, check_int
-from .errors import InputError, InputTypeError
+from .errors import InputError, InputTypeError, MissingExtraError
 
 __all__ = [
     "PairBlock",
@@ -293,7 +293,7 @@ def class_centroids(
     try:
         from sklearn.cluster import KMeans
     except ImportError:
-        raise ImportError("class_centroids needs scikit-learn: pip install 'spacefold[data]'") from None
+        raise MissingExtraError("class_centroids needs scikit-learn: pip install 'spacefold[data]'") from None
     if not isinstance(x, Tensor):
         raise InputTypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     y = _check_labels(y)

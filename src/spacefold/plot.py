@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._util import atomic_path
-from .errors import InputError, InputTypeError
+from ._util import atomic_path, check_distinct
+from .errors import InputError, InputTypeError, MissingExtraError
 
 __all__ = ["OKABE_ITO", "SEQUENTIAL", "PNG_DPI", "new_figure", "save_figure", "add_caption", "plot_path",
            "plot_paths", "plot_plane", "study_figures", "phi_vs_depth", "chi_histograms", "per_layer_folding",
@@ -53,7 +53,7 @@ def new_figure(w: float = 6.0, h: float = 4.0):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise ImportError("plots need matplotlib: pip install 'spacefold[plot]'") from None
+        raise MissingExtraError("plots need matplotlib: pip install 'spacefold[plot]'") from None
     fig = Figure(figsize=(w, h), dpi=100)
     FigureCanvasAgg(fig)
     fig._repr_png_ = types.MethodType(_repr_png, fig)
@@ -101,6 +101,7 @@ def save_figure(fig, path: str | os.PathLike, formats: Sequence[str] | None = No
     for f in fmts:
         if f not in FORMATS:
             raise InputError(f"figure format must be one of {', '.join(FORMATS)}, got {f!r} (from {path})")
+    check_distinct(fmts, "formats")
     _layout(fig)
     out = []
     for f in fmts:

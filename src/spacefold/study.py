@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._util import atomic_write, check_choice, check_int, json_safe
+from ._util import atomic_write, check_choice, check_distinct, check_int, json_safe
 from .errors import InputError, InputTypeError
 
 __all__ = ["StudySettings", "RegularizerSettings", "demo_settings", "run_study", "measure_model", "depth_trend",
@@ -140,7 +140,9 @@ class StudySettings:
         check_int(self.steps, "steps", 1)
         check_int(self.pairs_per_class_pair, "pairs_per_class_pair", 1)
         check_int(self.pair_seed, "pair_seed", 0)
-        check_int(self.n_boot, "n_boot", 1)
+        from .global_folding import check_n_boot
+
+        check_n_boot(self.n_boot)
         check_choice(self.method, "method", ("exact", "bisect", "uniform"))
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)):
             raise InputTypeError(f"lr must be a finite number > 0, got {self.lr!r}")
@@ -206,6 +208,34 @@ def _run_name(arch: str, seed: int) -> str:
     return f"{arch}_s{seed}"
 
 
+def check_study(data, archs: Sequence[str], seeds: Sequence[int], settings: StudySettings | None = None
+                ) -> StudySettings:
+    """The checks :func:`run_study` makes before anything is trained (the settings, the
+    architectures and seeds, the size of the walks); returns the checked settings."""
+    from .models import arch_name, parse_arch
+
+    settings = (settings or StudySettings()).check()
+    if not archs:
+        raise InputError("archs must name at least one architecture, got none")
+    if not seeds:
+        raise InputError("seeds must name at least one seed, got none")
+    for a in archs:
+        if not parse_arch(a):
+            raise InputError(f"archs must have at least one hidden layer (a network without one does not fold), "
+                             f"got {a!r}")
+    for s in seeds:
+        check_int(s, "seed", 0)
+    check_distinct(seeds, "seeds")
+    check_distinct([arch_name(parse_arch(a)) for a in archs], "archs")
+    from .folding import WalkOptions, check_walk_size
+
+    opts = WalkOptions.check(method=settings.method, steps=settings.steps, tol=None, tie_tol=0.0, layers=None,
+                             n0=None, stop="strict", batch_size=None, dtype=None)
+    for a in archs:  # before anything is trained
+        check_walk_size(opts, 1, data.n_features, sum(parse_arch(a)), 4, batch_given=False)
+    return settings
+
+
 def run_study(
     data,
     archs: Sequence[str],
@@ -233,19 +263,8 @@ def run_study(
     the round's finished runs are written.
     """
     from . import parallel
-    from .models import parse_arch
 
-    settings = (settings or StudySettings()).check()
-    if not archs:
-        raise InputError("archs must name at least one architecture, got none")
-    if not seeds:
-        raise InputError("seeds must name at least one seed, got none")
-    for a in archs:
-        if not parse_arch(a):
-            raise InputError(f"archs must have at least one hidden layer (a network without one does not fold), "
-                             f"got {a!r}")
-    for s in seeds:
-        check_int(s, "seed", 0)
+    settings = check_study(data, archs, seeds, settings)
     settings.data = data.describe()
     out = Path(out)
     rank, size = parallel.world()

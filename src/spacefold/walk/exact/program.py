@@ -68,7 +68,9 @@ _LINEAR_FUNCS = {
     torch.index_select, torch.narrow, torch.sum, torch.mean, torch.chunk, torch.split, torch.movedim,
     torch.t, torch.mm, torch.unbind,
     F.linear, F.conv1d, F.conv2d, F.conv3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d,
-    F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.pad, getattr,
+    F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.pad, getattr, torch.unflatten,
+    # the reshapes of a converted TorchScript or torch.export program (their dims exclude the batch)
+    torch.ops.aten.flatten.using_ints, torch.ops.aten.unflatten.int,
 }
 
 
@@ -76,7 +78,7 @@ _LINEAR_METHODS = {
     "view", "reshape", "flatten", "permute", "transpose", "squeeze", "unsqueeze", "contiguous", "size", "dim",
     "add", "sub", "mul", "div", "neg", "sum", "mean", "index_select", "narrow", "chunk", "split", "t",
     "expand", "expand_as", "view_as", "reshape_as", "clone", "float", "double", "to", "type_as", "unbind",
-    "movedim", "matmul", "__getitem__",
+    "movedim", "matmul", "__getitem__", "unflatten",
 }
 
 
