@@ -25,6 +25,8 @@ import hashlib
 import json
 import math
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,7 +38,7 @@ from ._util import atomic_write, check_choice, check_int, json_safe
 from .errors import InputError, InputTypeError
 
 __all__ = ["StudySettings", "RegularizerSettings", "demo_settings", "run_study", "measure_model", "depth_trend",
-           "write_tables", "read_run", "CSV_FIELDS"]
+           "write_tables", "read_run", "provenance", "CSV_FIELDS"]
 
 HIST_BINS = 20
 
@@ -154,6 +156,41 @@ class StudySettings:
         return self
 
 
+_PROVENANCE: dict | None = None
+
+
+def provenance() -> dict:
+    """Where a result came from, recorded with every run of every study: the spacefold version,
+    the git commit of the source tree it was imported from (``None`` outside a git checkout) and
+    whether that tree had uncommitted changes to tracked files, the torch, numpy and Python
+    versions, the command line, and the pair-drawing version (:data:`spacefold.pairs.PLAN_VERSION`).
+
+    Taken once per process (the first call), so that every run of one process records the
+    code that process imported."""
+    global _PROVENANCE
+    if _PROVENANCE is None:
+        import torch
+
+        from . import __version__
+        from .pairs import PLAN_VERSION
+
+        here = Path(__file__).resolve().parent
+        commit = dirty = None
+        try:
+            git = ["git", "-C", str(here)]
+            commit = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, timeout=30,
+                                    check=True).stdout.strip() or None
+            dirty = bool(subprocess.run(git + ["status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                        text=True, timeout=30, check=True).stdout.strip())
+        except (OSError, subprocess.SubprocessError):
+            commit = dirty = None
+        _PROVENANCE = {"spacefold_version": __version__, "git_commit": commit, "git_dirty": dirty,
+                       "torch_version": torch.__version__, "numpy_version": np.__version__,
+                       "python_version": sys.version.split()[0], "command": list(sys.argv),
+                       "pair_plan_version": PLAN_VERSION}
+    return dict(_PROVENANCE)
+
+
 def demo_settings(method: str | None = None) -> StudySettings:
     """Settings of ``spacefold demo`` (scikit-learn digits: 1348 training images, so smaller
     batches and a larger learning rate than the MNIST defaults; fewer pairs for the
@@ -166,11 +203,13 @@ def demo_settings(method: str | None = None) -> StudySettings:
 def measure_model(model, x, y, settings: StudySettings, *, progress: bool = False) -> dict:
     """Global folding of one model on ``(x, y)``: inter-class Φ_N and the P2 aggregate, with CIs."""
     from .global_folding import global_folding
+    from .pairs import pair_plan, plan_fingerprint
 
     n_classes = int(y.unique().numel())
     max_pairs = settings.pairs_per_class_pair * n_classes * n_classes
     t0 = time.perf_counter()
-    g = global_folding(model, x, y, pairs="all", max_pairs=max_pairs, seed=settings.pair_seed,
+    plan = pair_plan(y, "all", max_pairs=max_pairs, seed=settings.pair_seed)
+    g = global_folding(model, x, y, pairs=plan, seed=settings.pair_seed,
                        method=settings.method, steps=settings.steps, per_layer=settings.per_layer,
                        batch_size=2048, progress=progress)
     seconds = time.perf_counter() - t0
@@ -198,6 +237,7 @@ def measure_model(model, x, y, settings: StudySettings, *, progress: bool = Fals
         "chi_histogram": {"bins": HIST_BINS, "range": [0.0, 1.0], "counts_nonzero": hist},
         "per_layer": inter.per_layer_summary(),
         "class_pairs": g.class_pairs(),
+        "pair_plan": plan_fingerprint(plan),
         "measure_seconds": seconds,
     }
 
@@ -401,6 +441,7 @@ def _run(arch: str, seed: int, found, settings: StudySettings, data, out: Path, 
         "regularizer": reg_record,
         "checkpoint": str(Path("models") / f"{name}.pt"),
         **m,
+        "provenance": provenance(),
     }
     if save:
         _save_run(out, (arch, seed), row, None, None)
