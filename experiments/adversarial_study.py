@@ -58,8 +58,10 @@ def done(path: Path, settings: dict) -> dict | None:
 
 
 def save(path: Path, obj: dict) -> None:
+    from spacefold.study import run_provenance
+
     with atomic_write(path) as fh:
-        json.dump(obj, fh, indent=1, allow_nan=False)
+        json.dump({**obj, "provenance": run_provenance()}, fh, indent=1, allow_nan=False)
 
 
 def get_model(data, arch: str, seed: int, args, out: Path):

@@ -32,7 +32,8 @@ from spacefold._util import atomic_path, atomic_write, json_safe
 from spacefold.data import load_mnist
 from spacefold.global_folding import global_folding
 from spacefold.models import load_checkpoint
-from spacefold.pairs import pair_plan
+from spacefold.pairs import pair_plan, plan_fingerprint
+from spacefold.study import run_provenance
 from spacefold.patterns import pattern_layout
 from spacefold.train import accuracy, train, train_mlp
 
@@ -90,6 +91,7 @@ def measure(model, data, args) -> dict:
                        per_layer=args.per_layer)
     wall = time.perf_counter() - t0
     s = g.summary(ci=True, n_boot=args.n_boot)
+    s["pair_plan"] = plan_fingerprint(plan)
     if args.per_layer:
         s["per_layer"] = g.per_layer_summary()
     s["wall_seconds_total"] = wall
@@ -112,7 +114,8 @@ def run_one(args, data, kind: str, name: str, seed: int, build) -> dict:
     s = measure(model, data, args)
     # ``s["seed"]`` is the seed of the pairs; the network's seed is ``seed``
     row = {"kind": kind, "arch": name, "n_parameters": n_params, "train": meta, "threads": torch.get_num_threads(),
-           "workers": args.workers, "bits": bits, **s, "pair_seed": s["seed"], "seed": seed}
+           "workers": args.workers, "bits": bits, **s, "pair_seed": s["seed"], "seed": seed,
+           "provenance": run_provenance()}
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as fh:
         json.dump(json_safe(row), fh, indent=1, allow_nan=False)

@@ -145,12 +145,13 @@ def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 def measure(model: nn.Module, d, fit, cfg: dict, seed: int) -> dict:
     """Accuracies, gap, test loss and folding on the study's fixed test pairs."""
     from spacefold.global_folding import global_folding
+    from spacefold.pairs import pair_plan, plan_fingerprint
     from spacefold.train import accuracy
 
     model.eval()
     t0 = time.perf_counter()
-    g = global_folding(model, d.x_test, d.y_test, pairs="inter-class", max_pairs=cfg["max_pairs"],
-                       seed=cfg["pair_seed"], batch_size=8192)
+    plan = pair_plan(d.y_test, "inter-class", max_pairs=cfg["max_pairs"], seed=cfg["pair_seed"])
+    g = global_folding(model, d.x_test, d.y_test, pairs=plan, seed=cfg["pair_seed"], batch_size=8192)
     ci = g.bootstrap(n_boot=cfg["n_boot"], seed=seed, stats=("phi", "phi_max", "fraction_folded"))
     train_acc = accuracy(model, fit[0], fit[1])
     test_acc = accuracy(model, d.x_test, d.y_test)
@@ -159,6 +160,7 @@ def measure(model: nn.Module, d, fit, cfg: dict, seed: int) -> dict:
         "test_loss": _loss(model, d.x_test, d.y_test),
         "phi": g.phi, "phi_max": g.phi_max, "fraction_folded": g.fraction_folded, "n_paths": g.n_paths,
         "ci": {k: list(v) for k, v in ci.items()}, "measure_seconds": time.perf_counter() - t0,
+        "pair_plan": plan_fingerprint(plan),
     }
 
 
@@ -221,6 +223,7 @@ def train_run(run: dict, cfg: dict, data_dir: str) -> list[dict]:
 
 def run_all(cfg: dict, data_dir: str, out: Path, workers: int) -> None:
     from spacefold._util import atomic_write
+    from spacefold.study import run_provenance
 
     todo = [r for r in runs_of(cfg) if not (out / "runs" / f"{run_name(r)}.json").exists()]
     log(f"{len(runs_of(cfg)) - len(todo)} runs done, {len(todo)} to do, {workers} worker(s)")
@@ -230,7 +233,7 @@ def run_all(cfg: dict, data_dir: str, out: Path, workers: int) -> None:
         futs = {pool.submit(train_run, r, cfg, data_dir): r for r in todo}
         for fut in futs:
             r = futs[fut]
-            rows = fut.result()
+            rows = [{**x, "provenance": run_provenance()} for x in fut.result()]
             with atomic_write(out / "runs" / f"{run_name(r)}.json") as fh:
                 json.dump(rows, fh, indent=1)
             log(f"{run_name(r)}: " + ", ".join(f"{x.get('stage', r['kind'])} gap {x['gap']:.3f} "

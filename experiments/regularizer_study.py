@@ -33,6 +33,7 @@ import spacefold as sf
 from spacefold._util import atomic_write
 from spacefold.data import load_mnist
 from spacefold.regularize import FoldingRegularizer, FoldingTracker, probe_pairs
+from spacefold.study import run_provenance
 from spacefold.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,7 +106,7 @@ def run_one(data, cfg: dict, args, out: Path) -> dict:
            "final": {"test_accuracy": res.final_test_accuracy, "train_accuracy": res.final_train_accuracy,
                      "test_loss": losses[-1], **{k: res.tracked[-1][k] for k in
                                                  ("phi", "phi_max", "fraction_folded")}},
-           "regularizer": reg.describe() if reg else None}
+           "regularizer": reg.describe() if reg else None, "provenance": run_provenance()}
     with atomic_write(path) as fh:
         json.dump(rec, fh, indent=1)
     log(f"{cfg['name']}: acc {rec['final']['test_accuracy']:.4f} loss {rec['final']['test_loss']:.4f} "

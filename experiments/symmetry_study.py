@@ -60,6 +60,7 @@ from spacefold.symmetry import (
     transform_segments,
     transplanted_segments,
 )
+from spacefold.study import run_provenance
 from spacefold.train import accuracy, train_mlp
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -254,6 +255,7 @@ def run_one(out: Path, task: str, condition: str, seed: int, data: Dataset, args
                                plane_slide if task == "plane" else other_images))
     row["w1_antisym"] = weight_antisymmetry(out, row)
     row["seconds"] = time.perf_counter() - t0
+    row["provenance"] = run_provenance()
     with atomic_write(path) as fh:
         json.dump(row, fh, indent=1)
     log(f"{task} {condition} s{seed}: test {row['test_accuracy']:.3f} mirrored {row['mirrored_test_accuracy']:.3f} "

@@ -38,7 +38,7 @@ from ._util import atomic_write, check_choice, check_int, json_safe
 from .errors import InputError, InputTypeError
 
 __all__ = ["StudySettings", "RegularizerSettings", "demo_settings", "run_study", "measure_model", "depth_trend",
-           "write_tables", "read_run", "provenance", "CSV_FIELDS"]
+           "write_tables", "read_run", "run_provenance", "CSV_FIELDS"]
 
 HIST_BINS = 20
 
@@ -181,7 +181,7 @@ def _shown_command(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def provenance() -> dict:
+def run_provenance() -> dict:
     """Where a result came from, recorded with every run of every study: the spacefold version,
     the git commit of the source tree it was imported from (``None`` outside a git checkout) and
     whether that tree had uncommitted changes to tracked files, the torch, numpy and Python
@@ -463,7 +463,7 @@ def _run(arch: str, seed: int, found, settings: StudySettings, data, out: Path, 
         "regularizer": reg_record,
         "checkpoint": str(Path("models") / f"{name}.pt"),
         **m,
-        "provenance": provenance(),
+        "provenance": run_provenance(),
     }
     if save:
         _save_run(out, (arch, seed), row, None, None)
