@@ -38,7 +38,8 @@ from ._util import atomic_write, check_choice, check_int, json_safe
 from .errors import InputError, InputTypeError
 
 __all__ = ["StudySettings", "RegularizerSettings", "demo_settings", "run_study", "measure_model", "depth_trend",
-           "write_tables", "read_run", "run_provenance", "CSV_FIELDS"]
+           "write_tables", "read_run", "run_provenance", "seed_mean_ci", "spearman", "hierarchical_bootstrap",
+           "seed_pair_interval", "pairs_needed", "CSV_FIELDS"]
 
 HIST_BINS = 20
 
@@ -545,25 +546,126 @@ def depth_trend(rows: Sequence[dict], min_accuracy: float = 0.0, stat: str = "ph
     med = {d: float(np.median([r[stat] for r in kept if r["depth"] == d])) for d in depths}
     rho = float("nan")
     if len(kept) >= 3 and len(depths) >= 2:
-        d = np.array([r["depth"] for r in kept], dtype=float)
-        v = np.array([r[stat] for r in kept], dtype=float)
-        rd, rv = _rank(d), _rank(v)
-        if rd.std() > 0 and rv.std() > 0:
-            rho = float(np.corrcoef(rd, rv)[0, 1])
+        rho = spearman([r["depth"] for r in kept], [r[stat] for r in kept])
     vals = [med[d] for d in depths]
     increasing = len(vals) >= 2 and all(b >= a for a, b in zip(vals, vals[1:]))
     return {"stat": stat, "min_accuracy": min_accuracy, "n_runs": len(kept), "n_runs_total": len(rows),
             "median_by_depth": med, "spearman_depth": rho, "medians_increase": increasing}
 
 
-def _rank(v: np.ndarray) -> np.ndarray:
-    order = np.argsort(v, kind="stable")
-    ranks = np.empty(len(v))
-    ranks[order] = np.arange(len(v), dtype=float)
-    for u in np.unique(v):  # average ranks of ties
-        m = v == u
-        ranks[m] = ranks[m].mean()
-    return ranks
+def spearman(a, b) -> float:
+    """Spearman's rank correlation of ``a`` and ``b`` (``scipy.stats.spearmanr``: tied values share
+    their mean rank); NaN when it is undefined (fewer than 3 values, or either side constant)."""
+    from scipy import stats
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.size != b.size:
+        raise InputError(f"a and b must have the same length, got {a.size} and {b.size}")
+    if a.size < 3 or np.all(a == a[0]) or np.all(b == b[0]):
+        return float("nan")
+    return float(stats.spearmanr(a, b).statistic)
+
+
+def seed_mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean over seeds and its Student-t interval at ``level`` (``scipy.stats.t``): ``(mean, lo, hi)``;
+    the interval is NaN for fewer than two values. It covers the seed-to-seed spread only: where every
+    seed is measured on the same pairs, :func:`seed_pair_interval` adds the spread of the pair set."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    m = float(v.mean())
+    if v.size < 2:
+        return m, float("nan"), float("nan")
+    h = float(stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+    return m, m - h, m + h
+
+
+def hierarchical_bootstrap(groups, stat: Callable | None = None, *, n_boot: int = 2000, level: float = 0.95,
+                           seed: int = 0) -> tuple[float, float, float]:
+    """Two-level bootstrap of a per-seed statistic averaged over seeds: ``groups`` holds one array of
+    per-path values per seed (network); each replicate draws the seeds with replacement, then the
+    paths of every drawn seed with replacement, applies ``stat`` (default: the median of the non-zero
+    values, Φ_N) to each and averages. Returns ``(estimate, lo, hi)``: the mean over seeds of ``stat`` and
+    the percentile interval at ``level``. The interval covers both the seeds and the pair set."""
+    from .global_folding import median_nonzero
+
+    stat = stat or median_nonzero
+    groups = [np.asarray(g, dtype=float) for g in groups]
+    if not groups or any(g.size == 0 for g in groups):
+        raise InputError("groups must be a non-empty list of non-empty arrays of per-path values")
+    check_int(n_boot, "n_boot", 1)
+    rng = np.random.default_rng(seed)
+    est = float(np.mean([stat(g) for g in groups]))
+    k = len(groups)
+    draws = np.empty(n_boot)
+    for b in range(n_boot):
+        picked = rng.integers(0, k, k)
+        draws[b] = np.mean([stat(groups[s][rng.integers(0, groups[s].size, groups[s].size)]) for s in picked])
+    lo, hi = np.quantile(draws, [0.5 - level / 2, 0.5 + level / 2])
+    return est, float(lo), float(hi)
+
+
+def _pair_sd(ci: Sequence[float], level: float = 0.95) -> float:
+    from scipy import stats
+
+    return (float(ci[1]) - float(ci[0])) / (2 * float(stats.norm.ppf(0.5 + level / 2)))
+
+
+def seed_pair_interval(estimates, pair_cis, *, minus=None, minus_cis=None, paired: bool = False,
+                       n_boot: int = 20000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """Interval of a mean over seeds that covers the seeds and the pair set, from recorded runs.
+
+    ``estimates``: one value per seed (Φ_N of each network); ``pair_cis``: each run's recorded 95%
+    bootstrap interval over its paths, read as the spread of that estimate over pair sets
+    (sd = interval width / (2 x 1.96)). Each replicate draws the seeds with replacement (first level)
+    and, for every drawn seed, its value from a normal with that spread about the recorded estimate
+    (second level: the pairs within the seed, through their recorded bootstrap). With ``minus`` and
+    ``minus_cis`` (a second group) the interval is of the difference of the two means; ``paired``
+    draws the seeds of both groups together (same seeds in both, as in a λ-versus-plain comparison).
+    Returns ``(estimate, lo, hi)``.
+
+    Where the per-path values are kept, :func:`hierarchical_bootstrap` resamples the paths themselves.
+    """
+    a = np.asarray(estimates, dtype=float)
+    sa = np.array([_pair_sd(c, level) for c in pair_cis])
+    if a.size == 0 or sa.size != a.size:
+        raise InputError(f"estimates and pair_cis must be non-empty and of one length, got {a.size} and {sa.size}")
+    check_int(n_boot, "n_boot", 1)
+    rng = np.random.default_rng(seed)
+
+    def draw(v, s, idx):
+        return (v[idx] + rng.standard_normal(idx.shape) * s[idx]).mean(axis=1)
+
+    ia = rng.integers(0, a.size, (n_boot, a.size))
+    reps = draw(a, sa, ia)
+    est = float(a.mean())
+    if minus is not None:
+        b = np.asarray(minus, dtype=float)
+        sb = np.array([_pair_sd(c, level) for c in minus_cis])
+        if b.size == 0 or sb.size != b.size or (paired and b.size != a.size):
+            raise InputError(f"minus and minus_cis must be non-empty and of one length (that of estimates when "
+                             f"paired), got {b.size} and {sb.size}")
+        ib = ia if paired else rng.integers(0, b.size, (n_boot, b.size))
+        reps = reps - draw(b, sb, ib)
+        est -= float(b.mean())
+    lo, hi = np.quantile(reps, [0.5 - level / 2, 0.5 + level / 2])
+    return est, float(lo), float(hi)
+
+
+def pairs_needed(effect: float, pair_ci: Sequence[float], n_paths: int, level: float = 0.95) -> int:
+    """How many paths per network make the pair-set part of a difference of two such estimates
+    smaller than ``effect``: the half-width z x sqrt(2) x sd of the difference, with the sd of one
+    estimate taken from its recorded interval ``pair_ci`` over ``n_paths`` paths and shrinking as
+    1/sqrt(paths)."""
+    from scipy import stats
+
+    if not (isinstance(effect, (int, float)) and math.isfinite(effect) and effect != 0):
+        raise InputError(f"effect must be a finite non-zero number, got {effect!r}")
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    sd1 = _pair_sd(pair_ci, level) * math.sqrt(n_paths)
+    return int(math.ceil((z * math.sqrt(2) * sd1 / abs(effect)) ** 2 - 1e-9))
 
 
 def summary_by_arch(rows: Sequence[dict]) -> list[dict]:
