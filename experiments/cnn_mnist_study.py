@@ -33,12 +33,11 @@ from spacefold.data import load_mnist
 from spacefold.global_folding import global_folding
 from spacefold.models import load_checkpoint
 from spacefold.pairs import pair_plan, plan_fingerprint
-from spacefold.study import run_provenance
+from spacefold.study import run_provenance, seed_mean_ci
 from spacefold.patterns import pattern_layout
 from spacefold.train import accuracy, train, train_mlp
 
 ROOT = Path(__file__).resolve().parent.parent
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 def log(msg: str) -> None:
@@ -139,11 +138,10 @@ def probe(args, data) -> None:
 
 
 def mean_ci(v) -> str:
-    v = np.asarray(v, dtype=float)
-    if v.size < 2:
-        return f"{v.mean():.4f}"
-    h = _T975.get(v.size - 1, 1.96) * v.std(ddof=1) / np.sqrt(v.size)
-    return f"{v.mean():.4f} [{v.mean() - h:.4f}, {v.mean() + h:.4f}]"
+    m, lo, hi = seed_mean_ci(v)
+    if len(v) < 2:
+        return f"{m:.4f}"
+    return f"{m:.4f} [{lo:.4f}, {hi:.4f}]"
 
 
 def report(rows: list[dict]) -> str:

@@ -40,6 +40,7 @@ from spacefold.study import (
     markdown_table,
     read_run,
     run_study,
+    seed_mean_ci,
     summary_by_arch,
     write_tables,
 )
@@ -184,21 +185,14 @@ def _trend_sentence(t: dict, what: str) -> str:
             f"{what} over those runs: ρ = {rho:.3f}.")
 
 
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-
-
 def seed_ci_table(rows) -> str:
     lines = ["| arch | seeds | test acc. | Φ_N | share folded | phi_max_p2 |", "|---|---|---|---|---|---|"]
     for a in [s["arch"] for s in summary_by_arch(rows)]:
         rs = [r for r in rows if r["arch"] == a]
         cells = []
         for k in ("test_accuracy", "phi", "fraction_folded", "phi_max_p2"):
-            v = np.array([r[k] for r in rs], dtype=float)
-            if v.size > 1:
-                h = _T975.get(v.size - 1, 1.96) * v.std(ddof=1) / np.sqrt(v.size)
-                cells.append(f"{v.mean():.4f} [{v.mean() - h:.4f}, {v.mean() + h:.4f}]")
-            else:
-                cells.append(f"{v.mean():.4f}")
+            m, lo, hi = seed_mean_ci([r[k] for r in rs])
+            cells.append(f"{m:.4f} [{lo:.4f}, {hi:.4f}]" if len(rs) > 1 else f"{m:.4f}")
         lines.append(f"| {a} | {len(rs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -33,13 +33,10 @@ import spacefold as sf
 from spacefold._util import atomic_write
 from spacefold.data import load_mnist
 from spacefold.regularize import FoldingRegularizer, FoldingTracker, probe_pairs
-from spacefold.study import run_provenance
+from spacefold.study import run_provenance, seed_mean_ci
 from spacefold.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
-# two-sided 95% Student t quantiles by degrees of freedom
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-
 
 def log(msg: str) -> None:
     print(time.strftime("%H:%M:%S"), msg, flush=True)
@@ -146,12 +143,7 @@ def configs(args) -> list[dict]:
 
 
 def ci(values) -> tuple[float, float, float]:
-    v = np.asarray(values, dtype=float)
-    m = float(v.mean())
-    if v.size < 2:
-        return m, float("nan"), float("nan")
-    h = _T975.get(v.size - 1, 1.96) * float(v.std(ddof=1)) / math.sqrt(v.size)
-    return m, m - h, m + h
+    return seed_mean_ci(values)
 
 
 def fmt(values, digits=4) -> str:

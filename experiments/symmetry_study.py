@@ -60,7 +60,8 @@ from spacefold.symmetry import (
     transform_segments,
     transplanted_segments,
 )
-from spacefold.study import run_provenance
+from spacefold.study import run_provenance, seed_mean_ci
+from spacefold.study import spearman as _spearman
 from spacefold.train import accuracy, train_mlp
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,9 +71,6 @@ MNIST_CONDITIONS = ("plain", "mirror-aug", "plain-018", "mirror-aug-018", "tied"
 KINDS = ("mirror", "random-dir", "shifted", "same-class")
 PLANE_MIRROR = Mirror(axis=0)
 MNIST_MIRROR = Mirror(axis=-1, image_shape=(28, 28))
-# 97.5% quantiles of Student's t, for 95% intervals over seeds (df = n_seeds - 1).
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-
 
 def log(msg: str) -> None:
     print(time.strftime("%H:%M:%S"), msg, flush=True)
@@ -307,11 +305,7 @@ def seed_interval(values) -> tuple[float, float, float, int]:
     v = np.asarray([a for a in values if a == a], dtype=float)
     if v.size == 0:
         return float("nan"), float("nan"), float("nan"), 0
-    m = float(v.mean())
-    if v.size < 2:
-        return m, float("nan"), float("nan"), 1
-    h = T975.get(v.size - 1, 1.96) * float(v.std(ddof=1)) / math.sqrt(v.size)
-    return m, m - h, m + h, int(v.size)
+    return (*seed_mean_ci(v), int(v.size))
 
 
 def fmt(values, digits: int = 3) -> str:
@@ -419,14 +413,6 @@ def tables(rows: list[dict], checks: dict) -> str:
             for c, v in checks[task].items():
                 w(f"| {c} | " + " | ".join(f"{x:.3f}" if isinstance(x, float) else str(x) for x in v.values()) + " |\n")
     return buf.getvalue()
-
-
-def _spearman(a, b) -> float:
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if a.size < 3 or np.all(a == a[0]) or np.all(b == b[0]):
-        return float("nan")
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def gen_key(task: str) -> str:

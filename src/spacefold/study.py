@@ -186,7 +186,8 @@ def run_provenance() -> dict:
     """Where a result came from, recorded with every run of every study: the spacefold version,
     the git commit of the source tree it was imported from (``None`` outside a git checkout) and
     whether that tree had uncommitted changes to tracked files, the torch, numpy and Python
-    versions, the command line (data directories shown as ``DIR``), and the pair-drawing version (:data:`spacefold.pairs.PLAN_VERSION`).
+    versions, the command line (data directories shown as ``DIR``), and the pair-drawing version
+    (:data:`spacefold.pairs.PLAN_VERSION`).
 
     Taken once per process (the first call), so that every run of one process records the
     code that process imported."""
