@@ -72,6 +72,7 @@ KINDS = ("mirror", "random-dir", "shifted", "same-class")
 PLANE_MIRROR = Mirror(axis=0)
 MNIST_MIRROR = Mirror(axis=-1, image_shape=(28, 28))
 
+
 def log(msg: str) -> None:
     print(time.strftime("%H:%M:%S"), msg, flush=True)
 
