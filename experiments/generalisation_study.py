@@ -20,7 +20,8 @@ gap between them (the generalisation error) and the test loss. The held-out set 
 early stopping is the last 5,000 training images, never trained on.
 
     python experiments/generalisation_study.py --data-dir DIR --out experiments/results/generalisation
-    python experiments/generalisation_study.py --data-dir DIR --phase report     # tables, figures, doc
+    python experiments/generalisation_study.py --data-dir DIR --phase report     # tables, figures (<out>/figures)
+    python experiments/generalisation_study.py --data-dir DIR --phase report --figures docs/generalisation-study
 
 Resumable: each finished network is a JSON file under OUT/runs/ and is read back, not
 recomputed. OUT/config.json records the configuration; a study directory written by
@@ -422,7 +423,7 @@ def figure(rows: list[dict], cfg: dict, path: Path, xkey: str) -> None:
     plt.close(fig)
 
 
-def report(out: Path, cfg: dict) -> None:
+def report(out: Path, cfg: dict, figdir: Path | None = None) -> None:
     from spacefold._util import atomic_write
 
     rows = load_rows(out)
@@ -437,7 +438,7 @@ def report(out: Path, cfg: dict) -> None:
         fh.write(",".join(keys) + "\n")
         for r in rows:
             fh.write(",".join(json.dumps(r.get(k, "")) for k in keys) + "\n")
-    figdir = ROOT / "docs" / "generalisation-study"
+    figdir = Path(figdir) if figdir is not None else out / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
     figure(rows, cfg, figdir / "phi-vs-test-error.png", "test_error")
     figure(rows, cfg, figdir / "phi-vs-gap.png", "gap")
@@ -462,6 +463,8 @@ def main(argv=None) -> int:
     for key in ("epochs", "long_epochs", "batch_size", "n_val", "max_pairs", "n_boot"):
         p.add_argument(f"--{key.replace('_', '-')}", type=int, default=DEFAULTS[key])
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
+    p.add_argument("--figures", type=Path, default=None,
+                   help="folder for the figures (default: <out>/figures; the docs' figures: docs/generalisation-study)")
     a = p.parse_args(argv)
     cfg = {k: getattr(a, k) for k in DEFAULTS if k != "pair_seed"}
     cfg["pair_seed"] = DEFAULTS["pair_seed"]
@@ -481,7 +484,7 @@ def main(argv=None) -> int:
     if a.phase in ("all", "run"):
         run_all(cfg, a.data_dir, out, max(1, a.workers))
     if a.phase in ("all", "report"):
-        report(out, cfg)
+        report(out, cfg, a.figures)
     log(f"done in {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -3,14 +3,16 @@
 Trains the 60-neuron depth series (1x60, 2x30, 3x20, 4x15, 5x12, 6x10) with several
 seeds on the full MNIST training set (Adam, lr 1e-3, batch 128, 30 epochs), measures
 each network on pairs of MNIST test images, runs the centroid ablation (1-100
-k-means clusters vs all pairs of one digit pair) and writes
-docs/mnist-depth-study.md.
+k-means clusters vs all pairs of one digit pair) and writes the study's page (into --out;
+--doc and --figures put the page and its figures elsewhere, such as docs/).
 
     python experiments/mnist_depth_study.py --data-dir /path/to/mnist            # everything
     python experiments/mnist_depth_study.py --data-dir DIR --phase train         # train (checkpoints) only
     python experiments/mnist_depth_study.py --data-dir DIR --phase study         # train + measure
     python experiments/mnist_depth_study.py --data-dir DIR --phase ablation
-    python experiments/mnist_depth_study.py --data-dir DIR --phase report        # tables, plots, doc
+    python experiments/mnist_depth_study.py --data-dir DIR --phase report        # tables, plots, page in --out
+    python experiments/mnist_depth_study.py --data-dir DIR --phase report --figures docs/mnist-depth-study \
+        --doc docs/mnist-depth-study.md                                            # the docs' page and figures
 
 Every phase resumes: finished runs are read back, not recomputed.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -155,7 +158,7 @@ def phase_report(args, data) -> None:
     out = Path(args.out)
     rows = _load_rows(out)
     write_tables(rows, out)
-    figdir = ROOT / "docs" / "mnist-depth-study"
+    figdir = Path(args.figures) if args.figures else out / "figures"
     figs = []
     try:
         from spacefold import plot
@@ -213,6 +216,7 @@ def per_layer_table(rows) -> str:
 
 
 def write_doc(args, rows, abl, figs, data) -> None:
+    doc = Path(args.doc) if args.doc else Path(args.out) / "mnist-depth-study.md"
     s0 = rows[0]["settings"]
     seeds = sorted({r["seed"] for r in rows})
     cmd = (f"python experiments/mnist_depth_study.py --data-dir {args.data_dir_shown} --seeds "
@@ -338,10 +342,9 @@ def write_doc(args, rows, abl, figs, data) -> None:
     if figs:
         lines += ["## Figures", ""]
         for f in figs:
-            rel = Path(f).resolve().relative_to(ROOT / "docs")
+            rel = Path(os.path.relpath(Path(f).resolve(), doc.resolve().parent))
             lines.append(f"![{Path(f).stem}]({rel.as_posix()})")
             lines.append("")
-    doc = ROOT / "docs" / "mnist-depth-study.md"
     text = "\n".join(lines)
     old = doc.read_text() if doc.is_file() else ""
     for marker in ("PLAIN_STATEMENT", "ABLATION_STATEMENT"):
@@ -373,8 +376,10 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads (default 1: small MLPs train faster on one thread when cores are shared)")
     p.add_argument("--phase", choices=["all", "train", "study", "ablation", "report"], default="all")
+    p.add_argument("--figures", default=None, help="folder for the figures (default: <out>/figures)")
+    p.add_argument("--doc", default=None, help="the page written by the report (default: <out>/mnist-depth-study.md)")
     args = p.parse_args(argv)
-    args.data_dir_shown = args.data_dir
+    args.data_dir_shown = "DIR"  # the page is shared; the folder is this machine's
     torch.set_num_threads(args.threads)
     data = load_mnist(args.data_dir)
     log(f"data {data.describe()}, method {args.method}, spacefold {sf.__version__}")

@@ -7,6 +7,7 @@ training and low sensitivity to dropout and batch norm).
     python experiments/regularizer_study.py --data-dir DIR --phase sensitivity   # dropout x batch norm, 3x20
     python experiments/regularizer_study.py --data-dir DIR --phase cnn           # a small CNN, λ on/off
     python experiments/regularizer_study.py --data-dir DIR --phase report        # tables and figures
+    python experiments/regularizer_study.py --data-dir DIR --phase report --figures docs/folding-during-training
 
 Every run is one JSON file under --out/runs; finished runs are read back, not rerun.
 Training: Adam (lr 1e-3, batch 128) on the MNIST training set (or a stratified subset,
@@ -224,7 +225,7 @@ def report(out: Path, args) -> None:
     with atomic_write(out / "tables.md") as fh:
         fh.write("\n".join(lines))
     log(f"wrote {out / 'tables.md'}")
-    figures(curves, runs, ROOT / "docs" / "folding-during-training")
+    figures(curves, runs, Path(args.figures) if getattr(args, "figures", None) else out / "figures")
 
 
 def figures(curves: dict, runs: list[dict], fig_dir: Path) -> None:
@@ -305,6 +306,8 @@ def main(argv=None) -> int:
     p.add_argument("--probe-train", type=int, default=512)
     p.add_argument("--probe-test", type=int, default=300)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--figures", type=Path, default=None,
+                   help="folder for the figures (default: <out>/figures; the docs' figures: docs/folding-during-training)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)

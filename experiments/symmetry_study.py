@@ -30,7 +30,8 @@ and the closed-walk bound chi >= (1 - d_H(ends)/r2)/2 per layer on the mirror se
 
 Every run is written to ``<out>/runs/<task>-<condition>-s<seed>.json`` and read back, not
 recomputed, on the next start. Results: ``<out>/results.csv``, ``<out>/summary.json``,
-``<out>/tables.md``; figures in ``docs/symmetry-study/``.
+``<out>/tables.md``; figures in ``<out>/figures/`` (``--figures DIR`` elsewhere; the docs' figures are
+``--phase report --figures docs/symmetry-study``).
 """
 
 from __future__ import annotations
@@ -65,7 +66,6 @@ from spacefold.study import spearman as _spearman
 from spacefold.train import accuracy, train_mlp
 
 ROOT = Path(__file__).resolve().parent.parent
-FIGDIR = ROOT / "docs" / "symmetry-study"
 PLANE_CONDITIONS = ("half", "mirror-aug", "full", "tied-half")
 MNIST_CONDITIONS = ("plain", "mirror-aug", "plain-018", "mirror-aug-018", "tied")
 KINDS = ("mirror", "random-dir", "shifted", "same-class")
@@ -529,7 +529,7 @@ def fig_plane(out: Path, args) -> Path | None:
         ax.set_title(f"{cond}: share of raster with\npattern(x) = pattern(Mx)", fontsize=8)
     fig.suptitle("Hamming distance to the pattern of the reference point (star), mirror axis x1 = 0 (dashed), "
                  "decision boundary (red); the open circle is the mirror image of the star", fontsize=10)
-    path = FIGDIR / "plane-hamming.png"
+    path = _figdir(args, out) / "plane-hamming.png"
     _save(fig, path)
     return path
 
@@ -619,6 +619,11 @@ def fig_antisymmetry(rows, path: Path) -> Path | None:
     return path
 
 
+def _figdir(args, out: Path) -> Path:
+    """Where the figures go: ``--figures``, else ``<out>/figures``."""
+    return Path(args.figures) if getattr(args, "figures", None) else out / "figures"
+
+
 def phase_report(args, out: Path) -> None:
     rows = _rows(out)
     if not rows:
@@ -631,10 +636,11 @@ def phase_report(args, out: Path) -> None:
     with atomic_write(out / "tables.md") as fh:
         fh.write(text)
     try:
-        figs = [fig_plane(out, args), fig_layers(rows, FIGDIR / "plane-chi-per-layer.png", "plane", PLANE_CONDITIONS),
-                fig_layers(rows, FIGDIR / "mnist-chi-per-layer.png", "mnist", MNIST_CONDITIONS),
-                fig_generalisation(rows, FIGDIR / "chi-vs-mirrored-accuracy.png"),
-                fig_antisymmetry(rows, FIGDIR / "mnist-antisymmetry-vs-chi.png")]
+        figdir = _figdir(args, out)
+        figs = [fig_plane(out, args), fig_layers(rows, figdir / "plane-chi-per-layer.png", "plane", PLANE_CONDITIONS),
+                fig_layers(rows, figdir / "mnist-chi-per-layer.png", "mnist", MNIST_CONDITIONS),
+                fig_generalisation(rows, figdir / "chi-vs-mirrored-accuracy.png"),
+                fig_antisymmetry(rows, figdir / "mnist-antisymmetry-vs-chi.png")]
         log("figures: " + ", ".join(str(f) for f in figs if f))
     except ImportError as err:
         log(f"figures skipped: {err}")
@@ -661,6 +667,8 @@ def main(argv=None) -> int:
     p.add_argument("--mnist-segments", type=int, default=500)
     p.add_argument("--raster", type=int, default=400, help="raster size of the plane figure")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--figures", type=Path, default=None,
+                   help="folder for the figures (default: <out>/figures; the docs' figures: docs/symmetry-study)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
