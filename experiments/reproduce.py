@@ -93,6 +93,7 @@ def _script(name: str):
     path = ROOT / "experiments" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"_study_{name}", path)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses and pickling look their module up
     spec.loader.exec_module(mod)
     return mod
 
@@ -239,8 +240,10 @@ STUDIES = {s.name: s for s in (
 )}
 
 
-def check(study: Study, data_dir: str, results: Path = RESULTS) -> list[str]:
-    """Rerun ``study``'s run into a temporary folder and compare; returns the differences."""
+def check(study: Study, data_dir: str, results: Path | None = None) -> list[str]:
+    """Rerun ``study``'s run into a temporary folder and compare with its record under ``results``
+    (default ``RESULTS``); returns the differences."""
+    results = results or RESULTS
     tmp = Path(tempfile.mkdtemp(prefix=f"reproduce-{study.name}-"))
     try:
         made = study.rerun(tmp, data_dir)
@@ -259,8 +262,9 @@ def check(study: Study, data_dir: str, results: Path = RESULTS) -> list[str]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def record(study: Study, data_dir: str, results: Path = RESULTS) -> list[Path]:
+def record(study: Study, data_dir: str, results: Path | None = None) -> list[Path]:
     """Make ``study``'s run again and store it as its record (for the studies recorded with older code)."""
+    results = results or RESULTS
     from spacefold._util import atomic_write
 
     tmp = Path(tempfile.mkdtemp(prefix=f"record-{study.name}-"))
