@@ -208,6 +208,7 @@ def main(argv=None) -> None:
     p.add_argument("--n-boot", type=int, default=500)
     p.add_argument("--probe", type=int, default=0, help="only time this many pairs and estimate the full run")
     args = p.parse_args(argv)
+    run_provenance()  # taken now: the runs record the code this process started with
     out = Path(args.out)
     if args.phase == "report":
         write_summary(out)

@@ -41,7 +41,7 @@ import spacefold.train  # noqa: F401
 from spacefold.cli import nonnegative_int, output_dir, positive_int
 from spacefold.data import load_mnist
 from spacefold.models import parse_arch
-from spacefold.study import StudySettings, read_run, run_study, write_tables
+from spacefold.study import StudySettings, read_run, run_provenance, run_study, write_tables
 
 ROOT = Path(__file__).resolve().parent.parent
 N_IN, N_OUT = 784, 10
@@ -100,6 +100,7 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=nonnegative_int, default=0, help="stop after this many runs trained (0: all)")
     p.add_argument("--phase", choices=["run", "report", "plan"], default="run")
     args = p.parse_args(argv)
+    run_provenance()  # taken now: the runs record the code this process started with
     runs = plan(args.widths, args.depths, args.seeds, args.budget_arch)
     if args.phase == "plan":
         for a, s in runs:

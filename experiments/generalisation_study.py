@@ -43,6 +43,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from spacefold.study import run_provenance
+
 ROOT = Path(__file__).resolve().parent.parent
 # The two readings of "generalisation error": the test error, and the gap between the
 # accuracy on the (possibly noisy) training labels and on the test set.
@@ -224,7 +226,6 @@ def train_run(run: dict, cfg: dict, data_dir: str) -> list[dict]:
 
 def run_all(cfg: dict, data_dir: str, out: Path, workers: int) -> None:
     from spacefold._util import atomic_write
-    from spacefold.study import run_provenance
 
     todo = [r for r in runs_of(cfg) if not (out / "runs" / f"{run_name(r)}.json").exists()]
     log(f"{len(runs_of(cfg)) - len(todo)} runs done, {len(todo)} to do, {workers} worker(s)")
@@ -466,6 +467,7 @@ def main(argv=None) -> int:
     p.add_argument("--figures", type=Path, default=None,
                    help="folder for the figures (default: <out>/figures; the docs' figures: docs/generalisation-study)")
     a = p.parse_args(argv)
+    run_provenance()  # taken now: the runs record the code this process started with
     cfg = {k: getattr(a, k) for k in DEFAULTS if k != "pair_seed"}
     cfg["pair_seed"] = DEFAULTS["pair_seed"]
     out = Path(a.out)

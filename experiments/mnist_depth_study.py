@@ -42,6 +42,7 @@ from spacefold.study import (
     markdown_summary,
     markdown_table,
     read_run,
+    run_provenance,
     run_study,
     seed_mean_ci,
     summary_by_arch,
@@ -379,6 +380,7 @@ def main(argv=None) -> int:
     p.add_argument("--figures", default=None, help="folder for the figures (default: <out>/figures)")
     p.add_argument("--doc", default=None, help="the page written by the report (default: <out>/mnist-depth-study.md)")
     args = p.parse_args(argv)
+    run_provenance()  # taken now: the runs record the code this process started with
     args.data_dir_shown = "DIR"  # the page is shared; the folder is this machine's
     torch.set_num_threads(args.threads)
     data = load_mnist(args.data_dir)

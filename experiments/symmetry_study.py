@@ -670,6 +670,7 @@ def main(argv=None) -> int:
     p.add_argument("--figures", type=Path, default=None,
                    help="folder for the figures (default: <out>/figures; the docs' figures: docs/symmetry-study)")
     args = p.parse_args(argv)
+    run_provenance()  # taken now: the runs record the code this process started with
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     t0 = time.perf_counter()

@@ -367,6 +367,7 @@ def main(argv=None) -> int:
     p.add_argument("--n-boot", type=int, default=300)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
+    run_provenance()  # taken now: the runs record the code this process started with
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     if args.phase in ("all", "study"):

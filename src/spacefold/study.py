@@ -185,7 +185,7 @@ def _shown_command(argv: Sequence[str]) -> list[str]:
 def run_provenance() -> dict:
     """Where a result came from, recorded with every run of every study: the spacefold version,
     the git commit of the source tree it was imported from (``None`` outside a git checkout) and
-    whether that tree had uncommitted changes to tracked files, the torch, numpy and Python
+    whether that tree's code (``src/``, ``experiments/*.py``) had uncommitted changes, the torch, numpy and Python
     versions, the command line (data directories shown as ``DIR``), and the pair-drawing version
     (:data:`spacefold.pairs.PLAN_VERSION`).
 
@@ -204,8 +204,10 @@ def run_provenance() -> dict:
             git = ["git", "-C", str(here)]
             commit = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, timeout=30,
                                     check=True).stdout.strip() or None
-            dirty = bool(subprocess.run(git + ["status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                        text=True, timeout=30, check=True).stdout.strip())
+            # the code only: results written into the tree do not make it dirty
+            dirty = bool(subprocess.run(git + ["status", "--porcelain", "--untracked-files=no", "--", ":/src",
+                                               ":/experiments/*.py"], capture_output=True, text=True, timeout=30,
+                                        check=True).stdout.strip())
         except (OSError, subprocess.SubprocessError):
             commit = dirty = None
         _PROVENANCE = {"spacefold_version": __version__, "git_commit": commit, "git_dirty": dirty,
@@ -299,6 +301,7 @@ def run_study(
     from . import parallel
     from .models import parse_arch
 
+    run_provenance()  # taken before any run: the runs record the code this process started with
     settings = (settings or StudySettings()).check()
     if not archs:
         raise InputError("archs must name at least one architecture, got none")
