@@ -63,33 +63,35 @@ def test_hierarchical_bootstrap_degenerate_and_pair_level():
         hierarchical_bootstrap([])
 
 
-def test_seed_pair_interval_agrees_with_the_path_bootstrap():
-    # five seeds whose paths are normal about seed-specific means: the two-level bootstrap of the mean
-    # over the paths themselves and the one from each seed's recorded interval agree
-    rng = np.random.default_rng(0)
-    groups = [rng.normal(mu, 1.0, 300) for mu in (0.0, 0.1, 0.2, 0.15, 0.05)]
-    est_h, lo_h, hi_h = hierarchical_bootstrap(groups, np.mean, n_boot=3000, seed=1)
-    means = [g.mean() for g in groups]
-    cis = [(g.mean() - 1.96 * g.std(ddof=1) / math.sqrt(g.size), g.mean() + 1.96 * g.std(ddof=1) / math.sqrt(g.size))
-           for g in groups]
-    est_p, lo_p, hi_p = seed_pair_interval(means, cis, n_boot=20000, seed=2)
-    assert est_p == pytest.approx(est_h)
-    assert hi_p - lo_p == pytest.approx(hi_h - lo_h, rel=0.15)
-    # wider than the seeds alone would say when the pair sets are noisy
-    _, lo_s, hi_s = seed_pair_interval(means, [(m, m) for m in means], n_boot=20000, seed=2)
-    assert hi_s - lo_s < hi_p - lo_p
+def test_seed_pair_interval_by_hand():
+    v = [1.0, 2.0, 3.0]
+    # no pair-set spread: the Student-t interval over seeds
+    assert seed_pair_interval(v, [(x, x) for x in v]) == pytest.approx(seed_mean_ci(v))
+    # pair-set sd 0.5 for every run (interval +-1.96 x 0.5): added in quadrature, not divided by the seeds
+    h_t = 4.302653 / math.sqrt(3)
+    est, lo, hi = seed_pair_interval(v, [(x - 1.959964 * 0.5, x + 1.959964 * 0.5) for x in v])
+    assert est == 2.0
+    assert hi - est == pytest.approx(math.sqrt(h_t ** 2 + (1.959964 * 0.5) ** 2), rel=1e-6)
+    # one seed: no interval
+    assert math.isnan(seed_pair_interval([1.0], [(0.9, 1.1)])[1])
 
 
 def test_seed_pair_interval_difference_paired_and_not():
     a, b = [0.30, 0.32, 0.31], [0.20, 0.22, 0.21]
-    tight = [(v, v) for v in a]
-    est, lo, hi = seed_pair_interval(a, tight, minus=b, minus_cis=[(v, v) for v in b], paired=True)
+    tight_a, tight_b = [(v, v) for v in a], [(v, v) for v in b]
+    est, lo, hi = seed_pair_interval(a, tight_a, minus=b, minus_cis=tight_b, paired=True)
     # paired and without pair-set spread: every seed differs by exactly 0.1
     assert est == pytest.approx(0.1) and lo == pytest.approx(0.1) and hi == pytest.approx(0.1)
-    est, lo, hi = seed_pair_interval(a, tight, minus=b, minus_cis=[(v, v) for v in b])
-    assert lo < 0.1 < hi
+    est, lo, hi = seed_pair_interval(a, tight_a, minus=b, minus_cis=tight_b)
+    # unpaired: the two seed parts add, sd 0.01 each over 3 seeds, t with 2 degrees of freedom
+    assert hi - est == pytest.approx(4.302653 * math.sqrt(2 * 0.01 ** 2 / 3), rel=1e-5)
+    # the pair-set sds of the two groups add too
+    sd = 0.02
+    est, lo, hi = seed_pair_interval(a, [(v - 1.959964 * sd, v + 1.959964 * sd) for v in a], minus=b,
+                                     minus_cis=tight_b, paired=True)
+    assert hi - est == pytest.approx(1.959964 * sd, rel=1e-5)
     with pytest.raises(InputError, match="of one length"):
-        seed_pair_interval(a, tight, minus=b[:2], minus_cis=[(v, v) for v in b[:2]], paired=True)
+        seed_pair_interval(a, tight_a, minus=b[:2], minus_cis=tight_b[:2], paired=True)
 
 
 def test_pairs_needed_by_hand():

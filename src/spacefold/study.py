@@ -618,44 +618,56 @@ def _pair_sd(ci: Sequence[float], level: float = 0.95) -> float:
 
 
 def seed_pair_interval(estimates, pair_cis, *, minus=None, minus_cis=None, paired: bool = False,
-                       n_boot: int = 20000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
-    """Interval of a mean over seeds that covers the seeds and the pair set, from recorded runs.
+                       level: float = 0.95) -> tuple[float, float, float]:
+    """Interval of a mean over seeds (or of a difference of two such means) that covers the seeds
+    and the pair set, from recorded runs.
 
-    ``estimates``: one value per seed (Φ_N of each network); ``pair_cis``: each run's recorded 95%
-    bootstrap interval over its paths, read as the spread of that estimate over pair sets
-    (sd = interval width / (2 x 1.96)). Each replicate draws the seeds with replacement (first level)
-    and, for every drawn seed, its value from a normal with that spread about the recorded estimate
-    (second level: the pairs within the seed, through their recorded bootstrap). With ``minus`` and
-    ``minus_cis`` (a second group) the interval is of the difference of the two means; ``paired``
-    draws the seeds of both groups together (same seeds in both, as in a λ-versus-plain comparison).
-    Returns ``(estimate, lo, hi)``.
+    ``estimates``: one value per seed (Φ_N of each network); ``pair_cis``: each run's recorded
+    interval over its paths at ``level`` (a bootstrap over paths), read as the spread of that
+    estimate over pair sets, sd = width / (2 z). The studies measure every seed on the same pairs,
+    so the pair-set error is shared by the seeds and does not shrink with their number: the
+    interval is the Student-t interval over seeds widened in quadrature by z times the pair-set sd,
+    ``mean ± sqrt((t s / sqrt n)^2 + (z sd_pairs)^2)``, with ``sd_pairs`` the root mean square of
+    the runs' sds. With ``minus`` and ``minus_cis`` it is the interval of ``mean(estimates) −
+    mean(minus)``: ``paired`` (the same seeds in both, in the same order) takes the t interval of
+    the per-seed differences; otherwise the two seed parts add (df: the smaller sample less one).
+    The two pair-set sds add as if independent, which overstates them where both groups walk the
+    same pairs. Returns ``(estimate, lo, hi)``; lo and hi are NaN for one seed.
 
-    Where the per-path values are kept, :func:`hierarchical_bootstrap` resamples the paths themselves.
+    Where the per-path values are kept, :func:`hierarchical_bootstrap` resamples the seeds and the
+    paths themselves.
     """
+    from scipy import stats
+
     a = np.asarray(estimates, dtype=float)
     sa = np.array([_pair_sd(c, level) for c in pair_cis])
     if a.size == 0 or sa.size != a.size:
         raise InputError(f"estimates and pair_cis must be non-empty and of one length, got {a.size} and {sa.size}")
-    check_int(n_boot, "n_boot", 1)
-    rng = np.random.default_rng(seed)
-
-    def draw(v, s, idx):
-        return (v[idx] + rng.standard_normal(idx.shape) * s[idx]).mean(axis=1)
-
-    ia = rng.integers(0, a.size, (n_boot, a.size))
-    reps = draw(a, sa, ia)
-    est = float(a.mean())
-    if minus is not None:
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    pair_var = float(np.mean(sa ** 2))
+    if minus is None:
+        est, n, seed_se = float(a.mean()), a.size, (float(a.std(ddof=1)) / math.sqrt(a.size) if a.size > 1 else 0.0)
+    else:
         b = np.asarray(minus, dtype=float)
         sb = np.array([_pair_sd(c, level) for c in minus_cis])
         if b.size == 0 or sb.size != b.size or (paired and b.size != a.size):
             raise InputError(f"minus and minus_cis must be non-empty and of one length (that of estimates when "
                              f"paired), got {b.size} and {sb.size}")
-        ib = ia if paired else rng.integers(0, b.size, (n_boot, b.size))
-        reps = reps - draw(b, sb, ib)
-        est -= float(b.mean())
-    lo, hi = np.quantile(reps, [0.5 - level / 2, 0.5 + level / 2])
-    return est, float(lo), float(hi)
+        est = float(a.mean() - b.mean())
+        pair_var += float(np.mean(sb ** 2))
+        if paired:
+            d = a - b
+            n, seed_se = d.size, (float(d.std(ddof=1)) / math.sqrt(d.size) if d.size > 1 else 0.0)
+        else:
+            n = min(a.size, b.size)
+            va = a.var(ddof=1) / a.size if a.size > 1 else 0.0
+            vb = b.var(ddof=1) / b.size if b.size > 1 else 0.0
+            seed_se = math.sqrt(va + vb)
+    if n < 2:
+        return est, float("nan"), float("nan")
+    t = float(stats.t.ppf(0.5 + level / 2, n - 1))
+    h = math.sqrt((t * seed_se) ** 2 + z * z * pair_var)
+    return est, est - h, est + h
 
 
 def pairs_needed(effect: float, pair_ci: Sequence[float], n_paths: int, level: float = 0.95) -> int:
