@@ -12,7 +12,10 @@ its width falls as its depth rises; this script separates the two:
 Every network is trained and measured as in the depth study (spacefold.study.run_study: Adam,
 lr 1e-3, batch 128, 30 epochs, one torch thread; exact walks of pairs of MNIST test images drawn
 with the pair seed over the 10 x 10 ordered digit pairs, Φ_N over the inter-class ones).
-``--pairs-per-class-pair 40`` gives 4,000 paths, 3,600 of them inter-class.
+``--pairs-per-class-pair 200`` gives 20,000 paths, 18,000 of them inter-class: on the depth study's
+3x20 the pair-set sd of Φ_N is 0.0027 at 3,000 inter-class pairs and 0.0005 at 10,000
+(experiments/pair_spread.py), and the steps between consecutive depths of the 60-neuron family
+are 0.016-0.027.
 
     python experiments/fixed_width_depth_study.py --data-dir DIR                  # train + measure, resumable
     python experiments/fixed_width_depth_study.py --data-dir DIR --phase report   # tables only
@@ -95,7 +98,7 @@ def main(argv=None) -> int:
     p.add_argument("--budget-arch", default="2x80",
                    help="the fixed-budget series keeps this network's parameter count ('' for none; default 2x80)")
     p.add_argument("--epochs", type=positive_int, default=30)
-    p.add_argument("--pairs-per-class-pair", type=positive_int, default=40)
+    p.add_argument("--pairs-per-class-pair", type=positive_int, default=200)
     p.add_argument("--n-boot", type=positive_int, default=500)
     p.add_argument("--limit", type=nonnegative_int, default=0, help="stop after this many runs trained (0: all)")
     p.add_argument("--phase", choices=["run", "report", "plan"], default="run")

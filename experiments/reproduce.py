@@ -119,7 +119,7 @@ def _mnist_depth(tmp: Path, data_dir: str) -> dict[str, Path]:
 def _fixed_width(tmp: Path, data_dir: str) -> dict[str, Path]:
     _script("fixed_width_depth_study").main(["--data-dir", data_dir, "--out", str(tmp), "--widths", "20",
                                              "--depths", "2", "--seeds", "0", "--budget-arch", ""])
-    return {"fixed-width-depth/runs/2x20_s0.json": tmp / "runs" / "2x20_s0.json"}
+    return {"fixed-width-depth/runs/2x20_s0.json": tmp / "runs" / "2x20_s0.json"}  # 20,000 pairs, the default
 
 
 def _width_depth(tmp: Path, data_dir: str) -> dict[str, Path]:
