@@ -238,11 +238,18 @@ def write_doc(args, rows, abl, figs, data) -> None:
         "",
         f"```bash\n{cmd}\n```",
         "",
+        "This page and its figures are written by the report phase (the text between the `STATEMENT` "
+        "markers is kept):",
+        "",
+        f"```bash\npython experiments/mnist_depth_study.py --data-dir {args.data_dir_shown} --phase report "
+        "--figures docs/mnist-depth-study --doc docs/mnist-depth-study.md\n```",
+        "",
         "## Set-up",
         "",
         f"- Data: MNIST IDX files, {data.describe()['n_train']} training and {data.describe()['n_test']} test images, "
         "pixels scaled to [0, 1], flattened to 784.",
-        f"- Models: ReLU MLPs with 60 hidden neurons spread over depth ({', '.join(args.archs)}), seeds "
+        "- Models: ReLU MLPs with 60 hidden neurons spread over depth, so the width is 60/depth "
+        f"({', '.join(args.archs)}), seeds "
         f"{', '.join(map(str, seeds))} (the seed sets initialisation and shuffling).",
         f"- Training: Adam, lr {s0['lr']}, batch {s0['batch_size']}, {s0['epochs']} epochs, cross-entropy; "
         "test accuracy after the last epoch.",
