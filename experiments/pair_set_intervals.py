@@ -56,7 +56,8 @@ def _row(label, a, sa, b, sb, n_paths) -> str:
             f"{sd1:.4f} | {need if need is not None else 'n/a'} |")
 
 
-HEADER = ("| comparison | seeds | Δ, seeds only | Δ, seeds and pairs | pair-set sd of one run | pairs for the effect |\n"
+HEADER = ("| comparison | seeds | Δ, seeds only | Δ, seeds and pairs | pair-set sd of one run "
+          "| pairs for the effect |\n"
           "|---|---|---|---|---|---|")
 
 
@@ -71,7 +72,8 @@ def mnist_depth() -> str:
         by.setdefault(r["arch"], {})[r["seed"]] = r
     archs = sorted(by, key=lambda a: int(a.split("x")[0]))
     out = ["### MNIST depth study (60 neurons, width 60/depth; 270,000 inter-class paths per network)", "",
-           "| arch | seeds | Φ_N, seeds only | Φ_N, seeds and pairs | pair-set sd of one run |", "|---|---|---|---|---|"]
+           "| arch | seeds | Φ_N, seeds only | Φ_N, seeds and pairs | pair-set sd of one run |",
+           "|---|---|---|---|---|"]
     for a in archs:
         rs = [by[a][s] for s in sorted(by[a])]
         v = [r["phi"] for r in rs]

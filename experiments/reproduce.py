@@ -74,7 +74,8 @@ def compare(recorded, new, path: str = "$") -> list[str]:
             return [f"{path}: recorded {len(recorded)} items, got {len(new)}"]
         return [d for k, (a, b) in enumerate(zip(recorded, new)) for d in compare(a, b, f"{path}[{k}]")]
     if isinstance(recorded, bool) or recorded is None or isinstance(recorded, str):
-        return [] if new == recorded and type(new) is type(recorded) else [f"{path}: recorded {recorded!r}, got {new!r}"]
+        same = new == recorded and type(new) is type(recorded)
+        return [] if same else [f"{path}: recorded {recorded!r}, got {new!r}"]
     if isinstance(recorded, (int, float)):
         if isinstance(new, bool) or not isinstance(new, (int, float)):
             return [f"{path}: recorded {recorded!r}, got {new!r}"]
@@ -256,7 +257,8 @@ def check(study: Study, data_dir: str, results: Path | None = None) -> list[str]
             if not Path(new).is_file():
                 diffs.append(f"{rec}: the rerun wrote no {Path(new).name}")
                 continue
-            diffs += [f"{rec} {d}" for d in compare(json.loads(rec_path.read_text()), json.loads(Path(new).read_text()))]
+            recorded, got = json.loads(rec_path.read_text()), json.loads(Path(new).read_text())
+            diffs += [f"{rec} {d}" for d in compare(recorded, got)]
         return diffs
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
