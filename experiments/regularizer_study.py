@@ -307,7 +307,8 @@ def main(argv=None) -> int:
     p.add_argument("--probe-test", type=int, default=300)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--figures", type=Path, default=None,
-                   help="folder for the figures (default: <out>/figures; the docs' figures: docs/folding-during-training)")
+                   help="folder for the figures (default: <out>/figures; the docs' figures: "
+                   "docs/folding-during-training)")
     args = p.parse_args(argv)
     run_provenance()  # taken now: the runs record the code this process started with
     torch.set_num_threads(args.threads)
