@@ -33,6 +33,7 @@ from torch import nn
 import spacefold as sf
 from spacefold._util import atomic_write
 from spacefold.data import load_mnist
+from spacefold.pairs import pair_plan, plan_fingerprint
 from spacefold.regularize import FoldingRegularizer, FoldingTracker, probe_pairs
 from spacefold.study import run_provenance, seed_mean_ci
 from spacefold.train import train
@@ -104,7 +105,11 @@ def run_one(data, cfg: dict, args, out: Path) -> dict:
            "final": {"test_accuracy": res.final_test_accuracy, "train_accuracy": res.final_train_accuracy,
                      "test_loss": losses[-1], **{k: res.tracked[-1][k] for k in
                                                  ("phi", "phi_max", "fraction_folded")}},
-           "regularizer": reg.describe() if reg else None, "provenance": run_provenance()}
+           "regularizer": reg.describe() if reg else None, "provenance": run_provenance(),
+           # the pairs behind the probes (spacefold.regularize.probe_pairs draws them through pair_plan)
+           "test_pairs": plan_fingerprint(pair_plan(data.y_test, "inter-class", max_pairs=args.probe_test, seed=7)),
+           "train_probe_pairs": plan_fingerprint(pair_plan(data.y_train, "inter-class", max_pairs=args.probe_train,
+                                                           seed=1000 + cfg["seed"]))}
     with atomic_write(path) as fh:
         json.dump(rec, fh, indent=1)
     log(f"{cfg['name']}: acc {rec['final']['test_accuracy']:.4f} loss {rec['final']['test_loss']:.4f} "
