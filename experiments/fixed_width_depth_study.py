@@ -88,6 +88,34 @@ def plan(widths, depths, seeds, budget_arch: str | None) -> list[tuple[str, int]
     return runs
 
 
+def depth_table(rows, widths, depths, budget_arch: str | None) -> str:
+    """Markdown: Φ_N (mean over the finished seeds, their number in brackets) and test accuracy, one row
+    per family (each width, then the budget), one column per depth; '·' where no run has finished."""
+    budget = None
+    if budget_arch:
+        h = parse_arch(budget_arch)
+        budget = n_params(len(h), h[0])
+    fams = [(f"width {w}", {d: f"{d}x{w}" for d in depths}) for w in widths]
+    if budget is not None:
+        fams.append((f"budget {budget}", {d: f"{d}x{budget_width(d, budget)}" for d in depths}))
+    by = {}
+    for r in rows:
+        by.setdefault(r["arch"], []).append(r)
+    lines = ["| family | " + " | ".join(f"depth {d}" for d in depths) + " |", "|---|" + "---|" * len(depths)]
+    for name, archs in fams:
+        cells = []
+        for d in depths:
+            rs = by.get(archs[d], [])
+            if not rs:
+                cells.append("·")
+                continue
+            phi = sum(r["phi"] for r in rs) / len(rs)
+            acc = sum(r["test_accuracy"] for r in rs) / len(rs)
+            cells.append(f"{archs[d]}: Φ_N {phi:.3f}, acc {acc:.3f} ({len(rs)})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", required=True, help="directory with the four MNIST IDX files")
@@ -129,6 +157,11 @@ def main(argv=None) -> int:
     rows = [read_run(q) for q in sorted((out / "runs").glob("*.json"))]
     if rows:
         write_tables(rows, out)
+        from spacefold._util import atomic_write
+
+        with atomic_write(out / "depth_table.md") as fh:
+            fh.write(f"{len(rows)} of {len(runs)} runs finished.\n\n"
+                     + depth_table(rows, args.widths, args.depths, args.budget_arch) + "\n")
     return 0
 
 
