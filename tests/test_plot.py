@@ -115,3 +115,14 @@ def test_saved_and_shown_figures_are_not_clipped(tmp_path):
     assert shown[:8] == b"\x89PNG\r\n\x1a\n" and _edge_is_blank(shown)
     plane = plot_plane(net, x[0], x[1], torch.zeros(5, dtype=torch.float64))
     assert _edge_is_blank(plane._repr_png_())
+
+
+def test_study_titles_count_the_paths_walked():
+    from spacefold.plot import _study_context
+
+    rows = [{"arch": a, "depth": d, "seed": s, "n_paths": 20000, "n_inter_class_paths": 18000,
+             "settings": {"data": {"name": "digits"}}} for a, d in (("1x60", 1), ("2x30", 2)) for s in (0, 1)]
+    assert _study_context(rows) == "digits, MLPs 1x60 ... 2x30, 2 seeds, 20000 paths walked per run (18000 inter-class)"
+    # records without the total (older ones) say what they hold
+    assert _study_context([{"arch": "3x20", "depth": 3, "seed": 0, "n_inter_class_paths": 900}]) == \
+        "MLPs 3x20, 1 seeds, 900 inter-class paths per run"

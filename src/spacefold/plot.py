@@ -407,12 +407,18 @@ def _depth_jitter(rows, key="depth"):
 
 
 def _study_context(rows: Sequence[dict]) -> str:
-    """'<data set>, MLPs 1x60 ... 6x10, <n> seeds, <paths> inter-class paths per run'."""
+    """'<data set>, MLPs 1x60 ... 6x10, <n> seeds, <walked> paths walked per run (<inter> inter-class)'."""
     data = {(r.get("settings") or {}).get("data", {}).get("name") for r in rows} - {None}
     archs = sorted({r["arch"] for r in rows}, key=lambda a: [r["depth"] for r in rows if r["arch"] == a][0])
     seeds = {r.get("seed") for r in rows}
-    paths = sorted({int(r["n_inter_class_paths"]) for r in rows if "n_inter_class_paths" in r})
-    p = (f"{paths[0]} paths per run" if len(paths) == 1 else f"{paths[0]}-{paths[-1]} paths per run") if paths else ""
+
+    def span(key):
+        v = sorted({int(r[key]) for r in rows if key in r})
+        return "" if not v else f"{v[0]}" if len(v) == 1 else f"{v[0]}-{v[-1]}"
+
+    walked, inter = span("n_paths"), span("n_inter_class_paths")
+    p = (f"{walked} paths walked per run" + (f" ({inter} inter-class)" if inter and inter != walked else "")
+         if walked else f"{inter} inter-class paths per run" if inter else "")
     arch = archs[0] if len(archs) == 1 else f"{archs[0]} ... {archs[-1]}"
     return ", ".join(x for x in [" / ".join(sorted(data)) or None, f"MLPs {arch}", f"{len(seeds)} seeds", p] if x)
 
