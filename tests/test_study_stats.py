@@ -101,3 +101,19 @@ def test_pairs_needed_by_hand():
     assert pairs_needed(-0.2, (0.9, 1.1), 100) == 50
     with pytest.raises(InputError, match="effect"):
         pairs_needed(0.0, (0.9, 1.1), 100)
+
+
+def test_hierarchical_bootstrap_keeps_paired_rows_together():
+    """Two arms on the same paths: a constant per-path difference has a zero-width interval when the
+    rows are resampled together, and a wide one if the arms were resampled apart."""
+    rng = np.random.default_rng(2)
+    base = [rng.normal(0.0, 1.0, 300) for _ in range(4)]
+    groups = [np.stack([b + 0.25, b], axis=1) for b in base]
+    est, lo, hi = hierarchical_bootstrap(groups, lambda g: float(np.mean(g[:, 0]) - np.mean(g[:, 1])), n_boot=300)
+    assert est == pytest.approx(0.25) and lo == pytest.approx(0.25) and hi == pytest.approx(0.25)
+    # the same difference between unpaired arms: the interval reflects both arms' spread
+    apart = [np.stack([b + 0.25, rng.permutation(b)], axis=1) for b in base]
+    _, lo2, hi2 = hierarchical_bootstrap([g[:, 0] for g in apart], lambda v: float(np.mean(v)), n_boot=300)
+    assert hi2 - lo2 > 0.05
+    with pytest.raises(InputError, match="groups"):
+        hierarchical_bootstrap([np.zeros((0, 2))])

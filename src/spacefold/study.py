@@ -610,14 +610,17 @@ def hierarchical_bootstrap(groups, stat: Callable | None = None, *, n_boot: int 
     """Two-level bootstrap of a per-seed statistic averaged over seeds: ``groups`` holds one array of
     per-path values per seed (network); each replicate draws the seeds with replacement, then the
     paths of every drawn seed with replacement, applies ``stat`` (default: the median of the non-zero
-    values, Φ_N) to each and averages. Returns ``(estimate, lo, hi)``: the mean over seeds of ``stat`` and
+    values, Φ_N) to each and averages. A 2-D array ``(n_paths, k)`` per seed resamples its rows, so
+    paired values (two arms measured on the same paths) stay together, e.g.
+    ``stat=lambda g: median_nonzero(g[:, 0]) - median_nonzero(g[:, 1])``. Returns ``(estimate, lo, hi)``: the mean over seeds of ``stat`` and
     the percentile interval at ``level``. The interval covers both the seeds and the pair set."""
     from .global_folding import median_nonzero
 
     stat = stat or median_nonzero
     groups = [np.asarray(g, dtype=float) for g in groups]
-    if not groups or any(g.size == 0 for g in groups):
-        raise InputError("groups must be a non-empty list of non-empty arrays of per-path values")
+    if not groups or any(g.ndim not in (1, 2) or g.shape[0] == 0 for g in groups):
+        raise InputError("groups must be a non-empty list of non-empty arrays of per-path values (1-D, or 2-D "
+                         "with one row per path)")
     check_int(n_boot, "n_boot", 1)
     rng = np.random.default_rng(seed)
     est = float(np.mean([stat(g) for g in groups]))
@@ -625,7 +628,7 @@ def hierarchical_bootstrap(groups, stat: Callable | None = None, *, n_boot: int 
     draws = np.empty(n_boot)
     for b in range(n_boot):
         picked = rng.integers(0, k, k)
-        draws[b] = np.mean([stat(groups[s][rng.integers(0, groups[s].size, groups[s].size)]) for s in picked])
+        draws[b] = np.mean([stat(groups[s][rng.integers(0, len(groups[s]), len(groups[s]))]) for s in picked])
     lo, hi = np.quantile(draws, [0.5 - level / 2, 0.5 + level / 2])
     return est, float(lo), float(hi)
 
