@@ -499,12 +499,13 @@ def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_
     piece (``wsum``, ``wnorm``: per output, the sum of its absolute weights and their Euclidean
     norm; ``y``: the activations at the old rows) is computed again as the plain product of the
     activation at the new row and the weights ``wgt`` (the Linear's weight, ``wt`` transposed),
-    plus ``bias``."""
+    plus ``bias``; one still within ``rtol`` times the bound of its terms of 0 is set to 0."""
     O = out.shape[1]
     F = y.shape[1]
     buf = np.empty((pl_m.max(), O), np.float64)
     acc = np.empty(O, np.float64)
     bound = np.empty(O, np.float64)
+    zero = np.empty(O, np.float64)
     dd = np.empty(O, np.float64)
     redo = np.zeros(pl_m.max() + 1, np.bool_)
     phi = np.empty(F, np.float64)
@@ -526,8 +527,8 @@ def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_
         ymax = max(ymax_row[a], ymax_row[b])
         ynorm = np.sqrt(ynorm_row[a] * ynorm_row[a] + ynorm_row[b] * ynorm_row[b])
         for o in range(O):
-            bound[o] = rtol * (abs(out[a, o]) + abs(out[b, o]) + abs(bias[o])
-                               + min(wsum[o] * ymax, wnorm[o] * ynorm))
+            zero[o] = rtol * (abs(bias[o]) + min(wsum[o] * ymax, wnorm[o] * ynorm))
+            bound[o] = rtol * (abs(out[a, o]) + abs(out[b, o])) + zero[o]
             dd[o] = abs(out[b, o] - out[a, o])
         acc[:] = 0.0
         i = c0
@@ -590,16 +591,30 @@ def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_
                         phi[n] = ya + s * (np.float64(y[b, n]) - ya)
                     for i in range(c0, c1):
                         n = cs_n[i]
+                        za, zb = cs_za[i], cs_zb[i]
+                        phi[n] = act_value(seg_slope, seg_off, levels, n, za + s * (zb - za))
+                    # a neuron crossing several levels in the piece (a Hardtanh's kinks and its bit
+                    # threshold) is listed once per level: the one merged into this row, at its level
+                    # up to round-off, is that level (as split_act set it), whatever the others say
+                    for i in range(c0, c1):
+                        if cs_slot[i] != j:
+                            continue
+                        n = cs_n[i]
                         za, zb, level = cs_za[i], cs_zb[i], levels[cs_lv[i]]
-                        zv = za + s * (zb - za)
-                        if cs_slot[i] == j and at_level(zv, za, zb, level, rtol):
-                            zv = level  # as split_act set it
-                        phi[n] = act_value(seg_slope, seg_off, levels, n, zv)
+                        if at_level(za + s * (zb - za), za, zb, level, rtol):
+                            phi[n] = act_value(seg_slope, seg_off, levels, n, level)
                     have = True
                 acc0 = 0.0
                 for n in range(F):  # a row of the weight (contiguous), not a column of wt
                     acc0 += wgt[o, n] * phi[n]
                 out[row, o] = acc0 + bias[o]
+        # what is still within round-off of 0 (the activations at the rows carry the round-off of
+        # their interpolation) is 0: the bit rule reads 0 there, as in exact arithmetic
+        for j in range(1, m + 1):
+            row = V + g0 + j - 1
+            for o in range(O):
+                if abs(out[row, o]) <= zero[o]:
+                    out[row, o] = 0.0
 
 
 @jit

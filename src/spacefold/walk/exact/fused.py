@@ -41,6 +41,29 @@ def _linear(lin: nn.Linear, x: Tensor, out: Tensor) -> None:
         torch.mm(x, lin.weight.t(), out=out)
 
 
+def _zero_round_off(lin: nn.Linear, out: Tensor, xmax: Tensor) -> None:
+    """Set to 0 the outputs of ``lin`` that are within round-off of 0: ``_cancel_rtol`` of the dtype
+    times a bound of their terms, ``|bias| + ‖w‖₁·xmax`` (``xmax``: per row of ``out``, a bound of
+    the input's largest magnitude).
+
+    The inputs at breakpoints carry the round-off of their interpolation (a Hardtanh's
+    unsaturated neuron at 1.5000000000000002 instead of 1.5), so an output that cancels exactly
+    on a piece (a saturated neuron cancelled by another, quantised weights, bias-free layers)
+    comes out as ±4e-16, and the bit rule would read 1 where exact arithmetic gives 0. One
+    comparison per output; the product itself costs one multiply-add per weight."""
+    w = lin.weight.detach()
+    bound = torch.outer(xmax.to(w.dtype), w.abs().sum(1))
+    if lin.bias is not None:
+        bound.add_(lin.bias.detach().abs())
+    bound.mul_(_cancel_rtol(out.dtype))
+    out.masked_fill_(out.abs() <= bound, 0.0)
+
+
+def _row_max(y: Tensor) -> Tensor:
+    """The largest magnitude of every row of the 2-D ``y`` (0 for rows of no numbers)."""
+    return y.abs().amax(1) if y.shape[1] else y.new_zeros(y.shape[0])
+
+
 @dataclass(slots=True)
 class _NewRows:
     """The new breakpoints of one split as the fused Linear computes them (:func:`_act_linear`).
@@ -94,7 +117,12 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
         snap = tuple(a.index_select(0, new_rows) for a in snap)
         snap = (snap[0] - V, *snap[1:])  # (new breakpoint, neuron, level, za, zb)
     if plan is None:
-        out = None if lin is None else lin(_act_inplace(step.module, z))
+        if lin is not None:
+            y = _act_inplace(step.module, z)
+            out = lin(y)
+            _zero_round_off(lin, out, _row_max(y))
+        else:
+            out = None
     elif lin is None and pos is None:
         out = None
     else:
@@ -165,6 +193,9 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
             out, y = _linear_at_new_rows(step, lin, z, new, yk, yd)
             if not all_dense:
                 _exact_cancellations(lin, out, V, y, new, yk, yd)
+            ymax = _row_max(y)
+            _zero_round_off(lin, out, torch.cat([ymax, torch.maximum(ymax.index_select(0, g_piece),
+                                                                     ymax.index_select(0, g_next))]))
     if cut.thr is None:
         return None, out
     return _flips(state, cut, pos, state.n_rows - V, F_), out
@@ -243,6 +274,7 @@ def _act_linear_compiled(state: _State, step: _Step, z: Tensor, lin: nn.Linear |
         return split.rec, None
     out = torch.empty(state.n_rows, lin.out_features, dtype=z.dtype)
     _linear(lin, z, out[:V])  # z holds the activation now
+    _zero_round_off(lin, out[:V], _row_max(z))
     if state.n_rows > V:
         w, wt, bias, wsum, wnorm = _linear_form(step, lin)
         _kernels.new_rows_linear(out.numpy(), V, wt, act_form.levels, act_form.seg_slope, split.plan, split.g_s,
