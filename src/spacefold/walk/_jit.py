@@ -499,13 +499,12 @@ def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_
     piece (``wsum``, ``wnorm``: per output, the sum of its absolute weights and their Euclidean
     norm; ``y``: the activations at the old rows) is computed again as the plain product of the
     activation at the new row and the weights ``wgt`` (the Linear's weight, ``wt`` transposed),
-    plus ``bias``; one still within ``rtol`` times the bound of its terms of 0 is set to 0."""
+    plus ``bias``."""
     O = out.shape[1]
     F = y.shape[1]
     buf = np.empty((pl_m.max(), O), np.float64)
     acc = np.empty(O, np.float64)
     bound = np.empty(O, np.float64)
-    zero = np.empty(O, np.float64)
     dd = np.empty(O, np.float64)
     redo = np.zeros(pl_m.max() + 1, np.bool_)
     phi = np.empty(F, np.float64)
@@ -527,8 +526,8 @@ def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_
         ymax = max(ymax_row[a], ymax_row[b])
         ynorm = np.sqrt(ynorm_row[a] * ynorm_row[a] + ynorm_row[b] * ynorm_row[b])
         for o in range(O):
-            zero[o] = rtol * (abs(bias[o]) + min(wsum[o] * ymax, wnorm[o] * ynorm))
-            bound[o] = rtol * (abs(out[a, o]) + abs(out[b, o])) + zero[o]
+            bound[o] = rtol * (abs(out[a, o]) + abs(out[b, o]) + abs(bias[o])
+                               + min(wsum[o] * ymax, wnorm[o] * ynorm))
             dd[o] = abs(out[b, o] - out[a, o])
         acc[:] = 0.0
         i = c0
@@ -608,13 +607,34 @@ def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_
                 for n in range(F):  # a row of the weight (contiguous), not a column of wt
                     acc0 += wgt[o, n] * phi[n]
                 out[row, o] = acc0 + bias[o]
-        # what is still within round-off of 0 (the activations at the rows carry the round-off of
-        # their interpolation) is 0: the bit rule reads 0 there, as in exact arithmetic
-        for j in range(1, m + 1):
-            row = V + g0 + j - 1
-            for o in range(O):
-                if abs(out[row, o]) <= zero[o]:
-                    out[row, o] = 0.0
+
+
+@jit
+def zero_candidates(out, thr, nxt, prv):
+    """The outputs ``(row, column)`` of a Linear within ``thr[column]`` of 0 whose row has a neighbour along its
+    path (``nxt``, ``prv``; an end row links to itself) within that bound too."""
+    R, O = out.shape
+    n = 0
+    rows = np.empty(16, np.int64)
+    cols = np.empty(16, np.int64)
+    thr_d = thr.astype(out.dtype)  # compared in the outputs' dtype: rounding it down only drops candidates
+    for r in range(R):
+        hit = False
+        for o in range(O):  # branch-free first, so that it vectorises
+            hit |= abs(out[r, o]) <= thr_d[o]
+        if not hit:
+            continue
+        for o in range(O):
+            if abs(out[r, o]) <= thr_d[o]:
+                q, p = nxt[r], prv[r]
+                if (q != r and abs(out[q, o]) <= thr[o]) or (p != r and abs(out[p, o]) <= thr[o]):
+                    if n == rows.size:
+                        rows = np.concatenate((rows, np.empty(n, np.int64)))
+                        cols = np.concatenate((cols, np.empty(n, np.int64)))
+                    rows[n] = r
+                    cols[n] = o
+                    n += 1
+    return rows[:n], cols[:n]
 
 
 @jit

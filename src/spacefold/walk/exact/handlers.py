@@ -15,7 +15,7 @@ from torch import Tensor, fx, nn
 
 from .activation import _act_inplace, _split_activation
 from .assemble import _BitRecord
-from .fused import _act_linear, _row_max, _zero_round_off
+from .fused import _act_linear, _zero_round_off
 from .maxpool import _split_maxpool
 from .program import ExactProgram, _Step
 from .settings import WalkSettings
@@ -52,8 +52,8 @@ def _affine(walk: _Walk, step: _Step) -> None:
     out = walk.prog._eval(step, walk.env)
     if type(step.module) is nn.Linear and isinstance(out, Tensor) and out.dim() == 2:
         (x,) = [walk.env[a] for a in step.node.all_input_nodes if walk.prog.dynamic.get(a, False)]
-        if x.dim() == 2 and x.shape[0] == out.shape[0]:
-            _zero_round_off(step.module, out, _row_max(x))
+        if x.dim() == 2 and x.shape[0] == out.shape[0] == walk.state.n_rows:
+            _zero_round_off(step.module, out, x, walk.state)
     walk.env[step.node] = out
 
 
