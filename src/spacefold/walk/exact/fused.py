@@ -43,8 +43,9 @@ def _linear(lin: nn.Linear, x: Tensor, out: Tensor) -> None:
 
 def _zero_round_off(lin: nn.Linear, out: Tensor, x: Tensor, state: _State) -> None:
     """Set to 0 the outputs of ``lin`` (``out``, one row per breakpoint of ``state``) that are 0 on a
-    piece up to round-off: within ``_cancel_rtol`` of the dtype times ``|bias| + Σ|w|·|x|`` at a row
-    and at a neighbouring row of the same path. ``x``: the Linear's input at the first rows
+    piece up to round-off: within ``_cancel_rtol`` of the dtype times ``|bias| + Σ|w|·|x|`` (and, at a
+    row the split added, the outputs at a and b, from which it was interpolated) at a row and at a
+    neighbouring row of the same path. ``x``: the Linear's input at the first rows
     (all, or the old rows of a split); at a later row, whose input is interpolated from the
     nearest first rows a and b before and after it, ``|x| <= |x(a)| + |x(b)|`` neuron by neuron.
 
@@ -88,7 +89,11 @@ def _zero_round_off(lin: nn.Linear, out: Tensor, x: Tensor, state: _State) -> No
         b = torch.where(b >= V, nxt.index_select(0, b), b)
     xa = x.index_select(0, a).abs().double()
     xin = torch.where((rows < V).unsqueeze(1), xa, xa + x.index_select(0, b).abs().double())
-    bound = (xin @ wabs.double().t() + babs.to(out.device)).mul_(rtol)  # (rows, O)
+    bound = xin @ wabs.double().t() + babs.to(out.device)  # (rows, O)
+    # a later row of a split is interpolated from the outputs at a and b (and corrected): their round-off too
+    later = (rows >= V).unsqueeze(1)
+    bound += torch.where(later, out.index_select(0, a).double().abs() + out.index_select(0, b).double().abs(), 0.0)
+    bound.mul_(4 * rtol)  # the inputs carry the round-off of earlier layers too
     at = torch.full((out.shape[0],), -1, dtype=torch.int64, device=out.device)
     at[rows] = torch.arange(rows.numel(), device=out.device)
 
