@@ -14,7 +14,10 @@ origin, segments starting on a boundary, duplicate and negated neurons, ties in 
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
+import random
 from fractions import Fraction
 
 import pytest
@@ -38,6 +41,13 @@ def backend(request, monkeypatch):
 # --------------------------------------------------------------------------- the reference
 
 
+_ACTS = (nn.ReLU, nn.LeakyReLU, nn.Hardtanh)  # nn.ReLU6 is a Hardtanh(0, 6)
+_MAXPOOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+             nn.AdaptiveMaxPool3d)
+_AVGPOOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+             nn.AdaptiveAvgPool3d)
+
+
 def _kinks(mod: nn.Module) -> list[Fraction]:
     if isinstance(mod, nn.Hardtanh):
         return [Fraction(float(mod.min_val)), Fraction(float(mod.max_val))]
@@ -54,40 +64,130 @@ def _act(mod: nn.Module, v: list[Fraction]) -> list[Fraction]:
     return [min(max(z, lo), hi) for z in v]
 
 
-def _windows(mod: nn.MaxPool1d, n: int) -> list[list[int]]:
-    k, s = int(mod.kernel_size), int(mod.stride)
-    return [list(range(i, i + k)) for i in range(0, n - k + 1, s)]
+def _dims(mod: nn.Module) -> int:
+    return int(type(mod).__name__[-2])  # MaxPool2d -> 2
 
 
-_ACTS = (nn.ReLU, nn.LeakyReLU, nn.Hardtanh)
+def _tup(v, n: int) -> tuple[int, ...]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
 
 
-def _forward(net: nn.Sequential, x: list[Fraction], upto: int) -> list[Fraction]:
-    """The input of layer ``upto`` at the point x (everything in Fractions)."""
-    v = x
+def _axis_windows(mod: nn.Module, n: int, axis: int) -> list[tuple[list[int], int]]:
+    """Per output position along dimension ``axis`` (of size n) of a pooling: the input positions of its
+    window and (average pooling) the count its divisor takes, from torch's documented output sizes."""
+    d = _dims(mod)
+    if isinstance(mod, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.AdaptiveAvgPool1d,
+                        nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)):
+        o = _tup(mod.output_size, d)[axis]
+        o = n if o is None else o
+        out = []
+        for i in range(o):
+            a, b = (i * n) // o, -((-(i + 1) * n) // o)  # floor(i n / o), ceil((i + 1) n / o)
+            out.append((list(range(a, b)), b - a))
+        return out
+    k = _tup(mod.kernel_size, d)[axis]
+    s = _tup(mod.stride if mod.stride else mod.kernel_size, d)[axis]
+    p = _tup(mod.padding, d)[axis]
+    dil = _tup(getattr(mod, "dilation", 1), d)[axis]
+    span = n + 2 * p - dil * (k - 1) - 1
+    o = (-(-span // s) if mod.ceil_mode else span // s) + 1
+    if mod.ceil_mode and (o - 1) * s >= n + p:  # the last window must start inside the input or left padding
+        o -= 1
+    out = []
+    for i in range(o):
+        start = i * s - p
+        if isinstance(mod, _MAXPOOLS):
+            out.append(([start + j * dil for j in range(k) if 0 <= start + j * dil < n], 0))
+        else:  # average pooling: the divisor counts the padding, not what lies past it
+            end = min(start + k, n + p)
+            size = end - start
+            a, b = max(start, 0), min(end, n)
+            out.append((list(range(a, b)), size if mod.count_include_pad else b - a))
+    return out
+
+
+def _pool(mod: nn.Module, v: list[Fraction], shape: tuple[int, ...]) -> tuple[list[Fraction], tuple[int, ...]]:
+    """Max or average pooling of the values v of shape (C, *spatial) (flat, row-major)."""
+    d = _dims(mod)
+    spatial = shape[-d:]
+    lead = 1
+    for n in shape[:-d]:
+        lead *= n
+    axes = [_axis_windows(mod, n, a) for a, n in enumerate(spatial)]
+    strides = [1] * d
+    for a in range(d - 2, -1, -1):
+        strides[a] = strides[a + 1] * spatial[a + 1]
+    plane = 1
+    for n in spatial:
+        plane *= n
+    out = []
+    for c in range(lead):
+        for combo in itertools.product(*axes):
+            idx = [c * plane + sum(strides[a] * i for a, i in enumerate(pos))
+                   for pos in itertools.product(*[w for w, _ in combo])]
+            if isinstance(mod, _MAXPOOLS):
+                out.append(max(v[i] for i in idx))
+            else:
+                div = getattr(mod, "divisor_override", None)
+                if not div:
+                    div = 1
+                    for _, size in combo:
+                        div *= size
+                out.append(sum((v[i] for i in idx), Fraction(0)) / div)
+    return out, (*shape[:-d], *(len(w) for w in axes))
+
+
+def _windows(mod: nn.Module, shape: tuple[int, ...]) -> list[list[int]]:
+    """The flat input indices of every window of a max pooling of values of shape (C, *spatial)."""
+    d = _dims(mod)
+    spatial = shape[-d:]
+    lead = 1
+    for n in shape[:-d]:
+        lead *= n
+    axes = [_axis_windows(mod, n, a) for a, n in enumerate(spatial)]
+    strides = [1] * d
+    for a in range(d - 2, -1, -1):
+        strides[a] = strides[a + 1] * spatial[a + 1]
+    plane = 1
+    for n in spatial:
+        plane *= n
+    return [[c * plane + sum(strides[a] * i for a, i in enumerate(pos)) for pos in itertools.product(*[w for w, _ in combo])]
+            for c in range(lead) for combo in itertools.product(*axes)]
+
+
+def _forward(net: nn.Sequential, x: list[Fraction], upto: int) -> tuple[list[Fraction], tuple[int, ...]]:
+    """The input of layer ``upto`` at the point x and its shape without the batch (everything in Fractions)."""
+    v, shape = x, (len(x),)
     for mod in list(net)[:upto]:
         if isinstance(mod, nn.Linear):
             w = [[Fraction(float(a)) for a in row] for row in mod.weight.detach().tolist()]
             b = [Fraction(float(a)) for a in mod.bias.detach().tolist()] if mod.bias is not None else [Fraction(0)] * len(w)
             v = [sum((wi * vi for wi, vi in zip(row, v)), Fraction(0)) + bi for row, bi in zip(w, b)]
+            shape = (len(v),)
         elif isinstance(mod, _ACTS):
             v = _act(mod, v)
-        elif isinstance(mod, nn.MaxPool1d):
-            v = [max(v[i] for i in win) for win in _windows(mod, len(v))]
-        # Unflatten / Flatten: the same numbers
-    return v
+        elif isinstance(mod, (*_MAXPOOLS, *_AVGPOOLS)):
+            v, shape = _pool(mod, v, shape)
+        elif isinstance(mod, nn.Unflatten):
+            shape = tuple(mod.unflattened_size)
+        elif isinstance(mod, nn.Flatten):
+            shape = (len(v),)
+        else:
+            raise TypeError(f"the reference does not know {type(mod).__name__}")
+    return v, shape
 
 
 def _pattern(net: nn.Sequential, x: list[Fraction]) -> tuple[bool, ...]:
     bits: list[bool] = []
     for k, mod in enumerate(net):
         if isinstance(mod, _ACTS):
-            bits += [z > 0 for z in _forward(net, x, k)]
+            bits += [z > 0 for z in _forward(net, x, k)[0]]
     return tuple(bits)
 
 
 def reference_walk(net: nn.Sequential, x1: list[float], x2: list[float]) -> tuple[list[Fraction], list[tuple]]:
-    """Γ* of the segment x1 -> x2 in exact arithmetic: ``(t, patterns)``, t where each region is entered."""
+    """Γ* of the segment x1 -> x2 in exact arithmetic: ``(t, patterns, breakpoints)``, t where each region is
+    entered, and every breakpoint (kink crossing or window tie) found."""
     a = [Fraction(v) for v in x1]
     b = [Fraction(v) for v in x2]
 
@@ -96,15 +196,15 @@ def reference_walk(net: nn.Sequential, x1: list[float], x2: list[float]) -> tupl
 
     ts = {Fraction(0), Fraction(1)}
     for k, mod in enumerate(net):
-        if not isinstance(mod, (*_ACTS, nn.MaxPool1d)):
+        if not isinstance(mod, (*_ACTS, *_MAXPOOLS)):
             continue
         tl = sorted(ts)
         vals = {t: _forward(net, point(t), k) for t in tl}
         for ta, tb in zip(tl, tl[1:]):
-            za, zb = vals[ta], vals[tb]
+            (za, shape), (zb, _) = vals[ta], vals[tb]
             pairs = []
-            if isinstance(mod, nn.MaxPool1d):
-                for win in _windows(mod, len(za)):
+            if isinstance(mod, _MAXPOOLS):
+                for win in _windows(mod, shape):
                     pairs += [(za[i] - za[j], zb[i] - zb[j]) for i in win for j in win if i < j]
             else:
                 # the kinks, and the bit threshold 0 (not a kink of a Hardtanh, but the bit changes there)
@@ -290,3 +390,262 @@ def test_a_cancellation_after_a_saturated_hardtanh_and_a_pooling_tie():
     t_ref, p_ref, _ = reference_walk(net, [1.0], [-0.25])
     assert [tuple(p) for p in w[0].patterns.tolist()] == [tuple(p) for p in p_ref]
     assert torch.allclose(w[0].t, torch.tensor([float(t) for t in t_ref], dtype=f64), rtol=0, atol=1e-12)
+
+
+def _walk_equals_reference(net: nn.Sequential, x1, x2, dtype=f64, atol: float = 1e-12) -> list:
+    net = net.to(dtype).eval()
+    x1, x2 = torch.tensor(x1, dtype=dtype), torch.tensor(x2, dtype=dtype)
+    w = exact_walks(net, x1, x2)
+    refs = []
+    for i in range(x1.shape[0]):
+        t_ref, p_ref, _ = reference_walk(net, x1[i].tolist(), x2[i].tolist())
+        assert [tuple(p) for p in w[i].patterns.tolist()] == [tuple(p) for p in p_ref], i
+        assert torch.allclose(w[i].t, torch.tensor([float(t) for t in t_ref], dtype=f64), rtol=0, atol=atol), i
+        refs.append((t_ref, p_ref))
+    return refs
+
+
+def _hardtanh_net(ws, act) -> nn.Sequential:
+    layers = []
+    for w in ws:
+        layers += [_lin(w), act()]
+    return nn.Sequential(*layers)
+
+
+def test_a_hardtanh_neuron_crossing_two_levels_in_a_piece_keeps_its_snapped_value():
+    # Layer-2 neuron 3 crosses -1 (a kink) at t = 1/2 and 0 (the bit threshold) at t = 4/7 inside one
+    # piece; layer-3 neuron 1 = -h2_0 + h2_3 is 0 exactly on [2/7, 1/2] (both saturated at -1) and turns
+    # positive after 1/2. The compiled kernel set the crossing neuron at the row t = 1/2 to -1 and then
+    # overwrote it with its round-off value for the next level: bit 1 from t = 3/7 on (8 regions, not 9).
+    net = _hardtanh_net([[[-1.0, 1.0], [1.5, 1.5], [-1.0, 0.0], [1.0, 1.5]],
+                         [[-1.5, 1.5, 0.5, -1.5], [1.0, 0.5, 0.5, 0.5], [-0.5, -0.5, -0.5, -2.0], [1.5, -1.0, 2.0, -1.5]],
+                         [[0.0, -0.5, -0.5, -2.0], [-1.0, 0.0, 0.0, 1.0], [1.5, -0.5, 2.0, -1.5]]],
+                        lambda: nn.Hardtanh(-1.0, 2.0))
+    ((t_ref, p_ref),) = _walk_equals_reference(net, [[3.0, 2.0]], [[-4.0, 4.0]])
+    assert len(p_ref) == 9 and Fraction(1, 2) in t_ref
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, f64])
+@pytest.mark.parametrize("case", ["hardtanh", "relu6"])
+def test_a_pre_activation_zero_on_a_piece_gets_bit_0(case, dtype):
+    # Bias-free nets with half-integer weights: a layer-3 pre-activation cancels exactly on a piece
+    # (saturated neurons against an unsaturated one); the interpolated values at the piece's rows carry
+    # round-off (1.5000000000000002), and the products gave ±4e-16 there, read as bit 1.
+    if case == "hardtanh":  # zero on [1/3, 11/15]
+        ws = [[[0.0, 1.5], [0.0, -2.0], [1.5, 1.5], [0.5, -0.5]],
+              [[1.5, 2.0, -0.5, 0.0], [0.5, 0.5, -2.0, 1.0], [2.0, -1.5, 1.0, -2.0], [-0.5, 1.0, 2.0, 0.5]],
+              [[-1.5, -1.0, 0.0, 2.0], [1.5, 0.0, 1.5, -2.0], [-0.5, 2.0, -1.5, 1.5]]]
+        act = lambda: nn.Hardtanh(-1.0, 2.0)  # noqa: E731
+    else:  # zero on [2/3, 17/19]
+        ws = [[[1.0, -2.0], [1.0, 0.5], [0.0, 0.0], [-1.5, -0.5]],
+              [[1.5, -1.5, 0.0, 2.0], [-0.5, 1.0, 0.5, 1.0], [-2.0, 1.0, 0.5, 0.0], [-2.0, 0.0, -2.0, 0.5]],
+              [[-1.0, 2.0, -1.5, 0.0], [-0.5, 1.0, 1.0, 1.5], [-1.0, 1.0, 2.0, 0.5]]]
+        act = nn.ReLU6
+    net = _hardtanh_net(ws, act)
+    _walk_equals_reference(net, [[3.0, 2.0]], [[-4.0, 4.0]], dtype, atol=1e-6 if dtype == torch.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, f64])
+def test_padded_ceil_mode_pooling_with_a_shared_arg_max_invents_no_region(dtype):
+    # MaxPool1d(3, 2, padding=1, ceil_mode=True) of 6 ReLUs: input 3 is the maximum of windows 1 and 2,
+    # and the Linear after the pooling takes 1.5 times one minus 1.5 times the other (0 on the whole
+    # segment). In float32 the walk read round-off there as bit 1 and invented a second region.
+    net = nn.Sequential(_lin([[-0.5, 1.5], [-0.5, 1.0], [-0.5, 1.0], [1.0, -1.5], [-1.0, 1.0], [-0.5, 1.5]]), nn.ReLU(),
+                        nn.Unflatten(1, (1, 6)), nn.MaxPool1d(3, 2, padding=1, ceil_mode=True), nn.Flatten(),
+                        _lin([[2.0, 0.5, 0.5, -0.5], [-0.5, 1.5, -1.5, -1.0]]), nn.ReLU())
+    x1 = [[-0.32699811458587646, -0.44978272914886475]]  # float32 numbers
+    x2 = [[-1.2127183675765991, -1.979548692703247]]
+    ((t_ref, p_ref),) = _walk_equals_reference(net, x1, x2, dtype, atol=1e-6)
+    assert len(p_ref) == 1
+    # in exact arithmetic the last layer's second pre-activation is 0 along the segment
+    a, b = [Fraction(v) for v in x1[0]], [Fraction(v) for v in x2[0]]
+    for t in (Fraction(k, 7) for k in range(8)):
+        assert _forward(net, [ai + t * (bi - ai) for ai, bi in zip(a, b)], len(net) - 1)[0][1] == 0
+
+
+# --------------------------------------------------------------------------- integer-weight nets, every pooling
+
+_ACT_KINDS = ["relu", "leaky", "hardtanh", "hardtanh2", "hardtanh3", "relu6"]
+_POOL_KINDS = ["max1", "max1pad", "max2", "max3", "amax1", "amax2", "avg1", "avg2", "aavg1", "aavg2"]
+
+
+def _make_act(kind: str) -> nn.Module:
+    return {"relu": nn.ReLU(), "leaky": nn.LeakyReLU(0.25), "hardtanh": nn.Hardtanh(),
+            "hardtanh2": nn.Hardtanh(-1.0, 2.0), "hardtanh3": nn.Hardtanh(-0.5, 2.0), "relu6": nn.ReLU6()}[kind]
+
+def _make_pool(ri, choice, width: int) -> list[nn.Module] | None:
+    """A pooling (and its Unflatten) for `width` numbers, or None."""
+    kind = choice(_POOL_KINDS)
+    if kind in ("max1", "max1pad", "avg1", "amax1", "aavg1"):
+        C = choice([c for c in (1, 2) if width % c == 0])
+        shape = (C, width // C)
+        L = shape[1]
+        if kind == "amax1":
+            return [nn.Unflatten(1, shape), nn.AdaptiveMaxPool1d(ri(1, L)), nn.Flatten()]
+        if kind == "aavg1":
+            return [nn.Unflatten(1, shape), nn.AdaptiveAvgPool1d(ri(1, L)), nn.Flatten()]
+        k = ri(2, 3); s = ri(1, 2)
+        p = ri(0, k // 2) if kind != "max1" else 0
+        dil = ri(1, 2) if kind.startswith("max") else 1
+        ceil = bool(ri(0, 1))
+        if L + 2 * p < dil * (k - 1) + 1:
+            return None
+        if kind.startswith("max"):
+            pool = nn.MaxPool1d(k, s, padding=p, dilation=dil, ceil_mode=ceil)
+        else:
+            pool = nn.AvgPool1d(k, s, padding=p, ceil_mode=ceil, count_include_pad=bool(ri(0, 1)))
+        return [nn.Unflatten(1, shape), pool, nn.Flatten()]
+    if kind in ("max2", "amax2", "avg2", "aavg2"):
+        opts = [(c, h, width // c // h) for c in (1, 2) for h in (1, 2, 3) if width % (c * h) == 0 and width // c // h >= 1]
+        shape = choice(opts)
+        if kind == "amax2":
+            return [nn.Unflatten(1, shape), nn.AdaptiveMaxPool2d((ri(1, shape[1]), ri(1, shape[2]))), nn.Flatten()]
+        if kind == "aavg2":
+            return [nn.Unflatten(1, shape), nn.AdaptiveAvgPool2d((ri(1, shape[1]), ri(1, shape[2]))), nn.Flatten()]
+        k = (ri(1, 2), ri(1, 3)); s = (ri(1, 2), ri(1, 2)); p = (ri(0, k[0] // 2), ri(0, k[1] // 2))
+        ceil = bool(ri(0, 1))
+        if kind == "max2":
+            dil = (1, ri(1, 2))
+            if any(n + 2 * pp < d * (kk - 1) + 1 for n, pp, d, kk in zip(shape[1:], p, dil, k)):
+                return None
+            return [nn.Unflatten(1, shape), nn.MaxPool2d(k, s, padding=p, dilation=dil, ceil_mode=ceil), nn.Flatten()]
+        if any(n + 2 * pp < kk for n, pp, kk in zip(shape[1:], p, k)):
+            return None
+        return [nn.Unflatten(1, shape), nn.AvgPool2d(k, s, padding=p, ceil_mode=ceil,
+                                                     count_include_pad=bool(ri(0, 1))), nn.Flatten()]
+    # max3
+    opts = [(1, a, b, width // a // b) for a in (1, 2) for b in (1, 2) if width % (a * b) == 0]
+    shape = choice(opts)
+    k = tuple(ri(1, 2) for _ in range(3)); s = tuple(ri(1, 2) for _ in range(3))
+    p = tuple(ri(0, kk // 2) for kk in k)
+    if any(n + 2 * pp < kk for n, pp, kk in zip(shape[1:], p, k)):
+        return None
+    return [nn.Unflatten(1, shape), nn.MaxPool3d(k, s, padding=p, ceil_mode=bool(ri(0, 1))), nn.Flatten()]
+
+
+def _make_net(ri, choice, dtype: torch.dtype) -> nn.Sequential:
+    """A small net with integer or half-integer weights, biases or none, Hardtanh/ReLU6/ReLU/LeakyReLU and at most
+    one pooling (``ri(lo, hi)``: an int in [lo, hi]; ``choice(seq)``: an element of seq)."""
+    d_in = ri(1, 3)
+    depth = ri(1, 3)
+    bias = bool(ri(0, 1))
+    wscale = choice([1, 2])
+    layers = []
+    d = d_in
+    pooled = False
+    for _ in range(depth):
+        width = ri(1, 6)
+        lin = nn.Linear(d, width, bias=bias).double()
+        with torch.no_grad():
+            lin.weight.copy_(torch.tensor([[ri(-4, 4) / wscale for _ in range(d)] for _ in range(width)]))
+            if bias:
+                lin.bias.copy_(torch.tensor([ri(-4, 4) / 2 for _ in range(width)]))
+            if width >= 2 and ri(0, 1):  # a duplicate or negated neuron
+                lin.weight[-1] = lin.weight[0] * choice([1.0, -1.0, 0.5])
+                if bias:
+                    lin.bias[-1] = lin.bias[0] * choice([1.0, -1.0])
+        layers.append(lin)
+        layers.append(_make_act(choice(_ACT_KINDS)))
+        d = width
+        if not pooled and width >= 2 and ri(0, 1):
+            pool = _make_pool(ri, choice, width)
+            if pool is not None:
+                trial = nn.Sequential(*pool).double()
+                try:
+                    d = trial(torch.zeros(1, width, dtype=torch.float64)).shape[1]
+                except RuntimeError:
+                    continue
+                if d == 0 or not bool(torch.isfinite(trial(torch.randn(2, width, dtype=torch.float64))).all()):
+                    d = width
+                    continue
+                layers += pool
+                pooled = True
+    return nn.Sequential(*layers).to(dtype).eval()
+
+
+def _make_segment(ri, choice, d: int, bias_free: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    sc = choice([1, 8])
+    x1 = torch.tensor([ri(-16, 16) / 8 for _ in range(d)], dtype=torch.float64) if sc == 8 else \
+        torch.tensor([float(ri(-4, 4)) for _ in range(d)], dtype=torch.float64)
+    kind = choice(["random", "through origin", "negated", "axis"]) if bias_free else "random"
+    if kind == "random":
+        x2 = torch.tensor([ri(-4 * sc, 4 * sc) / sc for _ in range(d)], dtype=torch.float64)
+    elif kind == "through origin":
+        x2 = -x1 * choice([1.0, 2.0, 0.5, 3.0])
+    elif kind == "negated":
+        x2 = -x1
+    else:
+        x2 = x1.clone()
+        x2[0] = -x1[0] - 1
+    return x1, x2
+
+
+def _drawers(data):
+    return (lambda lo, hi: data.draw(st.integers(lo, hi))), (lambda seq: data.draw(st.sampled_from(list(seq))))
+
+
+def _integer_nets_agree(data, dtype: torch.dtype) -> None:
+    ri, choice = _drawers(data)
+    net = _make_net(ri, choice, dtype)
+    d = net[0].in_features
+    segs = [_make_segment(ri, choice, d, net[0].bias is None) for _ in range(3)]
+    x1 = torch.stack([a for a, _ in segs]).to(dtype)
+    x2 = torch.stack([b for _, b in segs]).to(dtype)
+    w = exact_walks(net, x1, x2)
+    f32 = dtype == torch.float32
+    for i in range(3):
+        t_ref, p_ref, bps = reference_walk(net, x1[i].tolist(), x2[i].tolist())
+        # distinct breakpoints closer than the walk's resolution are one breakpoint there: not this test's subject
+        if not all(float(q - p) > (1e-4 if f32 else 1e-7) for p, q in zip(bps, bps[1:])):
+            continue
+        assert [tuple(p) for p in w[i].patterns.tolist()] == [tuple(p) for p in p_ref], f"segment {i}"
+        assert torch.allclose(w[i].t, torch.tensor([float(t) for t in t_ref], dtype=f64), rtol=0,
+                              atol=1e-5 if f32 else 1e-9)
+
+
+_INTEGER_EXAMPLES = int(os.environ.get("SPACEFOLD_EXAMPLES", 15))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, f64])
+@settings(max_examples=_INTEGER_EXAMPLES, deadline=None, derandomize=_INTEGER_EXAMPLES <= 25,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_integer_weight_nets_with_every_pooling_equal_the_reference(data, dtype):
+    _integer_nets_agree(data, dtype)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="open: a rule for pre-activations that are exactly 0 on a piece that is both tight and "
+                          "complete (docs/failure-modes.md, 'Zeros on a piece'); thousands of examples still find "
+                          "disagreements, mostly bias-free ReLU6/Hardtanh nets", strict=False)
+@pytest.mark.parametrize("dtype", [torch.float32, f64])
+@settings(max_examples=1000, deadline=None, derandomize=False,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_integer_weight_nets_with_every_pooling_equal_the_reference_thousands(data, dtype):
+    _integer_nets_agree(data, dtype)
+
+
+@pytest.mark.parametrize("kind", _POOL_KINDS)
+def test_the_references_pooling_is_torchs(kind, backend):
+    # the reference's windows (written from torch's documented output sizes) give torch's numbers
+    if backend != "torch":
+        pytest.skip("one backend is enough: no walk here")
+    rng = random.Random(kind)
+    n = 0
+    while n < 20:
+        width = rng.randint(2, 12)
+        layers = _make_pool(rng.randint, rng.choice, width)
+        if layers is None or not isinstance(layers[1], (*_MAXPOOLS, *_AVGPOOLS)):
+            continue
+        pool = nn.Sequential(*layers).double()
+        x = [Fraction(rng.randint(-8, 8), 4) for _ in range(width)]
+        try:
+            want = pool(torch.tensor([[float(v) for v in x]], dtype=f64))[0].tolist()
+        except RuntimeError:  # a size torch refuses
+            continue
+        if not all(map(math.isfinite, want)):
+            continue
+        got, _ = _pool(layers[1], x, tuple(layers[0].unflattened_size))
+        assert [float(v) for v in got] == pytest.approx(want, rel=1e-12, abs=1e-12), layers[1]
+        n += 1

@@ -59,7 +59,12 @@ class Folding:
     """Folding of one segment. ``profile`` is χ of every prefix of the walk
     (one value per region; ``walk.grid_index`` maps grid points to regions for
     ``method="uniform"``). ``complete``: whether the walk provably holds every region
-    the segment crosses (see :class:`FoldingBatch`)."""
+    the segment crosses (see :class:`FoldingBatch`).
+
+    ``n_regions`` counts the regions of the walk, end points included: a segment that starts
+    or ends exactly on a boundary counts a region of zero length there (the papers' grid
+    includes t = 0 and t = 1), so it is then not the number of linear pieces along the
+    segment; ``n_pieces`` (``walk.n_pieces``) counts the regions of positive length."""
 
     chi: float
     r1: int
@@ -78,10 +83,19 @@ class Folding:
         """Whether the walk provably holds every change of every bit (see ``WalkBatch.completeness``)."""
         return self.walk.complete
 
+    @property
+    def n_pieces(self) -> int:
+        """The regions of positive length (see :attr:`spacefold.walk.Walk.n_pieces`)."""
+        return self.walk.n_pieces
+
 
 @dataclass(frozen=True)
 class FoldingBatch:
     """Folding of many segments; every field is a tensor ``(batch,)``.
+
+    ``n_regions`` counts a region of zero length where a segment starts or ends exactly on a
+    boundary (see :class:`Folding`); with ``return_walks=True``, ``walks.n_pieces`` counts the
+    regions of positive length.
 
     ``walks`` is set only with ``return_walks=True``; ``per_layer`` (layer name ->
     χ ``(batch,)``) only with ``per_layer=True``.

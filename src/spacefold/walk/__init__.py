@@ -74,6 +74,18 @@ def run_starts(patterns: Tensor, walk_id: Tensor | None = None) -> Tensor:
     return keep
 
 
+def _positive_lengths(t: Tensor, walk_id: Tensor, offsets: Tensor) -> Tensor:
+    """Whether each region (entered at ``t``, of walk ``walk_id``; walk i's regions are
+    ``offsets[i]:offsets[i + 1]``) has positive length: its successor's t, or 1 for the last, is larger."""
+    t_end = torch.ones_like(t)
+    if t.numel() > 1:
+        t_end[:-1] = t[1:]
+    last = offsets[1:] - 1
+    last = last[offsets[1:] > offsets[:-1]]
+    t_end[last] = 1.0
+    return t_end > t
+
+
 @dataclass(frozen=True)
 class Walk:
     """The walk of one segment.
@@ -83,6 +95,13 @@ class Walk:
     (``t[0] == 0``). For ``method="uniform"``, ``grid_index`` maps each of the
     ``steps + 1`` grid points to its region (so ``profile[grid_index]`` is the
     profile at every grid point, as plotted in the papers); else ``None``.
+
+    End points: the walk takes the patterns at t = 0 and t = 1 themselves (the papers'
+    grid includes both), so a segment that starts or ends exactly on a boundary (a
+    pre-activation 0 there: bit 0, and > 0 just inside) counts a region of zero length
+    there (``t[1] == 0``, or ``t[-1] == 1``). ``n_regions`` then exceeds the number of
+    regions the open segment crosses by one or two; :attr:`n_pieces` counts only the regions
+    of positive length.
     """
 
     patterns: Tensor
@@ -94,6 +113,17 @@ class Walk:
     @property
     def n_regions(self) -> int:
         return int(self.patterns.shape[0])
+
+    @property
+    def n_pieces(self) -> int:
+        """The regions of positive length along the segment: ``n_regions`` without the regions of zero
+        length at t = 0 and t = 1 (a segment starting or ending on a boundary). For networks whose only
+        kinks are at the bit threshold (ReLU, LeakyReLU, PReLU), the number of linear pieces of the
+        network along the segment (a Hardtanh or ReLU6 also bends where no bit changes). Exact for
+        ``method="exact"``; the samplers enter a region at the sample where they first see it, so a
+        region of zero length at t = 0 gets a grid step (``"uniform"``) or up to ``tol`` (``"bisect"``)."""
+        return int(_positive_lengths(self.t, torch.zeros(len(self.t), dtype=torch.int64, device=self.t.device),
+                                     torch.tensor([0, len(self.t)], device=self.t.device)).sum())
 
     @property
     def n_neurons(self) -> int:
@@ -140,6 +170,14 @@ class WalkBatch:
     @property
     def n_regions(self) -> Tensor:
         return self.offsets[1:] - self.offsets[:-1]
+
+    @property
+    def n_pieces(self) -> Tensor:
+        """Per walk, the regions of positive length (see :attr:`Walk.n_pieces`)."""
+        n = len(self)
+        walk_id = torch.repeat_interleave(torch.arange(n, device=self.t.device), self.n_regions.to(self.t.device))
+        pos = _positive_lengths(self.t, walk_id, self.offsets.to(self.t.device))
+        return torch.zeros(n, dtype=torch.int64, device=self.t.device).index_add_(0, walk_id, pos.long())
 
     def select_columns(self, columns: Tensor) -> WalkBatch:
         """The same walks on a subset of the neurons, consecutive duplicates merged."""
