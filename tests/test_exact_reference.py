@@ -616,7 +616,7 @@ def test_integer_weight_nets_with_every_pooling_equal_the_reference(data, dtype)
 
 @pytest.mark.slow
 @pytest.mark.xfail(reason="open: a rule for pre-activations that are exactly 0 on a piece that is both tight and "
-                          "complete (docs/failure-modes.md, 'Zeros on a piece'); thousands of examples still find "
+                          "complete (docs/failure-modes.md: the exact walk's zero rule); thousands of examples still find "
                           "disagreements, mostly bias-free ReLU6/Hardtanh nets", strict=False)
 @pytest.mark.parametrize("dtype", [torch.float32, f64])
 @settings(max_examples=1000, deadline=None, derandomize=False,
