@@ -153,6 +153,10 @@ def report(out: Path, runs: list[dict], seeds: Sequence[int], n_boot: int = 1000
         wd = chosen_baseline(runs, n, "wd", (0.0, *WDS), seeds)
         p = chosen_baseline(runs, n, "dropout", (0.0, *DROPOUTS), seeds)
         arms = []
+        for key, v, grid in (("weight decay", wd, WDS), ("dropout", p, DROPOUTS)):
+            if v == 0:
+                lines.append(f"| n={n}: {key}: none of {', '.join(f'{g:g}' for g in grid)} had a better mean "
+                             f"validation accuracy than none | | | | | |")
         if wd:
             arms.append((f"n={n}: weight decay {wd:g} − none", select(runs, arch="3x40", n_train=n, lam=0.0, wd=wd),
                          plain))
@@ -224,12 +228,12 @@ def figures(out: Path, runs: list[dict]) -> None:
                     rows.append((lam, [r["chosen"]["test_accuracy"] for r in rs], [r["chosen"]["phi"] for r in rs]))
             if not rows:
                 continue
-            x = np.arange(len(rows))
+            x = [LAMS.index(r[0]) for r in rows]  # one position per λ of the grid, whatever is finished
             for ax, k in ((axes[0, j], 1), (axes[1, j], 2)):
                 v = [np.mean(r[k]) for r in rows]
                 sd = [np.std(r[k], ddof=1) if len(r[k]) > 1 else 0.0 for r in rows]
                 ax.errorbar(x, v, yerr=sd, marker="o", ms=3, capsize=2, color=OKABE_ITO[i], label=arch)
-                ax.set_xticks(x, [f"{r[0]:g}" for r in rows])
+                ax.set_xticks(range(len(LAMS)), [f"{lam:g}" for lam in LAMS])
         axes[0, j].set_title(f"{n} training images")
         axes[0, j].set_ylabel("test accuracy (chosen epoch)")
         axes[1, j].set_ylabel("Φ_N on 1,000 test pairs")
