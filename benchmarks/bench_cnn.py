@@ -37,9 +37,9 @@ import torch
 from _common import load_condition, table
 from torch import nn
 
-from spacefold.folding import walk_batch
-from spacefold.resnet import randomize_batchnorm
-from spacefold.walk import segment_points
+from spacefold._core.folding import walk_batch
+from spacefold.models.resnet import randomize_batchnorm
+from spacefold._core.walk import segment_points
 
 
 def vgg_cnn(seed: int = 0) -> nn.Module:

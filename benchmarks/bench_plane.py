@@ -24,7 +24,7 @@ import torch
 from _common import load_condition, load_mnist, random_mlp, table
 from torch import nn
 
-from spacefold.plane import plane_regions, plane_through
+from spacefold._core.plane import plane_regions, plane_through
 
 
 def folded_net(net: nn.Sequential, plane) -> nn.Sequential:

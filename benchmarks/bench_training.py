@@ -26,8 +26,8 @@ import torch
 
 import spacefold as sf
 from spacefold.data import load_mnist
-from spacefold.regularize import FoldingRegularizer, probe_pairs
-from spacefold.train import train
+from spacefold.training.regularize import FoldingRegularizer, probe_pairs
+from spacefold.models.train import train
 
 VARIANTS = {
     "random 8x8": dict(method="random", pairs_per_step=8, n_points=8),

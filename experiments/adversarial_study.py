@@ -31,11 +31,12 @@ import numpy as np
 import torch
 
 from spacefold._util import atomic_path, atomic_write
-from spacefold.adversarial import COMBINATIONS, AdversarialInteraction, adversarial_interaction, attack, bubble_chart
-from spacefold.adversarial import predict
-from spacefold.data import load_mnist, stratified_indices
+from spacefold.studies.adversarial import (COMBINATIONS, AdversarialInteraction, adversarial_interaction, attack,
+                                           bubble_chart)
+from spacefold.studies.adversarial import predict
+from spacefold.data.datasets import load_mnist, stratified_indices
 from spacefold.models import load_checkpoint
-from spacefold.train import train_mlp
+from spacefold.models.train import train_mlp
 
 ROOT = Path(__file__).resolve().parent.parent
 SUCCESS_EPS = {"fgsm": [0.02, 0.05, 0.1, 0.15, 0.2, 0.3], "pgd": [0.02, 0.05, 0.1, 0.15, 0.2, 0.3],

@@ -30,11 +30,11 @@ from torch import nn
 
 from spacefold._util import atomic_path, atomic_write, json_safe
 from spacefold.data import load_mnist
-from spacefold.global_folding import global_folding
+from spacefold._core.global_folding import global_folding
 from spacefold.models import load_checkpoint
-from spacefold.pairs import pair_plan
-from spacefold.patterns import pattern_layout
-from spacefold.train import accuracy, train, train_mlp
+from spacefold._core.pairs import pair_plan
+from spacefold._core.patterns import pattern_layout
+from spacefold.models.train import accuracy, train, train_mlp
 
 ROOT = Path(__file__).resolve().parent.parent
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}

@@ -144,8 +144,8 @@ def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def measure(model: nn.Module, d, fit, cfg: dict, seed: int) -> dict:
     """Accuracies, gap, test loss and folding on the study's fixed test pairs."""
-    from spacefold.global_folding import global_folding
-    from spacefold.train import accuracy
+    from spacefold._core.global_folding import global_folding
+    from spacefold.models.train import accuracy
 
     model.eval()
     t0 = time.perf_counter()
@@ -167,7 +167,7 @@ def train_run(run: dict, cfg: dict, data_dir: str) -> list[dict]:
     import copy
 
     from spacefold.models import mlp
-    from spacefold.train import accuracy
+    from spacefold.models.train import accuracy
 
     torch.set_num_threads(1)
     d, (xf, yf), (xv, yv) = _load(data_dir, cfg["n_val"])
@@ -176,7 +176,7 @@ def train_run(run: dict, cfg: dict, data_dir: str) -> list[dict]:
         yf_train = _noisy(yf, run["level"], d.n_classes, seed)
         xf_train, epochs = xf, cfg["epochs"]
     elif run["kind"] == "size":
-        from spacefold.data import stratified_indices
+        from spacefold.data.datasets import stratified_indices
 
         idx = stratified_indices(yf, run["level"], seed)
         xf_train, yf_train = xf[idx], yf[idx]

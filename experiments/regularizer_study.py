@@ -32,8 +32,8 @@ from torch import nn
 import spacefold as sf
 from spacefold._util import atomic_write
 from spacefold.data import load_mnist
-from spacefold.regularize import FoldingRegularizer, FoldingTracker, probe_pairs
-from spacefold.train import train
+from spacefold.training.regularize import FoldingRegularizer, FoldingTracker, probe_pairs
+from spacefold.models.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
 # two-sided 95% Student t quantiles by degrees of freedom

@@ -47,10 +47,10 @@ import numpy as np
 import torch
 
 import spacefold as sf
-from spacefold import measure
+from spacefold._core import measure
 from spacefold._util import atomic_path, atomic_write
 from spacefold.data import Dataset, load_mnist
-from spacefold.symmetry import (
+from spacefold.studies.symmetry import (
     Mirror,
     check_symmetry,
     invariance,
@@ -60,7 +60,7 @@ from spacefold.symmetry import (
     transform_segments,
     transplanted_segments,
 )
-from spacefold.train import accuracy, train_mlp
+from spacefold.models.train import accuracy, train_mlp
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGDIR = ROOT / "docs" / "symmetry-study"
@@ -215,7 +215,7 @@ def train_tied(arch, data: Dataset, mirror, *, epochs, lr, seed, checkpoint):
     from torch.nn.utils import parametrize
 
     from spacefold.models import save_checkpoint
-    from spacefold.train import train
+    from spacefold.models.train import train
 
     model = invariant_mlp(arch, data.n_features, data.n_classes, mirror, seed=seed)
     res = train(model, data.x_train, data.y_train, epochs=epochs, lr=lr, seed=seed, x_test=data.x_test,

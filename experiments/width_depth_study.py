@@ -38,11 +38,11 @@ import torch
 import spacefold as sf
 from spacefold._util import atomic_path, atomic_write
 from spacefold.data import load_mnist
-from spacefold.global_folding import GlobalFolding
-from spacefold.measure import ragged_ranges
+from spacefold._core.global_folding import GlobalFolding
+from spacefold._core.measure import ragged_ranges
 from spacefold.models import load_checkpoint
-from spacefold.pairs import pair_plan
-from spacefold.train import train_mlp
+from spacefold._core.pairs import pair_plan
+from spacefold.models.train import train_mlp
 
 ROOT = Path(__file__).resolve().parent.parent
 STATS = ("phi", "phi_max", "fraction_folded", "asym_mean", "asym_folded_mean", "bound_mean", "test_accuracy")

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import spacefold as sf
-from spacefold.cantornet import (
+from spacefold.models.cantornet import (
     DEFAULT_END,
     DEFAULT_START,
     MAX_DEPTH,
@@ -30,8 +30,8 @@ from spacefold.cantornet import (
     stage_shapes,
     tie_tolerance,
 )
-from spacefold.measure import distance_to_start, step_distances
-from spacefold.patterns import PatternRecorder
+from spacefold._core.measure import distance_to_start, step_distances
+from spacefold._core.patterns import PatternRecorder
 
 X1 = torch.tensor([0.0, 0.75], dtype=torch.float64)
 X2 = torch.tensor([1.0, 0.75], dtype=torch.float64)
@@ -363,7 +363,7 @@ def test_exact_evaluator_validates_points():
     assert exact_pattern((0.5, 0.75), 1, "a") == exact_pattern((Fraction(1, 2), Fraction(3, 4)), 1, "A")
 
 
-HAS_EXACT = importlib.util.find_spec("spacefold.walk.exact") is not None
+HAS_EXACT = importlib.util.find_spec("spacefold._core.walk.exact") is not None
 
 SEGMENTS = [
     ((Fraction(0), Fraction(0)), (Fraction(1), Fraction(1))),

@@ -55,8 +55,9 @@ def _no_computation(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("computation started")
 
-    for module, name in [("spacefold.train", "train"), ("spacefold.study", "run_study"),
-                         ("spacefold.global_folding", "global_folding"), ("spacefold.models", "load_checkpoint")]:
+    for module, name in [("spacefold.models.train", "train"), ("spacefold.studies.depth", "run_study"),
+                         ("spacefold._core.global_folding", "global_folding"),
+                         ("spacefold.models.mlp", "load_checkpoint")]:
         monkeypatch.setattr(importlib.import_module(module), name, boom)
 
 

@@ -17,11 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import spacefold as sf
-from spacefold.folding import walk_batch
-from spacefold.walk import _kernels
-from spacefold.resnet import ResNet, basic_block
+from spacefold._core.folding import walk_batch
+from spacefold._core.walk import _kernels
+from spacefold.models.resnet import ResNet, basic_block
 from test_exact import _collapse, _is_subsequence  # the dense-grid oracle's helpers
-from spacefold.walk.exact import NotPiecewiseLinearError, exact_walks, verify
+from spacefold._core.walk.exact import NotPiecewiseLinearError, exact_walks, verify
 
 f64 = torch.float64
 
@@ -332,7 +332,7 @@ def test_the_certificate_reads_what_an_in_place_activation_receives():
 def test_the_pooling_certificate_finds_the_windows_a_brute_force_check_finds():
     """Windows without an input that is their maximum at both ends of an interval, against a
     check by hand over every window's inputs (torch's unfold)."""
-    from spacefold.walk.exact.verification import _pool_broken
+    from spacefold._core.walk.exact.verification import _pool_broken
 
     g = torch.Generator().manual_seed(7)
     mod = nn.MaxPool2d(3, stride=2, padding=1)

@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 import spacefold as sf
-from spacefold import measure
-from spacefold.walk import WalkBatch
-from spacefold.walk import _kernels
-from spacefold.walk.exact import ExactWalkBatch, NotPiecewiseLinearError, exact_walks, verify
+from spacefold._core import measure
+from spacefold._core.walk import WalkBatch
+from spacefold._core.walk import _kernels
+from spacefold._core.walk.exact import ExactWalkBatch, NotPiecewiseLinearError, exact_walks, verify
 
 f64 = torch.float64
 
@@ -169,7 +169,7 @@ def test_layer_selection_matches_activation_patterns():
 
 
 def test_layers_no_pattern_depends_on_are_not_evaluated():
-    from spacefold.walk.exact import compile_model
+    from spacefold._core.walk.exact import compile_model
 
     net = _mlp([3, 10, 10, 10, 2], [nn.ReLU], 8)
     targets = lambda prog: {n.target for n in prog.live if n.op == "call_module"}  # noqa: E731
@@ -394,12 +394,12 @@ def test_walks_are_materialised_only_when_asked():
 try:  # CantorNet is the sandbox with known answers (docs/method.md, 'CantorNet')
     import importlib
 
-    _cn = importlib.import_module("spacefold.cantornet")
+    _cn = importlib.import_module("spacefold.models.cantornet")
 except ImportError:  # pragma: no cover
     _cn = None
 
 
-@pytest.mark.skipif(_cn is None, reason="spacefold.cantornet is not available")
+@pytest.mark.skipif(_cn is None, reason="spacefold.models.cantornet is not available")
 @pytest.mark.parametrize("rep", ["A", "B", "C"])
 @pytest.mark.parametrize("depth", [1, 2, 3, 4])
 def test_cantornet_regions_are_exact(rep, depth):
@@ -439,7 +439,7 @@ def test_same_region_counts_as_regioncam():
 
 
 def test_sub_batches_give_the_same_walks(monkeypatch):
-    from spacefold.walk import exact as ex
+    from spacefold._core.walk import exact as ex
 
     net = _mlp([3, 10, 10, 2], [nn.ReLU], 12)
     g = torch.Generator().manual_seed(12)
@@ -456,7 +456,7 @@ def test_sub_batches_give_the_same_walks(monkeypatch):
 
 
 def test_concurrent_sub_batches_give_the_same_walks(monkeypatch):
-    from spacefold.walk import exact as ex
+    from spacefold._core.walk import exact as ex
 
     net = _mlp([3, 10, 10, 2], [nn.ReLU], 13)
     g = torch.Generator().manual_seed(13)
@@ -507,7 +507,7 @@ class _Wide(nn.Module):
 
 
 def test_wide_layers_match_oracles_and_the_plain_torch_sign_tests(monkeypatch):
-    from spacefold.walk import exact as ex
+    from spacefold._core.walk import exact as ex
 
     net = _Wide().to(f64).eval()
     g = torch.Generator().manual_seed(14)
@@ -648,7 +648,7 @@ def test_compiled_kernels_give_the_walks_of_the_torch_operations(backend, seed, 
 
 def test_kernels_that_do_not_work_here_leave_the_walk_to_torch(backend, monkeypatch):
     _compiled_only(backend)
-    from spacefold.walk import _jit
+    from spacefold._core.walk import _jit
 
     net, x1, x2 = _relu_case(22, [3, 10, 10, 2], 6)
     ref = exact_walks(net, x1, x2)
@@ -666,7 +666,7 @@ def test_kernels_that_do_not_work_here_leave_the_walk_to_torch(backend, monkeypa
 
 def test_the_kernels_self_test_rejects_a_wrong_result(backend, monkeypatch):
     _compiled_only(backend)
-    from spacefold.walk import _jit
+    from spacefold._core.walk import _jit
 
     real = _jit.new_rows_linear
 
@@ -737,7 +737,7 @@ def test_max_pooling_with_padding_stride_and_dilation_matches_oracles():
 
 
 def test_rows_are_appended_in_place_only_to_the_tensor_that_owns_the_spare_rows():
-    from spacefold.walk.exact import _interpolate
+    from spacefold._core.walk.exact import _interpolate
 
     grown: dict = {}
     x = torch.arange(12.0).view(4, 3)
@@ -760,7 +760,7 @@ def test_rows_are_appended_in_place_only_to_the_tensor_that_owns_the_spare_rows(
 
 def test_the_list_walk_ranks_the_rows_as_pointer_jumping_does(backend, monkeypatch):
     _compiled_only(backend)
-    from spacefold.walk import exact as ex
+    from spacefold._core.walk import exact as ex
 
     net, x1, x2 = _relu_case(25, [3, 16, 16, 2], 9)
     seen, assemble = [], ex._assemble

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from spacefold.walk.exact import exact_walks
+from spacefold._core.walk.exact import exact_walks
 
 f64 = torch.float64
 EXAMPLES = int(os.environ.get("SPACEFOLD_EXAMPLES", 25))

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spacefold.pairs import (
+from spacefold._core.pairs import (
     PairBlock,
     class_centroids,
     class_pair_block,

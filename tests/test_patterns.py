@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import spacefold as sf
-from spacefold import patterns
+from spacefold._core import patterns
 
 ACTIVATIONS = [
     lambda: nn.ReLU(),

@@ -10,7 +10,7 @@ from torch import nn
 import spacefold as sf
 from spacefold.cli import main
 from spacefold.errors import InputError
-from spacefold.plot import OKABE_ITO, PNG_DPI, path_curves, plot_path, plot_plane, save_figure
+from spacefold.viz.plot import OKABE_ITO, PNG_DPI, path_curves, plot_path, plot_plane, save_figure
 
 pytest.importorskip("matplotlib")
 

@@ -12,9 +12,10 @@ from torch import nn
 
 import spacefold as sf
 from spacefold.errors import InputError, InputTypeError
-from spacefold.regularize import FoldingRegularizer, FoldingSchedule, FoldingTracker, folding_loss, probe_pairs, soft_chi
-from spacefold.train import train
-from spacefold.walk.exact import NotPiecewiseLinearError
+from spacefold.training.regularize import (FoldingRegularizer, FoldingSchedule, FoldingTracker, folding_loss,
+                                           probe_pairs, soft_chi)
+from spacefold.models.train import train
+from spacefold._core.walk.exact import NotPiecewiseLinearError
 
 
 def folding_net() -> nn.Module:
@@ -198,7 +199,7 @@ def test_regularizer_and_tracker_in_train():
 
 def _plan_of_probe(n):
     """The plan that walks x[i] -> x[n + i] of torch.cat([x1, x2])."""
-    from spacefold.pairs import PairBlock, PairPlan
+    from spacefold._core.pairs import PairBlock, PairPlan
 
     return PairPlan((PairBlock(0, 1, torch.arange(n), torch.arange(n, 2 * n), product=False),), "custom")
 
