@@ -19,6 +19,7 @@ import warnings as _warnings
 from typing import TYPE_CHECKING
 
 from . import _compat
+from ._version import __version__
 from ._core.folding import Folding, FoldingBatch, folding, folding_batch, folding_pairs, walk
 from ._core.global_folding import GlobalFolding, global_folding
 from ._core.measure import chi, chi_bounds, chi_profile, interaction, ranges, symmetric_chi
@@ -34,7 +35,6 @@ if TYPE_CHECKING:  # imported on first use (matplotlib, torchmetrics): see __get
     from .training.metric import FoldingMetric, folding_statistics
     from .viz.plot import plot_path, plot_plane
 
-__version__ = "0.1.0"
 
 
 __all__ = [

@@ -71,8 +71,7 @@ def new_home(old: str) -> tuple[str, ...] | None:
 
 
 def _advice(old: str, name: str, value: object, homes: Sequence[str]) -> str:
-    import spacefold
-
+    spacefold = sys.modules["spacefold"]  # imported: it installed this module's finder
     if name in spacefold.__all__ and getattr(spacefold, name, None) is value:
         what = f"use spacefold.{name}"
     elif isinstance(value, types.ModuleType):

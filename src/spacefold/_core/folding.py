@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -41,7 +40,7 @@ from .patterns import (
     find_activations,
     model_device_dtype,
 )
-from .walk import METHODS, Walk, WalkBatch, resolve_tol
+from .walk import DEFAULT_MEMORY, METHODS, Walk, WalkBatch, memory_budget, resolve_tol  # noqa: F401
 from .walk.bisect import STOP_RULES, bisect_walks, default_n0
 from .walk.uniform import uniform_walks
 
@@ -50,7 +49,6 @@ __all__ = ["walk", "walk_batch", "folding", "folding_batch", "folding_pairs", "F
 
 DEFAULT_STEPS = 100
 DEFAULT_TOL = None  # the method's own default (spacefold.walk.METHOD_TOL)
-DEFAULT_MEMORY = 1 << 30  # bytes of walks in flight, all worker processes together (SPACEFOLD_MEMORY overrides)
 MAX_CHUNK = 1 << 17  # segments per chunk at most
 
 
@@ -376,21 +374,6 @@ def _prepare_model(model: nn.Module, dtype: torch.dtype | None) -> nn.Module:
 
 
 # --------------------------------------------------------------------------- the pipeline
-
-
-def memory_budget() -> int:
-    """Bytes of walks in flight per process: ``SPACEFOLD_MEMORY`` (an int, bytes) when set,
-    else :data:`DEFAULT_MEMORY`."""
-    text = os.environ.get("SPACEFOLD_MEMORY")
-    if text is None:
-        return DEFAULT_MEMORY
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise InputError(f"SPACEFOLD_MEMORY must be a positive number of bytes, got {text!r}")
-    return value
 
 
 def chunk_size(opts: WalkOptions, layout: PatternLayout, sample: Tensor, memory: int | None = None) -> int:

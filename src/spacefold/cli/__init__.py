@@ -609,7 +609,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (InputError, FileNotFoundError, I
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from .. import NotPiecewiseLinearError  # a model the chosen method cannot walk: choose another method
+    from .._core.walk.exact import NotPiecewiseLinearError  # a model the chosen method cannot walk: choose another method
 
     return (*USER_ERRORS, NotPiecewiseLinearError)
 
@@ -630,7 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="spacefold",
         description="Measure how neural networks fold their input space (space folding, chi = 1 - r1/r2).",
     )
-    from .. import __version__
+    from .._version import __version__
 
     parser.add_argument("--version", action="version", version=f"spacefold {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -57,7 +57,7 @@ def provenance(argv=None) -> dict:
     import numpy
     import torch
 
-    from .. import __version__
+    from .._version import __version__
 
     if argv is None:
         prog = Path(sys.argv[0]).name if sys.argv else ""

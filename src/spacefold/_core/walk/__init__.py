@@ -23,7 +23,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Walk", "WalkBatch", "METHODS", "METHOD_TOL", "resolve_tol", "run_starts"]
+import os
+
+from ...errors import InputError
+
+__all__ = ["Walk", "WalkBatch", "METHODS", "METHOD_TOL", "resolve_tol", "run_starts", "memory_budget",
+           "DEFAULT_MEMORY"]
 
 METHODS = ("exact", "bisect", "uniform")
 
@@ -43,6 +48,24 @@ def resolve_tol(method: str, tol: float | None, tie_tol: float) -> float | None:
     if method == "exact" and tie_tol > 0:
         return EXACT_TOL_WITH_TIES
     return METHOD_TOL[method]
+
+
+DEFAULT_MEMORY = 1 << 30  # bytes of walks in flight, all worker processes together (SPACEFOLD_MEMORY overrides)
+
+
+def memory_budget() -> int:
+    """Bytes of walks in flight per process: ``SPACEFOLD_MEMORY`` (an int, bytes) when set,
+    else :data:`DEFAULT_MEMORY`."""
+    text = os.environ.get("SPACEFOLD_MEMORY")
+    if text is None:
+        return DEFAULT_MEMORY
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InputError(f"SPACEFOLD_MEMORY must be a positive number of bytes, got {text!r}")
+    return value
 
 
 def segment_points(x1: Tensor, x2: Tensor, path: Tensor, t: Tensor) -> Tensor:

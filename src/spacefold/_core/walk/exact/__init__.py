@@ -59,7 +59,7 @@ values stays near 16 MB on CPUs (fresh large tensors are page-faulted on every l
 2 MB, which stays in the cache, when the compiled kernels run every layer; 4 MB for
 feature maps of 16 KB or more at one breakpoint) and 512 MB on accelerators.
 
-Memory is bounded by the budget of :func:`spacefold.folding.memory_budget` (1 GiB, or
+Memory is bounded by the budget of :func:`spacefold._core.walk.memory_budget` (1 GiB, or
 ``SPACEFOLD_MEMORY`` bytes; shared by the sub-batches walked at once), whatever the number of
 regions: a sub-batch may hold at most budget / (4 x the bytes of its largest tensor at one
 breakpoint) breakpoints. A segment that needs more (a convolutional net crossing thousands of

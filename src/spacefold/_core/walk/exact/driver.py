@@ -3,7 +3,7 @@
 Compiles the model, evaluates the affine prefix at the segments' ends, and walks the paths in
 sub-batches sized to a byte target (concurrently, one torch thread each, on multi-threaded
 CPUs), walking again in float64 the paths whose max pooling the model's dtype cannot resolve.
-Sub-batches hold no more breakpoints than the memory budget allows (:func:`spacefold.folding.memory_budget`);
+Sub-batches hold no more breakpoints than the memory budget allows (:func:`spacefold._core.walk.memory_budget`);
 segments that need more are walked in sub-segments and joined (:func:`.assemble._join`).
 """
 
@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ....errors import InputError
 from ...patterns import LayerSelector
-from .. import WalkBatch, _kernels, resolve_tol
+from .. import WalkBatch, _kernels, memory_budget, resolve_tol
 from .assemble import ExactWalkBatch, _assemble, _clip, _join, _take
 from .handlers import _run
 from .maxpool import _Unresolved
@@ -64,7 +64,7 @@ def exact_walks(
     ``n_refined``; docs/method.md, 'The exact walk').
 
     The walk's tensors stay within the memory budget, ``SPACEFOLD_MEMORY`` bytes or 1 GiB
-    (:func:`spacefold.folding.memory_budget`), whatever the number of segments and regions: segments
+    (:func:`spacefold._core.walk.memory_budget`), whatever the number of segments and regions: segments
     crossing more regions than that holds are walked in sub-segments and joined (the same walks).
     A budget too small for 8 breakpoints of the network raises :class:`spacefold.errors.InputError`.
     """
@@ -161,8 +161,6 @@ def _row_bytes(prog: ExactProgram, ends: list[tuple[Tensor, Tensor]]) -> int:
 
 def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: float, prefix=None,
            inputs=None) -> WalkBatch:
-    from ...folding import memory_budget  # folding imports this module
-
     b = x1.shape[0]
     if prefix is None:
         p1, p2 = prog.prefix(x1), prog.prefix(x2)
