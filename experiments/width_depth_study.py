@@ -38,6 +38,7 @@ import torch
 import spacefold as sf
 from spacefold._util import atomic_path, atomic_write
 from spacefold.data import load_mnist
+from spacefold._core.folding import walk_batch
 from spacefold._core.global_folding import GlobalFolding
 from spacefold._core.measure import ragged_ranges
 from spacefold.models import load_checkpoint
@@ -83,7 +84,7 @@ def measure(model, x, y, n_pairs: int, seed: int, chunk: int = 256) -> dict:
     keys = ("chi", "max_profile", "r1", "r2", "n_points", "chi_rev", "d_ends")
     parts: dict[str, list] = {k: [] for k in keys}
     for k in range(0, i.numel(), chunk):
-        wb = sf.walk_batch(model, x[i[k:k + chunk]], x[j[k:k + chunk]], method="exact", batch_size=chunk)
+        wb = walk_batch(model, x[i[k:k + chunk]], x[j[k:k + chunk]], method="exact", batch_size=chunk)
         s = ragged_ranges(wb.patterns, wb.offsets)
         rev = ragged_ranges(wb.patterns[reversed_rows(wb.offsets)], wb.offsets)
         first, last = wb.patterns[wb.offsets[:-1]], wb.patterns[wb.offsets[1:] - 1]

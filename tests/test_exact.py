@@ -19,9 +19,12 @@ from torch import nn
 
 import spacefold as sf
 from spacefold._core import measure
+from spacefold._core.folding import walk_batch
+from spacefold._core.patterns import pattern_layout
 from spacefold._core.walk import WalkBatch
 from spacefold._core.walk import _kernels
 from spacefold._core.walk.exact import ExactWalkBatch, NotPiecewiseLinearError, exact_walks, verify
+from spacefold.testing import collapse, is_subsequence
 
 f64 = torch.float64
 
@@ -80,33 +83,16 @@ def _conv(seed=0):
     return net.eval()
 
 
-def _collapse(p: torch.Tensor) -> torch.Tensor:
-    keep = torch.ones(p.shape[0], dtype=torch.bool)
-    keep[1:] = (p[1:] != p[:-1]).any(1)
-    return p[keep]
-
-
-def _is_subsequence(small: torch.Tensor, big: torch.Tensor) -> bool:
-    j = 0
-    for row in small:
-        while j < big.shape[0] and not torch.equal(big[j], row):
-            j += 1
-        if j == big.shape[0]:
-            return False
-        j += 1
-    return True
-
-
 def _check_against_oracles(net, x1, x2, steps=4000, tie_tol=0.0, layers=None, bisect=True):
     ex = exact_walks(net, x1, x2, tie_tol=tie_tol, layers=layers, tol=1e-12)
-    bi = sf.walk_batch(net, x1, x2, method="bisect", tol=1e-12, tie_tol=tie_tol, layers=layers)
-    un = sf.walk_batch(net, x1, x2, method="uniform", steps=steps, tie_tol=tie_tol, layers=layers)
+    bi = walk_batch(net, x1, x2, method="bisect", tol=1e-12, tie_tol=tie_tol, layers=layers)
+    un = walk_batch(net, x1, x2, method="uniform", steps=steps, tie_tol=tie_tol, layers=layers)
     for i in range(len(ex)):
         e, b, u = ex[i].patterns, bi[i].patterns, un[i].patterns
         if bisect:
             assert torch.equal(e, b), f"walk {i}: exact and bisection differ"
         assert e.shape[0] >= u.shape[0]
-        assert _is_subsequence(u, e), f"walk {i}: the dense walk is not a subsequence of the exact walk"
+        assert is_subsequence(u, e), f"walk {i}: the dense walk is not a subsequence of the exact walk"
         # where the grid hits every region, the walks are equal
         if e.shape[0] == u.shape[0]:
             assert torch.equal(e, u)
@@ -116,8 +102,9 @@ def _check_against_oracles(net, x1, x2, steps=4000, tie_tol=0.0, layers=None, bi
     assert res.ok and res.n_checked == int(ex.offsets[-1])
     # χ from the flips equals χ of the materialised patterns (two computations)
     s, d = measure.summarize(ex), measure.ragged_ranges(ex.patterns, ex.offsets)
-    for k in ("r1", "r2", "n_points"):
+    for k in ("r1", "r2"):
         assert torch.equal(s[k], d[k]), k
+    assert torch.equal(s["n_regions"], d["n_points"])
     assert torch.allclose(s["chi"], d["chi"]) and torch.allclose(s["max_profile"], d["max_profile"])
     return ex, un
 
@@ -163,9 +150,9 @@ def test_layer_selection_matches_activation_patterns():
     _check_against_oracles(net, x1, x2, layers=["3", nn.Hardtanh], bisect=False, steps=20_000)
     full = exact_walks(net, x1, x2, tol=1e-12)
     sub = exact_walks(net, x1, x2, layers=["3", nn.Hardtanh], tol=1e-12)
-    cols = sf.pattern_layout(net, x1)["3"]
+    cols = pattern_layout(net, x1)["3"]
     for i in range(4):  # the selected columns of the full walk, collapsed, are the sub walk
-        assert torch.equal(_collapse(full[i].patterns[:, cols]), sub[i].patterns)
+        assert torch.equal(collapse(full[i].patterns[:, cols]), sub[i].patterns)
 
 
 def test_layers_no_pattern_depends_on_are_not_evaluated():
@@ -180,9 +167,9 @@ def test_layers_no_pattern_depends_on_are_not_evaluated():
     x1, x2 = 2 * torch.randn(5, 3, generator=g, dtype=f64), 2 * torch.randn(5, 3, generator=g, dtype=f64)
     full = exact_walks(net, x1, x2, tol=1e-12)
     sub = exact_walks(net, x1, x2, layers=["1"], tol=1e-12)
-    cols = sf.pattern_layout(net, x1)["1"]
+    cols = pattern_layout(net, x1)["1"]
     for i in range(5):
-        assert torch.equal(_collapse(full[i].patterns[:, cols]), sub[i].patterns)
+        assert torch.equal(collapse(full[i].patterns[:, cols]), sub[i].patterns)
     assert verify(net, x1, x2, sub, layers=["1"]).ok and verify(net, x1, x2, full).ok
 
 
@@ -417,7 +404,7 @@ def test_cantornet_regions_are_exact(rep, depth):
         assert tuple(w.patterns[k].tolist()) == tuple(exact), (rep, depth, k)
     if rep in ("A", "B"):  # A and B evaluate stably in float64: the dense walk agrees
         un = sf.walk(net, x1[0], x2[0], method="uniform", steps=20_000, tie_tol=net.tie_tol)
-        assert _is_subsequence(un.patterns, w.patterns) and un.n_regions <= w.n_regions
+        assert is_subsequence(un.patterns, w.patterns) and un.n_regions <= w.n_regions
         bi = sf.walk(net, x1[0], x2[0], method="bisect", tol=1e-12, tie_tol=net.tie_tol)
         assert torch.equal(bi.patterns, w.patterns)
 
@@ -449,7 +436,7 @@ def test_sub_batches_give_the_same_walks(monkeypatch):
     monkeypatch.setattr(ex.driver, "_TARGET_BYTES_COMPILED", 1)
     parts = exact_walks(net, x1, x2)
     assert isinstance(parts, ExactWalkBatch) and len(parts) == 70
-    for k in ("r1", "r2", "chi", "max_profile", "n_points"):
+    for k in ("r1", "r2", "chi", "max_profile", "n_regions"):
         assert torch.equal(measure.summarize(whole)[k], measure.summarize(parts)[k]), k
     assert torch.equal(whole.patterns, parts.patterns) and torch.equal(whole.t, parts.t)
     assert torch.equal(whole.offsets, parts.offsets)
@@ -482,7 +469,7 @@ def test_concurrent_sub_batches_give_the_same_walks(monkeypatch):
     finally:
         torch.set_num_threads(n_threads)
     assert isinstance(parts, ExactWalkBatch) and len(parts) == 170
-    for k in ("r1", "r2", "chi", "max_profile", "n_points"):
+    for k in ("r1", "r2", "chi", "max_profile", "n_regions"):
         assert torch.equal(measure.summarize(whole)[k], measure.summarize(parts)[k]), k
     assert torch.equal(whole.patterns, parts.patterns) and torch.equal(whole.t, parts.t)
     assert torch.equal(whole.offsets, parts.offsets)
@@ -642,7 +629,7 @@ def test_compiled_kernels_give_the_walks_of_the_torch_operations(backend, seed, 
     assert torch.equal(got.offsets, ref.offsets)
     assert torch.equal(got.patterns, ref.patterns)
     assert torch.allclose(got.t, ref.t, rtol=0, atol=1e-12)
-    for k in ("r1", "r2", "n_points"):
+    for k in ("r1", "r2", "n_regions"):
         assert torch.equal(measure.summarize(got)[k], measure.summarize(ref)[k]), k
 
 

@@ -1,6 +1,6 @@
 """The exact walk against a reference walk in rational arithmetic, on tiny networks.
 
-The reference (:func:`reference_walk`) follows the definition of the walk Γ* (the pattern at
+The reference (:func:`spacefold.testing.reference_walk`) follows the definition of the walk Γ* (the pattern at
 t = 0, the pattern of every maximal open piece of (0, 1) on which it is constant, the pattern at
 t = 1; docs/method.md, 'The exact walk') with :class:`fractions.Fraction`: layer by layer,
 every pre-activation is affine between the breakpoints found so far, so its crossings of the
@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from spacefold._core.walk.exact import exact_walks
+from spacefold.testing import reference_walk
 
 f64 = torch.float64
 EXAMPLES = int(os.environ.get("SPACEFOLD_EXAMPLES", 25))
@@ -36,93 +37,6 @@ def backend(request, monkeypatch):
 
 
 # --------------------------------------------------------------------------- the reference
-
-
-def _kinks(mod: nn.Module) -> list[Fraction]:
-    if isinstance(mod, nn.Hardtanh):
-        return [Fraction(float(mod.min_val)), Fraction(float(mod.max_val))]
-    return [Fraction(0)]
-
-
-def _act(mod: nn.Module, v: list[Fraction]) -> list[Fraction]:
-    if isinstance(mod, nn.ReLU):
-        return [max(z, Fraction(0)) for z in v]
-    if isinstance(mod, nn.LeakyReLU):
-        a = Fraction(float(mod.negative_slope))
-        return [z if z > 0 else a * z for z in v]
-    lo, hi = _kinks(mod)
-    return [min(max(z, lo), hi) for z in v]
-
-
-def _windows(mod: nn.MaxPool1d, n: int) -> list[list[int]]:
-    k, s = int(mod.kernel_size), int(mod.stride)
-    return [list(range(i, i + k)) for i in range(0, n - k + 1, s)]
-
-
-_ACTS = (nn.ReLU, nn.LeakyReLU, nn.Hardtanh)
-
-
-def _forward(net: nn.Sequential, x: list[Fraction], upto: int) -> list[Fraction]:
-    """The input of layer ``upto`` at the point x (everything in Fractions)."""
-    v = x
-    for mod in list(net)[:upto]:
-        if isinstance(mod, nn.Linear):
-            w = [[Fraction(float(a)) for a in row] for row in mod.weight.detach().tolist()]
-            b = [Fraction(float(a)) for a in mod.bias.detach().tolist()] if mod.bias is not None else [Fraction(0)] * len(w)
-            v = [sum((wi * vi for wi, vi in zip(row, v)), Fraction(0)) + bi for row, bi in zip(w, b)]
-        elif isinstance(mod, _ACTS):
-            v = _act(mod, v)
-        elif isinstance(mod, nn.MaxPool1d):
-            v = [max(v[i] for i in win) for win in _windows(mod, len(v))]
-        # Unflatten / Flatten: the same numbers
-    return v
-
-
-def _pattern(net: nn.Sequential, x: list[Fraction]) -> tuple[bool, ...]:
-    bits: list[bool] = []
-    for k, mod in enumerate(net):
-        if isinstance(mod, _ACTS):
-            bits += [z > 0 for z in _forward(net, x, k)]
-    return tuple(bits)
-
-
-def reference_walk(net: nn.Sequential, x1: list[float], x2: list[float]) -> tuple[list[Fraction], list[tuple]]:
-    """Γ* of the segment x1 -> x2 in exact arithmetic: ``(t, patterns)``, t where each region is entered."""
-    a = [Fraction(v) for v in x1]
-    b = [Fraction(v) for v in x2]
-
-    def point(t: Fraction) -> list[Fraction]:
-        return [ai + t * (bi - ai) for ai, bi in zip(a, b)]
-
-    ts = {Fraction(0), Fraction(1)}
-    for k, mod in enumerate(net):
-        if not isinstance(mod, (*_ACTS, nn.MaxPool1d)):
-            continue
-        tl = sorted(ts)
-        vals = {t: _forward(net, point(t), k) for t in tl}
-        for ta, tb in zip(tl, tl[1:]):
-            za, zb = vals[ta], vals[tb]
-            pairs = []
-            if isinstance(mod, nn.MaxPool1d):
-                for win in _windows(mod, len(za)):
-                    pairs += [(za[i] - za[j], zb[i] - zb[j]) for i in win for j in win if i < j]
-            else:
-                # the kinks, and the bit threshold 0 (not a kink of a Hardtanh, but the bit changes there)
-                levels = set(_kinks(mod)) | {Fraction(0)}
-                pairs += [(za[n] - lv, zb[n] - lv) for n in range(len(za)) for lv in levels]
-            for da, db in pairs:
-                if da * db < 0:  # strictly inside the piece
-                    ts.add(ta + (tb - ta) * da / (da - db))
-    tl = sorted(ts)
-    entries = [(Fraction(0), _pattern(net, point(Fraction(0))))]
-    entries += [(ta, _pattern(net, point((ta + tb) / 2))) for ta, tb in zip(tl, tl[1:])]
-    entries += [(Fraction(1), _pattern(net, point(Fraction(1))))]
-    t_out, p_out = [], []
-    for t, p in entries:
-        if not p_out or p != p_out[-1]:
-            t_out.append(t)
-            p_out.append(p)
-    return t_out, p_out, tl
 
 
 def _assert_walks_agree(net: nn.Sequential, x1: torch.Tensor, x2: torch.Tensor, min_gap: float = 1e-7) -> None:

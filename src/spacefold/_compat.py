@@ -44,7 +44,7 @@ OLD_PATHS: dict[str, tuple[str, ...]] = {
     "spacefold.metric": ("spacefold.training.metric",),
     "spacefold.regularize": ("spacefold.training.regularize",),
     "spacefold.resnet": ("spacefold.models.resnet",),
-    "spacefold.cantornet": ("spacefold.models.cantornet", "spacefold.testing.reference"),
+    "spacefold.cantornet": ("spacefold.models.cantornet",),
     "spacefold.train": ("spacefold.models.train",),
     "spacefold.load": ("spacefold.data.load",),
     "spacefold.adversarial": ("spacefold.studies.adversarial",),
