@@ -22,6 +22,7 @@ import copy
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -43,6 +44,9 @@ from .patterns import (
 from .walk import DEFAULT_MEMORY, METHODS, Walk, WalkBatch, memory_budget, resolve_tol  # noqa: F401
 from .walk.bisect import STOP_RULES, bisect_walks, default_n0
 from .walk.uniform import uniform_walks
+
+if TYPE_CHECKING:
+    import pandas
 
 __all__ = ["walk", "walk_batch", "folding", "folding_batch", "folding_pairs", "Folding", "FoldingBatch",
            "WalkOptions", "resolve_tol"]
@@ -102,7 +106,7 @@ class FoldingBatch:
     def __len__(self) -> int:
         return int(self.chi.numel())
 
-    def to_pandas(self):
+    def to_pandas(self) -> pandas.DataFrame:
         """One row per segment: chi, r1, r2, n_regions, max_profile (and ``chi_<layer>`` with
         ``per_layer=True``) as a pandas DataFrame (pandas is optional: ``pip install pandas``)."""
         try:

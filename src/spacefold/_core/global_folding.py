@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +23,10 @@ from .._util import check_choice, check_int
 from ..errors import InputError, InputTypeError
 from .folding import DEFAULT_STEPS, DEFAULT_TOL, WalkOptions, _check_samples, _fold, _Segments
 from .pairs import PairPlan, class_centroids, iter_chunks, pair_plan
+from .patterns import LayerSelector
+
+if TYPE_CHECKING:
+    import pandas
 
 __all__ = ["global_folding", "GlobalFolding", "PAIR_CHOICES", "median_nonzero"]
 
@@ -106,7 +111,7 @@ class GlobalFolding:
         v = self.chi.cpu().numpy()
         return {f"q{round(100 * p):02d}": float(np.quantile(v, p)) for p in q}
 
-    def subset(self, mask) -> GlobalFolding:
+    def subset(self, mask: Tensor | np.ndarray) -> GlobalFolding:
         """The paths where the bool ``mask`` ``(n_paths,)`` is true, as a new result."""
         mask = torch.as_tensor(mask, dtype=torch.bool).cpu().reshape(-1)
         if mask.numel() != self.n_paths:
@@ -256,7 +261,7 @@ class GlobalFolding:
             out["n_boot"] = n_boot
         return out
 
-    def to_pandas(self):
+    def to_pandas(self) -> pandas.DataFrame:
         """One row per path: label_a, label_b, chi, max_profile, r1, r2, n_regions (and
         ``chi_<layer>`` with ``per_layer=True``) as a pandas DataFrame (pandas is optional)."""
         try:
@@ -280,7 +285,7 @@ class GlobalFolding:
 def global_folding(
     model: nn.Module,
     x: Tensor,
-    y,
+    y: Tensor | Sequence[int],
     pairs: str | PairPlan = "inter-class",
     max_pairs: int | None = None,
     seed: int = 0,
@@ -291,7 +296,7 @@ def global_folding(
     steps: int = DEFAULT_STEPS,
     tol: float | None = DEFAULT_TOL,
     tie_tol: float = 0.0,
-    layers=None,
+    layers: LayerSelector = None,
     batch_size: int | None = None,
     dtype: torch.dtype | None = None,
     per_layer: bool = False,

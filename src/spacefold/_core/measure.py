@@ -241,7 +241,7 @@ def chi_from_ranges(r1: Tensor, r2: Tensor) -> Tensor:
     return torch.where(r2 > 0, 1.0 - r1 / safe, torch.zeros_like(r2))
 
 
-def ranges(walk: Tensor):
+def ranges(walk: Tensor) -> tuple[int, int] | tuple[Tensor, Tensor]:
     """``(r1, r2)`` of a walk: ints for one walk, int64 tensors ``(batch,)`` for a batch."""
     w, single = as_walk_batch(walk)
     r1 = (w ^ w[:, :1]).sum(-1).amax(dim=1)
@@ -251,7 +251,7 @@ def ranges(walk: Tensor):
     return r1, r2
 
 
-def chi(walk: Tensor):
+def chi(walk: Tensor) -> float | Tensor:
     """Folding χ = 1 − r1/r2 of a walk (0 when r2 = 0): float, or float64 ``(batch,)``."""
     w, single = as_walk_batch(walk)
     r1, r2 = ranges(w)
@@ -283,7 +283,7 @@ def _chi_rows(w: Tensor) -> Tensor:
     return chi_from_ranges(r1, r2)
 
 
-def interaction(walk: Tensor, k, signed: bool = False):
+def interaction(walk: Tensor, k: int | Tensor, signed: bool = False) -> float | Tensor:
     """Interaction coefficient I(k) = |χ(Γ1 ⊕ Γ2) − χ(Γ1) − χ(Γ2)| (docs/method.md, 'The folding measure').
 
     ``k`` is the 0-based index of the shared pattern: Γ1 = walk[:k+1], Γ2 = walk[k:].
@@ -334,14 +334,14 @@ def reverse(walk: Tensor) -> Tensor:
     return r[0] if single else r
 
 
-def symmetric_chi(walk: Tensor):
+def symmetric_chi(walk: Tensor) -> float | Tensor:
     """d_χ = ½ (χ(Γ) + χ(−Γ)), the symmetrised measure (docs/method.md, 'The folding measure')."""
     w, single = as_walk_batch(walk)
     d = 0.5 * (_chi_rows(w) + _chi_rows(torch.flip(w, dims=[1])))
     return float(d[0]) if single else d
 
 
-def chi_bounds(walk: Tensor):
+def chi_bounds(walk: Tensor) -> tuple[float, float, float] | tuple[Tensor, Tensor, Tensor]:
     """Deterministic bounds (docs/method.md, 'The folding measure') with L = r2 and D = d_H(π_1, π_n).
 
     Returns ``(lower, upper, reversal)`` with ``lower = ½(1 − D/L)``,

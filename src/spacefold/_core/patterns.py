@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import torch
 from torch import Tensor, nn
@@ -379,6 +380,17 @@ def run_model(model: nn.Module, x: Tensor, name: str = "x") -> Tensor:
         ) from err
 
 
+@overload
+def activation_patterns(model: nn.Module, x: Tensor, layers: LayerSelector = None, *, tie_tol: float = 0.0,
+                        batch_size: int | None = None, return_layout: Literal[False] = False) -> Tensor: ...
+
+
+@overload
+def activation_patterns(model: nn.Module, x: Tensor, layers: LayerSelector = None, *, tie_tol: float = 0.0,
+                        batch_size: int | None = None, return_layout: Literal[True]) -> tuple[Tensor, PatternLayout]:
+    ...
+
+
 def activation_patterns(
     model: nn.Module,
     x: Tensor,
@@ -387,7 +399,7 @@ def activation_patterns(
     tie_tol: float = 0.0,
     batch_size: int | None = None,
     return_layout: bool = False,
-):
+) -> Tensor | tuple[Tensor, PatternLayout]:
     """Activation patterns of ``x`` under ``model``: bool ``(batch, n_neurons)``.
 
     Bits of the selected activation modules (default: all, in forward order) are

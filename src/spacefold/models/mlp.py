@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, overload
 
 import torch
 from torch import nn
@@ -197,8 +198,18 @@ def save_checkpoint(model: MLP, path: str | os.PathLike, metadata: dict | None =
     return path
 
 
+@overload
 def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
-                    with_metadata: bool = False):
+                    with_metadata: Literal[False] = False) -> MLP: ...
+
+
+@overload
+def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
+                    with_metadata: Literal[True]) -> tuple[MLP, dict]: ...
+
+
+def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
+                    with_metadata: bool = False) -> MLP | tuple[MLP, dict]:
     """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
 
     Returns the model in eval mode, or ``(model, metadata)`` with ``with_metadata``.

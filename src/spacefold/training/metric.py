@@ -32,12 +32,22 @@ merged in :meth:`FoldingMetric.compute`; the path counts are summed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Union
+
 import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
 from ..errors import InputError, InputTypeError
+
+if TYPE_CHECKING:
+    from .._core.folding import FoldingBatch
+    from .._core.global_folding import GlobalFolding
+
+# what the metric takes: the χ of the paths (1-D), or one result holding them
+Paths = Union[Tensor, np.ndarray, Sequence[float], "FoldingBatch", "GlobalFolding"]
 
 __all__ = ["FoldingMetric", "folding_statistics", "histogram_median", "farey_length"]
 
@@ -132,7 +142,7 @@ def histogram_median(values: Tensor, counts: Tensor) -> float:
     return float(np.mean(np.array([lo, hi])))
 
 
-def folding_statistics(chi, max_profile=None) -> dict[str, float]:
+def folding_statistics(chi: Paths, max_profile: Tensor | None = None) -> dict[str, float]:
     """Φ_N, the median of maxima and the share of folded paths of a set of paths.
 
     ``chi`` and ``max_profile``: one value per path (1-D, in [0, 1]); or pass one
@@ -179,7 +189,7 @@ class FoldingMetric(Metric):
     higher_is_better = True
     full_state_update = False
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.add_state("n_paths", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
         self.add_state("chi_values", default=[], dist_reduce_fx="cat")
@@ -203,7 +213,7 @@ class FoldingMetric(Metric):
         setattr(self, f"{which}_values", [mv.to(dev)])
         setattr(self, f"{which}_counts", [mc.to(dev)])
 
-    def update(self, chi, max_profile=None) -> None:  # noqa: D102 - documented on the class
+    def update(self, chi: Paths, max_profile: Tensor | None = None) -> None:  # noqa: D102 - documented on the class
         c, m = _check_paths(chi, max_profile)
         if c.numel() == 0:
             return

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -293,7 +293,7 @@ def _soft_terms(model, x1, x2, *, method, n_points, beta, tau, eps, layers, tie_
 # --------------------------------------------------------------------------- probe sets
 
 
-def probe_pairs(x: Tensor, y, n_pairs: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+def probe_pairs(x: Tensor, y: Tensor | Sequence[int], n_pairs: int, seed: int = 0) -> tuple[Tensor, Tensor]:
     """A fixed probe set of ``n_pairs`` inter-class segments: ``(x1, x2)``, each ``(n_pairs, *input_shape)``.
 
     Pairs of samples of distinct classes (the paths of Φ_N), spread over the ordered class
@@ -400,9 +400,10 @@ class FoldingRegularizer:
     weight at the steps where it is on).
     """
 
-    def __init__(self, x1: Tensor, x2: Tensor, lam: float, *, schedule="always", pairs_per_step: int = 8,
+    def __init__(self, x1: Tensor, x2: Tensor, lam: float, *, schedule: str | FoldingSchedule = "always",
+                 pairs_per_step: int = 8,
                  method: str = "random", n_points: int = 8, beta: float = 10.0, tau: float = 0.0,
-                 layers: LayerSelector = None, seed: int = 0, every_steps: int = 1):
+                 layers: LayerSelector = None, seed: int = 0, every_steps: int = 1) -> None:
         _check_segments(x1, x2)
         self.lam = _check_lambda(lam)
         self.every_steps = _check_count(every_steps, "every_steps", 1)

@@ -22,11 +22,18 @@ import os
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .._util import atomic_path
 from ..errors import InputError, InputTypeError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from torch import Tensor, nn
+
+    from .._core.patterns import LayerSelector
 
 __all__ = ["OKABE_ITO", "SEQUENTIAL", "PNG_DPI", "new_figure", "save_figure", "add_caption", "plot_path",
            "plot_paths", "plot_plane", "study_figures", "phi_vs_depth", "chi_histograms", "per_layer_folding",
@@ -229,8 +236,9 @@ def plot_paths(models: Sequence, x1, x2, *, names: Sequence[str] | None = None, 
     return fig
 
 
-def plot_path(model, x1, x2, *, method: str | None = None, layers=None, tie_tol: float | None = None,
-              name: str | None = None, title: str | None = None, data: str | None = None):
+def plot_path(model: nn.Module, x1: Tensor, x2: Tensor, *, method: str | None = None, layers: LayerSelector = None,
+              tie_tol: float | None = None, name: str | None = None, title: str | None = None,
+              data: str | None = None) -> Figure:
     """Figure of the segment ``x1 -> x2`` (single inputs): Hamming distance to the start,
     distance travelled (per-layer stacked bands) and prefix χ against t, with the region
     boundaries. ``method=None`` walks exactly where the network is piecewise linear and by
@@ -254,9 +262,11 @@ def _first_in_features(model) -> int | None:
     return None
 
 
-def plot_plane(model, x0=None, x1=None, x2=None, *, reference="x1", bounds=None, margin: float = 0.15,
-               resolution: int = 400, exact: bool | None = None, layers=None, tie_tol: float | None = None,
-               name: str | None = None, title: str | None = None, data: str | None = None, edges: bool = True):
+def plot_plane(model: nn.Module, x0: Tensor | None = None, x1: Tensor | None = None, x2: Tensor | None = None, *,
+               reference: str | Tensor = "x1", bounds: Sequence[float] | None = None, margin: float = 0.15,
+               resolution: int = 400, exact: bool | None = None, layers: LayerSelector = None,
+               tie_tol: float | None = None, name: str | None = None, title: str | None = None,
+               data: str | None = None, edges: bool = True) -> Figure:
     """Figure of the plane through ``x0, x1, x2`` (single inputs), every region coloured by the
     Hamming distance of its pattern to the pattern of ``reference`` (``"x0"``, ``"x1"``,
     ``"x2"`` or an input), with the segment ``x1 -> x2`` drawn over it.
