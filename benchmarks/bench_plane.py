@@ -1,4 +1,4 @@
-"""Exact regions of a 2-D plane: spacefold.plane vs regioncam's 2-D Regioncam, on the same planes.
+"""Exact regions of a 2-D plane: spacefold._core.plane vs regioncam's 2-D Regioncam, on the same planes.
 
 Network: a 784-WIDTHxDEPTH-10 ReLU MLP with PyTorch's default random weights (seed 0). Planes:
 through three random MNIST test images (seed 0), the rectangle of ``plane_through`` (the three

@@ -2,11 +2,11 @@
 interaction coefficient; the AAAI 2026 follow-up reports that on MNIST digits 5 and 7, under
 FGSM and PGD, the interaction is highest when neither endpoint is perturbed).
 
-For every architecture x seed the script trains an MLP (spacefold.train.train_mlp), then
+For every architecture x seed the script trains an MLP (spacefold.models.train.train_mlp), then
 
 1. attack success against ε: the share of 1000 test images (stratified) whose predicted
    class FGSM, PGD (L∞) and PGD (L2) change, for a range of budgets;
-2. the interaction on the paths 5 -> 7, 5 -> 7*, 5* -> 7, 5* -> 7* (spacefold.adversarial.
+2. the interaction on the paths 5 -> 7, 5 -> 7*, 5* -> 7, 5* -> 7* (spacefold.studies.adversarial.
    adversarial_interaction, exact walks) for each ε in --eps and each attack in --attacks;
 3. the same with the papers' uniform grid of 100 points at one ε (--uniform-eps), for
    comparison of the two samplings.

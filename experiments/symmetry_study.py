@@ -12,7 +12,7 @@ sees the symmetry or does not, several seeds each:
   digits 0, 1, 8 (``plain-018``, ``mirror-aug-018``). Test: the test images and their mirrors.
 
 A positive control on both tasks: ``tied-half`` / ``tied``, an MLP made exactly invariant under
-M from its second hidden layer on by tied weights (spacefold.symmetry.invariant_mlp), trained on
+M from its second hidden layer on by tied weights (spacefold.studies.symmetry.invariant_mlp), trained on
 the half-plane / the plain training subset.
 
 For each network: prediction agreement and pattern Hamming distance (per layer) between x
@@ -211,7 +211,7 @@ def measure_network(model, x_test, y_test, mirror, n_segments: int, seed: int, s
 
 def train_tied(arch, data: Dataset, mirror, *, epochs, lr, seed, checkpoint):
     """The positive control: an MLP exactly invariant under the mirror from its second hidden
-    layer on (spacefold.symmetry.invariant_mlp), trained like the others, saved untied."""
+    layer on (spacefold.studies.symmetry.invariant_mlp), trained like the others, saved untied."""
     from torch.nn.utils import parametrize
 
     from spacefold.models import save_checkpoint

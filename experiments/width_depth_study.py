@@ -3,7 +3,7 @@ over a grid of MLPs (arXiv 2503.08502; the AAAI 2026 follow-up studies the share
 paths against depth and width and conjectures that |χ(Γ) − χ(−Γ)| vanishes in large networks).
 
 For every depth (hidden layers) x width (neurons per layer) x seed the script trains an MLP on
-MNIST (spacefold.train.train_mlp), walks random inter-class pairs of test images exactly and
+MNIST (spacefold.models.train.train_mlp), walks random inter-class pairs of test images exactly and
 records, per network:
 
 - Φ_N (median of the non-zero χ), the median of the non-zero prefix-profile maxima and the
