@@ -154,6 +154,11 @@ def test_old_paths_that_stayed_public_are_silent():
             assert FoldingCallback is home
 
 
+def test_no_source_module_is_over_800_lines():
+    long = {str(p.relative_to(SRC)): n for p in SRC.rglob("*.py") if (n := len(p.read_text().splitlines())) > 800}
+    assert long == {}, long
+
+
 # --------------------------------------------------------------------------- one direction of imports
 
 # the rank of each home: a module may import modules of its own rank or lower, never higher

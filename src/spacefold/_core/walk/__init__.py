@@ -11,9 +11,8 @@ Three methods (docs/method.md, 'Walks: three samplers'):
 Every method returns a :class:`WalkBatch`: walks stored back to back with
 consecutive duplicate patterns merged (Stability makes χ invariant to that).
 
-Calling the package, ``spacefold.walk(model, x1, x2, method="exact")``, walks one
-segment: it is :func:`spacefold.folding.walk` (``spacefold/__init__.py`` makes the
-package callable, so that ``import spacefold.walk`` still gives this package).
+The public ``spacefold.walk(model, x1, x2, method="exact")``, which walks one segment, is
+the function :func:`spacefold._core.folding.walk`; this package holds the samplers behind it.
 """
 
 from __future__ import annotations
