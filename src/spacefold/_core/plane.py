@@ -166,7 +166,7 @@ class PlaneRegions:
     def polygons(self) -> list[np.ndarray]:
         return [self.polygon(i) for i in range(self.n_regions)]
 
-    def _shoelace(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _shoelace(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         poly = np.repeat(np.arange(self.n_regions), np.diff(self.offsets))
         # relative to each polygon's first corner: no cancellation for tiny polygons far from 0
         ref = self.vertices[self.corners[self.offsets[:-1]]]

@@ -107,7 +107,7 @@ def randomize_batchnorm(net: nn.Module, seed: int = 0) -> nn.Module:
         for m in net.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
                 m.running_mean.normal_(0.0, 0.5, generator=g)
-                m.running_var.uniform_(0.5, 2.0, generator=g)
+                m.running_var.uniform_(0.5, 2.0, generator=g)  # type: ignore[union-attr]
                 if m.affine:
                     m.weight.uniform_(0.5, 1.5, generator=g)
                     m.bias.normal_(0.0, 0.2, generator=g)

@@ -184,7 +184,7 @@ def train(
         result.loss.append(total / count)
         result.train_accuracy.append(accuracy(model, x, y))
         if x_test is not None:
-            result.test_accuracy.append(accuracy(model, x_test, y_test))
+            result.test_accuracy.append(accuracy(model, x_test, y_test))  # type: ignore[arg-type]
         if on_epoch_end is not None:
             row = on_epoch_end(model, epoch, epochs)
             if row is not None:

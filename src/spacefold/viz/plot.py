@@ -458,8 +458,9 @@ def phi_vs_depth(rows: Sequence[dict], path, *, stat: str = "phi", min_accuracy:
     n_boot = {(r.get("settings") or {}).get("n_boot") for r in rows} - {None}
     cap = "One point per run (architecture x seed, seeds spread sideways). "
     if has_ci:
+        resamples = ", ".join(str(b) for b in sorted(n_boot))  # type: ignore[type-var]
         cap += ("Vertical bars: 95% percentile bootstrap interval of the run's statistic over its paths"
-                + (f" ({', '.join(str(b) for b in sorted(n_boot))} resamples)" if n_boot else "") + "; ")
+                + (f" ({resamples} resamples)" if n_boot else "") + "; ")
     cap += "colour: test accuracy."
     if min_accuracy is not None:
         cap += f" Hollow: test accuracy < {min_accuracy:.2f}, left out of the dashed median line."

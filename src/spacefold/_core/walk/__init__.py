@@ -186,6 +186,6 @@ class WalkBatch:
             base = base + b.offsets[-1]
         gi = None
         if all(b.grid_index is not None for b in batches):
-            gi = torch.cat([b.grid_index for b in batches])
+            gi = torch.cat([b.grid_index for b in batches])  # type: ignore[misc]
         return WalkBatch(pats, t, torch.cat(offs), batches[0].method, gi)
 
