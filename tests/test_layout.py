@@ -83,6 +83,18 @@ print("ok")
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
+def test_the_command_line_entry_points():
+    import re
+
+    script = re.search(r'^spacefold = "([\w.:]+)"', (SRC.parents[1] / "pyproject.toml").read_text(), re.M)
+    assert script is not None
+    module, _, name = script.group(1).partition(":")
+    assert callable(getattr(importlib.import_module(module), name))
+    out = subprocess.run([sys.executable, "-m", "spacefold", "--version"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and out.stdout.startswith("spacefold ") and not out.stderr
+
+
 def test_subpackages_are_not_shadowed():
     for name in ("_core", "training", "models", "data", "studies", "viz", "cli", "testing"):
         module = importlib.import_module(f"spacefold.{name}")
