@@ -36,6 +36,7 @@ from spacefold.studies.adversarial import (COMBINATIONS, AdversarialInteraction,
 from spacefold.studies.adversarial import predict
 from spacefold.data.datasets import load_mnist, stratified_indices
 from spacefold.models import load_checkpoint
+from spacefold.studies.depth import run_provenance
 from spacefold.models.train import train_mlp
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +61,7 @@ def done(path: Path, settings: dict) -> dict | None:
 
 def save(path: Path, obj: dict) -> None:
     with atomic_write(path) as fh:
-        json.dump(obj, fh, indent=1, allow_nan=False)
+        json.dump({**obj, "provenance": run_provenance()}, fh, indent=1, allow_nan=False)
 
 
 def get_model(data, arch: str, seed: int, args, out: Path):
@@ -354,6 +355,7 @@ def main(argv=None) -> int:
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
+    run_provenance()  # taken now: the runs record the code this process started with
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     if args.phase in ("all", "study"):

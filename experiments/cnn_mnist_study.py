@@ -32,12 +32,12 @@ from spacefold._util import atomic_path, atomic_write, json_safe
 from spacefold.data import load_mnist
 from spacefold._core.global_folding import global_folding
 from spacefold.models import load_checkpoint
-from spacefold._core.pairs import pair_plan
+from spacefold._core.pairs import pair_plan, plan_fingerprint
+from spacefold.studies.depth import run_provenance, seed_mean_ci
 from spacefold._core.patterns import pattern_layout
 from spacefold.models.train import accuracy, train, train_mlp
 
 ROOT = Path(__file__).resolve().parent.parent
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 def log(msg: str) -> None:
@@ -90,6 +90,7 @@ def measure(model, data, args) -> dict:
                        per_layer=args.per_layer)
     wall = time.perf_counter() - t0
     s = g.summary(ci=True, n_boot=args.n_boot)
+    s["pair_plan"] = plan_fingerprint(plan)
     if args.per_layer:
         s["per_layer"] = g.per_layer_summary()
     s["wall_seconds_total"] = wall
@@ -112,7 +113,8 @@ def run_one(args, data, kind: str, name: str, seed: int, build) -> dict:
     s = measure(model, data, args)
     # ``s["seed"]`` is the seed of the pairs; the network's seed is ``seed``
     row = {"kind": kind, "arch": name, "n_parameters": n_params, "train": meta, "threads": torch.get_num_threads(),
-           "workers": args.workers, "bits": bits, **s, "pair_seed": s["seed"], "seed": seed}
+           "workers": args.workers, "bits": bits, **s, "pair_seed": s["seed"], "seed": seed,
+           "provenance": run_provenance()}
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as fh:
         json.dump(json_safe(row), fh, indent=1, allow_nan=False)
@@ -136,11 +138,10 @@ def probe(args, data) -> None:
 
 
 def mean_ci(v) -> str:
-    v = np.asarray(v, dtype=float)
-    if v.size < 2:
-        return f"{v.mean():.4f}"
-    h = _T975.get(v.size - 1, 1.96) * v.std(ddof=1) / np.sqrt(v.size)
-    return f"{v.mean():.4f} [{v.mean() - h:.4f}, {v.mean() + h:.4f}]"
+    m, lo, hi = seed_mean_ci(v)
+    if len(v) < 2:
+        return f"{m:.4f}"
+    return f"{m:.4f} [{lo:.4f}, {hi:.4f}]"
 
 
 def report(rows: list[dict]) -> str:
@@ -207,6 +208,7 @@ def main(argv=None) -> None:
     p.add_argument("--n-boot", type=int, default=500)
     p.add_argument("--probe", type=int, default=0, help="only time this many pairs and estimate the full run")
     args = p.parse_args(argv)
+    run_provenance()  # taken now: the runs record the code this process started with
     out = Path(args.out)
     if args.phase == "report":
         write_summary(out)

@@ -20,7 +20,8 @@ gap between them (the generalisation error) and the test loss. The held-out set 
 early stopping is the last 5,000 training images, never trained on.
 
     python experiments/generalisation_study.py --data-dir DIR --out experiments/results/generalisation
-    python experiments/generalisation_study.py --data-dir DIR --phase report     # tables, figures, doc
+    python experiments/generalisation_study.py --data-dir DIR --phase report     # tables, figures (<out>/figures)
+    python experiments/generalisation_study.py --data-dir DIR --phase report --figures docs/generalisation-study
 
 Resumable: each finished network is a JSON file under OUT/runs/ and is read back, not
 recomputed. OUT/config.json records the configuration; a study directory written by
@@ -41,6 +42,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from spacefold.studies.depth import run_provenance
 
 ROOT = Path(__file__).resolve().parent.parent
 # The two readings of "generalisation error": the test error, and the gap between the
@@ -145,12 +148,13 @@ def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 def measure(model: nn.Module, d, fit, cfg: dict, seed: int) -> dict:
     """Accuracies, gap, test loss and folding on the study's fixed test pairs."""
     from spacefold._core.global_folding import global_folding
+    from spacefold._core.pairs import pair_plan, plan_fingerprint
     from spacefold.models.train import accuracy
 
     model.eval()
     t0 = time.perf_counter()
-    g = global_folding(model, d.x_test, d.y_test, pairs="inter-class", max_pairs=cfg["max_pairs"],
-                       seed=cfg["pair_seed"], batch_size=8192)
+    plan = pair_plan(d.y_test, "inter-class", max_pairs=cfg["max_pairs"], seed=cfg["pair_seed"])
+    g = global_folding(model, d.x_test, d.y_test, pairs=plan, seed=cfg["pair_seed"], batch_size=8192)
     ci = g.bootstrap(n_boot=cfg["n_boot"], seed=seed, stats=("phi", "phi_max", "fraction_folded"))
     train_acc = accuracy(model, fit[0], fit[1])
     test_acc = accuracy(model, d.x_test, d.y_test)
@@ -159,6 +163,7 @@ def measure(model: nn.Module, d, fit, cfg: dict, seed: int) -> dict:
         "test_loss": _loss(model, d.x_test, d.y_test),
         "phi": g.phi, "phi_max": g.phi_max, "fraction_folded": g.fraction_folded, "n_paths": g.n_paths,
         "ci": {k: list(v) for k, v in ci.items()}, "measure_seconds": time.perf_counter() - t0,
+        "pair_plan": plan_fingerprint(plan),
     }
 
 
@@ -230,7 +235,7 @@ def run_all(cfg: dict, data_dir: str, out: Path, workers: int) -> None:
         futs = {pool.submit(train_run, r, cfg, data_dir): r for r in todo}
         for fut in futs:
             r = futs[fut]
-            rows = fut.result()
+            rows = [{**x, "provenance": run_provenance()} for x in fut.result()]
             with atomic_write(out / "runs" / f"{run_name(r)}.json") as fh:
                 json.dump(rows, fh, indent=1)
             log(f"{run_name(r)}: " + ", ".join(f"{x.get('stage', r['kind'])} gap {x['gap']:.3f} "
@@ -419,7 +424,7 @@ def figure(rows: list[dict], cfg: dict, path: Path, xkey: str) -> None:
     plt.close(fig)
 
 
-def report(out: Path, cfg: dict) -> None:
+def report(out: Path, cfg: dict, figdir: Path | None = None) -> None:
     from spacefold._util import atomic_write
 
     rows = load_rows(out)
@@ -434,7 +439,7 @@ def report(out: Path, cfg: dict) -> None:
         fh.write(",".join(keys) + "\n")
         for r in rows:
             fh.write(",".join(json.dumps(r.get(k, "")) for k in keys) + "\n")
-    figdir = ROOT / "docs" / "generalisation-study"
+    figdir = Path(figdir) if figdir is not None else out / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
     figure(rows, cfg, figdir / "phi-vs-test-error.png", "test_error")
     figure(rows, cfg, figdir / "phi-vs-gap.png", "gap")
@@ -459,7 +464,10 @@ def main(argv=None) -> int:
     for key in ("epochs", "long_epochs", "batch_size", "n_val", "max_pairs", "n_boot"):
         p.add_argument(f"--{key.replace('_', '-')}", type=int, default=DEFAULTS[key])
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
+    p.add_argument("--figures", type=Path, default=None,
+                   help="folder for the figures (default: <out>/figures; the docs' figures: docs/generalisation-study)")
     a = p.parse_args(argv)
+    run_provenance()  # taken now: the runs record the code this process started with
     cfg = {k: getattr(a, k) for k in DEFAULTS if k != "pair_seed"}
     cfg["pair_seed"] = DEFAULTS["pair_seed"]
     out = Path(a.out)
@@ -478,7 +486,7 @@ def main(argv=None) -> int:
     if a.phase in ("all", "run"):
         run_all(cfg, a.data_dir, out, max(1, a.workers))
     if a.phase in ("all", "report"):
-        report(out, cfg)
+        report(out, cfg, a.figures)
     log(f"done in {time.perf_counter() - t0:.0f} s")
     return 0
 

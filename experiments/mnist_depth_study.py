@@ -3,14 +3,16 @@
 Trains the 60-neuron depth series (1x60, 2x30, 3x20, 4x15, 5x12, 6x10) with several
 seeds on the full MNIST training set (Adam, lr 1e-3, batch 128, 30 epochs), measures
 each network on pairs of MNIST test images, runs the centroid ablation (1-100
-k-means clusters vs all pairs of one digit pair) and writes
-docs/mnist-depth-study.md.
+k-means clusters vs all pairs of one digit pair) and writes the study's page (into --out;
+--doc and --figures put the page and its figures elsewhere, such as docs/).
 
     python experiments/mnist_depth_study.py --data-dir /path/to/mnist            # everything
     python experiments/mnist_depth_study.py --data-dir DIR --phase train         # train (checkpoints) only
     python experiments/mnist_depth_study.py --data-dir DIR --phase study         # train + measure
     python experiments/mnist_depth_study.py --data-dir DIR --phase ablation
-    python experiments/mnist_depth_study.py --data-dir DIR --phase report        # tables, plots, doc
+    python experiments/mnist_depth_study.py --data-dir DIR --phase report        # tables, plots, page in --out
+    python experiments/mnist_depth_study.py --data-dir DIR --phase report --figures docs/mnist-depth-study \
+        --doc docs/mnist-depth-study.md                                            # the docs' page and figures
 
 Every phase resumes: finished runs are read back, not recomputed.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -39,7 +42,9 @@ from spacefold.studies.depth import (
     markdown_summary,
     markdown_table,
     read_run,
+    run_provenance,
     run_study,
+    seed_mean_ci,
     summary_by_arch,
     write_tables,
 )
@@ -154,7 +159,7 @@ def phase_report(args, data) -> None:
     out = Path(args.out)
     rows = _load_rows(out)
     write_tables(rows, out)
-    figdir = ROOT / "docs" / "mnist-depth-study"
+    figdir = Path(args.figures) if args.figures else out / "figures"
     figs = []
     try:
         from spacefold.viz import plot
@@ -184,21 +189,14 @@ def _trend_sentence(t: dict, what: str) -> str:
             f"{what} over those runs: ρ = {rho:.3f}.")
 
 
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-
-
 def seed_ci_table(rows) -> str:
     lines = ["| arch | seeds | test acc. | Φ_N | share folded | phi_max_p2 |", "|---|---|---|---|---|---|"]
     for a in [s["arch"] for s in summary_by_arch(rows)]:
         rs = [r for r in rows if r["arch"] == a]
         cells = []
         for k in ("test_accuracy", "phi", "fraction_folded", "phi_max_p2"):
-            v = np.array([r[k] for r in rs], dtype=float)
-            if v.size > 1:
-                h = _T975.get(v.size - 1, 1.96) * v.std(ddof=1) / np.sqrt(v.size)
-                cells.append(f"{v.mean():.4f} [{v.mean() - h:.4f}, {v.mean() + h:.4f}]")
-            else:
-                cells.append(f"{v.mean():.4f}")
+            m, lo, hi = seed_mean_ci([r[k] for r in rs])
+            cells.append(f"{m:.4f} [{lo:.4f}, {hi:.4f}]" if len(rs) > 1 else f"{m:.4f}")
         lines.append(f"| {a} | {len(rs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -219,6 +217,7 @@ def per_layer_table(rows) -> str:
 
 
 def write_doc(args, rows, abl, figs, data) -> None:
+    doc = Path(args.doc) if args.doc else Path(args.out) / "mnist-depth-study.md"
     s0 = rows[0]["settings"]
     seeds = sorted({r["seed"] for r in rows})
     cmd = (f"python experiments/mnist_depth_study.py --data-dir {args.data_dir_shown} --seeds "
@@ -239,11 +238,18 @@ def write_doc(args, rows, abl, figs, data) -> None:
         "",
         f"```bash\n{cmd}\n```",
         "",
+        "This page and its figures are written by the report phase (the text between the `STATEMENT` "
+        "markers is kept):",
+        "",
+        f"```bash\npython experiments/mnist_depth_study.py --data-dir {args.data_dir_shown} --phase report "
+        "--figures docs/mnist-depth-study --doc docs/mnist-depth-study.md\n```",
+        "",
         "## Set-up",
         "",
         f"- Data: MNIST IDX files, {data.describe()['n_train']} training and {data.describe()['n_test']} test images, "
         "pixels scaled to [0, 1], flattened to 784.",
-        f"- Models: ReLU MLPs with 60 hidden neurons spread over depth ({', '.join(args.archs)}), seeds "
+        "- Models: ReLU MLPs with 60 hidden neurons spread over depth, so the width is 60/depth "
+        f"({', '.join(args.archs)}), seeds "
         f"{', '.join(map(str, seeds))} (the seed sets initialisation and shuffling).",
         f"- Training: Adam, lr {s0['lr']}, batch {s0['batch_size']}, {s0['epochs']} epochs, cross-entropy; "
         "test accuracy after the last epoch.",
@@ -344,10 +350,9 @@ def write_doc(args, rows, abl, figs, data) -> None:
     if figs:
         lines += ["## Figures", ""]
         for f in figs:
-            rel = Path(f).resolve().relative_to(ROOT / "docs")
+            rel = Path(os.path.relpath(Path(f).resolve(), doc.resolve().parent))
             lines.append(f"![{Path(f).stem}]({rel.as_posix()})")
             lines.append("")
-    doc = ROOT / "docs" / "mnist-depth-study.md"
     text = "\n".join(lines)
     old = doc.read_text() if doc.is_file() else ""
     for marker in ("PLAIN_STATEMENT", "ABLATION_STATEMENT"):
@@ -379,8 +384,11 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=positive_int, default=1,
                    help="torch CPU threads (default 1: small MLPs train faster on one thread when cores are shared)")
     p.add_argument("--phase", choices=["all", "train", "study", "ablation", "report"], default="all")
+    p.add_argument("--figures", default=None, help="folder for the figures (default: <out>/figures)")
+    p.add_argument("--doc", default=None, help="the page written by the report (default: <out>/mnist-depth-study.md)")
     args = p.parse_args(argv)
-    args.data_dir_shown = args.data_dir
+    run_provenance()  # taken now: the runs record the code this process started with
+    args.data_dir_shown = "DIR"  # the page is shared; the folder is this machine's
     torch.set_num_threads(args.threads)
     data = load_mnist(args.data_dir)
     log(f"data {data.describe()}, method {args.method}, spacefold {sf.__version__}")

@@ -7,6 +7,7 @@ training and low sensitivity to dropout and batch norm).
     python experiments/regularizer_study.py --data-dir DIR --phase sensitivity   # dropout x batch norm, 3x20
     python experiments/regularizer_study.py --data-dir DIR --phase cnn           # a small CNN, λ on/off
     python experiments/regularizer_study.py --data-dir DIR --phase report        # tables and figures
+    python experiments/regularizer_study.py --data-dir DIR --phase report --figures docs/folding-during-training
 
 Every run is one JSON file under --out/runs; finished runs are read back, not rerun.
 Training: Adam (lr 1e-3, batch 128) on the MNIST training set (or a stratified subset,
@@ -32,13 +33,12 @@ from torch import nn
 import spacefold as sf
 from spacefold._util import atomic_write
 from spacefold.data import load_mnist
+from spacefold._core.pairs import pair_plan, plan_fingerprint
 from spacefold.training.regularize import FoldingRegularizer, FoldingTracker, probe_pairs
+from spacefold.studies.depth import run_provenance, seed_mean_ci
 from spacefold.models.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
-# two-sided 95% Student t quantiles by degrees of freedom
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-
 
 def log(msg: str) -> None:
     print(time.strftime("%H:%M:%S"), msg, flush=True)
@@ -105,7 +105,11 @@ def run_one(data, cfg: dict, args, out: Path) -> dict:
            "final": {"test_accuracy": res.final_test_accuracy, "train_accuracy": res.final_train_accuracy,
                      "test_loss": losses[-1], **{k: res.tracked[-1][k] for k in
                                                  ("phi", "phi_max", "fraction_folded")}},
-           "regularizer": reg.describe() if reg else None}
+           "regularizer": reg.describe() if reg else None, "provenance": run_provenance(),
+           # the pairs behind the probes (spacefold.probe_pairs draws them through pair_plan)
+           "test_pairs": plan_fingerprint(pair_plan(data.y_test, "inter-class", max_pairs=args.probe_test, seed=7)),
+           "train_probe_pairs": plan_fingerprint(pair_plan(data.y_train, "inter-class", max_pairs=args.probe_train,
+                                                           seed=1000 + cfg["seed"]))}
     with atomic_write(path) as fh:
         json.dump(rec, fh, indent=1)
     log(f"{cfg['name']}: acc {rec['final']['test_accuracy']:.4f} loss {rec['final']['test_loss']:.4f} "
@@ -145,12 +149,7 @@ def configs(args) -> list[dict]:
 
 
 def ci(values) -> tuple[float, float, float]:
-    v = np.asarray(values, dtype=float)
-    m = float(v.mean())
-    if v.size < 2:
-        return m, float("nan"), float("nan")
-    h = _T975.get(v.size - 1, 1.96) * float(v.std(ddof=1)) / math.sqrt(v.size)
-    return m, m - h, m + h
+    return seed_mean_ci(values)
 
 
 def fmt(values, digits=4) -> str:
@@ -231,7 +230,7 @@ def report(out: Path, args) -> None:
     with atomic_write(out / "tables.md") as fh:
         fh.write("\n".join(lines))
     log(f"wrote {out / 'tables.md'}")
-    figures(curves, runs, ROOT / "docs" / "folding-during-training")
+    figures(curves, runs, Path(args.figures) if getattr(args, "figures", None) else out / "figures")
 
 
 def figures(curves: dict, runs: list[dict], fig_dir: Path) -> None:
@@ -312,7 +311,11 @@ def main(argv=None) -> int:
     p.add_argument("--probe-train", type=int, default=512)
     p.add_argument("--probe-test", type=int, default=300)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--figures", type=Path, default=None,
+                   help="folder for the figures (default: <out>/figures; the docs' figures: "
+                   "docs/folding-during-training)")
     args = p.parse_args(argv)
+    run_provenance()  # taken now: the runs record the code this process started with
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)

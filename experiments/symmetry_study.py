@@ -30,7 +30,8 @@ and the closed-walk bound chi >= (1 - d_H(ends)/r2)/2 per layer on the mirror se
 
 Every run is written to ``<out>/runs/<task>-<condition>-s<seed>.json`` and read back, not
 recomputed, on the next start. Results: ``<out>/results.csv``, ``<out>/summary.json``,
-``<out>/tables.md``; figures in ``docs/symmetry-study/``.
+``<out>/tables.md``; figures in ``<out>/figures/`` (``--figures DIR`` elsewhere; the docs' figures are
+``--phase report --figures docs/symmetry-study``).
 """
 
 from __future__ import annotations
@@ -60,17 +61,16 @@ from spacefold.studies.symmetry import (
     transform_segments,
     transplanted_segments,
 )
+from spacefold.studies.depth import run_provenance, seed_mean_ci
+from spacefold.studies.depth import spearman as _spearman
 from spacefold.models.train import accuracy, train_mlp
 
 ROOT = Path(__file__).resolve().parent.parent
-FIGDIR = ROOT / "docs" / "symmetry-study"
 PLANE_CONDITIONS = ("half", "mirror-aug", "full", "tied-half")
 MNIST_CONDITIONS = ("plain", "mirror-aug", "plain-018", "mirror-aug-018", "tied")
 KINDS = ("mirror", "random-dir", "shifted", "same-class")
 PLANE_MIRROR = Mirror(axis=0)
 MNIST_MIRROR = Mirror(axis=-1, image_shape=(28, 28))
-# 97.5% quantiles of Student's t, for 95% intervals over seeds (df = n_seeds - 1).
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
 
 def log(msg: str) -> None:
@@ -254,6 +254,7 @@ def run_one(out: Path, task: str, condition: str, seed: int, data: Dataset, args
                                plane_slide if task == "plane" else other_images))
     row["w1_antisym"] = weight_antisymmetry(out, row)
     row["seconds"] = time.perf_counter() - t0
+    row["provenance"] = run_provenance()
     with atomic_write(path) as fh:
         json.dump(row, fh, indent=1)
     log(f"{task} {condition} s{seed}: test {row['test_accuracy']:.3f} mirrored {row['mirrored_test_accuracy']:.3f} "
@@ -305,11 +306,7 @@ def seed_interval(values) -> tuple[float, float, float, int]:
     v = np.asarray([a for a in values if a == a], dtype=float)
     if v.size == 0:
         return float("nan"), float("nan"), float("nan"), 0
-    m = float(v.mean())
-    if v.size < 2:
-        return m, float("nan"), float("nan"), 1
-    h = T975.get(v.size - 1, 1.96) * float(v.std(ddof=1)) / math.sqrt(v.size)
-    return m, m - h, m + h, int(v.size)
+    return (*seed_mean_ci(v), int(v.size))
 
 
 def fmt(values, digits: int = 3) -> str:
@@ -417,14 +414,6 @@ def tables(rows: list[dict], checks: dict) -> str:
             for c, v in checks[task].items():
                 w(f"| {c} | " + " | ".join(f"{x:.3f}" if isinstance(x, float) else str(x) for x in v.values()) + " |\n")
     return buf.getvalue()
-
-
-def _spearman(a, b) -> float:
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if a.size < 3 or np.all(a == a[0]) or np.all(b == b[0]):
-        return float("nan")
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def gen_key(task: str) -> str:
@@ -540,7 +529,7 @@ def fig_plane(out: Path, args) -> Path | None:
         ax.set_title(f"{cond}: share of raster with\npattern(x) = pattern(Mx)", fontsize=8)
     fig.suptitle("Hamming distance to the pattern of the reference point (star), mirror axis x1 = 0 (dashed), "
                  "decision boundary (red); the open circle is the mirror image of the star", fontsize=10)
-    path = FIGDIR / "plane-hamming.png"
+    path = _figdir(args, out) / "plane-hamming.png"
     _save(fig, path)
     return path
 
@@ -630,6 +619,11 @@ def fig_antisymmetry(rows, path: Path) -> Path | None:
     return path
 
 
+def _figdir(args, out: Path) -> Path:
+    """Where the figures go: ``--figures``, else ``<out>/figures``."""
+    return Path(args.figures) if getattr(args, "figures", None) else out / "figures"
+
+
 def phase_report(args, out: Path) -> None:
     rows = _rows(out)
     if not rows:
@@ -642,10 +636,11 @@ def phase_report(args, out: Path) -> None:
     with atomic_write(out / "tables.md") as fh:
         fh.write(text)
     try:
-        figs = [fig_plane(out, args), fig_layers(rows, FIGDIR / "plane-chi-per-layer.png", "plane", PLANE_CONDITIONS),
-                fig_layers(rows, FIGDIR / "mnist-chi-per-layer.png", "mnist", MNIST_CONDITIONS),
-                fig_generalisation(rows, FIGDIR / "chi-vs-mirrored-accuracy.png"),
-                fig_antisymmetry(rows, FIGDIR / "mnist-antisymmetry-vs-chi.png")]
+        figdir = _figdir(args, out)
+        figs = [fig_plane(out, args), fig_layers(rows, figdir / "plane-chi-per-layer.png", "plane", PLANE_CONDITIONS),
+                fig_layers(rows, figdir / "mnist-chi-per-layer.png", "mnist", MNIST_CONDITIONS),
+                fig_generalisation(rows, figdir / "chi-vs-mirrored-accuracy.png"),
+                fig_antisymmetry(rows, figdir / "mnist-antisymmetry-vs-chi.png")]
         log("figures: " + ", ".join(str(f) for f in figs if f))
     except ImportError as err:
         log(f"figures skipped: {err}")
@@ -672,7 +667,10 @@ def main(argv=None) -> int:
     p.add_argument("--mnist-segments", type=int, default=500)
     p.add_argument("--raster", type=int, default=400, help="raster size of the plane figure")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--figures", type=Path, default=None,
+                   help="folder for the figures (default: <out>/figures; the docs' figures: docs/symmetry-study)")
     args = p.parse_args(argv)
+    run_provenance()  # taken now: the runs record the code this process started with
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     t0 = time.perf_counter()

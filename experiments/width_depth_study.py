@@ -42,7 +42,8 @@ from spacefold._core.folding import walk_batch
 from spacefold._core.global_folding import GlobalFolding
 from spacefold._core.measure import ragged_ranges
 from spacefold.models import load_checkpoint
-from spacefold._core.pairs import pair_plan
+from spacefold._core.pairs import pair_plan, plan_fingerprint
+from spacefold.studies.depth import run_provenance
 from spacefold.models.train import train_mlp
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,6 +95,7 @@ def measure(model, x, y, n_pairs: int, seed: int, chunk: int = 256) -> dict:
         parts["d_ends"].append((first ^ last).sum(-1))
     out = {k: torch.cat(v) for k, v in parts.items()}
     out["label_a"], out["label_b"] = la, lb
+    out["pair_plan"] = plan_fingerprint(plan)
     return out
 
 
@@ -176,7 +178,7 @@ def run_grid(data, args, out: Path) -> None:
                "test_accuracy": tr["final_test_accuracy"], "train_accuracy": tr["final_train_accuracy"],
                **summarise(m, args.n_boot, args.pair_seed),
                "train_seconds": t1 - t0, "measure_seconds": time.perf_counter() - t1,
-               "settings": settings, "settings_key": key}
+               "settings": settings, "settings_key": key, "pair_plan": m["pair_plan"], "provenance": run_provenance()}
         with atomic_write(res_path) as fh:
             json.dump(row, fh, indent=1)
         log(f"{name}: acc {row['test_accuracy']:.4f} phi {row['phi']:.4f} folded {row['fraction_folded']:.4f} "
@@ -366,6 +368,7 @@ def main(argv=None) -> int:
     p.add_argument("--n-boot", type=int, default=300)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
+    run_provenance()  # taken now: the runs record the code this process started with
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     if args.phase in ("all", "study"):

@@ -57,6 +57,25 @@ def test_sweep_writes_tables_and_plots(sweep_dir):
     assert (sweep_dir / "plots" / "phi-vs-depth.png").stat().st_size > 1000
 
 
+def test_sweep_runs_record_provenance_and_their_pairs(sweep_dir):
+    import spacefold
+    from spacefold.data import make_synthetic
+    from spacefold._core.pairs import PLAN_VERSION, pair_plan, plan_fingerprint
+
+    run = json.loads((sweep_dir / "runs" / "3x4_s0.json").read_text())
+    prov = run["provenance"]
+    assert prov["spacefold_version"] == spacefold.__version__
+    assert prov["torch_version"] == torch.__version__
+    assert prov["pair_plan_version"] == PLAN_VERSION
+    assert isinstance(prov["command"], list) and prov["command"]
+    assert prov["git_commit"] is None or len(prov["git_commit"]) == 40
+    # the hash is that of the pairs the sweep walked: every ordered class pair of the blobs' test split,
+    # 6 pairs each, seed 0
+    y_test = make_synthetic("blobs", seed=0).y_test
+    assert run["pair_plan"] == plan_fingerprint(pair_plan(y_test, "all", max_pairs=6 * 9, seed=0))
+    assert run["pair_plan"]["n_pairs"] == run["n_paths"] == 54
+
+
 def test_sweep_resumes(sweep_dir, capsys):
     before = (sweep_dir / "runs" / "3x4_s0.json").read_text()
     assert main(SWEEP + ["--out", str(sweep_dir), "--no-plots"]) == 0

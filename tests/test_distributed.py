@@ -22,8 +22,10 @@ from spacefold.models import mlp, save_checkpoint
 SWEEP = ["sweep", "--data", "blobs", "--archs", "1x6", "3x4", "--seeds", "0", "1", "--epochs", "2", "--batch-size",
          "32", "--pairs-per-class-pair", "6", "--n-boot", "20", "--no-progress", "--no-plots", "--json"]
 RUNS = ("1x6_s0", "1x6_s1", "3x4_s0", "3x4_s1")
+# what differs between two processes by design: timings, the output directory, and the provenance (its command
+# line is the process's own: torchrun's here, pytest's in the one-process run)
 TIMES = {"train_seconds", "measure_seconds", "seconds", "wall_seconds", "paths_per_second", "workers", "world_size",
-         "out"}
+         "out", "provenance"}
 
 
 def _env(**extra) -> dict:

@@ -231,8 +231,14 @@ def test_functional_activation_and_untraceable_model_are_refused():
                 return self.relu(self.lin(x))
             return self.relu(-self.lin(x))
 
-    with pytest.raises(NotPiecewiseLinearError, match="functionally"):
-        exact_walks(Functional(), torch.zeros(1, 2), torch.ones(1, 2))
+    # an activation called as a function is walked like a module (it was refused before it gave bits)
+    f_net = Functional().double()
+    x1, x2 = torch.tensor([[-3.0, 1.0]], dtype=torch.float64), torch.tensor([[2.0, -2.0]], dtype=torch.float64)
+    got = exact_walks(f_net, x1, x2)
+    from spacefold._core.folding import walk_batch
+
+    ref = walk_batch(f_net, x1, x2, method="uniform", steps=20000)
+    assert torch.equal(got.patterns, ref.patterns) and got.patterns.shape[1] == 6
     with pytest.raises(NotPiecewiseLinearError, match="bisect"):
         exact_walks(Branchy(), torch.zeros(1, 2), torch.ones(1, 2))
     # a product of two input-dependent tensors is not piecewise linear

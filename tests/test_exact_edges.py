@@ -453,6 +453,45 @@ def test_the_certificate_finds_every_dropped_region(act):
     assert missed_by_midpoints > 0  # the midpoint check alone misses some of them
 
 
+def _invent_region(w, i: int, k: int, bit: int):
+    """``w`` with region k of walk i cut at its midpoint, the second half getting ``bit`` flipped."""
+    from spacefold._core.walk import WalkBatch
+
+    a = int(w.offsets[i]) + k
+    t_end = float(w.t[a + 1]) if k + 1 < int(w.n_regions[i]) else 1.0
+    pat = w.patterns[a].clone()
+    pat[bit] ^= True
+    pats = torch.cat([w.patterns[: a + 1], pat.unsqueeze(0), w.patterns[a + 1 :]])
+    t = torch.cat([w.t[: a + 1], torch.tensor([(float(w.t[a]) + t_end) / 2], dtype=w.t.dtype), w.t[a + 1 :]])
+    offsets = w.offsets.clone()
+    offsets[i + 1 :] += 1
+    return WalkBatch(pats, t, offsets, "exact")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, f64])
+def test_the_certificate_finds_every_invented_region(dtype):
+    # a region that is not there (a pattern with one bit wrong over half of a true region), after a
+    # padded ceil-mode max pooling whose windows share inputs: the certificate compares the pattern
+    # with the pre-activations at both ends of the half
+    from spacefold import verify
+
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Linear(2, 6), nn.ReLU(), nn.Unflatten(1, (1, 6)),
+                        nn.MaxPool1d(3, 2, padding=1, ceil_mode=True), nn.Flatten(), nn.Linear(4, 4), nn.Hardtanh(),
+                        nn.Linear(4, 2), nn.ReLU6()).to(dtype).eval()
+    x1, x2 = 3 * torch.randn(2, 2, dtype=dtype), 3 * torch.randn(2, 2, dtype=dtype)
+    w = exact_walks(net, x1, x2)
+    assert verify(net, x1, x2, w).ok
+    n = found = 0
+    for i in range(2):
+        for k in range(int(w.n_regions[i])):
+            for bit in range(w.patterns.shape[1]):
+                res = verify(net, x1, x2, _invent_region(w, i, k, bit))
+                n += 1
+                found += (not res.ok) and [i, k + 1] in res.mismatches.tolist()
+    assert n > 40 and found == n
+
+
 def test_the_certificate_checks_kinks_without_bits_and_pooling_windows():
     from spacefold import verify
 

@@ -82,7 +82,7 @@ def test_steps(net):
 
 
 def test_unknown_method_and_stop_rule(net):
-    with pytest.raises(ValueError, match=r"method must be one of 'exact', 'bisect', 'uniform', got 'grid'"):
+    with pytest.raises(ValueError, match=r"method must be one of 'exact', 'bisect', 'uniform', 'certified', got 'grid'"):
         sf.folding(net, A, B, method="grid")
     with pytest.raises(ValueError, match="method must be one of"):
         sf.folding_batch(net, XA, XB, method="Bisect")

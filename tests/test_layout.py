@@ -177,11 +177,13 @@ def test_no_source_module_is_over_800_lines():
 RANKS = {
     "spacefold.errors": 0, "spacefold._util": 0, "spacefold._version": 0,
     "spacefold._core.parallel": 1,  # worker processes and ranks: needs nothing of the measure
+    "spacefold._core.rules": 2,  # the bit rule of every activation: what patterns records
     "spacefold._core.patterns": 2,
     "spacefold._core.walk": 3,
     "spacefold._core.measure": 4,
     "spacefold._core.pairs": 4,
-    "spacefold._core.folding": 5, "spacefold._core.plane": 5, "spacefold._core._plane_jit": 5,
+    "spacefold._core.pipeline": 5, "spacefold._core.folding": 5,
+    "spacefold._core.plane": 5, "spacefold._core._plane_jit": 5,
     "spacefold._core.global_folding": 6,
     "spacefold._core": 6,
     "spacefold.nn": 7, "spacefold.models": 7,

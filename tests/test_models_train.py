@@ -277,3 +277,43 @@ def test_train_refuses_non_finite_inputs():
     x[3, 1] = float("nan")
     with pytest.raises(ValueError, match="finite"):  # so the divergence check below only ever blames lr
         train(mlp("1x4", 2, 2), x, torch.zeros(10, dtype=torch.long))
+
+
+def test_weight_decay_is_decoupled_adamw_step():
+    """One step with weight decay w: p <- p (1 - lr w) - lr g / (|g| + eps) (AdamW's first step, by hand)."""
+    x = torch.randn(16, 3, generator=torch.Generator().manual_seed(1))
+    y = (x[:, 0] > 0).long()
+    net = mlp("1x4", 3, 2, seed=0)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    probe = mlp("1x4", 3, 2, seed=0)
+    torch.nn.functional.cross_entropy(probe(x), y).backward()
+    grads = {k: p.grad.clone() for k, p in probe.named_parameters()}
+    lr, wd = 1e-2, 0.5
+    res = train(net, x, y, epochs=1, batch_size=16, lr=lr, weight_decay=wd)
+    for k, p in net.named_parameters():
+        expected = before[k] * (1 - lr * wd) - lr * grads[k] / (grads[k].abs() + 1e-8)
+        assert torch.allclose(p.detach(), expected, atol=1e-6), k
+    assert res.as_dict()["optimizer"] == "adamw" and res.as_dict()["weight_decay"] == wd
+
+
+def test_no_weight_decay_is_plain_adam():
+    d = make_synthetic("blobs", n_samples=60, n_features=2, n_classes=2, seed=0)
+    a, b = mlp("2x8", 2, 2, seed=0), mlp("2x8", 2, 2, seed=0)
+    train(a, d.x_train, d.y_train, epochs=2, seed=1, weight_decay=0.0)
+    opt = torch.optim.Adam(b.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(2):
+        perm = torch.randperm(d.x_train.shape[0], generator=g)
+        for k in range(0, perm.numel(), 128):
+            idx = perm[k : k + 128]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(b(d.x_train[idx]), d.y_train[idx]).backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("wd", [-0.1, float("nan"), float("inf")])
+def test_weight_decay_must_be_finite_and_nonnegative(wd):
+    with pytest.raises(InputError, match="weight_decay"):
+        train(mlp("1x4", 2, 2), torch.randn(10, 2), torch.zeros(10, dtype=torch.long), weight_decay=wd)

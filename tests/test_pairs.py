@@ -205,3 +205,43 @@ def test_errors_are_input_errors():
         pair_plan(torch.zeros(4, dtype=torch.long))
     with pytest.raises(InputError, match="max_pairs"):
         pair_plan(torch.zeros(4, dtype=torch.long), "random")
+
+
+# The drawing of pairs is frozen for a PLAN_VERSION: these indices were drawn by version 1. A change to
+# the drawing code that fails here must bump spacefold.pairs.PLAN_VERSION (and the pins with it).
+def test_plan_version_1_pinned_draws():
+    from spacefold._core.pairs import PLAN_VERSION, plan_fingerprint
+
+    assert PLAN_VERSION == 1
+    y = torch.arange(30) % 3
+    i, j = pair_plan(y, "all", max_pairs=11, seed=7).indices()
+    assert i.tolist() == [18, 24, 0, 12, 1, 13, 7, 22, 23, 17, 8]
+    assert j.tolist() == [12, 18, 1, 26, 15, 10, 14, 17, 6, 16, 26]
+    # 600 inter-class pairs for 8 draws: the draw-with-replacement path of PairBlock.sample
+    i, j = pair_plan(y, "inter-class", max_pairs=8, seed=1).indices()
+    assert i.tolist() == [15, 24, 27, 13, 16, 23, 14, 23]
+    assert j.tolist() == [1, 26, 8, 15, 17, 24, 16, 19]
+    i, j = random_pairs(40, 5, seed=3)
+    assert i.tolist() == [2, 19, 19, 28, 37] and j.tolist() == [29, 24, 34, 24, 2]
+    y3 = (torch.arange(1000) * 7919) % 10
+    fp = plan_fingerprint(pair_plan(y3, "all", max_pairs=400, seed=0))
+    assert fp == {"plan_version": 1, "mode": "all", "n_pairs": 400,
+                  "sha256": "f6334543890719af4fae59043966b17fb58018feb07ae71abf133380c3cbd0da"}
+
+
+def test_plan_fingerprint_tells_plans_apart():
+    from spacefold._core.pairs import plan_fingerprint
+
+    y = torch.arange(30) % 3
+    a = plan_fingerprint(pair_plan(y, "all", max_pairs=11, seed=7))
+    assert a == plan_fingerprint(pair_plan(y, "all", max_pairs=11, seed=7))
+    assert a["sha256"] != plan_fingerprint(pair_plan(y, "all", max_pairs=11, seed=8))["sha256"]
+    # the pairs themselves, not only their number: the same pairs in another order hash differently
+    p = pair_plan(y, "inter-class", max_pairs=4, seed=0)
+    i, j = p.indices()
+    from spacefold._core.pairs import PairBlock, PairPlan
+
+    flipped = PairPlan((PairBlock(-1, -1, i.flip(0), j.flip(0), product=False),), p.mode)
+    assert plan_fingerprint(flipped)["sha256"] != plan_fingerprint(p)["sha256"]
+    with pytest.raises(InputTypeError, match="plan must be a PairPlan"):
+        plan_fingerprint([(0, 1)])

@@ -91,3 +91,38 @@ def test_plot_command(tmp_path, capsys):
     assert "--index must give 3 indices" in capsys.readouterr().err
     assert main(["plot", "path", "--model", str(ck), "--data", "blobs", "-o", str(tmp_path / "x.png")]) == 2
     assert "input features" in capsys.readouterr().err
+
+
+def _edge_is_blank(png_bytes: bytes) -> bool:
+    """True when the outermost rows and columns of the image are the white background."""
+    import io
+
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(io.BytesIO(png_bytes), format="png")[..., :3]
+    edges = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+    return bool((edges > 0.99).all())
+
+
+def test_saved_and_shown_figures_are_not_clipped(tmp_path):
+    """Legends beside the axes and wide captions stay inside the image (saved and in notebooks)."""
+    net = _net()
+    x = torch.randn(2, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    fig = plot_path(net, x[0], x[1], data="toy")
+    (p,) = save_figure(fig, tmp_path / "p.png")
+    assert _edge_is_blank(p.read_bytes())
+    shown = fig._repr_png_()  # what Jupyter displays for a figure that is a cell's value
+    assert shown[:8] == b"\x89PNG\r\n\x1a\n" and _edge_is_blank(shown)
+    plane = plot_plane(net, x[0], x[1], torch.zeros(5, dtype=torch.float64))
+    assert _edge_is_blank(plane._repr_png_())
+
+
+def test_study_titles_count_the_paths_walked():
+    from spacefold.viz.plot import _study_context
+
+    rows = [{"arch": a, "depth": d, "seed": s, "n_paths": 20000, "n_inter_class_paths": 18000,
+             "settings": {"data": {"name": "digits"}}} for a, d in (("1x60", 1), ("2x30", 2)) for s in (0, 1)]
+    assert _study_context(rows) == "digits, MLPs 1x60 ... 2x30, 2 seeds, 20000 paths walked per run (18000 inter-class)"
+    # records without the total (older ones) say what they hold
+    assert _study_context([{"arch": "3x20", "depth": 3, "seed": 0, "n_inter_class_paths": 900}]) == \
+        "MLPs 3x20, 1 seeds, 900 inter-class paths per run"

@@ -253,15 +253,20 @@ def test_model_where_nothing_can_be_hooked(segments):
         folding_loss(nn.Sequential(nn.Linear(2, 4), nn.Linear(4, 2)), *segments)
 
     class Functional(nn.Module):
-        def __init__(self):
+        def __init__(self, f):
             super().__init__()
             self.lin = nn.Linear(2, 2)
+            self.f = f
 
         def forward(self, x):
-            return torch.relu(self.lin(x))
+            return self.f(self.lin(x))
 
     with pytest.raises(InputError, match="no hookable activation"):
-        FoldingTracker(*segments).measure(Functional())
+        FoldingTracker(*segments).measure(Functional(torch.abs))  # |z| is no activation
+    # an activation called as a function gives bits like a module
+    a, b = Functional(torch.relu), nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+    b[0].load_state_dict(a.lin.state_dict())
+    assert float(folding_loss(a, *segments)) == float(folding_loss(b, *segments))
 
 
 def test_exact_variant_refuses_a_smooth_model(segments):

@@ -198,9 +198,9 @@ def test_bisect_agrees_with_dense_grid_tanh(seed):
     net = random_net(seed, (2, 4, 4, 1), act=nn.Tanh)
     x = random_points(seed + 1, 6, 2)
     assert_agree_with_dense_grid(net, x[:3], x[3:])
-    # the default start grid for a smooth network is n0 = 64
+    # the default start grid for a smooth network is n0 = 1025
     default = folding_mod.walk_batch(net, x[:3], x[3:], method="bisect")
-    explicit = folding_mod.walk_batch(net, x[:3], x[3:], method="bisect", n0=64)
+    explicit = folding_mod.walk_batch(net, x[:3], x[3:], method="bisect", n0=1025)
     assert torch.equal(default.patterns, explicit.patterns) and torch.equal(default.t, explicit.t)
 
 
@@ -398,12 +398,12 @@ def test_default_start_grid():
 
     assert default_n0(random_net(0, (2, 4, 4, 1))) == 2
     assert default_n0(random_net(0, (2, 4, 4, 1), act=nn.LeakyReLU)) == 2
-    assert default_n0(random_net(0, (2, 4, 4, 1), act=nn.Tanh)) == 64
-    assert default_n0(random_net(0, (2, 4, 4, 1), act=nn.Hardtanh)) == 64
-    assert default_n0(max_pool_fold_net()) == 64
+    assert default_n0(random_net(0, (2, 4, 4, 1), act=nn.Tanh)) == 1025
+    assert default_n0(random_net(0, (2, 4, 4, 1), act=nn.Hardtanh)) == 1025
+    assert default_n0(max_pool_fold_net()) == 1025
     # a smooth activation outside the selected layers still bends the ReLU classes
     mixed = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 4), nn.ReLU())
-    assert default_n0(mixed) == 64
+    assert default_n0(mixed) == 1025
 
 
 def test_bisect_on_max_pooling_starts_from_a_grid():
@@ -415,3 +415,29 @@ def test_bisect_on_max_pooling_starts_from_a_grid():
     assert torch.equal(sf.walk(net, x1, x2, method="uniform", steps=100).patterns, f.patterns)
     # from the endpoints alone, bisection cannot see the fold
     assert sf.folding(net, x1, x2, method="bisect", n0=2).chi == 0.0
+
+
+def test_n_pieces_leaves_out_the_zero_length_regions_at_the_end_points():
+    # ReLU(x), ReLU(-x), ReLU(x - 1/2) on the segment 0 -> 1: x = 0 is on the boundary of the first two
+    # (pattern 000 at t = 0 itself, 100 just after it), x = 1/2 crosses the third: regions 000 | 100 | 101,
+    # entered at t = 0, 0, 1/2; two of positive length. Backwards, 1 -> 0 ends on the boundary.
+    import spacefold as sf
+
+    net = nn.Sequential(nn.Linear(1, 3), nn.ReLU()).double()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0], [-1.0], [1.0]]))
+        net[0].bias.copy_(torch.tensor([0.0, 0.0, -0.5]))
+    a, b = torch.tensor([0.0], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64)
+    w = sf.walk(net, a, b)
+    assert w.t.tolist() == [0.0, 0.0, 0.5] and w.n_regions == 3 and w.n_pieces == 2
+    back = sf.walk(net, b, a)
+    assert back.t.tolist() == [0.0, 0.5, 1.0] and back.n_regions == 3 and back.n_pieces == 2
+    assert sf.folding(net, a, b).n_pieces == 2
+    inner = sf.walk(net, torch.tensor([0.25], dtype=torch.float64), b)  # no end on a boundary
+    assert inner.n_regions == inner.n_pieces == 2
+    fb = sf.folding_batch(net, torch.stack([a, b, a + 0.25]), torch.stack([b, a, b]), return_walks=True)
+    assert fb.n_regions.tolist() == [3, 3, 2] and fb.walks.n_pieces.tolist() == [2, 2, 2]
+    # the grid of method="uniform" includes t = 0 as well: the region of t = 0 alone is counted, and its
+    # length is a grid step (the sampler does not see where it ends)
+    u = sf.walk(net, a, b, method="uniform", steps=4)
+    assert u.n_regions == 3 and u.patterns[0].tolist() == [False, False, False]

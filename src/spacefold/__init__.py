@@ -30,6 +30,7 @@ from .errors import InputError, InputTypeError
 from .models.cantornet import cantornet
 from .models.mlp import load_checkpoint, mlp, save_checkpoint
 from .training.regularize import FoldingRegularizer, FoldingSchedule, FoldingTracker, folding_loss, probe_pairs
+from . import nn  # noqa: F401  (the gated units register their rule on import)
 
 if TYPE_CHECKING:  # imported on first use (matplotlib, torchmetrics): see __getattr__
     from .training.metric import FoldingMetric, folding_statistics

@@ -29,6 +29,46 @@ def check_choice(value, name: str, choices: Iterable[str]) -> str:
     return value
 
 
+def check_distinct(values, name: str) -> list:
+    """Validate a list without repeats (seeds, architectures, attacks, formats): a repeat would
+    run or write the same thing twice and count it as two."""
+    values = list(values)
+    for i, v in enumerate(values):
+        if v in values[:i]:
+            raise InputError(f"{name} must be distinct, got {v!r} more than once")
+    return values
+
+
+def physical_memory() -> int | None:
+    """Bytes of memory of this machine (``SC_PAGE_SIZE x SC_PHYS_PAGES``), ``None`` where the
+    system does not say."""
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+    return pages * size if pages > 0 and size > 0 else None
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes in the largest binary unit below it, "1.5 GiB"."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError  # pragma: no cover
+
+
+def check_size(name: str, value, n_bytes: float, what: str) -> None:
+    """Refuse a size argument before anything is allocated: :class:`InputError` when ``n_bytes``,
+    the memory that ``name = value`` would need for ``what``, exceeds the memory of this machine
+    (:func:`physical_memory`). Every argument that sets a size (grid points, bootstrap draws,
+    layer widths, segments at once, workers, the memory budget) is checked here."""
+    limit = physical_memory()
+    if limit is not None and n_bytes > limit:
+        raise InputError(f"{name} = {value} would need {format_bytes(n_bytes)} for {what}, more than the "
+                         f"{format_bytes(limit)} of memory of this machine")
+
+
 def json_safe(obj):
     """``obj`` with every non-finite float (NaN, ±inf) replaced by ``None``, recursively
     through dicts, lists and tuples, so that it serialises as strict JSON (``null``)."""
@@ -76,6 +116,11 @@ def atomic_path(path: str | os.PathLike) -> contextlib.AbstractContextManager:
     @contextlib.contextmanager
     def _cm():
         target = Path(path)
+        probe = target.parent
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
+        if not probe.is_dir():
+            raise InputError(f"cannot write {path}: {probe} is a file, not a directory")
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix, dir=target.parent)
         try:
@@ -85,9 +130,12 @@ def atomic_path(path: str | os.PathLike) -> contextlib.AbstractContextManager:
                 os.close(fd)
             yield tmp
             os.replace(tmp, target)
-        except BaseException:
+        except BaseException as err:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+            if isinstance(err, OSError) and err.errno is not None and tmp in (err.filename, err.filename2):
+                # name the user's file, not the temporary one beside it (which is gone)
+                raise type(err)(err.errno, err.strerror, str(target)) from None
             raise
 
     return _cm()

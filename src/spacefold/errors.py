@@ -17,4 +17,9 @@ class InputTypeError(InputError, TypeError):
     """Bad input of the wrong kind (a type, a module, a layer that is not supported)."""
 
 
-__all__ = ["InputError", "InputTypeError"]
+class MissingExtraError(InputError, ImportError):
+    """An optional dependency is not installed; the message names what to install
+    (``pip install 'spacefold[plot]'``). An ``ImportError`` too, so ``except ImportError`` still works."""
+
+
+__all__ = ["InputError", "InputTypeError", "MissingExtraError"]

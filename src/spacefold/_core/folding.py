@@ -28,8 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from . import measure, parallel
-from .._util import check_choice, check_int
-from ..errors import InputError, InputTypeError
+from .._util import check_choice, check_int, check_size
+from ..errors import InputError, InputTypeError, MissingExtraError
 from .patterns import (
     LayerSelector,
     PatternLayout,
@@ -42,7 +42,7 @@ from .patterns import (
     model_device_dtype,
 )
 from .walk import DEFAULT_MEMORY, METHODS, Walk, WalkBatch, memory_budget, resolve_tol  # noqa: F401
-from .walk.bisect import STOP_RULES, bisect_walks, default_n0
+from .walk.bisect import NONCONVEX_N0, STOP_RULES, bisect_walks, default_n0
 from .walk.uniform import uniform_walks
 
 if TYPE_CHECKING:
@@ -60,7 +60,13 @@ MAX_CHUNK = 1 << 17  # segments per chunk at most
 class Folding:
     """Folding of one segment. ``profile`` is χ of every prefix of the walk
     (one value per region; ``walk.grid_index`` maps grid points to regions for
-    ``method="uniform"``)."""
+    ``method="uniform"``). ``complete``: whether the walk provably holds every region
+    the segment crosses (see :class:`FoldingBatch`).
+
+    ``n_regions`` counts the regions of the walk, end points included: a segment that starts
+    or ends exactly on a boundary counts a region of zero length there (the papers' grid
+    includes t = 0 and t = 1), so it is then not the number of linear pieces along the
+    segment; ``n_pieces`` (``walk.n_pieces``) counts the regions of positive length."""
 
     chi: float
     r1: int
@@ -74,10 +80,24 @@ class Folding:
     def patterns(self) -> Tensor:
         return self.walk.patterns
 
+    @property
+    def complete(self) -> bool:
+        """Whether the walk provably holds every change of every bit (see ``WalkBatch.completeness``)."""
+        return self.walk.complete
+
+    @property
+    def n_pieces(self) -> int:
+        """The regions of positive length (see :attr:`spacefold.walk.Walk.n_pieces`)."""
+        return self.walk.n_pieces
+
 
 @dataclass(frozen=True)
 class FoldingBatch:
     """Folding of many segments; every field is a tensor ``(batch,)``.
+
+    ``n_regions`` counts a region of zero length where a segment starts or ends exactly on a
+    boundary (see :class:`Folding`); with ``return_walks=True``, ``walks.n_pieces`` counts the
+    regions of positive length.
 
     ``walks`` is set only with ``return_walks=True``; ``per_layer`` (layer name ->
     χ ``(batch,)``) only with ``per_layer=True``.
@@ -87,7 +107,9 @@ class FoldingBatch:
     ``n_unresolved``: those of them that float64 did not resolve either (their arg-max is decided
     up to float64 round-off; a warning says so). ``n_refined``: sub-segments walked again in float64
     around crossings the model's dtype cannot tell apart (docs/method.md, 'The exact walk'). All are
-    0 for the other methods.
+    0 for the other methods. ``complete``: bool per path, whether the walk provably holds every
+    change of every bit: True for ``exact``, True for ``certified`` unless the path ran out of its
+    interval budget, False (not guaranteed) for ``bisect`` and ``uniform``.
     """
 
     chi: Tensor
@@ -102,6 +124,7 @@ class FoldingBatch:
     n_float64: int = 0
     n_unresolved: int = 0
     n_refined: int = 0
+    complete: Tensor | None = None  # bool (batch,): every change of every bit found (exact, certified)
 
     def __len__(self) -> int:
         return int(self.chi.numel())
@@ -112,7 +135,7 @@ class FoldingBatch:
         try:
             import pandas as pd
         except ImportError:
-            raise ImportError("to_pandas needs pandas: pip install 'spacefold[pandas]'") from None
+            raise MissingExtraError("to_pandas needs pandas: pip install 'spacefold[pandas]'") from None
         cols = {k: getattr(self, k).numpy() for k in ("chi", "r1", "r2", "n_regions", "max_profile")}
         cols.update({f"chi_{k}": v.numpy() for k, v in (self.per_layer or {}).items()})
         return pd.DataFrame(cols)
@@ -235,14 +258,20 @@ class _SampledWalker:
         self.device, self.dtype = device, dtype
         self.n0 = opts.n0 or default_n0(model)
         self.recorder, self.columns = recorder, None
+        self.selected: PatternRecorder | None = None
         if opts.method == "bisect" and opts.layers is not None:
-            self.recorder, self.columns = _all_layers(model, recorder)
+            self.recorder, self.selected = _all_layers(model, recorder)
 
     def start(self, sample: Tensor) -> None:
-        if self.columns is not None:  # the selected layers' columns in the walk of every layer
-            full = _probe(self.model, self.recorder, sample)
+        if self.selected is not None:  # the selected layers' columns in the walk of every layer
+            try:
+                full = _probe(self.model, self.recorder, sample)
+            except InputTypeError:  # an activation function without a rule, which the subset leaves out
+                self.recorder, self.selected = self.selected, None
+                return
+            names = set(_probe(self.model, self.selected, sample).names)
             self.columns = torch.cat([torch.arange(lay.start, lay.stop) for lay in full.layers
-                                      if lay.module_name in self.columns]).to(self.device)
+                                      if lay.name in names]).to(self.device)
 
     def __call__(self, a: Tensor, c: Tensor) -> WalkBatch:
         a, c = self.segments.inputs(a, c)
@@ -357,17 +386,18 @@ def _probe(model: nn.Module, recorder: PatternRecorder, a: Tensor, holder: str =
     return recorder.layout()
 
 
-def _all_layers(model: nn.Module, recorder: PatternRecorder) -> tuple[PatternRecorder, set[str] | None]:
+def _all_layers(model: nn.Module, recorder: PatternRecorder) -> tuple[PatternRecorder, PatternRecorder | None]:
     """For bisection on a subset of layers: a recorder of every activation, and the
-    names of the selected modules. Skipping a sub-segment whose ends share a pattern
-    is exact only for the full pattern (a class of a subset is a union of regions),
-    so the walk is made on all layers and then restricted. Falls back to the subset
-    when some activation of the model has no binarisation rule."""
+    recorder of the selected ones (whose blocks are picked from the full walk by name).
+    Skipping a sub-segment whose ends share a pattern is exact only for the full pattern
+    (a class of a subset is a union of regions), so the walk is made on all layers and
+    then restricted. Falls back to the subset when some activation of the model has no
+    binarisation rule."""
     try:
         full = PatternRecorder(model, None)
     except (TypeError, ValueError):
         return recorder, None
-    return full, {name for name, _ in recorder.modules}
+    return full, recorder
 
 
 def _prepare_model(model: nn.Module, dtype: torch.dtype | None) -> nn.Module:
@@ -380,23 +410,41 @@ def _prepare_model(model: nn.Module, dtype: torch.dtype | None) -> nn.Module:
 # --------------------------------------------------------------------------- the pipeline
 
 
-def chunk_size(opts: WalkOptions, layout: PatternLayout, sample: Tensor, memory: int | None = None) -> int:
-    """Segments walked at once when ``batch_size`` is not given: the memory budget
-    (:func:`memory_budget`) over an estimate of one segment's memory, between 256 and
-    :data:`MAX_CHUNK`. A segment holds its two end inputs and, for the sampled methods,
+def segment_bytes(opts: WalkOptions, n_inputs: int, n_neurons: int, itemsize: int) -> int:
+    """An estimate of one segment's memory: its two end inputs and, for the sampled methods,
     the inputs and activations of its points (``steps + 1`` for ``"uniform"``, about
     ``4 n0`` for ``"bisect"``); for ``"exact"`` (whose walk bounds its own working
     memory) about 32 regions of activations."""
-    item = sample.element_size()
-    inputs = sample[0].numel() * item
-    acts = max(layout.n_neurons, 1) * item
+    inputs = n_inputs * itemsize
+    acts = max(n_neurons, 1) * itemsize
     if opts.method == "uniform":
-        per = (opts.steps + 1) * (inputs + 2 * acts)
-    elif opts.method == "bisect":
-        per = 4 * (opts.n0 or 64) * (inputs + 2 * acts)
-    else:
-        per = 2 * inputs + 32 * acts
+        return (opts.steps + 1) * (inputs + 2 * acts)
+    if opts.method == "bisect":
+        return 4 * (opts.n0 or NONCONVEX_N0) * (inputs + 2 * acts)
+    return 2 * inputs + 32 * acts
+
+
+def chunk_size(opts: WalkOptions, layout: PatternLayout, sample: Tensor, memory: int | None = None) -> int:
+    """Segments walked at once when ``batch_size`` is not given: the memory budget
+    (:func:`memory_budget`) over :func:`segment_bytes`, between 256 and :data:`MAX_CHUNK`."""
+    per = segment_bytes(opts, sample[0].numel(), layout.n_neurons, sample.element_size())
     return int(min(MAX_CHUNK, max(256, (memory or memory_budget()) // per)))
+
+
+def check_walk_size(opts: WalkOptions, n_segments: int, n_inputs: int, n_neurons: int, itemsize: int,
+                    *, batch_given: bool) -> None:
+    """Refuse ``steps`` (``n0``, ``batch_size``) whose walks of ``min(batch_size, n_segments)``
+    segments at once would not fit in this machine's memory (:func:`spacefold._util.check_size`)."""
+    if opts.method == "exact":  # the exact walk holds itself to the memory budget
+        return
+    per = segment_bytes(opts, n_inputs, n_neurons, itemsize)
+    name, value = ("steps", opts.steps) if opts.method == "uniform" else ("n0", opts.n0 or 64)
+    points = f"{opts.steps + 1} points" if opts.method == "uniform" else f"about {4 * (opts.n0 or 64)} points"
+    check_size(name, value, per, f"the {points} of one segment and their activations")
+    k = max(1, min(opts.batch_size or 1, n_segments))
+    if batch_given:
+        name, value = "batch_size", opts.batch_size
+    check_size(name, value, k * per, f"the {points} of each of {k} segments walked at once and their activations")
 
 
 class _RangeTask:
@@ -439,6 +487,10 @@ class _RangeTask:
     def make_walker(self, recorder: PatternRecorder | None = None) -> _ExactWalker | _SampledWalker:
         model, opts = self.model, self.opts
         device, dtype = model_device_dtype(model)
+        if opts.method == "certified":
+            from .walk.certified import FoldingWalker
+
+            return FoldingWalker(model, opts, self.segments, device, dtype)  # type: ignore[return-value]
         if opts.method == "exact":
             walker: _ExactWalker | _SampledWalker = _ExactWalker(model, opts, self.segments, device, dtype)
             if self.cache is not None:  # received with the task
@@ -458,6 +510,7 @@ class _RangeTask:
             if isinstance(walker, _ExactWalker):
                 walker.seek(start - self.offset)
             sums: list[measure.WalkSummary] = []
+            complete: list[Tensor] = []
             layers: dict[str, list[Tensor]] = {}
             # exact walks redone in float64, those of them unresolved, and sub-segments refined in float64
             redone = torch.zeros(3, dtype=torch.int64)
@@ -470,6 +523,8 @@ class _RangeTask:
                     self.walks.append(wb)
                 if self.measures:
                     sums.append(measure.summarize(wb))
+                    complete.append(wb.complete if wb.complete is not None
+                                    else torch.full((len(sums[-1]),), opts.method == "exact"))
                     if self.per_layer:
                         for lay in self.layout.layers:
                             layers.setdefault(lay.name, []).append(measure.summarize(wb, lay.slice).chi)
@@ -478,7 +533,8 @@ class _RangeTask:
         out = {k: getattr(measure.WalkSummary.concat(sums), k) for k in measure.WalkSummary.FIELDS} if sums else {}
         out.update({f"layer:{name}": torch.cat(v) for name, v in layers.items()})
         if sums:
-            out.update(n_float64=redone[:1], n_unresolved=redone[1:2], n_refined=redone[2:])
+            out.update(n_float64=redone[:1], n_unresolved=redone[1:2], n_refined=redone[2:],
+                       complete=torch.cat(complete))
         return out
 
 
@@ -502,8 +558,13 @@ def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures:
     with eval_mode(model), torch.no_grad():
         sample = segments.sample.to(device=device, dtype=dtype)
         layout = _probe(model, recorder, sample, "x1 and x2 hold" if segments.x is None else "x holds")
-        if opts.batch_size is None:
+        if opts.method == "bisect" and opts.n0 is None:
+            opts = dataclasses.replace(opts, n0=default_n0(model))
+        batch_given = opts.batch_size is not None
+        if not batch_given:
             opts = dataclasses.replace(opts, batch_size=chunk_size(opts, layout, sample))
+        check_walk_size(opts, segments.n, sample[0].numel(), layout.n_neurons, sample.element_size(),
+                        batch_given=batch_given)
         task = _RangeTask(model, segments, opts, layout, per_layer=per_layer, measures=measures, keep=keep)
         task.walker = task.make_walker(recorder)
 
@@ -532,7 +593,7 @@ def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures:
         chi=cat["chi"], r1=cat["r1"], r2=cat["r2"], n_regions=cat["n_regions"], max_profile=cat["max_profile"],
         method=opts.method, layout=layout, walks=WalkBatch.concat(walks) if return_walks else None,
         per_layer={lay.name: cat[f"layer:{lay.name}"] for lay in layout.layers} if per_layer else None,
-        n_float64=n_float64, n_unresolved=n_unresolved, n_refined=n_refined,
+        n_float64=n_float64, n_unresolved=n_unresolved, n_refined=n_refined, complete=cat.get("complete"),
     )
 
 
@@ -703,10 +764,12 @@ def folding_batch(
 
     Parameters
     ----------
-    model : any ``nn.Module``; its activation modules are hooked (``layers``
-        selects a subset by name or type).
+    model : any ``nn.Module``; its activation modules are hooked and its activation
+        functions (``F.relu``, ``F.gelu``, ``torch.tanh``, ...) intercepted (``layers``
+        selects a subset by module name, call site ``"<module>:<function>"`` or type).
     x1, x2 : ``(batch, *input_shape)``, the segment ends.
-    method : ``"exact"`` (piecewise-linear networks), ``"bisect"`` or ``"uniform"``.
+    method : ``"exact"`` (piecewise-linear networks), ``"bisect"``, ``"uniform"`` or ``"certified"``
+        (smooth and piecewise-smooth networks, every bit change proved; docs/method.md).
     steps : for ``"uniform"``: ``steps + 1`` equispaced points.
     tol : for ``"bisect"``: transitions are located within ``tol`` in t (default
         1e-6); for ``"exact"``: crossings closer than ``tol`` in t count as
@@ -715,7 +778,8 @@ def folding_batch(
     tie_tol : bit = pre-activation > ``tie_tol``.
     n0, stop : ``"bisect"`` start grid (default 2 when every pattern class is
         convex: ReLU-type activations only, no max pooling or normalisation over
-        features; 64 otherwise) and stop rule (``"strict"`` or ``"hamming1"``).
+        features; 1025 otherwise, and nothing between two of its samples is seen) and
+        stop rule (``"strict"`` or ``"hamming1"``).
     batch_size : segments per chunk; walks of one chunk are held at a time (``None``:
         from the memory budget, :func:`chunk_size`).
     dtype : evaluate a copy of the model in this dtype (e.g. ``torch.float64``).

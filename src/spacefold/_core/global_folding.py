@@ -19,14 +19,22 @@ import torch
 from torch import Tensor, nn
 
 from . import parallel
-from .._util import check_choice, check_int
-from ..errors import InputError, InputTypeError
+from .._util import check_choice, check_int, check_size
+from ..errors import InputError, InputTypeError, MissingExtraError
 from .folding import DEFAULT_STEPS, DEFAULT_TOL, WalkOptions, _check_samples, _fold, _Segments
 from .pairs import PairPlan, class_centroids, iter_chunks, pair_plan
 from .patterns import LayerSelector
 
 if TYPE_CHECKING:
     import pandas
+
+def check_n_boot(n_boot, n_stats: int = 5, n_paths: int = 0) -> int:
+    """Validate ``n_boot`` (an int >= 1) and that its draws, ``n_stats`` floats per resample,
+    and a resample of ``n_paths`` fit in memory (:func:`spacefold._util.check_size`)."""
+    check_int(n_boot, "n_boot", 1)
+    check_size("n_boot", n_boot, 8 * n_boot * n_stats + 24 * n_paths, f"the draws of {n_boot} bootstrap resamples")
+    return n_boot
+
 
 __all__ = ["global_folding", "GlobalFolding", "PAIR_CHOICES", "median_nonzero"]
 
@@ -53,8 +61,9 @@ class GlobalFolding:
     of every path's prefix profile; ``label_a``/``label_b``: the class of the start
     and of the end of every path (-1 for random pairs); ``per_layer``: layer name ->
     χ of that layer's bits alone (with ``per_layer=True``); ``info``: with the exact walk,
-    ``n_float64`` and ``n_unresolved`` (see :class:`spacefold.folding.FoldingBatch`), also in
-    :meth:`to_dict`.
+    ``n_float64`` and ``n_unresolved`` (see :class:`spacefold.folding.FoldingBatch`); with the
+    certified walk, ``n_incomplete`` (paths not proved complete within the interval budget);
+    also in :meth:`to_dict`.
 
     Aggregates: ``phi`` (Φ_N, median of the non-zero χ, 0 if none), ``phi_max``
     (median of the non-zero profile maxima), ``phi_max_p2`` (P2 reproduction: per
@@ -201,7 +210,7 @@ class GlobalFolding:
         (a stratified bootstrap: every class pair keeps its number of paths), with
         ``seed``. The intervals describe the sampling of pairs for this one model.
         """
-        check_int(n_boot, "n_boot", 1)
+        check_n_boot(n_boot, len(stats), self.chi.numel())
         check_int(seed, "seed", 0)
         if not 0.0 < level < 1.0:
             raise InputError(f"level must be in (0, 1), got {level}")
@@ -267,7 +276,7 @@ class GlobalFolding:
         try:
             import pandas as pd
         except ImportError:
-            raise ImportError("to_pandas needs pandas: pip install 'spacefold[pandas]'") from None
+            raise MissingExtraError("to_pandas needs pandas: pip install 'spacefold[pandas]'") from None
         keys = ("label_a", "label_b", "chi", "max_profile", "r1", "r2", "n_regions")
         cols = {k: getattr(self, k).numpy() for k in keys}
         cols.update({f"chi_{k}": v.numpy() for k, v in (self.per_layer or {}).items()})
@@ -384,7 +393,9 @@ def global_folding(
         per_layer={k: v.double().cpu() for k, v in fb.per_layer.items()} if fb.per_layer else None,
         info={"wall_seconds": wall, "paths_per_second": n / wall if wall > 0 else None, "workers": workers,
               "world_size": world_size,
-              **({"n_float64": fb.n_float64, "n_unresolved": fb.n_unresolved} if method == "exact" else {})},
+              **({"n_float64": fb.n_float64, "n_unresolved": fb.n_unresolved} if method == "exact" else {}),
+              # certified walks that ran out of their interval budget (not proved complete)
+              **({"n_incomplete": int((~fb.complete).sum())} if method == "certified" else {})},
     )
 
 

@@ -14,6 +14,14 @@ indices.
 - :func:`random_pairs`: a seeded random sample of distinct pairs of the whole set.
 - :func:`class_centroids`: k-means centroids per class (scikit-learn), the
   speed-up of arXiv 2502.09954.
+
+The drawing of pairs is frozen for a given :data:`PLAN_VERSION`: :func:`pair_plan`,
+:func:`share_out`, :meth:`PairBlock.sample`, :func:`random_pairs` and the helpers they call
+give the same pairs for the same labels, arguments and seed as long as the version holds.
+A change to any of them that changes a drawn pair must bump :data:`PLAN_VERSION` (the test
+suite pins drawn indices for version 1). Recorded studies store the version and a hash of
+their pairs (:func:`plan_fingerprint`), so a result can be tied to the exact pairs it walked.
+Version 1 is the drawing since commit 69489aa; results recorded before it drew other pairs.
 """
 
 from __future__ import annotations
@@ -21,16 +29,20 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import hashlib
+
 import torch
 from torch import Tensor
 
 from .._util import check_choice, check_int
-from ..errors import InputError, InputTypeError
+from ..errors import InputError, InputTypeError, MissingExtraError
 
 __all__ = [
     "PairBlock",
     "PairPlan",
     "PAIR_MODES",
+    "PLAN_VERSION",
+    "plan_fingerprint",
     "class_pair_block",
     "pair_plan",
     "random_pairs",
@@ -39,6 +51,9 @@ __all__ = [
 ]
 
 PAIR_MODES = ("inter-class", "all", "random")
+
+#: Version of the pair-drawing code; bump it with any change that draws other pairs.
+PLAN_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -131,6 +146,18 @@ class PairPlan:
         """All index pairs at once (for small plans and tests)."""
         parts = list(self.chunks(1 << 20))
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def plan_fingerprint(plan: PairPlan) -> dict:
+    """What identifies a plan's pairs: the drawing version, the mode, the number of pairs and the
+    SHA-256 of the start and end indices (int64, little-endian, all starts then all ends)."""
+    if not isinstance(plan, PairPlan):
+        raise InputTypeError(f"plan must be a PairPlan, got {type(plan).__name__}")
+    i, j = plan.indices() if len(plan) else (torch.zeros(0, dtype=torch.int64),) * 2
+    h = hashlib.sha256()
+    for t in (i, j):
+        h.update(t.to(torch.int64).contiguous().numpy().astype("<i8").tobytes())
+    return {"plan_version": PLAN_VERSION, "mode": plan.mode, "n_pairs": len(plan), "sha256": h.hexdigest()}
 
 
 def iter_chunks(chunks, size: int) -> Iterator[tuple[Tensor, Tensor]]:
@@ -293,7 +320,7 @@ def class_centroids(
     try:
         from sklearn.cluster import KMeans
     except ImportError:
-        raise ImportError("class_centroids needs scikit-learn: pip install 'spacefold[data]'") from None
+        raise MissingExtraError("class_centroids needs scikit-learn: pip install 'spacefold[data]'") from None
     if not isinstance(x, Tensor):
         raise InputTypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     y = _check_labels(y)

@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 
+from .._util import check_size, format_bytes
 from ..errors import InputError, InputTypeError
 
 __all__ = ["cpu_count", "resolve_workers", "world", "shard", "all_gather", "broadcast", "is_main", "alone",
@@ -61,6 +62,8 @@ def _local_world_size() -> int:
         return 1
 
 
+#: The least memory of one worker process (torch, the model, its share of the walks; measured: about 190 MiB).
+WORKER_BYTES = 128 << 20
 AUTO_MIN_PATHS = 20_000  # with workers=None, at least this many paths per worker process (starting one costs)
 
 
@@ -403,11 +406,14 @@ def map_ranges(task: Callable[[int, int, Callable[[int], None] | None], Any], st
     """
     n = stop - start
     tick = progress.update if progress is not None else None
-    workers = min(workers, max(1, (n - first) // max(min_size, 1)))
+    # no more workers than ranges of min_size, nor than cores (more would only wait for one)
+    workers = min(workers, max(1, (n - first) // max(min_size, 1)), max(1, cpu_count()))
     if device is not None and torch.device(device).type != "cpu":
         workers = 1
     if workers <= 1:
         return [task(start, stop, tick)]
+    check_size("workers", workers, workers * WORKER_BYTES,
+               f"{workers} worker processes of at least {format_bytes(WORKER_BYTES)} each")
     starting = _pool_starting(workers)
     results: list = []
     pos, step, cap = start, max(first, min_size, 1), max(min_size, n // (16 * workers))

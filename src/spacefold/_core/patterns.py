@@ -1,20 +1,54 @@
 """Activation patterns of any ``nn.Module``: hooks, binarisation rules, layer selection.
 
 A neuron's bit follows docs/method.md, 'Activation patterns': for an activation f the bit is 1 iff
-f(z) > 0, and for strictly positive f iff f(z) > f(0). For every activation
+f(z) > 0, and for strictly positive f iff f(z) > f(0). For every elementwise activation
 registered here (all monotone with f(0) on the boundary) that is the same as the
 sign of the pre-activation, so the rule is applied to the activation's *input* z:
 
     bit = z > tie_tol    (tie rule: z == 0 gives bit 0; ``tie_tol`` defaults to 0)
 
-Forward hooks are placed on the activation *modules* of the model, so nested
-modules, residual blocks and conv nets are covered. For in-place activations
-(``inplace=True``) the input is copied before the module overwrites it, so the
-rule still sees z. Activations called functionally (``F.relu`` inside
-``forward``) cannot be hooked; a model without any hookable activation gets a
-clear error. A module that is called several times in
-one forward pass (one ``nn.ReLU`` reused in a residual block) contributes one
-block of bits per call, named ``"name"``, ``"name#1"``, ``"name#2"``, ...
+Gated units (``nn.GLU`` and :mod:`spacefold.nn`'s ``SwiGLU``, ``GEGLU``, ``ReGLU``) give one
+bit per unit from the unit's output, [output > tie_tol].
+
+Where the bits come from (one block of bits per *application* of an activation, in the
+order of the forward pass):
+
+- **Modules**: forward hooks on the activation modules of the model, so nested modules,
+  residual blocks and conv nets are covered. For in-place activations (``inplace=True``)
+  the input is copied before the module overwrites it, so the rule still sees z. A module
+  called several times in one forward pass (one ``nn.ReLU`` reused in a residual block)
+  contributes one block per call, named ``"name"``, ``"name#1"``, ``"name#2"``, ...
+- **Functions**: activations called as functions anywhere in ``forward`` (``F.relu``,
+  ``torch.relu``, ``x.relu()``, ``F.gelu``, ``F.silu``, ``torch.tanh``, ``torch.sigmoid``,
+  ``F.glu``, ...: every function of :data:`FUNCTIONAL_ACTIVATIONS`) are intercepted while
+  the model runs (a ``torch.overrides.TorchFunctionMode``) and binarised by the rule of
+  their module type (``F.leaky_relu(z, 0.2)`` exactly as ``nn.LeakyReLU(0.2)``). A call
+  site is named ``"<module>:<function>"``: the module whose own ``forward`` made the
+  call (``""`` for the model itself) and the function's name, e.g.
+  ``"layers.0:gelu"`` for the GELU of ``nn.TransformerEncoderLayer(activation="gelu")`` at
+  ``layers.0``, or ``":relu"`` for ``F.relu`` in the model's own ``forward``; repeated calls
+  get ``"#1"``, ``"#2"``, ... as modules do. Calls made inside an activation module (the
+  ``F.relu`` inside ``nn.ReLU``) belong to that module and give no bits of their own.
+- PyTorch's fused fast path of ``nn.TransformerEncoderLayer`` in eval mode (which runs its
+  activation in C++) is switched off while the model runs (and restored after).
+- **What cannot be seen is an error, never an omission**: an activation op that runs
+  below Python (a TorchScript submodule, code compiled by ``torch.compile``) is caught at
+  the operator level (a ``TorchDispatchMode``, active where the model holds a TorchScript
+  submodule or ``torch.compile`` has been used in the process) and raises an error naming
+  the op and the module it ran in; so does an activation function whose module type has no
+  binarisation rule (``F.softshrink``). Operators that run inside another torch function
+  or custom operator belong to it (the ReLU inside ``F.lp_pool2d``, the gates of
+  ``nn.LSTM``'s fused kernel) and give no bits.
+  Elementwise maps that are not activations (``torch.abs``, ``torch.clamp``, ``torch.exp``,
+  softmax) give no bits.
+- A model whose activations are called differently at different inputs (data-dependent
+  control flow in ``forward``) would give patterns of different meaning: the layout of
+  every forward pass is compared with the first one, and a difference is an error.
+
+Layer selection (``layers=``): a module name (as in ``model.named_modules()``), a call
+site name ``"<module>:<function>"`` (every call of that function from that module's
+forward), an activation module type (``nn.GELU``: its modules and the functional calls of
+the same kind, ``F.gelu``), or a list of them.
 
 New activation types are added with :func:`register_activation`.
 """
@@ -22,12 +56,18 @@ New activation types are added with :func:`register_activation`.
 from __future__ import annotations
 
 import contextlib
+import inspect
+import sys
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal, overload
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from .._util import check_int
 from ..errors import InputError, InputTypeError
@@ -38,19 +78,26 @@ __all__ = [
     "register_activation",
     "find_activations",
     "is_piecewise_linear",
+    "functional_activation",
+    "FUNCTIONAL_ACTIVATIONS",
     "LayerSpec",
     "PatternLayout",
     "PatternRecorder",
     "eval_mode",
 ]
 
-# A rule maps (module, input, output) to a *score* tensor of the output's shape;
-# the bit is score > tol.
-Rule = Callable[[nn.Module, Tensor, Tensor], Tensor]
+# A rule maps (module, inputs, output) to a *score* tensor of the output's shape;
+# ``inputs`` is the tuple of the call's positional arguments; the bit is score > tol.
+Rule = Callable[[nn.Module, tuple, Tensor], Tensor]
 
 
-def _pre_activation(module: nn.Module, inp: Tensor, out: Tensor) -> Tensor:
-    return inp
+def _pre_activation(module: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
+    return inputs[0]
+
+
+def _unit_output(module: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
+    """Gated units: one bit per unit, [output > 0] (arXiv 2502.09954)."""
+    return output
 
 
 @dataclass(frozen=True)
@@ -87,25 +134,60 @@ _SMOOTH_MONOTONE = (
 _NOT_ELEMENTWISE = (nn.Softmax, nn.Softmin, nn.LogSoftmax, nn.Softmax2d, nn.MultiheadAttention)
 
 
+def _rule_form(rule: Callable) -> Rule:
+    """``rule`` as a function of ``(module, inputs, output)``.
+
+    The form is read from the rule's signature: a second parameter named ``inputs`` (or
+    ``*args``) receives the tuple of every input of the call; any other name receives the
+    first input alone, the form of earlier versions (kept, with a DeprecationWarning).
+    A rule whose signature cannot be read gets the tuple.
+    """
+    try:
+        params = list(inspect.signature(rule).parameters.values())
+    except (TypeError, ValueError):
+        return rule
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) < 2 or positional[1].name == "inputs":
+        return rule
+    warnings.warn(
+        f"a binarisation rule whose second parameter is {positional[1].name!r} receives the first input only; "
+        "name it 'inputs' to receive every input of the call as a tuple: rule(module, inputs, output)",
+        DeprecationWarning, stacklevel=3,
+    )
+
+    def first_input(module: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
+        return rule(module, inputs[0], output)
+
+    return first_input
+
+
 def register_activation(module_type: type, rule: Rule | None = None, *, piecewise_linear: bool = False) -> None:
     """Register how to binarise the outputs of ``module_type``.
 
-    ``rule(module, input, output)`` returns a score tensor of the output's shape;
-    a neuron's bit is ``score > tie_tol``. The default rule is the pre-activation
-    itself (bit = z > 0). Set ``piecewise_linear=True`` only for activations that
-    are piecewise linear with their kinks at z = 0 (the exact walker relies on it).
+    ``rule(module, inputs, output)`` gets the module, the tuple of its call's positional
+    inputs and its output, and returns a score tensor of the output's shape; a neuron's
+    bit is ``score > tie_tol``. The default rule is the pre-activation ``inputs[0]``
+    itself (bit = z > 0). A gate of two inputs registers e.g.
+    ``rule=lambda module, inputs, output: output`` (one bit per unit, [output > 0]).
+    A rule whose second parameter is not named ``inputs`` gets the first input alone
+    (the form of earlier versions; deprecated). Modules and functions called inside a
+    registered module give no bits of their own. Set ``piecewise_linear=True`` only for
+    elementwise activations that are piecewise linear with their kinks at z = 0 (the
+    exact walker relies on it). The functional forms of a registered type (``F.gelu`` for
+    ``nn.GELU``) follow its rule.
     """
     if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
         raise InputTypeError(f"module_type must be an nn.Module subclass, got {module_type!r}")
     if rule is not None and not callable(rule):
-        raise InputTypeError(f"rule must be callable (module, input, output) -> score tensor, got {rule!r}")
-    _REGISTRY[module_type] = _Entry(rule or _pre_activation, bool(piecewise_linear))
+        raise InputTypeError(f"rule must be callable (module, inputs, output) -> score tensor, got {rule!r}")
+    _REGISTRY[module_type] = _Entry(_pre_activation if rule is None else _rule_form(rule), bool(piecewise_linear))
 
 
 for _t in _PIECEWISE_LINEAR:
     register_activation(_t, piecewise_linear=True)
 for _t in _SMOOTH_MONOTONE:
     register_activation(_t)
+register_activation(nn.GLU, _unit_output)
 
 
 def _entry(module: nn.Module) -> _Entry | None:
@@ -123,6 +205,147 @@ def is_piecewise_linear(module: nn.Module) -> bool:
     """True for registered activations that are piecewise linear with kinks at 0."""
     e = _entry(module)
     return bool(e and e.piecewise_linear)
+
+
+# --------------------------------------------------------------------------- functional activations
+
+
+def _arg(args: tuple, kwargs: dict, i: int, key: str, default):
+    if len(args) > i:
+        return args[i]
+    return kwargs.get(key, default)
+
+
+@dataclass(frozen=True)
+class _Functional:
+    """An activation function: its name in call-site names, the module it computes for the
+    call's arguments, and whether the call overwrites its input."""
+
+    name: str
+    make: Callable[[tuple, dict], nn.Module]
+    inplace: Callable[[tuple, dict], bool]
+
+
+def _never(args: tuple, kwargs: dict) -> bool:
+    return False
+
+
+def _always(args: tuple, kwargs: dict) -> bool:
+    return True
+
+
+def _flag(i: int) -> Callable[[tuple, dict], bool]:
+    return lambda args, kwargs: bool(_arg(args, kwargs, i, "inplace", False))
+
+
+def _num(x) -> float:
+    return float(x) if not isinstance(x, Tensor) else float(x.item())
+
+
+def _prelu(args: tuple, kwargs: dict) -> nn.Module:
+    w = _arg(args, kwargs, 1, "weight", None)
+    m = nn.PReLU(num_parameters=int(w.numel()) if isinstance(w, Tensor) else 1)
+    if isinstance(w, Tensor):
+        m.weight = nn.Parameter(w.detach().reshape(-1), requires_grad=False)
+    return m
+
+
+def _build_functional_table() -> dict:
+    aten = torch.ops.aten
+    T = torch.Tensor
+    table: dict = {}
+
+    def add(name, make, funcs, inplace_funcs=(), flag_at=None):
+        for f in funcs:
+            if f is not None:
+                table[f] = _Functional(name, make, _flag(flag_at) if flag_at is not None else _never)
+        for f in inplace_funcs:
+            if f is not None:
+                table[f] = _Functional(name, make, _always)
+
+    def op(name: str):
+        packet = getattr(aten, name, None)
+        return getattr(packet, "default", None) if packet is not None else None
+
+    add("relu", lambda a, k: nn.ReLU(), [torch.relu, T.relu, op("relu")], [torch.relu_, T.relu_, op("relu_")])
+    add("relu", lambda a, k: nn.ReLU(), [F.relu], flag_at=1)
+    add("leaky_relu", lambda a, k: nn.LeakyReLU(_num(_arg(a, k, 1, "negative_slope", 0.01))),
+        [F.leaky_relu], flag_at=2)
+    add("leaky_relu", lambda a, k: nn.LeakyReLU(_num(_arg(a, k, 1, "negative_slope", 0.01))),
+        [op("leaky_relu")], [F.leaky_relu_, op("leaky_relu_")])
+    hardtanh = lambda a, k: nn.Hardtanh(_num(_arg(a, k, 1, "min_val", -1.0)),
+                                        _num(_arg(a, k, 2, "max_val", 1.0)))
+    add("hardtanh", hardtanh, [F.hardtanh], flag_at=3)
+    add("hardtanh", hardtanh, [op("hardtanh")], [F.hardtanh_, op("hardtanh_")])
+    add("relu6", lambda a, k: nn.ReLU6(), [F.relu6], flag_at=1)
+    add("prelu", _prelu, [F.prelu, torch.prelu, T.prelu])
+    rrelu = lambda a, k: nn.RReLU(_num(_arg(a, k, 1, "lower", 1 / 8)),
+                                  _num(_arg(a, k, 2, "upper", 1 / 3)))
+    add("rrelu", rrelu, [F.rrelu], flag_at=4)
+    add("rrelu", rrelu, [torch.rrelu], [F.rrelu_, torch.rrelu_])
+    elu = lambda a, k: nn.ELU(_num(_arg(a, k, 1, "alpha", 1.0)))
+    add("elu", elu, [F.elu], flag_at=2)
+    add("elu", elu, [op("elu")], [F.elu_, op("elu_")])
+    celu = lambda a, k: nn.CELU(_num(_arg(a, k, 1, "alpha", 1.0)))
+    add("celu", celu, [F.celu], flag_at=2)
+    add("celu", celu, [torch.celu, op("celu")], [torch.celu_, F.celu_])
+    add("selu", lambda a, k: nn.SELU(), [F.selu], flag_at=1)
+    add("selu", lambda a, k: nn.SELU(), [torch.selu, op("selu")], [torch.selu_, F.selu_])
+    add("gelu", lambda a, k: nn.GELU(approximate=str(_arg(a, k, 1, "approximate", "none"))),
+        [F.gelu, op("gelu")], [op("gelu_")])
+    for name, mod, f in (("silu", nn.SiLU, F.silu), ("mish", nn.Mish, F.mish), ("hardswish", nn.Hardswish, F.hardswish),
+                         ("hardsigmoid", nn.Hardsigmoid, F.hardsigmoid)):
+        add(name, lambda a, k, mod=mod: mod(), [f], flag_at=1)
+        add(name, lambda a, k, mod=mod: mod(), [op(name)], [op(name + "_")])
+    add("tanh", lambda a, k: nn.Tanh(), [torch.tanh, T.tanh, F.tanh, op("tanh")], [torch.tanh_, T.tanh_, op("tanh_")])
+    add("sigmoid", lambda a, k: nn.Sigmoid(), [torch.sigmoid, T.sigmoid, F.sigmoid, torch.special.expit,
+                                               op("sigmoid")], [torch.sigmoid_, T.sigmoid_, op("sigmoid_")])
+    add("softplus", lambda a, k: nn.Softplus(_num(_arg(a, k, 1, "beta", 1.0)), _num(_arg(a, k, 2, "threshold", 20.0))),
+        [F.softplus, op("softplus")])
+    add("softsign", lambda a, k: nn.Softsign(), [F.softsign])
+    add("logsigmoid", lambda a, k: nn.LogSigmoid(), [F.logsigmoid])
+    add("tanhshrink", lambda a, k: nn.Tanhshrink(), [F.tanhshrink])
+    add("glu", lambda a, k: nn.GLU(int(_arg(a, k, 1, "dim", -1))), [F.glu, op("glu")])
+    threshold = lambda a, k: nn.Threshold(_num(_arg(a, k, 1, "threshold", 0.0)),
+                                          _num(_arg(a, k, 2, "value", 0.0)))
+    add("threshold", threshold, [F.threshold], flag_at=3)
+    add("threshold", threshold, [], [F.threshold_])
+    add("softshrink", lambda a, k: nn.Softshrink(_num(_arg(a, k, 1, "lambd", 0.5))), [F.softshrink])
+    add("hardshrink", lambda a, k: nn.Hardshrink(_num(_arg(a, k, 1, "lambd", 0.5))), [F.hardshrink, T.hardshrink])
+    return table
+
+
+# function (torch function, Tensor method or aten operator) -> how it is binarised
+FUNCTIONAL_ACTIVATIONS: dict = _build_functional_table()
+
+# Tensor methods by name, for graphs that call them by name (torch.fx ``call_method``)
+_METHODS = {f.__name__: spec for f, spec in FUNCTIONAL_ACTIVATIONS.items()
+            if getattr(f, "__objclass__", None) is torch.Tensor or getattr(torch.Tensor, getattr(f, "__name__", ""),
+                                                                           None) is f}
+
+
+def functional_activation(target) -> _Functional | None:
+    """How the function (or Tensor method name, as torch.fx records it) ``target`` is
+    binarised, or None when it is not an activation function."""
+    if isinstance(target, str):
+        return _METHODS.get(target)
+    if not callable(target):
+        return None
+    try:
+        return FUNCTIONAL_ACTIVATIONS.get(target)
+    except TypeError:  # unhashable
+        return None
+
+
+# Activation operators at the level of ATen: one of them running while no module hook or
+# intercepted call is active ran where Python could not see it.
+_ATEN_ACTIVATIONS = frozenset({
+    "relu", "relu_", "gelu", "gelu_", "silu", "silu_", "tanh", "tanh_", "sigmoid", "sigmoid_", "elu", "elu_",
+    "celu", "celu_", "selu", "selu_", "leaky_relu", "leaky_relu_", "hardtanh", "hardtanh_", "mish", "mish_",
+    "hardswish", "hardswish_", "hardsigmoid", "hardsigmoid_", "softplus", "log_sigmoid_forward", "glu",
+    "threshold", "threshold_", "prelu", "_prelu_kernel", "rrelu_with_noise", "rrelu_with_noise_", "softshrink",
+    "hardshrink", "_transformer_encoder_layer_fwd",
+})
 
 
 LayerSelector = str | type | Iterable[str | type] | None
@@ -145,21 +368,51 @@ def _normalise_selector(layers: LayerSelector) -> list[str | type] | None:
     return items
 
 
-def find_activations(model: nn.Module, layers: LayerSelector = None) -> list[tuple[str, nn.Module]]:
-    """The activation modules whose bits enter the pattern, in registration order.
+def selector_key(layers: LayerSelector) -> tuple | None:
+    """A hashable form of a layer selection (for caches)."""
+    sel = _normalise_selector(layers)
+    return None if sel is None else tuple(sel)
 
-    ``layers`` selects by module name (as in ``model.named_modules()``) or by type;
-    the default is every registered activation module. Raises ``TypeError`` for an
-    activation module that has no binarisation rule, and ``ValueError`` for a model
-    with no hookable activation or a name that matches nothing.
+
+def selects_call(layers: LayerSelector, site: str, module: nn.Module) -> bool:
+    """Whether ``layers`` selects the functional call site ``site`` (``"<module>:<function>"``),
+    which computes ``module``: by the site's name or by the module's type."""
+    sel = _normalise_selector(layers)
+    if sel is None:
+        return True
+    return any((isinstance(s, str) and s == site) or (isinstance(s, type) and isinstance(module, s)) for s in sel)
+
+
+def _inside_activation(name: str, activation_names: list[str]) -> bool:
+    return any(a and name.startswith(a + ".") for a in activation_names)
+
+
+def find_activations(model: nn.Module, layers: LayerSelector = None) -> list[tuple[str, nn.Module]]:
+    """The activation *modules* whose bits enter the pattern, in registration order.
+
+    ``layers`` selects by module name (as in ``model.named_modules()``), by call site
+    name (``"<module>:<function>"``, checked when the model runs) or by type; the default
+    is every registered activation module (modules inside another registered module
+    excepted: they belong to it). Activations called as functions are found only when the
+    model runs (:class:`PatternRecorder`), so the list may be empty. Raises ``TypeError``
+    for an activation module that has no binarisation rule, and ``ValueError`` for a name
+    that matches no module.
     """
     if not isinstance(model, nn.Module):
         raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     selector = _normalise_selector(layers)
     named = [(n, m) for n, m in model.named_modules()]
+    act_names: list[str] = []
     chosen: list[tuple[str, nn.Module]] = []
+    for name, module in named:
+        if _inside_activation(name, act_names):
+            continue
+        if _entry(module) is not None:
+            act_names.append(name)
     if selector is None:
         for name, module in named:
+            if _inside_activation(name, act_names):
+                continue
             if _entry(module) is not None:
                 chosen.append((name, module))
             elif _looks_like_activation(module):
@@ -168,36 +421,35 @@ def find_activations(model: nn.Module, layers: LayerSelector = None) -> list[tup
                     "binarisation rule; register one with spacefold.register_activation("
                     f"nn.{type(module).__name__}, rule) or leave it out with layers=[...]"
                 )
-        if not chosen:
-            raise InputError(
-                f"model {type(model).__name__} has no hookable activation module (nn.ReLU, nn.GELU, ...); "
-                "activations called functionally (F.relu, torch.tanh in forward) cannot be hooked: "
-                "use activation modules, or register your own module type with spacefold.register_activation"
-            )
         return chosen
     names = {n for n, _ in named}
     for item in selector:
-        if isinstance(item, str) and item not in names:
-            acts = [n for n, m in named if _entry(m) is not None]
-            raise InputError(f"layers names '{item}', which is not a module of the model; activation modules: {acts}")
+        if isinstance(item, str) and ":" not in item and item not in names:
+            raise InputError(f"layers names '{item}', which is not a module of the model; activation modules: "
+                             f"{act_names} (functional calls are named '<module>:<function>', e.g. ':relu')")
     for name, module in named:
-        hit = any((isinstance(s, str) and s == name) or (isinstance(s, type) and isinstance(module, s)) for s in selector)
-        if not hit:
+        hit = any((isinstance(s, str) and s == name) or (isinstance(s, type) and isinstance(module, s))
+                  for s in selector)
+        if not hit or _inside_activation(name, act_names):
             continue
         if _entry(module) is None:
-            raise InputTypeError(
-                f"layers selects '{name}' ({type(module).__name__}), which has no binarisation rule; "
-                "select activation modules or register a rule with spacefold.register_activation"
-            )
+            if any(isinstance(s, str) and s == name for s in selector):
+                raise InputTypeError(
+                    f"layers selects '{name}' ({type(module).__name__}), which has no binarisation rule; "
+                    "select activation modules or register a rule with spacefold.register_activation"
+                )
+            continue
         chosen.append((name, module))
-    if not chosen:
-        raise InputError(f"layers={layers!r} selects no activation module of the model")
     return chosen
 
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """One block of bits: the output of one activation call."""
+    """One block of bits: the output of one activation call (a module's or a function's).
+
+    ``module_name`` is the module's name, or ``"<module>:<function>"`` for a function
+    called in that module's ``forward`` (``functional`` is then True); ``kind`` the
+    activation's module type name (``"GELU"`` for ``nn.GELU`` and ``F.gelu``)."""
 
     name: str  # module name, with "#i" for the i-th repeated call (i >= 1)
     module_name: str
@@ -205,6 +457,8 @@ class LayerSpec:
     shape: tuple[int, ...]  # per-sample output shape
     start: int
     stop: int
+    kind: str = ""
+    functional: bool = False
 
     @property
     def slice(self) -> slice:
@@ -248,47 +502,221 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.training = flag
 
 
+class _Intercept(TorchFunctionMode):
+    """Sees every activation function called while the model runs (see the module notes)."""
+
+    def __init__(self, recorder: PatternRecorder):
+        super().__init__()
+        self.rec = recorder
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        rec = self.rec
+        if rec._depth:
+            return func(*args, **kwargs)
+        spec = functional_activation(func)
+        if spec is not None:
+            return rec._functional_call(spec, func, args, kwargs)
+        # any other torch function: the operators it runs are its own (the ReLU inside F.lp_pool2d)
+        rec._inside += 1
+        try:
+            return func(*args, **kwargs)
+        finally:
+            rec._inside -= 1
+
+
+class _Watch(TorchDispatchMode):
+    """Catches activation operators that run while no hook or intercepted call is active:
+    they ran below Python (a TorchScript submodule, a fused kernel), where no bit is taken.
+    Operators run by another torch function called from Python belong to that operation (the
+    ReLU inside ``F.lp_pool2d``, the gates inside the fused kernel of ``nn.LSTM``)."""
+
+    def __init__(self, recorder: PatternRecorder):
+        super().__init__()
+        self.rec = recorder
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if self.rec._depth == 0 and self.rec._inside == 0:
+            name = func.overloadpacket.__name__ if hasattr(func, "overloadpacket") else str(func)
+            if name in _ATEN_ACTIVATIONS:
+                self.rec._unseen(name)
+        return func(*args, **(kwargs or {}))
+
+
+def _script_module(m: nn.Module) -> bool:
+    return isinstance(m, torch.jit.ScriptModule)
+
+
 class PatternRecorder:
-    """Context manager that hooks the selected activations and records their scores.
+    """Context manager that records the scores of the selected activations while the model runs.
 
     >>> with PatternRecorder(model) as rec:
     ...     model(x)
     >>> bits = rec.bits(tie_tol=0.0)   # (batch, n_neurons)
+
+    Inside the block every call of ``model`` runs with hooks on its modules and with its
+    activation functions intercepted (see the module notes); the layout of every forward
+    pass must be that of the first one.
     """
 
     def __init__(self, model: nn.Module, layers: LayerSelector = None):
         self.model = model
+        self.layers = layers
+        self.selector = _normalise_selector(layers)
         self.modules = find_activations(model, layers)
+        self._selected = {id(m) for _, m in self.modules}
+        named = list(model.named_modules())
+        self._names = {id(m): n for n, m in named}
+        self._acts = {id(m) for n, m in named if _entry(m) is not None}
+        self._has_script = any(_script_module(m) for _, m in named)
         self._handles: list = []
-        self._scores: list[tuple[str, Tensor]] = []
-        self._saved: dict[str, Tensor] = {}
+        self._scores: list[tuple[str, Tensor, str, bool]] = []
+        self._saved: dict[int, Tensor] = {}
+        self._stack: list[str] = []
+        self._depth = 0  # > 0 inside an activation (module or function): its operators are its own
+        self._inside = 0  # > 0 inside another torch function called from Python
+        self._modes: list = []
+        self._fastpath: bool | None = None
+        self._reference: list[tuple[str, int]] | None = None
+        self._sites_seen: set[str] = set()  # call sites selected and called
+        self._sites: set[str] = set()  # every call site called
+        self._pending: InputError | None = None
+        # called with (module, input) at every activation call, selected or not, module or function (the
+        # module a function computes), in the order of the forward pass, before the call
+        self.on_call: Callable[[nn.Module, Tensor], None] | None = None
 
-    def _pre_hook(self, name: str) -> Callable:
-        # An in-place activation overwrites its input: keep a copy of z for the rule.
-        def pre_hook(mod: nn.Module, args: tuple) -> None:
-            if args and isinstance(args[0], Tensor):
-                self._saved[name] = args[0].detach().clone()
+    # ------------------------------------------------------------------ hooks
+    def _copy(self, x: Tensor) -> Tensor:
+        """The copy of an input that an in-place activation will overwrite."""
+        return x.detach().clone()
 
-        return pre_hook
+    def _pre(self, mod: nn.Module, args: tuple) -> None:
+        self._stack.append(self._names.get(id(mod), "?"))
+        if id(mod) in self._acts:
+            outer = self._depth == 0  # not inside another activation, whose modules are its own
+            self._depth += 1
+            if outer and self.on_call is not None and args and isinstance(args[0], Tensor):
+                self.on_call(mod, args[0])
+            if id(mod) in self._selected:
+                if isinstance(mod, nn.GLU) and args and isinstance(args[0], Tensor):
+                    _check_halves(args[0], mod.dim, f"nn.GLU at '{self._stack[-1] or '<model>'}'")
+                if getattr(mod, "inplace", False) and args and isinstance(args[0], Tensor):
+                    self._saved[id(mod)] = self._copy(args[0])
 
-    def _hook(self, name: str, module: nn.Module) -> Callable:
-        rule = _entry(module).rule  # type: ignore[union-attr]
+    def _post(self, mod: nn.Module, args: tuple, out) -> None:
+        name = self._stack.pop() if self._stack else "?"
+        if id(mod) not in self._acts:
+            return
+        try:
+            if id(mod) in self._selected and out is not None:
+                saved = self._saved.pop(id(mod), None)
+                if not args or not isinstance(args[0], Tensor) or not isinstance(out, Tensor):
+                    raise TypeError(f"activation '{name}' must take tensors and return one tensor")
+                inputs = args if saved is None else (saved,) + tuple(args[1:])
+                score = _entry(mod).rule(mod, inputs, out)  # type: ignore[union-attr]
+                self._scores.append((name, score, type(mod).__name__, False))
+        finally:
+            self._depth -= 1
 
-        def hook(mod: nn.Module, args: tuple, out: Tensor) -> None:
-            if not args or not isinstance(args[0], Tensor) or not isinstance(out, Tensor):
-                raise TypeError(f"activation '{name}' must take and return one tensor")
-            inp = self._saved.pop(name, args[0])
-            self._scores.append((name, rule(mod, inp, out)))
+    def _root_pre(self, mod: nn.Module, args: tuple) -> None:
+        self._stack = []
+        self._depth = 0
+        self._inside = 0
+        self._pending = None
+        fast = getattr(torch.backends, "mha", None)
+        if fast is not None and hasattr(fast, "set_fastpath_enabled"):
+            self._fastpath = fast.get_fastpath_enabled()
+            fast.set_fastpath_enabled(False)
+        # the operator-level watch, where something can run below Python: a TorchScript submodule, or code
+        # compiled by torch.compile (which imports torch._dynamo; the watch imports it too, so it is not
+        # started where neither can be, which saves that import)
+        watch = self._has_script or "torch._dynamo" in sys.modules
+        self._modes = ([_Watch(self)] if watch else []) + [_Intercept(self)]
+        for m in self._modes:
+            m.__enter__()
 
-        return hook
+    def _root_post(self, mod: nn.Module, args: tuple, out) -> None:
+        for m in reversed(self._modes):
+            m.__exit__(None, None, None)
+        self._modes = []
+        if self._fastpath is not None:
+            torch.backends.mha.set_fastpath_enabled(self._fastpath)
+            self._fastpath = None
+        if self._pending is not None and out is not None:
+            err, self._pending = self._pending, None
+            raise err
+
+    def _functional_call(self, spec: _Functional, func, args: tuple, kwargs: dict):
+        owner = self._stack[-1] if self._stack else ""
+        site = f"{owner}:{spec.name}"
+        module = spec.make(args, kwargs)
+        selected = selects_call(self.selector, site, module)
+        entry = _entry(module)
+        if selected and entry is None:
+            raise InputTypeError(
+                f"cannot binarise {spec.name} called in the forward of '{owner or '<model>'}' (call site "
+                f"'{site}'): nn.{type(module).__name__} has no binarisation rule; register one with "
+                f"spacefold.register_activation(nn.{type(module).__name__}, rule) or leave it out with layers=[...]"
+            )
+        x = args[0] if args else kwargs.get("input")
+        if selected and spec.name == "glu" and isinstance(x, Tensor):
+            _check_halves(x, module.dim, f"F.glu at call site '{site}'")
+        saved = self._copy(x) if selected and isinstance(x, Tensor) and spec.inplace(args, kwargs) else None
+        if self.on_call is not None and isinstance(x, Tensor):
+            self.on_call(module, x if saved is None else saved)
+        self._depth += 1
+        try:
+            out = func(*args, **kwargs)
+            self._sites.add(site)
+            if selected:
+                self._sites_seen.add(site)
+                inputs = tuple(args) if args else (x,)
+                if saved is not None:
+                    inputs = (saved,) + inputs[1:]
+                self._scores.append((site, entry.rule(module, inputs, out), type(module).__name__, True))
+        finally:
+            self._depth -= 1
+        return out
+
+    def _unseen(self, op: str) -> None:
+        """Note an activation operator that ran unseen; the forward pass raises when it ends (an error
+        raised here, inside a TorchScript interpreter, would come out as its RuntimeError)."""
+        if self._pending is None:
+            self._pending = self._unseen_error(op)
+
+    def _unseen_error(self, op: str) -> InputError:
+        where = self._stack[-1] if self._stack else ""
+        named = dict(self.model.named_modules())
+        mod = named.get(where)
+        kind = f" ({type(mod).__name__})" if mod is not None else ""
+        prefix = f"{where}." if where else ""
+        scripts = [n for n, m in named.items() if _script_module(m) and n.startswith(prefix)
+                   and not _inside_activation(n, [k for k, v in named.items() if _script_module(v) and k != n])]
+        if scripts:
+            why = (f"it runs in the TorchScript module {', '.join(repr(n) for n in scripts)}, which runs without "
+                   "Python: use the eager module, or save the whole model with torch.jit.save and load it with "
+                   "spacefold.load_model")
+        else:
+            why = "it is computed by a fused or compiled operator that bypasses Python: use the eager module"
+        return InputError(
+            f"the model computes the activation {op} inside '{where or '<model>'}'{kind} where spacefold cannot "
+            f"take its bits: {why}"
+        )
 
     def __enter__(self) -> PatternRecorder:
         self._scores = []
         self._saved = {}
-        for name, module in self.modules:
-            if getattr(module, "inplace", False):
-                self._handles.append(module.register_forward_pre_hook(self._pre_hook(name)))
-            self._handles.append(module.register_forward_hook(self._hook(name, module)))
+        root = self.model
+        if not _script_module(root):
+            self._handles.append(root.register_forward_pre_hook(self._root_pre))
+        script_names = [n for n, m in root.named_modules() if _script_module(m) and n]
+        for name, module in root.named_modules():
+            if _script_module(module) or _inside_activation(name, script_names):
+                continue
+            self._handles.append(module.register_forward_pre_hook(self._pre))
+            self._handles.append(module.register_forward_hook(self._post, always_call=True))
+        if not _script_module(root):
+            self._handles.append(root.register_forward_hook(self._root_post, always_call=True))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -296,33 +724,82 @@ class PatternRecorder:
             h.remove()
         self._handles = []
         self._saved = {}
+        if self._modes:  # a forward pass interrupted before its last hook
+            self._root_post(self.model, (), None)
 
     def clear(self) -> None:
         self._scores = []
 
     def layout(self) -> PatternLayout:
+        self._check()
         specs = []
         calls: dict[str, int] = {}
         start = 0
-        for name, score in self._scores:
+        for name, score, kind, functional in self._scores:
             i = calls.get(name, 0)
             calls[name] = i + 1
             size = int(score[0].numel()) if score.shape[0] else int(torch.Size(score.shape[1:]).numel())
-            specs.append(LayerSpec(name if i == 0 else f"{name}#{i}", name, i, tuple(score.shape[1:]), start, start + size))
+            specs.append(LayerSpec(name if i == 0 else f"{name}#{i}", name, i, tuple(score.shape[1:]), start,
+                                   start + size, kind, functional))
             start += size
         return PatternLayout(tuple(specs))
 
+    def _check(self) -> None:
+        """The recorded calls give bits, and the same blocks as the first forward pass."""
+        for s in self.selector or ():
+            if isinstance(s, str) and ":" in s and s not in self._sites_seen:
+                raise InputError(f"layers names the call site '{s}', which no forward pass called; call sites "
+                                 f"seen: {sorted(self._sites)} (every functional call is '<module>:<function>')")
+        if not self._scores:
+            raise InputError(
+                f"model {type(self.model).__name__} has no hookable activation: no activation module and no "
+                "activation function (F.relu, F.gelu, torch.tanh, ...) was called in its forward pass"
+                if self.selector is None else
+                f"layers={self.layers!r} selects no activation of model {type(self.model).__name__} that its "
+                "forward pass called"
+            )
+        sig = [(name, int(score[0].numel()) if score.shape[0] else -1) for name, score, _, _ in self._scores]
+        if self._reference is None:
+            self._reference = sig
+        elif [n for n, _ in sig] != [n for n, _ in self._reference] or any(
+                a != b and -1 not in (a, b) for (_, a), (_, b) in zip(sig, self._reference)):
+            raise InputError(
+                f"model {type(self.model).__name__} calls its activations differently at different inputs (first "
+                f"forward pass: {_describe(self._reference)}; now: {_describe(sig)}); patterns of such a model have "
+                "no fixed meaning (data-dependent control flow in forward): make every input take the same "
+                "activations"
+            )
+
     def scores(self) -> Tensor:
         """Concatenated scores ``(batch, n_neurons)`` of the last forward pass(es)."""
-        if not self._scores:
-            raise RuntimeError(
-                "no activation was called during the forward pass; activations called functionally "
-                "(F.relu in forward) cannot be hooked"
-            )
-        return torch.cat([s.reshape(s.shape[0], -1) for _, s in self._scores], dim=1)
+        self._check()
+        return torch.cat([s.reshape(s.shape[0], -1) for _, s, _, _ in self._scores], dim=1)
 
     def bits(self, tie_tol: float = 0.0) -> Tensor:
         return self.scores() > tie_tol
+
+
+def _describe(sig: list[tuple[str, int]]) -> str:
+    calls: dict[str, int] = {}
+    named = []
+    for n, k in sig:
+        i = calls.get(n, 0)
+        calls[n] = i + 1
+        named.append((n if i == 0 else f"{n}#{i}", k))
+    text = ", ".join(f"{n} ({k} bits)" for n, k in named[:8])
+    return text + (f", ... ({len(sig)} calls)" if len(sig) > 8 else "")
+
+
+def _check_halves(x: Tensor, dim: int, what: str) -> None:
+    """A gate that splits its input in two halves along ``dim`` needs an even size there."""
+    if x.dim() == 0 or not -x.dim() <= dim < x.dim():
+        return
+    size = x.shape[dim]
+    if size % 2:
+        raise InputError(
+            f"{what} splits dimension {dim} of its input into a gate half and a value half, which needs an even "
+            f"size, got {size}: give the layer before it an even number of outputs"
+        )
 
 
 def check_nonnegative(value: float, name: str) -> float:
@@ -373,6 +850,8 @@ def run_model(model: nn.Module, x: Tensor, name: str = "x") -> Tensor:
     """Forward pass with a clear error when the input does not fit the model."""
     try:
         return model(x)
+    except InputError:
+        raise
     except (RuntimeError, ValueError, IndexError) as err:
         raise InputError(
             f"{name} of shape {tuple(x.shape)} does not fit the model {type(model).__name__} "
@@ -402,8 +881,9 @@ def activation_patterns(
 ) -> Tensor | tuple[Tensor, PatternLayout]:
     """Activation patterns of ``x`` under ``model``: bool ``(batch, n_neurons)``.
 
-    Bits of the selected activation modules (default: all, in forward order) are
-    concatenated; bit = pre-activation > ``tie_tol``. The model runs in eval mode
+    Bits of the selected activations, modules and functions called in ``forward``
+    (default: all, in forward order; see the module notes for ``layers``), are
+    concatenated; bit = pre-activation > ``tie_tol`` (a gated unit's output for gates). The model runs in eval mode
     under ``torch.no_grad()`` (its train/eval flags are restored afterwards).
     ``x`` is moved to the model's device and dtype. With ``return_layout=True``
     returns ``(patterns, layout)`` where ``layout`` gives each layer's slice.

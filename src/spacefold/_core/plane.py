@@ -27,12 +27,14 @@ polygons: use :func:`raster_patterns` for them.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._util import check_size
 from ..errors import InputError, InputTypeError
 from .patterns import (
     LayerSelector,
@@ -214,6 +216,12 @@ def supports_exact_plane(model: nn.Module, layers: LayerSelector = None) -> str 
     for name, m in model.named_modules():
         if isinstance(m, _MAX_POOLS):
             return f"max pooling '{name}' bends where no bit records it, so pattern classes are not polygons"
+    from .walk.bisect import classes_convex
+
+    if not classes_convex(model):
+        return ("a nonlinearity bends the map where no bit records it (an activation function that is not "
+                "piecewise linear with its kink at 0, such as F.gelu or F.hardtanh, an operation such as torch.abs, "
+                "or a model torch.fx cannot trace), so pattern classes are not polygons")
     return None
 
 
@@ -251,7 +259,9 @@ def plane_regions(model: nn.Module, plane: Plane, *, layers: LayerSelector = Non
     why = supports_exact_plane(model, layers)
     if why is not None:
         raise NotPiecewiseLinearError(f"no exact plane: {why}; use raster_patterns (plot_plane does so by itself)")
-    net = copy.deepcopy(model).to(device="cpu", dtype=dtype)  # the cuts run on the CPU
+    with warnings.catch_warnings():  # torch's own deprecation inside a copy of an exported program
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*treespec.*")
+        net = copy.deepcopy(model).to(device="cpu", dtype=dtype)  # the cuts run on the CPU
     origin = plane.origin.to(dtype)
     basis = plane.basis.to(dtype)
     pl = Plane(origin, basis, plane.bounds, plane.points)
@@ -430,6 +440,8 @@ def raster_patterns(model: nn.Module, plane: Plane, resolution: int = 400, *, la
 
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 2:
         raise InputError(f"resolution must be an int >= 2, got {resolution!r}")
+    # per pixel at least its coordinates (u, v and their grids: 48 bytes) and its region id
+    check_size("resolution", resolution, 64 * resolution**2, f"a {resolution}x{resolution} raster")
     u0, u1, v0, v1 = plane.bounds
     u = u0 + (np.arange(resolution) + 0.5) * (u1 - u0) / resolution
     v = v0 + (np.arange(resolution) + 0.5) * (v1 - v0) / resolution

@@ -105,6 +105,20 @@ nonnegative_int = int_in(0)
 nonnegative_int.__doc__ = "An int >= 0 (seeds)."
 
 
+class Distinct(argparse.Action):
+    """``action=`` of a list option whose values must not repeat (``--seeds 0 0`` would run seed 0
+    twice and count it as two runs); compared after ``type=``, so "3x20 3-20" repeat too."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .._util import check_distinct
+
+        try:
+            check_distinct(values, "values")
+        except InputError as err:
+            raise argparse.ArgumentError(self, str(err).replace("values must", "must")) from None
+        setattr(namespace, self.dest, values)
+
+
 def normalized(text: str) -> str:
     """Lower case without surrounding blanks, for ``choices=`` of lower-case names."""
     return text.strip().lower()
@@ -166,10 +180,14 @@ def _cli_data(args):
     from ..data.load import load_data
 
     try:
-        data = load_data(args.data, args.data_dir, download=getattr(args, "download", False), seed=args.data_seed)
+        data = load_data(args.data, args.data_dir, download=getattr(args, "download", False), seed=args.data_seed,
+                         image_size=args.image_size)
     except ImportError as err:
         raise UsageError(str(err)) from None
     n_train, n_test = getattr(args, "n_train", None), getattr(args, "n_test", None)
+    for option, n, have in (("--n-train", n_train, len(data.y_train)), ("--n-test", n_test, len(data.y_test))):
+        if n is not None and n > have:  # a subset larger than the data would silently be all of it
+            raise UsageError(f"{option} must be at most {have} (the samples of --data {args.data}), got {n}")
     if n_train is not None or n_test is not None:
         data = data.subset(n_train, n_test, seed=args.data_seed)
     return data
@@ -184,3 +202,5 @@ def _add_data_args(p, default: str | None) -> None:
     p.add_argument("--download", action="store_true", help="download MNIST into --data-dir (needs torchvision)")
     p.add_argument("--data-seed", type=nonnegative_int, default=0,
                    help="seed of the train/test split and subsets (default 0)")
+    p.add_argument("--image-size", type=positive_int, default=None, metavar="N",
+                   help="image folders: resize every image to N x N (needed when the images differ in size)")

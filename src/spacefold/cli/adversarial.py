@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 
 from .._util import json_dumps
-from ._args import (_add_data_args, _cli_data, _emit_json, finite_float, int_in, nonnegative_float, nonnegative_int,
-                    normalized, output_dir, positive_float, positive_int, UsageError)
+from ._args import (Distinct, _add_data_args, _cli_data, _emit_json, finite_float, int_in, nonnegative_float,
+                    nonnegative_int, normalized, output_dir, positive_float, positive_int, UsageError)
 
 
 def _add_adversarial(sub) -> None:
@@ -19,12 +19,14 @@ def _add_adversarial(sub) -> None:
     )
     from ..studies.adversarial import ATTACKS
 
-    p.add_argument("--model", required=True, help="checkpoint file (.pt)")
+    p.add_argument("--model", required=True, help="spacefold checkpoint, TorchScript file, torch.export archive "
+                   "(.pt2) or package.module:factory (with --weights)")
+    p.add_argument("--weights", default=None, help="state_dict file for a package.module:factory model")
     _add_data_args(p, None)
     p.add_argument("--split", default="test", choices=["test", "train"], help="which split (default test)")
-    p.add_argument("--classes", type=nonnegative_int, nargs=2, default=[5, 7], metavar=("A", "B"),
+    p.add_argument("--classes", type=nonnegative_int, nargs=2, action=Distinct, default=[5, 7], metavar=("A", "B"),
                    help="start class A and end class B of the paths (default 5 7)")
-    p.add_argument("--attacks", nargs="+", type=normalized, choices=ATTACKS, default=["fgsm", "pgd"],
+    p.add_argument("--attacks", nargs="+", action=Distinct, type=normalized, choices=ATTACKS, default=["fgsm", "pgd"],
                    help="fgsm | pgd | pgd-l2 (default fgsm pgd)")
     p.add_argument("--eps", type=nonnegative_float, default=0.1, help="attack budget in input units (default 0.1)")
     p.add_argument("--steps", type=positive_int, default=40, help="PGD steps (default 40)")
@@ -46,15 +48,13 @@ def _add_adversarial(sub) -> None:
 
 def _cmd_adversarial(args) -> int:
     from ..studies.adversarial import adversarial_interaction
-    from ..models.mlp import load_checkpoint
+    from ..data.load import fit_input_shape, load_model
 
     out = args.out
-    model = load_checkpoint(args.model)
     data = _cli_data(args)
-    if data.n_features != model.in_features:
-        raise UsageError(f"--model takes {model.in_features} input features but --data {args.data} has "
-                         f"{data.n_features}")
+    model = load_model(args.model, args.weights, example=data.x_test[:2])  # any model measure takes
     x, y = data.split(args.split)
+    x = fit_input_shape(model, x)
     if args.data_range is not None:
         lo, hi = args.data_range
     else:

@@ -55,6 +55,10 @@ def _add_measure(sub) -> None:
 def _cmd_measure(args) -> int:
     from ..data.load import fit_input_shape, load_model
 
+    if args.ci:  # before the walks, not after
+        from .._core.global_folding import check_n_boot
+
+        check_n_boot(args.n_boot)
     data = _cli_data(args)
     model = load_model(args.model, args.weights, example=data.x_test[:2])
     x, y = data.split(args.split)

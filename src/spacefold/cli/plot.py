@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._args import _add_data_args, int_in, nonnegative_int, normalized, UsageError
+from ._args import Distinct, _add_data_args, int_in, nonnegative_int, normalized, UsageError
 
 
 def _add_plot(sub) -> None:
@@ -26,7 +26,7 @@ def _add_plot(sub) -> None:
                    help="CantorNet A of depth K on its unit square instead of --model/--data")
     _add_data_args(p, "digits")
     p.add_argument("--split", default="test", choices=["test", "train"], help="split the inputs come from")
-    p.add_argument("--index", type=nonnegative_int, nargs="+", default=None, metavar="I",
+    p.add_argument("--index", type=nonnegative_int, nargs="+", action=Distinct, default=None, metavar="I",
                    help="inputs by index into the split: path I J (x1 x2), plane I J K (x0 x1 x2); "
                    "default: the first samples of two (three) different classes")
     p.add_argument("--method", type=normalized, choices=METHODS, default=None,
@@ -34,7 +34,7 @@ def _add_plot(sub) -> None:
     p.add_argument("--resolution", type=int_in(2), default=400,
                    help="plane: raster size for nets that are not piecewise linear (default 400)")
     p.add_argument("-o", "--out", required=True, help="output file: .png, .svg or .pdf")
-    p.add_argument("--format", nargs="+", default=None, choices=["png", "svg", "pdf"],
+    p.add_argument("--format", nargs="+", type=normalized, action=Distinct, default=None, choices=["png", "svg", "pdf"],
                    help="write these formats (the suffix of --out is replaced)")
     p.set_defaults(func=_cmd_plot)
 
@@ -72,6 +72,8 @@ def _cmd_plot(args) -> int:
     from ..data.load import load_data, load_model
     from ..viz.plot import plot_path, plot_plane, save_figure
 
+    if args.cantornet is not None and (args.model is not None or args.weights is not None):
+        raise UsageError(f"--cantornet {args.cantornet} plots CantorNet, so --model/--weights cannot be given with it")
     if args.cantornet is not None:
         from ..models.cantornet import cantornet
 
@@ -85,7 +87,8 @@ def _cmd_plot(args) -> int:
     else:
         if args.model is None:
             raise UsageError("--model is required (or --cantornet K)")
-        data = load_data(args.data, args.data_dir, seed=args.data_seed, download=args.download)
+        data = load_data(args.data, args.data_dir, seed=args.data_seed, download=args.download,
+                         image_size=args.image_size)
         model = load_model(args.model, args.weights, example=data.x_test[:2])
         inputs, idx = _plot_inputs(args, data, model)
         what = f"{data.name} ({args.split} {', '.join(str(i) for i in idx)})"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ._args import (_add_data_args, _cli_data, _emit_json, folding_schedule, fraction, hidden_arch, int_in,
+from ._args import (Distinct, _add_data_args, _cli_data, _emit_json, folding_schedule, fraction, hidden_arch, int_in,
                     nonnegative_float, nonnegative_int, normalized, output_dir, positive_float, positive_int)
 
 
@@ -25,9 +25,10 @@ def _add_sweep(sub) -> None:
     _add_data_args(p, "digits")
     p.add_argument("--n-train", type=int_in(2), default=None, help="train on a stratified subset of this many samples")
     p.add_argument("--n-test", type=int_in(2), default=None, help="measure on a stratified subset of this many samples")
-    p.add_argument("--archs", nargs="+", type=hidden_arch, default=list(DEPTH_SERIES),
+    p.add_argument("--archs", nargs="+", type=hidden_arch, action=Distinct, default=list(DEPTH_SERIES),
                    help="architectures, e.g. 3x20 5x12 30-20")
-    p.add_argument("--seeds", nargs="+", type=nonnegative_int, default=[0, 1, 2], help="seeds (default 0 1 2)")
+    p.add_argument("--seeds", nargs="+", type=nonnegative_int, action=Distinct, default=[0, 1, 2],
+                   help="seeds (default 0 1 2)")
     p.add_argument("--epochs", type=positive_int, default=30, help="training epochs (default 30)")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
     p.add_argument("--batch-size", type=positive_int, default=128, help="training batch size (default 128)")
@@ -99,7 +100,9 @@ def _run_sweep(data, archs, seeds, settings, out, *, plots, progress, as_json, m
     from dataclasses import asdict
 
     from .._core.parallel import is_main, world
-    from ..studies.depth import depth_trend, markdown_summary, run_study, summary_by_arch
+    from ..studies.depth import check_study, depth_trend, markdown_summary, run_study, summary_by_arch
+
+    check_study(data, archs, seeds, settings)  # before the first line of the log
 
     out = Path(out)
     size = world()[1]  # under torchrun: the ranks share the runs, rank 0 prints and writes

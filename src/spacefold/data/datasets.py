@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .._util import check_int
-from ..errors import InputError, InputTypeError
+from ..errors import InputError, InputTypeError, MissingExtraError
 
 __all__ = [
     "Dataset",
@@ -171,6 +171,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             if ndim == 0 or len(dims) < 4 * ndim:
                 raise DataError(f"{path} is not a valid IDX file (bad header)")
             shape = struct.unpack(f">{ndim}I", dims)
+            if 0 in shape:
+                raise DataError(f"{path} holds no data: its header announces shape {shape}")
             expected = math.prod(shape) * dtype.itemsize
             raw = _read_at_most(fh, expected + 1)
     except (FileNotFoundError, DataError):
@@ -329,7 +331,7 @@ def _need_sklearn(what: str):
     try:
         import sklearn  # noqa: F401
     except ImportError:
-        raise ImportError(f"{what} needs scikit-learn: pip install 'spacefold[data]'") from None
+        raise MissingExtraError(f"{what} needs scikit-learn: pip install 'spacefold[data]'") from None
 
 
 def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> tuple[Tensor, ...]:

@@ -9,11 +9,11 @@
 - ``package.module:factory`` (a callable returning an ``nn.Module``), with ``weights=`` a
   state_dict file (loaded with ``torch.load(weights_only=True)``).
 
-Exported and TorchScript programs compute their activations as functions
-(``aten.relu``), which no hook can see: they are rewritten into modules (``nn.ReLU``,
-``nn.Linear``, ... with the program's own weights) so that activation patterns and, for
-networks of Linear layers and piecewise-linear activations, the exact walk work as for any
-``nn.Module``. A program with other operations is walked by bisection (the exact walk says
+Exported and TorchScript programs compute their activations as operators
+(``aten.relu``), which activation patterns read like any function called in ``forward``.
+Activations and linear layers are rewritten into modules (``nn.ReLU``, ``nn.Linear``, ...
+with the program's own weights), so that for networks of Linear layers and piecewise-linear
+activations the exact walk works as it does for any ``nn.Module``. A program with other operations is walked by bisection (the exact walk says
 so when asked).
 
 :func:`load_data` takes ``mnist`` | ``digits`` | ``blobs`` | ``spirals``, an ``.npz`` file,
@@ -29,15 +29,19 @@ read with Pillow and converted to RGB (or greyscale with ``grayscale=True``), sc
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import inspect
+import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InputError, InputTypeError
+from ..errors import InputError, InputTypeError, MissingExtraError
 
 __all__ = ["load_model", "load_data", "fit_input_shape", "IMG_EXTENSIONS"]
 
@@ -78,7 +82,8 @@ def load_model(spec: str | os.PathLike, weights: str | os.PathLike | None = None
                                 "'package.module:factory')")
     if path.suffix == ".pt2":
         try:
-            program = torch.export.load(str(path))
+            with _quiet_torch():  # torch logs the whole traceback of a bad archive first
+                program = torch.export.load(str(path))
         except Exception as err:  # not a zip, not an export archive
             raise InputError(f"model {path} is not a torch.export archive (.pt2 from torch.export.save): "
                              f"{_first(err)}") from None
@@ -114,6 +119,13 @@ def _from_factory(text: str) -> nn.Module:
     if not callable(obj):
         raise InputTypeError(f"model {text}: {attr} must be callable (a factory returning an nn.Module), "
                              f"got {type(obj).__name__}")
+    try:
+        inspect.signature(obj).bind()
+    except TypeError as err:  # required arguments: the factory cannot be called as one
+        raise InputTypeError(f"model {text}: the factory must be callable with no arguments ({_first(err)}); "
+                             "wrap it in a function of none") from None
+    except ValueError:  # no signature to read (a builtin): call it and see
+        pass
     model = obj()
     if not isinstance(model, nn.Module):
         raise InputTypeError(f"model {text}: the factory must return a torch.nn.Module, got {type(model).__name__}")
@@ -140,6 +152,21 @@ def _load_weights(model: nn.Module, weights) -> None:
         raise InputError(f"weights {path} do not fit the model: {_first(err)}") from None
 
 
+@contextlib.contextmanager
+def _quiet_torch():
+    """No log records or warnings from torch while a file is read or converted: its failures
+    become one line (:class:`InputError`), and its logs would repeat them as tracebacks."""
+    log = logging.getLogger("torch")
+    level = log.level
+    log.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        log.setLevel(level)
+
+
 def _from_torchscript(scripted, path: Path, example) -> nn.Module:
     try:
         from torch._export.converter import TS2EPConverter
@@ -153,7 +180,15 @@ def _from_torchscript(scripted, path: Path, example) -> nn.Module:
                              "(load_model(..., example=x))")
         example = torch.zeros(2, first.shape[1], dtype=first.dtype)
     try:
-        program = TS2EPConverter(scripted, (example,)).convert()
+        with torch.no_grad():
+            scripted(example)
+    except RuntimeError as err:  # the inputs do not fit: say so before converting
+        first = next((p for p in scripted.parameters() if p.dim() == 2), None)
+        why = f"its first layer takes {first.shape[1]} input features" if first is not None else _first(err)
+        raise InputError(f"model {path} does not take inputs of shape {tuple(example.shape[1:])} ({why})") from None
+    try:
+        with _quiet_torch():
+            program = TS2EPConverter(scripted, (example,)).convert()
     except Exception as err:
         raise InputError(f"model {path}: cannot convert this TorchScript program to torch.export "
                          f"({_first(err)}); save the model with torch.export.save (.pt2) instead") from None
@@ -258,6 +293,12 @@ def load_data(spec: str | os.PathLike, data_dir: str | os.PathLike | None = None
     if path.is_dir() and _is_image_folder(path):
         return load_image_folder(path, seed=seed, grayscale=grayscale, image_size=image_size,
                                  test_fraction=test_fraction)
+    if path.is_dir() and _class_dirs(path) and not any("ubyte" in f.name for f in path.rglob("*") if f.is_file()):
+        dirs = [d.name for d in _class_dirs(path)]
+        shown = ", ".join(dirs[:5]) + (", ..." if len(dirs) > 5 else "")
+        raise InputError(f"data {spec}: found {len(dirs)} sub-folders ({shown}) but no image "
+                         f"({', '.join(IMG_EXTENSIONS)}) in them and no MNIST IDX file; an image folder needs "
+                         "one sub-folder of images per class")
     return load_dataset(str(spec), data_dir, download=download, seed=seed)
 
 
@@ -286,7 +327,7 @@ def _read_images(files, grayscale: bool, image_size: int | None) -> np.ndarray:
     try:
         from PIL import Image
     except ImportError:
-        raise ImportError("image folders need Pillow: pip install pillow") from None
+        raise MissingExtraError("image folders need Pillow: pip install pillow") from None
     out, size = [], None
     for p, _ in files:
         try:

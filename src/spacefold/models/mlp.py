@@ -18,7 +18,7 @@ from typing import Literal, overload
 import torch
 from torch import nn
 
-from .._util import atomic_path, atomic_write, check_int
+from .._util import atomic_path, atomic_write, check_int, check_size
 from ..errors import InputError, InputTypeError
 
 __all__ = [
@@ -159,6 +159,11 @@ def mlp(
     The global torch RNG is left as it was.
     """
     hidden = parse_arch(arch)
+    if isinstance(in_features, int) and isinstance(n_classes, int):
+        widths = [in_features, *hidden, n_classes]
+        n_params = sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
+        check_size("arch", arch_name(hidden), 4 * n_params,
+                   f"the {n_params:,} float32 parameters of a {in_features}-input, {n_classes}-class MLP")
     if seed is None:
         return MLP(in_features, hidden, n_classes, activation)
     check_int(seed, "seed", 0)

@@ -37,6 +37,7 @@ class TrainResult:
     seconds: float = 0.0
     reg_loss: list[float] = field(default_factory=list)  # mean regulariser term per epoch (with a regularizer)
     tracked: list[dict] = field(default_factory=list)  # what on_epoch_end returned, epoch by epoch
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay (0: plain Adam)
 
     @property
     def final_train_accuracy(self) -> float:
@@ -52,7 +53,8 @@ class TrainResult:
             "lr": self.lr,
             "batch_size": self.batch_size,
             "seed": self.seed,
-            "optimizer": "adam",
+            "optimizer": "adamw" if self.weight_decay > 0 else "adam",
+            "weight_decay": self.weight_decay,
             "loss": self.loss,
             "train_accuracy": self.train_accuracy,
             "test_accuracy": self.test_accuracy,
@@ -115,8 +117,12 @@ def train(
     progress_bar: bool | None = None,
     regularizer=None,
     on_epoch_end=None,
+    weight_decay: float = 0.0,
 ) -> TrainResult:
     """Train ``model`` in place with Adam and cross-entropy; shuffling is seeded by ``seed``.
+
+    ``weight_decay > 0`` trains with AdamW (decoupled weight decay of that strength on every
+    parameter) instead; 0 keeps plain Adam.
 
     With ``x_test``/``y_test``, the held-out accuracy is recorded after every epoch.
     A loss that becomes NaN or infinite (the training diverged) raises
@@ -140,6 +146,10 @@ def train(
         raise InputTypeError(f"lr must be a finite number > 0, got {lr!r}")
     if not (math.isfinite(lr) and lr > 0):
         raise InputError(f"lr must be a finite number > 0, got {lr!r}")
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)):
+        raise InputTypeError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise InputError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
     if (x_test is None) != (y_test is None):
         raise InputError("x_test and y_test must be given together, got only one of them")
     if x_test is not None:
@@ -152,10 +162,14 @@ def train(
     device, dtype = model_device_dtype(model)
     xd = x.to(device=device, dtype=dtype)
     yd = y.to(device=device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    if weight_decay > 0:
+        opt: torch.optim.Optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     g = torch.Generator().manual_seed(seed)
-    result = TrainResult(epochs=epochs, lr=float(lr), batch_size=batch_size, seed=seed)
+    result = TrainResult(epochs=epochs, lr=float(lr), batch_size=batch_size, seed=seed,
+                         weight_decay=float(weight_decay))
     t0 = time.perf_counter()
     n = x.shape[0]
     for epoch in _progress(range(epochs), total=epochs, desc=desc, enabled=progress):

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._util import check_distinct, check_size
 from ..errors import InputError, InputTypeError
 
 __all__ = [
@@ -455,6 +456,7 @@ def adversarial_interaction(
     attacks = tuple(attacks)
     if not attacks:
         raise InputError("attacks must name at least one attack, got none")
+    check_distinct(attacks, "attacks")
     for atk in attacks:
         if atk not in ATTACKS:
             raise InputError(f"attacks must be among {', '.join(ATTACKS)}, got {atk!r}")
@@ -470,6 +472,11 @@ def adversarial_interaction(
     ib = torch.nonzero(y == b).flatten()
     g = torch.Generator().manual_seed(seed)
     total = ia.numel() * ib.numel()
+    n_paths = min(total, max_pairs)
+    if method == "uniform":  # each point an input, its activations and its pattern: three inputs' worth at least
+        check_size("n_points", n_points, 3 * n_points * x[0].numel() * x.element_size(),
+                   f"{n_points} points of one path")
+    check_size("n_boot", n_boot, 16 * n_boot * n_paths, f"{n_boot} bootstrap resamples of {n_paths} paths")
     flat = torch.randperm(total, generator=g)[:max_pairs] if total > max_pairs else torch.arange(total)
     pa, pb = flat // ib.numel(), flat % ib.numel()  # positions in ia, ib
     sub = torch.cat([ia, ib])

@@ -25,6 +25,8 @@ import hashlib
 import json
 import math
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,11 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .._util import atomic_write, check_choice, check_int, json_safe
+from .._util import atomic_write, check_choice, check_distinct, check_int, json_safe
 from ..errors import InputError, InputTypeError
 
 __all__ = ["StudySettings", "RegularizerSettings", "demo_settings", "run_study", "measure_model", "depth_trend",
-           "write_tables", "read_run", "CSV_FIELDS"]
+           "write_tables", "read_run", "run_provenance", "seed_mean_ci", "spearman", "hierarchical_bootstrap",
+           "seed_pair_interval", "pairs_needed", "CSV_FIELDS"]
 
 HIST_BINS = 20
 
@@ -140,7 +143,9 @@ class StudySettings:
         check_int(self.steps, "steps", 1)
         check_int(self.pairs_per_class_pair, "pairs_per_class_pair", 1)
         check_int(self.pair_seed, "pair_seed", 0)
-        check_int(self.n_boot, "n_boot", 1)
+        from .._core.global_folding import check_n_boot
+
+        check_n_boot(self.n_boot)
         check_choice(self.method, "method", ("exact", "bisect", "uniform"))
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)):
             raise InputTypeError(f"lr must be a finite number > 0, got {self.lr!r}")
@@ -152,6 +157,66 @@ class StudySettings:
                                      f"got {type(self.regularizer).__name__}")
             self.regularizer.check()
         return self
+
+
+_PROVENANCE: dict | None = None
+_MACHINE_OPTIONS = ("--data-dir",)
+
+
+def _shown_command(argv: Sequence[str]) -> list[str]:
+    """The command line as recorded: the values of the options that name a machine's data
+    directory (``--data-dir``) replaced by ``DIR``; the results are shared, the paths are not."""
+    out: list[str] = []
+    hide = False
+    for a in argv:
+        if hide:
+            out.append("DIR")
+            hide = False
+        elif a in _MACHINE_OPTIONS:
+            out.append(a)
+            hide = True
+        elif any(a.startswith(o + "=") for o in _MACHINE_OPTIONS):
+            out.append(a.split("=", 1)[0] + "=DIR")
+        else:
+            out.append(a)
+    if out and os.path.isabs(out[0]):
+        out[0] = os.path.relpath(out[0]) if not os.path.relpath(out[0]).startswith("..") else Path(out[0]).name
+    return out
+
+
+def run_provenance() -> dict:
+    """Where a result came from, recorded with every run of every study: the spacefold version,
+    the git commit of the source tree it was imported from (``None`` outside a git checkout) and
+    whether that tree's code (``src/``, ``experiments/*.py``) had uncommitted changes, the torch, numpy and Python
+    versions, the command line (data directories shown as ``DIR``), and the pair-drawing version
+    (:data:`spacefold.pairs.PLAN_VERSION`).
+
+    Taken once per process (the first call), so that every run of one process records the
+    code that process imported."""
+    global _PROVENANCE
+    if _PROVENANCE is None:
+        import torch
+
+        from . import __version__
+        from .._core.pairs import PLAN_VERSION
+
+        here = Path(__file__).resolve().parent
+        commit = dirty = None
+        try:
+            git = ["git", "-C", str(here)]
+            commit = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, timeout=30,
+                                    check=True).stdout.strip() or None
+            # the code only: results written into the tree do not make it dirty
+            dirty = bool(subprocess.run(git + ["status", "--porcelain", "--untracked-files=no", "--", ":/src",
+                                               ":/experiments/*.py"], capture_output=True, text=True, timeout=30,
+                                        check=True).stdout.strip())
+        except (OSError, subprocess.SubprocessError):
+            commit = dirty = None
+        _PROVENANCE = {"spacefold_version": __version__, "git_commit": commit, "git_dirty": dirty,
+                       "torch_version": torch.__version__, "numpy_version": np.__version__,
+                       "python_version": sys.version.split()[0], "command": _shown_command(sys.argv),
+                       "pair_plan_version": PLAN_VERSION}
+    return dict(_PROVENANCE)
 
 
 def demo_settings(method: str | None = None) -> StudySettings:
@@ -166,11 +231,13 @@ def demo_settings(method: str | None = None) -> StudySettings:
 def measure_model(model, x, y, settings: StudySettings, *, progress: bool = False) -> dict:
     """Global folding of one model on ``(x, y)``: inter-class Φ_N and the P2 aggregate, with CIs."""
     from .._core.global_folding import global_folding
+    from .._core.pairs import pair_plan, plan_fingerprint
 
     n_classes = int(y.unique().numel())
     max_pairs = settings.pairs_per_class_pair * n_classes * n_classes
     t0 = time.perf_counter()
-    g = global_folding(model, x, y, pairs="all", max_pairs=max_pairs, seed=settings.pair_seed,
+    plan = pair_plan(y, "all", max_pairs=max_pairs, seed=settings.pair_seed)
+    g = global_folding(model, x, y, pairs=plan, seed=settings.pair_seed,
                        method=settings.method, steps=settings.steps, per_layer=settings.per_layer,
                        batch_size=2048, progress=progress)
     seconds = time.perf_counter() - t0
@@ -198,12 +265,41 @@ def measure_model(model, x, y, settings: StudySettings, *, progress: bool = Fals
         "chi_histogram": {"bins": HIST_BINS, "range": [0.0, 1.0], "counts_nonzero": hist},
         "per_layer": inter.per_layer_summary(),
         "class_pairs": g.class_pairs(),
+        "pair_plan": plan_fingerprint(plan),
         "measure_seconds": seconds,
     }
 
 
 def _run_name(arch: str, seed: int) -> str:
     return f"{arch}_s{seed}"
+
+
+def check_study(data, archs: Sequence[str], seeds: Sequence[int], settings: StudySettings | None = None
+                ) -> StudySettings:
+    """The checks :func:`run_study` makes before anything is trained (the settings, the
+    architectures and seeds, the size of the walks); returns the checked settings."""
+    from ..models.mlp import arch_name, parse_arch
+
+    settings = (settings or StudySettings()).check()
+    if not archs:
+        raise InputError("archs must name at least one architecture, got none")
+    if not seeds:
+        raise InputError("seeds must name at least one seed, got none")
+    for a in archs:
+        if not parse_arch(a):
+            raise InputError(f"archs must have at least one hidden layer (a network without one does not fold), "
+                             f"got {a!r}")
+    for s in seeds:
+        check_int(s, "seed", 0)
+    check_distinct(seeds, "seeds")
+    check_distinct([arch_name(parse_arch(a)) for a in archs], "archs")
+    from .._core.folding import WalkOptions, check_walk_size
+
+    opts = WalkOptions.check(method=settings.method, steps=settings.steps, tol=None, tie_tol=0.0, layers=None,
+                             n0=None, stop="strict", batch_size=None, dtype=None)
+    for a in archs:  # before anything is trained
+        check_walk_size(opts, 1, data.n_features, sum(parse_arch(a)), 4, batch_given=False)
+    return settings
 
 
 def run_study(
@@ -233,19 +329,9 @@ def run_study(
     the round's finished runs are written.
     """
     from .._core import parallel
-    from ..models.mlp import parse_arch
 
-    settings = (settings or StudySettings()).check()
-    if not archs:
-        raise InputError("archs must name at least one architecture, got none")
-    if not seeds:
-        raise InputError("seeds must name at least one seed, got none")
-    for a in archs:
-        if not parse_arch(a):
-            raise InputError(f"archs must have at least one hidden layer (a network without one does not fold), "
-                             f"got {a!r}")
-    for s in seeds:
-        check_int(s, "seed", 0)
+    run_provenance()  # taken before any run: the runs record the code this process started with
+    settings = check_study(data, archs, seeds, settings)
     settings.data = data.describe()
     out = Path(out)
     rank, size = parallel.world()
@@ -401,6 +487,7 @@ def _run(arch: str, seed: int, found, settings: StudySettings, data, out: Path, 
         "regularizer": reg_record,
         "checkpoint": str(Path("models") / f"{name}.pt"),
         **m,
+        "provenance": run_provenance(),
     }
     if save:
         _save_run(out, (arch, seed), row, None, None)
@@ -482,25 +569,141 @@ def depth_trend(rows: Sequence[dict], min_accuracy: float = 0.0, stat: str = "ph
     med = {d: float(np.median([r[stat] for r in kept if r["depth"] == d])) for d in depths}
     rho = float("nan")
     if len(kept) >= 3 and len(depths) >= 2:
-        d = np.array([r["depth"] for r in kept], dtype=float)
-        v = np.array([r[stat] for r in kept], dtype=float)
-        rd, rv = _rank(d), _rank(v)
-        if rd.std() > 0 and rv.std() > 0:
-            rho = float(np.corrcoef(rd, rv)[0, 1])
+        rho = spearman([r["depth"] for r in kept], [r[stat] for r in kept])
     vals = [med[d] for d in depths]
     increasing = len(vals) >= 2 and all(b >= a for a, b in zip(vals, vals[1:]))
     return {"stat": stat, "min_accuracy": min_accuracy, "n_runs": len(kept), "n_runs_total": len(rows),
             "median_by_depth": med, "spearman_depth": rho, "medians_increase": increasing}
 
 
-def _rank(v: np.ndarray) -> np.ndarray:
-    order = np.argsort(v, kind="stable")
-    ranks = np.empty(len(v))
-    ranks[order] = np.arange(len(v), dtype=float)
-    for u in np.unique(v):  # average ranks of ties
-        m = v == u
-        ranks[m] = ranks[m].mean()
-    return ranks
+def spearman(a, b) -> float:
+    """Spearman's rank correlation of ``a`` and ``b`` (``scipy.stats.spearmanr``: tied values share
+    their mean rank); NaN when it is undefined (fewer than 3 values, or either side constant)."""
+    from scipy import stats
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.size != b.size:
+        raise InputError(f"a and b must have the same length, got {a.size} and {b.size}")
+    if a.size < 3 or np.all(a == a[0]) or np.all(b == b[0]):
+        return float("nan")
+    return float(stats.spearmanr(a, b).statistic)
+
+
+def seed_mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean over seeds and its Student-t interval at ``level`` (``scipy.stats.t``): ``(mean, lo, hi)``;
+    the interval is NaN for fewer than two values. It covers the seed-to-seed spread only: where every
+    seed is measured on the same pairs, :func:`seed_pair_interval` adds the spread of the pair set."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    m = float(v.mean())
+    if v.size < 2:
+        return m, float("nan"), float("nan")
+    h = float(stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+    return m, m - h, m + h
+
+
+def hierarchical_bootstrap(groups, stat: Callable | None = None, *, n_boot: int = 2000, level: float = 0.95,
+                           seed: int = 0) -> tuple[float, float, float]:
+    """Two-level bootstrap of a per-seed statistic averaged over seeds: ``groups`` holds one array of
+    per-path values per seed (network); each replicate draws the seeds with replacement, then the
+    paths of every drawn seed with replacement, applies ``stat`` (default: the median of the non-zero
+    values, Φ_N) to each and averages. A 2-D array ``(n_paths, k)`` per seed resamples its rows, so
+    paired values (two arms measured on the same paths) stay together, e.g.
+    ``stat=lambda g: median_nonzero(g[:, 0]) - median_nonzero(g[:, 1])``. Returns ``(estimate, lo, hi)``: the mean over seeds of ``stat`` and
+    the percentile interval at ``level``. The interval covers both the seeds and the pair set."""
+    from .._core.global_folding import median_nonzero
+
+    stat = stat or median_nonzero
+    groups = [np.asarray(g, dtype=float) for g in groups]
+    if not groups or any(g.ndim not in (1, 2) or g.shape[0] == 0 for g in groups):
+        raise InputError("groups must be a non-empty list of non-empty arrays of per-path values (1-D, or 2-D "
+                         "with one row per path)")
+    check_int(n_boot, "n_boot", 1)
+    rng = np.random.default_rng(seed)
+    est = float(np.mean([stat(g) for g in groups]))
+    k = len(groups)
+    draws = np.empty(n_boot)
+    for b in range(n_boot):
+        picked = rng.integers(0, k, k)
+        draws[b] = np.mean([stat(groups[s][rng.integers(0, len(groups[s]), len(groups[s]))]) for s in picked])
+    lo, hi = np.quantile(draws, [0.5 - level / 2, 0.5 + level / 2])
+    return est, float(lo), float(hi)
+
+
+def _pair_sd(ci: Sequence[float], level: float = 0.95) -> float:
+    from scipy import stats
+
+    return (float(ci[1]) - float(ci[0])) / (2 * float(stats.norm.ppf(0.5 + level / 2)))
+
+
+def seed_pair_interval(estimates, pair_cis, *, minus=None, minus_cis=None, paired: bool = False,
+                       level: float = 0.95) -> tuple[float, float, float]:
+    """Interval of a mean over seeds (or of a difference of two such means) that covers the seeds
+    and the pair set, from recorded runs.
+
+    ``estimates``: one value per seed (Φ_N of each network); ``pair_cis``: each run's recorded
+    interval over its paths at ``level`` (a bootstrap over paths), read as the spread of that
+    estimate over pair sets, sd = width / (2 z). The studies measure every seed on the same pairs,
+    so the pair-set error is shared by the seeds and does not shrink with their number: the
+    interval is the Student-t interval over seeds widened in quadrature by z times the pair-set sd,
+    ``mean ± sqrt((t s / sqrt n)^2 + (z sd_pairs)^2)``, with ``sd_pairs`` the root mean square of
+    the runs' sds. With ``minus`` and ``minus_cis`` it is the interval of ``mean(estimates) −
+    mean(minus)``: ``paired`` (the same seeds in both, in the same order) takes the t interval of
+    the per-seed differences; otherwise the two seed parts add (df: the smaller sample less one).
+    The two pair-set sds add as if independent, which overstates them where both groups walk the
+    same pairs. Returns ``(estimate, lo, hi)``; lo and hi are NaN for one seed.
+
+    Where the per-path values are kept, :func:`hierarchical_bootstrap` resamples the seeds and the
+    paths themselves.
+    """
+    from scipy import stats
+
+    a = np.asarray(estimates, dtype=float)
+    sa = np.array([_pair_sd(c, level) for c in pair_cis])
+    if a.size == 0 or sa.size != a.size:
+        raise InputError(f"estimates and pair_cis must be non-empty and of one length, got {a.size} and {sa.size}")
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    pair_var = float(np.mean(sa ** 2))
+    if minus is None:
+        est, n, seed_se = float(a.mean()), a.size, (float(a.std(ddof=1)) / math.sqrt(a.size) if a.size > 1 else 0.0)
+    else:
+        b = np.asarray(minus, dtype=float)
+        sb = np.array([_pair_sd(c, level) for c in minus_cis])
+        if b.size == 0 or sb.size != b.size or (paired and b.size != a.size):
+            raise InputError(f"minus and minus_cis must be non-empty and of one length (that of estimates when "
+                             f"paired), got {b.size} and {sb.size}")
+        est = float(a.mean() - b.mean())
+        pair_var += float(np.mean(sb ** 2))
+        if paired:
+            d = a - b
+            n, seed_se = d.size, (float(d.std(ddof=1)) / math.sqrt(d.size) if d.size > 1 else 0.0)
+        else:
+            n = min(a.size, b.size)
+            va = a.var(ddof=1) / a.size if a.size > 1 else 0.0
+            vb = b.var(ddof=1) / b.size if b.size > 1 else 0.0
+            seed_se = math.sqrt(va + vb)
+    if n < 2:
+        return est, float("nan"), float("nan")
+    t = float(stats.t.ppf(0.5 + level / 2, n - 1))
+    h = math.sqrt((t * seed_se) ** 2 + z * z * pair_var)
+    return est, est - h, est + h
+
+
+def pairs_needed(effect: float, pair_ci: Sequence[float], n_paths: int, level: float = 0.95) -> int:
+    """How many paths per network make the pair-set part of a difference of two such estimates
+    smaller than ``effect``: the half-width z x sqrt(2) x sd of the difference, with the sd of one
+    estimate taken from its recorded interval ``pair_ci`` over ``n_paths`` paths and shrinking as
+    1/sqrt(paths)."""
+    from scipy import stats
+
+    if not (isinstance(effect, (int, float)) and math.isfinite(effect) and effect != 0):
+        raise InputError(f"effect must be a finite non-zero number, got {effect!r}")
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    sd1 = _pair_sd(pair_ci, level) * math.sqrt(n_paths)
+    return int(math.ceil((z * math.sqrt(2) * sd1 / abs(effect)) ** 2 - 1e-9))
 
 
 def summary_by_arch(rows: Sequence[dict]) -> list[dict]:

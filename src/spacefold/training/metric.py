@@ -56,7 +56,9 @@ __all__ = ["FoldingMetric", "folding_statistics", "histogram_median", "farey_len
 
 
 def _as_values(value, name: str) -> Tensor:
-    """Fetch χ-like values: a 1-D float tensor in [0, 1] (lists and arrays are converted)."""
+    """Fetch χ-like values: a 1-D float tensor in [0, 1] (lists and arrays are converted; an
+    integer or boolean tensor is refused: χ is a fraction, and integers there are counts such
+    as r1 or the regions passed by mistake)."""
     if not isinstance(value, Tensor):
         try:
             value = torch.as_tensor(np.asarray(value, dtype=np.float64))
@@ -64,8 +66,9 @@ def _as_values(value, name: str) -> Tensor:
             raise InputTypeError(
                 f"{name} must be a 1-D tensor of folding values in [0, 1], got {type(value).__name__}"
             ) from None
-    if value.dtype == torch.bool or not (value.is_floating_point() or value.dtype in (torch.int32, torch.int64)):
-        raise InputTypeError(f"{name} must be a float tensor of folding values in [0, 1], got dtype {value.dtype}")
+    if not value.is_floating_point():
+        raise InputTypeError(f"{name} must be a float tensor of folding values in [0, 1] (χ = 1 − r1/r2 is a "
+                             f"fraction), got dtype {value.dtype}")
     if value.dim() != 1:
         raise InputError(f"{name} must be 1-D (one value per path), got shape {tuple(value.shape)}")
     value = value.detach().to(device="cpu", dtype=torch.float64)

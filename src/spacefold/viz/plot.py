@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._util import atomic_path
-from ..errors import InputError, InputTypeError
+from .._util import atomic_path, check_distinct
+from ..errors import InputError, InputTypeError, MissingExtraError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -49,15 +49,32 @@ FORMATS = ("png", "svg", "pdf")
 
 
 def new_figure(w: float = 6.0, h: float = 4.0):
-    """A matplotlib Figure on the Agg canvas, in the spacefold style."""
+    """A matplotlib Figure on the Agg canvas, in the spacefold style.
+
+    It shows itself in Jupyter as the value of a cell (``_repr_png_``, laid out like a saved
+    figure), without pyplot or ``%matplotlib inline``.
+    """
+    import types
+
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise ImportError("plots need matplotlib: pip install 'spacefold[plot]'") from None
+        raise MissingExtraError("plots need matplotlib: pip install 'spacefold[plot]'") from None
     fig = Figure(figsize=(w, h), dpi=100)
     FigureCanvasAgg(fig)
+    fig._repr_png_ = types.MethodType(_repr_png, fig)
     return fig
+
+
+def _repr_png(fig) -> bytes:
+    """PNG bytes of ``fig`` as notebooks show it (100 dpi, everything inside the image)."""
+    import io
+
+    _layout(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", pad_inches=0.05, metadata={"Software": None})
+    return buf.getvalue()
 
 
 def colour(i: int, n: int | None = None):
@@ -91,12 +108,14 @@ def save_figure(fig, path: str | os.PathLike, formats: Sequence[str] | None = No
     for f in fmts:
         if f not in FORMATS:
             raise InputError(f"figure format must be one of {', '.join(FORMATS)}, got {f!r} (from {path})")
+    check_distinct(fmts, "formats")
     _layout(fig)
     out = []
     for f in fmts:
         p = path if formats is None else path.with_suffix("." + f)
         with atomic_path(p) as tmp:
-            fig.savefig(tmp, format=f, dpi=PNG_DPI if f == "png" else None,
+            # a tight box: legends beside the axes and wide captions stay inside the image
+            fig.savefig(tmp, format=f, dpi=PNG_DPI if f == "png" else None, bbox_inches="tight", pad_inches=0.05,
                         metadata={"Software": None} if f == "png" else None)
         out.append(p)
     return out
@@ -398,12 +417,18 @@ def _depth_jitter(rows, key="depth"):
 
 
 def _study_context(rows: Sequence[dict]) -> str:
-    """'<data set>, MLPs 1x60 ... 6x10, <n> seeds, <paths> inter-class paths per run'."""
+    """'<data set>, MLPs 1x60 ... 6x10, <n> seeds, <walked> paths walked per run (<inter> inter-class)'."""
     data = {(r.get("settings") or {}).get("data", {}).get("name") for r in rows} - {None}
     archs = sorted({r["arch"] for r in rows}, key=lambda a: [r["depth"] for r in rows if r["arch"] == a][0])
     seeds = {r.get("seed") for r in rows}
-    paths = sorted({int(r["n_inter_class_paths"]) for r in rows if "n_inter_class_paths" in r})
-    p = (f"{paths[0]} paths per run" if len(paths) == 1 else f"{paths[0]}-{paths[-1]} paths per run") if paths else ""
+
+    def span(key):
+        v = sorted({int(r[key]) for r in rows if key in r})
+        return "" if not v else f"{v[0]}" if len(v) == 1 else f"{v[0]}-{v[-1]}"
+
+    walked, inter = span("n_paths"), span("n_inter_class_paths")
+    p = (f"{walked} paths walked per run" + (f" ({inter} inter-class)" if inter and inter != walked else "")
+         if walked else f"{inter} inter-class paths per run" if inter else "")
     arch = archs[0] if len(archs) == 1 else f"{archs[0]} ... {archs[-1]}"
     return ", ".join(x for x in [" / ".join(sorted(data)) or None, f"MLPs {arch}", f"{len(seeds)} seeds", p] if x)
 

@@ -217,6 +217,6 @@ def write_report(results_dir: str | os.PathLike, out: str | os.PathLike, *, argv
     """Write the report on ``results_dir`` to ``out`` (atomically); returns ``out``."""
     text = build_report(results_dir, argv=argv)
     out = Path(out)
-    with atomic_write(out) as fh:
-        fh.write(text)
+    with atomic_write(out, "wb") as fh:  # a file name that is not UTF-8 shows "?" for its bad bytes
+        fh.write(text.encode("utf-8", "replace"))
     return out

@@ -590,16 +590,51 @@ def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_
                         phi[n] = ya + s * (np.float64(y[b, n]) - ya)
                     for i in range(c0, c1):
                         n = cs_n[i]
+                        za, zb = cs_za[i], cs_zb[i]
+                        phi[n] = act_value(seg_slope, seg_off, levels, n, za + s * (zb - za))
+                    # a neuron crossing several levels in the piece (a Hardtanh's kinks and its bit
+                    # threshold) is listed once per level: the one merged into this row, at its level
+                    # up to round-off, is that level (as split_act set it), whatever the others say
+                    for i in range(c0, c1):
+                        if cs_slot[i] != j:
+                            continue
+                        n = cs_n[i]
                         za, zb, level = cs_za[i], cs_zb[i], levels[cs_lv[i]]
-                        zv = za + s * (zb - za)
-                        if cs_slot[i] == j and at_level(zv, za, zb, level, rtol):
-                            zv = level  # as split_act set it
-                        phi[n] = act_value(seg_slope, seg_off, levels, n, zv)
+                        if at_level(za + s * (zb - za), za, zb, level, rtol):
+                            phi[n] = act_value(seg_slope, seg_off, levels, n, level)
                     have = True
                 acc0 = 0.0
                 for n in range(F):  # a row of the weight (contiguous), not a column of wt
                     acc0 += wgt[o, n] * phi[n]
                 out[row, o] = acc0 + bias[o]
+
+
+@jit
+def zero_candidates(out, thr, nxt, prv):
+    """The outputs ``(row, column)`` of a Linear within ``thr[column]`` of 0 whose row has a neighbour along its
+    path (``nxt``, ``prv``; an end row links to itself) within that bound too."""
+    R, O = out.shape
+    n = 0
+    rows = np.empty(16, np.int64)
+    cols = np.empty(16, np.int64)
+    thr_d = thr.astype(out.dtype)  # compared in the outputs' dtype: rounding it down only drops candidates
+    for r in range(R):
+        hit = False
+        for o in range(O):  # branch-free first, so that it vectorises
+            hit |= abs(out[r, o]) <= thr_d[o]
+        if not hit:
+            continue
+        for o in range(O):
+            if abs(out[r, o]) <= thr_d[o]:
+                q, p = nxt[r], prv[r]
+                if (q != r and abs(out[q, o]) <= thr[o]) or (p != r and abs(out[p, o]) <= thr[o]):
+                    if n == rows.size:
+                        rows = np.concatenate((rows, np.empty(n, np.int64)))
+                        cols = np.concatenate((cols, np.empty(n, np.int64)))
+                    rows[n] = r
+                    cols[n] = o
+                    n += 1
+    return rows[:n], cols[:n]
 
 
 @jit

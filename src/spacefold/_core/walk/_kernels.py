@@ -125,6 +125,11 @@ def new_rows_linear(out, n_old, wt, levels, seg_slope, plan, g_s, y, seg_off, bi
                                       wnorm)
 
 
+def zero_candidates(out, thr, nxt, prv):
+    """See ``spacefold.walk._jit.zero_candidates``."""
+    return _STATE["jit"].zero_candidates(out, thr, nxt, prv)
+
+
 def lerp_rows(x, ia, ib, w, out):
     """Rows ``ia`` and ``ib`` of the 2-D ``x`` interpolated at ``w`` (one weight per row, of
     ``x``'s dtype) into ``out``, as ``torch.lerp`` computes them, without gathering them first."""

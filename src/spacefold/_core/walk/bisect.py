@@ -8,12 +8,20 @@ A sample whose pattern differs from both neighbours, each within ``tol``, is not
 kept as a region: it lies on a class boundary (a pre-activation exactly 0) or in a
 class narrower than ``2 tol``, which the reference walk (docs/method.md, 'Walks: three samplers') skips too.
 
-Skipping sub-segments whose ends share a pattern is exact for ReLU-type
-(piecewise-linear) networks, whose pattern classes are convex; for other
-activations, with max pooling or normalisation over features, and with a
-nonlinearity called functionally in ``forward``, classes need not be convex, which is why they start from a grid of ``n0 = 64`` samples by
-default (:func:`default_n0`). All segments of a batch are refined together: each
-round evaluates the midpoints of every open interval of every path in one pass.
+What it guarantees. Skipping a sub-segment whose ends share a pattern is exact only
+when the pattern classes are convex along the segment: ReLU-type (piecewise-linear)
+networks whose every nonlinearity gives bits (:func:`classes_convex`). There the walk
+holds every region wider than ``tol``. For every other network (smooth activations,
+gated units, normalisation over features, attention, max pooling) a class need not be
+convex, or even connected (a gated unit's), and a segment can leave a class and come back
+to the same pattern between two samples; such networks start from a grid of
+:data:`NONCONVEX_N0` = 1025 samples by default (:func:`default_n0`), so that the
+same-ends rule is applied only to intervals shorter than the grid step, 2^-10 in t. The walk
+then holds every change of pattern that the grid sees, located within ``tol``; nothing is
+guaranteed about what happens between two consecutive samples (an excursion narrower than
+the grid step may be missed), so its walks are never *complete*. A user-given ``n0``
+sets that resolution. All segments of a batch are refined together: each round evaluates
+the midpoints of every open interval of every path in one pass.
 """
 
 from __future__ import annotations
@@ -50,32 +58,43 @@ _BREAKS_CONVEXITY = (
 )
 
 
-def default_n0(model: nn.Module) -> int:
-    """The start grid: 2 when every pattern class of ``model`` is convex, else 64.
+# the start grid of networks whose pattern classes need not be convex: resolution 2^-10 in t
+NONCONVEX_N0 = 1025
 
-    Classes are convex when every activation module is piecewise linear with its
-    kink at 0 (ReLU, leaky ReLU, PReLU, RReLU) and no other module bends the map
-    without a bit for it (max pooling, normalisation over features, softmax,
-    attention). A nonlinearity called functionally in ``forward`` (``F.relu``, ``torch.abs``,
-    ...) bends the map without a bit as well: the model is traced with ``torch.fx`` and any
-    operation that is not affine (as the exact walk decides it), or a model that cannot be
-    traced, gives 64.
+
+def classes_convex(model: nn.Module) -> bool:
+    """Whether every pattern class of ``model`` is convex (then bisection may skip an
+    interval whose ends share a pattern).
+
+    Classes are convex when every nonlinearity gives bits and is piecewise linear with
+    its kink at 0: activation modules and functions ReLU, leaky ReLU, PReLU, RReLU, and
+    no other module or function bends the map without a bit for it (max pooling,
+    normalisation over features, softmax, attention, ``torch.abs``, Hardtanh's kinks at
+    ±1). The model is traced with ``torch.fx`` and any operation that is not affine (as
+    the exact walk decides it), or a model that cannot be traced, makes it False.
     """
     try:
         acts = find_activations(model)
     except (TypeError, ValueError):
-        return 64
+        return False
     if not all(is_piecewise_linear(m) for _, m in acts):
-        return 64
+        return False
     if any(isinstance(m, _BREAKS_CONVEXITY) for m in model.modules()):
-        return 64
+        return False
     from .exact import NotPiecewiseLinearError, compile_model
 
     try:
-        compile_model(model)  # refuses functional activations and every other non-affine operation
+        prog = compile_model(model)  # refuses every non-affine operation that is not a piecewise-linear activation
     except NotPiecewiseLinearError:
-        return 64
-    return 2
+        return False
+    # every activation of the program (functions included) kinks at 0 only, where its bit switches
+    return all(s.kinks == [0.0] for s in prog.steps if s.kind == "act")
+
+
+def default_n0(model: nn.Module) -> int:
+    """The start grid: 2 when every pattern class of ``model`` is convex
+    (:func:`classes_convex`), else :data:`NONCONVEX_N0` (1025 samples, resolution 2^-10)."""
+    return 2 if classes_convex(model) else NONCONVEX_N0
 
 
 def _evaluate(model, recorder, x1, x2, path, t, tie_tol, max_points) -> Tensor:

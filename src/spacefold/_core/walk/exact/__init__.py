@@ -80,10 +80,11 @@ crossing it creates no breakpoint (a zero at an isolated t is not recorded excep
 t = 0 and t = 1); one that is identically 0 on a piece gives bit 0 and no crossing;
 neurons crossing within ``tol`` of each other switch at one breakpoint.
 
-Only *modules* listed in the pattern give bits (as for the hooks of
-``activation_patterns``). A functional activation (``F.relu`` in ``forward``) is
-nonlinear but cannot be part of the pattern, so the exact walk refuses it, as it
-refuses smooth activations (GELU, tanh, ...): use ``method="bisect"`` for those.
+The activations selected for the pattern give bits, as in ``activation_patterns``:
+modules, and piecewise-linear activations called as functions (``F.relu``, ``x.relu()``,
+``F.leaky_relu``, ``F.hardtanh``, ...), which become activation steps named by their call
+site. Smooth activations (GELU, tanh, ...) and gated units are refused: use
+``method="bisect"`` for those.
 
 Layout of the package (one job per module, in the order of a walk):
 

@@ -453,7 +453,7 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
 
     def next_step(per_path: float) -> int:
         # as many paths as fit the target size of the largest tensor
-        return int(min(max(target / per_path, 16), 1 << 20))
+        return int(min(max(target / max(per_path, 1.0), 16), 1 << 20))  # a path may measure 0 bytes
 
     if threaded:
         # On CPUs only the matrix products use torch's threads; the rest of the walk is many

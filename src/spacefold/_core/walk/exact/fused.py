@@ -20,7 +20,7 @@ from .assemble import _flips
 from .crossings import _cut, _signs, _snap, _snap_list, _snap_pairs
 from .program import _Step
 from .settings import WalkSettings, _cancel_rtol, _check_finite
-from .state import _at, _State
+from .state import _at, _kernels_take, _State
 
 # a new breakpoint whose piece is crossed by more neurons than this gets a plain product
 _SPARSE_MAX = 4
@@ -39,6 +39,70 @@ def _linear(lin: nn.Linear, x: Tensor, out: Tensor) -> None:
         torch.addmm(lin.bias, x, lin.weight.t(), out=out)
     else:
         torch.mm(x, lin.weight.t(), out=out)
+
+
+def _zero_round_off(lin: nn.Linear, out: Tensor, x: Tensor, state: _State) -> None:
+    """Set to 0 the outputs of ``lin`` (``out``, one row per breakpoint of ``state``) that are 0 on a
+    piece up to round-off: within ``_cancel_rtol`` of the dtype times ``|bias| + Σ|w|·|x|`` (and, at a
+    row the split added, the outputs at a and b, from which it was interpolated) at a row and at a
+    neighbouring row of the same path. ``x``: the Linear's input at the first rows
+    (all, or the old rows of a split); at a later row, whose input is interpolated from the
+    nearest first rows a and b before and after it, ``|x| <= |x(a)| + |x(b)|`` neuron by neuron.
+
+    The inputs at breakpoints carry the round-off of their interpolation (a Hardtanh's
+    unsaturated neuron at 1.5000000000000002 instead of 1.5), so an output that cancels exactly
+    on a piece (a saturated neuron against another, two pooling windows sharing their maximum,
+    quantised or bias-free weights) comes out as ±4e-16, and the bit rule would read 1 where exact
+    arithmetic gives 0. A crossing of 0 leaves a small value at one row only (its neighbours are
+    away from 0), so it is not moved. One pass over the outputs with a cheap bound (compiled where
+    the kernels run); the bound of the terms only for the few outputs that pass it."""
+    if out.numel() == 0 or x.numel() == 0:
+        return
+    w = lin.weight.detach()
+    wabs = w.abs()
+    wsum = wabs.double().sum(1).cpu()
+    babs = (torch.zeros(lin.out_features, dtype=torch.float64) if lin.bias is None else
+            lin.bias.detach().double().abs().cpu())
+    rtol = _cancel_rtol(out.dtype)
+    nxt, prv = state.nxt.to(out.device), state.prv.to(out.device)
+    thr = (wsum * float(torch.linalg.vector_norm(x, float("inf"))) + babs).mul_(rtol).to(out.device)
+    if _kernels_take(out) and out.is_contiguous():
+        r, o = map(torch.from_numpy, _kernels.zero_candidates(out.numpy(), thr.numpy(), state.nxt.numpy(),
+                                                              state.prv.numpy()))
+    else:
+        small = out.abs() <= thr
+        if not bool(small.any()):
+            return
+        ar = torch.arange(out.shape[0], device=out.device).unsqueeze(1)
+        near = ((small.index_select(0, nxt) & (nxt.unsqueeze(1) != ar))
+                | (small.index_select(0, prv) & (prv.unsqueeze(1) != ar)))
+        r, o = (small & near).nonzero().unbind(1)
+    if r.numel() == 0:
+        return
+    # the bound of the terms at the candidates and their neighbours
+    rows = torch.unique(torch.cat([r, nxt.index_select(0, r), prv.index_select(0, r)]))
+    V = x.shape[0]
+    a, b = rows.clone(), rows.clone()
+    while bool((a >= V).any()):
+        a = torch.where(a >= V, prv.index_select(0, a), a)
+    while bool((b >= V).any()):
+        b = torch.where(b >= V, nxt.index_select(0, b), b)
+    xa = x.index_select(0, a).abs().double()
+    xin = torch.where((rows < V).unsqueeze(1), xa, xa + x.index_select(0, b).abs().double())
+    bound = xin @ wabs.double().t() + babs.to(out.device)  # (rows, O)
+    # a later row of a split is interpolated from the outputs at a and b (and corrected): their round-off too
+    later = (rows >= V).unsqueeze(1)
+    bound += torch.where(later, out.index_select(0, a).double().abs() + out.index_select(0, b).double().abs(), 0.0)
+    bound.mul_(4 * rtol)  # the inputs carry the round-off of earlier layers too
+    at = torch.full((out.shape[0],), -1, dtype=torch.int64, device=out.device)
+    at[rows] = torch.arange(rows.numel(), device=out.device)
+
+    def within(rr: Tensor) -> Tensor:
+        return out[rr, o].double().abs() <= bound[at.index_select(0, rr), o]
+
+    q, p = nxt.index_select(0, r), prv.index_select(0, r)
+    keep = within(r) & (((q != r) & within(q)) | ((p != r) & within(p)))
+    out[r[keep], o[keep]] = 0.0
 
 
 @dataclass(slots=True)
@@ -94,7 +158,12 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
         snap = tuple(a.index_select(0, new_rows) for a in snap)
         snap = (snap[0] - V, *snap[1:])  # (new breakpoint, neuron, level, za, zb)
     if plan is None:
-        out = None if lin is None else lin(_act_inplace(step.module, z))
+        if lin is not None:
+            y = _act_inplace(step.module, z)
+            out = lin(y)
+            _zero_round_off(lin, out, y, state)
+        else:
+            out = None
     elif lin is None and pos is None:
         out = None
     else:
@@ -165,6 +234,7 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
             out, y = _linear_at_new_rows(step, lin, z, new, yk, yd)
             if not all_dense:
                 _exact_cancellations(lin, out, V, y, new, yk, yd)
+            _zero_round_off(lin, out, y, state)
     if cut.thr is None:
         return None, out
     return _flips(state, cut, pos, state.n_rows - V, F_), out
@@ -247,6 +317,7 @@ def _act_linear_compiled(state: _State, step: _Step, z: Tensor, lin: nn.Linear |
         w, wt, bias, wsum, wnorm = _linear_form(step, lin)
         _kernels.new_rows_linear(out.numpy(), V, wt, act_form.levels, act_form.seg_slope, split.plan, split.g_s,
                                  z.numpy(), act_form.seg_off, bias, wsum, _cancel_rtol(z.dtype), w, wnorm)
+    _zero_round_off(lin, out, z, state)
     return split.rec, out
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from torch import Tensor, fx
+from torch import Tensor, fx, nn
 
 from .activation import _act_inplace, _split_activation
 from .assemble import _BitRecord
-from .fused import _act_linear
+from .fused import _act_linear, _zero_round_off
 from .maxpool import _split_maxpool
 from .program import ExactProgram, _Step
 from .settings import WalkSettings
@@ -47,8 +47,14 @@ def _keep(walk: _Walk, step: _Step) -> None:
 
 
 def _affine(walk: _Walk, step: _Step) -> None:
-    """An affine node, applied to the rows directly (exact: affine between breakpoints)."""
-    walk.env[step.node] = walk.prog._eval(step, walk.env)
+    """An affine node, applied to the rows directly (exact: affine between breakpoints); the outputs of
+    an ``nn.Linear`` within round-off of 0 are 0 (see :func:`.fused._zero_round_off`)."""
+    out = walk.prog._eval(step, walk.env)
+    if type(step.module) is nn.Linear and isinstance(out, Tensor) and out.dim() == 2:
+        (x,) = [walk.env[a] for a in step.node.all_input_nodes if walk.prog.dynamic.get(a, False)]
+        if x.dim() == 2 and x.shape[0] == out.shape[0] == walk.state.n_rows:
+            _zero_round_off(step.module, out, x, walk.state)
+    walk.env[step.node] = out
 
 
 def _activation(walk: _Walk, step: _Step) -> None:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from ...patterns import LayerSelector, _entry, find_activations
+from ...patterns import LayerSelector, _entry, find_activations, functional_activation, selector_key, selects_call
 from .errors import NotPiecewiseLinearError, _refuse
 
 # the kinds of step a program holds; the walk has a handler for each (see .handlers)
@@ -68,7 +68,9 @@ _LINEAR_FUNCS = {
     torch.index_select, torch.narrow, torch.sum, torch.mean, torch.chunk, torch.split, torch.movedim,
     torch.t, torch.mm, torch.unbind,
     F.linear, F.conv1d, F.conv2d, F.conv3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d,
-    F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.pad, getattr,
+    F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.pad, getattr, torch.unflatten,
+    # the reshapes of a converted TorchScript or torch.export program (their dims exclude the batch)
+    torch.ops.aten.flatten.using_ints, torch.ops.aten.unflatten.int,
 }
 
 
@@ -76,7 +78,7 @@ _LINEAR_METHODS = {
     "view", "reshape", "flatten", "permute", "transpose", "squeeze", "unsqueeze", "contiguous", "size", "dim",
     "add", "sub", "mul", "div", "neg", "sum", "mean", "index_select", "narrow", "chunk", "split", "t",
     "expand", "expand_as", "view_as", "reshape_as", "clone", "float", "double", "to", "type_as", "unbind",
-    "movedim", "matmul", "__getitem__",
+    "movedim", "matmul", "__getitem__", "unflatten",
 }
 
 
@@ -173,6 +175,34 @@ def _arg_nodes(node: fx.Node) -> list[fx.Node]:
 
     fx.node.map_arg((node.args, node.kwargs), visit)
     return occ
+
+
+def _functional_step(node: fx.Node, dyn_args: list[fx.Node], layers: LayerSelector) -> _Step:
+    """An activation called as a function (``F.relu``, ``x.relu()``): an activation step with the
+    module it computes, a bit layer when ``layers`` selects its call site (named as
+    :class:`spacefold.patterns.PatternRecorder` names it, ``"<module>:<function>"``)."""
+    spec = functional_activation(node.target)
+    name = spec.name
+    if len(dyn_args) != 1 or not node.args or node.args[0] is not dyn_args[0]:
+        raise _refuse(f"the activation {name} (node '{node.name}') must take one input-dependent tensor, its first "
+                      "argument")
+    rest = list(node.args[1:]) + list(node.kwargs.values())
+    if any(isinstance(a, fx.Node) for a in rest):
+        raise _refuse(f"the activation {name} (node '{node.name}') takes a tensor parameter (F.prelu's weight); "
+                      "use the module (nn.PReLU)")
+    module = spec.make(tuple(node.args), dict(node.kwargs))
+    if isinstance(module, nn.RReLU) and node.op == "call_function" and bool(node.kwargs.get(
+            "training", node.args[3] if len(node.args) > 3 else False)):
+        raise _refuse("rrelu with training=True is random")
+    stack = node.meta.get("nn_module_stack") or {}
+    owner = next(reversed(stack.values()))[0] if stack else ""
+    site = f"{owner}:{name}"
+    if _entry(module) is None or not isinstance(module, (nn.Hardtanh, *_PWL_AT_ZERO)):
+        raise _refuse(f"activation {name} (call site '{site}', node '{node.name}') is not piecewise linear")
+    return _Step(node, "act", True, module, selects_call(layers, site, module), _kinks(module))
+
+
+_PWL_AT_ZERO = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.RReLU)
 
 
 class _Tracer(fx.Tracer):
@@ -279,16 +309,13 @@ class ExactProgram:
             if not dyn_args:  # computes on the sizes of input-dependent tensors only: constant along a walk
                 steps.append(_Step(node, "affine", True))
                 continue
+            if node.op in ("call_function", "call_method") and functional_activation(node.target) is not None:
+                steps.append(_functional_step(node, dyn_args, layers))
+                continue
             if node.op == "call_function":
                 fn = node.target
                 name = getattr(fn, "__name__", repr(fn))
                 if fn not in _LINEAR_FUNCS:
-                    if name in ("relu", "relu_", "leaky_relu", "hardtanh", "relu6", "prelu", "rrelu", "threshold"):
-                        raise _refuse(
-                            f"the activation {name} is called functionally in forward (node '{node.name}'); "
-                            "functional activations are not part of the activation pattern: use activation "
-                            "modules such as nn.ReLU"
-                        )
                     if "max_pool" in name:
                         raise _refuse(f"max pooling is called functionally in forward ({name}, node '{node.name}'); "
                                       "the walk follows the modules nn.MaxPool1d/2d/3d and nn.AdaptiveMaxPool1d/2d/3d: "
@@ -426,7 +453,7 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def compile_model(model: nn.Module, layers: LayerSelector = None) -> ExactProgram:
     """The :class:`ExactProgram` of ``model`` (cached per model, layer selection and
     module structure: replacing a submodule compiles the model again)."""
-    key = (tuple(name for name, _ in find_activations(model, layers)),
+    key = (selector_key(layers), tuple(name for name, _ in find_activations(model, layers)),
            tuple((name, id(m)) for name, m in model.named_modules()))
     per_model = _CACHE.get(model)
     if per_model is None:

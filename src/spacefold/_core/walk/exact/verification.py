@@ -192,16 +192,18 @@ def _certify(model, prog: ExactProgram, x1, x2, walks: WalkBatch, layers, tie_to
     tol = max(tol, _dtype_tol(x1.dtype))
     # every activation and max pooling call, in order: their inputs at the two ends of each interval
     calls = [st for st in prog.steps if st.kind in ("act", "maxpool")]  # in the order of the forward pass
-    kinds: dict[int, tuple[str, nn.Module]] = {id(st.module): (st.kind, st.module) for st in calls}
+    pools = {id(st.module): st.module for st in calls if st.kind == "maxpool"}
     seen: list[tuple[str, nn.Module, Tensor]] = []
 
     def hook(mod, args):
-        kind, _ = kinds[id(mod)]
-        # an in-place activation overwrites its input: keep the pre-activation
-        seen.append((kind, mod, args[0].clone() if getattr(mod, "inplace", False) else args[0]))
+        seen.append(("maxpool", mod, args[0]))
 
-    handles = [m.register_forward_pre_hook(hook) for _, m in kinds.values()]
+    def act(mod, x):  # every activation call, module or function; an in-place one overwrites its input: a copy
+        seen.append(("act", mod, x.clone() if getattr(mod, "inplace", False) else x))
+
+    handles = [m.register_forward_pre_hook(hook) for m in pools.values()]
     rec = PatternRecorder(model, layers)
+    rec.on_call = act
     n = walk.numel()
     per_interval = torch.zeros(n, dtype=torch.int64, device=walk.device)
     # about 8 float64 values of every neuron at both ends of an interval are alive at once
