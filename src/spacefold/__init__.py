@@ -19,7 +19,7 @@ import warnings as _warnings
 from typing import TYPE_CHECKING
 
 from . import _compat
-from ._version import __version__
+from ._version import __version__  # noqa: F401 - in dir(spacefold) with the API
 from ._core.folding import Folding, FoldingBatch, folding, folding_batch, folding_pairs, walk
 from ._core.global_folding import GlobalFolding, global_folding
 from ._core.measure import chi, chi_bounds, chi_profile, interaction, ranges, symmetric_chi
