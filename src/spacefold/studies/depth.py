@@ -197,7 +197,7 @@ def run_provenance() -> dict:
     if _PROVENANCE is None:
         import torch
 
-        from . import __version__
+        from .._version import __version__
         from .._core.pairs import PLAN_VERSION
 
         here = Path(__file__).resolve().parent
