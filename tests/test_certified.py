@@ -450,7 +450,7 @@ def test_custom_rule_refused():
         def forward(self, x):
             return x * 2
 
-    sf.register_activation(Odd, rule=lambda m, i, o: i - 1.0)
+    sf.register_activation(Odd, rule=lambda m, inputs, o: inputs[0] - 1.0)
     try:
         model = nn.Sequential(nn.Linear(2, 2), Odd())
         with pytest.raises(CertifiedUnsupportedError, match="custom"):

@@ -200,7 +200,8 @@ def test_api_sizes_refused(monkeypatch):
 
 
 def test_workers_are_at_most_the_cores_and_checked_against_memory(monkeypatch):
-    from spacefold import _util, parallel
+    from spacefold import _util
+    from spacefold._core import parallel
     from spacefold.errors import InputError
 
     seen = []
