@@ -1,4 +1,4 @@
-"""The Numba kernel behind :func:`spacefold.plane.plane_regions`: all neurons of one layer cut
+"""The Numba kernel behind :func:`spacefold._core.plane.plane_regions`: all neurons of one layer cut
 in one compiled call (imported on first use: it compiles or loads from Numba's cache)."""
 
 from __future__ import annotations

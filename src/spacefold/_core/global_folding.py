@@ -1,7 +1,7 @@
 """Global folding over a data set: Φ_N, the P2 "median of maxima", per class pair tables,
 per-layer folding and bootstrap confidence intervals (docs/method.md, 'The global measure').
 
-``global_folding`` walks the segments chosen by :mod:`spacefold.pairs` through the
+``global_folding`` walks the segments chosen by :mod:`spacefold._core.pairs` through the
 pipeline of :func:`spacefold.folding_pairs` (pairs streamed in chunks, everything before
 the first activation evaluated once per sample) and keeps one χ, one profile maximum
 and the two class labels per path; every aggregate is computed from those.
@@ -61,7 +61,7 @@ class GlobalFolding:
     of every path's prefix profile; ``label_a``/``label_b``: the class of the start
     and of the end of every path (-1 for random pairs); ``per_layer``: layer name ->
     χ of that layer's bits alone (with ``per_layer=True``); ``info``: with the exact walk,
-    ``n_float64`` and ``n_unresolved`` (see :class:`spacefold.folding.FoldingBatch`); with the
+    ``n_float64`` and ``n_unresolved`` (see :class:`spacefold.FoldingBatch`); with the
     certified walk, ``n_incomplete`` (paths not proved complete within the interval budget);
     also in :meth:`to_dict`.
 
@@ -318,7 +318,7 @@ def global_folding(
         as in P1/P3), ``"all"`` (ordered class pairs with the same class included,
         the P2 MNIST protocol), ``"random"`` (``max_pairs`` random pairs of distinct
         samples), ``"centroids"`` (inter-class pairs of ``n_clusters`` k-means
-        centroids per class, docs/method.md, 'The global measure'), or a :class:`spacefold.pairs.PairPlan`
+        centroids per class, docs/method.md, 'The global measure'), or a :class:`spacefold._core.pairs.PairPlan`
         indexing ``x``.
     max_pairs : at most this many paths, spread evenly over the class pairs and drawn
         at random with ``seed``; ``None`` walks every pair.
@@ -332,7 +332,7 @@ def global_folding(
     Under ``torchrun`` (``WORLD_SIZE > 1``) the ranks share the pairs in contiguous
     shards (each rank with its own ``workers``), every rank receives every path's
     results and returns the same :class:`GlobalFolding` as a single process, bit for
-    bit (see :mod:`spacefold.parallel`).
+    bit (see :mod:`spacefold._core.parallel`).
 
     With ``method="exact"`` everything before the first activation (the first affine
     layer) is evaluated once per sample, not once per path (see

@@ -435,7 +435,7 @@ def _dense_summary(patterns: Tensor, offsets: Tensor, n_regions: Tensor | None =
 
 
 def _flip_summary(walks, columns: slice | None) -> WalkSummary:
-    """Summary of walks stored as flips (see ``spacefold.walk.exact.ExactWalkBatch``):
+    """Summary of walks stored as flips (see ``spacefold._core.walk.exact.ExactWalkBatch``):
     per breakpoint the number of bits that flip (the step) and the change of the
     distance to the start (+1 per flip away from the pattern at t = 0, -1 per flip back)."""
     at, sign = walks.flip_at, walks.flip_sign
@@ -457,7 +457,7 @@ def _flip_summary(walks, columns: slice | None) -> WalkSummary:
 def summarize(walks, columns: slice | None = None) -> WalkSummary:
     """r1, r2, χ, profile maximum and number of regions of every walk of a walk batch.
 
-    ``walks`` is what the walk methods return (:class:`spacefold.walk.WalkBatch`,
+    ``walks`` is what the walk methods return (:class:`spacefold._core.walk.WalkBatch`,
     patterns stored back to back, or the exact walk's flips: then the measures come
     from the flips alone, without building the patterns). ``columns`` restricts the
     walks to some neurons (a slice, e.g. one layer's ``PatternLayout`` slice); the

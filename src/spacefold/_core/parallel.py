@@ -20,7 +20,7 @@ it, so the result is the same, bit for bit, for any number of workers or ranks.
   (the first ``n % w`` shards hold one path more) and every rank receives every shard's
   results (``torch.distributed.all_gather_object``). Rendezvous, collectives and failure
   handling are torch.distributed's. Inside :func:`alone` a rank works by itself (``world()``
-  is ``(0, 1)``): the ranks of a sweep (:func:`spacefold.study.run_study`) each measure
+  is ``(0, 1)``): the ranks of a sweep (:func:`spacefold.studies.depth.run_study`) each measure
   their own models.
 """
 
@@ -344,7 +344,7 @@ def _context():
     safe) or, where there is none, are spawned."""
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["spacefold.folding", "spacefold.walk.exact"])
+        ctx.set_forkserver_preload(["spacefold._core.folding", "spacefold._core.walk.exact"])
         return ctx
     return mp.get_context("spawn")
 

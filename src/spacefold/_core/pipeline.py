@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 DEFAULT_STEPS = 100
 
-DEFAULT_TOL = None  # the method's own default (spacefold.walk.METHOD_TOL)
+DEFAULT_TOL = None  # the method's own default (spacefold._core.walk.METHOD_TOL)
 
 MAX_CHUNK = 1 << 17  # segments per chunk at most
 
@@ -72,7 +72,7 @@ class Folding:
 
     @property
     def n_pieces(self) -> int:
-        """The regions of positive length (see :attr:`spacefold.walk.Walk.n_pieces`)."""
+        """The regions of positive length (see :attr:`spacefold._core.walk.Walk.n_pieces`)."""
         return self.walk.n_pieces
 
 
@@ -426,7 +426,7 @@ def check_walk_size(opts: WalkOptions, n_segments: int, n_inputs: int, n_neurons
 
 class _RangeTask:
     """Walk and measure the segments at positions ``[start, stop)``: ``task(start, stop,
-    tick)`` -> per-path tensors (the fields of :class:`spacefold.measure.WalkSummary`,
+    tick)`` -> per-path tensors (the fields of :class:`spacefold._core.measure.WalkSummary`,
     ``"layer:<name>"`` per layer). Picklable: the walker is built again where it runs."""
 
     def __init__(self, model: nn.Module, segments: _Segments, opts: WalkOptions, layout: PatternLayout, *,
@@ -523,7 +523,7 @@ def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures:
     With ``measures=False`` returns the walks (a :class:`WalkBatch`) and measures nothing.
     ``workers`` worker processes share the segments (only when measuring without keeping
     the walks); with ``distributed`` and under ``torchrun`` the ranks do
-    (:mod:`spacefold.parallel`).
+    (:mod:`spacefold._core.parallel`).
     """
     if segments.n == 0:
         raise InputError("x1 and x2 must hold at least one segment, got batch size 0")

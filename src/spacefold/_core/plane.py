@@ -254,7 +254,7 @@ def plane_regions(model: nn.Module, plane: Plane, *, layers: LayerSelector = Non
     if not isinstance(model, nn.Module):
         raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(plane, Plane):
-        raise InputTypeError(f"plane must be a spacefold.plane.Plane (plane_through or input_plane), got "
+        raise InputTypeError(f"plane must be a spacefold._core.plane.Plane (plane_through or input_plane), got "
                              f"{type(plane).__name__}")
     why = supports_exact_plane(model, layers)
     if why is not None:

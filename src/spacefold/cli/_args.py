@@ -140,7 +140,7 @@ def hidden_arch(text: str) -> str:
 
 def folding_schedule(text: str) -> str:
     """When the folding loss is on: "always", "early:FRACTION" or "every:N", in its canonical
-    spelling ("EARLY:0.50" -> "early:0.5"; :class:`spacefold.regularize.FoldingSchedule`)."""
+    spelling ("EARLY:0.50" -> "early:0.5"; :class:`spacefold.FoldingSchedule`)."""
     from ..training.regularize import FoldingSchedule
 
     try:

@@ -75,7 +75,7 @@ def _add_regularizer_args(p) -> None:
 
 
 def _regularizer_settings(args):
-    """The sweep's :class:`spacefold.study.RegularizerSettings`, ``None`` for plain training (λ = 0)."""
+    """The sweep's :class:`spacefold.studies.depth.RegularizerSettings`, ``None`` for plain training (λ = 0)."""
     from ..studies.depth import RegularizerSettings
 
     if args.regularize == 0:

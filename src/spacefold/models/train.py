@@ -128,9 +128,9 @@ def train(
     A loss that becomes NaN or infinite (the training diverged) raises
     :class:`spacefold.errors.InputError` naming the learning rate. ``progress`` shows a
     progress bar over the epochs (``progress_bar`` is its deprecated old name).
-    ``regularizer(model, epoch, epochs)`` (e.g. :class:`spacefold.regularize.FoldingRegularizer`)
+    ``regularizer(model, epoch, epochs)`` (e.g. :class:`spacefold.FoldingRegularizer`)
     is called at every step and its tensor, unless ``None``, is added to the task loss;
-    ``on_epoch_end(model, epoch, epochs)`` (e.g. :class:`spacefold.regularize.FoldingTracker`)
+    ``on_epoch_end(model, epoch, epochs)`` (e.g. :class:`spacefold.FoldingTracker`)
     is called after every epoch and what it returns, unless ``None``, goes to ``tracked``.
     """
     import time
@@ -225,7 +225,7 @@ def train_mlp(
     and optionally save it to ``checkpoint`` (atomically, with the run's record as
     metadata). Returns ``(model, TrainResult)``. ``progress`` and ``regularizer`` as in
     :func:`train`; a regulariser with a ``describe()`` (such as
-    :class:`spacefold.regularize.FoldingRegularizer`) is recorded in the metadata as ``"regularizer"``.
+    :class:`spacefold.FoldingRegularizer`) is recorded in the metadata as ``"regularizer"``.
     """
     from .mlp import mlp, save_checkpoint
 

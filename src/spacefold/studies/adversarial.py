@@ -283,7 +283,7 @@ def mean_nonzero_interaction(walk: Tensor) -> float | None:
     """Ī_nz of one walk ``(n_points, n_neurons)``: with k_0 the first split (1-based) whose
     I(k) ≠ 0, the mean of I(k) over k = k_0+1 .. n; ``None`` when every I(k) is 0.
 
-    I(k) comes from :func:`spacefold.measure.interactions` (all splits). I(n) = 0 always,
+    I(k) comes from :func:`spacefold._core.measure.interactions` (all splits). I(n) = 0 always,
     so the mean includes at least one zero.
     """
     from .._core.measure import interactions

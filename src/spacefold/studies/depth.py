@@ -7,7 +7,7 @@ written atomically; a run whose result exists with the same settings is skipped,
 so a sweep that was interrupted continues where it stopped.
 
 With :class:`RegularizerSettings` every run is trained with the folding regulariser
-(:class:`spacefold.regularize.FoldingRegularizer`: λ times the folding loss on inter-class
+(:class:`spacefold.FoldingRegularizer`: λ times the folding loss on inter-class
 pairs of the run's training split, drawn with the run's seed); the regulariser is part of
 the settings, so a run trained with another λ or schedule is never reused.
 
@@ -56,10 +56,10 @@ class RegularizerSettings:
     """The folding regulariser every run of a study is trained with (``spacefold train --regularize``).
 
     ``lam`` weighs the folding loss (0: plain training); ``schedule`` says in which epochs it is
-    on (``"always"``, ``"early:FRACTION"``, ``"every:N"``, :class:`spacefold.regularize.FoldingSchedule`);
+    on (``"always"``, ``"early:FRACTION"``, ``"every:N"``, :class:`spacefold.FoldingSchedule`);
     ``method``, ``n_points``, ``pairs_per_step``, ``every_steps`` and ``beta`` are those of
-    :class:`spacefold.regularize.FoldingRegularizer`; ``probe_pairs`` inter-class pairs of the
-    training split make its probe set (:func:`spacefold.regularize.probe_pairs`, the run's seed).
+    :class:`spacefold.FoldingRegularizer`; ``probe_pairs`` inter-class pairs of the
+    training split make its probe set (:func:`spacefold.probe_pairs`, the run's seed).
     """
 
     lam: float
@@ -89,7 +89,7 @@ class RegularizerSettings:
         return self
 
     def build(self, x, y, seed: int):
-        """The :class:`spacefold.regularize.FoldingRegularizer` of one run: its probe set is
+        """The :class:`spacefold.FoldingRegularizer` of one run: its probe set is
         ``probe_pairs`` inter-class pairs of ``(x, y)`` drawn with ``seed``, which also seeds its draws."""
         from ..training.regularize import FoldingRegularizer, probe_pairs
 
@@ -189,7 +189,7 @@ def run_provenance() -> dict:
     the git commit of the source tree it was imported from (``None`` outside a git checkout) and
     whether that tree's code (``src/``, ``experiments/*.py``) had uncommitted changes, the torch, numpy and Python
     versions, the command line (data directories shown as ``DIR``), and the pair-drawing version
-    (:data:`spacefold.pairs.PLAN_VERSION`).
+    (:data:`spacefold._core.pairs.PLAN_VERSION`).
 
     Taken once per process (the first call), so that every run of one process records the
     code that process imported."""
@@ -318,7 +318,7 @@ def run_study(
     Returns one row per run (a dict with the keys of ``CSV_FIELDS`` and more),
     and writes ``results.csv`` and ``results.json`` in ``out``.
 
-    Under ``torchrun`` (``WORLD_SIZE > 1``; :mod:`spacefold.parallel`) the ranks share the
+    Under ``torchrun`` (``WORLD_SIZE > 1``; :mod:`spacefold._core.parallel`) the ranks share the
     runs: rank 0 decides which runs are finished (and reads the checkpoints found), the
     others are dealt out in turn, ``world_size`` at a time; each rank trains and measures
     its runs alone (every run is trained on one torch thread, so that its weights come

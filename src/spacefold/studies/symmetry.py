@@ -404,7 +404,7 @@ def closed_walk_bound(walk: Tensor):
     It holds for every walk (see the module docstring); for a closed walk (first and last
     pattern equal) it is 1/2. A float for one walk ``(n_points, n_neurons)``, a float64
     tensor ``(batch,)`` for a batch (walks padded by repeating the last pattern, as in
-    ``spacefold.measure.pad_walks``).
+    ``spacefold._core.measure.pad_walks``).
     """
     w, single = measure.as_walk_batch(walk)
     ends = (w[:, 0] ^ w[:, -1]).sum(-1).double()

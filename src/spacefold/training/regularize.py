@@ -30,9 +30,9 @@ points (``method``):
 
 :class:`FoldingSchedule` says in which epochs the loss is on (always, an early window,
 every n epochs); :class:`FoldingRegularizer` joins a probe set of pairs, λ and a
-schedule into the hook that :func:`spacefold.train.train` adds to the task loss;
+schedule into the hook that :func:`spacefold.models.train.train` adds to the task loss;
 :class:`FoldingTracker` measures Φ_N on a fixed probe set every n epochs (exact walks,
-:class:`spacefold.metric.FoldingMetric` statistics).
+:class:`spacefold.FoldingMetric` statistics).
 """
 
 from __future__ import annotations
@@ -330,7 +330,7 @@ def probe_pairs(x: Tensor, y: Tensor | Sequence[int], n_pairs: int, seed: int = 
     """A fixed probe set of ``n_pairs`` inter-class segments: ``(x1, x2)``, each ``(n_pairs, *input_shape)``.
 
     Pairs of samples of distinct classes (the paths of Φ_N), spread over the ordered class
-    pairs and drawn with ``seed`` (:func:`spacefold.pairs.pair_plan`).
+    pairs and drawn with ``seed`` (:func:`spacefold._core.pairs.pair_plan`).
     """
     from .._core.pairs import pair_plan
 
@@ -423,7 +423,7 @@ class FoldingSchedule:
 
 
 class FoldingRegularizer:
-    """``lam · folding_loss`` on a probe set, for :func:`spacefold.train.train` (``regularizer=``).
+    """``lam · folding_loss`` on a probe set, for :func:`spacefold.models.train.train` (``regularizer=``).
 
     Called once per training step as ``reg(model, epoch, epochs)``; returns the term to add
     to the task loss, or ``None`` when the schedule is off in this epoch (or ``lam == 0``).
@@ -489,7 +489,7 @@ class FoldingTracker:
     returns ``{"epoch", "phi", "phi_max", "fraction_folded", "n_paths"}`` (also appended to
     ``history`` and passed to ``log``, a callable taking the dict), or ``None`` in the
     epochs between. The last epoch of a run is always measured when ``epochs`` is given.
-    Plugs into :func:`spacefold.train.train` as ``on_epoch_end=tracker``.
+    Plugs into :func:`spacefold.models.train.train` as ``on_epoch_end=tracker``.
     """
 
     def __init__(self, x1: Tensor, x2: Tensor, *, every: int = 1, method: str = "exact", steps: int = 100,

@@ -293,7 +293,7 @@ def plot_plane(model: nn.Module, x0: Tensor | None = None, x1: Tensor | None = N
     For a model with 2-D inputs ``x0`` may be left out: the plane is input space itself over
     ``bounds`` (default the unit square, CantorNet's domain; for CantorNet the default
     segment is its path y = 3/4). Regions are the exact polygons of
-    :func:`spacefold.plane.plane_regions` where the network allows (``exact=None``), else a
+    :func:`spacefold._core.plane.plane_regions` where the network allows (``exact=None``), else a
     ``resolution`` x ``resolution`` raster of patterns. ``tie_tol=None``: 0 for exact polygons,
     ``model.tie_tol`` (CantorNet) or 0 for the raster.
     """

@@ -9,7 +9,7 @@ Four methods (docs/method.md, 'Walks: three samplers', and 'The certified walk')
   networks only).
 - ``"certified"``: every change of every bit, proved with enclosures, for networks whose
   bit quantities are smooth or piecewise smooth in t (GELU, SiLU, tanh, LayerNorm,
-  attention, ...; :mod:`spacefold.walk.certified`).
+  attention, ...; :mod:`spacefold._core.walk.certified`).
 
 Which walks are complete: ``exact`` and ``certified`` (``WalkBatch.completeness()``: True per
 path unless a certified path ran out of its interval budget); ``bisect`` and ``uniform`` are not

@@ -1,4 +1,4 @@
-"""The Numba kernels behind :mod:`spacefold.walk._kernels` (imported on first use: it compiles
+"""The Numba kernels behind :mod:`spacefold._core.walk._kernels` (imported on first use: it compiles
 or loads them from Numba's cache)."""
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def split_act(z, t, nxt, prv, B, tol, levels, thr, seg_slope, seg_off, act, rtol
     place at the end. A crossing neuron whose value at its breakpoint is its level up to
     ``rtol`` (:func:`at_level`) is set to the level there. Raises FloatingPointError, before
     anything changes, where some |z| is not below ``big`` (not finite, or about to overflow).
-    See :mod:`spacefold.walk._kernels`."""
+    See :mod:`spacefold._core.walk._kernels`."""
     V, F = z.shape
     W = (F + 63) // 64
     K = levels.size
@@ -493,7 +493,7 @@ def any_to_redo(v, ya, yb, bound, dd, s, s1):
 def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_g0, pl_m, cs_n, cs_lv, cs_slot,
                     cs_za, cs_zb, g_s, y, seg_off, bias, wsum, rtol, wgt, wnorm):
     """The Linear's output at the new rows ``V ..`` of ``out`` from its rows at the pieces' ends:
-    running sums of weight columns along each piece (see :mod:`spacefold.walk._kernels`).
+    running sums of weight columns along each piece (see :mod:`spacefold._core.walk._kernels`).
 
     An output within ``rtol`` times a bound of its terms of 0 or of its value at an end of the
     piece (``wsum``, ``wnorm``: per output, the sum of its absolute weights and their Euclidean

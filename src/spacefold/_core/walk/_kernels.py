@@ -126,7 +126,7 @@ def new_rows_linear(out, n_old, wt, levels, seg_slope, plan, g_s, y, seg_off, bi
 
 
 def zero_candidates(out, thr, nxt, prv):
-    """See ``spacefold.walk._jit.zero_candidates``."""
+    """See ``spacefold._core.walk._jit.zero_candidates``."""
     return _STATE["jit"].zero_candidates(out, thr, nxt, prv)
 
 
@@ -145,5 +145,5 @@ def pool_argmax(x, kernel, stride, padding, dilation, am, out, big=np.inf) -> bo
 
 
 def list_ranks(nxt, n_paths):
-    """``(rank, path, order)`` of the rows linked by ``nxt`` (see ``spacefold.walk.exact.state._ranks``)."""
+    """``(rank, path, order)`` of the rows linked by ``nxt`` (see ``spacefold._core.walk.exact.state._ranks``)."""
     return _STATE["jit"].list_ranks(nxt, n_paths)

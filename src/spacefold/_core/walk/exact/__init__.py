@@ -48,7 +48,7 @@ and the list of bit flips (:class:`ExactWalkBatch`); r1, r2 and χ come from the
 and patterns are built only when asked for.
 
 On CPUs the built-in activations (ReLU, LeakyReLU, PReLU, RReLU in eval mode, Hardtanh,
-ReLU6) are split by a compiled kernel (:mod:`spacefold.walk._kernels`, Numba): one call for
+ReLU6) are split by a compiled kernel (:mod:`spacefold._core.walk._kernels`, Numba): one call for
 step 4's split, bits and flips. Fused with the ``nn.Linear`` after it, a second kernel
 gives the Linear at the new breakpoints from running sums of weight columns instead of a
 product. They compute the same walk as the torch operations (tested against each other);

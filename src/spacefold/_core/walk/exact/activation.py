@@ -1,6 +1,6 @@
 """The activation handler's building blocks (docs/method.md, 'The exact walk', steps 2-3): split
 the pieces at an activation's kinks and record its flips, with torch operations or with the
-compiled kernel (:mod:`spacefold.walk._kernels`), whose per-layer form :func:`_compiled_act` builds.
+compiled kernel (:mod:`spacefold._core.walk._kernels`), whose per-layer form :func:`_compiled_act` builds.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def _compiled_act(step: _Step, z: Tensor, lin: nn.Linear | None, tie_tol: float,
 
 
 def _compiled_split(state: _State, step: _Step, z: Tensor, act_form: _ActForm, tol: float, act: bool) -> _KernelSplit:
-    """Split, bits and flips of one activation by the compiled kernel (:mod:`spacefold.walk._kernels`);
+    """Split, bits and flips of one activation by the compiled kernel (:mod:`spacefold._core.walk._kernels`);
     with ``act`` it also applies the activation to ``z`` in place."""
     thr = act_form.thr
     try:

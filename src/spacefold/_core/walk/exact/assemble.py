@@ -107,7 +107,7 @@ class ExactWalkBatch(WalkBatch):
     """Exact walks stored as the pattern at t = 0 and the list of bit flips.
 
     Behaves as a :class:`WalkBatch` (``patterns``, ``t``, ``offsets`` are built on
-    first use); :func:`spacefold.measure.summarize` computes r1, r2, χ, the profile
+    first use); :func:`spacefold._core.measure.summarize` computes r1, r2, χ, the profile
     maximum and the number of regions from the flips alone, without building the
     patterns and without sorting, so its cost grows with the number of breakpoints
     and flips, not with regions × neurons.

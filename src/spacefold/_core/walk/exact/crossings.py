@@ -1,5 +1,5 @@
 """Where pre-activations cross a kink, and the breakpoints inserted there (docs/method.md,
-'The exact walk', step 2, with torch operations; :mod:`spacefold.walk._kernels` does the same in
+'The exact walk', step 2, with torch operations; :mod:`spacefold._core.walk._kernels` does the same in
 one compiled call). :func:`_cut` finds the crossings and splits the pieces (a :class:`Cut`);
 the snapping helpers set a crossing neuron to its level exactly at its breakpoint.
 """

@@ -46,7 +46,7 @@ def exact_walks(
     the computation runs on the model's device and dtype, without gradients.
     ``tie_tol``: bit = pre-activation > ``tie_tol``; ``tol``: crossings closer than
     ``tol`` in t are one breakpoint (``None``: 1e-9, or 1e-6 when ``tie_tol > 0``,
-    see :func:`spacefold.walk.resolve_tol`; at least one unit of round-off of the
+    see :func:`spacefold._core.walk.resolve_tol`; at least one unit of round-off of the
     model's dtype, 1.2e-7 in float32), a breakpoint gathering the crossings within
     ``tol`` after the first of them. ``prefix``: the values of
     :meth:`ExactProgram.prefix` at the two ends, if already computed (then ``x1`` and

@@ -2,7 +2,7 @@
 
 The product runs on the breakpoints that existed before the split; at a new breakpoint the output
 is interpolated and corrected by the crossing neurons' weight columns (by torch operations, or
-by :func:`spacefold.walk._kernels.new_rows_linear`), and outputs that cancel to round-off are
+by :func:`spacefold._core.walk._kernels.new_rows_linear`), and outputs that cancel to round-off are
 computed again as a plain product.
 """
 
@@ -322,7 +322,7 @@ def _act_linear_compiled(state: _State, step: _Step, z: Tensor, lin: nn.Linear |
 
 
 def _linear_form(step: _Step, lin: nn.Linear):
-    """The Linear after an activation as :func:`spacefold.walk._kernels.new_rows_linear` takes it: its
+    """The Linear after an activation as :func:`spacefold._core.walk._kernels.new_rows_linear` takes it: its
     weight (contiguous), the weight transposed (contiguous), its bias, and the sum of the absolute
     weights of every output and their Euclidean norm (float64). Kept on the step while the parameters are unchanged."""
     wgt, b = lin.weight, lin.bias

@@ -180,7 +180,7 @@ def _arg_nodes(node: fx.Node) -> list[fx.Node]:
 def _functional_step(node: fx.Node, dyn_args: list[fx.Node], layers: LayerSelector) -> _Step:
     """An activation called as a function (``F.relu``, ``x.relu()``): an activation step with the
     module it computes, a bit layer when ``layers`` selects its call site (named as
-    :class:`spacefold.patterns.PatternRecorder` names it, ``"<module>:<function>"``)."""
+    :class:`spacefold._core.patterns.PatternRecorder` names it, ``"<module>:<function>"``)."""
     spec = functional_activation(node.target)
     name = spec.name
     if len(dyn_args) != 1 or not node.args or node.args[0] is not dyn_args[0]:
