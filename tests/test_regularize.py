@@ -138,7 +138,7 @@ def test_model_modes_are_restored_and_eval_is_used():
     x1, x2 = torch.randn(4, 2), torch.randn(4, 2)
     a = folding_loss(model, x1, x2)
     b = folding_loss(model, x1, x2)
-    assert float(a) == float(b)  # dropout is off for the surrogate: deterministic
+    assert float(a.detach()) == float(b.detach())  # dropout is off for the surrogate: deterministic
     assert model.training and model[2].training
 
 
