@@ -84,10 +84,10 @@ CACHE = Path(__file__).resolve().parent / ".cache"
 
 
 def trained_mlp(arch: str, epochs: int = 10, seed: int = 0):
-    """An MLP trained on MNIST (Adam, lr 1e-3, batch 128; the defaults of spacefold.train but
+    """An MLP trained on MNIST (Adam, lr 1e-3, batch 128; the defaults of spacefold.models.train but
     ``epochs``), cached in ``benchmarks/.cache``. Returns ``(model, test accuracy)``."""
     from spacefold.models import load_checkpoint
-    from spacefold.train import train_mlp
+    from spacefold.models.train import train_mlp
 
     path = CACHE / f"mnist-{arch}-e{epochs}-s{seed}.pt"
     if path.exists():

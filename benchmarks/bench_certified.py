@@ -35,7 +35,7 @@ import itertools
 from _common import load_condition, table
 
 from spacefold.data import load_digits, load_mnist
-from spacefold.folding import folding_batch
+from spacefold._core.folding import folding_batch
 from spacefold.models import mlp
 
 

@@ -7,7 +7,7 @@ between seeded random Gaussian inputs (x[2k] -> x[2k+1]).
 
 One run measures, on the same paths:
 
-- the exact walk (``spacefold.folding.walk_batch``, all paths in one call: the walk sizes its own work to the
+- the exact walk (``spacefold._core.folding.walk_batch``, all paths in one call: the walk sizes its own work to the
   memory budget, ``SPACEFOLD_MEMORY``): seconds/path, regions/path, breakpoints/path;
 - the floor, the cost of evaluating each layer at the breakpoints it has: every layer run alone
   on as many inputs of its shape as the walk had breakpoints there (counted with forward hooks
@@ -37,9 +37,9 @@ import torch
 from _common import load_condition, table
 from torch import nn
 
-from spacefold.folding import walk_batch
-from spacefold.resnet import randomize_batchnorm
-from spacefold.walk import segment_points
+from spacefold._core.folding import walk_batch
+from spacefold.models.resnet import randomize_batchnorm
+from spacefold._core.walk import segment_points
 
 
 def vgg_cnn(seed: int = 0) -> nn.Module:

@@ -37,7 +37,7 @@ from _common import load_condition, table
 
 import spacefold as sf
 from spacefold.models import mlp
-from spacefold.pairs import pair_plan
+from spacefold._core.pairs import pair_plan
 
 _TUNED: dict = {}
 

@@ -1,4 +1,4 @@
-"""Exact regions of a 2-D plane: spacefold.plane vs regioncam's 2-D Regioncam, on the same planes.
+"""Exact regions of a 2-D plane: spacefold._core.plane vs regioncam's 2-D Regioncam, on the same planes.
 
 Network: a 784-WIDTHxDEPTH-10 ReLU MLP with PyTorch's default random weights (seed 0). Planes:
 through three random MNIST test images (seed 0), the rectangle of ``plane_through`` (the three
@@ -24,7 +24,7 @@ import torch
 from _common import load_condition, load_mnist, random_mlp, table
 from torch import nn
 
-from spacefold.plane import plane_regions, plane_through
+from spacefold._core.plane import plane_regions, plane_through
 
 
 def folded_net(net: nn.Sequential, plane) -> nn.Sequential:

@@ -29,7 +29,7 @@ import torch
 from _common import load_condition, load_mnist, table, trained_mlp
 
 import spacefold as sf
-from spacefold.global_folding import GlobalFolding, median_nonzero
+from spacefold._core.global_folding import GlobalFolding, median_nonzero
 
 _JOB: dict = {}
 

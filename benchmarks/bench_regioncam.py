@@ -42,8 +42,8 @@ def product_floor(net, x1, x2, threads: int, repeats: int) -> float:
     import importlib
     from concurrent.futures import ThreadPoolExecutor
 
-    fused = importlib.import_module("spacefold.walk.exact.fused")  # where the walk looks up _linear
-    driver = importlib.import_module("spacefold.walk.exact.driver")  # and _run
+    fused = importlib.import_module("spacefold._core.walk.exact.fused")  # where the walk looks up _linear
+    driver = importlib.import_module("spacefold._core.walk.exact.driver")  # and _run
     shapes: list[list[tuple[int, int, int]]] = []
     original = fused._linear
 

@@ -26,10 +26,10 @@ from _common import load_condition, table
 from torch import nn
 
 import spacefold as sf
-from spacefold.folding import walk_batch
-from spacefold.measure import summarize
-from spacefold.resnet import ResNet, randomize_batchnorm
-from spacefold.walk.exact import verify
+from spacefold._core.folding import walk_batch
+from spacefold._core.measure import summarize
+from spacefold.models.resnet import ResNet, randomize_batchnorm
+from spacefold._core.walk.exact import verify
 
 
 def resnet18(seed: int = 0) -> tuple[nn.Module, str]:
@@ -40,7 +40,7 @@ def resnet18(seed: int = 0) -> tuple[nn.Module, str]:
 
         net, source = torchvision.models.resnet18(weights=None, num_classes=10), "torchvision"
     except Exception as err:  # noqa: BLE001  (a torchvision built for another torch raises RuntimeError)
-        net, source = ResNet(num_classes=10), f"spacefold.resnet.ResNet (torchvision: {type(err).__name__})"
+        net, source = ResNet(num_classes=10), f"spacefold.models.resnet.ResNet (torchvision: {type(err).__name__})"
     randomize_batchnorm(net, seed + 1)
     return net.eval(), source
 

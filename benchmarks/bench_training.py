@@ -1,6 +1,6 @@
 """Cost of the folding regulariser: time per training epoch with and without it, MNIST MLPs.
 
-One epoch of :func:`spacefold.train.train` (Adam, batch 128, cross-entropy) with no
+One epoch of :func:`spacefold.models.train.train` (Adam, batch 128, cross-entropy) with no
 regulariser, then with ``FoldingRegularizer`` in several settings, interleaved
 (plain, variant 1, variant 2, ..., plain, ...) and repeated; each variant's median time
 is divided by the plain median measured in the same run. Target: <= 1.5x. Times are CPU
@@ -26,8 +26,8 @@ import torch
 
 import spacefold as sf
 from spacefold.data import load_mnist
-from spacefold.regularize import FoldingRegularizer, probe_pairs
-from spacefold.train import train
+from spacefold.training.regularize import FoldingRegularizer, probe_pairs
+from spacefold.models.train import train
 
 VARIANTS = {
     "random 8x8": dict(method="random", pairs_per_step=8, n_points=8),

@@ -17,7 +17,7 @@ import torch
 from _common import load_condition, load_mnist, table, timed, trained_mlp
 
 import spacefold as sf
-from spacefold.global_folding import median_nonzero as phi  # Φ_N: the median of the non-zero χ
+from spacefold._core.global_folding import median_nonzero as phi  # Φ_N: the median of the non-zero χ
 
 
 def main() -> None:

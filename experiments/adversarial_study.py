@@ -2,11 +2,11 @@
 interaction coefficient; the AAAI 2026 follow-up reports that on MNIST digits 5 and 7, under
 FGSM and PGD, the interaction is highest when neither endpoint is perturbed).
 
-For every architecture x seed the script trains an MLP (spacefold.train.train_mlp), then
+For every architecture x seed the script trains an MLP (spacefold.models.train.train_mlp), then
 
 1. attack success against ε: the share of 1000 test images (stratified) whose predicted
    class FGSM, PGD (L∞) and PGD (L2) change, for a range of budgets;
-2. the interaction on the paths 5 -> 7, 5 -> 7*, 5* -> 7, 5* -> 7* (spacefold.adversarial.
+2. the interaction on the paths 5 -> 7, 5 -> 7*, 5* -> 7, 5* -> 7* (spacefold.studies.adversarial.
    adversarial_interaction, exact walks) for each ε in --eps and each attack in --attacks;
 3. the same with the papers' uniform grid of 100 points at one ε (--uniform-eps), for
    comparison of the two samplings.
@@ -31,12 +31,13 @@ import numpy as np
 import torch
 
 from spacefold._util import atomic_path, atomic_write
-from spacefold.adversarial import COMBINATIONS, AdversarialInteraction, adversarial_interaction, attack, bubble_chart
-from spacefold.adversarial import predict
-from spacefold.data import load_mnist, stratified_indices
+from spacefold.studies.adversarial import (COMBINATIONS, AdversarialInteraction, adversarial_interaction, attack,
+                                           bubble_chart)
+from spacefold.studies.adversarial import predict
+from spacefold.data.datasets import load_mnist, stratified_indices
 from spacefold.models import load_checkpoint
-from spacefold.study import run_provenance
-from spacefold.train import train_mlp
+from spacefold.studies.depth import run_provenance
+from spacefold.models.train import train_mlp
 
 ROOT = Path(__file__).resolve().parent.parent
 SUCCESS_EPS = {"fgsm": [0.02, 0.05, 0.1, 0.15, 0.2, 0.3], "pgd": [0.02, 0.05, 0.1, 0.15, 0.2, 0.3],

@@ -30,12 +30,12 @@ from torch import nn
 
 from spacefold._util import atomic_path, atomic_write, json_safe
 from spacefold.data import load_mnist
-from spacefold.global_folding import global_folding
+from spacefold._core.global_folding import global_folding
 from spacefold.models import load_checkpoint
-from spacefold.pairs import pair_plan, plan_fingerprint
-from spacefold.study import run_provenance, seed_mean_ci
-from spacefold.patterns import pattern_layout
-from spacefold.train import accuracy, train, train_mlp
+from spacefold._core.pairs import pair_plan, plan_fingerprint
+from spacefold.studies.depth import run_provenance, seed_mean_ci
+from spacefold._core.patterns import pattern_layout
+from spacefold.models.train import accuracy, train, train_mlp
 
 ROOT = Path(__file__).resolve().parent.parent
 

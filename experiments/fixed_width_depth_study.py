@@ -9,7 +9,7 @@ its width falls as its depth rises; this script separates the two:
   784 inputs, 10 classes) is closest to that of ``--budget-arch`` (default 2x80, 70,090
   parameters).
 
-Every network is trained and measured as in the depth study (spacefold.study.run_study: Adam,
+Every network is trained and measured as in the depth study (spacefold.studies.depth.run_study: Adam,
 lr 1e-3, batch 128, 30 epochs, one torch thread; exact walks of pairs of MNIST test images drawn
 with the pair seed over the 10 x 10 ordered digit pairs, Φ_N over the inter-class ones).
 ``--pairs-per-class-pair 200`` gives 20,000 paths, 18,000 of them inter-class: on the depth study's
@@ -40,11 +40,11 @@ import torch
 
 import spacefold as sf
 import spacefold.global_folding  # noqa: F401  (imported now: a long run keeps the code it started with)
-import spacefold.train  # noqa: F401
+import spacefold.models.train  # noqa: F401
 from spacefold.cli import nonnegative_int, output_dir, positive_int
 from spacefold.data import load_mnist
 from spacefold.models import parse_arch
-from spacefold.study import StudySettings, read_run, run_provenance, run_study, write_tables
+from spacefold.studies.depth import StudySettings, read_run, run_provenance, run_study, write_tables
 
 ROOT = Path(__file__).resolve().parent.parent
 N_IN, N_OUT = 784, 10

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from spacefold.study import run_provenance
+from spacefold.studies.depth import run_provenance
 
 ROOT = Path(__file__).resolve().parent.parent
 # The two readings of "generalisation error": the test error, and the gap between the
@@ -147,9 +147,9 @@ def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def measure(model: nn.Module, d, fit, cfg: dict, seed: int) -> dict:
     """Accuracies, gap, test loss and folding on the study's fixed test pairs."""
-    from spacefold.global_folding import global_folding
-    from spacefold.pairs import pair_plan, plan_fingerprint
-    from spacefold.train import accuracy
+    from spacefold._core.global_folding import global_folding
+    from spacefold._core.pairs import pair_plan, plan_fingerprint
+    from spacefold.models.train import accuracy
 
     model.eval()
     t0 = time.perf_counter()
@@ -172,7 +172,7 @@ def train_run(run: dict, cfg: dict, data_dir: str) -> list[dict]:
     import copy
 
     from spacefold.models import mlp
-    from spacefold.train import accuracy
+    from spacefold.models.train import accuracy
 
     torch.set_num_threads(1)
     d, (xf, yf), (xv, yv) = _load(data_dir, cfg["n_val"])
@@ -181,7 +181,7 @@ def train_run(run: dict, cfg: dict, data_dir: str) -> list[dict]:
         yf_train = _noisy(yf, run["level"], d.n_classes, seed)
         xf_train, epochs = xf, cfg["epochs"]
     elif run["kind"] == "size":
-        from spacefold.data import stratified_indices
+        from spacefold.data.datasets import stratified_indices
 
         idx = stratified_indices(yf, run["level"], seed)
         xf_train, yf_train = xf[idx], yf[idx]

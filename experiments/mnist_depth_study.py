@@ -33,10 +33,10 @@ import spacefold as sf
 from spacefold._util import atomic_write, json_safe
 from spacefold.cli import fraction, hidden_arch, int_in, nonnegative_int, output_dir, positive_int
 from spacefold.data import load_mnist
-from spacefold.global_folding import global_folding
+from spacefold._core.global_folding import global_folding
 from spacefold.models import DEPTH_SERIES, load_checkpoint
-from spacefold.pairs import PairBlock, PairPlan, class_centroids, class_pair_block
-from spacefold.study import (
+from spacefold._core.pairs import PairBlock, PairPlan, class_centroids, class_pair_block
+from spacefold.studies.depth import (
     StudySettings,
     depth_trend,
     markdown_summary,
@@ -119,7 +119,7 @@ def phase_study(args, data) -> list[dict]:
 
 def phase_train(args, data) -> None:
     """Train (and checkpoint) every network; the study phase reuses the checkpoints."""
-    from spacefold.train import train_mlp
+    from spacefold.models.train import train_mlp
 
     for arch in args.archs:
         for seed in args.seeds:
@@ -162,7 +162,7 @@ def phase_report(args, data) -> None:
     figdir = Path(args.figures) if args.figures else out / "figures"
     figs = []
     try:
-        from spacefold import plot
+        from spacefold.viz import plot
 
         figs = plot.study_figures(rows, figdir, min_accuracy=args.min_accuracy)
     except ImportError as err:
@@ -170,7 +170,7 @@ def phase_report(args, data) -> None:
     abl = [read_run(p) for p in sorted((out / "ablation").glob("*.json"))]
     if abl:
         try:
-            from spacefold import plot
+            from spacefold.viz import plot
 
             figs.append(plot.centroid_ablation(abl, figdir / "centroid-ablation.png"))
         except ImportError:

@@ -1,14 +1,14 @@
 """Intervals over seeds and over the pair set for the comparisons the study pages report.
 
 Reads the recorded runs (nothing is trained) and prints, per study, each comparison with two
-95% intervals: over the seeds only (Student t, spacefold.study.seed_mean_ci) and over the seeds
-and the pair set (spacefold.study.seed_pair_interval: a two-level bootstrap, seeds first, then
+95% intervals: over the seeds only (Student t, spacefold.studies.depth.seed_mean_ci) and over the seeds
+and the pair set (spacefold.studies.depth.seed_pair_interval: a two-level bootstrap, seeds first, then
 each run's value from the spread of its pair set). Where a run records a bootstrap interval over
 its paths, that interval gives its pair-set spread; the regulariser study records none (300 pairs,
 Φ_N per epoch), so its pair-set spread is the one measured by experiments/pair_spread.py on the
 same architectures at 300 pairs. "pairs for the effect" is the number of pairs per network at
 which the pair-set part of a difference (1.96 x sqrt 2 x its sd) falls below the effect
-(spacefold.study.pairs_needed).
+(spacefold.studies.depth.pairs_needed).
 
     python experiments/pair_set_intervals.py                  # every study, markdown on stdout
     python experiments/pair_set_intervals.py --only regularizer generalisation
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spacefold.study import pairs_needed, seed_mean_ci, seed_pair_interval, spearman
+from spacefold.studies.depth import pairs_needed, seed_mean_ci, seed_pair_interval, spearman
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "experiments" / "results"

@@ -1,7 +1,7 @@
 """How much Φ_N moves with the pair set alone, by the number of pairs (the studies' pages cite it).
 
 Trains the depth study's 3x20 and 5x12 (seed 0; Adam, lr 1e-3, batch 128, 30 epochs, one torch thread;
-spacefold.train.train_mlp) and measures each, unchanged, on inter-class MNIST test pairs drawn with
+spacefold.models.train.train_mlp) and measures each, unchanged, on inter-class MNIST test pairs drawn with
 ``--pair-seeds`` different seeds for every size in ``--sizes``: the spread of Φ_N (median of the
 non-zero χ) and of the share of folded paths over the pair sets is the pair-set spread of a study
 that measures that many pairs. A page compares it with the effects it reports: an effect smaller
@@ -25,11 +25,11 @@ import torch
 from spacefold._util import atomic_write, json_safe
 from spacefold.cli import nonnegative_int, positive_int
 from spacefold.data import load_mnist
-from spacefold.global_folding import global_folding
+from spacefold._core.global_folding import global_folding
 from spacefold.models import load_checkpoint
-from spacefold.pairs import pair_plan, plan_fingerprint
-from spacefold.study import run_provenance
-from spacefold.train import train_mlp
+from spacefold._core.pairs import pair_plan, plan_fingerprint
+from spacefold.studies.depth import run_provenance
+from spacefold.models.train import train_mlp
 
 ROOT = Path(__file__).resolve().parent.parent
 

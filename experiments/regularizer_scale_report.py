@@ -5,7 +5,7 @@ initialisation and the order of the batches, and they are measured on the same t
 the same 1,000 test pairs. Intervals are 95% hierarchical bootstrap intervals: each replicate
 draws the seeds with replacement and, within each drawn seed, the test images (accuracy, loss)
 or the test pairs (Φ_N, share folded) with replacement, the same draw for both arms
-(``spacefold.study.hierarchical_bootstrap`` on per-seed arrays of paired values). A difference
+(``spacefold.studies.depth.hierarchical_bootstrap`` on per-seed arrays of paired values). A difference
 counts as an effect only where that interval and the Student-t interval of the per-seed differences
 both exclude 0; otherwise there is no detectable effect.
 """
@@ -30,8 +30,8 @@ from regularizer_scale_study import (
 )
 
 from spacefold._util import atomic_write
-from spacefold.global_folding import median_nonzero
-from spacefold.study import hierarchical_bootstrap, seed_mean_ci
+from spacefold._core.global_folding import median_nonzero
+from spacefold.studies.depth import hierarchical_bootstrap, seed_mean_ci
 
 N_TEST = 10_000
 
@@ -213,7 +213,7 @@ def figures(out: Path, runs: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from spacefold.plot import OKABE_ITO
+    from spacefold.viz.plot import OKABE_ITO
 
     sizes = [n for n in (*SMALL, 55000) if any(r["n_train"] == n and is_plain(r) for r in runs)]
     if not sizes:

@@ -55,9 +55,9 @@ from torch import nn
 
 import spacefold as sf
 from spacefold._util import atomic_write
-from spacefold.data import load_mnist, stratified_indices
-from spacefold.regularize import FoldingRegularizer, probe_pairs
-from spacefold.train import train
+from spacefold.data.datasets import load_mnist, stratified_indices
+from spacefold.training.regularize import FoldingRegularizer, probe_pairs
+from spacefold.models.train import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from regularizer_study import build  # the same MLP/CNN builder as the reduced-scale study

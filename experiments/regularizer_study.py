@@ -33,10 +33,10 @@ from torch import nn
 import spacefold as sf
 from spacefold._util import atomic_write
 from spacefold.data import load_mnist
-from spacefold.pairs import pair_plan, plan_fingerprint
-from spacefold.regularize import FoldingRegularizer, FoldingTracker, probe_pairs
-from spacefold.study import run_provenance, seed_mean_ci
-from spacefold.train import train
+from spacefold._core.pairs import pair_plan, plan_fingerprint
+from spacefold.training.regularize import FoldingRegularizer, FoldingTracker, probe_pairs
+from spacefold.studies.depth import run_provenance, seed_mean_ci
+from spacefold.models.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,7 +106,7 @@ def run_one(data, cfg: dict, args, out: Path) -> dict:
                      "test_loss": losses[-1], **{k: res.tracked[-1][k] for k in
                                                  ("phi", "phi_max", "fraction_folded")}},
            "regularizer": reg.describe() if reg else None, "provenance": run_provenance(),
-           # the pairs behind the probes (spacefold.regularize.probe_pairs draws them through pair_plan)
+           # the pairs behind the probes (spacefold.probe_pairs draws them through pair_plan)
            "test_pairs": plan_fingerprint(pair_plan(data.y_test, "inter-class", max_pairs=args.probe_test, seed=7)),
            "train_probe_pairs": plan_fingerprint(pair_plan(data.y_train, "inter-class", max_pairs=args.probe_train,
                                                            seed=1000 + cfg["seed"]))}

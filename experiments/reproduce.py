@@ -188,7 +188,7 @@ def _cnn_mlp(tmp: Path, data_dir: str) -> dict[str, Path]:
     import torch
 
     from spacefold.data import load_mnist
-    from spacefold.train import train_mlp
+    from spacefold.models.train import train_mlp
 
     mod = _script("cnn_mnist_study")
     args = _parse(mod, ["--data-dir", data_dir, "--out", str(tmp), "--seeds", "0", "--mlps", "3x20"])
@@ -211,7 +211,7 @@ REGULARIZER_RUN = {"name": "3x20_lam0.1_always_p0_bn0_s0", "arch": "3x20", "lam"
 def _generalisation(tmp: Path, data_dir: str) -> dict[str, Path]:
     mod = _script("generalisation_study")
     cfg = json.loads((RESULTS / "generalisation" / "config.json").read_text())
-    from spacefold.study import run_provenance
+    from spacefold.studies.depth import run_provenance
 
     rows = [{**r, "provenance": run_provenance()} for r in mod.train_run(dict(GENERALISATION_RUN), cfg, data_dir)]
     name = mod.run_name(GENERALISATION_RUN)

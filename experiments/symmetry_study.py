@@ -12,7 +12,7 @@ sees the symmetry or does not, several seeds each:
   digits 0, 1, 8 (``plain-018``, ``mirror-aug-018``). Test: the test images and their mirrors.
 
 A positive control on both tasks: ``tied-half`` / ``tied``, an MLP made exactly invariant under
-M from its second hidden layer on by tied weights (spacefold.symmetry.invariant_mlp), trained on
+M from its second hidden layer on by tied weights (spacefold.studies.symmetry.invariant_mlp), trained on
 the half-plane / the plain training subset.
 
 For each network: prediction agreement and pattern Hamming distance (per layer) between x
@@ -48,10 +48,10 @@ import numpy as np
 import torch
 
 import spacefold as sf
-from spacefold import measure
+from spacefold._core import measure
 from spacefold._util import atomic_path, atomic_write
 from spacefold.data import Dataset, load_mnist
-from spacefold.symmetry import (
+from spacefold.studies.symmetry import (
     Mirror,
     check_symmetry,
     invariance,
@@ -61,9 +61,9 @@ from spacefold.symmetry import (
     transform_segments,
     transplanted_segments,
 )
-from spacefold.study import run_provenance, seed_mean_ci
-from spacefold.study import spearman as _spearman
-from spacefold.train import accuracy, train_mlp
+from spacefold.studies.depth import run_provenance, seed_mean_ci
+from spacefold.studies.depth import spearman as _spearman
+from spacefold.models.train import accuracy, train_mlp
 
 ROOT = Path(__file__).resolve().parent.parent
 PLANE_CONDITIONS = ("half", "mirror-aug", "full", "tied-half")
@@ -211,11 +211,11 @@ def measure_network(model, x_test, y_test, mirror, n_segments: int, seed: int, s
 
 def train_tied(arch, data: Dataset, mirror, *, epochs, lr, seed, checkpoint):
     """The positive control: an MLP exactly invariant under the mirror from its second hidden
-    layer on (spacefold.symmetry.invariant_mlp), trained like the others, saved untied."""
+    layer on (spacefold.studies.symmetry.invariant_mlp), trained like the others, saved untied."""
     from torch.nn.utils import parametrize
 
     from spacefold.models import save_checkpoint
-    from spacefold.train import train
+    from spacefold.models.train import train
 
     model = invariant_mlp(arch, data.n_features, data.n_classes, mirror, seed=seed)
     res = train(model, data.x_train, data.y_train, epochs=epochs, lr=lr, seed=seed, x_test=data.x_test,

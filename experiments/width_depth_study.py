@@ -3,7 +3,7 @@ over a grid of MLPs (arXiv 2503.08502; the AAAI 2026 follow-up studies the share
 paths against depth and width and conjectures that |χ(Γ) − χ(−Γ)| vanishes in large networks).
 
 For every depth (hidden layers) x width (neurons per layer) x seed the script trains an MLP on
-MNIST (spacefold.train.train_mlp), walks random inter-class pairs of test images exactly and
+MNIST (spacefold.models.train.train_mlp), walks random inter-class pairs of test images exactly and
 records, per network:
 
 - Φ_N (median of the non-zero χ), the median of the non-zero prefix-profile maxima and the
@@ -38,12 +38,13 @@ import torch
 import spacefold as sf
 from spacefold._util import atomic_path, atomic_write
 from spacefold.data import load_mnist
-from spacefold.global_folding import GlobalFolding
-from spacefold.measure import ragged_ranges
+from spacefold._core.folding import walk_batch
+from spacefold._core.global_folding import GlobalFolding
+from spacefold._core.measure import ragged_ranges
 from spacefold.models import load_checkpoint
-from spacefold.pairs import pair_plan, plan_fingerprint
-from spacefold.study import run_provenance
-from spacefold.train import train_mlp
+from spacefold._core.pairs import pair_plan, plan_fingerprint
+from spacefold.studies.depth import run_provenance
+from spacefold.models.train import train_mlp
 
 ROOT = Path(__file__).resolve().parent.parent
 STATS = ("phi", "phi_max", "fraction_folded", "asym_mean", "asym_folded_mean", "bound_mean", "test_accuracy")
@@ -84,7 +85,7 @@ def measure(model, x, y, n_pairs: int, seed: int, chunk: int = 256) -> dict:
     keys = ("chi", "max_profile", "r1", "r2", "n_points", "chi_rev", "d_ends")
     parts: dict[str, list] = {k: [] for k in keys}
     for k in range(0, i.numel(), chunk):
-        wb = sf.walk_batch(model, x[i[k:k + chunk]], x[j[k:k + chunk]], method="exact", batch_size=chunk)
+        wb = walk_batch(model, x[i[k:k + chunk]], x[j[k:k + chunk]], method="exact", batch_size=chunk)
         s = ragged_ranges(wb.patterns, wb.offsets)
         rev = ragged_ranges(wb.patterns[reversed_rows(wb.offsets)], wb.offsets)
         first, last = wb.patterns[wb.offsets[:-1]], wb.patterns[wb.offsets[1:] - 1]

@@ -16,7 +16,7 @@ from torch import nn
 pytest.importorskip("torchattacks")
 
 import spacefold as sf  # noqa: E402
-from spacefold.adversarial import (  # noqa: E402
+from spacefold.studies.adversarial import (  # noqa: E402
     COMBINATIONS,
     _batch_nonzero_interaction,
     adversarial_interaction,
@@ -24,6 +24,7 @@ from spacefold.adversarial import (  # noqa: E402
     attack_success,
     mean_nonzero_interaction,
 )
+from spacefold._core.measure import interactions  # noqa: E402
 from spacefold.cli import main  # noqa: E402
 from spacefold.errors import InputError, InputTypeError  # noqa: E402
 
@@ -199,7 +200,7 @@ def test_mean_nonzero_interaction_hand_oracle():
     # I(3) = |2/5 − χ(0000, 1000, 0000) = 1/2 − 0| = 1/10; I(4) = 0.
     # k_0 = 2, Ī_nz = (I(3) + I(4)) / (4 − 2) = 1/20.
     w = walk_of("0000", "1000", "0000", "0111")
-    torch.testing.assert_close(sf.measure.interactions(w), torch.tensor([0.0, 0.4, 0.1, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(interactions(w), torch.tensor([0.0, 0.4, 0.1, 0.0], dtype=torch.float64))
     assert mean_nonzero_interaction(w) == pytest.approx(0.05)
     assert mean_nonzero_interaction(walk_of("000", "100", "110", "111")) is None  # geodesic: every I is 0
     assert mean_nonzero_interaction(walk_of("01")) is None
@@ -312,7 +313,7 @@ def test_adversarial_interaction_bad_input(kwargs, match):
 def digits_model(tmp_path_factory):
     pytest.importorskip("sklearn")
     from spacefold.data import load_digits
-    from spacefold.train import train_mlp
+    from spacefold.models.train import train_mlp
 
     path = tmp_path_factory.mktemp("adv") / "m.pt"
     train_mlp("2x16", load_digits(), epochs=4, lr=3e-3, batch_size=32, seed=0, checkpoint=path)

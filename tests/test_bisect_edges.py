@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import spacefold as sf
-from spacefold.walk.bisect import default_n0
+from spacefold._core.walk.bisect import default_n0
 
 
 class _FunctionalFold(nn.Module):

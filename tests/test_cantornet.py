@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import spacefold as sf
-from spacefold.cantornet import (
+from spacefold.models.cantornet import (
     DEFAULT_END,
     DEFAULT_START,
     MAX_DEPTH,
@@ -30,8 +30,9 @@ from spacefold.cantornet import (
     stage_shapes,
     tie_tolerance,
 )
-from spacefold.measure import distance_to_start, step_distances
-from spacefold.patterns import PatternRecorder
+from spacefold._core.measure import distance_to_start, step_distances
+from spacefold._core.patterns import PatternRecorder
+from spacefold.testing import is_subsequence
 
 X1 = torch.tensor([0.0, 0.75], dtype=torch.float64)
 X2 = torch.tensor([1.0, 0.75], dtype=torch.float64)
@@ -363,7 +364,7 @@ def test_exact_evaluator_validates_points():
     assert exact_pattern((0.5, 0.75), 1, "a") == exact_pattern((Fraction(1, 2), Fraction(3, 4)), 1, "A")
 
 
-HAS_EXACT = importlib.util.find_spec("spacefold.walk.exact") is not None
+HAS_EXACT = importlib.util.find_spec("spacefold._core.walk.exact") is not None
 
 SEGMENTS = [
     ((Fraction(0), Fraction(0)), (Fraction(1), Fraction(1))),
@@ -371,14 +372,6 @@ SEGMENTS = [
     ((Fraction(0), Fraction(3, 5)), (Fraction(1), Fraction(7, 10))),
     ((Fraction(1, 2), Fraction(0)), (Fraction(1, 2), Fraction(1))),
 ]
-
-
-def _is_subsequence(short: torch.Tensor, long: torch.Tensor) -> bool:
-    i = 0
-    for row in long:
-        if i < len(short) and torch.equal(row, short[i]):
-            i += 1
-    return i == len(short)
 
 
 def _check_against_reference(net, start, end, steps=20000):
@@ -394,7 +387,7 @@ def _check_against_reference(net, start, end, steps=20000):
         # the tie tolerance moves simultaneous crossings apart by ~1e-9/slope in t:
         # bisection may stop inside such slivers; they lie between the true regions
         assert sf.ranges(b.patterns) == sf.ranges(ref)
-        assert _is_subsequence(ref, b.patterns)
+        assert is_subsequence(ref, b.patterns)
     else:
         assert torch.equal(b.patterns, ref)
     if HAS_EXACT:
@@ -414,7 +407,7 @@ def test_walkers_find_the_exact_reference_walk(rep, k):
     ref = _check_against_reference(cantornet(k, rep), DEFAULT_START, DEFAULT_END)
     # the 11-point grid under-samples (docs/method.md, 'Walks: three samplers'): it sees a subsequence of Γ*
     merged = sf.walk(cantornet(k, rep), X1, X2, method="uniform", steps=10, tie_tol=TIE_TOL).patterns
-    assert _is_subsequence(merged, ref) and len(merged) <= len(ref)
+    assert is_subsequence(merged, ref) and len(merged) <= len(ref)
 
 
 @pytest.mark.parametrize("rep", REPS)

@@ -16,10 +16,10 @@ from torch import nn
 
 import spacefold as sf
 from spacefold.errors import InputError
-from spacefold.folding import walk_batch
-from spacefold.patterns import PatternRecorder
-from spacefold.walk.certified import CertifiedBudgetWarning, CertifiedUnsupportedError, CertifiedWalker
-from spacefold.walk.certified.functions import module_function
+from spacefold._core.folding import walk_batch
+from spacefold._core.patterns import PatternRecorder
+from spacefold._core.walk.certified import CertifiedBudgetWarning, CertifiedUnsupportedError, CertifiedWalker
+from spacefold._core.walk.certified.functions import module_function
 
 ACTS = [nn.ReLU, lambda: nn.LeakyReLU(0.1), nn.Hardtanh, nn.ReLU6, nn.ELU, nn.SELU, nn.GELU,
         lambda: nn.GELU(approximate="tanh"), nn.SiLU, nn.Mish, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Hardswish,
@@ -450,13 +450,13 @@ def test_custom_rule_refused():
         def forward(self, x):
             return x * 2
 
-    sf.register_activation(Odd, rule=lambda m, i, o: i - 1.0)
+    sf.register_activation(Odd, rule=lambda m, inputs, o: inputs[0] - 1.0)
     try:
         model = nn.Sequential(nn.Linear(2, 2), Odd())
         with pytest.raises(CertifiedUnsupportedError, match="custom"):
             sf.folding_batch(model, torch.randn(2, 2), torch.randn(2, 2), method="certified")
     finally:
-        from spacefold.patterns import _REGISTRY
+        from spacefold._core.patterns import _REGISTRY
 
         _REGISTRY.pop(Odd, None)
 

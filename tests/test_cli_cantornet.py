@@ -93,7 +93,8 @@ def test_default_method_is_exact():
         "exact", 1, "A", (0.0, 0.75), (1.0, 0.75))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("spacefold.walk.exact") is None, reason="spacefold.walk.exact missing")
+@pytest.mark.skipif(importlib.util.find_spec("spacefold._core.walk.exact") is None,
+                    reason="spacefold._core.walk.exact missing")
 def test_exact_matches_a_dense_grid(capsys):
     res = _run_json(capsys, "--depth", "3", "--representation", "A", "--method", "exact")
     dense = sf.folding(sf.cantornet(3), X1, X2, method="uniform", steps=20000, tie_tol=1e-9)

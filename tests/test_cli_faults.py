@@ -17,6 +17,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import spacefold.cli as cli
+from spacefold.cli import cantornet as cli_cantornet
+from spacefold.cli._args import _emit_json
 from spacefold.cli import (
     UsageError,
     finite_float,
@@ -55,8 +57,9 @@ def _no_computation(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("computation started")
 
-    for module, name in [("spacefold.train", "train"), ("spacefold.study", "run_study"),
-                         ("spacefold.global_folding", "global_folding"), ("spacefold.models", "load_checkpoint")]:
+    for module, name in [("spacefold.models.train", "train"), ("spacefold.studies.depth", "run_study"),
+                         ("spacefold._core.global_folding", "global_folding"),
+                         ("spacefold.models.mlp", "load_checkpoint")]:
         monkeypatch.setattr(importlib.import_module(module), name, boom)
 
 
@@ -154,7 +157,7 @@ def test_json_is_strict(capsys, tmp_path):
 
 
 def test_emit_json_maps_non_finite_to_null(capsys):
-    cli._emit_json({"phi": math.nan, "ci": [-math.inf, 0.5], "n": 3})
+    _emit_json({"phi": math.nan, "ci": [-math.inf, 0.5], "n": 3})
     assert json.loads(capsys.readouterr().out) == {"phi": None, "ci": [None, 0.5], "n": 3}
 
 
@@ -207,7 +210,7 @@ def test_bugs_keep_their_traceback(monkeypatch):
         def broken(*a, exc=exc, **k):
             raise exc
 
-        monkeypatch.setattr(cli, "_cantornet_result", broken)
+        monkeypatch.setattr(cli_cantornet, "_cantornet_result", broken)
         with pytest.raises(type(exc)):
             main(["cantornet", "--method", "uniform"])
 
@@ -219,7 +222,7 @@ def test_user_errors_exit_2(capsys, monkeypatch, exc):
     def broken(*a, **k):
         raise exc
 
-    monkeypatch.setattr(cli, "_cantornet_result", broken)
+    monkeypatch.setattr(cli_cantornet, "_cantornet_result", broken)
     _exit_2(capsys, ["cantornet"], str(exc).split()[0])
 
 
@@ -227,7 +230,7 @@ def test_multi_line_messages_are_kept_whole(capsys, monkeypatch):
     def broken(*a, **k):
         raise InputError("first part\n\tsecond part")
 
-    monkeypatch.setattr(cli, "_cantornet_result", broken)
+    monkeypatch.setattr(cli_cantornet, "_cantornet_result", broken)
     assert _exit_2(capsys, ["cantornet"], "first part").endswith("first part second part")
 
 
@@ -272,8 +275,9 @@ def test_fuzz_argument_parsing(capsys, monkeypatch, tmp_path, argv):
     """Any argument list is parsed (the command then runs, stubbed here) or refused with exit 2."""
     monkeypatch.chdir(tmp_path)
     ran = []
-    for name in ("_cmd_cantornet", "_cmd_measure", "_cmd_sweep", "_cmd_demo"):
-        monkeypatch.setattr(cli, name, lambda args: ran.append(args) or 0)
+    for command in ("cantornet", "measure", "sweep", "demo"):
+        monkeypatch.setattr(importlib.import_module(f"spacefold.cli.{command}"), f"_cmd_{command}",
+                            lambda args: ran.append(args) or 0)
     try:
         rc = main(argv)
     except SystemExit as e:  # --version

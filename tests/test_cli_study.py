@@ -11,7 +11,7 @@ import torch
 
 from spacefold.cli import main
 from spacefold.models import mlp, save_checkpoint
-from spacefold.study import depth_trend
+from spacefold.studies.depth import depth_trend
 
 SWEEP = ["sweep", "--data", "blobs", "--archs", "1x6", "3x4", "--seeds", "0", "--epochs", "2", "--batch-size", "32",
          "--pairs-per-class-pair", "6", "--n-boot", "20", "--method", "bisect", "--no-progress"]
@@ -60,7 +60,7 @@ def test_sweep_writes_tables_and_plots(sweep_dir):
 def test_sweep_runs_record_provenance_and_their_pairs(sweep_dir):
     import spacefold
     from spacefold.data import make_synthetic
-    from spacefold.pairs import PLAN_VERSION, pair_plan, plan_fingerprint
+    from spacefold._core.pairs import PLAN_VERSION, pair_plan, plan_fingerprint
 
     run = json.loads((sweep_dir / "runs" / "3x4_s0.json").read_text())
     prov = run["provenance"]
@@ -165,12 +165,12 @@ def test_depth_trend_oracle():
     (["3x4"], {"n_boot": 0}, "n_boot"), (["3x4"], {"steps": 0}, "steps"), (["3x4"], {"method": "walk"}, "method"),
 ])
 def test_run_study_refuses_before_training(tmp_path, monkeypatch, archs, settings, needle):
-    import spacefold.train
+    from spacefold.models import train as train_module
     from spacefold.data import make_synthetic
     from spacefold.errors import InputError
-    from spacefold.study import StudySettings, run_study
+    from spacefold.studies.depth import StudySettings, run_study
 
-    monkeypatch.setattr(spacefold.train, "train_mlp", lambda *a, **k: pytest.fail("trained"))
+    monkeypatch.setattr(train_module, "train_mlp", lambda *a, **k: pytest.fail("trained"))
     data = make_synthetic("blobs", n_samples=60)
     with pytest.raises(InputError, match=needle):
         run_study(data, archs, [0], tmp_path / "s", StudySettings(**settings))

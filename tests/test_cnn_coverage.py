@@ -17,11 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import spacefold as sf
-from spacefold.folding import walk_batch
-from spacefold.walk import _kernels
-from spacefold.resnet import ResNet, basic_block
-from test_exact import _collapse, _is_subsequence  # the dense-grid oracle's helpers
-from spacefold.walk.exact import NotPiecewiseLinearError, exact_walks, verify
+from spacefold._core.folding import walk_batch
+from spacefold._core.walk import _kernels
+from spacefold.models.resnet import ResNet, basic_block
+from spacefold.testing import collapse, is_subsequence
+from spacefold._core.walk.exact import NotPiecewiseLinearError, exact_walks, verify
 
 f64 = torch.float64
 
@@ -59,7 +59,7 @@ def _check_against_oracles(net, x1, x2, steps=4000, bisect=True):
         e, u = ex[i].patterns, un[i].patterns
         if bi is not None:
             assert torch.equal(e, bi[i].patterns), f"walk {i}: exact and bisection differ"
-        assert _is_subsequence(u, e), f"walk {i}: the dense walk is not a subsequence of the exact walk"
+        assert is_subsequence(u, e), f"walk {i}: the dense walk is not a subsequence of the exact walk"
         if e.shape[0] == u.shape[0]:
             assert torch.equal(e, u)
     assert torch.equal(ex.start_bits, sf.activation_patterns(net, x1))
@@ -226,7 +226,7 @@ def test_resnet18_walks_a_short_segment_against_a_dense_grid():
     assert ex.n_neurons == 64 * 16 * 16 + 4 * 64 * 8 * 8 + 4 * 128 * 4 * 4 + 4 * 256 * 2 * 2 + 4 * 512
     un = walk_batch(net, x1, x2, method="uniform", steps=300)
     e, u = ex[0].patterns, un[0].patterns
-    assert _is_subsequence(u, e) and e.shape[0] >= u.shape[0] >= 3
+    assert is_subsequence(u, e) and e.shape[0] >= u.shape[0] >= 3
     assert torch.equal(e[0], sf.activation_patterns(net, x1)[0])
     assert torch.equal(e[-1], sf.activation_patterns(net, x2)[0])
     assert verify(net, x1, x2, ex).ok
@@ -332,7 +332,7 @@ def test_the_certificate_reads_what_an_in_place_activation_receives():
 def test_the_pooling_certificate_finds_the_windows_a_brute_force_check_finds():
     """Windows without an input that is their maximum at both ends of an interval, against a
     check by hand over every window's inputs (torch's unfold)."""
-    from spacefold.walk.exact.verification import _pool_broken
+    from spacefold._core.walk.exact.verification import _pool_broken
 
     g = torch.Generator().manual_seed(7)
     mod = nn.MaxPool2d(3, stride=2, padding=1)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from spacefold.data import (
+from spacefold.data.datasets import (
     MNIST_FILES,
     DataError,
     load_dataset,

@@ -14,7 +14,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spacefold.data import MNIST_FILES, DataError, Dataset, load_dataset, load_mnist, read_idx, write_idx
+from spacefold.data.datasets import MNIST_FILES, DataError, Dataset, load_dataset, load_mnist, read_idx, write_idx
 from spacefold.errors import InputError
 
 # SPACEFOLD_FUZZ=5000 for a longer search.

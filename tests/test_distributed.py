@@ -181,7 +181,7 @@ def test_three_ranks_share_ten_pairs(tmp_path, capsys):
 
 
 def test_alone_is_a_world_of_one(monkeypatch):
-    from spacefold import parallel
+    from spacefold._core import parallel
 
     monkeypatch.setenv("WORLD_SIZE", "4")  # as under torchrun, but no process group is started inside alone()
     with parallel.alone():

@@ -18,10 +18,13 @@ from hypothesis import strategies as st
 from torch import nn
 
 import spacefold as sf
-from spacefold import measure
-from spacefold.walk import WalkBatch
-from spacefold.walk import _kernels
-from spacefold.walk.exact import ExactWalkBatch, NotPiecewiseLinearError, exact_walks, verify
+from spacefold._core import measure
+from spacefold._core.folding import walk_batch
+from spacefold._core.patterns import pattern_layout
+from spacefold._core.walk import WalkBatch
+from spacefold._core.walk import _kernels
+from spacefold._core.walk.exact import ExactWalkBatch, NotPiecewiseLinearError, exact_walks, verify
+from spacefold.testing import collapse, is_subsequence
 
 f64 = torch.float64
 
@@ -80,33 +83,16 @@ def _conv(seed=0):
     return net.eval()
 
 
-def _collapse(p: torch.Tensor) -> torch.Tensor:
-    keep = torch.ones(p.shape[0], dtype=torch.bool)
-    keep[1:] = (p[1:] != p[:-1]).any(1)
-    return p[keep]
-
-
-def _is_subsequence(small: torch.Tensor, big: torch.Tensor) -> bool:
-    j = 0
-    for row in small:
-        while j < big.shape[0] and not torch.equal(big[j], row):
-            j += 1
-        if j == big.shape[0]:
-            return False
-        j += 1
-    return True
-
-
 def _check_against_oracles(net, x1, x2, steps=4000, tie_tol=0.0, layers=None, bisect=True):
     ex = exact_walks(net, x1, x2, tie_tol=tie_tol, layers=layers, tol=1e-12)
-    bi = sf.walk_batch(net, x1, x2, method="bisect", tol=1e-12, tie_tol=tie_tol, layers=layers)
-    un = sf.walk_batch(net, x1, x2, method="uniform", steps=steps, tie_tol=tie_tol, layers=layers)
+    bi = walk_batch(net, x1, x2, method="bisect", tol=1e-12, tie_tol=tie_tol, layers=layers)
+    un = walk_batch(net, x1, x2, method="uniform", steps=steps, tie_tol=tie_tol, layers=layers)
     for i in range(len(ex)):
         e, b, u = ex[i].patterns, bi[i].patterns, un[i].patterns
         if bisect:
             assert torch.equal(e, b), f"walk {i}: exact and bisection differ"
         assert e.shape[0] >= u.shape[0]
-        assert _is_subsequence(u, e), f"walk {i}: the dense walk is not a subsequence of the exact walk"
+        assert is_subsequence(u, e), f"walk {i}: the dense walk is not a subsequence of the exact walk"
         # where the grid hits every region, the walks are equal
         if e.shape[0] == u.shape[0]:
             assert torch.equal(e, u)
@@ -116,8 +102,9 @@ def _check_against_oracles(net, x1, x2, steps=4000, tie_tol=0.0, layers=None, bi
     assert res.ok and res.n_checked == int(ex.offsets[-1])
     # χ from the flips equals χ of the materialised patterns (two computations)
     s, d = measure.summarize(ex), measure.ragged_ranges(ex.patterns, ex.offsets)
-    for k in ("r1", "r2", "n_points"):
+    for k in ("r1", "r2"):
         assert torch.equal(s[k], d[k]), k
+    assert torch.equal(s["n_regions"], d["n_points"])
     assert torch.allclose(s["chi"], d["chi"]) and torch.allclose(s["max_profile"], d["max_profile"])
     return ex, un
 
@@ -163,13 +150,13 @@ def test_layer_selection_matches_activation_patterns():
     _check_against_oracles(net, x1, x2, layers=["3", nn.Hardtanh], bisect=False, steps=20_000)
     full = exact_walks(net, x1, x2, tol=1e-12)
     sub = exact_walks(net, x1, x2, layers=["3", nn.Hardtanh], tol=1e-12)
-    cols = sf.pattern_layout(net, x1)["3"]
+    cols = pattern_layout(net, x1)["3"]
     for i in range(4):  # the selected columns of the full walk, collapsed, are the sub walk
-        assert torch.equal(_collapse(full[i].patterns[:, cols]), sub[i].patterns)
+        assert torch.equal(collapse(full[i].patterns[:, cols]), sub[i].patterns)
 
 
 def test_layers_no_pattern_depends_on_are_not_evaluated():
-    from spacefold.walk.exact import compile_model
+    from spacefold._core.walk.exact import compile_model
 
     net = _mlp([3, 10, 10, 10, 2], [nn.ReLU], 8)
     targets = lambda prog: {n.target for n in prog.live if n.op == "call_module"}  # noqa: E731
@@ -180,9 +167,9 @@ def test_layers_no_pattern_depends_on_are_not_evaluated():
     x1, x2 = 2 * torch.randn(5, 3, generator=g, dtype=f64), 2 * torch.randn(5, 3, generator=g, dtype=f64)
     full = exact_walks(net, x1, x2, tol=1e-12)
     sub = exact_walks(net, x1, x2, layers=["1"], tol=1e-12)
-    cols = sf.pattern_layout(net, x1)["1"]
+    cols = pattern_layout(net, x1)["1"]
     for i in range(5):
-        assert torch.equal(_collapse(full[i].patterns[:, cols]), sub[i].patterns)
+        assert torch.equal(collapse(full[i].patterns[:, cols]), sub[i].patterns)
     assert verify(net, x1, x2, sub, layers=["1"]).ok and verify(net, x1, x2, full).ok
 
 
@@ -248,7 +235,7 @@ def test_functional_activation_and_untraceable_model_are_refused():
     f_net = Functional().double()
     x1, x2 = torch.tensor([[-3.0, 1.0]], dtype=torch.float64), torch.tensor([[2.0, -2.0]], dtype=torch.float64)
     got = exact_walks(f_net, x1, x2)
-    from spacefold.folding import walk_batch
+    from spacefold._core.folding import walk_batch
 
     ref = walk_batch(f_net, x1, x2, method="uniform", steps=20000)
     assert torch.equal(got.patterns, ref.patterns) and got.patterns.shape[1] == 6
@@ -400,12 +387,12 @@ def test_walks_are_materialised_only_when_asked():
 try:  # CantorNet is the sandbox with known answers (docs/method.md, 'CantorNet')
     import importlib
 
-    _cn = importlib.import_module("spacefold.cantornet")
+    _cn = importlib.import_module("spacefold.models.cantornet")
 except ImportError:  # pragma: no cover
     _cn = None
 
 
-@pytest.mark.skipif(_cn is None, reason="spacefold.cantornet is not available")
+@pytest.mark.skipif(_cn is None, reason="spacefold.models.cantornet is not available")
 @pytest.mark.parametrize("rep", ["A", "B", "C"])
 @pytest.mark.parametrize("depth", [1, 2, 3, 4])
 def test_cantornet_regions_are_exact(rep, depth):
@@ -423,7 +410,7 @@ def test_cantornet_regions_are_exact(rep, depth):
         assert tuple(w.patterns[k].tolist()) == tuple(exact), (rep, depth, k)
     if rep in ("A", "B"):  # A and B evaluate stably in float64: the dense walk agrees
         un = sf.walk(net, x1[0], x2[0], method="uniform", steps=20_000, tie_tol=net.tie_tol)
-        assert _is_subsequence(un.patterns, w.patterns) and un.n_regions <= w.n_regions
+        assert is_subsequence(un.patterns, w.patterns) and un.n_regions <= w.n_regions
         bi = sf.walk(net, x1[0], x2[0], method="bisect", tol=1e-12, tie_tol=net.tie_tol)
         assert torch.equal(bi.patterns, w.patterns)
 
@@ -445,7 +432,7 @@ def test_same_region_counts_as_regioncam():
 
 
 def test_sub_batches_give_the_same_walks(monkeypatch):
-    from spacefold.walk import exact as ex
+    from spacefold._core.walk import exact as ex
 
     net = _mlp([3, 10, 10, 2], [nn.ReLU], 12)
     g = torch.Generator().manual_seed(12)
@@ -455,14 +442,14 @@ def test_sub_batches_give_the_same_walks(monkeypatch):
     monkeypatch.setattr(ex.driver, "_TARGET_BYTES_COMPILED", 1)
     parts = exact_walks(net, x1, x2)
     assert isinstance(parts, ExactWalkBatch) and len(parts) == 70
-    for k in ("r1", "r2", "chi", "max_profile", "n_points"):
+    for k in ("r1", "r2", "chi", "max_profile", "n_regions"):
         assert torch.equal(measure.summarize(whole)[k], measure.summarize(parts)[k]), k
     assert torch.equal(whole.patterns, parts.patterns) and torch.equal(whole.t, parts.t)
     assert torch.equal(whole.offsets, parts.offsets)
 
 
 def test_concurrent_sub_batches_give_the_same_walks(monkeypatch):
-    from spacefold.walk import exact as ex
+    from spacefold._core.walk import exact as ex
 
     net = _mlp([3, 10, 10, 2], [nn.ReLU], 13)
     g = torch.Generator().manual_seed(13)
@@ -488,7 +475,7 @@ def test_concurrent_sub_batches_give_the_same_walks(monkeypatch):
     finally:
         torch.set_num_threads(n_threads)
     assert isinstance(parts, ExactWalkBatch) and len(parts) == 170
-    for k in ("r1", "r2", "chi", "max_profile", "n_points"):
+    for k in ("r1", "r2", "chi", "max_profile", "n_regions"):
         assert torch.equal(measure.summarize(whole)[k], measure.summarize(parts)[k]), k
     assert torch.equal(whole.patterns, parts.patterns) and torch.equal(whole.t, parts.t)
     assert torch.equal(whole.offsets, parts.offsets)
@@ -513,7 +500,7 @@ class _Wide(nn.Module):
 
 
 def test_wide_layers_match_oracles_and_the_plain_torch_sign_tests(monkeypatch):
-    from spacefold.walk import exact as ex
+    from spacefold._core.walk import exact as ex
 
     net = _Wide().to(f64).eval()
     g = torch.Generator().manual_seed(14)
@@ -648,13 +635,13 @@ def test_compiled_kernels_give_the_walks_of_the_torch_operations(backend, seed, 
     assert torch.equal(got.offsets, ref.offsets)
     assert torch.equal(got.patterns, ref.patterns)
     assert torch.allclose(got.t, ref.t, rtol=0, atol=1e-12)
-    for k in ("r1", "r2", "n_points"):
+    for k in ("r1", "r2", "n_regions"):
         assert torch.equal(measure.summarize(got)[k], measure.summarize(ref)[k]), k
 
 
 def test_kernels_that_do_not_work_here_leave_the_walk_to_torch(backend, monkeypatch):
     _compiled_only(backend)
-    from spacefold.walk import _jit
+    from spacefold._core.walk import _jit
 
     net, x1, x2 = _relu_case(22, [3, 10, 10, 2], 6)
     ref = exact_walks(net, x1, x2)
@@ -672,7 +659,7 @@ def test_kernels_that_do_not_work_here_leave_the_walk_to_torch(backend, monkeypa
 
 def test_the_kernels_self_test_rejects_a_wrong_result(backend, monkeypatch):
     _compiled_only(backend)
-    from spacefold.walk import _jit
+    from spacefold._core.walk import _jit
 
     real = _jit.new_rows_linear
 
@@ -743,7 +730,7 @@ def test_max_pooling_with_padding_stride_and_dilation_matches_oracles():
 
 
 def test_rows_are_appended_in_place_only_to_the_tensor_that_owns_the_spare_rows():
-    from spacefold.walk.exact import _interpolate
+    from spacefold._core.walk.exact import _interpolate
 
     grown: dict = {}
     x = torch.arange(12.0).view(4, 3)
@@ -766,7 +753,7 @@ def test_rows_are_appended_in_place_only_to_the_tensor_that_owns_the_spare_rows(
 
 def test_the_list_walk_ranks_the_rows_as_pointer_jumping_does(backend, monkeypatch):
     _compiled_only(backend)
-    from spacefold.walk import exact as ex
+    from spacefold._core.walk import exact as ex
 
     net, x1, x2 = _relu_case(25, [3, 16, 16, 2], 9)
     seen, assemble = [], ex._assemble

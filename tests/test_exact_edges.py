@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from spacefold.errors import InputError, InputTypeError
-from spacefold.measure import summarize
-from spacefold.walk.exact import ExactWalkBatch, NotPiecewiseLinearError, exact_walks
+from spacefold._core.measure import summarize
+from spacefold._core.walk.exact import ExactWalkBatch, NotPiecewiseLinearError, exact_walks
 
 f64 = torch.float64
 
@@ -104,8 +104,8 @@ import warnings
 import numba.core.caching as caching
 {patch}
 import torch
-from spacefold.walk import _kernels
-from spacefold.walk.exact import exact_walks
+from spacefold._core.walk import _kernels
+from spacefold._core.walk.exact import exact_walks
 torch.manual_seed(0)
 net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8), torch.nn.ReLU())
 with warnings.catch_warnings(record=True) as caught:
@@ -124,7 +124,7 @@ def test_kernels_are_compiled_without_a_cache_where_numba_has_no_place_for_it(ba
         pytest.skip("concerns the compiled kernels")
     import numba.core.caching as caching
 
-    from spacefold.walk import _jit
+    from spacefold._core.walk import _jit
 
     monkeypatch.setattr(caching.CacheImpl, "_locator_classes", [])
     monkeypatch.setattr(_jit, "_UNCACHED", [])
@@ -310,20 +310,20 @@ def test_float32_walks_again_in_float64_around_crossings_it_merges():
 def test_float32_refinement_through_folding_batch_and_in_sub_segments(monkeypatch):
     # folding_batch hands the walk the prefix values: the pieces walked again take the float64 prefix of the
     # end points; a budget that cuts the segment into sub-segments gives the same walk
-    from spacefold.folding import walk_batch
+    from spacefold._core.folding import walk_batch
 
     net = _two_close_neurons(width=64)
     x1, x2 = -torch.ones(3, 1), torch.tensor([[1.25], [0.5], [2.5]])  # crossings at t = 1 / (1 + x2) and 1e-8 after
     ref = walk_batch(net, x1, x2, dtype=torch.float64)
     w = walk_batch(net, x1, x2)
     assert w.n_refined == 3 and torch.equal(w.n_regions, ref.n_regions) and torch.equal(w.patterns, ref.patterns)
-    from spacefold.folding import folding_batch
+    from spacefold._core.folding import folding_batch
 
     fb = folding_batch(net, x1, x2)
     assert fb.n_refined == 3 and fb.n_float64 == 0 and torch.equal(fb.n_regions, ref.n_regions)
     # 16 breakpoints of 64 float32 values per sub-batch (8 in float64): the segments are walked in sub-segments
     monkeypatch.setenv("SPACEFOLD_MEMORY", "16384")
-    from spacefold.walk.exact import state
+    from spacefold._core.walk.exact import state
 
     pieces, init = [], state._State.__init__
 
@@ -339,7 +339,7 @@ def test_float32_refinement_through_folding_batch_and_in_sub_segments(monkeypatc
 
 def test_clipped_sub_walks_join_into_the_walk():
     # _clip cuts a walk at points inside its pieces; _join of the clips is the walk again
-    from spacefold.walk.exact.assemble import _clip, _join
+    from spacefold._core.walk.exact.assemble import _clip, _join
 
     torch.manual_seed(1)
     net = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU()).double()
@@ -381,7 +381,7 @@ def test_max_pooling_in_float32_converges_and_matches_float64():
 def test_paths_max_pooling_cannot_resolve_are_walked_again_in_float64(monkeypatch):
     import copy
 
-    from spacefold.walk import exact as ex
+    from spacefold._core.walk import exact as ex
 
     monkeypatch.setattr(ex.maxpool, "_POOL_RTOL", 0)  # no tie margin: float32 round-off makes splits endless
     monkeypatch.setattr(ex.driver, "_dtype_tol", lambda dtype: 0.0)  # nor the merging of crossings below it
@@ -421,7 +421,7 @@ def test_non_finite_values_inside_the_network_raise(dtype):
 
 def _drop_region(w, i: int, k: int):
     """The walks ``w`` with region k of walk i left out (its interval joined to region k − 1)."""
-    from spacefold.walk import WalkBatch
+    from spacefold._core.walk import WalkBatch
 
     row = int(w.offsets[i]) + k
     keep = torch.ones(w.patterns.shape[0], dtype=torch.bool)
@@ -455,7 +455,7 @@ def test_the_certificate_finds_every_dropped_region(act):
 
 def _invent_region(w, i: int, k: int, bit: int):
     """``w`` with region k of walk i cut at its midpoint, the second half getting ``bit`` flipped."""
-    from spacefold.walk import WalkBatch
+    from spacefold._core.walk import WalkBatch
 
     a = int(w.offsets[i]) + k
     t_end = float(w.t[a + 1]) if k + 1 < int(w.n_regions[i]) else 1.0
@@ -503,7 +503,7 @@ def test_the_certificate_checks_kinks_without_bits_and_pooling_windows():
     w = exact_walks(net, x1, x2)
     assert verify(net, x1, x2, w).ok
     # the regions alone (no breakpoints between them) span kinks: not certified
-    from spacefold.walk import WalkBatch
+    from spacefold._core.walk import WalkBatch
 
     plain = WalkBatch(w.patterns, w.t, w.offsets, "exact")
     assert not verify(net, x1, x2, plain, mode="certificate").ok
@@ -511,7 +511,8 @@ def test_the_certificate_checks_kinks_without_bits_and_pooling_windows():
 
 
 def test_verify_of_a_smooth_model_checks_midpoints_and_refuses_a_certificate():
-    from spacefold import verify, walk_batch
+    from spacefold import verify
+    from spacefold._core.folding import walk_batch
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(2, 6), nn.Tanh(), nn.Linear(6, 2)).double()
@@ -527,7 +528,7 @@ def test_verify_of_a_smooth_model_checks_midpoints_and_refuses_a_certificate():
 def test_float32_refinement_through_index_pairs():
     # folding_pairs walks from cached first-layer values of the samples: the pieces walked again in float64
     # start from the end inputs, gathered for them alone; the result is the float64 walk's
-    from spacefold.folding import folding_batch, folding_pairs
+    from spacefold._core.folding import folding_batch, folding_pairs
 
     net = _two_close_neurons(width=64)
     x = torch.cat([-torch.ones(3, 1), torch.tensor([[1.25], [0.5], [2.5]])])

@@ -16,9 +16,9 @@ import pkgutil
 import torch
 from torch import nn
 
-import spacefold.walk.exact as exact
-from spacefold.walk.exact.handlers import HANDLERS
-from spacefold.walk.exact.program import STEP_KINDS
+from spacefold._core.walk import exact
+from spacefold._core.walk.exact.handlers import HANDLERS
+from spacefold._core.walk.exact.program import STEP_KINDS
 
 # what code outside the package imports from spacefold.walk.exact
 USED_OUTSIDE = ("ExactProgram", "ExactWalkBatch", "NotPiecewiseLinearError", "VerifyResult", "compile_model",
@@ -29,7 +29,7 @@ def test_every_module_of_the_package_imports_and_says_what_it_does():
     names = [m.name for m in pkgutil.iter_modules(exact.__path__)]
     assert {"program", "state", "crossings", "handlers", "assemble", "driver", "verification"} <= set(names)
     for name in names:
-        module = importlib.import_module(f"spacefold.walk.exact.{name}")
+        module = importlib.import_module(f"spacefold._core.walk.exact.{name}")
         assert module.__doc__ and module.__doc__.strip(), name
 
 
@@ -39,7 +39,7 @@ def test_the_package_exposes_the_names_used_outside_it():
     assert set(exact.__all__) <= set(USED_OUTSIDE)
     # the public functions are the functions, not the modules of the same purpose
     assert callable(exact.verify) and callable(exact.exact_walks)
-    assert exact.verify.__module__ == "spacefold.walk.exact.verification"
+    assert exact.verify.__module__ == "spacefold._core.walk.exact.verification"
 
 
 class _EveryKind(nn.Module):

@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from spacefold.errors import InputError
-from spacefold.measure import summarize
-from spacefold.walk import _kernels
-from spacefold.walk import exact as ex
-from spacefold.walk.exact import ExactWalkBatch, exact_walks
+from spacefold._core.measure import summarize
+from spacefold._core.walk import _kernels
+from spacefold._core.walk import exact as ex
+from spacefold._core.walk.exact import ExactWalkBatch, exact_walks
 
 f64 = torch.float64
 

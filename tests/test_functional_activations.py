@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import spacefold as sf
-from spacefold import patterns
+from spacefold._core import patterns
 from spacefold.errors import InputError, InputTypeError
-from spacefold.folding import walk_batch
-from spacefold.walk.bisect import default_n0
+from spacefold._core.folding import walk_batch
+from spacefold._core.walk.bisect import default_n0
 
 f64 = torch.float64
 
@@ -276,7 +276,7 @@ def test_functional_gelu_bisect_against_a_dense_grid():
 
 
 def test_exported_and_torchscript_files_with_functional_activations(tmp_path):
-    from spacefold.load import load_model
+    from spacefold.data.load import load_model
 
     class Net(nn.Module):
         def __init__(self):
@@ -315,7 +315,7 @@ def test_exported_and_torchscript_files_with_functional_activations(tmp_path):
 
 
 def test_the_exact_plane_follows_functional_relus_and_refuses_functional_gelu():
-    from spacefold.plane import plane_regions, plane_through, supports_exact_plane
+    from spacefold._core.plane import plane_regions, plane_through, supports_exact_plane
 
     torch.manual_seed(7)
     relu_net = nn.Sequential(OneAct(F.relu, 2, 6), nn.ReLU()).double()

@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import spacefold as sf
-from spacefold import patterns
+from spacefold._core import patterns
 from spacefold.errors import InputError, InputTypeError
-from spacefold.folding import walk_batch
+from spacefold._core.folding import walk_batch
 from spacefold.nn import GEGLU, ReGLU, SwiGLU
-from spacefold.walk.bisect import NONCONVEX_N0, default_n0
+from spacefold._core.walk.bisect import NONCONVEX_N0, default_n0
 
 f64 = torch.float64
 

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 import spacefold as sf
-from spacefold.global_folding import GlobalFolding, median_nonzero
+from spacefold._core.global_folding import GlobalFolding, median_nonzero
 from spacefold.models import mlp
-from spacefold.pairs import pair_plan
+from spacefold._core.pairs import pair_plan
 
 METHOD = "bisect"  # region-exact for ReLU networks
 
@@ -179,7 +179,7 @@ def test_uniform_method_converges_to_region_exact():
 
 def test_exact_agrees_with_bisect():
     try:
-        from spacefold.walk import exact  # noqa: F401
+        from spacefold._core.walk import exact  # noqa: F401
     except ImportError:
         pytest.skip("exact walker not available")
     x, y = _data(20, 3)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import spacefold as sf
-from spacefold.regularize import folding_loss, point_segments, soft_chi
+from spacefold.training.regularize import folding_loss, point_segments, soft_chi
 
 
 def _segments(dtype, n=64):
@@ -51,7 +51,7 @@ def test_zero_and_round_off_length_segments_have_loss_one_under_every_method(dty
 def test_segments_just_longer_than_the_rule_are_not_noise(method):
     """Above the rule, a segment in one region (exact walk: one region, so χ = 0) has loss 1 up to
     round-off in float32; without the rule the noise was up to 0.3 at relative length 1e-6."""
-    from spacefold.folding import walk_batch
+    from spacefold._core.folding import walk_batch
 
     model = sf.mlp("3x20", 2, 3, seed=0)
     x, d = _segments(torch.float32, 200)
@@ -97,7 +97,7 @@ def test_repeated_list_values_are_refused(capsys, monkeypatch, tmp_path, argv, o
 def test_repeated_values_refused_by_the_api(tmp_path):
     from spacefold.data import make_synthetic
     from spacefold.errors import InputError
-    from spacefold.study import run_study
+    from spacefold.studies.depth import run_study
 
     data = make_synthetic("blobs", seed=0)
     with pytest.raises(InputError, match="seeds must be distinct, got 0 more than once"):
@@ -156,7 +156,7 @@ def test_cli_sizes_refused_before_the_walks(capsys, monkeypatch, blobs_model, ar
     monkeypatch.setattr(_util, "physical_memory", lambda: 16 << 30)
     if argv[0] == "measure":
         argv = [argv[0], "--model", blobs_model, *argv[1:], "--no-progress"]
-        monkeypatch.setattr(importlib.import_module("spacefold.walk.uniform"), "uniform_walks",
+        monkeypatch.setattr(importlib.import_module("spacefold._core.walk.uniform"), "uniform_walks",
                             lambda *a, **k: pytest.fail("walked"))
     line = _exit_2(capsys, argv, needle)
     assert "16.0 GiB of memory of this machine" in line
@@ -183,7 +183,7 @@ def test_cli_train_sizes_refused_before_training(capsys, monkeypatch, tmp_path):
 def test_api_sizes_refused(monkeypatch):
     from spacefold import _util
     from spacefold.errors import InputError
-    from spacefold.regularize import FoldingRegularizer
+    from spacefold.training.regularize import FoldingRegularizer
 
     monkeypatch.setattr(_util, "physical_memory", lambda: 16 << 30)
     model = sf.mlp("3x20", 2, 3, seed=0)
@@ -200,7 +200,8 @@ def test_api_sizes_refused(monkeypatch):
 
 
 def test_workers_are_at_most_the_cores_and_checked_against_memory(monkeypatch):
-    from spacefold import _util, parallel
+    from spacefold import _util
+    from spacefold._core import parallel
     from spacefold.errors import InputError
 
     seen = []
@@ -239,7 +240,7 @@ def test_small_memory_budgets_never_divide_by_zero(monkeypatch):
 
 def test_folding_metric_refuses_integer_chi():
     from spacefold.errors import InputTypeError
-    from spacefold.metric import FoldingMetric
+    from spacefold.training.metric import FoldingMetric
 
     m = FoldingMetric()
     with pytest.raises(InputTypeError, match=r"^chi must be a float tensor .* got dtype torch.int64"):
@@ -276,7 +277,7 @@ def test_report_out_under_a_file_is_one_line(capsys, tmp_path):
 def test_report_with_a_file_name_that_is_not_utf8(tmp_path):
     import os
 
-    from spacefold.report import write_report
+    from spacefold.viz.report import write_report
 
     res = tmp_path / "res"
     res.mkdir()
@@ -411,7 +412,7 @@ def test_adversarial_takes_torchscript_with_the_checkpoint_s_numbers(capsys, tmp
     from spacefold.cli import main
     from spacefold.data import make_synthetic
     from spacefold.models import save_checkpoint
-    from spacefold.train import train
+    from spacefold.models.train import train
 
     data = make_synthetic("blobs", seed=0)
     model = sf.mlp("2x16", data.n_features, data.n_classes, seed=0)
@@ -438,7 +439,7 @@ def test_unflatten_in_a_converted_program_is_walked_as_the_reshape_it_is(tmp_pat
     and its patterns are those of plain forward passes inside each region."""
     from torch import nn
 
-    from spacefold.load import load_model
+    from spacefold.data.load import load_model
 
     torch.manual_seed(0)
     m = nn.Sequential(nn.Linear(4, 12), nn.ReLU(), nn.Unflatten(1, (3, 4)), nn.Flatten(), nn.Linear(12, 6),

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 import spacefold as sf
-from spacefold import measure
-from spacefold import folding as folding_mod
+from spacefold._core import measure
+from spacefold._core import folding as folding_mod
 
 
 @pytest.fixture
@@ -142,7 +142,7 @@ def test_segment_shapes(net):
         sf.folding_batch(net, A, B, method="uniform")
     with pytest.raises(ValueError, match="x1 and x2 must hold at least one segment"):
         sf.folding_batch(net, torch.zeros(0, 3), torch.zeros(0, 3), method="uniform")
-    from spacefold.walk.exact import exact_walks
+    from spacefold._core.walk.exact import exact_walks
 
     with pytest.raises(ValueError, match="x1 and x2 must hold at least one segment"):
         exact_walks(net, torch.zeros(0, 3), torch.zeros(0, 3))

@@ -10,7 +10,7 @@ from torch import nn
 
 import spacefold as sf
 from spacefold.errors import InputError, InputTypeError
-from spacefold.load import fit_input_shape, load_data, load_model
+from spacefold.data.load import fit_input_shape, load_data, load_model
 
 
 def _mlp():

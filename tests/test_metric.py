@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 import spacefold as sf
 from spacefold.errors import InputError, InputTypeError
-from spacefold.global_folding import median_nonzero
-from spacefold.metric import FoldingMetric, farey_length, folding_statistics, histogram_median
-from spacefold.measure import chi_from_ranges
+from spacefold._core.global_folding import median_nonzero
+from spacefold.training.metric import FoldingMetric, farey_length, folding_statistics, histogram_median
+from spacefold._core.measure import chi_from_ranges
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_metric_over_batches_equals_global_folding(folded, chunk):
 
 def test_metric_on_folding_batches_equals_global_folding_of_the_same_pairs():
     """Feed FoldingBatch results of the pairs of a plan; compare with global_folding on that plan."""
-    from spacefold.pairs import pair_plan
+    from spacefold._core.pairs import pair_plan
 
     g = torch.Generator().manual_seed(5)
     x = torch.randn(30, 2, generator=g)

@@ -24,7 +24,7 @@ from spacefold.models import (
     parse_arch,
     save_checkpoint,
 )
-from spacefold.train import accuracy, train, train_mlp
+from spacefold.models.train import accuracy, train, train_mlp
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spacefold.pairs import (
+from spacefold._core.pairs import (
     PairBlock,
     class_centroids,
     class_pair_block,
@@ -210,7 +210,7 @@ def test_errors_are_input_errors():
 # The drawing of pairs is frozen for a PLAN_VERSION: these indices were drawn by version 1. A change to
 # the drawing code that fails here must bump spacefold.pairs.PLAN_VERSION (and the pins with it).
 def test_plan_version_1_pinned_draws():
-    from spacefold.pairs import PLAN_VERSION, plan_fingerprint
+    from spacefold._core.pairs import PLAN_VERSION, plan_fingerprint
 
     assert PLAN_VERSION == 1
     y = torch.arange(30) % 3
@@ -230,7 +230,7 @@ def test_plan_version_1_pinned_draws():
 
 
 def test_plan_fingerprint_tells_plans_apart():
-    from spacefold.pairs import plan_fingerprint
+    from spacefold._core.pairs import plan_fingerprint
 
     y = torch.arange(30) % 3
     a = plan_fingerprint(pair_plan(y, "all", max_pairs=11, seed=7))
@@ -239,7 +239,7 @@ def test_plan_fingerprint_tells_plans_apart():
     # the pairs themselves, not only their number: the same pairs in another order hash differently
     p = pair_plan(y, "inter-class", max_pairs=4, seed=0)
     i, j = p.indices()
-    from spacefold.pairs import PairBlock, PairPlan
+    from spacefold._core.pairs import PairBlock, PairPlan
 
     flipped = PairPlan((PairBlock(-1, -1, i.flip(0), j.flip(0), product=False),), p.mode)
     assert plan_fingerprint(flipped)["sha256"] != plan_fingerprint(p)["sha256"]

@@ -14,12 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import spacefold as sf
-from spacefold import parallel
+from spacefold._core import parallel
 from spacefold.cli import main as cli_main
 from spacefold.errors import InputError, InputTypeError
-from spacefold.folding import MAX_CHUNK, WalkOptions, chunk_size, memory_budget
+from spacefold._core.folding import MAX_CHUNK, WalkOptions, chunk_size, memory_budget
 from spacefold.models import mlp, save_checkpoint
-from spacefold.patterns import PatternRecorder
+from spacefold._core.patterns import PatternRecorder
 
 FIELDS = ("chi", "r1", "r2", "n_regions", "max_profile")
 TIMING = ("wall_seconds", "paths_per_second", "workers", "world_size")
@@ -186,7 +186,7 @@ def test_walk_on_an_accelerator_stays_in_process():
 def test_main_allows_workers_reads_the_guard(tmp_path, monkeypatch):
     import types
 
-    from spacefold import parallel
+    from spacefold._core import parallel
 
     guarded = tmp_path / "guarded.py"
     guarded.write_text("import spacefold\n\ndef run():\n    pass\n\nif __name__ == '__main__':\n    run()\n")

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import spacefold as sf
-from spacefold import patterns
+from spacefold._core import patterns
 
 ACTIVATIONS = [
     lambda: nn.ReLU(),
@@ -116,7 +116,7 @@ def test_register_activation_fixes_threshold(registry_guard):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(3, 4), nn.Threshold(0.1, 0.0), nn.Linear(4, 2))
     # the paper's rule for Threshold: f(z) > 0 iff z > threshold
-    sf.register_activation(nn.Threshold, lambda m, inp, out: inp - m.threshold)
+    sf.register_activation(nn.Threshold, lambda m, inputs, out: inputs[0] - m.threshold)
     x = torch.randn(50, 3)
     got = sf.activation_patterns(net, x)
     with torch.no_grad():
@@ -128,7 +128,7 @@ def test_register_activation_fixes_threshold(registry_guard):
 def test_register_activation_fixes_glu(registry_guard):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(3, 6), nn.GLU(), nn.Linear(3, 2))
-    sf.register_activation(nn.GLU, lambda m, inp, out: out)  # bit = f(z) > 0, one bit per unit
+    sf.register_activation(nn.GLU, lambda m, inputs, out: out)  # bit = f(z) > 0, one bit per unit
     x = torch.randn(30, 3)
     got, layout = sf.activation_patterns(net, x, return_layout=True)
     with torch.no_grad():

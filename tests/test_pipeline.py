@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import pickle
 import warnings
 
 import pytest
@@ -21,14 +20,15 @@ from hypothesis import strategies as st
 from torch import nn
 
 import spacefold as sf
-from spacefold import measure
+from spacefold._core import measure
 from spacefold.errors import InputError, InputTypeError
-from spacefold.folding import walk_batch
-from spacefold.pairs import pair_plan
-from spacefold.walk import WalkBatch, run_starts
-from spacefold.walk.uniform import uniform_walks
+from spacefold._core.folding import walk_batch
+from spacefold._core.pairs import pair_plan
+from spacefold._core.walk import WalkBatch, run_starts
+from spacefold._core.patterns import PatternRecorder
+from spacefold._core.walk.uniform import uniform_walks
 
-folding_module = importlib.import_module("spacefold.folding")
+pipeline_module = importlib.import_module("spacefold._core.pipeline")  # where the pipeline's tunables live
 PROPERTY = settings(max_examples=40, deadline=None)
 FIELDS = ("chi", "r1", "r2", "n_regions", "max_profile")
 
@@ -80,7 +80,7 @@ def test_first_layer_once_per_input_in_large_blocks(monkeypatch):
     net, x = net_and_data(d=2, width=24)  # 24 values per sample > 4 x 2 input values
     i = torch.randint(12, (40,), generator=torch.Generator().manual_seed(1))
     j = (i + 1 + torch.randint(11, (40,), generator=torch.Generator().manual_seed(2))) % 12
-    from spacefold.walk.exact import ExactProgram
+    from spacefold._core.walk.exact import ExactProgram
 
     calls = []
     real = ExactProgram.prefix
@@ -95,7 +95,7 @@ def test_first_layer_once_per_input_in_large_blocks(monkeypatch):
     assert n == [1, 12]  # the size probe, then every sample once, in one block
     batch, n = count(lambda: sf.folding_batch(net, x[i], x[j], batch_size=16))
     assert n == [1, 40, 40]  # the probe, then x1 and x2 in one block each
-    monkeypatch.setattr(folding_module, "_PREFIX_CACHE_BYTES", 0)
+    monkeypatch.setattr(pipeline_module, "_PREFIX_CACHE_BYTES", 0)
     plain, n = count(lambda: sf.folding_pairs(net, x, i, j, batch_size=16))
     assert n == [1] + [16, 16, 16, 16, 8, 8]  # the probe, then both ends of every chunk
     plain_batch, n = count(lambda: sf.folding_batch(net, x[i], x[j], batch_size=16))
@@ -203,7 +203,7 @@ def test_summary_of_columns_and_concatenation(walks, data):
 
 
 def test_flip_and_dense_summaries_agree_on_columns():
-    from spacefold.walk.exact import exact_walks
+    from spacefold._core.walk.exact import exact_walks
 
     net, x = net_and_data(width=12)
     ex = exact_walks(net, x[:6], x[6:])
@@ -239,7 +239,7 @@ def test_walk_stage_does_not_import_measure():
     import ast
     import pathlib
 
-    root = pathlib.Path(importlib.import_module("spacefold.walk").__file__).parent
+    root = pathlib.Path(importlib.import_module("spacefold._core.walk").__file__).parent
     for path in root.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
@@ -255,7 +255,7 @@ def test_walk_stage_does_not_import_measure():
 @pytest.mark.parametrize("max_points", [1, 7, 50, 51, 103, 65536])
 def test_uniform_grid_in_pieces_is_the_grid_in_one_pass(max_points):
     net, x = net_and_data(width=10)
-    rec = sf.patterns.PatternRecorder(net)
+    rec = PatternRecorder(net)
     seen = []
     handle = net[0].register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[0]))
     with rec, torch.no_grad():
@@ -306,25 +306,6 @@ def test_all_is_the_api_and_the_readme():
                      "NotPiecewiseLinearError"}
     for name in sf.__all__:
         assert getattr(sf, name) is not None
-
-
-def test_walk_folding_global_folding_are_callable_modules():
-    import spacefold.folding
-    import spacefold.global_folding
-    import spacefold.walk
-
-    for name, fn in (("walk", spacefold.folding.walk), ("folding", spacefold.folding.folding),
-                     ("global_folding", spacefold.global_folding.global_folding)):
-        mod = getattr(sf, name)
-        assert mod is importlib.import_module(f"spacefold.{name}")
-        assert inspect.signature(mod) == inspect.signature(fn)
-        assert pickle.loads(pickle.dumps(mod)) is mod
-    assert spacefold.walk.WalkBatch is WalkBatch and importlib.import_module("spacefold.walk.exact")
-    net, x = net_and_data()
-    a = sf.walk(net, x[0], x[1], method="bisect")
-    b = spacefold.folding.walk(net, x[0], x[1], method="bisect")
-    assert torch.equal(a.patterns, b.patterns)
-    assert sf.folding(net, x[0], x[1]).chi == spacefold.folding.folding(net, x[0], x[1]).chi
 
 
 @pytest.mark.parametrize("name, module", sorted(sf._MOVED.items()))
@@ -388,7 +369,7 @@ def test_meta_and_unavailable_device_models_are_refused(monkeypatch):
             call()
     if torch.cuda.is_available():
         return
-    import spacefold.patterns as patterns
+    from spacefold._core import patterns
 
     net = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2))
     monkeypatch.setattr(patterns, "model_device_dtype", lambda m: (torch.device("cuda:0"), torch.float32))
@@ -411,7 +392,7 @@ def test_wrong_feature_count_through_pairs_and_global(method):
 @given(st.lists(st.sampled_from([0.0, 1.0, -2.5, 3e38, -3e38, float("nan"), float("inf"), -float("inf")]),
                 min_size=1, max_size=8))
 def test_finiteness_check_is_exact(values):
-    from spacefold.patterns import check_inputs
+    from spacefold._core.patterns import check_inputs
 
     x = torch.tensor(values, dtype=torch.float32).unsqueeze(0)
     bad = sum(1 for v in values if v != v or abs(v) == float("inf"))
@@ -430,7 +411,7 @@ def test_a_pair_plan_outside_x_is_refused():
 
 
 def test_progress_is_the_one_name_and_progress_bar_a_deprecated_alias():
-    from spacefold.train import train
+    from spacefold.models.train import train
 
     def fit(**kw):
         with torch.random.fork_rng():

@@ -11,8 +11,8 @@ from torch import nn
 
 import spacefold as sf
 from spacefold.errors import InputError
-from spacefold.plane import input_plane, plane_regions, plane_through, raster_patterns, supports_exact_plane
-from spacefold.walk.exact import NotPiecewiseLinearError
+from spacefold._core.plane import input_plane, plane_regions, plane_through, raster_patterns, supports_exact_plane
+from spacefold._core.walk.exact import NotPiecewiseLinearError
 
 
 def _net(widths, seed, act=nn.ReLU):
@@ -113,7 +113,7 @@ def test_mlp_slice_through_three_inputs():
 
 @pytest.mark.parametrize("depth", [1, 2, 3])
 def test_cantornet_A_known_boundaries(depth):
-    from spacefold.cantornet import exact_pattern
+    from spacefold.models.cantornet import exact_pattern
 
     net = sf.cantornet(depth, "A")
     # A needs no tie tolerance (bit = z > 0, as in the exact rational patterns); with one,
@@ -125,7 +125,7 @@ def test_cantornet_A_known_boundaries(depth):
         assert exact_pattern((Fraction(c[0]), Fraction(c[1])), depth, "A") == tuple(p.tolist())
     # the decision boundary (the output neuron's zero line) has its kinks at the Cantor
     # interval ends: each is a vertex of the mesh
-    from spacefold.cantornet import decision_boundary_vertices
+    from spacefold.models.cantornet import decision_boundary_vertices
 
     for vx, vy in decision_boundary_vertices(depth):
         d = np.abs(reg.vertices - [float(vx), float(vy)]).max(1).min()
@@ -160,7 +160,7 @@ def test_kernel_and_numpy_cut_the_same_polygons(seed, width, depth):
     """The compiled cut and the NumPy cut: the same polygons (same order, same corners up to
     vertex numbering) and the same patterns."""
     pytest.importorskip("numba")
-    from spacefold.plane import _cut_layer_kernel
+    from spacefold._core.plane import _cut_layer_kernel
 
     if _cut_layer_kernel() is None:
         pytest.skip("the Numba kernel is turned off (SPACEFOLD_NUMBA=0)")

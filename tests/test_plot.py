@@ -10,7 +10,7 @@ from torch import nn
 import spacefold as sf
 from spacefold.cli import main
 from spacefold.errors import InputError
-from spacefold.plot import OKABE_ITO, PNG_DPI, path_curves, plot_path, plot_plane, save_figure
+from spacefold.viz.plot import OKABE_ITO, PNG_DPI, path_curves, plot_path, plot_plane, save_figure
 
 pytest.importorskip("matplotlib")
 
@@ -118,7 +118,7 @@ def test_saved_and_shown_figures_are_not_clipped(tmp_path):
 
 
 def test_study_titles_count_the_paths_walked():
-    from spacefold.plot import _study_context
+    from spacefold.viz.plot import _study_context
 
     rows = [{"arch": a, "depth": d, "seed": s, "n_paths": 20000, "n_inter_class_paths": 18000,
              "settings": {"data": {"name": "digits"}}} for a, d in (("1x60", 1), ("2x30", 2)) for s in (0, 1)]

@@ -12,9 +12,10 @@ from torch import nn
 
 import spacefold as sf
 from spacefold.errors import InputError, InputTypeError
-from spacefold.regularize import FoldingRegularizer, FoldingSchedule, FoldingTracker, folding_loss, probe_pairs, soft_chi
-from spacefold.train import train
-from spacefold.walk.exact import NotPiecewiseLinearError
+from spacefold.training.regularize import (FoldingRegularizer, FoldingSchedule, FoldingTracker, folding_loss,
+                                           probe_pairs, soft_chi)
+from spacefold.models.train import train
+from spacefold._core.walk.exact import NotPiecewiseLinearError
 
 
 def folding_net() -> nn.Module:
@@ -98,7 +99,7 @@ def test_surrogate_tends_to_the_grid_chi_as_beta_grows(segments):
     x1, x2 = (s.double() for s in segments)
     grid = sf.folding_batch(model, x1, x2, method="uniform", steps=31).chi
     assert float(grid.max()) > 0  # some segment folds on the grid
-    errs = [float((soft_chi(model, x1, x2, n_points=32, beta=b, eps=1e-15) - grid).abs().max())
+    errs = [float((soft_chi(model, x1, x2, n_points=32, beta=b, eps=1e-15) - grid).abs().max().detach())
             for b in (1e1, 1e3, 1e5, 1e8)]
     assert errs[-1] < 1e-6
     assert errs[0] > errs[-1]
@@ -137,7 +138,7 @@ def test_model_modes_are_restored_and_eval_is_used():
     x1, x2 = torch.randn(4, 2), torch.randn(4, 2)
     a = folding_loss(model, x1, x2)
     b = folding_loss(model, x1, x2)
-    assert float(a) == float(b)  # dropout is off for the surrogate: deterministic
+    assert float(a.detach()) == float(b.detach())  # dropout is off for the surrogate: deterministic
     assert model.training and model[2].training
 
 
@@ -198,7 +199,7 @@ def test_regularizer_and_tracker_in_train():
 
 def _plan_of_probe(n):
     """The plan that walks x[i] -> x[n + i] of torch.cat([x1, x2])."""
-    from spacefold.pairs import PairBlock, PairPlan
+    from spacefold._core.pairs import PairBlock, PairPlan
 
     return PairPlan((PairBlock(0, 1, torch.arange(n), torch.arange(n, 2 * n), product=False),), "custom")
 

@@ -9,7 +9,7 @@ import pytest
 
 from spacefold.cli import main
 from spacefold.errors import InputError
-from spacefold.report import build_report, write_report
+from spacefold.viz.report import build_report, write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 import spacefold as sf
-from spacefold.pairs import pair_plan
-from spacefold.walk import exact as ex
-from spacefold.walk.exact import exact_walks
+from spacefold._core.pairs import pair_plan
+from spacefold._core.walk import exact as ex
+from spacefold._core.walk.exact import exact_walks
 
 
 @pytest.fixture(params=["compiled", "torch"])

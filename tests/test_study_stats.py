@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from spacefold.errors import InputError
-from spacefold.study import (
+from spacefold.studies.depth import (
     depth_trend,
     hierarchical_bootstrap,
     pairs_needed,

@@ -10,7 +10,7 @@ import torch
 
 from spacefold.cli import main
 from spacefold.errors import InputError, InputTypeError
-from spacefold.study import RegularizerSettings, StudySettings
+from spacefold.studies.depth import RegularizerSettings, StudySettings
 
 SWEEP = ["sweep", "--data", "blobs", "--archs", "2x8", "--seeds", "1", "--epochs", "2", "--batch-size", "32",
          "--lr", "1e-2", "--pairs-per-class-pair", "3", "--n-boot", "10", "--method", "bisect", "--no-progress",
@@ -83,7 +83,7 @@ def plain_and_reg(tmp_path_factory):
 
 def test_sweep_trains_with_the_folding_loss(plain_and_reg, capsys):
     from spacefold.data import make_synthetic
-    from spacefold.train import train_mlp
+    from spacefold.models.train import train_mlp
 
     plain, reg = plain_and_reg
     row = json.loads((reg / "runs" / "2x8_s1.json").read_text())

@@ -1,4 +1,4 @@
-"""spacefold.symmetry: mirrors, invariance, segments x -> T(x), the symmetry check, the closed-walk bound.
+"""spacefold.studies.symmetry: mirrors, invariance, segments x -> T(x), the symmetry check, the closed-walk bound.
 
 The oracle is a hand-built mirror-invariant ReLU net f(x) = g(|x_1|, x_2) with
 |x_1| = relu(x_1) + relu(-x_1):
@@ -27,7 +27,7 @@ from torch import nn
 
 import spacefold as sf
 from spacefold.errors import InputError, InputTypeError
-from spacefold.symmetry import (
+from spacefold.studies.symmetry import (
     Mirror,
     check_symmetry,
     closed_walk_bound,

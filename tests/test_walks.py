@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import spacefold as sf
-from spacefold import folding as folding_mod
-from spacefold.walk import WalkBatch
+from spacefold._core import folding as folding_mod
+from spacefold._core.walk import WalkBatch
 
 PROPERTY = settings(max_examples=30, deadline=None)
 
@@ -394,7 +394,7 @@ def max_pool_fold_net() -> nn.Sequential:
 
 
 def test_default_start_grid():
-    from spacefold.walk.bisect import default_n0
+    from spacefold._core.walk.bisect import default_n0
 
     assert default_n0(random_net(0, (2, 4, 4, 1))) == 2
     assert default_n0(random_net(0, (2, 4, 4, 1), act=nn.LeakyReLU)) == 2

@@ -4,70 +4,39 @@ A straight segment between two inputs crosses a sequence of activation regions;
 its walk of activation patterns on the Hamming cube tells how much the network
 folds the segment: χ = 1 − r1/r2 (arXiv 2502.09954, arXiv 2503.08502).
 
-The top level holds the public API; everything else lives in its module
-(``spacefold.measure``, ``spacefold.patterns``, ``spacefold.walk``, ``spacefold.folding``,
-``spacefold.global_folding``, ``spacefold.pairs``, ``spacefold.models``, ``spacefold.data``, ...).
+The top level holds the public API (``__all__``), plain typed functions and classes.
+Everything behind it lives in a subpackage by concern (docs/contributing.md): the
+measurement core in ``spacefold._core`` (private), ``spacefold.training``,
+``spacefold.models``, ``spacefold.data``, ``spacefold.studies``, ``spacefold.viz``,
+``spacefold.testing`` (oracles to check activation rules against) and ``spacefold.cli``.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
-import types
-import warnings
-from collections.abc import Callable
+import importlib as _importlib
+import sys as _sys
+import warnings as _warnings
+from typing import TYPE_CHECKING
 
-from . import folding as _folding_module
-from . import global_folding as _global_folding_module
-from . import walk as _walk_module
-from .cantornet import cantornet
+from . import _compat
+from ._version import __version__  # noqa: F401 - in dir(spacefold) with the API
+from ._core.folding import Folding, FoldingBatch, folding, folding_batch, folding_pairs, walk
+from ._core.global_folding import GlobalFolding, global_folding
+from ._core.measure import chi, chi_bounds, chi_profile, interaction, ranges, symmetric_chi
+from ._core.patterns import activation_patterns, register_activation
+from ._core.walk import Walk
+from ._core.walk.exact import NotPiecewiseLinearError, verify
 from .errors import InputError, InputTypeError
-from .folding import Folding, FoldingBatch, folding_batch, folding_pairs
-from .global_folding import GlobalFolding
-from .measure import chi, chi_bounds, chi_profile, interaction, ranges, symmetric_chi
-from .models import load_checkpoint, mlp, save_checkpoint
+from .models.cantornet import cantornet
+from .models.mlp import load_checkpoint, mlp, save_checkpoint
+from .training.regularize import FoldingRegularizer, FoldingSchedule, FoldingTracker, folding_loss, probe_pairs
 from . import nn  # noqa: F401  (the gated units register their rule on import)
-from .patterns import activation_patterns, register_activation
-from .walk import Walk
-from .walk.exact import NotPiecewiseLinearError, verify
-from .regularize import FoldingRegularizer, FoldingSchedule, FoldingTracker, folding_loss, probe_pairs
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:  # imported on first use (matplotlib, torchmetrics): see __getattr__
+    from .training.metric import FoldingMetric, folding_statistics
+    from .viz.plot import plot_path, plot_plane
 
 
-class _CallableModule(types.ModuleType):
-    """A module that is also the function of the public API it is named after.
-
-    ``sf.walk(model, x1, x2)``, ``sf.folding(model, x1, x2)`` and ``sf.global_folding(model,
-    x, y)`` are the API; ``spacefold.walk``, ``spacefold.folding`` and
-    ``spacefold.global_folding`` are also the modules that hold them (the walk methods, the
-    pipeline, the global measure). Binding the functions at the top level would shadow the
-    modules (``import spacefold.walk`` would give a function); making each module callable
-    as its function keeps both, without renaming modules that every import names.
-    """
-
-    _api_function: Callable
-
-    def __call__(self, *args, **kwargs):
-        return self._api_function(*args, **kwargs)
-
-    @property
-    def __signature__(self) -> inspect.Signature:
-        return inspect.signature(self._api_function)
-
-    def __reduce__(self):  # pickled by name, as a function is
-        return importlib.import_module, (self.__name__,)
-
-
-def _callable(module: types.ModuleType, function: Callable) -> types.ModuleType:
-    module.__class__ = _CallableModule
-    module._api_function = function
-    return module
-
-
-walk = _callable(_walk_module, _folding_module.walk)
-folding = _callable(_folding_module, _folding_module.folding)
-global_folding = _callable(_global_folding_module, _global_folding_module.global_folding)
 
 __all__ = [
     # measures on walks
@@ -116,36 +85,46 @@ __all__ = [
 # Names the top level exported before it held only the public API: still importable
 # from here (with a DeprecationWarning), and from their modules without one.
 _MOVED = {
-    "max_profile": "spacefold.measure",
-    "interactions": "spacefold.measure",
-    "refine": "spacefold.measure",
-    "pattern_layout": "spacefold.patterns",
-    "find_activations": "spacefold.patterns",
-    "PatternLayout": "spacefold.patterns",
-    "walk_batch": "spacefold.folding",
-    "WalkBatch": "spacefold.walk",
-    "VerifyResult": "spacefold.walk.exact",
+    "max_profile": "spacefold._core.measure",
+    "interactions": "spacefold._core.measure",
+    "refine": "spacefold._core.measure",
+    "pattern_layout": "spacefold._core.patterns",
+    "find_activations": "spacefold._core.patterns",
+    "PatternLayout": "spacefold._core.patterns",
+    "walk_batch": "spacefold._core.folding",
+    "WalkBatch": "spacefold._core.walk",
+    "VerifyResult": "spacefold._core.walk.exact",
     "MLP": "spacefold.models",
     "Dataset": "spacefold.data",
     "load_dataset": "spacefold.data",
 }
-
-
-def __getattr__(name: str):
+_LAZY = {
     # figures need matplotlib, which ``import spacefold`` does not import
-    if name in ("plot_path", "plot_plane"):
-        from . import plot
-
-        return getattr(plot, name)
+    "plot_path": "spacefold.viz.plot",
+    "plot_plane": "spacefold.viz.plot",
     # torchmetrics (and the scipy it imports) takes longer to import than torch: not at ``import spacefold``,
     # which every worker process does
-    if name in ("FoldingMetric", "folding_statistics"):
-        from . import metric
+    "FoldingMetric": "spacefold.training.metric",
+    "folding_statistics": "spacefold.training.metric",
+}
 
-        return getattr(metric, name)
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(_importlib.import_module(_LAZY[name]), name)
     if name in _MOVED:
         module = _MOVED[name]
-        warnings.warn(f"spacefold.{name} is deprecated at the top level; use {module}.{name}", DeprecationWarning,
-                      stacklevel=2)
-        return getattr(importlib.import_module(module), name)
+        _warnings.warn(f"spacefold.{name} is deprecated at the top level; use {module}.{name}", DeprecationWarning,
+                       stacklevel=2)
+        return getattr(_importlib.import_module(module), name)
+    old = f"{__name__}.{name}"
+    if old in _compat.OLD_PATHS:  # a module of spacefold 0.1 (``spacefold.patterns.find_activations``)
+        return _sys.modules.get(old) or _importlib.import_module(old)
     raise AttributeError(f"module 'spacefold' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*__all__, "__version__"])
+
+
+_compat.install()

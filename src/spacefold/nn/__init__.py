@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InputError, InputTypeError
-from ..patterns import _unit_output, register_activation
+from .._core.patterns import _unit_output, register_activation
 
 __all__ = ["GEGLU", "GatedUnit", "ReGLU", "SwiGLU"]
 

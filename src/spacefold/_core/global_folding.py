@@ -1,0 +1,417 @@
+"""Global folding over a data set: Φ_N, the P2 "median of maxima", per class pair tables,
+per-layer folding and bootstrap confidence intervals (docs/method.md, 'The global measure').
+
+``global_folding`` walks the segments chosen by :mod:`spacefold._core.pairs` through the
+pipeline of :func:`spacefold.folding_pairs` (pairs streamed in chunks, everything before
+the first activation evaluated once per sample) and keeps one χ, one profile maximum
+and the two class labels per path; every aggregate is computed from those.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import parallel
+from .._util import check_choice, check_int, check_size
+from ..errors import InputError, InputTypeError, MissingExtraError
+from .folding import DEFAULT_STEPS, DEFAULT_TOL, WalkOptions, _check_samples, _fold, _Segments
+from .pairs import PairPlan, class_centroids, iter_chunks, pair_plan
+from .patterns import LayerSelector
+
+if TYPE_CHECKING:
+    import pandas
+
+def check_n_boot(n_boot, n_stats: int = 5, n_paths: int = 0) -> int:
+    """Validate ``n_boot`` (an int >= 1) and that its draws, ``n_stats`` floats per resample,
+    and a resample of ``n_paths`` fit in memory (:func:`spacefold._util.check_size`)."""
+    check_int(n_boot, "n_boot", 1)
+    check_size("n_boot", n_boot, 8 * n_boot * n_stats + 24 * n_paths, f"the draws of {n_boot} bootstrap resamples")
+    return n_boot
+
+
+__all__ = ["global_folding", "GlobalFolding", "PAIR_CHOICES", "median_nonzero"]
+
+PAIR_CHOICES = ("inter-class", "all", "random", "centroids")
+DEFAULT_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def median_nonzero(values) -> float:
+    """Median of the values > 0 (the mean of the two middle ones for an even count); 0.0 if none."""
+    v = np.asarray(values.cpu() if isinstance(values, Tensor) else values, dtype=np.float64)
+    v = v[v > 0]
+    return float(np.median(v)) if v.size else 0.0
+
+
+def _fraction(values: np.ndarray) -> float:
+    return float((values > 0).mean()) if values.size else 0.0
+
+
+@dataclass(frozen=True)
+class GlobalFolding:
+    """Folding of many paths over a data set; one entry per path in every tensor.
+
+    ``chi``: χ of every path (float64 ``(n_paths,)``); ``max_profile``: the maximum
+    of every path's prefix profile; ``label_a``/``label_b``: the class of the start
+    and of the end of every path (-1 for random pairs); ``per_layer``: layer name ->
+    χ of that layer's bits alone (with ``per_layer=True``); ``info``: with the exact walk,
+    ``n_float64`` and ``n_unresolved`` (see :class:`spacefold.FoldingBatch`); with the
+    certified walk, ``n_incomplete`` (paths not proved complete within the interval budget);
+    also in :meth:`to_dict`.
+
+    Aggregates: ``phi`` (Φ_N, median of the non-zero χ, 0 if none), ``phi_max``
+    (median of the non-zero profile maxima), ``phi_max_p2`` (P2 reproduction: per
+    ordered class pair the median of the non-zero maxima, then the median of those
+    pair medians), ``fraction_folded``, ``mean``, ``quantiles()``,
+    ``class_pairs()``, ``per_layer_summary()``, ``bootstrap()``.
+    """
+
+    chi: Tensor
+    max_profile: Tensor
+    r1: Tensor
+    r2: Tensor
+    n_regions: Tensor
+    label_a: Tensor
+    label_b: Tensor
+    method: str
+    pairs: str
+    seed: int
+    steps: int | None = None
+    n_clusters: int | None = None
+    per_layer: dict[str, Tensor] | None = None
+    info: dict = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ scalars
+    @property
+    def n_paths(self) -> int:
+        return int(self.chi.numel())
+
+    @property
+    def phi(self) -> float:
+        """Φ_N: median of the non-zero χ (0.0 when no path folds)."""
+        return median_nonzero(self.chi)
+
+    @property
+    def phi_max(self) -> float:
+        """Median of the non-zero profile maxima over all paths (0.0 if none)."""
+        return median_nonzero(self.max_profile)
+
+    @property
+    def fraction_folded(self) -> float:
+        """Share of paths with χ > 0."""
+        return _fraction(self.chi.cpu().numpy())
+
+    @property
+    def mean(self) -> float:
+        return float(self.chi.double().mean()) if self.n_paths else 0.0
+
+    @property
+    def mean_regions(self) -> float:
+        return float(self.n_regions.double().mean()) if self.n_paths else 0.0
+
+    def quantiles(self, q: Sequence[float] = DEFAULT_QUANTILES) -> dict[str, float]:
+        """Quantiles of χ over all paths (zeros included)."""
+        v = self.chi.cpu().numpy()
+        return {f"q{round(100 * p):02d}": float(np.quantile(v, p)) for p in q}
+
+    def subset(self, mask: Tensor | np.ndarray) -> GlobalFolding:
+        """The paths where the bool ``mask`` ``(n_paths,)`` is true, as a new result."""
+        mask = torch.as_tensor(mask, dtype=torch.bool).cpu().reshape(-1)
+        if mask.numel() != self.n_paths:
+            raise InputError(f"mask must have {self.n_paths} entries, got {mask.numel()}")
+        if not bool(mask.any()):
+            raise InputError("mask selects no path")
+        pick = {k: getattr(self, k)[mask] for k in ("chi", "max_profile", "r1", "r2", "n_regions", "label_a",
+                                                    "label_b")}
+        pl = {k: v[mask] for k, v in self.per_layer.items()} if self.per_layer else None
+        return GlobalFolding(**pick, method=self.method, pairs=self.pairs, seed=self.seed, steps=self.steps,
+                             n_clusters=self.n_clusters, per_layer=pl, info=dict(self.info))
+
+    def inter_class(self) -> GlobalFolding:
+        """Only the paths between samples of different classes (the paths of Φ_N)."""
+        r = self.subset(self.label_a != self.label_b)
+        return GlobalFolding(**{**r.__dict__, "pairs": "inter-class"})
+
+    # ------------------------------------------------------------------ class pairs
+    def _groups(self) -> tuple[np.ndarray, list[tuple[int, int]], np.ndarray]:
+        """Order of paths grouped by (label_a, label_b), the group keys, group boundaries."""
+        a = self.label_a.cpu().numpy()
+        b = self.label_b.cpu().numpy()
+        key = (a.astype(np.int64) + 1) * (int(max(b.max(initial=0), 0)) + 2) + (b + 1)
+        order = np.argsort(key, kind="stable")
+        ks = key[order]
+        starts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]]) if ks.size else np.zeros(0, dtype=np.int64)
+        bounds = np.r_[starts, ks.size]
+        keys = [(int(a[order[s]]), int(b[order[s]])) for s in starts]
+        return order, keys, bounds
+
+    def class_pairs(self) -> list[dict]:
+        """One row per ordered class pair (a, b): n_paths, phi, phi_max, max_max_profile
+        (the largest profile maximum of the pair's paths), fraction_folded, mean_chi,
+        mean_regions."""
+        order, keys, bounds = self._groups()
+        chi = self.chi.cpu().numpy()[order]
+        mp = self.max_profile.cpu().numpy()[order]
+        nr = self.n_regions.cpu().numpy()[order]
+        rows = []
+        for (a, b), s, e in zip(keys, bounds[:-1], bounds[1:]):
+            c = chi[s:e]
+            rows.append({
+                "a": a,
+                "b": b,
+                "n_paths": int(e - s),
+                "phi": median_nonzero(c),
+                "phi_max": median_nonzero(mp[s:e]),
+                "max_max_profile": float(mp[s:e].max()),
+                "fraction_folded": _fraction(c),
+                "mean_chi": float(c.mean()),
+                "mean_regions": float(nr[s:e].mean()),
+            })
+        return rows
+
+    @property
+    def phi_max_p2(self) -> float:
+        """P2 aggregation (docs/method.md, 'The global measure'): the median over ordered class pairs of
+        each pair's median of non-zero profile maxima (a pair with none counts 0)."""
+        rows = self.class_pairs()
+        return float(np.median([r["phi_max"] for r in rows])) if rows else 0.0
+
+    @property
+    def phi_maxmax_p2(self) -> float:
+        """The alternative reading of P2's "median of maxima" (docs/method.md, 'The global measure'):
+        the median over ordered class pairs of each pair's largest profile maximum."""
+        rows = self.class_pairs()
+        return float(np.median([r["max_max_profile"] for r in rows])) if rows else 0.0
+
+    # ------------------------------------------------------------------ layers
+    def per_layer_summary(self) -> list[dict]:
+        """Per hidden layer (its bits alone): phi, fraction_folded, mean_chi."""
+        if not self.per_layer:
+            return []
+        out = []
+        for name, c in self.per_layer.items():
+            v = c.cpu().numpy()
+            out.append({"layer": name, "phi": median_nonzero(v), "fraction_folded": _fraction(v),
+                        "mean_chi": float(v.mean()) if v.size else 0.0})
+        return out
+
+    # ------------------------------------------------------------------ uncertainty
+    def bootstrap(self, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+                  stats: Sequence[str] = ("phi", "phi_max", "phi_max_p2", "fraction_folded", "mean")) -> dict:
+        """Percentile bootstrap confidence intervals ``{stat: (low, high)}``.
+
+        Paths are resampled with replacement within each ordered class pair
+        (a stratified bootstrap: every class pair keeps its number of paths), with
+        ``seed``. The intervals describe the sampling of pairs for this one model.
+        """
+        check_n_boot(n_boot, len(stats), self.chi.numel())
+        check_int(seed, "seed", 0)
+        if not 0.0 < level < 1.0:
+            raise InputError(f"level must be in (0, 1), got {level}")
+        for s in stats:
+            check_choice(s, "stats", ("phi", "phi_max", "phi_max_p2", "fraction_folded", "mean"))
+        order, _, bounds = self._groups()
+        chi = self.chi.cpu().numpy()[order]
+        mp = self.max_profile.cpu().numpy()[order]
+        sizes = np.diff(bounds)
+        start_of = np.repeat(bounds[:-1], sizes)
+        size_of = np.repeat(sizes, sizes)
+        rng = np.random.default_rng(seed)
+        draws = {s: np.empty(n_boot) for s in stats}
+        for k in range(n_boot):
+            idx = start_of + (rng.random(chi.size) * size_of).astype(np.int64)
+            c, m = chi[idx], mp[idx]
+            if "phi" in draws:
+                draws["phi"][k] = median_nonzero(c)
+            if "phi_max" in draws:
+                draws["phi_max"][k] = median_nonzero(m)
+            if "fraction_folded" in draws:
+                draws["fraction_folded"][k] = _fraction(c)
+            if "mean" in draws:
+                draws["mean"][k] = c.mean()
+            if "phi_max_p2" in draws:
+                # idx stays inside its group, so the group slices of m are the resampled groups
+                draws["phi_max_p2"][k] = np.median([median_nonzero(m[s:e]) for s, e in zip(bounds[:-1], bounds[1:])])
+        lo, hi = (1 - level) / 2, 1 - (1 - level) / 2
+        return {s: (float(np.quantile(d, lo)), float(np.quantile(d, hi))) for s, d in draws.items()}
+
+    # ------------------------------------------------------------------ export
+    def summary(self, *, ci: bool = False, n_boot: int = 1000, ci_seed: int = 0) -> dict:
+        """Scalars as a JSON-ready dict (with bootstrap intervals when ``ci``)."""
+        out = {
+            "phi": self.phi,
+            "phi_max": self.phi_max,
+            "phi_max_p2": self.phi_max_p2,
+            "phi_maxmax_p2": self.phi_maxmax_p2,
+            "fraction_folded": self.fraction_folded,
+            "mean_chi": self.mean,
+            "std_chi": float(self.chi.double().std()) if self.n_paths > 1 else 0.0,
+            "quantiles": self.quantiles(),
+            "mean_regions": self.mean_regions,
+            "n_paths": self.n_paths,
+            "n_folded": int((self.chi > 0).sum()),
+            "method": self.method,
+            "pairs": self.pairs,
+            "seed": self.seed,
+        }
+        if self.method == "uniform":
+            out["steps"] = self.steps
+        if self.n_clusters is not None:
+            out["n_clusters"] = self.n_clusters
+        out.update(self.info)
+        if ci:
+            out["ci95"] = {k: list(v) for k, v in self.bootstrap(n_boot=n_boot, seed=ci_seed).items()}
+            out["n_boot"] = n_boot
+        return out
+
+    def to_pandas(self) -> pandas.DataFrame:
+        """One row per path: label_a, label_b, chi, max_profile, r1, r2, n_regions (and
+        ``chi_<layer>`` with ``per_layer=True``) as a pandas DataFrame (pandas is optional)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise MissingExtraError("to_pandas needs pandas: pip install 'spacefold[pandas]'") from None
+        keys = ("label_a", "label_b", "chi", "max_profile", "r1", "r2", "n_regions")
+        cols = {k: getattr(self, k).numpy() for k in keys}
+        cols.update({f"chi_{k}": v.numpy() for k, v in (self.per_layer or {}).items()})
+        return pd.DataFrame(cols)
+
+    def to_dict(self, *, ci: bool = False, n_boot: int = 1000, ci_seed: int = 0) -> dict:
+        """``summary()`` plus the per class pair table and per-layer folding."""
+        d = self.summary(ci=ci, n_boot=n_boot, ci_seed=ci_seed)
+        d["class_pairs"] = self.class_pairs()
+        if self.per_layer:
+            d["per_layer"] = self.per_layer_summary()
+        return d
+
+
+def global_folding(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | Sequence[int],
+    pairs: str | PairPlan = "inter-class",
+    max_pairs: int | None = None,
+    seed: int = 0,
+    *,
+    method: str = "exact",
+    n_clusters: int = 10,
+    classes: Sequence[int] | None = None,
+    steps: int = DEFAULT_STEPS,
+    tol: float | None = DEFAULT_TOL,
+    tie_tol: float = 0.0,
+    layers: LayerSelector = None,
+    batch_size: int | None = None,
+    dtype: torch.dtype | None = None,
+    per_layer: bool = False,
+    progress: bool = False,
+    workers: int | None = None,
+) -> GlobalFolding:
+    """Global folding of ``model`` over the samples ``x`` with labels ``y``.
+
+    pairs : ``"inter-class"`` (every ordered pair of samples of distinct classes; Φ_N
+        as in P1/P3), ``"all"`` (ordered class pairs with the same class included,
+        the P2 MNIST protocol), ``"random"`` (``max_pairs`` random pairs of distinct
+        samples), ``"centroids"`` (inter-class pairs of ``n_clusters`` k-means
+        centroids per class, docs/method.md, 'The global measure'), or a :class:`spacefold._core.pairs.PairPlan`
+        indexing ``x``.
+    max_pairs : at most this many paths, spread evenly over the class pairs and drawn
+        at random with ``seed``; ``None`` walks every pair.
+    method, steps, tol, tie_tol, layers, batch_size, dtype : as in
+        :func:`spacefold.folding_batch`; the pairs are streamed ``batch_size`` at a time.
+    per_layer : also χ of each layer's bits alone.
+    progress : a progress bar (paths/s and the time left; with tqdm installed).
+    workers : worker processes sharing the pairs in contiguous ranges (``None``: one
+        per core, ``1``: in this process); the numbers are the same for any count.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) the ranks share the pairs in contiguous
+    shards (each rank with its own ``workers``), every rank receives every path's
+    results and returns the same :class:`GlobalFolding` as a single process, bit for
+    bit (see :mod:`spacefold._core.parallel`).
+
+    With ``method="exact"`` everything before the first activation (the first affine
+    layer) is evaluated once per sample, not once per path (see
+    :func:`spacefold.folding_pairs`).
+
+    Returns a :class:`GlobalFolding` (``phi``, ``phi_max``, ``fraction_folded``,
+    ``chi``, ``max_profile``, per class pair table, bootstrap intervals).
+    """
+    if not isinstance(x, Tensor):
+        raise InputTypeError(f"x must be a torch.Tensor (n_samples, *input_shape), got {type(x).__name__}")
+    _check_samples(x)
+    opts = WalkOptions.check(method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=None,
+                             stop="strict", batch_size=batch_size, dtype=dtype)
+    parallel.resolve_workers(workers)  # checked before any work
+    if not isinstance(y, Tensor):
+        try:
+            y = torch.as_tensor(y)
+        except Exception:
+            raise InputTypeError(f"y must be a tensor of integer labels, got {type(y).__name__}") from None
+    if y.dim() != 1 or y.numel() != x.shape[0]:
+        raise InputError(f"y must have shape ({x.shape[0]},) to match x, got {tuple(y.shape)}")
+    check_int(seed, "seed", 0)
+    n_cl = None
+    if isinstance(pairs, PairPlan):
+        plan = pairs
+        mode = plan.mode
+        for blk in plan.blocks:
+            for idx in (blk.starts, blk.ends):
+                if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= x.shape[0]):
+                    raise InputError(f"pairs must index rows of x in [0, {x.shape[0] - 1}], got a plan with "
+                                     f"indices from {int(idx.min())} to {int(idx.max())}")
+    else:
+        check_choice(pairs, "pairs", PAIR_CHOICES)
+        mode = pairs
+        if pairs == "centroids":
+            check_int(n_clusters, "n_clusters", 1)
+            x, y = class_centroids(x, y, n_clusters, seed=seed, classes=classes)
+            n_cl = n_clusters
+            plan = pair_plan(y, "inter-class", max_pairs=max_pairs, seed=seed)
+        else:
+            plan = pair_plan(y, pairs, max_pairs=max_pairs, seed=seed, classes=classes)
+    n = len(plan)
+    if n == 0:
+        raise InputError("no pair to walk: the pair plan is empty")
+    device = next((p.device for p in model.parameters()), None) if isinstance(model, nn.Module) else None
+    world_size = parallel.world(device)[1]  # under torchrun: starts the process group (NCCL for a CUDA model)
+    workers = parallel.resolve_workers(workers, -(-n // world_size))
+    # the pairs are produced and their inputs gathered batch_size at a time
+    t0 = time.perf_counter()
+    fb = _fold(model, _Segments.indexed(x, _PlanChunks(plan), n), opts, per_layer=per_layer, progress=progress,
+               workers=workers, distributed=True)
+    wall = time.perf_counter() - t0
+    la, lb = plan.labels()
+    return GlobalFolding(
+        chi=fb.chi.double().cpu(), max_profile=fb.max_profile.double().cpu(), r1=fb.r1.cpu(), r2=fb.r2.cpu(),
+        n_regions=fb.n_regions.cpu(), label_a=la, label_b=lb, method=method, pairs=mode, seed=seed,
+        steps=steps if method == "uniform" else None, n_clusters=n_cl,
+        per_layer={k: v.double().cpu() for k, v in fb.per_layer.items()} if fb.per_layer else None,
+        info={"wall_seconds": wall, "paths_per_second": n / wall if wall > 0 else None, "workers": workers,
+              "world_size": world_size,
+              **({"n_float64": fb.n_float64, "n_unresolved": fb.n_unresolved} if method == "exact" else {}),
+              # certified walks that ran out of their interval budget (not proved complete)
+              **({"n_incomplete": int((~fb.complete).sum())} if method == "certified" else {})},
+    )
+
+
+class _PlanChunks:
+    """``(start, stop, size) ->`` the index pairs at positions ``[start, stop)`` of a pair
+    plan, in chunks of ``size`` (picklable, for worker processes)."""
+
+    def __init__(self, plan: PairPlan):
+        self.plan = plan
+        self.offsets = np.cumsum([0] + [len(b) for b in plan.blocks])
+
+    def __call__(self, start: int, stop: int, size: int):
+        def pieces():
+            for blk, off in zip(self.plan.blocks, self.offsets[:-1]):
+                lo, hi = max(start - int(off), 0), min(stop - int(off), len(blk))
+                for k in range(lo, hi, size):
+                    yield blk.pairs_at(torch.arange(k, min(k + size, hi)))
+
+        return iter_chunks(pieces(), size)

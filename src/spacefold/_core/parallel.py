@@ -1,0 +1,446 @@
+"""Everything about processes: worker processes on one machine, ranks under ``torchrun``.
+
+The walks of different segments are independent, so a list of ``n`` paths is cut into
+contiguous ranges of positions, the ranges are walked separately and their per-path
+results are concatenated in order. A path's numbers do not depend on which range holds
+it, so the result is the same, bit for bit, for any number of workers or ranks.
+
+- Worker processes (:func:`map_ranges`): ``workers=None`` uses every core this process
+  may run on (``os.sched_getaffinity``), shared between the ranks of this machine under
+  ``torchrun``; ``workers=1`` walks in this process. Workers start from a fork server (a
+  clean process that has imported spacefold once), are kept for later calls, and run one
+  torch thread each. Like every process started this way they import the program's main
+  script again, so a script needs the ``if __name__ == "__main__":`` guard: with
+  ``workers=None`` spacefold checks for it and walks in this process, with one warning,
+  when the main script has none; a worker never starts workers of its own.
+- Ranks (:func:`world`, :func:`shard`, :func:`all_gather`): under ``torchrun``
+  (``WORLD_SIZE > 1``) the default process group is started from torchrun's environment
+  (gloo on CPUs, NCCL when the model is on a CUDA device) unless the program started one
+  already; rank ``r`` of ``w`` walks the ``r``-th of ``w`` contiguous shards of the paths
+  (the first ``n % w`` shards hold one path more) and every rank receives every shard's
+  results (``torch.distributed.all_gather_object``). Rendezvous, collectives and failure
+  handling are torch.distributed's. Inside :func:`alone` a rank works by itself (``world()``
+  is ``(0, 1)``): the ranks of a sweep (:func:`spacefold.studies.depth.run_study`) each measure
+  their own models.
+"""
+
+from __future__ import annotations
+
+import ast
+import atexit
+import contextlib
+import multiprocessing as mp
+import os
+import pickle
+import sys
+import threading
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .._util import check_size, format_bytes
+from ..errors import InputError, InputTypeError
+
+__all__ = ["cpu_count", "resolve_workers", "world", "shard", "all_gather", "broadcast", "is_main", "alone",
+           "failed", "RankFailedError", "map_ranges", "Progress", "close"]
+
+
+def cpu_count() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _local_world_size() -> int:
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+#: The least memory of one worker process (torch, the model, its share of the walks; measured: about 190 MiB).
+WORKER_BYTES = 128 << 20
+AUTO_MIN_PATHS = 20_000  # with workers=None, at least this many paths per worker process (starting one costs)
+
+
+def _is_main_test(test: ast.expr) -> bool:
+    """``__name__ == "__main__"`` (either way round)."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    names = [x for x in sides if isinstance(x, ast.Name) and x.id == "__name__"]
+    consts = [x for x in sides if isinstance(x, ast.Constant) and x.value == "__main__"]
+    return len(names) == 1 and len(consts) == 1
+
+
+_UNGUARDED: set = set()
+_GUARDED: dict = {}  # main script -> whether it has a top-level `if __name__ == "__main__":` block
+
+
+def main_allows_workers() -> bool:
+    """Whether worker processes may be started for this program.
+
+    A worker imports the program's main script again (as every process that is not forked
+    does), so a script whose walks run at its top level would run them again in every
+    worker. Allowed: no main script (an interactive session, a notebook, ``python -c``),
+    or one with an ``if __name__ == "__main__":`` block at its top level. Never inside a
+    worker process.
+    """
+    if mp.parent_process() is not None:
+        return False
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None:
+        return True
+    if path not in _GUARDED:  # read the script once, not at every call
+        try:
+            with open(path, encoding="utf-8") as fh:
+                tree = ast.parse(fh.read())
+            _GUARDED[path] = any(isinstance(node, ast.If) and _is_main_test(node.test) for node in tree.body)
+        except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+            _GUARDED[path] = False
+    return _GUARDED[path]
+
+
+def resolve_workers(workers, n_paths: int | None = None, name: str = "workers") -> int:
+    """``None`` -> every core of this machine (divided between the ranks that share it
+    under ``torchrun``), but no more than one per :data:`AUTO_MIN_PATHS` of ``n_paths``
+    (a worker process takes a moment to start), and one (this process) where
+    :func:`main_allows_workers` says no; otherwise a positive int, checked."""
+    if workers is None:
+        auto = max(1, cpu_count() // _local_world_size())
+        auto = auto if n_paths is None else max(1, min(auto, n_paths // AUTO_MIN_PATHS))
+        if auto > 1 and not main_allows_workers():
+            main = getattr(sys.modules.get("__main__"), "__file__", None)
+            if mp.parent_process() is None and main not in _UNGUARDED:
+                _UNGUARDED.add(main)
+                warnings.warn(f"{main} has no 'if __name__ == \"__main__\":' block, so its walks run in this "
+                              "process only (worker processes would run the script again); put the work under "
+                              "that guard, or pass workers=1 to silence this", RuntimeWarning, stacklevel=3)
+            return 1
+        return auto
+    if isinstance(workers, bool) or not isinstance(workers, int):
+        raise InputTypeError(f"{name} must be a positive int or None (every core), got {type(workers).__name__}")
+    if workers < 1:
+        raise InputError(f"{name} must be a positive int (1 walks in this process) or None (every core), "
+                         f"got {workers}")
+    return workers
+
+
+# --------------------------------------------------------------------------- ranks
+
+
+_ALONE = [0]  # > 0 inside `alone()`
+
+
+@contextlib.contextmanager
+def alone():
+    """Inside this block this rank works by itself: :func:`world` is ``(0, 1)`` and
+    :func:`all_gather` returns ``[obj]``, so that the entry points walk every path here
+    (the ranks of a sweep measure different models). :func:`is_main` still tells rank 0."""
+    _ALONE[0] += 1
+    try:
+        yield
+    finally:
+        _ALONE[0] -= 1
+
+
+def world(device: torch.device | None = None) -> tuple[int, int]:
+    """``(rank, world_size)`` of this process: ``(0, 1)`` outside ``torchrun`` (and inside
+    :func:`alone`).
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) the default process group is initialised
+    when the program has not done it: NCCL when ``device`` is a CUDA device, gloo
+    otherwise.
+    """
+    import torch.distributed as dist
+
+    if _ALONE[0]:
+        return 0, 1
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    try:
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        size = 1
+    if size <= 1 or not dist.is_available():
+        return 0, 1
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
+    atexit.register(close)
+    _watch_uncaught()
+    return dist.get_rank(), dist.get_world_size()
+
+
+_FAILED = [False]
+
+
+def failed() -> None:
+    """Say that this rank failed: at exit it leaves the process group at once, without
+    waiting for the other ranks (which may be waiting for it in a collective; torchrun
+    stops them and reports the failure). Called for an exception that ends the program
+    (``sys.excepthook``) and by the command line for any error."""
+    _FAILED[0] = True
+
+
+def _watch_uncaught() -> None:
+    previous = sys.excepthook
+
+    def hook(*exc):
+        failed()
+        previous(*exc)
+
+    sys.excepthook = hook
+
+
+def close() -> None:
+    """End the default process group (when one is running): every rank waits for the
+    others, so that none exits while another still needs it; a rank that failed
+    (:func:`failed`) does not wait."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if not _FAILED[0]:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
+def is_main() -> bool:
+    """True outside ``torchrun`` and on rank 0 (the rank that prints and writes)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return os.environ.get("RANK", "0") == "0"
+
+
+def shard(n: int, rank: int, size: int) -> tuple[int, int]:
+    """The positions ``[start, stop)`` of rank ``rank``'s contiguous shard of ``n`` paths:
+    shards of ``n // size`` paths, the first ``n % size`` of them one longer."""
+    q, r = divmod(n, size)
+    start = rank * q + min(rank, r)
+    return start, start + q + (1 if rank < r else 0)
+
+
+def all_gather(obj: Any) -> list:
+    """Every rank's ``obj``, in rank order, on every rank (``[obj]`` outside ``torchrun``)."""
+    import torch.distributed as dist
+
+    if _ALONE[0] or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    with _peers_lost():
+        dist.all_gather_object(out, _to_numpy(obj))
+    return [_to_torch(o) for o in out]
+
+
+def broadcast(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (``obj`` itself outside ``torchrun``)."""
+    import torch.distributed as dist
+
+    if _ALONE[0] or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return obj
+    box = [_to_numpy(obj)]
+    with _peers_lost():
+        dist.broadcast_object_list(box, src=0)
+    return _to_torch(box[0])
+
+
+class RankFailedError(RuntimeError):
+    """A collective of the ranks broke off: another rank failed or was stopped (its own
+    error says why; torchrun reports every rank's exit)."""
+
+
+@contextlib.contextmanager
+def _peers_lost():
+    import torch.distributed as dist
+
+    try:
+        yield
+    except RuntimeError as err:  # torch.distributed.DistBackendError and the like: a peer went away
+        raise RankFailedError(f"rank {dist.get_rank()} of {dist.get_world_size()} stopped: another rank failed or "
+                              "was stopped while this one waited for its results (that rank's error says why)"
+                              ) from err
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class Progress:
+    """A progress bar over paths (tqdm: paths/s and the time left) on the main rank; nothing
+    when disabled or when tqdm is not installed."""
+
+    def __init__(self, total: int, desc: str, enabled: bool):
+        self.bar = None
+        if enabled and is_main():
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:  # tqdm is an optional dependency
+                return
+            self.bar = tqdm(total=total, desc=desc, unit="path", unit_scale=True, leave=False)
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# --------------------------------------------------------------------------- worker processes
+
+_TASK: tuple[int, Callable] | None = None  # in a worker: the task of the current call, with its number
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)
+
+
+def _run(job: tuple[int, bytes, int, int]) -> tuple[int, Any]:
+    """In a worker: unpickle the call's task once (``blob`` comes with every range), run a range."""
+    global _TASK
+    token, blob, a, b = job
+    if _TASK is None or _TASK[0] != token:
+        _TASK = None  # the previous call's task is dropped before the next one is built
+        _TASK = (token, pickle.loads(blob))
+    return b - a, _to_numpy(_TASK[1](a, b, None))
+
+
+def _to_numpy(obj):
+    """Tensors as numpy arrays (pickled as plain bytes, not through shared-memory handles)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numpy()
+    if isinstance(obj, dict):
+        return {k: _to_numpy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_numpy(v) for v in obj)
+    return obj
+
+
+def _to_torch(obj):
+    import numpy as np
+
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj)
+    if isinstance(obj, dict):
+        return {k: _to_torch(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_torch(v) for v in obj)
+    return obj
+
+
+def _context():
+    """Workers start from a fork server (a clean process that has imported spacefold once:
+    forking this process, whose threads may hold locks of torch's thread pools, is not
+    safe) or, where there is none, are spawned."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["spacefold._core.folding", "spacefold._core.walk.exact"])
+        return ctx
+    return mp.get_context("spawn")
+
+
+_POOL: dict = {}  # the worker processes, kept for the next call: {"size": n, "pool": Pool}
+_CALLS = iter(range(1, 1 << 62))
+
+
+def _pool_starting(workers: int):
+    """A future of the pool of ``workers`` processes: done at once when that pool is running,
+    else started in a thread (starting takes seconds; this process walks meanwhile)."""
+    from concurrent.futures import Future
+
+    ready: Future = Future()
+    if _POOL.get("size") == workers:
+        ready.set_result(_POOL["pool"])
+        return ready
+    _close_pool()
+
+    def start() -> None:
+        try:
+            pool = _context().Pool(workers, initializer=_worker_init)
+        except BaseException as err:  # reported by ready.result()
+            ready.set_exception(err)
+            return
+        _POOL.update(size=workers, pool=pool)
+        ready.set_result(pool)
+
+    threading.Thread(target=start, name="spacefold-workers", daemon=True).start()
+    return ready
+
+
+def _close_pool() -> None:
+    pool = _POOL.pop("pool", None)
+    _POOL.clear()
+    if pool is not None:
+        pool.terminate()
+        pool.join()
+
+
+atexit.register(_close_pool)
+
+
+def map_ranges(task: Callable[[int, int, Callable[[int], None] | None], Any], start: int, stop: int, workers: int,
+               *, min_size: int = 1, first: int = 0, progress: Progress | None = None,
+               device: torch.device | None = None) -> list:
+    """``task(a, b, tick)`` over contiguous ranges covering ``[start, stop)``, results in order.
+
+    ``tick(k)`` (or ``None`` in a worker) reports ``k`` more paths done. With one worker
+    ``task`` runs once on the whole range, in this process. With ``workers > 1`` the
+    first ``first`` paths run in this process, and so do the next ones, in growing ranges
+    (from ``min_size``), until the worker processes have started (seconds, the first
+    time: they are kept for later calls); the rest runs in the workers (``task`` is
+    pickled once and unpickled once in each; where ``task.part(a, b)`` gives a smaller
+    task of one range, that travels with the range instead), in ranges of about half a worker's share (at
+    least ``min_size``) so that the progress bar moves and the workers finish together. A
+    walk on an accelerator (``device`` not a CPU) stays in this process: one process per
+    device (under ``torchrun``, one rank each).
+    """
+    n = stop - start
+    tick = progress.update if progress is not None else None
+    # no more workers than ranges of min_size, nor than cores (more would only wait for one)
+    workers = min(workers, max(1, (n - first) // max(min_size, 1)), max(1, cpu_count()))
+    if device is not None and torch.device(device).type != "cpu":
+        workers = 1
+    if workers <= 1:
+        return [task(start, stop, tick)]
+    check_size("workers", workers, workers * WORKER_BYTES,
+               f"{workers} worker processes of at least {format_bytes(WORKER_BYTES)} each")
+    starting = _pool_starting(workers)
+    results: list = []
+    pos, step, cap = start, max(first, min_size, 1), max(min_size, n // (16 * workers))
+    try:
+        while pos < stop and (pos - start < first or not starting.done()):  # walk here while the workers start
+            b = min(pos + step, stop)
+            results.append(task(pos, b, tick))
+            pos, step = b, min(2 * step, cap)
+        if pos == stop:
+            return results
+        size = max(min_size, -(-(stop - pos) // (2 * workers)))
+        ranges = [(a, min(a + size, stop)) for a in range(pos, stop, size)]
+        jobs, whole = [], None
+        for a, b in ranges:  # a task that can send a range alone (task.part) sends only that
+            part = task.part(a, b) if hasattr(task, "part") else None
+            if part is None:
+                whole = whole or (next(_CALLS), pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL))
+                jobs.append((*whole, a, b))
+            else:
+                jobs.append((next(_CALLS), pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL), a, b))
+        for done, res in starting.result().imap(_run, jobs):
+            results.append(_to_torch(res))
+            if progress is not None:
+                progress.update(done)
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            starting.result()  # a pool still starting is closed too
+        _close_pool()  # a worker may be stuck in the interrupted call: the next call starts new ones
+        raise
+    return results

@@ -1,0 +1,674 @@
+"""Activation patterns of any ``nn.Module``: hooks, binarisation rules, layer selection.
+
+A neuron's bit follows docs/method.md, 'Activation patterns': for an activation f the bit is 1 iff
+f(z) > 0, and for strictly positive f iff f(z) > f(0). For every elementwise activation
+registered here (all monotone with f(0) on the boundary) that is the same as the
+sign of the pre-activation, so the rule is applied to the activation's *input* z:
+
+    bit = z > tie_tol    (tie rule: z == 0 gives bit 0; ``tie_tol`` defaults to 0)
+
+Gated units (``nn.GLU`` and :mod:`spacefold.nn`'s ``SwiGLU``, ``GEGLU``, ``ReGLU``) give one
+bit per unit from the unit's output, [output > tie_tol].
+
+Where the bits come from (one block of bits per *application* of an activation, in the
+order of the forward pass):
+
+- **Modules**: forward hooks on the activation modules of the model, so nested modules,
+  residual blocks and conv nets are covered. For in-place activations (``inplace=True``)
+  the input is copied before the module overwrites it, so the rule still sees z. A module
+  called several times in one forward pass (one ``nn.ReLU`` reused in a residual block)
+  contributes one block per call, named ``"name"``, ``"name#1"``, ``"name#2"``, ...
+- **Functions**: activations called as functions anywhere in ``forward`` (``F.relu``,
+  ``torch.relu``, ``x.relu()``, ``F.gelu``, ``F.silu``, ``torch.tanh``, ``torch.sigmoid``,
+  ``F.glu``, ...: every function of :data:`FUNCTIONAL_ACTIVATIONS`) are intercepted while
+  the model runs (a ``torch.overrides.TorchFunctionMode``) and binarised by the rule of
+  their module type (``F.leaky_relu(z, 0.2)`` exactly as ``nn.LeakyReLU(0.2)``). A call
+  site is named ``"<module>:<function>"``: the module whose own ``forward`` made the
+  call (``""`` for the model itself) and the function's name, e.g.
+  ``"layers.0:gelu"`` for the GELU of ``nn.TransformerEncoderLayer(activation="gelu")`` at
+  ``layers.0``, or ``":relu"`` for ``F.relu`` in the model's own ``forward``; repeated calls
+  get ``"#1"``, ``"#2"``, ... as modules do. Calls made inside an activation module (the
+  ``F.relu`` inside ``nn.ReLU``) belong to that module and give no bits of their own.
+- PyTorch's fused fast path of ``nn.TransformerEncoderLayer`` in eval mode (which runs its
+  activation in C++) is switched off while the model runs (and restored after).
+- **What cannot be seen is an error, never an omission**: an activation op that runs
+  below Python (a TorchScript submodule, code compiled by ``torch.compile``) is caught at
+  the operator level (a ``TorchDispatchMode``, active where the model holds a TorchScript
+  submodule or ``torch.compile`` has been used in the process) and raises an error naming
+  the op and the module it ran in; so does an activation function whose module type has no
+  binarisation rule (``F.softshrink``). Operators that run inside another torch function
+  or custom operator belong to it (the ReLU inside ``F.lp_pool2d``, the gates of
+  ``nn.LSTM``'s fused kernel) and give no bits.
+  Elementwise maps that are not activations (``torch.abs``, ``torch.clamp``, ``torch.exp``,
+  softmax) give no bits.
+- A model whose activations are called differently at different inputs (data-dependent
+  control flow in ``forward``) would give patterns of different meaning: the layout of
+  every forward pass is compared with the first one, and a difference is an error.
+
+Layer selection (``layers=``): a module name (as in ``model.named_modules()``), a call
+site name ``"<module>:<function>"`` (every call of that function from that module's
+forward), an activation module type (``nn.GELU``: its modules and the functional calls of
+the same kind, ``F.gelu``), or a list of them.
+
+New activation types are added with :func:`register_activation`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Literal, overload
+
+import torch
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from .._util import check_int
+from ..errors import InputError, InputTypeError
+from .rules import (  # noqa: F401 - also importable from here
+    FUNCTIONAL_ACTIVATIONS, Rule, _ATEN_ACTIVATIONS, _Entry, _Functional, _METHODS, _NOT_ELEMENTWISE,
+    _PIECEWISE_LINEAR, _REGISTRY, _SMOOTH_MONOTONE, _always, _arg, _build_functional_table, _entry, _flag,
+    _looks_like_activation, _never, _num, _pre_activation, _prelu, _rule_form, _unit_output,
+    functional_activation, is_piecewise_linear, register_activation
+)
+
+__all__ = [
+    "activation_patterns",
+    "pattern_layout",
+    "register_activation",
+    "find_activations",
+    "is_piecewise_linear",
+    "functional_activation",
+    "FUNCTIONAL_ACTIVATIONS",
+    "LayerSpec",
+    "PatternLayout",
+    "PatternRecorder",
+    "eval_mode",
+]
+
+
+# --------------------------------------------------------------------------- functional activations
+
+
+LayerSelector = str | type | Iterable[str | type] | None
+
+
+def _normalise_selector(layers: LayerSelector) -> list[str | type] | None:
+    if layers is None:
+        return None
+    if isinstance(layers, (str, type)):
+        return [layers]
+    try:
+        items = list(layers)
+    except TypeError:
+        raise InputTypeError(f"layers must be a module name, a module type or a list of them, got {layers!r}") from None
+    for item in items:
+        if not isinstance(item, (str, type)):
+            raise InputTypeError(f"layers entries must be module names (str) or types, got {item!r}")
+    if not items:
+        raise InputError("layers must name at least one module, got an empty list")
+    return items
+
+
+def selector_key(layers: LayerSelector) -> tuple | None:
+    """A hashable form of a layer selection (for caches)."""
+    sel = _normalise_selector(layers)
+    return None if sel is None else tuple(sel)
+
+
+def selects_call(layers: LayerSelector, site: str, module: nn.Module) -> bool:
+    """Whether ``layers`` selects the functional call site ``site`` (``"<module>:<function>"``),
+    which computes ``module``: by the site's name or by the module's type."""
+    sel = _normalise_selector(layers)
+    if sel is None:
+        return True
+    return any((isinstance(s, str) and s == site) or (isinstance(s, type) and isinstance(module, s)) for s in sel)
+
+
+def _inside_activation(name: str, activation_names: list[str]) -> bool:
+    return any(a and name.startswith(a + ".") for a in activation_names)
+
+
+def find_activations(model: nn.Module, layers: LayerSelector = None) -> list[tuple[str, nn.Module]]:
+    """The activation *modules* whose bits enter the pattern, in registration order.
+
+    ``layers`` selects by module name (as in ``model.named_modules()``), by call site
+    name (``"<module>:<function>"``, checked when the model runs) or by type; the default
+    is every registered activation module (modules inside another registered module
+    excepted: they belong to it). Activations called as functions are found only when the
+    model runs (:class:`PatternRecorder`), so the list may be empty. Raises ``TypeError``
+    for an activation module that has no binarisation rule, and ``ValueError`` for a name
+    that matches no module.
+    """
+    if not isinstance(model, nn.Module):
+        raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    selector = _normalise_selector(layers)
+    named = [(n, m) for n, m in model.named_modules()]
+    act_names: list[str] = []
+    chosen: list[tuple[str, nn.Module]] = []
+    for name, module in named:
+        if _inside_activation(name, act_names):
+            continue
+        if _entry(module) is not None:
+            act_names.append(name)
+    if selector is None:
+        for name, module in named:
+            if _inside_activation(name, act_names):
+                continue
+            if _entry(module) is not None:
+                chosen.append((name, module))
+            elif _looks_like_activation(module):
+                raise InputTypeError(
+                    f"cannot binarise activation {type(module).__name__} at '{name or '<model>'}': it has no "
+                    "binarisation rule; register one with spacefold.register_activation("
+                    f"nn.{type(module).__name__}, rule) or leave it out with layers=[...]"
+                )
+        return chosen
+    names = {n for n, _ in named}
+    for item in selector:
+        if isinstance(item, str) and ":" not in item and item not in names:
+            raise InputError(f"layers names '{item}', which is not a module of the model; activation modules: "
+                             f"{act_names} (functional calls are named '<module>:<function>', e.g. ':relu')")
+    for name, module in named:
+        hit = any((isinstance(s, str) and s == name) or (isinstance(s, type) and isinstance(module, s))
+                  for s in selector)
+        if not hit or _inside_activation(name, act_names):
+            continue
+        if _entry(module) is None:
+            if any(isinstance(s, str) and s == name for s in selector):
+                raise InputTypeError(
+                    f"layers selects '{name}' ({type(module).__name__}), which has no binarisation rule; "
+                    "select activation modules or register a rule with spacefold.register_activation"
+                )
+            continue
+        chosen.append((name, module))
+    return chosen
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One block of bits: the output of one activation call (a module's or a function's).
+
+    ``module_name`` is the module's name, or ``"<module>:<function>"`` for a function
+    called in that module's ``forward`` (``functional`` is then True); ``kind`` the
+    activation's module type name (``"GELU"`` for ``nn.GELU`` and ``F.gelu``)."""
+
+    name: str  # module name, with "#i" for the i-th repeated call (i >= 1)
+    module_name: str
+    call: int
+    shape: tuple[int, ...]  # per-sample output shape
+    start: int
+    stop: int
+    kind: str = ""
+    functional: bool = False
+
+    @property
+    def slice(self) -> slice:
+        return slice(self.start, self.stop)
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
+class PatternLayout:
+    """Where each layer's bits sit in the concatenated pattern (forward order)."""
+
+    layers: tuple[LayerSpec, ...]
+
+    @property
+    def n_neurons(self) -> int:
+        return self.layers[-1].stop if self.layers else 0
+
+    @property
+    def names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+    def __getitem__(self, name: str) -> slice:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer.slice
+        raise KeyError(f"no layer named '{name}'; layers: {self.names}")
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode for the block, then restore each flag."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+class _Intercept(TorchFunctionMode):
+    """Sees every activation function called while the model runs (see the module notes)."""
+
+    def __init__(self, recorder: PatternRecorder):
+        super().__init__()
+        self.rec = recorder
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        rec = self.rec
+        if rec._depth:
+            return func(*args, **kwargs)
+        spec = functional_activation(func)
+        if spec is not None:
+            return rec._functional_call(spec, func, args, kwargs)
+        # any other torch function: the operators it runs are its own (the ReLU inside F.lp_pool2d)
+        rec._inside += 1
+        try:
+            return func(*args, **kwargs)
+        finally:
+            rec._inside -= 1
+
+
+class _Watch(TorchDispatchMode):
+    """Catches activation operators that run while no hook or intercepted call is active:
+    they ran below Python (a TorchScript submodule, a fused kernel), where no bit is taken.
+    Operators run by another torch function called from Python belong to that operation (the
+    ReLU inside ``F.lp_pool2d``, the gates inside the fused kernel of ``nn.LSTM``)."""
+
+    def __init__(self, recorder: PatternRecorder):
+        super().__init__()
+        self.rec = recorder
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if self.rec._depth == 0 and self.rec._inside == 0:
+            name = func.overloadpacket.__name__ if hasattr(func, "overloadpacket") else str(func)
+            if name in _ATEN_ACTIVATIONS:
+                self.rec._unseen(name)
+        return func(*args, **(kwargs or {}))
+
+
+def _script_module(m: nn.Module) -> bool:
+    return isinstance(m, torch.jit.ScriptModule)
+
+
+class PatternRecorder:
+    """Context manager that records the scores of the selected activations while the model runs.
+
+    >>> with PatternRecorder(model) as rec:
+    ...     model(x)
+    >>> bits = rec.bits(tie_tol=0.0)   # (batch, n_neurons)
+
+    Inside the block every call of ``model`` runs with hooks on its modules and with its
+    activation functions intercepted (see the module notes); the layout of every forward
+    pass must be that of the first one.
+    """
+
+    def __init__(self, model: nn.Module, layers: LayerSelector = None):
+        self.model = model
+        self.layers = layers
+        self.selector = _normalise_selector(layers)
+        self.modules = find_activations(model, layers)
+        self._selected = {id(m) for _, m in self.modules}
+        named = list(model.named_modules())
+        self._names = {id(m): n for n, m in named}
+        self._acts = {id(m) for n, m in named if _entry(m) is not None}
+        self._has_script = any(_script_module(m) for _, m in named)
+        self._handles: list = []
+        self._scores: list[tuple[str, Tensor, str, bool]] = []
+        self._saved: dict[int, Tensor] = {}
+        self._stack: list[str] = []
+        self._depth = 0  # > 0 inside an activation (module or function): its operators are its own
+        self._inside = 0  # > 0 inside another torch function called from Python
+        self._modes: list = []
+        self._fastpath: bool | None = None
+        self._reference: list[tuple[str, int]] | None = None
+        self._sites_seen: set[str] = set()  # call sites selected and called
+        self._sites: set[str] = set()  # every call site called
+        self._pending: InputError | None = None
+        # called with (module, input) at every activation call, selected or not, module or function (the
+        # module a function computes), in the order of the forward pass, before the call
+        self.on_call: Callable[[nn.Module, Tensor], None] | None = None
+
+    # ------------------------------------------------------------------ hooks
+    def _copy(self, x: Tensor) -> Tensor:
+        """The copy of an input that an in-place activation will overwrite."""
+        return x.detach().clone()
+
+    def _pre(self, mod: nn.Module, args: tuple) -> None:
+        self._stack.append(self._names.get(id(mod), "?"))
+        if id(mod) in self._acts:
+            outer = self._depth == 0  # not inside another activation, whose modules are its own
+            self._depth += 1
+            if outer and self.on_call is not None and args and isinstance(args[0], Tensor):
+                self.on_call(mod, args[0])
+            if id(mod) in self._selected:
+                if isinstance(mod, nn.GLU) and args and isinstance(args[0], Tensor):
+                    _check_halves(args[0], mod.dim, f"nn.GLU at '{self._stack[-1] or '<model>'}'")
+                if getattr(mod, "inplace", False) and args and isinstance(args[0], Tensor):
+                    self._saved[id(mod)] = self._copy(args[0])
+
+    def _post(self, mod: nn.Module, args: tuple, out) -> None:
+        name = self._stack.pop() if self._stack else "?"
+        if id(mod) not in self._acts:
+            return
+        try:
+            if id(mod) in self._selected and out is not None:
+                saved = self._saved.pop(id(mod), None)
+                if not args or not isinstance(args[0], Tensor) or not isinstance(out, Tensor):
+                    raise TypeError(f"activation '{name}' must take tensors and return one tensor")
+                inputs = args if saved is None else (saved,) + tuple(args[1:])
+                score = _entry(mod).rule(mod, inputs, out)  # type: ignore[union-attr]
+                self._scores.append((name, score, type(mod).__name__, False))
+        finally:
+            self._depth -= 1
+
+    def _root_pre(self, mod: nn.Module, args: tuple) -> None:
+        self._stack = []
+        self._depth = 0
+        self._inside = 0
+        self._pending = None
+        fast = getattr(torch.backends, "mha", None)
+        if fast is not None and hasattr(fast, "set_fastpath_enabled"):
+            self._fastpath = fast.get_fastpath_enabled()
+            fast.set_fastpath_enabled(False)
+        # the operator-level watch, where something can run below Python: a TorchScript submodule, or code
+        # compiled by torch.compile (which imports torch._dynamo; the watch imports it too, so it is not
+        # started where neither can be, which saves that import)
+        watch = self._has_script or "torch._dynamo" in sys.modules
+        self._modes = ([_Watch(self)] if watch else []) + [_Intercept(self)]
+        for m in self._modes:
+            m.__enter__()
+
+    def _root_post(self, mod: nn.Module, args: tuple, out) -> None:
+        for m in reversed(self._modes):
+            m.__exit__(None, None, None)
+        self._modes = []
+        if self._fastpath is not None:
+            torch.backends.mha.set_fastpath_enabled(self._fastpath)
+            self._fastpath = None
+        if self._pending is not None and out is not None:
+            err, self._pending = self._pending, None
+            raise err
+
+    def _functional_call(self, spec: _Functional, func, args: tuple, kwargs: dict):
+        owner = self._stack[-1] if self._stack else ""
+        site = f"{owner}:{spec.name}"
+        module = spec.make(args, kwargs)
+        selected = selects_call(self.selector, site, module)
+        entry = _entry(module)
+        if selected and entry is None:
+            raise InputTypeError(
+                f"cannot binarise {spec.name} called in the forward of '{owner or '<model>'}' (call site "
+                f"'{site}'): nn.{type(module).__name__} has no binarisation rule; register one with "
+                f"spacefold.register_activation(nn.{type(module).__name__}, rule) or leave it out with layers=[...]"
+            )
+        x = args[0] if args else kwargs.get("input")
+        if selected and spec.name == "glu" and isinstance(x, Tensor):
+            _check_halves(x, module.dim, f"F.glu at call site '{site}'")
+        saved = self._copy(x) if selected and isinstance(x, Tensor) and spec.inplace(args, kwargs) else None
+        if self.on_call is not None and isinstance(x, Tensor):
+            self.on_call(module, x if saved is None else saved)
+        self._depth += 1
+        try:
+            out = func(*args, **kwargs)
+            self._sites.add(site)
+            if selected:
+                self._sites_seen.add(site)
+                inputs = tuple(args) if args else (x,)
+                if saved is not None:
+                    inputs = (saved,) + inputs[1:]
+                self._scores.append((site, entry.rule(module, inputs, out), type(module).__name__, True))
+        finally:
+            self._depth -= 1
+        return out
+
+    def _unseen(self, op: str) -> None:
+        """Note an activation operator that ran unseen; the forward pass raises when it ends (an error
+        raised here, inside a TorchScript interpreter, would come out as its RuntimeError)."""
+        if self._pending is None:
+            self._pending = self._unseen_error(op)
+
+    def _unseen_error(self, op: str) -> InputError:
+        where = self._stack[-1] if self._stack else ""
+        named = dict(self.model.named_modules())
+        mod = named.get(where)
+        kind = f" ({type(mod).__name__})" if mod is not None else ""
+        prefix = f"{where}." if where else ""
+        scripts = [n for n, m in named.items() if _script_module(m) and n.startswith(prefix)
+                   and not _inside_activation(n, [k for k, v in named.items() if _script_module(v) and k != n])]
+        if scripts:
+            why = (f"it runs in the TorchScript module {', '.join(repr(n) for n in scripts)}, which runs without "
+                   "Python: use the eager module, or save the whole model with torch.jit.save and load it with "
+                   "spacefold.load_model")
+        else:
+            why = "it is computed by a fused or compiled operator that bypasses Python: use the eager module"
+        return InputError(
+            f"the model computes the activation {op} inside '{where or '<model>'}'{kind} where spacefold cannot "
+            f"take its bits: {why}"
+        )
+
+    def __enter__(self) -> PatternRecorder:
+        self._scores = []
+        self._saved = {}
+        root = self.model
+        if not _script_module(root):
+            self._handles.append(root.register_forward_pre_hook(self._root_pre))
+        script_names = [n for n, m in root.named_modules() if _script_module(m) and n]
+        for name, module in root.named_modules():
+            if _script_module(module) or _inside_activation(name, script_names):
+                continue
+            self._handles.append(module.register_forward_pre_hook(self._pre))
+            self._handles.append(module.register_forward_hook(self._post, always_call=True))
+        if not _script_module(root):
+            self._handles.append(root.register_forward_hook(self._root_post, always_call=True))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self._saved = {}
+        if self._modes:  # a forward pass interrupted before its last hook
+            self._root_post(self.model, (), None)
+
+    def clear(self) -> None:
+        self._scores = []
+
+    def layout(self) -> PatternLayout:
+        self._check()
+        specs = []
+        calls: dict[str, int] = {}
+        start = 0
+        for name, score, kind, functional in self._scores:
+            i = calls.get(name, 0)
+            calls[name] = i + 1
+            size = int(score[0].numel()) if score.shape[0] else int(torch.Size(score.shape[1:]).numel())
+            specs.append(LayerSpec(name if i == 0 else f"{name}#{i}", name, i, tuple(score.shape[1:]), start,
+                                   start + size, kind, functional))
+            start += size
+        return PatternLayout(tuple(specs))
+
+    def _check(self) -> None:
+        """The recorded calls give bits, and the same blocks as the first forward pass."""
+        for s in self.selector or ():
+            if isinstance(s, str) and ":" in s and s not in self._sites_seen:
+                raise InputError(f"layers names the call site '{s}', which no forward pass called; call sites "
+                                 f"seen: {sorted(self._sites)} (every functional call is '<module>:<function>')")
+        if not self._scores:
+            raise InputError(
+                f"model {type(self.model).__name__} has no hookable activation: no activation module and no "
+                "activation function (F.relu, F.gelu, torch.tanh, ...) was called in its forward pass"
+                if self.selector is None else
+                f"layers={self.layers!r} selects no activation of model {type(self.model).__name__} that its "
+                "forward pass called"
+            )
+        sig = [(name, int(score[0].numel()) if score.shape[0] else -1) for name, score, _, _ in self._scores]
+        if self._reference is None:
+            self._reference = sig
+        elif [n for n, _ in sig] != [n for n, _ in self._reference] or any(
+                a != b and -1 not in (a, b) for (_, a), (_, b) in zip(sig, self._reference)):
+            raise InputError(
+                f"model {type(self.model).__name__} calls its activations differently at different inputs (first "
+                f"forward pass: {_describe(self._reference)}; now: {_describe(sig)}); patterns of such a model have "
+                "no fixed meaning (data-dependent control flow in forward): make every input take the same "
+                "activations"
+            )
+
+    def scores(self) -> Tensor:
+        """Concatenated scores ``(batch, n_neurons)`` of the last forward pass(es)."""
+        self._check()
+        return torch.cat([s.reshape(s.shape[0], -1) for _, s, _, _ in self._scores], dim=1)
+
+    def bits(self, tie_tol: float = 0.0) -> Tensor:
+        return self.scores() > tie_tol
+
+
+def _describe(sig: list[tuple[str, int]]) -> str:
+    calls: dict[str, int] = {}
+    named = []
+    for n, k in sig:
+        i = calls.get(n, 0)
+        calls[n] = i + 1
+        named.append((n if i == 0 else f"{n}#{i}", k))
+    text = ", ".join(f"{n} ({k} bits)" for n, k in named[:8])
+    return text + (f", ... ({len(sig)} calls)" if len(sig) > 8 else "")
+
+
+def _check_halves(x: Tensor, dim: int, what: str) -> None:
+    """A gate that splits its input in two halves along ``dim`` needs an even size there."""
+    if x.dim() == 0 or not -x.dim() <= dim < x.dim():
+        return
+    size = x.shape[dim]
+    if size % 2:
+        raise InputError(
+            f"{what} splits dimension {dim} of its input into a gate half and a value half, which needs an even "
+            f"size, got {size}: give the layer before it an even number of outputs"
+        )
+
+
+def check_nonnegative(value: float, name: str) -> float:
+    """Validate a finite number >= 0 (a tolerance) and return it as float."""
+    if isinstance(value, bool):
+        raise InputTypeError(f"{name} must be a number >= 0, got {value!r}")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise InputTypeError(f"{name} must be a number >= 0, got {value!r}") from None
+    if not (value >= 0.0) or value == float("inf"):
+        raise InputError(f"{name} must be a finite number >= 0, got {value}")
+    return value
+
+
+def check_inputs(x: Tensor, name: str = "x") -> None:
+    """Validate inputs ``(batch, *input_shape)``: a real tensor of finite values."""
+    if not isinstance(x, Tensor):
+        raise InputTypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < 1:
+        raise InputError(f"{name} must have a batch dimension (batch, *input_shape), got a scalar")
+    if x.is_complex():
+        raise InputTypeError(f"{name} must hold real values, got dtype {x.dtype}; pass x.real or x.abs() explicitly")
+    # A finite sum proves every value finite (NaN and inf propagate through a sum); only when
+    # it is not (NaN, inf, or an overflow of large finite values) are the values counted.
+    if x.is_floating_point() and not bool(torch.isfinite(x.sum())):
+        bad = int((~torch.isfinite(x)).sum())
+        if bad:
+            raise InputError(f"{name} holds {bad} NaN or inf value(s); expected finite inputs")
+
+
+def check_model(model) -> None:
+    """Validate a model to run: an ``nn.Module`` whose parameters hold values on a
+    device this build of torch can use."""
+    if not isinstance(model, nn.Module):
+        raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    device, _ = model_device_dtype(model)
+    if device.type == "meta":
+        raise InputError(
+            "model must hold its weights, got a model on the meta device (parameters without values); "
+            "create it on a real device or load its weights, e.g. model.to_empty(device='cpu') then load_state_dict"
+        )
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"model is on {device}, but this build of torch has no CUDA device; move it with model.cpu()")
+
+
+def run_model(model: nn.Module, x: Tensor, name: str = "x") -> Tensor:
+    """Forward pass with a clear error when the input does not fit the model."""
+    try:
+        return model(x)
+    except InputError:
+        raise
+    except (RuntimeError, ValueError, IndexError) as err:
+        raise InputError(
+            f"{name} of shape {tuple(x.shape)} does not fit the model {type(model).__name__} "
+            f"(expected (batch, *input_shape) for its first layer): {str(err).splitlines()[0]}"
+        ) from err
+
+
+@overload
+def activation_patterns(model: nn.Module, x: Tensor, layers: LayerSelector = None, *, tie_tol: float = 0.0,
+                        batch_size: int | None = None, return_layout: Literal[False] = False) -> Tensor: ...
+
+
+@overload
+def activation_patterns(model: nn.Module, x: Tensor, layers: LayerSelector = None, *, tie_tol: float = 0.0,
+                        batch_size: int | None = None, return_layout: Literal[True]) -> tuple[Tensor, PatternLayout]:
+    ...
+
+
+def activation_patterns(
+    model: nn.Module,
+    x: Tensor,
+    layers: LayerSelector = None,
+    *,
+    tie_tol: float = 0.0,
+    batch_size: int | None = None,
+    return_layout: bool = False,
+) -> Tensor | tuple[Tensor, PatternLayout]:
+    """Activation patterns of ``x`` under ``model``: bool ``(batch, n_neurons)``.
+
+    Bits of the selected activations, modules and functions called in ``forward``
+    (default: all, in forward order; see the module notes for ``layers``), are
+    concatenated; bit = pre-activation > ``tie_tol`` (a gated unit's output for gates). The model runs in eval mode
+    under ``torch.no_grad()`` (its train/eval flags are restored afterwards).
+    ``x`` is moved to the model's device and dtype. With ``return_layout=True``
+    returns ``(patterns, layout)`` where ``layout`` gives each layer's slice.
+    """
+    if not isinstance(model, nn.Module):
+        raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    check_inputs(x)
+    tie_tol = check_nonnegative(tie_tol, "tie_tol")
+    if batch_size is not None:
+        check_int(batch_size, "batch_size", 1)
+    x = to_model(model, x)
+    rec = PatternRecorder(model, layers)
+    chunks = []
+    layout = None
+    step = batch_size or max(1, x.shape[0])
+    with rec, eval_mode(model), torch.no_grad():
+        for i in range(0, max(1, x.shape[0]), step):
+            rec.clear()
+            run_model(model, x[i : i + step])
+            chunks.append(rec.bits(tie_tol))
+            if layout is None:
+                layout = rec.layout()
+    out = torch.cat(chunks, dim=0) if chunks else torch.zeros(0, 0, dtype=torch.bool)
+    return (out, layout) if return_layout else out
+
+
+def pattern_layout(model: nn.Module, x: Tensor, layers: LayerSelector = None) -> PatternLayout:
+    """The layout of the pattern of ``model`` for inputs like ``x`` (batch of >= 1)."""
+    return activation_patterns(model, x[:1], layers, return_layout=True)[1]
+
+
+def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    for p in model.parameters():
+        return p.device, p.dtype
+    for b in model.buffers():
+        if b.is_floating_point():
+            return b.device, b.dtype
+    return torch.device("cpu"), torch.get_default_dtype()
+
+
+def to_model(model: nn.Module, x: Tensor) -> Tensor:
+    device, dtype = model_device_dtype(model)
+    return x.to(device=device, dtype=dtype)

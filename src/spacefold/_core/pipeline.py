@@ -1,0 +1,574 @@
+"""The one pipeline behind every entry point, and the results it returns.
+
+The walk settings are checked once (:class:`WalkOptions`); the model is checked and probed with one
+input; the segments are walked ``batch_size`` at a time so that only one chunk's walks are alive (by
+default the chunk size follows from the memory budget: :func:`chunk_size`); each chunk's walks are
+measured once and the chunks' measures concatenated (:func:`_fold`). Contiguous ranges of segments
+go to worker processes and, under ``torchrun``, to ranks (:mod:`spacefold._core.parallel`). The entry
+points that call it are in :mod:`spacefold._core.folding`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from . import measure, parallel
+from .._util import check_choice, check_int, check_size
+from ..errors import InputError, InputTypeError, MissingExtraError
+from .patterns import (
+    LayerSelector, PatternLayout, PatternRecorder, check_model, check_nonnegative, eval_mode, find_activations,
+    model_device_dtype
+)
+from .walk import METHODS, Walk, WalkBatch, memory_budget, resolve_tol
+from .walk.bisect import NONCONVEX_N0, STOP_RULES, bisect_walks, default_n0
+from .walk.uniform import uniform_walks
+
+if TYPE_CHECKING:
+    import pandas
+
+
+DEFAULT_STEPS = 100
+
+DEFAULT_TOL = None  # the method's own default (spacefold._core.walk.METHOD_TOL)
+
+MAX_CHUNK = 1 << 17  # segments per chunk at most
+
+
+@dataclass(frozen=True)
+class Folding:
+    """Folding of one segment. ``profile`` is χ of every prefix of the walk
+    (one value per region; ``walk.grid_index`` maps grid points to regions for
+    ``method="uniform"``). ``complete``: whether the walk provably holds every region
+    the segment crosses (see :class:`FoldingBatch`).
+
+    ``n_regions`` counts the regions of the walk, end points included: a segment that starts
+    or ends exactly on a boundary counts a region of zero length there (the papers' grid
+    includes t = 0 and t = 1), so it is then not the number of linear pieces along the
+    segment; ``n_pieces`` (``walk.n_pieces``) counts the regions of positive length."""
+
+    chi: float
+    r1: int
+    r2: int
+    n_regions: int
+    profile: Tensor
+    max_profile: float
+    walk: Walk
+
+    @property
+    def patterns(self) -> Tensor:
+        return self.walk.patterns
+
+    @property
+    def complete(self) -> bool:
+        """Whether the walk provably holds every change of every bit (see ``WalkBatch.completeness``)."""
+        return self.walk.complete
+
+    @property
+    def n_pieces(self) -> int:
+        """The regions of positive length (see :attr:`spacefold._core.walk.Walk.n_pieces`)."""
+        return self.walk.n_pieces
+
+
+@dataclass(frozen=True)
+class FoldingBatch:
+    """Folding of many segments; every field is a tensor ``(batch,)``.
+
+    ``n_regions`` counts a region of zero length where a segment starts or ends exactly on a
+    boundary (see :class:`Folding`); with ``return_walks=True``, ``walks.n_pieces`` counts the
+    regions of positive length.
+
+    ``walks`` is set only with ``return_walks=True``; ``per_layer`` (layer name ->
+    χ ``(batch,)``) only with ``per_layer=True``.
+
+    ``n_float64`` (exact walk): segments walked again in float64 because max pooling could not
+    be resolved in the model's dtype (a near tie of a window's arg-max below its round-off);
+    ``n_unresolved``: those of them that float64 did not resolve either (their arg-max is decided
+    up to float64 round-off; a warning says so). ``n_refined``: sub-segments walked again in float64
+    around crossings the model's dtype cannot tell apart (docs/method.md, 'The exact walk'). All are
+    0 for the other methods. ``complete``: bool per path, whether the walk provably holds every
+    change of every bit: True for ``exact``, True for ``certified`` unless the path ran out of its
+    interval budget, False (not guaranteed) for ``bisect`` and ``uniform``.
+    """
+
+    chi: Tensor
+    r1: Tensor
+    r2: Tensor
+    n_regions: Tensor
+    max_profile: Tensor
+    method: str
+    layout: PatternLayout | None = None
+    walks: WalkBatch | None = None
+    per_layer: dict[str, Tensor] | None = None
+    n_float64: int = 0
+    n_unresolved: int = 0
+    n_refined: int = 0
+    complete: Tensor | None = None  # bool (batch,): every change of every bit found (exact, certified)
+
+    def __len__(self) -> int:
+        return int(self.chi.numel())
+
+    def to_pandas(self) -> pandas.DataFrame:
+        """One row per segment: chi, r1, r2, n_regions, max_profile (and ``chi_<layer>`` with
+        ``per_layer=True``) as a pandas DataFrame (pandas is optional: ``pip install pandas``)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise MissingExtraError("to_pandas needs pandas: pip install 'spacefold[pandas]'") from None
+        cols = {k: getattr(self, k).numpy() for k in ("chi", "r1", "r2", "n_regions", "max_profile")}
+        cols.update({f"chi_{k}": v.numpy() for k, v in (self.per_layer or {}).items()})
+        return pd.DataFrame(cols)
+
+
+@dataclass(frozen=True)
+class WalkOptions:
+    """The walk settings of every entry point, checked once (:meth:`check`).
+
+    ``tol`` is resolved to the method's default when ``None`` was given.
+    """
+
+    method: str = "exact"
+    steps: int = DEFAULT_STEPS
+    tol: float | None = DEFAULT_TOL
+    tie_tol: float = 0.0
+    layers: LayerSelector = None
+    n0: int | None = None
+    stop: str = "strict"
+    batch_size: int | None = None
+    dtype: torch.dtype | None = None
+
+    @staticmethod
+    def check(*, method, steps, tol, tie_tol, layers, n0, stop, batch_size, dtype) -> WalkOptions:
+        check_choice(method, "method", METHODS)
+        check_choice(stop, "stop", STOP_RULES)
+        check_int(steps, "steps", 1)
+        if batch_size is not None:
+            check_int(batch_size, "batch_size", 1)
+        if n0 is not None:
+            check_int(n0, "n0", 2)
+        if dtype is not None and dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+            raise InputError(f"dtype must be a floating torch dtype such as torch.float64, got {dtype!r}")
+        tie_tol = check_nonnegative(tie_tol, "tie_tol")
+        tol = check_nonnegative(resolve_tol(method, tol, tie_tol), "tol")
+        return WalkOptions(method, steps, tol, tie_tol, layers, n0, stop, batch_size, dtype)
+
+
+class _Segments:
+    """The segments to walk, served in chunks of a range of positions: ``x1[k] -> x2[k]``,
+    or ``x[i[k]] -> x[j[k]]`` for index pairs into the samples ``x`` (then the chunks are
+    index tensors and the inputs are gathered one chunk at a time). Picklable, for
+    worker processes."""
+
+    def __init__(self, n: int, sample: Tensor, chunks, *, x: Tensor | None = None,
+                 pair: tuple[Tensor, Tensor] | None = None, indexed: bool | None = None):
+        self.n = n
+        self.sample = sample  # one input, (1, *input_shape)
+        self._chunks = chunks  # (start, stop, size) -> iterator of (a, c) over [start, stop), in order
+        self.x = x  # the samples that index chunks point into
+        self.pair = pair  # (x1, x2) of paired segments
+        self.indexed = x is not None if indexed is None else indexed  # chunks of indices into x, or of rows
+
+    def input_bytes(self) -> int:
+        tables = [self.x] if self.x is not None else list(self.pair or ())
+        return sum(t.numel() * t.element_size() for t in tables)
+
+    def without_inputs(self) -> _Segments:
+        """The same segments without their inputs, for a walker that has the values it needs
+        (the exact walker's values before the first activation): index pairs keep their
+        indices, paired segments become positions."""
+        chunks = self._chunks if self.indexed else _Positions()
+        # a view pickles its whole storage: the sample alone, copied
+        return _Segments(self.n, self.sample.clone(), chunks, indexed=self.indexed)
+
+    @staticmethod
+    def paired(x1: Tensor, x2: Tensor) -> _Segments:
+        return _Segments(x1.shape[0], x1[:1], _Slices(x1, x2), pair=(x1, x2))
+
+    @staticmethod
+    def indexed(x: Tensor, index_chunks: Callable[[int, int, int], Iterable[tuple[Tensor, Tensor]]],
+                n: int) -> _Segments:
+        """``index_chunks(start, stop, size)`` (a picklable callable) yields the index pairs
+        of positions ``[start, stop)`` as pairs of int64 index tensors of any length."""
+        return _Segments(n, x[:1], index_chunks, x=x)
+
+    def chunks(self, start: int, stop: int, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        for i, j in self._chunks(start, stop, batch_size):
+            for k in range(0, i.shape[0], batch_size):
+                yield i[k : k + batch_size], j[k : k + batch_size]
+
+    def inputs(self, a: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        """The end inputs of a chunk."""
+        return (a, c) if self.x is None else (self.x[a], self.x[c])
+
+
+class _Positions:
+    """``(start, stop, size) ->`` the positions ``[start, stop)``, ``size`` at a time (twice)."""
+
+    def __call__(self, start: int, stop: int, size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        for k in range(start, stop, size):
+            pos = torch.arange(k, min(k + size, stop))
+            yield pos, pos
+
+
+class _Slices:
+    """``(start, stop, size) ->`` the rows ``[start, stop)`` of two tensors, ``size`` at a time."""
+
+    def __init__(self, a: Tensor, b: Tensor):
+        self.a, self.b = a, b
+
+    def __call__(self, start: int, stop: int, size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        for k in range(start, stop, size):
+            yield self.a[k : min(k + size, stop)], self.b[k : min(k + size, stop)]
+
+
+class _SampledWalker:
+    """``uniform`` and ``bisect``: forward passes under activation hooks."""
+
+    def __init__(self, model: nn.Module, opts: WalkOptions, recorder: PatternRecorder, segments: _Segments,
+                 device, dtype, keep_walks: bool):
+        self.model, self.opts, self.segments = model, opts, segments
+        self.grid_index = keep_walks  # the map from grid points to regions only for walks returned
+        self.device, self.dtype = device, dtype
+        self.n0 = opts.n0 or default_n0(model)
+        self.recorder, self.columns = recorder, None
+        self.selected: PatternRecorder | None = None
+        if opts.method == "bisect" and opts.layers is not None:
+            self.recorder, self.selected = _all_layers(model, recorder)
+
+    def start(self, sample: Tensor) -> None:
+        if self.selected is not None:  # the selected layers' columns in the walk of every layer
+            try:
+                full = _probe(self.model, self.recorder, sample)
+            except InputTypeError:  # an activation function without a rule, which the subset leaves out
+                self.recorder, self.selected = self.selected, None
+                return
+            names = set(_probe(self.model, self.selected, sample).names)
+            self.columns = torch.cat([torch.arange(lay.start, lay.stop) for lay in full.layers
+                                      if lay.name in names]).to(self.device)
+
+    def __call__(self, a: Tensor, c: Tensor) -> WalkBatch:
+        a, c = self.segments.inputs(a, c)
+        a = a.to(device=self.device, dtype=self.dtype)
+        c = c.to(device=self.device, dtype=self.dtype)
+        opts = self.opts
+        with self.recorder:
+            if opts.method == "uniform":
+                wb = uniform_walks(self.model, self.recorder, a, c, steps=opts.steps, tie_tol=opts.tie_tol,
+                                   grid_index=self.grid_index)
+            else:
+                wb = bisect_walks(self.model, self.recorder, a, c, tol=opts.tol, tie_tol=opts.tie_tol, n0=self.n0,
+                                  stop=opts.stop)
+        return wb if self.columns is None else wb.select_columns(self.columns)
+
+
+# Values before the first activation are cached for every input up to this size (or four
+# times the size of the inputs themselves, when larger), computed in blocks of about
+# _PREFIX_BLOCK_BYTES of inputs: a few large products instead of two small ones per chunk.
+_PREFIX_CACHE_BYTES = 2 << 30
+
+_PREFIX_BLOCK_BYTES = 32 << 20
+
+
+class _ExactWalker:
+    """``exact``: the walk starts from the values of everything before the first
+    activation at the two ends (:meth:`ExactProgram.prefix`), computed once per input and
+    in large blocks before the walks: for every sample of ``x`` (index pairs), or for
+    every row of ``x1`` and ``x2``. When those values would not fit in memory, they are
+    computed per chunk instead."""
+
+    def __init__(self, model: nn.Module, opts: WalkOptions, segments: _Segments, device, dtype):
+        from .walk.exact import compile_model
+
+        self.model, self.opts, self.segments = model, opts, segments
+        self.device, self.dtype = device, dtype
+        self.prog = compile_model(model, opts.layers)
+        self.cache: list[list[Tensor]] | None = None  # per table of inputs (x, or x1 and x2)
+        self.k = 0  # the first paired segment of the next chunk (chunks come in order; see seek)
+
+    def cache_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for table in self.cache or () for t in table)
+
+    def start(self, sample: Tensor) -> None:
+        tables = [self.segments.x] if self.segments.x is not None else list(self.segments.pair)
+        n = sum(t.shape[0] for t in tables)
+        x = tables[0]
+        per_input = sum(p[0].numel() * p.element_size() for p in self.prog.prefix(sample))
+        if per_input * n > max(_PREFIX_CACHE_BYTES, 4 * x[0].numel() * x.element_size() * n):
+            return
+        block = max(self.opts.batch_size or 1, (_PREFIX_BLOCK_BYTES // max(x[0].numel() * x.element_size(), 1)))
+        self.cache = [self._prefix_blocks(t, block) for t in tables]
+
+    def seek(self, start: int) -> None:
+        """The next chunk starts at position ``start``."""
+        self.k = start
+
+    def _prefix_blocks(self, x: Tensor, block: int) -> list[Tensor]:
+        parts = [self.prog.prefix(x[k : k + block].to(device=self.device, dtype=self.dtype))
+                 for k in range(0, x.shape[0], block)]
+        return [torch.cat([p[m] for p in parts]) if len(parts) > 1 else parts[0][m] for m in range(len(parts[0]))]
+
+    def __call__(self, a: Tensor, c: Tensor) -> WalkBatch:
+        from .walk.exact import exact_walks
+
+        opts = self.opts
+        kw = dict(layers=opts.layers, tie_tol=opts.tie_tol, tol=opts.tol)
+        if self.cache is None:  # the walk computes the prefix, in float64 too where it walks pieces again
+            x1, x2 = (x.to(device=self.device, dtype=self.dtype) for x in self.segments.inputs(a, c))
+            return exact_walks(self.model, x1, x2, **kw)
+        # from the cached values; pieces walked again in float64 start from the end inputs, gathered only
+        # for them (a worker process that received the cached values alone has no inputs: there they
+        # start from the cached values, widened)
+        seg = self.segments
+        if seg.indexed:
+            ends = None if seg.x is None else (lambda path, a=a, c=c: (seg.x[a[path]], seg.x[c[path]]))
+            a, c = a.to(self.device), c.to(self.device)
+            p1 = [t.index_select(0, a) for t in self.cache[0]]
+            p2 = [t.index_select(0, c) for t in self.cache[0]]
+        else:
+            ends = None if seg.pair is None else (lambda path, a=a, c=c: (a[path], c[path]))
+            rows = slice(self.k, self.k + a.shape[0])
+            self.k += a.shape[0]
+            p1 = [t[rows] for t in self.cache[0]]
+            p2 = [t[rows] for t in self.cache[1]]
+        return exact_walks(self.model, p1[0], p2[0], prefix=(p1, p2), ends=ends, **kw)
+
+
+def _probe(model: nn.Module, recorder: PatternRecorder, a: Tensor, holder: str = "x1 and x2 hold") -> PatternLayout:
+    """One forward pass on one segment end: a clear error if the inputs do not fit, and the layout."""
+    recorder.clear()
+    called: list[nn.Module] = []
+    hooks = [m.register_forward_pre_hook(lambda mod, args: called.append(mod)) for m in model.modules()
+             if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+    try:
+        with recorder:
+            model(a[:1])
+    except (RuntimeError, ValueError, IndexError) as err:
+        if isinstance(err, InputError):
+            raise
+        where = ""
+        if called and isinstance(called[-1], nn.Linear):
+            where = f" (its layer {called[-1]} takes {called[-1].in_features} features)"
+        elif called:
+            where = f" (its layer {called[-1]} takes {called[-1].in_channels} channels)"
+        raise InputError(
+            f"{holder} inputs of shape {tuple(a.shape[1:])}, which do not fit the model "
+            f"{type(model).__name__}{where}: {str(err).splitlines()[0]}"
+        ) from err
+    finally:
+        for h in hooks:
+            h.remove()
+    return recorder.layout()
+
+
+def _all_layers(model: nn.Module, recorder: PatternRecorder) -> tuple[PatternRecorder, PatternRecorder | None]:
+    """For bisection on a subset of layers: a recorder of every activation, and the
+    recorder of the selected ones (whose blocks are picked from the full walk by name).
+    Skipping a sub-segment whose ends share a pattern is exact only for the full pattern
+    (a class of a subset is a union of regions), so the walk is made on all layers and
+    then restricted. Falls back to the subset when some activation of the model has no
+    binarisation rule."""
+    try:
+        full = PatternRecorder(model, None)
+    except (TypeError, ValueError):
+        return recorder, None
+    return full, recorder
+
+
+def _prepare_model(model: nn.Module, dtype: torch.dtype | None) -> nn.Module:
+    check_model(model)
+    if dtype is None or model_device_dtype(model)[1] == dtype:
+        return model
+    return copy.deepcopy(model).to(dtype)
+
+
+def segment_bytes(opts: WalkOptions, n_inputs: int, n_neurons: int, itemsize: int) -> int:
+    """An estimate of one segment's memory: its two end inputs and, for the sampled methods,
+    the inputs and activations of its points (``steps + 1`` for ``"uniform"``, about
+    ``4 n0`` for ``"bisect"``); for ``"exact"`` (whose walk bounds its own working
+    memory) about 32 regions of activations."""
+    inputs = n_inputs * itemsize
+    acts = max(n_neurons, 1) * itemsize
+    if opts.method == "uniform":
+        return (opts.steps + 1) * (inputs + 2 * acts)
+    if opts.method == "bisect":
+        return 4 * (opts.n0 or NONCONVEX_N0) * (inputs + 2 * acts)
+    return 2 * inputs + 32 * acts
+
+
+def chunk_size(opts: WalkOptions, layout: PatternLayout, sample: Tensor, memory: int | None = None) -> int:
+    """Segments walked at once when ``batch_size`` is not given: the memory budget
+    (:func:`memory_budget`) over :func:`segment_bytes`, between 256 and :data:`MAX_CHUNK`."""
+    per = segment_bytes(opts, sample[0].numel(), layout.n_neurons, sample.element_size())
+    return int(min(MAX_CHUNK, max(256, (memory or memory_budget()) // per)))
+
+
+def check_walk_size(opts: WalkOptions, n_segments: int, n_inputs: int, n_neurons: int, itemsize: int,
+                    *, batch_given: bool) -> None:
+    """Refuse ``steps`` (``n0``, ``batch_size``) whose walks of ``min(batch_size, n_segments)``
+    segments at once would not fit in this machine's memory (:func:`spacefold._util.check_size`)."""
+    if opts.method == "exact":  # the exact walk holds itself to the memory budget
+        return
+    per = segment_bytes(opts, n_inputs, n_neurons, itemsize)
+    name, value = ("steps", opts.steps) if opts.method == "uniform" else ("n0", opts.n0 or 64)
+    points = f"{opts.steps + 1} points" if opts.method == "uniform" else f"about {4 * (opts.n0 or 64)} points"
+    check_size(name, value, per, f"the {points} of one segment and their activations")
+    k = max(1, min(opts.batch_size or 1, n_segments))
+    if batch_given:
+        name, value = "batch_size", opts.batch_size
+    check_size(name, value, k * per, f"the {points} of each of {k} segments walked at once and their activations")
+
+
+class _RangeTask:
+    """Walk and measure the segments at positions ``[start, stop)``: ``task(start, stop,
+    tick)`` -> per-path tensors (the fields of :class:`spacefold._core.measure.WalkSummary`,
+    ``"layer:<name>"`` per layer). Picklable: the walker is built again where it runs."""
+
+    def __init__(self, model: nn.Module, segments: _Segments, opts: WalkOptions, layout: PatternLayout, *,
+                 per_layer: bool, measures: bool, keep: bool):
+        self.model, self.segments, self.opts, self.layout = model, segments, opts, layout
+        self.per_layer, self.measures, self.keep = per_layer, measures, keep
+        self.walker: _ExactWalker | _SampledWalker | None = None
+        self.walks: list[WalkBatch] = []
+        self.cache: list[list[Tensor]] | None = None  # the exact walker's values, received by a worker
+        self.offset = 0  # the position of the first row of a paired cache
+
+    def __getstate__(self) -> dict:
+        """What a worker process gets: the exact walker's values before the first activation
+        instead of the inputs when they are smaller (a few numbers per MNIST image instead of
+        784), so that the worker neither receives the inputs nor computes them again."""
+        state = {**self.__dict__, "walker": None, "walks": []}
+        w = self.walker
+        if isinstance(w, _ExactWalker) and w.cache is not None and w.cache_bytes() <= self.segments.input_bytes():
+            state.update(segments=self.segments.without_inputs(), cache=w.cache, offset=0)
+        return state
+
+    def part(self, start: int, stop: int) -> _RangeTask | None:
+        """The task of the positions ``[start, stop)`` alone, when it is smaller than the whole
+        task: paired segments with the exact walker's values send only their rows (index pairs
+        share the values of every sample: ``None``, the whole task travels, once per worker)."""
+        state = self.__getstate__()
+        if state["cache"] is None or state["segments"].indexed:
+            return None
+        t = _RangeTask.__new__(_RangeTask)
+        # copies: a view would pickle its whole storage
+        t.__dict__.update(state, cache=[[v[start - self.offset : stop - self.offset].clone() for v in table]
+                                        for table in state["cache"]], offset=start)
+        return t
+
+    def make_walker(self, recorder: PatternRecorder | None = None) -> _ExactWalker | _SampledWalker:
+        model, opts = self.model, self.opts
+        device, dtype = model_device_dtype(model)
+        if opts.method == "certified":
+            from .walk.certified import FoldingWalker
+
+            return FoldingWalker(model, opts, self.segments, device, dtype)  # type: ignore[return-value]
+        if opts.method == "exact":
+            walker: _ExactWalker | _SampledWalker = _ExactWalker(model, opts, self.segments, device, dtype)
+            if self.cache is not None:  # received with the task
+                walker.cache = self.cache
+                return walker
+        else:
+            recorder = recorder or PatternRecorder(model, opts.layers)
+            walker = _SampledWalker(model, opts, recorder, self.segments, device, dtype, self.keep)
+        walker.start(self.segments.sample.to(device=device, dtype=dtype))
+        return walker
+
+    def __call__(self, start: int, stop: int, tick) -> dict[str, Tensor]:
+        with eval_mode(self.model), torch.no_grad():
+            if self.walker is None:
+                self.walker = self.make_walker()
+            walker, opts = self.walker, self.opts
+            if isinstance(walker, _ExactWalker):
+                walker.seek(start - self.offset)
+            sums: list[measure.WalkSummary] = []
+            complete: list[Tensor] = []
+            layers: dict[str, list[Tensor]] = {}
+            # exact walks redone in float64, those of them unresolved, and sub-segments refined in float64
+            redone = torch.zeros(3, dtype=torch.int64)
+            for a, c in self.segments.chunks(start, stop, opts.batch_size):
+                wb = walker(a, c)
+                redone[0] += getattr(wb, "n_float64", 0)
+                redone[1] += getattr(wb, "n_unresolved", 0)
+                redone[2] += getattr(wb, "n_refined", 0)
+                if self.keep:
+                    self.walks.append(wb)
+                if self.measures:
+                    sums.append(measure.summarize(wb))
+                    complete.append(wb.complete if wb.complete is not None
+                                    else torch.full((len(sums[-1]),), opts.method == "exact"))
+                    if self.per_layer:
+                        for lay in self.layout.layers:
+                            layers.setdefault(lay.name, []).append(measure.summarize(wb, lay.slice).chi)
+                if tick is not None:
+                    tick(len(wb))
+        out = {k: getattr(measure.WalkSummary.concat(sums), k) for k in measure.WalkSummary.FIELDS} if sums else {}
+        out.update({f"layer:{name}": torch.cat(v) for name, v in layers.items()})
+        if sums:
+            out.update(n_float64=redone[:1], n_unresolved=redone[1:2], n_refined=redone[2:],
+                       complete=torch.cat(complete))
+        return out
+
+
+def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures: bool = True,
+          return_walks: bool = False, per_layer: bool = False, progress: bool = False, workers: int = 1,
+          distributed: bool = False) -> FoldingBatch | WalkBatch:
+    """Walk and measure every segment; see the module docstring.
+
+    With ``measures=False`` returns the walks (a :class:`WalkBatch`) and measures nothing.
+    ``workers`` worker processes share the segments (only when measuring without keeping
+    the walks); with ``distributed`` and under ``torchrun`` the ranks do
+    (:mod:`spacefold._core.parallel`).
+    """
+    if segments.n == 0:
+        raise InputError("x1 and x2 must hold at least one segment, got batch size 0")
+    model = _prepare_model(model, opts.dtype)
+    find_activations(model, opts.layers)  # a clear error for a bad selection, before any work
+    device, dtype = model_device_dtype(model)
+    recorder = PatternRecorder(model, opts.layers)
+    keep = return_walks or not measures
+    with eval_mode(model), torch.no_grad():
+        sample = segments.sample.to(device=device, dtype=dtype)
+        layout = _probe(model, recorder, sample, "x1 and x2 hold" if segments.x is None else "x holds")
+        if opts.method == "bisect" and opts.n0 is None:
+            opts = dataclasses.replace(opts, n0=default_n0(model))
+        batch_given = opts.batch_size is not None
+        if not batch_given:
+            opts = dataclasses.replace(opts, batch_size=chunk_size(opts, layout, sample))
+        check_walk_size(opts, segments.n, sample[0].numel(), layout.n_neurons, sample.element_size(),
+                        batch_given=batch_given)
+        task = _RangeTask(model, segments, opts, layout, per_layer=per_layer, measures=measures, keep=keep)
+        task.walker = task.make_walker(recorder)
+
+        rank, size = parallel.world(device) if distributed else (0, 1)
+        lo, hi = parallel.shard(segments.n, rank, size)
+        bar = parallel.Progress(hi - lo, f"folding ({opts.method})" + (f", rank 0 of {size}" if size > 1 else ""),
+                                progress)
+        try:
+            if keep or hi == lo:
+                parts = [task(lo, hi, bar.update)] if hi > lo else []
+            else:
+                parts = parallel.map_ranges(task, lo, hi, workers, min_size=256, first=min(256, hi - lo),
+                                            progress=bar, device=device)
+        finally:
+            bar.close()
+    if size > 1:
+        parts = [p for rank_parts in parallel.all_gather(parts) for p in rank_parts]
+    walks = task.walks
+    if not measures:
+        return WalkBatch.concat(walks)
+    cat = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    n_float64 = int(cat.pop("n_float64").sum()) if "n_float64" in cat else 0
+    n_unresolved = int(cat.pop("n_unresolved").sum()) if "n_unresolved" in cat else 0
+    n_refined = int(cat.pop("n_refined").sum()) if "n_refined" in cat else 0
+    return FoldingBatch(
+        chi=cat["chi"], r1=cat["r1"], r2=cat["r2"], n_regions=cat["n_regions"], max_profile=cat["max_profile"],
+        method=opts.method, layout=layout, walks=WalkBatch.concat(walks) if return_walks else None,
+        per_layer={lay.name: cat[f"layer:{lay.name}"] for lay in layout.layers} if per_layer else None,
+        n_float64=n_float64, n_unresolved=n_unresolved, n_refined=n_refined, complete=cat.get("complete"),
+    )

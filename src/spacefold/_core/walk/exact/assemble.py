@@ -1,0 +1,346 @@
+"""Bits and flips (docs/method.md, 'The exact walk': bits of a piece, the reference walk).
+
+Each activation call gives a :class:`_BitRecord` (the bits at t = 0 and every flip, by
+:func:`_flips` or the compiled kernel); :func:`_assemble` numbers the breakpoints path by path
+and turns the records of a sub-batch into an :class:`ExactWalkBatch`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .. import WalkBatch, _kernels
+from .crossings import Cut
+from .state import _at, _ranks, _State
+
+
+@dataclass
+class _BitRecord:
+    """Bits of one activation call: the pattern at t = 0 and every flip along the paths."""
+
+    start_bits: Tensor  # bool (B, F): bits at t = 0
+    rows: Tensor  # int64 (n_flips,): breakpoint row where the flip happens
+    neurons: Tensor  # int64 (n_flips,)
+    new_bits: Tensor  # bool (n_flips,): the bit after the flip
+
+
+def _flips(state: _State, cut: Cut, pos: Tensor, n_new: int, n_neurons: int) -> _BitRecord:
+    """Where the bits of one layer flip along the walk, from the signs ``pos`` at the breakpoints (the
+    ``n_new`` rows the split ``cut`` added included), over the layer's ``n_neurons`` neurons.
+
+    The bit of a piece (a, b) is ``pos[a] | pos[b]`` once no crossing lies strictly
+    inside; a neuron crossing the threshold sits at it (bit 0) at its breakpoint. So
+    between the pieces meeting at row p a bit flips iff
+    ``~pos[p] & (pos[prv[p]] ^ pos[nxt[p]])``, which needs ``pos[p]`` false with a
+    neighbour on the other side: a crossing at p, or a neuron exactly at the threshold
+    at p (``tie_r``, ``tie_n``). At the ends the point patterns π(γ(0)), π(γ(1)) are
+    compared with the first and last piece.
+    """
+    rows, neurons, lev, thr, tie_r, tie_n = cut.rows, cut.neurons, cut.lev, cut.thr, cut.tie_r, cut.tie_n
+    starts, ends = state.starts, state.ends
+    p0 = pos.index_select(0, starts)
+    p1 = pos.index_select(0, ends)
+    F_ = pos.shape[1]
+    unique = tie_r.numel() == 0
+    if rows is not None:
+        if not bool((lev == thr).all()):
+            at_thr = (lev == thr).nonzero().squeeze(1)
+            rows, neurons = rows.index_select(0, at_thr), neurons.index_select(0, at_thr)
+        pos.view(-1).index_fill_(0, rows * F_ + neurons, False)
+        # a (row, neuron) pair can repeat only through ties or crossings merged into a piece end
+        unique = unique and bool((rows >= state.n_rows - n_new).all())
+        cr, cn = torch.cat([rows, tie_r]), torch.cat([neurons, tie_n])
+    else:
+        cr, cn = tie_r, tie_n
+    first = (pos.index_select(0, starts) | pos.index_select(0, state.nxt.index_select(0, starts))) != p0
+    last = (pos.index_select(0, state.prv.index_select(0, ends)) | pos.index_select(0, ends)) != p1
+    fb, fn = first.nonzero().unbind(1)
+    lb, ln = last.nonzero().unbind(1)
+    out_rows, out_neurons = [starts[fb], ends[lb]], [fn, ln]
+    out_bits = [~_at(p0, fb, fn), _at(p1, lb, ln)]
+    if cr.numel():
+        inner = cr >= 2 * state.n_paths  # starts and ends are rows 0 .. 2B-1
+        if not bool(inner.all()):
+            inner = inner.nonzero().squeeze(1)
+            cr, cn = cr.index_select(0, inner), cn.index_select(0, inner)
+        if cr.numel():
+            if not unique:
+                key = torch.unique(cr * F_ + cn)
+                cr, cn = key // F_, key % F_
+            after = _at(pos, state.nxt.index_select(0, cr), cn)
+            flip = ~_at(pos, cr, cn) & (_at(pos, state.prv.index_select(0, cr), cn) ^ after)
+            fi = flip.nonzero().squeeze(1)
+            out_rows.append(cr.index_select(0, fi))
+            out_neurons.append(cn.index_select(0, fi))
+            out_bits.append(after.index_select(0, fi))
+    start_bits = p0 if p0.shape[1] == n_neurons else p0[:, :n_neurons].contiguous()
+    return _BitRecord(start_bits, torch.cat(out_rows), torch.cat(out_neurons), torch.cat(out_bits))
+
+
+def _assemble(state: _State, records: list[_BitRecord], n_paths: int) -> ExactWalkBatch:
+    if state.nxt.device.type == "cpu" and _kernels.available():
+        # one walk along every path's links (the pointer jumping of _ranks is for accelerators)
+        rank, row_path, order = map(torch.from_numpy, _kernels.list_ranks(state.nxt.numpy(), state.n_paths))
+    else:
+        rank, row_path = _ranks(state)
+        order = torch.empty_like(rank)
+        order[rank] = torch.arange(rank.numel(), device=rank.device)
+    col, ranks, neurons, signs = 0, [], [], []
+    for r in records:
+        path = row_path.index_select(0, r.rows)
+        # +1: the flip moves the bit away from its value at t = 0; -1: back to it
+        signs.append(torch.where(r.new_bits != r.start_bits[path, r.neurons], 1, -1))
+        ranks.append(rank.index_select(0, r.rows))
+        neurons.append(r.neurons + col)
+        col += r.start_bits.shape[1]
+    return ExactWalkBatch(
+        torch.cat([r.start_bits for r in records], 1), torch.cat(ranks), torch.cat(neurons), torch.cat(signs),
+        state.t.index_select(0, order), row_path.index_select(0, order), rank.index_select(0, state.starts),
+        rank.index_select(0, state.ends),
+    )
+
+
+class ExactWalkBatch(WalkBatch):
+    """Exact walks stored as the pattern at t = 0 and the list of bit flips.
+
+    Behaves as a :class:`WalkBatch` (``patterns``, ``t``, ``offsets`` are built on
+    first use); :func:`spacefold._core.measure.summarize` computes r1, r2, χ, the profile
+    maximum and the number of regions from the flips alone, without building the
+    patterns and without sorting, so its cost grows with the number of breakpoints
+    and flips, not with regions × neurons.
+
+    Breakpoints are numbered path by path in order of t (``t_sorted``,
+    ``path_sorted``; path b holds ``first[b]`` (t = 0) to ``last[b]`` (t = 1)). A flip
+    at breakpoint k happens on entering the piece that starts at k; flips at
+    ``last[b]`` are those of the point t = 1 itself (π(γ(1)) differing from the last
+    piece). ``flip_sign`` is +1 when the flip moves the bit away from its value at
+    t = 0 and -1 when it moves it back.
+
+    ``n_float64``: walks that were computed again in float64 because max pooling could not
+    be resolved in the model's dtype (a near tie of a window's arg-max below its round-off);
+    ``n_unresolved``: walks where not even float64 resolved it, kept with the arg-max decided
+    up to float64 round-off (a warning says so). ``n_refined``: sub-segments walked again in
+    float64 around breakpoints where several bits flipped in the model's dtype (crossings closer
+    than its round-off, which float64 may tell apart; docs/method.md, 'The exact walk').
+    """
+
+    def __init__(self, start_bits, flip_at, flip_neuron, flip_sign, t_sorted, path_sorted, first, last):
+        for name, value in (("start_bits", start_bits), ("flip_at", flip_at), ("flip_neuron", flip_neuron),
+                            ("flip_sign", flip_sign), ("t_sorted", t_sorted), ("path_sorted", path_sorted),
+                            ("first", first), ("last", last), ("method", "exact"), ("grid_index", None),
+                            ("_cache", {}), ("n_float64", 0), ("n_unresolved", 0), ("n_refined", 0)):
+            object.__setattr__(self, name, value)
+
+    def __repr__(self) -> str:
+        return (f"ExactWalkBatch(n_walks={self.n_walks}, n_neurons={self.n_neurons}, "
+                f"n_flips={self.flip_at.numel()})")
+
+    @property
+    def n_walks(self) -> int:
+        return int(self.start_bits.shape[0])
+
+    @property
+    def n_neurons(self) -> int:
+        return int(self.start_bits.shape[1])
+
+    def _per_breakpoint(self, columns: slice | None):
+        """Flip count and signed distance change at every breakpoint (restricted to ``columns``)."""
+        at, sign = self.flip_at, self.flip_sign
+        if columns is not None:
+            lo, hi, step = columns.indices(self.n_neurons)
+            if step != 1:
+                raise ValueError("columns must be a contiguous slice")
+            keep = (self.flip_neuron >= lo) & (self.flip_neuron < hi)
+            at, sign = at[keep], sign[keep]
+        V = self.t_sorted.numel()
+        cnt = torch.zeros(V, dtype=torch.int64, device=at.device).index_add_(0, at, torch.ones_like(at))
+        dsum = torch.zeros(V, dtype=torch.int64, device=at.device).index_add_(0, at, sign)
+        return cnt, dsum
+
+    def _dense(self):
+        if "dense" in self._cache:
+            return self._cache["dense"]
+        cnt, _ = self._per_breakpoint(None)
+        device = cnt.device
+        b, n = self.n_walks, self.n_neurons
+        region = torch.zeros(self.t_sorted.numel(), dtype=torch.bool, device=device)
+        region[self.first] = True  # the point t = 0 ...
+        has = cnt > 0  # ... and every breakpoint where some bit flips
+        # region rows: per path, the point t = 0 first, then the breakpoints with flips
+        counts = torch.ones(b, dtype=torch.int64, device=device).index_add_(0, self.path_sorted, has.long())
+        offsets = torch.zeros(b + 1, dtype=torch.int64, device=device)
+        offsets[1:] = torch.cumsum(counts, 0)
+        total = int(offsets[-1])
+        k = torch.cumsum(has.long(), 0)
+        k = k - (k.index_select(0, self.first.index_select(0, self.path_sorted))
+                 - has.long().index_select(0, self.first.index_select(0, self.path_sorted)))
+        row_of_bp = offsets[:-1].index_select(0, self.path_sorted) + k  # valid where has
+        # a bit is the parity of its flips so far: uint8 sums wrap modulo 256, which keeps parity
+        flips = torch.zeros(total, n, dtype=torch.uint8, device=device)
+        flips[offsets[:-1]] = self.start_bits.to(torch.uint8)
+        flips[row_of_bp[self.flip_at], self.flip_neuron] = 1
+        walk_id = torch.repeat_interleave(torch.arange(b, device=device), counts)
+        cs = torch.cumsum(flips, 0, dtype=torch.uint8)
+        prev = torch.zeros(b, n, dtype=cs.dtype, device=device)
+        has_prev = offsets[:-1] > 0
+        prev[has_prev] = cs[offsets[:-1][has_prev] - 1]
+        patterns = ((cs - prev[walk_id]) & 1).bool()
+        t = torch.zeros(total, dtype=torch.float64, device=device)
+        t[row_of_bp[has]] = self.t_sorted[has]
+        out = (patterns, t, offsets)
+        self._cache["dense"] = out
+        return out
+
+    @staticmethod
+    def concat(batches: list[WalkBatch]) -> WalkBatch:  # type: ignore[override]
+        if not all(isinstance(w, ExactWalkBatch) for w in batches):
+            return WalkBatch.concat(batches)
+        if len(batches) == 1:
+            return batches[0]
+        v_off, p_off = 0, 0
+        at, path, first, last = [], [], [], []
+        for w in batches:
+            at.append(w.flip_at + v_off)
+            path.append(w.path_sorted + p_off)
+            first.append(w.first + v_off)
+            last.append(w.last + v_off)
+            v_off += w.t_sorted.numel()
+            p_off += w.n_walks
+        cat = torch.cat
+        out = ExactWalkBatch(cat([w.start_bits for w in batches]), cat(at), cat([w.flip_neuron for w in batches]),
+                             cat([w.flip_sign for w in batches]), cat([w.t_sorted for w in batches]), cat(path),
+                             cat(first), cat(last))
+        object.__setattr__(out, "n_float64", sum(w.n_float64 for w in batches))
+        object.__setattr__(out, "n_unresolved", sum(w.n_unresolved for w in batches))
+        object.__setattr__(out, "n_refined", sum(w.n_refined for w in batches))
+        return out
+
+    @property
+    def patterns(self) -> Tensor:  # type: ignore[override]
+        return self._dense()[0]
+
+    @property
+    def t(self) -> Tensor:  # type: ignore[override]
+        return self._dense()[1]
+
+    @property
+    def offsets(self) -> Tensor:  # type: ignore[override]
+        return self._dense()[2]
+
+    def __len__(self) -> int:
+        return self.n_walks
+
+    @property
+    def n_regions(self) -> Tensor:
+        cnt, _ = self._per_breakpoint(None)  # a region begins at t = 0 and at every breakpoint with flips
+        return torch.ones(self.n_walks, dtype=torch.int64, device=cnt.device).index_add_(
+            0, self.path_sorted, (cnt > 0).long())
+
+
+def _take(w: ExactWalkBatch, k: int) -> tuple[ExactWalkBatch, ExactWalkBatch]:
+    """The first ``k`` walks of ``w`` and the others, as two batches."""
+    cut = int(w.first[k]) if k < w.n_walks else w.t_sorted.numel()
+    head = w.flip_at < cut
+    tail = ~head
+    a = ExactWalkBatch(w.start_bits[:k], w.flip_at[head], w.flip_neuron[head], w.flip_sign[head], w.t_sorted[:cut],
+                       w.path_sorted[:cut], w.first[:k], w.last[:k])
+    b = ExactWalkBatch(w.start_bits[k:], w.flip_at[tail] - cut, w.flip_neuron[tail], w.flip_sign[tail],
+                       w.t_sorted[cut:], w.path_sorted[cut:] - k, w.first[k:] - cut, w.last[k:] - cut)
+    return a, b
+
+
+def _join(w: ExactWalkBatch, seg: Tensor) -> ExactWalkBatch:
+    """The walks of whole segments from the walks ``w`` of their sub-segments.
+
+    Walk j of ``w`` is the walk of a sub-segment [t_a, t_b] of segment ``seg[j]`` (``seg`` numbers the
+    segments 0, 1, ... in order), its breakpoints at the segment's t; the sub-segments of a segment are
+    consecutive in ``w``, in order of t, from t = 0 to t = 1, each starting where the one before it ends.
+    At a junction the walk before it ends with the step from its last piece to the point pattern
+    there, and the walk after it starts with the step from that point to its first piece. Joined, the
+    junction is one breakpoint whose step goes from the last piece before it to the first piece after
+    it, and none when the two have the same pattern: the walk of the whole segment, which the
+    junction only splits into two pieces of the same pattern."""
+    dev = w.start_bits.device
+    m, F_, V = w.n_walks, w.n_neurons, w.t_sorted.numel()
+    head = torch.ones(m, dtype=torch.bool, device=dev)  # the first sub-segment of its segment
+    head[1:] = seg[1:] != seg[:-1]
+    tail = torch.ones(m, dtype=torch.bool, device=dev)  # the last
+    tail[:-1] = head[1:]
+    sub = w.path_sorted.index_select(0, w.flip_at)  # the sub-segment of every flip
+    # the bit after every flip (its sign is relative to the sub-segment's own start bits)
+    new_bit = w.start_bits[sub, w.flip_neuron] ^ (w.flip_sign > 0)
+    joint = (~head).nonzero().squeeze(1)  # junction between sub-segments j - 1 and j
+    end_a, start_b = w.last.index_select(0, joint - 1), w.first.index_select(0, joint)
+    at_joint = torch.zeros(V, dtype=torch.bool, device=dev)
+    at_joint[end_a] = True
+    at_joint[start_b] = True
+    keep = ~at_joint.index_select(0, w.flip_at)
+    at, neuron, bit = w.flip_at[keep], w.flip_neuron[keep], new_bit[keep]
+    if joint.numel():
+        one = torch.ones(1, dtype=torch.uint8, device=dev)
+
+        def flipped(bits: Tensor, which: Tensor, slot: Tensor) -> Tensor:
+            """``bits`` (one row per junction) flipped by the flips ``which``, of junction ``slot[sub]``."""
+            k = slot.index_select(0, sub)
+            sel = (which & (k >= 0)).nonzero().squeeze(1)
+            out = bits.to(torch.uint8)
+            out.view(-1).index_add_(0, k.index_select(0, sel) * F_ + w.flip_neuron.index_select(0, sel),
+                                    one.expand(sel.numel()))
+            return (out & 1).bool()
+
+        slot = torch.full((m,), -1, dtype=torch.int64, device=dev)
+        slot[joint - 1] = torch.arange(joint.numel(), device=dev)
+        # the last piece before the junction: every flip of its sub-segment but those at its end
+        before = flipped(w.start_bits.index_select(0, joint - 1), w.flip_at != w.last.index_select(0, sub), slot)
+        slot.fill_(-1)
+        slot[joint] = torch.arange(joint.numel(), device=dev)
+        # the first piece after it: the point pattern at the junction and the flips there
+        after = flipped(w.start_bits.index_select(0, joint), w.flip_at == w.first.index_select(0, sub), slot)
+        jk, jn = (before != after).nonzero().unbind(1)
+        at = torch.cat([at, end_a.index_select(0, jk)])
+        neuron = torch.cat([neuron, jn])
+        bit = torch.cat([bit, after[jk, jn]])
+    keep_row = torch.ones(V, dtype=torch.bool, device=dev)  # the junction is the end row of the sub-segment before it
+    keep_row[start_b] = False
+    new_index = torch.cumsum(keep_row.long(), 0) - 1
+    path_sorted = seg.index_select(0, w.path_sorted[keep_row])
+    at = new_index.index_select(0, at)
+    start_bits = w.start_bits[head]
+    sign = torch.where(bit != start_bits[path_sorted.index_select(0, at), neuron], 1, -1)
+    return ExactWalkBatch(start_bits, at, neuron, sign, w.t_sorted[keep_row], path_sorted,
+                          new_index.index_select(0, w.first[head]), new_index.index_select(0, w.last[tail]))
+
+
+def _clip(w: ExactWalkBatch, j: int, a: float, b: float) -> ExactWalkBatch:
+    """The walk of the sub-segment [a, b] of walk ``j`` of ``w``, for :func:`_join`: its breakpoints in
+    [a, b], with breakpoints at ``a`` and ``b`` added where ``w`` has none (their point patterns are
+    those of the pieces around them, so nothing flips there), and the pattern at ``a`` as its start."""
+    lo, hi = int(w.first[j]), int(w.last[j]) + 1
+    t = w.t_sorted[lo:hi]
+    i0 = lo + int(torch.searchsorted(t, torch.tensor([a], dtype=t.dtype, device=t.device)))  # first row t >= a
+    i1 = lo + int(torch.searchsorted(t, torch.tensor([b], dtype=t.dtype, device=t.device), right=True))  # > b
+    add_a = i0 == hi or bool(w.t_sorted[i0] != a)
+    add_b = i1 == lo or bool(w.t_sorted[i1 - 1] != b)
+    sel = ((w.flip_at >= lo) & (w.flip_at < hi)).nonzero().squeeze(1)
+    at, neuron, sign = (x.index_select(0, sel) for x in (w.flip_at, w.flip_neuron, w.flip_sign))
+    bit = w.start_bits[j].index_select(0, neuron) ^ (sign > 0)  # the bit after every flip
+    # every flip changes its bit: the pattern at a is the start pattern flipped by the flips before a
+    before = neuron[at < i0]
+    parity = torch.zeros(w.n_neurons, dtype=torch.int64, device=before.device).index_add_(
+        0, before, torch.ones_like(before))
+    start = w.start_bits[j] ^ (parity % 2 == 1)
+    inside = ((at >= i0) & (at < i1)).nonzero().squeeze(1)
+    at, neuron, bit = at.index_select(0, inside), neuron.index_select(0, inside), bit.index_select(0, inside)
+    off = (1 if add_a else 0) - i0
+    parts = [w.t_sorted.new_tensor([a])] if add_a else []
+    parts.append(w.t_sorted[i0:i1])
+    if add_b:
+        parts.append(w.t_sorted.new_tensor([b]))
+    t_new = torch.cat(parts)
+    n = t_new.numel()
+    sign = torch.where(bit != start.index_select(0, neuron), 1, -1)
+    z = torch.zeros(1, dtype=torch.int64, device=t_new.device)
+    return ExactWalkBatch(start.unsqueeze(0), at + off, neuron, sign, t_new, z.expand(n).clone(), z, z + n - 1)
