@@ -43,8 +43,6 @@ import argparse
 import base64
 import copy
 import json
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -58,6 +56,7 @@ from spacefold._util import atomic_write
 from spacefold.data.datasets import load_mnist, stratified_indices
 from spacefold.training.regularize import FoldingRegularizer, probe_pairs
 from spacefold.models.train import train
+from spacefold.studies.depth import run_provenance
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from regularizer_study import build  # the same MLP/CNN builder as the reduced-scale study
@@ -175,19 +174,6 @@ def configs(stage: str, seeds, runs: list[dict]) -> list[dict]:
 # --------------------------------------------------------------------------- one run
 
 
-def provenance(argv: list[str]) -> dict:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], check=False, cwd=ROOT, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], check=False,
-                                    cwd=ROOT,
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = None, None
-    return {"spacefold": sf.__version__, "commit": commit, "dirty": dirty, "torch": torch.__version__,
-            "python": platform.python_version(), "command": " ".join(["python", *argv]), "protocol": PROTOCOL}
-
-
 def pack(a: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(a).tobytes()).decode("ascii")
 
@@ -240,7 +226,7 @@ def snapshot(model: nn.Module, sp: Splits, per_item: bool) -> dict:
     return rec
 
 
-def run_one(sp: Splits, cfg: dict, out: Path, argv: list[str], epochs: int) -> dict:
+def run_one(sp: Splits, cfg: dict, out: Path, epochs: int) -> dict:
     path = out / "runs" / f"{cfg['name']}.json"
     if path.exists():
         rec = json.loads(path.read_text())
@@ -274,7 +260,7 @@ def run_one(sp: Splits, cfg: dict, out: Path, argv: list[str], epochs: int) -> d
     model.load_state_dict(best["state"])
     chosen = {"epoch": best["row"]["epoch"], "val_accuracy": best["row"]["val_accuracy"],
               "val_loss": best["row"]["val_loss"], **snapshot(model, sp, per_item=True)}
-    rec = {**cfg, "epochs": epochs, "provenance": provenance(argv), "seconds": time.perf_counter() - t0,
+    rec = {**cfg, "epochs": epochs, "provenance": {**run_provenance(), "protocol": PROTOCOL}, "seconds": time.perf_counter() - t0,
            "train": {"loss": res.loss, "train_accuracy": res.train_accuracy, "reg_loss": res.reg_loss,
                      "optimizer": res.as_dict()["optimizer"]},
            "validation": curve, "chosen": chosen, "final": final,
@@ -308,6 +294,7 @@ def main(argv=None) -> int:
     if len(set(args.seeds)) != len(args.seeds):
         p.error(f"--seeds must not repeat a seed, got {args.seeds}")
     torch.set_num_threads(args.threads)
+    run_provenance()  # taken before any run: the runs record the code this process started with
     out = Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     stages = [s for s in args.stage if s != "report"]
@@ -318,7 +305,7 @@ def main(argv=None) -> int:
             left = [c for c in todo if not (out / "runs" / f"{c['name']}.json").exists()]
             log(f"stage {stage}: {len(todo)} runs, {len(left)} to do")
             for cfg in todo:
-                run_one(sp, cfg, out, argv, args.epochs or EPOCHS[cfg["n_train"]])
+                run_one(sp, cfg, out, args.epochs or EPOCHS[cfg["n_train"]])
     if "report" in args.stage:
         from regularizer_scale_report import report
 
