@@ -152,15 +152,20 @@ def bisect_walks(
         all_t = torch.cat([all_t, mid])
         all_pat = torch.cat([all_pat, new_pat])
         ia, ib = torch.cat([ia, new_idx]), torch.cat([new_idx, ib])
-    path = all_path
-    order = torch.argsort(all_t, stable=True)
+    return walks_from_samples(all_path, all_t, all_pat, b, tol, "bisect")
+
+
+def walks_from_samples(path: Tensor, t: Tensor, pat: Tensor, n_paths: int, tol: float, method: str) -> WalkBatch:
+    """The walks of ``n_paths`` segments from samples in any order: ``path`` (which segment),
+    ``t`` and the bool patterns ``pat``. Sorted by segment and t; a sample whose pattern differs
+    from both neighbours, each within ``tol`` in t, marks no class of its own (it lies on a
+    boundary, a pre-activation exactly 0, or in a class narrower than 2 tol) and is dropped, as
+    the reference walk Γ* drops isolated boundary points; repeated patterns are merged."""
+    device = t.device
+    order = torch.argsort(t, stable=True)
     order = order[torch.argsort(path[order], stable=True)]
-    path, t, pat = path[order], all_t[order], all_pat[order]
+    path, t, pat = path[order], t[order], pat[order]
     if path.numel() > 2:
-        # A sample whose pattern differs from both neighbours, each within tol in t,
-        # marks no class of its own: it lies on a boundary (a pre-activation exactly
-        # 0, e.g. x = 0 in a bias-free network) or in a class narrower than 2 tol.
-        # Drop it, as the reference walk Γ* drops isolated boundary points.
         same_path = (path[:-2] == path[1:-1]) & (path[2:] == path[1:-1])
         differs = (pat[1:-1] != pat[:-2]).any(-1) & (pat[1:-1] != pat[2:]).any(-1)
         close = ((t[1:-1] - t[:-2]) <= tol) & ((t[2:] - t[1:-1]) <= tol)
@@ -169,8 +174,7 @@ def bisect_walks(
         path, t, pat = path[~isolated], t[~isolated], pat[~isolated]
     keep = torch.ones(path.numel(), dtype=torch.bool, device=device)
     keep[1:] = (path[1:] != path[:-1]) | (pat[1:] != pat[:-1]).any(-1)
-    counts = torch.bincount(path[keep], minlength=b)
-    offsets = torch.zeros(b + 1, dtype=torch.int64, device=device)
+    counts = torch.bincount(path[keep], minlength=n_paths)
+    offsets = torch.zeros(n_paths + 1, dtype=torch.int64, device=device)
     offsets[1:] = torch.cumsum(counts, 0)
-    return WalkBatch(pat[keep], t[keep], offsets, "bisect")
-
+    return WalkBatch(pat[keep], t[keep], offsets, method)

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from ....errors import InputError
 from ...patterns import LayerSelector, PatternRecorder, run_model
 from .. import WalkBatch, segment_points
+from ..bisect import walks_from_samples
 from . import interval as iv
 from .graph import CertifiedProgram, CertifiedUnsupportedError
 
@@ -231,22 +232,7 @@ class CertifiedWalker:
             all_t = torch.cat([all_t, mid])
             all_pat = torch.cat([all_pat, new_pat])
             ia, ib = torch.cat([ia, new_idx]), torch.cat([new_idx, ib])
-        order = torch.argsort(all_t, stable=True)
-        order = order[torch.argsort(all_path[order], stable=True)]
-        path, t, pat = all_path[order], all_t[order], all_pat[order]
-        if path.numel() > 2:  # isolated boundary samples, as in bisect
-            same_path = (path[:-2] == path[1:-1]) & (path[2:] == path[1:-1])
-            differs = (pat[1:-1] != pat[:-2]).any(-1) & (pat[1:-1] != pat[2:]).any(-1)
-            close = ((t[1:-1] - t[:-2]) <= tol) & ((t[2:] - t[1:-1]) <= tol)
-            isolated = torch.zeros(path.numel(), dtype=torch.bool, device=device)
-            isolated[1:-1] = same_path & differs & close
-            path, t, pat = path[~isolated], t[~isolated], pat[~isolated]
-        keep = torch.ones(path.numel(), dtype=torch.bool, device=device)
-        keep[1:] = (path[1:] != path[:-1]) | (pat[1:] != pat[:-1]).any(-1)
-        counts = torch.bincount(path[keep], minlength=n)
-        offsets = torch.zeros(n + 1, dtype=torch.int64, device=device)
-        offsets[1:] = torch.cumsum(counts, 0)
-        return WalkBatch(pat[keep], t[keep], offsets, "certified")
+        return walks_from_samples(all_path, all_t, all_pat, n, tol, "certified")
 
 
 def certified_walks(model: nn.Module, x1: Tensor, x2: Tensor, *, layers: LayerSelector = None, tol: float = 1e-6,
