@@ -74,7 +74,8 @@ def _check_single(model: nn.Module, x1: Tensor) -> None:
     if isinstance(first, nn.Linear):
         dims, what = 1, f"(in_features={first.in_features},)"
     else:
-        dims = {nn.Conv1d: 2, nn.Conv2d: 3, nn.Conv3d: 4}[type(first)]
+        conv_dims: dict[type[nn.Module], int] = {nn.Conv1d: 2, nn.Conv2d: 3, nn.Conv3d: 4}
+        dims = conv_dims[type(first)]
         what = f"{dims} dimensions (channels, ...)"
     if x1.dim() > dims:
         raise InputError(

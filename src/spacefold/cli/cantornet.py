@@ -104,7 +104,7 @@ def _cantornet_table(res: dict, max_rows: int = 40) -> str:
     if rows:
         lines.append(f"{'t':>10}  {'prefix chi':>10}")
         half = max_rows // 2
-        shown = rows if len(rows) <= max_rows else rows[:half] + [None] + rows[-half:]
+        shown = rows if len(rows) <= max_rows else [*rows[:half], None, *rows[-half:]]
         for row in shown:
             if row is None:
                 lines.append(f"{'...':>10}  ({len(rows) - 2 * half} more; --json prints all)")

@@ -26,6 +26,8 @@ module, all its inputs and its output: ``rule=lambda module, inputs, output: out
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -39,7 +41,7 @@ class GatedUnit(nn.Module):
     """``act(x W_g + b_g) * (x W_u + b_u)``: ``d_hidden`` gated units of an input of ``d_in``
     features (the last dimension). ``gate`` and ``up`` are the two ``nn.Linear`` projections."""
 
-    activation = staticmethod(F.silu)
+    activation: Callable[[Tensor], Tensor] = staticmethod(F.silu)
 
     def __init__(self, d_in: int, d_hidden: int, bias: bool = False, *, device=None, dtype=None):
         super().__init__()

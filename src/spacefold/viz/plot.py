@@ -63,7 +63,7 @@ def new_figure(w: float = 6.0, h: float = 4.0):
         raise MissingExtraError("plots need matplotlib: pip install 'spacefold[plot]'") from None
     fig = Figure(figsize=(w, h), dpi=100)
     FigureCanvasAgg(fig)
-    fig._repr_png_ = types.MethodType(_repr_png, fig)
+    setattr(fig, "_repr_png_", types.MethodType(_repr_png, fig))  # an instance attribute Figure does not declare
     return fig
 
 
