@@ -25,6 +25,7 @@ the function :func:`spacefold._core.folding.walk`; this package holds the sample
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -49,7 +50,7 @@ METHOD_TOL = {"exact": 1e-9, "bisect": 1e-6, "uniform": 0.0, "certified": 1e-6}
 EXACT_TOL_WITH_TIES = 1e-6
 
 
-def resolve_tol(method: str, tol: float | None, tie_tol: float) -> float | None:
+def resolve_tol(method: str, tol: float | None, tie_tol: float) -> float:
     """The tolerance in t that ``method`` uses when ``tol`` is ``None``."""
     if tol is not None:
         return tol
@@ -233,7 +234,7 @@ class WalkBatch:
         return WalkBatch(rows[keep], t.to(torch.float64).repeat(b)[keep], offsets, method, grid_index)
 
     @staticmethod
-    def concat(batches: list[WalkBatch]) -> WalkBatch:
+    def concat(batches: Sequence[WalkBatch]) -> WalkBatch:
         if len(batches) == 1:
             return batches[0]
         pats = torch.cat([b.patterns for b in batches])

@@ -41,6 +41,7 @@ def _split_activation(prog, env, state: _State, node_in: fx.Node, step: _Step, s
     if cut.thr is None:
         return None
     pos = cut.pos
+    assert pos is not None  # a layer with bits has signs (Cut.pos)
     if cut.plan is not None:
         V = z.shape[0]
         znew = env[node_in].reshape(-1, z.shape[1])[V:]
@@ -54,7 +55,7 @@ def _act_inplace(module: nn.Module, z: Tensor) -> Tensor:
         return torch.relu_(z)
     if type(module) is nn.LeakyReLU:
         return F.leaky_relu_(z, module.negative_slope)
-    if type(module) in (nn.Hardtanh, nn.ReLU6):
+    if type(module) is nn.Hardtanh or type(module) is nn.ReLU6:
         return F.hardtanh_(z, module.min_val, module.max_val)
     return module(z)
 
@@ -106,21 +107,22 @@ def _compiled_act(step: _Step, z: Tensor, lin: nn.Linear | None, tie_tol: float,
     kind = type(mod)
     if kind not in _KERNEL_ACTS:
         return None
-    w = getattr(mod, "weight", None)
-    if kind is nn.PReLU and w.numel() not in (1, F_) and not (w.numel() == channels and F_ % channels == 0):
+    w = mod.weight if isinstance(mod, nn.PReLU) else None  # the only kernel activation with a parameter
+    if w is not None and w.numel() not in (1, F_) and not (w.numel() == channels and F_ % channels == 0):
         return None
     key = (F_, tie_tol, step.bit_layer, channels, None if w is None else (w.data_ptr(), w._version),
            *(getattr(mod, k, None) for k in ("negative_slope", "lower", "upper", "min_val", "max_val")))
     form = step.kernel_form.get(key)
     if form is not None:
         return form
+    a: float | np.ndarray | None
     if kind is nn.ReLU:
         a = 0.0
-    elif kind is nn.LeakyReLU:
+    elif isinstance(mod, nn.LeakyReLU):
         a = float(mod.negative_slope)
-    elif kind is nn.RReLU:  # eval mode (training mode is refused when compiling)
+    elif isinstance(mod, nn.RReLU):  # eval mode (training mode is refused when compiling)
         a = (float(mod.lower) + float(mod.upper)) / 2
-    elif kind is nn.PReLU:  # one slope, one per neuron, or one per channel
+    elif w is not None:  # PReLU: one slope, one per neuron, or one per channel
         a = np.repeat(w.detach().to("cpu", torch.float64).numpy(), F_ // w.numel())
     else:  # Hardtanh, ReLU6
         a = None
@@ -133,6 +135,7 @@ def _compiled_act(step: _Step, z: Tensor, lin: nn.Linear | None, tie_tol: float,
         seg_slope = np.where(below[None, :], np.broadcast_to(np.asarray(a, dtype=np.float64), (F_,))[:, None], 1.0)
         seg_off = np.zeros((F_, K + 1))
     else:  # hardtanh: min_val below, z between, max_val above
+        assert isinstance(mod, nn.Hardtanh)  # ReLU6 is one
         lo, hi = float(mod.min_val), float(mod.max_val)
         slope = np.where((upper <= lo) | (lower >= hi), 0.0, 1.0)
         off = np.where(upper <= lo, lo, np.where(lower >= hi, hi, 0.0))

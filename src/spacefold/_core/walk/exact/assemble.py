@@ -7,7 +7,9 @@ and turns the records of a sub-batch into an :class:`ExactWalkBatch`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import torch
 from torch import Tensor
@@ -46,6 +48,7 @@ def _flips(state: _State, cut: Cut, pos: Tensor, n_new: int, n_neurons: int) -> 
     F_ = pos.shape[1]
     unique = tie_r.numel() == 0
     if rows is not None:
+        assert thr is not None  # crossings are found only on layers with bits, which have a threshold
         if not bool((lev == thr).all()):
             at_thr = (lev == thr).nonzero().squeeze(1)
             rows, neurons = rows.index_select(0, at_thr), neurons.index_select(0, at_thr)
@@ -127,6 +130,20 @@ class ExactWalkBatch(WalkBatch):
     than its round-off, which float64 may tell apart; docs/method.md, 'The exact walk').
     """
 
+    start_bits: Tensor
+    flip_at: Tensor
+    flip_neuron: Tensor
+    flip_sign: Tensor
+    t_sorted: Tensor
+    path_sorted: Tensor
+    first: Tensor
+    last: Tensor
+    _cache: dict[str, tuple[Tensor, Tensor, Tensor]]
+    n_float64: int
+    n_unresolved: int
+    n_refined: int
+    _masks: tuple[Tensor, Tensor]  # per walk, walked in float64 and unresolved; set by the exact driver
+
     def __init__(self, start_bits, flip_at, flip_neuron, flip_sign, t_sorted, path_sorted, first, last):
         for name, value in (("start_bits", start_bits), ("flip_at", flip_at), ("flip_neuron", flip_neuron),
                             ("flip_sign", flip_sign), ("t_sorted", t_sorted), ("path_sorted", path_sorted),
@@ -194,15 +211,24 @@ class ExactWalkBatch(WalkBatch):
         self._cache["dense"] = out
         return out
 
+    @overload
     @staticmethod
-    def concat(batches: list[WalkBatch]) -> WalkBatch:  # type: ignore[override]
-        if not all(isinstance(w, ExactWalkBatch) for w in batches):
+    def concat(batches: Sequence[ExactWalkBatch]) -> ExactWalkBatch: ...
+
+    @overload
+    @staticmethod
+    def concat(batches: Sequence[WalkBatch]) -> WalkBatch: ...
+
+    @staticmethod
+    def concat(batches: Sequence[WalkBatch]) -> WalkBatch:
+        exact = [w for w in batches if isinstance(w, ExactWalkBatch)]
+        if len(exact) < len(batches):
             return WalkBatch.concat(batches)
-        if len(batches) == 1:
-            return batches[0]
+        if len(exact) == 1:
+            return exact[0]
         v_off, p_off = 0, 0
         at, path, first, last = [], [], [], []
-        for w in batches:
+        for w in exact:
             at.append(w.flip_at + v_off)
             path.append(w.path_sorted + p_off)
             first.append(w.first + v_off)
@@ -210,12 +236,12 @@ class ExactWalkBatch(WalkBatch):
             v_off += w.t_sorted.numel()
             p_off += w.n_walks
         cat = torch.cat
-        out = ExactWalkBatch(cat([w.start_bits for w in batches]), cat(at), cat([w.flip_neuron for w in batches]),
-                             cat([w.flip_sign for w in batches]), cat([w.t_sorted for w in batches]), cat(path),
+        out = ExactWalkBatch(cat([w.start_bits for w in exact]), cat(at), cat([w.flip_neuron for w in exact]),
+                             cat([w.flip_sign for w in exact]), cat([w.t_sorted for w in exact]), cat(path),
                              cat(first), cat(last))
-        object.__setattr__(out, "n_float64", sum(w.n_float64 for w in batches))
-        object.__setattr__(out, "n_unresolved", sum(w.n_unresolved for w in batches))
-        object.__setattr__(out, "n_refined", sum(w.n_refined for w in batches))
+        object.__setattr__(out, "n_float64", sum(w.n_float64 for w in exact))
+        object.__setattr__(out, "n_unresolved", sum(w.n_unresolved for w in exact))
+        object.__setattr__(out, "n_refined", sum(w.n_refined for w in exact))
         return out
 
     @property

@@ -55,11 +55,12 @@ def _sign_changes(pos: Tensor, nxt: Tensor) -> tuple[Tensor, Tensor]:
     else:
         words = pos.view(torch.int64) if V else pos.new_zeros(0, F8 // 8, dtype=torch.int64)
     if words.shape[1] <= 4:  # word by word: 1-D gathers, much faster than gathering short rows
-        diff = None
+        diff: Tensor | None = None
         for k in range(words.shape[1]):
             w = words[:, k].contiguous()
             d = w != w.index_select(0, nxt)
             diff = d if diff is None else diff.logical_or_(d)
+        assert diff is not None  # a layer has a neuron, so its signs (padded to 8) fill at least one word
         rows = diff.nonzero().squeeze(1)
     else:
         rows = (words != words.index_select(0, nxt)).any(1).nonzero().squeeze(1)
@@ -261,6 +262,7 @@ def _snap_list(state: _State, cut: Cut, z: Tensor):
     """``(row, neuron, level, za, zb)`` of every crossing of ``cut`` at an inner breakpoint (not t = 0
     or 1), for :func:`_snap`: ``z`` ``(V, F)`` holds the values at the rows before the split."""
     rows, neurons, lev, nxt_old = cut.rows, cut.neurons, cut.lev, cut.nxt_old
+    assert rows is not None  # called for cuts with crossings only
     inner = (rows >= 2 * state.n_paths).nonzero().squeeze(1)
     lv = torch.tensor(cut.levels, dtype=torch.float64, device=rows.device).index_select(0, lev.index_select(0, inner))
     p = cut.pieces.index_select(0, inner)
@@ -290,7 +292,7 @@ def _snap(x: Tensor, rows: Tensor, neurons: Tensor, values: Tensor, za: Tensor |
     if rows.numel() == 0:
         return
     idx = (rows, *torch.unravel_index(neurons, x.shape[1:]))
-    if za is not None:
+    if za is not None and zb is not None:  # given together
         close = _close_to_level(x[idx], values, za, zb, x.dtype)
         if not bool(close.all()):
             keep = close.nonzero().squeeze(1)

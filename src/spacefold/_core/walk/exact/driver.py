@@ -160,7 +160,7 @@ def _row_bytes(prog: ExactProgram, ends: list[tuple[Tensor, Tensor]]) -> int:
 
 
 def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: float, prefix=None,
-           inputs=None) -> WalkBatch:
+           inputs=None) -> ExactWalkBatch:
     b = x1.shape[0]
     if prefix is None:
         p1, p2 = prog.prefix(x1), prog.prefix(x2)
@@ -388,7 +388,8 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
         joined: list[ExactWalkBatch] = []
         pending: list[tuple[ExactWalkBatch, Tensor, Tensor, Tensor]] = []
         while queue or nxt_path < k + n:
-            batch, size = [], 0.0
+            batch: list[tuple[int, float, float]] = []
+            size = 0.0
             while True:
                 if not queue:
                     if nxt_path >= k + n:

@@ -146,10 +146,11 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
     if act_form is not None:
         return _act_linear_compiled(state, step, z.contiguous(), lin, act_form, settings.tol)
     _check_finite(z, step.node)
+    assert step.module is not None  # an activation step holds its module
     V, F_ = z.shape
     cut = _cut(z, state, step, settings)
     levels, pos, pieces, neurons, plan, nxt_old = cut.levels, cut.pos, cut.pieces, cut.neurons, cut.plan, cut.nxt_old
-    snap = None
+    snap: tuple[Tensor, ...] | None = None
     if cut.rows is not None:  # crossing neurons are at their level at their breakpoints
         snap = _snap_list(state, cut, z)
         old_rows = (snap[0] < V).nonzero().squeeze(1)
@@ -168,6 +169,7 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
         out = None
     else:
         g_piece, g_s = plan
+        assert snap is not None  # breakpoints are inserted at crossings only
         g_next = nxt_old.index_select(0, g_piece)
         s_ = g_s.to(z.dtype).unsqueeze(1)
         # crossing neurons of every piece; a neuron crossing several levels in one piece counts once
@@ -230,6 +232,7 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
         if lin is None:
             out = None
         else:
+            assert yk is not None and yd is not None  # computed above whenever there is a Linear
             new = _NewRows(g_piece, g_next, s_, g_rep, k, gp, gq, s_k, dg, all_dense)
             out, y = _linear_at_new_rows(step, lin, z, new, yk, yd)
             if not all_dense:
@@ -237,6 +240,7 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
             _zero_round_off(lin, out, y, state)
     if cut.thr is None:
         return None, out
+    assert pos is not None  # a layer with bits has signs (Cut.pos)
     return _flips(state, cut, pos, state.n_rows - V, F_), out
 
 
@@ -346,6 +350,7 @@ def _linear_at_new_rows(step: _Step, lin: nn.Linear, z: Tensor, new: _NewRows, y
     g_piece, g_next, s_, g_rep, k, dg = new.g_piece, new.g_next, new.s_, new.g_rep, new.k, new.dg
     gp, gq, s_k, all_dense = new.gp, new.gq, new.s_k, new.all_dense
     V, G = z.shape[0], g_piece.numel()
+    assert step.module is not None  # an activation step holds its module
     y = _act_inplace(step.module, z)
     out = torch.empty(V + G, lin.out_features, dtype=z.dtype, device=z.device)
     _linear(lin, y, out[:V])
@@ -360,6 +365,7 @@ def _linear_at_new_rows(step: _Step, lin: nn.Linear, z: Tensor, new: _NewRows, y
             delta = (yk - torch.lerp(_at(y, gp, k), _at(y, gq, k), s_k)).unsqueeze(1)
             wt = lin.weight.detach().t().contiguous()
             out_new.index_add_(0, g_rep, wt.index_select(0, k).mul_(delta))
+        assert dg is not None  # None only when every piece is dense
         if dg.numel():
             out_new.index_copy_(0, dg, lin(yd))
     return out, y

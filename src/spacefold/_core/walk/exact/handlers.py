@@ -78,6 +78,7 @@ def _activation(walk: _Walk, step: _Step) -> None:
         rec = _split_activation(prog, env, state, node_in, step, walk.settings)
         x = env[node_in]
         if node_in in step.free_after and not _shared(x, env, node_in):
+            assert step.module is not None  # an activation step holds its module
             env[step.node] = _act_inplace(step.module, x)  # its input is not needed after: no new tensor
         else:
             env[step.node] = prog._eval(step, env)

@@ -5,6 +5,8 @@ resolve raise :class:`_Unresolved`, and the driver walks them again in float64.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
@@ -49,6 +51,7 @@ def _split_maxpool(prog, env, state: _State, step: _Step, settings: WalkSettings
     output at every breakpoint (from the arg-max of the last round). Non-finite inputs raise
     :class:`InputError` (:func:`_check_finite`)."""
     mod = step.module
+    assert mod is not None  # a maxpool step holds its module
     (node_in,) = [a for a in step.node.all_input_nodes if prog.dynamic.get(a, False)]
     tol_eff = max(settings.tol, 1e-9)
     margin = _POOL_RTOL * torch.finfo(env[node_in].dtype).eps
@@ -112,6 +115,12 @@ def _split_maxpool(prog, env, state: _State, step: _Step, settings: WalkSettings
     return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
+# by dimension, called with return_indices=True: (output, indices)
+_ADAPTIVE_MAX_POOLS: tuple[Callable[..., tuple[Tensor, Tensor]], ...] = (
+    F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d)
+_MAX_POOLS: tuple[Callable[..., tuple[Tensor, Tensor]], ...] = (F.max_pool1d, F.max_pool2d, F.max_pool3d)
+
+
 def _pool_argmax(x: Tensor, mod: nn.Module, node: fx.Node | None = None) -> tuple[Tensor, int, Tensor]:
     """The arg-max of every pooling window of ``x`` (the first maximum of a window, padding
     excluded, as torch's max pooling picks it; with ``ceil_mode`` the partial windows at the
@@ -136,7 +145,7 @@ def _pool_argmax(x: Tensor, mod: nn.Module, node: fx.Node | None = None) -> tupl
         am = torch.empty(V, C, Ho, Wo, dtype=torch.int64)
         out = torch.empty(V, C, Ho, Wo, dtype=x.dtype)
         big = _finite_max(x.dtype) if node is not None else float("inf")
-        if not _kernels.pool_argmax(x4.numpy(), k, st, pad, dil, am.numpy(), out.numpy(), big):
+        if not _kernels.pool_argmax(x4.numpy(), k, st, pad, dil, am.numpy(), out.numpy(), big) and node is not None:
             _check_finite(x, node)  # raises InputError with the range found
         return am.reshape(V, -1), H * W, out.squeeze(2) if one_d else out
     if node is not None:
@@ -144,10 +153,10 @@ def _pool_argmax(x: Tensor, mod: nn.Module, node: fx.Node | None = None) -> tupl
     dims = 1 if isinstance(mod, (nn.MaxPool1d, nn.AdaptiveMaxPool1d)) else \
         2 if isinstance(mod, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)) else 3
     if isinstance(mod, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)):
-        pool = (F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d)[dims - 1]
+        pool = _ADAPTIVE_MAX_POOLS[dims - 1]
         out, am = pool(x, mod.output_size, return_indices=True)
     else:
-        pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[dims - 1]
+        pool = _MAX_POOLS[dims - 1]
         out, am = pool(x, mod.kernel_size, mod.stride, mod.padding, mod.dilation, ceil_mode=mod.ceil_mode,
                        return_indices=True)
     size = 1

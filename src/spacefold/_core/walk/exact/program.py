@@ -23,7 +23,7 @@ from .errors import NotPiecewiseLinearError, _refuse
 STEP_KINDS = ("input", "const", "affine", "act", "maxpool", "output")
 
 
-_AFFINE_MODULES: tuple[type, ...] = (
+_AFFINE_MODULES: tuple[type[nn.Module], ...] = (
     nn.Linear,
     nn.Conv1d,
     nn.Conv2d,
@@ -55,8 +55,8 @@ _AFFINE_MODULES: tuple[type, ...] = (
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-_MAXPOOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
-            nn.AdaptiveMaxPool3d)
+_MAXPOOL: tuple[type[nn.Module], ...] = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d,
+                                         nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
 
 
 # functions / methods that are linear in each dynamic argument when the others are constant
@@ -112,7 +112,12 @@ def _dynamic_positions(node: fx.Node, dyn_args: list[fx.Node]) -> list[int | str
 
     def holds(a) -> bool:
         hit = []
-        fx.node.map_arg(a, lambda n: hit.append(n in dyn) or n)
+
+        def note(n: fx.Node) -> fx.Node:
+            hit.append(n in dyn)
+            return n
+
+        fx.node.map_arg(a, note)
         return any(hit)
 
     for i, a in enumerate(node.args):
@@ -182,6 +187,7 @@ def _functional_step(node: fx.Node, dyn_args: list[fx.Node], layers: LayerSelect
     module it computes, a bit layer when ``layers`` selects its call site (named as
     :class:`spacefold._core.patterns.PatternRecorder` names it, ``"<module>:<function>"``)."""
     spec = functional_activation(node.target)
+    assert spec is not None  # called only for the nodes functional_activation knows
     name = spec.name
     if len(dyn_args) != 1 or not node.args or node.args[0] is not dyn_args[0]:
         raise _refuse(f"the activation {name} (node '{node.name}') must take one input-dependent tensor, its first "
@@ -235,6 +241,8 @@ class ExactProgram:
     everything before it is affine in the input, so for a data set it can be
     evaluated once per input (:meth:`prefix`) instead of once per path.
     """
+
+    _float64: tuple[tuple[tuple[int, int], ...], ExactProgram]  # see driver._float64_program
 
     def __init__(self, model: nn.Module, layers: LayerSelector = None):
         # a weak reference: programs are cached per model, and must not keep it alive
@@ -403,14 +411,18 @@ class ExactProgram:
             obj = self.model
             if obj is None:
                 raise RuntimeError("the model of this ExactProgram no longer exists")
+            assert isinstance(node.target, str)  # fx names the attribute of a get_attr node by its path
             for part in node.target.split("."):
                 obj = getattr(obj, part)
             return obj
         if node.op == "call_module":
+            assert step.module is not None  # the program's steps of call_module nodes hold their module
             return step.module(*args, **kwargs)
         if node.op == "call_function":
+            assert callable(node.target)  # fx's call_function targets are the functions called
             return node.target(*args, **kwargs)
         if node.op == "call_method":
+            assert isinstance(node.target, str)  # fx's call_method targets are method names
             self_obj, *rest = args
             return getattr(self_obj, node.target)(*rest, **kwargs)
         raise AssertionError(node.op)

@@ -192,7 +192,7 @@ def _certify(model, prog: ExactProgram, x1, x2, walks: WalkBatch, layers, tie_to
     tol = max(tol, _dtype_tol(x1.dtype))
     # every activation and max pooling call, in order: their inputs at the two ends of each interval
     calls = [st for st in prog.steps if st.kind in ("act", "maxpool")]  # in the order of the forward pass
-    pools = {id(st.module): st.module for st in calls if st.kind == "maxpool"}
+    pools = {id(st.module): st.module for st in calls if st.kind == "maxpool" and st.module is not None}
     seen: list[tuple[str, nn.Module, Tensor]] = []
 
     def hook(mod, args):
