@@ -131,7 +131,7 @@ def walk_batch(
     opts = WalkOptions.check(method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=n0, stop=stop,
                              batch_size=batch_size, dtype=dtype)
     _check_pair(x1, x2, batched=True)
-    return _fold(model, _Segments.paired(x1, x2), opts, measures=False)  # type: ignore[return-value]
+    return _fold(model, _Segments.paired(x1, x2), opts, measures=False)
 
 
 def folding_pairs(
@@ -176,7 +176,7 @@ def folding_pairs(
     for name, idx in (("i", i), ("j", j)):
         if (idx < 0).any() or (idx >= n).any():
             raise InputError(f"{name} must index rows of x in [0, {n - 1}], got values outside")
-    return _fold(model, _Segments.indexed(x, _Slices(i, j), i.numel()), opts,  # type: ignore[return-value]
+    return _fold(model, _Segments.indexed(x, _Slices(i, j), i.numel()), opts,
                  per_layer=per_layer, progress=progress, workers=parallel.resolve_workers(workers, i.numel()))
 
 
@@ -233,7 +233,7 @@ def folding_batch(
                              batch_size=batch_size, dtype=dtype)
     parallel.resolve_workers(workers)  # checked before any work
     _check_pair(x1, x2, batched=True)
-    return _fold(model, _Segments.paired(x1, x2), opts, return_walks=return_walks,  # type: ignore[return-value]
+    return _fold(model, _Segments.paired(x1, x2), opts, return_walks=return_walks,
                  per_layer=per_layer, progress=progress, workers=parallel.resolve_workers(workers, x1.shape[0]))
 
 

@@ -395,7 +395,8 @@ def global_folding(
               "world_size": world_size,
               **({"n_float64": fb.n_float64, "n_unresolved": fb.n_unresolved} if method == "exact" else {}),
               # certified walks that ran out of their interval budget (not proved complete)
-              **({"n_incomplete": int((~fb.complete).sum())} if method == "certified" else {})},
+              **({"n_incomplete": int((~fb.complete).sum())} if method == "certified" and fb.complete is not None
+                 else {})},
     )
 
 

@@ -129,7 +129,7 @@ def pad_walks(walks: Sequence[Tensor]) -> Tensor:
         raise InputTypeError(f"walks must be a sequence of walks (n_points, n_neurons), got {type(walks).__name__}")
     if len(walks) == 0:
         raise InputError("walks must hold at least one walk, got an empty sequence")
-    checked = []
+    checked: list[Tensor] = []
     for i, w in enumerate(walks):
         wb, single = as_walk_batch(w, f"walks[{i}]")
         if not single:
@@ -244,17 +244,23 @@ def chi_from_ranges(r1: Tensor, r2: Tensor) -> Tensor:
 def ranges(walk: Tensor) -> tuple[int, int] | tuple[Tensor, Tensor]:
     """``(r1, r2)`` of a walk: ints for one walk, int64 tensors ``(batch,)`` for a batch."""
     w, single = as_walk_batch(walk)
-    r1 = (w ^ w[:, :1]).sum(-1).amax(dim=1)
-    r2 = (w[:, 1:] ^ w[:, :-1]).sum(dim=(-1, -2)) if w.shape[1] > 1 else torch.zeros_like(r1)
+    r1, r2 = _batch_ranges(w)
     if single:
         return int(r1[0]), int(r2[0])
+    return r1, r2
+
+
+def _batch_ranges(w: Tensor) -> tuple[Tensor, Tensor]:
+    """``(r1, r2)`` of a batch of walks ``(batch, n_points, n_neurons)``: int64 tensors ``(batch,)``."""
+    r1 = (w ^ w[:, :1]).sum(-1).amax(dim=1)
+    r2 = (w[:, 1:] ^ w[:, :-1]).sum(dim=(-1, -2)) if w.shape[1] > 1 else torch.zeros_like(r1)
     return r1, r2
 
 
 def chi(walk: Tensor) -> float | Tensor:
     """Folding χ = 1 − r1/r2 of a walk (0 when r2 = 0): float, or float64 ``(batch,)``."""
     w, single = as_walk_batch(walk)
-    r1, r2 = ranges(w)
+    r1, r2 = _batch_ranges(w)
     c = chi_from_ranges(r1, r2)
     return float(c[0]) if single else c
 
@@ -279,7 +285,7 @@ def max_profile(walk: Tensor):
 
 
 def _chi_rows(w: Tensor) -> Tensor:
-    r1, r2 = ranges(w)
+    r1, r2 = _batch_ranges(w)
     return chi_from_ranges(r1, r2)
 
 
@@ -292,6 +298,12 @@ def interaction(walk: Tensor, k: int | Tensor, signed: bool = False) -> float | 
     returned (positive: super-additive, negative: sub-additive).
     """
     w, single = as_walk_batch(walk)
+    value = _interaction(w, k, signed)
+    return float(value[0]) if single else value
+
+
+def _interaction(w: Tensor, k: int | Tensor, signed: bool) -> Tensor:
+    """I(k) of a batch of walks ``w`` ``(batch, n_points, n_neurons)`` (see :func:`interaction`)."""
     b, n, _ = w.shape
     if isinstance(k, bool):
         raise InputTypeError(f"k must be an integer index (0-based index of the shared point), got {k!r}")
@@ -316,14 +328,14 @@ def interaction(walk: Tensor, k: int | Tensor, signed: bool = False) -> float | 
     value = whole - _chi_rows(gather(first_idx)) - _chi_rows(gather(second_idx))
     if not signed:
         value = value.abs()
-    return float(value[0]) if single else value
+    return value
 
 
 def interactions(walk: Tensor, signed: bool = False) -> Tensor:
     """I(k) for every split k = 0..n-1: ``(n_points,)`` or ``(batch, n_points)``."""
     w, single = as_walk_batch(walk)
     b, n, _ = w.shape
-    out = torch.stack([interaction(w, k, signed=signed) for k in range(n)], dim=1)
+    out = torch.stack([_interaction(w, k, signed) for k in range(n)], dim=1)
     return out[0] if single else out
 
 
@@ -349,7 +361,7 @@ def chi_bounds(walk: Tensor) -> tuple[float, float, float] | tuple[Tensor, Tenso
     For L = 0 all three are 0.
     """
     w, single = as_walk_batch(walk)
-    _, r2 = ranges(w)
+    _, r2 = _batch_ranges(w)
     d = (w[:, -1] ^ w[:, 0]).sum(-1)
     ratio = torch.where(r2 > 0, d.double() / torch.clamp(r2, min=1).double(), torch.zeros_like(r2, dtype=torch.float64))
     zero = r2 == 0

@@ -404,7 +404,7 @@ class PatternRecorder:
                 f"spacefold.register_activation(nn.{type(module).__name__}, rule) or leave it out with layers=[...]"
             )
         x = args[0] if args else kwargs.get("input")
-        if selected and spec.name == "glu" and isinstance(x, Tensor):
+        if selected and isinstance(module, nn.GLU) and isinstance(x, Tensor):
             _check_halves(x, module.dim, f"F.glu at call site '{site}'")
         saved = self._copy(x) if selected and isinstance(x, Tensor) and spec.inplace(args, kwargs) else None
         if self.on_call is not None and isinstance(x, Tensor):
@@ -418,6 +418,7 @@ class PatternRecorder:
                 inputs = tuple(args) if args else (x,)
                 if saved is not None:
                     inputs = (saved,) + inputs[1:]
+                assert entry is not None  # a selected call without a rule was refused above
                 self._scores.append((site, entry.rule(module, inputs, out), type(module).__name__, True))
         finally:
             self._depth -= 1
@@ -652,7 +653,10 @@ def activation_patterns(
             if layout is None:
                 layout = rec.layout()
     out = torch.cat(chunks, dim=0) if chunks else torch.zeros(0, 0, dtype=torch.bool)
-    return (out, layout) if return_layout else out
+    if not return_layout:
+        return out
+    assert layout is not None  # the loop above runs at least once
+    return out, layout
 
 
 def pattern_layout(model: nn.Module, x: Tensor, layers: LayerSelector = None) -> PatternLayout:

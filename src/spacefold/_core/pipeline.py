@@ -14,7 +14,7 @@ import copy
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, overload
 
 import torch
 from torch import Tensor, nn
@@ -172,7 +172,7 @@ class _Segments:
         self._chunks = chunks  # (start, stop, size) -> iterator of (a, c) over [start, stop), in order
         self.x = x  # the samples that index chunks point into
         self.pair = pair  # (x1, x2) of paired segments
-        self.indexed = x is not None if indexed is None else indexed  # chunks of indices into x, or of rows
+        self.by_index = x is not None if indexed is None else indexed  # chunks of indices into x, or of rows
 
     def input_bytes(self) -> int:
         tables = [self.x] if self.x is not None else list(self.pair or ())
@@ -182,9 +182,9 @@ class _Segments:
         """The same segments without their inputs, for a walker that has the values it needs
         (the exact walker's values before the first activation): index pairs keep their
         indices, paired segments become positions."""
-        chunks = self._chunks if self.indexed else _Positions()
+        chunks = self._chunks if self.by_index else _Positions()
         # a view pickles its whole storage: the sample alone, copied
-        return _Segments(self.n, self.sample.clone(), chunks, indexed=self.indexed)
+        return _Segments(self.n, self.sample.clone(), chunks, indexed=self.by_index)
 
     @staticmethod
     def paired(x1: Tensor, x2: Tensor) -> _Segments:
@@ -236,7 +236,8 @@ class _SampledWalker:
         self.grid_index = keep_walks  # the map from grid points to regions only for walks returned
         self.device, self.dtype = device, dtype
         self.n0 = opts.n0 or default_n0(model)
-        self.recorder, self.columns = recorder, None
+        self.recorder = recorder
+        self.columns: Tensor | None = None
         self.selected: PatternRecorder | None = None
         if opts.method == "bisect" and opts.layers is not None:
             self.recorder, self.selected = _all_layers(model, recorder)
@@ -262,6 +263,7 @@ class _SampledWalker:
                 wb = uniform_walks(self.model, self.recorder, a, c, steps=opts.steps, tie_tol=opts.tie_tol,
                                    grid_index=self.grid_index)
             else:
+                assert opts.tol is not None  # resolved by WalkOptions.check
                 wb = bisect_walks(self.model, self.recorder, a, c, tol=opts.tol, tie_tol=opts.tie_tol, n0=self.n0,
                                   stop=opts.stop)
         return wb if self.columns is None else wb.select_columns(self.columns)
@@ -295,7 +297,7 @@ class _ExactWalker:
         return sum(t.numel() * t.element_size() for table in self.cache or () for t in table)
 
     def start(self, sample: Tensor) -> None:
-        tables = [self.segments.x] if self.segments.x is not None else list(self.segments.pair)
+        tables = [self.segments.x] if self.segments.x is not None else list(self.segments.pair or ())
         n = sum(t.shape[0] for t in tables)
         x = tables[0]
         per_input = sum(p[0].numel() * p.element_size() for p in self.prog.prefix(sample))
@@ -317,16 +319,17 @@ class _ExactWalker:
         from .walk.exact import exact_walks
 
         opts = self.opts
-        kw = dict(layers=opts.layers, tie_tol=opts.tie_tol, tol=opts.tol)
         if self.cache is None:  # the walk computes the prefix, in float64 too where it walks pieces again
             x1, x2 = (x.to(device=self.device, dtype=self.dtype) for x in self.segments.inputs(a, c))
-            return exact_walks(self.model, x1, x2, **kw)
+            return exact_walks(self.model, x1, x2, layers=opts.layers, tie_tol=opts.tie_tol, tol=opts.tol)
         # from the cached values; pieces walked again in float64 start from the end inputs, gathered only
         # for them (a worker process that received the cached values alone has no inputs: there they
         # start from the cached values, widened)
         seg = self.segments
-        if seg.indexed:
-            ends = None if seg.x is None else (lambda path, a=a, c=c: (seg.x[a[path]], seg.x[c[path]]))
+        ends: Callable[[Tensor], tuple[Tensor, Tensor]] | None
+        if seg.by_index:
+            xs = seg.x
+            ends = None if xs is None else (lambda path, a=a, c=c, xs=xs: (xs[a[path]], xs[c[path]]))
             a, c = a.to(self.device), c.to(self.device)
             p1 = [t.index_select(0, a) for t in self.cache[0]]
             p2 = [t.index_select(0, c) for t in self.cache[0]]
@@ -336,7 +339,8 @@ class _ExactWalker:
             self.k += a.shape[0]
             p1 = [t[rows] for t in self.cache[0]]
             p2 = [t[rows] for t in self.cache[1]]
-        return exact_walks(self.model, p1[0], p2[0], prefix=(p1, p2), ends=ends, **kw)
+        return exact_walks(self.model, p1[0], p2[0], prefix=(p1, p2), ends=ends, layers=opts.layers,
+                           tie_tol=opts.tie_tol, tol=opts.tol)
 
 
 def _probe(model: nn.Module, recorder: PatternRecorder, a: Tensor, holder: str = "x1 and x2 hold") -> PatternLayout:
@@ -420,6 +424,7 @@ def check_walk_size(opts: WalkOptions, n_segments: int, n_inputs: int, n_neurons
     check_size(name, value, per, f"the {points} of one segment and their activations")
     k = max(1, min(opts.batch_size or 1, n_segments))
     if batch_given:
+        assert opts.batch_size is not None  # given
         name, value = "batch_size", opts.batch_size
     check_size(name, value, k * per, f"the {points} of each of {k} segments walked at once and their activations")
 
@@ -453,7 +458,7 @@ class _RangeTask:
         task: paired segments with the exact walker's values send only their rows (index pairs
         share the values of every sample: ``None``, the whole task travels, once per worker)."""
         state = self.__getstate__()
-        if state["cache"] is None or state["segments"].indexed:
+        if state["cache"] is None or state["segments"].by_index:
             return None
         t = _RangeTask.__new__(_RangeTask)
         # copies: a view would pickle its whole storage
@@ -468,8 +473,9 @@ class _RangeTask:
             from .walk.certified import FoldingWalker
 
             return FoldingWalker(model, opts, self.segments, device, dtype)  # type: ignore[return-value]
+        walker: _ExactWalker | _SampledWalker
         if opts.method == "exact":
-            walker: _ExactWalker | _SampledWalker = _ExactWalker(model, opts, self.segments, device, dtype)
+            walker = _ExactWalker(model, opts, self.segments, device, dtype)
             if self.cache is not None:  # received with the task
                 walker.cache = self.cache
                 return walker
@@ -491,6 +497,7 @@ class _RangeTask:
             layers: dict[str, list[Tensor]] = {}
             # exact walks redone in float64, those of them unresolved, and sub-segments refined in float64
             redone = torch.zeros(3, dtype=torch.int64)
+            assert opts.batch_size is not None  # set by _fold before any task runs
             for a, c in self.segments.chunks(start, stop, opts.batch_size):
                 wb = walker(a, c)
                 redone[0] += getattr(wb, "n_float64", 0)
@@ -513,6 +520,18 @@ class _RangeTask:
             out.update(n_float64=redone[:1], n_unresolved=redone[1:2], n_refined=redone[2:],
                        complete=torch.cat(complete))
         return out
+
+
+@overload
+def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures: Literal[True] = ...,
+          return_walks: bool = ..., per_layer: bool = ..., progress: bool = ..., workers: int = ...,
+          distributed: bool = ...) -> FoldingBatch: ...
+
+
+@overload
+def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures: Literal[False],
+          return_walks: bool = ..., per_layer: bool = ..., progress: bool = ..., workers: int = ...,
+          distributed: bool = ...) -> WalkBatch: ...
 
 
 def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures: bool = True,

@@ -43,11 +43,11 @@ class _Entry:
 _REGISTRY: dict[type, _Entry] = {}
 
 # Piecewise linear with the only kink at z = 0: a pattern class is a linear region.
-_PIECEWISE_LINEAR = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.RReLU)
+_PIECEWISE_LINEAR: tuple[type[nn.Module], ...] = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.RReLU)
 
 # Monotone, but with kinks or curvature away from z = 0 (Hardtanh and ReLU6 bend at
 # ±1 and 6, which no bit records), so a pattern class need not be a linear region.
-_SMOOTH_MONOTONE = (
+_SMOOTH_MONOTONE: tuple[type[nn.Module], ...] = (
     nn.Hardtanh,
     nn.ReLU6,
     nn.ELU,
@@ -246,7 +246,7 @@ def _build_functional_table() -> dict:
     threshold = lambda a, k: nn.Threshold(_num(_arg(a, k, 1, "threshold", 0.0)),
                                           _num(_arg(a, k, 2, "value", 0.0)))
     add("threshold", threshold, [F.threshold], flag_at=3)
-    add("threshold", threshold, [], [F.threshold_])
+    add("threshold", threshold, [], [F.threshold_])  # type: ignore[attr-defined]  # exists, missing from torch's stubs
     add("softshrink", lambda a, k: nn.Softshrink(_num(_arg(a, k, 1, "lambd", 0.5))), [F.softshrink])
     add("hardshrink", lambda a, k: nn.Hardshrink(_num(_arg(a, k, 1, "lambd", 0.5))), [F.hardshrink, T.hardshrink])
     return table

@@ -211,13 +211,13 @@ def invariance(model: nn.Module, x: Tensor, transform: Transform, *, layers=None
     pb = activation_patterns(model, tx, layers, batch_size=batch_size)
     device, dtype = model_device_dtype(model)
     step = batch_size or x.shape[0]
-    same = []
+    agree: list[Tensor] = []
     with eval_mode(model), torch.no_grad():
         for i in range(0, x.shape[0], step):
             a = model(x[i : i + step].to(device=device, dtype=dtype)).argmax(1)
             b = model(tx[i : i + step].to(device=device, dtype=dtype)).argmax(1)
-            same.append((a == b).cpu())
-    same = torch.cat(same)
+            agree.append((a == b).cpu())
+    same = torch.cat(agree)
     diff = pa ^ pb
     per = {lay.name: float(diff[:, lay.slice].sum(1).double().mean()) for lay in layout.layers}
     frac = {lay.name: per[lay.name] / max(1, lay.size) for lay in layout.layers}
@@ -408,7 +408,7 @@ def closed_walk_bound(walk: Tensor):
     """
     w, single = measure.as_walk_batch(walk)
     ends = (w[:, 0] ^ w[:, -1]).sum(-1).double()
-    _, r2 = measure.ranges(w)
+    _, r2 = measure._batch_ranges(w)
     r2 = r2.double()
     bound = torch.where(r2 > 0, 0.5 * (1.0 - ends / torch.where(r2 > 0, r2, torch.ones_like(r2))),
                         torch.zeros_like(r2))
@@ -421,6 +421,8 @@ def closed_walk_bound(walk: Tensor):
 class _TieRows(nn.Module):
     """Weight ``(2k, d)`` -> ``[A; A M]`` with ``A`` the first ``k`` rows: the second half of the
     neurons sees the mirror image of the input (``(A M) x = A (M x)``)."""
+
+    matrix: Tensor  # a buffer
 
     def __init__(self, matrix: Tensor):
         super().__init__()
