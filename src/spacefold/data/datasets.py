@@ -46,9 +46,9 @@ MNIST_FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 
-_IDX_DTYPES = {
-    0x08: np.uint8,
-    0x09: np.int8,
+_IDX_DTYPES: dict[int, np.dtype] = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),
     0x0C: np.dtype(">i4"),
     0x0D: np.dtype(">f4"),
@@ -263,10 +263,11 @@ def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = False
         missing = [MNIST_FILES[k] for k, p in files.items() if p is None]
     if missing:
         raise _mnist_missing(data_dir, missing)
-    arrays = {k: read_idx(p) for k, p in files.items()}
+    found = {k: p for k, p in files.items() if p is not None}  # all of them: none is missing
+    arrays = {k: read_idx(p) for k, p in found.items()}
     for split in ("train", "test"):
         img, lab = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        img_file, lab_file = files[f"{split}_images"], files[f"{split}_labels"]
+        img_file, lab_file = found[f"{split}_images"], found[f"{split}_labels"]
         if img.ndim != 3 or lab.ndim != 1 or img.shape[0] != lab.shape[0]:
             raise DataError(
                 f"MNIST {split} files in {img_file.parent} do not match: images {img.shape}, "
@@ -334,7 +335,7 @@ def _need_sklearn(what: str):
         raise MissingExtraError(f"{what} needs scikit-learn: pip install 'spacefold[data]'") from None
 
 
-def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> tuple[Tensor, ...]:
+def _split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     if not 0.0 < test_fraction < 1.0:
         raise InputError(f"test_fraction must be in (0, 1), got {test_fraction}")
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
@@ -493,7 +494,8 @@ def _load_npz(path: Path, test_fraction: float, seed: int) -> Dataset:
     if parts is None:
         tensors = _split(x, y, test_fraction, seed)
     else:
-        tensors = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in (xtr, ytr, xte, yte))
+        xtr_t, ytr_t, xte_t, yte_t = (torch.from_numpy(np.ascontiguousarray(a)) for a in (xtr, ytr, xte, yte))
+        tensors = (xtr_t, ytr_t, xte_t, yte_t)
     return Dataset(path.stem, *tensors, n_classes, source=str(path))
 
 

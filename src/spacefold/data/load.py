@@ -36,6 +36,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -246,7 +247,7 @@ def _modules_from_program(program, path: Path) -> nn.Module:
 
 
 def _attr(gm: nn.Module, target: str) -> torch.Tensor:
-    obj = gm
+    obj: Any = gm  # submodules down the path, then the tensor it names
     for part in target.split("."):
         obj = getattr(obj, part)
     return obj
@@ -334,7 +335,7 @@ def _read_images(files, grayscale: bool, image_size: int | None) -> np.ndarray:
             with Image.open(p) as im:
                 im = im.convert("L" if grayscale else "RGB")
                 if image_size is not None:
-                    im = im.resize((image_size, image_size), Image.BILINEAR)
+                    im = im.resize((image_size, image_size), Image.Resampling.BILINEAR)
                 a = np.asarray(im, dtype=np.float32) / 255.0
         except OSError as err:
             raise InputError(f"image {p} cannot be read: {_first(err)}") from None
@@ -353,7 +354,7 @@ def load_image_folder(root: str | os.PathLike, *, seed: int = 0, grayscale: bool
     from .datasets import Dataset, _split
 
     root = Path(root)
-    split_dirs = [root / "train", next((root / s for s in ("test", "val") if (root / s).is_dir()), None)]
+    split_dirs = (root / "train", next((root / s for s in ("test", "val") if (root / s).is_dir()), None))
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
         raise InputError(f"image_size must be an int >= 1, got {image_size!r}")
     if split_dirs[0].is_dir() and split_dirs[1] is not None and _is_image_folder(split_dirs[0]):
