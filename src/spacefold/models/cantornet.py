@@ -139,7 +139,7 @@ def _to_fraction(value, name: str) -> Fraction:
     if isinstance(value, numbers.Integral):
         return Fraction(int(value))
     if isinstance(value, numbers.Rational):
-        return Fraction(value.numerator, value.denominator)
+        return Fraction(int(value.numerator), int(value.denominator))
     if isinstance(value, numbers.Real):
         value = float(value)
         if not math.isfinite(value):
@@ -265,8 +265,8 @@ def _min_tree(n: int, rep: str) -> tuple[list[list[list[Fraction]]], list[Fracti
         for p in range(values // 2):
             a, b = 2 * p, 2 * p + 1
             group = {}
-            for coef, sign in zip(block, signs):
-                rows.append({a: coef[0], b: coef[1]})
+            for pair, sign in zip(block, signs):
+                rows.append({a: pair[0], b: pair[1]})
                 group[len(rows) - 1] = sign
             new_s.append(group)
         if values % 2:
@@ -304,6 +304,7 @@ def exact_weights(depth: int, representation: str = "A") -> list[tuple[list[list
     depth = _check_depth(depth)
     rep = _check_representation(representation)
     f = Fraction
+    layers: list[tuple[list[list[Fraction]], list[Fraction] | None]]
     if rep == "A":
         layers = []
         for _ in range(depth):
@@ -519,6 +520,9 @@ class CantorShape(nn.Module):
     ``nn.MaxPool1d(3)``. No ReLU here, so it contributes no bits.
     """
 
+    plain_index: Tensor  # buffers
+    dent_index: Tensor
+
     def __init__(self, depth: int, dtype: torch.dtype = torch.float64):
         super().__init__()
         w, b = exact_weights(depth, "B")[0]
@@ -581,7 +585,9 @@ class CantorNet(nn.Module):
     @property
     def tie_tol(self) -> float:
         """Recommended tie tolerance for the current dtype of the weights."""
-        return tie_tolerance(self.body.out.weight.dtype)
+        out = self.body.out
+        assert isinstance(out, nn.Linear)  # the last affine layer, built in __init__
+        return tie_tolerance(out.weight.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.body(x)

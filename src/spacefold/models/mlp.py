@@ -289,7 +289,7 @@ def _check_config(cfg, path: Path) -> tuple[int, tuple[int, ...], int, str]:
 
 def _expected_shapes(in_features: int, hidden: Sequence[int], n_classes: int) -> dict[str, tuple[int, ...]]:
     """The state_dict shapes of ``MLP(in_features, hidden, n_classes)``, without building it."""
-    shapes = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     prev = in_features
     for k, h in enumerate((*hidden, n_classes)):
         shapes[f"net.{2 * k}.weight"] = (h, prev)

@@ -343,7 +343,8 @@ def _walk_list(model, x1: Tensor, x2: Tensor, method: str, n_points: int,
         return [], None
     wb = walk_batch(model, x1, x2, method=method, steps=max(n_points - 1, 1), batch_size=batch_size)
     walks = [wb[k] for k in range(len(wb))]
-    grid = [w.grid_index for w in walks] if method == "uniform" else None
+    # every walk of a uniform grid has its grid index
+    grid = [w.grid_index for w in walks if w.grid_index is not None] if method == "uniform" else None
     return [w.patterns for w in walks], grid
 
 
@@ -485,7 +486,7 @@ def adversarial_interaction(
     pa_s, pb_s = pa, ia.numel() + pb  # positions in xs
 
     results, success = {}, {}
-    clean = None
+    clean: tuple[np.ndarray, float | None] | None = None
     for atk in attacks:
         xadv = attack(model, xs, ys, atk, eps, steps=steps, step_size=step_size, data_range=data_range, seed=seed)
         flipped = predict(model, xadv) != pred

@@ -341,6 +341,7 @@ def run_study(
         (out / "runs").mkdir(parents=True, exist_ok=True)
     log = log if (log is not None and main) else (lambda s: None)
     runs = [(arch, seed) for arch in archs for seed in seeds]
+    rows: list
     if size == 1:
         rows = []
         for arch, seed in runs:
@@ -352,10 +353,11 @@ def run_study(
     # rank 0 looks at what is there; the models of checkpoints found travel with the plan
     plan = parallel.broadcast([_found(out, arch, seed, settings, data, log) for arch, seed in runs] if main else None)
     todo = [k for k, f in enumerate(plan) if not isinstance(f, dict)]
-    rows: list = list(plan)
+    rows = list(plan)
     for r0 in range(0, len(todo), size):
         mine = todo[r0 + rank] if r0 + rank < len(todo) else None
         msgs: list[str] = []
+        done: tuple | None
         if mine is None:
             done = None
         else:
@@ -382,10 +384,10 @@ def run_study(
             if len(item) > 5 and failed is None:
                 failed = (r, runs[k], item[5])
         if failed is not None:
-            r, (arch, seed), err = failed
-            if isinstance(err, (InputError, OSError)):
-                raise err
-            raise RuntimeError(f"run {_run_name(arch, seed)} failed on rank {r}: {type(err).__name__}: {err}")
+            r, (arch, seed), cause = failed
+            if isinstance(cause, (InputError, OSError)):
+                raise cause
+            raise RuntimeError(f"run {_run_name(arch, seed)} failed on rank {r}: {type(cause).__name__}: {cause}")
     if main:
         write_tables(rows, out)
     return rows
@@ -432,7 +434,8 @@ def _found(out: Path, arch: str, seed: int, settings: StudySettings, data, log):
 
 def _regularizer(settings: StudySettings, data, seed: int):
     """The folding regulariser of one run (``None`` for plain training) and its record."""
-    reg = settings.regularizer.build(data.x_train, data.y_train, seed) if settings.regularizing else None
+    reg = settings.regularizer.build(data.x_train, data.y_train, seed) if (
+        settings.regularizer is not None and settings.regularizing) else None
     return reg, (reg.describe() if reg is not None else None)
 
 
@@ -526,8 +529,11 @@ def _same_run(row: dict, arch: str, seed: int) -> bool:
     """Whether a result found under a run's name is of that architecture and seed."""
     from ..models.mlp import parse_arch
 
+    found = row.get("arch")
+    if found is None:
+        return False
     try:
-        return parse_arch(row.get("arch")) == parse_arch(arch) and row.get("seed") == seed
+        return parse_arch(found) == parse_arch(arch) and row.get("seed") == seed
     except (InputError, TypeError):
         return False
 

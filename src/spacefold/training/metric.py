@@ -191,6 +191,7 @@ class FoldingMetric(Metric):
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
+    n_paths: Tensor  # a state, registered by add_state
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
