@@ -4,9 +4,10 @@ The pages in docs/ and the README link to each other and to files elsewhere in t
 (notebooks, benchmark results, study tables and figures) by their paths in the repository, which is
 what a reader of the repository on disk or on a forge follows. The site mirrors that: README.md
 becomes ``index.md`` and CHANGELOG.md ``changelog.md``, the repository files that a page links to
-outside docs/ are added to the site under ``repository/`` and their own paths (Markdown files as pages, the rest as downloads), and every relative link is
-rewritten from "path in the repository" to "path in the site". A link to a file that does not exist
-is left as written, so the strict build reports it.
+outside docs/ are added to the site under ``repository/`` and their own paths (Markdown files as
+pages, the rest as downloads), and every relative link is rewritten from "path in the repository"
+to "path in the site". A link to a file that does not exist is left as written, so the strict build
+reports it.
 """
 
 from __future__ import annotations

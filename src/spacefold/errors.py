@@ -16,7 +16,7 @@ class InputError(ValueError):
     line turns exactly these errors into exit code 2 and one line on stderr; any other exception is a
     bug and keeps its traceback.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> try:
         ...     sf.chi(torch.tensor([[0, 2]]))
@@ -30,9 +30,9 @@ class InputError(ValueError):
 
 class InputTypeError(InputError, TypeError):
     """Bad input of the wrong kind: a type, a module or a layer that is not supported (an
-    :class:`InputError` and a ``TypeError``).
+    ``InputError`` and a ``TypeError``).
 
-    Example:
+    Examples:
         >>> import spacefold as sf
         >>> try:
         ...     sf.chi([[0, 1]])

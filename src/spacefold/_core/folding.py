@@ -200,7 +200,7 @@ def folding_pairs(
         NotPiecewiseLinearError: ``method="exact"`` on a model that is not piecewise linear (use
             ``"bisect"`` or ``"certified"``).
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> net = sf.mlp("8x8", in_features=2, n_classes=2, seed=0)
         >>> x = torch.randn(6, 2, generator=torch.Generator().manual_seed(0))
@@ -290,7 +290,7 @@ def folding_batch(
         NotPiecewiseLinearError: ``method="exact"`` on a model that is not piecewise linear (use
             ``"bisect"`` or ``"certified"``).
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> net = sf.mlp("8x8", in_features=2, n_classes=2, seed=0)
         >>> g = torch.Generator().manual_seed(0)
@@ -357,7 +357,7 @@ def walk(
         NotPiecewiseLinearError: ``method="exact"`` on a model that is not piecewise linear (use
             ``"bisect"`` or ``"certified"``).
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> net = sf.cantornet(depth=3)  # float64, exact rational weights
         >>> x1 = torch.tensor([0.0, 0.75], dtype=torch.float64)
@@ -392,7 +392,7 @@ def folding(
 ) -> Folding:
     """The folding of the segment ``x1 -> x2``: χ, r1, r2, the number of regions and the prefix profile.
 
-    For many segments use :func:`folding_batch`, which walks them in batches.
+    For many segments use ``folding_batch``, which walks them in batches.
 
     Args:
         model (nn.Module): any PyTorch model; its activation modules are hooked and its activation
@@ -426,7 +426,7 @@ def folding(
         NotPiecewiseLinearError: ``method="exact"`` on a model that is not piecewise linear (use
             ``"bisect"`` or ``"certified"``).
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> net = sf.cantornet(depth=3)  # float64, exact rational weights
         >>> x1 = torch.tensor([0.0, 0.75], dtype=torch.float64)

@@ -55,15 +55,15 @@ def _fraction(values: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class GlobalFolding:
-    """The folding of many paths over a data set, as :func:`spacefold.global_folding` returns it; one
+    """The folding of many paths over a data set, as ``spacefold.global_folding`` returns it; one
     entry per path in every tensor.
 
-    Aggregates: :attr:`phi` (Φ_N, the median of the non-zero χ, 0 if none), :attr:`phi_max` (the median
-    of the non-zero profile maxima), :meth:`phi_max_p2` (the aggregation of arXiv 2502.09954: per ordered
+    Aggregates: ``phi`` (Φ_N, the median of the non-zero χ, 0 if none), ``phi_max`` (the median
+    of the non-zero profile maxima), ``phi_max_p2`` (the aggregation of arXiv 2502.09954: per ordered
     class pair the median of the non-zero maxima, then the median of those pair medians),
-    :attr:`fraction_folded`, :attr:`mean`, :meth:`quantiles`, :meth:`class_pairs`,
-    :meth:`per_layer_summary`, :meth:`bootstrap`; :meth:`summary` and :meth:`to_dict` hold them as JSON,
-    :meth:`to_pandas` one row per path.
+    ``fraction_folded``, ``mean``, ``quantiles``, ``class_pairs``,
+    ``per_layer_summary``, ``bootstrap``; ``summary`` and ``to_dict`` hold them as JSON,
+    ``to_pandas`` one row per path.
 
     Attributes:
         chi (Tensor): float64 ``(n_paths,)``, χ of every path.
@@ -81,10 +81,10 @@ class GlobalFolding:
         per_layer (dict[str, Tensor] | None): layer name -> χ ``(n_paths,)`` of that layer's bits alone
             (with ``per_layer=True``).
         info (dict): with the exact walk, ``n_float64`` and ``n_unresolved`` (see
-            :class:`spacefold.FoldingBatch`); with the certified walk, ``n_incomplete`` (paths not proved
-            complete within the interval budget); also in :meth:`to_dict`.
+            ``spacefold.FoldingBatch``); with the certified walk, ``n_incomplete`` (paths not proved
+            complete within the interval budget); also in ``to_dict``.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> net = sf.mlp("8x8", in_features=2, n_classes=2, seed=0)
         >>> x = torch.randn(8, 2, generator=torch.Generator().manual_seed(0))
@@ -347,7 +347,7 @@ def global_folding(
     is evaluated once per sample, not once per path.
 
     Args:
-        model (nn.Module): any PyTorch model (as in :func:`folding_batch`).
+        model (nn.Module): any PyTorch model (as in ``folding_batch``).
         x (Tensor): the samples, ``(n_samples, *input_shape)``.
         y (Tensor | Sequence[int]): their integer class labels, ``(n_samples,)``.
         pairs (str | PairPlan): which paths: ``"inter-class"`` (every ordered pair of samples of
@@ -358,13 +358,13 @@ def global_folding(
         max_pairs (int | None): at most this many paths, spread evenly over the class pairs and drawn at
             random with ``seed``; ``None`` walks every pair.
         seed (int): the seed of every random choice (the pairs drawn, the k-means centroids).
-        method (str): the walk method, as in :func:`folding_batch`.
+        method (str): the walk method, as in ``folding_batch``.
         n_clusters (int): for ``pairs="centroids"``: centroids per class.
         classes (Sequence[int] | None): restrict the paths to these classes (default: every class in ``y``).
         steps (int): for ``method="uniform"``: ``steps + 1`` points per path.
-        tol (float | None): the walk's tolerance in t, as in :func:`folding_batch`.
+        tol (float | None): the walk's tolerance in t, as in ``folding_batch``.
         tie_tol (float): a neuron is on where its pre-activation exceeds ``tie_tol`` (>= 0).
-        layers (str | type | list | None): which activations give bits, as in :func:`folding_batch`.
+        layers (str | type | list | None): which activations give bits, as in ``folding_batch``.
         batch_size (int | None): paths per chunk (``None``: from the memory budget).
         dtype (torch.dtype | None): evaluate a copy of the model in this dtype.
         per_layer (bool): also χ of each layer's bits alone.
@@ -379,10 +379,10 @@ def global_folding(
     Raises:
         InputTypeError: ``x`` is not a tensor, ``y`` not integer labels, or the model not an ``nn.Module``.
         InputError: ``y`` does not match ``x``, an unknown ``pairs`` mode, a class of ``classes`` with
-            no sample, a negative ``seed``, or a walk option out of range (as in :func:`folding_batch`).
+            no sample, a negative ``seed``, or a walk option out of range (as in ``folding_batch``).
         NotPiecewiseLinearError: ``method="exact"`` on a model that is not piecewise linear.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> net = sf.mlp("8x8", in_features=2, n_classes=3, seed=0)
         >>> x = torch.randn(12, 2, generator=torch.Generator().manual_seed(0))

@@ -250,13 +250,14 @@ def ranges(walk: Tensor) -> tuple[int, int] | tuple[Tensor, Tensor]:
             one length, ``(batch, n_points, n_neurons)``; bool, or integers/floats holding only 0 and 1.
 
     Returns:
-        ``(r1, r2)``: two ints for one walk; two int64 tensors ``(batch,)`` for a batch.
+        tuple[int, int] | tuple[Tensor, Tensor]: ``(r1, r2)``, two ints for one walk; two int64 tensors
+        ``(batch,)`` for a batch.
 
     Raises:
         InputTypeError: ``walk`` is not a tensor.
         InputError: ``walk`` is not 2-D or 3-D, holds no pattern, or holds values other than 0 and 1.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> w = torch.tensor([[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]])
         >>> sf.ranges(w)
@@ -282,13 +283,13 @@ def chi(walk: Tensor) -> float | Tensor:
             one length, ``(batch, n_points, n_neurons)``; bool or 0/1 values.
 
     Returns:
-        χ in [0, 1): a float for one walk, a float64 tensor ``(batch,)`` for a batch.
+        float | Tensor: χ in [0, 1), a float for one walk, a float64 tensor ``(batch,)`` for a batch.
 
     Raises:
         InputTypeError: ``walk`` is not a tensor.
         InputError: ``walk`` is not 2-D or 3-D, holds no pattern, or holds values other than 0 and 1.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> w = torch.tensor([[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]])  # out two steps, back two
         >>> sf.chi(w)
@@ -307,7 +308,7 @@ def chi_profile(walk: Tensor) -> Tensor:
     """χ of every prefix of a walk (docs/method.md, "The folding measure").
 
     Entry j is χ of the prefix (π_1, ..., π_{j+1}); entry 0 (a single pattern) is 0 and the last
-    entry equals :func:`chi`.
+    entry equals ``chi``.
 
     Args:
         walk (Tensor): the patterns of one walk, ``(n_points, n_neurons)``, or of a batch of walks of
@@ -320,7 +321,7 @@ def chi_profile(walk: Tensor) -> Tensor:
         InputTypeError: ``walk`` is not a tensor.
         InputError: ``walk`` is not 2-D or 3-D, holds no pattern, or holds values other than 0 and 1.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> w = torch.tensor([[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]])
         >>> sf.chi_profile(w)
@@ -359,14 +360,14 @@ def interaction(walk: Tensor, k: int | Tensor, signed: bool = False) -> float | 
             negative: sub-additive).
 
     Returns:
-        I(k): a float for one walk, a float64 tensor ``(batch,)`` for a batch.
+        float | Tensor: I(k), a float for one walk, a float64 tensor ``(batch,)`` for a batch.
 
     Raises:
         InputTypeError: ``walk`` is not a tensor, or ``k`` is not an integer or an integer tensor.
-        InputError: ``walk`` is malformed (see :func:`chi`), ``k`` lies outside [0, n_points − 1], or
+        InputError: ``walk`` is malformed (see ``chi``), ``k`` lies outside [0, n_points − 1], or
             the tensor ``k`` is not of shape ``(batch,)``.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> w = torch.tensor([[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]])
         >>> sf.chi(w[:3]), sf.chi(w[2:]), sf.chi(w)  # neither half folds, the whole does
@@ -426,13 +427,13 @@ def symmetric_chi(walk: Tensor) -> float | Tensor:
             one length, ``(batch, n_points, n_neurons)``; bool or 0/1 values.
 
     Returns:
-        d_χ: a float for one walk, a float64 tensor ``(batch,)`` for a batch.
+        float | Tensor: d_χ, a float for one walk, a float64 tensor ``(batch,)`` for a batch.
 
     Raises:
         InputTypeError: ``walk`` is not a tensor.
         InputError: ``walk`` is not 2-D or 3-D, holds no pattern, or holds values other than 0 and 1.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> w = torch.tensor([[0, 0, 0], [1, 1, 1], [1, 1, 0]])
         >>> sf.chi(w), sf.chi(w.flip(0))  # χ depends on the direction
@@ -454,15 +455,15 @@ def chi_bounds(walk: Tensor) -> tuple[float, float, float] | tuple[Tensor, Tenso
             one length, ``(batch, n_points, n_neurons)``; bool or 0/1 values.
 
     Returns:
-        ``(lower, upper, reversal)`` with ``lower = ½(1 − D/L)``, ``upper = 1 − D/L`` and
-        ``reversal = D/L`` (a bound on |χ(Γ) − χ(−Γ)|); all three are 0 when L = 0. Floats for one
-        walk, float64 tensors ``(batch,)`` for a batch.
+        tuple[float, float, float] | tuple[Tensor, Tensor, Tensor]: ``(lower, upper, reversal)`` with
+        ``lower = ½(1 − D/L)``, ``upper = 1 − D/L`` and ``reversal = D/L`` (a bound on |χ(Γ) − χ(−Γ)|);
+        all three are 0 when L = 0. Floats for one walk, float64 tensors ``(batch,)`` for a batch.
 
     Raises:
         InputTypeError: ``walk`` is not a tensor.
         InputError: ``walk`` is not 2-D or 3-D, holds no pattern, or holds values other than 0 and 1.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> w = torch.tensor([[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]])  # a closed walk: D = 0
         >>> sf.chi_bounds(w)

@@ -644,8 +644,9 @@ def activation_patterns(
         return_layout (bool): also return the layout, where each layer's bits sit in a pattern.
 
     Returns:
-        The patterns, a bool tensor ``(batch, n_neurons)``; with ``return_layout=True`` the pair
-        ``(patterns, layout)``, whose ``layout.layers`` give each block's name, kind and slice.
+        Tensor | tuple[Tensor, PatternLayout]: the patterns, a bool tensor ``(batch, n_neurons)``; with
+        ``return_layout=True`` the pair ``(patterns, layout)``, whose ``layout.layers`` give each block's
+        name, kind and slice.
 
     Raises:
         InputTypeError: ``model`` is not an ``nn.Module``, ``x`` is not a real tensor, or ``layers``
@@ -654,7 +655,7 @@ def activation_patterns(
             below 1, ``layers`` names no activation of the model, or an activation runs where its bits
             cannot be seen (TorchScript, ``torch.compile``) or has no binarisation rule.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2), torch.nn.ReLU())
         >>> with torch.no_grad():

@@ -43,11 +43,11 @@ MAX_CHUNK = 1 << 17  # segments per chunk at most
 
 @dataclass(frozen=True)
 class Folding:
-    """The folding of one segment, as :func:`spacefold.folding` returns it.
+    """The folding of one segment, as ``spacefold.folding`` returns it.
 
     ``n_regions`` counts the regions of the walk, end points included: a segment that starts or ends
     exactly on a boundary counts a region of zero length there (the papers' grid includes t = 0 and
-    t = 1), so it is then not the number of linear pieces along the segment; :attr:`n_pieces`
+    t = 1), so it is then not the number of linear pieces along the segment; ``n_pieces``
     (``walk.n_pieces``) counts the regions of positive length.
 
     Attributes:
@@ -60,7 +60,7 @@ class Folding:
         max_profile (float): the largest value of ``profile``.
         walk (Walk): the walk itself (``walk.patterns``, ``walk.t``).
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> net = sf.cantornet(depth=1)
         >>> f = sf.folding(net, torch.tensor([0.0, 0.75], dtype=torch.float64),
@@ -89,17 +89,17 @@ class Folding:
 
     @property
     def n_pieces(self) -> int:
-        """The regions of positive length (see :attr:`spacefold._core.walk.Walk.n_pieces`)."""
+        """The regions of positive length (see ``spacefold._core.walk.Walk.n_pieces``)."""
         return self.walk.n_pieces
 
 
 @dataclass(frozen=True)
 class FoldingBatch:
-    """The folding of many segments, as :func:`spacefold.folding_batch` and
-    :func:`spacefold.folding_pairs` return it; one entry per segment in every tensor.
+    """The folding of many segments, as ``spacefold.folding_batch`` and
+    ``spacefold.folding_pairs`` return it; one entry per segment in every tensor.
 
     ``n_regions`` counts a region of zero length where a segment starts or ends exactly on a boundary
-    (see :class:`Folding`); with ``return_walks=True``, ``walks.n_pieces`` counts the regions of
+    (see ``Folding``); with ``return_walks=True``, ``walks.n_pieces`` counts the regions of
     positive length.
 
     Attributes:
@@ -110,7 +110,7 @@ class FoldingBatch:
         max_profile (Tensor): float64 ``(batch,)``, the largest χ of a prefix of every walk.
         method (str): the walk method.
         layout (PatternLayout | None): where each layer's bits sit in a pattern.
-        walks (WalkBatch | None): every walk, back to back (``walks[i]`` is a :class:`Walk`); only with
+        walks (WalkBatch | None): every walk, back to back (``walks[i]`` is a ``Walk``); only with
             ``return_walks=True``.
         per_layer (dict[str, Tensor] | None): layer name -> χ ``(batch,)`` of that layer's bits alone; only
             with ``per_layer=True``.
@@ -125,7 +125,7 @@ class FoldingBatch:
             every bit: True for ``exact``, True for ``certified`` unless the path ran out of its interval
             budget, False (not guaranteed) for ``bisect`` and ``uniform``.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> net = sf.mlp("8x8", in_features=2, n_classes=2, seed=0)
         >>> g = torch.Generator().manual_seed(0)

@@ -122,7 +122,7 @@ def register_activation(module_type: type, rule: Rule | None = None, *, piecewis
     Raises:
         InputTypeError: ``module_type`` is not an ``nn.Module`` subclass, or ``rule`` is not callable.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> class Shifted(torch.nn.Module):  # relu(z - 1): on where z > 1
         ...     def forward(self, z):

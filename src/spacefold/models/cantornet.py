@@ -594,7 +594,7 @@ def cantornet(depth: int, representation: str = "A", dtype: torch.dtype = torch.
     """CantorNet (arXiv 2411.19713), the sandbox with known answers, as an ``nn.Module`` whose weights are
     computed in exact rationals from the construction.
 
-    The pattern (:func:`spacefold.activation_patterns`) has one bit per ReLU neuron, the output neuron
+    The pattern (``spacefold.activation_patterns``) has one bit per ReLU neuron, the output neuron
     included: m = 6, 11, 16, 21, 26 (A), 12, 14, 24, 42, 76 (B), 14, 17, 29, 51, 93 (C) for k = 1..5.
     Representation C has exact ties (two ReLUs of ±(a − b) both at 0) that float arithmetic misreads:
     pass ``tie_tol=net.tie_tol`` when walking it (docs/method.md, "CantorNet").
@@ -613,7 +613,7 @@ def cantornet(depth: int, representation: str = "A", dtype: torch.dtype = torch.
         ValueError: ``depth`` outside [1, 10] or an unknown ``representation``.
         TypeError: ``dtype`` is not a real floating dtype.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> net = sf.cantornet(depth=2)
         >>> net.n_neurons, net.tie_tol, sf.cantornet(2, "C").n_neurons

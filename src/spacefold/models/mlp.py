@@ -176,7 +176,7 @@ def mlp(
         InputError: an ``arch`` that is not of those forms, an unknown ``activation``, a negative
             ``seed``, or a network too large to build.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> net = sf.mlp("3x20", in_features=784, n_classes=10, seed=0)
         >>> net(torch.zeros(2, 784)).shape
@@ -208,7 +208,7 @@ def save_checkpoint(model: MLP, path: str | os.PathLike, metadata: dict | None =
     nothing half-written is left behind.
 
     Args:
-        model (MLP): a model built by :func:`mlp`.
+        model (MLP): a model built by ``mlp``.
         path (str | os.PathLike): the checkpoint file to write.
         metadata (dict | None): JSON-serialisable data to store with it (training settings, accuracy).
 
@@ -219,7 +219,7 @@ def save_checkpoint(model: MLP, path: str | os.PathLike, metadata: dict | None =
         InputTypeError: ``model`` is not a spacefold MLP, or ``metadata`` is not JSON-serialisable.
         InputError: the model's weights hold NaN or inf.
 
-    Example:
+    Examples:
         >>> import pathlib, tempfile, spacefold as sf
         >>> with tempfile.TemporaryDirectory() as folder:
         ...     path = sf.save_checkpoint(sf.mlp("2x8", in_features=2, n_classes=2), pathlib.Path(folder) / "net.pt",
@@ -264,7 +264,7 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
 
 def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
                     with_metadata: bool = False) -> MLP | tuple[MLP, dict]:
-    """Load a checkpoint written by :func:`save_checkpoint`, with ``torch.load(weights_only=True)``.
+    """Load a checkpoint written by ``save_checkpoint``, with ``torch.load(weights_only=True)``.
 
     Args:
         path (str | os.PathLike): the checkpoint file.
@@ -272,7 +272,8 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
         with_metadata (bool): also return the metadata stored with the model.
 
     Returns:
-        The model (an MLP, in eval mode), or ``(model, metadata)`` with ``with_metadata=True``.
+        MLP | tuple[MLP, dict]: the model (in eval mode), or ``(model, metadata)`` with
+        ``with_metadata=True``.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -280,7 +281,7 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
             directory, a foreign or corrupt file, a config that does not match the stored tensors
             (checked before any layer is built), weights that are not finite.
 
-    Example:
+    Examples:
         >>> import pathlib, tempfile, torch, spacefold as sf
         >>> net = sf.mlp("2x8", in_features=2, n_classes=2, seed=1)
         >>> with tempfile.TemporaryDirectory() as folder:

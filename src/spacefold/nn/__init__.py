@@ -40,7 +40,7 @@ class GatedUnit(nn.Module):
     (the last dimension), with one bit per unit in the activation pattern.
 
     ``gate`` and ``up`` are the two ``nn.Linear`` projections; ``activation`` is the gate's activation
-    (SiLU here; :class:`SwiGLU`, :class:`GEGLU` and :class:`ReGLU` set it). The module stops at the
+    (SiLU here; ``SwiGLU``, ``GEGLU`` and ``ReGLU`` set it). The module stops at the
     units: the down projection of a Llama-style MLP is a layer of its own after it. A unit's bit is
     [output > 0] (``register_activation(GatedUnit, rule)`` registered for it and its subclasses).
     Input ``(*, d_in)``, output ``(*, d_hidden)``.
@@ -57,7 +57,7 @@ class GatedUnit(nn.Module):
         InputError: ``d_in`` or ``d_hidden`` is below 1; when called, an input whose last dimension is
             not ``d_in``.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> from spacefold.nn import GatedUnit
         >>> unit = GatedUnit(2, 3)
@@ -108,7 +108,7 @@ class SwiGLU(GatedUnit):
         InputError: ``d_in`` or ``d_hidden`` is below 1; when called, an input whose last dimension is
             not ``d_in``.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> from spacefold.nn import SwiGLU
         >>> _ = torch.manual_seed(0)
@@ -141,7 +141,7 @@ class GEGLU(GatedUnit):
         InputError: ``d_in`` or ``d_hidden`` is below 1; when called, an input whose last dimension is
             not ``d_in``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from spacefold.nn import GEGLU
         >>> unit = GEGLU(4, 6, bias=True)
@@ -176,7 +176,7 @@ class ReGLU(GatedUnit):
         InputError: ``d_in`` or ``d_hidden`` is below 1; when called, an input whose last dimension is
             not ``d_in``.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> from spacefold.nn import ReGLU
         >>> unit = ReGLU(2, 3)

@@ -28,7 +28,7 @@ def collapse(patterns: Tensor) -> Tensor:
     Returns:
         Tensor: ``(n_regions, n_neurons)``, the first row of every run of equal rows.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from spacefold.testing import collapse
         >>> collapse(torch.tensor([[0, 1], [0, 1], [1, 1], [0, 1]])).tolist()
@@ -48,7 +48,7 @@ def is_subsequence(short: Tensor, long: Tensor) -> bool:
     Returns:
         bool: True when every row of ``short`` is found in ``long`` after the previous one.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from spacefold.testing import is_subsequence
         >>> long = torch.tensor([[1], [2], [3]])
@@ -83,7 +83,7 @@ def dense_walks(model: nn.Module, x1: Tensor, x2: Tensor, *, steps: int = 4000, 
         InputTypeError: ``model`` or the inputs of the wrong type.
         InputError: inputs of different or wrong shapes, or a walk option out of range.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> from spacefold.testing import dense_walks
         >>> net = sf.cantornet(2)
@@ -101,12 +101,12 @@ def agrees_with_dense_grid(walk: Tensor, dense: Tensor) -> bool:
     Args:
         walk (Tensor): the patterns of the walk to check, ``(n_regions, n_neurons)``.
         dense (Tensor): the patterns of the dense walk of the same segment, ``(n_dense, n_neurons)``
-            (from :func:`dense_walks`).
+            (from ``dense_walks``).
 
     Returns:
         bool: True when the walk passes.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> from spacefold.testing import agrees_with_dense_grid, dense_walks
         >>> net = sf.cantornet(2)

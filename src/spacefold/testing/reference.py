@@ -217,7 +217,7 @@ LAYERS = (nn.Linear, *_ACTS, *(*_MAXPOOLS, *_AVGPOOLS), nn.Flatten, nn.Unflatten
 
 
 class ReferenceWalk(NamedTuple):
-    """The walk Γ* of a segment in exact rational arithmetic, as :func:`reference_walk` returns it.
+    """The walk Γ* of a segment in exact rational arithmetic, as ``reference_walk`` returns it.
 
     Attributes:
         t (list[Fraction]): where each region is entered (``t[0] == 0``).
@@ -226,7 +226,7 @@ class ReferenceWalk(NamedTuple):
         breakpoints (list[Fraction]): every kink crossing or window tie found (0 and 1 included),
             whether or not a bit changes there.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from spacefold.testing import reference_walk
         >>> net = torch.nn.Sequential(torch.nn.Linear(1, 2), torch.nn.ReLU())
@@ -266,7 +266,7 @@ def reference_pattern(net: nn.Sequential, x: Sequence[float | Fraction]) -> tupl
     Raises:
         InputTypeError: ``net`` is not an ``nn.Sequential`` of those layers.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from spacefold.testing import reference_pattern
         >>> net = torch.nn.Sequential(torch.nn.Linear(1, 2), torch.nn.ReLU())
@@ -295,7 +295,7 @@ def reference_walk(net: nn.Sequential, x1: Sequence[float | Fraction], x2: Seque
     Raises:
         InputTypeError: ``net`` is not an ``nn.Sequential`` of those layers.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> from spacefold.testing import reference_walk
         >>> net = torch.nn.Sequential(torch.nn.Linear(1, 2), torch.nn.ReLU()).double()
@@ -318,18 +318,18 @@ def cantornet_walk(depth: int, representation: str = "A", start: Sequence[float 
 
     Args:
         depth (int): the recursion depth k, in [1, 10].
-        representation (str): ``"A"``, ``"B"`` or ``"C"`` (as in :func:`spacefold.cantornet`).
+        representation (str): ``"A"``, ``"B"`` or ``"C"`` (as in ``spacefold.cantornet``).
         start (Sequence[float | Fraction] | None): the start (default (0, 3/4)).
         end (Sequence[float | Fraction] | None): the end (default (1, 3/4)).
 
     Returns:
-        ``(t, patterns)``: where each region is entered (fractions) and its bits, as in
-        :func:`reference_walk`.
+        tuple[list[Fraction], list[tuple[bool, ...]]]: ``(t, patterns)``, where each region is entered
+        (fractions) and its bits, as in ``reference_walk``.
 
     Raises:
         ValueError: ``depth`` outside [1, 10] or an unknown ``representation``.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> from spacefold.testing import cantornet_walk
         >>> t, patterns = cantornet_walk(2)

@@ -47,11 +47,11 @@ class FoldingCallback(pl.Callback):
 
     Args:
         x1 (Tensor): the starts of the probe segments, ``(n_probe, *input_shape)`` (see
-            :func:`spacefold.probe_pairs`).
+            ``spacefold.probe_pairs``).
         x2 (Tensor): their ends, of the same shape.
         every_n_epochs (int): measure at the end of every n-th training epoch (and the last one).
         every_n_steps (int | None): measure after every n-th optimiser step instead (overrides epochs).
-        method (str): the walk method, as in :func:`spacefold.folding_batch`.
+        method (str): the walk method, as in ``spacefold.folding_batch``.
         steps (int): for ``method="uniform"``: ``steps + 1`` points per segment.
         layers (str | type | list | None): which activations give bits.
         module (str | None): the attribute name of the submodule to measure (default: the LightningModule).
@@ -63,7 +63,7 @@ class FoldingCallback(pl.Callback):
         InputError: a count below 1, segments of different shapes, an unknown ``method``, or (during
             training) a ``module`` that names no submodule.
 
-    Example:
+    Examples:
         >>> import torch, lightning, spacefold as sf
         >>> from spacefold.lightning import FoldingCallback
         >>> class Classifier(lightning.LightningModule):

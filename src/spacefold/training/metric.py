@@ -147,15 +147,15 @@ def histogram_median(values: Tensor, counts: Tensor) -> float:
 
 def folding_statistics(chi: Paths, max_profile: Tensor | None = None) -> dict[str, float]:
     """Φ_N, the median of maxima and the share of folded paths of a set of paths: the functional twin of
-    :class:`FoldingMetric`.
+    ``FoldingMetric``.
 
     The values equal ``GlobalFolding.phi``, ``.phi_max`` and ``.fraction_folded`` on the same paths
     (docs/method.md, "The global measure").
 
     Args:
         chi (Tensor | FoldingBatch | GlobalFolding): χ of every path, 1-D float values in [0, 1]
-            (a tensor, an array or a sequence); or one result of :func:`spacefold.folding_batch`,
-            :func:`spacefold.folding_pairs` or :func:`spacefold.global_folding`, alone.
+            (a tensor, an array or a sequence); or one result of ``spacefold.folding_batch``,
+            ``spacefold.folding_pairs`` or ``spacefold.global_folding``, alone.
         max_profile (Tensor | None): the profile maximum of every path, of the same length as ``chi``;
             needed when ``chi`` is values, not a result.
 
@@ -167,7 +167,7 @@ def folding_statistics(chi: Paths, max_profile: Tensor | None = None) -> dict[st
         InputError: no path, values outside [0, 1] or not finite, ``max_profile`` missing or of another
             length.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> chi = torch.tensor([0.0, 0.25, 0.5, 0.75])  # Φ_N: the median of the non-zero χ
         >>> sf.folding_statistics(chi, max_profile=torch.tensor([0.0, 0.5, 0.5, 0.8]))
@@ -195,9 +195,9 @@ class FoldingMetric(Metric):
     maxima and the share of folded paths.
 
     ``update(chi, max_profile=None)`` takes one batch of paths (the arguments of
-    :func:`folding_statistics`: values, or one result of :func:`spacefold.folding_batch`);
+    ``folding_statistics``: values, or one result of ``spacefold.folding_batch``);
     ``compute()`` returns ``{"phi", "phi_max", "fraction_folded", "n_paths"}`` as tensors, equal to
-    :func:`folding_statistics` (and ``global_folding``) on all the paths seen since the last
+    ``folding_statistics`` (and ``global_folding``) on all the paths seen since the last
     ``reset()``, exactly. Memory is an exact histogram of the distinct non-zero values, merged after
     every update: at most ≈ 0.304·R² entries per quantity for paths with r2 ≤ R, whatever the number of
     paths. Under DDP the histograms are gathered from every process and merged; the path counts are
@@ -207,10 +207,10 @@ class FoldingMetric(Metric):
         **kwargs: the options of ``torchmetrics.Metric`` (``sync_on_compute``, ``dist_sync_fn``, ...).
 
     Raises:
-        InputError: ``compute()`` before any path; ``update`` with values as :func:`folding_statistics`
+        InputError: ``compute()`` before any path; ``update`` with values as ``folding_statistics``
             refuses them.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> metric = sf.FoldingMetric()
         >>> metric.update(torch.tensor([0.0, 0.25]), torch.tensor([0.0, 0.5]))  # batch 1

@@ -244,7 +244,7 @@ def folding_loss(
         beta (float): the sharpness of the soft patterns, in units of 1 / pre-activation (> 0).
         tau (float): the temperature of the smooth max in ``soft_r1`` (0: the plain max).
         eps (float): keeps the ratio finite (> 0); a segment in one region gets loss 1 (χ = 0).
-        layers (str | type | list | None): which activations, as in :func:`spacefold.activation_patterns`.
+        layers (str | type | list | None): which activations, as in ``spacefold.activation_patterns``.
         tie_tol (float): the threshold of a bit (bit = z > tie_tol).
         generator (torch.Generator | None): the random draws of ``method="random"``.
         reduction (str): ``"mean"`` (a scalar), ``"sum"`` or ``"none"`` (one value per segment).
@@ -259,7 +259,7 @@ def folding_loss(
         InputError: segments of different shapes, an unknown ``method`` or ``reduction``, a count or
             a ``beta``, ``tau``, ``eps``, ``tie_tol`` out of range, or a model with no activation to hook.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> net = sf.mlp("2x16", in_features=2, n_classes=2, seed=0)
         >>> g = torch.Generator().manual_seed(0)
@@ -368,14 +368,15 @@ def probe_pairs(x: Tensor, y: Tensor | Sequence[int], n_pairs: int, seed: int = 
         seed (int): the seed of the draw (>= 0).
 
     Returns:
-        ``(x1, x2)``: the starts and ends of the segments, each ``(n_pairs, *input_shape)``.
+        tuple[Tensor, Tensor]: ``(x1, x2)``, the starts and ends of the segments, each
+        ``(n_pairs, *input_shape)``.
 
     Raises:
         InputTypeError: ``x`` or ``y`` is not a tensor, or ``y`` does not hold integers.
         InputError: ``x`` holds no sample, ``y`` does not match ``x``, ``y`` holds one class only, or
             ``n_pairs`` or ``seed`` is out of range.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> x, y = torch.randn(30, 2, generator=torch.Generator().manual_seed(0)), torch.arange(30) % 3
         >>> x1, x2 = sf.probe_pairs(x, y, n_pairs=12, seed=0)
@@ -421,7 +422,7 @@ class FoldingSchedule:
     ``ceil(F · epochs)`` epochs (0 < F <= 1, at least one epoch), the early window of the papers; or
     ``"every:N"``, epochs 0, N, 2N, ... (the papers' "every n epochs").
 
-    Build one with :meth:`parse` from its text, or from its fields.
+    Build one with ``parse`` from its text, or from its fields.
 
     Attributes:
         kind (str): ``"always"``, ``"early"`` or ``"every"``.
@@ -431,7 +432,7 @@ class FoldingSchedule:
     Raises:
         InputError: an unknown ``kind``, F outside (0, 1], or N not an int >= 1.
 
-    Example:
+    Examples:
         >>> import spacefold as sf
         >>> early = sf.FoldingSchedule.parse("early:0.3")
         >>> [early.active(epoch, epochs=10) for epoch in range(5)]
@@ -502,16 +503,16 @@ class FoldingRegularizer:
     ``seed``), so a step costs ``pairs_per_step × n_points`` extra forward points.
 
     Args:
-        x1 (Tensor): the starts of the probe segments, ``(n_probe, *input_shape)`` (see :func:`probe_pairs`).
+        x1 (Tensor): the starts of the probe segments, ``(n_probe, *input_shape)`` (see ``probe_pairs``).
         x2 (Tensor): their ends, of the same shape.
         lam (float): the weight λ of the folding loss (>= 0).
         schedule (str | FoldingSchedule): the epochs the loss is on (``"always"``, ``"early:F"``, ``"every:N"``).
         pairs_per_step (int): segments drawn from the probe set per step.
-        method (str): where the points lie, as in :func:`folding_loss`.
-        n_points (int): points per segment, as in :func:`folding_loss`.
+        method (str): where the points lie, as in ``folding_loss``.
+        n_points (int): points per segment, as in ``folding_loss``.
         beta (float): the sharpness of the soft patterns.
         tau (float): the temperature of the smooth max (0: the plain max).
-        layers (str | type | list | None): which activations, as in :func:`spacefold.activation_patterns`.
+        layers (str | type | list | None): which activations, as in ``spacefold.activation_patterns``.
         seed (int): the seed of the draws.
         every_steps (int): add the term at every k-th step only (k times cheaper; λ is the weight at the
             steps where it is on).
@@ -521,7 +522,7 @@ class FoldingRegularizer:
         InputError: segments of different shapes, a negative ``lam``, an unknown ``method`` or
             ``schedule``, or a count out of range.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> net = sf.mlp("2x16", in_features=2, n_classes=2, seed=0)
         >>> x, y = torch.randn(30, 2, generator=torch.Generator().manual_seed(0)), torch.arange(30) % 3
@@ -589,10 +590,10 @@ class FoldingTracker:
     ``tracker(model, epoch, epochs=None)`` walks the probe segments and returns ``{"epoch", "phi",
     "phi_max", "fraction_folded", "n_paths"}`` (also appended to ``tracker.history`` and passed to
     ``log``), or ``None`` in the epochs between. The last epoch of a run is always measured when
-    ``epochs`` is given. :meth:`measure` measures now, whatever the epoch.
+    ``epochs`` is given. ``measure`` measures now, whatever the epoch.
 
     Args:
-        x1 (Tensor): the starts of the probe segments, ``(n_probe, *input_shape)`` (see :func:`probe_pairs`).
+        x1 (Tensor): the starts of the probe segments, ``(n_probe, *input_shape)`` (see ``probe_pairs``).
         x2 (Tensor): their ends, of the same shape.
         every (int): measure in epochs 0, every, 2·every, ...
         method (str): the walk method (exact by default).
@@ -605,7 +606,7 @@ class FoldingTracker:
         InputTypeError: the segments are not tensors, or ``log`` is not callable.
         InputError: segments of different shapes, an unknown ``method``, or ``every`` below 1.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> net = sf.mlp("2x16", in_features=2, n_classes=2, seed=0)
         >>> x, y = torch.randn(30, 2, generator=torch.Generator().manual_seed(0)), torch.arange(30) % 3

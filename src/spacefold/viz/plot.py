@@ -283,9 +283,9 @@ def plot_path(model: nn.Module, x1: Tensor, x2: Tensor, *, method: str | None = 
     Raises:
         MissingExtraError: matplotlib is not installed (an ``InputError`` and an ``ImportError``).
         InputTypeError: ``model`` is not an ``nn.Module``.
-        InputError: inputs the walk refuses (as in :func:`spacefold.walk`).
+        InputError: inputs the walk refuses (as in ``spacefold.walk``).
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> net = sf.cantornet(depth=3)
         >>> x1 = torch.tensor([0.0, 0.75], dtype=torch.float64)
@@ -353,7 +353,7 @@ def plot_plane(model: nn.Module, x0: Tensor | None = None, x1: Tensor | None = N
         InputError: ``x0`` without ``x1`` and ``x2``, no ``x0`` for a model whose inputs are not 2-D,
             or an unknown ``reference``.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> fig = sf.plot_plane(sf.cantornet(depth=3))  # input space of CantorNet, its path y = 3/4
         >>> fig.axes[0].get_title()

@@ -119,7 +119,7 @@ class Walk:
     both), so a segment that starts or ends exactly on a boundary (a pre-activation 0 there: bit 0, and
     > 0 just inside) counts a region of zero length there (``t[1] == 0``, or ``t[-1] == 1``).
     ``n_regions`` then exceeds the number of regions the open segment crosses by one or two;
-    :attr:`n_pieces` counts only the regions of positive length.
+    ``n_pieces`` counts only the regions of positive length.
 
     Attributes:
         patterns (Tensor): bool ``(n_regions, n_neurons)``, consecutive patterns distinct.
@@ -132,7 +132,7 @@ class Walk:
         complete (bool): whether the walk provably holds every change of every bit (``"exact"``, and
             ``"certified"`` within its budget); False for the samplers.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> net = torch.nn.Sequential(torch.nn.Linear(1, 2), torch.nn.ReLU())
         >>> with torch.no_grad():

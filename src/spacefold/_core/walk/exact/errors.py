@@ -10,10 +10,10 @@ from ....errors import InputTypeError
 
 
 class NotPiecewiseLinearError(InputTypeError):
-    """The model holds an operation the exact walk cannot follow (an :class:`InputTypeError`, so also a
+    """The model holds an operation the exact walk cannot follow (an ``InputTypeError``, so also a
     ``TypeError``); the message names the operation and points to ``method="bisect"``.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> net = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.GELU())
         >>> try:

@@ -96,7 +96,7 @@ def verify(
         InputError: ``x1`` and ``x2`` do not hold one segment per walk, or an unknown ``mode``.
         NotPiecewiseLinearError: ``mode="certificate"`` on a model that is not piecewise linear.
 
-    Example:
+    Examples:
         >>> import torch, spacefold as sf
         >>> net = sf.cantornet(depth=2)
         >>> x1 = torch.tensor([[0.0, 0.75]], dtype=torch.float64)
