@@ -46,14 +46,27 @@ def test_the_lightning_names_are_listed() -> None:
         f"spacefold.lightning.{name}" for name in spacefold.lightning.__all__]
 
 
-@pytest.mark.parametrize("qualname", public_names())
-def test_docstring_examples_run(qualname: str) -> None:
-    obj = resolve(qualname)
-    finder = doctest.DocTestFinder()
-    tests = [t for t in finder.find(obj, qualname, globs={}) if t.examples]
-    assert tests, f"{qualname} has no doctest example in its docstring"
+def run_examples(tests: list[doctest.DocTest], qualname: str) -> None:
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     for test in tests:
         runner.run(test)
     result = runner.summarize(verbose=False)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples of {qualname} failed (output above)"
+
+
+@pytest.mark.parametrize("qualname", public_names())
+def test_docstring_examples_run(qualname: str) -> None:
+    obj = resolve(qualname)
+    tests = [t for t in doctest.DocTestFinder().find(obj, qualname, globs={}) if t.examples]
+    assert tests, f"{qualname} has no doctest example in its docstring"
+    run_examples(tests, qualname)
+
+
+def test_module_docstring_examples_run() -> None:
+    """The examples in the docstring of the module spacefold.testing (the one public module with some) run too."""
+    import spacefold.testing
+
+    tests = [t for t in doctest.DocTestFinder(recurse=False).find(spacefold.testing, "spacefold.testing", globs={})
+             if t.examples]
+    assert tests, "spacefold.testing's docstring lost its example"
+    run_examples(tests, "spacefold.testing")

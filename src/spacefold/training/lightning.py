@@ -1,8 +1,10 @@
 """Φ_N during Lightning training: :class:`FoldingCallback` (needs the ``lightning`` extra).
 
->>> from spacefold.lightning import FoldingCallback
->>> x1, x2 = spacefold.probe_pairs(x_val, y_val, n_pairs=200)
->>> trainer = lightning.Trainer(callbacks=[FoldingCallback(x1, x2, every_n_epochs=1)])
+    from spacefold.lightning import FoldingCallback
+    x1, x2 = spacefold.probe_pairs(x_val, y_val, n_pairs=200)
+    trainer = lightning.Trainer(callbacks=[FoldingCallback(x1, x2, every_n_epochs=1)])
+
+(a complete run is the example of :class:`FoldingCallback`).
 
 The callback walks a fixed probe set of segments (exact walks by default) under the
 LightningModule (or one of its submodules, ``module="net"``) every n epochs or every n
