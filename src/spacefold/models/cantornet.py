@@ -603,7 +603,7 @@ def cantornet(depth: int, representation: str = "A", dtype: torch.dtype = torch.
         depth (int): the recursion depth k, in [1, 10].
         representation (str): ``"A"`` (recursive, 5k + 1 ReLU neurons), ``"B"`` or ``"C"`` (DNF-like,
             O(2^k) neurons); case-insensitive.
-        dtype (torch.dtype): the dtype of the weights (float64 holds them exactly for small k).
+        dtype (torch.dtype): the dtype of the weights (``net.tie_tol`` follows it).
 
     Returns:
         CantorNet: ``(batch, 2) -> (batch, 1)``, with ``depth``, ``representation``, ``n_neurons`` (the

@@ -207,8 +207,9 @@ class FoldingMetric(Metric):
         **kwargs: the options of ``torchmetrics.Metric`` (``sync_on_compute``, ``dist_sync_fn``, ...).
 
     Raises:
-        InputError: ``compute()`` before any path; ``update`` with values as ``folding_statistics``
-            refuses them.
+        InputError: ``compute()`` before any path.
+        InputTypeError: ``update`` with values of the wrong kind; values out of range are ``InputError``
+            (as in ``folding_statistics``).
 
     Examples:
         >>> import torch, spacefold as sf
