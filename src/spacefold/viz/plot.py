@@ -262,7 +262,7 @@ def plot_path(model: nn.Module, x1: Tensor, x2: Tensor, *, method: str | None = 
     (per-layer stacked bands) and the prefix χ against t, with the region boundaries crossed.
 
     Needs the ``plot`` extra (matplotlib). The figure is drawn on its own canvas (no pyplot state):
-    save it with ``fig.savefig(path)``.
+    save it with ``spacefold.viz.plot.save_figure(fig, path)`` (atomic; PNG at 200 dpi).
 
     Args:
         model (nn.Module): any PyTorch model.
