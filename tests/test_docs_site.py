@@ -102,3 +102,36 @@ def test_strict_build(tmp_path: Path) -> None:
     assert (tmp_path / "site" / "reference" / "folding" / "index.html").is_file()
     html = (tmp_path / "site" / "reference" / "folding" / "index.html").read_text(encoding="utf-8")
     assert 'id="spacefold.folding_batch"' in html  # the reference was generated, not left empty
+
+
+def load_hooks():
+    pytest.importorskip("mkdocs", reason="the site's hook needs mkdocs (the dev extra)")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "docs" / "hooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _Page:
+    def __init__(self, src_uri: str) -> None:
+        self.file = type("F", (), {"src_uri": src_uri})()
+
+
+def test_hook_rewrites_repository_paths_to_site_paths() -> None:
+    hooks = load_hooks()
+    readme = ("See [the method](docs/method.md#the-exact-walk), ![a figure](docs/figures/a.png), "
+              "[a notebook](notebooks/01.ipynb), [results](benchmarks/RESULTS.md) and [x](https://example.org/a.md).\n"
+              "```\n[kept](docs/method.md)\n```\n[top](#set-up)")
+    out = hooks.on_page_markdown(readme, _Page("index.md"), None, None)
+    assert out == ("See [the method](method.md#the-exact-walk), ![a figure](figures/a.png), "
+                   "[a notebook](repository/notebooks/01.ipynb), [results](repository/benchmarks/RESULTS.md) and "
+                   "[x](https://example.org/a.md).\n```\n[kept](docs/method.md)\n```\n[top](#set-up)")
+    page = "[tables](../experiments/results/t.md) [home](../README.md) [log](../CHANGELOG.md) [m](method.md)"
+    assert hooks.on_page_markdown(page, _Page("adversarial.md"), None, None) == (
+        "[tables](repository/experiments/results/t.md) [home](index.md) [log](changelog.md) [m](method.md)")
+    # a page of the repository outside docs/ links back into docs/ by its own relative paths
+    results = "[the method](../docs/method.md) [a script](bench_cli.py)"
+    assert hooks.on_page_markdown(results, _Page("repository/benchmarks/RESULTS.md"), None, None) == (
+        "[the method](../../method.md) [a script](bench_cli.py)")
