@@ -142,12 +142,29 @@ class GlobalFolding:
         return float(self.n_regions.double().mean()) if self.n_paths else 0.0
 
     def quantiles(self, q: Sequence[float] = DEFAULT_QUANTILES) -> dict[str, float]:
-        """Quantiles of χ over all paths (zeros included)."""
+        """Quantiles of χ over all paths (zeros included).
+
+        Args:
+            q (Sequence[float]): the quantile levels, in [0, 1] (default 0.05, 0.25, 0.5, 0.75, 0.95).
+
+        Returns:
+            dict[str, float]: ``{"q05": ..., "q25": ..., ...}``, one entry per level (its percentage).
+        """
         v = self.chi.cpu().numpy()
         return {f"q{round(100 * p):02d}": float(np.quantile(v, p)) for p in q}
 
     def subset(self, mask: Tensor | np.ndarray) -> GlobalFolding:
-        """The paths where the bool ``mask`` ``(n_paths,)`` is true, as a new result."""
+        """The paths where ``mask`` is true, as a new result.
+
+        Args:
+            mask (Tensor | np.ndarray): bool ``(n_paths,)``.
+
+        Returns:
+            GlobalFolding: the selected paths, with every aggregate computed on them.
+
+        Raises:
+            InputError: ``mask`` has not ``n_paths`` entries, or selects no path.
+        """
         mask = torch.as_tensor(mask, dtype=torch.bool).cpu().reshape(-1)
         if mask.numel() != self.n_paths:
             raise InputError(f"mask must have {self.n_paths} entries, got {mask.numel()}")
@@ -230,11 +247,24 @@ class GlobalFolding:
     # ------------------------------------------------------------------ uncertainty
     def bootstrap(self, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
                   stats: Sequence[str] = ("phi", "phi_max", "phi_max_p2", "fraction_folded", "mean")) -> dict:
-        """Percentile bootstrap confidence intervals ``{stat: (low, high)}``.
+        """Percentile bootstrap confidence intervals of the aggregates.
 
-        Paths are resampled with replacement within each ordered class pair
-        (a stratified bootstrap: every class pair keeps its number of paths), with
-        ``seed``. The intervals describe the sampling of pairs for this one model.
+        Paths are resampled with replacement within each ordered class pair (a stratified bootstrap: every
+        class pair keeps its number of paths), with ``seed``. The intervals describe the sampling of pairs
+        for this one model.
+
+        Args:
+            n_boot (int): bootstrap resamples.
+            level (float): the confidence level, in (0, 1).
+            seed (int): the seed of the resampling.
+            stats (Sequence[str]): which aggregates: ``"phi"``, ``"phi_max"``, ``"phi_max_p2"``,
+                ``"fraction_folded"``, ``"mean"``.
+
+        Returns:
+            dict[str, tuple[float, float]]: ``{stat: (low, high)}``.
+
+        Raises:
+            InputError: an unknown stat, ``level`` outside (0, 1), or a count out of range.
         """
         check_n_boot(n_boot, len(stats), self.chi.numel())
         check_int(seed, "seed", 0)
@@ -269,7 +299,18 @@ class GlobalFolding:
 
     # ------------------------------------------------------------------ export
     def summary(self, *, ci: bool = False, n_boot: int = 1000, ci_seed: int = 0) -> dict:
-        """Scalars as a JSON-ready dict (with bootstrap intervals when ``ci``)."""
+        """The scalars as a JSON-ready dict: Φ_N and the other aggregates, quantiles, counts, the settings and
+        the timing of the run.
+
+        Args:
+            ci (bool): add bootstrap intervals (``"ci95"``, see ``bootstrap``).
+            n_boot (int): bootstrap resamples, with ``ci``.
+            ci_seed (int): the seed of the resampling, with ``ci``.
+
+        Returns:
+            dict: ``phi``, ``phi_max``, ``phi_max_p2``, ``fraction_folded``, ``mean_chi``, ``quantiles``,
+            ``n_paths``, ....
+        """
         out = {
             "phi": self.phi,
             "phi_max": self.phi_max,
@@ -309,7 +350,16 @@ class GlobalFolding:
         return pd.DataFrame(cols)
 
     def to_dict(self, *, ci: bool = False, n_boot: int = 1000, ci_seed: int = 0) -> dict:
-        """``summary()`` plus the per class pair table and per-layer folding."""
+        """``summary`` plus the per class pair table (``"class_pairs"``) and per-layer folding.
+
+        Args:
+            ci (bool): add bootstrap intervals, as in ``summary``.
+            n_boot (int): bootstrap resamples, with ``ci``.
+            ci_seed (int): the seed of the resampling, with ``ci``.
+
+        Returns:
+            dict: JSON-ready.
+        """
         d = self.summary(ci=ci, n_boot=n_boot, ci_seed=ci_seed)
         d["class_pairs"] = self.class_pairs()
         if self.per_layer:

@@ -457,7 +457,19 @@ class FoldingSchedule:
 
     @classmethod
     def parse(cls, text) -> FoldingSchedule:
-        """``"always"``, ``"early:0.3"`` or ``"every:2"`` (a FoldingSchedule passes through)."""
+        """A schedule from its text: ``"always"``, ``"early:0.3"`` or ``"every:2"`` (a FoldingSchedule passes
+        through).
+
+        Args:
+            text (str | FoldingSchedule): the schedule.
+
+        Returns:
+            FoldingSchedule: the schedule.
+
+        Raises:
+            InputTypeError: ``text`` is neither a string nor a schedule.
+            InputError: text of none of the three forms, or a value out of range.
+        """
         if isinstance(text, FoldingSchedule):
             return text
         if not isinstance(text, str):
@@ -479,7 +491,15 @@ class FoldingSchedule:
                          f"(e.g. every:2), got {text!r}")
 
     def active(self, epoch: int, epochs: int) -> bool:
-        """Whether the loss is on in ``epoch`` (0-based) of ``epochs``."""
+        """Whether the loss is on in an epoch.
+
+        Args:
+            epoch (int): the epoch, 0-based.
+            epochs (int): the epochs of the run.
+
+        Returns:
+            bool: True where the loss is on.
+        """
         if self.kind == "always":
             return True
         if self.kind == "early":
@@ -632,7 +652,17 @@ class FoldingTracker:
         self.history: list[dict] = []
 
     def measure(self, model: nn.Module) -> dict:
-        """Φ_N, median of maxima and share folded of the probe segments under ``model`` now."""
+        """Φ_N, the median of maxima and the share folded of the probe segments under ``model`` now.
+
+        Args:
+            model (nn.Module): the model.
+
+        Returns:
+            dict: ``{"phi", "phi_max", "fraction_folded", "n_paths"}``.
+
+        Raises:
+            InputError: a model with no activation to hook.
+        """
         from .._core.folding import folding_batch
         from .metric import FoldingMetric
 
