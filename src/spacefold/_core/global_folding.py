@@ -309,7 +309,7 @@ class GlobalFolding:
 
         Returns:
             dict: ``phi``, ``phi_max``, ``phi_max_p2``, ``fraction_folded``, ``mean_chi``, ``quantiles``,
-            ``n_paths``, ....
+            ``n_paths`` and more.
         """
         out = {
             "phi": self.phi,
