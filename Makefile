@@ -1,14 +1,18 @@
-# Set-up and the two everyday commands. Each target installs what it needs first.
+# Set-up and the everyday commands. Each target installs what it needs first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test
+.PHONY: demo test docs
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/spacefold demo --out demo-out
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# the documentation site, into site/ (mkdocs.yml: strict, every warning fails the build)
+docs: $(VENV)/.installed
+	$(PY) -m mkdocs build --strict --site-dir site
 
 $(VENV)/.installed: pyproject.toml constraints-ci.txt
 	python3 -m venv $(VENV)

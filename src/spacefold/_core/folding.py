@@ -153,15 +153,62 @@ def folding_pairs(
     progress: bool = False,
     workers: int | None = None,
 ) -> FoldingBatch:
-    """Folding of the segments ``x[i[k]] -> x[j[k]]`` for index tensors ``i``, ``j``.
+    """The folding of the segments ``x[i[k]] -> x[j[k]]`` between rows of one set of samples.
 
-    Streams the pairs in chunks of ``batch_size``: the endpoint inputs of all pairs
-    are never gathered at once, so millions of pairs fit in memory. With
-    ``method="exact"`` everything before the first activation is evaluated once per
-    sample of ``x``, not once per pair. ``workers``: worker processes sharing the
-    pairs in contiguous ranges (``None``: one per core, ``1``: in this process; see
-    :mod:`spacefold._core.parallel`); the numbers are the same for any count. Other arguments
-    as in :func:`folding_batch`.
+    The pairs are streamed in chunks of ``batch_size``: the end points of all pairs are never gathered
+    at once, so millions of pairs fit in memory. With ``method="exact"`` everything before the first
+    activation is evaluated once per sample of ``x``, not once per pair.
+
+    Args:
+        model (nn.Module): any PyTorch model; its activation modules are hooked and its activation
+            functions (``F.relu``, ``F.gelu``, ``torch.tanh``, ...) intercepted.
+        x (Tensor): the samples, ``(n_samples, *input_shape)``.
+        i (Tensor): the rows where the segments start, integer indices ``(n_pairs,)`` (a tensor or a
+            sequence), each in ``[0, n_samples − 1]``.
+        j (Tensor): the rows where they end, of the same length.
+        method (str): ``"exact"`` (every region, for piecewise-linear networks), ``"bisect"`` (adaptive,
+            any activation), ``"uniform"`` (the papers' grid of ``steps + 1`` points) or ``"certified"``
+            (smooth and piecewise-smooth networks, every bit change proved); docs/method.md, "Walk methods".
+        steps (int): for ``"uniform"``: ``steps + 1`` equispaced points on the segment.
+        tol (float | None): for ``"bisect"``: transitions are located within ``tol`` in t (default 1e-6);
+            for ``"exact"``: crossings closer than ``tol`` in t count as simultaneous (default 1e-9, or
+            1e-6 when ``tie_tol > 0``). ``None`` picks the method's default.
+        tie_tol (float): a neuron is on where its pre-activation exceeds ``tie_tol`` (>= 0).
+        layers (str | type | list | None): which activations give bits (a module name, a call site
+            ``"<module>:<function>"``, an activation type, or a list of them); ``None``: all.
+        n0 (int | None): for ``"bisect"``: the start grid (default 2 when every pattern class is convex,
+            ReLU-type activations without max pooling or normalisation over features; 1025 otherwise,
+            and nothing between two of its samples is seen).
+        stop (str): for ``"bisect"``: the stop rule, ``"strict"`` or ``"hamming1"``.
+        batch_size (int | None): segments per chunk; the walks of one chunk are held at a time (``None``:
+            from the memory budget, ``SPACEFOLD_MEMORY`` bytes in the environment).
+        dtype (torch.dtype | None): evaluate a copy of the model in this dtype (e.g. ``torch.float64``).
+        per_layer (bool): also χ of each layer's bits alone (``result.per_layer``).
+        progress (bool): show a progress bar (paths/s and the time left; with tqdm installed).
+        workers (int | None): worker processes sharing the segments in contiguous ranges (``None``: one per
+            core for large batches, ``1``: in this process); the numbers are the same for any count.
+
+    Returns:
+        FoldingBatch: one entry per pair, ``chi``, ``r1``, ``r2``, ``n_regions``, ``max_profile`` and
+        ``complete`` tensors ``(n_pairs,)`` (``per_layer`` when asked for).
+
+    Raises:
+        InputTypeError: an argument of the wrong type (``model`` not an ``nn.Module``, ``x`` not a tensor,
+            ``i`` or ``j`` not integer indices).
+        InputError: ``x`` not of shape ``(n_samples, *input_shape)`` or holding NaN or inf; ``i`` and ``j``
+            of different lengths, empty, or outside the rows of ``x``; an unknown ``method`` or ``stop``, a
+            negative ``tie_tol``, or inputs the model cannot take (the message says which).
+        NotPiecewiseLinearError: ``method="exact"`` on a model that is not piecewise linear (use
+            ``"bisect"`` or ``"certified"``).
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> net = sf.mlp("8x8", in_features=2, n_classes=2, seed=0)
+        >>> x = torch.randn(6, 2, generator=torch.Generator().manual_seed(0))
+        >>> i, j = torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5])
+        >>> b = sf.folding_pairs(net, x, i, j, workers=1)
+        >>> torch.equal(b.chi, sf.folding_batch(net, x[i], x[j], workers=1).chi)
+        True
     """
     opts = WalkOptions.check(method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=n0, stop=stop,
                              batch_size=batch_size, dtype=dtype)
@@ -199,35 +246,61 @@ def folding_batch(
     progress: bool = False,
     workers: int | None = None,
 ) -> FoldingBatch:
-    """Folding χ, r1, r2 and region counts of the segments ``x1[i] -> x2[i]``.
+    """The folding of the segments ``x1[i] -> x2[i]``: χ, r1, r2 and region counts of each.
 
-    Parameters
-    ----------
-    model : any ``nn.Module``; its activation modules are hooked and its activation
-        functions (``F.relu``, ``F.gelu``, ``torch.tanh``, ...) intercepted (``layers``
-        selects a subset by module name, call site ``"<module>:<function>"`` or type).
-    x1, x2 : ``(batch, *input_shape)``, the segment ends.
-    method : ``"exact"`` (piecewise-linear networks), ``"bisect"``, ``"uniform"`` or ``"certified"``
-        (smooth and piecewise-smooth networks, every bit change proved; docs/method.md).
-    steps : for ``"uniform"``: ``steps + 1`` equispaced points.
-    tol : for ``"bisect"``: transitions are located within ``tol`` in t (default
-        1e-6); for ``"exact"``: crossings closer than ``tol`` in t count as
-        simultaneous (default 1e-9, or 1e-6 when ``tie_tol > 0``). ``None`` picks
-        the method's default.
-    tie_tol : bit = pre-activation > ``tie_tol``.
-    n0, stop : ``"bisect"`` start grid (default 2 when every pattern class is
-        convex: ReLU-type activations only, no max pooling or normalisation over
-        features; 1025 otherwise, and nothing between two of its samples is seen) and
-        stop rule (``"strict"`` or ``"hamming1"``).
-    batch_size : segments per chunk; walks of one chunk are held at a time (``None``:
-        from the memory budget, :func:`chunk_size`).
-    dtype : evaluate a copy of the model in this dtype (e.g. ``torch.float64``).
-    return_walks : keep every walk (memory grows with the batch).
-    per_layer : also χ of each layer's bits alone.
-    progress : show a progress bar (paths/s and the time left; with tqdm installed).
-    workers : worker processes sharing the segments in contiguous ranges (``None``: one per
-        core for large batches, ``1``: in this process; see :mod:`spacefold._core.parallel`); the
-        numbers are the same for any count. With ``return_walks`` the walks stay in this process.
+    The segments are walked ``batch_size`` at a time, so only one chunk's walks are alive; with
+    ``method="exact"`` everything before the first activation is evaluated once per input.
+
+    Args:
+        model (nn.Module): any PyTorch model; its activation modules are hooked and its activation
+            functions (``F.relu``, ``F.gelu``, ``torch.tanh``, ...) intercepted.
+        x1 (Tensor): the starts, ``(batch, *input_shape)``.
+        x2 (Tensor): the ends, of the same shape.
+        method (str): ``"exact"`` (every region, for piecewise-linear networks), ``"bisect"`` (adaptive,
+            any activation), ``"uniform"`` (the papers' grid of ``steps + 1`` points) or ``"certified"``
+            (smooth and piecewise-smooth networks, every bit change proved); docs/method.md, "Walk methods".
+        steps (int): for ``"uniform"``: ``steps + 1`` equispaced points on the segment.
+        tol (float | None): for ``"bisect"``: transitions are located within ``tol`` in t (default 1e-6);
+            for ``"exact"``: crossings closer than ``tol`` in t count as simultaneous (default 1e-9, or
+            1e-6 when ``tie_tol > 0``). ``None`` picks the method's default.
+        tie_tol (float): a neuron is on where its pre-activation exceeds ``tie_tol`` (>= 0).
+        layers (str | type | list | None): which activations give bits (a module name, a call site
+            ``"<module>:<function>"``, an activation type, or a list of them); ``None``: all.
+        n0 (int | None): for ``"bisect"``: the start grid (default 2 when every pattern class is convex,
+            ReLU-type activations without max pooling or normalisation over features; 1025 otherwise,
+            and nothing between two of its samples is seen).
+        stop (str): for ``"bisect"``: the stop rule, ``"strict"`` or ``"hamming1"``.
+        batch_size (int | None): segments per chunk; the walks of one chunk are held at a time (``None``:
+            from the memory budget, ``SPACEFOLD_MEMORY`` bytes in the environment).
+        dtype (torch.dtype | None): evaluate a copy of the model in this dtype (e.g. ``torch.float64``).
+        return_walks (bool): keep every walk (``result.walks``; memory grows with the batch). The walks
+            stay in this process.
+        per_layer (bool): also χ of each layer's bits alone (``result.per_layer``).
+        progress (bool): show a progress bar (paths/s and the time left; with tqdm installed).
+        workers (int | None): worker processes sharing the segments in contiguous ranges (``None``: one per
+            core for large batches, ``1``: in this process); the numbers are the same for any count.
+
+    Returns:
+        FoldingBatch: ``chi``, ``r1``, ``r2``, ``n_regions``, ``max_profile`` and ``complete``, tensors
+        ``(batch,)``; ``walks`` and ``per_layer`` when asked for.
+
+    Raises:
+        InputTypeError: an argument of the wrong type (``model`` not an ``nn.Module``, inputs not tensors).
+        InputError: inputs of different or wrong shapes, NaN or inf in them, an unknown ``method`` or
+            ``stop``, a negative ``tie_tol``, or inputs the model cannot take (the message says which).
+        NotPiecewiseLinearError: ``method="exact"`` on a model that is not piecewise linear (use
+            ``"bisect"`` or ``"certified"``).
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> net = sf.mlp("8x8", in_features=2, n_classes=2, seed=0)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x1, x2 = torch.randn(5, 2, generator=g), torch.randn(5, 2, generator=g)
+        >>> b = sf.folding_batch(net, x1, x2, workers=1)
+        >>> b.chi.shape, b.chi.dtype, len(b)
+        (torch.Size([5]), torch.float64, 5)
+        >>> b.chi[2].item() == sf.folding(net, x1[2], x2[2]).chi  # one segment alone: the same number
+        True
     """
     opts = WalkOptions.check(method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=n0, stop=stop,
                              batch_size=batch_size, dtype=dtype)
@@ -251,11 +324,50 @@ def walk(
     stop: str = "strict",
     dtype: torch.dtype | None = None,
 ) -> Walk:
-    """The walk of the segment ``x1 -> x2`` (single inputs, no batch dimension).
+    """The walk of the segment ``x1 -> x2``: the activation patterns of the regions it crosses, in order.
 
-    ``w.patterns`` is bool ``(n_regions, n_neurons)`` with consecutive patterns
-    distinct, ``w.t`` where on [0, 1] each region is entered. Arguments as in
-    :func:`folding_batch`.
+    Args:
+        model (nn.Module): any PyTorch model; its activation modules are hooked and its activation
+            functions (``F.relu``, ``F.gelu``, ``torch.tanh``, ...) intercepted.
+        x1 (Tensor): the start, one input of shape ``input_shape`` (no batch dimension).
+        x2 (Tensor): the end, of the same shape.
+        method (str): ``"exact"`` (every region, for piecewise-linear networks), ``"bisect"`` (adaptive,
+            any activation), ``"uniform"`` (the papers' grid of ``steps + 1`` points) or ``"certified"``
+            (smooth and piecewise-smooth networks, every bit change proved); docs/method.md, "Walk methods".
+        steps (int): for ``"uniform"``: ``steps + 1`` equispaced points on the segment.
+        tol (float | None): for ``"bisect"``: transitions are located within ``tol`` in t (default 1e-6);
+            for ``"exact"``: crossings closer than ``tol`` in t count as simultaneous (default 1e-9, or
+            1e-6 when ``tie_tol > 0``). ``None`` picks the method's default.
+        tie_tol (float): a neuron is on where its pre-activation exceeds ``tie_tol`` (>= 0).
+        layers (str | type | list | None): which activations give bits (a module name, a call site
+            ``"<module>:<function>"``, an activation type, or a list of them); ``None``: all.
+        n0 (int | None): for ``"bisect"``: the start grid (default 2 when every pattern class is convex,
+            ReLU-type activations without max pooling or normalisation over features; 1025 otherwise,
+            and nothing between two of its samples is seen).
+        stop (str): for ``"bisect"``: the stop rule, ``"strict"`` or ``"hamming1"``.
+        dtype (torch.dtype | None): evaluate a copy of the model in this dtype (e.g. ``torch.float64``).
+
+    Returns:
+        Walk: ``patterns``, bool ``(n_regions, n_neurons)`` with consecutive patterns distinct, and
+        ``t``, float64 ``(n_regions,)``: where on [0, 1] each region is entered.
+
+    Raises:
+        InputTypeError: an argument of the wrong type (``model`` not an ``nn.Module``, inputs not tensors).
+        InputError: inputs of different or wrong shapes, NaN or inf in them, an unknown ``method`` or
+            ``stop``, a negative ``tie_tol``, or inputs the model cannot take (the message says which).
+        NotPiecewiseLinearError: ``method="exact"`` on a model that is not piecewise linear (use
+            ``"bisect"`` or ``"certified"``).
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> net = sf.cantornet(depth=3)  # float64, exact rational weights
+        >>> x1 = torch.tensor([0.0, 0.75], dtype=torch.float64)
+        >>> x2 = torch.tensor([1.0, 0.75], dtype=torch.float64)
+        >>> w = sf.walk(net, x1, x2, tie_tol=net.tie_tol)
+        >>> w.patterns.shape, w.t.shape
+        (torch.Size([23, 16]), torch.Size([23]))
+        >>> sf.chi(w.patterns)
+        0.805...
     """
     opts = WalkOptions.check(method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=n0, stop=stop,
                              batch_size=1, dtype=dtype)
@@ -279,10 +391,53 @@ def folding(
     stop: str = "strict",
     dtype: torch.dtype | None = None,
 ) -> Folding:
-    """Folding of the segment ``x1 -> x2``: ``chi``, ``r1``, ``r2``, ``n_regions``, ``profile``.
+    """The folding of the segment ``x1 -> x2``: χ, r1, r2, the number of regions and the prefix profile.
 
-    ``x1`` and ``x2`` are single inputs (no batch dimension); for many segments use
-    :func:`folding_batch`.
+    For many segments use ``folding_batch``, which walks them in batches.
+
+    Args:
+        model (nn.Module): any PyTorch model; its activation modules are hooked and its activation
+            functions (``F.relu``, ``F.gelu``, ``torch.tanh``, ...) intercepted.
+        x1 (Tensor): the start, one input of shape ``input_shape`` (no batch dimension).
+        x2 (Tensor): the end, of the same shape.
+        method (str): ``"exact"`` (every region, for piecewise-linear networks), ``"bisect"`` (adaptive,
+            any activation), ``"uniform"`` (the papers' grid of ``steps + 1`` points) or ``"certified"``
+            (smooth and piecewise-smooth networks, every bit change proved); docs/method.md, "Walk methods".
+        steps (int): for ``"uniform"``: ``steps + 1`` equispaced points on the segment.
+        tol (float | None): for ``"bisect"``: transitions are located within ``tol`` in t (default 1e-6);
+            for ``"exact"``: crossings closer than ``tol`` in t count as simultaneous (default 1e-9, or
+            1e-6 when ``tie_tol > 0``). ``None`` picks the method's default.
+        tie_tol (float): a neuron is on where its pre-activation exceeds ``tie_tol`` (>= 0).
+        layers (str | type | list | None): which activations give bits (a module name, a call site
+            ``"<module>:<function>"``, an activation type, or a list of them); ``None``: all.
+        n0 (int | None): for ``"bisect"``: the start grid (default 2 when every pattern class is convex,
+            ReLU-type activations without max pooling or normalisation over features; 1025 otherwise,
+            and nothing between two of its samples is seen).
+        stop (str): for ``"bisect"``: the stop rule, ``"strict"`` or ``"hamming1"``.
+        dtype (torch.dtype | None): evaluate a copy of the model in this dtype (e.g. ``torch.float64``).
+
+    Returns:
+        Folding: ``chi``, ``r1``, ``r2``, ``n_regions``, ``profile`` (χ of every prefix, float64
+        ``(n_regions,)``), ``max_profile`` and the ``walk`` itself.
+
+    Raises:
+        InputTypeError: an argument of the wrong type (``model`` not an ``nn.Module``, inputs not tensors).
+        InputError: inputs of different or wrong shapes, NaN or inf in them, an unknown ``method`` or
+            ``stop``, a negative ``tie_tol``, or inputs the model cannot take (the message says which).
+        NotPiecewiseLinearError: ``method="exact"`` on a model that is not piecewise linear (use
+            ``"bisect"`` or ``"certified"``).
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> net = sf.cantornet(depth=3)  # float64, exact rational weights
+        >>> x1 = torch.tensor([0.0, 0.75], dtype=torch.float64)
+        >>> x2 = torch.tensor([1.0, 0.75], dtype=torch.float64)
+        >>> f = sf.folding(net, x1, x2, tie_tol=net.tie_tol)  # the exact walk: every region
+        >>> f.r1, f.r2, f.n_regions, round(f.chi, 4)
+        (7, 36, 23, 0.8056)
+        >>> g = sf.folding(net, x1, x2, method="uniform", steps=10, tie_tol=net.tie_tol)  # the papers' grid
+        >>> g.r1, g.r2, g.chi
+        (6, 24, 0.75)
     """
     w = walk(model, x1, x2, method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=n0, stop=stop,
              dtype=dtype)

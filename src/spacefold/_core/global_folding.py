@@ -55,21 +55,44 @@ def _fraction(values: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class GlobalFolding:
-    """Folding of many paths over a data set; one entry per path in every tensor.
+    """The folding of many paths over a data set, as ``spacefold.global_folding`` returns it; one
+    entry per path in every tensor.
 
-    ``chi``: χ of every path (float64 ``(n_paths,)``); ``max_profile``: the maximum
-    of every path's prefix profile; ``label_a``/``label_b``: the class of the start
-    and of the end of every path (-1 for random pairs); ``per_layer``: layer name ->
-    χ of that layer's bits alone (with ``per_layer=True``); ``info``: with the exact walk,
-    ``n_float64`` and ``n_unresolved`` (see :class:`spacefold.FoldingBatch`); with the
-    certified walk, ``n_incomplete`` (paths not proved complete within the interval budget);
-    also in :meth:`to_dict`.
+    Aggregates: ``phi`` (Φ_N, the median of the non-zero χ, 0 if none), ``phi_max`` (the median
+    of the non-zero profile maxima), ``phi_max_p2`` (the aggregation of arXiv 2502.09954: per ordered
+    class pair the median of the non-zero maxima, then the median of those pair medians),
+    ``fraction_folded``, ``mean``, ``quantiles``, ``class_pairs``,
+    ``per_layer_summary``, ``bootstrap``; ``summary`` and ``to_dict`` hold them as JSON,
+    ``to_pandas`` one row per path.
 
-    Aggregates: ``phi`` (Φ_N, median of the non-zero χ, 0 if none), ``phi_max``
-    (median of the non-zero profile maxima), ``phi_max_p2`` (P2 reproduction: per
-    ordered class pair the median of the non-zero maxima, then the median of those
-    pair medians), ``fraction_folded``, ``mean``, ``quantiles()``,
-    ``class_pairs()``, ``per_layer_summary()``, ``bootstrap()``.
+    Attributes:
+        chi (Tensor): float64 ``(n_paths,)``, χ of every path.
+        max_profile (Tensor): float64 ``(n_paths,)``, the maximum of every path's prefix profile.
+        r1 (Tensor): int64 ``(n_paths,)``, the largest Hamming distance from the first pattern.
+        r2 (Tensor): int64 ``(n_paths,)``, the total Hamming distance travelled.
+        n_regions (Tensor): int64 ``(n_paths,)``, the regions of every walk.
+        label_a (Tensor): int64 ``(n_paths,)``, the class of the start of every path (-1 for random pairs).
+        label_b (Tensor): int64 ``(n_paths,)``, the class of its end.
+        method (str): the walk method.
+        pairs (str): the pair mode (``"inter-class"``, ``"all"``, ``"random"``, ``"centroids"``).
+        seed (int): the seed the pairs were drawn with.
+        steps (int | None): the grid of ``method="uniform"``.
+        n_clusters (int | None): centroids per class for ``pairs="centroids"``.
+        per_layer (dict[str, Tensor] | None): layer name -> χ ``(n_paths,)`` of that layer's bits alone
+            (with ``per_layer=True``).
+        info (dict): with the exact walk, ``n_float64`` and ``n_unresolved`` (see
+            ``spacefold.FoldingBatch``); with the certified walk, ``n_incomplete`` (paths not proved
+            complete within the interval budget); also in ``to_dict``.
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> net = sf.mlp("8x8", in_features=2, n_classes=2, seed=0)
+        >>> x = torch.randn(8, 2, generator=torch.Generator().manual_seed(0))
+        >>> r = sf.global_folding(net, x, [0, 1] * 4, workers=1)
+        >>> r.n_paths, r.chi.shape, sorted(r.bootstrap(n_boot=50))[:2]
+        (32, torch.Size([32]), ['fraction_folded', 'mean'])
+        >>> 0 <= r.fraction_folded <= 1 and r.summary()["n_paths"] == 32
+        True
     """
 
     chi: Tensor
@@ -90,6 +113,7 @@ class GlobalFolding:
     # ------------------------------------------------------------------ scalars
     @property
     def n_paths(self) -> int:
+        """The paths walked (``chi.numel()``)."""
         return int(self.chi.numel())
 
     @property
@@ -109,19 +133,38 @@ class GlobalFolding:
 
     @property
     def mean(self) -> float:
+        """The mean χ over all paths, zeros included (0.0 without paths)."""
         return float(self.chi.double().mean()) if self.n_paths else 0.0
 
     @property
     def mean_regions(self) -> float:
+        """The mean number of regions per path (0.0 without paths)."""
         return float(self.n_regions.double().mean()) if self.n_paths else 0.0
 
     def quantiles(self, q: Sequence[float] = DEFAULT_QUANTILES) -> dict[str, float]:
-        """Quantiles of χ over all paths (zeros included)."""
+        """Quantiles of χ over all paths (zeros included).
+
+        Args:
+            q (Sequence[float]): the quantile levels, in [0, 1] (default 0.05, 0.25, 0.5, 0.75, 0.95).
+
+        Returns:
+            dict[str, float]: ``{"q05": ..., "q25": ..., ...}``, one entry per level (its percentage).
+        """
         v = self.chi.cpu().numpy()
         return {f"q{round(100 * p):02d}": float(np.quantile(v, p)) for p in q}
 
     def subset(self, mask: Tensor | np.ndarray) -> GlobalFolding:
-        """The paths where the bool ``mask`` ``(n_paths,)`` is true, as a new result."""
+        """The paths where ``mask`` is true, as a new result.
+
+        Args:
+            mask (Tensor | np.ndarray): bool ``(n_paths,)``.
+
+        Returns:
+            GlobalFolding: the selected paths, with every aggregate computed on them.
+
+        Raises:
+            InputError: ``mask`` has not ``n_paths`` entries, or selects no path.
+        """
         mask = torch.as_tensor(mask, dtype=torch.bool).cpu().reshape(-1)
         if mask.numel() != self.n_paths:
             raise InputError(f"mask must have {self.n_paths} entries, got {mask.numel()}")
@@ -204,11 +247,24 @@ class GlobalFolding:
     # ------------------------------------------------------------------ uncertainty
     def bootstrap(self, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
                   stats: Sequence[str] = ("phi", "phi_max", "phi_max_p2", "fraction_folded", "mean")) -> dict:
-        """Percentile bootstrap confidence intervals ``{stat: (low, high)}``.
+        """Percentile bootstrap confidence intervals of the aggregates.
 
-        Paths are resampled with replacement within each ordered class pair
-        (a stratified bootstrap: every class pair keeps its number of paths), with
-        ``seed``. The intervals describe the sampling of pairs for this one model.
+        Paths are resampled with replacement within each ordered class pair (a stratified bootstrap: every
+        class pair keeps its number of paths), with ``seed``. The intervals describe the sampling of pairs
+        for this one model.
+
+        Args:
+            n_boot (int): bootstrap resamples.
+            level (float): the confidence level, in (0, 1).
+            seed (int): the seed of the resampling.
+            stats (Sequence[str]): which aggregates: ``"phi"``, ``"phi_max"``, ``"phi_max_p2"``,
+                ``"fraction_folded"``, ``"mean"``.
+
+        Returns:
+            dict[str, tuple[float, float]]: ``{stat: (low, high)}``.
+
+        Raises:
+            InputError: an unknown stat, ``level`` outside (0, 1), or a count out of range.
         """
         check_n_boot(n_boot, len(stats), self.chi.numel())
         check_int(seed, "seed", 0)
@@ -243,7 +299,18 @@ class GlobalFolding:
 
     # ------------------------------------------------------------------ export
     def summary(self, *, ci: bool = False, n_boot: int = 1000, ci_seed: int = 0) -> dict:
-        """Scalars as a JSON-ready dict (with bootstrap intervals when ``ci``)."""
+        """The scalars as a JSON-ready dict: Φ_N and the other aggregates, quantiles, counts, the settings and
+        the timing of the run.
+
+        Args:
+            ci (bool): add bootstrap intervals (``"ci95"``, see ``bootstrap``).
+            n_boot (int): bootstrap resamples, with ``ci``.
+            ci_seed (int): the seed of the resampling, with ``ci``.
+
+        Returns:
+            dict: ``phi``, ``phi_max``, ``phi_max_p2``, ``fraction_folded``, ``mean_chi``, ``quantiles``,
+            ``n_paths`` and more.
+        """
         out = {
             "phi": self.phi,
             "phi_max": self.phi_max,
@@ -283,7 +350,16 @@ class GlobalFolding:
         return pd.DataFrame(cols)
 
     def to_dict(self, *, ci: bool = False, n_boot: int = 1000, ci_seed: int = 0) -> dict:
-        """``summary()`` plus the per class pair table and per-layer folding."""
+        """``summary`` plus the per class pair table (``"class_pairs"``) and per-layer folding.
+
+        Args:
+            ci (bool): add bootstrap intervals, as in ``summary``.
+            n_boot (int): bootstrap resamples, with ``ci``.
+            ci_seed (int): the seed of the resampling, with ``ci``.
+
+        Returns:
+            dict: JSON-ready.
+        """
         d = self.summary(ci=ci, n_boot=n_boot, ci_seed=ci_seed)
         d["class_pairs"] = self.class_pairs()
         if self.per_layer:
@@ -312,34 +388,63 @@ def global_folding(
     progress: bool = False,
     workers: int | None = None,
 ) -> GlobalFolding:
-    """Global folding of ``model`` over the samples ``x`` with labels ``y``.
+    """The global folding Φ_N of a model over a data set: the folding of many paths between samples,
+    and its aggregates (docs/method.md, "The global measure").
 
-    pairs : ``"inter-class"`` (every ordered pair of samples of distinct classes; Φ_N
-        as in P1/P3), ``"all"`` (ordered class pairs with the same class included,
-        the P2 MNIST protocol), ``"random"`` (``max_pairs`` random pairs of distinct
-        samples), ``"centroids"`` (inter-class pairs of ``n_clusters`` k-means
-        centroids per class, docs/method.md, 'The global measure'), or a :class:`spacefold._core.pairs.PairPlan`
-        indexing ``x``.
-    max_pairs : at most this many paths, spread evenly over the class pairs and drawn
-        at random with ``seed``; ``None`` walks every pair.
-    method, steps, tol, tie_tol, layers, batch_size, dtype : as in
-        :func:`spacefold.folding_batch`; the pairs are streamed ``batch_size`` at a time.
-    per_layer : also χ of each layer's bits alone.
-    progress : a progress bar (paths/s and the time left; with tqdm installed).
-    workers : worker processes sharing the pairs in contiguous ranges (``None``: one
-        per core, ``1``: in this process); the numbers are the same for any count.
+    Under ``torchrun`` (``WORLD_SIZE > 1``) the ranks share the pairs in contiguous shards (each rank
+    with its own ``workers``), every rank receives every path's results and returns the same result
+    as a single process, bit for bit. With ``method="exact"`` everything before the first activation
+    is evaluated once per sample, not once per path.
 
-    Under ``torchrun`` (``WORLD_SIZE > 1``) the ranks share the pairs in contiguous
-    shards (each rank with its own ``workers``), every rank receives every path's
-    results and returns the same :class:`GlobalFolding` as a single process, bit for
-    bit (see :mod:`spacefold._core.parallel`).
+    Args:
+        model (nn.Module): any PyTorch model (as in ``folding_batch``).
+        x (Tensor): the samples, ``(n_samples, *input_shape)``.
+        y (Tensor | Sequence[int]): their integer class labels, ``(n_samples,)``.
+        pairs (str | PairPlan): which paths: ``"inter-class"`` (every ordered pair of samples of
+            distinct classes; Φ_N as in arXiv 2503.08502), ``"all"`` (ordered class pairs with the same
+            class included, the MNIST protocol of arXiv 2502.09954), ``"random"`` (``max_pairs`` random
+            pairs of distinct samples), ``"centroids"`` (inter-class pairs of ``n_clusters`` k-means
+            centroids per class; needs scikit-learn), or a ``spacefold._core.pairs.PairPlan`` indexing ``x``.
+        max_pairs (int | None): at most this many paths, spread evenly over the class pairs and drawn at
+            random with ``seed``; ``None`` walks every pair.
+        seed (int): the seed of every random choice (the pairs drawn, the k-means centroids).
+        method (str): the walk method, as in ``folding_batch``.
+        n_clusters (int): for ``pairs="centroids"``: centroids per class.
+        classes (Sequence[int] | None): restrict the paths to these classes (default: every class in ``y``).
+        steps (int): for ``method="uniform"``: ``steps + 1`` points per path.
+        tol (float | None): the walk's tolerance in t, as in ``folding_batch``.
+        tie_tol (float): a neuron is on where its pre-activation exceeds ``tie_tol`` (>= 0).
+        layers (str | type | list | None): which activations give bits, as in ``folding_batch``.
+        batch_size (int | None): paths per chunk (``None``: from the memory budget).
+        dtype (torch.dtype | None): evaluate a copy of the model in this dtype.
+        per_layer (bool): also χ of each layer's bits alone.
+        progress (bool): show a progress bar (paths/s and the time left; with tqdm installed).
+        workers (int | None): worker processes sharing the pairs in contiguous ranges (``None``: one per
+            core, ``1``: in this process); the numbers are the same for any count.
 
-    With ``method="exact"`` everything before the first activation (the first affine
-    layer) is evaluated once per sample, not once per path (see
-    :func:`spacefold.folding_pairs`).
+    Returns:
+        GlobalFolding: χ of every path ``(n_paths,)`` with its aggregates (``phi``, ``phi_max``,
+        ``fraction_folded``, the per class pair table, bootstrap intervals).
 
-    Returns a :class:`GlobalFolding` (``phi``, ``phi_max``, ``fraction_folded``,
-    ``chi``, ``max_profile``, per class pair table, bootstrap intervals).
+    Raises:
+        InputTypeError: ``x`` is not a tensor, ``y`` not integer labels, or the model not an ``nn.Module``.
+        InputError: ``y`` does not match ``x``, an unknown ``pairs`` mode, a class of ``classes`` with
+            no sample, a negative ``seed``, or a walk option out of range (as in ``folding_batch``).
+        NotPiecewiseLinearError: ``method="exact"`` on a model that is not piecewise linear.
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> net = sf.mlp("8x8", in_features=2, n_classes=3, seed=0)
+        >>> x = torch.randn(12, 2, generator=torch.Generator().manual_seed(0))
+        >>> y = torch.tensor([0, 1, 2] * 4)
+        >>> r = sf.global_folding(net, x, y, workers=1)  # 6 ordered class pairs x 4 x 4 samples
+        >>> r.n_paths, len(r.class_pairs())
+        (96, 6)
+        >>> import numpy as np
+        >>> r.phi == float(np.median(r.chi[r.chi > 0].numpy()))  # Φ_N: the median of the non-zero χ
+        True
+        >>> sf.global_folding(net, x, y, max_pairs=12, seed=1, workers=1).n_paths  # 2 paths per class pair
+        12
     """
     if not isinstance(x, Tensor):
         raise InputTypeError(f"x must be a torch.Tensor (n_samples, *input_shape), got {type(x).__name__}")

@@ -242,7 +242,27 @@ def chi_from_ranges(r1: Tensor, r2: Tensor) -> Tensor:
 
 
 def ranges(walk: Tensor) -> tuple[int, int] | tuple[Tensor, Tensor]:
-    """``(r1, r2)`` of a walk: ints for one walk, int64 tensors ``(batch,)`` for a batch."""
+    """The two ranges of a walk: r1, the largest Hamming distance from its first pattern, and r2, the
+    total Hamming distance travelled (docs/method.md, "The folding measure").
+
+    Args:
+        walk (Tensor): the patterns of one walk, ``(n_points, n_neurons)``, or of a batch of walks of
+            one length, ``(batch, n_points, n_neurons)``; bool, or integers/floats holding only 0 and 1.
+
+    Returns:
+        tuple[int, int] | tuple[Tensor, Tensor]: ``(r1, r2)``, two ints for one walk; two int64 tensors
+        ``(batch,)`` for a batch.
+
+    Raises:
+        InputTypeError: ``walk`` is not a tensor.
+        InputError: ``walk`` is not 2-D or 3-D, holds no pattern, or holds values other than 0 and 1.
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> w = torch.tensor([[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]])
+        >>> sf.ranges(w)
+        (2, 4)
+    """
     w, single = as_walk_batch(walk)
     r1, r2 = _batch_ranges(w)
     if single:
@@ -258,7 +278,32 @@ def _batch_ranges(w: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def chi(walk: Tensor) -> float | Tensor:
-    """Folding χ = 1 − r1/r2 of a walk (0 when r2 = 0): float, or float64 ``(batch,)``."""
+    """The space folding measure χ = 1 − r1/r2 of a walk, 0 when r2 = 0 (docs/method.md, "The folding
+    measure").
+
+    χ is 0 for a walk that only moves away from its first pattern and approaches 1 for a walk that
+    travels far but never gets far from where it began.
+
+    Args:
+        walk (Tensor): the patterns of one walk, ``(n_points, n_neurons)``, or of a batch of walks of
+            one length, ``(batch, n_points, n_neurons)``; bool or 0/1 values.
+
+    Returns:
+        float | Tensor: χ in [0, 1), a float for one walk, a float64 tensor ``(batch,)`` for a batch.
+
+    Raises:
+        InputTypeError: ``walk`` is not a tensor.
+        InputError: ``walk`` is not 2-D or 3-D, holds no pattern, or holds values other than 0 and 1.
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> w = torch.tensor([[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]])  # out two steps, back two
+        >>> sf.chi(w)
+        0.5
+        >>> flat = torch.tensor([[0, 0], [1, 0], [1, 1], [1, 1], [1, 1]])  # out, and no way back
+    >>> sf.chi(torch.stack([w, flat]))  # a batch of two walks of 5 patterns
+        tensor([0.5000, 0.0000], dtype=torch.float64)
+    """
     w, single = as_walk_batch(walk)
     r1, r2 = _batch_ranges(w)
     c = chi_from_ranges(r1, r2)
@@ -266,10 +311,27 @@ def chi(walk: Tensor) -> float | Tensor:
 
 
 def chi_profile(walk: Tensor) -> Tensor:
-    """χ of every prefix (docs/method.md, 'The folding measure'): ``(n_points,)`` or ``(batch, n_points)``.
+    """χ of every prefix of a walk (docs/method.md, "The folding measure").
 
-    Entry j is χ of the prefix (π_1, ..., π_{j+1}); entry 0 (a single pattern) is 0
-    and the last entry equals :func:`chi`.
+    Entry j is χ of the prefix (π_1, ..., π_{j+1}); entry 0 (a single pattern) is 0 and the last
+    entry equals ``chi``.
+
+    Args:
+        walk (Tensor): the patterns of one walk, ``(n_points, n_neurons)``, or of a batch of walks of
+            one length, ``(batch, n_points, n_neurons)``; bool or 0/1 values.
+
+    Returns:
+        Tensor: float64, ``(n_points,)`` for one walk, ``(batch, n_points)`` for a batch.
+
+    Raises:
+        InputTypeError: ``walk`` is not a tensor.
+        InputError: ``walk`` is not 2-D or 3-D, holds no pattern, or holds values other than 0 and 1.
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> w = torch.tensor([[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]])
+        >>> sf.chi_profile(w)
+        tensor([0.0000, 0.0000, 0.0000, 0.3333, 0.5000], dtype=torch.float64)
     """
     w, single = as_walk_batch(walk)
     r1, r2 = _cumulative(w)
@@ -290,12 +352,34 @@ def _chi_rows(w: Tensor) -> Tensor:
 
 
 def interaction(walk: Tensor, k: int | Tensor, signed: bool = False) -> float | Tensor:
-    """Interaction coefficient I(k) = |χ(Γ1 ⊕ Γ2) − χ(Γ1) − χ(Γ2)| (docs/method.md, 'The folding measure').
+    """The interaction coefficient I(k) = |χ(Γ1 ⊕ Γ2) − χ(Γ1) − χ(Γ2)| of a walk split at pattern k
+    (docs/method.md, "The folding measure").
 
-    ``k`` is the 0-based index of the shared pattern: Γ1 = walk[:k+1], Γ2 = walk[k:].
-    ``k`` is an int (same split for every walk of a batch) or an int tensor
-    ``(batch,)``. With ``signed=True`` the value without the absolute value is
-    returned (positive: super-additive, negative: sub-additive).
+    Γ1 = walk[:k+1] and Γ2 = walk[k:] share the pattern at index k.
+
+    Args:
+        walk (Tensor): the patterns of one walk, ``(n_points, n_neurons)``, or of a batch of walks of
+            one length, ``(batch, n_points, n_neurons)``; bool or 0/1 values.
+        k (int | Tensor): the 0-based index of the shared pattern, in [0, n_points − 1]: an int (the
+            same split for every walk of a batch) or an integer tensor ``(batch,)``.
+        signed (bool): return the value without the absolute value (positive: super-additive,
+            negative: sub-additive).
+
+    Returns:
+        float | Tensor: I(k), a float for one walk, a float64 tensor ``(batch,)`` for a batch.
+
+    Raises:
+        InputTypeError: ``walk`` is not a tensor, or ``k`` is not an integer or an integer tensor.
+        InputError: ``walk`` is malformed (see ``chi``), ``k`` lies outside [0, n_points − 1], or
+            the tensor ``k`` is not of shape ``(batch,)``.
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> w = torch.tensor([[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]])
+        >>> sf.chi(w[:3]), sf.chi(w[2:]), sf.chi(w)  # neither half folds, the whole does
+        (0.0, 0.0, 0.5)
+        >>> sf.interaction(w, 2)
+        0.5
     """
     w, single = as_walk_batch(walk)
     value = _interaction(w, k, signed)
@@ -347,18 +431,58 @@ def reverse(walk: Tensor) -> Tensor:
 
 
 def symmetric_chi(walk: Tensor) -> float | Tensor:
-    """d_χ = ½ (χ(Γ) + χ(−Γ)), the symmetrised measure (docs/method.md, 'The folding measure')."""
+    """The symmetrised measure d_χ = ½ (χ(Γ) + χ(−Γ)), where −Γ is the walk reversed (docs/method.md,
+    "The folding measure").
+
+    Args:
+        walk (Tensor): the patterns of one walk, ``(n_points, n_neurons)``, or of a batch of walks of
+            one length, ``(batch, n_points, n_neurons)``; bool or 0/1 values.
+
+    Returns:
+        float | Tensor: d_χ, a float for one walk, a float64 tensor ``(batch,)`` for a batch.
+
+    Raises:
+        InputTypeError: ``walk`` is not a tensor.
+        InputError: ``walk`` is not 2-D or 3-D, holds no pattern, or holds values other than 0 and 1.
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> w = torch.tensor([[0, 0, 0], [1, 1, 1], [1, 1, 0]])
+        >>> sf.chi(w), sf.chi(w.flip(0))  # χ depends on the direction
+        (0.25, 0.5)
+        >>> sf.symmetric_chi(w)
+        0.375
+    """
     w, single = as_walk_batch(walk)
     d = 0.5 * (_chi_rows(w) + _chi_rows(torch.flip(w, dims=[1])))
     return float(d[0]) if single else d
 
 
 def chi_bounds(walk: Tensor) -> tuple[float, float, float] | tuple[Tensor, Tensor, Tensor]:
-    """Deterministic bounds (docs/method.md, 'The folding measure') with L = r2 and D = d_H(π_1, π_n).
+    """Deterministic bounds on χ from the length L = r2 of a walk and the distance D = d_H(π_1, π_n)
+    between its ends (docs/method.md, "The folding measure").
 
-    Returns ``(lower, upper, reversal)`` with ``lower = ½(1 − D/L)``,
-    ``upper = 1 − D/L`` and ``reversal = D/L`` (a bound on |χ(Γ) − χ(−Γ)|).
-    For L = 0 all three are 0.
+    Args:
+        walk (Tensor): the patterns of one walk, ``(n_points, n_neurons)``, or of a batch of walks of
+            one length, ``(batch, n_points, n_neurons)``; bool or 0/1 values.
+
+    Returns:
+        tuple[float, float, float] | tuple[Tensor, Tensor, Tensor]: ``(lower, upper, reversal)`` with
+        ``lower = ½(1 − D/L)``, ``upper = 1 − D/L`` and ``reversal = D/L`` (a bound on |χ(Γ) − χ(−Γ)|);
+        all three are 0 when L = 0. Floats for one walk, float64 tensors ``(batch,)`` for a batch.
+
+    Raises:
+        InputTypeError: ``walk`` is not a tensor.
+        InputError: ``walk`` is not 2-D or 3-D, holds no pattern, or holds values other than 0 and 1.
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> w = torch.tensor([[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]])  # a closed walk: D = 0
+        >>> sf.chi_bounds(w)
+        (0.5, 1.0, 0.0)
+        >>> lower, upper, _ = sf.chi_bounds(w)
+        >>> lower <= sf.chi(w) <= upper
+        True
     """
     w, single = as_walk_batch(walk)
     _, r2 = _batch_ranges(w)

@@ -625,14 +625,50 @@ def activation_patterns(
     batch_size: int | None = None,
     return_layout: bool = False,
 ) -> Tensor | tuple[Tensor, PatternLayout]:
-    """Activation patterns of ``x`` under ``model``: bool ``(batch, n_neurons)``.
+    """The activation patterns of inputs under a model: one bit per neuron, in forward order
+    (docs/method.md, "Activation patterns").
 
-    Bits of the selected activations, modules and functions called in ``forward``
-    (default: all, in forward order; see the module notes for ``layers``), are
-    concatenated; bit = pre-activation > ``tie_tol`` (a gated unit's output for gates). The model runs in eval mode
-    under ``torch.no_grad()`` (its train/eval flags are restored afterwards).
-    ``x`` is moved to the model's device and dtype. With ``return_layout=True``
-    returns ``(patterns, layout)`` where ``layout`` gives each layer's slice.
+    The bits of the selected activations (modules, and activation functions called in ``forward``;
+    by default all of them) are concatenated. A neuron's bit is pre-activation > ``tie_tol`` (for a
+    gated unit, its output > ``tie_tol``). The model runs in eval mode under ``torch.no_grad()``, and
+    its train/eval flags are restored afterwards. ``x`` is moved to the model's device and dtype.
+
+    Args:
+        model (nn.Module): any PyTorch model.
+        x (Tensor): the inputs, ``(batch, *input_shape)``, real and finite.
+        layers (str | type | list | None): which activations give bits: a module name (as in
+            ``model.named_modules()``), a call site ``"<module>:<function>"``, an activation module
+            type (``nn.GELU``: its modules and the ``F.gelu`` calls), or a list of them; ``None``: all.
+        tie_tol (float): a neuron is on where its score exceeds ``tie_tol`` (>= 0); scores in
+            ``[-tie_tol, tie_tol]`` count as off.
+        batch_size (int | None): run the model on chunks of this many inputs (None: all at once).
+        return_layout (bool): also return the layout, where each layer's bits sit in a pattern.
+
+    Returns:
+        Tensor | tuple[Tensor, PatternLayout]: the patterns, a bool tensor ``(batch, n_neurons)``; with
+        ``return_layout=True`` the pair ``(patterns, layout)``, whose ``layout.layers`` give each block's
+        name, kind and slice.
+
+    Raises:
+        InputTypeError: ``model`` is not an ``nn.Module``, ``x`` is not a real tensor, or ``layers``
+            is not a name, a type or a list of them.
+        InputError: ``x`` is a scalar or holds NaN or inf, ``tie_tol`` is negative, ``batch_size`` is
+            below 1, ``layers`` names no activation of the model, or an activation runs where its bits
+            cannot be seen (TorchScript, ``torch.compile``) or has no binarisation rule.
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2), torch.nn.ReLU())
+        >>> with torch.no_grad():
+        ...     _ = net[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])), net[0].bias.zero_()
+        ...     _ = net[2].weight.copy_(torch.tensor([[1.0, -1.0, 0.0], [0.0, 0.0, 1.0]])), net[2].bias.fill_(-0.5)
+        >>> x = torch.tensor([[1.0, -1.0], [-1.0, 2.0]])
+        >>> sf.activation_patterns(net, x).int()
+        tensor([[1, 0, 0, 1, 0],
+                [0, 1, 1, 0, 1]], dtype=torch.int32)
+        >>> patterns, layout = sf.activation_patterns(net, x, layers="1", return_layout=True)
+        >>> patterns.shape, layout.names
+        (torch.Size([2, 3]), ['1'])
     """
     if not isinstance(model, nn.Module):
         raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

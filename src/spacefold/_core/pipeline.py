@@ -43,15 +43,31 @@ MAX_CHUNK = 1 << 17  # segments per chunk at most
 
 @dataclass(frozen=True)
 class Folding:
-    """Folding of one segment. ``profile`` is χ of every prefix of the walk
-    (one value per region; ``walk.grid_index`` maps grid points to regions for
-    ``method="uniform"``). ``complete``: whether the walk provably holds every region
-    the segment crosses (see :class:`FoldingBatch`).
+    """The folding of one segment, as ``spacefold.folding`` returns it.
 
-    ``n_regions`` counts the regions of the walk, end points included: a segment that starts
-    or ends exactly on a boundary counts a region of zero length there (the papers' grid
-    includes t = 0 and t = 1), so it is then not the number of linear pieces along the
-    segment; ``n_pieces`` (``walk.n_pieces``) counts the regions of positive length."""
+    ``n_regions`` counts the regions of the walk, end points included: a segment that starts or ends
+    exactly on a boundary counts a region of zero length there (the papers' grid includes t = 0 and
+    t = 1), so it is then not the number of linear pieces along the segment; ``n_pieces``
+    (``walk.n_pieces``) counts the regions of positive length.
+
+    Attributes:
+        chi (float): χ = 1 − r1/r2 of the walk (0 when r2 = 0).
+        r1 (int): the largest Hamming distance from the first pattern.
+        r2 (int): the total Hamming distance travelled.
+        n_regions (int): the regions of the walk.
+        profile (Tensor): float64 ``(n_regions,)``, χ of every prefix of the walk (one value per region;
+            ``walk.grid_index`` maps grid points to regions for ``method="uniform"``).
+        max_profile (float): the largest value of ``profile``.
+        walk (Walk): the walk itself (``walk.patterns``, ``walk.t``).
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> net = sf.cantornet(depth=1)
+        >>> f = sf.folding(net, torch.tensor([0.0, 0.75], dtype=torch.float64),
+        ...                torch.tensor([1.0, 0.75], dtype=torch.float64), tie_tol=net.tie_tol)
+        >>> f.chi == 1 - f.r1 / f.r2, f.profile[-1].item() == f.chi, f.complete
+        (True, True, True)
+    """
 
     chi: float
     r1: int
@@ -63,6 +79,7 @@ class Folding:
 
     @property
     def patterns(self) -> Tensor:
+        """The walk's patterns, bool ``(n_regions, n_neurons)`` (``walk.patterns``)."""
         return self.walk.patterns
 
     @property
@@ -72,29 +89,54 @@ class Folding:
 
     @property
     def n_pieces(self) -> int:
-        """The regions of positive length (see :attr:`spacefold._core.walk.Walk.n_pieces`)."""
+        """The regions of positive length (see ``spacefold._core.walk.Walk.n_pieces``)."""
         return self.walk.n_pieces
 
 
 @dataclass(frozen=True)
 class FoldingBatch:
-    """Folding of many segments; every field is a tensor ``(batch,)``.
+    """The folding of many segments, as ``spacefold.folding_batch`` and
+    ``spacefold.folding_pairs`` return it; one entry per segment in every tensor.
 
-    ``n_regions`` counts a region of zero length where a segment starts or ends exactly on a
-    boundary (see :class:`Folding`); with ``return_walks=True``, ``walks.n_pieces`` counts the
-    regions of positive length.
+    ``n_regions`` counts a region of zero length where a segment starts or ends exactly on a boundary
+    (see ``Folding``); with ``return_walks=True``, ``walks.n_pieces`` counts the regions of
+    positive length.
 
-    ``walks`` is set only with ``return_walks=True``; ``per_layer`` (layer name ->
-    χ ``(batch,)``) only with ``per_layer=True``.
+    Attributes:
+        chi (Tensor): float64 ``(batch,)``, χ of every segment.
+        r1 (Tensor): int64 ``(batch,)``, the largest Hamming distance from the first pattern.
+        r2 (Tensor): int64 ``(batch,)``, the total Hamming distance travelled.
+        n_regions (Tensor): int64 ``(batch,)``, the regions of every walk.
+        max_profile (Tensor): float64 ``(batch,)``, the largest χ of a prefix of every walk.
+        method (str): the walk method.
+        layout (PatternLayout | None): where each layer's bits sit in a pattern.
+        walks (WalkBatch | None): every walk, back to back (``walks[i]`` is a ``Walk``); only with
+            ``return_walks=True``.
+        per_layer (dict[str, Tensor] | None): layer name -> χ ``(batch,)`` of that layer's bits alone; only
+            with ``per_layer=True``.
+        n_float64 (int): exact walk: segments walked again in float64 because max pooling could not be
+            resolved in the model's dtype (a near tie of a window's arg-max below its round-off).
+        n_unresolved (int): those of them that float64 did not resolve either (their arg-max is decided up
+            to float64 round-off; a warning says so).
+        n_refined (int): exact walk: sub-segments walked again in float64 around crossings the model's
+            dtype cannot tell apart (docs/method.md, "The exact walk"). All three counts are 0 for the
+            other methods.
+        complete (Tensor | None): bool ``(batch,)``, whether each walk provably holds every change of
+            every bit: True for ``exact``, True for ``certified`` unless the path ran out of its interval
+            budget, False (not guaranteed) for ``bisect`` and ``uniform``.
 
-    ``n_float64`` (exact walk): segments walked again in float64 because max pooling could not
-    be resolved in the model's dtype (a near tie of a window's arg-max below its round-off);
-    ``n_unresolved``: those of them that float64 did not resolve either (their arg-max is decided
-    up to float64 round-off; a warning says so). ``n_refined``: sub-segments walked again in float64
-    around crossings the model's dtype cannot tell apart (docs/method.md, 'The exact walk'). All are
-    0 for the other methods. ``complete``: bool per path, whether the walk provably holds every
-    change of every bit: True for ``exact``, True for ``certified`` unless the path ran out of its
-    interval budget, False (not guaranteed) for ``bisect`` and ``uniform``.
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> net = sf.mlp("8x8", in_features=2, n_classes=2, seed=0)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> b = sf.folding_batch(net, torch.randn(4, 2, generator=g), torch.randn(4, 2, generator=g),
+        ...                      return_walks=True, workers=1)
+        >>> len(b), len(b.walks), bool(b.complete.all())
+        (4, 4, True)
+        >>> b.chi.shape, b.r1.dtype
+        (torch.Size([4]), torch.int64)
+        >>> list(b.to_pandas().columns)
+        ['chi', 'r1', 'r2', 'n_regions', 'max_profile']
     """
 
     chi: Tensor

@@ -98,19 +98,41 @@ def _rule_form(rule: Callable) -> Rule:
 
 
 def register_activation(module_type: type, rule: Rule | None = None, *, piecewise_linear: bool = False) -> None:
-    """Register how to binarise the outputs of ``module_type``.
+    """Register how to binarise the outputs of an activation module type (docs/method.md, "Activation
+    patterns").
 
-    ``rule(module, inputs, output)`` gets the module, the tuple of its call's positional
-    inputs and its output, and returns a score tensor of the output's shape; a neuron's
-    bit is ``score > tie_tol``. The default rule is the pre-activation ``inputs[0]``
-    itself (bit = z > 0). A gate of two inputs registers e.g.
-    ``rule=lambda module, inputs, output: output`` (one bit per unit, [output > 0]).
-    A rule whose second parameter is not named ``inputs`` gets the first input alone
-    (the form of earlier versions; deprecated). Modules and functions called inside a
-    registered module give no bits of their own. Set ``piecewise_linear=True`` only for
-    elementwise activations that are piecewise linear with their kinks at z = 0 (the
-    exact walker relies on it). The functional forms of a registered type (``F.gelu`` for
-    ``nn.GELU``) follow its rule.
+    ``rule(module, inputs, output)`` gets the module, the tuple of its call's positional inputs and
+    its output, and returns a score tensor of the output's shape; a neuron's bit is
+    ``score > tie_tol``. The default rule is the pre-activation ``inputs[0]`` itself (bit = z > 0). A
+    gate of two inputs registers e.g. ``rule=lambda module, inputs, output: output`` (one bit per
+    unit, [output > 0]). A rule whose second parameter is not named ``inputs`` gets the first input
+    alone (the form of earlier versions; deprecated). Modules and functions called inside a
+    registered module give no bits of their own. The functional forms of a registered type
+    (``F.gelu`` for ``nn.GELU``) follow its rule. Registering a type again replaces its rule.
+
+    Args:
+        module_type (type): an ``nn.Module`` subclass; its subclasses follow the same rule.
+        rule (Callable | None): ``(module, inputs, output) -> score``; None: the pre-activation.
+        piecewise_linear (bool): the activation is elementwise and piecewise linear with its kinks at
+            z = 0, so the exact walk may cross it (set it only then: the exact walker relies on it).
+
+    Returns:
+        None: the rule holds for every later pattern, walk and measure in the process.
+
+    Raises:
+        InputTypeError: ``module_type`` is not an ``nn.Module`` subclass, or ``rule`` is not callable.
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> class Shifted(torch.nn.Module):  # relu(z - 1): on where z > 1
+        ...     def forward(self, z):
+        ...         return torch.relu(z - 1)
+        >>> sf.register_activation(Shifted, lambda module, inputs, output: inputs[0] - 1)
+        >>> net = torch.nn.Sequential(torch.nn.Linear(1, 1), Shifted())
+        >>> with torch.no_grad():
+        ...     _ = net[0].weight.fill_(1.0), net[0].bias.zero_()
+        >>> sf.activation_patterns(net, torch.tensor([[0.5], [2.0]])).flatten().tolist()
+        [False, True]
     """
     if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
         raise InputTypeError(f"module_type must be an nn.Module subclass, got {module_type!r}")

@@ -597,14 +597,35 @@ class CantorNet(nn.Module):
 
 
 def cantornet(depth: int, representation: str = "A", dtype: torch.dtype = torch.float64) -> CantorNet:
-    """CantorNet of recursion depth ``depth`` (1..:data:`MAX_DEPTH`) as an ``nn.Module``.
+    """CantorNet (arXiv 2411.19713), the sandbox with known answers, as an ``nn.Module`` whose weights are
+    computed in exact rationals from the construction.
 
-    ``representation``: ``"A"`` (recursive, 5k + 1 ReLU neurons), ``"B"`` or ``"C"``
-    (DNF-like, O(2^k) neurons), case-insensitive. Input ``(batch, 2)``, output
-    ``(batch, 1)``, > 0 iff the point lies above the decision boundary. The pattern
-    (``spacefold.activation_patterns``) has one bit per ReLU neuron, output included:
-    m = 6, 11, 16, 21, 26 (A), 12, 14, 24, 42, 76 (B), 14, 17, 29, 51, 93 (C) for
-    k = 1..5. Pass ``tie_tol=net.tie_tol`` when walking it (needed for C; see the
-    module docstring).
+    The pattern (``spacefold.activation_patterns``) has one bit per ReLU neuron, the output neuron
+    included: m = 6, 11, 16, 21, 26 (A), 12, 14, 24, 42, 76 (B), 14, 17, 29, 51, 93 (C) for k = 1..5.
+    Representation C has exact ties (two ReLUs of ±(a − b) both at 0) that float arithmetic misreads:
+    pass ``tie_tol=net.tie_tol`` when walking it (docs/method.md, "CantorNet").
+
+    Args:
+        depth (int): the recursion depth k, in [1, 10].
+        representation (str): ``"A"`` (recursive, 5k + 1 ReLU neurons), ``"B"`` or ``"C"`` (DNF-like,
+            O(2^k) neurons); case-insensitive.
+        dtype (torch.dtype): the dtype of the weights (``net.tie_tol`` follows it).
+
+    Returns:
+        CantorNet: ``(batch, 2) -> (batch, 1)``, with ``depth``, ``representation``, ``n_neurons`` (the
+        code length m) and ``tie_tol`` (the recommended tie tolerance for its dtype).
+
+    Raises:
+        ValueError: ``depth`` outside [1, 10] or an unknown ``representation``.
+        TypeError: ``dtype`` is not a real floating dtype.
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> net = sf.cantornet(depth=2)
+        >>> net.n_neurons, net.tie_tol, sf.cantornet(2, "C").n_neurons
+        (11, 1e-09, 17)
+        >>> x = torch.tensor([[0.1, 0.75], [0.5, 0.75]], dtype=torch.float64)
+        >>> sf.activation_patterns(net, x, tie_tol=net.tie_tol).shape
+        torch.Size([2, 11])
     """
     return CantorNet(depth, representation, dtype)

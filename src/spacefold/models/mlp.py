@@ -154,9 +154,37 @@ def mlp(
     activation: str = "relu",
     seed: int | None = 0,
 ) -> MLP:
-    """Build the MLP named ``arch`` (``"3x20"``) with weights initialised from ``seed``.
+    """The MLP of the studies named ``arch`` (``"3x20"``: three hidden layers of 20), with weights
+    initialised from ``seed``.
 
+    Hidden layers are ``nn.Linear`` followed by the activation; the output layer is linear (logits).
     The global torch RNG is left as it was.
+
+    Args:
+        arch (str | Sequence[int]): ``"3x20"`` (depth x width), ``"30-20"`` or ``"30,20"`` (the widths),
+            a sequence of ints, or ``"0"`` (no hidden layer: a linear model).
+        in_features (int): the input features (784 for flattened MNIST).
+        n_classes (int): the outputs.
+        activation (str): ``"relu"``, ``"leaky_relu"``, ``"gelu"``, ``"tanh"`` or ``"silu"``.
+        seed (int | None): the seed of the initial weights; ``None`` draws from the global RNG.
+
+    Returns:
+        MLP: an ``nn.Module`` ``(batch, in_features) -> (batch, n_classes)``; ``model.config()`` holds what
+        rebuilds it.
+
+    Raises:
+        InputError: an ``arch`` that is not of those forms, an unknown ``activation``, a negative
+            ``seed``, or a network too large to build.
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> net = sf.mlp("3x20", in_features=784, n_classes=10, seed=0)
+        >>> net(torch.zeros(2, 784)).shape
+        torch.Size([2, 10])
+        >>> torch.equal(net.net[0].weight, sf.mlp("3x20", seed=0).net[0].weight)  # the seed fixes the weights
+        True
+        >>> sf.mlp([30, 20], in_features=2, n_classes=3, activation="gelu").config()["arch"]
+        '30-20'
     """
     hidden = parse_arch(arch)
     if isinstance(in_features, int) and isinstance(n_classes, int):
@@ -173,10 +201,31 @@ def mlp(
 
 
 def save_checkpoint(model: MLP, path: str | os.PathLike, metadata: dict | None = None) -> Path:
-    """Save ``model`` (state_dict + JSON config + ``metadata``) to ``path`` atomically.
+    """Save an MLP (its state_dict, its config and ``metadata``) to ``path`` atomically.
 
-    A JSON copy of config and metadata is written beside it (``<path>.json``) for
-    reading by people and tools; loading uses only the checkpoint itself.
+    A JSON copy of the config and metadata is written beside it (``<path>.json``) for people and
+    tools; loading uses only the checkpoint itself. Files are written with the user's umask, and
+    nothing half-written is left behind.
+
+    Args:
+        model (MLP): a model built by ``mlp``.
+        path (str | os.PathLike): the checkpoint file to write.
+        metadata (dict | None): JSON-serialisable data to store with it (training settings, accuracy).
+
+    Returns:
+        Path: ``path``.
+
+    Raises:
+        InputTypeError: ``model`` is not a spacefold MLP, or ``metadata`` is not JSON-serialisable.
+        InputError: the model's weights hold NaN or inf.
+
+    Examples:
+        >>> import pathlib, tempfile, spacefold as sf
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = sf.save_checkpoint(sf.mlp("2x8", in_features=2, n_classes=2), pathlib.Path(folder) / "net.pt",
+        ...                               {"epochs": 3})
+        ...     sorted(p.name for p in path.parent.iterdir())
+        ['net.pt', 'net.pt.json']
     """
     if not isinstance(model, MLP):
         raise InputTypeError(f"model must be a spacefold MLP, got {type(model).__name__}")
@@ -215,13 +264,31 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
 
 def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
                     with_metadata: bool = False) -> MLP | tuple[MLP, dict]:
-    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
+    """Load a checkpoint written by ``save_checkpoint``, with ``torch.load(weights_only=True)``.
 
-    Returns the model in eval mode, or ``(model, metadata)`` with ``with_metadata``.
-    Raises ``FileNotFoundError`` for a missing file and :class:`CheckpointError`
-    for anything that is not a valid spacefold checkpoint: a directory, a foreign or
-    corrupt file, a config that does not match the stored tensors (checked before any
-    layer is built), weights that are not finite.
+    Args:
+        path (str | os.PathLike): the checkpoint file.
+        map_location (str | torch.device): where to put the tensors.
+        with_metadata (bool): also return the metadata stored with the model.
+
+    Returns:
+        MLP | tuple[MLP, dict]: the model (in eval mode), or ``(model, metadata)`` with
+        ``with_metadata=True``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: an ``InputError`` for anything that is not a valid spacefold checkpoint: a
+            directory, a foreign or corrupt file, a config that does not match the stored tensors
+            (checked before any layer is built), weights that are not finite.
+
+    Examples:
+        >>> import pathlib, tempfile, torch, spacefold as sf
+        >>> net = sf.mlp("2x8", in_features=2, n_classes=2, seed=1)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = sf.save_checkpoint(net, pathlib.Path(folder) / "net.pt", {"epochs": 3})
+        ...     loaded, meta = sf.load_checkpoint(path, with_metadata=True)
+        >>> meta, loaded.training, torch.equal(loaded.net[0].weight, net.net[0].weight)
+        ({'epochs': 3}, False, True)
     """
     path = Path(path)
     if path.is_dir():

@@ -38,8 +38,34 @@ __all__ = ["GEGLU", "GatedUnit", "ReGLU", "SwiGLU"]
 
 
 class GatedUnit(nn.Module):
-    """``act(x W_g + b_g) * (x W_u + b_u)``: ``d_hidden`` gated units of an input of ``d_in``
-    features (the last dimension). ``gate`` and ``up`` are the two ``nn.Linear`` projections."""
+    """``act(x W_g + b_g) * (x W_u + b_u)``: ``d_hidden`` gated units of an input of ``d_in`` features
+    (the last dimension), with one bit per unit in the activation pattern.
+
+    ``gate`` and ``up`` are the two ``nn.Linear`` projections; ``activation`` is the gate's activation
+    (SiLU here; ``SwiGLU``, ``GEGLU`` and ``ReGLU`` set it). The module stops at the
+    units: the down projection of a Llama-style MLP is a layer of its own after it. A unit's bit is
+    [output > 0] (``register_activation(GatedUnit, rule)`` registered for it and its subclasses).
+    Input ``(*, d_in)``, output ``(*, d_hidden)``.
+
+    Args:
+        d_in (int): the input features (the last dimension of the input), >= 1.
+        d_hidden (int): the gated units, >= 1.
+        bias (bool): whether the two projections have a bias.
+        device (torch.device | None): where to put the weights.
+        dtype (torch.dtype | None): the dtype of the weights.
+
+    Raises:
+        InputTypeError: ``d_in`` or ``d_hidden`` is not an int.
+        InputError: ``d_in`` or ``d_hidden`` is below 1; when called, an input whose last dimension is
+            not ``d_in``.
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> from spacefold.nn import GatedUnit
+        >>> unit = GatedUnit(2, 3)
+        >>> unit(torch.randn(5, 2)).shape, sf.activation_patterns(unit, torch.randn(5, 2)).shape
+        (torch.Size([5, 3]), torch.Size([5, 3]))
+    """
 
     activation: Callable[[Tensor], Tensor] = staticmethod(F.silu)
 
@@ -67,19 +93,102 @@ class GatedUnit(nn.Module):
 
 
 class SwiGLU(GatedUnit):
-    """``silu(x W_g) * (x W_u)`` (Shazeer 2020; the MLP of Llama without its down projection)."""
+    """``silu(x W_g) * (x W_u)`` (Shazeer 2020; the MLP of Llama without its down projection), one bit per
+    unit: [a > 0 and b > 0] or [a < 0 and b < 0] for gate a and up b.
+
+    Input ``(*, d_in)``, output ``(*, d_hidden)``.
+
+    Args:
+        d_in (int): the input features (the last dimension of the input), >= 1.
+        d_hidden (int): the gated units, >= 1.
+        bias (bool): whether the two projections have a bias.
+        device (torch.device | None): where to put the weights.
+        dtype (torch.dtype | None): the dtype of the weights.
+
+    Raises:
+        InputTypeError: ``d_in`` or ``d_hidden`` is not an int.
+        InputError: ``d_in`` or ``d_hidden`` is below 1; when called, an input whose last dimension is
+            not ``d_in``.
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> from spacefold.nn import SwiGLU
+        >>> _ = torch.manual_seed(0)
+        >>> net = torch.nn.Sequential(SwiGLU(2, 8), torch.nn.Linear(8, 2))  # a Llama-style MLP
+        >>> sf.activation_patterns(net, torch.randn(3, 2)).shape  # one bit per unit
+        torch.Size([3, 8])
+        >>> w = sf.walk(net, torch.zeros(2), torch.ones(2), method="bisect")  # a gated unit is not piecewise linear
+        >>> w.patterns.shape[1]
+        8
+    """
 
     activation = staticmethod(F.silu)
 
 
 class GEGLU(GatedUnit):
-    """``gelu(x W_g) * (x W_u)``."""
+    """``gelu(x W_g) * (x W_u)``, one bit per unit: [a > 0 and b > 0] or [a < 0 and b < 0] for gate a and
+    up b.
+
+    Input ``(*, d_in)``, output ``(*, d_hidden)``.
+
+    Args:
+        d_in (int): the input features (the last dimension of the input), >= 1.
+        d_hidden (int): the gated units, >= 1.
+        bias (bool): whether the two projections have a bias.
+        device (torch.device | None): where to put the weights.
+        dtype (torch.dtype | None): the dtype of the weights.
+
+    Raises:
+        InputTypeError: ``d_in`` or ``d_hidden`` is not an int.
+        InputError: ``d_in`` or ``d_hidden`` is below 1; when called, an input whose last dimension is
+            not ``d_in``.
+
+    Examples:
+        >>> import torch
+        >>> from spacefold.nn import GEGLU
+        >>> unit = GEGLU(4, 6, bias=True)
+        >>> unit
+        GEGLU(
+          d_in=4, d_hidden=6, bias=True
+          (gate): Linear(in_features=4, out_features=6, bias=True)
+          (up): Linear(in_features=4, out_features=6, bias=True)
+        )
+        >>> unit(torch.randn(2, 3, 4)).shape
+        torch.Size([2, 3, 6])
+    """
 
     activation = staticmethod(F.gelu)
 
 
 class ReGLU(GatedUnit):
-    """``relu(x W_g) * (x W_u)``."""
+    """``relu(x W_g) * (x W_u)``, one bit per unit: [a > 0 and b > 0] for gate a and up b (the gate is 0
+    for a <= 0).
+
+    Input ``(*, d_in)``, output ``(*, d_hidden)``.
+
+    Args:
+        d_in (int): the input features (the last dimension of the input), >= 1.
+        d_hidden (int): the gated units, >= 1.
+        bias (bool): whether the two projections have a bias.
+        device (torch.device | None): where to put the weights.
+        dtype (torch.dtype | None): the dtype of the weights.
+
+    Raises:
+        InputTypeError: ``d_in`` or ``d_hidden`` is not an int.
+        InputError: ``d_in`` or ``d_hidden`` is below 1; when called, an input whose last dimension is
+            not ``d_in``.
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> from spacefold.nn import ReGLU
+        >>> unit = ReGLU(2, 3)
+        >>> with torch.no_grad():
+        ...     _ = unit.gate.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+        ...     _ = unit.up.weight.copy_(torch.tensor([[1.0, 1.0], [-1.0, 0.0], [0.0, 1.0]]))
+        >>> x = torch.tensor([[1.0, 2.0]])  # gate (1, 2, 3), up (3, -1, 2)
+        >>> unit(x).tolist(), sf.activation_patterns(unit, x).int().tolist()
+        ([[3.0, -2.0, 6.0]], [[1, 0, 1]])
+    """
 
     activation = staticmethod(F.relu)
 

@@ -217,9 +217,25 @@ LAYERS = (nn.Linear, *_ACTS, *(*_MAXPOOLS, *_AVGPOOLS), nn.Flatten, nn.Unflatten
 
 
 class ReferenceWalk(NamedTuple):
-    """Γ* in exact arithmetic: ``t[i]`` where region i is entered (``t[0] == 0``), ``patterns[i]`` its
-    bits (one per neuron of every activation layer, in order), ``breakpoints`` every kink crossing
-    or window tie found (0 and 1 included), whether or not a bit changes there."""
+    """The walk Γ* of a segment in exact rational arithmetic, as ``reference_walk`` returns it.
+
+    Attributes:
+        t (list[Fraction]): where each region is entered (``t[0] == 0``).
+        patterns (list[tuple[bool, ...]]): the bits of each region, one per neuron of every activation
+            layer, in order; consecutive patterns distinct.
+        breakpoints (list[Fraction]): every kink crossing or window tie found (0 and 1 included),
+            whether or not a bit changes there.
+
+    Examples:
+        >>> import torch
+        >>> from spacefold.testing import reference_walk
+        >>> net = torch.nn.Sequential(torch.nn.Linear(1, 2), torch.nn.ReLU())
+        >>> with torch.no_grad():
+        ...     _ = net[0].weight.copy_(torch.tensor([[1.0], [-1.0]])), net[0].bias.zero_()
+        >>> ref = reference_walk(net, [-1.0], [1.0])
+        >>> [str(t) for t in ref.t], ref.patterns, [str(b) for b in ref.breakpoints]
+        (['0', '1/2'], [(False, True), (True, False)], ['0', '1/2', '1'])
+    """
 
     t: list[Fraction]
     patterns: list[tuple[bool, ...]]
@@ -237,15 +253,60 @@ def _check(net: nn.Module) -> nn.Sequential:
 
 
 def reference_pattern(net: nn.Sequential, x: Sequence[float | Fraction]) -> tuple[bool, ...]:
-    """The activation pattern of the single input ``x`` (a flat sequence), in exact arithmetic."""
+    """The activation pattern of one input in exact rational arithmetic (no torch arithmetic).
+
+    Args:
+        net (nn.Sequential): a sequence of ``Linear``, ``ReLU``, ``LeakyReLU``, ``Hardtanh``, max and
+            average pooling, ``Flatten`` and ``Unflatten`` layers; its weights are read as exact fractions.
+        x (Sequence[float | Fraction]): one input, flattened.
+
+    Returns:
+        tuple[bool, ...]: one bit per neuron of every activation layer, in order (bit = z > 0).
+
+    Raises:
+        InputTypeError: ``net`` is not an ``nn.Sequential`` of those layers.
+
+    Examples:
+        >>> import torch
+        >>> from spacefold.testing import reference_pattern
+        >>> net = torch.nn.Sequential(torch.nn.Linear(1, 2), torch.nn.ReLU())
+        >>> with torch.no_grad():
+        ...     _ = net[0].weight.copy_(torch.tensor([[1.0], [-1.0]])), net[0].bias.zero_()
+        >>> reference_pattern(net, [0.5]), reference_pattern(net, [0])  # a tie (z = 0) is bit 0
+        ((True, False), (False, False))
+    """
     return _pattern(_check(net), [Fraction(v) for v in x])
 
 
 def reference_walk(net: nn.Sequential, x1: Sequence[float | Fraction], x2: Sequence[float | Fraction]
                    ) -> ReferenceWalk:
-    """Γ* of the segment ``x1 -> x2`` (flat sequences of numbers) in exact arithmetic.
+    """The walk Γ* of the segment ``x1 -> x2`` in exact rational arithmetic: an oracle that shares no code
+    with the walkers (nor with torch's arithmetic), to check a walk against.
 
-    Raises :class:`~spacefold.InputTypeError` for a net that is not an ``nn.Sequential`` of :data:`LAYERS`.
+    Args:
+        net (nn.Sequential): a sequence of ``Linear``, ``ReLU``, ``LeakyReLU``, ``Hardtanh``, max and
+            average pooling, ``Flatten`` and ``Unflatten`` layers; its weights are read as exact fractions.
+        x1 (Sequence[float | Fraction]): the start, one input flattened.
+        x2 (Sequence[float | Fraction]): the end, of the same length.
+
+    Returns:
+        ReferenceWalk: ``t`` (where each region is entered), ``patterns`` and ``breakpoints``, in fractions.
+
+    Raises:
+        InputTypeError: ``net`` is not an ``nn.Sequential`` of those layers.
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> from spacefold.testing import reference_walk
+        >>> net = torch.nn.Sequential(torch.nn.Linear(1, 2), torch.nn.ReLU()).double()
+        >>> with torch.no_grad():
+        ...     _ = net[0].weight.copy_(torch.tensor([[1.0], [-1.0]])), net[0].bias.zero_()
+        >>> ref = reference_walk(net, [-1.0], [1.0])
+        >>> [str(t) for t in ref.t], ref.patterns
+        (['0', '1/2'], [(False, True), (True, False)])
+        >>> w = sf.walk(net, torch.tensor([-1.0], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64))
+        >>> [tuple(p) for p in w.patterns.tolist()] == ref.patterns  # the exact walk agrees
+        True
     """
     t, patterns, breakpoints = _reference_walk(_check(net), list(x1), list(x2))  # type: ignore[arg-type]
     return ReferenceWalk(t, [tuple(p) for p in patterns], breakpoints)
@@ -253,7 +314,34 @@ def reference_walk(net: nn.Sequential, x1: Sequence[float | Fraction], x2: Seque
 
 def cantornet_walk(depth: int, representation: str = "A", start: Sequence[float | Fraction] | None = None,
                    end: Sequence[float | Fraction] | None = None) -> tuple[list[Fraction], list[tuple[bool, ...]]]:
-    """Γ* of a segment through CantorNet (default (0, 3/4) -> (1, 3/4)) from its exact weights:
-    ``(t, patterns)`` as :func:`reference_walk` (this is ``spacefold.models.cantornet.exact_walk``)."""
+    """The walk Γ* of a segment through CantorNet, from its exact rational weights.
+
+    Args:
+        depth (int): the recursion depth k, in [1, 10].
+        representation (str): ``"A"``, ``"B"`` or ``"C"`` (as in ``spacefold.cantornet``).
+        start (Sequence[float | Fraction] | None): the start (default (0, 3/4)).
+        end (Sequence[float | Fraction] | None): the end (default (1, 3/4)).
+
+    Returns:
+        tuple[list[Fraction], list[tuple[bool, ...]]]: ``(t, patterns)``, where each region is entered
+        (fractions) and its bits, as in ``reference_walk``.
+
+    Raises:
+        ValueError: ``depth`` outside [1, 10] or an unknown ``representation``.
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> from spacefold.testing import cantornet_walk
+        >>> t, patterns = cantornet_walk(2)
+        >>> len(t), [str(v) for v in t[:3]]
+        (11, ['0', '1/18', '1/9'])
+        >>> net = sf.cantornet(2)
+        >>> x1, x2 = torch.tensor([0.0, 0.75], dtype=torch.float64), torch.tensor([1.0, 0.75], dtype=torch.float64)
+        >>> w = sf.walk(net, x1, x2, tie_tol=net.tie_tol)
+        >>> [tuple(p) for p in w.patterns.tolist()] == patterns  # the exact walk agrees
+        True
+        >>> max(abs(float(a) - b) for a, b in zip(t, w.t.tolist())) < 1e-8  # tie_tol moves a switch by ~1e-9
+        True
+    """
     kw = {k: v for k, v in (("start", start), ("end", end)) if v is not None}
     return _cantornet_exact_walk(depth, representation, **kw)

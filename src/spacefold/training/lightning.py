@@ -1,8 +1,10 @@
 """Φ_N during Lightning training: :class:`FoldingCallback` (needs the ``lightning`` extra).
 
->>> from spacefold.lightning import FoldingCallback
->>> x1, x2 = spacefold.probe_pairs(x_val, y_val, n_pairs=200)
->>> trainer = lightning.Trainer(callbacks=[FoldingCallback(x1, x2, every_n_epochs=1)])
+    from spacefold.lightning import FoldingCallback
+    x1, x2 = spacefold.probe_pairs(x_val, y_val, n_pairs=200)
+    trainer = lightning.Trainer(callbacks=[FoldingCallback(x1, x2, every_n_epochs=1)])
+
+(a complete run is the example of :class:`FoldingCallback`).
 
 The callback walks a fixed probe set of segments (exact walks by default) under the
 LightningModule (or one of its submodules, ``module="net"``) every n epochs or every n
@@ -35,16 +37,56 @@ __all__ = ["FoldingCallback"]
 
 
 class FoldingCallback(pl.Callback):
-    """Log Φ_N, the median of maxima and the share of folded paths of a fixed probe set.
+    """A Lightning callback that logs Φ_N, the median of maxima and the share of folded paths of a fixed
+    probe set of segments during training.
 
-    x1, x2 : the probe segments ``x1[i] -> x2[i]`` (see :func:`spacefold.probe_pairs`).
-    every_n_epochs : measure at the end of every n-th training epoch (and the last one).
-    every_n_steps : measure after every n-th optimiser step instead (overrides epochs).
-    method, steps, layers : as in :func:`spacefold.folding_batch` (exact by default).
-    module : attribute name of the submodule to measure (default: the LightningModule).
-    prefix : name prefix of the logged values.
+    The callback walks the probe segments (exact walks by default) under the LightningModule (or its
+    submodule ``module``) every n epochs or every n steps, and logs ``folding/phi``,
+    ``folding/phi_max`` and ``folding/fraction_folded`` with ``pl_module.log_dict``, so they land in
+    whatever logger the trainer has. ``callback.history`` keeps every measurement (dicts with
+    ``epoch``, ``step`` and the values). To *train* for folding, add
+    ``lam * spacefold.folding_loss(self, x1, x2)`` to the loss in ``training_step``.
 
-    ``history`` keeps every measurement (dicts with ``epoch``, ``step`` and the values).
+    Args:
+        x1 (Tensor): the starts of the probe segments, ``(n_probe, *input_shape)`` (see
+            ``spacefold.probe_pairs``).
+        x2 (Tensor): their ends, of the same shape.
+        every_n_epochs (int): measure at the end of every n-th training epoch (and the last one).
+        every_n_steps (int | None): measure after every n-th optimiser step instead (overrides epochs).
+        method (str): the walk method, as in ``spacefold.folding_batch``.
+        steps (int): for ``method="uniform"``: ``steps + 1`` points per segment.
+        layers (str | type | list | None): which activations give bits.
+        module (str | None): the attribute name of the submodule to measure (default: the LightningModule).
+        prefix (str): the name prefix of the logged values.
+
+    Raises:
+        InputTypeError: a count that is not an int, ``module`` or ``prefix`` not a string, or segments
+            that are not tensors.
+        InputError: a count below 1, segments of different shapes, an unknown ``method``, or (during
+            training) a ``module`` that names no submodule.
+
+    Examples:
+        >>> import torch, lightning, spacefold as sf
+        >>> from spacefold.lightning import FoldingCallback
+        >>> class Classifier(lightning.LightningModule):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.net = sf.mlp("2x8", in_features=2, n_classes=2, seed=0)
+        ...     def training_step(self, batch, batch_idx):
+        ...         x, y = batch
+        ...         return torch.nn.functional.cross_entropy(self.net(x), y)
+        ...     def configure_optimizers(self):
+        ...         return torch.optim.SGD(self.parameters(), lr=0.1)
+        >>> x = torch.randn(32, 2, generator=torch.Generator().manual_seed(0))
+        >>> y = (x[:, 0] > 0).long()
+        >>> data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+        >>> callback = FoldingCallback(*sf.probe_pairs(x, y, n_pairs=8), module="net")
+        >>> quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        ...              enable_model_summary=False)
+        >>> trainer = lightning.Trainer(max_epochs=2, callbacks=[callback], accelerator="cpu", **quiet)
+        >>> trainer.fit(Classifier(), data)
+        >>> [(row["epoch"], row["n_paths"]) for row in callback.history]
+        [(0, 8), (1, 8)]
     """
 
     def __init__(self, x1: Tensor, x2: Tensor, *, every_n_epochs: int = 1, every_n_steps: int | None = None,

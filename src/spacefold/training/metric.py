@@ -146,14 +146,32 @@ def histogram_median(values: Tensor, counts: Tensor) -> float:
 
 
 def folding_statistics(chi: Paths, max_profile: Tensor | None = None) -> dict[str, float]:
-    """Φ_N, the median of maxima and the share of folded paths of a set of paths.
+    """Φ_N, the median of maxima and the share of folded paths of a set of paths: the functional twin of
+    ``FoldingMetric``.
 
-    ``chi`` and ``max_profile``: one value per path (1-D, in [0, 1]); or pass one
-    result of :func:`spacefold.folding_batch` / :func:`spacefold.folding_pairs` /
-    :func:`spacefold.global_folding` as ``chi`` alone. Returns
-    ``{"phi", "phi_max", "fraction_folded", "n_paths"}``; equal to
-    ``GlobalFolding.phi``, ``.phi_max`` and ``.fraction_folded`` on the same paths.
-    The functional twin of :class:`FoldingMetric`.
+    The values equal ``GlobalFolding.phi``, ``.phi_max`` and ``.fraction_folded`` on the same paths
+    (docs/method.md, "The global measure").
+
+    Args:
+        chi (Tensor | FoldingBatch | GlobalFolding): χ of every path, 1-D float values in [0, 1]
+            (a tensor, an array or a sequence); or one result of ``spacefold.folding_batch``,
+            ``spacefold.folding_pairs`` or ``spacefold.global_folding``, alone.
+        max_profile (Tensor | None): the profile maximum of every path, of the same length as ``chi``;
+            needed when ``chi`` is values, not a result.
+
+    Returns:
+        dict: ``{"phi", "phi_max", "fraction_folded", "n_paths"}`` (floats, and an int count).
+
+    Raises:
+        InputTypeError: values of an integer or bool dtype (χ is a fraction), or of another type.
+        InputError: no path, values outside [0, 1] or not finite, ``max_profile`` missing or of another
+            length.
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> chi = torch.tensor([0.0, 0.25, 0.5, 0.75])  # Φ_N: the median of the non-zero χ
+        >>> sf.folding_statistics(chi, max_profile=torch.tensor([0.0, 0.5, 0.5, 0.8]))
+        {'phi': 0.5, 'phi_max': 0.5, 'fraction_folded': 0.75, 'n_paths': 4}
     """
     c, m = _check_paths(chi, max_profile)
     if c.numel() == 0:
@@ -173,19 +191,40 @@ def folding_statistics(chi: Paths, max_profile: Tensor | None = None) -> dict[st
 
 
 class FoldingMetric(Metric):
-    """Folding accumulated over batches of paths: Φ_N, median of maxima, share folded.
+    """Folding accumulated over batches of paths, as a ``torchmetrics.Metric``: Φ_N, the median of
+    maxima and the share of folded paths.
 
-    >>> metric = FoldingMetric()
-    >>> for x1, x2 in probe_batches:
-    ...     metric.update(sf.folding_batch(model, x1, x2))   # or update(chi, max_profile)
-    >>> metric.compute()   # {"phi": ..., "phi_max": ..., "fraction_folded": ..., "n_paths": ...}
+    ``update(chi, max_profile=None)`` takes one batch of paths (the arguments of
+    ``folding_statistics``: values, or one result of ``spacefold.folding_batch``);
+    ``compute()`` returns ``{"phi", "phi_max", "fraction_folded", "n_paths"}`` as tensors, equal to
+    ``folding_statistics`` (and ``global_folding``) on all the paths seen since the last
+    ``reset()``, exactly. Memory is an exact histogram of the distinct non-zero values, merged after
+    every update: at most ≈ 0.304·R² entries per quantity for paths with r2 ≤ R, whatever the number of
+    paths. Under DDP the histograms are gathered from every process and merged; the path counts are
+    summed.
 
-    ``compute()`` equals :func:`folding_statistics` (and ``global_folding``) on all the
-    paths seen since the last ``reset()``, exactly. Memory is an exact histogram of
-    the distinct non-zero values, merged after every update: at most ≈ 0.304·R²
-    entries per quantity for paths with r2 ≤ R, whatever the number of paths (see
-    the module docstring). Under DDP the histograms are gathered from every process
-    and merged; the path counts are summed.
+    Args:
+        **kwargs: the options of ``torchmetrics.Metric`` (``sync_on_compute``, ``dist_sync_fn``, ...).
+
+    Raises:
+        InputError: ``compute()`` before any path.
+        InputTypeError: ``update`` with values of the wrong kind; values out of range are ``InputError``
+            (as in ``folding_statistics``).
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> metric = sf.FoldingMetric()
+        >>> metric.update(torch.tensor([0.0, 0.25]), torch.tensor([0.0, 0.5]))  # batch 1
+        >>> metric.update(torch.tensor([0.5, 0.75]), torch.tensor([0.5, 0.8]))  # batch 2
+        >>> {k: round(float(v), 4) for k, v in metric.compute().items()}
+        {'phi': 0.5, 'phi_max': 0.5, 'fraction_folded': 0.75, 'n_paths': 4.0}
+        >>> net = sf.mlp("8x8", in_features=2, n_classes=2, seed=0)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> metric.reset()
+        >>> x1, x2 = torch.randn(6, 2, generator=g), torch.randn(6, 2, generator=g)
+        >>> metric.update(sf.folding_batch(net, x1, x2, workers=1))  # or one result of folding_batch
+        >>> int(metric.compute()["n_paths"])
+        6
     """
 
     is_differentiable = False

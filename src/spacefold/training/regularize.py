@@ -221,29 +221,58 @@ def folding_loss(
     generator: torch.Generator | None = None,
     reduction: str = "mean",
 ) -> Tensor:
-    """Differentiable folding loss of the segments ``x1[i] -> x2[i]``; lower when the model folds
-    them more. Use it as ``loss = task_loss + lam * folding_loss(model, x1, x2)``.
+    """A differentiable folding loss of the segments ``x1[i] -> x2[i]``, lower when the model folds them
+    more: ``loss = task_loss + lam * folding_loss(model, x1, x2)`` trains for folding.
 
-    ``L_fold = (soft_r1 + eps) / (soft_r2 + eps)`` per segment, from soft patterns
-    ``sigmoid(beta · z)`` of the hooked activations at sample points (module docstring).
+    ``L_fold = (soft_r1 + eps) / (soft_r2 + eps) = 1 − χ_soft`` per segment, from the soft patterns
+    ``sigmoid(beta · z)`` of the hooked activations at points on the segment (the soft-pattern
+    surrogate of this module, a design of this project; docs/folding-during-training.md). The model
+    runs in eval mode for these points (dropout off, batch-norm running statistics), as when folding is
+    measured; its train/eval flags are restored. A segment too short for the model's dtype (``x1 ==
+    x2``, or ``max_k |x2_k − x1_k| <= √ε · max_k max(|x1_k|, |x2_k|)``, ε = ``torch.finfo(dtype).eps``)
+    is one point and gets loss 1 (χ = 0) with no gradient: along it the soft patterns differ mostly by
+    round-off.
 
-    method : ``"grid"`` (``n_points`` equispaced), ``"random"`` (the two ends and
-        ``n_points − 2`` sorted uniform draws from ``generator``), or ``"exact"`` (the
-        middle of every region the exact walk finds; ``n_points`` is unused).
-    beta : sharpness of the soft patterns, in units of 1 / pre-activation.
-    tau : temperature of the smooth max in ``soft_r1`` (0: the plain max).
-    eps : keeps the ratio finite; a segment in one region gets loss 1 (χ = 0).
-    layers, tie_tol : which activations, and the threshold of a bit (bit = z > tie_tol).
-    reduction : ``"mean"`` (a scalar), ``"sum"`` or ``"none"`` (one value per segment).
+    Args:
+        model (nn.Module): the model being trained.
+        x1 (Tensor): the starts of the segments, ``(n_segments, *input_shape)``.
+        x2 (Tensor): their ends, of the same shape.
+        method (str): where the points lie: ``"grid"`` (``n_points`` equispaced), ``"random"`` (the two
+            ends and ``n_points − 2`` sorted uniform draws from ``generator``), or ``"exact"`` (the middle
+            of every region the exact walk finds; ``n_points`` is unused; piecewise-linear models only).
+        n_points (int): points per segment (>= 2 for ``"grid"``, >= 3 for ``"random"``).
+        beta (float): the sharpness of the soft patterns, in units of 1 / pre-activation (> 0).
+        tau (float): the temperature of the smooth max in ``soft_r1`` (0: the plain max).
+        eps (float): keeps the ratio finite (> 0); a segment in one region gets loss 1 (χ = 0).
+        layers (str | type | list | None): which activations, as in ``spacefold.activation_patterns``.
+        tie_tol (float): the threshold of a bit (bit = z > tie_tol).
+        generator (torch.Generator | None): the random draws of ``method="random"``.
+        reduction (str): ``"mean"`` (a scalar), ``"sum"`` or ``"none"`` (one value per segment).
 
-    The model runs in eval mode for these points (dropout off, batch-norm running
-    statistics), as when folding is measured; its train/eval flags are restored.
+    Returns:
+        Tensor: the loss, a scalar (or ``(n_segments,)`` with ``reduction="none"``), with a gradient
+        with respect to the model's parameters.
 
-    A segment too short for the model's dtype is one point and gets loss 1 (χ = 0) under
-    every method, with no gradient: ``x1 == x2``, and any segment with
-    ``max_k |x2_k − x1_k| <= √ε · max_k max(|x1_k|, |x2_k|)``, ε = ``torch.finfo(dtype).eps``
-    (:func:`point_segments`). Along shorter segments the soft patterns differ mostly by
-    round-off, which the loss would count as folding.
+    Raises:
+        InputTypeError: ``model`` is not an ``nn.Module``, the segments are not tensors, or
+            ``generator`` is not a ``torch.Generator``.
+        InputError: segments of different shapes, an unknown ``method`` or ``reduction``, a count or
+            a ``beta``, ``tau``, ``eps``, ``tie_tol`` out of range, or a model with no activation to hook.
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> net = sf.mlp("2x16", in_features=2, n_classes=2, seed=0)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x1, x2 = torch.randn(4, 2, generator=g), torch.randn(4, 2, generator=g)
+        >>> loss = sf.folding_loss(net, x1, x2)
+        >>> loss.shape, loss.requires_grad
+        (torch.Size([]), True)
+        >>> loss.backward()  # a gradient for every weight
+        >>> net.net[0].weight.grad.shape
+        torch.Size([16, 2])
+        >>> soft = sf.folding_loss(net, x1, x2, method="exact", beta=1e4, reduction="none")
+        >>> torch.allclose(soft.double(), 1 - sf.folding_batch(net, x1, x2, workers=1).chi, atol=1e-3)  # sharp: 1 - χ
+        True
     """
     if reduction not in ("mean", "sum", "none"):
         raise InputError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
@@ -327,10 +356,35 @@ def point_segments(x1: Tensor, x2: Tensor) -> Tensor:
 
 
 def probe_pairs(x: Tensor, y: Tensor | Sequence[int], n_pairs: int, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """A fixed probe set of ``n_pairs`` inter-class segments: ``(x1, x2)``, each ``(n_pairs, *input_shape)``.
+    """A fixed probe set of inter-class segments, to regularise with or to track Φ_N on during training.
 
-    Pairs of samples of distinct classes (the paths of Φ_N), spread over the ordered class
-    pairs and drawn with ``seed`` (:func:`spacefold._core.pairs.pair_plan`).
+    Pairs of samples of distinct classes (the paths of Φ_N), spread over the ordered class pairs and
+    drawn with ``seed``.
+
+    Args:
+        x (Tensor): the samples, ``(n_samples, *input_shape)``.
+        y (Tensor): their integer class labels, ``(n_samples,)``, at least two classes.
+        n_pairs (int): the segments to draw (>= 1).
+        seed (int): the seed of the draw (>= 0).
+
+    Returns:
+        tuple[Tensor, Tensor]: ``(x1, x2)``, the starts and ends of the segments, each
+        ``(n_pairs, *input_shape)``.
+
+    Raises:
+        InputTypeError: ``x`` or ``y`` is not a tensor, or ``y`` does not hold integers.
+        InputError: ``x`` holds no sample, ``y`` does not match ``x``, ``y`` holds one class only, or
+            ``n_pairs`` or ``seed`` is out of range.
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> x, y = torch.randn(30, 2, generator=torch.Generator().manual_seed(0)), torch.arange(30) % 3
+        >>> x1, x2 = sf.probe_pairs(x, y, n_pairs=12, seed=0)
+        >>> x1.shape, x2.shape
+        (torch.Size([12, 2]), torch.Size([12, 2]))
+        >>> label = {tuple(row.tolist()): int(c) for row, c in zip(x, y)}
+        >>> all(label[tuple(a.tolist())] != label[tuple(b.tolist())] for a, b in zip(x1, x2))  # between classes
+        True
     """
     from .._core.pairs import pair_plan
 
@@ -364,11 +418,28 @@ def probe_pairs(x: Tensor, y: Tensor | Sequence[int], n_pairs: int, seed: int = 
 
 @dataclass(frozen=True)
 class FoldingSchedule:
-    """In which epochs (0-based) the folding loss is on.
+    """In which epochs (0-based) the folding loss is on: ``"always"``; ``"early:F"``, the first
+    ``ceil(F · epochs)`` epochs (0 < F <= 1, at least one epoch), the early window of the papers; or
+    ``"every:N"``, epochs 0, N, 2N, ... (the papers' "every n epochs").
 
-    ``"always"``; ``"early:F"``: the first ``ceil(F · epochs)`` epochs (0 < F <= 1, at
-    least one epoch), the early window of the papers; ``"every:N"``: epochs 0, N, 2N, ...
-    (the papers' "every n epochs").
+    Build one with ``parse`` from its text, or from its fields.
+
+    Attributes:
+        kind (str): ``"always"``, ``"early"`` or ``"every"``.
+        fraction (float): for ``"early"``: the share F of the epochs.
+        every (int): for ``"every"``: N.
+
+    Raises:
+        InputError: an unknown ``kind``, F outside (0, 1], or N not an int >= 1.
+
+    Examples:
+        >>> import spacefold as sf
+        >>> early = sf.FoldingSchedule.parse("early:0.3")
+        >>> [early.active(epoch, epochs=10) for epoch in range(5)]
+        [True, True, True, False, False]
+        >>> every = sf.FoldingSchedule("every", every=3)
+        >>> str(every), [e for e in range(10) if every.active(e, 10)]
+        ('every:3', [0, 3, 6, 9])
     """
 
     kind: str = "always"
@@ -386,7 +457,19 @@ class FoldingSchedule:
 
     @classmethod
     def parse(cls, text) -> FoldingSchedule:
-        """``"always"``, ``"early:0.3"`` or ``"every:2"`` (a FoldingSchedule passes through)."""
+        """A schedule from its text: ``"always"``, ``"early:0.3"`` or ``"every:2"`` (a FoldingSchedule passes
+        through).
+
+        Args:
+            text (str | FoldingSchedule): the schedule.
+
+        Returns:
+            FoldingSchedule: the schedule.
+
+        Raises:
+            InputTypeError: ``text`` is neither a string nor a schedule.
+            InputError: text of none of the three forms, or a value out of range.
+        """
         if isinstance(text, FoldingSchedule):
             return text
         if not isinstance(text, str):
@@ -408,7 +491,15 @@ class FoldingSchedule:
                          f"(e.g. every:2), got {text!r}")
 
     def active(self, epoch: int, epochs: int) -> bool:
-        """Whether the loss is on in ``epoch`` (0-based) of ``epochs``."""
+        """Whether the loss is on in an epoch.
+
+        Args:
+            epoch (int): the epoch, 0-based.
+            epochs (int): the epochs of the run.
+
+        Returns:
+            bool: True where the loss is on.
+        """
         if self.kind == "always":
             return True
         if self.kind == "early":
@@ -423,14 +514,44 @@ class FoldingSchedule:
 
 
 class FoldingRegularizer:
-    """``lam · folding_loss`` on a probe set, for :func:`spacefold.models.train.train` (``regularizer=``).
+    """``lam · folding_loss`` on a probe set, as a training hook (``regularizer=`` of
+    ``spacefold.models.train.train``, or called from one's own training loop).
 
-    Called once per training step as ``reg(model, epoch, epochs)``; returns the term to add
-    to the task loss, or ``None`` when the schedule is off in this epoch (or ``lam == 0``).
-    Each call draws ``pairs_per_step`` segments of the probe set ``(x1, x2)`` (seeded by
+    Called once per training step as ``reg(model, epoch, epochs)``, it returns the term to add to the
+    task loss, or ``None`` when the schedule is off in this epoch (or ``lam == 0``); ``reg.last`` holds
+    the last loss value. Each call draws ``pairs_per_step`` segments of the probe set (seeded by
     ``seed``), so a step costs ``pairs_per_step × n_points`` extra forward points.
-    ``every_steps=k`` adds the term at every k-th step only (k times cheaper; λ is the
-    weight at the steps where it is on).
+
+    Args:
+        x1 (Tensor): the starts of the probe segments, ``(n_probe, *input_shape)`` (see ``probe_pairs``).
+        x2 (Tensor): their ends, of the same shape.
+        lam (float): the weight λ of the folding loss (>= 0).
+        schedule (str | FoldingSchedule): the epochs the loss is on (``"always"``, ``"early:F"``, ``"every:N"``).
+        pairs_per_step (int): segments drawn from the probe set per step.
+        method (str): where the points lie, as in ``folding_loss``.
+        n_points (int): points per segment, as in ``folding_loss``.
+        beta (float): the sharpness of the soft patterns.
+        tau (float): the temperature of the smooth max (0: the plain max).
+        layers (str | type | list | None): which activations, as in ``spacefold.activation_patterns``.
+        seed (int): the seed of the draws.
+        every_steps (int): add the term at every k-th step only (k times cheaper; λ is the weight at the
+            steps where it is on).
+
+    Raises:
+        InputTypeError: the segments are not tensors, or ``schedule`` is neither text nor a schedule.
+        InputError: segments of different shapes, a negative ``lam``, an unknown ``method`` or
+            ``schedule``, or a count out of range.
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> net = sf.mlp("2x16", in_features=2, n_classes=2, seed=0)
+        >>> x, y = torch.randn(30, 2, generator=torch.Generator().manual_seed(0)), torch.arange(30) % 3
+        >>> reg = sf.FoldingRegularizer(*sf.probe_pairs(x, y, 12), lam=0.1, schedule="early:0.5", pairs_per_step=4)
+        >>> term = reg(net, epoch=0, epochs=4)  # add it to the task loss
+        >>> term.requires_grad, abs(term.item() - 0.1 * reg.last) < 1e-6
+        (True, True)
+        >>> reg(net, epoch=3, epochs=4) is None  # outside the early window
+        True
     """
 
     def __init__(self, x1: Tensor, x2: Tensor, lam: float, *, schedule: str | FoldingSchedule = "always",
@@ -483,13 +604,37 @@ class FoldingRegularizer:
 
 
 class FoldingTracker:
-    """Φ_N of a fixed probe set of segments, measured every ``every`` epochs.
+    """Φ_N of a fixed probe set of segments, measured every ``every`` epochs (an ``on_epoch_end=`` hook
+    of ``spacefold.models.train.train``, or called from one's own loop).
 
-    ``tracker(model, epoch)`` walks the probe segments (``method``, exact by default) and
-    returns ``{"epoch", "phi", "phi_max", "fraction_folded", "n_paths"}`` (also appended to
-    ``history`` and passed to ``log``, a callable taking the dict), or ``None`` in the
-    epochs between. The last epoch of a run is always measured when ``epochs`` is given.
-    Plugs into :func:`spacefold.models.train.train` as ``on_epoch_end=tracker``.
+    ``tracker(model, epoch, epochs=None)`` walks the probe segments and returns ``{"epoch", "phi",
+    "phi_max", "fraction_folded", "n_paths"}`` (also appended to ``tracker.history`` and passed to
+    ``log``), or ``None`` in the epochs between. The last epoch of a run is always measured when
+    ``epochs`` is given. ``measure`` measures now, whatever the epoch.
+
+    Args:
+        x1 (Tensor): the starts of the probe segments, ``(n_probe, *input_shape)`` (see ``probe_pairs``).
+        x2 (Tensor): their ends, of the same shape.
+        every (int): measure in epochs 0, every, 2·every, ...
+        method (str): the walk method (exact by default).
+        steps (int): for ``method="uniform"``: ``steps + 1`` points per segment.
+        layers (str | type | list | None): which activations give bits.
+        batch_size (int): segments walked at a time.
+        log (Callable[[dict], None] | None): called with every row measured.
+
+    Raises:
+        InputTypeError: the segments are not tensors, or ``log`` is not callable.
+        InputError: segments of different shapes, an unknown ``method``, or ``every`` below 1.
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> net = sf.mlp("2x16", in_features=2, n_classes=2, seed=0)
+        >>> x, y = torch.randn(30, 2, generator=torch.Generator().manual_seed(0)), torch.arange(30) % 3
+        >>> tracker = sf.FoldingTracker(*sf.probe_pairs(x, y, 12), every=2)
+        >>> sorted(tracker(net, epoch=0))
+        ['epoch', 'fraction_folded', 'n_paths', 'phi', 'phi_max']
+        >>> tracker(net, epoch=1) is None, tracker(net, epoch=1, epochs=2)["n_paths"], len(tracker.history)
+        (True, 12, 2)
     """
 
     def __init__(self, x1: Tensor, x2: Tensor, *, every: int = 1, method: str = "exact", steps: int = 100,
@@ -507,7 +652,17 @@ class FoldingTracker:
         self.history: list[dict] = []
 
     def measure(self, model: nn.Module) -> dict:
-        """Φ_N, median of maxima and share folded of the probe segments under ``model`` now."""
+        """Φ_N, the median of maxima and the share folded of the probe segments under ``model`` now.
+
+        Args:
+            model (nn.Module): the model.
+
+        Returns:
+            dict: ``{"phi", "phi_max", "fraction_folded", "n_paths"}``.
+
+        Raises:
+            InputError: a model with no activation to hook.
+        """
         from .._core.folding import folding_batch
         from .metric import FoldingMetric
 

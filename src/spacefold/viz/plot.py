@@ -258,11 +258,42 @@ def plot_paths(models: Sequence, x1, x2, *, names: Sequence[str] | None = None, 
 def plot_path(model: nn.Module, x1: Tensor, x2: Tensor, *, method: str | None = None, layers: LayerSelector = None,
               tie_tol: float | None = None, name: str | None = None, title: str | None = None,
               data: str | None = None) -> Figure:
-    """Figure of the segment ``x1 -> x2`` (single inputs): Hamming distance to the start,
-    distance travelled (per-layer stacked bands) and prefix χ against t, with the region
-    boundaries. ``method=None`` walks exactly where the network is piecewise linear and by
-    bisection otherwise; ``tie_tol=None`` takes ``model.tie_tol`` when the model has one
-    (CantorNet), else 0. Returns a matplotlib ``Figure`` (save it with :func:`save_figure`)."""
+    """A figure of one segment ``x1 -> x2``: the Hamming distance to the start, the distance travelled
+    (per-layer stacked bands) and the prefix χ against t, with the region boundaries crossed.
+
+    Needs the ``plot`` extra (matplotlib). The figure is drawn on its own canvas (no pyplot state):
+    save it with ``spacefold.viz.plot.save_figure(fig, path)`` (atomic; PNG at 200 dpi).
+
+    Args:
+        model (nn.Module): any PyTorch model.
+        x1 (Tensor): the start, one input (no batch dimension).
+        x2 (Tensor): the end, of the same shape.
+        method (str | None): the walk method; ``None``: exact where the network is piecewise linear,
+            bisection otherwise.
+        layers (str | type | list | None): which activations give bits.
+        tie_tol (float | None): the tie tolerance; ``None``: ``model.tie_tol`` where the model has one
+            (CantorNet), else 0.
+        name (str | None): the model's name in the titles (default: from its class).
+        title (str | None): the figure's title (default: says what is shown).
+        data (str | None): the data set's name, for the default title.
+
+    Returns:
+        Figure: a matplotlib figure with three rows of axes.
+
+    Raises:
+        MissingExtraError: matplotlib is not installed (an ``InputError`` and an ``ImportError``).
+        InputTypeError: ``model`` is not an ``nn.Module``.
+        InputError: inputs the walk refuses (as in ``spacefold.walk``).
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> net = sf.cantornet(depth=3)
+        >>> x1 = torch.tensor([0.0, 0.75], dtype=torch.float64)
+        >>> x2 = torch.tensor([1.0, 0.75], dtype=torch.float64)
+        >>> fig = sf.plot_path(net, x1, x2)
+        >>> len(fig.axes), fig.axes[0].get_title().splitlines()
+        (3, ['CantorNet A, depth 3', '23 regions, χ = 0.806 (exact)'])
+    """
     return plot_paths([model], x1, x2, names=[name] if name else None, method=method, layers=layers,
                       tie_tol=tie_tol, title=title, data=data)
 
@@ -286,16 +317,51 @@ def plot_plane(model: nn.Module, x0: Tensor | None = None, x1: Tensor | None = N
                resolution: int = 400, exact: bool | None = None, layers: LayerSelector = None,
                tie_tol: float | None = None, name: str | None = None, title: str | None = None,
                data: str | None = None, edges: bool = True) -> Figure:
-    """Figure of the plane through ``x0, x1, x2`` (single inputs), every region coloured by the
-    Hamming distance of its pattern to the pattern of ``reference`` (``"x0"``, ``"x1"``,
-    ``"x2"`` or an input), with the segment ``x1 -> x2`` drawn over it.
+    """A figure of the plane through ``x0, x1, x2``, every region coloured by the Hamming distance of its
+    pattern to the pattern of ``reference``, with the segment ``x1 -> x2`` drawn over it.
 
     For a model with 2-D inputs ``x0`` may be left out: the plane is input space itself over
-    ``bounds`` (default the unit square, CantorNet's domain; for CantorNet the default
-    segment is its path y = 3/4). Regions are the exact polygons of
-    :func:`spacefold._core.plane.plane_regions` where the network allows (``exact=None``), else a
-    ``resolution`` x ``resolution`` raster of patterns. ``tie_tol=None``: 0 for exact polygons,
-    ``model.tie_tol`` (CantorNet) or 0 for the raster.
+    ``bounds`` (default the unit square, CantorNet's domain; for CantorNet the default segment is its
+    path y = 3/4). Regions are exact polygons where the network allows (``exact=None``), else a
+    ``resolution`` x ``resolution`` raster of patterns. Needs the ``plot`` extra (matplotlib).
+
+    Args:
+        model (nn.Module): any PyTorch model.
+        x0 (Tensor | None): the third input spanning the plane (one input, no batch dimension).
+        x1 (Tensor | None): the start of the segment drawn.
+        x2 (Tensor | None): its end.
+        reference (str | Tensor): whose pattern the distances are to: ``"x0"``, ``"x1"``, ``"x2"``
+            or an input.
+        bounds (Sequence[float] | None): for 2-D inputs without ``x0``: ``(x_min, x_max, y_min, y_max)``.
+        margin (float): how far the plane reaches beyond the three inputs, as a share of their span.
+        resolution (int): the raster's points per side (where the regions are not exact).
+        exact (bool | None): exact polygons (True), a raster (False), or exact where possible (None).
+        layers (str | type | list | None): which activations give bits.
+        tie_tol (float | None): the tie tolerance; ``None``: 0 for exact polygons, ``model.tie_tol``
+            (CantorNet) or 0 for the raster.
+        name (str | None): the model's name in the title (default: from its class).
+        title (str | None): the figure's title.
+        data (str | None): the data set's name, for the default title.
+        edges (bool): draw the region edges (up to 5,000 regions).
+
+    Returns:
+        Figure: a matplotlib figure (the plane and a colour bar).
+
+    Raises:
+        MissingExtraError: matplotlib is not installed (an ``InputError`` and an ``ImportError``).
+        InputTypeError: ``model`` is not an ``nn.Module``.
+        InputError: ``x0`` without ``x1`` and ``x2``, no ``x0`` for a model whose inputs are not 2-D,
+            or an unknown ``reference``.
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> fig = sf.plot_plane(sf.cantornet(depth=3))  # input space of CantorNet, its path y = 3/4
+        >>> fig.axes[0].get_title()
+        'CantorNet A, depth 3, plane of the inputs, 1 path'
+        >>> net = sf.mlp("2x8", in_features=4, n_classes=3, seed=0)
+        >>> x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+        >>> sf.plot_plane(net, x[0], x[1], x[2], resolution=40).axes[0].get_title()
+        'MLP 2x8, plane through x0, x1, x2, 1 path'
     """
     import torch
 

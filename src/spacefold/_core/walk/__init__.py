@@ -113,20 +113,36 @@ def _positive_lengths(t: Tensor, walk_id: Tensor, offsets: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class Walk:
-    """The walk of one segment.
+    """The walk of one segment: the activation patterns of the regions it crosses, in order, and where
+    each region is entered.
 
-    ``patterns``: bool ``(n_regions, n_neurons)``, consecutive patterns distinct.
-    ``t``: float64 ``(n_regions,)``, where on [0, 1] each region is entered
-    (``t[0] == 0``). For ``method="uniform"``, ``grid_index`` maps each of the
-    ``steps + 1`` grid points to its region (so ``profile[grid_index]`` is the
-    profile at every grid point, as plotted in the papers); else ``None``.
+    End points: the walk takes the patterns at t = 0 and t = 1 themselves (the papers' grid includes
+    both), so a segment that starts or ends exactly on a boundary (a pre-activation 0 there: bit 0, and
+    > 0 just inside) counts a region of zero length there (``t[1] == 0``, or ``t[-1] == 1``).
+    ``n_regions`` then exceeds the number of regions the open segment crosses by one or two;
+    ``n_pieces`` counts only the regions of positive length.
 
-    End points: the walk takes the patterns at t = 0 and t = 1 themselves (the papers'
-    grid includes both), so a segment that starts or ends exactly on a boundary (a
-    pre-activation 0 there: bit 0, and > 0 just inside) counts a region of zero length
-    there (``t[1] == 0``, or ``t[-1] == 1``). ``n_regions`` then exceeds the number of
-    regions the open segment crosses by one or two; :attr:`n_pieces` counts only the regions
-    of positive length.
+    Attributes:
+        patterns (Tensor): bool ``(n_regions, n_neurons)``, consecutive patterns distinct.
+        t (Tensor): float64 ``(n_regions,)``, where on [0, 1] each region is entered (``t[0] == 0``).
+        method (str): the walk method that found it (``"exact"``, ``"bisect"``, ``"uniform"``,
+            ``"certified"``).
+        grid_index (Tensor | None): for ``method="uniform"``, int64 ``(steps + 1,)``: the region of each
+            grid point (so ``profile[grid_index]`` is the profile at every grid point, as plotted in the
+            papers); else ``None``.
+        complete (bool): whether the walk provably holds every change of every bit (``"exact"``, and
+            ``"certified"`` within its budget); False for the samplers.
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> net = torch.nn.Sequential(torch.nn.Linear(1, 2), torch.nn.ReLU())
+        >>> with torch.no_grad():
+        ...     _ = net[0].weight.copy_(torch.tensor([[1.0], [-1.0]])), net[0].bias.zero_()
+        >>> w = sf.walk(net, torch.tensor([-1.0]), torch.tensor([1.0]))  # z = (x, -x): one kink at x = 0
+        >>> w.patterns.int().tolist(), w.t.tolist()
+        ([[0, 1], [1, 0]], [0.0, 0.5])
+        >>> w.n_regions, w.n_neurons, w.complete
+        (2, 2, True)
     """
 
     patterns: Tensor
@@ -137,6 +153,7 @@ class Walk:
 
     @property
     def n_regions(self) -> int:
+        """The regions of the walk, end points included (``patterns.shape[0]``)."""
         return int(self.patterns.shape[0])
 
     @property
@@ -152,6 +169,7 @@ class Walk:
 
     @property
     def n_neurons(self) -> int:
+        """The bits of a pattern (``patterns.shape[1]``)."""
         return int(self.patterns.shape[1])
 
     def __len__(self) -> int:

@@ -10,8 +10,20 @@ from ....errors import InputTypeError
 
 
 class NotPiecewiseLinearError(InputTypeError):
-    """The model holds an operation the exact walk cannot follow (an :class:`InputTypeError`,
-    so also a ``TypeError``)."""
+    """The model holds an operation the exact walk cannot follow (an ``InputTypeError``, so also a
+    ``TypeError``); the message names the operation and points to ``method="bisect"``.
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> net = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.GELU())
+        >>> try:
+        ...     sf.walk(net, torch.zeros(2), torch.ones(2), method="exact")
+        ... except sf.NotPiecewiseLinearError as err:
+        ...     print(str(err).split(". ")[0])
+        method='exact' cannot walk this model: activation GELU is not piecewise linear
+        >>> sf.walk(net, torch.zeros(2), torch.ones(2), method="bisect").method
+        'bisect'
+    """
 
 
 def _refuse(what: str) -> NotPiecewiseLinearError:

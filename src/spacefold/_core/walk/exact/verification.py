@@ -52,31 +52,63 @@ def verify(
     mode: str | None = None,
     tol: float | None = None,
 ) -> VerifyResult:
-    """Check ``walks`` against plain forward passes of ``model``.
+    """Check walks against plain forward passes of the model: an independent check that a walk holds
+    the right pattern in every region, and (in certificate mode) that it misses none.
 
-    ``mode="certificate"`` (the default for the piecewise-linear models the exact walk
-    accepts): every interval of the walk, a region (or, for an exact walk, each piece between
-    its breakpoints), is checked at both of its ends. Every pre-activation of every activation
-    module (selected or not) must stay on one side of each of its kinks from the left end to
-    the right end, and every max pooling window must have an input that is its maximum at
-    both ends; then the network is affine on the interval (by induction over the layers: each
-    layer's input is affine in t there, so it keeps its side of every kink), so the pattern is
-    the same on the whole open interval, and it must be the recorded one: a bit 1 needs the
-    pre-activation ≥ ``tie_tol`` at both ends and > at one, a bit 0 ≤ ``tie_tol`` at both.
-    So a region missing from the walk, anywhere, makes its interval fail. Values are compared
-    up to round-off: ``atol`` plus a few units of round-off of the model's dtype times the
-    values, plus the move of a value over ``tol`` in t (crossings within ``tol`` share a
-    breakpoint; ``None``: the exact walk's default for ``tie_tol``). A region recorded at a
-    single point (t = 0 or t = 1) is compared with the pattern at that point.
+    ``mode="certificate"`` (the default for the piecewise-linear models the exact walk accepts): every
+    interval of the walk, a region (or, for an exact walk, each piece between its breakpoints), is
+    checked at both of its ends. Every pre-activation of every activation module (selected or not)
+    must stay on one side of each of its kinks from the left end to the right end, and every max
+    pooling window must have an input that is its maximum at both ends; then the network is affine on
+    the interval (by induction over the layers: each layer's input is affine in t there, so it keeps
+    its side of every kink), so the pattern is the same on the whole open interval, and it must be the
+    recorded one: a bit 1 needs the pre-activation ≥ ``tie_tol`` at both ends and > at one, a bit 0
+    ≤ ``tie_tol`` at both. So a region missing from the walk, anywhere, makes its interval fail. A
+    region recorded at a single point (t = 0 or t = 1) is compared with the pattern at that point.
 
-    ``mode="midpoint"``: every region is evaluated at its midpoint only (cheaper, and for any
-    model; a missing region is found only when a midpoint falls into it). A region recorded
-    at a single point is evaluated at that point. Neurons within ``atol`` of ``tie_tol`` are
-    not compared. Inspired by SplineCam's ``verify()``.
+    ``mode="midpoint"``: every region is evaluated at its midpoint only (cheaper, and for any model; a
+    missing region is found only when a midpoint falls into it). Neurons within ``atol`` of
+    ``tie_tol`` are not compared. Inspired by SplineCam's ``verify()``.
 
-    ``max_points``: at most this many inputs per forward pass; the certificate takes fewer
-    where the network is wide, so that the values it compares (every pre-activation at both
-    ends of a chunk of intervals) stay near 256 MB (a ResNet-18 at 32x32 has 47,104 ReLUs).
+    Args:
+        model (nn.Module): the model the walks were taken on.
+        x1 (Tensor): the starts of the segments, ``(batch, *input_shape)``.
+        x2 (Tensor): their ends, of the same shape.
+        walks (WalkBatch): one walk per segment, e.g. ``folding_batch(..., return_walks=True).walks``.
+        layers (str | type | list | None): the activations the walks hold bits of (as they were walked).
+        tie_tol (float): the tie tolerance the walks were taken with.
+        atol (float): values are compared up to ``atol`` plus a few units of round-off of the model's
+            dtype times the values.
+        max_points (int): at most this many inputs per forward pass; the certificate takes fewer where
+            the network is wide, so that the values it compares stay near 256 MB (a ResNet-18 at 32x32 has
+            47,104 ReLUs).
+        mode (str | None): ``"certificate"``, ``"midpoint"``, or ``None``: the certificate where the
+            model is piecewise linear, the midpoints otherwise.
+        tol (float | None): the move of a value over ``tol`` in t is allowed for (crossings within
+            ``tol`` share a breakpoint); ``None``: the exact walk's default for ``tie_tol``.
+
+    Returns:
+        VerifyResult: ``ok`` (every checked region matched), ``n_checked``, ``n_mismatched``,
+        ``max_distance`` (the largest Hamming distance found) and ``mismatches``, the ``(walk, region)``
+        index pairs, int64 ``(n_mismatched, 2)``.
+
+    Raises:
+        InputTypeError: ``walks`` is not a ``WalkBatch``.
+        InputError: ``x1`` and ``x2`` do not hold one segment per walk, or an unknown ``mode``.
+        NotPiecewiseLinearError: ``mode="certificate"`` on a model that is not piecewise linear.
+
+    Examples:
+        >>> import torch, spacefold as sf
+        >>> net = sf.cantornet(depth=2)
+        >>> x1 = torch.tensor([[0.0, 0.75]], dtype=torch.float64)
+        >>> x2 = torch.tensor([[1.0, 0.75]], dtype=torch.float64)
+        >>> exact = sf.folding_batch(net, x1, x2, tie_tol=net.tie_tol, return_walks=True, workers=1)
+        >>> sf.verify(net, x1, x2, exact.walks, tie_tol=net.tie_tol).ok
+        True
+        >>> grid = sf.folding_batch(net, x1, x2, method="uniform", steps=10, tie_tol=net.tie_tol,
+        ...                         return_walks=True, workers=1)
+        >>> sf.verify(net, x1, x2, grid.walks, tie_tol=net.tie_tol).ok  # the 11-point grid misses regions
+        False
     """
     if not isinstance(walks, WalkBatch):
         raise InputTypeError(f"walks must be a spacefold.WalkBatch, got {type(walks).__name__}")
