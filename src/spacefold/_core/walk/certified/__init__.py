@@ -20,8 +20,12 @@ Design choices:
   activation hooks, as in ``spacefold.activation_patterns``; the traced graph only proves where
   they may change. The two are checked against each other on the first intervals (same number
   of bits, same signs wherever the enclosure decides them).
+- Activations called as functions (``F.gelu``, ``torch.tanh``, the string activations of
+  PyTorch's transformer layers) are interpreted as their modules, at the call sites the hooks
+  name. Gated units (``spacefold.nn``'s, ``nn.GLU``, ``F.glu``) are interpreted through their
+  halves; their bit quantity is the unit output, a product of the gate and the value.
 - Operations are refused by name when they have no enclosure (max pooling, masks in attention,
-  functional activations, whose bits the hooks cannot record, custom binarisation rules).
+  custom binarisation rules, whose score is a user's function).
 - A budget of intervals per path (:data:`.walker.MAX_INTERVALS`, or the environment variable
   ``SPACEFOLD_CERTIFIED_BUDGET``): a path that needs more is finished like ``bisect`` and
   reported with ``complete=False`` and a :class:`CertifiedBudgetWarning`.
