@@ -35,9 +35,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .. import WalkBatch
+from .. import WalkBatch, points_per_pass
 from .graph import CertifiedProgram, CertifiedUnsupportedError
-from .walker import CertifiedBudgetWarning, CertifiedWalker, certified_walks
+from .walker import CertifiedBudgetWarning, CertifiedWalker, certified_walks, interval_chunk
 
 __all__ = [
     "CertifiedBudgetWarning",
@@ -52,9 +52,13 @@ __all__ = [
 class FoldingWalker:
     """The certified walker as :mod:`spacefold.folding` drives it (``start``, then chunks)."""
 
-    def __init__(self, model: nn.Module, opts, segments, device, dtype):
+    def __init__(self, model: nn.Module, opts, segments, device, dtype, *, n_inputs: int | None = None,
+                 n_neurons: int | None = None):
         self.segments = segments
-        self.walker = CertifiedWalker(model, opts.layers, tol=opts.tol, tie_tol=opts.tie_tol)
+        kw = {}
+        if n_inputs is not None and n_neurons is not None:  # passes sized by the memory budget
+            kw = {"chunk": interval_chunk(n_inputs, n_neurons), "points": points_per_pass(n_inputs, n_neurons, 8)}
+        self.walker = CertifiedWalker(model, opts.layers, tol=opts.tol, tie_tol=opts.tie_tol, **kw)
 
     def start(self, sample: Tensor) -> None:
         pass
