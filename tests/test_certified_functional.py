@@ -275,3 +275,35 @@ def test_no_fastpath_restores_the_flag_after_an_error():
         assert torch.backends.mha.get_fastpath_enabled() is True
     finally:
         torch.backends.mha.set_fastpath_enabled(old)
+
+
+def test_no_fastpath_sends_the_encoder_through_python():
+    """Without it an encoder in eval mode under no_grad runs its layers in the fused kernel
+    (its activation function is never called from Python); under it every call is seen."""
+    from spacefold._core.patterns import no_fastpath
+
+    torch.manual_seed(4)
+    layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation="gelu", batch_first=True)
+    model = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+    calls = []
+
+    def counted(z):
+        calls.append(1)
+        return F.gelu(z)
+
+    for lay in model.layers:
+        lay.activation = counted  # the layer still takes its fast path (activation_relu_or_gelu was set at init)
+    x = torch.randn(5, 4, 8)
+    old = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(True)
+    try:
+        with torch.no_grad():
+            fast = model(x)
+        assert calls == []
+        with torch.no_grad(), no_fastpath():
+            slow = model(x)
+        assert len(calls) == 2
+        assert torch.backends.mha.get_fastpath_enabled() is True
+    finally:
+        torch.backends.mha.set_fastpath_enabled(old)
+    assert torch.allclose(fast, slow, atol=1e-5)

@@ -40,8 +40,8 @@ def _refuse(what: str, model: nn.Module) -> CertifiedUnsupportedError:
         f"method='certified' has no enclosure for {what} in {type(model).__name__}; it handles Linear, Conv1d/2d, "
         "BatchNorm in eval mode, LayerNorm, average pooling, Flatten, Dropout/Identity, additions, products and "
         "quotients, mean, var, exp, sqrt, softmax, nn.MultiheadAttention, "
-        "nn.TransformerEncoderLayer/TransformerEncoder, activation modules and functions (ReLU, LeakyReLU, Hardtanh, ReLU6, ELU, SELU, CELU, GELU, SiLU, Mish, Tanh, "
-        "Sigmoid, Softplus, ...; F.relu, F.gelu, torch.tanh, ...) and gated units (spacefold.nn.SwiGLU, GEGLU, ReGLU, "
+        "nn.TransformerEncoderLayer/TransformerEncoder, activation modules and functions (ReLU, LeakyReLU, "
+        "Hardtanh, ReLU6, ELU, SELU, CELU, GELU, SiLU, Mish, Tanh, Sigmoid, Softplus, ...; F.relu, F.gelu, torch.tanh, ...) and gated units (spacefold.nn.SwiGLU, GEGLU, ReGLU, "
         "nn.GLU, F.glu). "
         "Use method='bisect' for this model"
     )
@@ -304,7 +304,8 @@ class CertifiedProgram:
         recorded when selected, and its output returned."""
         if selected is None:
             selected = id(m) in self.selected
-        gate = _gate_function(m) if _entry(m) is not None and _entry(m).rule is _unit_output else None
+        entry = _entry(m)
+        gate = _gate_function(m) if entry is not None and entry.rule is _unit_output else None
         if gate is not None:
             out = self._gate(m, x, gate)
             if selected:  # gated units: the bit is [unit output > tie_tol]
