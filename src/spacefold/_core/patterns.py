@@ -30,7 +30,12 @@ order of the forward pass):
   get ``"#1"``, ``"#2"``, ... as modules do. Calls made inside an activation module (the
   ``F.relu`` inside ``nn.ReLU``) belong to that module and give no bits of their own.
 - PyTorch's fused fast path of ``nn.TransformerEncoderLayer`` in eval mode (which runs its
-  activation in C++) is switched off while the model runs (and restored after).
+  activation in C++) is switched off while the model runs (and restored after): :func:`no_fastpath`.
+- Inside a transformer layer built with ``batch_first=False`` (a model that transposes to
+  (seq, batch, d) before it) the activations see (seq, batch, ...): their scores are moved to
+  batch first, so the pattern is that of the same layer with ``batch_first=True``. Such a layer
+  given an input whose second dimension is not the model's batch (the model is the encoder
+  itself, fed batch first) is an error: the points of a walk would attend to each other.
 - **What cannot be seen is an error, never an omission**: an activation op that runs
   below Python (a TorchScript submodule, code compiled by ``torch.compile``) is caught at
   the operator level (a ``TorchDispatchMode``, active where the model holds a TorchScript
