@@ -307,3 +307,17 @@ def test_no_fastpath_sends_the_encoder_through_python():
     finally:
         torch.backends.mha.set_fastpath_enabled(old)
     assert torch.allclose(fast, slow, atol=1e-5)
+
+
+def test_layers_select_a_gated_unit():
+    torch.manual_seed(6)
+    model = nn.Sequential(SwiGLU(4, 6), nn.Linear(6, 5), GEGLU(5, 5), nn.Linear(5, 2)).double().eval()
+    x1, x2 = _pairs(4, 3, 8)
+    full = walk_batch(model, x1, x2, method="certified")
+    sub = walk_batch(model, x1, x2, method="certified", layers=["2"])
+    for i in range(3):
+        restricted = full[i].patterns[:, 6:]
+        keep = torch.ones(restricted.shape[0], dtype=torch.bool)
+        keep[1:] = (restricted[1:] != restricted[:-1]).any(1)
+        assert torch.equal(sub[i].patterns, restricted[keep])
+    assert int(full.n_regions.sum()) > 3
