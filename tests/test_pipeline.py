@@ -277,13 +277,21 @@ def test_uniform_grid_in_pieces_is_the_grid_in_one_pass(max_points):
         assert torch.equal(w.grid_index, expect)
 
 
-def test_uniform_batch_size_bounds_the_points_per_pass():
+def test_uniform_batch_size_bounds_the_points_per_pass(monkeypatch):
+    """The points of one forward pass follow the memory budget (points_per_pass), not the
+    chunk of segments: 6 segments of 100,001 points go through several passes."""
+    from spacefold._core.walk import points_per_pass
+
+    monkeypatch.setenv("SPACEFOLD_MEMORY", str(1 << 26))
     net, x = net_and_data(width=10)
+    limit = points_per_pass(3, 20, 8)  # 3 inputs, 20 bits, float64
+    assert limit < 100_001
     seen = []
     handle = net[0].register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[0]))
     f = sf.folding_batch(net, x[:6], x[6:], method="uniform", steps=100_000, batch_size=6)
     handle.remove()
-    assert max(seen) <= 65536
+    assert max(seen) <= limit
+    assert sum(seen) >= 6 * 100_001
     assert torch.equal(f.n_regions, sf.folding_batch(net, x[:6], x[6:], method="exact").n_regions)
 
 

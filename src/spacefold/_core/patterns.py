@@ -30,7 +30,12 @@ order of the forward pass):
   get ``"#1"``, ``"#2"``, ... as modules do. Calls made inside an activation module (the
   ``F.relu`` inside ``nn.ReLU``) belong to that module and give no bits of their own.
 - PyTorch's fused fast path of ``nn.TransformerEncoderLayer`` in eval mode (which runs its
-  activation in C++) is switched off while the model runs (and restored after).
+  activation in C++) is switched off while the model runs (and restored after): :func:`no_fastpath`.
+- Inside a transformer layer built with ``batch_first=False`` (a model that transposes to
+  (seq, batch, d) before it) the activations see (seq, batch, ...): their scores are moved to
+  batch first, so the pattern is that of the same layer with ``batch_first=True``. Such a layer
+  given an input whose second dimension is not the model's batch (the model is the encoder
+  itself, fed batch first) is an error: the points of a walk would attend to each other.
 - **What cannot be seen is an error, never an omission**: an activation op that runs
   below Python (a TorchScript submodule, code compiled by ``torch.compile``) is caught at
   the operator level (a ``TorchDispatchMode``, active where the model holds a TorchScript
@@ -87,6 +92,7 @@ __all__ = [
     "PatternLayout",
     "PatternRecorder",
     "eval_mode",
+    "no_fastpath",
 ]
 
 
@@ -247,6 +253,32 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.training = flag
 
 
+@contextlib.contextmanager
+def no_fastpath() -> Iterator[None]:
+    """PyTorch's fused fast path of attention and transformer layers switched off for the block
+    (and restored after): it runs their activations in C++, where no hook or intercepted call
+    sees them. Every forward pass that records patterns runs under it."""
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not hasattr(mha, "set_fastpath_enabled"):
+        yield
+        return
+    old = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(old)
+
+
+# Transformer layers that take (seq, batch, d) when built with batch_first=False: the activations
+# inside them see (seq, batch, ...), which the recorder moves to batch first
+_SEQ_FIRST_LAYERS = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+
+
+def _seq_first(module: nn.Module) -> bool:
+    return isinstance(module, _SEQ_FIRST_LAYERS) and not getattr(module.self_attn, "batch_first", True)
+
+
 class _Intercept(TorchFunctionMode):
     """Sees every activation function called while the model runs (see the module notes)."""
 
@@ -321,7 +353,9 @@ class PatternRecorder:
         self._depth = 0  # > 0 inside an activation (module or function): its operators are its own
         self._inside = 0  # > 0 inside another torch function called from Python
         self._modes: list = []
-        self._fastpath: bool | None = None
+        self._fastpath: contextlib.AbstractContextManager | None = None
+        self._batch: int | None = None  # the batch size of the model's input in this forward pass
+        self._seq = 0  # > 0 inside a transformer layer with batch_first=False
         self._reference: list[tuple[str, int]] | None = None
         self._sites_seen: set[str] = set()  # call sites selected and called
         self._sites: set[str] = set()  # every call site called
@@ -335,8 +369,27 @@ class PatternRecorder:
         """The copy of an input that an in-place activation will overwrite."""
         return x.detach().clone()
 
+    def _batch_first(self, score: Tensor) -> Tensor:
+        """A score taken inside a transformer layer with batch_first=False, (seq, batch, ...), batch first."""
+        return score.movedim(1, 0) if self._seq and score.dim() > 1 else score
+
+    def _enter_seq_first(self, mod: nn.Module, args: tuple) -> None:
+        x = args[0] if args else None
+        name = self._names.get(id(mod), "?") or "<model>"
+        if isinstance(x, Tensor) and self._batch is not None and (x.dim() != 3 or x.shape[1] != self._batch):
+            raise InputError(
+                f"{type(mod).__name__} at '{name}' has batch_first=False and takes (seq, batch, d), but its input has "
+                f"shape {tuple(x.shape)}, whose second dimension is not the batch size {self._batch} of the model's "
+                "input: spacefold passes inputs batch first, (batch, *input_shape), and the points of a walk must not "
+                "attend to each other; build the layer with batch_first=True, or transpose to (seq, batch, d) inside "
+                "the model's forward"
+            )
+        self._seq += 1
+
     def _pre(self, mod: nn.Module, args: tuple) -> None:
         self._stack.append(self._names.get(id(mod), "?"))
+        if _seq_first(mod):
+            self._enter_seq_first(mod, args)
         if id(mod) in self._acts:
             outer = self._depth == 0  # not inside another activation, whose modules are its own
             self._depth += 1
@@ -350,6 +403,8 @@ class PatternRecorder:
 
     def _post(self, mod: nn.Module, args: tuple, out) -> None:
         name = self._stack.pop() if self._stack else "?"
+        if _seq_first(mod):
+            self._seq = max(0, self._seq - 1)
         if id(mod) not in self._acts:
             return
         try:
@@ -359,7 +414,7 @@ class PatternRecorder:
                     raise TypeError(f"activation '{name}' must take tensors and return one tensor")
                 inputs = args if saved is None else (saved,) + tuple(args[1:])
                 score = _entry(mod).rule(mod, inputs, out)  # type: ignore[union-attr]
-                self._scores.append((name, score, type(mod).__name__, False))
+                self._scores.append((name, self._batch_first(score), type(mod).__name__, False))
         finally:
             self._depth -= 1
 
@@ -368,10 +423,11 @@ class PatternRecorder:
         self._depth = 0
         self._inside = 0
         self._pending = None
-        fast = getattr(torch.backends, "mha", None)
-        if fast is not None and hasattr(fast, "set_fastpath_enabled"):
-            self._fastpath = fast.get_fastpath_enabled()
-            fast.set_fastpath_enabled(False)
+        self._seq = 0
+        self._batch = int(args[0].shape[0]) if args and isinstance(args[0], Tensor) and args[0].dim() else None
+        if self._fastpath is None:
+            self._fastpath = no_fastpath()
+            self._fastpath.__enter__()
         # the operator-level watch, where something can run below Python: a TorchScript submodule, or code
         # compiled by torch.compile (which imports torch._dynamo; the watch imports it too, so it is not
         # started where neither can be, which saves that import)
@@ -385,7 +441,7 @@ class PatternRecorder:
             m.__exit__(None, None, None)
         self._modes = []
         if self._fastpath is not None:
-            torch.backends.mha.set_fastpath_enabled(self._fastpath)
+            self._fastpath.__exit__(None, None, None)
             self._fastpath = None
         if self._pending is not None and out is not None:
             err, self._pending = self._pending, None
@@ -419,7 +475,8 @@ class PatternRecorder:
                 if saved is not None:
                     inputs = (saved,) + inputs[1:]
                 assert entry is not None  # a selected call without a rule was refused above
-                self._scores.append((site, entry.rule(module, inputs, out), type(module).__name__, True))
+                self._scores.append((site, self._batch_first(entry.rule(module, inputs, out)), type(module).__name__,
+                                     True))
         finally:
             self._depth -= 1
         return out

@@ -26,7 +26,7 @@ from .patterns import (
     LayerSelector, PatternLayout, PatternRecorder, check_model, check_nonnegative, eval_mode, find_activations,
     model_device_dtype
 )
-from .walk import METHODS, Walk, WalkBatch, memory_budget, resolve_tol
+from .walk import METHODS, Walk, WalkBatch, memory_budget, points_per_pass, resolve_tol
 from .walk.bisect import NONCONVEX_N0, STOP_RULES, bisect_walks, default_n0
 from .walk.uniform import uniform_walks
 
@@ -273,8 +273,9 @@ class _SampledWalker:
     """``uniform`` and ``bisect``: forward passes under activation hooks."""
 
     def __init__(self, model: nn.Module, opts: WalkOptions, recorder: PatternRecorder, segments: _Segments,
-                 device, dtype, keep_walks: bool):
+                 device, dtype, keep_walks: bool, max_points: int = 65536):
         self.model, self.opts, self.segments = model, opts, segments
+        self.max_points = max_points  # points of many segments in one forward pass
         self.grid_index = keep_walks  # the map from grid points to regions only for walks returned
         self.device, self.dtype = device, dtype
         self.n0 = opts.n0 or default_n0(model)
@@ -303,11 +304,11 @@ class _SampledWalker:
         with self.recorder:
             if opts.method == "uniform":
                 wb = uniform_walks(self.model, self.recorder, a, c, steps=opts.steps, tie_tol=opts.tie_tol,
-                                   grid_index=self.grid_index)
+                                   grid_index=self.grid_index, max_points=self.max_points)
             else:
                 assert opts.tol is not None  # resolved by WalkOptions.check
                 wb = bisect_walks(self.model, self.recorder, a, c, tol=opts.tol, tie_tol=opts.tie_tol, n0=self.n0,
-                                  stop=opts.stop)
+                                  stop=opts.stop, max_points=self.max_points)
         return wb if self.columns is None else wb.select_columns(self.columns)
 
 
@@ -511,10 +512,13 @@ class _RangeTask:
     def make_walker(self, recorder: PatternRecorder | None = None) -> _ExactWalker | _SampledWalker:
         model, opts = self.model, self.opts
         device, dtype = model_device_dtype(model)
+        sample = self.segments.sample
+        points = points_per_pass(sample[0].numel(), self.layout.n_neurons, sample.element_size())
         if opts.method == "certified":
             from .walk.certified import FoldingWalker
 
-            return FoldingWalker(model, opts, self.segments, device, dtype)  # type: ignore[return-value]
+            return FoldingWalker(model, opts, self.segments, device, dtype,  # type: ignore[return-value]
+                                 n_inputs=sample[0].numel(), n_neurons=self.layout.n_neurons)
         walker: _ExactWalker | _SampledWalker
         if opts.method == "exact":
             walker = _ExactWalker(model, opts, self.segments, device, dtype)
@@ -523,7 +527,7 @@ class _RangeTask:
                 return walker
         else:
             recorder = recorder or PatternRecorder(model, opts.layers)
-            walker = _SampledWalker(model, opts, recorder, self.segments, device, dtype, self.keep)
+            walker = _SampledWalker(model, opts, recorder, self.segments, device, dtype, self.keep, points)
         walker.start(self.segments.sample.to(device=device, dtype=dtype))
         return walker
 

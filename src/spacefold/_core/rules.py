@@ -152,6 +152,27 @@ for _t in _SMOOTH_MONOTONE:
 register_activation(nn.GLU, _unit_output)
 
 
+# Gated units whose structure the certified walk follows: type -> parts(module) = (gate projection,
+# the gate's activation function, value projection), for the unit act(gate(x)) * up(x). Only for
+# modules whose forward is that of the registered type (a subclass that overrides forward is not).
+_GATE_PARTS: dict[type, Callable[[nn.Module], tuple[nn.Module, Callable, nn.Module]]] = {}
+
+
+def _register_gate(module_type: type, parts: Callable[[nn.Module], tuple[nn.Module, Callable, nn.Module]]) -> None:
+    _GATE_PARTS[module_type] = parts
+
+
+def gate_parts(module: nn.Module) -> tuple[nn.Module, Callable, nn.Module] | None:
+    """``(gate projection, activation function, value projection)`` of a gated unit
+    ``act(gate(x)) * up(x)`` registered by its type, or None."""
+    for klass in type(module).__mro__:
+        if klass in _GATE_PARTS:
+            if type(module).forward is not klass.forward:
+                return None
+            return _GATE_PARTS[klass](module)
+    return None
+
+
 def _entry(module: nn.Module) -> _Entry | None:
     for klass in type(module).__mro__:
         if klass in _REGISTRY:

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from ..errors import InputError, InputTypeError
 from .._core.patterns import _unit_output, register_activation
+from .._core.rules import _register_gate
 
 __all__ = ["GEGLU", "GatedUnit", "ReGLU", "SwiGLU"]
 
@@ -194,3 +195,4 @@ class ReGLU(GatedUnit):
 
 
 register_activation(GatedUnit, _unit_output)
+_register_gate(GatedUnit, lambda m: (m.gate, type(m).activation, m.up))

@@ -37,7 +37,7 @@ from ..._util import check_size
 from ...errors import InputError
 
 __all__ = ["Walk", "WalkBatch", "METHODS", "METHOD_TOL", "resolve_tol", "run_starts", "memory_budget",
-           "DEFAULT_MEMORY"]
+           "DEFAULT_MEMORY", "points_per_pass"]
 
 METHODS = ("exact", "bisect", "uniform", "certified")
 
@@ -76,6 +76,21 @@ def memory_budget() -> int:
         raise InputError(f"SPACEFOLD_MEMORY must be a positive number of bytes, got {text!r}")
     check_size("SPACEFOLD_MEMORY", value, value, "the walks in flight")
     return value
+
+
+MIN_PASS_POINTS = 1024  # points of one forward pass, at least and at most
+MAX_PASS_POINTS = 1 << 20
+
+
+def points_per_pass(n_inputs: int, n_neurons: int, itemsize: int, memory: int | None = None) -> int:
+    """Points of many segments evaluated in one forward pass by the sampling walks (``bisect``,
+    ``uniform``, the certified walk's patterns): half the memory budget (:func:`memory_budget`)
+    over an estimate of one point's memory, its input and eight values per activation bit
+    (the pre-activation, the output, the layers around them), between :data:`MIN_PASS_POINTS`
+    and :data:`MAX_PASS_POINTS`. The walks do not depend on it: a point's pattern is the same
+    whatever points share its pass."""
+    per = max(1, itemsize * (n_inputs + 8 * max(n_neurons, 1)))
+    return int(min(MAX_PASS_POINTS, max(MIN_PASS_POINTS, (memory or memory_budget()) // 2 // per)))
 
 
 def segment_points(x1: Tensor, x2: Tensor, path: Tensor, t: Tensor) -> Tensor:

@@ -21,7 +21,10 @@ then holds every change of pattern that the grid sees, located within ``tol``; n
 guaranteed about what happens between two consecutive samples (an excursion narrower than
 the grid step may be missed), so its walks are never *complete*. A user-given ``n0``
 sets that resolution. All segments of a batch are refined together: each round evaluates
-the midpoints of every open interval of every path in one pass.
+the midpoints of every open interval of every path in shared forward passes of at most
+``max_points`` points (the pipeline sizes them by the memory budget:
+:func:`spacefold._core.walk.points_per_pass`); a point's pattern does not depend on the points
+that share its pass, so the walks are those of one segment at a time.
 """
 
 from __future__ import annotations
@@ -137,8 +140,7 @@ def bisect_walks(
         if ia.numel() == 0:
             break
         pa, pb = all_pat[ia], all_pat[ib]
-        dist = (pa != pb).sum(-1)
-        need = dist > (1 if stop == "hamming1" else 0)
+        need = (pa != pb).sum(-1) > 1 if stop == "hamming1" else (pa != pb).any(-1)
         need &= (all_t[ib] - all_t[ia]) > tol
         ia, ib = ia[need], ib[need]
         if ia.numel() == 0:

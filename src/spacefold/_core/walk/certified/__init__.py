@@ -20,8 +20,12 @@ Design choices:
   activation hooks, as in ``spacefold.activation_patterns``; the traced graph only proves where
   they may change. The two are checked against each other on the first intervals (same number
   of bits, same signs wherever the enclosure decides them).
+- Activations called as functions (``F.gelu``, ``torch.tanh``, the string activations of
+  PyTorch's transformer layers) are interpreted as their modules, at the call sites the hooks
+  name. Gated units (``spacefold.nn``'s, ``nn.GLU``, ``F.glu``) are interpreted through their
+  halves; their bit quantity is the unit output, a product of the gate and the value.
 - Operations are refused by name when they have no enclosure (max pooling, masks in attention,
-  functional activations, whose bits the hooks cannot record, custom binarisation rules).
+  custom binarisation rules, whose score is a user's function).
 - A budget of intervals per path (:data:`.walker.MAX_INTERVALS`, or the environment variable
   ``SPACEFOLD_CERTIFIED_BUDGET``): a path that needs more is finished like ``bisect`` and
   reported with ``complete=False`` and a :class:`CertifiedBudgetWarning`.
@@ -31,9 +35,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .. import WalkBatch
+from .. import WalkBatch, points_per_pass
 from .graph import CertifiedProgram, CertifiedUnsupportedError
-from .walker import CertifiedBudgetWarning, CertifiedWalker, certified_walks
+from .walker import CertifiedBudgetWarning, CertifiedWalker, certified_walks, interval_chunk
 
 __all__ = [
     "CertifiedBudgetWarning",
@@ -48,9 +52,13 @@ __all__ = [
 class FoldingWalker:
     """The certified walker as :mod:`spacefold.folding` drives it (``start``, then chunks)."""
 
-    def __init__(self, model: nn.Module, opts, segments, device, dtype):
+    def __init__(self, model: nn.Module, opts, segments, device, dtype, *, n_inputs: int | None = None,
+                 n_neurons: int | None = None):
         self.segments = segments
-        self.walker = CertifiedWalker(model, opts.layers, tol=opts.tol, tie_tol=opts.tie_tol)
+        kw = {}
+        if n_inputs is not None and n_neurons is not None:  # passes sized by the memory budget
+            kw = {"chunk": interval_chunk(n_inputs, n_neurons), "points": points_per_pass(n_inputs, n_neurons, 8)}
+        self.walker = CertifiedWalker(model, opts.layers, tol=opts.tol, tie_tol=opts.tie_tol, **kw)
 
     def start(self, sample: Tensor) -> None:
         pass

@@ -2,7 +2,10 @@
 
 The model is traced with ``torch.fx``; activation modules, ``nn.MultiheadAttention`` and
 PyTorch's transformer layers are kept as leaves and interpreted by handlers written here (the
-transformer layers by their own forward, attention without its fused fast path). Every node
+transformer layers by their own forward, attention without its fused fast path, a layer with
+``batch_first=False`` in batch-first order so that its bits are ordered as the hooks order
+them). Activations called as functions are interpreted as the module they compute, gated units
+through their two halves. Every node
 is checked once, when the program is built: an operation without an enclosure is refused by
 name (:class:`CertifiedUnsupportedError`), never skipped. While running, the input of every
 selected activation call is recorded: its sign is the bit (docs/method.md, 'Activation
@@ -21,7 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from ....errors import InputTypeError
-from ...patterns import LayerSelector, _entry, _pre_activation, find_activations
+from ...patterns import LayerSelector, _entry, _pre_activation, _unit_output, find_activations, selects_call
+from ...rules import functional_activation, gate_parts
 from . import interval as iv
 from .functions import exp_function, module_function, rsqrt_function, sqrt_function
 from .interval import IDual
@@ -35,8 +39,10 @@ def _refuse(what: str, model: nn.Module) -> CertifiedUnsupportedError:
     return CertifiedUnsupportedError(
         f"method='certified' has no enclosure for {what} in {type(model).__name__}; it handles Linear, Conv1d/2d, "
         "BatchNorm in eval mode, LayerNorm, average pooling, Flatten, Dropout/Identity, additions, products and "
-        "quotients, mean, var, exp, sqrt, softmax, nn.MultiheadAttention, nn.TransformerEncoderLayer/TransformerEncoder, and activation modules "
-        "(ReLU, LeakyReLU, Hardtanh, ReLU6, ELU, SELU, CELU, GELU, SiLU, Mish, Tanh, Sigmoid, Softplus, ...). "
+        "quotients, mean, var, exp, sqrt, softmax, nn.MultiheadAttention, "
+        "nn.TransformerEncoderLayer/TransformerEncoder, activation modules and functions (ReLU, LeakyReLU, "
+        "Hardtanh, ReLU6, ELU, SELU, CELU, GELU, SiLU, Mish, Tanh, Sigmoid, Softplus, ...; F.relu, F.gelu, torch.tanh, ...) and gated units (spacefold.nn.SwiGLU, GEGLU, ReGLU, "
+        "nn.GLU, F.glu). "
         "Use method='bisect' for this model"
     )
 
@@ -52,15 +58,6 @@ _STRUCTURAL_FUNCS = {
     torch.squeeze: "squeeze", torch.unsqueeze: "unsqueeze", torch.chunk: "chunk", torch.split: "split",
     torch.movedim: "movedim", torch.unbind: "unbind", torch.t: "t",
 }
-# functional nonlinearities whose bits spacefold's patterns cannot see (called as functions)
-_FUNCTIONAL_ACTS = {
-    F.relu, F.gelu, F.silu, F.mish, F.elu, F.selu, F.celu, F.leaky_relu, F.hardtanh, F.relu6, F.softplus,
-    F.hardswish, F.hardsigmoid, F.softsign, F.logsigmoid, F.tanhshrink, torch.relu, torch.tanh, torch.sigmoid,
-    F.tanh, F.sigmoid, torch.nn.functional.glu,
-}
-_FUNCTIONAL_METHODS = {"relu", "tanh", "sigmoid", "relu_", "tanh_", "sigmoid_"}
-
-
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if _entry(m) is not None or isinstance(m, _TRANSFORMER):
@@ -151,6 +148,27 @@ def _structural(x: IDual, name: str, args: tuple, kwargs: dict):
     raise NotImplementedError(name)
 
 
+def _owner(node: fx.Node) -> str:
+    """The module whose own forward made the call of ``node`` (``""`` for the model's)."""
+    stack = node.meta.get("nn_module_stack")
+    return next(reversed(stack)) if stack else ""
+
+
+def _gate_function(m: nn.Module):
+    """The :class:`.interval.Unary` of the gate of a gated unit (``nn.GLU``: sigmoid; a registered
+    gated unit: its activation function), or None when the walk cannot follow it."""
+    if isinstance(m, nn.GLU):
+        return module_function(nn.Sigmoid())
+    parts = gate_parts(m)
+    if parts is None:
+        return None
+    gate, act, up = parts
+    if not (isinstance(gate, nn.Linear) and isinstance(up, nn.Linear)):
+        return None
+    spec = functional_activation(act)
+    return None if spec is None else module_function(spec.make((), {}))
+
+
 def _linear_fn(weight: Tensor, bias: Tensor | None):
     wa = weight.abs()
     return (lambda t: t @ weight.T), (lambda t: t @ wa.T), weight.shape[1], bias
@@ -163,23 +181,34 @@ class CertifiedProgram:
     def __init__(self, model: nn.Module, layers: LayerSelector = None):
         model = copy.deepcopy(model).double().eval()
         self.model = model
+        self.layers = layers
         self.selected = {id(m) for _, m in find_activations(model, layers)}
+        self.names = {id(m): n for n, m in model.named_modules()}
         for name, m in model.named_modules():
             e = _entry(m)
-            if e is not None and (e.rule is not _pre_activation):
+            if e is None:
+                continue
+            if e.rule is _unit_output and _gate_function(m) is not None:
+                continue
+            if e.rule is not _pre_activation:
                 raise CertifiedUnsupportedError(
                     f"method='certified' cannot certify the activation '{name}' ({type(m).__name__}): it has a custom "
-                    "binarisation rule, whose score has no enclosure; use method='bisect'")
-            if e is not None and module_function(m) is None:
+                    "binarisation rule, whose score has no enclosure (the walk follows the built-in rules: the "
+                    "pre-activation of elementwise activations, the unit output of spacefold.nn's gated units and "
+                    "nn.GLU); use method='bisect' for this model, or build the gate from spacefold.nn.SwiGLU, GEGLU "
+                    "or ReGLU")
+            if module_function(m) is None:
                 raise _refuse(f"the activation module '{name}' ({type(m).__name__})", model)
+        # a model that is itself an activation (a gated unit) is traced as the one leaf of a container
+        self.root = nn.Sequential(model) if _entry(model) is not None else model
         try:
-            self.graph = _Tracer().trace(model)
+            self.graph = _Tracer().trace(self.root)
         except Exception as err:
             raise CertifiedUnsupportedError(
                 f"method='certified' needs a model that torch.fx can trace, and tracing {type(model).__name__} failed "
                 f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); use method='bisect'"
             ) from err
-        self.modules = dict(model.named_modules())
+        self.modules = dict(self.root.named_modules())
         self._check()
 
     # ---------------------------------------------------------------- checking
@@ -192,27 +221,40 @@ class CertifiedProgram:
                     raise _refuse(f"the module '{node.target}' ({type(m).__name__})", model)
             elif node.op == "call_function":
                 t = node.target
-                if t in _FUNCTIONAL_ACTS:
-                    raise CertifiedUnsupportedError(
-                        f"method='certified' cannot follow {getattr(t, '__name__', t)} called as a function in the "
-                        f"forward of {type(model).__name__} (node '{node.name}'): spacefold's patterns record "
-                        "activation modules; use the module (nn.GELU(), nn.ReLU(), ...) instead")
-                if t not in _FUNCS and t not in _STRUCTURAL_FUNCS:
+                spec = functional_activation(t)
+                if spec is not None:
+                    self._check_functional(spec, node, f"the function {getattr(t, '__name__', t)}")
+                elif t not in _FUNCS and t not in _STRUCTURAL_FUNCS:
                     raise _refuse(f"the function {getattr(t, '__name__', t)} (node '{node.name}')", model)
             elif node.op == "call_method":
-                if node.target in _FUNCTIONAL_METHODS:
-                    raise CertifiedUnsupportedError(
-                        f"method='certified' cannot follow the method .{node.target}() in the forward of "
-                        f"{type(model).__name__} (node '{node.name}'): spacefold's patterns record activation "
-                        "modules; use the module instead")
-                if node.target not in _STRUCTURAL_METHODS and node.target not in _METHODS:
+                spec = functional_activation(node.target)
+                if spec is not None:
+                    self._check_functional(spec, node, f"the method .{node.target}()")
+                elif node.target not in _STRUCTURAL_METHODS and node.target not in _METHODS:
                     raise _refuse(f"the method .{node.target}() (node '{node.name}')", model)
+
+    def _check_functional(self, spec, node, what: str) -> None:
+        """An activation called as a function: its module form needs a bit rule the walk follows
+        (the pre-activation, or the unit output of F.glu) and an enclosure."""
+        args = tuple(a for a in node.args)
+        try:
+            module = spec.make(args, dict(node.kwargs))
+        except (TypeError, ValueError, RuntimeError):
+            raise _refuse(f"{what} with input-dependent parameters (node '{node.name}')", self.model) from None
+        e = _entry(module)
+        if e is None or (e.rule is not _pre_activation and not isinstance(module, nn.GLU)) or \
+                (not isinstance(module, nn.GLU) and module_function(module) is None):
+            raise _refuse(f"{what} (node '{node.name}', computing {type(module).__name__})", self.model)
 
     def _module_supported(self, m: nn.Module) -> bool:
         if _entry(m) is not None:
-            return module_function(m) is not None
+            return module_function(m) is not None or _gate_function(m) is not None
         if isinstance(m, nn.TransformerEncoderLayer):
-            return isinstance(m.activation, nn.Module) and module_function(m.activation) is not None
+            act = m.activation
+            if isinstance(act, nn.Module):
+                return _entry(act) is not None and module_function(act) is not None
+            spec = functional_activation(act)
+            return spec is not None and module_function(spec.make((), {})) is not None
         if isinstance(m, nn.TransformerEncoder):
             return all(self._module_supported(layer) for layer in m.layers)
         if isinstance(m, nn.MultiheadAttention):
@@ -222,11 +264,14 @@ class CertifiedProgram:
         return isinstance(m, _MODULES)
 
     # ---------------------------------------------------------------- running
-    def run(self, x: IDual) -> list[tuple[int, IDual]]:
-        """Interpret the graph; returns ``(id(module), input enclosure)`` of every selected
-        activation call, in forward order."""
+    def run(self, x: IDual) -> list[tuple[int, IDual, Tensor | None]]:
+        """Interpret the graph; returns ``(id(module), enclosure, zero)`` of every selected
+        activation call, in forward order: the enclosure of its bit quantity (the input of an
+        elementwise activation, the output of a gated unit), and where known a bool mask of the
+        entries that are exactly 0 on the whole interval (a ReLU gate closed), else None."""
         env: dict[fx.Node, object] = {}
-        self._quantities: list[tuple[int, IDual]] = []
+        self._quantities: list[tuple[int, IDual, Tensor | None]] = []
+        self._zeros: dict[int, Tensor] = {}
 
         def load(a):
             return fx.node.map_arg(a, lambda n: env[n])
@@ -235,26 +280,70 @@ class CertifiedProgram:
             if node.op == "placeholder":
                 env[node] = x
             elif node.op == "get_attr":
-                obj = self.model
+                obj = self.root
                 for part in node.target.split("."):
                     obj = getattr(obj, part)
                 env[node] = obj.detach() if isinstance(obj, Tensor) else obj
             elif node.op == "call_module":
                 env[node] = self._call_module(self.modules[node.target], node, load(node.args), load(node.kwargs))
-            elif node.op == "call_function":
-                env[node] = self._call_function(node.target, load(node.args), load(node.kwargs))
-            elif node.op == "call_method":
-                env[node] = self._call_method(node.target, load(node.args), load(node.kwargs))
+            elif node.op in ("call_function", "call_method"):
+                args, kwargs = load(node.args), load(node.kwargs)
+                spec = functional_activation(node.target)
+                if spec is not None and (_any_dual(args[:1]) or _is_dual(kwargs.get("input"))):
+                    env[node] = self._functional(spec, args, kwargs, _owner(node))
+                elif node.op == "call_function":
+                    env[node] = self._call_function(node.target, args, kwargs)
+                else:
+                    env[node] = self._call_method(node.target, args, kwargs)
             elif node.op == "output":
                 break
         return self._quantities
 
-    def _act(self, m: nn.Module, x: IDual) -> IDual:
-        if id(m) in self.selected:
-            self._quantities.append((id(m), x))
+    def _act(self, m: nn.Module, x: IDual, selected: bool | None = None) -> IDual:
+        """An activation call (a module, or the module a function computes): its bit quantity is
+        recorded when selected, and its output returned."""
+        if selected is None:
+            selected = id(m) in self.selected
+        entry = _entry(m)
+        gate = _gate_function(m) if entry is not None and entry.rule is _unit_output else None
+        if gate is not None:
+            out = self._gate(m, x, gate)
+            if selected:  # gated units: the bit is [unit output > tie_tol]
+                self._quantities.append((id(m), out, self._zeros.pop(id(out), None)))
+            return out
+        if selected:
+            self._quantities.append((id(m), x, None))
         fn = module_function(m)
-        assert fn is not None  # checked when the program was built
+        if fn is None:  # a function whose parameters are known only now (F.prelu with a weight per channel)
+            raise _refuse(f"the activation {type(m).__name__} called as a function", self.model)
         return iv.unary(x, fn)
+
+    def _gate(self, m: nn.Module, x: IDual, fn) -> IDual:
+        """``act(a) * b``: for ``nn.GLU`` the halves of the input along ``m.dim`` (act = sigmoid
+        of the second), for registered gated units the two projections of the input."""
+        if isinstance(m, nn.GLU):
+            size = x.shape[m.dim]
+            if size % 2:
+                raise CertifiedUnsupportedError(
+                    f"nn.GLU at '{self.names.get(id(m), '?')}' splits dimension {m.dim} of its input into two halves, "
+                    f"which needs an even size, got {size}")
+            a, b = _structural(x, "chunk", (2, m.dim), {})
+            return iv.mul(a, iv.unary(b, fn))
+        gate, _, up = gate_parts(m)  # type: ignore[misc]
+        a = self._call_module(gate, None, (x,), {})
+        b = self._call_module(up, None, (x,), {})
+        out = iv.mul(iv.unary(a, fn), b)
+        if fn.name == "leaky_relu(0.0)":  # relu(a) * b is exactly 0 (in reals and in floats) where a <= 0
+            _, ahi = iv.lohi(a.C[0], a.R[0])
+            self._zeros[id(out)] = ahi <= 0
+        return out
+
+    def _functional(self, spec, args, kwargs, owner: str):
+        """An activation called as a function from the forward of the module ``owner``: as its
+        module form, its call site ``"<owner>:<name>"`` selected like the pattern recorder's."""
+        module = spec.make(tuple(args), dict(kwargs))
+        x = args[0] if args else kwargs.get("input")
+        return self._act(module, x, selects_call(self.layers, f"{owner}:{spec.name}", module))
 
     def _call_module(self, m: nn.Module, node, args, kwargs):
         x = args[0] if args else next(iter(kwargs.values()))
@@ -306,15 +395,19 @@ class CertifiedProgram:
         for key in ("src_mask", "src_key_padding_mask"):
             if kwargs.get(key) is not None or (key == "src_mask" and len(args) > 1 and args[1] is not None):
                 raise _refuse(f"nn.TransformerEncoderLayer with {key} (node '{node.name}')", self.model)
-        if not m.self_attn.batch_first:
-            pass  # (seq, batch, d): attention below handles the layout of the module
+        seq_first = not m.self_attn.batch_first
+        if seq_first:  # (seq, batch, d) -> (batch, seq, d): the bits are recorded batch first, as the hooks do
+            x = _structural(x, "transpose", (0, 1), {})
 
         def sa(h):
-            return self._mha(m.self_attn, h, h, h)
+            return self._mha(m.self_attn, h, h, h, batch_first=True)
 
         def ff(h):
             h = self._call_module(m.linear1, node, (h,), {})
-            h = self._act(m.activation, h)
+            if isinstance(m.activation, nn.Module):
+                h = self._act(m.activation, h)
+            else:
+                h = self._functional(functional_activation(m.activation), (h,), {}, self.names.get(id(m), "?"))
             return self._call_module(m.linear2, node, (h,), {})
 
         if m.norm_first:
@@ -323,10 +416,11 @@ class CertifiedProgram:
         else:
             x = self._call_module(m.norm1, node, (iv.add(x, sa(x)),), {})
             x = self._call_module(m.norm2, node, (iv.add(x, ff(x)),), {})
-        return x
+        return _structural(x, "transpose", (0, 1), {}) if seq_first else x
 
-    def _mha(self, m: nn.MultiheadAttention, q: IDual, k: IDual, v: IDual) -> IDual:
-        if not m.batch_first:  # (L, B, E) per row -> (B, L, E)
+    def _mha(self, m: nn.MultiheadAttention, q: IDual, k: IDual, v: IDual, batch_first: bool | None = None) -> IDual:
+        batch_first = m.batch_first if batch_first is None else batch_first
+        if not batch_first:  # (L, B, E) per row -> (B, L, E)
             q, k, v = (_structural(t, "transpose", (0, 1), {}) for t in (q, k, v))
         e, nh = m.embed_dim, m.num_heads
         hd = e // nh
@@ -352,7 +446,7 @@ class CertifiedProgram:
         w, bo = m.out_proj.weight.detach(), None if m.out_proj.bias is None else m.out_proj.bias.detach()
         lin, alin, n, _ = _linear_fn(w, bo)
         out = iv.affine(out, lin, n, bo, alin)
-        if not m.batch_first:
+        if not batch_first:
             out = _structural(out, "transpose", (0, 1), {})
         return out
 

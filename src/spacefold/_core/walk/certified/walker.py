@@ -23,7 +23,6 @@ entered at the first sample in it; a sample that differs from both neighbours, e
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import warnings
@@ -32,14 +31,16 @@ import torch
 from torch import Tensor, nn
 
 from ....errors import InputError
-from ...patterns import LayerSelector, PatternRecorder, run_model
-from .. import WalkBatch, segment_points
+from ...patterns import LayerSelector, PatternRecorder, no_fastpath, run_model
+from .. import WalkBatch, memory_budget, segment_points
 from ..bisect import walks_from_samples
 from . import interval as iv
 from .graph import CertifiedProgram, CertifiedUnsupportedError
 
 MAX_INTERVALS = 4096  # per path; SPACEFOLD_CERTIFIED_BUDGET overrides
-CHUNK = 256  # intervals evaluated together
+CHUNK = 256  # intervals evaluated together (at least; more where the memory budget allows: interval_chunk)
+MAX_CHUNK = 16384
+POINTS = 4096  # points of one forward pass for the patterns, unless given (points_per_pass)
 
 
 class CertifiedBudgetWarning(UserWarning):
@@ -59,32 +60,26 @@ def max_intervals() -> int:
     return value
 
 
-@contextlib.contextmanager
-def _no_fastpath():
-    """Attention's fused fast path skips the activation hooks; the walk runs the plain forward."""
-    mha = getattr(torch.backends, "mha", None)
-    if mha is None or not hasattr(mha, "get_fastpath_enabled"):
-        yield
-        return
-    old = mha.get_fastpath_enabled()
-    mha.set_fastpath_enabled(False)
-    try:
-        yield
-    finally:
-        mha.set_fastpath_enabled(old)
+def interval_chunk(n_inputs: int, n_neurons: int, memory: int | None = None) -> int:
+    """Intervals of all paths enclosed together: half the memory budget over an estimate of
+    one interval's memory (centres and radii of the five rows of every value, float64, about
+    eight values per activation bit), between :data:`CHUNK` and :data:`MAX_CHUNK`."""
+    per = 2 * iv.NR * 8 * (n_inputs + 8 * max(n_neurons, 1))
+    return int(min(MAX_CHUNK, max(CHUNK, (memory or memory_budget()) // 2 // per)))
 
 
 class CertifiedWalker:
     """Certified walks of many segments of one model (the float64 copy is made once)."""
 
     def __init__(self, model: nn.Module, layers: LayerSelector = None, *, tol: float = 1e-6, tie_tol: float = 0.0,
-                 budget: int | None = None, chunk: int = CHUNK):
+                 budget: int | None = None, chunk: int = CHUNK, points: int = POINTS):
         self.program = CertifiedProgram(model, layers)
         self.model64 = self.program.model
         self.recorder = PatternRecorder(self.model64, layers)
         self.tol, self.tie_tol = float(tol), float(tie_tol)
         self.budget = budget or max_intervals()
-        self.chunk = chunk
+        self.chunk = chunk  # intervals of all paths enclosed together
+        self.points = points  # points of all paths in one forward pass
         self.checked = False
         self.stats = {"intervals": 0, "unproved_narrow": 0}
 
@@ -97,12 +92,17 @@ class CertifiedWalker:
         qs = self.program.run(x)
         if not qs:
             raise CertifiedUnsupportedError("method='certified' found no selected activation call in the traced graph")
-        C = torch.cat([q.C.reshape(iv.NR, q.C.shape[1], -1) for _, q in qs], -1)
-        R = torch.cat([q.R.reshape(iv.NR, q.R.shape[1], -1) for _, q in qs], -1)
+        C = torch.cat([q.C.reshape(iv.NR, q.C.shape[1], -1) for _, q, _ in qs], -1)
+        R = torch.cat([q.R.reshape(iv.NR, q.R.shape[1], -1) for _, q, _ in qs], -1)
         t = iv.tighten(iv.IDual(C, R, x.h))
         lo, hi = iv.lohi(t.C[0], t.R[0])
         dlo, dhi = iv.lohi(t.C[2], t.R[2])
         plo, phi = iv.lohi(t.C[1], t.R[1])
+        if any(z is not None for _, _, z in qs):  # exactly 0 on the interval: [0, 0] and no slope
+            zero = torch.cat([(z if z is not None else torch.zeros(q.C.shape[1:], dtype=torch.bool, device=q.C.device))
+                              .reshape(q.C.shape[1], -1) for _, q, z in qs], -1)
+            lo, hi, dlo, dhi, plo, phi = (torch.where(zero, torch.zeros_like(v), v)
+                                          for v in (lo, hi, dlo, dhi, plo, phi))
         return lo, hi, dlo, dhi, plo, phi
 
     def enclose(self, x1: Tensor, x2: Tensor, path: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
@@ -135,9 +135,9 @@ class CertifiedWalker:
 
     def patterns(self, x1: Tensor, x2: Tensor, path: Tensor, t: Tensor) -> Tensor:
         out = []
-        with self.recorder, _no_fastpath():
-            for j in range(0, path.numel(), 4096):
-                pts = segment_points(x1, x2, path[j: j + 4096], t[j: j + 4096])
+        with self.recorder, no_fastpath():
+            for j in range(0, path.numel(), self.points):
+                pts = segment_points(x1, x2, path[j: j + self.points], t[j: j + self.points])
                 self.recorder.clear()
                 run_model(self.model64, pts, "x1")
                 out.append(self.recorder.bits(self.tie_tol))
