@@ -167,7 +167,7 @@ def gate_parts(module: nn.Module) -> tuple[nn.Module, Callable, nn.Module] | Non
     ``act(gate(x)) * up(x)`` registered by its type, or None."""
     for klass in type(module).__mro__:
         if klass in _GATE_PARTS:
-            if type(module).forward is not klass.forward:
+            if getattr(type(module), "forward") is not getattr(klass, "forward"):
                 return None
             return _GATE_PARTS[klass](module)
     return None

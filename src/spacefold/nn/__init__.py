@@ -195,4 +195,9 @@ class ReGLU(GatedUnit):
 
 
 register_activation(GatedUnit, _unit_output)
-_register_gate(GatedUnit, lambda m: (m.gate, type(m).activation, m.up))
+def _gated_unit_parts(module: nn.Module) -> tuple[nn.Module, Callable[..., Tensor], nn.Module]:
+    assert isinstance(module, GatedUnit)  # registered for GatedUnit and its subclasses only
+    return module.gate, type(module).activation, module.up
+
+
+_register_gate(GatedUnit, _gated_unit_parts)
