@@ -2,13 +2,26 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test
+.PHONY: demo test lint format dist
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/spacefold demo --out demo-out
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# ruff (configured in pyproject.toml): lint checks the tree and its format, format fixes both
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+# the sdist and the wheel in dist/, checked, and the wheel installed alone and run
+dist: $(VENV)/.installed
+	PY=$(PY) .ci/release-check
 
 $(VENV)/.installed: pyproject.toml constraints-ci.txt
 	python3 -m venv $(VENV)

@@ -58,7 +58,9 @@ def blocks(page: Path) -> list[Block]:
                 raise AssertionError(f"{page.name}:{i}: a malformed mark {prev!r}; write <!-- skip: REASON -->")
             if m is not None and not m.group(2):
                 raise AssertionError(f"{page.name}:{i}: {prev!r} gives no reason")
-            out.append(Block(page, i + 1, "\n".join(lines[i + 1:end]) + "\n", m and m.group(1), m and m.group(2) or ""))
+            out.append(
+                Block(page, i + 1, "\n".join(lines[i + 1 : end]) + "\n", m and m.group(1), m and m.group(2) or "")
+            )
         i = end + 1
     return out
 
@@ -86,11 +88,16 @@ def test_marks_are_read():
 
     with tempfile.TemporaryDirectory() as tmp:
         page = Path(tmp) / "page.md"
-        page.write_text("text\n\n```python\na = 1\n```\n\n<!-- skip: needs the MNIST files -->\n\n```python\n"
-                        "b = 2\n```\n<!-- slow: trains ten networks -->\n```python\nc = 3\n```\n```bash\nls\n```\n")
+        page.write_text(
+            "text\n\n```python\na = 1\n```\n\n<!-- skip: needs the MNIST files -->\n\n```python\n"
+            "b = 2\n```\n<!-- slow: trains ten networks -->\n```python\nc = 3\n```\n```bash\nls\n```\n"
+        )
         got = [(b.line, b.code, b.mark, b.reason) for b in blocks(page)]
-    assert got == [(3, "a = 1\n", None, ""), (9, "b = 2\n", "skip", "needs the MNIST files"),
-                   (13, "c = 3\n", "slow", "trains ten networks")]
+    assert got == [
+        (3, "a = 1\n", None, ""),
+        (9, "b = 2\n", "skip", "needs the MNIST files"),
+        (13, "c = 3\n", "slow", "trains ten networks"),
+    ]
 
 
 def test_readme_has_blocks():
@@ -107,13 +114,21 @@ def test_page_runs(page: Path, leave_out: tuple[str, ...], tmp_path):
     code = script(run)
     path = tmp_path / (page.stem + ".py")
     path.write_text(code, encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+        "MPLBACKEND": "Agg",
+    }
     env.pop("PYTHONWARNINGS", None)
-    out = subprocess.run([sys.executable, str(path)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=TIMEOUT)
+    out = subprocess.run(
+        [sys.executable, str(path)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT
+    )
     numbered = "\n".join(f"{k + 1:4d}  {line}" for k, line in enumerate(code.splitlines()))
     assert out.returncode == 0, f"{page.name} failed:\n{out.stderr[-4000:]}\nthe script it ran:\n{numbered}"
-    ours = [m.group(0) for m in WARNING.finditer(out.stderr)
-            if "spacefold" in m.group("file") or Path(m.group("file")).name == path.name]
+    ours = [
+        m.group(0)
+        for m in WARNING.finditer(out.stderr)
+        if "spacefold" in m.group("file") or Path(m.group("file")).name == path.name
+    ]
     assert not ours, f"{page.name} printed warnings from spacefold:\n{out.stderr[-4000:]}"
