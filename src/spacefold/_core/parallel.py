@@ -47,7 +47,7 @@ from .._util import check_size, format_bytes
 from ..errors import InputError, InputTypeError
 
 __all__ = ["cpu_count", "resolve_workers", "world", "shard", "all_gather", "broadcast", "is_main", "alone",
-           "failed", "RankFailedError", "map_ranges", "Progress", "close"]
+           "failed", "RankFailedError", "map_ranges", "Progress", "progress_into", "close"]
 
 
 def cpu_count() -> int:
@@ -147,7 +147,7 @@ class _MainRefs(pickle.Pickler):
     """Pickles into nothing and notes every class or function it meets that lives in ``__main__``
     (tensors are skipped: their data says nothing about where classes live)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(_Discard(), protocol=pickle.HIGHEST_PROTOCOL)
         self.found: list[str] = []
 
@@ -324,12 +324,32 @@ def _peers_lost():
 # --------------------------------------------------------------------------- progress
 
 
+_SINK: list = [None]  # inside `progress_into(bar)`: the bar every enabled Progress adds to
+
+
+@contextlib.contextmanager
+def progress_into(bar):
+    """Inside this block an enabled :class:`Progress` draws no bar of its own and adds its
+    paths to ``bar`` (anything with ``update(n)``; ``None`` changes nothing): a study that
+    measures many models shows one bar for all of them."""
+    previous = _SINK[0]
+    _SINK[0] = bar if bar is not None else previous
+    try:
+        yield
+    finally:
+        _SINK[0] = previous
+
+
 class Progress:
     """A progress bar over paths (tqdm: paths/s and the time left) on the main rank; nothing
-    when disabled or when tqdm is not installed."""
+    when disabled or when tqdm is not installed; inside :func:`progress_into`, that bar."""
 
     def __init__(self, total: int, desc: str, enabled: bool):
         self.bar = None
+        self.shared = False
+        if enabled and _SINK[0] is not None:
+            self.bar, self.shared = _SINK[0], True
+            return
         if enabled and is_main():
             try:
                 from tqdm.auto import tqdm
@@ -342,7 +362,7 @@ class Progress:
             self.bar.update(n)
 
     def close(self) -> None:
-        if self.bar is not None:
+        if self.bar is not None and not self.shared:
             self.bar.close()
 
 
