@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test docs
+.PHONY: demo test docs lint format dist
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/spacefold demo --out demo-out
@@ -13,6 +13,19 @@ test: $(VENV)/.installed
 # the documentation site, into site/ (mkdocs.yml: strict, every warning fails the build)
 docs: $(VENV)/.installed
 	$(PY) -m mkdocs build --strict --site-dir site
+
+# ruff (configured in pyproject.toml): lint checks the tree and its format, format fixes both
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+# the sdist and the wheel in dist/, checked, and the wheel installed alone and run
+dist: $(VENV)/.installed
+	PY=$(PY) .ci/release-check
 
 $(VENV)/.installed: pyproject.toml constraints-ci.txt
 	python3 -m venv $(VENV)

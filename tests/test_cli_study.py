@@ -158,6 +158,88 @@ def test_depth_trend_oracle():
     assert t_all["median_by_depth"][3] == pytest.approx(0.15)
     flat = depth_trend([{"depth": 1, "test_accuracy": 1.0, "phi": 0.1}], 0.0)
     assert math.isnan(flat["spearman_depth"])
+    assert t["note"] is None and t_all["note"] is None
+
+
+def test_depth_trend_says_why_it_is_empty_or_undefined():
+    def rows(*runs):
+        return [{"depth": d, "test_accuracy": acc, "phi": v} for d, acc, v in runs]
+
+    none = depth_trend(rows((1, 0.38, 0.0), (2, 0.10, 0.1)), 0.9)
+    assert none["median_by_depth"] == {} and math.isnan(none["spearman_depth"])
+    assert none["note"] == ("no run of 2 reached test accuracy >= 0.90 (the best reached 0.3800): train longer "
+                            "(more epochs) or lower the accuracy threshold")
+    one_depth = depth_trend(rows((2, 0.95, 0.1), (2, 0.5, 0.3), (1, 0.5, 0.0)), 0.9)
+    assert one_depth["median_by_depth"] == {2: 0.1}
+    assert one_depth["note"] == ("the 1 run(s) with test accuracy >= 0.90 all have depth 2: a trend needs runs at "
+                                 "two depths or more")
+    two_runs = depth_trend(rows((1, 0.95, 0.0), (2, 0.95, 0.1)), 0.9)
+    assert two_runs["note"] == "a rank correlation needs 3 runs or more with test accuracy >= 0.90, got 2"
+    constant = depth_trend(rows((1, 0.95, 0.2), (2, 0.95, 0.2), (3, 0.95, 0.2)), 0.9)
+    assert math.isnan(constant["spearman_depth"])
+    assert constant["note"] == "phi is the same in every run with test accuracy >= 0.90, so it has no rank correlation "\
+        "with depth"
+    assert depth_trend([], 0.9)["note"] == "no run finished"
+
+
+def test_short_sweep_says_why_there_is_no_trend(tmp_path, capsys):
+    argv = SWEEP[:3] + ["--archs", "2x3", "--seeds", "0", "--epochs", "1", "--pairs-per-class-pair", "2",
+                        "--n-boot", "5", "--method", "bisect", "--no-progress", "--no-plots", "--min-accuracy", "0",
+                        "--out", str(tmp_path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("Φ_N by depth"))
+    assert line.endswith("; no Spearman ρ(depth, Φ_N): the 1 run(s) with test accuracy >= 0.00 all have depth 2: "
+                         "a trend needs runs at two depths or more")
+    assert "nan" not in out.lower()
+
+
+class _Bar:
+    """Stands in for tqdm: records every bar made, its total and how far it got."""
+
+    made: list = []
+
+    def __init__(self, iterable=None, total=None, desc=None, **kw):
+        self.iterable, self.total, self.desc, self.n, self.closed = iterable, total, desc, 0, False
+        _Bar.made.append(self)
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.n += 1
+
+    def update(self, n=1):
+        self.n += n
+
+    def close(self):
+        self.closed = True
+
+    @staticmethod
+    def external_write_mode(file=None, nolock=False):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def test_sweep_shows_one_bar_per_stage(tmp_path, capsys, monkeypatch):
+    """Two runs: one training bar over both runs' epochs and one measuring bar over both runs' paths, each full
+    at the end; started again with nothing left to do, no bar at all."""
+    pytest.importorskip("tqdm")
+    import tqdm.auto
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", _Bar)
+    monkeypatch.setattr(_Bar, "made", [])
+    argv = [a for a in SWEEP if a != "--no-progress"] + ["--out", str(tmp_path), "--no-plots"]
+    assert main(argv) == 0
+    bars = {b.desc: b for b in _Bar.made}
+    assert len(_Bar.made) == 2 and set(bars) == {"training", "measuring"}
+    assert bars["training"].total == bars["training"].n == 2 * 2  # 2 runs x 2 epochs
+    assert bars["measuring"].total == bars["measuring"].n == 2 * 6 * 9  # 2 runs x 54 paths (blobs: 3 classes)
+    assert all(b.closed for b in _Bar.made)
+    assert "skipped" not in capsys.readouterr().err
+    _Bar.made.clear()
+    assert main(argv) == 0
+    assert _Bar.made == [] and capsys.readouterr().err.count("done before, skipped") == 2
 
 
 @pytest.mark.parametrize("archs,settings,needle", [

@@ -326,6 +326,21 @@ def test_missing_extra_is_one_line_exit_2(tmp_path):
     assert not (tmp_path / "p.png").exists()
 
 
+def test_missing_extra_of_demo_is_one_line_exit_2(tmp_path):
+    """scikit-learn made unimportable: demo names the extra to install and writes nothing."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['sklearn'] = None\n"
+            "from spacefold.cli import main\n"
+            f"sys.exit(main(['demo', '--out', {str(tmp_path / 'demo')!r}]))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == [
+        "spacefold demo: error: the digits data set needs scikit-learn: pip install 'spacefold[data]'"]
+    assert not (tmp_path / "demo").exists()
+
+
 def test_missing_extra_is_still_an_import_error():
     from spacefold.errors import InputError, MissingExtraError
 

@@ -211,23 +211,113 @@ def test_main_allows_workers_reads_the_guard(tmp_path, monkeypatch):
     assert parallel.main_allows_workers() is True
 
 
-def test_unguarded_script_walks_in_one_process_with_a_warning(tmp_path):
+def _run_python(args, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(sf.__file__).parent.parent), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300, env=env,
+                          cwd=tmp_path)
+
+
+def test_unguarded_script_walks_in_one_process_quietly(tmp_path):
+    """A plain script (the README's examples pasted into a file) walks in this process, with no warning;
+    asking it for workers is one clear error instead of workers that would run the script again."""
     if parallel.cpu_count() < 2:
         pytest.skip("one core: workers=None is one process anyway")
     script = tmp_path / "unguarded.py"
     script.write_text(
-        "import json, torch, spacefold as sf, spacefold.parallel as P\n"
+        "import json, sys, torch, spacefold as sf\n"
+        "from spacefold._core import parallel as P\n"
         "P.AUTO_MIN_PATHS = 10\n"
+        "print('top level', file=sys.stderr)\n"
         "net = sf.mlp('2x4', 3, 2, seed=0)\n"
         "x = torch.randn(40, 3); y = torch.arange(40) % 2\n"
         "g = sf.global_folding(net, x, y)\n"
-        "print(json.dumps({'workers': g.summary()['workers'], 'n': g.n_paths}))\n")
-    env = {**os.environ, "PYTHONPATH": str(Path(sf.__file__).parent.parent)}
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+        "print(json.dumps({'workers': g.summary()['workers'], 'n': g.n_paths}))\n"
+        "try:\n"
+        "    sf.global_folding(net, x, y, workers=2)\n"
+        "except sf.InputError as err:\n"
+        "    print(err)\n")
+    out = _run_python([str(script)], tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert json.loads(lines[0]) == {"workers": 1, "n": 800}
+    assert lines[1].startswith("workers=2 cannot be used here: worker processes import the main script")
+    assert "pass workers=1" in lines[1] and len(lines) == 2
+    assert out.stderr.strip() == "top level"  # no warning, and the script ran once
+
+
+def test_guarded_script_gets_workers(tmp_path):
+    if parallel.cpu_count() < 2:
+        pytest.skip("one core: workers=None is one process anyway")
+    script = tmp_path / "guarded.py"
+    script.write_text(
+        "import json, torch, spacefold as sf\n"
+        "from spacefold._core import parallel as P\n"
+        "P.AUTO_MIN_PATHS = 10\n"
+        "if __name__ == '__main__':\n"
+        "    net = sf.mlp('2x4', 3, 2, seed=0)\n"
+        "    x = torch.randn(40, 3); y = torch.arange(40) % 2\n"
+        "    g, one = sf.global_folding(net, x, y), sf.global_folding(net, x, y, workers=1)\n"
+        "    print(json.dumps({'workers': g.summary()['workers'], 'same': bool(torch.equal(g.chi, one.chi))}))\n")
+    out = _run_python([str(script)], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"workers": 2, "same": True}
+    assert "Warning" not in out.stderr
+
+
+NOTEBOOK_MODEL = """
+import json, torch, spacefold as sf
+from spacefold._core import parallel as P
+P.AUTO_MIN_PATHS = 10
+class Net(torch.nn.Module):  # defined in the session itself, as in a notebook: a worker cannot import it
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(3, 8), torch.nn.Linear(8, 2)
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+torch.manual_seed(0)
+net = Net()
+x = torch.randn(60, 3); y = torch.arange(60) % 2
+g, one = sf.global_folding(net, x, y, max_pairs=3000, seed=0), sf.global_folding(net, x, y, workers=1,
+                                                                                   max_pairs=3000, seed=0)
+res = {"n": g.n_paths, "same": bool(torch.equal(g.chi, one.chi))}
+try:
+    sf.global_folding(net, x, y, workers=2, max_pairs=3000, seed=0)
+except sf.InputError as err:
+    res["error"] = str(err)
+print(json.dumps(res))
+"""
+
+
+def test_session_model_stays_in_process(tmp_path):
+    """In a notebook or `python -c` (no main script), a model whose class lives there cannot be rebuilt by a
+    worker: the default walks in this process quietly, an explicit workers=2 says why it cannot."""
+    if parallel.cpu_count() < 2:
+        pytest.skip("one core: workers=None is one process anyway")
+    out = _run_python(["-c", NOTEBOOK_MODEL], tmp_path)
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout.strip().splitlines()[-1])
-    assert res == {"workers": 1, "n": 800}
-    assert "has no 'if __name__ == \"__main__\":' block" in out.stderr
+    assert res["n"] == 1800 and res["same"]
+    assert res["error"] == ("workers=2 cannot be used here: worker processes cannot import Net, defined in this "
+                            "notebook or session (module __main__); define it in a module, or pass workers=1")
+    assert out.stderr == ""
+
+
+def test_main_names_needed(monkeypatch):
+    import types
+
+    class Local(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    Local.__module__ = "__main__"
+    session = types.ModuleType("__main__")  # a notebook: no file
+    monkeypatch.setitem(sys.modules, "__main__", session)
+    assert parallel.main_names_needed({"m": Local(), "x": torch.ones(3)}) == ["test_main_names_needed.<locals>.Local"]
+    assert parallel.main_names_needed(mlp("2x4", 3, 2, seed=0)) == []
+    script = types.ModuleType("__main__")
+    script.__file__ = "run.py"  # a script: workers import it again, its classes come with it
+    monkeypatch.setitem(sys.modules, "__main__", script)
+    assert parallel.main_names_needed(Local()) == []
 
 
 @pytest.mark.parametrize("method", ["exact", "uniform"])

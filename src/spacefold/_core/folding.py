@@ -224,7 +224,8 @@ def folding_pairs(
         if (idx < 0).any() or (idx >= n).any():
             raise InputError(f"{name} must index rows of x in [0, {n - 1}], got values outside")
     return _fold(model, _Segments.indexed(x, _Slices(i, j), i.numel()), opts,
-                 per_layer=per_layer, progress=progress, workers=parallel.resolve_workers(workers, i.numel()))
+                 per_layer=per_layer, progress=progress, workers=parallel.resolve_workers(workers, i.numel()),
+                 auto_workers=workers is None)
 
 
 def folding_batch(
@@ -307,7 +308,8 @@ def folding_batch(
     parallel.resolve_workers(workers)  # checked before any work
     _check_pair(x1, x2, batched=True)
     return _fold(model, _Segments.paired(x1, x2), opts, return_walks=return_walks,
-                 per_layer=per_layer, progress=progress, workers=parallel.resolve_workers(workers, x1.shape[0]))
+                 per_layer=per_layer, progress=progress, workers=parallel.resolve_workers(workers, x1.shape[0]),
+                 auto_workers=workers is None)
 
 
 def walk(

@@ -484,11 +484,11 @@ def global_folding(
         raise InputError("no pair to walk: the pair plan is empty")
     device = next((p.device for p in model.parameters()), None) if isinstance(model, nn.Module) else None
     world_size = parallel.world(device)[1]  # under torchrun: starts the process group (NCCL for a CUDA model)
-    workers = parallel.resolve_workers(workers, -(-n // world_size))
+    auto_workers, workers = workers is None, parallel.resolve_workers(workers, -(-n // world_size))
     # the pairs are produced and their inputs gathered batch_size at a time
     t0 = time.perf_counter()
     fb = _fold(model, _Segments.indexed(x, _PlanChunks(plan), n), opts, per_layer=per_layer, progress=progress,
-               workers=workers, distributed=True)
+               workers=workers, auto_workers=auto_workers, distributed=True)
     wall = time.perf_counter() - t0
     la, lb = plan.labels()
     return GlobalFolding(

@@ -10,9 +10,13 @@ it, so the result is the same, bit for bit, for any number of workers or ranks.
   ``torchrun``; ``workers=1`` walks in this process. Workers start from a fork server (a
   clean process that has imported spacefold once), are kept for later calls, and run one
   torch thread each. Like every process started this way they import the program's main
-  script again, so a script needs the ``if __name__ == "__main__":`` guard: with
-  ``workers=None`` spacefold checks for it and walks in this process, with one warning,
-  when the main script has none; a worker never starts workers of its own.
+  script again, and they can only rebuild what the program pickles to them from modules
+  they can import. So ``workers=None`` starts workers only where that is safe: in a script
+  with an ``if __name__ == "__main__":`` guard at its top level, or in a notebook or an
+  interactive session when the model and everything else the walk needs come from
+  importable modules (not from the notebook itself). Elsewhere it walks in this process,
+  quietly. An explicit ``workers=N`` (N > 1) where it is not safe is an error that says
+  why; a worker never starts workers of its own.
 - Ranks (:func:`world`, :func:`shard`, :func:`all_gather`): under ``torchrun``
   (``WORLD_SIZE > 1``) the default process group is started from torchrun's environment
   (gloo on CPUs, NCCL when the model is on a CUDA device) unless the program started one
@@ -34,7 +38,6 @@ import os
 import pickle
 import sys
 import threading
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -44,7 +47,7 @@ from .._util import check_size, format_bytes
 from ..errors import InputError, InputTypeError
 
 __all__ = ["cpu_count", "resolve_workers", "world", "shard", "all_gather", "broadcast", "is_main", "alone",
-           "failed", "RankFailedError", "map_ranges", "Progress", "close"]
+           "failed", "RankFailedError", "map_ranges", "Progress", "progress_into", "close"]
 
 
 def cpu_count() -> int:
@@ -77,25 +80,17 @@ def _is_main_test(test: ast.expr) -> bool:
     return len(names) == 1 and len(consts) == 1
 
 
-_UNGUARDED: set = set()
 _GUARDED: dict = {}  # main script -> whether it has a top-level `if __name__ == "__main__":` block
 
 
-def main_allows_workers() -> bool:
-    """Whether worker processes may be started for this program.
+def _main_script() -> str | None:
+    """The file of the program's main script, or None where there is none (an interactive
+    session, a notebook, ``python -c``)."""
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    return path if isinstance(path, str) else None
 
-    A worker imports the program's main script again (as every process that is not forked
-    does), so a script whose walks run at its top level would run them again in every
-    worker. Allowed: no main script (an interactive session, a notebook, ``python -c``),
-    or one with an ``if __name__ == "__main__":`` block at its top level. Never inside a
-    worker process.
-    """
-    if mp.parent_process() is not None:
-        return False
-    main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
-    if path is None:
-        return True
+
+def _main_guarded(path: str) -> bool:
     if path not in _GUARDED:  # read the script once, not at every call
         try:
             with open(path, encoding="utf-8") as fh:
@@ -106,29 +101,84 @@ def main_allows_workers() -> bool:
     return _GUARDED[path]
 
 
+def main_allows_workers() -> bool:
+    """Whether worker processes may be started for this program.
+
+    A worker imports the program's main script again (as every process that is not forked
+    does), so a script whose walks run at its top level would run them again in every
+    worker. Allowed: no main script (an interactive session, a notebook, ``python -c``;
+    :func:`map_ranges` then checks that the walk needs nothing defined there), or one with
+    an ``if __name__ == "__main__":`` block at its top level. Never inside a worker process.
+    """
+    if mp.parent_process() is not None:
+        return False
+    path = _main_script()
+    return path is None or _main_guarded(path)
+
+
+def _unguarded_reason() -> str:
+    return (f"worker processes import the main script {_main_script()} again, and it has no "
+            "'if __name__ == \"__main__\":' block: put the script's work under that guard, or pass workers=1")
+
+
 def resolve_workers(workers, n_paths: int | None = None, name: str = "workers") -> int:
     """``None`` -> every core of this machine (divided between the ranks that share it
     under ``torchrun``), but no more than one per :data:`AUTO_MIN_PATHS` of ``n_paths``
-    (a worker process takes a moment to start), and one (this process) where
-    :func:`main_allows_workers` says no; otherwise a positive int, checked."""
+    (a worker process takes a moment to start), and one (this process), quietly, where
+    :func:`main_allows_workers` says no; otherwise a positive int, checked (more than one
+    in a main script without the ``__main__`` guard is an error: its workers would run the
+    script again)."""
     if workers is None:
         auto = max(1, cpu_count() // _local_world_size())
         auto = auto if n_paths is None else max(1, min(auto, n_paths // AUTO_MIN_PATHS))
-        if auto > 1 and not main_allows_workers():
-            main = getattr(sys.modules.get("__main__"), "__file__", None)
-            if mp.parent_process() is None and main not in _UNGUARDED:
-                _UNGUARDED.add(main)
-                warnings.warn(f"{main} has no 'if __name__ == \"__main__\":' block, so its walks run in this "
-                              "process only (worker processes would run the script again); put the work under "
-                              "that guard, or pass workers=1 to silence this", RuntimeWarning, stacklevel=3)
-            return 1
-        return auto
+        return auto if auto > 1 and main_allows_workers() else 1
     if isinstance(workers, bool) or not isinstance(workers, int):
         raise InputTypeError(f"{name} must be a positive int or None (every core), got {type(workers).__name__}")
     if workers < 1:
         raise InputError(f"{name} must be a positive int (1 walks in this process) or None (every core), "
                          f"got {workers}")
+    path = _main_script()
+    if workers > 1 and path is not None and not _main_guarded(path):
+        raise InputError(f"{name}={workers} cannot be used here: {_unguarded_reason()}")
     return workers
+
+
+class _MainRefs(pickle.Pickler):
+    """Pickles into nothing and notes every class or function it meets that lives in ``__main__``
+    (tensors are skipped: their data says nothing about where classes live)."""
+
+    def __init__(self) -> None:
+        super().__init__(_Discard(), protocol=pickle.HIGHEST_PROTOCOL)
+        self.found: list[str] = []
+
+    def persistent_id(self, obj):
+        return 0 if isinstance(obj, torch.Tensor) else None
+
+    def reducer_override(self, obj):
+        if isinstance(obj, type) or callable(obj) and hasattr(obj, "__qualname__"):
+            if getattr(obj, "__module__", None) == "__main__":
+                self.found.append(getattr(obj, "__qualname__", repr(obj)))
+                return object, ()  # noted; what it is does not matter here
+        return NotImplemented
+
+
+class _Discard:
+    def write(self, data) -> int:
+        return len(data)
+
+
+def main_names_needed(task: Any) -> list[str]:
+    """The classes and functions defined in an interactive session or notebook (module
+    ``__main__`` without a script file) that pickling ``task`` needs: a worker process cannot
+    import them. Empty where the main module is a script (workers import it again)."""
+    if _main_script() is not None:
+        return []
+    refs = _MainRefs()
+    try:
+        refs.dump(task)
+    except Exception as err:  # not picklable at all: the pool would fail the same way
+        return [f"an object that cannot be pickled ({type(err).__name__}: {err})"]
+    return sorted(set(refs.found))
 
 
 # --------------------------------------------------------------------------- ranks
@@ -274,12 +324,32 @@ def _peers_lost():
 # --------------------------------------------------------------------------- progress
 
 
+_SINK: list = [None]  # inside `progress_into(bar)`: the bar every enabled Progress adds to
+
+
+@contextlib.contextmanager
+def progress_into(bar):
+    """Inside this block an enabled :class:`Progress` draws no bar of its own and adds its
+    paths to ``bar`` (anything with ``update(n)``; ``None`` changes nothing): a study that
+    measures many models shows one bar for all of them."""
+    previous = _SINK[0]
+    _SINK[0] = bar if bar is not None else previous
+    try:
+        yield
+    finally:
+        _SINK[0] = previous
+
+
 class Progress:
     """A progress bar over paths (tqdm: paths/s and the time left) on the main rank; nothing
-    when disabled or when tqdm is not installed."""
+    when disabled or when tqdm is not installed; inside :func:`progress_into`, that bar."""
 
     def __init__(self, total: int, desc: str, enabled: bool):
         self.bar = None
+        self.shared = False
+        if enabled and _SINK[0] is not None:
+            self.bar, self.shared = _SINK[0], True
+            return
         if enabled and is_main():
             try:
                 from tqdm.auto import tqdm
@@ -292,7 +362,7 @@ class Progress:
             self.bar.update(n)
 
     def close(self) -> None:
-        if self.bar is not None:
+        if self.bar is not None and not self.shared:
             self.bar.close()
 
 
@@ -390,7 +460,7 @@ atexit.register(_close_pool)
 
 def map_ranges(task: Callable[[int, int, Callable[[int], None] | None], Any], start: int, stop: int, workers: int,
                *, min_size: int = 1, first: int = 0, progress: Progress | None = None,
-               device: torch.device | None = None) -> list:
+               device: torch.device | None = None, auto: bool = False) -> list:
     """``task(a, b, tick)`` over contiguous ranges covering ``[start, stop)``, results in order.
 
     ``tick(k)`` (or ``None`` in a worker) reports ``k`` more paths done. With one worker
@@ -402,7 +472,10 @@ def map_ranges(task: Callable[[int, int, Callable[[int], None] | None], Any], st
     task of one range, that travels with the range instead), in ranges of about half a worker's share (at
     least ``min_size``) so that the progress bar moves and the workers finish together. A
     walk on an accelerator (``device`` not a CPU) stays in this process: one process per
-    device (under ``torchrun``, one rank each).
+    device (under ``torchrun``, one rank each). In a notebook or an interactive session a
+    task that needs a class or function defined there (:func:`main_names_needed`) stays in
+    this process when ``auto`` (``workers`` was chosen by :func:`resolve_workers`) and is an
+    error otherwise: a worker could not rebuild it.
     """
     n = stop - start
     tick = progress.update if progress is not None else None
@@ -410,6 +483,14 @@ def map_ranges(task: Callable[[int, int, Callable[[int], None] | None], Any], st
     workers = min(workers, max(1, (n - first) // max(min_size, 1)), max(1, cpu_count()))
     if device is not None and torch.device(device).type != "cpu":
         workers = 1
+    if workers > 1:
+        needed = main_names_needed(task)
+        if needed and not auto:
+            raise InputError(f"workers={workers} cannot be used here: worker processes cannot import "
+                             f"{', '.join(needed[:3])}, defined in this notebook or session (module __main__); "
+                             "define it in a module, or pass workers=1")
+        if needed:
+            workers = 1
     if workers <= 1:
         return [task(start, stop, tick)]
     check_size("workers", workers, workers * WORKER_BYTES,

@@ -571,23 +571,24 @@ class _RangeTask:
 @overload
 def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures: Literal[True] = ...,
           return_walks: bool = ..., per_layer: bool = ..., progress: bool = ..., workers: int = ...,
-          distributed: bool = ...) -> FoldingBatch: ...
+          auto_workers: bool = ..., distributed: bool = ...) -> FoldingBatch: ...
 
 
 @overload
 def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures: Literal[False],
           return_walks: bool = ..., per_layer: bool = ..., progress: bool = ..., workers: int = ...,
-          distributed: bool = ...) -> WalkBatch: ...
+          auto_workers: bool = ..., distributed: bool = ...) -> WalkBatch: ...
 
 
 def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures: bool = True,
           return_walks: bool = False, per_layer: bool = False, progress: bool = False, workers: int = 1,
-          distributed: bool = False) -> FoldingBatch | WalkBatch:
+          auto_workers: bool = False, distributed: bool = False) -> FoldingBatch | WalkBatch:
     """Walk and measure every segment; see the module docstring.
 
     With ``measures=False`` returns the walks (a :class:`WalkBatch`) and measures nothing.
     ``workers`` worker processes share the segments (only when measuring without keeping
-    the walks); with ``distributed`` and under ``torchrun`` the ranks do
+    the walks; ``auto_workers``: ``workers`` was chosen, not asked for, see
+    :func:`spacefold._core.parallel.map_ranges`); with ``distributed`` and under ``torchrun`` the ranks do
     (:mod:`spacefold._core.parallel`).
     """
     if segments.n == 0:
@@ -619,7 +620,7 @@ def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures:
                 parts = [task(lo, hi, bar.update)] if hi > lo else []
             else:
                 parts = parallel.map_ranges(task, lo, hi, workers, min_size=256, first=min(256, hi - lo),
-                                            progress=bar, device=device)
+                                            progress=bar, device=device, auto=auto_workers)
         finally:
             bar.close()
     if size > 1:

@@ -140,8 +140,13 @@ def _run_sweep(data, archs, seeds, settings, out, *, plots, progress, as_json, m
         print(markdown_summary(rows))
         print()
         med = ", ".join(f"{d}: {v:.4f}" for d, v in trend["median_by_depth"].items())
-        print(f"Φ_N by depth (median over runs with test accuracy >= {min_accuracy:.2f}): {med}; "
-              f"Spearman ρ(depth, Φ_N) = {trend['spearman_depth']:.3f}")
+        head = f"Φ_N by depth (median over runs with test accuracy >= {min_accuracy:.2f})"
+        if not med:
+            print(f"{head}: none, {trend['note']}")
+        elif trend["note"] is not None:
+            print(f"{head}: {med}; no Spearman ρ(depth, Φ_N): {trend['note']}")
+        else:
+            print(f"{head}: {med}; Spearman ρ(depth, Φ_N) = {trend['spearman_depth']:.3f}")
         print(f"tables: {out / 'results.csv'}, {out / 'results.json'}, {out / 'summary.md'}"
               + (f"; figures in {out / 'plots'}" if figs else ""))
     return 0

@@ -332,8 +332,8 @@ def _read_images(files, grayscale: bool, image_size: int | None) -> np.ndarray:
     out, size = [], None
     for p, _ in files:
         try:
-            with Image.open(p) as im:
-                im = im.convert("L" if grayscale else "RGB")
+            with Image.open(p) as opened:
+                im = opened.convert("L" if grayscale else "RGB")
                 if image_size is not None:
                     im = im.resize((image_size, image_size), Image.Resampling.BILINEAR)
                 a = np.asarray(im, dtype=np.float32) / 255.0

@@ -220,11 +220,12 @@ def train_mlp(
     progress: bool = False,
     progress_bar: bool | None = None,
     regularizer=None,
+    on_epoch_end=None,
 ):
     """Build the MLP ``arch`` for a :class:`spacefold.data.Dataset`, train it (seeded),
     and optionally save it to ``checkpoint`` (atomically, with the run's record as
-    metadata). Returns ``(model, TrainResult)``. ``progress`` and ``regularizer`` as in
-    :func:`train`; a regulariser with a ``describe()`` (such as
+    metadata). Returns ``(model, TrainResult)``. ``progress``, ``regularizer`` and
+    ``on_epoch_end`` as in :func:`train`; a regulariser with a ``describe()`` (such as
     :class:`spacefold.FoldingRegularizer`) is recorded in the metadata as ``"regularizer"``.
     """
     from .mlp import mlp, save_checkpoint
@@ -233,7 +234,7 @@ def train_mlp(
     model = mlp(arch, data.n_features, data.n_classes, seed=seed)
     res = train(model, data.x_train, data.y_train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                 x_test=data.x_test, y_test=data.y_test, progress=progress, desc=f"train {arch} s{seed}",
-                regularizer=regularizer)
+                regularizer=regularizer, on_epoch_end=on_epoch_end)
     if checkpoint is not None:
         save_checkpoint(model, Path(checkpoint), metadata=checkpoint_metadata(model, data, res, regularizer))
     return model, res

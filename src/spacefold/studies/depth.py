@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .._util import atomic_write, check_choice, check_distinct, check_int, json_safe
+from ._progress import StudyBars, trend_note
 from ..errors import InputError, InputTypeError
 
 __all__ = ["StudySettings", "RegularizerSettings", "demo_settings", "run_study", "measure_model", "depth_trend",
@@ -228,15 +229,21 @@ def demo_settings(method: str | None = None) -> StudySettings:
                          pairs_per_class_pair=200 if method == "exact" else 60, n_boot=300)
 
 
+def _measure_plan(y, settings: StudySettings):
+    """The pairs every model of a study is measured on (all ordered class pairs)."""
+    from .._core.pairs import pair_plan
+
+    n_classes = int(y.unique().numel())
+    return pair_plan(y, "all", max_pairs=settings.pairs_per_class_pair * n_classes**2, seed=settings.pair_seed)
+
+
 def measure_model(model, x, y, settings: StudySettings, *, progress: bool = False) -> dict:
     """Global folding of one model on ``(x, y)``: inter-class Φ_N and the P2 aggregate, with CIs."""
     from .._core.global_folding import global_folding
-    from .._core.pairs import pair_plan, plan_fingerprint
+    from .._core.pairs import plan_fingerprint
 
-    n_classes = int(y.unique().numel())
-    max_pairs = settings.pairs_per_class_pair * n_classes * n_classes
     t0 = time.perf_counter()
-    plan = pair_plan(y, "all", max_pairs=max_pairs, seed=settings.pair_seed)
+    plan = _measure_plan(y, settings)
     g = global_folding(model, x, y, pairs=plan, seed=settings.pair_seed,
                        method=settings.method, steps=settings.steps, per_layer=settings.per_layer,
                        batch_size=2048, progress=progress)
@@ -341,19 +348,32 @@ def run_study(
         (out / "runs").mkdir(parents=True, exist_ok=True)
     log = log if (log is not None and main) else (lambda s: None)
     runs = [(arch, seed) for arch in archs for seed in seeds]
-    rows: list
-    if size == 1:
-        rows = []
-        for arch, seed in runs:
-            found = _found(out, arch, seed, settings, data, log)
-            rows.append(found if isinstance(found, dict) else
-                        _run(arch, seed, found, settings, data, out, progress=progress, log=log, save=True)[0])
-        write_tables(rows, out)
-        return rows
     # rank 0 looks at what is there; the models of checkpoints found travel with the plan
-    plan = parallel.broadcast([_found(out, arch, seed, settings, data, log) for arch, seed in runs] if main else None)
+    found_all = [_found(out, arch, seed, settings, data, log) for arch, seed in runs] if main else None
+    plan = parallel.broadcast(found_all) if size > 1 else found_all
+    assert plan is not None  # made by rank 0, received by the others
     todo = [k for k, f in enumerate(plan) if not isinstance(f, dict)]
-    rows = list(plan)
+    n_paths = len(_measure_plan(data.y_test, settings)) if todo else 0
+    bars = StudyBars(progress and main, settings.epochs * plan.count(None), n_paths * len(todo), log)
+    try:
+        rows = _run_all(runs, plan, todo, settings, data, out, bars if main else None, bars.log, rank, size)
+    finally:
+        bars.close()
+    if main:
+        write_tables(rows, out)
+    return rows
+
+
+def _run_all(runs, plan, todo, settings, data, out, bars, log, rank: int, size: int) -> list:
+    """The runs of ``todo`` (positions in ``runs``): here, or dealt out to the ranks in rounds."""
+    from .._core import parallel
+
+    rows: list = list(plan)
+    if size == 1:
+        for k in todo:
+            arch, seed = runs[k]
+            rows[k] = _run(arch, seed, plan[k], settings, data, out, bars=bars, log=log, save=True)[0]
+        return rows
     for r0 in range(0, len(todo), size):
         mine = todo[r0 + rank] if r0 + rank < len(todo) else None
         msgs: list[str] = []
@@ -364,7 +384,7 @@ def run_study(
             arch, seed = runs[mine]
             try:
                 with parallel.alone():
-                    row, model, meta = _run(arch, seed, plan[mine], settings, data, out, progress=progress and main,
+                    row, model, meta = _run(arch, seed, plan[mine], settings, data, out, bars=bars,
                                             log=msgs.append, save=False)
                 done = (mine, row, model, meta, msgs)
             except Exception as err:  # every rank learns of it; the round's finished runs are kept
@@ -376,8 +396,10 @@ def run_study(
                 continue
             k, row, model, meta, msgs = item[:5]
             if row is not None:
-                if main:
+                if rank == 0:
                     _save_run(out, runs[k], row, model, meta)
+                    if r != 0 and bars is not None:  # this rank's bars counted its own runs as they went
+                        bars.add(settings.epochs if plan[k] is None else 0, int(row["n_paths"]))
                 rows[k] = row
             for m in msgs:
                 log(m)
@@ -388,8 +410,6 @@ def run_study(
             if isinstance(cause, (InputError, OSError)):
                 raise cause
             raise RuntimeError(f"run {_run_name(arch, seed)} failed on rank {r}: {type(cause).__name__}: {cause}")
-    if main:
-        write_tables(rows, out)
     return rows
 
 
@@ -439,12 +459,14 @@ def _regularizer(settings: StudySettings, data, seed: int):
     return reg, (reg.describe() if reg is not None else None)
 
 
-def _run(arch: str, seed: int, found, settings: StudySettings, data, out: Path, *, progress: bool,
+def _run(arch: str, seed: int, found, settings: StudySettings, data, out: Path, *, bars: StudyBars | None,
          log: Callable[[str], None], save: bool) -> tuple[dict, object, dict | None]:
-    """Train (unless ``found`` holds the model and its training record) and measure one run.
+    """Train (unless ``found`` holds the model and its training record) and measure one run,
+    counting its epochs and paths on ``bars`` (``None``: no progress shown).
 
     With ``save`` the checkpoint and the result are written here; returns ``(row, model,
     checkpoint metadata)``, the metadata ``None`` when nothing was trained."""
+    from .._core import parallel
     from ..models.mlp import parse_arch
     from ..models.train import train_mlp
 
@@ -460,7 +482,8 @@ def _run(arch: str, seed: int, found, settings: StudySettings, data, out: Path, 
         torch.set_num_threads(1)  # sums in one order: the weights depend on the seed, not on the process's threads
         try:
             model, res = train_mlp(arch, data, epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size,
-                                   seed=seed, checkpoint=ckpt if save else None, progress=progress, regularizer=reg)
+                                   seed=seed, checkpoint=ckpt if save else None, regularizer=reg,
+                                   on_epoch_end=bars.epoch if bars is not None else None)
         finally:
             torch.set_num_threads(threads)
         tr = res.as_dict()
@@ -473,7 +496,9 @@ def _run(arch: str, seed: int, found, settings: StudySettings, data, out: Path, 
             f"({time.perf_counter() - t0:.0f} s)")
     else:
         model, tr = found
-    m = measure_model(model, data.x_test, data.y_test, settings, progress=progress)
+    measure_bar = bars.measure if bars is not None else None
+    with parallel.progress_into(measure_bar):
+        m = measure_model(model, data.x_test, data.y_test, settings, progress=measure_bar is not None)
     hidden = parse_arch(arch)
     row = {
         "arch": arch,
@@ -568,7 +593,8 @@ def depth_trend(rows: Sequence[dict], min_accuracy: float = 0.0, stat: str = "ph
     """How ``stat`` goes with depth among runs with test accuracy >= ``min_accuracy``.
 
     Returns the Spearman rank correlation of depth and ``stat`` over the kept runs,
-    the per-depth medians, and whether the medians increase with depth.
+    the per-depth medians, and whether the medians increase with depth; ``note`` says in one
+    sentence why the medians are empty or the correlation is undefined (NaN), else ``None``.
     """
     kept = [r for r in rows if r["test_accuracy"] >= min_accuracy]
     depths = sorted({r["depth"] for r in kept})
@@ -578,8 +604,9 @@ def depth_trend(rows: Sequence[dict], min_accuracy: float = 0.0, stat: str = "ph
         rho = spearman([r["depth"] for r in kept], [r[stat] for r in kept])
     vals = [med[d] for d in depths]
     increasing = len(vals) >= 2 and all(b >= a for a, b in zip(vals, vals[1:]))
+    note = trend_note(rows, kept, depths, rho, stat, min_accuracy)
     return {"stat": stat, "min_accuracy": min_accuracy, "n_runs": len(kept), "n_runs_total": len(rows),
-            "median_by_depth": med, "spearman_depth": rho, "medians_increase": increasing}
+            "median_by_depth": med, "spearman_depth": rho, "medians_increase": increasing, "note": note}
 
 
 def spearman(a, b) -> float:
