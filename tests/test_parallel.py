@@ -249,16 +249,28 @@ def test_workers_receive_the_first_layer_values_not_the_inputs(monkeypatch):
     net = mlp("2x12", 784, 10, seed=0).eval()
     x = torch.rand(2000, 784, generator=torch.Generator().manual_seed(0))
     i, j = torch.arange(2000).repeat(2), torch.arange(2000).flip(0).repeat(2)
-    sizes = []
-    real = parallel.map_ranges
+    sizes: dict[str, list[int]] = {"pairs": [], "batch": []}
+    call = ["pairs"]
 
-    def spy(task, *args, **kw):
-        sizes.append(len(pickle.dumps(task)))
-        return real(task, *args, **kw)
+    class Spy:  # the pickles sent to the workers: the whole task (index pairs) or one range's (paired segments)
+        HIGHEST_PROTOCOL = pickle.HIGHEST_PROTOCOL
+        loads = staticmethod(pickle.loads)
 
-    monkeypatch.setattr(parallel, "map_ranges", spy)
+        @staticmethod
+        def dumps(obj, protocol=None):
+            blob = pickle.dumps(obj, protocol=protocol)
+            sizes[call[0]].append(len(blob))
+            return blob
+
+    if parallel.cpu_count() < 2:
+        pytest.skip("one core: the walks stay in this process")
+    parallel._pool_starting(2).result()  # the pool running: the workers take the ranges after the first paths
+    monkeypatch.setattr(parallel, "pickle", Spy)
     pairs = sf.folding_pairs(net, x, i, j, workers=2, batch_size=500)
+    call[0] = "batch"
     batch = sf.folding_batch(net, x[i], x[j], workers=2, batch_size=500)
-    assert len(sizes) == 2 and max(sizes) < x.numel() * 4 / 10  # x alone is 6.3 MB; x[i] and x[j] 25 MB
+    # x alone is 6.3 MB; x[i] and x[j] 25 MB
+    assert len(sizes["pairs"]) == 1 and sizes["pairs"][0] < x.numel() * 4 / 10
+    assert len(sizes["batch"]) >= 2 and sum(sizes["batch"]) < x.numel() * 4 / 10
     assert torch.equal(pairs.chi, batch.chi)
     assert torch.equal(pairs.chi, sf.folding_pairs(net, x, i, j, workers=1).chi)
