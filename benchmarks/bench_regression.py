@@ -314,9 +314,8 @@ def main() -> None:
         if case == "regioncam" and rc_counts is not None:
             k = int((results[(case, "current")]["n_regions"] == rc_counts).sum())
             t_rc = statistics.median(rc_times)
-            same += (f"; regioncam: same count on {k}/{rc_counts.numel()}, "
-                     f"{t_rc / statistics.median(tc):.2f}x regioncam's time (base "
-                     f"{t_rc / statistics.median(tb):.2f}x)")
+            same += (f"; regioncam: same count on {k}/{rc_counts.numel()}, speed-up over it "
+                     f"{t_rc / statistics.median(tc):.2f} (base {t_rc / statistics.median(tb):.2f})")
         rows.append({"case": case, "paths": n_paths[case](data[case]),
                      "base s (median)": statistics.median(tb), "current s (median)": statistics.median(tc),
                      "speed-up, median of rounds [lowest, highest]":

@@ -149,6 +149,9 @@ def list_ranks(nxt, n_paths):
     return _STATE["jit"].list_ranks(nxt, n_paths)
 
 
+_ANNOUNCE_AFTER = 2.0  # seconds of compiling before prepare() says what it is doing
+
+
 def prepare(dtype, announce=None) -> None:
     """Compile (or load from Numba's cache) every kernel for ``dtype`` and for float64 (the dtype of
     the walk's refinements) before a walk starts, so that worker processes started later load them
@@ -169,7 +172,7 @@ def prepare(dtype, announce=None) -> None:
         announce("compiling the exact walk's kernels for this machine (the first run only: later runs "
                  "load them from Numba's cache) ...")
 
-    timer = threading.Timer(2.0, say) if announce is not None else None
+    timer = threading.Timer(_ANNOUNCE_AFTER, say) if announce is not None else None
     t0 = time.perf_counter()
     if timer is not None:
         timer.daemon = True
