@@ -339,16 +339,66 @@ def test_workers_receive_the_first_layer_values_not_the_inputs(monkeypatch):
     net = mlp("2x12", 784, 10, seed=0).eval()
     x = torch.rand(2000, 784, generator=torch.Generator().manual_seed(0))
     i, j = torch.arange(2000).repeat(2), torch.arange(2000).flip(0).repeat(2)
-    sizes = []
-    real = parallel.map_ranges
+    sizes: dict[str, list[int]] = {"pairs": [], "batch": []}
+    call = ["pairs"]
 
-    def spy(task, *args, **kw):
-        sizes.append(len(pickle.dumps(task)))
-        return real(task, *args, **kw)
+    class Spy:  # the pickles sent to the workers: the whole task (index pairs) or one range's (paired segments)
+        HIGHEST_PROTOCOL = pickle.HIGHEST_PROTOCOL
+        loads = staticmethod(pickle.loads)
 
-    monkeypatch.setattr(parallel, "map_ranges", spy)
+        @staticmethod
+        def dumps(obj, protocol=None):
+            blob = pickle.dumps(obj, protocol=protocol)
+            sizes[call[0]].append(len(blob))
+            return blob
+
+    if parallel.cpu_count() < 2:
+        pytest.skip("one core: the walks stay in this process")
+    parallel._pool_starting(2).result()  # the pool running: the workers take the ranges after the first paths
+    monkeypatch.setattr(parallel, "pickle", Spy)
     pairs = sf.folding_pairs(net, x, i, j, workers=2, batch_size=500)
+    call[0] = "batch"
     batch = sf.folding_batch(net, x[i], x[j], workers=2, batch_size=500)
-    assert len(sizes) == 2 and max(sizes) < x.numel() * 4 / 10  # x alone is 6.3 MB; x[i] and x[j] 25 MB
+    # x alone is 6.3 MB; x[i] and x[j] 25 MB
+    assert len(sizes["pairs"]) == 1 and sizes["pairs"][0] < x.numel() * 4 / 10
+    assert len(sizes["batch"]) >= 2 and sum(sizes["batch"]) < x.numel() * 4 / 10
     assert torch.equal(pairs.chi, batch.chi)
     assert torch.equal(pairs.chi, sf.folding_pairs(net, x, i, j, workers=1).chi)
+
+
+def test_kernels_prepared_once_before_the_walk_with_a_line_when_compiling_is_slow(monkeypatch):
+    """The pipeline compiles (or loads) the kernels for the model's dtype and float64 before any worker
+    starts; where that takes longer than _ANNOUNCE_AFTER the progress line says so, and the time it took."""
+    import time
+
+    import numpy as np
+
+    from spacefold._core.walk import _kernels
+
+    if not _kernels.available(np.float32):
+        pytest.skip("the compiled kernels are off here")
+    real = _kernels.available
+    asked: list = []
+
+    def slow(dtype=None):  # as compiling: slower than the announcement's delay
+        asked.append(None if dtype is None else np.dtype(dtype))
+        time.sleep(0.3)
+        return real(dtype)
+
+    said: list[str] = []
+    monkeypatch.setattr(_kernels, "_ANNOUNCE_AFTER", 0.05)
+    monkeypatch.setattr(_kernels, "available", slow)
+    monkeypatch.setitem(_kernels._STATE, "prepared", set())
+    monkeypatch.setattr(parallel, "say", said.append)
+    net = mlp("2x8", 16, 4, seed=0).eval()
+    x = torch.randn(40, 16, generator=torch.Generator().manual_seed(0))
+    one = sf.folding_batch(net, x[:20], x[20:], workers=1, progress=True)
+    assert np.dtype(np.float32) in asked and np.dtype(np.float64) in asked
+    assert len(said) == 2 and said[0].startswith("compiling the exact walk's kernels") and \
+        said[1].startswith("compiled in")
+    assert _kernels._STATE["prepared"] == {np.dtype(np.float32), np.dtype(np.float64)}
+    two = sf.folding_batch(net, x[:20], x[20:], workers=1, progress=True)  # prepared: nothing compiled, said
+    assert len(said) == 2
+    assert torch.equal(one.chi, two.chi)
+    sf.folding_batch(net.double(), x[:20].double(), x[20:].double(), workers=1)  # no progress: nothing said
+    assert len(said) == 2

@@ -366,6 +366,12 @@ class Progress:
             self.bar.close()
 
 
+def say(message: str) -> None:
+    """One line on stderr for whoever waits (the main rank only), as the progress bars are shown."""
+    if is_main():
+        print(f"spacefold: {message}", file=sys.stderr, flush=True)
+
+
 # --------------------------------------------------------------------------- worker processes
 
 _TASK: tuple[int, Callable] | None = None  # in a worker: the task of the current call, with its number
@@ -507,15 +513,17 @@ def map_ranges(task: Callable[[int, int, Callable[[int], None] | None], Any], st
             return results
         size = max(min_size, -(-(stop - pos) // (2 * workers)))
         ranges = [(a, min(a + size, stop)) for a in range(pos, stop, size)]
-        jobs, whole = [], None
-        for a, b in ranges:  # a task that can send a range alone (task.part) sends only that
-            part = task.part(a, b) if hasattr(task, "part") else None
-            if part is None:
-                whole = whole or (next(_CALLS), pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL))
-                jobs.append((*whole, a, b))
-            else:
-                jobs.append((next(_CALLS), pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL), a, b))
-        for done, res in starting.result().imap(_run, jobs):
+        def jobs():  # made as the pool sends them, in its thread: the workers walk the first ones meanwhile
+            whole = None
+            for a, b in ranges:  # a task that can send a range alone (task.part) sends only that
+                part = task.part(a, b) if hasattr(task, "part") else None
+                if part is None:
+                    whole = whole or (next(_CALLS), pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL))
+                    yield (*whole, a, b)
+                else:
+                    yield next(_CALLS), pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL), a, b
+
+        for done, res in starting.result().imap(_run, jobs()):
             results.append(_to_torch(res))
             if progress is not None:
                 progress.update(done)

@@ -27,6 +27,7 @@ from .patterns import (
     model_device_dtype
 )
 from .walk import METHODS, Walk, WalkBatch, memory_budget, points_per_pass, resolve_tol
+from .walk import _kernels
 from .walk.bisect import NONCONVEX_N0, STOP_RULES, bisect_walks, default_n0
 from .walk.uniform import uniform_walks
 
@@ -334,6 +335,9 @@ class _ExactWalker:
         self.device, self.dtype = device, dtype
         self.prog = compile_model(model, opts.layers)
         self.cache: list[list[Tensor]] | None = None  # per table of inputs (x, or x1 and x2)
+        # paired segments shared by worker processes: the values of each range are computed only when
+        # the range is sent (block size here; 0 before start), while the workers walk the ranges before it
+        self.deferred: int | None = None
         self.k = 0  # the first paired segment of the next chunk (chunks come in order; see seek)
 
     def cache_bytes(self) -> int:
@@ -347,6 +351,9 @@ class _ExactWalker:
         if per_input * n > max(_PREFIX_CACHE_BYTES, 4 * x[0].numel() * x.element_size() * n):
             return
         block = max(self.opts.batch_size or 1, (_PREFIX_BLOCK_BYTES // max(x[0].numel() * x.element_size(), 1)))
+        if self.deferred is not None and self.segments.pair is not None:
+            self.deferred = block  # computed range by range, as the ranges are sent (see _RangeTask.part)
+            return
         self.cache = [self._prefix_blocks(t, block) for t in tables]
 
     def seek(self, start: int) -> None:
@@ -500,6 +507,17 @@ class _RangeTask:
         """The task of the positions ``[start, stop)`` alone, when it is smaller than the whole
         task: paired segments with the exact walker's values send only their rows (index pairs
         share the values of every sample: ``None``, the whole task travels, once per worker)."""
+        w = self.walker
+        if isinstance(w, _ExactWalker) and w.deferred and w.cache is None and not self.segments.by_index:
+            pair = self.segments.pair
+            assert pair is not None
+            t = _RangeTask.__new__(_RangeTask)
+            with torch.no_grad():  # a thread of the worker pool may run this: grad mode is per thread
+                cache = [w._prefix_blocks(x[start:stop], w.deferred) for x in pair]
+            t.__dict__.update(self.__dict__, walker=None, walks=[], segments=self.segments.without_inputs(),
+                              cache=[[v.clone() if v._base is not None else v for v in table] for table in cache],
+                              offset=start)
+            return t
         state = self.__getstate__()
         if state["cache"] is None or state["segments"].by_index:
             return None
@@ -509,7 +527,8 @@ class _RangeTask:
                                         for table in state["cache"]], offset=start)
         return t
 
-    def make_walker(self, recorder: PatternRecorder | None = None) -> _ExactWalker | _SampledWalker:
+    def make_walker(self, recorder: PatternRecorder | None = None, *,
+                    defer: bool = False) -> _ExactWalker | _SampledWalker:
         model, opts = self.model, self.opts
         device, dtype = model_device_dtype(model)
         sample = self.segments.sample
@@ -525,6 +544,7 @@ class _RangeTask:
             if self.cache is not None:  # received with the task
                 walker.cache = self.cache
                 return walker
+            walker.deferred = 0 if defer else None
         else:
             recorder = recorder or PatternRecorder(model, opts.layers)
             walker = _SampledWalker(model, opts, recorder, self.segments, device, dtype, self.keep, points)
@@ -608,8 +628,13 @@ def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures:
             opts = dataclasses.replace(opts, batch_size=chunk_size(opts, layout, sample))
         check_walk_size(opts, segments.n, sample[0].numel(), layout.n_neurons, sample.element_size(),
                         batch_given=batch_given)
+        if opts.method == "exact" and device.type == "cpu" and dtype in (torch.float32, torch.float64):
+            # compiled here, once, before any worker process starts (they then load them from the cache)
+            _kernels.prepare(str(dtype).removeprefix("torch."), announce=parallel.say if progress else None)
         task = _RangeTask(model, segments, opts, layout, per_layer=per_layer, measures=measures, keep=keep)
-        task.walker = task.make_walker(recorder)
+        # paired segments shared by worker processes: the values before the first activation are
+        # computed range by range as the ranges are sent, while the workers walk the earlier ones
+        task.walker = task.make_walker(recorder, defer=workers > 1 and not keep)
 
         rank, size = parallel.world(device) if distributed else (0, 1)
         lo, hi = parallel.shard(segments.n, rank, size)

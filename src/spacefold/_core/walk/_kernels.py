@@ -147,3 +147,46 @@ def pool_argmax(x, kernel, stride, padding, dilation, am, out, big=np.inf) -> bo
 def list_ranks(nxt, n_paths):
     """``(rank, path, order)`` of the rows linked by ``nxt`` (see ``spacefold._core.walk.exact.state._ranks``)."""
     return _STATE["jit"].list_ranks(nxt, n_paths)
+
+
+_ANNOUNCE_AFTER = 2.0  # seconds of compiling before prepare() says what it is doing
+
+
+def prepare(dtype, announce=None) -> None:
+    """Compile (or load from Numba's cache) every kernel for ``dtype`` and for float64 (the dtype of
+    the walk's refinements) before a walk starts, so that worker processes started later load them
+    from the cache instead of compiling them again side by side. Compiling takes a minute or more
+    the first time on a machine; where it takes longer than two seconds ``announce(message)`` is
+    called with a line saying so (and again with the time it took). Does nothing where the kernels
+    are off or already prepared in this process."""
+    import threading
+    import time
+
+    todo = [d for d in dict.fromkeys((np.dtype(dtype), np.dtype(np.float64))) if d not in _STATE.get("prepared", ())]
+    if not todo or not available():
+        return
+    said: list[bool] = []
+
+    def say() -> None:
+        said.append(True)
+        announce("compiling the exact walk's kernels for this machine (the first run only: later runs "
+                 "load them from Numba's cache) ...")
+
+    timer = threading.Timer(_ANNOUNCE_AFTER, say) if announce is not None else None
+    t0 = time.perf_counter()
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    try:
+        for d in todo:
+            if not available(d):
+                return
+            nxt = np.array([1, 1])
+            list_ranks(nxt, 1)
+            zero_candidates(np.zeros((2, 1), d), np.ones(1), nxt, np.array([0, 0]))
+            _STATE.setdefault("prepared", set()).add(d)
+    finally:
+        if timer is not None:
+            timer.cancel()
+    if said and announce is not None:
+        announce(f"compiled in {time.perf_counter() - t0:.0f} s")
