@@ -23,8 +23,10 @@ from regularizer_scale_study import (
     SMALL,
     WDS,
     chosen_baseline,
+    COST_DEFAULTS,
     chosen_lambda,
     is_plain,
+    knob,
     log,
     unpack,
 )
@@ -71,14 +73,15 @@ def fmt(est: float, lo: float, hi: float, t_excludes_0: bool, digits: int) -> st
     return f"{est:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]{mark}"
 
 
-PLAIN = {"schedule": "always", "surrogate": "random", "beta": 10.0, "wd": 0.0, "dropout": 0.0}
+PLAIN = {"schedule": "always", "surrogate": "random", "beta": 10.0, "wd": 0.0, "dropout": 0.0, **COST_DEFAULTS}
 
 
 def select(runs, **kw) -> dict[int, dict]:
     """The runs of one arm by seed: ``kw`` fixes fields; those not given take the plain values
-    (schedule always, random surrogate, β 10, no weight decay, no dropout)."""
+    (schedule always, random surrogate, β 10, no weight decay, no dropout, the term at every step on
+    8 segments of 8 points)."""
     want = {**PLAIN, **kw}
-    return {r["seed"]: r for r in runs if all(r[k] == v for k, v in want.items())}
+    return {r["seed"]: r for r in runs if all(knob(r, k) == v for k, v in want.items())}
 
 
 def loso_lambda(runs, arch: str, n: int, seeds) -> dict[int, float]:
@@ -185,7 +188,9 @@ def report(out: Path, runs: list[dict], seeds: Sequence[int], n_boot: int = 1000
                   "folding term, not the term against none).", "", HEAD]
         for label, kw in (("schedule early:0.3", {"schedule": "early:0.3"}), ("schedule every:5", {"schedule": "every:5"}),
                           ("exact surrogate", {"surrogate": "exact"}), ("β = 3", {"beta": 3.0}),
-                          ("β = 30", {"beta": 30.0})):
+                          ("β = 30", {"beta": 30.0}), ("schedule every:2", {"schedule": "every:2"}),
+                          ("every 2nd step", {"every_steps": 2}), ("every 5th step", {"every_steps": 5}),
+                          ("4 segments x 4 points", {"pairs_per_step": 4, "n_points": 4})):
             row = comparison_rows(label, select(runs, arch="3x40", n_train=1000, lam=lam, **kw), ref, seeds, n_boot)
             if row:
                 lines.append(row)
