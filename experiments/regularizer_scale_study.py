@@ -172,15 +172,14 @@ def configs(stage: str, seeds, runs: list[dict]) -> list[dict]:
         if lam is None:
             log("knobs: waiting for the grid of 3x40 at n=1000")
         else:
-            for s in seeds:
-                out += [config("3x40", 1000, lam, s, schedule=sch) for sch in ("early:0.3", "every:5")]
-                out.append(config("3x40", 1000, lam, s, surrogate="exact"))
-                out += [config("3x40", 1000, lam, s, beta=b) for b in (3.0, 30.0)]
-                # the cheaper settings of the efficiency question: the term at every 2nd or 5th step, in every
-                # 2nd epoch, and on half the segments with half the points
-                out += [config("3x40", 1000, lam, s, every_steps=k) for k in (2, 5)]
-                out.append(config("3x40", 1000, lam, s, schedule="every:2"))
-                out.append(config("3x40", 1000, lam, s, pairs_per_step=4, n_points=4))
+            # one setting after the other, each over every seed: a setting's comparison is complete early
+            settings = [{"schedule": "early:0.3"}, {"schedule": "every:5"}, {"surrogate": "exact"}, {"beta": 3.0},
+                        {"beta": 30.0},
+                        # the cheaper settings of the efficiency question: the term at every 2nd or 5th step, in
+                        # every 2nd epoch, and on half the segments with half the points
+                        {"every_steps": 2}, {"every_steps": 5}, {"schedule": "every:2"},
+                        {"pairs_per_step": 4, "n_points": 4}]
+            out += [config("3x40", 1000, lam, s, **kw) for kw in settings for s in seeds]
     elif stage == "cnn":
         for n in SMALL:
             for s in seeds:
