@@ -189,9 +189,10 @@ def report(out: Path, runs: list[dict], seeds: Sequence[int], n_boot: int = 1000
         for label, kw in (("schedule early:0.3", {"schedule": "early:0.3"}), ("schedule every:5", {"schedule": "every:5"}),
                           ("exact surrogate", {"surrogate": "exact"}), ("β = 3", {"beta": 3.0}),
                           ("β = 30", {"beta": 30.0}), ("schedule every:2", {"schedule": "every:2"}),
-                          ("every 2nd step", {"every_steps": 2}), ("every 5th step", {"every_steps": 5}),
-                          ("4 segments x 4 points", {"pairs_per_step": 4, "n_points": 4})):
-            row = comparison_rows(label, select(runs, arch="3x40", n_train=1000, lam=lam, **kw), ref, seeds, n_boot)
+                          ("every 2nd step", {"every_steps": 2}), ("every 2nd step, 2λ", {"every_steps": 2, "lam": 2 * lam}),
+                          ("every 5th step", {"every_steps": 5})):
+            row = comparison_rows(label, select(runs, arch="3x40", n_train=1000, **{"lam": lam, **kw}), ref, seeds,
+                                  n_boot)
             if row:
                 lines.append(row)
         lines.append("")
