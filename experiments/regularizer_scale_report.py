@@ -104,6 +104,33 @@ def comparison_rows(label: str, arm: dict[int, dict], base: dict[int, dict], see
     return f"| {label} | {len(common)} | " + " | ".join(cells) + " |"
 
 
+def knob_settings(lam: float) -> list[tuple[str, dict]]:
+    """The settings of the folding term in the knobs stage (3x40, 1,000 images), the default first."""
+    return [("every step (`always`)", {}), ("schedule early:0.3", {"schedule": "early:0.3"}),
+            ("schedule every:2", {"schedule": "every:2"}), ("schedule every:5", {"schedule": "every:5"}),
+            ("every 2nd step", {"every_steps": 2}), ("every 2nd step, 2λ", {"every_steps": 2, "lam": 2 * lam}),
+            ("every 5th step", {"every_steps": 5}), ("every 5th step, 5λ", {"every_steps": 5, "lam": 5 * lam}),
+            ("exact surrogate", {"surrogate": "exact"}),
+            ("β = 3", {"beta": 3.0}), ("β = 30", {"beta": 30.0})]
+
+
+def efficiency_rows(runs, lam: float, seeds, n_boot: int) -> list[str]:
+    """Each setting of the folding term against no folding term (3x40, 1,000 images): which of the
+    cheaper settings keep the effect on Φ_N (the cost of each: benchmarks/bench_regularizer.py)."""
+    lines = [f"## Settings of the folding term against no folding term (3x40, 1,000 images, λ = {lam:g})", "",
+             "Which settings keep the effect on Φ_N; the chosen epoch's median over seeds in the last column.", "",
+             "| setting | seeds | Δ test acc | Δ test loss | Δ Φ_N | Δ share folded | chosen epoch |",
+             "|---|---|---|---|---|---|---|"]
+    base = select(runs, arch="3x40", n_train=1000, lam=0.0)
+    for label, kw in knob_settings(lam):
+        arm = select(runs, arch="3x40", n_train=1000, **{"lam": lam, **kw})
+        row = comparison_rows(label, arm, base, seeds, n_boot)
+        if row:
+            epochs = [arm[s]["chosen"]["epoch"] for s in seeds if s in arm]
+            lines.append(f"{row} {int(np.median(epochs))} |")
+    return lines + [""]
+
+
 HEAD = "| arms | seeds | Δ test acc | Δ test loss | Δ Φ_N | Δ share folded |\n|---|---|---|---|---|---|"
 
 
@@ -182,15 +209,12 @@ def report(out: Path, runs: list[dict], seeds: Sequence[int], n_boot: int = 1000
     # 4. schedules, surrogates, β (3x40, 1,000 images, at the chosen λ) against the plain regulariser
     lam = chosen_lambda(runs, "3x40", 1000, seeds)
     if lam:
+        lines += efficiency_rows(runs, lam, seeds, n_boot)
         ref = select(runs, arch="3x40", n_train=1000, lam=lam)
         lines += [f"## Knobs of the folding term (3x40, 1,000 images, λ = {lam:g}) against `always`, `random`, β = 10",
                   "", "λ: the best mean validation accuracy over all seeds (these arms compare settings of the "
                   "folding term, not the term against none).", "", HEAD]
-        for label, kw in (("schedule early:0.3", {"schedule": "early:0.3"}), ("schedule every:5", {"schedule": "every:5"}),
-                          ("exact surrogate", {"surrogate": "exact"}), ("β = 3", {"beta": 3.0}),
-                          ("β = 30", {"beta": 30.0}), ("schedule every:2", {"schedule": "every:2"}),
-                          ("every 2nd step", {"every_steps": 2}), ("every 2nd step, 2λ", {"every_steps": 2, "lam": 2 * lam}),
-                          ("every 5th step", {"every_steps": 5})):
+        for label, kw in knob_settings(lam)[1:]:
             row = comparison_rows(label, select(runs, arch="3x40", n_train=1000, **{"lam": lam, **kw}), ref, seeds,
                                   n_boot)
             if row:
