@@ -116,6 +116,24 @@ def test_selected_layers_and_hooks_fall_back_to_the_hooks():
         handle.remove()
     bn = nn.Sequential(nn.Linear(12, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 2))
     assert _plain_chain(bn, None) is None  # batch norm depends on the mode: the hooks' path switches it
+    rrelu = nn.Sequential(nn.Linear(12, 6), nn.RReLU(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2)).train()
+    assert _plain_chain(rrelu, None) is None  # random slopes in train mode: the hooks' path runs it in eval mode
+
+
+def test_a_registered_activation_of_the_users_keeps_the_hooks():
+    class Shifted(nn.Module):  # its forward could depend on anything, the mode included
+        def forward(self, x):
+            return torch.relu(x) if not self.training else torch.relu(x) * 2
+
+    sf.register_activation(Shifted)
+    try:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(12, 6), Shifted(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2)).train()
+        assert _plain_chain(model, None) is None
+    finally:
+        from spacefold._core.rules import _REGISTRY
+
+        _REGISTRY.pop(Shifted, None)
 
 
 def test_chain_stops_at_the_last_activation():

@@ -285,8 +285,8 @@ def _plain_chain(model: nn.Module, layers: LayerSelector) -> list[tuple[nn.Modul
     """The pattern hooks' work without the hooks, where that is plainly the same computation.
 
     For an ``nn.Sequential`` (or :class:`spacefold.models.MLP`, whose forward is its ``net`` on the
-    flattened input) of linear/convolution/reshaping modules, dropout and activation modules whose
-    bit is read from their pre-activation, with every activation selected (``layers=None``) and no
+    flattened input) of linear/convolution/reshaping modules, dropout and torch's activation modules
+    whose bit is read from their pre-activation (RReLU excepted: random in train mode), with every activation selected (``layers=None``) and no
     forward hooks: the modules in order up to the last activation, each with a flag for "its input is
     a block of scores" (dropout left out: it is the identity in eval mode). The scores are then the
     very tensors the hooks would record (same operations, same order), at a fraction of the
@@ -320,7 +320,10 @@ def _plain_chain(model: nn.Module, layers: LayerSelector) -> list[tuple[nn.Modul
             chain.append((m, False))
             continue
         entry = _entry(m)
-        if entry is None or entry.rule is not _pre_activation or next(m.children(), None) is not None:
+        # torch's own elementwise activations only (a registered type of the user's may depend on the mode),
+        # and not RReLU, whose slopes are random in train mode
+        if (entry is None or entry.rule is not _pre_activation or kind.__module__ != "torch.nn.modules.activation"
+                or kind is nn.RReLU or next(m.children(), None) is not None):
             return None
         chain.append((m, True))
     while chain and not chain[-1][1]:  # nothing after the last activation enters the scores
