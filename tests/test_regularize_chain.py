@@ -9,9 +9,8 @@ import torch
 from torch import nn
 
 import spacefold as sf
-from spacefold.training.regularize import FoldingRegularizer, folding_loss, probe_pairs
-from spacefold.training.regularize import _plain_chain
 from spacefold.models.train import train
+from spacefold.training.regularize import FoldingRegularizer, _plain_chain, folding_loss, probe_pairs
 
 
 class Opaque(nn.Module):
@@ -74,7 +73,7 @@ def test_chain_matches_hooks_bit_for_bit(name, method):
     model.train()  # dropout must not act on the loss's points on either path
     params = list(model.parameters())
     x1, x2 = segments(n_in)
-    kw = dict(method=method, n_points=7, beta=4.0)
+    kw = {"method": method, "n_points": 7, "beta": 4.0}
     fast, g_fast = loss_and_grads(model, params, x1, x2, generator=torch.Generator().manual_seed(5), **kw)
     ref, g_ref = loss_and_grads(opaque, params, x1, x2, generator=torch.Generator().manual_seed(5), **kw)
     assert torch.equal(fast, ref)

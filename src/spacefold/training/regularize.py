@@ -295,7 +295,7 @@ def _plain_chain(model: nn.Module, layers: LayerSelector) -> list[tuple[nn.Modul
     """
     from torch.nn.modules import module as _module
 
-    from .._core.rules import _pre_activation, _entry
+    from .._core.rules import _entry, _pre_activation
     from ..models.mlp import MLP
 
     if layers is not None or _module._global_forward_hooks or _module._global_forward_pre_hooks:
