@@ -23,8 +23,10 @@ from regularizer_scale_study import (
     SMALL,
     WDS,
     chosen_baseline,
+    COST_DEFAULTS,
     chosen_lambda,
     is_plain,
+    knob,
     log,
     unpack,
 )
@@ -71,14 +73,15 @@ def fmt(est: float, lo: float, hi: float, t_excludes_0: bool, digits: int) -> st
     return f"{est:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]{mark}"
 
 
-PLAIN = {"schedule": "always", "surrogate": "random", "beta": 10.0, "wd": 0.0, "dropout": 0.0}
+PLAIN = {"schedule": "always", "surrogate": "random", "beta": 10.0, "wd": 0.0, "dropout": 0.0, **COST_DEFAULTS}
 
 
 def select(runs, **kw) -> dict[int, dict]:
     """The runs of one arm by seed: ``kw`` fixes fields; those not given take the plain values
-    (schedule always, random surrogate, β 10, no weight decay, no dropout)."""
+    (schedule always, random surrogate, β 10, no weight decay, no dropout, the term at every step on
+    8 segments of 8 points)."""
     want = {**PLAIN, **kw}
-    return {r["seed"]: r for r in runs if all(r[k] == v for k, v in want.items())}
+    return {r["seed"]: r for r in runs if all(knob(r, k) == v for k, v in want.items())}
 
 
 def loso_lambda(runs, arch: str, n: int, seeds) -> dict[int, float]:
@@ -99,6 +102,38 @@ def comparison_rows(label: str, arm: dict[int, dict], base: dict[int, dict], see
     a, b = [arm[s] for s in common], [base[s] for s in common]
     cells = [fmt(*paired(a, b, m, n_boot), MEASURES[m][2]) for m in MEASURES]
     return f"| {label} | {len(common)} | " + " | ".join(cells) + " |"
+
+
+def knob_settings(lam: float) -> list[tuple[str, dict]]:
+    """The settings of the folding term in the knobs stage (3x40, 1,000 images), the default first."""
+    return [("every step (`always`)", {}), ("schedule early:0.3", {"schedule": "early:0.3"}),
+            ("schedule every:2", {"schedule": "every:2"}), ("schedule every:5", {"schedule": "every:5"}),
+            ("every 2nd step", {"every_steps": 2}), ("every 2nd step, 2λ", {"every_steps": 2, "lam": 2 * lam}),
+            ("every 5th step", {"every_steps": 5}), ("every 5th step, 5λ", {"every_steps": 5, "lam": 5 * lam}),
+            ("exact surrogate", {"surrogate": "exact"}),
+            ("β = 3", {"beta": 3.0}), ("β = 30", {"beta": 30.0})]
+
+
+def efficiency_rows(runs, lam: float, seeds, n_boot: int) -> list[str]:
+    """Each setting of the folding term against no folding term (3x40, 1,000 images): which of the
+    cheaper settings keep the effect on Φ_N (the cost of each: benchmarks/bench_regularizer.py)."""
+    lines = [f"## Settings of the folding term against no folding term (3x40, 1,000 images, λ = {lam:g})", "",
+             "Which settings keep the effect on Φ_N. Columns as above at the chosen epoch; then Φ_N at the last "
+             "epoch (the records keep its value only, so the interval is the Student-t interval of the per-seed "
+             "differences) and the chosen epochs.", "",
+             "| setting | seeds | Δ test acc | Δ test loss | Δ Φ_N | Δ share folded | Δ Φ_N, last epoch | "
+             "chosen epochs |", "|---|---|---|---|---|---|---|---|"]
+    base = select(runs, arch="3x40", n_train=1000, lam=0.0)
+    for label, kw in knob_settings(lam):
+        arm = select(runs, arch="3x40", n_train=1000, **{"lam": lam, **kw})
+        row = comparison_rows(label, arm, base, seeds, n_boot)
+        if row:
+            common = [s for s in seeds if s in arm and s in base]
+            est, lo, hi = seed_mean_ci([arm[s]["final"]["phi"] - base[s]["final"]["phi"] for s in common])
+            mark = " *" if not (lo <= 0 <= hi) else ""
+            epochs = ", ".join(str(arm[s]["chosen"]["epoch"]) for s in common)
+            lines.append(f"{row} {est:+.4f} [{lo:+.4f}, {hi:+.4f}]{mark} | {epochs} |")
+    return lines + [""]
 
 
 HEAD = "| arms | seeds | Δ test acc | Δ test loss | Δ Φ_N | Δ share folded |\n|---|---|---|---|---|---|"
@@ -179,14 +214,14 @@ def report(out: Path, runs: list[dict], seeds: Sequence[int], n_boot: int = 1000
     # 4. schedules, surrogates, β (3x40, 1,000 images, at the chosen λ) against the plain regulariser
     lam = chosen_lambda(runs, "3x40", 1000, seeds)
     if lam:
+        lines += efficiency_rows(runs, lam, seeds, n_boot)
         ref = select(runs, arch="3x40", n_train=1000, lam=lam)
         lines += [f"## Knobs of the folding term (3x40, 1,000 images, λ = {lam:g}) against `always`, `random`, β = 10",
                   "", "λ: the best mean validation accuracy over all seeds (these arms compare settings of the "
                   "folding term, not the term against none).", "", HEAD]
-        for label, kw in (("schedule early:0.3", {"schedule": "early:0.3"}), ("schedule every:5", {"schedule": "every:5"}),
-                          ("exact surrogate", {"surrogate": "exact"}), ("β = 3", {"beta": 3.0}),
-                          ("β = 30", {"beta": 30.0})):
-            row = comparison_rows(label, select(runs, arch="3x40", n_train=1000, lam=lam, **kw), ref, seeds, n_boot)
+        for label, kw in knob_settings(lam)[1:]:
+            row = comparison_rows(label, select(runs, arch="3x40", n_train=1000, **{"lam": lam, **kw}), ref, seeds,
+                                  n_boot)
             if row:
                 lines.append(row)
         lines.append("")

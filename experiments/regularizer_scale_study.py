@@ -16,8 +16,9 @@ read back, never rerun):
   (AdamW) in {1e-4, 1e-3, 1e-2} and dropout in {0.1, 0.3, 0.5}, 5 seeds.
 - ``combined``: the validation-chosen weight decay and dropout, each with the validation-chosen
   λ (needs ``grid`` and ``baselines`` of that training-set size).
-- ``knobs``: 3x40 on 1,000 images: schedules ``early:0.3`` and ``every:5``, the ``exact``
-  surrogate, and β in {3, 30}, at the λ chosen on validation.
+- ``knobs``: 3x40 on 1,000 images: schedules ``early:0.3``, ``every:5`` and ``every:2``, the
+  ``exact`` surrogate, β in {3, 30}, and the term at every 2nd or 5th step only, at the λ chosen
+  on validation (and at 2 and 5 times that λ: the same weight per epoch as at every step).
 - ``cnn``: the small CNN of docs/cnn-folding.md on 1,000 and 5,000 images, λ in {0, 0.03, 0.1, 0.3}.
 - ``full``: 3x20 and 6x40 on all 55,000 training images that are not validation images, the λ grid.
 
@@ -81,18 +82,33 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------- configurations
 
 
+# the cost knobs of the folding term: the term at every k-th step, segments drawn per step, points per segment
+COST_DEFAULTS = {"every_steps": 1, "pairs_per_step": 8, "n_points": 8}
+
+
 def config(arch: str, n_train: int, lam: float, seed: int, *, schedule: str = "always", surrogate: str = "random",
-           beta: float = 10.0, wd: float = 0.0, dropout: float = 0.0) -> dict:
+           beta: float = 10.0, wd: float = 0.0, dropout: float = 0.0, every_steps: int = 1, pairs_per_step: int = 8,
+           n_points: int = 8) -> dict:
+    # the cost knobs enter the name only where they differ from the defaults (the names of the runs before them)
+    cost = "".join(f"_{tag}{v}" for tag, v in (("k", every_steps), ("pp", pairs_per_step), ("np", n_points))
+                   if v != COST_DEFAULTS[{"k": "every_steps", "pp": "pairs_per_step", "np": "n_points"}[tag]])
     name = (f"{arch}_n{n_train}_lam{lam:g}_{schedule.replace(':', '')}_{surrogate}_b{beta:g}_wd{wd:g}_p{dropout:g}"
-            f"_s{seed}")
+            f"{cost}_s{seed}")
     return {"name": name, "arch": arch, "n_train": n_train, "lam": lam, "seed": seed, "schedule": schedule,
-            "surrogate": surrogate, "beta": beta, "wd": wd, "dropout": dropout}
+            "surrogate": surrogate, "beta": beta, "wd": wd, "dropout": dropout, "every_steps": every_steps,
+            "pairs_per_step": pairs_per_step, "n_points": n_points}
+
+
+def knob(r: dict, key: str):
+    """A field of a run record; the cost knobs take their defaults in the records written before them."""
+    return r.get(key, COST_DEFAULTS.get(key))
 
 
 def is_plain(r: dict) -> bool:
-    """A run of the λ grid: schedule always, random surrogate, β 10, no weight decay, no dropout."""
+    """A run of the λ grid: schedule always, random surrogate, β 10, no weight decay, no dropout, the term at
+    every step on 8 segments of 8 points."""
     return (r["schedule"] == "always" and r["surrogate"] == "random" and r["beta"] == 10 and r["wd"] == 0
-            and r["dropout"] == 0)
+            and r["dropout"] == 0 and all(knob(r, k) == v for k, v in COST_DEFAULTS.items()))
 
 
 def chosen_lambda(runs: list[dict], arch: str, n_train: int, seeds) -> float | None:
@@ -156,10 +172,15 @@ def configs(stage: str, seeds, runs: list[dict]) -> list[dict]:
         if lam is None:
             log("knobs: waiting for the grid of 3x40 at n=1000")
         else:
-            for s in seeds:
-                out += [config("3x40", 1000, lam, s, schedule=sch) for sch in ("early:0.3", "every:5")]
-                out.append(config("3x40", 1000, lam, s, surrogate="exact"))
-                out += [config("3x40", 1000, lam, s, beta=b) for b in (3.0, 30.0)]
+            # one setting after the other, each over every seed: a setting's comparison is complete early
+            settings = [{"schedule": "early:0.3"}, {"schedule": "every:5"}, {"surrogate": "exact"}, {"beta": 3.0},
+                        {"beta": 30.0},
+                        # the cheaper settings of the efficiency question: the term at every k-th step at λ and at
+                        # k·λ (the same weight per epoch as at every step), and in every 2nd epoch
+                        {"every_steps": 2}, {"every_steps": 2, "lam": 2 * lam}, {"every_steps": 5, "lam": 5 * lam},
+                        {"every_steps": 5}, {"schedule": "every:2"}]
+            out += [config("3x40", 1000, kw.get("lam", lam), s, **{k: v for k, v in kw.items() if k != "lam"})
+                    for kw in settings for s in seeds]
     elif stage == "cnn":
         for n in SMALL:
             for s in seeds:
@@ -242,8 +263,9 @@ def run_one(sp: Splits, cfg: dict, out: Path, epochs: int) -> dict:
     reg = None
     if cfg["lam"] > 0:
         p1, p2 = probe_pairs(x, y, 512, seed=1000 + cfg["seed"])
-        reg = FoldingRegularizer(p1, p2, cfg["lam"], schedule=cfg["schedule"], pairs_per_step=8,
-                                 method=cfg["surrogate"], n_points=8, beta=cfg["beta"], seed=cfg["seed"])
+        reg = FoldingRegularizer(p1, p2, cfg["lam"], schedule=cfg["schedule"], pairs_per_step=cfg["pairs_per_step"],
+                                 method=cfg["surrogate"], n_points=cfg["n_points"], beta=cfg["beta"],
+                                 seed=cfg["seed"], every_steps=cfg["every_steps"])
     curve: list[dict] = []
     best: dict = {}
 

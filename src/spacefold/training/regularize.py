@@ -303,9 +303,82 @@ def _fold_terms(model, x1, x2, *, method, n_points, beta, tau, eps, layers, tie_
                        tie_tol=tie_tol, generator=generator)
 
 
+# Modules of a plain feed-forward chain: no bits of their own, the same output in train and eval mode.
+_CHAIN_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Flatten, nn.Unflatten, nn.Identity)
+# Identity maps in eval mode (the mode of the folding loss's points), left out of the chain.
+_CHAIN_EVAL_IDENTITY = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+_FLATTEN = nn.Flatten()  # x.flatten(1)
+
+
+def _plain_chain(model: nn.Module, layers: LayerSelector) -> list[tuple[nn.Module, bool]] | None:
+    """The pattern hooks' work without the hooks, where that is plainly the same computation.
+
+    For an ``nn.Sequential`` (or :class:`spacefold.models.MLP`, whose forward is its ``net`` on the
+    flattened input) of linear/convolution/reshaping modules, dropout and torch's activation modules
+    whose bit is read from their pre-activation (RReLU excepted: random in train mode), with every activation selected (``layers=None``) and no
+    forward hooks: the modules in order up to the last activation, each with a flag for "its input is
+    a block of scores" (dropout left out: it is the identity in eval mode). The scores are then the
+    very tensors the hooks would record (same operations, same order), at a fraction of the
+    per-call cost of the hooks, the activation-function interception and the mode switching.
+    ``None`` for every other model: the hooks handle those.
+    """
+    from torch.nn.modules import module as _module
+
+    from .._core.rules import _entry, _pre_activation
+    from ..models.mlp import MLP
+
+    if layers is not None or _module._global_forward_hooks or _module._global_forward_pre_hooks:
+        return None
+    if type(model) is MLP:
+        outer: tuple[nn.Module, ...] = (model, model.net)
+        chain: list[tuple[nn.Module, bool]] = [(_FLATTEN, False)]  # MLP.forward: net(x.flatten(1))
+    elif type(model) is nn.Sequential:
+        outer, chain = (model,), []
+    else:
+        return None
+    seq = outer[-1]
+    if type(seq) is not nn.Sequential or any(m._forward_hooks or m._forward_pre_hooks for m in outer):
+        return None
+    for m in seq:
+        if m._forward_hooks or m._forward_pre_hooks:
+            return None
+        kind = type(m)
+        if kind in _CHAIN_EVAL_IDENTITY:
+            continue
+        if kind in _CHAIN_LAYERS:
+            chain.append((m, False))
+            continue
+        entry = _entry(m)
+        # torch's own elementwise activations only (a registered type of the user's may depend on the mode),
+        # and not RReLU, whose slopes are random in train mode
+        if (entry is None or entry.rule is not _pre_activation or kind.__module__ != "torch.nn.modules.activation"
+                or kind is nn.RReLU or next(m.children(), None) is not None):
+            return None
+        chain.append((m, True))
+    while chain and not chain[-1][1]:  # nothing after the last activation enters the scores
+        chain.pop()
+    return chain or None
+
+
+def _chain_scores(chain: list[tuple[nn.Module, bool]], pts: Tensor) -> Tensor | None:
+    """Scores ``(n_points, n_neurons)`` of :func:`_plain_chain`'s modules, in the hooks' order and
+    layout; ``None`` where a module rejects the input (the hooks' path then raises the clear error)."""
+    blocks = []
+    h = pts
+    try:
+        for m, is_act in chain:
+            if is_act:
+                blocks.append(h.clone() if getattr(m, "inplace", False) else h)
+            h = m(h)
+    except (RuntimeError, ValueError, IndexError):
+        return None
+    return torch.cat([b.reshape(b.shape[0], -1) for b in blocks], dim=1)
+
+
 def _soft_terms(model, x1, x2, *, method, n_points, beta, tau, eps, layers, tie_tol, generator,
-                recorder: _SoftRecorder | None = None) -> Tensor:
-    """L_fold per segment, arguments already checked (the hot path of the training hook)."""
+                recorder: _SoftRecorder | None = None, point: Tensor | None = None) -> Tensor:
+    """L_fold per segment, arguments already checked (the hot path of the training hook); ``point``:
+    :func:`point_segments` of these segments in the model's dtype, where the caller has it."""
     device, dtype = model_device_dtype(model)
     a = x1.to(device=device, dtype=dtype)
     b = x2.to(device=device, dtype=dtype)
@@ -318,10 +391,13 @@ def _soft_terms(model, x1, x2, *, method, n_points, beta, tau, eps, layers, tie_
     tt = t.to(dtype).reshape(n_seg, n, *([1] * (a.dim() - 1)))
     # lerp: exactly x1 at t = 0, x2 at t = 1, and every point x1 where x1 == x2
     pts = torch.lerp(a.unsqueeze(1), b.unsqueeze(1), tt).reshape(n_seg * n, *a.shape[1:])
-    rec = recorder if recorder is not None else _SoftRecorder(model, layers)
-    with rec, eval_mode(model):
-        run_model(model, pts, "the points of the segments x1 -> x2")
-        z = rec.scores()
+    chain = _plain_chain(model, layers)
+    z = _chain_scores(chain, pts) if chain is not None else None
+    if z is None:
+        rec = recorder if recorder is not None else _SoftRecorder(model, layers)
+        with rec, eval_mode(model):
+            run_model(model, pts, "the points of the segments x1 -> x2")
+            z = rec.scores()
     p = torch.sigmoid(beta * (z - tie_tol) if tie_tol else beta * z).reshape(n_seg, n, -1)
     steps = (p[:, 1:] - p[:, :-1]).abs().sum(-1)
     to_start = (p - p[:, :1]).abs().sum(-1)
@@ -331,7 +407,8 @@ def _soft_terms(model, x1, x2, *, method, n_points, beta, tau, eps, layers, tie_
     r2 = steps.sum(1)
     r1 = tau * torch.logsumexp(to_start / tau, dim=1) if tau > 0 else to_start.amax(dim=1)
     loss = (r1 + eps) / (r2 + eps)
-    point = point_segments(a, b)
+    if point is None:
+        point = point_segments(a, b)
     return torch.where(point, torch.ones_like(loss), loss) if bool(point.any()) else loss
 
 
@@ -575,6 +652,7 @@ class FoldingRegularizer:
         self.generator = torch.Generator().manual_seed(_check_count(seed, "seed", 0))
         self.last: float | None = None
         self._recorder: tuple[nn.Module, _SoftRecorder] | None = None
+        self._point_mask: tuple[tuple[torch.device, torch.dtype], Tensor] | None = None
 
     def __call__(self, model: nn.Module, epoch: int, epochs: int) -> Tensor | None:
         self._step += 1
@@ -582,6 +660,7 @@ class FoldingRegularizer:
             self.last = None
             return None
         n = self.x1.shape[0]
+        idx = None
         if self.pairs_per_step < n:
             idx = torch.randperm(n, generator=self.generator)[: self.pairs_per_step]
             a, b = self.x1[idx], self.x2[idx]
@@ -593,9 +672,20 @@ class FoldingRegularizer:
             self._recorder = (model, _SoftRecorder(model, self.layers))
         loss = _soft_terms(model, a, b, method=self.method, n_points=self.n_points, beta=self.beta, tau=self.tau,
                            eps=1e-6, layers=self.layers, tie_tol=0.0, generator=self.generator,
-                           recorder=self._recorder[1]).mean()
+                           recorder=self._recorder[1], point=self._points(model, idx)).mean()
         self.last = float(loss.detach())
         return self.lam * loss
+
+    def _points(self, model: nn.Module, idx: Tensor | None) -> Tensor:
+        """:func:`point_segments` of the drawn segments in the model's dtype, from a mask of the whole
+        probe set computed once per device and dtype (row by row the same numbers)."""
+        key = model_device_dtype(model)
+        if self._point_mask is None or self._point_mask[0] != key:
+            device, dtype = key
+            mask = point_segments(self.x1.to(device=device, dtype=dtype), self.x2.to(device=device, dtype=dtype))
+            self._point_mask = (key, mask)
+        mask = self._point_mask[1]
+        return mask if idx is None else mask[idx.to(mask.device)]
 
     def describe(self) -> dict:
         return {"lam": self.lam, "schedule": str(self.schedule), "pairs_per_step": self.pairs_per_step,
