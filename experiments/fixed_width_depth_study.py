@@ -217,8 +217,8 @@ def report_tables(rows, widths, depths, budget_arch: str | None, *, n_boot: int 
     return "\n".join([
         "Φ_N by depth: mean over seeds [95% interval over the seeds and the pair set] (seeds)\n", *phi_lines, "",
         "Test error (%) by depth: mean over seeds [95% Student-t interval over seeds] (seeds)\n", *err_lines, "",
-        "Spearman's ρ over the networks of depths 2 to 8 (every seed one point), with a bootstrap interval that "
-        "redraws the seeds within each depth and each network's Φ_N within its pair-set spread:\n", *rho_lines, ""])
+        ("Spearman's ρ over the networks of depths 2 to 8 (every seed one point), with a bootstrap interval that "
+         "redraws the seeds within each depth and each network's Φ_N within its pair-set spread:\n"), *rho_lines, ""])
 
 
 def main(argv=None) -> int:
