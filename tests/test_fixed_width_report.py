@@ -67,8 +67,9 @@ def test_report_tables_cells_by_hand():
     assert "| width 40 | · | · |" in text
     assert "| width 40 | 0 | · | · |" in text
     # ρ(depth, Φ_N): ranks of depth (2, 2, 2, 5, 5, 5) against those of Φ_N (1, 2, 3, 5, 5, 5),
-    # ρ = sqrt(13.5 / 15.5) = 0.933; a replicate that draws one depth-2 value three times ties them (ρ = 1, 3 of 27 draws), two alike
-    # give sqrt(13.5 / 15) = 0.949 and three distinct 0.933 (6 of 27): the 95% interval is [0.93, 1.00].
+    # ρ = sqrt(13.5 / 15.5) = 0.933; a replicate that draws one depth-2 value three times ties them (ρ = 1,
+    # 3 of 27 draws), two alike give sqrt(13.5 / 15) = 0.949 and three distinct 0.933 (6 of 27): the 95%
+    # interval is [0.93, 1.00].
     # ρ(depth, test error) = 1 (the errors tie within each depth).
     assert "| width 20 | 6 | 0.93 [0.93, 1.00] | 1.00 |" in text
 
