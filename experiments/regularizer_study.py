@@ -304,9 +304,9 @@ def pair_tables(runs: list[dict]) -> list[str]:
     if not runs:
         return []
     lines = ["### Φ_N and share folded with intervals over seeds and test pairs\n",
-             "Each cell: mean change over seeds [95% hierarchical bootstrap interval over seeds and, within each "
-             "seed, the test pairs, both arms on the same draw]; t [95% Student-t interval of the per-seed "
-             f"changes]; \\* where both exclude 0. {N_BOOT} bootstrap draws.\n",
+             ("Each cell: mean change over seeds [95% hierarchical bootstrap interval over seeds and, within each "
+              "seed, the test pairs, both arms on the same draw]; t [95% Student-t interval of the per-seed "
+              f"changes]; \\* where both exclude 0. {N_BOOT} bootstrap draws.\n"),
              "| arch | λ | schedule | seeds | Δ Φ_N (last epoch) | Δ share folded |", "|---|---|---|---|---|---|"]
     base = {(r["arch"], r["seed"]): r for r in runs if r["lam"] == 0 and r["dropout"] == 0 and not r["batchnorm"]}
     diffs = [r for r in runs if r["lam"] > 0 and (r["arch"], r["seed"]) in base]
@@ -314,8 +314,8 @@ def pair_tables(runs: list[dict]) -> list[str]:
         rs = sorted(rs, key=lambda r: r["seed"])
         ch = paired_change([(r["chi_per_epoch"][-1], base[(r["arch"], r["seed"])]["chi_per_epoch"][-1]) for r in rs])
         lines.append(f"| {key[0]} | {key[2]:g} | {key[1]} | {len(rs)} | {_cell(ch['phi'])} | {_cell(ch['share'])} |")
-    lines += ["", "| run | seeds | Φ_N at 0 → last | Δ Φ_N, 0 → last | Δ Φ_N, epoch 1 → last | "
-              "Δ share folded, 0 → last |", "|---|---|---|---|---|---|"]
+    lines += ["", ("| run | seeds | Φ_N at 0 → last | Δ Φ_N, 0 → last | Δ Φ_N, epoch 1 → last | "
+                   "Δ share folded, 0 → last |"), "|---|---|---|---|---|---|"]
     for key, rs in sorted(group(runs, ("arch", "lam", "schedule", "dropout", "batchnorm")).items(),
                           key=lambda kv: tuple(str(k) for k in kv[0])):
         rs = sorted(rs, key=lambda r: r["seed"])

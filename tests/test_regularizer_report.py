@@ -43,7 +43,7 @@ def test_paired_change_one_seed_has_no_t_interval_and_no_effect():
     m = _study()
     m.N_BOOT = 100
     ch = m.paired_change([([0.2, 0.3, 0.0], [0.1, 0.1, 0.0])])
-    est, lo, hi, tlo, thi, excl = ch["phi"]
+    est, _, _, tlo, thi, excl = ch["phi"]
     assert est == pytest.approx(0.15) and math.isnan(tlo) and math.isnan(thi) and not excl
     assert "t [" not in m._cell(ch["phi"]) and "\\*" not in m._cell(ch["phi"])
 
