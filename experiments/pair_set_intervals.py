@@ -171,16 +171,31 @@ def regularizer(spread: dict | None) -> str:
     return "\n".join(out)
 
 
+def _fixed_width():
+    """experiments/fixed_width_depth_study.py as a module (its Spearman interval)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_fixed_width_depth_study",
+                                                  ROOT / "experiments" / "fixed_width_depth_study.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def width_depth() -> str:
     rows = _load("width-depth/runs/*.json")
     out = ["### Width and depth (4,500 inter-class pairs per network)", "",
-           "Spearman ρ of depth and Φ_N at each width (every run, both seeds):", "",
-           "| width | depths 1-6 | depths 2-6 |", "|---|---|---|"]
+           "Spearman ρ of depth and Φ_N at each width (every run, every seed); over depths 2-6 with a "
+           "bootstrap interval over the seeds and the pair set (fixed_width_depth_study.spearman_interval):", "",
+           "| width | depths 1-6 | depths 2-6 [95% interval] |", "|---|---|---|"]
+    spearman_interval = _fixed_width().spearman_interval
     for w in sorted({r["width"] for r in rows}):
         sel = [r for r in rows if r["width"] == w]
-        s2 = [r for r in sel if r["depth"] >= 2]
+        s2 = [dict(r, phi_ci=r["ci95"]["phi"]) for r in sel if r["depth"] >= 2]
+        rho, lo, hi = spearman_interval(s2)
         out.append(f"| {w} | {spearman([r['depth'] for r in sel], [r['phi'] for r in sel]):+.2f} | "
-                   f"{spearman([r['depth'] for r in s2], [r['phi'] for r in s2]):+.2f} |")
+                   f"{rho:+.2f} [{lo:+.2f}, {hi:+.2f}] |")
     sds = [_sd(r["ci95"]["phi"]) for r in rows if r["depth"] >= 2]
     out += ["", f"Pair-set sd of one run's Φ_N (its bootstrap over paths): median {np.median(sds):.4f}, "
             f"largest {max(sds):.4f}."]
