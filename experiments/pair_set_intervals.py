@@ -186,8 +186,8 @@ def _fixed_width():
 def width_depth() -> str:
     rows = _load("width-depth/runs/*.json")
     out = ["### Width and depth (4,500 inter-class pairs per network)", "",
-           "Spearman ρ of depth and Φ_N at each width (every run, every seed); over depths 2-6 with a "
-           "bootstrap interval over the seeds and the pair set (fixed_width_depth_study.spearman_interval):", "",
+           ("Spearman ρ of depth and Φ_N at each width (every run, every seed); over depths 2-6 with a "
+            "bootstrap interval over the seeds and the pair set (fixed_width_depth_study.spearman_interval):"), "",
            "| width | depths 1-6 | depths 2-6 [95% interval] |", "|---|---|---|"]
     spearman_interval = _fixed_width().spearman_interval
     for w in sorted({r["width"] for r in rows}):
