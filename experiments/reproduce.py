@@ -29,12 +29,15 @@ than commit e133b22 (its folding loss placed the sample points as (1 − t)·x1 
 seed 0 ends at epoch 109 against the recorded 102). Its check reruns a 5,000-image run, recorded
 with today's folding loss.
 
-Three studies' records came from older code and cannot be rerun with today's: the regulariser
-and generalisation studies drew their pairs with the code as it was before commit 69489aa (its
-parent 9fa491d draws other test pairs), and the MNIST depth study trained its networks with the
-code of commit 67a61e2 (today's training gives other weights: 2x30 seed 0 ends at test accuracy
-0.9683, recorded 0.9676). For them one small run was recorded again with today's code
-(``--record``) under ``experiments/results/<study>/today/``, and the quick check compares with that.
+Three studies' first records came from older code and cannot be rerun with today's: the
+regulariser and generalisation studies drew their pairs with the code as it was before commit
+69489aa (its parent 9fa491d draws other test pairs), and the MNIST depth study trained its
+networks with the code of commit 67a61e2 (today's training gives other weights: 2x30 seed 0 ends
+at test accuracy 0.9683, recorded 0.9676). Their checks compare with records made by today's code
+under ``experiments/results/<study>/today/``: the regulariser study was rerun there in full, the
+generalisation study's 3x20 networks were rerun there, and for the MNIST depth study one small
+run was recorded again (``--record``). ``--record regularizer`` or ``--record generalisation``
+makes the checked run again in place (it is one of those reruns).
 """
 
 from __future__ import annotations
@@ -262,8 +265,8 @@ STUDIES = {s.name: s for s in (
     Study("width-depth", _width_depth, "2x10, seed 0"),
     Study("fixed-width-depth", _fixed_width, "2x20, seed 0"),
     Study("mnist-depth", _mnist_depth, "2x30, seed 0, 300,000 pairs (re-recorded with today's code)", today=True),
-    Study("regularizer", _regularizer, "3x20, λ = 0.1, seed 0 (re-recorded with today's code)", today=True),
-    Study("generalisation", _generalisation, "3x20, 1,000 training images, seed 0 (re-recorded with today's code)",
+    Study("regularizer", _regularizer, "3x20, λ = 0.1, seed 0 (of the study's rerun with today's code)", today=True),
+    Study("generalisation", _generalisation, "3x20, 1,000 training images, seed 0 (of the 3x20 rerun with today's code)",
           today=True),
     Study("regularizer-scale", _regularizer_scale, "3x20, 5,000 training images, λ = 0.03, seed 0 (100 epochs)"),
     Study("cnn-mnist", _cnn_mlp, "the 3x20 MLP of seed 0 on the study's 10,000 pairs"),
