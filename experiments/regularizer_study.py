@@ -314,6 +314,20 @@ def pair_tables(runs: list[dict]) -> list[str]:
         rs = sorted(rs, key=lambda r: r["seed"])
         ch = paired_change([(r["chi_per_epoch"][-1], base[(r["arch"], r["seed"])]["chi_per_epoch"][-1]) for r in rs])
         lines.append(f"| {key[0]} | {key[2]:g} | {key[1]} | {len(rs)} | {_cell(ch['phi'])} | {_cell(ch['share'])} |")
+    knobs = [r for r in runs
+             if r["lam"] == 0 and (r["dropout"] > 0 or r["batchnorm"]) and (r["arch"], r["seed"]) in base]
+    if knobs:
+        lines += ["", ("Dropout and batch norm against the plain network (λ = 0) of the same seed, last epoch "
+                       "(Δ test accuracy: Student-t interval over seeds):"), "",
+                  "| arch | dropout | BN | seeds | Δ test acc | Δ Φ_N | Δ share folded |",
+                  "|---|---|---|---|---|---|---|"]
+        for key, rs in sorted(group(knobs, ("arch", "dropout", "batchnorm")).items(), key=lambda kv: str(kv[0])):
+            rs = sorted(rs, key=lambda r: r["seed"])
+            b = [base[(r["arch"], r["seed"])] for r in rs]
+            ch = paired_change([(r["chi_per_epoch"][-1], q["chi_per_epoch"][-1]) for r, q in zip(rs, b)])
+            acc = fmt([r["final"]["test_accuracy"] - q["final"]["test_accuracy"] for r, q in zip(rs, b)])
+            lines.append(f"| {key[0]} | {key[1]:g} | {'on' if key[2] else 'off'} | {len(rs)} | {acc} | "
+                         f"{_cell(ch['phi'])} | {_cell(ch['share'])} |")
     lines += ["", ("| run | seeds | Φ_N at 0 → last | Δ Φ_N, 0 → last | Δ Φ_N, epoch 1 → last | "
                    "Δ share folded, 0 → last |"), "|---|---|---|---|---|---|"]
     for key, rs in sorted(group(runs, ("arch", "lam", "schedule", "dropout", "batchnorm")).items(),
