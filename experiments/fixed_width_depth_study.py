@@ -20,6 +20,10 @@ are 0.016-0.027.
     python experiments/fixed_width_depth_study.py --data-dir DIR                  # train + measure, resumable
     python experiments/fixed_width_depth_study.py --data-dir DIR --phase report   # tables only
 
+``--phase report`` also writes ``fixed_width_tables.md`` (``report_tables``): Φ_N by depth for each
+width and the budget with intervals over the seeds and the pair set, the test error by depth, and
+Spearman's ρ of depth and Φ_N over depths 2 to 8 per family with a bootstrap interval.
+
 Runs go in an order whose prefixes are useful: seed 0 at depths 2, 4, 6, 8 for every family,
 then seed 0 at depths 3, 5, 7, then the other seeds in the same order. Each run leaves
 ``runs/<depth>x<width>_s<seed>.json`` in ``--out`` (written atomically, with the spacefold
@@ -116,6 +120,107 @@ def depth_table(rows, widths, depths, budget_arch: str | None) -> str:
     return "\n".join(lines)
 
 
+def families(widths, depths, budget_arch: str | None) -> list[tuple[str, dict[int, str]]]:
+    """``(name, {depth: arch})`` for each width, then the fixed budget (if any)."""
+    fams = [(f"width {w}", {d: f"{d}x{w}" for d in depths}) for w in widths]
+    if budget_arch:
+        h = parse_arch(budget_arch)
+        budget = n_params(len(h), h[0])
+        fams.append((f"budget {budget:,}", {d: f"{d}x{budget_width(d, budget)}" for d in depths}))
+    return fams
+
+
+def spearman_interval(runs, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """Spearman's ρ of depth and Φ_N over ``runs`` (dicts with ``depth``, ``phi`` and ``phi_ci``, one per
+    network) and a bootstrap interval that covers the seeds and the pair set: each replicate redraws, at
+    every depth, as many networks as it has with replacement, and moves each drawn Φ_N by a normal draw
+    with the pair-set sd its recorded interval over paths implies (``spacefold.studies.depth``'s reading:
+    sd = width / (2 z)). Returns ``(ρ, lo, hi)``; NaN where ρ is undefined (fewer than two depths or
+    three networks) and lo, hi NaN where no replicate defines it."""
+    import numpy as np
+    from scipy import stats
+
+    from spacefold.studies.depth import spearman
+
+    by: dict[int, list[tuple[float, float]]] = {}
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    for r in runs:
+        lo, hi = r["phi_ci"]
+        by.setdefault(int(r["depth"]), []).append((float(r["phi"]), (float(hi) - float(lo)) / (2 * z)))
+    depths = sorted(by)
+    if len(depths) < 2 or sum(len(v) for v in by.values()) < 3:
+        return float("nan"), float("nan"), float("nan")
+    xs = [d for d in depths for _ in by[d]]
+    est = spearman(xs, [phi for d in depths for phi, _ in by[d]])
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        ys = []
+        for d in depths:
+            vals = by[d]
+            for k in rng.integers(0, len(vals), len(vals)):
+                phi, sd = vals[k]
+                ys.append(phi + (rng.normal(0.0, sd) if sd > 0 else 0.0))
+        rho = spearman(xs, ys)
+        if not math.isnan(rho):
+            draws.append(rho)
+    if not draws:
+        return est, float("nan"), float("nan")
+    lo, hi = np.quantile(draws, [0.5 - level / 2, 0.5 + level / 2])
+    return est, float(lo), float(hi)
+
+
+def report_tables(rows, widths, depths, budget_arch: str | None, *, n_boot: int = 2000) -> str:
+    """Markdown for the depth page: per family (each width, then the budget) and depth, Φ_N (mean over
+    seeds, interval over the seeds and the pair set: ``seed_pair_interval``) and the test error (mean, Student-t
+    interval over seeds, in %); per family, Spearman's ρ of depth and Φ_N over every network of the family's
+    depths ≥ 2 with a bootstrap interval over seeds and the pair set (``spearman_interval``), and ρ of depth
+    and the test error. A cell shows the number of seeds in brackets; '·' where none has finished."""
+    from spacefold.studies.depth import seed_mean_ci, seed_pair_interval, spearman
+
+    fams = families(widths, depths, budget_arch)
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["arch"], []).append(r)
+    head = "| family | " + " | ".join(f"depth {d}" for d in depths) + " |"
+    sep = "|---|" + "---|" * len(depths)
+
+    def interval(m, lo, hi, digits, scale=1.0):
+        if math.isnan(lo):
+            return f"{m * scale:.{digits}f}"
+        return f"{m * scale:.{digits}f} [{lo * scale:.{digits}f}, {hi * scale:.{digits}f}]"
+
+    phi_lines, err_lines = [head, sep], [head, sep]
+    rho_lines = ["| family | networks | ρ(depth, Φ_N) [95% interval] | ρ(depth, test error) |", "|---|---|---|---|"]
+    for name, archs in fams:
+        phi_cells, err_cells, fam_runs = [], [], []
+        for d in depths:
+            rs = sorted(by.get(archs[d], []), key=lambda r: r["seed"])
+            if not rs:
+                phi_cells.append("·")
+                err_cells.append("·")
+                continue
+            m, lo, hi = seed_pair_interval([r["phi"] for r in rs], [r["phi_ci"] for r in rs])
+            phi_cells.append(f"{archs[d]}: {interval(m, lo, hi, 3)} ({len(rs)})")
+            m, lo, hi = seed_mean_ci([1.0 - r["test_accuracy"] for r in rs])
+            err_cells.append(f"{interval(m, lo, hi, 2, 100.0)} ({len(rs)})")
+            if d >= 2:
+                fam_runs += [dict(r, depth=d) for r in rs]
+        phi_lines.append(f"| {name} | " + " | ".join(phi_cells) + " |")
+        err_lines.append(f"| {name} | " + " | ".join(err_cells) + " |")
+        rho, lo, hi = spearman_interval(fam_runs, n_boot=n_boot)
+        rho_err = spearman([r["depth"] for r in fam_runs], [1.0 - r["test_accuracy"] for r in fam_runs]) \
+            if len(fam_runs) >= 3 else float("nan")
+        rho_cell = "·" if math.isnan(rho) else interval(rho, lo, hi, 2)
+        rho_lines.append(f"| {name} | {len(fam_runs)} | {rho_cell} | "
+                         + ("·" if math.isnan(rho_err) else f"{rho_err:.2f}") + " |")
+    return "\n".join([
+        "Φ_N by depth: mean over seeds [95% interval over the seeds and the pair set] (seeds)\n", *phi_lines, "",
+        "Test error (%) by depth: mean over seeds [95% Student-t interval over seeds] (seeds)\n", *err_lines, "",
+        ("Spearman's ρ over the networks of depths 2 to 8 (every seed one point), with a bootstrap interval that "
+         "redraws the seeds within each depth and each network's Φ_N within its pair-set spread:\n"), *rho_lines, ""])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", required=True, help="directory with the four MNIST IDX files")
@@ -162,6 +267,10 @@ def main(argv=None) -> int:
         with atomic_write(out / "depth_table.md") as fh:
             fh.write(f"{len(rows)} of {len(runs)} runs finished.\n\n"
                      + depth_table(rows, args.widths, args.depths, args.budget_arch) + "\n")
+        if args.phase == "report":
+            with atomic_write(out / "fixed_width_tables.md") as fh:
+                fh.write(f"{len(rows)} of {len(runs)} runs finished.\n\n"
+                         + report_tables(rows, args.widths, args.depths, args.budget_arch) + "\n")
     return 0
 
 

@@ -12,6 +12,7 @@ which the pair-set part of a difference (1.96 x sqrt 2 x its sd) falls below the
 
     python experiments/pair_set_intervals.py                  # every study, markdown on stdout
     python experiments/pair_set_intervals.py --only regularizer generalisation
+    python experiments/pair_set_intervals.py --only generalisation-today   # the networks rerun with today's code
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def _f(v, lo, hi, d=3) -> str:
 
 
 def _covers0(lo, hi) -> str:
+    if math.isnan(lo) or math.isnan(hi):
+        return "one seed: no interval"
     return "covers 0" if lo <= 0 <= hi else "excludes 0"
 
 
@@ -90,9 +93,9 @@ def mnist_depth() -> str:
     return "\n".join(out)
 
 
-def generalisation() -> str:
+def _generalisation_rows(sub: str) -> list[dict]:
     rows = []
-    for p in sorted((RESULTS / "generalisation" / "runs").glob("*.json")):
+    for p in sorted((RESULTS / "generalisation" / sub).glob("*.json")):
         rows += json.loads(p.read_text())
     for r in rows:
         r["test_error"] = 1 - r["test_accuracy"]
@@ -102,9 +105,15 @@ def generalisation() -> str:
             r["condition"] = f"noise {r['level']:.0%}"
         else:
             r["condition"] = f"size {int(r['level'])}"
-    out = ["### Generalisation study (10,000 inter-class pairs per network; records of the code before 69489aa)",
-           "", "Δ Φ_N, each condition minus the reference network of the same seed:", "", HEADER]
-    for arch in ("3x20", "5x12"):
+    return rows
+
+
+def generalisation(rows: list[dict] | None = None, title: str | None = None) -> str:
+    rows = _generalisation_rows("runs") if rows is None else rows
+    title = title or "Generalisation study (10,000 inter-class pairs per network; records of the code before 69489aa)"
+    archs = [a for a in ("3x20", "5x12") if any(r["arch"] == a for r in rows)]
+    out = [f"### {title}", "", "Δ Φ_N, each condition minus the reference network of the same seed:", "", HEADER]
+    for arch in archs:
         ref = {r["seed"]: r for r in rows if r["arch"] == arch and r["condition"] == "reference"}
         conds = sorted({r["condition"] for r in rows if r["arch"] == arch and r["condition"] != "reference"})
         for c in conds:
@@ -116,12 +125,13 @@ def generalisation() -> str:
     r3 = {r["seed"]: r for r in rows if r["arch"] == "3x20" and r["condition"] == "reference"}
     r5 = {r["seed"]: r for r in rows if r["arch"] == "5x12" and r["condition"] == "reference"}
     seeds = sorted(set(r3) & set(r5))
-    out.append(_row("5x12 − 3x20, reference networks", [r5[s]["phi"] for s in seeds],
-                    [_sd(r5[s]["ci"]["phi"]) for s in seeds], [r3[s]["phi"] for s in seeds],
-                    [_sd(r3[s]["ci"]["phi"]) for s in seeds], 10000))
+    if seeds:
+        out.append(_row("5x12 − 3x20, reference networks", [r5[s]["phi"] for s in seeds],
+                        [_sd(r5[s]["ci"]["phi"]) for s in seeds], [r3[s]["phi"] for s in seeds],
+                        [_sd(r3[s]["ci"]["phi"]) for s in seeds], 10000))
     out += ["", "Spearman ρ of the test error and Φ_N over the ten networks of one seed (four of the ten are "
             "snapshots of one 60-epoch run):", ""]
-    for arch in ("3x20", "5x12"):
+    for arch in archs:
         rhos = []
         for s in sorted({r["seed"] for r in rows}):
             sel = [r for r in rows if r["arch"] == arch and r["seed"] == s]
@@ -171,16 +181,31 @@ def regularizer(spread: dict | None) -> str:
     return "\n".join(out)
 
 
+def _fixed_width():
+    """experiments/fixed_width_depth_study.py as a module (its Spearman interval)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_fixed_width_depth_study",
+                                                  ROOT / "experiments" / "fixed_width_depth_study.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def width_depth() -> str:
     rows = _load("width-depth/runs/*.json")
     out = ["### Width and depth (4,500 inter-class pairs per network)", "",
-           "Spearman ρ of depth and Φ_N at each width (every run, both seeds):", "",
-           "| width | depths 1-6 | depths 2-6 |", "|---|---|---|"]
+           ("Spearman ρ of depth and Φ_N at each width (every run, every seed); over depths 2-6 with a "
+            "bootstrap interval over the seeds and the pair set (fixed_width_depth_study.spearman_interval):"), "",
+           "| width | depths 1-6 | depths 2-6 [95% interval] |", "|---|---|---|"]
+    spearman_interval = _fixed_width().spearman_interval
     for w in sorted({r["width"] for r in rows}):
         sel = [r for r in rows if r["width"] == w]
-        s2 = [r for r in sel if r["depth"] >= 2]
+        s2 = [dict(r, phi_ci=r["ci95"]["phi"]) for r in sel if r["depth"] >= 2]
+        rho, lo, hi = spearman_interval(s2)
         out.append(f"| {w} | {spearman([r['depth'] for r in sel], [r['phi'] for r in sel]):+.2f} | "
-                   f"{spearman([r['depth'] for r in s2], [r['phi'] for r in s2]):+.2f} |")
+                   f"{rho:+.2f} [{lo:+.2f}, {hi:+.2f}] |")
     sds = [_sd(r["ci95"]["phi"]) for r in rows if r["depth"] >= 2]
     out += ["", f"Pair-set sd of one run's Φ_N (its bootstrap over paths): median {np.median(sds):.4f}, "
             f"largest {max(sds):.4f}."]
@@ -203,7 +228,35 @@ def cnn() -> str:
     return "\n".join(out)
 
 
-STUDIES = {"mnist-depth": mnist_depth, "generalisation": generalisation, "regularizer": None,
+def generalisation_today() -> str:
+    """The networks rerun with today's code (``generalisation/today/runs``): each one's Φ_N and share folded on
+    today's pairs against its record (the older code's pairs), and the comparisons above on today's runs."""
+    today = _generalisation_rows("today/runs")
+    if not today:
+        return "### Generalisation study, today's code: no run under generalisation/today/runs"
+    old = {(r["arch"], r["seed"], r["condition"]): r for r in _generalisation_rows("runs")}
+    out = [("### Generalisation study: networks rerun with today's code (pair-plan version 1, 10,000 pairs) "
+            "against their records (10,080 pairs of the code before 69489aa)"), "",
+           ("| network | test acc. (today / record) | Φ_N today | Φ_N record | Δ Φ_N | share folded today | "
+            "share folded record |"), "|---|---|---|---|---|---|---|"]
+    deltas = []
+    for r in sorted(today, key=lambda r: (r["arch"], r["seed"], r["condition"])):
+        o = old.get((r["arch"], r["seed"], r["condition"]))
+        if o is None:
+            continue
+        deltas.append(r["phi"] - o["phi"])
+        out.append(f"| {r['arch']} s{r['seed']} {r['condition']} | {r['test_accuracy']:.4f} / {o['test_accuracy']:.4f} "
+                   f"| {r['phi']:.4f} | {o['phi']:.4f} | {r['phi'] - o['phi']:+.4f} | {r['fraction_folded']:.4f} | "
+                   f"{o['fraction_folded']:.4f} |")
+    if deltas:
+        out += ["", (f"{len(deltas)} networks; Δ Φ_N: largest |Δ| {max(abs(d) for d in deltas):.4f}, "
+                     f"mean {np.mean(deltas):+.4f}, {sum(d == 0 for d in deltas)} unchanged.")]
+    return "\n".join(out) + "\n\n" + generalisation(today, "Generalisation study with today's code (the networks "
+                                                        "rerun so far)")
+
+
+STUDIES = {"mnist-depth": mnist_depth, "generalisation": generalisation, "generalisation-today": generalisation_today,
+           "regularizer": None,
            "width-depth": width_depth, "cnn": cnn}
 
 

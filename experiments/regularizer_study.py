@@ -14,7 +14,9 @@ Training: Adam (lr 1e-3, batch 128) on the MNIST training set (or a stratified s
 --n-train), cross-entropy plus λ · folding_loss on a probe set of inter-class training
 pairs (--probe-train pairs, 8 drawn per step, 8 random points per segment, β = 10).
 Φ_N, the median of maxima and the share of folded paths are measured after every epoch
-with exact walks on a fixed probe set of inter-class *test* pairs (--probe-test).
+with exact walks on a fixed probe set of inter-class *test* pairs (--probe-test); every
+record keeps each test pair's χ of every measurement (``chi_per_epoch``), for intervals that
+resample the pairs within each seed (the report's intervals over seeds and test pairs).
 """
 
 from __future__ import annotations
@@ -69,6 +71,28 @@ def build(arch: str, *, dropout: float = 0.0, batchnorm: bool = False, seed: int
         return nn.Sequential(*layers)
 
 
+class ChiTracker(FoldingTracker):
+    """The study's tracker, keeping every probe path's χ of every measurement (``chi``, in order), so that
+    intervals can resample the test pairs within each seed (``spacefold.studies.depth.hierarchical_bootstrap``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.chi: list[list[float]] = []
+
+    def measure(self, model: nn.Module) -> dict:
+        from spacefold._core.folding import folding_batch
+        from spacefold.training.metric import FoldingMetric
+
+        metric, chi = FoldingMetric(), []
+        for k in range(0, self.x1.shape[0], self.batch_size):
+            b = folding_batch(model, self.x1[k : k + self.batch_size], self.x2[k : k + self.batch_size],
+                              method=self.method, steps=self.steps, layers=self.layers)
+            metric.update(b)
+            chi += [float(v) for v in b.chi]
+        self.chi.append(chi)
+        return {k: (int(v) if k == "n_paths" else float(v)) for k, v in metric.compute().items()}
+
+
 @torch.no_grad()
 def test_loss(model: nn.Module, x, y) -> float:
     model.eval()
@@ -87,7 +111,7 @@ def run_one(data, cfg: dict, args, out: Path) -> dict:
     if cfg["lam"] > 0:
         reg = FoldingRegularizer(p1, p2, cfg["lam"], schedule=cfg["schedule"], pairs_per_step=8, method="random",
                                  n_points=8, seed=cfg["seed"])
-    tracker = FoldingTracker(t1, t2, every=1)
+    tracker = ChiTracker(t1, t2, every=1)
     epoch0 = {"epoch": -1, **tracker.measure(model)}
     losses = []
 
@@ -106,6 +130,8 @@ def run_one(data, cfg: dict, args, out: Path) -> dict:
                      "test_loss": losses[-1], **{k: res.tracked[-1][k] for k in
                                                  ("phi", "phi_max", "fraction_folded")}},
            "regularizer": reg.describe() if reg else None, "provenance": run_provenance(),
+           # every test pair's χ at initialisation and after every epoch (the rows of per_epoch, in order)
+           "chi_per_epoch": tracker.chi,
            # the pairs behind the probes (spacefold.probe_pairs draws them through pair_plan)
            "test_pairs": plan_fingerprint(pair_plan(data.y_test, "inter-class", max_pairs=args.probe_test, seed=7)),
            "train_probe_pairs": plan_fingerprint(pair_plan(data.y_train, "inter-class", max_pairs=args.probe_train,
@@ -227,10 +253,95 @@ def report(out: Path, args) -> None:
         cells = [f"{v:.3f}" for v in arr.mean(0)] + [""] * (n_ep - n)
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {mono}/{len(arr)} |")
     lines.append("")
+    lines += pair_tables(runs)
     with atomic_write(out / "tables.md") as fh:
         fh.write("\n".join(lines))
     log(f"wrote {out / 'tables.md'}")
     figures(curves, runs, Path(args.figures) if getattr(args, "figures", None) else out / "figures")
+
+
+N_BOOT = 2000
+
+
+def _phi_diff(g) -> float:
+    from spacefold._core.global_folding import median_nonzero
+
+    return median_nonzero(g[:, 0]) - median_nonzero(g[:, 1])
+
+
+def _share_diff(g) -> float:
+    return float((g[:, 0] > 0).mean() - (g[:, 1] > 0).mean())
+
+
+def paired_change(pairs: list[tuple[list[float], list[float]]]) -> dict:
+    """The change ``a − b`` of Φ_N and of the share of folded paths over seeds, where each seed gives the
+    χ of the same test pairs under ``a`` and ``b``: the mean over seeds with (1) a hierarchical bootstrap
+    interval over the seeds and, within each seed, the test pairs (``hierarchical_bootstrap``, both arms
+    with the same draw) and (2) the Student-t interval of the per-seed changes. ``effect``: both exclude 0."""
+    from spacefold.studies.depth import hierarchical_bootstrap
+
+    groups = [np.column_stack([np.asarray(a, dtype=float), np.asarray(b, dtype=float)]) for a, b in pairs]
+    out = {}
+    for name, stat in (("phi", _phi_diff), ("share", _share_diff)):
+        est, lo, hi = hierarchical_bootstrap(groups, stat, n_boot=N_BOOT, seed=0)
+        _, tlo, thi = seed_mean_ci([stat(g) for g in groups])
+        excl = (lo > 0 or hi < 0) and not math.isnan(tlo) and (tlo > 0 or thi < 0)
+        out[name] = (est, lo, hi, tlo, thi, excl)
+    return out
+
+
+def _cell(v, digits=3) -> str:
+    est, lo, hi, tlo, thi, excl = v
+    t = "" if math.isnan(tlo) else f"; t [{tlo:+.{digits}f}, {thi:+.{digits}f}]"
+    return f"{est:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]{t}" + (" \\*" if excl else "")
+
+
+def pair_tables(runs: list[dict]) -> list[str]:
+    """Markdown: the changes of Φ_N and of the share folded with intervals over seeds and test pairs, from
+    the runs that keep every test pair's χ (``chi_per_epoch``): λ > 0 against λ = 0 of the same seed at the
+    last epoch, and within each run from initialisation and from epoch 1 to the last epoch."""
+    runs = [r for r in runs if r.get("chi_per_epoch")]
+    if not runs:
+        return []
+    lines = ["### Φ_N and share folded with intervals over seeds and test pairs\n",
+             ("Each cell: mean change over seeds [95% hierarchical bootstrap interval over seeds and, within each "
+              "seed, the test pairs, both arms on the same draw]; t [95% Student-t interval of the per-seed "
+              f"changes]; \\* where both exclude 0. {N_BOOT} bootstrap draws.\n"),
+             "| arch | λ | schedule | seeds | Δ Φ_N (last epoch) | Δ share folded |", "|---|---|---|---|---|---|"]
+    base = {(r["arch"], r["seed"]): r for r in runs if r["lam"] == 0 and r["dropout"] == 0 and not r["batchnorm"]}
+    diffs = [r for r in runs if r["lam"] > 0 and (r["arch"], r["seed"]) in base]
+    for key, rs in sorted(group(diffs, ("arch", "schedule", "lam")).items(), key=lambda kv: str(kv[0])):
+        rs = sorted(rs, key=lambda r: r["seed"])
+        ch = paired_change([(r["chi_per_epoch"][-1], base[(r["arch"], r["seed"])]["chi_per_epoch"][-1]) for r in rs])
+        lines.append(f"| {key[0]} | {key[2]:g} | {key[1]} | {len(rs)} | {_cell(ch['phi'])} | {_cell(ch['share'])} |")
+    knobs = [r for r in runs
+             if r["lam"] == 0 and (r["dropout"] > 0 or r["batchnorm"]) and (r["arch"], r["seed"]) in base]
+    if knobs:
+        lines += ["", ("Dropout and batch norm against the plain network (λ = 0) of the same seed, last epoch "
+                       "(Δ test accuracy: Student-t interval over seeds):"), "",
+                  "| arch | dropout | BN | seeds | Δ test acc | Δ Φ_N | Δ share folded |",
+                  "|---|---|---|---|---|---|---|"]
+        for key, rs in sorted(group(knobs, ("arch", "dropout", "batchnorm")).items(), key=lambda kv: str(kv[0])):
+            rs = sorted(rs, key=lambda r: r["seed"])
+            b = [base[(r["arch"], r["seed"])] for r in rs]
+            ch = paired_change([(r["chi_per_epoch"][-1], q["chi_per_epoch"][-1]) for r, q in zip(rs, b)])
+            acc = fmt([r["final"]["test_accuracy"] - q["final"]["test_accuracy"] for r, q in zip(rs, b)])
+            lines.append(f"| {key[0]} | {key[1]:g} | {'on' if key[2] else 'off'} | {len(rs)} | {acc} | "
+                         f"{_cell(ch['phi'])} | {_cell(ch['share'])} |")
+    lines += ["", ("| run | seeds | Φ_N at 0 → last | Δ Φ_N, 0 → last | Δ Φ_N, epoch 1 → last | "
+                   "Δ share folded, 0 → last |"), "|---|---|---|---|---|---|"]
+    for key, rs in sorted(group(runs, ("arch", "lam", "schedule", "dropout", "batchnorm")).items(),
+                          key=lambda kv: tuple(str(k) for k in kv[0])):
+        rs = sorted(rs, key=lambda r: r["seed"])
+        first = paired_change([(r["chi_per_epoch"][-1], r["chi_per_epoch"][0]) for r in rs])
+        one = paired_change([(r["chi_per_epoch"][-1], r["chi_per_epoch"][1]) for r in rs])
+        p0 = np.mean([r["per_epoch"][0]["phi"] for r in rs])
+        p1 = np.mean([r["per_epoch"][-1]["phi"] for r in rs])
+        label = f"{key[0]} λ={key[1]:g} {key[2]} p={key[3]:g} bn={'on' if key[4] else 'off'}"
+        lines.append(f"| {label} | {len(rs)} | {p0:.3f} → {p1:.3f} | {_cell(first['phi'])} | {_cell(one['phi'])} | "
+                     f"{_cell(first['share'])} |")
+    lines.append("")
+    return lines
 
 
 def figures(curves: dict, runs: list[dict], fig_dir: Path) -> None:
