@@ -245,6 +245,29 @@ def test_unguarded_script_walks_in_one_process_quietly(tmp_path):
     assert out.stderr.strip() == "top level"  # no warning, and the script ran once
 
 
+def test_script_from_standard_input_walks_in_one_process_and_says_why_not_workers(tmp_path):
+    """A script piped to `python -` cannot be imported again by a worker, guard or not: workers=None walks
+    here, quietly, and workers=2 is refused with advice that can be followed (not "add the guard")."""
+    script = (
+        "import sys, torch, spacefold as sf\n"
+        "if __name__ == '__main__':\n"
+        "    net = sf.mlp('2x4', 3, 2, seed=0)\n"
+        "    x = torch.randn(40, 3); y = torch.arange(40) % 2\n"
+        "    print(sf.global_folding(net, x, y).summary()['workers'])\n"
+        "    try:\n"
+        "        sf.global_folding(net, x, y, workers=2)\n"
+        "    except sf.InputError as err:\n"
+        "        print(err)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(sf.__file__).parent.parent), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=300, env=env,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "1" and len(lines) == 2
+    assert "<stdin> is not a file they can read" in lines[1] and "pass workers=1" in lines[1]
+    assert "Warning" not in out.stderr
+
+
 def test_guarded_script_gets_workers(tmp_path):
     if parallel.cpu_count() < 2:
         pytest.skip("one core: workers=None is one process anyway")

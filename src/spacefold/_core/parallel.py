@@ -117,7 +117,12 @@ def main_allows_workers() -> bool:
 
 
 def _unguarded_reason() -> str:
-    return (f"worker processes import the main script {_main_script()} again, and it has no "
+    path = _main_script()
+    if path is None or not os.path.isfile(path):  # e.g. a script piped to `python -`
+        return (f"worker processes import the main script again, and {path} is not a file they can read (a script "
+                "from standard input): save it to a file with an 'if __name__ == \"__main__\":' block, or pass "
+                "workers=1")
+    return (f"worker processes import the main script {path} again, and it has no "
             "'if __name__ == \"__main__\":' block: put the script's work under that guard, or pass workers=1")
 
 
