@@ -11,15 +11,16 @@ Four families at a fixed width, depths 1 to 6, trained on MNIST:
   (``spacefold.nn.SwiGLU(d_in, 32, bias=False)``: silu(x W_g) * (x W_u)), a linear head;
 - ``relu`` and ``gelu``: MLPs of ``depth`` hidden layers of 32 neurons (``spacefold.models.mlp``).
 
-Every network is trained with Adam (lr 1e-3, batch 128, ``--epochs`` epochs on the 60,000 training
+Every network is trained with Adam (lr 1e-3, batch 128, ``--epochs`` (3) epochs on the 60,000 training
 images, one torch thread, seeded) and measured on one fixed set of inter-class pairs of MNIST test
 images (``pair_plan(y_test, "inter-class", max_pairs=--pairs, seed=0)``, spread evenly over the 90
 ordered class pairs, walked in an order shuffled with seed 0 so that every prefix is a random
 subset): χ, the profile maximum, the number of regions, χ of each layer's bits alone, and whether
 the walk is complete, for every path. The walk method of each family is ``--methods`` (``exact``
 for ReLU, ``certified`` where its cost allows, otherwise ``bisect``, whose walks are not complete:
-a fold between two of its samples is not seen); ``--vit-pairs`` may walk fewer pairs for the ViTs
-(a prefix of the same shuffled order).
+a fold between two of its samples is not seen); ``--pairs`` (1,000) for the MLPs, ``--vit-pairs``
+(200) for the ViTs: a prefix of the same shuffled order, which a later run with a larger
+``--vit-pairs`` extends (the walked paths are kept in ``models/``).
 
     python experiments/transformer_folding_study.py --data-dir DIR                   # train + walk, resumable
     python experiments/transformer_folding_study.py --data-dir DIR --phase pilot     # per-path walk cost
@@ -354,10 +355,12 @@ def read_runs(out: Path) -> list[dict]:
 
 
 def plan(families, depths, seeds) -> list[tuple[str, int, int]]:
-    """``(family, depth, seed)`` in the order run: per seed, depths 1, 2, 4, 6 (every family), then the others."""
+    """``(family, depth, seed)`` in the order run: per seed, depths 1, 2, 4, 6 (every family: ReLU, GELU, SwiGLU,
+    ViT), then the others."""
     first = [d for d in (1, 2, 4, 6) if d in depths]
     order = first + [d for d in depths if d not in first]
-    return [(f, d, s) for s in seeds for d in order for f in families]
+    fams = [f for f in FAMILIES[::-1] if f in families]  # the cheap MLPs first, then the ViT of that depth
+    return [(f, d, s) for s in seeds for d in order for f in fams]
 
 
 # --------------------------------------------------------------------------- pilot
@@ -412,11 +415,11 @@ def main(argv=None) -> int:
     p.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
     p.add_argument("--depths", nargs="+", type=int, default=[1, 2, 3, 4, 5, 6])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--n-train", type=int, default=60000, help="the first N training images")
     p.add_argument("--pairs", type=int, default=1000, help="inter-class test pairs per network")
-    p.add_argument("--vit-pairs", type=int, default=None, help="pairs per ViT (a prefix of the same order; "
-                   "default --pairs)")
+    p.add_argument("--vit-pairs", type=int, default=200, help="pairs per ViT (a prefix of the same order, at "
+                   "most --pairs; default 200: a larger value later extends the finished walks)")
     p.add_argument("--methods", nargs="+", default=[], metavar="FAMILY=METHOD",
                    help=f"walk method per family (default {DEFAULT_METHODS})")
     p.add_argument("--chunk", type=int, default=50, help="paths walked between two saves of an unfinished walk")
@@ -430,7 +433,7 @@ def main(argv=None) -> int:
         if args.out is None:
             p.error("--quick needs --out (a folder of its own, not the study's results)")
         args.depths, args.seeds, args.epochs, args.n_train, args.pairs = [1, 2], [0], 1, 2000, 6
-        args.vit_pairs, args.chunk, args.pilot_pairs = None, 4, 4
+        args.vit_pairs, args.chunk, args.pilot_pairs = 6, 4, 4
     for name in ("epochs", "n_train", "pairs", "chunk", "pilot_pairs", "pilot_epochs"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
