@@ -233,6 +233,12 @@ def _regularizer(tmp: Path, data_dir: str) -> dict[str, Path]:
     return {f"regularizer/today/runs/{REGULARIZER_RUN['name']}.json": tmp / "runs" / f"{REGULARIZER_RUN['name']}.json"}
 
 
+def _transformer(tmp: Path, data_dir: str) -> dict[str, Path]:
+    _script("transformer_folding_study").main(["--data-dir", data_dir, "--out", str(tmp), "--families", "relu",
+                                               "--depths", "1", "--seeds", "0"])
+    return {"transformer-folding/runs/relu_d1_s0.json": tmp / "runs" / "relu_d1_s0.json"}
+
+
 STUDIES = {s.name: s for s in (
     Study("symmetry", _symmetry, "the four plane conditions, seed 0"),
     Study("width-depth", _width_depth, "2x10, seed 0"),
@@ -243,6 +249,7 @@ STUDIES = {s.name: s for s in (
           today=True),
     Study("cnn-mnist", _cnn_mlp, "the 3x20 MLP of seed 0 on the study's 10,000 pairs"),
     Study("adversarial", _adversarial, "3x20 seed 0: attack success and the exact interaction at ε = 0.05"),
+    Study("transformer-folding", _transformer, "the 1x32 ReLU MLP of seed 0 on the study's 1,000 pairs"),
 )}
 
 

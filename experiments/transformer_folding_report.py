@@ -3,7 +3,7 @@
     python experiments/transformer_folding_report.py [--out experiments/results/transformer-folding]
 
 Writes ``tables.md`` and ``summary.json`` in ``--out`` and the figures in ``--figures``
-(default docs/transformer-folding/). Intervals are 95% percentile intervals of a two-level bootstrap:
+(default: docs/transformer-folding/ for the study's own results folder, ``<out>/figures`` for any other). Intervals are 95% percentile intervals of a two-level bootstrap:
 each replicate draws the test pairs with replacement (one draw shared by every network of a family,
 since they all walk the same pairs) and, at every depth, the seeds with replacement; so an interval
 covers the seed-to-seed spread and the pair set, and a difference of two depths keeps the pairing of
@@ -78,7 +78,10 @@ def layer_stat(k: int, which: str = "phi"):
 
 def report(out: Path, runs: list[dict], args=None, figures: Path | None = None) -> dict:
     out = Path(out)
-    figures = Path(figures) if figures else ROOT / "docs" / "transformer-folding"
+    if figures is None:  # the study's own results draw the page's figures; any other folder its own
+        default = (ROOT / "experiments" / "results" / "transformer-folding").resolve()
+        figures = ROOT / "docs" / "transformer-folding" if out.resolve() == default else out / "figures"
+    figures = Path(figures)
     planned = None
     if args is not None and hasattr(args, "families"):
         planned = len(args.families) * len(args.depths) * len(args.seeds)
@@ -204,9 +207,9 @@ def plots(summary: dict, figures: Path) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(ROOT / "experiments" / "results" / "transformer-folding"))
-    p.add_argument("--figures", default=str(ROOT / "docs" / "transformer-folding"))
+    p.add_argument("--figures", default=None, help="folder of the figures (default: see above)")
     args = p.parse_args(argv)
-    report(Path(args.out), read_runs(Path(args.out)), None, Path(args.figures))
+    report(Path(args.out), read_runs(Path(args.out)), None, args.figures)
     print((Path(args.out) / "tables.md").read_text())
     return 0
 
