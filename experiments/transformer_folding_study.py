@@ -384,8 +384,10 @@ def pilot(data, args) -> dict:
         acc = accuracy(model, data.x_test, data.y_test)
         model.eval()
         for method in methods:
-            # the certified walk of a ViT costs an order of magnitude more: a quarter of the pairs
-            n = max(1, len(i) // 4) if (family, method) == ("vit", "certified") else len(i)
+            # the certified walk of a ViT, and any walk of a 6-block one, cost an order of magnitude more:
+            # a quarter of the pairs
+            slow = family == "vit" and (method == "certified" or depth >= 6)
+            n = max(1, len(i) // 4) if slow else len(i)
             t0, c0 = time.perf_counter(), time.process_time()
             w = walk_chunk(model, x1[:n], x2[:n], method)
             s, c = time.perf_counter() - t0, time.process_time() - c0
@@ -400,9 +402,13 @@ def pilot(data, args) -> dict:
                 f"({row['cpu_seconds_per_path']:.3f} s CPU), "
                 f"{row['mean_regions']:.1f} regions, complete {row['share_complete']:.2f}, "
                 f"train {row['train_cpu_seconds_per_10k']:.1f} s CPU per 10k images")
-    rec = {"rows": rows, "provenance": run_provenance(), "pilot_epochs": args.pilot_epochs}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if (out / "pilot.json").is_file():  # rows of another pilot run are kept unless measured again
+        new = {(r["family"], r["depth"], r["method"]) for r in rows}
+        old = json.loads((out / "pilot.json").read_text())["rows"]
+        rows = [r for r in old if (r["family"], r["depth"], r["method"]) not in new] + rows
+    rec = {"rows": rows, "provenance": run_provenance(), "pilot_epochs": args.pilot_epochs}
     with atomic_write(out / "pilot.json") as fh:
         json.dump(rec, fh, indent=1)
     return rec
@@ -431,6 +437,7 @@ def main(argv=None) -> int:
                    "images, 6 pairs (needs --out)")
     p.add_argument("--pilot-pairs", type=int, default=20)
     p.add_argument("--pilot-epochs", type=int, default=1)
+    p.add_argument("--pilot-depths", nargs="+", type=int, default=[1, 3, 6])
     args = p.parse_args(argv)
     if args.quick:
         if args.out is None:
@@ -474,7 +481,7 @@ def main(argv=None) -> int:
         # the certified walk of a deep ViT is not affordable (13 times bisection already at depth 1)
         deep = dict(both, vit=("bisect",))
         args.pilot_plan = [(f, d, both[f] if d == 1 else deep[f]) for f in args.families
-                           for d in ((1,) if args.quick else (1, 3, 6))]
+                           for d in ((1,) if args.quick else args.pilot_depths)]
         pilot(data, args)
         return 0
     log(f"data {data.describe()}, spacefold {sf.__version__}, {len(runs)} runs, methods {args.method_of}, "
