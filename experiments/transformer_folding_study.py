@@ -7,8 +7,9 @@ Four families at a fixed width, depths 1 to 6, trained on MNIST:
   with stride 7 into d = 32, a learned position embedding, ``depth`` pre-norm
   ``nn.TransformerEncoderLayer`` blocks (2 heads, feed-forward width 64 with an ``nn.GELU``
   module, LayerNorm, no dropout), a final LayerNorm, mean pooling over the tokens, a linear head;
-- ``swiglu``: a Llama-style gated MLP: ``depth`` layers of 32 SwiGLU units
-  (``spacefold.nn.SwiGLU(d_in, 32, bias=False)``: silu(x W_g) * (x W_u)), a linear head;
+- ``swiglu``: a Llama-style gated MLP: a linear embedding 784 -> 32, ``depth`` pre-norm residual
+  blocks x + W_down SwiGLU(LayerNorm(x)) of 32 SwiGLU units (``spacefold.nn.SwiGLU(32, 32,
+  bias=False)``: silu(x W_g) * (x W_u)), a final LayerNorm, a linear head;
 - ``relu`` and ``gelu``: MLPs of ``depth`` hidden layers of 32 neurons (``spacefold.models.mlp``).
 
 Every network is trained with Adam (lr 1e-3, batch 128, ``--epochs`` (3) epochs on the 60,000 training
@@ -17,10 +18,12 @@ images (``pair_plan(y_test, "inter-class", max_pairs=--pairs, seed=0)``, spread 
 ordered class pairs, walked in an order shuffled with seed 0 so that every prefix is a random
 subset): χ, the profile maximum, the number of regions, χ of each layer's bits alone, and whether
 the walk is complete, for every path. The walk method of each family is ``--methods`` (``exact``
-for ReLU, ``certified`` where its cost allows, otherwise ``bisect``, whose walks are not complete:
-a fold between two of its samples is not seen); ``--pairs`` (1,000) for the MLPs, ``--vit-pairs``
-(200) for the ViTs: a prefix of the same shuffled order, which a later run with a larger
-``--vit-pairs`` extends (the walked paths are kept in ``models/``).
+for ReLU, ``certified`` for GELU, ``bisect`` for the SwiGLU networks and the ViTs, whose walks are
+not complete: a fold between two of its samples is not seen; the SwiGLU networks are also walked
+with ``certified`` on the first ``--audit-pairs`` (50) pairs, to count what bisection missed);
+``--pairs`` (1,000) for the MLPs, ``--vit-pairs`` (200) for the ViTs: a prefix of the same
+shuffled order, which a later run with a larger ``--vit-pairs`` extends (the walked paths are
+kept in ``models/``).
 
     python experiments/transformer_folding_study.py --data-dir DIR                   # train + walk, resumable
     python experiments/transformer_folding_study.py --data-dir DIR --phase pilot     # per-path walk cost
@@ -41,7 +44,6 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
-import itertools
 import json
 import sys
 import time
@@ -68,7 +70,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the report script be
 FAMILIES = ("vit", "swiglu", "gelu", "relu")
 WIDTH = 32
 VIT = {"d": 32, "heads": 2, "mlp": 64, "patch": 7}
-DEFAULT_METHODS = {"vit": "bisect", "swiglu": "certified", "gelu": "certified", "relu": "exact"}
+DEFAULT_METHODS = {"vit": "bisect", "swiglu": "bisect", "gelu": "certified", "relu": "exact"}
+AUDITED = ("swiglu",)  # bisection walks checked by the certified walk on the first --audit-pairs pairs
 PAIR_SEED = 0
 # version of this script's protocol (models, training, pair order): bump on any change
 PROTOCOL = 1
@@ -102,40 +105,48 @@ class ViT(nn.Module):
 
 
 class GatedMLP(nn.Module):
-    """``depth`` layers of ``width`` SwiGLU units (no biases, as in Llama), then a linear head."""
+    """A Llama-style residual MLP: a linear embedding of the 784 pixels into ``width``, ``depth`` pre-norm
+    blocks x + W_down SwiGLU(LayerNorm(x)) of ``width`` SwiGLU units each (no biases in the blocks, as in
+    Llama), a final LayerNorm and a linear head."""
 
     def __init__(self, depth: int, width: int = WIDTH, d_in: int = 784):
         super().__init__()
-        dims = [d_in] + [width] * depth
-        self.layers = nn.ModuleList(SwiGLU(a, b, bias=False) for a, b in itertools.pairwise(dims))
+        self.embed = nn.Linear(d_in, width)
+        self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(depth))
+        self.layers = nn.ModuleList(SwiGLU(width, width, bias=False) for _ in range(depth))
+        self.down = nn.ModuleList(nn.Linear(width, width, bias=False) for _ in range(depth))
+        self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, 10)
 
     def forward(self, x):
-        for layer in self.layers:
-            x = layer(x)
-        return self.head(x)
+        x = self.embed(x)
+        for norm, layer, down in zip(self.norms, self.layers, self.down):
+            x = x + down(layer(norm(x)))
+        return self.head(self.norm(x))
 
 
 class CertifiableGatedMLP(nn.Module):
-    """The same function as a :class:`GatedMLP` (its own weights), written with modules the certified walk
+    """The same function as a :class:`GatedMLP` (its own modules), written with modules the certified walk
     encloses: each unit's output silu(x W_g) * (x W_u) goes through an ``nn.Hardtanh(-1e30, 1e30)``, the
     identity on every value a network of this size produces, whose bit [output > 0] is the unit's bit
     (spacefold.nn: [unit output > 0]). Walked with ``layers=`` :attr:`bits`, so that the gate's SiLU adds
-    no bits of its own; :func:`check_twin` checks the patterns against those of the original."""
+    no bits of its own; :func:`check_twin` checks the outputs and patterns against those of the original."""
 
     def __init__(self, g: GatedMLP):
         super().__init__()
+        self.embed, self.norms, self.down, self.norm, self.head = g.embed, g.norms, g.down, g.norm, g.head
         self.gate = nn.ModuleList(layer.gate for layer in g.layers)
         self.up = nn.ModuleList(layer.up for layer in g.layers)
         self.silu = nn.ModuleList(nn.SiLU() for _ in g.layers)
         self.bit = nn.ModuleList(nn.Hardtanh(-1e30, 1e30) for _ in g.layers)
-        self.head = g.head
         self.bits = [f"bit.{k}" for k in range(len(g.layers))]
 
     def forward(self, x):
-        for gate, up, silu, bit in zip(self.gate, self.up, self.silu, self.bit):
-            x = bit(silu(gate(x)) * up(x))
-        return self.head(x)
+        x = self.embed(x)
+        for norm, gate, up, silu, bit, down in zip(self.norms, self.gate, self.up, self.silu, self.bit, self.down):
+            h = norm(x)
+            x = x + down(bit(silu(gate(h)) * up(h)))
+        return self.head(self.norm(x))
 
 
 def check_twin(model: GatedMLP, twin: CertifiableGatedMLP, x: torch.Tensor) -> None:
@@ -204,7 +215,8 @@ def settings_of(args, family: str, depth: int, seed: int) -> dict:
     return {"family": family, "depth": depth, "seed": seed, "width": WIDTH, "vit": VIT if family == "vit" else None,
             "epochs": args.epochs, "n_train": args.n_train, "lr": 1e-3, "batch_size": 128,
             "method": args.method_of[family], "n_pairs": args.vit_pairs if family == "vit" else args.pairs,
-            "plan_pairs": args.pairs, "pair_seed": PAIR_SEED, "protocol": PROTOCOL}
+            "plan_pairs": args.pairs, "pair_seed": PAIR_SEED, "protocol": PROTOCOL,
+            **({"audit_pairs": args.audit_pairs} if family in AUDITED and args.method_of[family] == "bisect" else {})}
 
 
 def walk_key(cfg: dict) -> str:
@@ -313,6 +325,23 @@ def run_one(data, args, family: str, depth: int, seed: int, log=log) -> dict:
                      walk_cpu=np.array(walk_cpu), **{k: np.concatenate(v) for k, v in parts.items()})
         log(f"{name}: walked {done}/{n} paths ({walk_seconds / done:.2f} s/path, {walk_cpu / done:.2f} s CPU, "
             f"{cfg['method']})")
+    audit = None
+    if cfg.get("audit_pairs"):  # the certified walk of the first pairs, against the bisection walks of the same
+        k = min(cfg["audit_pairs"], n)
+        c0 = time.process_time()
+        a = walk_chunk(model, x[i[:k]], x[j[:k]], "certified")
+        b_regions = np.concatenate(parts["n_regions"])[:k]
+        b_chi = np.concatenate(parts["chi"])[:k]
+        audit = {"n_paths": k, "cpu_seconds_per_path": (time.process_time() - c0) / k,
+                 "certified_complete": pack(np.packbits(a["complete"])),
+                 "certified_chi": pack(a["chi"].astype(np.float32)),
+                 "certified_regions": pack(a["n_regions"].astype(np.int32)),
+                 "share_more_regions": float((a["n_regions"] > b_regions).mean()),
+                 "share_chi_differs": float((np.abs(a["chi"] - b_chi) > 1e-6).mean()),
+                 "max_abs_chi_difference": float(np.abs(a["chi"] - b_chi).max()),
+                 "share_certified_complete": float(a["complete"].mean())}
+        log(f"{name}: audit of {k} paths: certified found more regions on {audit['share_more_regions']:.2f}, "
+            f"complete {audit['share_certified_complete']:.2f}, max |Δχ| {audit['max_abs_chi_difference']:.3f}")
     arr = {k: np.concatenate(v) for k, v in parts.items()}
     chi = arr["chi"]
     nz = chi[chi > 0]
@@ -328,7 +357,7 @@ def run_one(data, args, family: str, depth: int, seed: int, log=log) -> dict:
         "walk_seconds": walk_seconds, "seconds_per_path": walk_seconds / n, "walk_cpu_seconds": walk_cpu,
         "cpu_seconds_per_path": walk_cpu / n,
         "pairs": {"plan": fp, "order_seed": PAIR_SEED, "prefix": n, "prefix_sha256": prefix_hash(i, j)},
-        "layers": layers,
+        "layers": layers, "audit": audit,
         "per_path": {"chi": pack(chi.astype(np.float32)), "max_profile": pack(mp.astype(np.float32)),
                      "n_regions": pack(arr["n_regions"].astype(np.int32)),
                      "complete": pack(np.packbits(arr["complete"])),
@@ -431,6 +460,8 @@ def main(argv=None) -> int:
                    "most --pairs; default 200: a larger value later extends the finished walks)")
     p.add_argument("--methods", nargs="+", default=[], metavar="FAMILY=METHOD",
                    help=f"walk method per family (default {DEFAULT_METHODS})")
+    p.add_argument("--audit-pairs", type=int, default=50, help=f"families {AUDITED} walked with bisect: the "
+                   "certified walk of their first N pairs too, to count what bisection missed (0: none)")
     p.add_argument("--chunk", type=int, default=50, help="paths walked between two saves of an unfinished walk")
     p.add_argument("--phase", choices=["run", "report", "pilot", "plan"], default="run")
     p.add_argument("--quick", action="store_true", help="a smoke run: depths 1 and 2, seed 0, 1 epoch on 2,000 "
@@ -443,7 +474,7 @@ def main(argv=None) -> int:
         if args.out is None:
             p.error("--quick needs --out (a folder of its own, not the study's results)")
         args.depths, args.seeds, args.epochs, args.n_train, args.pairs = [1, 2], [0], 1, 2000, 6
-        args.vit_pairs, args.chunk, args.pilot_pairs = 6, 4, 4
+        args.vit_pairs, args.chunk, args.pilot_pairs, args.audit_pairs = 6, 4, 4, 3
     for name in ("epochs", "n_train", "pairs", "chunk", "pilot_pairs", "pilot_epochs"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
