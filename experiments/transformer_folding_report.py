@@ -3,7 +3,8 @@
     python experiments/transformer_folding_report.py [--out experiments/results/transformer-folding]
 
 Writes ``tables.md`` and ``summary.json`` in ``--out`` and the figures in ``--figures``
-(default: docs/transformer-folding/ for the study's own results folder, ``<out>/figures`` for any other). Intervals are 95% percentile intervals of a two-level bootstrap:
+(default: docs/transformer-folding/ for the study's own results folder, ``<out>/figures`` for any other).
+Intervals are 95% percentile intervals of a two-level bootstrap:
 each replicate draws the test pairs with replacement (one draw shared by every network of a family,
 since they all walk the same pairs) and, at every depth, the seeds with replacement; so an interval
 covers the seed-to-seed spread and the pair set, and a difference of two depths keeps the pairing of
@@ -90,8 +91,8 @@ def report(out: Path, runs: list[dict], args=None, figures: Path | None = None) 
     lines = [f"{len(runs)} of {planned if planned else '?'} runs finished.\n"]
     lines += ["## Global folding by depth\n",
               "Mean over seeds [95% interval over seeds and test pairs]; accuracy: mean [t interval over seeds].\n",
-              ("| family | depth | seeds | walk | paths | complete | test acc. | Φ_N | median of maxima | share folded "
-               "| regions/path | CPU s/path |"), "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              ("| family | depth | seeds | walk | paths | complete | test acc. | Φ_N | median of maxima "
+               "| share folded | regions/path | CPU s/path |"), "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     layer_lines = ["## Per layer\n", ("Φ_N of each layer's bits alone (χ of the path walked in the pattern of that "
                                      "layer only), mean over seeds [95% interval].\n")]
     trend_lines = ["## Depth trend\n", ("Spearman's ρ of depth and the per-network Φ_N over every finished network "
@@ -153,7 +154,30 @@ def report(out: Path, runs: list[dict], args=None, figures: Path | None = None) 
                 f"{diffs['phi'][2]:+.3f}] (depth {depths[-1]}) | {diffs['fraction_folded'][0]:+.3f} "
                 f"[{diffs['fraction_folded'][1]:+.3f}, {diffs['fraction_folded'][2]:+.3f}] |")
         summary["families"][fam] = fs
+    audit_lines = ["## What bisection missed\n", ("The certified walk of the first pairs of every network walked with "
+                                                  "bisection (over the seeds: paths audited, share of them where the "
+                                                  "certified walk found more regions, share where χ differs, the "
+                                                  "largest |Δχ|, share of certified walks complete).\n"),
+                   "| family | depth | paths | more regions | χ differs | max abs(Δχ) | certified complete |",
+                   "|---|---|---|---|---|---|---|"]
+    summary["audit"] = {}
+    for fam in fams:
+        for d in sorted({r["settings"]["depth"] for r in runs if r["settings"]["family"] == fam}):
+            au = [r["audit"] for r in runs if r["settings"]["family"] == fam and r["settings"]["depth"] == d
+                  and r.get("audit")]
+            if not au:
+                continue
+            n = sum(a["n_paths"] for a in au)
+            row = {"n_paths": n, **{k: sum(a[k] * a["n_paths"] for a in au) / n for k in
+                                    ("share_more_regions", "share_chi_differs", "share_certified_complete")},
+                   "max_abs_chi_difference": max(a["max_abs_chi_difference"] for a in au)}
+            summary["audit"][f"{fam}_d{d}"] = row
+            audit_lines.append(f"| {LABEL[fam]} | {d} | {n} | {row['share_more_regions']:.2f} | "
+                               f"{row['share_chi_differs']:.2f} | {row['max_abs_chi_difference']:.3f} | "
+                               f"{row['share_certified_complete']:.2f} |")
     text = "\n".join(lines) + "\n\n" + "\n".join(trend_lines) + "\n\n" + "\n".join(layer_lines) + "\n"
+    if summary["audit"]:
+        text += "\n" + "\n".join(audit_lines) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "tables.md") as fh:
         fh.write(text)
