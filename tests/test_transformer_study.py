@@ -89,6 +89,10 @@ def test_quick_run(tmp_path):
         assert r["phi"] == pytest.approx(float(np.median(nz)) if nz.size else 0.0, abs=1e-6)
         complete = r["settings"]["method"] != "bisect"
         assert r["share_complete"] == (1.0 if complete else 0.0)
+        if r["settings"]["family"] == "swiglu":  # bisection, audited by the certified walk on the first pairs
+            assert r["audit"]["n_paths"] == 3 and 0.0 <= r["audit"]["share_more_regions"] <= 1.0
+        else:
+            assert r["audit"] is None
         if r["settings"]["family"] == "relu":  # the exact walk again, from the checkpoint, on the same pairs
             model = st.build("relu", r["settings"]["depth"], 0)
             blob = torch.load(out / "models" / f"{r['name']}.pt", weights_only=True)
