@@ -83,7 +83,7 @@ def report(out: Path, runs: list[dict], args=None, figures: Path | None = None) 
         default = (ROOT / "experiments" / "results" / "transformer-folding").resolve()
         figures = ROOT / "docs" / "transformer-folding" if out.resolve() == default else out / "figures"
     figures = Path(figures)
-    planned = None
+    planned = len(FAMILIES) * 6 * 3  # the study's default plan
     if args is not None and hasattr(args, "families"):
         planned = len(args.families) * len(args.depths) * len(args.seeds)
     fams = [f for f in FAMILIES if any(r["settings"]["family"] == f for r in runs)]
