@@ -18,10 +18,10 @@ one, field by field:
 The exit status is 0 when every compared run agrees, 1 when any differs (each difference is
 printed with its path in the JSON), 2 on bad arguments.
 
-``--quick`` took 687 s (11.5 minutes) for eight studies on a 2-core machine shared with other
-jobs, one torch thread per run; all eight agreed with their records. The two added since, alone on
-the same (loaded) machine: fixed-width-depth 201 s, regularizer-scale 95 s, both the same as
-recorded.
+``--quick`` took 687 s (11.5 minutes) for the eight studies it held then, on a 2-core machine shared
+with other jobs, one torch thread per run; all eight agreed with their records. Checked alone since,
+on the same (loaded) machine: fixed-width-depth 201 s and regularizer-scale 95 s, both the same as
+recorded; transformer-folding (one 1x32 MLP trained 3 epochs and 1,000 exact walks) 120 s, the same.
 
 The regulariser-at-scale records of 1,000 training images with λ > 0 were trained by code older
 than commit e133b22 (its folding loss placed the sample points as (1 − t)·x1 + t·x2, today's by
@@ -260,6 +260,12 @@ def _regularizer_scale(tmp: Path, data_dir: str) -> dict[str, Path]:
     return {f"regularizer-scale/runs/{cfg['name']}.json": tmp / "runs" / f"{cfg['name']}.json"}
 
 
+def _transformer(tmp: Path, data_dir: str) -> dict[str, Path]:
+    _script("transformer_folding_study").main(["--data-dir", data_dir, "--out", str(tmp), "--families", "relu",
+                                               "--depths", "1", "--seeds", "0"])
+    return {"transformer-folding/runs/relu_d1_s0.json": tmp / "runs" / "relu_d1_s0.json"}
+
+
 STUDIES = {s.name: s for s in (
     Study("symmetry", _symmetry, "the four plane conditions, seed 0"),
     Study("width-depth", _width_depth, "2x10, seed 0"),
@@ -272,6 +278,7 @@ STUDIES = {s.name: s for s in (
     Study("regularizer-scale", _regularizer_scale, "3x20, 5,000 training images, λ = 0.03, seed 0 (100 epochs)"),
     Study("cnn-mnist", _cnn_mlp, "the 3x20 MLP of seed 0 on the study's 10,000 pairs"),
     Study("adversarial", _adversarial, "3x20 seed 0: attack success and the exact interaction at ε = 0.05"),
+    Study("transformer-folding", _transformer, "the 1x32 ReLU MLP of seed 0 on the study's 1,000 pairs"),
 )}
 
 
