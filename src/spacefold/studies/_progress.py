@@ -23,10 +23,12 @@ class StudyBars:
         except ImportError:  # tqdm is an optional dependency
             return
         self.tqdm = tqdm
+        # two bars on two lines need cursor movements, which a log file would keep as escape codes
+        tty = sys.stderr.isatty()
         if n_epochs:
-            self.train = tqdm(total=n_epochs, desc="training", unit="epoch", position=0)
+            self.train = tqdm(total=n_epochs, desc="training", unit="epoch", position=0 if tty else None)
         if n_paths:
-            self.measure = tqdm(total=n_paths, desc="measuring", unit="path", unit_scale=True, position=1)
+            self.measure = tqdm(total=n_paths, desc="measuring", unit="path", position=1 if tty else None)
 
     def epoch(self, model, epoch: int, epochs: int) -> None:
         """``on_epoch_end`` of the training: one epoch more (records nothing)."""
