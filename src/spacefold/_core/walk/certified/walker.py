@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ....errors import InputError
 from ...patterns import LayerSelector, PatternRecorder, no_fastpath, run_model
-from .. import WalkBatch, memory_budget, segment_points
+from .. import WalkBatch, check_certified_tol, memory_budget, segment_points
 from ..bisect import walks_from_samples
 from . import interval as iv
 from .graph import CertifiedProgram, CertifiedUnsupportedError
@@ -73,6 +73,7 @@ class CertifiedWalker:
 
     def __init__(self, model: nn.Module, layers: LayerSelector = None, *, tol: float = 1e-6, tie_tol: float = 0.0,
                  budget: int | None = None, chunk: int = CHUNK, points: int = POINTS):
+        check_certified_tol(tol)
         self.program = CertifiedProgram(model, layers)
         self.model64 = self.program.model
         self.recorder = PatternRecorder(self.model64, layers)
@@ -219,12 +220,15 @@ class CertifiedWalker:
         n_samples = path.numel()
         tol = self.tol
         while ia.numel():
+            mid = 0.5 * (all_t[ia] + all_t[ib])
+            # a bracket whose midpoint rounds onto one of its ends cannot be narrowed further
+            # (it is as narrow as float64 allows): it is located, whatever tol asks
             need = (all_pat[ia] != all_pat[ib]).any(-1) & ((all_t[ib] - all_t[ia]) > tol)
-            ia, ib = ia[need], ib[need]
+            need &= (mid > all_t[ia]) & (mid < all_t[ib])
+            ia, ib, mid = ia[need], ib[need], mid[need]
             if ia.numel() == 0:
                 break
             p = all_path[ia]
-            mid = 0.5 * (all_t[ia] + all_t[ib])
             new_pat = self.patterns(x1, x2, p, mid)
             new_idx = torch.arange(n_samples, n_samples + ia.numel(), device=device)
             n_samples += ia.numel()
