@@ -171,8 +171,9 @@ def folding_pairs(
             (smooth and piecewise-smooth networks, every bit change proved); docs/method.md, "Walk methods".
         steps (int): for ``"uniform"``: ``steps + 1`` equispaced points on the segment.
         tol (float | None): for ``"bisect"``: transitions are located within ``tol`` in t (default 1e-6);
-            for ``"exact"``: crossings closer than ``tol`` in t count as simultaneous (default 1e-9, or
-            1e-6 when ``tie_tol > 0``). ``None`` picks the method's default.
+            for ``"certified"`` likewise, with 0 < ``tol`` < 1 (default 1e-6); for ``"exact"``: crossings
+            closer than ``tol`` in t count as simultaneous (default 1e-9, or 1e-6 when ``tie_tol > 0``).
+            ``None`` picks the method's default.
         tie_tol (float): a neuron is on where its pre-activation exceeds ``tie_tol`` (>= 0).
         layers (str | type | list | None): which activations give bits (a module name, a call site
             ``"<module>:<function>"``, an activation type, or a list of them); ``None``: all.
@@ -262,8 +263,9 @@ def folding_batch(
             (smooth and piecewise-smooth networks, every bit change proved); docs/method.md, "Walk methods".
         steps (int): for ``"uniform"``: ``steps + 1`` equispaced points on the segment.
         tol (float | None): for ``"bisect"``: transitions are located within ``tol`` in t (default 1e-6);
-            for ``"exact"``: crossings closer than ``tol`` in t count as simultaneous (default 1e-9, or
-            1e-6 when ``tie_tol > 0``). ``None`` picks the method's default.
+            for ``"certified"`` likewise, with 0 < ``tol`` < 1 (default 1e-6); for ``"exact"``: crossings
+            closer than ``tol`` in t count as simultaneous (default 1e-9, or 1e-6 when ``tie_tol > 0``).
+            ``None`` picks the method's default.
         tie_tol (float): a neuron is on where its pre-activation exceeds ``tie_tol`` (>= 0).
         layers (str | type | list | None): which activations give bits (a module name, a call site
             ``"<module>:<function>"``, an activation type, or a list of them); ``None``: all.
@@ -338,8 +340,9 @@ def walk(
             (smooth and piecewise-smooth networks, every bit change proved); docs/method.md, "Walk methods".
         steps (int): for ``"uniform"``: ``steps + 1`` equispaced points on the segment.
         tol (float | None): for ``"bisect"``: transitions are located within ``tol`` in t (default 1e-6);
-            for ``"exact"``: crossings closer than ``tol`` in t count as simultaneous (default 1e-9, or
-            1e-6 when ``tie_tol > 0``). ``None`` picks the method's default.
+            for ``"certified"`` likewise, with 0 < ``tol`` < 1 (default 1e-6); for ``"exact"``: crossings
+            closer than ``tol`` in t count as simultaneous (default 1e-9, or 1e-6 when ``tie_tol > 0``).
+            ``None`` picks the method's default.
         tie_tol (float): a neuron is on where its pre-activation exceeds ``tie_tol`` (>= 0).
         layers (str | type | list | None): which activations give bits (a module name, a call site
             ``"<module>:<function>"``, an activation type, or a list of them); ``None``: all.
@@ -407,8 +410,9 @@ def folding(
             (smooth and piecewise-smooth networks, every bit change proved); docs/method.md, "Walk methods".
         steps (int): for ``"uniform"``: ``steps + 1`` equispaced points on the segment.
         tol (float | None): for ``"bisect"``: transitions are located within ``tol`` in t (default 1e-6);
-            for ``"exact"``: crossings closer than ``tol`` in t count as simultaneous (default 1e-9, or
-            1e-6 when ``tie_tol > 0``). ``None`` picks the method's default.
+            for ``"certified"`` likewise, with 0 < ``tol`` < 1 (default 1e-6); for ``"exact"``: crossings
+            closer than ``tol`` in t count as simultaneous (default 1e-9, or 1e-6 when ``tie_tol > 0``).
+            ``None`` picks the method's default.
         tie_tol (float): a neuron is on where its pre-activation exceeds ``tie_tol`` (>= 0).
         layers (str | type | list | None): which activations give bits (a module name, a call site
             ``"<module>:<function>"``, an activation type, or a list of them); ``None``: all.

@@ -26,7 +26,7 @@ from .patterns import (
     LayerSelector, PatternLayout, PatternRecorder, check_model, check_nonnegative, eval_mode, find_activations,
     model_device_dtype
 )
-from .walk import METHODS, Walk, WalkBatch, memory_budget, points_per_pass, resolve_tol
+from .walk import METHODS, Walk, WalkBatch, check_certified_tol, memory_budget, points_per_pass, resolve_tol
 from .walk import _kernels
 from .walk.bisect import NONCONVEX_N0, STOP_RULES, bisect_walks, default_n0
 from .walk.uniform import uniform_walks
@@ -199,6 +199,8 @@ class WalkOptions:
             raise InputError(f"dtype must be a floating torch dtype such as torch.float64, got {dtype!r}")
         tie_tol = check_nonnegative(tie_tol, "tie_tol")
         tol = check_nonnegative(resolve_tol(method, tol, tie_tol), "tol")
+        if method == "certified":
+            tol = check_certified_tol(tol)
         return WalkOptions(method, steps, tol, tie_tol, layers, n0, stop, batch_size, dtype)
 
 

@@ -37,7 +37,7 @@ from ..._util import check_size
 from ...errors import InputError
 
 __all__ = ["Walk", "WalkBatch", "METHODS", "METHOD_TOL", "resolve_tol", "run_starts", "memory_budget",
-           "DEFAULT_MEMORY", "points_per_pass"]
+           "DEFAULT_MEMORY", "points_per_pass", "check_certified_tol"]
 
 METHODS = ("exact", "bisect", "uniform", "certified")
 
@@ -57,6 +57,16 @@ def resolve_tol(method: str, tol: float | None, tie_tol: float) -> float:
     if method == "exact" and tie_tol > 0:
         return EXACT_TOL_WITH_TIES
     return METHOD_TOL[method]
+
+
+def check_certified_tol(tol: float) -> float:
+    """``tol`` of the certified walk: a number in (0, 1), the width in t within which it locates
+    every crossing (0 would ask for exact positions, which bisection never reaches; 1 or more for
+    nothing, which a complete walk cannot be)."""
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0.0 < float(tol) < 1.0:
+        raise InputError(f"tol must be a number in (0, 1) for method='certified' (the width in t within which it "
+                         f"locates each crossing; the other methods take any finite tol >= 0), got {tol!r}")
+    return float(tol)
 
 
 DEFAULT_MEMORY = 1 << 30  # bytes of walks in flight, all worker processes together (SPACEFOLD_MEMORY overrides)

@@ -16,9 +16,10 @@ at two points of it prove the pattern constant between them: the patterns at the
 the accepted intervals are computed (the model itself, in float64, under the activation hooks,
 so that the bits are those of ``spacefold.activation_patterns``), and where two consecutive
 ones differ the midpoint is inserted until every transition is located within ``tol``. The
-conventions at the ends and for isolated boundary points are those of ``bisect`` (a region is
-entered at the first sample in it; a sample that differs from both neighbours, each within
-``tol``, lies on a boundary and is dropped), so the walks compare with ``exact``'s within ``tol``.
+conventions for isolated boundary points are those of ``bisect`` (a region is entered at the
+first sample in it; a sample that differs from both neighbours, each within ``tol``, lies on a
+boundary and is dropped), so the walks compare with ``exact``'s within ``tol``; at the ends they
+are ``exact``'s: a change located within ``tol`` of t = 0 or t = 1 is a change there.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from torch import Tensor, nn
 
 from ....errors import InputError
 from ...patterns import LayerSelector, PatternRecorder, no_fastpath, run_model
-from .. import WalkBatch, memory_budget, segment_points
+from .. import WalkBatch, check_certified_tol, memory_budget, segment_points
 from ..bisect import walks_from_samples
 from . import interval as iv
 from .graph import CertifiedProgram, CertifiedUnsupportedError
@@ -73,6 +74,7 @@ class CertifiedWalker:
 
     def __init__(self, model: nn.Module, layers: LayerSelector = None, *, tol: float = 1e-6, tie_tol: float = 0.0,
                  budget: int | None = None, chunk: int = CHUNK, points: int = POINTS):
+        check_certified_tol(tol)
         self.program = CertifiedProgram(model, layers)
         self.model64 = self.program.model
         self.recorder = PatternRecorder(self.model64, layers)
@@ -219,12 +221,15 @@ class CertifiedWalker:
         n_samples = path.numel()
         tol = self.tol
         while ia.numel():
+            mid = 0.5 * (all_t[ia] + all_t[ib])
+            # a bracket whose midpoint rounds onto one of its ends cannot be narrowed further
+            # (it is as narrow as float64 allows): it is located, whatever tol asks
             need = (all_pat[ia] != all_pat[ib]).any(-1) & ((all_t[ib] - all_t[ia]) > tol)
-            ia, ib = ia[need], ib[need]
+            need &= (mid > all_t[ia]) & (mid < all_t[ib])
+            ia, ib, mid = ia[need], ib[need], mid[need]
             if ia.numel() == 0:
                 break
             p = all_path[ia]
-            mid = 0.5 * (all_t[ia] + all_t[ib])
             new_pat = self.patterns(x1, x2, p, mid)
             new_idx = torch.arange(n_samples, n_samples + ia.numel(), device=device)
             n_samples += ia.numel()
@@ -232,7 +237,20 @@ class CertifiedWalker:
             all_t = torch.cat([all_t, mid])
             all_pat = torch.cat([all_pat, new_pat])
             ia, ib = torch.cat([ia, new_idx]), torch.cat([new_idx, ib])
-        return walks_from_samples(all_path, all_t, all_pat, n, tol, "certified")
+        return _snap_ends(walks_from_samples(all_path, all_t, all_pat, n, tol, "certified"), tol)
+
+
+def _snap_ends(wb: WalkBatch, tol: float) -> WalkBatch:
+    """The end-point convention of the exact walk: a change of pattern located within ``tol`` of
+    t = 0 (or t = 1) is a change at t = 0 (or t = 1), which enters a region of zero length there
+    (a segment that starts or ends on a boundary). Bisection enters the region at the right end
+    of its bracket, up to ``tol`` after t = 0; that region is entered at t = 0 instead."""
+    t = wb.t.clone()
+    later = torch.ones_like(t, dtype=torch.bool)
+    later[wb.offsets[:-1][wb.offsets[:-1] < t.numel()]] = False  # every walk's first region stays at t = 0
+    t[later & (t <= tol) & (t <= 0.5)] = 0.0
+    t[later & (t >= 1.0 - tol) & (t > 0.5)] = 1.0
+    return dataclasses.replace(wb, t=t)
 
 
 def certified_walks(model: nn.Module, x1: Tensor, x2: Tensor, *, layers: LayerSelector = None, tol: float = 1e-6,
