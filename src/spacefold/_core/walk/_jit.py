@@ -287,7 +287,8 @@ def split_act(z, t, nxt, prv, B, tol, levels, thr, seg_slope, seg_off, act, rtol
             n = c_n[c]
             sl = c_slot[k]
             if bits and c_lv[c] == thr:
-                if z[r, n] > levels[thr]:  # positive before the crossing: 0 from its breakpoint on
+                # the sign before the snap (a crossing merged into row r has its level there now)
+                if bit_at(pos0, r, n):  # positive before the crossing: 0 from its breakpoint on
                     for g in range(g0 + max(sl, 1) - 1, g1):
                         clear_bit(pos, V + g, n)
                 else:  # positive after it: 0 up to its breakpoint
