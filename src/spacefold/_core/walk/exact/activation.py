@@ -34,7 +34,8 @@ def _split_activation(prog, env, state: _State, node_in: fx.Node, step: _Step, s
             g_piece = torch.from_numpy(split.g_piece)
             _interpolate_env(prog, env, state, (g_piece, torch.from_numpy(split.g_s)), nxt_old)
             if zmag is not None:
-                _err_split(state, zmag, g_piece, nxt_old, z.dtype, float(np.abs(act_form.levels).max(initial=0.0)))
+                _err_split(state, _row_mag(step.module(z[:nxt_old.numel()])), g_piece, nxt_old, z.dtype,
+                           float(np.abs(act_form.levels).max(initial=0.0)), zmag, z.shape[1])
         _snap(env[node_in], *map(torch.from_numpy, split.snap))
         return split.rec
     _check_finite(z, step.node)
@@ -42,7 +43,8 @@ def _split_activation(prog, env, state: _State, node_in: fx.Node, step: _Step, s
     if cut.plan is not None:
         _interpolate_env(prog, env, state, cut.plan, cut.nxt_old)
         if zmag is not None:
-            _err_split(state, zmag, cut.plan[0], cut.nxt_old, z.dtype, max(map(abs, cut.levels), default=0.0))
+            _err_split(state, _row_mag(step.module(z)), cut.plan[0], cut.nxt_old, z.dtype,
+                       max(map(abs, cut.levels), default=0.0), zmag, z.shape[1])
     if cut.rows is not None:
         _snap(env[node_in], *_snap_list(state, cut, z))
     if cut.thr is None:

@@ -34,6 +34,11 @@ def _rows_at(z: Tensor, g_piece: Tensor, g_next: Tensor, s_: Tensor, rows: Tenso
     return torch.lerp(z.index_select(0, g_piece), z.index_select(0, g_next), s_)
 
 
+def _act_out(module: nn.Module, z: Tensor) -> Tensor:
+    """The activation of ``z`` (a new tensor)."""
+    return module(z)
+
+
 def _linear(lin: nn.Linear, x: Tensor, out: Tensor) -> None:
     """``lin(x)`` written into ``out``."""
     if lin.bias is not None:
@@ -55,7 +60,7 @@ def _zero_round_off(lin: nn.Linear, out: Tensor, x: Tensor, state: _State, ab: t
     neighbouring row of the same path. The bound of an output o at row r is that of one layer,
     ``_cancel_rtol·(Σ|w_o|·|x(r)| + |b_o|)`` (at a row the split added, with the outputs at its
     piece's ends, from which it was interpolated), plus the error its input carries from earlier
-    layers, splits and snaps, ``‖w_o‖₁·err(r)`` (``state.err``; where that is not tracked, three more
+    layers, splits and snaps, ``‖w_o‖₂·err(r)`` (``state.err``; where that is not tracked, three more
     times the round-off of one layer).
 
     The inputs at breakpoints carry the round-off of their interpolation (a Hardtanh's
@@ -73,6 +78,7 @@ def _zero_round_off(lin: nn.Linear, out: Tensor, x: Tensor, state: _State, ab: t
     w = lin.weight.detach()
     wabs = w.abs()
     wsum = wabs.double().sum(1).cpu()
+    wnorm = torch.linalg.vector_norm(w.double(), dim=1).cpu()
     babs = (torch.zeros(lin.out_features, dtype=torch.float64) if lin.bias is None else
             lin.bias.detach().double().abs().cpu())
     rtol = _cancel_rtol(out.dtype)
@@ -86,11 +92,11 @@ def _zero_round_off(lin: nn.Linear, out: Tensor, x: Tensor, state: _State, ab: t
             state.err = err = None
     if err is not None:
         _err_linear(state, lin, xmag, out.dtype)  # the bound after the Linear, from the one before it
-    xinf = float(xmag.max()) if xmag.numel() else 0.0
-    # the largest bound any output can have: at a row the split added, Σ|w||x| <= 2‖w‖₁·max|x| and
-    # |out(a)| + |out(b)| <= 2(‖w‖₁·max|x| + |b|) (and their round-off, covered by the margin)
+    xn = float(xmag.max()) if xmag.numel() else 0.0
+    # the largest bound any output can have: at a row the split added, Σ|w||x| <= 2‖w‖₂·max‖x‖₂ and
+    # |out(a)| + |out(b)| <= 2(‖w‖₂·max‖x‖₂ + |b|) (and their round-off, covered by the margin)
     emax = 0.0 if err is None else float(err.max())
-    thr = ((wsum * (4 * xinf) + 3 * babs).mul_(rtol) + wsum * emax).mul_(1.01)
+    thr = ((wnorm * (4 * xn) + 3 * babs).mul_(rtol) + wnorm * emax).mul_(1.01)
     if err is None:
         thr.mul_(4)
     thr = thr.to(out.device)
@@ -133,7 +139,7 @@ def _zero_round_off(lin: nn.Linear, out: Tensor, x: Tensor, state: _State, ab: t
     if err is None:
         bound.mul_(4)  # the inputs carry the round-off of earlier layers too
     else:  # the error the inputs carry
-        bound += torch.outer(err.index_select(0, rows), wsum.to(out.device))
+        bound += torch.outer(err.index_select(0, rows), wnorm.to(out.device))
     at = torch.full((out.shape[0],), -1, dtype=torch.int64, device=out.device)
     at[rows] = torch.arange(rows.numel(), device=out.device)
 
@@ -191,7 +197,8 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
     cut = _cut(z, state, step, settings)
     levels, pos, pieces, neurons, plan, nxt_old = cut.levels, cut.pos, cut.pieces, cut.neurons, cut.plan, cut.nxt_old
     if plan is not None and zmag is not None:
-        _err_split(state, zmag, plan[0], nxt_old, z.dtype, max(map(abs, levels), default=0.0))
+        _err_split(state, _row_mag(_act_out(step.module, z)), plan[0], nxt_old, z.dtype,
+                   max(map(abs, levels), default=0.0), zmag, F_)
     snap = None
     if cut.rows is not None:  # crossing neurons are at their level at their breakpoints
         snap = _snap_list(state, cut, z)
@@ -355,8 +362,9 @@ def _act_linear_compiled(state: _State, step: _Step, z: Tensor, lin: nn.Linear |
     nxt_old = state.nxt
     split = _compiled_split(state, step, z, act_form, tol, lin is not None)
     g_piece = torch.from_numpy(split.g_piece)
-    if zmag is not None and g_piece.numel():
-        _err_split(state, zmag, g_piece, nxt_old, z.dtype, float(np.abs(act_form.levels).max(initial=0.0)))
+    if zmag is not None and g_piece.numel():  # z holds the activation now (or its input, without lin)
+        _err_split(state, _row_mag(z) if lin is not None else zmag, g_piece, nxt_old, z.dtype,
+                   float(np.abs(act_form.levels).max(initial=0.0)), zmag, z.shape[1])
     if lin is None:
         return split.rec, None
     out = torch.empty(state.n_rows, lin.out_features, dtype=z.dtype)

@@ -18,7 +18,7 @@ from .assemble import _BitRecord
 from .fused import _act_linear, _zero_round_off
 from .maxpool import _split_maxpool
 from .program import ExactProgram, _Step
-from .roundoff import _err_affine, _err_start
+from .roundoff import _err_affine, _err_pool, _err_start
 from .settings import WalkSettings
 from .state import _State
 
@@ -102,6 +102,7 @@ def _maxpool(walk: _Walk, step: _Step) -> None:
     """Max pooling: split until every window's arg-max is constant on every piece, then pool (the
     split gives the output, from the arg-max it found)."""
     walk.env[step.node] = _split_maxpool(walk.prog, walk.env, walk.state, step, walk.settings)
+    _err_pool(walk.state, step.module)
 
 
 # kind of step -> its handler; "output" ends the walk

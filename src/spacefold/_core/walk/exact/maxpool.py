@@ -99,8 +99,8 @@ def _split_maxpool(prog, env, state: _State, step: _Step, settings: WalkSettings
         if plan is None:
             break
         _interpolate_env(prog, env, state, plan, nxt_old)
-        if xmag is not None:  # the snap below moves an input by up to 4 margins of the inputs' magnitude
-            _err_split(state, xmag, plan[0], nxt_old, x.dtype, snap_rtol=2 * _POOL_RTOL)
+        if xmag is not None:
+            _err_split(state, xmag, plan[0], nxt_old, x.dtype)
         # at its crossing the two inputs are equal: exactly, not up to the interpolation's round-off
         # (which a later layer taking their difference would read as a nonzero value)
         new = (ok & (rows >= V)).nonzero().squeeze(1)

@@ -7,13 +7,16 @@ it carry it on, scaled by their weights. :attr:`_State.err` holds, per row, a bo
 the values of the network's (one) live tensor, in the max norm, in float64:
 
 - at the start of the walk, the round-off of the values given there (``_err_start``);
-- a split adds rows whose error is the larger of their piece's ends' plus the round-off of the
-  interpolation and of the snap to a level, relative to the magnitudes of the split values at the
-  ends and to the position of the row in float64 t (``_err_split``);
-- an activation (1-Lipschitz: ReLU, LeakyReLU, Hardtanh, ReLU6) and a max pooling keep it;
-- an ``nn.Linear`` with weight W and bias b maps it to ``‖W‖∞·(err + c·u·|x|∞) + c·u·|b|∞`` (its
-  own round-off relative to its terms), an average pooling and a reshape keep it plus their own
+- a split adds rows whose error is that of their piece's ends plus the round-off of the
+  interpolation, relative to the magnitudes at the ends, and of the row's place in float64 t
+  (``_err_split``);
+- an activation (1-Lipschitz: ReLU, LeakyReLU, Hardtanh, ReLU6) keeps it, a pooling stretches it by
+  at most the square root of the number of windows an input is in (``_stretch``);
+- an ``nn.Linear`` with weight W and bias b maps it to ``‖W‖₂·err + c·(‖W‖_F·‖x‖₂ + ‖b‖₂)`` (its
+  own round-off relative to its terms, ``c = _cancel_rtol``); a reshape keeps it plus its own
   round-off (``_err_linear``, ``_err_affine``).
+
+An output o of a Linear is then off by at most ``‖W_o‖₂·err`` (Cauchy-Schwarz) plus its own round-off.
 
 Where the walk holds several input-dependent tensors (branches) or meets another affine step,
 the bound is dropped (``None``): the zero rule then falls back to the round-off of one layer.
@@ -36,28 +39,57 @@ _NONEXPANSIVE_OPS = {"flatten", "unflatten", "reshape", "view", "contiguous", "s
 
 
 def _row_mag(x: Tensor) -> Tensor:
-    """The largest magnitude of every row of ``x`` (one row per breakpoint), in float64."""
+    """The Euclidean norm of every row of ``x`` (one row per breakpoint), in float64."""
     x = x.reshape(x.shape[0], -1)
     if x.shape[1] == 0:
         return torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
-    return x.abs().amax(1).double()
+    return torch.linalg.vector_norm(x, dim=1, dtype=torch.float64)
+
+
+_NORMS: dict = {}
+
+
+def _norms(lin: nn.Linear) -> tuple[float, float, float]:
+    """``(‖W‖₂, ‖W‖_F, ‖b‖₂)`` of an ``nn.Linear`` (the spectral norm: the most it stretches an error
+    vector), kept while its parameters are unchanged."""
+    w, b = lin.weight, lin.bias
+    key = (id(lin), w.data_ptr(), w._version, None if b is None else (b.data_ptr(), b._version))
+    got = _NORMS.get(key)
+    if got is None:
+        wd = w.detach().double().cpu()
+        spec = float(torch.linalg.matrix_norm(wd, 2)) if wd.numel() else 0.0
+        got = (spec, float(torch.linalg.matrix_norm(wd)), 0.0 if b is None else float(torch.linalg.vector_norm(
+            b.detach().double())))
+        if len(_NORMS) > 256:
+            _NORMS.clear()
+        _NORMS[key] = got
+    return got
 
 
 def _err_start(state: _State, values: list) -> None:
     """Start the bound where the walk starts: the values given there carry the round-off of the
     affine layers that computed them (a few units of it, relative to their magnitude)."""
     state.err = None
+    if values and isinstance(values[0], Tensor) and values[0].dtype != torch.float64:
+        return  # float64 only: in float32 the bound is loose enough to take genuine values for 0 in wide layers
     if len(values) == 1 and isinstance(values[0], Tensor) and values[0].dim() and values[0].shape[0] == state.n_rows:
         x = values[0]
-        state.err = _row_mag(x).mul_(4 * _cancel_rtol(x.dtype))
+        state.err = _row_mag(x).mul_(_cancel_rtol(x.dtype))
 
 
 def _err_split(state: _State, mag: Tensor, g_piece: Tensor, nxt_old: Tensor, dtype: torch.dtype, level: float = 0.0,
-               snap_rtol: float = 16.0) -> None:
-    """Extend the bound to the rows a split added (after those of ``mag``, the max norm of the split values
-    at the rows before it): the rows are new breakpoint g inside the piece from row ``g_piece[g]`` to its
-    next row ``nxt_old[g_piece[g]]``. ``level``: the largest magnitude of a level the split snaps to;
-    ``snap_rtol``: the snap's tolerance in units of the dtype's eps."""
+               zmag: Tensor | None = None, n: int = 1) -> None:
+    """Extend the bound to the rows a split added, after the rows before it: new row g lies inside the piece
+    from row ``g_piece[g]`` to its next row ``nxt_old[g_piece[g]]``. ``mag``: per row before the split, the
+    Euclidean norm of the values the layer after reads (the activation's output; the split values for a
+    pooling), interpolated in ``dtype`` at the new rows; ``zmag``: that of the split values (``mag`` when
+    not given); ``level``: the largest magnitude of a level the split sets a crossing neuron to.
+
+    A crossing neuron set to its level at its row is off from its value at the row's t by the error of
+    the crossing's place: the errors of the ends' values (``err(a) + err(b)``) and the rounding of the
+    row's t in float64, relative to the piece's length; the other neurons by the interpolation's
+    round-off. The running sums of the compiled Linear at the new rows (in float64) add that of the
+    crossing neurons' terms, relative to the split values."""
     err = state.err
     if err is None:
         return
@@ -67,29 +99,28 @@ def _err_split(state: _State, mag: Tensor, g_piece: Tensor, nxt_old: Tensor, dty
         return
     if state.n_rows == V:
         return
+    zmag = mag if zmag is None else zmag
     a = g_piece.to(torch.int64)
     b = nxt_old.index_select(0, a)
     ta, tb = state.t.index_select(0, a), state.t.index_select(0, b)
-    # the row's t is rounded (float64): its place in the piece is off by that relative to the piece's length
     dt = (4 * _EPS64) * torch.maximum(torch.maximum(ta.abs(), tb.abs()), torch.ones_like(ta)) / (tb - ta).clamp_min(1e-300)
-    rel = dt + (snap_rtol + 4) * torch.finfo(dtype).eps
-    new = torch.maximum(err.index_select(0, a), err.index_select(0, b))
-    new += rel * (mag.index_select(0, a) + mag.index_select(0, b) + 2 * abs(level))
+    new = err.index_select(0, a) + err.index_select(0, b)
+    new += (4 * torch.finfo(dtype).eps) * (mag.index_select(0, a) + mag.index_select(0, b))
+    new += (dt + 16 * _EPS64) * (zmag.index_select(0, a) + zmag.index_select(0, b) + 2 * abs(level) * n ** 0.5)
     state.err = torch.cat([err, new])
 
 
 def _err_linear(state: _State, lin: nn.Linear, xmag: Tensor, dtype: torch.dtype) -> None:
-    """The bound after an ``nn.Linear`` whose input has the max norm ``xmag`` at every row."""
+    """The bound after an ``nn.Linear`` whose input has the Euclidean norm ``xmag`` at every row."""
     if state.err is None:
         return
     if state.err.numel() != xmag.numel():
         state.err = None
         return
-    w = lin.weight.detach()
-    wmax = float(w.abs().sum(1).max()) if w.numel() else 0.0
-    bmax = 0.0 if lin.bias is None or lin.bias.numel() == 0 else float(lin.bias.detach().abs().max())
-    rt = 4 * _cancel_rtol(dtype)
-    state.err = (state.err + rt * xmag).mul_(wmax).add_(rt * bmax)
+    spec, frob, bnorm = _norms(lin)
+    rt = _cancel_rtol(dtype)
+    # ‖W e + r‖₂ <= ‖W‖₂‖e‖₂ + ‖r‖₂, the round-off r of every output at most rt·(|W||x| + |b|)
+    state.err = (state.err * spec).add_(xmag * (rt * frob)).add_(rt * bnorm)
 
 
 def _err_affine(state: _State, module, target, x: Tensor | None, n_dynamic: int) -> None:
@@ -102,4 +133,29 @@ def _err_affine(state: _State, module, target, x: Tensor | None, n_dynamic: int)
     if n_dynamic != 1 or x is None or not keeps or x.dim() == 0 or x.shape[0] != state.err.numel():
         state.err = None
         return
-    state.err = state.err + _row_mag(x).mul_(4 * _cancel_rtol(x.dtype))
+    state.err = state.err * _stretch(module) + _row_mag(x).mul_(_cancel_rtol(x.dtype))
+
+
+def _stretch(module) -> float:
+    """A bound of how much a pooling (max or average) stretches the Euclidean norm of an error: an output
+    moves by at most the norm of its window's errors (a maximum by at most the largest, an average by at
+    most their mean), and an input is in at most as many windows as a window has inputs (2 per
+    dimension for the adaptive ones): the square root of that."""
+    if module is None or isinstance(module, (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout)):
+        return 1.0
+    name = type(module).__name__
+    d = int(name[-2]) if name[-2:-1].isdigit() else 3
+    if name.startswith("Adaptive"):
+        return float(2 ** d) ** 0.5
+    k = module.kernel_size
+    k = (k,) * d if isinstance(k, int) else tuple(k)
+    n = 1
+    for v in k:
+        n *= int(v)
+    return float(n) ** 0.5
+
+
+def _err_pool(state: _State, module) -> None:
+    """The bound after a max pooling (see :func:`_stretch`)."""
+    if state.err is not None:
+        state.err = state.err * _stretch(module)
