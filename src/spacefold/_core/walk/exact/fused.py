@@ -151,6 +151,30 @@ def _zero_round_off(lin: nn.Linear, out: Tensor, x: Tensor, state: _State, ab: t
     out[r[keep], o[keep]] = 0.0
 
 
+def _zero_pooled_round_off(pool: nn.Module, out: Tensor, x: Tensor, state: _State) -> None:
+    """Set to 0 the outputs of an average pooling ``pool`` (``out``, of its input ``x``; one row per breakpoint)
+    that are 0 on a piece up to round-off: within ``4·_cancel_rtol`` of the pooling of ``|x|`` (and the
+    bound of the round-off ``x`` carries, where tracked) at a row and at a neighbouring row of the same
+    path, or at an end row of its path. Two inputs that cancel in a window (a Hardtanh at -0.5 against
+    one at 0.5 interpolated) leave ±1e-17 there, with no magnitude of its own for the Linear after it to
+    compare with. See :func:`_zero_round_off`."""
+    flat = out.reshape(out.shape[0], -1)
+    if flat.numel() == 0:
+        return
+    bound = pool(x.abs()).reshape(flat.shape).double().mul_(4 * _cancel_rtol(out.dtype))
+    if state.err is not None and state.err.numel() == flat.shape[0]:
+        bound += state.err.unsqueeze(1).to(bound.device)
+    small = flat.double().abs() <= bound
+    if not bool(small.any()):
+        return
+    nxt, prv = state.nxt.to(out.device), state.prv.to(out.device)
+    ar = torch.arange(flat.shape[0], device=out.device).unsqueeze(1)
+    near = ((small.index_select(0, nxt) & (nxt.unsqueeze(1) != ar))
+            | (small.index_select(0, prv) & (prv.unsqueeze(1) != ar))
+            | (nxt.unsqueeze(1) == ar) | (prv.unsqueeze(1) == ar))
+    flat.masked_fill_(small & near, 0.0)
+
+
 @dataclass(slots=True)
 class _NewRows:
     """The new breakpoints of one split as the fused Linear computes them (:func:`_act_linear`).

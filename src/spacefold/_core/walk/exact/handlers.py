@@ -15,10 +15,10 @@ from torch import Tensor, fx, nn
 
 from .activation import _act_inplace, _split_activation
 from .assemble import _BitRecord
-from .fused import _act_linear, _zero_round_off
+from .fused import _act_linear, _zero_pooled_round_off, _zero_round_off
 from .maxpool import _split_maxpool
 from .program import ExactProgram, _Step
-from .roundoff import _err_affine, _err_pool, _err_start
+from .roundoff import _AVGPOOLS, _err_affine, _err_pool, _err_start
 from .settings import WalkSettings
 from .state import _State
 
@@ -57,6 +57,9 @@ def _affine(walk: _Walk, step: _Step) -> None:
             and x.dim() == 2 and x.shape[0] == out.shape[0] == walk.state.n_rows):
         _zero_round_off(step.module, out, x, walk.state)
     else:
+        if isinstance(step.module, _AVGPOOLS) and x is not None and isinstance(out, Tensor) and out.dim() >= 2 \
+                and x.shape[0] == out.shape[0] == walk.state.n_rows:
+            _zero_pooled_round_off(step.module, out, x, walk.state)
         _err_affine(walk.state, step.module, step.node.target, x, len(dyn))
     walk.env[step.node] = out
 

@@ -32,9 +32,9 @@ from .state import _State
 
 _EPS64 = torch.finfo(torch.float64).eps
 
-# steps that map the max norm of an error to at most itself (plus their own round-off)
-_NONEXPANSIVE = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-                 nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
+_AVGPOOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
+# steps after which the bound holds stretched by at most _stretch (plus their own round-off)
+_NONEXPANSIVE = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, *_AVGPOOLS)
 _NONEXPANSIVE_OPS = {"flatten", "unflatten", "reshape", "view", "contiguous", "squeeze", "unsqueeze", "clone"}
 
 
@@ -103,7 +103,8 @@ def _err_split(state: _State, mag: Tensor, g_piece: Tensor, nxt_old: Tensor, dty
     a = g_piece.to(torch.int64)
     b = nxt_old.index_select(0, a)
     ta, tb = state.t.index_select(0, a), state.t.index_select(0, b)
-    dt = (4 * _EPS64) * torch.maximum(torch.maximum(ta.abs(), tb.abs()), torch.ones_like(ta)) / (tb - ta).clamp_min(1e-300)
+    span = torch.maximum(torch.maximum(ta.abs(), tb.abs()), torch.ones_like(ta))
+    dt = (4 * _EPS64) * span / (tb - ta).clamp_min(1e-300)
     new = err.index_select(0, a) + err.index_select(0, b)
     new += (4 * torch.finfo(dtype).eps) * (mag.index_select(0, a) + mag.index_select(0, b))
     new += (dt + 16 * _EPS64) * (zmag.index_select(0, a) + zmag.index_select(0, b) + 2 * abs(level) * n ** 0.5)
