@@ -24,6 +24,8 @@ the bound is dropped (``None``): the zero rule then falls back to the round-off 
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -57,6 +59,8 @@ def _norms(lin: nn.Linear) -> tuple[float, float, float]:
     got = _NORMS.get(key)
     if got is None:
         wd = w.detach().double().cpu()
+        if not bool(torch.isfinite(wd).all()):  # the walk raises at the next activation
+            return (math.nan, math.nan, math.nan)
         spec = float(torch.linalg.matrix_norm(wd, 2)) if wd.numel() else 0.0
         got = (spec, float(torch.linalg.matrix_norm(wd)), 0.0 if b is None else float(torch.linalg.vector_norm(
             b.detach().double())))
@@ -119,6 +123,9 @@ def _err_linear(state: _State, lin: nn.Linear, xmag: Tensor, dtype: torch.dtype)
         state.err = None
         return
     spec, frob, bnorm = _norms(lin)
+    if not math.isfinite(spec + frob + bnorm):
+        state.err = None
+        return
     rt = _cancel_rtol(dtype)
     # ‖W e + r‖₂ <= ‖W‖₂‖e‖₂ + ‖r‖₂, the round-off r of every output at most rt·(|W||x| + |b|)
     state.err = (state.err * spec).add_(xmag * (rt * frob)).add_(rt * bnorm)
