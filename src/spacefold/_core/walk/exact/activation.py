@@ -26,7 +26,9 @@ def _split_activation(prog, env, state: _State, node_in: fx.Node, step: _Step, s
     x = env[node_in]
     z = x.reshape(x.shape[0], -1)
     act_form = _compiled_act(step, z, None, settings.tie_tol, x.shape[1] if x.dim() > 2 else None)
-    zmag = None if state.err is None else _row_mag(z)
+    zmag = amag = None
+    if state.err is not None:  # the magnitudes of the split values and of the activation's output
+        zmag, amag = _row_mag(z), _row_mag(step.module(x))
     if act_form is not None:  # the compiled kernel splits; the live tensors are interpolated after it
         nxt_old = state.nxt
         split = _compiled_split(state, step, z.contiguous(), act_form, settings.tol, False)
@@ -34,7 +36,7 @@ def _split_activation(prog, env, state: _State, node_in: fx.Node, step: _Step, s
             g_piece = torch.from_numpy(split.g_piece)
             _interpolate_env(prog, env, state, (g_piece, torch.from_numpy(split.g_s)), nxt_old)
             if zmag is not None:
-                _err_split(state, _row_mag(step.module(z[:nxt_old.numel()])), g_piece, nxt_old, z.dtype,
+                _err_split(state, amag, g_piece, nxt_old, z.dtype,
                            float(np.abs(act_form.levels).max(initial=0.0)), zmag, z.shape[1])
         _snap(env[node_in], *map(torch.from_numpy, split.snap))
         return split.rec
@@ -43,7 +45,7 @@ def _split_activation(prog, env, state: _State, node_in: fx.Node, step: _Step, s
     if cut.plan is not None:
         _interpolate_env(prog, env, state, cut.plan, cut.nxt_old)
         if zmag is not None:
-            _err_split(state, _row_mag(step.module(z)), cut.plan[0], cut.nxt_old, z.dtype,
+            _err_split(state, amag, cut.plan[0], cut.nxt_old, z.dtype,
                        max(map(abs, cut.levels), default=0.0), zmag, z.shape[1])
     if cut.rows is not None:
         _snap(env[node_in], *_snap_list(state, cut, z))
