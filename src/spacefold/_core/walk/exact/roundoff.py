@@ -45,7 +45,8 @@ def _row_mag(x: Tensor) -> Tensor:
     x = x.reshape(x.shape[0], -1)
     if x.shape[1] == 0:
         return torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
-    return torch.linalg.vector_norm(x, dim=1, dtype=torch.float64)
+    # in x's dtype (no float64 copy of x), widened by the round-off of the sum of squares
+    return torch.linalg.vector_norm(x, dim=1).double().mul_(1 + (x.shape[1] + 2) * torch.finfo(x.dtype).eps)
 
 
 _NORMS: dict = {}
