@@ -611,9 +611,9 @@ def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_
 
 
 @jit
-def zero_candidates(out, thr, nxt, prv):
-    """The outputs ``(row, column)`` of a Linear within ``thr[column]`` of 0 whose row is an end of its path
-    (``nxt``, ``prv``: an end row links to itself) or has a neighbour along it within that bound too."""
+def zero_candidates(out, thr, nxt, prv, ends):
+    """The outputs ``(row, column)`` of a Linear within ``thr[column]`` of 0 whose row has a neighbour along its
+    path (``nxt``, ``prv``; an end row links to itself) within that bound too, or (with ``ends``) is an end of it."""
     R, O = out.shape
     n = 0
     rows = np.empty(16, np.int64)
@@ -628,7 +628,8 @@ def zero_candidates(out, thr, nxt, prv):
         for o in range(O):
             if abs(out[r, o]) <= thr_d[o]:
                 q, p = nxt[r], prv[r]
-                if q == r or p == r or abs(out[q, o]) <= thr[o] or abs(out[p, o]) <= thr[o]:
+                if (ends and (q == r or p == r)) or (q != r and abs(out[q, o]) <= thr[o]) or (
+                        p != r and abs(out[p, o]) <= thr[o]):
                     if n == rows.size:
                         rows = np.concatenate((rows, np.empty(n, np.int64)))
                         cols = np.concatenate((cols, np.empty(n, np.int64)))

@@ -69,7 +69,8 @@ def _zero_round_off(lin: nn.Linear, out: Tensor, x: Tensor, state: _State, ab: t
     quantised or bias-free weights) comes out as ±4e-16, and the bit rule would read 1 where exact
     arithmetic gives 0. A crossing of 0 leaves a small value at one row only (its neighbours are
     away from 0), so it is not moved; at an end of a path (a segment starting or ending on a
-    boundary) one row is enough. One pass over the outputs with a cheap bound, the largest
+    boundary) one row is enough where the bound is tracked (float64: in float32 one layer's
+    round-off bound would take a crossing 1e-4 from the end for one at the end). One pass over the outputs with a cheap bound, the largest
     any output can have (compiled where the kernels run); the bound of the terms only for the
     few outputs that pass it."""
     if out.numel() == 0 or x.numel() == 0:
@@ -102,15 +103,16 @@ def _zero_round_off(lin: nn.Linear, out: Tensor, x: Tensor, state: _State, ab: t
     thr = thr.to(out.device)
     if _kernels_take(out) and out.is_contiguous():
         r, o = map(torch.from_numpy, _kernels.zero_candidates(out.numpy(), thr.numpy(), state.nxt.numpy(),
-                                                              state.prv.numpy()))
+                                                              state.prv.numpy(), err is not None))
     else:
         small = out.abs() <= thr
         if not bool(small.any()):
             return
         ar = torch.arange(out.shape[0], device=out.device).unsqueeze(1)
         near = ((small.index_select(0, nxt) & (nxt.unsqueeze(1) != ar))
-                | (small.index_select(0, prv) & (prv.unsqueeze(1) != ar))
-                | (nxt.unsqueeze(1) == ar) | (prv.unsqueeze(1) == ar))
+                | (small.index_select(0, prv) & (prv.unsqueeze(1) != ar)))
+        if err is not None:
+            near |= (nxt.unsqueeze(1) == ar) | (prv.unsqueeze(1) == ar)
         r, o = (small & near).nonzero().unbind(1)
     if r.numel() == 0:
         return
@@ -147,7 +149,10 @@ def _zero_round_off(lin: nn.Linear, out: Tensor, x: Tensor, state: _State, ab: t
         return out[rr, o].double().abs() <= bound[at.index_select(0, rr), o]
 
     q, p = nxt.index_select(0, r), prv.index_select(0, r)
-    keep = within(r) & (((q != r) & within(q)) | ((p != r) & within(p)) | (q == r) | (p == r))
+    near = ((q != r) & within(q)) | ((p != r) & within(p))
+    if err is not None:  # an end of a path: one row is enough where the bound is tracked (float64)
+        near |= (q == r) | (p == r)
+    keep = within(r) & near
     out[r[keep], o[keep]] = 0.0
 
 
@@ -155,7 +160,7 @@ def _zero_pooled_round_off(pool: nn.Module, out: Tensor, x: Tensor, state: _Stat
     """Set to 0 the outputs of an average pooling ``pool`` (``out``, of its input ``x``; one row per breakpoint)
     that are 0 on a piece up to round-off: within ``4·_cancel_rtol`` of the pooling of ``|x|`` (and the
     bound of the round-off ``x`` carries, where tracked) at a row and at a neighbouring row of the same
-    path, or at an end row of its path. Two inputs that cancel in a window (a Hardtanh at -0.5 against
+    path, or (where tracked) at an end row of its path. Two inputs that cancel in a window (a Hardtanh at -0.5 against
     one at 0.5 interpolated) leave ±1e-17 there, with no magnitude of its own for the Linear after it to
     compare with. See :func:`_zero_round_off`."""
     flat = out.reshape(out.shape[0], -1)
@@ -170,8 +175,9 @@ def _zero_pooled_round_off(pool: nn.Module, out: Tensor, x: Tensor, state: _Stat
     nxt, prv = state.nxt.to(out.device), state.prv.to(out.device)
     ar = torch.arange(flat.shape[0], device=out.device).unsqueeze(1)
     near = ((small.index_select(0, nxt) & (nxt.unsqueeze(1) != ar))
-            | (small.index_select(0, prv) & (prv.unsqueeze(1) != ar))
-            | (nxt.unsqueeze(1) == ar) | (prv.unsqueeze(1) == ar))
+            | (small.index_select(0, prv) & (prv.unsqueeze(1) != ar)))
+    if state.err is not None:
+        near |= (nxt.unsqueeze(1) == ar) | (prv.unsqueeze(1) == ar)
     flat.masked_fill_(small & near, 0.0)
 
 
