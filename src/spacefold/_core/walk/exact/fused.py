@@ -70,7 +70,8 @@ def _zero_round_off(lin: nn.Linear, out: Tensor, x: Tensor, state: _State, ab: t
     arithmetic gives 0. A crossing of 0 leaves a small value at one row only (its neighbours are
     away from 0), so it is not moved; at an end of a path (a segment starting or ending on a
     boundary) one row is enough where the bound is tracked (float64: in float32 one layer's
-    round-off bound would take a crossing 1e-4 from the end for one at the end). One pass over the outputs with a cheap bound, the largest
+    round-off bound would take a crossing 1e-4 from the end for one at the end). One pass over the
+    outputs with a cheap bound, the largest
     any output can have (compiled where the kernels run); the bound of the terms only for the
     few outputs that pass it."""
     if out.numel() == 0 or x.numel() == 0:
