@@ -14,6 +14,7 @@ origin, segments starting on a boundary, duplicate and negated neurons, ties in 
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import os
@@ -277,6 +278,79 @@ def test_padded_ceil_mode_pooling_with_a_shared_arg_max_invents_no_region(dtype)
         assert _forward(net, [ai + t * (bi - ai) for ai, bi in zip(a, b)], len(net) - 1)[0][1] == 0
 
 
+
+def _seq(*layers) -> nn.Sequential:
+    """``layers``: weight lists (a bias-free nn.Linear) and modules, in order."""
+    return nn.Sequential(*[_lin(m) if isinstance(m, list) else m for m in layers])
+
+
+# Cases the property tests below found (bias-free, integer or half-integer weights; segment, dtype): each
+# walk disagreed with the reference with the compiled kernels, some without them too.
+_CANCELLATIONS = {
+    # a ReLU turns off at a new breakpoint of a float64 refinement: the Linear's output there, interpolated
+    # and corrected by the crossing neuron's column, carried the round-off of that neuron's pre-activation
+    # (3.4 at the piece's end, 0 after the ReLU), and the layers after read 4e-16 on a piece where all is 0
+    "relu off in a refinement": (
+        _seq([[0.0, -4.0, -1.0]], nn.ReLU(), [[-1.0], [1.0], [2.0], [-2.0], [-4.0], [4.0]], nn.ReLU(),
+             [[3.0, -1.0, 4.0, 3.0, -3.0, -4.0], [3.0, 1.0, -2.0, -4.0, -2.0, 0.0], [2.0, -3.0, -1.0, 4.0, -1.0, -1.0],
+              [2.0, 1.0, -2.0, 3.0, -2.0, -2.0]], nn.Hardtanh(-0.5, 2.0), nn.Unflatten(1, (2, 1, 2)),
+             nn.AdaptiveMaxPool2d((1, 1)), nn.Flatten()),
+        [0.125, -1.75, 0.125], [-0.0625, 0.875, -0.0625], torch.float32),
+    # an average pooling of two Hardtanh neurons is 0 on [5/12, 7/12] (-0.5 against 0.5, one of them
+    # interpolated): the Linear after it read its round-off, with no magnitude of its own to compare with
+    "average pooling cancels": (
+        _seq([[-1.0], [1.0]], nn.Hardtanh(-0.5, 2.0), nn.Unflatten(1, (1, 2, 1)), nn.AdaptiveAvgPool2d((1, 1)),
+             nn.Flatten(), [[-1.0], [3.0], [4.0], [3.0], [-2.0], [-1.0]], nn.Hardtanh(),
+             [[-4.0, 1.0, 4.0, 4.0, -1.0, 0.0]], nn.Hardtanh(-0.5, 2.0)),
+        [3.0], [-3.0], torch.float32),
+    # the last pre-activation is 0 on [95/184, 11/21] (every ReLU before it off), read as -1e-16 and +1e-16
+    "zero after the relus": (
+        _seq([[2.0, 0.0, 4.0], [-2.0, 3.0, 4.0], [4.0, -2.0, 4.0]], nn.Hardtanh(-0.5, 2.0),
+             [[0.0, 2.0, 4.0], [-2.0, 0.0, 4.0], [1.0, -2.0, -3.0], [-2.0, -3.0, 0.0]], nn.ReLU(),
+             [[0.0, 1.0, 3.0, 4.0]], nn.LeakyReLU(0.25)),
+        [4.0, -3.0, -1.0], [-4.0, 3.0, 1.0], torch.float32),
+    # the segment starts on a boundary: a layer-2 pre-activation is exactly 0 at t = 0 only (an average
+    # pooling's round-off left 6e-17 there), so the walk lacked the zero-length region at t = 0
+    "zero at the start only": (
+        _seq([[2.0], [1.0], [-4.0], [4.0], [-2.0]], nn.Hardtanh(), nn.Unflatten(1, (1, 5)),
+             nn.AvgPool1d(3, 1, padding=1, count_include_pad=False), nn.Flatten(),
+             [[-2.0, -3.0, -4.0, 4.0, -1.0], [0.0, -3.0, 0.0, 0.0, 0.0], [-2.0, 3.0, 3.0, 0.0, -1.0],
+              [-1.0, 3.0, -3.0, 0.0, -4.0], [1.0, -4.0, 0.0, 1.0, 0.0]], nn.Hardtanh(-0.5, 2.0),
+             [[3.0, -3.0, 2.0, 3.0, 3.0], [0.0, -4.0, -4.0, 4.0, 3.0]], nn.Hardtanh(-0.5, 2.0)),
+        [-1.0], [0.5], torch.float64),
+    # a layer-2 Hardtanh neuron crosses 0 exactly at a layer-1 breakpoint (t = 17/28) and -1 later in the
+    # same piece: the compiled kernel read its sign before the crossing after setting it to 0 there
+    # and kept bit 1 after it
+    "crossing at an old breakpoint": (
+        _seq([[-4.0], [3.0], [-4.0], [-2.0], [1.0], [-2.0]], nn.Hardtanh(-0.5, 2.0),
+             [[-4.0, -4.0, -2.0, 0.0, -2.0, -1.0], [3.0, -2.0, -2.0, -4.0, -2.0, 1.0], [4.0, 4.0, 1.0, 1.0, -3.0, 1.0],
+              [-4.0, -4.0, -2.0, 0.0, -2.0, -1.0]], nn.Hardtanh(),
+             [[2.0, -4.0, 3.0, -1.0], [2.0, -1.0, -3.0, -1.0], [4.0, 1.0, -4.0, -1.0], [1.0, -2.0, 1.5, -0.5]],
+             nn.LeakyReLU(0.25), nn.Unflatten(1, (1, 2, 2)), nn.AdaptiveMaxPool2d((2, 1)), nn.Flatten()),
+        [-4.0], [3.0], torch.float64),
+    # a layer-3 pre-activation is exactly 0 at t = 0 only (after a cancelling average pooling window)
+    "average pooling, stride 2": (
+        _seq([[0.5, -0.5], [1.5, 1.5], [2.0, 1.5], [0.5, -0.5]], nn.Hardtanh(-1.0, 2.0), nn.Unflatten(1, (1, 4)),
+             nn.AvgPool1d(3, 2, padding=1, count_include_pad=False), nn.Flatten(),
+             [[-2.0, -0.5], [0.5, -1.5], [1.5, 1.0], [1.5, -2.0]], nn.Hardtanh(-0.5, 2.0),
+             [[0.5, 2.0, 1.0, 2.0], [-1.5, 1.5, -2.0, 1.5], [1.5, 1.5, 1.5, -1.5], [2.0, 1.0, -1.5, 0.5],
+              [0.25, 1.0, 0.5, 1.0]], nn.ReLU()),
+        [2.0, -3.0], [2.0, -1.0], torch.float64),
+}
+
+
+@pytest.mark.parametrize("other_dtype", [False, True])
+@pytest.mark.parametrize("case", list(_CANCELLATIONS))
+def test_exact_cancellations_the_property_tests_found(case, other_dtype):
+    net, x1, x2, dtype = _CANCELLATIONS[case]
+    if other_dtype:  # the same net and segment in the other dtype
+        dtype = f64 if dtype == torch.float32 else torch.float32
+    if case == "average pooling, stride 2" and dtype == torch.float32:
+        pytest.xfail("a cancellation exactly at a segment's end: float32 walks zero no single end value "
+                     "(docs/failure-modes.md, the zero rule), so the zero-length region at t = 0 is missed")
+    _walk_equals_reference(copy.deepcopy(net), [x1], [x2], dtype, atol=1e-6 if dtype == torch.float32 else 1e-12)
+
+
 # --------------------------------------------------------------------------- integer-weight nets, every pooling
 
 _ACT_KINDS = ["relu", "leaky", "hardtanh", "hardtanh2", "hardtanh3", "relu6"]
@@ -429,9 +503,6 @@ def test_integer_weight_nets_with_every_pooling_equal_the_reference(data, dtype)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="open: a rule for pre-activations that are exactly 0 on a piece that is both tight and "
-                          "complete (docs/failure-modes.md: the exact walk's zero rule); thousands of examples still find "
-                          "disagreements, mostly bias-free ReLU6/Hardtanh nets", strict=False)
 @pytest.mark.parametrize("dtype", [torch.float32, f64])
 @settings(max_examples=1000, deadline=None, derandomize=False,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

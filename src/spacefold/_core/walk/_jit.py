@@ -287,7 +287,8 @@ def split_act(z, t, nxt, prv, B, tol, levels, thr, seg_slope, seg_off, act, rtol
             n = c_n[c]
             sl = c_slot[k]
             if bits and c_lv[c] == thr:
-                if z[r, n] > levels[thr]:  # positive before the crossing: 0 from its breakpoint on
+                # the sign before the snap (a crossing merged into row r has its level there now)
+                if bit_at(pos0, r, n):  # positive before the crossing: 0 from its breakpoint on
                     for g in range(g0 + max(sl, 1) - 1, g1):
                         clear_bit(pos, V + g, n)
                 else:  # positive after it: 0 up to its breakpoint
@@ -610,9 +611,9 @@ def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_
 
 
 @jit
-def zero_candidates(out, thr, nxt, prv):
+def zero_candidates(out, thr, nxt, prv, ends):
     """The outputs ``(row, column)`` of a Linear within ``thr[column]`` of 0 whose row has a neighbour along its
-    path (``nxt``, ``prv``; an end row links to itself) within that bound too."""
+    path (``nxt``, ``prv``; an end row links to itself) within that bound too, or (with ``ends``) is an end of it."""
     R, O = out.shape
     n = 0
     rows = np.empty(16, np.int64)
@@ -627,7 +628,8 @@ def zero_candidates(out, thr, nxt, prv):
         for o in range(O):
             if abs(out[r, o]) <= thr_d[o]:
                 q, p = nxt[r], prv[r]
-                if (q != r and abs(out[q, o]) <= thr[o]) or (p != r and abs(out[p, o]) <= thr[o]):
+                if (ends and (q == r or p == r)) or (q != r and abs(out[q, o]) <= thr[o]) or (
+                        p != r and abs(out[p, o]) <= thr[o]):
                     if n == rows.size:
                         rows = np.concatenate((rows, np.empty(n, np.int64)))
                         cols = np.concatenate((cols, np.empty(n, np.int64)))

@@ -125,9 +125,9 @@ def new_rows_linear(out, n_old, wt, levels, seg_slope, plan, g_s, y, seg_off, bi
                                       wnorm)
 
 
-def zero_candidates(out, thr, nxt, prv):
+def zero_candidates(out, thr, nxt, prv, ends=False):
     """See ``spacefold._core.walk._jit.zero_candidates``."""
-    return _STATE["jit"].zero_candidates(out, thr, nxt, prv)
+    return _STATE["jit"].zero_candidates(out, thr, nxt, prv, ends)
 
 
 def lerp_rows(x, ia, ib, w, out):

@@ -16,6 +16,7 @@ from .. import _kernels
 from .assemble import _BitRecord, _flips
 from .crossings import _cut, _levels, _signs, _snap, _snap_list, _snap_rtol
 from .program import _KERNEL_ACTS, _Step
+from .roundoff import _err_split, _row_mag
 from .settings import WalkSettings, _check_finite, _finite_max
 from .state import _grew, _interpolate_env, _kernels_take, _State
 
@@ -25,17 +26,29 @@ def _split_activation(prog, env, state: _State, node_in: fx.Node, step: _Step, s
     x = env[node_in]
     z = x.reshape(x.shape[0], -1)
     act_form = _compiled_act(step, z, None, settings.tie_tol, x.shape[1] if x.dim() > 2 else None)
+    zmag: Tensor | None = None
+    amag: Tensor | None = None
+    if state.err is not None:  # the magnitudes of the split values and of the activation's output
+        assert step.module is not None  # an activation step holds its module
+        zmag, amag = _row_mag(z), _row_mag(step.module(x))
     if act_form is not None:  # the compiled kernel splits; the live tensors are interpolated after it
         nxt_old = state.nxt
         split = _compiled_split(state, step, z.contiguous(), act_form, settings.tol, False)
         if split.g_piece.size:
-            _interpolate_env(prog, env, state, (torch.from_numpy(split.g_piece), torch.from_numpy(split.g_s)), nxt_old)
+            g_piece = torch.from_numpy(split.g_piece)
+            _interpolate_env(prog, env, state, (g_piece, torch.from_numpy(split.g_s)), nxt_old)
+            if zmag is not None and amag is not None:
+                _err_split(state, amag, g_piece, nxt_old, z.dtype,
+                           float(np.abs(act_form.levels).max(initial=0.0)), zmag, z.shape[1])
         _snap(env[node_in], *map(torch.from_numpy, split.snap))
         return split.rec
     _check_finite(z, step.node)
     cut = _cut(z, state, step, settings)
     if cut.plan is not None:
         _interpolate_env(prog, env, state, cut.plan, cut.nxt_old)
+        if zmag is not None and amag is not None:
+            _err_split(state, amag, cut.plan[0], cut.nxt_old, z.dtype,
+                       max(map(abs, cut.levels), default=0.0), zmag, z.shape[1])
     if cut.rows is not None:
         _snap(env[node_in], *_snap_list(state, cut, z))
     if cut.thr is None:

@@ -19,6 +19,7 @@ from .activation import _act_inplace, _ActForm, _compiled_act, _compiled_split, 
 from .assemble import _flips
 from .crossings import _cut, _signs, _snap, _snap_list, _snap_pairs
 from .program import _Step
+from .roundoff import _err_linear, _err_split, _row_mag
 from .settings import WalkSettings, _cancel_rtol, _check_finite
 from .state import _at, _kernels_take, _State
 
@@ -33,6 +34,11 @@ def _rows_at(z: Tensor, g_piece: Tensor, g_next: Tensor, s_: Tensor, rows: Tenso
     return torch.lerp(z.index_select(0, g_piece), z.index_select(0, g_next), s_)
 
 
+def _act_out(module: nn.Module, z: Tensor) -> Tensor:
+    """The activation of ``z`` (a new tensor)."""
+    return module(z)
+
+
 def _linear(lin: nn.Linear, x: Tensor, out: Tensor) -> None:
     """``lin(x)`` written into ``out``."""
     if lin.bias is not None:
@@ -41,34 +47,64 @@ def _linear(lin: nn.Linear, x: Tensor, out: Tensor) -> None:
         torch.mm(x, lin.weight.t(), out=out)
 
 
-def _zero_round_off(lin: nn.Linear, out: Tensor, x: Tensor, state: _State) -> None:
+def _zero_round_off(lin: nn.Linear, out: Tensor, x: Tensor, state: _State, ab: tuple[Tensor, Tensor] | None = None
+                    ) -> None:
     """Set to 0 the outputs of ``lin`` (``out``, one row per breakpoint of ``state``) that are 0 on a
-    piece up to round-off: within ``_cancel_rtol`` of the dtype times ``|bias| + Σ|w|·|x|`` (and, at a
-    row the split added, the outputs at a and b, from which it was interpolated) at a row and at a
-    neighbouring row of the same path. ``x``: the Linear's input at the first rows
-    (all, or the old rows of a split); at a later row, whose input is interpolated from the
-    nearest first rows a and b before and after it, ``|x| <= |x(a)| + |x(b)|`` neuron by neuron.
+    piece up to round-off, and carry the bound of the round-off (:mod:`.roundoff`) past the Linear.
+
+    ``x``: the Linear's input at the first rows (all, or the ``V`` old rows of a split); row ``V + g``
+    then lies inside the piece between old rows ``ab[0][g]`` and ``ab[1][g]``, and its input is at
+    most the larger of theirs neuron by neuron (the activations are monotone along a piece).
+
+    An output is 0 on a piece when it is within its round-off bound of 0 at a row and at a
+    neighbouring row of the same path. The bound of an output o at row r is that of one layer,
+    ``_cancel_rtol·(Σ|w_o|·|x(r)| + |b_o|)`` (at a row the split added, with the outputs at its
+    piece's ends, from which it was interpolated), plus the error its input carries from earlier
+    layers, splits and snaps, ``‖w_o‖₂·err(r)`` (``state.err``; where that is not tracked, three more
+    times the round-off of one layer).
 
     The inputs at breakpoints carry the round-off of their interpolation (a Hardtanh's
     unsaturated neuron at 1.5000000000000002 instead of 1.5), so an output that cancels exactly
     on a piece (a saturated neuron against another, two pooling windows sharing their maximum,
     quantised or bias-free weights) comes out as ±4e-16, and the bit rule would read 1 where exact
     arithmetic gives 0. A crossing of 0 leaves a small value at one row only (its neighbours are
-    away from 0), so it is not moved. One pass over the outputs with a cheap bound (compiled where
-    the kernels run); the bound of the terms only for the few outputs that pass it."""
+    away from 0), so it is not moved; at an end of a path (a segment starting or ending on a
+    boundary) one row is enough where the bound is tracked (float64: in float32 one layer's
+    round-off bound would take a crossing 1e-4 from the end for one at the end). One pass over the
+    outputs with a cheap bound, the largest
+    any output can have (compiled where the kernels run); the bound of the terms only for the
+    few outputs that pass it."""
     if out.numel() == 0 or x.numel() == 0:
         return
+    V, R = x.shape[0], out.shape[0]
     w = lin.weight.detach()
     wabs = w.abs()
     wsum = wabs.double().sum(1).cpu()
+    wnorm = torch.linalg.vector_norm(w.double(), dim=1).cpu()
     babs = (torch.zeros(lin.out_features, dtype=torch.float64) if lin.bias is None else
             lin.bias.detach().double().abs().cpu())
     rtol = _cancel_rtol(out.dtype)
     nxt, prv = state.nxt.to(out.device), state.prv.to(out.device)
-    thr = (wsum * float(torch.linalg.vector_norm(x, float("inf"))) + babs).mul_(rtol).to(out.device)
+    err = state.err if state.err is not None and state.err.numel() == R else None
+    xmag = _row_mag(x)
+    if R > V:
+        if ab is not None:
+            xmag = torch.cat([xmag, torch.maximum(xmag.index_select(0, ab[0]), xmag.index_select(0, ab[1]))])
+        else:
+            state.err = err = None
+    if err is not None:
+        _err_linear(state, lin, xmag, out.dtype)  # the bound after the Linear, from the one before it
+    xn = float(xmag.max()) if xmag.numel() else 0.0
+    # the largest bound any output can have: at a row the split added, Σ|w||x| <= 2‖w‖₂·max‖x‖₂ and
+    # |out(a)| + |out(b)| <= 2(‖w‖₂·max‖x‖₂ + |b|) (and their round-off, covered by the margin)
+    emax = 0.0 if err is None else float(err.max())
+    thr = ((wnorm * (4 * xn) + 3 * babs).mul_(rtol) + wnorm * emax).mul_(1.01)
+    if err is None:
+        thr.mul_(4)
+    thr = thr.to(out.device)
     if _kernels_take(out) and out.is_contiguous():
         r, o = map(torch.from_numpy, _kernels.zero_candidates(out.numpy(), thr.numpy(), state.nxt.numpy(),
-                                                              state.prv.numpy()))
+                                                              state.prv.numpy(), err is not None))
     else:
         small = out.abs() <= thr
         if not bool(small.any()):
@@ -76,24 +112,37 @@ def _zero_round_off(lin: nn.Linear, out: Tensor, x: Tensor, state: _State) -> No
         ar = torch.arange(out.shape[0], device=out.device).unsqueeze(1)
         near = ((small.index_select(0, nxt) & (nxt.unsqueeze(1) != ar))
                 | (small.index_select(0, prv) & (prv.unsqueeze(1) != ar)))
+        if err is not None:
+            near |= (nxt.unsqueeze(1) == ar) | (prv.unsqueeze(1) == ar)
         r, o = (small & near).nonzero().unbind(1)
     if r.numel() == 0:
         return
     # the bound of the terms at the candidates and their neighbours
     rows = torch.unique(torch.cat([r, nxt.index_select(0, r), prv.index_select(0, r)]))
-    V = x.shape[0]
-    a, b = rows.clone(), rows.clone()
-    while bool((a >= V).any()):
-        a = torch.where(a >= V, prv.index_select(0, a), a)
-    while bool((b >= V).any()):
-        b = torch.where(b >= V, nxt.index_select(0, b), b)
+    later = rows >= V
+    if R == V:
+        a, b = rows, rows
+    elif ab is not None:
+        g = (rows - V).clamp_min(0)
+        a = torch.where(later, ab[0].index_select(0, g), rows)
+        b = torch.where(later, ab[1].index_select(0, g), rows)
+    else:  # the nearest first rows before and after (a row the split added lies between them)
+        a, b = rows.clone(), rows.clone()
+        while bool((a >= V).any()):
+            a = torch.where(a >= V, prv.index_select(0, a), a)
+        while bool((b >= V).any()):
+            b = torch.where(b >= V, nxt.index_select(0, b), b)
     xa = x.index_select(0, a).abs().double()
-    xin = torch.where((rows < V).unsqueeze(1), xa, xa + x.index_select(0, b).abs().double())
+    xin = torch.where(later.unsqueeze(1), xa + x.index_select(0, b).abs().double(), xa)
     bound = xin @ wabs.double().t() + babs.to(out.device)  # (rows, O)
     # a later row of a split is interpolated from the outputs at a and b (and corrected): their round-off too
-    later = (rows >= V).unsqueeze(1)
-    bound += torch.where(later, out.index_select(0, a).double().abs() + out.index_select(0, b).double().abs(), 0.0)
-    bound.mul_(4 * rtol)  # the inputs carry the round-off of earlier layers too
+    bound += torch.where(later.unsqueeze(1),
+                         out.index_select(0, a).double().abs() + out.index_select(0, b).double().abs(), 0.0)
+    bound.mul_(rtol)
+    if err is None:
+        bound.mul_(4)  # the inputs carry the round-off of earlier layers too
+    else:  # the error the inputs carry
+        bound += torch.outer(err.index_select(0, rows), wnorm.to(out.device))
     at = torch.full((out.shape[0],), -1, dtype=torch.int64, device=out.device)
     at[rows] = torch.arange(rows.numel(), device=out.device)
 
@@ -101,8 +150,36 @@ def _zero_round_off(lin: nn.Linear, out: Tensor, x: Tensor, state: _State) -> No
         return out[rr, o].double().abs() <= bound[at.index_select(0, rr), o]
 
     q, p = nxt.index_select(0, r), prv.index_select(0, r)
-    keep = within(r) & (((q != r) & within(q)) | ((p != r) & within(p)))
+    near = ((q != r) & within(q)) | ((p != r) & within(p))
+    if err is not None:  # an end of a path: one row is enough where the bound is tracked (float64)
+        near |= (q == r) | (p == r)
+    keep = within(r) & near
     out[r[keep], o[keep]] = 0.0
+
+
+def _zero_pooled_round_off(pool: nn.Module, out: Tensor, x: Tensor, state: _State) -> None:
+    """Set to 0 the outputs of an average pooling ``pool`` (``out``, of its input ``x``; one row per breakpoint)
+    that are 0 on a piece up to round-off: within ``4·_cancel_rtol`` of the pooling of ``|x|`` (and the
+    bound of the round-off ``x`` carries, where tracked) at a row and at a neighbouring row of the same
+    path, or (where tracked) at an end row of its path. Two inputs that cancel in a window (a Hardtanh at -0.5 against
+    one at 0.5 interpolated) leave ±1e-17 there, with no magnitude of its own for the Linear after it to
+    compare with. See :func:`_zero_round_off`."""
+    flat = out.reshape(out.shape[0], -1)
+    if flat.numel() == 0:
+        return
+    bound = pool(x.abs()).reshape(flat.shape).double().mul_(4 * _cancel_rtol(out.dtype))
+    if state.err is not None and state.err.numel() == flat.shape[0]:
+        bound += state.err.unsqueeze(1).to(bound.device)
+    small = flat.double().abs() <= bound
+    if not bool(small.any()):
+        return
+    nxt, prv = state.nxt.to(out.device), state.prv.to(out.device)
+    ar = torch.arange(flat.shape[0], device=out.device).unsqueeze(1)
+    near = ((small.index_select(0, nxt) & (nxt.unsqueeze(1) != ar))
+            | (small.index_select(0, prv) & (prv.unsqueeze(1) != ar)))
+    if state.err is not None:
+        near |= (nxt.unsqueeze(1) == ar) | (prv.unsqueeze(1) == ar)
+    flat.masked_fill_(small & near, 0.0)
 
 
 @dataclass(slots=True)
@@ -148,8 +225,12 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
     _check_finite(z, step.node)
     assert step.module is not None  # an activation step holds its module
     V, F_ = z.shape
+    zmag = None if state.err is None else _row_mag(z)
     cut = _cut(z, state, step, settings)
     levels, pos, pieces, neurons, plan, nxt_old = cut.levels, cut.pos, cut.pieces, cut.neurons, cut.plan, cut.nxt_old
+    if plan is not None and zmag is not None:
+        _err_split(state, _row_mag(_act_out(step.module, z)), plan[0], nxt_old, z.dtype,
+                   max(map(abs, levels), default=0.0), zmag, F_)
     snap: tuple[Tensor, ...] | None = None
     if cut.rows is not None:  # crossing neurons are at their level at their breakpoints
         snap = _snap_list(state, cut, z)
@@ -237,7 +318,7 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
             out, y = _linear_at_new_rows(step, lin, z, new, yk, yd)
             if not all_dense:
                 _exact_cancellations(lin, out, V, y, new, yk, yd)
-            _zero_round_off(lin, out, y, state)
+            _zero_round_off(lin, out, y, state, (g_piece, g_next))
     if cut.thr is None:
         return None, out
     assert pos is not None  # a layer with bits has signs (Cut.pos)
@@ -312,7 +393,13 @@ def _act_linear_compiled(state: _State, step: _Step, z: Tensor, lin: nn.Linear |
                          tol: float):
     """:func:`_act_linear` by the compiled kernels."""
     V = z.shape[0]
+    zmag = None if state.err is None else _row_mag(z)
+    nxt_old = state.nxt
     split = _compiled_split(state, step, z, act_form, tol, lin is not None)
+    g_piece = torch.from_numpy(split.g_piece)
+    if zmag is not None and g_piece.numel():  # z holds the activation now (or its input, without lin)
+        _err_split(state, _row_mag(z) if lin is not None else zmag, g_piece, nxt_old, z.dtype,
+                   float(np.abs(act_form.levels).max(initial=0.0)), zmag, z.shape[1])
     if lin is None:
         return split.rec, None
     out = torch.empty(state.n_rows, lin.out_features, dtype=z.dtype)
@@ -321,7 +408,7 @@ def _act_linear_compiled(state: _State, step: _Step, z: Tensor, lin: nn.Linear |
         w, wt, bias, wsum, wnorm = _linear_form(step, lin)
         _kernels.new_rows_linear(out.numpy(), V, wt, act_form.levels, act_form.seg_slope, split.plan, split.g_s,
                                  z.numpy(), act_form.seg_off, bias, wsum, _cancel_rtol(z.dtype), w, wnorm)
-    _zero_round_off(lin, out, z, state)
+    _zero_round_off(lin, out, z, state, (g_piece, nxt_old.index_select(0, g_piece)))
     return split.rec, out
 
 

@@ -15,9 +15,10 @@ from torch import Tensor, fx, nn
 
 from .activation import _act_inplace, _split_activation
 from .assemble import _BitRecord
-from .fused import _act_linear, _zero_round_off
+from .fused import _act_linear, _zero_pooled_round_off, _zero_round_off
 from .maxpool import _split_maxpool
 from .program import ExactProgram, _Step
+from .roundoff import _AVGPOOLS, _err_affine, _err_pool, _err_start
 from .settings import WalkSettings
 from .state import _State
 
@@ -50,10 +51,16 @@ def _affine(walk: _Walk, step: _Step) -> None:
     """An affine node, applied to the rows directly (exact: affine between breakpoints); the outputs of
     an ``nn.Linear`` within round-off of 0 are 0 (see :func:`.fused._zero_round_off`)."""
     out = walk.prog._eval(step, walk.env)
-    if type(step.module) is nn.Linear and isinstance(out, Tensor) and out.dim() == 2:
-        (x,) = [walk.env[a] for a in step.node.all_input_nodes if walk.prog.dynamic.get(a, False)]
-        if x.dim() == 2 and x.shape[0] == out.shape[0] == walk.state.n_rows:
-            _zero_round_off(step.module, out, x, walk.state)
+    dyn = [walk.env[a] for a in step.node.all_input_nodes if walk.prog.dynamic.get(a, False)]
+    x = dyn[0] if len(dyn) == 1 and isinstance(dyn[0], Tensor) else None
+    if (type(step.module) is nn.Linear and isinstance(out, Tensor) and out.dim() == 2 and x is not None
+            and x.dim() == 2 and x.shape[0] == out.shape[0] == walk.state.n_rows):
+        _zero_round_off(step.module, out, x, walk.state)
+    else:
+        if isinstance(step.module, _AVGPOOLS) and x is not None and isinstance(out, Tensor) and out.dim() >= 2 \
+                and x.shape[0] == out.shape[0] == walk.state.n_rows:
+            _zero_pooled_round_off(step.module, out, x, walk.state)
+        _err_affine(walk.state, step.module, step.node.target, x, len(dyn))
     walk.env[step.node] = out
 
 
@@ -68,6 +75,8 @@ def _activation(walk: _Walk, step: _Step) -> None:
     used = any(u in prog.live for u in step.node.users)
     lin = prog.fusable.get(step.node) if used else None
     others = [n for n in env if n is not node_in and prog.dynamic.get(n, False)]
+    if others:
+        state.err = None  # the bound follows one tensor (see .roundoff)
     if not others and not used:  # only the bits of this activation are needed
         rec, _ = _act_linear(env, state, node_in, step, None, walk.settings)
     elif lin is not None and not others and env[node_in].dim() == 2:
@@ -97,6 +106,7 @@ def _maxpool(walk: _Walk, step: _Step) -> None:
     """Max pooling: split until every window's arg-max is constant on every piece, then pool (the
     split gives the output, from the arg-max it found)."""
     walk.env[step.node] = _split_maxpool(walk.prog, walk.env, walk.state, step, walk.settings)
+    _err_pool(walk.state, step.module)
 
 
 # kind of step -> its handler; "output" ends the walk
@@ -115,6 +125,7 @@ def _run(prog: ExactProgram, env: dict, state: _State, start: int, settings: Wal
     freed after their last use; nodes no activation of the pattern depends on are not computed."""
     walk = _Walk(prog, env, state, settings)
     live, dynamic = prog.live, prog.dynamic
+    _err_start(state, [v for n, v in env.items() if dynamic.get(n, False)])
     for s in prog.steps[start:]:
         if s.kind == "output":
             break

@@ -15,6 +15,7 @@ from torch.nn.modules.utils import _pair
 from .. import _kernels
 from .crossings import _split
 from .program import _Step
+from .roundoff import _err_split, _row_mag
 from .settings import WalkSettings, _check_finite, _finite_max
 from .state import _at, _interpolate_env, _kernels_take, _ranks, _State
 
@@ -96,10 +97,13 @@ def _split_maxpool(prog, env, state: _State, step: _Step, settings: WalkSettings
         ta = state.t.index_select(0, p)
         tc = ta + (state.t.index_select(0, q) - ta) * frac
         tc = torch.where(ok, tc, ta)  # ties at an end: nothing to insert
+        xmag = None if state.err is None else _row_mag(x)
         plan, rows = _split(state, p, tc, tol_eff)
         if plan is None:
             break
         _interpolate_env(prog, env, state, plan, nxt_old)
+        if xmag is not None:
+            _err_split(state, xmag, plan[0], nxt_old, x.dtype)
         # at its crossing the two inputs are equal: exactly, not up to the interpolation's round-off
         # (which a later layer taking their difference would read as a nonzero value)
         new = (ok & (rows >= V)).nonzero().squeeze(1)

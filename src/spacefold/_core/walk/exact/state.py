@@ -52,6 +52,7 @@ class _State:
         self.grown: dict = {}  # tensors of breakpoint values with spare rows (see _interpolate)
         self.unresolved: set[int] = set()  # paths whose max pooling float64 could not resolve (see _split_maxpool)
         self.row_cap = row_cap
+        self.err: Tensor | None = None  # a bound of the values' round-off per row (see .roundoff)
 
     @property
     def n_rows(self) -> int:
