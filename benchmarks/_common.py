@@ -14,6 +14,7 @@ from torch import nn
 from spacefold.data import load_mnist as sf_load_mnist
 from spacefold.models import mlp
 
+
 def mnist_dir() -> Path:
     """The folder of the MNIST IDX files: ``$SPACEFOLD_MNIST`` (or ``$SPACEFOLD_DATA``)."""
     d = os.environ.get("SPACEFOLD_MNIST") or os.environ.get("SPACEFOLD_DATA")
@@ -58,10 +59,12 @@ def table(rows: list[dict], title: str = "") -> str:
     if not rows:
         return ""
     keys = list(rows[0])
+
     def fmt(v):
         if isinstance(v, float):
             return f"{v:.4g}"
         return str(v)
+
     lines = []
     if title:
         lines.append(f"\n{title}\n")
@@ -75,7 +78,8 @@ def table(rows: list[dict], title: str = "") -> str:
 def load_condition() -> str:
     try:
         la = os.getloadavg()
-        return f"load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f} on {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}"
+        threads = torch.get_num_threads()
+        return f"load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f} on {os.cpu_count()} CPUs, torch threads {threads}"
     except OSError:
         return f"{os.cpu_count()} CPUs"
 

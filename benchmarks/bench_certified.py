@@ -34,8 +34,8 @@ import itertools
 
 from _common import load_condition, table
 
-from spacefold.data import load_digits, load_mnist
 from spacefold._core.folding import folding_batch
+from spacefold.data import load_digits, load_mnist
 from spacefold.models import mlp
 
 
@@ -119,13 +119,19 @@ def main() -> None:
     t, ratio, res = compare(model, x1, x2, args.repeats)
     c, b = res["certified"], res["bisect"]
     missed = int((c.n_regions > b.n_regions).sum())
-    rows = [{
-        "model": f"{d_in}-20x3-10 GELU", "segments": f"{args.paths} ({source})",
-        "bisect s": t["bisect"], "certified s": t["certified"], "certified / bisect (median ratio)": ratio,
-        "regions/path bisect": float(b.n_regions.double().mean()),
-        "regions/path certified": float(c.n_regions.double().mean()),
-        "paths where bisect missed regions": missed, "certified complete": f"{int(c.complete.sum())}/{len(c)}",
-    }]
+    rows = [
+        {
+            "model": f"{d_in}-20x3-10 GELU",
+            "segments": f"{args.paths} ({source})",
+            "bisect s": t["bisect"],
+            "certified s": t["certified"],
+            "certified / bisect (median ratio)": ratio,
+            "regions/path bisect": float(b.n_regions.double().mean()),
+            "regions/path certified": float(c.n_regions.double().mean()),
+            "paths where bisect missed regions": missed,
+            "certified complete": f"{int(c.complete.sum())}/{len(c)}",
+        }
+    ]
     print(table(rows, "GELU MLP"))
 
     digits = load_digits().x_test.reshape(-1, 64)
@@ -134,15 +140,20 @@ def main() -> None:
     t, ratio, res = compare(gated, g1, g2, args.repeats)
     c, b = res["certified"], res["bisect"]
     fewer = c.n_regions > b.n_regions
-    rows = [{
-        "model": "64-(SwiGLU 20 + Tanh)x3-10", "segments": f"{args.paths} (8x8 digits)",
-        "bisect s": t["bisect"], "certified s": t["certified"], "certified / bisect (median ratio)": ratio,
-        "regions/path bisect": float(b.n_regions.double().mean()),
-        "regions/path certified": float(c.n_regions.double().mean()),
-        "paths where bisect missed regions": int(fewer.sum()),
-        "max chi difference": float((c.chi - b.chi).abs().max()),
-        "certified complete": f"{int(c.complete.sum())}/{len(c)}",
-    }]
+    rows = [
+        {
+            "model": "64-(SwiGLU 20 + Tanh)x3-10",
+            "segments": f"{args.paths} (8x8 digits)",
+            "bisect s": t["bisect"],
+            "certified s": t["certified"],
+            "certified / bisect (median ratio)": ratio,
+            "regions/path bisect": float(b.n_regions.double().mean()),
+            "regions/path certified": float(c.n_regions.double().mean()),
+            "paths where bisect missed regions": int(fewer.sum()),
+            "max chi difference": float((c.chi - b.chi).abs().max()),
+            "certified complete": f"{int(c.complete.sum())}/{len(c)}",
+        }
+    ]
     print(table(rows, "Gated MLP (SwiGLU-style units)"))
 
     v1, v2 = pairs(digits, args.vit_paths, seed=1)
@@ -151,14 +162,19 @@ def main() -> None:
         vit = ViT(blocks=blocks).eval()
         t, ratio, res = compare(vit, v1, v2, max(1, args.repeats - 2))
         c, b = res["certified"], res["bisect"]
-        rows.append({
-            "model": f"ViT d=32, {blocks} block(s)", "segments": f"{args.vit_paths} (8x8 digits)",
-            "bisect s/path": t["bisect"] / args.vit_paths, "certified s/path": t["certified"] / args.vit_paths,
-            "certified / bisect": ratio, "regions/path bisect": float(b.n_regions.double().mean()),
-            "regions/path certified": float(c.n_regions.double().mean()),
-            "paths where bisect missed regions": int((c.n_regions > b.n_regions).sum()),
-            "certified complete": f"{int(c.complete.sum())}/{len(c)}",
-        })
+        rows.append(
+            {
+                "model": f"ViT d=32, {blocks} block(s)",
+                "segments": f"{args.vit_paths} (8x8 digits)",
+                "bisect s/path": t["bisect"] / args.vit_paths,
+                "certified s/path": t["certified"] / args.vit_paths,
+                "certified / bisect": ratio,
+                "regions/path bisect": float(b.n_regions.double().mean()),
+                "regions/path certified": float(c.n_regions.double().mean()),
+                "paths where bisect missed regions": int((c.n_regions > b.n_regions).sum()),
+                "certified complete": f"{int(c.complete.sum())}/{len(c)}",
+            }
+        )
     print(table(rows, "ViT-like model on 8x8 digits"))
 
 

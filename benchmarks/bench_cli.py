@@ -54,8 +54,12 @@ def main() -> None:
     ap.add_argument("--arch", default="5x12")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
-                    help="worker processes of bench_protocol.py (default every core)")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="worker processes of bench_protocol.py (default every core)",
+    )
     ap.add_argument("--data-dir", default=None, help="folder of the MNIST IDX files (default $SPACEFOLD_MNIST)")
     args = ap.parse_args()
     if args.data_dir is not None:
@@ -65,18 +69,43 @@ def main() -> None:
     x, y = load_mnist("test")
     xt, yt = load_mnist("train")
     n = args.images
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in [str(HERE.parent / "src"),
-                                                                    os.environ.get("PYTHONPATH", "")] if p)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in [str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")] if p),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         sample = Path(tmp) / "sample.npz"  # the first N test images as the test split
-        np.savez(sample, x_test=x[:n].numpy(), y_test=y[:n].numpy(), x_train=xt[:100].numpy(),
-                 y_train=yt[:100].numpy())
+        np.savez(sample, x_test=x[:n].numpy(), y_test=y[:n].numpy(), x_train=xt[:100].numpy(), y_train=yt[:100].numpy())
         cmds = {
-            "bench_protocol.py": [sys.executable, "bench_protocol.py", "--images", str(n), "--anchors", str(n),
-                                  "--workers", str(args.workers), "--epochs", str(args.epochs), "--arch", args.arch,
-                                  "--json"],
-            "spacefold measure": [sys.executable, "-m", "spacefold", "measure", "--model", str(model), "--data",
-                                  str(sample), "--pairs", "all", "--json", "--no-progress"],
+            "bench_protocol.py": [
+                sys.executable,
+                "bench_protocol.py",
+                "--images",
+                str(n),
+                "--anchors",
+                str(n),
+                "--workers",
+                str(args.workers),
+                "--epochs",
+                str(args.epochs),
+                "--arch",
+                args.arch,
+                "--json",
+            ],
+            "spacefold measure": [
+                sys.executable,
+                "-m",
+                "spacefold",
+                "measure",
+                "--model",
+                str(model),
+                "--data",
+                str(sample),
+                "--pairs",
+                "all",
+                "--json",
+                "--no-progress",
+            ],
         }
         res: dict[str, list[tuple[float, dict]]] = {k: [] for k in cmds}
         for _ in range(args.repeats):
@@ -88,26 +117,50 @@ def main() -> None:
     for k, runs in res.items():
         whole = [w for w, _ in runs]
         walk = [o[inner[k]] for _, o in runs]
-        rows.append({"command": k, "paths": runs[0][1][paths[k]], "whole command s (median)": statistics.median(whole),
-                     "walking s (median)": statistics.median(walk),
-                     "paths/s walking": runs[0][1][paths[k]] / statistics.median(walk),
-                     "walking s (each round)": " ".join(f"{t:.1f}" for t in walk),
-                     "phi_max_p2": runs[0][1]["phi_max_p2"]})
-    print(table(rows, f"every ordered pair of the first {n} MNIST test images, {args.arch} MLP ({args.epochs} epochs, "
-                      f"test accuracy {acc:.4f}), {args.repeats} interleaved rounds; bench_protocol.py with "
-                      f"{args.workers} workers, spacefold measure with its defaults; {load_condition()}"))
+        rows.append(
+            {
+                "command": k,
+                "paths": runs[0][1][paths[k]],
+                "whole command s (median)": statistics.median(whole),
+                "walking s (median)": statistics.median(walk),
+                "paths/s walking": runs[0][1][paths[k]] / statistics.median(walk),
+                "walking s (each round)": " ".join(f"{t:.1f}" for t in walk),
+                "phi_max_p2": runs[0][1]["phi_max_p2"],
+            }
+        )
+    print(
+        table(
+            rows,
+            f"every ordered pair of the first {n} MNIST test images, {args.arch} MLP ({args.epochs} epochs, "
+            f"test accuracy {acc:.4f}), {args.repeats} interleaved rounds; bench_protocol.py with "
+            f"{args.workers} workers, spacefold measure with its defaults; {load_condition()}",
+        )
+    )
     b, c = res["bench_protocol.py"], res["spacefold measure"]
-    ratio_walk = [(cw[1]["wall_seconds"] / cw[1]["n_paths"]) / (bw[1]["seconds"] / bw[1]["paths"])
-                  for bw, cw in zip(b, c)]
+    ratio_walk = [
+        (cw[1]["wall_seconds"] / cw[1]["n_paths"]) / (bw[1]["seconds"] / bw[1]["paths"]) for bw, cw in zip(b, c)
+    ]
     ratio_whole = [cw[0] / bw[0] for bw, cw in zip(b, c)]
     print()
-    print(table([
-        {"ratio (spacefold measure / bench_protocol.py)": "walking time per path",
-         "median": statistics.median(ratio_walk),
-         "each round": " ".join(f"{r:.2f}" for r in ratio_walk), "target": "<= 1.2"},
-        {"ratio (spacefold measure / bench_protocol.py)": "whole command", "median": statistics.median(ratio_whole),
-         "each round": " ".join(f"{r:.2f}" for r in ratio_whole), "target": ""},
-    ], "the command line against the hand-tuned script, round by round"))
+    print(
+        table(
+            [
+                {
+                    "ratio (spacefold measure / bench_protocol.py)": "walking time per path",
+                    "median": statistics.median(ratio_walk),
+                    "each round": " ".join(f"{r:.2f}" for r in ratio_walk),
+                    "target": "<= 1.2",
+                },
+                {
+                    "ratio (spacefold measure / bench_protocol.py)": "whole command",
+                    "median": statistics.median(ratio_whole),
+                    "each round": " ".join(f"{r:.2f}" for r in ratio_whole),
+                    "target": "",
+                },
+            ],
+            "the command line against the hand-tuned script, round by round",
+        )
+    )
 
 
 if __name__ == "__main__":

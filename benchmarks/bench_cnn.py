@@ -38,8 +38,8 @@ from _common import load_condition, table
 from torch import nn
 
 from spacefold._core.folding import walk_batch
-from spacefold.models.resnet import randomize_batchnorm
 from spacefold._core.walk import segment_points
+from spacefold.models.resnet import randomize_batchnorm
 
 
 def vgg_cnn(seed: int = 0) -> nn.Module:
@@ -49,9 +49,20 @@ def vgg_cnn(seed: int = 0) -> nn.Module:
     def block(c_in: int, c_out: int) -> list[nn.Module]:
         return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
 
-    net = nn.Sequential(*block(3, 16), *block(16, 16), nn.MaxPool2d(2), *block(16, 32), *block(32, 32),
-                        nn.MaxPool2d(2), *block(32, 64), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(1024, 128),
-                        nn.ReLU(), nn.Linear(128, 10))
+    net = nn.Sequential(
+        *block(3, 16),
+        *block(16, 16),
+        nn.MaxPool2d(2),
+        *block(16, 32),
+        *block(32, 32),
+        nn.MaxPool2d(2),
+        *block(32, 64),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(1024, 128),
+        nn.ReLU(),
+        nn.Linear(128, 10),
+    )
     return randomize_batchnorm(net, seed + 1)
 
 
@@ -83,6 +94,7 @@ def layer_rows(net: nn.Sequential, run) -> list[int]:
         def count(mod, inputs, output):
             if inputs[0].shape[0] > 1:
                 rows[i] += inputs[0].shape[0]
+
         return count
 
     handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(net)]
@@ -130,8 +142,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="repeats of the floor's forward passes")
     ap.add_argument("--floor-batch", type=int, default=256, help="points per forward pass of the floor")
     ap.add_argument("--no-float64", action="store_true", help="skip the float64 agreement")
-    ap.add_argument("--batch", type=int, default=0,
-                    help="paths per call of the walk (0: all in one call, the walk bounds its own memory)")
+    ap.add_argument(
+        "--batch",
+        type=int,
+        default=0,
+        help="paths per call of the walk (0: all in one call, the walk bounds its own memory)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="2 paths, no bisection, 1 repeat")
     args = ap.parse_args()
@@ -143,8 +159,10 @@ def main() -> None:
     g = torch.Generator().manual_seed(args.seed + 2)
     x = torch.randn(2 * args.paths, 3, 32, 32, generator=g).to(dtype)
     x1, x2 = x[0::2], x[1::2]
-    print(f"# bench_cnn: {args.paths} paths, {args.dtype}, {load_condition()}, "
-          f"SPACEFOLD_MEMORY={os.environ.get('SPACEFOLD_MEMORY', 'unset')}")
+    print(
+        f"# bench_cnn: {args.paths} paths, {args.dtype}, {load_condition()}, "
+        f"SPACEFOLD_MEMORY={os.environ.get('SPACEFOLD_MEMORY', 'unset')}"
+    )
 
     # the compiled kernels compile on first use: warm them up on a short segment
     walk_batch(net, x1[:1], (x1[:1] + 1e-3 * (x2[:1] - x1[:1])))
@@ -182,21 +200,40 @@ def main() -> None:
     t_end[last] = 1.0
     f_reg = floor_seconds(net, x1, x2, reg_path, (t_reg + t_end) / 2, args.floor_batch, args.repeats)
 
-    rows = [{
-        "what": f"exact ({args.dtype}, {batch} paths per call)", "s/path": t_walk / args.paths,
-        "regions/path": float(regions.double().mean()), "breakpoints/path": n_bp / args.paths,
-        "ratio": "-", "maxrss MB": f"{rss:.0f} (before: {rss0:.0f})",
-    }, {
-        "what": "floor: forward at every breakpoint", "s/path": f_bp / args.paths, "regions/path": "-",
-        "breakpoints/path": n_bp / args.paths, "ratio": f"walk/floor = {t_walk / f_bp:.2f}", "maxrss MB": "-",
-    }, {
-        "what": "floor: each layer alone at the breakpoints it has", "s/path": f_layer / args.paths,
-        "regions/path": "-", "breakpoints/path": "-", "ratio": f"walk/floor = {t_walk / f_layer:.2f}",
-        "maxrss MB": "-",
-    }, {
-        "what": "forward at one point per region", "s/path": f_reg / args.paths, "regions/path": "-",
-        "breakpoints/path": "-", "ratio": f"walk/this = {t_walk / f_reg:.2f}", "maxrss MB": "-",
-    }]
+    rows = [
+        {
+            "what": f"exact ({args.dtype}, {batch} paths per call)",
+            "s/path": t_walk / args.paths,
+            "regions/path": float(regions.double().mean()),
+            "breakpoints/path": n_bp / args.paths,
+            "ratio": "-",
+            "maxrss MB": f"{rss:.0f} (before: {rss0:.0f})",
+        },
+        {
+            "what": "floor: forward at every breakpoint",
+            "s/path": f_bp / args.paths,
+            "regions/path": "-",
+            "breakpoints/path": n_bp / args.paths,
+            "ratio": f"walk/floor = {t_walk / f_bp:.2f}",
+            "maxrss MB": "-",
+        },
+        {
+            "what": "floor: each layer alone at the breakpoints it has",
+            "s/path": f_layer / args.paths,
+            "regions/path": "-",
+            "breakpoints/path": "-",
+            "ratio": f"walk/floor = {t_walk / f_layer:.2f}",
+            "maxrss MB": "-",
+        },
+        {
+            "what": "forward at one point per region",
+            "s/path": f_reg / args.paths,
+            "regions/path": "-",
+            "breakpoints/path": "-",
+            "ratio": f"walk/this = {t_walk / f_reg:.2f}",
+            "maxrss MB": "-",
+        },
+    ]
     if not args.no_float64:
         t64, r64, bp64 = 0.0, [], 0
         for k in range(0, args.paths, batch):
@@ -208,25 +245,33 @@ def main() -> None:
             del w
         r64 = torch.cat(r64)
         same = int((r64 == regions).sum())
-        rows.append({
-            "what": "exact (float64)", "s/path": t64 / args.paths, "regions/path": float(r64.double().mean()),
-            "breakpoints/path": bp64 / args.paths,
-            "ratio": f"same count as {args.dtype}: {same}/{args.paths} "
-                     f"(max diff {int((r64 - regions).abs().max())})",
-            "maxrss MB": f"{maxrss_mb():.0f}",
-        })
+        rows.append(
+            {
+                "what": "exact (float64)",
+                "s/path": t64 / args.paths,
+                "regions/path": float(r64.double().mean()),
+                "breakpoints/path": bp64 / args.paths,
+                "ratio": f"same count as {args.dtype}: {same}/{args.paths} "
+                f"(max diff {int((r64 - regions).abs().max())})",
+                "maxrss MB": f"{maxrss_mb():.0f}",
+            }
+        )
     if args.bisect_paths:
         k = min(args.bisect_paths, args.paths)
         t0 = time.perf_counter()
         wb = walk_batch(net, x1[:k], x2[:k], method="bisect")
         tb = time.perf_counter() - t0
-        rows.append({
-            "what": "bisect", "s/path": tb / k, "regions/path": float(wb.n_regions.double().mean()),
-            "breakpoints/path": "-",
-            "ratio": f"bisect/walk = {(tb / k) / (t_walk / args.paths):.1f}; regions bisect - exact on its "
-                     f"{k} paths: {int((wb.n_regions - regions[:k]).sum())}",
-            "maxrss MB": f"{maxrss_mb():.0f}",
-        })
+        rows.append(
+            {
+                "what": "bisect",
+                "s/path": tb / k,
+                "regions/path": float(wb.n_regions.double().mean()),
+                "breakpoints/path": "-",
+                "ratio": f"bisect/walk = {(tb / k) / (t_walk / args.paths):.1f}; regions bisect - exact on its "
+                f"{k} paths: {int((wb.n_regions - regions[:k]).sum())}",
+                "maxrss MB": f"{maxrss_mb():.0f}",
+            }
+        )
     print(table(rows))
     print(f"\npaths walked again in float64 (max pooling unresolved in {args.dtype}): {n64}")
     print(f"sub-segments walked again in float64 (crossings {args.dtype} cannot tell apart): {n_ref}")

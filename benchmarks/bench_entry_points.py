@@ -36,8 +36,8 @@ import torch
 from _common import load_condition, table
 
 import spacefold as sf
-from spacefold.models import mlp
 from spacefold._core.pairs import pair_plan
+from spacefold.models import mlp
 
 _TUNED: dict = {}
 
@@ -71,21 +71,33 @@ def _tuned_walk(ij):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", choices=["mnist", "random"], default="mnist",
-                    help="mnist: the test images, from --data-dir or $SPACEFOLD_MNIST (or $SPACEFOLD_DATA)")
+    ap.add_argument(
+        "--data",
+        choices=["mnist", "random"],
+        default="mnist",
+        help="mnist: the test images, from --data-dir or $SPACEFOLD_MNIST (or $SPACEFOLD_DATA)",
+    )
     ap.add_argument("--data-dir", default=None, help="folder of the MNIST IDX files")
     ap.add_argument("--arch", default="5x12")
     ap.add_argument("--pairs", type=int, default=400_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
-                    help="worker processes of the hand-tuned configuration (default every core)")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="worker processes of the hand-tuned configuration (default every core)",
+    )
     args = ap.parse_args()
     if args.data_dir is not None:
         os.environ["SPACEFOLD_MNIST"] = args.data_dir  # read by _common, here and in the workers
     # the hand-tuned pool starts first, and is warm before anything is timed
-    tuned = ProcessPoolExecutor(args.workers, mp_context=mp.get_context("forkserver"), initializer=_tuned_init,
-                                initargs=(args.arch, args.data, args.seed))
+    tuned = ProcessPoolExecutor(
+        args.workers,
+        mp_context=mp.get_context("forkserver"),
+        initializer=_tuned_init,
+        initargs=(args.arch, args.data, args.seed),
+    )
     list(tuned.map(_tuned_ready, range(args.workers)))
     net = mlp(args.arch, 784, 10, seed=args.seed).eval()
     x, y = _inputs(args.data, args.seed)
@@ -111,22 +123,46 @@ def main() -> None:
     ref = chis["hand-tuned (bench_protocol)"]
     same = all(torch.equal(c.float(), ref.float()) for c in chis.values())
     print(f"spacefold from {sf.__file__}")
-    rows = [{"configuration": k, "paths/s (median)": n / statistics.median(v), "s (median)": statistics.median(v),
-             "s (each round)": " ".join(f"{t:.2f}" for t in v)} for k, v in times.items()]
-    print(table(rows, f"{args.arch} MLP (random weights, seed {args.seed}), {n} inter-class pairs of "
-                      f"{'MNIST test images' if args.data == 'mnist' else 'random 784-d inputs'}, {args.repeats} "
-                      f"interleaved rounds; same chi everywhere: {same}; {load_condition()}"))
+    rows = [
+        {
+            "configuration": k,
+            "paths/s (median)": n / statistics.median(v),
+            "s (median)": statistics.median(v),
+            "s (each round)": " ".join(f"{t:.2f}" for t in v),
+        }
+        for k, v in times.items()
+    ]
+    print(
+        table(
+            rows,
+            f"{args.arch} MLP (random weights, seed {args.seed}), {n} inter-class pairs of "
+            f"{'MNIST test images' if args.data == 'mnist' else 'random 784-d inputs'}, {args.repeats} "
+            f"interleaved rounds; same chi everywhere: {same}; {load_condition()}",
+        )
+    )
     best = times["hand-tuned (bench_protocol)"]
     ratios = []
     for k, target in (("global_folding(x, y, max_pairs)", 0.9), ("folding_batch(x[i], x[j])", 0.5)):
         per_round = [b / t for b, t in zip(best, times[k])]
-        ratios.append({"defaults": k, "x hand-tuned (median of rounds)": statistics.median(per_round),
-                       "lowest": min(per_round), "highest": max(per_round),
-                       "ratio of medians": statistics.median(best) / statistics.median(times[k]),
-                       "target": f">= {target}", "met": statistics.median(per_round) >= target})
+        ratios.append(
+            {
+                "defaults": k,
+                "x hand-tuned (median of rounds)": statistics.median(per_round),
+                "lowest": min(per_round),
+                "highest": max(per_round),
+                "ratio of medians": statistics.median(best) / statistics.median(times[k]),
+                "target": f">= {target}",
+                "met": statistics.median(per_round) >= target,
+            }
+        )
     print()
-    print(table(ratios, f"defaults against the hand-tuned configuration ({args.workers} single-threaded workers, "
-                        f"batch 131072), in the same rounds"))
+    print(
+        table(
+            ratios,
+            f"defaults against the hand-tuned configuration ({args.workers} single-threaded workers, "
+            f"batch 131072), in the same rounds",
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -79,17 +79,21 @@ def main() -> None:
     net = random_mlp([args.width] * args.depth, seed=0).net  # the nn.Sequential inside spacefold.models.MLP
     g = torch.Generator().manual_seed(0)
     idx = torch.randint(0, x.shape[0], (args.planes, 3), generator=g)
-    print(f"# {args.planes} planes through 3 MNIST test images, 784-{args.width}x{args.depth}-10 random MLP; "
-          f"regioncam {getattr(regioncam, '__version__', '0.5.2')}, 1 thread each")
+    print(
+        f"# {args.planes} planes through 3 MNIST test images, 784-{args.width}x{args.depth}-10 random MLP; "
+        f"regioncam {getattr(regioncam, '__version__', '0.5.2')}, 1 thread each"
+    )
     print(f"# {load_condition()}")
     plane_regions(net, plane_through(x[0], x[1], x[2]))  # warm-up: compiles (or loads) the Numba kernel
     rows = []
     for k, (a, b, c) in enumerate(idx.tolist()):
         plane = plane_through(x[a], x[b], x[c])
         net2 = folded_net(net, plane)
-        runs = {"as given": lambda: plane_regions(net, plane),
-                "general path": lambda: plane_regions(Wrapped(net), plane),
-                "NumPy cut": lambda: plane_regions(net, plane, kernel=False)}
+        runs = {
+            "as given": lambda: plane_regions(net, plane),
+            "general path": lambda: plane_regions(Wrapped(net), plane),
+            "NumPy cut": lambda: plane_regions(net, plane, kernel=False),
+        }
         times = {name: [] for name in runs}
         ratios = {name: [] for name in runs}
         t_rc, counts = [], {}
@@ -104,14 +108,21 @@ def main() -> None:
                 dt = time.perf_counter() - t0
                 times[name].append(dt)
                 ratios[name].append(t / dt)
-        row = {"plane": k, "regions regioncam": n_rc,
-               "regions spacefold": "/".join(str(counts[n]) for n in runs), "regioncam s": statistics.median(t_rc)}
+        row = {
+            "plane": k,
+            "regions regioncam": n_rc,
+            "regions spacefold": "/".join(str(counts[n]) for n in runs),
+            "regioncam s": statistics.median(t_rc),
+        }
         for name in runs:
             row[f"spacefold {name} s"] = statistics.median(times[name])
             row[f"regioncam / {name}"] = statistics.median(ratios[name])
         rows.append(row)
-    summary = {"plane": "median", "regions regioncam": statistics.median(r["regions regioncam"] for r in rows),
-               "regions spacefold": "-"}
+    summary = {
+        "plane": "median",
+        "regions regioncam": statistics.median(r["regions regioncam"] for r in rows),
+        "regions spacefold": "-",
+    }
     for key in rows[0]:
         if key.endswith(" s") or key.startswith("regioncam /"):
             summary[key] = statistics.median(r[key] for r in rows)

@@ -76,14 +76,21 @@ def main() -> None:
     n = x.shape[0]
     _, acc = trained_mlp(args.arch, epochs=args.epochs)
     if not args.json:
-        print(f"# MNIST MLP {args.arch}, {args.epochs} epochs, test accuracy {acc:.4f}; {args.workers} worker(s) x "
-              f"{args.threads} thread(s); {load_condition()}")
+        print(
+            f"# MNIST MLP {args.arch}, {args.epochs} epochs, test accuracy {acc:.4f}; {args.workers} worker(s) x "
+            f"{args.threads} thread(s); {load_condition()}"
+        )
     k = min(args.anchors, n)
     chi = torch.empty(k, n, dtype=torch.float32)
     mp = torch.empty(k, n, dtype=torch.float32)
     blocks = [(a, min(a + args.block, k)) for a in range(0, k, args.block)]
-    job = {"arch": args.arch, "epochs": args.epochs, "batch_size": args.batch_size, "threads": args.threads,
-           "images": n}
+    job = {
+        "arch": args.arch,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "images": n,
+    }
     regions = 0
     if args.workers > 1:
         # one process per core, each single-threaded: anchors split between them
@@ -106,23 +113,55 @@ def main() -> None:
     # the aggregates of the library (Φ_N and P2's median of maxima as spacefold.global_folding defines them)
     la, lb = y[:k].repeat_interleave(n), y.repeat(k)
     zeros = torch.zeros(1, dtype=torch.int64).expand(k * n)  # not kept per path
-    g = GlobalFolding(chi=chi.reshape(-1), max_profile=mp.reshape(-1), r1=zeros, r2=zeros, n_regions=zeros,
-                      label_a=la, label_b=lb, method="exact", pairs="all", seed=0)
+    g = GlobalFolding(
+        chi=chi.reshape(-1),
+        max_profile=mp.reshape(-1),
+        r1=zeros,
+        r2=zeros,
+        n_regions=zeros,
+        label_a=la,
+        label_b=lb,
+        method="exact",
+        pairs="all",
+        seed=0,
+    )
     c_inter = chi.reshape(-1)[la != lb]
-    rows = [{
-        "paths walked": n_paths, "seconds": dt, "paths/s": rate, "regions/path": regions / n_paths,
-        "full protocol (1e8 paths) at this rate": f"{1e8 / rate / 60:.1f} min",
-        "phi (inter-class)": median_nonzero(c_inter),
-        "fraction folded (inter-class)": float((c_inter > 0).double().mean()),
-        "median of maxima (P2)": g.phi_max_p2,
-    }]
+    rows = [
+        {
+            "paths walked": n_paths,
+            "seconds": dt,
+            "paths/s": rate,
+            "regions/path": regions / n_paths,
+            "full protocol (1e8 paths) at this rate": f"{1e8 / rate / 60:.1f} min",
+            "phi (inter-class)": median_nonzero(c_inter),
+            "fraction folded (inter-class)": float((c_inter > 0).double().mean()),
+            "median of maxima (P2)": g.phi_max_p2,
+        }
+    ]
     if args.json:
-        print(json.dumps({"paths": n_paths, "seconds": dt, "paths_per_second": rate, "images": n,
-                          "phi_max_p2": g.phi_max_p2, "workers": args.workers, "load": load_condition()}))
+        print(
+            json.dumps(
+                {
+                    "paths": n_paths,
+                    "seconds": dt,
+                    "paths_per_second": rate,
+                    "images": n,
+                    "phi_max_p2": g.phi_max_p2,
+                    "workers": args.workers,
+                    "load": load_condition(),
+                }
+            )
+        )
         return
-    print(table(rows, "exact walks, every ordered pair with the start among the first "
-                      f"{k} test images" + (f" and the end among the first {n}" if n < 10_000 else "")
-                      + (" (the whole protocol)" if k == n == 10_000 else "")))
+    print(
+        table(
+            rows,
+            "exact walks, every ordered pair with the start among the first "
+            f"{k} test images"
+            + (f" and the end among the first {n}" if n < 10_000 else "")
+            + (" (the whole protocol)" if k == n == 10_000 else ""),
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ def main() -> None:
     try:
         import regioncam  # noqa: F401
     except ImportError:
-        raise SystemExit("regioncam is not installed: pip install regioncam")
+        raise SystemExit("regioncam is not installed: pip install regioncam") from None
     x, _ = load_mnist("test")
     net = random_mlp([args.width] * args.depth, seed=0)
     g = torch.Generator().manual_seed(0)
@@ -103,8 +103,11 @@ def main() -> None:
     # reference: the exact walk of the same network evaluated in float64
     ref = sf.folding_batch(net, x1, x2, method="exact", tol=0.0, dtype=torch.float64).n_regions
     # (threads, tol, compiled kernels): the default tol also without the kernels (torch operations only)
-    configs = [(th, tol, k) for th in [int(t) for t in args.threads.split(",")]
-               for tol, k in ((0.0, True), (1e-9, True), (1e-6, True), (1e-9, False))]
+    configs = [
+        (th, tol, k)
+        for th in [int(t) for t in args.threads.split(",")]
+        for tol, k in ((0.0, True), (1e-9, True), (1e-6, True), (1e-9, False))
+    ]
     sf.folding_batch(net, x1[:50], x2[:50], method="exact")  # warm-up (tracing)
     # interleaved: every repeat times regioncam and then each configuration, so that both
     # see the same load; ratios are taken within a repeat
@@ -130,10 +133,18 @@ def main() -> None:
         return f"{int((counts == ref).sum())}/{args.paths}"
 
     t_rc = statistics.median(rc_times)
-    rows = [{"method": "regioncam 0.5.2 (Rust, 1 thread)", "torch threads": "-", "paths/s": args.paths / t_rc,
-             "ms/path": 1e3 * t_rc / args.paths, "speed-up (median of per-repeat ratios)": 1.0,
-             "regions/path": float(rc.float().mean()), "same count as regioncam": "-",
-             "same count as float64": agree(rc)}]
+    rows = [
+        {
+            "method": "regioncam 0.5.2 (Rust, 1 thread)",
+            "torch threads": "-",
+            "paths/s": args.paths / t_rc,
+            "ms/path": 1e3 * t_rc / args.paths,
+            "speed-up (median of per-repeat ratios)": 1.0,
+            "regions/path": float(rc.float().mean()),
+            "same count as regioncam": "-",
+            "same count as float64": agree(rc),
+        }
+    ]
     for c in configs:
         th, tol, kernels = c
         t = statistics.median(times[c])
@@ -141,19 +152,33 @@ def main() -> None:
         name = f"spacefold exact, tol={tol:g}" + (" (default)" if tol == 1e-9 else "")
         if not kernels:
             name += ", torch operations only"
-        rows.append({"method": name, "torch threads": th, "paths/s": args.paths / t,
-                     "ms/path": 1e3 * t / args.paths,
-                     "speed-up (median of per-repeat ratios)": statistics.median(ratios[c]),
-                     "regions/path": float(r.n_regions.float().mean()),
-                     "same count as regioncam": f"{int((r.n_regions == rc).sum())}/{args.paths} (max diff "
-                                                f"{int((r.n_regions - rc).abs().max())})",
-                     "same count as float64": agree(r.n_regions)})
+        rows.append(
+            {
+                "method": name,
+                "torch threads": th,
+                "paths/s": args.paths / t,
+                "ms/path": 1e3 * t / args.paths,
+                "speed-up (median of per-repeat ratios)": statistics.median(ratios[c]),
+                "regions/path": float(r.n_regions.float().mean()),
+                "same count as regioncam": f"{int((r.n_regions == rc).sum())}/{args.paths} (max diff "
+                f"{int((r.n_regions - rc).abs().max())})",
+                "same count as float64": agree(r.n_regions),
+            }
+        )
     for th in sorted({c[0] for c in configs}):
         t = product_floor(net, x1, x2, th, args.repeats)
-        rows.append({"method": "floor: only the walk's matrix products", "torch threads": th,
-                     "paths/s": args.paths / t, "ms/path": 1e3 * t / args.paths,
-                     "speed-up (median of per-repeat ratios)": t_rc / t, "regions/path": "-",
-                     "same count as regioncam": "-", "same count as float64": "-"})
+        rows.append(
+            {
+                "method": "floor: only the walk's matrix products",
+                "torch threads": th,
+                "paths/s": args.paths / t,
+                "ms/path": 1e3 * t / args.paths,
+                "speed-up (median of per-repeat ratios)": t_rc / t,
+                "regions/path": "-",
+                "same count as regioncam": "-",
+                "same count as float64": "-",
+            }
+        )
     print(table(rows))
 
 

@@ -52,6 +52,7 @@ ROOT = HERE.parent
 
 # --------------------------------------------------------------------------- the worker (one per tree)
 
+
 def _worker(data_file: str) -> None:
     """Answer one JSON line per case name read from stdin: ``{"seconds": ..., "result": path}``."""
     import torch
@@ -81,15 +82,17 @@ def _worker(data_file: str) -> None:
     def run_mlp(warm: bool):
         d = data["mlp"]
         i, j = (d["i"][:1000], d["j"][:1000]) if warm else (d["i"], d["j"])
-        f = sf.folding_pairs(nets["mlp"], d["x"], i, j, method="exact",
-                             **one_process(sf.folding_pairs, batch_size=1 << 17))
+        f = sf.folding_pairs(
+            nets["mlp"], d["x"], i, j, method="exact", **one_process(sf.folding_pairs, batch_size=1 << 17)
+        )
         return {"chi": f.chi, "n_regions": f.n_regions}
 
     def run_rc(warm: bool):
         d = data["regioncam"]
         x1, x2 = (d["x1"][:20], d["x2"][:20]) if warm else (d["x1"], d["x2"])
-        f = sf.folding_batch(nets["regioncam"], x1, x2, method="exact",
-                             **one_process(sf.folding_batch, batch_size=x1.shape[0]))
+        f = sf.folding_batch(
+            nets["regioncam"], x1, x2, method="exact", **one_process(sf.folding_batch, batch_size=x1.shape[0])
+        )
         return {"chi": f.chi, "n_regions": f.n_regions}
 
     def run_cnn(warm: bool):
@@ -134,15 +137,28 @@ def _worker(data_file: str) -> None:
 
 def _vgg_skeleton(nn):
     """The layers of ``bench_cnn.vgg_cnn`` (its weights are loaded into them, strictly)."""
+
     def block(c_in: int, c_out: int):
         return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
 
-    return nn.Sequential(*block(3, 16), *block(16, 16), nn.MaxPool2d(2), *block(16, 32), *block(32, 32),
-                         nn.MaxPool2d(2), *block(32, 64), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(1024, 128),
-                         nn.ReLU(), nn.Linear(128, 10))
+    return nn.Sequential(
+        *block(3, 16),
+        *block(16, 16),
+        nn.MaxPool2d(2),
+        *block(16, 32),
+        *block(32, 32),
+        nn.MaxPool2d(2),
+        *block(32, 64),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(1024, 128),
+        nn.ReLU(),
+        nn.Linear(128, 10),
+    )
 
 
 # --------------------------------------------------------------------------- the driver
+
 
 class Tree:
     """A worker process running one tree's ``src``."""
@@ -152,11 +168,13 @@ class Tree:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", data_file]
         # a first process fills the tree's Numba cache (a process that compiled the kernels walked
         # up to 1.5x slower for a while afterwards than one that loaded them); the timed one loads it
-        subprocess.run(cmd, input="warm\n", stdout=subprocess.DEVNULL, text=True, env=env,
-                       cwd=tempfile.gettempdir(), check=True)
+        subprocess.run(
+            cmd, input="warm\n", stdout=subprocess.DEVNULL, text=True, env=env, cwd=tempfile.gettempdir(), check=True
+        )
         self.name = name
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-                                     cwd=tempfile.gettempdir())
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tempfile.gettempdir()
+        )
 
     def ask(self, case: str) -> dict:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -186,13 +204,20 @@ def _cases(args, skipped: dict) -> dict:
         x, _ = load_mnist("test")
 
         def layers(net):
-            return [(m.weight.detach().clone(), m.bias.detach().clone()) for m in net.modules()
-                    if isinstance(m, torch.nn.Linear)]
+            return [
+                (m.weight.detach().clone(), m.bias.detach().clone())
+                for m in net.modules()
+                if isinstance(m, torch.nn.Linear)
+            ]
 
         if "mlp" in names:
             n, k = min(args.images, x.shape[0]), args.anchors
-            data["mlp"] = {"layers": layers(random_mlp([12] * 5, seed=0)), "x": x[:n].clone(),
-                           "i": torch.arange(k).repeat_interleave(n), "j": torch.arange(n).repeat(k)}
+            data["mlp"] = {
+                "layers": layers(random_mlp([12] * 5, seed=0)),
+                "x": x[:n].clone(),
+                "i": torch.arange(k).repeat_interleave(n),
+                "j": torch.arange(n).repeat(k),
+            }
         if "regioncam" in names:
             try:
                 import regioncam  # noqa: F401
@@ -242,8 +267,9 @@ def main() -> None:
     unknown = set(args.cases.split(",")) - {"mlp", "regioncam", "cnn"}
     if unknown:
         ap.error(f"--cases: expected names among mlp, regioncam, cnn, got {', '.join(sorted(unknown))}")
-    base = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.base + "^{commit}"],
-                          capture_output=True, text=True)
+    base = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", args.base + "^{commit}"], capture_output=True, text=True
+    )
     if base.returncode != 0:
         ap.error(f"BASE: expected a commit of this repository, got {args.base!r}")
     sha = base.stdout.strip()
@@ -298,36 +324,63 @@ def main() -> None:
         finally:
             for t in trees:
                 t.close()
-    n_paths = {"mlp": lambda d: d["i"].numel(), "regioncam": lambda d: d["x1"].shape[0],
-               "cnn": lambda d: d["x1"].shape[0]}
+    n_paths = {
+        "mlp": lambda d: d["i"].numel(),
+        "regioncam": lambda d: d["x1"].shape[0],
+        "cnn": lambda d: d["x1"].shape[0],
+    }
     rows = []
     for case in data:
         tb, tc = times[case][sha], times[case]["current"]
         if not tb or not tc:
-            rows.append({"case": case, "paths": n_paths[case](data[case]),
-                         "base s (median)": "-", "current s (median)": "-",
-                         "speed-up, median of rounds [lowest, highest]": "-",
-                         "results": "; ".join(f"{t}: {e}" for (c, t), e in errors.items() if c == case)})
+            rows.append(
+                {
+                    "case": case,
+                    "paths": n_paths[case](data[case]),
+                    "base s (median)": "-",
+                    "current s (median)": "-",
+                    "speed-up, median of rounds [lowest, highest]": "-",
+                    "results": "; ".join(f"{t}: {e}" for (c, t), e in errors.items() if c == case),
+                }
+            )
             continue
         per_round = [b / c for b, c in zip(tb, tc)]
         same = _compare(results[(case, sha)], results[(case, "current")])
         if case == "regioncam" and rc_counts is not None:
             k = int((results[(case, "current")]["n_regions"] == rc_counts).sum())
             t_rc = statistics.median(rc_times)
-            same += (f"; regioncam: same count on {k}/{rc_counts.numel()}, speed-up over it "
-                     f"{t_rc / statistics.median(tc):.2f} (base {t_rc / statistics.median(tb):.2f})")
-        rows.append({"case": case, "paths": n_paths[case](data[case]),
-                     "base s (median)": statistics.median(tb), "current s (median)": statistics.median(tc),
-                     "speed-up, median of rounds [lowest, highest]":
-                         f"{statistics.median(per_round):.3f} [{min(per_round):.3f}, {max(per_round):.3f}]",
-                     "results": same})
+            same += (
+                f"; regioncam: same count on {k}/{rc_counts.numel()}, speed-up over it "
+                f"{t_rc / statistics.median(tc):.2f} (base {t_rc / statistics.median(tb):.2f})"
+            )
+        rows.append(
+            {
+                "case": case,
+                "paths": n_paths[case](data[case]),
+                "base s (median)": statistics.median(tb),
+                "current s (median)": statistics.median(tc),
+                "speed-up, median of rounds [lowest, highest]": (
+                    f"{statistics.median(per_round):.3f} [{min(per_round):.3f}, {max(per_round):.3f}]"
+                ),
+                "results": same,
+            }
+        )
     for case, why in skipped.items():
-        rows.append({"case": case, "paths": "-", "base s (median)": "-", "current s (median)": "-",
-                     "speed-up, median of rounds [lowest, highest]": "-", "results": f"skipped: {why}"})
+        rows.append(
+            {
+                "case": case,
+                "paths": "-",
+                "base s (median)": "-",
+                "current s (median)": "-",
+                "speed-up, median of rounds [lowest, highest]": "-",
+                "results": f"skipped: {why}",
+            }
+        )
     from _common import table
 
-    print(table(rows, f"speed-up = {sha}'s seconds / the current tree's, per round (above 1: the current tree "
-                      "is faster)"))
+    print(
+        table(rows, f"speed-up = {sha}'s seconds / the current tree's, per round (above 1: the current tree is faster)")
+    )
     print(f"# {load_condition()} at the end")
 
 

@@ -96,10 +96,14 @@ def main(argv=None) -> int:
     p1, p2 = probe_pairs(x, y, 512, seed=1000)
     names = ["plain", *[s for s in args.settings if s != "plain"]]
     steps = -(-x.shape[0] // 128) * args.epochs
-    print(f"torch {torch.__version__}, 1 thread, {x.shape[0]} training images, {args.epochs} epochs ({steps} steps), "
-          f"batch 128, {args.repeats} repetitions, λ = 0.3")
-    print("| arch | setting | ratio to plain, wall (median [range]) | ratio to plain, CPU (median [range]) | "
-          "plain s (wall, median) |")
+    print(
+        f"torch {torch.__version__}, 1 thread, {x.shape[0]} training images, {args.epochs} epochs ({steps} steps), "
+        f"batch 128, {args.repeats} repetitions, λ = 0.3"
+    )
+    print(
+        "| arch | setting | ratio to plain, wall (median [range]) | ratio to plain, CPU (median [range]) | "
+        "plain s (wall, median) |"
+    )
     print("|---|---|---|---|---|")
     for arch in args.archs:
         for warm in ("8x8, every step", "exact 8, every step"):  # warm-up

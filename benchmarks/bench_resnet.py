@@ -28,8 +28,8 @@ from torch import nn
 import spacefold as sf
 from spacefold._core.folding import walk_batch
 from spacefold._core.measure import summarize
-from spacefold.models.resnet import ResNet, randomize_batchnorm
 from spacefold._core.walk.exact import verify
+from spacefold.models.resnet import ResNet, randomize_batchnorm
 
 
 def resnet18(seed: int = 0) -> tuple[nn.Module, str]:
@@ -66,8 +66,10 @@ def main() -> None:
     x = torch.randn(2 * args.pairs, 3, 32, 32, generator=g).to(dtype)
     x1, x2 = x[0::2], x[1::2]
     n_bits = sf.activation_patterns(net, x1[:1]).shape[1]
-    print(f"# bench_resnet: ResNet-18 from {source}, {n_bits} ReLU bits, {args.pairs} paths, {args.dtype}, "
-          f"{load_condition()}")
+    print(
+        f"# bench_resnet: ResNet-18 from {source}, {n_bits} ReLU bits, {args.pairs} paths, {args.dtype}, "
+        f"{load_condition()}"
+    )
     # tracing and the compiled kernels' first compilation: on a short segment, not timed
     walk_batch(net, x1[:1], x1[:1] + 1e-3 * (x2[:1] - x1[:1]))
     rows, secs, regs = [], [], []
@@ -75,8 +77,13 @@ def main() -> None:
         t0 = time.perf_counter()
         w = walk_batch(net, x1[k : k + 1], x2[k : k + 1])
         dt = time.perf_counter() - t0
-        row = {"pair": k, "seconds": dt, "regions": int(w.n_regions[0]), "ms/region": 1e3 * dt / int(w.n_regions[0]),
-               "chi": float(summarize(w)["chi"][0])}
+        row = {
+            "pair": k,
+            "seconds": dt,
+            "regions": int(w.n_regions[0]),
+            "ms/region": 1e3 * dt / int(w.n_regions[0]),
+            "chi": float(summarize(w)["chi"][0]),
+        }
         if args.verify:
             t0 = time.perf_counter()
             row["certified"] = verify(net, x1[k : k + 1], x2[k : k + 1], w).ok
@@ -88,8 +95,10 @@ def main() -> None:
     print(table(rows))
     print(f"\nseconds/path: {spread(secs)}")
     print(f"regions/path: {spread(regs)}")
-    print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; "
-          f"{load_condition()}; SPACEFOLD_MEMORY={os.environ.get('SPACEFOLD_MEMORY', 'unset')}")
+    print(
+        f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; "
+        f"{load_condition()}; SPACEFOLD_MEMORY={os.environ.get('SPACEFOLD_MEMORY', 'unset')}"
+    )
 
 
 if __name__ == "__main__":

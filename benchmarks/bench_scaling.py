@@ -51,8 +51,17 @@ def conv_net(seed: int = 0) -> nn.Sequential:
     """28x28 -> Conv(8, 3x3) ReLU MaxPool(2) -> Conv(16, 3x3) ReLU AvgPool(2) -> 400-64-10 MLP."""
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Unflatten(1, (1, 28, 28)), nn.Conv2d(1, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3), nn.ReLU(),
-        nn.AvgPool2d(2), nn.Flatten(), nn.Linear(400, 64), nn.ReLU(), nn.Linear(64, 10),
+        nn.Unflatten(1, (1, 28, 28)),
+        nn.Conv2d(1, 8, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(400, 64),
+        nn.ReLU(),
+        nn.Linear(64, 10),
     ).eval()
 
 
@@ -74,12 +83,16 @@ def main() -> None:
     print(f"# {load_condition()}")
     n = args.paths
     if "depth" in parts:
-        rows = [{"net": f"784-256x{d}-10", **measure(random_mlp([256] * d), x[i[:n]], x[j[:n]], args.repeats)}
-                for d in (1, 2, 4, 6, 8)]
+        rows = [
+            {"net": f"784-256x{d}-10", **measure(random_mlp([256] * d), x[i[:n]], x[j[:n]], args.repeats)}
+            for d in (1, 2, 4, 6, 8)
+        ]
         print(table(rows, f"depth (width 256, {n} paths)"))
     if "width" in parts:
-        rows = [{"net": f"784-{w}x6-10", **measure(random_mlp([w] * 6), x[i[:n]], x[j[:n]], args.repeats)}
-                for w in (32, 64, 128, 256, 512)]
+        rows = [
+            {"net": f"784-{w}x6-10", **measure(random_mlp([w] * 6), x[i[:n]], x[j[:n]], args.repeats)}
+            for w in (32, 64, 128, 256, 512)
+        ]
         print(table(rows, f"width (depth 6, {n} paths)"))
     if "paths" in parts:
         rows = []
@@ -91,8 +104,12 @@ def main() -> None:
         print(table(rows, "number of paths"))
     if "acts" in parts:
         rows = []
-        acts = (("ReLU", nn.ReLU), ("LeakyReLU(0.1)", lambda: nn.LeakyReLU(0.1)),
-                ("Hardtanh(-0.1, 0.3)", lambda: nn.Hardtanh(-0.1, 0.3)), ("ReLU6", nn.ReLU6))
+        acts = (
+            ("ReLU", nn.ReLU),
+            ("LeakyReLU(0.1)", lambda: nn.LeakyReLU(0.1)),
+            ("Hardtanh(-0.1, 0.3)", lambda: nn.Hardtanh(-0.1, 0.3)),
+            ("ReLU6", nn.ReLU6),
+        )
         before = os.environ.get("SPACEFOLD_NUMBA")
         try:
             for name, act in acts:
@@ -101,9 +118,15 @@ def main() -> None:
                 for kernels in ("1", "0"):
                     os.environ["SPACEFOLD_NUMBA"] = kernels
                     res[kernels] = measure(net, x[i[:n]], x[j[:n]], args.repeats)
-                rows.append({"activation": name, "regions/path": res["1"]["regions/path"],
-                             "paths/s, kernels": res["1"]["paths/s"], "paths/s, torch operations": res["0"]["paths/s"],
-                             "speed-up": res["1"]["paths/s"] / res["0"]["paths/s"]})
+                rows.append(
+                    {
+                        "activation": name,
+                        "regions/path": res["1"]["regions/path"],
+                        "paths/s, kernels": res["1"]["paths/s"],
+                        "paths/s, torch operations": res["0"]["paths/s"],
+                        "speed-up": res["1"]["paths/s"] / res["0"]["paths/s"],
+                    }
+                )
         finally:
             if before is None:
                 os.environ.pop("SPACEFOLD_NUMBA", None)
@@ -112,8 +135,13 @@ def main() -> None:
         print(table(rows, f"activation (784-256x6-10, {n} paths)"))
     if "conv" in parts:
         m = args.conv_paths
-        rows = [{"net": "conv 8-16, max/avg pool, 400-64-10", "paths": m,
-                 **measure(conv_net(), x[i[:m]], x[j[:m]], args.repeats)}]
+        rows = [
+            {
+                "net": "conv 8-16, max/avg pool, 400-64-10",
+                "paths": m,
+                **measure(conv_net(), x[i[:m]], x[j[:m]], args.repeats),
+            }
+        ]
         print(table(rows, f"convolutional net ({m} paths)"))
 
 

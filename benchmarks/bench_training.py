@@ -26,8 +26,8 @@ import torch
 
 import spacefold as sf
 from spacefold.data import load_mnist
-from spacefold.training.regularize import FoldingRegularizer, probe_pairs
 from spacefold.models.train import train
+from spacefold.training.regularize import FoldingRegularizer, probe_pairs
 
 VARIANTS = {
     "random 8x8": dict(method="random", pairs_per_step=8, n_points=8),
@@ -65,10 +65,14 @@ def main(argv=None) -> int:
     if args.n_train:
         data = data.subset(args.n_train, None, seed=0)
     p1, p2 = probe_pairs(data.x_train, data.y_train, 512, seed=0)
-    print(f"torch {torch.__version__}, {args.threads} thread(s), {data.y_train.numel()} training samples, "
-          f"{args.repeats} repeats, λ = 0.1")
-    print("| arch | variant | extra points / step | CPU s / epoch | ratio to plain (CPU) | wall s / epoch | "
-          "ratio (wall) |")
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), {data.y_train.numel()} training samples, "
+        f"{args.repeats} repeats, λ = 0.1"
+    )
+    print(
+        "| arch | variant | extra points / step | CPU s / epoch | ratio to plain (CPU) | wall s / epoch | "
+        "ratio (wall) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for arch in args.archs:
         one_epoch(arch, data.subset(2000, None, seed=0), p1, p2, VARIANTS[args.variants[0]])  # warm-up
@@ -85,8 +89,9 @@ def main(argv=None) -> int:
             pts = "regions" if cfg["method"] == "exact" else str(cfg["pairs_per_step"] * cfg["n_points"])
             cpu = statistics.median(c for c, _ in times[v])
             wall = statistics.median(w for _, w in times[v])
-            print(f"| {arch} | {v} | {pts} | {cpu:.2f} | {cpu / cpu0:.2f} | {wall:.2f} | {wall / wall0:.2f} |",
-                  flush=True)
+            print(
+                f"| {arch} | {v} | {pts} | {cpu:.2f} | {cpu / cpu0:.2f} | {wall:.2f} | {wall / wall0:.2f} |", flush=True
+            )
     return 0
 
 

@@ -75,12 +75,12 @@ def run(model, x1, x2, method: str, repeats: int) -> dict:
     n = x1.shape[0]
     kinds = {
         "batched": lambda: folding_batch(model, x1, x2, method=method),
-        "loop": lambda: [folding_batch(model, x1[i:i + 1], x2[i:i + 1], method=method) for i in range(n)],
+        "loop": lambda: [folding_batch(model, x1[i : i + 1], x2[i : i + 1], method=method) for i in range(n)],
         "grid": lambda: folding_batch(model, x1, x2, method="uniform", steps=1024),
     }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for f in kinds.values():  # one-time set-up (traces, critical points of the functions) before timing
+        for _ in kinds.values():  # one-time set-up (traces, critical points of the functions) before timing
             folding_batch(model, x1[:1], x2[:1], method=method)
         times: dict[str, list[float]] = {k: [] for k in kinds}
         out = {}
@@ -90,13 +90,15 @@ def run(model, x1, x2, method: str, repeats: int) -> dict:
                 out[k] = f()
                 times[k].append(time.perf_counter() - t0)
     b, loop = out["batched"], out["loop"]
-    same = bool(torch.equal(b.chi, torch.cat([f.chi for f in loop]))
-                and torch.equal(b.n_regions, torch.cat([f.n_regions for f in loop])))
+    same = bool(
+        torch.equal(b.chi, torch.cat([f.chi for f in loop]))
+        and torch.equal(b.n_regions, torch.cat([f.n_regions for f in loop]))
+    )
     return {
         "paths/s batched": n / statistics.median(times["batched"]),
         "paths/s loop": n / statistics.median(times["loop"]),
         "paths/s grid 1024": n / statistics.median(times["grid"]),
-        "batched / loop speed": statistics.median(l / s for s, l in zip(times["batched"], times["loop"])),
+        "batched / loop speed": statistics.median(lp / s for s, lp in zip(times["batched"], times["loop"])),
         "batched / grid speed": statistics.median(g / s for s, g in zip(times["batched"], times["grid"])),
         "regions/path": float(b.n_regions.double().mean()),
         "complete": f"{int(b.complete.sum())}/{n}",

@@ -41,23 +41,46 @@ def main() -> None:
         model, acc = trained_mlp(arch, epochs=args.epochs)
         x1, x2 = x[i], x[j]
         sf.folding_batch(model, x1[:8], x2[:8], method="exact")  # warm-up (tracing)
-        t_ex, ex = timed(lambda m=model, a=x1, b=x2: sf.folding_batch(m, a, b, method="exact"),
-                          args.repeats, warmup=0)
-        rows = [{"walk": "exact", "points": "-", "mean abs chi err": 0.0, "max abs chi err": 0.0,
-                 "paths with chi err": "0%", "regions missed": "0%", "phi": phi(ex.chi),
-                 "regions/path": float(ex.n_regions.float().mean()), "ms/path": 1e3 * t_ex / i.numel(),
-                 "time / exact": 1.0}]
+        t_ex, ex = timed(lambda m=model, a=x1, b=x2: sf.folding_batch(m, a, b, method="exact"), args.repeats, warmup=0)
+        rows = [
+            {
+                "walk": "exact",
+                "points": "-",
+                "mean abs chi err": 0.0,
+                "max abs chi err": 0.0,
+                "paths with chi err": "0%",
+                "regions missed": "0%",
+                "phi": phi(ex.chi),
+                "regions/path": float(ex.n_regions.float().mean()),
+                "ms/path": 1e3 * t_ex / i.numel(),
+                "time / exact": 1.0,
+            }
+        ]
         for n in [int(p) for p in args.points.split(",")]:
             reps = args.repeats if n <= 1000 else 1
-            t_u, un = timed(lambda m=model, a=x1, b=x2, n=n: sf.folding_batch(
-                m, a, b, method="uniform", steps=n - 1, batch_size=max(1, 200_000 // n)), reps, warmup=0)
+            t_u, un = timed(
+                lambda m=model, a=x1, b=x2, n=n: sf.folding_batch(
+                    m, a, b, method="uniform", steps=n - 1, batch_size=max(1, 200_000 // n)
+                ),
+                reps,
+                warmup=0,
+            )
             err = (un.chi - ex.chi).abs()
             missed = 1.0 - (un.n_regions.double() / ex.n_regions.double()).mean()
-            rows.append({"walk": "uniform", "points": n, "mean abs chi err": float(err.mean()),
-                         "max abs chi err": float(err.max()), "paths with chi err": f"{100 * float((err > 1e-12).double().mean()):.1f}%",
-                         "regions missed": f"{100 * float(missed):.1f}%", "phi": phi(un.chi),
-                         "regions/path": float(un.n_regions.float().mean()), "ms/path": 1e3 * t_u / i.numel(),
-                         "time / exact": t_u / t_ex})
+            rows.append(
+                {
+                    "walk": "uniform",
+                    "points": n,
+                    "mean abs chi err": float(err.mean()),
+                    "max abs chi err": float(err.max()),
+                    "paths with chi err": f"{100 * float((err > 1e-12).double().mean()):.1f}%",
+                    "regions missed": f"{100 * float(missed):.1f}%",
+                    "phi": phi(un.chi),
+                    "regions/path": float(un.n_regions.float().mean()),
+                    "ms/path": 1e3 * t_u / i.numel(),
+                    "time / exact": t_u / t_ex,
+                }
+            )
         print(table(rows, f"MNIST MLP {arch}, {args.epochs} epochs, test accuracy {acc:.4f}"))
 
 

@@ -72,14 +72,21 @@ def main() -> None:
         _worker(nets)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.base, "src"], check=True,
-                                 capture_output=True).stdout
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", args.base, "src"], check=True, capture_output=True
+        ).stdout
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
         procs = {}
         for label, src in (("base", Path(tmp) / "src"), ("this", ROOT / "src")):
             env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS="1")
-            procs[label] = subprocess.Popen([sys.executable, __file__, "--worker", "--nets", args.nets], env=env,
-                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=tmp)
+            procs[label] = subprocess.Popen(
+                [sys.executable, __file__, "--worker", "--nets", args.nets],
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=tmp,
+            )
         for p in procs.values():
             assert p.stdout.readline().strip() == "ready"
         res = {(lb, n): [] for lb in procs for n in nets}
@@ -96,9 +103,11 @@ def main() -> None:
     for n in nets:
         b, t = [r["s"] for r in res["base", n]], [r["s"] for r in res["this", n]]
         ratios = [y / x for x, y in zip(b, t)]
-        print(f"{n}: base {statistics.median(b):.3f} s, this {statistics.median(t):.3f} s, ratio this/base: median "
-              f"{statistics.median(ratios):.3f} (rounds {', '.join(f'{r:.2f}' for r in ratios)}); regions base "
-              f"{res['base', n][0]['regions']}, this {res['this', n][0]['regions']}")
+        print(
+            f"{n}: base {statistics.median(b):.3f} s, this {statistics.median(t):.3f} s, ratio this/base: median "
+            f"{statistics.median(ratios):.3f} (rounds {', '.join(f'{r:.2f}' for r in ratios)}); regions base "
+            f"{res['base', n][0]['regions']}, this {res['this', n][0]['regions']}"
+        )
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def _repo_path(site_uri: str) -> str:
         if site_uri == site:
             return repo
     if site_uri.startswith("repository/"):
-        return site_uri[len("repository/"):]
+        return site_uri[len("repository/") :]
     return DOCS + site_uri
 
 
@@ -41,7 +41,7 @@ def _site_uri(repo_path: str) -> str:
     if repo_path in PAGES:
         return PAGES[repo_path]
     if repo_path.startswith(DOCS):
-        return repo_path[len(DOCS):]
+        return repo_path[len(DOCS) :]
     return "repository/" + repo_path
 
 
@@ -75,8 +75,11 @@ def on_files(files: Files, config) -> Files:
     for repo, site in PAGES.items():
         files.append(File.generated(config, site, abs_src_path=str(ROOT / repo)))
     # the repository files outside docs/ that pages link to, and the Markdown files those link to in turn
-    todo = [(_repo_path(f.src_uri), (ROOT / _repo_path(f.src_uri)).read_text(encoding="utf-8"))
-            for f in files if f.src_uri.endswith(".md")]
+    todo = [
+        (_repo_path(f.src_uri), (ROOT / _repo_path(f.src_uri)).read_text(encoding="utf-8"))
+        for f in files
+        if f.src_uri.endswith(".md")
+    ]
     seen: set[str] = set()
     while todo:
         page, text = todo.pop()

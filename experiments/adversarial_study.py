@@ -31,17 +31,25 @@ import numpy as np
 import torch
 
 from spacefold._util import atomic_path, atomic_write
-from spacefold.studies.adversarial import (COMBINATIONS, AdversarialInteraction, adversarial_interaction, attack,
-                                           bubble_chart)
-from spacefold.studies.adversarial import predict
 from spacefold.data.datasets import load_mnist, stratified_indices
 from spacefold.models import load_checkpoint
-from spacefold.studies.depth import run_provenance
 from spacefold.models.train import train_mlp
+from spacefold.studies.adversarial import (
+    COMBINATIONS,
+    AdversarialInteraction,
+    adversarial_interaction,
+    attack,
+    bubble_chart,
+    predict,
+)
+from spacefold.studies.depth import run_provenance
 
 ROOT = Path(__file__).resolve().parent.parent
-SUCCESS_EPS = {"fgsm": [0.02, 0.05, 0.1, 0.15, 0.2, 0.3], "pgd": [0.02, 0.05, 0.1, 0.15, 0.2, 0.3],
-               "pgd-l2": [0.5, 1.0, 1.5, 2.0, 3.0]}
+SUCCESS_EPS = {
+    "fgsm": [0.02, 0.05, 0.1, 0.15, 0.2, 0.3],
+    "pgd": [0.02, 0.05, 0.1, 0.15, 0.2, 0.3],
+    "pgd-l2": [0.5, 1.0, 1.5, 2.0, 3.0],
+}
 
 
 def log(msg: str) -> None:
@@ -73,8 +81,10 @@ def get_model(data, arch: str, seed: int, args, out: Path):
             return model, tr
     t0 = time.perf_counter()
     model, res = train_mlp(arch, data, epochs=args.epochs, seed=seed, checkpoint=ckpt)
-    log(f"{arch}_s{seed}: trained {args.epochs} epochs, test accuracy {res.final_test_accuracy:.4f} "
-        f"({time.perf_counter() - t0:.0f} s)")
+    log(
+        f"{arch}_s{seed}: trained {args.epochs} epochs, test accuracy {res.final_test_accuracy:.4f} "
+        f"({time.perf_counter() - t0:.0f} s)"
+    )
     return model, res.as_dict()
 
 
@@ -99,28 +109,71 @@ def run(data, args, out: Path) -> None:
                     for eps in epss:
                         adv = attack(model, xs, ys, atk, eps, steps=args.steps, seed=seed)
                         flipped = predict(model, adv) != pred
-                        rows.append({"attack": atk, "eps": eps, "success": float(flipped.double().mean()),
-                                     "accuracy_adv": float((predict(model, adv) == ys).double().mean())})
-                save(path, {"arch": arch, "seed": seed, "test_accuracy": acc, "rows": rows, "settings": settings,
-                            "seconds": time.perf_counter() - t0})
+                        rows.append(
+                            {
+                                "attack": atk,
+                                "eps": eps,
+                                "success": float(flipped.double().mean()),
+                                "accuracy_adv": float((predict(model, adv) == ys).double().mean()),
+                            }
+                        )
+                save(
+                    path,
+                    {
+                        "arch": arch,
+                        "seed": seed,
+                        "test_accuracy": acc,
+                        "rows": rows,
+                        "settings": settings,
+                        "seconds": time.perf_counter() - t0,
+                    },
+                )
                 log(f"{name}: success " + ", ".join(f"{r['attack']}@{r['eps']:g}={r['success']:.3f}" for r in rows))
             # 2. and 3. interaction
             jobs = [("exact", eps, args.max_pairs) for eps in args.eps]
             if args.uniform_eps is not None:
                 jobs.append(("uniform", args.uniform_eps, args.uniform_pairs))
             for method, eps, pairs in jobs:
-                settings = {"classes": args.classes, "attacks": args.attacks, "eps": eps, "method": method,
-                            "n_points": args.n_points, "max_pairs": pairs, "steps": args.steps,
-                            "n_boot": args.n_boot, "epochs": args.epochs}
+                settings = {
+                    "classes": args.classes,
+                    "attacks": args.attacks,
+                    "eps": eps,
+                    "method": method,
+                    "n_points": args.n_points,
+                    "max_pairs": pairs,
+                    "steps": args.steps,
+                    "n_boot": args.n_boot,
+                    "epochs": args.epochs,
+                }
                 path = out / "runs" / f"interaction_{method}_{name}_eps{eps:g}.json"
                 if done(path, settings) is not None:
                     continue
                 t0 = time.perf_counter()
-                res = adversarial_interaction(model, data.x_test, data.y_test, args.classes, args.attacks, eps,
-                                              max_pairs=pairs, method=method, n_points=args.n_points,
-                                              steps=args.steps, seed=seed, n_boot=args.n_boot)
-                save(path, {"arch": arch, "seed": seed, "test_accuracy": acc, **res.to_dict(), "settings": settings,
-                            "seconds": time.perf_counter() - t0})
+                res = adversarial_interaction(
+                    model,
+                    data.x_test,
+                    data.y_test,
+                    args.classes,
+                    args.attacks,
+                    eps,
+                    max_pairs=pairs,
+                    method=method,
+                    n_points=args.n_points,
+                    steps=args.steps,
+                    seed=seed,
+                    n_boot=args.n_boot,
+                )
+                save(
+                    path,
+                    {
+                        "arch": arch,
+                        "seed": seed,
+                        "test_accuracy": acc,
+                        **res.to_dict(),
+                        "settings": settings,
+                        "seconds": time.perf_counter() - t0,
+                    },
+                )
                 log(f"{name} {method} eps {eps:g} ({time.perf_counter() - t0:.0f} s)\n{res.table()}")
 
 
@@ -134,12 +187,24 @@ def interaction_rows(out: Path) -> list[dict]:
         for atk, v in r["attacks"].items():
             for comb, c in v["combinations"].items():
                 ci = c["ci"] or [None, None]
-                rows.append({"arch": r["arch"], "seed": r["seed"], "test_accuracy": r["test_accuracy"],
-                             "method": r["method"], "eps": r["eps"], "attack": atk,
-                             "attack_success": v["attack_success"], "combination": comb,
-                             "mean_nonzero_interaction": c["mean_nonzero_interaction"], "ci_lo": ci[0],
-                             "ci_hi": ci[1], "n_paths": c["n_paths"], "n_pairs": c["n_pairs"],
-                             "mean_points": c["mean_points"]})
+                rows.append(
+                    {
+                        "arch": r["arch"],
+                        "seed": r["seed"],
+                        "test_accuracy": r["test_accuracy"],
+                        "method": r["method"],
+                        "eps": r["eps"],
+                        "attack": atk,
+                        "attack_success": v["attack_success"],
+                        "combination": comb,
+                        "mean_nonzero_interaction": c["mean_nonzero_interaction"],
+                        "ci_lo": ci[0],
+                        "ci_hi": ci[1],
+                        "n_paths": c["n_paths"],
+                        "n_pairs": c["n_pairs"],
+                        "mean_points": c["mean_points"],
+                    }
+                )
     return rows
 
 
@@ -168,17 +233,31 @@ def rankings(rows: list[dict]) -> list[dict]:
     out = []
     for k in keys:
         rs = {r["combination"]: r for r in rows if (r["method"], r["arch"], r["seed"], r["eps"], r["attack"]) == k}
-        vals = {c: rs[c]["mean_nonzero_interaction"] for c in COMBINATIONS if rs[c]["mean_nonzero_interaction"]
-                is not None}
+        vals = {
+            c: rs[c]["mean_nonzero_interaction"] for c in COMBINATIONS if rs[c]["mean_nonzero_interaction"] is not None
+        }
         order = sorted(vals, key=vals.get, reverse=True)
         ab, abs_ = rs["a-b"], rs["a*-b*"]
         separated = None
         if ab["ci_lo"] is not None and abs_["ci_lo"] is not None:
-            separated = "a-b higher" if ab["ci_lo"] > abs_["ci_hi"] else (
-                "a*-b* higher" if abs_["ci_lo"] > ab["ci_hi"] else "overlap")
-        out.append({"method": k[0], "arch": k[1], "seed": k[2], "eps": k[3], "attack": k[4],
-                    "order": " > ".join(order), "clean_highest": bool(order) and order[0] == "a-b",
-                    "clean_lowest": bool(order) and order[-1] == "a-b", "a-b_vs_a*-b*": separated})
+            separated = (
+                "a-b higher"
+                if ab["ci_lo"] > abs_["ci_hi"]
+                else ("a*-b* higher" if abs_["ci_lo"] > ab["ci_hi"] else "overlap")
+            )
+        out.append(
+            {
+                "method": k[0],
+                "arch": k[1],
+                "seed": k[2],
+                "eps": k[3],
+                "attack": k[4],
+                "order": " > ".join(order),
+                "clean_highest": bool(order) and order[0] == "a-b",
+                "clean_lowest": bool(order) and order[-1] == "a-b",
+                "a-b_vs_a*-b*": separated,
+            }
+        )
     return out
 
 
@@ -211,8 +290,14 @@ def figures(out: Path, irows: list[dict], srows: list[dict]) -> None:
         for k, arch in enumerate(sorted({r["arch"] for r in srows})):
             for seed in sorted({r["seed"] for r in srows}):
                 rs = [r for r in srows if r["attack"] == atk and r["arch"] == arch and r["seed"] == seed]
-                ax.plot([r["eps"] for r in rs], [r["success"] for r in rs], "o-", color=f"C{k}", alpha=0.7,
-                        label=arch if seed == min(r["seed"] for r in srows) else None)
+                ax.plot(
+                    [r["eps"] for r in rs],
+                    [r["success"] for r in rs],
+                    "o-",
+                    color=f"C{k}",
+                    alpha=0.7,
+                    label=arch if seed == min(r["seed"] for r in srows) else None,
+                )
         ax.set_xlabel("ε (L2)" if atk == "pgd-l2" else "ε (L∞, pixels in [0, 1])")
         ax.set_ylabel("share of predictions changed")
         ax.set_title(atk)
@@ -235,15 +320,28 @@ def figures(out: Path, irows: list[dict], srows: list[dict]) -> None:
                 epss = sorted({r["eps"] for r in ex})
                 m, lo, hi = [], [], []
                 for eps in epss:
-                    v = [r["mean_nonzero_interaction"] for r in ex if r["arch"] == arch and r["attack"] == atk
-                         and r["eps"] == eps and r["combination"] == comb and r["mean_nonzero_interaction"] is not None]
+                    v = [
+                        r["mean_nonzero_interaction"]
+                        for r in ex
+                        if r["arch"] == arch
+                        and r["attack"] == atk
+                        and r["eps"] == eps
+                        and r["combination"] == comb
+                        and r["mean_nonzero_interaction"] is not None
+                    ]
                     a, b, c = seed_mean_ci(v) if v else (np.nan, np.nan, np.nan)
                     m.append(a)
                     lo.append(b)
                     hi.append(c)
-                ax.errorbar(np.array(epss) * (1 + 0.03 * (k - 1.5)), m,
-                            yerr=[np.array(m) - np.array(lo), np.array(hi) - np.array(m)], fmt="o-", capsize=3,
-                            label=comb.replace("a", "5").replace("b", "7"), color=f"C{k}")
+                ax.errorbar(
+                    np.array(epss) * (1 + 0.03 * (k - 1.5)),
+                    m,
+                    yerr=[np.array(m) - np.array(lo), np.array(hi) - np.array(m)],
+                    fmt="o-",
+                    capsize=3,
+                    label=comb.replace("a", "5").replace("b", "7"),
+                    color=f"C{k}",
+                )
             ax.set_title(f"{arch}, {atk}", fontsize=9)
             ax.set_xlabel("ε")
             ax.set_ylabel("mean Ī_nz (mean over seeds, 95% CI)")
@@ -257,10 +355,16 @@ def figures(out: Path, irows: list[dict], srows: list[dict]) -> None:
 
 def bubble_for(out: Path, run_file: Path) -> None:
     r = json.loads(run_file.read_text())
-    res = AdversarialInteraction(classes=tuple(r["classes"]), eps=r["eps"], method=r["method"],
-                                 n_points=r["n_points"], n_pairs=r["n_pairs"], attacks=tuple(r["attacks"]),
-                                 results={a: v["combinations"] for a, v in r["attacks"].items()},
-                                 attack_success={a: v["attack_success"] for a, v in r["attacks"].items()})
+    res = AdversarialInteraction(
+        classes=tuple(r["classes"]),
+        eps=r["eps"],
+        method=r["method"],
+        n_points=r["n_points"],
+        n_pairs=r["n_pairs"],
+        attacks=tuple(r["attacks"]),
+        results={a: v["combinations"] for a, v in r["attacks"].items()},
+        attack_success={a: v["attack_success"] for a, v in r["attacks"].items()},
+    )
     bubble_chart(res, out / f"bubble_{run_file.stem.removeprefix('interaction_')}.png")
 
 
@@ -273,10 +377,14 @@ def report(out: Path) -> dict:
     summary = {}
     for method in sorted({r["method"] for r in rk}):
         rs = [r for r in rk if r["method"] == method]
-        summary[method] = {"n_cases": len(rs), "clean_highest": int(sum(r["clean_highest"] for r in rs)),
-                           "clean_lowest": int(sum(r["clean_lowest"] for r in rs)),
-                           "a-b_vs_a*-b*": {k: int(sum(r["a-b_vs_a*-b*"] == k for r in rs))
-                                            for k in ("a-b higher", "a*-b* higher", "overlap", None)}}
+        summary[method] = {
+            "n_cases": len(rs),
+            "clean_highest": int(sum(r["clean_highest"] for r in rs)),
+            "clean_lowest": int(sum(r["clean_lowest"] for r in rs)),
+            "a-b_vs_a*-b*": {
+                k: int(sum(r["a-b_vs_a*-b*"] == k for r in rs)) for k in ("a-b higher", "a*-b* higher", "overlap", None)
+            },
+        }
     # mean over seeds per arch x eps x attack x combination
     table = []
     for method in sorted({r["method"] for r in irows}):
@@ -290,38 +398,59 @@ def report(out: Path) -> dict:
                         continue
                     row["success"] = float(np.mean([r["attack_success"] for r in rs if r["combination"] == "a-b"]))
                     for comb in COMBINATIONS:
-                        v = [r["mean_nonzero_interaction"] for r in rs if r["combination"] == comb
-                             and r["mean_nonzero_interaction"] is not None]
+                        v = [
+                            r["mean_nonzero_interaction"]
+                            for r in rs
+                            if r["combination"] == comb and r["mean_nonzero_interaction"] is not None
+                        ]
                         n = [r["n_paths"] for r in rs if r["combination"] == comb]
                         row[comb] = seed_mean_ci(v) if v else None
                         row[comb + "_paths"] = int(np.sum(n))
                         row[comb + "_seeds"] = len(v)
                     table.append(row)
     with atomic_write(out / "tables.md") as fh:
-        fh.write("| walks | arch | ε | attack | success | 5→7 | 5→7* | 5*→7 | 5*→7* |\n"
-                 "|---|---|---|---|---|---|---|---|---|\n")
+        fh.write(
+            "| walks | arch | ε | attack | success | 5→7 | 5→7* | 5*→7 | 5*→7* |\n"
+            "|---|---|---|---|---|---|---|---|---|\n"
+        )
         for r in table:
             cells = []
             for comb in COMBINATIONS:
                 c = r[comb]
                 cells.append("none" if c is None else f"{c[0]:.4f} [{c[1]:.4f}, {c[2]:.4f}] ({r[comb + '_paths']})")
-            fh.write(f"| {r['method']} | {r['arch']} | {r['eps']:g} | {r['attack']} | {r['success']:.3f} | "
-                     + " | ".join(cells) + " |\n")
-        fh.write("\n| walks | arch | seed | ε | attack | order of mean Ī_nz | 5→7 vs 5*→7* (95% CIs) |\n"
-                 "|---|---|---|---|---|---|---|\n")
+            fh.write(
+                f"| {r['method']} | {r['arch']} | {r['eps']:g} | {r['attack']} | {r['success']:.3f} | "
+                + " | ".join(cells)
+                + " |\n"
+            )
+        fh.write(
+            "\n| walks | arch | seed | ε | attack | order of mean Ī_nz | 5→7 vs 5*→7* (95% CIs) |\n"
+            "|---|---|---|---|---|---|---|\n"
+        )
         for r in rk:
-            fh.write(f"| {r['method']} | {r['arch']} | {r['seed']} | {r['eps']:g} | {r['attack']} | "
-                     f"{r['order'].replace('a', '5').replace('b', '7')} | {r['a-b_vs_a*-b*']} |\n")
+            fh.write(
+                f"| {r['method']} | {r['arch']} | {r['seed']} | {r['eps']:g} | {r['attack']} | "
+                f"{r['order'].replace('a', '5').replace('b', '7')} | {r['a-b_vs_a*-b*']} |\n"
+            )
         n_eps = max(len(v) for v in SUCCESS_EPS.values())
-        fh.write("\n| arch | seed | test acc. | attack | " + " | ".join(["success (ε)"] * n_eps) + " |\n"
-                 + "|---|---|---|---|" + "---|" * n_eps + "\n")
+        fh.write(
+            "\n| arch | seed | test acc. | attack | "
+            + " | ".join(["success (ε)"] * n_eps)
+            + " |\n"
+            + "|---|---|---|---|"
+            + "---|" * n_eps
+            + "\n"
+        )
         for arch in sorted({r["arch"] for r in srows}):
             for seed in sorted({r["seed"] for r in srows}):
                 for atk in SUCCESS_EPS:
                     rs = [r for r in srows if (r["arch"], r["seed"], r["attack"]) == (arch, seed, atk)]
                     if rs:
-                        fh.write(f"| {arch} | {seed} | {rs[0]['test_accuracy']:.4f} | {atk} | "
-                                 + " | ".join(f"{r['success']:.3f} (ε={r['eps']:g})" for r in rs) + " |\n")
+                        fh.write(
+                            f"| {arch} | {seed} | {rs[0]['test_accuracy']:.4f} | {atk} | "
+                            + " | ".join(f"{r['success']:.3f} (ε={r['eps']:g})" for r in rs)
+                            + " |\n"
+                        )
     with atomic_write(out / "summary.json") as fh:
         json.dump({"rankings": summary, "by_setting": table}, fh, indent=1, allow_nan=False)
     try:
@@ -362,8 +491,10 @@ def main(argv=None) -> int:
         if not args.data_dir:
             p.error("--data-dir is needed to train and measure")
         data = load_mnist(args.data_dir)
-        log(f"archs {args.archs} x seeds {args.seeds}, {args.epochs} epochs, classes {args.classes}, attacks "
-            f"{args.attacks}, eps {args.eps}, {args.max_pairs} pairs")
+        log(
+            f"archs {args.archs} x seeds {args.seeds}, {args.epochs} epochs, classes {args.classes}, attacks "
+            f"{args.attacks}, eps {args.eps}, {args.max_pairs} pairs"
+        )
         run(data, args, out)
     if args.phase in ("all", "report"):
         report(out)

@@ -28,14 +28,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from spacefold._core.global_folding import global_folding
+from spacefold._core.pairs import pair_plan, plan_fingerprint
+from spacefold._core.patterns import pattern_layout
 from spacefold._util import atomic_path, atomic_write, json_safe
 from spacefold.data import load_mnist
-from spacefold._core.global_folding import global_folding
 from spacefold.models import load_checkpoint
-from spacefold._core.pairs import pair_plan, plan_fingerprint
-from spacefold.studies.depth import run_provenance, seed_mean_ci
-from spacefold._core.patterns import pattern_layout
 from spacefold.models.train import accuracy, train, train_mlp
+from spacefold.studies.depth import run_provenance, seed_mean_ci
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,10 +49,15 @@ def cnn(c1: int = 8, c2: int = 16, hidden: int = 32, seed: int = 0) -> nn.Sequen
     torch.manual_seed(seed)
     return nn.Sequential(
         nn.Unflatten(1, (1, 28, 28)),
-        nn.Conv2d(1, c1, 3), nn.ReLU(), nn.MaxPool2d(2),  # 26x26 -> 13x13
-        nn.Conv2d(c1, c2, 3), nn.ReLU(), nn.MaxPool2d(2),  # 11x11 -> 5x5
+        nn.Conv2d(1, c1, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # 26x26 -> 13x13
+        nn.Conv2d(c1, c2, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # 11x11 -> 5x5
         nn.Flatten(),
-        nn.Linear(c2 * 5 * 5, hidden), nn.ReLU(),
+        nn.Linear(c2 * 5 * 5, hidden),
+        nn.ReLU(),
         nn.Linear(hidden, 10),
     )
 
@@ -70,10 +75,24 @@ def trained_cnn(args, data, seed: int) -> tuple[nn.Module, dict]:
         model.load_state_dict(ck["state_dict"])
         return model.eval(), ck["meta"]
     log(f"training {arch_name(args)} seed {seed}, {args.epochs} epochs")
-    res = train(model, data.x_train, data.y_train, epochs=args.epochs, lr=1e-3, batch_size=128, seed=seed,
-                x_test=data.x_test, y_test=data.y_test)
-    meta = {"test_accuracy": res.test_accuracy[-1], "train_accuracy": res.train_accuracy[-1],
-            "train_seconds": res.seconds, "epochs": args.epochs, "seed": seed}
+    res = train(
+        model,
+        data.x_train,
+        data.y_train,
+        epochs=args.epochs,
+        lr=1e-3,
+        batch_size=128,
+        seed=seed,
+        x_test=data.x_test,
+        y_test=data.y_test,
+    )
+    meta = {
+        "test_accuracy": res.test_accuracy[-1],
+        "train_accuracy": res.train_accuracy[-1],
+        "train_seconds": res.seconds,
+        "epochs": args.epochs,
+        "seed": seed,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp)
@@ -86,8 +105,16 @@ def measure(model, data, args) -> dict:
     x, y = data.x_test, data.y_test
     plan = pair_plan(y, "inter-class", max_pairs=args.pairs, seed=args.pair_seed)
     t0 = time.perf_counter()
-    g = global_folding(model, x, y, pairs=plan, method="exact", workers=args.workers, batch_size=args.batch_size,
-                       per_layer=args.per_layer)
+    g = global_folding(
+        model,
+        x,
+        y,
+        pairs=plan,
+        method="exact",
+        workers=args.workers,
+        batch_size=args.batch_size,
+        per_layer=args.per_layer,
+    )
     wall = time.perf_counter() - t0
     s = g.summary(ci=True, n_boot=args.n_boot)
     s["pair_plan"] = plan_fingerprint(plan)
@@ -112,14 +139,26 @@ def run_one(args, data, kind: str, name: str, seed: int, build) -> dict:
     log(f"{name} seed {seed}: walking {args.pairs} inter-class pairs")
     s = measure(model, data, args)
     # ``s["seed"]`` is the seed of the pairs; the network's seed is ``seed``
-    row = {"kind": kind, "arch": name, "n_parameters": n_params, "train": meta, "threads": torch.get_num_threads(),
-           "workers": args.workers, "bits": bits, **s, "pair_seed": s["seed"], "seed": seed,
-           "provenance": run_provenance()}
+    row = {
+        "kind": kind,
+        "arch": name,
+        "n_parameters": n_params,
+        "train": meta,
+        "threads": torch.get_num_threads(),
+        "workers": args.workers,
+        "bits": bits,
+        **s,
+        "pair_seed": s["seed"],
+        "seed": seed,
+        "provenance": run_provenance(),
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as fh:
         json.dump(json_safe(row), fh, indent=1, allow_nan=False)
-    log(f"  Φ_N {row['phi']:.4f}, share folded {row['fraction_folded']:.4f}, mean regions "
-        f"{row['mean_regions']:.1f}, {row['wall_seconds_total']:.0f} s")
+    log(
+        f"  Φ_N {row['phi']:.4f}, share folded {row['fraction_folded']:.4f}, mean regions "
+        f"{row['mean_regions']:.1f}, {row['wall_seconds_total']:.0f} s"
+    )
     return row
 
 
@@ -132,9 +171,11 @@ def probe(args, data) -> None:
         t0 = time.perf_counter()
         g = global_folding(m, x, y, pairs=plan, method="exact", workers=args.workers, batch_size=args.batch_size)
         dt = time.perf_counter() - t0
-        log(f"{label} {arch_name(args)}: {args.probe} paths in {dt:.1f} s ({args.probe / dt:.2f} paths/s), mean "
+        log(
+            f"{label} {arch_name(args)}: {args.probe} paths in {dt:.1f} s ({args.probe / dt:.2f} paths/s), mean "
             f"regions {g.mean_regions:.1f}, Φ_N {g.phi:.4f}; {args.pairs} pairs would take about "
-            f"{args.pairs / args.probe * dt / 60:.1f} min")
+            f"{args.pairs / args.probe * dt / 60:.1f} min"
+        )
 
 
 def mean_ci(v) -> str:
@@ -146,17 +187,26 @@ def mean_ci(v) -> str:
 
 def report(rows: list[dict]) -> str:
     rows = sorted(rows, key=lambda r: (r["kind"] != "cnn", r["arch"], r["seed"]))
-    lines = ["| net | seed | parameters | test acc. | Φ_N [95% CI, pairs] | share folded | phi_max_p2 "
-             "| mean regions | median regions | wall s | paths/s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| net | seed | parameters | test acc. | Φ_N [95% CI, pairs] | share folded | phi_max_p2 "
+        "| mean regions | median regions | wall s | paths/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         ci = r["ci95"]["phi"]
-        lines.append(f"| {r['arch']} | {r['seed']} | {r['n_parameters']} | {r['test_accuracy']:.4f} | "
-                     f"{r['phi']:.4f} [{ci[0]:.4f}, {ci[1]:.4f}] | {r['fraction_folded']:.4f} | "
-                     f"{r['phi_max_p2']:.4f} | {r['mean_regions']:.1f} | {r['median_regions']:.0f} | "
-                     f"{r['wall_seconds_total']:.1f} | {r['n_paths'] / r['wall_seconds_total']:.1f} |")
-    lines += ["", "Mean over seeds [95% interval over seeds, Student t]:", "",
-              "| net | seeds | test acc. | Φ_N | share folded | phi_max_p2 | mean regions |",
-              "|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['arch']} | {r['seed']} | {r['n_parameters']} | {r['test_accuracy']:.4f} | "
+            f"{r['phi']:.4f} [{ci[0]:.4f}, {ci[1]:.4f}] | {r['fraction_folded']:.4f} | "
+            f"{r['phi_max_p2']:.4f} | {r['mean_regions']:.1f} | {r['median_regions']:.0f} | "
+            f"{r['wall_seconds_total']:.1f} | {r['n_paths'] / r['wall_seconds_total']:.1f} |"
+        )
+    lines += [
+        "",
+        "Mean over seeds [95% interval over seeds, Student t]:",
+        "",
+        "| net | seeds | test acc. | Φ_N | share folded | phi_max_p2 | mean regions |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for a in dict.fromkeys(r["arch"] for r in rows):
         rs = [r for r in rows if r["arch"] == a]
         cells = [mean_ci([r[k] for r in rs]) for k in ("test_accuracy", "phi", "fraction_folded", "phi_max_p2")]
@@ -166,12 +216,16 @@ def report(rows: list[dict]) -> str:
 
 
 def per_layer_report(rows: list[dict]) -> str:
-    lines = ["| net | seed | layer | bits | Φ_N of the layer's bits | share folded | mean χ |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| net | seed | layer | bits | Φ_N of the layer's bits | share folded | mean χ |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         for lay in r["per_layer"]:
-            lines.append(f"| {r['arch']} | {r['seed']} | {lay['layer']} | {r['bits'].get(lay['layer'], '')} | "
-                         f"{lay['phi']:.4f} | {lay['fraction_folded']:.4f} | {lay['mean_chi']:.4f} |")
+            lines.append(
+                f"| {r['arch']} | {r['seed']} | {lay['layer']} | {r['bits'].get(lay['layer'], '')} | "
+                f"{lay['phi']:.4f} | {lay['fraction_folded']:.4f} | {lay['mean_chi']:.4f} |"
+            )
     return "\n".join(lines)
 
 
@@ -201,8 +255,11 @@ def main(argv=None) -> None:
     p.add_argument("--pairs", type=int, default=10_000, help="inter-class test pairs per network")
     p.add_argument("--pair-seed", type=int, default=0)
     p.add_argument("--mlps", nargs="*", default=[], help="depth-study MLPs to walk on the same pairs (e.g. 3x20 5x12)")
-    p.add_argument("--per-layer", action="store_true",
-                   help="also χ of each layer's bits alone (runs are stored apart from those without)")
+    p.add_argument(
+        "--per-layer",
+        action="store_true",
+        help="also χ of each layer's bits alone (runs are stored apart from those without)",
+    )
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--n-boot", type=int, default=500)
@@ -221,6 +278,7 @@ def main(argv=None) -> None:
     for seed in args.seeds:  # seed by seed, so that every net is covered early
         run_one(args, data, "cnn", arch_name(args), seed, lambda s=seed: trained_cnn(args, data, s))
         for arch in args.mlps:
+
             def build(a=arch, s=seed):
                 ck = out / "models" / f"mlp{a}_e30_s{s}.pt"
                 if ck.is_file():
@@ -228,6 +286,7 @@ def main(argv=None) -> None:
                 log(f"training MLP {a} seed {s}, 30 epochs (the depth study's protocol)")
                 model, res = train_mlp(a, data, epochs=30, seed=s, checkpoint=ck)
                 return model.eval(), {"test_accuracy": res.final_test_accuracy, "epochs": 30, "seed": s}
+
             run_one(args, data, "mlp", arch, seed, build)
     write_summary(out)
 

@@ -209,16 +209,32 @@ def report_tables(rows, widths, depths, budget_arch: str | None, *, n_boot: int 
         phi_lines.append(f"| {name} | " + " | ".join(phi_cells) + " |")
         err_lines.append(f"| {name} | " + " | ".join(err_cells) + " |")
         rho, lo, hi = spearman_interval(fam_runs, n_boot=n_boot)
-        rho_err = spearman([r["depth"] for r in fam_runs], [1.0 - r["test_accuracy"] for r in fam_runs]) \
-            if len(fam_runs) >= 3 else float("nan")
+        rho_err = (
+            spearman([r["depth"] for r in fam_runs], [1.0 - r["test_accuracy"] for r in fam_runs])
+            if len(fam_runs) >= 3
+            else float("nan")
+        )
         rho_cell = "·" if math.isnan(rho) else interval(rho, lo, hi, 2)
-        rho_lines.append(f"| {name} | {len(fam_runs)} | {rho_cell} | "
-                         + ("·" if math.isnan(rho_err) else f"{rho_err:.2f}") + " |")
-    return "\n".join([
-        "Φ_N by depth: mean over seeds [95% interval over the seeds and the pair set] (seeds)\n", *phi_lines, "",
-        "Test error (%) by depth: mean over seeds [95% Student-t interval over seeds] (seeds)\n", *err_lines, "",
-        ("Spearman's ρ over the networks of depths 2 to 8 (every seed one point), with a bootstrap interval that "
-         "redraws the seeds within each depth and each network's Φ_N within its pair-set spread:\n"), *rho_lines, ""])
+        rho_lines.append(
+            f"| {name} | {len(fam_runs)} | {rho_cell} | " + ("·" if math.isnan(rho_err) else f"{rho_err:.2f}") + " |"
+        )
+    return "\n".join(
+        [
+            "Φ_N by depth: mean over seeds [95% interval over the seeds and the pair set] (seeds)\n",
+            *phi_lines,
+            "",
+            "Test error (%) by depth: mean over seeds [95% Student-t interval over seeds] (seeds)\n",
+            *err_lines,
+            "",
+            (
+                "Spearman's ρ over the networks of depths 2 to 8 (every seed one point), with a bootstrap interval "
+                "that "
+                "redraws the seeds within each depth and each network's Φ_N within its pair-set spread:\n"
+            ),
+            *rho_lines,
+            "",
+        ]
+    )
 
 
 def main(argv=None) -> int:
@@ -228,8 +244,11 @@ def main(argv=None) -> int:
     p.add_argument("--widths", nargs="+", type=positive_int, default=[20, 40, 80])
     p.add_argument("--depths", nargs="+", type=positive_int, default=[2, 3, 4, 5, 6, 7, 8])
     p.add_argument("--seeds", nargs="+", type=nonnegative_int, default=[0, 1, 2, 3, 4])
-    p.add_argument("--budget-arch", default="2x80",
-                   help="the fixed-budget series keeps this network's parameter count ('' for none; default 2x80)")
+    p.add_argument(
+        "--budget-arch",
+        default="2x80",
+        help="the fixed-budget series keeps this network's parameter count ('' for none; default 2x80)",
+    )
     p.add_argument("--epochs", type=positive_int, default=30)
     p.add_argument("--pairs-per-class-pair", type=positive_int, default=200)
     p.add_argument("--n-boot", type=positive_int, default=500)
@@ -265,12 +284,18 @@ def main(argv=None) -> int:
         from spacefold._util import atomic_write
 
         with atomic_write(out / "depth_table.md") as fh:
-            fh.write(f"{len(rows)} of {len(runs)} runs finished.\n\n"
-                     + depth_table(rows, args.widths, args.depths, args.budget_arch) + "\n")
+            fh.write(
+                f"{len(rows)} of {len(runs)} runs finished.\n\n"
+                + depth_table(rows, args.widths, args.depths, args.budget_arch)
+                + "\n"
+            )
         if args.phase == "report":
             with atomic_write(out / "fixed_width_tables.md") as fh:
-                fh.write(f"{len(rows)} of {len(runs)} runs finished.\n\n"
-                         + report_tables(rows, args.widths, args.depths, args.budget_arch) + "\n")
+                fh.write(
+                    f"{len(rows)} of {len(runs)} runs finished.\n\n"
+                    + report_tables(rows, args.widths, args.depths, args.budget_arch)
+                    + "\n"
+                )
     return 0
 
 

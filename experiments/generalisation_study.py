@@ -77,8 +77,9 @@ def check_config(cfg: dict, n_train_total: int) -> None:
     n_fit = n_train_total - cfg["n_val"]
     for n in cfg["sizes"]:
         if not 10 <= n <= n_fit:
-            raise ValueError(f"--sizes must be between 10 and the {n_fit} training images left after the "
-                             f"held-out set, got {n}")
+            raise ValueError(
+                f"--sizes must be between 10 and the {n_fit} training images left after the held-out set, got {n}"
+            )
     for key in ("epochs", "long_epochs", "batch_size", "max_pairs", "n_boot"):
         if cfg[key] < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {cfg[key]}")
@@ -95,8 +96,10 @@ def claim_study_dir(out: Path, cfg: dict) -> None:
         old = json.loads(path.read_text())
         if old != cfg:
             diff = sorted(k for k in set(old) | set(cfg) if old.get(k) != cfg.get(k))
-            raise ValueError(f"{out} holds a study with another configuration (differs in {', '.join(diff)}); "
-                             "use another --out or the same options")
+            raise ValueError(
+                f"{out} holds a study with another configuration (differs in {', '.join(diff)}); "
+                "use another --out or the same options"
+            )
         return
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as fh:
@@ -159,10 +162,16 @@ def measure(model: nn.Module, d, fit, cfg: dict, seed: int) -> dict:
     train_acc = accuracy(model, fit[0], fit[1])
     test_acc = accuracy(model, d.x_test, d.y_test)
     return {
-        "train_accuracy": train_acc, "test_accuracy": test_acc, "gap": train_acc - test_acc,
+        "train_accuracy": train_acc,
+        "test_accuracy": test_acc,
+        "gap": train_acc - test_acc,
         "test_loss": _loss(model, d.x_test, d.y_test),
-        "phi": g.phi, "phi_max": g.phi_max, "fraction_folded": g.fraction_folded, "n_paths": g.n_paths,
-        "ci": {k: list(v) for k, v in ci.items()}, "measure_seconds": time.perf_counter() - t0,
+        "phi": g.phi,
+        "phi_max": g.phi_max,
+        "fraction_folded": g.fraction_folded,
+        "n_paths": g.n_paths,
+        "ci": {k: list(v) for k, v in ci.items()},
+        "measure_seconds": time.perf_counter() - t0,
         "pair_plan": plan_fingerprint(plan),
     }
 
@@ -218,8 +227,15 @@ def train_run(run: dict, cfg: dict, data_dir: str) -> list[dict]:
     if run["kind"] == "long":
         out.append({**run, "stage": "over-trained", "epoch": epochs, **measure(model, d, fit, cfg, seed)})
         model.load_state_dict(best[2])
-        out.append({**run, "stage": "best-held-out", "epoch": best[1], "val_accuracy": best[0],
-                    **measure(model, d, fit, cfg, seed)})
+        out.append(
+            {
+                **run,
+                "stage": "best-held-out",
+                "epoch": best[1],
+                "val_accuracy": best[0],
+                **measure(model, d, fit, cfg, seed),
+            }
+        )
         return [{**base, **r} for r in out]
     return [{**base, "epoch": epochs, **measure(model, d, fit, cfg, seed)}]
 
@@ -238,8 +254,10 @@ def run_all(cfg: dict, data_dir: str, out: Path, workers: int) -> None:
             rows = [{**x, "provenance": run_provenance()} for x in fut.result()]
             with atomic_write(out / "runs" / f"{run_name(r)}.json") as fh:
                 json.dump(rows, fh, indent=1)
-            log(f"{run_name(r)}: " + ", ".join(f"{x.get('stage', r['kind'])} gap {x['gap']:.3f} "
-                                                 f"phi {x['phi']:.3f}" for x in rows))
+            log(
+                f"{run_name(r)}: "
+                + ", ".join(f"{x.get('stage', r['kind'])} gap {x['gap']:.3f} phi {x['phi']:.3f}" for x in rows)
+            )
     log(f"training and measuring took {time.perf_counter() - t0:.0f} s")
 
 
@@ -253,8 +271,9 @@ def load_rows(out: Path) -> list[dict]:
     for r in rows:
         r["test_error"] = 1.0 - r["test_accuracy"]
         if r["kind"] == "long":
-            r["condition"] = f"length: {r['stage']} ({r['epoch']} ep)" if r["stage"] != "best-held-out" \
-                else "length: best held-out"
+            r["condition"] = (
+                f"length: {r['stage']} ({r['epoch']} ep)" if r["stage"] != "best-held-out" else "length: best held-out"
+            )
         elif r["kind"] == "noise":
             r["condition"] = f"noise {r['level']:.0%}"
         else:
@@ -323,17 +342,21 @@ def analyse(rows: list[dict], cfg: dict) -> dict:
             pick = rng.choice(seeds, seeds.size)
             boots.append(fit([r for s in pick for r in deep if r["seed"] == s]))
         lo, hi = np.percentile(np.array(boots), [2.5, 97.5], axis=0)
-        res["across"][err] = {"model": f"phi ~ 1 + depth + {err} (networks with more than one hidden layer)",
-                              "coef": {"intercept": coef[0], "depth": coef[1], err: coef[2]},
-                              "ci": {"intercept": [lo[0], hi[0]], "depth": [lo[1], hi[1]], err: [lo[2], hi[2]]}}
+        res["across"][err] = {
+            "model": f"phi ~ 1 + depth + {err} (networks with more than one hidden layer)",
+            "coef": {"intercept": coef[0], "depth": coef[1], err: coef[2]},
+            "ci": {"intercept": [lo[0], hi[0]], "depth": [lo[1], hi[1]], err: [lo[2], hi[2]]},
+        }
     return res
 
 
 def paired(rows: list[dict], cfg: dict) -> str:
     """For each architecture: each condition minus the reference network of the same seed
     (test error, Φ_N, share folded), mean and 95% t-interval over seeds."""
-    lines = ["| arch | condition − reference | Δ test error | Δ Φ_N | Δ median of maxima | Δ share folded |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| arch | condition − reference | Δ test error | Δ Φ_N | Δ median of maxima | Δ share folded |",
+        "|---|---|---|---|---|---|",
+    ]
     for arch in cfg["archs"]:
         ref = {r["seed"]: r for r in rows if r["arch"] == arch and r["kind"] == "long" and r["stage"] == "standard"}
         conds = []
@@ -349,8 +372,9 @@ def paired(rows: list[dict], cfg: dict) -> str:
                 m, lo, hi = t_interval([r[key] - ref[r["seed"]][key] for r in sel])
                 return f"{m:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
 
-            lines.append(f"| {arch} | {c} | {d('test_error')} | {d('phi')} | {d('phi_max')} | "
-                         f"{d('fraction_folded', 2)} |")
+            lines.append(
+                f"| {arch} | {c} | {d('test_error')} | {d('phi')} | {d('phi_max')} | {d('fraction_folded', 2)} |"
+            )
     return "\n".join(lines)
 
 
@@ -359,10 +383,17 @@ def table(rows: list[dict], cfg: dict) -> str:
     for r in rows:
         if r["condition"] not in conds:
             conds.append(r["condition"])
-    order = sorted(conds, key=lambda c: (0 if c.startswith("reference") else 1 if c.startswith("noise") else
-                                         2 if c.startswith("size") else 3, c))
-    lines = ["| arch | condition | train acc | test acc | gap | test loss | Φ_N | median of maxima | share folded |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    order = sorted(
+        conds,
+        key=lambda c: (
+            0 if c.startswith("reference") else 1 if c.startswith("noise") else 2 if c.startswith("size") else 3,
+            c,
+        ),
+    )
+    lines = [
+        "| arch | condition | train acc | test acc | gap | test loss | Φ_N | median of maxima | share folded |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for arch in cfg["archs"]:
         for c in order:
             sel = [r for r in rows if r["arch"] == arch and r["condition"] == c]
@@ -373,8 +404,10 @@ def table(rows: list[dict], cfg: dict) -> str:
                 m, lo, hi = t_interval([r[key] for r in sel])
                 return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
-            lines.append(f"| {arch} | {c} | {f('train_accuracy')} | {f('test_accuracy')} | {f('gap')} | "
-                         f"{f('test_loss', 2)} | {f('phi')} | {f('phi_max')} | {f('fraction_folded', 2)} |")
+            lines.append(
+                f"| {arch} | {c} | {f('train_accuracy')} | {f('test_accuracy')} | {f('gap')} | "
+                f"{f('test_loss', 2)} | {f('phi')} | {f('phi_max')} | {f('fraction_folded', 2)} |"
+            )
     return "\n".join(lines)
 
 
@@ -389,8 +422,9 @@ def figure(rows: list[dict], cfg: dict, path: Path, xkey: str) -> None:
     xlabel = {"test_error": "test error (1 − test accuracy)", "gap": "gap (train − test accuracy)"}[xkey]
     colours = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
-    for ax, kind, title in zip(axes, ("noise", "size", "long"),
-                               ("label noise", "training set size", "length of training")):
+    for ax, kind, title in zip(
+        axes, ("noise", "size", "long"), ("label noise", "training set size", "length of training")
+    ):
         for arch, col in zip(cfg["archs"], colours):
             sel = [r for r in rows if r["arch"] == arch and r["kind"] == kind]
             if kind != "long":
@@ -416,8 +450,11 @@ def figure(rows: list[dict], cfg: dict, path: Path, xkey: str) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(title="architecture")
     n = len({r["seed"] for r in rows})
-    fig.suptitle(f"Φ_N against the {xlabel.split(' (')[0]}; {cfg['max_pairs']} inter-class test pairs per network; "
-                 f"mean over {n} seeds, bars: 95% t-interval over seeds", fontsize=10)
+    fig.suptitle(
+        f"Φ_N against the {xlabel.split(' (')[0]}; {cfg['max_pairs']} inter-class test pairs per network; "
+        f"mean over {n} seeds, bars: 95% t-interval over seeds",
+        fontsize=10,
+    )
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=150, format="png")
@@ -433,8 +470,25 @@ def report(out: Path, cfg: dict, figdir: Path | None = None) -> None:
     res = analyse(rows, cfg)
     with atomic_write(out / "results.json") as fh:
         json.dump({"config": cfg, "runs": rows, "analysis": res}, fh, indent=1, default=float)
-    keys = ["arch", "seed", "kind", "level", "stage", "epoch", "condition", "train_accuracy", "test_accuracy",
-            "test_error", "gap", "test_loss", "phi", "phi_max", "fraction_folded", "n_paths", "train_seconds"]
+    keys = [
+        "arch",
+        "seed",
+        "kind",
+        "level",
+        "stage",
+        "epoch",
+        "condition",
+        "train_accuracy",
+        "test_accuracy",
+        "test_error",
+        "gap",
+        "test_loss",
+        "phi",
+        "phi_max",
+        "fraction_folded",
+        "n_paths",
+        "train_seconds",
+    ]
     with atomic_write(out / "results.csv") as fh:
         fh.write(",".join(keys) + "\n")
         for r in rows:
@@ -444,8 +498,10 @@ def report(out: Path, cfg: dict, figdir: Path | None = None) -> None:
     figure(rows, cfg, figdir / "phi-vs-test-error.png", "test_error")
     figure(rows, cfg, figdir / "phi-vs-gap.png", "gap")
     with atomic_write(out / "tables.md") as fh:
-        fh.write("## Every condition\n\n" + table(rows, cfg) + "\n\n## Paired with the reference network of the same "
-                 "seed\n\n" + paired(rows, cfg) + "\n")
+        fh.write(
+            "## Every condition\n\n" + table(rows, cfg) + "\n\n## Paired with the reference network of the same "
+            "seed\n\n" + paired(rows, cfg) + "\n"
+        )
     print(table(rows, cfg))
     print(paired(rows, cfg))
     print(json.dumps(res, indent=1, default=float))
@@ -464,8 +520,12 @@ def main(argv=None) -> int:
     for key in ("epochs", "long_epochs", "batch_size", "n_val", "max_pairs", "n_boot"):
         p.add_argument(f"--{key.replace('_', '-')}", type=int, default=DEFAULTS[key])
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
-    p.add_argument("--figures", type=Path, default=None,
-                   help="folder for the figures (default: <out>/figures; the docs' figures: docs/generalisation-study)")
+    p.add_argument(
+        "--figures",
+        type=Path,
+        default=None,
+        help="folder for the figures (default: <out>/figures; the docs' figures: docs/generalisation-study)",
+    )
     a = p.parse_args(argv)
     run_provenance()  # taken now: the runs record the code this process started with
     cfg = {k: getattr(a, k) for k in DEFAULTS if k != "pair_seed"}

@@ -30,12 +30,12 @@ import numpy as np
 import torch
 
 import spacefold as sf
+from spacefold._core.global_folding import global_folding
+from spacefold._core.pairs import PairBlock, PairPlan, class_centroids, class_pair_block
 from spacefold._util import atomic_write, json_safe
 from spacefold.cli import fraction, hidden_arch, int_in, nonnegative_int, output_dir, positive_int
 from spacefold.data import load_mnist
-from spacefold._core.global_folding import global_folding
 from spacefold.models import DEPTH_SERIES, load_checkpoint
-from spacefold._core.pairs import PairBlock, PairPlan, class_centroids, class_pair_block
 from spacefold.studies.depth import (
     StudySettings,
     depth_trend,
@@ -60,17 +60,24 @@ def log(msg: str) -> None:
 
 def chi_stats(g) -> dict:
     c = g.chi.numpy()
-    return {"n_paths": int(c.size), "mean_chi": float(c.mean()), "std_chi": float(c.std()), "phi": g.phi,
-            "fraction_folded": g.fraction_folded, "phi_max": g.phi_max}
+    return {
+        "n_paths": int(c.size),
+        "mean_chi": float(c.mean()),
+        "std_chi": float(c.std()),
+        "phi": g.phi,
+        "fraction_folded": g.fraction_folded,
+        "phi_max": g.phi_max,
+    }
 
 
 def ablation(model, x, y, a: int, b: int, method: str, seed: int) -> dict:
-    """The centroid ablation (docs/mnist-depth-study.md, 'Centroids vs all pairs'): centroids of one class (the other keeps all samples), of both
-    classes, and all |C_a| x |C_b| pairs, for the digit pair (a, b)."""
+    """The centroid ablation (docs/mnist-depth-study.md, 'Centroids vs all pairs'): centroids of one class (the
+    other keeps all samples), of both classes, and all |C_a| x |C_b| pairs, for the digit pair (a, b)."""
     out = {"a": a, "b": b, "method": method, "seed": seed}
     t0 = time.perf_counter()
-    g = global_folding(model, x, y, pairs=PairPlan((class_pair_block(y, a, b),), "inter-class"), method=method,
-                       batch_size=4096)
+    g = global_folding(
+        model, x, y, pairs=PairPlan((class_pair_block(y, a, b),), "inter-class"), method=method, batch_size=4096
+    )
     out["all_pairs"] = chi_stats(g)
     out["all_pairs"]["seconds"] = time.perf_counter() - t0
     log(f"  all pairs {a}->{b}: {out['all_pairs']}")
@@ -81,8 +88,7 @@ def ablation(model, x, y, a: int, b: int, method: str, seed: int) -> dict:
         xx = torch.cat([ca, xb])
         yy = torch.cat([torch.full((ca.shape[0],), a), torch.full((xb.shape[0],), b)])
         blk = PairBlock(a, b, torch.arange(ca.shape[0]), ca.shape[0] + torch.arange(xb.shape[0]))
-        g = global_folding(model, xx, yy, pairs=PairPlan((blk,), "centroids-one-class"), method=method,
-                           batch_size=4096)
+        g = global_folding(model, xx, yy, pairs=PairPlan((blk,), "centroids-one-class"), method=method, batch_size=4096)
         one.append({"k": k, **chi_stats(g)})
         log(f"  one class k={k}: {one[-1]}")
     for k in TWO_CLASS_K:
@@ -107,8 +113,9 @@ def global_centroids(model, x, y, method: str, seed: int) -> list[dict]:
 
 
 def phase_study(args, data) -> list[dict]:
-    settings = StudySettings(epochs=args.epochs, method=args.method, pairs_per_class_pair=args.pairs_per_class_pair,
-                             n_boot=args.n_boot)
+    settings = StudySettings(
+        epochs=args.epochs, method=args.method, pairs_per_class_pair=args.pairs_per_class_pair, n_boot=args.n_boot
+    )
     rows = []
     for seed in args.seeds:  # seed by seed, so that every architecture is covered early
         rows += run_study(data, args.archs, [seed], args.out, settings, log=log)
@@ -162,7 +169,7 @@ def phase_report(args, data) -> None:
     figdir = Path(args.figures) if args.figures else out / "figures"
     figs = []
     try:
-        from spacefold.viz import plot
+        from spacefold.viz import study_plots as plot
 
         figs = plot.study_figures(rows, figdir, min_accuracy=args.min_accuracy)
     except ImportError as err:
@@ -170,7 +177,7 @@ def phase_report(args, data) -> None:
     abl = [read_run(p) for p in sorted((out / "ablation").glob("*.json"))]
     if abl:
         try:
-            from spacefold.viz import plot
+            from spacefold.viz import study_plots as plot
 
             figs.append(plot.centroid_ablation(abl, figdir / "centroid-ablation.png"))
         except ImportError:
@@ -184,9 +191,11 @@ def _trend_sentence(t: dict, what: str) -> str:
     verdict = (
         "increase monotonically with depth" if t["medians_increase"] else "do not increase monotonically with depth"
     )
-    return (f"Over the {t['n_runs']} of {t['n_runs_total']} runs with test accuracy ≥ {t['min_accuracy']:.2f}, "
-            f"the per-depth medians of {what} are {med}; they {verdict}; Spearman rank correlation of depth and "
-            f"{what} over those runs: ρ = {rho:.3f}.")
+    return (
+        f"Over the {t['n_runs']} of {t['n_runs_total']} runs with test accuracy ≥ {t['min_accuracy']:.2f}, "
+        f"the per-depth medians of {what} are {med}; they {verdict}; Spearman rank correlation of depth and "
+        f"{what} over those runs: ρ = {rho:.3f}."
+    )
 
 
 def seed_ci_table(rows) -> str:
@@ -204,8 +213,7 @@ def seed_ci_table(rows) -> str:
 def per_layer_table(rows) -> str:
     archs = [s["arch"] for s in summary_by_arch(rows)]
     depth = max(r["depth"] for r in rows)
-    lines = ["| arch | " + " | ".join(f"layer {k}" for k in range(1, depth + 1)) + " |",
-             "|---|" + "---|" * depth]
+    lines = ["| arch | " + " | ".join(f"layer {k}" for k in range(1, depth + 1)) + " |", "|---|" + "---|" * depth]
     for a in archs:
         rs = [r for r in rows if r["arch"] == a and r.get("per_layer")]
         if not rs:
@@ -220,9 +228,11 @@ def write_doc(args, rows, abl, figs, data) -> None:
     doc = Path(args.doc) if args.doc else Path(args.out) / "mnist-depth-study.md"
     s0 = rows[0]["settings"]
     seeds = sorted({r["seed"] for r in rows})
-    cmd = (f"python experiments/mnist_depth_study.py --data-dir {args.data_dir_shown} --seeds "
-           f"{' '.join(map(str, seeds))} --pairs-per-class-pair {s0['pairs_per_class_pair']} "
-           f"--method {s0['method']}")
+    cmd = (
+        f"python experiments/mnist_depth_study.py --data-dir {args.data_dir_shown} --seeds "
+        f"{' '.join(map(str, seeds))} --pairs-per-class-pair {s0['pairs_per_class_pair']} "
+        f"--method {s0['method']}"
+    )
     t_phi = depth_trend(rows, args.min_accuracy, "phi")
     t_p2 = depth_trend(rows, args.min_accuracy, "phi_max_p2")
     t_frac = depth_trend(rows, args.min_accuracy, "fraction_folded")
@@ -238,8 +248,7 @@ def write_doc(args, rows, abl, figs, data) -> None:
         "",
         f"```bash\n{cmd}\n```",
         "",
-        "This page and its figures are written by the report phase (the text between the `STATEMENT` "
-        "markers is kept):",
+        "This page and its figures are written by the report phase (the text between the `STATEMENT` markers is kept):",
         "",
         f"```bash\npython experiments/mnist_depth_study.py --data-dir {args.data_dir_shown} --phase report "
         "--figures docs/mnist-depth-study --doc docs/mnist-depth-study.md\n```",
@@ -254,9 +263,12 @@ def write_doc(args, rows, abl, figs, data) -> None:
         f"- Training: Adam, lr {s0['lr']}, batch {s0['batch_size']}, {s0['epochs']} epochs, cross-entropy; "
         "test accuracy after the last epoch.",
         f"- Walks: method `{s0['method']}` "
-        + ("(the exact region walk: every linear region a segment crosses, once)." if s0["method"] == "exact" else
-           "(for ReLU networks `bisect` locates every transition to 1e-6 in t, so it is region-exact up to "
-           "regions thinner than that)."),
+        + (
+            "(the exact region walk: every linear region a segment crosses, once)."
+            if s0["method"] == "exact"
+            else "(for ReLU networks `bisect` locates every transition to 1e-6 in t, so it is region-exact up to "
+            "regions thinner than that)."
+        ),
         f"- Pairs: test images, the 100 ordered digit pairs (same digit included), "
         f"{s0['pairs_per_class_pair']} random pairs per ordered digit pair (seed {s0['pair_seed']}): "
         f"{rows[0]['n_paths']} paths per network, {rows[0]['n_inter_class_paths']} of them between different "
@@ -325,8 +337,10 @@ def write_doc(args, rows, abl, figs, data) -> None:
             ]
             for kind, key in (("digit " + str(r["a"]) + " only", "one_class"), ("both digits", "two_classes")):
                 for e in r[key]:
-                    lines.append(f"| {kind} | {e['k']} | {e['n_paths']} | {e['mean_chi']:.4f} ± {e['std_chi']:.4f} "
-                                 f"| {e['phi']:.4f} | {e['fraction_folded']:.4f} |")
+                    lines.append(
+                        f"| {kind} | {e['k']} | {e['n_paths']} | {e['mean_chi']:.4f} ± {e['std_chi']:.4f} "
+                        f"| {e['phi']:.4f} | {e['fraction_folded']:.4f} |"
+                    )
             lines.append("")
         rows_by = {(r["arch"], r["seed"]): r for r in rows}
         for r in abl:
@@ -343,8 +357,10 @@ def write_doc(args, rows, abl, figs, data) -> None:
                 "|---|---|---|---|---|",
             ]
             for e in r["all_digits_centroids"]:
-                lines.append(f"| {e['k']} | {e['n_paths']} | {e['mean_chi']:.4f} ± {e['std_chi']:.4f} | "
-                             f"{e['phi']:.4f} | {e['fraction_folded']:.4f} |")
+                lines.append(
+                    f"| {e['k']} | {e['n_paths']} | {e['mean_chi']:.4f} ± {e['std_chi']:.4f} | "
+                    f"{e['phi']:.4f} | {e['fraction_folded']:.4f} |"
+                )
             lines.append("")
         lines += ["@@ABLATION_STATEMENT@@", ""]
     if figs:
@@ -360,7 +376,7 @@ def write_doc(args, rows, abl, figs, data) -> None:
         block = f"<!-- {marker} -->\n<!-- /{marker} -->"
         start, end = old.find(f"<!-- {marker} -->"), old.find(f"<!-- /{marker} -->")
         if 0 <= start < end:
-            block = old[start:end + len(f"<!-- /{marker} -->")]
+            block = old[start : end + len(f"<!-- /{marker} -->")]
         text = text.replace(f"@@{marker}@@", block)
     with atomic_write(doc) as fh:
         fh.write(text)
@@ -376,13 +392,21 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=positive_int, default=30)
     p.add_argument("--pairs-per-class-pair", type=positive_int, default=5000)
     p.add_argument("--n-boot", type=positive_int, default=500)
-    p.add_argument("--method", default="exact", choices=["exact", "bisect", "uniform"],
-                   help="walk method (default exact: every region of every path)")
+    p.add_argument(
+        "--method",
+        default="exact",
+        choices=["exact", "bisect", "uniform"],
+        help="walk method (default exact: every region of every path)",
+    )
     p.add_argument("--min-accuracy", type=fraction, default=0.94, help="well-generalising threshold (default 0.94)")
     p.add_argument("--ablation-archs", nargs="+", type=hidden_arch, default=["3x20", "5x12"])
     p.add_argument("--ablation-pair", nargs=2, type=int_in(0, 9), default=[4, 9])
-    p.add_argument("--threads", type=positive_int, default=1,
-                   help="torch CPU threads (default 1: small MLPs train faster on one thread when cores are shared)")
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="torch CPU threads (default 1: small MLPs train faster on one thread when cores are shared)",
+    )
     p.add_argument("--phase", choices=["all", "train", "study", "ablation", "report"], default="all")
     p.add_argument("--figures", default=None, help="folder for the figures (default: <out>/figures)")
     p.add_argument("--doc", default=None, help="the page written by the report (default: <out>/mnist-depth-study.md)")

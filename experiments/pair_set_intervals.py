@@ -51,17 +51,26 @@ def _covers0(lo, hi) -> str:
 def _row(label, a, sa, b, sb, n_paths) -> str:
     """One paired comparison: per-seed values ``a`` and ``b`` and the pair-set sds of their runs."""
     m, lo, hi = seed_mean_ci(np.subtract(a, b))
-    e, plo, phi_ = seed_pair_interval(a, [(v - Z * s, v + Z * s) for v, s in zip(a, sa)], minus=b,
-                                      minus_cis=[(v - Z * s, v + Z * s) for v, s in zip(b, sb)], paired=True)
+    e, plo, phi_ = seed_pair_interval(
+        a,
+        [(v - Z * s, v + Z * s) for v, s in zip(a, sa)],
+        minus=b,
+        minus_cis=[(v - Z * s, v + Z * s) for v, s in zip(b, sb)],
+        paired=True,
+    )
     sd1 = float(np.sqrt(np.mean(np.square(list(sa) + list(sb)))))
     need = pairs_needed(m, (0.0, 2 * Z * sd1), n_paths) if m != 0 and sd1 > 0 else None
-    return (f"| {label} | {len(a)} | {_f(m, lo, hi)} | {_f(e, plo, phi_)} ({_covers0(plo, phi_)}) | "
-            f"{sd1:.4f} | {need if need is not None else 'n/a'} |")
+    return (
+        f"| {label} | {len(a)} | {_f(m, lo, hi)} | {_f(e, plo, phi_)} ({_covers0(plo, phi_)}) | "
+        f"{sd1:.4f} | {need if need is not None else 'n/a'} |"
+    )
 
 
-HEADER = ("| comparison | seeds | Δ, seeds only | Δ, seeds and pairs | pair-set sd of one run "
-          "| pairs for the effect |\n"
-          "|---|---|---|---|---|---|")
+HEADER = (
+    "| comparison | seeds | Δ, seeds only | Δ, seeds and pairs | pair-set sd of one run "
+    "| pairs for the effect |\n"
+    "|---|---|---|---|---|---|"
+)
 
 
 def _sd(ci) -> float:
@@ -74,22 +83,34 @@ def mnist_depth() -> str:
     for r in rows:
         by.setdefault(r["arch"], {})[r["seed"]] = r
     archs = sorted(by, key=lambda a: int(a.split("x")[0]))
-    out = ["### MNIST depth study (60 neurons, width 60/depth; 270,000 inter-class paths per network)", "",
-           "| arch | seeds | Φ_N, seeds only | Φ_N, seeds and pairs | pair-set sd of one run |",
-           "|---|---|---|---|---|"]
+    out = [
+        "### MNIST depth study (60 neurons, width 60/depth; 270,000 inter-class paths per network)",
+        "",
+        "| arch | seeds | Φ_N, seeds only | Φ_N, seeds and pairs | pair-set sd of one run |",
+        "|---|---|---|---|---|",
+    ]
     for a in archs:
         rs = [by[a][s] for s in sorted(by[a])]
         v = [r["phi"] for r in rs]
         m, lo, hi = seed_mean_ci(v)
         e, plo, phi_ = seed_pair_interval(v, [r["phi_ci"] for r in rs])
-        out.append(f"| {a} | {len(v)} | {m:.4f} [{lo:.4f}, {hi:.4f}] | {e:.4f} [{plo:.4f}, {phi_:.4f}] | "
-                   f"{np.mean([_sd(r['phi_ci']) for r in rs]):.4f} |")
+        out.append(
+            f"| {a} | {len(v)} | {m:.4f} [{lo:.4f}, {hi:.4f}] | {e:.4f} [{plo:.4f}, {phi_:.4f}] | "
+            f"{np.mean([_sd(r['phi_ci']) for r in rs]):.4f} |"
+        )
     out += ["", "Consecutive depths (the deeper minus the shallower, seeds matched by number):", "", HEADER]
     for a, b in zip(archs[1:], archs[2:]):
         seeds = sorted(set(by[a]) & set(by[b]))
-        out.append(_row(f"{b} − {a}", [by[b][s]["phi"] for s in seeds], [_sd(by[b][s]["phi_ci"]) for s in seeds],
-                        [by[a][s]["phi"] for s in seeds], [_sd(by[a][s]["phi_ci"]) for s in seeds],
-                        by[a][seeds[0]]["n_inter_class_paths"]))
+        out.append(
+            _row(
+                f"{b} − {a}",
+                [by[b][s]["phi"] for s in seeds],
+                [_sd(by[b][s]["phi_ci"]) for s in seeds],
+                [by[a][s]["phi"] for s in seeds],
+                [_sd(by[a][s]["phi_ci"]) for s in seeds],
+                by[a][seeds[0]]["n_inter_class_paths"],
+            )
+        )
     return "\n".join(out)
 
 
@@ -119,18 +140,36 @@ def generalisation(rows: list[dict] | None = None, title: str | None = None) -> 
         for c in conds:
             sel = {r["seed"]: r for r in rows if r["arch"] == arch and r["condition"] == c}
             seeds = sorted(set(sel) & set(ref))
-            out.append(_row(f"{arch} {c}", [sel[s]["phi"] for s in seeds], [_sd(sel[s]["ci"]["phi"]) for s in seeds],
-                            [ref[s]["phi"] for s in seeds], [_sd(ref[s]["ci"]["phi"]) for s in seeds],
-                            sel[seeds[0]]["n_paths"]))
+            out.append(
+                _row(
+                    f"{arch} {c}",
+                    [sel[s]["phi"] for s in seeds],
+                    [_sd(sel[s]["ci"]["phi"]) for s in seeds],
+                    [ref[s]["phi"] for s in seeds],
+                    [_sd(ref[s]["ci"]["phi"]) for s in seeds],
+                    sel[seeds[0]]["n_paths"],
+                )
+            )
     r3 = {r["seed"]: r for r in rows if r["arch"] == "3x20" and r["condition"] == "reference"}
     r5 = {r["seed"]: r for r in rows if r["arch"] == "5x12" and r["condition"] == "reference"}
     seeds = sorted(set(r3) & set(r5))
     if seeds:
-        out.append(_row("5x12 − 3x20, reference networks", [r5[s]["phi"] for s in seeds],
-                        [_sd(r5[s]["ci"]["phi"]) for s in seeds], [r3[s]["phi"] for s in seeds],
-                        [_sd(r3[s]["ci"]["phi"]) for s in seeds], 10000))
-    out += ["", "Spearman ρ of the test error and Φ_N over the ten networks of one seed (four of the ten are "
-            "snapshots of one 60-epoch run):", ""]
+        out.append(
+            _row(
+                "5x12 − 3x20, reference networks",
+                [r5[s]["phi"] for s in seeds],
+                [_sd(r5[s]["ci"]["phi"]) for s in seeds],
+                [r3[s]["phi"] for s in seeds],
+                [_sd(r3[s]["ci"]["phi"]) for s in seeds],
+                10000,
+            )
+        )
+    out += [
+        "",
+        "Spearman ρ of the test error and Φ_N over the ten networks of one seed (four of the ten are "
+        "snapshots of one 60-epoch run):",
+        "",
+    ]
     for arch in archs:
         rhos = []
         for s in sorted({r["seed"] for r in rows}):
@@ -147,11 +186,17 @@ def regularizer(spread: dict | None) -> str:
         for arch, net in spread["networks"].items():
             if "300" in net["by_size"]:
                 sd300[arch] = net["by_size"]["300"]["phi_sd"]
-    out = ["### Regulariser study (300 inter-class test pairs, the same for every run; records of the code before "
-           "69489aa)", ""]
-    out.append("Pair-set sd of Φ_N at 300 pairs (experiments/pair_spread.py, seed-0 networks of the depth study's "
-               "recipe): " + (", ".join(f"{a} {v:.4f}" for a, v in sd300.items()) if sd300 else "not measured") +
-               ". The CNN has no measured pair-set spread; its rows give the seed interval only.")
+    out = [
+        "### Regulariser study (300 inter-class test pairs, the same for every run; records of the code before "
+        "69489aa)",
+        "",
+    ]
+    out.append(
+        "Pair-set sd of Φ_N at 300 pairs (experiments/pair_spread.py, seed-0 networks of the depth study's "
+        "recipe): "
+        + (", ".join(f"{a} {v:.4f}" for a, v in sd300.items()) if sd300 else "not measured")
+        + ". The CNN has no measured pair-set spread; its rows give the seed interval only."
+    )
     out += ["", HEADER]
 
     def key(r):
@@ -171,13 +216,32 @@ def regularizer(spread: dict | None) -> str:
             seeds = sorted(set(g) & set(base))
             for stat, lab in (("phi", "Φ_N"), ("test_accuracy", "test accuracy")):
                 s_ = [sd if stat == "phi" else 0.0] * len(seeds)
-                out.append(_row(f"{arch} λ={k[1]:g} {k[2]} − λ=0: {lab}", [g[s]["final"][stat] for s in seeds], s_,
-                                [base[s]["final"][stat] for s in seeds], s_, 300))
-        for lab, i, j in (("Φ_N epoch 1 − initialisation", 0, 1), ("Φ_N last epoch − epoch 1", 1, -1),
-                          ("Φ_N last epoch − initialisation", 0, -1)):
+                out.append(
+                    _row(
+                        f"{arch} λ={k[1]:g} {k[2]} − λ=0: {lab}",
+                        [g[s]["final"][stat] for s in seeds],
+                        s_,
+                        [base[s]["final"][stat] for s in seeds],
+                        s_,
+                        300,
+                    )
+                )
+        for lab, i, j in (
+            ("Φ_N epoch 1 − initialisation", 0, 1),
+            ("Φ_N last epoch − epoch 1", 1, -1),
+            ("Φ_N last epoch − initialisation", 0, -1),
+        ):
             ss = sorted(base)
-            out.append(_row(f"{arch} λ=0: {lab}", [base[s]["per_epoch"][j]["phi"] for s in ss], [sd] * len(ss),
-                            [base[s]["per_epoch"][i]["phi"] for s in ss], [sd] * len(ss), 300))
+            out.append(
+                _row(
+                    f"{arch} λ=0: {lab}",
+                    [base[s]["per_epoch"][j]["phi"] for s in ss],
+                    [sd] * len(ss),
+                    [base[s]["per_epoch"][i]["phi"] for s in ss],
+                    [sd] * len(ss),
+                    300,
+                )
+            )
     return "\n".join(out)
 
 
@@ -185,8 +249,9 @@ def _fixed_width():
     """experiments/fixed_width_depth_study.py as a module (its Spearman interval)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("_fixed_width_depth_study",
-                                                  ROOT / "experiments" / "fixed_width_depth_study.py")
+    spec = importlib.util.spec_from_file_location(
+        "_fixed_width_depth_study", ROOT / "experiments" / "fixed_width_depth_study.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
@@ -195,20 +260,32 @@ def _fixed_width():
 
 def width_depth() -> str:
     rows = _load("width-depth/runs/*.json")
-    out = ["### Width and depth (4,500 inter-class pairs per network)", "",
-           ("Spearman ρ of depth and Φ_N at each width (every run, every seed); over depths 2-6 with a "
-            "bootstrap interval over the seeds and the pair set (fixed_width_depth_study.spearman_interval):"), "",
-           "| width | depths 1-6 | depths 2-6 [95% interval] |", "|---|---|---|"]
+    out = [
+        "### Width and depth (4,500 inter-class pairs per network)",
+        "",
+        (
+            "Spearman ρ of depth and Φ_N at each width (every run, every seed); over depths 2-6 with a "
+            "bootstrap interval over the seeds and the pair set (fixed_width_depth_study.spearman_interval):"
+        ),
+        "",
+        "| width | depths 1-6 | depths 2-6 [95% interval] |",
+        "|---|---|---|",
+    ]
     spearman_interval = _fixed_width().spearman_interval
     for w in sorted({r["width"] for r in rows}):
         sel = [r for r in rows if r["width"] == w]
         s2 = [dict(r, phi_ci=r["ci95"]["phi"]) for r in sel if r["depth"] >= 2]
         rho, lo, hi = spearman_interval(s2)
-        out.append(f"| {w} | {spearman([r['depth'] for r in sel], [r['phi'] for r in sel]):+.2f} | "
-                   f"{rho:+.2f} [{lo:+.2f}, {hi:+.2f}] |")
+        out.append(
+            f"| {w} | {spearman([r['depth'] for r in sel], [r['phi'] for r in sel]):+.2f} | "
+            f"{rho:+.2f} [{lo:+.2f}, {hi:+.2f}] |"
+        )
     sds = [_sd(r["ci95"]["phi"]) for r in rows if r["depth"] >= 2]
-    out += ["", f"Pair-set sd of one run's Φ_N (its bootstrap over paths): median {np.median(sds):.4f}, "
-            f"largest {max(sds):.4f}."]
+    out += [
+        "",
+        f"Pair-set sd of one run's Φ_N (its bootstrap over paths): median {np.median(sds):.4f}, "
+        f"largest {max(sds):.4f}.",
+    ]
     return "\n".join(out)
 
 
@@ -222,9 +299,16 @@ def cnn() -> str:
     for mlp in sorted(a for a in by if not a.startswith("cnn")):
         seeds = sorted(set(by[cnn_name]) & set(by[mlp]))
         for stat, lab in (("fraction_folded", "share folded"), ("phi", "Φ_N")):
-            out.append(_row(f"{cnn_name} − {mlp}: {lab}", [by[cnn_name][s][stat] for s in seeds],
-                            [_sd(by[cnn_name][s]["ci95"][stat]) for s in seeds], [by[mlp][s][stat] for s in seeds],
-                            [_sd(by[mlp][s]["ci95"][stat]) for s in seeds], 10000))
+            out.append(
+                _row(
+                    f"{cnn_name} − {mlp}: {lab}",
+                    [by[cnn_name][s][stat] for s in seeds],
+                    [_sd(by[cnn_name][s]["ci95"][stat]) for s in seeds],
+                    [by[mlp][s][stat] for s in seeds],
+                    [_sd(by[mlp][s]["ci95"][stat]) for s in seeds],
+                    10000,
+                )
+            )
     return "\n".join(out)
 
 
@@ -235,36 +319,62 @@ def generalisation_today() -> str:
     if not today:
         return "### Generalisation study, today's code: no run under generalisation/today/runs"
     old = {(r["arch"], r["seed"], r["condition"]): r for r in _generalisation_rows("runs")}
-    out = [("### Generalisation study: networks rerun with today's code (pair-plan version 1, 10,000 pairs) "
-            "against their records (10,080 pairs of the code before 69489aa)"), "",
-           ("| network | test acc. (today / record) | Φ_N today | Φ_N record | Δ Φ_N | share folded today | "
-            "share folded record |"), "|---|---|---|---|---|---|---|"]
+    out = [
+        (
+            "### Generalisation study: networks rerun with today's code (pair-plan version 1, 10,000 pairs) "
+            "against their records (10,080 pairs of the code before 69489aa)"
+        ),
+        "",
+        (
+            "| network | test acc. (today / record) | Φ_N today | Φ_N record | Δ Φ_N | share folded today | "
+            "share folded record |"
+        ),
+        "|---|---|---|---|---|---|---|",
+    ]
     deltas = []
     for r in sorted(today, key=lambda r: (r["arch"], r["seed"], r["condition"])):
         o = old.get((r["arch"], r["seed"], r["condition"]))
         if o is None:
             continue
         deltas.append(r["phi"] - o["phi"])
-        out.append(f"| {r['arch']} s{r['seed']} {r['condition']} | {r['test_accuracy']:.4f} / {o['test_accuracy']:.4f} "
-                   f"| {r['phi']:.4f} | {o['phi']:.4f} | {r['phi'] - o['phi']:+.4f} | {r['fraction_folded']:.4f} | "
-                   f"{o['fraction_folded']:.4f} |")
+        out.append(
+            f"| {r['arch']} s{r['seed']} {r['condition']} | {r['test_accuracy']:.4f} / {o['test_accuracy']:.4f} "
+            f"| {r['phi']:.4f} | {o['phi']:.4f} | {r['phi'] - o['phi']:+.4f} | {r['fraction_folded']:.4f} | "
+            f"{o['fraction_folded']:.4f} |"
+        )
     if deltas:
-        out += ["", (f"{len(deltas)} networks; Δ Φ_N: largest |Δ| {max(abs(d) for d in deltas):.4f}, "
-                     f"mean {np.mean(deltas):+.4f}, {sum(d == 0 for d in deltas)} unchanged.")]
-    return "\n".join(out) + "\n\n" + generalisation(today, "Generalisation study with today's code (the networks "
-                                                        "rerun so far)")
+        out += [
+            "",
+            (
+                f"{len(deltas)} networks; Δ Φ_N: largest |Δ| {max(abs(d) for d in deltas):.4f}, "
+                f"mean {np.mean(deltas):+.4f}, {sum(d == 0 for d in deltas)} unchanged."
+            ),
+        ]
+    return (
+        "\n".join(out)
+        + "\n\n"
+        + generalisation(today, "Generalisation study with today's code (the networks rerun so far)")
+    )
 
 
-STUDIES = {"mnist-depth": mnist_depth, "generalisation": generalisation, "generalisation-today": generalisation_today,
-           "regularizer": None,
-           "width-depth": width_depth, "cnn": cnn}
+STUDIES = {
+    "mnist-depth": mnist_depth,
+    "generalisation": generalisation,
+    "generalisation-today": generalisation_today,
+    "regularizer": None,
+    "width-depth": width_depth,
+    "cnn": cnn,
+}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", nargs="+", choices=list(STUDIES))
-    p.add_argument("--spread", default=str(RESULTS / "pair-spread" / "spread.json"),
-                   help="experiments/pair_spread.py's result (the regulariser study's pair-set spread)")
+    p.add_argument(
+        "--spread",
+        default=str(RESULTS / "pair-spread" / "spread.json"),
+        help="experiments/pair_spread.py's result (the regulariser study's pair-set spread)",
+    )
     args = p.parse_args(argv)
     spread = json.loads(Path(args.spread).read_text()) if Path(args.spread).is_file() else None
     for name in args.only or list(STUDIES):

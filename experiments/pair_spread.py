@@ -22,14 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spacefold._core.global_folding import global_folding
+from spacefold._core.pairs import pair_plan, plan_fingerprint
 from spacefold._util import atomic_write, json_safe
 from spacefold.cli import nonnegative_int, positive_int
 from spacefold.data import load_mnist
-from spacefold._core.global_folding import global_folding
 from spacefold.models import load_checkpoint
-from spacefold._core.pairs import pair_plan, plan_fingerprint
-from spacefold.studies.depth import run_provenance
 from spacefold.models.train import train_mlp
+from spacefold.studies.depth import run_provenance
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,8 +51,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     out = Path(args.out)
     data = load_mnist(args.data_dir)
-    res = {"provenance": run_provenance(), "sizes": args.sizes, "pair_seeds": list(range(args.pair_seeds)),
-           "networks": {}}
+    res = {
+        "provenance": run_provenance(),
+        "sizes": args.sizes,
+        "pair_seeds": list(range(args.pair_seeds)),
+        "networks": {},
+    }
     for arch in args.archs:
         ckpt = out / "models" / f"{arch}_s{args.seed}.pt"
         if ckpt.is_file():
@@ -73,13 +77,18 @@ def main(argv=None) -> int:
                 hashes.append(plan_fingerprint(plan)["sha256"])
             phis, fracs = np.array(phis), np.array(fracs)
             net["by_size"][str(n)] = {
-                "phi": phis.tolist(), "fraction_folded": fracs.tolist(), "pairs_sha256": hashes,
-                "phi_mean": float(phis.mean()), "phi_sd": float(phis.std(ddof=1)),
+                "phi": phis.tolist(),
+                "fraction_folded": fracs.tolist(),
+                "pairs_sha256": hashes,
+                "phi_mean": float(phis.mean()),
+                "phi_sd": float(phis.std(ddof=1)),
                 "phi_range": [float(phis.min()), float(phis.max())],
                 "fraction_sd": float(fracs.std(ddof=1)),
             }
-            log(f"{arch}: {n} pairs: Φ_N {phis.mean():.4f} sd {phis.std(ddof=1):.4f} "
-                f"(range {phis.min():.4f}-{phis.max():.4f}), share folded sd {fracs.std(ddof=1):.4f}")
+            log(
+                f"{arch}: {n} pairs: Φ_N {phis.mean():.4f} sd {phis.std(ddof=1):.4f} "
+                f"(range {phis.min():.4f}-{phis.max():.4f}), share folded sd {fracs.std(ddof=1):.4f}"
+            )
         res["networks"][arch] = net
     with atomic_write(out / "spread.json") as fh:
         json.dump(json_safe(res), fh, indent=1, allow_nan=False)

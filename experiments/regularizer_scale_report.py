@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 from regularizer_scale_study import (
+    COST_DEFAULTS,
     DROPOUTS,
     GRID_ARCHS,
     LAMS,
     SMALL,
     WDS,
     chosen_baseline,
-    COST_DEFAULTS,
     chosen_lambda,
     is_plain,
     knob,
@@ -31,8 +31,8 @@ from regularizer_scale_study import (
     unpack,
 )
 
-from spacefold._util import atomic_write
 from spacefold._core.global_folding import median_nonzero
+from spacefold._util import atomic_write
 from spacefold.studies.depth import hierarchical_bootstrap, seed_mean_ci
 
 N_TEST = 10_000
@@ -106,23 +106,34 @@ def comparison_rows(label: str, arm: dict[int, dict], base: dict[int, dict], see
 
 def knob_settings(lam: float) -> list[tuple[str, dict]]:
     """The settings of the folding term in the knobs stage (3x40, 1,000 images), the default first."""
-    return [("every step (`always`)", {}), ("schedule early:0.3", {"schedule": "early:0.3"}),
-            ("schedule every:2", {"schedule": "every:2"}), ("schedule every:5", {"schedule": "every:5"}),
-            ("every 2nd step", {"every_steps": 2}), ("every 2nd step, 2λ", {"every_steps": 2, "lam": 2 * lam}),
-            ("every 5th step", {"every_steps": 5}), ("every 5th step, 5λ", {"every_steps": 5, "lam": 5 * lam}),
-            ("exact surrogate", {"surrogate": "exact"}),
-            ("β = 3", {"beta": 3.0}), ("β = 30", {"beta": 30.0})]
+    return [
+        ("every step (`always`)", {}),
+        ("schedule early:0.3", {"schedule": "early:0.3"}),
+        ("schedule every:2", {"schedule": "every:2"}),
+        ("schedule every:5", {"schedule": "every:5"}),
+        ("every 2nd step", {"every_steps": 2}),
+        ("every 2nd step, 2λ", {"every_steps": 2, "lam": 2 * lam}),
+        ("every 5th step", {"every_steps": 5}),
+        ("every 5th step, 5λ", {"every_steps": 5, "lam": 5 * lam}),
+        ("exact surrogate", {"surrogate": "exact"}),
+        ("β = 3", {"beta": 3.0}),
+        ("β = 30", {"beta": 30.0}),
+    ]
 
 
 def efficiency_rows(runs, lam: float, seeds, n_boot: int) -> list[str]:
     """Each setting of the folding term against no folding term (3x40, 1,000 images): which of the
     cheaper settings keep the effect on Φ_N (the cost of each: benchmarks/bench_regularizer.py)."""
-    lines = [f"## Settings of the folding term against no folding term (3x40, 1,000 images, λ = {lam:g})", "",
-             "Which settings keep the effect on Φ_N. Columns as above at the chosen epoch; then Φ_N at the last "
-             "epoch (the records keep its value only, so the interval is the Student-t interval of the per-seed "
-             "differences) and the chosen epochs.", "",
-             "| setting | seeds | Δ test acc | Δ test loss | Δ Φ_N | Δ share folded | Δ Φ_N, last epoch | "
-             "chosen epochs |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"## Settings of the folding term against no folding term (3x40, 1,000 images, λ = {lam:g})",
+        "",
+        "Which settings keep the effect on Φ_N. Columns as above at the chosen epoch; then Φ_N at the last "
+        "epoch (the records keep its value only, so the interval is the Student-t interval of the per-seed "
+        "differences) and the chosen epochs.",
+        "",
+        "| setting | seeds | Δ test acc | Δ test loss | Δ Φ_N | Δ share folded | Δ Φ_N, last epoch | chosen epochs |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     base = select(runs, arch="3x40", n_train=1000, lam=0.0)
     for label, kw in knob_settings(lam):
         arm = select(runs, arch="3x40", n_train=1000, **{"lam": lam, **kw})
@@ -140,16 +151,24 @@ HEAD = "| arms | seeds | Δ test acc | Δ test loss | Δ Φ_N | Δ share folded 
 
 
 def report(out: Path, runs: list[dict], seeds: Sequence[int], n_boot: int = 1000) -> None:
-    lines = ["# The folding regulariser at scale: tables", "",
-             "Paired differences at the epoch chosen on validation accuracy, mean over seeds with 95% hierarchical "
-             "bootstrap intervals (seeds, then test images or test pairs); * marks a difference whose bootstrap interval "
-             "and whose Student-t interval over the per-seed differences both exclude 0.", ""]
+    lines = [
+        "# The folding regulariser at scale: tables",
+        "",
+        "Paired differences at the epoch chosen on validation accuracy, mean over seeds with 95% hierarchical "
+        "bootstrap intervals (seeds, then test images or test pairs); * marks a difference whose bootstrap interval "
+        "and whose Student-t interval over the per-seed differences both exclude 0.",
+        "",
+    ]
     # 1. λ chosen on validation against λ = 0
-    lines += ["## λ chosen on validation against no folding term", "",
-              "For each seed, λ is the value of the grid with the best mean validation accuracy over the other "
-              "seeds (leave one seed out); the column lists the choices.", "",
-              "| arch | training images | λ chosen | seeds | Δ test acc | Δ test loss | Δ Φ_N | Δ share folded |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "## λ chosen on validation against no folding term",
+        "",
+        "For each seed, λ is the value of the grid with the best mean validation accuracy over the other "
+        "seeds (leave one seed out); the column lists the choices.",
+        "",
+        "| arch | training images | λ chosen | seeds | Δ test acc | Δ test loss | Δ Φ_N | Δ share folded |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for n in (*SMALL, 55000):
         for arch in GRID_ARCHS:
             lams = loso_lambda(runs, arch, n, seeds)
@@ -157,31 +176,44 @@ def report(out: Path, runs: list[dict], seeds: Sequence[int], n_boot: int = 1000
                 continue
             arm = {s: select(runs, arch=arch, n_train=n, lam=lam)[s] for s, lam in lams.items()}
             label = "/".join(f"{v:g}" for v in sorted(set(lams.values())))
-            row = comparison_rows(f"{arch} | {n} | {label}", arm, select(runs, arch=arch, n_train=n, lam=0.0),
-                                  seeds, n_boot)
+            row = comparison_rows(
+                f"{arch} | {n} | {label}", arm, select(runs, arch=arch, n_train=n, lam=0.0), seeds, n_boot
+            )
             if row:
                 lines.append(row)
     lines.append("")
     # 2. every λ of the grid (means over seeds)
-    lines += ["## Every λ of the grid (means over seeds at the chosen epoch)", "",
-              "| arch | training images | λ | seeds | val acc | test acc | test loss | Φ_N | share folded |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "## Every λ of the grid (means over seeds at the chosen epoch)",
+        "",
+        "| arch | training images | λ | seeds | val acc | test acc | test loss | Φ_N | share folded |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for n in (*SMALL, 55000):
         for arch in GRID_ARCHS:
             for lam in LAMS:
                 rs = [r for r in runs if r["arch"] == arch and r["n_train"] == n and r["lam"] == lam and is_plain(r)]
                 if not rs:
                     continue
-                m = {k: float(np.mean([r["chosen"][k] for r in rs]))
-                     for k in ("val_accuracy", "test_accuracy", "test_loss", "phi", "fraction_folded")}
-                lines.append(f"| {arch} | {n} | {lam:g} | {len(rs)} | {m['val_accuracy']:.4f} | "
-                             f"{m['test_accuracy']:.4f} | {m['test_loss']:.3f} | {m['phi']:.4f} | "
-                             f"{m['fraction_folded']:.3f} |")
+                m = {
+                    k: float(np.mean([r["chosen"][k] for r in rs]))
+                    for k in ("val_accuracy", "test_accuracy", "test_loss", "phi", "fraction_folded")
+                }
+                lines.append(
+                    f"| {arch} | {n} | {lam:g} | {len(rs)} | {m['val_accuracy']:.4f} | "
+                    f"{m['test_accuracy']:.4f} | {m['test_loss']:.3f} | {m['phi']:.4f} | "
+                    f"{m['fraction_folded']:.3f} |"
+                )
     lines.append("")
     # 3. weight decay and dropout, alone and with the folding term (3x40)
-    lines += ["## Against weight decay and dropout (3x40)", "",
-              "Weight decay, dropout and λ: the best mean validation accuracy over all seeds; the rows with "
-              "both regularisers ask whether the folding term adds anything to the other one.", "", HEAD]
+    lines += [
+        "## Against weight decay and dropout (3x40)",
+        "",
+        "Weight decay, dropout and λ: the best mean validation accuracy over all seeds; the rows with "
+        "both regularisers ask whether the folding term adds anything to the other one.",
+        "",
+        HEAD,
+    ]
     for n in SMALL:
         plain = select(runs, arch="3x40", n_train=n, lam=0.0)
         lam = chosen_lambda(runs, "3x40", n, seeds)
@@ -190,22 +222,34 @@ def report(out: Path, runs: list[dict], seeds: Sequence[int], n_boot: int = 1000
         arms = []
         for key, v, grid in (("weight decay", wd, WDS), ("dropout", p, DROPOUTS)):
             if v == 0:
-                lines.append(f"| n={n}: {key}: none of {', '.join(f'{g:g}' for g in grid)} had a better mean "
-                             f"validation accuracy than none | | | | | |")
+                lines.append(
+                    f"| n={n}: {key}: none of {', '.join(f'{g:g}' for g in grid)} had a better mean "
+                    f"validation accuracy than none | | | | | |"
+                )
         if wd:
-            arms.append((f"n={n}: weight decay {wd:g} − none", select(runs, arch="3x40", n_train=n, lam=0.0, wd=wd),
-                         plain))
+            arms.append(
+                (f"n={n}: weight decay {wd:g} − none", select(runs, arch="3x40", n_train=n, lam=0.0, wd=wd), plain)
+            )
             if lam:
-                arms.append((f"n={n}: weight decay {wd:g} + λ {lam:g} − weight decay {wd:g}",
-                             select(runs, arch="3x40", n_train=n, lam=lam, wd=wd),
-                             select(runs, arch="3x40", n_train=n, lam=0.0, wd=wd)))
+                arms.append(
+                    (
+                        f"n={n}: weight decay {wd:g} + λ {lam:g} − weight decay {wd:g}",
+                        select(runs, arch="3x40", n_train=n, lam=lam, wd=wd),
+                        select(runs, arch="3x40", n_train=n, lam=0.0, wd=wd),
+                    )
+                )
         if p:
-            arms.append((f"n={n}: dropout {p:g} − none", select(runs, arch="3x40", n_train=n, lam=0.0, dropout=p),
-                         plain))
+            arms.append(
+                (f"n={n}: dropout {p:g} − none", select(runs, arch="3x40", n_train=n, lam=0.0, dropout=p), plain)
+            )
             if lam:
-                arms.append((f"n={n}: dropout {p:g} + λ {lam:g} − dropout {p:g}",
-                             select(runs, arch="3x40", n_train=n, lam=lam, dropout=p),
-                             select(runs, arch="3x40", n_train=n, lam=0.0, dropout=p)))
+                arms.append(
+                    (
+                        f"n={n}: dropout {p:g} + λ {lam:g} − dropout {p:g}",
+                        select(runs, arch="3x40", n_train=n, lam=lam, dropout=p),
+                        select(runs, arch="3x40", n_train=n, lam=0.0, dropout=p),
+                    )
+                )
         for label, arm, base in arms:
             row = comparison_rows(label, arm, base, seeds, n_boot)
             if row:
@@ -216,12 +260,18 @@ def report(out: Path, runs: list[dict], seeds: Sequence[int], n_boot: int = 1000
     if lam:
         lines += efficiency_rows(runs, lam, seeds, n_boot)
         ref = select(runs, arch="3x40", n_train=1000, lam=lam)
-        lines += [f"## Knobs of the folding term (3x40, 1,000 images, λ = {lam:g}) against `always`, `random`, β = 10",
-                  "", "λ: the best mean validation accuracy over all seeds (these arms compare settings of the "
-                  "folding term, not the term against none).", "", HEAD]
+        lines += [
+            f"## Knobs of the folding term (3x40, 1,000 images, λ = {lam:g}) against `always`, `random`, β = 10",
+            "",
+            "λ: the best mean validation accuracy over all seeds (these arms compare settings of the "
+            "folding term, not the term against none).",
+            "",
+            HEAD,
+        ]
         for label, kw in knob_settings(lam)[1:]:
-            row = comparison_rows(label, select(runs, arch="3x40", n_train=1000, **{"lam": lam, **kw}), ref, seeds,
-                                  n_boot)
+            row = comparison_rows(
+                label, select(runs, arch="3x40", n_train=1000, **{"lam": lam, **kw}), ref, seeds, n_boot
+            )
             if row:
                 lines.append(row)
         lines.append("")
@@ -230,8 +280,9 @@ def report(out: Path, runs: list[dict], seeds: Sequence[int], n_boot: int = 1000
     for n in SMALL:
         base = select(runs, arch="cnn", n_train=n, lam=0.0)
         for lam in (0.03, 0.1, 0.3):
-            row = comparison_rows(f"n={n}: λ {lam:g} − 0", select(runs, arch="cnn", n_train=n, lam=lam), base, seeds,
-                                  n_boot)
+            row = comparison_rows(
+                f"n={n}: λ {lam:g} − 0", select(runs, arch="cnn", n_train=n, lam=lam), base, seeds, n_boot
+            )
             if row:
                 lines.append(row)
     lines.append("")

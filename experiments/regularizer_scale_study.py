@@ -55,9 +55,9 @@ from torch import nn
 import spacefold as sf
 from spacefold._util import atomic_write
 from spacefold.data.datasets import load_mnist, stratified_indices
-from spacefold.training.regularize import FoldingRegularizer, probe_pairs
 from spacefold.models.train import train
 from spacefold.studies.depth import run_provenance
+from spacefold.training.regularize import FoldingRegularizer, probe_pairs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from regularizer_study import build  # the same MLP/CNN builder as the reduced-scale study
@@ -86,17 +86,46 @@ def log(msg: str) -> None:
 COST_DEFAULTS = {"every_steps": 1, "pairs_per_step": 8, "n_points": 8}
 
 
-def config(arch: str, n_train: int, lam: float, seed: int, *, schedule: str = "always", surrogate: str = "random",
-           beta: float = 10.0, wd: float = 0.0, dropout: float = 0.0, every_steps: int = 1, pairs_per_step: int = 8,
-           n_points: int = 8) -> dict:
+def config(
+    arch: str,
+    n_train: int,
+    lam: float,
+    seed: int,
+    *,
+    schedule: str = "always",
+    surrogate: str = "random",
+    beta: float = 10.0,
+    wd: float = 0.0,
+    dropout: float = 0.0,
+    every_steps: int = 1,
+    pairs_per_step: int = 8,
+    n_points: int = 8,
+) -> dict:
     # the cost knobs enter the name only where they differ from the defaults (the names of the runs before them)
-    cost = "".join(f"_{tag}{v}" for tag, v in (("k", every_steps), ("pp", pairs_per_step), ("np", n_points))
-                   if v != COST_DEFAULTS[{"k": "every_steps", "pp": "pairs_per_step", "np": "n_points"}[tag]])
-    name = (f"{arch}_n{n_train}_lam{lam:g}_{schedule.replace(':', '')}_{surrogate}_b{beta:g}_wd{wd:g}_p{dropout:g}"
-            f"{cost}_s{seed}")
-    return {"name": name, "arch": arch, "n_train": n_train, "lam": lam, "seed": seed, "schedule": schedule,
-            "surrogate": surrogate, "beta": beta, "wd": wd, "dropout": dropout, "every_steps": every_steps,
-            "pairs_per_step": pairs_per_step, "n_points": n_points}
+    cost = "".join(
+        f"_{tag}{v}"
+        for tag, v in (("k", every_steps), ("pp", pairs_per_step), ("np", n_points))
+        if v != COST_DEFAULTS[{"k": "every_steps", "pp": "pairs_per_step", "np": "n_points"}[tag]]
+    )
+    name = (
+        f"{arch}_n{n_train}_lam{lam:g}_{schedule.replace(':', '')}_{surrogate}_b{beta:g}_wd{wd:g}_p{dropout:g}"
+        f"{cost}_s{seed}"
+    )
+    return {
+        "name": name,
+        "arch": arch,
+        "n_train": n_train,
+        "lam": lam,
+        "seed": seed,
+        "schedule": schedule,
+        "surrogate": surrogate,
+        "beta": beta,
+        "wd": wd,
+        "dropout": dropout,
+        "every_steps": every_steps,
+        "pairs_per_step": pairs_per_step,
+        "n_points": n_points,
+    }
 
 
 def knob(r: dict, key: str):
@@ -107,8 +136,14 @@ def knob(r: dict, key: str):
 def is_plain(r: dict) -> bool:
     """A run of the λ grid: schedule always, random surrogate, β 10, no weight decay, no dropout, the term at
     every step on 8 segments of 8 points."""
-    return (r["schedule"] == "always" and r["surrogate"] == "random" and r["beta"] == 10 and r["wd"] == 0
-            and r["dropout"] == 0 and all(knob(r, k) == v for k, v in COST_DEFAULTS.items()))
+    return (
+        r["schedule"] == "always"
+        and r["surrogate"] == "random"
+        and r["beta"] == 10
+        and r["wd"] == 0
+        and r["dropout"] == 0
+        and all(knob(r, k) == v for k, v in COST_DEFAULTS.items())
+    )
 
 
 def chosen_lambda(runs: list[dict], arch: str, n_train: int, seeds) -> float | None:
@@ -128,8 +163,15 @@ def chosen_baseline(runs: list[dict], n_train: int, key: str, values, seeds) -> 
     """The weight decay or dropout (``key``) with the best mean validation accuracy, λ = 0; None until complete."""
     best = None
     for v in values:
-        rs = [r for r in runs if r["arch"] == "3x40" and r["n_train"] == n_train and r["lam"] == 0 and r[key] == v
-              and r["wd" if key == "dropout" else "dropout"] == 0]
+        rs = [
+            r
+            for r in runs
+            if r["arch"] == "3x40"
+            and r["n_train"] == n_train
+            and r["lam"] == 0
+            and r[key] == v
+            and r["wd" if key == "dropout" else "dropout"] == 0
+        ]
         if {r["seed"] for r in rs} < set(seeds):
             return None
         m = float(np.mean([r["chosen"]["val_accuracy"] for r in rs if r["seed"] in seeds]))
@@ -173,14 +215,25 @@ def configs(stage: str, seeds, runs: list[dict]) -> list[dict]:
             log("knobs: waiting for the grid of 3x40 at n=1000")
         else:
             # one setting after the other, each over every seed: a setting's comparison is complete early
-            settings = [{"schedule": "early:0.3"}, {"schedule": "every:5"}, {"surrogate": "exact"}, {"beta": 3.0},
-                        {"beta": 30.0},
-                        # the cheaper settings of the efficiency question: the term at every k-th step at λ and at
-                        # k·λ (the same weight per epoch as at every step), and in every 2nd epoch
-                        {"every_steps": 2}, {"every_steps": 2, "lam": 2 * lam}, {"every_steps": 5, "lam": 5 * lam},
-                        {"every_steps": 5}, {"schedule": "every:2"}]
-            out += [config("3x40", 1000, kw.get("lam", lam), s, **{k: v for k, v in kw.items() if k != "lam"})
-                    for kw in settings for s in seeds]
+            settings = [
+                {"schedule": "early:0.3"},
+                {"schedule": "every:5"},
+                {"surrogate": "exact"},
+                {"beta": 3.0},
+                {"beta": 30.0},
+                # the cheaper settings of the efficiency question: the term at every k-th step at λ and at
+                # k·λ (the same weight per epoch as at every step), and in every 2nd epoch
+                {"every_steps": 2},
+                {"every_steps": 2, "lam": 2 * lam},
+                {"every_steps": 5, "lam": 5 * lam},
+                {"every_steps": 5},
+                {"schedule": "every:2"},
+            ]
+            out += [
+                config("3x40", 1000, kw.get("lam", lam), s, **{k: v for k, v in kw.items() if k != "lam"})
+                for kw in settings
+                for s in seeds
+            ]
     elif stage == "cnn":
         for n in SMALL:
             for s in seeds:
@@ -238,12 +291,20 @@ def snapshot(model: nn.Module, sp: Splits, per_item: bool) -> dict:
     correct, loss = evaluate(model, sp.x_test, sp.y_test)
     b = sf.folding_batch(model, sp.t1, sp.t2, method="exact", workers=1)
     stats = sf.folding_statistics(b)
-    rec = {"test_accuracy": float(correct.mean()), "test_loss": float(loss.mean()), "phi": float(stats["phi"]),
-           "phi_max": float(stats["phi_max"]), "fraction_folded": float(stats["fraction_folded"])}
+    rec = {
+        "test_accuracy": float(correct.mean()),
+        "test_loss": float(loss.mean()),
+        "phi": float(stats["phi"]),
+        "phi_max": float(stats["phi_max"]),
+        "fraction_folded": float(stats["fraction_folded"]),
+    }
     if per_item:
-        rec.update(correct=pack(np.packbits(correct)), loss=pack(loss.astype(np.float16)),
-                   chi=pack(b.chi.numpy().astype(np.float32)),
-                   max_profile=pack(b.max_profile.numpy().astype(np.float32)))
+        rec.update(
+            correct=pack(np.packbits(correct)),
+            loss=pack(loss.astype(np.float16)),
+            chi=pack(b.chi.numpy().astype(np.float32)),
+            max_profile=pack(b.max_profile.numpy().astype(np.float32)),
+        )
     return rec
 
 
@@ -263,9 +324,18 @@ def run_one(sp: Splits, cfg: dict, out: Path, epochs: int) -> dict:
     reg = None
     if cfg["lam"] > 0:
         p1, p2 = probe_pairs(x, y, 512, seed=1000 + cfg["seed"])
-        reg = FoldingRegularizer(p1, p2, cfg["lam"], schedule=cfg["schedule"], pairs_per_step=cfg["pairs_per_step"],
-                                 method=cfg["surrogate"], n_points=cfg["n_points"], beta=cfg["beta"],
-                                 seed=cfg["seed"], every_steps=cfg["every_steps"])
+        reg = FoldingRegularizer(
+            p1,
+            p2,
+            cfg["lam"],
+            schedule=cfg["schedule"],
+            pairs_per_step=cfg["pairs_per_step"],
+            method=cfg["surrogate"],
+            n_points=cfg["n_points"],
+            beta=cfg["beta"],
+            seed=cfg["seed"],
+            every_steps=cfg["every_steps"],
+        )
     curve: list[dict] = []
     best: dict = {}
 
@@ -276,23 +346,46 @@ def run_one(sp: Splits, cfg: dict, out: Path, epochs: int) -> dict:
         if not best or row["val_accuracy"] > best["row"]["val_accuracy"]:
             best.update(row=row, state=copy.deepcopy(m.state_dict()))
 
-    res = train(model, x, y, epochs=epochs, seed=cfg["seed"], regularizer=reg, on_epoch_end=on_epoch_end,
-                weight_decay=cfg["wd"])
+    res = train(
+        model, x, y, epochs=epochs, seed=cfg["seed"], regularizer=reg, on_epoch_end=on_epoch_end, weight_decay=cfg["wd"]
+    )
     final = snapshot(model, sp, per_item=False)
     model.load_state_dict(best["state"])
-    chosen = {"epoch": best["row"]["epoch"], "val_accuracy": best["row"]["val_accuracy"],
-              "val_loss": best["row"]["val_loss"], **snapshot(model, sp, per_item=True)}
-    rec = {**cfg, "epochs": epochs, "provenance": {**run_provenance(), "protocol": PROTOCOL}, "seconds": time.perf_counter() - t0,
-           "train": {"loss": res.loss, "train_accuracy": res.train_accuracy, "reg_loss": res.reg_loss,
-                     "optimizer": res.as_dict()["optimizer"]},
-           "validation": curve, "chosen": chosen, "final": final,
-           "regularizer": reg.describe() if reg else None,
-           "splits": {"n_val": N_VAL, "val_seed": VAL_SEED, "train_subset_seed": 100 + cfg["seed"],
-                      "test_pairs": 1000, "test_pair_seed": TEST_PAIR_SEED}}
+    chosen = {
+        "epoch": best["row"]["epoch"],
+        "val_accuracy": best["row"]["val_accuracy"],
+        "val_loss": best["row"]["val_loss"],
+        **snapshot(model, sp, per_item=True),
+    }
+    rec = {
+        **cfg,
+        "epochs": epochs,
+        "provenance": {**run_provenance(), "protocol": PROTOCOL},
+        "seconds": time.perf_counter() - t0,
+        "train": {
+            "loss": res.loss,
+            "train_accuracy": res.train_accuracy,
+            "reg_loss": res.reg_loss,
+            "optimizer": res.as_dict()["optimizer"],
+        },
+        "validation": curve,
+        "chosen": chosen,
+        "final": final,
+        "regularizer": reg.describe() if reg else None,
+        "splits": {
+            "n_val": N_VAL,
+            "val_seed": VAL_SEED,
+            "train_subset_seed": 100 + cfg["seed"],
+            "test_pairs": 1000,
+            "test_pair_seed": TEST_PAIR_SEED,
+        },
+    }
     with atomic_write(path) as fh:
         json.dump(rec, fh)
-    log(f"{cfg['name']}: epoch {chosen['epoch']} val {chosen['val_accuracy']:.4f} test {chosen['test_accuracy']:.4f}"
-        f" loss {chosen['test_loss']:.4f} phi {chosen['phi']:.4f} ({rec['seconds']:.0f}s)")
+    log(
+        f"{cfg['name']}: epoch {chosen['epoch']} val {chosen['val_accuracy']:.4f} test {chosen['test_accuracy']:.4f}"
+        f" loss {chosen['test_loss']:.4f} phi {chosen['phi']:.4f} ({rec['seconds']:.0f}s)"
+    )
     return rec
 
 
@@ -307,10 +400,19 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "experiments" / "results" / "regularizer-scale"))
     p.add_argument("--stage", nargs="+", default=list(STAGES), choices=[*STAGES, "report"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--sizes", type=int, nargs="+", default=[*SMALL, 55000],
-                   help="run only the configurations with these training-set sizes")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="epochs of every run (default: 300 on 1,000 images, 100 on 5,000, 30 on 55,000)")
+    p.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[*SMALL, 55000],
+        help="run only the configurations with these training-set sizes",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs of every run (default: 300 on 1,000 images, 100 on 5,000, 30 on 55,000)",
+    )
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv[1:])
     if len(set(args.seeds)) != len(args.seeds):

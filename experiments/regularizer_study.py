@@ -33,14 +33,15 @@ import torch
 from torch import nn
 
 import spacefold as sf
+from spacefold._core.pairs import pair_plan, plan_fingerprint
 from spacefold._util import atomic_write
 from spacefold.data import load_mnist
-from spacefold._core.pairs import pair_plan, plan_fingerprint
-from spacefold.training.regularize import FoldingRegularizer, FoldingTracker, probe_pairs
-from spacefold.studies.depth import run_provenance, seed_mean_ci
 from spacefold.models.train import train
+from spacefold.studies.depth import run_provenance, seed_mean_ci
+from spacefold.training.regularize import FoldingRegularizer, FoldingTracker, probe_pairs
 
 ROOT = Path(__file__).resolve().parent.parent
+
 
 def log(msg: str) -> None:
     print(time.strftime("%H:%M:%S"), msg, flush=True)
@@ -53,9 +54,12 @@ def build(arch: str, *, dropout: float = 0.0, batchnorm: bool = False, seed: int
         if arch == "cnn":
             return nn.Sequential(
                 nn.Unflatten(1, (1, 28, 28)),
-                nn.Conv2d(1, 8, 5, stride=2), nn.ReLU(),  # 8 x 12 x 12
-                nn.Conv2d(8, 16, 5, stride=2), nn.ReLU(),  # 16 x 4 x 4
-                nn.Flatten(), nn.Linear(256, 10),
+                nn.Conv2d(1, 8, 5, stride=2),
+                nn.ReLU(),  # 8 x 12 x 12
+                nn.Conv2d(8, 16, 5, stride=2),
+                nn.ReLU(),  # 16 x 4 x 4
+                nn.Flatten(),
+                nn.Linear(256, 10),
             )
         layers: list[nn.Module] = []
         prev = 784
@@ -85,8 +89,14 @@ class ChiTracker(FoldingTracker):
 
         metric, chi = FoldingMetric(), []
         for k in range(0, self.x1.shape[0], self.batch_size):
-            b = folding_batch(model, self.x1[k : k + self.batch_size], self.x2[k : k + self.batch_size],
-                              method=self.method, steps=self.steps, layers=self.layers)
+            b = folding_batch(
+                model,
+                self.x1[k : k + self.batch_size],
+                self.x2[k : k + self.batch_size],
+                method=self.method,
+                steps=self.steps,
+                layers=self.layers,
+            )
             metric.update(b)
             chi += [float(v) for v in b.chi]
         self.chi.append(chi)
@@ -109,8 +119,16 @@ def run_one(data, cfg: dict, args, out: Path) -> dict:
     t1, t2 = probe_pairs(data.x_test, data.y_test, args.probe_test, seed=7)  # the same test probe for every run
     reg = None
     if cfg["lam"] > 0:
-        reg = FoldingRegularizer(p1, p2, cfg["lam"], schedule=cfg["schedule"], pairs_per_step=8, method="random",
-                                 n_points=8, seed=cfg["seed"])
+        reg = FoldingRegularizer(
+            p1,
+            p2,
+            cfg["lam"],
+            schedule=cfg["schedule"],
+            pairs_per_step=8,
+            method="random",
+            n_points=8,
+            seed=cfg["seed"],
+        )
     tracker = ChiTracker(t1, t2, every=1)
     epoch0 = {"epoch": -1, **tracker.measure(model)}
     losses = []
@@ -122,24 +140,46 @@ def run_one(data, cfg: dict, args, out: Path) -> dict:
         return row
 
     t0 = time.perf_counter()
-    res = train(model, data.x_train, data.y_train, epochs=args.epochs, seed=cfg["seed"], x_test=data.x_test,
-                y_test=data.y_test, regularizer=reg, on_epoch_end=on_epoch_end)
-    rec = {**cfg, "epochs": args.epochs, "n_train": int(data.y_train.numel()), "seconds": time.perf_counter() - t0,
-           "train": res.as_dict(), "per_epoch": [epoch0] + res.tracked,
-           "final": {"test_accuracy": res.final_test_accuracy, "train_accuracy": res.final_train_accuracy,
-                     "test_loss": losses[-1], **{k: res.tracked[-1][k] for k in
-                                                 ("phi", "phi_max", "fraction_folded")}},
-           "regularizer": reg.describe() if reg else None, "provenance": run_provenance(),
-           # every test pair's χ at initialisation and after every epoch (the rows of per_epoch, in order)
-           "chi_per_epoch": tracker.chi,
-           # the pairs behind the probes (spacefold.probe_pairs draws them through pair_plan)
-           "test_pairs": plan_fingerprint(pair_plan(data.y_test, "inter-class", max_pairs=args.probe_test, seed=7)),
-           "train_probe_pairs": plan_fingerprint(pair_plan(data.y_train, "inter-class", max_pairs=args.probe_train,
-                                                           seed=1000 + cfg["seed"]))}
+    res = train(
+        model,
+        data.x_train,
+        data.y_train,
+        epochs=args.epochs,
+        seed=cfg["seed"],
+        x_test=data.x_test,
+        y_test=data.y_test,
+        regularizer=reg,
+        on_epoch_end=on_epoch_end,
+    )
+    rec = {
+        **cfg,
+        "epochs": args.epochs,
+        "n_train": int(data.y_train.numel()),
+        "seconds": time.perf_counter() - t0,
+        "train": res.as_dict(),
+        "per_epoch": [epoch0] + res.tracked,
+        "final": {
+            "test_accuracy": res.final_test_accuracy,
+            "train_accuracy": res.final_train_accuracy,
+            "test_loss": losses[-1],
+            **{k: res.tracked[-1][k] for k in ("phi", "phi_max", "fraction_folded")},
+        },
+        "regularizer": reg.describe() if reg else None,
+        "provenance": run_provenance(),
+        # every test pair's χ at initialisation and after every epoch (the rows of per_epoch, in order)
+        "chi_per_epoch": tracker.chi,
+        # the pairs behind the probes (spacefold.probe_pairs draws them through pair_plan)
+        "test_pairs": plan_fingerprint(pair_plan(data.y_test, "inter-class", max_pairs=args.probe_test, seed=7)),
+        "train_probe_pairs": plan_fingerprint(
+            pair_plan(data.y_train, "inter-class", max_pairs=args.probe_train, seed=1000 + cfg["seed"])
+        ),
+    }
     with atomic_write(path) as fh:
         json.dump(rec, fh, indent=1)
-    log(f"{cfg['name']}: acc {rec['final']['test_accuracy']:.4f} loss {rec['final']['test_loss']:.4f} "
-        f"phi {rec['final']['phi']:.4f} ({rec['seconds']:.0f}s)")
+    log(
+        f"{cfg['name']}: acc {rec['final']['test_accuracy']:.4f} loss {rec['final']['test_loss']:.4f} "
+        f"phi {rec['final']['phi']:.4f} ({rec['seconds']:.0f}s)"
+    )
     return rec
 
 
@@ -148,8 +188,17 @@ def configs(args) -> list[dict]:
 
     def add(arch, lam, seed, dropout=0.0, bn=False, schedule="always"):
         name = f"{arch}_lam{lam:g}_{schedule.replace(':', '')}_p{dropout:g}_bn{int(bn)}_s{seed}"
-        out.append({"name": name, "arch": arch, "lam": lam, "seed": seed, "dropout": dropout, "batchnorm": bn,
-                    "schedule": schedule})
+        out.append(
+            {
+                "name": name,
+                "arch": arch,
+                "lam": lam,
+                "seed": seed,
+                "dropout": dropout,
+                "batchnorm": bn,
+                "schedule": schedule,
+            }
+        )
 
     for phase in args.phase:
         if phase == "lambda":
@@ -199,16 +248,20 @@ def report(out: Path, args) -> None:
         return
     lines = []
     cols = ("test_accuracy", "test_loss", "phi", "phi_max", "fraction_folded")
-    head = "| arch | λ | schedule | dropout | BN | seeds | test acc | test loss | Φ_N | median of maxima | share folded |"
+    head = (
+        "| arch | λ | schedule | dropout | BN | seeds | test acc | test loss | Φ_N | median of maxima | share folded |"
+    )
     sep = "|" + "---|" * 11
 
     def table(rows):
         lines.extend([head, sep])
-        for key, rs in rows:
+        for _key, rs in rows:
             r0 = rs[0]
             cells = [fmt([r["final"][c] for r in rs]) for c in cols]
-            lines.append(f"| {r0['arch']} | {r0['lam']:g} | {r0['schedule']} | {r0['dropout']:g} | "
-                         f"{'on' if r0['batchnorm'] else 'off'} | {len(rs)} | " + " | ".join(cells) + " |")
+            lines.append(
+                f"| {r0['arch']} | {r0['lam']:g} | {r0['schedule']} | {r0['dropout']:g} | "
+                f"{'on' if r0['batchnorm'] else 'off'} | {len(rs)} | " + " | ".join(cells) + " |"
+            )
         lines.append("")
 
     mlp_lam = [r for r in runs if r["arch"] != "cnn" and r["dropout"] == 0 and not r["batchnorm"]]
@@ -223,8 +276,10 @@ def report(out: Path, args) -> None:
         lines.append("| arch | λ | schedule | seeds | Δ test acc | Δ test loss | Δ Φ_N | Δ median of maxima |")
         lines.append("|---|---|---|---|---|---|---|---|")
         for key, rs in sorted(group(diffs, ("arch", "schedule", "lam")).items(), key=lambda kv: str(kv[0])):
-            cells = [fmt([r["final"][c] - base[(r["arch"], r["seed"])]["final"][c] for r in rs])
-                     for c in ("test_accuracy", "test_loss", "phi", "phi_max")]
+            cells = [
+                fmt([r["final"][c] - base[(r["arch"], r["seed"])]["final"][c] for r in rs])
+                for c in ("test_accuracy", "test_loss", "phi", "phi_max")
+            ]
             lines.append(f"| {key[0]} | {key[2]:g} | {key[1]} | {len(rs)} | " + " | ".join(cells) + " |")
         lines.append("")
     cnn = [r for r in runs if r["arch"] == "cnn"]
@@ -238,8 +293,10 @@ def report(out: Path, args) -> None:
         table(sorted(gs.items()))
     # Φ_N epoch by epoch: mean over seeds
     lines.append("### Φ_N after each epoch (mean over seeds; epoch 0 = at initialisation)\n")
-    ep_groups = sorted(group(runs, ("arch", "lam", "schedule", "dropout", "batchnorm")).items(),
-                       key=lambda kv: tuple(str(k) for k in kv[0]))
+    ep_groups = sorted(
+        group(runs, ("arch", "lam", "schedule", "dropout", "batchnorm")).items(),
+        key=lambda kv: tuple(str(k) for k in kv[0]),
+    )
     n_ep = max(len(r["per_epoch"]) for r in runs)
     lines.append("| run | " + " | ".join(str(e) for e in range(n_ep)) + " | Φ_N never falls after epoch 1 (seeds) |")
     lines.append("|" + "---|" * (n_ep + 2))
@@ -303,43 +360,64 @@ def pair_tables(runs: list[dict]) -> list[str]:
     runs = [r for r in runs if r.get("chi_per_epoch")]
     if not runs:
         return []
-    lines = ["### Φ_N and share folded with intervals over seeds and test pairs\n",
-             ("Each cell: mean change over seeds [95% hierarchical bootstrap interval over seeds and, within each "
-              "seed, the test pairs, both arms on the same draw]; t [95% Student-t interval of the per-seed "
-              f"changes]; \\* where both exclude 0. {N_BOOT} bootstrap draws.\n"),
-             "| arch | λ | schedule | seeds | Δ Φ_N (last epoch) | Δ share folded |", "|---|---|---|---|---|---|"]
+    lines = [
+        "### Φ_N and share folded with intervals over seeds and test pairs\n",
+        (
+            "Each cell: mean change over seeds [95% hierarchical bootstrap interval over seeds and, within each "
+            "seed, the test pairs, both arms on the same draw]; t [95% Student-t interval of the per-seed "
+            f"changes]; \\* where both exclude 0. {N_BOOT} bootstrap draws.\n"
+        ),
+        "| arch | λ | schedule | seeds | Δ Φ_N (last epoch) | Δ share folded |",
+        "|---|---|---|---|---|---|",
+    ]
     base = {(r["arch"], r["seed"]): r for r in runs if r["lam"] == 0 and r["dropout"] == 0 and not r["batchnorm"]}
     diffs = [r for r in runs if r["lam"] > 0 and (r["arch"], r["seed"]) in base]
     for key, rs in sorted(group(diffs, ("arch", "schedule", "lam")).items(), key=lambda kv: str(kv[0])):
         rs = sorted(rs, key=lambda r: r["seed"])
         ch = paired_change([(r["chi_per_epoch"][-1], base[(r["arch"], r["seed"])]["chi_per_epoch"][-1]) for r in rs])
         lines.append(f"| {key[0]} | {key[2]:g} | {key[1]} | {len(rs)} | {_cell(ch['phi'])} | {_cell(ch['share'])} |")
-    knobs = [r for r in runs
-             if r["lam"] == 0 and (r["dropout"] > 0 or r["batchnorm"]) and (r["arch"], r["seed"]) in base]
+    knobs = [
+        r for r in runs if r["lam"] == 0 and (r["dropout"] > 0 or r["batchnorm"]) and (r["arch"], r["seed"]) in base
+    ]
     if knobs:
-        lines += ["", ("Dropout and batch norm against the plain network (λ = 0) of the same seed, last epoch "
-                       "(Δ test accuracy: Student-t interval over seeds):"), "",
-                  "| arch | dropout | BN | seeds | Δ test acc | Δ Φ_N | Δ share folded |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            (
+                "Dropout and batch norm against the plain network (λ = 0) of the same seed, last epoch "
+                "(Δ test accuracy: Student-t interval over seeds):"
+            ),
+            "",
+            "| arch | dropout | BN | seeds | Δ test acc | Δ Φ_N | Δ share folded |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for key, rs in sorted(group(knobs, ("arch", "dropout", "batchnorm")).items(), key=lambda kv: str(kv[0])):
             rs = sorted(rs, key=lambda r: r["seed"])
             b = [base[(r["arch"], r["seed"])] for r in rs]
             ch = paired_change([(r["chi_per_epoch"][-1], q["chi_per_epoch"][-1]) for r, q in zip(rs, b)])
             acc = fmt([r["final"]["test_accuracy"] - q["final"]["test_accuracy"] for r, q in zip(rs, b)])
-            lines.append(f"| {key[0]} | {key[1]:g} | {'on' if key[2] else 'off'} | {len(rs)} | {acc} | "
-                         f"{_cell(ch['phi'])} | {_cell(ch['share'])} |")
-    lines += ["", ("| run | seeds | Φ_N at 0 → last | Δ Φ_N, 0 → last | Δ Φ_N, epoch 1 → last | "
-                   "Δ share folded, 0 → last |"), "|---|---|---|---|---|---|"]
-    for key, rs in sorted(group(runs, ("arch", "lam", "schedule", "dropout", "batchnorm")).items(),
-                          key=lambda kv: tuple(str(k) for k in kv[0])):
+            lines.append(
+                f"| {key[0]} | {key[1]:g} | {'on' if key[2] else 'off'} | {len(rs)} | {acc} | "
+                f"{_cell(ch['phi'])} | {_cell(ch['share'])} |"
+            )
+    lines += [
+        "",
+        ("| run | seeds | Φ_N at 0 → last | Δ Φ_N, 0 → last | Δ Φ_N, epoch 1 → last | Δ share folded, 0 → last |"),
+        "|---|---|---|---|---|---|",
+    ]
+    for key, rs in sorted(
+        group(runs, ("arch", "lam", "schedule", "dropout", "batchnorm")).items(),
+        key=lambda kv: tuple(str(k) for k in kv[0]),
+    ):
         rs = sorted(rs, key=lambda r: r["seed"])
         first = paired_change([(r["chi_per_epoch"][-1], r["chi_per_epoch"][0]) for r in rs])
         one = paired_change([(r["chi_per_epoch"][-1], r["chi_per_epoch"][1]) for r in rs])
         p0 = np.mean([r["per_epoch"][0]["phi"] for r in rs])
         p1 = np.mean([r["per_epoch"][-1]["phi"] for r in rs])
         label = f"{key[0]} λ={key[1]:g} {key[2]} p={key[3]:g} bn={'on' if key[4] else 'off'}"
-        lines.append(f"| {label} | {len(rs)} | {p0:.3f} → {p1:.3f} | {_cell(first['phi'])} | {_cell(one['phi'])} | "
-                     f"{_cell(first['share'])} |")
+        lines.append(
+            f"| {label} | {len(rs)} | {p0:.3f} → {p1:.3f} | {_cell(first['phi'])} | {_cell(one['phi'])} | "
+            f"{_cell(first['share'])} |"
+        )
     lines.append("")
     return lines
 
@@ -375,8 +453,14 @@ def figures(curves: dict, runs: list[dict], fig_dir: Path) -> None:
     if len(sens) > 1:
         fig, ax = plt.subplots(figsize=(4.8, 3.6))
         for key, arr in sorted(sens.items(), key=lambda kv: (kv[0][4], kv[0][3])):
-            ax.plot(np.arange(arr.shape[1]), arr.mean(0), marker="o", ms=3,
-                    ls="--" if key[4] else "-", label=f"dropout {key[3]:g}, BN {'on' if key[4] else 'off'}")
+            ax.plot(
+                np.arange(arr.shape[1]),
+                arr.mean(0),
+                marker="o",
+                ms=3,
+                ls="--" if key[4] else "-",
+                label=f"dropout {key[3]:g}, BN {'on' if key[4] else 'off'}",
+            )
         ax.set_title("3x20, λ = 0: Φ_N on test pairs")
         ax.set_xlabel("epoch (0 = initialisation)")
         ax.set_ylabel("Φ_N (mean over seeds)")
@@ -388,11 +472,22 @@ def figures(curves: dict, runs: list[dict], fig_dir: Path) -> None:
     fig, ax = plt.subplots(figsize=(4.8, 3.6))
     for arch in sorted({r["arch"] for r in runs}):
         for lam in sorted({r["lam"] for r in runs if r["arch"] == arch}):
-            rs = [r for r in runs if r["arch"] == arch and r["lam"] == lam and r["dropout"] == 0
-                  and not r["batchnorm"] and r["schedule"] == "always"]
+            rs = [
+                r
+                for r in runs
+                if r["arch"] == arch
+                and r["lam"] == lam
+                and r["dropout"] == 0
+                and not r["batchnorm"]
+                and r["schedule"] == "always"
+            ]
             if rs:
-                ax.scatter([r["final"]["phi"] for r in rs], [r["final"]["test_accuracy"] for r in rs], s=14,
-                           label=f"{arch} λ={lam:g}")
+                ax.scatter(
+                    [r["final"]["phi"] for r in rs],
+                    [r["final"]["test_accuracy"] for r in rs],
+                    s=14,
+                    label=f"{arch} λ={lam:g}",
+                )
     ax.set_xlabel("final Φ_N (test pairs)")
     ax.set_ylabel("test accuracy")
     ax.legend(fontsize=6)
@@ -422,9 +517,12 @@ def main(argv=None) -> int:
     p.add_argument("--probe-train", type=int, default=512)
     p.add_argument("--probe-test", type=int, default=300)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--figures", type=Path, default=None,
-                   help="folder for the figures (default: <out>/figures; the docs' figures: "
-                   "docs/folding-during-training)")
+    p.add_argument(
+        "--figures",
+        type=Path,
+        default=None,
+        help="folder for the figures (default: <out>/figures; the docs' figures: docs/folding-during-training)",
+    )
     args = p.parse_args(argv)
     run_provenance()  # taken now: the runs record the code this process started with
     torch.set_num_threads(args.threads)

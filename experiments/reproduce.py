@@ -128,38 +128,106 @@ class Study:
 
 
 def _mnist_depth(tmp: Path, data_dir: str) -> dict[str, Path]:
-    _script("mnist_depth_study").main(["--data-dir", data_dir, "--out", str(tmp), "--archs", "2x30", "--seeds", "0",
-                                       "--pairs-per-class-pair", "3000", "--phase", "study"])
+    _script("mnist_depth_study").main(
+        [
+            "--data-dir",
+            data_dir,
+            "--out",
+            str(tmp),
+            "--archs",
+            "2x30",
+            "--seeds",
+            "0",
+            "--pairs-per-class-pair",
+            "3000",
+            "--phase",
+            "study",
+        ]
+    )
     return {"mnist-depth/today/runs/2x30_s0.json": tmp / "runs" / "2x30_s0.json"}
 
 
 def _fixed_width(tmp: Path, data_dir: str) -> dict[str, Path]:
-    _script("fixed_width_depth_study").main(["--data-dir", data_dir, "--out", str(tmp), "--widths", "20",
-                                             "--depths", "2", "--seeds", "0", "--budget-arch", ""])
+    _script("fixed_width_depth_study").main(
+        [
+            "--data-dir",
+            data_dir,
+            "--out",
+            str(tmp),
+            "--widths",
+            "20",
+            "--depths",
+            "2",
+            "--seeds",
+            "0",
+            "--budget-arch",
+            "",
+        ]
+    )
     return {"fixed-width-depth/runs/2x20_s0.json": tmp / "runs" / "2x20_s0.json"}  # 20,000 pairs, the default
 
 
 def _width_depth(tmp: Path, data_dir: str) -> dict[str, Path]:
     # the recorded grid's settings (6 epochs, 4,500 pairs), not the script's defaults
     st = json.loads((RESULTS / "width-depth" / "runs" / "2x10_s0.json").read_text())["settings"]
-    _script("width_depth_study").main(["--data-dir", data_dir, "--out", str(tmp), "--phase", "study",
-                                       "--depths", "2", "--widths", "10", "--seeds", "0",
-                                       "--epochs", str(st["epochs"]), "--pairs", str(st["pairs"]),
-                                       "--lr", str(st["lr"]), "--batch-size", str(st["batch_size"]),
-                                       "--pair-seed", str(st["pair_seed"]), "--n-boot", str(st["n_boot"])])
+    _script("width_depth_study").main(
+        [
+            "--data-dir",
+            data_dir,
+            "--out",
+            str(tmp),
+            "--phase",
+            "study",
+            "--depths",
+            "2",
+            "--widths",
+            "10",
+            "--seeds",
+            "0",
+            "--epochs",
+            str(st["epochs"]),
+            "--pairs",
+            str(st["pairs"]),
+            "--lr",
+            str(st["lr"]),
+            "--batch-size",
+            str(st["batch_size"]),
+            "--pair-seed",
+            str(st["pair_seed"]),
+            "--n-boot",
+            str(st["n_boot"]),
+        ]
+    )
     return {"width-depth/runs/2x10_s0.json": tmp / "runs" / "2x10_s0.json"}
 
 
 def _symmetry(tmp: Path, data_dir: str) -> dict[str, Path]:
     _script("symmetry_study").main(["--out", str(tmp), "--phase", "plane", "--seeds", "0"])
-    return {f"symmetry/runs/plane-{c}-s0.json": tmp / "runs" / f"plane-{c}-s0.json"
-            for c in ("full", "half", "mirror-aug", "tied-half")}
+    return {
+        f"symmetry/runs/plane-{c}-s0.json": tmp / "runs" / f"plane-{c}-s0.json"
+        for c in ("full", "half", "mirror-aug", "tied-half")
+    }
 
 
 def _adversarial(tmp: Path, data_dir: str) -> dict[str, Path]:
     mod = _script("adversarial_study")
-    args = _parse(mod, ["--data-dir", data_dir, "--out", str(tmp), "--archs", "3x20", "--seeds", "0",
-                        "--eps", "0.05", "--phase", "study"])
+    args = _parse(
+        mod,
+        [
+            "--data-dir",
+            data_dir,
+            "--out",
+            str(tmp),
+            "--archs",
+            "3x20",
+            "--seeds",
+            "0",
+            "--eps",
+            "0.05",
+            "--phase",
+            "study",
+        ],
+    )
     args.uniform_eps = None
     import torch
 
@@ -167,8 +235,10 @@ def _adversarial(tmp: Path, data_dir: str) -> dict[str, Path]:
 
     torch.set_num_threads(1)
     mod.run(load_mnist(data_dir), args, tmp)
-    return {f"adversarial/runs/{f}": tmp / "runs" / f
-            for f in ("success_3x20_s0.json", "interaction_exact_3x20_s0_eps0.05.json")}
+    return {
+        f"adversarial/runs/{f}": tmp / "runs" / f
+        for f in ("success_3x20_s0.json", "interaction_exact_3x20_s0_eps0.05.json")
+    }
 
 
 def _parse(mod, argv):
@@ -215,8 +285,15 @@ def _cnn_mlp(tmp: Path, data_dir: str) -> dict[str, Path]:
 
 
 GENERALISATION_RUN = {"arch": "3x20", "seed": 0, "kind": "size", "level": 1000}
-REGULARIZER_RUN = {"name": "3x20_lam0.1_always_p0_bn0_s0", "arch": "3x20", "lam": 0.1, "seed": 0, "dropout": 0.0,
-                   "batchnorm": False, "schedule": "always"}
+REGULARIZER_RUN = {
+    "name": "3x20_lam0.1_always_p0_bn0_s0",
+    "arch": "3x20",
+    "lam": 0.1,
+    "seed": 0,
+    "dropout": 0.0,
+    "batchnorm": False,
+    "schedule": "always",
+}
 
 
 def _generalisation(tmp: Path, data_dir: str) -> dict[str, Path]:
@@ -261,25 +338,34 @@ def _regularizer_scale(tmp: Path, data_dir: str) -> dict[str, Path]:
 
 
 def _transformer(tmp: Path, data_dir: str) -> dict[str, Path]:
-    _script("transformer_folding_study").main(["--data-dir", data_dir, "--out", str(tmp), "--families", "relu",
-                                               "--depths", "1", "--seeds", "0"])
+    _script("transformer_folding_study").main(
+        ["--data-dir", data_dir, "--out", str(tmp), "--families", "relu", "--depths", "1", "--seeds", "0"]
+    )
     return {"transformer-folding/runs/relu_d1_s0.json": tmp / "runs" / "relu_d1_s0.json"}
 
 
-STUDIES = {s.name: s for s in (
-    Study("symmetry", _symmetry, "the four plane conditions, seed 0"),
-    Study("width-depth", _width_depth, "2x10, seed 0"),
-    Study("fixed-width-depth", _fixed_width, "2x20, seed 0"),
-    Study("mnist-depth", _mnist_depth, "2x30, seed 0, 300,000 pairs (re-recorded with today's code)", today=True),
-    Study("regularizer", _regularizer, "3x20, λ = 0.1, seed 0 (of the study's rerun with today's code)",
-          today=True),
-    Study("generalisation", _generalisation,
-          "3x20, 1,000 training images, seed 0 (of the 3x20 rerun with today's code)", today=True),
-    Study("regularizer-scale", _regularizer_scale, "3x20, 5,000 training images, λ = 0.03, seed 0 (100 epochs)"),
-    Study("cnn-mnist", _cnn_mlp, "the 3x20 MLP of seed 0 on the study's 10,000 pairs"),
-    Study("adversarial", _adversarial, "3x20 seed 0: attack success and the exact interaction at ε = 0.05"),
-    Study("transformer-folding", _transformer, "the 1x32 ReLU MLP of seed 0 on the study's 1,000 pairs"),
-)}
+STUDIES = {
+    s.name: s
+    for s in (
+        Study("symmetry", _symmetry, "the four plane conditions, seed 0"),
+        Study("width-depth", _width_depth, "2x10, seed 0"),
+        Study("fixed-width-depth", _fixed_width, "2x20, seed 0"),
+        Study("mnist-depth", _mnist_depth, "2x30, seed 0, 300,000 pairs (re-recorded with today's code)", today=True),
+        Study(
+            "regularizer", _regularizer, "3x20, λ = 0.1, seed 0 (of the study's rerun with today's code)", today=True
+        ),
+        Study(
+            "generalisation",
+            _generalisation,
+            "3x20, 1,000 training images, seed 0 (of the 3x20 rerun with today's code)",
+            today=True,
+        ),
+        Study("regularizer-scale", _regularizer_scale, "3x20, 5,000 training images, λ = 0.03, seed 0 (100 epochs)"),
+        Study("cnn-mnist", _cnn_mlp, "the 3x20 MLP of seed 0 on the study's 10,000 pairs"),
+        Study("adversarial", _adversarial, "3x20 seed 0: attack success and the exact interaction at ε = 0.05"),
+        Study("transformer-folding", _transformer, "the 1x32 ReLU MLP of seed 0 on the study's 1,000 pairs"),
+    )
+}
 
 
 def check(study: Study, data_dir: str, results: Path | None = None) -> list[str]:
@@ -326,11 +412,18 @@ def record(study: Study, data_dir: str, results: Path | None = None) -> list[Pat
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="one run of every study (the only check offered)")
-    p.add_argument("--data-dir", default=os.environ.get("SPACEFOLD_DATA"),
-                   help="directory with the four MNIST IDX files (default: $SPACEFOLD_DATA)")
+    p.add_argument(
+        "--data-dir",
+        default=os.environ.get("SPACEFOLD_DATA"),
+        help="directory with the four MNIST IDX files (default: $SPACEFOLD_DATA)",
+    )
     p.add_argument("--only", nargs="+", choices=sorted(STUDIES), help="only these studies")
-    p.add_argument("--record", nargs="+", choices=sorted(n for n, s in STUDIES.items() if s.today),
-                   help="make these studies' runs again with today's code and store them as their records")
+    p.add_argument(
+        "--record",
+        nargs="+",
+        choices=sorted(n for n, s in STUDIES.items() if s.today),
+        help="make these studies' runs again with today's code and store them as their records",
+    )
     args = p.parse_args(argv)
     if not args.data_dir:
         p.error("--data-dir is needed (or SPACEFOLD_DATA set): the folder with the MNIST IDX files")
@@ -359,8 +452,10 @@ def main(argv=None) -> int:
                 print(f"    ... and {len(diffs) - 40} more")
         else:
             log(f"{name}: same as recorded ({took:.0f} s)")
-    log(f"{len(names) - len(failed)} of {len(names)} studies reproduced in {time.perf_counter() - t_all:.0f} s"
-        + (f"; differ: {', '.join(failed)}" if failed else ""))
+    log(
+        f"{len(names) - len(failed)} of {len(names)} studies reproduced in {time.perf_counter() - t_all:.0f} s"
+        + (f"; differ: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
 

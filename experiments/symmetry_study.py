@@ -51,6 +51,9 @@ import spacefold as sf
 from spacefold._core import measure
 from spacefold._util import atomic_path, atomic_write
 from spacefold.data import Dataset, load_mnist
+from spacefold.models.train import accuracy, train_mlp
+from spacefold.studies.depth import run_provenance, seed_mean_ci
+from spacefold.studies.depth import spearman as _spearman
 from spacefold.studies.symmetry import (
     Mirror,
     check_symmetry,
@@ -61,9 +64,6 @@ from spacefold.studies.symmetry import (
     transform_segments,
     transplanted_segments,
 )
-from spacefold.studies.depth import run_provenance, seed_mean_ci
-from spacefold.studies.depth import spearman as _spearman
-from spacefold.models.train import accuracy, train_mlp
 
 ROOT = Path(__file__).resolve().parent.parent
 PLANE_CONDITIONS = ("half", "mirror-aug", "full", "tied-half")
@@ -104,8 +104,15 @@ def plane_data(condition: str, n_train: int, n_test: int, data_seed: int) -> Dat
         x = _uniform(n_train, g)
     else:
         raise ValueError(condition)
-    return Dataset(f"plane-{condition}", x, plane_label(x), x_test, plane_label(x_test), 2,
-                   source=f"symmetry_study plane seed={data_seed}")
+    return Dataset(
+        f"plane-{condition}",
+        x,
+        plane_label(x),
+        x_test,
+        plane_label(x_test),
+        2,
+        source=f"symmetry_study plane seed={data_seed}",
+    )
 
 
 def mnist_data(base: Dataset, condition: str, n_train: int, n_test: int) -> Dataset:
@@ -122,10 +129,18 @@ def mnist_data(base: Dataset, condition: str, n_train: int, n_test: int) -> Data
     else:
         n_classes = 10
     d = Dataset(f"mnist-{condition}", x, y, xt, yt, n_classes, source="MNIST IDX files (--data-dir)").subset(
-        n_train, n_test, seed=0)
+        n_train, n_test, seed=0
+    )
     if condition.startswith("mirror-aug"):
-        d = Dataset(d.name, torch.cat([d.x_train, MNIST_MIRROR(d.x_train)]), torch.cat([d.y_train, d.y_train]),
-                    d.x_test, d.y_test, n_classes, source=d.source)
+        d = Dataset(
+            d.name,
+            torch.cat([d.x_train, MNIST_MIRROR(d.x_train)]),
+            torch.cat([d.y_train, d.y_train]),
+            d.x_test,
+            d.y_test,
+            n_classes,
+            source=d.source,
+        )
     return d
 
 
@@ -133,8 +148,11 @@ def mnist_data(base: Dataset, condition: str, n_train: int, n_test: int) -> Data
 
 
 def layer_stats(fb, kind: str) -> dict:
-    out = {f"{kind}_chi": float(fb.chi.mean()), f"{kind}_folded": float((fb.chi > 0).double().mean()),
-           f"{kind}_regions": float(fb.n_regions.double().mean())}
+    out = {
+        f"{kind}_chi": float(fb.chi.mean()),
+        f"{kind}_folded": float((fb.chi > 0).double().mean()),
+        f"{kind}_regions": float(fb.n_regions.double().mean()),
+    }
     for name, c in fb.per_layer.items():
         out[f"{kind}_chi_{name}"] = float(c.mean())
         out[f"{kind}_folded_{name}"] = float((c > 0).double().mean())
@@ -180,13 +198,17 @@ def other_images(x: torch.Tensor, x_test: torch.Tensor, g: torch.Generator) -> t
 def measure_network(model, x_test, y_test, mirror, n_segments: int, seed: int, shift_starts) -> dict:
     g = torch.Generator().manual_seed(seed)
     pick = torch.randperm(x_test.shape[0], generator=g)[:n_segments]
-    x, y = x_test[pick], y_test[pick]
+    x, _y = x_test[pick], y_test[pick]
     inv = invariance(model, x_test, mirror)
-    row = {"agreement": inv.agreement, "hamming": inv.hamming,
-           **{f"hamming_{k}": v for k, v in inv.per_layer_fraction.items()}}
+    row = {
+        "agreement": inv.agreement,
+        "hamming": inv.hamming,
+        **{f"hamming_{k}": v for k, v in inv.per_layer_fraction.items()},
+    }
     x1, x2 = transform_segments(x, mirror)
-    fb = sf.folding_batch(model, x1.double(), x2.double(), method="exact", per_layer=True, return_walks=True,
-                          dtype=torch.float64)
+    fb = sf.folding_batch(
+        model, x1.double(), x2.double(), method="exact", per_layer=True, return_walks=True, dtype=torch.float64
+    )
     row.update(layer_stats(fb, "mirror"))
     row.update(bound_stats(fb))
     same = inv.same_prediction[pick]
@@ -201,8 +223,9 @@ def measure_network(model, x_test, y_test, mirror, n_segments: int, seed: int, s
     fb = sf.folding_batch(model, s1.double(), s2.double(), method="exact", per_layer=True, dtype=torch.float64)
     row.update(layer_stats(fb, "shifted"))
     i, j = same_class_pairs(y_test, n_segments, seed=seed)
-    fb = sf.folding_batch(model, x_test[i].double(), x_test[j].double(), method="exact", per_layer=True,
-                          dtype=torch.float64)
+    fb = sf.folding_batch(
+        model, x_test[i].double(), x_test[j].double(), method="exact", per_layer=True, dtype=torch.float64
+    )
     row.update(layer_stats(fb, "same-class"))
     row["mirror_length"] = float((x2 - x1).flatten(1).norm(dim=1).mean())
     row["same-class_length"] = float((x_test[j] - x_test[i]).flatten(1).norm(dim=1).mean())
@@ -218,13 +241,21 @@ def train_tied(arch, data: Dataset, mirror, *, epochs, lr, seed, checkpoint):
     from spacefold.models.train import train
 
     model = invariant_mlp(arch, data.n_features, data.n_classes, mirror, seed=seed)
-    res = train(model, data.x_train, data.y_train, epochs=epochs, lr=lr, seed=seed, x_test=data.x_test,
-                y_test=data.y_test)
+    res = train(
+        model, data.x_train, data.y_train, epochs=epochs, lr=lr, seed=seed, x_test=data.x_test, y_test=data.y_test
+    )
     for name in ("weight", "bias"):
         parametrize.remove_parametrizations(model.net[0], name, leave_parametrized=True)
     parametrize.remove_parametrizations(model.net[2], "weight", leave_parametrized=True)
-    save_checkpoint(model, checkpoint, metadata={"data": data.describe(), "training": res.as_dict(),
-                                                 "tied": "invariant under the mirror from layer 2 on"})
+    save_checkpoint(
+        model,
+        checkpoint,
+        metadata={
+            "data": data.describe(),
+            "training": res.as_dict(),
+            "tied": "invariant under the mirror from layer 2 on",
+        },
+    )
     return model, res
 
 
@@ -241,25 +272,37 @@ def run_one(out: Path, task: str, condition: str, seed: int, data: Dataset, args
         model, res = train_tied(arch, data, mirror, epochs=epochs, lr=lr, seed=seed, checkpoint=ckpt)
     else:
         model, res = train_mlp(arch, data, epochs=epochs, lr=lr, seed=seed, checkpoint=ckpt)
-    row = {"task": task, "condition": condition, "seed": seed, "arch": arch, "epochs": epochs,
-           "n_train": int(data.y_train.numel()), "train_accuracy": res.final_train_accuracy,
-           "test_accuracy": res.final_test_accuracy,
-           "mirrored_test_accuracy": accuracy(model, mirror(data.x_test), data.y_test)}
+    row = {
+        "task": task,
+        "condition": condition,
+        "seed": seed,
+        "arch": arch,
+        "epochs": epochs,
+        "n_train": int(data.y_train.numel()),
+        "train_accuracy": res.final_train_accuracy,
+        "test_accuracy": res.final_test_accuracy,
+        "mirrored_test_accuracy": accuracy(model, mirror(data.x_test), data.y_test),
+    }
     if task == "plane":
         left = data.x_test[:, 0] < 0
         row["seen_half_accuracy"] = accuracy(model, data.x_test[~left], data.y_test[~left])
         row["mirrored_half_accuracy"] = accuracy(model, data.x_test[left], data.y_test[left])
     n_seg = args.plane_segments if task == "plane" else args.mnist_segments
-    row.update(measure_network(model, data.x_test, data.y_test, mirror, n_seg, seed,
-                               plane_slide if task == "plane" else other_images))
+    row.update(
+        measure_network(
+            model, data.x_test, data.y_test, mirror, n_seg, seed, plane_slide if task == "plane" else other_images
+        )
+    )
     row["w1_antisym"] = weight_antisymmetry(out, row)
     row["seconds"] = time.perf_counter() - t0
     row["provenance"] = run_provenance()
     with atomic_write(path) as fh:
         json.dump(row, fh, indent=1)
-    log(f"{task} {condition} s{seed}: test {row['test_accuracy']:.3f} mirrored {row['mirrored_test_accuracy']:.3f} "
+    log(
+        f"{task} {condition} s{seed}: test {row['test_accuracy']:.3f} mirrored {row['mirrored_test_accuracy']:.3f} "
         f"agreement {row['agreement']:.3f} chi mirror {row['mirror_chi']:.3f} random-dir {row['random-dir_chi']:.3f} "
-        f"shifted {row['shifted_chi']:.3f} same-class {row['same-class_chi']:.3f} ({row['seconds']:.0f} s)")
+        f"shifted {row['shifted_chi']:.3f} same-class {row['same-class_chi']:.3f} ({row['seconds']:.0f} s)"
+    )
     return row
 
 
@@ -270,9 +313,13 @@ def phase_plane(args, out: Path) -> None:
             data = plane_data(condition, args.plane_train, args.plane_test, seed)
             if seed == args.seeds[0]:
                 c = check_symmetry(data.x_train, data.y_train, PLANE_MIRROR)
-                checks[condition] = {"label_change_1nn": c.label_change, "distance_ratio": c.distance_ratio,
-                                     "label_change_true_labels": check_symmetry(
-                                         data.x_train, data.y_train, PLANE_MIRROR, label_fn=plane_label).label_change}
+                checks[condition] = {
+                    "label_change_1nn": c.label_change,
+                    "distance_ratio": c.distance_ratio,
+                    "label_change_true_labels": check_symmetry(
+                        data.x_train, data.y_train, PLANE_MIRROR, label_fn=plane_label
+                    ).label_change,
+                }
             run_one(out, "plane", condition, seed, data, args, PLANE_MIRROR)
     _merge_json(out / "symmetry_checks.json", {"plane": checks})
 
@@ -285,8 +332,10 @@ def phase_mnist(args, out: Path) -> None:
         if condition in ("plain", "plain-018"):
             c = check_symmetry(data.x_train, data.y_train, MNIST_MIRROR, max_samples=2000)
             checks[condition] = {"label_change_1nn": c.label_change, "distance_ratio": c.distance_ratio, "n": c.n}
-            log(f"mnist {condition}: mirror changes the 1-NN label of {c.label_change:.1%}, distance ratio "
-                f"{c.distance_ratio:.2f}")
+            log(
+                f"mnist {condition}: mirror changes the 1-NN label of {c.label_change:.1%}, distance ratio "
+                f"{c.distance_ratio:.2f}"
+            )
         for seed in args.seeds[: args.mnist_seeds]:
             run_one(out, "mnist", condition, seed, data, args, MNIST_MIRROR)
     _merge_json(out / "symmetry_checks.json", {"mnist": checks})
@@ -339,7 +388,7 @@ def weight_antisymmetry(out: Path, row: dict) -> float:
 
 
 def _layers(rows) -> list[str]:
-    return sorted({k[len("mirror_chi_"):] for r in rows for k in r if k.startswith("mirror_chi_net.")})
+    return sorted({k[len("mirror_chi_") :] for r in rows for k in r if k.startswith("mirror_chi_net.")})
 
 
 def tables(rows: list[dict], checks: dict) -> str:
@@ -362,8 +411,12 @@ def tables(rows: list[dict], checks: dict) -> str:
             rc = [r for r in rs if r["condition"] == c]
             if not rc:
                 continue
-            cells = [c, str(n_seeds[c]), fmt([r["test_accuracy"] for r in rc]),
-                     fmt([r["mirrored_test_accuracy"] for r in rc])]
+            cells = [
+                c,
+                str(n_seeds[c]),
+                fmt([r["test_accuracy"] for r in rc]),
+                fmt([r["mirrored_test_accuracy"] for r in rc]),
+            ]
             if task == "plane":
                 cells += [fmt([r["seen_half_accuracy"] for r in rc]), fmt([r["mirrored_half_accuracy"] for r in rc])]
             cells += [fmt([r["agreement"] for r in rc])] + [fmt([r[f"hamming_{lay}"] for r in rc]) for lay in layers]
@@ -371,21 +424,29 @@ def tables(rows: list[dict], checks: dict) -> str:
             w("| " + " | ".join(cells) + " |\n")
         w(f"\n### {task}: mean χ of the segments, all layers and per layer (mean over seeds [95% t-interval])\n\n")
         head = ["condition", "segments", "regions crossed", "χ (all layers)", "share folded"] + [
-            f"χ {lay}" for lay in layers]
+            f"χ {lay}" for lay in layers
+        ]
         w("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
         for c in conds:
             rc = [r for r in rs if r["condition"] == c]
             for kind in KINDS:
                 if not rc:
                     continue
-                cells = [c, kind, fmt([r[f"{kind}_regions"] for r in rc], 1), fmt([r[f"{kind}_chi"] for r in rc]),
-                         fmt([r[f"{kind}_folded"] for r in rc])]
+                cells = [
+                    c,
+                    kind,
+                    fmt([r[f"{kind}_regions"] for r in rc], 1),
+                    fmt([r[f"{kind}_chi"] for r in rc]),
+                    fmt([r[f"{kind}_folded"] for r in rc]),
+                ]
                 cells += [fmt([r[f"{kind}_chi_{lay}"] for r in rc]) for lay in layers]
                 w("| " + " | ".join(cells) + " |\n")
         w(f"\n### {task}: closed walks on the mirror segments x → Mx (per layer)\n\n")
-        w("Share of segments whose walk, restricted to the layer, is closed (same pattern at x and Mx, r2 > 0); "
-          "the mean χ of those closed walks (≥ 1/2 by the bound); whether χ ≥ (1 − d_H(ends)/r2)/2 held on "
-          "every segment of every seed (up to 1e-12), and the smallest χ − bound.\n\n")
+        w(
+            "Share of segments whose walk, restricted to the layer, is closed (same pattern at x and Mx, r2 > 0); "
+            "the mean χ of those closed walks (≥ 1/2 by the bound); whether χ ≥ (1 − d_H(ends)/r2)/2 held on "
+            "every segment of every seed (up to 1e-12), and the smallest χ − bound.\n\n"
+        )
         head = ["condition", "layer", "closed share", "χ of closed walks", "bound held", "min χ − bound"]
         w("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
         for c in conds:
@@ -393,18 +454,22 @@ def tables(rows: list[dict], checks: dict) -> str:
             for lay in ["all"] + layers:
                 if not rc:
                     continue
-                w(f"| {c} | {lay} | {fmt([r[f'closed_{lay}'] for r in rc])} | "
-                  f"{fmt([r[f'closed_chi_{lay}'] for r in rc])} | "
-                  f"{'yes' if min(r[f'bound_gap_min_{lay}'] for r in rc) >= -1e-12 else 'NO'} | "
-                  f"{min(r[f'bound_gap_min_{lay}'] for r in rc):.2g} |\n")
+                w(
+                    f"| {c} | {lay} | {fmt([r[f'closed_{lay}'] for r in rc])} | "
+                    f"{fmt([r[f'closed_chi_{lay}'] for r in rc])} | "
+                    f"{'yes' if min(r[f'bound_gap_min_{lay}'] for r in rc) >= -1e-12 else 'NO'} | "
+                    f"{min(r[f'bound_gap_min_{lay}'] for r in rc):.2g} |\n"
+                )
         w(f"\n### {task}: χ of x → Mx where the prediction is kept vs changed\n\n")
         head = ["condition", "χ, f(x) = f(Mx)", "χ, f(x) ≠ f(Mx)"]
         w("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
         for c in conds:
             rc = [r for r in rs if r["condition"] == c]
             if rc:
-                w(f"| {c} | {fmt([r['mirror_chi_agree'] for r in rc])} | "
-                  f"{fmt([r['mirror_chi_disagree'] for r in rc])} |\n")
+                w(
+                    f"| {c} | {fmt([r['mirror_chi_agree'] for r in rc])} | "
+                    f"{fmt([r['mirror_chi_disagree'] for r in rc])} |\n"
+                )
         w(f"\n### {task}: across networks, folding vs generalisation to mirrored data\n\n")
         w(corr_text(rs, conds))
         if checks.get(task):
@@ -426,9 +491,12 @@ def corr_text(rs, conds) -> str:
     layers = _layers(rs)
     last = layers[-1] if layers else None
     what = "acc. x1<0" if rs[0]["task"] == "plane" else "mirrored test acc."
-    lines = [f"| networks | n | Spearman(mean χ of x → Mx, {what}) | same, last layer "
-             f"{last} | Spearman(agreement, {what}) | Spearman(antisymmetric share of layer-1 weights, "
-             "mean χ of x → Mx) |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"| networks | n | Spearman(mean χ of x → Mx, {what}) | same, last layer "
+        f"{last} | Spearman(agreement, {what}) | Spearman(antisymmetric share of layer-1 weights, "
+        "mean χ of x → Mx) |",
+        "|---|---|---|---|---|---|",
+    ]
     groups = [("all", rs)] + [(c, [r for r in rs if r["condition"] == c]) for c in conds]
     invariant = [r for r in rs if "aug" in r["condition"] or "tied" in r["condition"]]
     groups.append(("augmented and tied", invariant))
@@ -436,10 +504,12 @@ def corr_text(rs, conds) -> str:
         if not g:
             continue
         acc = [r[gen_key(r["task"])] for r in g]
-        lines.append(f"| {name} | {len(g)} | {_spearman([r['mirror_chi'] for r in g], acc):.2f} | "
-                     f"{_spearman([r[f'mirror_chi_{last}'] for r in g], acc):.2f} | "
-                     f"{_spearman([r['agreement'] for r in g], acc):.2f} | "
-                     f"{_spearman([r['w1_antisym'] for r in g], [r['mirror_chi'] for r in g]):.2f} |")
+        lines.append(
+            f"| {name} | {len(g)} | {_spearman([r['mirror_chi'] for r in g], acc):.2f} | "
+            f"{_spearman([r[f'mirror_chi_{last}'] for r in g], acc):.2f} | "
+            f"{_spearman([r['agreement'] for r in g], acc):.2f} | "
+            f"{_spearman([r['w1_antisym'] for r in g], [r['mirror_chi'] for r in g]):.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -521,14 +591,17 @@ def fig_plane(out: Path, args) -> Path | None:
         sym = []
         mirrored = PLANE_MIRROR(grid)
         pm = sf.activation_patterns(model, mirrored, batch_size=65536)
-        for name, sl in panels:
+        for _name, sl in panels:
             sym.append(float(((pats[:, sl] ^ pm[:, sl]).sum(1) == 0).double().mean()))
         ax.bar(range(len(panels)), sym, color="tab:blue")
         ax.set_xticks(range(len(panels)), [p[0] for p in panels], fontsize=8, rotation=20)
         ax.set_ylim(0, 1)
         ax.set_title(f"{cond}: share of raster with\npattern(x) = pattern(Mx)", fontsize=8)
-    fig.suptitle("Hamming distance to the pattern of the reference point (star), mirror axis x1 = 0 (dashed), "
-                 "decision boundary (red); the open circle is the mirror image of the star", fontsize=10)
+    fig.suptitle(
+        "Hamming distance to the pattern of the reference point (star), mirror axis x1 = 0 (dashed), "
+        "decision boundary (red); the open circle is the mirror image of the star",
+        fontsize=10,
+    )
     path = _figdir(args, out) / "plane-hamming.png"
     _save(fig, path)
     return path
@@ -555,8 +628,15 @@ def fig_layers(rows, path: Path, task: str, conds) -> Path | None:
                 ms.append(m)
                 los.append(m - lo if lo == lo else 0)
                 his.append(hi - m if hi == hi else 0)
-            ax.errorbar(np.arange(len(ms)) + 0.1 * KINDS.index(kind), ms, yerr=[los, his], fmt="o-", color=col,
-                        label=kind, capsize=3)
+            ax.errorbar(
+                np.arange(len(ms)) + 0.1 * KINDS.index(kind),
+                ms,
+                yerr=[los, his],
+                fmt="o-",
+                color=col,
+                label=kind,
+                capsize=3,
+            )
         ax.set_xticks(range(len(layers) + 1), ["all"] + layers)
         ax.set_title(f"{task}: {c} ({len(rc)} seeds)", fontsize=9)
         ax.set_xlabel("layer")
@@ -637,10 +717,13 @@ def phase_report(args, out: Path) -> None:
         fh.write(text)
     try:
         figdir = _figdir(args, out)
-        figs = [fig_plane(out, args), fig_layers(rows, figdir / "plane-chi-per-layer.png", "plane", PLANE_CONDITIONS),
-                fig_layers(rows, figdir / "mnist-chi-per-layer.png", "mnist", MNIST_CONDITIONS),
-                fig_generalisation(rows, figdir / "chi-vs-mirrored-accuracy.png"),
-                fig_antisymmetry(rows, figdir / "mnist-antisymmetry-vs-chi.png")]
+        figs = [
+            fig_plane(out, args),
+            fig_layers(rows, figdir / "plane-chi-per-layer.png", "plane", PLANE_CONDITIONS),
+            fig_layers(rows, figdir / "mnist-chi-per-layer.png", "mnist", MNIST_CONDITIONS),
+            fig_generalisation(rows, figdir / "chi-vs-mirrored-accuracy.png"),
+            fig_antisymmetry(rows, figdir / "mnist-antisymmetry-vs-chi.png"),
+        ]
         log("figures: " + ", ".join(str(f) for f in figs if f))
     except ImportError as err:
         log(f"figures skipped: {err}")
@@ -667,8 +750,12 @@ def main(argv=None) -> int:
     p.add_argument("--mnist-segments", type=int, default=500)
     p.add_argument("--raster", type=int, default=400, help="raster size of the plane figure")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--figures", type=Path, default=None,
-                   help="folder for the figures (default: <out>/figures; the docs' figures: docs/symmetry-study)")
+    p.add_argument(
+        "--figures",
+        type=Path,
+        default=None,
+        help="folder for the figures (default: <out>/figures; the docs' figures: docs/symmetry-study)",
+    )
     args = p.parse_args(argv)
     run_provenance()  # taken now: the runs record the code this process started with
     torch.set_num_threads(args.threads)

@@ -74,6 +74,7 @@ def layer_stat(k: int, which: str = "phi"):
         names = list(p["per_layer"])
         v = p["per_layer"][names[k]]
         return median_nonzero(v) if which == "phi" else float((v > 0).mean())
+
     return f
 
 
@@ -89,17 +90,32 @@ def report(out: Path, runs: list[dict], args=None, figures: Path | None = None) 
     fams = [f for f in FAMILIES if any(r["settings"]["family"] == f for r in runs)]
     summary: dict = {"n_runs": len(runs), "n_planned": planned, "families": {}}
     lines = [f"{len(runs)} of {planned if planned else '?'} runs finished.\n"]
-    lines += ["## Global folding by depth\n",
-              "Mean over seeds [95% interval over seeds and test pairs]; accuracy: mean [t interval over seeds].\n",
-              ("| family | depth | seeds | walk | paths | complete | test acc. | Φ_N | median of maxima "
-               "| share folded | regions/path | CPU s/path |"), "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    layer_lines = ["## Per layer\n", ("Φ_N of each layer's bits alone (χ of the path walked in the pattern of that "
-                                     "layer only), mean over seeds [95% interval].\n")]
-    trend_lines = ["## Depth trend\n", ("Spearman's ρ of depth and the per-network Φ_N over every finished network "
-                                       "of a family; Φ_N at the deepest finished depth minus Φ_N at depth 1 [95% "
-                                       "interval, paths paired].\n"),
-                   "| family | networks | ρ(depth, Φ_N) | ΔΦ_N (deepest − depth 1) | Δ share folded |",
-                   "|---|---|---|---|---|"]
+    lines += [
+        "## Global folding by depth\n",
+        "Mean over seeds [95% interval over seeds and test pairs]; accuracy: mean [t interval over seeds].\n",
+        (
+            "| family | depth | seeds | walk | paths | complete | test acc. | Φ_N | median of maxima "
+            "| share folded | regions/path | CPU s/path |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    layer_lines = [
+        "## Per layer\n",
+        (
+            "Φ_N of each layer's bits alone (χ of the path walked in the pattern of that "
+            "layer only), mean over seeds [95% interval].\n"
+        ),
+    ]
+    trend_lines = [
+        "## Depth trend\n",
+        (
+            "Spearman's ρ of depth and the per-network Φ_N over every finished network "
+            "of a family; Φ_N at the deepest finished depth minus Φ_N at depth 1 [95% "
+            "interval, paths paired].\n"
+        ),
+        "| family | networks | ρ(depth, Φ_N) | ΔΦ_N (deepest − depth 1) | Δ share folded |",
+        "|---|---|---|---|---|",
+    ]
     for fam in fams:
         rs = [r for r in runs if r["settings"]["family"] == fam]
         by_depth: dict[int, list[dict]] = {}
@@ -113,22 +129,31 @@ def report(out: Path, runs: list[dict], args=None, figures: Path | None = None) 
         for k, d in enumerate(depths):
             rr = recs[d]
             acc = seed_mean_ci([r["test_accuracy"] for r in rr])
-            row = {"seeds": [r["settings"]["seed"] for r in rr], "test_accuracy": acc,
-                   "share_complete": float(np.mean([r["share_complete"] for r in rr])),
-                   "mean_regions": float(np.mean([r["mean_regions"] for r in rr])),
-                   "cpu_seconds_per_path": float(np.mean([r["cpu_seconds_per_path"] for r in rr])),
-                   "n_paths": rr[0]["n_paths"], "method": rr[0]["settings"]["method"]}
+            row = {
+                "seeds": [r["settings"]["seed"] for r in rr],
+                "test_accuracy": acc,
+                "share_complete": float(np.mean([r["share_complete"] for r in rr])),
+                "mean_regions": float(np.mean([r["mean_regions"] for r in rr])),
+                "cpu_seconds_per_path": float(np.mean([r["cpu_seconds_per_path"] for r in rr])),
+                "n_paths": rr[0]["n_paths"],
+                "method": rr[0]["settings"]["method"],
+            }
             for s, (_, est, reps) in res.items():
                 row[s] = [float(est[k]), *interval(reps[:, k])]
             fs["depths"][d] = row
             accs = f"{acc[0]:.4f}" + (f" [{acc[1]:.4f}, {acc[2]:.4f}]" if len(rr) > 1 else "")
             lines.append(
                 f"| {LABEL[fam]} | {d} | {len(rr)} | {row['method']} | {row['n_paths']} | {row['share_complete']:.2f} "
-                f"| {accs} | " + " | ".join(f"{row[s][0]:.3f} [{row[s][1]:.3f}, {row[s][2]:.3f}]" for s in STATS)
-                + f" | {row['mean_regions']:.1f} | {row['cpu_seconds_per_path']:.3f} |")
+                f"| {accs} | "
+                + " | ".join(f"{row[s][0]:.3f} [{row[s][1]:.3f}, {row[s][2]:.3f}]" for s in STATS)
+                + f" | {row['mean_regions']:.1f} | {row['cpu_seconds_per_path']:.3f} |"
+            )
         # per layer
-        layer_lines += [f"\n{LABEL[fam]}:\n", "| depth | " + " | ".join(f"layer {k + 1}" for k in range(max(depths)))
-                        + " |", "|---|" + "---|" * max(depths)]
+        layer_lines += [
+            f"\n{LABEL[fam]}:\n",
+            "| depth | " + " | ".join(f"layer {k + 1}" for k in range(max(depths))) + " |",
+            "|---|" + "---|" * max(depths),
+        ]
         fs["per_layer"] = {}
         for d in depths:
             cells = []
@@ -152,29 +177,45 @@ def report(out: Path, runs: list[dict], args=None, figures: Path | None = None) 
             trend_lines.append(
                 f"| {LABEL[fam]} | {len(rs)} | {rho:.2f} | {diffs['phi'][0]:+.3f} [{diffs['phi'][1]:+.3f}, "
                 f"{diffs['phi'][2]:+.3f}] (depth {depths[-1]}) | {diffs['fraction_folded'][0]:+.3f} "
-                f"[{diffs['fraction_folded'][1]:+.3f}, {diffs['fraction_folded'][2]:+.3f}] |")
+                f"[{diffs['fraction_folded'][1]:+.3f}, {diffs['fraction_folded'][2]:+.3f}] |"
+            )
         summary["families"][fam] = fs
-    audit_lines = ["## What bisection missed\n", ("The certified walk of the first pairs of every network walked with "
-                                                  "bisection (over the seeds: paths audited, share of them where the "
-                                                  "certified walk found more regions, share where χ differs, the "
-                                                  "largest |Δχ|, share of certified walks complete).\n"),
-                   "| family | depth | paths | more regions | χ differs | max abs(Δχ) | certified complete |",
-                   "|---|---|---|---|---|---|---|"]
+    audit_lines = [
+        "## What bisection missed\n",
+        (
+            "The certified walk of the first pairs of every network walked with "
+            "bisection (over the seeds: paths audited, share of them where the "
+            "certified walk found more regions, share where χ differs, the "
+            "largest |Δχ|, share of certified walks complete).\n"
+        ),
+        "| family | depth | paths | more regions | χ differs | max abs(Δχ) | certified complete |",
+        "|---|---|---|---|---|---|---|",
+    ]
     summary["audit"] = {}
     for fam in fams:
         for d in sorted({r["settings"]["depth"] for r in runs if r["settings"]["family"] == fam}):
-            au = [r["audit"] for r in runs if r["settings"]["family"] == fam and r["settings"]["depth"] == d
-                  and r.get("audit")]
+            au = [
+                r["audit"]
+                for r in runs
+                if r["settings"]["family"] == fam and r["settings"]["depth"] == d and r.get("audit")
+            ]
             if not au:
                 continue
             n = sum(a["n_paths"] for a in au)
-            row = {"n_paths": n, **{k: sum(a[k] * a["n_paths"] for a in au) / n for k in
-                                    ("share_more_regions", "share_chi_differs", "share_certified_complete")},
-                   "max_abs_chi_difference": max(a["max_abs_chi_difference"] for a in au)}
+            row = {
+                "n_paths": n,
+                **{
+                    k: sum(a[k] * a["n_paths"] for a in au) / n
+                    for k in ("share_more_regions", "share_chi_differs", "share_certified_complete")
+                },
+                "max_abs_chi_difference": max(a["max_abs_chi_difference"] for a in au),
+            }
             summary["audit"][f"{fam}_d{d}"] = row
-            audit_lines.append(f"| {LABEL[fam]} | {d} | {n} | {row['share_more_regions']:.2f} | "
-                               f"{row['share_chi_differs']:.2f} | {row['max_abs_chi_difference']:.3f} | "
-                               f"{row['share_certified_complete']:.2f} |")
+            audit_lines.append(
+                f"| {LABEL[fam]} | {d} | {n} | {row['share_more_regions']:.2f} | "
+                f"{row['share_chi_differs']:.2f} | {row['max_abs_chi_difference']:.3f} | "
+                f"{row['share_certified_complete']:.2f} |"
+            )
     text = "\n".join(lines) + "\n\n" + "\n".join(trend_lines) + "\n\n" + "\n".join(layer_lines) + "\n"
     if summary["audit"]:
         text += "\n" + "\n".join(audit_lines) + "\n"
@@ -196,16 +237,19 @@ def plots(summary: dict, figures: Path) -> None:
 
     figures.mkdir(parents=True, exist_ok=True)
     fams = summary["families"]
-    for stat, ylabel, fname in (("phi", "Φ_N (median of non-zero χ)", "phi-vs-depth.png"),
-                                ("phi_max", "median of profile maxima", "phi-max-vs-depth.png"),
-                                ("fraction_folded", "share of paths folded", "fraction-folded-vs-depth.png")):
+    for stat, ylabel, fname in (
+        ("phi", "Φ_N (median of non-zero χ)", "phi-vs-depth.png"),
+        ("phi_max", "median of profile maxima", "phi-max-vs-depth.png"),
+        ("fraction_folded", "share of paths folded", "fraction-folded-vs-depth.png"),
+    ):
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
         for k, (fam, fs) in enumerate(fams.items()):
             ds = sorted(int(d) for d in fs["depths"])
             v = np.array([fs["depths"][d][stat] for d in ds])
             x = np.array(ds) + (k - 1.5) * 0.06
-            ax.errorbar(x, v[:, 0], yerr=[v[:, 0] - v[:, 1], v[:, 2] - v[:, 0]], marker="o", capsize=3,
-                        label=LABEL[fam])
+            ax.errorbar(
+                x, v[:, 0], yerr=[v[:, 0] - v[:, 1], v[:, 2] - v[:, 0]], marker="o", capsize=3, label=LABEL[fam]
+            )
         ax.set_xlabel("depth (blocks / hidden layers, width 32)")
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=8)

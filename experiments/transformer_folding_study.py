@@ -51,11 +51,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import spacefold.global_folding
 import torch
 from torch import nn
 
 import spacefold as sf
+import spacefold.global_folding
 import spacefold.models.train
 from spacefold._core.pairs import pair_plan, plan_fingerprint
 from spacefold._util import atomic_write
@@ -93,8 +93,9 @@ class ViT(nn.Module):
         n_tokens = (28 // patch) ** 2
         self.embed = nn.Conv2d(1, d, patch, stride=patch)
         self.pos = nn.Parameter(torch.randn(1, n_tokens, d) * 0.02)
-        layer = nn.TransformerEncoderLayer(d, heads, mlp, dropout=0.0, activation=nn.GELU(), batch_first=True,
-                                           norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            d, heads, mlp, dropout=0.0, activation=nn.GELU(), batch_first=True, norm_first=True
+        )
         self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, 10)
@@ -212,11 +213,23 @@ def run_name(family: str, depth: int, seed: int) -> str:
 
 
 def settings_of(args, family: str, depth: int, seed: int) -> dict:
-    return {"family": family, "depth": depth, "seed": seed, "width": WIDTH, "vit": VIT if family == "vit" else None,
-            "epochs": args.epochs, "n_train": args.n_train, "lr": 1e-3, "batch_size": 128,
-            "method": args.method_of[family], "n_pairs": args.vit_pairs if family == "vit" else args.pairs,
-            "plan_pairs": args.pairs, "pair_seed": PAIR_SEED, "protocol": PROTOCOL,
-            **({"audit_pairs": args.audit_pairs} if family in AUDITED and args.method_of[family] == "bisect" else {})}
+    return {
+        "family": family,
+        "depth": depth,
+        "seed": seed,
+        "width": WIDTH,
+        "vit": VIT if family == "vit" else None,
+        "epochs": args.epochs,
+        "n_train": args.n_train,
+        "lr": 1e-3,
+        "batch_size": 128,
+        "method": args.method_of[family],
+        "n_pairs": args.vit_pairs if family == "vit" else args.pairs,
+        "plan_pairs": args.pairs,
+        "pair_seed": PAIR_SEED,
+        "protocol": PROTOCOL,
+        **({"audit_pairs": args.audit_pairs} if family in AUDITED and args.method_of[family] == "bisect" else {}),
+    }
 
 
 def walk_key(cfg: dict) -> str:
@@ -246,10 +259,13 @@ def get_model(data, cfg: dict, models: Path, log=log) -> tuple[nn.Module, dict]:
     x, y = data.x_train[: cfg["n_train"]], data.y_train[: cfg["n_train"]]
     t0, c0 = time.perf_counter(), time.process_time()
     res = train(model, x, y, epochs=cfg["epochs"], lr=cfg["lr"], batch_size=cfg["batch_size"], seed=cfg["seed"])
-    tr = {"train_accuracy": float(res.train_accuracy[-1]) if res.train_accuracy else float("nan"),
-          "final_loss": float(res.loss[-1]) if res.loss else float("nan"),
-          "test_accuracy": accuracy(model, data.x_test, data.y_test), "seconds": time.perf_counter() - t0,
-          "cpu_seconds": time.process_time() - c0}
+    tr = {
+        "train_accuracy": float(res.train_accuracy[-1]) if res.train_accuracy else float("nan"),
+        "final_loss": float(res.loss[-1]) if res.loss else float("nan"),
+        "test_accuracy": accuracy(model, data.x_test, data.y_test),
+        "seconds": time.perf_counter() - t0,
+        "cpu_seconds": time.process_time() - c0,
+    }
     keys = ("family", "depth", "seed", "width", "epochs", "n_train", "lr", "batch_size", "protocol")
     models.mkdir(parents=True, exist_ok=True)
     with atomic_write(ckpt, "wb") as fh:
@@ -270,13 +286,25 @@ def walk_chunk(model, x1, x2, method: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # incomplete certified paths are counted from fb.complete
         # a ViT one path at a time: the default chunk of a deep ViT's bisection walks held 13 GB for 20 paths
-        fb = sf.folding_batch(model, x1, x2, method=method, per_layer=True, workers=1, layers=layers,
-                              batch_size=1 if isinstance(model, ViT) else None)
+        fb = sf.folding_batch(
+            model,
+            x1,
+            x2,
+            method=method,
+            per_layer=True,
+            workers=1,
+            layers=layers,
+            batch_size=1 if isinstance(model, ViT) else None,
+        )
     per_layer = {k.replace("bit.", "layers.") if layers else k: v for k, v in (fb.per_layer or {}).items()}
     comp = fb.complete if fb.complete is not None else torch.full((len(fb),), method == "exact")
-    return {"chi": fb.chi.double().numpy(), "max_profile": fb.max_profile.double().numpy(),
-            "n_regions": fb.n_regions.numpy().astype(np.int64), "complete": comp.numpy().astype(bool),
-            "per_layer": {k: v.double().numpy() for k, v in per_layer.items()}}
+    return {
+        "chi": fb.chi.double().numpy(),
+        "max_profile": fb.max_profile.double().numpy(),
+        "n_regions": fb.n_regions.numpy().astype(np.int64),
+        "complete": comp.numpy().astype(bool),
+        "per_layer": {k: v.double().numpy() for k, v in per_layer.items()},
+    }
 
 
 def run_one(data, args, family: str, depth: int, seed: int, log=log) -> dict:
@@ -321,10 +349,18 @@ def run_one(data, args, family: str, depth: int, seed: int, log=log) -> dict:
             parts.setdefault("layer:" + k, []).append(v)
         done = stop
         with atomic_write(partial, "wb") as fh:
-            np.savez(fh, key=np.array(walk_key(cfg)), done=np.array(done), walk_seconds=np.array(walk_seconds),
-                     walk_cpu=np.array(walk_cpu), **{k: np.concatenate(v) for k, v in parts.items()})
-        log(f"{name}: walked {done}/{n} paths ({walk_seconds / done:.2f} s/path, {walk_cpu / done:.2f} s CPU, "
-            f"{cfg['method']})")
+            np.savez(
+                fh,
+                key=np.array(walk_key(cfg)),
+                done=np.array(done),
+                walk_seconds=np.array(walk_seconds),
+                walk_cpu=np.array(walk_cpu),
+                **{k: np.concatenate(v) for k, v in parts.items()},
+            )
+        log(
+            f"{name}: walked {done}/{n} paths ({walk_seconds / done:.2f} s/path, {walk_cpu / done:.2f} s CPU, "
+            f"{cfg['method']})"
+        )
     audit = None
     if cfg.get("audit_pairs"):  # the certified walk of the first pairs, against the bisection walks of the same
         k = min(cfg["audit_pairs"], n)
@@ -332,43 +368,62 @@ def run_one(data, args, family: str, depth: int, seed: int, log=log) -> dict:
         a = walk_chunk(model, x[i[:k]], x[j[:k]], "certified")
         b_regions = np.concatenate(parts["n_regions"])[:k]
         b_chi = np.concatenate(parts["chi"])[:k]
-        audit = {"n_paths": k, "cpu_seconds_per_path": (time.process_time() - c0) / k,
-                 "certified_complete": pack(np.packbits(a["complete"])),
-                 "certified_chi": pack(a["chi"].astype(np.float32)),
-                 "certified_regions": pack(a["n_regions"].astype(np.int32)),
-                 "share_more_regions": float((a["n_regions"] > b_regions).mean()),
-                 "share_chi_differs": float((np.abs(a["chi"] - b_chi) > 1e-6).mean()),
-                 "max_abs_chi_difference": float(np.abs(a["chi"] - b_chi).max()),
-                 "share_certified_complete": float(a["complete"].mean())}
-        log(f"{name}: audit of {k} paths: certified found more regions on {audit['share_more_regions']:.2f}, "
-            f"complete {audit['share_certified_complete']:.2f}, max |Δχ| {audit['max_abs_chi_difference']:.3f}")
+        audit = {
+            "n_paths": k,
+            "cpu_seconds_per_path": (time.process_time() - c0) / k,
+            "certified_complete": pack(np.packbits(a["complete"])),
+            "certified_chi": pack(a["chi"].astype(np.float32)),
+            "certified_regions": pack(a["n_regions"].astype(np.int32)),
+            "share_more_regions": float((a["n_regions"] > b_regions).mean()),
+            "share_chi_differs": float((np.abs(a["chi"] - b_chi) > 1e-6).mean()),
+            "max_abs_chi_difference": float(np.abs(a["chi"] - b_chi).max()),
+            "share_certified_complete": float(a["complete"].mean()),
+        }
+        log(
+            f"{name}: audit of {k} paths: certified found more regions on {audit['share_more_regions']:.2f}, "
+            f"complete {audit['share_certified_complete']:.2f}, max |Δχ| {audit['max_abs_chi_difference']:.3f}"
+        )
     arr = {k: np.concatenate(v) for k, v in parts.items()}
     chi = arr["chi"]
     nz = chi[chi > 0]
     mp = arr["max_profile"]
-    layers = sorted((k[len("layer:"):] for k in arr if k.startswith("layer:")),
-                    key=lambda k: list(arr).index("layer:" + k))
+    layers = sorted(
+        (k[len("layer:") :] for k in arr if k.startswith("layer:")), key=lambda k: list(arr).index("layer:" + k)
+    )
     rec = {
-        "name": name, "settings": cfg, "n_params": n_params(model), **tr,
+        "name": name,
+        "settings": cfg,
+        "n_params": n_params(model),
+        **tr,
         "phi": float(np.median(nz)) if nz.size else 0.0,
         "phi_max": float(np.median(mp[mp > 0])) if (mp > 0).any() else 0.0,
-        "fraction_folded": float((chi > 0).mean()), "mean_regions": float(arr["n_regions"].mean()),
-        "share_complete": float(arr["complete"].mean()), "n_paths": int(n),
-        "walk_seconds": walk_seconds, "seconds_per_path": walk_seconds / n, "walk_cpu_seconds": walk_cpu,
+        "fraction_folded": float((chi > 0).mean()),
+        "mean_regions": float(arr["n_regions"].mean()),
+        "share_complete": float(arr["complete"].mean()),
+        "n_paths": int(n),
+        "walk_seconds": walk_seconds,
+        "seconds_per_path": walk_seconds / n,
+        "walk_cpu_seconds": walk_cpu,
         "cpu_seconds_per_path": walk_cpu / n,
         "pairs": {"plan": fp, "order_seed": PAIR_SEED, "prefix": n, "prefix_sha256": prefix_hash(i, j)},
-        "layers": layers, "audit": audit,
-        "per_path": {"chi": pack(chi.astype(np.float32)), "max_profile": pack(mp.astype(np.float32)),
-                     "n_regions": pack(arr["n_regions"].astype(np.int32)),
-                     "complete": pack(np.packbits(arr["complete"])),
-                     "per_layer": {k: pack(arr["layer:" + k].astype(np.float32)) for k in layers}},
+        "layers": layers,
+        "audit": audit,
+        "per_path": {
+            "chi": pack(chi.astype(np.float32)),
+            "max_profile": pack(mp.astype(np.float32)),
+            "n_regions": pack(arr["n_regions"].astype(np.int32)),
+            "complete": pack(np.packbits(arr["complete"])),
+            "per_layer": {k: pack(arr["layer:" + k].astype(np.float32)) for k in layers},
+        },
         "provenance": {**run_provenance(), "protocol": PROTOCOL, "threads": torch.get_num_threads()},
     }
     (out / "runs").mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as fh:
         json.dump(rec, fh)
-    log(f"{name}: acc {tr['test_accuracy']:.4f} phi {rec['phi']:.4f} folded {rec['fraction_folded']:.3f} "
-        f"complete {rec['share_complete']:.3f} ({walk_seconds:.0f} s walking)")
+    log(
+        f"{name}: acc {tr['test_accuracy']:.4f} phi {rec['phi']:.4f} folded {rec['fraction_folded']:.3f} "
+        f"complete {rec['share_complete']:.3f} ({walk_seconds:.0f} s walking)"
+    )
     return rec
 
 
@@ -376,10 +431,13 @@ def read_per_path(rec: dict) -> dict:
     """A run's per-path arrays: chi, max_profile, n_regions, complete and per_layer (layer -> chi)."""
     p = rec["per_path"]
     n = rec["n_paths"]
-    return {"chi": unpack(p["chi"], np.float32).astype(float), "max_profile": unpack(p["max_profile"], np.float32),
-            "n_regions": unpack(p["n_regions"], np.int32),
-            "complete": np.unpackbits(unpack(p["complete"], np.uint8))[:n].astype(bool),
-            "per_layer": {k: unpack(v, np.float32).astype(float) for k, v in p["per_layer"].items()}}
+    return {
+        "chi": unpack(p["chi"], np.float32).astype(float),
+        "max_profile": unpack(p["max_profile"], np.float32),
+        "n_regions": unpack(p["n_regions"], np.int32),
+        "complete": np.unpackbits(unpack(p["complete"], np.uint8))[:n].astype(bool),
+        "per_layer": {k: unpack(v, np.float32).astype(float) for k, v in p["per_layer"].items()},
+    }
 
 
 def read_runs(out: Path) -> list[dict]:
@@ -420,17 +478,26 @@ def pilot(data, args) -> dict:
             t0, c0 = time.perf_counter(), time.process_time()
             w = walk_chunk(model, x1[:n], x2[:n], method)
             s, c = time.perf_counter() - t0, time.process_time() - c0
-            row = {"family": family, "depth": depth, "method": method, "paths": n,
-                   "seconds_per_path": s / n, "cpu_seconds_per_path": c / n,
-                   "mean_regions": float(w["n_regions"].mean()),
-                   "share_complete": float(w["complete"].mean()), "phi": float(np.median(w["chi"][w["chi"] > 0]))
-                   if (w["chi"] > 0).any() else 0.0, "train_cpu_seconds_per_10k": t_train / args.pilot_epochs,
-                   "test_accuracy": acc}
+            row = {
+                "family": family,
+                "depth": depth,
+                "method": method,
+                "paths": n,
+                "seconds_per_path": s / n,
+                "cpu_seconds_per_path": c / n,
+                "mean_regions": float(w["n_regions"].mean()),
+                "share_complete": float(w["complete"].mean()),
+                "phi": float(np.median(w["chi"][w["chi"] > 0])) if (w["chi"] > 0).any() else 0.0,
+                "train_cpu_seconds_per_10k": t_train / args.pilot_epochs,
+                "test_accuracy": acc,
+            }
             rows.append(row)
-            log(f"pilot {family} d{depth} {method}: {row['seconds_per_path']:.3f} s/path "
+            log(
+                f"pilot {family} d{depth} {method}: {row['seconds_per_path']:.3f} s/path "
                 f"({row['cpu_seconds_per_path']:.3f} s CPU), "
                 f"{row['mean_regions']:.1f} regions, complete {row['share_complete']:.2f}, "
-                f"train {row['train_cpu_seconds_per_10k']:.1f} s CPU per 10k images")
+                f"train {row['train_cpu_seconds_per_10k']:.1f} s CPU per 10k images"
+            )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if (out / "pilot.json").is_file():  # rows of another pilot run are kept unless measured again
@@ -456,16 +523,34 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--n-train", type=int, default=60000, help="the first N training images")
     p.add_argument("--pairs", type=int, default=1000, help="inter-class test pairs per network")
-    p.add_argument("--vit-pairs", type=int, default=200, help="pairs per ViT (a prefix of the same order, at "
-                   "most --pairs; default 200: a larger value later extends the finished walks)")
-    p.add_argument("--methods", nargs="+", default=[], metavar="FAMILY=METHOD",
-                   help=f"walk method per family (default {DEFAULT_METHODS})")
-    p.add_argument("--audit-pairs", type=int, default=50, help=f"families {AUDITED} walked with bisect: the "
-                   "certified walk of their first N pairs too, to count what bisection missed (0: none)")
+    p.add_argument(
+        "--vit-pairs",
+        type=int,
+        default=200,
+        help="pairs per ViT (a prefix of the same order, at "
+        "most --pairs; default 200: a larger value later extends the finished walks)",
+    )
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=[],
+        metavar="FAMILY=METHOD",
+        help=f"walk method per family (default {DEFAULT_METHODS})",
+    )
+    p.add_argument(
+        "--audit-pairs",
+        type=int,
+        default=50,
+        help=f"families {AUDITED} walked with bisect: the "
+        "certified walk of their first N pairs too, to count what bisection missed (0: none)",
+    )
     p.add_argument("--chunk", type=int, default=50, help="paths walked between two saves of an unfinished walk")
     p.add_argument("--phase", choices=["run", "report", "pilot", "plan"], default="run")
-    p.add_argument("--quick", action="store_true", help="a smoke run: depths 1 and 2, seed 0, 1 epoch on 2,000 "
-                   "images, 6 pairs (needs --out)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: depths 1 and 2, seed 0, 1 epoch on 2,000 images, 6 pairs (needs --out)",
+    )
     p.add_argument("--pilot-pairs", type=int, default=20)
     p.add_argument("--pilot-epochs", type=int, default=1)
     p.add_argument("--pilot-depths", nargs="+", type=int, default=[1, 3, 6])
@@ -485,8 +570,10 @@ def main(argv=None) -> int:
     for m in args.methods:
         fam, _, meth = m.partition("=")
         if fam not in FAMILIES or meth not in ("exact", "bisect", "certified"):
-            p.error(f"--methods takes FAMILY=METHOD with FAMILY in {FAMILIES} and METHOD exact, bisect or "
-                    f"certified, got {m!r}")
+            p.error(
+                f"--methods takes FAMILY=METHOD with FAMILY in {FAMILIES} and METHOD exact, bisect or "
+                f"certified, got {m!r}"
+            )
         if meth == "exact" and fam != "relu":
             p.error(f"--methods: the exact walk needs a piecewise-linear network, and {fam} is not, got {m!r}")
         args.method_of[fam] = meth
@@ -507,16 +594,25 @@ def main(argv=None) -> int:
         return 0
     data = load_mnist(args.data_dir)
     if args.phase == "pilot":
-        both = {"vit": ("certified", "bisect"), "swiglu": ("certified", "bisect"), "gelu": ("certified", "bisect"),
-                "relu": ("exact",)}
+        both = {
+            "vit": ("certified", "bisect"),
+            "swiglu": ("certified", "bisect"),
+            "gelu": ("certified", "bisect"),
+            "relu": ("exact",),
+        }
         # the certified walk of a deep ViT is not affordable (13 times bisection already at depth 1)
         deep = dict(both, vit=("bisect",))
-        args.pilot_plan = [(f, d, both[f] if d == 1 else deep[f]) for f in args.families
-                           for d in ((1,) if args.quick else args.pilot_depths)]
+        args.pilot_plan = [
+            (f, d, both[f] if d == 1 else deep[f])
+            for f in args.families
+            for d in ((1,) if args.quick else args.pilot_depths)
+        ]
         pilot(data, args)
         return 0
-    log(f"data {data.describe()}, spacefold {sf.__version__}, {len(runs)} runs, methods {args.method_of}, "
-        f"{args.pairs} pairs ({args.vit_pairs} for the ViTs)")
+    log(
+        f"data {data.describe()}, spacefold {sf.__version__}, {len(runs)} runs, methods {args.method_of}, "
+        f"{args.pairs} pairs ({args.vit_pairs} for the ViTs)"
+    )
     for k, (f, d, s) in enumerate(runs):
         run_one(data, args, f, d, s)
         log(f"run {k + 1}/{len(runs)} ({run_name(f, d, s)}) finished")

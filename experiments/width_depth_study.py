@@ -35,16 +35,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import spacefold as sf
-from spacefold._util import atomic_path, atomic_write
-from spacefold.data import load_mnist
 from spacefold._core.folding import walk_batch
 from spacefold._core.global_folding import GlobalFolding
 from spacefold._core.measure import ragged_ranges
-from spacefold.models import load_checkpoint
 from spacefold._core.pairs import pair_plan, plan_fingerprint
-from spacefold.studies.depth import run_provenance
+from spacefold._util import atomic_path, atomic_write
+from spacefold.data import load_mnist
+from spacefold.models import load_checkpoint
 from spacefold.models.train import train_mlp
+from spacefold.studies.depth import run_provenance
 
 ROOT = Path(__file__).resolve().parent.parent
 STATS = ("phi", "phi_max", "fraction_folded", "asym_mean", "asym_folded_mean", "bound_mean", "test_accuracy")
@@ -85,7 +84,7 @@ def measure(model, x, y, n_pairs: int, seed: int, chunk: int = 256) -> dict:
     keys = ("chi", "max_profile", "r1", "r2", "n_points", "chi_rev", "d_ends")
     parts: dict[str, list] = {k: [] for k in keys}
     for k in range(0, i.numel(), chunk):
-        wb = walk_batch(model, x[i[k:k + chunk]], x[j[k:k + chunk]], method="exact", batch_size=chunk)
+        wb = walk_batch(model, x[i[k : k + chunk]], x[j[k : k + chunk]], method="exact", batch_size=chunk)
         s = ragged_ranges(wb.patterns, wb.offsets)
         rev = ragged_ranges(wb.patterns[reversed_rows(wb.offsets)], wb.offsets)
         first, last = wb.patterns[wb.offsets[:-1]], wb.patterns[wb.offsets[1:] - 1]
@@ -100,9 +99,18 @@ def measure(model, x, y, n_pairs: int, seed: int, chunk: int = 256) -> dict:
 
 
 def summarise(m: dict, n_boot: int, seed: int) -> dict:
-    g = GlobalFolding(chi=m["chi"].double(), max_profile=m["max_profile"].double(), r1=m["r1"], r2=m["r2"],
-                      n_regions=m["n_points"], label_a=m["label_a"], label_b=m["label_b"], method="exact",
-                      pairs="inter-class", seed=seed)
+    g = GlobalFolding(
+        chi=m["chi"].double(),
+        max_profile=m["max_profile"].double(),
+        r1=m["r1"],
+        r2=m["r2"],
+        n_regions=m["n_points"],
+        label_a=m["label_a"],
+        label_b=m["label_b"],
+        method="exact",
+        pairs="inter-class",
+        seed=seed,
+    )
     chi = m["chi"].double().numpy()
     asym = (m["chi"].double() - m["chi_rev"].double()).abs().numpy()
     r2 = m["r2"].double().numpy()
@@ -122,7 +130,10 @@ def summarise(m: dict, n_boot: int, seed: int) -> dict:
     for k, v in draws.items():
         ci[k] = (float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975)))
     return {
-        "phi": g.phi, "phi_max": g.phi_max, "fraction_folded": g.fraction_folded, "mean_chi": g.mean,
+        "phi": g.phi,
+        "phi_max": g.phi_max,
+        "fraction_folded": g.fraction_folded,
+        "mean_chi": g.mean,
         "asym_mean": float(asym.mean()),
         "asym_folded_mean": float(asym[folded].mean()) if folded.any() else 0.0,
         "asym_share_nonzero": float((asym > 0).mean()),
@@ -136,16 +147,24 @@ def summarise(m: dict, n_boot: int, seed: int) -> dict:
 
 
 def run_grid(data, args, out: Path) -> None:
-    settings = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "pairs": args.pairs,
-                "pair_seed": args.pair_seed, "n_boot": args.n_boot,
-                # the directory stays out of the results: they are committed, the path is the user's
-                "data": {**data.describe(), "source": "MNIST IDX files from --data-dir"}}
+    settings = {
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "pairs": args.pairs,
+        "pair_seed": args.pair_seed,
+        "n_boot": args.n_boot,
+        # the directory stays out of the results: they are committed, the path is the user's
+        "data": {**data.describe(), "source": "MNIST IDX files from --data-dir"},
+    }
     key = settings_key(settings)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     (out / "models").mkdir(parents=True, exist_ok=True)
     # Smallest networks first: a study cut short still covers the whole grid at its cheap end.
-    grid = sorted(((d, w, s) for d in args.depths for w in args.widths for s in args.seeds),
-                  key=lambda t: (t[2], t[0] * t[1], t[0], t[1]))
+    grid = sorted(
+        ((d, w, s) for d in args.depths for w in args.widths for s in args.seeds),
+        key=lambda t: (t[2], t[0] * t[1], t[0], t[1]),
+    )
     for depth, width, seed in grid:
         arch = "x".join([f"{depth}", f"{width}"])
         name = f"{arch}_s{seed}"
@@ -169,30 +188,68 @@ def run_grid(data, args, out: Path) -> None:
             except (ValueError, OSError):
                 model = None
         if model is None:
-            model, res = train_mlp(arch, data, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=seed,
-                                   checkpoint=ckpt)
+            model, res = train_mlp(
+                arch, data, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=seed, checkpoint=ckpt
+            )
             tr = res.as_dict()
         t1 = time.perf_counter()
         m = measure(model, data.x_test, data.y_test, args.pairs, args.pair_seed)
-        row = {"arch": arch, "depth": depth, "width": width, "seed": seed, "n_neurons": depth * width,
-               "test_accuracy": tr["final_test_accuracy"], "train_accuracy": tr["final_train_accuracy"],
-               **summarise(m, args.n_boot, args.pair_seed),
-               "train_seconds": t1 - t0, "measure_seconds": time.perf_counter() - t1,
-               "settings": settings, "settings_key": key, "pair_plan": m["pair_plan"], "provenance": run_provenance()}
+        row = {
+            "arch": arch,
+            "depth": depth,
+            "width": width,
+            "seed": seed,
+            "n_neurons": depth * width,
+            "test_accuracy": tr["final_test_accuracy"],
+            "train_accuracy": tr["final_train_accuracy"],
+            **summarise(m, args.n_boot, args.pair_seed),
+            "train_seconds": t1 - t0,
+            "measure_seconds": time.perf_counter() - t1,
+            "settings": settings,
+            "settings_key": key,
+            "pair_plan": m["pair_plan"],
+            "provenance": run_provenance(),
+        }
         with atomic_write(res_path) as fh:
             json.dump(row, fh, indent=1)
-        log(f"{name}: acc {row['test_accuracy']:.4f} phi {row['phi']:.4f} folded {row['fraction_folded']:.4f} "
+        log(
+            f"{name}: acc {row['test_accuracy']:.4f} phi {row['phi']:.4f} folded {row['fraction_folded']:.4f} "
             f"asym {row['asym_mean']:.4f} bound {row['bound_mean']:.4f} regions {row['mean_regions']:.1f} "
-            f"({row['train_seconds']:.0f} s train, {row['measure_seconds']:.0f} s measure)")
+            f"({row['train_seconds']:.0f} s train, {row['measure_seconds']:.0f} s measure)"
+        )
 
 
 # --------------------------------------------------------------------------- report
 
-CSV_FIELDS = ["arch", "depth", "width", "seed", "n_neurons", "test_accuracy", "phi", "phi_lo", "phi_hi", "phi_max",
-              "phi_max_lo", "phi_max_hi", "fraction_folded", "fraction_folded_lo", "fraction_folded_hi", "asym_mean",
-              "asym_mean_lo", "asym_mean_hi", "asym_folded_mean", "bound_mean", "bound_folded_mean",
-              "asym_share_nonzero", "bound_violations", "mean_regions", "n_paths", "train_seconds",
-              "measure_seconds"]
+CSV_FIELDS = [
+    "arch",
+    "depth",
+    "width",
+    "seed",
+    "n_neurons",
+    "test_accuracy",
+    "phi",
+    "phi_lo",
+    "phi_hi",
+    "phi_max",
+    "phi_max_lo",
+    "phi_max_hi",
+    "fraction_folded",
+    "fraction_folded_lo",
+    "fraction_folded_hi",
+    "asym_mean",
+    "asym_mean_lo",
+    "asym_mean_hi",
+    "asym_folded_mean",
+    "bound_mean",
+    "bound_folded_mean",
+    "asym_share_nonzero",
+    "bound_violations",
+    "mean_regions",
+    "n_paths",
+    "train_seconds",
+    "measure_seconds",
+]
 
 
 def load_runs(out: Path) -> list[dict]:
@@ -215,8 +272,7 @@ def seed_mean_ci(values) -> tuple[float, float, float]:
 
 
 def cell_table(rows, stat: str, depths, widths, fmt="{:.3f}") -> str:
-    lines = ["| depth \\ width | " + " | ".join(str(w) for w in widths) + " |",
-             "|---|" + "---|" * len(widths)]
+    lines = ["| depth \\ width | " + " | ".join(str(w) for w in widths) + " |", "|---|" + "---|" * len(widths)]
     for d in depths:
         cells = []
         for w in widths:
@@ -225,8 +281,9 @@ def cell_table(rows, stat: str, depths, widths, fmt="{:.3f}") -> str:
                 cells.append("missing")
                 continue
             m, lo, hi = seed_mean_ci(v)
-            cells.append(fmt.format(m) + (f" [{fmt.format(lo)}, {fmt.format(hi)}]" if len(v) > 1 else "") +
-                         f" (n={len(v)})")
+            cells.append(
+                fmt.format(m) + (f" [{fmt.format(lo)}, {fmt.format(hi)}]" if len(v) > 1 else "") + f" (n={len(v)})"
+            )
         lines.append(f"| {d} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -259,8 +316,15 @@ def heatmaps(rows, depths, widths, path: Path) -> Path:
         for a in range(len(depths)):
             for b in range(len(widths)):
                 if not np.isnan(grid[a, b]):
-                    ax.text(b, a, f"{grid[a, b]:.3f}", ha="center", va="center", fontsize=7,
-                            color="w" if grid[a, b] < np.nanmean(grid) else "k")
+                    ax.text(
+                        b,
+                        a,
+                        f"{grid[a, b]:.3f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="w" if grid[a, b] < np.nanmean(grid) else "k",
+                    )
         ax.set_xticks(range(len(widths)), [str(w) for w in widths])
         ax.set_yticks(range(len(depths)), [str(d) for d in depths])
         ax.set_xlabel("width (neurons per hidden layer)")
@@ -284,9 +348,11 @@ def asymmetry_plot(rows, path: Path) -> Path:
     rows = [r for r in rows if r["depth"] >= 2]  # one hidden layer never folds: asymmetry 0
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, by in zip(axes, ("n_neurons", "depth")):
-        for key, mark, lab in (("asym_mean", "o", "mean |χ(Γ) − χ(−Γ)|, all paths"),
-                               ("asym_folded_mean", "s", "mean |χ(Γ) − χ(−Γ)|, folded paths"),
-                               ("bound_folded_mean", "^", "mean bound D/L, folded paths")):
+        for key, mark, lab in (
+            ("asym_mean", "o", "mean |χ(Γ) − χ(−Γ)|, all paths"),
+            ("asym_folded_mean", "s", "mean |χ(Γ) − χ(−Γ)|, folded paths"),
+            ("bound_folded_mean", "^", "mean bound D/L, folded paths"),
+        ):
             xs = np.array([r[by] for r in rows], dtype=float)
             jitter = (np.array([r["seed"] for r in rows]) - 1) * (0.03 * xs if by == "n_neurons" else 0.05)
             ax.scatter(xs + jitter, [r[key] for r in rows], marker=mark, s=16, alpha=0.7, label=lab)
@@ -323,25 +389,37 @@ def report(out: Path, depths, widths) -> dict:
         trends[stat] = {
             "spearman_width_at_fixed_depth": {
                 d: spearman([r["width"] for r in kept if r["depth"] == d], [r[stat] for r in kept if r["depth"] == d])
-                for d in depths if sum(r["depth"] == d for r in kept) >= 3},
+                for d in depths
+                if sum(r["depth"] == d for r in kept) >= 3
+            },
             "spearman_depth_at_fixed_width": {
                 w: spearman([r["depth"] for r in kept if r["width"] == w], [r[stat] for r in kept if r["width"] == w])
-                for w in widths if sum(r["width"] == w for r in kept) >= 3},
+                for w in widths
+                if sum(r["width"] == w for r in kept) >= 3
+            },
             "spearman_neurons": spearman([r["n_neurons"] for r in kept], [r[stat] for r in kept]),
             "spearman_test_accuracy": spearman([r["test_accuracy"] for r in kept], [r[stat] for r in kept]),
         }
-    summary = {"n_runs": len(rows), "bound_violations": int(sum(r["bound_violations"] for r in rows)),
-               "trends": trends, "settings": rows[0]["settings"],
-               "train_seconds": float(sum(r["train_seconds"] for r in rows)),
-               "measure_seconds": float(sum(r["measure_seconds"] for r in rows))}
+    summary = {
+        "n_runs": len(rows),
+        "bound_violations": int(sum(r["bound_violations"] for r in rows)),
+        "trends": trends,
+        "settings": rows[0]["settings"],
+        "train_seconds": float(sum(r["train_seconds"] for r in rows)),
+        "measure_seconds": float(sum(r["measure_seconds"] for r in rows)),
+    }
     with atomic_write(out / "results.json") as fh:
         json.dump({"summary": summary, "runs": rows}, fh, indent=1, allow_nan=False)
     with atomic_write(out / "tables.md") as fh:
         for stat in STATS:
             fh.write(f"### {LABELS[stat]}\n\n{cell_table(rows, stat, depths, widths)}\n\n")
-        fh.write("### mean bound D/L, folded paths\n\n" + cell_table(rows, "bound_folded_mean", depths, widths)
-                 + "\n\n### mean regions per path\n\n" + cell_table(rows, "mean_regions", depths, widths, "{:.1f}")
-                 + "\n")
+        fh.write(
+            "### mean bound D/L, folded paths\n\n"
+            + cell_table(rows, "bound_folded_mean", depths, widths)
+            + "\n\n### mean regions per path\n\n"
+            + cell_table(rows, "mean_regions", depths, widths, "{:.1f}")
+            + "\n"
+        )
     try:
         heatmaps(rows, depths, widths, out / "heatmaps.png")
         asymmetry_plot(rows, out / "asymmetry.png")
@@ -362,8 +440,12 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--pairs", type=int, default=1800, help="inter-class test pairs per network (spread over the "
-                   "90 ordered digit pairs)")
+    p.add_argument(
+        "--pairs",
+        type=int,
+        default=1800,
+        help="inter-class test pairs per network (spread over the 90 ordered digit pairs)",
+    )
     p.add_argument("--pair-seed", type=int, default=0)
     p.add_argument("--n-boot", type=int, default=300)
     p.add_argument("--threads", type=int, default=1)
@@ -375,8 +457,10 @@ def main(argv=None) -> int:
         if not args.data_dir:
             p.error("--data-dir is needed to train and measure")
         data = load_mnist(args.data_dir)
-        log(f"data {data.describe()['n_train']} train / {data.describe()['n_test']} test, grid depths {args.depths} "
-            f"x widths {args.widths} x seeds {args.seeds}, {args.epochs} epochs, {args.pairs} pairs per network")
+        log(
+            f"data {data.describe()['n_train']} train / {data.describe()['n_test']} test, grid depths {args.depths} "
+            f"x widths {args.widths} x seeds {args.seeds}, {args.epochs} epochs, {args.pairs} pairs per network"
+        )
         run_grid(data, args, out)
     if args.phase in ("all", "report"):
         report(out, args.depths, args.widths)

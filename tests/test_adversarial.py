@@ -16,6 +16,9 @@ from torch import nn
 pytest.importorskip("torchattacks")
 
 import spacefold as sf  # noqa: E402
+from spacefold._core.measure import interactions  # noqa: E402
+from spacefold.cli import main  # noqa: E402
+from spacefold.errors import InputError, InputTypeError  # noqa: E402
 from spacefold.studies.adversarial import (  # noqa: E402
     COMBINATIONS,
     _batch_nonzero_interaction,
@@ -24,9 +27,6 @@ from spacefold.studies.adversarial import (  # noqa: E402
     attack_success,
     mean_nonzero_interaction,
 )
-from spacefold._core.measure import interactions  # noqa: E402
-from spacefold.cli import main  # noqa: E402
-from spacefold.errors import InputError, InputTypeError  # noqa: E402
 
 
 def linear(w, b) -> nn.Linear:
@@ -152,15 +152,18 @@ class ArgmaxNet(nn.Module):
         return nn.functional.one_hot(self.lin(x).argmax(1), 2).float()
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"eps": -0.1}, "eps must be a finite number >= 0"),
-    ({"eps": float("nan")}, "eps"),
-    ({"method": "deepfool"}, "method must be one of"),
-    ({"steps": 0}, "steps must be an int >= 1"),
-    ({"step_size": 0.0}, "step_size must be a finite number > 0"),
-    ({"data_range": (1.0, 0.0)}, "data_range must be two finite numbers lo < hi"),
-    ({"data_range": (0.0, 0.5)}, "x must lie in data_range"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"eps": -0.1}, "eps must be a finite number >= 0"),
+        ({"eps": float("nan")}, "eps"),
+        ({"method": "deepfool"}, "method must be one of"),
+        ({"steps": 0}, "steps must be an int >= 1"),
+        ({"step_size": 0.0}, "step_size must be a finite number > 0"),
+        ({"data_range": (1.0, 0.0)}, "data_range must be two finite numbers lo < hi"),
+        ({"data_range": (0.0, 0.5)}, "x must lie in data_range"),
+    ],
+)
 def test_attack_bad_input(kwargs, match):
     model = linear(W, B)
     x = torch.rand(4, 3, dtype=torch.float64)
@@ -278,27 +281,36 @@ def test_an_attack_that_flips_nothing_reports_zero_paths_not_nan():
     res = adversarial_interaction(model, x, y, (a, b), ("fgsm",), 0.0, max_pairs=10, n_boot=20)
     assert res.attack_success["fgsm"] == 0.0
     for c in ("a-b*", "a*-b", "a*-b*"):
-        assert res.results["fgsm"][c] == {"mean_nonzero_interaction": None, "ci": None, "n_paths": 0, "n_pairs": 0,
-                                          "mean_points": None}
+        assert res.results["fgsm"][c] == {
+            "mean_nonzero_interaction": None,
+            "ci": None,
+            "n_paths": 0,
+            "n_pairs": 0,
+            "mean_points": None,
+        }
     json.dumps(res.to_dict(), allow_nan=False)  # strict JSON
 
 
 def test_uniform_grid_counts_grid_points():
     model, x, y, a, b = labelled_problem()
-    res = adversarial_interaction(model, x, y, (a, b), ("fgsm",), 0.2, max_pairs=8, method="uniform", n_points=17,
-                                  n_boot=20)
+    res = adversarial_interaction(
+        model, x, y, (a, b), ("fgsm",), 0.2, max_pairs=8, method="uniform", n_points=17, n_boot=20
+    )
     assert res.n_points == 17
     assert res.results["fgsm"]["a-b"]["mean_points"] == 17.0
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"classes": (0, 9)}, "classes must name classes present in y, got 9"),
-    ({"classes": (1, 1)}, "classes must be two different classes"),
-    ({"eps": -1.0}, "eps must be a finite number >= 0"),
-    ({"attacks": ("cw",)}, "attacks must be among"),
-    ({"method": "bisect"}, "method must be 'exact' or 'uniform'"),
-    ({"max_pairs": 0}, "max_pairs must be an int >= 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"classes": (0, 9)}, "classes must name classes present in y, got 9"),
+        ({"classes": (1, 1)}, "classes must be two different classes"),
+        ({"eps": -1.0}, "eps must be a finite number >= 0"),
+        ({"attacks": ("cw",)}, "attacks must be among"),
+        ({"method": "bisect"}, "method must be 'exact' or 'uniform'"),
+        ({"max_pairs": 0}, "max_pairs must be an int >= 1"),
+    ],
+)
 def test_adversarial_interaction_bad_input(kwargs, match):
     model, x, y, a, b = labelled_problem()
     args = {"classes": (a, b), **kwargs}
@@ -322,9 +334,30 @@ def digits_model(tmp_path_factory):
 
 def test_cli_adversarial_writes_strict_json_table_and_chart(digits_model, tmp_path, capsys):
     out = tmp_path / "adv"
-    argv = ["adversarial", "--model", str(digits_model), "--data", "digits", "--classes", "3", "8", "--attacks",
-            "fgsm", "pgd", "--eps", "0.2", "--steps", "5", "--max-pairs", "30", "--n-boot", "50", "--json",
-            "--out", str(out)]
+    argv = [
+        "adversarial",
+        "--model",
+        str(digits_model),
+        "--data",
+        "digits",
+        "--classes",
+        "3",
+        "8",
+        "--attacks",
+        "fgsm",
+        "pgd",
+        "--eps",
+        "0.2",
+        "--steps",
+        "5",
+        "--max-pairs",
+        "30",
+        "--n-boot",
+        "50",
+        "--json",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     text = capsys.readouterr().out
 
@@ -344,11 +377,14 @@ def test_cli_adversarial_writes_strict_json_table_and_chart(digits_model, tmp_pa
     assert (out / "interaction.png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("extra, match", [
-    (["--eps", "-0.1"], "--eps: must be a finite number >= 0"),
-    (["--classes", "3", "42"], "--classes must name classes"),
-    (["--attacks", "cw"], "--attacks: invalid choice: 'cw'"),
-])
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--eps", "-0.1"], "--eps: must be a finite number >= 0"),
+        (["--classes", "3", "42"], "--classes must name classes"),
+        (["--attacks", "cw"], "--attacks: invalid choice: 'cw'"),
+    ],
+)
 def test_cli_adversarial_bad_input_is_one_line(digits_model, capsys, extra, match):
     argv = ["adversarial", "--model", str(digits_model), "--data", "digits", "--max-pairs", "5", *extra]
     assert main(argv) == 2

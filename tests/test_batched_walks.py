@@ -56,8 +56,9 @@ def test_batched_walks_equal_the_per_path_loop(method, name, model, d):
     x1, x2 = _pairs(d, 5)
     kw = {"n0": 65} if method == "bisect" else {"steps": 300} if method == "uniform" else {}
     batched = sf.folding_batch(model, x1, x2, method=method, return_walks=True, **kw)
-    loop = [sf.folding_batch(model, x1[i:i + 1], x2[i:i + 1], method=method, return_walks=True, **kw)
-            for i in range(5)]
+    loop = [
+        sf.folding_batch(model, x1[i : i + 1], x2[i : i + 1], method=method, return_walks=True, **kw) for i in range(5)
+    ]
     _same(batched.walks, [f.walks[0] for f in loop])
     assert torch.equal(batched.chi, torch.cat([f.chi for f in loop]))
     assert int(batched.n_regions.sum()) > 5  # the segments cross boundaries

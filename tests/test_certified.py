@@ -15,15 +15,30 @@ from hypothesis import strategies as st
 from torch import nn
 
 import spacefold as sf
-from spacefold.errors import InputError
 from spacefold._core.folding import walk_batch
 from spacefold._core.patterns import PatternRecorder
 from spacefold._core.walk.certified import CertifiedBudgetWarning, CertifiedUnsupportedError, CertifiedWalker
 from spacefold._core.walk.certified.functions import module_function
+from spacefold.errors import InputError
 
-ACTS = [nn.ReLU, lambda: nn.LeakyReLU(0.1), nn.Hardtanh, nn.ReLU6, nn.ELU, nn.SELU, nn.GELU,
-        lambda: nn.GELU(approximate="tanh"), nn.SiLU, nn.Mish, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Hardswish,
-        nn.Softsign, nn.CELU]
+ACTS = [
+    nn.ReLU,
+    lambda: nn.LeakyReLU(0.1),
+    nn.Hardtanh,
+    nn.ReLU6,
+    nn.ELU,
+    nn.SELU,
+    nn.GELU,
+    lambda: nn.GELU(approximate="tanh"),
+    nn.SiLU,
+    nn.Mish,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Softplus,
+    nn.Hardswish,
+    nn.Softsign,
+    nn.CELU,
+]
 
 
 class Gated(nn.Module):
@@ -109,8 +124,9 @@ def _models():
     out.append(("hand-norm", HandNorm().eval(), 4))
     out.append(("attention", Attn().eval(), 12))
     out.append(("encoder-layer", Attn(encoder=True).eval(), 12))
-    conv = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.SiLU(), nn.AvgPool2d(2), nn.Flatten(),
-                         nn.Linear(12, 5), nn.Tanh())
+    conv = nn.Sequential(
+        nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.SiLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(12, 5), nn.Tanh()
+    )
     conv[1].running_mean.uniform_(-0.5, 0.5)
     conv[1].running_var.uniform_(0.5, 2.0)
     out.append(("conv-bn", conv.eval(), (1, 6, 6)))
@@ -159,8 +175,12 @@ def _check_enclosures(name, model, d, seed, width_exp, near_zero):
     h = 10.0 ** (-width_exp)
     a, b = max(0.0, c - h), min(1.0, c + h)
     path = torch.zeros(1, dtype=torch.int64)
-    lo, hi, dlo, dhi, plo, phi = (v[0] for v in w.enclosures(
-        x1, x2, path, torch.tensor([a], dtype=torch.float64), torch.tensor([b], dtype=torch.float64)))
+    lo, hi, dlo, dhi, plo, phi = (
+        v[0]
+        for v in w.enclosures(
+            x1, x2, path, torch.tensor([a], dtype=torch.float64), torch.tensor([b], dtype=torch.float64)
+        )
+    )
     ts = torch.linspace(a, b, 33, dtype=torch.float64)
     v = x1 + ts.view(-1, *([1] * len(shape))) * (x2 - x1)
     q = _quantities(m64, v)
@@ -178,10 +198,15 @@ def _check_enclosures(name, model, d, seed, width_exp, near_zero):
     scale_ = 1 + q.abs().max()
     slack = 1e-4 * (1 + fd.abs()) + 1e-12 * scale_ / delta
     kinked = torch.zeros_like(fd, dtype=torch.bool)
-    if not all(isinstance(mm, (nn.GELU, nn.SiLU, nn.Mish, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.ELU, nn.SELU,
-                               nn.CELU, nn.Softsign)) for mm in m64.modules() if module_function(mm) is not None):
+    if not all(
+        isinstance(
+            mm, (nn.GELU, nn.SiLU, nn.Mish, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.ELU, nn.SELU, nn.CELU, nn.Softsign)
+        )
+        for mm in m64.modules()
+        if module_function(mm) is not None
+    ):
         # piecewise-linear units: a difference across a kink is not a derivative; skip those entries
-        kinked = (torch.sign(qp) != torch.sign(qn))
+        kinked = torch.sign(qp) != torch.sign(qn)
     ok = (fd >= dlo - slack) & (fd <= dhi + slack) | kinked
     assert bool(ok.all()), f"{name}: a finite difference escapes the derivative enclosure"
 
@@ -219,8 +244,9 @@ def test_encoder_layouts():
         def __init__(self):
             super().__init__()
             self.embed = nn.Linear(4, 8)
-            layer = nn.TransformerEncoderLayer(8, 2, 12, dropout=0.0, activation=nn.SiLU(), norm_first=True,
-                                               batch_first=True)
+            layer = nn.TransformerEncoderLayer(
+                8, 2, 12, dropout=0.0, activation=nn.SiLU(), norm_first=True, batch_first=True
+            )
             self.enc = nn.TransformerEncoder(layer, 2, norm=nn.LayerNorm(8), enable_nested_tensor=False)
             self.head = nn.Linear(8, 2)
 
@@ -297,8 +323,18 @@ def test_certified_equals_exact_on_conv_and_hardtanh():
     torch.manual_seed(5)
     nets = [
         (_mlp(nn.Hardtanh, d_in=5, width=12, depth=3, seed=5), (5,)),
-        (nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(12, 6), nn.ReLU(),
-                       nn.Linear(6, 2)).eval(), (1, 6, 6)),
+        (
+            nn.Sequential(
+                nn.Conv2d(1, 3, 3),
+                nn.ReLU(),
+                nn.AvgPool2d(2),
+                nn.Flatten(),
+                nn.Linear(12, 6),
+                nn.ReLU(),
+                nn.Linear(6, 2),
+            ).eval(),
+            (1, 6, 6),
+        ),
     ]
     for model, shape in nets:
         x1, x2 = torch.randn((3,) + shape) * 2, torch.randn((3,) + shape) * 2
@@ -334,6 +370,7 @@ def _hidden_fold(eps: float = 2e-6, c: float = 0.5):
         model[0].bias.fill_(zstar - c)
         model[2].weight.fill_(-1.0)
         model[2].bias.fill_(fmin + eps)
+
     # the window's ends: silu(z) = fmin + eps near z*, located by bisection on each side
     def root(lo, hi, rising):
         for _ in range(100):
@@ -437,11 +474,14 @@ class _Abs(nn.Module):
         return self.a(torch.abs(self.l(x)))
 
 
-@pytest.mark.parametrize("model,x,word", [
-    (_Pool(), torch.randn(2, 1, 6, 6), "MaxPool2d"),
-    (_Functional(), torch.randn(2, 3), "PReLU called as a function"),
-    (_Abs(), torch.randn(2, 3), "abs"),
-])
+@pytest.mark.parametrize(
+    "model,x,word",
+    [
+        (_Pool(), torch.randn(2, 1, 6, 6), "MaxPool2d"),
+        (_Functional(), torch.randn(2, 3), "PReLU called as a function"),
+        (_Abs(), torch.randn(2, 3), "abs"),
+    ],
+)
 def test_unsupported_operation_refused_by_name(model, x, word):
     with pytest.raises(CertifiedUnsupportedError, match=word):
         sf.folding_batch(model, x, x.flip(0), method="certified")

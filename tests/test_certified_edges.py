@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 import spacefold as sf
-from spacefold.errors import InputError
 from spacefold._core.walk.certified import CertifiedWalker, certified_walks
+from spacefold.errors import InputError
 
 
 def _gelu_mlp():
@@ -24,10 +24,12 @@ A, B = torch.tensor([-2.0, 0.5, 1.0]), torch.tensor([2.0, -1.0, 0.3])
 def test_tol_outside_open_unit_interval_refused(tol):
     """tol = 0 asks bisection for exact positions (it never got there); tol >= 1 asks for nothing."""
     model = _gelu_mlp()
-    for call in (lambda: sf.folding(model, A, B, method="certified", dtype=torch.float64, tol=tol),
-                 lambda: sf.walk(model, A, B, method="certified", tol=tol),
-                 lambda: sf.folding_batch(model, A[None], B[None], method="certified", tol=tol),
-                 lambda: certified_walks(model, A[None], B[None], tol=tol)):
+    for call in (
+        lambda: sf.folding(model, A, B, method="certified", dtype=torch.float64, tol=tol),
+        lambda: sf.walk(model, A, B, method="certified", tol=tol),
+        lambda: sf.folding_batch(model, A[None], B[None], method="certified", tol=tol),
+        lambda: certified_walks(model, A[None], B[None], tol=tol),
+    ):
         with pytest.raises(InputError, match=r"^tol must be a number in \(0, 1\) for method='certified'.*got "):
             call()
 
@@ -80,8 +82,12 @@ def test_segment_starting_or_ending_on_a_boundary(act):
     x > 0 at t = 0 (a zero-length region at t = 0, one piece), from 1 to 0 it leaves it at t = 1;
     the exact walk gives the same for ReLU; from -1 to 0 and 0 to -1 the bit never changes."""
     model = _through_zero(act())
-    cases = {(0.0, 1.0): ([[0], [1]], [0.0, 0.0]), (1.0, 0.0): ([[1], [0]], [0.0, 1.0]),
-             (-1.0, 0.0): ([[0]], [0.0]), (0.0, -1.0): ([[0]], [0.0])}
+    cases = {
+        (0.0, 1.0): ([[0], [1]], [0.0, 0.0]),
+        (1.0, 0.0): ([[1], [0]], [0.0, 1.0]),
+        (-1.0, 0.0): ([[0]], [0.0]),
+        (0.0, -1.0): ([[0]], [0.0]),
+    }
     for (x1, x2), (pats, ts) in cases.items():
         w = sf.walk(model, *_seg(x1, x2), method="certified")
         assert w.complete

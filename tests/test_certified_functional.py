@@ -61,8 +61,9 @@ class TinyViT(nn.Module):
         super().__init__()
         self.batch_first = batch_first
         self.emb = nn.Linear(3, d)
-        layer = nn.TransformerEncoderLayer(d, 2, 16, dropout=0.0, activation=activation, batch_first=batch_first,
-                                           norm_first=norm_first)
+        layer = nn.TransformerEncoderLayer(
+            d, 2, 16, dropout=0.0, activation=activation, batch_first=batch_first, norm_first=norm_first
+        )
         self.enc = nn.TransformerEncoder(layer, blocks, enable_nested_tensor=False)
         self.head = nn.Linear(d, 2)
 
@@ -188,8 +189,12 @@ def test_layers_select_functional_call_sites():
     assert layout.names == [":gelu", ":tanh", ":silu", ":sigmoid"]
     sub = walk_batch(model, x1, x2, method="certified", layers=[":tanh", nn.SiLU])
     full = walk_batch(model, x1, x2, method="certified")
-    cols = torch.cat([torch.arange(layout[":tanh"].start, layout[":tanh"].stop),
-                      torch.arange(layout[":silu"].start, layout[":silu"].stop)])
+    cols = torch.cat(
+        [
+            torch.arange(layout[":tanh"].start, layout[":tanh"].stop),
+            torch.arange(layout[":silu"].start, layout[":silu"].stop),
+        ]
+    )
     for i in range(2):
         # the subset's walk is the full walk restricted to its columns, repeated patterns merged
         restricted = full[i].patterns[:, cols]
@@ -241,8 +246,9 @@ def test_fast_path_off_while_recording():
     model = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
     x = torch.randn(5, 4, 8)
     z = []
-    hooks = [lay.linear1.register_forward_hook(lambda m, a, o: z.append(o.reshape(o.shape[0], -1)))
-             for lay in model.layers]
+    hooks = [
+        lay.linear1.register_forward_hook(lambda m, a, o: z.append(o.reshape(o.shape[0], -1))) for lay in model.layers
+    ]
     model.train()
     with torch.no_grad():
         model(x)

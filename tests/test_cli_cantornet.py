@@ -15,8 +15,8 @@ import spacefold as sf
 from spacefold.cli import main
 
 # docs/method.md, 'CantorNet', prefix profiles at the steps 0.1 ... 1.0
-PROFILE_A3 = [0, 0, .5556, .6667, .6667, .6667, .6667, .7, .7273, .75]
-PROFILE_C2 = [0, 0, .25, .25, .25, .25, .25, .5, .5, .5556]
+PROFILE_A3 = [0, 0, 0.5556, 0.6667, 0.6667, 0.6667, 0.6667, 0.7, 0.7273, 0.75]
+PROFILE_C2 = [0, 0, 0.25, 0.25, 0.25, 0.25, 0.25, 0.5, 0.5, 0.5556]
 GRID_T = [j / 10 for j in range(1, 11)]
 
 X1 = torch.tensor([0.0, 0.75], dtype=torch.float64)
@@ -35,8 +35,19 @@ def _run_json(capsys, *argv):
 
 def test_uniform_json_is_the_oracle_row(capsys):
     res = _run_json(capsys, "--depth", "3", "--representation", "A", "--method", "uniform", "--steps", "10")
-    assert {"r1", "r2", "chi", "n_regions", "profile", "t", "method", "steps", "depth", "representation",
-            "n_neurons"} <= set(res)
+    assert {
+        "r1",
+        "r2",
+        "chi",
+        "n_regions",
+        "profile",
+        "t",
+        "method",
+        "steps",
+        "depth",
+        "representation",
+        "n_neurons",
+    } <= set(res)
     assert (res["r1"], res["r2"], res["depth"], res["representation"], res["n_neurons"]) == (6, 24, 3, "A", 16)
     assert (res["method"], res["steps"]) == ("uniform", 10)
     assert res["chi"] == pytest.approx(0.75, abs=1e-12)
@@ -90,11 +101,17 @@ def test_default_method_is_exact():
 
     args = build_parser().parse_args(["cantornet"])
     assert (args.method, args.depth, args.representation, tuple(args.start), tuple(args.end)) == (
-        "exact", 1, "A", (0.0, 0.75), (1.0, 0.75))
+        "exact",
+        1,
+        "A",
+        (0.0, 0.75),
+        (1.0, 0.75),
+    )
 
 
-@pytest.mark.skipif(importlib.util.find_spec("spacefold._core.walk.exact") is None,
-                    reason="spacefold._core.walk.exact missing")
+@pytest.mark.skipif(
+    importlib.util.find_spec("spacefold._core.walk.exact") is None, reason="spacefold._core.walk.exact missing"
+)
 def test_exact_matches_a_dense_grid(capsys):
     res = _run_json(capsys, "--depth", "3", "--representation", "A", "--method", "exact")
     dense = sf.folding(sf.cantornet(3), X1, X2, method="uniform", steps=20000, tie_tol=1e-9)
@@ -132,9 +149,22 @@ def test_console_script():
     if not exe.exists():
         pytest.skip("the spacefold console script is not installed next to this Python")
     proc = subprocess.run(
-        [str(exe), "cantornet", "--depth", "3", "--representation", "A", "--method", "uniform", "--steps", "10",
-         "--json"],
-        capture_output=True, text=True, timeout=120,
+        [
+            str(exe),
+            "cantornet",
+            "--depth",
+            "3",
+            "--representation",
+            "A",
+            "--method",
+            "uniform",
+            "--steps",
+            "10",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout)

@@ -17,8 +17,6 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import spacefold.cli as cli
-from spacefold.cli import cantornet as cli_cantornet
-from spacefold.cli._args import _emit_json
 from spacefold.cli import (
     UsageError,
     finite_float,
@@ -33,14 +31,34 @@ from spacefold.cli import (
     positive_int,
     probability,
 )
+from spacefold.cli import cantornet as cli_cantornet
+from spacefold.cli._args import _emit_json
 from spacefold.data import DataError
 from spacefold.errors import InputError
 from spacefold.models import CheckpointError, mlp, save_checkpoint
 
-FUZZ = settings(max_examples=int(os.environ.get("SPACEFOLD_FUZZ", 100)), deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture])
-TINY_SWEEP = ["sweep", "--data", "blobs", "--epochs", "1", "--batch-size", "64", "--pairs-per-class-pair", "2",
-              "--n-boot", "5", "--method", "bisect", "--no-progress", "--no-plots"]
+FUZZ = settings(
+    max_examples=int(os.environ.get("SPACEFOLD_FUZZ", 100)),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+TINY_SWEEP = [
+    "sweep",
+    "--data",
+    "blobs",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "64",
+    "--pairs-per-class-pair",
+    "2",
+    "--n-boot",
+    "5",
+    "--method",
+    "bisect",
+    "--no-progress",
+    "--no-plots",
+]
 
 
 def _exit_2(capsys, argv, needle: str) -> str:
@@ -54,12 +72,16 @@ def _exit_2(capsys, argv, needle: str) -> str:
 
 def _no_computation(monkeypatch):
     """Make training and measuring fail loudly: a test using this proves they never start."""
+
     def boom(*a, **k):
         raise AssertionError("computation started")
 
-    for module, name in [("spacefold.models.train", "train"), ("spacefold.studies.depth", "run_study"),
-                         ("spacefold._core.global_folding", "global_folding"),
-                         ("spacefold.models.mlp", "load_checkpoint")]:
+    for module, name in [
+        ("spacefold.models.train", "train"),
+        ("spacefold.studies.depth", "run_study"),
+        ("spacefold._core.global_folding", "global_folding"),
+        ("spacefold.models.mlp", "load_checkpoint"),
+    ]:
         monkeypatch.setattr(importlib.import_module(module), name, boom)
 
 
@@ -73,12 +95,27 @@ def test_type_helpers():
     assert positive_int("7") == 7 and int_in(2, 4)("4") == 4
     assert hidden_arch(" 3x20 ") == "3x20" and hidden_arch("30,20") == "30-20" and hidden_arch("2-2") == "2x2"
     assert float_in(-1, 1, lo_open=True)("1") == 1.0
-    for fn, bad in [(finite_float, "nan"), (finite_float, "inf"), (finite_float, "-inf"), (finite_float, "x"),
-                    (positive_float, "0"), (positive_float, "inf"), (positive_float, "1e400"),
-                    (nonnegative_float, "-1e-300"), (fraction, "1.0001"), (fraction, "nan"), (probability, "1"),
-                    (positive_int, "0"), (positive_int, "1.5"), (positive_int, ""), (int_in(2, 4), "5"),
-                    (hidden_arch, "0"), (hidden_arch, "3y4"), (hidden_arch, "0x5"),
-                    (float_in(-1, 1, lo_open=True), "-1")]:
+    for fn, bad in [
+        (finite_float, "nan"),
+        (finite_float, "inf"),
+        (finite_float, "-inf"),
+        (finite_float, "x"),
+        (positive_float, "0"),
+        (positive_float, "inf"),
+        (positive_float, "1e400"),
+        (nonnegative_float, "-1e-300"),
+        (fraction, "1.0001"),
+        (fraction, "nan"),
+        (probability, "1"),
+        (positive_int, "0"),
+        (positive_int, "1.5"),
+        (positive_int, ""),
+        (int_in(2, 4), "5"),
+        (hidden_arch, "0"),
+        (hidden_arch, "3y4"),
+        (hidden_arch, "0x5"),
+        (float_in(-1, 1, lo_open=True), "-1"),
+    ]:
         with pytest.raises(argparse.ArgumentTypeError, match="must"):
             fn(bad)
 
@@ -113,21 +150,34 @@ def test_error_classes_are_input_errors():
 # --------------------------------------------------------------------------- one test per defect
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["--lr", "inf"], "--lr"), (["--lr", "nan"], "--lr"), (["--lr", "0"], "--lr"),
-    (["--min-accuracy", "nan"], "--min-accuracy"), (["--min-accuracy", "1.5"], "--min-accuracy"),
-    (["--archs", "0"], "--archs"), (["--archs", "3x4", "0x4"], "--archs"), (["--seeds", "-1"], "--seeds"),
-    (["--epochs", "0"], "--epochs"), (["--method", "exactly"], "--method"), (["--n-train", "1"], "--n-train"),
-    (["--steps", "0"], "--steps"), (["--n-boot", "0"], "--n-boot"), (["--data-seed", "-2"], "--data-seed"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["--lr", "inf"], "--lr"),
+        (["--lr", "nan"], "--lr"),
+        (["--lr", "0"], "--lr"),
+        (["--min-accuracy", "nan"], "--min-accuracy"),
+        (["--min-accuracy", "1.5"], "--min-accuracy"),
+        (["--archs", "0"], "--archs"),
+        (["--archs", "3x4", "0x4"], "--archs"),
+        (["--seeds", "-1"], "--seeds"),
+        (["--epochs", "0"], "--epochs"),
+        (["--method", "exactly"], "--method"),
+        (["--n-train", "1"], "--n-train"),
+        (["--steps", "0"], "--steps"),
+        (["--n-boot", "0"], "--n-boot"),
+        (["--data-seed", "-2"], "--data-seed"),
+    ],
+)
 def test_sweep_arguments_refused_before_any_training(capsys, monkeypatch, tmp_path, argv, needle):
     _no_computation(monkeypatch)
     _exit_2(capsys, TINY_SWEEP + ["--out", str(tmp_path / "s")] + argv, needle)
     assert not (tmp_path / "s").exists()
 
 
-@pytest.mark.parametrize("command", [TINY_SWEEP, ["demo", "--no-progress"],
-                                     ["measure", "--model", "m.pt", "--data", "blobs"]])
+@pytest.mark.parametrize(
+    "command", [TINY_SWEEP, ["demo", "--no-progress"], ["measure", "--model", "m.pt", "--data", "blobs"]]
+)
 def test_unwritable_out_is_found_before_the_computation(capsys, monkeypatch, tmp_path, command):
     _no_computation(monkeypatch)
     f = tmp_path / "file"
@@ -205,8 +255,14 @@ def test_model_the_method_cannot_walk_exits_2(capsys, tmp_path):
 
 def test_bugs_keep_their_traceback(monkeypatch):
     """Only bad input is reported in one line; anything else propagates."""
-    for exc in (ValueError("internal"), TypeError("internal"), KeyError("internal"), RuntimeError("internal"),
-                OSError(5, "I/O error")):
+    for exc in (
+        ValueError("internal"),
+        TypeError("internal"),
+        KeyError("internal"),
+        RuntimeError("internal"),
+        OSError(5, "I/O error"),
+    ):
+
         def broken(*a, exc=exc, **k):
             raise exc
 
@@ -215,9 +271,18 @@ def test_bugs_keep_their_traceback(monkeypatch):
             main(["cantornet", "--method", "uniform"])
 
 
-@pytest.mark.parametrize("exc", [InputError("x must be y, got z"), FileNotFoundError("f not found"),
-                                 IsADirectoryError("d is a directory"), NotADirectoryError("n"),
-                                 PermissionError("p"), DataError("data"), CheckpointError("ckpt")])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        InputError("x must be y, got z"),
+        FileNotFoundError("f not found"),
+        IsADirectoryError("d is a directory"),
+        NotADirectoryError("n"),
+        PermissionError("p"),
+        DataError("data"),
+        CheckpointError("ckpt"),
+    ],
+)
 def test_user_errors_exit_2(capsys, monkeypatch, exc):
     def broken(*a, **k):
         raise exc
@@ -236,9 +301,47 @@ def test_multi_line_messages_are_kept_whole(capsys, monkeypatch):
 
 # --------------------------------------------------------------------------- fuzzing
 
-VALUES = ["0", "1", "2", "-1", "3", "0.5", "1e-3", "nan", "inf", "-inf", "1e309", "", " ", "x", "A", "c", "exact",
-          "BISECT", "uniform", "all", "random", "centroids", "inter-class", "3x4", "0", "0x5", "2-3", "1,2", "train",
-          "test", "blobs", "--", "-", "é", "1 2", "1_0", "0x1", "+1", "٣"]
+VALUES = [
+    "0",
+    "1",
+    "2",
+    "-1",
+    "3",
+    "0.5",
+    "1e-3",
+    "nan",
+    "inf",
+    "-inf",
+    "1e309",
+    "",
+    " ",
+    "x",
+    "A",
+    "c",
+    "exact",
+    "BISECT",
+    "uniform",
+    "all",
+    "random",
+    "centroids",
+    "inter-class",
+    "3x4",
+    "0",
+    "0x5",
+    "2-3",
+    "1,2",
+    "train",
+    "test",
+    "blobs",
+    "--",
+    "-",
+    "é",
+    "1 2",
+    "1_0",
+    "0x1",
+    "+1",
+    "٣",
+]
 
 
 def _options(parser: argparse.ArgumentParser) -> dict[str, list[str]]:
@@ -276,8 +379,9 @@ def test_fuzz_argument_parsing(capsys, monkeypatch, tmp_path, argv):
     monkeypatch.chdir(tmp_path)
     ran = []
     for command in ("cantornet", "measure", "sweep", "demo"):
-        monkeypatch.setattr(importlib.import_module(f"spacefold.cli.{command}"), f"_cmd_{command}",
-                            lambda args: ran.append(args) or 0)
+        monkeypatch.setattr(
+            importlib.import_module(f"spacefold.cli.{command}"), f"_cmd_{command}", lambda args: ran.append(args) or 0
+        )
     try:
         rc = main(argv)
     except SystemExit as e:  # --version
@@ -303,18 +407,26 @@ def tiny(tmp_path_factory):
 
 
 MEASURE_VALUES = {
-    "--split": ["test", "train", "x"], "--n-test": ["1", "2", "5", "x"], "--pairs": ["inter-class", "all", "random",
-    "centroids", "nope"], "--max-pairs": ["1", "2", "7", "0", "1.5"], "--n-clusters": ["1", "2", "50", "0"],
-    "--method": ["exact", "bisect", "uniform", "Exact", "x"], "--steps": ["1", "3", "0", "nan"],
-    "--seed": ["0", "3", "-1"], "--n-boot": ["1", "3", "0"], "--batch-size": ["1", "2", "1024", "0"],
+    "--split": ["test", "train", "x"],
+    "--n-test": ["1", "2", "5", "x"],
+    "--pairs": ["inter-class", "all", "random", "centroids", "nope"],
+    "--max-pairs": ["1", "2", "7", "0", "1.5"],
+    "--n-clusters": ["1", "2", "50", "0"],
+    "--method": ["exact", "bisect", "uniform", "Exact", "x"],
+    "--steps": ["1", "3", "0", "nan"],
+    "--seed": ["0", "3", "-1"],
+    "--n-boot": ["1", "3", "0"],
+    "--batch-size": ["1", "2", "1024", "0"],
     "--data-seed": ["0", "2", "-1"],
 }
 FLAGS = ["--per-layer", "--ci", "--json", "--no-progress"]
 
 
 @FUZZ
-@given(st.dictionaries(st.sampled_from(sorted(MEASURE_VALUES)), st.integers(0, 4), max_size=6),
-       st.lists(st.sampled_from(FLAGS), unique=True))
+@given(
+    st.dictionaries(st.sampled_from(sorted(MEASURE_VALUES)), st.integers(0, 4), max_size=6),
+    st.lists(st.sampled_from(FLAGS), unique=True),
+)
 def test_fuzz_measure_end_to_end(capsys, tiny, options, flags):
     argv = ["measure", "--model", str(tiny / "m.pt"), "--data", str(tiny / "tiny.npz"), "--no-progress"]
     for opt, k in options.items():
@@ -330,11 +442,14 @@ def test_fuzz_measure_end_to_end(capsys, tiny, options, flags):
 
 
 CANTOR_VALUES = {
-    "--depth": ["1", "2", "3", "0", "11", "x"], "--representation": ["A", "b", "C", "D"],
-    "--method": ["exact", "bisect", "uniform", "UNIFORM", "walk"], "--steps": ["1", "7", "0"],
+    "--depth": ["1", "2", "3", "0", "11", "x"],
+    "--representation": ["A", "b", "C", "D"],
+    "--method": ["exact", "bisect", "uniform", "UNIFORM", "walk"],
+    "--steps": ["1", "7", "0"],
     "--start": [["0", "0.75"], ["nan", "0"], ["1e300", "-1e300"], ["0.2", "0.1"]],
     "--end": [["1", "0.75"], ["0", "inf"], ["0.2", "0.1"], ["-3", "2"]],
-    "--tol": ["1e-9", "0", "-1", "nan", "0.5"], "--tie-tol": ["0", "1e-9", "-1", "inf", "0.1"],
+    "--tol": ["1e-9", "0", "-1", "nan", "0.5"],
+    "--tie-tol": ["0", "1e-9", "-1", "inf", "0.1"],
 }
 
 
@@ -356,19 +471,44 @@ def test_fuzz_cantornet_end_to_end(capsys, options, as_json):
 
 
 SWEEP_VALUES = {
-    "--archs": [["1x3"], ["2x2", "1-2"], ["0"], ["3y"]], "--seeds": [["0"], ["1", "0"], ["-1"]],
-    "--lr": ["1e-2", "1e30", "inf", "0"], "--batch-size": ["4", "1000", "0"], "--epochs": ["1", "0"],
-    "--n-train": ["2", "3", "9", "1"], "--n-test": ["2", "3", "1"], "--method": ["exact", "bisect", "uniform"],
-    "--steps": ["2", "0"], "--pairs-per-class-pair": ["1", "3", "0"], "--n-boot": ["1", "4", "0"],
-    "--min-accuracy": ["0", "1", "0.5", "nan"], "--data-seed": ["0", "1"],
+    "--archs": [["1x3"], ["2x2", "1-2"], ["0"], ["3y"]],
+    "--seeds": [["0"], ["1", "0"], ["-1"]],
+    "--lr": ["1e-2", "1e30", "inf", "0"],
+    "--batch-size": ["4", "1000", "0"],
+    "--epochs": ["1", "0"],
+    "--n-train": ["2", "3", "9", "1"],
+    "--n-test": ["2", "3", "1"],
+    "--method": ["exact", "bisect", "uniform"],
+    "--steps": ["2", "0"],
+    "--pairs-per-class-pair": ["1", "3", "0"],
+    "--n-boot": ["1", "4", "0"],
+    "--min-accuracy": ["0", "1", "0.5", "nan"],
+    "--data-seed": ["0", "1"],
 }
 
 
 @settings(FUZZ, max_examples=int(os.environ.get("SPACEFOLD_FUZZ", 100)) // 4)
 @given(st.dictionaries(st.sampled_from(sorted(SWEEP_VALUES)), st.integers(0, 3), max_size=6), st.booleans())
 def test_fuzz_sweep_end_to_end(capsys, tmp_path_factory, tiny, options, as_json):
-    argv = ["sweep", "--data", str(tiny / "tiny.npz"), "--epochs", "1", "--pairs-per-class-pair", "2", "--n-boot", "3",
-            "--archs", "1x3", "--seeds", "0", "--no-progress", "--no-plots", "--out", str(tmp_path_factory.mktemp("s"))]
+    argv = [
+        "sweep",
+        "--data",
+        str(tiny / "tiny.npz"),
+        "--epochs",
+        "1",
+        "--pairs-per-class-pair",
+        "2",
+        "--n-boot",
+        "3",
+        "--archs",
+        "1x3",
+        "--seeds",
+        "0",
+        "--no-progress",
+        "--no-plots",
+        "--out",
+        str(tmp_path_factory.mktemp("s")),
+    ]
     argv += ["--json"] if as_json else []
     for opt, k in options.items():
         v = SWEEP_VALUES[opt][k % len(SWEEP_VALUES[opt])]

@@ -13,8 +13,27 @@ from spacefold.cli import main
 from spacefold.models import mlp, save_checkpoint
 from spacefold.studies.depth import depth_trend
 
-SWEEP = ["sweep", "--data", "blobs", "--archs", "1x6", "3x4", "--seeds", "0", "--epochs", "2", "--batch-size", "32",
-         "--pairs-per-class-pair", "6", "--n-boot", "20", "--method", "bisect", "--no-progress"]
+SWEEP = [
+    "sweep",
+    "--data",
+    "blobs",
+    "--archs",
+    "1x6",
+    "3x4",
+    "--seeds",
+    "0",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "32",
+    "--pairs-per-class-pair",
+    "6",
+    "--n-boot",
+    "20",
+    "--method",
+    "bisect",
+    "--no-progress",
+]
 
 
 def _one_line_error(capsys, argv) -> str:
@@ -59,8 +78,8 @@ def test_sweep_writes_tables_and_plots(sweep_dir):
 
 def test_sweep_runs_record_provenance_and_their_pairs(sweep_dir):
     import spacefold
-    from spacefold.data import make_synthetic
     from spacefold._core.pairs import PLAN_VERSION, pair_plan, plan_fingerprint
+    from spacefold.data import make_synthetic
 
     run = json.loads((sweep_dir / "runs" / "3x4_s0.json").read_text())
     prov = run["provenance"]
@@ -85,8 +104,24 @@ def test_sweep_resumes(sweep_dir, capsys):
 
 
 def test_sweep_remeasures_when_settings_change(tmp_path, capsys):
-    argv = SWEEP[:3] + ["--archs", "2x4", "--seeds", "1", "--epochs", "1", "--pairs-per-class-pair", "3",
-                        "--n-boot", "10", "--method", "bisect", "--no-progress", "--no-plots", "--out", str(tmp_path)]
+    argv = SWEEP[:3] + [
+        "--archs",
+        "2x4",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--pairs-per-class-pair",
+        "3",
+        "--n-boot",
+        "10",
+        "--method",
+        "bisect",
+        "--no-progress",
+        "--no-plots",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(argv) == 0
     capsys.readouterr()
     argv[argv.index("--pairs-per-class-pair") + 1] = "4"
@@ -99,8 +134,23 @@ def test_sweep_remeasures_when_settings_change(tmp_path, capsys):
 
 def test_measure_json_and_out(sweep_dir, tmp_path, capsys):
     ckpt = str(sweep_dir / "models" / "3x4_s0.pt")
-    argv = ["measure", "--model", ckpt, "--data", "blobs", "--method", "bisect", "--json", "--per-layer", "--ci",
-            "--n-boot", "20", "--no-progress", "--out", str(tmp_path / "m")]
+    argv = [
+        "measure",
+        "--model",
+        ckpt,
+        "--data",
+        "blobs",
+        "--method",
+        "bisect",
+        "--json",
+        "--per-layer",
+        "--ci",
+        "--n-boot",
+        "20",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "m"),
+    ]
     assert main(argv) == 0
     res = json.loads(capsys.readouterr().out)
     for k in ("phi", "phi_max", "fraction_folded", "n_paths", "class_pairs", "ci95", "per_layer"):
@@ -113,13 +163,50 @@ def test_measure_json_and_out(sweep_dir, tmp_path, capsys):
 
 def test_measure_text_and_pair_modes(sweep_dir, capsys):
     ckpt = str(sweep_dir / "models" / "3x4_s0.pt")
-    assert main(["measure", "--model", ckpt, "--data", "blobs", "--method", "uniform", "--steps", "50",
-                 "--pairs", "all", "--max-pairs", "45", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "measure",
+                "--model",
+                ckpt,
+                "--data",
+                "blobs",
+                "--method",
+                "uniform",
+                "--steps",
+                "50",
+                "--pairs",
+                "all",
+                "--max-pairs",
+                "45",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "Φ_N" in out and "share of folded paths" in out
     pytest.importorskip("sklearn")
-    assert main(["measure", "--model", ckpt, "--data", "blobs", "--method", "bisect", "--pairs", "centroids",
-                 "--n-clusters", "2", "--json", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "measure",
+                "--model",
+                ckpt,
+                "--data",
+                "blobs",
+                "--method",
+                "bisect",
+                "--pairs",
+                "centroids",
+                "--n-clusters",
+                "2",
+                "--json",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["n_paths"] == 2 * 2 * 6
 
 
@@ -134,11 +221,11 @@ def test_bad_input_exit_2(sweep_dir, tmp_path, capsys, monkeypatch):
     assert "cifar" in _one_line_error(capsys, ["measure", "--model", ckpt, "--data", "cifar"])
     assert "data_dir" in _one_line_error(capsys, ["measure", "--model", ckpt, "--data", "mnist"])
     assert "MNIST files not found" in _one_line_error(
-        capsys, ["measure", "--model", ckpt, "--data", "mnist", "--data-dir", str(tmp_path)])
+        capsys, ["measure", "--model", ckpt, "--data", "mnist", "--data-dir", str(tmp_path)]
+    )
     assert "--pairs" in _one_line_error(capsys, ["measure", "--model", ckpt, "--data", "blobs", "--pairs", "x"])
     assert "--method" in _one_line_error(capsys, ["measure", "--model", ckpt, "--data", "blobs", "--method", "x"])
-    assert "--max-pairs" in _one_line_error(capsys, ["measure", "--model", ckpt, "--data", "blobs",
-                                                     "--max-pairs", "0"])
+    assert "--max-pairs" in _one_line_error(capsys, ["measure", "--model", ckpt, "--data", "blobs", "--max-pairs", "0"])
     other = save_checkpoint(mlp("2x4", 5, 3), tmp_path / "five.pt")
     assert "5 input features" in _one_line_error(capsys, ["measure", "--model", str(other), "--data", "blobs"])
     assert "--archs" in _one_line_error(capsys, SWEEP[:3] + ["--archs", "3y4", "--out", str(tmp_path / "s")])
@@ -149,8 +236,10 @@ def test_bad_input_exit_2(sweep_dir, tmp_path, capsys, monkeypatch):
 
 
 def test_depth_trend_oracle():
-    rows = [{"depth": d, "test_accuracy": acc, "phi": v}
-            for d, acc, v in [(1, 0.99, 0.0), (2, 0.98, 0.1), (2, 0.97, 0.2), (3, 0.97, 0.3), (3, 0.5, 0.0)]]
+    rows = [
+        {"depth": d, "test_accuracy": acc, "phi": v}
+        for d, acc, v in [(1, 0.99, 0.0), (2, 0.98, 0.1), (2, 0.97, 0.2), (3, 0.97, 0.3), (3, 0.5, 0.0)]
+    ]
     t = depth_trend(rows, min_accuracy=0.9)
     assert t["n_runs"] == 4 and t["median_by_depth"] == {1: 0.0, 2: pytest.approx(0.15), 3: 0.3}
     assert t["medians_increase"] and t["spearman_depth"] == pytest.approx(0.9486832980505138)
@@ -167,30 +256,54 @@ def test_depth_trend_says_why_it_is_empty_or_undefined():
 
     none = depth_trend(rows((1, 0.38, 0.0), (2, 0.10, 0.1)), 0.9)
     assert none["median_by_depth"] == {} and math.isnan(none["spearman_depth"])
-    assert none["note"] == ("no run of 2 reached test accuracy >= 0.90 (the best reached 0.3800): train longer "
-                            "(more epochs) or lower the accuracy threshold")
+    assert none["note"] == (
+        "no run of 2 reached test accuracy >= 0.90 (the best reached 0.3800): train longer "
+        "(more epochs) or lower the accuracy threshold"
+    )
     one_depth = depth_trend(rows((2, 0.95, 0.1), (2, 0.5, 0.3), (1, 0.5, 0.0)), 0.9)
     assert one_depth["median_by_depth"] == {2: 0.1}
-    assert one_depth["note"] == ("the 1 run(s) with test accuracy >= 0.90 all have depth 2: a trend needs runs at "
-                                 "two depths or more")
+    assert one_depth["note"] == (
+        "the 1 run(s) with test accuracy >= 0.90 all have depth 2: a trend needs runs at two depths or more"
+    )
     two_runs = depth_trend(rows((1, 0.95, 0.0), (2, 0.95, 0.1)), 0.9)
     assert two_runs["note"] == "a rank correlation needs 3 runs or more with test accuracy >= 0.90, got 2"
     constant = depth_trend(rows((1, 0.95, 0.2), (2, 0.95, 0.2), (3, 0.95, 0.2)), 0.9)
     assert math.isnan(constant["spearman_depth"])
-    assert constant["note"] == "phi is the same in every run with test accuracy >= 0.90, so it has no rank correlation "\
+    assert (
+        constant["note"] == "phi is the same in every run with test accuracy >= 0.90, so it has no rank correlation "
         "with depth"
+    )
     assert depth_trend([], 0.9)["note"] == "no run finished"
 
 
 def test_short_sweep_says_why_there_is_no_trend(tmp_path, capsys):
-    argv = SWEEP[:3] + ["--archs", "2x3", "--seeds", "0", "--epochs", "1", "--pairs-per-class-pair", "2",
-                        "--n-boot", "5", "--method", "bisect", "--no-progress", "--no-plots", "--min-accuracy", "0",
-                        "--out", str(tmp_path)]
+    argv = SWEEP[:3] + [
+        "--archs",
+        "2x3",
+        "--seeds",
+        "0",
+        "--epochs",
+        "1",
+        "--pairs-per-class-pair",
+        "2",
+        "--n-boot",
+        "5",
+        "--method",
+        "bisect",
+        "--no-progress",
+        "--no-plots",
+        "--min-accuracy",
+        "0",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("Φ_N by depth"))
-    assert line.endswith("; no Spearman ρ(depth, Φ_N): the 1 run(s) with test accuracy >= 0.00 all have depth 2: "
-                         "a trend needs runs at two depths or more")
+    assert line.endswith(
+        "; no Spearman ρ(depth, Φ_N): the 1 run(s) with test accuracy >= 0.00 all have depth 2: "
+        "a trend needs runs at two depths or more"
+    )
     assert "nan" not in out.lower()
 
 
@@ -242,14 +355,21 @@ def test_sweep_shows_one_bar_per_stage(tmp_path, capsys, monkeypatch):
     assert _Bar.made == [] and capsys.readouterr().err.count("done before, skipped") == 2
 
 
-@pytest.mark.parametrize("archs,settings,needle", [
-    (["0"], {}, "hidden layer"), (["3x4", "0"], {}, "hidden layer"), (["3x4"], {"lr": float("inf")}, "lr"),
-    (["3x4"], {"n_boot": 0}, "n_boot"), (["3x4"], {"steps": 0}, "steps"), (["3x4"], {"method": "walk"}, "method"),
-])
+@pytest.mark.parametrize(
+    "archs,settings,needle",
+    [
+        (["0"], {}, "hidden layer"),
+        (["3x4", "0"], {}, "hidden layer"),
+        (["3x4"], {"lr": float("inf")}, "lr"),
+        (["3x4"], {"n_boot": 0}, "n_boot"),
+        (["3x4"], {"steps": 0}, "steps"),
+        (["3x4"], {"method": "walk"}, "method"),
+    ],
+)
 def test_run_study_refuses_before_training(tmp_path, monkeypatch, archs, settings, needle):
-    from spacefold.models import train as train_module
     from spacefold.data import make_synthetic
     from spacefold.errors import InputError
+    from spacefold.models import train as train_module
     from spacefold.studies.depth import StudySettings, run_study
 
     monkeypatch.setattr(train_module, "train_mlp", lambda *a, **k: pytest.fail("trained"))

@@ -19,9 +19,9 @@ from torch import nn
 import spacefold as sf
 from spacefold._core.folding import walk_batch
 from spacefold._core.walk import _kernels
-from spacefold.models.resnet import ResNet, basic_block
-from spacefold.testing import collapse, is_subsequence
 from spacefold._core.walk.exact import NotPiecewiseLinearError, exact_walks, verify
+from spacefold.models.resnet import ResNet, basic_block
+from spacefold.testing import is_subsequence
 
 f64 = torch.float64
 
@@ -72,8 +72,10 @@ def _check_against_oracles(net, x1, x2, steps=4000, bisect=True):
 
 def _pair(shape, n, seed, scale=1.0, dtype=f64):
     g = torch.Generator().manual_seed(seed)
-    return (scale * torch.randn(n, *shape, generator=g, dtype=dtype),
-            scale * torch.randn(n, *shape, generator=g, dtype=dtype))
+    return (
+        scale * torch.randn(n, *shape, generator=g, dtype=dtype),
+        scale * torch.randn(n, *shape, generator=g, dtype=dtype),
+    )
 
 
 # --------------------------------------------------------------------------- blocks
@@ -318,8 +320,11 @@ def test_the_certificate_reads_what_an_in_place_activation_receives():
     results = []
     for inplace in (False, True):
         torch.manual_seed(0)
-        net = nn.Sequential(nn.Linear(2, 16), nn.ReLU(inplace=inplace), nn.Linear(16, 8), nn.ReLU(),
-                            nn.Linear(8, 2)).to(f64).eval()
+        net = (
+            nn.Sequential(nn.Linear(2, 16), nn.ReLU(inplace=inplace), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
+            .to(f64)
+            .eval()
+        )
         x1, x2 = _pair((2,), 20, 0, scale=3.0)
         coarse = walk_batch(net, x1, x2, method="uniform", steps=2, layers=["3"])
         results.append(verify(net, x1, x2, coarse, layers=["3"], mode="certificate"))
@@ -366,11 +371,14 @@ class _Functional(nn.Module):
         return self.fc(torch.flatten(h, 1))
 
 
-@pytest.mark.parametrize("pool, named", [
-    (nn.MaxPool2d(2, return_indices=True), "MaxPool2d with return_indices"),
-    (nn.LPPool2d(2, 2), "LPPool2d"),
-    (lambda h: F.max_pool2d(h, 2), "max pooling is called functionally .*max_pool2d.*use those"),
-])
+@pytest.mark.parametrize(
+    "pool, named",
+    [
+        (nn.MaxPool2d(2, return_indices=True), "MaxPool2d with return_indices"),
+        (nn.LPPool2d(2, 2), "LPPool2d"),
+        (lambda h: F.max_pool2d(h, 2), "max pooling is called functionally .*max_pool2d.*use those"),
+    ],
+)
 def test_pooling_the_walk_cannot_follow_is_refused_with_a_reason(pool, named):
     net = _Functional(pool).eval()
     x1, x2 = torch.zeros(1, 1, 6, 6), torch.ones(1, 1, 6, 6)

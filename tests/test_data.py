@@ -129,8 +129,10 @@ def test_mnist_needs_a_directory(monkeypatch):
         load_mnist(None)
 
 
-@pytest.mark.skipif(MNIST_DIR is None or not MNIST_DIR.is_dir(),
-                    reason="MNIST IDX files not present (set SPACEFOLD_DATA to their directory)")
+@pytest.mark.skipif(
+    MNIST_DIR is None or not MNIST_DIR.is_dir(),
+    reason="MNIST IDX files not present (set SPACEFOLD_DATA to their directory)",
+)
 def test_real_mnist():
     d = load_mnist(MNIST_DIR)
     assert d.x_train.shape == (60000, 784) and d.x_test.shape == (10000, 784)

@@ -18,8 +18,11 @@ from spacefold.data.datasets import MNIST_FILES, DataError, Dataset, load_datase
 from spacefold.errors import InputError
 
 # SPACEFOLD_FUZZ=5000 for a longer search.
-FUZZ = settings(max_examples=int(os.environ.get("SPACEFOLD_FUZZ", 150)), deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=int(os.environ.get("SPACEFOLD_FUZZ", 150)),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 
 def _mnist(root, n_train=20, n_test=10, train_shape=(28, 28), test_shape=(28, 28), dtype=np.uint8, scale=255):
@@ -66,8 +69,9 @@ def test_float_idx_images_are_not_divided_by_255(tmp_path):
 
 def test_integer_idx_images_are_scaled(tmp_path):
     arrays = _mnist(tmp_path)
-    np.testing.assert_allclose(load_mnist(tmp_path).x_test.numpy(), arrays["test_images"].reshape(10, -1) / 255.0,
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        load_mnist(tmp_path).x_test.numpy(), arrays["test_images"].reshape(10, -1) / 255.0, rtol=1e-6
+    )
 
 
 def test_train_and_test_images_of_different_shapes(tmp_path):
@@ -105,8 +109,9 @@ def test_idx_with_trailing_bytes(tmp_path):
         read_idx(p)
 
 
-@pytest.mark.parametrize("content", [b"hello, not a zip", b"PK\x03\x04 truncated zip", _idx_bytes(np.zeros(3, np.uint8),
-                                                                                                  gz=False)])
+@pytest.mark.parametrize(
+    "content", [b"hello, not a zip", b"PK\x03\x04 truncated zip", _idx_bytes(np.zeros(3, np.uint8), gz=False)]
+)
 def test_npz_that_is_not_a_zip(tmp_path, content):
     p = tmp_path / "d.npz"
     p.write_bytes(content)
@@ -147,16 +152,19 @@ def _npz_member(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("bad,needle", [
-    ({"x": np.array([[0.0, np.nan]] * 4), "y": np.arange(4) % 2}, "finite"),
-    ({"x": np.array([[1e39, 0.0]] * 4), "y": np.arange(4) % 2}, "finite"),
-    ({"x": np.ones((4, 2)) + 1j, "y": np.arange(4) % 2}, "real numbers"),
-    ({"x": np.array([["a", "b"]] * 4), "y": np.arange(4) % 2}, "real numbers"),
-    ({"x": np.ones((4, 2)), "y": np.array([0.0, 1.0, 0.0, 1.0])}, "integers"),
-    ({"x": np.ones((4, 2)), "y": np.array([0, -1, 0, 1])}, "non-negative"),
-    ({"x": np.ones((1, 2)), "y": np.array([0])}, "at least 2 samples"),
-    ({"x": np.ones((4, 0)), "y": np.arange(4) % 2}, "at least one feature"),
-])
+@pytest.mark.parametrize(
+    "bad,needle",
+    [
+        ({"x": np.array([[0.0, np.nan]] * 4), "y": np.arange(4) % 2}, "finite"),
+        ({"x": np.array([[1e39, 0.0]] * 4), "y": np.arange(4) % 2}, "finite"),
+        ({"x": np.ones((4, 2)) + 1j, "y": np.arange(4) % 2}, "real numbers"),
+        ({"x": np.array([["a", "b"]] * 4), "y": np.arange(4) % 2}, "real numbers"),
+        ({"x": np.ones((4, 2)), "y": np.array([0.0, 1.0, 0.0, 1.0])}, "integers"),
+        ({"x": np.ones((4, 2)), "y": np.array([0, -1, 0, 1])}, "non-negative"),
+        ({"x": np.ones((1, 2)), "y": np.array([0])}, "at least 2 samples"),
+        ({"x": np.ones((4, 0)), "y": np.arange(4) % 2}, "at least one feature"),
+    ],
+)
 def test_npz_contents(tmp_path, bad, needle):
     p = tmp_path / "c.npz"
     np.savez(p, **bad)

@@ -19,13 +19,42 @@ from spacefold.cli import main as cli_main
 from spacefold.models import mlp, save_checkpoint
 
 # a tiny sweep: 2 architectures x 2 seeds on three Gaussian blobs, two epochs
-SWEEP = ["sweep", "--data", "blobs", "--archs", "1x6", "3x4", "--seeds", "0", "1", "--epochs", "2", "--batch-size",
-         "32", "--pairs-per-class-pair", "6", "--n-boot", "20", "--no-progress", "--no-plots", "--json"]
+SWEEP = [
+    "sweep",
+    "--data",
+    "blobs",
+    "--archs",
+    "1x6",
+    "3x4",
+    "--seeds",
+    "0",
+    "1",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "32",
+    "--pairs-per-class-pair",
+    "6",
+    "--n-boot",
+    "20",
+    "--no-progress",
+    "--no-plots",
+    "--json",
+]
 RUNS = ("1x6_s0", "1x6_s1", "3x4_s0", "3x4_s1")
 # what differs between two processes by design: timings, the output directory, and the provenance (its command
 # line is the process's own: torchrun's here, pytest's in the one-process run)
-TIMES = {"train_seconds", "measure_seconds", "seconds", "wall_seconds", "paths_per_second", "workers", "world_size",
-         "out", "provenance"}
+TIMES = {
+    "train_seconds",
+    "measure_seconds",
+    "seconds",
+    "wall_seconds",
+    "paths_per_second",
+    "workers",
+    "world_size",
+    "out",
+    "provenance",
+}
 
 
 def _env(**extra) -> dict:
@@ -35,9 +64,24 @@ def _env(**extra) -> dict:
 
 
 def _torchrun(n: int, args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n),
-                           "-m", "spacefold", *args], capture_output=True, text=True, env=_env(**env), timeout=300,
-                          cwd=cwd)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            str(n),
+            "-m",
+            "spacefold",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(**env),
+        timeout=300,
+        cwd=cwd,
+    )
 
 
 def _untimed(obj):
@@ -55,14 +99,16 @@ def _csv(path: Path) -> list[dict]:
 
 def _same_results(a: Path, b: Path) -> None:
     """Two sweep directories hold the same numbers, bit for bit (timings aside), and the same weights."""
+
     def results(d: Path):
         return _untimed(json.loads((d / "results.json").read_text()))
 
     assert results(a) == results(b)
     assert _csv(a / "results.csv") == _csv(b / "results.csv")
     for name in RUNS:
-        assert _untimed(json.loads((a / "runs" / f"{name}.json").read_text())) == \
-            _untimed(json.loads((b / "runs" / f"{name}.json").read_text())), name
+        assert _untimed(json.loads((a / "runs" / f"{name}.json").read_text())) == _untimed(
+            json.loads((b / "runs" / f"{name}.json").read_text())
+        ), name
         pa = torch.load(a / "models" / f"{name}.pt", weights_only=True)
         pb = torch.load(b / "models" / f"{name}.pt", weights_only=True)
         assert pa["config"] == pb["config"]
@@ -95,8 +141,15 @@ def test_sweep_two_ranks_write_what_one_process_writes(one_process, tmp_path):
 def test_interrupted_sweep_is_completed_by_two_ranks(one_process, tmp_path):
     part = tmp_path / "part"
     shutil.copytree(one_process, part)
-    for f in ("results.csv", "results.json", "summary.md", "runs/1x6_s1.json", "runs/3x4_s1.json",
-              "models/3x4_s1.pt", "models/3x4_s1.pt.json"):
+    for f in (
+        "results.csv",
+        "results.json",
+        "summary.md",
+        "runs/1x6_s1.json",
+        "runs/3x4_s1.json",
+        "models/3x4_s1.pt",
+        "models/3x4_s1.pt.json",
+    ):
         (part / f).unlink()
     # left: 1x6_s0 and 3x4_s0 finished, 1x6_s1 trained but not measured, 3x4_s1 not started
     r = _torchrun(2, SWEEP + ["--out", str(part)], tmp_path)
@@ -149,8 +202,27 @@ class Net(nn.Module):
 def test_a_rank_that_fails_fails_the_run_and_writes_nothing(tmp_path, monkeypatch, capsys):
     (tmp_path / "failing_net.py").write_text(FAILING_NET)
     out = tmp_path / "out"
-    args = ["measure", "--model", "failing_net:Net", "--data", "digits", "--method", "uniform", "--steps", "10",
-            "--max-pairs", "4000", "--batch-size", "64", "--workers", "1", "--no-progress", "--json", "--out", str(out)]
+    args = [
+        "measure",
+        "--model",
+        "failing_net:Net",
+        "--data",
+        "digits",
+        "--method",
+        "uniform",
+        "--steps",
+        "10",
+        "--max-pairs",
+        "4000",
+        "--batch-size",
+        "64",
+        "--workers",
+        "1",
+        "--no-progress",
+        "--json",
+        "--out",
+        str(out),
+    ]
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delenv("RANK", raising=False)
     assert cli_main(args[:-2]) == 0  # alone (outside torchrun) the model walks
@@ -168,8 +240,22 @@ def test_a_rank_that_fails_fails_the_run_and_writes_nothing(tmp_path, monkeypatc
 
 def test_three_ranks_share_ten_pairs(tmp_path, capsys):
     p = save_checkpoint(mlp("3x8", 64, 10, seed=2), tmp_path / "m.pt")
-    args = ["measure", "--model", str(p), "--data", "digits", "--pairs", "random", "--max-pairs", "10",
-            "--per-layer", "--workers", "1", "--json", "--no-progress"]
+    args = [
+        "measure",
+        "--model",
+        str(p),
+        "--data",
+        "digits",
+        "--pairs",
+        "random",
+        "--max-pairs",
+        "10",
+        "--per-layer",
+        "--workers",
+        "1",
+        "--json",
+        "--no-progress",
+    ]
     assert cli_main(args) == 0
     a = json.loads(capsys.readouterr().out)
     three = _torchrun(3, args, tmp_path)  # shards of 4, 3 and 3 pairs

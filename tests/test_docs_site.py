@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_doctests import public_names, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +49,7 @@ def documented_args(lines: list[str]) -> set[str]:
     indent = min((len(x) - len(x.lstrip()) for x in lines if x.strip()), default=0)
     names = set()
     for line in lines:
-        m = re.match(r"^ {%d}(\*{0,2}\w+)(?: \([^)]*\))?:" % indent, line)
+        m = re.match(rf"^ {{{indent}}}(\*{{0,2}}\w+)(?: \([^)]*\))?:", line)
         if m:
             names.add(m.group(1).lstrip("*"))
     return names
@@ -81,8 +80,11 @@ def test_docstring_has_the_sections_of_the_one_style(qualname: str) -> None:
     if inspect.isclass(obj) and issubclass(obj, BaseException):
         assert "Raises" not in found  # an exception is raised, it does not raise
         return
-    params = [p for name, p in inspect.signature(target).parameters.items()
-              if name not in ("self", "cls") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    params = [
+        p
+        for name, p in inspect.signature(target).parameters.items()
+        if name not in ("self", "cls") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
     if params:
         # a result class (a dataclass the library fills in) lists its fields as Attributes:
         kind = "Attributes" if dataclasses.is_dataclass(obj) else "Args"
@@ -96,8 +98,13 @@ def test_docstring_has_the_sections_of_the_one_style(qualname: str) -> None:
 def test_strict_build(tmp_path: Path) -> None:
     pytest.importorskip("mkdocs", reason="the site needs mkdocs (the dev extra: pip install -e '.[dev]')")
     pytest.importorskip("mkdocstrings", reason="the API reference needs mkdocstrings[python] (the dev extra)")
-    run = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert (tmp_path / "site" / "reference" / "folding" / "index.html").is_file()
     html = (tmp_path / "site" / "reference" / "folding" / "index.html").read_text(encoding="utf-8")
@@ -121,17 +128,23 @@ class _Page:
 
 def test_hook_rewrites_repository_paths_to_site_paths() -> None:
     hooks = load_hooks()
-    readme = ("See [the method](docs/method.md#the-exact-walk), ![a figure](docs/figures/a.png), "
-              "[a notebook](notebooks/01.ipynb), [results](benchmarks/RESULTS.md) and [x](https://example.org/a.md).\n"
-              "```\n[kept](docs/method.md)\n```\n[top](#set-up)")
+    readme = (
+        "See [the method](docs/method.md#the-exact-walk), ![a figure](docs/figures/a.png), "
+        "[a notebook](notebooks/01.ipynb), [results](benchmarks/RESULTS.md) and [x](https://example.org/a.md).\n"
+        "```\n[kept](docs/method.md)\n```\n[top](#set-up)"
+    )
     out = hooks.on_page_markdown(readme, _Page("index.md"), None, None)
-    assert out == ("See [the method](method.md#the-exact-walk), ![a figure](figures/a.png), "
-                   "[a notebook](repository/notebooks/01.ipynb), [results](repository/benchmarks/RESULTS.md) and "
-                   "[x](https://example.org/a.md).\n```\n[kept](docs/method.md)\n```\n[top](#set-up)")
+    assert out == (
+        "See [the method](method.md#the-exact-walk), ![a figure](figures/a.png), "
+        "[a notebook](repository/notebooks/01.ipynb), [results](repository/benchmarks/RESULTS.md) and "
+        "[x](https://example.org/a.md).\n```\n[kept](docs/method.md)\n```\n[top](#set-up)"
+    )
     page = "[tables](../experiments/results/t.md) [home](../README.md) [log](../CHANGELOG.md) [m](method.md)"
     assert hooks.on_page_markdown(page, _Page("adversarial.md"), None, None) == (
-        "[tables](repository/experiments/results/t.md) [home](index.md) [log](changelog.md) [m](method.md)")
+        "[tables](repository/experiments/results/t.md) [home](index.md) [log](changelog.md) [m](method.md)"
+    )
     # a page of the repository outside docs/ links back into docs/ by its own relative paths
     results = "[the method](../docs/method.md) [a script](bench_cli.py)"
     assert hooks.on_page_markdown(results, _Page("repository/benchmarks/RESULTS.md"), None, None) == (
-        "[the method](../../method.md) [a script](bench_cli.py)")
+        "[the method](../../method.md) [a script](bench_cli.py)"
+    )

@@ -43,7 +43,8 @@ def test_the_lightning_names_are_listed() -> None:
     import spacefold.lightning
 
     assert [n for n in public_names() if n.startswith("spacefold.lightning.")] == [
-        f"spacefold.lightning.{name}" for name in spacefold.lightning.__all__]
+        f"spacefold.lightning.{name}" for name in spacefold.lightning.__all__
+    ]
 
 
 def run_examples(tests: list[doctest.DocTest], qualname: str) -> None:
@@ -66,7 +67,10 @@ def test_module_docstring_examples_run() -> None:
     """The examples in the docstring of the module spacefold.testing (the one public module with some) run too."""
     import spacefold.testing
 
-    tests = [t for t in doctest.DocTestFinder(recurse=False).find(spacefold.testing, "spacefold.testing", globs={})
-             if t.examples]
+    tests = [
+        t
+        for t in doctest.DocTestFinder(recurse=False).find(spacefold.testing, "spacefold.testing", globs={})
+        if t.examples
+    ]
     assert tests, "spacefold.testing's docstring lost its example"
     run_examples(tests, "spacefold.testing")

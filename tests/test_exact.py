@@ -21,8 +21,7 @@ import spacefold as sf
 from spacefold._core import measure
 from spacefold._core.folding import walk_batch
 from spacefold._core.patterns import pattern_layout
-from spacefold._core.walk import WalkBatch
-from spacefold._core.walk import _kernels
+from spacefold._core.walk import WalkBatch, _kernels
 from spacefold._core.walk.exact import ExactWalkBatch, NotPiecewiseLinearError, exact_walks, verify
 from spacefold.testing import collapse, is_subsequence
 
@@ -71,8 +70,18 @@ class _Residual(nn.Module):
 def _conv(seed=0):
     torch.manual_seed(seed)
     net = nn.Sequential(
-        nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.AvgPool2d(2), nn.Conv2d(3, 4, 3, padding=1),
-        nn.PReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16, 8), nn.ReLU6(), nn.Dropout(0.3), nn.Linear(8, 3),
+        nn.Conv2d(1, 3, 3),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.PReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16, 8),
+        nn.ReLU6(),
+        nn.Dropout(0.3),
+        nn.Linear(8, 3),
     ).to(f64)
     with torch.no_grad():
         bn = net[1]
@@ -241,6 +250,7 @@ def test_functional_activation_and_untraceable_model_are_refused():
     assert torch.equal(got.patterns, ref.patterns) and got.patterns.shape[1] == 6
     with pytest.raises(NotPiecewiseLinearError, match="bisect"):
         exact_walks(Branchy(), torch.zeros(1, 2), torch.ones(1, 2))
+
     # a product of two input-dependent tensors is not piecewise linear
     class Square(nn.Module):
         def __init__(self):
@@ -329,7 +339,8 @@ def test_several_neurons_switching_at_the_same_t():
 
 
 def test_hamming1_counterexample_of_folding_md():
-    # docs/method.md, 'Walks: three samplers' (the hamming1 counterexample): h1 = ReLU(t), h2 = ReLU(t - 1); c = ReLU(h1 - 2 h2 - 1/2), d = ReLU(h1 - 3)
+    # docs/method.md, 'Walks: three samplers' (the hamming1 counterexample): h1 = ReLU(t), h2 = ReLU(t - 1);
+    # c = ReLU(h1 - 2 h2 - 1/2), d = ReLU(h1 - 3)
     net = _net_1d([1.0, 1.0], [0.0, -1.0], [[1.0, -2.0], [1.0, 0.0]], [-0.5, -3.0])
     f = sf.folding(net, torch.tensor([0.25], dtype=f64), torch.tensor([2.0], dtype=f64), method="exact")
     assert f.patterns.int().tolist() == [[1, 0, 0, 0], [1, 0, 1, 0], [1, 1, 1, 0], [1, 1, 0, 0]]
@@ -337,8 +348,12 @@ def test_hamming1_counterexample_of_folding_md():
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, 10_000), width=st.integers(1, 24), d=st.integers(1, 6),
-       act=st.sampled_from(["relu", "leaky", "hardtanh", "relu6"]))
+@given(
+    seed=st.integers(0, 10_000),
+    width=st.integers(1, 24),
+    d=st.integers(1, 6),
+    act=st.sampled_from(["relu", "leaky", "hardtanh", "relu6"]),
+)
 def test_one_hidden_layer_never_folds(seed, width, d, act):
     acts = {"relu": nn.ReLU, "leaky": lambda: nn.LeakyReLU(0.2), "hardtanh": nn.Hardtanh, "relu6": nn.ReLU6}
     net = _mlp([d, width, 3], [acts[act]], seed)
@@ -418,8 +433,9 @@ def test_cantornet_regions_are_exact(rep, depth):
 def test_same_region_counts_as_regioncam():
     rc = pytest.importorskip("regioncam")
     torch.manual_seed(11)
-    net = nn.Sequential(nn.Linear(6, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(),
-                        nn.Linear(32, 4)).eval()
+    net = nn.Sequential(
+        nn.Linear(6, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4)
+    ).eval()
     g = torch.Generator().manual_seed(11)
     x1, x2 = torch.randn(10, 6, generator=g), torch.randn(10, 6, generator=g)
     ours = exact_walks(net, x1, x2, tol=0.0).n_regions
@@ -489,8 +505,15 @@ class _Wide(nn.Module):
         super().__init__()
         torch.manual_seed(14)
         self.net = nn.Sequential(
-            nn.Linear(4, 96), nn.ReLU(), nn.Linear(96, 80), nn.Hardtanh(-0.5, 0.5), nn.Linear(80, 72),
-            nn.PReLU(72), nn.Linear(72, 64), nn.LeakyReLU(0.1), nn.Linear(64, 3),
+            nn.Linear(4, 96),
+            nn.ReLU(),
+            nn.Linear(96, 80),
+            nn.Hardtanh(-0.5, 0.5),
+            nn.Linear(80, 72),
+            nn.PReLU(72),
+            nn.Linear(72, 64),
+            nn.LeakyReLU(0.1),
+            nn.Linear(64, 3),
         )
         with torch.no_grad():
             self.net[5].weight.uniform_(-0.5, 0.5)
@@ -561,13 +584,24 @@ def _compiled_only(backend: str) -> None:
 def _relu_case(seed: int, widths: list[int], n: int):
     """A float64 ReLU MLP and n segments between Gaussian points (scale 2)."""
     g = torch.Generator().manual_seed(seed)
-    x1, x2 = 2 * torch.randn(n, widths[0], generator=g, dtype=f64), 2 * torch.randn(n, widths[0], generator=g, dtype=f64)
+    x1, x2 = (
+        2 * torch.randn(n, widths[0], generator=g, dtype=f64),
+        2 * torch.randn(n, widths[0], generator=g, dtype=f64),
+    )
     return _mlp(widths, [nn.ReLU], seed), x1, x2
 
 
 def _kernel_act(kind: int, width: int) -> nn.Module:
-    return [nn.ReLU(), nn.LeakyReLU(0.1), nn.PReLU(), nn.PReLU(width), nn.RReLU(0.05, 0.3), nn.Hardtanh(-0.5, 1.0),
-            nn.ReLU6(), nn.Hardtanh(0.2, 0.9)][kind]
+    return [
+        nn.ReLU(),
+        nn.LeakyReLU(0.1),
+        nn.PReLU(),
+        nn.PReLU(width),
+        nn.RReLU(0.05, 0.3),
+        nn.Hardtanh(-0.5, 1.0),
+        nn.ReLU6(),
+        nn.Hardtanh(0.2, 0.9),
+    ][kind]
 
 
 def _count_kernel_calls(monkeypatch) -> list[int]:
@@ -606,11 +640,19 @@ def test_relu_type_mlps_run_on_the_compiled_kernels(backend, dtype, monkeypatch)
     assert int(w.n_regions.min()) > 10
 
 
-@settings(max_examples=int(os.environ.get("SPACEFOLD_EXAMPLES", 40)), deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, 10_000), widths=st.lists(st.integers(1, 80), min_size=1, max_size=3),
-       kinds=st.lists(st.integers(0, 7), min_size=3, max_size=3), tol=st.sampled_from([0.0, 1e-9, 1e-4]),
-       select=st.integers(0, 7), tie_tol=st.sampled_from([0.0, 0.0, 0.05]))
+@settings(
+    max_examples=int(os.environ.get("SPACEFOLD_EXAMPLES", 40)),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    seed=st.integers(0, 10_000),
+    widths=st.lists(st.integers(1, 80), min_size=1, max_size=3),
+    kinds=st.lists(st.integers(0, 7), min_size=3, max_size=3),
+    tol=st.sampled_from([0.0, 1e-9, 1e-4]),
+    select=st.integers(0, 7),
+    tie_tol=st.sampled_from([0.0, 0.0, 0.05]),
+)
 def test_compiled_kernels_give_the_walks_of_the_torch_operations(backend, seed, widths, kinds, tol, select, tie_tol):
     """Agreement of two independent implementations of the same walk, layer choice, ``tol``
     merging and a bit threshold apart from the kinks included, on MLPs whose layers straddle
@@ -665,7 +707,7 @@ def test_the_kernels_self_test_rejects_a_wrong_result(backend, monkeypatch):
 
     def off_by_one(out, *args):
         real(out, *args)
-        out[args[0]:] += 1  # every new row wrong
+        out[args[0] :] += 1  # every new row wrong
 
     monkeypatch.setattr(_kernels, "_STATE", {})
     monkeypatch.setattr(_jit, "new_rows_linear", off_by_one)
@@ -679,13 +721,16 @@ def test_conv_and_residual_nets_split_on_the_kernels_too(backend, monkeypatch):
     its two kinks) are split by the kernel and the live tensors interpolated after it."""
     g = torch.Generator().manual_seed(23)
     conv, res = _conv(23), _Residual().to(f64).eval()
-    per_channel = nn.Sequential(nn.Conv2d(1, 3, 3), nn.PReLU(3), nn.Flatten(), nn.Linear(27, 4), nn.ReLU(),
-                                nn.Linear(4, 2)).to(f64)
+    per_channel = nn.Sequential(
+        nn.Conv2d(1, 3, 3), nn.PReLU(3), nn.Flatten(), nn.Linear(27, 4), nn.ReLU(), nn.Linear(4, 2)
+    ).to(f64)
     with torch.no_grad():
         per_channel[1].weight.copy_(torch.tensor([-0.5, 0.2, 0.7]))
-    cases = [(conv, torch.randn(8, 1, 10, 10, generator=g, dtype=f64), 3),
-             (res, 2 * torch.randn(10, 4, generator=g, dtype=f64), 3),
-             (per_channel.eval(), torch.randn(8, 1, 5, 5, generator=g, dtype=f64), 2)]
+    cases = [
+        (conv, torch.randn(8, 1, 10, 10, generator=g, dtype=f64), 3),
+        (res, 2 * torch.randn(10, 4, generator=g, dtype=f64), 3),
+        (per_channel.eval(), torch.randn(8, 1, 5, 5, generator=g, dtype=f64), 2),
+    ]
     if backend == "compiled":
         assert _kernels.available(float)  # compiled and self-tested before counting
     for net, x, n_kernel_layers in cases:

@@ -5,15 +5,14 @@ certificate of :func:`spacefold.verify`, and an unwritable Numba cache."""
 from __future__ import annotations
 
 import copy
-import operator
 
 import pytest
 import torch
 from torch import nn
 
-from spacefold.errors import InputError, InputTypeError
 from spacefold._core.measure import summarize
 from spacefold._core.walk.exact import ExactWalkBatch, NotPiecewiseLinearError, exact_walks
+from spacefold.errors import InputError, InputTypeError
 
 f64 = torch.float64
 
@@ -157,8 +156,13 @@ def test_an_unwritable_numba_cache_compiles_without_caching_with_one_warning(bac
         patch = ""
     src = os.path.join(os.path.dirname(__file__), "..", "src")
     env["PYTHONPATH"] = os.pathsep.join([os.path.abspath(src), env.get("PYTHONPATH", "")])
-    out = subprocess.run([sys.executable, "-c", _NO_CACHE_SCRIPT.format(patch=patch)], env=env, capture_output=True,
-                         text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", _NO_CACHE_SCRIPT.format(patch=patch)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr
     assert "walks 3 3" in out.stdout
     assert "kernels True" in out.stdout
@@ -476,9 +480,21 @@ def test_the_certificate_finds_every_invented_region(dtype):
     from spacefold import verify
 
     torch.manual_seed(2)
-    net = nn.Sequential(nn.Linear(2, 6), nn.ReLU(), nn.Unflatten(1, (1, 6)),
-                        nn.MaxPool1d(3, 2, padding=1, ceil_mode=True), nn.Flatten(), nn.Linear(4, 4), nn.Hardtanh(),
-                        nn.Linear(4, 2), nn.ReLU6()).to(dtype).eval()
+    net = (
+        nn.Sequential(
+            nn.Linear(2, 6),
+            nn.ReLU(),
+            nn.Unflatten(1, (1, 6)),
+            nn.MaxPool1d(3, 2, padding=1, ceil_mode=True),
+            nn.Flatten(),
+            nn.Linear(4, 4),
+            nn.Hardtanh(),
+            nn.Linear(4, 2),
+            nn.ReLU6(),
+        )
+        .to(dtype)
+        .eval()
+    )
     x1, x2 = 3 * torch.randn(2, 2, dtype=dtype), 3 * torch.randn(2, 2, dtype=dtype)
     w = exact_walks(net, x1, x2)
     assert verify(net, x1, x2, w).ok
@@ -497,8 +513,15 @@ def test_the_certificate_checks_kinks_without_bits_and_pooling_windows():
 
     torch.manual_seed(2)
     # Hardtanh bends at ±1 without a bit; max pooling bends where a window's arg-max changes
-    net = nn.Sequential(nn.Linear(4, 16), nn.Hardtanh(), nn.Unflatten(1, (1, 16)), nn.MaxPool1d(2),
-                        nn.Flatten(), nn.Linear(8, 6), nn.ReLU()).double()
+    net = nn.Sequential(
+        nn.Linear(4, 16),
+        nn.Hardtanh(),
+        nn.Unflatten(1, (1, 16)),
+        nn.MaxPool1d(2),
+        nn.Flatten(),
+        nn.Linear(8, 6),
+        nn.ReLU(),
+    ).double()
     x1, x2 = 3 * torch.randn(5, 4, dtype=f64), 3 * torch.randn(5, 4, dtype=f64)
     w = exact_walks(net, x1, x2)
     assert verify(net, x1, x2, w).ok

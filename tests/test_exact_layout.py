@@ -21,8 +21,18 @@ from spacefold._core.walk.exact.handlers import HANDLERS
 from spacefold._core.walk.exact.program import STEP_KINDS
 
 # what code outside the package imports from spacefold.walk.exact
-USED_OUTSIDE = ("ExactProgram", "ExactWalkBatch", "NotPiecewiseLinearError", "VerifyResult", "compile_model",
-                "exact_walks", "verify", "_interpolate", "_assemble", "_ranks")
+USED_OUTSIDE = (
+    "ExactProgram",
+    "ExactWalkBatch",
+    "NotPiecewiseLinearError",
+    "VerifyResult",
+    "compile_model",
+    "exact_walks",
+    "verify",
+    "_interpolate",
+    "_assemble",
+    "_ranks",
+)
 
 
 def test_every_module_of_the_package_imports_and_says_what_it_does():

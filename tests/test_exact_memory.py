@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from spacefold.errors import InputError
 from spacefold._core.measure import summarize
 from spacefold._core.walk import _kernels
 from spacefold._core.walk import exact as ex
 from spacefold._core.walk.exact import ExactWalkBatch, exact_walks
+from spacefold.errors import InputError
 
 f64 = torch.float64
 
@@ -32,9 +32,18 @@ def _cnn(seed: int = 0, bias: bool = True) -> nn.Module:
     """A small VGG-style net on 3 x 8 x 8 inputs: conv, batch norm (statistics away from 0 and 1), ReLU, max
     pooling, conv, ReLU, and two linear layers."""
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=bias), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
-                        nn.Conv2d(4, 6, 3, padding=1, bias=bias), nn.ReLU(), nn.Flatten(),
-                        nn.Linear(96, 20, bias=bias), nn.ReLU(), nn.Linear(20, 3))
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, bias=bias),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 6, 3, padding=1, bias=bias),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(96, 20, bias=bias),
+        nn.ReLU(),
+        nn.Linear(20, 3),
+    )
     with torch.no_grad():
         net[1].running_mean.normal_(0.0, 0.5)
         net[1].running_var.uniform_(0.5, 2.0)
@@ -162,8 +171,9 @@ def test_segments_walked_again_in_float64_are_counted_once_when_walked_in_pieces
     monkeypatch.setattr(ex.driver, "_dtype_tol", lambda dtype: 0.0)
     torch.manual_seed(0)
     # an affine layer first: the float64 walk of a piece interpolates the float64 values of that prefix
-    net = nn.Sequential(nn.Conv2d(1, 2, 1), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32, 16), nn.ReLU(),
-                        nn.Linear(16, 8), nn.ReLU())
+    net = nn.Sequential(
+        nn.Conv2d(1, 2, 1), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 8), nn.ReLU()
+    )
     x1, x2 = torch.randn(40, 1, 8, 8), torch.randn(40, 1, 8, 8)
     monkeypatch.setenv("SPACEFOLD_MEMORY", "40000")
     rec = _States(monkeypatch)
@@ -219,8 +229,19 @@ def test_the_walk_leaves_the_prefix_values_it_is_given_as_they_are():
     # the probe of the tensors' sizes runs the layers on one breakpoint: an in-place ReLU there must not
     # write into the values of the prefix (those of the first segment's start)
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(4, 4, 3, padding=1),
-                        nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(256, 5), nn.ReLU()).double().eval()
+    net = (
+        nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(4, 4, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Flatten(),
+            nn.Linear(256, 5),
+            nn.ReLU(),
+        )
+        .double()
+        .eval()
+    )
     x1, x2 = torch.randn(3, 3, 8, 8, dtype=f64), torch.randn(3, 3, 8, 8, dtype=f64)
     prog = ex.compile_model(net)
     p1, p2 = prog.prefix(x1), prog.prefix(x2)

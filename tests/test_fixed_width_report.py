@@ -22,8 +22,15 @@ def _study():
 
 
 def run(depth, width, seed, phi, acc=0.96, half=0.0):
-    return {"arch": f"{depth}x{width}", "depth": depth, "width": width, "seed": seed, "phi": phi,
-            "phi_ci": [phi - half, phi + half], "test_accuracy": acc}
+    return {
+        "arch": f"{depth}x{width}",
+        "depth": depth,
+        "width": width,
+        "seed": seed,
+        "phi": phi,
+        "phi_ci": [phi - half, phi + half],
+        "test_accuracy": acc,
+    }
 
 
 def test_spearman_interval_monotone_without_pair_spread():
@@ -76,6 +83,6 @@ def test_report_tables_cells_by_hand():
 
 def test_budget_family_names_and_widths():
     m = _study()
-    (name, archs), = [f for f in m.families([], range(2, 9), "2x80")]
+    ((name, archs),) = [f for f in m.families([], range(2, 9), "2x80")]
     assert name == "budget 70,090"
     assert [archs[d] for d in range(2, 9)] == ["2x80", "3x74", "4x70", "5x66", "6x63", "7x60", "8x58"]

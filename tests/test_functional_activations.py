@@ -13,9 +13,9 @@ from torch import nn
 
 import spacefold as sf
 from spacefold._core import patterns
-from spacefold.errors import InputError, InputTypeError
 from spacefold._core.folding import walk_batch
 from spacefold._core.walk.bisect import default_n0
+from spacefold.errors import InputError, InputTypeError
 
 f64 = torch.float64
 
@@ -86,8 +86,9 @@ def test_a_functional_call_gives_the_bits_of_its_module(f, module, site):
 
 
 def test_every_registered_module_type_has_a_functional_form():
-    made = {type(s.make((torch.zeros(2, 2),), {})) for s in patterns.FUNCTIONAL_ACTIVATIONS.values()
-            if s.name != "prelu"} | {nn.PReLU}
+    made = {
+        type(s.make((torch.zeros(2, 2),), {})) for s in patterns.FUNCTIONAL_ACTIVATIONS.values() if s.name != "prelu"
+    } | {nn.PReLU}
     for t in patterns._PIECEWISE_LINEAR + patterns._SMOOTH_MONOTONE + (nn.GLU,):
         assert t in made, t
 
@@ -134,8 +135,9 @@ def test_mixed_modules_and_functions_none_left_out():
     assert torch.equal(got, torch.cat([z1 > 0, z2 > 0, z3 > 0, z4 > 0], 1))
     # layers= picks call sites by name, and a type picks its modules and its functions
     assert torch.equal(sf.activation_patterns(net, x, layers="block:gelu"), z2 > 0)
-    assert torch.equal(sf.activation_patterns(net, x, layers=[":tanh", "act"]), got[:, [*range(5), *range(9, 12),
-                                                                                         *range(12, 15)]])
+    assert torch.equal(
+        sf.activation_patterns(net, x, layers=[":tanh", "act"]), got[:, [*range(5), *range(9, 12), *range(12, 15)]]
+    )
     assert torch.equal(sf.activation_patterns(net, x, layers=nn.Tanh), z3 > 0)
     assert torch.equal(sf.activation_patterns(net, x, layers=nn.GELU), z2 > 0)
     with pytest.raises(InputError, match=r"call site 'block:relu'.*'block:gelu'"):
@@ -146,13 +148,19 @@ def test_transformer_encoder_layers_relu_and_gelu_in_eval_mode():
     torch.manual_seed(0)
     for act in ("relu", "gelu"):
         layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation=act, batch_first=True)
-        model = nn.Sequential(nn.Unflatten(1, (3, 8)), nn.TransformerEncoder(layer, 2, enable_nested_tensor=False),
-                              nn.Flatten(), nn.Linear(24, 2)).eval()
+        model = nn.Sequential(
+            nn.Unflatten(1, (3, 8)),
+            nn.TransformerEncoder(layer, 2, enable_nested_tensor=False),
+            nn.Flatten(),
+            nn.Linear(24, 2),
+        ).eval()
         x = torch.randn(20, 24)
         # the pre-activations read independently: the output of every linear1, fast path off
         seen = []
-        hooks = [model[1].layers[i].linear1.register_forward_hook(lambda m, a, o, seen=seen: seen.append(o.detach()))
-                 for i in range(2)]
+        hooks = [
+            model[1].layers[i].linear1.register_forward_hook(lambda m, a, o, seen=seen: seen.append(o.detach()))
+            for i in range(2)
+        ]
         torch.backends.mha.set_fastpath_enabled(False)
         try:
             with torch.no_grad():

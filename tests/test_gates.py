@@ -13,10 +13,10 @@ from torch import nn
 
 import spacefold as sf
 from spacefold._core import patterns
-from spacefold.errors import InputError, InputTypeError
 from spacefold._core.folding import walk_batch
-from spacefold.nn import GEGLU, ReGLU, SwiGLU
 from spacefold._core.walk.bisect import NONCONVEX_N0, default_n0
+from spacefold.errors import InputError, InputTypeError
+from spacefold.nn import GEGLU, ReGLU, SwiGLU
 
 f64 = torch.float64
 

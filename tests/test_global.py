@@ -9,8 +9,8 @@ from torch import nn
 
 import spacefold as sf
 from spacefold._core.global_folding import GlobalFolding, median_nonzero
-from spacefold.models import mlp
 from spacefold._core.pairs import pair_plan
+from spacefold.models import mlp
 
 METHOD = "bisect"  # region-exact for ReLU networks
 
@@ -122,8 +122,18 @@ def _fake(chi, a=None, b=None):
     a = torch.zeros(n, dtype=torch.int64) if a is None else torch.as_tensor(a)
     b = torch.ones(n, dtype=torch.int64) if b is None else torch.as_tensor(b)
     z = torch.zeros(n, dtype=torch.int64)
-    return GlobalFolding(chi=chi, max_profile=chi, r1=z, r2=z, n_regions=z, label_a=a, label_b=b,
-                         method="bisect", pairs="inter-class", seed=0)
+    return GlobalFolding(
+        chi=chi,
+        max_profile=chi,
+        r1=z,
+        r2=z,
+        n_regions=z,
+        label_a=a,
+        label_b=b,
+        method="bisect",
+        pairs="inter-class",
+        seed=0,
+    )
 
 
 def test_bootstrap_degenerate_and_seeded():

@@ -25,8 +25,9 @@ def _segments(dtype, n=64):
 def test_point_segments_rule_by_hand():
     eps = torch.finfo(torch.float32).eps
     x1 = torch.tensor([[2.0, -1.0], [2.0, -1.0], [0.0, 0.0], [0.0, 0.0]])
-    x2 = torch.tensor([[2.0, -1.0 + 1.9 * math.sqrt(eps)], [2.0, -1.0 + 2.1 * math.sqrt(eps)], [0.0, 0.0],
-                       [0.0, 1e-30]])
+    x2 = torch.tensor(
+        [[2.0, -1.0 + 1.9 * math.sqrt(eps)], [2.0, -1.0 + 2.1 * math.sqrt(eps)], [0.0, 0.0], [0.0, 1e-30]]
+    )
     # scale = 2 (the largest coordinate): a step of 1.9 √ε is within 2 √ε, 2.1 √ε is not;
     # the zero vector to itself is a point, the zero vector to 1e-30 is not (nothing to round)
     assert point_segments(x1, x2).tolist() == [True, False, True, False]
@@ -78,15 +79,18 @@ def _exit_2(capsys, argv, needle: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("argv, option", [
-    (["sweep", "--seeds", "0", "0"], "--seeds"),
-    (["sweep", "--seeds", "0", "1", "0"], "--seeds"),
-    (["sweep", "--archs", "3x20", "20-20-20"], "--archs"),  # one architecture in two spellings
-    (["plot", "path", "--cantornet", "1", "--index", "1", "1", "-o", "x.png"], "--index"),
-    (["plot", "path", "--cantornet", "1", "--format", "png", "PNG", "-o", "x.png"], "--format"),
-    (["adversarial", "--model", "m.pt", "--data", "blobs", "--classes", "1", "1"], "--classes"),
-    (["adversarial", "--model", "m.pt", "--data", "blobs", "--attacks", "fgsm", "FGSM"], "--attacks"),
-])
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["sweep", "--seeds", "0", "0"], "--seeds"),
+        (["sweep", "--seeds", "0", "1", "0"], "--seeds"),
+        (["sweep", "--archs", "3x20", "20-20-20"], "--archs"),  # one architecture in two spellings
+        (["plot", "path", "--cantornet", "1", "--index", "1", "1", "-o", "x.png"], "--index"),
+        (["plot", "path", "--cantornet", "1", "--format", "png", "PNG", "-o", "x.png"], "--format"),
+        (["adversarial", "--model", "m.pt", "--data", "blobs", "--classes", "1", "1"], "--classes"),
+        (["adversarial", "--model", "m.pt", "--data", "blobs", "--attacks", "fgsm", "FGSM"], "--attacks"),
+    ],
+)
 def test_repeated_list_values_are_refused(capsys, monkeypatch, tmp_path, argv, option):
     monkeypatch.chdir(tmp_path)
     line = _exit_2(capsys, argv, option)
@@ -127,8 +131,10 @@ def test_check_size_names_the_size_and_the_limit(monkeypatch):
     _util.check_size("steps", 10, 2 << 30, "the points")  # exactly the memory: allowed
     with pytest.raises(InputError) as err:
         _util.check_size("steps", 10**9, 3 << 30, "the points of one segment")
-    assert str(err.value) == ("steps = 1000000000 would need 3.0 GiB for the points of one segment, more than the "
-                              "2.0 GiB of memory of this machine")
+    assert str(err.value) == (
+        "steps = 1000000000 would need 3.0 GiB for the points of one segment, more than the "
+        "2.0 GiB of memory of this machine"
+    )
     assert _util.physical_memory is not None
 
 
@@ -140,14 +146,21 @@ def test_physical_memory_is_the_machine_s():
     assert physical_memory() == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["measure", "--data", "blobs", "--method", "uniform", "--steps", "100000000000"],
-     "steps = 100000000000 would need"),
-    (["measure", "--data", "blobs", "--method", "uniform", "--steps", "10000", "--batch-size", "100000000"],
-     "batch_size = 100000000 would need"),
-    (["measure", "--data", "blobs", "--ci", "--n-boot", "100000000000"], "n_boot = 100000000000 would need"),
-    (["cantornet", "--method", "uniform", "--steps", "100000000000"], "steps = 100000000000 would need"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (
+            ["measure", "--data", "blobs", "--method", "uniform", "--steps", "100000000000"],
+            "steps = 100000000000 would need",
+        ),
+        (
+            ["measure", "--data", "blobs", "--method", "uniform", "--steps", "10000", "--batch-size", "100000000"],
+            "batch_size = 100000000 would need",
+        ),
+        (["measure", "--data", "blobs", "--ci", "--n-boot", "100000000000"], "n_boot = 100000000000 would need"),
+        (["cantornet", "--method", "uniform", "--steps", "100000000000"], "steps = 100000000000 would need"),
+    ],
+)
 def test_cli_sizes_refused_before_the_walks(capsys, monkeypatch, blobs_model, argv, needle):
     import importlib
 
@@ -156,8 +169,11 @@ def test_cli_sizes_refused_before_the_walks(capsys, monkeypatch, blobs_model, ar
     monkeypatch.setattr(_util, "physical_memory", lambda: 16 << 30)
     if argv[0] == "measure":
         argv = [argv[0], "--model", blobs_model, *argv[1:], "--no-progress"]
-        monkeypatch.setattr(importlib.import_module("spacefold._core.walk.uniform"), "uniform_walks",
-                            lambda *a, **k: pytest.fail("walked"))
+        monkeypatch.setattr(
+            importlib.import_module("spacefold._core.walk.uniform"),
+            "uniform_walks",
+            lambda *a, **k: pytest.fail("walked"),
+        )
     line = _exit_2(capsys, argv, needle)
     assert "16.0 GiB of memory of this machine" in line
 
@@ -167,16 +183,25 @@ def test_cli_train_sizes_refused_before_training(capsys, monkeypatch, tmp_path):
 
     monkeypatch.setattr(_util, "physical_memory", lambda: 16 << 30)
     out = tmp_path / "t"
-    line = _exit_2(capsys, ["train", "--arch", "100000x100000", "--data", "blobs", "--out", str(out)],
-                   "arch = 100000x100000 would need")
+    line = _exit_2(
+        capsys,
+        ["train", "--arch", "100000x100000", "--data", "blobs", "--out", str(out)],
+        "arch = 100000x100000 would need",
+    )
     assert "parameters" in line and not out.exists()
     pytest.importorskip("sklearn")
-    line = _exit_2(capsys, ["train", "--arch", "3x20", "--data", "digits", "--n-train", "100000000", "--out", str(out)],
-                   "--n-train must be at most 1348")
+    line = _exit_2(
+        capsys,
+        ["train", "--arch", "3x20", "--data", "digits", "--n-train", "100000000", "--out", str(out)],
+        "--n-train must be at most 1348",
+    )
     assert "got 100000000" in line and not out.exists()
     _exit_2(capsys, ["sweep", "--data", "blobs", "--n-boot", "100000000000", "--out", str(out)], "n_boot = ")
-    _exit_2(capsys, ["sweep", "--data", "blobs", "--method", "uniform", "--steps", "100000000000", "--out", str(out)],
-            "steps = 100000000000 would need")
+    _exit_2(
+        capsys,
+        ["sweep", "--data", "blobs", "--method", "uniform", "--steps", "100000000000", "--out", str(out)],
+        "steps = 100000000000 would need",
+    )
     assert not out.exists()
 
 
@@ -262,8 +287,11 @@ def test_idx_header_with_a_zero_dimension_names_the_file(tmp_path):
 
 
 def test_factory_that_needs_arguments_is_one_line(capsys):
-    line = _exit_2(capsys, ["measure", "--model", "spacefold.models:mlp", "--data", "blobs"],
-                   "the factory must be callable with no arguments")
+    line = _exit_2(
+        capsys,
+        ["measure", "--model", "spacefold.models:mlp", "--data", "blobs"],
+        "the factory must be callable with no arguments",
+    )
     assert "'arch'" in line
 
 
@@ -290,8 +318,11 @@ def test_report_with_a_file_name_that_is_not_utf8(tmp_path):
 
 
 def test_plot_path_refuses_model_with_cantornet(capsys, blobs_model, tmp_path):
-    _exit_2(capsys, ["plot", "path", "--model", blobs_model, "--cantornet", "2", "-o", str(tmp_path / "p.png")],
-            "--cantornet 2 plots CantorNet, so --model/--weights cannot be given with it")
+    _exit_2(
+        capsys,
+        ["plot", "path", "--model", blobs_model, "--cantornet", "2", "-o", str(tmp_path / "p.png")],
+        "--cantornet 2 plots CantorNet, so --model/--weights cannot be given with it",
+    )
     assert not (tmp_path / "p.png").exists()
 
 
@@ -304,11 +335,17 @@ def test_truncated_pt2_is_one_line(tmp_path):
     torch.export.save(torch.export.export(model, (torch.randn(2, 2),)), full)
     cut = tmp_path / "cut.pt2"
     cut.write_bytes(full.read_bytes()[:3000])
-    r = subprocess.run([sys.executable, "-m", "spacefold", "measure", "--model", str(cut), "--data", "blobs"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "spacefold", "measure", "--model", str(cut), "--data", "blobs"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2 and r.stdout == ""
-    assert r.stderr.strip().splitlines() == [f"spacefold measure: error: model {cut} is not a torch.export archive "
-                                             "(.pt2 from torch.export.save): File is not a zip file"]
+    assert r.stderr.strip().splitlines() == [
+        f"spacefold measure: error: model {cut} is not a torch.export archive "
+        "(.pt2 from torch.export.save): File is not a zip file"
+    ]
 
 
 def test_missing_extra_is_one_line_exit_2(tmp_path):
@@ -316,13 +353,16 @@ def test_missing_extra_is_one_line_exit_2(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; sys.modules['matplotlib'] = None\n"
-            "from spacefold.cli import main\n"
-            f"sys.exit(main(['plot', 'path', '--cantornet', '1', '-o', {str(tmp_path / 'p.png')!r}]))\n")
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "from spacefold.cli import main\n"
+        f"sys.exit(main(['plot', 'path', '--cantornet', '1', '-o', {str(tmp_path / 'p.png')!r}]))\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip().splitlines() == [
-        "spacefold plot: error: plots need matplotlib: pip install 'spacefold[plot]'"]
+        "spacefold plot: error: plots need matplotlib: pip install 'spacefold[plot]'"
+    ]
     assert not (tmp_path / "p.png").exists()
 
 
@@ -331,13 +371,16 @@ def test_missing_extra_of_demo_is_one_line_exit_2(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; sys.modules['sklearn'] = None\n"
-            "from spacefold.cli import main\n"
-            f"sys.exit(main(['demo', '--out', {str(tmp_path / 'demo')!r}]))\n")
+    code = (
+        "import sys; sys.modules['sklearn'] = None\n"
+        "from spacefold.cli import main\n"
+        f"sys.exit(main(['demo', '--out', {str(tmp_path / 'demo')!r}]))\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip().splitlines() == [
-        "spacefold demo: error: the digits data set needs scikit-learn: pip install 'spacefold[data]'"]
+        "spacefold demo: error: the digits data set needs scikit-learn: pip install 'spacefold[data]'"
+    ]
     assert not (tmp_path / "demo").exists()
 
 
@@ -361,11 +404,31 @@ def test_image_size_option_resizes_image_folders(capsys, tmp_path):
     from spacefold.cli import main
 
     _image_folder(tmp_path / "imgs", (8, 6))
-    line = _exit_2(capsys, ["train", "--arch", "4", "--data", str(tmp_path / "imgs"), "--out", str(tmp_path / "o")],
-                   "images must have one size")
+    line = _exit_2(
+        capsys,
+        ["train", "--arch", "4", "--data", str(tmp_path / "imgs"), "--out", str(tmp_path / "o")],
+        "images must have one size",
+    )
     assert "--image-size" in line
-    rc = main(["train", "--arch", "4", "--data", str(tmp_path / "imgs"), "--image-size", "5", "--epochs", "1",
-               "--track-pairs", "2", "--out", str(tmp_path / "o"), "--no-progress", "--json"])
+    rc = main(
+        [
+            "train",
+            "--arch",
+            "4",
+            "--data",
+            str(tmp_path / "imgs"),
+            "--image-size",
+            "5",
+            "--epochs",
+            "1",
+            "--track-pairs",
+            "2",
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+            "--json",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and '"epochs"' in out
     from spacefold.models import load_checkpoint
@@ -378,8 +441,11 @@ def test_class_folders_without_images_say_what_was_found(capsys, tmp_path):
     for c in ("cats", "dogs"):
         (tmp_path / "d" / c).mkdir(parents=True)
         (tmp_path / "d" / c / "notes.txt").write_text("x")
-    line = _exit_2(capsys, ["train", "--arch", "4", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o")],
-                   "found 2 sub-folders (cats, dogs) but no image")
+    line = _exit_2(
+        capsys,
+        ["train", "--arch", "4", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o")],
+        "found 2 sub-folders (cats, dogs) but no image",
+    )
     assert "MNIST files not found" not in line
 
 
@@ -397,11 +463,17 @@ def test_torchscript_input_size_mismatch_is_one_line(tmp_path):
     import sys
 
     path = _traced(tmp_path, 5)
-    r = subprocess.run([sys.executable, "-m", "spacefold", "measure", "--model", str(path), "--data", "blobs"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "spacefold", "measure", "--model", str(path), "--data", "blobs"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2 and r.stdout == ""
-    assert r.stderr.strip().splitlines() == [f"spacefold measure: error: model {path} does not take inputs of shape "
-                                             "(2,) (its first layer takes 5 input features)"]
+    assert r.stderr.strip().splitlines() == [
+        f"spacefold measure: error: model {path} does not take inputs of shape "
+        "(2,) (its first layer takes 5 input features)"
+    ]
 
 
 def test_plot_plane_of_torchscript_warns_nothing(tmp_path):
@@ -437,8 +509,25 @@ def test_adversarial_takes_torchscript_with_the_checkpoint_s_numbers(capsys, tmp
     torch.jit.save(torch.jit.trace(model, data.x_test[:2]), tmp_path / "ts.pt")
     results = []
     for name in ("m.pt", "ts.pt"):
-        argv = ["adversarial", "--model", str(tmp_path / name), "--data", "blobs", "--classes", "0", "1",
-                "--attacks", "fgsm", "--eps", "0.5", "--max-pairs", "40", "--n-boot", "20", "--json"]
+        argv = [
+            "adversarial",
+            "--model",
+            str(tmp_path / name),
+            "--data",
+            "blobs",
+            "--classes",
+            "0",
+            "1",
+            "--attacks",
+            "fgsm",
+            "--eps",
+            "0.5",
+            "--max-pairs",
+            "40",
+            "--n-boot",
+            "20",
+            "--json",
+        ]
         assert main(argv) == 0
         res = json.loads(capsys.readouterr().out)
         res.pop("model")
@@ -457,8 +546,9 @@ def test_unflatten_in_a_converted_program_is_walked_as_the_reshape_it_is(tmp_pat
     from spacefold.data.load import load_model
 
     torch.manual_seed(0)
-    m = nn.Sequential(nn.Linear(4, 12), nn.ReLU(), nn.Unflatten(1, (3, 4)), nn.Flatten(), nn.Linear(12, 6),
-                      nn.ReLU(), nn.Linear(6, 2)).double()
+    m = nn.Sequential(
+        nn.Linear(4, 12), nn.ReLU(), nn.Unflatten(1, (3, 4)), nn.Flatten(), nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 2)
+    ).double()
     ex = torch.randn(2, 4, dtype=torch.float64)
     path = tmp_path / f"m{suffix}"
     if suffix == ".pt":

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 import spacefold as sf
-from spacefold._core import measure
 from spacefold._core import folding as folding_mod
+from spacefold._core import measure
 
 
 @pytest.fixture
@@ -82,7 +82,9 @@ def test_steps(net):
 
 
 def test_unknown_method_and_stop_rule(net):
-    with pytest.raises(ValueError, match=r"method must be one of 'exact', 'bisect', 'uniform', 'certified', got 'grid'"):
+    with pytest.raises(
+        ValueError, match=r"method must be one of 'exact', 'bisect', 'uniform', 'certified', got 'grid'"
+    ):
         sf.folding(net, A, B, method="grid")
     with pytest.raises(ValueError, match="method must be one of"):
         sf.folding_batch(net, XA, XB, method="Bisect")
@@ -236,7 +238,9 @@ def test_pad_walks_and_ragged_ranges_inputs():
         measure.pad_walks([])
     with pytest.raises(TypeError, match="walks must be a sequence of walks"):
         measure.pad_walks(WALK)
-    with pytest.raises(ValueError, match=r"walks must all have the same n_neurons, got 2 for walks\[0\] and 3 for walks\[1\]"):
+    with pytest.raises(
+        ValueError, match=r"walks must all have the same n_neurons, got 2 for walks\[0\] and 3 for walks\[1\]"
+    ):
         measure.pad_walks([WALK, torch.zeros(2, 3, dtype=torch.bool)])
     with pytest.raises(ValueError, match=r"walks\[1\] must hold only 0 and 1"):
         measure.pad_walks([WALK, torch.full((2, 2), 3)])

@@ -78,8 +78,9 @@ for name in ("walk", "folding", "global_folding", "cantornet", "folding_batch"):
     assert isinstance(getattr(spacefold, name), types.FunctionType), name
 print("ok")
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=None, cwd=str(SRC.parent), timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=None, cwd=str(SRC.parent), timeout=300
+    )
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
@@ -90,8 +91,7 @@ def test_the_command_line_entry_points():
     assert script is not None
     module, _, name = script.group(1).partition(":")
     assert callable(getattr(importlib.import_module(module), name))
-    out = subprocess.run([sys.executable, "-m", "spacefold", "--version"], capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run([sys.executable, "-m", "spacefold", "--version"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.startswith("spacefold ") and not out.stderr
 
 
@@ -175,23 +175,34 @@ def test_no_source_module_is_over_800_lines():
 
 # the rank of each home: a module may import modules of its own rank or lower, never higher
 RANKS = {
-    "spacefold.errors": 0, "spacefold._util": 0, "spacefold._version": 0,
+    "spacefold.errors": 0,
+    "spacefold._util": 0,
+    "spacefold._version": 0,
     "spacefold._core.parallel": 1,  # worker processes and ranks: needs nothing of the measure
     "spacefold._core.rules": 2,  # the bit rule of every activation: what patterns records
     "spacefold._core.patterns": 2,
+    "spacefold._core.checks": 2,  # checks of models and inputs, where a model lives
     "spacefold._core.walk": 3,
     "spacefold._core.measure": 4,
     "spacefold._core.pairs": 4,
-    "spacefold._core.pipeline": 5, "spacefold._core.folding": 5,
-    "spacefold._core.plane": 5, "spacefold._core._plane_jit": 5,
+    "spacefold._core.pipeline": 5,
+    "spacefold._core.folding": 5,
+    "spacefold._core.plane": 5,
+    "spacefold._core._plane_jit": 5,
     "spacefold._core.global_folding": 6,
     "spacefold._core": 6,
-    "spacefold.nn": 7, "spacefold.models": 7,
-    "spacefold.data": 8, "spacefold.training": 8,
-    "spacefold.studies": 9, "spacefold.testing": 9,
+    "spacefold.nn": 7,
+    "spacefold.models": 7,
+    "spacefold.data": 8,
+    "spacefold.training": 8,
+    "spacefold.studies": 9,
+    "spacefold.testing": 9,
     "spacefold.viz": 10,
-    "spacefold": 12, "spacefold.lightning": 12, "spacefold._compat": 12,
-    "spacefold.cli": 13, "spacefold.__main__": 13,  # the command line calls the public API, like a user
+    "spacefold": 12,
+    "spacefold.lightning": 12,
+    "spacefold._compat": 12,
+    "spacefold.cli": 13,
+    "spacefold.__main__": 13,  # the command line calls the public API, like a user
 }
 
 
@@ -254,7 +265,7 @@ def test_imports_form_no_cycle_at_file_or_package_level():
             stack.append(n)
             for m in sorted(g.get(n, ())):
                 if state.get(m) == 1:
-                    return stack[stack.index(m):] + [m]
+                    return stack[stack.index(m) :] + [m]
                 if m not in state and (found := visit(m)):
                     return found
             stack.pop()

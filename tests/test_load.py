@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import spacefold as sf
-from spacefold.errors import InputError, InputTypeError
 from spacefold.data.load import fit_input_shape, load_data, load_model
+from spacefold.errors import InputError, InputTypeError
 
 
 def _mlp():
@@ -52,13 +52,15 @@ def test_torchscript(tmp_path):
 
 
 def test_factory_with_weights(tmp_path, monkeypatch):
-    (tmp_path / "mynets.py").write_text(textwrap.dedent("""
+    (tmp_path / "mynets.py").write_text(
+        textwrap.dedent("""
         from torch import nn
         def net():
             return nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 5), nn.LeakyReLU(0.1), nn.Linear(5, 3))
         def not_a_module():
             return 3
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     m = _mlp()
     torch.save(m.state_dict(), tmp_path / "w.pt")
@@ -164,14 +166,16 @@ def test_cli_any_model_and_image_folder(tmp_path, monkeypatch, capsys):
     archive; bad factories and archives exit 2 with one line."""
     from spacefold.cli import main
 
-    (tmp_path / "convnets.py").write_text(textwrap.dedent("""
+    (tmp_path / "convnets.py").write_text(
+        textwrap.dedent("""
         from torch import nn
         def conv():
             return nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 4), nn.ReLU(),
                                  nn.Linear(4, 3))
         def broken():
             return "not a model"
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     _image_folder(tmp_path / "imgs", n=6, size=(6, 6))
     import convnets
@@ -179,27 +183,67 @@ def test_cli_any_model_and_image_folder(tmp_path, monkeypatch, capsys):
     torch.manual_seed(0)
     torch.save(convnets.conv().state_dict(), tmp_path / "w.pt")
     out = tmp_path / "m"
-    assert main(["measure", "--model", "convnets:conv", "--weights", str(tmp_path / "w.pt"), "--data",
-                 str(tmp_path / "imgs"), "--pairs", "all", "--no-progress", "--json", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "measure",
+                "--model",
+                "convnets:conv",
+                "--weights",
+                str(tmp_path / "w.pt"),
+                "--data",
+                str(tmp_path / "imgs"),
+                "--pairs",
+                "all",
+                "--no-progress",
+                "--json",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = __import__("json").loads(capsys.readouterr().out)
     assert res["n_paths"] > 0 and res["method"] == "exact"
-    assert main(["plot", "plane", "--model", "convnets:conv", "--weights", str(tmp_path / "w.pt"), "--data",
-                 str(tmp_path / "imgs"), "-o", str(out / "plane.png")]) == 0
+    assert (
+        main(
+            [
+                "plot",
+                "plane",
+                "--model",
+                "convnets:conv",
+                "--weights",
+                str(tmp_path / "w.pt"),
+                "--data",
+                str(tmp_path / "imgs"),
+                "-o",
+                str(out / "plane.png"),
+            ]
+        )
+        == 0
+    )
     assert (out / "plane.png").stat().st_size > 5000
     capsys.readouterr()
     assert main(["measure", "--model", "convnets:broken", "--data", str(tmp_path / "imgs")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "must return a torch.nn.Module, got str" in err[0]
     (tmp_path / "bad.pt2").write_bytes(b"PK not really")
-    assert main(["plot", "path", "--model", str(tmp_path / "bad.pt2"), "--data", "digits", "-o",
-                 str(tmp_path / "x.png")]) == 2
+    assert (
+        main(["plot", "path", "--model", str(tmp_path / "bad.pt2"), "--data", "digits", "-o", str(tmp_path / "x.png")])
+        == 2
+    )
     assert "not a torch.export archive" in capsys.readouterr().err
     m = _mlp()
-    ep = torch.export.export(nn.Sequential(nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10)), (torch.zeros(2, 64),),
-                             dynamic_shapes=({0: torch.export.Dim("batch")},))
+    ep = torch.export.export(
+        nn.Sequential(nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 10)),
+        (torch.zeros(2, 64),),
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+    )
     torch.export.save(ep, tmp_path / "d.pt2")
-    assert main(["plot", "path", "--model", str(tmp_path / "d.pt2"), "--data", "digits", "-o",
-                 str(tmp_path / "d.svg")]) == 0
+    assert (
+        main(["plot", "path", "--model", str(tmp_path / "d.pt2"), "--data", "digits", "-o", str(tmp_path / "d.svg")])
+        == 0
+    )
     assert (tmp_path / "d.svg").is_file()
     sys.modules.pop("convnets", None)
     del m

@@ -1,4 +1,5 @@
-"""Measures on binary walks: the worked examples of docs/method.md, 'Worked examples' and the properties in 'The folding measure'.
+"""Measures on binary walks: the worked examples of docs/method.md, 'Worked examples' and the properties in
+'The folding measure'.
 
 Every library value is compared with a small reference written here with Python
 ints and fractions (it never calls the library).

@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import spacefold as sf
-from spacefold.errors import InputError, InputTypeError
 from spacefold._core.global_folding import median_nonzero
-from spacefold.training.metric import FoldingMetric, farey_length, folding_statistics, histogram_median
 from spacefold._core.measure import chi_from_ranges
+from spacefold.errors import InputError, InputTypeError
+from spacefold.training.metric import FoldingMetric, farey_length, folding_statistics, histogram_median
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,11 @@ def test_metric_over_batches_equals_global_folding(folded, chunk):
         metric.update(folded.chi[k : k + chunk], folded.max_profile[k : k + chunk])
     out = _as_dict(metric.compute())
     assert (out["phi"], out["phi_max"], out["fraction_folded"], out["n_paths"]) == (
-        folded.phi, folded.phi_max, folded.fraction_folded, folded.n_paths)
+        folded.phi,
+        folded.phi_max,
+        folded.fraction_folded,
+        folded.n_paths,
+    )
 
 
 def test_metric_on_folding_batches_equals_global_folding_of_the_same_pairs():
@@ -145,7 +149,11 @@ def test_merge_state_as_in_ddp(folded):
     a.merge_state(b)
     out = _as_dict(a.compute())
     assert (out["phi"], out["phi_max"], out["fraction_folded"], out["n_paths"]) == (
-        folded.phi, folded.phi_max, folded.fraction_folded, folded.n_paths)
+        folded.phi,
+        folded.phi_max,
+        folded.fraction_folded,
+        folded.n_paths,
+    )
 
 
 def _ddp_worker(rank: int, world: int, port: int, chi: torch.Tensor, mx: torch.Tensor, out: str) -> None:
@@ -186,7 +194,11 @@ def test_sync_across_two_gloo_processes(folded, tmp_path):
     for rank in (0, 1):
         res = torch.load(f"{out}.{rank}", weights_only=True)
         assert (res["phi"], res["phi_max"], res["fraction_folded"], res["n_paths"]) == (
-            folded.phi, folded.phi_max, folded.fraction_folded, float(folded.n_paths))
+            folded.phi,
+            folded.phi_max,
+            folded.fraction_folded,
+            float(folded.n_paths),
+        )
 
 
 # --------------------------------------------------------------------------- bad input

@@ -29,8 +29,15 @@ from spacefold.models.train import accuracy, train, train_mlp
 
 @pytest.mark.parametrize(
     "arch, widths",
-    [("3x20", (20, 20, 20)), ("1x60", (60,)), (" 5 x 12 ", (12,) * 5), ("30-20", (30, 20)), ("30,20,10", (30, 20, 10)),
-     ("0", ()), ([4, 5], (4, 5))],
+    [
+        ("3x20", (20, 20, 20)),
+        ("1x60", (60,)),
+        (" 5 x 12 ", (12,) * 5),
+        ("30-20", (30, 20)),
+        ("30,20,10", (30, 20, 10)),
+        ("0", ()),
+        ([4, 5], (4, 5)),
+    ],
 )
 def test_parse_arch(arch, widths):
     assert parse_arch(arch) == widths
@@ -71,7 +78,7 @@ def test_mlp_seeded_and_leaves_global_rng():
     assert torch.equal(before, after)  # the global generator was not advanced
     b = mlp("2x8", 4, 3, seed=7)
     c = mlp("2x8", 4, 3, seed=8)
-    for (ka, va), (_, vb), (_, vc) in zip(a.state_dict().items(), b.state_dict().items(), c.state_dict().items()):
+    for (ka, va), (_, vb), (_, _vc) in zip(a.state_dict().items(), b.state_dict().items(), c.state_dict().items()):
         assert torch.equal(va, vb), ka
     assert any(not torch.equal(va, vc) for va, vc in zip(a.state_dict().values(), c.state_dict().values()))
 
@@ -230,14 +237,17 @@ def test_shape_mismatch_reason_is_given_in_full(tmp_path):
     assert "\n" not in msg and "net.0.weight" in msg and "(4, 3)" in msg and "(4, 2)" in msg
 
 
-@pytest.mark.parametrize("cfg,needle", [
-    ({"in_features": 2, "hidden": [4], "n_classes": 2, "activation": "swish"}, "activation"),
-    ({"in_features": "2", "hidden": [4], "n_classes": 2}, "in_features"),
-    ({"in_features": 2, "hidden": 4, "n_classes": 2}, "hidden"),
-    ({"in_features": 2, "hidden": [True], "n_classes": 2}, "hidden"),
-    ({"in_features": 2, "hidden": [4]}, "n_classes"),
-    ([2, 4, 2], "JSON object"),
-])
+@pytest.mark.parametrize(
+    "cfg,needle",
+    [
+        ({"in_features": 2, "hidden": [4], "n_classes": 2, "activation": "swish"}, "activation"),
+        ({"in_features": "2", "hidden": [4], "n_classes": 2}, "in_features"),
+        ({"in_features": 2, "hidden": 4, "n_classes": 2}, "hidden"),
+        ({"in_features": 2, "hidden": [True], "n_classes": 2}, "hidden"),
+        ({"in_features": 2, "hidden": [4]}, "n_classes"),
+        ([2, 4, 2], "JSON object"),
+    ],
+)
 def test_malformed_configs(tmp_path, cfg, needle):
     p = save_checkpoint(mlp("1x4", 2, 2), tmp_path / "m.pt")
     raw = _payload(p)

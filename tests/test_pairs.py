@@ -225,8 +225,12 @@ def test_plan_version_1_pinned_draws():
     assert i.tolist() == [2, 19, 19, 28, 37] and j.tolist() == [29, 24, 34, 24, 2]
     y3 = (torch.arange(1000) * 7919) % 10
     fp = plan_fingerprint(pair_plan(y3, "all", max_pairs=400, seed=0))
-    assert fp == {"plan_version": 1, "mode": "all", "n_pairs": 400,
-                  "sha256": "f6334543890719af4fae59043966b17fb58018feb07ae71abf133380c3cbd0da"}
+    assert fp == {
+        "plan_version": 1,
+        "mode": "all",
+        "n_pairs": 400,
+        "sha256": "f6334543890719af4fae59043966b17fb58018feb07ae71abf133380c3cbd0da",
+    }
 
 
 def test_plan_fingerprint_tells_plans_apart():

@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 
 import spacefold as sf
 from spacefold._core import parallel
+from spacefold._core.folding import MAX_CHUNK, WalkOptions, chunk_size, memory_budget
+from spacefold._core.patterns import PatternRecorder
 from spacefold.cli import main as cli_main
 from spacefold.errors import InputError, InputTypeError
-from spacefold._core.folding import MAX_CHUNK, WalkOptions, chunk_size, memory_budget
 from spacefold.models import mlp, save_checkpoint
-from spacefold._core.patterns import PatternRecorder
 
 FIELDS = ("chi", "r1", "r2", "n_regions", "max_profile")
 TIMING = ("wall_seconds", "paths_per_second", "workers", "world_size")
@@ -114,8 +114,17 @@ def test_chunk_size_from_the_memory_budget(setup, monkeypatch):
     with rec:
         net(x[:1])
     layout = rec.layout()
-    opts = WalkOptions.check(method="uniform", steps=100, tol=None, tie_tol=0.0, layers=None, n0=None,
-                             stop="strict", batch_size=None, dtype=None)
+    opts = WalkOptions.check(
+        method="uniform",
+        steps=100,
+        tol=None,
+        tie_tol=0.0,
+        layers=None,
+        n0=None,
+        stop="strict",
+        batch_size=None,
+        dtype=None,
+    )
     # a uniform walk holds 101 points of 16 inputs and 2 x 24 activations, 4 bytes each: 25856 bytes
     assert chunk_size(opts, layout, x[:1], memory=25856 * 1000) == 1000
     assert chunk_size(opts, layout, x[:1], memory=1) == 256  # never tiny chunks
@@ -142,22 +151,62 @@ def _env() -> dict:
 
 
 def test_python_dash_m_spacefold():
-    r = subprocess.run([sys.executable, "-m", "spacefold", "measure", "--help"], capture_output=True, text=True,
-                       env=_env(), timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "spacefold", "measure", "--help"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+    )
     assert r.returncode == 0 and "--workers" in r.stdout
 
 
 def test_torchrun_two_ranks_match_one_process(tmp_path):
     """Two gloo ranks started by torchrun's launcher give the JSON of one process; only rank 0 prints and writes."""
     p = save_checkpoint(mlp("2x8", 64, 10, seed=3), tmp_path / "m.pt")
-    args = ["measure", "--model", str(p), "--data", "digits", "--max-pairs", "2001", "--per-layer", "--json",
-            "--no-progress", "--workers", "1"]
-    one = subprocess.run([sys.executable, "-m", "spacefold", *args], capture_output=True, text=True, env=_env(),
-                         timeout=300, cwd=tmp_path)
+    args = [
+        "measure",
+        "--model",
+        str(p),
+        "--data",
+        "digits",
+        "--max-pairs",
+        "2001",
+        "--per-layer",
+        "--json",
+        "--no-progress",
+        "--workers",
+        "1",
+    ]
+    one = subprocess.run(
+        [sys.executable, "-m", "spacefold", *args],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          "-m", "spacefold", *args, "--out", str(tmp_path / "out")], capture_output=True, text=True,
-                         env=_env(), timeout=300, cwd=tmp_path)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "spacefold",
+            *args,
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert two.returncode == 0, two.stderr
     lines = two.stdout.strip().splitlines()
     assert len(lines) == 1  # rank 1 printed nothing
@@ -199,8 +248,7 @@ def test_main_allows_workers_reads_the_guard(tmp_path, monkeypatch):
     broken = tmp_path / "broken.py"
     broken.write_text("def (:\n")
     monkeypatch.setattr(parallel, "_GUARDED", {})
-    cases = {guarded: True, reversed_: True, nested: False, bare: False, broken: False,
-             tmp_path / "missing.py": False}
+    cases = {guarded: True, reversed_: True, nested: False, bare: False, broken: False, tmp_path / "missing.py": False}
     for path, expected in cases.items():
         fake = types.ModuleType("__main__")
         fake.__file__ = str(path)
@@ -213,8 +261,7 @@ def test_main_allows_workers_reads_the_guard(tmp_path, monkeypatch):
 
 def _run_python(args, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(sf.__file__).parent.parent), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300, env=env,
-                          cwd=tmp_path)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
 
 
 def test_unguarded_script_walks_in_one_process_quietly(tmp_path):
@@ -235,7 +282,8 @@ def test_unguarded_script_walks_in_one_process_quietly(tmp_path):
         "try:\n"
         "    sf.global_folding(net, x, y, workers=2)\n"
         "except sf.InputError as err:\n"
-        "    print(err)\n")
+        "    print(err)\n"
+    )
     out = _run_python([str(script)], tmp_path)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
@@ -257,10 +305,12 @@ def test_script_from_standard_input_walks_in_one_process_and_says_why_not_worker
         "    try:\n"
         "        sf.global_folding(net, x, y, workers=2)\n"
         "    except sf.InputError as err:\n"
-        "        print(err)\n")
+        "        print(err)\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(Path(sf.__file__).parent.parent), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=300, env=env,
-                         cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-"], input=script, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert lines[0] == "1" and len(lines) == 2
@@ -280,7 +330,8 @@ def test_guarded_script_gets_workers(tmp_path):
         "    net = sf.mlp('2x4', 3, 2, seed=0)\n"
         "    x = torch.randn(40, 3); y = torch.arange(40) % 2\n"
         "    g, one = sf.global_folding(net, x, y), sf.global_folding(net, x, y, workers=1)\n"
-        "    print(json.dumps({'workers': g.summary()['workers'], 'same': bool(torch.equal(g.chi, one.chi))}))\n")
+        "    print(json.dumps({'workers': g.summary()['workers'], 'same': bool(torch.equal(g.chi, one.chi))}))\n"
+    )
     out = _run_python([str(script)], tmp_path)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"workers": 2, "same": True}
@@ -320,8 +371,10 @@ def test_session_model_stays_in_process(tmp_path):
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["n"] == 1800 and res["same"]
-    assert res["error"] == ("workers=2 cannot be used here: worker processes cannot import Net, defined in this "
-                            "notebook or session (module __main__); define it in a module, or pass workers=1")
+    assert res["error"] == (
+        "workers=2 cannot be used here: worker processes cannot import Net, defined in this "
+        "notebook or session (module __main__); define it in a module, or pass workers=1"
+    )
     assert out.stderr == ""
 
 
@@ -417,8 +470,11 @@ def test_kernels_prepared_once_before_the_walk_with_a_line_when_compiling_is_slo
     x = torch.randn(40, 16, generator=torch.Generator().manual_seed(0))
     one = sf.folding_batch(net, x[:20], x[20:], workers=1, progress=True)
     assert np.dtype(np.float32) in asked and np.dtype(np.float64) in asked
-    assert len(said) == 2 and said[0].startswith("compiling the exact walk's kernels") and \
-        said[1].startswith("compiled in")
+    assert (
+        len(said) == 2
+        and said[0].startswith("compiling the exact walk's kernels")
+        and said[1].startswith("compiled in")
+    )
     assert _kernels._STATE["prepared"] == {np.dtype(np.float32), np.dtype(np.float64)}
     two = sf.folding_batch(net, x[:20], x[20:], workers=1, progress=True)  # prepared: nothing compiled, said
     assert len(said) == 2

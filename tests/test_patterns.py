@@ -62,7 +62,7 @@ def manual_pre_activations(net: nn.Sequential, x: torch.Tensor) -> list[torch.Te
     zs = []
     h = x
     with torch.no_grad():
-        for i, layer in enumerate(net):
+        for _i, layer in enumerate(net):
             if isinstance(layer, nn.Linear):
                 h = h @ layer.weight.T + layer.bias
             else:
@@ -94,8 +94,11 @@ def test_bit_is_pre_activation_positive(make):
 
 @pytest.mark.parametrize(
     "act, name",
-    [(lambda: nn.Threshold(0.1, 0.0), "Threshold"), (lambda: nn.Softshrink(), "Softshrink"),
-     (lambda: nn.Hardshrink(), "Hardshrink")],
+    [
+        (lambda: nn.Threshold(0.1, 0.0), "Threshold"),
+        (lambda: nn.Softshrink(), "Softshrink"),
+        (lambda: nn.Hardshrink(), "Hardshrink"),
+    ],
 )
 def test_activation_without_rule_is_a_type_error(act, name):
     net = nn.Sequential(nn.Linear(3, 4), act(), nn.Linear(4, 2))
@@ -173,9 +176,7 @@ def test_a_model_without_any_activation_is_a_value_error():
 def named_net():
     torch.manual_seed(0)
     return nn.Sequential(
-        OrderedDict(
-            fc1=nn.Linear(3, 5), act1=nn.ReLU(), fc2=nn.Linear(5, 4), act2=nn.Tanh(), fc3=nn.Linear(4, 2)
-        )
+        OrderedDict(fc1=nn.Linear(3, 5), act1=nn.ReLU(), fc2=nn.Linear(5, 4), act2=nn.Tanh(), fc3=nn.Linear(4, 2))
     )
 
 

@@ -21,12 +21,12 @@ from torch import nn
 
 import spacefold as sf
 from spacefold._core import measure
-from spacefold.errors import InputError, InputTypeError
 from spacefold._core.folding import walk_batch
 from spacefold._core.pairs import pair_plan
-from spacefold._core.walk import WalkBatch, run_starts
 from spacefold._core.patterns import PatternRecorder
+from spacefold._core.walk import WalkBatch, run_starts
 from spacefold._core.walk.uniform import uniform_walks
+from spacefold.errors import InputError, InputTypeError
 
 pipeline_module = importlib.import_module("spacefold._core.pipeline")  # where the pipeline's tunables live
 PROPERTY = settings(max_examples=40, deadline=None)
@@ -69,7 +69,12 @@ def test_entry_points_agree_on_the_same_pairs(method, kw, batch_size):
     for k in range(0, len(i), 7):
         f = sf.folding(net, x[i[k]], x[j[k]], method=method, **kw)
         assert (f.chi, f.r1, f.r2, f.n_regions, f.max_profile) == (
-            float(fp.chi[k]), int(fp.r1[k]), int(fp.r2[k]), int(fp.n_regions[k]), float(fp.max_profile[k]))
+            float(fp.chi[k]),
+            int(fp.r1[k]),
+            int(fp.r2[k]),
+            int(fp.n_regions[k]),
+            float(fp.max_profile[k]),
+        )
 
 
 def test_first_layer_once_per_input_in_large_blocks(monkeypatch):
@@ -122,8 +127,12 @@ def test_walk_batch_measures_nothing_and_folding_measures_once(monkeypatch):
     monkeypatch.setattr(measure, "ranges", fail)
     f = sf.folding(net, x[0], x[6])
     assert counted == [1]
-    assert (f.chi, f.r1, f.r2, f.max_profile) == (float(ref.chi[0]), int(ref.r1[0]), int(ref.r2[0]),
-                                                  float(ref.max_profile[0]))
+    assert (f.chi, f.r1, f.r2, f.max_profile) == (
+        float(ref.chi[0]),
+        int(ref.r1[0]),
+        int(ref.r2[0]),
+        float(ref.max_profile[0]),
+    )
     assert f.chi == float(f.profile[-1])
 
 
@@ -157,8 +166,9 @@ def ragged(draw, max_walks=5, max_points=8, max_neurons=5):
     walks = []
     for _ in range(draw(st.integers(1, max_walks))):
         n = draw(st.integers(1, max_points))
-        walks.append(torch.tensor(draw(st.lists(st.lists(st.booleans(), min_size=k, max_size=k),
-                                                min_size=n, max_size=n))))
+        walks.append(
+            torch.tensor(draw(st.lists(st.lists(st.booleans(), min_size=k, max_size=k), min_size=n, max_size=n)))
+        )
     return walks
 
 
@@ -230,8 +240,9 @@ def test_summary_key_n_points_is_n_regions_with_a_warning():
 def test_run_starts_is_the_first_row_of_every_run(walks):
     rows = torch.cat(walks)
     walk_id = torch.cat([torch.full((len(w),), b) for b, w in enumerate(walks)])
-    expected = [r == 0 or walk_id[r] != walk_id[r - 1] or rows[r].tolist() != rows[r - 1].tolist()
-                for r in range(len(rows))]
+    expected = [
+        r == 0 or walk_id[r] != walk_id[r - 1] or rows[r].tolist() != rows[r - 1].tolist() for r in range(len(rows))
+    ]
     assert run_starts(rows, walk_id).tolist() == expected
 
 
@@ -261,10 +272,9 @@ def test_uniform_grid_in_pieces_is_the_grid_in_one_pass(max_points):
     with rec, torch.no_grad():
         ref = uniform_walks(net, rec, x[:4], x[4:8], steps=50, tie_tol=0.0)
         got = uniform_walks(net, rec, x[:4], x[4:8], steps=50, tie_tol=0.0, max_points=max_points)
-        bare = uniform_walks(net, rec, x[:4], x[4:8], steps=50, tie_tol=0.0, max_points=max_points,
-                             grid_index=False)
+        bare = uniform_walks(net, rec, x[:4], x[4:8], steps=50, tie_tol=0.0, max_points=max_points, grid_index=False)
     handle.remove()
-    assert max(seen[len(seen) // 2:]) <= max_points  # no forward pass holds more points
+    assert max(seen[len(seen) // 2 :]) <= max_points  # no forward pass holds more points
     for w in (got, bare):
         assert torch.equal(w.patterns, ref.patterns) and torch.equal(w.t, ref.t)
         assert torch.equal(w.offsets, ref.offsets)
@@ -299,19 +309,51 @@ def test_uniform_batch_size_bounds_the_points_per_pass(monkeypatch):
 # The public surface
 # --------------------------------------------------------------------------------------
 
-API = {"chi", "ranges", "chi_profile", "interaction", "activation_patterns", "walk", "folding", "folding_batch",
-       "plot_path", "plot_plane", "FoldingMetric", "folding_loss",
-       "global_folding", "cantornet"}
-README = {"folding_pairs", "symmetric_chi", "chi_bounds", "register_activation", "verify", "mlp",
-          "save_checkpoint", "load_checkpoint", "folding_statistics", "FoldingSchedule", "FoldingRegularizer",
-          "FoldingTracker", "probe_pairs"}
+API = {
+    "chi",
+    "ranges",
+    "chi_profile",
+    "interaction",
+    "activation_patterns",
+    "walk",
+    "folding",
+    "folding_batch",
+    "plot_path",
+    "plot_plane",
+    "FoldingMetric",
+    "folding_loss",
+    "global_folding",
+    "cantornet",
+}
+README = {
+    "folding_pairs",
+    "symmetric_chi",
+    "chi_bounds",
+    "register_activation",
+    "verify",
+    "mlp",
+    "save_checkpoint",
+    "load_checkpoint",
+    "folding_statistics",
+    "FoldingSchedule",
+    "FoldingRegularizer",
+    "FoldingTracker",
+    "probe_pairs",
+}
 
 
 def test_all_is_the_api_and_the_readme():
     assert API | README <= set(sf.__all__)
     extra = set(sf.__all__) - API - README
-    assert extra == {"Walk", "Folding", "FoldingBatch", "GlobalFolding", "InputError", "InputTypeError",
-                     "NotPiecewiseLinearError"}
+    assert extra == {
+        "Walk",
+        "Folding",
+        "FoldingBatch",
+        "GlobalFolding",
+        "InputError",
+        "InputTypeError",
+        "NotPiecewiseLinearError",
+    }
     for name in sf.__all__:
         assert getattr(sf, name) is not None
 
@@ -347,10 +389,13 @@ def test_complex_inputs_are_refused():
         sf.global_folding(net, z, torch.arange(12) % 2)
 
 
-@pytest.mark.parametrize("model", [
-    nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2)),
-    nn.Sequential(nn.Sequential(nn.Linear(3, 8), nn.ReLU()), nn.Linear(8, 2)),
-])
+@pytest.mark.parametrize(
+    "model",
+    [
+        nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2)),
+        nn.Sequential(nn.Sequential(nn.Linear(3, 8), nn.ReLU()), nn.Linear(8, 2)),
+    ],
+)
 def test_a_batch_given_to_folding_is_refused(model):
     x = torch.randn(5, 3)
     for fn in (sf.folding, sf.walk):
@@ -371,8 +416,11 @@ def test_meta_and_unavailable_device_models_are_refused(monkeypatch):
     with torch.device("meta"):
         meta = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2))
     x = torch.randn(4, 3)
-    for call in (lambda: sf.folding_batch(meta, x[:2], x[2:]), lambda: sf.folding(meta, x[0], x[1]),
-                 lambda: sf.global_folding(meta, x, torch.tensor([0, 1, 0, 1]))):
+    for call in (
+        lambda: sf.folding_batch(meta, x[:2], x[2:]),
+        lambda: sf.folding(meta, x[0], x[1]),
+        lambda: sf.global_folding(meta, x, torch.tensor([0, 1, 0, 1])),
+    ):
         with pytest.raises(InputError, match="meta device"):
             call()
     if torch.cuda.is_available():
@@ -389,16 +437,24 @@ def test_meta_and_unavailable_device_models_are_refused(monkeypatch):
 def test_wrong_feature_count_through_pairs_and_global(method):
     net = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2))
     x = torch.randn(6, 4)
-    with pytest.raises(InputError, match=r"x holds inputs of shape \(4,\), which do not fit the model Sequential \(its "
-                                         r"layer Linear\(in_features=3, out_features=8, bias=True\) takes 3 features"):
+    with pytest.raises(
+        InputError,
+        match=r"x holds inputs of shape \(4,\), which do not fit the model Sequential \(its "
+        r"layer Linear\(in_features=3, out_features=8, bias=True\) takes 3 features",
+    ):
         sf.folding_pairs(net, x, [0, 1], [2, 3], method=method)
     with pytest.raises(InputError, match=r"x holds inputs of shape \(4,\), which do not fit the model"):
         sf.global_folding(net, x, torch.tensor([0, 1, 0, 1, 0, 1]), method=method)
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.sampled_from([0.0, 1.0, -2.5, 3e38, -3e38, float("nan"), float("inf"), -float("inf")]),
-                min_size=1, max_size=8))
+@given(
+    st.lists(
+        st.sampled_from([0.0, 1.0, -2.5, 3e38, -3e38, float("nan"), float("inf"), -float("inf")]),
+        min_size=1,
+        max_size=8,
+    )
+)
 def test_finiteness_check_is_exact(values):
     from spacefold._core.patterns import check_inputs
 

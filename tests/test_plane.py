@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 import spacefold as sf
-from spacefold.errors import InputError
 from spacefold._core.plane import input_plane, plane_regions, plane_through, raster_patterns, supports_exact_plane
 from spacefold._core.walk.exact import NotPiecewiseLinearError
+from spacefold.errors import InputError
 
 
 def _net(widths, seed, act=nn.ReLU):
@@ -70,13 +70,13 @@ def test_two_lines_four_quadrants():
         net[0].bias.copy_(torch.tensor([-0.5, -0.25]))
     reg = plane_regions(net, input_plane((0, 1, 0, 1)))
     areas = {tuple(p.tolist()): a for p, a in zip(reg.patterns, reg.areas())}
-    assert areas == pytest.approx({(False, False): 0.5 * 0.25, (True, False): 0.5 * 0.25,
-                                   (False, True): 0.5 * 0.75, (True, True): 0.5 * 0.75})
+    assert areas == pytest.approx(
+        {(False, False): 0.5 * 0.25, (True, False): 0.5 * 0.25, (False, True): 0.5 * 0.75, (True, True): 0.5 * 0.75}
+    )
 
 
 @settings(max_examples=15, deadline=None)
-@given(seed=st.integers(0, 10_000), width=st.integers(1, 6), depth=st.integers(1, 3),
-       leaky=st.booleans())
+@given(seed=st.integers(0, 10_000), width=st.integers(1, 6), depth=st.integers(1, 3), leaky=st.booleans())
 def test_random_nets_tile_and_match_centroids(seed, width, depth, leaky):
     net = _net([2] + [width] * depth + [1], seed, act=nn.LeakyReLU if leaky else nn.ReLU)
     reg = plane_regions(net, input_plane((-3, 3, -2, 2)))

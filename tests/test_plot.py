@@ -18,7 +18,7 @@ pytest.importorskip("matplotlib")
 def _png_dpi(path):
     data = path.read_bytes()
     i = data.find(b"pHYs")
-    ppm = struct.unpack(">I", data[i + 4:i + 8])[0]
+    ppm = struct.unpack(">I", data[i + 4 : i + 8])[0]
     return ppm * 0.0254
 
 
@@ -82,12 +82,48 @@ def test_plot_command(tmp_path, capsys):
     out = tmp_path / "path.png"
     assert main(["plot", "path", "--model", str(ck), "--data", "digits", "-o", str(out)]) == 0
     assert out.stat().st_size > 5000
-    assert main(["plot", "plane", "--model", str(ck), "--data", "digits", "--index", "0", "1", "2",
-                 "-o", str(tmp_path / "plane.png"), "--format", "png", "svg"]) == 0
+    assert (
+        main(
+            [
+                "plot",
+                "plane",
+                "--model",
+                str(ck),
+                "--data",
+                "digits",
+                "--index",
+                "0",
+                "1",
+                "2",
+                "-o",
+                str(tmp_path / "plane.png"),
+                "--format",
+                "png",
+                "svg",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "plane.svg").is_file() and (tmp_path / "plane.png").is_file()
     capsys.readouterr()
-    assert main(["plot", "plane", "--model", str(ck), "--data", "digits", "--index", "0", "1",
-                 "-o", str(tmp_path / "x.png")]) == 2
+    assert (
+        main(
+            [
+                "plot",
+                "plane",
+                "--model",
+                str(ck),
+                "--data",
+                "digits",
+                "--index",
+                "0",
+                "1",
+                "-o",
+                str(tmp_path / "x.png"),
+            ]
+        )
+        == 2
+    )
     assert "--index must give 3 indices" in capsys.readouterr().err
     assert main(["plot", "path", "--model", str(ck), "--data", "blobs", "-o", str(tmp_path / "x.png")]) == 2
     assert "input features" in capsys.readouterr().err
@@ -118,11 +154,23 @@ def test_saved_and_shown_figures_are_not_clipped(tmp_path):
 
 
 def test_study_titles_count_the_paths_walked():
-    from spacefold.viz.plot import _study_context
+    from spacefold.viz.study_plots import _study_context
 
-    rows = [{"arch": a, "depth": d, "seed": s, "n_paths": 20000, "n_inter_class_paths": 18000,
-             "settings": {"data": {"name": "digits"}}} for a, d in (("1x60", 1), ("2x30", 2)) for s in (0, 1)]
+    rows = [
+        {
+            "arch": a,
+            "depth": d,
+            "seed": s,
+            "n_paths": 20000,
+            "n_inter_class_paths": 18000,
+            "settings": {"data": {"name": "digits"}},
+        }
+        for a, d in (("1x60", 1), ("2x30", 2))
+        for s in (0, 1)
+    ]
     assert _study_context(rows) == "digits, MLPs 1x60 ... 2x30, 2 seeds, 20000 paths walked per run (18000 inter-class)"
     # records without the total (older ones) say what they hold
-    assert _study_context([{"arch": "3x20", "depth": 3, "seed": 0, "n_inter_class_paths": 900}]) == \
-        "MLPs 3x20, 1 seeds, 900 inter-class paths per run"
+    assert (
+        _study_context([{"arch": "3x20", "depth": 3, "seed": 0, "n_inter_class_paths": 900}])
+        == "MLPs 3x20, 1 seeds, 900 inter-class paths per run"
+    )

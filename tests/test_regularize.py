@@ -11,11 +11,17 @@ from hypothesis import strategies as st
 from torch import nn
 
 import spacefold as sf
-from spacefold.errors import InputError, InputTypeError
-from spacefold.training.regularize import (FoldingRegularizer, FoldingSchedule, FoldingTracker, folding_loss,
-                                           probe_pairs, soft_chi)
-from spacefold.models.train import train
 from spacefold._core.walk.exact import NotPiecewiseLinearError
+from spacefold.errors import InputError, InputTypeError
+from spacefold.models.train import train
+from spacefold.training.regularize import (
+    FoldingRegularizer,
+    FoldingSchedule,
+    FoldingTracker,
+    folding_loss,
+    probe_pairs,
+    soft_chi,
+)
 
 
 def folding_net() -> nn.Module:
@@ -53,7 +59,8 @@ def test_hand_oracle(method):
     c = soft_chi(net, x1, x2, method=method, n_points=11, beta=1e6, eps=1e-12)
     assert c.tolist() == pytest.approx([0.25, 0.0], abs=1e-9)
     assert float(folding_loss(net, x1, x2, method=method, n_points=11, beta=1e6, eps=1e-12).detach()) == pytest.approx(
-        (0.75 + 1.0) / 2, abs=1e-9)
+        (0.75 + 1.0) / 2, abs=1e-9
+    )
     assert sf.folding_batch(net, x1, x2).chi.tolist() == [0.25, 0.0]  # the exact walk agrees
 
 
@@ -68,8 +75,9 @@ def test_gradient_reaches_the_hidden_weights(segments):
 
 
 def test_gradient_through_inplace_activations(segments):
-    model = nn.Sequential(nn.Linear(2, 8), nn.ReLU(inplace=True), nn.Linear(8, 8), nn.ReLU(inplace=True),
-                          nn.Linear(8, 2))
+    model = nn.Sequential(
+        nn.Linear(2, 8), nn.ReLU(inplace=True), nn.Linear(8, 8), nn.ReLU(inplace=True), nn.Linear(8, 2)
+    )
     folding_loss(model, *segments, beta=5.0).backward()
     assert model[0].weight.grad.abs().sum() > 0 and model[2].weight.grad.abs().sum() > 0
 
@@ -99,8 +107,10 @@ def test_surrogate_tends_to_the_grid_chi_as_beta_grows(segments):
     x1, x2 = (s.double() for s in segments)
     grid = sf.folding_batch(model, x1, x2, method="uniform", steps=31).chi
     assert float(grid.max()) > 0  # some segment folds on the grid
-    errs = [float((soft_chi(model, x1, x2, n_points=32, beta=b, eps=1e-15) - grid).abs().max().detach())
-            for b in (1e1, 1e3, 1e5, 1e8)]
+    errs = [
+        float((soft_chi(model, x1, x2, n_points=32, beta=b, eps=1e-15) - grid).abs().max().detach())
+        for b in (1e1, 1e3, 1e5, 1e8)
+    ]
     assert errs[-1] < 1e-6
     assert errs[0] > errs[-1]
 
@@ -191,8 +201,9 @@ def test_regularizer_and_tracker_in_train():
     res = train(model, x, y, epochs=3, batch_size=40, seed=0, regularizer=reg, on_epoch_end=tracker)
     assert res.reg_loss[1] == 0.0 and res.reg_loss[0] > 0 and res.reg_loss[2] > 0  # off in epoch 1
     assert [r["epoch"] for r in res.tracked] == [0, 2]
-    ref = sf.global_folding(model, torch.cat([p1, p2]), torch.cat([torch.zeros(20), torch.ones(20)]).long(),
-                            pairs=_plan_of_probe(20))
+    ref = sf.global_folding(
+        model, torch.cat([p1, p2]), torch.cat([torch.zeros(20), torch.ones(20)]).long(), pairs=_plan_of_probe(20)
+    )
     assert res.tracked[-1]["phi"] == ref.phi and res.tracked[-1]["fraction_folded"] == ref.fraction_folded
     assert "tracked" in res.as_dict() and "reg_loss" in res.as_dict()
 
@@ -305,8 +316,16 @@ def test_lightning_callback_logs_phi():
 
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=20)
     cb = FoldingCallback(p1, p2, every_n_epochs=2, module="net")
-    trainer = pl.Trainer(max_epochs=3, callbacks=[cb], logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)
+    trainer = pl.Trainer(
+        max_epochs=3,
+        callbacks=[cb],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+    )
     module = Module()
     trainer.fit(module, loader)
     assert [h["epoch"] for h in cb.history] == [0, 2]  # every 2nd epoch and the last
@@ -327,8 +346,26 @@ def test_cli_train_writes_checkpoint_and_log(tmp_path, capsys):
     from spacefold.cli import main
 
     out = tmp_path / "run"
-    argv = ["train", "--arch", "2x8", "--data", "blobs", "--epochs", "3", "--regularize", "0.5", "--schedule",
-            "every:2", "--probe-pairs", "30", "--track-pairs", "20", "--out", str(out), "--no-progress"]
+    argv = [
+        "train",
+        "--arch",
+        "2x8",
+        "--data",
+        "blobs",
+        "--epochs",
+        "3",
+        "--regularize",
+        "0.5",
+        "--schedule",
+        "every:2",
+        "--probe-pairs",
+        "30",
+        "--track-pairs",
+        "20",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     rows = list(csv.DictReader(open(out / "log.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
@@ -344,19 +381,33 @@ def test_cli_train_writes_checkpoint_and_log(tmp_path, capsys):
     assert "Φ_N" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("extra, match", [
-    (["--regularize", "-1"], "--regularize: must be a finite number >= 0"),
-    (["--regularize", "nan"], "--regularize: must be a finite number >= 0"),
-    (["--schedule", "early:0"], "--schedule"),
-    (["--schedule", "later"], "--schedule"),
-    (["--epochs", "0"], "--epochs"),
-    (["--loss-method", "bisect", "--regularize", "0.1"], "--loss-method: invalid choice: 'bisect'"),
-])
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--regularize", "-1"], "--regularize: must be a finite number >= 0"),
+        (["--regularize", "nan"], "--regularize: must be a finite number >= 0"),
+        (["--schedule", "early:0"], "--schedule"),
+        (["--schedule", "later"], "--schedule"),
+        (["--epochs", "0"], "--epochs"),
+        (["--loss-method", "bisect", "--regularize", "0.1"], "--loss-method: invalid choice: 'bisect'"),
+    ],
+)
 def test_cli_train_bad_input(tmp_path, capsys, extra, match):
     from spacefold.cli import main
 
-    argv = ["train", "--arch", "2x8", "--data", "blobs", "--epochs", "1", "--out", str(tmp_path / "o"),
-            "--no-progress", *extra]
+    argv = [
+        "train",
+        "--arch",
+        "2x8",
+        "--data",
+        "blobs",
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "o"),
+        "--no-progress",
+        *extra,
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err and match in err

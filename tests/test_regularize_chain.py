@@ -26,14 +26,22 @@ class Opaque(nn.Module):
 
 def mlp_dropout() -> nn.Module:
     torch.manual_seed(3)
-    return nn.Sequential(nn.Linear(12, 9), nn.LeakyReLU(0.1), nn.Dropout(0.5), nn.Linear(9, 7), nn.ReLU(inplace=True),
-                         nn.Linear(7, 3))
+    return nn.Sequential(
+        nn.Linear(12, 9), nn.LeakyReLU(0.1), nn.Dropout(0.5), nn.Linear(9, 7), nn.ReLU(inplace=True), nn.Linear(7, 3)
+    )
 
 
 def small_cnn() -> nn.Module:
     torch.manual_seed(4)
-    return nn.Sequential(nn.Unflatten(1, (1, 6, 6)), nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(48, 5),
-                         nn.Tanh(), nn.Linear(5, 2))
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 6, 6)),
+        nn.Conv2d(1, 3, 3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(48, 5),
+        nn.Tanh(),
+        nn.Linear(5, 2),
+    )
 
 
 MODELS = {

@@ -53,8 +53,16 @@ def test_pair_tables_pairs_each_seed_with_its_own_baseline():
     m.N_BOOT = 100
 
     def run(lam, seed, chis):
-        return {"arch": "3x20", "lam": lam, "seed": seed, "dropout": 0.0, "batchnorm": False, "schedule": "always",
-                "chi_per_epoch": chis, "per_epoch": [{"phi": 0.0}] * len(chis)}
+        return {
+            "arch": "3x20",
+            "lam": lam,
+            "seed": seed,
+            "dropout": 0.0,
+            "batchnorm": False,
+            "schedule": "always",
+            "chi_per_epoch": chis,
+            "per_epoch": [{"phi": 0.0}] * len(chis),
+        }
 
     base = [run(0.0, s, [[0.1, 0.0, 0.1 + s / 10]] * 3) for s in range(3)]
     reg = [run(0.1, s, [[0.1, 0.0, 0.1 + s / 10]] * 2 + [[0.3, 0.0, 0.3 + s / 10]]) for s in range(3)]

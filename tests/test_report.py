@@ -19,14 +19,31 @@ def _results_dir(tmp_path):
     d = tmp_path / "res"
     assert main(["plot", "path", "--cantornet", "2", "-o", str(d / "path.png")]) == 0
     assert main(["plot", "plane", "--cantornet", "2", "-o", str(d / "plots" / "plane.svg")]) == 0
-    (d / "measure.json").write_text(json.dumps({
-        "model": "m.pt", "data": "digits", "split": "test", "pairs": "inter-class", "method": "exact", "seed": 3,
-        "n_paths": 10, "n_folded": 4, "phi": 0.25, "phi_max": 0.5, "phi_max_p2": 0.4, "fraction_folded": 0.4,
-        "mean_chi": 0.1, "mean_regions": 12.0,
-        "class_pairs": [{"a": 0, "b": 1, "n_paths": 10, "phi": 0.25, "fraction_folded": 0.4, "phi_max": 0.5}]}))
+    (d / "measure.json").write_text(
+        json.dumps(
+            {
+                "model": "m.pt",
+                "data": "digits",
+                "split": "test",
+                "pairs": "inter-class",
+                "method": "exact",
+                "seed": 3,
+                "n_paths": 10,
+                "n_folded": 4,
+                "phi": 0.25,
+                "phi_max": 0.5,
+                "phi_max_p2": 0.4,
+                "fraction_folded": 0.4,
+                "mean_chi": 0.1,
+                "mean_regions": 12.0,
+                "class_pairs": [{"a": 0, "b": 1, "n_paths": 10, "phi": 0.25, "fraction_folded": 0.4, "phi_max": 0.5}],
+            }
+        )
+    )
     (d / "class_pairs.csv").write_text("a,b,n_paths\n0,1,10\n")
-    (d / "provenance.json").write_text(json.dumps({"command": "spacefold measure --model m.pt --data digits",
-                                                   "versions": {"spacefold": "0.1.0"}}))
+    (d / "provenance.json").write_text(
+        json.dumps({"command": "spacefold measure --model m.pt --data digits", "versions": {"spacefold": "0.1.0"}})
+    )
     return d
 
 
@@ -39,8 +56,7 @@ def test_report_is_self_contained(tmp_path):
     assert not re.search(r"https?://", text)
     assert all(s.startswith("data:image/") for s in re.findall(r'src="([^"]*)"', text))
     assert text.count("<img") == 2  # path.png and plane.svg (no PNG beside it)
-    for needle in ("spacefold measure --model m.pt --data digits", "seed", "phi_max_p2", "Per class pair",
-                   "torch"):
+    for needle in ("spacefold measure --model m.pt --data digits", "seed", "phi_max_p2", "Per class pair", "torch"):
         assert needle in text
 
 
@@ -61,10 +77,23 @@ def test_report_renders_in_headless_chromium(tmp_path):
     out = write_report(d, tmp_path / "report.html")
     profile = tmp_path / "profile"
     profile.mkdir()
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000",
-           "--dump-dom", out.resolve().as_uri()]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        out.resolve().as_uri(),
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     m = re.search(r'id="figure-check"[^>]*data-shown="(\d+)"[^>]*data-total="(\d+)"', run.stdout)
@@ -86,8 +115,25 @@ def test_report_of_a_measure_run(tmp_path):
     ck = tmp_path / "m.pt"
     sf.save_checkpoint(sf.mlp("2x6", 64, 10), ck)
     out = tmp_path / "run"
-    assert main(["measure", "--model", str(ck), "--data", "digits", "--max-pairs", "40", "--seed", "7",
-                 "--no-progress", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "measure",
+                "--model",
+                str(ck),
+                "--data",
+                "digits",
+                "--max-pairs",
+                "40",
+                "--seed",
+                "7",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     prov = json.loads((out / "provenance.json").read_text())
     assert set(prov["versions"]) >= {"spacefold", "torch", "numpy", "python"}
     text = build_report(out)

@@ -23,9 +23,18 @@ def _reproduce():
     return mod
 
 
-RECORD = {"arch": "3x20", "seed": 0, "phi": 0.125, "n_paths": 4000, "ci": [0.1, 0.15], "ok": True,
-          "per_layer": [{"layer": 1, "phi": 0.0}], "train_seconds": 31.2, "provenance": {"git_commit": "abc"},
-          "missing": None}
+RECORD = {
+    "arch": "3x20",
+    "seed": 0,
+    "phi": 0.125,
+    "n_paths": 4000,
+    "ci": [0.1, 0.15],
+    "ok": True,
+    "per_layer": [{"layer": 1, "phi": 0.0}],
+    "train_seconds": 31.2,
+    "provenance": {"git_commit": "abc"},
+    "missing": None,
+}
 
 
 def test_compare_identical_and_ignored_fields():
@@ -59,9 +68,14 @@ def test_compare_reports_every_kind_of_difference():
     diffs = r.compare(RECORD, new)
     assert len(diffs) == 6
     text = "\n".join(diffs)
-    for frag in ("$.arch: recorded, missing now", "$.n_paths: recorded 4000, got 4001", "$.ci: recorded 2 items, got 1",
-                 "$.ok: recorded True, got False", "$.per_layer[0].phi: recorded 0.0, got 0.5",
-                 "$.missing: recorded None, got 0.0"):
+    for frag in (
+        "$.arch: recorded, missing now",
+        "$.n_paths: recorded 4000, got 4001",
+        "$.ci: recorded 2 items, got 1",
+        "$.ok: recorded True, got False",
+        "$.per_layer[0].phi: recorded 0.0, got 0.5",
+        "$.missing: recorded None, got 0.0",
+    ):
         assert frag in text
     # an int where a float was recorded compares as a number; a string never equals a number
     assert r.compare({"x": 1.0}, {"x": 1}) == []
@@ -103,6 +117,10 @@ def test_reproduce_quick_every_study():
     if not data:
         pytest.skip("SPACEFOLD_DATA (the MNIST IDX files) not set")
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    res = subprocess.run([sys.executable, str(ROOT / "experiments" / "reproduce.py"), "--quick", "--data-dir", data],
-                         capture_output=True, text=True, env=env)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "reproduce.py"), "--quick", "--data-dir", data],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]

@@ -71,7 +71,7 @@ def test_seed_pair_interval_by_hand():
     h_t = 4.302653 / math.sqrt(3)
     est, lo, hi = seed_pair_interval(v, [(x - 1.959964 * 0.5, x + 1.959964 * 0.5) for x in v])
     assert est == 2.0
-    assert hi - est == pytest.approx(math.sqrt(h_t ** 2 + (1.959964 * 0.5) ** 2), rel=1e-6)
+    assert hi - est == pytest.approx(math.sqrt(h_t**2 + (1.959964 * 0.5) ** 2), rel=1e-6)
     # one seed: no interval
     assert math.isnan(seed_pair_interval([1.0], [(0.9, 1.1)])[1])
 
@@ -84,11 +84,12 @@ def test_seed_pair_interval_difference_paired_and_not():
     assert est == pytest.approx(0.1) and lo == pytest.approx(0.1) and hi == pytest.approx(0.1)
     est, lo, hi = seed_pair_interval(a, tight_a, minus=b, minus_cis=tight_b)
     # unpaired: the two seed parts add, sd 0.01 each over 3 seeds, t with 2 degrees of freedom
-    assert hi - est == pytest.approx(4.302653 * math.sqrt(2 * 0.01 ** 2 / 3), rel=1e-5)
+    assert hi - est == pytest.approx(4.302653 * math.sqrt(2 * 0.01**2 / 3), rel=1e-5)
     # the pair-set sds of the two groups add too
     sd = 0.02
-    est, lo, hi = seed_pair_interval(a, [(v - 1.959964 * sd, v + 1.959964 * sd) for v in a], minus=b,
-                                     minus_cis=tight_b, paired=True)
+    est, lo, hi = seed_pair_interval(
+        a, [(v - 1.959964 * sd, v + 1.959964 * sd) for v in a], minus=b, minus_cis=tight_b, paired=True
+    )
     assert hi - est == pytest.approx(1.959964 * sd, rel=1e-5)
     with pytest.raises(InputError, match="of one length"):
         seed_pair_interval(a, tight_a, minus=b[:2], minus_cis=tight_b[:2], paired=True)

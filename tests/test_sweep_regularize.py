@@ -12,9 +12,29 @@ from spacefold.cli import main
 from spacefold.errors import InputError, InputTypeError
 from spacefold.studies.depth import RegularizerSettings, StudySettings
 
-SWEEP = ["sweep", "--data", "blobs", "--archs", "2x8", "--seeds", "1", "--epochs", "2", "--batch-size", "32",
-         "--lr", "1e-2", "--pairs-per-class-pair", "3", "--n-boot", "10", "--method", "bisect", "--no-progress",
-         "--no-plots"]
+SWEEP = [
+    "sweep",
+    "--data",
+    "blobs",
+    "--archs",
+    "2x8",
+    "--seeds",
+    "1",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "32",
+    "--lr",
+    "1e-2",
+    "--pairs-per-class-pair",
+    "3",
+    "--n-boot",
+    "10",
+    "--method",
+    "bisect",
+    "--no-progress",
+    "--no-plots",
+]
 REG = ["--regularize", "0.5", "--schedule", "every:2", "--probe-pairs", "64", "--pairs-per-step", "4"]
 
 
@@ -24,13 +44,29 @@ def _old_key(d: dict) -> str:
 
 
 def test_plain_key_is_the_one_of_before():
-    old_fields = {"epochs": 30, "lr": 1e-3, "batch_size": 128, "method": "exact", "steps": 100,
-                  "pairs_per_class_pair": 1000, "pair_seed": 0, "n_boot": 500, "per_layer": True, "data": {}}
+    old_fields = {
+        "epochs": 30,
+        "lr": 1e-3,
+        "batch_size": 128,
+        "method": "exact",
+        "steps": 100,
+        "pairs_per_class_pair": 1000,
+        "pair_seed": 0,
+        "n_boot": 500,
+        "per_layer": True,
+        "data": {},
+    }
     assert StudySettings().key() == _old_key(old_fields)
     assert StudySettings().as_dict() == old_fields
     # the key recorded in experiments/results/mnist-depth/runs/*.json by the MNIST depth study
-    mnist = {"name": "mnist", "n_train": 60000, "n_test": 10000, "n_features": 784, "n_classes": 10,
-             "source": "MNIST IDX files"}
+    mnist = {
+        "name": "mnist",
+        "n_train": 60000,
+        "n_test": 10000,
+        "n_features": 784,
+        "n_classes": 10,
+        "source": "MNIST IDX files",
+    }
     assert StudySettings(pairs_per_class_pair=3000, data=mnist).key() == "ebeb22af94d2c94d"
     # λ = 0 is plain training, whatever the other options of the regulariser
     off = StudySettings(regularizer=RegularizerSettings(0.0, schedule="every:3", beta=2.0))
@@ -50,14 +86,21 @@ def test_key_names_the_regulariser():
     assert a.regularizer.schedule == "early:0.5" and a.key() == b.key()
 
 
-@pytest.mark.parametrize("kw,err,needle", [
-    ({"lam": -0.1}, InputError, "lam"), ({"lam": float("nan")}, InputError, "lam"),
-    ({"lam": "1"}, InputTypeError, "lam"),
-    ({"lam": 1, "schedule": "sometimes"}, InputError, "schedule"), ({"lam": 1, "schedule": "early:0"}, InputError, "F"),
-    ({"lam": 1, "method": "walk"}, InputError, "method"), ({"lam": 1, "n_points": 2}, InputError, "n_points"),
-    ({"lam": 1, "beta": 0.0}, InputError, "beta"), ({"lam": 1, "probe_pairs": 0}, InputError, "probe_pairs"),
-    ({"lam": 1, "every_steps": 1.5}, InputTypeError, "every_steps"),
-])
+@pytest.mark.parametrize(
+    "kw,err,needle",
+    [
+        ({"lam": -0.1}, InputError, "lam"),
+        ({"lam": float("nan")}, InputError, "lam"),
+        ({"lam": "1"}, InputTypeError, "lam"),
+        ({"lam": 1, "schedule": "sometimes"}, InputError, "schedule"),
+        ({"lam": 1, "schedule": "early:0"}, InputError, "F"),
+        ({"lam": 1, "method": "walk"}, InputError, "method"),
+        ({"lam": 1, "n_points": 2}, InputError, "n_points"),
+        ({"lam": 1, "beta": 0.0}, InputError, "beta"),
+        ({"lam": 1, "probe_pairs": 0}, InputError, "probe_pairs"),
+        ({"lam": 1, "every_steps": 1.5}, InputTypeError, "every_steps"),
+    ],
+)
 def test_regularizer_settings_refused(kw, err, needle):
     with pytest.raises(err, match=needle):
         StudySettings(regularizer=RegularizerSettings(**kw)).check()
@@ -101,7 +144,8 @@ def test_sweep_trains_with_the_folding_loss(plain_and_reg, capsys):
     # the run's regulariser is the one built by hand from the training split and the run's seed
     data = make_synthetic("blobs", seed=0)
     by_hand = RegularizerSettings(0.5, schedule="every:2", probe_pairs=64, pairs_per_step=4).build(
-        data.x_train, data.y_train, seed=1)
+        data.x_train, data.y_train, seed=1
+    )
     model, res = train_mlp("2x8", data, epochs=2, lr=1e-2, batch_size=32, seed=1, regularizer=by_hand)
     assert res.reg_loss == pytest.approx(meta["training"]["reg_loss"], rel=1e-6, abs=1e-9)
     for a, b in zip(model.parameters(), w_reg):
@@ -145,18 +189,23 @@ def test_resume_plain_result_of_before(plain_and_reg, capsys):
     assert "2x8_s1: done before, skipped" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("extra,needle", [
-    (["--regularize", "-1"], "--regularize"), (["--regularize", "nan"], "--regularize"),
-    (["--regularize", "1", "--schedule", "sometimes"], "--schedule"),
-    (["--regularize", "1", "--schedule", "early:0"], "--schedule"),
-    (["--regularize", "1", "--schedule", "every:0"], "--schedule"),
-    (["--regularize", "1", "--loss-method", "walk"], "--loss-method"),
-    (["--regularize", "1", "--n-points", "1"], "--n-points"),
-    (["--regularize", "1", "--n-points", "2"], "n_points"),  # random needs 3: refused before any training
-    (["--regularize", "1", "--beta", "0"], "--beta"), (["--regularize", "1", "--probe-pairs", "0"], "--probe-pairs"),
-    (["--regularize", "1", "--pairs-per-step", "0"], "--pairs-per-step"),
-    (["--regularize", "1", "--every-steps", "x"], "--every-steps"),
-])
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--regularize", "-1"], "--regularize"),
+        (["--regularize", "nan"], "--regularize"),
+        (["--regularize", "1", "--schedule", "sometimes"], "--schedule"),
+        (["--regularize", "1", "--schedule", "early:0"], "--schedule"),
+        (["--regularize", "1", "--schedule", "every:0"], "--schedule"),
+        (["--regularize", "1", "--loss-method", "walk"], "--loss-method"),
+        (["--regularize", "1", "--n-points", "1"], "--n-points"),
+        (["--regularize", "1", "--n-points", "2"], "n_points"),  # random needs 3: refused before any training
+        (["--regularize", "1", "--beta", "0"], "--beta"),
+        (["--regularize", "1", "--probe-pairs", "0"], "--probe-pairs"),
+        (["--regularize", "1", "--pairs-per-step", "0"], "--pairs-per-step"),
+        (["--regularize", "1", "--every-steps", "x"], "--every-steps"),
+    ],
+)
 def test_bad_regularizer_options_exit_2(tmp_path, capsys, extra, needle):
     assert main(SWEEP + extra + ["--out", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err.strip()
@@ -168,6 +217,14 @@ def test_help_names_the_options(capsys):
     with pytest.raises(SystemExit):
         main(["sweep", "--help"])
     out = capsys.readouterr().out
-    for opt in ("--regularize", "--schedule", "--loss-method", "--n-points", "--pairs-per-step", "--every-steps",
-                "--beta", "--probe-pairs"):
+    for opt in (
+        "--regularize",
+        "--schedule",
+        "--loss-method",
+        "--n-points",
+        "--pairs-per-step",
+        "--every-steps",
+        "--beta",
+        "--probe-pairs",
+    ):
         assert opt in out

@@ -91,9 +91,11 @@ def test_abs_net_walk_by_hand():
 
 
 @FAST
-@given(a=st.floats(0.05, 4.0).filter(lambda v: min(abs(v - 1), abs(v - 2)) > 1e-3),
-       b=st.floats(-3.0, 3.0).filter(lambda v: abs(v) > 1e-3),
-       sign=st.sampled_from([1.0, -1.0]))
+@given(
+    a=st.floats(0.05, 4.0).filter(lambda v: min(abs(v - 1), abs(v - 2)) > 1e-3),
+    b=st.floats(-3.0, 3.0).filter(lambda v: abs(v) > 1e-3),
+    sign=st.sampled_from([1.0, -1.0]),
+)
 def test_abs_net_mirror_segments_property(a, b, sign):
     net = abs_net()
     x = torch.tensor([[sign * a, b]], dtype=torch.float64)
@@ -156,8 +158,13 @@ def test_mirror_images_flat_and_shaped():
 
 
 @FAST
-@given(n=st.integers(1, 4), h=st.integers(1, 5), w=st.integers(1, 5), axis=st.sampled_from([0, 1, -1]),
-       seed=st.integers(0, 1000))
+@given(
+    n=st.integers(1, 4),
+    h=st.integers(1, 5),
+    w=st.integers(1, 5),
+    axis=st.sampled_from([0, 1, -1]),
+    seed=st.integers(0, 1000),
+)
 def test_mirror_is_an_isometric_involution(n, h, w, axis, seed):
     x = torch.randn(n, h * w, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     m = Mirror(axis, image_shape=(h, w))
@@ -411,8 +418,22 @@ def test_symmetry_study_plane_phase_runs_and_resumes(tmp_path):
     spec = importlib.util.spec_from_file_location("symmetry_study", script)
     study = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(study)
-    args = ["--phase", "plane", "--out", str(tmp_path), "--seeds", "0", "--plane-epochs", "2", "--plane-train", "200",
-            "--plane-test", "100", "--plane-segments", "20"]
+    args = [
+        "--phase",
+        "plane",
+        "--out",
+        str(tmp_path),
+        "--seeds",
+        "0",
+        "--plane-epochs",
+        "2",
+        "--plane-train",
+        "200",
+        "--plane-test",
+        "100",
+        "--plane-segments",
+        "20",
+    ]
     assert study.main(args) == 0
     runs = sorted(p.name for p in (tmp_path / "runs").glob("*.json"))
     assert runs == [f"plane-{c}-s0.json" for c in sorted(study.PLANE_CONDITIONS)]

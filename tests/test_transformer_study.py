@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _study():
     sys.path.insert(0, str(ROOT / "experiments"))
-    spec = importlib.util.spec_from_file_location("transformer_folding_study",
-                                                  ROOT / "experiments" / "transformer_folding_study.py")
+    spec = importlib.util.spec_from_file_location(
+        "transformer_folding_study", ROOT / "experiments" / "transformer_folding_study.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     sys.modules["transformer_folding_study"] = mod
     spec.loader.exec_module(mod)

@@ -278,7 +278,9 @@ def test_bias_free_antipodal_segment(seed, d_in, width, depth):
 FIELDS = ("chi", "r1", "r2", "n_regions", "max_profile")
 
 
-@pytest.mark.parametrize("kw", [{"method": "uniform", "steps": 50}, {"method": "bisect"}, {"method": "bisect", "stop": "hamming1"}])
+@pytest.mark.parametrize(
+    "kw", [{"method": "uniform", "steps": 50}, {"method": "bisect"}, {"method": "bisect", "stop": "hamming1"}]
+)
 def test_folding_batch_equals_looping_folding(kw):
     net = random_net(11, (3, 6, 6, 2))
     x = random_points(12, 14, 3)
@@ -373,7 +375,10 @@ def test_walk_on_other_input_shapes_and_devices_of_inputs():
     assert f.chi == pytest.approx(grid.chi) and f.n_regions == grid.n_regions
     xi1, xi2 = torch.zeros(3, dtype=torch.int64), torch.tensor([2, -1, 3])
     net2 = random_net(21, (3, 5, 5, 1), dtype=torch.float32)
-    assert sf.folding(net2, xi1, xi2, method="bisect").chi == sf.folding(net2, xi1.float(), xi2.float(), method="bisect").chi
+    assert (
+        sf.folding(net2, xi1, xi2, method="bisect").chi
+        == sf.folding(net2, xi1.float(), xi2.float(), method="bisect").chi
+    )
 
 
 def max_pool_fold_net() -> nn.Sequential:

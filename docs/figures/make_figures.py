@@ -24,8 +24,13 @@ P.PNG_DPI = 110
 nets = [sf.cantornet(d, "A") for d in range(1, 6)]
 x1 = torch.tensor([0.0, 0.75], dtype=torch.float64)
 x2 = torch.tensor([1.0, 0.75], dtype=torch.float64)
-fig = P.plot_paths(nets, x1, x2, names=[f"depth {d}" for d in range(1, 6)],
-                   title="CantorNet A, one path (0, 3/4) → (1, 3/4), depths 1-5")
+fig = P.plot_paths(
+    nets,
+    x1,
+    x2,
+    names=[f"depth {d}" for d in range(1, 6)],
+    title="CantorNet A, one path (0, 3/4) → (1, 3/4), depths 1-5",
+)
 fig.set_size_inches(15, 6.2)
 P.save_figure(fig, OUT / "cantornet-path-depths-1-5.png")
 
@@ -40,7 +45,13 @@ b = sf.folding_batch(model, x[i], x[j], method="exact")
 k = int(b.chi.argmax())
 a, c = int(i[k]), int(j[k])
 o = next(n for n in range(len(y)) if int(y[n]) not in (int(y[a]), int(y[c])))
-fig = P.plot_plane(model, x[o], x[a], x[c], name=f"MLP 3x20 (digits, test accuracy {res.final_test_accuracy:.3f})",
-                   data=f"digits test images {o}, {a}, {c} (classes {int(y[o])}, {int(y[a])}, {int(y[c])}); "
-                   f"segment χ = {float(b.chi[k]):.3f}")
+fig = P.plot_plane(
+    model,
+    x[o],
+    x[a],
+    x[c],
+    name=f"MLP 3x20 (digits, test accuracy {res.final_test_accuracy:.3f})",
+    data=f"digits test images {o}, {a}, {c} (classes {int(y[o])}, {int(y[a])}, {int(y[c])}); "
+    f"segment χ = {float(b.chi[k]):.3f}",
+)
 P.save_figure(fig, OUT / "digits-mlp-plane.png")

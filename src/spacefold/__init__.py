@@ -18,24 +18,25 @@ import sys as _sys
 import warnings as _warnings
 from typing import TYPE_CHECKING
 
-from . import _compat
-from ._version import __version__  # noqa: F401 - in dir(spacefold) with the API
+from . import (
+    _compat,
+    nn,  # noqa: F401  (the gated units register their rule on import)
+)
 from ._core.folding import Folding, FoldingBatch, folding, folding_batch, folding_pairs, walk
 from ._core.global_folding import GlobalFolding, global_folding
 from ._core.measure import chi, chi_bounds, chi_profile, interaction, ranges, symmetric_chi
 from ._core.patterns import activation_patterns, register_activation
 from ._core.walk import Walk
 from ._core.walk.exact import NotPiecewiseLinearError, verify
+from ._version import __version__  # noqa: F401 - in dir(spacefold) with the API
 from .errors import InputError, InputTypeError
 from .models.cantornet import cantornet
 from .models.mlp import load_checkpoint, mlp, save_checkpoint
 from .training.regularize import FoldingRegularizer, FoldingSchedule, FoldingTracker, folding_loss, probe_pairs
-from . import nn  # noqa: F401  (the gated units register their rule on import)
 
 if TYPE_CHECKING:  # imported on first use (matplotlib, torchmetrics): see __getattr__
     from .training.metric import FoldingMetric, folding_statistics
     from .viz.plot import plot_path, plot_plane
-
 
 
 __all__ = [
@@ -114,8 +115,9 @@ def __getattr__(name: str) -> object:
         return getattr(_importlib.import_module(_LAZY[name]), name)
     if name in _MOVED:
         module = _MOVED[name]
-        _warnings.warn(f"spacefold.{name} is deprecated at the top level; use {module}.{name}", DeprecationWarning,
-                       stacklevel=2)
+        _warnings.warn(
+            f"spacefold.{name} is deprecated at the top level; use {module}.{name}", DeprecationWarning, stacklevel=2
+        )
         return getattr(_importlib.import_module(module), name)
     old = f"{__name__}.{name}"
     if old in _compat.OLD_PATHS:  # a module of spacefold 0.1 (``spacefold.patterns.find_activations``)

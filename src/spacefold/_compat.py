@@ -50,7 +50,7 @@ OLD_PATHS: dict[str, tuple[str, ...]] = {
     "spacefold.adversarial": ("spacefold.studies.adversarial",),
     "spacefold.symmetry": ("spacefold.studies.symmetry",),
     "spacefold.study": ("spacefold.studies.depth",),
-    "spacefold.plot": ("spacefold.viz.plot",),
+    "spacefold.plot": ("spacefold.viz.plot", "spacefold.viz.study_plots"),
     "spacefold.report": ("spacefold.viz.report",),
 }
 
@@ -65,7 +65,7 @@ def new_home(old: str) -> tuple[str, ...] | None:
     head, _, tail = old.rpartition(".")
     while head:
         if head in OLD_PATHS:
-            return tuple(f"{new}.{old[len(head) + 1:]}" for new in OLD_PATHS[head][:1])
+            return tuple(f"{new}.{old[len(head) + 1 :]}" for new in OLD_PATHS[head][:1])
         head, _, _ = head.rpartition(".")
     return None
 
@@ -96,9 +96,12 @@ def _stand_in(old: str, homes: tuple[str, ...]) -> types.ModuleType:
                 value = getattr(target, name)
                 if isinstance(value, types.ModuleType) and value.__name__.startswith(home + "."):
                     new = value.__name__
-                    value = importlib.import_module(old + new[len(home):])  # its stand-in
-                    warnings.warn(f"{old} is deprecated and will be removed in the next release; import {new}",
-                                  DeprecationWarning, stacklevel=2)
+                    value = importlib.import_module(old + new[len(home) :])  # its stand-in
+                    warnings.warn(
+                        f"{old} is deprecated and will be removed in the next release; import {new}",
+                        DeprecationWarning,
+                        stacklevel=2,
+                    )
                     return value
                 warnings.warn(_advice(old, name, value, homes), DeprecationWarning, stacklevel=2)
                 return value
@@ -132,8 +135,9 @@ class _Loader(importlib.abc.Loader):
 class _Finder(importlib.abc.MetaPathFinder):
     """Finds the old module paths (and only those)."""
 
-    def find_spec(self, fullname: str, path: object = None, target: object = None
-                  ) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
         homes = new_home(fullname) if fullname.startswith("spacefold.") else None
         if homes is None:
             return None

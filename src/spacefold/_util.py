@@ -65,8 +65,10 @@ def check_size(name: str, value, n_bytes: float, what: str) -> None:
     layer widths, segments at once, workers, the memory budget) is checked here."""
     limit = physical_memory()
     if limit is not None and n_bytes > limit:
-        raise InputError(f"{name} = {value} would need {format_bytes(n_bytes)} for {what}, more than the "
-                         f"{format_bytes(limit)} of memory of this machine")
+        raise InputError(
+            f"{name} = {value} would need {format_bytes(n_bytes)} for {what}, more than the "
+            f"{format_bytes(limit)} of memory of this machine"
+        )
 
 
 def json_safe(obj):

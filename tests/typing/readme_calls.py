@@ -6,17 +6,19 @@ Every result has its type (``Walk``, ``Folding``, ``FoldingBatch``, ``GlobalFold
 
 from __future__ import annotations
 
+from typing import assert_type
+
 import torch
 from torch import Tensor
-from typing_extensions import assert_type
 
 import spacefold as sf
 from spacefold.data import load_digits
 from spacefold.models.train import train_mlp
 from spacefold.testing import ReferenceWalk, reference_walk
 
-net = torch.nn.Sequential(torch.nn.Linear(2, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32), torch.nn.ReLU(),
-                          torch.nn.Linear(32, 2))
+net = torch.nn.Sequential(
+    torch.nn.Linear(2, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2)
+)
 x1, x2 = torch.tensor([-2.0, -2.0]), torch.tensor([2.0, 2.0])
 
 # measures on a walk

@@ -128,7 +128,7 @@ def cut_layer(verts, z, nv, corners, offsets, tol):
             new_corners[q + k] = neg_corners[k]
         for s_ in range(n_split + 1):
             new_offsets[n_poly + s_] = q + neg_offsets[s_]
-        corners = new_corners[:q + qn]
+        corners = new_corners[: q + qn]
         offsets = new_offsets
         n_poly += n_split
     return verts, z, nv, corners, offsets, bits[:n_poly], origin[:n_poly]

@@ -21,18 +21,36 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from . import measure, parallel
 from ..errors import InputError, InputTypeError
+from . import measure, parallel
 from .patterns import LayerSelector, check_inputs
-from .walk import DEFAULT_MEMORY, METHODS, Walk, WalkBatch, memory_budget, resolve_tol  # noqa: F401
 from .pipeline import (  # noqa: F401 - also importable from here
-    DEFAULT_STEPS, DEFAULT_TOL, Folding, FoldingBatch, MAX_CHUNK, WalkOptions, _Segments, _Slices, _fold,
-    check_walk_size, chunk_size, segment_bytes
+    DEFAULT_STEPS,
+    DEFAULT_TOL,
+    MAX_CHUNK,
+    Folding,
+    FoldingBatch,
+    WalkOptions,
+    _fold,
+    _Segments,
+    _Slices,
+    check_walk_size,
+    chunk_size,
+    segment_bytes,
 )
+from .walk import DEFAULT_MEMORY, METHODS, Walk, WalkBatch, memory_budget, resolve_tol  # noqa: F401
 
-
-__all__ = ["walk", "walk_batch", "folding", "folding_batch", "folding_pairs", "Folding", "FoldingBatch",
-           "WalkOptions", "resolve_tol"]
+__all__ = [
+    "walk",
+    "walk_batch",
+    "folding",
+    "folding_batch",
+    "folding_pairs",
+    "Folding",
+    "FoldingBatch",
+    "WalkOptions",
+    "resolve_tol",
+]
 
 
 # --------------------------------------------------------------------------- input checks
@@ -53,7 +71,8 @@ def _check_pair(x1, x2, batched: bool) -> None:
 def _unsqueeze(x, name: str) -> Tensor:
     if not isinstance(x, Tensor):
         raise InputTypeError(
-            f"{name} must be a torch.Tensor (one input, without batch dimension), got {type(x).__name__}")
+            f"{name} must be a torch.Tensor (one input, without batch dimension), got {type(x).__name__}"
+        )
     if x.dim() == 0:
         raise InputError(
             f"{name} must be one input of shape input_shape (without batch dimension), got a 0-d tensor; "
@@ -97,7 +116,8 @@ def _index(idx, name: str) -> Tensor:
         t = torch.as_tensor(idx)
     except (TypeError, ValueError, RuntimeError):
         raise InputTypeError(
-            f"{name} must be integer indices (a sequence or an int tensor), got {type(idx).__name__}") from None
+            f"{name} must be integer indices (a sequence or an int tensor), got {type(idx).__name__}"
+        ) from None
     if t.numel() > 0 and (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool):
         raise InputTypeError(f"{name} must be integer indices (a sequence or an int tensor), got dtype {t.dtype}")
     return t.to(torch.int64).reshape(-1)
@@ -128,8 +148,17 @@ def walk_batch(
     dtype: torch.dtype | None = None,
 ) -> WalkBatch:
     """Walks of the segments ``x1[i] -> x2[i]``, inputs ``(batch, *input_shape)``; no measure."""
-    opts = WalkOptions.check(method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=n0, stop=stop,
-                             batch_size=batch_size, dtype=dtype)
+    opts = WalkOptions.check(
+        method=method,
+        steps=steps,
+        tol=tol,
+        tie_tol=tie_tol,
+        layers=layers,
+        n0=n0,
+        stop=stop,
+        batch_size=batch_size,
+        dtype=dtype,
+    )
     _check_pair(x1, x2, batched=True)
     return _fold(model, _Segments.paired(x1, x2), opts, measures=False)
 
@@ -211,8 +240,17 @@ def folding_pairs(
         >>> torch.equal(b.chi, sf.folding_batch(net, x[i], x[j], workers=1).chi)
         True
     """
-    opts = WalkOptions.check(method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=n0, stop=stop,
-                             batch_size=batch_size, dtype=dtype)
+    opts = WalkOptions.check(
+        method=method,
+        steps=steps,
+        tol=tol,
+        tie_tol=tie_tol,
+        layers=layers,
+        n0=n0,
+        stop=stop,
+        batch_size=batch_size,
+        dtype=dtype,
+    )
     parallel.resolve_workers(workers)  # checked before any work
     _check_samples(x)
     i, j = _index(i, "i"), _index(j, "j")
@@ -224,9 +262,15 @@ def folding_pairs(
     for name, idx in (("i", i), ("j", j)):
         if (idx < 0).any() or (idx >= n).any():
             raise InputError(f"{name} must index rows of x in [0, {n - 1}], got values outside")
-    return _fold(model, _Segments.indexed(x, _Slices(i, j), i.numel()), opts,
-                 per_layer=per_layer, progress=progress, workers=parallel.resolve_workers(workers, i.numel()),
-                 auto_workers=workers is None)
+    return _fold(
+        model,
+        _Segments.indexed(x, _Slices(i, j), i.numel()),
+        opts,
+        per_layer=per_layer,
+        progress=progress,
+        workers=parallel.resolve_workers(workers, i.numel()),
+        auto_workers=workers is None,
+    )
 
 
 def folding_batch(
@@ -305,13 +349,29 @@ def folding_batch(
         >>> b.chi[2].item() == sf.folding(net, x1[2], x2[2]).chi  # one segment alone: the same number
         True
     """
-    opts = WalkOptions.check(method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=n0, stop=stop,
-                             batch_size=batch_size, dtype=dtype)
+    opts = WalkOptions.check(
+        method=method,
+        steps=steps,
+        tol=tol,
+        tie_tol=tie_tol,
+        layers=layers,
+        n0=n0,
+        stop=stop,
+        batch_size=batch_size,
+        dtype=dtype,
+    )
     parallel.resolve_workers(workers)  # checked before any work
     _check_pair(x1, x2, batched=True)
-    return _fold(model, _Segments.paired(x1, x2), opts, return_walks=return_walks,
-                 per_layer=per_layer, progress=progress, workers=parallel.resolve_workers(workers, x1.shape[0]),
-                 auto_workers=workers is None)
+    return _fold(
+        model,
+        _Segments.paired(x1, x2),
+        opts,
+        return_walks=return_walks,
+        per_layer=per_layer,
+        progress=progress,
+        workers=parallel.resolve_workers(workers, x1.shape[0]),
+        auto_workers=workers is None,
+    )
 
 
 def walk(
@@ -374,8 +434,9 @@ def walk(
         >>> sf.chi(w.patterns)
         0.805...
     """
-    opts = WalkOptions.check(method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=n0, stop=stop,
-                             batch_size=1, dtype=dtype)
+    opts = WalkOptions.check(
+        method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=n0, stop=stop, batch_size=1, dtype=dtype
+    )
     _check_pair(x1, x2, batched=False)
     _check_single(model, x1)
     wb = _fold(model, _Segments.paired(x1.unsqueeze(0), x2.unsqueeze(0)), opts, measures=False)
@@ -445,11 +506,27 @@ def folding(
         >>> g.r1, g.r2, g.chi
         (6, 24, 0.75)
     """
-    w = walk(model, x1, x2, method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=n0, stop=stop,
-             dtype=dtype)
+    w = walk(
+        model,
+        x1,
+        x2,
+        method=method,
+        steps=steps,
+        tol=tol,
+        tie_tol=tie_tol,
+        layers=layers,
+        n0=n0,
+        stop=stop,
+        dtype=dtype,
+    )
     run_r1, run_r2 = measure.prefix_ranges(w.patterns)
     profile = measure.chi_from_ranges(run_r1, run_r2)  # χ of every prefix; the last is χ of the walk
     return Folding(
-        chi=float(profile[-1]), r1=int(run_r1[-1]), r2=int(run_r2[-1]), n_regions=w.n_regions, profile=profile,
-        max_profile=float(profile.max()), walk=w,
+        chi=float(profile[-1]),
+        r1=int(run_r1[-1]),
+        r2=int(run_r2[-1]),
+        n_regions=w.n_regions,
+        profile=profile,
+        max_profile=float(profile.max()),
+        walk=w,
     )

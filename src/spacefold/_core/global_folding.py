@@ -9,8 +9,8 @@ and the two class labels per path; every aggregate is computed from those.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -18,15 +18,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import parallel
 from .._util import check_choice, check_int, check_size
 from ..errors import InputError, InputTypeError, MissingExtraError
+from . import parallel
 from .folding import DEFAULT_STEPS, DEFAULT_TOL, WalkOptions, _check_samples, _fold, _Segments
 from .pairs import PairPlan, class_centroids, iter_chunks, pair_plan
 from .patterns import LayerSelector
 
 if TYPE_CHECKING:
     import pandas
+
 
 def check_n_boot(n_boot, n_stats: int = 5, n_paths: int = 0) -> int:
     """Validate ``n_boot`` (an int >= 1) and that its draws, ``n_stats`` floats per resample,
@@ -170,11 +171,20 @@ class GlobalFolding:
             raise InputError(f"mask must have {self.n_paths} entries, got {mask.numel()}")
         if not bool(mask.any()):
             raise InputError("mask selects no path")
-        pick = {k: getattr(self, k)[mask] for k in ("chi", "max_profile", "r1", "r2", "n_regions", "label_a",
-                                                    "label_b")}
+        pick = {
+            k: getattr(self, k)[mask] for k in ("chi", "max_profile", "r1", "r2", "n_regions", "label_a", "label_b")
+        }
         pl = {k: v[mask] for k, v in self.per_layer.items()} if self.per_layer else None
-        return GlobalFolding(**pick, method=self.method, pairs=self.pairs, seed=self.seed, steps=self.steps,
-                             n_clusters=self.n_clusters, per_layer=pl, info=dict(self.info))
+        return GlobalFolding(
+            **pick,
+            method=self.method,
+            pairs=self.pairs,
+            seed=self.seed,
+            steps=self.steps,
+            n_clusters=self.n_clusters,
+            per_layer=pl,
+            info=dict(self.info),
+        )
 
     def inter_class(self) -> GlobalFolding:
         """Only the paths between samples of different classes (the paths of Φ_N)."""
@@ -205,17 +215,19 @@ class GlobalFolding:
         rows = []
         for (a, b), s, e in zip(keys, bounds[:-1], bounds[1:]):
             c = chi[s:e]
-            rows.append({
-                "a": a,
-                "b": b,
-                "n_paths": int(e - s),
-                "phi": median_nonzero(c),
-                "phi_max": median_nonzero(mp[s:e]),
-                "max_max_profile": float(mp[s:e].max()),
-                "fraction_folded": _fraction(c),
-                "mean_chi": float(c.mean()),
-                "mean_regions": float(nr[s:e].mean()),
-            })
+            rows.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "n_paths": int(e - s),
+                    "phi": median_nonzero(c),
+                    "phi_max": median_nonzero(mp[s:e]),
+                    "max_max_profile": float(mp[s:e].max()),
+                    "fraction_folded": _fraction(c),
+                    "mean_chi": float(c.mean()),
+                    "mean_regions": float(nr[s:e].mean()),
+                }
+            )
         return rows
 
     @property
@@ -240,13 +252,24 @@ class GlobalFolding:
         out = []
         for name, c in self.per_layer.items():
             v = c.cpu().numpy()
-            out.append({"layer": name, "phi": median_nonzero(v), "fraction_folded": _fraction(v),
-                        "mean_chi": float(v.mean()) if v.size else 0.0})
+            out.append(
+                {
+                    "layer": name,
+                    "phi": median_nonzero(v),
+                    "fraction_folded": _fraction(v),
+                    "mean_chi": float(v.mean()) if v.size else 0.0,
+                }
+            )
         return out
 
     # ------------------------------------------------------------------ uncertainty
-    def bootstrap(self, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
-                  stats: Sequence[str] = ("phi", "phi_max", "phi_max_p2", "fraction_folded", "mean")) -> dict:
+    def bootstrap(
+        self,
+        n_boot: int = 1000,
+        level: float = 0.95,
+        seed: int = 0,
+        stats: Sequence[str] = ("phi", "phi_max", "phi_max_p2", "fraction_folded", "mean"),
+    ) -> dict:
         """Percentile bootstrap confidence intervals of the aggregates.
 
         Paths are resampled with replacement within each ordered class pair (a stratified bootstrap: every
@@ -449,8 +472,17 @@ def global_folding(
     if not isinstance(x, Tensor):
         raise InputTypeError(f"x must be a torch.Tensor (n_samples, *input_shape), got {type(x).__name__}")
     _check_samples(x)
-    opts = WalkOptions.check(method=method, steps=steps, tol=tol, tie_tol=tie_tol, layers=layers, n0=None,
-                             stop="strict", batch_size=batch_size, dtype=dtype)
+    opts = WalkOptions.check(
+        method=method,
+        steps=steps,
+        tol=tol,
+        tie_tol=tie_tol,
+        layers=layers,
+        n0=None,
+        stop="strict",
+        batch_size=batch_size,
+        dtype=dtype,
+    )
     parallel.resolve_workers(workers)  # checked before any work
     if not isinstance(y, Tensor):
         try:
@@ -467,8 +499,10 @@ def global_folding(
         for blk in plan.blocks:
             for idx in (blk.starts, blk.ends):
                 if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= x.shape[0]):
-                    raise InputError(f"pairs must index rows of x in [0, {x.shape[0] - 1}], got a plan with "
-                                     f"indices from {int(idx.min())} to {int(idx.max())}")
+                    raise InputError(
+                        f"pairs must index rows of x in [0, {x.shape[0] - 1}], got a plan with "
+                        f"indices from {int(idx.min())} to {int(idx.max())}"
+                    )
     else:
         check_choice(pairs, "pairs", PAIR_CHOICES)
         mode = pairs
@@ -487,21 +521,43 @@ def global_folding(
     auto_workers, workers = workers is None, parallel.resolve_workers(workers, -(-n // world_size))
     # the pairs are produced and their inputs gathered batch_size at a time
     t0 = time.perf_counter()
-    fb = _fold(model, _Segments.indexed(x, _PlanChunks(plan), n), opts, per_layer=per_layer, progress=progress,
-               workers=workers, auto_workers=auto_workers, distributed=True)
+    fb = _fold(
+        model,
+        _Segments.indexed(x, _PlanChunks(plan), n),
+        opts,
+        per_layer=per_layer,
+        progress=progress,
+        workers=workers,
+        auto_workers=auto_workers,
+        distributed=True,
+    )
     wall = time.perf_counter() - t0
     la, lb = plan.labels()
     return GlobalFolding(
-        chi=fb.chi.double().cpu(), max_profile=fb.max_profile.double().cpu(), r1=fb.r1.cpu(), r2=fb.r2.cpu(),
-        n_regions=fb.n_regions.cpu(), label_a=la, label_b=lb, method=method, pairs=mode, seed=seed,
-        steps=steps if method == "uniform" else None, n_clusters=n_cl,
+        chi=fb.chi.double().cpu(),
+        max_profile=fb.max_profile.double().cpu(),
+        r1=fb.r1.cpu(),
+        r2=fb.r2.cpu(),
+        n_regions=fb.n_regions.cpu(),
+        label_a=la,
+        label_b=lb,
+        method=method,
+        pairs=mode,
+        seed=seed,
+        steps=steps if method == "uniform" else None,
+        n_clusters=n_cl,
         per_layer={k: v.double().cpu() for k, v in fb.per_layer.items()} if fb.per_layer else None,
-        info={"wall_seconds": wall, "paths_per_second": n / wall if wall > 0 else None, "workers": workers,
-              "world_size": world_size,
-              **({"n_float64": fb.n_float64, "n_unresolved": fb.n_unresolved} if method == "exact" else {}),
-              # certified walks that ran out of their interval budget (not proved complete)
-              **({"n_incomplete": int((~fb.complete).sum())} if method == "certified" and fb.complete is not None
-                 else {})},
+        info={
+            "wall_seconds": wall,
+            "paths_per_second": n / wall if wall > 0 else None,
+            "workers": workers,
+            "world_size": world_size,
+            **({"n_float64": fb.n_float64, "n_unresolved": fb.n_unresolved} if method == "exact" else {}),
+            # certified walks that ran out of their interval budget (not proved complete)
+            **(
+                {"n_incomplete": int((~fb.complete).sum())} if method == "certified" and fb.complete is not None else {}
+            ),
+        },
     )
 
 

@@ -198,8 +198,15 @@ def _running(to_start: Tensor, steps: Tensor, walk_id: Tensor, first: Tensor, n_
     return run_r1, _segmented_cumsum(steps, walk_id, first)
 
 
-def _summary_of_rows(to_start: Tensor, steps: Tensor, walk_id: Tensor, first: Tensor, last: Tensor,
-                     n_neurons: int, n_regions: Tensor | None = None) -> WalkSummary:
+def _summary_of_rows(
+    to_start: Tensor,
+    steps: Tensor,
+    walk_id: Tensor,
+    first: Tensor,
+    last: Tensor,
+    n_neurons: int,
+    n_regions: Tensor | None = None,
+) -> WalkSummary:
     """:class:`WalkSummary` of walks stored as rows (see :func:`_running`); ``n_regions``
     defaults to 1 + the number of rows entered with a non-zero step."""
     run_r1, run_r2 = _running(to_start, steps, walk_id, first, n_neurons)
@@ -537,8 +544,11 @@ def ragged_ranges(patterns: Tensor, offsets: Tensor) -> dict[str, Tensor]:
     if not isinstance(patterns, Tensor) or patterns.dtype != torch.bool or patterns.dim() != 2:
         raise InputTypeError(
             "patterns must be a bool tensor (total_points, n_neurons), got "
-            + (f"{patterns.dtype} of shape {tuple(patterns.shape)}" if isinstance(patterns, Tensor)
-               else type(patterns).__name__)
+            + (
+                f"{patterns.dtype} of shape {tuple(patterns.shape)}"
+                if isinstance(patterns, Tensor)
+                else type(patterns).__name__
+            )
         )
     if not isinstance(offsets, Tensor) or offsets.dim() != 1 or offsets.is_floating_point() or offsets.numel() < 1:
         raise InputTypeError(f"offsets must be a 1-D int tensor (batch + 1,), got {offsets!r}")

@@ -26,10 +26,9 @@ Version 1 is the drawing since commit 69489aa; results recorded before it drew o
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-
-import hashlib
 
 import torch
 from torch import Tensor
@@ -234,8 +233,9 @@ def pair_plan(
     check_int(seed, "seed", 0)
     if pairs == "random":
         if max_pairs is None:
-            raise InputError("max_pairs must be an int >= 1 with pairs='random' (the number of pairs to draw), "
-                             "got None")
+            raise InputError(
+                "max_pairs must be an int >= 1 with pairs='random' (the number of pairs to draw), got None"
+            )
         i, j = random_pairs(y.numel(), max_pairs, seed=seed)
         return PairPlan((PairBlock(-1, -1, i, j, product=False),), "random")
     present = sorted(y.unique().tolist())

@@ -46,8 +46,22 @@ import torch
 from .._util import check_size, format_bytes
 from ..errors import InputError, InputTypeError
 
-__all__ = ["cpu_count", "resolve_workers", "world", "shard", "all_gather", "broadcast", "is_main", "alone",
-           "failed", "RankFailedError", "map_ranges", "Progress", "progress_into", "close"]
+__all__ = [
+    "cpu_count",
+    "resolve_workers",
+    "world",
+    "shard",
+    "all_gather",
+    "broadcast",
+    "is_main",
+    "alone",
+    "failed",
+    "RankFailedError",
+    "map_ranges",
+    "Progress",
+    "progress_into",
+    "close",
+]
 
 
 def cpu_count() -> int:
@@ -119,11 +133,15 @@ def main_allows_workers() -> bool:
 def _unguarded_reason() -> str:
     path = _main_script()
     if path is None or not os.path.isfile(path):  # e.g. a script piped to `python -`
-        return (f"worker processes import the main script again, and {path} is not a file they can read (a script "
-                "from standard input): save it to a file with an 'if __name__ == \"__main__\":' block, or pass "
-                "workers=1")
-    return (f"worker processes import the main script {path} again, and it has no "
-            "'if __name__ == \"__main__\":' block: put the script's work under that guard, or pass workers=1")
+        return (
+            f"worker processes import the main script again, and {path} is not a file they can read (a script "
+            "from standard input): save it to a file with an 'if __name__ == \"__main__\":' block, or pass "
+            "workers=1"
+        )
+    return (
+        f"worker processes import the main script {path} again, and it has no "
+        "'if __name__ == \"__main__\":' block: put the script's work under that guard, or pass workers=1"
+    )
 
 
 def resolve_workers(workers, n_paths: int | None = None, name: str = "workers") -> int:
@@ -140,8 +158,7 @@ def resolve_workers(workers, n_paths: int | None = None, name: str = "workers") 
     if isinstance(workers, bool) or not isinstance(workers, int):
         raise InputTypeError(f"{name} must be a positive int or None (every core), got {type(workers).__name__}")
     if workers < 1:
-        raise InputError(f"{name} must be a positive int (1 walks in this process) or None (every core), "
-                         f"got {workers}")
+        raise InputError(f"{name} must be a positive int (1 walks in this process) or None (every core), got {workers}")
     path = _main_script()
     if workers > 1 and path is not None and not _main_guarded(path):
         raise InputError(f"{name}={workers} cannot be used here: {_unguarded_reason()}")
@@ -321,9 +338,10 @@ def _peers_lost():
     try:
         yield
     except RuntimeError as err:  # torch.distributed.DistBackendError and the like: a peer went away
-        raise RankFailedError(f"rank {dist.get_rank()} of {dist.get_world_size()} stopped: another rank failed or "
-                              "was stopped while this one waited for its results (that rank's error says why)"
-                              ) from err
+        raise RankFailedError(
+            f"rank {dist.get_rank()} of {dist.get_world_size()} stopped: another rank failed or "
+            "was stopped while this one waited for its results (that rank's error says why)"
+        ) from err
 
 
 # --------------------------------------------------------------------------- progress
@@ -469,9 +487,18 @@ def _close_pool() -> None:
 atexit.register(_close_pool)
 
 
-def map_ranges(task: Callable[[int, int, Callable[[int], None] | None], Any], start: int, stop: int, workers: int,
-               *, min_size: int = 1, first: int = 0, progress: Progress | None = None,
-               device: torch.device | None = None, auto: bool = False) -> list:
+def map_ranges(
+    task: Callable[[int, int, Callable[[int], None] | None], Any],
+    start: int,
+    stop: int,
+    workers: int,
+    *,
+    min_size: int = 1,
+    first: int = 0,
+    progress: Progress | None = None,
+    device: torch.device | None = None,
+    auto: bool = False,
+) -> list:
     """``task(a, b, tick)`` over contiguous ranges covering ``[start, stop)``, results in order.
 
     ``tick(k)`` (or ``None`` in a worker) reports ``k`` more paths done. With one worker
@@ -497,15 +524,21 @@ def map_ranges(task: Callable[[int, int, Callable[[int], None] | None], Any], st
     if workers > 1:
         needed = main_names_needed(task)
         if needed and not auto:
-            raise InputError(f"workers={workers} cannot be used here: worker processes cannot import "
-                             f"{', '.join(needed[:3])}, defined in this notebook or session (module __main__); "
-                             "define it in a module, or pass workers=1")
+            raise InputError(
+                f"workers={workers} cannot be used here: worker processes cannot import "
+                f"{', '.join(needed[:3])}, defined in this notebook or session (module __main__); "
+                "define it in a module, or pass workers=1"
+            )
         if needed:
             workers = 1
     if workers <= 1:
         return [task(start, stop, tick)]
-    check_size("workers", workers, workers * WORKER_BYTES,
-               f"{workers} worker processes of at least {format_bytes(WORKER_BYTES)} each")
+    check_size(
+        "workers",
+        workers,
+        workers * WORKER_BYTES,
+        f"{workers} worker processes of at least {format_bytes(WORKER_BYTES)} each",
+    )
     starting = _pool_starting(workers)
     results: list = []
     pos, step, cap = start, max(first, min_size, 1), max(min_size, n // (16 * workers))
@@ -518,6 +551,7 @@ def map_ranges(task: Callable[[int, int, Callable[[int], None] | None], Any], st
             return results
         size = max(min_size, -(-(stop - pos) // (2 * workers)))
         ranges = [(a, min(a + size, stop)) for a in range(pos, stop, size)]
+
         def jobs():  # made as the pool sends them, in its thread: the workers walk the first ones meanwhile
             whole = None
             for a, b in ranges:  # a task that can send a range alone (task.part) sends only that

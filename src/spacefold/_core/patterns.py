@@ -73,11 +73,40 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .._util import check_int
 from ..errors import InputError, InputTypeError
+from .checks import (  # noqa: F401 - also importable from here
+    check_inputs,
+    check_model,
+    check_nonnegative,
+    model_device_dtype,
+    run_model,
+    to_model,
+)
 from .rules import (  # noqa: F401 - also importable from here
-    FUNCTIONAL_ACTIVATIONS, Rule, _ATEN_ACTIVATIONS, _Entry, _Functional, _METHODS, _NOT_ELEMENTWISE,
-    _PIECEWISE_LINEAR, _REGISTRY, _SMOOTH_MONOTONE, _always, _arg, _build_functional_table, _entry, _flag,
-    _looks_like_activation, _never, _num, _pre_activation, _prelu, _rule_form, _unit_output,
-    functional_activation, is_piecewise_linear, register_activation
+    _ATEN_ACTIVATIONS,
+    _METHODS,
+    _NOT_ELEMENTWISE,
+    _PIECEWISE_LINEAR,
+    _REGISTRY,
+    _SMOOTH_MONOTONE,
+    FUNCTIONAL_ACTIVATIONS,
+    Rule,
+    _always,
+    _arg,
+    _build_functional_table,
+    _Entry,
+    _entry,
+    _flag,
+    _Functional,
+    _looks_like_activation,
+    _never,
+    _num,
+    _pre_activation,
+    _prelu,
+    _rule_form,
+    _unit_output,
+    functional_activation,
+    is_piecewise_linear,
+    register_activation,
 )
 
 __all__ = [
@@ -176,11 +205,14 @@ def find_activations(model: nn.Module, layers: LayerSelector = None) -> list[tup
     names = {n for n, _ in named}
     for item in selector:
         if isinstance(item, str) and ":" not in item and item not in names:
-            raise InputError(f"layers names '{item}', which is not a module of the model; activation modules: "
-                             f"{act_names} (functional calls are named '<module>:<function>', e.g. ':relu')")
+            raise InputError(
+                f"layers names '{item}', which is not a module of the model; activation modules: "
+                f"{act_names} (functional calls are named '<module>:<function>', e.g. ':relu')"
+            )
     for name, module in named:
-        hit = any((isinstance(s, str) and s == name) or (isinstance(s, type) and isinstance(module, s))
-                  for s in selector)
+        hit = any(
+            (isinstance(s, str) and s == name) or (isinstance(s, type) and isinstance(module, s)) for s in selector
+        )
         if not hit or _inside_activation(name, act_names):
             continue
         if _entry(module) is None:
@@ -475,8 +507,9 @@ class PatternRecorder:
                 if saved is not None:
                     inputs = (saved,) + inputs[1:]
                 assert entry is not None  # a selected call without a rule was refused above
-                self._scores.append((site, self._batch_first(entry.rule(module, inputs, out)), type(module).__name__,
-                                     True))
+                self._scores.append(
+                    (site, self._batch_first(entry.rule(module, inputs, out)), type(module).__name__, True)
+                )
         finally:
             self._depth -= 1
         return out
@@ -493,12 +526,19 @@ class PatternRecorder:
         mod = named.get(where)
         kind = f" ({type(mod).__name__})" if mod is not None else ""
         prefix = f"{where}." if where else ""
-        scripts = [n for n, m in named.items() if _script_module(m) and n.startswith(prefix)
-                   and not _inside_activation(n, [k for k, v in named.items() if _script_module(v) and k != n])]
+        scripts = [
+            n
+            for n, m in named.items()
+            if _script_module(m)
+            and n.startswith(prefix)
+            and not _inside_activation(n, [k for k, v in named.items() if _script_module(v) and k != n])
+        ]
         if scripts:
-            why = (f"it runs in the TorchScript module {', '.join(repr(n) for n in scripts)}, which runs without "
-                   "Python: use the eager module, or save the whole model with torch.jit.save and load it with "
-                   "spacefold.load_model")
+            why = (
+                f"it runs in the TorchScript module {', '.join(repr(n) for n in scripts)}, which runs without "
+                "Python: use the eager module, or save the whole model with torch.jit.save and load it with "
+                "spacefold.load_model"
+            )
         else:
             why = "it is computed by a fused or compiled operator that bypasses Python: use the eager module"
         return InputError(
@@ -542,8 +582,18 @@ class PatternRecorder:
             i = calls.get(name, 0)
             calls[name] = i + 1
             size = int(score[0].numel()) if score.shape[0] else int(torch.Size(score.shape[1:]).numel())
-            specs.append(LayerSpec(name if i == 0 else f"{name}#{i}", name, i, tuple(score.shape[1:]), start,
-                                   start + size, kind, functional))
+            specs.append(
+                LayerSpec(
+                    name if i == 0 else f"{name}#{i}",
+                    name,
+                    i,
+                    tuple(score.shape[1:]),
+                    start,
+                    start + size,
+                    kind,
+                    functional,
+                )
+            )
             start += size
         return PatternLayout(tuple(specs))
 
@@ -551,21 +601,24 @@ class PatternRecorder:
         """The recorded calls give bits, and the same blocks as the first forward pass."""
         for s in self.selector or ():
             if isinstance(s, str) and ":" in s and s not in self._sites_seen:
-                raise InputError(f"layers names the call site '{s}', which no forward pass called; call sites "
-                                 f"seen: {sorted(self._sites)} (every functional call is '<module>:<function>')")
+                raise InputError(
+                    f"layers names the call site '{s}', which no forward pass called; call sites "
+                    f"seen: {sorted(self._sites)} (every functional call is '<module>:<function>')"
+                )
         if not self._scores:
             raise InputError(
                 f"model {type(self.model).__name__} has no hookable activation: no activation module and no "
                 "activation function (F.relu, F.gelu, torch.tanh, ...) was called in its forward pass"
-                if self.selector is None else
-                f"layers={self.layers!r} selects no activation of model {type(self.model).__name__} that its "
+                if self.selector is None
+                else f"layers={self.layers!r} selects no activation of model {type(self.model).__name__} that its "
                 "forward pass called"
             )
         sig = [(name, int(score[0].numel()) if score.shape[0] else -1) for name, score, _, _ in self._scores]
         if self._reference is None:
             self._reference = sig
         elif [n for n, _ in sig] != [n for n, _ in self._reference] or any(
-                a != b and -1 not in (a, b) for (_, a), (_, b) in zip(sig, self._reference)):
+            a != b and -1 not in (a, b) for (_, a), (_, b) in zip(sig, self._reference)
+        ):
             raise InputError(
                 f"model {type(self.model).__name__} calls its activations differently at different inputs (first "
                 f"forward pass: {_describe(self._reference)}; now: {_describe(sig)}); patterns of such a model have "
@@ -605,72 +658,28 @@ def _check_halves(x: Tensor, dim: int, what: str) -> None:
         )
 
 
-def check_nonnegative(value: float, name: str) -> float:
-    """Validate a finite number >= 0 (a tolerance) and return it as float."""
-    if isinstance(value, bool):
-        raise InputTypeError(f"{name} must be a number >= 0, got {value!r}")
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise InputTypeError(f"{name} must be a number >= 0, got {value!r}") from None
-    if not (value >= 0.0) or value == float("inf"):
-        raise InputError(f"{name} must be a finite number >= 0, got {value}")
-    return value
-
-
-def check_inputs(x: Tensor, name: str = "x") -> None:
-    """Validate inputs ``(batch, *input_shape)``: a real tensor of finite values."""
-    if not isinstance(x, Tensor):
-        raise InputTypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() < 1:
-        raise InputError(f"{name} must have a batch dimension (batch, *input_shape), got a scalar")
-    if x.is_complex():
-        raise InputTypeError(f"{name} must hold real values, got dtype {x.dtype}; pass x.real or x.abs() explicitly")
-    # A finite sum proves every value finite (NaN and inf propagate through a sum); only when
-    # it is not (NaN, inf, or an overflow of large finite values) are the values counted.
-    if x.is_floating_point() and not bool(torch.isfinite(x.sum())):
-        bad = int((~torch.isfinite(x)).sum())
-        if bad:
-            raise InputError(f"{name} holds {bad} NaN or inf value(s); expected finite inputs")
-
-
-def check_model(model) -> None:
-    """Validate a model to run: an ``nn.Module`` whose parameters hold values on a
-    device this build of torch can use."""
-    if not isinstance(model, nn.Module):
-        raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    device, _ = model_device_dtype(model)
-    if device.type == "meta":
-        raise InputError(
-            "model must hold its weights, got a model on the meta device (parameters without values); "
-            "create it on a real device or load its weights, e.g. model.to_empty(device='cpu') then load_state_dict"
-        )
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"model is on {device}, but this build of torch has no CUDA device; move it with model.cpu()")
-
-
-def run_model(model: nn.Module, x: Tensor, name: str = "x") -> Tensor:
-    """Forward pass with a clear error when the input does not fit the model."""
-    try:
-        return model(x)
-    except InputError:
-        raise
-    except (RuntimeError, ValueError, IndexError) as err:
-        raise InputError(
-            f"{name} of shape {tuple(x.shape)} does not fit the model {type(model).__name__} "
-            f"(expected (batch, *input_shape) for its first layer): {str(err).splitlines()[0]}"
-        ) from err
+@overload
+def activation_patterns(
+    model: nn.Module,
+    x: Tensor,
+    layers: LayerSelector = None,
+    *,
+    tie_tol: float = 0.0,
+    batch_size: int | None = None,
+    return_layout: Literal[False] = False,
+) -> Tensor: ...
 
 
 @overload
-def activation_patterns(model: nn.Module, x: Tensor, layers: LayerSelector = None, *, tie_tol: float = 0.0,
-                        batch_size: int | None = None, return_layout: Literal[False] = False) -> Tensor: ...
-
-
-@overload
-def activation_patterns(model: nn.Module, x: Tensor, layers: LayerSelector = None, *, tie_tol: float = 0.0,
-                        batch_size: int | None = None, return_layout: Literal[True]) -> tuple[Tensor, PatternLayout]:
-    ...
+def activation_patterns(
+    model: nn.Module,
+    x: Tensor,
+    layers: LayerSelector = None,
+    *,
+    tie_tol: float = 0.0,
+    batch_size: int | None = None,
+    return_layout: Literal[True],
+) -> tuple[Tensor, PatternLayout]: ...
 
 
 def activation_patterns(
@@ -755,17 +764,3 @@ def activation_patterns(
 def pattern_layout(model: nn.Module, x: Tensor, layers: LayerSelector = None) -> PatternLayout:
     """The layout of the pattern of ``model`` for inputs like ``x`` (batch of >= 1)."""
     return activation_patterns(model, x[:1], layers, return_layout=True)[1]
-
-
-def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    for p in model.parameters():
-        return p.device, p.dtype
-    for b in model.buffers():
-        if b.is_floating_point():
-            return b.device, b.dtype
-    return torch.device("cpu"), torch.get_default_dtype()
-
-
-def to_model(model: nn.Module, x: Tensor) -> Tensor:
-    device, dtype = model_device_dtype(model)
-    return x.to(device=device, dtype=dtype)

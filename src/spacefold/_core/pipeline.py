@@ -19,15 +19,20 @@ from typing import TYPE_CHECKING, Literal, overload
 import torch
 from torch import Tensor, nn
 
-from . import measure, parallel
 from .._util import check_choice, check_int, check_size
 from ..errors import InputError, InputTypeError, MissingExtraError
+from . import measure, parallel
 from .patterns import (
-    LayerSelector, PatternLayout, PatternRecorder, check_model, check_nonnegative, eval_mode, find_activations,
-    model_device_dtype
+    LayerSelector,
+    PatternLayout,
+    PatternRecorder,
+    check_model,
+    check_nonnegative,
+    eval_mode,
+    find_activations,
+    model_device_dtype,
 )
-from .walk import METHODS, Walk, WalkBatch, check_certified_tol, memory_budget, points_per_pass, resolve_tol
-from .walk import _kernels
+from .walk import METHODS, Walk, WalkBatch, _kernels, check_certified_tol, memory_budget, points_per_pass, resolve_tol
 from .walk.bisect import NONCONVEX_N0, STOP_RULES, bisect_walks, default_n0
 from .walk.uniform import uniform_walks
 
@@ -210,8 +215,16 @@ class _Segments:
     index tensors and the inputs are gathered one chunk at a time). Picklable, for
     worker processes."""
 
-    def __init__(self, n: int, sample: Tensor, chunks, *, x: Tensor | None = None,
-                 pair: tuple[Tensor, Tensor] | None = None, indexed: bool | None = None):
+    def __init__(
+        self,
+        n: int,
+        sample: Tensor,
+        chunks,
+        *,
+        x: Tensor | None = None,
+        pair: tuple[Tensor, Tensor] | None = None,
+        indexed: bool | None = None,
+    ):
         self.n = n
         self.sample = sample  # one input, (1, *input_shape)
         self._chunks = chunks  # (start, stop, size) -> iterator of (a, c) over [start, stop), in order
@@ -236,8 +249,9 @@ class _Segments:
         return _Segments(x1.shape[0], x1[:1], _Slices(x1, x2), pair=(x1, x2))
 
     @staticmethod
-    def indexed(x: Tensor, index_chunks: Callable[[int, int, int], Iterable[tuple[Tensor, Tensor]]],
-                n: int) -> _Segments:
+    def indexed(
+        x: Tensor, index_chunks: Callable[[int, int, int], Iterable[tuple[Tensor, Tensor]]], n: int
+    ) -> _Segments:
         """``index_chunks(start, stop, size)`` (a picklable callable) yields the index pairs
         of positions ``[start, stop)`` as pairs of int64 index tensors of any length."""
         return _Segments(n, x[:1], index_chunks, x=x)
@@ -275,8 +289,17 @@ class _Slices:
 class _SampledWalker:
     """``uniform`` and ``bisect``: forward passes under activation hooks."""
 
-    def __init__(self, model: nn.Module, opts: WalkOptions, recorder: PatternRecorder, segments: _Segments,
-                 device, dtype, keep_walks: bool, max_points: int = 65536):
+    def __init__(
+        self,
+        model: nn.Module,
+        opts: WalkOptions,
+        recorder: PatternRecorder,
+        segments: _Segments,
+        device,
+        dtype,
+        keep_walks: bool,
+        max_points: int = 65536,
+    ):
         self.model, self.opts, self.segments = model, opts, segments
         self.max_points = max_points  # points of many segments in one forward pass
         self.grid_index = keep_walks  # the map from grid points to regions only for walks returned
@@ -296,8 +319,9 @@ class _SampledWalker:
                 self.recorder, self.selected = self.selected, None
                 return
             names = set(_probe(self.model, self.selected, sample).names)
-            self.columns = torch.cat([torch.arange(lay.start, lay.stop) for lay in full.layers
-                                      if lay.name in names]).to(self.device)
+            self.columns = torch.cat(
+                [torch.arange(lay.start, lay.stop) for lay in full.layers if lay.name in names]
+            ).to(self.device)
 
     def __call__(self, a: Tensor, c: Tensor) -> WalkBatch:
         a, c = self.segments.inputs(a, c)
@@ -306,12 +330,29 @@ class _SampledWalker:
         opts = self.opts
         with self.recorder:
             if opts.method == "uniform":
-                wb = uniform_walks(self.model, self.recorder, a, c, steps=opts.steps, tie_tol=opts.tie_tol,
-                                   grid_index=self.grid_index, max_points=self.max_points)
+                wb = uniform_walks(
+                    self.model,
+                    self.recorder,
+                    a,
+                    c,
+                    steps=opts.steps,
+                    tie_tol=opts.tie_tol,
+                    grid_index=self.grid_index,
+                    max_points=self.max_points,
+                )
             else:
                 assert opts.tol is not None  # resolved by WalkOptions.check
-                wb = bisect_walks(self.model, self.recorder, a, c, tol=opts.tol, tie_tol=opts.tie_tol, n0=self.n0,
-                                  stop=opts.stop, max_points=self.max_points)
+                wb = bisect_walks(
+                    self.model,
+                    self.recorder,
+                    a,
+                    c,
+                    tol=opts.tol,
+                    tie_tol=opts.tie_tol,
+                    n0=self.n0,
+                    stop=opts.stop,
+                    max_points=self.max_points,
+                )
         return wb if self.columns is None else wb.select_columns(self.columns)
 
 
@@ -363,8 +404,10 @@ class _ExactWalker:
         self.k = start
 
     def _prefix_blocks(self, x: Tensor, block: int) -> list[Tensor]:
-        parts = [self.prog.prefix(x[k : k + block].to(device=self.device, dtype=self.dtype))
-                 for k in range(0, x.shape[0], block)]
+        parts = [
+            self.prog.prefix(x[k : k + block].to(device=self.device, dtype=self.dtype))
+            for k in range(0, x.shape[0], block)
+        ]
         return [torch.cat([p[m] for p in parts]) if len(parts) > 1 else parts[0][m] for m in range(len(parts[0]))]
 
     def __call__(self, a: Tensor, c: Tensor) -> WalkBatch:
@@ -391,16 +434,20 @@ class _ExactWalker:
             self.k += a.shape[0]
             p1 = [t[rows] for t in self.cache[0]]
             p2 = [t[rows] for t in self.cache[1]]
-        return exact_walks(self.model, p1[0], p2[0], prefix=(p1, p2), ends=ends, layers=opts.layers,
-                           tie_tol=opts.tie_tol, tol=opts.tol)
+        return exact_walks(
+            self.model, p1[0], p2[0], prefix=(p1, p2), ends=ends, layers=opts.layers, tie_tol=opts.tie_tol, tol=opts.tol
+        )
 
 
 def _probe(model: nn.Module, recorder: PatternRecorder, a: Tensor, holder: str = "x1 and x2 hold") -> PatternLayout:
     """One forward pass on one segment end: a clear error if the inputs do not fit, and the layout."""
     recorder.clear()
     called: list[nn.Module] = []
-    hooks = [m.register_forward_pre_hook(lambda mod, args: called.append(mod)) for m in model.modules()
-             if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+    hooks = [
+        m.register_forward_pre_hook(lambda mod, args: called.append(mod))
+        for m in model.modules()
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
+    ]
     try:
         with recorder:
             model(a[:1])
@@ -464,8 +511,9 @@ def chunk_size(opts: WalkOptions, layout: PatternLayout, sample: Tensor, memory:
     return int(min(MAX_CHUNK, max(256, (memory or memory_budget()) // per)))
 
 
-def check_walk_size(opts: WalkOptions, n_segments: int, n_inputs: int, n_neurons: int, itemsize: int,
-                    *, batch_given: bool) -> None:
+def check_walk_size(
+    opts: WalkOptions, n_segments: int, n_inputs: int, n_neurons: int, itemsize: int, *, batch_given: bool
+) -> None:
     """Refuse ``steps`` (``n0``, ``batch_size``) whose walks of ``min(batch_size, n_segments)``
     segments at once would not fit in this machine's memory (:func:`spacefold._util.check_size`)."""
     if opts.method == "exact":  # the exact walk holds itself to the memory budget
@@ -486,8 +534,17 @@ class _RangeTask:
     tick)`` -> per-path tensors (the fields of :class:`spacefold._core.measure.WalkSummary`,
     ``"layer:<name>"`` per layer). Picklable: the walker is built again where it runs."""
 
-    def __init__(self, model: nn.Module, segments: _Segments, opts: WalkOptions, layout: PatternLayout, *,
-                 per_layer: bool, measures: bool, keep: bool):
+    def __init__(
+        self,
+        model: nn.Module,
+        segments: _Segments,
+        opts: WalkOptions,
+        layout: PatternLayout,
+        *,
+        per_layer: bool,
+        measures: bool,
+        keep: bool,
+    ):
         self.model, self.segments, self.opts, self.layout = model, segments, opts, layout
         self.per_layer, self.measures, self.keep = per_layer, measures, keep
         self.walker: _ExactWalker | _SampledWalker | None = None
@@ -516,21 +573,30 @@ class _RangeTask:
             t = _RangeTask.__new__(_RangeTask)
             with torch.no_grad():  # a thread of the worker pool may run this: grad mode is per thread
                 cache = [w._prefix_blocks(x[start:stop], w.deferred) for x in pair]
-            t.__dict__.update(self.__dict__, walker=None, walks=[], segments=self.segments.without_inputs(),
-                              cache=[[v.clone() if v._base is not None else v for v in table] for table in cache],
-                              offset=start)
+            t.__dict__.update(
+                self.__dict__,
+                walker=None,
+                walks=[],
+                segments=self.segments.without_inputs(),
+                cache=[[v.clone() if v._base is not None else v for v in table] for table in cache],
+                offset=start,
+            )
             return t
         state = self.__getstate__()
         if state["cache"] is None or state["segments"].by_index:
             return None
         t = _RangeTask.__new__(_RangeTask)
         # copies: a view would pickle its whole storage
-        t.__dict__.update(state, cache=[[v[start - self.offset : stop - self.offset].clone() for v in table]
-                                        for table in state["cache"]], offset=start)
+        t.__dict__.update(
+            state,
+            cache=[[v[start - self.offset : stop - self.offset].clone() for v in table] for table in state["cache"]],
+            offset=start,
+        )
         return t
 
-    def make_walker(self, recorder: PatternRecorder | None = None, *,
-                    defer: bool = False) -> _ExactWalker | _SampledWalker:
+    def make_walker(
+        self, recorder: PatternRecorder | None = None, *, defer: bool = False
+    ) -> _ExactWalker | _SampledWalker:
         model, opts = self.model, self.opts
         device, dtype = model_device_dtype(model)
         sample = self.segments.sample
@@ -538,8 +604,15 @@ class _RangeTask:
         if opts.method == "certified":
             from .walk.certified import FoldingWalker
 
-            return FoldingWalker(model, opts, self.segments, device, dtype,  # type: ignore[return-value]
-                                 n_inputs=sample[0].numel(), n_neurons=self.layout.n_neurons)
+            return FoldingWalker(
+                model,
+                opts,
+                self.segments,
+                device,
+                dtype,  # type: ignore[return-value]
+                n_inputs=sample[0].numel(),
+                n_neurons=self.layout.n_neurons,
+            )
         walker: _ExactWalker | _SampledWalker
         if opts.method == "exact":
             walker = _ExactWalker(model, opts, self.segments, device, dtype)
@@ -575,8 +648,9 @@ class _RangeTask:
                     self.walks.append(wb)
                 if self.measures:
                     sums.append(measure.summarize(wb))
-                    complete.append(wb.complete if wb.complete is not None
-                                    else torch.full((len(sums[-1]),), opts.method == "exact"))
+                    complete.append(
+                        wb.complete if wb.complete is not None else torch.full((len(sums[-1]),), opts.method == "exact")
+                    )
                     if self.per_layer:
                         for lay in self.layout.layers:
                             layers.setdefault(lay.name, []).append(measure.summarize(wb, lay.slice).chi)
@@ -585,26 +659,57 @@ class _RangeTask:
         out = {k: getattr(measure.WalkSummary.concat(sums), k) for k in measure.WalkSummary.FIELDS} if sums else {}
         out.update({f"layer:{name}": torch.cat(v) for name, v in layers.items()})
         if sums:
-            out.update(n_float64=redone[:1], n_unresolved=redone[1:2], n_refined=redone[2:],
-                       complete=torch.cat(complete))
+            out.update(
+                n_float64=redone[:1], n_unresolved=redone[1:2], n_refined=redone[2:], complete=torch.cat(complete)
+            )
         return out
 
 
 @overload
-def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures: Literal[True] = ...,
-          return_walks: bool = ..., per_layer: bool = ..., progress: bool = ..., workers: int = ...,
-          auto_workers: bool = ..., distributed: bool = ...) -> FoldingBatch: ...
+def _fold(
+    model: nn.Module,
+    segments: _Segments,
+    opts: WalkOptions,
+    *,
+    measures: Literal[True] = ...,
+    return_walks: bool = ...,
+    per_layer: bool = ...,
+    progress: bool = ...,
+    workers: int = ...,
+    auto_workers: bool = ...,
+    distributed: bool = ...,
+) -> FoldingBatch: ...
 
 
 @overload
-def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures: Literal[False],
-          return_walks: bool = ..., per_layer: bool = ..., progress: bool = ..., workers: int = ...,
-          auto_workers: bool = ..., distributed: bool = ...) -> WalkBatch: ...
+def _fold(
+    model: nn.Module,
+    segments: _Segments,
+    opts: WalkOptions,
+    *,
+    measures: Literal[False],
+    return_walks: bool = ...,
+    per_layer: bool = ...,
+    progress: bool = ...,
+    workers: int = ...,
+    auto_workers: bool = ...,
+    distributed: bool = ...,
+) -> WalkBatch: ...
 
 
-def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures: bool = True,
-          return_walks: bool = False, per_layer: bool = False, progress: bool = False, workers: int = 1,
-          auto_workers: bool = False, distributed: bool = False) -> FoldingBatch | WalkBatch:
+def _fold(
+    model: nn.Module,
+    segments: _Segments,
+    opts: WalkOptions,
+    *,
+    measures: bool = True,
+    return_walks: bool = False,
+    per_layer: bool = False,
+    progress: bool = False,
+    workers: int = 1,
+    auto_workers: bool = False,
+    distributed: bool = False,
+) -> FoldingBatch | WalkBatch:
     """Walk and measure every segment; see the module docstring.
 
     With ``measures=False`` returns the walks (a :class:`WalkBatch`) and measures nothing.
@@ -628,8 +733,9 @@ def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures:
         batch_given = opts.batch_size is not None
         if not batch_given:
             opts = dataclasses.replace(opts, batch_size=chunk_size(opts, layout, sample))
-        check_walk_size(opts, segments.n, sample[0].numel(), layout.n_neurons, sample.element_size(),
-                        batch_given=batch_given)
+        check_walk_size(
+            opts, segments.n, sample[0].numel(), layout.n_neurons, sample.element_size(), batch_given=batch_given
+        )
         if opts.method == "exact" and device.type == "cpu" and dtype in (torch.float32, torch.float64):
             # compiled here, once, before any worker process starts (they then load them from the cache)
             _kernels.prepare(str(dtype).removeprefix("torch."), announce=parallel.say if progress else None)
@@ -640,14 +746,24 @@ def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures:
 
         rank, size = parallel.world(device) if distributed else (0, 1)
         lo, hi = parallel.shard(segments.n, rank, size)
-        bar = parallel.Progress(hi - lo, f"folding ({opts.method})" + (f", rank 0 of {size}" if size > 1 else ""),
-                                progress)
+        bar = parallel.Progress(
+            hi - lo, f"folding ({opts.method})" + (f", rank 0 of {size}" if size > 1 else ""), progress
+        )
         try:
             if keep or hi == lo:
                 parts = [task(lo, hi, bar.update)] if hi > lo else []
             else:
-                parts = parallel.map_ranges(task, lo, hi, workers, min_size=256, first=min(256, hi - lo),
-                                            progress=bar, device=device, auto=auto_workers)
+                parts = parallel.map_ranges(
+                    task,
+                    lo,
+                    hi,
+                    workers,
+                    min_size=256,
+                    first=min(256, hi - lo),
+                    progress=bar,
+                    device=device,
+                    auto=auto_workers,
+                )
         finally:
             bar.close()
     if size > 1:
@@ -660,8 +776,17 @@ def _fold(model: nn.Module, segments: _Segments, opts: WalkOptions, *, measures:
     n_unresolved = int(cat.pop("n_unresolved").sum()) if "n_unresolved" in cat else 0
     n_refined = int(cat.pop("n_refined").sum()) if "n_refined" in cat else 0
     return FoldingBatch(
-        chi=cat["chi"], r1=cat["r1"], r2=cat["r2"], n_regions=cat["n_regions"], max_profile=cat["max_profile"],
-        method=opts.method, layout=layout, walks=WalkBatch.concat(walks) if return_walks else None,
+        chi=cat["chi"],
+        r1=cat["r1"],
+        r2=cat["r2"],
+        n_regions=cat["n_regions"],
+        max_profile=cat["max_profile"],
+        method=opts.method,
+        layout=layout,
+        walks=WalkBatch.concat(walks) if return_walks else None,
         per_layer={lay.name: cat[f"layer:{lay.name}"] for lay in layout.layers} if per_layer else None,
-        n_float64=n_float64, n_unresolved=n_unresolved, n_refined=n_refined, complete=cat.get("complete"),
+        n_float64=n_float64,
+        n_unresolved=n_unresolved,
+        n_refined=n_refined,
+        complete=cat.get("complete"),
     )

@@ -46,11 +46,24 @@ from .patterns import (
     run_model,
 )
 
-__all__ = ["Plane", "PlaneRegions", "plane_through", "input_plane", "plane_regions", "raster_patterns",
-           "supports_exact_plane"]
+__all__ = [
+    "Plane",
+    "PlaneRegions",
+    "plane_through",
+    "input_plane",
+    "plane_regions",
+    "raster_patterns",
+    "supports_exact_plane",
+]
 
-_MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
-              nn.AdaptiveMaxPool3d)
+_MAX_POOLS = (
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+)
 
 
 @dataclass(frozen=True)
@@ -81,8 +94,9 @@ def _as_input(x, name: str) -> Tensor:
         try:
             x = torch.as_tensor(np.asarray(x, dtype=np.float64))
         except (TypeError, ValueError):
-            raise InputTypeError(f"{name} must be a tensor (one input, no batch dimension), got "
-                                 f"{type(x).__name__}") from None
+            raise InputTypeError(
+                f"{name} must be a tensor (one input, no batch dimension), got {type(x).__name__}"
+            ) from None
     if not x.is_floating_point():
         x = x.double()
     if x.numel() == 0 or not torch.isfinite(x).all():
@@ -163,7 +177,7 @@ class PlaneRegions:
         return len(self.offsets) - 1
 
     def polygon(self, i: int) -> np.ndarray:
-        return self.vertices[self.corners[self.offsets[i]:self.offsets[i + 1]]]
+        return self.vertices[self.corners[self.offsets[i] : self.offsets[i + 1]]]
 
     def polygons(self) -> list[np.ndarray]:
         return [self.polygon(i) for i in range(self.n_regions)]
@@ -192,9 +206,18 @@ class PlaneRegions:
         a, cx, cy, ref = self._shoelace()
         with np.errstate(invalid="ignore", divide="ignore"):
             c = np.stack([cx, cy], 1) / (6 * a[:, None]) + ref
-        mean = np.stack([np.bincount(np.repeat(np.arange(self.n_regions), np.diff(self.offsets)),
-                                     self.vertices[self.corners][:, k], self.n_regions) / np.diff(self.offsets)
-                         for k in range(2)], 1)
+        mean = np.stack(
+            [
+                np.bincount(
+                    np.repeat(np.arange(self.n_regions), np.diff(self.offsets)),
+                    self.vertices[self.corners][:, k],
+                    self.n_regions,
+                )
+                / np.diff(self.offsets)
+                for k in range(2)
+            ],
+            1,
+        )
         bad = ~np.isfinite(c).all(1) | (np.abs(a) < 1e-300)
         c[bad] = mean[bad]
         return c
@@ -211,17 +234,21 @@ def supports_exact_plane(model: nn.Module, layers: LayerSelector = None) -> str 
     """``None`` when :func:`plane_regions` is exact for ``model``; else the reason why not."""
     for name, m in find_activations(model, layers):
         if not is_piecewise_linear(m):
-            return (f"activation '{name}' ({type(m).__name__}) is not piecewise linear with its kink at 0, "
-                    "so its pattern classes are not polygons")
+            return (
+                f"activation '{name}' ({type(m).__name__}) is not piecewise linear with its kink at 0, "
+                "so its pattern classes are not polygons"
+            )
     for name, m in model.named_modules():
         if isinstance(m, _MAX_POOLS):
             return f"max pooling '{name}' bends where no bit records it, so pattern classes are not polygons"
     from .walk.bisect import classes_convex
 
     if not classes_convex(model):
-        return ("a nonlinearity bends the map where no bit records it (an activation function that is not "
-                "piecewise linear with its kink at 0, such as F.gelu or F.hardtanh, an operation such as torch.abs, "
-                "or a model torch.fx cannot trace), so pattern classes are not polygons")
+        return (
+            "a nonlinearity bends the map where no bit records it (an activation function that is not "
+            "piecewise linear with its kink at 0, such as F.gelu or F.hardtanh, an operation such as torch.abs, "
+            "or a model torch.fx cannot trace), so pattern classes are not polygons"
+        )
     return None
 
 
@@ -230,13 +257,21 @@ def _scores(model: nn.Module, rec: PatternRecorder, x: Tensor, chunk: int) -> Te
     out = []
     for i in range(0, x.shape[0], chunk):
         rec.clear()
-        run_model(model, x[i:i + chunk])
+        run_model(model, x[i : i + chunk])
         out.append(rec.scores())
     return torch.cat(out)
 
 
-def plane_regions(model: nn.Module, plane: Plane, *, layers: LayerSelector = None, tie_tol: float = 0.0,
-                  dtype: torch.dtype = torch.float64, chunk: int = 8192, kernel: bool | None = None) -> PlaneRegions:
+def plane_regions(
+    model: nn.Module,
+    plane: Plane,
+    *,
+    layers: LayerSelector = None,
+    tie_tol: float = 0.0,
+    dtype: torch.dtype = torch.float64,
+    chunk: int = 8192,
+    kernel: bool | None = None,
+) -> PlaneRegions:
     """The exact regions of ``model`` on ``plane`` (see the module notes).
 
     The model is evaluated in ``dtype`` (a float64 copy by default, so that the vertices of
@@ -254,8 +289,9 @@ def plane_regions(model: nn.Module, plane: Plane, *, layers: LayerSelector = Non
     if not isinstance(model, nn.Module):
         raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(plane, Plane):
-        raise InputTypeError(f"plane must be a spacefold._core.plane.Plane (plane_through or input_plane), got "
-                             f"{type(plane).__name__}")
+        raise InputTypeError(
+            f"plane must be a spacefold._core.plane.Plane (plane_through or input_plane), got {type(plane).__name__}"
+        )
     why = supports_exact_plane(model, layers)
     if why is not None:
         raise NotPiecewiseLinearError(f"no exact plane: {why}; use raster_patterns (plot_plane does so by itself)")
@@ -290,12 +326,12 @@ def plane_regions(model: nn.Module, plane: Plane, *, layers: LayerSelector = Non
         col0 = 0
         for spec in layout.layers:
             if len(cache) < nv:
-                new = _scores(net, rec, pl.inputs(verts[len(cache):nv]), chunk)[:, col0:]
+                new = _scores(net, rec, pl.inputs(verts[len(cache) : nv]), chunk)[:, col0:]
                 cache = np.concatenate([cache, new.to(torch.float64).numpy()])
             # the pre-activation of this block at every vertex: affine on every current polygon
             z = np.empty((len(verts), spec.stop - spec.start))
-            z[:nv] = cache[:, spec.start - col0:spec.stop - col0] - tie_tol
-            cache = cache[:, spec.stop - col0:]
+            z[:nv] = cache[:, spec.start - col0 : spec.stop - col0] - tie_tol
+            cache = cache[:, spec.stop - col0 :]
             col0 = spec.stop
             tol = 1e-12 * (np.abs(z[:nv]).max(0) + 1e-300)
             verts, z, nv, corners, offsets, layer_bits, origin_poly = cut_layer(verts, z, nv, corners, offsets, tol)
@@ -326,9 +362,10 @@ def _fold_first_linear(net: nn.Module, plane: Plane):
         lin.weight.copy_(w @ plane.basis.reshape(2, -1).t())
         bias = w @ plane.origin.reshape(-1)
         lin.bias.copy_(bias + first.bias.detach() if first.bias is not None else bias)
-    mods = OrderedDict([(items[k][0], lin)] + items[k + 1:])
-    return nn.Sequential(mods), Plane(torch.zeros(2, dtype=w.dtype), torch.eye(2, dtype=w.dtype), plane.bounds,
-                                      plane.points)
+    mods = OrderedDict([(items[k][0], lin)] + items[k + 1 :])
+    return nn.Sequential(mods), Plane(
+        torch.zeros(2, dtype=w.dtype), torch.eye(2, dtype=w.dtype), plane.bounds, plane.points
+    )
 
 
 def _cut_layer_kernel():
@@ -398,8 +435,8 @@ def _cut(verts, z, nv, corners, poly_of, n_poly, j):
         cap = max(2 * len(verts), nv + k)
         verts = np.concatenate([verts[:nv], np.empty((cap - nv, 2))])
         z = np.concatenate([z[:nv], np.empty((cap - nv, z.shape[1]))])
-    verts[nv:nv + k] = new_v
-    z[nv:nv + k] = new_z
+    verts[nv : nv + k] = new_v
+    z[nv : nv + k] = new_z
     new_ids = nv + np.arange(k)
     nv += k
     # the corners of cut polygons with the crossings inserted after their edge's first corner
@@ -431,8 +468,15 @@ def _cut(verts, z, nv, corners, poly_of, n_poly, j):
 # --------------------------------------------------------------------------- raster
 
 
-def raster_patterns(model: nn.Module, plane: Plane, resolution: int = 400, *, layers: LayerSelector = None,
-                    tie_tol: float = 0.0, chunk: int = 8192) -> tuple[np.ndarray, Tensor, np.ndarray, np.ndarray]:
+def raster_patterns(
+    model: nn.Module,
+    plane: Plane,
+    resolution: int = 400,
+    *,
+    layers: LayerSelector = None,
+    tie_tol: float = 0.0,
+    chunk: int = 8192,
+) -> tuple[np.ndarray, Tensor, np.ndarray, np.ndarray]:
     """Patterns at the centres of a ``resolution`` x ``resolution`` grid over ``plane``, for any
     network. Returns ``(ids, patterns, u, v)``: ``ids`` int ``(resolution, resolution)`` indexes
     the distinct ``patterns`` (row = v, column = u), ``u``/``v`` the pixel centres."""

@@ -19,7 +19,6 @@ from torch import Tensor, nn
 
 from ..errors import InputTypeError
 
-
 # A rule maps (module, inputs, output) to a *score* tensor of the output's shape;
 # ``inputs`` is the tuple of the call's positional arguments; the bit is score > tol.
 Rule = Callable[[nn.Module, tuple, Tensor], Tensor]
@@ -88,7 +87,8 @@ def _rule_form(rule: Callable) -> Rule:
     warnings.warn(
         f"a binarisation rule whose second parameter is {positional[1].name!r} receives the first input only; "
         "name it 'inputs' to receive every input of the call as a tuple: rule(module, inputs, output)",
-        DeprecationWarning, stacklevel=3,
+        DeprecationWarning,
+        stacklevel=3,
     )
 
     def first_input(module: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
@@ -165,9 +165,10 @@ def _register_gate(module_type: type, parts: Callable[[nn.Module], tuple[nn.Modu
 def gate_parts(module: nn.Module) -> tuple[nn.Module, Callable, nn.Module] | None:
     """``(gate projection, activation function, value projection)`` of a gated unit
     ``act(gate(x)) * up(x)`` registered by its type, or None."""
-    for klass in type(module).__mro__:
+    kind: type[nn.Module] = type(module)
+    for klass in kind.__mro__:
         if klass in _GATE_PARTS:
-            if getattr(type(module), "forward") is not getattr(klass, "forward"):
+            if kind.forward is not getattr(klass, "forward", None):
                 return None
             return _GATE_PARTS[klass](module)
     return None
@@ -249,18 +250,19 @@ def _build_functional_table() -> dict:
 
     add("relu", lambda a, k: nn.ReLU(), [torch.relu, T.relu, op("relu")], [torch.relu_, T.relu_, op("relu_")])
     add("relu", lambda a, k: nn.ReLU(), [F.relu], flag_at=1)
-    add("leaky_relu", lambda a, k: nn.LeakyReLU(_num(_arg(a, k, 1, "negative_slope", 0.01))),
-        [F.leaky_relu], flag_at=2)
-    add("leaky_relu", lambda a, k: nn.LeakyReLU(_num(_arg(a, k, 1, "negative_slope", 0.01))),
-        [op("leaky_relu")], [F.leaky_relu_, op("leaky_relu_")])
-    hardtanh = lambda a, k: nn.Hardtanh(_num(_arg(a, k, 1, "min_val", -1.0)),
-                                        _num(_arg(a, k, 2, "max_val", 1.0)))
+    add("leaky_relu", lambda a, k: nn.LeakyReLU(_num(_arg(a, k, 1, "negative_slope", 0.01))), [F.leaky_relu], flag_at=2)
+    add(
+        "leaky_relu",
+        lambda a, k: nn.LeakyReLU(_num(_arg(a, k, 1, "negative_slope", 0.01))),
+        [op("leaky_relu")],
+        [F.leaky_relu_, op("leaky_relu_")],
+    )
+    hardtanh = lambda a, k: nn.Hardtanh(_num(_arg(a, k, 1, "min_val", -1.0)), _num(_arg(a, k, 2, "max_val", 1.0)))
     add("hardtanh", hardtanh, [F.hardtanh], flag_at=3)
     add("hardtanh", hardtanh, [op("hardtanh")], [F.hardtanh_, op("hardtanh_")])
     add("relu6", lambda a, k: nn.ReLU6(), [F.relu6], flag_at=1)
     add("prelu", _prelu, [F.prelu, torch.prelu, T.prelu])
-    rrelu = lambda a, k: nn.RReLU(_num(_arg(a, k, 1, "lower", 1 / 8)),
-                                  _num(_arg(a, k, 2, "upper", 1 / 3)))
+    rrelu = lambda a, k: nn.RReLU(_num(_arg(a, k, 1, "lower", 1 / 8)), _num(_arg(a, k, 2, "upper", 1 / 3)))
     add("rrelu", rrelu, [F.rrelu], flag_at=4)
     add("rrelu", rrelu, [torch.rrelu], [F.rrelu_, torch.rrelu_])
     elu = lambda a, k: nn.ELU(_num(_arg(a, k, 1, "alpha", 1.0)))
@@ -271,23 +273,37 @@ def _build_functional_table() -> dict:
     add("celu", celu, [torch.celu, op("celu")], [torch.celu_, F.celu_])
     add("selu", lambda a, k: nn.SELU(), [F.selu], flag_at=1)
     add("selu", lambda a, k: nn.SELU(), [torch.selu, op("selu")], [torch.selu_, F.selu_])
-    add("gelu", lambda a, k: nn.GELU(approximate=str(_arg(a, k, 1, "approximate", "none"))),
-        [F.gelu, op("gelu")], [op("gelu_")])
-    for name, mod, f in (("silu", nn.SiLU, F.silu), ("mish", nn.Mish, F.mish), ("hardswish", nn.Hardswish, F.hardswish),
-                         ("hardsigmoid", nn.Hardsigmoid, F.hardsigmoid)):
+    add(
+        "gelu",
+        lambda a, k: nn.GELU(approximate=str(_arg(a, k, 1, "approximate", "none"))),
+        [F.gelu, op("gelu")],
+        [op("gelu_")],
+    )
+    for name, mod, f in (
+        ("silu", nn.SiLU, F.silu),
+        ("mish", nn.Mish, F.mish),
+        ("hardswish", nn.Hardswish, F.hardswish),
+        ("hardsigmoid", nn.Hardsigmoid, F.hardsigmoid),
+    ):
         add(name, lambda a, k, mod=mod: mod(), [f], flag_at=1)
         add(name, lambda a, k, mod=mod: mod(), [op(name)], [op(name + "_")])
     add("tanh", lambda a, k: nn.Tanh(), [torch.tanh, T.tanh, F.tanh, op("tanh")], [torch.tanh_, T.tanh_, op("tanh_")])
-    add("sigmoid", lambda a, k: nn.Sigmoid(), [torch.sigmoid, T.sigmoid, F.sigmoid, torch.special.expit,
-                                               op("sigmoid")], [torch.sigmoid_, T.sigmoid_, op("sigmoid_")])
-    add("softplus", lambda a, k: nn.Softplus(_num(_arg(a, k, 1, "beta", 1.0)), _num(_arg(a, k, 2, "threshold", 20.0))),
-        [F.softplus, op("softplus")])
+    add(
+        "sigmoid",
+        lambda a, k: nn.Sigmoid(),
+        [torch.sigmoid, T.sigmoid, F.sigmoid, torch.special.expit, op("sigmoid")],
+        [torch.sigmoid_, T.sigmoid_, op("sigmoid_")],
+    )
+    add(
+        "softplus",
+        lambda a, k: nn.Softplus(_num(_arg(a, k, 1, "beta", 1.0)), _num(_arg(a, k, 2, "threshold", 20.0))),
+        [F.softplus, op("softplus")],
+    )
     add("softsign", lambda a, k: nn.Softsign(), [F.softsign])
     add("logsigmoid", lambda a, k: nn.LogSigmoid(), [F.logsigmoid])
     add("tanhshrink", lambda a, k: nn.Tanhshrink(), [F.tanhshrink])
     add("glu", lambda a, k: nn.GLU(int(_arg(a, k, 1, "dim", -1))), [F.glu, op("glu")])
-    threshold = lambda a, k: nn.Threshold(_num(_arg(a, k, 1, "threshold", 0.0)),
-                                          _num(_arg(a, k, 2, "value", 0.0)))
+    threshold = lambda a, k: nn.Threshold(_num(_arg(a, k, 1, "threshold", 0.0)), _num(_arg(a, k, 2, "value", 0.0)))
     add("threshold", threshold, [F.threshold], flag_at=3)
     add("threshold", threshold, [], [F.threshold_])  # type: ignore[attr-defined]  # exists, missing from torch's stubs
     add("softshrink", lambda a, k: nn.Softshrink(_num(_arg(a, k, 1, "lambd", 0.5))), [F.softshrink])
@@ -299,9 +315,11 @@ def _build_functional_table() -> dict:
 FUNCTIONAL_ACTIVATIONS: dict = _build_functional_table()
 
 # Tensor methods by name, for graphs that call them by name (torch.fx ``call_method``)
-_METHODS = {f.__name__: spec for f, spec in FUNCTIONAL_ACTIVATIONS.items()
-            if getattr(f, "__objclass__", None) is torch.Tensor or getattr(torch.Tensor, getattr(f, "__name__", ""),
-                                                                           None) is f}
+_METHODS = {
+    f.__name__: spec
+    for f, spec in FUNCTIONAL_ACTIVATIONS.items()
+    if getattr(f, "__objclass__", None) is torch.Tensor or getattr(torch.Tensor, getattr(f, "__name__", ""), None) is f
+}
 
 
 def functional_activation(target) -> _Functional | None:
@@ -319,10 +337,45 @@ def functional_activation(target) -> _Functional | None:
 
 # Activation operators at the level of ATen: one of them running while no module hook or
 # intercepted call is active ran where Python could not see it.
-_ATEN_ACTIVATIONS = frozenset({
-    "relu", "relu_", "gelu", "gelu_", "silu", "silu_", "tanh", "tanh_", "sigmoid", "sigmoid_", "elu", "elu_",
-    "celu", "celu_", "selu", "selu_", "leaky_relu", "leaky_relu_", "hardtanh", "hardtanh_", "mish", "mish_",
-    "hardswish", "hardswish_", "hardsigmoid", "hardsigmoid_", "softplus", "log_sigmoid_forward", "glu",
-    "threshold", "threshold_", "prelu", "_prelu_kernel", "rrelu_with_noise", "rrelu_with_noise_", "softshrink",
-    "hardshrink", "_transformer_encoder_layer_fwd",
-})
+_ATEN_ACTIVATIONS = frozenset(
+    {
+        "relu",
+        "relu_",
+        "gelu",
+        "gelu_",
+        "silu",
+        "silu_",
+        "tanh",
+        "tanh_",
+        "sigmoid",
+        "sigmoid_",
+        "elu",
+        "elu_",
+        "celu",
+        "celu_",
+        "selu",
+        "selu_",
+        "leaky_relu",
+        "leaky_relu_",
+        "hardtanh",
+        "hardtanh_",
+        "mish",
+        "mish_",
+        "hardswish",
+        "hardswish_",
+        "hardsigmoid",
+        "hardsigmoid_",
+        "softplus",
+        "log_sigmoid_forward",
+        "glu",
+        "threshold",
+        "threshold_",
+        "prelu",
+        "_prelu_kernel",
+        "rrelu_with_noise",
+        "rrelu_with_noise_",
+        "softshrink",
+        "hardshrink",
+        "_transformer_encoder_layer_fwd",
+    }
+)

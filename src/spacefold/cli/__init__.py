@@ -25,17 +25,17 @@ from ._args import (  # noqa: F401 - the argument types, importable from here
     UsageError,
     finite_float,
     float_in,
-    positive_float,
-    nonnegative_float,
+    folding_schedule,
     fraction,
-    probability,
+    hidden_arch,
     int_in,
-    positive_int,
+    nonnegative_float,
     nonnegative_int,
     normalized,
-    hidden_arch,
-    folding_schedule,
     output_dir,
+    positive_float,
+    positive_int,
+    probability,
 )
 
 # every subcommand, in the order of ``spacefold --help``: its module adds its parser (``add``)
@@ -52,12 +52,19 @@ _COMMANDS: list[Callable] = [
 
 
 #: What the user did wrong rather than the program: reported as one line, exit code 2.
-USER_ERRORS: tuple[type[BaseException], ...] = (InputError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
-                                                PermissionError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    InputError,
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from .._core.walk.exact import NotPiecewiseLinearError  # a model the chosen method cannot walk: choose another method
+    from .._core.walk.exact import (
+        NotPiecewiseLinearError,  # a model the chosen method cannot walk: choose another method
+    )
 
     return (*USER_ERRORS, NotPiecewiseLinearError)
 

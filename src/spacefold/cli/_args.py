@@ -32,8 +32,9 @@ def finite_float(text: str) -> float:
     return v
 
 
-def float_in(lo: float = -math.inf, hi: float = math.inf, *, lo_open: bool = False,
-             hi_open: bool = False) -> Callable[[str], float]:
+def float_in(
+    lo: float = -math.inf, hi: float = math.inf, *, lo_open: bool = False, hi_open: bool = False
+) -> Callable[[str], float]:
     """A ``type=`` for a finite number in the interval from ``lo`` to ``hi`` (closed unless ``*_open``)."""
     interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
     if lo == 0 and hi == math.inf:
@@ -146,8 +147,9 @@ def folding_schedule(text: str) -> str:
     try:
         return str(FoldingSchedule.parse(text))
     except InputError:
-        raise argparse.ArgumentTypeError(f"must be always, early:FRACTION (0 < FRACTION <= 1) or every:N (N >= 1), "
-                                         f"got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"must be always, early:FRACTION (0 < FRACTION <= 1) or every:N (N >= 1), got {text!r}"
+        ) from None
 
 
 def output_dir(text: str) -> Path:
@@ -167,7 +169,8 @@ def output_dir(text: str) -> Path:
             pass
     except OSError as err:
         raise argparse.ArgumentTypeError(
-            f"must be a directory you can write to, got {text!r} ({err.strerror or err} in {probe})") from None
+            f"must be a directory you can write to, got {text!r} ({err.strerror or err} in {probe})"
+        ) from None
     return path
 
 
@@ -180,8 +183,13 @@ def _cli_data(args):
     from ..data.load import load_data
 
     try:
-        data = load_data(args.data, args.data_dir, download=getattr(args, "download", False), seed=args.data_seed,
-                         image_size=args.image_size)
+        data = load_data(
+            args.data,
+            args.data_dir,
+            download=getattr(args, "download", False),
+            seed=args.data_seed,
+            image_size=args.image_size,
+        )
     except ImportError as err:
         raise UsageError(str(err)) from None
     n_train, n_test = getattr(args, "n_train", None), getattr(args, "n_test", None)
@@ -194,13 +202,22 @@ def _cli_data(args):
 
 
 def _add_data_args(p, default: str | None) -> None:
-    p.add_argument("--data", default=default, required=default is None,
-                   help="mnist | digits | blobs | spirals | a directory of MNIST IDX files | an .npz file (x, y) | "
-                   "an image folder (ImageFolder layout)"
-                   + (f" (default {default})" if default else ""))
+    p.add_argument(
+        "--data",
+        default=default,
+        required=default is None,
+        help="mnist | digits | blobs | spirals | a directory of MNIST IDX files | an .npz file (x, y) | "
+        "an image folder (ImageFolder layout)" + (f" (default {default})" if default else ""),
+    )
     p.add_argument("--data-dir", default=None, help="directory holding the MNIST IDX files (for --data mnist)")
     p.add_argument("--download", action="store_true", help="download MNIST into --data-dir (needs torchvision)")
-    p.add_argument("--data-seed", type=nonnegative_int, default=0,
-                   help="seed of the train/test split and subsets (default 0)")
-    p.add_argument("--image-size", type=positive_int, default=None, metavar="N",
-                   help="image folders: resize every image to N x N (needed when the images differ in size)")
+    p.add_argument(
+        "--data-seed", type=nonnegative_int, default=0, help="seed of the train/test split and subsets (default 0)"
+    )
+    p.add_argument(
+        "--image-size",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="image folders: resize every image to N x N (needed when the images differ in size)",
+    )

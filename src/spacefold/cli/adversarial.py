@@ -5,8 +5,21 @@ from __future__ import annotations
 import sys
 
 from .._util import json_dumps
-from ._args import (Distinct, _add_data_args, _cli_data, _emit_json, finite_float, int_in, nonnegative_float,
-                    nonnegative_int, normalized, output_dir, positive_float, positive_int, UsageError)
+from ._args import (
+    Distinct,
+    UsageError,
+    _add_data_args,
+    _cli_data,
+    _emit_json,
+    finite_float,
+    int_in,
+    nonnegative_float,
+    nonnegative_int,
+    normalized,
+    output_dir,
+    positive_float,
+    positive_int,
+)
 
 
 def _add_adversarial(sub) -> None:
@@ -19,36 +32,68 @@ def _add_adversarial(sub) -> None:
     )
     from ..studies.adversarial import ATTACKS
 
-    p.add_argument("--model", required=True, help="spacefold checkpoint, TorchScript file, torch.export archive "
-                   "(.pt2) or package.module:factory (with --weights)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="spacefold checkpoint, TorchScript file, torch.export archive "
+        "(.pt2) or package.module:factory (with --weights)",
+    )
     p.add_argument("--weights", default=None, help="state_dict file for a package.module:factory model")
     _add_data_args(p, None)
     p.add_argument("--split", default="test", choices=["test", "train"], help="which split (default test)")
-    p.add_argument("--classes", type=nonnegative_int, nargs=2, action=Distinct, default=[5, 7], metavar=("A", "B"),
-                   help="start class A and end class B of the paths (default 5 7)")
-    p.add_argument("--attacks", nargs="+", action=Distinct, type=normalized, choices=ATTACKS, default=["fgsm", "pgd"],
-                   help="fgsm | pgd | pgd-l2 (default fgsm pgd)")
+    p.add_argument(
+        "--classes",
+        type=nonnegative_int,
+        nargs=2,
+        action=Distinct,
+        default=[5, 7],
+        metavar=("A", "B"),
+        help="start class A and end class B of the paths (default 5 7)",
+    )
+    p.add_argument(
+        "--attacks",
+        nargs="+",
+        action=Distinct,
+        type=normalized,
+        choices=ATTACKS,
+        default=["fgsm", "pgd"],
+        help="fgsm | pgd | pgd-l2 (default fgsm pgd)",
+    )
     p.add_argument("--eps", type=nonnegative_float, default=0.1, help="attack budget in input units (default 0.1)")
     p.add_argument("--steps", type=positive_int, default=40, help="PGD steps (default 40)")
     p.add_argument("--step-size", type=positive_float, default=None, help="PGD step (default eps / 10)")
-    p.add_argument("--data-range", type=finite_float, nargs=2, default=None, metavar=("LO", "HI"),
-                   help="adversarial inputs are clipped to [LO, HI] (default [0, 1] when the data lie in it, "
-                   "else the data's minimum and maximum)")
+    p.add_argument(
+        "--data-range",
+        type=finite_float,
+        nargs=2,
+        default=None,
+        metavar=("LO", "HI"),
+        help="adversarial inputs are clipped to [LO, HI] (default [0, 1] when the data lie in it, "
+        "else the data's minimum and maximum)",
+    )
     p.add_argument("--max-pairs", type=positive_int, default=500, help="random (A, B) pairs (default 500)")
-    p.add_argument("--method", default="exact", choices=["exact", "uniform"],
-                   help="exact region walk (each region once; default) or the uniform grid of --n-points")
+    p.add_argument(
+        "--method",
+        default="exact",
+        choices=["exact", "uniform"],
+        help="exact region walk (each region once; default) or the uniform grid of --n-points",
+    )
     p.add_argument("--n-points", type=int_in(2), default=100, help="uniform: points per path (default 100)")
     p.add_argument("--n-boot", type=positive_int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the pairs, PGD's start and the bootstrap")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--out", type=output_dir, default=None,
-                   help="also write adversarial.json, adversarial.txt and interaction.png to this directory")
+    p.add_argument(
+        "--out",
+        type=output_dir,
+        default=None,
+        help="also write adversarial.json, adversarial.txt and interaction.png to this directory",
+    )
     p.set_defaults(func=_cmd_adversarial)
 
 
 def _cmd_adversarial(args) -> int:
-    from ..studies.adversarial import adversarial_interaction
     from ..data.load import fit_input_shape, load_model
+    from ..studies.adversarial import adversarial_interaction
 
     out = args.out
     data = _cli_data(args)
@@ -67,13 +112,27 @@ def _cmd_adversarial(args) -> int:
     present = sorted(int(c) for c in y.unique())
     for c in args.classes:
         if c not in present:
-            raise UsageError(f"--classes must name classes of --data {args.data} ({args.split} split: "
-                             f"{', '.join(map(str, present))}), got {c}")
+            raise UsageError(
+                f"--classes must name classes of --data {args.data} ({args.split} split: "
+                f"{', '.join(map(str, present))}), got {c}"
+            )
     try:
-        res = adversarial_interaction(model, x, y, classes=args.classes, attacks=args.attacks, eps=args.eps,
-                                      max_pairs=args.max_pairs, method=args.method, n_points=args.n_points,
-                                      steps=args.steps, step_size=args.step_size, data_range=(lo, hi),
-                                      seed=args.seed, n_boot=args.n_boot)
+        res = adversarial_interaction(
+            model,
+            x,
+            y,
+            classes=args.classes,
+            attacks=args.attacks,
+            eps=args.eps,
+            max_pairs=args.max_pairs,
+            method=args.method,
+            n_points=args.n_points,
+            steps=args.steps,
+            step_size=args.step_size,
+            data_range=(lo, hi),
+            seed=args.seed,
+            n_boot=args.n_boot,
+        )
     except ImportError as err:
         raise UsageError(str(err)) from None
     obj = {"model": str(args.model), "data": data.name, "split": args.split, **res.to_dict()}

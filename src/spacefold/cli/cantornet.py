@@ -6,30 +6,44 @@ from ._args import _emit_json, finite_float, int_in, nonnegative_float, normaliz
 
 
 def _add_cantornet(sub) -> None:
-    from ..models.cantornet import MAX_DEPTH, REPRESENTATIONS
     from .._core.walk import METHODS
+    from ..models.cantornet import MAX_DEPTH, REPRESENTATIONS
 
     p = sub.add_parser(
         "cantornet",
         help="folding of CantorNet along a segment",
-        description="Folding of CantorNet (representations A, B, C) along a segment, "
-        "default (0, 0.75) -> (1, 0.75).",
+        description="Folding of CantorNet (representations A, B, C) along a segment, default (0, 0.75) -> (1, 0.75).",
     )
-    p.add_argument("--depth", type=int_in(1, MAX_DEPTH), default=1,
-                   help=f"recursion depth k in [1, {MAX_DEPTH}] (default 1)")
-    p.add_argument("--representation", type=lambda t: t.strip().upper(), choices=REPRESENTATIONS, default="A",
-                   help="A (recursive), B or C (DNF-like); default A")
-    p.add_argument("--method", type=normalized, choices=METHODS, default="exact",
-                   help="exact | bisect | uniform (default exact)")
+    p.add_argument(
+        "--depth", type=int_in(1, MAX_DEPTH), default=1, help=f"recursion depth k in [1, {MAX_DEPTH}] (default 1)"
+    )
+    p.add_argument(
+        "--representation",
+        type=lambda t: t.strip().upper(),
+        choices=REPRESENTATIONS,
+        default="A",
+        help="A (recursive), B or C (DNF-like); default A",
+    )
+    p.add_argument(
+        "--method", type=normalized, choices=METHODS, default="exact", help="exact | bisect | uniform (default exact)"
+    )
     p.add_argument("--steps", type=positive_int, default=10, help="uniform: steps + 1 grid points (default 10)")
     p.add_argument("--start", type=finite_float, nargs=2, metavar=("X", "Y"), default=(0.0, 0.75))
     p.add_argument("--end", type=finite_float, nargs=2, metavar=("X", "Y"), default=(1.0, 0.75))
-    p.add_argument("--tol", type=nonnegative_float, default=None,
-                   help="bisect: locate transitions within TOL in t; exact: crossings closer than TOL are "
-                   "simultaneous (default: 1e-6 for bisect; for exact 1e-9, or 1e-6 with a tie tolerance)")
-    p.add_argument("--tie-tol", type=nonnegative_float, default=None,
-                   help="bit = pre-activation > TIE_TOL (default: the net's recommended value, 1e-9 in float64, "
-                   "which representation C needs for its exact ties)")
+    p.add_argument(
+        "--tol",
+        type=nonnegative_float,
+        default=None,
+        help="bisect: locate transitions within TOL in t; exact: crossings closer than TOL are "
+        "simultaneous (default: 1e-6 for bisect; for exact 1e-9, or 1e-6 with a tie tolerance)",
+    )
+    p.add_argument(
+        "--tie-tol",
+        type=nonnegative_float,
+        default=None,
+        help="bit = pre-activation > TIE_TOL (default: the net's recommended value, 1e-9 in float64, "
+        "which representation C needs for its exact ties)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_cantornet)
 
@@ -47,8 +61,17 @@ def _cantornet_options(args) -> dict:
     }
 
 
-def _cantornet_result(depth: int, representation: str, method: str, start, end, *, steps: int = 10,
-                      tol: float | None = None, tie_tol: float | None = None) -> dict:
+def _cantornet_result(
+    depth: int,
+    representation: str,
+    method: str,
+    start,
+    end,
+    *,
+    steps: int = 10,
+    tol: float | None = None,
+    tie_tol: float | None = None,
+) -> dict:
     """Folding of CantorNet along ``start -> end`` as a JSON-ready dict.
 
     ``profile`` is χ of every prefix after the start: for ``"uniform"`` one value per
@@ -78,18 +101,20 @@ def _cantornet_result(depth: int, representation: str, method: str, start, end, 
         out["tol"] = resolve_tol(method, tol, tie)
         profile = f.profile[1:]
         t = f.walk.t[1:]
-    out.update({
-        "start": [float(v) for v in start],
-        "end": [float(v) for v in end],
-        "tie_tol": tie,
-        "n_neurons": net.n_neurons,
-        "r1": int(f.r1),
-        "r2": int(f.r2),
-        "chi": float(f.chi),
-        "n_regions": int(f.n_regions),
-        "profile": [float(v) for v in profile],
-        "t": [float(v) for v in t],
-    })
+    out.update(
+        {
+            "start": [float(v) for v in start],
+            "end": [float(v) for v in end],
+            "tie_tol": tie,
+            "n_neurons": net.n_neurons,
+            "r1": int(f.r1),
+            "r2": int(f.r2),
+            "chi": float(f.chi),
+            "n_regions": int(f.n_regions),
+            "profile": [float(v) for v in profile],
+            "t": [float(v) for v in t],
+        }
+    )
     return out
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._args import normalized, output_dir, UsageError
+from ._args import UsageError, normalized, output_dir
 from .sweep import _run_sweep
 
 
@@ -16,10 +16,12 @@ def _add_demo(sub) -> None:
         "scikit-learn's 8x8 digits and measure the global folding of each on test pairs; writes plots and a "
         "summary table (CSV, JSON, markdown) to --out. A few minutes on 2 CPU cores.",
     )
-    p.add_argument("--out", type=output_dir, default="spacefold-demo",
-                   help="output directory (default ./spacefold-demo)")
-    p.add_argument("--method", type=normalized, choices=METHODS, default="exact",
-                   help="exact | bisect | uniform (default exact)")
+    p.add_argument(
+        "--out", type=output_dir, default="spacefold-demo", help="output directory (default ./spacefold-demo)"
+    )
+    p.add_argument(
+        "--method", type=normalized, choices=METHODS, default="exact", help="exact | bisect | uniform (default exact)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print one JSON object (the summary) on stdout")
     p.set_defaults(func=_cmd_demo)
@@ -35,5 +37,14 @@ def _cmd_demo(args) -> int:
     except ImportError as err:
         raise UsageError(str(err)) from None
     settings = demo_settings(args.method)
-    return _run_sweep(data, list(DEPTH_SERIES), [0, 1, 2], settings, args.out, plots=True,
-                      progress=not args.no_progress, as_json=args.json, min_accuracy=0.9)
+    return _run_sweep(
+        data,
+        list(DEPTH_SERIES),
+        [0, 1, 2],
+        settings,
+        args.out,
+        plots=True,
+        progress=not args.no_progress,
+        as_json=args.json,
+        min_accuracy=0.9,
+    )

@@ -5,8 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from .._util import json_dumps
-from ._args import (_add_data_args, _cli_data, _emit_json, int_in, nonnegative_int, normalized, output_dir,
-                    positive_int, UsageError)
+from ._args import (
+    UsageError,
+    _add_data_args,
+    _cli_data,
+    _emit_json,
+    int_in,
+    nonnegative_int,
+    normalized,
+    output_dir,
+    positive_int,
+)
 
 
 def _add_measure(sub) -> None:
@@ -20,34 +29,59 @@ def _add_measure(sub) -> None:
         "spacefold.save_checkpoint) on the test split of a data set: Φ_N (median of the non-zero χ), "
         "the median of the non-zero profile maxima, the share of folded paths, per class pair table.",
     )
-    p.add_argument("--model", required=True, help="spacefold checkpoint, TorchScript file, torch.export archive (.pt2) "
-                   "or package.module:factory (with --weights)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="spacefold checkpoint, TorchScript file, torch.export archive (.pt2) "
+        "or package.module:factory (with --weights)",
+    )
     p.add_argument("--weights", default=None, help="state_dict file for a package.module:factory model")
     _add_data_args(p, None)
     p.add_argument("--split", default="test", choices=["test", "train"], help="which split to walk (default test)")
     p.add_argument("--n-test", type=int_in(2), default=None, help="use a stratified subset of this many samples")
-    p.add_argument("--pairs", type=normalized, choices=PAIR_CHOICES, default="inter-class",
-                   help="inter-class | all | centroids | random (default inter-class)")
-    p.add_argument("--max-pairs", type=positive_int, default=None,
-                   help="at most this many paths, spread over class pairs (needed by --pairs random)")
-    p.add_argument("--n-clusters", type=positive_int, default=10,
-                   help="k-means clusters per class for --pairs centroids")
-    p.add_argument("--method", type=normalized, choices=METHODS, default="exact",
-                   help="exact | bisect | uniform (default exact)")
+    p.add_argument(
+        "--pairs",
+        type=normalized,
+        choices=PAIR_CHOICES,
+        default="inter-class",
+        help="inter-class | all | centroids | random (default inter-class)",
+    )
+    p.add_argument(
+        "--max-pairs",
+        type=positive_int,
+        default=None,
+        help="at most this many paths, spread over class pairs (needed by --pairs random)",
+    )
+    p.add_argument(
+        "--n-clusters", type=positive_int, default=10, help="k-means clusters per class for --pairs centroids"
+    )
+    p.add_argument(
+        "--method", type=normalized, choices=METHODS, default="exact", help="exact | bisect | uniform (default exact)"
+    )
     p.add_argument("--steps", type=positive_int, default=100, help="uniform: steps + 1 grid points (default 100)")
-    p.add_argument("--seed", type=nonnegative_int, default=0,
-                   help="seed of the pair sample and the centroids (default 0)")
+    p.add_argument(
+        "--seed", type=nonnegative_int, default=0, help="seed of the pair sample and the centroids (default 0)"
+    )
     p.add_argument("--per-layer", action="store_true", help="also the folding of each layer's bits alone")
     p.add_argument("--ci", action="store_true", help="bootstrap 95%% confidence intervals")
     p.add_argument("--n-boot", type=positive_int, default=1000, help="bootstrap resamples (default 1000)")
-    p.add_argument("--batch-size", type=positive_int, default=None,
-                   help="segments walked at once (default: from the memory budget, SPACEFOLD_MEMORY bytes)")
-    p.add_argument("--workers", type=positive_int, default=None,
-                   help="worker processes (default: every core; 1: in this process). Under torchrun the ranks "
-                   "share the pairs and rank 0 prints and writes")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help="segments walked at once (default: from the memory budget, SPACEFOLD_MEMORY bytes)",
+    )
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        help="worker processes (default: every core; 1: in this process). Under torchrun the ranks "
+        "share the pairs and rank 0 prints and writes",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--out", type=output_dir, default=None,
-                   help="also write measure.json and class_pairs.csv to this directory")
+    p.add_argument(
+        "--out", type=output_dir, default=None, help="also write measure.json and class_pairs.csv to this directory"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_measure)
 
@@ -71,9 +105,21 @@ def _cmd_measure(args) -> int:
     from .._core.global_folding import global_folding
 
     try:
-        g = global_folding(model, x, y, pairs=args.pairs, max_pairs=args.max_pairs, seed=args.seed, method=args.method,
-                           n_clusters=args.n_clusters, steps=args.steps, per_layer=args.per_layer,
-                           batch_size=args.batch_size, progress=not args.no_progress, workers=args.workers)
+        g = global_folding(
+            model,
+            x,
+            y,
+            pairs=args.pairs,
+            max_pairs=args.max_pairs,
+            seed=args.seed,
+            method=args.method,
+            n_clusters=args.n_clusters,
+            steps=args.steps,
+            per_layer=args.per_layer,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+            workers=args.workers,
+        )
     except ImportError as err:
         raise UsageError(str(err)) from None
     from .._core.parallel import is_main
@@ -131,8 +177,10 @@ def _measure_text(res: dict) -> str:
         f"{'a':>3} {'b':>3} {'paths':>8} {'Φ_N':>8} {'folded':>8} {'max med':>8}",
     ]
     for r in res["class_pairs"]:
-        lines.append(f"{r['a']:>3} {r['b']:>3} {r['n_paths']:>8} {r['phi']:>8.4f} {r['fraction_folded']:>8.4f} "
-                     f"{r['phi_max']:>8.4f}")
+        lines.append(
+            f"{r['a']:>3} {r['b']:>3} {r['n_paths']:>8} {r['phi']:>8.4f} {r['fraction_folded']:>8.4f} "
+            f"{r['phi_max']:>8.4f}"
+        )
     for r in res.get("per_layer", []):
         lines.append(f"layer {r['layer']}: Φ_N {r['phi']:.4f}, share folded {r['fraction_folded']:.4f}")
     return "\n".join(lines)

@@ -17,5 +17,18 @@ from .datasets import (
 )
 from .load import IMG_EXTENSIONS, fit_input_shape, load_data, load_model
 
-__all__ = ["Dataset", "DataError", "DATASETS", "load_dataset", "load_mnist", "load_digits", "make_synthetic",
-           "read_idx", "write_idx", "load_model", "load_data", "fit_input_shape", "IMG_EXTENSIONS"]
+__all__ = [
+    "Dataset",
+    "DataError",
+    "DATASETS",
+    "load_dataset",
+    "load_mnist",
+    "load_digits",
+    "make_synthetic",
+    "read_idx",
+    "write_idx",
+    "load_model",
+    "load_data",
+    "fit_input_shape",
+    "IMG_EXTENSIONS",
+]

@@ -280,14 +280,18 @@ def load_mnist(data_dir: str | os.PathLike | None = None, download: bool = False
         if lab.min() < 0 or lab.max() > 9:
             raise DataError(f"MNIST {split} labels in {lab_file} must be digits 0-9, got {lab.min()} to {lab.max()}")
         if np.issubdtype(img.dtype, np.integer) and (img.min() < 0 or img.max() > 255):
-            raise DataError(f"MNIST {split} images in {img_file} must be integer grey levels 0-255 or floats, "
-                            f"got integers {img.min()} to {img.max()}")
+            raise DataError(
+                f"MNIST {split} images in {img_file} must be integer grey levels 0-255 or floats, "
+                f"got integers {img.min()} to {img.max()}"
+            )
         if np.issubdtype(img.dtype, np.floating) and not np.isfinite(img).all():
             raise DataError(f"MNIST {split} images in {img_file} must be finite, got NaN or inf")
     tr, te = arrays["train_images"], arrays["test_images"]
     if tr.shape[1:] != te.shape[1:]:
-        raise DataError(f"MNIST train images in {files['train_images']} are {tr.shape[1]}x{tr.shape[2]} but test "
-                        f"images in {files['test_images']} are {te.shape[1]}x{te.shape[2]}; they must be the same size")
+        raise DataError(
+            f"MNIST train images in {files['train_images']} are {tr.shape[1]}x{tr.shape[2]} but test "
+            f"images in {files['test_images']} are {te.shape[1]}x{te.shape[2]}; they must be the same size"
+        )
 
     def x(a):
         # Integer grey levels 0-255 are scaled to [0, 1]; float images are taken as they are.
@@ -423,16 +427,20 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
                     elif version == (2, 0):
                         shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
                     else:
-                        raise DataError(f"data file {path}: array {name!r} has .npy format version {version}, "
-                                        "expected 1.0 or 2.0")
+                        raise DataError(
+                            f"data file {path}: array {name!r} has .npy format version {version}, expected 1.0 or 2.0"
+                        )
                     if dtype.hasobject:
-                        raise DataError(f"data file {path}: array {name!r} holds Python objects (dtype {dtype}); "
-                                        "expected numbers")
+                        raise DataError(
+                            f"data file {path}: array {name!r} holds Python objects (dtype {dtype}); expected numbers"
+                        )
                     n_bytes = math.prod(shape) * dtype.itemsize
                     if fh.tell() + n_bytes != info.file_size:
-                        raise DataError(f"data file {path} is corrupt: array {name!r} announces shape {shape} "
-                                        f"({n_bytes} bytes of data), the archive member holds "
-                                        f"{info.file_size - fh.tell()}")
+                        raise DataError(
+                            f"data file {path} is corrupt: array {name!r} announces shape {shape} "
+                            f"({n_bytes} bytes of data), the archive member holds "
+                            f"{info.file_size - fh.tell()}"
+                        )
                     raw = _read_at_most(fh, n_bytes)
                 if len(raw) != n_bytes:
                     raise DataError(f"data file {path} is corrupt: array {name!r} is truncated")
@@ -442,8 +450,9 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         raise
     except (*_CORRUPT, ValueError, KeyError, RuntimeError) as err:
         why = " ".join(str(err).split()) or type(err).__name__
-        raise DataError(f"cannot read data file {path}: it is corrupt or not an .npz file written by numpy ({why})") \
-            from None
+        raise DataError(
+            f"cannot read data file {path}: it is corrupt or not an .npz file written by numpy ({why})"
+        ) from None
     return arrays
 
 
@@ -471,8 +480,10 @@ def _load_npz(path: Path, test_fraction: float, seed: int) -> Dataset:
         if not np.isfinite(x).all():
             raise DataError(f"{path}: {what} inputs x must be finite in float32, got NaN or inf")
         if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
-            raise DataError(f"{path}: labels must be non-negative integers, got dtype {y.dtype}"
-                            + (f" and minimum {y.min()}" if np.issubdtype(y.dtype, np.integer) else ""))
+            raise DataError(
+                f"{path}: labels must be non-negative integers, got dtype {y.dtype}"
+                + (f" and minimum {y.min()}" if np.issubdtype(y.dtype, np.integer) else "")
+            )
         return x, y.astype(np.int64)
 
     if parts is None:
@@ -489,8 +500,10 @@ def _load_npz(path: Path, test_fraction: float, seed: int) -> Dataset:
         n_all = len(y)
     n_classes = int(y.max()) + 1
     if n_classes > n_all:
-        raise DataError(f"{path}: labels must be class indices 0..K-1 with K at most the number of samples "
-                        f"({n_all}), got the label {n_classes - 1}")
+        raise DataError(
+            f"{path}: labels must be class indices 0..K-1 with K at most the number of samples "
+            f"({n_all}), got the label {n_classes - 1}"
+        )
     if parts is None:
         tensors = _split(x, y, test_fraction, seed)
     else:

@@ -13,8 +13,8 @@ Exported and TorchScript programs compute their activations as operators
 (``aten.relu``), which activation patterns read like any function called in ``forward``.
 Activations and linear layers are rewritten into modules (``nn.ReLU``, ``nn.Linear``, ...
 with the program's own weights), so that for networks of Linear layers and piecewise-linear
-activations the exact walk works as it does for any ``nn.Module``. A program with other operations is walked by bisection (the exact walk says
-so when asked).
+activations the exact walk works as it does for any ``nn.Module``. A program with other operations is walked
+by bisection (the exact walk says so when asked).
 
 :func:`load_data` takes ``mnist`` | ``digits`` | ``blobs`` | ``spirals``, an ``.npz`` file,
 a directory of MNIST-layout IDX files, or an image folder in torchvision's ``ImageFolder``
@@ -57,8 +57,9 @@ def _first(err: BaseException) -> str:
     return s.splitlines()[0] if s else type(err).__name__
 
 
-def load_model(spec: str | os.PathLike, weights: str | os.PathLike | None = None, *,
-               example: torch.Tensor | None = None) -> nn.Module:
+def load_model(
+    spec: str | os.PathLike, weights: str | os.PathLike | None = None, *, example: torch.Tensor | None = None
+) -> nn.Module:
     """The model named by ``spec`` (see the module notes), in eval mode.
 
     ``example`` (a batch of inputs) is used only to convert TorchScript files whose input
@@ -76,22 +77,26 @@ def load_model(spec: str | os.PathLike, weights: str | os.PathLike | None = None
     if weights is not None:
         raise InputError(f"--weights goes with a 'package.module:factory' model, got the file {text}")
     if path.is_dir():
-        raise IsADirectoryError(f"model must be a file (a checkpoint, .pt2 or TorchScript file) or "
-                                f"'package.module:factory', got the directory {text}")
+        raise IsADirectoryError(
+            f"model must be a file (a checkpoint, .pt2 or TorchScript file) or "
+            f"'package.module:factory', got the directory {text}"
+        )
     if not path.is_file():
-        raise FileNotFoundError(f"model {text} not found (a checkpoint, .pt2 or TorchScript file, or "
-                                "'package.module:factory')")
+        raise FileNotFoundError(
+            f"model {text} not found (a checkpoint, .pt2 or TorchScript file, or 'package.module:factory')"
+        )
     if path.suffix == ".pt2":
         try:
             with _quiet_torch():  # torch logs the whole traceback of a bad archive first
                 program = torch.export.load(str(path))
         except Exception as err:  # not a zip, not an export archive
-            raise InputError(f"model {path} is not a torch.export archive (.pt2 from torch.export.save): "
-                             f"{_first(err)}") from None
+            raise InputError(
+                f"model {path} is not a torch.export archive (.pt2 from torch.export.save): {_first(err)}"
+            ) from None
         return _modules_from_program(program, path).eval()
-    from ..models.mlp import CheckpointError, load_checkpoint
-
     import warnings
+
+    from ..models.mlp import CheckpointError, load_checkpoint
 
     try:
         with warnings.catch_warnings():
@@ -101,8 +106,10 @@ def load_model(spec: str | os.PathLike, weights: str | os.PathLike | None = None
         try:
             scripted = torch.jit.load(str(path), map_location="cpu")
         except Exception:
-            raise InputError(f"model {path} is neither a spacefold checkpoint ({_first(ckpt_err)}) nor a "
-                             "TorchScript file nor a torch.export archive (.pt2)") from None
+            raise InputError(
+                f"model {path} is neither a spacefold checkpoint ({_first(ckpt_err)}) nor a "
+                "TorchScript file nor a torch.export archive (.pt2)"
+            ) from None
     return _from_torchscript(scripted, path, example).eval()
 
 
@@ -118,13 +125,16 @@ def _from_factory(text: str) -> nn.Module:
             raise InputError(f"model {text}: {mod_name} has no attribute {attr!r}")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise InputTypeError(f"model {text}: {attr} must be callable (a factory returning an nn.Module), "
-                             f"got {type(obj).__name__}")
+        raise InputTypeError(
+            f"model {text}: {attr} must be callable (a factory returning an nn.Module), got {type(obj).__name__}"
+        )
     try:
         inspect.signature(obj).bind()
     except TypeError as err:  # required arguments: the factory cannot be called as one
-        raise InputTypeError(f"model {text}: the factory must be callable with no arguments ({_first(err)}); "
-                             "wrap it in a function of none") from None
+        raise InputTypeError(
+            f"model {text}: the factory must be callable with no arguments ({_first(err)}); "
+            "wrap it in a function of none"
+        ) from None
     except ValueError:  # no signature to read (a builtin): call it and see
         pass
     model = obj()
@@ -140,13 +150,15 @@ def _load_weights(model: nn.Module, weights) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise InputError(f"weights {path} must be a state_dict saved with torch.save (loaded with "
-                         f"weights_only=True): {_first(err)}") from None
+        raise InputError(
+            f"weights {path} must be a state_dict saved with torch.save (loaded with weights_only=True): {_first(err)}"
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise InputError(f"weights {path} must hold a state_dict (parameter name -> tensor), got "
-                         f"{type(state).__name__}")
+        raise InputError(
+            f"weights {path} must hold a state_dict (parameter name -> tensor), got {type(state).__name__}"
+        )
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
@@ -172,13 +184,17 @@ def _from_torchscript(scripted, path: Path, example) -> nn.Module:
     try:
         from torch._export.converter import TS2EPConverter
     except ImportError:  # pragma: no cover - older torch
-        raise InputError(f"model {path} is a TorchScript file, which this version of torch cannot convert to "
-                         "torch.export; save the model with torch.export.save (.pt2) instead") from None
+        raise InputError(
+            f"model {path} is a TorchScript file, which this version of torch cannot convert to "
+            "torch.export; save the model with torch.export.save (.pt2) instead"
+        ) from None
     if example is None:
         first = next((p for p in scripted.parameters() if p.dim() == 2), None)
         if first is None:
-            raise InputError(f"model {path}: TorchScript without a Linear layer first needs example inputs "
-                             "(load_model(..., example=x))")
+            raise InputError(
+                f"model {path}: TorchScript without a Linear layer first needs example inputs "
+                "(load_model(..., example=x))"
+            )
         example = torch.zeros(2, first.shape[1], dtype=first.dtype)
     try:
         with torch.no_grad():
@@ -191,8 +207,10 @@ def _from_torchscript(scripted, path: Path, example) -> nn.Module:
         with _quiet_torch():
             program = TS2EPConverter(scripted, (example,)).convert()
     except Exception as err:
-        raise InputError(f"model {path}: cannot convert this TorchScript program to torch.export "
-                         f"({_first(err)}); save the model with torch.export.save (.pt2) instead") from None
+        raise InputError(
+            f"model {path}: cannot convert this TorchScript program to torch.export "
+            f"({_first(err)}); save the model with torch.export.save (.pt2) instead"
+        ) from None
     return _modules_from_program(program, path)
 
 
@@ -204,9 +222,16 @@ def _modules_from_program(program, path: Path) -> nn.Module:
         raise InputError(f"model {path} does not hold an exported program, got {type(program).__name__}")
     gm = program.module()
     aten = torch.ops.aten
-    acts = {aten.relu.default: nn.ReLU, aten.relu_.default: nn.ReLU, aten.gelu.default: nn.GELU,
-            aten.tanh.default: nn.Tanh, aten.sigmoid.default: nn.Sigmoid, aten.silu.default: nn.SiLU,
-            aten.elu.default: nn.ELU, aten.softplus.default: nn.Softplus}
+    acts = {
+        aten.relu.default: nn.ReLU,
+        aten.relu_.default: nn.ReLU,
+        aten.gelu.default: nn.GELU,
+        aten.tanh.default: nn.Tanh,
+        aten.sigmoid.default: nn.Sigmoid,
+        aten.silu.default: nn.SiLU,
+        aten.elu.default: nn.ELU,
+        aten.softplus.default: nn.Softplus,
+    }
     graph = gm.graph
     count = 0
     for node in list(graph.nodes):
@@ -275,16 +300,24 @@ def fit_input_shape(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))), None)
     if isinstance(first, nn.Linear):
         raise InputError(f"--model takes {first.in_features} input features but the data has {f}")
-    raise InputError(f"--model takes none of the input shapes of the data ({f} input features per sample): "
-                     + "; ".join(errors))
+    raise InputError(
+        f"--model takes none of the input shapes of the data ({f} input features per sample): " + "; ".join(errors)
+    )
 
 
 # --------------------------------------------------------------------------- data
 
 
-def load_data(spec: str | os.PathLike, data_dir: str | os.PathLike | None = None, *, seed: int = 0,
-              download: bool = False, grayscale: bool = False, image_size: int | None = None,
-              test_fraction: float = 0.25):
+def load_data(
+    spec: str | os.PathLike,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    seed: int = 0,
+    download: bool = False,
+    grayscale: bool = False,
+    image_size: int | None = None,
+    test_fraction: float = 0.25,
+):
     """The data set named by ``spec`` (see the module notes) as a :class:`spacefold.data.Dataset`."""
     from .datasets import load_dataset
 
@@ -292,14 +325,17 @@ def load_data(spec: str | os.PathLike, data_dir: str | os.PathLike | None = None
         raise InputTypeError(f"data must be a data set name or a path, got {type(spec).__name__}")
     path = Path(str(spec)).expanduser()
     if path.is_dir() and _is_image_folder(path):
-        return load_image_folder(path, seed=seed, grayscale=grayscale, image_size=image_size,
-                                 test_fraction=test_fraction)
+        return load_image_folder(
+            path, seed=seed, grayscale=grayscale, image_size=image_size, test_fraction=test_fraction
+        )
     if path.is_dir() and _class_dirs(path) and not any("ubyte" in f.name for f in path.rglob("*") if f.is_file()):
         dirs = [d.name for d in _class_dirs(path)]
         shown = ", ".join(dirs[:5]) + (", ..." if len(dirs) > 5 else "")
-        raise InputError(f"data {spec}: found {len(dirs)} sub-folders ({shown}) but no image "
-                         f"({', '.join(IMG_EXTENSIONS)}) in them and no MNIST IDX file; an image folder needs "
-                         "one sub-folder of images per class")
+        raise InputError(
+            f"data {spec}: found {len(dirs)} sub-folders ({shown}) but no image "
+            f"({', '.join(IMG_EXTENSIONS)}) in them and no MNIST IDX file; an image folder needs "
+            "one sub-folder of images per class"
+        )
     return load_dataset(str(spec), data_dir, download=download, seed=seed)
 
 
@@ -342,14 +378,22 @@ def _read_images(files, grayscale: bool, image_size: int | None) -> np.ndarray:
         if size is None:
             size = a.shape
         elif a.shape != size:
-            raise InputError(f"images must have one size, got {size[:2]} and {a.shape[:2]} ({p}); pass image_size "
-                             "(--image-size) to resize them")
+            raise InputError(
+                f"images must have one size, got {size[:2]} and {a.shape[:2]} ({p}); pass image_size "
+                "(--image-size) to resize them"
+            )
         out.append(a.reshape(a.shape[0], a.shape[1], -1).transpose(2, 0, 1).reshape(-1))
     return np.stack(out)
 
 
-def load_image_folder(root: str | os.PathLike, *, seed: int = 0, grayscale: bool = False,
-                      image_size: int | None = None, test_fraction: float = 0.25):
+def load_image_folder(
+    root: str | os.PathLike,
+    *,
+    seed: int = 0,
+    grayscale: bool = False,
+    image_size: int | None = None,
+    test_fraction: float = 0.25,
+):
     """An image folder in ``ImageFolder`` layout as a :class:`spacefold.data.Dataset`."""
     from .datasets import Dataset, _split
 
@@ -360,8 +404,10 @@ def load_image_folder(root: str | os.PathLike, *, seed: int = 0, grayscale: bool
     if split_dirs[0].is_dir() and split_dirs[1] is not None and _is_image_folder(split_dirs[0]):
         (c_tr, f_tr), (c_te, f_te) = _folder_files(split_dirs[0]), _folder_files(split_dirs[1])
         if c_tr != c_te:
-            raise InputError(f"image folder {root}: train and {split_dirs[1].name} must have the same class folders, "
-                             f"got {c_tr} and {c_te}")
+            raise InputError(
+                f"image folder {root}: train and {split_dirs[1].name} must have the same class folders, "
+                f"got {c_tr} and {c_te}"
+            )
         x = _read_images(f_tr + f_te, grayscale, image_size)
         y = np.array([c for _, c in f_tr + f_te], dtype=np.int64)
         n = len(f_tr)

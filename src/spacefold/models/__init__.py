@@ -17,5 +17,14 @@ from .mlp import (
     save_checkpoint,
 )
 
-__all__ = ["MLP", "mlp", "parse_arch", "arch_name", "budget_family", "DEPTH_SERIES", "save_checkpoint",
-           "load_checkpoint", "CheckpointError"]
+__all__ = [
+    "MLP",
+    "mlp",
+    "parse_arch",
+    "arch_name",
+    "budget_family",
+    "DEPTH_SERIES",
+    "save_checkpoint",
+    "load_checkpoint",
+    "CheckpointError",
+]

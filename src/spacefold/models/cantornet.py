@@ -239,10 +239,17 @@ def cantor_shape_indices(depth: int) -> tuple[list[int], list[tuple[int, int, in
 def _blocks(rep: str) -> tuple[list[list[Fraction]], list[Fraction]]:
     if rep == "B":  # min(a, b) = b - ReLU(b - a) = ReLU(b) - ReLU(-b) - ReLU(b - a)
         return [[Fraction(0), Fraction(1)], [Fraction(0), Fraction(-1)], [Fraction(-1), Fraction(1)]], [
-            Fraction(1), Fraction(-1), Fraction(-1)]
+            Fraction(1),
+            Fraction(-1),
+            Fraction(-1),
+        ]
     # C: min(a, b) = ½ (ReLU(a+b) - ReLU(-a-b) - ReLU(b-a) - ReLU(a-b))
-    return [[Fraction(1), Fraction(1)], [Fraction(-1), Fraction(-1)], [Fraction(-1), Fraction(1)],
-            [Fraction(1), Fraction(-1)]], [_HALF, -_HALF, -_HALF, -_HALF]
+    return [
+        [Fraction(1), Fraction(1)],
+        [Fraction(-1), Fraction(-1)],
+        [Fraction(-1), Fraction(1)],
+        [Fraction(1), Fraction(-1)],
+    ], [_HALF, -_HALF, -_HALF, -_HALF]
 
 
 def _min_tree(n: int, rep: str) -> tuple[list[list[list[Fraction]]], list[Fraction]]:
@@ -360,7 +367,7 @@ def _relu(v: Fraction) -> Fraction:
     return v if v > 0 else Fraction(0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _geometry(depth: int):
     plain, dents = cantor_shape_indices(depth)
     return tuple(boundary_hyperplanes(depth)), tuple(plain), tuple(dents)
@@ -433,8 +440,9 @@ def _layer_sizes(depth: int, rep: str) -> list[int]:
     return [shapes[0][0]] + [s[0] for s in shapes[1:-1]] + [1]
 
 
-def exact_walk(depth: int, representation: str = "A", start=DEFAULT_START, end=DEFAULT_END
-               ) -> tuple[list[Fraction], list[tuple[bool, ...]]]:
+def exact_walk(
+    depth: int, representation: str = "A", start=DEFAULT_START, end=DEFAULT_END
+) -> tuple[list[Fraction], list[tuple[bool, ...]]]:
     """The reference walk Γ* of the segment ``start -> end``, in exact arithmetic.
 
     Returns ``(t, patterns)``: the point t ∈ [0, 1] where each region is entered

@@ -64,9 +64,7 @@ def parse_arch(arch: str | Sequence[int]) -> tuple[int, ...]:
         if re.fullmatch(r"\d+([-,]\d+)*", s):
             widths = tuple(int(v) for v in re.split(r"[-,]", s))
         else:
-            raise InputError(
-                f"arch must look like '3x20' (depth x width) or '30-20' (widths), got {arch!r}"
-            )
+            raise InputError(f"arch must look like '3x20' (depth x width) or '30-20' (widths), got {arch!r}")
     else:
         try:
             widths = tuple(int(v) for v in arch)
@@ -190,8 +188,12 @@ def mlp(
     if isinstance(in_features, int) and isinstance(n_classes, int):
         widths = [in_features, *hidden, n_classes]
         n_params = sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
-        check_size("arch", arch_name(hidden), 4 * n_params,
-                   f"the {n_params:,} float32 parameters of a {in_features}-input, {n_classes}-class MLP")
+        check_size(
+            "arch",
+            arch_name(hidden),
+            4 * n_params,
+            f"the {n_params:,} float32 parameters of a {in_features}-input, {n_classes}-class MLP",
+        )
     if seed is None:
         return MLP(in_features, hidden, n_classes, activation)
     check_int(seed, "seed", 0)
@@ -236,8 +238,10 @@ def save_checkpoint(model: MLP, path: str | os.PathLike, metadata: dict | None =
         raise InputTypeError(f"metadata must be JSON-serialisable, got {err}") from None
     bad = _non_finite(model.state_dict())
     if bad:
-        raise InputError(f"model must have finite weights to be saved, got NaN or inf in {bad} "
-                         "(did the training diverge? try a smaller learning rate)")
+        raise InputError(
+            f"model must have finite weights to be saved, got NaN or inf in {bad} "
+            "(did the training diverge? try a smaller learning rate)"
+        )
     path = Path(path)
     payload = {
         "format": FORMAT,
@@ -253,17 +257,20 @@ def save_checkpoint(model: MLP, path: str | os.PathLike, metadata: dict | None =
 
 
 @overload
-def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
-                    with_metadata: Literal[False] = False) -> MLP: ...
+def load_checkpoint(
+    path: str | os.PathLike, *, map_location: str | torch.device = "cpu", with_metadata: Literal[False] = False
+) -> MLP: ...
 
 
 @overload
-def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
-                    with_metadata: Literal[True]) -> tuple[MLP, dict]: ...
+def load_checkpoint(
+    path: str | os.PathLike, *, map_location: str | torch.device = "cpu", with_metadata: Literal[True]
+) -> tuple[MLP, dict]: ...
 
 
-def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
-                    with_metadata: bool = False) -> MLP | tuple[MLP, dict]:
+def load_checkpoint(
+    path: str | os.PathLike, *, map_location: str | torch.device = "cpu", with_metadata: bool = False
+) -> MLP | tuple[MLP, dict]:
     """Load a checkpoint written by ``save_checkpoint``, with ``torch.load(weights_only=True)``.
 
     Args:
@@ -292,8 +299,9 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     """
     path = Path(path)
     if path.is_dir():
-        raise CheckpointError(f"checkpoint must be a file written by spacefold.save_checkpoint, "
-                              f"got the directory {path}")
+        raise CheckpointError(
+            f"checkpoint must be a file written by spacefold.save_checkpoint, got the directory {path}"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
     try:
@@ -315,8 +323,9 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     except KeyError:
         raise CheckpointError(f"checkpoint {path} is malformed: it has no config") from None
     except (TypeError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {path} is malformed: its config or metadata is not JSON text "
-                              f"({err})") from None
+        raise CheckpointError(
+            f"checkpoint {path} is malformed: its config or metadata is not JSON text ({err})"
+        ) from None
     sd = payload.get("state_dict")
     if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
         raise CheckpointError(f"checkpoint {path} is malformed: its state_dict must map names to tensors")
@@ -332,10 +341,12 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
 
 def _check_config(cfg, path: Path) -> tuple[int, tuple[int, ...], int, str]:
     """The config's fields, each of the right type, or a :class:`CheckpointError` naming the field."""
+
     def count(key, value, minimum=1):
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise CheckpointError(f"checkpoint {path} is malformed: config field {key!r} must be an int >= {minimum}, "
-                                  f"got {value!r}")
+            raise CheckpointError(
+                f"checkpoint {path} is malformed: config field {key!r} must be an int >= {minimum}, got {value!r}"
+            )
         return value
 
     if not isinstance(cfg, dict):
@@ -344,13 +355,16 @@ def _check_config(cfg, path: Path) -> tuple[int, tuple[int, ...], int, str]:
     if missing:
         raise CheckpointError(f"checkpoint {path} is malformed: its config lacks {', '.join(missing)}")
     if not isinstance(cfg["hidden"], list):
-        raise CheckpointError(f"checkpoint {path} is malformed: config field 'hidden' must be a list of widths, "
-                              f"got {cfg['hidden']!r}")
+        raise CheckpointError(
+            f"checkpoint {path} is malformed: config field 'hidden' must be a list of widths, got {cfg['hidden']!r}"
+        )
     hidden = tuple(count("hidden", w) for w in cfg["hidden"])
     activation = cfg.get("activation", "relu")
     if activation not in _ACTIVATIONS:
-        raise CheckpointError(f"checkpoint {path} is malformed: config field 'activation' must be one of "
-                              f"{', '.join(_ACTIVATIONS)}, got {activation!r}")
+        raise CheckpointError(
+            f"checkpoint {path} is malformed: config field 'activation' must be one of "
+            f"{', '.join(_ACTIVATIONS)}, got {activation!r}"
+        )
     return count("in_features", cfg["in_features"]), hidden, count("n_classes", cfg["n_classes"]), activation
 
 
@@ -370,21 +384,27 @@ def _check_tensors(sd: dict, expected: dict, path: Path) -> None:
     extra = [k for k in sd if k not in expected]
     if missing or extra:
         parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
-            [f"unexpected {', '.join(extra)}"] if extra else [])
-        raise CheckpointError(f"checkpoint {path} is malformed: its state_dict does not match its config: "
-                              f"{'; '.join(parts)}")
+            [f"unexpected {', '.join(extra)}"] if extra else []
+        )
+        raise CheckpointError(
+            f"checkpoint {path} is malformed: its state_dict does not match its config: {'; '.join(parts)}"
+        )
     for k, shape in expected.items():
         got = tuple(sd[k].shape)
         if got != shape:
-            raise CheckpointError(f"checkpoint {path} is malformed: its config gives {k} the shape {shape}, "
-                                  f"the state_dict holds {got}")
+            raise CheckpointError(
+                f"checkpoint {path} is malformed: its config gives {k} the shape {shape}, the state_dict holds {got}"
+            )
         if not sd[k].dtype.is_floating_point:
-            raise CheckpointError(f"checkpoint {path} is malformed: {k} must hold floating-point weights, "
-                                  f"got dtype {sd[k].dtype}")
+            raise CheckpointError(
+                f"checkpoint {path} is malformed: {k} must hold floating-point weights, got dtype {sd[k].dtype}"
+            )
     bad = _non_finite(sd)
     if bad:
-        raise CheckpointError(f"checkpoint {path} holds weights that are not finite (NaN or inf) in {bad}; "
-                              "no folding can be measured on it")
+        raise CheckpointError(
+            f"checkpoint {path} holds weights that are not finite (NaN or inf) in {bad}; "
+            "no folding can be measured on it"
+        )
 
 
 def _non_finite(sd: dict) -> str:

@@ -16,9 +16,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .._util import check_int, progress as _progress
-from ..errors import InputError, InputTypeError
 from .._core.patterns import check_inputs, eval_mode, model_device_dtype
+from .._util import check_int
+from .._util import progress as _progress
+from ..errors import InputError, InputTypeError
 
 __all__ = ["train", "accuracy", "TrainResult", "train_mlp"]
 
@@ -69,8 +70,7 @@ class TrainResult:
 def _check_xy(x, y, name: str) -> None:
     check_inputs(x, f"x_{name}" if name else "x")
     if not isinstance(y, Tensor):
-        raise InputTypeError(f"y{'_' + name if name else ''} must be a torch.Tensor of labels, "
-                             f"got {type(y).__name__}")
+        raise InputTypeError(f"y{'_' + name if name else ''} must be a torch.Tensor of labels, got {type(y).__name__}")
     if y.dim() != 1 or y.shape[0] != x.shape[0]:
         raise InputError(f"labels must have shape ({x.shape[0]},) to match the inputs, got {tuple(y.shape)}")
     if y.dtype.is_floating_point or y.dtype == torch.bool or y.dtype.is_complex:
@@ -168,8 +168,9 @@ def train(
         opt = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     g = torch.Generator().manual_seed(seed)
-    result = TrainResult(epochs=epochs, lr=float(lr), batch_size=batch_size, seed=seed,
-                         weight_decay=float(weight_decay))
+    result = TrainResult(
+        epochs=epochs, lr=float(lr), batch_size=batch_size, seed=seed, weight_decay=float(weight_decay)
+    )
     t0 = time.perf_counter()
     n = x.shape[0]
     for epoch in _progress(range(epochs), total=epochs, desc=desc, enabled=progress):
@@ -185,8 +186,10 @@ def train(
             opt.step()
             value = float(loss.detach())
             if not math.isfinite(value):
-                raise InputError(f"lr must be small enough for the training to converge, got {lr:g}: the loss "
-                                 f"became {value} in epoch {len(result.loss) + 1} (try a smaller lr)")
+                raise InputError(
+                    f"lr must be small enough for the training to converge, got {lr:g}: the loss "
+                    f"became {value} in epoch {len(result.loss) + 1} (try a smaller lr)"
+                )
             total += value * idx.numel()
             count += idx.numel()
             if extra is not None:
@@ -232,9 +235,21 @@ def train_mlp(
 
     progress = _deprecated_progress(progress, progress_bar)
     model = mlp(arch, data.n_features, data.n_classes, seed=seed)
-    res = train(model, data.x_train, data.y_train, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                x_test=data.x_test, y_test=data.y_test, progress=progress, desc=f"train {arch} s{seed}",
-                regularizer=regularizer, on_epoch_end=on_epoch_end)
+    res = train(
+        model,
+        data.x_train,
+        data.y_train,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        x_test=data.x_test,
+        y_test=data.y_test,
+        progress=progress,
+        desc=f"train {arch} s{seed}",
+        regularizer=regularizer,
+        on_epoch_end=on_epoch_end,
+    )
     if checkpoint is not None:
         save_checkpoint(model, Path(checkpoint), metadata=checkpoint_metadata(model, data, res, regularizer))
     return model, res

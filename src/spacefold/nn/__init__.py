@@ -31,9 +31,9 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import InputError, InputTypeError
 from .._core.patterns import _unit_output, register_activation
 from .._core.rules import _register_gate
+from ..errors import InputError, InputTypeError
 
 __all__ = ["GEGLU", "GatedUnit", "ReGLU", "SwiGLU"]
 
@@ -195,6 +195,8 @@ class ReGLU(GatedUnit):
 
 
 register_activation(GatedUnit, _unit_output)
+
+
 def _gated_unit_parts(module: nn.Module) -> tuple[nn.Module, Callable[..., Tensor], nn.Module]:
     assert isinstance(module, GatedUnit)  # registered for GatedUnit and its subclasses only
     return module.gate, type(module).activation, module.up

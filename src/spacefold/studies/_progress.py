@@ -63,11 +63,12 @@ def trend_note(rows, kept, depths, rho: float, stat: str, min_accuracy: float) -
         return "no run finished"
     if not kept:
         best = max(r["test_accuracy"] for r in rows)
-        return (f"no run of {len(rows)} reached {acc} (the best reached {best:.4f}): train longer (more epochs) "
-                "or lower the accuracy threshold")
+        return (
+            f"no run of {len(rows)} reached {acc} (the best reached {best:.4f}): train longer (more epochs) "
+            "or lower the accuracy threshold"
+        )
     if len(depths) < 2:
-        return (f"the {len(kept)} run(s) with {acc} all have depth {depths[0]}: a trend needs runs at two depths "
-                "or more")
+        return f"the {len(kept)} run(s) with {acc} all have depth {depths[0]}: a trend needs runs at two depths or more"
     if len(kept) < 3:
         return f"a rank correlation needs 3 runs or more with {acc}, got {len(kept)}"
     if math.isnan(rho):

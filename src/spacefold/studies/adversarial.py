@@ -108,8 +108,10 @@ def _check_data(x, y) -> tuple[Tensor, Tensor]:
     if x.dim() < 2 or x.shape[0] == 0:
         raise InputError(f"x must have shape (n_samples, *input_shape) with n_samples >= 1, got {tuple(x.shape)}")
     if not x.is_floating_point() or not bool(torch.isfinite(x).all()):
-        raise InputError("x must hold finite floating-point inputs, got " +
-                         (f"dtype {x.dtype}" if not x.is_floating_point() else "NaN or inf"))
+        raise InputError(
+            "x must hold finite floating-point inputs, got "
+            + (f"dtype {x.dtype}" if not x.is_floating_point() else "NaN or inf")
+        )
     if not isinstance(y, Tensor):
         try:
             y = torch.as_tensor(y)
@@ -132,8 +134,10 @@ def _check_range(data_range, x: Tensor) -> tuple[float, float]:
     xmin, xmax = float(x.min()), float(x.max())
     tol = 1e-6 * (hi - lo)
     if xmin < lo - tol or xmax > hi + tol:
-        raise InputError(f"x must lie in data_range [{lo:g}, {hi:g}], got values in [{xmin:g}, {xmax:g}]; "
-                         "pass the range the inputs live in")
+        raise InputError(
+            f"x must lie in data_range [{lo:g}, {hi:g}], got values in [{xmin:g}, {xmax:g}]; "
+            "pass the range the inputs live in"
+        )
     return lo, hi
 
 
@@ -141,9 +145,10 @@ def _logits(model: nn.Module, x: Tensor) -> Tensor:
     try:
         out = model(x)
     except (RuntimeError, ValueError, IndexError, TypeError) as err:
-        raise InputError(f"x holds inputs of shape {tuple(x.shape[1:])}, which do not fit the model "
-                         f"{type(model).__name__}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
-                         ) from err
+        raise InputError(
+            f"x holds inputs of shape {tuple(x.shape[1:])}, which do not fit the model "
+            f"{type(model).__name__}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        ) from err
     if not isinstance(out, Tensor) or out.dim() != 2 or not out.is_floating_point():
         got = f"shape {tuple(out.shape)}, dtype {out.dtype}" if isinstance(out, Tensor) else type(out).__name__
         raise InputTypeError(f"model must return float logits of shape (batch, n_classes), got {got}")
@@ -226,8 +231,10 @@ def attack(
     xd = x.to(device=device, dtype=dtype)
     n_classes = _check_differentiable(model, xd)
     if int(y.min()) < 0 or int(y.max()) >= n_classes:
-        raise InputError(f"y must hold labels in [0, {n_classes - 1}] (the model has {n_classes} outputs), "
-                         f"got labels in [{int(y.min())}, {int(y.max())}]")
+        raise InputError(
+            f"y must hold labels in [0, {n_classes - 1}] (the model has {n_classes} outputs), "
+            f"got labels in [{int(y.min())}, {int(y.max())}]"
+        )
     if eps == 0:
         return x.clone()
     ta = _torchattacks()
@@ -247,8 +254,8 @@ def attack(
         with torch.random.fork_rng(devices=devices), torch.enable_grad():
             torch.manual_seed(seed)
             for k in range(0, x.shape[0], batch_size):
-                u = ((xd[k:k + batch_size] - lo) / scale).clamp(0, 1).reshape(-1, 1, 1, math.prod(shape))
-                adv = atk(u, y[k:k + batch_size].to(device))
+                u = ((xd[k : k + batch_size] - lo) / scale).clamp(0, 1).reshape(-1, 1, 1, math.prod(shape))
+                adv = atk(u, y[k : k + batch_size].to(device))
                 out.append((lo + scale * adv.detach()).reshape((-1, *shape)))
     finally:
         model.train(was_training)
@@ -262,8 +269,10 @@ def predict(model: nn.Module, x: Tensor, batch_size: int = 4096) -> Tensor:
     was_training = model.training
     model.eval()
     try:
-        out = [_logits(model, x[k:k + batch_size].to(device=device, dtype=dtype)).argmax(1).cpu()
-               for k in range(0, x.shape[0], batch_size)]
+        out = [
+            _logits(model, x[k : k + batch_size].to(device=device, dtype=dtype)).argmax(1).cpu()
+            for k in range(0, x.shape[0], batch_size)
+        ]
     finally:
         model.train(was_training)
     return torch.cat(out)
@@ -293,13 +302,13 @@ def mean_nonzero_interaction(walk: Tensor) -> float | None:
     if nz.numel() == 0:
         return None
     k0 = int(nz[0])  # 0-based
-    return float(i[k0 + 1:].mean())
+    return float(i[k0 + 1 :].mean())
 
 
 def _nonzero_mean(i: np.ndarray) -> float:
     """Ī_nz from the values I(k) of one walk (NaN when every I(k) is 0)."""
     nz = np.flatnonzero(i > ZERO_TOL)
-    return float(i[nz[0] + 1:].mean()) if nz.size else float("nan")
+    return float(i[nz[0] + 1 :].mean()) if nz.size else float("nan")
 
 
 def _interaction_rows(walks: list[Tensor], chunk: int = 64) -> list[np.ndarray]:
@@ -312,15 +321,16 @@ def _interaction_rows(walks: list[Tensor], chunk: int = 64) -> list[np.ndarray]:
     rows: list[np.ndarray] = [np.zeros(0)] * len(walks)
     order = np.argsort([w.shape[0] for w in walks], kind="stable")  # similar lengths pad little
     for s in range(0, len(walks), chunk):
-        idx = order[s:s + chunk]
+        idx = order[s : s + chunk]
         vals = interactions(pad_walks([walks[k] for k in idx])).numpy()
         for r, k in enumerate(idx):
-            rows[k] = vals[r, :walks[k].shape[0]]
+            rows[k] = vals[r, : walks[k].shape[0]]
     return rows
 
 
-def _batch_nonzero_interaction(walks: list[Tensor], grid_index: list[Tensor] | None = None,
-                               chunk: int = 64) -> np.ndarray:
+def _batch_nonzero_interaction(
+    walks: list[Tensor], grid_index: list[Tensor] | None = None, chunk: int = 64
+) -> np.ndarray:
     """Ī_nz of many walks (NaN where undefined).
 
     With ``grid_index`` (uniform grids), walk ``k`` holds the distinct consecutive patterns
@@ -334,8 +344,9 @@ def _batch_nonzero_interaction(walks: list[Tensor], grid_index: list[Tensor] | N
     return np.array([_nonzero_mean(r) for r in rows])
 
 
-def _walk_list(model, x1: Tensor, x2: Tensor, method: str, n_points: int,
-               batch_size: int) -> tuple[list[Tensor], list[Tensor] | None]:
+def _walk_list(
+    model, x1: Tensor, x2: Tensor, method: str, n_points: int, batch_size: int
+) -> tuple[list[Tensor], list[Tensor] | None]:
     """Region walks (consecutive patterns distinct) and, for ``"uniform"``, each grid point's region."""
     from .._core.folding import walk_batch
 
@@ -386,16 +397,19 @@ class AdversarialInteraction:
             "n_points": self.n_points,
             "n_pairs": self.n_pairs,
             **self.settings,
-            "attacks": {a: {"attack_success": self.attack_success[a], "combinations": self.results[a]}
-                        for a in self.attacks},
+            "attacks": {
+                a: {"attack_success": self.attack_success[a], "combinations": self.results[a]} for a in self.attacks
+            },
         }
 
     def table(self) -> str:
         a, b = self.classes
-        lines = [f"classes {a} -> {b}, eps {self.eps:g}, walks {self.method}"
-                 + (f" ({self.n_points} points)" if self.method == "uniform" else "")
-                 + f", {self.n_pairs} pairs; a = class {a}, b = class {b}, * = adversarial endpoint",
-                 f"{'attack':<8} {'success':>8} {'pair':<6} {'mean Ī_nz':>10} {'95% CI':>18} {'paths':>6}"]
+        lines = [
+            f"classes {a} -> {b}, eps {self.eps:g}, walks {self.method}"
+            + (f" ({self.n_points} points)" if self.method == "uniform" else "")
+            + f", {self.n_pairs} pairs; a = class {a}, b = class {b}, * = adversarial endpoint",
+            f"{'attack':<8} {'success':>8} {'pair':<6} {'mean Ī_nz':>10} {'95% CI':>18} {'paths':>6}",
+        ]
         for atk in self.attacks:
             for c in COMBINATIONS:
                 r = self.results[atk][c]
@@ -448,8 +462,9 @@ def adversarial_interaction(
     present = sorted(int(c) for c in y.unique())
     for c in (a, b):
         if c not in present:
-            raise InputError(f"classes must name classes present in y, got {c}, which has no sample "
-                             f"(classes present: {present})")
+            raise InputError(
+                f"classes must name classes present in y, got {c}, which has no sample (classes present: {present})"
+            )
     if a == b:
         raise InputError(f"classes must be two different classes, got {a} twice")
     if isinstance(attacks, str):
@@ -463,8 +478,13 @@ def adversarial_interaction(
             raise InputError(f"attacks must be among {', '.join(ATTACKS)}, got {atk!r}")
     if method not in ("exact", "uniform"):
         raise InputError(f"method must be 'exact' or 'uniform', got {method!r}")
-    for name, v, lo in (("max_pairs", max_pairs, 1), ("n_points", n_points, 2), ("n_boot", n_boot, 1),
-                        ("seed", seed, 0), ("batch_size", batch_size, 1)):
+    for name, v, lo in (
+        ("max_pairs", max_pairs, 1),
+        ("n_points", n_points, 2),
+        ("n_boot", n_boot, 1),
+        ("seed", seed, 0),
+        ("batch_size", batch_size, 1),
+    ):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise InputError(f"{name} must be an int >= {lo}, got {v!r}")
     eps = _check_number(eps, "eps")
@@ -475,8 +495,9 @@ def adversarial_interaction(
     total = ia.numel() * ib.numel()
     n_paths = min(total, max_pairs)
     if method == "uniform":  # each point an input, its activations and its pattern: three inputs' worth at least
-        check_size("n_points", n_points, 3 * n_points * x[0].numel() * x.element_size(),
-                   f"{n_points} points of one path")
+        check_size(
+            "n_points", n_points, 3 * n_points * x[0].numel() * x.element_size(), f"{n_points} points of one path"
+        )
     check_size("n_boot", n_boot, 16 * n_boot * n_paths, f"{n_boot} bootstrap resamples of {n_paths} paths")
     flat = torch.randperm(total, generator=g)[:max_pairs] if total > max_pairs else torch.arange(total)
     pa, pb = flat // ib.numel(), flat % ib.numel()  # positions in ia, ib
@@ -521,12 +542,25 @@ def adversarial_interaction(
                 "mean_points": n_pts,
             }
         results[atk] = res
-    settings = {"steps": steps, "step_size": eps / 10 if step_size is None else float(step_size),
-                "data_range": [float(v) for v in data_range], "seed": seed, "n_boot": n_boot,
-                "norms": {atk: ("l2" if atk == "pgd-l2" else "linf") for atk in attacks}}
-    return AdversarialInteraction(classes=(a, b), eps=eps, method=method,
-                                  n_points=n_points if method == "uniform" else None, n_pairs=int(pa.numel()),
-                                  attacks=attacks, results=results, attack_success=success, settings=settings)
+    settings = {
+        "steps": steps,
+        "step_size": eps / 10 if step_size is None else float(step_size),
+        "data_range": [float(v) for v in data_range],
+        "seed": seed,
+        "n_boot": n_boot,
+        "norms": {atk: ("l2" if atk == "pgd-l2" else "linf") for atk in attacks},
+    }
+    return AdversarialInteraction(
+        classes=(a, b),
+        eps=eps,
+        method=method,
+        n_points=n_points if method == "uniform" else None,
+        n_pairs=int(pa.numel()),
+        attacks=attacks,
+        results=results,
+        attack_success=success,
+        settings=settings,
+    )
 
 
 def bubble_chart(result: AdversarialInteraction, path) -> object:
@@ -552,11 +586,19 @@ def bubble_chart(result: AdversarialInteraction, path) -> object:
             n = result.results[atk][comb]["n_paths"]
             if v is not None:
                 ax.scatter([c], [r], s=2000 * v / top, alpha=0.6, color=f"C{r}")
-            ax.annotate(f"{v:.3f}\n(n={n})" if v is not None else f"none\n(n={n})", (c, r), xytext=(0, -30),
-                        textcoords="offset points", ha="center", va="top", fontsize=8)
+            ax.annotate(
+                f"{v:.3f}\n(n={n})" if v is not None else f"none\n(n={n})",
+                (c, r),
+                xytext=(0, -30),
+                textcoords="offset points",
+                ha="center",
+                va="top",
+                fontsize=8,
+            )
     ax.set_xticks(range(len(COMBINATIONS)), labels)
-    ax.set_yticks(range(len(result.attacks)), [f"{atk}\n(success {result.attack_success[atk]:.2f})"
-                                                for atk in result.attacks])
+    ax.set_yticks(
+        range(len(result.attacks)), [f"{atk}\n(success {result.attack_success[atk]:.2f})" for atk in result.attacks]
+    )
     ax.set_xlim(-0.6, len(COMBINATIONS) - 0.4)
     ax.set_ylim(-0.8, len(result.attacks) - 0.4)
     ax.set_title(f"mean non-zero interaction, {a} -> {b}, eps {result.eps:g} (* = adversarial endpoint)", fontsize=9)

@@ -25,8 +25,6 @@ import hashlib
 import json
 import math
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,20 +33,55 @@ from pathlib import Path
 import numpy as np
 
 from .._util import atomic_write, check_choice, check_distinct, check_int, json_safe
-from ._progress import StudyBars, trend_note
-from .stats import hierarchical_bootstrap, pairs_needed, seed_mean_ci, seed_pair_interval, spearman
 from ..errors import InputError, InputTypeError
+from ._progress import StudyBars, trend_note
+from .provenance import run_provenance
+from .stats import hierarchical_bootstrap, pairs_needed, seed_mean_ci, seed_pair_interval, spearman
 
-__all__ = ["StudySettings", "RegularizerSettings", "demo_settings", "run_study", "measure_model", "depth_trend",
-           "write_tables", "read_run", "run_provenance", "seed_mean_ci", "spearman", "hierarchical_bootstrap",
-           "seed_pair_interval", "pairs_needed", "CSV_FIELDS"]
+__all__ = [
+    "StudySettings",
+    "RegularizerSettings",
+    "demo_settings",
+    "run_study",
+    "measure_model",
+    "depth_trend",
+    "write_tables",
+    "read_run",
+    "run_provenance",
+    "seed_mean_ci",
+    "spearman",
+    "hierarchical_bootstrap",
+    "seed_pair_interval",
+    "pairs_needed",
+    "CSV_FIELDS",
+]
 
 HIST_BINS = 20
 
 CSV_FIELDS = [
-    "arch", "depth", "width", "seed", "train_accuracy", "test_accuracy", "phi", "phi_lo", "phi_hi",
-    "fraction_folded", "fraction_lo", "fraction_hi", "phi_max", "phi_max_p2", "phi_max_p2_lo", "phi_max_p2_hi",
-    "mean_chi", "mean_regions", "n_paths", "n_inter_class_paths", "method", "epochs", "train_seconds",
+    "arch",
+    "depth",
+    "width",
+    "seed",
+    "train_accuracy",
+    "test_accuracy",
+    "phi",
+    "phi_lo",
+    "phi_hi",
+    "fraction_folded",
+    "fraction_lo",
+    "fraction_hi",
+    "phi_max",
+    "phi_max_p2",
+    "phi_max_p2_lo",
+    "phi_max_p2_hi",
+    "mean_chi",
+    "mean_regions",
+    "n_paths",
+    "n_inter_class_paths",
+    "method",
+    "epochs",
+    "train_seconds",
     "measure_seconds",
 ]
 
@@ -82,8 +115,10 @@ class RegularizerSettings:
         check_choice(self.method, "regularizer.method", LOSS_METHODS)
         check_int(self.n_points, "regularizer.n_points", 2)
         if self.method == "random" and self.n_points < 3:
-            raise InputError(f"regularizer.n_points must be an int >= 3 with method 'random' (t = 0, t = 1 and at "
-                             f"least one random point), got {self.n_points}")
+            raise InputError(
+                f"regularizer.n_points must be an int >= 3 with method 'random' (t = 0, t = 1 and at "
+                f"least one random point), got {self.n_points}"
+            )
         check_int(self.pairs_per_step, "regularizer.pairs_per_step", 1)
         check_int(self.every_steps, "regularizer.every_steps", 1)
         self.beta = _check_positive(self.beta, "regularizer.beta")
@@ -96,9 +131,18 @@ class RegularizerSettings:
         from ..training.regularize import FoldingRegularizer, probe_pairs
 
         x1, x2 = probe_pairs(x, y, self.probe_pairs, seed=seed)
-        return FoldingRegularizer(x1, x2, self.lam, schedule=self.schedule, pairs_per_step=self.pairs_per_step,
-                                  method=self.method, n_points=self.n_points, beta=self.beta, seed=seed,
-                                  every_steps=self.every_steps)
+        return FoldingRegularizer(
+            x1,
+            x2,
+            self.lam,
+            schedule=self.schedule,
+            pairs_per_step=self.pairs_per_step,
+            method=self.method,
+            n_points=self.n_points,
+            beta=self.beta,
+            seed=seed,
+            every_steps=self.every_steps,
+        )
 
 
 @dataclass
@@ -155,70 +199,11 @@ class StudySettings:
             raise InputError(f"lr must be a finite number > 0, got {self.lr!r}")
         if self.regularizer is not None:
             if not isinstance(self.regularizer, RegularizerSettings):
-                raise InputTypeError(f"regularizer must be a RegularizerSettings or None, "
-                                     f"got {type(self.regularizer).__name__}")
+                raise InputTypeError(
+                    f"regularizer must be a RegularizerSettings or None, got {type(self.regularizer).__name__}"
+                )
             self.regularizer.check()
         return self
-
-
-_PROVENANCE: dict | None = None
-_MACHINE_OPTIONS = ("--data-dir",)
-
-
-def _shown_command(argv: Sequence[str]) -> list[str]:
-    """The command line as recorded: the values of the options that name a machine's data
-    directory (``--data-dir``) replaced by ``DIR``; the results are shared, the paths are not."""
-    out: list[str] = []
-    hide = False
-    for a in argv:
-        if hide:
-            out.append("DIR")
-            hide = False
-        elif a in _MACHINE_OPTIONS:
-            out.append(a)
-            hide = True
-        elif any(a.startswith(o + "=") for o in _MACHINE_OPTIONS):
-            out.append(a.split("=", 1)[0] + "=DIR")
-        else:
-            out.append(a)
-    if out and os.path.isabs(out[0]):
-        out[0] = os.path.relpath(out[0]) if not os.path.relpath(out[0]).startswith("..") else Path(out[0]).name
-    return out
-
-
-def run_provenance() -> dict:
-    """Where a result came from, recorded with every run of every study: the spacefold version,
-    the git commit of the source tree it was imported from (``None`` outside a git checkout) and
-    whether that tree's code (``src/``, ``experiments/*.py``) had uncommitted changes, the torch, numpy and Python
-    versions, the command line (data directories shown as ``DIR``), and the pair-drawing version
-    (:data:`spacefold._core.pairs.PLAN_VERSION`).
-
-    Taken once per process (the first call), so that every run of one process records the
-    code that process imported."""
-    global _PROVENANCE
-    if _PROVENANCE is None:
-        import torch
-
-        from .._version import __version__
-        from .._core.pairs import PLAN_VERSION
-
-        here = Path(__file__).resolve().parent
-        commit = dirty = None
-        try:
-            git = ["git", "-C", str(here)]
-            commit = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, timeout=30,
-                                    check=True).stdout.strip() or None
-            # the code only: results written into the tree do not make it dirty
-            dirty = bool(subprocess.run(git + ["status", "--porcelain", "--untracked-files=no", "--", ":/src",
-                                               ":/experiments/*.py"], capture_output=True, text=True, timeout=30,
-                                        check=True).stdout.strip())
-        except (OSError, subprocess.SubprocessError):
-            commit = dirty = None
-        _PROVENANCE = {"spacefold_version": __version__, "git_commit": commit, "git_dirty": dirty,
-                       "torch_version": torch.__version__, "numpy_version": np.__version__,
-                       "python_version": sys.version.split()[0], "command": _shown_command(sys.argv),
-                       "pair_plan_version": PLAN_VERSION}
-    return dict(_PROVENANCE)
 
 
 def demo_settings(method: str | None = None) -> StudySettings:
@@ -226,8 +211,14 @@ def demo_settings(method: str | None = None) -> StudySettings:
     batches and a larger learning rate than the MNIST defaults; fewer pairs for the
     slower sampling walkers)."""
     method = method or "exact"
-    return StudySettings(epochs=40, lr=3e-3, batch_size=32, method=method,
-                         pairs_per_class_pair=200 if method == "exact" else 60, n_boot=300)
+    return StudySettings(
+        epochs=40,
+        lr=3e-3,
+        batch_size=32,
+        method=method,
+        pairs_per_class_pair=200 if method == "exact" else 60,
+        n_boot=300,
+    )
 
 
 def _measure_plan(y, settings: StudySettings):
@@ -245,14 +236,24 @@ def measure_model(model, x, y, settings: StudySettings, *, progress: bool = Fals
 
     t0 = time.perf_counter()
     plan = _measure_plan(y, settings)
-    g = global_folding(model, x, y, pairs=plan, seed=settings.pair_seed,
-                       method=settings.method, steps=settings.steps, per_layer=settings.per_layer,
-                       batch_size=2048, progress=progress)
+    g = global_folding(
+        model,
+        x,
+        y,
+        pairs=plan,
+        seed=settings.pair_seed,
+        method=settings.method,
+        steps=settings.steps,
+        per_layer=settings.per_layer,
+        batch_size=2048,
+        progress=progress,
+    )
     seconds = time.perf_counter() - t0
     inter = g.inter_class()
     ci_all = g.bootstrap(n_boot=settings.n_boot, seed=settings.pair_seed, stats=("phi_max_p2",))
-    ci = inter.bootstrap(n_boot=settings.n_boot, seed=settings.pair_seed,
-                         stats=("phi", "phi_max", "fraction_folded", "mean"))
+    ci = inter.bootstrap(
+        n_boot=settings.n_boot, seed=settings.pair_seed, stats=("phi", "phi_max", "fraction_folded", "mean")
+    )
     nz = inter.chi.numpy()
     hist = np.histogram(nz[nz > 0], bins=HIST_BINS, range=(0.0, 1.0))[0].tolist()
     return {
@@ -282,8 +283,9 @@ def _run_name(arch: str, seed: int) -> str:
     return f"{arch}_s{seed}"
 
 
-def check_study(data, archs: Sequence[str], seeds: Sequence[int], settings: StudySettings | None = None
-                ) -> StudySettings:
+def check_study(
+    data, archs: Sequence[str], seeds: Sequence[int], settings: StudySettings | None = None
+) -> StudySettings:
     """The checks :func:`run_study` makes before anything is trained (the settings, the
     architectures and seeds, the size of the walks); returns the checked settings."""
     from ..models.mlp import arch_name, parse_arch
@@ -295,16 +297,26 @@ def check_study(data, archs: Sequence[str], seeds: Sequence[int], settings: Stud
         raise InputError("seeds must name at least one seed, got none")
     for a in archs:
         if not parse_arch(a):
-            raise InputError(f"archs must have at least one hidden layer (a network without one does not fold), "
-                             f"got {a!r}")
+            raise InputError(
+                f"archs must have at least one hidden layer (a network without one does not fold), got {a!r}"
+            )
     for s in seeds:
         check_int(s, "seed", 0)
     check_distinct(seeds, "seeds")
     check_distinct([arch_name(parse_arch(a)) for a in archs], "archs")
     from .._core.folding import WalkOptions, check_walk_size
 
-    opts = WalkOptions.check(method=settings.method, steps=settings.steps, tol=None, tie_tol=0.0, layers=None,
-                             n0=None, stop="strict", batch_size=None, dtype=None)
+    opts = WalkOptions.check(
+        method=settings.method,
+        steps=settings.steps,
+        tol=None,
+        tie_tol=0.0,
+        layers=None,
+        n0=None,
+        stop="strict",
+        batch_size=None,
+        dtype=None,
+    )
     for a in archs:  # before anything is trained
         check_walk_size(opts, 1, data.n_features, sum(parse_arch(a)), 4, batch_given=False)
     return settings
@@ -385,8 +397,9 @@ def _run_all(runs, plan, todo, settings, data, out, bars, log, rank: int, size: 
             arch, seed = runs[mine]
             try:
                 with parallel.alone():
-                    row, model, meta = _run(arch, seed, plan[mine], settings, data, out, bars=bars,
-                                            log=msgs.append, save=False)
+                    row, model, meta = _run(
+                        arch, seed, plan[mine], settings, data, out, bars=bars, log=msgs.append, save=False
+                    )
                 done = (mine, row, model, meta, msgs)
             except Exception as err:  # every rank learns of it; the round's finished runs are kept
                 done = (mine, None, None, None, msgs + [f"{_run_name(arch, seed)}: failed on rank {rank}"], err)
@@ -444,8 +457,13 @@ def _found(out: Path, arch: str, seed: int, settings: StudySettings, data, log):
     if why is None and (any(tr.get(k) != v for k, v in train_key.items()) or meta.get("data") != settings.data):
         why = "other training settings or data"
     if why is None and meta.get("regularizer") != reg_record:
-        why = ("plain training" if meta.get("regularizer") is None else
-               "another folding regulariser" if reg_record else "training with the folding regulariser")
+        why = (
+            "plain training"
+            if meta.get("regularizer") is None
+            else "another folding regulariser"
+            if reg_record
+            else "training with the folding regulariser"
+        )
     if why is not None:
         log(f"{name}: the checkpoint found is of {why}, trained again")
         return None
@@ -455,13 +473,26 @@ def _found(out: Path, arch: str, seed: int, settings: StudySettings, data, log):
 
 def _regularizer(settings: StudySettings, data, seed: int):
     """The folding regulariser of one run (``None`` for plain training) and its record."""
-    reg = settings.regularizer.build(data.x_train, data.y_train, seed) if (
-        settings.regularizer is not None and settings.regularizing) else None
+    reg = (
+        settings.regularizer.build(data.x_train, data.y_train, seed)
+        if (settings.regularizer is not None and settings.regularizing)
+        else None
+    )
     return reg, (reg.describe() if reg is not None else None)
 
 
-def _run(arch: str, seed: int, found, settings: StudySettings, data, out: Path, *, bars: StudyBars | None,
-         log: Callable[[str], None], save: bool) -> tuple[dict, object, dict | None]:
+def _run(
+    arch: str,
+    seed: int,
+    found,
+    settings: StudySettings,
+    data,
+    out: Path,
+    *,
+    bars: StudyBars | None,
+    log: Callable[[str], None],
+    save: bool,
+) -> tuple[dict, object, dict | None]:
     """Train (unless ``found`` holds the model and its training record) and measure one run,
     counting its epochs and paths on ``bars`` (``None``: no progress shown).
 
@@ -482,9 +513,17 @@ def _run(arch: str, seed: int, found, settings: StudySettings, data, out: Path, 
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # sums in one order: the weights depend on the seed, not on the process's threads
         try:
-            model, res = train_mlp(arch, data, epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size,
-                                   seed=seed, checkpoint=ckpt if save else None, regularizer=reg,
-                                   on_epoch_end=bars.epoch if bars is not None else None)
+            model, res = train_mlp(
+                arch,
+                data,
+                epochs=settings.epochs,
+                lr=settings.lr,
+                batch_size=settings.batch_size,
+                seed=seed,
+                checkpoint=ckpt if save else None,
+                regularizer=reg,
+                on_epoch_end=bars.epoch if bars is not None else None,
+            )
         finally:
             torch.set_num_threads(threads)
         tr = res.as_dict()
@@ -493,8 +532,10 @@ def _run(arch: str, seed: int, found, settings: StudySettings, data, out: Path, 
 
             meta = checkpoint_metadata(model, data, res, reg)
         how = f" with the folding loss (λ={reg.lam:g}, {reg.schedule})" if reg is not None else ""
-        log(f"{name}: trained {settings.epochs} epochs{how}, test accuracy {res.final_test_accuracy:.4f} "
-            f"({time.perf_counter() - t0:.0f} s)")
+        log(
+            f"{name}: trained {settings.epochs} epochs{how}, test accuracy {res.final_test_accuracy:.4f} "
+            f"({time.perf_counter() - t0:.0f} s)"
+        )
     else:
         model, tr = found
     measure_bar = bars.measure if bars is not None else None
@@ -520,8 +561,10 @@ def _run(arch: str, seed: int, found, settings: StudySettings, data, out: Path, 
     }
     if save:
         _save_run(out, (arch, seed), row, None, None)
-    log(f"{name}: phi={m['phi']:.4f} folded={m['fraction_folded']:.4f} phi_max_p2={m['phi_max_p2']:.4f} "
-        f"({m['n_paths']} paths, {m['measure_seconds']:.0f} s)")
+    log(
+        f"{name}: phi={m['phi']:.4f} folded={m['fraction_folded']:.4f} phi_max_p2={m['phi_max_p2']:.4f} "
+        f"({m['n_paths']} paths, {m['measure_seconds']:.0f} s)"
+    )
     return row, model, meta
 
 
@@ -584,9 +627,12 @@ def flat_row(r: dict) -> dict:
     """The CSV columns of one run."""
     return {
         **{k: r.get(k) for k in CSV_FIELDS},
-        "phi_lo": r["phi_ci"][0], "phi_hi": r["phi_ci"][1],
-        "fraction_lo": r["fraction_ci"][0], "fraction_hi": r["fraction_ci"][1],
-        "phi_max_p2_lo": r["phi_max_p2_ci"][0], "phi_max_p2_hi": r["phi_max_p2_ci"][1],
+        "phi_lo": r["phi_ci"][0],
+        "phi_hi": r["phi_ci"][1],
+        "fraction_lo": r["fraction_ci"][0],
+        "fraction_hi": r["fraction_ci"][1],
+        "phi_max_p2_lo": r["phi_max_p2_ci"][0],
+        "phi_max_p2_hi": r["phi_max_p2_ci"][1],
     }
 
 
@@ -606,8 +652,16 @@ def depth_trend(rows: Sequence[dict], min_accuracy: float = 0.0, stat: str = "ph
     vals = [med[d] for d in depths]
     increasing = len(vals) >= 2 and all(b >= a for a, b in zip(vals, vals[1:]))
     note = trend_note(rows, kept, depths, rho, stat, min_accuracy)
-    return {"stat": stat, "min_accuracy": min_accuracy, "n_runs": len(kept), "n_runs_total": len(rows),
-            "median_by_depth": med, "spearman_depth": rho, "medians_increase": increasing, "note": note}
+    return {
+        "stat": stat,
+        "min_accuracy": min_accuracy,
+        "n_runs": len(kept),
+        "n_runs_total": len(rows),
+        "median_by_depth": med,
+        "spearman_depth": rho,
+        "medians_increase": increasing,
+        "note": note,
+    }
 
 
 def summary_by_arch(rows: Sequence[dict]) -> list[dict]:

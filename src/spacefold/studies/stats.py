@@ -48,22 +48,25 @@ def seed_mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
     return m, m - h, m + h
 
 
-def hierarchical_bootstrap(groups, stat: Callable | None = None, *, n_boot: int = 2000, level: float = 0.95,
-                           seed: int = 0) -> tuple[float, float, float]:
+def hierarchical_bootstrap(
+    groups, stat: Callable | None = None, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
     """Two-level bootstrap of a per-seed statistic averaged over seeds: ``groups`` holds one array of
     per-path values per seed (network); each replicate draws the seeds with replacement, then the
     paths of every drawn seed with replacement, applies ``stat`` (default: the median of the non-zero
     values, Φ_N) to each and averages. A 2-D array ``(n_paths, k)`` per seed resamples its rows, so
     paired values (two arms measured on the same paths) stay together, e.g.
-    ``stat=lambda g: median_nonzero(g[:, 0]) - median_nonzero(g[:, 1])``. Returns ``(estimate, lo, hi)``: the mean over seeds of ``stat`` and
-    the percentile interval at ``level``. The interval covers both the seeds and the pair set."""
+    ``stat=lambda g: median_nonzero(g[:, 0]) - median_nonzero(g[:, 1])``. Returns ``(estimate, lo, hi)``:
+    the mean over seeds of ``stat`` and the percentile interval at ``level``. The interval covers both the
+    seeds and the pair set."""
     from .._core.global_folding import median_nonzero
 
     stat = stat or median_nonzero
     groups = [np.asarray(g, dtype=float) for g in groups]
     if not groups or any(g.ndim not in (1, 2) or g.shape[0] == 0 for g in groups):
-        raise InputError("groups must be a non-empty list of non-empty arrays of per-path values (1-D, or 2-D "
-                         "with one row per path)")
+        raise InputError(
+            "groups must be a non-empty list of non-empty arrays of per-path values (1-D, or 2-D with one row per path)"
+        )
     check_int(n_boot, "n_boot", 1)
     rng = np.random.default_rng(seed)
     est = float(np.mean([stat(g) for g in groups]))
@@ -82,8 +85,9 @@ def _pair_sd(ci: Sequence[float], level: float = 0.95) -> float:
     return (float(ci[1]) - float(ci[0])) / (2 * float(stats.norm.ppf(0.5 + level / 2)))
 
 
-def seed_pair_interval(estimates, pair_cis, *, minus=None, minus_cis=None, paired: bool = False,
-                       level: float = 0.95) -> tuple[float, float, float]:
+def seed_pair_interval(
+    estimates, pair_cis, *, minus=None, minus_cis=None, paired: bool = False, level: float = 0.95
+) -> tuple[float, float, float]:
     """Interval of a mean over seeds (or of a difference of two such means) that covers the seeds
     and the pair set, from recorded runs.
 
@@ -109,17 +113,19 @@ def seed_pair_interval(estimates, pair_cis, *, minus=None, minus_cis=None, paire
     if a.size == 0 or sa.size != a.size:
         raise InputError(f"estimates and pair_cis must be non-empty and of one length, got {a.size} and {sa.size}")
     z = float(stats.norm.ppf(0.5 + level / 2))
-    pair_var = float(np.mean(sa ** 2))
+    pair_var = float(np.mean(sa**2))
     if minus is None:
         est, n, seed_se = float(a.mean()), a.size, (float(a.std(ddof=1)) / math.sqrt(a.size) if a.size > 1 else 0.0)
     else:
         b = np.asarray(minus, dtype=float)
         sb = np.array([_pair_sd(c, level) for c in minus_cis])
         if b.size == 0 or sb.size != b.size or (paired and b.size != a.size):
-            raise InputError(f"minus and minus_cis must be non-empty and of one length (that of estimates when "
-                             f"paired), got {b.size} and {sb.size}")
+            raise InputError(
+                f"minus and minus_cis must be non-empty and of one length (that of estimates when "
+                f"paired), got {b.size} and {sb.size}"
+            )
         est = float(a.mean() - b.mean())
-        pair_var += float(np.mean(sb ** 2))
+        pair_var += float(np.mean(sb**2))
         if paired:
             d = a - b
             n, seed_se = d.size, (float(d.std(ddof=1)) / math.sqrt(d.size) if d.size > 1 else 0.0)

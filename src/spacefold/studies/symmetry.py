@@ -43,9 +43,9 @@ import torch
 from torch import Tensor, nn
 
 from .._core import measure
+from .._core.patterns import activation_patterns, eval_mode, model_device_dtype
 from .._util import check_int
 from ..errors import InputError, InputTypeError
-from .._core.patterns import activation_patterns, eval_mode, model_device_dtype
 
 __all__ = [
     "Mirror",
@@ -163,8 +163,10 @@ def mirror(x: Tensor, axis: int = -1, *, image_shape: Sequence[int] | None = Non
 
 def _apply(transform, x: Tensor, name: str = "transform") -> Tensor:
     if not callable(transform):
-        raise InputTypeError(f"{name} must be a callable mapping a batch of inputs to a batch of the same shape, "
-                             f"got {type(transform).__name__}")
+        raise InputTypeError(
+            f"{name} must be a callable mapping a batch of inputs to a batch of the same shape, "
+            f"got {type(transform).__name__}"
+        )
     out = transform(x)
     if not isinstance(out, Tensor) or out.shape != x.shape:
         got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
@@ -196,8 +198,9 @@ class Invariance:
     distance: Tensor = field(repr=False)
 
 
-def invariance(model: nn.Module, x: Tensor, transform: Transform, *, layers=None,
-               batch_size: int | None = 4096) -> Invariance:
+def invariance(
+    model: nn.Module, x: Tensor, transform: Transform, *, layers=None, batch_size: int | None = 4096
+) -> Invariance:
     """Invariance of ``model`` under ``transform`` on the batch ``x`` (see :class:`Invariance`)."""
     if not isinstance(model, nn.Module):
         raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -222,15 +225,29 @@ def invariance(model: nn.Module, x: Tensor, transform: Transform, *, layers=None
     per = {lay.name: float(diff[:, lay.slice].sum(1).double().mean()) for lay in layout.layers}
     frac = {lay.name: per[lay.name] / max(1, lay.size) for lay in layout.layers}
     dist = diff.sum(1)
-    return Invariance(agreement=float(same.double().mean()), hamming=float(dist.double().mean()), per_layer=per,
-                      per_layer_fraction=frac, n=int(x.shape[0]), same_prediction=same, distance=dist)
+    return Invariance(
+        agreement=float(same.double().mean()),
+        hamming=float(dist.double().mean()),
+        per_layer=per,
+        per_layer_fraction=frac,
+        n=int(x.shape[0]),
+        same_prediction=same,
+        distance=dist,
+    )
 
 
 # --------------------------------------------------------------------------- segments
 
 
-def transform_segments(x: Tensor, transform: Transform, *, y: Tensor | None = None, check: bool = False,
-                       tol: float = 0.0, label_fn: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
+def transform_segments(
+    x: Tensor,
+    transform: Transform,
+    *,
+    y: Tensor | None = None,
+    check: bool = False,
+    tol: float = 0.0,
+    label_fn: Callable[[Tensor], Tensor] | None = None,
+) -> tuple[Tensor, Tensor]:
     """The segments ``x[i] -> T(x[i])``: returns ``(x, T(x))`` for ``spacefold.folding_batch``.
 
     With ``check=True`` the transform is first checked to be a symmetry of the labelled
@@ -240,8 +257,9 @@ def transform_segments(x: Tensor, transform: Transform, *, y: Tensor | None = No
     x = _check_batch(x)
     if check:
         if y is None:
-            raise InputError("y must hold the labels of x when check=True (the symmetry check compares labels), "
-                             "got None")
+            raise InputError(
+                "y must hold the labels of x when check=True (the symmetry check compares labels), got None"
+            )
         check_symmetry(x, y, transform, tol=tol, label_fn=label_fn)
     return x, _apply(transform, x)
 
@@ -278,8 +296,10 @@ def transplanted_segments(x1: Tensor, x2: Tensor, starts: Tensor) -> tuple[Tenso
     x2 = _check_batch(x2, "x2")
     starts = _check_batch(starts, "starts")
     if not x1.shape == x2.shape == starts.shape:
-        raise InputError(f"x1, x2 and starts must have the same shape, got {tuple(x1.shape)}, {tuple(x2.shape)} "
-                         f"and {tuple(starts.shape)}")
+        raise InputError(
+            f"x1, x2 and starts must have the same shape, got {tuple(x1.shape)}, {tuple(x2.shape)} "
+            f"and {tuple(starts.shape)}"
+        )
     return starts, starts + (x2 - x1)
 
 
@@ -329,9 +349,17 @@ class SymmetryCheck:
     method: str
 
 
-def check_symmetry(x: Tensor, y: Tensor, transform: Transform, *, tol: float | None = None,
-                   label_fn: Callable[[Tensor], Tensor] | None = None, k: int = 1,
-                   max_samples: int | None = 2000, seed: int = 0) -> SymmetryCheck:
+def check_symmetry(
+    x: Tensor,
+    y: Tensor,
+    transform: Transform,
+    *,
+    tol: float | None = None,
+    label_fn: Callable[[Tensor], Tensor] | None = None,
+    k: int = 1,
+    max_samples: int | None = 2000,
+    seed: int = 0,
+) -> SymmetryCheck:
     """Check that ``transform`` keeps the labels of the data set ``(x, y)``.
 
     The label of ``T(x)`` comes from ``label_fn`` (a known labelling, e.g. of a synthetic
@@ -341,8 +369,10 @@ def check_symmetry(x: Tensor, y: Tensor, transform: Transform, *, tol: float | N
     """
     x = _check_batch(x)
     if not isinstance(y, Tensor) or y.dtype.is_floating_point or y.dtype == torch.bool:
-        raise InputTypeError(f"y must be an integer tensor of labels, got {type(y).__name__}"
-                             + (f" of dtype {y.dtype}" if isinstance(y, Tensor) else ""))
+        raise InputTypeError(
+            f"y must be an integer tensor of labels, got {type(y).__name__}"
+            + (f" of dtype {y.dtype}" if isinstance(y, Tensor) else "")
+        )
     if y.shape != (x.shape[0],):
         raise InputError(f"y must have shape ({x.shape[0]},) to match x, got {tuple(y.shape)}")
     if x.shape[0] < 2:
@@ -364,8 +394,9 @@ def check_symmetry(x: Tensor, y: Tensor, transform: Transform, *, tol: float | N
             raise InputTypeError(f"label_fn must be a callable mapping inputs to labels, got {type(label_fn).__name__}")
         ty = torch.as_tensor(label_fn(tx))
         if ty.shape != ys.shape:
-            raise InputError(f"label_fn must return one label per input, shape {tuple(ys.shape)}, "
-                             f"got {tuple(ty.shape)}")
+            raise InputError(
+                f"label_fn must return one label per input, shape {tuple(ys.shape)}, got {tuple(ty.shape)}"
+            )
         changed = float((ty.to(ys.dtype) != ys).double().mean())
         ratio, method = float("nan"), "label_fn"
     else:
@@ -410,8 +441,7 @@ def closed_walk_bound(walk: Tensor):
     ends = (w[:, 0] ^ w[:, -1]).sum(-1).double()
     _, r2 = measure._batch_ranges(w)
     r2 = r2.double()
-    bound = torch.where(r2 > 0, 0.5 * (1.0 - ends / torch.where(r2 > 0, r2, torch.ones_like(r2))),
-                        torch.zeros_like(r2))
+    bound = torch.where(r2 > 0, 0.5 * (1.0 - ends / torch.where(r2 > 0, r2, torch.ones_like(r2))), torch.zeros_like(r2))
     return float(bound[0]) if single else bound
 
 
@@ -474,8 +504,9 @@ def invariant_mlp(arch, in_features: int, n_classes: int, transform: Transform, 
     eye = torch.eye(in_features, dtype=torch.float64)
     m = _apply(transform, eye)  # row i is M e_i, so this is M^T = M for a symmetric M
     if not (torch.allclose(m @ m, eye) and torch.allclose(m, m.T)):
-        raise InputError("transform must be a linear orthogonal involution such as a mirror (M M = I, M = M^T), "
-                         "got one that is not")
+        raise InputError(
+            "transform must be a linear orthogonal involution such as a mirror (M M = I, M = M^T), got one that is not"
+        )
     model = mlp(hidden, in_features, n_classes, seed=seed)
     parametrize.register_parametrization(model.net[0], "weight", _TieRows(m.to(torch.float32)))
     parametrize.register_parametrization(model.net[0], "bias", _TieBias())

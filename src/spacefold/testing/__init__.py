@@ -24,5 +24,13 @@ True
 from .grid import agrees_with_dense_grid, collapse, dense_walks, is_subsequence
 from .reference import ReferenceWalk, cantornet_walk, reference_pattern, reference_walk
 
-__all__ = ["reference_walk", "reference_pattern", "ReferenceWalk", "cantornet_walk", "dense_walks",
-           "agrees_with_dense_grid", "is_subsequence", "collapse"]
+__all__ = [
+    "reference_walk",
+    "reference_pattern",
+    "ReferenceWalk",
+    "cantornet_walk",
+    "dense_walks",
+    "agrees_with_dense_grid",
+    "is_subsequence",
+    "collapse",
+]

@@ -62,8 +62,9 @@ def is_subsequence(short: Tensor, long: Tensor) -> bool:
     return i == len(short)
 
 
-def dense_walks(model: nn.Module, x1: Tensor, x2: Tensor, *, steps: int = 4000, tie_tol: float = 0.0,
-                layers: LayerSelector = None) -> WalkBatch:
+def dense_walks(
+    model: nn.Module, x1: Tensor, x2: Tensor, *, steps: int = 4000, tie_tol: float = 0.0, layers: LayerSelector = None
+) -> WalkBatch:
     """The walks of the segments ``x1[i] -> x2[i]`` on a dense uniform grid (``method="uniform"``), with
     consecutive repeats merged: the regions a grid sees, a subsequence of those an exact walk crosses
     (all of them when the grid hits every region).

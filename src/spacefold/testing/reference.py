@@ -26,10 +26,8 @@ __all__ = ["reference_walk", "reference_pattern", "ReferenceWalk", "cantornet_wa
 
 
 _ACTS = (nn.ReLU, nn.LeakyReLU, nn.Hardtanh)  # nn.ReLU6 is a Hardtanh(0, 6)
-_MAXPOOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
-             nn.AdaptiveMaxPool3d)
-_AVGPOOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
-             nn.AdaptiveAvgPool3d)
+_MAXPOOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
+_AVGPOOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
 
 
 def _kinks(mod: nn.Module) -> list[Fraction]:
@@ -60,8 +58,17 @@ def _axis_windows(mod: nn.Module, n: int, axis: int) -> list[tuple[list[int], in
     """Per output position along dimension ``axis`` (of size n) of a pooling: the input positions of its
     window and (average pooling) the count its divisor takes, from torch's documented output sizes."""
     d = _dims(mod)
-    if isinstance(mod, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.AdaptiveAvgPool1d,
-                        nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)):
+    if isinstance(
+        mod,
+        (
+            nn.AdaptiveMaxPool1d,
+            nn.AdaptiveMaxPool2d,
+            nn.AdaptiveMaxPool3d,
+            nn.AdaptiveAvgPool1d,
+            nn.AdaptiveAvgPool2d,
+            nn.AdaptiveAvgPool3d,
+        ),
+    ):
         o = _tup(mod.output_size, d)[axis]
         o = n if o is None else o
         out = []
@@ -107,8 +114,10 @@ def _pool(mod: nn.Module, v: list[Fraction], shape: tuple[int, ...]) -> tuple[li
     out = []
     for c in range(lead):
         for combo in itertools.product(*axes):
-            idx = [c * plane + sum(strides[a] * i for a, i in enumerate(pos))
-                   for pos in itertools.product(*[w for w, _ in combo])]
+            idx = [
+                c * plane + sum(strides[a] * i for a, i in enumerate(pos))
+                for pos in itertools.product(*[w for w, _ in combo])
+            ]
             if isinstance(mod, _MAXPOOLS):
                 out.append(max(v[i] for i in idx))
             else:
@@ -135,8 +144,14 @@ def _windows(mod: nn.Module, shape: tuple[int, ...]) -> list[list[int]]:
     plane = 1
     for n in spatial:
         plane *= n
-    return [[c * plane + sum(strides[a] * i for a, i in enumerate(pos)) for pos in itertools.product(*[w for w, _ in combo])]
-            for c in range(lead) for combo in itertools.product(*axes)]
+    return [
+        [
+            c * plane + sum(strides[a] * i for a, i in enumerate(pos))
+            for pos in itertools.product(*[w for w, _ in combo])
+        ]
+        for c in range(lead)
+        for combo in itertools.product(*axes)
+    ]
 
 
 def _forward(net: nn.Sequential, x: list[Fraction], upto: int) -> tuple[list[Fraction], tuple[int, ...]]:
@@ -146,7 +161,11 @@ def _forward(net: nn.Sequential, x: list[Fraction], upto: int) -> tuple[list[Fra
     for mod in list(net)[:upto]:
         if isinstance(mod, nn.Linear):
             w = [[Fraction(float(a)) for a in row] for row in mod.weight.detach().tolist()]
-            b = [Fraction(float(a)) for a in mod.bias.detach().tolist()] if mod.bias is not None else [Fraction(0)] * len(w)
+            b = (
+                [Fraction(float(a)) for a in mod.bias.detach().tolist()]
+                if mod.bias is not None
+                else [Fraction(0)] * len(w)
+            )
             v = [sum((wi * vi for wi, vi in zip(row, v)), Fraction(0)) + bi for row, bi in zip(w, b)]
             shape = (len(v),)
         elif isinstance(mod, _ACTS):
@@ -170,8 +189,9 @@ def _pattern(net: nn.Sequential, x: list[Fraction]) -> tuple[bool, ...]:
     return tuple(bits)
 
 
-def _reference_walk(net: nn.Sequential, x1: list[float], x2: list[float]
-                    ) -> tuple[list[Fraction], list[tuple[bool, ...]], list[Fraction]]:
+def _reference_walk(
+    net: nn.Sequential, x1: list[float], x2: list[float]
+) -> tuple[list[Fraction], list[tuple[bool, ...]], list[Fraction]]:
     """Γ* of the segment x1 -> x2 in exact arithmetic: ``(t, patterns, breakpoints)``, t where each region is
     entered, and every breakpoint (kink crossing or window tie) found."""
     a = [Fraction(v) for v in x1]
@@ -278,8 +298,7 @@ def reference_pattern(net: nn.Sequential, x: Sequence[float | Fraction]) -> tupl
     return _pattern(_check(net), [Fraction(v) for v in x])
 
 
-def reference_walk(net: nn.Sequential, x1: Sequence[float | Fraction], x2: Sequence[float | Fraction]
-                   ) -> ReferenceWalk:
+def reference_walk(net: nn.Sequential, x1: Sequence[float | Fraction], x2: Sequence[float | Fraction]) -> ReferenceWalk:
     """The walk Γ* of the segment ``x1 -> x2`` in exact rational arithmetic: an oracle that shares no code
     with the walkers (nor with torch's arithmetic), to check a walk against.
 
@@ -312,8 +331,12 @@ def reference_walk(net: nn.Sequential, x1: Sequence[float | Fraction], x2: Seque
     return ReferenceWalk(t, [tuple(p) for p in patterns], breakpoints)
 
 
-def cantornet_walk(depth: int, representation: str = "A", start: Sequence[float | Fraction] | None = None,
-                   end: Sequence[float | Fraction] | None = None) -> tuple[list[Fraction], list[tuple[bool, ...]]]:
+def cantornet_walk(
+    depth: int,
+    representation: str = "A",
+    start: Sequence[float | Fraction] | None = None,
+    end: Sequence[float | Fraction] | None = None,
+) -> tuple[list[Fraction], list[tuple[bool, ...]]]:
     """The walk Γ* of a segment through CantorNet, from its exact rational weights.
 
     Args:

@@ -24,8 +24,17 @@ from .regularize import (
 if TYPE_CHECKING:
     from .metric import FoldingMetric, folding_statistics
 
-__all__ = ["folding_loss", "soft_chi", "FoldingSchedule", "FoldingRegularizer", "FoldingTracker", "probe_pairs",
-           "LOSS_METHODS", "FoldingMetric", "folding_statistics"]
+__all__ = [
+    "folding_loss",
+    "soft_chi",
+    "FoldingSchedule",
+    "FoldingRegularizer",
+    "FoldingTracker",
+    "probe_pairs",
+    "LOSS_METHODS",
+    "FoldingMetric",
+    "folding_statistics",
+]
 
 
 def __getattr__(name: str) -> object:

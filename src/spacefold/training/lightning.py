@@ -89,9 +89,19 @@ class FoldingCallback(pl.Callback):
         [(0, 8), (1, 8)]
     """
 
-    def __init__(self, x1: Tensor, x2: Tensor, *, every_n_epochs: int = 1, every_n_steps: int | None = None,
-                 method: str = "exact", steps: int = 100, layers=None, module: str | None = None,
-                 prefix: str = "folding/"):
+    def __init__(
+        self,
+        x1: Tensor,
+        x2: Tensor,
+        *,
+        every_n_epochs: int = 1,
+        every_n_steps: int | None = None,
+        method: str = "exact",
+        steps: int = 100,
+        layers=None,
+        module: str | None = None,
+        prefix: str = "folding/",
+    ):
         super().__init__()
         try:
             check_int(every_n_epochs, "every_n_epochs", 1)

@@ -67,8 +67,10 @@ def _as_values(value, name: str) -> Tensor:
                 f"{name} must be a 1-D tensor of folding values in [0, 1], got {type(value).__name__}"
             ) from None
     if not value.is_floating_point():
-        raise InputTypeError(f"{name} must be a float tensor of folding values in [0, 1] (χ = 1 − r1/r2 is a "
-                             f"fraction), got dtype {value.dtype}")
+        raise InputTypeError(
+            f"{name} must be a float tensor of folding values in [0, 1] (χ = 1 − r1/r2 is a "
+            f"fraction), got dtype {value.dtype}"
+        )
     if value.dim() != 1:
         raise InputError(f"{name} must be 1-D (one value per path), got shape {tuple(value.shape)}")
     value = value.detach().to(device="cpu", dtype=torch.float64)
@@ -281,8 +283,10 @@ class FoldingMetric(Metric):
     @property
     def n_distinct(self) -> int:
         """Histogram entries held now (χ and maxima together): the memory in use."""
-        return int(self._joined(self.chi_values, self.chi_counts)[0].numel()
-                   + self._joined(self.max_values, self.max_counts)[0].numel())
+        return int(
+            self._joined(self.chi_values, self.chi_counts)[0].numel()
+            + self._joined(self.max_values, self.max_counts)[0].numel()
+        )
 
 
 def farey_length(r: int) -> int:

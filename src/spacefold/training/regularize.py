@@ -45,9 +45,20 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .._util import check_size
+from .._core.patterns import LayerSelector, PatternRecorder, eval_mode, model_device_dtype, run_model
 from ..errors import InputError, InputTypeError
-from .._core.patterns import LayerSelector, PatternRecorder, eval_mode, find_activations, model_device_dtype, run_model
+from ._chain import _chain_scores, _plain_chain
+from ._checks import (  # noqa: F401 - LOSS_METHODS is also importable from here
+    LOSS_METHODS,
+    _check_count,
+    _check_hookable,
+    _check_lambda,
+    _check_method,
+    _check_model,
+    _check_points,
+    _check_positive,
+    _check_segments,
+)
 
 __all__ = [
     "folding_loss",
@@ -58,85 +69,6 @@ __all__ = [
     "probe_pairs",
     "LOSS_METHODS",
 ]
-
-LOSS_METHODS = ("grid", "random", "exact")
-
-
-# --------------------------------------------------------------------------- checks
-
-
-def _check_model(model) -> None:
-    if not isinstance(model, nn.Module):
-        raise InputTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-
-
-def _check_hookable(model: nn.Module, layers: LayerSelector) -> None:
-    """At least one activation module the soft patterns can be read from."""
-    try:
-        find_activations(model, layers)
-    except TypeError as err:
-        raise InputTypeError(str(err)) from None
-    except ValueError as err:
-        raise InputError(str(err)) from None
-
-
-def _check_segments(x1, x2) -> None:
-    for name, x in (("x1", x1), ("x2", x2)):
-        if not isinstance(x, Tensor):
-            raise InputTypeError(f"{name} must be a torch.Tensor (n_segments, *input_shape), got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise InputTypeError(f"{name} must be a floating tensor, got dtype {x.dtype}")
-        if x.dim() < 2:
-            raise InputError(f"{name} must have shape (n_segments, *input_shape), got {tuple(x.shape)}")
-        if x.shape[0] == 0:
-            raise InputError(f"{name} must hold at least one segment, got an empty probe set")
-        if not bool(torch.isfinite(x).all()):
-            raise InputError(f"{name} holds NaN or inf; expected finite inputs")
-    if x1.shape != x2.shape:
-        raise InputError(f"x1 and x2 must have the same shape, got x1 {tuple(x1.shape)} and x2 {tuple(x2.shape)}")
-
-
-def _check_positive(value, name: str, *, allow_zero: bool = False) -> float:
-    what = "a finite number >= 0" if allow_zero else "a finite number > 0"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputTypeError(f"{name} must be {what}, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        raise InputError(f"{name} must be {what}, got {value!r}")
-    return v
-
-
-def _check_count(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InputTypeError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise InputError(f"{name} must be an int >= {minimum}, got {value}")
-    return value
-
-
-def _check_points(n_points: int, n_segments: int, x: Tensor) -> None:
-    """The sample points of ``n_segments`` segments, each point an input like ``x[0]`` with its
-    pre-activations and soft patterns (counted as three copies of the input), fit in memory."""
-    per_point = 3 * x[0].numel() * x.element_size()
-    check_size("n_points", n_points, n_points * n_segments * per_point,
-               f"{n_points} sample points on each of {n_segments} segments")
-
-
-def _check_method(method) -> str:
-    if method not in LOSS_METHODS:
-        raise InputError(f"method must be one of {', '.join(repr(m) for m in LOSS_METHODS)}, got {method!r}")
-    return method
-
-
-def _check_lambda(lam) -> float:
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)):
-        raise InputTypeError(f"lam must be a finite number >= 0 (the weight of the folding loss), got {lam!r}")
-    v = float(lam)
-    if not math.isfinite(v) or v < 0:
-        raise InputError(
-            f"lam must be a finite number >= 0 (the weight of the folding loss; 0 turns it off), got {lam!r}"
-        )
-    return v
 
 
 # --------------------------------------------------------------------------- soft patterns
@@ -159,8 +91,14 @@ def _t_grid(n_seg: int, n_points: int, method: str, generator, device) -> Tensor
         t = torch.linspace(0.0, 1.0, n_points, dtype=torch.float64).expand(n_seg, n_points)
     else:
         inner = torch.rand(n_seg, n_points - 2, generator=generator, dtype=torch.float64)
-        t = torch.cat([torch.zeros(n_seg, 1, dtype=torch.float64), inner.sort(dim=1).values,
-                       torch.ones(n_seg, 1, dtype=torch.float64)], dim=1)
+        t = torch.cat(
+            [
+                torch.zeros(n_seg, 1, dtype=torch.float64),
+                inner.sort(dim=1).values,
+                torch.ones(n_seg, 1, dtype=torch.float64),
+            ],
+            dim=1,
+        )
     return t.to(device)
 
 
@@ -202,8 +140,19 @@ def soft_chi(
     """χ_soft = 1 − L_fold of every segment ``x1[i] -> x2[i]``: a differentiable ``(n_segments,)``
     tensor. See :func:`folding_loss` for the arguments; with large ``beta``, ``tau=0`` and
     small ``eps`` it is χ of the walk through the sample points."""
-    return 1.0 - _fold_terms(model, x1, x2, method=method, n_points=n_points, beta=beta, tau=tau, eps=eps,
-                             layers=layers, tie_tol=tie_tol, generator=generator)
+    return 1.0 - _fold_terms(
+        model,
+        x1,
+        x2,
+        method=method,
+        n_points=n_points,
+        beta=beta,
+        tau=tau,
+        eps=eps,
+        layers=layers,
+        tie_tol=tie_tol,
+        generator=generator,
+    )
 
 
 def folding_loss(
@@ -276,8 +225,19 @@ def folding_loss(
     """
     if reduction not in ("mean", "sum", "none"):
         raise InputError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    loss = _fold_terms(model, x1, x2, method=method, n_points=n_points, beta=beta, tau=tau, eps=eps,
-                       layers=layers, tie_tol=tie_tol, generator=generator)
+    loss = _fold_terms(
+        model,
+        x1,
+        x2,
+        method=method,
+        n_points=n_points,
+        beta=beta,
+        tau=tau,
+        eps=eps,
+        layers=layers,
+        tie_tol=tie_tol,
+        generator=generator,
+    )
     if reduction == "mean":
         return loss.mean()
     if reduction == "sum":
@@ -299,84 +259,37 @@ def _fold_terms(model, x1, x2, *, method, n_points, beta, tau, eps, layers, tie_
     if generator is not None and not isinstance(generator, torch.Generator):
         raise InputTypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     _check_hookable(model, layers)
-    return _soft_terms(model, x1, x2, method=method, n_points=n_points, beta=beta, tau=tau, eps=eps, layers=layers,
-                       tie_tol=tie_tol, generator=generator)
+    return _soft_terms(
+        model,
+        x1,
+        x2,
+        method=method,
+        n_points=n_points,
+        beta=beta,
+        tau=tau,
+        eps=eps,
+        layers=layers,
+        tie_tol=tie_tol,
+        generator=generator,
+    )
 
 
-# Modules of a plain feed-forward chain: no bits of their own, the same output in train and eval mode.
-_CHAIN_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Flatten, nn.Unflatten, nn.Identity)
-# Identity maps in eval mode (the mode of the folding loss's points), left out of the chain.
-_CHAIN_EVAL_IDENTITY = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
-_FLATTEN = nn.Flatten()  # x.flatten(1)
-
-
-def _plain_chain(model: nn.Module, layers: LayerSelector) -> list[tuple[nn.Module, bool]] | None:
-    """The pattern hooks' work without the hooks, where that is plainly the same computation.
-
-    For an ``nn.Sequential`` (or :class:`spacefold.models.MLP`, whose forward is its ``net`` on the
-    flattened input) of linear/convolution/reshaping modules, dropout and torch's activation modules
-    whose bit is read from their pre-activation (RReLU excepted: random in train mode), with every activation selected (``layers=None``) and no
-    forward hooks: the modules in order up to the last activation, each with a flag for "its input is
-    a block of scores" (dropout left out: it is the identity in eval mode). The scores are then the
-    very tensors the hooks would record (same operations, same order), at a fraction of the
-    per-call cost of the hooks, the activation-function interception and the mode switching.
-    ``None`` for every other model: the hooks handle those.
-    """
-    from torch.nn.modules import module as _module
-
-    from .._core.rules import _entry, _pre_activation
-    from ..models.mlp import MLP
-
-    if layers is not None or _module._global_forward_hooks or _module._global_forward_pre_hooks:
-        return None
-    if type(model) is MLP:
-        outer: tuple[nn.Module, ...] = (model, model.net)
-        chain: list[tuple[nn.Module, bool]] = [(_FLATTEN, False)]  # MLP.forward: net(x.flatten(1))
-    elif type(model) is nn.Sequential:
-        outer, chain = (model,), []
-    else:
-        return None
-    seq = outer[-1]
-    if type(seq) is not nn.Sequential or any(m._forward_hooks or m._forward_pre_hooks for m in outer):
-        return None
-    for m in seq:
-        if m._forward_hooks or m._forward_pre_hooks:
-            return None
-        kind = type(m)
-        if kind in _CHAIN_EVAL_IDENTITY:
-            continue
-        if kind in _CHAIN_LAYERS:
-            chain.append((m, False))
-            continue
-        entry = _entry(m)
-        # torch's own elementwise activations only (a registered type of the user's may depend on the mode),
-        # and not RReLU, whose slopes are random in train mode
-        if (entry is None or entry.rule is not _pre_activation or kind.__module__ != "torch.nn.modules.activation"
-                or kind is nn.RReLU or next(m.children(), None) is not None):
-            return None
-        chain.append((m, True))
-    while chain and not chain[-1][1]:  # nothing after the last activation enters the scores
-        chain.pop()
-    return chain or None
-
-
-def _chain_scores(chain: list[tuple[nn.Module, bool]], pts: Tensor) -> Tensor | None:
-    """Scores ``(n_points, n_neurons)`` of :func:`_plain_chain`'s modules, in the hooks' order and
-    layout; ``None`` where a module rejects the input (the hooks' path then raises the clear error)."""
-    blocks = []
-    h = pts
-    try:
-        for m, is_act in chain:
-            if is_act:
-                blocks.append(h.clone() if getattr(m, "inplace", False) else h)
-            h = m(h)
-    except (RuntimeError, ValueError, IndexError):
-        return None
-    return torch.cat([b.reshape(b.shape[0], -1) for b in blocks], dim=1)
-
-
-def _soft_terms(model, x1, x2, *, method, n_points, beta, tau, eps, layers, tie_tol, generator,
-                recorder: _SoftRecorder | None = None, point: Tensor | None = None) -> Tensor:
+def _soft_terms(
+    model,
+    x1,
+    x2,
+    *,
+    method,
+    n_points,
+    beta,
+    tau,
+    eps,
+    layers,
+    tie_tol,
+    generator,
+    recorder: _SoftRecorder | None = None,
+    point: Tensor | None = None,
+) -> Tensor:
     """L_fold per segment, arguments already checked (the hot path of the training hook); ``point``:
     :func:`point_segments` of these segments in the model's dtype, where the caller has it."""
     device, dtype = model_device_dtype(model)
@@ -528,8 +441,7 @@ class FoldingSchedule:
             raise InputError(f"schedule must be 'always', 'early:FRACTION' or 'every:N', got kind {self.kind!r}")
         if self.kind == "early" and not (isinstance(self.fraction, (int, float)) and 0 < self.fraction <= 1):
             raise InputError(f"schedule 'early:F' needs 0 < F <= 1, got {self.fraction!r}")
-        if self.kind == "every" and (isinstance(self.every, bool) or not isinstance(self.every, int)
-                                     or self.every < 1):
+        if self.kind == "every" and (isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1):
             raise InputError(f"schedule 'every:N' needs an int N >= 1, got {self.every!r}")
 
     @classmethod
@@ -564,8 +476,9 @@ class FoldingSchedule:
         m = re.fullmatch(r"every:(\d+)", s)
         if m:
             return cls("every", every=int(m.group(1)))
-        raise InputError(f"schedule must be 'always', 'early:FRACTION' (e.g. early:0.3) or 'every:N' "
-                         f"(e.g. every:2), got {text!r}")
+        raise InputError(
+            f"schedule must be 'always', 'early:FRACTION' (e.g. early:0.3) or 'every:N' (e.g. every:2), got {text!r}"
+        )
 
     def active(self, epoch: int, epochs: int) -> bool:
         """Whether the loss is on in an epoch.
@@ -631,10 +544,22 @@ class FoldingRegularizer:
         True
     """
 
-    def __init__(self, x1: Tensor, x2: Tensor, lam: float, *, schedule: str | FoldingSchedule = "always",
-                 pairs_per_step: int = 8,
-                 method: str = "random", n_points: int = 8, beta: float = 10.0, tau: float = 0.0,
-                 layers: LayerSelector = None, seed: int = 0, every_steps: int = 1) -> None:
+    def __init__(
+        self,
+        x1: Tensor,
+        x2: Tensor,
+        lam: float,
+        *,
+        schedule: str | FoldingSchedule = "always",
+        pairs_per_step: int = 8,
+        method: str = "random",
+        n_points: int = 8,
+        beta: float = 10.0,
+        tau: float = 0.0,
+        layers: LayerSelector = None,
+        seed: int = 0,
+        every_steps: int = 1,
+    ) -> None:
         _check_segments(x1, x2)
         self.lam = _check_lambda(lam)
         self.every_steps = _check_count(every_steps, "every_steps", 1)
@@ -670,9 +595,21 @@ class FoldingRegularizer:
             _check_model(model)
             _check_hookable(model, self.layers)
             self._recorder = (model, _SoftRecorder(model, self.layers))
-        loss = _soft_terms(model, a, b, method=self.method, n_points=self.n_points, beta=self.beta, tau=self.tau,
-                           eps=1e-6, layers=self.layers, tie_tol=0.0, generator=self.generator,
-                           recorder=self._recorder[1], point=self._points(model, idx)).mean()
+        loss = _soft_terms(
+            model,
+            a,
+            b,
+            method=self.method,
+            n_points=self.n_points,
+            beta=self.beta,
+            tau=self.tau,
+            eps=1e-6,
+            layers=self.layers,
+            tie_tol=0.0,
+            generator=self.generator,
+            recorder=self._recorder[1],
+            point=self._points(model, idx),
+        ).mean()
         self.last = float(loss.detach())
         return self.lam * loss
 
@@ -688,9 +625,17 @@ class FoldingRegularizer:
         return mask if idx is None else mask[idx.to(mask.device)]
 
     def describe(self) -> dict:
-        return {"lam": self.lam, "schedule": str(self.schedule), "pairs_per_step": self.pairs_per_step,
-                "method": self.method, "n_points": self.n_points, "beta": self.beta, "tau": self.tau,
-                "every_steps": self.every_steps, "n_probe": int(self.x1.shape[0])}
+        return {
+            "lam": self.lam,
+            "schedule": str(self.schedule),
+            "pairs_per_step": self.pairs_per_step,
+            "method": self.method,
+            "n_points": self.n_points,
+            "beta": self.beta,
+            "tau": self.tau,
+            "every_steps": self.every_steps,
+            "n_probe": int(self.x1.shape[0]),
+        }
 
 
 class FoldingTracker:
@@ -727,8 +672,18 @@ class FoldingTracker:
         (True, 12, 2)
     """
 
-    def __init__(self, x1: Tensor, x2: Tensor, *, every: int = 1, method: str = "exact", steps: int = 100,
-                 layers: LayerSelector = None, batch_size: int = 256, log: Callable[[dict], None] | None = None):
+    def __init__(
+        self,
+        x1: Tensor,
+        x2: Tensor,
+        *,
+        every: int = 1,
+        method: str = "exact",
+        steps: int = 100,
+        layers: LayerSelector = None,
+        batch_size: int = 256,
+        log: Callable[[dict], None] | None = None,
+    ):
         from .._core.walk import METHODS
 
         _check_segments(x1, x2)
@@ -760,8 +715,16 @@ class FoldingTracker:
         _check_hookable(model, self.layers)
         metric = FoldingMetric()
         for k in range(0, self.x1.shape[0], self.batch_size):
-            metric.update(folding_batch(model, self.x1[k : k + self.batch_size], self.x2[k : k + self.batch_size],
-                                        method=self.method, steps=self.steps, layers=self.layers))
+            metric.update(
+                folding_batch(
+                    model,
+                    self.x1[k : k + self.batch_size],
+                    self.x2[k : k + self.batch_size],
+                    method=self.method,
+                    steps=self.steps,
+                    layers=self.layers,
+                )
+            )
         return {k: (int(v) if k == "n_paths" else float(v)) for k, v in metric.compute().items()}
 
     def __call__(self, model: nn.Module, epoch: int, epochs: int | None = None) -> dict | None:

@@ -13,7 +13,7 @@ display, no global pyplot state) and saved atomically.
 - :func:`plot_plane`: the plane through three inputs (or a 2-D input space such as
   CantorNet's square), every region coloured by its Hamming distance to one point's
   pattern, the segment drawn over it: a fold shows as colours that come back.
-- :func:`study_figures`: the figures of a depth study (``spacefold demo``/``sweep``).
+The figures of a depth study (``spacefold demo``/``sweep``) are in :mod:`spacefold.viz.study_plots`.
 """
 
 from __future__ import annotations
@@ -35,9 +35,17 @@ if TYPE_CHECKING:
 
     from .._core.patterns import LayerSelector
 
-__all__ = ["OKABE_ITO", "SEQUENTIAL", "PNG_DPI", "new_figure", "save_figure", "add_caption", "plot_path",
-           "plot_paths", "plot_plane", "study_figures", "phi_vs_depth", "chi_histograms", "per_layer_folding",
-           "centroid_ablation"]
+__all__ = [
+    "OKABE_ITO",
+    "SEQUENTIAL",
+    "PNG_DPI",
+    "new_figure",
+    "save_figure",
+    "add_caption",
+    "plot_path",
+    "plot_paths",
+    "plot_plane",
+]
 
 #: Okabe & Ito's colour-blind-safe qualitative palette (black last).
 OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#D55E00", "#0072B2", "#CC79A7", "#F0E442", "#000000")
@@ -63,7 +71,7 @@ def new_figure(w: float = 6.0, h: float = 4.0):
         raise MissingExtraError("plots need matplotlib: pip install 'spacefold[plot]'") from None
     fig = Figure(figsize=(w, h), dpi=100)
     FigureCanvasAgg(fig)
-    setattr(fig, "_repr_png_", types.MethodType(_repr_png, fig))  # an instance attribute Figure does not declare
+    setattr(fig, "_repr_png_", types.MethodType(_repr_png, fig))  # noqa: B010 - an attribute Figure does not declare
     return fig
 
 
@@ -115,8 +123,14 @@ def save_figure(fig, path: str | os.PathLike, formats: Sequence[str] | None = No
         p = path if formats is None else path.with_suffix("." + f)
         with atomic_path(p) as tmp:
             # a tight box: legends beside the axes and wide captions stay inside the image
-            fig.savefig(tmp, format=f, dpi=PNG_DPI if f == "png" else None, bbox_inches="tight", pad_inches=0.05,
-                        metadata={"Software": None} if f == "png" else None)
+            fig.savefig(
+                tmp,
+                format=f,
+                dpi=PNG_DPI if f == "png" else None,
+                bbox_inches="tight",
+                pad_inches=0.05,
+                metadata={"Software": None} if f == "png" else None,
+            )
         out.append(p)
     return out
 
@@ -154,8 +168,9 @@ def _walk_auto(model, x1, x2, *, method, layers, tie_tol, tol=None):
         return walk(model, x1, x2, method="bisect", layers=layers, tie_tol=tie_tol, tol=tol), "bisect"
 
 
-def path_curves(model, x1, x2, *, method: str | None = None, layers=None, tie_tol: float | None = None,
-                tol: float | None = None) -> dict:
+def path_curves(
+    model, x1, x2, *, method: str | None = None, layers=None, tie_tol: float | None = None, tol: float | None = None
+) -> dict:
     """What :func:`plot_path` draws, as arrays: ``t`` (region entry points), per-layer Hamming
     distance to the start ``hd_layers`` and distance travelled ``travel_layers`` (``(n_layers,
     n_regions)``), their sums ``hd``/``travelled``, the prefix χ ``profile``, ``layer_names``
@@ -173,29 +188,55 @@ def path_curves(model, x1, x2, *, method: str | None = None, layers=None, tie_to
     p = w.patterns
     hd, tr = [], []
     for spec in layout.layers:
-        q = p[:, spec.start:spec.stop]
+        q = p[:, spec.start : spec.stop]
         hd.append((q ^ q[0]).sum(1).numpy())
         steps = (q[1:] ^ q[:-1]).sum(1).numpy()
         tr.append(np.concatenate([[0], np.cumsum(steps)]))
     hd_l, tr_l = np.array(hd, dtype=float), np.array(tr, dtype=float)
-    return {"t": w.t.numpy().astype(float), "hd_layers": hd_l, "travel_layers": tr_l, "hd": hd_l.sum(0),
-            "travelled": tr_l.sum(0), "profile": chi_profile(p).numpy().astype(float),
-            "layer_names": [s.name for s in layout.layers], "method": used, "n_regions": int(p.shape[0])}
+    return {
+        "t": w.t.numpy().astype(float),
+        "hd_layers": hd_l,
+        "travel_layers": tr_l,
+        "hd": hd_l.sum(0),
+        "travelled": tr_l.sum(0),
+        "profile": chi_profile(p).numpy().astype(float),
+        "layer_names": [s.name for s in layout.layers],
+        "method": used,
+        "n_regions": int(p.shape[0]),
+    }
 
 
 def _stacked(ax, edges, layers, names, legend: bool, colours: dict) -> None:
     base = np.zeros(layers.shape[1])
     for k in range(len(layers)):
         top = base + layers[k]
-        ax.stairs(top, edges, baseline=base, fill=True, color=colours[names[k]], alpha=0.9, lw=0,
-                  label=names[k] if legend else None)
+        ax.stairs(
+            top,
+            edges,
+            baseline=base,
+            fill=True,
+            color=colours[names[k]],
+            alpha=0.9,
+            lw=0,
+            label=names[k] if legend else None,
+        )
         base = top
     ax.stairs(base, edges, baseline=None, color="black", lw=0.8)
 
 
-def plot_paths(models: Sequence, x1, x2, *, names: Sequence[str] | None = None, method: str | None = None,
-               layers=None, tie_tol: float | None = None, title: str | None = None, data: str | None = None,
-               max_boundaries: int = 300):
+def plot_paths(
+    models: Sequence,
+    x1,
+    x2,
+    *,
+    names: Sequence[str] | None = None,
+    method: str | None = None,
+    layers=None,
+    tie_tol: float | None = None,
+    title: str | None = None,
+    data: str | None = None,
+    max_boundaries: int = 300,
+):
     """:func:`plot_path` for several models side by side (one column each; the same segment)."""
     import torch
 
@@ -213,8 +254,9 @@ def plot_paths(models: Sequence, x1, x2, *, names: Sequence[str] | None = None, 
     fig = new_figure(min(3.2 * ncol + 1.5, 18), 6.6)
     axes = [[fig.add_subplot(3, ncol, r * ncol + c + 1) for c in range(ncol)] for r in range(3)]
     # one colour per layer name across all columns
-    all_names = list(dict.fromkeys(n for cv in sorted(curves, key=lambda cv: -len(cv["layer_names"]))
-                                   for n in cv["layer_names"]))
+    all_names = list(
+        dict.fromkeys(n for cv in sorted(curves, key=lambda cv: -len(cv["layer_names"])) for n in cv["layer_names"])
+    )
     colours = {n: colour(i, len(all_names)) for i, n in enumerate(all_names)}
     for c, (cv, nm) in enumerate(zip(curves, names)):
         edges = np.concatenate([cv["t"], [1.0]])
@@ -230,34 +272,57 @@ def plot_paths(models: Sequence, x1, x2, *, names: Sequence[str] | None = None, 
                     ax.axvline(tb, color="0.6", lw=0.35, zorder=0)
             ax.set_xlim(0, 1)
             ax.tick_params(labelsize=7)
-        axes[0][c].set_title(f"{nm}\n{cv['n_regions']} regions, χ = {cv['profile'][-1]:.3f} ({cv['method']})",
-                             fontsize=8)
+        axes[0][c].set_title(
+            f"{nm}\n{cv['n_regions']} regions, χ = {cv['profile'][-1]:.3f} ({cv['method']})", fontsize=8
+        )
         axes[2][c].set_xlabel("t (x = (1 − t)·x1 + t·x2)", fontsize=8)
         if legend:
             from matplotlib.patches import Patch
 
-            axes[0][c].legend(handles=[Patch(color=colours[n], label=n) for n in all_names], fontsize=6,
-                              loc="upper left", bbox_to_anchor=(1.02, 1.0), title="layer", title_fontsize=6,
-                              frameon=False)
+            axes[0][c].legend(
+                handles=[Patch(color=colours[n], label=n) for n in all_names],
+                fontsize=6,
+                loc="upper left",
+                bbox_to_anchor=(1.02, 1.0),
+                title="layer",
+                title_fontsize=6,
+                frameon=False,
+            )
     axes[0][0].set_ylabel("Hamming distance\nto the start", fontsize=8)
     axes[1][0].set_ylabel("distance travelled", fontsize=8)
     axes[2][0].set_ylabel("prefix χ", fontsize=8)
     what = f"{data}: " if data else ""
-    fig.suptitle(title or f"{what}one path (1 segment), {', '.join(names) if ncol <= 2 else f'{ncol} models'}",
-                 fontsize=10)
+    fig.suptitle(
+        title or f"{what}one path (1 segment), {', '.join(names) if ncol <= 2 else f'{ncol} models'}", fontsize=10
+    )
     n_b = max(cv["n_regions"] - 1 for cv in curves)
-    add_caption(fig, "Coloured bands: each layer's share of the Hamming distance (top) and of the distance "
-                "travelled (middle), stacked; black line: their sum. Bottom: χ = 1 − r1/r2 of the walk up to t. "
-                + ("Grey vertical lines: region boundaries crossed by the segment. " if n_b <= max_boundaries
-                   else f"Region boundaries not drawn (more than {max_boundaries}). ")
-                + "exact: every region crossed (piecewise-linear nets); bisect: transitions located to 1e-6 in t. "
-                "No error bars: one path, no sampling.")
+    add_caption(
+        fig,
+        "Coloured bands: each layer's share of the Hamming distance (top) and of the distance "
+        "travelled (middle), stacked; black line: their sum. Bottom: χ = 1 − r1/r2 of the walk up to t. "
+        + (
+            "Grey vertical lines: region boundaries crossed by the segment. "
+            if n_b <= max_boundaries
+            else f"Region boundaries not drawn (more than {max_boundaries}). "
+        )
+        + "exact: every region crossed (piecewise-linear nets); bisect: transitions located to 1e-6 in t. "
+        "No error bars: one path, no sampling.",
+    )
     return fig
 
 
-def plot_path(model: nn.Module, x1: Tensor, x2: Tensor, *, method: str | None = None, layers: LayerSelector = None,
-              tie_tol: float | None = None, name: str | None = None, title: str | None = None,
-              data: str | None = None) -> Figure:
+def plot_path(
+    model: nn.Module,
+    x1: Tensor,
+    x2: Tensor,
+    *,
+    method: str | None = None,
+    layers: LayerSelector = None,
+    tie_tol: float | None = None,
+    name: str | None = None,
+    title: str | None = None,
+    data: str | None = None,
+) -> Figure:
     """A figure of one segment ``x1 -> x2``: the Hamming distance to the start, the distance travelled
     (per-layer stacked bands) and the prefix χ against t, with the region boundaries crossed.
 
@@ -294,8 +359,17 @@ def plot_path(model: nn.Module, x1: Tensor, x2: Tensor, *, method: str | None = 
         >>> len(fig.axes), fig.axes[0].get_title().splitlines()
         (3, ['CantorNet A, depth 3', '23 regions, χ = 0.806 (exact)'])
     """
-    return plot_paths([model], x1, x2, names=[name] if name else None, method=method, layers=layers,
-                      tie_tol=tie_tol, title=title, data=data)
+    return plot_paths(
+        [model],
+        x1,
+        x2,
+        names=[name] if name else None,
+        method=method,
+        layers=layers,
+        tie_tol=tie_tol,
+        title=title,
+        data=data,
+    )
 
 
 # --------------------------------------------------------------------------- one plane
@@ -312,11 +386,24 @@ def _first_in_features(model) -> int | None:
     return None
 
 
-def plot_plane(model: nn.Module, x0: Tensor | None = None, x1: Tensor | None = None, x2: Tensor | None = None, *,
-               reference: str | Tensor = "x1", bounds: Sequence[float] | None = None, margin: float = 0.15,
-               resolution: int = 400, exact: bool | None = None, layers: LayerSelector = None,
-               tie_tol: float | None = None, name: str | None = None, title: str | None = None,
-               data: str | None = None, edges: bool = True) -> Figure:
+def plot_plane(
+    model: nn.Module,
+    x0: Tensor | None = None,
+    x1: Tensor | None = None,
+    x2: Tensor | None = None,
+    *,
+    reference: str | Tensor = "x1",
+    bounds: Sequence[float] | None = None,
+    margin: float = 0.15,
+    resolution: int = 400,
+    exact: bool | None = None,
+    layers: LayerSelector = None,
+    tie_tol: float | None = None,
+    name: str | None = None,
+    title: str | None = None,
+    data: str | None = None,
+    edges: bool = True,
+) -> Figure:
     """A figure of the plane through ``x0, x1, x2``, every region coloured by the Hamming distance of its
     pattern to the pattern of ``reference``, with the segment ``x1 -> x2`` drawn over it.
 
@@ -381,8 +468,10 @@ def plot_plane(model: nn.Module, x0: Tensor | None = None, x1: Tensor | None = N
         inputs = {"x0": x0, "x1": x1, "x2": x2}
     else:
         if _first_in_features(model) != 2:
-            raise InputError("x0, x1, x2 must be given (the plane through three inputs) unless the model takes 2-D "
-                             "inputs, got x0=None")
+            raise InputError(
+                "x0, x1, x2 must be given (the plane through three inputs) unless the model takes 2-D "
+                "inputs, got x0=None"
+            )
         if x1 is None and x2 is None and hasattr(model, "representation"):
             from ..models.cantornet import DEFAULT_END, DEFAULT_START
 
@@ -391,16 +480,18 @@ def plot_plane(model: nn.Module, x0: Tensor | None = None, x1: Tensor | None = N
         inputs = {k: v for k, v in (("x1", x1), ("x2", x2)) if v is not None}
         for k, v in inputs.items():
             pts[k] = torch.as_tensor(v, dtype=torch.float64).reshape(-1).numpy()
-        plane = input_plane(bounds if bounds is not None else (0.0, 1.0, 0.0, 1.0),
-                            np.array(list(pts.values())) if pts else None)
+        plane = input_plane(
+            bounds if bounds is not None else (0.0, 1.0, 0.0, 1.0), np.array(list(pts.values())) if pts else None
+        )
     if bounds is not None and x0 is not None:
         from .._core.plane import Plane, _check_bounds
 
         plane = Plane(plane.origin, plane.basis, _check_bounds(bounds), plane.points)
     if isinstance(reference, str):
         if reference not in inputs:
-            raise InputError(f"reference must be one of {', '.join(repr(k) for k in inputs)} or an input, "
-                             f"got {reference!r}")
+            raise InputError(
+                f"reference must be one of {', '.join(repr(k) for k in inputs)} or an input, got {reference!r}"
+            )
         ref_name, ref_x = reference, inputs[reference]
     else:
         ref_name, ref_x = "the reference input", reference
@@ -428,9 +519,14 @@ def plot_plane(model: nn.Module, x0: Tensor | None = None, x1: Tensor | None = N
         reg = plane_regions(model, plane, layers=layers, tie_tol=tie)
         hd = reg.hamming_to(ref)
         norm = Normalize(0, max(int(hd.max()), 1))
-        pc = PolyCollection(reg.polygons(), array=hd, cmap=cmap, norm=norm,
-                            edgecolors="white" if edges and reg.n_regions <= 5000 else "face",
-                            linewidths=0.3 if edges and reg.n_regions <= 5000 else 0.1)
+        pc = PolyCollection(
+            reg.polygons(),
+            array=hd,
+            cmap=cmap,
+            norm=norm,
+            edgecolors="white" if edges and reg.n_regions <= 5000 else "face",
+            linewidths=0.3 if edges and reg.n_regions <= 5000 else 0.1,
+        )
         ax.add_collection(pc)
         how = f"{reg.n_regions} regions, exact polygons"
     else:
@@ -438,8 +534,9 @@ def plot_plane(model: nn.Module, x0: Tensor | None = None, x1: Tensor | None = N
         hd_p = (pats ^ ref).sum(1).numpy()
         img = hd_p[ids]
         norm = Normalize(0, max(int(img.max()), 1))
-        ax.imshow(img, origin="lower", extent=(u0, u1, v0, v1), cmap=cmap, norm=norm, interpolation="nearest",
-                  aspect="auto")
+        ax.imshow(
+            img, origin="lower", extent=(u0, u1, v0, v1), cmap=cmap, norm=norm, interpolation="nearest", aspect="auto"
+        )
         how = f"{len(pats)} distinct patterns on a {resolution}x{resolution} raster" + (f" ({why})" if why else "")
     from matplotlib import patheffects
     from matplotlib.cm import ScalarMappable
@@ -448,12 +545,19 @@ def plot_plane(model: nn.Module, x0: Tensor | None = None, x1: Tensor | None = N
     if "x1" in pts and "x2" in pts:
         a, b = pts["x1"], pts["x2"]
         ax.plot([a[0], b[0]], [a[1], b[1]], color="white", lw=3.2, solid_capstyle="round")
-        ax.plot([a[0], b[0]], [a[1], b[1]], color=OKABE_ITO[3], lw=1.6, solid_capstyle="round",
-                label="segment x1 → x2")
+        ax.plot([a[0], b[0]], [a[1], b[1]], color=OKABE_ITO[3], lw=1.6, solid_capstyle="round", label="segment x1 → x2")
     for k, p in pts.items():
         ax.plot([p[0]], [p[1]], "o", ms=6, mfc=OKABE_ITO[3] if k != "x0" else OKABE_ITO[1], mec="white")
-        ax.annotate(k, (p[0], p[1]), xytext=(4, 4), textcoords="offset points", fontsize=8, color="black",
-                    fontweight="bold", path_effects=[patheffects.withStroke(linewidth=2.5, foreground="white")])
+        ax.annotate(
+            k,
+            (p[0], p[1]),
+            xytext=(4, 4),
+            textcoords="offset points",
+            fontsize=8,
+            color="black",
+            fontweight="bold",
+            path_effects=[patheffects.withStroke(linewidth=2.5, foreground="white")],
+        )
     ax.set_xlim(u0, u1)
     ax.set_ylim(v0, v1)
     ax.set_aspect("equal")
@@ -464,189 +568,21 @@ def plot_plane(model: nn.Module, x0: Tensor | None = None, x1: Tensor | None = N
         ax.set_xlabel("input 1", fontsize=8)
         ax.set_ylabel("input 2", fontsize=8)
     nm = name or _model_name(model)
-    ax.set_title(title or f"{data + chr(10) if data else ''}{nm}, plane "
-                 f"{'through x0, x1, x2' if x0 is not None else 'of the inputs'}"
-                 + (", 1 path" if "x1" in pts and "x2" in pts else ""), fontsize=9)
-    add_caption(fig, f"{how}. Colour: Hamming distance of each region's activation pattern to the pattern of "
-                f"{ref_name}; along the segment, colours that come back mark a fold. No error bars (no sampling).")
+    ax.set_title(
+        title
+        or f"{data + chr(10) if data else ''}{nm}, plane {'through x0, x1, x2' if x0 is not None else 'of the inputs'}"
+        + (", 1 path" if "x1" in pts and "x2" in pts else ""),
+        fontsize=9,
+    )
+    add_caption(
+        fig,
+        f"{how}. Colour: Hamming distance of each region's activation pattern to the pattern of "
+        f"{ref_name}; along the segment, colours that come back mark a fold. No error bars (no sampling).",
+    )
     return fig
 
 
 # --------------------------------------------------------------------------- depth studies
-
-
-def _depth_jitter(rows, key="depth"):
-    d = np.array([r[key] for r in rows], dtype=float)
-    seeds = np.array([r.get("seed", 0) for r in rows], dtype=float)
-    span = max(seeds.max() - seeds.min(), 1.0) if seeds.size else 1.0
-    return d + 0.25 * ((seeds - seeds.min()) / span - 0.5)
-
-
-def _study_context(rows: Sequence[dict]) -> str:
-    """'<data set>, MLPs 1x60 ... 6x10, <n> seeds, <walked> paths walked per run (<inter> inter-class)'."""
-    data = {(r.get("settings") or {}).get("data", {}).get("name") for r in rows} - {None}
-    archs = sorted({r["arch"] for r in rows}, key=lambda a: [r["depth"] for r in rows if r["arch"] == a][0])
-    seeds = {r.get("seed") for r in rows}
-
-    def span(key):
-        v = sorted({int(r[key]) for r in rows if key in r})
-        return "" if not v else f"{v[0]}" if len(v) == 1 else f"{v[0]}-{v[-1]}"
-
-    walked, inter = span("n_paths"), span("n_inter_class_paths")
-    p = (f"{walked} paths walked per run" + (f" ({inter} inter-class)" if inter and inter != walked else "")
-         if walked else f"{inter} inter-class paths per run" if inter else "")
-    arch = archs[0] if len(archs) == 1 else f"{archs[0]} ... {archs[-1]}"
-    return ", ".join(x for x in [" / ".join(sorted(data)) or None, f"MLPs {arch}", f"{len(seeds)} seeds", p] if x)
-
-
-def _arch_order(rows):
-    return sorted({r["arch"] for r in rows}, key=lambda a: [r["depth"] for r in rows if r["arch"] == a][0])
-
-
-def phi_vs_depth(rows: Sequence[dict], path, *, stat: str = "phi", min_accuracy: float | None = None,
-                 formats: Sequence[str] | None = None) -> Path:
-    """``stat`` (with its bootstrap CI) against depth, one point per run, coloured by test accuracy.
-
-    Runs below ``min_accuracy`` are drawn hollow; the line joins per-depth medians of
-    the runs that reach it.
-    """
-    from matplotlib import colormaps
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-
-    labels = {"phi": "Φ_N (median of non-zero χ)", "fraction_folded": "share of folded paths",
-              "phi_max_p2": "median of maxima (P2 aggregate)", "phi_max": "median of non-zero profile maxima"}
-    ci_key = {"phi": "phi_ci", "fraction_folded": "fraction_ci", "phi_max_p2": "phi_max_p2_ci",
-              "phi_max": "phi_max_ci"}.get(stat)
-    fig = new_figure(6.0, 4.4)
-    ax = fig.add_subplot(1, 1, 1)
-    acc = np.array([r["test_accuracy"] for r in rows])
-    x = _depth_jitter(rows)
-    y = np.array([r[stat] for r in rows])
-    lo, hi = float(acc.min()), float(acc.max())
-    norm_acc = (acc - lo) / (hi - lo) if hi > lo else np.full_like(acc, 0.5)
-    cmap = colormaps[SEQUENTIAL]
-    good = acc >= (min_accuracy if min_accuracy is not None else -1)
-    has_ci = False
-    for k in range(len(rows)):
-        c = cmap(norm_acc[k])
-        if ci_key and ci_key in rows[k]:
-            ci = rows[k][ci_key]
-            ax.plot([x[k], x[k]], ci, color=c, lw=1.2)
-            has_ci = True
-        ax.scatter([x[k]], [y[k]], s=36, facecolors=c if good[k] else "none", edgecolors=c, zorder=3)
-    depths = sorted({r["depth"] for r in rows})
-    med = [np.median([r[stat] for r, g in zip(rows, good) if r["depth"] == d and g] or [np.nan]) for d in depths]
-    ax.plot(depths, med, color="0.3", lw=1, ls="--", label="median of kept runs")
-    fig.colorbar(ScalarMappable(norm=Normalize(lo, hi), cmap=cmap), ax=ax, label="test accuracy")
-    ax.set_xticks(depths)
-    arch = {r["depth"]: r["arch"] for r in rows}
-    ax.set_xticklabels([arch[d] for d in depths])
-    ax.set_xlabel("architecture (depth x width)")
-    ax.set_ylabel(labels.get(stat, stat))
-    ax.set_title(f"{labels.get(stat, stat)} vs depth\n{_study_context(rows)}", fontsize=9)
-    ax.legend(fontsize=8, loc="best")
-    n_boot = {(r.get("settings") or {}).get("n_boot") for r in rows} - {None}
-    cap = "One point per run (architecture x seed, seeds spread sideways). "
-    if has_ci:
-        resamples = ", ".join(str(b) for b in sorted(n_boot))  # type: ignore[type-var]
-        cap += ("Vertical bars: 95% percentile bootstrap interval of the run's statistic over its paths"
-                + (f" ({resamples} resamples)" if n_boot else "") + "; ")
-    cap += "colour: test accuracy."
-    if min_accuracy is not None:
-        cap += f" Hollow: test accuracy < {min_accuracy:.2f}, left out of the dashed median line."
-    add_caption(fig, cap)
-    return _save(fig, path, formats)
-
-
-def chi_histograms(rows: Sequence[dict], path, formats: Sequence[str] | None = None) -> Path:
-    """Histograms of the non-zero χ of every architecture (seeds pooled), as densities."""
-    fig = new_figure(6.0, 4.4)
-    ax = fig.add_subplot(1, 1, 1)
-    archs = _arch_order(rows)
-    for n, a in enumerate(archs):
-        rs = [r for r in rows if r["arch"] == a]
-        h = rs[0]["chi_histogram"]
-        counts = np.sum([r["chi_histogram"]["counts_nonzero"] for r in rs], axis=0).astype(float)
-        edges = np.linspace(h["range"][0], h["range"][1], h["bins"] + 1)
-        if counts.sum() > 0:
-            dens = counts / counts.sum() / np.diff(edges)
-            ax.stairs(dens, edges, color=colour(n, len(archs)), lw=1.6,
-                      label=f"{a} ({int(counts.sum())} folded paths)")
-    ax.set_xlabel("χ (paths with χ > 0)")
-    ax.set_ylabel("density")
-    ax.set_title(f"distribution of non-zero χ, inter-class paths\n{_study_context(rows)}", fontsize=9)
-    ax.legend(fontsize=7)
-    add_caption(fig, "Histogram of χ over the folded inter-class paths of every architecture, seeds pooled, "
-                "normalised to unit area. No error bars.")
-    return _save(fig, path, formats)
-
-
-def per_layer_folding(rows: Sequence[dict], path, stat: str = "fraction_folded",
-                      formats: Sequence[str] | None = None) -> Path:
-    """Per-layer folding (each hidden layer's bits alone), mean ± sd over seeds, one line per architecture."""
-    fig = new_figure(6.0, 4.4)
-    ax = fig.add_subplot(1, 1, 1)
-    archs = _arch_order(rows)
-    for n, a in enumerate(archs):
-        rs = [r for r in rows if r["arch"] == a and r.get("per_layer")]
-        if not rs:
-            continue
-        vals = np.array([[lay[stat] for lay in r["per_layer"]] for r in rs])
-        ax.errorbar(np.arange(1, vals.shape[1] + 1), vals.mean(0), yerr=vals.std(0) if len(rs) > 1 else None,
-                    marker="o", color=colour(n, len(archs)), capsize=2, label=a)
-    ax.set_xlabel("hidden layer")
-    ax.set_ylabel({"fraction_folded": "share of paths folded by this layer's bits",
-                   "phi": "Φ_N of this layer's bits", "mean_chi": "mean χ of this layer's bits"}.get(stat, stat))
-    ax.set_title(f"per-layer folding\n{_study_context(rows)}", fontsize=9)
-    ax.legend(fontsize=8)
-    add_caption(fig, "Each layer's bits alone, walked along the same paths. Points: mean over seeds; error bars: "
-                "± one standard deviation over seeds (none with one seed).")
-    return _save(fig, path, formats)
-
-
-def study_figures(rows: Sequence[dict], outdir, *, min_accuracy: float | None = None,
-                  formats: Sequence[str] = ("png", "svg")) -> list[Path]:
-    """All figures of a depth study in ``outdir``, once per format in ``formats``; returns the
-    paths of the first format's files."""
-    if not rows:
-        raise InputError("rows must hold at least one run, got none")
-    outdir = Path(outdir)
-    figs = [
-        phi_vs_depth(rows, outdir / "phi-vs-depth.png", stat="phi", min_accuracy=min_accuracy, formats=formats),
-        phi_vs_depth(rows, outdir / "fraction-folded-vs-depth.png", stat="fraction_folded",
-                     min_accuracy=min_accuracy, formats=formats),
-        phi_vs_depth(rows, outdir / "phi-max-p2-vs-depth.png", stat="phi_max_p2", min_accuracy=min_accuracy,
-                     formats=formats),
-        chi_histograms(rows, outdir / "chi-histograms.png", formats=formats),
-    ]
-    if any(r.get("per_layer") for r in rows):
-        figs.append(per_layer_folding(rows, outdir / "per-layer-folding.png", formats=formats))
-    return figs
-
-
-def centroid_ablation(results: Sequence[dict], path, formats: Sequence[str] | None = None) -> Path:
-    """Mean ± sd of χ against the number of clusters (one class / both classes), with the
-    all-pairs value as a horizontal line (docs/method.md, 'The global measure')."""
-    fig = new_figure(9.0, 4.2)
-    axes = [fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)]
-    for n, r in enumerate(results):
-        c = colour(n, len(results))
-        for ax, key in zip(axes, ("one_class", "two_classes")):
-            ks = [e["k"] for e in r[key]]
-            m = np.array([e["mean_chi"] for e in r[key]])
-            s = np.array([e["std_chi"] for e in r[key]])
-            ax.errorbar(ks, m, yerr=s, marker="o", color=c, capsize=3, label=f"{r['arch']} centroids")
-            ax.axhline(r["all_pairs"]["mean_chi"], color=c, ls="--", lw=1, label=f"{r['arch']} all pairs")
-    for ax, t in zip(axes, ("within one class", "within two classes")):
-        ax.set_xscale("log")
-        ax.set_xlabel("clusters per class")
-        ax.set_ylabel("mean ± sd of χ")
-        ax.set_title(f"clustering {t}", fontsize=10)
-        ax.legend(fontsize=7)
-    add_caption(fig, "Points: mean χ over the paths between cluster centroids; error bars: ± one standard deviation "
-                "of χ over those paths. Dashed: mean χ over all pairs of samples.")
-    return _save(fig, path, formats)
 
 
 def _check_model(model) -> None:

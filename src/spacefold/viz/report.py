@@ -17,7 +17,7 @@ import json
 import os
 import platform
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .._util import atomic_write
@@ -65,9 +65,13 @@ def provenance(argv=None) -> dict:
     cmd = shlex.join(["spacefold", *argv]) if argv is not None else shlex.join(sys.argv)
     return {
         "command": cmd,
-        "versions": {"spacefold": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
-                     "python": platform.python_version()},
-        "time": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "versions": {
+            "spacefold": __version__,
+            "torch": torch.__version__,
+            "numpy": numpy.__version__,
+            "python": platform.python_version(),
+        },
+        "time": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
 
@@ -96,8 +100,9 @@ def _table(rows: list[dict], cols: list[str] | None = None, max_rows: int = 500)
         return "<p>(empty)</p>"
     cols = cols or list(rows[0])
     head = "".join(f"<th>{_e(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{_e(_fmt(r.get(c, '')))}</td>" for c in cols) + "</tr>"
-                   for r in rows[:max_rows])
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_e(_fmt(r.get(c, '')))}</td>" for c in cols) + "</tr>" for r in rows[:max_rows]
+    )
     more = f"<p class=meta>{len(rows) - max_rows} more rows in the data files.</p>" if len(rows) > max_rows else ""
     table = f"<div class=scroll><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>{more}"
     if len(rows) > 20:
@@ -113,13 +118,20 @@ def _figure(path: Path, root: Path) -> str:
     data = path.read_bytes()
     mime = "image/png" if path.suffix.lower() == ".png" else "image/svg+xml"
     b64 = base64.b64encode(data).decode("ascii")
-    return (f'<figure><img alt="{_e(path.stem)}" src="data:{mime};base64,{b64}">'
-            f"<figcaption>{_e(path.relative_to(root))}</figcaption></figure>")
+    return (
+        f'<figure><img alt="{_e(path.stem)}" src="data:{mime};base64,{b64}">'
+        f"<figcaption>{_e(path.relative_to(root))}</figcaption></figure>"
+    )
 
 
 def _figures(root: Path) -> list[Path]:
-    found = [p for p in sorted(root.rglob("*")) if p.suffix.lower() in (".png", ".svg") and p.is_file()
-             and not any(part.startswith(".") for part in p.relative_to(root).parts)]
+    found = [
+        p
+        for p in sorted(root.rglob("*"))
+        if p.suffix.lower() in (".png", ".svg")
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    ]
     pngs = {p.with_suffix("") for p in found if p.suffix.lower() == ".png"}
     return [p for p in found if p.suffix.lower() == ".png" or p.with_suffix("") not in pngs]
 
@@ -139,23 +151,58 @@ def _study_section(res: dict) -> str:
     s = runs[0].get("settings") or {}
     data = s.get("data") or {}
     seeds = sorted({r.get("seed") for r in runs})
-    out.append(f"<p>Data set <b>{_e(data.get('name', '?'))}</b> ({_e(data.get('n_train', '?'))} train / "
-               f"{_e(data.get('n_test', '?'))} test samples), {len(runs)} runs: architectures "
-               f"{_e(', '.join(dict.fromkeys(r['arch'] for r in runs)))}, training seeds {_e(seeds)}, "
-               f"pair seed {_e(s.get('pair_seed', '?'))}, method {_e(runs[0].get('method', '?'))}.</p>")
+    out.append(
+        f"<p>Data set <b>{_e(data.get('name', '?'))}</b> ({_e(data.get('n_train', '?'))} train / "
+        f"{_e(data.get('n_test', '?'))} test samples), {len(runs)} runs: architectures "
+        f"{_e(', '.join(dict.fromkeys(r['arch'] for r in runs)))}, training seeds {_e(seeds)}, "
+        f"pair seed {_e(s.get('pair_seed', '?'))}, method {_e(runs[0].get('method', '?'))}.</p>"
+    )
     if res.get("by_arch"):
         out.append("<h3>Per architecture (mean ± sd over seeds)</h3>" + _table(res["by_arch"]))
-    cols = ["arch", "seed", "test_accuracy", "phi", "phi_ci", "fraction_folded", "fraction_ci", "phi_max_p2",
-            "phi_max_p2_ci", "mean_regions", "n_paths", "n_inter_class_paths", "method"]
-    out.append("<h3>Per run</h3><p class=meta>Intervals: 95% percentile bootstrap over the run's paths "
-               f"({_e(s.get('n_boot', '?'))} resamples).</p>" + _table(runs, [c for c in cols if c in runs[0]]))
+    cols = [
+        "arch",
+        "seed",
+        "test_accuracy",
+        "phi",
+        "phi_ci",
+        "fraction_folded",
+        "fraction_ci",
+        "phi_max_p2",
+        "phi_max_p2_ci",
+        "mean_regions",
+        "n_paths",
+        "n_inter_class_paths",
+        "method",
+    ]
+    out.append(
+        "<h3>Per run</h3><p class=meta>Intervals: 95% percentile bootstrap over the run's paths "
+        f"({_e(s.get('n_boot', '?'))} resamples).</p>" + _table(runs, [c for c in cols if c in runs[0]])
+    )
     out.append("<h3>Settings</h3>" + _kv(s))
     return "\n".join(out)
 
 
 def _measure_section(path: Path, res: dict) -> str:
-    keys = [k for k in ("model", "data", "split", "pairs", "method", "seed", "n_paths", "n_folded", "phi", "phi_max",
-                        "phi_max_p2", "fraction_folded", "mean_chi", "mean_regions") if k in res]
+    keys = [
+        k
+        for k in (
+            "model",
+            "data",
+            "split",
+            "pairs",
+            "method",
+            "seed",
+            "n_paths",
+            "n_folded",
+            "phi",
+            "phi_max",
+            "phi_max_p2",
+            "fraction_folded",
+            "mean_chi",
+            "mean_regions",
+        )
+        if k in res
+    ]
     out = [f"<h2>Global folding ({_e(path.name)})</h2>", _kv({k: res[k] for k in keys})]
     if res.get("ci95"):
         out.append("<p class=meta>95% bootstrap intervals over paths:</p>" + _kv(res["ci95"]))
@@ -179,8 +226,10 @@ def build_report(results_dir: str | os.PathLike, *, argv=None) -> str:
     """The HTML text of the report on ``results_dir``."""
     root = Path(results_dir)
     if not root.is_dir():
-        raise InputError(f"RESULTS_DIR must be a directory written by spacefold demo, sweep, measure --out or plot, "
-                         f"got {str(root)!r} ({'a file' if root.exists() else 'no such directory'})")
+        raise InputError(
+            f"RESULTS_DIR must be a directory written by spacefold demo, sweep, measure --out or plot, "
+            f"got {str(root)!r} ({'a file' if root.exists() else 'no such directory'})"
+        )
     prov_path = root / "provenance.json"
     prov = _load_json(prov_path) if prov_path.is_file() else None
     sections = []
@@ -190,27 +239,43 @@ def build_report(results_dir: str | os.PathLike, *, argv=None) -> str:
         sections.append(_measure_section(p, _load_json(p)))
     # CSV tables that repeat a JSON file's content are left out
     dup = ({"results.csv"} if (root / "results.json").is_file() else set()) | (
-        {"class_pairs.csv"} if (root / "measure.json").is_file() else set())
+        {"class_pairs.csv"} if (root / "measure.json").is_file() else set()
+    )
     sections += [_csv_section(p) for p in sorted(root.glob("*.csv")) if p.name not in dup]
     figs = _figures(root)
     if figs:
         sections.append("<h2>Figures</h2>" + "\n".join(_figure(p, root) for p in figs))
     if not sections:
-        raise InputError(f"RESULTS_DIR {root} holds nothing to report: no results.json, measure.json, CSV table or "
-                         "figure (write one with spacefold demo, sweep, measure --out or plot)")
+        raise InputError(
+            f"RESULTS_DIR {root} holds nothing to report: no results.json, measure.json, CSV table or "
+            "figure (write one with spacefold demo, sweep, measure --out or plot)"
+        )
     me = provenance(argv)
-    prov_html = ("<h2>Provenance</h2>"
-                 + ("<p>Recorded with the results (provenance.json):</p>" + _kv(prov) if prov else
-                    "<p>The results directory records no command or versions (no provenance.json); the settings and "
-                    "seeds above are those stored with each result.</p>")
-                 + "<p>This report:</p>" + _kv(me))
+    prov_html = (
+        "<h2>Provenance</h2>"
+        + (
+            "<p>Recorded with the results (provenance.json):</p>" + _kv(prov)
+            if prov
+            else "<p>The results directory records no command or versions (no provenance.json); the settings and "
+            "seeds above are those stored with each result.</p>"
+        )
+        + "<p>This report:</p>"
+        + _kv(me)
+    )
     title = f"spacefold report: {root.resolve().name}"
-    return ("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
-            f"<meta name=viewport content='width=device-width,initial-scale=1'><title>{_e(title)}</title>"
-            f"<style>{_CSS}</style></head><body>\n<h1>{_e(title)}</h1>\n"
-            f"<p class=meta>Results from <code>{_e(root.resolve())}</code>, report made {_e(me['time'])} "
-            f"with spacefold {_e(me['versions']['spacefold'])}. <span id=figure-check></span></p>\n"
-            + "\n".join(sections) + "\n" + prov_html + "\n" + _CHECK + "\n</body></html>\n")
+    return (
+        "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
+        f"<meta name=viewport content='width=device-width,initial-scale=1'><title>{_e(title)}</title>"
+        f"<style>{_CSS}</style></head><body>\n<h1>{_e(title)}</h1>\n"
+        f"<p class=meta>Results from <code>{_e(root.resolve())}</code>, report made {_e(me['time'])} "
+        f"with spacefold {_e(me['versions']['spacefold'])}. <span id=figure-check></span></p>\n"
+        + "\n".join(sections)
+        + "\n"
+        + prov_html
+        + "\n"
+        + _CHECK
+        + "\n</body></html>\n"
+    )
 
 
 def write_report(results_dir: str | os.PathLike, out: str | os.PathLike, *, argv=None) -> Path:

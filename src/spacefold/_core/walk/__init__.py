@@ -25,19 +25,28 @@ the function :func:`spacefold._core.folding.walk`; this package holds the sample
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-import os
-
 from ..._util import check_size
 from ...errors import InputError
 
-__all__ = ["Walk", "WalkBatch", "METHODS", "METHOD_TOL", "resolve_tol", "run_starts", "memory_budget",
-           "DEFAULT_MEMORY", "points_per_pass", "check_certified_tol"]
+__all__ = [
+    "Walk",
+    "WalkBatch",
+    "METHODS",
+    "METHOD_TOL",
+    "resolve_tol",
+    "run_starts",
+    "memory_budget",
+    "DEFAULT_MEMORY",
+    "points_per_pass",
+    "check_certified_tol",
+]
 
 METHODS = ("exact", "bisect", "uniform", "certified")
 
@@ -64,8 +73,10 @@ def check_certified_tol(tol: float) -> float:
     every crossing (0 would ask for exact positions, which bisection never reaches; 1 or more for
     nothing, which a complete walk cannot be)."""
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0.0 < float(tol) < 1.0:
-        raise InputError(f"tol must be a number in (0, 1) for method='certified' (the width in t within which it "
-                         f"locates each crossing; the other methods take any finite tol >= 0), got {tol!r}")
+        raise InputError(
+            f"tol must be a number in (0, 1) for method='certified' (the width in t within which it "
+            f"locates each crossing; the other methods take any finite tol >= 0), got {tol!r}"
+        )
     return float(tol)
 
 
@@ -189,8 +200,13 @@ class Walk:
         network along the segment (a Hardtanh or ReLU6 also bends where no bit changes). Exact for
         ``method="exact"``; the samplers enter a region at the sample where they first see it, so a
         region of zero length at t = 0 gets a grid step (``"uniform"``) or up to ``tol`` (``"bisect"``)."""
-        return int(_positive_lengths(self.t, torch.zeros(len(self.t), dtype=torch.int64, device=self.t.device),
-                                     torch.tensor([0, len(self.t)], device=self.t.device)).sum())
+        return int(
+            _positive_lengths(
+                self.t,
+                torch.zeros(len(self.t), dtype=torch.int64, device=self.t.device),
+                torch.tensor([0, len(self.t)], device=self.t.device),
+            ).sum()
+        )
 
     @property
     def n_neurons(self) -> int:
@@ -294,4 +310,3 @@ class WalkBatch:
         if any(b.complete is not None for b in batches):
             comp = torch.cat([b.completeness() for b in batches])
         return WalkBatch(pats, t, torch.cat(offs), batches[0].method, gi, comp)
-

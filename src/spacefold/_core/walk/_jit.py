@@ -23,6 +23,7 @@ def jit(func=None, **flags):
         _UNCACHED.append(str(err))
         return nb.njit(nogil=True, **flags)(func)
 
+
 u64 = np.uint64
 MAGIC = u64(0x0102040810204080)  # eight 0/1 bytes -> their eight bits, lowest byte lowest
 S56 = u64(56)
@@ -438,9 +439,20 @@ def split_act(z, t, nxt, prv, B, tol, levels, thr, seg_slope, seg_off, act, rtol
                         for n in range(F):
                             if row[n] > level:
                                 z[r, n] = sl[j + 1, n] * row[n] + of[j + 1, n]
-    return (t2, nxt2, prv2, g_piece[:G], g_s, start_bits, f_row, f_n, f_bit,
-            (pl_a[:pi], pl_b[:pi], pl_c0[:pi], pl_c1[:pi], pl_g0[:pi], pl_m[:pi], cs_n, cs_lv, cs_slot, cs_za, cs_zb),
-            (snap_row, snap_n, snap_val), pos)
+    return (
+        t2,
+        nxt2,
+        prv2,
+        g_piece[:G],
+        g_s,
+        start_bits,
+        f_row,
+        f_n,
+        f_bit,
+        (pl_a[:pi], pl_b[:pi], pl_c0[:pi], pl_c1[:pi], pl_g0[:pi], pl_m[:pi], cs_n, cs_lv, cs_slot, cs_za, cs_zb),
+        (snap_row, snap_n, snap_val),
+        pos,
+    )
 
 
 @jit
@@ -485,14 +497,41 @@ def any_to_redo(v, ya, yb, bound, dd, s, s1):
     for o in range(v.size):
         x = v[o]
         bd = bound[o]
-        hit |= ((abs(x) <= bd) | ((abs(x - ya[o]) <= bd) & (s * dd[o] > 4 * bd))
-                | ((abs(x - yb[o]) <= bd) & (s1 * dd[o] > 4 * bd)))
+        hit |= (
+            (abs(x) <= bd)
+            | ((abs(x - ya[o]) <= bd) & (s * dd[o] > 4 * bd))
+            | ((abs(x - yb[o]) <= bd) & (s1 * dd[o] > 4 * bd))
+        )
     return hit != 0
 
 
 @jit
-def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_g0, pl_m, cs_n, cs_lv, cs_slot,
-                    cs_za, cs_zb, g_s, y, seg_off, bias, wsum, rtol, wgt, wnorm):
+def new_rows_linear(
+    out,
+    V,
+    wt,
+    levels,
+    seg_slope,
+    pl_a,
+    pl_b,
+    pl_c0,
+    pl_c1,
+    pl_g0,
+    pl_m,
+    cs_n,
+    cs_lv,
+    cs_slot,
+    cs_za,
+    cs_zb,
+    g_s,
+    y,
+    seg_off,
+    bias,
+    wsum,
+    rtol,
+    wgt,
+    wnorm,
+):
     """The Linear's output at the new rows ``V ..`` of ``out`` from its rows at the pieces' ends:
     running sums of weight columns along each piece (see :mod:`spacefold._core.walk._kernels`).
 
@@ -527,8 +566,7 @@ def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_
         ymax = max(ymax_row[a], ymax_row[b])
         ynorm = np.sqrt(ynorm_row[a] * ynorm_row[a] + ynorm_row[b] * ynorm_row[b])
         for o in range(O):
-            bound[o] = rtol * (abs(out[a, o]) + abs(out[b, o]) + abs(bias[o])
-                               + min(wsum[o] * ymax, wnorm[o] * ynorm))
+            bound[o] = rtol * (abs(out[a, o]) + abs(out[b, o]) + abs(bias[o]) + min(wsum[o] * ymax, wnorm[o] * ynorm))
             dd[o] = abs(out[b, o] - out[a, o])
         acc[:] = 0.0
         i = c0
@@ -582,8 +620,11 @@ def new_rows_linear(out, V, wt, levels, seg_slope, pl_a, pl_b, pl_c0, pl_c1, pl_
             have = False
             for o in range(O):
                 v = out[row, o]
-                if (abs(v) > bound[o] and (abs(v - out[a, o]) > bound[o] or s * dd[o] <= 4 * bound[o])
-                        and (abs(v - out[b, o]) > bound[o] or (1 - s) * dd[o] <= 4 * bound[o])):
+                if (
+                    abs(v) > bound[o]
+                    and (abs(v - out[a, o]) > bound[o] or s * dd[o] <= 4 * bound[o])
+                    and (abs(v - out[b, o]) > bound[o] or (1 - s) * dd[o] <= 4 * bound[o])
+                ):
                     continue
                 if not have:  # the activation at this row: interpolated, exact for the crossing neurons
                     for n in range(F):
@@ -628,8 +669,11 @@ def zero_candidates(out, thr, nxt, prv, ends):
         for o in range(O):
             if abs(out[r, o]) <= thr_d[o]:
                 q, p = nxt[r], prv[r]
-                if (ends and (q == r or p == r)) or (q != r and abs(out[q, o]) <= thr[o]) or (
-                        p != r and abs(out[p, o]) <= thr[o]):
+                if (
+                    (ends and (q == r or p == r))
+                    or (q != r and abs(out[q, o]) <= thr[o])
+                    or (p != r and abs(out[p, o]) <= thr[o])
+                ):
                     if n == rows.size:
                         rows = np.concatenate((rows, np.empty(n, np.int64)))
                         cols = np.concatenate((cols, np.empty(n, np.int64)))
@@ -743,6 +787,9 @@ def pool_argmax_2x2(x, am, out, big):
 
 
 if _UNCACHED:
-    warnings.warn(f"Numba cannot cache spacefold's compiled kernels here ({_UNCACHED[0]}); they are compiled "
-                  "anew in every process. Set NUMBA_CACHE_DIR to a writable directory to cache them",
-                  RuntimeWarning, stacklevel=2)
+    warnings.warn(
+        f"Numba cannot cache spacefold's compiled kernels here ({_UNCACHED[0]}); they are compiled "
+        "anew in every process. Set NUMBA_CACHE_DIR to a writable directory to cache them",
+        RuntimeWarning,
+        stacklevel=2,
+    )

@@ -59,8 +59,12 @@ def available(dtype: np.dtype | type | None = None) -> bool:
             _STATE["ok"] = False
         except Exception as err:  # noqa: BLE001 - a Numba that fails otherwise must not stop the walk
             _STATE["ok"] = False
-            warnings.warn(f"spacefold's compiled kernels cannot be loaded here ({type(err).__name__}: {err}); the "
-                          "exact walk uses torch operations instead", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"spacefold's compiled kernels cannot be loaded here ({type(err).__name__}: {err}); the "
+                "exact walk uses torch operations instead",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         else:
             _STATE.update(ok=True, jit=_jit, ready=set())
     if not _STATE["ok"]:
@@ -70,8 +74,12 @@ def available(dtype: np.dtype | type | None = None) -> bool:
             _self_test(np.dtype(dtype))
         except Exception as err:  # noqa: BLE001 - any failure means the kernels are unusable here
             _STATE["ok"] = False
-            warnings.warn(f"spacefold's compiled kernels are unusable here ({type(err).__name__}: {err}); the "
-                          "exact walk uses torch operations instead", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"spacefold's compiled kernels are unusable here ({type(err).__name__}: {err}); the "
+                "exact walk uses torch operations instead",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             return False
         _STATE["ready"].add(np.dtype(dtype))
     return True
@@ -89,27 +97,53 @@ def _self_test(dtype: np.dtype) -> None:
     prv = np.array([0, 0])
     levels, seg_slope, seg_off = np.zeros(1), np.tile([0.0, 1.0], (2, 1)), np.zeros((2, 2))  # ReLU
     t2, nxt2, prv2, g_piece, g_s, start_bits, f_row, f_n, f_bit, plan, snap, pos = split_act(
-        z, t, nxt, prv, 1, 0.0, levels, 0, seg_slope, seg_off, True, 1e-12)
-    if not (np.allclose(t2, [0, 1, 0.25, 0.5]) and nxt2.tolist() == [2, 1, 3, 1] and g_piece.tolist() == [0, 0] and start_bits.tolist() == [[False, True]]
-            and sorted(zip(f_row.tolist(), f_n.tolist(), f_bit.tolist())) == [(2, 0, True), (3, 1, False)]):
+        z, t, nxt, prv, 1, 0.0, levels, 0, seg_slope, seg_off, True, 1e-12
+    )
+    if not (
+        np.allclose(t2, [0, 1, 0.25, 0.5])
+        and nxt2.tolist() == [2, 1, 3, 1]
+        and g_piece.tolist() == [0, 0]
+        and start_bits.tolist() == [[False, True]]
+        and sorted(zip(f_row.tolist(), f_n.tolist(), f_bit.tolist())) == [(2, 0, True), (3, 1, False)]
+    ):
         raise RuntimeError("the split kernel gave a wrong result on a known case")
     out = np.zeros((4, 1), dtype=dtype)
     out[:2, 0] = z.sum(1)  # the Linear y = z0 + z1 after the ReLU (z now holds the activation)
-    new_rows_linear(out, 2, np.ones((2, 1), dtype=dtype), levels, seg_slope, plan, g_s, z, seg_off,
-                    np.zeros(1), np.full(1, 2.0), 1e-12)
+    new_rows_linear(
+        out,
+        2,
+        np.ones((2, 1), dtype=dtype),
+        levels,
+        seg_slope,
+        plan,
+        g_s,
+        z,
+        seg_off,
+        np.zeros(1),
+        np.full(1, 2.0),
+        1e-12,
+    )
     # at t = 0.25, z = (0, 1); at t = 0.5, z = (1, 0): y = 1 at both
     if not np.allclose(out[2:, 0], [1.0, 1.0]):
         raise RuntimeError("the new-row kernel gave a wrong result on a known case")
     rows = np.empty((2, 2), dtype=dtype)
-    lerp_rows(np.array([[0.0, 2.0], [4.0, 6.0]], dtype=dtype), np.array([0, 1]), np.array([1, 0]),
-              np.array([0.25, 0.75], dtype=dtype), rows)
+    lerp_rows(
+        np.array([[0.0, 2.0], [4.0, 6.0]], dtype=dtype),
+        np.array([0, 1]),
+        np.array([1, 0]),
+        np.array([0.25, 0.75], dtype=dtype),
+        rows,
+    )
     if not np.allclose(rows, [[1.0, 3.0], [1.0, 3.0]]):
         raise RuntimeError("the interpolation kernel gave a wrong result on a known case")
     # 3 x 3 max pooling, stride 2, padding 1 of a 1 x 1 x 3 x 3 plane: windows rows -1..1 and 1..3
     x = np.array([[[[1.0, 5.0, 2.0], [7.0, 7.0, 0.0], [3.0, 9.0, 4.0]]]], dtype=dtype)
     am, out = np.empty((1, 1, 2, 2), np.int64), np.empty((1, 1, 2, 2), dtype)
-    if not pool_argmax(x, (3, 3), (2, 2), (1, 1), (1, 1), am, out) or am.ravel().tolist() != [3, 4, 7, 7] \
-            or out.ravel().tolist() != [7, 7, 9, 9]:
+    if (
+        not pool_argmax(x, (3, 3), (2, 2), (1, 1), (1, 1), am, out)
+        or am.ravel().tolist() != [3, 4, 7, 7]
+        or out.ravel().tolist() != [7, 7, 9, 9]
+    ):
         raise RuntimeError("the max pooling kernel gave a wrong result on a known case")
 
 
@@ -121,8 +155,9 @@ def new_rows_linear(out, n_old, wt, levels, seg_slope, plan, g_s, y, seg_off, bi
     if plan[0].size:
         w = np.ascontiguousarray(wt.T) if w is None else w
         wnorm = np.sqrt((w.astype(np.float64) ** 2).sum(1)) if wnorm is None else wnorm
-        _STATE["jit"].new_rows_linear(out, n_old, wt, levels, seg_slope, *plan, g_s, y, seg_off, bias, wsum, rtol, w,
-                                      wnorm)
+        _STATE["jit"].new_rows_linear(
+            out, n_old, wt, levels, seg_slope, *plan, g_s, y, seg_off, bias, wsum, rtol, w, wnorm
+        )
 
 
 def zero_candidates(out, thr, nxt, prv, ends=False):
@@ -169,8 +204,10 @@ def prepare(dtype, announce=None) -> None:
 
     def say() -> None:
         said.append(True)
-        announce("compiling the exact walk's kernels for this machine (the first run only: later runs "
-                 "load them from Numba's cache) ...")
+        announce(
+            "compiling the exact walk's kernels for this machine (the first run only: later runs "
+            "load them from Numba's cache) ..."
+        )
 
     timer = threading.Timer(_ANNOUNCE_AFTER, say) if announce is not None else None
     t0 = time.perf_counter()

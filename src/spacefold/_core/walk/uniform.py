@@ -25,8 +25,7 @@ def _blocks(b: int, n: int, max_points: int, device) -> Iterator[tuple[Tensor, T
         per = max(1, max_points // n)
         for s in range(0, b, per):
             m = min(per, b - s)
-            yield (torch.arange(s, s + m, device=device).repeat_interleave(n),
-                   torch.arange(n, device=device).repeat(m))
+            yield (torch.arange(s, s + m, device=device).repeat_interleave(n), torch.arange(n, device=device).repeat(m))
     else:
         for s in range(b):
             for k in range(0, n, max_points):

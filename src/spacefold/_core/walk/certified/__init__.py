@@ -52,8 +52,17 @@ __all__ = [
 class FoldingWalker:
     """The certified walker as :mod:`spacefold.folding` drives it (``start``, then chunks)."""
 
-    def __init__(self, model: nn.Module, opts, segments, device, dtype, *, n_inputs: int | None = None,
-                 n_neurons: int | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        opts,
+        segments,
+        device,
+        dtype,
+        *,
+        n_inputs: int | None = None,
+        n_neurons: int | None = None,
+    ):
         self.segments = segments
         kw = {}
         if n_inputs is not None and n_neurons is not None:  # passes sized by the memory budget

@@ -44,6 +44,7 @@ def _roots(g, lo: float = -12.0, hi: float = 12.0, step: float = 1e-3) -> tuple[
 def _diff(df, order: int = 1):
     """The ``order``-th derivative of ``df`` by automatic differentiation (0 where ``df`` is
     piecewise constant)."""
+
     def d(z: Tensor) -> Tensor:
         with torch.enable_grad():
             zz = z.detach().clone().requires_grad_(True)
@@ -155,52 +156,62 @@ _SMOOTH = {
 def _softplus(beta: float, threshold: float) -> Unary:
     # the mathematical softplus; torch switches to z for beta z > threshold, which differs from it
     # by log1p(exp(-threshold)) / beta at most: added as absolute slack
-    return _complete(Unary(
-        f"softplus(beta={beta})",
-        lambda z: F.softplus(z * beta, 1.0, 1e30) / beta,
-        lambda z: torch.sigmoid(z * beta),
-        slack_abs=math.log1p(math.exp(-threshold)) / beta,
-    ))
+    return _complete(
+        Unary(
+            f"softplus(beta={beta})",
+            lambda z: F.softplus(z * beta, 1.0, 1e30) / beta,
+            lambda z: torch.sigmoid(z * beta),
+            slack_abs=math.log1p(math.exp(-threshold)) / beta,
+        )
+    )
 
 
 @functools.cache
 def _leaky(slope: float) -> Unary:
-    return _complete(Unary(
-        f"leaky_relu({slope})",
-        lambda z: torch.where(z > 0, z, z * slope),
-        lambda z: torch.where(z > 0, torch.ones_like(z), torch.full_like(z, slope)),
-        kinks=((0.0, slope, 1.0),),
-    ))
+    return _complete(
+        Unary(
+            f"leaky_relu({slope})",
+            lambda z: torch.where(z > 0, z, z * slope),
+            lambda z: torch.where(z > 0, torch.ones_like(z), torch.full_like(z, slope)),
+            kinks=((0.0, slope, 1.0),),
+        )
+    )
 
 
 @functools.cache
 def _hardtanh(lo: float, hi: float) -> Unary:
-    return _complete(Unary(
-        f"hardtanh({lo}, {hi})",
-        lambda z: z.clamp(lo, hi),
-        lambda z: ((z > lo) & (z < hi)).to(z.dtype),
-        kinks=((lo, 0.0, 1.0), (hi, 1.0, 0.0)),
-    ))
+    return _complete(
+        Unary(
+            f"hardtanh({lo}, {hi})",
+            lambda z: z.clamp(lo, hi),
+            lambda z: ((z > lo) & (z < hi)).to(z.dtype),
+            kinks=((lo, 0.0, 1.0), (hi, 1.0, 0.0)),
+        )
+    )
 
 
 @functools.cache
 def _elu(alpha: float, scale: float = 1.0) -> Unary:
-    return _complete(Unary(
-        f"elu({alpha})",
-        lambda z: scale * torch.where(z > 0, z, alpha * torch.expm1(torch.clamp(z, max=0.0))),
-        lambda z: scale * torch.where(z > 0, torch.ones_like(z), alpha * torch.exp(torch.clamp(z, max=0.0))),
-        kinks=((0.0, scale * alpha, scale),),
-    ))
+    return _complete(
+        Unary(
+            f"elu({alpha})",
+            lambda z: scale * torch.where(z > 0, z, alpha * torch.expm1(torch.clamp(z, max=0.0))),
+            lambda z: scale * torch.where(z > 0, torch.ones_like(z), alpha * torch.exp(torch.clamp(z, max=0.0))),
+            kinks=((0.0, scale * alpha, scale),),
+        )
+    )
 
 
 @functools.cache
 def _celu(alpha: float) -> Unary:
-    return _complete(Unary(
-        f"celu({alpha})",
-        lambda z: torch.where(z > 0, z, alpha * torch.expm1(torch.clamp(z, max=0.0) / alpha)),
-        lambda z: torch.where(z > 0, torch.ones_like(z), torch.exp(torch.clamp(z, max=0.0) / alpha)),
-        kinks=((0.0, 1.0, 1.0),),
-    ))
+    return _complete(
+        Unary(
+            f"celu({alpha})",
+            lambda z: torch.where(z > 0, z, alpha * torch.expm1(torch.clamp(z, max=0.0) / alpha)),
+            lambda z: torch.where(z > 0, torch.ones_like(z), torch.exp(torch.clamp(z, max=0.0) / alpha)),
+            kinks=((0.0, 1.0, 1.0),),
+        )
+    )
 
 
 _HARDSWISH = Unary(
@@ -217,8 +228,9 @@ _HARDSIGMOID = Unary(
     kinks=((-3.0, 0.0, 1 / 6), (3.0, 1 / 6, 0.0)),
 )
 # f'' = -2 sign(z) / (1 + |z|)^3 is monotone on either side of 0 (where it jumps)
-_SOFTSIGN = Unary("softsign", _softsign, _dsoftsign, kinks=((0.0, 1.0, 1.0),),
-                  d2f=lambda z: -2 * torch.sign(z) / (1 + z.abs()) ** 3)
+_SOFTSIGN = Unary(
+    "softsign", _softsign, _dsoftsign, kinks=((0.0, 1.0, 1.0),), d2f=lambda z: -2 * torch.sign(z) / (1 + z.abs()) ** 3
+)
 _complete_cached = functools.lru_cache(maxsize=None)(_complete)
 
 
@@ -279,11 +291,19 @@ def _pos(z):
 @functools.cache
 def rsqrt_function() -> Unary:
     # on z > 0 (variance + eps); f, f' and f'' are monotone there
-    return Unary("rsqrt", lambda z: torch.rsqrt(_pos(z)), lambda z: -0.5 * torch.rsqrt(_pos(z)) ** 3,
-                 d2f=lambda z: 0.75 * torch.rsqrt(_pos(z)) ** 5)
+    return Unary(
+        "rsqrt",
+        lambda z: torch.rsqrt(_pos(z)),
+        lambda z: -0.5 * torch.rsqrt(_pos(z)) ** 3,
+        d2f=lambda z: 0.75 * torch.rsqrt(_pos(z)) ** 5,
+    )
 
 
 @functools.cache
 def sqrt_function() -> Unary:
-    return Unary("sqrt", lambda z: torch.sqrt(z.clamp(min=0.0)), lambda z: 0.5 * torch.rsqrt(_pos(z)),
-                 d2f=lambda z: -0.25 * torch.rsqrt(_pos(z)) ** 3)
+    return Unary(
+        "sqrt",
+        lambda z: torch.sqrt(z.clamp(min=0.0)),
+        lambda z: 0.5 * torch.rsqrt(_pos(z)),
+        d2f=lambda z: -0.25 * torch.rsqrt(_pos(z)) ** 3,
+    )

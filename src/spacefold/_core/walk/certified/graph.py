@@ -41,7 +41,8 @@ def _refuse(what: str, model: nn.Module) -> CertifiedUnsupportedError:
         "BatchNorm in eval mode, LayerNorm, average pooling, Flatten, Dropout/Identity, additions, products and "
         "quotients, mean, var, exp, sqrt, softmax, nn.MultiheadAttention, "
         "nn.TransformerEncoderLayer/TransformerEncoder, activation modules and functions (ReLU, LeakyReLU, "
-        "Hardtanh, ReLU6, ELU, SELU, CELU, GELU, SiLU, Mish, Tanh, Sigmoid, Softplus, ...; F.relu, F.gelu, torch.tanh, ...) and gated units (spacefold.nn.SwiGLU, GEGLU, ReGLU, "
+        "Hardtanh, ReLU6, ELU, SELU, CELU, GELU, SiLU, Mish, Tanh, Sigmoid, Softplus, ...; F.relu, F.gelu, "
+        "torch.tanh, ...) and gated units (spacefold.nn.SwiGLU, GEGLU, ReGLU, "
         "nn.GLU, F.glu). "
         "Use method='bisect' for this model"
     )
@@ -50,14 +51,41 @@ def _refuse(what: str, model: nn.Module) -> CertifiedUnsupportedError:
 _TRANSFORMER = (nn.TransformerEncoderLayer, nn.TransformerEncoder, nn.MultiheadAttention)
 
 _STRUCTURAL_METHODS = {
-    "view", "reshape", "flatten", "permute", "transpose", "squeeze", "unsqueeze", "contiguous", "expand",
-    "expand_as", "view_as", "reshape_as", "clone", "unbind", "chunk", "split", "movedim", "__getitem__", "t",
+    "view",
+    "reshape",
+    "flatten",
+    "permute",
+    "transpose",
+    "squeeze",
+    "unsqueeze",
+    "contiguous",
+    "expand",
+    "expand_as",
+    "view_as",
+    "reshape_as",
+    "clone",
+    "unbind",
+    "chunk",
+    "split",
+    "movedim",
+    "__getitem__",
+    "t",
 }
 _STRUCTURAL_FUNCS = {
-    torch.flatten: "flatten", torch.reshape: "reshape", torch.transpose: "transpose", torch.permute: "permute",
-    torch.squeeze: "squeeze", torch.unsqueeze: "unsqueeze", torch.chunk: "chunk", torch.split: "split",
-    torch.movedim: "movedim", torch.unbind: "unbind", torch.t: "t",
+    torch.flatten: "flatten",
+    torch.reshape: "reshape",
+    torch.transpose: "transpose",
+    torch.permute: "permute",
+    torch.squeeze: "squeeze",
+    torch.unsqueeze: "unsqueeze",
+    torch.chunk: "chunk",
+    torch.split: "split",
+    torch.movedim: "movedim",
+    torch.unbind: "unbind",
+    torch.t: "t",
 }
+
+
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if _entry(m) is not None or isinstance(m, _TRANSFORMER):
@@ -132,8 +160,11 @@ def _structural(x: IDual, name: str, args: tuple, kwargs: dict):
         fn = "expand" if name == "expand_as" else "reshape"
         return x.apply(lambda t: getattr(t, fn)((iv.NR,) + tuple(shape)))
     if name in ("chunk", "split", "unbind"):
-        dim = kwargs.get("dim", args[1] if len(args) > 1 else 0) if name != "unbind" else \
-            kwargs.get("dim", args[0] if args else 0)
+        dim = (
+            kwargs.get("dim", args[1] if len(args) > 1 else 0)
+            if name != "unbind"
+            else kwargs.get("dim", args[0] if args else 0)
+        )
         d = _shift_dim(dim)
         if name == "unbind":
             cs, rs = x.C.unbind(d), x.R.unbind(d)
@@ -196,7 +227,8 @@ class CertifiedProgram:
                     "binarisation rule, whose score has no enclosure (the walk follows the built-in rules: the "
                     "pre-activation of elementwise activations, the unit output of spacefold.nn's gated units and "
                     "nn.GLU); use method='bisect' for this model, or build the gate from spacefold.nn.SwiGLU, GEGLU "
-                    "or ReGLU")
+                    "or ReGLU"
+                )
             if module_function(m) is None:
                 raise _refuse(f"the activation module '{name}' ({type(m).__name__})", model)
         # a model that is itself an activation (a gated unit) is traced as the one leaf of a container
@@ -242,8 +274,11 @@ class CertifiedProgram:
         except (TypeError, ValueError, RuntimeError):
             raise _refuse(f"{what} with input-dependent parameters (node '{node.name}')", self.model) from None
         e = _entry(module)
-        if e is None or (e.rule is not _pre_activation and not isinstance(module, nn.GLU)) or \
-                (not isinstance(module, nn.GLU) and module_function(module) is None):
+        if (
+            e is None
+            or (e.rule is not _pre_activation and not isinstance(module, nn.GLU))
+            or (not isinstance(module, nn.GLU) and module_function(module) is None)
+        ):
             raise _refuse(f"{what} (node '{node.name}', computing {type(module).__name__})", self.model)
 
     def _module_supported(self, m: nn.Module) -> bool:
@@ -326,7 +361,8 @@ class CertifiedProgram:
             if size % 2:
                 raise CertifiedUnsupportedError(
                     f"nn.GLU at '{self.names.get(id(m), '?')}' splits dimension {m.dim} of its input into two halves, "
-                    f"which needs an even size, got {size}")
+                    f"which needs an even size, got {size}"
+                )
             a, b = _structural(x, "chunk", (2, m.dim), {})
             return iv.mul(a, iv.unary(b, fn))
         gate, _, up = gate_parts(m)  # type: ignore[misc]
@@ -362,7 +398,7 @@ class CertifiedProgram:
             return _structural(x, "flatten", (m.start_dim, m.end_dim), {})
         if isinstance(m, nn.Unflatten):
             d = m.dim % x.dim()
-            shape = x.shape[:d] + tuple(m.unflattened_size) + x.shape[d + 1:]
+            shape = x.shape[:d] + tuple(m.unflattened_size) + x.shape[d + 1 :]
             return _structural(x, "reshape", (tuple(shape),), {})
         if isinstance(m, _BATCHNORM):
             return _batchnorm(x, m)
@@ -472,8 +508,18 @@ class CertifiedProgram:
 
 _IDENTITY_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout)
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
-_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Flatten, nn.Unflatten, nn.LayerNorm, nn.AvgPool1d, nn.AvgPool2d,
-            *_IDENTITY_MODULES, *_BATCHNORM)
+_MODULES = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Flatten,
+    nn.Unflatten,
+    nn.LayerNorm,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    *_IDENTITY_MODULES,
+    *_BATCHNORM,
+)
 
 
 def _conv(x: IDual, m) -> IDual:
@@ -490,8 +536,13 @@ def _conv(x: IDual, m) -> IDual:
 
 def _avgpool(x: IDual, m) -> IDual:
     pool = F.avg_pool1d if isinstance(m, nn.AvgPool1d) else F.avg_pool2d
-    kw = {"kernel_size": m.kernel_size, "stride": m.stride, "padding": m.padding, "ceil_mode": m.ceil_mode,
-              "count_include_pad": m.count_include_pad}
+    kw = {
+        "kernel_size": m.kernel_size,
+        "stride": m.stride,
+        "padding": m.padding,
+        "ceil_mode": m.ceil_mode,
+        "count_include_pad": m.count_include_pad,
+    }
     if isinstance(m, nn.AvgPool2d):
         kw["divisor_override"] = m.divisor_override
     ks = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size,) * (2 if pool is F.avg_pool2d else 1)
@@ -502,7 +553,8 @@ def _avgpool(x: IDual, m) -> IDual:
 def _batchnorm(x: IDual, m) -> IDual:
     if m.training or m.running_mean is None:
         raise CertifiedUnsupportedError(
-            f"method='certified' needs batch norm in eval mode with running statistics, got {type(m).__name__}")
+            f"method='certified' needs batch norm in eval mode with running statistics, got {type(m).__name__}"
+        )
     shape = (-1,) + (1,) * (x.dim() - 2)
     s = torch.rsqrt(m.running_var.detach() + m.eps)
     if m.weight is not None:
@@ -616,14 +668,19 @@ def _pow(x, p):
         return iv.unary(x, sqrt_function())
     if p == -0.5:
         return iv.unary(x, rsqrt_function())
-    raise CertifiedUnsupportedError(f"method='certified' has no enclosure for a power {p!r} of an input-dependent value")
+    raise CertifiedUnsupportedError(
+        f"method='certified' has no enclosure for a power {p!r} of an input-dependent value"
+    )
 
 
 def _var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     """Variance over ``dim``: the mean of the squared centred values, times n / (n - correction)."""
     nd = x.dim()
-    dims = tuple(range(-nd + 1, 0)) if dim is None else tuple(
-        (d if d < 0 else d - nd) for d in ((dim,) if isinstance(dim, int) else dim))
+    dims = (
+        tuple(range(-nd + 1, 0))
+        if dim is None
+        else tuple((d if d < 0 else d - nd) for d in ((dim,) if isinstance(dim, int) else dim))
+    )
     n = math.prod(x.shape[d] for d in dims)
     corr = correction if correction is not None else (0 if unbiased is False else 1)
     v = iv.reduce_sum(iv.square(iv.centre(x, dims)), dims, keepdim=True, mean=True)
@@ -645,26 +702,68 @@ def _sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, *
 
 
 _FUNCS: dict[object, Callable] = {
-    operator.add: _binary("add"), operator.iadd: _binary("add"), torch.add: _binary("add"),
-    operator.sub: _binary("sub"), operator.isub: _binary("sub"), torch.sub: _binary("sub"),
-    operator.mul: _binary("mul"), operator.imul: _binary("mul"), torch.mul: _binary("mul"),
-    operator.truediv: _binary("div"), operator.itruediv: _binary("div"), torch.div: _binary("div"),
-    operator.neg: _neg, torch.neg: _neg, operator.pos: lambda a: a,
-    operator.matmul: _matmul, torch.matmul: _matmul, torch.mm: _matmul, torch.bmm: _matmul,
-    F.linear: _linear, torch.sum: _sum, torch.mean: _mean, torch.softmax: _softmax, F.softmax: _softmax,
-    torch.cat: _cat, torch.concat: _cat, torch.exp: lambda x: iv.unary(x, exp_function()),
-    torch.sqrt: lambda x: iv.unary(x, sqrt_function()), torch.rsqrt: lambda x: iv.unary(x, rsqrt_function()),
-    operator.pow: _pow, torch.pow: _pow, torch.var: _var, torch.reciprocal: lambda x: iv.reciprocal(x), F.layer_norm: _layer_norm_fn, F.scaled_dot_product_attention: _sdpa,
+    operator.add: _binary("add"),
+    operator.iadd: _binary("add"),
+    torch.add: _binary("add"),
+    operator.sub: _binary("sub"),
+    operator.isub: _binary("sub"),
+    torch.sub: _binary("sub"),
+    operator.mul: _binary("mul"),
+    operator.imul: _binary("mul"),
+    torch.mul: _binary("mul"),
+    operator.truediv: _binary("div"),
+    operator.itruediv: _binary("div"),
+    torch.div: _binary("div"),
+    operator.neg: _neg,
+    torch.neg: _neg,
+    operator.pos: lambda a: a,
+    operator.matmul: _matmul,
+    torch.matmul: _matmul,
+    torch.mm: _matmul,
+    torch.bmm: _matmul,
+    F.linear: _linear,
+    torch.sum: _sum,
+    torch.mean: _mean,
+    torch.softmax: _softmax,
+    F.softmax: _softmax,
+    torch.cat: _cat,
+    torch.concat: _cat,
+    torch.exp: lambda x: iv.unary(x, exp_function()),
+    torch.sqrt: lambda x: iv.unary(x, sqrt_function()),
+    torch.rsqrt: lambda x: iv.unary(x, rsqrt_function()),
+    operator.pow: _pow,
+    torch.pow: _pow,
+    torch.var: _var,
+    torch.reciprocal: lambda x: iv.reciprocal(x),
+    F.layer_norm: _layer_norm_fn,
+    F.scaled_dot_product_attention: _sdpa,
     F.dropout: lambda x, *a, **k: x,
     operator.getitem: lambda a, i: _structural(a, "__getitem__", (i,), {}) if _is_dual(a) else a[i],
     getattr: lambda a, name: a.shape if (_is_dual(a) and name == "shape") else getattr(a, name),
 }
 
 _METHODS: dict[str, Callable] = {
-    "add": _binary("add"), "sub": _binary("sub"), "mul": _binary("mul"), "div": _binary("div"),
-    "__add__": _binary("add"), "__mul__": _binary("mul"), "neg": _neg, "matmul": _matmul,
-    "sum": _sum, "mean": _mean, "softmax": _softmax, "exp": lambda x: iv.unary(x, exp_function()),
-    "sqrt": lambda x: iv.unary(x, sqrt_function()), "rsqrt": lambda x: iv.unary(x, rsqrt_function()),
-    "pow": _pow, "var": _var, "reciprocal": lambda x: iv.reciprocal(x), "size": lambda x, d=None: x.shape if d is None else x.shape[d], "dim": lambda x: x.dim(),
-    "float": lambda x: x, "double": lambda x: x, "to": lambda x, *a, **k: x, "type_as": lambda x, o: x,
+    "add": _binary("add"),
+    "sub": _binary("sub"),
+    "mul": _binary("mul"),
+    "div": _binary("div"),
+    "__add__": _binary("add"),
+    "__mul__": _binary("mul"),
+    "neg": _neg,
+    "matmul": _matmul,
+    "sum": _sum,
+    "mean": _mean,
+    "softmax": _softmax,
+    "exp": lambda x: iv.unary(x, exp_function()),
+    "sqrt": lambda x: iv.unary(x, sqrt_function()),
+    "rsqrt": lambda x: iv.unary(x, rsqrt_function()),
+    "pow": _pow,
+    "var": _var,
+    "reciprocal": lambda x: iv.reciprocal(x),
+    "size": lambda x, d=None: x.shape if d is None else x.shape[d],
+    "dim": lambda x: x.dim(),
+    "float": lambda x: x,
+    "double": lambda x: x,
+    "to": lambda x, *a, **k: x,
+    "type_as": lambda x, o: x,
 }

@@ -131,8 +131,13 @@ def dual_input(x1: Tensor, x2: Tensor, a: Tensor, b: Tensor) -> IDual:
 # ------------------------------------------------------------------ affine maps
 
 
-def affine(x: IDual, lin: Callable[[Tensor], Tensor], n_terms: int, bias: Tensor | None = None,
-           abs_lin: Callable[[Tensor], Tensor] | None = None) -> IDual:
+def affine(
+    x: IDual,
+    lin: Callable[[Tensor], Tensor],
+    n_terms: int,
+    bias: Tensor | None = None,
+    abs_lin: Callable[[Tensor], Tensor] | None = None,
+) -> IDual:
     """``lin(x) + bias`` for a linear map ``lin`` whose every output is a sum of at most
     ``n_terms`` products; ``abs_lin`` is the same map with absolute coefficients. The bias
     shifts the value rows, not the derivative."""

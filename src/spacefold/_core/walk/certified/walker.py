@@ -72,8 +72,17 @@ def interval_chunk(n_inputs: int, n_neurons: int, memory: int | None = None) -> 
 class CertifiedWalker:
     """Certified walks of many segments of one model (the float64 copy is made once)."""
 
-    def __init__(self, model: nn.Module, layers: LayerSelector = None, *, tol: float = 1e-6, tie_tol: float = 0.0,
-                 budget: int | None = None, chunk: int = CHUNK, points: int = POINTS):
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: LayerSelector = None,
+        *,
+        tol: float = 1e-6,
+        tie_tol: float = 0.0,
+        budget: int | None = None,
+        chunk: int = CHUNK,
+        points: int = POINTS,
+    ):
         check_certified_tol(tol)
         self.program = CertifiedProgram(model, layers)
         self.model64 = self.program.model
@@ -101,10 +110,18 @@ class CertifiedWalker:
         dlo, dhi = iv.lohi(t.C[2], t.R[2])
         plo, phi = iv.lohi(t.C[1], t.R[1])
         if any(z is not None for _, _, z in qs):  # exactly 0 on the interval: [0, 0] and no slope
-            zero = torch.cat([(z if z is not None else torch.zeros(q.C.shape[1:], dtype=torch.bool, device=q.C.device))
-                              .reshape(q.C.shape[1], -1) for _, q, z in qs], -1)
-            lo, hi, dlo, dhi, plo, phi = (torch.where(zero, torch.zeros_like(v), v)
-                                          for v in (lo, hi, dlo, dhi, plo, phi))
+            zero = torch.cat(
+                [
+                    (z if z is not None else torch.zeros(q.C.shape[1:], dtype=torch.bool, device=q.C.device)).reshape(
+                        q.C.shape[1], -1
+                    )
+                    for _, q, z in qs
+                ],
+                -1,
+            )
+            lo, hi, dlo, dhi, plo, phi = (
+                torch.where(zero, torch.zeros_like(v), v) for v in (lo, hi, dlo, dhi, plo, phi)
+            )
         return lo, hi, dlo, dhi, plo, phi
 
     def enclose(self, x1: Tensor, x2: Tensor, path: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
@@ -126,20 +143,22 @@ class CertifiedWalker:
             raise CertifiedUnsupportedError(
                 f"method='certified' traced {plo.shape[-1]} bit quantities but the activation hooks record "
                 f"{bits.shape[1]} bits for {type(self.model64).__name__}; its forward calls activations the "
-                "trace does not see (data-dependent control flow?); use method='bisect'")
+                "trace does not see (data-dependent control flow?); use method='bisect'"
+            )
         sure1, sure0 = plo > self.tie_tol, phi <= self.tie_tol
         bad = (sure1 & ~bits) | (sure0 & bits)
         if bool(bad.any()):
             raise CertifiedUnsupportedError(
                 f"method='certified': the traced graph of {type(self.model64).__name__} disagrees with its forward "
-                f"on {int(bad.sum())} bit(s); use method='bisect'")
+                f"on {int(bad.sum())} bit(s); use method='bisect'"
+            )
         self.checked = True
 
     def patterns(self, x1: Tensor, x2: Tensor, path: Tensor, t: Tensor) -> Tensor:
         out = []
         with self.recorder, no_fastpath():
             for j in range(0, path.numel(), self.points):
-                pts = segment_points(x1, x2, path[j: j + self.points], t[j: j + self.points])
+                pts = segment_points(x1, x2, path[j : j + self.points], t[j : j + self.points])
                 self.recorder.clear()
                 run_model(self.model64, pts, "x1")
                 out.append(self.recorder.bits(self.tie_tol))
@@ -187,7 +206,9 @@ class CertifiedWalker:
                 f"method='certified' could not certify {int((~complete).sum())} of {n} path(s) within the budget of "
                 f"{self.budget} intervals per path (their folding.complete is False; they were finished like "
                 "method='bisect'); raise it with the environment variable SPACEFOLD_CERTIFIED_BUDGET",
-                CertifiedBudgetWarning, stacklevel=3)
+                CertifiedBudgetWarning,
+                stacklevel=3,
+            )
         # every accepted interval's start, plus t = 1 of every path: the initial samples
         path = torch.cat(acc_path + [torch.arange(n, device=device)])
         t = torch.cat(acc_a + [torch.ones(n, dtype=torch.float64, device=device)])
@@ -253,7 +274,15 @@ def _snap_ends(wb: WalkBatch, tol: float) -> WalkBatch:
     return dataclasses.replace(wb, t=t)
 
 
-def certified_walks(model: nn.Module, x1: Tensor, x2: Tensor, *, layers: LayerSelector = None, tol: float = 1e-6,
-                    tie_tol: float = 0.0, budget: int | None = None) -> WalkBatch:
+def certified_walks(
+    model: nn.Module,
+    x1: Tensor,
+    x2: Tensor,
+    *,
+    layers: LayerSelector = None,
+    tol: float = 1e-6,
+    tie_tol: float = 0.0,
+    budget: int | None = None,
+) -> WalkBatch:
     """Certified walks of the segments ``x1[i] -> x2[i]`` (``(batch, *input_shape)``)."""
     return CertifiedWalker(model, layers, tol=tol, tie_tol=tie_tol, budget=budget)(x1, x2)

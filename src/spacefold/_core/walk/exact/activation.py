@@ -38,8 +38,16 @@ def _split_activation(prog, env, state: _State, node_in: fx.Node, step: _Step, s
             g_piece = torch.from_numpy(split.g_piece)
             _interpolate_env(prog, env, state, (g_piece, torch.from_numpy(split.g_s)), nxt_old)
             if zmag is not None and amag is not None:
-                _err_split(state, amag, g_piece, nxt_old, z.dtype,
-                           float(np.abs(act_form.levels).max(initial=0.0)), zmag, z.shape[1])
+                _err_split(
+                    state,
+                    amag,
+                    g_piece,
+                    nxt_old,
+                    z.dtype,
+                    float(np.abs(act_form.levels).max(initial=0.0)),
+                    zmag,
+                    z.shape[1],
+                )
         _snap(env[node_in], *map(torch.from_numpy, split.snap))
         return split.rec
     _check_finite(z, step.node)
@@ -47,8 +55,9 @@ def _split_activation(prog, env, state: _State, node_in: fx.Node, step: _Step, s
     if cut.plan is not None:
         _interpolate_env(prog, env, state, cut.plan, cut.nxt_old)
         if zmag is not None and amag is not None:
-            _err_split(state, amag, cut.plan[0], cut.nxt_old, z.dtype,
-                       max(map(abs, cut.levels), default=0.0), zmag, z.shape[1])
+            _err_split(
+                state, amag, cut.plan[0], cut.nxt_old, z.dtype, max(map(abs, cut.levels), default=0.0), zmag, z.shape[1]
+            )
     if cut.rows is not None:
         _snap(env[node_in], *_snap_list(state, cut, z))
     if cut.thr is None:
@@ -106,8 +115,9 @@ class _KernelSplit:
     snap: tuple
 
 
-def _compiled_act(step: _Step, z: Tensor, lin: nn.Linear | None, tie_tol: float,
-                  channels: int | None = None) -> _ActForm | None:
+def _compiled_act(
+    step: _Step, z: Tensor, lin: nn.Linear | None, tie_tol: float, channels: int | None = None
+) -> _ActForm | None:
     """The :class:`_ActForm` of ``step`` for the compiled kernels when they can run this
     layer (CPU, float32/64, an elementwise activation of known form), else None.
     ``channels``: the size of dim 1 of the activation's input before it was flattened to
@@ -123,8 +133,14 @@ def _compiled_act(step: _Step, z: Tensor, lin: nn.Linear | None, tie_tol: float,
     w = mod.weight if isinstance(mod, nn.PReLU) else None  # the only kernel activation with a parameter
     if w is not None and w.numel() not in (1, F_) and not (w.numel() == channels and F_ % channels == 0):
         return None
-    key = (F_, tie_tol, step.bit_layer, channels, None if w is None else (w.data_ptr(), w._version),
-           *(getattr(mod, k, None) for k in ("negative_slope", "lower", "upper", "min_val", "max_val")))
+    key = (
+        F_,
+        tie_tol,
+        step.bit_layer,
+        channels,
+        None if w is None else (w.data_ptr(), w._version),
+        *(getattr(mod, k, None) for k in ("negative_slope", "lower", "upper", "min_val", "max_val")),
+    )
     form = step.kernel_form.get(key)
     if form is not None:
         return form
@@ -153,8 +169,12 @@ def _compiled_act(step: _Step, z: Tensor, lin: nn.Linear | None, tie_tol: float,
         slope = np.where((upper <= lo) | (lower >= hi), 0.0, 1.0)
         off = np.where(upper <= lo, lo, np.where(lower >= hi, hi, 0.0))
         seg_slope, seg_off = np.tile(slope, (F_, 1)), np.tile(off, (F_, 1))
-    form = _ActForm(np.array(levels, dtype=np.float64), -1 if thr is None else thr, np.ascontiguousarray(seg_slope),
-                    np.ascontiguousarray(seg_off))
+    form = _ActForm(
+        np.array(levels, dtype=np.float64),
+        -1 if thr is None else thr,
+        np.ascontiguousarray(seg_slope),
+        np.ascontiguousarray(seg_off),
+    )
     step.kernel_form = {key: form}  # one form kept (the parameters may change); replaced whole for threads
     return form
 
@@ -165,8 +185,20 @@ def _compiled_split(state: _State, step: _Step, z: Tensor, act_form: _ActForm, t
     thr = act_form.thr
     try:
         t2, nxt2, prv2, g_piece, g_s, start_bits, f_row, f_n, f_bit, plan, snap, _ = _kernels.split_act(
-            z.numpy(), state.t.numpy(), state.nxt.numpy(), state.prv.numpy(), state.n_paths, float(tol),
-            act_form.levels, thr, act_form.seg_slope, act_form.seg_off, act, _snap_rtol(z.dtype), _finite_max(z.dtype))
+            z.numpy(),
+            state.t.numpy(),
+            state.nxt.numpy(),
+            state.prv.numpy(),
+            state.n_paths,
+            float(tol),
+            act_form.levels,
+            thr,
+            act_form.seg_slope,
+            act_form.seg_off,
+            act,
+            _snap_rtol(z.dtype),
+            _finite_max(z.dtype),
+        )
     except FloatingPointError:
         _check_finite(z, step.node)  # raises InputError with the range found
         raise
@@ -174,6 +206,7 @@ def _compiled_split(state: _State, step: _Step, z: Tensor, act_form: _ActForm, t
     _grew(state)
     rec = None
     if thr >= 0:
-        rec = _BitRecord(torch.from_numpy(start_bits), torch.from_numpy(f_row), torch.from_numpy(f_n),
-                         torch.from_numpy(f_bit))
+        rec = _BitRecord(
+            torch.from_numpy(start_bits), torch.from_numpy(f_row), torch.from_numpy(f_n), torch.from_numpy(f_bit)
+        )
     return _KernelSplit(rec, g_piece, g_s, plan, snap)

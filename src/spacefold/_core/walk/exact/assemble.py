@@ -100,8 +100,13 @@ def _assemble(state: _State, records: list[_BitRecord], n_paths: int) -> ExactWa
         neurons.append(r.neurons + col)
         col += r.start_bits.shape[1]
     return ExactWalkBatch(
-        torch.cat([r.start_bits for r in records], 1), torch.cat(ranks), torch.cat(neurons), torch.cat(signs),
-        state.t.index_select(0, order), row_path.index_select(0, order), rank.index_select(0, state.starts),
+        torch.cat([r.start_bits for r in records], 1),
+        torch.cat(ranks),
+        torch.cat(neurons),
+        torch.cat(signs),
+        state.t.index_select(0, order),
+        row_path.index_select(0, order),
+        rank.index_select(0, state.starts),
         rank.index_select(0, state.ends),
     )
 
@@ -145,15 +150,26 @@ class ExactWalkBatch(WalkBatch):
     _masks: tuple[Tensor, Tensor]  # per walk, walked in float64 and unresolved; set by the exact driver
 
     def __init__(self, start_bits, flip_at, flip_neuron, flip_sign, t_sorted, path_sorted, first, last):
-        for name, value in (("start_bits", start_bits), ("flip_at", flip_at), ("flip_neuron", flip_neuron),
-                            ("flip_sign", flip_sign), ("t_sorted", t_sorted), ("path_sorted", path_sorted),
-                            ("first", first), ("last", last), ("method", "exact"), ("grid_index", None),
-                            ("_cache", {}), ("n_float64", 0), ("n_unresolved", 0), ("n_refined", 0)):
+        for name, value in (
+            ("start_bits", start_bits),
+            ("flip_at", flip_at),
+            ("flip_neuron", flip_neuron),
+            ("flip_sign", flip_sign),
+            ("t_sorted", t_sorted),
+            ("path_sorted", path_sorted),
+            ("first", first),
+            ("last", last),
+            ("method", "exact"),
+            ("grid_index", None),
+            ("_cache", {}),
+            ("n_float64", 0),
+            ("n_unresolved", 0),
+            ("n_refined", 0),
+        ):
             object.__setattr__(self, name, value)
 
     def __repr__(self) -> str:
-        return (f"ExactWalkBatch(n_walks={self.n_walks}, n_neurons={self.n_neurons}, "
-                f"n_flips={self.flip_at.numel()})")
+        return f"ExactWalkBatch(n_walks={self.n_walks}, n_neurons={self.n_neurons}, n_flips={self.flip_at.numel()})"
 
     @property
     def n_walks(self) -> int:
@@ -192,8 +208,10 @@ class ExactWalkBatch(WalkBatch):
         offsets[1:] = torch.cumsum(counts, 0)
         total = int(offsets[-1])
         k = torch.cumsum(has.long(), 0)
-        k = k - (k.index_select(0, self.first.index_select(0, self.path_sorted))
-                 - has.long().index_select(0, self.first.index_select(0, self.path_sorted)))
+        k = k - (
+            k.index_select(0, self.first.index_select(0, self.path_sorted))
+            - has.long().index_select(0, self.first.index_select(0, self.path_sorted))
+        )
         row_of_bp = offsets[:-1].index_select(0, self.path_sorted) + k  # valid where has
         # a bit is the parity of its flips so far: uint8 sums wrap modulo 256, which keeps parity
         flips = torch.zeros(total, n, dtype=torch.uint8, device=device)
@@ -236,9 +254,16 @@ class ExactWalkBatch(WalkBatch):
             v_off += w.t_sorted.numel()
             p_off += w.n_walks
         cat = torch.cat
-        out = ExactWalkBatch(cat([w.start_bits for w in exact]), cat(at), cat([w.flip_neuron for w in exact]),
-                             cat([w.flip_sign for w in exact]), cat([w.t_sorted for w in exact]), cat(path),
-                             cat(first), cat(last))
+        out = ExactWalkBatch(
+            cat([w.start_bits for w in exact]),
+            cat(at),
+            cat([w.flip_neuron for w in exact]),
+            cat([w.flip_sign for w in exact]),
+            cat([w.t_sorted for w in exact]),
+            cat(path),
+            cat(first),
+            cat(last),
+        )
         object.__setattr__(out, "n_float64", sum(w.n_float64 for w in exact))
         object.__setattr__(out, "n_unresolved", sum(w.n_unresolved for w in exact))
         object.__setattr__(out, "n_refined", sum(w.n_refined for w in exact))
@@ -263,7 +288,8 @@ class ExactWalkBatch(WalkBatch):
     def n_regions(self) -> Tensor:
         cnt, _ = self._per_breakpoint(None)  # a region begins at t = 0 and at every breakpoint with flips
         return torch.ones(self.n_walks, dtype=torch.int64, device=cnt.device).index_add_(
-            0, self.path_sorted, (cnt > 0).long())
+            0, self.path_sorted, (cnt > 0).long()
+        )
 
 
 def _take(w: ExactWalkBatch, k: int) -> tuple[ExactWalkBatch, ExactWalkBatch]:
@@ -271,10 +297,26 @@ def _take(w: ExactWalkBatch, k: int) -> tuple[ExactWalkBatch, ExactWalkBatch]:
     cut = int(w.first[k]) if k < w.n_walks else w.t_sorted.numel()
     head = w.flip_at < cut
     tail = ~head
-    a = ExactWalkBatch(w.start_bits[:k], w.flip_at[head], w.flip_neuron[head], w.flip_sign[head], w.t_sorted[:cut],
-                       w.path_sorted[:cut], w.first[:k], w.last[:k])
-    b = ExactWalkBatch(w.start_bits[k:], w.flip_at[tail] - cut, w.flip_neuron[tail], w.flip_sign[tail],
-                       w.t_sorted[cut:], w.path_sorted[cut:] - k, w.first[k:] - cut, w.last[k:] - cut)
+    a = ExactWalkBatch(
+        w.start_bits[:k],
+        w.flip_at[head],
+        w.flip_neuron[head],
+        w.flip_sign[head],
+        w.t_sorted[:cut],
+        w.path_sorted[:cut],
+        w.first[:k],
+        w.last[:k],
+    )
+    b = ExactWalkBatch(
+        w.start_bits[k:],
+        w.flip_at[tail] - cut,
+        w.flip_neuron[tail],
+        w.flip_sign[tail],
+        w.t_sorted[cut:],
+        w.path_sorted[cut:] - k,
+        w.first[k:] - cut,
+        w.last[k:] - cut,
+    )
     return a, b
 
 
@@ -313,8 +355,9 @@ def _join(w: ExactWalkBatch, seg: Tensor) -> ExactWalkBatch:
             k = slot.index_select(0, sub)
             sel = (which & (k >= 0)).nonzero().squeeze(1)
             out = bits.to(torch.uint8)
-            out.view(-1).index_add_(0, k.index_select(0, sel) * F_ + w.flip_neuron.index_select(0, sel),
-                                    one.expand(sel.numel()))
+            out.view(-1).index_add_(
+                0, k.index_select(0, sel) * F_ + w.flip_neuron.index_select(0, sel), one.expand(sel.numel())
+            )
             return (out & 1).bool()
 
         slot = torch.full((m,), -1, dtype=torch.int64, device=dev)
@@ -336,8 +379,16 @@ def _join(w: ExactWalkBatch, seg: Tensor) -> ExactWalkBatch:
     at = new_index.index_select(0, at)
     start_bits = w.start_bits[head]
     sign = torch.where(bit != start_bits[path_sorted.index_select(0, at), neuron], 1, -1)
-    return ExactWalkBatch(start_bits, at, neuron, sign, w.t_sorted[keep_row], path_sorted,
-                          new_index.index_select(0, w.first[head]), new_index.index_select(0, w.last[tail]))
+    return ExactWalkBatch(
+        start_bits,
+        at,
+        neuron,
+        sign,
+        w.t_sorted[keep_row],
+        path_sorted,
+        new_index.index_select(0, w.first[head]),
+        new_index.index_select(0, w.last[tail]),
+    )
 
 
 def _clip(w: ExactWalkBatch, j: int, a: float, b: float) -> ExactWalkBatch:
@@ -356,7 +407,8 @@ def _clip(w: ExactWalkBatch, j: int, a: float, b: float) -> ExactWalkBatch:
     # every flip changes its bit: the pattern at a is the start pattern flipped by the flips before a
     before = neuron[at < i0]
     parity = torch.zeros(w.n_neurons, dtype=torch.int64, device=before.device).index_add_(
-        0, before, torch.ones_like(before))
+        0, before, torch.ones_like(before)
+    )
     start = w.start_bits[j] ^ (parity % 2 == 1)
     inside = ((at >= i0) & (at < i1)).nonzero().squeeze(1)
     at, neuron, bit = at.index_select(0, inside), neuron.index_select(0, inside), bit.index_select(0, inside)

@@ -27,8 +27,11 @@ def _signs(z: Tensor, tie_tol: float) -> Tensor:
     """
     V, F_ = z.shape
     F8 = -(-F_ // 8) * 8
-    out = torch.empty(V, F8, dtype=torch.bool, device=z.device) if F8 == F_ else \
-        torch.zeros(V, F8, dtype=torch.bool, device=z.device)
+    out = (
+        torch.empty(V, F8, dtype=torch.bool, device=z.device)
+        if F8 == F_
+        else torch.zeros(V, F8, dtype=torch.bool, device=z.device)
+    )
     if z.device.type == "cpu" and z.dtype in _NUMPY_FLOATS and F_ >= _NUMPY_MIN_WIDTH and not z.requires_grad:
         # NumPy's comparison is vectorised (several times faster than torch's on CPUs) and
         # releases the GIL, so concurrent sub-batches keep both running
@@ -112,8 +115,14 @@ def _crossings(z: Tensor, state: _State, levels: list[float], thr: int | None, p
         lev.append(torch.full_like(p, li))
     e = torch.zeros(0, dtype=torch.int64, device=z.device)
     cat = lambda xs: torch.cat(xs) if xs else e
-    return (cat(pieces), cat(neurons), torch.cat(fracs) if fracs else z.new_zeros(0, dtype=torch.float64),
-            cat(lev), cat(tie_r), cat(tie_n))
+    return (
+        cat(pieces),
+        cat(neurons),
+        torch.cat(fracs) if fracs else z.new_zeros(0, dtype=torch.float64),
+        cat(lev),
+        cat(tie_r),
+        cat(tie_n),
+    )
 
 
 def _split(state: _State, piece: Tensor, tc: Tensor, tol: float):
@@ -278,8 +287,9 @@ def _close_to_level(v: Tensor, values: Tensor, za: Tensor, zb: Tensor, dtype: to
     return (v.double() - values).abs() <= _snap_rtol(dtype) * (za.abs() + zb.abs() + values.abs())
 
 
-def _snap(x: Tensor, rows: Tensor, neurons: Tensor, values: Tensor, za: Tensor | None = None,
-          zb: Tensor | None = None) -> None:
+def _snap(
+    x: Tensor, rows: Tensor, neurons: Tensor, values: Tensor, za: Tensor | None = None, zb: Tensor | None = None
+) -> None:
     """Set the pre-activations ``x`` (one row per breakpoint) of the crossing neurons to their level at
     their breakpoint, in place, where their value there is the level up to round-off.
 
@@ -301,8 +311,17 @@ def _snap(x: Tensor, rows: Tensor, neurons: Tensor, values: Tensor, za: Tensor |
     x.index_put_(idx, values.to(x.dtype))
 
 
-def _snap_pairs(zk: Tensor, g_rep: Tensor, k: Tensor, n_neurons: int, rows: Tensor, neurons: Tensor,
-                values: Tensor, za: Tensor, zb: Tensor) -> None:
+def _snap_pairs(
+    zk: Tensor,
+    g_rep: Tensor,
+    k: Tensor,
+    n_neurons: int,
+    rows: Tensor,
+    neurons: Tensor,
+    values: Tensor,
+    za: Tensor,
+    zb: Tensor,
+) -> None:
     """:func:`_snap` for values held as (new breakpoint ``g_rep``, neuron ``k``) pairs."""
     if rows.numel() == 0 or zk.numel() == 0:
         return

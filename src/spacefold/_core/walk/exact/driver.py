@@ -53,8 +53,8 @@ def exact_walks(
     ``x2`` are read only for their batch size and device). Pieces walked again in float64
     start from the prefix in float64, computed from ``x1`` and ``x2`` without ``prefix``;
     with it, from ``ends(path)`` (the end inputs ``x1[path], x2[path]`` of the segments
-    ``path``, fetched only then), or without ``ends`` from the values of ``prefix``, widened. Returns a :class:`WalkBatch` whose walks are the
-    reference walks Γ* of docs/method.md, 'Walks: three samplers'.
+    ``path``, fetched only then), or without ``ends`` from the values of ``prefix``, widened. Returns a
+    :class:`WalkBatch` whose walks are the reference walks Γ* of docs/method.md, 'Walks: three samplers'.
 
     Non-finite values inside the network (inputs or weights that overflow the dtype) raise
     :class:`spacefold.errors.InputError`. Segments whose max pooling cannot be resolved in
@@ -75,9 +75,12 @@ def exact_walks(
     with torch.no_grad():
         out = _exact(prog, x1, x2, tie_tol, tol, prefix, ends)
     if getattr(out, "n_unresolved", 0):
-        warnings.warn(f"max pooling could not be resolved in float64 on {out.n_unresolved} of {len(out)} segments "
-                      "(near ties of a window's arg-max); their walks take the arg-max up to float64 round-off",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"max pooling could not be resolved in float64 on {out.n_unresolved} of {len(out)} segments "
+            "(near ties of a window's arg-max); their walks take the arg-max up to float64 round-off",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return out
 
 
@@ -147,7 +150,7 @@ def _row_bytes(prog: ExactProgram, ends: list[tuple[Tensor, Tensor]]) -> int:
     for node, (a, _) in zip(prog._live_at_prefix(), ends):
         env[node] = a[:1].clone()  # a copy: modules may work in place (nn.ReLU(inplace=True))
         big = max(big, a[:1].numel() * a.element_size())
-    for s in prog.steps[prog.prefix_end:]:
+    for s in prog.steps[prog.prefix_end :]:
         if s.kind == "output":
             break
         if s.kind in ("input", "const") or s.node not in prog.live:
@@ -159,8 +162,9 @@ def _row_bytes(prog: ExactProgram, ends: list[tuple[Tensor, Tensor]]) -> int:
     return big
 
 
-def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: float, prefix=None,
-           inputs=None) -> ExactWalkBatch:
+def _exact(
+    prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: float, prefix=None, inputs=None
+) -> ExactWalkBatch:
     b = x1.shape[0]
     if prefix is None:
         p1, p2 = prog.prefix(x1), prog.prefix(x2)
@@ -198,14 +202,22 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
     caps = {False: budget // (_ROW_COPIES * row_bytes), True: budget // (_ROW_COPIES * row_bytes * 8 // itemsize)}
     if caps[True] < 8:  # the walk in float64 as well, where max pooling needs it
         need = 8 * _ROW_COPIES * row_bytes * 8 // itemsize * (n_threads if threaded else 1)
-        raise InputError(f"SPACEFOLD_MEMORY must leave the exact walk of this network at least {need} bytes "
-                         f"(8 breakpoints of {_ROW_COPIES} x {row_bytes * 8 // itemsize} bytes in float64), got "
-                         f"{memory_budget()}")
+        raise InputError(
+            f"SPACEFOLD_MEMORY must leave the exact walk of this network at least {need} bytes "
+            f"(8 breakpoints of {_ROW_COPIES} x {row_bytes * 8 // itemsize} bytes in float64), got "
+            f"{memory_budget()}"
+        )
     target = max(min(target, budget // _ROW_COPIES), 1)
     est = {"per_path": 0.0}  # bytes of the largest tensor per path, t-length 1, as last measured
 
-    def walk(pr: ExactProgram, ends: list[tuple[Tensor, Tensor]], n: int, accept: bool,
-             t_ends: tuple[Tensor, Tensor] | None, tol_: float) -> tuple[ExactWalkBatch, set, float]:
+    def walk(
+        pr: ExactProgram,
+        ends: list[tuple[Tensor, Tensor]],
+        n: int,
+        accept: bool,
+        t_ends: tuple[Tensor, Tensor] | None,
+        tol_: float,
+    ) -> tuple[ExactWalkBatch, set, float]:
         state = _State(n, device, t_ends, caps[pr is not prog or is64])
         env = pr._consts()
         for node, (a, c) in zip(pr._live_at_prefix(), ends):
@@ -257,8 +269,12 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
                     j += 1
                 parts.append(walk_pieces(path[i:j], ta[i:j], tb[i:j], bool(bad[i]) or fine_tol, fine_tol))
                 i = j
-            return (ExactWalkBatch.concat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
-                    torch.cat([p[2] for p in parts]), max(p[3] for p in parts))
+            return (
+                ExactWalkBatch.concat([p[0] for p in parts]),
+                torch.cat([p[1] for p in parts]),
+                torch.cat([p[2] for p in parts]),
+                max(p[3] for p in parts),
+            )
         unresolved = torch.zeros(n, dtype=torch.bool)
         if unres:
             unresolved[torch.tensor(sorted(unres))] = True
@@ -287,7 +303,8 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
         if fr.numel() > 1:
             a, c = fr[:-1], fr[1:]
             close = ((t.index_select(0, c) - t.index_select(0, a)) <= refine_gap) & (
-                part.path_sorted.index_select(0, a) == part.path_sorted.index_select(0, c))
+                part.path_sorted.index_select(0, a) == part.path_sorted.index_select(0, c)
+            )
             if bool(close.any()):  # the rows from one to the other
                 mark.index_add_(0, a[close], torch.ones_like(a[close]))
                 mark.index_add_(0, c[close] + 1, -torch.ones_like(a[close]))
@@ -341,8 +358,9 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
             i0 += mi
         return out_parts
 
-    def splice(part: ExactWalkBatch, w_of: list[int], a_l: list[float], b_l: list[float], subs: list,
-               sub_unres: list[bool]) -> ExactWalkBatch:
+    def splice(
+        part: ExactWalkBatch, w_of: list[int], a_l: list[float], b_l: list[float], subs: list, sub_unres: list[bool]
+    ) -> ExactWalkBatch:
         """``part`` with the walks ``subs`` of the sub-segments [a_l[i], b_l[i]] of its walks ``w_of[i]`` joined in."""
         n = part.n_walks
         f64, unres = part._masks
@@ -365,8 +383,9 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
                     unres[j] |= sub_unres[k]
                 k += 1
             pieces.append(_clip(one, 0, lo, float(t_j[-1])))
-            out.append(_join(ExactWalkBatch.concat(pieces), torch.zeros(len(pieces), dtype=torch.int64,
-                                                                             device=t_j.device)))
+            out.append(
+                _join(ExactWalkBatch.concat(pieces), torch.zeros(len(pieces), dtype=torch.int64, device=t_j.device))
+            )
             done = j + 1
         if done < n:
             out.append(rest)
@@ -413,9 +432,11 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
                 if len(batch) == 1:  # halve it
                     p, a, c = batch[0]
                     if c - a < 2 * _MIN_PIECE:
-                        raise InputError(f"SPACEFOLD_MEMORY ({memory_budget()} bytes) is too small for the exact walk "
-                                         f"of this network: {err.rows} breakpoints of {row_bytes} bytes on a "
-                                         f"sub-segment of length {c - a:.2g}") from None
+                        raise InputError(
+                            f"SPACEFOLD_MEMORY ({memory_budget()} bytes) is too small for the exact walk "
+                            f"of this network: {err.rows} breakpoints of {row_bytes} bytes on a "
+                            f"sub-segment of length {c - a:.2g}"
+                        ) from None
                     batch = [(p, a, (a + c) / 2), (p, (a + c) / 2, c)]
                 queue.extendleft(reversed(batch))
                 continue
@@ -432,21 +453,29 @@ def _exact(prog: ExactProgram, x1: Tensor, x2: Tensor, tie_tol: float, tol: floa
                 first_seg = int(seg[0])
                 s = seg[:n_done] - first_seg
                 n_seg = int(s[-1]) + 1
-                flags = [torch.zeros(n_seg, dtype=torch.int64).index_add_(0, s.cpu(), x[:n_done].long()) > 0
-                         for x in (f64, unres)]
+                flags = [
+                    torch.zeros(n_seg, dtype=torch.int64).index_add_(0, s.cpu(), x[:n_done].long()) > 0
+                    for x in (f64, unres)
+                ]
                 joined.append(finish(_join(head, s), *flags))
                 pending = [(rest, seg[n_done:], f64[n_done:], unres[n_done:])] if n_done < seg.numel() else []
         est["per_path"] = max(est["per_path"], dens)
-        return (joined[0] if len(joined) == 1 else finish(ExactWalkBatch.concat(joined), *(
-            torch.cat([j._masks[i] for j in joined]) for i in (0, 1)))), dens
+        return (
+            joined[0]
+            if len(joined) == 1
+            else finish(ExactWalkBatch.concat(joined), *(torch.cat([j._masks[i] for j in joined]) for i in (0, 1)))
+        ), dens
 
     def sub_batch(k: int, n: int) -> tuple[ExactWalkBatch, float]:
         if est["per_path"] > target:  # one path alone is larger than a sub-batch should be
             return in_pieces(k, n)
         path = torch.arange(k, k + n, device=device)
         try:
-            part, f64, unres, peak = walk_pieces(path, torch.zeros(n, dtype=torch.float64, device=device),
-                                                 torch.ones(n, dtype=torch.float64, device=device))
+            part, f64, unres, peak = walk_pieces(
+                path,
+                torch.zeros(n, dtype=torch.float64, device=device),
+                torch.ones(n, dtype=torch.float64, device=device),
+            )
         except _OverBudget as err:
             est["per_path"] = max(est["per_path"], err.rows * row_bytes / n)
             return in_pieces(k, n)

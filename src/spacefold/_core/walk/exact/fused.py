@@ -47,8 +47,9 @@ def _linear(lin: nn.Linear, x: Tensor, out: Tensor) -> None:
         torch.mm(x, lin.weight.t(), out=out)
 
 
-def _zero_round_off(lin: nn.Linear, out: Tensor, x: Tensor, state: _State, ab: tuple[Tensor, Tensor] | None = None
-                    ) -> None:
+def _zero_round_off(
+    lin: nn.Linear, out: Tensor, x: Tensor, state: _State, ab: tuple[Tensor, Tensor] | None = None
+) -> None:
     """Set to 0 the outputs of ``lin`` (``out``, one row per breakpoint of ``state``) that are 0 on a
     piece up to round-off, and carry the bound of the round-off (:mod:`.roundoff`) past the Linear.
 
@@ -79,10 +80,13 @@ def _zero_round_off(lin: nn.Linear, out: Tensor, x: Tensor, state: _State, ab: t
     V, R = x.shape[0], out.shape[0]
     w = lin.weight.detach()
     wabs = w.abs()
-    wsum = wabs.double().sum(1).cpu()
+    wabs.double().sum(1).cpu()
     wnorm = torch.linalg.vector_norm(w.double(), dim=1).cpu()
-    babs = (torch.zeros(lin.out_features, dtype=torch.float64) if lin.bias is None else
-            lin.bias.detach().double().abs().cpu())
+    babs = (
+        torch.zeros(lin.out_features, dtype=torch.float64)
+        if lin.bias is None
+        else lin.bias.detach().double().abs().cpu()
+    )
     rtol = _cancel_rtol(out.dtype)
     nxt, prv = state.nxt.to(out.device), state.prv.to(out.device)
     err = state.err if state.err is not None and state.err.numel() == R else None
@@ -103,15 +107,18 @@ def _zero_round_off(lin: nn.Linear, out: Tensor, x: Tensor, state: _State, ab: t
         thr.mul_(4)
     thr = thr.to(out.device)
     if _kernels_take(out) and out.is_contiguous():
-        r, o = map(torch.from_numpy, _kernels.zero_candidates(out.numpy(), thr.numpy(), state.nxt.numpy(),
-                                                              state.prv.numpy(), err is not None))
+        r, o = map(
+            torch.from_numpy,
+            _kernels.zero_candidates(out.numpy(), thr.numpy(), state.nxt.numpy(), state.prv.numpy(), err is not None),
+        )
     else:
         small = out.abs() <= thr
         if not bool(small.any()):
             return
         ar = torch.arange(out.shape[0], device=out.device).unsqueeze(1)
-        near = ((small.index_select(0, nxt) & (nxt.unsqueeze(1) != ar))
-                | (small.index_select(0, prv) & (prv.unsqueeze(1) != ar)))
+        near = (small.index_select(0, nxt) & (nxt.unsqueeze(1) != ar)) | (
+            small.index_select(0, prv) & (prv.unsqueeze(1) != ar)
+        )
         if err is not None:
             near |= (nxt.unsqueeze(1) == ar) | (prv.unsqueeze(1) == ar)
         r, o = (small & near).nonzero().unbind(1)
@@ -136,8 +143,9 @@ def _zero_round_off(lin: nn.Linear, out: Tensor, x: Tensor, state: _State, ab: t
     xin = torch.where(later.unsqueeze(1), xa + x.index_select(0, b).abs().double(), xa)
     bound = xin @ wabs.double().t() + babs.to(out.device)  # (rows, O)
     # a later row of a split is interpolated from the outputs at a and b (and corrected): their round-off too
-    bound += torch.where(later.unsqueeze(1),
-                         out.index_select(0, a).double().abs() + out.index_select(0, b).double().abs(), 0.0)
+    bound += torch.where(
+        later.unsqueeze(1), out.index_select(0, a).double().abs() + out.index_select(0, b).double().abs(), 0.0
+    )
     bound.mul_(rtol)
     if err is None:
         bound.mul_(4)  # the inputs carry the round-off of earlier layers too
@@ -175,8 +183,9 @@ def _zero_pooled_round_off(pool: nn.Module, out: Tensor, x: Tensor, state: _Stat
         return
     nxt, prv = state.nxt.to(out.device), state.prv.to(out.device)
     ar = torch.arange(flat.shape[0], device=out.device).unsqueeze(1)
-    near = ((small.index_select(0, nxt) & (nxt.unsqueeze(1) != ar))
-            | (small.index_select(0, prv) & (prv.unsqueeze(1) != ar)))
+    near = (small.index_select(0, nxt) & (nxt.unsqueeze(1) != ar)) | (
+        small.index_select(0, prv) & (prv.unsqueeze(1) != ar)
+    )
     if state.err is not None:
         near |= (nxt.unsqueeze(1) == ar) | (prv.unsqueeze(1) == ar)
     flat.masked_fill_(small & near, 0.0)
@@ -229,8 +238,16 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
     cut = _cut(z, state, step, settings)
     levels, pos, pieces, neurons, plan, nxt_old = cut.levels, cut.pos, cut.pieces, cut.neurons, cut.plan, cut.nxt_old
     if plan is not None and zmag is not None:
-        _err_split(state, _row_mag(_act_out(step.module, z)), plan[0], nxt_old, z.dtype,
-                   max(map(abs, levels), default=0.0), zmag, F_)
+        _err_split(
+            state,
+            _row_mag(_act_out(step.module, z)),
+            plan[0],
+            nxt_old,
+            z.dtype,
+            max(map(abs, levels), default=0.0),
+            zmag,
+            F_,
+        )
     snap: tuple[Tensor, ...] | None = None
     if cut.rows is not None:  # crossing neurons are at their level at their breakpoints
         snap = _snap_list(state, cut, z)
@@ -268,7 +285,8 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
         g_rep = torch.repeat_interleave(g_sp, np_sp)
         first = torch.cumsum(np_sp, 0) - np_sp
         c_idx = torch.repeat_interleave(cstart.index_select(0, g_sp) - first, np_sp) + torch.arange(
-            g_rep.numel(), device=z.device)
+            g_rep.numel(), device=z.device
+        )
         k = cn.index_select(0, c_idx)
         gp = g_piece.index_select(0, g_rep)
         gq = g_next.index_select(0, g_rep)
@@ -325,8 +343,9 @@ def _act_linear(env, state: _State, node_in: fx.Node, step: _Step, lin: nn.Linea
     return _flips(state, cut, pos, state.n_rows - V, F_), out
 
 
-def _exact_cancellations(lin: nn.Linear, out: Tensor, V: int, y: Tensor, new: _NewRows, yk: Tensor | None,
-                         yd: Tensor) -> None:
+def _exact_cancellations(
+    lin: nn.Linear, out: Tensor, V: int, y: Tensor, new: _NewRows, yk: Tensor | None, yd: Tensor
+) -> None:
     """Outputs of the Linear at the new breakpoints that cancel to round-off, or equal their value at
     an end of the piece up to round-off, computed again as a plain product of the activation there.
 
@@ -365,15 +384,21 @@ def _exact_cancellations(lin: nn.Linear, out: Tensor, V: int, y: Tensor, new: _N
     v, ya, yb, bound = (t.index_select(0, rows) for t in (out_new, ya, yb, bound))
     d = (yb - ya).abs()
     s = s_.to(out.dtype).index_select(0, rows)
-    flagged = ((v.abs() <= bound) | (((v - ya).abs() <= bound) & (s * d > 4 * bound))
-               | (((v - yb).abs() <= bound) & ((1 - s) * d > 4 * bound)))
+    flagged = (
+        (v.abs() <= bound)
+        | (((v - ya).abs() <= bound) & (s * d > 4 * bound))
+        | (((v - yb).abs() <= bound) & ((1 - s) * d > 4 * bound))
+    )
     keep = flagged.any(1).nonzero().squeeze(1)
     if keep.numel() == 0:
         return
     rows, flagged, sub = rows.index_select(0, keep), flagged.index_select(0, keep), v.index_select(0, keep)
     # the activation at those rows: interpolated, with the exact values of the crossing neurons
-    act = torch.lerp(y.index_select(0, g_piece.index_select(0, rows)), y.index_select(0, g_next.index_select(0, rows)),
-                     s_.index_select(0, rows))
+    act = torch.lerp(
+        y.index_select(0, g_piece.index_select(0, rows)),
+        y.index_select(0, g_next.index_select(0, rows)),
+        s_.index_select(0, rows),
+    )
     F_ = y.shape[1]
     at = torch.full((G,), -1, dtype=torch.int64, device=out.device)
     at[rows] = torch.arange(rows.numel(), device=out.device)
@@ -389,8 +414,7 @@ def _exact_cancellations(lin: nn.Linear, out: Tensor, V: int, y: Tensor, new: _N
     out_new.index_copy_(0, rows, torch.where(flagged, redo, sub))
 
 
-def _act_linear_compiled(state: _State, step: _Step, z: Tensor, lin: nn.Linear | None, act_form: _ActForm,
-                         tol: float):
+def _act_linear_compiled(state: _State, step: _Step, z: Tensor, lin: nn.Linear | None, act_form: _ActForm, tol: float):
     """:func:`_act_linear` by the compiled kernels."""
     V = z.shape[0]
     zmag = None if state.err is None else _row_mag(z)
@@ -398,16 +422,38 @@ def _act_linear_compiled(state: _State, step: _Step, z: Tensor, lin: nn.Linear |
     split = _compiled_split(state, step, z, act_form, tol, lin is not None)
     g_piece = torch.from_numpy(split.g_piece)
     if zmag is not None and g_piece.numel():  # z holds the activation now (or its input, without lin)
-        _err_split(state, _row_mag(z) if lin is not None else zmag, g_piece, nxt_old, z.dtype,
-                   float(np.abs(act_form.levels).max(initial=0.0)), zmag, z.shape[1])
+        _err_split(
+            state,
+            _row_mag(z) if lin is not None else zmag,
+            g_piece,
+            nxt_old,
+            z.dtype,
+            float(np.abs(act_form.levels).max(initial=0.0)),
+            zmag,
+            z.shape[1],
+        )
     if lin is None:
         return split.rec, None
     out = torch.empty(state.n_rows, lin.out_features, dtype=z.dtype)
     _linear(lin, z, out[:V])  # z holds the activation now
     if state.n_rows > V:
         w, wt, bias, wsum, wnorm = _linear_form(step, lin)
-        _kernels.new_rows_linear(out.numpy(), V, wt, act_form.levels, act_form.seg_slope, split.plan, split.g_s,
-                                 z.numpy(), act_form.seg_off, bias, wsum, _cancel_rtol(z.dtype), w, wnorm)
+        _kernels.new_rows_linear(
+            out.numpy(),
+            V,
+            wt,
+            act_form.levels,
+            act_form.seg_slope,
+            split.plan,
+            split.g_s,
+            z.numpy(),
+            act_form.seg_off,
+            bias,
+            wsum,
+            _cancel_rtol(z.dtype),
+            w,
+            wnorm,
+        )
     _zero_round_off(lin, out, z, state, (g_piece, nxt_old.index_select(0, g_piece)))
     return split.rec, out
 
@@ -423,14 +469,20 @@ def _linear_form(step: _Step, lin: nn.Linear):
         w = wgt.detach()
         bias = np.zeros(lin.out_features) if b is None else b.detach().double().numpy()
         w64 = w.double()
-        form = (w.contiguous().numpy(), w.t().contiguous().numpy(), bias, w64.abs().sum(1).numpy(),
-                torch.linalg.vector_norm(w64, dim=1).numpy())
+        form = (
+            w.contiguous().numpy(),
+            w.t().contiguous().numpy(),
+            bias,
+            w64.abs().sum(1).numpy(),
+            torch.linalg.vector_norm(w64, dim=1).numpy(),
+        )
         step.linear_form = {key: form}  # one kept (the parameters may change); replaced whole for threads
     return form
 
 
-def _linear_at_new_rows(step: _Step, lin: nn.Linear, z: Tensor, new: _NewRows, yk: Tensor,
-                        yd: Tensor) -> tuple[Tensor, Tensor]:
+def _linear_at_new_rows(
+    step: _Step, lin: nn.Linear, z: Tensor, new: _NewRows, yk: Tensor, yd: Tensor
+) -> tuple[Tensor, Tensor]:
     """The Linear after an activation at the old rows (a product) and the new ones (interpolated
     and corrected by the crossing neurons' weight columns, or a product on dense rows), and the
     activation at the old rows. ``yk``: the activation at the pairs of ``new``; ``yd``: at its dense rows."""

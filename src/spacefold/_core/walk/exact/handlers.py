@@ -53,12 +53,23 @@ def _affine(walk: _Walk, step: _Step) -> None:
     out = walk.prog._eval(step, walk.env)
     dyn = [walk.env[a] for a in step.node.all_input_nodes if walk.prog.dynamic.get(a, False)]
     x = dyn[0] if len(dyn) == 1 and isinstance(dyn[0], Tensor) else None
-    if (type(step.module) is nn.Linear and isinstance(out, Tensor) and out.dim() == 2 and x is not None
-            and x.dim() == 2 and x.shape[0] == out.shape[0] == walk.state.n_rows):
+    if (
+        type(step.module) is nn.Linear
+        and isinstance(out, Tensor)
+        and out.dim() == 2
+        and x is not None
+        and x.dim() == 2
+        and x.shape[0] == out.shape[0] == walk.state.n_rows
+    ):
         _zero_round_off(step.module, out, x, walk.state)
     else:
-        if isinstance(step.module, _AVGPOOLS) and x is not None and isinstance(out, Tensor) and out.dim() >= 2 \
-                and x.shape[0] == out.shape[0] == walk.state.n_rows:
+        if (
+            isinstance(step.module, _AVGPOOLS)
+            and x is not None
+            and isinstance(out, Tensor)
+            and out.dim() >= 2
+            and x.shape[0] == out.shape[0] == walk.state.n_rows
+        ):
             _zero_pooled_round_off(step.module, out, x, walk.state)
         _err_affine(walk.state, step.module, step.node.target, x, len(dyn))
     walk.env[step.node] = out
@@ -98,8 +109,9 @@ def _activation(walk: _Walk, step: _Step) -> None:
 def _shared(x: Tensor, env: dict, node: fx.Node) -> bool:
     """Whether another value of ``env`` than ``env[node]`` holds the memory of ``x``."""
     ptr = x.untyped_storage().data_ptr()
-    return any(n is not node and isinstance(v, Tensor) and v.untyped_storage().data_ptr() == ptr
-               for n, v in env.items())
+    return any(
+        n is not node and isinstance(v, Tensor) and v.untyped_storage().data_ptr() == ptr for n, v in env.items()
+    )
 
 
 def _maxpool(walk: _Walk, step: _Step) -> None:

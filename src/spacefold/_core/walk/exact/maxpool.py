@@ -63,8 +63,9 @@ def _split_maxpool(prog, env, state: _State, step: _Step, settings: WalkSettings
         x = env[node_in].contiguous()
         V = x.shape[0]
         # the values are checked in the first round; later rounds interpolate between checked rows
-        am_new, size, out_new = _pool_argmax(x if am is None else x[am.shape[0]:], mod,
-                                             step.node if am is None else None)
+        am_new, size, out_new = _pool_argmax(
+            x if am is None else x[am.shape[0] :], mod, step.node if am is None else None
+        )
         am = am_new if am is None else torch.cat([am, am_new])
         outs.append(out_new)
         planes = x.reshape(-1, size)  # one row per channel (and breakpoint): the H·W or L inputs
@@ -113,15 +114,19 @@ def _split_maxpool(prog, env, state: _State, step: _Step, settings: WalkSettings
             i_a, i_b = ia.index_select(0, new), ib.index_select(0, new)
             va, vb = _at(planes, r, i_a), _at(planes, r, i_b)
             close = ((va - vb).double().abs() <= eps.index_select(0, new)).nonzero().squeeze(1)
-            planes.view(-1).index_put_((r.index_select(0, close) * size + i_b.index_select(0, close),),
-                                       va.index_select(0, close))
+            planes.view(-1).index_put_(
+                (r.index_select(0, close) * size + i_b.index_select(0, close),), va.index_select(0, close)
+            )
     # every round ends before a split or goes on to the next, which pools the rows it added
     return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
 # by dimension, called with return_indices=True: (output, indices)
 _ADAPTIVE_MAX_POOLS: tuple[Callable[..., tuple[Tensor, Tensor]], ...] = (
-    F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d)
+    F.adaptive_max_pool1d,
+    F.adaptive_max_pool2d,
+    F.adaptive_max_pool3d,
+)
 _MAX_POOLS: tuple[Callable[..., tuple[Tensor, Tensor]], ...] = (F.max_pool1d, F.max_pool2d, F.max_pool3d)
 
 
@@ -135,8 +140,14 @@ def _pool_argmax(x: Tensor, mod: nn.Module, node: fx.Node | None = None) -> tupl
     faster than torch's max pooling with indices)."""
     one_d = type(mod) is nn.MaxPool1d
     x4 = x.unsqueeze(2) if one_d else x
-    if (type(mod) in (nn.MaxPool1d, nn.MaxPool2d) and not mod.ceil_mode and x4.dim() == 4 and x4.shape[0]
-            and x4.is_contiguous() and _kernels_take(x4)):
+    if (
+        type(mod) in (nn.MaxPool1d, nn.MaxPool2d)
+        and not mod.ceil_mode
+        and x4.dim() == 4
+        and x4.shape[0]
+        and x4.is_contiguous()
+        and _kernels_take(x4)
+    ):
 
         def pair(v, first: int) -> tuple[int, int]:
             return (first, v if isinstance(v, int) else v[0]) if one_d else _pair(v)
@@ -154,15 +165,21 @@ def _pool_argmax(x: Tensor, mod: nn.Module, node: fx.Node | None = None) -> tupl
         return am.reshape(V, -1), H * W, out.squeeze(2) if one_d else out
     if node is not None:
         _check_finite(x, node)
-    dims = 1 if isinstance(mod, (nn.MaxPool1d, nn.AdaptiveMaxPool1d)) else \
-        2 if isinstance(mod, (nn.MaxPool2d, nn.AdaptiveMaxPool2d)) else 3
+    dims = (
+        1
+        if isinstance(mod, (nn.MaxPool1d, nn.AdaptiveMaxPool1d))
+        else 2
+        if isinstance(mod, (nn.MaxPool2d, nn.AdaptiveMaxPool2d))
+        else 3
+    )
     if isinstance(mod, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)):
         pool = _ADAPTIVE_MAX_POOLS[dims - 1]
         out, am = pool(x, mod.output_size, return_indices=True)
     else:
         pool = _MAX_POOLS[dims - 1]
-        out, am = pool(x, mod.kernel_size, mod.stride, mod.padding, mod.dilation, ceil_mode=mod.ceil_mode,
-                       return_indices=True)
+        out, am = pool(
+            x, mod.kernel_size, mod.stride, mod.padding, mod.dilation, ceil_mode=mod.ceil_mode, return_indices=True
+        )
     size = 1
     for n in x.shape[-dims:]:
         size *= n

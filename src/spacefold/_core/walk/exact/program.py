@@ -55,36 +55,126 @@ _AFFINE_MODULES: tuple[type[nn.Module], ...] = (
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-_MAXPOOL: tuple[type[nn.Module], ...] = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d,
-                                         nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
+_MAXPOOL: tuple[type[nn.Module], ...] = (
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+)
 
 
 # functions / methods that are linear in each dynamic argument when the others are constant
 _LINEAR_FUNCS = {
-    operator.getitem, operator.neg, operator.pos, operator.mul, operator.truediv, operator.add, operator.sub,
-    operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.matmul,
-    torch.flatten, torch.reshape, torch.cat, torch.concat, torch.stack, torch.add, torch.sub, torch.mul,
-    torch.div, torch.neg, torch.transpose, torch.permute, torch.squeeze, torch.unsqueeze, torch.matmul,
-    torch.index_select, torch.narrow, torch.sum, torch.mean, torch.chunk, torch.split, torch.movedim,
-    torch.t, torch.mm, torch.unbind,
-    F.linear, F.conv1d, F.conv2d, F.conv3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d,
-    F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.pad, getattr, torch.unflatten,
+    operator.getitem,
+    operator.neg,
+    operator.pos,
+    operator.mul,
+    operator.truediv,
+    operator.add,
+    operator.sub,
+    operator.iadd,
+    operator.isub,
+    operator.imul,
+    operator.itruediv,
+    operator.matmul,
+    torch.flatten,
+    torch.reshape,
+    torch.cat,
+    torch.concat,
+    torch.stack,
+    torch.add,
+    torch.sub,
+    torch.mul,
+    torch.div,
+    torch.neg,
+    torch.transpose,
+    torch.permute,
+    torch.squeeze,
+    torch.unsqueeze,
+    torch.matmul,
+    torch.index_select,
+    torch.narrow,
+    torch.sum,
+    torch.mean,
+    torch.chunk,
+    torch.split,
+    torch.movedim,
+    torch.t,
+    torch.mm,
+    torch.unbind,
+    F.linear,
+    F.conv1d,
+    F.conv2d,
+    F.conv3d,
+    F.avg_pool1d,
+    F.avg_pool2d,
+    F.avg_pool3d,
+    F.adaptive_avg_pool1d,
+    F.adaptive_avg_pool2d,
+    F.adaptive_avg_pool3d,
+    F.pad,
+    getattr,
+    torch.unflatten,
     # the reshapes of a converted TorchScript or torch.export program (their dims exclude the batch)
-    torch.ops.aten.flatten.using_ints, torch.ops.aten.unflatten.int,
+    torch.ops.aten.flatten.using_ints,
+    torch.ops.aten.unflatten.int,
 }
 
 
 _LINEAR_METHODS = {
-    "view", "reshape", "flatten", "permute", "transpose", "squeeze", "unsqueeze", "contiguous", "size", "dim",
-    "add", "sub", "mul", "div", "neg", "sum", "mean", "index_select", "narrow", "chunk", "split", "t",
-    "expand", "expand_as", "view_as", "reshape_as", "clone", "float", "double", "to", "type_as", "unbind",
-    "movedim", "matmul", "__getitem__", "unflatten",
+    "view",
+    "reshape",
+    "flatten",
+    "permute",
+    "transpose",
+    "squeeze",
+    "unsqueeze",
+    "contiguous",
+    "size",
+    "dim",
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "neg",
+    "sum",
+    "mean",
+    "index_select",
+    "narrow",
+    "chunk",
+    "split",
+    "t",
+    "expand",
+    "expand_as",
+    "view_as",
+    "reshape_as",
+    "clone",
+    "float",
+    "double",
+    "to",
+    "type_as",
+    "unbind",
+    "movedim",
+    "matmul",
+    "__getitem__",
+    "unflatten",
 }
 
 
 # of those, the ones allowed to combine several dynamic (t-dependent) arguments
-_SUM_FUNCS = {operator.add, operator.sub, operator.iadd, operator.isub, torch.add, torch.sub, torch.cat,
-              torch.concat, torch.stack}
+_SUM_FUNCS = {
+    operator.add,
+    operator.sub,
+    operator.iadd,
+    operator.isub,
+    torch.add,
+    torch.sub,
+    torch.cat,
+    torch.concat,
+    torch.stack,
+}
 
 
 _SUM_METHODS = {"add", "sub", "expand_as", "view_as", "reshape_as", "type_as"}
@@ -95,8 +185,18 @@ _SUM_METHODS = {"add", "sub", "expand_as", "view_as", "reshape_as", "type_as"}
 # function of the tables only in its first argument (the tensor it reshapes, sums, pools,
 # pads or indexes: an input-dependent index, shape or padding is not affine). ``None``: any
 # argument may be input-dependent.
-_ANY_ARG_FUNCS = _SUM_FUNCS | {operator.mul, operator.imul, operator.matmul, torch.mul, torch.matmul, torch.mm,
-                               F.linear, F.conv1d, F.conv2d, F.conv3d}
+_ANY_ARG_FUNCS = _SUM_FUNCS | {
+    operator.mul,
+    operator.imul,
+    operator.matmul,
+    torch.mul,
+    torch.matmul,
+    torch.mm,
+    F.linear,
+    F.conv1d,
+    F.conv2d,
+    F.conv3d,
+}
 
 
 _ANY_ARG_METHODS = _SUM_METHODS | {"mul", "matmul"}
@@ -190,15 +290,21 @@ def _functional_step(node: fx.Node, dyn_args: list[fx.Node], layers: LayerSelect
     assert spec is not None  # called only for the nodes functional_activation knows
     name = spec.name
     if len(dyn_args) != 1 or not node.args or node.args[0] is not dyn_args[0]:
-        raise _refuse(f"the activation {name} (node '{node.name}') must take one input-dependent tensor, its first "
-                      "argument")
+        raise _refuse(
+            f"the activation {name} (node '{node.name}') must take one input-dependent tensor, its first argument"
+        )
     rest = list(node.args[1:]) + list(node.kwargs.values())
     if any(isinstance(a, fx.Node) for a in rest):
-        raise _refuse(f"the activation {name} (node '{node.name}') takes a tensor parameter (F.prelu's weight); "
-                      "use the module (nn.PReLU)")
+        raise _refuse(
+            f"the activation {name} (node '{node.name}') takes a tensor parameter (F.prelu's weight); "
+            "use the module (nn.PReLU)"
+        )
     module = spec.make(tuple(node.args), dict(node.kwargs))
-    if isinstance(module, nn.RReLU) and node.op == "call_function" and bool(node.kwargs.get(
-            "training", node.args[3] if len(node.args) > 3 else False)):
+    if (
+        isinstance(module, nn.RReLU)
+        and node.op == "call_function"
+        and bool(node.kwargs.get("training", node.args[3] if len(node.args) > 3 else False))
+    ):
         raise _refuse("rrelu with training=True is random")
     stack = node.meta.get("nn_module_stack") or {}
     owner = next(reversed(stack.values()))[0] if stack else ""
@@ -271,7 +377,8 @@ class ExactProgram:
             if dyn_args:  # count repeated arguments (h * h) as often as they occur
                 dyn_args = [a for a in _arg_nodes(node) if a in dyn_args]
             shape_op = (node.op == "call_method" and node.target in ("size", "dim")) or (
-                node.op == "call_function" and node.target is getattr)
+                node.op == "call_function" and node.target is getattr
+            )
             if dyn and (not dyn_args or shape_op):
                 shapeish.add(node)
             if node.op == "placeholder":
@@ -299,8 +406,10 @@ class ExactProgram:
                     steps.append(_Step(node, "act", True, mod, id(mod) in selected_ids, kinks))
                 elif isinstance(mod, _MAXPOOL):
                     if mod.return_indices:
-                        raise _refuse(f"{type(mod).__name__} with return_indices at '{node.target}' (the indices are "
-                                      "not piecewise linear in the input; pool without them)")
+                        raise _refuse(
+                            f"{type(mod).__name__} with return_indices at '{node.target}' (the indices are "
+                            "not piecewise linear in the input; pool without them)"
+                        )
                     steps.append(_Step(node, "maxpool", True, mod))
                 elif isinstance(mod, _BATCHNORM):
                     if mod.running_mean is None:
@@ -309,8 +418,9 @@ class ExactProgram:
                 elif isinstance(mod, _AFFINE_MODULES):
                     steps.append(_Step(node, "affine", True, mod))
                 else:
-                    raise _refuse(f"module '{node.target}' ({type(mod).__name__}) is not a known piecewise-linear "
-                                  "layer")
+                    raise _refuse(
+                        f"module '{node.target}' ({type(mod).__name__}) is not a known piecewise-linear layer"
+                    )
                 if len(dyn_args) > 1:
                     raise _refuse(f"module '{node.target}' takes several input-dependent arguments")
                 continue
@@ -325,9 +435,11 @@ class ExactProgram:
                 name = getattr(fn, "__name__", repr(fn))
                 if fn not in _LINEAR_FUNCS:
                     if "max_pool" in name:
-                        raise _refuse(f"max pooling is called functionally in forward ({name}, node '{node.name}'); "
-                                      "the walk follows the modules nn.MaxPool1d/2d/3d and nn.AdaptiveMaxPool1d/2d/3d: "
-                                      "use those")
+                        raise _refuse(
+                            f"max pooling is called functionally in forward ({name}, node '{node.name}'); "
+                            "the walk follows the modules nn.MaxPool1d/2d/3d and nn.AdaptiveMaxPool1d/2d/3d: "
+                            "use those"
+                        )
                     raise _refuse(f"function {name} (node '{node.name}') is not affine")
                 if len(dyn_args) > 1 and fn not in _SUM_FUNCS:
                     raise _refuse(f"{name} of several input-dependent tensors (node '{node.name}') is not affine")
@@ -391,9 +503,10 @@ class ExactProgram:
         # every activation can run on the compiled kernels (CPU): a built-in type, fused with
         # the Linear after it or with nothing after it that is needed
         self.kernel_friendly = all(
-            type(s.module) in _KERNEL_ACTS
-            and (s.node in self.fusable or not any(u in self.live for u in s.node.users))
-            for s in steps if s.kind == "act") and not any(s.kind == "maxpool" for s in steps)
+            type(s.module) in _KERNEL_ACTS and (s.node in self.fusable or not any(u in self.live for u in s.node.users))
+            for s in steps
+            if s.kind == "act"
+        ) and not any(s.kind == "maxpool" for s in steps)
         if not any(s.kind == "act" and s.bit_layer for s in steps):
             raise _refuse("the traced graph calls none of the selected activation modules")
 
@@ -465,8 +578,11 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def compile_model(model: nn.Module, layers: LayerSelector = None) -> ExactProgram:
     """The :class:`ExactProgram` of ``model`` (cached per model, layer selection and
     module structure: replacing a submodule compiles the model again)."""
-    key = (selector_key(layers), tuple(name for name, _ in find_activations(model, layers)),
-           tuple((name, id(m)) for name, m in model.named_modules()))
+    key = (
+        selector_key(layers),
+        tuple(name for name, _ in find_activations(model, layers)),
+        tuple((name, id(m)) for name, m in model.named_modules()),
+    )
     per_model = _CACHE.get(model)
     if per_model is None:
         per_model = {}

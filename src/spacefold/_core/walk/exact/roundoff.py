@@ -63,8 +63,11 @@ def _norms(lin: nn.Linear) -> tuple[float, float, float]:
         if not bool(torch.isfinite(wd).all()):  # the walk raises at the next activation
             return (math.nan, math.nan, math.nan)
         spec = float(torch.linalg.matrix_norm(wd, 2)) if wd.numel() else 0.0
-        got = (spec, float(torch.linalg.matrix_norm(wd)), 0.0 if b is None else float(torch.linalg.vector_norm(
-            b.detach().double())))
+        got = (
+            spec,
+            float(torch.linalg.matrix_norm(wd)),
+            0.0 if b is None else float(torch.linalg.vector_norm(b.detach().double())),
+        )
         if len(_NORMS) > 256:
             _NORMS.clear()
         _NORMS[key] = got
@@ -82,8 +85,16 @@ def _err_start(state: _State, values: list) -> None:
         state.err = _row_mag(x).mul_(_cancel_rtol(x.dtype))
 
 
-def _err_split(state: _State, mag: Tensor, g_piece: Tensor, nxt_old: Tensor, dtype: torch.dtype, level: float = 0.0,
-               zmag: Tensor | None = None, n: int = 1) -> None:
+def _err_split(
+    state: _State,
+    mag: Tensor,
+    g_piece: Tensor,
+    nxt_old: Tensor,
+    dtype: torch.dtype,
+    level: float = 0.0,
+    zmag: Tensor | None = None,
+    n: int = 1,
+) -> None:
     """Extend the bound to the rows a split added, after the rows before it: new row g lies inside the piece
     from row ``g_piece[g]`` to its next row ``nxt_old[g_piece[g]]``. ``mag``: per row before the split, the
     Euclidean norm of the values the layer after reads (the activation's output; the split values for a
@@ -112,7 +123,7 @@ def _err_split(state: _State, mag: Tensor, g_piece: Tensor, nxt_old: Tensor, dty
     dt = (4 * _EPS64) * span / (tb - ta).clamp_min(1e-300)
     new = err.index_select(0, a) + err.index_select(0, b)
     new += (4 * torch.finfo(dtype).eps) * (mag.index_select(0, a) + mag.index_select(0, b))
-    new += (dt + 16 * _EPS64) * (zmag.index_select(0, a) + zmag.index_select(0, b) + 2 * abs(level) * n ** 0.5)
+    new += (dt + 16 * _EPS64) * (zmag.index_select(0, a) + zmag.index_select(0, b) + 2 * abs(level) * n**0.5)
     state.err = torch.cat([err, new])
 
 
@@ -155,7 +166,7 @@ def _stretch(module) -> float:
     name = type(module).__name__
     d = int(name[-2]) if name[-2:-1].isdigit() else 3
     if name.startswith("Adaptive"):
-        return float(2 ** d) ** 0.5
+        return float(2**d) ** 0.5
     k = module.kernel_size
     k = (k,) * d if isinstance(k, int) else tuple(k)
     n = 1

@@ -54,7 +54,8 @@ def _check_finite(x: Tensor, node: fx.Node) -> None:
         raise InputError(
             f"the network's values are not finite or overflow {x.dtype} (min {float(lo):.3g}, max {float(hi):.3g}) "
             f"at the input of its layer '{name}' on some of the segments: scale the inputs down, check the weights "
-            "for inf/nan, or walk in float64")
+            "for inf/nan, or walk in float64"
+        )
 
 
 def _cancel_rtol(dtype: torch.dtype) -> float:

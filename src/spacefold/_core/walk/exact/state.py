@@ -35,14 +35,21 @@ class _State:
     most breakpoints the memory budget holds; a split beyond it raises :class:`_OverBudget`.
     """
 
-    def __init__(self, n_paths: int, device: torch.device, t_ends: tuple[Tensor, Tensor] | None = None,
-                 row_cap: int | None = None):
+    def __init__(
+        self,
+        n_paths: int,
+        device: torch.device,
+        t_ends: tuple[Tensor, Tensor] | None = None,
+        row_cap: int | None = None,
+    ):
         b = n_paths
         ar = torch.arange(b, device=device)
         self.n_paths = b
         if t_ends is None:
-            t_ends = (torch.zeros(b, dtype=torch.float64, device=device),
-                      torch.ones(b, dtype=torch.float64, device=device))
+            t_ends = (
+                torch.zeros(b, dtype=torch.float64, device=device),
+                torch.ones(b, dtype=torch.float64, device=device),
+            )
         self.t = torch.cat(t_ends)
         self.nxt = torch.cat([ar + b, ar + b])
         self.prv = torch.cat([ar, ar])
@@ -91,8 +98,12 @@ _EPS64 = float(torch.finfo(torch.float64).eps)
 
 def _kernels_take(x: Tensor) -> bool:
     """Whether the compiled kernels can work on ``x`` (a float32/64 CPU tensor, no gradient)."""
-    return (x.device.type == "cpu" and x.dtype in _NUMPY_FLOATS and not x.requires_grad
-            and _kernels.available(np.float32 if x.dtype == torch.float32 else np.float64))
+    return (
+        x.device.type == "cpu"
+        and x.dtype in _NUMPY_FLOATS
+        and not x.requires_grad
+        and _kernels.available(np.float32 if x.dtype == torch.float32 else np.float64)
+    )
 
 
 def _interpolate(x: Tensor, plan, nxt_old: Tensor, grown: dict) -> Tensor:
@@ -113,8 +124,13 @@ def _interpolate(x: Tensor, plan, nxt_old: Tensor, grown: dict) -> Tensor:
     g_next = nxt_old.index_select(0, g_piece)
     if x.is_contiguous() and x.numel() and _kernels_take(x):
         # one pass: the two rows are read where they are, not gathered into copies first
-        _kernels.lerp_rows(x.reshape(V, -1).numpy(), g_piece.numpy(), g_next.numpy(),
-                           g_s.to(x.dtype).numpy(), buf[V : V + G].reshape(G, -1).numpy())
+        _kernels.lerp_rows(
+            x.reshape(V, -1).numpy(),
+            g_piece.numpy(),
+            g_next.numpy(),
+            g_s.to(x.dtype).numpy(),
+            buf[V : V + G].reshape(G, -1).numpy(),
+        )
     else:
         s = g_s.to(x.dtype).view((-1,) + (1,) * (x.dim() - 1))
         torch.lerp(x.index_select(0, g_piece), x.index_select(0, g_next), s, out=buf[V : V + G])
@@ -133,8 +149,7 @@ def _interpolate_env(prog: ExactProgram, env: dict, state: _State, plan, nxt_old
                 done[id(v)] = _interpolate(v, plan, nxt_old, state.grown)
             env[n] = done[id(v)]
         else:
-            raise _refuse(f"the input-dependent value '{n.name}' ({type(v).__name__}) is held across a "
-                          "nonlinear layer")
+            raise _refuse(f"the input-dependent value '{n.name}' ({type(v).__name__}) is held across a nonlinear layer")
 
 
 def _ranks(state: _State) -> tuple[Tensor, Tensor]:

@@ -113,8 +113,9 @@ def verify(
     if not isinstance(walks, WalkBatch):
         raise InputTypeError(f"walks must be a spacefold.WalkBatch, got {type(walks).__name__}")
     if x1.shape[0] != len(walks) or x2.shape[0] != len(walks):
-        raise InputError(f"x1 and x2 must hold one segment per walk ({len(walks)}), got {x1.shape[0]} and "
-                         f"{x2.shape[0]}")
+        raise InputError(
+            f"x1 and x2 must hold one segment per walk ({len(walks)}), got {x1.shape[0]} and {x2.shape[0]}"
+        )
     if mode not in (None, "certificate", "midpoint"):
         raise InputError(f"mode must be 'certificate' or 'midpoint', got {mode!r}")
     from ...patterns import to_model
@@ -162,11 +163,17 @@ def _verify_midpoints(model, x1, x2, walks: WalkBatch, layers, tie_tol, atol, ma
             dist_all.append(dist)
     dist = torch.cat(dist_all)
     bad = (dist > 0).nonzero().squeeze(1)
-    mism = torch.stack([walk_id[bad], bad - offsets[walk_id[bad]]], 1) if bad.numel() else \
-        torch.zeros(0, 2, dtype=torch.int64)
+    mism = (
+        torch.stack([walk_id[bad], bad - offsets[walk_id[bad]]], 1)
+        if bad.numel()
+        else torch.zeros(0, 2, dtype=torch.int64)
+    )
     return VerifyResult(
-        ok=bad.numel() == 0, n_checked=int(mid.numel()), n_mismatched=int(bad.numel()),
-        max_distance=int(dist.max()) if dist.numel() else 0, mismatches=mism,
+        ok=bad.numel() == 0,
+        n_checked=int(mid.numel()),
+        n_mismatched=int(bad.numel()),
+        max_distance=int(dist.max()) if dist.numel() else 0,
+        mismatches=mism,
     )
 
 
@@ -215,8 +222,9 @@ def _intervals(walks: WalkBatch):
 _CERTIFY_BYTES = 256 << 20
 
 
-def _certify(model, prog: ExactProgram, x1, x2, walks: WalkBatch, layers, tie_tol, atol, max_points,
-             tol) -> VerifyResult:
+def _certify(
+    model, prog: ExactProgram, x1, x2, walks: WalkBatch, layers, tie_tol, atol, max_points, tol
+) -> VerifyResult:
     walk, region, ta, tb = _intervals(walks)
     offsets = walks.offsets.to(walk.device)
     patterns = walks.patterns
@@ -300,10 +308,18 @@ def _certify(model, prog: ExactProgram, x1, x2, walks: WalkBatch, layers, tie_to
     dist.scatter_reduce_(0, key, per_interval, reduce="amax", include_self=True)
     bad = (dist > 0).nonzero().squeeze(1)
     walk_id = torch.repeat_interleave(torch.arange(len(walks), device=walk.device), offsets[1:] - offsets[:-1])
-    mism = torch.stack([walk_id[bad], bad - offsets[walk_id[bad]]], 1) if bad.numel() else \
-        torch.zeros(0, 2, dtype=torch.int64)
-    return VerifyResult(ok=bad.numel() == 0, n_checked=total, n_mismatched=int(bad.numel()),
-                        max_distance=int(dist.max()) if dist.numel() else 0, mismatches=mism)
+    mism = (
+        torch.stack([walk_id[bad], bad - offsets[walk_id[bad]]], 1)
+        if bad.numel()
+        else torch.zeros(0, 2, dtype=torch.int64)
+    )
+    return VerifyResult(
+        ok=bad.numel() == 0,
+        n_checked=total,
+        n_mismatched=int(bad.numel()),
+        max_distance=int(dist.max()) if dist.numel() else 0,
+        mismatches=mism,
+    )
 
 
 def _pool_broken(mod: nn.Module, x: Tensor, m: int, slack) -> Tensor:
