@@ -425,10 +425,10 @@ def test_meta_and_unavailable_device_models_are_refused(monkeypatch):
             call()
     if torch.cuda.is_available():
         return
-    from spacefold._core import patterns
+    from spacefold._core import checks
 
     net = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2))
-    monkeypatch.setattr(patterns, "model_device_dtype", lambda m: (torch.device("cuda:0"), torch.float32))
+    monkeypatch.setattr(checks, "model_device_dtype", lambda m: (torch.device("cuda:0"), torch.float32))
     with pytest.raises(InputError, match="no CUDA"):
         sf.folding_batch(net, x[:2], x[2:])
 

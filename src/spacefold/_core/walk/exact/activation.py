@@ -16,7 +16,7 @@ from .. import _kernels
 from .assemble import _BitRecord, _flips
 from .crossings import _cut, _levels, _signs, _snap, _snap_list, _snap_rtol
 from .program import _KERNEL_ACTS, _Step
-from .roundoff import _err_split, _row_mag
+from .roundoff import _act_out, _err_split, _row_mag
 from .settings import WalkSettings, _check_finite, _finite_max
 from .state import _grew, _interpolate_env, _kernels_take, _State
 
@@ -30,7 +30,7 @@ def _split_activation(prog, env, state: _State, node_in: fx.Node, step: _Step, s
     amag: Tensor | None = None
     if state.err is not None:  # the magnitudes of the split values and of the activation's output
         assert step.module is not None  # an activation step holds its module
-        zmag, amag = _row_mag(z), _row_mag(step.module(x))
+        zmag, amag = _row_mag(z), _row_mag(_act_out(step.module, x))
     if act_form is not None:  # the compiled kernel splits; the live tensors are interpolated after it
         nxt_old = state.nxt
         split = _compiled_split(state, step, z.contiguous(), act_form, settings.tol, False)

@@ -19,7 +19,7 @@ from .activation import _act_inplace, _ActForm, _compiled_act, _compiled_split, 
 from .assemble import _flips
 from .crossings import _cut, _signs, _snap, _snap_list, _snap_pairs
 from .program import _Step
-from .roundoff import _err_linear, _err_split, _row_mag
+from .roundoff import _act_out, _err_linear, _err_split, _row_mag
 from .settings import WalkSettings, _cancel_rtol, _check_finite
 from .state import _at, _kernels_take, _State
 
@@ -32,11 +32,6 @@ def _rows_at(z: Tensor, g_piece: Tensor, g_next: Tensor, s_: Tensor, rows: Tenso
     if rows is not None:
         g_piece, g_next, s_ = g_piece.index_select(0, rows), g_next.index_select(0, rows), s_.index_select(0, rows)
     return torch.lerp(z.index_select(0, g_piece), z.index_select(0, g_next), s_)
-
-
-def _act_out(module: nn.Module, z: Tensor) -> Tensor:
-    """The activation of ``z`` (a new tensor)."""
-    return module(z)
 
 
 def _linear(lin: nn.Linear, x: Tensor, out: Tensor) -> None:

@@ -40,6 +40,12 @@ _NONEXPANSIVE = (nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, *_AVGPOOLS)
 _NONEXPANSIVE_OPS = {"flatten", "unflatten", "reshape", "view", "contiguous", "squeeze", "unsqueeze", "clone"}
 
 
+def _act_out(module: nn.Module, z: Tensor) -> Tensor:
+    """The activation of ``z`` as a new tensor, ``z`` left as it was (an in-place activation such as
+    ``nn.ReLU(inplace=True)`` is given a copy)."""
+    return module(z.clone() if getattr(module, "inplace", False) else z)
+
+
 def _row_mag(x: Tensor) -> Tensor:
     """The Euclidean norm of every row of ``x`` (one row per breakpoint), in float64."""
     x = x.reshape(x.shape[0], -1)
