@@ -352,6 +352,7 @@ class _SampledWalker:
                     n0=self.n0,
                     stop=opts.stop,
                     max_points=self.max_points,
+                    memory=memory_budget() // 2,
                 )
         return wb if self.columns is None else wb.select_columns(self.columns)
 
@@ -506,9 +507,13 @@ def segment_bytes(opts: WalkOptions, n_inputs: int, n_neurons: int, itemsize: in
 
 def chunk_size(opts: WalkOptions, layout: PatternLayout, sample: Tensor, memory: int | None = None) -> int:
     """Segments walked at once when ``batch_size`` is not given: the memory budget
-    (:func:`memory_budget`) over :func:`segment_bytes`, between 256 and :data:`MAX_CHUNK`."""
+    (:func:`memory_budget`) over :func:`segment_bytes`, at most :data:`MAX_CHUNK`; at least 1
+    for the sampled methods (whose chunk's walks are all in memory at once: a large network's
+    segments may need many megabytes each), at least 256 for ``"exact"`` (whose walk holds
+    itself to the budget)."""
     per = segment_bytes(opts, sample[0].numel(), layout.n_neurons, sample.element_size())
-    return int(min(MAX_CHUNK, max(256, (memory or memory_budget()) // per)))
+    least = 256 if opts.method == "exact" else 1
+    return int(min(MAX_CHUNK, max(least, (memory or memory_budget()) // per)))
 
 
 def check_walk_size(
