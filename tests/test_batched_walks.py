@@ -172,8 +172,13 @@ def test_small_memory_budget_walks_in_several_chunks_with_identical_results(monk
     assert sizes == [1, 4]
     sizes.clear()
     monkeypatch.setenv("SPACEFOLD_MEMORY", "4096")  # room for no more than one segment at a time
+    import spacefold._core.pipeline as pipeline_module
+
+    trims: list[int] = []
+    monkeypatch.setattr(pipeline_module, "release_freed_memory", lambda: trims.append(len(sizes)))
     small = sf.folding_batch(model, x1, x2, method="bisect", n0=33, return_walks=True, workers=1)
     assert sizes == [1] * 5
+    assert trims == [1, 2, 3, 4, 5]  # the allocator's free memory is given back after every chunk
     monkeypatch.delenv("SPACEFOLD_MEMORY")
     loop = [sf.folding_batch(model, x1[i:i + 1], x2[i:i + 1], method="bisect", n0=33, return_walks=True,
                              workers=1) for i in range(5)]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal, overload
 import torch
 from torch import Tensor, nn
 
-from .._util import check_choice, check_int, check_size
+from .._util import check_choice, check_int, check_size, release_freed_memory
 from ..errors import InputError, InputTypeError, MissingExtraError
 from . import measure, parallel
 from .patterns import (
@@ -661,6 +661,9 @@ class _RangeTask:
                             layers.setdefault(lay.name, []).append(measure.summarize(wb, lay.slice).chi)
                 if tick is not None:
                     tick(len(wb))
+                del wb
+                if not isinstance(walker, _ExactWalker):  # (the exact walk holds itself to the budget)
+                    release_freed_memory()  # the chunk's walks, before the next chunk's
         out = {k: getattr(measure.WalkSummary.concat(sums), k) for k in measure.WalkSummary.FIELDS} if sums else {}
         out.update({f"layer:{name}": torch.cat(v) for name, v in layers.items()})
         if sums:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..._util import release_freed_memory
 from ..patterns import PatternRecorder, find_activations, is_piecewise_linear, run_model
 from . import WalkBatch, segment_points
 
@@ -156,9 +157,10 @@ def bisect_walks(
     start, size, most = 0, 1, 0
     while start < b:
         wb, samples = _bisect_group(model, recorder, x1[start : start + size], x2[start : start + size], **kw)
-        out.append(wb)
-        start += size
         most = max(most, int(samples.max()))
+        out.append(wb)
+        release_freed_memory()  # the group's samples
+        start += size
         size = group_size(most, wb.patterns.shape[1], memory)
     return WalkBatch.concat(out)
 
