@@ -123,8 +123,9 @@ def bisect_module_group(model, rec, x1, x2):
     """Each segment's number of samples, all walked at once."""
     import spacefold._core.walk.bisect as bisect_module
 
-    return bisect_module._bisect_group(model, rec, x1, x2, tol=1e-6, tie_tol=0.0, n0=33, stop="strict",
-                                       max_points=65536, max_rounds=64)[1]
+    return bisect_module._bisect_group(
+        model, rec, x1, x2, tol=1e-6, tie_tol=0.0, n0=33, stop="strict", max_points=65536, max_rounds=64
+    )[1]
 
 
 def test_bisection_in_groups_gives_the_same_walks(monkeypatch):
@@ -180,8 +181,10 @@ def test_small_memory_budget_walks_in_several_chunks_with_identical_results(monk
     assert sizes == [1] * 5
     assert trims == [1, 2, 3, 4, 5]  # the allocator's free memory is given back after every chunk
     monkeypatch.delenv("SPACEFOLD_MEMORY")
-    loop = [sf.folding_batch(model, x1[i:i + 1], x2[i:i + 1], method="bisect", n0=33, return_walks=True,
-                             workers=1) for i in range(5)]
+    loop = [
+        sf.folding_batch(model, x1[i : i + 1], x2[i : i + 1], method="bisect", n0=33, return_walks=True, workers=1)
+        for i in range(5)
+    ]
     _same(roomy.walks, small.walks)
     _same(roomy.walks, [f.walks[0] for f in loop])
     for f in ("chi", "n_regions", "max_profile"):

@@ -165,8 +165,9 @@ def bisect_walks(
     return WalkBatch.concat(out)
 
 
-def _bisect_group(model, recorder, x1, x2, *, tol, tie_tol, n0, stop, max_points, max_rounds
-                  ) -> tuple[WalkBatch, Tensor]:
+def _bisect_group(
+    model, recorder, x1, x2, *, tol, tie_tol, n0, stop, max_points, max_rounds
+) -> tuple[WalkBatch, Tensor]:
     """The walks of every segment at once, and each segment's number of samples."""
     device = x1.device
     b = x1.shape[0]
