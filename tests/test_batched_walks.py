@@ -90,3 +90,103 @@ def test_pass_sizes_follow_the_memory_budget(monkeypatch):
     assert interval_chunk(64, 100, memory=1 << 40) == MAX_CHUNK
     monkeypatch.setenv("SPACEFOLD_MEMORY", str(1 << 26))
     assert points_per_pass(784, 60, 4) == (1 << 25) // (4 * (784 + 480))
+
+
+def _recording_groups(monkeypatch):
+    """Patch the bisection of one group of segments to record each group's size."""
+    import spacefold._core.walk.bisect as bisect_module
+
+    sizes: list[int] = []
+    inner = bisect_module._bisect_group
+
+    def recorded(model, recorder, x1, x2, **kw):
+        sizes.append(x1.shape[0])
+        return inner(model, recorder, x1, x2, **kw)
+
+    monkeypatch.setattr(bisect_module, "_bisect_group", recorded)
+    return sizes
+
+
+def test_group_size_fits_the_stored_samples_in_memory():
+    from spacefold._core.walk.bisect import SAMPLE_COPIES, SAMPLE_OVERHEAD, group_size
+
+    assert (SAMPLE_COPIES, SAMPLE_OVERHEAD) == (4, 40)
+    # 1000 samples of 60 bits: 4 copies x 1000 x (60 + 40) bytes = 400000 bytes per segment
+    assert group_size(1000, 60, 400000 * 7) == 7
+    assert group_size(1000, 60, 400000 * 7 + 399999) == 7
+    assert group_size(1000, 60, 399999) == 1  # never fewer than one segment
+    # a 6-block ViT on MNIST: ~7000 samples of 6144 bits per segment, half of the 1 GiB default budget
+    assert group_size(7000, 6144, 1 << 29) == (1 << 29) // (4 * 7000 * 6184) == 3
+
+
+def bisect_module_group(model, rec, x1, x2):
+    """Each segment's number of samples, all walked at once."""
+    import spacefold._core.walk.bisect as bisect_module
+
+    return bisect_module._bisect_group(
+        model, rec, x1, x2, tol=1e-6, tie_tol=0.0, n0=33, stop="strict", max_points=65536, max_rounds=64
+    )[1]
+
+
+def test_bisection_in_groups_gives_the_same_walks(monkeypatch):
+    torch.manual_seed(0)
+    model = TinyViT(blocks=2).double().eval()
+    x1, x2 = _pairs(12, 6, seed=3)
+    sizes = _recording_groups(monkeypatch)
+    with torch.no_grad(), eval_mode(model):
+        rec = PatternRecorder(model)
+        with rec:
+            whole = bisect_walks(model, rec, x1, x2, tol=1e-6, tie_tol=0.0, n0=33)
+            assert sizes == [6]
+            sizes.clear()
+            ones = bisect_walks(model, rec, x1, x2, tol=1e-6, tie_tol=0.0, n0=33, memory=1)
+            assert sizes == [1] * 6
+            sizes.clear()
+            # room for two segments of the most samples: 4 copies x samples x (bits + 40 bytes) each
+            samples = bisect_module_group(model, rec, x1, x2)
+            n_bits = whole.patterns.shape[1]
+            memory = 2 * 4 * int(samples.max()) * (n_bits + 40)
+            sizes.clear()
+            pairs = bisect_walks(model, rec, x1, x2, tol=1e-6, tie_tol=0.0, n0=33, memory=memory)
+            # each group after the first: as many segments as the most samples of one segment so far allow
+            expected, start = [1], 1
+            while start < 6:
+                k = memory // (4 * int(samples[:start].max()) * (n_bits + 40))
+                expected.append(min(k, 6 - start))
+                start += k
+            assert sizes == expected and len(sizes) > 2 and max(sizes) >= 2
+            sizes.clear()
+            roomy = bisect_walks(model, rec, x1, x2, tol=1e-6, tie_tol=0.0, n0=33, memory=1 << 40)
+            assert sizes == [1, 5]
+    assert int(whole.n_regions.sum()) > 12  # the segments cross boundaries
+    for other in (ones, pairs, roomy):
+        _same(whole.walks(), other.walks())
+        assert torch.equal(whole.offsets, other.offsets)
+
+
+def test_small_memory_budget_walks_in_several_chunks_with_identical_results(monkeypatch):
+    torch.manual_seed(0)
+    model = TinyViT(blocks=2).double().eval()
+    x1, x2 = _pairs(12, 5, seed=4)
+    sizes = _recording_groups(monkeypatch)
+    roomy = sf.folding_batch(model, x1, x2, method="bisect", n0=33, return_walks=True, workers=1)
+    assert sizes == [1, 4]
+    sizes.clear()
+    monkeypatch.setenv("SPACEFOLD_MEMORY", "4096")  # room for no more than one segment at a time
+    import spacefold._core.pipeline as pipeline_module
+
+    trims: list[int] = []
+    monkeypatch.setattr(pipeline_module, "release_freed_memory", lambda: trims.append(len(sizes)))
+    small = sf.folding_batch(model, x1, x2, method="bisect", n0=33, return_walks=True, workers=1)
+    assert sizes == [1] * 5
+    assert trims == [1, 2, 3, 4, 5]  # the allocator's free memory is given back after every chunk
+    monkeypatch.delenv("SPACEFOLD_MEMORY")
+    loop = [
+        sf.folding_batch(model, x1[i : i + 1], x2[i : i + 1], method="bisect", n0=33, return_walks=True, workers=1)
+        for i in range(5)
+    ]
+    _same(roomy.walks, small.walks)
+    _same(roomy.walks, [f.walks[0] for f in loop])
+    for f in ("chi", "n_regions", "max_profile"):
+        assert torch.equal(getattr(roomy, f), getattr(small, f))
+        assert torch.equal(getattr(roomy, f), torch.cat([getattr(g, f) for g in loop]))

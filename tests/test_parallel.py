@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -127,7 +128,10 @@ def test_chunk_size_from_the_memory_budget(setup, monkeypatch):
     )
     # a uniform walk holds 101 points of 16 inputs and 2 x 24 activations, 4 bytes each: 25856 bytes
     assert chunk_size(opts, layout, x[:1], memory=25856 * 1000) == 1000
-    assert chunk_size(opts, layout, x[:1], memory=1) == 256  # never tiny chunks
+    # a sampled walk's chunk is all in memory at once: a budget smaller than one segment walks one at a time
+    assert chunk_size(opts, layout, x[:1], memory=1) == 1
+    exact = dataclasses.replace(opts, method="exact")
+    assert chunk_size(exact, layout, x[:1], memory=1) == 256  # the exact walk holds itself to the budget
     assert chunk_size(opts, layout, x[:1], memory=1 << 50) == MAX_CHUNK
     monkeypatch.setenv("SPACEFOLD_MEMORY", str(25856 * 3000))
     assert memory_budget() == 25856 * 3000 and chunk_size(opts, layout, x[:1]) == 3000

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal, overload
 import torch
 from torch import Tensor, nn
 
-from .._util import check_choice, check_int, check_size
+from .._util import check_choice, check_int, check_size, release_freed_memory
 from ..errors import InputError, InputTypeError, MissingExtraError
 from . import measure, parallel
 from .patterns import (
@@ -352,6 +352,7 @@ class _SampledWalker:
                     n0=self.n0,
                     stop=opts.stop,
                     max_points=self.max_points,
+                    memory=memory_budget() // 2,
                 )
         return wb if self.columns is None else wb.select_columns(self.columns)
 
@@ -506,9 +507,13 @@ def segment_bytes(opts: WalkOptions, n_inputs: int, n_neurons: int, itemsize: in
 
 def chunk_size(opts: WalkOptions, layout: PatternLayout, sample: Tensor, memory: int | None = None) -> int:
     """Segments walked at once when ``batch_size`` is not given: the memory budget
-    (:func:`memory_budget`) over :func:`segment_bytes`, between 256 and :data:`MAX_CHUNK`."""
+    (:func:`memory_budget`) over :func:`segment_bytes`, at most :data:`MAX_CHUNK`; at least 1
+    for the sampled methods (whose chunk's walks are all in memory at once: a large network's
+    segments may need many megabytes each), at least 256 for ``"exact"`` (whose walk holds
+    itself to the budget)."""
     per = segment_bytes(opts, sample[0].numel(), layout.n_neurons, sample.element_size())
-    return int(min(MAX_CHUNK, max(256, (memory or memory_budget()) // per)))
+    least = 256 if opts.method == "exact" else 1
+    return int(min(MAX_CHUNK, max(least, (memory or memory_budget()) // per)))
 
 
 def check_walk_size(
@@ -656,6 +661,9 @@ class _RangeTask:
                             layers.setdefault(lay.name, []).append(measure.summarize(wb, lay.slice).chi)
                 if tick is not None:
                     tick(len(wb))
+                del wb
+                if not isinstance(walker, _ExactWalker):  # (the exact walk holds itself to the budget)
+                    release_freed_memory()  # the chunk's walks, before the next chunk's
         out = {k: getattr(measure.WalkSummary.concat(sums), k) for k in measure.WalkSummary.FIELDS} if sums else {}
         out.update({f"layer:{name}": torch.cat(v) for name, v in layers.items()})
         if sums:

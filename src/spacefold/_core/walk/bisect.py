@@ -25,6 +25,14 @@ the midpoints of every open interval of every path in shared forward passes of a
 ``max_points`` points (the pipeline sizes them by the memory budget:
 :func:`spacefold._core.walk.points_per_pass`); a point's pattern does not depend on the points
 that share its pass, so the walks are those of one segment at a time.
+
+Memory. The walk stores every sample's pattern until the end (a boolean per bit), so a
+segment that crosses many regions holds many samples: thousands per segment for a deep
+transformer, each of thousands of bits. With ``memory`` (bytes; the pipeline gives half the
+budget of :func:`spacefold._core.walk.memory_budget`) the segments are refined in groups:
+the first group is one segment, and each next group holds as many segments as
+:func:`group_size` allows for the most samples one segment has needed so far. The walks
+are the same whatever the groups.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..._util import release_freed_memory
 from ..patterns import PatternRecorder, find_activations, is_piecewise_linear, run_model
 from . import WalkBatch, segment_points
 
@@ -110,6 +119,20 @@ def _evaluate(model, recorder, x1, x2, path, t, tie_tol, max_points) -> Tensor:
     return torch.cat(out)
 
 
+# copies of the stored patterns that can be alive at once: the store, its extension by a
+# round's midpoints, the pairs of patterns compared, and the sorted copy made for the walks
+SAMPLE_COPIES = 4
+SAMPLE_OVERHEAD = 40  # bytes per sample besides its pattern: its segment, t and interval indices
+
+
+def group_size(samples_per_segment: int, n_bits: int, memory: int) -> int:
+    """Segments refined together within ``memory`` bytes when one segment holds up to
+    ``samples_per_segment`` samples of ``n_bits`` bits: ``memory`` over
+    :data:`SAMPLE_COPIES` copies of their patterns and per-sample overhead, at least 1."""
+    per = SAMPLE_COPIES * max(samples_per_segment, 1) * (max(n_bits, 1) + SAMPLE_OVERHEAD)
+    return max(1, memory // per)
+
+
 def bisect_walks(
     model: nn.Module,
     recorder: PatternRecorder,
@@ -122,8 +145,30 @@ def bisect_walks(
     stop: str = "strict",
     max_points: int = 65536,
     max_rounds: int = 64,
+    memory: int | None = None,
 ) -> WalkBatch:
-    """Walks of the segments ``x1[i] -> x2[i]`` by adaptive bisection."""
+    """Walks of the segments ``x1[i] -> x2[i]`` by adaptive bisection; with ``memory`` (bytes)
+    in groups of segments whose stored samples fit in it (see the module docstring)."""
+    b = x1.shape[0]
+    kw = dict(tol=tol, tie_tol=tie_tol, n0=n0, stop=stop, max_points=max_points, max_rounds=max_rounds)
+    if memory is None or b <= 1:
+        return _bisect_group(model, recorder, x1, x2, **kw)[0]
+    out: list[WalkBatch] = []
+    start, size, most = 0, 1, 0
+    while start < b:
+        wb, samples = _bisect_group(model, recorder, x1[start : start + size], x2[start : start + size], **kw)
+        most = max(most, int(samples.max()))
+        out.append(wb)
+        release_freed_memory()  # the group's samples
+        start += size
+        size = group_size(most, wb.patterns.shape[1], memory)
+    return WalkBatch.concat(out)
+
+
+def _bisect_group(
+    model, recorder, x1, x2, *, tol, tie_tol, n0, stop, max_points, max_rounds
+) -> tuple[WalkBatch, Tensor]:
+    """The walks of every segment at once, and each segment's number of samples."""
     device = x1.device
     b = x1.shape[0]
     t0 = torch.linspace(0.0, 1.0, n0, dtype=torch.float64, device=device)
@@ -141,6 +186,7 @@ def bisect_walks(
             break
         pa, pb = all_pat[ia], all_pat[ib]
         need = (pa != pb).sum(-1) > 1 if stop == "hamming1" else (pa != pb).any(-1)
+        del pa, pb  # freed before the round's forward passes
         need &= (all_t[ib] - all_t[ia]) > tol
         ia, ib = ia[need], ib[need]
         if ia.numel() == 0:
@@ -154,7 +200,8 @@ def bisect_walks(
         all_t = torch.cat([all_t, mid])
         all_pat = torch.cat([all_pat, new_pat])
         ia, ib = torch.cat([ia, new_idx]), torch.cat([new_idx, ib])
-    return walks_from_samples(all_path, all_t, all_pat, b, tol, "bisect")
+    samples = torch.bincount(all_path, minlength=b)
+    return walks_from_samples(all_path, all_t, all_pat, b, tol, "bisect"), samples
 
 
 def walks_from_samples(path: Tensor, t: Tensor, pat: Tensor, n_paths: int, tol: float, method: str) -> WalkBatch:
