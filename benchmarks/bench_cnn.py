@@ -35,6 +35,7 @@ import time
 
 import torch
 from _common import load_condition, table
+from _nets import vgg_layers
 from torch import nn
 
 from spacefold._core.folding import walk_batch
@@ -45,25 +46,7 @@ from spacefold.models.resnet import randomize_batchnorm
 def vgg_cnn(seed: int = 0) -> nn.Module:
     """The network of the benchmark (see the module docstring), in eval mode."""
     torch.manual_seed(seed)
-
-    def block(c_in: int, c_out: int) -> list[nn.Module]:
-        return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
-
-    net = nn.Sequential(
-        *block(3, 16),
-        *block(16, 16),
-        nn.MaxPool2d(2),
-        *block(16, 32),
-        *block(32, 32),
-        nn.MaxPool2d(2),
-        *block(32, 64),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(1024, 128),
-        nn.ReLU(),
-        nn.Linear(128, 10),
-    )
-    return randomize_batchnorm(net, seed + 1)
+    return randomize_batchnorm(vgg_layers(), seed + 1)
 
 
 def maxrss_mb() -> float:

@@ -56,6 +56,7 @@ ROOT = HERE.parent
 def _worker(data_file: str) -> None:
     """Answer one JSON line per case name read from stdin: ``{"seconds": ..., "result": path}``."""
     import torch
+    from _nets import vgg_layers  # torch only: the same layers whatever tree is timed
     from torch import nn
 
     import spacefold as sf
@@ -111,7 +112,7 @@ def _worker(data_file: str) -> None:
     if "regioncam" in data:
         nets["regioncam"] = mlp(data["regioncam"]["layers"])
     if "cnn" in data:
-        nets["cnn"] = _vgg_skeleton(nn)
+        nets["cnn"] = vgg_layers()
         nets["cnn"].load_state_dict(data["cnn"]["state"])
         nets["cnn"].eval()
     runs = {"mlp": run_mlp, "regioncam": run_rc, "cnn": run_cnn}
@@ -133,28 +134,6 @@ def _worker(data_file: str) -> None:
             out.write(json.dumps({"seconds": dt, "result": path}) + "\n")
         except Exception as err:  # noqa: BLE001 - reported in the table, the other cases go on
             out.write(json.dumps({"error": f"{type(err).__name__}: {err}"}) + "\n")
-
-
-def _vgg_skeleton(nn):
-    """The layers of ``bench_cnn.vgg_cnn`` (its weights are loaded into them, strictly)."""
-
-    def block(c_in: int, c_out: int):
-        return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
-
-    return nn.Sequential(
-        *block(3, 16),
-        *block(16, 16),
-        nn.MaxPool2d(2),
-        *block(16, 32),
-        *block(32, 32),
-        nn.MaxPool2d(2),
-        *block(32, 64),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(1024, 128),
-        nn.ReLU(),
-        nn.Linear(128, 10),
-    )
 
 
 # --------------------------------------------------------------------------- the driver
