@@ -472,20 +472,6 @@ def act_value(seg_slope, seg_off, levels, n, v):
     return seg_slope[n, j] * v + seg_off[n, j]
 
 
-@jit(fastmath={"nnan", "ninf", "reassoc"})
-def row_scales(x):
-    """max |x| and the Euclidean norm of the 1-D x, in float64 (x finite: the walk checks its values
-    before each activation; the flags let the reductions vectorise, a bound does not need the
-    order of the sum)."""
-    m = 0.0
-    q = 0.0
-    for v in x:
-        f = np.float64(v)
-        m = max(m, abs(f))
-        q += f * f
-    return m, np.sqrt(q)
-
-
 @jit
 def any_to_redo(v, ya, yb, bound, dd, s, s1):
     """Whether an output ``v`` at a new row (fraction ``s`` of the piece, ``s1 = 1 − s``) is to be
@@ -527,19 +513,19 @@ def new_rows_linear(
     y,
     seg_off,
     bias,
-    wsum,
     rtol,
     wgt,
     wnorm,
+    ynorm_row,
 ):
     """The Linear's output at the new rows ``V ..`` of ``out`` from its rows at the pieces' ends:
     running sums of weight columns along each piece (see :mod:`spacefold._core.walk._kernels`).
 
     An output within ``rtol`` times a bound of its terms of 0 or of its value at an end of the
-    piece (``wsum``, ``wnorm``: per output, the sum of its absolute weights and their Euclidean
-    norm; ``y``: the activations at the old rows) is computed again as the plain product of the
-    activation at the new row and the weights ``wgt`` (the Linear's weight, ``wt`` transposed),
-    plus ``bias``."""
+    piece (``wnorm``: the Euclidean norm of every output's weights; ``y``: the activations at the old
+    rows, ``ynorm_row`` at least their Euclidean norms, in float64; by Cauchy-Schwarz) is computed
+    again as the plain product of the activation at the new row and the weights ``wgt`` (the
+    Linear's weight, ``wt`` transposed), plus ``bias``."""
     O = out.shape[1]
     F = y.shape[1]
     buf = np.empty((pl_m.max(), O), np.float64)
@@ -548,8 +534,6 @@ def new_rows_linear(
     dd = np.empty(O, np.float64)
     redo = np.zeros(pl_m.max() + 1, np.bool_)
     phi = np.empty(F, np.float64)
-    ymax_row = np.full(V, -1.0)  # max |y| and ‖y‖₂ of the old rows, computed when first needed
-    ynorm_row = np.empty(V, np.float64)
     for p in range(pl_a.size):
         a, b, c0, c1, g0, m = pl_a[p], pl_b[p], pl_c0[p], pl_c1[p], pl_g0[p], pl_m[p]
         # outputs that cancel to round-off (an exact 0 from bias-free layers, saturated Hardtanh,
@@ -557,16 +541,11 @@ def new_rows_linear(
         # the interpolation of the ends would move away from it: the sums leave round-off where a
         # plain product of the activation at the new row gives what a forward pass gives. Those
         # are computed again as that product (below).
-        if ymax_row[a] < 0.0:
-            ymax_row[a], ynorm_row[a] = row_scales(y[a])
-        if ymax_row[b] < 0.0:
-            ymax_row[b], ynorm_row[b] = row_scales(y[b])
         # |φ(g)| <= max(|φ(a)|, |φ(b)|) neuron by neuron (φ is monotone or convex along the piece), so
-        # Σ|w||φ| at a, b and g is at most ‖w‖₁·max|φ| and (Cauchy-Schwarz) ‖w‖₂·‖max(|φ(a)|, |φ(b)|)‖₂
-        ymax = max(ymax_row[a], ymax_row[b])
+        # Σ|w||φ| at a, b and g is at most (Cauchy-Schwarz) ‖w‖₂·‖max(|φ(a)|, |φ(b)|)‖₂
         ynorm = np.sqrt(ynorm_row[a] * ynorm_row[a] + ynorm_row[b] * ynorm_row[b])
         for o in range(O):
-            bound[o] = rtol * (abs(out[a, o]) + abs(out[b, o]) + abs(bias[o]) + min(wsum[o] * ymax, wnorm[o] * ynorm))
+            bound[o] = rtol * (abs(out[a, o]) + abs(out[b, o]) + abs(bias[o]) + wnorm[o] * ynorm)
             dd[o] = abs(out[b, o] - out[a, o])
         acc[:] = 0.0
         i = c0
@@ -666,20 +645,23 @@ def zero_candidates(out, thr, nxt, prv, ends):
             hit |= abs(out[r, o]) <= thr_d[o]
         if not hit:
             continue
-        for o in range(O):
-            if abs(out[r, o]) <= thr_d[o]:
-                q, p = nxt[r], prv[r]
-                if (
-                    (ends and (q == r or p == r))
-                    or (q != r and abs(out[q, o]) <= thr[o])
-                    or (p != r and abs(out[p, o]) <= thr[o])
-                ):
-                    if n == rows.size:
-                        rows = np.concatenate((rows, np.empty(n, np.int64)))
-                        cols = np.concatenate((cols, np.empty(n, np.int64)))
-                    rows[n] = r
-                    cols[n] = o
-                    n += 1
+        q, p = nxt[r], prv[r]
+        at_end = ends and (q == r or p == r)
+        for o in range(O):  # plain ifs: a chain of ``or`` here made the loop several times slower
+            if abs(out[r, o]) > thr_d[o]:
+                continue
+            ok = at_end
+            if not ok and q != r:
+                ok = abs(out[q, o]) <= thr[o]
+            if not ok and p != r:
+                ok = abs(out[p, o]) <= thr[o]
+            if ok:
+                if n == rows.size:
+                    rows = np.concatenate((rows, np.empty(n, np.int64)))
+                    cols = np.concatenate((cols, np.empty(n, np.int64)))
+                rows[n] = r
+                cols[n] = o
+                n += 1
     return rows[:n], cols[:n]
 
 

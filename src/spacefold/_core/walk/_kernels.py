@@ -120,7 +120,6 @@ def _self_test(dtype: np.dtype) -> None:
         z,
         seg_off,
         np.zeros(1),
-        np.full(1, 2.0),
         1e-12,
     )
     # at t = 0.25, z = (0, 1); at t = 0.5, z = (1, 0): y = 1 at both
@@ -151,12 +150,19 @@ def split_act(z, t, nxt, prv, n_paths, tol, levels, thr, seg_slope, seg_off, act
     return _STATE["jit"].split_act(z, t, nxt, prv, n_paths, tol, levels, thr, seg_slope, seg_off, act, rtol, big)
 
 
-def new_rows_linear(out, n_old, wt, levels, seg_slope, plan, g_s, y, seg_off, bias, wsum, rtol, w=None, wnorm=None):
+def new_rows_linear(
+    out, n_old, wt, levels, seg_slope, plan, g_s, y, seg_off, bias, rtol, w=None, wnorm=None, ynorm=None
+):
+    """See ``spacefold._core.walk._jit.new_rows_linear``; ``ynorm``: at least the Euclidean norm of every row of
+    ``y`` (float64), computed here when not given."""
     if plan[0].size:
         w = np.ascontiguousarray(wt.T) if w is None else w
         wnorm = np.sqrt((w.astype(np.float64) ** 2).sum(1)) if wnorm is None else wnorm
+        if ynorm is None:
+            y64 = y.astype(np.float64)
+            ynorm = np.sqrt((y64 * y64).sum(1)) * (1 + 1e-12)
         _STATE["jit"].new_rows_linear(
-            out, n_old, wt, levels, seg_slope, *plan, g_s, y, seg_off, bias, wsum, rtol, w, wnorm
+            out, n_old, wt, levels, seg_slope, *plan, g_s, y, seg_off, bias, rtol, w, wnorm, ynorm
         )
 
 

@@ -42,8 +42,35 @@ def _linear(lin: nn.Linear, x: Tensor, out: Tensor) -> None:
         torch.mm(x, lin.weight.t(), out=out)
 
 
+_ABS_FORMS: dict = {}
+
+
+def _abs_form(lin: nn.Linear) -> tuple[Tensor, Tensor, Tensor]:
+    """``(|W|, ‖W_o‖₂, |b|)`` of an ``nn.Linear`` in float64 on the CPU (``|W|`` by rows, one per output),
+    kept while its parameters are unchanged."""
+    w, b = lin.weight, lin.bias
+    key = (id(lin), w.data_ptr(), w._version, None if b is None else (b.data_ptr(), b._version))
+    got = _ABS_FORMS.get(key)
+    if got is None:
+        w64 = w.detach().double().cpu()
+        got = (
+            w64.abs(),
+            torch.linalg.vector_norm(w64, dim=1),
+            torch.zeros(lin.out_features, dtype=torch.float64) if b is None else b.detach().double().abs().cpu(),
+        )
+        if len(_ABS_FORMS) > 256:
+            _ABS_FORMS.clear()
+        _ABS_FORMS[key] = got
+    return got
+
+
 def _zero_round_off(
-    lin: nn.Linear, out: Tensor, x: Tensor, state: _State, ab: tuple[Tensor, Tensor] | None = None
+    lin: nn.Linear,
+    out: Tensor,
+    x: Tensor,
+    state: _State,
+    ab: tuple[Tensor, Tensor] | None = None,
+    xmag: Tensor | None = None,
 ) -> None:
     """Set to 0 the outputs of ``lin`` (``out``, one row per breakpoint of ``state``) that are 0 on a
     piece up to round-off, and carry the bound of the round-off (:mod:`.roundoff`) past the Linear.
@@ -73,19 +100,12 @@ def _zero_round_off(
     if out.numel() == 0 or x.numel() == 0:
         return
     V, R = x.shape[0], out.shape[0]
-    w = lin.weight.detach()
-    wabs = w.abs()
-    wabs.double().sum(1).cpu()
-    wnorm = torch.linalg.vector_norm(w.double(), dim=1).cpu()
-    babs = (
-        torch.zeros(lin.out_features, dtype=torch.float64)
-        if lin.bias is None
-        else lin.bias.detach().double().abs().cpu()
-    )
+    wabs, wnorm, babs = _abs_form(lin)
     rtol = _cancel_rtol(out.dtype)
     nxt, prv = state.nxt.to(out.device), state.prv.to(out.device)
     err = state.err if state.err is not None and state.err.numel() == R else None
-    xmag = _row_mag(x)
+    if xmag is None:
+        xmag = _row_mag(x)
     if R > V:
         if ab is not None:
             xmag = torch.cat([xmag, torch.maximum(xmag.index_select(0, ab[0]), xmag.index_select(0, ab[1]))])
@@ -119,8 +139,9 @@ def _zero_round_off(
         r, o = (small & near).nonzero().unbind(1)
     if r.numel() == 0:
         return
-    # the bound of the terms at the candidates and their neighbours
-    rows = torch.unique(torch.cat([r, nxt.index_select(0, r), prv.index_select(0, r)]))
+    # the bound of the terms, output by output, at the candidates and at their neighbours along the path
+    q, p = nxt.index_select(0, r), prv.index_select(0, r)
+    rows, cols = torch.cat([r, q, p]), o.repeat(3)
     later = rows >= V
     if R == V:
         a, b = rows, rows
@@ -136,27 +157,21 @@ def _zero_round_off(
             b = torch.where(b >= V, nxt.index_select(0, b), b)
     xa = x.index_select(0, a).abs().double()
     xin = torch.where(later.unsqueeze(1), xa + x.index_select(0, b).abs().double(), xa)
-    bound = xin @ wabs.double().t() + babs.to(out.device)  # (rows, O)
+    wo = wabs.to(out.device).index_select(0, cols)
+    bound = (xin * wo).sum(1) + babs.to(out.device).index_select(0, cols)
     # a later row of a split is interpolated from the outputs at a and b (and corrected): their round-off too
-    bound += torch.where(
-        later.unsqueeze(1), out.index_select(0, a).double().abs() + out.index_select(0, b).double().abs(), 0.0
-    )
+    bound += torch.where(later, out[a, cols].double().abs() + out[b, cols].double().abs(), 0.0)
     bound.mul_(rtol)
     if err is None:
         bound.mul_(4)  # the inputs carry the round-off of earlier layers too
     else:  # the error the inputs carry
-        bound += torch.outer(err.index_select(0, rows), wnorm.to(out.device))
-    at = torch.full((out.shape[0],), -1, dtype=torch.int64, device=out.device)
-    at[rows] = torch.arange(rows.numel(), device=out.device)
-
-    def within(rr: Tensor) -> Tensor:
-        return out[rr, o].double().abs() <= bound[at.index_select(0, rr), o]
-
-    q, p = nxt.index_select(0, r), prv.index_select(0, r)
-    near = ((q != r) & within(q)) | ((p != r) & within(p))
+        bound += err.index_select(0, rows) * wnorm.to(out.device).index_select(0, cols)
+    ok = out[rows, cols].double().abs() <= bound
+    k = r.numel()
+    near = ((q != r) & ok[k : 2 * k]) | ((p != r) & ok[2 * k :])
     if err is not None:  # an end of a path: one row is enough where the bound is tracked (float64)
         near |= (q == r) | (p == r)
-    keep = within(r) & near
+    keep = ok[:k] & near
     out[r[keep], o[keep]] = 0.0
 
 
@@ -431,8 +446,9 @@ def _act_linear_compiled(state: _State, step: _Step, z: Tensor, lin: nn.Linear |
         return split.rec, None
     out = torch.empty(state.n_rows, lin.out_features, dtype=z.dtype)
     _linear(lin, z, out[:V])  # z holds the activation now
+    ymag = _row_mag(z)
     if state.n_rows > V:
-        w, wt, bias, wsum, wnorm = _linear_form(step, lin)
+        w, wt, bias, wnorm = _linear_form(step, lin)
         _kernels.new_rows_linear(
             out.numpy(),
             V,
@@ -444,19 +460,19 @@ def _act_linear_compiled(state: _State, step: _Step, z: Tensor, lin: nn.Linear |
             z.numpy(),
             act_form.seg_off,
             bias,
-            wsum,
             _cancel_rtol(z.dtype),
             w,
             wnorm,
+            ymag.numpy(),
         )
-    _zero_round_off(lin, out, z, state, (g_piece, nxt_old.index_select(0, g_piece)))
+    _zero_round_off(lin, out, z, state, (g_piece, nxt_old.index_select(0, g_piece)), ymag)
     return split.rec, out
 
 
 def _linear_form(step: _Step, lin: nn.Linear):
     """The Linear after an activation as :func:`spacefold._core.walk._kernels.new_rows_linear` takes it: its
-    weight (contiguous), the weight transposed (contiguous), its bias, and the sum of the absolute
-    weights of every output and their Euclidean norm (float64). Kept on the step while the parameters are unchanged."""
+    weight (contiguous), the weight transposed (contiguous), its bias, and the Euclidean norm of the
+    weights of every output (float64). Kept on the step while the parameters are unchanged."""
     wgt, b = lin.weight, lin.bias
     key = (wgt.data_ptr(), wgt._version, None if b is None else (b.data_ptr(), b._version))
     form = step.linear_form.get(key)
@@ -468,7 +484,6 @@ def _linear_form(step: _Step, lin: nn.Linear):
             w.contiguous().numpy(),
             w.t().contiguous().numpy(),
             bias,
-            w64.abs().sum(1).numpy(),
             torch.linalg.vector_norm(w64, dim=1).numpy(),
         )
         step.linear_form = {key: form}  # one kept (the parameters may change); replaced whole for threads
