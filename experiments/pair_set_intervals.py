@@ -13,6 +13,7 @@ which the pair-set part of a difference (1.96 x sqrt 2 x its sd) falls below the
     python experiments/pair_set_intervals.py                  # every study, markdown on stdout
     python experiments/pair_set_intervals.py --only regularizer generalisation
     python experiments/pair_set_intervals.py --only generalisation-today   # the networks rerun with today's code
+    python experiments/pair_set_intervals.py --only fixed-width            # steps between depths at fixed width
 """
 
 from __future__ import annotations
@@ -289,6 +290,36 @@ def width_depth() -> str:
     return "\n".join(out)
 
 
+def fixed_width() -> str:
+    """Steps of Φ_N between depths of the fixed-width series: each family's neighbouring depths, and depth 2
+    against depths 5 and 8 (the deeper minus the shallower, seeds matched by number, as for the depth study)."""
+    rows = _load("fixed-width-depth/runs/*.json")
+    by = {}
+    for r in rows:
+        by.setdefault(r["arch"], {})[r["seed"]] = r
+    depths = sorted({r["depth"] for r in rows})
+    out = ["### Fixed-width depth series (18,000 inter-class paths per network)"]
+    for name, fam in _fixed_width().families([20, 40, 80], depths, "2x80"):
+        steps = list(zip(depths, depths[1:])) + [(2, 5), (2, 8)]
+        out += ["", f"{name}:", "", HEADER]
+        for d0, d1 in steps:
+            a, b = fam.get(d0), fam.get(d1)
+            if a not in by or b not in by:
+                continue
+            seeds = sorted(set(by[a]) & set(by[b]))
+            out.append(
+                _row(
+                    f"{b} − {a}",
+                    [by[b][s]["phi"] for s in seeds],
+                    [_sd(by[b][s]["phi_ci"]) for s in seeds],
+                    [by[a][s]["phi"] for s in seeds],
+                    [_sd(by[a][s]["phi_ci"]) for s in seeds],
+                    by[a][seeds[0]]["n_inter_class_paths"],
+                )
+            )
+    return "\n".join(out)
+
+
 def cnn() -> str:
     rows = _load("cnn-mnist/runs/*_p10000.json")
     by = {}
@@ -363,6 +394,7 @@ STUDIES = {
     "generalisation-today": generalisation_today,
     "regularizer": None,
     "width-depth": width_depth,
+    "fixed-width": fixed_width,
     "cnn": cnn,
 }
 
