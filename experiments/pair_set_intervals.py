@@ -14,6 +14,7 @@ which the pair-set part of a difference (1.96 x sqrt 2 x its sd) falls below the
     python experiments/pair_set_intervals.py --only regularizer generalisation
     python experiments/pair_set_intervals.py --only generalisation-today   # the networks rerun with today's code
     python experiments/pair_set_intervals.py --only fixed-width            # steps between depths at fixed width
+    python experiments/pair_set_intervals.py --only regularizer-today      # the regulariser study's rerun
 """
 
 from __future__ import annotations
@@ -180,18 +181,19 @@ def generalisation(rows: list[dict] | None = None, title: str | None = None) -> 
     return "\n".join(out)
 
 
-def regularizer(spread: dict | None) -> str:
-    runs = _load("regularizer/runs/*.json")
+def regularizer(spread: dict | None, sub: str = "runs") -> str:
+    """The regulariser study's comparisons: its first records (``runs``) or its rerun with today's code
+    (``today/runs``, the runs its page reports)."""
+    runs = _load(f"regularizer/{sub}/*.json")
     sd300 = {}
     if spread:
         for arch, net in spread["networks"].items():
             if "300" in net["by_size"]:
                 sd300[arch] = net["by_size"]["300"]["phi_sd"]
-    out = [
-        "### Regulariser study (300 inter-class test pairs, the same for every run; records of the code before "
-        "69489aa)",
-        "",
-    ]
+    which = (
+        "records of the code before 69489aa" if sub == "runs" else "the rerun with today's code, pair-plan version 1"
+    )
+    out = [f"### Regulariser study (300 inter-class test pairs, the same for every run; {which})", ""]
     out.append(
         "Pair-set sd of Φ_N at 300 pairs (experiments/pair_spread.py, seed-0 networks of the depth study's "
         "recipe): "
@@ -393,6 +395,7 @@ STUDIES = {
     "generalisation": generalisation,
     "generalisation-today": generalisation_today,
     "regularizer": None,
+    "regularizer-today": None,
     "width-depth": width_depth,
     "fixed-width": fixed_width,
     "cnn": cnn,
@@ -410,7 +413,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     spread = json.loads(Path(args.spread).read_text()) if Path(args.spread).is_file() else None
     for name in args.only or list(STUDIES):
-        text = regularizer(spread) if name == "regularizer" else STUDIES[name]()
+        if name.startswith("regularizer"):
+            text = regularizer(spread, "runs" if name == "regularizer" else "today/runs")
+        else:
+            text = STUDIES[name]()
         print(text + "\n")
     return 0
 
