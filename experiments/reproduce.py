@@ -21,7 +21,9 @@ printed with its path in the JSON), 2 on bad arguments.
 ``--quick`` took 687 s (11.5 minutes) for the eight studies it held then, on a 2-core machine shared
 with other jobs, one torch thread per run; all eight agreed with their records. Checked alone since,
 on the same (loaded) machine: fixed-width-depth 201 s and regularizer-scale 95 s, both the same as
-recorded; transformer-folding (one 1x32 MLP trained 3 epochs and 1,000 exact walks) 120 s, the same.
+recorded; transformer-folding (one 1x32 MLP trained 3 epochs and 1,000 exact walks) 120 s, the same;
+regularizer, against the record of its rerun (made from a tree with uncommitted code changes, ``git_dirty``), 75 s
+with the code of commit 79f27ca, the same.
 
 The regulariser-at-scale records of 1,000 training images with λ > 0 were trained by code older
 than commit e133b22 (its folding loss placed the sample points as (1 − t)·x1 + t·x2, today's by
