@@ -25,7 +25,8 @@ on the same (loaded) machine: fixed-width-depth 201 s and regularizer-scale 95 s
 recorded; transformer-folding (one 1x32 MLP trained 3 epochs and 1,000 exact walks) 120 s, the same;
 regularizer, against the record of its rerun (made from a tree with uncommitted code changes, ``git_dirty``), 75 s
 with the code of commit 79f27ca, the same; pair-spread (3x20 trained 30 epochs, 20 pair sets of 300) 48 s, the
-same.
+same. Summed, these times put all eleven at about 19 minutes (1,150 s) on that machine; the eleven have
+not been run together since.
 
 The regulariser-at-scale records of 1,000 training images with λ > 0 were trained by code older
 than commit e133b22 (its folding loss placed the sample points as (1 − t)·x1 + t·x2, today's by
