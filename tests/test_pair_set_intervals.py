@@ -58,3 +58,15 @@ def test_regularizer_today_reads_the_rerun():
     assert abs(_delta(_row(today, "3x20 λ=0.1 always − λ=0: Φ_N")) - want) < 5e-4
     first = mod.regularizer(None, "runs")
     assert "records of the code before 69489aa" in first
+
+
+def test_regularizer_scale_spread_and_the_pairs_its_effect_needs():
+    text = _script().regularizer_scale()
+    for arch in ("3x20", "5x12", "3x40", "6x40"):
+        for n in (1000, 5000):
+            assert _row(text, f"{arch} | {n} | 0").endswith("|")
+    m = re.search(r"pair-set sd (\d\.\d{4}); .* from (\d+) pairs", text)
+    sd, need = float(m.group(1)), int(m.group(2))
+    # pairs_needed: (z sqrt2 sd sqrt(1000) / effect)^2, with the sd rounded as printed
+    z = 1.959963984540054
+    assert abs(need - (z * 2**0.5 * sd * 1000**0.5 / 0.069) ** 2) < 2
