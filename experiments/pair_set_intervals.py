@@ -13,6 +13,9 @@ which the pair-set part of a difference (1.96 x sqrt 2 x its sd) falls below the
     python experiments/pair_set_intervals.py                  # every study, markdown on stdout
     python experiments/pair_set_intervals.py --only regularizer generalisation
     python experiments/pair_set_intervals.py --only generalisation-today   # the networks rerun with today's code
+    python experiments/pair_set_intervals.py --only fixed-width            # steps between depths at fixed width
+    python experiments/pair_set_intervals.py --only regularizer-today      # the regulariser study's rerun
+    python experiments/pair_set_intervals.py --only regularizer-scale      # pair-set spread at scale
 """
 
 from __future__ import annotations
@@ -179,18 +182,19 @@ def generalisation(rows: list[dict] | None = None, title: str | None = None) -> 
     return "\n".join(out)
 
 
-def regularizer(spread: dict | None) -> str:
-    runs = _load("regularizer/runs/*.json")
+def regularizer(spread: dict | None, sub: str = "runs") -> str:
+    """The regulariser study's comparisons: its first records (``runs``) or its rerun with today's code
+    (``today/runs``, the runs its page reports)."""
+    runs = _load(f"regularizer/{sub}/*.json")
     sd300 = {}
     if spread:
         for arch, net in spread["networks"].items():
             if "300" in net["by_size"]:
                 sd300[arch] = net["by_size"]["300"]["phi_sd"]
-    out = [
-        "### Regulariser study (300 inter-class test pairs, the same for every run; records of the code before "
-        "69489aa)",
-        "",
-    ]
+    which = (
+        "records of the code before 69489aa" if sub == "runs" else "the rerun with today's code, pair-plan version 1"
+    )
+    out = [f"### Regulariser study (300 inter-class test pairs, the same for every run; {which})", ""]
     out.append(
         "Pair-set sd of Φ_N at 300 pairs (experiments/pair_spread.py, seed-0 networks of the depth study's "
         "recipe): "
@@ -289,6 +293,75 @@ def width_depth() -> str:
     return "\n".join(out)
 
 
+def fixed_width() -> str:
+    """Steps of Φ_N between depths of the fixed-width series: each family's neighbouring depths, and depth 2
+    against depths 5 and 8 (the deeper minus the shallower, seeds matched by number, as for the depth study)."""
+    rows = _load("fixed-width-depth/runs/*.json")
+    by = {}
+    for r in rows:
+        by.setdefault(r["arch"], {})[r["seed"]] = r
+    depths = sorted({r["depth"] for r in rows})
+    out = ["### Fixed-width depth series (18,000 inter-class paths per network)"]
+    for name, fam in _fixed_width().families([20, 40, 80], depths, "2x80"):
+        steps = list(zip(depths, depths[1:])) + [(2, 5), (2, 8)]
+        out += ["", f"{name}:", "", HEADER]
+        for d0, d1 in steps:
+            a, b = fam.get(d0), fam.get(d1)
+            if a not in by or b not in by:
+                continue
+            seeds = sorted(set(by[a]) & set(by[b]))
+            out.append(
+                _row(
+                    f"{b} − {a}",
+                    [by[b][s]["phi"] for s in seeds],
+                    [_sd(by[b][s]["phi_ci"]) for s in seeds],
+                    [by[a][s]["phi"] for s in seeds],
+                    [_sd(by[a][s]["phi_ci"]) for s in seeds],
+                    by[a][seeds[0]]["n_inter_class_paths"],
+                )
+            )
+    return "\n".join(out)
+
+
+def regularizer_scale() -> str:
+    """The pair-set spread of Φ_N in the regulariser-at-scale runs (1,000 test pairs each, every pair's χ at the
+    chosen epoch recorded): a bootstrap over each run's pairs (200 draws), for λ = 0 and λ = 0.3 of the λ grid, and
+    the pairs per network at which the pair-set part of a difference falls below the smallest effect on Φ_N the
+    page reports (+0.069: 3x40, 1,000 images, the term at every 2nd step at 2λ, against no term)."""
+    import base64
+    import re
+
+    from spacefold._core.global_folding import median_nonzero
+
+    grid = re.compile(r"_lam(0|0\.3)_always_random_b10_wd0_p0_s\d+$")
+    rng = np.random.default_rng(0)
+    by: dict[tuple, list[float]] = {}
+    for r in _load("regularizer-scale/runs/*.json"):
+        if not grid.search(r["name"]):
+            continue
+        chi = np.frombuffer(base64.b64decode(r["chosen"]["chi"]), dtype=np.float32)
+        draws = [median_nonzero(chi[rng.integers(0, chi.size, chi.size)]) for _ in range(200)]
+        by.setdefault((r["arch"], r["n_train"], r["lam"]), []).append(float(np.std(draws, ddof=1)))
+    out = [
+        "### Regulariser at scale (1,000 test pairs per run, Φ_N at the chosen epoch)",
+        "",
+        "| arch | training images | λ | runs | pair-set sd of Φ_N (min–max over the runs) |",
+        "|---|---|---|---|---|",
+    ]
+    for (arch, n, lam), sds in sorted(by.items()):
+        out.append(f"| {arch} | {n} | {lam:g} | {len(sds)} | {min(sds):.4f}–{max(sds):.4f} |")
+    ref = by.get(("3x40", 1000, 0.0), []) + by.get(("3x40", 1000, 0.3), [])
+    if ref:
+        sd = float(np.sqrt(np.mean(np.square(ref))))
+        need = pairs_needed(0.069, (0.0, 2 * Z * sd), 1000)
+        out += [
+            "",
+            f"3x40 on 1,000 images (λ = 0 and 0.3): pair-set sd {sd:.4f}; the pair-set part of a difference falls "
+            f"below +0.069 from {need} pairs per network on.",
+        ]
+    return "\n".join(out)
+
+
 def cnn() -> str:
     rows = _load("cnn-mnist/runs/*_p10000.json")
     by = {}
@@ -362,7 +435,10 @@ STUDIES = {
     "generalisation": generalisation,
     "generalisation-today": generalisation_today,
     "regularizer": None,
+    "regularizer-today": None,
+    "regularizer-scale": regularizer_scale,
     "width-depth": width_depth,
+    "fixed-width": fixed_width,
     "cnn": cnn,
 }
 
@@ -378,7 +454,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     spread = json.loads(Path(args.spread).read_text()) if Path(args.spread).is_file() else None
     for name in args.only or list(STUDIES):
-        text = regularizer(spread) if name == "regularizer" else STUDIES[name]()
+        if name in ("regularizer", "regularizer-today"):
+            text = regularizer(spread, "runs" if name == "regularizer" else "today/runs")
+        else:
+            text = STUDIES[name]()
         print(text + "\n")
     return 0
 

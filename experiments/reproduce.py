@@ -4,9 +4,10 @@
     python experiments/reproduce.py --quick --data-dir DIR --only symmetry width-depth
     python experiments/reproduce.py --record generalisation --data-dir DIR   # re-record (see below)
 
-For each study, the smallest recorded run (``STUDIES``) is trained and measured again through the
-study script's own functions, into a temporary folder, and its JSON is compared with the recorded
-one, field by field:
+For each study (each folder of ``experiments/results``), the smallest recorded run (``STUDIES``) is
+trained and measured again through the study script's own functions, into a temporary folder, and its
+JSON is compared with the recorded one, field by field (for the pair-spread measurement, whose one
+record holds two networks at four sizes, the 3x20 network at 300 pairs and only that part of the record):
 
 - strings, integers, booleans and list lengths must be identical;
 - floats must agree within ``|new − recorded| ≤ ATOL + RTOL·|recorded|`` (1e-9 and 1e-6), which
@@ -21,7 +22,11 @@ printed with its path in the JSON), 2 on bad arguments.
 ``--quick`` took 687 s (11.5 minutes) for the eight studies it held then, on a 2-core machine shared
 with other jobs, one torch thread per run; all eight agreed with their records. Checked alone since,
 on the same (loaded) machine: fixed-width-depth 201 s and regularizer-scale 95 s, both the same as
-recorded; transformer-folding (one 1x32 MLP trained 3 epochs and 1,000 exact walks) 120 s, the same.
+recorded; transformer-folding (one 1x32 MLP trained 3 epochs and 1,000 exact walks) 120 s, the same;
+regularizer, against the record of its rerun (made from a tree with uncommitted code changes, ``git_dirty``), 75 s
+with the code of commit 79f27ca, the same; pair-spread (3x20 trained 30 epochs, 20 pair sets of 300) 48 s, the
+same. Summed, these times put all eleven at about 19 minutes (1,150 s) on that machine; the eleven have
+not been run together since.
 
 The regulariser-at-scale records of 1,000 training images with λ > 0 were trained by code older
 than commit e133b22 (its folding loss placed the sample points as (1 − t)·x1 + t·x2, today's by
@@ -119,12 +124,14 @@ def _script(name: str):
 class Study:
     """One recorded run of a study: where its record is and how to make it again into a folder.
 
-    ``rerun(tmp, data_dir)`` returns ``{recorded path relative to RESULTS: new JSON path}``."""
+    ``rerun(tmp, data_dir)`` returns ``{recorded path relative to RESULTS: new JSON path}``; ``part``, where
+    the rerun makes only part of a record again, picks that part out of the record and out of the rerun."""
 
     name: str
     rerun: Callable[[Path, str], dict[str, Path]]
     note: str = ""
     today: bool = False  # the record was made again with today's code (``--record``)
+    part: Callable[[object], object] | None = None
 
 
 def _mnist_depth(tmp: Path, data_dir: str) -> dict[str, Path]:
@@ -344,6 +351,19 @@ def _transformer(tmp: Path, data_dir: str) -> dict[str, Path]:
     return {"transformer-folding/runs/relu_d1_s0.json": tmp / "runs" / "relu_d1_s0.json"}
 
 
+def _pair_spread(tmp: Path, data_dir: str) -> dict[str, Path]:
+    """The 3x20 network of the pair-spread measurement and its 20 pair sets of 300 pairs."""
+    _script("pair_spread").main(
+        ["--data-dir", data_dir, "--out", str(tmp), "--archs", "3x20", "--sizes", "300", "--pair-seeds", "20"]
+    )
+    return {"pair-spread/spread.json": tmp / "spread.json"}
+
+
+def _pair_spread_part(record: dict) -> dict:
+    net = record["networks"]["3x20"]
+    return {"test_accuracy": net["test_accuracy"], "300": net["by_size"]["300"]}
+
+
 STUDIES = {
     s.name: s
     for s in (
@@ -364,6 +384,12 @@ STUDIES = {
         Study("cnn-mnist", _cnn_mlp, "the 3x20 MLP of seed 0 on the study's 10,000 pairs"),
         Study("adversarial", _adversarial, "3x20 seed 0: attack success and the exact interaction at ε = 0.05"),
         Study("transformer-folding", _transformer, "the 1x32 ReLU MLP of seed 0 on the study's 1,000 pairs"),
+        Study(
+            "pair-spread",
+            _pair_spread,
+            "the 3x20 network (seed 0, 30 epochs) on 20 pair sets of 300 pairs",
+            part=_pair_spread_part,
+        ),
     )
 }
 
@@ -385,6 +411,12 @@ def check(study: Study, data_dir: str, results: Path | None = None) -> list[str]
                 diffs.append(f"{rec}: the rerun wrote no {Path(new).name}")
                 continue
             recorded, got = json.loads(rec_path.read_text()), json.loads(Path(new).read_text())
+            if study.part is not None:
+                try:
+                    recorded, got = study.part(recorded), study.part(got)
+                except (KeyError, IndexError, TypeError) as err:
+                    diffs.append(f"{rec}: the part compared is missing ({type(err).__name__}: {err})")
+                    continue
             diffs += [f"{rec} {d}" for d in compare(recorded, got)]
         return diffs
     finally:

@@ -111,6 +111,39 @@ def test_check_and_exit_status_on_a_synthetic_study(tmp_path, monkeypatch):
     assert e.value.code == 2
 
 
+def test_check_compares_only_the_part_a_study_makes_again(tmp_path):
+    r = _reproduce()
+    results = tmp_path / "results"
+    (results / "toy").mkdir(parents=True)
+    record = {"networks": {"a": {"phi": 0.1}, "b": {"phi": 0.2}}}
+    (results / "toy" / "s.json").write_text(json.dumps(record))
+
+    def rerun(phi_a):
+        def make(tmp, data_dir):
+            (tmp / "s.json").write_text(json.dumps({"networks": {"a": {"phi": phi_a}}}))
+            return {"toy/s.json": tmp / "s.json"}
+
+        return make
+
+    def part(j):
+        return j["networks"]["a"]
+
+    # network b is not made again: without ``part`` it counts as missing, with it only a is compared
+    assert r.check(r.Study("toy", rerun(0.1)), "unused", results) == ["toy/s.json $.networks.b: recorded, missing now"]
+    assert r.check(r.Study("toy", rerun(0.1), part=part), "unused", results) == []
+    (d,) = r.check(r.Study("toy", rerun(0.3), part=part), "unused", results)
+    assert d.startswith("toy/s.json $.phi: recorded 0.1, got 0.3")
+    (d,) = r.check(r.Study("toy", rerun(0.1), part=lambda j: j["networks"]["c"]), "unused", results)
+    assert "the part compared is missing" in d
+
+
+def test_every_study_with_records_has_a_check():
+    """--quick reruns a run of every folder of records (a check is named after its study's folder)."""
+    r = _reproduce()
+    studies = {p.name for p in (ROOT / "experiments" / "results").iterdir() if p.is_dir()}
+    assert studies == set(r.STUDIES)
+
+
 @pytest.mark.slow
 def test_reproduce_quick_every_study():
     data = os.environ.get("SPACEFOLD_DATA")

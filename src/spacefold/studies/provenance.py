@@ -19,11 +19,26 @@ _PROVENANCE: dict | None = None
 
 
 _MACHINE_OPTIONS = ("--data-dir",)
+# the source tree this module belongs to (src/spacefold/studies/provenance.py), where it is one
+_ROOT = Path(__file__).resolve().parents[3]
+
+
+def _shown_path(arg: str) -> str:
+    """An absolute path as recorded: relative to the source tree where it lies inside it, else ``PATH``
+    (another argument is left as it is)."""
+    if not os.path.isabs(arg):
+        return arg
+    path = os.path.normpath(arg)
+    root = str(_ROOT)
+    if os.path.commonpath([path, root]) == root:
+        return os.path.relpath(path, root)
+    return "PATH"
 
 
 def _shown_command(argv: Sequence[str]) -> list[str]:
     """The command line as recorded: the values of the options that name a machine's data
-    directory (``--data-dir``) replaced by ``DIR``; the results are shared, the paths are not."""
+    directory (``--data-dir``) replaced by ``DIR``, and every other absolute path shown relative to
+    the source tree (``PATH`` outside it); the results are shared, the paths are not."""
     out: list[str] = []
     hide = False
     for a in argv:
@@ -35,6 +50,11 @@ def _shown_command(argv: Sequence[str]) -> list[str]:
             hide = True
         elif any(a.startswith(o + "=") for o in _MACHINE_OPTIONS):
             out.append(a.split("=", 1)[0] + "=DIR")
+        elif a.startswith("-") and "=" in a:
+            opt, value = a.split("=", 1)
+            out.append(f"{opt}={_shown_path(value)}")
+        elif out:
+            out.append(_shown_path(a))
         else:
             out.append(a)
     if out and os.path.isabs(out[0]):
@@ -46,7 +66,8 @@ def run_provenance() -> dict:
     """Where a result came from, recorded with every run of every study: the spacefold version,
     the git commit of the source tree it was imported from (``None`` outside a git checkout) and
     whether that tree's code (``src/``, ``experiments/*.py``) had uncommitted changes, the torch, numpy and Python
-    versions, the command line (data directories shown as ``DIR``), and the pair-drawing version
+    versions, the command line (data directories shown as ``DIR``, other absolute paths relative to the
+    source tree), and the pair-drawing version
     (:data:`spacefold._core.pairs.PLAN_VERSION`).
 
     Taken once per process (the first call), so that every run of one process records the
