@@ -116,7 +116,10 @@ def __getattr__(name: str) -> object:
     if name in _MOVED:
         module = _MOVED[name]
         _warnings.warn(
-            f"spacefold.{name} is deprecated at the top level; use {module}.{name}", DeprecationWarning, stacklevel=2
+            f"spacefold.{name} is no longer part of the public API (docs/reference lists what is) and will be "
+            f"removed from the top level; it lives on as {module}.{name}, internal, which may change without notice",
+            DeprecationWarning,
+            stacklevel=2,
         )
         return getattr(_importlib.import_module(module), name)
     old = f"{__name__}.{name}"
