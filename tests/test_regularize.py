@@ -282,7 +282,7 @@ def test_model_where_nothing_can_be_hooked(segments):
 
 def test_exact_variant_refuses_a_smooth_model(segments):
     model = sf.mlp("2x8", 2, 2, activation="gelu", seed=0)
-    assert math.isfinite(float(folding_loss(model, *segments)))  # the grid surrogate works for any activation
+    assert math.isfinite(float(folding_loss(model, *segments).detach()))  # the grid surrogate works for any activation
     with pytest.raises(NotPiecewiseLinearError, match="method='exact' cannot walk"):
         folding_loss(model, *segments, method="exact")
 
