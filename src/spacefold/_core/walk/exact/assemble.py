@@ -391,34 +391,214 @@ def _join(w: ExactWalkBatch, seg: Tensor) -> ExactWalkBatch:
     )
 
 
+def _stable_order(key: Tensor) -> Tensor:
+    """The order that sorts the non-negative int64 ``key`` stably (in int32 where it fits: twice as fast)."""
+    if key.numel() and int(key.max()) < 2**31:
+        key = key.int()
+    return torch.sort(key, stable=True).indices
+
+
+def _search(w: ExactWalkBatch, j: Tensor, v: Tensor, right: bool) -> Tensor:
+    """The first row of walk ``j[i]`` of ``w`` whose t is ``>= v[i]`` (``> v[i]`` with ``right``), for every i
+    (``v`` in [0, 1]; the row after the walk's last where there is none).
+
+    One search over all rows: the rows ordered by walk and t are ordered by ``t + 2 * walk`` (rounding keeps
+    the order, and the walks' ranges [2 walk, 2 walk + 1] stay apart), and so is ``v + 2 * j`` among them.
+    Rounding can make keys equal whose t differ; those rows, of walk ``j[i]``, are compared exactly."""
+    t = w.t_sorted
+    key = t + 2 * w.path_sorted.to(t.dtype)
+    q = v.to(t.dtype) + 2 * j.to(t.dtype)
+    lo = torch.searchsorted(key, q)
+    hi = torch.searchsorted(key, q, right=True)
+    amb = hi - lo
+    n_amb = int(amb.sum())
+    if n_amb == 0:
+        return lo
+    i = torch.repeat_interleave(torch.arange(j.numel(), device=j.device), amb)
+    start = torch.cumsum(amb, 0) - amb
+    rows = lo.index_select(0, i) + torch.arange(n_amb, device=j.device) - start.index_select(0, i)
+    tr, vi = t.index_select(0, rows), v.to(t.dtype).index_select(0, i)
+    below = (tr <= vi) if right else (tr < vi)
+    return lo + torch.zeros_like(lo).index_add_(0, i, below.long())
+
+
+def _clip_many(w: ExactWalkBatch, j: Tensor, a: Tensor, b: Tensor) -> ExactWalkBatch:
+    """The walks of the sub-segments [a[i], b[i]] of the walks ``j[i]`` of ``w``, for :func:`_join` (walk i of
+    the result is :func:`_clip` ``(w, j[i], a[i], b[i])``): their breakpoints in [a, b], with breakpoints at
+    ``a`` and ``b`` added where ``w`` has none (their point patterns are those of the pieces around them, so
+    nothing flips there), and the pattern at ``a`` as the start.
+
+    ``j`` (int64), ``a``, ``b`` (float64) on ``w``'s device, 0 <= a <= b <= 1, ordered by ``j`` and, within a
+    walk, with ``a`` and ``b`` non-decreasing: then the rows of the clips, in order, start and end at
+    non-decreasing rows of ``w`` (the rows are ordered by walk, then by t)."""
+    dev = w.t_sorted.device
+    t, V, F_, m = w.t_sorted, w.t_sorted.numel(), w.n_neurons, j.numel()
+    if m == 0:
+        z = torch.zeros(0, dtype=torch.int64, device=dev)
+        return ExactWalkBatch(w.start_bits[:0], z, z, z, t[:0], z, z, z)
+    lo, hi = w.first.index_select(0, j), w.last.index_select(0, j) + 1
+    i0 = _search(w, j, a, right=False)  # first row t >= a
+    i1 = _search(w, j, b, right=True)  # first row t > b
+    a, b = a.to(t.dtype), b.to(t.dtype)
+    add_a = (i0 == hi) | (t.index_select(0, i0.clamp(max=V - 1)) != a)
+    add_b = (i1 == lo) | (t.index_select(0, (i1 - 1).clamp(min=0)) != b)
+    n = add_a.long() + (i1 - i0) + add_b.long()
+    off = torch.cumsum(n, 0) - n
+    # the rows: a where added, the rows of w in [a, b], b where added
+    c = torch.repeat_interleave(torch.arange(m, device=dev), n)
+    p = torch.arange(c.numel(), device=dev) - off.index_select(0, c)
+    t_new = t.index_select(0, (i0.index_select(0, c) + p - add_a.long().index_select(0, c)).clamp(0, V - 1))
+    t_new = torch.where((p == 0) & add_a.index_select(0, c), a.index_select(0, c), t_new)
+    t_new = torch.where((p == n.index_select(0, c) - 1) & add_b.index_select(0, c), b.index_select(0, c), t_new)
+    # the flips at the rows of every clip: clips c0 .. c1 - 1 hold a flip at row r (c0: the first clip whose
+    # rows end after r, c1: the first whose rows start after r)
+    at, neuron, sign = w.flip_at, w.flip_neuron, w.flip_sign
+    one = torch.ones_like(i0)
+    c1 = torch.cumsum(torch.zeros(V + 1, dtype=torch.int64, device=dev).index_add_(0, i0, one), 0).index_select(0, at)
+    c0 = torch.cumsum(torch.zeros(V + 1, dtype=torch.int64, device=dev).index_add_(0, i1, one), 0).index_select(0, at)
+    cnt = (c1 - c0).clamp(min=0)
+    f = torch.repeat_interleave(torch.arange(at.numel(), device=dev), cnt)
+    cf = c0.index_select(0, f) + torch.arange(f.numel(), device=dev) - (torch.cumsum(cnt, 0) - cnt).index_select(0, f)
+    order = _stable_order(cf)  # clip by clip, each in the order of w's flips
+    f, cf = f.index_select(0, order), cf.index_select(0, order)
+    # every flip changes its bit: the pattern at a is the walk's start pattern flipped by the flips before a.
+    # A flip at row r counts for the clips of its walk from c1 on: added at c1, summed along the clips of a walk
+    # (uint8 sums wrap modulo 256, which keeps parity)
+    in_walk = (c1 < m) & (at >= lo.index_select(0, c1.clamp(max=m - 1)))
+    k = in_walk.nonzero().squeeze(1)
+    d = torch.zeros(m * F_, dtype=torch.uint8, device=dev)
+    d.index_add_(0, c1.index_select(0, k) * F_ + neuron.index_select(0, k), torch.ones_like(k, dtype=torch.uint8))
+    cs = torch.cumsum(d.view(m, F_), 0, dtype=torch.uint8)
+    head = torch.ones(m, dtype=torch.bool, device=dev)  # the first clip of its walk
+    head[1:] = j[1:] != j[:-1]
+    g = torch.cumsum(head.long(), 0) - 1  # clip -> its walk's first clip, via the heads
+    first_clip = head.nonzero().squeeze(1)
+    before = first_clip.index_select(0, g) - 1
+    prev = torch.zeros_like(cs)
+    has = before >= 0
+    prev[has] = cs.index_select(0, before[has])
+    start = w.start_bits.index_select(0, j) ^ ((cs - prev) & 1).bool()
+    jf, nf = j.index_select(0, cf), neuron.index_select(0, f)
+    bit = _at(w.start_bits, jf, nf) ^ (sign.index_select(0, f) > 0)  # the bit after every flip
+    new_sign = torch.where(bit != _at(start, cf, nf), 1, -1)
+    new_at = off.index_select(0, cf) + add_a.long().index_select(0, cf) + at.index_select(0, f) - i0.index_select(0, cf)
+    return ExactWalkBatch(start, new_at, nf, new_sign, t_new, c, off, off + n - 1)
+
+
 def _clip(w: ExactWalkBatch, j: int, a: float, b: float) -> ExactWalkBatch:
-    """The walk of the sub-segment [a, b] of walk ``j`` of ``w``, for :func:`_join`: its breakpoints in
-    [a, b], with breakpoints at ``a`` and ``b`` added where ``w`` has none (their point patterns are
-    those of the pieces around them, so nothing flips there), and the pattern at ``a`` as its start."""
-    lo, hi = int(w.first[j]), int(w.last[j]) + 1
-    t = w.t_sorted[lo:hi]
-    i0 = lo + int(torch.searchsorted(t, torch.tensor([a], dtype=t.dtype, device=t.device)))  # first row t >= a
-    i1 = lo + int(torch.searchsorted(t, torch.tensor([b], dtype=t.dtype, device=t.device), right=True))  # > b
-    add_a = i0 == hi or bool(w.t_sorted[i0] != a)
-    add_b = i1 == lo or bool(w.t_sorted[i1 - 1] != b)
-    sel = ((w.flip_at >= lo) & (w.flip_at < hi)).nonzero().squeeze(1)
-    at, neuron, sign = (x.index_select(0, sel) for x in (w.flip_at, w.flip_neuron, w.flip_sign))
-    bit = w.start_bits[j].index_select(0, neuron) ^ (sign > 0)  # the bit after every flip
-    # every flip changes its bit: the pattern at a is the start pattern flipped by the flips before a
-    before = neuron[at < i0]
-    parity = torch.zeros(w.n_neurons, dtype=torch.int64, device=before.device).index_add_(
-        0, before, torch.ones_like(before)
+    """The walk of the sub-segment [a, b] of walk ``j`` of ``w`` (0 <= a <= b <= 1), for :func:`_join`: its
+    breakpoints in [a, b], with breakpoints at ``a`` and ``b`` added where ``w`` has none, and the pattern at
+    ``a`` as its start (see :func:`_clip_many`)."""
+    dev = w.t_sorted.device
+    f64 = torch.float64
+    return _clip_many(
+        w,
+        torch.tensor([j], device=dev),
+        torch.tensor([a], dtype=f64, device=dev),
+        torch.tensor([b], dtype=f64, device=dev),
     )
-    start = w.start_bits[j] ^ (parity % 2 == 1)
-    inside = ((at >= i0) & (at < i1)).nonzero().squeeze(1)
-    at, neuron, bit = at.index_select(0, inside), neuron.index_select(0, inside), bit.index_select(0, inside)
-    off = (1 if add_a else 0) - i0
-    parts = [w.t_sorted.new_tensor([a])] if add_a else []
-    parts.append(w.t_sorted[i0:i1])
-    if add_b:
-        parts.append(w.t_sorted.new_tensor([b]))
-    t_new = torch.cat(parts)
-    n = t_new.numel()
-    sign = torch.where(bit != start.index_select(0, neuron), 1, -1)
-    z = torch.zeros(1, dtype=torch.int64, device=t_new.device)
-    return ExactWalkBatch(start.unsqueeze(0), at + off, neuron, sign, t_new, z.expand(n).clone(), z, z + n - 1)
+
+
+def _reorder(w: ExactWalkBatch, pos: Tensor) -> ExactWalkBatch:
+    """The walks of ``w`` with walk i moved to place ``pos[i]`` (a permutation); the flips walk by walk, each
+    walk's in the order of ``w``'s."""
+    dev = w.t_sorted.device
+    n_rows = w.last - w.first + 1
+    new_rows = torch.zeros_like(n_rows).index_copy_(0, pos, n_rows)
+    new_first = torch.cumsum(new_rows, 0) - new_rows
+    shift = new_first.index_select(0, pos) - w.first  # per walk of w: its rows' move
+    walk_of = w.path_sorted
+    dest = torch.arange(w.t_sorted.numel(), device=dev) + shift.index_select(0, walk_of)
+    t = torch.empty_like(w.t_sorted).index_copy_(0, dest, w.t_sorted)
+    fw = walk_of.index_select(0, w.flip_at)
+    order = _stable_order(pos.index_select(0, fw))
+    at = w.flip_at.index_select(0, order)
+    return ExactWalkBatch(
+        torch.empty_like(w.start_bits).index_copy_(0, pos, w.start_bits),
+        at + shift.index_select(0, fw.index_select(0, order)),
+        w.flip_neuron.index_select(0, order),
+        w.flip_sign.index_select(0, order),
+        t,
+        torch.repeat_interleave(torch.arange(w.n_walks, device=dev), new_rows),
+        new_first,
+        new_first + new_rows - 1,
+    )
+
+
+def _splice(w: ExactWalkBatch, j: Tensor, a: Tensor, b: Tensor, subs: ExactWalkBatch) -> ExactWalkBatch:
+    """``w`` with the walks ``subs`` of the sub-segments [a[i], b[i]] of its walks ``j[i]`` joined in: walk i of
+    ``subs`` is the walk of [a[i], b[i]] (breakpoints at the segment's t), ordered by ``j`` and, within a walk,
+    by t, the sub-segments of a walk apart. A walk with sub-segments becomes the :func:`_join` of its pieces
+    in order of t (the parts of its walk between the sub-segments, clipped by :func:`_clip_many`, and the walks
+    of the sub-segments); the others are kept as they are. The flips keep the order of ``w``'s, a walk with
+    sub-segments being the order of its pieces' flips, then those of the junctions."""
+    dev = w.t_sorted.device
+    n, m = w.n_walks, j.numel()
+    if m == 0:
+        return w
+    head = torch.ones(m, dtype=torch.bool, device=dev)  # the first sub-segment of its walk
+    head[1:] = j[1:] != j[:-1]
+    g = torch.cumsum(head.long(), 0) - 1  # sub-segment -> its walk among those with sub-segments
+    uj = j[head]
+    u = uj.numel()
+    # the parts between the sub-segments: from t = 0 (the walk's first t) to a[0], b[0] to a[1], ..., b[-1] to t = 1
+    k = torch.arange(m, device=dev)
+    first_ref = k[head]  # of every walk, its first sub-segment
+    last_ref = torch.cat([first_ref[1:], first_ref.new_tensor([m])]) - 1
+    ca = torch.empty(m + u, dtype=a.dtype, device=dev)
+    cb = torch.empty(m + u, dtype=b.dtype, device=dev)
+    ca[first_ref + torch.arange(u, device=dev)] = w.t_sorted.index_select(0, w.first.index_select(0, uj)).to(a.dtype)
+    ca[k + g + 1] = b
+    cb[k + g] = a
+    cb[last_ref + torch.arange(u, device=dev) + 1] = w.t_sorted.index_select(0, w.last.index_select(0, uj)).to(b.dtype)
+    cj = torch.repeat_interleave(uj, torch.bincount(g, minlength=u) + 1)
+    clips = _clip_many(w, cj, ca, cb)
+    # the pieces in order: a walk's parts and sub-segments alternate
+    cg = torch.repeat_interleave(torch.arange(u, device=dev), torch.bincount(g, minlength=u) + 1)
+    pos = torch.cat([2 * torch.arange(m + u, device=dev) - cg, 2 * k + g + 1])
+    seg = torch.repeat_interleave(torch.arange(u, device=dev), 2 * torch.bincount(g, minlength=u) + 1)
+    joined = _join(_reorder(ExactWalkBatch.concat([clips, subs]), pos), seg)
+    # the walks of w, those with sub-segments from joined
+    refined = torch.zeros(n, dtype=torch.bool, device=dev)
+    refined[uj] = True
+    n_rows = w.last - w.first + 1
+    n_rows[uj] = joined.last - joined.first + 1
+    first = torch.cumsum(n_rows, 0) - n_rows
+    keep_row = ~refined.index_select(0, w.path_sorted)
+    V = int(n_rows.sum())
+    t = torch.empty(V, dtype=w.t_sorted.dtype, device=dev)
+    shift_w = first - w.first
+    rows_w = keep_row.nonzero().squeeze(1)
+    t[rows_w + shift_w.index_select(0, w.path_sorted.index_select(0, rows_w))] = w.t_sorted.index_select(0, rows_w)
+    shift_j = first.index_select(0, uj) - joined.first
+    t[torch.arange(joined.t_sorted.numel(), device=dev) + shift_j.index_select(0, joined.path_sorted)] = joined.t_sorted
+    # the flips: block by block (a run of walks without sub-segments, or one walk with), each block's in order
+    walk_w = w.path_sorted.index_select(0, w.flip_at)
+    kf = (~refined.index_select(0, walk_w)).nonzero().squeeze(1)
+    walk_w = walk_w.index_select(0, kf)
+    walk_j = joined.path_sorted.index_select(0, joined.flip_at)
+    new_block = refined.clone()
+    new_block[0] = True
+    new_block[1:] |= refined[:-1]
+    block = torch.cumsum(new_block.long(), 0)
+    order = _stable_order(torch.cat([block.index_select(0, walk_w), block.index_select(0, uj.index_select(0, walk_j))]))
+    at = torch.cat(
+        [
+            w.flip_at.index_select(0, kf) + shift_w.index_select(0, walk_w),
+            joined.flip_at + shift_j.index_select(0, walk_j),
+        ]
+    )
+    neuron = torch.cat([w.flip_neuron.index_select(0, kf), joined.flip_neuron])
+    sign = torch.cat([w.flip_sign.index_select(0, kf), joined.flip_sign])
+    start_bits = w.start_bits.clone()
+    start_bits[uj] = joined.start_bits
+    return ExactWalkBatch(
+        start_bits,
+        at.index_select(0, order),
+        neuron.index_select(0, order),
+        sign.index_select(0, order),
+        t,
+        torch.repeat_interleave(torch.arange(n, device=dev), n_rows),
+        first,
+        first + n_rows - 1,
+    )

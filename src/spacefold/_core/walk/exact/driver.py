@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ....errors import InputError
 from ...patterns import LayerSelector
 from .. import WalkBatch, _kernels, memory_budget, resolve_tol
-from .assemble import ExactWalkBatch, _assemble, _clip, _join, _take
+from .assemble import ExactWalkBatch, _assemble, _join, _splice, _take
 from .handlers import _run
 from .maxpool import _Unresolved
 from .program import ExactProgram, compile_model
@@ -321,7 +321,8 @@ def _exact(
     def refine(parts: list[ExactWalkBatch]) -> list[ExactWalkBatch]:
         """The walks ``parts`` (of the segments 0, 1, ... in order, from :func:`finish`) with the sub-segments of
         :func:`to_refine` walked again in float64, in batches within the memory budget, and joined in (counted in
-        ``n_refined``). A sub-segment over the budget alone stays as walked in the model's dtype."""
+        ``n_refined``; all walks then in one batch, :func:`.assemble._splice`). A sub-segment over the budget alone
+        stays as walked in the model's dtype."""
         found, off = [], 0
         for part in parts:
             w, a, b = to_refine(part, part._masks[0])
@@ -332,8 +333,7 @@ def _exact(
         if m == 0:
             return parts
         a_all, b_all = torch.cat([f[2] for f in found]), torch.cat([f[3] for f in found])
-        subs: list[ExactWalkBatch | None] = [None] * m
-        sub_unres = [False] * m
+        groups: list[tuple[int, int, ExactWalkBatch, Tensor]] = []
 
         def walk_group(lo: int, hi: int) -> None:
             """The sub-segments lo .. hi - 1 in one batch, or in halves where that is over the budget."""
@@ -344,52 +344,32 @@ def _exact(
                     walk_group(lo, (lo + hi) // 2)
                     walk_group((lo + hi) // 2, hi)
                 return
-            sub_unres[lo:hi] = u.tolist()
-            for i in range(lo, hi):
-                subs[i], sub = _take(sub, 1)
+            groups.append((lo, hi, sub, u))
 
-        walk_group(0, m)
-        out_parts, i0 = [], 0
-        for part, (w, _, a, b) in zip(parts, found):
-            mi = w.numel()
-            if mi:
-                part = splice(part, w.tolist(), a.tolist(), b.tolist(), subs[i0 : i0 + mi], sub_unres[i0 : i0 + mi])
-            out_parts.append(part)
-            i0 += mi
-        return out_parts
-
-    def splice(
-        part: ExactWalkBatch, w_of: list[int], a_l: list[float], b_l: list[float], subs: list, sub_unres: list[bool]
-    ) -> ExactWalkBatch:
-        """``part`` with the walks ``subs`` of the sub-segments [a_l[i], b_l[i]] of its walks ``w_of[i]`` joined in."""
-        n = part.n_walks
-        f64, unres = part._masks
+        walk_group(0, m)  # the groups in order of their sub-segments
+        if not groups:
+            return parts
+        walked = torch.zeros(m, dtype=torch.bool)
+        sub_unres = torch.zeros(m, dtype=torch.bool)
+        for lo, hi, _, u in groups:
+            walked[lo:hi] = True
+            sub_unres[lo:hi] = u
+        whole = parts[0] if len(parts) == 1 else ExactWalkBatch.concat(parts)
+        f64, unres = (torch.cat([p._masks[i] for p in parts]) for i in (0, 1))
+        done = walked.nonzero().squeeze(1)
+        w_done = w_all.index_select(0, done.to(w_all.device))
+        spliced = _splice(
+            whole,
+            w_done,
+            a_all.index_select(0, done.to(a_all.device)),
+            b_all.index_select(0, done.to(b_all.device)),
+            ExactWalkBatch.concat([s for _, _, s, _ in groups]),
+        )
+        w_cpu = w_done.cpu()
+        refined = torch.zeros(whole.n_walks, dtype=torch.int64).index_add_(0, w_cpu, torch.ones_like(w_cpu))
         unres = unres.clone()
-        refined = torch.zeros(n, dtype=torch.int64)
-        out, done, rest, k = [], 0, part, 0
-        while k < len(w_of):
-            j = w_of[k]
-            if j > done:
-                head, rest = _take(rest, j - done)
-                out.append(head)
-            one, rest = _take(rest, 1)
-            t_j = one.t_sorted
-            pieces, lo = [], float(t_j[0])
-            while k < len(w_of) and w_of[k] == j:
-                if subs[k] is not None:
-                    pieces += [_clip(one, 0, lo, a_l[k]), subs[k]]
-                    lo = b_l[k]
-                    refined[j] += 1
-                    unres[j] |= sub_unres[k]
-                k += 1
-            pieces.append(_clip(one, 0, lo, float(t_j[-1])))
-            out.append(
-                _join(ExactWalkBatch.concat(pieces), torch.zeros(len(pieces), dtype=torch.int64, device=t_j.device))
-            )
-            done = j + 1
-        if done < n:
-            out.append(rest)
-        return finish(ExactWalkBatch.concat(out), f64, unres, refined)
+        unres[w_cpu[sub_unres[done]]] = True
+        return [finish(spliced, f64, unres, refined)]
 
     def finish(part: ExactWalkBatch, f64: Tensor, unres: Tensor, refined: Tensor | None = None) -> ExactWalkBatch:
         object.__setattr__(part, "n_float64", int(f64.sum()))
