@@ -666,6 +666,77 @@ def zero_candidates(out, thr, nxt, prv, ends):
 
 
 @jit
+def term_within(out, x, wabs, babs, wnorm, err, nxt, prv, rr, o, V, ab_a, ab_b, rtol, tracked):
+    """Whether output ``o`` of a Linear at row ``rr`` is within the bound of its round-off (see
+    :func:`zero_round_off`)."""
+    if rr < V:
+        a = rr
+        b = rr
+    elif ab_a.size:
+        a = ab_a[rr - V]
+        b = ab_b[rr - V]
+    else:  # the nearest first rows before and after (a row the split added lies between them)
+        a = rr
+        while a >= V:
+            a = prv[a]
+        b = rr
+        while b >= V:
+            b = nxt[b]
+    F = x.shape[1]
+    acc = 0.0
+    if rr < V:
+        for n in range(F):
+            acc += abs(np.float64(x[a, n])) * wabs[o, n]
+    else:
+        for n in range(F):
+            acc += (abs(np.float64(x[a, n])) + abs(np.float64(x[b, n]))) * wabs[o, n]
+    bound = acc + babs[o]
+    if rr >= V:  # interpolated from the outputs at a and b (and corrected): their round-off too
+        bound += abs(np.float64(out[a, o])) + abs(np.float64(out[b, o]))
+    bound *= rtol
+    if tracked:
+        bound += err[rr] * wnorm[o]  # the error the inputs carry
+    else:
+        bound *= 4  # the inputs carry the round-off of earlier layers too
+    return abs(np.float64(out[rr, o])) <= bound
+
+
+@jit
+def zero_round_off(out, x, wabs, babs, wnorm, err, thr, nxt, prv, V, ab_a, ab_b, rtol, tracked):
+    """Set to 0 the outputs of a Linear (``out``, one row per breakpoint; ``x`` its input at the first ``V``
+    rows) that are 0 on a piece up to round-off; returns how many. The candidates of
+    :func:`zero_candidates` (``thr``: the largest bound any output can have) are kept where the output is
+    within the bound of its round-off, ``rtol·(Σ|w||x| + |b|)`` (``wabs``, ``babs``: |W| by rows, |b|) at its
+    row and at a neighbouring row of the same path (``nxt``, ``prv``), or (``tracked``) is at an end of it.
+    A row ``V + g`` the split added lies between rows ``ab_a[g]`` and ``ab_b[g]`` (empty: the nearest first
+    rows along the path), its input at most theirs summed, and its output interpolated from theirs (their
+    round-off added). With ``tracked`` the bound adds the error the inputs carry, ``err·‖w‖₂`` (``wnorm``);
+    without, it is taken four times. Every test reads the outputs before any is set to 0."""
+    rows, cols = zero_candidates(out, thr, nxt, prv, tracked)
+    k = rows.size
+    keep = np.zeros(k, np.bool_)
+    for i in range(k):
+        r = rows[i]
+        o = cols[i]
+        if not term_within(out, x, wabs, babs, wnorm, err, nxt, prv, r, o, V, ab_a, ab_b, rtol, tracked):
+            continue
+        q = nxt[r]
+        p = prv[r]
+        near = tracked and (q == r or p == r)
+        if not near and q != r:
+            near = term_within(out, x, wabs, babs, wnorm, err, nxt, prv, q, o, V, ab_a, ab_b, rtol, tracked)
+        if not near and p != r:
+            near = term_within(out, x, wabs, babs, wnorm, err, nxt, prv, p, o, V, ab_a, ab_b, rtol, tracked)
+        keep[i] = near
+    n = 0
+    for i in range(k):
+        if keep[i]:
+            out[rows[i], cols[i]] = 0.0
+            n += 1
+    return n
+
+
+@jit
 def lerp_rows(x, ia, ib, w, w1, out):
     """``out[g] = torch.lerp(x[ia[g]], x[ib[g]], w[g])`` (its formula; ``w1 = 1 − w``) for 2-D arrays."""
     K = x.shape[1]

@@ -171,6 +171,29 @@ def zero_candidates(out, thr, nxt, prv, ends=False):
     return _STATE["jit"].zero_candidates(out, thr, nxt, prv, ends)
 
 
+def zero_round_off(out, x, wabs, babs, wnorm, err, thr, nxt, prv, n_old, ab_a, ab_b, rtol):
+    """See ``spacefold._core.walk._jit.zero_round_off``; ``err`` ``None`` where the bound is not tracked,
+    ``ab_a``, ``ab_b`` ``None`` for the nearest first rows."""
+    tracked = err is not None
+    none = np.zeros(0, np.int64)
+    return _STATE["jit"].zero_round_off(
+        out,
+        x,
+        wabs,
+        babs,
+        wnorm,
+        err if tracked else np.zeros(0),
+        thr,
+        nxt,
+        prv,
+        n_old,
+        none if ab_a is None else ab_a,
+        none if ab_b is None else ab_b,
+        rtol,
+        tracked,
+    )
+
+
 def lerp_rows(x, ia, ib, w, out):
     """Rows ``ia`` and ``ib`` of the 2-D ``x`` interpolated at ``w`` (one weight per row, of
     ``x``'s dtype) into ``out``, as ``torch.lerp`` computes them, without gathering them first."""
@@ -227,6 +250,20 @@ def prepare(dtype, announce=None) -> None:
             nxt = np.array([1, 1])
             list_ranks(nxt, 1)
             zero_candidates(np.zeros((2, 1), d), np.ones(1), nxt, np.array([0, 0]))
+            for err, ab in ((None, None), (np.zeros(2), np.array([0]))):
+                zero_round_off(
+                    np.zeros((3, 1), d),
+                    np.zeros((2, 1), d),
+                    *(np.ones((1, 1)), np.ones(1), np.ones(1)),
+                    err if err is None else np.zeros(3),
+                    np.ones(1),
+                    np.array([2, 1, 1]),
+                    np.array([0, 2, 0]),
+                    2,
+                    ab,
+                    np.array([1]) if ab is not None else None,
+                    1e-12,
+                )
             _STATE.setdefault("prepared", set()).add(d)
     finally:
         if timer is not None:

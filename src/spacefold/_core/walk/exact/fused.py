@@ -121,11 +121,23 @@ def _zero_round_off(
     if err is None:
         thr.mul_(4)
     thr = thr.to(out.device)
-    if _kernels_take(out) and out.is_contiguous():
-        r, o = map(
-            torch.from_numpy,
-            _kernels.zero_candidates(out.numpy(), thr.numpy(), state.nxt.numpy(), state.prv.numpy(), err is not None),
+    if _kernels_take(out) and out.is_contiguous() and x.is_contiguous():
+        _kernels.zero_round_off(
+            out.numpy(),
+            x.numpy(),
+            wabs.numpy(),
+            babs.numpy(),
+            wnorm.numpy(),
+            None if err is None else err.double().contiguous().numpy(),
+            thr.numpy(),
+            state.nxt.numpy(),
+            state.prv.numpy(),
+            V,
+            None if ab is None or R == V else ab[0].contiguous().numpy(),
+            None if ab is None or R == V else ab[1].contiguous().numpy(),
+            rtol,
         )
+        return
     else:
         small = out.abs() <= thr
         if not bool(small.any()):
