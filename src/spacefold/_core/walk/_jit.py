@@ -472,7 +472,7 @@ def act_value(seg_slope, seg_off, levels, n, v):
     return seg_slope[n, j] * v + seg_off[n, j]
 
 
-@jit
+@jit(inline="always")
 def any_to_redo(v, ya, yb, bound, dd, s, s1):
     """Whether an output ``v`` at a new row (fraction ``s`` of the piece, ``s1 = 1 − s``) is to be
     computed again as a plain product: within ``bound`` of 0, or of its value at an end (``ya``,
