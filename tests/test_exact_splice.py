@@ -69,9 +69,16 @@ def _ref_splice(part: ExactWalkBatch, w_of: list[int], a_l: list[float], b_l: li
     return ExactWalkBatch.concat(out)
 
 
+def _flips_in_order(w: ExactWalkBatch) -> dict[str, torch.Tensor]:
+    """The flips of ``w`` sorted by breakpoint and neuron (the order of a batch's flips carries no meaning)."""
+    order = torch.argsort(w.flip_at * max(w.n_neurons, 1) + w.flip_neuron)
+    return {name: getattr(w, name).index_select(0, order) for name in ("flip_at", "flip_neuron", "flip_sign")}
+
+
 def _same(w: ExactWalkBatch, ref: ExactWalkBatch) -> None:
+    fw, fr = _flips_in_order(w), _flips_in_order(ref)
     for name in FIELDS:
-        x, y = getattr(w, name), getattr(ref, name)
+        x, y = (fw[name], fr[name]) if name in fw else (getattr(w, name), getattr(ref, name))
         assert x.dtype == y.dtype and torch.equal(x, y), name
 
 

@@ -525,13 +525,36 @@ def _reorder(w: ExactWalkBatch, pos: Tensor) -> ExactWalkBatch:
     )
 
 
+def _subset(w: ExactWalkBatch, idx: Tensor) -> ExactWalkBatch:
+    """The walks ``idx`` (increasing) of ``w`` as a batch of their own, their flips in the order of ``w``'s."""
+    dev = w.t_sorted.device
+    u = idx.numel()
+    n_rows = (w.last - w.first + 1).index_select(0, idx)
+    first = torch.cumsum(n_rows, 0) - n_rows
+    c = torch.repeat_interleave(torch.arange(u, device=dev), n_rows)
+    total = c.numel()
+    rows = w.first.index_select(0, idx).index_select(0, c) + torch.arange(total, device=dev) - first.index_select(0, c)
+    new_row = torch.full((w.t_sorted.numel(),), -1, dtype=torch.int64, device=dev)
+    new_row[rows] = torch.arange(total, device=dev)
+    fk = (new_row.index_select(0, w.flip_at) >= 0).nonzero().squeeze(1)
+    return ExactWalkBatch(
+        w.start_bits.index_select(0, idx),
+        new_row.index_select(0, w.flip_at.index_select(0, fk)),
+        w.flip_neuron.index_select(0, fk),
+        w.flip_sign.index_select(0, fk),
+        w.t_sorted.index_select(0, rows),
+        c,
+        first,
+        first + n_rows - 1,
+    )
+
+
 def _splice(w: ExactWalkBatch, j: Tensor, a: Tensor, b: Tensor, subs: ExactWalkBatch) -> ExactWalkBatch:
     """``w`` with the walks ``subs`` of the sub-segments [a[i], b[i]] of its walks ``j[i]`` joined in: walk i of
     ``subs`` is the walk of [a[i], b[i]] (breakpoints at the segment's t), ordered by ``j`` and, within a walk,
     by t, the sub-segments of a walk apart. A walk with sub-segments becomes the :func:`_join` of its pieces
     in order of t (the parts of its walk between the sub-segments, clipped by :func:`_clip_many`, and the walks
-    of the sub-segments); the others are kept as they are. The flips keep the order of ``w``'s, a walk with
-    sub-segments being the order of its pieces' flips, then those of the junctions."""
+    of the sub-segments); the others are kept as they are."""
     dev = w.t_sorted.device
     n, m = w.n_walks, j.numel()
     if m == 0:
@@ -551,8 +574,9 @@ def _splice(w: ExactWalkBatch, j: Tensor, a: Tensor, b: Tensor, subs: ExactWalkB
     ca[k + g + 1] = b
     cb[k + g] = a
     cb[last_ref + torch.arange(u, device=dev) + 1] = w.t_sorted.index_select(0, w.last.index_select(0, uj)).to(b.dtype)
-    cj = torch.repeat_interleave(uj, torch.bincount(g, minlength=u) + 1)
-    clips = _clip_many(w, cj, ca, cb)
+    # the parts clipped from the walks with sub-segments alone (the others are not touched)
+    cj = torch.repeat_interleave(torch.arange(u, device=dev), torch.bincount(g, minlength=u) + 1)
+    clips = _clip_many(_subset(w, uj), cj, ca, cb)
     # the pieces in order: a walk's parts and sub-segments alternate
     cg = torch.repeat_interleave(torch.arange(u, device=dev), torch.bincount(g, minlength=u) + 1)
     pos = torch.cat([2 * torch.arange(m + u, device=dev) - cg, 2 * k + g + 1])
@@ -572,16 +596,12 @@ def _splice(w: ExactWalkBatch, j: Tensor, a: Tensor, b: Tensor, subs: ExactWalkB
     t[rows_w + shift_w.index_select(0, w.path_sorted.index_select(0, rows_w))] = w.t_sorted.index_select(0, rows_w)
     shift_j = first.index_select(0, uj) - joined.first
     t[torch.arange(joined.t_sorted.numel(), device=dev) + shift_j.index_select(0, joined.path_sorted)] = joined.t_sorted
-    # the flips: block by block (a run of walks without sub-segments, or one walk with), each block's in order
+    # the flips: those of the walks without sub-segments, then those of the joined walks (the order of a batch's
+    # flips carries no meaning)
     walk_w = w.path_sorted.index_select(0, w.flip_at)
     kf = (~refined.index_select(0, walk_w)).nonzero().squeeze(1)
     walk_w = walk_w.index_select(0, kf)
     walk_j = joined.path_sorted.index_select(0, joined.flip_at)
-    new_block = refined.clone()
-    new_block[0] = True
-    new_block[1:] |= refined[:-1]
-    block = torch.cumsum(new_block.long(), 0)
-    order = _stable_order(torch.cat([block.index_select(0, walk_w), block.index_select(0, uj.index_select(0, walk_j))]))
     at = torch.cat(
         [
             w.flip_at.index_select(0, kf) + shift_w.index_select(0, walk_w),
@@ -594,9 +614,9 @@ def _splice(w: ExactWalkBatch, j: Tensor, a: Tensor, b: Tensor, subs: ExactWalkB
     start_bits[uj] = joined.start_bits
     return ExactWalkBatch(
         start_bits,
-        at.index_select(0, order),
-        neuron.index_select(0, order),
-        sign.index_select(0, order),
+        at,
+        neuron,
+        sign,
         t,
         torch.repeat_interleave(torch.arange(n, device=dev), n_rows),
         first,
