@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ....errors import InputError
 from ...patterns import LayerSelector
 from .. import WalkBatch, _kernels, memory_budget, resolve_tol
-from .assemble import ExactWalkBatch, _assemble, _join, _splice, _take
+from .assemble import ExactWalkBatch, _assemble, _join, _splice, _subset, _take
 from .handlers import _run
 from .maxpool import _Unresolved
 from .program import ExactProgram, compile_model
@@ -320,9 +320,9 @@ def _exact(
 
     def refine(parts: list[ExactWalkBatch]) -> list[ExactWalkBatch]:
         """The walks ``parts`` (of the segments 0, 1, ... in order, from :func:`finish`) with the sub-segments of
-        :func:`to_refine` walked again in float64, in batches within the memory budget, and joined in (counted in
-        ``n_refined``; all walks then in one batch, :func:`.assemble._splice`). A sub-segment over the budget alone
-        stays as walked in the model's dtype."""
+        :func:`to_refine` walked again in float64, in batches within the memory budget, and joined in part by part
+        (counted in ``n_refined``, :func:`.assemble._splice`). A sub-segment over the budget alone stays as walked in
+        the model's dtype."""
         found, off = [], 0
         for part in parts:
             w, a, b = to_refine(part, part._masks[0])
@@ -354,22 +354,35 @@ def _exact(
         for lo, hi, _, u in groups:
             walked[lo:hi] = True
             sub_unres[lo:hi] = u
-        whole = parts[0] if len(parts) == 1 else ExactWalkBatch.concat(parts)
-        f64, unres = (torch.cat([p._masks[i] for p in parts]) for i in (0, 1))
         done = walked.nonzero().squeeze(1)
-        w_done = w_all.index_select(0, done.to(w_all.device))
-        spliced = _splice(
-            whole,
-            w_done,
-            a_all.index_select(0, done.to(a_all.device)),
-            b_all.index_select(0, done.to(b_all.device)),
-            ExactWalkBatch.concat([s for _, _, s, _ in groups]),
-        )
-        w_cpu = w_done.cpu()
-        refined = torch.zeros(whole.n_walks, dtype=torch.int64).index_add_(0, w_cpu, torch.ones_like(w_cpu))
-        unres = unres.clone()
-        unres[w_cpu[sub_unres[done]]] = True
-        return [finish(spliced, f64, unres, refined)]
+        subs = ExactWalkBatch.concat([s for _, _, s, _ in groups])  # the walked sub-segments, in order of done
+        w_done = w_all.index_select(0, done.to(w_all.device)).cpu()
+        a_done, b_done = a_all.index_select(0, done.to(a_all.device)), b_all.index_select(0, done.to(b_all.device))
+        unres_done = sub_unres.index_select(0, done)
+        # part by part, only the parts with walked sub-segments (the cost follows them, not the whole batch)
+        out, off, k0 = [], 0, 0
+        for part in parts:
+            k1 = k0 + int(((w_done >= off) & (w_done < off + part.n_walks)).sum())
+            if k1 == k0:
+                out.append(part)
+            else:
+                local = w_done[k0:k1] - off
+                dev = part.t_sorted.device
+                spliced = _splice(
+                    part,
+                    local.to(dev),
+                    a_done[k0:k1],
+                    b_done[k0:k1],
+                    _subset(subs, torch.arange(k0, k1, device=subs.t_sorted.device)),
+                )
+                f64, unres = part._masks
+                refined = torch.zeros(part.n_walks, dtype=torch.int64).index_add_(0, local, torch.ones_like(local))
+                unres = unres.clone()
+                unres[local[unres_done[k0:k1]]] = True
+                out.append(finish(spliced, f64, unres, refined))
+            off += part.n_walks
+            k0 = k1
+        return out
 
     def finish(part: ExactWalkBatch, f64: Tensor, unres: Tensor, refined: Tensor | None = None) -> ExactWalkBatch:
         object.__setattr__(part, "n_float64", int(f64.sum()))
