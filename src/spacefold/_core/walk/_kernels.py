@@ -54,7 +54,7 @@ def available(dtype: np.dtype | type | None = None) -> bool:
         return False
     if "ok" not in _STATE:
         try:
-            from . import _jit
+            from . import _jit, _jit_zero
         except ImportError:  # no Numba: the walk uses torch operations, as documented
             _STATE["ok"] = False
         except Exception as err:  # noqa: BLE001 - a Numba that fails otherwise must not stop the walk
@@ -66,7 +66,7 @@ def available(dtype: np.dtype | type | None = None) -> bool:
                 stacklevel=2,
             )
         else:
-            _STATE.update(ok=True, jit=_jit, ready=set())
+            _STATE.update(ok=True, jit=_jit, zero=_jit_zero, ready=set())
     if not _STATE["ok"]:
         return False
     if dtype is not None and np.dtype(dtype) not in _STATE["ready"]:
@@ -167,16 +167,16 @@ def new_rows_linear(
 
 
 def zero_candidates(out, thr, nxt, prv, ends=False):
-    """See ``spacefold._core.walk._jit.zero_candidates``."""
-    return _STATE["jit"].zero_candidates(out, thr, nxt, prv, ends)
+    """See ``spacefold._core.walk._jit_zero.zero_candidates``."""
+    return _STATE["zero"].zero_candidates(out, thr, nxt, prv, ends)
 
 
 def zero_round_off(out, x, wabs, babs, wnorm, err, thr, nxt, prv, n_old, ab_a, ab_b, rtol):
-    """See ``spacefold._core.walk._jit.zero_round_off``; ``err`` ``None`` where the bound is not tracked,
+    """See ``spacefold._core.walk._jit_zero.zero_round_off``; ``err`` ``None`` where the bound is not tracked,
     ``ab_a``, ``ab_b`` ``None`` for the nearest first rows."""
     tracked = err is not None
     none = np.zeros(0, np.int64)
-    return _STATE["jit"].zero_round_off(
+    return _STATE["zero"].zero_round_off(
         out,
         x,
         wabs,

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ....errors import InputError
 from ...patterns import LayerSelector
 from .. import WalkBatch, _kernels, memory_budget, resolve_tol
-from .assemble import ExactWalkBatch, _assemble, _join, _splice, _subset, _take
+from .assemble import ExactWalkBatch, _assemble, _join, _reorder, _splice, _subset, _take
 from .handlers import _run
 from .maxpool import _Unresolved
 from .program import ExactProgram, compile_model
@@ -58,7 +58,9 @@ def exact_walks(
 
     Non-finite values inside the network (inputs or weights that overflow the dtype) raise
     :class:`spacefold.errors.InputError`. Segments whose max pooling cannot be resolved in
-    the model's dtype are walked again in float64 (counted in ``n_float64`` of the result). In
+    the model's dtype, or on which a value lies within its round-off of 0 at two neighbouring
+    breakpoints (the zero rule, which only float64 decides), are walked again in float64 (counted
+    in ``n_float64`` of the result). In
     a dtype coarser than float64 (with ``tol`` below its round-off), the sub-segments around
     crossings it cannot tell apart are walked again in float64 and joined in (counted in
     ``n_refined``; docs/method.md, 'The exact walk').
@@ -217,15 +219,16 @@ def _exact(
         accept: bool,
         t_ends: tuple[Tensor, Tensor] | None,
         tol_: float,
-    ) -> tuple[ExactWalkBatch, set, float]:
+    ) -> tuple[ExactWalkBatch, set, set, float]:
         state = _State(n, device, t_ends, caps[pr is not prog or is64])
+        state.defer_zeros = not accept  # a walk that can hand paths to float64 leaves its zero rule to float64
         env = pr._consts()
         for node, (a, c) in zip(pr._live_at_prefix(), ends):
             env[node] = torch.cat([a, c])
         with torch.no_grad():  # grad mode is per thread
             records = _run(pr, env, state, pr.prefix_end, WalkSettings(tie_tol, tol_, accept))
             part = _assemble(state, records, state.n_paths)
-        return part, state.unresolved, float(state.peak_bytes)
+        return part, state.unresolved, state.deferred, float(state.peak_bytes)
 
     def ends_at(path: Tensor, ta: Tensor, tb: Tensor, f64: bool) -> list[tuple[Tensor, Tensor]]:
         """The prefix values at t = ta and t = tb of the segments ``path`` (interpolated: they are affine)."""
@@ -257,7 +260,9 @@ def _exact(
         t_ends = (ta, tb) if not (bool((ta == 0).all()) and bool((tb == 1).all())) else None
         try:
             ends = ends_at(path, ta, tb, f64)
-            part, unres, peak = walk(fine[0] if f64 else prog, ends, n, f64 or is64, t_ends, tol64 if fine_tol else tol)
+            part, unres, deferred, peak = walk(
+                fine[0] if f64 else prog, ends, n, f64 or is64, t_ends, tol64 if fine_tol else tol
+            )
         except _Unresolved as err:
             # walk the others again in the model's dtype and these in float64, in order
             bad = torch.zeros(n, dtype=torch.bool)
@@ -267,7 +272,8 @@ def _exact(
                 j = i
                 while j < n and bool(bad[j] == bad[i]):
                     j += 1
-                parts.append(walk_pieces(path[i:j], ta[i:j], tb[i:j], bool(bad[i]) or fine_tol, fine_tol))
+                f = bool(bad[i]) or fine_tol  # in float64 with float64's merge tolerance (see the zero rule below)
+                parts.append(walk_pieces(path[i:j], ta[i:j], tb[i:j], f, f))
                 i = j
             return (
                 ExactWalkBatch.concat([p[0] for p in parts]),
@@ -278,7 +284,21 @@ def _exact(
         unresolved = torch.zeros(n, dtype=torch.bool)
         if unres:
             unresolved[torch.tensor(sorted(unres))] = True
-        return part, torch.full((n,), f64), unresolved, peak
+        f64_mask = torch.full((n,), f64)
+        if deferred:
+            # values within round-off of 0 at neighbouring breakpoints: a cancellation or a genuine value near 0,
+            # which float32's bound cannot tell apart on wide layers; float64's tracked bound can
+            bad = torch.zeros(n, dtype=torch.bool)
+            bad[torch.tensor(sorted(deferred))] = True
+            good, badi = (~bad).nonzero().squeeze(1), bad.nonzero().squeeze(1)
+            # (with float64's merge tolerance: the refinement of close crossings skips paths walked in float64)
+            sub, sub_f64, sub_unres, sub_peak = walk_pieces(path[badi], ta[badi], tb[badi], True, True)
+            dev = part.t_sorted.device
+            part = _reorder(ExactWalkBatch.concat([_subset(part, good.to(dev)), sub]), torch.cat([good, badi]).to(dev))
+            f64_mask[badi] = sub_f64
+            unresolved[badi] = sub_unres
+            peak = max(peak, sub_peak)
+        return part, f64_mask, unresolved, peak
 
     def to_refine(part: ExactWalkBatch, skip: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The sub-segments of the walks ``part`` (in the model's dtype; not those of ``skip``) that :func:`refine`

@@ -21,7 +21,7 @@ from .crossings import _cut, _signs, _snap, _snap_list, _snap_pairs
 from .program import _Step
 from .roundoff import _act_out, _err_linear, _err_split, _row_mag
 from .settings import WalkSettings, _cancel_rtol, _check_finite
-from .state import _at, _kernels_take, _State
+from .state import _at, _kernels_take, _ranks, _State
 
 # a new breakpoint whose piece is crossed by more neurons than this gets a plain product
 _SPARSE_MAX = 4
@@ -122,7 +122,7 @@ def _zero_round_off(
         thr.mul_(4)
     thr = thr.to(out.device)
     if _kernels_take(out) and out.is_contiguous() and x.is_contiguous():
-        _kernels.zero_round_off(
+        r, o = _kernels.zero_round_off(
             out.numpy(),
             x.numpy(),
             wabs.numpy(),
@@ -137,6 +137,7 @@ def _zero_round_off(
             None if ab is None or R == V else ab[1].contiguous().numpy(),
             rtol,
         )
+        _set_zeros(out, torch.from_numpy(r), torch.from_numpy(o), state)
         return
     else:
         small = out.abs() <= thr
@@ -184,7 +185,19 @@ def _zero_round_off(
     if err is not None:  # an end of a path: one row is enough where the bound is tracked (float64)
         near |= (q == r) | (p == r)
     keep = ok[:k] & near
-    out[r[keep], o[keep]] = 0.0
+    _set_zeros(out, r[keep], o[keep], state)
+
+
+def _set_zeros(out: Tensor, r: Tensor, o: Tensor, state: _State) -> None:
+    """``out[r, o] = 0``; where the walk hands such paths to a float64 walk (``state.defer_zeros``: float32,
+    whose zero rule cannot tell a cancellation from a genuine value near 0 on a wide net), their paths instead."""
+    if r.numel() == 0:
+        return
+    if state.defer_zeros:
+        _, path = _ranks(state)
+        state.deferred.update(torch.unique(path.index_select(0, r.to(path.device))).tolist())
+        return
+    out[r.to(out.device), o.to(out.device)] = 0.0
 
 
 def _zero_pooled_round_off(pool: nn.Module, out: Tensor, x: Tensor, state: _State) -> None:
@@ -210,6 +223,12 @@ def _zero_pooled_round_off(pool: nn.Module, out: Tensor, x: Tensor, state: _Stat
     )
     if state.err is not None:
         near |= (nxt.unsqueeze(1) == ar) | (prv.unsqueeze(1) == ar)
+    if state.defer_zeros:
+        hit = (small & near).any(1).nonzero().squeeze(1)
+        if hit.numel():
+            _, path = _ranks(state)
+            state.deferred.update(torch.unique(path.index_select(0, hit)).tolist())
+        return
     flat.masked_fill_(small & near, 0.0)
 
 
