@@ -120,9 +120,8 @@ class FoldingBatch:
             ``return_walks=True``.
         per_layer (dict[str, Tensor] | None): layer name -> χ ``(batch,)`` of that layer's bits alone; only
             with ``per_layer=True``.
-        n_float64 (int): exact walk: segments walked again in float64 because max pooling could not be
-            resolved in the model's dtype (a near tie of a window's arg-max below its round-off) or a value
-            lay within its round-off of 0 at two neighbouring breakpoints (the zero rule).
+        n_float64 (int): exact walk: segments walked again in float64 where the model's dtype could not resolve
+            max pooling (an arg-max tie below its round-off) or the zero rule at a segment's ends.
         n_unresolved (int): those of them that float64 did not resolve either (their arg-max is decided up
             to float64 round-off; a warning says so).
         n_refined (int): exact walk: sub-segments walked again in float64 around crossings the model's

@@ -129,7 +129,8 @@ class ExactWalkBatch(WalkBatch):
 
     ``n_float64``: walks that were computed again in float64 because max pooling could not
     be resolved in the model's dtype (a near tie of a window's arg-max below its round-off) or a
-    value lay within its round-off of 0 at two neighbouring breakpoints (the zero rule);
+    value lay within its round-off of 0 at neighbouring breakpoints next to a segment's end (the
+    zero rule; elsewhere the pieces around it are refined);
     ``n_unresolved``: walks where not even float64 resolved it, kept with the arg-max decided
     up to float64 round-off (a warning says so). ``n_refined``: sub-segments walked again in
     float64 around breakpoints where several bits flipped in the model's dtype (crossings closer

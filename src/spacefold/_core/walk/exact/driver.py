@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ....errors import InputError
 from ...patterns import LayerSelector
 from .. import WalkBatch, _kernels, memory_budget, resolve_tol
-from .assemble import ExactWalkBatch, _assemble, _join, _reorder, _splice, _subset, _take
+from .assemble import ExactWalkBatch, _assemble, _join, _reorder, _search, _splice, _subset, _take
 from .handlers import _run
 from .maxpool import _Unresolved
 from .program import ExactProgram, compile_model
@@ -59,8 +59,9 @@ def exact_walks(
     Non-finite values inside the network (inputs or weights that overflow the dtype) raise
     :class:`spacefold.errors.InputError`. Segments whose max pooling cannot be resolved in
     the model's dtype, or on which a value lies within its round-off of 0 at two neighbouring
-    breakpoints (the zero rule, which only float64 decides), are walked again in float64 (counted
-    in ``n_float64`` of the result). In
+    breakpoints next to an end (the zero rule, which only float64 decides; elsewhere the pieces
+    around such values are refined, below), are walked again in float64 (counted in ``n_float64``
+    of the result). In
     a dtype coarser than float64 (with ``tol`` below its round-off), the sub-segments around
     crossings it cannot tell apart are walked again in float64 and joined in (counted in
     ``n_refined``; docs/method.md, 'The exact walk').
@@ -219,7 +220,7 @@ def _exact(
         accept: bool,
         t_ends: tuple[Tensor, Tensor] | None,
         tol_: float,
-    ) -> tuple[ExactWalkBatch, set, set, float]:
+    ) -> tuple[ExactWalkBatch, set, list, float]:
         state = _State(n, device, t_ends, caps[pr is not prog or is64])
         state.defer_zeros = not accept  # a walk that can hand paths to float64 leaves its zero rule to float64
         env = pr._consts()
@@ -228,7 +229,7 @@ def _exact(
         with torch.no_grad():  # grad mode is per thread
             records = _run(pr, env, state, pr.prefix_end, WalkSettings(tie_tol, tol_, accept))
             part = _assemble(state, records, state.n_paths)
-        return part, state.unresolved, state.deferred, float(state.peak_bytes)
+        return part, state.unresolved, state.defer_marks, float(state.peak_bytes)
 
     def ends_at(path: Tensor, ta: Tensor, tb: Tensor, f64: bool) -> list[tuple[Tensor, Tensor]]:
         """The prefix values at t = ta and t = tb of the segments ``path`` (interpolated: they are affine)."""
@@ -260,7 +261,7 @@ def _exact(
         t_ends = (ta, tb) if not (bool((ta == 0).all()) and bool((tb == 1).all())) else None
         try:
             ends = ends_at(path, ta, tb, f64)
-            part, unres, deferred, peak = walk(
+            part, unres, marks, peak = walk(
                 fine[0] if f64 else prog, ends, n, f64 or is64, t_ends, tol64 if fine_tol else tol
             )
         except _Unresolved as err:
@@ -285,11 +286,22 @@ def _exact(
         if unres:
             unresolved[torch.tensor(sorted(unres))] = True
         f64_mask = torch.full((n,), f64)
-        if deferred:
-            # values within round-off of 0 at neighbouring breakpoints: a cancellation or a genuine value near 0,
-            # which float32's bound cannot tell apart on wide layers; float64's tracked bound can
-            bad = torch.zeros(n, dtype=torch.bool)
-            bad[torch.tensor(sorted(deferred))] = True
+        # values within round-off of 0 at neighbouring breakpoints: a cancellation or a genuine value near 0, which
+        # float32's bound cannot tell apart on wide layers and float64's tracked bound can. Their pieces are walked
+        # again in float64 by the refinement (whole segments walked from t = 0 to 1, away from their ends), or else
+        # their paths as a whole, here
+        bad = torch.zeros(n, dtype=torch.bool)
+        zero_marks = None
+        if marks:
+            mp, lo, hi = (torch.cat([m[i] for m in marks]).cpu() for i in range(3))
+            if refining and t_ends is None:
+                whole = (lo <= 0) | (hi >= 1)
+                bad[mp[whole]] = True
+                keep = ~whole & ~bad.index_select(0, mp)
+                zero_marks = (mp[keep], lo[keep], hi[keep])
+            else:
+                bad[mp] = True
+        if bool(bad.any()):
             good, badi = (~bad).nonzero().squeeze(1), bad.nonzero().squeeze(1)
             # (with float64's merge tolerance: the refinement of close crossings skips paths walked in float64)
             sub, sub_f64, sub_unres, sub_peak = walk_pieces(path[badi], ta[badi], tb[badi], True, True)
@@ -298,6 +310,8 @@ def _exact(
             f64_mask[badi] = sub_f64
             unresolved[badi] = sub_unres
             peak = max(peak, sub_peak)
+        if zero_marks is not None and zero_marks[0].numel():
+            object.__setattr__(part, "_zero_marks", zero_marks)  # for refine (walks keep their places above)
         return part, f64_mask, unresolved, peak
 
     def to_refine(part: ExactWalkBatch, skip: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -307,7 +321,8 @@ def _exact(
         Crossings closer than the dtype's round-off in t share a breakpoint (in float32 1.2e-7, which ~10^4
         crossings on a segment reach a few times): a breakpoint where several bits flip. Crossings that float64
         merges can be apart in the dtype: breakpoints with flips closer than ``refine_gap`` are walked again
-        too, with the rows between them. A sub-segment runs from the middle of the piece before such a
+        too, with the rows between them, and so are the pieces around values the zero rule left to float64
+        (``_zero_marks``, from :func:`walk_pieces`). A sub-segment runs from the middle of the piece before such a
         breakpoint (or a run of consecutive ones) to the middle of the piece after it."""
         at, t = part.flip_at, part.t_sorted
         V = t.numel()
@@ -328,6 +343,13 @@ def _exact(
             if bool(close.any()):  # the rows from one to the other
                 mark.index_add_(0, a[close], torch.ones_like(a[close]))
                 mark.index_add_(0, c[close] + 1, -torch.ones_like(a[close]))
+        zero_marks = getattr(part, "_zero_marks", None)
+        if zero_marks is not None:  # the rows around values the zero rule left to float64 (walk_pieces)
+            zp, zlo, zhi = (z.to(at.device) for z in zero_marks)
+            i0 = _search(part, zp, zlo, right=False)  # the row before (t >= zlo: the row at zlo), inside its walk
+            i1 = _search(part, zp, zhi, right=True) - 1  # the row after
+            mark.index_add_(0, i0, torch.ones_like(i0))
+            mark.index_add_(0, i1 + 1, -torch.ones_like(i1))
         rows = (torch.cumsum(mark[:V], 0) > 0).nonzero().squeeze(1)
         run = torch.ones_like(rows, dtype=torch.bool)
         run[1:] = rows[1:] != rows[:-1] + 1

@@ -189,15 +189,28 @@ def _zero_round_off(
 
 
 def _set_zeros(out: Tensor, r: Tensor, o: Tensor, state: _State) -> None:
-    """``out[r, o] = 0``; where the walk hands such paths to a float64 walk (``state.defer_zeros``: float32,
-    whose zero rule cannot tell a cancellation from a genuine value near 0 on a wide net), their paths instead."""
+    """``out[r, o] = 0``; where the walk hands such places to a float64 walk (``state.defer_zeros``: float32,
+    whose zero rule cannot tell a cancellation from a genuine value near 0 on a wide net), :func:`_defer` instead."""
     if r.numel() == 0:
         return
     if state.defer_zeros:
-        _, path = _ranks(state)
-        state.deferred.update(torch.unique(path.index_select(0, r.to(path.device))).tolist())
+        _defer(state, r)
         return
     out[r.to(out.device), o.to(out.device)] = 0.0
+
+
+def _defer(state: _State, rows: Tensor) -> None:
+    """Name the pieces on both sides of the breakpoints ``rows`` for a float64 walk: ``(path, t of the row before,
+    t of the row after)`` (the values there are interpolated from these rows)."""
+    _, path = _ranks(state)
+    r = torch.unique(rows.to(path.device))
+    state.defer_marks.append(
+        (
+            path.index_select(0, r),
+            state.t.index_select(0, state.prv.index_select(0, r)),
+            state.t.index_select(0, state.nxt.index_select(0, r)),
+        )
+    )
 
 
 def _zero_pooled_round_off(pool: nn.Module, out: Tensor, x: Tensor, state: _State) -> None:
@@ -226,8 +239,7 @@ def _zero_pooled_round_off(pool: nn.Module, out: Tensor, x: Tensor, state: _Stat
     if state.defer_zeros:
         hit = (small & near).any(1).nonzero().squeeze(1)
         if hit.numel():
-            _, path = _ranks(state)
-            state.deferred.update(torch.unique(path.index_select(0, hit)).tolist())
+            _defer(state, hit)
         return
     flat.masked_fill_(small & near, 0.0)
 

@@ -58,10 +58,10 @@ class _State:
         self.peak_bytes = 0
         self.grown: dict = {}  # tensors of breakpoint values with spare rows (see _interpolate)
         self.unresolved: set[int] = set()  # paths whose max pooling float64 could not resolve (see _split_maxpool)
-        # in a walk that can hand paths to a float64 walk (float32): the zero rule sets nothing to 0 but names the
-        # paths where it would, and those are walked again in float64 (see fused._zero_round_off)
+        # in a walk that can hand paths to a float64 walk (float32): the zero rule sets nothing to 0 but names where
+        # it would, (path, t from, t to) around each such breakpoint, walked again in float64 (see fused._set_zeros)
         self.defer_zeros = False
-        self.deferred: set[int] = set()
+        self.defer_marks: list[tuple[Tensor, Tensor, Tensor]] = []
         self.row_cap = row_cap
         self.err: Tensor | None = None  # a bound of the values' round-off per row (see .roundoff)
 
