@@ -63,7 +63,9 @@ def _env(**extra) -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p), **extra}
 
 
-def _torchrun(n: int, args: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
+def _torchrun(n: int, args: list[str], cwd: Path, monitor: float | None = None, **env) -> subprocess.CompletedProcess:
+    """``torchrun`` with ``n`` ranks; ``monitor``: seconds between its checks of the ranks (after a rank fails it
+    stops the others at its next check: a longer interval leaves them time to report on a loaded machine)."""
     return subprocess.run(
         [
             sys.executable,
@@ -72,6 +74,7 @@ def _torchrun(n: int, args: list[str], cwd: Path, **env) -> subprocess.Completed
             "--standalone",
             "--nproc-per-node",
             str(n),
+            *(["--monitor-interval", str(monitor)] if monitor is not None else []),
             "-m",
             "spacefold",
             *args,
@@ -227,7 +230,7 @@ def test_a_rank_that_fails_fails_the_run_and_writes_nothing(tmp_path, monkeypatc
     monkeypatch.delenv("RANK", raising=False)
     assert cli_main(args[:-2]) == 0  # alone (outside torchrun) the model walks
     assert json.loads(capsys.readouterr().out)["n_paths"] == 4000
-    r = _torchrun(2, args, tmp_path, PYTHONPATH=[str(tmp_path)])
+    r = _torchrun(2, args, tmp_path, monitor=5, PYTHONPATH=[str(tmp_path)])
     assert r.returncode != 0
     assert r.stdout.strip() == ""  # rank 0 printed no result
     assert "failing_net.Stopped: the walks of rank 1 stopped here" in r.stderr  # rank 1's traceback says why
