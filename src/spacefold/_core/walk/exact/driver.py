@@ -222,7 +222,9 @@ def _exact(
         tol_: float,
     ) -> tuple[ExactWalkBatch, set, list, float]:
         state = _State(n, device, t_ends, caps[pr is not prog or is64])
-        state.defer_zeros = not accept  # a walk that can hand paths to float64 leaves its zero rule to float64
+        # a walk of whole segments that can hand them to float64 leaves its zero rule to float64 (walks in pieces,
+        # of paths too large to walk whole, keep float32's rule: their junctions are not refined)
+        state.defer_zeros = not accept and t_ends is None
         env = pr._consts()
         for node, (a, c) in zip(pr._live_at_prefix(), ends):
             env[node] = torch.cat([a, c])
