@@ -19,14 +19,11 @@ record holds two networks at four sizes, the 3x20 network at 300 pairs and only 
 The exit status is 0 when every compared run agrees, 1 when any differs (each difference is
 printed with its path in the JSON), 2 on bad arguments.
 
-``--quick`` took 687 s (11.5 minutes) for the eight studies it held then, on a 2-core machine shared
-with other jobs, one torch thread per run; all eight agreed with their records. Checked alone since,
-on the same (loaded) machine: fixed-width-depth 201 s and regularizer-scale 95 s, both the same as
-recorded; transformer-folding (one 1x32 MLP trained 3 epochs and 1,000 exact walks) 120 s, the same;
-regularizer, against the record of its rerun (made from a tree with uncommitted code changes, ``git_dirty``), 75 s
-with the code of commit 79f27ca, the same; pair-spread (3x20 trained 30 epochs, 20 pair sets of 300) 48 s, the
-same. Summed, these times put all eleven at about 19 minutes (1,150 s) on that machine; the eleven have
-not been run together since.
+``--quick`` with all eleven studies took 138 s (2 min 18 s wall clock, 1.3 GB at most) at commit e8a061e, on
+a 2-core machine with two long jobs of other work at low priority (load average about 3), one torch thread per
+run; all eleven agreed with their records (``/usr/bin/time -v python experiments/reproduce.py --quick
+--data-dir DIR``). On the same machine under a load of 15, the studies checked one by one took up to 201 s each
+(fixed-width-depth) and the eight of that time 687 s together.
 
 The regulariser-at-scale records of 1,000 training images with λ > 0 were trained by code older
 than commit e133b22 (its folding loss placed the sample points as (1 − t)·x1 + t·x2, today's by
