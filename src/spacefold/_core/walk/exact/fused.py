@@ -139,17 +139,17 @@ def _zero_round_off(
         )
         _set_zeros(out, torch.from_numpy(r), torch.from_numpy(o), state)
         return
-    else:
-        small = out.abs() <= thr
-        if not bool(small.any()):
-            return
-        ar = torch.arange(out.shape[0], device=out.device).unsqueeze(1)
-        near = (small.index_select(0, nxt) & (nxt.unsqueeze(1) != ar)) | (
-            small.index_select(0, prv) & (prv.unsqueeze(1) != ar)
-        )
-        if err is not None:
-            near |= (nxt.unsqueeze(1) == ar) | (prv.unsqueeze(1) == ar)
-        r, o = (small & near).nonzero().unbind(1)
+    # torch operations where the kernels do not run
+    small = out.abs() <= thr
+    if not bool(small.any()):
+        return
+    ar = torch.arange(out.shape[0], device=out.device).unsqueeze(1)
+    near = (small.index_select(0, nxt) & (nxt.unsqueeze(1) != ar)) | (
+        small.index_select(0, prv) & (prv.unsqueeze(1) != ar)
+    )
+    if err is not None:
+        near |= (nxt.unsqueeze(1) == ar) | (prv.unsqueeze(1) == ar)
+    r, o = (small & near).nonzero().unbind(1)
     if r.numel() == 0:
         return
     # the bound of the terms, output by output, at the candidates and at their neighbours along the path
