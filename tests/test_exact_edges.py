@@ -565,19 +565,27 @@ def test_float32_refinement_through_index_pairs():
 # --------------------------------------------------------------------------- the zero rule in float32
 
 
+@pytest.mark.parametrize("pieces", [False, True], ids=["whole", "in-pieces"])
 @pytest.mark.parametrize("seed", [0, 3])
-def test_float32_walks_of_wide_nets_count_what_float64_counts(seed):
+def test_float32_walks_of_wide_nets_count_what_float64_counts(seed, pieces, monkeypatch):
     """On a wide, deep net values within float32's round-off bound of 0 at two neighbouring breakpoints are common
     and mostly genuine (a crossing on a short piece): set to 0 in float32 they lost regions on 2-3 of these 40
     paths. The pieces around them are walked again in float64 (the whole path where they touch its ends), whose
     tracked bound tells a cancellation from a genuine value."""
+    from spacefold._core.walk.exact import driver
     from spacefold.models import mlp
 
     net = mlp("6x256", 64, 10, seed=seed).eval()
     g = torch.Generator().manual_seed(seed)
     x1, x2 = torch.rand(40, 64, generator=g), torch.rand(40, 64, generator=g)
-    w32 = exact_walks(net, x1, x2)
     w64 = exact_walks(copy.deepcopy(net).double(), x1.double(), x2.double())
+    joins = []
+    if pieces:  # segments walked in sub-segments, joined (as paths too large for the memory budget are)
+        monkeypatch.setenv("SPACEFOLD_MEMORY", str(2_000_000))
+        join = driver._join
+        monkeypatch.setattr(driver, "_join", lambda w, seg: joins.append(1) or join(w, seg))
+    w32 = exact_walks(net, x1, x2)
+    assert bool(joins) == pieces
     assert torch.equal(w32.n_regions, w64.n_regions)
     assert w32.n_float64 + w32.n_refined > 0 and w32.n_float64 < 40  # pieces handed to float64, not every path
     s32, s64 = summarize(w32), summarize(w64)

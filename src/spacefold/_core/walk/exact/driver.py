@@ -222,9 +222,10 @@ def _exact(
         tol_: float,
     ) -> tuple[ExactWalkBatch, set, list, float]:
         state = _State(n, device, t_ends, caps[pr is not prog or is64])
-        # a walk of whole segments that can hand them to float64 leaves its zero rule to float64 (walks in pieces,
-        # of paths too large to walk whole, keep float32's rule: their junctions are not refined)
-        state.defer_zeros = not accept and t_ends is None
+        # a walk that can hand paths to float64 leaves its zero rule to float64: to the refinement, or to a float64
+        # walk of whole segments (pieces of segments keep float32's rule where nothing is refined: a float64 piece
+        # would meet float32 ones at unrefined junctions)
+        state.defer_zeros = not accept and (refining or t_ends is None)
         env = pr._consts()
         for node, (a, c) in zip(pr._live_at_prefix(), ends):
             env[node] = torch.cat([a, c])
@@ -296,7 +297,7 @@ def _exact(
         zero_marks = None
         if marks:
             mp, lo, hi = (torch.cat([m[i] for m in marks]).cpu() for i in range(3))
-            if refining and t_ends is None:
+            if refining:  # the pieces around them, unless they reach an end of the segment
                 whole = (lo <= 0) | (hi >= 1)
                 bad[mp[whole]] = True
                 keep = ~whole & ~bad.index_select(0, mp)
@@ -443,6 +444,7 @@ def _exact(
         nxt_path = k
         joined: list[ExactWalkBatch] = []
         pending: list[tuple[ExactWalkBatch, Tensor, Tensor, Tensor]] = []
+        seg_marks: list[tuple[Tensor, Tensor, Tensor]] = []  # what the zero rule left to the refinement
         while queue or nxt_path < k + n:
             batch: list[tuple[int, float, float]] = []
             size = 0.0
@@ -478,6 +480,9 @@ def _exact(
                 queue.extendleft(reversed(batch))
                 continue
             dens = peak / length
+            pm = getattr(part, "_zero_marks", None)
+            if pm is not None:  # by segment (the walks of in_pieces' result are the segments k .. k + n - 1)
+                seg_marks.append(((path - k).cpu().index_select(0, pm[0]), pm[1], pm[2]))
             pending.append((part, path - k, f64, unres))
             # join the segments whose pieces are all walked
             done = (queue[0][0] if queue else nxt_path) - k
@@ -497,11 +502,14 @@ def _exact(
                 joined.append(finish(_join(head, s), *flags))
                 pending = [(rest, seg[n_done:], f64[n_done:], unres[n_done:])] if n_done < seg.numel() else []
         est["per_path"] = max(est["per_path"], dens)
-        return (
+        out = (
             joined[0]
             if len(joined) == 1
             else finish(ExactWalkBatch.concat(joined), *(torch.cat([j._masks[i] for j in joined]) for i in (0, 1)))
-        ), dens
+        )
+        if seg_marks:
+            object.__setattr__(out, "_zero_marks", tuple(torch.cat([m[i] for m in seg_marks]) for i in range(3)))
+        return out, dens
 
     def sub_batch(k: int, n: int) -> tuple[ExactWalkBatch, float]:
         if est["per_path"] > target:  # one path alone is larger than a sub-batch should be
