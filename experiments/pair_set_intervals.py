@@ -103,18 +103,21 @@ def mnist_depth() -> str:
         )
     out += ["", "Consecutive depths (the deeper minus the shallower, seeds matched by number):", "", HEADER]
     for a, b in zip(archs[1:], archs[2:]):
-        seeds = sorted(set(by[a]) & set(by[b]))
-        out.append(
-            _row(
-                f"{b} − {a}",
-                [by[b][s]["phi"] for s in seeds],
-                [_sd(by[b][s]["phi_ci"]) for s in seeds],
-                [by[a][s]["phi"] for s in seeds],
-                [_sd(by[a][s]["phi_ci"]) for s in seeds],
-                by[a][seeds[0]]["n_inter_class_paths"],
-            )
-        )
+        out.append(_step_row(by, a, b))
     return "\n".join(out)
+
+
+def _step_row(by: dict, a: str, b: str) -> str:
+    """The table row of Φ_N of network ``b`` minus that of ``a`` (``by[arch][seed]``: records), seeds matched."""
+    seeds = sorted(set(by[a]) & set(by[b]))
+    return _row(
+        f"{b} − {a}",
+        [by[b][s]["phi"] for s in seeds],
+        [_sd(by[b][s]["phi_ci"]) for s in seeds],
+        [by[a][s]["phi"] for s in seeds],
+        [_sd(by[a][s]["phi_ci"]) for s in seeds],
+        by[a][seeds[0]]["n_inter_class_paths"],
+    )
 
 
 def _generalisation_rows(sub: str) -> list[dict]:
@@ -309,17 +312,7 @@ def fixed_width() -> str:
             a, b = fam.get(d0), fam.get(d1)
             if a not in by or b not in by:
                 continue
-            seeds = sorted(set(by[a]) & set(by[b]))
-            out.append(
-                _row(
-                    f"{b} − {a}",
-                    [by[b][s]["phi"] for s in seeds],
-                    [_sd(by[b][s]["phi_ci"]) for s in seeds],
-                    [by[a][s]["phi"] for s in seeds],
-                    [_sd(by[a][s]["phi_ci"]) for s in seeds],
-                    by[a][seeds[0]]["n_inter_class_paths"],
-                )
-            )
+            out.append(_step_row(by, a, b))
     return "\n".join(out)
 
 

@@ -155,6 +155,19 @@ def _sub_segments(data, w: ExactWalkBatch, n: int):
     return j, a, b
 
 
+def _spliced_as_before(w: ExactWalkBatch, j: list[int], a: list[float], b: list[float], subs: ExactWalkBatch):
+    """``_splice`` of the sub-walks ``subs`` into ``w``, checked field by field against joining them in walk by
+    walk (``_ref_splice``); returns it."""
+    f64_ = torch.float64
+    new = _splice(w, torch.tensor(j), torch.tensor(a, dtype=f64_), torch.tensor(b, dtype=f64_), subs)
+    rest, parts = subs, []
+    for _ in j:
+        one, rest = _take(rest, 1)
+        parts.append(one)
+    _same(new, _ref_splice(w, j, a, b, parts))
+    return new
+
+
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 7), n=st.integers(1, 6), data=st.data())
 def test_splice_of_clips_gives_back_the_walk_and_is_the_old_splice(seed, n, data):
@@ -165,13 +178,7 @@ def test_splice_of_clips_gives_back_the_walk_and_is_the_old_splice(seed, n, data
     if not j:
         return
     jt, at, bt = torch.tensor(j), torch.tensor(a, dtype=f64), torch.tensor(b, dtype=f64)
-    subs = _clip_many(w, jt, at, bt)
-    new = _splice(w, jt, at, bt, subs)
-    rest, parts = subs, []
-    for _ in j:
-        one, rest = _take(rest, 1)
-        parts.append(one)
-    _same(new, _ref_splice(w, j, a, b, parts))
+    new = _spliced_as_before(w, j, a, b, _clip_many(w, jt, at, bt))
     assert torch.equal(new.n_regions, w.n_regions)
     assert torch.equal(new.patterns, w.patterns) and torch.equal(new.t, w.t)
     assert new.t_sorted.numel() == w.t_sorted.numel() + 2 * len(j)  # every cut a breakpoint (twice where two meet)
@@ -190,10 +197,5 @@ def test_splice_of_walked_sub_segments_is_the_old_splice(seed, n, data):
     xa, xb = torch.lerp(x1[jt], x2[jt], at[:, None]), torch.lerp(x1[jt], x2[jt], bt[:, None])
     subs = exact_walks(_net(seed), xa, xb)
     object.__setattr__(subs, "t_sorted", at[subs.path_sorted] + (bt - at)[subs.path_sorted] * subs.t_sorted)
-    new = _splice(w, jt, at, bt, subs)
-    rest, parts = subs, []
-    for _ in j:
-        one, rest = _take(rest, 1)
-        parts.append(one)
-    _same(new, _ref_splice(w, j, a, b, parts))
+    new = _spliced_as_before(w, j, a, b, subs)
     assert torch.equal(new.n_regions, w.n_regions) and torch.equal(new.patterns, w.patterns)
