@@ -39,6 +39,8 @@ from .walk.uniform import uniform_walks
 if TYPE_CHECKING:
     import pandas
 
+    from .walk.exact.mlp import MLPSummarizer
+
 
 DEFAULT_STEPS = 100
 
@@ -357,6 +359,10 @@ class _SampledWalker:
         return wb if self.columns is None else wb.select_columns(self.columns)
 
 
+# Segments measured at once by walk.exact.mlp (its rows stay in the cache)
+_FAST_BLOCK = 512
+
+
 # Values before the first activation are cached for every input up to this size (or four
 # times the size of the inputs themselves, when larger), computed in blocks of about
 # _PREFIX_BLOCK_BYTES of inputs: a few large products instead of two small ones per chunk.
@@ -383,6 +389,10 @@ class _ExactWalker:
         # the range is sent (block size here; 0 before start), while the workers walk the ranges before it
         self.deferred: int | None = None
         self.k = 0  # the first paired segment of the next chunk (chunks come in order; see seek)
+        # small MLPs measured without walks (walk.exact.mlp): the plan, and the first layer's values in float64 with
+        # the inputs' norms, per table like ``cache``
+        self.fast: MLPSummarizer | None = None
+        self.fast_cache: list[tuple[Tensor, Tensor]] | None = None
 
     def cache_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for table in self.cache or () for t in table)
@@ -399,6 +409,35 @@ class _ExactWalker:
             self.deferred = block  # computed range by range, as the ranges are sent (see _RangeTask.part)
             return
         self.cache = [self._prefix_blocks(t, block) for t in tables]
+        self.fast_cache = self._fast_blocks(tables, block)
+
+    def _fast_blocks(self, tables: list[Tensor], block: int) -> list[tuple[Tensor, Tensor]] | None:
+        fast = self.fast
+        if fast is None or tables[0][0].numel() != fast.first.in_features:  # (the first Linear takes the input)
+            return None
+        out = []
+        for x in tables:
+            parts = [fast.prefix(x[k : k + block]) for k in range(0, x.shape[0], block)]
+            out.append((torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])))
+        return out
+
+    def fast_measures(self, a: Tensor, c: Tensor) -> tuple[dict[str, Tensor], Tensor] | None:
+        """The measures of the chunk's segments from :attr:`fast` (``None`` where it does not serve), and which
+        of them it measured (the others are walked: ``self(a, c, sub)``)."""
+        if self.fast is None or self.fast_cache is None:
+            return None
+        if self.segments.by_index:
+            z, e = self.fast_cache[0]
+            a, c = a.to(z.device), c.to(z.device)
+            ends = (z.index_select(0, a), z.index_select(0, c), e.index_select(0, a), e.index_select(0, c))
+        else:
+            rows = slice(self.k, self.k + a.shape[0])
+            (z1, e1), (z2, e2) = self.fast_cache
+            ends = (z1[rows], z2[rows], e1[rows], e2[rows])
+        parts = [self.fast(*(t[k : k + _FAST_BLOCK] for t in ends)) for k in range(0, a.shape[0], _FAST_BLOCK)]
+        if len(parts) == 1:
+            return parts[0]
+        return {k: torch.cat([p[0][k] for p in parts]) for k in parts[0][0]}, torch.cat([p[1] for p in parts])
 
     def seek(self, start: int) -> None:
         """The next chunk starts at position ``start``."""
@@ -411,17 +450,25 @@ class _ExactWalker:
         ]
         return [torch.cat([p[m] for p in parts]) if len(parts) > 1 else parts[0][m] for m in range(len(parts[0]))]
 
-    def __call__(self, a: Tensor, c: Tensor) -> WalkBatch:
+    def __call__(self, a: Tensor, c: Tensor, sub: Tensor | None = None) -> WalkBatch:
+        """The walks of the chunk's segments ``a``, ``c`` (index pairs, or rows of ``x1`` and ``x2``), or of those
+        at the positions ``sub`` of it alone."""
         from .walk.exact import exact_walks
 
         opts = self.opts
+        seg = self.segments
+        at: Tensor | slice | None = None
+        if not seg.by_index and self.cache is not None:  # positions in the cache of paired segments
+            at = slice(self.k, self.k + a.shape[0]) if sub is None else sub + self.k
+            self.k += a.shape[0]
+        if sub is not None:
+            a, c = a[sub], c[sub]
         if self.cache is None:  # the walk computes the prefix, in float64 too where it walks pieces again
             x1, x2 = (x.to(device=self.device, dtype=self.dtype) for x in self.segments.inputs(a, c))
             return exact_walks(self.model, x1, x2, layers=opts.layers, tie_tol=opts.tie_tol, tol=opts.tol)
         # from the cached values; pieces walked again in float64 start from the end inputs, gathered only
         # for them (a worker process that received the cached values alone has no inputs: there they
         # start from the cached values, widened)
-        seg = self.segments
         ends: Callable[[Tensor], tuple[Tensor, Tensor]] | None
         if seg.by_index:
             xs = seg.x
@@ -431,10 +478,9 @@ class _ExactWalker:
             p2 = [t.index_select(0, c) for t in self.cache[0]]
         else:
             ends = None if seg.pair is None else (lambda path, a=a, c=c: (a[path], c[path]))
-            rows = slice(self.k, self.k + a.shape[0])
-            self.k += a.shape[0]
-            p1 = [t[rows] for t in self.cache[0]]
-            p2 = [t[rows] for t in self.cache[1]]
+            assert at is not None  # set above for paired segments with a cache
+            p1 = [t[at] for t in self.cache[0]]
+            p2 = [t[at] for t in self.cache[1]]
         return exact_walks(
             self.model, p1[0], p2[0], prefix=(p1, p2), ends=ends, layers=opts.layers, tie_tol=opts.tie_tol, tol=opts.tol
         )
@@ -555,6 +601,7 @@ class _RangeTask:
         self.walker: _ExactWalker | _SampledWalker | None = None
         self.walks: list[WalkBatch] = []
         self.cache: list[list[Tensor]] | None = None  # the exact walker's values, received by a worker
+        self.fast_cache: list[tuple[Tensor, Tensor]] | None = None  # and its values for walk.exact.mlp
         self.offset = 0  # the position of the first row of a paired cache
 
     def __getstate__(self) -> dict:
@@ -564,7 +611,7 @@ class _RangeTask:
         state = {**self.__dict__, "walker": None, "walks": []}
         w = self.walker
         if isinstance(w, _ExactWalker) and w.cache is not None and w.cache_bytes() <= self.segments.input_bytes():
-            state.update(segments=self.segments.without_inputs(), cache=w.cache, offset=0)
+            state.update(segments=self.segments.without_inputs(), cache=w.cache, fast_cache=w.fast_cache, offset=0)
         return state
 
     def part(self, start: int, stop: int) -> _RangeTask | None:
@@ -578,12 +625,14 @@ class _RangeTask:
             t = _RangeTask.__new__(_RangeTask)
             with torch.no_grad():  # a thread of the worker pool may run this: grad mode is per thread
                 cache = [w._prefix_blocks(x[start:stop], w.deferred) for x in pair]
+                fast = w._fast_blocks([x[start:stop] for x in pair], w.deferred)
             t.__dict__.update(
                 self.__dict__,
                 walker=None,
                 walks=[],
                 segments=self.segments.without_inputs(),
                 cache=[[v.clone() if v._base is not None else v for v in table] for table in cache],
+                fast_cache=fast,
                 offset=start,
             )
             return t
@@ -595,6 +644,9 @@ class _RangeTask:
         t.__dict__.update(
             state,
             cache=[[v[start - self.offset : stop - self.offset].clone() for v in table] for table in state["cache"]],
+            fast_cache=None
+            if state.get("fast_cache") is None
+            else [tuple(v[start - self.offset : stop - self.offset].clone() for v in t) for t in state["fast_cache"]],
             offset=start,
         )
         return t
@@ -621,8 +673,13 @@ class _RangeTask:
         walker: _ExactWalker | _SampledWalker
         if opts.method == "exact":
             walker = _ExactWalker(model, opts, self.segments, device, dtype)
+            if self.measures and not self.keep and not self.per_layer:
+                from .walk.exact.mlp import mlp_summarizer
+
+                walker.fast = mlp_summarizer(walker.prog, opts.tie_tol, opts.tol)
             if self.cache is not None:  # received with the task
                 walker.cache = self.cache
+                walker.fast_cache = self.fast_cache if walker.fast is not None else None
                 return walker
             walker.deferred = 0 if defer else None
         else:
@@ -645,6 +702,24 @@ class _RangeTask:
             redone = torch.zeros(3, dtype=torch.int64)
             assert opts.batch_size is not None  # set by _fold before any task runs
             for a, c in self.segments.chunks(start, stop, opts.batch_size):
+                fast = walker.fast_measures(a, c) if isinstance(walker, _ExactWalker) else None
+                if fast is not None:  # measured without walks, but for the paths that need the walk's rules
+                    got, clean = fast
+                    bad = (~clean).nonzero().squeeze(1)
+                    if bad.numel():
+                        wb = walker(a, c, bad)
+                        redone += torch.tensor([getattr(wb, k, 0) for k in ("n_float64", "n_unresolved", "n_refined")])
+                        walked = measure.summarize(wb)
+                        for k, v in got.items():
+                            v[bad] = walked[k].to(v.dtype)
+                        del wb
+                    elif walker.cache is not None and not self.segments.by_index:
+                        walker.k += a.shape[0]
+                    sums.append(measure.WalkSummary(**got))
+                    complete.append(torch.ones(a.shape[0], dtype=torch.bool))
+                    if tick is not None:
+                        tick(a.shape[0])
+                    continue
                 wb = walker(a, c)
                 redone[0] += getattr(wb, "n_float64", 0)
                 redone[1] += getattr(wb, "n_unresolved", 0)

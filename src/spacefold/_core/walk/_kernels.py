@@ -54,7 +54,7 @@ def available(dtype: np.dtype | type | None = None) -> bool:
         return False
     if "ok" not in _STATE:
         try:
-            from . import _jit, _jit_zero
+            from . import _jit, _jit_mlp, _jit_zero
         except ImportError:  # no Numba: the walk uses torch operations, as documented
             _STATE["ok"] = False
         except Exception as err:  # noqa: BLE001 - a Numba that fails otherwise must not stop the walk
@@ -66,7 +66,7 @@ def available(dtype: np.dtype | type | None = None) -> bool:
                 stacklevel=2,
             )
         else:
-            _STATE.update(ok=True, jit=_jit, zero=_jit_zero, ready=set())
+            _STATE.update(ok=True, jit=_jit, zero=_jit_zero, mlp=_jit_mlp, ready=set())
     if not _STATE["ok"]:
         return False
     if dtype is not None and np.dtype(dtype) not in _STATE["ready"]:
@@ -194,6 +194,16 @@ def zero_round_off(out, x, wabs, babs, wnorm, err, thr, nxt, prv, n_old, ab_a, a
     )
 
 
+def mlp_split(Z, E, T, D, FB, NX, PATH, R, ok, slope, boff, u, gap, act, em, w1, ub):
+    """See ``spacefold._core.walk._jit_mlp.mlp_split``."""
+    return _STATE["mlp"].mlp_split(Z, E, T, D, FB, NX, PATH, R, ok, slope, boff, u, gap, act, em, w1, ub)
+
+
+def mlp_measure(FB, NX, n_paths, n_bits, ok, out_i, out_f):
+    """See ``spacefold._core.walk._jit_mlp.mlp_measure``."""
+    _STATE["mlp"].mlp_measure(FB, NX, n_paths, n_bits, ok, out_i, out_f)
+
+
 def lerp_rows(x, ia, ib, w, out):
     """Rows ``ia`` and ``ib`` of the 2-D ``x`` interpolated at ``w`` (one weight per row, of
     ``x``'s dtype) into ``out``, as ``torch.lerp`` computes them, without gathering them first."""
@@ -249,21 +259,14 @@ def prepare(dtype, announce=None) -> None:
                 return
             nxt = np.array([1, 1])
             list_ranks(nxt, 1)
-            zero_candidates(np.zeros((2, 1), d), np.ones(1), nxt, np.array([0, 0]))
-            for err, ab in ((None, None), (np.zeros(2), np.array([0]))):
-                zero_round_off(
-                    np.zeros((3, 1), d),
-                    np.zeros((2, 1), d),
-                    *(np.ones((1, 1)), np.ones(1), np.ones(1)),
-                    err if err is None else np.zeros(3),
-                    np.ones(1),
-                    np.array([2, 1, 1]),
-                    np.array([0, 2, 0]),
-                    2,
-                    ab,
-                    np.array([1]) if ab is not None else None,
-                    1e-12,
-                )
+            if d == np.float64:  # the MLP kernels work in float64 whatever the model's dtype
+                ok = np.ones(1, np.bool_)
+                T, D, FB = np.array([0.0, 1.0, 0.0]), np.zeros(3), np.array([-1, -1, 0])
+                NX, PATH = np.array([1, -1, 0]), np.zeros(3, np.int64)
+                Z = np.array([[1.0], [-1.0], [0.0]])
+                em, none = np.zeros(3), np.zeros(0)
+                mlp_split(Z, Z * 0, T, D, FB, NX, PATH, 2, ok, np.zeros(1), 0, 1e-16, 1e-6, True, em, none, none)
+                mlp_measure(FB, NX, 1, 1, ok, np.zeros((1, 3), np.int64), np.zeros((1, 2)))
             _STATE.setdefault("prepared", set()).add(d)
     finally:
         if timer is not None:

@@ -1,0 +1,168 @@
+"""The Numba kernels behind :mod:`spacefold._core.walk.exact.mlp`: one layer of the walk of a small MLP of ReLU-type
+layers for many paths at once, checked against the bound of its round-off, and the paths' measures (imported on
+first use, with the other kernels)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import jit, popcount, u64
+
+
+@jit
+def _insertion_sort(keys, idx, n):
+    """Sort ``idx[:n]`` by ``keys[idx]`` in place (few crossings per piece)."""
+    for i in range(1, n):
+        v = idx[i]
+        kv = keys[v]
+        j = i - 1
+        while j >= 0 and keys[idx[j]] > kv:
+            idx[j + 1] = idx[j]
+            j -= 1
+        idx[j + 1] = v
+
+
+@jit
+def mlp_split(Z, E, T, D, FB, NX, PATH, R, ok, slope, boff, u, gap, act, em, w1, ub):
+    """Split the pieces of every path where a neuron of this layer changes sign.
+
+    Rows are breakpoints, the first ``R`` of each array in use: ``Z`` (rows, F) the layer's pre-activations there,
+    ``E`` the bound of their error, ``T`` where they lie in t, ``D`` how far the error can move them, ``FB`` the
+    bit they flip (-1 at t = 0 and 1), ``NX`` the next row of the path (-1 at t = 1), ``PATH`` their path. A path
+    stays clean (``ok``) while every value of a row is farther from 0 than its error (the signs on both sides of
+    it are decided) and its rows are more than ``gap`` apart in t beyond ``D``. A crossing row is appended with
+    its values interpolated, the crossing neuron exactly 0, and their error bound from its piece's ends, the
+    interpolation (unit round-off ``u``) and how far its place can move. The layer's bits are ``boff + neuron``.
+
+    Where ``w1`` is not empty, ``E`` is first computed from ``em`` (the previous layer's, below): at neuron o,
+    ``(w1[o]·em[r] + ub[o])·(1 + 4u)``, the error of a product whose rows of weights have 1-norms ``w1`` and whose
+    bias is ``ub / u`` in magnitude.
+
+    Returns the number of rows in use after the split, or -1 (nothing changed but ``ok``) where the arrays hold
+    too few rows for it. With ``act`` the activation (slope ``slope[n]`` below 0) is then applied to ``Z`` in
+    place, and ``em[r]`` bounds the error of every activation of row r plus ``u`` times its magnitude (what the
+    next Linear's error bound needs)."""
+    F = Z.shape[1]
+    sg = np.empty(R, np.uint64)
+    grow = 1.0 + 4.0 * u
+    from_em = w1.size > 0
+    for r in range(R):
+        if from_em:
+            e = em[r]
+            for n in range(F):
+                E[r, n] = (w1[n] * e + ub[n]) * grow
+        acc = u64(0)
+        good = True
+        for n in range(F):
+            v = Z[r, n]
+            if v > 0.0:
+                acc |= u64(1) << u64(n)
+            good &= abs(v) > E[r, n]  # (false for nan)
+        sg[r] = acc
+        if not good:
+            ok[PATH[r]] = False
+    nc = 0
+    for r in range(R):
+        q = NX[r]
+        if q >= 0 and ok[PATH[r]]:
+            nc += np.int64(popcount(sg[r] ^ sg[q]))
+    if R + nc > Z.shape[0]:
+        return -1
+    split = ok.copy()  # the paths split here (ok may turn false on the way)
+    cs = np.empty(64)
+    cn = np.empty(64, np.int64)
+    order = np.empty(64, np.int64)
+    g = R
+    for r in range(R):
+        q = NX[r]
+        if q < 0:
+            continue
+        p = PATH[r]
+        x = sg[r] ^ sg[q]
+        if x == 0 or not split[p]:
+            continue
+        k = 0
+        while x:
+            low = x & (~x + u64(1))
+            n = np.int64(popcount(low - u64(1)))
+            x ^= low
+            a = Z[r, n]
+            cs[k] = a / (a - Z[q, n])
+            cn[k] = n
+            order[k] = k
+            k += 1
+        _insertion_sort(cs, order, k)
+        ta = T[r]
+        dt = T[q] - ta
+        last = r
+        good = True
+        for i in range(k):
+            s = cs[order[i]]
+            n = cn[order[i]]
+            T[g] = ta + s * dt
+            # the error moves the crossing by up to this fraction of the piece, and the other values with it
+            ds = (E[r, n] + E[q, n]) / abs(Z[r, n] - Z[q, n])
+            D[g] = ds * dt
+            FB[g] = boff + n
+            PATH[g] = p
+            for m in range(F):
+                dz = Z[q, m] - Z[r, m]
+                v = Z[r, m] + s * dz
+                Z[g, m] = v
+                E[g, m] = max(E[r, m], E[q, m]) + u * abs(v) + ds * abs(dz)
+                good &= m == n or abs(v) > E[g, m]
+            Z[g, n] = 0.0
+            good &= T[g] - T[last] > D[g] + D[last] + gap
+            NX[last] = g
+            last = g
+            g += 1
+        NX[last] = q
+        good &= T[q] - T[last] > D[q] + D[last] + gap
+        if not good:
+            ok[p] = False
+    if act:
+        for r in range(g):
+            e = 0.0
+            for m in range(F):
+                v = Z[r, m]
+                if not v > 0.0:
+                    v *= slope[m]
+                    Z[r, m] = v
+                e = max(e, u * abs(v) + E[r, m])
+            em[r] = e
+    return g
+
+
+@jit
+def mlp_measure(FB, NX, n_paths, n_bits, ok, out_i, out_f):
+    """The measures of the clean paths (``ok``; rows 0 .. n_paths − 1 at t = 0, linked by ``NX``, one bit ``FB``
+    flipping at every inner row): ``out_i[p] = (r1, r2, n_regions)``, ``out_f[p] = (chi, max_profile)``."""
+    diff = np.zeros(n_bits, np.bool_)
+    for p in range(n_paths):
+        if not ok[p]:
+            continue
+        d = 0
+        r1 = 0
+        r2 = 0
+        best = 0.0
+        r = NX[p]
+        while NX[r] >= 0:
+            k = FB[r]
+            diff[k] = not diff[k]
+            d += 1 if diff[k] else -1
+            r2 += 1
+            if d > r1:
+                r1 = d
+            c = 1.0 - r1 / r2
+            if c > best:
+                best = c
+            r = NX[r]
+        r = NX[p]
+        while NX[r] >= 0:
+            diff[FB[r]] = False
+            r = NX[r]
+        out_i[p, 0] = r1
+        out_i[p, 1] = r2
+        out_i[p, 2] = r2 + 1
+        out_f[p, 0] = 1.0 - r1 / r2 if r2 > 0 else 0.0
+        out_f[p, 1] = best

@@ -1,0 +1,201 @@
+"""Folding measures of small MLPs from one compiled kernel per batch of paths (docs/method.md, 'The exact walk').
+
+For a model that is a chain ``Linear → act → Linear → act → ... → act`` (ReLU, LeakyReLU, PReLU or RReLU in
+eval mode, bits ``z > 0``, layers at most :data:`MAX_WIDTH` wide, the logits after it not needed), the measures
+of a path need no tensors of breakpoints: :func:`spacefold._core.walk._jit_mlp.mlp_summaries` walks each path
+through every layer in float64 and counts r1, r2, the regions and the profile's maximum as it goes. Every path
+it calls clean is one on which the walk is decided beyond round-off: each value the walk compares with 0 is
+farther from it than the bound of the error of the layer-by-layer walk in the model's dtype (tracked neuron by
+neuron from the first layer, whose terms ``|W||x| + |b|`` are computed once per input), and the breakpoints are
+farther apart than that error moves them and than the walk's merge tolerance. On such a path the walk of the
+model's dtype and the float64 walk find the same regions, each breakpoint flipping one bit. The others (values
+at or within round-off of 0, crossings that meet, overflow) are walked by the layer-by-layer walk, with all its
+rules (:mod:`.driver`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .. import _kernels
+from .activation import _compiled_act
+from .program import ExactProgram
+
+# the widest hidden layer walked this way; wider layers gain more from the batched products of the layer walk
+MAX_WIDTH = 64
+# how far apart breakpoints must be in t, beyond their uncertainty (the layer walk refines closer ones)
+_GAP = 1e-6
+_RESHAPES = ("flatten", "view", "reshape")
+
+
+@dataclass(frozen=True, eq=False)
+class MLPSummarizer:
+    """The chain of an MLP in float64: the first ``nn.Linear``, then per later layer its weight, bias, the 1-norms
+    of its rows of weights and ``|bias|``; per hidden layer its neurons' slopes below 0."""
+
+    first: nn.Linear
+    weights: list[Tensor]
+    biases: list[Tensor]
+    w1: list[np.ndarray]
+    babs: list[np.ndarray]
+    slopes: list[np.ndarray]
+    widths: list[int]
+    gap: float
+    first_err: tuple[np.ndarray, np.ndarray]  # (in_features + 4)·unit·(‖w_n‖, |b_n|)
+
+    unit: float = float(torch.finfo(torch.float64).eps) / 2
+
+    def prefix(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The first layer's pre-activations at the inputs ``x`` in float64, and the inputs' Euclidean norms (the
+        error of the first, ``(in_features + 4)·unit·(|W||x| + |b|)`` by neuron, is at most
+        ``(in_features + 4)·unit·(‖w‖·‖x‖ + |b|)``)."""
+        lin = self.first
+        w = lin.weight.detach().to(torch.float64)
+        b = None if lin.bias is None else lin.bias.detach().to(torch.float64)
+        x = x.reshape(x.shape[0], -1).to(torch.float64)
+        return torch.nn.functional.linear(x, w, b), torch.linalg.vector_norm(x, dim=1)
+
+    def __call__(self, za: Tensor, zb: Tensor, na: Tensor, nb: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """The measures of the paths from ``za[p]`` to ``zb[p]`` (first-layer values and the inputs' norms, from
+        :meth:`prefix`): ``({"r1", "r2", "n_regions", "chi", "max_profile"}, clean)``; only clean paths have
+        their measures filled in."""
+        n = za.shape[0]
+        u = (max(self.widths) + 4) * self.unit  # a product's round-off, relative to its terms
+        cap = 16 * n
+        Z = torch.empty(cap, za.shape[1], dtype=torch.float64)
+        E = torch.empty_like(Z)
+        Z[:n], Z[n : 2 * n] = za, zb
+        T = np.empty(cap)
+        T[:n] = 0.0
+        T[n : 2 * n] = 1.0
+        D = np.zeros(cap)
+        FB = np.full(cap, -1, np.int64)
+        NX = np.empty(cap, np.int64)
+        NX[:n] = np.arange(n, 2 * n)
+        NX[n : 2 * n] = -1
+        PATH = np.empty(cap, np.int64)
+        PATH[:n] = PATH[n : 2 * n] = np.arange(n)
+        ok = np.ones(n, np.bool_)
+        em = np.empty(cap)  # the first layer's error from the inputs' norms, then from the activations
+        em[:n], em[n : 2 * n] = na.numpy(), nb.numpy()
+        w1, ub = self.first_err
+        R, boff, L = 2 * n, 0, len(self.widths)
+        for k in range(L):
+            act = k + 1 < L
+            while True:
+                R2 = _kernels.mlp_split(
+                    Z.numpy(), E.numpy(), T, D, FB, NX, PATH, R, ok, self.slopes[k], boff, u, self.gap, act, em, w1, ub
+                )
+                if R2 >= 0:
+                    break
+                cap *= 2  # more rows than the arrays hold: larger ones, and again
+                Z, E = (torch.cat([a[:R], a.new_empty(cap - R, a.shape[1])]) for a in (Z, E))
+                T, D, FB, NX, PATH = (np.concatenate([a[:R], np.empty(cap - R, a.dtype)]) for a in (T, D, FB, NX, PATH))
+                em = np.concatenate([em[:R], np.empty(cap - R)])
+            R = R2
+            boff += self.widths[k]
+            if not act:
+                break
+            Zn = torch.empty(cap, self.widths[k + 1], dtype=torch.float64)
+            torch.addmm(self.biases[k], Z[:R], self.weights[k].t(), out=Zn[:R])
+            Z, E = Zn, torch.empty_like(Zn)
+            w1, ub = self.w1[k], self.babs[k] * u
+        out_i = np.zeros((n, 3), np.int64)
+        out_f = np.zeros((n, 2), np.float64)
+        _kernels.mlp_measure(FB, NX, n, boff, ok, out_i, out_f)
+        oi, of = torch.from_numpy(out_i), torch.from_numpy(out_f)
+        measures = {"r1": oi[:, 0], "r2": oi[:, 1], "n_regions": oi[:, 2], "chi": of[:, 0], "max_profile": of[:, 1]}
+        return measures, torch.from_numpy(ok)
+
+
+def mlp_summarizer(prog: ExactProgram, tie_tol: float, tol: float) -> MLPSummarizer | None:
+    """The :class:`MLPSummarizer` of the model of ``prog`` when it is such a chain and the kernels run here, else
+    None (the layer walk then measures every path)."""
+    model = prog.model
+    if model is None or tie_tol != 0.0 or not prog.kernel_friendly:
+        return None
+    params = list(model.parameters())
+    if not params or any(p.device.type != "cpu" or p.dtype not in (torch.float32, torch.float64) for p in params):
+        return None
+    dtype = params[0].dtype
+    if any(p.dtype != dtype for p in params):
+        return None
+    if not _kernels.available(np.float32 if dtype == torch.float32 else np.float64):
+        return None
+    pre = [s for s in prog.steps[: prog.prefix_end] if s.kind not in ("input", "const", "output")]
+    post = [s for s in prog.steps[prog.prefix_end :] if s.node in prog.live]
+    # the prefix: reshapes, then one Linear
+    if not pre or not isinstance(pre[-1].module, nn.Linear) or pre[-1].node.op != "call_module":
+        return None
+    for s in pre[:-1]:
+        node = s.node
+        if not (
+            (node.op == "call_method" and node.target in _RESHAPES + ("size",))
+            or (node.op == "call_function" and node.target is torch.flatten)
+            or (node.op == "call_module" and isinstance(s.module, (nn.Flatten, nn.Identity, nn.Dropout)))
+        ):
+            return None
+    if prog._live_at_prefix() != [pre[-1].node]:
+        return None
+    # then act, Linear, act, Linear, ..., act: each act fused with the Linear after it
+    linears: list[nn.Linear] = [pre[-1].module]
+    slopes: list[np.ndarray] = []
+    prev = pre[-1].node
+    for k, s in enumerate(post):
+        want_act = k % 2 == 0
+        if want_act:
+            if s.kind != "act" or not s.bit_layer or s.module is None or list(s.node.all_input_nodes) != [prev]:
+                return None
+            width = linears[-1].out_features
+            if width > MAX_WIDTH:
+                return None
+            form = _compiled_act(s, torch.empty(1, width, dtype=dtype), None, 0.0)
+            if (
+                form is None
+                or form.levels.tolist() != [0.0]
+                or form.thr != 0
+                or np.any(form.seg_off != 0.0)
+                or np.any(form.seg_slope[:, 1] != 1.0)
+                or np.any(np.abs(form.seg_slope[:, 0]) > 1.0)
+            ):
+                return None
+            slopes.append(form.seg_slope[:, 0].copy())
+            if k + 1 < len(post):
+                if s.node not in prog.fusable:
+                    return None
+                node, lin = prog.fusable[s.node]
+                if post[k + 1].node is not node:
+                    return None
+        else:
+            if s.kind != "affine" or not isinstance(s.module, nn.Linear) or list(s.node.all_input_nodes) != [prev]:
+                return None
+            linears.append(s.module)
+        prev = s.node
+    if len(post) % 2 != 1:
+        return None
+    ws = [lin.weight.detach().to(torch.float64).contiguous() for lin in linears]
+    bs = [
+        torch.zeros(lin.out_features, dtype=torch.float64) if lin.bias is None else lin.bias.detach().to(torch.float64)
+        for lin in linears
+    ]
+    first = linears[0]
+    unit = float(torch.finfo(torch.float64).eps) / 2
+    c = (first.in_features + 4) * unit
+    w0 = first.weight.detach().to(torch.float64)
+    b0 = torch.zeros(first.out_features, dtype=torch.float64) if first.bias is None else first.bias.detach().double()
+    return MLPSummarizer(
+        first=first,
+        weights=ws[1:],
+        biases=bs[1:],
+        w1=[w.abs().sum(1).numpy() for w in ws[1:]],
+        babs=[b.abs().numpy() for b in bs[1:]],
+        slopes=[np.ascontiguousarray(x) for x in slopes],
+        widths=[lin.out_features for lin in linears],
+        gap=max(_GAP, 4 * float(tol)),
+        first_err=((torch.linalg.vector_norm(w0, dim=1) * c).numpy(), (b0.abs() * c).numpy()),
+        unit=unit,
+    )

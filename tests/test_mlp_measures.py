@@ -1,0 +1,237 @@
+"""The measures of small MLPs from the compiled per-layer kernels (walk.exact.mlp) against the exact rational
+reference and against the layer-by-layer walk.
+
+A path the kernels call clean must have the reference's measures exactly (its decisions are beyond the
+float64 round-off they track); every other path is walked layer by layer, so ``folding_batch`` agrees with
+the layer walk on every path, whichever way each one went.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import spacefold as sf
+from spacefold._core import measure
+from spacefold._core.folding import walk_batch
+from spacefold._core.walk import _kernels
+from spacefold._core.walk.exact.mlp import MAX_WIDTH, mlp_summarizer
+from spacefold._core.walk.exact.program import compile_model
+from spacefold.testing.reference import reference_walk
+
+pytestmark = pytest.mark.skipif(not _kernels.available(), reason="the compiled kernels (Numba) are off here")
+
+f64 = torch.float64
+EXAMPLES = int(os.environ.get("SPACEFOLD_EXAMPLES", 25))
+FIELDS = ("r1", "r2", "n_regions", "chi", "max_profile")
+
+
+def _plan(net: nn.Module, tie_tol: float = 0.0, tol: float = 1e-9, layers=None):
+    return mlp_summarizer(compile_model(net.eval(), layers), tie_tol, tol)
+
+
+def _fast(net: nn.Module, x1: torch.Tensor, x2: torch.Tensor):
+    plan = _plan(net)
+    assert plan is not None
+    za, ea = plan.prefix(x1)
+    zb, eb = plan.prefix(x2)
+    return plan(za, zb, ea, eb)
+
+
+def _reference_measures(net: nn.Module, x1: torch.Tensor, x2: torch.Tensor) -> dict[str, torch.Tensor]:
+    out: dict[str, list] = {k: [] for k in FIELDS}
+    for a, b in zip(x1.tolist(), x2.tolist()):
+        w = torch.tensor(reference_walk(net, a, b).patterns, dtype=torch.bool)
+        r1, r2 = sf.ranges(w)
+        out["r1"].append(r1)
+        out["r2"].append(r2)
+        out["n_regions"].append(w.shape[0])
+        out["chi"].append(sf.chi(w))
+        out["max_profile"].append(measure.max_profile(w))
+    floats = ("chi", "max_profile")
+    return {k: torch.tensor(v, dtype=torch.float64 if k in floats else torch.int64) for k, v in out.items()}
+
+
+def _layer_walk_measures(net: nn.Module, x1: torch.Tensor, x2: torch.Tensor) -> dict[str, torch.Tensor]:
+    s = measure.summarize(walk_batch(net, x1, x2))
+    return {k: getattr(s, k) for k in FIELDS}
+
+
+def _assert_equal(got: dict, want: dict, rows: torch.Tensor | None = None) -> None:
+    for k in FIELDS:
+        a, b = got[k], want[k]
+        if rows is not None:
+            a, b = a[rows], b[rows]
+        assert torch.equal(a.to(b.dtype), b), f"{k}: {a.tolist()} != {b.tolist()}"
+
+
+@st.composite
+def mlps(draw, quantised: bool):
+    d_in = draw(st.integers(1, 4))
+    depth = draw(st.integers(1, 4))
+    dtype = draw(st.sampled_from([torch.float32, f64]))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31)))
+    layers: list[nn.Module] = []
+    d = d_in
+    for _ in range(depth):
+        width = draw(st.integers(1, 8))
+        lin = nn.Linear(d, width, bias=draw(st.booleans()))
+        with torch.no_grad():
+            if quantised:  # exact zeros, ties and coincident crossings
+                lin.weight.copy_(torch.randint(-4, 5, (width, d), generator=g) / 2)
+                if lin.bias is not None:
+                    lin.bias.copy_(torch.randint(-2, 3, (width,), generator=g) / 2)
+            else:
+                lin.weight.copy_(torch.randn(width, d, generator=g))
+                if lin.bias is not None:
+                    lin.bias.copy_(torch.randn(width, generator=g))
+        kind = draw(st.sampled_from(["relu", "leaky", "prelu"]))
+        act = {"relu": nn.ReLU(), "leaky": nn.LeakyReLU(0.25), "prelu": nn.PReLU(width, init=0.5)}[kind]
+        layers += [lin, act]
+        d = width
+    layers.append(nn.Linear(d, 2))
+    return nn.Sequential(*layers).to(dtype).eval()
+
+
+def _segments(net: nn.Module, n: int, seed: int, quantised: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    d = net[0].in_features
+    dtype = net[0].weight.dtype
+    g = torch.Generator().manual_seed(seed)
+    if quantised:
+        x1 = torch.randint(-6, 7, (n, d), generator=g) / 4
+        x2 = torch.randint(-6, 7, (n, d), generator=g) / 4
+        x2[: n // 3] = -x1[: n // 3]  # through the origin: bias-free layers meet 0 there
+    else:
+        x1, x2 = torch.randn(n, d, generator=g) * 3, torch.randn(n, d, generator=g) * 3
+    return x1.to(dtype), x2.to(dtype)
+
+
+def _reference_net(net: nn.Sequential) -> nn.Sequential:
+    """The same net with PReLU replaced by the LeakyReLU of its (one) slope, for the reference."""
+    out = []
+    for m in copy.deepcopy(net):
+        if isinstance(m, nn.PReLU):
+            out.append(nn.LeakyReLU(float(m.weight[0].detach())))
+        else:
+            out.append(m)
+    return nn.Sequential(*out).double()
+
+
+@settings(
+    max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 25, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(net=mlps(quantised=False), seed=st.integers(0, 1000))
+def test_clean_paths_have_the_measures_of_the_rational_reference(net, seed):
+    x1, x2 = _segments(net, 6, seed, quantised=False)
+    got, clean = _fast(net, x1, x2)
+    want = _reference_measures(_reference_net(net), x1.double(), x2.double())
+    _assert_equal(got, want, clean.nonzero().squeeze(1))
+    # and every path, clean or walked layer by layer, through the entry point
+    b = sf.folding_batch(net, x1, x2, workers=1)
+    _assert_equal({k: getattr(b, k) for k in FIELDS}, _layer_walk_measures(net, x1, x2))
+
+
+@settings(
+    max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 25, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(net=mlps(quantised=True), seed=st.integers(0, 1000))
+def test_degenerate_paths_are_left_to_the_layer_walk(net, seed):
+    """Quantised weights and inputs: exact zeros on pieces, ties at the ends, crossings that meet. What the
+    kernels call clean is the reference's; the rest is the layer walk's, which the reference tests cover."""
+    x1, x2 = _segments(net, 9, seed, quantised=True)
+    got, clean = _fast(net, x1, x2)
+    want = _reference_measures(_reference_net(net), x1.double(), x2.double())
+    _assert_equal(got, want, clean.nonzero().squeeze(1))
+    b = sf.folding_batch(net, x1, x2, workers=1)
+    _assert_equal({k: getattr(b, k) for k in FIELDS}, _layer_walk_measures(net, x1, x2))
+
+
+def test_a_tie_at_an_end_and_crossings_that_meet_are_not_clean():
+    # z1 = x, z2 = -x, z3 = 2x - 1: at x = 0 two neurons sit at 0 (an end); from -1 to 1 they cross together
+    lin = nn.Linear(1, 3).double()
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0], [-1.0], [2.0]]))
+        lin.bias.copy_(torch.tensor([0.0, 0.0, -1.0]))
+    net = nn.Sequential(lin, nn.ReLU(), nn.Linear(3, 1).double()).eval()
+    x1 = torch.tensor([[0.0], [-1.0], [0.25]], dtype=f64)
+    x2 = torch.tensor([[1.0], [1.0], [1.0]], dtype=f64)
+    got, clean = _fast(net, x1, x2)
+    assert clean.tolist() == [False, False, True]
+    # the clean one: neuron 2 crosses at x = 0.5 (t = 1/3), one step out and no way back
+    assert got["r1"][2] == 1 and got["r2"][2] == 1 and got["n_regions"][2] == 2 and got["chi"][2] == 0.0
+    b = sf.folding_batch(net, x1, x2, workers=1)
+    _assert_equal({k: getattr(b, k) for k in FIELDS}, _reference_measures(net, x1, x2))
+    # the two neurons meeting at x = 0 are one step of Hamming distance 2 there
+    assert b.r2[1] == 3 and b.r1[1] == 3 and b.n_regions[1] == 3
+
+
+def test_a_folding_path_by_hand():
+    # one input, three neurons: |x| folded by the next layer, x: -1 -> 1
+    l1, l2 = nn.Linear(1, 2).double(), nn.Linear(2, 1).double()
+    with torch.no_grad():
+        l1.weight.copy_(torch.tensor([[1.0], [-1.0]]))
+        l1.bias.copy_(torch.tensor([-0.1, -0.2]))
+        l2.weight.copy_(torch.tensor([[1.0, 1.0]]))
+        l2.bias.copy_(torch.tensor([-0.5]))
+    net = nn.Sequential(l1, nn.ReLU(), l2, nn.ReLU(), nn.Linear(1, 1).double()).eval()
+    x1, x2 = torch.tensor([[-1.0]], dtype=f64), torch.tensor([[1.0]], dtype=f64)
+    got, clean = _fast(net, x1, x2)
+    assert clean.tolist() == [True]
+    # bits (n1, n2, m): x=-1: (0,1,1); m off at x=-0.7; n2 off at x=-0.2; n1 on at x=0.1; m on at x=0.6
+    # to start: 1, 2, 3, 2 -> r1 = 3, r2 = 4, chi = 1/4; the profile peaks at the end
+    assert got["r1"].tolist() == [3] and got["r2"].tolist() == [4] and got["n_regions"].tolist() == [5]
+    assert got["chi"].tolist() == [0.25] and got["max_profile"].tolist() == [0.25]
+
+
+def test_float32_nets_agree_with_the_layer_walk_on_many_paths():
+    g = torch.Generator().manual_seed(3)
+    net = sf.mlp("5x12", in_features=64, n_classes=10, seed=1)
+    x = torch.rand(300, 64, generator=g)
+    i, j = torch.randint(0, 300, (1500,), generator=g), torch.randint(0, 300, (1500,), generator=g)
+    f = sf.folding_pairs(net, x, i, j, workers=1)
+    _, clean = _fast(net, x[i], x[j])
+    assert clean.float().mean() > 0.95  # most paths go the fast way
+    _assert_equal({k: getattr(f, k) for k in FIELDS}, _layer_walk_measures(net, x[i], x[j]))
+
+
+def test_which_models_are_measured_this_way():
+    assert _plan(sf.mlp("3x20", 8, 2, seed=0)) is not None
+    assert _plan(sf.mlp("3x20", 8, 2, activation="leaky_relu", seed=0)) is not None
+    assert _plan(sf.mlp("3x20", 8, 2, seed=0), tie_tol=0.1) is None  # bits against another level
+    # the first layer's bits alone: the layers after it are not needed
+    assert _plan(sf.mlp("3x20", 8, 2, seed=0), layers="net.1").widths == [20]
+    assert _plan(sf.mlp("3x20", 8, 2, seed=0), layers="net.3") is None  # a layer without bits before it
+    assert _plan(sf.mlp(f"2x{MAX_WIDTH + 1}", 8, 2, seed=0)) is None  # too wide
+    assert _plan(nn.Sequential(nn.Linear(4, 5), nn.Hardtanh(), nn.Linear(5, 2))) is None  # two kinks
+    assert _plan(nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.BatchNorm1d(5), nn.ReLU())) is None
+    assert _plan(nn.Sequential(nn.Flatten(), nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2))) is not None
+
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
+
+        def forward(self, x):
+            h = torch.relu(self.a(x))
+            return torch.relu(self.b(h) + x)
+
+    assert _plan(Residual()) is None
+
+
+def test_workers_give_the_numbers_of_one_process():
+    g = torch.Generator().manual_seed(0)
+    net = sf.mlp("4x10", in_features=16, n_classes=3, seed=2)
+    x = torch.rand(400, 16, generator=g)
+    i, j = torch.randint(0, 400, (3000,), generator=g), torch.randint(0, 400, (3000,), generator=g)
+    one = sf.folding_pairs(net, x, i, j, workers=1)
+    two = sf.folding_pairs(net, x, i, j, workers=2, batch_size=512)
+    pairs = sf.folding_batch(net, x[i], x[j], workers=2, batch_size=512)
+    for k in FIELDS:
+        assert torch.equal(getattr(one, k), getattr(two, k)), k
+        assert torch.equal(getattr(one, k), getattr(pairs, k)), k
