@@ -15,7 +15,7 @@ rules (:mod:`.driver`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -30,6 +30,8 @@ MAX_WIDTH = 64
 # how far apart breakpoints must be in t, beyond their uncertainty (the layer walk refines closer ones)
 _GAP = 1e-6
 _RESHAPES = ("flatten", "view", "reshape")
+# inputs converted to float64 at a time for the first layer
+_PREFIX_ROWS = 256
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,6 +48,7 @@ class MLPSummarizer:
     widths: list[int]
     gap: float
     first_err: tuple[np.ndarray, np.ndarray]  # (in_features + 4)·unit·(‖w_n‖, |b_n|)
+    rows_per_path: list[float] = field(default_factory=lambda: [16.0])  # as the last call needed, with a margin
 
     unit: float = float(torch.finfo(torch.float64).eps) / 2
 
@@ -56,8 +59,14 @@ class MLPSummarizer:
         lin = self.first
         w = lin.weight.detach().to(torch.float64)
         b = None if lin.bias is None else lin.bias.detach().to(torch.float64)
-        x = x.reshape(x.shape[0], -1).to(torch.float64)
-        return torch.nn.functional.linear(x, w, b), torch.linalg.vector_norm(x, dim=1)
+        x = x.reshape(x.shape[0], -1)
+        z = torch.empty(x.shape[0], lin.out_features, dtype=torch.float64)
+        norm = torch.empty(x.shape[0], dtype=torch.float64)
+        for k in range(0, x.shape[0], _PREFIX_ROWS):  # (blocks that stay in the cache)
+            xk = x[k : k + _PREFIX_ROWS].to(torch.float64)
+            z[k : k + _PREFIX_ROWS] = torch.nn.functional.linear(xk, w, b)
+            torch.linalg.vector_norm(xk, dim=1, out=norm[k : k + _PREFIX_ROWS])
+        return z, norm
 
     def __call__(self, za: Tensor, zb: Tensor, na: Tensor, nb: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         """The measures of the paths from ``za[p]`` to ``zb[p]`` (first-layer values and the inputs' norms, from
@@ -65,7 +74,7 @@ class MLPSummarizer:
         their measures filled in."""
         n = za.shape[0]
         u = (max(self.widths) + 4) * self.unit  # a product's round-off, relative to its terms
-        cap = 16 * n
+        cap = int(self.rows_per_path[0] * n) + 2 * n
         Z = torch.empty(cap, za.shape[1], dtype=torch.float64)
         E = torch.empty_like(Z)
         Z[:n], Z[n : 2 * n] = za, zb
@@ -104,6 +113,7 @@ class MLPSummarizer:
             torch.addmm(self.biases[k], Z[:R], self.weights[k].t(), out=Zn[:R])
             Z, E = Zn, torch.empty_like(Zn)
             w1, ub = self.w1[k], self.babs[k] * u
+        self.rows_per_path[0] = max(4.0, 1.25 * R / n)  # the next call's arrays: as many rows and a margin
         out_i = np.zeros((n, 3), np.int64)
         out_f = np.zeros((n, 2), np.float64)
         _kernels.mlp_measure(FB, NX, n, boff, ok, out_i, out_f)
