@@ -17,8 +17,13 @@ command's own ``wall_seconds`` (pair plan, worker start-up and walks) and the sc
 (walks only). The ratios are the command line's time over the script's, per round, then the
 median over rounds (target: within 1.2x).
 
+With ``--base COMMIT`` each round also runs that commit's ``bench_protocol.py`` (``git archive COMMIT src
+benchmarks`` unpacked into a temporary folder, with its own ``src``) on ``--base-anchors`` anchors against all
+10,000 test images, and prints the command line's walking time per path over that script's.
+
     SPACEFOLD_MNIST=DIR python benchmarks/bench_cli.py --images 2000 --repeats 3
     SPACEFOLD_MNIST=DIR python benchmarks/bench_cli.py --images 10000 --repeats 1   # the whole protocol, twice
+    SPACEFOLD_MNIST=DIR python benchmarks/bench_cli.py --images 10000 --repeats 1 --base 6bb428a
 """
 
 from __future__ import annotations
@@ -48,6 +53,14 @@ def _run(cmd: list[str], env: dict) -> tuple[float, dict]:
     return wall, json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def _table_rate(text: str) -> float:
+    """The paths/s of bench_protocol.py's table (any version of it)."""
+    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    row = [c.strip() for c in lines[-1].strip("|").split("|")]
+    return float(row[head.index("paths/s")])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=2000, help="the first N MNIST test images (default 2000)")
@@ -61,6 +74,8 @@ def main() -> None:
         help="worker processes of bench_protocol.py (default every core)",
     )
     ap.add_argument("--data-dir", default=None, help="folder of the MNIST IDX files (default $SPACEFOLD_MNIST)")
+    ap.add_argument("--base", default=None, help="also time this commit's bench_protocol.py in every round")
+    ap.add_argument("--base-anchors", type=int, default=1000, help="anchors of the base script (x 10,000 images)")
     args = ap.parse_args()
     if args.data_dir is not None:
         os.environ["SPACEFOLD_MNIST"] = args.data_dir
@@ -107,10 +122,37 @@ def main() -> None:
                 "--no-progress",
             ],
         }
+        base_rates: list[float] = []
+        if args.base:
+            base = Path(tmp) / "base"
+            base.mkdir()
+            archive = subprocess.run(
+                ["git", "archive", args.base, "src", "benchmarks"], cwd=HERE.parent, capture_output=True, check=True
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+            (base / "benchmarks" / ".cache").symlink_to(CACHE)  # the same trained model
+            base_env = {**os.environ, "PYTHONPATH": str(base / "src")}
+            base_cmd = [
+                sys.executable,
+                "bench_protocol.py",
+                "--anchors",
+                str(args.base_anchors),
+                "--workers",
+                str(args.workers),
+                "--epochs",
+                str(args.epochs),
+                "--arch",
+                args.arch,
+            ]
         res: dict[str, list[tuple[float, dict]]] = {k: [] for k in cmds}
         for _ in range(args.repeats):
             for k, cmd in cmds.items():
                 res[k].append(_run(cmd, env))
+            if args.base:
+                out = subprocess.run(base_cmd, capture_output=True, text=True, env=base_env, cwd=base / "benchmarks")
+                if out.returncode != 0:
+                    raise SystemExit(f"{args.base}'s bench_protocol.py failed:\n{out.stderr}")
+                base_rates.append(_table_rate(out.stdout))
     inner = {"bench_protocol.py": "seconds", "spacefold measure": "wall_seconds"}
     paths = {"bench_protocol.py": "paths", "spacefold measure": "n_paths"}
     rows = []
@@ -161,6 +203,25 @@ def main() -> None:
             "the command line against the hand-tuned script, round by round",
         )
     )
+    if base_rates:
+        per_path = [cw[1]["wall_seconds"] / cw[1]["n_paths"] * r for cw, r in zip(c, base_rates)]
+        minutes = 1e8 * statistics.median(cw[1]["wall_seconds"] / cw[1]["n_paths"] for cw in c) / 60
+        print()
+        print(
+            table(
+                [
+                    {
+                        "ratio": f"spacefold measure (this tree) / bench_protocol.py at {args.base}, time per path",
+                        "median": statistics.median(per_path),
+                        "each round": " ".join(f"{r:.2f}" for r in per_path),
+                        f"{args.base} paths/s": " ".join(f"{r:.0f}" for r in base_rates),
+                        "1e8 paths through spacefold measure at this rate": f"{minutes:.1f} min",
+                    }
+                ],
+                f"the command line against {args.base}'s script ({args.workers} workers, {args.base_anchors} "
+                "anchors x 10,000 images), round by round",
+            )
+        )
 
 
 if __name__ == "__main__":
