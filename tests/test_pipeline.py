@@ -29,6 +29,7 @@ from spacefold._core.walk.uniform import uniform_walks
 from spacefold.errors import InputError, InputTypeError
 
 pipeline_module = importlib.import_module("spacefold._core.pipeline")  # where the pipeline's tunables live
+exact_walker = importlib.import_module("spacefold._core.exact_walker")  # and the exact walker's
 PROPERTY = settings(max_examples=40, deadline=None)
 FIELDS = ("chi", "r1", "r2", "n_regions", "max_profile")
 
@@ -100,7 +101,7 @@ def test_first_layer_once_per_input_in_large_blocks(monkeypatch):
     assert n == [1, 12]  # the size probe, then every sample once, in one block
     batch, n = count(lambda: sf.folding_batch(net, x[i], x[j], batch_size=16))
     assert n == [1, 40, 40]  # the probe, then x1 and x2 in one block each
-    monkeypatch.setattr(pipeline_module, "_PREFIX_CACHE_BYTES", 0)
+    monkeypatch.setattr(exact_walker, "_PREFIX_CACHE_BYTES", 0)
     plain, n = count(lambda: sf.folding_pairs(net, x, i, j, batch_size=16))
     assert n == [1] + [16, 16, 16, 16, 8, 8]  # the probe, then both ends of every chunk
     plain_batch, n = count(lambda: sf.folding_batch(net, x[i], x[j], batch_size=16))
