@@ -5,6 +5,7 @@ certificate of :func:`spacefold.verify`, and an unwritable Numba cache."""
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
@@ -590,3 +591,27 @@ def test_float32_walks_of_wide_nets_count_what_float64_counts(seed, pieces, monk
     assert w32.n_float64 + w32.n_refined > 0 and w32.n_float64 < 40  # pieces handed to float64, not every path
     s32, s64 = summarize(w32), summarize(w64)
     assert torch.equal(s32.r1, s64.r1) and torch.equal(s32.r2, s64.r2)
+
+
+_MNIST = os.environ.get("SPACEFOLD_DATA")
+
+
+@pytest.mark.skipif(not _MNIST, reason="MNIST IDX files not present (set SPACEFOLD_DATA to their directory)")
+def test_an_output_touching_0_within_float32_round_off_is_decided_in_float64(monkeypatch):
+    """On one of these MNIST segments of a random 784-48x4 MLP a layer-2 neuron rises to within float32's round-off of
+    0 at a layer-1 crossing and falls again: float64 finds it above 0 there for 5e-6 in t (two regions more), float32
+    found it below. The float32 walk hands the pieces around such a value (an inner row between neighbours on the
+    same side of 0) to float64 and counts what the float64 walk counts."""
+    import spacefold as sf
+    import spacefold._core.walk.exact.mlp as mlp_kernels
+    from spacefold.data import load_mnist
+
+    monkeypatch.setattr(mlp_kernels, "MAX_WIDTH", 0)  # the layer walk, whose float32 rule this is
+    x = load_mnist(_MNIST).x_test
+    net = sf.mlp([48] * 4, 784, 10, seed=0)
+    i = [6526, 8129, 5368, 8194, 5070, 5476, 5224, 2398, 2604, 6021, 1682, 1009, 2609, 7482, 5378, 270, 2377, 9045]
+    j = [5091, 577, 6485, 3245, 7225, 326, 6144, 9404, 3945, 3501, 143, 2709, 900, 6381, 2488, 7478, 807, 9939]
+    f32 = sf.folding_pairs(net, x, i, j, workers=1)
+    f64 = sf.folding_pairs(net, x, i, j, workers=1, dtype=torch.float64)
+    assert f64.n_regions[16] == 42
+    assert torch.equal(f32.n_regions, f64.n_regions) and torch.equal(f32.chi, f64.chi)

@@ -6,10 +6,18 @@ import numpy as np
 from ._jit import jit
 
 
+@jit(inline="always")
+def _touch(out, r, q, p, o):
+    """Whether output ``o`` is on the same side of 0 at both neighbours ``q``, ``p`` of row ``r`` (inner rows): a
+    value near 0 at ``r`` between them is where the output may touch 0 and turn back."""
+    return q != r and p != r and (out[q, o] > 0) == (out[p, o] > 0)
+
+
 @jit
-def zero_candidates(out, thr, nxt, prv, ends):
+def zero_candidates(out, thr, nxt, prv, ends, touches=False):
     """The outputs ``(row, column)`` of a Linear within ``thr[column]`` of 0 whose row has a neighbour along its
-    path (``nxt``, ``prv``; an end row links to itself) within that bound too, or (with ``ends``) is an end of it."""
+    path (``nxt``, ``prv``; an end row links to itself) within that bound too, or (with ``ends``) is an end of it,
+    or (with ``touches``) is an inner row whose neighbours are on the same side of 0."""
     R, O = out.shape
     n = 0
     rows = np.empty(16, np.int64)
@@ -31,6 +39,8 @@ def zero_candidates(out, thr, nxt, prv, ends):
                 ok = abs(out[q, o]) <= thr[o]
             if not ok and p != r:
                 ok = abs(out[p, o]) <= thr[o]
+            if not ok and touches:
+                ok = _touch(out, r, q, p, o)
             if ok:
                 if n == rows.size:
                     rows = np.concatenate((rows, np.empty(n, np.int64)))
@@ -78,7 +88,7 @@ def term_within(out, x, wabs, babs, wnorm, err, nxt, prv, rr, o, V, ab_a, ab_b, 
 
 
 @jit
-def zero_round_off(out, x, wabs, babs, wnorm, err, thr, nxt, prv, V, ab_a, ab_b, rtol, tracked):
+def zero_round_off(out, x, wabs, babs, wnorm, err, thr, nxt, prv, V, ab_a, ab_b, rtol, tracked, touches=False):
     """The outputs ``(rows, columns)`` of a Linear (``out``, one row per breakpoint; ``x`` its input at the first
     ``V`` rows) that are 0 on a piece up to round-off. The candidates of
     :func:`zero_candidates` (``thr``: the largest bound any output can have) are kept where the output is
@@ -87,8 +97,10 @@ def zero_round_off(out, x, wabs, babs, wnorm, err, thr, nxt, prv, V, ab_a, ab_b,
     A row ``V + g`` the split added lies between rows ``ab_a[g]`` and ``ab_b[g]`` (empty: the nearest first
     rows along the path), its input at most theirs summed, and its output interpolated from theirs (their
     round-off added). With ``tracked`` the bound adds the error the inputs carry, ``err·‖w‖₂`` (``wnorm``);
-    without, it is taken four times."""
-    rows, cols = zero_candidates(out, thr, nxt, prv, tracked)
+    without, it is taken four times. With ``touches`` an output within that bound at an inner row whose neighbours
+    are on the same side of 0 is kept too (where the output may touch 0 and turn back: only a finer dtype can tell
+    whether it crosses)."""
+    rows, cols = zero_candidates(out, thr, nxt, prv, tracked, touches)
     k = rows.size
     keep = np.zeros(k, np.bool_)
     for i in range(k):
@@ -103,5 +115,7 @@ def zero_round_off(out, x, wabs, babs, wnorm, err, thr, nxt, prv, V, ab_a, ab_b,
             near = term_within(out, x, wabs, babs, wnorm, err, nxt, prv, q, o, V, ab_a, ab_b, rtol, tracked)
         if not near and p != r:
             near = term_within(out, x, wabs, babs, wnorm, err, nxt, prv, p, o, V, ab_a, ab_b, rtol, tracked)
+        if not near and touches:
+            near = _touch(out, r, q, p, o)
         keep[i] = near
     return rows[keep], cols[keep]

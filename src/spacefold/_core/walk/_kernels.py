@@ -171,7 +171,7 @@ def zero_candidates(out, thr, nxt, prv, ends=False):
     return _STATE["zero"].zero_candidates(out, thr, nxt, prv, ends)
 
 
-def zero_round_off(out, x, wabs, babs, wnorm, err, thr, nxt, prv, n_old, ab_a, ab_b, rtol):
+def zero_round_off(out, x, wabs, babs, wnorm, err, thr, nxt, prv, n_old, ab_a, ab_b, rtol, touches=False):
     """See ``spacefold._core.walk._jit_zero.zero_round_off``; ``err`` ``None`` where the bound is not tracked,
     ``ab_a``, ``ab_b`` ``None`` for the nearest first rows."""
     tracked = err is not None
@@ -191,6 +191,7 @@ def zero_round_off(out, x, wabs, babs, wnorm, err, thr, nxt, prv, n_old, ab_a, a
         none if ab_b is None else ab_b,
         rtol,
         tracked,
+        touches,
     )
 
 

@@ -91,9 +91,11 @@ def _zero_round_off(
     on a piece (a saturated neuron against another, two pooling windows sharing their maximum,
     quantised or bias-free weights) comes out as ±4e-16, and the bit rule would read 1 where exact
     arithmetic gives 0. A crossing of 0 leaves a small value at one row only (its neighbours are
-    away from 0), so it is not moved; at an end of a path (a segment starting or ending on a
-    boundary) one row is enough where the bound is tracked (float64: in float32 one layer's
-    round-off bound would take a crossing 1e-4 from the end for one at the end). One pass over the
+    away from 0), so it is not moved (but where the walk hands such places to float64, ``state.defer_zeros``, a
+    small value at an inner row between neighbours on the same side of 0 is handed over too: the output may touch
+    0 there and turn back, or cross it twice, which only a finer dtype can tell); at an end of a path (a
+    segment starting or ending on a boundary) one row is enough where the bound is tracked (float64: in float32
+    one layer's round-off bound would take a crossing 1e-4 from the end for one at the end). One pass over the
     outputs with a cheap bound, the largest
     any output can have (compiled where the kernels run); the bound of the terms only for the
     few outputs that pass it."""
@@ -136,6 +138,7 @@ def _zero_round_off(
             None if ab is None or R == V else ab[0].contiguous().numpy(),
             None if ab is None or R == V else ab[1].contiguous().numpy(),
             rtol,
+            state.defer_zeros,
         )
         _set_zeros(out, torch.from_numpy(r), torch.from_numpy(o), state)
         return
@@ -149,6 +152,8 @@ def _zero_round_off(
     )
     if err is not None:
         near |= (nxt.unsqueeze(1) == ar) | (prv.unsqueeze(1) == ar)
+    if state.defer_zeros:  # an inner row between neighbours on the same side: the output may touch 0 there
+        near |= _touching(out, nxt, prv, ar)
     r, o = (small & near).nonzero().unbind(1)
     if r.numel() == 0:
         return
@@ -184,8 +189,16 @@ def _zero_round_off(
     near = ((q != r) & ok[k : 2 * k]) | ((p != r) & ok[2 * k :])
     if err is not None:  # an end of a path: one row is enough where the bound is tracked (float64)
         near |= (q == r) | (p == r)
+    if state.defer_zeros:
+        near |= (q != r) & (p != r) & ((out[q, o] > 0) == (out[p, o] > 0))
     keep = ok[:k] & near
     _set_zeros(out, r[keep], o[keep], state)
+
+
+def _touching(out: Tensor, nxt: Tensor, prv: Tensor, ar: Tensor) -> Tensor:
+    """Where an output's row is an inner row whose neighbours along the path hold it on the same side of 0."""
+    inner = (nxt.unsqueeze(1) != ar) & (prv.unsqueeze(1) != ar)
+    return inner & ((out.index_select(0, nxt) > 0) == (out.index_select(0, prv) > 0))
 
 
 def _set_zeros(out: Tensor, r: Tensor, o: Tensor, state: _State) -> None:
