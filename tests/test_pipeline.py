@@ -78,34 +78,43 @@ def test_entry_points_agree_on_the_same_pairs(method, kw, batch_size):
         )
 
 
-def test_first_layer_once_per_input_in_large_blocks(monkeypatch):
+@pytest.mark.parametrize("way", ["layer walk", "MLP kernels"])
+def test_first_layer_once_per_input_in_large_blocks(monkeypatch, way):
     """The values before the first activation are computed once per input, in large blocks
     before the walks: per sample of x for index pairs, per row of x1 and x2 for
     folding_batch; when they are too large to keep, per chunk. Every way gives the same
-    walks."""
+    walks. So do the first layer's float64 values of the MLP kernels (walk.exact.mlp)."""
+    import spacefold._core.walk.exact.mlp as mlp_kernels
+
     net, x = net_and_data(d=2, width=24)  # 24 values per sample > 4 x 2 input values
     i = torch.randint(12, (40,), generator=torch.Generator().manual_seed(1))
     j = (i + 1 + torch.randint(11, (40,), generator=torch.Generator().manual_seed(2))) % 12
     from spacefold._core.walk.exact import ExactProgram
 
     calls = []
-    real = ExactProgram.prefix
-    monkeypatch.setattr(ExactProgram, "prefix", lambda self, v: calls.append(v.shape[0]) or real(self, v))
+    if way == "layer walk":
+        monkeypatch.setattr(mlp_kernels, "MAX_WIDTH", 0)
+        owner, name = ExactProgram, "prefix"
+    else:
+        owner, name = mlp_kernels.MLPSummarizer, "prefix"
+    real = getattr(owner, name)
+    monkeypatch.setattr(owner, name, lambda self, v: calls.append(v.shape[0]) or real(self, v))
 
     def count(fn):
         calls.clear()
         out = fn()
         return out, list(calls)
 
+    probe = [1] if way == "layer walk" else []  # (the size probe is the program's)
     cached, n = count(lambda: sf.folding_pairs(net, x, i, j, batch_size=16))
-    assert n == [1, 12]  # the size probe, then every sample once, in one block
+    assert n == probe + [12]  # every sample once, in one block
     batch, n = count(lambda: sf.folding_batch(net, x[i], x[j], batch_size=16))
-    assert n == [1, 40, 40]  # the probe, then x1 and x2 in one block each
+    assert n == probe + [40, 40]  # x1 and x2 in one block each
     monkeypatch.setattr(exact_walker, "_PREFIX_CACHE_BYTES", 0)
     plain, n = count(lambda: sf.folding_pairs(net, x, i, j, batch_size=16))
-    assert n == [1] + [16, 16, 16, 16, 8, 8]  # the probe, then both ends of every chunk
+    assert n == probe + [16, 16, 16, 16, 8, 8]  # both ends of every chunk
     plain_batch, n = count(lambda: sf.folding_batch(net, x[i], x[j], batch_size=16))
-    assert n == [1] + [16, 16, 16, 16, 8, 8]
+    assert n == probe + [16, 16, 16, 16, 8, 8]
     for other in (batch, plain, plain_batch):
         assert_same(cached, other)
 

@@ -98,9 +98,18 @@ class _ExactWalker:
     def fast_measures(self, a: Tensor, c: Tensor) -> tuple[dict[str, Tensor], Tensor] | None:
         """The measures of the chunk's segments from :attr:`fast` (``None`` where it does not serve), and which
         of them it measured (the others are walked: ``self(a, c, sub)``)."""
-        if self.fast is None or self.fast_cache is None:
+        if self.fast is None:
             return None
-        if self.segments.by_index:
+        if self.fast_cache is None:  # computed per chunk, from the inputs (when the walker has them)
+            seg = self.segments
+            if seg.x is None and seg.pair is None:
+                return None
+            x1, x2 = seg.inputs(a, c)
+            if x1[0].numel() != self.fast.first.in_features:  # (the first Linear takes the input)
+                return None
+            (z1, n1), (z2, n2) = self.fast.prefix(x1), self.fast.prefix(x2)
+            ends = (z1, z2, n1, n2)
+        elif self.segments.by_index:
             z, e = self.fast_cache[0]
             a, c = a.to(z.device), c.to(z.device)
             ends = (z.index_select(0, a), z.index_select(0, c), e.index_select(0, a), e.index_select(0, c))

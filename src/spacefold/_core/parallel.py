@@ -472,7 +472,10 @@ def _pool_starting(workers: int):
         _POOL.update(size=workers, pool=pool)
         ready.set_result(pool)
 
-    threading.Thread(target=start, name="spacefold-workers", daemon=True).start()
+    thread = threading.Thread(target=start, name="spacefold-workers", daemon=True)
+    _STARTING[:] = [t for t in _STARTING if t.is_alive()]
+    _STARTING.append(thread)
+    thread.start()
     return ready
 
 
@@ -484,7 +487,16 @@ def _close_pool() -> None:
         pool.join()
 
 
-atexit.register(_close_pool)
+def _close_pool_at_exit() -> None:
+    """The pool closed at exit, after a start still under way has finished (a call that ended before its workers
+    were up): workers starting after this process has gone cannot reach it, and say so on stderr."""
+    while _STARTING:
+        _STARTING.pop().join(timeout=60)
+    _close_pool()
+
+
+_STARTING: list[threading.Thread] = []  # pools being started
+atexit.register(_close_pool_at_exit)
 
 
 def map_ranges(
