@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from .measure import summarize
 from .patterns import LayerSelector
 from .walk import WalkBatch
 
@@ -45,6 +46,12 @@ _PREFIX_CACHE_BYTES = 2 << 30
 _PREFIX_BLOCK_BYTES = 32 << 20
 
 
+def _float64_copy(model: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(model).to(torch.float64).eval()
+
+
 class _ExactWalker:
     """``exact``: the walk starts from the values of everything before the first
     activation at the two ends (:meth:`ExactProgram.prefix`), computed once per input and
@@ -67,9 +74,15 @@ class _ExactWalker:
         # the inputs' norms, per table like ``cache``
         self.fast: MLPSummarizer | None = None
         self.fast_cache: list[tuple[Tensor, Tensor]] | None = None
+        self.model64: nn.Module | None = None  # a float64 copy, for the segments the kernels leave
 
     def cache_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for table in self.cache or () for t in table)
+        tables = [*(self.cache or ()), *(self.fast_cache or ())]
+        return sum(t.numel() * t.element_size() for table in tables for t in table)
+
+    def cached(self) -> bool:
+        """Whether the values before the first activation are cached (in the model's dtype, or for :attr:`fast`)."""
+        return self.cache is not None or self.fast_cache is not None
 
     def start(self, sample: Tensor) -> None:
         tables = [self.segments.x] if self.segments.x is not None else list(self.segments.pair or ())
@@ -82,8 +95,10 @@ class _ExactWalker:
         if self.deferred is not None and self.segments.pair is not None:
             self.deferred = block  # computed range by range, as the ranges are sent (see _RangeTask.part)
             return
-        self.cache = [self._prefix_blocks(t, block) for t in tables]
         self.fast_cache = self._fast_blocks(tables, block)
+        if self.fast_cache is None:
+            self.fast = None
+            self.cache = [self._prefix_blocks(t, block) for t in tables]
 
     def _fast_blocks(self, tables: list[Tensor], block: int) -> list[tuple[Tensor, Tensor]] | None:
         fast = self.fast
@@ -95,32 +110,48 @@ class _ExactWalker:
             out.append((torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])))
         return out
 
-    def fast_measures(self, a: Tensor, c: Tensor) -> tuple[dict[str, Tensor], Tensor] | None:
-        """The measures of the chunk's segments from :attr:`fast` (``None`` where it does not serve), and which
-        of them it measured (the others are walked: ``self(a, c, sub)``)."""
-        if self.fast is None:
+    def fast_measures(self, a: Tensor, c: Tensor) -> tuple[dict[str, Tensor], int] | None:
+        """The measures of the chunk's segments ``a``, ``c`` in float64 (``None`` where :attr:`fast` does not
+        serve): by the kernels of :mod:`.walk.exact.mlp` where they can decide every step, by the float64 walk of
+        the model from the same values elsewhere; and how many segments that walk took."""
+        from .walk.exact import exact_walks
+
+        fast = self.fast
+        if fast is None:
             return None
+        seg = self.segments
         if self.fast_cache is None:  # computed per chunk, from the inputs (when the walker has them)
-            seg = self.segments
             if seg.x is None and seg.pair is None:
                 return None
             x1, x2 = seg.inputs(a, c)
-            if x1[0].numel() != self.fast.first.in_features:  # (the first Linear takes the input)
+            if x1[0].numel() != fast.first.in_features:  # (the first Linear takes the input)
                 return None
-            (z1, n1), (z2, n2) = self.fast.prefix(x1), self.fast.prefix(x2)
-            ends = (z1, z2, n1, n2)
-        elif self.segments.by_index:
+            (z1, n1), (z2, n2) = fast.prefix(x1), fast.prefix(x2)
+        elif seg.by_index:
             z, e = self.fast_cache[0]
             a, c = a.to(z.device), c.to(z.device)
-            ends = (z.index_select(0, a), z.index_select(0, c), e.index_select(0, a), e.index_select(0, c))
+            z1, z2, n1, n2 = z.index_select(0, a), z.index_select(0, c), e.index_select(0, a), e.index_select(0, c)
         else:
             rows = slice(self.k, self.k + a.shape[0])
-            (z1, e1), (z2, e2) = self.fast_cache
-            ends = (z1[rows], z2[rows], e1[rows], e2[rows])
-        parts = [self.fast(*(t[k : k + _FAST_BLOCK] for t in ends)) for k in range(0, a.shape[0], _FAST_BLOCK)]
-        if len(parts) == 1:
-            return parts[0]
-        return {k: torch.cat([p[0][k] for p in parts]) for k in parts[0][0]}, torch.cat([p[1] for p in parts])
+            self.k += a.shape[0]
+            (z1, n1), (z2, n2) = ((z[rows], e[rows]) for z, e in self.fast_cache)
+        ends = (z1, z2, n1, n2)
+        parts = [fast(*(t[k : k + _FAST_BLOCK] for t in ends)) for k in range(0, a.shape[0], _FAST_BLOCK)]
+        got = {k: torch.cat([p[0][k] for p in parts]) for k in parts[0][0]} if len(parts) > 1 else parts[0][0]
+        clean = torch.cat([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
+        bad = (~clean).nonzero().squeeze(1)
+        if bad.numel():
+            opts = self.opts
+            if self.model64 is None:
+                self.model64 = _float64_copy(self.model)
+            p1, p2 = z1.index_select(0, bad), z2.index_select(0, bad)
+            wb = exact_walks(
+                self.model64, p1, p2, prefix=([p1], [p2]), layers=opts.layers, tie_tol=opts.tie_tol, tol=opts.tol
+            )
+            walked = summarize(wb)
+            for k, v in got.items():
+                v[bad] = walked[k].to(v.dtype)
+        return got, int(bad.numel())
 
     def seek(self, start: int) -> None:
         """The next chunk starts at position ``start``."""
@@ -133,19 +164,12 @@ class _ExactWalker:
         ]
         return [torch.cat([p[m] for p in parts]) if len(parts) > 1 else parts[0][m] for m in range(len(parts[0]))]
 
-    def __call__(self, a: Tensor, c: Tensor, sub: Tensor | None = None) -> WalkBatch:
-        """The walks of the chunk's segments ``a``, ``c`` (index pairs, or rows of ``x1`` and ``x2``), or of those
-        at the positions ``sub`` of it alone."""
+    def __call__(self, a: Tensor, c: Tensor) -> WalkBatch:
+        """The walks of the chunk's segments ``a``, ``c`` (index pairs, or rows of ``x1`` and ``x2``)."""
         from .walk.exact import exact_walks
 
         opts = self.opts
         seg = self.segments
-        at: Tensor | slice | None = None
-        if not seg.by_index and self.cache is not None:  # positions in the cache of paired segments
-            at = slice(self.k, self.k + a.shape[0]) if sub is None else sub + self.k
-            self.k += a.shape[0]
-        if sub is not None:
-            a, c = a[sub], c[sub]
         if self.cache is None:  # the walk computes the prefix, in float64 too where it walks pieces again
             x1, x2 = (x.to(device=self.device, dtype=self.dtype) for x in self.segments.inputs(a, c))
             return exact_walks(self.model, x1, x2, layers=opts.layers, tie_tol=opts.tie_tol, tol=opts.tol)
@@ -161,9 +185,10 @@ class _ExactWalker:
             p2 = [t.index_select(0, c) for t in self.cache[0]]
         else:
             ends = None if seg.pair is None else (lambda path, a=a, c=c: (a[path], c[path]))
-            assert at is not None  # set above for paired segments with a cache
-            p1 = [t[at] for t in self.cache[0]]
-            p2 = [t[at] for t in self.cache[1]]
+            rows = slice(self.k, self.k + a.shape[0])
+            self.k += a.shape[0]
+            p1 = [t[rows] for t in self.cache[0]]
+            p2 = [t[rows] for t in self.cache[1]]
         return exact_walks(
             self.model, p1[0], p2[0], prefix=(p1, p2), ends=ends, layers=opts.layers, tie_tol=opts.tie_tol, tol=opts.tol
         )

@@ -127,8 +127,8 @@ class FoldingBatch:
             to float64 round-off; a warning says so).
         n_refined (int): exact walk: sub-segments walked again in float64 around crossings the model's
             dtype cannot tell apart (docs/method.md, "The exact walk"). All three counts are 0 for the
-            other methods, and count only the paths walked layer by layer (small MLPs measure most paths in
-            float64 without walks: docs/method.md, "Small MLPs measured without walks").
+            other methods. Small MLPs are measured in float64 without walks (docs/method.md, "Small MLPs
+            measured without walks"): there ``n_float64`` counts the segments walked layer by layer.
         complete (Tensor | None): bool ``(batch,)``, whether each walk provably holds every change of
             every bit: True for ``exact``, True for ``certified`` unless the path ran out of its interval
             budget, False (not guaranteed) for ``bisect`` and ``uniform``.
@@ -483,7 +483,7 @@ class _RangeTask:
         784), so that the worker neither receives the inputs nor computes them again."""
         state = {**self.__dict__, "walker": None, "walks": []}
         w = self.walker
-        if isinstance(w, _ExactWalker) and w.cache is not None and w.cache_bytes() <= self.segments.input_bytes():
+        if isinstance(w, _ExactWalker) and w.cached() and w.cache_bytes() <= self.segments.input_bytes():
             state.update(segments=self.segments.without_inputs(), cache=w.cache, fast_cache=w.fast_cache, offset=0)
         return state
 
@@ -492,31 +492,33 @@ class _RangeTask:
         task: paired segments with the exact walker's values send only their rows (index pairs
         share the values of every sample: ``None``, the whole task travels, once per worker)."""
         w = self.walker
-        if isinstance(w, _ExactWalker) and w.deferred and w.cache is None and not self.segments.by_index:
+        if isinstance(w, _ExactWalker) and w.deferred and not w.cached() and not self.segments.by_index:
             pair = self.segments.pair
             assert pair is not None
             t = _RangeTask.__new__(_RangeTask)
             with torch.no_grad():  # a thread of the worker pool may run this: grad mode is per thread
-                cache = [w._prefix_blocks(x[start:stop], w.deferred) for x in pair]
                 fast = w._fast_blocks([x[start:stop] for x in pair], w.deferred)
+                cache = None if fast is not None else [w._prefix_blocks(x[start:stop], w.deferred) for x in pair]
             t.__dict__.update(
                 self.__dict__,
                 walker=None,
                 walks=[],
                 segments=self.segments.without_inputs(),
-                cache=[[v.clone() if v._base is not None else v for v in table] for table in cache],
+                cache=None if cache is None else [[v.clone() if v._base is not None else v for v in t] for t in cache],
                 fast_cache=fast,
                 offset=start,
             )
             return t
         state = self.__getstate__()
-        if state["cache"] is None or state["segments"].by_index:
+        if (state["cache"] is None and state["fast_cache"] is None) or state["segments"].by_index:
             return None
         t = _RangeTask.__new__(_RangeTask)
         # copies: a view would pickle its whole storage
         t.__dict__.update(
             state,
-            cache=[[v[start - self.offset : stop - self.offset].clone() for v in table] for table in state["cache"]],
+            cache=None
+            if state["cache"] is None
+            else [[v[start - self.offset : stop - self.offset].clone() for v in table] for table in state["cache"]],
             fast_cache=None
             if state.get("fast_cache") is None
             else [tuple(v[start - self.offset : stop - self.offset].clone() for v in t) for t in state["fast_cache"]],
@@ -551,9 +553,11 @@ class _RangeTask:
 
                 assert opts.tol is not None  # resolved by WalkOptions.check
                 walker.fast = mlp_summarizer(walker.prog, opts.tie_tol, opts.tol)
-            if self.cache is not None:  # received with the task
+            if self.cache is not None or self.fast_cache is not None:  # received with the task
                 walker.cache = self.cache
-                walker.fast_cache = self.fast_cache if walker.fast is not None else None
+                walker.fast_cache = self.fast_cache
+                if self.fast_cache is None:
+                    walker.fast = None
                 return walker
             walker.deferred = 0 if defer else None
         else:
@@ -561,21 +565,6 @@ class _RangeTask:
             walker = _SampledWalker(model, opts, recorder, self.segments, device, dtype, self.keep, points)
         walker.start(self.segments.sample.to(device=device, dtype=dtype))
         return walker
-
-    def _fast_chunk(
-        self, walker: _ExactWalker, a: Tensor, c: Tensor, got: dict[str, Tensor], clean: Tensor, redone: Tensor
-    ) -> measure.WalkSummary:
-        """The measures of a chunk from :meth:`_ExactWalker.fast_measures`, with the paths it left walked."""
-        bad = (~clean).nonzero().squeeze(1)
-        if bad.numel():
-            wb = walker(a, c, bad)
-            redone += torch.tensor([getattr(wb, k, 0) for k in ("n_float64", "n_unresolved", "n_refined")])
-            walked = measure.summarize(wb)
-            for k, v in got.items():
-                v[bad] = walked[k].to(v.dtype)
-        elif walker.cache is not None and not self.segments.by_index:
-            walker.k += a.shape[0]  # (the positions a walk would have advanced)
-        return measure.WalkSummary(**got)
 
     def __call__(self, start: int, stop: int, tick) -> dict[str, Tensor]:
         with eval_mode(self.model), torch.no_grad():
@@ -593,8 +582,9 @@ class _RangeTask:
             for a, c in self.segments.chunks(start, stop, opts.batch_size):
                 if isinstance(walker, _ExactWalker):
                     fast = walker.fast_measures(a, c)
-                    if fast is not None:  # measured without walks, but for the paths that need the walk's rules
-                        sums.append(self._fast_chunk(walker, a, c, *fast, redone))
+                    if fast is not None:  # measured in float64 without walks (small MLPs)
+                        sums.append(measure.WalkSummary(**fast[0]))
+                        redone[0] += fast[1]
                         complete.append(torch.ones(a.shape[0], dtype=torch.bool))
                         if tick is not None:
                             tick(a.shape[0])
