@@ -7,8 +7,9 @@ rows each (random Gaussian inputs), and the interpolation of new rows (``torch.l
 
 - torch in float32 and in float64, and their ratio;
 - for each convolution, ``spacefold._core.walk.exact.conv64.conv2d`` in float64 (the path it takes by shape,
-  and each of its two paths forced), with its largest difference from ``F.conv2d`` in units of
-  ``2^-52 sum(|w| |x|)`` (the float64 round-off of a dot product, relative to the sum of absolute terms).
+  and each of its paths forced: ``dense`` where the lowered matrix is at most 64 MiB), with its largest
+  difference from ``F.conv2d`` in units of ``2^-52 sum(|w| |x|)`` (the float64 round-off of a dot product,
+  relative to the sum of absolute terms).
 
 Repeats are interleaved (every variant once per round, ``--repeats`` rounds); times are medians.
 One torch thread (set ``OMP_NUM_THREADS=1`` as well).
@@ -103,6 +104,8 @@ def main() -> None:
                 fns["gemm"] = lambda: conv64._conv_gemm(x64, *a)
                 if mod.kernel_size != (1, 1):
                     fns["chunks"] = lambda: conv64._conv_chunks(x64, *a)
+                if m64(x64[:1]).numel() * x64[0].numel() * 8 <= 4 * conv64._DENSE_BYTES:  # the lowered matrix
+                    fns["dense"] = lambda: conv64._conv_dense(x64, *a)
             times = {k: [] for k in fns}
             with torch.no_grad():
                 path = conv64._plan(x64, *a) if isinstance(mod, nn.Conv2d) else None
@@ -134,6 +137,7 @@ def main() -> None:
                         "speed-up": med["f64"] / med["spacefold"],
                         "gemm": med["f64"] / med["gemm"],
                         "chunks": med["f64"] / med["chunks"] if "chunks" in med else "-",
+                        "dense": med["f64"] / med["dense"] if "dense" in med else "-",
                         "spacefold / f32": med["spacefold"] / med["f32"],
                         "max err (u S)": err / 2**-52,
                     }

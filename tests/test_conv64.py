@@ -48,12 +48,15 @@ def _convs(draw):
 
 def _ways(x, weight, bias, stride, padding, dilation, groups):
     """The result of each way :mod:`conv64` computes a convolution: by its own choice, one product per
-    chunk of one or two rows, torch's convolution on chunks of one row."""
+    chunk of one or two rows, torch's convolution on chunks of one row, and the product with the lowered matrix,
+    made and then kept."""
     args = (weight, bias, stride, padding, dilation, groups)
     out = {"chosen": conv64.conv2d(x, *args)}
     with mock.patch.object(conv64, "_GEMM_BYTES", 1), mock.patch.object(conv64, "_CHUNK_BYTES", 1):
         out["gemm"] = conv64._conv_gemm(x, *args)
         out["chunks"] = conv64._conv_chunks(x, *args)
+    out["dense"] = conv64._conv_dense(x, *args)
+    out["dense, kept"] = conv64._conv_dense(x, *args)
     return out
 
 
@@ -90,20 +93,22 @@ def test_on_random_floats_every_way_is_within_the_round_off_of_a_dot_product_of_
 
 
 def test_the_way_is_chosen_by_the_number_of_output_positions():
-    """One product where outputs are few (ResNet-18's last stages at 32x32), torch's convolution in chunks on
-    larger maps, torch's own call for 1x1 kernels on them, for anything not float64 on the CPU, and where
-    gradients are recorded."""
+    """The lowered matrix on maps every output sees whole (ResNet-18's last stages at 32x32), one product of
+    unfolded rows where outputs are few, torch's convolution in chunks on larger maps, torch's own call for 1x1
+    kernels on them, for anything not float64 on the CPU, and where gradients are recorded."""
     w3, w1 = torch.randn(8, 8, 3, 3, dtype=f64), torch.randn(8, 8, 1, 1, dtype=f64)
     small, large = torch.randn(64, 8, 2, 2, dtype=f64), torch.randn(512, 8, 16, 16, dtype=f64)
     with torch.no_grad():
-        assert conv64._plan(small, w3, None, 1, 1, 1, 1) == "gemm"  # 2x2 outputs
-        assert conv64._plan(small, w1, None, 1, 0, 1, 1) == "gemm"
+        assert conv64._plan(small, w3, None, 1, 1, 1, 1) == "dense"  # 2x2 outputs, each sees the 2x2 map
+        assert conv64._plan(small, w3[:, :4], None, 1, 1, 1, 2) == "gemm"  # groups
+        assert conv64._plan(small, w1, None, 1, 0, 1, 1) == "gemm"  # 1 tap, 4 input positions
+        assert conv64._plan(torch.randn(64, 8, 4, 4, dtype=f64), w3, None, 2, 1, 1, 1) == "gemm"  # 2x2 of 4x4
         assert conv64._plan(large, w3, None, 2, 1, 1, 1) == "chunks"  # 8x8 outputs
         assert conv64._plan(large, w3, None, 1, "same", 1, 1) == "chunks"
         assert conv64._plan(large, w1, None, 1, 0, 1, 1) == "torch"
         assert conv64._plan(large[:1], w3, None, 1, 1, 1, 1) == "torch"  # one row
         assert conv64._plan(small.float(), w3.float(), None, 1, 1, 1, 1) == "torch"
-        assert conv64._plan(small, w3, None, 1, "same", 1, 1) == "gemm"
+        assert conv64._plan(small, w3, None, 1, "same", 1, 1) == "dense"
         assert conv64._plan(small, w3, None, 2, "same", 1, 1) == "torch"  # torch's error
     assert conv64._plan(small, w3.requires_grad_(), None, 1, 1, 1, 1) == "torch"
 
@@ -129,6 +134,23 @@ def test_string_paddings_and_errors_are_torchs():
     with pytest.raises(RuntimeError) as theirs:
         F.conv2d(x, bad, None, 1, 1)
     assert str(ours.value) == str(theirs.value)
+
+
+def test_the_kept_lowered_matrix_follows_its_weights():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(-8, 9, (5, 4, 2, 2), generator=g).to(f64)
+    w = torch.randint(-8, 9, (3, 4, 3, 3), generator=g).to(f64)
+    b = torch.randint(-8, 9, (3,), generator=g).to(f64)
+    for step in range(3):
+        with torch.no_grad():
+            assert conv64._plan(x, w, b, 1, 1, 1, 1) == "dense"
+            assert torch.equal(conv64.conv2d(x, w, b, 1, 1), F.conv2d(x, w, b, 1, 1)), step
+            w.add_(1.0) if step == 0 else b.mul_(2.0)  # in place: the same tensors, new versions
+    w2 = w.clone()  # another tensor, other values, the same shape
+    w2[0] = 0.0
+    with torch.no_grad():
+        assert torch.equal(conv64.conv2d(x, w2, b, 1, 1), F.conv2d(x, w2, b, 1, 1))
+        assert torch.equal(conv64.conv2d(x[:, :, :1, :1], w, b, 1, 1), F.conv2d(x[:, :, :1, :1], w, b, 1, 1))
 
 
 # --------------------------------------------------------------------------- the exact walk
@@ -178,10 +200,10 @@ def test_the_exact_walk_in_float64_is_the_same_whichever_way_convolutions_are_co
 
     with mock.patch.object(conv64, "_plan", counted):
         chosen = exact_walks(net, x1, x2)
-    assert {"gemm", "torch"} <= set(calls)
+    assert {"dense", "gemm", "torch"} <= set(calls)
     assert verify(net, x1, x2, chosen).ok  # against the model's own forward passes
     walks = {"chosen": chosen}
-    for way in ["torch", "gemm", "chunks"]:
+    for way in ["torch", "gemm", "chunks", "dense"]:
         with mock.patch.object(conv64, "_plan", lambda *a, w=way: w), mock.patch.object(conv64, "_CHUNK_BYTES", 1):
             walks[way] = exact_walks(net, x1, x2)
     ref = walks["torch"]
