@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import operator
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -532,14 +533,16 @@ class ExactProgram:
         if node.op == "call_module":
             assert step.module is not None  # the program's steps of call_module nodes hold their module
             m = step.module
-            if type(m) is nn.Conv2d and m.padding_mode == "zeros" and len(args) == 1 and not kwargs and _no_hooks(m):
+            x = args[0] if len(args) == 1 and not kwargs else None
+            if type(m) is nn.Conv2d and m.padding_mode == "zeros" and isinstance(x, Tensor) and _no_hooks(m):
                 # float64 on the CPU faster than torch's own path; anything else is F.conv2d (see .conv64)
-                return conv64.conv2d(args[0], m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups)
+                return conv64.conv2d(x, m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups)
             return m(*args, **kwargs)
         if node.op == "call_function":
             assert callable(node.target)  # fx's call_function targets are the functions called
             if node.target is F.conv2d:
-                return conv64.conv2d(*args, **kwargs)
+                conv: Callable[..., Tensor] = conv64.conv2d  # F.conv2d's arguments, whatever fx holds them as
+                return conv(*args, **kwargs)
             return node.target(*args, **kwargs)
         if node.op == "call_method":
             assert isinstance(node.target, str)  # fx's call_method targets are method names
