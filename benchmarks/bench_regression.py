@@ -1,6 +1,6 @@
 """The current tree against any commit on the standard cases, in one run: speed ratios and equal results.
 
-    python benchmarks/bench_regression.py BASE [--rounds 5] [--cases mlp,regioncam,cnn]
+    python benchmarks/bench_regression.py BASE [--rounds 5] [--cases mlp,regioncam,cnn,cnn64,resnet64]
 
 ``BASE`` is any commit (``6bb428a``, ``HEAD~3``, a branch); its ``src`` is unpacked with
 ``git archive`` into a temporary folder. The current tree is this checkout's ``src`` as it is on
@@ -24,7 +24,11 @@ to both workers as tensors, so only the walk differs):
   regioncam package is timed in the same round (in this process) and its region counts are
   compared too; skipped, with the reason, where regioncam is not installed;
 - ``cnn``: ``bench_cnn.py``'s VGG-style CIFAR-size CNN (seed 0) on ``--cnn-paths`` segments
-  between its seeded Gaussian inputs, ``walk_batch`` in one call.
+  between its seeded Gaussian inputs, ``walk_batch`` in one call;
+- ``cnn64``: the same in float64 (net and inputs);
+- ``resnet64``: ``bench_resnet.py``'s ResNet-18 at 32x32 (``spacefold.models.resnet.ResNet``, the tree's own,
+  seed 0) in float64 on its first ``--resnet-paths`` segments, one ``walk_batch`` call per segment as there;
+  not in the default cases (a segment takes minutes).
 
 Results: each tree's χ (where the case has one) and regions per path are compared path by path;
 the table says ``same`` or how many paths differ. Needs MNIST (``$SPACEFOLD_MNIST`` or
@@ -96,14 +100,17 @@ def _worker(data_file: str) -> None:
         )
         return {"chi": f.chi, "n_regions": f.n_regions}
 
-    def run_cnn(warm: bool):
-        d = data["cnn"]
+    def run_cnn(warm: bool, case: str = "cnn", one_by_one: bool = False):
+        d = data[case]
         x1, x2 = d["x1"], d["x2"]
         if warm:  # a short segment: compiles the kernels, traces the net
             x1, x2 = x1[:1], x1[:1] + 1e-3 * (x2[:1] - x1[:1])
         with warnings.catch_warnings():  # the top-level name, deprecated in later trees but kept working
             warnings.simplefilter("ignore", DeprecationWarning)
-            w = sf.walk_batch(nets["cnn"], x1, x2)
+            if one_by_one:
+                counts = [sf.walk_batch(nets[case], x1[k : k + 1], x2[k : k + 1]).n_regions for k in range(len(x1))]
+                return {"n_regions": torch.cat(counts)}
+            w = sf.walk_batch(nets[case], x1, x2)
         return {"n_regions": w.n_regions}
 
     nets = {}
@@ -111,11 +118,24 @@ def _worker(data_file: str) -> None:
         nets["mlp"] = mlp(data["mlp"]["layers"])
     if "regioncam" in data:
         nets["regioncam"] = mlp(data["regioncam"]["layers"])
-    if "cnn" in data:
-        nets["cnn"] = vgg_layers()
-        nets["cnn"].load_state_dict(data["cnn"]["state"])
-        nets["cnn"].eval()
-    runs = {"mlp": run_mlp, "regioncam": run_rc, "cnn": run_cnn}
+    for case in ("cnn", "cnn64"):
+        if case in data:
+            nets[case] = vgg_layers().to(data[case]["x1"].dtype)
+            nets[case].load_state_dict(data[case]["state"])
+            nets[case].eval()
+    if "resnet64" in data:
+        from spacefold.models.resnet import ResNet
+
+        nets["resnet64"] = ResNet(num_classes=10).double()
+        nets["resnet64"].load_state_dict(data["resnet64"]["state"])
+        nets["resnet64"].eval()
+    runs = {
+        "mlp": run_mlp,
+        "regioncam": run_rc,
+        "cnn": run_cnn,
+        "cnn64": lambda warm: run_cnn(warm, "cnn64"),
+        "resnet64": lambda warm: run_cnn(warm, "resnet64", one_by_one=True),
+    }
     for line in sys.stdin:
         case = line.strip()
         if not case:
@@ -208,13 +228,22 @@ def _cases(args, skipped: dict) -> dict:
                 j = torch.randint(0, x.shape[0], (args.rc_paths,), generator=g)
                 net = random_mlp([256] * 6, seed=0)
                 data["regioncam"] = {"layers": layers(net), "x1": x[i].clone(), "x2": x[j].clone()}
-    if "cnn" in names:
-        from bench_cnn import vgg_cnn
+    for case, dtype in (("cnn", torch.float32), ("cnn64", torch.float64)):
+        if case in names:
+            from bench_cnn import vgg_cnn
 
-        net = vgg_cnn(0)
+            net = vgg_cnn(0).to(dtype)
+            g = torch.Generator().manual_seed(2)
+            x = torch.randn(2 * args.cnn_paths, 3, 32, 32, generator=g).to(dtype)
+            data[case] = {"state": net.state_dict(), "x1": x[0::2].clone(), "x2": x[1::2].clone()}
+    if "resnet64" in names:
+        from spacefold.models.resnet import ResNet, randomize_batchnorm
+
+        torch.manual_seed(0)  # as bench_resnet.py builds it (seed 0), its inputs (seed 2)
+        net = randomize_batchnorm(ResNet(num_classes=10), 1).double()
         g = torch.Generator().manual_seed(2)
-        x = torch.randn(2 * args.cnn_paths, 3, 32, 32, generator=g)
-        data["cnn"] = {"state": net.state_dict(), "x1": x[0::2].clone(), "x2": x[1::2].clone()}
+        x = torch.randn(2 * args.resnet_paths, 3, 32, 32, generator=g).double()
+        data["resnet64"] = {"state": net.state_dict(), "x1": x[0::2].clone(), "x2": x[1::2].clone()}
     return data
 
 
@@ -236,16 +265,21 @@ def _compare(a: dict, b: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("base", help="the commit to compare against (anything git rev-parse takes)")
-    ap.add_argument("--cases", default="mlp,regioncam,cnn", help="comma separated: mlp, regioncam, cnn")
+    ap.add_argument(
+        "--cases", default="mlp,regioncam,cnn", help="comma separated: mlp, regioncam, cnn, cnn64, resnet64"
+    )
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--anchors", type=int, default=10, help="mlp: starts among the first ANCHORS test images")
     ap.add_argument("--images", type=int, default=10_000, help="mlp: ends among the first IMAGES test images")
     ap.add_argument("--rc-paths", type=int, default=200, help="regioncam: segments")
-    ap.add_argument("--cnn-paths", type=int, default=2, help="cnn: segments")
+    ap.add_argument("--cnn-paths", type=int, default=2, help="cnn, cnn64: segments")
+    ap.add_argument("--resnet-paths", type=int, default=1, help="resnet64: segments")
     args = ap.parse_args()
-    unknown = set(args.cases.split(",")) - {"mlp", "regioncam", "cnn"}
+    unknown = set(args.cases.split(",")) - {"mlp", "regioncam", "cnn", "cnn64", "resnet64"}
     if unknown:
-        ap.error(f"--cases: expected names among mlp, regioncam, cnn, got {', '.join(sorted(unknown))}")
+        ap.error(
+            f"--cases: expected names among mlp, regioncam, cnn, cnn64, resnet64, got {', '.join(sorted(unknown))}"
+        )
     base = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", args.base + "^{commit}"], capture_output=True, text=True
     )
@@ -307,6 +341,8 @@ def main() -> None:
         "mlp": lambda d: d["i"].numel(),
         "regioncam": lambda d: d["x1"].shape[0],
         "cnn": lambda d: d["x1"].shape[0],
+        "cnn64": lambda d: d["x1"].shape[0],
+        "resnet64": lambda d: d["x1"].shape[0],
     }
     rows = []
     for case in data:

@@ -11,6 +11,9 @@ bench_cnn.py, eval mode. Segments: between seeded random Gaussian inputs (x[2k] 
 one path per call, so that every path has its own time.
 
     .venv/bin/python benchmarks/bench_resnet.py --pairs 5 --threads 1 --dtype float32
+
+``--torch-conv``: the walk's float64 convolutions by torch's own ``F.conv2d`` instead of
+``spacefold._core.walk.exact.conv64`` (the comparison of ``bench_conv64.py``, on whole walks).
 """
 
 from __future__ import annotations
@@ -57,7 +60,12 @@ def main() -> None:
     ap.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--verify", action="store_true", help="also certify every walk (verify, mode='certificate')")
+    ap.add_argument("--torch-conv", action="store_true", help="float64 convolutions by torch's F.conv2d")
     args = ap.parse_args()
+    if args.torch_conv:
+        from spacefold._core.walk.exact import conv64
+
+        conv64._plan = lambda *a: "torch"
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     net, source = resnet18(args.seed)
@@ -67,8 +75,8 @@ def main() -> None:
     x1, x2 = x[0::2], x[1::2]
     n_bits = sf.activation_patterns(net, x1[:1]).shape[1]
     print(
-        f"# bench_resnet: ResNet-18 from {source}, {n_bits} ReLU bits, {args.pairs} paths, {args.dtype}, "
-        f"{load_condition()}"
+        f"# bench_resnet: ResNet-18 from {source}, {n_bits} ReLU bits, {args.pairs} paths, {args.dtype}"
+        f"{', torch convolutions' if args.torch_conv else ''}, {load_condition()}"
     )
     # tracing and the compiled kernels' first compilation: on a short segment, not timed
     walk_batch(net, x1[:1], x1[:1] + 1e-3 * (x2[:1] - x1[:1]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import operator
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
 from ...patterns import LayerSelector, _entry, find_activations, functional_activation, selector_key, selects_call
+from . import conv64
 from .errors import NotPiecewiseLinearError, _refuse
 
 # the kinds of step a program holds; the walk has a handler for each (see .handlers)
@@ -530,9 +532,17 @@ class ExactProgram:
             return obj
         if node.op == "call_module":
             assert step.module is not None  # the program's steps of call_module nodes hold their module
-            return step.module(*args, **kwargs)
+            m = step.module
+            x = args[0] if len(args) == 1 and not kwargs else None
+            if type(m) is nn.Conv2d and m.padding_mode == "zeros" and isinstance(x, Tensor) and _no_hooks(m):
+                # float64 on the CPU faster than torch's own path; anything else is F.conv2d (see .conv64)
+                return conv64.conv2d(x, m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups)
+            return m(*args, **kwargs)
         if node.op == "call_function":
             assert callable(node.target)  # fx's call_function targets are the functions called
+            if node.target is F.conv2d:
+                conv: Callable[..., Tensor] = conv64.conv2d  # F.conv2d's arguments, whatever fx holds them as
+                return conv(*args, **kwargs)
             return node.target(*args, **kwargs)
         if node.op == "call_method":
             assert isinstance(node.target, str)  # fx's call_method targets are method names
@@ -570,6 +580,12 @@ class ExactProgram:
             if any(u not in done for u in s.node.users):
                 live.append(s.node)
         return live
+
+
+def _no_hooks(m: nn.Module) -> bool:
+    """Whether calling ``m`` runs nothing but its ``forward`` (no forward hooks on it or on every module)."""
+    g = nn.modules.module
+    return not (m._forward_hooks or m._forward_pre_hooks or g._global_forward_hooks or g._global_forward_pre_hooks)
 
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
