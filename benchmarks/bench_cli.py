@@ -53,6 +53,16 @@ def _run(cmd: list[str], env: dict) -> tuple[float, dict]:
     return wall, json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def _protocol_cmd(args, anchors: int) -> list[str]:
+    """``bench_protocol.py`` with ``anchors`` anchors, the workers, model and epochs of ``args``."""
+    return [
+        sys.executable,
+        "bench_protocol.py",
+        *("--anchors", str(anchors), "--workers", str(args.workers)),
+        *("--epochs", str(args.epochs), "--arch", args.arch),
+    ]
+
+
 def _table_rate(text: str) -> float:
     """The paths/s of bench_protocol.py's table (any version of it)."""
     lines = [ln for ln in text.splitlines() if ln.startswith("|")]
@@ -92,21 +102,7 @@ def main() -> None:
         sample = Path(tmp) / "sample.npz"  # the first N test images as the test split
         np.savez(sample, x_test=x[:n].numpy(), y_test=y[:n].numpy(), x_train=xt[:100].numpy(), y_train=yt[:100].numpy())
         cmds = {
-            "bench_protocol.py": [
-                sys.executable,
-                "bench_protocol.py",
-                "--images",
-                str(n),
-                "--anchors",
-                str(n),
-                "--workers",
-                str(args.workers),
-                "--epochs",
-                str(args.epochs),
-                "--arch",
-                args.arch,
-                "--json",
-            ],
+            "bench_protocol.py": _protocol_cmd(args, n) + ["--images", str(n), "--json"],
             "spacefold measure": [
                 sys.executable,
                 "-m",
@@ -132,18 +128,7 @@ def main() -> None:
             subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
             (base / "benchmarks" / ".cache").symlink_to(CACHE)  # the same trained model
             base_env = {**os.environ, "PYTHONPATH": str(base / "src")}
-            base_cmd = [
-                sys.executable,
-                "bench_protocol.py",
-                "--anchors",
-                str(args.base_anchors),
-                "--workers",
-                str(args.workers),
-                "--epochs",
-                str(args.epochs),
-                "--arch",
-                args.arch,
-            ]
+            base_cmd = _protocol_cmd(args, args.base_anchors)
         res: dict[str, list[tuple[float, dict]]] = {k: [] for k in cmds}
         for _ in range(args.repeats):
             for k, cmd in cmds.items():

@@ -124,33 +124,34 @@ def _reference_net(net: nn.Sequential) -> nn.Sequential:
     return nn.Sequential(*out).double()
 
 
-@settings(
-    max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 25, suppress_health_check=[HealthCheck.too_slow]
-)
-@given(net=mlps(quantised=False), seed=st.integers(0, 1000))
-def test_clean_paths_have_the_measures_of_the_rational_reference(net, seed):
-    x1, x2 = _segments(net, 6, seed, quantised=False)
+def _check_against_reference(net: nn.Sequential, seed: int, quantised: bool, n: int) -> None:
+    """What the kernels call clean has the reference's measures; every path through the entry point has the float64
+    layer walk's."""
+    x1, x2 = _segments(net, n, seed, quantised=quantised)
     got, clean = _fast(net, x1, x2)
     want = _reference_measures(_reference_net(net), x1.double(), x2.double())
     _assert_equal(got, want, clean.nonzero().squeeze(1))
-    # and every path, clean or walked layer by layer, through the entry point
     b = sf.folding_batch(net, x1, x2, workers=1)
     _assert_equal({k: getattr(b, k) for k in FIELDS}, _layer_walk_measures(net, x1, x2))
 
 
-@settings(
+_SETTINGS = settings(
     max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 25, suppress_health_check=[HealthCheck.too_slow]
 )
+
+
+@_SETTINGS
+@given(net=mlps(quantised=False), seed=st.integers(0, 1000))
+def test_clean_paths_have_the_measures_of_the_rational_reference(net, seed):
+    _check_against_reference(net, seed, quantised=False, n=6)
+
+
+@_SETTINGS
 @given(net=mlps(quantised=True), seed=st.integers(0, 1000))
 def test_degenerate_paths_are_left_to_the_layer_walk(net, seed):
     """Quantised weights and inputs: exact zeros on pieces, ties at the ends, crossings that meet. What the
     kernels call clean is the reference's; the rest is the layer walk's, which the reference tests cover."""
-    x1, x2 = _segments(net, 9, seed, quantised=True)
-    got, clean = _fast(net, x1, x2)
-    want = _reference_measures(_reference_net(net), x1.double(), x2.double())
-    _assert_equal(got, want, clean.nonzero().squeeze(1))
-    b = sf.folding_batch(net, x1, x2, workers=1)
-    _assert_equal({k: getattr(b, k) for k in FIELDS}, _layer_walk_measures(net, x1, x2))
+    _check_against_reference(net, seed, quantised=True, n=9)
 
 
 def test_a_tie_at_an_end_and_crossings_that_meet_are_not_clean():

@@ -6,20 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import jit, popcount, u64
-
-
-@jit
-def _insertion_sort(keys, idx, n):
-    """Sort ``idx[:n]`` by ``keys[idx]`` in place (few crossings per piece)."""
-    for i in range(1, n):
-        v = idx[i]
-        kv = keys[v]
-        j = i - 1
-        while j >= 0 and keys[idx[j]] > kv:
-            idx[j + 1] = idx[j]
-            j -= 1
-        idx[j + 1] = v
+from ._jit import jit, popcount, sort_by, u64
 
 
 @jit
@@ -91,7 +78,7 @@ def mlp_split(Z, E, T, D, FB, NX, PATH, R, ok, slope, boff, u, gap, act, em, w1,
             cn[k] = n
             order[k] = k
             k += 1
-        _insertion_sort(cs, order, k)
+        sort_by(cs, order[:k])
         ta = T[r]
         dt = T[q] - ta
         last = r
