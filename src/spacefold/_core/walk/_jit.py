@@ -73,14 +73,10 @@ def clear_bit(pos, r, n):
     pos[r, n >> 6] &= ~(u64(1) << u64(n & 63))
 
 
-@jit
-def sort_by(keys, idx):
-    """Sort ``idx`` by ``keys[idx]`` in place (insertion sort: pieces hold few crossings)."""
-    if idx.size > 32:
-        o = np.argsort(keys[idx], kind="mergesort")
-        idx[:] = idx[o]
-        return
-    for i in range(1, idx.size):
+@jit(inline="always")
+def insertion_sort(keys, idx, n):
+    """Sort ``idx[:n]`` by ``keys[idx]`` in place (pieces hold few crossings)."""
+    for i in range(1, n):
         v = idx[i]
         kv = keys[v]
         j = i - 1
@@ -88,6 +84,16 @@ def sort_by(keys, idx):
             idx[j + 1] = idx[j]
             j -= 1
         idx[j + 1] = v
+
+
+@jit
+def sort_by(keys, idx):
+    """Sort ``idx`` by ``keys[idx]`` in place (insertion sort up to 32: pieces hold few crossings)."""
+    if idx.size > 32:
+        o = np.argsort(keys[idx], kind="mergesort")
+        idx[:] = idx[o]
+        return
+    insertion_sort(keys, idx, idx.size)
 
 
 @jit

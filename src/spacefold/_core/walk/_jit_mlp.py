@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._jit import jit, popcount, sort_by, u64
+from ._jit import insertion_sort, jit, popcount, u64
 
 
 @jit
@@ -78,7 +78,7 @@ def mlp_split(Z, E, T, D, FB, NX, PATH, R, ok, slope, boff, u, gap, act, em, w1,
             cn[k] = n
             order[k] = k
             k += 1
-        sort_by(cs, order[:k])
+        insertion_sort(cs, order, k)
         ta = T[r]
         dt = T[q] - ta
         last = r
