@@ -191,11 +191,15 @@ def test_a_folding_path_by_hand():
     assert got["chi"].tolist() == [0.25] and got["max_profile"].tolist() == [0.25]
 
 
+def _pairs(arch: str, d: int, n: int, m: int, seed: int, net_seed: int):
+    """A random ``arch`` MLP on ``d`` inputs, ``n`` random samples and ``m`` random index pairs of them."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, d, generator=g)
+    return sf.mlp(arch, in_features=d, n_classes=3, seed=net_seed), x, *torch.randint(0, n, (2, m), generator=g)
+
+
 def test_float32_nets_agree_with_the_float64_and_float32_layer_walks_on_many_paths():
-    g = torch.Generator().manual_seed(3)
-    net = sf.mlp("5x12", in_features=64, n_classes=10, seed=1)
-    x = torch.rand(300, 64, generator=g)
-    i, j = torch.randint(0, 300, (1500,), generator=g), torch.randint(0, 300, (1500,), generator=g)
+    net, x, i, j = _pairs("5x12", 64, 300, 1500, seed=3, net_seed=1)
     f = sf.folding_pairs(net, x, i, j, workers=1)
     _, clean = _fast(net, x[i], x[j])
     assert clean.float().mean() > 0.95  # most paths go the fast way
@@ -230,10 +234,7 @@ def test_which_models_are_measured_this_way():
 
 
 def test_workers_give_the_numbers_of_one_process():
-    g = torch.Generator().manual_seed(0)
-    net = sf.mlp("4x10", in_features=16, n_classes=3, seed=2)
-    x = torch.rand(400, 16, generator=g)
-    i, j = torch.randint(0, 400, (3000,), generator=g), torch.randint(0, 400, (3000,), generator=g)
+    net, x, i, j = _pairs("4x10", 16, 400, 3000, seed=0, net_seed=2)
     one = sf.folding_pairs(net, x, i, j, workers=1)
     two = sf.folding_pairs(net, x, i, j, workers=2, batch_size=512)
     pairs = sf.folding_batch(net, x[i], x[j], workers=2, batch_size=512)
