@@ -241,3 +241,19 @@ def test_workers_give_the_numbers_of_one_process():
     for k in FIELDS:
         assert torch.equal(getattr(one, k), getattr(two, k)), k
         assert torch.equal(getattr(one, k), getattr(pairs, k)), k
+
+
+def test_working_arrays_grow_and_keep_the_rows_they_hold():
+    """Arrays sized for too few breakpoints (here two per path) grow in the middle of a layer and give the same
+    measures as arrays large enough from the start, in both of their value buffers."""
+    net, x, i, j = _pairs("5x16", 24, 200, 600, seed=5, net_seed=3)
+    plan = _plan(net)
+    z, nrm = plan.prefix(x)
+    want, ok = plan(z[i], z[j], nrm[i], nrm[j])
+    small = _plan(net)
+    small.rows_per_path[0] = 0.0
+    got, ok2 = small(z[i], z[j], nrm[i], nrm[j])
+    assert small.scratch["cap"] > 2 * 600  # it grew
+    assert torch.equal(ok, ok2)
+    _assert_equal(got, want)
+    assert float(want["n_regions"].float().mean()) > 4

@@ -51,8 +51,32 @@ class MLPSummarizer:
     gap: float
     first_err: tuple[np.ndarray, np.ndarray]  # (in_features + 4)·unit·(‖w_n‖, |b_n|)
     rows_per_path: list[float] = field(default_factory=lambda: [16.0])  # as the last call needed, with a margin
+    scratch: dict = field(default_factory=dict)  # working arrays kept between calls (see _buffers)
 
     unit: float = float(torch.finfo(torch.float64).eps) / 2
+
+    def _buffers(self, cap: int, keep: int, width: int, cur: int = 0) -> dict:
+        """Working arrays for ``cap`` breakpoints, kept for the next call; growing them keeps the first ``keep`` rows
+        (and of the values, ``width`` wide, those in buffer ``cur``)."""
+        old = self.scratch
+        if old.get("cap", 0) >= cap:
+            return old
+        nmax = max(self.widths)
+        new = {
+            "cap": cap,
+            **{k: np.empty(cap, np.int64) for k in ("FB", "NX", "PATH")},
+            **{k: np.empty(cap) for k in ("T", "D", "em")},
+            "Z": [torch.empty(cap * nmax, dtype=torch.float64) for _ in range(2)],
+            "E": [torch.empty(cap * nmax, dtype=torch.float64) for _ in range(2)],
+        }
+        if keep:
+            for k in ("FB", "NX", "PATH", "T", "D", "em"):
+                new[k][:keep] = old[k][:keep]
+            for k in ("Z", "E"):
+                new[k][cur][: keep * width] = old[k][cur][: keep * width]
+        self.scratch.clear()
+        self.scratch.update(new)
+        return self.scratch
 
     def prefix(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The first layer's pre-activations at the inputs ``x`` in float64, and the inputs' Euclidean norms (the
@@ -76,23 +100,21 @@ class MLPSummarizer:
         their measures filled in."""
         n = za.shape[0]
         u = (max(self.widths) + 4) * self.unit  # a product's round-off, relative to its terms
-        cap = int(self.rows_per_path[0] * n) + 2 * n
-        Z = torch.empty(cap, za.shape[1], dtype=torch.float64)
-        E = torch.empty_like(Z)
+        buf = self._buffers(int(self.rows_per_path[0] * n) + 2 * n, 0, 0)
+        T, D, FB, NX, PATH, em = (buf[k] for k in ("T", "D", "FB", "NX", "PATH", "em"))
+        Z, E = buf["Z"][0], buf["E"][0]
+        cur = 0  # Z and E live in buffers cur, the next layer's in 1 - cur
+        Z, E = (b[: buf["cap"] * za.shape[1]].view(-1, za.shape[1]) for b in (Z, E))
         Z[:n], Z[n : 2 * n] = za, zb
-        T = np.empty(cap)
         T[:n] = 0.0
         T[n : 2 * n] = 1.0
-        D = np.zeros(cap)
-        FB = np.full(cap, -1, np.int64)
-        NX = np.empty(cap, np.int64)
+        D[: 2 * n] = 0.0
+        FB[: 2 * n] = -1
         NX[:n] = np.arange(n, 2 * n)
         NX[n : 2 * n] = -1
-        PATH = np.empty(cap, np.int64)
         PATH[:n] = PATH[n : 2 * n] = np.arange(n)
         ok = np.ones(n, np.bool_)
-        em = np.empty(cap)  # the first layer's error from the inputs' norms, then from the activations
-        em[:n], em[n : 2 * n] = na.numpy(), nb.numpy()
+        em[:n], em[n : 2 * n] = na.numpy(), nb.numpy()  # the first layer's error from the inputs' norms
         w1, ub = self.first_err
         R, boff, L = 2 * n, 0, len(self.widths)
         for k in range(L):
@@ -103,17 +125,19 @@ class MLPSummarizer:
                 )
                 if R2 >= 0:
                     break
-                cap *= 2  # more rows than the arrays hold: larger ones, and again
-                Z, E = (torch.cat([a[:R], a.new_empty(cap - R, a.shape[1])]) for a in (Z, E))
-                T, D, FB, NX, PATH = (np.concatenate([a[:R], np.empty(cap - R, a.dtype)]) for a in (T, D, FB, NX, PATH))
-                em = np.concatenate([em[:R], np.empty(cap - R)])
+                # more rows than the arrays hold: larger ones (the rows so far kept), and again
+                buf = self._buffers(2 * buf["cap"], R, Z.shape[1], cur)
+                T, D, FB, NX, PATH, em = (buf[k] for k in ("T", "D", "FB", "NX", "PATH", "em"))
+                Z, E = (b[cur][: buf["cap"] * Z.shape[1]].view(-1, Z.shape[1]) for b in (buf["Z"], buf["E"]))
             R = R2
             boff += self.widths[k]
             if not act:
                 break
-            Zn = torch.empty(cap, self.widths[k + 1], dtype=torch.float64)
+            cur = 1 - cur
+            F = self.widths[k + 1]
+            Zn, E = (b[cur][: buf["cap"] * F].view(-1, F) for b in (buf["Z"], buf["E"]))
             torch.addmm(self.biases[k], Z[:R], self.weights[k].t(), out=Zn[:R])
-            Z, E = Zn, torch.empty_like(Zn)
+            Z = Zn
             w1, ub = self.w1[k], self.babs[k] * u
         self.rows_per_path[0] = max(4.0, 1.25 * R / n)  # the next call's arrays: as many rows and a margin
         out_i = np.zeros((n, 3), np.int64)
