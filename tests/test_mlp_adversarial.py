@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_mlp_measures import FIELDS, _assert_equal, _fast, _layer_walk_measures, _reference_measures
+from test_mlp_measures import FIELDS, _assert_equal, _fast, _layer_walk_measures, _plan, _reference_measures
 from torch import nn
 
 import spacefold as sf
@@ -49,3 +49,49 @@ def test_inputs_whose_squares_underflow_are_not_clean_on_a_wrong_sign():
     if clean.item():
         _assert_equal(got, want)
     _assert_equal(_batch(net, x1, x2, workers=1), _layer_walk_measures(net, x1, x2))
+
+
+def _chain_1d(hook_at: int | None = None, pre: bool = False) -> nn.Sequential:
+    """x -> relu(x) -> relu(relu(x) - 1) -> out, with a hook adding 10 to the output (or the input, ``pre``) of
+    module ``hook_at``."""
+    l1, l2, l3 = nn.Linear(1, 1).double(), nn.Linear(1, 1).double(), nn.Linear(1, 1).double()
+    with torch.no_grad():
+        for lin, b in ((l1, 0.0), (l2, -1.0), (l3, 0.0)):
+            lin.weight.fill_(1.0)
+            lin.bias.fill_(b)
+    net = nn.Sequential(l1, nn.ReLU(), l2, nn.ReLU(), l3).eval()
+    if hook_at is not None:
+        if pre:
+            net[hook_at].register_forward_pre_hook(lambda m, args: (args[0] + 10,))
+        else:
+            net[hook_at].register_forward_hook(lambda m, args, out: out + 10)
+    return net
+
+
+X1, X2 = torch.tensor([[-2.0]], dtype=f64), torch.tensor([[3.0]], dtype=f64)
+
+
+def test_the_plain_chain_by_hand():
+    # bits (x > 0, relu(x) > 1): (0, 0) -> (1, 0) at x = 0 -> (1, 1) at x = 1
+    b = _batch(_chain_1d(), X1, X2, workers=1)
+    assert b["n_regions"].tolist() == [3] and b["r1"].tolist() == [2] and b["r2"].tolist() == [2]
+
+
+@pytest.mark.parametrize("pre", [False, True])
+def test_hooks_on_a_linear_are_not_skipped(pre):
+    # 10 added at the first Linear: both neurons are on along the whole path, one region
+    net = _chain_1d(hook_at=0, pre=pre)
+    assert _plan(net) is None
+    b = _batch(net, X1, X2, workers=1)
+    assert b["n_regions"].tolist() == [1] and b["r2"].tolist() == [0]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the exact walk (the layer walk too) reads an activation module by its type and skips forward hooks on "
+    "it: here a hook adding 10 to the first ReLU's output keeps the second neuron on along the whole path",
+)
+def test_hooks_on_an_activation_are_not_skipped():
+    # bits (x > 0, relu(x) + 9 > 0): (0, 1) -> (1, 1) at x = 0
+    b = _batch(_chain_1d(hook_at=1), X1, X2, workers=1)
+    assert b["n_regions"].tolist() == [2] and b["r2"].tolist() == [1]

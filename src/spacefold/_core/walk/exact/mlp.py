@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from .. import _kernels
 from .activation import _compiled_act
-from .program import ExactProgram
+from .program import ExactProgram, _no_hooks
 
 # the widest hidden layer measured this way: on random 784-Wx4 MNIST MLPs (20,000 or 6,000 pairs of 1,000 images, one
 # thread) these kernels took 1/1.9 of the layer walk's time at W = 16, 1/1.3 at 32 and 1/0.93 at 48 (its float32
@@ -144,6 +144,9 @@ def mlp_summarizer(prog: ExactProgram, tie_tol: float, tol: float) -> MLPSummari
     None (the layer walk then measures every path)."""
     model = prog.model
     if model is None or tie_tol != 0.0 or not prog.kernel_friendly:
+        return None
+    # a forward hook or pre-hook can change what a module computes; the kernels read the weights alone
+    if not all(_no_hooks(m) for m in model.modules()):
         return None
     params = list(model.parameters())
     if not params or any(p.device.type != "cpu" or p.dtype not in (torch.float32, torch.float64) for p in params):
