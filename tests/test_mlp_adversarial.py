@@ -331,3 +331,18 @@ def test_the_cli_gives_the_numbers_of_the_layer_walk(tmp_path, capsys, monkeypat
         out.append({k: v for k, v in got.items() if k not in ("wall_seconds", "paths_per_second")})
     assert out[0]["n_paths"] == 300 and out[0]["n_folded"] > 0
     assert out[0] == out[1]
+
+
+def test_an_overflow_in_the_last_layer_is_the_layer_walks_error():
+    # 1e300·x overflows at both ends of the path (the bound of its error, about 5e294, does not): the kernels
+    # called the path clean and gave numbers where the float64 layer walk reports the overflow
+    l1, l2 = nn.Linear(1, 2).double(), nn.Linear(2, 1).double()
+    with torch.no_grad():
+        l1.weight.copy_(torch.tensor([[1e300], [1.0]], dtype=f64))
+        l1.bias.zero_()
+    net = nn.Sequential(l1, nn.ReLU(), l2).eval()
+    x1, x2 = torch.tensor([[1e10]], dtype=f64), torch.tensor([[2e10]], dtype=f64)
+    assert not bool(_fast(net, x1, x2)[1].any())
+    for walk in (lambda: _batch(net, x1, x2, workers=1), lambda: _layer_walk_measures(net, x1, x2)):
+        with pytest.raises(sf.InputError, match="not finite or overflow"):
+            walk()

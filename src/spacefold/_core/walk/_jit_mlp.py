@@ -47,7 +47,7 @@ def mlp_split(Z, E, T, D, FB, NX, PATH, R, ok, slope, boff, u, gap, act, em, w1,
             v = Z[r, n]
             if v > 0.0:
                 acc |= u64(1) << u64(n)
-            good &= abs(v) > E[r, n]  # (false for nan)
+            good &= E[r, n] < abs(v) < np.inf  # (false for nan; an overflow is the layer walk's to report)
         sg[r] = acc
         if not good:
             ok[PATH[r]] = False
@@ -103,7 +103,7 @@ def mlp_split(Z, E, T, D, FB, NX, PATH, R, ok, slope, boff, u, gap, act, em, w1,
                 Z[g, m] = v
                 # (the round-off of s, of dz, s·dz and the sum: at most u·(|v| + |s·dz|), plus underflow)
                 E[g, m] = (max(E[r, m], E[q, m]) + u * (abs(v) + abs(s * dz)) + ds * abs(dz)) * grow + _TINY4
-                good &= m == n or abs(v) > E[g, m]
+                good &= m == n or E[g, m] < abs(v) < np.inf
             Z[g, n] = 0.0
             good &= T[g] - T[last] > D[g] + D[last] + gap
             NX[last] = g
