@@ -346,3 +346,23 @@ def test_an_overflow_in_the_last_layer_is_the_layer_walks_error():
     for walk in (lambda: _batch(net, x1, x2, workers=1), lambda: _layer_walk_measures(net, x1, x2)):
         with pytest.raises(sf.InputError, match="not finite or overflow"):
             walk()
+
+
+def test_float64_inputs_of_a_float32_model_are_read_in_float32(monkeypatch):
+    # 3x - 0.3 at x = 0.1000000045: 1.6e-9 in float64, 0 at the float32 input the model reads (0.10000000149)
+    l1, l2 = nn.Linear(1, 1), nn.Linear(1, 1)
+    with torch.no_grad():
+        l1.weight.fill_(3.0)
+        l1.bias.fill_(-0.3)
+    net = nn.Sequential(l1, nn.ReLU(), l2).eval()
+    x = torch.tensor([[0.1000000045], [-1.0], [0.25]], dtype=f64)
+    x1, x2 = x[[0, 2]], x[[1, 1]]
+    got = [
+        sf.folding_batch(net, x1, x2, workers=1),
+        sf.folding_pairs(net, x, torch.tensor([0, 2]), torch.tensor([1, 1]), workers=1),
+        sf.folding_batch(net, x1.float(), x2.float(), workers=1),
+    ]
+    monkeypatch.setattr("spacefold._core.walk.exact.mlp.mlp_summarizer", lambda *a, **k: None)
+    got.append(sf.folding_batch(net, x1, x2, workers=1))
+    for b in got:
+        assert b.r2.tolist() == [0, 1]

@@ -65,7 +65,8 @@ class MLPSummarizer:
         z = torch.empty(x.shape[0], lin.out_features, dtype=torch.float64)
         norm = torch.empty(x.shape[0], dtype=torch.float64)
         for k in range(0, x.shape[0], _PREFIX_ROWS):  # (blocks that stay in the cache)
-            xk = x[k : k + _PREFIX_ROWS].to(torch.float64)
+            # (in the model's dtype first, as the model reads them: float64 inputs of a float32 model are rounded)
+            xk = x[k : k + _PREFIX_ROWS].to(lin.weight.dtype).to(torch.float64)
             z[k : k + _PREFIX_ROWS] = torch.nn.functional.linear(xk, w, b)
             norm[k : k + _PREFIX_ROWS] = _norm(xk)
         return z, norm
