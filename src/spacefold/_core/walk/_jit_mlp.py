@@ -93,7 +93,8 @@ def mlp_split(Z, E, T, D, FB, NX, PATH, R, ok, slope, boff, u, gap, act, em, w1,
             # the error moves the crossing by up to this fraction of the piece, and the other values with it
             # (|a'/(a' - b') - a/(a - b)| for |a' - a| <= E_a, |b' - b| <= E_b, a and b of opposite signs)
             ea = E[r, n] + E[q, n]
-            ds = ea / (abs(Z[r, n] - Z[q, n]) - ea) * grow
+            den = abs(Z[r, n] - Z[q, n]) - ea  # (> 0 but where round-off eats it: then undecided)
+            ds = ea / den * grow if den > 0.0 else np.inf
             D[g] = ds * dt
             FB[g] = boff + n
             PATH[g] = p
