@@ -241,6 +241,7 @@ MODELS = {
     "view in forward": (lambda: _ViewNet(), (2, 3), 1),
     "3-d input": (lambda: _SeqNet(), (2, 3), None),
     "training mode": (lambda: sf.mlp("3x8", 6, 2, seed=0).train(), 6, 1),
+    "dropout first": (lambda: nn.Sequential(nn.Dropout(0.9), _lin(6, 8), nn.ReLU(), _lin(8, 2)).train(), 6, 1),
 }
 
 
@@ -366,3 +367,20 @@ def test_float64_inputs_of_a_float32_model_are_read_in_float32(monkeypatch):
     got.append(sf.folding_batch(net, x1, x2, workers=1))
     for b in got:
         assert b.r2.tolist() == [0, 1]
+
+
+def test_global_folding_with_the_kernels_and_without(monkeypatch):
+    net = _degenerate_net()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(-3, 4, (90, 5), generator=g) / 2
+    y = torch.arange(90) % 3
+    runs = []
+    for kernels in (True, False):
+        if not kernels:
+            monkeypatch.setattr("spacefold._core.walk.exact.mlp.mlp_summarizer", lambda *a, **k: None)
+        runs.append(sf.global_folding(net, x, y, max_pairs=400, seed=0, workers=1))
+    a, b = runs
+    assert 0 < a.info["n_float64"] < len(a.chi)  # paths both ways
+    for k in FIELDS:
+        assert torch.equal(getattr(a, k), getattr(b, k)), k
+    assert a.phi == b.phi
