@@ -7,7 +7,9 @@ points must have the float64 layer walk's.
 
 from __future__ import annotations
 
+import copy
 import os
+import random
 
 import pytest
 import torch
@@ -384,3 +386,44 @@ def test_global_folding_with_the_kernels_and_without(monkeypatch):
     for k in FIELDS:
         assert torch.equal(getattr(a, k), getattr(b, k)), k
     assert a.phi == b.phi
+
+
+def _near_degenerate_float32():
+    """A float32 net of weights in halves plus 1e-7 noise, and 30 paths between inputs of the same kind."""
+    g, rnd = torch.Generator().manual_seed(102), random.Random(102)
+    assert rnd.choice([0.0, 1e-7, 1e-6, 1e-4]) == 1e-7
+    d = rnd.randint(1, 4)
+    layers: list[nn.Module] = []
+    dd = d
+    for _ in range(rnd.randint(1, 3)):
+        w = rnd.randint(2, 8)
+        lin = nn.Linear(dd, w)
+        with torch.no_grad():
+            lin.weight.copy_(torch.randint(-3, 4, (w, dd), generator=g) / 2 + 1e-7 * torch.randn(w, dd, generator=g))
+            lin.bias.copy_(torch.randint(-2, 3, (w,), generator=g) / 2 + 1e-7 * torch.randn(w, generator=g))
+        layers += [lin, rnd.choice([nn.ReLU(), nn.LeakyReLU(0.25)])]
+        dd = w
+    net = nn.Sequential(*layers, nn.Linear(dd, 1)).eval()
+    x1 = torch.randint(-4, 5, (30, d), generator=g) / 2 + 1e-7 * torch.randn(30, d, generator=g)
+    x2 = torch.randint(-4, 5, (30, d), generator=g) / 2 + 1e-7 * torch.randn(30, d, generator=g)
+    return net, x1, x2
+
+
+def test_a_near_degenerate_float32_net_with_the_kernels_is_the_references():
+    net, x1, x2 = _near_degenerate_float32()
+    want = _reference_measures(copy.deepcopy(net).double(), x1.double(), x2.double())
+    _assert_equal(_batch(net, x1, x2, workers=1), want)
+    _assert_equal(_batch(net, x1, x2, workers=1, dtype=f64), want)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the exact walk in float32 (refined in float64 where it sees float32 cannot decide) miscounts some paths "
+    "of float32 nets whose weights and inputs are halves plus 1e-7 noise (here paths 2 and 23: r2 0 and 1, the "
+    "reference's 1 and 2); "
+    "the measures of a float32 MLP then depend on return_walks/per_layer, which take that walk",
+)
+def test_a_near_degenerate_float32_net_walked_in_float32_is_the_references():
+    net, x1, x2 = _near_degenerate_float32()
+    want = _reference_measures(copy.deepcopy(net).double(), x1.double(), x2.double())
+    _assert_equal(_batch(net, x1, x2, workers=1, return_walks=True), want)
