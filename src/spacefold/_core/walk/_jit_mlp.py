@@ -8,6 +8,9 @@ import numpy as np
 
 from ._jit import insertion_sort, jit, popcount, u64
 
+# four times the smallest positive float64 (a subnormal): the most that underflow adds to an interpolated value's error
+_TINY4 = 4 * 5e-324
+
 
 @jit
 def mlp_split(Z, E, T, D, FB, NX, PATH, R, ok, slope, boff, u, gap, act, em, w1, ub):
@@ -23,7 +26,7 @@ def mlp_split(Z, E, T, D, FB, NX, PATH, R, ok, slope, boff, u, gap, act, em, w1,
 
     Where ``w1`` is not empty, ``E`` is first computed from ``em`` (the previous layer's, below): at neuron o,
     ``(w1[o]·em[r] + ub[o])·(1 + 4u)``, the error of a product whose rows of weights have 1-norms ``w1`` and whose
-    bias is ``ub / u`` in magnitude.
+    bias is ``ub / u`` in magnitude (``ub`` also holds what underflow can add to the product).
 
     Returns the number of rows in use after the split, or -1 (nothing changed but ``ok``) where the arrays hold
     too few rows for it. With ``act`` the activation (slope ``slope[n]`` below 0) is then applied to ``Z`` in
@@ -44,7 +47,7 @@ def mlp_split(Z, E, T, D, FB, NX, PATH, R, ok, slope, boff, u, gap, act, em, w1,
             v = Z[r, n]
             if v > 0.0:
                 acc |= u64(1) << u64(n)
-            good &= abs(v) > E[r, n]  # (false for nan)
+            good &= E[r, n] < abs(v) < np.inf  # (false for nan; an overflow is the layer walk's to report)
         sg[r] = acc
         if not good:
             ok[PATH[r]] = False
@@ -88,7 +91,10 @@ def mlp_split(Z, E, T, D, FB, NX, PATH, R, ok, slope, boff, u, gap, act, em, w1,
             n = cn[order[i]]
             T[g] = ta + s * dt
             # the error moves the crossing by up to this fraction of the piece, and the other values with it
-            ds = (E[r, n] + E[q, n]) / abs(Z[r, n] - Z[q, n])
+            # (|a'/(a' - b') - a/(a - b)| for |a' - a| <= E_a, |b' - b| <= E_b, a and b of opposite signs)
+            ea = E[r, n] + E[q, n]
+            den = abs(Z[r, n] - Z[q, n]) - ea  # (> 0 but where round-off eats it: then undecided)
+            ds = ea / den * grow if den > 0.0 else np.inf
             D[g] = ds * dt
             FB[g] = boff + n
             PATH[g] = p
@@ -96,8 +102,9 @@ def mlp_split(Z, E, T, D, FB, NX, PATH, R, ok, slope, boff, u, gap, act, em, w1,
                 dz = Z[q, m] - Z[r, m]
                 v = Z[r, m] + s * dz
                 Z[g, m] = v
-                E[g, m] = max(E[r, m], E[q, m]) + u * abs(v) + ds * abs(dz)
-                good &= m == n or abs(v) > E[g, m]
+                # (the round-off of s, of dz, s·dz and the sum: at most u·(|v| + |s·dz|), plus underflow)
+                E[g, m] = (max(E[r, m], E[q, m]) + u * (abs(v) + abs(s * dz)) + ds * abs(dz)) * grow + _TINY4
+                good &= m == n or E[g, m] < abs(v) < np.inf
             Z[g, n] = 0.0
             good &= T[g] - T[last] > D[g] + D[last] + gap
             NX[last] = g

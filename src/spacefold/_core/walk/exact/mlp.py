@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from .. import _kernels
 from .activation import _compiled_act
-from .program import ExactProgram
+from .program import ExactProgram, _no_hooks
 
 # the widest hidden layer measured this way: on random 784-Wx4 MNIST MLPs (20,000 or 6,000 pairs of 1,000 images, one
 # thread) these kernels took 1/1.9 of the layer walk's time at W = 16, 1/1.3 at 32 and 1/0.93 at 48 (its float32
@@ -49,7 +49,7 @@ class MLPSummarizer:
     slopes: list[np.ndarray]
     widths: list[int]
     gap: float
-    first_err: tuple[np.ndarray, np.ndarray]  # (in_features + 4)·unit·(‖w_n‖, |b_n|)
+    first_err: tuple[np.ndarray, np.ndarray]  # (in_features + 4)·unit·(‖w_n‖, |b_n|), the latter + underflow's
     rows_per_path: list[float] = field(default_factory=lambda: [16.0])  # as the last call needed, with a margin
     scratch: dict = field(default_factory=dict)  # working arrays kept between calls (see _buffers)
 
@@ -89,9 +89,10 @@ class MLPSummarizer:
         z = torch.empty(x.shape[0], lin.out_features, dtype=torch.float64)
         norm = torch.empty(x.shape[0], dtype=torch.float64)
         for k in range(0, x.shape[0], _PREFIX_ROWS):  # (blocks that stay in the cache)
-            xk = x[k : k + _PREFIX_ROWS].to(torch.float64)
+            # (in the model's dtype first, as the model reads them: float64 inputs of a float32 model are rounded)
+            xk = x[k : k + _PREFIX_ROWS].to(lin.weight.dtype).to(torch.float64)
             z[k : k + _PREFIX_ROWS] = torch.nn.functional.linear(xk, w, b)
-            torch.linalg.vector_norm(xk, dim=1, out=norm[k : k + _PREFIX_ROWS])
+            norm[k : k + _PREFIX_ROWS] = _norm(xk)
         return z, norm
 
     def __call__(self, za: Tensor, zb: Tensor, na: Tensor, nb: Tensor) -> tuple[dict[str, Tensor], Tensor]:
@@ -138,7 +139,7 @@ class MLPSummarizer:
             Zn, E = (b[cur][: buf["cap"] * F].view(-1, F) for b in (buf["Z"], buf["E"]))
             torch.addmm(self.biases[k], Z[:R], self.weights[k].t(), out=Zn[:R])
             Z = Zn
-            w1, ub = self.w1[k], self.babs[k] * u
+            w1, ub = self.w1[k], self.babs[k] * u + (self.widths[k] + 4) * _TINY  # (+ what underflow can add)
         self.rows_per_path[0] = max(4.0, 1.25 * R / n)  # the next call's arrays: as many rows and a margin
         out_i = np.zeros((n, 3), np.int64)
         out_f = np.zeros((n, 2), np.float64)
@@ -148,11 +149,29 @@ class MLPSummarizer:
         return measures, torch.from_numpy(ok)
 
 
+_UNIT = float(torch.finfo(torch.float64).eps) / 2
+# the smallest positive float64 (a subnormal): what one product or sum that underflows can lose
+_TINY = float(torch.finfo(torch.float64).smallest_normal) * float(torch.finfo(torch.float64).eps)
+
+
+def _norm(x: Tensor) -> Tensor:
+    """The Euclidean norms of the rows of ``x`` (float64), scaled by their largest magnitude first so that the
+    squares neither underflow (a norm of 0 at inputs of about 1e-160) nor overflow, and widened by the round-off."""
+    if x.shape[1] == 0:
+        return x.new_zeros(x.shape[0])
+    m = x.abs().amax(1)
+    m = torch.where(m > 0, m, torch.ones_like(m))
+    return torch.linalg.vector_norm(x / m[:, None], dim=1).mul_(m).mul_(1 + (x.shape[1] + 4) * 2 * _UNIT)
+
+
 def mlp_summarizer(prog: ExactProgram, tie_tol: float, tol: float) -> MLPSummarizer | None:
     """The :class:`MLPSummarizer` of the model of ``prog`` when it is such a chain and the kernels run here, else
     None (the layer walk then measures every path)."""
     model = prog.model
     if model is None or tie_tol != 0.0 or not prog.kernel_friendly:
+        return None
+    # a forward hook or pre-hook can change what a module computes; the kernels read the weights alone
+    if not all(_no_hooks(m) for m in model.modules()):
         return None
     params = list(model.parameters())
     if not params or any(p.device.type != "cpu" or p.dtype not in (torch.float32, torch.float64) for p in params):
@@ -232,6 +251,9 @@ def mlp_summarizer(prog: ExactProgram, tie_tol: float, tol: float) -> MLPSummari
         slopes=[np.ascontiguousarray(x) for x in slopes],
         widths=[lin.out_features for lin in linears],
         gap=max(_GAP, 4 * float(tol)),
-        first_err=((torch.linalg.vector_norm(w0, dim=1) * c).numpy(), (b0.abs() * c).numpy()),
+        first_err=(
+            (_norm(w0) * c).numpy(),
+            (b0.abs() * c + (first.in_features + 4) * _TINY).numpy(),  # (+ what underflow can add)
+        ),
         unit=unit,
     )
