@@ -16,6 +16,7 @@ rules (:mod:`.driver`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,18 +52,18 @@ class MLPSummarizer:
     gap: float
     first_err: tuple[np.ndarray, np.ndarray]  # (in_features + 4)·unit·(‖w_n‖, |b_n|), the latter + underflow's
     rows_per_path: list[float] = field(default_factory=lambda: [16.0])  # as the last call needed, with a margin
-    scratch: dict = field(default_factory=dict)  # working arrays kept between calls (see _buffers)
+    scratch: dict[str, Any] = field(default_factory=dict)  # working arrays kept between calls (see _buffers)
 
     unit: float = float(torch.finfo(torch.float64).eps) / 2
 
-    def _buffers(self, cap: int, keep: int, width: int, cur: int = 0) -> dict:
+    def _buffers(self, cap: int, keep: int, width: int, cur: int = 0) -> dict[str, Any]:
         """Working arrays for ``cap`` breakpoints, kept for the next call; growing them keeps the first ``keep`` rows
         (and of the values, ``width`` wide, those in buffer ``cur``)."""
         old = self.scratch
         if old.get("cap", 0) >= cap:
             return old
         nmax = max(self.widths)
-        new = {
+        new: dict[str, Any] = {
             "cap": cap,
             **{k: np.empty(cap, np.int64) for k in ("FB", "NX", "PATH")},
             **{k: np.empty(cap) for k in ("T", "D", "em")},
