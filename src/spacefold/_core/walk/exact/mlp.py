@@ -26,9 +26,8 @@ from .. import _kernels
 from .activation import _compiled_act
 from .program import ExactProgram, _no_hooks
 
-# the widest hidden layer measured this way: on random 784-Wx4 MNIST MLPs (20,000 or 6,000 pairs of 1,000 images, one
-# thread) these kernels took 1/1.9 of the layer walk's time at W = 16, 1/1.3 at 32 and 1/0.93 at 48 (its float32
-# products and interpolated new rows win on wider layers); at most 64 (one word of signs)
+# the widest hidden layer measured this way (at most 64: one word of signs); benchmarks/bench_mlp_kernels.py times the
+# kernels against the layer walk by width (benchmarks/RESULTS.md, section 19)
 MAX_WIDTH = 32
 # how far apart breakpoints must be in t, beyond their uncertainty (the layer walk refines closer ones)
 _GAP = 1e-6
