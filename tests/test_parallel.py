@@ -486,3 +486,51 @@ def test_kernels_prepared_once_before_the_walk_with_a_line_when_compiling_is_slo
     assert torch.equal(one.chi, two.chi)
     sf.folding_batch(net.double(), x[:20].double(), x[20:].double(), workers=1)  # no progress: nothing said
     assert len(said) == 2
+
+
+@pytest.mark.parametrize("arch", ["3x8", "2x40"])  # the MLP kernels, and the layer walk (wider than they take)
+def test_a_worker_builds_its_walker_once_per_call_and_takes_each_range_values(monkeypatch, arch):
+    """Paired segments travel to a worker as the call's base task (no inputs, no values) with each range's values
+    apart: the worker unpickles the base once per call, builds its walker once, and takes each range's values;
+    the numbers are those of one process. Run here through a pool that calls ``_run`` in this process."""
+    import pickle
+    from concurrent.futures import Future
+
+    from spacefold._core import pipeline
+
+    net = mlp(arch, 64, 4, seed=1).eval()  # (inputs larger than the values before the first activation)
+    g = torch.Generator().manual_seed(3)
+    x1, x2 = torch.randn(3000, 64, generator=g), torch.randn(3000, 64, generator=g)
+    one = sf.folding_batch(net, x1, x2, workers=1)
+    built: list[bool] = []
+    make = pipeline._RangeTask.make_walker
+
+    def counted(self, *args, **kwargs):
+        built.append(kwargs.get("defer", False))
+        return make(self, *args, **kwargs)
+
+    jobs: list[tuple] = []
+
+    class InProcess:  # one worker: the jobs in order, through the worker's own entry point
+        def imap(self, fn, it):
+            for job in it:
+                jobs.append(job)
+                yield fn(job)
+
+    def started(workers):
+        ready: Future = Future()
+        ready.set_result(InProcess())
+        return ready
+
+    monkeypatch.setattr(pipeline._RangeTask, "make_walker", counted)
+    monkeypatch.setattr(parallel, "_pool_starting", started)
+    monkeypatch.setattr(parallel, "cpu_count", lambda: 2)
+    monkeypatch.setattr(parallel, "_TASK", None)
+    two = sf.folding_batch(net, x1, x2, workers=2, batch_size=256)
+    assert _same(one, two)
+    assert len(jobs) >= 2 and all(job[4] is not None for job in jobs)  # every range with its values
+    assert len({(job[0], job[1]) for job in jobs}) == 1  # one base task for the whole call
+    assert built == [True, False]  # the caller's walker, then the worker's, once
+    base = pickle.loads(jobs[0][1])
+    assert base.segments.pair is None and base.cache is None and base.fast_cache is None
+    assert len(jobs[0][1]) < x1.numel() * 4 / 4  # far smaller than the inputs

@@ -92,8 +92,11 @@ class _ExactWalker:
         if per_input * n > max(_PREFIX_CACHE_BYTES, 4 * x[0].numel() * x.element_size() * n):
             return
         block = max(self.opts.batch_size or 1, (_PREFIX_BLOCK_BYTES // max(x[0].numel() * x.element_size(), 1)))
-        if self.deferred is not None and self.segments.pair is not None:
-            self.deferred = block  # computed range by range, as the ranges are sent (see _RangeTask.part)
+        # paired segments shared by worker processes: the values of each range computed as the range is sent (see
+        # _RangeTask.part), while the workers walk the ranges before it; but the first layer of the MLP kernels is
+        # computed here at once, on every thread (the workers then only measure)
+        if self.deferred is not None and self.segments.pair is not None and self.fast is None:
+            self.deferred = block
             return
         self.fast_cache = self._fast_blocks(tables, block)
         if self.fast_cache is None:

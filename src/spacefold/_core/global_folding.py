@@ -50,6 +50,11 @@ def median_nonzero(values) -> float:
     return float(np.median(v)) if v.size else 0.0
 
 
+def _median_of(rows: list[dict], key: str) -> float:
+    """The median of ``key`` over the class pair rows (0.0 without rows)."""
+    return float(np.median([r[key] for r in rows])) if rows else 0.0
+
+
 def _fraction(values: np.ndarray) -> float:
     return float((values > 0).mean()) if values.size else 0.0
 
@@ -152,7 +157,9 @@ class GlobalFolding:
             dict[str, float]: ``{"q05": ..., "q25": ..., ...}``, one entry per level (its percentage).
         """
         v = self.chi.cpu().numpy()
-        return {f"q{round(100 * p):02d}": float(np.quantile(v, p)) for p in q}
+        levels = [float(p) for p in q]
+        values = np.quantile(v, levels) if levels else []  # one selection for every level
+        return {f"q{round(100 * p):02d}": float(x) for p, x in zip(levels, values)}
 
     def subset(self, mask: Tensor | np.ndarray) -> GlobalFolding:
         """The paths where ``mask`` is true, as a new result.
@@ -197,6 +204,8 @@ class GlobalFolding:
         a = self.label_a.cpu().numpy()
         b = self.label_b.cpu().numpy()
         key = (a.astype(np.int64) + 1) * (int(max(b.max(initial=0), 0)) + 2) + (b + 1)
+        if key.size and 0 <= int(key.min()) and int(key.max()) < 1 << 16:
+            key = key.astype(np.uint16)  # a stable sort of 16-bit keys is a radix sort: linear in the paths
         order = np.argsort(key, kind="stable")
         ks = key[order]
         starts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]]) if ks.size else np.zeros(0, dtype=np.int64)
@@ -234,15 +243,13 @@ class GlobalFolding:
     def phi_max_p2(self) -> float:
         """P2 aggregation (docs/method.md, 'The global measure'): the median over ordered class pairs of
         each pair's median of non-zero profile maxima (a pair with none counts 0)."""
-        rows = self.class_pairs()
-        return float(np.median([r["phi_max"] for r in rows])) if rows else 0.0
+        return _median_of(self.class_pairs(), "phi_max")
 
     @property
     def phi_maxmax_p2(self) -> float:
         """The alternative reading of P2's "median of maxima" (docs/method.md, 'The global measure'):
         the median over ordered class pairs of each pair's largest profile maximum."""
-        rows = self.class_pairs()
-        return float(np.median([r["max_max_profile"] for r in rows])) if rows else 0.0
+        return _median_of(self.class_pairs(), "max_max_profile")
 
     # ------------------------------------------------------------------ layers
     def per_layer_summary(self) -> list[dict]:
@@ -334,11 +341,15 @@ class GlobalFolding:
             dict: ``phi``, ``phi_max``, ``phi_max_p2``, ``fraction_folded``, ``mean_chi``, ``quantiles``,
             ``n_paths`` and more.
         """
+        return self._summary(self.class_pairs(), ci=ci, n_boot=n_boot, ci_seed=ci_seed)
+
+    def _summary(self, rows: list[dict], *, ci: bool, n_boot: int, ci_seed: int) -> dict:
+        """``summary`` from the class pair table ``rows`` (``class_pairs()``, computed once)."""
         out = {
             "phi": self.phi,
             "phi_max": self.phi_max,
-            "phi_max_p2": self.phi_max_p2,
-            "phi_maxmax_p2": self.phi_maxmax_p2,
+            "phi_max_p2": _median_of(rows, "phi_max"),
+            "phi_maxmax_p2": _median_of(rows, "max_max_profile"),
             "fraction_folded": self.fraction_folded,
             "mean_chi": self.mean,
             "std_chi": float(self.chi.double().std()) if self.n_paths > 1 else 0.0,
@@ -383,8 +394,9 @@ class GlobalFolding:
         Returns:
             dict: JSON-ready.
         """
-        d = self.summary(ci=ci, n_boot=n_boot, ci_seed=ci_seed)
-        d["class_pairs"] = self.class_pairs()
+        rows = self.class_pairs()
+        d = self._summary(rows, ci=ci, n_boot=n_boot, ci_seed=ci_seed)
+        d["class_pairs"] = rows
         if self.per_layer:
             d["per_layer"] = self.per_layer_summary()
         return d

@@ -404,14 +404,18 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def _run(job: tuple[int, bytes, int, int]) -> tuple[int, Any]:
-    """In a worker: unpickle the call's task once (``blob`` comes with every range), run a range."""
+def _run(job: tuple[int, bytes, int, int, bytes | None]) -> tuple[int, Any]:
+    """In a worker: unpickle the call's task once (``blob`` comes with every range), hand it the range's own
+    values where they travel apart (``part``, see :func:`map_ranges`), run the range."""
     global _TASK
-    token, blob, a, b = job
+    token, blob, a, b, part = job
     if _TASK is None or _TASK[0] != token:
         _TASK = None  # the previous call's task is dropped before the next one is built
         _TASK = (token, pickle.loads(blob))
-    return b - a, _to_numpy(_TASK[1](a, b, None))
+    task = _TASK[1]
+    if part is not None:
+        task.take(pickle.loads(part))
+    return b - a, _to_numpy(task(a, b, None))
 
 
 def _to_numpy(obj):
@@ -518,8 +522,9 @@ def map_ranges(
     first ``first`` paths run in this process, and so do the next ones, in growing ranges
     (from ``min_size``), until the worker processes have started (seconds, the first
     time: they are kept for later calls); the rest runs in the workers (``task`` is
-    pickled once and unpickled once in each; where ``task.part(a, b)`` gives a smaller
-    task of one range, that travels with the range instead), in ranges of about half a worker's share (at
+    pickled once and unpickled once in each; where ``task.part(a, b)`` gives the values of one
+    range, those travel with the range and ``task.base()`` in place of the task, and a worker
+    hands them to its copy with ``take``), in ranges of about half a worker's share (at
     least ``min_size``) so that the progress bar moves and the workers finish together. A
     walk on an accelerator (``device`` not a CPU) stays in this process: one process per
     device (under ``torchrun``, one rank each). In a notebook or an interactive session a
@@ -565,14 +570,15 @@ def map_ranges(
         ranges = [(a, min(a + size, stop)) for a in range(pos, stop, size)]
 
         def jobs():  # made as the pool sends them, in its thread: the workers walk the first ones meanwhile
-            whole = None
-            for a, b in ranges:  # a task that can send a range alone (task.part) sends only that
+            whole = base = None
+            for a, b in ranges:  # a task that can send a range's values alone (task.part) sends its base and those
                 part = task.part(a, b) if hasattr(task, "part") else None
                 if part is None:
                     whole = whole or (next(_CALLS), pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL))
-                    yield (*whole, a, b)
+                    yield (*whole, a, b, None)
                 else:
-                    yield next(_CALLS), pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL), a, b
+                    base = base or (next(_CALLS), pickle.dumps(task.base(), protocol=pickle.HIGHEST_PROTOCOL))
+                    yield (*base, a, b, pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL))
 
         for done, res in starting.result().imap(_run, jobs()):
             results.append(_to_torch(res))

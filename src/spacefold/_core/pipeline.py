@@ -453,6 +453,15 @@ def check_walk_size(
     check_size(name, value, k * per, f"the {points} of each of {k} segments walked at once and their activations")
 
 
+@dataclasses.dataclass
+class _Part:
+    """The exact walker's values of one range of paired segments (see :meth:`_RangeTask.part`)."""
+
+    cache: list[list[Tensor]] | None
+    fast_cache: list[tuple[Tensor, Tensor]] | None
+    offset: int
+
+
 class _RangeTask:
     """Walk and measure the segments at positions ``[start, stop)``: ``task(start, stop,
     tick)`` -> per-path tensors (the fields of :class:`spacefold._core.measure.WalkSummary`,
@@ -487,35 +496,27 @@ class _RangeTask:
             state.update(segments=self.segments.without_inputs(), cache=w.cache, fast_cache=w.fast_cache, offset=0)
         return state
 
-    def part(self, start: int, stop: int) -> _RangeTask | None:
-        """The task of the positions ``[start, stop)`` alone, when it is smaller than the whole
-        task: paired segments with the exact walker's values send only their rows (index pairs
-        share the values of every sample: ``None``, the whole task travels, once per worker)."""
+    def part(self, start: int, stop: int) -> _Part | None:
+        """The values of the positions ``[start, stop)`` alone, when the task can travel without them: paired
+        segments with the exact walker's values send only their rows, with :meth:`base` (index pairs share the
+        values of every sample: ``None``, the whole task travels, once per worker)."""
         w = self.walker
         if isinstance(w, _ExactWalker) and w.deferred and not w.cached() and not self.segments.by_index:
             pair = self.segments.pair
             assert pair is not None
-            t = _RangeTask.__new__(_RangeTask)
             with torch.no_grad():  # a thread of the worker pool may run this: grad mode is per thread
                 fast = w._fast_blocks([x[start:stop] for x in pair], w.deferred)
                 cache = None if fast is not None else [w._prefix_blocks(x[start:stop], w.deferred) for x in pair]
-            t.__dict__.update(
-                self.__dict__,
-                walker=None,
-                walks=[],
-                segments=self.segments.without_inputs(),
+            return _Part(
                 cache=None if cache is None else [[v.clone() if v._base is not None else v for v in t] for t in cache],
                 fast_cache=fast,
                 offset=start,
             )
-            return t
         state = self.__getstate__()
         if (state["cache"] is None and state["fast_cache"] is None) or state["segments"].by_index:
             return None
-        t = _RangeTask.__new__(_RangeTask)
         # copies: a view would pickle its whole storage
-        t.__dict__.update(
-            state,
+        return _Part(
             cache=None
             if state["cache"] is None
             else [[v[start - self.offset : stop - self.offset].clone() for v in table] for table in state["cache"]],
@@ -524,7 +525,31 @@ class _RangeTask:
             else [tuple(v[start - self.offset : stop - self.offset].clone() for v in t) for t in state["fast_cache"]],
             offset=start,
         )
+
+    def base(self) -> _RangeTask:
+        """What the ranges of :meth:`part` share: the task without its inputs and values (a worker builds its
+        walker from it once per call, then takes the values of each range it runs)."""
+        t = _RangeTask.__new__(_RangeTask)
+        t.__dict__.update(
+            self.__dict__,
+            walker=None,
+            walks=[],
+            segments=self.segments.without_inputs(),
+            cache=None,
+            fast_cache=None,
+            offset=0,
+        )
         return t
+
+    def take(self, part: _Part) -> None:
+        """In a worker, before running a range of :meth:`part`: that range's values (the walker, once built, keeps
+        its plan, its kernels' working arrays and its float64 copy of the model)."""
+        self.cache, self.fast_cache, self.offset = part.cache, part.fast_cache, part.offset
+        w = self.walker
+        if isinstance(w, _ExactWalker):
+            w.cache, w.fast_cache = part.cache, part.fast_cache
+            if part.fast_cache is None:
+                w.fast = None
 
     def make_walker(
         self, recorder: PatternRecorder | None = None, *, defer: bool = False

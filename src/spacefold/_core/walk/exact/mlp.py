@@ -33,7 +33,7 @@ MAX_WIDTH = 32
 _GAP = 1e-6
 _RESHAPES = ("flatten", "view", "reshape")
 # inputs converted to float64 at a time for the first layer
-_PREFIX_ROWS = 256
+_PREFIX_ROWS = 1024
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,7 +92,7 @@ class MLPSummarizer:
             # (in the model's dtype first, as the model reads them: float64 inputs of a float32 model are rounded)
             xk = x[k : k + _PREFIX_ROWS].to(lin.weight.dtype).to(torch.float64)
             z[k : k + _PREFIX_ROWS] = torch.nn.functional.linear(xk, w, b)
-            norm[k : k + _PREFIX_ROWS] = _norm(xk)
+            norm[k : k + _PREFIX_ROWS] = _norm(xk, narrow=lin.weight.dtype == torch.float32)
         return z, norm
 
     def __call__(self, za: Tensor, zb: Tensor, na: Tensor, nb: Tensor) -> tuple[dict[str, Tensor], Tensor]:
@@ -154,11 +154,15 @@ _UNIT = float(torch.finfo(torch.float64).eps) / 2
 _TINY = float(torch.finfo(torch.float64).smallest_normal) * float(torch.finfo(torch.float64).eps)
 
 
-def _norm(x: Tensor) -> Tensor:
-    """The Euclidean norms of the rows of ``x`` (float64), scaled by their largest magnitude first so that the
-    squares neither underflow (a norm of 0 at inputs of about 1e-160) nor overflow, and widened by the round-off."""
+def _norm(x: Tensor, narrow: bool = False) -> Tensor:
+    """The Euclidean norms of the rows of ``x`` (float64), widened by the round-off. With ``narrow`` (every value
+    of ``x`` is a float32) the squares are taken as they are: a float32's square neither underflows nor overflows
+    in float64. Otherwise the rows are scaled by their largest magnitude first, so that the squares neither
+    underflow (a norm of 0 at inputs of about 1e-160) nor overflow."""
     if x.shape[1] == 0:
         return x.new_zeros(x.shape[0])
+    if narrow:
+        return torch.linalg.vector_norm(x, dim=1).mul_(1 + (x.shape[1] + 4) * 2 * _UNIT)
     m = x.abs().amax(1)
     m = torch.where(m > 0, m, torch.ones_like(m))
     return torch.linalg.vector_norm(x / m[:, None], dim=1).mul_(m).mul_(1 + (x.shape[1] + 4) * 2 * _UNIT)
