@@ -423,7 +423,7 @@ def test_workers_receive_the_first_layer_values_not_the_inputs(monkeypatch):
     sizes: dict[str, list[int]] = {"pairs": [], "batch": []}
     call = ["pairs"]
 
-    class Spy:  # the pickles sent to the workers: the whole task (index pairs) or one range's (paired segments)
+    class Spy:  # the pickles sent to the workers: the base task, and each range's values or pairs
         HIGHEST_PROTOCOL = pickle.HIGHEST_PROTOCOL
         loads = staticmethod(pickle.loads)
 
@@ -441,7 +441,9 @@ def test_workers_receive_the_first_layer_values_not_the_inputs(monkeypatch):
     call[0] = "batch"
     batch = sf.folding_batch(net, x[i], x[j], workers=2, batch_size=500)
     # x alone is 6.3 MB; x[i] and x[j] 25 MB
-    assert len(sizes["pairs"]) == 1 and sizes["pairs"][0] < x.numel() * 4 / 10
+    # index pairs: the values of every sample once (the base task), then each range's pairs alone
+    assert len(sizes["pairs"]) >= 2 and sizes["pairs"][0] < x.numel() * 4 / 10
+    assert sum(sizes["pairs"][1:]) < 16 * i.numel() + 2000 * len(sizes["pairs"])
     assert len(sizes["batch"]) >= 2 and sum(sizes["batch"]) < 2 * x[i].numel() * 4 / 10
     assert torch.equal(pairs.chi, batch.chi)
     assert torch.equal(pairs.chi, sf.folding_pairs(net, x, i, j, workers=1).chi)

@@ -589,3 +589,7 @@ class _PlanChunks:
                     yield blk.pairs_at(torch.arange(k, min(k + size, hi)))
 
         return iter_chunks(pieces(), size)
+
+    def nbytes(self) -> int:
+        """The bytes of the plan's index tensors (what pickling it sends)."""
+        return sum(t.numel() * t.element_size() for b in self.plan.blocks for t in (b.starts, b.ends))

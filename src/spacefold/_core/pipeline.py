@@ -238,13 +238,26 @@ class _Segments:
         tables = [self.x] if self.x is not None else list(self.pair or ())
         return sum(t.numel() * t.element_size() for t in tables)
 
-    def without_inputs(self) -> _Segments:
+    def without_inputs(self, chunks=None) -> _Segments:
         """The same segments without their inputs, for a walker that has the values it needs
         (the exact walker's values before the first activation): index pairs keep their
-        indices, paired segments become positions."""
-        chunks = self._chunks if self.by_index else _Positions()
+        indices (or take ``chunks``), paired segments become positions."""
+        if chunks is None:
+            chunks = self._chunks if self.by_index else _Positions()
         # a view pickles its whole storage: the sample alone, copied
         return _Segments(self.n, self.sample.clone(), chunks, indexed=self.by_index)
+
+    def index_bytes(self) -> int | None:
+        """The bytes of the index pairs' tables (``None`` where unknown)."""
+        nbytes = getattr(self._chunks, "nbytes", None)
+        return None if nbytes is None else int(nbytes())
+
+    def range_pairs(self, start: int, stop: int) -> tuple[Tensor, Tensor]:
+        """The index pairs at positions ``[start, stop)``, at once."""
+        parts = list(self._chunks(start, stop, max(stop - start, 1)))
+        if len(parts) == 1:
+            return parts[0][0].clone(), parts[0][1].clone()  # (a view would pickle its whole storage)
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     @staticmethod
     def paired(x1: Tensor, x2: Tensor) -> _Segments:
@@ -278,14 +291,19 @@ class _Positions:
 
 
 class _Slices:
-    """``(start, stop, size) ->`` the rows ``[start, stop)`` of two tensors, ``size`` at a time."""
+    """``(start, stop, size) ->`` the rows ``[start, stop)`` of two tensors, ``size`` at a time (their first row
+    being position ``offset``)."""
 
-    def __init__(self, a: Tensor, b: Tensor):
-        self.a, self.b = a, b
+    def __init__(self, a: Tensor, b: Tensor, offset: int = 0):
+        self.a, self.b, self.offset = a, b, offset
 
     def __call__(self, start: int, stop: int, size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        o = self.offset
         for k in range(start, stop, size):
-            yield self.a[k : min(k + size, stop)], self.b[k : min(k + size, stop)]
+            yield self.a[k - o : min(k + size, stop) - o], self.b[k - o : min(k + size, stop) - o]
+
+    def nbytes(self) -> int:
+        return self.a.numel() * self.a.element_size() + self.b.numel() * self.b.element_size()
 
 
 class _SampledWalker:
@@ -453,6 +471,9 @@ def check_walk_size(
     check_size(name, value, k * per, f"the {points} of each of {k} segments walked at once and their activations")
 
 
+_NO_PAIRS = (torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64))
+
+
 @dataclasses.dataclass
 class _Part:
     """The exact walker's values of one range of paired segments (see :meth:`_RangeTask.part`)."""
@@ -460,6 +481,7 @@ class _Part:
     cache: list[list[Tensor]] | None
     fast_cache: list[tuple[Tensor, Tensor]] | None
     offset: int
+    pairs: tuple[Tensor, Tensor] | None = None  # index pairs: the range's, the values of every sample in the base
 
 
 class _RangeTask:
@@ -513,8 +535,14 @@ class _RangeTask:
                 offset=start,
             )
         state = self.__getstate__()
-        if (state["cache"] is None and state["fast_cache"] is None) or state["segments"].by_index:
+        if state["cache"] is None and state["fast_cache"] is None:
             return None
+        if self.segments.by_index:
+            # the values of every sample go with the base, the range's pairs with the range, where the pairs are
+            # tables larger than the range's (a plan of whole class pairs is a few index sets: it travels whole)
+            if (self.segments.index_bytes() or 0) <= 16 * (stop - start):
+                return None
+            return _Part(cache=None, fast_cache=None, offset=start, pairs=self.segments.range_pairs(start, stop))
         # copies: a view would pickle its whole storage
         return _Part(
             cache=None
@@ -530,6 +558,10 @@ class _RangeTask:
         """What the ranges of :meth:`part` share: the task without its inputs and values (a worker builds its
         walker from it once per call, then takes the values of each range it runs)."""
         t = _RangeTask.__new__(_RangeTask)
+        if self.segments.by_index:  # the values of every sample, without the pairs (each range brings its own)
+            state = self.__getstate__()
+            t.__dict__.update(state, segments=state["segments"].without_inputs(_Slices(*_NO_PAIRS)))
+            return t
         t.__dict__.update(
             self.__dict__,
             walker=None,
@@ -544,6 +576,11 @@ class _RangeTask:
     def take(self, part: _Part) -> None:
         """In a worker, before running a range of :meth:`part`: that range's values (the walker, once built, keeps
         its plan, its kernels' working arrays and its float64 copy of the model)."""
+        if part.pairs is not None:
+            self.segments = self.segments.without_inputs(_Slices(*part.pairs, part.offset))
+            if self.walker is not None:
+                self.walker.segments = self.segments
+            return
         self.cache, self.fast_cache, self.offset = part.cache, part.fast_cache, part.offset
         w = self.walker
         if isinstance(w, _ExactWalker):
