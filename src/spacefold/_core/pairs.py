@@ -30,6 +30,7 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -104,7 +105,7 @@ class PairBlock:
             k = torch.randperm(total, generator=generator)[:n]
         else:
             k = _distinct_sample(total, n, generator)
-        k = torch.sort(k).values
+        k = torch.from_numpy(np.sort(k.numpy()))  # (numpy's sort is several times faster on these sizes)
         i, j = self.pairs_at(k)
         return PairBlock(self.a, self.b, i, j, product=False)
 
@@ -115,9 +116,15 @@ def _distinct_sample(total: int, n: int, generator: torch.Generator) -> Tensor:
     got = torch.zeros(0, dtype=torch.int64)
     while got.numel() < n:
         extra = torch.randint(total, (n + n // 4 + 16,), generator=generator)
-        got = torch.cat([got, extra]).unique()  # sorted, distinct
+        got = _sorted_distinct(torch.cat([got, extra]))
     # a random subset of n of the distinct values (unique() sorted them)
     return got[torch.randperm(got.numel(), generator=generator)[:n]]
+
+
+def _sorted_distinct(values: Tensor) -> Tensor:
+    """The distinct values of an int64 tensor, sorted (``values.unique()``, by numpy's faster sort)."""
+    v = np.sort(values.numpy())
+    return torch.from_numpy(v[np.r_[True, v[1:] != v[:-1]]] if v.size else v)
 
 
 @dataclass(frozen=True)
