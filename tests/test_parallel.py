@@ -536,3 +536,21 @@ def test_a_worker_builds_its_walker_once_per_call_and_takes_each_range_values(mo
     base = pickle.loads(jobs[0][1])
     assert base.segments.pair is None and base.cache is None and base.fast_cache is None
     assert len(jobs[0][1]) < x1.numel() * 4 / 4  # far smaller than the inputs
+
+
+def test_results_travel_with_int64_narrowed_where_their_values_fit():
+    """A worker's int64 results whose values fit in int32 travel as int32 and come back as the same int64 values;
+    others, and every other dtype, travel as they are."""
+    import pickle
+
+    fits = torch.arange(-5000, 5000, dtype=torch.int64)
+    wide = fits.clone()
+    wide[7] = 1 << 40
+    out = {"r1": fits, "big": wide, "chi": fits.double() / 7, "few": torch.tensor([1 << 40, 2])}
+    sent = parallel._to_numpy(out)
+    assert isinstance(sent["r1"], parallel._Narrow) and sent["r1"].values.dtype.itemsize == 4
+    assert not isinstance(sent["big"], parallel._Narrow)
+    back = parallel._to_torch(pickle.loads(pickle.dumps(sent)))
+    for k, v in out.items():
+        assert back[k].dtype == v.dtype and torch.equal(back[k], v), k
+    assert len(pickle.dumps(sent["r1"])) < 0.6 * len(pickle.dumps(fits.numpy()))
