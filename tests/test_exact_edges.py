@@ -315,8 +315,10 @@ def test_float32_walks_again_in_float64_around_crossings_it_merges():
 def test_float32_refinement_through_folding_batch_and_in_sub_segments(monkeypatch):
     # folding_batch hands the walk the prefix values: the pieces walked again take the float64 prefix of the
     # end points; a budget that cuts the segment into sub-segments gives the same walk
+    import spacefold._core.walk.exact.mlp as mlp_kernels
     from spacefold._core.folding import walk_batch
 
+    monkeypatch.setattr(mlp_kernels, "MAX_WIDTH", 0)  # the layer walk, whose float32 refinement this is
     net = _two_close_neurons(width=64)
     x1, x2 = -torch.ones(3, 1), torch.tensor([[1.25], [0.5], [2.5]])  # crossings at t = 1 / (1 + x2) and 1e-8 after
     ref = walk_batch(net, x1, x2, dtype=torch.float64)
@@ -549,11 +551,13 @@ def test_verify_of_a_smooth_model_checks_midpoints_and_refuses_a_certificate():
         verify(net, x1, x2, w, mode="corners")
 
 
-def test_float32_refinement_through_index_pairs():
+def test_float32_refinement_through_index_pairs(monkeypatch):
     # folding_pairs walks from cached first-layer values of the samples: the pieces walked again in float64
     # start from the end inputs, gathered for them alone; the result is the float64 walk's
+    import spacefold._core.walk.exact.mlp as mlp_kernels
     from spacefold._core.folding import folding_batch, folding_pairs
 
+    monkeypatch.setattr(mlp_kernels, "MAX_WIDTH", 0)  # the layer walk, whose float32 refinement this is
     net = _two_close_neurons(width=64)
     x = torch.cat([-torch.ones(3, 1), torch.tensor([[1.25], [0.5], [2.5]])])
     i, j = torch.arange(3), torch.arange(3, 6)

@@ -185,6 +185,7 @@ RANKS = {
     "spacefold._core.walk": 3,
     "spacefold._core.measure": 4,
     "spacefold._core.pairs": 4,
+    "spacefold._core.segments": 4,  # the segments to walk, in chunks of positions
     "spacefold._core.exact_walker": 5,  # the exact method's walker of the pipeline
     "spacefold._core.pipeline": 5,
     "spacefold._core.folding": 5,

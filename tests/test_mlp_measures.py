@@ -257,3 +257,21 @@ def test_working_arrays_grow_and_keep_the_rows_they_hold():
     assert torch.equal(ok, ok2)
     _assert_equal(got, want)
     assert float(want["n_regions"].float().mean()) > 4
+
+
+def test_the_widest_layers_the_kernels_take_agree_with_the_layer_walk():
+    """At MAX_WIDTH (64) the kernels measure the paths and agree with the float64 layer walk on every one."""
+    import spacefold._core.walk.exact.mlp as kernels
+
+    net, x, i, j = _pairs(f"2x{MAX_WIDTH}", 40, 150, 600, seed=4, net_seed=1)
+    assert _plan(net) is not None
+    fast = sf.folding_pairs(net, x, i, j, workers=1)
+    old = kernels.MAX_WIDTH
+    try:
+        kernels.MAX_WIDTH = 0
+        walked = sf.folding_pairs(net, x, i, j, workers=1, dtype=torch.float64)
+    finally:
+        kernels.MAX_WIDTH = old
+    assert fast.n_float64 < len(i) // 10  # (most paths measured by the kernels themselves)
+    for k in FIELDS:
+        assert torch.equal(getattr(fast, k), getattr(walked, k)), k

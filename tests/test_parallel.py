@@ -490,7 +490,7 @@ def test_kernels_prepared_once_before_the_walk_with_a_line_when_compiling_is_slo
     assert len(said) == 2
 
 
-@pytest.mark.parametrize("arch", ["3x8", "2x40"])  # the MLP kernels, and the layer walk (wider than they take)
+@pytest.mark.parametrize("arch", ["3x8", "2x80"])  # the MLP kernels, and the layer walk (wider than they take)
 def test_a_worker_builds_its_walker_once_per_call_and_takes_each_range_values(monkeypatch, arch):
     """Paired segments travel to a worker as the call's base task (no inputs, no values) with each range's values
     apart: the worker unpickles the base once per call, builds its walker once, and takes each range's values;

@@ -397,7 +397,7 @@ def say(message: str) -> None:
 
 # --------------------------------------------------------------------------- worker processes
 
-_TASK: tuple[int, Callable] | None = None  # in a worker: the task of the current call, with its number
+_TASK: tuple[int, Any] | None = None  # in a worker: the task of the current call, with its number
 
 
 def _worker_init() -> None:

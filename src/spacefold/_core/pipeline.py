@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, overload
 
@@ -33,6 +32,7 @@ from .patterns import (
     find_activations,
     model_device_dtype,
 )
+from .segments import _Segments, _Slices
 from .walk import METHODS, Walk, WalkBatch, _kernels, check_certified_tol, memory_budget, points_per_pass, resolve_tol
 from .walk.bisect import NONCONVEX_N0, STOP_RULES, bisect_walks, default_n0
 from .walk.uniform import uniform_walks
@@ -209,101 +209,6 @@ class WalkOptions:
         if method == "certified":
             tol = check_certified_tol(tol)
         return WalkOptions(method, steps, tol, tie_tol, layers, n0, stop, batch_size, dtype)
-
-
-class _Segments:
-    """The segments to walk, served in chunks of a range of positions: ``x1[k] -> x2[k]``,
-    or ``x[i[k]] -> x[j[k]]`` for index pairs into the samples ``x`` (then the chunks are
-    index tensors and the inputs are gathered one chunk at a time). Picklable, for
-    worker processes."""
-
-    def __init__(
-        self,
-        n: int,
-        sample: Tensor,
-        chunks,
-        *,
-        x: Tensor | None = None,
-        pair: tuple[Tensor, Tensor] | None = None,
-        indexed: bool | None = None,
-    ):
-        self.n = n
-        self.sample = sample  # one input, (1, *input_shape)
-        self._chunks = chunks  # (start, stop, size) -> iterator of (a, c) over [start, stop), in order
-        self.x = x  # the samples that index chunks point into
-        self.pair = pair  # (x1, x2) of paired segments
-        self.by_index = x is not None if indexed is None else indexed  # chunks of indices into x, or of rows
-
-    def input_bytes(self) -> int:
-        tables = [self.x] if self.x is not None else list(self.pair or ())
-        return sum(t.numel() * t.element_size() for t in tables)
-
-    def without_inputs(self, chunks=None) -> _Segments:
-        """The same segments without their inputs, for a walker that has the values it needs
-        (the exact walker's values before the first activation): index pairs keep their
-        indices (or take ``chunks``), paired segments become positions."""
-        if chunks is None:
-            chunks = self._chunks if self.by_index else _Positions()
-        # a view pickles its whole storage: the sample alone, copied
-        return _Segments(self.n, self.sample.clone(), chunks, indexed=self.by_index)
-
-    def index_bytes(self) -> int | None:
-        """The bytes of the index pairs' tables (``None`` where unknown)."""
-        nbytes = getattr(self._chunks, "nbytes", None)
-        return None if nbytes is None else int(nbytes())
-
-    def range_pairs(self, start: int, stop: int) -> tuple[Tensor, Tensor]:
-        """The index pairs at positions ``[start, stop)``, at once."""
-        parts = list(self._chunks(start, stop, max(stop - start, 1)))
-        if len(parts) == 1:
-            return parts[0][0].clone(), parts[0][1].clone()  # (a view would pickle its whole storage)
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-
-    @staticmethod
-    def paired(x1: Tensor, x2: Tensor) -> _Segments:
-        return _Segments(x1.shape[0], x1[:1], _Slices(x1, x2), pair=(x1, x2))
-
-    @staticmethod
-    def indexed(
-        x: Tensor, index_chunks: Callable[[int, int, int], Iterable[tuple[Tensor, Tensor]]], n: int
-    ) -> _Segments:
-        """``index_chunks(start, stop, size)`` (a picklable callable) yields the index pairs
-        of positions ``[start, stop)`` as pairs of int64 index tensors of any length."""
-        return _Segments(n, x[:1], index_chunks, x=x)
-
-    def chunks(self, start: int, stop: int, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
-        for i, j in self._chunks(start, stop, batch_size):
-            for k in range(0, i.shape[0], batch_size):
-                yield i[k : k + batch_size], j[k : k + batch_size]
-
-    def inputs(self, a: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-        """The end inputs of a chunk."""
-        return (a, c) if self.x is None else (self.x[a], self.x[c])
-
-
-class _Positions:
-    """``(start, stop, size) ->`` the positions ``[start, stop)``, ``size`` at a time (twice)."""
-
-    def __call__(self, start: int, stop: int, size: int) -> Iterator[tuple[Tensor, Tensor]]:
-        for k in range(start, stop, size):
-            pos = torch.arange(k, min(k + size, stop))
-            yield pos, pos
-
-
-class _Slices:
-    """``(start, stop, size) ->`` the rows ``[start, stop)`` of two tensors, ``size`` at a time (their first row
-    being position ``offset``)."""
-
-    def __init__(self, a: Tensor, b: Tensor, offset: int = 0):
-        self.a, self.b, self.offset = a, b, offset
-
-    def __call__(self, start: int, stop: int, size: int) -> Iterator[tuple[Tensor, Tensor]]:
-        o = self.offset
-        for k in range(start, stop, size):
-            yield self.a[k - o : min(k + size, stop) - o], self.b[k - o : min(k + size, stop) - o]
-
-    def nbytes(self) -> int:
-        return self.a.numel() * self.a.element_size() + self.b.numel() * self.b.element_size()
 
 
 class _SampledWalker:

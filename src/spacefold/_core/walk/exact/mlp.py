@@ -28,7 +28,7 @@ from .program import ExactProgram, _no_hooks
 
 # the widest hidden layer measured this way (at most 64: one word of signs); benchmarks/bench_mlp_kernels.py times the
 # kernels against the layer walk by width (benchmarks/RESULTS.md, section 19)
-MAX_WIDTH = 32
+MAX_WIDTH = 64
 # how far apart breakpoints must be in t, beyond their uncertainty (the layer walk refines closer ones)
 _GAP = 1e-6
 _RESHAPES = ("flatten", "view", "reshape")
