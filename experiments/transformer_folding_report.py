@@ -60,6 +60,11 @@ def family_bootstrap(by_depth: dict[int, list[dict]], stat, n_boot: int = N_BOOT
     return depths, est, reps
 
 
+def _prefix(ps: list[dict], n: int) -> list[dict]:
+    """The per-path arrays of runs cut to their first ``n`` paths."""
+    return [p if len(p["chi"]) == n else _take(p, np.arange(n)) for p in ps]
+
+
 def _take(p: dict, idx: np.ndarray) -> dict:
     return {k: (v[idx] if isinstance(v, np.ndarray) else {kk: vv[idx] for kk, vv in v.items()}) for k, v in p.items()}
 
@@ -111,7 +116,7 @@ def report(out: Path, runs: list[dict], args=None, figures: Path | None = None) 
         (
             "Spearman's ρ of depth and the per-network Φ_N over every finished network "
             "of a family; Φ_N at the deepest finished depth minus Φ_N at depth 1 [95% "
-            "interval, paths paired].\n"
+            "interval, paths paired, on the pairs every network of the family walked].\n"
         ),
         "| family | networks | ρ(depth, Φ_N) | ΔΦ_N (deepest − depth 1) | Δ share folded |",
         "|---|---|---|---|---|",
@@ -123,11 +128,18 @@ def report(out: Path, runs: list[dict], args=None, figures: Path | None = None) 
         for r in sorted(rs, key=lambda r: (r["settings"]["depth"], r["settings"]["seed"])):
             by_depth.setdefault(r["settings"]["depth"], []).append(read_per_path(r))
             recs.setdefault(r["settings"]["depth"], []).append(r)
-        fs: dict = {"depths": {}}
-        res = {k: family_bootstrap(by_depth, f) for k, f in STATS.items()}
+        # a longer walk extends a shorter one (its pairs are a prefix of the same order): the depths are compared on
+        # the pairs every network of the family walked, each depth's row takes the pairs all its seeds walked
+        by_depth = {d: _prefix(ps, min(len(p["chi"]) for p in ps)) for d, ps in by_depth.items()}
+        n_common = min(len(ps[0]["chi"]) for ps in by_depth.values())
+        fs: dict = {"depths": {}, "n_paths_compared": n_common}
+        res = {k: family_bootstrap({d: _prefix(ps, n_common) for d, ps in by_depth.items()}, f) for k, f in STATS.items()}
         depths = res["phi"][0]
         for k, d in enumerate(depths):
             rr = recs[d]
+            n_d = len(by_depth[d][0]["chi"])
+            own = res if n_d == n_common else {s: family_bootstrap({d: by_depth[d]}, f) for s, f in STATS.items()}
+            col = 0 if n_d != n_common else k
             acc = seed_mean_ci([r["test_accuracy"] for r in rr])
             row = {
                 "seeds": [r["settings"]["seed"] for r in rr],
@@ -135,11 +147,11 @@ def report(out: Path, runs: list[dict], args=None, figures: Path | None = None) 
                 "share_complete": float(np.mean([r["share_complete"] for r in rr])),
                 "mean_regions": float(np.mean([r["mean_regions"] for r in rr])),
                 "cpu_seconds_per_path": float(np.mean([r["cpu_seconds_per_path"] for r in rr])),
-                "n_paths": rr[0]["n_paths"],
+                "n_paths": n_d,
                 "method": rr[0]["settings"]["method"],
             }
-            for s, (_, est, reps) in res.items():
-                row[s] = [float(est[k]), *interval(reps[:, k])]
+            for s, (_, est, reps) in own.items():
+                row[s] = [float(est[col]), *interval(reps[:, col])]
             fs["depths"][d] = row
             accs = f"{acc[0]:.4f}" + (f" [{acc[1]:.4f}, {acc[2]:.4f}]" if len(rr) > 1 else "")
             lines.append(

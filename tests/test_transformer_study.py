@@ -106,3 +106,49 @@ def test_quick_run(tmp_path):
     assert st.main(["--data-dir", data, "--quick", "--out", str(out)]) == 0
     assert {q: q.read_bytes() for q in (out / "runs").glob("*.json")} == before
     assert json.loads(next(iter(before.values())))["settings"]["epochs"] == 1
+
+
+def test_report_compares_depths_on_the_pairs_every_network_walked(tmp_path):
+    """A network whose walk was extended (1,000 pairs where the others have 200, a prefix of the same order) gives
+    its depth's row the pairs all that depth's seeds walked; the depths are compared on the common prefix."""
+    st = _study()
+    spec = importlib.util.spec_from_file_location(
+        "transformer_folding_report", ROOT / "experiments" / "transformer_folding_report.py"
+    )
+    rep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rep)
+    rng = np.random.default_rng(0)
+
+    def run(depth: int, seed: int, n: int) -> dict:
+        r1 = rng.integers(1, 5, n)
+        chi = np.where(rng.random(n) < 0.5, 1 - r1 / (r1 + rng.integers(1, 5, n)), 0.0).astype(np.float32)
+        per_layer = {f"layer{k}": chi for k in range(depth)}
+        return {
+            "name": f"vit_d{depth}_s{seed}",
+            "settings": {"family": "vit", "depth": depth, "seed": seed, "method": "bisect"},
+            "test_accuracy": 0.9,
+            "share_complete": 0.0,
+            "mean_regions": 10.0,
+            "cpu_seconds_per_path": 1.0,
+            "n_paths": n,
+            "phi": rep.median_nonzero(chi.astype(float)),
+            "audit": None,
+            "per_path": {
+                "chi": st.pack(chi),
+                "max_profile": st.pack(chi),
+                "n_regions": st.pack(np.full(n, 10, np.int32)),
+                "complete": st.pack(np.packbits(np.zeros(n, bool))),
+                "per_layer": {k: st.pack(v) for k, v in per_layer.items()},
+            },
+        }
+
+    runs = [run(1, 0, 1000), run(1, 1, 1000), run(2, 0, 1000), run(2, 1, 200)]
+    summary = rep.report(tmp_path, runs, figures=tmp_path / "figures")
+    fam = summary["families"]["vit"]
+    assert fam["n_paths_compared"] == 200
+    assert fam["depths"][1]["n_paths"] == 1000 and fam["depths"][2]["n_paths"] == 200
+    want = np.mean([rep.median_nonzero(st.read_per_path(r)["chi"]) for r in runs[:2]])
+    assert fam["depths"][1]["phi"][0] == pytest.approx(want)
+    assert fam["depths"][1]["phi"][1] <= want <= fam["depths"][1]["phi"][2]
+    first = [rep.median_nonzero(st.read_per_path(r)["chi"][:200]) for r in runs]
+    assert fam["delta_deepest_minus_1"]["phi"][0] == pytest.approx(np.mean(first[2:]) - np.mean(first[:2]))
