@@ -46,8 +46,14 @@ DEFAULT_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 def median_nonzero(values) -> float:
     """Median of the values > 0 (the mean of the two middle ones for an even count); 0.0 if none."""
     v = np.asarray(values.cpu() if isinstance(values, Tensor) else values, dtype=np.float64)
-    v = v[v > 0]
-    return float(np.median(v)) if v.size else 0.0
+    v = v[v > 0]  # (a copy: the median may reorder it)
+    return float(np.median(v, overwrite_input=True)) if v.size else 0.0
+
+
+def _in_order(values: Tensor, order: np.ndarray | None) -> np.ndarray:
+    """``values`` as a numpy array, permuted by ``order`` (as they are when ``None``)."""
+    v = values.cpu().numpy()
+    return v if order is None else v[order]
 
 
 def _median_of(rows: list[dict], key: str) -> float:
@@ -199,18 +205,27 @@ class GlobalFolding:
         return GlobalFolding(**{**r.__dict__, "pairs": "inter-class"})
 
     # ------------------------------------------------------------------ class pairs
-    def _groups(self) -> tuple[np.ndarray, list[tuple[int, int]], np.ndarray]:
-        """Order of paths grouped by (label_a, label_b), the group keys, group boundaries."""
+    def _groups(self) -> tuple[np.ndarray | None, list[tuple[int, int]], np.ndarray]:
+        """Order of paths grouped by (label_a, label_b) (``None`` where they already are, as a pair plan orders
+        them), the group keys, group boundaries."""
         a = self.label_a.cpu().numpy()
         b = self.label_b.cpu().numpy()
-        key = (a.astype(np.int64) + 1) * (int(max(b.max(initial=0), 0)) + 2) + (b + 1)
-        if key.size and 0 <= int(key.min()) and int(key.max()) < 1 << 16:
-            key = key.astype(np.uint16)  # a stable sort of 16-bit keys is a radix sort: linear in the paths
-        order = np.argsort(key, kind="stable")
-        ks = key[order]
+        m = int(max(b.max(initial=0), 0)) + 2
+        small = min(int(a.min(initial=0)), int(b.min(initial=0))) >= -1 and (int(a.max(initial=0)) + 2) * m < 1 << 16
+        # in int32 where the keys fit 16 bits (a stable sort of 16-bit keys is a radix sort: linear in the paths)
+        key = a.astype(np.int32 if small else np.int64)
+        key += 1
+        key *= m
+        key += b
+        key += 1
+        if small:
+            key = key.astype(np.uint16)
+        order = None if key.size < 2 or bool((key[1:] >= key[:-1]).all()) else np.argsort(key, kind="stable")
+        ks = key if order is None else key[order]
         starts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]]) if ks.size else np.zeros(0, dtype=np.int64)
         bounds = np.r_[starts, ks.size]
-        keys = [(int(a[order[s]]), int(b[order[s]])) for s in starts]
+        first = starts if order is None else order[starts]
+        keys = [(int(a[s]), int(b[s])) for s in first]
         return order, keys, bounds
 
     def class_pairs(self) -> list[dict]:
@@ -218,9 +233,7 @@ class GlobalFolding:
         (the largest profile maximum of the pair's paths), fraction_folded, mean_chi,
         mean_regions."""
         order, keys, bounds = self._groups()
-        chi = self.chi.cpu().numpy()[order]
-        mp = self.max_profile.cpu().numpy()[order]
-        nr = self.n_regions.cpu().numpy()[order]
+        chi, mp, nr = (_in_order(t, order) for t in (self.chi, self.max_profile, self.n_regions))
         rows = []
         for (a, b), s, e in zip(keys, bounds[:-1], bounds[1:]):
             c = chi[s:e]
@@ -303,8 +316,7 @@ class GlobalFolding:
         for s in stats:
             check_choice(s, "stats", ("phi", "phi_max", "phi_max_p2", "fraction_folded", "mean"))
         order, _, bounds = self._groups()
-        chi = self.chi.cpu().numpy()[order]
-        mp = self.max_profile.cpu().numpy()[order]
+        chi, mp = _in_order(self.chi, order), _in_order(self.max_profile, order)
         sizes = np.diff(bounds)
         start_of = np.repeat(bounds[:-1], sizes)
         size_of = np.repeat(sizes, sizes)
