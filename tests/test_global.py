@@ -217,3 +217,28 @@ def test_bad_input():
         sf.global_folding(net, x.numpy(), y, method=METHOD)
     with pytest.raises(ValueError, match="method"):
         sf.global_folding(net, x, y, method="grid")
+
+
+def test_class_pair_table_and_intervals_do_not_depend_on_the_order_of_the_paths():
+    """Paths grouped by class pair (as a pair plan orders them) and the same paths shuffled give the same table,
+    aggregates and bootstrap intervals (the groups are found without a permutation in the first case)."""
+    g = torch.Generator().manual_seed(0)
+    n = 5000
+    la, lb = torch.randint(0, 4, (n,), generator=g), torch.randint(0, 4, (n,), generator=g)
+    key = la * 4 + lb
+    order = torch.argsort(key, stable=True)
+    r1 = torch.randint(0, 4, (n,), generator=g)
+    r2 = r1 + torch.randint(0, 4, (n,), generator=g)
+    chi = torch.where(r2 > 0, 1 - r1 / r2.clamp(min=1), torch.zeros(())).double()
+    mp = chi + torch.rand(n, generator=g, dtype=torch.float64) * (chi > 0)
+    fields = dict(chi=chi, max_profile=mp, r1=r1, r2=r2, n_regions=r2 + 1, label_a=la, label_b=lb)
+    shuffled = sf.GlobalFolding(**fields, method="exact", pairs="all", seed=0)
+    grouped = sf.GlobalFolding(**{k: v[order] for k, v in fields.items()}, method="exact", pairs="all", seed=0)
+    assert grouped._groups()[0] is None and shuffled._groups()[0] is not None
+    assert grouped.class_pairs() == shuffled.class_pairs()
+    a, b = grouped.summary(), shuffled.summary()
+    assert a.keys() == b.keys()
+    for k in a:  # (sums over all paths, as the mean and the spread, to the last bits of their order)
+        assert a[k] == (pytest.approx(b[k], rel=1e-12) if isinstance(a[k], float) else b[k]), k
+    # within a class pair both keep the paths' first order: the same draws resample the same paths
+    assert grouped.bootstrap(n_boot=50) == shuffled.bootstrap(n_boot=50)
