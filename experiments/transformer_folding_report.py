@@ -133,7 +133,8 @@ def report(out: Path, runs: list[dict], args=None, figures: Path | None = None) 
         by_depth = {d: _prefix(ps, min(len(p["chi"]) for p in ps)) for d, ps in by_depth.items()}
         n_common = min(len(ps[0]["chi"]) for ps in by_depth.values())
         fs: dict = {"depths": {}, "n_paths_compared": n_common}
-        res = {k: family_bootstrap({d: _prefix(ps, n_common) for d, ps in by_depth.items()}, f) for k, f in STATS.items()}
+        common = {d: _prefix(ps, n_common) for d, ps in by_depth.items()}
+        res = {k: family_bootstrap(common, f) for k, f in STATS.items()}
         depths = res["phi"][0]
         for k, d in enumerate(depths):
             rr = recs[d]

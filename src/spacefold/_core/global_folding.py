@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -213,7 +213,7 @@ class GlobalFolding:
         m = int(max(b.max(initial=0), 0)) + 2
         small = min(int(a.min(initial=0)), int(b.min(initial=0))) >= -1 and (int(a.max(initial=0)) + 2) * m < 1 << 16
         # in int32 where the keys fit 16 bits (a stable sort of 16-bit keys is a radix sort: linear in the paths)
-        key = a.astype(np.int32 if small else np.int64)
+        key: np.ndarray[Any, np.dtype[np.integer]] = a.astype(np.int32 if small else np.int64)
         key += 1
         key *= m
         key += b
