@@ -1,6 +1,7 @@
 """The exact method's walker for the pipeline (:mod:`spacefold._core.pipeline`): the values before the first
-activation computed once per input and cached (or per range, as the ranges are sent to worker processes), the walks
-of a chunk's segments from them, and for small MLPs their measures without walks (:mod:`.walk.exact.mlp`)."""
+activation computed once per input and cached (or per range of paired segments, as the ranges are sent to worker
+processes, for the layer walk), the walks of a chunk's segments from them, and for small MLPs their measures without
+walks (:mod:`.walk.exact.mlp`)."""
 
 from __future__ import annotations
 

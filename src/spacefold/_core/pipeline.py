@@ -424,9 +424,10 @@ class _RangeTask:
         return state
 
     def part(self, start: int, stop: int) -> _Part | None:
-        """The values of the positions ``[start, stop)`` alone, when the task can travel without them: paired
-        segments with the exact walker's values send only their rows, with :meth:`base` (index pairs share the
-        values of every sample: ``None``, the whole task travels, once per worker)."""
+        """What the positions ``[start, stop)`` need beyond :meth:`base`, when the task can travel without it:
+        paired segments with the exact walker's values send only their rows; index pairs send their pairs, where the
+        pairs' tables are larger than the range's (the values of every sample go with the base). ``None``: the whole
+        task travels with every range (a worker unpickles it once per call)."""
         w = self.walker
         if isinstance(w, _ExactWalker) and w.deferred and not w.cached() and not self.segments.by_index:
             pair = self.segments.pair
@@ -659,8 +660,9 @@ def _fold(
             # compiled here, once, before any worker process starts (they then load them from the cache)
             _kernels.prepare(str(dtype).removeprefix("torch."), announce=parallel.say if progress else None)
         task = _RangeTask(model, segments, opts, layout, per_layer=per_layer, measures=measures, keep=keep)
-        # paired segments shared by worker processes: the values before the first activation are
-        # computed range by range as the ranges are sent, while the workers walk the earlier ones
+        # paired segments shared by worker processes: the values before the first activation are computed
+        # range by range as the ranges are sent, while the workers walk the earlier ones (but at once, on every
+        # thread, for the MLP kernels: see _ExactWalker.start)
         task.walker = task.make_walker(recorder, defer=workers > 1 and not keep)
 
         rank, size = parallel.world(device) if distributed else (0, 1)
