@@ -242,3 +242,18 @@ def test_class_pair_table_and_intervals_do_not_depend_on_the_order_of_the_paths(
         assert a[k] == (pytest.approx(b[k], rel=1e-12) if isinstance(a[k], float) else b[k]), k
     # within a class pair both keep the paths' first order: the same draws resample the same paths
     assert grouped.bootstrap(n_boot=50) == shuffled.bootstrap(n_boot=50)
+
+
+def test_large_results_summarised_on_threads_give_the_same_numbers(monkeypatch):
+    """The class-pair table and the medians of a large result are computed on several threads: the same numbers
+    as one after the other."""
+    import spacefold._core.global_folding as gfm
+
+    net = mlp("2x8", 6, 3, seed=0)
+    g = torch.Generator().manual_seed(4)
+    x, y = torch.randn(90, 6, generator=g), torch.arange(90) % 3
+    r = sf.global_folding(net, x, y, pairs="all", workers=1)
+    serial = r.to_dict(ci=True, n_boot=20)
+    monkeypatch.setattr(gfm, "_THREADED_ROWS", 0)
+    monkeypatch.setattr(gfm.parallel, "cpu_count", lambda: 4)
+    assert r.to_dict(ci=True, n_boot=20) == serial

@@ -9,8 +9,9 @@ and the two class labels per path; every aggregate is computed from those.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,22 @@ def median_nonzero(values) -> float:
     v = np.asarray(values.cpu() if isinstance(values, Tensor) else values, dtype=np.float64)
     v = v[v > 0]  # (a copy: the median may reorder it)
     return float(np.median(v, overwrite_input=True)) if v.size else 0.0
+
+
+# paths from which the class pair table is computed on several threads
+_THREADED_ROWS = 1 << 20
+
+
+def _side_by_side(jobs: Sequence[Callable[[], Any]], threaded: bool) -> list:
+    """The results of ``jobs``, in order: on every core's thread when ``threaded`` (numpy's selections and
+    reductions release the GIL), else one after the other."""
+    threads = min(parallel.cpu_count(), len(jobs)) if threaded else 1
+    if threads <= 1:
+        return [job() for job in jobs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(lambda job: job(), jobs))
 
 
 def _in_order(values: Tensor, order: np.ndarray | None) -> np.ndarray:
@@ -234,23 +251,23 @@ class GlobalFolding:
         mean_regions."""
         order, keys, bounds = self._groups()
         chi, mp, nr = (_in_order(t, order) for t in (self.chi, self.max_profile, self.n_regions))
-        rows = []
-        for (a, b), s, e in zip(keys, bounds[:-1], bounds[1:]):
+
+        def row(k: int) -> dict:
+            (a, b), s, e = keys[k], bounds[k], bounds[k + 1]
             c = chi[s:e]
-            rows.append(
-                {
-                    "a": a,
-                    "b": b,
-                    "n_paths": int(e - s),
-                    "phi": median_nonzero(c),
-                    "phi_max": median_nonzero(mp[s:e]),
-                    "max_max_profile": float(mp[s:e].max()),
-                    "fraction_folded": _fraction(c),
-                    "mean_chi": float(c.mean()),
-                    "mean_regions": float(nr[s:e].mean()),
-                }
-            )
-        return rows
+            return {
+                "a": a,
+                "b": b,
+                "n_paths": int(e - s),
+                "phi": median_nonzero(c),
+                "phi_max": median_nonzero(mp[s:e]),
+                "max_max_profile": float(mp[s:e].max()),
+                "fraction_folded": _fraction(c),
+                "mean_chi": float(c.mean()),
+                "mean_regions": float(nr[s:e].mean()),
+            }
+
+        return _side_by_side([functools.partial(row, k) for k in range(len(keys))], chi.size >= _THREADED_ROWS)
 
     @property
     def phi_max_p2(self) -> float:
@@ -357,15 +374,18 @@ class GlobalFolding:
 
     def _summary(self, rows: list[dict], *, ci: bool, n_boot: int, ci_seed: int) -> dict:
         """``summary`` from the class pair table ``rows`` (``class_pairs()``, computed once)."""
+        phi, phi_max, quantiles = _side_by_side(
+            (lambda: self.phi, lambda: self.phi_max, self.quantiles), self.n_paths >= _THREADED_ROWS
+        )
         out = {
-            "phi": self.phi,
-            "phi_max": self.phi_max,
+            "phi": phi,
+            "phi_max": phi_max,
             "phi_max_p2": _median_of(rows, "phi_max"),
             "phi_maxmax_p2": _median_of(rows, "max_max_profile"),
             "fraction_folded": self.fraction_folded,
             "mean_chi": self.mean,
             "std_chi": float(self.chi.double().std()) if self.n_paths > 1 else 0.0,
-            "quantiles": self.quantiles(),
+            "quantiles": quantiles,
             "mean_regions": self.mean_regions,
             "n_paths": self.n_paths,
             "n_folded": int((self.chi > 0).sum()),
