@@ -39,13 +39,13 @@ _PREFIX_ROWS = 1024
 @dataclass(frozen=True, eq=False)
 class MLPSummarizer:
     """The chain of an MLP in float64: the first ``nn.Linear``, then per later layer its weight, bias, the 1-norms
-    of its rows of weights and ``|bias|``; per hidden layer its neurons' slopes below 0."""
+    of its rows of weights and the bound of its bias's round-off; per hidden layer its neurons' slopes below 0."""
 
     first: nn.Linear
     weights: list[Tensor]
     biases: list[Tensor]
     w1: list[np.ndarray]
-    babs: list[np.ndarray]
+    ub: list[np.ndarray]  # per later layer: |bias|·u (u of __call__) and what underflow can add, by neuron
     slopes: list[np.ndarray]
     widths: list[int]
     gap: float
@@ -68,6 +68,7 @@ class MLPSummarizer:
             **{k: np.empty(cap) for k in ("T", "D", "em")},
             "Z": [torch.empty(cap * nmax, dtype=torch.float64) for _ in range(2)],
             "E": [torch.empty(cap * nmax, dtype=torch.float64) for _ in range(2)],
+            "views": {},  # (name, buffer, width) -> (tensor, array), see _view
         }
         if keep:
             for k in ("FB", "NX", "PATH", "T", "D", "em"):
@@ -103,10 +104,9 @@ class MLPSummarizer:
         u = (max(self.widths) + 4) * self.unit  # a product's round-off, relative to its terms
         buf = self._buffers(int(self.rows_per_path[0] * n) + 2 * n, 0, 0)
         T, D, FB, NX, PATH, em = (buf[k] for k in ("T", "D", "FB", "NX", "PATH", "em"))
-        Z, E = buf["Z"][0], buf["E"][0]
         cur = 0  # Z and E live in buffers cur, the next layer's in 1 - cur
-        Z, E = (b[: buf["cap"] * za.shape[1]].view(-1, za.shape[1]) for b in (Z, E))
-        Z[:n], Z[n : 2 * n] = za, zb
+        Z, E = _view(buf, "Z", cur, za.shape[1]), _view(buf, "E", cur, za.shape[1])
+        Z[0][:n], Z[0][n : 2 * n] = za, zb
         T[:n] = 0.0
         T[n : 2 * n] = 1.0
         D[: 2 * n] = 0.0
@@ -122,24 +122,24 @@ class MLPSummarizer:
             act = k + 1 < L
             while True:
                 R2 = _kernels.mlp_split(
-                    Z.numpy(), E.numpy(), T, D, FB, NX, PATH, R, ok, self.slopes[k], boff, u, self.gap, act, em, w1, ub
+                    Z[1], E[1], T, D, FB, NX, PATH, R, ok, self.slopes[k], boff, u, self.gap, act, em, w1, ub
                 )
                 if R2 >= 0:
                     break
                 # more rows than the arrays hold: larger ones (the rows so far kept), and again
-                buf = self._buffers(2 * buf["cap"], R, Z.shape[1], cur)
+                buf = self._buffers(2 * buf["cap"], R, Z[1].shape[1], cur)
                 T, D, FB, NX, PATH, em = (buf[k] for k in ("T", "D", "FB", "NX", "PATH", "em"))
-                Z, E = (b[cur][: buf["cap"] * Z.shape[1]].view(-1, Z.shape[1]) for b in (buf["Z"], buf["E"]))
+                Z, E = _view(buf, "Z", cur, Z[1].shape[1]), _view(buf, "E", cur, Z[1].shape[1])
             R = R2
             boff += self.widths[k]
             if not act:
                 break
             cur = 1 - cur
             F = self.widths[k + 1]
-            Zn, E = (b[cur][: buf["cap"] * F].view(-1, F) for b in (buf["Z"], buf["E"]))
-            torch.addmm(self.biases[k], Z[:R], self.weights[k].t(), out=Zn[:R])
+            Zn, E = _view(buf, "Z", cur, F), _view(buf, "E", cur, F)
+            torch.addmm(self.biases[k], Z[0][:R], self.weights[k].t(), out=Zn[0][:R])
             Z = Zn
-            w1, ub = self.w1[k], self.babs[k] * u + (self.widths[k] + 4) * _TINY  # (+ what underflow can add)
+            w1, ub = self.w1[k], self.ub[k]
         self.rows_per_path[0] = max(4.0, 1.25 * R / n)  # the next call's arrays: as many rows and a margin
         out_i = np.zeros((n, 3), np.int64)
         out_f = np.zeros((n, 2), np.float64)
@@ -147,6 +147,17 @@ class MLPSummarizer:
         oi, of = torch.from_numpy(out_i), torch.from_numpy(out_f)
         measures = {"r1": oi[:, 0], "r2": oi[:, 1], "n_regions": oi[:, 2], "chi": of[:, 0], "max_profile": of[:, 1]}
         return measures, torch.from_numpy(ok)
+
+
+def _view(buf: dict[str, Any], name: str, cur: int, width: int) -> tuple[Tensor, np.ndarray]:
+    """Buffer ``cur`` of ``buf[name]`` as rows ``width`` wide, a tensor and an array of the same memory (made once
+    per buffer and width: a call walks a few hundred paths, layer after layer)."""
+    key = (name, cur, width)
+    got = buf["views"].get(key)
+    if got is None:
+        t = buf[name][cur][: buf["cap"] * width].view(-1, width)
+        got = buf["views"][key] = (t, t.numpy())
+    return got
 
 
 _UNIT = float(torch.finfo(torch.float64).eps) / 2
@@ -242,6 +253,7 @@ def mlp_summarizer(prog: ExactProgram, tie_tol: float, tol: float) -> MLPSummari
         for lin in linears
     ]
     first = linears[0]
+    widths = [lin.out_features for lin in linears]
     unit = float(torch.finfo(torch.float64).eps) / 2
     c = (first.in_features + 4) * unit
     w0 = first.weight.detach().to(torch.float64)
@@ -251,9 +263,11 @@ def mlp_summarizer(prog: ExactProgram, tie_tol: float, tol: float) -> MLPSummari
         weights=ws[1:],
         biases=bs[1:],
         w1=[w.abs().sum(1).numpy() for w in ws[1:]],
-        babs=[b.abs().numpy() for b in bs[1:]],
+        ub=[  # (u: a product's round-off relative to its terms, as in MLPSummarizer.__call__)
+            b.abs().numpy() * ((max(widths) + 4) * unit) + (w + 4) * _TINY for b, w in zip(bs[1:], widths)
+        ],
         slopes=[np.ascontiguousarray(x) for x in slopes],
-        widths=[lin.out_features for lin in linears],
+        widths=widths,
         gap=max(_GAP, 4 * float(tol)),
         first_err=(
             (_norm(w0) * c).numpy(),
