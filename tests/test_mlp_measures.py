@@ -275,3 +275,49 @@ def test_the_widest_layers_the_kernels_take_agree_with_the_layer_walk():
     assert fast.n_float64 < len(i) // 10  # (most paths measured by the kernels themselves)
     for k in FIELDS:
         assert torch.equal(getattr(fast, k), getattr(walked, k)), k
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_the_compiled_first_layer_is_within_its_bound_of_the_exact_products(bias):
+    """Float32 inputs of a float32 model go through the compiled first layer (in parts on two threads, in blocks,
+    from inputs that are not contiguous): every value lies within the bound ``(in + 4)·unit·(|W||x| + |b|)`` of the
+    exact product (in rationals; the bound leaves room for the final rounding to float64), and
+    every norm lies at or above the exact norm, by no more than the widening. The float64 path (float64 inputs)
+    is held to the same bound."""
+    import math
+    from fractions import Fraction
+
+    from spacefold._core.walk.exact import mlp as mlp_module
+
+    g = torch.Generator().manual_seed(7)
+    net = nn.Sequential(nn.Linear(37, 9, bias=bias), nn.ReLU(), nn.Linear(9, 3)).eval()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.randn(9, 37, generator=g) * 3)
+    plan = _plan(net)
+    n = 2 * mlp_module._PREFIX_ROWS + 7  # two parts on two threads, and rows left over after groups of four
+    wide = torch.randn(n, 2 * 37, generator=g) * torch.logspace(-3, 3, 2 * 37)
+    x = wide[:, ::2]  # (not contiguous)
+    assert not x.is_contiguous() and x.dtype == torch.float32
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        z32, n32 = plan.prefix(x, block=n // 3)
+    finally:
+        torch.set_num_threads(threads)
+    z64, n64 = plan.prefix(x.double())
+    w = net[0].weight.detach().double()
+    b = torch.zeros(9, dtype=f64) if net[0].bias is None else net[0].bias.detach().double()
+    unit = float(torch.finfo(f64).eps) / 2
+    rows = list(range(0, n, 97)) + [n - 3, n - 2, n - 1]
+    for r in rows:
+        xr = x[r].double()
+        xs = [Fraction(float(v)) for v in xr]
+        sums = [sum((Fraction(float(w[o, m])) * xs[m] for m in range(37)), Fraction(float(b[o]))) for o in range(9)]
+        exact = torch.tensor([float(v) for v in sums], dtype=f64)
+        bound = (37 + 4) * unit * ((w.abs() * xr.abs()).sum(1) + b.abs())
+        for z in (z32, z64):
+            assert torch.all((z[r] - exact).abs() <= bound), r
+        true_norm = math.sqrt(math.fsum(float(v) ** 2 for v in xr))  # (exact squares of float32 values)
+        for nr in (n32, n64):
+            assert true_norm <= float(nr[r]) <= true_norm * (1 + 1e-12), r
+    assert not torch.equal(z32, torch.zeros_like(z32))

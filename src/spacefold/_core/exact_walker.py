@@ -109,11 +109,7 @@ class _ExactWalker:
         fast = self.fast
         if fast is None or tables[0][0].numel() != fast.first.in_features:  # (the first Linear takes the input)
             return None
-        out = []
-        for x in tables:
-            parts = [fast.prefix(x[k : k + block]) for k in range(0, x.shape[0], block)]
-            out.append((torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])))
-        return out
+        return [fast.prefix(x, block) for x in tables]
 
     def fast_measures(self, a: Tensor, c: Tensor) -> tuple[dict[str, Tensor], int] | None:
         """The measures of the chunk's segments ``a``, ``c`` in float64 (``None`` where :attr:`fast` does not

@@ -160,3 +160,44 @@ def mlp_measure(FB, NX, n_paths, n_bits, ok, out_i, out_f):
         out_i[p, 2] = r2 + 1
         out_f[p, 0] = 1.0 - r1 / r2 if r2 > 0 else 0.0
         out_f[p, 1] = best
+
+
+@jit(fastmath={"reassoc", "contract"})
+def _dot4(x0, x1, x2, x3, w):
+    """Four dot products with ``w`` (in any order of the terms: the bound of their round-off does not depend on it)."""
+    c0 = c1 = c2 = c3 = 0.0
+    for m in range(w.shape[0]):
+        v = w[m]
+        c0 += x0[m] * v
+        c1 += x1[m] * v
+        c2 += x2[m] * v
+        c3 += x3[m] * v
+    return c0, c1, c2, c3
+
+
+@jit(fastmath={"reassoc", "contract"})
+def _square_sum(x):
+    s = 0.0
+    for m in range(x.shape[0]):
+        s += x[m] * x[m]
+    return s
+
+
+@jit
+def mlp_first(X, W, b, Z, N):
+    """The first layer of float32 inputs in float64: ``Z[r] = W @ X[r] + b`` and ``N[r] = Σ X[r]²`` (exact squares,
+    summed in float64), four rows at a time, each row widened to float64 once (no float64 copy of the inputs)."""
+    R, K = X.shape
+    buf = np.zeros((4, K))
+    for r in range(0, R, 4):
+        h = min(4, R - r)
+        for k in range(h):
+            for m in range(K):
+                buf[k, m] = X[r + k, m]
+            N[r + k] = _square_sum(buf[k])
+        for k in range(h, 4):
+            buf[k, :] = 0.0
+        for o in range(W.shape[0]):
+            c = _dot4(buf[0], buf[1], buf[2], buf[3], W[o])
+            for k in range(h):
+                Z[r + k, o] = c[k] + b[o]

@@ -200,6 +200,11 @@ def mlp_split(Z, E, T, D, FB, NX, PATH, R, ok, slope, boff, u, gap, act, em, w1,
     return _STATE["mlp"].mlp_split(Z, E, T, D, FB, NX, PATH, R, ok, slope, boff, u, gap, act, em, w1, ub)
 
 
+def mlp_first(X, W, b, Z, N):
+    """See ``spacefold._core.walk._jit_mlp.mlp_first``."""
+    _STATE["mlp"].mlp_first(X, W, b, Z, N)
+
+
 def mlp_measure(FB, NX, n_paths, n_bits, ok, out_i, out_f):
     """See ``spacefold._core.walk._jit_mlp.mlp_measure``."""
     _STATE["mlp"].mlp_measure(FB, NX, n_paths, n_bits, ok, out_i, out_f)
@@ -268,6 +273,7 @@ def prepare(dtype, announce=None) -> None:
                 em, none = np.zeros(3), np.zeros(0)
                 mlp_split(Z, Z * 0, T, D, FB, NX, PATH, 2, ok, np.zeros(1), 0, 1e-16, 1e-6, True, em, none, none)
                 mlp_measure(FB, NX, 1, 1, ok, np.zeros((1, 3), np.int64), np.zeros((1, 2)))
+                mlp_first(np.ones((1, 2), np.float32), np.ones((1, 2)), np.zeros(1), np.empty((1, 1)), np.empty(1))
             _STATE.setdefault("prepared", set()).add(d)
     finally:
         if timer is not None:

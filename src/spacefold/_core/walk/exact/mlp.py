@@ -79,21 +79,36 @@ class MLPSummarizer:
         self.scratch.update(new)
         return self.scratch
 
-    def prefix(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def prefix(self, x: Tensor, block: int | None = None) -> tuple[Tensor, Tensor]:
         """The first layer's pre-activations at the inputs ``x`` in float64, and the inputs' Euclidean norms (the
         error of the first, ``(in_features + 4)·unit·(|W||x| + |b|)`` by neuron, is at most
-        ``(in_features + 4)·unit·(‖w‖·‖x‖ + |b|)``)."""
+        ``(in_features + 4)·unit·(‖w‖·‖x‖ + |b|)``); ``block`` inputs at a time (reshaped, or copied where they are
+        not contiguous, a block at a time). Float32 inputs of a float32 model are read by a compiled kernel, in
+        parts on torch's threads."""
         lin = self.first
+        n = x.shape[0]
+        block = max(1, n if block is None else block)
         w = lin.weight.detach().to(torch.float64)
         b = None if lin.bias is None else lin.bias.detach().to(torch.float64)
-        x = x.reshape(x.shape[0], -1)
-        z = torch.empty(x.shape[0], lin.out_features, dtype=torch.float64)
-        norm = torch.empty(x.shape[0], dtype=torch.float64)
-        for k in range(0, x.shape[0], _PREFIX_ROWS):  # (blocks that stay in the cache)
-            # (in the model's dtype first, as the model reads them: float64 inputs of a float32 model are rounded)
-            xk = x[k : k + _PREFIX_ROWS].to(lin.weight.dtype).to(torch.float64)
-            z[k : k + _PREFIX_ROWS] = torch.nn.functional.linear(xk, w, b)
-            norm[k : k + _PREFIX_ROWS] = _norm(xk, narrow=lin.weight.dtype == torch.float32)
+        z = torch.empty(n, lin.out_features, dtype=torch.float64)
+        norm = torch.empty(n, dtype=torch.float64)
+        compiled = x.dtype == lin.weight.dtype == torch.float32 and x.device.type == "cpu" and lin.in_features > 0
+        threads = max(1, min(torch.get_num_threads(), n // _PREFIX_ROWS)) if compiled else 1
+        pool = None
+        if threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = ThreadPoolExecutor(threads)
+        try:
+            for k in range(0, n, block):
+                xk = x[k : k + block].reshape(min(block, n - k), -1)
+                if compiled:
+                    _first_compiled(xk, w, b, z[k : k + block], norm[k : k + block], pool, threads)
+                else:
+                    _first_torch(xk, w, b, z[k : k + block], norm[k : k + block], lin.weight.dtype)
+        finally:
+            if pool is not None:
+                pool.shutdown()
         return z, norm
 
     def __call__(self, za: Tensor, zb: Tensor, na: Tensor, nb: Tensor) -> tuple[dict[str, Tensor], Tensor]:
@@ -147,6 +162,32 @@ class MLPSummarizer:
         oi, of = torch.from_numpy(out_i), torch.from_numpy(out_f)
         measures = {"r1": oi[:, 0], "r2": oi[:, 1], "n_regions": oi[:, 2], "chi": of[:, 0], "max_profile": of[:, 1]}
         return measures, torch.from_numpy(ok)
+
+
+def _first_torch(x: Tensor, w: Tensor, b: Tensor | None, z: Tensor, norm: Tensor, dtype: torch.dtype) -> None:
+    for k in range(0, x.shape[0], _PREFIX_ROWS):  # (blocks that stay in the cache)
+        # (in the model's dtype first, as the model reads them: float64 inputs of a float32 model are rounded)
+        xk = x[k : k + _PREFIX_ROWS].to(dtype).to(torch.float64)
+        z[k : k + _PREFIX_ROWS] = torch.nn.functional.linear(xk, w, b)
+        norm[k : k + _PREFIX_ROWS] = _norm(xk, narrow=dtype == torch.float32)
+
+
+def _first_compiled(x: Tensor, w: Tensor, b: Tensor | None, z: Tensor, norm: Tensor, pool: Any, threads: int) -> None:
+    """The first layer of float32 inputs ``x`` by the compiled kernel, in ``threads`` contiguous parts (on
+    ``pool``): the same bounds hold (the squares of float32 values are exact in float64, and the bound of a sum's
+    round-off does not depend on the order of its terms)."""
+    n, k = x.shape
+    xa, wa, za, sq = x.contiguous().numpy(), w.contiguous().numpy(), z.numpy(), norm.numpy()
+    ba = np.zeros(w.shape[0]) if b is None else b.contiguous().numpy()
+    cuts = [(n * i // threads) // 4 * 4 for i in range(threads)] + [n]
+    if pool is None or n < 2 * _PREFIX_ROWS:
+        _kernels.mlp_first(xa, wa, ba, za, sq)
+    else:
+        parts = [pool.submit(_kernels.mlp_first, xa[a:c], wa, ba, za[a:c], sq[a:c]) for a, c in zip(cuts, cuts[1:])]
+        for f in parts:
+            f.result()
+    np.sqrt(sq, out=sq)
+    norm.mul_(1 + (k + 4) * 2 * _UNIT)
 
 
 def _view(buf: dict[str, Any], name: str, cur: int, width: int) -> tuple[Tensor, np.ndarray]:
