@@ -70,6 +70,25 @@ def test_nan_and_inf_inputs(net, bad):
         sf.activation_patterns(net, xb)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_nan_and_inf_in_paired_segments_of_the_mlp_kernels(bad, workers):
+    """folding_batch checks its inputs for NaN and inf from the norms its MLP kernels' first layer computes (and
+    every value otherwise): the same error, naming the tensor, for exact walks of a small ReLU MLP in float32 and
+    float64 and for bisection; large finite values pass."""
+    net = sf.mlp("2x8", in_features=3, n_classes=2, seed=0)
+    g = torch.Generator().manual_seed(0)
+    x1, x2 = torch.randn(600, 3, generator=g), torch.randn(600, 3, generator=g)
+    x2[517, 2] = bad
+    for kw in ({}, {"dtype": torch.float64}, {"method": "bisect"}):
+        with pytest.raises(ValueError, match="x2 holds 1 NaN or inf"):
+            sf.folding_batch(net, x1, x2, workers=workers, **kw)
+        with pytest.raises(ValueError, match="x1 holds 1 NaN or inf"):
+            sf.folding_batch(net, x2, x1, workers=workers, **kw)
+    x2[517, 2] = 3e38  # (finite: its square overflows float32 but not float64)
+    assert sf.folding_batch(net, x1, x2, workers=workers).chi.shape == (600,)
+
+
 def test_steps(net):
     with pytest.raises(ValueError, match="steps must be an int >= 1, got 0"):
         sf.folding(net, A, B, method="uniform", steps=0)

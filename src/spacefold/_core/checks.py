@@ -22,8 +22,9 @@ def check_nonnegative(value: float, name: str) -> float:
     return value
 
 
-def check_inputs(x: Tensor, name: str = "x") -> None:
-    """Validate inputs ``(batch, *input_shape)``: a real tensor of finite values."""
+def check_inputs(x: Tensor, name: str = "x", finite: bool = True) -> None:
+    """Validate inputs ``(batch, *input_shape)``: a real tensor of finite values (with ``finite=False`` the values are
+    left to be checked later, as :func:`spacefold._core.pipeline._fold` does for paired segments)."""
     if not isinstance(x, Tensor):
         raise InputTypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() < 1:
@@ -32,7 +33,7 @@ def check_inputs(x: Tensor, name: str = "x") -> None:
         raise InputTypeError(f"{name} must hold real values, got dtype {x.dtype}; pass x.real or x.abs() explicitly")
     # A finite sum proves every value finite (NaN and inf propagate through a sum); only when
     # it is not (NaN, inf, or an overflow of large finite values) are the values counted.
-    if x.is_floating_point() and not bool(torch.isfinite(x.sum())):
+    if finite and x.is_floating_point() and not bool(torch.isfinite(x.sum())):
         bad = int((~torch.isfinite(x)).sum())
         if bad:
             raise InputError(f"{name} holds {bad} NaN or inf value(s); expected finite inputs")

@@ -56,9 +56,9 @@ __all__ = [
 # --------------------------------------------------------------------------- input checks
 
 
-def _check_pair(x1, x2, batched: bool) -> None:
-    check_inputs(x1 if batched else _unsqueeze(x1, "x1"), "x1")
-    check_inputs(x2 if batched else _unsqueeze(x2, "x2"), "x2")
+def _check_pair(x1, x2, batched: bool, finite: bool = True) -> None:
+    check_inputs(x1 if batched else _unsqueeze(x1, "x1"), "x1", finite)
+    check_inputs(x2 if batched else _unsqueeze(x2, "x2"), "x2", finite)
     if x1.shape != x2.shape:
         raise InputError(f"x1 and x2 must have the same shape, got x1 {tuple(x1.shape)} and x2 {tuple(x2.shape)}")
     if batched and x1.dim() < 2:
@@ -361,10 +361,10 @@ def folding_batch(
         dtype=dtype,
     )
     parallel.resolve_workers(workers)  # checked before any work
-    _check_pair(x1, x2, batched=True)
+    _check_pair(x1, x2, batched=True, finite=False)  # (NaN and inf: in _fold, from the first layer's values if it can)
     return _fold(
         model,
-        _Segments.paired(x1, x2),
+        _Segments.paired(x1, x2, checked=False),
         opts,
         return_walks=return_walks,
         per_layer=per_layer,

@@ -664,6 +664,9 @@ def _fold(
         # range by range as the ranges are sent, while the workers walk the earlier ones (but at once, on every
         # thread, for the MLP kernels: see _ExactWalker.start)
         task.walker = task.make_walker(recorder, defer=workers > 1 and not keep)
+        # inputs not yet checked for NaN and inf: the norms the MLP kernels' first layer computed prove them finite
+        fast = getattr(task.walker, "fast_cache", None)
+        segments.check_finite(None if fast is None else [nrm for _, nrm in fast])
 
         rank, size = parallel.world(device) if distributed else (0, 1)
         lo, hi = parallel.shard(segments.n, rank, size)

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 from torch import Tensor
 
+from .checks import check_inputs
+
 
 class _Segments:
     """The segments to walk, served in chunks of a range of positions: ``x1[k] -> x2[k]``,
@@ -31,6 +33,19 @@ class _Segments:
         self.x = x  # the samples that index chunks point into
         self.pair = pair  # (x1, x2) of paired segments
         self.by_index = x is not None if indexed is None else indexed  # chunks of indices into x, or of rows
+        self.checked = True  # the inputs are known to be finite
+
+    def check_finite(self, norms: list[Tensor] | None) -> None:
+        """Check inputs not yet known to be finite: ``norms`` (one tensor per table, or None), the inputs' Euclidean
+        norms, prove them finite where every one is (a NaN or an inf makes a norm NaN or inf); otherwise every
+        value is checked, and an error names the table that holds NaN or inf."""
+        if self.checked:
+            return
+        if norms is None or not all(bool(torch.isfinite(n).all()) for n in norms):
+            tables = [("x", self.x)] if self.x is not None else list(zip(("x1", "x2"), self.pair or ()))
+            for name, t in tables:
+                check_inputs(t, name)
+        self.checked = True
 
     def input_bytes(self) -> int:
         tables = [self.x] if self.x is not None else list(self.pair or ())
@@ -58,8 +73,11 @@ class _Segments:
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     @staticmethod
-    def paired(x1: Tensor, x2: Tensor) -> _Segments:
-        return _Segments(x1.shape[0], x1[:1], _Slices(x1, x2), pair=(x1, x2))
+    def paired(x1: Tensor, x2: Tensor, checked: bool = True) -> _Segments:
+        """``checked``: whether ``x1`` and ``x2`` are known to hold finite values (see :meth:`check_finite`)."""
+        seg = _Segments(x1.shape[0], x1[:1], _Slices(x1, x2), pair=(x1, x2))
+        seg.checked = checked
+        return seg
 
     @staticmethod
     def indexed(
