@@ -294,21 +294,21 @@ def test_the_compiled_first_layer_is_within_its_bound_of_the_exact_products(bias
     with torch.no_grad():
         net[0].weight.copy_(torch.randn(9, 37, generator=g) * 3)
     plan = _plan(net)
-    n = 2 * mlp_module._PREFIX_ROWS + 7  # two parts on two threads, and rows left over after groups of four
+    n = 4 * mlp_module._PREFIX_ROWS + 7  # blocks of two parts on two threads, rows left over after groups of four
     wide = torch.randn(n, 2 * 37, generator=g) * torch.logspace(-3, 3, 2 * 37)
     x = wide[:, ::2]  # (not contiguous)
     assert not x.is_contiguous() and x.dtype == torch.float32
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        z32, n32 = plan.prefix(x, block=n // 3)
+        z32, n32 = plan.prefix(x, block=n // 2)
     finally:
         torch.set_num_threads(threads)
     z64, n64 = plan.prefix(x.double())
     w = net[0].weight.detach().double()
     b = torch.zeros(9, dtype=f64) if net[0].bias is None else net[0].bias.detach().double()
     unit = float(torch.finfo(f64).eps) / 2
-    rows = list(range(0, n, 97)) + [n - 3, n - 2, n - 1]
+    rows = list(range(0, n, 193)) + [n // 2 - 1, n // 2, n // 2 + 1, n - 3, n - 2, n - 1]
     for r in rows:
         xr = x[r].double()
         xs = [Fraction(float(v)) for v in xr]
@@ -321,3 +321,13 @@ def test_the_compiled_first_layer_is_within_its_bound_of_the_exact_products(bias
         for nr in (n32, n64):
             assert true_norm <= float(nr[r]) <= true_norm * (1 + 1e-12), r
     assert not torch.equal(z32, torch.zeros_like(z32))
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
+def test_a_layer_of_no_units_is_left_to_the_layer_walk():
+    """A hidden layer of width 0 has no bits: not measured by the kernels, and every path is one region."""
+    net = nn.Sequential(nn.Linear(5, 0), nn.ReLU(), nn.Linear(0, 2)).eval()
+    assert _plan(net) is None
+    g = torch.Generator().manual_seed(0)
+    b = sf.folding_batch(net, torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g), workers=1)
+    assert torch.equal(b.n_regions, torch.ones(6, dtype=b.n_regions.dtype)) and torch.all(b.chi == 0)

@@ -262,7 +262,7 @@ def mlp_summarizer(prog: ExactProgram, tie_tol: float, tol: float) -> MLPSummari
             if s.kind != "act" or not s.bit_layer or s.module is None or list(s.node.all_input_nodes) != [prev]:
                 return None
             width = linears[-1].out_features
-            if width > MAX_WIDTH:
+            if not 0 < width <= MAX_WIDTH:  # (a layer of no units: the layer walk)
                 return None
             form = _compiled_act(s, torch.empty(1, width, dtype=dtype), None, 0.0)
             if (
