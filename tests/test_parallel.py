@@ -411,16 +411,21 @@ def test_folding_batch_workers_bit_for_bit(setup, method):
         sf.folding_batch(net, x[i], x[j], workers=0)
 
 
-def test_workers_receive_the_first_layer_values_not_the_inputs(monkeypatch):
+@pytest.mark.parametrize("room", [True, False])
+def test_workers_receive_the_first_layer_values_not_the_inputs(monkeypatch, room):
     """With the exact walk a worker gets the values before the first activation (12 numbers per
     input here, in the model's dtype and in float64 with the input's norm for the MLP kernels), never the
-    inputs (784 numbers each): the task it receives is a fraction of their size."""
+    inputs (784 numbers each): the task it receives is a fraction of their size. The MLP kernels' values of
+    paired segments lie in shared memory where it has room, and each range sends handles to its rows (a few
+    hundred bytes); without room they are copied into the range's pickle."""
+    import os
     import pickle
+    from types import SimpleNamespace
 
     net = mlp("2x12", 784, 10, seed=0).eval()
     x = torch.rand(2000, 784, generator=torch.Generator().manual_seed(0))
     i, j = torch.arange(2000).repeat(2), torch.arange(2000).flip(0).repeat(2)
-    sizes: dict[str, list[int]] = {"pairs": [], "batch": []}
+    sizes: dict[str, list[int]] = {"pairs": [], "batch": [], "handles": []}
     call = ["pairs"]
 
     class Spy:  # the pickles sent to the workers: the base task, and each range's values or pairs
@@ -433,10 +438,27 @@ def test_workers_receive_the_first_layer_values_not_the_inputs(monkeypatch):
             sizes[call[0]].append(len(blob))
             return blob
 
+    real_dumps = parallel.ForkingPickler.dumps
+
+    class HandleSpy:  # the ranges whose values are in shared memory
+        @staticmethod
+        def dumps(obj, protocol=None):
+            blob = real_dumps(obj, protocol=protocol)
+            sizes["handles"].append(len(blob))
+            return blob
+
     if parallel.cpu_count() < 2:
         pytest.skip("one core: the walks stay in this process")
+    if room and parallel.shared_empty((1,), torch.float64) is None:
+        pytest.skip("no shared memory with room here")
+    if not room:  # a shared-memory file system that is full
+        real = os.statvfs
+        monkeypatch.setattr(
+            os, "statvfs", lambda path: SimpleNamespace(f_bavail=0, f_frsize=4096) if path == "/dev/shm" else real(path)
+        )
     parallel._pool_starting(2).result()  # the pool running: the workers take the ranges after the first paths
     monkeypatch.setattr(parallel, "pickle", Spy)
+    monkeypatch.setattr(parallel, "ForkingPickler", HandleSpy)
     pairs = sf.folding_pairs(net, x, i, j, workers=2, batch_size=500)
     call[0] = "batch"
     batch = sf.folding_batch(net, x[i], x[j], workers=2, batch_size=500)
@@ -444,9 +466,22 @@ def test_workers_receive_the_first_layer_values_not_the_inputs(monkeypatch):
     # index pairs: the values of every sample once (the base task), then each range's pairs alone
     assert len(sizes["pairs"]) >= 2 and sizes["pairs"][0] < x.numel() * 4 / 10
     assert sum(sizes["pairs"][1:]) < 16 * i.numel() + 2000 * len(sizes["pairs"])
-    assert len(sizes["batch"]) >= 2 and sum(sizes["batch"]) < 2 * x[i].numel() * 4 / 10
+    if room:  # the base task, then handles: no values travel through the pipe
+        assert len(sizes["batch"]) == 1 and sizes["batch"][0] < x.numel() * 4 / 10
+        assert len(sizes["handles"]) >= 1 and max(sizes["handles"]) < 4000
+    else:
+        assert sizes["handles"] == []
+        assert len(sizes["batch"]) >= 2 and sum(sizes["batch"]) < 2 * x[i].numel() * 4 / 10
+        assert sum(sizes["batch"][1:]) > 8 * 14 * (i.numel() - 1000)  # every range's values, copied
     assert torch.equal(pairs.chi, batch.chi)
     assert torch.equal(pairs.chi, sf.folding_pairs(net, x, i, j, workers=1).chi)
+    for k in ("r1", "r2", "n_regions", "max_profile"):
+        assert torch.equal(getattr(pairs, k), getattr(batch, k)), k
+    # after the call the workers hold no range's values (views of shared memory would keep all of it alive)
+    held = "(__import__('time').sleep(0.3), __import__('spacefold._core.parallel', fromlist=['_']).{})[1]"
+    task_of = held.format("_TASK[1]")
+    assert parallel._POOL["pool"].map(eval, [task_of + ".fast_cache is None"] * 2, chunksize=1) == [True, True]
+    assert parallel._POOL["pool"].map(eval, [task_of + ".walker.fast_cache is None"] * 2, chunksize=1) == [True] * 2
 
 
 def test_kernels_prepared_once_before_the_walk_with_a_line_when_compiling_is_slow(monkeypatch):

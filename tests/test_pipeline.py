@@ -98,7 +98,9 @@ def test_first_layer_once_per_input_in_large_blocks(monkeypatch, way):
     else:
         owner, name = mlp_kernels.MLPSummarizer, "prefix"
     real = getattr(owner, name)
-    monkeypatch.setattr(owner, name, lambda self, v, *rest: calls.append(v.shape[0]) or real(self, v, *rest))
+    monkeypatch.setattr(
+        owner, name, lambda self, v, *rest, **kw: calls.append(v.shape[0]) or real(self, v, *rest, **kw)
+    )
 
     def count(fn):
         calls.clear()

@@ -100,16 +100,19 @@ class _ExactWalker:
         if self.deferred is not None and self.segments.pair is not None and self.fast is None:
             self.deferred = block
             return
-        self.fast_cache = self._fast_blocks(tables, block)
+        # (in shared memory where worker processes will receive the ranges' values: see _RangeTask.part)
+        self.fast_cache = self._fast_blocks(tables, block, shared=self.deferred is not None)
         if self.fast_cache is None:
             self.fast = None
             self.cache = [self._prefix_blocks(t, block) for t in tables]
 
-    def _fast_blocks(self, tables: list[Tensor], block: int) -> list[tuple[Tensor, Tensor]] | None:
+    def _fast_blocks(
+        self, tables: list[Tensor], block: int, *, shared: bool = False
+    ) -> list[tuple[Tensor, Tensor]] | None:
         fast = self.fast
         if fast is None or tables[0][0].numel() != fast.first.in_features:  # (the first Linear takes the input)
             return None
-        return [fast.prefix(x, block) for x in tables]
+        return [fast.prefix(x, block, shared=shared) for x in tables]
 
     def fast_measures(self, a: Tensor, c: Tensor) -> tuple[dict[str, Tensor], int] | None:
         """The measures of the chunk's segments ``a``, ``c`` in float64 (``None`` where :attr:`fast` does not

@@ -618,7 +618,8 @@ class _PlanChunks:
             for blk, off in zip(self.plan.blocks, self.offsets[:-1]):
                 lo, hi = max(start - int(off), 0), min(stop - int(off), len(blk))
                 for k in range(lo, hi, size):
-                    yield blk.pairs_at(torch.arange(k, min(k + size, hi)))
+                    e = min(k + size, hi)
+                    yield (blk.starts[k:e], blk.ends[k:e]) if not blk.product else blk.pairs_at(torch.arange(k, e))
 
         return iter_chunks(pieces(), size)
 

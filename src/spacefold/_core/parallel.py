@@ -39,6 +39,7 @@ import pickle
 import sys
 import threading
 from collections.abc import Callable
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 import torch
@@ -406,16 +407,20 @@ def _worker_init() -> None:
 
 def _run(job: tuple[int, bytes, int, int, bytes | None]) -> tuple[int, Any]:
     """In a worker: unpickle the call's task once (``blob`` comes with every range), hand it the range's own
-    values where they travel apart (``part``, see :func:`map_ranges`), run the range."""
+    values where they travel apart (``part``, see :func:`map_ranges`), run the range, let go of those values."""
     global _TASK
     token, blob, a, b, part = job
     if _TASK is None or _TASK[0] != token:
         _TASK = None  # the previous call's task is dropped before the next one is built
         _TASK = (token, pickle.loads(blob))
     task = _TASK[1]
-    if part is not None:
-        task.take(pickle.loads(part))
-    return b - a, _to_numpy(task(a, b, None))
+    if part is None:
+        return b - a, _to_numpy(task(a, b, None))
+    task.take(pickle.loads(part))
+    try:
+        return b - a, _to_numpy(task(a, b, None))
+    finally:
+        task.take(None)  # the range's values let go (views of shared memory would keep all of it alive)
 
 
 class _Narrow:
@@ -453,6 +458,28 @@ def _to_torch(obj):
     if isinstance(obj, (list, tuple)):
         return type(obj)(_to_torch(v) for v in obj)
     return obj
+
+
+def shared_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor | None:
+    """An uninitialised CPU tensor in shared memory, whose views worker processes receive as handles (no copy
+    through the pipe; see :func:`map_ranges`), or ``None`` where the shared-memory file system lacks room for
+    twice its size (a full one would end the process at the first write) or the platform has none."""
+    nbytes = dtype.itemsize
+    for d in shape:
+        nbytes *= d
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    if nbytes == 0 or st.f_bavail * st.f_frsize < 2 * nbytes:
+        return None
+    new = getattr(torch.UntypedStorage, "_new_shared", None)
+    try:
+        if new is None:
+            return torch.empty(shape, dtype=dtype).share_memory_()
+        return torch.empty(0, dtype=dtype).set_(new(nbytes)).view(shape)
+    except RuntimeError:
+        return None
 
 
 def _context():
@@ -592,7 +619,9 @@ def map_ranges(
                     yield (*whole, a, b, None)
                 else:
                     base = base or (next(_CALLS), pickle.dumps(task.base(), protocol=pickle.HIGHEST_PROTOCOL))
-                    yield (*base, a, b, pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL))
+                    # values in shared memory travel as handles to it (torch's reductions), others as their bytes
+                    dumps = ForkingPickler.dumps if getattr(part, "shared", False) else pickle.dumps
+                    yield (*base, a, b, bytes(dumps(part, protocol=pickle.HIGHEST_PROTOCOL)))
 
         for done, res in starting.result().imap(_run, jobs()):
             results.append(_to_torch(res))

@@ -387,6 +387,7 @@ class _Part:
     fast_cache: list[tuple[Tensor, Tensor]] | None
     offset: int
     pairs: tuple[Tensor, Tensor] | None = None  # index pairs: the range's, the values of every sample in the base
+    shared: bool = False  # fast_cache holds views of shared memory (sent as handles, not copied)
 
 
 class _RangeTask:
@@ -449,15 +450,17 @@ class _RangeTask:
             if (self.segments.index_bytes() or 0) <= 16 * (stop - start):
                 return None
             return _Part(cache=None, fast_cache=None, offset=start, pairs=self.segments.range_pairs(start, stop))
-        # copies: a view would pickle its whole storage
+        # copies (a view would pickle its whole storage), but views of shared memory: those travel as handles
+        rows = slice(start - self.offset, stop - self.offset)
+        fast = state.get("fast_cache")
+        shared = fast is not None and all(v.is_shared() for t in fast for v in t)
         return _Part(
-            cache=None
-            if state["cache"] is None
-            else [[v[start - self.offset : stop - self.offset].clone() for v in table] for table in state["cache"]],
+            cache=None if state["cache"] is None else [[v[rows].clone() for v in table] for table in state["cache"]],
             fast_cache=None
-            if state.get("fast_cache") is None
-            else [tuple(v[start - self.offset : stop - self.offset].clone() for v in t) for t in state["fast_cache"]],
+            if fast is None
+            else [tuple(v[rows] if shared else v[rows].clone() for v in t) for t in fast],
             offset=start,
+            shared=shared,
         )
 
     def base(self) -> _RangeTask:
@@ -479,9 +482,15 @@ class _RangeTask:
         )
         return t
 
-    def take(self, part: _Part) -> None:
+    def take(self, part: _Part | None) -> None:
         """In a worker, before running a range of :meth:`part`: that range's values (the walker, once built, keeps
-        its plan, its kernels' working arrays and its float64 copy of the model)."""
+        its plan, its kernels' working arrays and its float64 copy of the model); ``None`` after it: none."""
+        if part is None:
+            if not self.segments.by_index:  # (index pairs keep the values of every sample: the base's)
+                self.cache = self.fast_cache = None
+                if isinstance(self.walker, _ExactWalker):
+                    self.walker.cache = self.walker.fast_cache = None
+            return
         if part.pairs is not None:
             self.segments = self.segments.without_inputs(_Slices(*part.pairs, part.offset))
             if self.walker is not None:

@@ -176,6 +176,24 @@ def _dot4(x0, x1, x2, x3, w):
 
 
 @jit(fastmath={"reassoc", "contract"})
+def _dot42(x0, x1, x2, x3, w, v):
+    """:func:`_dot4` with two rows of weights at once (each row of inputs loaded once for both)."""
+    a0 = a1 = a2 = a3 = c0 = c1 = c2 = c3 = 0.0
+    for m in range(w.shape[0]):
+        p = w[m]
+        q = v[m]
+        a0 += x0[m] * p
+        a1 += x1[m] * p
+        a2 += x2[m] * p
+        a3 += x3[m] * p
+        c0 += x0[m] * q
+        c1 += x1[m] * q
+        c2 += x2[m] * q
+        c3 += x3[m] * q
+    return a0, a1, a2, a3, c0, c1, c2, c3
+
+
+@jit(fastmath={"reassoc", "contract"})
 def _square_sum(x):
     s = 0.0
     for m in range(x.shape[0]):
@@ -186,7 +204,8 @@ def _square_sum(x):
 @jit
 def mlp_first(X, W, b, Z, N):
     """The first layer of float32 inputs in float64: ``Z[r] = W @ X[r] + b`` and ``N[r] = Σ X[r]²`` (exact squares,
-    summed in float64), four rows at a time, each row widened to float64 once (no float64 copy of the inputs)."""
+    summed in float64), four rows and two outputs at a time, each row widened to float64 once (no float64 copy of
+    the inputs)."""
     R, K = X.shape
     buf = np.zeros((4, K))
     for r in range(0, R, 4):
@@ -197,7 +216,13 @@ def mlp_first(X, W, b, Z, N):
             N[r + k] = _square_sum(buf[k])
         for k in range(h, 4):
             buf[k, :] = 0.0
-        for o in range(W.shape[0]):
-            c = _dot4(buf[0], buf[1], buf[2], buf[3], W[o])
+        O = W.shape[0]
+        for o in range(0, O - 1, 2):  # two outputs at a time: half the loads of the inputs per product
+            c = _dot42(buf[0], buf[1], buf[2], buf[3], W[o], W[o + 1])
             for k in range(h):
                 Z[r + k, o] = c[k] + b[o]
+                Z[r + k, o + 1] = c[4 + k] + b[o + 1]
+        if O % 2:
+            d = _dot4(buf[0], buf[1], buf[2], buf[3], W[O - 1])
+            for k in range(h):
+                Z[r + k, O - 1] = d[k] + b[O - 1]

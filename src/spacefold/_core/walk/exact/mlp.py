@@ -79,19 +79,24 @@ class MLPSummarizer:
         self.scratch.update(new)
         return self.scratch
 
-    def prefix(self, x: Tensor, block: int | None = None) -> tuple[Tensor, Tensor]:
+    def prefix(self, x: Tensor, block: int | None = None, *, shared: bool = False) -> tuple[Tensor, Tensor]:
         """The first layer's pre-activations at the inputs ``x`` in float64, and the inputs' Euclidean norms (the
         error of the first, ``(in_features + 4)·unit·(|W||x| + |b|)`` by neuron, is at most
         ``(in_features + 4)·unit·(‖w‖·‖x‖ + |b|)``); ``block`` inputs at a time (reshaped, or copied where they are
         not contiguous, a block at a time). Float32 inputs of a float32 model are read by a compiled kernel, in
-        parts on torch's threads."""
+        parts on torch's threads. ``shared``: both in shared memory, where there is room (for worker processes)."""
+        from ...parallel import shared_empty
+
         lin = self.first
         n = x.shape[0]
         block = max(1, n if block is None else block)
         w = lin.weight.detach().to(torch.float64)
         b = None if lin.bias is None else lin.bias.detach().to(torch.float64)
-        z = torch.empty(n, lin.out_features, dtype=torch.float64)
-        norm = torch.empty(n, dtype=torch.float64)
+        z = norm = None
+        if shared:
+            z, norm = shared_empty((n, lin.out_features), torch.float64), shared_empty((n,), torch.float64)
+        if z is None or norm is None:
+            z, norm = torch.empty(n, lin.out_features, dtype=torch.float64), torch.empty(n, dtype=torch.float64)
         compiled = x.dtype == lin.weight.dtype == torch.float32 and x.device.type == "cpu" and lin.in_features > 0
         threads = max(1, min(torch.get_num_threads(), n // _PREFIX_ROWS)) if compiled else 1
         pool = None
