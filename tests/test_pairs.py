@@ -13,6 +13,7 @@ from spacefold._core.pairs import (
     class_pair_block,
     iter_chunks,
     pair_plan,
+    plan_fingerprint,
     random_pairs,
     share_out,
 )
@@ -249,3 +250,26 @@ def test_plan_fingerprint_tells_plans_apart():
     assert plan_fingerprint(flipped)["sha256"] != plan_fingerprint(p)["sha256"]
     with pytest.raises(InputTypeError, match="plan must be a PairPlan"):
         plan_fingerprint([(0, 1)])
+
+
+def test_kept_plan_is_drawn_once_per_labels_and_arguments(monkeypatch):
+    """kept_plan gives pair_plan's pairs; the same labels (by value, even in another tensor) and arguments give the
+    plan drawn before; labels changed in place, another seed or count, or a plan too large to keep are drawn again."""
+    from spacefold._core import pairs as pairs_module
+
+    monkeypatch.setattr(pairs_module, "_PLANS", {})
+    y = torch.randint(4, (300,), generator=torch.Generator().manual_seed(0))
+    first = pairs_module.kept_plan(y, "inter-class", max_pairs=500, seed=3)
+    assert plan_fingerprint(first) == plan_fingerprint(pair_plan(y, "inter-class", max_pairs=500, seed=3))
+    assert pairs_module.kept_plan(y.clone(), "inter-class", max_pairs=500, seed=3) is first
+    assert pairs_module.kept_plan(y, "inter-class", max_pairs=500, seed=4) is not first
+    assert pairs_module.kept_plan(y, "inter-class", max_pairs=501, seed=3) is not first
+    assert pairs_module.kept_plan(y, "all", max_pairs=500, seed=3).mode == "all"
+    y[0] = (y[0] + 1) % 4  # in place: other labels, another plan
+    changed = pairs_module.kept_plan(y, "inter-class", max_pairs=500, seed=3)
+    assert changed is not first
+    assert plan_fingerprint(changed) == plan_fingerprint(pair_plan(y, "inter-class", max_pairs=500, seed=3))
+    assert len(pairs_module._PLANS) == pairs_module._PLANS_KEPT  # the oldest let go
+    monkeypatch.setattr(pairs_module, "_PLAN_BYTES_KEPT", 0)
+    big = pairs_module.kept_plan(y, "inter-class", max_pairs=50, seed=9)
+    assert pairs_module.kept_plan(y, "inter-class", max_pairs=50, seed=9) is not big

@@ -101,7 +101,9 @@ class _ExactWalker:
             self.deferred = block
             return
         # (in shared memory where worker processes will receive the ranges' values: see _RangeTask.part)
-        self.fast_cache = self._fast_blocks(tables, block, shared=self.deferred is not None)
+        self.fast_cache = self._fast_blocks(
+            tables, block, shared=self.deferred is not None and self.segments.pair is not None
+        )
         if self.fast_cache is None:
             self.fast = None
             self.cache = [self._prefix_blocks(t, block) for t in tables]

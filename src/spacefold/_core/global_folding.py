@@ -23,7 +23,7 @@ from .._util import check_choice, check_int, check_size
 from ..errors import InputError, InputTypeError, MissingExtraError
 from . import parallel
 from .folding import DEFAULT_STEPS, DEFAULT_TOL, WalkOptions, _check_samples, _fold, _Segments
-from .pairs import PairPlan, class_centroids, iter_chunks, pair_plan
+from .pairs import PairPlan, class_centroids, iter_chunks, kept_plan
 from .patterns import LayerSelector
 
 if TYPE_CHECKING:
@@ -554,9 +554,9 @@ def global_folding(
             check_int(n_clusters, "n_clusters", 1)
             x, y = class_centroids(x, y, n_clusters, seed=seed, classes=classes)
             n_cl = n_clusters
-            plan = pair_plan(y, "inter-class", max_pairs=max_pairs, seed=seed)
+            plan = kept_plan(y, "inter-class", max_pairs=max_pairs, seed=seed)
         else:
-            plan = pair_plan(y, pairs, max_pairs=max_pairs, seed=seed, classes=classes)
+            plan = kept_plan(y, pairs, max_pairs=max_pairs, seed=seed, classes=classes)
     n = len(plan)
     if n == 0:
         raise InputError("no pair to walk: the pair plan is empty")

@@ -180,10 +180,20 @@ def iter_chunks(chunks, size: int) -> Iterator[tuple[Tensor, Tensor]]:
             held += take
             i, j = i[take:], j[take:]
             if held == size:
-                yield torch.cat(buf_i), torch.cat(buf_j)
+                yield _cat(buf_i), _cat(buf_j)
                 buf_i, buf_j, held = [], [], 0
     if held:
-        yield torch.cat(buf_i), torch.cat(buf_j)
+        yield _cat(buf_i), _cat(buf_j)
+
+
+def _cat(parts: list[Tensor]) -> Tensor:
+    """``torch.cat(parts)``, by numpy for CPU tensors: this also runs beside busy worker processes, where an
+    operation of torch's on more than one thread waits for a thread the cores are not free to run."""
+    if len(parts) == 1:
+        return parts[0]
+    if all(p.device.type == "cpu" for p in parts):
+        return torch.from_numpy(np.concatenate([p.numpy() for p in parts]))
+    return torch.cat(parts)
 
 
 def _check_labels(y) -> Tensor:
@@ -267,6 +277,37 @@ def pair_plan(
         shares = share_out(max_pairs, [len(b) for b in blocks], g)
         blocks = [b.sample(n, g) for b, n in zip(blocks, shares)]
     return PairPlan(tuple(blocks), pairs)
+
+
+_PLANS: dict[tuple, PairPlan] = {}  # the last plans drawn by kept_plan, by their labels' digest and arguments
+_PLANS_KEPT = 4
+_PLAN_BYTES_KEPT = 64 << 20  # plans of larger index tensors are drawn again
+
+
+def kept_plan(
+    y, pairs: str, *, max_pairs: int | None = None, seed: int = 0, classes: Sequence[int] | None = None
+) -> PairPlan:
+    """:func:`pair_plan`, kept for the next call with the same labels (by the digest of their values) and arguments:
+    repeated measures of one data set (every epoch of a callback) walk the same pairs without drawing them again.
+    For callers that do not hand the plan on (its tensors are shared between calls)."""
+    y = _check_labels(y)
+    key = (
+        hashlib.blake2b(y.contiguous().numpy().tobytes(), digest_size=16).digest(),
+        y.numel(),
+        pairs,
+        max_pairs,
+        seed,
+        None if classes is None else tuple(int(c) for c in classes),
+        PLAN_VERSION,
+    )
+    plan = _PLANS.pop(key, None)
+    if plan is None:
+        plan = pair_plan(y, pairs, max_pairs=max_pairs, seed=seed, classes=classes)
+    if sum(t.numel() * t.element_size() for b in plan.blocks for t in (b.starts, b.ends)) <= _PLAN_BYTES_KEPT:
+        _PLANS[key] = plan  # (the latest last)
+        while len(_PLANS) > _PLANS_KEPT:
+            del _PLANS[next(iter(_PLANS))]
+    return plan
 
 
 def share_out(total: int, sizes: Sequence[int], generator: torch.Generator) -> list[int]:

@@ -42,6 +42,7 @@ from collections.abc import Callable
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
+import numpy as np
 import torch
 
 from .._util import check_size, format_bytes
@@ -447,10 +448,8 @@ def _to_numpy(obj):
 
 
 def _to_torch(obj):
-    import numpy as np
-
-    if isinstance(obj, _Narrow):
-        return torch.from_numpy(obj.values).to(torch.int64)
+    if isinstance(obj, _Narrow):  # (by numpy: see _Segments.range_pairs)
+        return torch.from_numpy(obj.values.astype(np.int64))
     if isinstance(obj, np.ndarray):
         return torch.from_numpy(obj)
     if isinstance(obj, dict):

@@ -450,15 +450,18 @@ class _RangeTask:
             if (self.segments.index_bytes() or 0) <= 16 * (stop - start):
                 return None
             return _Part(cache=None, fast_cache=None, offset=start, pairs=self.segments.range_pairs(start, stop))
-        # copies (a view would pickle its whole storage), but views of shared memory: those travel as handles
+        # copies (a view would pickle its whole storage; the float64 values by numpy, see _Segments.range_pairs), but
+        # views of shared memory: those travel as handles
         rows = slice(start - self.offset, stop - self.offset)
         fast = state.get("fast_cache")
         shared = fast is not None and all(v.is_shared() for t in fast for v in t)
+
+        def take(v: Tensor) -> Tensor:
+            return v[rows] if shared else torch.from_numpy(v[rows].numpy().copy())
+
         return _Part(
             cache=None if state["cache"] is None else [[v[rows].clone() for v in table] for table in state["cache"]],
-            fast_cache=None
-            if fast is None
-            else [tuple(v[rows] if shared else v[rows].clone() for v in t) for t in fast],
+            fast_cache=None if fast is None else [(take(z), take(e)) for z, e in fast],
             offset=start,
             shared=shared,
         )

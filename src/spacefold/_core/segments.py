@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -68,9 +69,12 @@ class _Segments:
     def range_pairs(self, start: int, stop: int) -> tuple[Tensor, Tensor]:
         """The index pairs at positions ``[start, stop)``, at once."""
         parts = list(self._chunks(start, stop, max(stop - start, 1)))
-        if len(parts) == 1:
-            return parts[0][0].clone(), parts[0][1].clone()  # (a view would pickle its whole storage)
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        # copies (a view would pickle its whole storage), by numpy: this runs beside busy worker processes, where an
+        # operation of torch's on more than one thread waits for a thread the cores are not free to run
+        return tuple(  # type: ignore[return-value]
+            torch.from_numpy(np.concatenate([p[k].numpy() for p in parts]) if parts else np.zeros(0, np.int64))
+            for k in (0, 1)
+        )
 
     @staticmethod
     def paired(x1: Tensor, x2: Tensor, checked: bool = True) -> _Segments:
