@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -589,3 +591,57 @@ def test_results_travel_with_int64_narrowed_where_their_values_fit():
     for k, v in out.items():
         assert back[k].dtype == v.dtype and torch.equal(back[k], v), k
     assert len(pickle.dumps(sent["r1"])) < 0.6 * len(pickle.dumps(fits.numpy()))
+
+
+@pytest.mark.parametrize("room", [True, False])
+def test_large_results_travel_through_shared_memory(monkeypatch, room):
+    """A worker's results of at least _SHARED_RESULT_BYTES go back as handles to shared memory where it has room (the
+    same values, int64 narrowed as before); smaller ones, and all of them without room, as their bytes."""
+    import os
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+    from types import SimpleNamespace
+
+    if room and parallel.shared_empty((1,), torch.float64) is None:
+        pytest.skip("no shared memory with room here")
+    if not room:
+        real = os.statvfs
+        monkeypatch.setattr(
+            os, "statvfs", lambda path: SimpleNamespace(f_bavail=0, f_frsize=4096) if path == "/dev/shm" else real(path)
+        )
+    n = parallel._SHARED_RESULT_BYTES // 4 + 1  # int32 values: just over the threshold
+    out = {"chi": torch.rand(n, dtype=torch.float64), "r1": torch.arange(n), "few": torch.arange(10.0)}
+    sent = parallel._to_numpy(out, shared=True)
+    assert isinstance(sent["few"], np.ndarray)
+    if room:
+        assert isinstance(sent["chi"], torch.Tensor) and sent["chi"].is_shared()
+        assert isinstance(sent["r1"], parallel._Narrow) and sent["r1"].values.dtype == torch.int32
+        assert len(ForkingPickler.dumps(sent)) < 10_000  # handles, not values
+    else:
+        assert isinstance(sent["chi"], np.ndarray) and isinstance(sent["r1"].values, np.ndarray)
+    back = parallel._to_torch(pickle.loads(ForkingPickler.dumps(sent)))
+    for k, v in out.items():
+        assert back[k].dtype == v.dtype and torch.equal(back[k], v), k
+    assert isinstance(parallel._to_numpy(out)["chi"], np.ndarray)  # (not shared unless asked: torch.distributed)
+    if room and parallel.cpu_count() >= 2:  # from a worker process, through the pool's pipe
+        pool = parallel._pool_starting(2).result()
+        expr = "__import__('spacefold._core.parallel', fromlist=['_'])._to_numpy(__import__('torch').ones({}), True)"
+        got = pool.apply(eval, (expr.format(n),))
+        assert isinstance(got, torch.Tensor) and got.is_shared() and torch.equal(got, torch.ones(n))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 10**9), st.integers(0, 3 * 10**8), st.integers(1, 16), st.integers(1, 5000))
+def test_guided_ranges_cover_the_call_and_shrink_to_the_tail(start, n, workers, min_size):
+    """The workers' ranges: contiguous, covering [start, start + n), none above half a worker's share of what is
+    left (or the floor), none below the floor but the whole or the last, at most a few dozen."""
+    ranges = parallel._guided(start, start + n, workers, min_size)
+    if n == 0:
+        assert ranges == []
+        return
+    assert ranges[0][0] == start and ranges[-1][1] == start + n
+    assert all(a < b for a, b in ranges) and all(ranges[k][1] == ranges[k + 1][0] for k in range(len(ranges) - 1))
+    floor = max(min_size, min(parallel._TAIL_RANGE, -(-n // (2 * workers))))
+    for a, b in ranges[:-1]:
+        assert floor <= b - a <= max(floor, -(-(start + n - a) // (2 * workers)))
+    assert len(ranges) <= 8 * workers * (1 + math.ceil(math.log2(max(n / floor, 2)))) + 1

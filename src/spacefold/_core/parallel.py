@@ -416,10 +416,10 @@ def _run(job: tuple[int, bytes, int, int, bytes | None]) -> tuple[int, Any]:
         _TASK = (token, pickle.loads(blob))
     task = _TASK[1]
     if part is None:
-        return b - a, _to_numpy(task(a, b, None))
+        return b - a, _to_numpy(task(a, b, None), shared=True)
     task.take(pickle.loads(part))
     try:
-        return b - a, _to_numpy(task(a, b, None))
+        return b - a, _to_numpy(task(a, b, None), shared=True)
     finally:
         task.take(None)  # the range's values let go (views of shared memory would keep all of it alive)
 
@@ -431,25 +431,40 @@ class _Narrow:
         self.values = values
 
 
-def _to_numpy(obj):
+_SHARED_RESULT_BYTES = 1 << 22  # a worker's results larger than this go back through shared memory (see _to_numpy)
+
+
+def _to_numpy(obj, shared: bool = False):
     """Tensors as numpy arrays (pickled as plain bytes, not through shared-memory handles); int64 ones whose
-    values fit in int32 travel as int32 (:class:`_Narrow`), and come back as int64."""
+    values fit in int32 travel as int32 (:class:`_Narrow`), and come back as int64. ``shared`` (a worker's results,
+    through the pool's pipe): tensors of at least ``_SHARED_RESULT_BYTES`` are copied into shared memory where it has
+    room, and only a handle travels (a pipe carries some hundreds of MB/s; the results of 10^8 paths are 3 GB)."""
     if isinstance(obj, torch.Tensor):
         if obj.dtype == torch.int64 and obj.numel() > 1024:
             lo, hi = torch.aminmax(obj)
             if -(1 << 31) <= int(lo) and int(hi) < 1 << 31:
-                return _Narrow(obj.to(torch.int32).numpy())
-        return obj.numpy()
+                return _Narrow(_outgoing(obj.to(torch.int32), shared))
+        return _outgoing(obj, shared)
     if isinstance(obj, dict):
-        return {k: _to_numpy(v) for k, v in obj.items()}
+        return {k: _to_numpy(v, shared) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_numpy(v) for v in obj)
+        return type(obj)(_to_numpy(v, shared) for v in obj)
     return obj
 
 
+def _outgoing(t: torch.Tensor, shared: bool):
+    if shared and t.device.type == "cpu" and t.numel() * t.element_size() >= _SHARED_RESULT_BYTES:
+        out = shared_empty(tuple(t.shape), t.dtype)
+        if out is not None:
+            return out.copy_(t)
+    return t.numpy()
+
+
 def _to_torch(obj):
+    """What :func:`_to_numpy` made, as tensors again (a tensor in shared memory stays there)."""
     if isinstance(obj, _Narrow):  # (by numpy: see _Segments.range_pairs)
-        return torch.from_numpy(obj.values.astype(np.int64))
+        values = obj.values.numpy() if isinstance(obj.values, torch.Tensor) else obj.values
+        return torch.from_numpy(values.astype(np.int64))
     if isinstance(obj, np.ndarray):
         return torch.from_numpy(obj)
     if isinstance(obj, dict):
@@ -543,6 +558,25 @@ _STARTING: list[threading.Thread] = []  # pools being started
 atexit.register(_close_pool_at_exit)
 
 
+_TAIL_RANGE = 1 << 20  # the smallest range of a long call (see _guided)
+
+
+def _guided(start: int, stop: int, workers: int, min_size: int) -> list[tuple[int, int]]:
+    """The ranges of ``[start, stop)`` for ``workers`` workers: each half of a worker's share of what is left, down
+    to the smaller of half a worker's share of the whole and ``_TAIL_RANGE`` paths (at least ``min_size``): a few
+    ranges for a short call, ranges that shrink towards the end of a long one, so that the workers finish together
+    (the last ranges of 10^8 paths take seconds, not minutes)."""
+    floor = max(min_size, min(_TAIL_RANGE, -(-(stop - start) // (2 * workers))))
+    ranges, a = [], start
+    while a < stop:
+        b = min(stop, a + max(floor, -(-(stop - a) // (2 * workers))))
+        if stop - b < floor // 2:  # (no short range left over)
+            b = stop
+        ranges.append((a, b))
+        a = b
+    return ranges
+
+
 def map_ranges(
     task: Callable[[int, int, Callable[[int], None] | None], Any],
     start: int,
@@ -564,8 +598,9 @@ def map_ranges(
     time: they are kept for later calls); the rest runs in the workers (``task`` is
     pickled once and unpickled once in each; where ``task.part(a, b)`` gives the values of one
     range, those travel with the range and ``task.base()`` in place of the task, and a worker
-    hands them to its copy with ``take``), in ranges of about half a worker's share (at
-    least ``min_size``) so that the progress bar moves and the workers finish together. A
+    hands them to its copy with ``take``), in ranges of half a worker's share of what is left
+    (:func:`_guided`) so that the progress bar moves and the workers finish together; results of
+    more than a few MB come back through shared memory where it has room (:func:`_to_numpy`). A
     walk on an accelerator (``device`` not a CPU) stays in this process: one process per
     device (under ``torchrun``, one rank each). In a notebook or an interactive session a
     task that needs a class or function defined there (:func:`main_names_needed`) stays in
@@ -606,8 +641,7 @@ def map_ranges(
             pos, step = b, min(2 * step, cap)
         if pos == stop:
             return results
-        size = max(min_size, -(-(stop - pos) // (2 * workers)))
-        ranges = [(a, min(a + size, stop)) for a in range(pos, stop, size)]
+        ranges = _guided(pos, stop, workers, min_size)
 
         def jobs():  # made as the pool sends them, in its thread: the workers walk the first ones meanwhile
             whole = base = None
