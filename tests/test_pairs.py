@@ -273,3 +273,31 @@ def test_kept_plan_is_drawn_once_per_labels_and_arguments(monkeypatch):
     monkeypatch.setattr(pairs_module, "_PLAN_BYTES_KEPT", 0)
     big = pairs_module.kept_plan(y, "inter-class", max_pairs=50, seed=9)
     assert pairs_module.kept_plan(y, "inter-class", max_pairs=50, seed=9) is not big
+
+
+def test_kept_plans_from_many_threads_at_once(monkeypatch):
+    """Threads drawing and keeping plans at the same time: each gets pair_plan's pairs, and no more plans are kept
+    than _PLANS_KEPT."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from spacefold._core import pairs as pairs_module
+
+    monkeypatch.setattr(pairs_module, "_PLANS", {})
+    y = torch.randint(5, (400,), generator=torch.Generator().manual_seed(2))
+    seeds = [s % 9 for s in range(64)]
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda s: pairs_module.kept_plan(y, "inter-class", max_pairs=300, seed=s), seeds))
+    want = {s: plan_fingerprint(pair_plan(y, "inter-class", max_pairs=300, seed=s)) for s in set(seeds)}
+    assert all(plan_fingerprint(p) == want[s] for p, s in zip(got, seeds))
+    assert len(pairs_module._PLANS) <= pairs_module._PLANS_KEPT
+
+
+def test_pairs_at_a_single_position():
+    """A 0-d position gives 0-d indices, as a 1-d one gives 1-d ones."""
+    blk = class_pair_block(torch.tensor([0, 1, 0, 1, 1]), 0, 1)
+    i, j = blk.pairs_at(torch.tensor(3))
+    assert i.dim() == j.dim() == 0 and (int(i), int(j)) == (2, 1)  # (row 1 of starts [0, 2], column 0 of ends)
+    i1, j1 = blk.pairs_at(torch.tensor([3]))
+    assert (int(i1[0]), int(j1[0])) == (2, 1)
+    same = class_pair_block(torch.tensor([0, 0, 0]), 0, 0)
+    assert [int(v) for v in same.pairs_at(torch.tensor(2))] == [1, 0]  # (the pair of a sample with itself skipped)

@@ -551,7 +551,7 @@ def test_a_worker_builds_its_walker_once_per_call_and_takes_each_range_values(mo
     jobs: list[tuple] = []
 
     class InProcess:  # one worker: the jobs in order, through the worker's own entry point
-        def imap(self, fn, it):
+        def imap_unordered(self, fn, it):
             for job in it:
                 jobs.append(job)
                 yield fn(job)
@@ -645,3 +645,85 @@ def test_guided_ranges_cover_the_call_and_shrink_to_the_tail(start, n, workers, 
     for a, b in ranges[:-1]:
         assert floor <= b - a <= max(floor, -(-(start + n - a) // (2 * workers)))
     assert len(ranges) <= 8 * workers * (1 + math.ceil(math.log2(max(n / floor, 2)))) + 1
+
+
+def test_an_interrupted_call_leaves_no_shared_memory_behind(monkeypatch):
+    """A call stopped while ranges of shared first-layer values wait for a worker (an interrupt as the first result
+    arrives) closes what it had sent: no handle left with the process's resource sharer, no file descriptor more
+    than before; the next call starts new workers and gives the same numbers."""
+    import gc
+    from multiprocessing import resource_sharer
+
+    if parallel.cpu_count() < 2 or parallel.shared_empty((1,), torch.float64) is None:
+        pytest.skip("needs two cores and shared memory with room")
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("no /proc here to count file descriptors")
+    net = mlp("2x12", 784, 10, seed=0).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4000, 784, generator=g)
+    i, j = torch.randint(4000, (40_000,), generator=g), torch.randint(4000, (40_000,), generator=g)
+    x1, x2 = x[i], x[j]
+    one = sf.folding_batch(net, x1, x2, workers=1)
+    parallel._pool_starting(2).result()  # the pool running: the workers take the ranges after the first paths
+    sf.folding_batch(net, x1, x2, workers=2)
+    fds = len(os.listdir("/proc/self/fd"))
+
+    def interrupt(obj, private=False):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(parallel, "_to_torch", interrupt)
+        with pytest.raises(KeyboardInterrupt) as caught:
+            sf.folding_batch(net, x1, x2, workers=2)
+    del caught  # (its traceback holds the call's values)
+    gc.collect()
+    assert not getattr(getattr(resource_sharer, "_resource_sharer", None), "_cache", {})
+    assert len(os.listdir("/proc/self/fd")) <= fds
+    again = sf.folding_batch(net, x1, x2, workers=2)
+    assert _same(one, again)
+
+
+def test_ranges_sent_ahead_of_their_results_are_bounded(monkeypatch):
+    """At most workers + 2 ranges are sent before a result comes back (each holds file descriptors of shared memory
+    until a worker takes it); results come in any order and are put back in the order of the ranges."""
+    import threading
+    import time
+    from concurrent.futures import Future
+
+    workers = 2
+    pulled: list = []
+
+    class Slow:  # a pool whose feeding thread takes jobs as fast as the call gives them; results in reverse order
+        def imap_unordered(self, fn, it):
+            feeder = threading.Thread(target=lambda: pulled.extend(it), daemon=True)
+            feeder.start()
+            deadline = time.monotonic() + 10
+            while len(pulled) < workers + 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.2)
+            assert len(pulled) == workers + 2  # the call waits for a result before sending more
+            k = 0
+            while feeder.is_alive():  # in order while the call sends more, then the rest from the last
+                if k < len(pulled):
+                    k += 1
+                    yield fn(pulled[k - 1])
+                else:
+                    time.sleep(0.01)
+            for job in reversed(pulled[k:]):
+                yield fn(job)
+
+    def started(n):
+        ready: Future = Future()
+        ready.set_result(Slow())
+        return ready
+
+    monkeypatch.setattr(parallel, "_pool_starting", started)
+    monkeypatch.setattr(parallel, "cpu_count", lambda: workers)
+    monkeypatch.setattr(parallel, "_TASK", None)
+    net = mlp("2x12", 784, 10, seed=0).eval()
+    g = torch.Generator().manual_seed(1)
+    x1, x2 = torch.rand(3000, 784, generator=g), torch.rand(3000, 784, generator=g)
+    monkeypatch.setattr(parallel, "_TAIL_RANGE", 256)  # many ranges: more than are sent ahead
+    two = sf.folding_batch(net, x1, x2, workers=workers, batch_size=256)
+    assert len(pulled) > workers + 2
+    assert _same(sf.folding_batch(net, x1, x2, workers=1), two)

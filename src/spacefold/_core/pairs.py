@@ -27,6 +27,7 @@ Version 1 is the drawing since commit 69489aa; results recorded before it drew o
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -88,7 +89,7 @@ class PairBlock:
         c = kn - r * m
         if self.exclude_self:
             c += c >= r  # skip the diagonal (sample with itself)
-        return torch.from_numpy(self.starts.numpy()[r]), torch.from_numpy(self.ends.numpy()[c])
+        return torch.as_tensor(self.starts.numpy()[r]), torch.as_tensor(self.ends.numpy()[c])  # (k may be 0-d)
 
     def chunks(self, size: int) -> Iterator[tuple[Tensor, Tensor]]:
         """Index pairs ``(i, j)`` in chunks of at most ``size``."""
@@ -281,6 +282,7 @@ def pair_plan(
 
 _PLANS: dict[tuple, PairPlan] = {}  # the last plans drawn by kept_plan, by their labels' digest and arguments
 _PLANS_KEPT = 4
+_PLANS_LOCK = threading.Lock()
 _PLAN_BYTES_KEPT = 64 << 20  # plans of larger index tensors are drawn again
 
 
@@ -300,13 +302,15 @@ def kept_plan(
         None if classes is None else tuple(int(c) for c in classes),
         PLAN_VERSION,
     )
-    plan = _PLANS.pop(key, None)
+    with _PLANS_LOCK:
+        plan = _PLANS.pop(key, None)
     if plan is None:
         plan = pair_plan(y, pairs, max_pairs=max_pairs, seed=seed, classes=classes)
     if sum(t.numel() * t.element_size() for b in plan.blocks for t in (b.starts, b.ends)) <= _PLAN_BYTES_KEPT:
-        _PLANS[key] = plan  # (the latest last)
-        while len(_PLANS) > _PLANS_KEPT:
-            del _PLANS[next(iter(_PLANS))]
+        with _PLANS_LOCK:
+            _PLANS[key] = plan  # (the latest last)
+            while len(_PLANS) > _PLANS_KEPT:
+                del _PLANS[next(iter(_PLANS))]
     return plan
 
 

@@ -406,9 +406,10 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def _run(job: tuple[int, bytes, int, int, bytes | None]) -> tuple[int, Any]:
+def _run(job: tuple[int, bytes, int, int, bytes | None]) -> tuple[int, int, Any]:
     """In a worker: unpickle the call's task once (``blob`` comes with every range), hand it the range's own
-    values where they travel apart (``part``, see :func:`map_ranges`), run the range, let go of those values."""
+    values where they travel apart (``part``, see :func:`map_ranges`), run the range, let go of those values; ->
+    ``(a, paths, results)``."""
     global _TASK
     token, blob, a, b, part = job
     if _TASK is None or _TASK[0] != token:
@@ -416,10 +417,10 @@ def _run(job: tuple[int, bytes, int, int, bytes | None]) -> tuple[int, Any]:
         _TASK = (token, pickle.loads(blob))
     task = _TASK[1]
     if part is None:
-        return b - a, _to_numpy(task(a, b, None), shared=True)
+        return a, b - a, _to_numpy(task(a, b, None), shared=True)
     task.take(pickle.loads(part))
     try:
-        return b - a, _to_numpy(task(a, b, None), shared=True)
+        return a, b - a, _to_numpy(task(a, b, None), shared=True)
     finally:
         task.take(None)  # the range's values let go (views of shared memory would keep all of it alive)
 
@@ -460,17 +461,20 @@ def _outgoing(t: torch.Tensor, shared: bool):
     return t.numpy()
 
 
-def _to_torch(obj):
-    """What :func:`_to_numpy` made, as tensors again (a tensor in shared memory stays there)."""
-    if isinstance(obj, _Narrow):  # (by numpy: see _Segments.range_pairs)
+def _to_torch(obj, private: bool = False):
+    """What :func:`_to_numpy` made, as tensors again; ``private``: tensors received in shared memory are copied out
+    of it (by numpy, beside busy workers: see _Segments.range_pairs), which closes their file descriptors at once."""
+    if isinstance(obj, _Narrow):
         values = obj.values.numpy() if isinstance(obj.values, torch.Tensor) else obj.values
         return torch.from_numpy(values.astype(np.int64))
     if isinstance(obj, np.ndarray):
         return torch.from_numpy(obj)
+    if isinstance(obj, torch.Tensor) and private and obj.is_shared() and obj.device.type == "cpu":
+        return torch.from_numpy(obj.numpy().copy())
     if isinstance(obj, dict):
-        return {k: _to_torch(v) for k, v in obj.items()}
+        return {k: _to_torch(v, private) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_torch(v) for v in obj)
+        return type(obj)(_to_torch(v, private) for v in obj)
     return obj
 
 
@@ -483,7 +487,7 @@ def shared_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor | N
         nbytes *= d
     try:
         st = os.statvfs("/dev/shm")
-    except OSError:
+    except (OSError, AttributeError):  # (no /dev/shm, or no statvfs: Windows)
         return None
     if nbytes == 0 or st.f_bavail * st.f_frsize < 2 * nbytes:
         return None
@@ -634,6 +638,10 @@ def map_ranges(
     starting = _pool_starting(workers)
     results: list = []
     pos, step, cap = start, max(first, min_size, 1), max(min_size, n // (16 * workers))
+    ranges: list[tuple[int, int]] = []
+    # ranges sent ahead of the results: each holds the file descriptors of the shared memory it sends until a worker
+    # takes it (and handles of a call that stops are let go of, see _let_go_of_sent)
+    ahead, stopped = threading.Semaphore(workers + 2), threading.Event()
     try:
         while pos < stop and (pos - start < first or not starting.done()):  # walk here while the workers start
             b = min(pos + step, stop)
@@ -646,6 +654,9 @@ def map_ranges(
         def jobs():  # made as the pool sends them, in its thread: the workers walk the first ones meanwhile
             whole = base = None
             for a, b in ranges:  # a task that can send a range's values alone (task.part) sends its base and those
+                ahead.acquire()
+                if stopped.is_set():
+                    return
                 part = task.part(a, b) if hasattr(task, "part") else None
                 if part is None:
                     whole = whole or (next(_CALLS), pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL))
@@ -656,13 +667,29 @@ def map_ranges(
                     dumps = ForkingPickler.dumps if getattr(part, "shared", False) else pickle.dumps
                     yield (*base, a, b, bytes(dumps(part, protocol=pickle.HIGHEST_PROTOCOL)))
 
-        for done, res in starting.result().imap(_run, jobs()):
-            results.append(_to_torch(res))
+        got: dict[int, Any] = {}
+        for a, done, res in starting.result().imap_unordered(_run, jobs()):  # (in the order they finish)
+            ahead.release()
+            got[a] = _to_torch(res, private=True)
             if progress is not None:
                 progress.update(done)
+        results.extend(got[a] for a, _ in ranges)
     except BaseException:
+        stopped.set()
+        for _ in ranges:  # (the pool's thread may wait to send the next range)
+            ahead.release()
         with contextlib.suppress(BaseException):
             starting.result()  # a pool still starting is closed too
         _close_pool()  # a worker may be stuck in the interrupted call: the next call starts new ones
+        _let_go_of_sent()
         raise
     return results
+
+
+def _let_go_of_sent() -> None:
+    """Close the file descriptors of shared memory sent to workers that will never take them (a call stopped by an
+    error or an interrupt): they are kept, with the memory, until a process asks for them."""
+    from multiprocessing import resource_sharer
+
+    with contextlib.suppress(Exception):
+        resource_sharer.stop()
