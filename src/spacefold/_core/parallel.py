@@ -33,6 +33,7 @@ from __future__ import annotations
 import ast
 import atexit
 import contextlib
+import math
 import multiprocessing as mp
 import os
 import pickle
@@ -482,9 +483,7 @@ def shared_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor | N
     """An uninitialised CPU tensor in shared memory, whose views worker processes receive as handles (no copy
     through the pipe; see :func:`map_ranges`), or ``None`` where the shared-memory file system lacks room for
     twice its size (a full one would end the process at the first write) or the platform has none."""
-    nbytes = dtype.itemsize
-    for d in shape:
-        nbytes *= d
+    nbytes = dtype.itemsize * math.prod(shape)
     try:
         st = os.statvfs("/dev/shm")
     except (OSError, AttributeError):  # (no /dev/shm, or no statvfs: Windows)
