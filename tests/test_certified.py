@@ -442,6 +442,9 @@ def test_completeness_per_method():
         fb = sf.folding_batch(model, x1, x2, method=method)
         assert fb.complete.tolist() == [want] * 3, method
         assert sf.folding(model, x1[0], x2[0], method=method).complete is want
+        g = sf.global_folding(model, torch.cat([x1, x2]), [0, 1, 0, 1, 0, 1], method=method, workers=1)
+        assert g.info["n_complete"] == (g.n_paths if want else 0), method
+        assert g.to_dict()["n_complete"] == g.info["n_complete"]
 
 
 class _Pool(nn.Module):
@@ -453,16 +456,15 @@ class _Pool(nn.Module):
         return self.a(self.p(self.c(x)))
 
 
-class _Functional(nn.Module):
-    """PReLU with a slope per channel called as a function: a bit rule, but no enclosure."""
+class _Upsample(nn.Module):
+    """Nearest-neighbour upsampling: no enclosure."""
 
     def __init__(self):
         super().__init__()
-        self.l, self.a = nn.Linear(3, 3), nn.ReLU()
-        self.w = nn.Parameter(torch.tensor([0.1, 0.2, 0.3]))
+        self.l, self.a = nn.Linear(4, 4), nn.ReLU()
 
     def forward(self, x):
-        return self.a(F.prelu(self.l(x), self.w))
+        return self.a(F.interpolate(self.l(x).view(-1, 1, 2, 2), scale_factor=2).flatten(1))
 
 
 class _Abs(nn.Module):
@@ -478,7 +480,7 @@ class _Abs(nn.Module):
     "model,x,word",
     [
         (_Pool(), torch.randn(2, 1, 6, 6), "MaxPool2d"),
-        (_Functional(), torch.randn(2, 3), "PReLU called as a function"),
+        (_Upsample(), torch.randn(2, 4), "interpolate"),
         (_Abs(), torch.randn(2, 3), "abs"),
     ],
 )

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import spacefold as sf
-from spacefold._core.walk.certified import CertifiedWalker, certified_walks
+from spacefold._core.folding import walk_batch
+from spacefold._core.walk.certified import CertifiedBudgetWarning, CertifiedWalker, certified_walks
 from spacefold.errors import InputError
 
 
@@ -116,3 +118,98 @@ def test_changes_within_tol_of_an_end_are_at_the_end(act):
             assert w.t.tolist() == [0.0, 0.0 if x2 > 0 else 1.0] and w.n_pieces == 1
         else:
             assert at <= float(w.t[1]) <= at + 1e-6 and w.n_pieces == 2
+
+
+def _walks_equal(model, shape, n=4, seed=0):
+    torch.manual_seed(seed)
+    x1, x2 = 2 * torch.randn((n,) + shape), 2 * torch.randn((n,) + shape)
+    we = walk_batch(model, x1, x2, method="exact")
+    wc = walk_batch(model, x1, x2, method="certified")
+    assert bool(wc.completeness().all())
+    for i in range(n):
+        assert torch.equal(we[i].patterns, wc[i].patterns)
+        assert float((we[i].t - wc[i].t).abs().max()) <= 1e-6 + 1e-9
+
+
+def _img(*layers):
+    return nn.Sequential(nn.Unflatten(1, (1, 3, 3)), *layers).eval()
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        nn.Sequential(nn.Linear(4, 6), nn.PReLU(6), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2)),
+        _img(nn.Conv2d(1, 3, 2), nn.PReLU(3), nn.Conv2d(3, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2)),
+        _img(nn.ZeroPad2d(1), nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(18, 2)),
+        _img(nn.ConstantPad2d((1, 0, 0, 2), 0.7), nn.Conv2d(1, 2, 2), nn.ReLU(), nn.Flatten(), nn.Linear(24, 2)),
+        _img(nn.Conv2d(1, 3, 2), nn.ReLU(), nn.AdaptiveAvgPool2d((1, 2)), nn.Flatten(), nn.Linear(6, 2)),
+        nn.Sequential(
+            nn.Unflatten(1, (1, 9)),
+            nn.Conv1d(1, 3, 2),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool1d(3),
+            nn.Flatten(),
+            nn.Linear(9, 2),
+        ),
+    ],
+    ids=["prelu", "prelu-conv", "zeropad", "constantpad", "adaptive2d", "adaptive1d"],
+)
+def test_certified_equals_exact_with_prelu_padding_and_adaptive_pooling(model):
+    torch.manual_seed(1)
+    for m in model.modules():  # PReLU slopes apart from each other, some negative
+        if isinstance(m, nn.PReLU):
+            m.weight.data.uniform_(-0.5, 0.8)
+    _walks_equal(model.eval(), (4,) if isinstance(model[0], nn.Linear) else (9,))
+
+
+@pytest.mark.parametrize("pad", [nn.ReflectionPad2d(1), nn.ReplicationPad2d((1, 0, 1, 1))])
+def test_certified_through_reflection_and_replication_padding_matches_a_dense_grid(pad):
+    torch.manual_seed(2)
+    model = _img(pad, nn.Conv2d(1, 2, 2), nn.GELU(), nn.Flatten(), nn.LazyLinear(2))
+    model(torch.zeros(1, 9))  # materialise the lazy layer
+    model = model.eval()
+    x1, x2 = 2 * torch.randn(3, 9), 2 * torch.randn(3, 9)
+    wc = walk_batch(model, x1, x2, method="certified")
+    assert bool(wc.completeness().all())
+    t = torch.linspace(0, 1, 20001, dtype=torch.float64)
+    for i in range(3):
+        w = wc[i]
+        pts = x1[i].double() + t.unsqueeze(1) * (x2[i] - x1[i]).double()
+        grid = sf.activation_patterns(model.double(), pts)
+        model.float()
+        idx = torch.searchsorted(w.t, t, right=True) - 1
+        near = ((t.unsqueeze(1) - w.t.unsqueeze(0)).abs() <= 2e-6).any(1)
+        assert int(((w.patterns[idx] != grid).any(1) & ~near).sum()) == 0
+
+
+def test_an_exhausted_budget_names_the_activations_left_unproved(monkeypatch):
+    monkeypatch.setenv("SPACEFOLD_CERTIFIED_BUDGET", "3")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.GELU(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 2)).eval()
+    x1, x2 = 3 * torch.randn(3, 4), 3 * torch.randn(3, 4)
+    unproved = r"the bits left unproved are those of '[13]' \(\d+ interval-bits\)"
+    with pytest.warns(CertifiedBudgetWarning, match=unproved):
+        fb = sf.folding_batch(model, x1, x2, method="certified", workers=1)
+    assert not bool(fb.complete.all())
+
+
+def test_functional_prelu_with_a_slope_per_channel_is_the_module():
+    class Functional(nn.Module):
+        def __init__(self, lin, w, out):
+            super().__init__()
+            self.lin, self.w, self.out = lin, w, out
+
+        def forward(self, x):
+            return self.out(F.prelu(self.lin(x), self.w))
+
+    torch.manual_seed(4)
+    module_net = nn.Sequential(nn.Linear(4, 6), nn.PReLU(6), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2)).eval()
+    module_net[1].weight.data.uniform_(-0.5, 0.8)
+    fn_net = Functional(module_net[0], module_net[1].weight, module_net[2:]).eval()
+    x1, x2 = 2 * torch.randn(4, 4), 2 * torch.randn(4, 4)
+    we = walk_batch(module_net, x1, x2, method="exact")
+    wc = walk_batch(fn_net, x1, x2, method="certified")
+    assert bool(wc.completeness().all())
+    for i in range(4):
+        assert torch.equal(we[i].patterns, wc[i].patterns)
+        assert float((we[i].t - wc[i].t).abs().max()) <= 1e-6 + 1e-9

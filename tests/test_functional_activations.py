@@ -337,3 +337,134 @@ def test_the_exact_plane_follows_functional_relus_and_refuses_functional_gelu():
     pts = pr.plane.inputs(pr.centroids())
     assert torch.equal(sf.activation_patterns(relu_net, pts), pr.patterns)
     assert pr.patterns.shape[0] > 5
+
+
+class TwoActs(nn.Module):
+    """Linear -> f -> Linear -> ReLU -> Linear: the output of f reaches a later activation."""
+
+    def __init__(self, f, seed=11):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.a, self.b, self.c = nn.Linear(3, 6), nn.Linear(6, 5), nn.Linear(5, 2)
+        self.f = f
+
+    def forward(self, x):
+        return self.c(torch.relu(self.b(self.f(self.a(x)))))
+
+
+def test_functional_rrelu_in_eval_is_the_module_in_eval_and_random_slopes_are_refused():
+    fn_net = TwoActs(lambda h: F.rrelu(h, 0.1, 0.3, training=False)).double()
+    mod_net = TwoActs(nn.RReLU(0.1, 0.3).eval()).double()
+    torch.manual_seed(0)
+    x1, x2 = 3 * torch.randn(6, 3, dtype=f64), 3 * torch.randn(6, 3, dtype=f64)
+    want = walk_batch(mod_net, x1, x2, method="exact")
+    for seed in (1, 2):  # the walk does not depend on the random state
+        torch.manual_seed(seed)
+        got = walk_batch(fn_net, x1, x2, method="exact")
+        assert torch.equal(got.patterns, want.patterns) and torch.equal(got.t, want.t)
+    assert torch.equal(sf.activation_patterns(fn_net, x1), sf.activation_patterns(mod_net, x1)[:, :11])
+    random_net = TwoActs(lambda h: F.rrelu(h, 0.1, 0.3, training=True))
+    for method in ("exact", "bisect"):
+        with pytest.raises(InputError, match=r"rrelu is called with training=True .*\(call site ':rrelu'\)"):
+            sf.folding_batch(random_net, x1.float(), x2.float(), method=method, workers=1)
+
+
+@pytest.mark.parametrize("name", ["gelu", "relu", "silu", "tanh"])
+def test_an_operator_called_without_its_overload_gives_bits(name):
+    torch.manual_seed(0)
+    net = OneAct(getattr(torch.ops.aten, name))  # the packet, torch.ops.aten.gelu(x), not .default
+    x = torch.randn(20, 3)
+    got, layout = sf.activation_patterns(net, x, return_layout=True)
+    assert layout.names == [f":{name}"]
+    with torch.no_grad():
+        assert torch.equal(got, net.fc1(x) > 0)
+
+
+@pytest.fixture
+def registry_guard():
+    saved = dict(patterns._REGISTRY)
+    yield
+    patterns._REGISTRY.clear()
+    patterns._REGISTRY.update(saved)
+
+
+class ParamGate(nn.Module):
+    """A learned gate of the hidden units, independent of the input: h * sigmoid(alpha)."""
+
+    def __init__(self, shape):
+        super().__init__()
+        torch.manual_seed(5)
+        self.a, self.b = nn.Linear(3, 5), nn.Linear(5, 2)
+        self.alpha = nn.Parameter(torch.randn(shape))
+
+    def forward(self, x):
+        return self.b(F.relu(self.a(x)) * torch.sigmoid(self.alpha))
+
+
+@pytest.mark.parametrize("shape", [(5,), (1,), (4, 5)])
+def test_an_activation_of_a_parameter_gives_no_bits(shape):
+    net = ParamGate(shape)
+    x = torch.randn(4, 3)  # a batch as long as the parameter's first dimension, (4, 5)
+    got, layout = sf.activation_patterns(net, x, return_layout=True)
+    assert layout.names == [":relu"]
+    with torch.no_grad():
+        assert torch.equal(got, net.a(x) > 0)
+    if shape != (4, 5):  # the model itself takes any batch
+        for method in ("exact", "bisect", "certified"):
+            fb = sf.folding_batch(net, x[:2], x[2:], method=method, workers=1)
+            assert fb.n_regions.min() >= 1
+
+
+class TokensInBatch(nn.Module):
+    """Tokens folded into the batch dimension around an activation: (B, 3, 4) -> (3B, 4)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4), nn.Linear(12, 2)
+
+    def forward(self, x):
+        h = F.gelu(self.a(x.reshape(-1, 4)))
+        return self.b(h.reshape(x.shape[0], 12))
+
+
+def test_rows_that_are_not_the_batch_are_refused_by_call_site():
+    x = torch.randn(5, 12)
+    with pytest.raises(InputError, match=r"activation ':gelu' \(GELU\) gave scores of shape \(15, 4\).* batch size 5"):
+        sf.activation_patterns(TokensInBatch(), x)
+    with pytest.raises(InputError, match=r"activation ':gelu'"):
+        sf.folding_batch(TokensInBatch(), x[:2], x[2:4], method="bisect", workers=1)
+
+
+def test_rules_must_return_one_row_of_scores_per_input(registry_guard):
+    class NoScore(nn.Module):
+        def forward(self, z):
+            return z
+
+    class Pooled(nn.Module):
+        def forward(self, z):
+            return torch.relu(z)
+
+    sf.register_activation(NoScore, rule=lambda module, inputs, output: None)
+    with pytest.raises(InputTypeError, match=r"rule of NoScore \(activation '1'\) returned NoneType"):
+        sf.activation_patterns(nn.Sequential(nn.Linear(3, 4), NoScore()), torch.randn(6, 3))
+    sf.register_activation(Pooled, rule=lambda module, inputs, output: output.sum(0))
+    with pytest.raises(InputError, match=r"activation '1' \(Pooled\) gave scores of shape \(4,\).* batch size 6"):
+        sf.activation_patterns(nn.Sequential(nn.Linear(3, 4), Pooled()), torch.randn(6, 3))
+
+
+def test_a_module_of_torch_export_is_measured_or_pointed_to_load_model():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 6), nn.GELU(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2)).eval()
+    x = torch.randn(8, 3)
+    exported = torch.export.export(net, (x[:2],), dynamic_shapes=({0: torch.export.Dim("batch")},)).module()
+    assert torch.equal(sf.activation_patterns(exported, x), sf.activation_patterns(net, x))
+    got = sf.folding_batch(exported, x[:4], x[4:], method="bisect", workers=1)
+    assert torch.equal(got.chi, sf.folding_batch(net, x[:4], x[4:], method="bisect", workers=1).chi)
+    with pytest.raises(InputError, match=r"module of torch.export .* spacefold.data.load_model"):
+        sf.folding_batch(exported, x[:4], x[4:], method="certified", workers=1)
+
+
+def test_a_torchscript_module_passed_directly_points_to_load_model():
+    net = torch.jit.script(nn.Sequential(nn.Linear(3, 4), nn.ReLU()))
+    with pytest.raises(InputError, match=r"is a TorchScript module.* spacefold.data.load_model\(path\)"):
+        sf.activation_patterns(net, torch.randn(2, 3))

@@ -224,3 +224,14 @@ def test_results_say_whether_each_walk_is_complete():
         assert sf.folding_batch(gated, x1, x2, method=method).complete.tolist() == [False] * 3
         assert sf.folding(gated, x1[0], x2[0], method=method).complete is False
     assert sf.folding(relu, x1[0], x2[0], method="exact").complete is True
+
+
+def test_a_users_gate_that_fails_is_named(registry_guard):
+    class Halves(nn.Module):  # splits 7 features into 3 and 4: a gate of mismatched halves
+        def forward(self, z):
+            return z[..., :3] * torch.sigmoid(z[..., 3:])
+
+    sf.register_activation(Halves, rule=lambda module, inputs, output: output)
+    net = nn.Sequential(nn.Linear(3, 7), Halves(), nn.Linear(3, 2))
+    with pytest.raises(InputError, match=r"it failed in the forward of '1' \(Halves\): The size of tensor a \(3\)"):
+        sf.activation_patterns(net, torch.randn(4, 3))

@@ -1,7 +1,11 @@
 """Checks of the models and inputs every entry point takes, and where a model lives: one clear sentence
-per bad argument, naming it, what was expected and what came."""
+per bad argument, naming it, what was expected and what came; the modes every forward pass of a
+measurement runs in (:func:`eval_mode`, :func:`no_fastpath`)."""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -61,10 +65,27 @@ def run_model(model: nn.Module, x: Tensor, name: str = "x") -> Tensor:
     except InputError:
         raise
     except (RuntimeError, ValueError, IndexError) as err:
+        where = _failed_in(model, err)
         raise InputError(
             f"{name} of shape {tuple(x.shape)} does not fit the model {type(model).__name__} "
-            f"(expected (batch, *input_shape) for its first layer): {str(err).splitlines()[0]}"
+            f"(expected (batch, *input_shape) for its first layer){where}: {str(err).splitlines()[0]}"
         ) from err
+
+
+def _failed_in(model: nn.Module, err: BaseException) -> str:
+    """Where in ``model`` the error ``err`` arose: ``" in the forward of 'name' (Type)"`` for the innermost
+    submodule whose code was running, or "" where that is the model itself or not known."""
+    names = {id(m): n for n, m in model.named_modules()}
+    last = None
+    tb = err.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if isinstance(owner, nn.Module) and id(owner) in names:
+            last = owner
+        tb = tb.tb_next
+    if last is None or not names[id(last)]:
+        return ""
+    return f"; it failed in the forward of '{names[id(last)]}' ({type(last).__name__})"
 
 
 def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -79,3 +100,35 @@ def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
 def to_model(model: nn.Module, x: Tensor) -> Tensor:
     device, dtype = model_device_dtype(model)
     return x.to(device=device, dtype=dtype)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode for the block, then restore each flag."""
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+    except NotImplementedError:  # a module of torch.export (ExportedProgram.module()): its mode was fixed at export
+        pass
+    try:
+        yield model
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+@contextlib.contextmanager
+def no_fastpath() -> Iterator[None]:
+    """PyTorch's fused fast path of attention and transformer layers switched off for the block
+    (and restored after): it runs their activations in C++, where no hook or intercepted call
+    sees them. Every forward pass that records patterns runs under it."""
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not hasattr(mha, "set_fastpath_enabled"):
+        yield
+        return
+    old = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(old)

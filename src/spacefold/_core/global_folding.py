@@ -111,7 +111,9 @@ class GlobalFolding:
             (with ``per_layer=True``).
         info (dict): with the exact walk, ``n_float64`` and ``n_unresolved`` (see
             ``spacefold.FoldingBatch``); with the certified walk, ``n_incomplete`` (paths not proved
-            complete within the interval budget); also in ``to_dict``.
+            complete within the interval budget); ``n_complete``, the paths whose walk is guaranteed
+            to hold every region (every path of an exact walk, none of ``bisect`` or ``uniform``); also
+            in ``to_dict``.
 
     Examples:
         >>> import torch, spacefold as sf
@@ -597,6 +599,8 @@ def global_folding(
             "workers": workers,
             "world_size": world_size,
             **({"n_float64": fb.n_float64, "n_unresolved": fb.n_unresolved} if method == "exact" else {}),
+            # paths whose walk is guaranteed to hold every region (exact and certified walks; 0 for sampled ones)
+            **({"n_complete": int(fb.complete.sum())} if fb.complete is not None else {}),
             # certified walks that ran out of their interval budget (not proved complete)
             **(
                 {"n_incomplete": int((~fb.complete).sum())} if method == "certified" and fb.complete is not None else {}

@@ -45,7 +45,8 @@ order of the forward pass):
   or custom operator belong to it (the ReLU inside ``F.lp_pool2d``, the gates of
   ``nn.LSTM``'s fused kernel) and give no bits.
   Elementwise maps that are not activations (``torch.abs``, ``torch.clamp``, ``torch.exp``,
-  softmax) give no bits.
+  softmax) and activations of a parameter (``torch.sigmoid(self.alpha)``) give no bits; scores
+  whose first dimension is not the batch (tokens folded into it) are an error naming the call site.
 - A model whose activations are called differently at different inputs (data-dependent
   control flow in ``forward``) would give patterns of different meaning: the layout of
   every forward pass is compared with the first one, and a difference is an error.
@@ -62,7 +63,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal, overload
 
@@ -77,7 +78,9 @@ from .checks import (  # noqa: F401 - also importable from here
     check_inputs,
     check_model,
     check_nonnegative,
+    eval_mode,
     model_device_dtype,
+    no_fastpath,
     run_model,
     to_model,
 )
@@ -273,35 +276,6 @@ class PatternLayout:
         raise KeyError(f"no layer named '{name}'; layers: {self.names}")
 
 
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode for the block, then restore each flag."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
-@contextlib.contextmanager
-def no_fastpath() -> Iterator[None]:
-    """PyTorch's fused fast path of attention and transformer layers switched off for the block
-    (and restored after): it runs their activations in C++, where no hook or intercepted call
-    sees them. Every forward pass that records patterns runs under it."""
-    mha = getattr(torch.backends, "mha", None)
-    if mha is None or not hasattr(mha, "set_fastpath_enabled"):
-        yield
-        return
-    old = mha.get_fastpath_enabled()
-    mha.set_fastpath_enabled(False)
-    try:
-        yield
-    finally:
-        mha.set_fastpath_enabled(old)
-
-
 # Transformer layers that take (seq, batch, d) when built with batch_first=False: the activations
 # inside them see (seq, batch, ...), which the recorder moves to batch first
 _SEQ_FIRST_LAYERS = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
@@ -401,9 +375,25 @@ class PatternRecorder:
         """The copy of an input that an in-place activation will overwrite."""
         return x.detach().clone()
 
-    def _batch_first(self, score: Tensor) -> Tensor:
-        """A score taken inside a transformer layer with batch_first=False, (seq, batch, ...), batch first."""
-        return score.movedim(1, 0) if self._seq and score.dim() > 1 else score
+    def _rows(self, site: str, mod: nn.Module, score) -> Tensor:
+        """The scores of the activation at ``site``, batch first (moved there from (seq, batch, ...) inside a
+        transformer layer with batch_first=False), checked to hold one row per input."""
+        if not isinstance(score, Tensor):
+            raise InputTypeError(
+                f"the binarisation rule of {type(mod).__name__} (activation '{site}') returned "
+                f"{type(score).__name__}, not a tensor of scores (batch, ...): a rule returns the quantity whose "
+                "sign gives the bits, one row per input"
+            )
+        score = score.movedim(1, 0) if self._seq and score.dim() > 1 else score
+        if self._batch is not None and (score.dim() == 0 or score.shape[0] != self._batch):
+            raise InputError(
+                f"the activation '{site}' ({type(mod).__name__}) gave scores of shape {tuple(score.shape)}, whose "
+                f"first dimension is not the batch size {self._batch} of the model's input: spacefold reads the bits "
+                "of input i from row i of every activation; keep the batch first there (e.g. (batch, tokens, d) "
+                "rather than (batch * tokens, d)), make a custom rule keep it, or leave the activation out with "
+                "layers=[...]"
+            )
+        return score
 
     def _enter_seq_first(self, mod: nn.Module, args: tuple) -> None:
         x = args[0] if args else None
@@ -446,7 +436,7 @@ class PatternRecorder:
                     raise TypeError(f"activation '{name}' must take tensors and return one tensor")
                 inputs = args if saved is None else (saved,) + tuple(args[1:])
                 score = _entry(mod).rule(mod, inputs, out)  # type: ignore[union-attr]
-                self._scores.append((name, self._batch_first(score), type(mod).__name__, False))
+                self._scores.append((name, self._rows(name, mod, score), type(mod).__name__, False))
         finally:
             self._depth -= 1
 
@@ -480,9 +470,22 @@ class PatternRecorder:
             raise err
 
     def _functional_call(self, spec: _Functional, func, args: tuple, kwargs: dict):
+        x = args[0] if args else kwargs.get("input")
         owner = self._stack[-1] if self._stack else ""
+        if isinstance(x, nn.Parameter):  # a function of a parameter (a learned gate's sigmoid): no input's bits
+            self._depth += 1  # seen: not an activation that ran unseen
+            try:
+                return func(*args, **kwargs)
+            finally:
+                self._depth -= 1
         site = f"{owner}:{spec.name}"
         module = spec.make(args, kwargs)
+        if isinstance(module, nn.RReLU) and module.training:
+            raise InputError(
+                f"{spec.name} is called with training=True in the forward of '{owner or '<model>'}' (call site "
+                f"'{site}'): its slopes are random, so its output changes from call to call; call it with "
+                "training=False (or self.training, which spacefold sets to False while it measures)"
+            )
         selected = selects_call(self.selector, site, module)
         entry = _entry(module)
         if selected and entry is None:
@@ -491,7 +494,6 @@ class PatternRecorder:
                 f"'{site}'): nn.{type(module).__name__} has no binarisation rule; register one with "
                 f"spacefold.register_activation(nn.{type(module).__name__}, rule) or leave it out with layers=[...]"
             )
-        x = args[0] if args else kwargs.get("input")
         if selected and isinstance(module, nn.GLU) and isinstance(x, Tensor):
             _check_halves(x, module.dim, f"F.glu at call site '{site}'")
         saved = self._copy(x) if selected and isinstance(x, Tensor) and spec.inplace(args, kwargs) else None
@@ -508,7 +510,7 @@ class PatternRecorder:
                     inputs = (saved,) + inputs[1:]
                 assert entry is not None  # a selected call without a rule was refused above
                 self._scores.append(
-                    (site, self._batch_first(entry.rule(module, inputs, out)), type(module).__name__, True)
+                    (site, self._rows(site, module, entry.rule(module, inputs, out)), type(module).__name__, True)
                 )
         finally:
             self._depth -= 1
@@ -537,7 +539,7 @@ class PatternRecorder:
             why = (
                 f"it runs in the TorchScript module {', '.join(repr(n) for n in scripts)}, which runs without "
                 "Python: use the eager module, or save the whole model with torch.jit.save and load it with "
-                "spacefold.load_model"
+                "spacefold.data.load_model"
             )
         else:
             why = "it is computed by a fused or compiled operator that bypasses Python: use the eager module"
@@ -605,6 +607,12 @@ class PatternRecorder:
                     f"layers names the call site '{s}', which no forward pass called; call sites "
                     f"seen: {sorted(self._sites)} (every functional call is '<module>:<function>')"
                 )
+        if not self._scores and _script_module(self.model):
+            raise InputError(
+                f"model {type(self.model).__name__} is a TorchScript module, which runs without Python, so spacefold "
+                "sees none of its activations: load its file with spacefold.data.load_model(path), which rebuilds "
+                "it from Python modules, or pass the eager model"
+            )
         if not self._scores:
             raise InputError(
                 f"model {type(self.model).__name__} has no hookable activation: no activation module and no "

@@ -513,6 +513,14 @@ class _RangeTask:
         device, dtype = model_device_dtype(model)
         sample = self.segments.sample
         points = points_per_pass(sample[0].numel(), self.layout.n_neurons, sample.element_size())
+        if opts.method in ("exact", "certified") and any(
+            c.__module__.startswith("torch.export") for c in type(model).__mro__
+        ):
+            raise InputError(
+                f"method={opts.method!r} reads the layers of a model, and a module of torch.export "
+                "(ExportedProgram.module()) holds ATen operators instead: save the program with torch.export.save "
+                "and load it with spacefold.data.load_model(path), which rebuilds its layers as modules"
+            )
         if opts.method == "certified":
             from .walk.certified import FoldingWalker
 

@@ -231,6 +231,13 @@ def _prelu(args: tuple, kwargs: dict) -> nn.Module:
     return m
 
 
+def _rrelu(args: tuple, kwargs: dict) -> nn.Module:
+    """``nn.RReLU`` for a call of ``F.rrelu``/``torch.rrelu``: in eval mode (the mean slope), as the call
+    computes with ``training=False`` (its default); in training mode where the call draws random slopes."""
+    m = nn.RReLU(_num(_arg(args, kwargs, 1, "lower", 1 / 8)), _num(_arg(args, kwargs, 2, "upper", 1 / 3)))
+    return m.train(bool(_arg(args, kwargs, 3, "training", False)))
+
+
 def _build_functional_table() -> dict:
     aten = torch.ops.aten
     T = torch.Tensor
@@ -262,7 +269,7 @@ def _build_functional_table() -> dict:
     add("hardtanh", hardtanh, [op("hardtanh")], [F.hardtanh_, op("hardtanh_")])
     add("relu6", lambda a, k: nn.ReLU6(), [F.relu6], flag_at=1)
     add("prelu", _prelu, [F.prelu, torch.prelu, T.prelu])
-    rrelu = lambda a, k: nn.RReLU(_num(_arg(a, k, 1, "lower", 1 / 8)), _num(_arg(a, k, 2, "upper", 1 / 3)))
+    rrelu = _rrelu
     add("rrelu", rrelu, [F.rrelu], flag_at=4)
     add("rrelu", rrelu, [torch.rrelu], [F.rrelu_, torch.rrelu_])
     elu = lambda a, k: nn.ELU(_num(_arg(a, k, 1, "alpha", 1.0)))
@@ -308,6 +315,11 @@ def _build_functional_table() -> dict:
     add("threshold", threshold, [], [F.threshold_])  # type: ignore[attr-defined]  # exists, missing from torch's stubs
     add("softshrink", lambda a, k: nn.Softshrink(_num(_arg(a, k, 1, "lambd", 0.5))), [F.softshrink])
     add("hardshrink", lambda a, k: nn.Hardshrink(_num(_arg(a, k, 1, "lambd", 0.5))), [F.hardshrink, T.hardshrink])
+    # an operator called without its overload (torch.ops.aten.gelu(x)) reaches the function mode as its packet
+    for f, spec in list(table.items()):
+        packet = getattr(f, "overloadpacket", None) if isinstance(f, torch._ops.OpOverload) else None
+        if packet is not None and packet not in table:
+            table[packet] = spec
     return table
 
 

@@ -23,25 +23,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, fx, nn
 
-from ....errors import InputTypeError
 from ...patterns import LayerSelector, _entry, _pre_activation, _unit_output, find_activations, selects_call
 from ...rules import functional_activation, gate_parts
 from . import interval as iv
-from .functions import exp_function, module_function, rsqrt_function, sqrt_function
+from .functions import _leaky, exp_function, module_function, rsqrt_function, sqrt_function
 from .interval import IDual
-
-
-class CertifiedUnsupportedError(InputTypeError):
-    """The model holds an operation the certified walk has no enclosure for."""
+from .layers import (
+    _BATCHNORM,
+    _IDENTITY_MODULES,
+    _MODULES,
+    _PADS,
+    CertifiedUnsupportedError,
+    _adaptive_avgpool,
+    _avgpool,
+    _batchnorm,
+    _conv,
+    _layer_norm,
+    _pad,
+)
 
 
 def _refuse(what: str, model: nn.Module) -> CertifiedUnsupportedError:
     return CertifiedUnsupportedError(
         f"method='certified' has no enclosure for {what} in {type(model).__name__}; it handles Linear, Conv1d/2d, "
-        "BatchNorm in eval mode, LayerNorm, average pooling, Flatten, Dropout/Identity, additions, products and "
+        "BatchNorm in eval mode, LayerNorm, average and adaptive average pooling, padding, Flatten, Dropout/Identity, "
+        "additions, products and "
         "quotients, mean, var, exp, sqrt, softmax, nn.MultiheadAttention, "
         "nn.TransformerEncoderLayer/TransformerEncoder, activation modules and functions (ReLU, LeakyReLU, "
-        "Hardtanh, ReLU6, ELU, SELU, CELU, GELU, SiLU, Mish, Tanh, Sigmoid, Softplus, ...; F.relu, F.gelu, "
+        "PReLU, Hardtanh, ReLU6, ELU, SELU, CELU, GELU, SiLU, Mish, Tanh, Sigmoid, Softplus, ...; F.relu, F.gelu, "
         "torch.tanh, ...) and gated units (spacefold.nn.SwiGLU, GEGLU, ReGLU, "
         "nn.GLU, F.glu). "
         "Use method='bisect' for this model"
@@ -229,7 +238,7 @@ class CertifiedProgram:
                     "nn.GLU); use method='bisect' for this model, or build the gate from spacefold.nn.SwiGLU, GEGLU "
                     "or ReGLU"
                 )
-            if module_function(m) is None:
+            if not _enclosed(m):
                 raise _refuse(f"the activation module '{name}' ({type(m).__name__})", model)
         # a model that is itself an activation (a gated unit) is traced as the one leaf of a container
         self.root = nn.Sequential(model) if _entry(model) is not None else model
@@ -277,13 +286,13 @@ class CertifiedProgram:
         if (
             e is None
             or (e.rule is not _pre_activation and not isinstance(module, nn.GLU))
-            or (not isinstance(module, nn.GLU) and module_function(module) is None)
+            or (not isinstance(module, nn.GLU) and not _enclosed(module))
         ):
             raise _refuse(f"{what} (node '{node.name}', computing {type(module).__name__})", self.model)
 
     def _module_supported(self, m: nn.Module) -> bool:
         if _entry(m) is not None:
-            return module_function(m) is not None or _gate_function(m) is not None
+            return _enclosed(m) or _gate_function(m) is not None
         if isinstance(m, nn.TransformerEncoderLayer):
             act = m.activation
             if isinstance(act, nn.Module):
@@ -349,8 +358,11 @@ class CertifiedProgram:
         if selected:
             self._quantities.append((id(m), x, None))
         fn = module_function(m)
-        if fn is None:  # a function whose parameters are known only now (F.prelu with a weight per channel)
-            raise _refuse(f"the activation {type(m).__name__} called as a function", self.model)
+        if fn is None and isinstance(m, nn.PReLU):  # a slope per channel (dim 1): (1 - a) relu(x) + a x
+            a = m.weight.detach().double().reshape((-1,) + (1,) * (x.dim() - 2))
+            return iv.add(iv.scale(iv.unary(x, _leaky(0.0)), 1 - a), iv.scale(x, a))
+        if fn is None:
+            raise _refuse(f"the activation {type(m).__name__}", self.model)
         return iv.unary(x, fn)
 
     def _gate(self, m: nn.Module, x: IDual, fn) -> IDual:
@@ -406,6 +418,10 @@ class CertifiedProgram:
             return _layer_norm(x, tuple(m.normalized_shape), m.weight, m.bias, m.eps)
         if isinstance(m, (nn.AvgPool1d, nn.AvgPool2d)):
             return _avgpool(x, m)
+        if isinstance(m, tuple(_PADS)):
+            return _pad(x, m)
+        if isinstance(m, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)):
+            return _adaptive_avgpool(x, m)
         if isinstance(m, nn.MultiheadAttention):
             q = x
             k = args[1] if len(args) > 1 else kwargs.get("key", q)
@@ -506,80 +522,10 @@ class CertifiedProgram:
 
 # ------------------------------------------------------------------ module handlers
 
-_IDENTITY_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout)
-_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
-_MODULES = (
-    nn.Linear,
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Flatten,
-    nn.Unflatten,
-    nn.LayerNorm,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    *_IDENTITY_MODULES,
-    *_BATCHNORM,
-)
 
-
-def _conv(x: IDual, m) -> IDual:
-    conv = F.conv1d if isinstance(m, nn.Conv1d) else F.conv2d
-    w = m.weight.detach()
-    wa = w.abs()
-    kw = {"stride": m.stride, "padding": m.padding, "dilation": m.dilation, "groups": m.groups}
-    n = w[0].numel()
-    bias = None
-    if m.bias is not None:
-        bias = m.bias.detach().view((-1,) + (1,) * (w.dim() - 2))
-    return iv.affine(x, lambda t: conv(t, w, **kw), n, bias, lambda t: conv(t, wa, **kw))
-
-
-def _avgpool(x: IDual, m) -> IDual:
-    pool = F.avg_pool1d if isinstance(m, nn.AvgPool1d) else F.avg_pool2d
-    kw = {
-        "kernel_size": m.kernel_size,
-        "stride": m.stride,
-        "padding": m.padding,
-        "ceil_mode": m.ceil_mode,
-        "count_include_pad": m.count_include_pad,
-    }
-    if isinstance(m, nn.AvgPool2d):
-        kw["divisor_override"] = m.divisor_override
-    ks = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size,) * (2 if pool is F.avg_pool2d else 1)
-    n = math.prod(ks) + 1
-    return iv.affine(x, lambda t: pool(t, **kw), n)
-
-
-def _batchnorm(x: IDual, m) -> IDual:
-    if m.training or m.running_mean is None:
-        raise CertifiedUnsupportedError(
-            f"method='certified' needs batch norm in eval mode with running statistics, got {type(m).__name__}"
-        )
-    shape = (-1,) + (1,) * (x.dim() - 2)
-    s = torch.rsqrt(m.running_var.detach() + m.eps)
-    if m.weight is not None:
-        s = s * m.weight.detach()
-    b = -m.running_mean.detach() * s
-    if m.bias is not None:
-        b = b + m.bias.detach()
-    # the folded scale and shift are computed in float64 like the model's own forward; their
-    # round-off relative to the model's form is covered by a relative slack of 8u
-    y = iv.shift(iv.scale(x, s.view(shape)), b.view(shape))
-    return y.like(y.C, iv._widen(y.R + 8 * iv.U * (x.C.abs() * s.view(shape).abs() + b.view(shape).abs())))
-
-
-def _layer_norm(x: IDual, normalized_shape, weight, bias, eps) -> IDual:
-    dims = tuple(range(-len(normalized_shape), 0))
-    # centring is linear: c_i = x_i - mean(x), radius (1 - 1/n) r_i + (1/n) sum_{j != i} r_j <= r_i + mean(r)
-    c = iv.centre(x, dims)
-    var = iv.reduce_sum(iv.square(c), dims, keepdim=True, mean=True)
-    inv = iv.unary(iv.shift(var, eps), rsqrt_function())
-    y = iv.mul(c, inv)
-    if weight is not None:
-        y = iv.scale(y, weight.detach())
-    if bias is not None:
-        y = iv.shift(y, bias.detach())
-    return iv.tighten(y)
+def _enclosed(m: nn.Module) -> bool:
+    """Whether the activation module ``m`` has an enclosure (a :class:`Unary`, or PReLU's slope per channel)."""
+    return module_function(m) is not None or isinstance(m, nn.PReLU)
 
 
 # ------------------------------------------------------------------ functions and methods

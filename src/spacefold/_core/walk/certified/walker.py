@@ -178,6 +178,7 @@ class CertifiedWalker:
         used = torch.ones(n, dtype=torch.int64, device=device)
         complete = torch.ones(n, dtype=torch.bool, device=device)
         acc_path, acc_a = [], []
+        unproved: Tensor | None = None
         while q_path.numel():
             k = min(self.chunk, q_path.numel())
             path, a, b = q_path[:k], q_a[:k], q_b[:k]
@@ -188,7 +189,11 @@ class CertifiedWalker:
             narrow = (b - a) <= self.tol
             over = self._over_budget(used, path, ~ok & ~narrow)
             self.stats["unproved_narrow"] += int((~ok & narrow).sum())
-            complete[path[~ok & ~narrow & over]] = False
+            failed = ~ok & ~narrow & over
+            complete[path[failed]] = False
+            if bool(failed.any()):  # which bits were left unproved, by how many intervals
+                left = (~(const | mono))[failed].sum(0)
+                unproved = left if unproved is None else unproved + left
             done = ok | narrow | over
             acc_path.append(path[done])
             acc_a.append(a[done])
@@ -204,8 +209,9 @@ class CertifiedWalker:
         if not bool(complete.all()):
             warnings.warn(
                 f"method='certified' could not certify {int((~complete).sum())} of {n} path(s) within the budget of "
-                f"{self.budget} intervals per path (their folding.complete is False; they were finished like "
-                "method='bisect'); raise it with the environment variable SPACEFOLD_CERTIFIED_BUDGET",
+                f"{self.budget} intervals per path{self._unproved_where(unproved)} (their folding.complete is "
+                "False; they were finished like method='bisect'); raise the budget with the environment variable "
+                "SPACEFOLD_CERTIFIED_BUDGET, or walk such a model with method='bisect'",
                 CertifiedBudgetWarning,
                 stacklevel=3,
             )
@@ -213,6 +219,23 @@ class CertifiedWalker:
         path = torch.cat(acc_path + [torch.arange(n, device=device)])
         t = torch.cat(acc_a + [torch.ones(n, dtype=torch.float64, device=device)])
         return dataclasses.replace(self._locate(x1, x2, path, t, n), complete=complete)
+
+    def _unproved_where(self, unproved: Tensor | None) -> str:
+        """The activations whose bits were left unproved (``unproved``: per bit, the intervals that left it
+        so), most first: ``"; unproved: bits of 'name' (12 intervals), ..."``, or "" where not known."""
+        if unproved is None:
+            return ""
+        try:
+            layers = self.recorder.layout().layers
+        except Exception:  # no forward pass recorded yet
+            return ""
+        counts = [(int(unproved[lay.start : lay.stop].sum()), lay.name) for lay in layers]
+        counts = sorted((c for c in counts if c[0] > 0), key=lambda c: -c[0])
+        if not counts:
+            return ""
+        shown = ", ".join(f"'{name}' ({c} interval-bits)" for c, name in counts[:3])
+        more = f" and {len(counts) - 3} more" if len(counts) > 3 else ""
+        return f"; the bits left unproved are those of {shown}{more}"
 
     def _over_budget(self, used: Tensor, path: Tensor, cand: Tensor) -> Tensor:
         """Which of the intervals ``cand`` cannot be split within the budget: the k-th of a
