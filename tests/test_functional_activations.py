@@ -15,6 +15,7 @@ import spacefold as sf
 from spacefold._core import patterns
 from spacefold._core.folding import walk_batch
 from spacefold._core.walk.bisect import default_n0
+from spacefold.data import load_model
 from spacefold.errors import InputError, InputTypeError
 
 f64 = torch.float64
@@ -284,7 +285,6 @@ def test_functional_gelu_bisect_against_a_dense_grid():
 
 
 def test_exported_and_torchscript_files_with_functional_activations(tmp_path):
-    from spacefold.data.load import load_model
 
     class Net(nn.Module):
         def __init__(self):
@@ -391,19 +391,22 @@ def registry_guard():
 class ParamGate(nn.Module):
     """A learned gate of the hidden units, independent of the input: h * sigmoid(alpha)."""
 
-    def __init__(self, shape):
+    def __init__(self, shape, scale=1.0):
         super().__init__()
         torch.manual_seed(5)
         self.a, self.b = nn.Linear(3, 5), nn.Linear(5, 2)
         self.alpha = nn.Parameter(torch.randn(shape))
+        self.scale = scale
 
     def forward(self, x):
-        return self.b(F.relu(self.a(x)) * torch.sigmoid(self.alpha))
+        alpha = self.alpha if self.scale == 1.0 else self.alpha * self.scale
+        return self.b(F.relu(self.a(x)) * torch.sigmoid(alpha))
 
 
 @pytest.mark.parametrize("shape", [(5,), (1,), (4, 5)])
-def test_an_activation_of_a_parameter_gives_no_bits(shape):
-    net = ParamGate(shape)
+@pytest.mark.parametrize("scale", [1.0, 2.0])  # the parameter itself, or an expression of it
+def test_an_activation_of_parameters_alone_gives_no_bits(shape, scale):
+    net = ParamGate(shape, scale)
     x = torch.randn(4, 3)  # a batch as long as the parameter's first dimension, (4, 5)
     got, layout = sf.activation_patterns(net, x, return_layout=True)
     assert layout.names == [":relu"]
@@ -413,6 +416,20 @@ def test_an_activation_of_a_parameter_gives_no_bits(shape):
         for method in ("exact", "bisect", "certified"):
             fb = sf.folding_batch(net, x[:2], x[2:], method=method, workers=1)
             assert fb.n_regions.min() >= 1
+
+
+def test_a_parametrization_with_an_activation_gives_no_bits():
+    from torch.nn.utils import parametrize
+
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    parametrize.register_parametrization(net[2], "weight", nn.Softplus())  # positive weights
+    x = torch.randn(4, 3)  # as many inputs as the parametrized layer's outputs... and more
+    for xs in (x, torch.randn(7, 3)):
+        got, layout = sf.activation_patterns(net, xs, return_layout=True)
+        assert layout.names == ["1"]
+        with torch.no_grad():
+            assert torch.equal(got, net[0](xs) > 0)
 
 
 class TokensInBatch(nn.Module):
@@ -434,6 +451,18 @@ def test_rows_that_are_not_the_batch_are_refused_by_call_site():
     with pytest.raises(InputError, match=r"activation ':gelu'"):
         sf.folding_batch(TokensInBatch(), x[:2], x[2:4], method="bisect", workers=1)
 
+    class Outer(nn.Module):  # leaves the inner activation out with layers=
+        def __init__(self):
+            super().__init__()
+            self.inner = TokensInBatch()
+
+        def forward(self, x):
+            return self.inner(torch.relu(x))
+
+    for method in ("bisect", "uniform"):
+        fb = sf.folding_batch(Outer(), x[:2], x[2:4], method=method, layers=[":relu"], workers=1)
+        assert fb.n_regions.min() >= 1
+
 
 def test_rules_must_return_one_row_of_scores_per_input(registry_guard):
     class NoScore(nn.Module):
@@ -447,21 +476,37 @@ def test_rules_must_return_one_row_of_scores_per_input(registry_guard):
     sf.register_activation(NoScore, rule=lambda module, inputs, output: None)
     with pytest.raises(InputTypeError, match=r"rule of NoScore \(activation '1'\) returned NoneType"):
         sf.activation_patterns(nn.Sequential(nn.Linear(3, 4), NoScore()), torch.randn(6, 3))
+    sf.register_activation(NoScore, rule=lambda module, inputs, output: inputs[3])
+    with pytest.raises(InputTypeError, match=r"rule of NoScore \(activation '1'\) raised IndexError"):
+        sf.activation_patterns(nn.Sequential(nn.Linear(3, 4), NoScore()), torch.randn(6, 3))
     sf.register_activation(Pooled, rule=lambda module, inputs, output: output.sum(0))
     with pytest.raises(InputError, match=r"activation '1' \(Pooled\) gave scores of shape \(4,\).* batch size 6"):
         sf.activation_patterns(nn.Sequential(nn.Linear(3, 4), Pooled()), torch.randn(6, 3))
 
 
-def test_a_module_of_torch_export_is_measured_or_pointed_to_load_model():
+def test_a_module_of_torch_export_is_pointed_to_load_model_which_reads_every_activation(tmp_path):
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(3, 6), nn.GELU(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2)).eval()
+    net = nn.Sequential(nn.Linear(3, 6), nn.PReLU(6), nn.Linear(6, 5), nn.LogSigmoid(), nn.Linear(5, 4), nn.ReLU6())
+    net = nn.Sequential(*net, nn.Dropout(0.5), nn.Linear(4, 2)).eval()
     x = torch.randn(8, 3)
-    exported = torch.export.export(net, (x[:2],), dynamic_shapes=({0: torch.export.Dim("batch")},)).module()
-    assert torch.equal(sf.activation_patterns(exported, x), sf.activation_patterns(net, x))
-    got = sf.folding_batch(exported, x[:4], x[4:], method="bisect", workers=1)
+    program = torch.export.export(net, (x[:2],), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    for model in (program.module(), nn.Sequential(program.module(), nn.ReLU())):  # its mode cannot be switched
+        with pytest.raises(InputError, match=r"module of torch.export .* spacefold.data.load_model\(path\)"):
+            sf.activation_patterns(model, x)
+        with pytest.raises(InputError, match=r"module of torch.export"):
+            sf.folding_batch(model, x[:4], x[4:], method="bisect", workers=1)
+    torch.export.save(program, tmp_path / "m.pt2")
+    loaded = load_model(tmp_path / "m.pt2")  # PReLU, LogSigmoid and ReLU6 as ATen operators
+    assert torch.equal(sf.activation_patterns(loaded, x), sf.activation_patterns(net, x))
+    got = sf.folding_batch(loaded, x[:4], x[4:], method="bisect", workers=1)
     assert torch.equal(got.chi, sf.folding_batch(net, x[:4], x[4:], method="bisect", workers=1).chi)
-    with pytest.raises(InputError, match=r"module of torch.export .* spacefold.data.load_model"):
-        sf.folding_batch(exported, x[:4], x[4:], method="certified", workers=1)
+
+    class Operator(nn.Module):  # an activation operator no rule reads in this form
+        def forward(self, z):
+            return torch.ops.aten.log_sigmoid_forward(z)[0]
+
+    with pytest.raises(InputTypeError, match=r"activation operator aten.log_sigmoid_forward"):
+        sf.activation_patterns(nn.Sequential(nn.Linear(3, 4), Operator()), x)
 
 
 def test_a_torchscript_module_passed_directly_points_to_load_model():

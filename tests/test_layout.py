@@ -181,6 +181,7 @@ RANKS = {
     "spacefold._core.parallel": 1,  # worker processes and ranks: needs nothing of the measure
     "spacefold._core.rules": 2,  # the bit rule of every activation: what patterns records
     "spacefold._core.patterns": 2,
+    "spacefold._core.intercept": 2,  # the modes a forward pass that records patterns runs under
     "spacefold._core.checks": 2,  # checks of models and inputs, where a model lives
     "spacefold._core.walk": 3,
     "spacefold._core.measure": 4,

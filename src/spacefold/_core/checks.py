@@ -108,8 +108,13 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     flags = [(m, m.training) for m in model.modules()]
     try:
         model.eval()
-    except NotImplementedError:  # a module of torch.export (ExportedProgram.module()): its mode was fixed at export
-        pass
+    except NotImplementedError as err:  # a module of torch.export, ExportedProgram.module()
+        raise InputError(
+            f"model {type(model).__name__} is or holds a module of torch.export (ExportedProgram.module()), whose "
+            "train or eval mode was fixed when it was exported and cannot be switched for the measurement: save "
+            "the program with torch.export.save and load it with spacefold.data.load_model(path), or pass the "
+            "eager model"
+        ) from err
     try:
         yield model
     finally:

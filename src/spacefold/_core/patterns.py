@@ -69,8 +69,6 @@ from typing import Literal, overload
 
 import torch
 from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from .._util import check_int
 from ..errors import InputError, InputTypeError
@@ -84,6 +82,7 @@ from .checks import (  # noqa: F401 - also importable from here
     run_model,
     to_model,
 )
+from .intercept import _Intercept, _Watch
 from .rules import (  # noqa: F401 - also importable from here
     _ATEN_ACTIVATIONS,
     _METHODS,
@@ -285,45 +284,13 @@ def _seq_first(module: nn.Module) -> bool:
     return isinstance(module, _SEQ_FIRST_LAYERS) and not getattr(module.self_attn, "batch_first", True)
 
 
-class _Intercept(TorchFunctionMode):
-    """Sees every activation function called while the model runs (see the module notes)."""
-
-    def __init__(self, recorder: PatternRecorder):
-        super().__init__()
-        self.rec = recorder
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        rec = self.rec
-        if rec._depth:
-            return func(*args, **kwargs)
-        spec = functional_activation(func)
-        if spec is not None:
-            return rec._functional_call(spec, func, args, kwargs)
-        # any other torch function: the operators it runs are its own (the ReLU inside F.lp_pool2d)
-        rec._inside += 1
-        try:
-            return func(*args, **kwargs)
-        finally:
-            rec._inside -= 1
-
-
-class _Watch(TorchDispatchMode):
-    """Catches activation operators that run while no hook or intercepted call is active:
-    they ran below Python (a TorchScript submodule, a fused kernel), where no bit is taken.
-    Operators run by another torch function called from Python belong to that operation (the
-    ReLU inside ``F.lp_pool2d``, the gates inside the fused kernel of ``nn.LSTM``)."""
-
-    def __init__(self, recorder: PatternRecorder):
-        super().__init__()
-        self.rec = recorder
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if self.rec._depth == 0 and self.rec._inside == 0:
-            name = func.overloadpacket.__name__ if hasattr(func, "overloadpacket") else str(func)
-            if name in _ATEN_ACTIVATIONS:
-                self.rec._unseen(name)
-        return func(*args, **(kwargs or {}))
+def _tensors(args: tuple, kwargs: dict):
+    """The tensors among the arguments of a call (and in their lists and tuples)."""
+    for a in (*args, *kwargs.values()):
+        if isinstance(a, Tensor):
+            yield a
+        elif isinstance(a, (list, tuple)):
+            yield from (b for b in a if isinstance(b, Tensor))
 
 
 def _script_module(m: nn.Module) -> bool:
@@ -359,6 +326,10 @@ class PatternRecorder:
         self._depth = 0  # > 0 inside an activation (module or function): its operators are its own
         self._inside = 0  # > 0 inside another torch function called from Python
         self._modes: list = []
+        # tensors computed from parameters and buffers alone in this forward pass (ids, and the tensors, so that
+        # no id is reused while it runs): an activation of one gives no bits (see _follow)
+        self._const: set[int] = set()
+        self._const_refs: list[Tensor] = []
         self._fastpath: contextlib.AbstractContextManager | None = None
         self._batch: int | None = None  # the batch size of the model's input in this forward pass
         self._seq = 0  # > 0 inside a transformer layer with batch_first=False
@@ -374,6 +345,32 @@ class PatternRecorder:
     def _copy(self, x: Tensor) -> Tensor:
         """The copy of an input that an in-place activation will overwrite."""
         return x.detach().clone()
+
+    def _constant(self, x) -> bool:
+        return isinstance(x, Tensor) and id(x) in self._const
+
+    def _follow(self, args: tuple, kwargs: dict, out) -> None:
+        """The outputs of an operation whose tensor inputs are all constant (parameters, buffers, or
+        computed from them alone) are constant; an operation with any other input makes its outputs not."""
+        ins = [t for t in _tensors(args, kwargs)]
+        const = bool(ins) and all(id(t) in self._const for t in ins)
+        for t in _tensors((out,), {}):
+            if const:
+                self._const.add(id(t))
+                self._const_refs.append(t)
+            else:
+                self._const.discard(id(t))
+
+    @staticmethod
+    def _rule(entry, site: str, mod: nn.Module, inputs: tuple, out):
+        """The scores the binarisation rule of ``mod`` gives; an error in a rule is named as one."""
+        try:
+            return entry.rule(mod, inputs, out)
+        except (RuntimeError, ValueError, IndexError, TypeError, KeyError, AttributeError) as err:
+            raise InputTypeError(
+                f"the binarisation rule of {type(mod).__name__} (activation '{site}') raised "
+                f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            ) from err
 
     def _rows(self, site: str, mod: nn.Module, score) -> Tensor:
         """The scores of the activation at ``site``, batch first (moved there from (seq, batch, ...) inside a
@@ -415,6 +412,8 @@ class PatternRecorder:
         if id(mod) in self._acts:
             outer = self._depth == 0  # not inside another activation, whose modules are its own
             self._depth += 1
+            if args and self._constant(args[0]):  # of parameters alone (a parametrization): no bits
+                return
             if outer and self.on_call is not None and args and isinstance(args[0], Tensor):
                 self.on_call(mod, args[0])
             if id(mod) in self._selected:
@@ -430,12 +429,14 @@ class PatternRecorder:
         if id(mod) not in self._acts:
             return
         try:
-            if id(mod) in self._selected and out is not None:
+            if args and self._constant(args[0]):
+                self._follow(args[:1], {}, out)
+            elif id(mod) in self._selected and out is not None:
                 saved = self._saved.pop(id(mod), None)
                 if not args or not isinstance(args[0], Tensor) or not isinstance(out, Tensor):
                     raise TypeError(f"activation '{name}' must take tensors and return one tensor")
                 inputs = args if saved is None else (saved,) + tuple(args[1:])
-                score = _entry(mod).rule(mod, inputs, out)  # type: ignore[union-attr]
+                score = self._rule(_entry(mod), name, mod, inputs, out)
                 self._scores.append((name, self._rows(name, mod, score), type(mod).__name__, False))
         finally:
             self._depth -= 1
@@ -447,6 +448,8 @@ class PatternRecorder:
         self._pending = None
         self._seq = 0
         self._batch = int(args[0].shape[0]) if args and isinstance(args[0], Tensor) and args[0].dim() else None
+        self._const_refs = [*mod.parameters(), *mod.buffers()]
+        self._const = {id(t) for t in self._const_refs}
         if self._fastpath is None:
             self._fastpath = no_fastpath()
             self._fastpath.__enter__()
@@ -462,6 +465,7 @@ class PatternRecorder:
         for m in reversed(self._modes):
             m.__exit__(None, None, None)
         self._modes = []
+        self._const, self._const_refs = set(), []
         if self._fastpath is not None:
             self._fastpath.__exit__(None, None, None)
             self._fastpath = None
@@ -472,12 +476,14 @@ class PatternRecorder:
     def _functional_call(self, spec: _Functional, func, args: tuple, kwargs: dict):
         x = args[0] if args else kwargs.get("input")
         owner = self._stack[-1] if self._stack else ""
-        if isinstance(x, nn.Parameter):  # a function of a parameter (a learned gate's sigmoid): no input's bits
+        if self._constant(x):  # of parameters alone (a learned gate's sigmoid): no input's bits, a constant
             self._depth += 1  # seen: not an activation that ran unseen
             try:
-                return func(*args, **kwargs)
+                out = func(*args, **kwargs)
             finally:
                 self._depth -= 1
+            self._follow(args, kwargs, out)
+            return out
         site = f"{owner}:{spec.name}"
         module = spec.make(args, kwargs)
         if isinstance(module, nn.RReLU) and module.training:
@@ -510,7 +516,12 @@ class PatternRecorder:
                     inputs = (saved,) + inputs[1:]
                 assert entry is not None  # a selected call without a rule was refused above
                 self._scores.append(
-                    (site, self._rows(site, module, entry.rule(module, inputs, out)), type(module).__name__, True)
+                    (
+                        site,
+                        self._rows(site, module, self._rule(entry, site, module, inputs, out)),
+                        type(module).__name__,
+                        True,
+                    )
                 )
         finally:
             self._depth -= 1

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from .._util import check_choice, check_int, check_size, release_freed_memory
-from ..errors import InputError, InputTypeError, MissingExtraError
+from ..errors import InputError, MissingExtraError
 from . import measure, parallel
 from .exact_walker import _ExactWalker
 from .patterns import (
@@ -240,7 +240,7 @@ class _SampledWalker:
         if self.selected is not None:  # the selected layers' columns in the walk of every layer
             try:
                 full = _probe(self.model, self.recorder, sample)
-            except InputTypeError:  # an activation function without a rule, which the subset leaves out
+            except InputError:  # an activation the subset leaves out: without a rule, or without a row per input
                 self.recorder, self.selected = self.selected, None
                 return
             names = set(_probe(self.model, self.selected, sample).names)
@@ -513,14 +513,6 @@ class _RangeTask:
         device, dtype = model_device_dtype(model)
         sample = self.segments.sample
         points = points_per_pass(sample[0].numel(), self.layout.n_neurons, sample.element_size())
-        if opts.method in ("exact", "certified") and any(
-            c.__module__.startswith("torch.export") for c in type(model).__mro__
-        ):
-            raise InputError(
-                f"method={opts.method!r} reads the layers of a model, and a module of torch.export "
-                "(ExportedProgram.module()) holds ATen operators instead: save the program with torch.export.save "
-                "and load it with spacefold.data.load_model(path), which rebuilds its layers as modules"
-            )
         if opts.method == "certified":
             from .walk.certified import FoldingWalker
 

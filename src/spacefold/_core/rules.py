@@ -268,10 +268,11 @@ def _build_functional_table() -> dict:
     add("hardtanh", hardtanh, [F.hardtanh], flag_at=3)
     add("hardtanh", hardtanh, [op("hardtanh")], [F.hardtanh_, op("hardtanh_")])
     add("relu6", lambda a, k: nn.ReLU6(), [F.relu6], flag_at=1)
-    add("prelu", _prelu, [F.prelu, torch.prelu, T.prelu])
+    add("relu6", lambda a, k: nn.ReLU6(), [op("relu6")], [op("relu6_")])
+    add("prelu", _prelu, [F.prelu, torch.prelu, T.prelu, op("prelu"), op("_prelu_kernel")])
     rrelu = _rrelu
     add("rrelu", rrelu, [F.rrelu], flag_at=4)
-    add("rrelu", rrelu, [torch.rrelu], [F.rrelu_, torch.rrelu_])
+    add("rrelu", rrelu, [torch.rrelu, op("rrelu")], [F.rrelu_, torch.rrelu_, op("rrelu_")])
     elu = lambda a, k: nn.ELU(_num(_arg(a, k, 1, "alpha", 1.0)))
     add("elu", elu, [F.elu], flag_at=2)
     add("elu", elu, [op("elu")], [F.elu_, op("elu_")])
@@ -307,11 +308,12 @@ def _build_functional_table() -> dict:
         [F.softplus, op("softplus")],
     )
     add("softsign", lambda a, k: nn.Softsign(), [F.softsign])
-    add("logsigmoid", lambda a, k: nn.LogSigmoid(), [F.logsigmoid])
+    add("logsigmoid", lambda a, k: nn.LogSigmoid(), [F.logsigmoid, op("log_sigmoid")])
     add("tanhshrink", lambda a, k: nn.Tanhshrink(), [F.tanhshrink])
     add("glu", lambda a, k: nn.GLU(int(_arg(a, k, 1, "dim", -1))), [F.glu, op("glu")])
     threshold = lambda a, k: nn.Threshold(_num(_arg(a, k, 1, "threshold", 0.0)), _num(_arg(a, k, 2, "value", 0.0)))
     add("threshold", threshold, [F.threshold], flag_at=3)
+    add("threshold", threshold, [op("threshold")], [op("threshold_")])
     add("threshold", threshold, [], [F.threshold_])  # type: ignore[attr-defined]  # exists, missing from torch's stubs
     add("softshrink", lambda a, k: nn.Softshrink(_num(_arg(a, k, 1, "lambd", 0.5))), [F.softshrink])
     add("hardshrink", lambda a, k: nn.Hardshrink(_num(_arg(a, k, 1, "lambd", 0.5))), [F.hardshrink, T.hardshrink])

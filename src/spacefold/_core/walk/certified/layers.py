@@ -80,7 +80,11 @@ def _avgpool(x: IDual, m) -> IDual:
 def _pad(x: IDual, m) -> IDual:
     """Padding of any mode: copies of the input, and constants."""
     value = float(getattr(m, "value", 0.0))
-    const = F.pad(torch.zeros(x.shape[1:], dtype=torch.float64), m.padding, value=value) if value else None
+    const = (
+        F.pad(torch.zeros(x.shape[1:], dtype=torch.float64, device=x.C.device), m.padding, value=value)
+        if value
+        else None
+    )
     return iv.affine(x, lambda t: F.pad(t, m.padding, _PADS[type(m)]), 1, const)
 
 
