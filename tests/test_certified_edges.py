@@ -213,3 +213,15 @@ def test_functional_prelu_with_a_slope_per_channel_is_the_module():
     for i in range(4):
         assert torch.equal(we[i].patterns, wc[i].patterns)
         assert float((we[i].t - wc[i].t).abs().max()) <= 1e-6 + 1e-9
+
+
+def test_padded_zeros_are_proved_constant():
+    """An activation of zero padding sees exactly 0 on every interval: a point enclosure, its bit proved 0."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 2), nn.ZeroPad2d(1), nn.ReLU(), nn.Flatten(), nn.Linear(50, 1)).double()
+    x1, x2 = torch.randn(3, 1, 4, 4).double(), torch.randn(3, 1, 4, 4).double()
+    we = walk_batch(model, x1, x2, method="exact")
+    wc = walk_batch(model, x1, x2, method="certified")
+    assert bool(wc.completeness().all())
+    for i in range(3):
+        assert torch.equal(we[i].patterns, wc[i].patterns)

@@ -8,7 +8,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from ....errors import InputTypeError
 from . import interval as iv
@@ -78,14 +78,17 @@ def _avgpool(x: IDual, m) -> IDual:
 
 
 def _pad(x: IDual, m) -> IDual:
-    """Padding of any mode: copies of the input, and constants."""
+    """Padding of any mode: copies of the input (exact, so that a padded 0 stays exactly 0), and constants."""
+
+    def pad(t: Tensor) -> Tensor:
+        out = F.pad(t.flatten(0, 1), m.padding, _PADS[type(m)])
+        return out.view(t.shape[:2] + out.shape[1:])
+
+    y = x.apply(pad)
     value = float(getattr(m, "value", 0.0))
-    const = (
-        F.pad(torch.zeros(x.shape[1:], dtype=torch.float64, device=x.C.device), m.padding, value=value)
-        if value
-        else None
-    )
-    return iv.affine(x, lambda t: F.pad(t, m.padding, _PADS[type(m)]), 1, const)
+    if value:  # the constant in the value rows; the derivative rows stay 0 there
+        y = iv.shift(y, F.pad(torch.zeros(x.shape[1:], dtype=torch.float64, device=x.C.device), m.padding, value=value))
+    return y
 
 
 def _adaptive_avgpool(x: IDual, m) -> IDual:
