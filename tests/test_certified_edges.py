@@ -120,15 +120,19 @@ def test_changes_within_tol_of_an_end_are_at_the_end(act):
             assert at <= float(w.t[1]) <= at + 1e-6 and w.n_pieces == 2
 
 
-def _walks_equal(model, shape, n=4, seed=0):
-    torch.manual_seed(seed)
-    x1, x2 = 2 * torch.randn((n,) + shape), 2 * torch.randn((n,) + shape)
-    we = walk_batch(model, x1, x2, method="exact")
-    wc = walk_batch(model, x1, x2, method="certified")
+def _same_walks(exact_model, certified_model, x1, x2):
+    """The certified walks of ``certified_model`` are complete and equal the exact walks of ``exact_model``."""
+    we = walk_batch(exact_model, x1, x2, method="exact")
+    wc = walk_batch(certified_model, x1, x2, method="certified")
     assert bool(wc.completeness().all())
-    for i in range(n):
+    for i in range(x1.shape[0]):
         assert torch.equal(we[i].patterns, wc[i].patterns)
         assert float((we[i].t - wc[i].t).abs().max()) <= 1e-6 + 1e-9
+
+
+def _walks_equal(model, shape, n=4, seed=0):
+    torch.manual_seed(seed)
+    _same_walks(model, model, 2 * torch.randn((n,) + shape), 2 * torch.randn((n,) + shape))
 
 
 def _img(*layers):
@@ -206,22 +210,11 @@ def test_functional_prelu_with_a_slope_per_channel_is_the_module():
     module_net = nn.Sequential(nn.Linear(4, 6), nn.PReLU(6), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2)).eval()
     module_net[1].weight.data.uniform_(-0.5, 0.8)
     fn_net = Functional(module_net[0], module_net[1].weight, module_net[2:]).eval()
-    x1, x2 = 2 * torch.randn(4, 4), 2 * torch.randn(4, 4)
-    we = walk_batch(module_net, x1, x2, method="exact")
-    wc = walk_batch(fn_net, x1, x2, method="certified")
-    assert bool(wc.completeness().all())
-    for i in range(4):
-        assert torch.equal(we[i].patterns, wc[i].patterns)
-        assert float((we[i].t - wc[i].t).abs().max()) <= 1e-6 + 1e-9
+    _same_walks(module_net, fn_net, 2 * torch.randn(4, 4), 2 * torch.randn(4, 4))
 
 
 def test_padded_zeros_are_proved_constant():
     """An activation of zero padding sees exactly 0 on every interval: a point enclosure, its bit proved 0."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 2, 2), nn.ZeroPad2d(1), nn.ReLU(), nn.Flatten(), nn.Linear(50, 1)).double()
-    x1, x2 = torch.randn(3, 1, 4, 4).double(), torch.randn(3, 1, 4, 4).double()
-    we = walk_batch(model, x1, x2, method="exact")
-    wc = walk_batch(model, x1, x2, method="certified")
-    assert bool(wc.completeness().all())
-    for i in range(3):
-        assert torch.equal(we[i].patterns, wc[i].patterns)
+    _same_walks(model, model, torch.randn(3, 1, 4, 4).double(), torch.randn(3, 1, 4, 4).double())

@@ -380,14 +380,6 @@ def test_an_operator_called_without_its_overload_gives_bits(name):
         assert torch.equal(got, net.fc1(x) > 0)
 
 
-@pytest.fixture
-def registry_guard():
-    saved = dict(patterns._REGISTRY)
-    yield
-    patterns._REGISTRY.clear()
-    patterns._REGISTRY.update(saved)
-
-
 class ParamGate(nn.Module):
     """A learned gate of the hidden units, independent of the input: h * sigmoid(alpha)."""
 

@@ -21,14 +21,6 @@ from spacefold.nn import GEGLU, ReGLU, SwiGLU
 f64 = torch.float64
 
 
-@pytest.fixture
-def registry_guard():
-    saved = dict(patterns._REGISTRY)
-    yield
-    patterns._REGISTRY.clear()
-    patterns._REGISTRY.update(saved)
-
-
 @pytest.mark.parametrize("unit, act", [(SwiGLU, F.silu), (GEGLU, F.gelu), (ReGLU, F.relu)])
 @pytest.mark.parametrize("bias", [False, True])
 def test_gated_units_give_one_bit_per_unit(unit, act, bias):

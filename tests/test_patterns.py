@@ -106,15 +106,6 @@ def test_activation_without_rule_is_a_type_error(act, name):
         sf.activation_patterns(net, torch.randn(2, 3))
 
 
-@pytest.fixture
-def registry_guard():
-    """Undo registrations made by a test."""
-    saved = dict(patterns._REGISTRY)
-    yield
-    patterns._REGISTRY.clear()
-    patterns._REGISTRY.update(saved)
-
-
 def test_register_activation_fixes_threshold(registry_guard):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(3, 4), nn.Threshold(0.1, 0.0), nn.Linear(4, 2))

@@ -37,13 +37,7 @@ class _Intercept(TorchFunctionMode):
                     "takes no bits from: call the activation as a module or a function (nn.GELU, F.gelu, ...)"
                 )
         # any other torch function: the operators it runs are its own (the ReLU inside F.lp_pool2d)
-        rec._inside += 1
-        try:
-            out = func(*args, **kwargs)
-        finally:
-            rec._inside -= 1
-        rec._follow(args, kwargs, out)
-        return out
+        return rec._run_followed(func, args, kwargs)
 
 
 class _Watch(TorchDispatchMode):

@@ -349,6 +349,17 @@ class PatternRecorder:
     def _constant(self, x) -> bool:
         return isinstance(x, Tensor) and id(x) in self._const
 
+    def _run_followed(self, func, args: tuple, kwargs: dict):
+        """``func(*args, **kwargs)``, whose operators are its own (no activation operator it runs is unseen),
+        its outputs followed (:meth:`_follow`)."""
+        self._inside += 1
+        try:
+            out = func(*args, **kwargs)
+        finally:
+            self._inside -= 1
+        self._follow(args, kwargs, out)
+        return out
+
     def _follow(self, args: tuple, kwargs: dict, out) -> None:
         """The outputs of an operation whose tensor inputs are all constant (parameters, buffers, or
         computed from them alone) are constant; an operation with any other input makes its outputs not."""
@@ -477,13 +488,7 @@ class PatternRecorder:
         x = args[0] if args else kwargs.get("input")
         owner = self._stack[-1] if self._stack else ""
         if self._constant(x):  # of parameters alone (a learned gate's sigmoid): no input's bits, a constant
-            self._depth += 1  # seen: not an activation that ran unseen
-            try:
-                out = func(*args, **kwargs)
-            finally:
-                self._depth -= 1
-            self._follow(args, kwargs, out)
-            return out
+            return self._run_followed(func, args, kwargs)
         site = f"{owner}:{spec.name}"
         module = spec.make(args, kwargs)
         if isinstance(module, nn.RReLU) and module.training:
