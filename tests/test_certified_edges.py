@@ -132,38 +132,41 @@ def _same_walks(exact_model, certified_model, x1, x2):
 
 def _walks_equal(model, shape, n=4, seed=0):
     torch.manual_seed(seed)
-    _same_walks(model, model, 2 * torch.randn((n,) + shape), 2 * torch.randn((n,) + shape))
+    dtype = next(model.parameters()).dtype
+    _same_walks(model, model, 2 * torch.randn((n,) + shape, dtype=dtype), 2 * torch.randn((n,) + shape, dtype=dtype))
 
 
 def _img(*layers):
     return nn.Sequential(nn.Unflatten(1, (1, 3, 3)), *layers).eval()
 
 
-@pytest.mark.parametrize(
-    "model",
-    [
-        nn.Sequential(nn.Linear(4, 6), nn.PReLU(6), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2)),
-        _img(nn.Conv2d(1, 3, 2), nn.PReLU(3), nn.Conv2d(3, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2)),
-        _img(nn.ZeroPad2d(1), nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(18, 2)),
-        _img(nn.ConstantPad2d((1, 0, 0, 2), 0.7), nn.Conv2d(1, 2, 2), nn.ReLU(), nn.Flatten(), nn.Linear(24, 2)),
-        _img(nn.Conv2d(1, 3, 2), nn.ReLU(), nn.AdaptiveAvgPool2d((1, 2)), nn.Flatten(), nn.Linear(6, 2)),
-        nn.Sequential(
-            nn.Unflatten(1, (1, 9)),
-            nn.Conv1d(1, 3, 2),
-            nn.ReLU(),
-            nn.AdaptiveAvgPool1d(3),
-            nn.Flatten(),
-            nn.Linear(9, 2),
-        ),
-    ],
-    ids=["prelu", "prelu-conv", "zeropad", "constantpad", "adaptive2d", "adaptive1d"],
-)
-def test_certified_equals_exact_with_prelu_padding_and_adaptive_pooling(model):
-    torch.manual_seed(1)
+_LAYERS = {
+    "prelu": lambda: nn.Sequential(nn.Linear(4, 6), nn.PReLU(6), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2)),
+    "prelu-conv": lambda: _img(
+        nn.Conv2d(1, 3, 2), nn.PReLU(3), nn.Conv2d(3, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2)
+    ),
+    "zeropad": lambda: _img(nn.ZeroPad2d(1), nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(18, 2)),
+    "constantpad": lambda: _img(
+        nn.ConstantPad2d((1, 0, 0, 2), 0.7), nn.Conv2d(1, 2, 2), nn.ReLU(), nn.Flatten(), nn.Linear(24, 2)
+    ),
+    "adaptive2d": lambda: _img(
+        nn.Conv2d(1, 3, 2), nn.ReLU(), nn.AdaptiveAvgPool2d((1, 2)), nn.Flatten(), nn.Linear(6, 2)
+    ),
+    "adaptive1d": lambda: nn.Sequential(
+        nn.Unflatten(1, (1, 9)), nn.Conv1d(1, 3, 2), nn.ReLU(), nn.AdaptiveAvgPool1d(3), nn.Flatten(), nn.Linear(9, 2)
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(_LAYERS))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_certified_equals_exact_with_prelu_padding_and_adaptive_pooling(name, seed):
+    torch.manual_seed(seed)
+    model = _LAYERS[name]().double().eval()  # float64: the exact walk's breakpoints exact, the certified within tol
     for m in model.modules():  # PReLU slopes apart from each other, some negative
         if isinstance(m, nn.PReLU):
             m.weight.data.uniform_(-0.5, 0.8)
-    _walks_equal(model.eval(), (4,) if isinstance(model[0], nn.Linear) else (9,))
+    _walks_equal(model, (4,) if isinstance(model[0], nn.Linear) else (9,), seed=seed)
 
 
 @pytest.mark.parametrize("pad", [nn.ReflectionPad2d(1), nn.ReplicationPad2d((1, 0, 1, 1))])
@@ -218,3 +221,25 @@ def test_padded_zeros_are_proved_constant():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 2, 2), nn.ZeroPad2d(1), nn.ReLU(), nn.Flatten(), nn.Linear(50, 1)).double()
     _same_walks(model, model, torch.randn(3, 1, 4, 4).double(), torch.randn(3, 1, 4, 4).double())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_prelu_per_token_on_token_rows(dtype):
+    """PReLU(T) on (batch, T, d) takes its slope per token (dim 1): the exact walk (float64 too, where its round-off
+    bound applies the activation to flattened rows) and the certified walk agree, and the walks verify."""
+
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.p, self.b = nn.Linear(3, 5), nn.PReLU(4), nn.Linear(5, 2)
+
+        def forward(self, x):
+            return self.b(self.p(self.a(x))).flatten(1)
+
+    torch.manual_seed(3)
+    model = Tokens().to(dtype).eval()
+    model.p.weight.data.uniform_(-0.5, 0.8)
+    x1, x2 = 2 * torch.randn(3, 4, 3, dtype=dtype), 2 * torch.randn(3, 4, 3, dtype=dtype)
+    _same_walks(model, model, x1, x2)
+    fb = sf.folding_batch(model, x1, x2, method="exact", workers=1, return_walks=True)
+    assert sf.verify(model, x1, x2, fb.walks).ok

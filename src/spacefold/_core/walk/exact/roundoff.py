@@ -42,7 +42,10 @@ _NONEXPANSIVE_OPS = {"flatten", "unflatten", "reshape", "view", "contiguous", "s
 
 def _act_out(module: nn.Module, z: Tensor) -> Tensor:
     """The activation of ``z`` as a new tensor, ``z`` left as it was (an in-place activation such as
-    ``nn.ReLU(inplace=True)`` is given a copy)."""
+    ``nn.ReLU(inplace=True)`` is given a copy). Rows flattened from ``(channels, ...)`` keep PReLU's slope
+    per channel (the first dimension after the batch)."""
+    if isinstance(module, nn.PReLU) and module.num_parameters > 1 and z.dim() == 2:
+        return module(z.view(z.shape[0], module.num_parameters, -1)).view(z.shape)
     return module(z.clone() if getattr(module, "inplace", False) else z)
 
 
