@@ -243,3 +243,20 @@ def test_prelu_per_token_on_token_rows(dtype):
     _same_walks(model, model, x1, x2)
     fb = sf.folding_batch(model, x1, x2, method="exact", workers=1, return_walks=True)
     assert sf.verify(model, x1, x2, fb.walks).ok
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_convolutions_padded_by_mode(mode):
+    torch.manual_seed(6)
+    model = _img(nn.Conv2d(1, 3, 3, padding=1, padding_mode=mode), nn.ReLU(), nn.Flatten(), nn.Linear(27, 2))
+    model = model.double().eval()
+    _walks_equal(model, (9,), seed=6)
+    conv1d = nn.Sequential(
+        nn.Unflatten(1, (1, 9)),
+        nn.Conv1d(1, 2, 3, padding=2, padding_mode=mode),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.LazyLinear(2),
+    )
+    conv1d(torch.zeros(1, 9))  # materialise the lazy layer
+    _walks_equal(conv1d.double().eval(), (9,), seed=7)

@@ -303,8 +303,6 @@ class CertifiedProgram:
             return all(self._module_supported(layer) for layer in m.layers)
         if isinstance(m, nn.MultiheadAttention):
             return m.bias_k is None and not m.add_zero_attn
-        if isinstance(m, (nn.Conv1d, nn.Conv2d)):
-            return m.padding_mode == "zeros"
         return isinstance(m, _MODULES)
 
     # ---------------------------------------------------------------- running

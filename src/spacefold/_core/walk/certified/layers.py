@@ -53,7 +53,10 @@ def _conv(x: IDual, m) -> IDual:
     conv = F.conv1d if isinstance(m, nn.Conv1d) else F.conv2d
     w = m.weight.detach()
     wa = w.abs()
-    kw = {"stride": m.stride, "padding": m.padding, "dilation": m.dilation, "groups": m.groups}
+    padding = m.padding
+    if m.padding_mode != "zeros":  # as the module does: pad by that mode, then convolve without padding
+        x, padding = _copy_padded(x, m._reversed_padding_repeated_twice, m.padding_mode), 0
+    kw = {"stride": m.stride, "padding": padding, "dilation": m.dilation, "groups": m.groups}
     n = w[0].numel()
     bias = None
     if m.bias is not None:
@@ -77,14 +80,19 @@ def _avgpool(x: IDual, m) -> IDual:
     return iv.affine(x, lambda t: pool(t, **kw), n)
 
 
-def _pad(x: IDual, m) -> IDual:
-    """Padding of any mode: copies of the input (exact, so that a padded 0 stays exactly 0), and constants."""
+def _copy_padded(x: IDual, pads, mode: str) -> IDual:
+    """``x`` padded by ``mode`` (zeros, reflection, replication, circular): copies, exact in values and radii."""
 
     def pad(t: Tensor) -> Tensor:
-        out = F.pad(t.flatten(0, 1), m.padding, _PADS[type(m)])
+        out = F.pad(t.flatten(0, 1), pads, mode)
         return out.view(t.shape[:2] + out.shape[1:])
 
-    y = x.apply(pad)
+    return x.apply(pad)
+
+
+def _pad(x: IDual, m) -> IDual:
+    """Padding of any mode: copies of the input (exact, so that a padded 0 stays exactly 0), and constants."""
+    y = _copy_padded(x, m.padding, _PADS[type(m)])
     value = float(getattr(m, "value", 0.0))
     if value:  # the constant in the value rows; the derivative rows stay 0 there
         y = iv.shift(y, F.pad(torch.zeros(x.shape[1:], dtype=torch.float64, device=x.C.device), m.padding, value=value))
