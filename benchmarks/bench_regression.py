@@ -28,6 +28,8 @@ to both workers as tensors, so only the walk differs):
 - ``cnn64``: the same in float64 (net and inputs);
 - ``resnet64``: ``bench_resnet.py``'s ResNet-18 at 32x32 (``spacefold.models.resnet.ResNet``, the tree's own,
   seed 0) in float64 on its first ``--resnet-paths`` segments, one ``walk_batch`` call per segment as there;
+- ``bisect``, ``certified``: a 784-20x3-10 GELU MLP (the Linear layers of ``spacefold.models.mlp`` seed 0) on
+  ``--gelu-paths`` random pairs of MNIST test images (seed 0), ``folding_batch`` in one call by that method;
   not in the default cases (a segment takes minutes).
 
 Results: each tree's χ (where the case has one) and regions per path are compared path by path;
@@ -71,14 +73,14 @@ def _worker(data_file: str) -> None:
     data = torch.load(data_file, weights_only=True)
     tag = os.environ["BENCH_REGRESSION_TAG"]
 
-    def mlp(layers):
+    def mlp(layers, act=nn.ReLU):
         mods: list[nn.Module] = []
         for k, (w, b) in enumerate(layers):
             lin = nn.Linear(w.shape[1], w.shape[0])
             with torch.no_grad():
                 lin.weight.copy_(w)
                 lin.bias.copy_(b)
-            mods += [lin] if k == len(layers) - 1 else [lin, nn.ReLU()]
+            mods += [lin] if k == len(layers) - 1 else [lin, act()]
         return nn.Sequential(*mods).eval()
 
     def one_process(fn, **kw):  # workers=1 where the tree's entry point has the option
@@ -113,7 +115,16 @@ def _worker(data_file: str) -> None:
             w = sf.walk_batch(nets[case], x1, x2)
         return {"n_regions": w.n_regions}
 
+    def run_sampled(warm: bool, method: str):  # the GELU MLP's walk by bisection or the certified walk
+        d = data[method]
+        x1, x2 = (d["x1"][:2], d["x2"][:2]) if warm else (d["x1"], d["x2"])
+        f = sf.folding_batch(nets[method], x1, x2, method=method, **one_process(sf.folding_batch))
+        return {"chi": f.chi, "n_regions": f.n_regions}
+
     nets = {}
+    for case in ("bisect", "certified"):
+        if case in data:
+            nets[case] = mlp(data[case]["layers"], nn.GELU)
     if "mlp" in data:
         nets["mlp"] = mlp(data["mlp"]["layers"])
     if "regioncam" in data:
@@ -135,6 +146,8 @@ def _worker(data_file: str) -> None:
         "cnn": run_cnn,
         "cnn64": lambda warm: run_cnn(warm, "cnn64"),
         "resnet64": lambda warm: run_cnn(warm, "resnet64", one_by_one=True),
+        "bisect": lambda warm: run_sampled(warm, "bisect"),
+        "certified": lambda warm: run_sampled(warm, "certified"),
     }
     for line in sys.stdin:
         case = line.strip()
@@ -197,7 +210,7 @@ def _cases(args, skipped: dict) -> dict:
 
     data: dict = {}
     names = args.cases.split(",")
-    if "mlp" in names or "regioncam" in names:
+    if {"mlp", "regioncam", "bisect", "certified"} & set(names):
         from _common import load_mnist, random_mlp
 
         x, _ = load_mnist("test")
@@ -217,6 +230,15 @@ def _cases(args, skipped: dict) -> dict:
                 "i": torch.arange(k).repeat_interleave(n),
                 "j": torch.arange(n).repeat(k),
             }
+        if "bisect" in names or "certified" in names:
+            g = torch.Generator().manual_seed(0)
+            i = torch.randint(0, x.shape[0], (args.gelu_paths,), generator=g)
+            j = torch.randint(0, x.shape[0], (args.gelu_paths,), generator=g)
+            net = random_mlp([20] * 3, seed=0)  # its Linear layers; the workers put GELU between them
+            gelu = {"layers": layers(net), "x1": x[i].clone(), "x2": x[j].clone()}
+            for case in ("bisect", "certified"):
+                if case in names:
+                    data[case] = gelu
         if "regioncam" in names:
             try:
                 import regioncam  # noqa: F401
@@ -274,12 +296,12 @@ def main() -> None:
     ap.add_argument("--rc-paths", type=int, default=200, help="regioncam: segments")
     ap.add_argument("--cnn-paths", type=int, default=2, help="cnn, cnn64: segments")
     ap.add_argument("--resnet-paths", type=int, default=1, help="resnet64: segments")
+    ap.add_argument("--gelu-paths", type=int, default=50, help="bisect, certified: segments")
     args = ap.parse_args()
-    unknown = set(args.cases.split(",")) - {"mlp", "regioncam", "cnn", "cnn64", "resnet64"}
+    known = ("mlp", "regioncam", "cnn", "cnn64", "resnet64", "bisect", "certified")
+    unknown = set(args.cases.split(",")) - set(known)
     if unknown:
-        ap.error(
-            f"--cases: expected names among mlp, regioncam, cnn, cnn64, resnet64, got {', '.join(sorted(unknown))}"
-        )
+        ap.error(f"--cases: expected names among {', '.join(known)}, got {', '.join(sorted(unknown))}")
     base = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", args.base + "^{commit}"], capture_output=True, text=True
     )
@@ -343,6 +365,8 @@ def main() -> None:
         "cnn": lambda d: d["x1"].shape[0],
         "cnn64": lambda d: d["x1"].shape[0],
         "resnet64": lambda d: d["x1"].shape[0],
+        "bisect": lambda d: d["x1"].shape[0],
+        "certified": lambda d: d["x1"].shape[0],
     }
     rows = []
     for case in data:

@@ -66,21 +66,19 @@ def _clean(c: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def lohi(c: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
-    """Outward-rounded endpoints of ``[c - r, c + r]`` (``c`` itself where ``r`` is exactly 0: no rounding)."""
-    exact = r == 0
-    lo = torch.where(exact, c, torch.nextafter(c - r, torch.full_like(c, -math.inf)))
-    hi = torch.where(exact, c, torch.nextafter(c + r, torch.full_like(c, math.inf)))
+    """Outward-rounded endpoints of ``[c - r, c + r]``."""
+    lo = torch.nextafter(c - r, torch.full_like(c, -math.inf))
+    hi = torch.nextafter(c + r, torch.full_like(c, math.inf))
     return lo, hi
 
 
 def from_lohi(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
-    """Centre-radius form of ``[lo, hi]``, outward rounded (a point, ``lo == hi``, exactly: radius 0)."""
+    """Centre-radius form of ``[lo, hi]``, outward rounded."""
     c = 0.5 * lo + 0.5 * hi
     c = torch.where(torch.isfinite(c), c, torch.zeros_like(c))
     inf = torch.full_like(c, math.inf)
     r = torch.maximum(torch.nextafter(hi - c, inf), torch.nextafter(c - lo, inf))
-    point = (lo == hi) & torch.isfinite(lo)
-    return torch.where(point, lo, c), torch.where(point, torch.zeros_like(r), torch.nextafter(r, inf))
+    return c, torch.nextafter(r, inf)
 
 
 @dataclass

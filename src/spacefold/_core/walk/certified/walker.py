@@ -105,12 +105,14 @@ class CertifiedWalker:
             raise CertifiedUnsupportedError("method='certified' found no selected activation call in the traced graph")
         C = torch.cat([q.C.reshape(iv.NR, q.C.shape[1], -1) for _, q, _ in qs], -1)
         R = torch.cat([q.R.reshape(iv.NR, q.R.shape[1], -1) for _, q, _ in qs], -1)
+        # a quantity that is exactly 0 with radius 0 in every row (an activation of zero padding): its bit is 0
+        exact = ((C == 0) & (R == 0)).all(0)
         t = iv.tighten(iv.IDual(C, R, x.h))
         lo, hi = iv.lohi(t.C[0], t.R[0])
         dlo, dhi = iv.lohi(t.C[2], t.R[2])
         plo, phi = iv.lohi(t.C[1], t.R[1])
-        if any(z is not None for _, _, z in qs):  # exactly 0 on the interval: [0, 0] and no slope
-            zero = torch.cat(
+        if any(z is not None for _, _, z in qs) or bool(exact.any()):  # exactly 0 on the interval: [0, 0], no slope
+            zero = exact | torch.cat(
                 [
                     (z if z is not None else torch.zeros(q.C.shape[1:], dtype=torch.bool, device=q.C.device)).reshape(
                         q.C.shape[1], -1
