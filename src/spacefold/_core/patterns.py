@@ -45,7 +45,8 @@ order of the forward pass):
   or custom operator belong to it (the ReLU inside ``F.lp_pool2d``, the gates of
   ``nn.LSTM``'s fused kernel) and give no bits.
   Elementwise maps that are not activations (``torch.abs``, ``torch.clamp``, ``torch.exp``,
-  softmax) and activations of a parameter (``torch.sigmoid(self.alpha)``) give no bits; scores
+  softmax) and activations of values computed from parameters and buffers alone
+  (``torch.sigmoid(self.alpha * 2)``, a parametrization) give no bits; scores
   whose first dimension is not the batch (tokens folded into it) are an error naming the call site.
 - A model whose activations are called differently at different inputs (data-dependent
   control flow in ``forward``) would give patterns of different meaning: the layout of
@@ -363,7 +364,7 @@ class PatternRecorder:
     def _follow(self, args: tuple, kwargs: dict, out) -> None:
         """The outputs of an operation whose tensor inputs are all constant (parameters, buffers, or
         computed from them alone) are constant; an operation with any other input makes its outputs not."""
-        ins = [t for t in _tensors(args, kwargs)]
+        ins = list(_tensors(args, kwargs))
         const = bool(ins) and all(id(t) in self._const for t in ins)
         for t in _tensors((out,), {}):
             if const:
